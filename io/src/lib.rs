@@ -1,0 +1,1 @@
+//! OS-facing I/O: io_uring DMA files, per-shard store, mmap, sockets, AF_XDP.

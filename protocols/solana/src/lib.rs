@@ -1,0 +1,1 @@
+//! Sans-IO Solana snapshot codecs: streaming zstd and tar, manifest, AppendVec, LtHash.

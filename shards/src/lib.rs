@@ -1,0 +1,1 @@
+//! Thread-per-core shard runtime: pinned glommio executors, channel mesh, ownership maps.

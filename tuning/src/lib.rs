@@ -1,0 +1,1 @@
+//! Host topology, NIC queues and IRQs to a shard/core/queue plan.
