@@ -1,1 +1,3 @@
 //! OS-facing I/O: io_uring DMA files, per-shard store, mmap, sockets, AF_XDP.
+pub mod datadir;
+pub mod journal;
