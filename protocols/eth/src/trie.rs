@@ -1,0 +1,631 @@
+//! Merkle-Patricia trie nodes, child references, roots, a node-producing builder and
+//! Merkle proofs.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{keccak256, Bytes, B256};
+
+use crate::rlp::{encode_bytes, list_header, parse_exact, Item, RlpError};
+use crate::types::EMPTY_ROOT;
+
+/// Longest path (in nibbles) accepted when decoding a node.
+pub const MAX_PATH_NIBBLES: usize = 256;
+
+/// A path in the trie, one nibble (0..=15) per byte.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Nibbles(pub Vec<u8>);
+
+impl Nibbles {
+    pub fn new() -> Self {
+        Nibbles(Vec::new())
+    }
+    /// Two nibbles per byte, high nibble first.
+    pub fn unpack(bytes: &[u8]) -> Self {
+        let mut v = Vec::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            v.push(b >> 4);
+            v.push(b & 0x0f);
+        }
+        Nibbles(v)
+    }
+    /// Pack into bytes; `None` when the length is odd.
+    pub fn pack(&self) -> Option<Vec<u8>> {
+        if self.0.len() % 2 != 0 {
+            return None;
+        }
+        Some(self.0.chunks(2).map(|c| (c[0] << 4) | c[1]).collect())
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn push(&mut self, n: u8) {
+        debug_assert!(n < 16);
+        self.0.push(n);
+    }
+    pub fn join(&self, other: &[u8]) -> Nibbles {
+        let mut v = self.0.clone();
+        v.extend_from_slice(other);
+        Nibbles(v)
+    }
+}
+
+/// Hex-prefix encoding of a path (`leaf` sets the terminator flag).
+pub fn hex_prefix_encode(path: &[u8], leaf: bool) -> Vec<u8> {
+    let flag = if leaf { 2u8 } else { 0 };
+    let mut out = Vec::with_capacity(path.len() / 2 + 1);
+    if path.len() % 2 == 1 {
+        out.push(((flag | 1) << 4) | path[0]);
+        for c in path[1..].chunks(2) {
+            out.push((c[0] << 4) | c[1]);
+        }
+    } else {
+        out.push(flag << 4);
+        for c in path.chunks(2) {
+            out.push((c[0] << 4) | c[1]);
+        }
+    }
+    out
+}
+
+/// Decode a hex-prefix path: (nibbles, is_leaf).
+pub fn hex_prefix_decode(buf: &[u8], offset: usize) -> Result<(Nibbles, bool), RlpError> {
+    let first = *buf.first().ok_or(RlpError::Invalid {
+        offset,
+        what: "empty hex-prefix path",
+    })?;
+    let flag = first >> 4;
+    if flag > 3 {
+        return Err(RlpError::Invalid {
+            offset,
+            what: "hex-prefix flag above 3",
+        });
+    }
+    let leaf = flag & 2 != 0;
+    let odd = flag & 1 != 0;
+    let mut v = Vec::with_capacity(buf.len() * 2);
+    if odd {
+        v.push(first & 0x0f);
+    } else if first & 0x0f != 0 {
+        return Err(RlpError::Invalid {
+            offset,
+            what: "hex-prefix padding nibble is not zero",
+        });
+    }
+    for b in &buf[1..] {
+        v.push(b >> 4);
+        v.push(b & 0x0f);
+    }
+    if v.len() > MAX_PATH_NIBBLES {
+        return Err(RlpError::TooLong {
+            offset,
+            len: v.len(),
+            limit: MAX_PATH_NIBBLES,
+        });
+    }
+    Ok((Nibbles(v), leaf))
+}
+
+/// A reference from a node to a child: by hash, or the child's own RLP when it is
+/// shorter than 32 bytes (embedded).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NodeRef {
+    Hash(B256),
+    Embedded(Bytes),
+}
+
+impl NodeRef {
+    fn from_item(item: &Item<'_>) -> Result<Option<NodeRef>, RlpError> {
+        if item.is_list {
+            if item.raw.len() >= 32 {
+                return Err(RlpError::Invalid {
+                    offset: item.offset,
+                    what: "embedded child node of 32 bytes or more",
+                });
+            }
+            return Ok(Some(NodeRef::Embedded(Bytes::copy_from_slice(item.raw))));
+        }
+        match item.payload.len() {
+            0 => Ok(None),
+            32 => Ok(Some(NodeRef::Hash(B256::from_slice(item.payload)))),
+            _ => Err(RlpError::Invalid {
+                offset: item.offset,
+                what: "child reference is neither empty, a 32-byte hash nor a list",
+            }),
+        }
+    }
+
+    /// The reference for a node with encoding `rlp`.
+    pub fn for_node(rlp: &[u8]) -> NodeRef {
+        if rlp.len() < 32 {
+            NodeRef::Embedded(Bytes::copy_from_slice(rlp))
+        } else {
+            NodeRef::Hash(keccak256(rlp))
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            NodeRef::Hash(h) => encode_bytes(h.as_slice(), out),
+            NodeRef::Embedded(b) => out.extend_from_slice(b),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            NodeRef::Hash(_) => 33,
+            NodeRef::Embedded(b) => b.len(),
+        }
+    }
+}
+
+/// A decoded trie node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// 16 children and an optional value (a value only occurs in tries whose keys are
+    /// prefixes of each other; never in the state or storage tries).
+    Branch {
+        children: Box<[Option<NodeRef>; 16]>,
+        value: Option<Bytes>,
+    },
+    Extension {
+        path: Nibbles,
+        child: NodeRef,
+    },
+    Leaf {
+        path: Nibbles,
+        value: Bytes,
+    },
+}
+
+impl Node {
+    /// Decode one canonical node spanning all of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Node, RlpError> {
+        Self::from_item(&parse_exact(buf)?)
+    }
+
+    pub fn from_item(item: &Item<'_>) -> Result<Node, RlpError> {
+        let mut r = item.list()?;
+        let count = r.remaining_count()?;
+        match count {
+            17 => {
+                let mut children: Box<[Option<NodeRef>; 16]> = Box::new(Default::default());
+                for c in children.iter_mut() {
+                    *c = NodeRef::from_item(&r.next()?)?;
+                }
+                let v = r.next()?;
+                let vb = v.bytes()?;
+                let value = if vb.is_empty() {
+                    None
+                } else {
+                    Some(Bytes::copy_from_slice(vb))
+                };
+                Ok(Node::Branch { children, value })
+            }
+            2 => {
+                let p = r.next()?;
+                let (path, leaf) = hex_prefix_decode(p.bytes()?, p.offset)?;
+                let second = r.next()?;
+                if leaf {
+                    Ok(Node::Leaf {
+                        path,
+                        value: Bytes::copy_from_slice(second.bytes()?),
+                    })
+                } else {
+                    if path.is_empty() {
+                        return Err(RlpError::Invalid {
+                            offset: p.offset,
+                            what: "extension node with an empty path",
+                        });
+                    }
+                    let child = NodeRef::from_item(&second)?.ok_or(RlpError::Invalid {
+                        offset: second.offset,
+                        what: "extension node without a child",
+                    })?;
+                    Ok(Node::Extension { path, child })
+                }
+            }
+            _ => Err(RlpError::WrongItemCount {
+                offset: item.offset,
+                count,
+                expected: "2 or 17",
+            }),
+        }
+    }
+
+    /// Canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Node::Branch { children, value } => {
+                let mut payload = 0;
+                for c in children.iter() {
+                    payload += c.as_ref().map_or(1, |c| c.len());
+                }
+                let v: &[u8] = value.as_ref().map_or(&[], |b| b.as_ref());
+                payload += alloy_rlp::Encodable::length(&v);
+                list_header(payload, &mut out);
+                for c in children.iter() {
+                    match c {
+                        Some(c) => c.encode(&mut out),
+                        None => out.push(0x80),
+                    }
+                }
+                encode_bytes(v, &mut out);
+            }
+            Node::Extension { path, child } => {
+                let hp = hex_prefix_encode(&path.0, false);
+                let payload = alloy_rlp::Encodable::length(&hp.as_slice()) + child.len();
+                list_header(payload, &mut out);
+                encode_bytes(&hp, &mut out);
+                child.encode(&mut out);
+            }
+            Node::Leaf { path, value } => {
+                let hp = hex_prefix_encode(&path.0, true);
+                let payload =
+                    alloy_rlp::Encodable::length(&hp.as_slice()) + alloy_rlp::Encodable::length(&value.as_ref());
+                list_header(payload, &mut out);
+                encode_bytes(&hp, &mut out);
+                encode_bytes(value, &mut out);
+            }
+        }
+        out
+    }
+}
+
+/// A child of a node, with the full path (from the root) where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildRef {
+    pub child: NodeRef,
+    pub path: Nibbles,
+}
+
+impl ChildRef {
+    /// The hash to request, when the child is not embedded.
+    pub fn hash(&self) -> Option<B256> {
+        match self.child {
+            NodeRef::Hash(h) => Some(h),
+            NodeRef::Embedded(_) => None,
+        }
+    }
+}
+
+/// The direct children of the node `node_rlp` sitting at `path`.
+pub fn child_refs(node_rlp: &[u8], path: &Nibbles) -> Result<Vec<ChildRef>, RlpError> {
+    let mut out = Vec::new();
+    match Node::decode(node_rlp)? {
+        Node::Branch { children, .. } => {
+            for (i, c) in children.iter().enumerate() {
+                if let Some(c) = c {
+                    out.push(ChildRef {
+                        child: c.clone(),
+                        path: path.join(&[i as u8]),
+                    });
+                }
+            }
+        }
+        Node::Extension { path: p, child } => out.push(ChildRef {
+            child,
+            path: path.join(&p.0),
+        }),
+        Node::Leaf { .. } => {}
+    }
+    Ok(out)
+}
+
+/// What a walk of one node (and its embedded descendants) finds: the hashed children to
+/// fetch and the leaves (full path → value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeContents {
+    pub hashed_children: Vec<(B256, Nibbles)>,
+    pub leaves: Vec<(Nibbles, Bytes)>,
+}
+
+/// Walk the node `node_rlp` at `path` and its embedded descendants: every hashed child
+/// (with its path) and every value (with its full path). In the state trie a leaf's full
+/// path is the 64-nibble keccak of the address and its value an [`crate::Account`].
+pub fn node_contents(node_rlp: &[u8], path: &Nibbles) -> Result<NodeContents, RlpError> {
+    let mut out = NodeContents::default();
+    walk_node(node_rlp, path, &mut out, 0)?;
+    Ok(out)
+}
+
+fn walk_node(node_rlp: &[u8], path: &Nibbles, out: &mut NodeContents, depth: usize) -> Result<(), RlpError> {
+    if depth > 64 {
+        return Err(RlpError::TooDeep { offset: 0, limit: 64 });
+    }
+    let visit = |c: &NodeRef, p: Nibbles, out: &mut NodeContents| -> Result<(), RlpError> {
+        match c {
+            NodeRef::Hash(h) => out.hashed_children.push((*h, p)),
+            NodeRef::Embedded(b) => walk_node(b, &p, out, depth + 1)?,
+        }
+        Ok(())
+    };
+    match Node::decode(node_rlp)? {
+        Node::Branch { children, value } => {
+            if let Some(v) = value {
+                out.leaves.push((path.clone(), v));
+            }
+            for (i, c) in children.iter().enumerate() {
+                if let Some(c) = c {
+                    visit(c, path.join(&[i as u8]), out)?;
+                }
+            }
+        }
+        Node::Extension { path: p, child } => visit(&child, path.join(&p.0), out)?,
+        Node::Leaf { path: p, value } => out.leaves.push((path.join(&p.0), value)),
+    }
+    Ok(())
+}
+
+/// Leaf values (full path → value) of a node and its embedded descendants.
+pub fn leaf_values(node_rlp: &[u8], path: &Nibbles) -> Result<Vec<(Nibbles, Bytes)>, RlpError> {
+    Ok(node_contents(node_rlp, path)?.leaves)
+}
+
+/// Verify a node against the hash it was requested by; returns its decoded form.
+pub fn verify_node(expected: B256, node_rlp: &[u8]) -> Result<Node, NodeError> {
+    let got = keccak256(node_rlp);
+    if got != expected {
+        return Err(NodeError::HashMismatch { expected, got });
+    }
+    Node::decode(node_rlp).map_err(|source| NodeError::Decode { hash: expected, source })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("trie node hash mismatch: requested {expected}, got {got}")]
+    HashMismatch { expected: B256, got: B256 },
+    #[error("trie node {hash}: {source}")]
+    Decode { hash: B256, source: RlpError },
+}
+
+/// Root of the trie mapping `rlp(index)` to each item (transactions, receipts,
+/// withdrawals), from the items' encodings.
+pub fn ordered_root<T: AsRef<[u8]>>(encoded_items: &[T]) -> B256 {
+    alloy_trie::root::ordered_trie_root_with_encoder(encoded_items, |item, buf| buf.extend_from_slice(item.as_ref()))
+}
+
+/// Root of a trie from key/value pairs (keys used as given; sorted and de-duplicated
+/// here, the last value of a duplicated key wins, empty values are deletions).
+pub fn trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> B256 {
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        if v.as_ref().is_empty() {
+            map.remove(k.as_ref());
+        } else {
+            map.insert(k.as_ref().to_vec(), v.as_ref().to_vec());
+        }
+    }
+    let mut hb = alloy_trie::HashBuilder::default();
+    for (k, v) in &map {
+        hb.add_leaf(alloy_trie::Nibbles::unpack(k), v);
+    }
+    hb.root()
+}
+
+/// Root of a secure trie (keys hashed with keccak first).
+pub fn secure_trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> B256 {
+    let hashed: Vec<(B256, V)> = pairs.into_iter().map(|(k, v)| (keccak256(k.as_ref()), v)).collect();
+    trie_root(hashed)
+}
+
+/// A fully materialised trie: every node (hash → RLP) plus proofs. Built from a complete
+/// key/value set; meant for serving GetNodeData / snap requests and for tests.
+#[derive(Debug, Clone)]
+pub struct TrieBuilder {
+    root: B256,
+    /// The root node's encoding (also in `nodes`).
+    root_rlp: Vec<u8>,
+    nodes: BTreeMap<B256, Bytes>,
+    leaves: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl TrieBuilder {
+    /// Build from pairs (keys used as given). Empty values are skipped; for a duplicated
+    /// key the last value wins.
+    pub fn new<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> TrieBuilder {
+        let mut leaves = BTreeMap::new();
+        for (k, v) in pairs {
+            if v.as_ref().is_empty() {
+                leaves.remove(k.as_ref());
+            } else {
+                leaves.insert(k.as_ref().to_vec(), v.as_ref().to_vec());
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        if leaves.is_empty() {
+            return TrieBuilder {
+                root: EMPTY_ROOT,
+                root_rlp: vec![0x80],
+                nodes,
+                leaves,
+            };
+        }
+        let items: Vec<(Nibbles, &[u8])> = leaves.iter().map(|(k, v)| (Nibbles::unpack(k), v.as_slice())).collect();
+        let root_rlp = build(&items, 0, &mut nodes);
+        let root = keccak256(&root_rlp);
+        nodes.insert(root, Bytes::copy_from_slice(&root_rlp));
+        TrieBuilder {
+            root,
+            root_rlp,
+            nodes,
+            leaves,
+        }
+    }
+
+    /// Build a secure trie (keys hashed with keccak).
+    pub fn new_secure<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> TrieBuilder {
+        Self::new(pairs.into_iter().map(|(k, v)| (keccak256(k.as_ref()), v)))
+    }
+
+    pub fn root(&self) -> B256 {
+        self.root
+    }
+
+    /// Every node stored by hash (embedded nodes are part of their parent). The empty
+    /// trie has no nodes.
+    pub fn nodes(&self) -> &BTreeMap<B256, Bytes> {
+        &self.nodes
+    }
+
+    pub fn into_nodes(self) -> BTreeMap<B256, Bytes> {
+        self.nodes
+    }
+
+    /// The (key, value) pairs, sorted by key.
+    pub fn leaves(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.leaves
+    }
+
+    /// Merkle proof for `key` (present or absent): the hashed nodes on the path from the
+    /// root, root first (the root is included even when shorter than 32 bytes).
+    pub fn prove(&self, key: &[u8]) -> Vec<Bytes> {
+        let mut proof = Vec::new();
+        if self.leaves.is_empty() {
+            return proof;
+        }
+        let path = Nibbles::unpack(key);
+        let mut rest: &[u8] = &path.0;
+        let mut current = Bytes::copy_from_slice(&self.root_rlp);
+        proof.push(current.clone());
+        // Each iteration descends one node; bounded by the path length plus one.
+        for _ in 0..=path.len() + 1 {
+            let node = match Node::decode(&current) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let next = match node {
+                Node::Branch { children, .. } => {
+                    let Some(&n) = rest.first() else { break };
+                    rest = &rest[1..];
+                    children[n as usize].clone()
+                }
+                Node::Extension { path: p, child } => {
+                    if rest.len() >= p.len() && rest[..p.len()] == p.0[..] {
+                        rest = &rest[p.len()..];
+                        Some(child)
+                    } else {
+                        None
+                    }
+                }
+                Node::Leaf { .. } => None,
+            };
+            match next {
+                None => break,
+                Some(NodeRef::Hash(h)) => {
+                    let Some(n) = self.nodes.get(&h) else { break };
+                    current = n.clone();
+                    proof.push(current.clone());
+                }
+                Some(NodeRef::Embedded(b)) => current = b,
+            }
+        }
+        proof
+    }
+
+    /// The union of the proofs of `first` and `last` (each node once), as snap serves it.
+    pub fn prove_range(&self, first: &[u8], last: &[u8]) -> Vec<Bytes> {
+        let mut out = self.prove(first);
+        for n in self.prove(last) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    }
+}
+
+fn node_ref_store(rlp: Vec<u8>, nodes: &mut BTreeMap<B256, Bytes>) -> NodeRef {
+    if rlp.len() < 32 {
+        NodeRef::Embedded(Bytes::from(rlp))
+    } else {
+        let h = keccak256(&rlp);
+        nodes.insert(h, Bytes::from(rlp));
+        NodeRef::Hash(h)
+    }
+}
+
+/// Build the node for sorted, unique `items` whose paths agree on the first `depth`
+/// nibbles; returns its RLP and stores every hashed descendant in `nodes`.
+fn build(items: &[(Nibbles, &[u8])], depth: usize, nodes: &mut BTreeMap<B256, Bytes>) -> Vec<u8> {
+    debug_assert!(!items.is_empty());
+    if items.len() == 1 {
+        let (k, v) = &items[0];
+        return Node::Leaf {
+            path: Nibbles(k.0[depth..].to_vec()),
+            value: Bytes::copy_from_slice(v),
+        }
+        .encode();
+    }
+    let first = &items[0].0 .0[depth..];
+    let last = &items[items.len() - 1].0 .0[depth..];
+    let common = first.iter().zip(last.iter()).take_while(|(a, b)| a == b).count();
+    if common > 0 {
+        let child = build(items, depth + common, nodes);
+        return Node::Extension {
+            path: Nibbles(first[..common].to_vec()),
+            child: node_ref_store(child, nodes),
+        }
+        .encode();
+    }
+    let mut children: Box<[Option<NodeRef>; 16]> = Box::new(Default::default());
+    let mut value = None;
+    let mut i = 0;
+    if items[0].0.len() == depth {
+        value = Some(Bytes::copy_from_slice(items[0].1));
+        i = 1;
+    }
+    while i < items.len() {
+        let nib = items[i].0 .0[depth];
+        let mut j = i;
+        while j < items.len() && items[j].0 .0[depth] == nib {
+            j += 1;
+        }
+        let child = build(&items[i..j], depth + 1, nodes);
+        children[nib as usize] = Some(node_ref_store(child, nodes));
+        i = j;
+    }
+    Node::Branch { children, value }.encode()
+}
+
+/// Convenience: decode an item as a node reference (used by proof code).
+pub(crate) fn node_ref_from_item(item: &Item<'_>) -> Result<Option<NodeRef>, RlpError> {
+    NodeRef::from_item(item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_prefix_round_trip() {
+        for leaf in [false, true] {
+            for len in 0..6u8 {
+                let p: Vec<u8> = (0..len).map(|i| (i * 7) % 16).collect();
+                let enc = hex_prefix_encode(&p, leaf);
+                let (dec, l) = hex_prefix_decode(&enc, 0).unwrap();
+                assert_eq!(dec.0, p);
+                assert_eq!(l, leaf);
+            }
+        }
+    }
+
+    #[test]
+    fn builder_matches_hash_builder() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0u32..300)
+            .map(|i| (keccak256(i.to_be_bytes()).to_vec(), vec![1u8; (i % 40 + 1) as usize]))
+            .collect();
+        let t = TrieBuilder::new(pairs.clone());
+        assert_eq!(t.root(), trie_root(pairs));
+        for (h, n) in t.nodes() {
+            assert_eq!(keccak256(n), *h);
+            Node::decode(n).unwrap();
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Validation of headers, bodies and receipts against header commitments. Every failure
+//! names the block number and the field.
+
+use alloy_primitives::{keccak256, B256};
+
+use crate::trie::ordered_root;
+use crate::types::{Block, BlockBody, Header, Receipt};
+
+/// Which commitment failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    HeaderHash,
+    ParentHash,
+    Number,
+    TransactionsRoot,
+    OmmersHash,
+    WithdrawalsRoot,
+    ReceiptsRoot,
+}
+
+impl Field {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::HeaderHash => "hash",
+            Field::ParentHash => "parentHash",
+            Field::Number => "number",
+            Field::TransactionsRoot => "transactionsRoot",
+            Field::OmmersHash => "ommersHash",
+            Field::WithdrawalsRoot => "withdrawalsRoot",
+            Field::ReceiptsRoot => "receiptsRoot",
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("block {number}: {field} mismatch: header has {expected}, computed {got}")]
+    Mismatch {
+        number: u64,
+        field: Field,
+        expected: B256,
+        got: B256,
+    },
+    #[error("block {number}: number does not follow parent {parent_number}")]
+    NumberGap { number: u64, parent_number: u64 },
+    #[error("block {number}: withdrawals present in the body but the header has no withdrawalsRoot")]
+    UnexpectedWithdrawals { number: u64 },
+    #[error("block {number}: header has a withdrawalsRoot but the body has no withdrawals")]
+    MissingWithdrawals { number: u64 },
+}
+
+impl VerifyError {
+    pub fn number(&self) -> u64 {
+        match *self {
+            VerifyError::Mismatch { number, .. }
+            | VerifyError::NumberGap { number, .. }
+            | VerifyError::UnexpectedWithdrawals { number }
+            | VerifyError::MissingWithdrawals { number } => number,
+        }
+    }
+    pub fn field(&self) -> Field {
+        match *self {
+            VerifyError::Mismatch { field, .. } => field,
+            VerifyError::NumberGap { .. } => Field::Number,
+            VerifyError::UnexpectedWithdrawals { .. } | VerifyError::MissingWithdrawals { .. } => {
+                Field::WithdrawalsRoot
+            }
+        }
+    }
+}
+
+/// The header hashes to `expected` (the hash it was requested or announced by).
+pub fn verify_header_hash(header: &Header, expected: B256) -> Result<(), VerifyError> {
+    let got = header.hash();
+    if got != expected {
+        return Err(VerifyError::Mismatch {
+            number: header.number,
+            field: Field::HeaderHash,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// `child` follows `parent`: numbers are consecutive and `child.parent_hash == hash(parent)`.
+pub fn verify_parent_link(parent: &Header, child: &Header) -> Result<(), VerifyError> {
+    verify_parent_hash(parent.hash(), parent.number, child)
+}
+
+/// Like [`verify_parent_link`] with the parent's hash already known.
+pub fn verify_parent_hash(parent_hash: B256, parent_number: u64, child: &Header) -> Result<(), VerifyError> {
+    if parent_number.checked_add(1) != Some(child.number) {
+        return Err(VerifyError::NumberGap {
+            number: child.number,
+            parent_number,
+        });
+    }
+    if child.parent_hash != parent_hash {
+        return Err(VerifyError::Mismatch {
+            number: child.number,
+            field: Field::ParentHash,
+            expected: child.parent_hash,
+            got: parent_hash,
+        });
+    }
+    Ok(())
+}
+
+/// A batch of headers in ascending order forms one hash chain. Returns the hash of the
+/// last header (or `None` for an empty batch).
+pub fn verify_header_chain(headers: &[Header]) -> Result<Option<B256>, VerifyError> {
+    let mut prev: Option<(B256, u64)> = None;
+    for h in headers {
+        if let Some((hash, number)) = prev {
+            verify_parent_hash(hash, number, h)?;
+        }
+        prev = Some((h.hash(), h.number));
+    }
+    Ok(prev.map(|p| p.0))
+}
+
+/// Transactions root of a body.
+pub fn transactions_root(body: &BlockBody) -> B256 {
+    let items: Vec<&[u8]> = body.transactions.iter().map(|t| t.encoded.as_ref()).collect();
+    ordered_root(&items)
+}
+
+/// keccak of the RLP list of ommer headers.
+pub fn ommers_hash(ommers: &[Header]) -> B256 {
+    let mut payload = Vec::new();
+    for o in ommers {
+        o.encode_to(&mut payload);
+    }
+    let mut out = Vec::with_capacity(payload.len() + 9);
+    crate::rlp::list_header(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    keccak256(out)
+}
+
+/// Withdrawals root.
+pub fn withdrawals_root(withdrawals: &[crate::types::Withdrawal]) -> B256 {
+    let items: Vec<Vec<u8>> = withdrawals.iter().map(|w| w.encode_vec()).collect();
+    ordered_root(&items)
+}
+
+/// Receipts root (over the consensus encodings).
+pub fn receipts_root(receipts: &[Receipt]) -> B256 {
+    let items: Vec<Vec<u8>> = receipts.iter().map(|r| r.encode_consensus()).collect();
+    ordered_root(&items)
+}
+
+fn check(number: u64, field: Field, expected: B256, got: B256) -> Result<(), VerifyError> {
+    if expected != got {
+        return Err(VerifyError::Mismatch {
+            number,
+            field,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Transactions root only.
+pub fn verify_transactions_root(header: &Header, body: &BlockBody) -> Result<(), VerifyError> {
+    check(
+        header.number,
+        Field::TransactionsRoot,
+        header.transactions_root,
+        transactions_root(body),
+    )
+}
+
+/// Ommers hash only.
+pub fn verify_ommers_hash(header: &Header, body: &BlockBody) -> Result<(), VerifyError> {
+    check(
+        header.number,
+        Field::OmmersHash,
+        header.ommers_hash,
+        ommers_hash(&body.ommers),
+    )
+}
+
+/// Withdrawals root only (presence must agree with the header).
+pub fn verify_withdrawals(header: &Header, body: &BlockBody) -> Result<(), VerifyError> {
+    match (header.withdrawals_root, &body.withdrawals) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(VerifyError::UnexpectedWithdrawals { number: header.number }),
+        (Some(_), None) => Err(VerifyError::MissingWithdrawals { number: header.number }),
+        (Some(root), Some(ws)) => check(header.number, Field::WithdrawalsRoot, root, withdrawals_root(ws)),
+    }
+}
+
+/// The body matches the header: transactions root, ommers hash, withdrawals root.
+pub fn verify_body(header: &Header, body: &BlockBody) -> Result<(), VerifyError> {
+    verify_transactions_root(header, body)?;
+    verify_ommers_hash(header, body)?;
+    verify_withdrawals(header, body)
+}
+
+/// A block's header commitments over its own body.
+pub fn verify_block(block: &Block) -> Result<(), VerifyError> {
+    verify_body(&block.header, &block.body)
+}
+
+/// The receipts match the header's receipts root.
+pub fn verify_receipts(header: &Header, receipts: &[Receipt]) -> Result<(), VerifyError> {
+    check(
+        header.number,
+        Field::ReceiptsRoot,
+        header.receipts_root,
+        receipts_root(receipts),
+    )
+}
