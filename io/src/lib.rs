@@ -1,3 +1,4 @@
 //! OS-facing I/O: io_uring DMA files, per-shard store, mmap, sockets, AF_XDP.
+pub mod probe;
 pub mod datadir;
 pub mod journal;
