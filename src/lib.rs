@@ -4,4 +4,5 @@
 //! the embedded devnet); the binary in `main.rs` is only the command line.
 
 pub mod cli;
+pub mod download;
 pub mod obs;

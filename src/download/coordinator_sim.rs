@@ -1,0 +1,409 @@
+//! Seeded deterministic simulator for the chunk coordinator: sources with a speed, random
+//! failures, crashes, lies and no Range support, in virtual time.
+
+use super::*;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug)]
+struct SimSource {
+    bytes_per_ms: u64,
+    /// Probability that a fetch fails somewhere in the middle.
+    fail_prob: f64,
+    /// From this time on every fetch fails at once.
+    crash_at_ms: Option<u64>,
+    /// Serves wrong bytes (found at verification after the download).
+    liar: bool,
+    ranges: bool,
+}
+
+fn src(bytes_per_ms: u64) -> SimSource {
+    SimSource {
+        bytes_per_ms,
+        fail_prob: 0.0,
+        crash_at_ms: None,
+        liar: false,
+        ranges: true,
+    }
+}
+
+struct Fetch {
+    pos: u64,
+    end: u64,
+    fail_at: Option<u64>,
+}
+
+#[derive(Default, Debug)]
+struct Report {
+    finished_ms: Option<u64>,
+    stuck: bool,
+    /// ChunkComplete count per chunk.
+    completes: Vec<u32>,
+    /// Final server of each chunk.
+    served_by: Vec<Option<SourceId>>,
+    fetches_per_source: Vec<u32>,
+    fetch_start_times: Vec<Vec<u64>>,
+    dropped: Vec<Option<String>>,
+    bad_reports: u32,
+    chunks_by_source: Vec<u32>,
+}
+
+fn simulate(
+    seed: u64,
+    cfg: CoordinatorConfig,
+    total: u64,
+    done: &[bool],
+    sources: &[SimSource],
+    limit_ms: u64,
+) -> Report {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Coordinator::new(cfg.clone(), total, done);
+    let ids: Vec<SourceId> = sources.iter().map(|_| c.add_source()).collect();
+    let mut rep = Report {
+        completes: vec![0; c.chunk_count() as usize],
+        fetches_per_source: vec![0; sources.len()],
+        fetch_start_times: vec![Vec::new(); sources.len()],
+        ..Report::default()
+    };
+    let mut inflight: HashMap<SourceId, Fetch> = HashMap::new();
+    let mut queue: Vec<Event> = ids
+        .iter()
+        .zip(sources)
+        .map(|(&s, x)| Event::SourceReady {
+            source: s,
+            ranges: x.ranges,
+        })
+        .collect();
+    let mut now = 0u64;
+    let step_ms = 10;
+    let mut verified_once = false;
+    while now <= limit_ms {
+        // Deliver queued events, apply actions (bounded: each round handles what is queued).
+        for _round in 0..64 {
+            if queue.is_empty() {
+                break;
+            }
+            let events = std::mem::take(&mut queue);
+            for ev in events {
+                for a in c.handle(now, ev) {
+                    match a {
+                        Action::Fetch {
+                            source,
+                            offset,
+                            len,
+                            whole_file,
+                            ..
+                        } => {
+                            let s = &sources[source.0 as usize];
+                            assert_eq!(whole_file, !s.ranges);
+                            assert!(!inflight.contains_key(&source), "two fetches on one source");
+                            rep.fetches_per_source[source.0 as usize] += 1;
+                            rep.fetch_start_times[source.0 as usize].push(now);
+                            let crashed = s.crash_at_ms.is_some_and(|t| now >= t);
+                            let fail_at = if crashed {
+                                Some(offset)
+                            } else if rng.gen_bool(s.fail_prob) {
+                                Some(offset + rng.gen_range(0..len))
+                            } else {
+                                None
+                            };
+                            inflight.insert(
+                                source,
+                                Fetch {
+                                    pos: offset,
+                                    end: offset + len,
+                                    fail_at,
+                                },
+                            );
+                        }
+                        Action::Cancel { source } => {
+                            inflight.remove(&source);
+                        }
+                        Action::DropSource { .. } => {}
+                        Action::ChunkComplete { chunk } => rep.completes[chunk as usize] += 1,
+                        Action::Finished => {
+                            // Verification after the download: chunks from liars are bad.
+                            let bad: Vec<(SourceId, u32)> = (0..c.chunk_count())
+                                .filter_map(|ch| {
+                                    c.served_by(ch)
+                                        .filter(|s| sources[s.0 as usize].liar)
+                                        .map(|s| (s, ch))
+                                })
+                                .collect();
+                            if bad.is_empty() {
+                                rep.finished_ms = Some(now);
+                            } else {
+                                verified_once = true;
+                                rep.bad_reports += bad.len() as u32;
+                                for (s, ch) in bad {
+                                    queue.push(Event::ChunkBad {
+                                        source: s,
+                                        chunk: ch,
+                                    });
+                                }
+                            }
+                        }
+                        Action::Stuck { .. } => rep.stuck = true,
+                    }
+                }
+            }
+        }
+        if rep.finished_ms.is_some() || rep.stuck {
+            break;
+        }
+        // Advance time: move bytes on every fetch.
+        now += step_ms;
+        let mut keys: Vec<SourceId> = inflight.keys().copied().collect();
+        keys.sort();
+        for sid in keys {
+            let s = &sources[sid.0 as usize];
+            let f = inflight.get_mut(&sid).unwrap();
+            let mut budget = s.bytes_per_ms * step_ms;
+            let mut failed = false;
+            while budget > 0 && f.pos < f.end {
+                let chunk = (f.pos / cfg.chunk_size_bytes) as u32;
+                let chunk_end = ((chunk as u64 + 1) * cfg.chunk_size_bytes).min(total);
+                let mut stop = chunk_end.min(f.pos + budget);
+                if let Some(fa) = f.fail_at {
+                    if fa < stop {
+                        stop = fa;
+                        failed = true;
+                    }
+                }
+                let n = stop - f.pos;
+                if n > 0 {
+                    queue.push(Event::Progress {
+                        source: sid,
+                        bytes: n,
+                    });
+                }
+                budget -= n;
+                f.pos = stop;
+                if failed {
+                    break;
+                }
+                if f.pos == chunk_end {
+                    queue.push(Event::ChunkDone { source: sid, chunk });
+                }
+            }
+            if failed {
+                inflight.remove(&sid);
+                queue.push(Event::FetchFailed {
+                    source: sid,
+                    reason: FailReason::Transport("connection reset".into()),
+                });
+            } else if f.pos >= f.end {
+                inflight.remove(&sid);
+            }
+        }
+        if now % 100 == 0 {
+            queue.push(Event::Tick);
+        }
+    }
+    let _ = verified_once;
+    rep.served_by = (0..c.chunk_count()).map(|ch| c.served_by(ch)).collect();
+    rep.dropped = ids
+        .iter()
+        .map(|&s| c.source_stats(s).unwrap().dropped.clone())
+        .collect();
+    rep.chunks_by_source = ids
+        .iter()
+        .map(|&s| c.source_stats(s).unwrap().chunks_done)
+        .collect();
+    rep
+}
+
+fn cfg(chunk: u64) -> CoordinatorConfig {
+    CoordinatorConfig {
+        chunk_size_bytes: chunk,
+        min_source_speed_bytes_per_s: 0,
+        slow_grace_ms: 2_000,
+        max_failures: 4,
+        backoff_base_ms: 200,
+        backoff_max_ms: 5_000,
+        stall_timeout_ms: 10_000,
+    }
+}
+
+#[test]
+fn every_chunk_done_once_and_faster_sources_take_more() {
+    let sources = [src(1000), src(100), src(300)];
+    let rep = simulate(1, cfg(100_000), 10_000_000 + 123, &[], &sources, 600_000);
+    assert!(rep.finished_ms.is_some(), "{rep:?}");
+    assert!(rep.completes.iter().all(|&n| n == 1), "{:?}", rep.completes);
+    assert_eq!(rep.completes.len(), 101);
+    let by = &rep.chunks_by_source;
+    assert!(by[0] > by[2] && by[2] > by[1], "chunks per source {by:?}");
+    assert!(rep.dropped.iter().all(Option::is_none));
+}
+
+#[test]
+fn failed_chunks_are_reassigned_and_crashed_source_dropped() {
+    let mut dying = src(1000);
+    dying.crash_at_ms = Some(3_000);
+    let mut flaky = src(500);
+    flaky.fail_prob = 0.3;
+    let sources = [dying, flaky, src(200)];
+    let rep = simulate(7, cfg(100_000), 8_000_000, &[], &sources, 900_000);
+    assert!(rep.finished_ms.is_some(), "{rep:?}");
+    assert!(rep.completes.iter().all(|&n| n == 1));
+    assert!(
+        rep.dropped[0]
+            .as_deref()
+            .unwrap()
+            .contains("failed 4 times"),
+        "{:?}",
+        rep.dropped
+    );
+    assert!(rep.served_by.iter().all(|s| s.is_some()));
+}
+
+#[test]
+fn source_below_min_speed_dropped_after_retries_with_exponential_backoff() {
+    let mut c = cfg(1_000_000);
+    c.min_source_speed_bytes_per_s = 100_000; // 100 bytes/ms
+    let sources = [src(20), src(1000)];
+    let rep = simulate(3, c, 30_000_000, &[], &sources, 600_000);
+    assert!(rep.finished_ms.is_some(), "{rep:?}");
+    assert!(
+        rep.dropped[0]
+            .as_deref()
+            .unwrap()
+            .contains("slower than the minimum"),
+        "{:?}",
+        rep.dropped
+    );
+    assert!(rep.dropped[1].is_none());
+    let starts = &rep.fetch_start_times[0];
+    assert_eq!(starts.len(), 4, "{starts:?}");
+    // Each retry waits the grace period plus a doubling backoff: the gaps grow.
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] > g[0]), "gaps {gaps:?}");
+    assert!(rep.completes.iter().all(|&n| n == 1));
+}
+
+#[test]
+fn liar_is_dropped_and_its_chunks_fetched_again() {
+    let mut liar = src(800);
+    liar.liar = true;
+    let sources = [liar, src(400)];
+    let rep = simulate(11, cfg(100_000), 5_000_000, &[], &sources, 600_000);
+    assert!(rep.finished_ms.is_some(), "{rep:?}");
+    assert!(rep.bad_reports > 0);
+    assert!(rep.dropped[0].as_deref().unwrap().contains("bad bytes"));
+    assert!(rep.served_by.iter().all(|s| *s == Some(SourceId(1))));
+}
+
+#[test]
+fn resume_never_fetches_done_chunks() {
+    let total = 1_000_000;
+    let done: Vec<bool> = (0..10).map(|i| i % 3 == 0).collect();
+    let mut c = Coordinator::new(cfg(100_000), total, &done);
+    let a = c.add_source();
+    let b = c.add_source();
+    let mut fetched = Vec::new();
+    let mut acts = c.handle(
+        0,
+        Event::SourceReady {
+            source: a,
+            ranges: true,
+        },
+    );
+    acts.extend(c.handle(
+        0,
+        Event::SourceReady {
+            source: b,
+            ranges: true,
+        },
+    ));
+    let mut t = 0;
+    for _ in 0..100 {
+        let mut next = Vec::new();
+        for act in acts.drain(..) {
+            if let Action::Fetch { source, first, .. } = act {
+                fetched.push(first);
+                t += 1;
+                next.extend(c.handle(
+                    t,
+                    Event::Progress {
+                        source,
+                        bytes: 100_000,
+                    },
+                ));
+                next.extend(c.handle(
+                    t,
+                    Event::ChunkDone {
+                        source,
+                        chunk: first,
+                    },
+                ));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        acts = next;
+    }
+    fetched.sort();
+    assert_eq!(fetched, vec![1, 2, 4, 5, 7, 8]);
+    assert_eq!(c.chunks_done(), 10);
+}
+
+#[test]
+fn whole_file_fallback_without_ranges() {
+    let mut a = src(500);
+    a.ranges = false;
+    a.crash_at_ms = None;
+    a.fail_prob = 1.0; // the first stream dies in the middle
+    let mut b = src(300);
+    b.ranges = false;
+    let sources = [a, b];
+    let rep = simulate(5, cfg(100_000), 2_000_000, &[], &sources, 600_000);
+    assert!(rep.finished_ms.is_some(), "{rep:?}");
+    assert!(rep.completes.iter().all(|&n| n == 1));
+    // Only one stream at a time; the second source finished what the first left.
+    assert!(rep.served_by.iter().any(|s| *s == Some(SourceId(1))));
+}
+
+#[test]
+fn all_sources_failing_reports_stuck() {
+    let mut a = src(500);
+    a.crash_at_ms = Some(0);
+    let rep = simulate(9, cfg(100_000), 1_000_000, &[], &[a], 600_000);
+    assert!(rep.stuck);
+    assert!(rep.finished_ms.is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_mixes_finish_with_every_chunk_once(
+        seed in any::<u64>(),
+        speeds in proptest::collection::vec(1u64..2000, 1..6),
+        flaky in proptest::collection::vec(0.0f64..0.5, 6),
+        chunk in 10_000u64..300_000,
+        total in 1u64..3_000_000,
+    ) {
+        // One honest, reliable source guarantees the end; the others are random.
+        let mut sources = vec![src(50)];
+        for (i, s) in speeds.iter().enumerate() {
+            let mut x = src(*s);
+            x.fail_prob = flaky[i];
+            x.liar = i % 3 == 2;
+            x.crash_at_ms = if i % 4 == 1 { Some(1_000 * i as u64) } else { None };
+            sources.push(x);
+        }
+        let rep = simulate(seed, cfg(chunk), total, &[], &sources, 3_000_000);
+        prop_assert!(rep.finished_ms.is_some(), "{:?}", rep);
+        for (ch, by) in rep.served_by.iter().enumerate() {
+            let by = by.expect("served");
+            prop_assert!(!sources[by.0 as usize].liar, "chunk {} from a liar", ch);
+        }
+        // Done once, plus once more per time it was found bad.
+        let total_completes: u32 = rep.completes.iter().sum();
+        prop_assert_eq!(total_completes, rep.completes.len() as u32 + rep.bad_reports);
+    }
+}

@@ -1,0 +1,4 @@
+//! Solana snapshot catch-up download: discovery, source grouping, the chunk coordinator,
+//! the journal of finished chunks, the HTTP client and server drivers on glommio.
+
+pub mod coordinator;
