@@ -2,3 +2,5 @@
 pub mod probe;
 pub mod datadir;
 pub mod journal;
+pub mod mmap;
+pub mod files;
