@@ -4,3 +4,4 @@ pub mod datadir;
 pub mod journal;
 pub mod mmap;
 pub mod files;
+pub mod store;

@@ -1,0 +1,769 @@
+//! The per-shard store: append-only segment files written through io_uring DMA.
+//!
+//! One `Store` per shard, used on that shard's glommio executor (it is not `Send`).
+//!
+//! # Durability contract
+//!
+//! `put` appends a record to an in-memory write buffer (full buffers are written out as
+//! they fill) and returns; **a record is durable once a later [`Store::flush`] has returned
+//! `Ok`**. `flush` writes the partially filled last block (zero padded, rewritten by the
+//! next flush) and issues one `fdatasync` for everything put since the previous flush:
+//! callers batch many puts and flush once per batch (group commit). Records put after the
+//! last successful flush may or may not survive a crash, but never half: a torn tail is
+//! cut off at the next open. After any write or sync error the store refuses further
+//! writes ([`StoreError::Poisoned`]), so nothing is acknowledged on top of a failed write.
+//!
+//! # Files
+//!
+//! `dir/seg-00000001.dat`, `seg-00000002.dat`, ...: records (see [`record`]) packed back to
+//! back; a new segment starts when the current one would exceed
+//! `StoreOptions::segment_size_bytes`. At open every segment is scanned and the in-memory
+//! index (kind, key) → location is rebuilt. In the last segment, bytes after the last valid
+//! record are a torn tail and are truncated, unless a valid record follows them, in which
+//! case they are corruption: [`StoreError::Corrupt`] names the segment and offset and the
+//! store does not open. Every read re-checks the record checksums.
+//!
+//! Kinds listed in `StoreOptions::content_addressed_kinds` are write-once: a put of a key
+//! already present is a no-op. For other kinds the latest put of a key wins.
+
+pub mod file;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use file::{SegFile, IO_ALIGN_BYTES};
+use record::{RecordDefect, RecordLimits, RECORD_HEADER_BYTES};
+
+/// Bytes read per step while scanning segments at open.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// Upper bound on the number of segments a store may have (bounds the open-time scan).
+pub const MAX_SEGMENTS: u32 = 1 << 20;
+
+/// Store configuration.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A new segment is started when a record would make the current one larger than this.
+    pub segment_size_bytes: u64,
+    /// Size of the in-memory write buffer; full buffers are written without waiting for
+    /// a flush. A multiple of 4096.
+    pub write_buffer_bytes: usize,
+    /// Largest key accepted (at most 65535).
+    pub max_key_bytes: usize,
+    /// Largest value accepted.
+    pub max_value_bytes: usize,
+    /// Kinds whose records are content-addressed (key = hash of value): written once.
+    pub content_addressed_kinds: Vec<u8>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_size_bytes: 256 << 20,
+            write_buffer_bytes: 1 << 20,
+            max_key_bytes: 1024,
+            max_value_bytes: 16 << 20,
+            content_addressed_kinds: Vec::new(),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Mark `kind` as content-addressed (write-once).
+    pub fn content_addressed(mut self, kind: u8) -> Self {
+        if !self.content_addressed_kinds.contains(&kind) {
+            self.content_addressed_kinds.push(kind);
+        }
+        self
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        let bad = |what: String| Err(StoreError::BadOptions { what });
+        if self.write_buffer_bytes == 0 || self.write_buffer_bytes as u64 % IO_ALIGN_BYTES != 0 {
+            return bad(format!(
+                "write_buffer_bytes {} must be a non-zero multiple of {IO_ALIGN_BYTES}",
+                self.write_buffer_bytes
+            ));
+        }
+        if self.max_key_bytes > u16::MAX as usize {
+            return bad(format!(
+                "max_key_bytes {} exceeds 65535",
+                self.max_key_bytes
+            ));
+        }
+        if self.max_value_bytes > u32::MAX as usize / 2 {
+            return bad(format!(
+                "max_value_bytes {} too large",
+                self.max_value_bytes
+            ));
+        }
+        let max_record = record::encoded_len(self.max_key_bytes, self.max_value_bytes) as u64;
+        if self.segment_size_bytes < max_record {
+            return bad(format!(
+                "segment_size_bytes {} is smaller than the largest record ({max_record} bytes)",
+                self.segment_size_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the store; each names the file (and offset) or limit involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt store segment {segment} at offset {offset}: {reason}")]
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+    #[error("key of {len_bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    KeyTooLarge { len_bytes: usize, max_bytes: usize },
+    #[error("value of {len_bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    ValueTooLarge { len_bytes: usize, max_bytes: usize },
+    #[error("store in {dir} refuses writes after an earlier write error: {first_error}")]
+    Poisoned { dir: PathBuf, first_error: String },
+    #[error("invalid store options: {what}")]
+    BadOptions { what: String },
+    #[error("store in {dir} has more than {max} segments")]
+    TooManySegments { dir: PathBuf, max: u32 },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Loc {
+    seg: u32,
+    off: u64,
+    len: u32,
+}
+
+/// Counters of one store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Distinct (kind, key) pairs in the index.
+    pub keys: u64,
+    /// Record bytes appended since open.
+    pub appended_bytes: u64,
+    /// Records appended since open.
+    pub appended_records: u64,
+    /// Number of `fdatasync` calls since open.
+    pub syncs: u64,
+    /// Segment files.
+    pub segments: u32,
+    /// Bytes of torn tail cut off at open.
+    pub truncated_tail_bytes: u64,
+    /// Whether the active segment is written with O_DIRECT.
+    pub direct_io: bool,
+}
+
+struct Segment {
+    path: PathBuf,
+    file: SegFile,
+}
+
+/// A per-shard append-only store. See the module docs for the durability contract.
+pub struct Store {
+    dir: PathBuf,
+    opts: StoreOptions,
+    limits: RecordLimits,
+    content_addressed: [bool; 256],
+    index: HashMap<u8, HashMap<Box<[u8]>, Loc>>,
+    sealed: BTreeMap<u32, Segment>,
+    active_id: u32,
+    active: Segment,
+    /// Logical length of the active segment, pending bytes included.
+    active_len: u64,
+    /// Bytes of the active segment from `pending_pos` on that are not yet fully on disk
+    /// (the partially filled last block is kept here and rewritten).
+    pending: Vec<u8>,
+    pending_pos: u64,
+    unsynced: bool,
+    poisoned: Option<String>,
+    stats: StoreStats,
+}
+
+fn seg_name(id: u32) -> String {
+    format!("seg-{id:08}.dat")
+}
+
+fn parse_seg_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".dat")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn align_down(v: u64) -> u64 {
+    v / IO_ALIGN_BYTES * IO_ALIGN_BYTES
+}
+
+fn align_up(v: u64) -> u64 {
+    v.div_ceil(IO_ALIGN_BYTES) * IO_ALIGN_BYTES
+}
+
+/// A read window over a segment used by the open-time scan.
+struct Scanner<'a> {
+    file: &'a SegFile,
+    path: &'a Path,
+    file_len: u64,
+    win: Vec<u8>,
+    win_pos: u64,
+}
+
+impl Scanner<'_> {
+    /// Bytes `[start, start + len)` clipped to the end of file.
+    async fn bytes(&mut self, start: u64, len: usize) -> Result<&[u8], StoreError> {
+        let end = (start + len as u64).min(self.file_len);
+        let have = start >= self.win_pos && end <= self.win_pos + self.win.len() as u64;
+        if !have {
+            let want = (end - start).max(SCAN_CHUNK_BYTES as u64);
+            let want = want.min(self.file_len - start) as usize;
+            self.win = self
+                .file
+                .read_at(start, want)
+                .await
+                .map_err(io_err("reading", self.path))?;
+            self.win_pos = start;
+            if (self.win.len() as u64) < end - start {
+                return Err(StoreError::Io {
+                    op: "reading",
+                    path: self.path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("segment shrank while scanning at offset {start}"),
+                    ),
+                });
+            }
+        }
+        let a = (start - self.win_pos) as usize;
+        let b = (end - self.win_pos) as usize;
+        Ok(&self.win[a..b])
+    }
+
+    /// Offset of the first valid record starting at or after `from`, if any.
+    async fn find_valid_after(
+        &mut self,
+        from: u64,
+        limits: &RecordLimits,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut p = from;
+        // Bounded: advances by at least one byte per candidate, stops at end of file.
+        while p + RECORD_HEADER_BYTES as u64 <= self.file_len {
+            let chunk_len = (self.file_len - p).min(SCAN_CHUNK_BYTES as u64) as usize;
+            let chunk = self.bytes(p, chunk_len).await?.to_vec();
+            for i in 0..chunk.len() {
+                if chunk[i] != record::RECORD_MAGIC[0]
+                    || chunk.get(i + 1) != Some(&record::RECORD_MAGIC[1])
+                {
+                    continue;
+                }
+                let q = p + i as u64;
+                let hdr = self.bytes(q, RECORD_HEADER_BYTES).await?;
+                let Ok(h) = record::parse_header(hdr, limits) else {
+                    continue;
+                };
+                if q + h.record_len() as u64 > self.file_len {
+                    continue;
+                }
+                let body = self
+                    .bytes(q + RECORD_HEADER_BYTES as u64, h.key_len + h.value_len)
+                    .await?;
+                if record::check_body(&h, body).is_ok() {
+                    return Ok(Some(q));
+                }
+            }
+            p += chunk_len as u64;
+        }
+        Ok(None)
+    }
+
+    async fn all_zero_from(&mut self, from: u64) -> Result<bool, StoreError> {
+        let mut p = from;
+        while p < self.file_len {
+            let n = (self.file_len - p).min(SCAN_CHUNK_BYTES as u64) as usize;
+            if self.bytes(p, n).await?.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            p += n as u64;
+        }
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Open the store in `dir` (created if missing), scan its segments and rebuild the
+    /// index. Must run on a glommio executor.
+    pub async fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Store, StoreError> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            if let Some(id) = entry.file_name().to_str().and_then(parse_seg_name) {
+                ids.push(id);
+                if ids.len() as u32 > MAX_SEGMENTS {
+                    return Err(StoreError::TooManySegments {
+                        dir,
+                        max: MAX_SEGMENTS,
+                    });
+                }
+            }
+        }
+        ids.sort_unstable();
+        let mut content_addressed = [false; 256];
+        for k in &opts.content_addressed_kinds {
+            content_addressed[*k as usize] = true;
+        }
+        let limits = RecordLimits {
+            max_key_bytes: opts.max_key_bytes,
+            max_value_bytes: opts.max_value_bytes,
+        };
+        let mut index: HashMap<u8, HashMap<Box<[u8]>, Loc>> = HashMap::new();
+        let mut sealed = BTreeMap::new();
+        let mut stats = StoreStats::default();
+        let mut active: Option<(u32, Segment, u64)> = None;
+        for (i, id) in ids.iter().copied().enumerate() {
+            let is_last = i + 1 == ids.len();
+            let path = dir.join(seg_name(id));
+            let file = SegFile::open(&path, false)
+                .await
+                .map_err(io_err("opening", &path))?;
+            let end = scan_segment(
+                id,
+                &path,
+                &file,
+                is_last,
+                &limits,
+                &content_addressed,
+                &mut index,
+                &mut stats,
+            )
+            .await?;
+            let seg = Segment { path, file };
+            if is_last {
+                active = Some((id, seg, end));
+            } else {
+                sealed.insert(id, seg);
+            }
+        }
+        let (active_id, active, active_len) = match active {
+            Some(a) => a,
+            None => {
+                let path = dir.join(seg_name(1));
+                let file = SegFile::open(&path, true)
+                    .await
+                    .map_err(io_err("creating", &path))?;
+                crate::datadir::fsync_dir(&dir).map_err(io_err("syncing directory", &dir))?;
+                (1, Segment { path, file }, 0)
+            }
+        };
+        let pending_pos = align_down(active_len);
+        let pending = active
+            .file
+            .read_at(pending_pos, (active_len - pending_pos) as usize)
+            .await
+            .map_err(io_err("reading", &active.path))?;
+        if pending.len() as u64 != active_len - pending_pos {
+            return Err(StoreError::Corrupt {
+                segment: active.path.clone(),
+                offset: pending_pos,
+                reason: "segment shorter than its scanned length",
+            });
+        }
+        stats.segments = sealed.len() as u32 + 1;
+        stats.direct_io = active.file.is_direct();
+        stats.keys = index.values().map(|m| m.len() as u64).sum();
+        if !stats.direct_io {
+            tracing::info!(dir = %dir.display(), "store writes are buffered (no O_DIRECT)");
+        }
+        Ok(Store {
+            dir,
+            opts,
+            limits,
+            content_addressed,
+            index,
+            sealed,
+            active_id,
+            active,
+            active_len,
+            pending,
+            pending_pos,
+            unsynced: false,
+            poisoned: None,
+            stats,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> StoreStats {
+        let mut s = self.stats.clone();
+        s.keys = self.index.values().map(|m| m.len() as u64).sum();
+        s
+    }
+
+    fn check_poisoned(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(first_error) => Err(StoreError::Poisoned {
+                dir: self.dir.clone(),
+                first_error: first_error.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &r {
+            if self.poisoned.is_none() {
+                self.poisoned = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Append a record. Returns `false` (and writes nothing) when `kind` is
+    /// content-addressed and `key` is already present. Durable only after a later
+    /// [`Store::flush`] returns `Ok` (see the module docs).
+    pub async fn put(&mut self, kind: u8, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        self.check_poisoned()?;
+        if key.len() > self.limits.max_key_bytes {
+            return Err(StoreError::KeyTooLarge {
+                len_bytes: key.len(),
+                max_bytes: self.limits.max_key_bytes,
+            });
+        }
+        if value.len() > self.limits.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                len_bytes: value.len(),
+                max_bytes: self.limits.max_value_bytes,
+            });
+        }
+        if self.content_addressed[kind as usize]
+            && self.index.get(&kind).is_some_and(|m| m.contains_key(key))
+        {
+            return Ok(false);
+        }
+        let rec_len = record::encoded_len(key.len(), value.len()) as u64;
+        if self.active_len > 0 && self.active_len + rec_len > self.opts.segment_size_bytes {
+            let r = self.roll().await;
+            self.poison(r)?;
+        }
+        let off = self.active_len;
+        record::encode_record(kind, key, value, &mut self.pending);
+        self.active_len += rec_len;
+        self.unsynced = true;
+        self.stats.appended_bytes += rec_len;
+        self.stats.appended_records += 1;
+        self.index.entry(kind).or_default().insert(
+            key.into(),
+            Loc {
+                seg: self.active_id,
+                off,
+                len: rec_len as u32,
+            },
+        );
+        if self.pending.len() >= self.opts.write_buffer_bytes {
+            let r = self.write_out(false).await;
+            self.poison(r)?;
+        }
+        Ok(true)
+    }
+
+    /// Durability barrier: every record put before this call is on stable storage when it
+    /// returns `Ok` (one `fdatasync` for the whole batch).
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.check_poisoned()?;
+        if !self.unsynced {
+            return Ok(());
+        }
+        let r = self.sync_active().await;
+        self.poison(r)
+    }
+
+    async fn sync_active(&mut self) -> Result<(), StoreError> {
+        self.write_out(true).await?;
+        self.active
+            .file
+            .fdatasync()
+            .await
+            .map_err(io_err("syncing", &self.active.path))?;
+        self.stats.syncs += 1;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Write the pending bytes: whole blocks only, or (`partial`) the last block padded.
+    async fn write_out(&mut self, partial: bool) -> Result<(), StoreError> {
+        let len = self.pending.len() as u64;
+        let full = align_down(len);
+        let n = if partial { align_up(len) } else { full };
+        if n == 0 {
+            return Ok(());
+        }
+        if n > len {
+            self.pending.resize(n as usize, 0);
+        }
+        let r = self
+            .active
+            .file
+            .write_at(&self.pending[..n as usize], self.pending_pos)
+            .await
+            .map_err(io_err("writing", &self.active.path));
+        self.pending.truncate(len as usize);
+        r?;
+        self.pending.drain(..full as usize);
+        self.pending_pos += full;
+        Ok(())
+    }
+
+    /// Seal the active segment (written and synced) and start the next one.
+    async fn roll(&mut self) -> Result<(), StoreError> {
+        self.sync_active().await?;
+        let next = self.active_id + 1;
+        if next > MAX_SEGMENTS {
+            return Err(StoreError::TooManySegments {
+                dir: self.dir.clone(),
+                max: MAX_SEGMENTS,
+            });
+        }
+        let path = self.dir.join(seg_name(next));
+        let file = SegFile::open(&path, true)
+            .await
+            .map_err(io_err("creating", &path))?;
+        crate::datadir::fsync_dir(&self.dir).map_err(io_err("syncing directory", &self.dir))?;
+        let old = std::mem::replace(&mut self.active, Segment { path, file });
+        self.sealed.insert(self.active_id, old);
+        self.active_id = next;
+        self.active_len = 0;
+        self.pending.clear();
+        self.pending_pos = 0;
+        self.stats.segments += 1;
+        Ok(())
+    }
+
+    /// Whether a record for (kind, key) exists (index lookup, no I/O).
+    pub fn contains(&self, kind: u8, key: &[u8]) -> bool {
+        self.index.get(&kind).is_some_and(|m| m.contains_key(key))
+    }
+
+    /// Number of keys of `kind`.
+    pub fn len_of_kind(&self, kind: u8) -> usize {
+        self.index.get(&kind).map_or(0, |m| m.len())
+    }
+
+    /// The value stored for (kind, key), read with io_uring and checksum-verified.
+    pub async fn get(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loc) = self.index.get(&kind).and_then(|m| m.get(key)).copied() else {
+            return Ok(None);
+        };
+        let (k, _, v) = self.read_record(loc).await?;
+        debug_assert_eq!(k, key);
+        Ok(Some(v))
+    }
+
+    /// Read and verify the record at `loc`; returns (kind, key, value).
+    async fn read_record(&self, loc: Loc) -> Result<(Vec<u8>, u8, Vec<u8>), StoreError> {
+        let len = loc.len as u64;
+        let (path, bytes) = if loc.seg == self.active_id {
+            let path = &self.active.path;
+            let end = loc.off + len;
+            let bytes = if loc.off >= self.pending_pos {
+                let a = (loc.off - self.pending_pos) as usize;
+                self.pending[a..a + len as usize].to_vec()
+            } else {
+                let on_file = end.min(self.pending_pos) - loc.off;
+                let mut b = self
+                    .active
+                    .file
+                    .read_at(loc.off, on_file as usize)
+                    .await
+                    .map_err(io_err("reading", path))?;
+                if end > self.pending_pos {
+                    b.extend_from_slice(&self.pending[..(end - self.pending_pos) as usize]);
+                }
+                b
+            };
+            (path, bytes)
+        } else {
+            let seg = self
+                .sealed
+                .get(&loc.seg)
+                .expect("index points at a known segment");
+            let bytes = seg
+                .file
+                .read_at(loc.off, len as usize)
+                .await
+                .map_err(io_err("reading", &seg.path))?;
+            (&seg.path, bytes)
+        };
+        let h = record::parse_record(&bytes, &self.limits).map_err(|d| StoreError::Corrupt {
+            segment: path.clone(),
+            offset: loc.off,
+            reason: d.reason(),
+        })?;
+        let key_end = RECORD_HEADER_BYTES + h.key_len;
+        Ok((
+            bytes[RECORD_HEADER_BYTES..key_end].to_vec(),
+            h.kind,
+            bytes[key_end..h.record_len()].to_vec(),
+        ))
+    }
+
+    /// Iterate over all (key, value) pairs of `kind`, in write order.
+    pub fn iter_kind(&self, kind: u8) -> KindIter<'_> {
+        let mut locs: Vec<Loc> = self
+            .index
+            .get(&kind)
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default();
+        locs.sort_unstable();
+        KindIter {
+            store: self,
+            locs,
+            next: 0,
+        }
+    }
+
+    /// Flush and close.
+    pub async fn close(mut self) -> Result<(), StoreError> {
+        self.flush().await
+    }
+}
+
+/// Iterator over one kind's records; see [`Store::iter_kind`].
+pub struct KindIter<'a> {
+    store: &'a Store,
+    locs: Vec<Loc>,
+    next: usize,
+}
+
+impl KindIter<'_> {
+    /// The next (key, value), or `None` at the end.
+    #[allow(clippy::should_implement_trait)]
+    pub async fn next(&mut self) -> Option<Result<(Vec<u8>, Vec<u8>), StoreError>> {
+        let loc = *self.locs.get(self.next)?;
+        self.next += 1;
+        Some(self.store.read_record(loc).await.map(|(k, _, v)| (k, v)))
+    }
+
+    /// Records left.
+    pub fn remaining(&self) -> usize {
+        self.locs.len() - self.next
+    }
+}
+
+/// Scan one segment, add its records to the index and return its logical end. A torn tail
+/// of the last segment is truncated; see the module docs for the corruption rule.
+#[allow(clippy::too_many_arguments)]
+async fn scan_segment(
+    id: u32,
+    path: &Path,
+    file: &SegFile,
+    is_last: bool,
+    limits: &RecordLimits,
+    content_addressed: &[bool; 256],
+    index: &mut HashMap<u8, HashMap<Box<[u8]>, Loc>>,
+    stats: &mut StoreStats,
+) -> Result<u64, StoreError> {
+    let file_len = file.file_size().await.map_err(io_err("stat", path))?;
+    let mut sc = Scanner {
+        file,
+        path,
+        file_len,
+        win: Vec::new(),
+        win_pos: 0,
+    };
+    let mut off = 0u64;
+    // Bounded: each iteration consumes one record (>= header bytes) or returns.
+    let (defect, resume) = loop {
+        if off == file_len {
+            return Ok(off);
+        }
+        let hdr = sc.bytes(off, RECORD_HEADER_BYTES).await?;
+        let h = match record::parse_header(hdr, limits) {
+            Ok(h) => h,
+            Err(d) => break (d, off + 1),
+        };
+        let rl = h.record_len() as u64;
+        if off + rl > file_len {
+            break (RecordDefect::ShortBody, file_len);
+        }
+        let body = sc
+            .bytes(off + RECORD_HEADER_BYTES as u64, h.key_len + h.value_len)
+            .await?;
+        if let Err(d) = record::check_body(&h, body) {
+            break (d, off + rl);
+        }
+        let key: Box<[u8]> = body[..h.key_len].into();
+        let loc = Loc {
+            seg: id,
+            off,
+            len: rl as u32,
+        };
+        let m = index.entry(h.kind).or_default();
+        if !(content_addressed[h.kind as usize] && m.contains_key(&key)) {
+            m.insert(key, loc);
+        }
+        off += rl;
+    };
+    if let Some(p) = sc.find_valid_after(resume, limits).await? {
+        tracing::error!(segment = %path.display(), offset = off, next_valid = p, "corrupt record before valid data");
+        return Err(StoreError::Corrupt {
+            segment: path.to_path_buf(),
+            offset: off,
+            reason: defect.reason(),
+        });
+    }
+    let zero_tail = sc.all_zero_from(off).await?;
+    if is_last {
+        if !zero_tail {
+            tracing::warn!(
+                segment = %path.display(),
+                offset = off,
+                cut_bytes = file_len - off,
+                reason = defect.reason(),
+                "cutting torn tail"
+            );
+            stats.truncated_tail_bytes += file_len - off;
+        }
+        if file_len > off {
+            file.truncate(off)
+                .await
+                .map_err(io_err("truncating", path))?;
+            file.fdatasync().await.map_err(io_err("syncing", path))?;
+        }
+        return Ok(off);
+    }
+    if zero_tail {
+        return Ok(off);
+    }
+    Err(StoreError::Corrupt {
+        segment: path.to_path_buf(),
+        offset: off,
+        reason: defect.reason(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+use super::*;
+use proptest::prelude::*;
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .expect("executor")
+        .run(f)
+}
+
+fn small_opts() -> StoreOptions {
+    StoreOptions {
+        segment_size_bytes: 64 * 1024,
+        write_buffer_bytes: 8192,
+        max_key_bytes: 64,
+        max_value_bytes: 16 * 1024,
+        content_addressed_kinds: vec![],
+    }
+}
+
+fn value_for(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect()
+}
+
+fn seg_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(seg_name(id))
+}
+
+#[test]
+fn put_get_iter_across_reopen_and_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        for i in 0..300u32 {
+            let v = value_for(i, 100 + (i as usize % 700));
+            assert!(s.put((i % 3) as u8, &i.to_be_bytes(), &v).await.unwrap());
+            // Read-your-writes before any flush.
+            assert_eq!(
+                s.get((i % 3) as u8, &i.to_be_bytes()).await.unwrap(),
+                Some(v)
+            );
+        }
+        s.flush().await.unwrap();
+        assert!(s.stats().segments > 1, "small segment size must roll");
+        assert!(s.contains(1, &1u32.to_be_bytes()));
+        assert!(!s.contains(0, &1u32.to_be_bytes()));
+        assert_eq!(s.get(2, b"missing").await.unwrap(), None);
+        s.close().await.unwrap();
+
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        assert_eq!(s.stats().keys, 300);
+        assert_eq!(s.stats().truncated_tail_bytes, 0);
+        for i in 0..300u32 {
+            let v = value_for(i, 100 + (i as usize % 700));
+            assert_eq!(
+                s.get((i % 3) as u8, &i.to_be_bytes()).await.unwrap(),
+                Some(v)
+            );
+        }
+        let mut it = s.iter_kind(1);
+        assert_eq!(it.remaining(), 100);
+        let mut prev: Option<u32> = None;
+        while let Some(r) = it.next().await {
+            let (k, v) = r.unwrap();
+            let i = u32::from_be_bytes(k.try_into().unwrap());
+            assert_eq!(i % 3, 1);
+            assert_eq!(v, value_for(i, 100 + (i as usize % 700)));
+            assert!(prev.is_none_or(|p| p < i), "write order");
+            prev = Some(i);
+        }
+    });
+}
+
+#[test]
+fn records_spanning_buffer_and_file_are_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        // 3000-byte records against an 8 KiB buffer: many straddle the written boundary.
+        for i in 0..20u32 {
+            s.put(9, &i.to_le_bytes(), &value_for(i, 3000))
+                .await
+                .unwrap();
+            if i % 7 == 0 {
+                s.flush().await.unwrap();
+            }
+            for j in 0..=i {
+                assert_eq!(
+                    s.get(9, &j.to_le_bytes()).await.unwrap(),
+                    Some(value_for(j, 3000)),
+                    "record {j} after put {i}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn content_addressed_kinds_are_write_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = small_opts().content_addressed(5);
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        assert!(s.put(5, b"h", b"first").await.unwrap());
+        let appended = s.stats().appended_bytes;
+        assert!(!s.put(5, b"h", b"second").await.unwrap());
+        assert_eq!(s.stats().appended_bytes, appended, "no-op writes nothing");
+        assert_eq!(s.get(5, b"h").await.unwrap().unwrap(), b"first");
+        // A non-content-addressed kind: latest wins.
+        s.put(6, b"h", b"one").await.unwrap();
+        s.put(6, b"h", b"two").await.unwrap();
+        assert_eq!(s.get(6, b"h").await.unwrap().unwrap(), b"two");
+        s.close().await.unwrap();
+        let mut s = Store::open(&dir, opts).await.unwrap();
+        assert_eq!(s.get(5, b"h").await.unwrap().unwrap(), b"first");
+        assert_eq!(s.get(6, b"h").await.unwrap().unwrap(), b"two");
+        assert!(!s.put(5, b"h", b"third").await.unwrap());
+    });
+}
+
+#[test]
+fn torn_tail_is_cut_and_store_keeps_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        for i in 0..10u32 {
+            s.put(1, &i.to_le_bytes(), &value_for(i, 500))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let seg = seg_path(&dir, 1);
+        let good_len = std::fs::metadata(&seg).unwrap().len();
+        // Append half of a valid record: a torn write.
+        let mut rec = Vec::new();
+        record::encode_record(1, b"torn", &value_for(99, 900), &mut rec);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let logical = {
+            // The file may carry zero padding after the last record.
+            let s2 = Store::open(&dir, small_opts()).await.unwrap();
+            let l = s2.active_len;
+            drop(s2);
+            l
+        };
+        bytes.truncate(logical as usize);
+        bytes.extend_from_slice(&rec[..rec.len() / 2]);
+        std::fs::write(&seg, &bytes).unwrap();
+        assert!(bytes.len() as u64 > logical && good_len >= logical);
+
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        assert_eq!(s.stats().truncated_tail_bytes, (rec.len() / 2) as u64);
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            logical,
+            "tail truncated"
+        );
+        assert!(!s.contains(1, b"torn"));
+        for i in 0..10u32 {
+            assert_eq!(
+                s.get(1, &i.to_le_bytes()).await.unwrap(),
+                Some(value_for(i, 500))
+            );
+        }
+        s.put(1, b"after", b"ok").await.unwrap();
+        s.close().await.unwrap();
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        assert_eq!(s.get(1, b"after").await.unwrap().unwrap(), b"ok");
+        assert_eq!(s.stats().keys, 11);
+    });
+}
+
+/// Offsets of the records in a segment file, by decoding it.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let lim = RecordLimits {
+        max_key_bytes: 64,
+        max_value_bytes: 16 * 1024,
+    };
+    let mut offs = Vec::new();
+    let mut off = 0;
+    while let Ok(h) = record::parse_record(&bytes[off..], &lim) {
+        offs.push(off);
+        off += h.record_len();
+    }
+    offs
+}
+
+#[test]
+fn corrupt_record_in_the_middle_is_a_typed_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        for i in 0..10u32 {
+            s.put(1, &i.to_le_bytes(), &value_for(i, 300))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let seg = seg_path(&dir, 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let offs = record_offsets(&bytes);
+        assert_eq!(offs.len(), 10);
+        // Flip one value byte of record 4: the body checksum fails, valid records follow.
+        bytes[offs[4] + RECORD_HEADER_BYTES + 4 + 10] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+        match Store::open(&dir, small_opts()).await {
+            Err(StoreError::Corrupt {
+                segment,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(segment, seg);
+                assert_eq!(offset, offs[4] as u64);
+                assert_eq!(reason, RecordDefect::BodyChecksum.reason());
+            }
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("expected Corrupt, store opened"),
+        }
+        // Nothing was truncated: the acknowledged records after the damage are still there.
+        assert_eq!(std::fs::read(&seg).unwrap().len(), bytes.len());
+
+        // A damaged header (lengths unknown) is also corruption when valid records follow.
+        bytes[offs[4] + RECORD_HEADER_BYTES + 4 + 10] ^= 0x01;
+        bytes[offs[2] + 5] ^= 0x80;
+        std::fs::write(&seg, &bytes).unwrap();
+        match Store::open(&dir, small_opts()).await {
+            Err(StoreError::Corrupt { offset, reason, .. }) => {
+                assert_eq!(offset, offs[2] as u64);
+                assert_eq!(reason, RecordDefect::HeaderChecksum.reason());
+            }
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("expected Corrupt, store opened"),
+        }
+    });
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_and_on_read_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        for i in 0..200u32 {
+            s.put(1, &i.to_le_bytes(), &value_for(i, 1000))
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        assert!(s.stats().segments >= 2);
+        // Damage record 0 (in sealed segment 1) while the store is open: reads verify.
+        let seg1 = seg_path(&dir, 1);
+        let mut bytes = std::fs::read(&seg1).unwrap();
+        let offs = record_offsets(&bytes);
+        let last = offs[offs.len() - 1];
+        bytes[RECORD_HEADER_BYTES + 4 + 1] ^= 0xff;
+        std::fs::write(&seg1, &bytes).unwrap();
+        match s.get(1, &0u32.to_le_bytes()).await {
+            Err(StoreError::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment, seg1);
+                assert_eq!(offset, 0);
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        s.close().await.unwrap();
+        // The last record of a sealed segment is never a "torn tail": it is corruption.
+        bytes[RECORD_HEADER_BYTES + 4 + 1] ^= 0xff;
+        bytes[last + RECORD_HEADER_BYTES + 8] ^= 0x01;
+        std::fs::write(&seg1, &bytes).unwrap();
+        match Store::open(&dir, small_opts()).await {
+            Err(StoreError::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment, seg1);
+                assert_eq!(offset, last as u64);
+            }
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("expected Corrupt, store opened"),
+        }
+    });
+}
+
+#[test]
+fn limits_and_options_are_enforced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        assert!(matches!(
+            s.put(1, &[0u8; 65], b"v").await,
+            Err(StoreError::KeyTooLarge { .. })
+        ));
+        assert!(matches!(
+            s.put(1, b"k", &vec![0u8; 16 * 1024 + 1]).await,
+            Err(StoreError::ValueTooLarge { .. })
+        ));
+        let bad = StoreOptions {
+            write_buffer_bytes: 1000,
+            ..small_opts()
+        };
+        assert!(matches!(
+            Store::open(tmp.path().join("x"), bad).await,
+            Err(StoreError::BadOptions { .. })
+        ));
+        let bad = StoreOptions {
+            segment_size_bytes: 100,
+            ..small_opts()
+        };
+        assert!(matches!(
+            Store::open(tmp.path().join("y"), bad).await,
+            Err(StoreError::BadOptions { .. })
+        ));
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Random bytes as a segment (or appended to a valid one) never panic the scanner;
+    /// the valid prefix is either kept whole or the open fails with a typed error.
+    #[test]
+    fn open_never_panics_on_random_segment_bytes(
+        garbage in proptest::collection::vec(any::<u8>(), 0..3000),
+        prefix_records in 0u32..5,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut bytes = Vec::new();
+        for i in 0..prefix_records {
+            record::encode_record(1, &i.to_le_bytes(), &value_for(i, 50), &mut bytes);
+        }
+        bytes.extend_from_slice(&garbage);
+        std::fs::write(seg_path(&dir, 1), &bytes).unwrap();
+        let res = run(async move {
+            match Store::open(&dir, small_opts()).await {
+                Ok(s) => {
+                    for i in 0..prefix_records {
+                        assert_eq!(s.get(1, &i.to_le_bytes()).await.unwrap(), Some(value_for(i, 50)));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        if let Err(e) = res {
+            prop_assert!(e.contains("corrupt store segment"), "{}", e);
+        }
+    }
+}
