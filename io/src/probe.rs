@@ -6,6 +6,9 @@
 //! resource open after it returns.
 
 use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Capability number of `CAP_IPC_LOCK` (linux/capability.h).
 pub const CAP_IPC_LOCK_BIT: u32 = 14;
@@ -103,6 +106,182 @@ impl LockedMemoryBudget {
     }
 }
 
+/// Create an io_uring, submit one NOP and reap its completion; returns the round trip.
+pub fn io_uring_nop() -> Result<Duration, ProbeError> {
+    let start = Instant::now();
+    let mut ring = io_uring::IoUring::new(8).map_err(|source| ProbeError::Sys {
+        what: "io_uring_setup(8 entries)".into(),
+        source,
+    })?;
+    let nop = io_uring::opcode::Nop::new().build().user_data(0x00ca_7c40);
+    // SAFETY: a NOP references no memory.
+    unsafe {
+        ring.submission()
+            .push(&nop)
+            .map_err(|_| ProbeError::Parse {
+                path: "io_uring submission queue".into(),
+                problem: "full on the first entry".into(),
+            })?;
+    }
+    ring.submit_and_wait(1).map_err(|source| ProbeError::Sys {
+        what: "io_uring_enter(submit NOP, wait 1)".into(),
+        source,
+    })?;
+    let cqe = ring.completion().next().ok_or_else(|| ProbeError::Parse {
+        path: "io_uring completion queue".into(),
+        problem: "no completion after waiting for one".into(),
+    })?;
+    if cqe.user_data() != 0x00ca_7c40 || cqe.result() < 0 {
+        return Err(ProbeError::Sys {
+            what: format!("io_uring NOP completion (user_data {:#x})", cqe.user_data()),
+            source: io::Error::from_raw_os_error(-cqe.result().min(0)),
+        });
+    }
+    Ok(start.elapsed())
+}
+
+/// Result of [`write_throughput`].
+#[derive(Clone, Debug)]
+pub struct WriteThroughput {
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// True when the file was opened with `O_DIRECT`; false when the filesystem refused
+    /// it and the probe fell back to buffered writes + `fdatasync`.
+    pub direct: bool,
+}
+
+impl WriteThroughput {
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Largest total a write probe may write.
+pub const MAX_WRITE_PROBE_BYTES: u64 = 1 << 30;
+
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Option<Self> {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).ok()?;
+        // SAFETY: the layout has a non-zero size (checked by the caller).
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: ptr is valid for len bytes.
+        unsafe { std::ptr::write_bytes(ptr, 0xa5, len) };
+        Some(Self { ptr, layout })
+    }
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for layout.size() initialised bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in new().
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// Write `total_bytes` (rounded up to `block_bytes`, at most [`MAX_WRITE_PROBE_BYTES`]) in
+/// `block_bytes` blocks (a multiple of 4096) to a scratch file in `dir` with `O_DIRECT`,
+/// then `fdatasync`, and measure it. When the filesystem refuses `O_DIRECT` (EINVAL), the
+/// probe writes buffered and syncs instead, and says so in the result. The scratch file is
+/// always removed.
+pub fn write_throughput(
+    dir: &Path,
+    total_bytes: u64,
+    block_bytes: usize,
+) -> Result<WriteThroughput, ProbeError> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let block = block_bytes.max(4096).div_ceil(4096) * 4096;
+    let total = total_bytes.clamp(block as u64, MAX_WRITE_PROBE_BYTES);
+    let blocks = total.div_ceil(block as u64);
+    let path = dir.join(format!(".catchup-doctor-{}.tmp", std::process::id()));
+    let open = |direct: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        if direct {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        o.open(&path)
+    };
+    let (file, direct) = match open(true) {
+        Ok(f) => (f, true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let f = open(false).map_err(|source| ProbeError::Sys {
+                what: format!("create {}", path.display()),
+                source,
+            })?;
+            (f, false)
+        }
+        Err(source) => {
+            return Err(ProbeError::Sys {
+                what: format!("create {} with O_DIRECT", path.display()),
+                source,
+            })
+        }
+    };
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&path);
+    let buf = AlignedBuf::new(block).ok_or_else(|| ProbeError::Parse {
+        path: path.display().to_string(),
+        problem: format!("cannot allocate an aligned {block}-byte buffer"),
+    })?;
+    let start = Instant::now();
+    for i in 0..blocks {
+        file.write_all_at(buf.as_slice(), i * block as u64)
+            .map_err(|source| ProbeError::Sys {
+                what: format!("write {} at offset {}", path.display(), i * block as u64),
+                source,
+            })?;
+    }
+    file.sync_data().map_err(|source| ProbeError::Sys {
+        what: format!("fdatasync {}", path.display()),
+        source,
+    })?;
+    Ok(WriteThroughput {
+        bytes: blocks * block as u64,
+        elapsed: start.elapsed(),
+        direct,
+    })
+}
+
+/// Whether `socket(AF_XDP, SOCK_RAW, 0)` succeeds (kernel support and privilege).
+pub fn af_xdp_socket() -> Result<(), ProbeError> {
+    // SAFETY: plain socket(2); the descriptor is closed right after.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(sys_err("socket(AF_XDP, SOCK_RAW, 0)"));
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// TCP connect to `addr` and return how long the handshake took.
+pub fn tcp_connect_latency(addr: &SocketAddr, timeout: Duration) -> Result<Duration, ProbeError> {
+    let start = Instant::now();
+    let s = TcpStream::connect_timeout(addr, timeout).map_err(|source| ProbeError::Sys {
+        what: format!("TCP connect to {addr}"),
+        source,
+    })?;
+    let took = start.elapsed();
+    drop(s);
+    Ok(took)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +295,38 @@ mod tests {
         assert_ne!(parse_cap_eff(t).unwrap() & (1 << CAP_IPC_LOCK_BIT), 0);
         assert_eq!(parse_cap_eff("nothing"), None);
         assert_eq!(parse_cap_eff("CapEff:\tzz"), None);
+    }
+
+    #[test]
+    fn io_uring_nop_completes() {
+        // The kernels this runs on have io_uring; a failure here is a real finding.
+        io_uring_nop().unwrap();
+    }
+
+    #[test]
+    fn write_probe_writes_and_cleans_up() {
+        let dir = std::env::temp_dir().join(format!("catchup-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = write_throughput(&dir, 1 << 20, 64 << 10).unwrap();
+        assert_eq!(r.bytes, 1 << 20);
+        assert!(r.mb_per_s() > 0.0);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "scratch file removed"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+        let missing = write_throughput(&dir, 4096, 4096).unwrap_err();
+        assert!(missing.to_string().contains("catchup-doctor"), "{missing}");
+    }
+
+    #[test]
+    fn connect_latency_to_a_local_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        tcp_connect_latency(&addr, Duration::from_secs(2)).unwrap();
+        drop(l);
+        assert!(tcp_connect_latency(&addr, Duration::from_secs(2)).is_err());
     }
 
     #[test]
