@@ -1,13 +1,18 @@
 //! Sans-IO Ethereum data layer: RLP, Merkle-Patricia tries, blocks, receipts, era1, snap
 //! range proofs. Bytes in, typed values or typed errors out.
 
+pub mod blocktest;
+pub mod era1;
+pub mod proof;
 pub mod rlp;
+pub mod state;
 pub mod trie;
 pub mod types;
 pub mod verify;
 
 pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, B64, U256};
 
+pub use proof::{verify_proof, verify_range_proof, ProofError};
 pub use rlp::RlpError;
 pub use trie::{
     child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, node_contents, ordered_root, secure_trie_root,

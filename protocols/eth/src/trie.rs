@@ -594,11 +594,6 @@ fn build(items: &[(Nibbles, &[u8])], depth: usize, nodes: &mut BTreeMap<B256, By
     Node::Branch { children, value }.encode()
 }
 
-/// Convenience: decode an item as a node reference (used by proof code).
-pub(crate) fn node_ref_from_item(item: &Item<'_>) -> Result<Option<NodeRef>, RlpError> {
-    NodeRef::from_item(item)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

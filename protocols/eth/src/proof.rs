@@ -1,0 +1,511 @@
+//! Merkle proof and snap/1 range-proof verification.
+//!
+//! [`verify_range_proof`] follows the semantics of go-ethereum's `VerifyRangeProof`:
+//! the proof nodes of the two edge keys are resolved into a partial trie, everything
+//! between the edges is dropped and rebuilt from the given keys, and the rebuilt root
+//! must equal the expected root. A missing, extra or altered element changes the root.
+
+use std::collections::HashMap;
+
+use alloy_primitives::{keccak256, Bytes, B256};
+
+use crate::rlp::RlpError;
+use crate::trie::{Nibbles, Node, NodeRef};
+use crate::types::EMPTY_ROOT;
+
+/// Most proof nodes accepted in one proof.
+pub const MAX_PROOF_NODES: usize = 4096;
+/// Most keys accepted in one range.
+pub const MAX_RANGE_KEYS: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("range proof: {keys} keys but {values} values")]
+    LengthMismatch { keys: usize, values: usize },
+    #[error("range proof: key {index} is not above the previous key")]
+    KeysNotIncreasing { index: usize },
+    #[error("range proof: value {index} is empty (deletions are not allowed)")]
+    EmptyValue { index: usize },
+    #[error("range proof: key {index} has {len} bytes, the range uses {expected}")]
+    KeyLength { index: usize, len: usize, expected: usize },
+    #[error("range proof: the first key lies above the first returned key")]
+    FirstKeyAboveRange,
+    #[error("range proof: too many items ({count}, limit {limit})")]
+    TooMany { count: usize, limit: usize },
+    #[error("proof node {hash} is missing")]
+    MissingNode { hash: B256 },
+    #[error("proof node {hash} does not decode: {source}")]
+    BadNode { hash: B256, source: RlpError },
+    #[error("proof does not contain the key it proves")]
+    KeyNotInTrie,
+    #[error("proof is for a different value of the key")]
+    ValueMismatch,
+    #[error("range proof: an element at the first key is missing from an empty range")]
+    MissingElement,
+    #[error("range proof: the range is empty but the trie has more elements")]
+    MoreElements,
+    #[error("range proof: the edges cut through an unresolved part of the trie")]
+    UnresolvedEdge,
+    #[error("range proof: rebuilt root {got} does not match {expected}")]
+    RootMismatch { expected: B256, got: B256 },
+}
+
+/// Partial trie used to rebuild a range.
+#[derive(Debug, Clone)]
+enum M {
+    Empty,
+    /// A subtree known only by its hash.
+    Hash(B256),
+    Leaf(Vec<u8>, Bytes),
+    Ext(Vec<u8>, Box<M>),
+    Branch(Box<[M; 16]>, Option<Bytes>),
+}
+
+fn empty_children() -> Box<[M; 16]> {
+    Box::new(std::array::from_fn(|_| M::Empty))
+}
+
+fn from_ref(r: &Option<NodeRef>, depth: usize) -> Result<M, ProofError> {
+    match r {
+        None => Ok(M::Empty),
+        Some(NodeRef::Hash(h)) => Ok(M::Hash(*h)),
+        Some(NodeRef::Embedded(b)) => {
+            if depth > 64 {
+                return Err(ProofError::BadNode {
+                    hash: keccak256(b),
+                    source: RlpError::TooDeep { offset: 0, limit: 64 },
+                });
+            }
+            let n = Node::decode(b).map_err(|source| ProofError::BadNode {
+                hash: keccak256(b),
+                source,
+            })?;
+            from_node(n, depth + 1)
+        }
+    }
+}
+
+fn from_node(n: Node, depth: usize) -> Result<M, ProofError> {
+    Ok(match n {
+        Node::Leaf { path, value } => M::Leaf(path.0, value),
+        Node::Extension { path, child } => M::Ext(path.0, Box::new(from_ref(&Some(child), depth)?)),
+        Node::Branch { children, value } => {
+            let mut c = empty_children();
+            for (i, r) in children.iter().enumerate() {
+                c[i] = from_ref(r, depth)?;
+            }
+            M::Branch(c, value)
+        }
+    })
+}
+
+struct ProofDb<'a> {
+    nodes: HashMap<B256, &'a [u8]>,
+}
+
+impl<'a> ProofDb<'a> {
+    fn new(proof: &'a [Bytes]) -> Result<Self, ProofError> {
+        if proof.len() > MAX_PROOF_NODES {
+            return Err(ProofError::TooMany {
+                count: proof.len(),
+                limit: MAX_PROOF_NODES,
+            });
+        }
+        Ok(ProofDb {
+            nodes: proof.iter().map(|n| (keccak256(n), n.as_ref())).collect(),
+        })
+    }
+    fn resolve(&self, hash: B256) -> Result<M, ProofError> {
+        let raw = self.nodes.get(&hash).ok_or(ProofError::MissingNode { hash })?;
+        let n = Node::decode(raw).map_err(|source| ProofError::BadNode { hash, source })?;
+        from_node(n, 0)
+    }
+}
+
+/// Resolve the path of `key` inside `node` (replacing hash nodes by their proof nodes).
+/// Returns the value at `key` if the path reaches it.
+fn resolve_path(node: &mut M, key: &[u8], db: &ProofDb<'_>) -> Result<Option<Bytes>, ProofError> {
+    let mut node = node;
+    let mut key = key;
+    // Each step consumes a node; a path has at most key.len() + 1 nodes plus resolutions.
+    for _ in 0..2 * (key.len() + 2) {
+        if let M::Hash(h) = node {
+            *node = db.resolve(*h)?;
+            continue;
+        }
+        match node {
+            M::Empty => return Ok(None),
+            M::Leaf(p, v) => return Ok(if p[..] == key[..] { Some(v.clone()) } else { None }),
+            M::Ext(p, child) => {
+                if key.len() >= p.len() && key[..p.len()] == p[..] {
+                    key = &key[p.len()..];
+                    node = child;
+                } else {
+                    return Ok(None);
+                }
+            }
+            M::Branch(children, value) => {
+                let Some((&n, rest)) = key.split_first() else {
+                    return Ok(value.clone());
+                };
+                key = rest;
+                node = &mut children[n as usize];
+            }
+            M::Hash(_) => unreachable!("resolved above"),
+        }
+    }
+    Err(ProofError::KeyNotInTrie)
+}
+
+/// Relation of the whole subtree under `prefix` to the closed range [left, right]
+/// (all paths of equal length `n`).
+#[derive(PartialEq, Eq, Debug)]
+enum Span {
+    Inside,
+    Outside,
+    Straddles,
+}
+
+fn span_of(prefix: &[u8], left: &[u8], right: &[u8]) -> Span {
+    let l = left.len().min(prefix.len());
+    let lo_cmp = prefix.cmp(&left[..l]);
+    let hi_cmp = prefix.cmp(&right[..l]);
+    // Smallest path under prefix: prefix ‖ 0…; largest: prefix ‖ f….
+    let lo_above_left = match lo_cmp {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => left[l..].iter().all(|&x| x == 0),
+    };
+    let hi_below_right = match hi_cmp {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => right[l..].iter().all(|&x| x == 15),
+    };
+    if lo_above_left && hi_below_right {
+        return Span::Inside;
+    }
+    let entirely_below = lo_cmp == std::cmp::Ordering::Less;
+    let entirely_above = hi_cmp == std::cmp::Ordering::Greater;
+    if entirely_below || entirely_above {
+        return Span::Outside;
+    }
+    Span::Straddles
+}
+
+/// Drop every element of `node` (at `prefix`) that lies inside [left, right].
+fn prune(node: &mut M, prefix: &mut Vec<u8>, left: &[u8], right: &[u8]) -> Result<(), ProofError> {
+    match span_of(prefix, left, right) {
+        Span::Inside => {
+            *node = M::Empty;
+            return Ok(());
+        }
+        Span::Outside => return Ok(()),
+        Span::Straddles => {}
+    }
+    match node {
+        M::Empty => {}
+        M::Hash(_) => return Err(ProofError::UnresolvedEdge),
+        M::Leaf(p, _) => {
+            let mut full = prefix.clone();
+            full.extend_from_slice(p);
+            if full[..] >= left[..] && full[..] <= right[..] {
+                *node = M::Empty;
+            }
+        }
+        M::Ext(p, child) => {
+            let n = prefix.len();
+            prefix.extend_from_slice(p);
+            let r = prune(child, prefix, left, right);
+            prefix.truncate(n);
+            r?;
+            if matches!(**child, M::Empty) {
+                *node = M::Empty;
+            }
+        }
+        M::Branch(children, value) => {
+            if value.is_some() && prefix[..] >= left[..] && prefix[..] <= right[..] {
+                *value = None;
+            }
+            for (i, c) in children.iter_mut().enumerate() {
+                prefix.push(i as u8);
+                let r = prune(c, prefix, left, right);
+                prefix.pop();
+                r?;
+            }
+            if value.is_none() && children.iter().all(|c| matches!(c, M::Empty)) {
+                *node = M::Empty;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Standard trie insertion; reaching an unresolved hash node is an error.
+fn insert(node: &mut M, key: &[u8], value: Bytes) -> Result<(), ProofError> {
+    match node {
+        M::Empty => {
+            *node = M::Leaf(key.to_vec(), value);
+            Ok(())
+        }
+        M::Hash(_) => Err(ProofError::UnresolvedEdge),
+        M::Leaf(p, v) => {
+            if p[..] == key[..] {
+                *v = value;
+                return Ok(());
+            }
+            let c = common_prefix(p, key);
+            let mut branch = M::Branch(empty_children(), None);
+            let old = M::Leaf(p[c..].to_vec(), v.clone());
+            put_in_branch(&mut branch, old)?;
+            insert_into_branch(&mut branch, &key[c..], value)?;
+            *node = if c > 0 {
+                M::Ext(key[..c].to_vec(), Box::new(branch))
+            } else {
+                branch
+            };
+            Ok(())
+        }
+        M::Ext(p, child) => {
+            let c = common_prefix(p, key);
+            if c == p.len() {
+                return insert(child, &key[c..], value);
+            }
+            let mut branch = M::Branch(empty_children(), None);
+            // The remainder of the extension below the split point.
+            let idx = p[c] as usize;
+            let rest = p[c + 1..].to_vec();
+            let sub = std::mem::replace(&mut **child, M::Empty);
+            let moved = if rest.is_empty() {
+                sub
+            } else {
+                M::Ext(rest, Box::new(sub))
+            };
+            if let M::Branch(children, _) = &mut branch {
+                children[idx] = moved;
+            }
+            insert_into_branch(&mut branch, &key[c..], value)?;
+            *node = if c > 0 {
+                M::Ext(key[..c].to_vec(), Box::new(branch))
+            } else {
+                branch
+            };
+            Ok(())
+        }
+        M::Branch(children, v) => match key.split_first() {
+            None => {
+                *v = Some(value);
+                Ok(())
+            }
+            Some((&n, rest)) => insert(&mut children[n as usize], rest, value),
+        },
+    }
+}
+
+fn put_in_branch(branch: &mut M, leaf: M) -> Result<(), ProofError> {
+    if let (M::Branch(children, v), M::Leaf(p, val)) = (branch, leaf) {
+        match p.split_first() {
+            None => *v = Some(val),
+            Some((&n, rest)) => children[n as usize] = M::Leaf(rest.to_vec(), val),
+        }
+    }
+    Ok(())
+}
+
+fn insert_into_branch(branch: &mut M, key: &[u8], value: Bytes) -> Result<(), ProofError> {
+    insert(branch, key, value)
+}
+
+/// Encode a node of the partial trie (children referenced by hash or embedded).
+fn encode(node: &M) -> Vec<u8> {
+    let to_ref = |m: &M| -> Option<NodeRef> {
+        match m {
+            M::Empty => None,
+            M::Hash(h) => Some(NodeRef::Hash(*h)),
+            other => Some(NodeRef::for_node(&encode(other))),
+        }
+    };
+    match node {
+        M::Empty => vec![0x80],
+        M::Hash(h) => {
+            let mut out = Vec::with_capacity(33);
+            crate::rlp::encode_bytes(h.as_slice(), &mut out);
+            out
+        }
+        M::Leaf(p, v) => Node::Leaf {
+            path: Nibbles(p.clone()),
+            value: v.clone(),
+        }
+        .encode(),
+        M::Ext(p, c) => match to_ref(c) {
+            Some(child) => Node::Extension {
+                path: Nibbles(p.clone()),
+                child,
+            }
+            .encode(),
+            None => vec![0x80],
+        },
+        M::Branch(children, value) => {
+            let mut refs: Box<[Option<NodeRef>; 16]> = Box::new(Default::default());
+            for (i, c) in children.iter().enumerate() {
+                refs[i] = to_ref(c);
+            }
+            Node::Branch {
+                children: refs,
+                value: value.clone(),
+            }
+            .encode()
+        }
+    }
+}
+
+fn root_hash(node: &M) -> B256 {
+    match node {
+        M::Empty => EMPTY_ROOT,
+        M::Hash(h) => *h,
+        other => keccak256(encode(other)),
+    }
+}
+
+/// Does the trie hold any element above `key`?
+fn has_right_element(node: &M, key: &[u8]) -> bool {
+    let mut node = node;
+    let mut key = key;
+    loop {
+        match node {
+            M::Empty => return false,
+            M::Hash(_) => return false,
+            M::Leaf(p, _) => return p[..] > key[..],
+            M::Ext(p, c) => {
+                if key.len() >= p.len() && key[..p.len()] == p[..] {
+                    key = &key[p.len()..];
+                    node = c;
+                } else {
+                    return p[..] > key[..p.len().min(key.len())];
+                }
+            }
+            M::Branch(children, _) => {
+                let Some((&n, rest)) = key.split_first() else {
+                    return children.iter().any(|c| !matches!(c, M::Empty));
+                };
+                if children[n as usize + 1..].iter().any(|c| !matches!(c, M::Empty)) {
+                    return true;
+                }
+                key = rest;
+                node = &children[n as usize];
+            }
+        }
+    }
+}
+
+/// Verify a single-key Merkle proof; returns the value (`None` proves absence).
+pub fn verify_proof(root: B256, key: &[u8], proof: &[Bytes]) -> Result<Option<Bytes>, ProofError> {
+    if root == EMPTY_ROOT && proof.is_empty() {
+        return Ok(None);
+    }
+    let db = ProofDb::new(proof)?;
+    let mut tree = M::Hash(root);
+    resolve_path(&mut tree, &Nibbles::unpack(key).0, &db)
+}
+
+/// Verify a snap/1 range: `keys` (strictly increasing, all of the length of `first_key`)
+/// with `values` are every element of the trie `root` from `first_key` up to the last key,
+/// and `proof` holds the edge proofs. Returns whether elements exist above the last key.
+///
+/// - no proof: the keys must be the whole trie;
+/// - no keys: the proof of `first_key` must show that nothing lies at or above it;
+/// - otherwise the proofs of `first_key` and of the last key bound the range, and the
+///   range rebuilt from `keys` must give `root`.
+pub fn verify_range_proof(
+    root: B256,
+    first_key: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+) -> Result<bool, ProofError> {
+    if keys.len() != values.len() {
+        return Err(ProofError::LengthMismatch {
+            keys: keys.len(),
+            values: values.len(),
+        });
+    }
+    if keys.len() > MAX_RANGE_KEYS {
+        return Err(ProofError::TooMany {
+            count: keys.len(),
+            limit: MAX_RANGE_KEYS,
+        });
+    }
+    for i in 0..keys.len() {
+        if values[i].as_ref().is_empty() {
+            return Err(ProofError::EmptyValue { index: i });
+        }
+        if i > 0 && keys[i - 1].as_ref() >= keys[i].as_ref() {
+            return Err(ProofError::KeysNotIncreasing { index: i });
+        }
+    }
+    if proof.is_empty() {
+        let mut tree = M::Empty;
+        for (k, v) in keys.iter().zip(values) {
+            insert(
+                &mut tree,
+                &Nibbles::unpack(k.as_ref()).0,
+                Bytes::copy_from_slice(v.as_ref()),
+            )?;
+        }
+        let got = root_hash(&tree);
+        if got != root {
+            return Err(ProofError::RootMismatch { expected: root, got });
+        }
+        return Ok(false);
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if k.as_ref().len() != first_key.len() {
+            return Err(ProofError::KeyLength {
+                index: i,
+                len: k.as_ref().len(),
+                expected: first_key.len(),
+            });
+        }
+    }
+    let db = ProofDb::new(proof)?;
+    let first = Nibbles::unpack(first_key).0;
+    let mut tree = M::Hash(root);
+    if keys.is_empty() {
+        if resolve_path(&mut tree, &first, &db)?.is_some() {
+            return Err(ProofError::MissingElement);
+        }
+        if has_right_element(&tree, &first) {
+            return Err(ProofError::MoreElements);
+        }
+        return Ok(false);
+    }
+    if first_key > keys[0].as_ref() {
+        return Err(ProofError::FirstKeyAboveRange);
+    }
+    let last = Nibbles::unpack(keys[keys.len() - 1].as_ref()).0;
+    if keys.len() == 1 && first_key == keys[0].as_ref() {
+        let v = resolve_path(&mut tree, &first, &db)?.ok_or(ProofError::KeyNotInTrie)?;
+        if v.as_ref() != values[0].as_ref() {
+            return Err(ProofError::ValueMismatch);
+        }
+        return Ok(has_right_element(&tree, &first));
+    }
+    resolve_path(&mut tree, &first, &db)?;
+    resolve_path(&mut tree, &last, &db)?;
+    prune(&mut tree, &mut Vec::new(), &first, &last)?;
+    for (k, v) in keys.iter().zip(values) {
+        insert(
+            &mut tree,
+            &Nibbles::unpack(k.as_ref()).0,
+            Bytes::copy_from_slice(v.as_ref()),
+        )?;
+    }
+    let got = root_hash(&tree);
+    if got != root {
+        return Err(ProofError::RootMismatch { expected: root, got });
+    }
+    Ok(has_right_element(&tree, &last))
+}
