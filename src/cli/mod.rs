@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::obs::{init_logging, LogFormat};
 
+pub mod bench;
 pub mod eth;
 pub mod solana;
 
@@ -29,6 +30,9 @@ pub struct GlobalOpts {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Per-shard throughput benchmarks (store, ...).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
     /// Ethereum: verify chain data, compute state roots, sync, serve.
     #[command(subcommand)]
     Eth(eth::EthCmd),
@@ -43,6 +47,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     let result = match cli.command {
+        Command::Bench(cmd) => bench::run(cmd, &cli.global),
         Command::Eth(cmd) => eth::run(cmd, &cli.global),
         Command::Solana(cmd) => solana::run(cmd, &cli.global),
     };

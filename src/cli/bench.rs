@@ -1,0 +1,530 @@
+//! `catchup bench …`: per-shard throughput benchmarks.
+//!
+//! `catchup bench store` measures the per-shard store's put throughput (records are made
+//! durable with a `flush` every `--batch` records) on every shard at once, and in the same
+//! run a baseline: the same record bytes written sequentially with plain `std::fs`
+//! (O_DIRECT where the filesystem allows) and `fdatasync` at the same group-commit points.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use catchup_io::datadir::DataDir;
+use catchup_io::store::record::encode_record;
+use catchup_io::store::{Store, StoreOptions};
+use catchup_shards::{RuntimeConfig, Shard};
+
+use super::GlobalOpts;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Per-shard store put throughput (records/s, MB/s) and the whole-node total, beside a
+    /// plain sequential-write baseline measured in the same run.
+    Store(StoreBenchArgs),
+    /// Test helper: append records in batches, printing `ack FIRST LAST` after each batch
+    /// is durable, until killed or done.
+    #[command(hide = true)]
+    StoreCrashWriter(CrashWriterArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreBenchArgs {
+    /// Number of shards, each with its own store (1..=1024). Default: one per usable core.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Records written by each shard.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub records: u64,
+    /// Value size of each record in bytes (keys are 32 bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub value_size: usize,
+    /// Records per group commit (one `flush` + `fdatasync` per batch).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub batch: u64,
+    /// Data directory to write into (locked while running; benchmark files are removed
+    /// afterwards). Default: a fresh directory under the system temp dir, which may be a
+    /// tmpfs without O_DIRECT: pass the validator's data directory to measure its disk.
+    #[arg(long, value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrashWriterArgs {
+    /// Store directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Seed of batch sizes and values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop after this many records in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Largest batch (records per flush).
+    #[arg(long, default_value_t = 64)]
+    pub batch_max: u64,
+    /// Segment size of the store.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub segment_size_bytes: u64,
+}
+
+pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    match cmd {
+        BenchCmd::Store(args) => bench_store(args),
+        BenchCmd::StoreCrashWriter(args) => crash_writer(args),
+    }
+}
+
+/// The record kind the store benchmark and the crash writer write.
+pub const BENCH_KIND: u8 = 1;
+/// Largest value the crash writer writes.
+pub const CRASH_VALUE_MAX_BYTES: usize = 6000;
+
+/// A small deterministic generator (xorshift64*), enough for benchmark and test payloads.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// The value the crash writer stores under sequence number `seq` with seed `seed`:
+/// 0..=CRASH_VALUE_MAX_BYTES pseudo-random bytes. Tests recompute it to check reads.
+pub fn crash_value(seed: u64, seq: u64) -> Vec<u8> {
+    let mut g = XorShift::new(seed.wrapping_mul(0x100_0000_01B3) ^ seq);
+    let len = (g.next_u64() % (CRASH_VALUE_MAX_BYTES as u64 + 1)) as usize;
+    let mut v = vec![0u8; len];
+    g.fill(&mut v);
+    v
+}
+
+/// Store options of the crash writer (tests open the store with the same options).
+pub fn crash_store_options(segment_size_bytes: u64) -> StoreOptions {
+    StoreOptions {
+        segment_size_bytes,
+        write_buffer_bytes: 16 * 1024,
+        max_key_bytes: 64,
+        max_value_bytes: CRASH_VALUE_MAX_BYTES,
+        content_addressed_kinds: vec![],
+    }
+}
+
+fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
+    use std::io::Write;
+    anyhow::ensure!(args.batch_max >= 1, "--batch-max must be at least 1");
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .map_err(|e| anyhow::anyhow!("cannot start an executor: {e}"))?;
+    ex.run(async move {
+        let opts = crash_store_options(args.segment_size_bytes);
+        let mut store = Store::open(&args.dir, opts).await?;
+        // Continue after the highest sequence number present (records past the last
+        // acknowledgement may have survived whole).
+        let mut next: u64 = {
+            let mut it = store.iter_kind(BENCH_KIND);
+            let mut max: Option<u64> = None;
+            while let Some(r) = it.next().await {
+                let (k, _) = r?;
+                let k: [u8; 8] = k
+                    .as_slice()
+                    .try_into()
+                    .context("crash-writer store holds a key that is not 8 bytes")?;
+                let seq = u64::from_be_bytes(k);
+                max = Some(max.map_or(seq, |m| m.max(seq)));
+            }
+            max.map_or(0, |m| m + 1)
+        };
+        let mut rng = XorShift::new(args.seed ^ next);
+        let stdout = std::io::stdout();
+        while next < args.records {
+            let n = 1 + rng.next_u64() % args.batch_max;
+            let first = next;
+            for _ in 0..n {
+                if next >= args.records {
+                    break;
+                }
+                store
+                    .put(
+                        BENCH_KIND,
+                        &next.to_be_bytes(),
+                        &crash_value(args.seed, next),
+                    )
+                    .await?;
+                next += 1;
+            }
+            store.flush().await?;
+            let mut out = stdout.lock();
+            writeln!(out, "ack {first} {}", next - 1)?;
+            out.flush()?;
+        }
+        writeln!(stdout.lock(), "done")?;
+        anyhow::Ok(0)
+    })
+}
+
+/// Per-shard result of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseResult {
+    pub shard: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    pub syncs: u64,
+    pub direct_io: bool,
+}
+
+impl PhaseResult {
+    fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.secs.max(1e-9)
+    }
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs.max(1e-9)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    records: u64,
+    value_size: usize,
+    batch: u64,
+}
+
+/// Key and value of record `i` of shard `shard` (value bytes vary per record).
+fn bench_record(shard: usize, i: u64, base_value: &[u8], key: &mut [u8; 32], value: &mut Vec<u8>) {
+    key[..8].copy_from_slice(&i.to_be_bytes());
+    key[8..16].copy_from_slice(&(shard as u64).to_be_bytes());
+    value.clear();
+    value.extend_from_slice(base_value);
+    let n = value.len().min(8);
+    value[..n].copy_from_slice(&i.to_le_bytes()[..n]);
+}
+
+async fn store_phase(shard: usize, dir: PathBuf, w: Workload) -> anyhow::Result<PhaseResult> {
+    let mut store = Store::open(&dir, StoreOptions::default()).await?;
+    let mut base = vec![0u8; w.value_size];
+    XorShift::new(shard as u64).fill(&mut base);
+    let (mut key, mut value) = ([0u8; 32], Vec::with_capacity(w.value_size));
+    let start = Instant::now();
+    for i in 0..w.records {
+        bench_record(shard, i, &base, &mut key, &mut value);
+        store.put(BENCH_KIND, &key, &value).await?;
+        if (i + 1) % w.batch == 0 {
+            store.flush().await?;
+        }
+    }
+    store.flush().await?;
+    let secs = start.elapsed().as_secs_f64();
+    let stats = store.stats();
+    Ok(PhaseResult {
+        shard,
+        records: w.records,
+        bytes: stats.appended_bytes,
+        secs,
+        syncs: stats.syncs,
+        direct_io: stats.direct_io,
+    })
+}
+
+/// A heap buffer aligned for O_DIRECT.
+struct AlignedBuf {
+    ptr: *mut u8,
+    cap: usize,
+}
+
+impl AlignedBuf {
+    const ALIGN: usize = 4096;
+    fn new(cap: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(cap, Self::ALIGN).expect("layout");
+        // SAFETY: cap > 0 (checked by callers); zeroed allocation of a valid layout.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "allocation of {cap} bytes failed");
+        AlignedBuf { ptr, cap }
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is a live allocation of cap bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.cap) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.cap, Self::ALIGN).expect("layout");
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, layout) }
+    }
+}
+
+/// Baseline: the same record bytes, written with plain `std::fs` + `fdatasync` at the same
+/// group-commit points, in 4 KiB-aligned writes (O_DIRECT when the filesystem allows;
+/// the partial last block is rewritten at each commit, as the store does).
+fn baseline_phase(shard: usize, dir: &Path, w: Workload) -> anyhow::Result<PhaseResult> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const BUF_BYTES: usize = 1 << 20;
+    let path = dir.join("baseline.dat");
+    let open = |direct: bool| {
+        let mut oo = std::fs::OpenOptions::new();
+        oo.write(true).create(true).truncate(true);
+        if direct {
+            oo.custom_flags(libc::O_DIRECT);
+        }
+        oo.open(&path)
+    };
+    let (file, direct_io) = match open(true) {
+        Ok(f) => (f, true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+            open(false).with_context(|| format!("creating {}", path.display()))?,
+            false,
+        ),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
+    let mut base = vec![0u8; w.value_size];
+    XorShift::new(shard as u64).fill(&mut base);
+    let (mut key, mut value) = ([0u8; 32], Vec::with_capacity(w.value_size));
+    let mut staging: Vec<u8> = Vec::with_capacity(BUF_BYTES * 2);
+    let mut io_buf = AlignedBuf::new(BUF_BYTES * 2 + w.value_size.next_multiple_of(4096) + 4096);
+    let mut file_pos = 0u64;
+    let (mut bytes, mut syncs) = (0u64, 0u64);
+    let write_out = |staging: &mut Vec<u8>,
+                     io_buf: &mut AlignedBuf,
+                     file_pos: &mut u64,
+                     partial: bool|
+     -> std::io::Result<()> {
+        let len = staging.len();
+        let full = len / 4096 * 4096;
+        let n = if partial {
+            len.next_multiple_of(4096)
+        } else {
+            full
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let buf = io_buf.as_mut();
+        buf[..len].copy_from_slice(staging);
+        buf[len..n].fill(0);
+        file.write_all_at(&buf[..n], *file_pos)?;
+        staging.drain(..full);
+        *file_pos += full as u64;
+        Ok(())
+    };
+    let start = Instant::now();
+    for i in 0..w.records {
+        bench_record(shard, i, &base, &mut key, &mut value);
+        bytes += encode_record(BENCH_KIND, &key, &value, &mut staging) as u64;
+        if staging.len() >= BUF_BYTES {
+            write_out(&mut staging, &mut io_buf, &mut file_pos, false)?;
+        }
+        if (i + 1) % w.batch == 0 {
+            write_out(&mut staging, &mut io_buf, &mut file_pos, true)?;
+            file.sync_data()?;
+            syncs += 1;
+        }
+    }
+    if !staging.is_empty() {
+        write_out(&mut staging, &mut io_buf, &mut file_pos, true)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(PhaseResult {
+        shard,
+        records: w.records,
+        bytes,
+        secs,
+        syncs,
+        direct_io,
+    })
+}
+
+/// Whole-node numbers: every shard's records over the slowest shard's time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Totals {
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    pub records_per_sec: f64,
+    pub mb_per_sec: f64,
+}
+
+fn totals(rs: &[PhaseResult]) -> Totals {
+    let records = rs.iter().map(|r| r.records).sum();
+    let bytes = rs.iter().map(|r| r.bytes).sum();
+    let secs = rs.iter().map(|r| r.secs).fold(0.0, f64::max);
+    Totals {
+        records,
+        bytes,
+        secs,
+        records_per_sec: records as f64 / secs.max(1e-9),
+        mb_per_sec: bytes as f64 / 1e6 / secs.max(1e-9),
+    }
+}
+
+fn bench_store(args: StoreBenchArgs) -> anyhow::Result<i32> {
+    let shards = args
+        .shards
+        .unwrap_or_else(|| catchup_shards::allowed_cores().len().max(1));
+    anyhow::ensure!(
+        (1..=catchup_shards::runtime::MAX_SHARDS).contains(&shards),
+        "--shards must be 1..={}, got {shards}",
+        catchup_shards::runtime::MAX_SHARDS
+    );
+    anyhow::ensure!(args.records >= 1, "--records must be at least 1");
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    let max_value = StoreOptions::default().max_value_bytes;
+    anyhow::ensure!(
+        args.value_size <= max_value,
+        "--value-size must be at most {max_value} bytes, got {}",
+        args.value_size
+    );
+    let w = Workload {
+        records: args.records,
+        value_size: args.value_size,
+        batch: args.batch,
+    };
+    let (root, _tmp_guard) = match &args.datadir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t =
+                std::env::temp_dir().join(format!("catchup-bench-store-{}", std::process::id()));
+            (t.clone(), Some(RemoveOnDrop(t)))
+        }
+    };
+    let dd = DataDir::open(&root)?;
+    let record_bytes = catchup_io::store::record::encoded_len(32, args.value_size) as u64;
+    // The store phase's files are removed before the baseline runs; keep 4 MiB slack per
+    // shard for block padding and segment tails.
+    let need = shards as u64 * (args.records * record_bytes + (4 << 20));
+    dd.require_free_space(need)?;
+    let bench_root = dd.subdir("bench-store")?;
+    let dirs: Vec<PathBuf> = (0..shards)
+        .map(|i| dd.subdir(&format!("bench-store/shard-{i}")))
+        .collect::<Result<_, _>>()?;
+    let _cleanup = RemoveOnDrop(bench_root.clone());
+
+    let cfg = RuntimeConfig {
+        handle_signals: false,
+        ..RuntimeConfig::new(shards)
+    };
+    let store_dirs = dirs.clone();
+    let store_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
+        let dir = store_dirs[shard.id().0].join("store");
+        async move {
+            let r = store_phase(shard.id().0, dir, w).await;
+            r.map_err(|e| format!("shard {}: {e:#}", shard.id()))
+        }
+    })?
+    .into_iter()
+    .collect::<Result<Vec<_>, String>>()
+    .map_err(anyhow::Error::msg)?;
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d.join("store"));
+    }
+    let base_dirs = dirs.clone();
+    let baseline_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
+        let dir = base_dirs[shard.id().0].clone();
+        async move {
+            baseline_phase(shard.id().0, &dir, w)
+                .map_err(|e| format!("shard {}: {e:#}", shard.id()))
+        }
+    })?
+    .into_iter()
+    .collect::<Result<Vec<_>, String>>()
+    .map_err(anyhow::Error::msg)?;
+
+    let st = totals(&store_results);
+    let bt = totals(&baseline_results);
+    let ratio = st.mb_per_sec / bt.mb_per_sec.max(1e-9);
+    if args.json {
+        let per_shard: Vec<_> = store_results
+            .iter()
+            .zip(&baseline_results)
+            .map(|(s, b)| {
+                serde_json::json!({
+                    "shard": s.shard,
+                    "records": s.records,
+                    "bytes": s.bytes,
+                    "secs": s.secs,
+                    "records_per_sec": s.records_per_sec(),
+                    "mb_per_sec": s.mb_per_sec(),
+                    "syncs": s.syncs,
+                    "direct_io": s.direct_io,
+                    "baseline_mb_per_sec": b.mb_per_sec(),
+                    "baseline_direct_io": b.direct_io,
+                    "ratio": s.mb_per_sec() / b.mb_per_sec().max(1e-9),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "datadir": root,
+            "shards": shards,
+            "records_per_shard": args.records,
+            "value_size_bytes": args.value_size,
+            "batch_records": args.batch,
+            "per_shard": per_shard,
+            "total": st,
+            "baseline_total": bt,
+            "ratio": ratio,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "store bench: {shards} shard(s), {} records/shard of {} B values, flush every {} records, in {}",
+            args.records,
+            args.value_size,
+            args.batch,
+            root.display()
+        );
+        println!(
+            "{:>5} {:>12} {:>10} {:>10} {:>12} {:>8} {:>7}",
+            "shard", "records/s", "MB/s", "base MB/s", "ratio", "syncs", "O_DIRECT"
+        );
+        for (s, b) in store_results.iter().zip(&baseline_results) {
+            println!(
+                "{:>5} {:>12.0} {:>10.1} {:>10.1} {:>12.2} {:>8} {:>7}",
+                s.shard,
+                s.records_per_sec(),
+                s.mb_per_sec(),
+                b.mb_per_sec(),
+                s.mb_per_sec() / b.mb_per_sec().max(1e-9),
+                s.syncs,
+                if s.direct_io { "yes" } else { "no" }
+            );
+        }
+        println!(
+            "{:>5} {:>12.0} {:>10.1} {:>10.1} {:>12.2}",
+            "total", st.records_per_sec, st.mb_per_sec, bt.mb_per_sec, ratio
+        );
+    }
+    Ok(0)
+}
+
+/// Removes a directory tree when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
