@@ -6,3 +6,4 @@
 pub mod cli;
 pub mod download;
 pub mod obs;
+pub mod repair;

@@ -10,6 +10,7 @@
 //! * [`ledger`]: a generator of signed shreds for tests and local servers.
 
 pub mod fec;
+pub mod files;
 pub mod layout;
 pub mod ledger;
 pub mod merkle;
@@ -18,6 +19,7 @@ pub mod serve;
 pub mod shred;
 pub mod slot;
 
+pub use ed25519_dalek;
 pub use layout::{Accept, ShredType, Variant};
 pub use shred::{split_repair_response, Shred};
 pub use slot::{Insert, SlotAssembler};

@@ -24,43 +24,15 @@ fn fixture(name: &str) -> Option<Vec<u8>> {
     }
 }
 
-fn gunzip(b: &[u8]) -> Vec<u8> {
-    assert!(
-        b.len() > 18 && b[0] == 0x1f && b[1] == 0x8b && b[2] == 8,
-        "gzip header"
-    );
-    let flags = b[3];
-    let mut pos = 10;
-    if flags & 4 != 0 {
-        pos += 2 + u16::from_le_bytes([b[10], b[11]]) as usize;
-    }
-    for bit in [8u8, 16] {
-        if flags & bit != 0 {
-            pos += b[pos..].iter().position(|&c| c == 0).unwrap() + 1;
-        }
-    }
-    if flags & 2 != 0 {
-        pos += 2;
-    }
-    miniz_oxide::inflate::decompress_to_vec_with_limit(&b[pos..], 64 << 20).unwrap()
-}
-
 fn testnet_shreds() -> Option<Vec<Vec<u8>>> {
     let gz = fixture("testnet-417955322-shreds.json.gz")?;
-    Some(serde_json::from_slice(&gunzip(&gz)).unwrap())
+    Some(catchup_shred::files::decode_shred_list(&gz).unwrap())
 }
 
 /// The 34+34 file: each shred is a u64 LE length followed by the payload.
 fn fec_set_34_34() -> Option<Vec<Vec<u8>>> {
     let b = fixture("merkle_proof_test_shreds_34_data_34_code.bin")?;
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < b.len() {
-        let len = u64::from_le_bytes(b[pos..pos + 8].try_into().unwrap()) as usize;
-        out.push(b[pos + 8..pos + 8 + len].to_vec());
-        pos += 8 + len;
-    }
-    Some(out)
+    Some(catchup_shred::files::decode_shred_list(&b).unwrap())
 }
 
 #[test]

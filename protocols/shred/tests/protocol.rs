@@ -247,6 +247,10 @@ proptest! {
         let _ = decode_repair_protocol(&bytes);
         let _ = decode_ancestor_hashes(&bytes);
         let _ = Ping::decode_response(&bytes);
+        let _ = catchup_shred::files::decode_shred_list(&bytes);
+        let mut gz = vec![0x1f, 0x8b, 8, 0x1f];
+        gz.extend_from_slice(&bytes);
+        let _ = catchup_shred::files::decode_shred_list(&gz);
     }
 
     #[test]
