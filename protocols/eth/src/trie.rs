@@ -402,6 +402,12 @@ pub fn trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item =
             map.insert(k.as_ref().to_vec(), v.as_ref().to_vec());
         }
     }
+    // The hash builder needs prefix-free keys; tries whose keys are prefixes of each
+    // other (values in branch nodes) are built node by node instead.
+    let keys: Vec<&Vec<u8>> = map.keys().collect();
+    if keys.windows(2).any(|w| w[1].starts_with(w[0])) {
+        return TrieBuilder::new(map).root();
+    }
     let mut hb = alloy_trie::HashBuilder::default();
     for (k, v) in &map {
         hb.add_leaf(alloy_trie::Nibbles::unpack(k), v);
