@@ -1,0 +1,435 @@
+//! Property tests: round-trips of every codec, range proofs against built tries, and
+//! random bytes thrown at every decoder.
+
+use catchup_eth::era1::Era1;
+use catchup_eth::rlp::Value;
+use catchup_eth::*;
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+
+fn b256() -> impl Strategy<Value = B256> {
+    any::<[u8; 32]>().prop_map(B256::from)
+}
+fn address() -> impl Strategy<Value = Address> {
+    any::<[u8; 20]>().prop_map(Address::from)
+}
+fn u256() -> impl Strategy<Value = U256> {
+    prop_oneof![
+        any::<u64>().prop_map(U256::from),
+        any::<[u8; 32]>().prop_map(U256::from_be_bytes)
+    ]
+}
+
+fn header() -> impl Strategy<Value = Header> {
+    (
+        (
+            b256(),
+            b256(),
+            address(),
+            b256(),
+            b256(),
+            b256(),
+            any::<[u8; 256]>().prop_map(Bloom::from),
+        ),
+        (
+            u256(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            vec(any::<u8>(), 0..40),
+            b256(),
+            any::<u64>(),
+        ),
+        0usize..=6,
+        (any::<u64>(), b256(), any::<u64>(), any::<u64>(), b256(), b256()),
+    )
+        .prop_map(
+            |((ph, oh, ben, sr, tr, rr, bloom), (d, n, gl, gu, ts, extra, mh, nonce), forks, opt)| Header {
+                parent_hash: ph,
+                ommers_hash: oh,
+                beneficiary: ben,
+                state_root: sr,
+                transactions_root: tr,
+                receipts_root: rr,
+                logs_bloom: bloom,
+                difficulty: d,
+                number: n,
+                gas_limit: gl,
+                gas_used: gu,
+                timestamp: ts,
+                extra_data: extra.into(),
+                mix_hash: mh,
+                nonce: B64::from(nonce.to_be_bytes()),
+                base_fee_per_gas: (forks > 0).then_some(opt.0),
+                withdrawals_root: (forks > 1).then_some(opt.1),
+                blob_gas_used: (forks > 2).then_some(opt.2),
+                excess_blob_gas: (forks > 3).then_some(opt.3),
+                parent_beacon_block_root: (forks > 4).then_some(opt.4),
+                requests_hash: (forks > 5).then_some(opt.5),
+            },
+        )
+}
+
+fn rlp_value() -> impl Strategy<Value = Value> {
+    let leaf = vec(any::<u8>(), 0..70).prop_map(Value::Bytes);
+    leaf.prop_recursive(4, 64, 8, |inner| vec(inner, 0..8).prop_map(Value::List))
+}
+
+/// A transaction envelope of a random type with the right number of fields.
+fn tx() -> impl Strategy<Value = TxEnvelope> {
+    (0u8..5, vec(vec(any::<u8>(), 0..40), 14)).prop_map(|(t, fields)| {
+        let ty = if t == 0 {
+            TxType::Legacy
+        } else {
+            TxType::from_byte(t).unwrap()
+        };
+        let v = Value::List(
+            fields[..ty.field_count()]
+                .iter()
+                .map(|f| Value::Bytes(f.clone()))
+                .collect(),
+        );
+        let mut enc = Vec::new();
+        if ty != TxType::Legacy {
+            enc.push(ty.as_byte());
+        }
+        enc.extend_from_slice(&v.encode());
+        TxEnvelope::decode(&enc).unwrap()
+    })
+}
+
+fn log() -> impl Strategy<Value = Log> {
+    (address(), vec(b256(), 0..4), vec(any::<u8>(), 0..64)).prop_map(|(a, t, d)| Log {
+        address: a,
+        topics: t,
+        data: d.into(),
+    })
+}
+
+fn receipt() -> impl Strategy<Value = Receipt> {
+    (0u8..5, any::<bool>(), any::<u64>(), vec(log(), 0..3)).prop_map(|(t, ok, gas, logs)| Receipt {
+        tx_type: if t == 0 { None } else { TxType::from_byte(t) },
+        outcome: ReceiptOutcome::Status(ok),
+        cumulative_gas_used: gas,
+        logs_bloom: logs_bloom(&logs),
+        logs,
+    })
+}
+
+fn withdrawal() -> impl Strategy<Value = Withdrawal> {
+    (any::<u64>(), any::<u64>(), address(), any::<u64>()).prop_map(|(i, v, a, g)| Withdrawal {
+        index: i,
+        validator_index: v,
+        address: a,
+        amount_gwei: g,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn rlp_value_round_trip(v in rlp_value()) {
+        let enc = v.encode();
+        prop_assert_eq!(Value::decode(&enc).unwrap(), v);
+    }
+
+    #[test]
+    fn header_round_trip(h in header()) {
+        let enc = h.encode();
+        let d = Header::decode(&enc).unwrap();
+        prop_assert_eq!(&d, &h);
+        prop_assert_eq!(d.hash(), keccak256(&enc));
+        prop_assert_eq!(alloy_rlp::Encodable::length(&h), enc.len());
+    }
+
+    #[test]
+    fn block_round_trip(h in header(), txs in vec(tx(), 0..5), ommers in vec(header(), 0..2),
+                        ws in proptest::option::of(vec(withdrawal(), 0..4))) {
+        let b = Block { header: h, body: BlockBody { transactions: txs, ommers, withdrawals: ws } };
+        let enc = b.encode();
+        prop_assert_eq!(Block::decode(&enc).unwrap(), b.clone());
+        prop_assert_eq!(BlockBody::decode(&b.body.encode()).unwrap(), b.body.clone());
+        let mut h2 = b.header.clone();
+        h2.transactions_root = transactions_root(&b.body);
+        h2.ommers_hash = ommers_hash(&b.body.ommers);
+        h2.withdrawals_root = b.body.withdrawals.as_deref().map(withdrawals_root);
+        // a header with withdrawals needs base fee present to stay positional
+        if h2.withdrawals_root.is_some() && h2.base_fee_per_gas.is_none() { h2.base_fee_per_gas = Some(7); }
+        if h2.withdrawals_root.is_none() { h2.blob_gas_used = None; h2.excess_blob_gas = None;
+            h2.parent_beacon_block_root = None; h2.requests_hash = None; }
+        prop_assert!(verify_body(&h2, &b.body).is_ok());
+    }
+
+    #[test]
+    fn receipts_round_trip(rs in vec(receipt(), 0..5)) {
+        let enc = encode_receipts(&rs);
+        prop_assert_eq!(decode_receipts(&enc).unwrap(), rs.clone());
+        let enc69 = encode_receipts_eth69(&rs);
+        prop_assert_eq!(decode_receipts_eth69(&enc69).unwrap(), rs.clone());
+        for r in &rs {
+            prop_assert_eq!(&Receipt::decode_consensus(&r.encode_consensus()).unwrap(), r);
+        }
+        let h = Header { receipts_root: receipts_root(&rs), number: 9, ..Default::default() };
+        prop_assert!(verify_receipts(&h, &rs).is_ok());
+        if !rs.is_empty() {
+            let mut bad = rs.clone();
+            bad[0].cumulative_gas_used ^= 1;
+            let e = verify_receipts(&h, &bad).unwrap_err();
+            prop_assert_eq!((e.number(), e.field()), (9, Field::ReceiptsRoot));
+        }
+    }
+
+    #[test]
+    fn account_round_trip(nonce in any::<u64>(), bal in u256(), sr in proptest::option::of(b256()),
+                          ch in proptest::option::of(b256())) {
+        let a = Account { nonce, balance: bal, storage_root: sr.unwrap_or(EMPTY_ROOT),
+                          code_hash: ch.unwrap_or(EMPTY_CODE_HASH) };
+        prop_assert_eq!(Account::decode(&a.encode()).unwrap(), a);
+        prop_assert_eq!(Account::decode_slim(&a.encode_slim()).unwrap(), a);
+        prop_assert_eq!(Account::slim_to_full(&a.encode_slim()).unwrap(), a.encode());
+    }
+
+    #[test]
+    fn node_round_trip_and_child_refs(pairs in btree_map(vec(any::<u8>(), 1..6), vec(any::<u8>(), 1..40), 1..60)) {
+        let t = TrieBuilder::new(pairs.iter());
+        prop_assert_eq!(t.root(), trie_root(pairs.iter()));
+        let mut found = 0usize;
+        for (h, n) in t.nodes() {
+            let node = verify_node(*h, n).unwrap();
+            prop_assert_eq!(&node.encode(), &n.to_vec());
+            for c in child_refs(n, &Nibbles::new()).unwrap() {
+                if let Some(ch) = c.hash() { prop_assert!(t.nodes().contains_key(&ch)); }
+            }
+            found += node_contents(n, &Nibbles::new()).unwrap().leaves.len();
+        }
+        // Walking from the root with real paths reaches every leaf exactly once.
+        let mut stack = vec![(t.root(), Nibbles::new())];
+        let mut leaves = Vec::new();
+        while let Some((h, p)) = stack.pop() {
+            let c = node_contents(&t.nodes()[&h], &p).unwrap();
+            stack.extend(c.hashed_children);
+            leaves.extend(c.leaves);
+        }
+        leaves.sort();
+        let expected: Vec<(Nibbles, Bytes)> = pairs.iter().map(|(k, v)| (Nibbles::unpack(k), Bytes::from(v.clone()))).collect();
+        prop_assert_eq!(leaves, expected);
+        prop_assert!(found >= pairs.len());
+    }
+}
+
+// ------------------------------------------------------------------ range proofs
+
+fn range_case() -> impl Strategy<Value = (Vec<(Vec<u8>, Vec<u8>)>, usize, usize, bool)> {
+    (1usize..5)
+        .prop_flat_map(|klen| btree_map(vec(any::<u8>(), klen), vec(any::<u8>(), 1..48), 1..80))
+        .prop_flat_map(|m| {
+            let n = m.len();
+            let pairs: Vec<_> = m.into_iter().collect();
+            (Just(pairs), 0..n, 0..n, any::<bool>())
+        })
+        .prop_map(|(p, a, b, gap)| {
+            let (i, j) = if a <= b { (a, b) } else { (b, a) };
+            (p, i, j, gap)
+        })
+}
+
+/// A key strictly between `lo` (exclusive, may be None) and `hi`, if one exists.
+fn key_before(lo: Option<&[u8]>, hi: &[u8]) -> Option<Vec<u8>> {
+    let mut k = hi.to_vec();
+    // decrement big-endian
+    for i in (0..k.len()).rev() {
+        if k[i] > 0 {
+            k[i] -= 1;
+            break;
+        }
+        k[i] = 0xff;
+        if i == 0 {
+            return None;
+        }
+    }
+    match lo {
+        Some(lo) if k.as_slice() <= lo => None,
+        _ => Some(k),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn range_proofs_verify_and_tampering_fails((pairs, i, j, gap) in range_case()) {
+        let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+        let root = t.root();
+        let n = pairs.len();
+        let keys: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.0.as_slice()).collect();
+        let vals: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.1.as_slice()).collect();
+        let first = if gap {
+            key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0]).unwrap_or(keys[0].to_vec())
+        } else { keys[0].to_vec() };
+        let proof = t.prove_range(&first, keys[keys.len() - 1]);
+        let more = verify_range_proof(root, &first, &keys, &vals, &proof);
+        prop_assert_eq!(more, Ok(j < n - 1));
+
+        // The whole set without a proof.
+        let all_k: Vec<&[u8]> = pairs.iter().map(|p| p.0.as_slice()).collect();
+        let all_v: Vec<&[u8]> = pairs.iter().map(|p| p.1.as_slice()).collect();
+        prop_assert_eq!(verify_range_proof(root, all_k[0], &all_k, &all_v, &[]), Ok(false));
+        if n > 1 {
+            prop_assert!(verify_range_proof(root, all_k[0], &all_k[1..], &all_v[1..], &[]).is_err());
+        }
+
+        // Tampered proof node.
+        for idx in 0..proof.len() {
+            let mut bad = proof.clone();
+            let mut node = bad[idx].to_vec();
+            let pos = node.len() / 2;
+            node[pos] ^= 0x01;
+            bad[idx] = node.into();
+            prop_assert!(verify_range_proof(root, &first, &keys, &vals, &bad).is_err(), "tampered node {}", idx);
+        }
+        // Altered value.
+        let mut vals2: Vec<Vec<u8>> = vals.iter().map(|v| v.to_vec()).collect();
+        let m = vals2.len() / 2;
+        vals2[m].push(0x42);
+        prop_assert!(verify_range_proof(root, &first, &keys, &vals2, &proof).is_err());
+        // Dropped element in the interior (a gap).
+        if keys.len() >= 3 {
+            let mut k2 = keys.clone();
+            let mut v2 = vals.clone();
+            k2.remove(1);
+            v2.remove(1);
+            prop_assert!(verify_range_proof(root, &first, &k2, &v2, &proof).is_err());
+        }
+        // Dropped first element when the proof is for it.
+        if keys.len() >= 2 && first == keys[0] {
+            prop_assert!(verify_range_proof(root, &first, &keys[1..], &vals[1..], &proof).is_err());
+        }
+        // An extra element that is not in the trie, inside the range.
+        if keys.len() >= 2 {
+            if let Some(extra) = key_before(Some(keys[0]), keys[1]) {
+                let mut k2: Vec<&[u8]> = keys.clone();
+                let mut v2 = vals.clone();
+                k2.insert(1, &extra);
+                v2.insert(1, b"extra");
+                prop_assert!(verify_range_proof(root, &first, &k2, &v2, &proof).is_err());
+            }
+        }
+        // Empty range above the last key proves there is nothing more; below, it fails.
+        let last_key = &pairs[n - 1].0;
+        if let Some(above) = increment(last_key) {
+            let p = t.prove(&above);
+            prop_assert_eq!(verify_range_proof(root, &above, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p), Ok(false));
+        }
+        let p = t.prove(&first);
+        prop_assert!(verify_range_proof(root, &first, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p).is_err());
+        // Single-key proofs of every key in the range.
+        for (k, v) in keys.iter().zip(&vals) {
+            prop_assert_eq!(verify_proof(root, k, &t.prove(k)).unwrap().map(|b| b.to_vec()), Some(v.to_vec()));
+        }
+    }
+}
+
+fn increment(k: &[u8]) -> Option<Vec<u8>> {
+    let mut k = k.to_vec();
+    for i in (0..k.len()).rev() {
+        if k[i] < 0xff {
+            k[i] += 1;
+            return Some(k);
+        }
+        k[i] = 0;
+    }
+    None
+}
+
+#[test]
+fn range_proof_with_secure_keys_and_large_values() {
+    // 32-byte keys, account-sized values: the shape snap serves.
+    let pairs: Vec<(B256, Vec<u8>)> = (0u32..2000)
+        .map(|i| {
+            let a = Account {
+                nonce: i as u64,
+                balance: U256::from(i) * U256::from(1_000_000_007u64),
+                ..Default::default()
+            };
+            (keccak256(i.to_le_bytes()), a.encode_slim())
+        })
+        .collect();
+    let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k.0, v)));
+    let sorted: Vec<_> = t.leaves().iter().collect();
+    for (i, j) in [(0usize, 99usize), (500, 999), (1900, 1999), (1234, 1234)] {
+        let keys: Vec<&[u8]> = sorted[i..=j].iter().map(|p| p.0.as_slice()).collect();
+        let vals: Vec<&[u8]> = sorted[i..=j].iter().map(|p| p.1.as_slice()).collect();
+        let proof = t.prove_range(keys[0], keys[keys.len() - 1]);
+        assert_eq!(
+            verify_range_proof(t.root(), keys[0], &keys, &vals, &proof),
+            Ok(j < 1999)
+        );
+        let from_zero = [0u8; 32];
+        if i == 0 {
+            let proof = t.prove_range(&from_zero, keys[keys.len() - 1]);
+            assert_eq!(verify_range_proof(t.root(), &from_zero, &keys, &vals, &proof), Ok(true));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ fuzz-style
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn decoders_never_panic_on_random_bytes(bytes in vec(any::<u8>(), 0..600)) {
+        let _ = Value::decode(&bytes);
+        let _ = catchup_eth::rlp::validate_canonical(&bytes);
+        let _ = Header::decode(&bytes);
+        let _ = Block::decode(&bytes);
+        let _ = BlockBody::decode(&bytes);
+        let _ = TxEnvelope::decode(&bytes);
+        let _ = Withdrawal::decode(&bytes);
+        let _ = Receipt::decode_consensus(&bytes);
+        let _ = decode_receipts(&bytes);
+        let _ = decode_receipts_eth69(&bytes);
+        let _ = decode_block_sequence(&bytes, 16);
+        let _ = Account::decode(&bytes);
+        let _ = Account::decode_slim(&bytes);
+        let _ = Node::decode(&bytes);
+        let _ = child_refs(&bytes, &Nibbles::new());
+        let _ = node_contents(&bytes, &Nibbles::new());
+        let _ = verify_node(keccak256(&bytes), &bytes);
+        let _ = catchup_eth::era1::snappy_frame_decompress(&bytes, 1 << 16);
+        let _ = Era1::open(&bytes).map(|e| e.blocks().count());
+        let _ = catchup_eth::era1::Records::new(&bytes).count();
+        let proof = vec![Bytes::from(bytes.clone())];
+        let _ = verify_proof(keccak256(&bytes), &bytes, &proof);
+        let k: [&[u8]; 1] = [&bytes];
+        let _ = verify_range_proof(keccak256(&bytes), &[], &k, &k, &proof);
+        let _ = verify_range_proof(keccak256(&bytes), &bytes, &k, &k, &proof);
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = catchup_eth::state::parse_geth_dump(&text);
+        let _ = catchup_eth::state::parse_alloc(&text);
+        let _ = catchup_eth::blocktest::check_blocktest(&text);
+    }
+
+    #[test]
+    fn decoders_never_panic_on_mutated_valid_input(h in header(), pos in any::<usize>(), byte in any::<u8>(), cut in any::<usize>()) {
+        let mut enc = Block { header: h, body: BlockBody::default() }.encode();
+        let p = pos % enc.len();
+        enc[p] = byte;
+        let c = cut % (enc.len() + 1);
+        let _ = Block::decode(&enc[..c]);
+        let _ = Block::decode(&enc);
+        let _ = Header::decode(&enc);
+        let _ = Node::decode(&enc);
+    }
+
+    #[test]
+    fn proof_nodes_from_random_tries_resist_random_proofs(nodes in vec(vec(any::<u8>(), 0..120), 0..6), key in vec(any::<u8>(), 0..40)) {
+        let proof: Vec<Bytes> = nodes.into_iter().map(Bytes::from).collect();
+        let root = proof.first().map(keccak256).unwrap_or(EMPTY_ROOT);
+        let _ = verify_proof(root, &key, &proof);
+        let k: [&[u8]; 2] = [&key, &key];
+        let _ = verify_range_proof(root, &key, &k[..1], &k[..1], &proof);
+    }
+}
