@@ -1,6 +1,7 @@
 //! Sans-IO Ethereum data layer: RLP, Merkle-Patricia tries, blocks, receipts, era1, snap
 //! range proofs. Bytes in, typed values or typed errors out.
 
+pub mod bench;
 pub mod blocktest;
 pub mod era1;
 pub mod proof;
