@@ -20,3 +20,17 @@ pub use manifest::{decode_manifest, encode_manifest, Manifest, ManifestError, St
 pub use tar::{EntryHeader, EntryKind, TarError, TarParser, TarSink};
 pub use unpack::{classify, SnapshotEntry, UnpackBudget, UnpackError, UnpackLimits};
 pub use zstd_stream::{FrameMarker, FrameSplitter, ZstdError, ZstdStream};
+
+/// Base58 text of a hash or pubkey, as Solana prints them.
+pub fn base58(bytes: &[u8]) -> String {
+    bs58::encode(bytes).into_string()
+}
+
+/// Decode base58 text (pubkeys, hashes) into 32 bytes.
+pub fn base58_32(text: &str) -> Option<[u8; 32]> {
+    let v = bs58::decode(text).into_vec().ok()?;
+    v.try_into().ok()
+}
+
+/// The zstd and blake3 crates as this crate uses them (for writers of archives).
+pub use {blake3, zstd};
