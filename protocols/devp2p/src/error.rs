@@ -56,7 +56,8 @@ pub enum Devp2pError {
 }
 
 impl Devp2pError {
-    pub(crate) fn rlp(what: &'static str, e: impl std::fmt::Display) -> Self {
+    /// An RLP decoding error about `what`.
+    pub fn rlp(what: &'static str, e: impl std::fmt::Display) -> Self {
         Devp2pError::Rlp {
             what,
             detail: e.to_string(),

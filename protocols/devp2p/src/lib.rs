@@ -18,3 +18,5 @@ pub mod rlp;
 pub mod snap;
 
 pub use error::{Devp2pError, Result};
+/// The secp256k1 crate these APIs use for keys.
+pub use secp256k1;
