@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod download;
 pub mod obs;
+pub mod p2p;
 pub mod repair;

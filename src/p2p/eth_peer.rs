@@ -1,0 +1,241 @@
+//! An RLPx connection speaking eth (and snap when shared): the Status exchange, requests
+//! with ids and deadlines, and answering the peer's own requests from a [`Responder`].
+
+use std::time::{Duration, Instant};
+
+use catchup_devp2p::eth::{EthMessage, Status};
+use catchup_devp2p::p2p::{route, DisconnectReason, Route, SharedCapability};
+use catchup_devp2p::snap::SnapMessage;
+use catchup_devp2p::Devp2pError;
+
+use super::conn::{NetError, PeerConn};
+use super::wire::{self, Wire};
+
+/// Answers requests a peer sends us.
+pub trait Responder {
+    /// The answer (carrying the request's id) and how long to hold it back (ms); `None`
+    /// leaves the request unanswered.
+    fn respond(&self, req: &Wire) -> (Option<Wire>, u64);
+}
+
+/// Answers every request with an empty list (a node that serves nothing).
+pub struct EmptyResponder;
+
+impl Responder for EmptyResponder {
+    fn respond(&self, req: &Wire) -> (Option<Wire>, u64) {
+        (wire::empty_response(req), 0)
+    }
+}
+
+/// What our side announces in Status.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    pub network_id: u64,
+    pub total_difficulty: Vec<u8>,
+    pub head_hash: [u8; 32],
+    pub head_number: u64,
+    pub genesis_hash: [u8; 32],
+    pub fork_id: catchup_devp2p::forkid::ForkId,
+}
+
+impl StatusInfo {
+    /// The Status message in the shape of eth version `version`.
+    pub fn status(&self, version: u64) -> Status {
+        Status {
+            version,
+            network_id: self.network_id,
+            total_difficulty: self.total_difficulty.clone(),
+            head_hash: self.head_hash,
+            genesis_hash: self.genesis_hash,
+            fork_id: self.fork_id,
+            earliest_block: 0,
+            latest_block: self.head_number,
+        }
+    }
+}
+
+/// Counters of one peer connection.
+#[derive(Debug, Default, Clone)]
+pub struct PeerStats {
+    pub requests_sent: u64,
+    pub responses_received: u64,
+    pub requests_served: u64,
+    pub ignored_messages: u64,
+    pub bytes_received: u64,
+}
+
+/// An eth (+snap) peer.
+pub struct EthPeer {
+    pub conn: PeerConn,
+    pub eth: SharedCapability,
+    pub snap: Option<SharedCapability>,
+    /// The peer's Status.
+    pub status: Status,
+    next_request_id: u64,
+    pub stats: PeerStats,
+}
+
+impl std::fmt::Debug for EthPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EthPeer {{ {:?}, eth/{} }}", self.conn, self.eth.version)
+    }
+}
+
+/// What a decoded incoming message is.
+enum Incoming {
+    Response(u64, Wire),
+    Request(Wire),
+    Other,
+}
+
+impl EthPeer {
+    /// Exchange Status on an established connection. The peer must be on the same network
+    /// and genesis.
+    pub async fn handshake(mut conn: PeerConn, ours: &StatusInfo) -> Result<EthPeer, NetError> {
+        let peer = conn.peer;
+        let Some(eth) = conn.capability("eth").cloned() else {
+            let _ = conn.disconnect(DisconnectReason::UselessPeer).await;
+            return Err(NetError::Useless {
+                peer,
+                detail: "eth not shared".into(),
+            });
+        };
+        let snap = conn.capability("snap").cloned();
+        conn.send(eth.offset, &ours.status(eth.version).encode()).await?;
+        let deadline = Instant::now() + Duration::from_millis(10_000);
+        let status = loop {
+            let (id, payload) = conn.recv_until(deadline).await?;
+            if id == eth.offset {
+                break Status::decode(&payload).map_err(|source| NetError::Protocol { peer, source })?;
+            }
+        };
+        if status.network_id != ours.network_id || status.genesis_hash != ours.genesis_hash {
+            let _ = conn.disconnect(DisconnectReason::SubprotocolError).await;
+            return Err(NetError::Useless {
+                peer,
+                detail: format!(
+                    "different chain: network {} genesis {} (ours {} {})",
+                    status.network_id,
+                    hex::encode(status.genesis_hash),
+                    ours.network_id,
+                    hex::encode(ours.genesis_hash)
+                ),
+            });
+        }
+        Ok(EthPeer {
+            conn,
+            eth,
+            snap,
+            status,
+            next_request_id: 1,
+            stats: PeerStats::default(),
+        })
+    }
+
+    fn decode(&self, wire_id: u64, payload: &[u8]) -> Result<Incoming, Devp2pError> {
+        let shared = [self.eth.clone()]
+            .into_iter()
+            .chain(self.snap.clone())
+            .collect::<Vec<_>>();
+        let w = match route(&shared, wire_id)? {
+            Route::P2p(_) => return Ok(Incoming::Other),
+            Route::Cap { cap: 0, id } => match EthMessage::decode(self.eth.version, id, payload)? {
+                EthMessage::Ignored { .. } | EthMessage::Status(_) => return Ok(Incoming::Other),
+                m => Wire::Eth(m),
+            },
+            Route::Cap { id, .. } => Wire::Snap(SnapMessage::decode(id, payload)?),
+        };
+        Ok(match wire::request_id(&w) {
+            Some((rid, true)) => Incoming::Response(rid, w),
+            Some((_, false)) => Incoming::Request(w),
+            None => Incoming::Other,
+        })
+    }
+
+    async fn send_wire(&mut self, w: &Wire) -> Result<(), NetError> {
+        let peer = self.conn.peer;
+        let (wire_id, payload) = match w {
+            Wire::Eth(m) => (self.eth.offset + m.id(), m.encode()),
+            Wire::Snap(m) => {
+                let Some(s) = &self.snap else {
+                    return Err(NetError::Useless {
+                        peer,
+                        detail: "snap not shared".into(),
+                    });
+                };
+                (s.offset + m.id(), m.encode())
+            }
+        };
+        self.conn.send(wire_id, &payload).await
+    }
+
+    async fn answer(&mut self, req: &Wire, responder: &dyn Responder) -> Result<(), NetError> {
+        let (resp, delay_ms) = responder.respond(req);
+        if delay_ms > 0 {
+            glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        if let Some(w) = resp {
+            self.send_wire(&w).await?;
+            self.stats.requests_served += 1;
+        }
+        Ok(())
+    }
+
+    /// Allocate a request id.
+    pub fn next_request_id(&mut self) -> u64 {
+        let rid = self.next_request_id;
+        self.next_request_id += 1;
+        rid
+    }
+
+    /// Send the request `make(request_id)` and wait up to `timeout_ms` for its answer,
+    /// answering the peer's own requests from `responder` meanwhile. A malformed message
+    /// drops the connection.
+    pub async fn request(
+        &mut self,
+        make: impl FnOnce(u64) -> Wire,
+        timeout_ms: u64,
+        responder: &dyn Responder,
+    ) -> Result<Wire, NetError> {
+        let peer = self.conn.peer;
+        let rid = self.next_request_id();
+        let w = make(rid);
+        self.send_wire(&w).await?;
+        self.stats.requests_sent += 1;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            let (id, payload) = self.conn.recv_until(deadline).await?;
+            self.stats.bytes_received += payload.len() as u64;
+            match self.decode(id, &payload) {
+                Ok(Incoming::Response(r, resp)) if r == rid => {
+                    self.stats.responses_received += 1;
+                    return Ok(resp);
+                }
+                Ok(Incoming::Response(..)) | Ok(Incoming::Other) => self.stats.ignored_messages += 1,
+                Ok(Incoming::Request(q)) => self.answer(&q, responder).await?,
+                Err(source) => {
+                    tracing::debug!(%peer, error = %source, "dropping peer: undecodable message");
+                    let _ = self.conn.disconnect(DisconnectReason::BreachOfProtocol).await;
+                    return Err(NetError::Protocol { peer, source });
+                }
+            }
+        }
+    }
+
+    /// Serve the peer's requests until it leaves, goes idle, or misbehaves.
+    pub async fn serve(&mut self, responder: &dyn Responder) -> Result<(), NetError> {
+        let peer = self.conn.peer;
+        loop {
+            let (id, payload) = self.conn.recv().await?;
+            match self.decode(id, &payload) {
+                Ok(Incoming::Request(q)) => self.answer(&q, responder).await?,
+                Ok(_) => self.stats.ignored_messages += 1,
+                Err(source) => {
+                    tracing::debug!(%peer, error = %source, "dropping peer: undecodable message");
+                    let _ = self.conn.disconnect(DisconnectReason::BreachOfProtocol).await;
+                    return Err(NetError::Protocol { peer, source });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The serving node: every shard accepts on the same address (SO_REUSEPORT), runs the RLPx
+//! and eth handshakes with deadlines, enforces a per-shard peer limit, and answers requests
+//! from a [`Responder`] until the peer leaves or goes idle.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use catchup_devp2p::p2p::DisconnectReason;
+use catchup_shards::runtime::{run_with_flag, RuntimeConfig, Shard};
+use glommio::net::TcpListener;
+
+use super::conn::{LocalNode, NetConfig, NetError, PeerConn};
+use super::eth_peer::{EthPeer, Responder, StatusInfo};
+
+/// How a serving node runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub max_peers_per_shard: usize,
+    pub net: NetConfig,
+    pub status: StatusInfo,
+}
+
+/// Per-shard counters of a serving node.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ServeStats {
+    pub accepted: u64,
+    pub rejected_full: u64,
+    pub handshake_failures: u64,
+    pub sessions_ended: u64,
+    pub requests_served: u64,
+}
+
+/// Choose the concrete listen address (port 0 picks one free port for all shards).
+pub fn resolve_listen(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    Ok(l.local_addr()?)
+}
+
+/// Accept peers on one shard until shutdown. `make_responder` builds this shard's responder.
+pub async fn accept_loop<R: Responder + 'static>(
+    shard_label: usize,
+    listen: SocketAddr,
+    local: Rc<LocalNode>,
+    cfg: Rc<ServeConfig>,
+    responder: Rc<R>,
+    shutting_down: impl Fn() -> bool,
+) -> anyhow::Result<ServeStats> {
+    let listener =
+        TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("shard {shard_label}: binding {listen}: {e}"))?;
+    let active = Rc::new(Cell::new(0usize));
+    let stats = Rc::new(Cell::new(ServeStats::default()));
+    let bump = |stats: &Rc<Cell<ServeStats>>, f: &dyn Fn(&mut ServeStats)| {
+        let mut s = stats.get();
+        f(&mut s);
+        stats.set(s);
+    };
+    while !shutting_down() {
+        let accepted = glommio::timer::timeout(Duration::from_millis(250), async { Ok(listener.accept().await) }).await;
+        let stream = match accepted {
+            Err(_) => continue,
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(shard = shard_label, error = %e, "accept failed");
+                continue;
+            }
+        };
+        if active.get() >= cfg.max_peers_per_shard {
+            bump(&stats, &|s| s.rejected_full += 1);
+            let (local, cfg, stats) = (local.clone(), cfg.clone(), stats.clone());
+            glommio::spawn_local(async move {
+                // Finish the RLPx handshake so the peer learns why, then say TooManyPeers.
+                if let Ok(mut c) = PeerConn::accept(stream, &local, &cfg.net).await {
+                    let _ = c.disconnect(DisconnectReason::TooManyPeers).await;
+                }
+                let _ = stats;
+            })
+            .detach();
+            continue;
+        }
+        active.set(active.get() + 1);
+        bump(&stats, &|s| s.accepted += 1);
+        let (local, cfg, responder, active, stats) = (
+            local.clone(),
+            cfg.clone(),
+            responder.clone(),
+            active.clone(),
+            stats.clone(),
+        );
+        glommio::spawn_local(async move {
+            let r: Result<u64, NetError> = async {
+                let conn = PeerConn::accept(stream, &local, &cfg.net).await?;
+                let client = conn.remote_hello.client_id.clone();
+                let mut peer = EthPeer::handshake(conn, &cfg.status).await?;
+                tracing::info!(shard = shard_label, peer = %peer.conn.peer, %client, eth = peer.eth.version, "peer connected");
+                let end = peer.serve(responder.as_ref()).await;
+                let served = peer.stats.requests_served;
+                tracing::info!(shard = shard_label, peer = %peer.conn.peer, served, reason = %end.as_ref().err().map(|e| e.to_string()).unwrap_or_default(), "peer session ended");
+                Ok(served)
+            }
+            .await;
+            match r {
+                Ok(served) => {
+                    let mut s = stats.get();
+                    s.sessions_ended += 1;
+                    s.requests_served += served;
+                    stats.set(s);
+                }
+                Err(e) => {
+                    tracing::info!(shard = shard_label, error = %e, "peer dropped");
+                    let mut s = stats.get();
+                    s.handshake_failures += 1;
+                    stats.set(s);
+                }
+            }
+            active.set(active.get() - 1);
+        })
+        .detach();
+    }
+    Ok(stats.get())
+}
+
+/// Run a serving node on `cfg.shards` shards until SIGINT/SIGTERM (or `shutdown` is set).
+pub fn serve<R, F>(
+    cfg: ServeConfig,
+    local: LocalNode,
+    make_responder: F,
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<ServeStats>>
+where
+    R: Responder + 'static,
+    F: Fn(usize) -> R + Send + Sync + Clone + 'static,
+{
+    let mut rc = RuntimeConfig::new(cfg.shards);
+    rc.name = "serve".into();
+    let cfg = Arc::new(cfg);
+    let local = Arc::new(local);
+    let results = run_with_flag::<(), _, _, _>(&rc, shutdown, move |shard: Shard<()>| {
+        let (cfg, local, make_responder) = (cfg.clone(), local.clone(), make_responder.clone());
+        async move {
+            let id = shard.id().0;
+            let responder = Rc::new(make_responder(id));
+            let sh = shard.clone();
+            accept_loop(
+                id,
+                cfg.listen,
+                Rc::new((*local).clone()),
+                Rc::new((*cfg).clone()),
+                responder,
+                move || sh.shutting_down(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    results.into_iter().map(|r| r.map_err(|e| anyhow::anyhow!(e))).collect()
+}
