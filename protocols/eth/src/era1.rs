@@ -417,3 +417,36 @@ pub fn write_record(type_: u16, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(data);
 }
+
+/// The era1 accumulator root: the SSZ `hash_tree_root` of
+/// `List[HeaderRecord(block_hash: Bytes32, total_difficulty: Uint256), 8192]`.
+/// Returns `None` for more than 8192 records.
+pub fn accumulator_root(records: &[(B256, U256)]) -> Option<B256> {
+    use sha2::{Digest, Sha256};
+    const DEPTH: usize = 13; // 2^13 = 8192
+    if records.len() > 1 << DEPTH {
+        return None;
+    }
+    let sha = |a: &[u8], b: &[u8]| -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(a);
+        h.update(b);
+        h.finalize().into()
+    };
+    let mut layer: Vec<[u8; 32]> = records
+        .iter()
+        .map(|(hash, td)| sha(hash.as_slice(), &td.to_le_bytes::<32>()))
+        .collect();
+    let mut zero = [0u8; 32];
+    for _ in 0..DEPTH {
+        if layer.len() % 2 == 1 {
+            layer.push(zero);
+        }
+        layer = layer.chunks(2).map(|c| sha(&c[0], &c[1])).collect();
+        zero = sha(&zero, &zero);
+    }
+    let root = layer.first().copied().unwrap_or(zero);
+    let mut len = [0u8; 32];
+    len[..8].copy_from_slice(&(records.len() as u64).to_le_bytes());
+    Some(B256::from(sha(&root, &len)))
+}

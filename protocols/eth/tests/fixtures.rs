@@ -245,6 +245,18 @@ fn mainnet_era1_hash_chain_and_ommers() {
     }
     assert_eq!(headers.len(), 8192);
     assert_eq!(ommers, 1410);
+    // Total difficulties accumulate the header difficulties, and the accumulator record
+    // is the SSZ root over (hash, total difficulty).
+    let mut td = U256::ZERO;
+    let mut records = Vec::new();
+    for (h, b) in headers.iter().zip(era.blocks()) {
+        let b = b.unwrap();
+        td += h.difficulty;
+        assert_eq!(b.total_difficulty, td, "block {}", h.number);
+        records.push((b.hash, b.total_difficulty));
+    }
+    assert_eq!(catchup_eth::era1::accumulator_root(&records), era.accumulator);
+    assert!(era.accumulator.is_some());
     assert_eq!(
         headers[0].hash(),
         b256("d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3"),
