@@ -108,6 +108,14 @@ impl SegFile {
         }
     }
 
+    /// Close the descriptor now (dropping only queues the close for the next I/O cycle).
+    pub(crate) async fn close(self) -> std::io::Result<()> {
+        match self {
+            SegFile::Dma(f) => f.close().await.map_err(to_io),
+            SegFile::Buffered(f) => f.close().await.map_err(to_io),
+        }
+    }
+
     pub(crate) async fn file_size(&self) -> std::io::Result<u64> {
         match self {
             SegFile::Dma(f) => f.file_size().await.map_err(to_io),
@@ -140,7 +148,13 @@ async fn probe_device_once(path: &Path) -> std::io::Result<()> {
     static PROBE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = PROBE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = dir.join(format!(".dma-probe-{}-{seq}", std::process::id()));
-    std::fs::write(&probe, vec![0xA5u8; IO_ALIGN_BYTES as usize])?;
+    if let Err(e) = std::fs::write(&probe, vec![0xA5u8; IO_ALIGN_BYTES as usize]) {
+        // E.g. a full disk: opening existing segments must still work. Without the probe
+        // glommio probes on the first segment opened, which is right unless it is empty.
+        let _ = std::fs::remove_file(&probe);
+        tracing::debug!(dir = %dir.display(), error = %e, "cannot write the DMA probe file");
+        return Ok(());
+    }
     let res = OpenOptions::new().read(true).dma_open(&probe).await;
     let _ = std::fs::remove_file(&probe);
     match res {

@@ -391,7 +391,7 @@ impl Store {
         stats.direct_io = active.file.is_direct();
         stats.keys = index.values().map(|m| m.len() as u64).sum();
         if !stats.direct_io {
-            tracing::info!(dir = %dir.display(), "store writes are buffered (no O_DIRECT)");
+            tracing::debug!(dir = %dir.display(), "store writes are buffered (no O_DIRECT)");
         }
         Ok(Store {
             dir,
@@ -645,9 +645,22 @@ impl Store {
         }
     }
 
-    /// Flush and close.
+    /// Flush, then close every segment file. Prefer this to dropping the store: a dropped
+    /// store loses records not yet flushed, and glommio only queues the closing of its
+    /// descriptors for the executor's next I/O cycle.
     pub async fn close(mut self) -> Result<(), StoreError> {
-        self.flush().await
+        let flushed = self.flush().await;
+        let mut closed = Ok(());
+        let segs = std::mem::take(&mut self.sealed)
+            .into_values()
+            .chain(std::iter::once(self.active));
+        for seg in segs {
+            let r = seg.file.close().await.map_err(io_err("closing", &seg.path));
+            if closed.is_ok() {
+                closed = r;
+            }
+        }
+        flushed.and(closed)
     }
 }
 
