@@ -450,3 +450,38 @@ pub fn accumulator_root(records: &[(B256, U256)]) -> Option<B256> {
     len[..8].copy_from_slice(&(records.len() as u64).to_le_bytes());
     Some(B256::from(sha(&root, &len)))
 }
+
+/// Write an era1 file from consecutive blocks (header, body, receipts, total difficulty):
+/// version, block tuples, accumulator, block index. At most 8192 blocks.
+pub fn write_era1(blocks: &[(Header, BlockBody, Vec<Receipt>, U256)]) -> Option<Vec<u8>> {
+    if blocks.is_empty() || blocks.len() as u64 > MAX_BLOCKS_PER_FILE {
+        return None;
+    }
+    let mut out = Vec::new();
+    write_record(TYPE_VERSION, &[], &mut out);
+    let mut offsets = Vec::with_capacity(blocks.len());
+    let mut records = Vec::with_capacity(blocks.len());
+    for (h, body, receipts, td) in blocks {
+        offsets.push(out.len());
+        let header_rlp = h.encode();
+        records.push((alloy_primitives::keccak256(&header_rlp), *td));
+        write_record(TYPE_COMPRESSED_HEADER, &snappy_frame_compress(&header_rlp), &mut out);
+        write_record(TYPE_COMPRESSED_BODY, &snappy_frame_compress(&body.encode()), &mut out);
+        write_record(
+            TYPE_COMPRESSED_RECEIPTS,
+            &snappy_frame_compress(&crate::types::encode_receipts(receipts)),
+            &mut out,
+        );
+        write_record(TYPE_TOTAL_DIFFICULTY, &td.to_le_bytes::<32>(), &mut out);
+    }
+    write_record(TYPE_ACCUMULATOR, accumulator_root(&records)?.as_slice(), &mut out);
+    let idx_offset = out.len() as i64;
+    let mut idx = Vec::with_capacity(16 + 8 * offsets.len());
+    idx.extend_from_slice(&blocks[0].0.number.to_le_bytes());
+    for o in &offsets {
+        idx.extend_from_slice(&(*o as i64 - idx_offset).to_le_bytes());
+    }
+    idx.extend_from_slice(&(offsets.len() as u64).to_le_bytes());
+    write_record(TYPE_BLOCK_INDEX, &idx, &mut out);
+    Some(out)
+}
