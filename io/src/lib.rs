@@ -5,3 +5,4 @@ pub mod journal;
 pub mod mmap;
 pub mod files;
 pub mod store;
+pub mod xdp;

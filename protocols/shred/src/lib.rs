@@ -19,6 +19,7 @@ pub mod serve;
 pub mod shred;
 pub mod slot;
 
+pub use bs58;
 pub use ed25519_dalek;
 pub use layout::{Accept, ShredType, Variant};
 pub use shred::{split_repair_response, Shred};

@@ -1,0 +1,328 @@
+//! Running the repair engine on the network: per shard, one engine over one transport
+//! (a glommio UDP socket, or an AF_XDP socket on the NIC queue the shard owns), and the
+//! multi-shard entry point [`repair`] that the CLI and the Solana sync call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use catchup_shred::ed25519_dalek::SigningKey;
+use catchup_shred::repair::Pubkey;
+
+use super::engine::{Action, EngineConfig, LeaderSchedule, PeerId, Progress, RepairEngine};
+
+/// A repair peer: its serve-repair address and, if known, its identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub addr: SocketAddrV4,
+    pub key: Option<Pubkey>,
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = String;
+    /// `ADDR` or `PUBKEY@ADDR` (pubkey in base58).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, addr) = match s.split_once('@') {
+            Some((k, a)) => (Some(parse_pubkey(k)?), a),
+            None => (None, s),
+        };
+        let addr = addr
+            .parse::<SocketAddrV4>()
+            .map_err(|e| format!("peer address {addr:?}: {e} (IPv4 ADDR:PORT expected)"))?;
+        Ok(PeerSpec { addr, key })
+    }
+}
+
+pub fn parse_pubkey(s: &str) -> Result<Pubkey, String> {
+    let v = catchup_shred::bs58::decode(s)
+        .into_vec()
+        .map_err(|e| format!("pubkey {s:?}: {e}"))?;
+    v.try_into()
+        .map_err(|v: Vec<u8>| format!("pubkey {s:?}: {} bytes, 32 expected", v.len()))
+}
+
+pub fn pubkey_to_string(k: &Pubkey) -> String {
+    catchup_shred::bs58::encode(k).into_string()
+}
+
+/// Which network path the shards use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetPath {
+    /// Kernel UDP sockets through glommio, bound to `bind` (port 0: any).
+    Udp { bind: Ipv4Addr },
+    /// AF_XDP on `iface`, shard `i` on rx queue `queues[i]`, repair port `port`; falls back
+    /// to UDP (logged) when AF_XDP cannot be set up.
+    Xdp {
+        iface: String,
+        queues: Vec<u32>,
+        port: u16,
+        bind: Ipv4Addr,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct RepairJob {
+    pub from_slot: u64,
+    pub to_slot: u64,
+    pub peers: Vec<PeerSpec>,
+    pub leaders: LeaderSchedule,
+    pub identity: SigningKey,
+    pub shards: usize,
+    pub path: NetPath,
+    /// Give up after this long.
+    pub deadline_ms: u64,
+    pub request_timeout_ms: u64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShardOutcome {
+    pub shard: usize,
+    /// "udp" or "xdp"
+    pub path: String,
+    /// Why AF_XDP was not used, when it was asked for.
+    pub fallback_reason: Option<String>,
+    pub elapsed_ms: u64,
+    pub shreds_per_s: f64,
+    pub progress: Progress,
+    #[serde(skip)]
+    pub slots: BTreeMap<u64, Vec<Vec<u8>>>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairOutcome {
+    pub complete: bool,
+    pub slots_total: u64,
+    pub slots_complete: u64,
+    pub shreds: u64,
+    pub elapsed_ms: u64,
+    pub shreds_per_s: f64,
+    pub shards: Vec<ShardOutcome>,
+    #[serde(skip)]
+    pub slots: BTreeMap<u64, Vec<Vec<u8>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("repair shard {shard}: UDP socket on {addr}: {source}")]
+    Bind {
+        shard: usize,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("repair shard {shard}: UDP: {source}")]
+    Udp {
+        shard: usize,
+        source: std::io::Error,
+    },
+    #[error("repair: no peers given")]
+    NoPeers,
+    #[error("repair: slot range {from}..={to} is empty")]
+    EmptyRange { from: u64, to: u64 },
+    #[error("repair: shard runtime: {0}")]
+    Runtime(String),
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn engine_for(job: &RepairJob, shard: usize) -> (RepairEngine, HashMap<SocketAddrV4, PeerId>) {
+    let cfg = EngineConfig {
+        shard,
+        shards: job.shards.max(1),
+        request_timeout_ms: job.request_timeout_ms,
+        seed: job.seed,
+        ..EngineConfig::new(job.from_slot, job.to_slot)
+    };
+    let mut engine = RepairEngine::new(cfg, job.identity.clone(), job.leaders.clone());
+    let mut by_addr = HashMap::new();
+    let mut addrs = Vec::new();
+    for p in &job.peers {
+        let id = engine.add_peer(p.key);
+        by_addr.insert(p.addr, id);
+        addrs.push(p.addr);
+    }
+    (engine, by_addr)
+}
+
+/// One shard over a kernel UDP socket (glommio).
+pub async fn run_shard_udp(
+    job: &RepairJob,
+    shard: usize,
+    bind: Ipv4Addr,
+) -> Result<ShardOutcome, DriverError> {
+    let (mut engine, by_addr) = engine_for(job, shard);
+    let addrs: Vec<SocketAddrV4> = job.peers.iter().map(|p| p.addr).collect();
+    let bind_addr = SocketAddrV4::new(bind, 0);
+    let sock = glommio::net::UdpSocket::bind(bind_addr).map_err(|e| DriverError::Bind {
+        shard,
+        addr: bind_addr.to_string(),
+        source: e.into(),
+    })?;
+    sock.set_read_timeout(Some(Duration::from_millis(2)))
+        .map_err(|e| DriverError::Udp {
+            shard,
+            source: e.into(),
+        })?;
+    let start = Instant::now();
+    let mut slots = BTreeMap::new();
+    let mut buf = vec![0u8; 2048];
+    let mut last_tick = 0u64;
+    engine.on_tick(unix_ms());
+    while !engine.is_done() && (start.elapsed().as_millis() as u64) < job.deadline_ms {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, SocketAddr::V4(from))) => {
+                if let Some(peer) = by_addr.get(&from) {
+                    engine.on_packet(unix_ms(), *peer, &buf[..n]);
+                }
+            }
+            Ok(_) => {}
+            Err(glommio::GlommioError::TimedOut(_)) => {}
+            Err(e) => {
+                let e: std::io::Error = e.into();
+                if e.kind() != std::io::ErrorKind::TimedOut
+                    && e.kind() != std::io::ErrorKind::WouldBlock
+                {
+                    return Err(DriverError::Udp { shard, source: e });
+                }
+            }
+        }
+        let now = unix_ms();
+        if now.saturating_sub(last_tick) >= 2 {
+            engine.on_tick(now);
+            last_tick = now;
+        }
+        while let Some(a) = engine.next_action() {
+            match a {
+                Action::Send { peer, packet } => {
+                    // a full socket buffer or an unreachable peer is a lost request: it times out
+                    let _ = sock.send_to(&packet, addrs[peer.0]).await;
+                }
+                Action::SlotComplete { slot, shreds } => {
+                    slots.insert(slot, shreds);
+                }
+            }
+        }
+    }
+    Ok(finish(shard, "udp", None, start, engine.progress(), slots))
+}
+
+pub(crate) fn finish(
+    shard: usize,
+    path: &str,
+    fallback_reason: Option<String>,
+    start: Instant,
+    progress: Progress,
+    slots: BTreeMap<u64, Vec<Vec<u8>>>,
+) -> ShardOutcome {
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    let shreds_per_s = progress.shreds_received as f64 * 1000.0 / elapsed_ms.max(1) as f64;
+    ShardOutcome {
+        shard,
+        path: path.into(),
+        fallback_reason,
+        elapsed_ms,
+        shreds_per_s,
+        progress,
+        slots,
+    }
+}
+
+/// Repair `job.from_slot..=job.to_slot` on `job.shards` shards; blocks until done or the
+/// deadline. The Solana sync calls this for its repair phase.
+pub fn repair(job: &RepairJob) -> Result<RepairOutcome, DriverError> {
+    if job.peers.is_empty() {
+        return Err(DriverError::NoPeers);
+    }
+    if job.from_slot > job.to_slot {
+        return Err(DriverError::EmptyRange {
+            from: job.from_slot,
+            to: job.to_slot,
+        });
+    }
+    let start = Instant::now();
+    let shards = job.shards.max(1);
+    // AF_XDP is set up before the shards start: one program, one socket per shard.
+    let mut fallback_reason = None;
+    let mut xdp = None;
+    if let NetPath::Xdp {
+        iface,
+        queues,
+        port,
+        ..
+    } = &job.path
+    {
+        let addrs: Vec<SocketAddrV4> = job.peers.iter().map(|p| p.addr).collect();
+        match super::xdp_driver::setup(iface, queues, *port, shards, &addrs) {
+            Ok(s) => xdp = Some(s),
+            Err(reason) => {
+                tracing::warn!(%reason, "AF_XDP unavailable, falling back to UDP");
+                fallback_reason = Some(reason);
+            }
+        }
+    }
+    let sockets: Arc<Mutex<Vec<Option<catchup_io::xdp::XskSocket>>>> = Arc::new(Mutex::new(
+        xdp.as_mut()
+            .map(|s| std::mem::take(&mut s.sockets))
+            .unwrap_or_default(),
+    ));
+    let xdp_ctx = xdp
+        .as_ref()
+        .map(|s| (s.info.clone(), s.peers.clone(), s.first_port));
+    let rt = catchup_shards::RuntimeConfig {
+        handle_signals: false,
+        name: "repair".into(),
+        ..catchup_shards::RuntimeConfig::new(shards)
+    };
+    let job2 = job.clone();
+    let results = catchup_shards::run(&rt, move |shard: catchup_shards::Shard<()>| {
+        let job = job2.clone();
+        let sockets = sockets.clone();
+        let xdp_ctx = xdp_ctx.clone();
+        let fallback_reason = fallback_reason.clone();
+        async move {
+            let id = shard.id().0;
+            let sock = sockets
+                .lock()
+                .ok()
+                .and_then(|mut v| v.get_mut(id).and_then(Option::take));
+            let bind = match &job.path {
+                NetPath::Udp { bind } | NetPath::Xdp { bind, .. } => *bind,
+            };
+            match (sock, xdp_ctx) {
+                (Some(sock), Some((info, peers, port))) => Ok(super::xdp_driver::run_shard_xdp(
+                    &job,
+                    id,
+                    sock,
+                    &info,
+                    &peers,
+                    port + id as u16,
+                )),
+                _ => {
+                    let mut o = run_shard_udp(&job, id, bind).await?;
+                    o.fallback_reason = fallback_reason;
+                    Ok(o)
+                }
+            }
+        }
+    })
+    .map_err(|e| DriverError::Runtime(e.to_string()))?;
+    drop(xdp); // detaches the XDP program
+    let mut out = RepairOutcome::default();
+    for r in results {
+        let mut s = r?;
+        out.slots_total += s.progress.slots_total;
+        out.slots_complete += s.progress.slots_complete;
+        out.shreds += s.progress.shreds_received;
+        out.slots.append(&mut s.slots);
+        out.shards.push(s);
+    }
+    out.complete = out.slots_complete == out.slots_total;
+    out.elapsed_ms = start.elapsed().as_millis() as u64;
+    out.shreds_per_s = out.shreds as f64 * 1000.0 / out.elapsed_ms.max(1) as f64;
+    Ok(out)
+}
