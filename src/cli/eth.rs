@@ -1,12 +1,647 @@
 //! `catchup eth …` commands.
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use catchup_eth::blocktest::{check_blocktest, Rejection};
+use catchup_eth::era1::Era1;
+use catchup_eth::state::{parse_alloc, parse_geth_dump};
+use catchup_eth::{
+    verify_ommers_hash, verify_parent_hash, verify_receipts, verify_transactions_root, verify_withdrawals, B256,
+};
 
 use super::GlobalOpts;
 
+/// Largest input file read into memory by these commands.
+const MAX_INPUT_FILE_BYTES: u64 = 4 << 30;
+
 #[derive(Subcommand, Debug)]
-pub enum EthCmd {}
+pub enum EthCmd {
+    /// Check every block of era1 archives: header hash chain, transactions root, ommers
+    /// hash, withdrawals root and receipts root. Exits 1 naming the failing block and field.
+    VerifyEra1(VerifyEra1Args),
+    /// Compute a state root from a genesis allocation or a geth state dump, with the
+    /// number of accounts, storage slots and contracts.
+    StateRoot(StateRootArgs),
+    /// Decode and check the blocks of BlockchainTests JSON files without execution;
+    /// for blocks marked invalid, report which check caught them.
+    VerifyBlocktest(VerifyBlocktestArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyEra1Args {
+    /// era1 files, checked in the order given (consecutive files are linked by parent hash).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["alloc", "dump"])))]
+pub struct StateRootArgs {
+    /// Genesis allocation JSON (`{"alloc": {address: balance | {balance, nonce, code, storage}}}`
+    /// or a genesis.json).
+    #[arg(long, value_name = "FILE")]
+    pub alloc: Option<PathBuf>,
+    /// geth state dump JSON (`{"root": …, "accounts": {…}}`); the computed root must
+    /// equal the dump's root.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyBlocktestArgs {
+    /// BlockchainTests JSON files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
-    match cmd {}
+    match cmd {
+        EthCmd::VerifyEra1(a) => verify_era1(&a),
+        EthCmd::StateRoot(a) => state_root(&a),
+        EthCmd::VerifyBlocktest(a) => verify_blocktest(&a),
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        meta.len() <= MAX_INPUT_FILE_BYTES,
+        "{}: {} bytes, above the limit of {MAX_INPUT_FILE_BYTES}",
+        path.display(),
+        meta.len()
+    );
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    String::from_utf8(read_file(path)?).with_context(|| format!("{}: not UTF-8 text", path.display()))
+}
+
+/// Totals of `verify-era1`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Era1Report {
+    pub files: usize,
+    pub blocks: u64,
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    pub last_hash: Option<String>,
+    pub headers_ok: u64,
+    pub tx_roots_ok: u64,
+    pub ommers_ok: u64,
+    pub withdrawals_ok: u64,
+    pub receipt_roots_ok: u64,
+    pub failures: Vec<serde_json::Value>,
+}
+
+/// Most failures listed in a report (the counts stay exact).
+const MAX_REPORTED_FAILURES: usize = 1000;
+
+/// Check era1 files; the library entry point behind `catchup eth verify-era1`.
+pub fn check_era1_files(files: &[PathBuf]) -> anyhow::Result<Era1Report> {
+    let mut rep = Era1Report::default();
+    let mut prev: Option<(B256, u64)> = None;
+    let fail = |rep: &mut Era1Report, v: serde_json::Value| {
+        if rep.failures.len() < MAX_REPORTED_FAILURES {
+            rep.failures.push(v);
+        }
+    };
+    for path in files {
+        let buf = read_file(path)?;
+        rep.files += 1;
+        let file = path.display().to_string();
+        let era = match Era1::open(&buf) {
+            Ok(e) => e,
+            Err(e) => {
+                fail(
+                    &mut rep,
+                    json!({"file": file, "block": null, "field": "file", "error": e.to_string()}),
+                );
+                prev = None;
+                continue;
+            }
+        };
+        let mut records = Vec::with_capacity(era.block_count());
+        let mut complete = true;
+        for b in era.blocks() {
+            let b = match b {
+                Ok(b) => b,
+                Err(e) => {
+                    fail(
+                        &mut rep,
+                        json!({"file": file, "block": null, "field": "record", "error": e.to_string()}),
+                    );
+                    prev = None;
+                    complete = false;
+                    break;
+                }
+            };
+            let n = b.header.number;
+            rep.blocks += 1;
+            rep.first.get_or_insert(n);
+            rep.last = Some(n);
+            rep.last_hash = Some(format!("{:#x}", b.hash));
+            let record =
+                |rep: &mut Era1Report, r: Result<(), catchup_eth::VerifyError>, ok: fn(&mut Era1Report)| match r {
+                    Ok(()) => ok(rep),
+                    Err(e) => fail(
+                        rep,
+                        json!({"file": file, "block": n, "field": e.field().as_str(), "error": e.to_string()}),
+                    ),
+                };
+            let link = match prev {
+                // Files of distant ranges are checked independently.
+                Some((ph, pn)) if pn.checked_add(1) == Some(n) => verify_parent_hash(ph, pn, &b.header),
+                Some(_) => Ok(()),
+                None => Ok(()),
+            };
+            let header_ok = if b.hash == b.header.hash() {
+                link
+            } else {
+                Err(catchup_eth::VerifyError::Mismatch {
+                    number: n,
+                    field: catchup_eth::Field::HeaderHash,
+                    expected: b.hash,
+                    got: b.header.hash(),
+                })
+            };
+            record(&mut rep, header_ok, |r| r.headers_ok += 1);
+            record(&mut rep, verify_transactions_root(&b.header, &b.body), |r| {
+                r.tx_roots_ok += 1
+            });
+            record(&mut rep, verify_ommers_hash(&b.header, &b.body), |r| r.ommers_ok += 1);
+            record(&mut rep, verify_withdrawals(&b.header, &b.body), |r| {
+                r.withdrawals_ok += 1
+            });
+            record(&mut rep, verify_receipts(&b.header, &b.receipts), |r| {
+                r.receipt_roots_ok += 1
+            });
+            // Total difficulty grows by each header's difficulty.
+            if let Some(&(_, prev_td)) = records.last() {
+                if b.total_difficulty != prev_td + b.header.difficulty {
+                    fail(
+                        &mut rep,
+                        json!({"file": file, "block": n, "field": "totalDifficulty",
+                               "error": format!("block {n}: total difficulty {} is not the previous {} plus difficulty {}",
+                                                b.total_difficulty, prev_td, b.header.difficulty)}),
+                    );
+                }
+            }
+            records.push((b.hash, b.total_difficulty));
+            prev = Some((b.hash, n));
+        }
+        if complete {
+            let computed = catchup_eth::era1::accumulator_root(&records);
+            if computed != era.accumulator {
+                fail(
+                    &mut rep,
+                    json!({"file": file, "block": null, "field": "accumulator",
+                           "error": format!("accumulator record {:?} differs from the root over the blocks {:?}",
+                                            era.accumulator, computed)}),
+                );
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn verify_era1(a: &VerifyEra1Args) -> anyhow::Result<i32> {
+    let rep = check_era1_files(&a.files)?;
+    let failed = !rep.failures.is_empty();
+    if a.json {
+        println!("{}", serde_json::to_string(&rep)?);
+    } else {
+        println!(
+            "{} file(s), {} blocks {}..{}, last hash {}",
+            rep.files,
+            rep.blocks,
+            rep.first.map_or("-".into(), |x| x.to_string()),
+            rep.last.map_or("-".into(), |x| x.to_string()),
+            rep.last_hash.as_deref().unwrap_or("-")
+        );
+        println!(
+            "headers ok {}  tx roots ok {}  ommers ok {}  withdrawals ok {}  receipt roots ok {}",
+            rep.headers_ok, rep.tx_roots_ok, rep.ommers_ok, rep.withdrawals_ok, rep.receipt_roots_ok
+        );
+    }
+    if failed {
+        for f in &rep.failures {
+            eprintln!(
+                "FAIL {} block {} {}: {}",
+                f["file"].as_str().unwrap_or("-"),
+                f["block"],
+                f["field"].as_str().unwrap_or("-"),
+                f["error"].as_str().unwrap_or("-")
+            );
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn state_root(a: &StateRootArgs) -> anyhow::Result<i32> {
+    let (path, kind) = match (&a.alloc, &a.dump) {
+        (Some(p), None) => (p, "alloc"),
+        (None, Some(p)) => (p, "dump"),
+        _ => anyhow::bail!("give exactly one of --alloc FILE or --dump FILE"),
+    };
+    let text = read_text(path)?;
+    let (state, claimed) = if kind == "alloc" {
+        (parse_alloc(&text).with_context(|| format!("{}", path.display()))?, None)
+    } else {
+        parse_geth_dump(&text).with_context(|| format!("{}", path.display()))?
+    };
+    let tries = state.build();
+    let matches = claimed.map(|c| c == tries.root);
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "root": format!("{:#x}", tries.root),
+                "accounts": state.accounts.len(),
+                "storage_slots": tries.storage_slots,
+                "accounts_with_storage": tries.storage.len(),
+                "code": tries.code.len(),
+                "contracts": state.accounts.values().filter(|x| !x.code.is_empty()).count(),
+                "claimed_root": claimed.map(|c| format!("{c:#x}")),
+                "matches_claimed": matches,
+            })
+        );
+    } else {
+        println!("root {:#x}", tries.root);
+        println!(
+            "accounts {}  storage slots {}  accounts with storage {}  contracts {}  distinct code {}",
+            state.accounts.len(),
+            tries.storage_slots,
+            tries.storage.len(),
+            state.accounts.values().filter(|x| !x.code.is_empty()).count(),
+            tries.code.len()
+        );
+    }
+    if matches == Some(false) {
+        eprintln!(
+            "{}: computed root {:#x} differs from the dump's root {:#x}",
+            path.display(),
+            tries.root,
+            claimed.unwrap_or_default()
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn verify_blocktest(a: &VerifyBlocktestArgs) -> anyhow::Result<i32> {
+    let mut tests_json = Vec::new();
+    let mut unexpected = 0usize;
+    for path in &a.files {
+        let text = read_text(path)?;
+        let outcomes = check_blocktest(&text).with_context(|| format!("{}", path.display()))?;
+        for t in outcomes {
+            let mut blocks = Vec::new();
+            for b in &t.blocks {
+                if !b.as_expected() {
+                    unexpected += 1;
+                }
+                let caught = b.rejected_by.as_ref().map(|r| r.name());
+                let status = match (b.expected_invalid, &b.rejected_by) {
+                    (false, None) => "valid",
+                    (false, Some(_)) => "FAILED",
+                    (true, Some(_)) => "invalid, caught",
+                    (true, None) => "invalid, needs execution to catch",
+                };
+                if !a.json {
+                    println!(
+                        "{} {} block {}{}: {}{}",
+                        path.display(),
+                        t.name,
+                        b.index,
+                        b.number.map_or(String::new(), |n| format!(" (#{n})")),
+                        status,
+                        caught.as_deref().map_or(String::new(), |c| format!(" by {c}"))
+                    );
+                    if let Some(Rejection::Decode(msg)) = &b.rejected_by {
+                        println!("    decode error: {msg}");
+                    }
+                }
+                blocks.push(json!({
+                    "index": b.index,
+                    "number": b.number,
+                    "hash": b.hash.map(|h| format!("{h:#x}")),
+                    "expected_invalid": b.expected_invalid,
+                    "passed": b.passed,
+                    "caught_by": caught,
+                    "as_expected": b.as_expected(),
+                }));
+            }
+            tests_json.push(json!({
+                "file": path.display().to_string(),
+                "test": t.name,
+                "genesis_hash": format!("{:#x}", t.genesis_hash),
+                "blocks": blocks,
+            }));
+        }
+    }
+    if a.json {
+        println!("{}", json!({"tests": tests_json, "unexpected": unexpected}));
+    }
+    Ok(if unexpected > 0 { 1 } else { 0 })
+}
+
+/// `catchup bench eth` options.
+#[derive(Args, Debug, Clone)]
+pub struct EthBenchArgs {
+    /// Number of shards, each running the whole workload on its own core (1..=1024).
+    /// Default: one per usable core.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Accounts in the state trie whose nodes are verified (sets how many nodes there are).
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub accounts: usize,
+    /// Minimum time spent on each measurement, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub duration_ms: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured rate beside the keccak-only rate of the same bytes.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RatePair {
+    pub items_per_s: f64,
+    pub keccak_only_items_per_s: f64,
+    /// keccak-only rate / verification rate: the cost of verification over raw hashing.
+    pub overhead_ratio: f64,
+    pub bytes_per_item: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct EthShardBench {
+    pub shard: usize,
+    pub trie_nodes: RatePair,
+    pub headers: RatePair,
+    pub receipts_roots: RatePair,
+}
+
+/// Run `pass` until at least `min_ms` passed; returns items per second.
+fn measure(min_ms: u64, items_per_pass: usize, mut pass: impl FnMut() -> usize) -> f64 {
+    let start = std::time::Instant::now();
+    let mut items = 0usize;
+    // Bounded: at most 1e6 passes.
+    for _ in 0..1_000_000 {
+        items += pass();
+        if start.elapsed().as_millis() as u64 >= min_ms {
+            break;
+        }
+    }
+    let _ = items_per_pass;
+    items as f64 / start.elapsed().as_secs_f64().max(1e-9)
+}
+
+fn pair(verify: f64, keccak: f64, bytes_per_item: f64) -> RatePair {
+    RatePair {
+        items_per_s: verify,
+        keccak_only_items_per_s: keccak,
+        overhead_ratio: if verify > 0.0 { keccak / verify } else { 0.0 },
+        bytes_per_item,
+    }
+}
+
+/// The per-shard workload of `catchup bench eth`.
+pub fn eth_bench_shard(shard: usize, accounts: usize, duration_ms: u64) -> EthShardBench {
+    use catchup_eth::bench as wl;
+    let seed = 0x5eed_0000 + shard as u64;
+    let nodes = wl::state_trie_nodes(accounts.max(16), seed);
+    let node_bytes: Vec<&[u8]> = nodes.iter().map(|n| n.1.as_ref()).collect();
+    let headers = wl::header_chain(2048, seed);
+    let receipts = wl::receipt_lists(64, 100, seed);
+    let receipt_bytes: Vec<&[u8]> = receipts.iter().map(|r| r.1.as_ref()).collect();
+    let avg = |v: &[&[u8]]| v.iter().map(|x| x.len()).sum::<usize>() as f64 / v.len().max(1) as f64;
+    let header_refs: Vec<&[u8]> = headers.iter().map(|h| h.as_ref()).collect();
+
+    let mut sink = 0u64;
+    let nv = measure(duration_ms, nodes.len(), || wl::verify_nodes(&nodes));
+    let nk = measure(duration_ms, nodes.len(), || {
+        sink ^= wl::keccak_all(&node_bytes);
+        node_bytes.len()
+    });
+    let hv = measure(duration_ms, headers.len(), || wl::validate_header_chain(&headers));
+    let hk = measure(duration_ms, headers.len(), || {
+        sink ^= wl::keccak_all(&header_refs);
+        header_refs.len()
+    });
+    let rv = measure(duration_ms, receipts.len(), || wl::verify_receipt_lists(&receipts));
+    let rk = measure(duration_ms, receipts.len(), || {
+        sink ^= wl::keccak_all(&receipt_bytes);
+        receipt_bytes.len()
+    });
+    std::hint::black_box(sink);
+    EthShardBench {
+        shard,
+        trie_nodes: pair(nv, nk, avg(&node_bytes)),
+        headers: pair(hv, hk, avg(&header_refs)),
+        receipts_roots: pair(rv, rk, avg(&receipt_bytes)),
+    }
+}
+
+/// `catchup bench eth`: every shard runs the workload at once on its pinned core.
+pub fn bench_eth(args: &EthBenchArgs) -> anyhow::Result<i32> {
+    let shards = args
+        .shards
+        .unwrap_or_else(|| catchup_shards::allowed_cores().len().max(1));
+    anyhow::ensure!(
+        (1..=catchup_shards::runtime::MAX_SHARDS).contains(&shards),
+        "--shards must be 1..={}, got {shards}",
+        catchup_shards::runtime::MAX_SHARDS
+    );
+    anyhow::ensure!(args.accounts >= 1, "--accounts must be at least 1");
+    anyhow::ensure!(
+        (1..=600_000).contains(&args.duration_ms),
+        "--duration-ms must be 1..=600000"
+    );
+    let cfg = catchup_shards::RuntimeConfig {
+        handle_signals: false,
+        ..catchup_shards::RuntimeConfig::new(shards)
+    };
+    let (accounts, duration_ms) = (args.accounts, args.duration_ms);
+    let results = catchup_shards::run(&cfg, move |shard: catchup_shards::Shard<()>| async move {
+        eth_bench_shard(shard.id().0, accounts, duration_ms)
+    })
+    .context("cannot start the shards")?;
+    let total = |f: fn(&EthShardBench) -> RatePair| {
+        let v: f64 = results.iter().map(|r| f(r).items_per_s).sum();
+        let k: f64 = results.iter().map(|r| f(r).keccak_only_items_per_s).sum();
+        let b = results.iter().map(|r| f(r).bytes_per_item).sum::<f64>() / results.len().max(1) as f64;
+        pair(v, k, b)
+    };
+    let totals = json!({
+        "trie_nodes": total(|r| r.trie_nodes),
+        "headers": total(|r| r.headers),
+        "receipts_roots": total(|r| r.receipts_roots),
+    });
+    if args.json {
+        println!(
+            "{}",
+            json!({"shards": shards, "accounts": accounts, "per_shard": results, "total": totals})
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<7} {:<16} {:>14} {:>16} {:>7} {:>10}",
+        "shard", "workload", "verified/s", "keccak-only/s", "ratio", "bytes/item"
+    );
+    let row = |s: &str, name: &str, p: RatePair| {
+        println!(
+            "{:<7} {:<16} {:>14.0} {:>16.0} {:>7.2} {:>10.0}",
+            s, name, p.items_per_s, p.keccak_only_items_per_s, p.overhead_ratio, p.bytes_per_item
+        );
+    };
+    for r in &results {
+        let s = r.shard.to_string();
+        row(&s, "trie nodes", r.trie_nodes);
+        row(&s, "headers", r.headers);
+        row(&s, "receipts roots", r.receipts_roots);
+    }
+    row("total", "trie nodes", total(|r| r.trie_nodes));
+    row("total", "headers", total(|r| r.headers));
+    row("total", "receipts roots", total(|r| r.receipts_roots));
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(rel: &str) -> Option<PathBuf> {
+        let dir = std::env::var_os("CATCHUP_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+        let p = dir.join(rel);
+        if p.exists() {
+            return Some(p);
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "fixture {} missing under CI=true",
+            p.display()
+        );
+        eprintln!("SKIP: fixture {} missing", p.display());
+        None
+    }
+
+    #[test]
+    fn verify_era1_report_on_sepolia_and_a_corrupted_copy() {
+        let Some(p) = fixture("ethereum/chain/sepolia-00021-b8814b14.era1") else {
+            return;
+        };
+        let rep = check_era1_files(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(
+            (rep.files, rep.blocks, rep.first, rep.last),
+            (1, 8192, Some(172032), Some(180223))
+        );
+        assert_eq!(rep.headers_ok, 8192);
+        assert_eq!(rep.receipt_roots_ok, 8192);
+        assert!(rep.failures.is_empty(), "{:?}", rep.failures);
+        let v = serde_json::to_value(&rep).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        for k in [
+            "files",
+            "blocks",
+            "first",
+            "last",
+            "last_hash",
+            "headers_ok",
+            "tx_roots_ok",
+            "ommers_ok",
+        ] {
+            assert!(keys.contains(&k), "{k}");
+        }
+
+        // Corrupt a compressed body: the failure names the file, record and offset.
+        let mut buf = std::fs::read(&p).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.era1");
+        buf[304 + 8 + 10] ^= 0xff; // inside the body record of the first block
+        std::fs::write(&bad, &buf).unwrap();
+        let rep = check_era1_files(std::slice::from_ref(&bad)).unwrap();
+        assert_eq!(rep.failures.len(), 1, "{:?}", rep.failures);
+        let f = &rep.failures[0];
+        assert_eq!(f["field"], "record");
+        assert!(f["file"].as_str().unwrap().ends_with("bad.era1"));
+        assert!(f["error"].as_str().unwrap().contains("record 2 at offset 304"), "{f}");
+
+        let mut p2 = std::fs::read(&p).unwrap();
+        let era = Era1::open(&p2).unwrap();
+        let off = era.index.header_offsets[0];
+        drop(era);
+        // Truncating the file removes the index: one failure naming the file.
+        p2.truncate(off + 100);
+        let t = dir.path().join("trunc.era1");
+        std::fs::write(&t, &p2).unwrap();
+        let rep = check_era1_files(std::slice::from_ref(&t)).unwrap();
+        assert_eq!(rep.failures.len(), 1);
+        assert_eq!(rep.failures[0]["field"], "file");
+    }
+
+    #[test]
+    fn verify_era1_names_block_and_field() {
+        use catchup_eth::{BlockBody, Header, Receipt, ReceiptOutcome, U256};
+        let mut blocks = Vec::new();
+        let mut parent = B256::ZERO;
+        for n in 0..5u64 {
+            let receipts = vec![Receipt {
+                outcome: ReceiptOutcome::Status(true),
+                cumulative_gas_used: 21000 + n,
+                ..Default::default()
+            }];
+            let mut h = Header {
+                number: n,
+                parent_hash: parent,
+                ommers_hash: catchup_eth::EMPTY_OMMERS_HASH,
+                transactions_root: catchup_eth::EMPTY_ROOT,
+                receipts_root: catchup_eth::receipts_root(&receipts),
+                difficulty: U256::from(7),
+                ..Default::default()
+            };
+            if n == 3 {
+                h.receipts_root = B256::repeat_byte(0x11);
+            }
+            parent = h.hash();
+            blocks.push((h, BlockBody::default(), receipts, U256::from(7 * (n + 1))));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("five.era1");
+        std::fs::write(&p, catchup_eth::era1::write_era1(&blocks).unwrap()).unwrap();
+        let rep = check_era1_files(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(
+            (rep.blocks, rep.headers_ok, rep.tx_roots_ok, rep.receipt_roots_ok),
+            (5, 5, 5, 4)
+        );
+        assert_eq!(rep.failures.len(), 1, "{:?}", rep.failures);
+        assert_eq!(rep.failures[0]["block"], 3);
+        assert_eq!(rep.failures[0]["field"], "receiptsRoot");
+        // A wrong total difficulty is caught too.
+        blocks[2].3 = U256::from(1000);
+        std::fs::write(&p, catchup_eth::era1::write_era1(&blocks).unwrap()).unwrap();
+        let rep = check_era1_files(std::slice::from_ref(&p)).unwrap();
+        assert!(
+            rep.failures
+                .iter()
+                .any(|f| f["field"] == "totalDifficulty" && f["block"] == 2),
+            "{:?}",
+            rep.failures
+        );
+    }
 }
