@@ -7,7 +7,7 @@ use crate::obs::{init_logging, LogFormat};
 
 pub mod bench;
 pub mod eth;
-pub mod repair;
+pub mod snapshot_net;
 pub mod solana;
 
 /// catchup brings a validator from zero to the chain tip as fast as its hardware allows:

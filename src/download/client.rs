@@ -236,6 +236,54 @@ impl Conn {
         }
     }
 
+    /// Copy up to `out.len()` more body bytes into `out`; 0 means the body is complete.
+    /// A connection closed before the end is an error (except for read-until-close bodies).
+    pub async fn read_body_into(
+        &mut self,
+        dec: &mut BodyDecoder,
+        out: &mut [u8],
+    ) -> Result<usize, ClientError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        // Bounded: each round consumes input or reads from the socket (or fails).
+        loop {
+            while self.start < self.end && !dec.is_done() {
+                // Never decode more input than `out` can take: the data of one step is a
+                // sub-range of its input, so it always fits.
+                let lim = (self.end - self.start).min(out.len());
+                let avail = &self.buf[self.start..self.start + lim];
+                let d = dec.decode(avail).map_err(|e| ClientError::Http {
+                    addr: self.addr.clone(),
+                    source: e,
+                })?;
+                self.start += d.consumed;
+                if !d.data.is_empty() {
+                    let n = d.data.len();
+                    out[..n].copy_from_slice(&avail[d.data.clone()]);
+                    return Ok(n);
+                }
+                if d.consumed == 0 {
+                    break;
+                }
+            }
+            if dec.is_done() {
+                return Ok(0);
+            }
+            let n = self.fill().await?;
+            if n == 0 {
+                self.reusable = false;
+                if dec.finish_on_close() {
+                    return Ok(0);
+                }
+                return Err(ClientError::Closed {
+                    addr: self.addr.clone(),
+                    what: "body",
+                });
+            }
+        }
+    }
+
     /// Read and discard the body (to reuse the connection), at most `max_bytes`.
     pub async fn skip_body(&mut self, kind: BodyKind, max_bytes: u64) -> Result<(), ClientError> {
         let addr = self.addr.clone();

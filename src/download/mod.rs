@@ -4,4 +4,6 @@
 pub mod client;
 pub mod coordinator;
 pub mod serve;
+pub mod sink;
 pub mod source;
+pub mod sync;

@@ -1,0 +1,270 @@
+//! `catchup solana sync` and `catchup solana snapshot serve`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use catchup_http::Url;
+
+use super::GlobalOpts;
+use crate::download::serve::{serve_blocking, ServeConfig};
+use crate::download::sink::{ArchiveSink, SinkFactory, StreamCheckSink};
+use crate::download::sync::{sync, Progress, SyncConfig, SyncReport};
+
+/// Parse a size with an optional binary suffix: `65536`, `64K`, `64M`, `1G` (also `KiB`, `MiB`, `GiB`).
+pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.trim_end_matches(['b', 'B']).trim_end_matches('i') {
+        x if x.ends_with(['k', 'K']) => (&x[..x.len() - 1], 1u64 << 10),
+        x if x.ends_with(['m', 'M']) => (&x[..x.len() - 1], 1u64 << 20),
+        x if x.ends_with(['g', 'G']) => (&x[..x.len() - 1], 1u64 << 30),
+        x => (x, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?} (examples: 65536, 64K, 64M, 1G)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    Url::parse(s).map_err(|e| e.to_string())
+}
+
+/// Download a snapshot archive from several sources in parallel byte ranges, feed it to the
+/// verifier while it downloads, and resume after a crash without fetching finished chunks.
+#[derive(clap::Args, Debug)]
+pub struct SyncArgs {
+    /// A snapshot source: an archive URL (http://host:port/snapshot-SLOT-HASH.tar.zst) or a
+    /// base URL (http://host:port/, asked for /snapshot.tar.bz2). Repeat for several sources.
+    #[arg(long = "source", value_name = "URL", value_parser = parse_url)]
+    pub sources: Vec<Url>,
+    /// A Solana JSON-RPC URL: its getClusterNodes answer lists more sources.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub rpc: Option<Url>,
+    /// Data directory (locked while running); the archive goes to D/download/.
+    #[arg(long, value_name = "D")]
+    pub datadir: PathBuf,
+    /// Fetch the incremental snapshot (base URLs are asked for /incremental-snapshot.tar.bz2).
+    #[arg(long)]
+    pub incremental: bool,
+    /// Chunk size (multiple of 4 KiB): bytes fetched by one ranged request.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size_bytes)]
+    pub chunk_size: u64,
+    /// Drop a source slower than this (MB/s, 1 MB = 10^6 bytes) after retries; 0 = never.
+    #[arg(long, value_name = "MB/s", default_value_t = 0.0)]
+    pub min_source_speed: f64,
+    /// Failures in a row after which a source is dropped.
+    #[arg(long, default_value_t = 4)]
+    pub max_failures: u32,
+    /// First retry delay of a failed source; doubles per failure.
+    #[arg(long, default_value_t = 500)]
+    pub backoff_ms: u64,
+    /// Connect timeout per request.
+    #[arg(long, default_value_t = 3000)]
+    pub connect_timeout_ms: u64,
+    /// Read/write timeout per request.
+    #[arg(long, default_value_t = 10000)]
+    pub io_timeout_ms: u64,
+    /// Discovery: how many sources must agree on the chosen slot.
+    #[arg(long, default_value_t = 1)]
+    pub min_agree: usize,
+    /// Discovery: ignore sources further behind the newest slot seen.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_slots_behind: u64,
+    /// Discovery: ignore sources slower to answer a HEAD.
+    #[arg(long, default_value_t = 5000)]
+    pub max_latency_ms: u64,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 10)]
+    pub progress_interval_s: u64,
+    /// Print the final report (and progress lines) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many chunks were fetched (to test resume).
+    #[arg(long, hide = true)]
+    pub stop_after_chunks: Option<u32>,
+}
+
+/// Serve snapshot archives over HTTP like a Solana RPC node: /snapshot.tar.bz2 and
+/// /incremental-snapshot.tar.bz2 redirect (303) to the newest archive in DIR; archives are
+/// served with HEAD, Range and ETag; POST / answers getClusterNodes.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Directory holding snapshot-*.tar.zst / incremental-snapshot-*.tar.zst archives.
+    pub dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8899")]
+    pub listen: SocketAddr,
+    /// Total send rate limit in MB/s (1 MB = 10^6 bytes); unlimited when absent.
+    #[arg(long, value_name = "MB/s")]
+    pub rate_limit: Option<f64>,
+    /// Ignore Range headers (always send the whole file), like a server without ranges.
+    #[arg(long)]
+    pub no_range: bool,
+    /// RPC address (HOST:PORT) to list in getClusterNodes answers; repeatable.
+    #[arg(long = "cluster-node", value_name = "HOST:PORT")]
+    pub cluster_nodes: Vec<String>,
+}
+
+/// The sink used by `sync`: checks zstd frames, tar structure and entry rules.
+pub fn default_sink_factory() -> Arc<SinkFactory> {
+    Arc::new(|| Ok(Box::new(StreamCheckSink::new()?) as Box<dyn ArchiveSink>))
+}
+
+fn mb(bytes_per_s: f64) -> f64 {
+    bytes_per_s / 1e6
+}
+
+fn progress_line(p: &Progress) -> String {
+    let healthy = p.sources.iter().filter(|s| s.dropped.is_none()).count();
+    format!(
+        "{} chunks {}/{} {:.1}/{:.1} MB {:.1} MB/s sources {}/{} healthy fed {:.1} MB eta {}",
+        p.archive,
+        p.chunks_done,
+        p.chunks_total,
+        p.bytes_done as f64 / 1e6,
+        p.bytes_total as f64 / 1e6,
+        mb(p.rate_bytes_per_s),
+        healthy,
+        p.sources.len(),
+        p.fed_bytes as f64 / 1e6,
+        p.eta_s
+            .map(|s| format!("{s:.0}s"))
+            .unwrap_or_else(|| "?".into()),
+    )
+}
+
+pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    if args.chunk_size == 0 || args.chunk_size % 4096 != 0 {
+        anyhow::bail!(
+            "--chunk-size must be a positive multiple of 4096 bytes, got {}",
+            args.chunk_size
+        );
+    }
+    if args.sources.is_empty() && args.rpc.is_none() {
+        anyhow::bail!("give at least one --source URL or an --rpc URL");
+    }
+    let mut cfg = SyncConfig::new(args.datadir.clone());
+    cfg.sources = args.sources.clone();
+    cfg.rpc = args.rpc.clone();
+    cfg.incremental = args.incremental;
+    cfg.coordinator.chunk_size_bytes = args.chunk_size;
+    cfg.coordinator.min_source_speed_bytes_per_s = (args.min_source_speed.max(0.0) * 1e6) as u64;
+    cfg.coordinator.max_failures = args.max_failures.max(1);
+    cfg.coordinator.backoff_base_ms = args.backoff_ms;
+    cfg.coordinator.stall_timeout_ms = args.io_timeout_ms.max(1000);
+    cfg.client.connect_timeout_ms = args.connect_timeout_ms;
+    cfg.client.io_timeout_ms = args.io_timeout_ms;
+    cfg.min_agree = args.min_agree.max(1);
+    cfg.max_slots_behind = args.max_slots_behind;
+    cfg.max_latency_ms = args.max_latency_ms;
+    cfg.stop_after_chunks = args.stop_after_chunks;
+    let json = args.json;
+    let bar = if !json && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    // Progress lines every --progress-interval-s; a terminal bar updates every second.
+    cfg.progress_interval_ms = if bar.is_some() {
+        1000
+    } else {
+        args.progress_interval_s.max(1) * 1000
+    };
+    let every = (args.progress_interval_s.max(1) * 1000 / cfg.progress_interval_ms).max(1);
+    let bar2 = bar.clone();
+    let mut n = 0u64;
+    let progress = Box::new(move |p: &Progress| {
+        n += 1;
+        if let Some(b) = &bar2 {
+            b.set_length(p.bytes_total);
+            b.set_position(p.bytes_done);
+            b.set_message(format!("chunks {}/{}", p.chunks_done, p.chunks_total));
+        }
+        if n % every == 0 {
+            if json {
+                println!("{}", serde_json::json!({ "progress": p }));
+            } else {
+                tracing::info!("{}", progress_line(p));
+            }
+        }
+    });
+    let result = sync(cfg, default_sink_factory(), progress);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = result?;
+    print_report(&report, json);
+    Ok(if report.complete { 0 } else { 1 })
+}
+
+fn print_report(r: &SyncReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let secs = r.download_ms as f64 / 1000.0;
+    println!(
+        "{}: {} ({} bytes, {} chunks: {} resumed, {} fetched) in {:.1}s download, {:.1}s total, {:.1} MB/s",
+        r.archive,
+        if r.complete { "verified" } else { "NOT complete" },
+        r.size_bytes,
+        r.chunks_total,
+        r.chunks_resumed,
+        r.chunks_fetched,
+        secs,
+        r.total_ms as f64 / 1000.0,
+        if secs > 0.0 { r.bytes_fetched as f64 / 1e6 / secs } else { 0.0 },
+    );
+    for s in &r.sources {
+        println!(
+            "  source {} chunks {} bytes {} {:.1} MB/s failures {}{}",
+            s.url,
+            s.chunks,
+            s.bytes,
+            mb(s.speed_bytes_per_s),
+            s.failures,
+            s.dropped
+                .as_ref()
+                .map(|d| format!(" DROPPED: {d}"))
+                .unwrap_or_default()
+        );
+    }
+    for b in &r.bad_sources {
+        println!("  bad source: {b}");
+    }
+    if let Some(v) = &r.verified {
+        println!("  verified: {v}");
+    }
+}
+
+pub fn run_serve(args: ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    let mut cfg = ServeConfig::new(args.dir.clone(), args.listen);
+    cfg.rate_limit_bytes_per_s = args
+        .rate_limit
+        .filter(|r| *r > 0.0)
+        .map(|r| (r * 1e6) as u64);
+    cfg.ranges = !args.no_range;
+    cfg.cluster_rpc_addrs = args.cluster_nodes.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    serve_blocking(cfg, stop, |addr| {
+        use std::io::Write;
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,137 @@
+//! Where downloaded archive bytes go: the contiguous prefix of finished chunks is pushed,
+//! in order, into an [`ArchiveSink`] running on its own thread (download ─┬→ decompress
+//! ─┬→ load). The snapshot pipeline implements it; [`StreamCheckSink`] is a light sink
+//! that checks what can be checked without loading accounts: complete zstd frames and a
+//! well-formed tar stream whose entries follow the snapshot unpack rules.
+
+use catchup_solana::{classify, EntryHeader, TarError, TarParser, TarSink, ZstdError, ZstdStream};
+
+/// A failure found in the archive stream.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("archive verification failed near byte {offset_bytes}: {message}")]
+pub struct SinkError {
+    /// Offset in the archive (compressed bytes) at or before which the problem lies;
+    /// `u64::MAX` when only the end result was wrong (e.g. a hash mismatch).
+    pub offset_bytes: u64,
+    pub message: String,
+}
+
+/// A consumer of archive bytes in order.
+pub trait ArchiveSink: Send {
+    /// The next bytes of the archive.
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
+    /// The archive is complete: verify and return a JSON summary of what was verified.
+    fn finish(self: Box<Self>) -> Result<serde_json::Value, SinkError>;
+}
+
+/// Makes a fresh sink (a download whose verification failed is fed again from byte 0).
+pub type SinkFactory = dyn Fn() -> Result<Box<dyn ArchiveSink>, SinkError> + Send + Sync;
+
+/// zstd frames + tar structure + snapshot entry rules.
+pub struct StreamCheckSink {
+    zstd: ZstdStream,
+    tar: TarParser,
+    entries: Entries,
+    fed_bytes: u64,
+    decompressed_bytes: u64,
+}
+
+#[derive(Default)]
+struct Entries {
+    count: u64,
+    storages: u64,
+    manifest_seen: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    #[error(transparent)]
+    Zstd(#[from] ZstdError),
+    #[error("{0}")]
+    Rule(String),
+}
+
+impl TarSink for Entries {
+    type Error = CheckError;
+    fn begin_entry(&mut self, header: &EntryHeader) -> Result<(), CheckError> {
+        self.count += 1;
+        match classify(header).map_err(|e| CheckError::Rule(e.to_string()))? {
+            catchup_solana::SnapshotEntry::AccountsFile { .. } => self.storages += 1,
+            catchup_solana::SnapshotEntry::BankSnapshot { .. } => self.manifest_seen = true,
+            _ => {}
+        }
+        Ok(())
+    }
+    fn entry_data(&mut self, _data: &[u8]) -> Result<(), CheckError> {
+        Ok(())
+    }
+    fn end_entry(&mut self) -> Result<(), CheckError> {
+        Ok(())
+    }
+}
+
+/// Largest zstd window accepted (Agave archives use up to 2^27 bytes).
+const WINDOW_LOG_MAX: u32 = 31;
+
+impl StreamCheckSink {
+    pub fn new() -> Result<StreamCheckSink, SinkError> {
+        Ok(StreamCheckSink {
+            zstd: ZstdStream::new(WINDOW_LOG_MAX, 1 << 20).map_err(|e| SinkError {
+                offset_bytes: 0,
+                message: e.to_string(),
+            })?,
+            tar: TarParser::new(),
+            entries: Entries::default(),
+            fed_bytes: 0,
+            decompressed_bytes: 0,
+        })
+    }
+}
+
+impl ArchiveSink for StreamCheckSink {
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let (tar, entries, produced) = (
+            &mut self.tar,
+            &mut self.entries,
+            &mut self.decompressed_bytes,
+        );
+        let r = self.zstd.push::<CheckError>(bytes, |out| {
+            *produced += out.len() as u64;
+            tar.push(out, entries)
+        });
+        let at = self.fed_bytes;
+        self.fed_bytes += bytes.len() as u64;
+        r.map_err(|e| {
+            let offset_bytes = match &e {
+                CheckError::Zstd(ZstdError::Corrupt { consumed, .. }) => *consumed,
+                _ => at + bytes.len() as u64,
+            };
+            SinkError {
+                offset_bytes,
+                message: e.to_string(),
+            }
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<serde_json::Value, SinkError> {
+        let end = self.fed_bytes;
+        self.zstd.finish().map_err(|e| SinkError {
+            offset_bytes: end,
+            message: e.to_string(),
+        })?;
+        self.tar.finish().map_err(|e| SinkError {
+            offset_bytes: end,
+            message: e.to_string(),
+        })?;
+        Ok(serde_json::json!({
+            "check": "zstd frames and tar structure",
+            "compressed_bytes": self.fed_bytes,
+            "decompressed_bytes": self.decompressed_bytes,
+            "tar_entries": self.entries.count,
+            "storages": self.entries.storages,
+            "manifest_seen": self.entries.manifest_seen,
+        }))
+    }
+}

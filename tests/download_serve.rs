@@ -1,0 +1,276 @@
+//! End-to-end download tests against our own `snapshot serve` (in-process, loopback):
+//! multi-source ranges, single-stream fallback, getClusterNodes discovery, resume, a
+//! changed source, and the server's HTTP semantics.
+
+mod download_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use catchup::download::client::{fetch_small, head_follow, ClientConfig};
+use catchup::download::serve::{serve_blocking, ServeConfig};
+use catchup::download::sink::{ArchiveSink, SinkFactory, StreamCheckSink};
+use catchup::download::sync::{sync, SyncConfig, SyncReport};
+use catchup_http::{Method, Url};
+use download_support::*;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(
+        dir: &Path,
+        rate_bytes_per_s: Option<u64>,
+        ranges: bool,
+        cluster: Vec<String>,
+    ) -> Server {
+        let mut cfg = ServeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        cfg.rate_limit_bytes_per_s = rate_bytes_per_s;
+        cfg.ranges = ranges;
+        cfg.cluster_rpc_addrs = cluster;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            serve_blocking(cfg, s2, move |a| tx.send(a).unwrap()).unwrap();
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("server ready");
+        Server {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+    fn base(&self) -> Url {
+        Url::parse(&format!("http://{}/", self.addr)).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn check_sink() -> Arc<SinkFactory> {
+    Arc::new(|| Ok(Box::new(StreamCheckSink::new()?) as Box<dyn ArchiveSink>))
+}
+
+const NAME: &str = "snapshot-100-5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7.tar.zst";
+
+fn setup(seed: u64, payload: usize) -> Option<(tempfile::TempDir, Vec<u8>)> {
+    if !require(have_binary("zstd"), "zstd CLI") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = make_archive(seed, payload, 100);
+    std::fs::write(dir.path().join(NAME), &archive).unwrap();
+    Some((dir, archive))
+}
+
+fn config(datadir: &Path, sources: Vec<Url>) -> SyncConfig {
+    let mut cfg = SyncConfig::new(datadir.to_path_buf());
+    cfg.sources = sources;
+    cfg.coordinator.chunk_size_bytes = 256 * 1024;
+    cfg.coordinator.backoff_base_ms = 50;
+    cfg.client.io_timeout_ms = 5_000;
+    cfg.progress_interval_ms = 60_000;
+    cfg
+}
+
+fn run(cfg: SyncConfig) -> SyncReport {
+    sync(cfg, check_sink(), Box::new(|_| {})).expect("sync")
+}
+
+fn downloaded(datadir: &Path) -> Vec<u8> {
+    std::fs::read(datadir.join("download").join(NAME)).unwrap()
+}
+
+#[test]
+fn multi_source_ranges_verified() {
+    let Some((dir, archive)) = setup(1, 3 << 20) else {
+        return;
+    };
+    let a = Server::start(dir.path(), None, true, vec![]);
+    let b = Server::start(dir.path(), Some(4_000_000), true, vec![]);
+    let c = Server::start(dir.path(), Some(1_000_000), true, vec![]);
+    let data = tempfile::tempdir().unwrap();
+    let rep = run(config(data.path(), vec![a.base(), b.base(), c.base()]));
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!(rep.archive, NAME);
+    assert_eq!(rep.slot, Some(100));
+    assert_eq!(rep.size_bytes, archive.len() as u64);
+    assert_eq!(rep.chunks_fetched, rep.chunks_total);
+    assert_eq!(downloaded(data.path()), archive);
+    let v = rep.verified.unwrap();
+    assert_eq!(v["manifest_seen"], true);
+    assert!(v["storages"].as_u64().unwrap() >= 6);
+    assert_eq!(rep.sources.len(), 3);
+    assert!(rep.sources.iter().all(|s| s.ranges && s.dropped.is_none()));
+    assert_eq!(
+        rep.sources.iter().map(|s| s.chunks).sum::<u32>(),
+        rep.chunks_total
+    );
+}
+
+#[test]
+fn no_range_source_single_stream_fallback() {
+    let Some((dir, archive)) = setup(2, 1 << 20) else {
+        return;
+    };
+    let a = Server::start(dir.path(), None, false, vec![]);
+    let data = tempfile::tempdir().unwrap();
+    let rep = run(config(data.path(), vec![a.base()]));
+    assert!(rep.complete, "{rep:?}");
+    assert!(!rep.sources[0].ranges);
+    assert_eq!(downloaded(data.path()), archive);
+}
+
+#[test]
+fn rpc_discovery_via_get_cluster_nodes() {
+    let Some((dir, archive)) = setup(3, 1 << 20) else {
+        return;
+    };
+    let b = Server::start(dir.path(), None, true, vec![]);
+    let c = Server::start(dir.path(), None, true, vec![]);
+    let rpc = Server::start(
+        dir.path(),
+        None,
+        true,
+        vec![b.addr.to_string(), c.addr.to_string(), "127.0.0.1:1".into()],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path(), vec![]);
+    cfg.rpc = Some(rpc.base());
+    cfg.min_agree = 2;
+    let rep = run(cfg);
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!(rep.sources.len(), 2, "{:?}", rep.sources);
+    // The unreachable node is named as a bad source.
+    assert!(
+        rep.bad_sources.iter().any(|b| b.contains("127.0.0.1:1")),
+        "{:?}",
+        rep.bad_sources
+    );
+    assert_eq!(downloaded(data.path()), archive);
+}
+
+#[test]
+fn resume_fetches_no_finished_chunk_and_changed_source_resets() {
+    let Some((dir, archive)) = setup(4, 2 << 20) else {
+        return;
+    };
+    let a = Server::start(dir.path(), None, true, vec![]);
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path(), vec![a.base()]);
+    cfg.stop_after_chunks = Some(3);
+    let first = run(cfg);
+    assert!(!first.complete);
+    let done = journal_done(data.path()).expect("journal written");
+    let done_count = done.iter().filter(|d| **d).count() as u32;
+    assert!(done_count >= 3, "{done:?}");
+    let second = run(config(data.path(), vec![a.base()]));
+    assert!(second.complete, "{second:?}");
+    assert_eq!(second.chunks_resumed, done_count);
+    assert_eq!(second.chunks_fetched, second.chunks_total - done_count);
+    assert_eq!(downloaded(data.path()), archive);
+
+    // The source now serves another archive under the same name (other size): start over.
+    let mut cfg = config(data.path(), vec![a.base()]);
+    cfg.stop_after_chunks = Some(2);
+    let other = make_archive(5, 1 << 20, 100);
+    std::fs::write(dir.path().join(NAME), &other).unwrap();
+    let third = run(config(data.path(), vec![a.base()]));
+    assert!(third.complete, "{third:?}");
+    assert_eq!(third.chunks_resumed, 0);
+    assert_eq!(downloaded(data.path()), other);
+    drop(cfg);
+}
+
+#[test]
+fn server_http_semantics() {
+    let Some((dir, archive)) = setup(6, 64 * 1024) else {
+        return;
+    };
+    let a = Server::start(dir.path(), None, true, vec!["10.0.0.1:8899".into()]);
+    let client = ClientConfig::default();
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap();
+    ex.run(async {
+        let (url, head, _) = head_follow(&a.base().join("/snapshot.tar.bz2").unwrap(), &client)
+            .await
+            .unwrap();
+        assert_eq!(url.file_name(), NAME);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.content_length, Some(archive.len() as u64));
+        assert!(head.accepts_ranges());
+        assert!(head.header("etag").is_some());
+        // Incremental: none in the directory.
+        let (_, h, _) = head_follow(
+            &a.base().join("/incremental-snapshot.tar.bz2").unwrap(),
+            &client,
+        )
+        .await
+        .unwrap();
+        assert_eq!(h.status, 404);
+        // Path traversal is refused.
+        let (h, _) = fetch_small(
+            &a.base().join("/..%2fetc%2fpasswd").unwrap(),
+            Method::Get,
+            &[],
+            b"",
+            1 << 20,
+            &client,
+        )
+        .await
+        .unwrap();
+        assert_eq!(h.status, 404);
+        let rpc = br#"{"jsonrpc":"2.0","id":7,"method":"getClusterNodes"}"#;
+        let (h, body) = fetch_small(&a.base(), Method::Post, &[], rpc, 1 << 20, &client)
+            .await
+            .unwrap();
+        assert_eq!(h.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["result"][0]["rpc"], "10.0.0.1:8899");
+    });
+    // Ranged GET with raw HTTP: 206 + exact bytes; 416 past the end.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(a.addr).unwrap();
+    write!(
+        s,
+        "GET /{NAME} HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let (h, n) = catchup_http::parse_response_head(&resp, &Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.status, 206);
+    assert_eq!(&resp[n..], &archive[10..20]);
+    let mut s = std::net::TcpStream::connect(a.addr).unwrap();
+    write!(
+        s,
+        "GET /{NAME} HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\nConnection: close\r\n\r\n",
+        archive.len()
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let (h, _) = catchup_http::parse_response_head(&resp, &Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.status, 416);
+}
