@@ -27,6 +27,9 @@ pub enum BenchCmd {
     /// is durable, until killed or done.
     #[command(hide = true)]
     StoreCrashWriter(CrashWriterArgs),
+    /// Ethereum verification per shard: trie nodes, headers and receipts roots verified per
+    /// second, each beside the keccak-only rate of the same bytes and their ratio.
+    Eth(super::eth::EthBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,6 +79,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Store(args) => bench_store(args),
         BenchCmd::StoreCrashWriter(args) => crash_writer(args),
+        BenchCmd::Eth(args) => super::eth::bench_eth(&args),
     }
 }
 
