@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod download;
+pub mod ethsync;
 pub mod obs;
 pub mod p2p;
 pub mod repair;

@@ -29,6 +29,8 @@ pub enum EthCmd {
     /// Decode and check the blocks of BlockchainTests JSON files without execution;
     /// for blocks marked invalid, report which check caught them.
     VerifyBlocktest(VerifyBlocktestArgs),
+    /// Run the fast/snap sync engines against simulated peers (seeded, deterministic).
+    Sim(super::eth_sync::SimArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -72,6 +74,7 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         EthCmd::VerifyEra1(a) => verify_era1(&a),
         EthCmd::StateRoot(a) => state_root(&a),
         EthCmd::VerifyBlocktest(a) => verify_blocktest(&a),
+        EthCmd::Sim(a) => super::eth_sync::run_sim(&a, _global),
     }
 }
 

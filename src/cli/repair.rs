@@ -257,7 +257,7 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         "leader": leader,
         "first_slot": slots.first(),
         "last_slot": slots.last(),
-        "data_shreds": parsed,
+        "shreds": parsed,
         "rejected": rejected,
         "profile": a.profile.map(|p| format!("{p:?}").to_lowercase()),
     });

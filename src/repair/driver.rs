@@ -163,6 +163,7 @@ pub async fn run_shard_udp(
         addr: bind_addr.to_string(),
         source: e.into(),
     })?;
+    set_socket_buffers(&sock, 8 << 20);
     sock.set_read_timeout(Some(Duration::from_millis(2)))
         .map_err(|e| DriverError::Udp {
             shard,
@@ -325,4 +326,23 @@ pub fn repair(job: &RepairJob) -> Result<RepairOutcome, DriverError> {
     out.elapsed_ms = start.elapsed().as_millis() as u64;
     out.shreds_per_s = out.shreds as f64 * 1000.0 / out.elapsed_ms.max(1) as f64;
     Ok(out)
+}
+
+/// Ask for large socket buffers (responses arrive in bursts); as root the rmem/wmem limits
+/// are bypassed, else the kernel caps the value. Failure only costs drops, so it is ignored.
+pub fn set_socket_buffers(sock: &impl std::os::fd::AsRawFd, bytes: i32) {
+    let fd = sock.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        // SAFETY: setsockopt with an int value on a socket this process owns.
+        unsafe {
+            let p = (&bytes as *const i32).cast();
+            let len = std::mem::size_of::<i32>() as u32;
+            if libc::setsockopt(fd, libc::SOL_SOCKET, force, p, len) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, plain, p, len);
+            }
+        }
+    }
 }

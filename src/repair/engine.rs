@@ -64,8 +64,8 @@ impl EngineConfig {
             shard: 0,
             shards: 1,
             request_timeout_ms: 300,
-            max_inflight_total: 2048,
-            max_inflight_per_peer: 512,
+            max_inflight_total: 256,
+            max_inflight_per_peer: 128,
             active_slots: 32,
             seed: 0x5eed,
         }
@@ -293,6 +293,17 @@ impl RepairEngine {
         }
         let pong = Pong::new(&self.identity, ping).encode();
         self.actions.push_back(Action::Send { peer, packet: pong });
+        // the server dropped the requests it pinged us for: re-issue them now
+        let mut dropped: Vec<(u32, Inflight)> = self
+            .inflight
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(n, r)| (*n, *r))
+            .collect();
+        dropped.sort_unstable_by_key(|(n, _)| *n);
+        for (nonce, req) in dropped {
+            self.finish_request(nonce, &req);
+        }
     }
 
     fn finish_request(&mut self, nonce: u32, req: &Inflight) {

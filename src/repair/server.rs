@@ -45,6 +45,7 @@ pub async fn serve(
     let mut server: ServeRepair<SocketAddr> = ServeRepair::new(identity, seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0xfa17);
     let mut delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)> = VecDeque::new();
+    super::driver::set_socket_buffers(&sock, 8 << 20);
     let poll = Duration::from_millis(if faults.delay_ms > 0 { 1 } else { 20 });
     sock.set_read_timeout(Some(poll))
         .map_err(|e| ServeError::Recv(e.into()))?;

@@ -1,0 +1,88 @@
+//! Sync configuration: every constant is a flag of `catchup eth sim` and a key of the
+//! `[ethsync]` table of the config file (TOML), with these defaults.
+
+use alloy_primitives::B256;
+use serde::{Deserialize, Serialize};
+
+/// Fast sync (state by node hash) or snap sync (state by ranges with proofs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    Fast,
+    Snap,
+}
+
+impl SyncMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Fast => "fast",
+            SyncMode::Snap => "snap",
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    pub mode: SyncMode,
+    /// Pivot = median of the peers' best blocks minus this (geth uses 64; the seed 128).
+    pub pivot_distance: u64,
+    /// Peers that must return the same pivot (and head) header.
+    pub pivot_agreement: usize,
+    pub header_batch: u64,
+    pub body_batch: usize,
+    /// Trie nodes per GetNodeData / GetTrieNodes request.
+    pub node_batch: usize,
+    pub code_batch: usize,
+    /// Requests in flight per shard.
+    pub max_concurrent_requests: usize,
+    pub max_inflight_per_peer: u32,
+    pub request_timeout_ms: u64,
+    pub min_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Fetch bodies (and receipts) of blocks up to the pivot too, not only after it.
+    pub bodies_before_pivot: bool,
+    pub fetch_receipts: bool,
+    /// Byte limit asked for in snap requests.
+    pub snap_response_bytes: u64,
+    /// Account ranges per leading nibble of the key space.
+    pub snap_ranges_per_nibble: u64,
+    /// Sub-ranges a large storage trie is split into.
+    pub storage_split: u64,
+    /// Number of the trusted anchor block (genesis: 0); headers are fetched after it.
+    pub anchor_number: u64,
+    /// Hash of the anchor block, when known: the header chain must reach it.
+    #[serde(skip)]
+    pub trusted_anchor: Option<B256>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            mode: SyncMode::Fast,
+            pivot_distance: 128,
+            pivot_agreement: 3,
+            header_batch: 192,
+            body_batch: 32,
+            node_batch: 384,
+            code_batch: 64,
+            max_concurrent_requests: 16,
+            max_inflight_per_peer: 4,
+            request_timeout_ms: 2_000,
+            min_timeout_ms: 250,
+            max_timeout_ms: 10_000,
+            backoff_base_ms: 250,
+            backoff_max_ms: 8_000,
+            bodies_before_pivot: true,
+            fetch_receipts: true,
+            snap_response_bytes: 512 * 1024,
+            snap_ranges_per_nibble: 2,
+            storage_split: 4,
+            anchor_number: 0,
+            trusted_anchor: None,
+        }
+    }
+}

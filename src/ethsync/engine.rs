@@ -1,0 +1,2223 @@
+//! The sync engine of one shard: a state machine that takes events (peer joined/left, a
+//! response, a timeout, a message from another shard, a tick) and returns actions (send a
+//! request, message a shard, drop a peer, finished). Storage goes through [`SyncStore`].
+//!
+//! Shard 0 coordinates: it selects the pivot, joins header ranges by hash links, collects
+//! per-shard reports, builds the top of the snap trie, and detects the end of each
+//! state-walk round with probe waves (two identical consecutive waves of counters).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use alloy_primitives::{keccak256, B256};
+use serde::{Deserialize, Serialize};
+
+use super::config::{SyncConfig, SyncMode};
+use super::peers::{PeerPolicy, PeerSet};
+use super::store::SyncStore;
+use super::trie::{self, build_node, ChildRef, Node};
+use super::types::{Account, Body, HashOrNumber, Header, PeerId, Receipts, ReqId, Request, Response, TriePath};
+
+/// A shard index.
+pub type ShardId = usize;
+
+/// The shard that owns a trie path (by its leading nibble); the empty path is shard 0's.
+pub fn owner_of_path(nibbles: &[u8], shards: usize) -> ShardId {
+    match nibbles.first() {
+        None => 0,
+        Some(&n) => (n as usize & 0x0f) * shards / 16,
+    }
+}
+
+/// The shard that owns header batch `batch`.
+pub fn owner_of_batch(batch: u64, shards: usize) -> ShardId {
+    (batch % shards as u64) as usize
+}
+
+/// Input to an engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    PeerJoined(PeerId),
+    PeerLeft(PeerId),
+    Response { peer: PeerId, id: ReqId, resp: Response },
+    Timeout { peer: PeerId, id: ReqId },
+    Shard(ShardMsg),
+    Tick,
+}
+
+/// Output of an engine.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Send {
+        peer: PeerId,
+        id: ReqId,
+        req: Request,
+        timeout_ms: u64,
+    },
+    ToShard {
+        shard: ShardId,
+        msg: ShardMsg,
+    },
+    DropPeer(PeerId),
+    /// The whole sync is complete (emitted by shard 0 once).
+    Finished,
+    /// The sync cannot continue (emitted by shard 0).
+    Failed(String),
+}
+
+/// A state item to visit: a trie node (account trie, or the storage trie of `account`) or
+/// a contract code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTask {
+    pub hash: B256,
+    pub path: Vec<u8>,
+    pub account: Option<B256>,
+    pub code: bool,
+}
+
+/// Messages between shards.
+#[derive(Debug, Clone)]
+pub enum ShardMsg {
+    Pivot {
+        pivot: Vec<u8>,
+        head: Vec<u8>,
+    },
+    HeaderRange {
+        batch: u64,
+        first_parent: B256,
+        last_hash: B256,
+        peer: Option<PeerId>,
+    },
+    HeadersJoined {
+        batch: u64,
+    },
+    HeadersRejected {
+        batch: u64,
+        peer: Option<PeerId>,
+    },
+    Tasks {
+        round: u32,
+        tasks: Vec<NodeTask>,
+    },
+    StartWalk {
+        round: u32,
+    },
+    Probe {
+        wave: u64,
+    },
+    ProbeReply {
+        wave: u64,
+        shard: ShardId,
+        round: u32,
+        idle: bool,
+        sent: u64,
+        recv: u64,
+        fetched: u64,
+    },
+    Report {
+        shard: ShardId,
+        bodies_done: bool,
+        ranges_done: bool,
+    },
+    Rebuild,
+    SubtrieBuilt {
+        nibble: u8,
+        top: Option<Vec<u8>>,
+    },
+    BuildWhole {
+        nibble: u8,
+    },
+    WholeBuilt {
+        ok: bool,
+    },
+    SwitchMode(SyncMode),
+    StateComplete,
+}
+
+/// Counters of one shard (summed over shards for the whole sync).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    pub headers_downloaded: u64,
+    pub headers_total: u64,
+    pub bodies_downloaded: u64,
+    pub receipts_downloaded: u64,
+    pub state_nodes_downloaded: u64,
+    pub state_nodes_queued: u64,
+    pub state_nodes_visited: u64,
+    pub healed_nodes: u64,
+    pub codes_downloaded: u64,
+    pub accounts_downloaded: u64,
+    pub slots_downloaded: u64,
+    pub requests_sent: u64,
+    pub lies_detected: u64,
+    pub timeouts: u64,
+    pub elapsed_ms: u64,
+}
+
+impl Progress {
+    pub fn add(&mut self, o: &Progress) {
+        self.headers_downloaded += o.headers_downloaded;
+        self.headers_total = self.headers_total.max(o.headers_total);
+        self.bodies_downloaded += o.bodies_downloaded;
+        self.receipts_downloaded += o.receipts_downloaded;
+        self.state_nodes_downloaded += o.state_nodes_downloaded;
+        self.state_nodes_queued += o.state_nodes_queued;
+        self.state_nodes_visited += o.state_nodes_visited;
+        self.healed_nodes += o.healed_nodes;
+        self.codes_downloaded += o.codes_downloaded;
+        self.accounts_downloaded += o.accounts_downloaded;
+        self.slots_downloaded += o.slots_downloaded;
+        self.requests_sent += o.requests_sent;
+        self.lies_detected += o.lies_detected;
+        self.timeouts += o.timeouts;
+        self.elapsed_ms = self.elapsed_ms.max(o.elapsed_ms);
+    }
+}
+
+/// What `get_status` reports.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub mode: String,
+    pub pivot_block: Option<u64>,
+    pub pivot_hash: Option<String>,
+    pub state_root: Option<String>,
+    pub highest_block: Option<u64>,
+    pub headers_complete: bool,
+    pub bodies_complete: bool,
+    pub receipts_complete: bool,
+    pub state_complete: bool,
+}
+
+/// The journal: what a restart needs besides the store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Journal {
+    mode: Option<SyncMode>,
+    pivot: Option<String>,
+    head: Option<String>,
+    /// Coordinator: joined header batches (batch, first parent, last hash), hex.
+    joined: Vec<(u64, String, String)>,
+    /// Snap: per owned account range, (origin hex, done).
+    ranges: Vec<(String, bool)>,
+    rebuilt: bool,
+    walk_round: u32,
+    state_complete: bool,
+    chain_complete: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Status,
+    Anchors,
+    Headers(u64),
+    Bodies(Vec<u64>),
+    Receipts(Vec<u64>),
+    Nodes(Vec<NodeTask>),
+    Account(usize),
+    Storage(usize),
+    Codes(Vec<B256>),
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    peer: PeerId,
+    sent_ms: u64,
+    what: Pending,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum BatchState {
+    Todo,
+    Fetching,
+    /// Verified inside, waiting for the coordinator's join.
+    Held(Vec<Header>, Option<PeerId>),
+    Stored,
+}
+
+#[derive(Debug, Clone)]
+struct AccountRangeTask {
+    origin: B256,
+    limit: B256,
+    done: bool,
+    busy: bool,
+}
+
+#[derive(Debug, Clone)]
+struct StorageTask {
+    account: B256,
+    origin: B256,
+    limit: B256,
+    busy: bool,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StorageAcc {
+    root: B256,
+    open_tasks: u32,
+    slots: BTreeMap<B256, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StatePhase {
+    Idle,
+    Ranges,
+    Rebuild,
+    Walk,
+    Complete,
+}
+
+/// The engine of one shard.
+pub struct Engine {
+    pub shard: ShardId,
+    pub shards: usize,
+    cfg: SyncConfig,
+    policy: PeerPolicy,
+    pub peers: PeerSet,
+    mode: SyncMode,
+    next_id: ReqId,
+    inflight: BTreeMap<ReqId, Inflight>,
+    now_ms: u64,
+    started_ms: Option<u64>,
+    pub progress: Progress,
+
+    pivot: Option<Header>,
+    head: Option<Header>,
+
+    // headers and bodies
+    batches: BTreeMap<u64, BatchState>,
+    batch_tried: BTreeMap<u64, Vec<PeerId>>,
+    body_queue: VecDeque<Vec<u64>>,
+    receipt_queue: VecDeque<Vec<u64>>,
+    bodies_inflight: usize,
+    reported: Option<(bool, bool)>,
+
+    // state walk
+    phase: StatePhase,
+    round: u32,
+    seen: HashSet<(B256, bool)>,
+    node_queue: VecDeque<NodeTask>,
+    outbox: BTreeMap<ShardId, Vec<NodeTask>>,
+    tasks_sent: u64,
+    tasks_recv: u64,
+    round_fetched: u64,
+
+    // snap
+    ranges: Vec<AccountRangeTask>,
+    storage_tasks: Vec<StorageTask>,
+    storage_accs: BTreeMap<B256, StorageAcc>,
+    code_queue: VecDeque<B256>,
+    codes_wanted: HashSet<B256>,
+    rebuilt: bool,
+
+    // coordinator
+    coord: Option<Coordinator>,
+    journal: Journal,
+}
+
+#[derive(Debug, Default)]
+struct Coordinator {
+    status_asked: bool,
+    status_replies: BTreeMap<PeerId, u64>,
+    status_pending: usize,
+    anchors_asked: bool,
+    anchor_target: (u64, u64),
+    anchor_votes: BTreeMap<(B256, B256), Vec<(PeerId, Vec<u8>, Vec<u8>)>>,
+    anchor_pending: usize,
+    retry_at_ms: u64,
+    joined: BTreeMap<u64, (B256, B256)>,
+    pending_ranges: BTreeMap<u64, (B256, B256, Option<PeerId>, ShardId)>,
+    reports: BTreeMap<ShardId, (bool, bool)>,
+    rebuild_started: bool,
+    subtries: BTreeMap<u8, Option<Vec<u8>>>,
+    wave: u64,
+    wave_replies: BTreeMap<ShardId, (u32, bool, u64, u64, u64)>,
+    last_wave: Option<Vec<(u64, u64)>>,
+    state_complete: bool,
+    chain_complete: bool,
+    finished: bool,
+    failed: bool,
+}
+
+fn hexs(b: &[u8]) -> String {
+    hex::encode(b)
+}
+fn unhex32(s: &str) -> B256 {
+    hex::decode(s)
+        .ok()
+        .filter(|v| v.len() == 32)
+        .map(|v| B256::from_slice(&v))
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// A fresh engine, or one resumed from the store's journal.
+    pub fn new(cfg: SyncConfig, shard: ShardId, shards: usize, store: &dyn SyncStore) -> Engine {
+        assert!(shards >= 1 && shard < shards, "shard {shard} of {shards}");
+        let policy = PeerPolicy {
+            min_timeout_ms: cfg.min_timeout_ms,
+            max_timeout_ms: cfg.max_timeout_ms,
+            initial_timeout_ms: cfg.request_timeout_ms,
+            backoff_base_ms: cfg.backoff_base_ms,
+            backoff_max_ms: cfg.backoff_max_ms,
+            max_inflight_per_peer: cfg.max_inflight_per_peer,
+        };
+        let journal: Journal = store
+            .read_journal()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut e = Engine {
+            shard,
+            shards,
+            mode: journal.mode.unwrap_or(cfg.mode),
+            cfg,
+            policy,
+            peers: PeerSet::default(),
+            next_id: 1,
+            inflight: BTreeMap::new(),
+            now_ms: 0,
+            started_ms: None,
+            progress: Progress::default(),
+            pivot: None,
+            head: None,
+            batches: BTreeMap::new(),
+            batch_tried: BTreeMap::new(),
+            body_queue: VecDeque::new(),
+            receipt_queue: VecDeque::new(),
+            bodies_inflight: 0,
+            reported: None,
+            phase: StatePhase::Idle,
+            round: 0,
+            seen: HashSet::new(),
+            node_queue: VecDeque::new(),
+            outbox: BTreeMap::new(),
+            tasks_sent: 0,
+            tasks_recv: 0,
+            round_fetched: 0,
+            ranges: Vec::new(),
+            storage_tasks: Vec::new(),
+            storage_accs: BTreeMap::new(),
+            code_queue: VecDeque::new(),
+            codes_wanted: HashSet::new(),
+            rebuilt: journal.rebuilt,
+            coord: if shard == 0 { Some(Coordinator::default()) } else { None },
+            journal,
+        };
+        if let Some(c) = e.coord.as_mut() {
+            for (b, fp, lh) in &e.journal.joined {
+                c.joined.insert(*b, (unhex32(fp), unhex32(lh)));
+            }
+            c.state_complete = e.journal.state_complete;
+        }
+        e
+    }
+
+    pub fn mode(&self) -> SyncMode {
+        self.mode
+    }
+
+    pub fn pivot(&self) -> Option<&Header> {
+        self.pivot.as_ref()
+    }
+
+    /// Ask for a mode change (on shard 0; it tells the others), keeping verified data.
+    pub fn switch_mode(&mut self, mode: SyncMode, out: &mut Vec<Action>) {
+        for s in 0..self.shards {
+            out.push(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::SwitchMode(mode),
+            });
+        }
+    }
+
+    /// `get_status` of this shard (shard 0's is the whole sync's).
+    pub fn status(&self) -> Status {
+        let c = self.coord.as_ref();
+        let chain = c.map(|c| c.chain_complete).unwrap_or(false);
+        Status {
+            mode: self.mode.name().to_string(),
+            pivot_block: self.pivot.as_ref().map(|p| p.number),
+            pivot_hash: self.pivot.as_ref().map(|p| format!("{}", p.hash)),
+            state_root: self.pivot.as_ref().map(|p| format!("{}", p.state_root)),
+            highest_block: self.head.as_ref().map(|p| p.number),
+            headers_complete: c
+                .map(|c| {
+                    self.head
+                        .as_ref()
+                        .is_some_and(|_| c.joined.len() as u64 == self.batch_count())
+                })
+                .unwrap_or(false),
+            bodies_complete: chain,
+            receipts_complete: chain && self.cfg.fetch_receipts,
+            state_complete: c
+                .map(|c| c.state_complete)
+                .unwrap_or(self.phase == StatePhase::Complete),
+        }
+    }
+
+    /// `get_progress` of this shard.
+    pub fn get_progress(&self) -> Progress {
+        let mut p = self.progress.clone();
+        p.state_nodes_queued = self.node_queue.len() as u64;
+        p.elapsed_ms = self.started_ms.map(|s| self.now_ms.saturating_sub(s)).unwrap_or(0);
+        p
+    }
+
+    fn write_journal(&mut self, store: &mut dyn SyncStore) {
+        self.journal.mode = Some(self.mode);
+        if let Ok(b) = serde_json::to_vec(&self.journal) {
+            store.write_journal(&b);
+        }
+    }
+
+    fn batch_count(&self) -> u64 {
+        match &self.head {
+            Some(h) => (h.number - self.cfg.anchor_number).div_ceil(self.cfg.header_batch),
+            None => 0,
+        }
+    }
+
+    fn batch_range(&self, b: u64) -> (u64, u64) {
+        let lo = self.cfg.anchor_number + 1 + b * self.cfg.header_batch;
+        let hi = (lo + self.cfg.header_batch - 1).min(self.head.as_ref().map(|h| h.number).unwrap_or(lo));
+        (lo, hi)
+    }
+
+    /// Handle one event at virtual or real time `now_ms`.
+    pub fn handle(&mut self, now_ms: u64, ev: Event, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        self.now_ms = now_ms;
+        if self.started_ms.is_none() {
+            self.started_ms = Some(now_ms);
+        }
+        match ev {
+            Event::PeerJoined(p) => self.peers.join(p, &self.policy),
+            Event::PeerLeft(p) => self.peers.leave(p),
+            Event::Tick => self.on_tick(store, out),
+            Event::Timeout { peer, id } => {
+                if let Some(inf) = self.inflight.remove(&id) {
+                    self.progress.timeouts += 1;
+                    self.peers.failure(peer, now_ms, &self.policy, true);
+                    self.requeue(inf.what, store, out);
+                }
+            }
+            Event::Response { peer, id, resp } => {
+                if let Some(inf) = self.inflight.remove(&id) {
+                    if inf.peer == peer {
+                        self.on_response(peer, inf, resp, store, out);
+                    }
+                }
+            }
+            Event::Shard(msg) => self.on_shard_msg(msg, store, out),
+        }
+        self.flush_outbox(out);
+        self.pump(store, out);
+        self.report(out);
+    }
+
+    fn send(&mut self, peer: PeerId, req: Request, what: Pending, out: &mut Vec<Action>) {
+        let id = (self.next_id << 8) | self.shard as u64;
+        self.next_id += 1;
+        let timeout_ms = self.peers.timeout_ms(peer, &self.policy);
+        self.peers.sent(peer);
+        self.progress.requests_sent += 1;
+        self.inflight.insert(
+            id,
+            Inflight {
+                peer,
+                sent_ms: self.now_ms,
+                what,
+            },
+        );
+        out.push(Action::Send {
+            peer,
+            id,
+            req,
+            timeout_ms,
+        });
+    }
+
+    fn lie(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        self.progress.lies_detected += 1;
+        self.peers.lied(peer);
+        out.push(Action::DropPeer(peer));
+    }
+
+    fn free_slots(&self) -> usize {
+        self.cfg.max_concurrent_requests.saturating_sub(self.inflight.len())
+    }
+
+    // ---------------- coordinator: pivot ----------------
+
+    fn on_tick(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        if self.coord.is_none() {
+            return;
+        }
+        if self.pivot.is_none() {
+            self.try_resume_pivot(out);
+        }
+        let now = self.now_ms;
+        let agreement = self.cfg.pivot_agreement;
+        let need_pivot = self.pivot.is_none();
+        let c = self.coord.as_mut().expect("coordinator");
+        if need_pivot && !c.status_asked && now >= c.retry_at_ms && self.peers.live() >= agreement {
+            c.status_asked = true;
+            c.status_replies.clear();
+            let ids: Vec<PeerId> = self
+                .peers
+                .peers
+                .iter()
+                .filter(|(_, p)| !p.dropped)
+                .map(|(id, _)| *id)
+                .collect();
+            c.status_pending = ids.len();
+            for id in ids {
+                self.send(id, Request::Status, Pending::Status, out);
+            }
+        }
+        // Walk termination: probe waves.
+        let walking = self.phase == StatePhase::Walk;
+        let c = self.coord.as_mut().expect("coordinator");
+        if walking && c.wave_replies.is_empty() && !c.state_complete {
+            c.wave += 1;
+            let w = c.wave;
+            for s in 0..self.shards {
+                out.push(Action::ToShard {
+                    shard: s,
+                    msg: ShardMsg::Probe { wave: w },
+                });
+            }
+        }
+        let _ = store;
+    }
+
+    fn try_resume_pivot(&mut self, out: &mut Vec<Action>) {
+        let (Some(p), Some(h)) = (self.journal.pivot.clone(), self.journal.head.clone()) else {
+            return;
+        };
+        let (Ok(p), Ok(h)) = (hex::decode(p), hex::decode(h)) else {
+            return;
+        };
+        for s in 0..self.shards {
+            out.push(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::Pivot {
+                    pivot: p.clone(),
+                    head: h.clone(),
+                },
+            });
+        }
+        // Only once: the Pivot message sets `self.pivot`.
+        self.journal.pivot = None;
+    }
+
+    fn on_status(&mut self, peer: PeerId, best: Option<u64>, out: &mut Vec<Action>) {
+        let now = self.now_ms;
+        let agreement = self.cfg.pivot_agreement;
+        let distance = self.cfg.pivot_distance;
+        let anchor = self.cfg.anchor_number;
+        let Some(c) = self.coord.as_mut() else { return };
+        c.status_pending = c.status_pending.saturating_sub(1);
+        if let Some(b) = best {
+            c.status_replies.insert(peer, b);
+        }
+        if c.status_pending > 0 || c.anchors_asked {
+            return;
+        }
+        if c.status_replies.len() < agreement {
+            c.status_asked = false;
+            c.retry_at_ms = now + 500;
+            return;
+        }
+        let mut bests: Vec<u64> = c.status_replies.values().copied().collect();
+        bests.sort_unstable();
+        let head = bests[(bests.len() - 1) / 2];
+        if head <= anchor {
+            c.status_asked = false;
+            c.retry_at_ms = now + 1000;
+            return;
+        }
+        let pivot = head.saturating_sub(distance).max(anchor + 1);
+        c.anchor_target = (pivot, head);
+        c.anchors_asked = true;
+        c.anchor_votes.clear();
+        let ids: Vec<PeerId> = c
+            .status_replies
+            .iter()
+            .filter(|(_, &b)| b >= head)
+            .map(|(id, _)| *id)
+            .collect();
+        c.anchor_pending = ids.len();
+        let req = if head == pivot {
+            Request::BlockHeaders {
+                origin: HashOrNumber::Number(pivot),
+                amount: 1,
+                skip: 0,
+                reverse: false,
+            }
+        } else {
+            Request::BlockHeaders {
+                origin: HashOrNumber::Number(pivot),
+                amount: 2,
+                skip: head - pivot - 1,
+                reverse: false,
+            }
+        };
+        for id in ids {
+            self.send(id, req.clone(), Pending::Anchors, out);
+        }
+    }
+
+    fn on_anchors(&mut self, peer: PeerId, raws: Option<Vec<Vec<u8>>>, out: &mut Vec<Action>) {
+        let agreement = self.cfg.pivot_agreement;
+        let now = self.now_ms;
+        let Some(c) = self.coord.as_mut() else { return };
+        c.anchor_pending = c.anchor_pending.saturating_sub(1);
+        let (pn, hn) = c.anchor_target;
+        let mut liar = false;
+        if let Some(raws) = raws {
+            let want = if pn == hn { 1 } else { 2 };
+            let hs: Vec<Header> = raws.iter().filter_map(|r| Header::decode(r).ok()).collect();
+            if hs.len() == want && raws.len() == want && hs[0].number == pn && hs[want - 1].number == hn {
+                let key = (hs[0].hash, hs[want - 1].hash);
+                c.anchor_votes
+                    .entry(key)
+                    .or_default()
+                    .push((peer, raws[0].clone(), raws[want - 1].clone()));
+            } else if !raws.is_empty() {
+                liar = true;
+            }
+        }
+        if liar {
+            self.lie(peer, out);
+        }
+        let c = self.coord.as_mut().expect("coordinator");
+        let winner = c
+            .anchor_votes
+            .iter()
+            .find(|(_, v)| v.len() >= agreement)
+            .map(|(k, v)| (*k, v[0].1.clone(), v[0].2.clone()));
+        if let Some((key, p, h)) = winner {
+            let losers: Vec<PeerId> = c
+                .anchor_votes
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .flat_map(|(_, v)| v.iter().map(|x| x.0))
+                .collect();
+            c.anchor_votes.clear();
+            c.anchor_pending = 0;
+            for l in losers {
+                self.lie(l, out);
+            }
+            for s in 0..self.shards {
+                out.push(Action::ToShard {
+                    shard: s,
+                    msg: ShardMsg::Pivot {
+                        pivot: p.clone(),
+                        head: h.clone(),
+                    },
+                });
+            }
+        } else if c.anchor_pending == 0 {
+            c.anchors_asked = false;
+            c.status_asked = false;
+            c.retry_at_ms = now + 500;
+        }
+    }
+
+    // ---------------- shard messages ----------------
+
+    fn on_shard_msg(&mut self, msg: ShardMsg, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        match msg {
+            ShardMsg::Pivot { pivot, head } => self.on_pivot(&pivot, &head, store, out),
+            ShardMsg::HeaderRange {
+                batch,
+                first_parent,
+                last_hash,
+                peer,
+            } => self.on_header_range(batch, first_parent, last_hash, peer, store, out),
+            ShardMsg::HeadersJoined { batch } => {
+                if let Some(BatchState::Held(hs, _)) = self.batches.get(&batch).cloned() {
+                    for h in &hs {
+                        store.put_header(h);
+                    }
+                    self.progress.headers_downloaded += hs.len() as u64;
+                    self.batches.insert(batch, BatchState::Stored);
+                    self.queue_bodies(batch, store);
+                }
+            }
+            ShardMsg::HeadersRejected { batch, peer } => {
+                if let Some(p) = peer {
+                    self.lie(p, out);
+                    self.batch_tried.entry(batch).or_default().push(p);
+                }
+                if matches!(self.batches.get(&batch), Some(BatchState::Held(..))) {
+                    self.batches.insert(batch, BatchState::Todo);
+                }
+            }
+            ShardMsg::Tasks { round, tasks } => {
+                if round == self.round && self.phase == StatePhase::Walk {
+                    self.tasks_recv += 1;
+                    for t in tasks {
+                        self.visit(t, store);
+                    }
+                }
+            }
+            ShardMsg::StartWalk { round } => self.start_walk(round, store, out),
+            ShardMsg::Probe { wave } => {
+                let idle = self.walk_idle();
+                out.push(Action::ToShard {
+                    shard: 0,
+                    msg: ShardMsg::ProbeReply {
+                        wave,
+                        shard: self.shard,
+                        round: self.round,
+                        idle,
+                        sent: self.tasks_sent,
+                        recv: self.tasks_recv,
+                        fetched: self.round_fetched,
+                    },
+                });
+            }
+            ShardMsg::ProbeReply {
+                wave,
+                shard,
+                round,
+                idle,
+                sent,
+                recv,
+                fetched,
+            } => self.on_probe_reply(wave, shard, round, idle, sent, recv, fetched, store, out),
+            ShardMsg::Report {
+                shard,
+                bodies_done,
+                ranges_done,
+            } => {
+                if let Some(c) = self.coord.as_mut() {
+                    c.reports.insert(shard, (bodies_done, ranges_done));
+                }
+                self.check_coordinator(store, out);
+            }
+            ShardMsg::Rebuild => self.rebuild(store, out),
+            ShardMsg::SubtrieBuilt { nibble, top } => {
+                if let Some(c) = self.coord.as_mut() {
+                    c.subtries.insert(nibble, top);
+                }
+                self.finish_rebuild(store, out);
+            }
+            ShardMsg::BuildWhole { nibble } => {
+                let (lo, hi) = nibble_range(nibble);
+                let leaves = store.accounts_in(&lo, &hi);
+                let root = trie::build_root(&leaves, &mut |h, r| {
+                    if !store.has_node(&h) {
+                        store.put_node(h, r)
+                    }
+                });
+                let ok = Some(root) == self.pivot.as_ref().map(|p| p.state_root);
+                out.push(Action::ToShard {
+                    shard: 0,
+                    msg: ShardMsg::WholeBuilt { ok },
+                });
+            }
+            ShardMsg::WholeBuilt { .. } => self.after_rebuild(store, out),
+            ShardMsg::SwitchMode(mode) => self.on_switch(mode, store, out),
+            ShardMsg::StateComplete => {
+                self.phase = StatePhase::Complete;
+                self.node_queue.clear();
+            }
+        }
+    }
+
+    fn on_pivot(&mut self, pivot: &[u8], head: &[u8], store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        let (Ok(p), Ok(h)) = (Header::decode(pivot), Header::decode(head)) else {
+            return;
+        };
+        if self.pivot.as_ref().is_some_and(|x| x.hash == p.hash) {
+            return;
+        }
+        self.journal.pivot = Some(hexs(pivot));
+        self.journal.head = Some(hexs(head));
+        self.pivot = Some(p);
+        self.head = Some(h);
+        let n = self.batch_count();
+        self.progress.headers_total = self
+            .head
+            .as_ref()
+            .map(|h| h.number - self.cfg.anchor_number)
+            .unwrap_or(0);
+        for b in 0..n {
+            if owner_of_batch(b, self.shards) != self.shard {
+                continue;
+            }
+            let (lo, hi) = self.batch_range(b);
+            match (store.header(lo), store.header(hi)) {
+                (Some(f), Some(l)) => {
+                    // Stored before a restart: announce it again for the join bookkeeping.
+                    self.batches.insert(b, BatchState::Stored);
+                    out.push(Action::ToShard {
+                        shard: 0,
+                        msg: ShardMsg::HeaderRange {
+                            batch: b,
+                            first_parent: f.parent_hash,
+                            last_hash: l.hash,
+                            peer: None,
+                        },
+                    });
+                    self.queue_bodies(b, store);
+                }
+                _ => {
+                    self.batches.insert(b, BatchState::Todo);
+                }
+            }
+        }
+        self.write_journal(store);
+        // State.
+        if self.journal.state_complete {
+            self.phase = StatePhase::Complete;
+        } else if self.shard == 0 {
+            match self.mode {
+                SyncMode::Fast => {
+                    let r = self.journal.walk_round;
+                    for s in 0..self.shards {
+                        out.push(Action::ToShard {
+                            shard: s,
+                            msg: ShardMsg::StartWalk { round: r },
+                        });
+                    }
+                }
+                SyncMode::Snap => {}
+            }
+        }
+        if self.mode == SyncMode::Snap && !self.journal.state_complete {
+            if self.journal.rebuilt {
+                // Shard 0 restarts the heal walk.
+                if self.shard == 0 {
+                    let r = self.journal.walk_round;
+                    for s in 0..self.shards {
+                        out.push(Action::ToShard {
+                            shard: s,
+                            msg: ShardMsg::StartWalk { round: r },
+                        });
+                    }
+                }
+            } else {
+                self.start_ranges(store);
+            }
+        }
+    }
+
+    fn on_header_range(
+        &mut self,
+        batch: u64,
+        first_parent: B256,
+        last_hash: B256,
+        peer: Option<PeerId>,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        let n = self.batch_count();
+        let head_hash = match &self.head {
+            Some(h) => h.hash,
+            None => return,
+        };
+        let shards = self.shards;
+        let anchor = self.cfg.trusted_anchor;
+        let Some(c) = self.coord.as_mut() else { return };
+        let owner = owner_of_batch(batch, shards);
+        if let Some(&(fp, lh)) = c.joined.get(&batch) {
+            let msg = if fp == first_parent && lh == last_hash {
+                ShardMsg::HeadersJoined { batch }
+            } else {
+                ShardMsg::HeadersRejected { batch, peer }
+            };
+            out.push(Action::ToShard { shard: owner, msg });
+            return;
+        }
+        c.pending_ranges.insert(batch, (first_parent, last_hash, peer, owner));
+        let mut changed = false;
+        loop {
+            // The highest batch not yet joined, and the hash its last header must have.
+            let next = (0..n).rev().find(|b| !c.joined.contains_key(b));
+            let Some(next) = next else { break };
+            let expected = if next + 1 == n {
+                head_hash
+            } else {
+                c.joined[&(next + 1)].0
+            };
+            let Some((fp, lh, p, o)) = c.pending_ranges.remove(&next) else {
+                break;
+            };
+            if lh == expected {
+                if next == 0 {
+                    if let Some(a) = anchor {
+                        if fp != a {
+                            out.push(Action::Failed(format!(
+                                "header chain from the agreed head reaches parent {fp} at the bottom, not the trusted anchor {a}"
+                            )));
+                            c.failed = true;
+                        }
+                    }
+                }
+                c.joined.insert(next, (fp, lh));
+                changed = true;
+                out.push(Action::ToShard {
+                    shard: o,
+                    msg: ShardMsg::HeadersJoined { batch: next },
+                });
+            } else {
+                out.push(Action::ToShard {
+                    shard: o,
+                    msg: ShardMsg::HeadersRejected { batch: next, peer: p },
+                });
+                break;
+            }
+        }
+        if changed {
+            let c = self.coord.as_ref().expect("coordinator");
+            self.journal.joined = c
+                .joined
+                .iter()
+                .map(|(b, (fp, lh))| (*b, hexs(fp.as_slice()), hexs(lh.as_slice())))
+                .collect();
+            self.write_journal(store);
+            self.check_coordinator(store, out);
+        }
+    }
+
+    fn queue_bodies(&mut self, batch: u64, store: &dyn SyncStore) {
+        let (lo, hi) = self.batch_range(batch);
+        let pivot = self.pivot.as_ref().map(|p| p.number).unwrap_or(0);
+        let mut bodies = Vec::new();
+        let mut receipts = Vec::new();
+        for n in lo..=hi {
+            if n <= pivot && !self.cfg.bodies_before_pivot {
+                continue;
+            }
+            let Some(h) = store.header(n) else { continue };
+            if !self.stored_body(n, store)
+                && !(h.transactions_root == trie::EMPTY_ROOT
+                    && h.ommers_hash == empty_list_hash()
+                    && h.withdrawals_root.is_none_or(|w| w == trie::EMPTY_ROOT))
+            {
+                bodies.push(n);
+            }
+            if self.cfg.fetch_receipts && h.receipts_root != trie::EMPTY_ROOT && !self.stored_receipts(n, store) {
+                receipts.push(n);
+            }
+        }
+        for c in bodies.chunks(self.cfg.body_batch.max(1)) {
+            self.body_queue.push_back(c.to_vec());
+        }
+        for c in receipts.chunks(self.cfg.body_batch.max(1)) {
+            self.receipt_queue.push_back(c.to_vec());
+        }
+    }
+
+    fn stored_body(&self, n: u64, store: &dyn SyncStore) -> bool {
+        store.has_body(n)
+    }
+    fn stored_receipts(&self, n: u64, store: &dyn SyncStore) -> bool {
+        store.has_receipts(n)
+    }
+
+    /// Bodies and header batches of this shard are all stored.
+    fn bodies_done(&self) -> bool {
+        self.head.is_some()
+            && self.batches.values().all(|b| *b == BatchState::Stored)
+            && self.body_queue.is_empty()
+            && self.receipt_queue.is_empty()
+            && self.bodies_inflight == 0
+    }
+
+    fn ranges_done(&self) -> bool {
+        self.mode == SyncMode::Snap
+            && self.phase == StatePhase::Ranges
+            && self.ranges.iter().all(|r| r.done)
+            && self.storage_tasks.iter().all(|t| t.done)
+            && self.code_queue.is_empty()
+            && !self
+                .inflight
+                .values()
+                .any(|i| matches!(i.what, Pending::Account(_) | Pending::Storage(_) | Pending::Codes(_)))
+    }
+
+    fn report(&mut self, out: &mut Vec<Action>) {
+        if self.head.is_none() {
+            return;
+        }
+        let now = (self.bodies_done(), self.ranges_done());
+        if self.reported != Some(now) {
+            self.reported = Some(now);
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::Report {
+                    shard: self.shard,
+                    bodies_done: now.0,
+                    ranges_done: now.1,
+                },
+            });
+        }
+    }
+
+    fn check_coordinator(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        let n = self.batch_count();
+        let shards = self.shards;
+        let mode = self.mode;
+        let phase = self.phase.clone();
+        let Some(c) = self.coord.as_mut() else { return };
+        if self.head.is_none() || c.failed {
+            return;
+        }
+        let all = |f: fn(&(bool, bool)) -> bool| (0..shards).all(|s| c.reports.get(&s).is_some_and(f));
+        if !c.chain_complete && c.joined.len() as u64 == n && all(|r| r.0) {
+            c.chain_complete = true;
+        }
+        if mode == SyncMode::Snap && phase == StatePhase::Ranges && !c.rebuild_started && all(|r| r.1) {
+            c.rebuild_started = true;
+            c.subtries.clear();
+            for s in 0..shards {
+                out.push(Action::ToShard {
+                    shard: s,
+                    msg: ShardMsg::Rebuild,
+                });
+            }
+        }
+        if c.chain_complete && c.state_complete && !c.finished {
+            c.finished = true;
+            self.journal.chain_complete = true;
+            self.write_journal(store);
+            out.push(Action::Finished);
+        }
+    }
+
+    // ---------------- state: walk (fast download, snap heal, final check) ----------------
+
+    fn start_walk(&mut self, round: u32, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        if self.journal.state_complete {
+            return;
+        }
+        self.phase = StatePhase::Walk;
+        self.round = round;
+        self.seen.clear();
+        self.node_queue.clear();
+        self.tasks_sent = 0;
+        self.tasks_recv = 0;
+        self.round_fetched = 0;
+        self.journal.walk_round = round;
+        self.write_journal(store);
+        if let Some(c) = self.coord.as_mut() {
+            c.wave_replies.clear();
+            c.last_wave = None;
+        }
+        if self.shard == 0 {
+            if let Some(p) = &self.pivot {
+                let t = NodeTask {
+                    hash: p.state_root,
+                    path: vec![],
+                    account: None,
+                    code: false,
+                };
+                self.visit(t, store);
+            }
+        }
+        let _ = out;
+    }
+
+    fn walk_idle(&self) -> bool {
+        self.phase != StatePhase::Walk
+            || (self.node_queue.is_empty()
+                && self.outbox.is_empty()
+                && !self
+                    .inflight
+                    .values()
+                    .any(|i| matches!(i.what, Pending::Nodes(_) | Pending::Codes(_))))
+    }
+
+    fn task_owner(&self, t: &NodeTask) -> ShardId {
+        match t.account {
+            Some(a) => owner_of_path(&[a[0] >> 4], self.shards),
+            None => owner_of_path(&t.path, self.shards),
+        }
+    }
+
+    fn route(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
+        let o = self.task_owner(&t);
+        if o == self.shard {
+            self.visit(t, store);
+        } else {
+            self.outbox.entry(o).or_default().push(t);
+        }
+    }
+
+    fn flush_outbox(&mut self, out: &mut Vec<Action>) {
+        let round = self.round;
+        for (s, tasks) in std::mem::take(&mut self.outbox) {
+            self.tasks_sent += 1;
+            out.push(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::Tasks { round, tasks },
+            });
+        }
+    }
+
+    /// Visit a state item: expand it when stored, queue it for download when not.
+    fn visit(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
+        if t.code && t.hash == trie::EMPTY_CODE || !t.code && t.hash == trie::EMPTY_ROOT {
+            return;
+        }
+        if !self.seen.insert((t.hash, t.code)) {
+            return;
+        }
+        self.progress.state_nodes_visited += 1;
+        if t.code {
+            if !store.has_code(&t.hash) {
+                self.node_queue.push_back(t);
+            }
+            return;
+        }
+        match store.get_node(&t.hash) {
+            Some(raw) => self.expand(&raw, &t, store),
+            None => self.node_queue.push_back(t),
+        }
+    }
+
+    fn expand(&mut self, raw: &[u8], t: &NodeTask, store: &mut dyn SyncStore) {
+        let Ok(node) = Node::decode(raw) else { return };
+        let mut stack: Vec<(Node, Vec<u8>)> = vec![(node, t.path.clone())];
+        let mut guard = 0;
+        while let Some((node, path)) = stack.pop() {
+            guard += 1;
+            if guard > 64 {
+                break;
+            }
+            let mut child = |c: ChildRef, p: Vec<u8>, stack: &mut Vec<(Node, Vec<u8>)>, me: &mut Engine| match c {
+                ChildRef::Empty => {}
+                ChildRef::Hash(h) => me.route(
+                    NodeTask {
+                        hash: h,
+                        path: p,
+                        account: t.account,
+                        code: false,
+                    },
+                    store,
+                ),
+                ChildRef::Inline(r) => {
+                    if let Ok(n) = Node::decode(&r) {
+                        stack.push((n, p));
+                    }
+                }
+            };
+            match node {
+                Node::Branch { children, .. } => {
+                    for (i, c) in children.iter().enumerate() {
+                        let mut p = path.clone();
+                        p.push(i as u8);
+                        child(c.clone(), p, &mut stack, self);
+                    }
+                }
+                Node::Extension { path: ext, child: c } => {
+                    let mut p = path.clone();
+                    p.extend_from_slice(&ext);
+                    child(c, p, &mut stack, self);
+                }
+                Node::Leaf { path: rest, value } => {
+                    if t.account.is_some() {
+                        continue;
+                    }
+                    let full: Vec<u8> = path.iter().chain(rest.iter()).copied().collect();
+                    if full.len() != 64 {
+                        continue;
+                    }
+                    let mut key = [0u8; 32];
+                    for i in 0..32 {
+                        key[i] = (full[2 * i] << 4) | full[2 * i + 1];
+                    }
+                    let Ok(acc) = Account::decode(&value) else { continue };
+                    let a = B256::from(key);
+                    if acc.has_storage() {
+                        self.route(
+                            NodeTask {
+                                hash: acc.storage_root,
+                                path: vec![],
+                                account: Some(a),
+                                code: false,
+                            },
+                            store,
+                        );
+                    }
+                    if acc.has_code() {
+                        self.route(
+                            NodeTask {
+                                hash: acc.code_hash,
+                                path: vec![],
+                                account: Some(a),
+                                code: true,
+                            },
+                            store,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_probe_reply(
+        &mut self,
+        wave: u64,
+        shard: ShardId,
+        round: u32,
+        idle: bool,
+        sent: u64,
+        recv: u64,
+        fetched: u64,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        let shards = self.shards;
+        let my_round = self.round;
+        let Some(c) = self.coord.as_mut() else { return };
+        if wave != c.wave {
+            return;
+        }
+        c.wave_replies.insert(shard, (round, idle, sent, recv, fetched));
+        if c.wave_replies.len() < shards {
+            return;
+        }
+        let replies = std::mem::take(&mut c.wave_replies);
+        let counts: Vec<(u64, u64)> = replies.values().map(|r| (r.2, r.3)).collect();
+        let all_idle = replies.values().all(|r| r.1 && r.0 == my_round);
+        let balanced = counts.iter().map(|x| x.0).sum::<u64>() == counts.iter().map(|x| x.1).sum::<u64>();
+        let stable = c.last_wave.as_ref() == Some(&counts);
+        c.last_wave = Some(counts);
+        if !(all_idle && balanced && stable) {
+            return;
+        }
+        let fetched_total: u64 = replies.values().map(|r| r.4).sum();
+        c.last_wave = None;
+        if fetched_total == 0 {
+            c.state_complete = true;
+            self.journal.state_complete = true;
+            self.phase = StatePhase::Complete;
+            self.write_journal(store);
+            for s in 1..shards {
+                out.push(Action::ToShard {
+                    shard: s,
+                    msg: ShardMsg::StateComplete,
+                });
+            }
+            self.check_coordinator(store, out);
+        } else {
+            let r = my_round + 1;
+            for s in 0..shards {
+                out.push(Action::ToShard {
+                    shard: s,
+                    msg: ShardMsg::StartWalk { round: r },
+                });
+            }
+        }
+    }
+
+    // ---------------- snap: ranges, storage, codes, rebuild ----------------
+
+    fn owned_nibbles(&self) -> Vec<u8> {
+        (0u8..16)
+            .filter(|&n| owner_of_path(&[n], self.shards) == self.shard)
+            .collect()
+    }
+
+    fn start_ranges(&mut self, store: &mut dyn SyncStore) {
+        self.phase = StatePhase::Ranges;
+        let per = self.cfg.snap_ranges_per_nibble.clamp(1, 16) as u8;
+        let mut ranges = Vec::new();
+        for n in self.owned_nibbles() {
+            for k in 0..per {
+                let mut origin = [0u8; 32];
+                origin[0] = (n << 4) | (k * (16 / per));
+                let mut limit = [0xffu8; 32];
+                limit[0] = (n << 4) | ((k + 1) * (16 / per) - 1);
+                if k + 1 == per {
+                    limit[0] = (n << 4) | 0x0f;
+                }
+                ranges.push(AccountRangeTask {
+                    origin: B256::from(origin),
+                    limit: B256::from(limit),
+                    done: false,
+                    busy: false,
+                });
+            }
+        }
+        if self.journal.ranges.len() == ranges.len() {
+            for (r, (o, d)) in ranges.iter_mut().zip(self.journal.ranges.iter()) {
+                r.origin = unhex32(o);
+                r.done = *d;
+            }
+        }
+        self.ranges = ranges;
+        self.save_ranges(store);
+        // Storage and codes of accounts already stored (before a restart).
+        let (lo, hi) = (
+            self.ranges.first().map(|r| r.origin),
+            self.ranges.last().map(|r| r.limit),
+        );
+        if let (Some(_), Some(hi)) = (lo, hi) {
+            let lo = self
+                .owned_nibbles()
+                .first()
+                .map(|&n| nibble_range(n).0)
+                .unwrap_or_default();
+            for (h, raw) in store.accounts_in(&lo, &hi) {
+                if let Ok(acc) = Account::decode(&raw) {
+                    self.account_followups(h, &acc, store);
+                }
+            }
+        }
+    }
+
+    fn save_ranges(&mut self, store: &mut dyn SyncStore) {
+        self.journal.ranges = self
+            .ranges
+            .iter()
+            .map(|r| (hexs(r.origin.as_slice()), r.done))
+            .collect();
+        self.write_journal(store);
+    }
+
+    fn account_followups(&mut self, h: B256, acc: &Account, store: &dyn SyncStore) {
+        if acc.has_storage() && !store.storage_done(&h) && !self.storage_accs.contains_key(&h) {
+            self.storage_accs.insert(
+                h,
+                StorageAcc {
+                    root: acc.storage_root,
+                    open_tasks: 1,
+                    slots: BTreeMap::new(),
+                },
+            );
+            self.storage_tasks.push(StorageTask {
+                account: h,
+                origin: B256::ZERO,
+                limit: B256::repeat_byte(0xff),
+                busy: false,
+                done: false,
+            });
+        }
+        if acc.has_code() && !store.has_code(&acc.code_hash) && self.codes_wanted.insert(acc.code_hash) {
+            self.code_queue.push_back(acc.code_hash);
+        }
+    }
+
+    fn rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        if self.mode != SyncMode::Snap {
+            return;
+        }
+        self.phase = StatePhase::Rebuild;
+        for n in self.owned_nibbles() {
+            let (lo, hi) = nibble_range(n);
+            let leaves = store.accounts_in(&lo, &hi);
+            let top = if leaves.is_empty() {
+                None
+            } else {
+                let rlp = build_node(&leaves, 1, &mut |h, r| {
+                    if !store.has_node(&h) {
+                        store.put_node(h, r)
+                    }
+                });
+                if rlp.len() >= 32 {
+                    let h = keccak256(&rlp);
+                    if !store.has_node(&h) {
+                        store.put_node(h, &rlp);
+                    }
+                }
+                Some(rlp)
+            };
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::SubtrieBuilt { nibble: n, top },
+            });
+        }
+    }
+
+    fn finish_rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        let shards = self.shards;
+        let Some(c) = self.coord.as_mut() else { return };
+        if c.subtries.len() < 16 {
+            return;
+        }
+        let subtries = std::mem::take(&mut c.subtries);
+        let nonempty: Vec<u8> = subtries.iter().filter(|(_, t)| t.is_some()).map(|(n, _)| *n).collect();
+        let want = self.pivot.as_ref().map(|p| p.state_root).unwrap_or_default();
+        match nonempty.len() {
+            0 => self.after_rebuild(store, out),
+            1 => out.push(Action::ToShard {
+                shard: owner_of_path(&[nonempty[0]], shards),
+                msg: ShardMsg::BuildWhole { nibble: nonempty[0] },
+            }),
+            _ => {
+                let mut children: [ChildRef; 16] = Default::default();
+                for (n, t) in &subtries {
+                    if let Some(rlp) = t {
+                        children[*n as usize] = ChildRef::of_node(rlp);
+                    }
+                }
+                let root = Node::Branch {
+                    children: Box::new(children),
+                    value: None,
+                }
+                .encode();
+                let h = keccak256(&root);
+                if h == want && !store.has_node(&h) {
+                    store.put_node(h, &root);
+                }
+                self.after_rebuild(store, out);
+            }
+        }
+    }
+
+    fn after_rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        self.journal.rebuilt = true;
+        self.rebuilt = true;
+        let r = self.journal.walk_round;
+        self.write_journal(store);
+        for s in 0..self.shards {
+            out.push(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::StartWalk { round: r },
+            });
+        }
+    }
+
+    fn on_switch(&mut self, mode: SyncMode, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        if mode == self.mode || self.journal.state_complete {
+            return;
+        }
+        self.mode = mode;
+        self.node_queue.clear();
+        self.ranges.clear();
+        self.storage_tasks.clear();
+        self.storage_accs.clear();
+        self.code_queue.clear();
+        self.codes_wanted.clear();
+        self.journal.rebuilt = false;
+        self.journal.ranges.clear();
+        if let Some(c) = self.coord.as_mut() {
+            c.rebuild_started = false;
+            c.wave_replies.clear();
+            c.last_wave = None;
+        }
+        self.write_journal(store);
+        if self.pivot.is_none() {
+            return;
+        }
+        match mode {
+            SyncMode::Snap => {
+                self.phase = StatePhase::Idle;
+                self.start_ranges(store);
+            }
+            SyncMode::Fast => {
+                self.phase = StatePhase::Idle;
+                if self.shard == 0 {
+                    let r = self.round + 1;
+                    for s in 0..self.shards {
+                        out.push(Action::ToShard {
+                            shard: s,
+                            msg: ShardMsg::StartWalk { round: r },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------------- dispatch ----------------
+
+    fn pump(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        if self.pivot.is_none() {
+            return;
+        }
+        let now = self.now_ms;
+        // Header batches.
+        let todo: Vec<u64> = self
+            .batches
+            .iter()
+            .filter(|(_, s)| **s == BatchState::Todo)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in todo {
+            if self.free_slots() == 0 {
+                return;
+            }
+            let tried = self.batch_tried.get(&b).cloned().unwrap_or_default();
+            let peer = self.peers.pick(now, &self.policy, &tried, false).or_else(|| {
+                self.batch_tried.remove(&b);
+                None
+            });
+            let Some(peer) = peer else { break };
+            let (lo, hi) = self.batch_range(b);
+            self.batches.insert(b, BatchState::Fetching);
+            self.send(
+                peer,
+                Request::BlockHeaders {
+                    origin: HashOrNumber::Number(lo),
+                    amount: hi - lo + 1,
+                    skip: 0,
+                    reverse: false,
+                },
+                Pending::Headers(b),
+                out,
+            );
+        }
+        // Bodies and receipts.
+        while self.free_slots() > 0 && !(self.body_queue.is_empty() && self.receipt_queue.is_empty()) {
+            let Some(peer) = self.peers.pick(now, &self.policy, &[], false) else {
+                break;
+            };
+            let (req, what) = if let Some(nums) = self.body_queue.pop_front() {
+                let hashes = nums.iter().filter_map(|n| store.header(*n).map(|h| h.hash)).collect();
+                (Request::BlockBodies(hashes), Pending::Bodies(nums))
+            } else {
+                let nums = self.receipt_queue.pop_front().expect("checked non-empty");
+                let hashes = nums.iter().filter_map(|n| store.header(*n).map(|h| h.hash)).collect();
+                (Request::Receipts(hashes), Pending::Receipts(nums))
+            };
+            self.bodies_inflight += 1;
+            self.send(peer, req, what, out);
+        }
+        // State.
+        let root = self.pivot.as_ref().map(|p| p.state_root).unwrap_or_default();
+        match self.phase {
+            StatePhase::Walk => {
+                while self.free_slots() > 0 && !self.node_queue.is_empty() {
+                    let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+                        break;
+                    };
+                    let snap = self.mode == SyncMode::Snap;
+                    let mut tasks = Vec::new();
+                    let mut codes = Vec::new();
+                    while tasks.len() + codes.len() < self.cfg.node_batch {
+                        let Some(t) = self.node_queue.pop_front() else { break };
+                        if snap && t.code {
+                            codes.push(t.hash);
+                        } else {
+                            tasks.push(t);
+                        }
+                    }
+                    if !codes.is_empty() {
+                        self.send(
+                            peer,
+                            Request::ByteCodes {
+                                hashes: codes.clone(),
+                                bytes: self.cfg.snap_response_bytes,
+                            },
+                            Pending::Codes(codes),
+                            out,
+                        );
+                    }
+                    if !tasks.is_empty() {
+                        let req = if snap {
+                            let paths = tasks
+                                .iter()
+                                .map(|t| TriePath {
+                                    account: t.account,
+                                    path: t.path.clone(),
+                                })
+                                .collect();
+                            Request::TrieNodes {
+                                root,
+                                paths,
+                                bytes: self.cfg.snap_response_bytes,
+                            }
+                        } else {
+                            Request::NodeData(tasks.iter().map(|t| t.hash).collect())
+                        };
+                        self.send(peer, req, Pending::Nodes(tasks), out);
+                    }
+                }
+            }
+            StatePhase::Ranges => {
+                while self.free_slots() > 0 {
+                    let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+                        break;
+                    };
+                    if let Some(i) = self.ranges.iter().position(|r| !r.done && !r.busy) {
+                        self.ranges[i].busy = true;
+                        let r = &self.ranges[i];
+                        let req = Request::AccountRange {
+                            root,
+                            origin: r.origin,
+                            limit: r.limit,
+                            bytes: self.cfg.snap_response_bytes,
+                        };
+                        self.send(peer, req, Pending::Account(i), out);
+                    } else if let Some(i) = self.storage_tasks.iter().position(|t| !t.done && !t.busy) {
+                        self.storage_tasks[i].busy = true;
+                        let t = &self.storage_tasks[i];
+                        let req = Request::StorageRanges {
+                            root,
+                            accounts: vec![t.account],
+                            origin: t.origin,
+                            limit: t.limit,
+                            bytes: self.cfg.snap_response_bytes,
+                        };
+                        self.send(peer, req, Pending::Storage(i), out);
+                    } else if !self.code_queue.is_empty() {
+                        let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
+                        let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
+                        self.send(
+                            peer,
+                            Request::ByteCodes {
+                                hashes: hashes.clone(),
+                                bytes: self.cfg.snap_response_bytes,
+                            },
+                            Pending::Codes(hashes),
+                            out,
+                        );
+                    } else {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn requeue(&mut self, what: Pending, _store: &mut dyn SyncStore, _out: &mut Vec<Action>) {
+        match what {
+            Pending::Status => {
+                let c = self.coord.as_mut().expect("only the coordinator asks for status");
+                if c.status_pending > 0 {
+                    // Counted as an answer without a best block.
+                    let id = PeerId::MAX;
+                    let _ = id;
+                }
+                self.on_status(PeerId::MAX, None, _out);
+            }
+            Pending::Anchors => self.on_anchors(PeerId::MAX, None, _out),
+            Pending::Headers(b) => {
+                if self.batches.get(&b) == Some(&BatchState::Fetching) {
+                    self.batches.insert(b, BatchState::Todo);
+                }
+            }
+            Pending::Bodies(nums) => {
+                self.bodies_inflight -= 1;
+                self.body_queue.push_back(nums);
+            }
+            Pending::Receipts(nums) => {
+                self.bodies_inflight -= 1;
+                self.receipt_queue.push_back(nums);
+            }
+            Pending::Nodes(tasks) => {
+                if self.phase == StatePhase::Walk {
+                    for t in tasks {
+                        self.node_queue.push_back(t);
+                    }
+                }
+            }
+            Pending::Account(i) => {
+                if let Some(r) = self.ranges.get_mut(i) {
+                    r.busy = false;
+                }
+            }
+            Pending::Storage(i) => {
+                if let Some(t) = self.storage_tasks.get_mut(i) {
+                    t.busy = false;
+                }
+            }
+            Pending::Codes(hashes) => {
+                if self.phase == StatePhase::Walk {
+                    for h in hashes {
+                        self.node_queue.push_back(NodeTask {
+                            hash: h,
+                            path: vec![],
+                            account: None,
+                            code: true,
+                        });
+                    }
+                } else if self.phase == StatePhase::Ranges {
+                    for h in hashes {
+                        self.code_queue.push_back(h);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------------- responses ----------------
+
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        inf: Inflight,
+        resp: Response,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        let rtt = self.now_ms.saturating_sub(inf.sent_ms).max(1);
+        let size = resp.size_bytes();
+        // Ok(true): useful; Ok(false): empty/useless (not a lie); Err: lie.
+        let verdict: Result<bool, ()> = match (inf.what.clone(), resp) {
+            (
+                Pending::Status,
+                Response::Status {
+                    best_number, genesis, ..
+                },
+            ) => {
+                let ok = self
+                    .cfg
+                    .trusted_anchor
+                    .is_none_or(|a| a == genesis || self.cfg.anchor_number > 0);
+                self.on_status(peer, ok.then_some(best_number), out);
+                Ok(true)
+            }
+            (Pending::Anchors, Response::BlockHeaders(h)) => {
+                self.on_anchors(peer, Some(h), out);
+                Ok(true)
+            }
+            (Pending::Headers(b), Response::BlockHeaders(raws)) => self.on_headers(peer, b, raws, out),
+            (Pending::Bodies(nums), Response::BlockBodies(bodies)) => self.on_bodies(nums, bodies, store),
+            (Pending::Receipts(nums), Response::Receipts(rs)) => self.on_receipts(nums, rs, store),
+            (Pending::Nodes(tasks), Response::NodeData(nodes)) => self.on_nodes(tasks, nodes, false, store),
+            (Pending::Nodes(tasks), Response::TrieNodes(nodes)) => self.on_nodes(tasks, nodes, true, store),
+            (Pending::Codes(hashes), Response::ByteCodes(codes)) => self.on_codes(hashes, codes, store),
+            (Pending::Account(i), Response::AccountRange { accounts, proof }) => {
+                self.on_accounts(i, accounts, proof, store)
+            }
+            (Pending::Storage(i), Response::StorageRanges { slots, proof }) => self.on_storage(i, slots, proof, store),
+            _ => Err(()),
+        };
+        match verdict {
+            Ok(true) => self.peers.success(peer, rtt, size),
+            Ok(false) => {
+                if matches!(
+                    inf.what,
+                    Pending::Nodes(_) | Pending::Codes(_) | Pending::Account(_) | Pending::Storage(_)
+                ) {
+                    if let Some(p) = self.peers.peers.get_mut(&peer) {
+                        p.no_state = p.empty >= 2;
+                    }
+                }
+                self.peers.failure(peer, self.now_ms, &self.policy, false);
+            }
+            Err(()) => {
+                self.lie(peer, out);
+                self.requeue(inf.what, store, out);
+            }
+        }
+    }
+
+    fn on_headers(&mut self, peer: PeerId, b: u64, raws: Vec<Vec<u8>>, out: &mut Vec<Action>) -> Result<bool, ()> {
+        if self.batches.get(&b) != Some(&BatchState::Fetching) {
+            return Ok(true);
+        }
+        let (lo, hi) = self.batch_range(b);
+        if raws.len() as u64 != hi - lo + 1 {
+            self.batches.insert(b, BatchState::Todo);
+            self.batch_tried.entry(b).or_default().push(peer);
+            return Ok(false);
+        }
+        let mut hs = Vec::with_capacity(raws.len());
+        for (i, r) in raws.iter().enumerate() {
+            let h = Header::decode(r).map_err(|_| ())?;
+            if h.number != lo + i as u64
+                || (i > 0 && h.parent_hash != hs.last().map(|x: &Header| x.hash).unwrap_or_default())
+            {
+                return Err(());
+            }
+            hs.push(h);
+        }
+        let first_parent = hs[0].parent_hash;
+        let last_hash = hs[hs.len() - 1].hash;
+        self.batches.insert(b, BatchState::Held(hs, Some(peer)));
+        out.push(Action::ToShard {
+            shard: 0,
+            msg: ShardMsg::HeaderRange {
+                batch: b,
+                first_parent,
+                last_hash,
+                peer: Some(peer),
+            },
+        });
+        Ok(true)
+    }
+
+    fn on_bodies(&mut self, nums: Vec<u64>, bodies: Vec<Body>, store: &mut dyn SyncStore) -> Result<bool, ()> {
+        self.bodies_inflight -= 1;
+        if bodies.len() > nums.len() {
+            return Err(());
+        }
+        for (n, body) in nums.iter().zip(bodies.iter()) {
+            let h = store.header(*n).ok_or(())?;
+            body.verify(&h).map_err(|_| ())?;
+        }
+        for (n, body) in nums.iter().zip(bodies.iter()) {
+            if !store.has_body(*n) {
+                store.put_body(*n, body);
+                self.progress.bodies_downloaded += 1;
+            }
+        }
+        let got = bodies.len();
+        if got < nums.len() {
+            self.body_queue.push_back(nums[got..].to_vec());
+        }
+        Ok(got > 0)
+    }
+
+    fn on_receipts(&mut self, nums: Vec<u64>, rs: Vec<Receipts>, store: &mut dyn SyncStore) -> Result<bool, ()> {
+        self.bodies_inflight -= 1;
+        if rs.len() > nums.len() {
+            return Err(());
+        }
+        for (n, r) in nums.iter().zip(rs.iter()) {
+            let h = store.header(*n).ok_or(())?;
+            r.verify(&h).map_err(|_| ())?;
+        }
+        for (n, r) in nums.iter().zip(rs.iter()) {
+            if !store.has_receipts(*n) {
+                store.put_receipts(*n, r);
+                self.progress.receipts_downloaded += 1;
+            }
+        }
+        let got = rs.len();
+        if got < nums.len() {
+            self.receipt_queue.push_back(nums[got..].to_vec());
+        }
+        Ok(got > 0)
+    }
+
+    fn on_nodes(
+        &mut self,
+        tasks: Vec<NodeTask>,
+        nodes: Vec<Vec<u8>>,
+        positional: bool,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        if self.phase != StatePhase::Walk {
+            return Ok(true);
+        }
+        if nodes.len() > tasks.len() {
+            return Err(());
+        }
+        let mut delivered = vec![false; tasks.len()];
+        let mut matched = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let h = keccak256(n);
+            let idx = if positional {
+                (tasks[i].hash == h).then_some(i)
+            } else {
+                tasks.iter().enumerate().position(|(j, t)| !delivered[j] && t.hash == h)
+            };
+            let Some(j) = idx else { return Err(()) };
+            if !tasks[j].code && Node::decode(n).is_err() {
+                return Err(());
+            }
+            delivered[j] = true;
+            matched.push(j);
+        }
+        for (k, &j) in matched.iter().enumerate() {
+            let t = &tasks[j];
+            let raw = &nodes[k];
+            self.round_fetched += 1;
+            if self.round > 0 || self.mode == SyncMode::Snap {
+                self.progress.healed_nodes += 1;
+            }
+            if t.code {
+                if !store.has_code(&t.hash) {
+                    store.put_code(t.hash, raw);
+                    self.progress.codes_downloaded += 1;
+                }
+            } else {
+                if !store.has_node(&t.hash) {
+                    store.put_node(t.hash, raw);
+                    self.progress.state_nodes_downloaded += 1;
+                }
+                let t = t.clone();
+                self.expand(raw, &t, store);
+            }
+        }
+        for (j, t) in tasks.into_iter().enumerate() {
+            if !delivered[j] {
+                self.node_queue.push_back(t);
+            }
+        }
+        Ok(!matched.is_empty())
+    }
+
+    fn on_codes(&mut self, hashes: Vec<B256>, codes: Vec<Vec<u8>>, store: &mut dyn SyncStore) -> Result<bool, ()> {
+        if codes.len() > hashes.len() {
+            return Err(());
+        }
+        let mut delivered = vec![false; hashes.len()];
+        for c in &codes {
+            let h = keccak256(c);
+            let j = hashes
+                .iter()
+                .enumerate()
+                .position(|(j, x)| !delivered[j] && *x == h)
+                .ok_or(())?;
+            delivered[j] = true;
+        }
+        for c in &codes {
+            let h = keccak256(c);
+            if !store.has_code(&h) {
+                store.put_code(h, c);
+                self.progress.codes_downloaded += 1;
+                if self.phase == StatePhase::Walk {
+                    self.round_fetched += 1;
+                    self.progress.healed_nodes += 1;
+                }
+            }
+        }
+        for (j, h) in hashes.into_iter().enumerate() {
+            if !delivered[j] {
+                if self.phase == StatePhase::Walk {
+                    self.node_queue.push_back(NodeTask {
+                        hash: h,
+                        path: vec![],
+                        account: None,
+                        code: true,
+                    });
+                } else if self.phase == StatePhase::Ranges {
+                    self.code_queue.push_back(h);
+                }
+            }
+        }
+        Ok(!codes.is_empty())
+    }
+
+    fn on_accounts(
+        &mut self,
+        i: usize,
+        accounts: Vec<(B256, Vec<u8>)>,
+        proof: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        let Some(r) = self.ranges.get(i).cloned() else {
+            return Ok(true);
+        };
+        if self.phase != StatePhase::Ranges || r.done {
+            return Ok(true);
+        }
+        self.ranges[i].busy = false;
+        if accounts.is_empty() && proof.is_empty() {
+            return Ok(false);
+        }
+        let root = self.pivot.as_ref().map(|p| p.state_root).ok_or(())?;
+        let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
+        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
+        let more = verify_range(root, &r.origin, &keys, &vals, &proof)?;
+        let mut decoded = Vec::with_capacity(accounts.len());
+        for (h, raw) in &accounts {
+            decoded.push(Account::decode(raw).map_err(|_| ())?);
+            let _ = h;
+        }
+        let mut last = None;
+        for ((h, raw), acc) in accounts.iter().zip(decoded.iter()) {
+            if *h > r.limit {
+                break;
+            }
+            store.put_account(*h, raw);
+            self.progress.accounts_downloaded += 1;
+            self.account_followups(*h, acc, store);
+            last = Some(*h);
+        }
+        let last_any = accounts.last().map(|a| a.0);
+        let done = !more || last_any.is_some_and(|l| l >= r.limit);
+        if done {
+            self.ranges[i].done = true;
+        } else {
+            match last.or(last_any) {
+                Some(l) => self.ranges[i].origin = inc(l),
+                None => return Ok(false),
+            }
+        }
+        self.save_ranges(store);
+        Ok(true)
+    }
+
+    fn on_storage(
+        &mut self,
+        i: usize,
+        slots: Vec<Vec<(B256, Vec<u8>)>>,
+        proof: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        let Some(t) = self.storage_tasks.get(i).cloned() else {
+            return Ok(true);
+        };
+        if self.phase != StatePhase::Ranges || t.done {
+            return Ok(true);
+        }
+        self.storage_tasks[i].busy = false;
+        if slots.len() > 1 {
+            return Err(());
+        }
+        let Some(mine) = slots.into_iter().next() else {
+            return Ok(false);
+        };
+        let Some(acc) = self.storage_accs.get(&t.account) else {
+            return Ok(true);
+        };
+        let sroot = acc.root;
+        let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
+        let vals: Vec<Vec<u8>> = mine.iter().map(|a| a.1.clone()).collect();
+        if keys.is_empty() && proof.is_empty() {
+            return Ok(false);
+        }
+        let more = verify_range(sroot, &t.origin, &keys, &vals, &proof)?;
+        let acc = self.storage_accs.get_mut(&t.account).expect("checked above");
+        let mut last = None;
+        for (h, v) in mine {
+            if h > t.limit {
+                break;
+            }
+            self.progress.slots_downloaded += 1;
+            acc.slots.insert(h, v);
+            last = Some(h);
+        }
+        let done = !more || last.is_some_and(|l| l >= t.limit);
+        if done {
+            self.storage_tasks[i].done = true;
+            acc.open_tasks -= 1;
+        } else {
+            let Some(l) = last else { return Ok(false) };
+            let next = inc(l);
+            let split = self.cfg.storage_split.max(1);
+            if t.origin == B256::ZERO && split > 1 {
+                // A large storage trie: split what is left into sub-ranges fetched in parallel.
+                let bounds = split_range(next, t.limit, split);
+                self.storage_tasks[i].done = true;
+                acc.open_tasks -= 1;
+                for (o, l) in bounds {
+                    acc.open_tasks += 1;
+                    self.storage_tasks.push(StorageTask {
+                        account: t.account,
+                        origin: o,
+                        limit: l,
+                        busy: false,
+                        done: false,
+                    });
+                }
+            } else {
+                self.storage_tasks[i].origin = next;
+            }
+        }
+        let acc = self.storage_accs.get(&t.account).expect("present");
+        if acc.open_tasks == 0 {
+            let acc = self.storage_accs.remove(&t.account).expect("present");
+            let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
+            let root = trie::build_root(&leaves, &mut |h, r| {
+                if !store.has_node(&h) {
+                    store.put_node(h, r)
+                }
+            });
+            if root != acc.root {
+                // Cannot happen with verified ranges; refetch the whole trie if it does.
+                self.storage_accs.insert(
+                    t.account,
+                    StorageAcc {
+                        root: acc.root,
+                        open_tasks: 1,
+                        slots: BTreeMap::new(),
+                    },
+                );
+                self.storage_tasks.push(StorageTask {
+                    account: t.account,
+                    origin: B256::ZERO,
+                    limit: B256::repeat_byte(0xff),
+                    busy: false,
+                    done: false,
+                });
+            } else {
+                store.put_storage_done(t.account);
+            }
+        }
+        // Keep the task list bounded: forget finished tasks when nothing is in flight.
+        if !self.inflight.values().any(|x| matches!(x.what, Pending::Storage(_))) && self.storage_tasks.len() > 1024 {
+            self.storage_tasks.retain(|t| !t.done);
+        }
+        Ok(true)
+    }
+}
+
+/// Check a snap range against `root` with the data layer's range-proof verifier; returns
+/// whether the trie holds keys above the last one.
+fn verify_range(root: B256, origin: &B256, keys: &[[u8; 32]], vals: &[Vec<u8>], proof: &[Vec<u8>]) -> Result<bool, ()> {
+    let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
+    catchup_eth::verify_range_proof(root, origin.as_slice(), keys, vals, &proof).map_err(|_| ())
+}
+
+fn empty_list_hash() -> B256 {
+    keccak256([0xc0u8])
+}
+
+/// The smallest and largest 32-byte key under a leading nibble.
+pub fn nibble_range(n: u8) -> (B256, B256) {
+    let mut lo = [0u8; 32];
+    lo[0] = n << 4;
+    let mut hi = [0xffu8; 32];
+    hi[0] = (n << 4) | 0x0f;
+    (B256::from(lo), B256::from(hi))
+}
+
+fn inc(h: B256) -> B256 {
+    let mut b = h.0;
+    for i in (0..32).rev() {
+        if b[i] == 0xff {
+            b[i] = 0;
+        } else {
+            b[i] += 1;
+            break;
+        }
+    }
+    B256::from(b)
+}
+
+/// Split `[lo, hi]` into `k` contiguous sub-ranges by the top 64 bits.
+fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
+    let a = u64::from_be_bytes(lo.0[..8].try_into().expect("8 bytes"));
+    let b = u64::from_be_bytes(hi.0[..8].try_into().expect("8 bytes"));
+    if b <= a || b - a < k {
+        return vec![(lo, hi)];
+    }
+    let step = (b - a) / k;
+    let mut out = Vec::new();
+    let mut start = lo;
+    for j in 1..k {
+        let cut = a + step * j;
+        let mut end = [0xffu8; 32];
+        end[..8].copy_from_slice(&cut.to_be_bytes());
+        let end = B256::from(end);
+        out.push((start, end));
+        start = inc(end);
+    }
+    out.push((start, hi));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_total_and_balanced() {
+        for shards in 1..=16 {
+            let mut counts = vec![0usize; shards];
+            for n in 0u8..16 {
+                counts[owner_of_path(&[n], shards)] += 1;
+            }
+            assert!(
+                counts.iter().all(|&c| c >= 16 / shards && c <= 16 / shards + 1),
+                "{shards}: {counts:?}"
+            );
+            assert_eq!(owner_of_path(&[], shards), 0);
+        }
+    }
+
+    #[test]
+    fn split_covers_range() {
+        let lo = B256::repeat_byte(0x10);
+        let hi = B256::repeat_byte(0xff);
+        let parts = split_range(lo, hi, 4);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[0].0, lo);
+        assert_eq!(parts[3].1, hi);
+        for w in parts.windows(2) {
+            assert_eq!(inc(w[0].1), w[1].0);
+        }
+    }
+}

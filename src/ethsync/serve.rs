@@ -1,0 +1,488 @@
+//! The serving side: answers eth and snap requests from a chain and a state, within the
+//! protocol limits, and the fault profiles the simulator applies to it.
+
+use std::sync::Arc;
+
+use alloy_primitives::B256;
+
+use super::chain::{ChainData, SimRng, StateData};
+use super::rlp;
+use super::trie::{self, ChildRef, Node};
+use super::types::{Account, HashOrNumber, Request, Response, TriePath};
+
+/// Soft limit of one response's size (as geth's `softResponseLimit`).
+pub const SOFT_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
+/// Most headers served per request.
+pub const MAX_HEADERS_SERVE: usize = 1024;
+/// Most bodies or receipt lists served per request.
+pub const MAX_BODIES_SERVE: usize = 1024;
+/// Most trie nodes or codes served per GetNodeData request.
+pub const MAX_NODE_DATA_SERVE: usize = 384;
+/// Most codes or trie nodes served per snap request.
+pub const MAX_SNAP_ITEMS_SERVE: usize = 1024;
+
+/// A peer that serves a chain and (unless it lost it) a state.
+#[derive(Debug, Clone)]
+pub struct ServingPeer {
+    pub chain: Arc<ChainData>,
+    pub state: Option<Arc<StateData>>,
+    /// Highest block this peer announces (at most its chain's head).
+    pub best: u64,
+}
+
+impl ServingPeer {
+    pub fn new(chain: Arc<ChainData>, state: Option<Arc<StateData>>) -> Self {
+        let best = chain.head().number;
+        ServingPeer { chain, state, best }
+    }
+
+    /// Answer one request.
+    pub fn handle(&self, req: &Request) -> Response {
+        match req {
+            Request::Status => {
+                let h = self.chain.header(self.best).unwrap_or_else(|| self.chain.head());
+                Response::Status {
+                    best_number: h.number,
+                    best_hash: h.hash,
+                    genesis: self.chain.anchor_hash(),
+                }
+            }
+            Request::BlockHeaders {
+                origin,
+                amount,
+                skip,
+                reverse,
+            } => {
+                let start = match origin {
+                    HashOrNumber::Number(n) => Some(*n),
+                    HashOrNumber::Hash(h) => self.chain.by_hash.get(h).copied(),
+                };
+                let mut out = Vec::new();
+                let mut size = 0usize;
+                if let Some(mut n) = start {
+                    let amount = (*amount as usize).min(MAX_HEADERS_SERVE);
+                    while out.len() < amount && size < SOFT_RESPONSE_BYTES && n <= self.best {
+                        let Some(h) = self.chain.header(n) else { break };
+                        size += h.raw.len();
+                        out.push(h.raw.clone());
+                        let step = skip.saturating_add(1);
+                        n = if *reverse {
+                            match n.checked_sub(step) {
+                                Some(x) => x,
+                                None => break,
+                            }
+                        } else {
+                            n.saturating_add(step)
+                        };
+                    }
+                }
+                Response::BlockHeaders(out)
+            }
+            Request::BlockBodies(hashes) => {
+                let mut out = Vec::new();
+                let mut size = 0usize;
+                for h in hashes.iter().take(MAX_BODIES_SERVE) {
+                    if size >= SOFT_RESPONSE_BYTES {
+                        break;
+                    }
+                    let Some(i) = self.chain.index_of(h) else { break };
+                    size += self.chain.bodies[i].raw.len();
+                    out.push(self.chain.bodies[i].clone());
+                }
+                Response::BlockBodies(out)
+            }
+            Request::Receipts(hashes) => {
+                let mut out = Vec::new();
+                let mut size = 0usize;
+                for h in hashes.iter().take(MAX_BODIES_SERVE) {
+                    if size >= SOFT_RESPONSE_BYTES {
+                        break;
+                    }
+                    let Some(Some(r)) = self.chain.index_of(h).map(|i| &self.chain.receipts[i]) else {
+                        break;
+                    };
+                    size += r.raw.len();
+                    out.push(r.clone());
+                }
+                Response::Receipts(out)
+            }
+            Request::NodeData(hashes) => {
+                let mut out = Vec::new();
+                let Some(st) = &self.state else {
+                    return Response::NodeData(out);
+                };
+                let mut size = 0usize;
+                for h in hashes.iter().take(MAX_NODE_DATA_SERVE) {
+                    if size >= SOFT_RESPONSE_BYTES {
+                        break;
+                    }
+                    if let Some(n) = st.nodes.get(h).or_else(|| st.codes.get(h)) {
+                        size += n.len();
+                        out.push(n.clone());
+                    }
+                }
+                Response::NodeData(out)
+            }
+            Request::AccountRange {
+                root,
+                origin,
+                limit,
+                bytes,
+            } => {
+                let (accounts, proof) = match &self.state {
+                    Some(st) if st.root == *root => account_range(st, origin, limit, *bytes),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                Response::AccountRange { accounts, proof }
+            }
+            Request::StorageRanges {
+                root,
+                accounts,
+                origin,
+                limit,
+                bytes,
+            } => match &self.state {
+                Some(st) if st.root == *root => storage_ranges(st, accounts, origin, limit, *bytes),
+                _ => Response::StorageRanges {
+                    slots: Vec::new(),
+                    proof: Vec::new(),
+                },
+            },
+            Request::ByteCodes { hashes, bytes } => {
+                let mut out = Vec::new();
+                let Some(st) = &self.state else {
+                    return Response::ByteCodes(out);
+                };
+                let cap = (*bytes as usize).min(SOFT_RESPONSE_BYTES);
+                let mut size = 0usize;
+                for h in hashes.iter().take(MAX_SNAP_ITEMS_SERVE) {
+                    if size >= cap {
+                        break;
+                    }
+                    if let Some(c) = st.codes.get(h) {
+                        size += c.len();
+                        out.push(c.clone());
+                    }
+                }
+                Response::ByteCodes(out)
+            }
+            Request::TrieNodes { root, paths, bytes } => {
+                let mut out = Vec::new();
+                let Some(st) = self.state.as_ref().filter(|s| s.root == *root) else {
+                    return Response::TrieNodes(out);
+                };
+                let cap = (*bytes as usize).min(SOFT_RESPONSE_BYTES);
+                let mut size = 0usize;
+                for p in paths.iter().take(MAX_SNAP_ITEMS_SERVE) {
+                    if size >= cap {
+                        break;
+                    }
+                    match node_at_path(st, p) {
+                        Some(n) => {
+                            size += n.len();
+                            out.push(n);
+                        }
+                        None => break,
+                    }
+                }
+                Response::TrieNodes(out)
+            }
+        }
+    }
+}
+
+fn account_range(st: &StateData, origin: &B256, limit: &B256, bytes: u64) -> (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>) {
+    let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
+    let start = st.accounts.partition_point(|(h, _)| h < origin);
+    let mut out = Vec::new();
+    let mut size = 0usize;
+    for (h, a) in &st.accounts[start..] {
+        if h > limit || size >= cap {
+            break;
+        }
+        size += a.len() + 32;
+        out.push((*h, a.clone()));
+    }
+    let mut proof = Vec::new();
+    trie::prove(&st.nodes, st.root, origin.as_slice(), &mut proof);
+    if let Some((last, _)) = out.last() {
+        trie::prove(&st.nodes, st.root, last.as_slice(), &mut proof);
+    }
+    dedup(&mut proof);
+    (out, proof)
+}
+
+fn dedup(proof: &mut Vec<Vec<u8>>) {
+    let mut seen = std::collections::HashSet::new();
+    proof.retain(|p| seen.insert(p.clone()));
+}
+
+fn storage_root_of(st: &StateData, account: &B256) -> Option<B256> {
+    let i = st.accounts.binary_search_by(|(h, _)| h.cmp(account)).ok()?;
+    Account::decode(&st.accounts[i].1).ok().map(|a| a.storage_root)
+}
+
+fn storage_ranges(st: &StateData, accounts: &[B256], origin: &B256, limit: &B256, bytes: u64) -> Response {
+    let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
+    let mut slots_out = Vec::new();
+    let mut proof = Vec::new();
+    let mut size = 0usize;
+    let n = accounts.len().min(MAX_SNAP_ITEMS_SERVE);
+    for (i, acc) in accounts[..n].iter().enumerate() {
+        if size >= cap {
+            break;
+        }
+        let Some(sroot) = storage_root_of(st, acc) else { break };
+        let all: &[(B256, Vec<u8>)] = st.storage.get(acc).map(|v| v.as_slice()).unwrap_or(&[]);
+        let from = if i == 0 { *origin } else { B256::ZERO };
+        let to = if i + 1 == n { *limit } else { B256::repeat_byte(0xff) };
+        let start = all.partition_point(|(h, _)| *h < from);
+        let mut mine = Vec::new();
+        let mut truncated = false;
+        for (h, v) in &all[start..] {
+            if *h > to {
+                truncated = true;
+                break;
+            }
+            if size >= cap {
+                truncated = true;
+                break;
+            }
+            size += v.len() + 32;
+            mine.push((*h, v.clone()));
+        }
+        if truncated || from != B256::ZERO {
+            trie::prove(&st.nodes, sroot, from.as_slice(), &mut proof);
+            if let Some((last, _)) = mine.last() {
+                trie::prove(&st.nodes, sroot, last.as_slice(), &mut proof);
+            }
+            dedup(&mut proof);
+            slots_out.push(mine);
+            break;
+        }
+        slots_out.push(mine);
+    }
+    Response::StorageRanges {
+        slots: slots_out,
+        proof,
+    }
+}
+
+/// The hash-referenced node at a trie path, if there is one.
+pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
+    let root = match p.account {
+        None => st.root,
+        Some(a) => storage_root_of(st, &a)?,
+    };
+    let mut raw = st.nodes.get(&root)?.clone();
+    let mut hashed = true;
+    let mut depth = 0usize;
+    let path = &p.path;
+    if path.len() > 64 {
+        return None;
+    }
+    while depth < path.len() {
+        let next = match Node::decode(&raw).ok()? {
+            Node::Leaf { .. } => return None,
+            Node::Branch { children, .. } => {
+                let c = children[path[depth] as usize & 0x0f].clone();
+                depth += 1;
+                c
+            }
+            Node::Extension { path: ext, child } => {
+                if depth + ext.len() > path.len() || path[depth..depth + ext.len()] != ext[..] {
+                    return None;
+                }
+                depth += ext.len();
+                child
+            }
+        };
+        match next {
+            ChildRef::Empty => return None,
+            ChildRef::Inline(r) => {
+                raw = r;
+                hashed = false;
+            }
+            ChildRef::Hash(h) => {
+                raw = st.nodes.get(&h)?.clone();
+                hashed = true;
+            }
+        }
+    }
+    hashed.then_some(raw)
+}
+
+/// How a simulated peer misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    Honest,
+    /// Ten times the base latency.
+    Slow,
+    /// Drops a fifth of its responses.
+    Lossy,
+    /// Corrupts responses: wrong nodes, bad proofs, non-joining headers, wrong bodies.
+    Lying,
+    /// Leaves after a number of requests.
+    Disconnecting,
+    /// Lost the pivot state: answers state requests empty.
+    Stale,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Honest => "honest",
+            Fault::Slow => "slow",
+            Fault::Lossy => "lossy",
+            Fault::Lying => "lying",
+            Fault::Disconnecting => "disconnecting",
+            Fault::Stale => "stale",
+        }
+    }
+}
+
+/// Replace headers by a forged, internally consistent segment that starts from the same
+/// parent but hashes differently (so it does not join the real chain).
+fn forge_headers(raws: &[Vec<u8>], rng: &mut SimRng) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(raws.len());
+    let tag = rng.bytes(8);
+    let mut prev_hash: Option<B256> = None;
+    for raw in raws {
+        let Ok(it) = rlp::read_exact(raw) else {
+            return raws.to_vec();
+        };
+        let Ok(f) = rlp::list_items(&it, 32) else {
+            return raws.to_vec();
+        };
+        let mut p = Vec::with_capacity(raw.len() + 16);
+        for (i, x) in f.iter().enumerate() {
+            match (i, prev_hash) {
+                (0, Some(ph)) => rlp::put_str(&mut p, ph.as_slice()),
+                (12, _) => rlp::put_str(&mut p, &tag),
+                _ => p.extend_from_slice(x.raw),
+            }
+        }
+        let forged = rlp::list(&p);
+        prev_hash = Some(alloy_primitives::keccak256(&forged));
+        out.push(forged);
+    }
+    out
+}
+
+/// Apply a lying peer's corruption to an honest response (some of the time).
+pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
+    if !rng.chance(60) {
+        return resp;
+    }
+    match resp {
+        Response::Status {
+            best_number,
+            best_hash,
+            genesis,
+        } => Response::Status {
+            best_number: best_number + 1000 + rng.below(1000),
+            best_hash,
+            genesis,
+        },
+        Response::BlockHeaders(h) if !h.is_empty() => Response::BlockHeaders(forge_headers(&h, rng)),
+        Response::BlockBodies(mut b) if b.len() > 1 => {
+            b.swap(0, 1);
+            Response::BlockBodies(b)
+        }
+        Response::Receipts(mut r) if !r.is_empty() => {
+            r[0].raw = rlp::list(&[]);
+            if r.len() > 1 {
+                r.swap(0, 1);
+            }
+            Response::Receipts(r)
+        }
+        Response::NodeData(mut n) if !n.is_empty() => {
+            let i = rng.below(n.len() as u64) as usize;
+            let j = rng.below(n[i].len() as u64) as usize;
+            n[i][j] ^= 0x01;
+            Response::NodeData(n)
+        }
+        Response::AccountRange { mut accounts, proof } if accounts.len() > 2 => {
+            accounts.remove(accounts.len() / 2);
+            Response::AccountRange { accounts, proof }
+        }
+        Response::AccountRange { mut accounts, proof } if !accounts.is_empty() => {
+            accounts[0].1 = Account {
+                nonce: 99,
+                balance: vec![1],
+                storage_root: trie::EMPTY_ROOT,
+                code_hash: trie::EMPTY_CODE,
+            }
+            .encode();
+            Response::AccountRange { accounts, proof }
+        }
+        Response::StorageRanges { mut slots, proof } if slots.iter().any(|s| !s.is_empty()) => {
+            let i = slots.iter().position(|s| !s.is_empty()).unwrap_or(0);
+            slots[i][0].1 = rlp::str_bytes(b"forged");
+            Response::StorageRanges { slots, proof }
+        }
+        Response::ByteCodes(mut c) if !c.is_empty() => {
+            c[0].push(0);
+            Response::ByteCodes(c)
+        }
+        Response::TrieNodes(mut n) if !n.is_empty() => {
+            let last = n[0].len() - 1;
+            n[0][last] ^= 0x01;
+            Response::TrieNodes(n)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ethsync::chain::{generate_chain, StateData};
+    use crate::ethsync::types::Header;
+
+    #[test]
+    fn serves_within_limits_and_proves_ranges() {
+        let st = Arc::new(StateData::generate(400, 300, 5));
+        let chain = Arc::new(generate_chain(50, st.root, 5));
+        let p = ServingPeer::new(chain.clone(), Some(st.clone()));
+        let Response::BlockHeaders(h) = p.handle(&Request::BlockHeaders {
+            origin: HashOrNumber::Number(10),
+            amount: 5000,
+            skip: 0,
+            reverse: false,
+        }) else {
+            panic!()
+        };
+        assert_eq!(h.len(), 41);
+        let Response::AccountRange { accounts, proof } = p.handle(&Request::AccountRange {
+            root: st.root,
+            origin: B256::ZERO,
+            limit: B256::repeat_byte(0xff),
+            bytes: 4000,
+        }) else {
+            panic!()
+        };
+        assert!(!accounts.is_empty() && accounts.len() < 400);
+        let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
+        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
+        let out = trie::verify_range(st.root, &[0; 32], &keys, &vals, &proof).unwrap();
+        assert!(out.more);
+        // A forged header segment is internally linked but does not join.
+        let mut rng = SimRng::new(1);
+        let forged = forge_headers(&h, &mut rng);
+        let f: Vec<Header> = forged.iter().map(|r| Header::decode(r).unwrap()).collect();
+        assert_eq!(f[1].parent_hash, f[0].hash);
+        assert_ne!(f.last().unwrap().hash, chain.header(50).unwrap().hash);
+        // Trie nodes by path: the root.
+        let root = node_at_path(
+            &st,
+            &TriePath {
+                account: None,
+                path: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(alloy_primitives::keccak256(&root), st.root);
+    }
+}

@@ -1,0 +1,115 @@
+//! What the engines persist: the per-shard store interface (verified items only) and an
+//! in-memory implementation that survives simulated kills.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use alloy_primitives::B256;
+
+use super::types::{Body, Header, Receipts};
+
+/// A shard's store. Only verified items are ever written. Content-addressed items are
+/// written once.
+pub trait SyncStore {
+    fn has_node(&self, hash: &B256) -> bool;
+    fn get_node(&self, hash: &B256) -> Option<Vec<u8>>;
+    fn put_node(&mut self, hash: B256, rlp: &[u8]);
+    fn has_code(&self, hash: &B256) -> bool;
+    fn put_code(&mut self, hash: B256, code: &[u8]);
+    fn put_header(&mut self, header: &Header);
+    fn header(&self, number: u64) -> Option<Header>;
+    fn put_body(&mut self, number: u64, body: &Body);
+    fn has_body(&self, number: u64) -> bool;
+    fn put_receipts(&mut self, number: u64, receipts: &Receipts);
+    fn has_receipts(&self, number: u64) -> bool;
+    /// A verified account leaf (snap).
+    fn put_account(&mut self, hash: B256, rlp: &[u8]);
+    /// Stored account leaves with `lo <= hash <= hi`, sorted.
+    fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)>;
+    /// Marks an account's storage trie as fully stored (snap).
+    fn put_storage_done(&mut self, account: B256);
+    fn storage_done(&self, account: &B256) -> bool;
+    /// Replace the journal atomically.
+    fn write_journal(&mut self, bytes: &[u8]);
+    fn read_journal(&self) -> Option<Vec<u8>>;
+}
+
+/// An in-memory store with write counters.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    pub nodes: HashMap<B256, Vec<u8>>,
+    pub codes: HashMap<B256, Vec<u8>>,
+    pub headers: BTreeMap<u64, Header>,
+    pub bodies: BTreeMap<u64, Body>,
+    pub receipts: BTreeMap<u64, Receipts>,
+    pub accounts: BTreeMap<B256, Vec<u8>>,
+    pub storage_done: HashSet<B256>,
+    pub journal: Option<Vec<u8>>,
+    /// Writes of an item that was already present (should stay 0 for content-addressed data).
+    pub duplicate_writes: u64,
+}
+
+impl SyncStore for MemStore {
+    fn has_node(&self, hash: &B256) -> bool {
+        self.nodes.contains_key(hash)
+    }
+    fn get_node(&self, hash: &B256) -> Option<Vec<u8>> {
+        self.nodes.get(hash).cloned()
+    }
+    fn put_node(&mut self, hash: B256, rlp: &[u8]) {
+        if self.nodes.insert(hash, rlp.to_vec()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn has_code(&self, hash: &B256) -> bool {
+        self.codes.contains_key(hash)
+    }
+    fn put_code(&mut self, hash: B256, code: &[u8]) {
+        if self.codes.insert(hash, code.to_vec()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn put_header(&mut self, header: &Header) {
+        if self.headers.insert(header.number, header.clone()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn header(&self, number: u64) -> Option<Header> {
+        self.headers.get(&number).cloned()
+    }
+    fn put_body(&mut self, number: u64, body: &Body) {
+        if self.bodies.insert(number, body.clone()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn has_body(&self, number: u64) -> bool {
+        self.bodies.contains_key(&number)
+    }
+    fn has_receipts(&self, number: u64) -> bool {
+        self.receipts.contains_key(&number)
+    }
+    fn put_receipts(&mut self, number: u64, receipts: &Receipts) {
+        if self.receipts.insert(number, receipts.clone()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn put_account(&mut self, hash: B256, rlp: &[u8]) {
+        if self.accounts.insert(hash, rlp.to_vec()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
+        self.accounts.range(*lo..=*hi).map(|(k, v)| (*k, v.clone())).collect()
+    }
+    fn put_storage_done(&mut self, account: B256) {
+        self.storage_done.insert(account);
+    }
+    fn storage_done(&self, account: &B256) -> bool {
+        self.storage_done.contains(account)
+    }
+    fn write_journal(&mut self, bytes: &[u8]) {
+        self.journal = Some(bytes.to_vec());
+    }
+    fn read_journal(&self) -> Option<Vec<u8>> {
+        self.journal.clone()
+    }
+}

@@ -1,0 +1,707 @@
+//! Merkle-Patricia trie pieces the sync engines need: node decoding with child references,
+//! building a trie (all nodes) from sorted leaves, Merkle proofs and range-proof checking.
+
+use std::collections::HashMap;
+
+use alloy_primitives::{keccak256, B256};
+use thiserror::Error;
+
+use super::rlp::{self, RlpError};
+
+/// keccak(rlp("")): the root of an empty trie.
+pub const EMPTY_ROOT: B256 = B256::new(hex_lit(
+    b"56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+));
+/// keccak(""): the code hash of an account without code.
+pub const EMPTY_CODE: B256 = B256::new(hex_lit(
+    b"c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470",
+));
+
+const fn hex_lit(s: &[u8; 64]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = (nib(s[2 * i]) << 4) | nib(s[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+const fn nib(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => panic!("bad hex literal"),
+    }
+}
+
+/// Largest trie node accepted from a peer.
+pub const MAX_NODE_BYTES: usize = 64 * 1024;
+
+/// Errors from decoding or checking trie data.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TrieError {
+    #[error("trie node: {0}")]
+    Rlp(#[from] RlpError),
+    #[error("trie node: {0} bytes exceeds the {MAX_NODE_BYTES} byte limit")]
+    TooLarge(usize),
+    #[error("trie node: list of {0} items is neither a branch (17) nor a short node (2)")]
+    BadShape(usize),
+    #[error("trie node: bad hex-prefix path encoding")]
+    BadPath,
+    #[error("trie node: child reference is neither empty, a 32-byte hash nor an inline node")]
+    BadChild,
+    #[error("range proof: keys are not strictly increasing at index {0}")]
+    KeysNotSorted(usize),
+    #[error("range proof: key {0} is below the requested origin")]
+    KeyBelowOrigin(usize),
+    #[error("range proof: keys and values differ in count ({0} vs {1})")]
+    CountMismatch(usize, usize),
+    #[error("range proof: proof node {0} is missing")]
+    MissingProofNode(B256),
+    #[error("range proof: {0} leaves are not placed in the proven trie")]
+    UnplacedLeaves(usize),
+    #[error("range proof: rebuilt root {got} differs from expected {want}")]
+    RootMismatch { got: B256, want: B256 },
+    #[error("range proof: a returned value is empty")]
+    EmptyValue,
+}
+
+/// A reference from a node to a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildRef {
+    Empty,
+    Hash(B256),
+    /// A node shorter than 32 bytes embedded in its parent (its full RLP).
+    Inline(Vec<u8>),
+}
+
+impl ChildRef {
+    fn from_item(it: &rlp::Item<'_>) -> Result<Self, TrieError> {
+        if it.is_list {
+            if it.raw.len() >= 32 {
+                return Err(TrieError::BadChild);
+            }
+            return Ok(ChildRef::Inline(it.raw.to_vec()));
+        }
+        match it.payload.len() {
+            0 => Ok(ChildRef::Empty),
+            32 => Ok(ChildRef::Hash(B256::from_slice(it.payload))),
+            _ => Err(TrieError::BadChild),
+        }
+    }
+
+    /// The node's reference of an encoded node: the hash when it has ≥ 32 bytes.
+    pub fn of_node(rlp: &[u8]) -> Self {
+        if rlp.len() < 32 {
+            ChildRef::Inline(rlp.to_vec())
+        } else {
+            ChildRef::Hash(keccak256(rlp))
+        }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            ChildRef::Empty => out.push(0x80),
+            ChildRef::Hash(h) => rlp::put_str(out, h.as_slice()),
+            ChildRef::Inline(raw) => out.extend_from_slice(raw),
+        }
+    }
+}
+
+/// A decoded trie node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Branch {
+        children: Box<[ChildRef; 16]>,
+        value: Option<Vec<u8>>,
+    },
+    Extension {
+        path: Vec<u8>,
+        child: ChildRef,
+    },
+    Leaf {
+        path: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+fn decode_hex_prefix(b: &[u8]) -> Result<(Vec<u8>, bool), TrieError> {
+    let first = *b.first().ok_or(TrieError::BadPath)?;
+    let flag = first >> 4;
+    if flag > 3 {
+        return Err(TrieError::BadPath);
+    }
+    let leaf = flag & 2 != 0;
+    let odd = flag & 1 != 0;
+    if !odd && first & 0x0f != 0 {
+        return Err(TrieError::BadPath);
+    }
+    let mut out = Vec::with_capacity(b.len() * 2);
+    if odd {
+        out.push(first & 0x0f);
+    }
+    for &x in &b[1..] {
+        out.push(x >> 4);
+        out.push(x & 0x0f);
+    }
+    Ok((out, leaf))
+}
+
+fn put_hex_prefix(out: &mut Vec<u8>, nibbles: &[u8], leaf: bool) {
+    let odd = nibbles.len() % 2 == 1;
+    let flag = (if leaf { 2 } else { 0 }) + (if odd { 1 } else { 0 });
+    let mut b = Vec::with_capacity(nibbles.len() / 2 + 1);
+    let mut rest = nibbles;
+    if odd {
+        b.push((flag << 4) | nibbles[0]);
+        rest = &nibbles[1..];
+    } else {
+        b.push(flag << 4);
+    }
+    for pair in rest.chunks(2) {
+        b.push((pair[0] << 4) | pair[1]);
+    }
+    rlp::put_str(out, &b);
+}
+
+impl Node {
+    /// Decode a node from its RLP encoding.
+    pub fn decode(buf: &[u8]) -> Result<Node, TrieError> {
+        if buf.len() > MAX_NODE_BYTES {
+            return Err(TrieError::TooLarge(buf.len()));
+        }
+        let it = rlp::read_exact(buf)?;
+        let items = rlp::list_items(&it, 17)?;
+        match items.len() {
+            17 => {
+                let mut children: [ChildRef; 16] = Default::default();
+                for (i, c) in items[..16].iter().enumerate() {
+                    children[i] = ChildRef::from_item(c)?;
+                }
+                let v = rlp::string(&items[16])?;
+                let value = if v.is_empty() { None } else { Some(v.to_vec()) };
+                Ok(Node::Branch {
+                    children: Box::new(children),
+                    value,
+                })
+            }
+            2 => {
+                let (path, leaf) = decode_hex_prefix(rlp::string(&items[0])?)?;
+                if leaf {
+                    Ok(Node::Leaf {
+                        path,
+                        value: rlp::string(&items[1])?.to_vec(),
+                    })
+                } else {
+                    if path.is_empty() {
+                        return Err(TrieError::BadPath);
+                    }
+                    Ok(Node::Extension {
+                        path,
+                        child: ChildRef::from_item(&items[1])?,
+                    })
+                }
+            }
+            n => Err(TrieError::BadShape(n)),
+        }
+    }
+
+    /// Encode the node as RLP.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(600);
+        match self {
+            Node::Branch { children, value } => {
+                for c in children.iter() {
+                    c.encode_into(&mut p);
+                }
+                rlp::put_str(&mut p, value.as_deref().unwrap_or(&[]));
+            }
+            Node::Extension { path, child } => {
+                put_hex_prefix(&mut p, path, false);
+                child.encode_into(&mut p);
+            }
+            Node::Leaf { path, value } => {
+                put_hex_prefix(&mut p, path, true);
+                rlp::put_str(&mut p, value);
+            }
+        }
+        rlp::list(&p)
+    }
+}
+
+impl Default for ChildRef {
+    fn default() -> Self {
+        ChildRef::Empty
+    }
+}
+
+/// Nibble `i` of a byte key.
+#[inline]
+pub fn nibble(key: &[u8], i: usize) -> u8 {
+    let b = key[i / 2];
+    if i % 2 == 0 {
+        b >> 4
+    } else {
+        b & 0x0f
+    }
+}
+
+/// All nibbles of a key.
+pub fn to_nibbles(key: &[u8]) -> Vec<u8> {
+    (0..key.len() * 2).map(|i| nibble(key, i)).collect()
+}
+
+/// Build a trie over sorted, unique, prefix-free byte keys. Every node that is referenced by
+/// hash (≥ 32 bytes, and the root) is passed to `emit(hash, rlp)`. Returns the root hash.
+pub fn build_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(K, V)], emit: &mut dyn FnMut(B256, &[u8])) -> B256 {
+    if entries.is_empty() {
+        return EMPTY_ROOT;
+    }
+    let rlp = build_node(entries, 0, emit);
+    let h = keccak256(&rlp);
+    emit(h, &rlp);
+    h
+}
+
+/// Build the subtree of `entries` (all sharing their first `depth` nibbles) and return the
+/// RLP of its top node. Hash-referenced nodes below are emitted; the top one is not.
+pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: &[(K, V)],
+    depth: usize,
+    emit: &mut dyn FnMut(B256, &[u8]),
+) -> Vec<u8> {
+    debug_assert!(!entries.is_empty());
+    let first = entries[0].0.as_ref();
+    if entries.len() == 1 {
+        let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
+        return Node::Leaf {
+            path,
+            value: entries[0].1.as_ref().to_vec(),
+        }
+        .encode();
+    }
+    let last = entries[entries.len() - 1].0.as_ref();
+    let max = first.len().min(last.len()) * 2;
+    let mut cp = depth;
+    while cp < max && nibble(first, cp) == nibble(last, cp) {
+        cp += 1;
+    }
+    if cp > depth {
+        let child = build_node(entries, cp, emit);
+        let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
+        let child = to_ref(child, emit);
+        return Node::Extension { path, child }.encode();
+    }
+    let mut children: [ChildRef; 16] = Default::default();
+    let mut start = 0;
+    while start < entries.len() {
+        let n = nibble(entries[start].0.as_ref(), depth);
+        let mut end = start + 1;
+        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
+            end += 1;
+        }
+        let child = build_node(&entries[start..end], depth + 1, emit);
+        children[n as usize] = to_ref(child, emit);
+        start = end;
+    }
+    Node::Branch {
+        children: Box::new(children),
+        value: None,
+    }
+    .encode()
+}
+
+fn to_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> ChildRef {
+    if rlp.len() < 32 {
+        ChildRef::Inline(rlp)
+    } else {
+        let h = keccak256(&rlp);
+        emit(h, &rlp);
+        ChildRef::Hash(h)
+    }
+}
+
+/// Root of a trie keyed by `rlp(index)` (transactions, receipts, withdrawals).
+pub fn ordered_root(values: &[Vec<u8>]) -> B256 {
+    let mut entries: Vec<(Vec<u8>, &[u8])> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (rlp::uint_bytes(i as u64), v.as_slice()))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    build_root(&entries, &mut |_, _| {})
+}
+
+/// A source of trie nodes by hash (used to make proofs).
+pub trait NodeSource {
+    fn node(&self, hash: &B256) -> Option<&[u8]>;
+}
+
+impl NodeSource for HashMap<B256, Vec<u8>> {
+    fn node(&self, hash: &B256) -> Option<&[u8]> {
+        self.get(hash).map(|v| v.as_slice())
+    }
+}
+
+/// The hash-referenced nodes on the path from `root` towards `key` (a Merkle proof of
+/// presence or absence). Stops where the path leaves the trie or a node is unknown.
+pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>>) {
+    let Some(mut raw) = src.node(&root).map(|r| r.to_vec()) else {
+        return;
+    };
+    out.push(raw.clone());
+    let mut depth = 0usize;
+    let total = key.len() * 2;
+    for _ in 0..=total {
+        let Ok(node) = Node::decode(&raw) else { return };
+        let next = match node {
+            Node::Leaf { .. } => return,
+            Node::Branch { children, .. } => {
+                if depth >= total {
+                    return;
+                }
+                let c = children[nibble(key, depth) as usize].clone();
+                depth += 1;
+                c
+            }
+            Node::Extension { path, child } => {
+                if depth + path.len() > total || (0..path.len()).any(|i| path[i] != nibble(key, depth + i)) {
+                    return;
+                }
+                depth += path.len();
+                child
+            }
+        };
+        raw = match next {
+            ChildRef::Empty => return,
+            ChildRef::Inline(r) => r,
+            ChildRef::Hash(h) => match src.node(&h) {
+                Some(r) => {
+                    out.push(r.to_vec());
+                    r.to_vec()
+                }
+                None => return,
+            },
+        };
+    }
+}
+
+/// What a verified range tells the requester.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeOutcome {
+    /// Whether the trie holds keys beyond the last returned key.
+    pub more: bool,
+}
+
+/// Check that `keys`/`values` are exactly the trie's leaves from `origin` up to the last
+/// key, against `root`, with boundary `proof` nodes (the nodes on the paths to `origin` and
+/// to the last key). Keys are 32-byte hashes. With an empty proof the leaves must make up
+/// the whole trie.
+pub fn verify_range(
+    root: B256,
+    origin: &[u8; 32],
+    keys: &[[u8; 32]],
+    values: &[Vec<u8>],
+    proof: &[Vec<u8>],
+) -> Result<RangeOutcome, TrieError> {
+    if keys.len() != values.len() {
+        return Err(TrieError::CountMismatch(keys.len(), values.len()));
+    }
+    for i in 0..keys.len() {
+        if i > 0 && keys[i] <= keys[i - 1] {
+            return Err(TrieError::KeysNotSorted(i));
+        }
+        if values[i].is_empty() {
+            return Err(TrieError::EmptyValue);
+        }
+    }
+    if let Some(k) = keys.first() {
+        if k < origin {
+            return Err(TrieError::KeyBelowOrigin(0));
+        }
+    }
+    if proof.is_empty() {
+        let entries: Vec<(&[u8; 32], &Vec<u8>)> = keys.iter().zip(values.iter()).collect();
+        let got = build_root(&entries, &mut |_, _| {});
+        if got != root {
+            return Err(TrieError::RootMismatch { got, want: root });
+        }
+        return Ok(RangeOutcome { more: false });
+    }
+    let mut nodes: HashMap<B256, &[u8]> = HashMap::with_capacity(proof.len());
+    for p in proof {
+        if p.len() > MAX_NODE_BYTES {
+            return Err(TrieError::TooLarge(p.len()));
+        }
+        nodes.insert(keccak256(p), p.as_slice());
+    }
+    let hi: [u8; 32] = *keys.last().unwrap_or(origin);
+    let entries: Vec<(&[u8; 32], &Vec<u8>)> = keys.iter().zip(values.iter()).collect();
+    let mut v = RangeVerifier {
+        nodes: &nodes,
+        lo: origin,
+        hi: &hi,
+        entries: &entries,
+        placed: 0,
+        more: false,
+    };
+    let mut prefix = Vec::with_capacity(64);
+    let new_root = v.walk(&ChildRef::Hash(root), &mut prefix)?;
+    let got = match new_root {
+        ChildRef::Empty => EMPTY_ROOT,
+        ChildRef::Hash(h) => h,
+        ChildRef::Inline(r) => keccak256(&r),
+    };
+    if got != root {
+        return Err(TrieError::RootMismatch { got, want: root });
+    }
+    if v.placed != keys.len() {
+        return Err(TrieError::UnplacedLeaves(keys.len() - v.placed));
+    }
+    Ok(RangeOutcome { more: v.more })
+}
+
+struct RangeVerifier<'a> {
+    nodes: &'a HashMap<B256, &'a [u8]>,
+    lo: &'a [u8; 32],
+    hi: &'a [u8; 32],
+    entries: &'a [(&'a [u8; 32], &'a Vec<u8>)],
+    placed: usize,
+    more: bool,
+}
+
+#[derive(PartialEq)]
+enum Place {
+    Below,
+    Above,
+    Inside,
+    Straddle,
+}
+
+fn cmp_prefix(prefix: &[u8], key: &[u8; 32]) -> std::cmp::Ordering {
+    for (i, &p) in prefix.iter().enumerate() {
+        let k = nibble(key, i);
+        if p != k {
+            return p.cmp(&k);
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+impl RangeVerifier<'_> {
+    fn place(&self, prefix: &[u8]) -> Place {
+        use std::cmp::Ordering::*;
+        let lo = cmp_prefix(prefix, self.lo);
+        let hi = cmp_prefix(prefix, self.hi);
+        if lo == Less {
+            Place::Below
+        } else if hi == Greater {
+            Place::Above
+        } else if lo == Greater && hi == Less {
+            Place::Inside
+        } else {
+            Place::Straddle
+        }
+    }
+
+    /// The leaves whose keys start with `prefix`, as a sub-slice.
+    fn leaves_with(&self, prefix: &[u8]) -> std::ops::Range<usize> {
+        use std::cmp::Ordering::*;
+        let start = self.entries.partition_point(|(k, _)| cmp_prefix(prefix, k) == Greater);
+        let end = self.entries.partition_point(|(k, _)| cmp_prefix(prefix, k) != Less);
+        start..end.max(start)
+    }
+
+    fn rebuild(&mut self, prefix: &[u8]) -> ChildRef {
+        let r = self.leaves_with(prefix);
+        if r.is_empty() {
+            return ChildRef::Empty;
+        }
+        self.placed += r.len();
+        let rlp = build_node(&self.entries[r], prefix.len(), &mut |_, _| {});
+        ChildRef::of_node(&rlp)
+    }
+
+    fn walk(&mut self, node_ref: &ChildRef, prefix: &mut Vec<u8>) -> Result<ChildRef, TrieError> {
+        match self.place(prefix) {
+            Place::Below => return Ok(node_ref.clone()),
+            Place::Above => {
+                if *node_ref != ChildRef::Empty {
+                    self.more = true;
+                }
+                return Ok(node_ref.clone());
+            }
+            Place::Inside => return Ok(self.rebuild(prefix)),
+            Place::Straddle => {}
+        }
+        let raw: Vec<u8> = match node_ref {
+            ChildRef::Empty => return Ok(ChildRef::Empty),
+            ChildRef::Inline(r) => r.clone(),
+            ChildRef::Hash(h) => self.nodes.get(h).ok_or(TrieError::MissingProofNode(*h))?.to_vec(),
+        };
+        if prefix.len() >= 64 {
+            return Err(TrieError::BadPath);
+        }
+        let node = Node::decode(&raw)?;
+        let new = match node {
+            Node::Branch { children, value } => {
+                if value.is_some() {
+                    return Err(TrieError::BadShape(17));
+                }
+                let mut out: [ChildRef; 16] = Default::default();
+                for (i, c) in children.iter().enumerate() {
+                    prefix.push(i as u8);
+                    out[i] = self.walk(c, prefix)?;
+                    prefix.pop();
+                }
+                Node::Branch {
+                    children: Box::new(out),
+                    value: None,
+                }
+            }
+            Node::Extension { path, child } => {
+                let base = prefix.len();
+                if base + path.len() >= 64 {
+                    return Err(TrieError::BadPath);
+                }
+                prefix.extend_from_slice(&path);
+                let place = self.place(prefix);
+                let new_child = match place {
+                    Place::Straddle => self.walk(&child, prefix)?,
+                    Place::Inside => {
+                        let r = self.rebuild(prefix);
+                        if r == ChildRef::Empty {
+                            prefix.truncate(base);
+                            return Ok(ChildRef::Empty);
+                        }
+                        r
+                    }
+                    Place::Above => {
+                        self.more = true;
+                        child
+                    }
+                    Place::Below => child,
+                };
+                prefix.truncate(base);
+                Node::Extension { path, child: new_child }
+            }
+            Node::Leaf { path, value } => {
+                if prefix.len() + path.len() != 64 {
+                    return Err(TrieError::BadPath);
+                }
+                let mut key = [0u8; 32];
+                let full: Vec<u8> = prefix.iter().chain(path.iter()).copied().collect();
+                for i in 0..32 {
+                    key[i] = (full[2 * i] << 4) | full[2 * i + 1];
+                }
+                if &key < self.lo {
+                    Node::Leaf { path, value }
+                } else if &key > self.hi {
+                    self.more = true;
+                    Node::Leaf { path, value }
+                } else {
+                    return Ok(self.rebuild(prefix));
+                }
+            }
+        };
+        Ok(ChildRef::of_node(&new.encode()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn make(n: usize, seed: u8) -> (Vec<([u8; 32], Vec<u8>)>, HashMap<B256, Vec<u8>>, B256) {
+        let mut e: Vec<([u8; 32], Vec<u8>)> = (0..n)
+            .map(|i| {
+                (
+                    keccak256([seed, (i >> 8) as u8, i as u8]).0,
+                    rlp::str_bytes(&[i as u8 + 1; 3]),
+                )
+            })
+            .collect();
+        e.sort();
+        let mut nodes = HashMap::new();
+        let root = build_root(&e, &mut |h, r| {
+            nodes.insert(h, r.to_vec());
+        });
+        (e, nodes, root)
+    }
+
+    #[test]
+    fn empty_and_known_roots() {
+        assert_eq!(build_root::<&[u8], &[u8]>(&[], &mut |_, _| {}), EMPTY_ROOT);
+        assert_eq!(keccak256([0x80]), EMPTY_ROOT);
+        assert_eq!(keccak256([]), EMPTY_CODE);
+    }
+
+    #[test]
+    fn nodes_decode_and_reencode() {
+        let (_, nodes, root) = make(300, 1);
+        assert!(nodes.contains_key(&root));
+        for (h, raw) in &nodes {
+            assert_eq!(keccak256(raw), *h);
+            let n = Node::decode(raw).unwrap();
+            assert_eq!(&n.encode(), raw);
+        }
+    }
+
+    #[test]
+    fn range_proofs_accept_truth_and_reject_lies() {
+        let (e, nodes, root) = make(200, 2);
+        for (a, b) in [(0usize, 200usize), (0, 50), (17, 90), (150, 200), (199, 200), (5, 6)] {
+            let origin = e[a].0;
+            let keys: Vec<[u8; 32]> = e[a..b].iter().map(|x| x.0).collect();
+            let vals: Vec<Vec<u8>> = e[a..b].iter().map(|x| x.1.clone()).collect();
+            let mut proof = Vec::new();
+            prove(&nodes, root, &origin, &mut proof);
+            prove(&nodes, root, keys.last().unwrap(), &mut proof);
+            let out = verify_range(root, &origin, &keys, &vals, &proof).unwrap();
+            assert_eq!(out.more, b < 200, "range {a}..{b}");
+            // Drop a middle leaf: must fail.
+            if keys.len() > 2 {
+                let mut k2 = keys.clone();
+                let mut v2 = vals.clone();
+                k2.remove(1);
+                v2.remove(1);
+                assert!(verify_range(root, &origin, &k2, &v2, &proof).is_err());
+            }
+            // Change a value: must fail.
+            let mut v3 = vals.clone();
+            v3[0] = rlp::str_bytes(b"liar");
+            assert!(verify_range(root, &origin, &keys, &v3, &proof).is_err());
+        }
+        // Whole trie without a proof.
+        let keys: Vec<[u8; 32]> = e.iter().map(|x| x.0).collect();
+        let vals: Vec<Vec<u8>> = e.iter().map(|x| x.1.clone()).collect();
+        assert!(!verify_range(root, &[0; 32], &keys, &vals, &[]).unwrap().more);
+        assert!(verify_range(root, &[0; 32], &keys[1..], &vals[1..], &[]).is_err());
+        // Origin between keys, empty result at the end (proof of absence).
+        let mut origin = e[199].0;
+        origin[31] = origin[31].wrapping_add(1);
+        if origin > e[199].0 {
+            let mut proof = Vec::new();
+            prove(&nodes, root, &origin, &mut proof);
+            assert!(!verify_range(root, &origin, &[], &[], &proof).unwrap().more);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn node_decoder_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Node::decode(&data);
+        }
+
+        #[test]
+        fn range_verifier_never_panics(
+            proof in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 0..4),
+            nkeys in 0usize..5,
+        ) {
+            let keys: Vec<[u8; 32]> = (0..nkeys).map(|i| [i as u8 * 40; 32]).collect();
+            let vals: Vec<Vec<u8>> = (0..nkeys).map(|_| vec![1]).collect();
+            let _ = verify_range(EMPTY_ROOT, &[0; 32], &keys, &vals, &proof);
+        }
+    }
+}
