@@ -9,3 +9,4 @@ pub mod ethsync;
 pub mod obs;
 pub mod p2p;
 pub mod repair;
+pub mod snapshot;

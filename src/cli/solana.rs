@@ -1,11 +1,20 @@
 //! `catchup solana …` commands.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
 
 use super::GlobalOpts;
+use crate::snapshot::generate::{generate, DataSize, GenerateConfig};
+use crate::snapshot::{
+    verify_archive_snapshot, Pipeline, PipelineConfig, PipelineError, VerifyReport,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum SolanaCmd {
+    /// Snapshot archives: verify, inspect, generate.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Catch up from snapshot sources: download in parallel ranges, verify while downloading.
     Sync(super::snapshot_net::SyncArgs),
     /// Repair the shreds of a slot range from repair peers, over UDP or AF_XDP.
@@ -14,10 +23,322 @@ pub enum SolanaCmd {
     ServeRepair(super::repair::ServeRepairArgs),
 }
 
-pub fn run(cmd: SolanaCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
+pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
-        SolanaCmd::Sync(args) => super::snapshot_net::run_sync(args, _global),
-        SolanaCmd::Repair(a) => super::repair::run_repair(a, _global),
-        SolanaCmd::ServeRepair(a) => super::repair::run_serve(a, _global),
+        SolanaCmd::Snapshot(SnapshotCmd::Verify(a)) => verify(a),
+        SolanaCmd::Snapshot(SnapshotCmd::Inspect(a)) => inspect(a),
+        SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => gen(a),
+        SolanaCmd::Sync(args) => super::snapshot_net::run_sync(args, global),
+        SolanaCmd::Repair(a) => super::repair::run_repair(a, global),
+        SolanaCmd::ServeRepair(a) => super::repair::run_serve(a, global),
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Unpack a snapshot archive (and optionally an incremental on top) into a data
+    /// directory, index its accounts on all shards, and verify the accounts LtHash and the
+    /// capitalization against the manifest. Exit 1 on any failure.
+    Verify(VerifyArgs),
+    /// Print a snapshot's manifest fields and, with --accounts, every live account. The
+    /// archive is unpacked into a temporary directory and verified on the way.
+    Inspect(InspectArgs),
+    /// Write a valid snapshot archive of generated accounts (Agave naming and layout,
+    /// correct LtHash and capitalization), streaming to disk.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// Index shards (and decompression workers for multi-frame archives). Default: all cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Bound on streaming buffers (zstd window, frames in flight), in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub memory_limit_bytes: u64,
+    /// Largest zstd window accepted, as log2 (Agave uses 27).
+    #[arg(long, default_value_t = catchup_solana::zstd_stream::DEFAULT_WINDOW_LOG_MAX)]
+    pub window_log_max: u32,
+}
+
+impl PipelineArgs {
+    pub fn config(&self) -> PipelineConfig {
+        let mut c = PipelineConfig {
+            memory_limit_bytes: self.memory_limit_bytes,
+            window_log_max: self.window_log_max,
+            ..PipelineConfig::default()
+        };
+        if let Some(s) = self.shards {
+            c.shards = s.max(1);
+        }
+        c
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Full snapshot archive (snapshot-<slot>-<hash>.tar.zst).
+    pub archive: PathBuf,
+    /// Incremental snapshot archive to apply on top of the full one.
+    #[arg(long)]
+    pub incremental: Option<PathBuf>,
+    /// Data directory; the snapshot ends up in <datadir>/snapshot/<slot>.
+    #[arg(long, default_value = "./catchup-data")]
+    pub datadir: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Snapshot archive.
+    pub archive: PathBuf,
+    /// Also list every live account (pubkey, lamports, owner, data length).
+    #[arg(long)]
+    pub accounts: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Number of accounts.
+    #[arg(long)]
+    pub accounts: u64,
+    /// Account data size: N, fixed:N or uniform:MIN-MAX (bytes, at most 10 MiB).
+    #[arg(long, default_value = "uniform:0-256")]
+    pub data_size: DataSize,
+    /// Independent zstd frames (with frame markers) for parallel decompression.
+    #[arg(long, default_value_t = 1)]
+    pub frames: u32,
+    /// Snapshot slot.
+    #[arg(long, default_value_t = 100)]
+    pub slot: u64,
+    /// Seed of the generated accounts.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Target size of each account storage file.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub file_size_bytes: u64,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 1)]
+    pub zstd_level: i32,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn print_report(r: &VerifyReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("report serializes"));
+    } else {
+        println!(
+            "slot {} (parent {}{}), {} storages, {} account entries, {} live ({} zero-lamport)",
+            r.slot,
+            r.parent_slot,
+            r.base_slot
+                .map(|b| format!(", incremental on {b}"))
+                .unwrap_or_default(),
+            r.storages,
+            r.accounts_total,
+            r.accounts_live,
+            r.zero_lamport_accounts
+        );
+        println!("bank hash       {}", r.bank_hash);
+        println!(
+            "accounts LtHash {} (expected {})  {}",
+            r.lt_hash_computed,
+            r.lt_hash_expected.as_deref().unwrap_or("-"),
+            if r.lt_hash_ok { "ok" } else { "MISMATCH" }
+        );
+        println!(
+            "capitalization  {} (expected {})  {}",
+            r.capitalization_computed,
+            r.capitalization_expected,
+            if r.capitalization_ok {
+                "ok"
+            } else {
+                "MISMATCH"
+            }
+        );
+        println!(
+            "{} compressed bytes, {} decompressed, {} frame(s), {} ms, unpacked in {}",
+            r.compressed_bytes, r.decompressed_bytes, r.frames, r.elapsed_ms, r.datadir
+        );
+    }
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+    match verify_archive_snapshot(
+        &a.archive,
+        a.incremental.as_deref(),
+        &a.datadir,
+        a.pipeline.config(),
+    ) {
+        Ok(v) => {
+            print_report(&v.report, a.json);
+            Ok(0)
+        }
+        Err(PipelineError::Verification { what, report }) => {
+            print_report(&report, a.json);
+            eprintln!("error: {what}");
+            Ok(1)
+        }
+        Err(e) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": e.to_string() })
+                );
+            }
+            eprintln!("error: {}: {e}", a.archive.display());
+            Ok(1)
+        }
+    }
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = std::env::temp_dir().join(format!("catchup-inspect-{}-{nanos}", std::process::id()));
+    let result = (|| -> Result<_, PipelineError> {
+        let mut p = Pipeline::new(&tmp, a.pipeline.config())?;
+        crate::snapshot::feed_file(&mut p, &a.archive)?;
+        let v = p.finish()?;
+        let accounts = if a.accounts {
+            Some(v.accounts()?)
+        } else {
+            None
+        };
+        Ok((v.report.clone(), v.manifest.clone(), accounts))
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (report, m, accounts) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {}: {e}", a.archive.display());
+            return Ok(1);
+        }
+    };
+    let b58 = catchup_solana::base58;
+    if a.json {
+        let mut v = serde_json::json!({
+            "slot": m.slot,
+            "parent_slot": m.parent_slot,
+            "bank_hash": b58(&m.bank_hash),
+            "parent_hash": b58(&m.parent_hash),
+            "epoch": m.epoch,
+            "block_height": m.block_height,
+            "capitalization": m.capitalization,
+            "transaction_count": m.transaction_count,
+            "signature_count": m.signature_count,
+            "accounts_data_len": m.accounts_data_len,
+            "lamports_per_signature": m.lamports_per_signature,
+            "accounts_lt_hash": m.accounts_lt_hash.as_ref().map(|h| b58(&h.checksum())),
+            "block_id": m.block_id.map(|h| b58(&h)),
+            "storages": m.storages.iter().map(|s| serde_json::json!({
+                "slot": s.slot, "id": s.id, "accounts_current_len": s.accounts_current_len
+            })).collect::<Vec<_>>(),
+            "verify": report,
+        });
+        if let Some(acc) = &accounts {
+            v["accounts"] = acc
+                .iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "pubkey": b58(&x.pubkey), "lamports": x.lamports, "owner": b58(&x.owner),
+                        "executable": x.executable, "rent_epoch": x.rent_epoch, "data_len": x.data.len(),
+                        "slot": x.location.slot,
+                    })
+                })
+                .collect();
+        }
+        println!("{v}");
+    } else {
+        println!(
+            "slot            {} (parent {}, epoch {}, block height {})",
+            m.slot, m.parent_slot, m.epoch, m.block_height
+        );
+        println!("bank hash       {}", b58(&m.bank_hash));
+        println!("parent hash     {}", b58(&m.parent_hash));
+        println!("capitalization  {}", m.capitalization);
+        println!(
+            "transactions    {} ({} signatures)",
+            m.transaction_count, m.signature_count
+        );
+        if let Some(h) = &m.accounts_lt_hash {
+            println!("accounts LtHash {}", b58(&h.checksum()));
+        }
+        println!("storages        {}", m.storages.len());
+        for s in &m.storages {
+            println!(
+                "  accounts/{}.{}  {} bytes",
+                s.slot, s.id, s.accounts_current_len
+            );
+        }
+        println!(
+            "verified        LtHash {}, capitalization {}, {} live accounts",
+            if report.lt_hash_ok { "ok" } else { "MISMATCH" },
+            if report.capitalization_ok {
+                "ok"
+            } else {
+                "MISMATCH"
+            },
+            report.accounts_live
+        );
+        if let Some(acc) = &accounts {
+            for x in acc {
+                println!(
+                    "{:<44} {:>20} {:<44} {:>8}",
+                    b58(&x.pubkey),
+                    x.lamports,
+                    b58(&x.owner),
+                    x.data.len()
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn gen(a: GenerateArgs) -> anyhow::Result<i32> {
+    let cfg = GenerateConfig {
+        accounts: a.accounts,
+        data_size: a.data_size,
+        frames: a.frames,
+        slot: a.slot,
+        seed: a.seed,
+        file_size_bytes: a.file_size_bytes.max(1),
+        zstd_level: a.zstd_level,
+        ..GenerateConfig::default()
+    };
+    let g = generate(&cfg, &a.out)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&g)?);
+    } else {
+        println!(
+            "{}: slot {}, {} storages, {} account entries ({} live), capitalization {}, {} bytes uncompressed, {} compressed, {} frame(s)",
+            g.path.display(),
+            g.slot,
+            g.storages,
+            g.accounts_written,
+            g.accounts_live,
+            g.capitalization,
+            g.uncompressed_bytes,
+            g.compressed_bytes,
+            g.frames
+        );
+    }
+    Ok(0)
 }

@@ -1,0 +1,136 @@
+//! The Solana snapshot layer: from the bytes of a snapshot archive to a verified, indexed
+//! account set on disk.
+//!
+//! ```text
+//! feed(&[u8]) ─► zstd (one stream, or marked frames on N workers, re-ordered)
+//!             ─► tar parser ─► unpack rules + budget ─► files in <datadir>/.staging-*
+//!             ─► manifest decode; each finished accounts/<slot>.<id> is mmapped and
+//!                indexed by every shard for the pubkeys it owns (owner_of_key)
+//! finish()    ─► completeness checks ─► per-shard LtHash + lamports ─► combined and
+//!                compared with the manifest ─► staging renamed to <datadir>/snapshot/<slot>
+//! ```
+//!
+//! # Feeding from a downloader
+//!
+//! [`Pipeline`] is push-based: create it with [`Pipeline::new`], call [`Pipeline::feed`]
+//! with the archive's bytes in order, in slices of any size, as they arrive, then
+//! [`Pipeline::finish`]. `feed` blocks while the index shards or decompression workers are
+//! busy (bounded channels: back-pressure), so call it from a plain thread that owns the
+//! pipeline — **not** from inside a glommio shard, whose executor it would stall. A shard
+//! that downloads hands its verified, contiguous chunks to that thread over a bounded
+//! channel (e.g. `std::sync::mpsc::sync_channel`); the pipeline is `Send`.
+//!
+//! Memory is bounded by [`PipelineConfig::memory_limit_bytes`] whatever the archive size:
+//! the zstd window (at most `2^window_log_max`), one decompressed chunk, one write buffer
+//! and, for multi-frame archives, the frames in flight. Account files are streamed to disk
+//! as their bytes arrive. The index (about 60 bytes per account) is not counted.
+//!
+//! # Multi-frame archives
+//!
+//! An archive may be a sequence of independent zstd frames, each preceded by a skippable
+//! frame (magic `0x184D2A5C`, payload `"CUPF"`, version 1, the next frame's compressed and
+//! decompressed sizes; see [`catchup_solana::zstd_stream`]). Plain `zstd -d` skips the
+//! markers. The pipeline detects the marker at offset 0, collects each frame, decompresses
+//! frames on `shards` workers in parallel and hands their output to the tar parser in
+//! order. A frame too large for the memory budget is decompressed in line, streaming. A
+//! downloader that holds several complete frames at once can feed them back to back: the
+//! frame boundaries are found from the markers, not from call boundaries. A single-frame
+//! archive decompresses on the feeding thread while the index shards parse and index.
+//!
+//! # Truncation and bad input
+//!
+//! `finish` fails with an "incomplete frame" error when the compressed stream stops inside
+//! a zstd frame, and with "incomplete archive" when the tar stream has no end marker or a
+//! manifest-named account file is absent. Entries outside Agave's set (`version`,
+//! `snapshots/status_cache`, `snapshots/<slot>/<slot>`, `accounts/<slot>.<id>`), links,
+//! devices, `..` and absolute paths are rejected; sizes and counts are budgeted. Files are
+//! written only under a fresh staging directory inside the datadir, removed on any error,
+//! and renamed into place only after verification, so a retry starts clean.
+//!
+//! # One-shot
+//!
+//! [`verify_archive`] runs the pipeline over a file (and optionally an incremental archive
+//! on top) and returns the [`VerifyReport`].
+
+pub mod generate;
+pub mod index;
+pub mod pipeline;
+
+use std::io::Read;
+use std::path::Path;
+
+pub use index::{AccountLocation, AccountRecord};
+pub use pipeline::{
+    Pipeline, PipelineConfig, PipelineError, Progress, ShardReport, VerifiedSnapshot, VerifyReport,
+};
+
+/// Read size used by [`verify_archive`].
+pub const FILE_READ_CHUNK_BYTES: usize = 4 << 20;
+
+/// Feed a whole archive file into a pipeline.
+pub fn feed_file(pipeline: &mut Pipeline, path: &Path) -> Result<(), PipelineError> {
+    let io = |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut buf = vec![0u8; FILE_READ_CHUNK_BYTES];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        pipeline.feed(&buf[..n])?;
+    }
+}
+
+fn check_name(path: &Path, base: Option<u64>, slot: u64) -> Result<(), PipelineError> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    if let Some(n) = catchup_solana::unpack::parse_archive_name(name) {
+        if n.slot != slot || (base.is_some() && n.base_slot.is_some() && n.base_slot != base) {
+            return Err(PipelineError::Inconsistent(format!(
+                "archive name {name} does not match its manifest (slot {slot}{})",
+                base.map(|b| format!(", base {b}")).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Unpack and verify a full snapshot archive and, optionally, an incremental one on top.
+/// Returns the verified snapshot (the incremental's when given); its report says what was
+/// checked.
+pub fn verify_archive_snapshot(
+    path: &Path,
+    incremental: Option<&Path>,
+    datadir: &Path,
+    cfg: PipelineConfig,
+) -> Result<VerifiedSnapshot, PipelineError> {
+    let mut p = Pipeline::new(datadir, cfg.clone())?;
+    feed_file(&mut p, path)?;
+    let full = p.finish()?;
+    check_name(path, None, full.report.slot)?;
+    match incremental {
+        None => Ok(full),
+        Some(inc) => {
+            let base_slot = full.report.slot;
+            let mut p = Pipeline::incremental(full, cfg)?;
+            feed_file(&mut p, inc)?;
+            let v = p.finish()?;
+            check_name(inc, Some(base_slot), v.report.slot)?;
+            Ok(v)
+        }
+    }
+}
+
+/// [`verify_archive_snapshot`], keeping only the report.
+pub fn verify_archive(
+    path: &Path,
+    incremental: Option<&Path>,
+    datadir: &Path,
+    cfg: PipelineConfig,
+) -> Result<VerifyReport, PipelineError> {
+    verify_archive_snapshot(path, incremental, datadir, cfg).map(|v| v.report)
+}
