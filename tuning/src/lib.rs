@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+pub mod apply;
 pub mod fake;
 pub mod plan;
 pub mod topology;
