@@ -535,6 +535,32 @@ impl TrieBuilder {
         proof
     }
 
+    /// A snap/1-style range: the elements with key >= `origin`, in order, stopping after
+    /// the first key >= `limit` or after `max_items`; with the proof of `origin` and of the
+    /// last returned key (only the proof of `origin` when nothing is returned). A range
+    /// that starts at the first key and covers the whole trie carries no proof.
+    pub fn range_with_proof(&self, origin: &[u8], limit: &[u8], max_items: usize) -> RangeResponse {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (k, v) in self.leaves.range(origin.to_vec()..) {
+            if keys.len() >= max_items.max(1) {
+                break;
+            }
+            keys.push(Bytes::copy_from_slice(k));
+            values.push(Bytes::copy_from_slice(v));
+            if k.as_slice() >= limit {
+                break;
+            }
+        }
+        let whole = keys.len() == self.leaves.len() && origin.iter().all(|b| *b == 0);
+        let proof = match keys.last() {
+            _ if whole => Vec::new(),
+            None => self.prove(origin),
+            Some(last) => self.prove_range(origin, last),
+        };
+        RangeResponse { keys, values, proof }
+    }
+
     /// The union of the proofs of `first` and `last` (each node once), as snap serves it.
     pub fn prove_range(&self, first: &[u8], last: &[u8]) -> Vec<Bytes> {
         let mut out = self.prove(first);
@@ -545,6 +571,14 @@ impl TrieBuilder {
         }
         out
     }
+}
+
+/// Elements of a range and the edge proofs (see [`TrieBuilder::range_with_proof`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeResponse {
+    pub keys: Vec<Bytes>,
+    pub values: Vec<Bytes>,
+    pub proof: Vec<Bytes>,
 }
 
 fn node_ref_store(rlp: Vec<u8>, nodes: &mut BTreeMap<B256, Bytes>) -> NodeRef {

@@ -468,3 +468,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    #[test]
+    fn served_ranges_verify(pairs in btree_map(any::<[u8; 4]>(), vec(any::<u8>(), 1..40), 1..120),
+                            origin in any::<[u8; 4]>(), limit in any::<[u8; 4]>(), max_items in 1usize..50) {
+        let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+        let r = t.range_with_proof(&origin, &limit, max_items);
+        let more = verify_range_proof(t.root(), &origin, &r.keys, &r.values, &r.proof).unwrap();
+        let last = r.keys.last().map(|k| k.to_vec()).unwrap_or(origin.to_vec());
+        let expected_more = pairs.keys().any(|k| k.as_slice() > last.as_slice());
+        prop_assert_eq!(more, expected_more && !r.keys.is_empty());
+        prop_assert!(r.keys.len() <= max_items);
+        for k in &r.keys {
+            prop_assert!(k.as_ref() >= origin.as_slice());
+        }
+    }
+}
