@@ -1,5 +1,21 @@
 //! Sans-IO Ethereum data layer: RLP, Merkle-Patricia tries, blocks, receipts, era1, snap
-//! range proofs. Bytes in, typed values or typed errors out.
+//! range proofs. Bytes in, typed values or typed errors out; no sockets, files or runtime.
+//!
+//! - [`rlp`]: strict canonical RLP reading ([`rlp::Reader`], [`rlp::Item`]) with offsets in
+//!   every [`RlpError`]; encoding through `alloy_rlp`.
+//! - [`types`]: [`Header`] (every fork through Prague), [`TxEnvelope`] (typed, opaque, exact
+//!   bytes), [`Withdrawal`], [`BlockBody`], [`Block`], [`Receipt`] (consensus, block-list and
+//!   eth/69 forms), [`Account`] (full and snap slim forms).
+//! - [`verify`]: header hash, parent link, header chain, transactions root, ommers hash,
+//!   withdrawals root, receipts root; errors name the block number and [`Field`].
+//! - [`trie`]: [`Node`] decode/encode, [`child_refs`] / [`node_contents`] for walking a trie
+//!   being downloaded, [`verify_node`], roots ([`trie_root`], [`ordered_root`]) and
+//!   [`TrieBuilder`] (every node by hash, proofs, snap ranges for serving).
+//! - [`proof`]: [`verify_proof`] and [`verify_range_proof`] (go-ethereum semantics).
+//! - [`era1`]: e2store records, snappy framing with size limits, blocks, accumulator, index.
+//! - [`state`]: geth dumps, genesis allocations, genesis headers from `genesis.json`.
+//! - [`blocktest`]: BlockchainTests checks without execution.
+//! - [`mod@bench`]: deterministic workloads for the benchmarks.
 
 pub mod bench;
 pub mod blocktest;
