@@ -3,6 +3,7 @@
 //! The library holds the node itself (sync engines, peers, progress, admin endpoint,
 //! the embedded devnet); the binary in `main.rs` is only the command line.
 
+pub mod admin;
 pub mod cli;
 pub mod download;
 pub mod ethsync;

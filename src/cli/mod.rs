@@ -11,6 +11,9 @@ pub mod eth_sync;
 pub mod repair;
 pub mod snapshot_net;
 pub mod solana;
+pub mod doctor;
+pub mod status;
+pub mod tune;
 
 /// catchup brings a validator from zero to the chain tip as fast as its hardware allows:
 /// Ethereum fast/snap sync and Solana snapshot catch-up on a thread-per-core runtime.
@@ -29,6 +32,13 @@ pub struct GlobalOpts {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Serve Prometheus `/metrics` and JSON `/status` on this address while the command
+    /// runs (for `catchup status`: the endpoint to read).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Tuning plan (TOML from `catchup tune --out`): shards are pinned to its cores.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub plan: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +52,12 @@ pub enum Command {
     /// Solana: snapshots, catch-up, shred repair.
     #[command(subcommand)]
     Solana(solana::SolanaCmd),
+    /// Print the status and metrics of a running node (`--admin ADDR`).
+    Status(status::StatusCmd),
+    /// Audit this host: source bandwidth, io_uring, disk, peers, locked memory, AF_XDP, cores.
+    Doctor(doctor::DoctorCmd),
+    /// Plan shards, cores, NIC queues and IRQ cores for this host.
+    Tune(tune::TuneCmd),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -49,10 +65,27 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
+    let _admin = match crate::admin::start_for_command(
+        &cli.global,
+        matches!(cli.command, Command::Status(_)),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    if let Err(e) = tune::load_plan(&cli.global) {
+        eprintln!("error: {e:#}");
+        return 2;
+    }
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd, &cli.global),
         Command::Eth(cmd) => eth::run(cmd, &cli.global),
         Command::Solana(cmd) => solana::run(cmd, &cli.global),
+        Command::Status(cmd) => status::run(cmd, &cli.global),
+        Command::Doctor(cmd) => doctor::run(cmd, &cli.global),
+        Command::Tune(cmd) => tune::run(cmd, &cli.global),
     };
     match result {
         Ok(code) => code,

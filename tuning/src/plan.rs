@@ -125,7 +125,14 @@ impl Plan {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, TuningError> {
         let plan: Plan = toml::from_str(text).map_err(|e| TuningError::BadPlan {
             origin: origin.to_string(),
-            problem: e.to_string(),
+            // One line: the message and where (toml's Display draws a multi-line excerpt).
+            problem: match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{} (line {line})", e.message().trim())
+                }
+                None => e.message().trim().to_string(),
+            },
         })?;
         plan.validate(origin)?;
         Ok(plan)

@@ -1,0 +1,180 @@
+//! `catchup tune`: read the host's cores, SMT siblings, NUMA nodes and NIC queues/IRQs and
+//! print a plan (shard ↔ core ↔ NIC queue, IRQ cores) with the commands that apply it.
+//! Read-only unless `--apply`.
+//!
+//! Also home of [`load_plan`] / [`runtime_config`]: how every command turns `--plan FILE`
+//! and `--cores` into the shard runtime's configuration.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use catchup_shards::RuntimeConfig;
+use catchup_tuning::topology::format_cpu_list;
+use catchup_tuning::{make_plan, read_nic, read_topology, HostRoot, Plan};
+
+use super::GlobalOpts;
+
+/// Plan shards, cores, NIC queues and IRQ cores for this host (read-only).
+#[derive(clap::Args, Debug)]
+pub struct TuneCmd {
+    /// Number of shards (default: one per physical core left after IRQ cores).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Network interface whose queues the shards should own (e.g. `eth0`).
+    #[arg(long, value_name = "IFACE")]
+    pub nic: Option<String>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the plan as TOML to FILE (use it with `--plan FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Read the host from this sysfs root instead of /sys (for testing).
+    #[arg(long, hide = true, default_value = "/sys")]
+    pub sys_root: PathBuf,
+    /// Read the host from this procfs root instead of /proc (for testing).
+    #[arg(long, hide = true, default_value = "/proc")]
+    pub proc_root: PathBuf,
+}
+
+/// The plan given with the global `--plan FILE`, if any.
+pub fn load_plan(global: &GlobalOpts) -> anyhow::Result<Option<Plan>> {
+    match &global.plan {
+        None => Ok(None),
+        Some(p) => Ok(Some(Plan::load(p)?)),
+    }
+}
+
+/// The shard runtime configuration for a command: `cores` (from `--cores`) wins, then the
+/// `--plan` file's cores, then the CPUs this process may use. `shards` defaults to the
+/// plan's shard count, else one per usable CPU.
+pub fn runtime_config(
+    global: &GlobalOpts,
+    shards: Option<usize>,
+    cores: Option<Vec<usize>>,
+) -> anyhow::Result<RuntimeConfig> {
+    let plan = load_plan(global)?;
+    let plan_cores = plan.as_ref().map(Plan::cores);
+    let n = shards
+        .or(plan_cores.as_ref().map(Vec::len))
+        .or(cores.as_ref().map(Vec::len))
+        .unwrap_or_else(|| catchup_shards::allowed_cores().len().max(1));
+    if n == 0 {
+        anyhow::bail!("--shards 0: at least one shard is needed");
+    }
+    let cores = cores.or(plan_cores);
+    let allowed = catchup_shards::allowed_cores();
+    // Reject bad cores here with one clear line rather than at executor start.
+    catchup_shards::placement(n, cores.as_deref(), &allowed)?;
+    Ok(RuntimeConfig {
+        cores,
+        ..RuntimeConfig::new(n)
+    })
+}
+
+/// Human-readable rendering of a plan.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut s = String::new();
+    let h = &plan.host;
+    s.push_str(&format!(
+        "host: {} CPU(s), {} physical core(s), {} thread(s)/core, {} NUMA node(s)\n",
+        h.cpus, h.physical_cores, h.threads_per_core, h.numa_nodes
+    ));
+    s.push_str(&format!(
+        "mode: {} (IRQ cpus {}, compute cpus {})\n",
+        plan.mode.as_str(),
+        format_cpu_list(&plan.irq_cpus),
+        format_cpu_list(&plan.compute_cpus)
+    ));
+    s.push_str("\nSHARD  CPU  NUMA  NIC QUEUES\n");
+    for sh in &plan.shards {
+        let q: Vec<String> = sh.nic_queues.iter().map(|q| q.to_string()).collect();
+        s.push_str(&format!(
+            "{:<5}  {:<3}  {:<4}  {}\n",
+            sh.id,
+            sh.cpu,
+            sh.numa_node,
+            if q.is_empty() {
+                "-".into()
+            } else {
+                q.join(",")
+            }
+        ));
+    }
+    if let Some(nic) = &plan.nic {
+        s.push_str(&format!(
+            "\nNIC {}: {} rx / {} tx queue(s), plan wants {} channel(s)\n",
+            nic.name, nic.rx_queues, nic.tx_queues, nic.target_channels
+        ));
+        if !nic.irqs.is_empty() {
+            s.push_str("IRQ    QUEUE  NOW          PLAN   NAME\n");
+            for i in &nic.irqs {
+                s.push_str(&format!(
+                    "{:<5}  {:<5}  {:<11}  {:<5}  {}\n",
+                    i.irq,
+                    i.queue.map_or("-".into(), |q| q.to_string()),
+                    i.current.as_deref().map_or("?".into(), format_cpu_list),
+                    format_cpu_list(&i.cpus),
+                    i.name
+                ));
+            }
+        }
+    }
+    s.push_str("\ncommands to apply (as root):\n");
+    for c in &plan.commands {
+        s.push_str(&format!("  {c}\n"));
+    }
+    for n in &plan.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    s
+}
+
+fn write_atomically(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("tune: cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        format!(
+            "tune: cannot rename {} to {}",
+            tmp.display(),
+            path.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Read the host and make the plan for `cmd`.
+pub fn plan_for(cmd: &TuneCmd) -> anyhow::Result<Plan> {
+    let root = HostRoot {
+        sys: cmd.sys_root.clone(),
+        proc: cmd.proc_root.clone(),
+    };
+    let topo = read_topology(&root)?;
+    let nic = match &cmd.nic {
+        Some(name) => Some(read_nic(&root, name)?),
+        None => None,
+    };
+    Ok(make_plan(&topo, cmd.shards, nic.as_ref())?)
+}
+
+pub fn run(cmd: TuneCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    if cmd.shards == Some(0) {
+        anyhow::bail!("tune: --shards 0: at least one shard is needed");
+    }
+    let plan = plan_for(&cmd)?;
+    if let Some(out) = &cmd.out {
+        let header =
+            "# catchup tuning plan: `catchup --plan THIS_FILE <command>` pins shards as below.\n";
+        write_atomically(out, &(header.to_string() + &plan.to_toml()))?;
+    }
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", render_plan(&plan));
+        if let Some(out) = &cmd.out {
+            println!("plan written to {}", out.display());
+        }
+    }
+    Ok(0)
+}
