@@ -302,11 +302,12 @@ impl Coordinator {
                     self.pending.insert(chunk);
                     self.finished_reported = false;
                 }
-                self.drop_source(
-                    source,
-                    format!("served bad bytes in chunk {chunk}"),
-                    &mut out,
-                );
+                let reason = if (chunk as usize) < self.done.len() {
+                    format!("served bad bytes (chunk {chunk} disagrees with other sources)")
+                } else {
+                    "served bad bytes (disagrees with other sources)".to_string()
+                };
+                self.drop_source(source, reason, &mut out);
             }
             Event::Tick => self.check_slow(now_ms, &mut out),
         }

@@ -305,6 +305,7 @@ struct Msg {
 
 struct Ctx {
     file: Rc<DmaFile>,
+    rfile: Rc<std::fs::File>,
     members: Vec<ProbedSource>,
     total_bytes: u64,
     chunk_size_bytes: u64,
@@ -467,6 +468,19 @@ async fn fetch_inner(
         *ctx.conns[source as usize].borrow_mut() = Some(conn);
     }
     Ok(())
+}
+
+/// Read `len` bytes at `pos`. A plain positioned read: io_uring DMA reads of this file
+/// fail with EOPNOTSUPP on some kernels; reads are 1 MiB pieces, short and rare.
+async fn read_exact_at(
+    file: &std::fs::File,
+    pos: u64,
+    len: usize,
+) -> Result<Vec<u8>, std::io::Error> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u8; len];
+    file.read_exact_at(&mut out, pos)?;
+    Ok(out)
 }
 
 /// Fetch one range into memory (for the audit).
@@ -756,6 +770,12 @@ async fn sync_async(
         f
     };
     let file = Rc::new(file);
+    // Reads (feeding the sink, the audit) go through a plain read-only handle.
+    let rfile = Rc::new(std::fs::File::open(&path).map_err(|e| SyncError::File {
+        what: "open for reading",
+        path: path.clone(),
+        source: e,
+    })?);
     let save_journal =
         |journal: &mut catchup_io::journal::Journal, done: &[bool]| -> Result<(), SyncError> {
             let st = JournalState {
@@ -777,6 +797,7 @@ async fn sync_async(
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Msg>(1024);
     let ctx = Rc::new(Ctx {
         file: file.clone(),
+        rfile: rfile.clone(),
         members: members.clone(),
         total_bytes: total,
         chunk_size_bytes: chunk_size,
@@ -857,10 +878,13 @@ async fn sync_async(
         let prefix = coord.contiguous_prefix_bytes();
         while sink.fed_bytes < prefix && !sink.failed() {
             let n = (prefix - sink.fed_bytes).min(STAGE_BYTES as u64) as usize;
-            let data = file
-                .read_at(sink.fed_bytes, n)
+            let data = read_exact_at(&rfile, sink.fed_bytes, n)
                 .await
-                .map_err(file_err("read"))?;
+                .map_err(|e| SyncError::File {
+                    what: "read back",
+                    path: path.clone(),
+                    source: e,
+                })?;
             if data.len() != n {
                 return Err(SyncError::File {
                     what: "read back",
@@ -868,7 +892,7 @@ async fn sync_async(
                     source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"),
                 });
             }
-            sink.push(data.to_vec()).await;
+            sink.push(data).await;
         }
         if last_progress.elapsed() >= Duration::from_millis(cfg.progress_interval_ms) {
             last_progress = Instant::now();
@@ -990,9 +1014,12 @@ async fn sync_async(
     })
 }
 
-/// Cross-check finished chunks at or before the failure point against other sources.
-/// Returns (source that served bad bytes, chunk) pairs; a source caught once has all its
-/// chunks re-fetched.
+/// Cross-check finished chunks at or before the failure point against every other live
+/// ranged source: the bytes most sources agree on win; sources whose bytes lose are liars
+/// and every chunk they served is re-fetched. With only the server and one other source in
+/// disagreement, the server of the local copy (which failed verification) is blamed.
+/// Returns (liar, chunk) pairs; a chunk of unknown origin (finished before a restart)
+/// that loses is returned with `SourceId(u32::MAX)`.
 async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Vec<(SourceId, u32)> {
     let n = coord.chunk_count();
     let fail_chunk = if err.offset_bytes >= ctx.total_bytes {
@@ -1006,8 +1033,8 @@ async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Vec<(SourceId
             st.dropped.is_none() && st.ranges
         })
         .collect();
-    let mut bad: Vec<(SourceId, u32)> = Vec::new();
     let mut liars: Vec<u32> = Vec::new();
+    let mut unknown_bad: Vec<u32> = Vec::new();
     // Newest first: the corruption lies at or before the point where it was noticed.
     for chunk in (0..=fail_chunk).rev() {
         let served = coord.served_by(chunk).map(|s| s.0);
@@ -1018,17 +1045,15 @@ async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Vec<(SourceId
         let Some(range) = ByteRange::from_start_len(off, len) else {
             continue;
         };
-        let Ok(local) = ctx.file.read_at(off, len as usize).await else {
+        let Ok(local) = read_exact_at(&ctx.rfile, off, len as usize).await else {
             continue;
         };
-        let others: Vec<u32> = live
+        // Versions: (bytes, sources that sent them); the local copy counts for its server.
+        let mut versions: Vec<(Vec<u8>, Vec<Option<u32>>)> = vec![(local.to_vec(), vec![served])];
+        for &o in live
             .iter()
-            .copied()
-            .filter(|s| Some(*s) != served)
-            .collect();
-        let mut votes_for_local = 0;
-        let mut votes_against = 0;
-        for &o in others.iter().take(2) {
+            .filter(|&&o| Some(o) != served && !liars.contains(&o))
+        {
             match fetch_range_vec(
                 &ctx.members[o as usize].archive,
                 range,
@@ -1037,32 +1062,64 @@ async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Vec<(SourceId
             )
             .await
             {
-                Ok(v) if v[..] == local[..] => votes_for_local += 1,
-                Ok(_) => votes_against += 1,
+                Ok(v) => match versions.iter_mut().find(|(b, _)| *b == v) {
+                    Some((_, who)) => who.push(Some(o)),
+                    None => versions.push((v, vec![Some(o)])),
+                },
                 Err(e) => {
                     tracing::warn!(source = %ctx.members[o as usize].archive, error = %e, "audit fetch failed")
                 }
             }
-            if votes_for_local > 0 {
-                break;
-            }
         }
-        if votes_against > 0 && votes_for_local == 0 {
-            let s = served.unwrap_or(u32::MAX);
-            tracing::warn!(chunk, source = ?served.map(|s| ctx.members[s as usize].archive.to_string()), "chunk differs from other sources");
-            if s != u32::MAX {
-                liars.push(s);
-                for c in 0..n {
-                    if coord.served_by(c).map(|x| x.0) == Some(s) {
-                        bad.push((SourceId(s), c));
+        if versions.len() == 1 {
+            continue;
+        }
+        let votes = |i: usize| versions[i].1.len();
+        let best = (0..versions.len())
+            .max_by_key(|&i| (votes(i), i == 0))
+            .unwrap_or(0);
+        let tie = (0..versions.len())
+            .filter(|&i| votes(i) == votes(best))
+            .count()
+            > 1;
+        // A tie means no majority: blame the local copy's server (it failed verification).
+        let winner = if tie {
+            (1..versions.len())
+                .find(|&i| votes(i) == votes(best))
+                .unwrap_or(best)
+        } else {
+            best
+        };
+        for (i, (_, who)) in versions.iter().enumerate() {
+            if i == winner {
+                continue;
+            }
+            for w in who {
+                match w {
+                    Some(s) if !liars.contains(s) => {
+                        tracing::warn!(chunk, source = %ctx.members[*s as usize].archive, "source sent bytes other sources disagree with");
+                        liars.push(*s);
                     }
+                    Some(_) => {}
+                    None => unknown_bad.push(chunk),
                 }
-            } else if let Some(&o) = others.first() {
-                // Unknown server (finished before a restart): re-fetch it, blaming nobody.
-                let _ = o;
-                bad.push((SourceId(u32::MAX), chunk));
             }
         }
+    }
+    let mut bad: Vec<(SourceId, u32)> = Vec::new();
+    for &s in &liars {
+        for c in 0..n {
+            if coord.served_by(c).map(|x| x.0) == Some(s) {
+                bad.push((SourceId(s), c));
+            }
+        }
+        if !bad.iter().any(|(x, _)| x.0 == s) {
+            // A liar that served nothing kept: still drop it.
+            bad.push((SourceId(s), u32::MAX));
+        }
+    }
+    for c in unknown_bad {
+        bad.push((SourceId(u32::MAX), c));
     }
     bad.sort();
     bad.dedup();

@@ -44,7 +44,7 @@ pub fn have_binary(path: &str) -> bool {
 pub fn make_archive(seed: u64, payload_bytes: usize, slot: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut tar = Vec::new();
-    let mut add = |tar: &mut Vec<u8>, path: &str, data: &[u8]| {
+    let add = |tar: &mut Vec<u8>, path: &str, data: &[u8]| {
         write_header(tar, path, data.len() as u64, EntryKind::File);
         tar.extend_from_slice(data);
         tar.resize(tar.len() + padding_len(data.len() as u64) as usize, 0);
