@@ -30,6 +30,9 @@ pub enum BenchCmd {
     /// Ethereum verification per shard: trie nodes, headers and receipts roots verified per
     /// second, each beside the keccak-only rate of the same bytes and their ratio.
     Eth(super::eth::EthBenchArgs),
+    /// Solana snapshot pipeline: archive bytes/s through decompress, unpack, index and
+    /// LtHash, beside raw zstd and `zstd -d | tar -x` of the same archive.
+    Snapshot(super::solana::SnapshotBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -73,6 +76,9 @@ pub struct CrashWriterArgs {
     /// Segment size of the store.
     #[arg(long, default_value_t = 256 * 1024)]
     pub segment_size_bytes: u64,
+    /// Pause between batches, in microseconds (keeps crash tests small).
+    #[arg(long, default_value_t = 0)]
+    pub batch_pause_us: u64,
 }
 
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -80,6 +86,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::Store(args) => bench_store(args),
         BenchCmd::StoreCrashWriter(args) => crash_writer(args),
         BenchCmd::Eth(args) => super::eth::bench_eth(&args),
+        BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
     }
 }
 
@@ -142,22 +149,10 @@ fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
     ex.run(async move {
         let opts = crash_store_options(args.segment_size_bytes);
         let mut store = Store::open(&args.dir, opts).await?;
-        // Continue after the highest sequence number present (records past the last
+        // Records are appended in sequence order and a crash only loses a suffix, so the
+        // keys present are exactly 0..count: continue at count (records past the last
         // acknowledgement may have survived whole).
-        let mut next: u64 = {
-            let mut it = store.iter_kind(BENCH_KIND);
-            let mut max: Option<u64> = None;
-            while let Some(r) = it.next().await {
-                let (k, _) = r?;
-                let k: [u8; 8] = k
-                    .as_slice()
-                    .try_into()
-                    .context("crash-writer store holds a key that is not 8 bytes")?;
-                let seq = u64::from_be_bytes(k);
-                max = Some(max.map_or(seq, |m| m.max(seq)));
-            }
-            max.map_or(0, |m| m + 1)
-        };
+        let mut next: u64 = store.len_of_kind(BENCH_KIND) as u64;
         let mut rng = XorShift::new(args.seed ^ next);
         let stdout = std::io::stdout();
         while next < args.records {
@@ -180,7 +175,12 @@ fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
             let mut out = stdout.lock();
             writeln!(out, "ack {first} {}", next - 1)?;
             out.flush()?;
+            drop(out);
+            if args.batch_pause_us > 0 {
+                glommio::timer::sleep(std::time::Duration::from_micros(args.batch_pause_us)).await;
+            }
         }
+        store.close().await?;
         writeln!(stdout.lock(), "done")?;
         anyhow::Ok(0)
     })
@@ -239,6 +239,7 @@ async fn store_phase(shard: usize, dir: PathBuf, w: Workload) -> anyhow::Result<
     store.flush().await?;
     let secs = start.elapsed().as_secs_f64();
     let stats = store.stats();
+    store.close().await?;
     Ok(PhaseResult {
         shard,
         records: w.records,
