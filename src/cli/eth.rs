@@ -647,4 +647,61 @@ mod tests {
             rep.failures
         );
     }
+
+    #[test]
+    fn state_root_exit_codes() {
+        let Some(p) = fixture("ethereum/devnet/headstate.json") else {
+            return;
+        };
+        let args = StateRootArgs {
+            alloc: None,
+            dump: Some(p.clone()),
+            json: true,
+        };
+        assert_eq!(state_root(&args).unwrap(), 0);
+        // A dump whose claimed root is wrong exits 1.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let bad = text.replacen("8fcfb02c", "00000000", 1);
+        assert_ne!(bad, text);
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("bad.json");
+        std::fs::write(&q, bad).unwrap();
+        let args = StateRootArgs {
+            alloc: None,
+            dump: Some(q.clone()),
+            json: false,
+        };
+        assert_eq!(state_root(&args).unwrap(), 1);
+        // Not JSON: an error naming the file.
+        std::fs::write(&q, "{not json").unwrap();
+        let e = state_root(&args).unwrap_err();
+        assert!(format!("{e:#}").contains("bad.json"), "{e:#}");
+    }
+
+    #[test]
+    fn verify_blocktest_exit_codes() {
+        let Some(valid) = fixture("ethereum/tests/blocks/valid/SimpleTx.json") else {
+            return;
+        };
+        let Some(invalid) = fixture("ethereum/tests/blocks/invalid/wrongUncleHash.json") else {
+            return;
+        };
+        let args = VerifyBlocktestArgs {
+            files: vec![valid, invalid.clone()],
+            json: true,
+        };
+        assert_eq!(verify_blocktest(&args).unwrap(), 0);
+        // The same invalid block presented as valid fails.
+        let text = std::fs::read_to_string(&invalid)
+            .unwrap()
+            .replace("\"expectException\"", "\"expectExceptionX\"");
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("as_valid.json");
+        std::fs::write(&q, text).unwrap();
+        let args = VerifyBlocktestArgs {
+            files: vec![q],
+            json: false,
+        };
+        assert_eq!(verify_blocktest(&args).unwrap(), 1);
+    }
 }

@@ -15,6 +15,8 @@ use crate::types::EMPTY_ROOT;
 
 /// Most proof nodes accepted in one proof.
 pub const MAX_PROOF_NODES: usize = 4096;
+/// Longest key accepted (snap keys are 32-byte hashes).
+pub const MAX_KEY_BYTES: usize = 256;
 /// Most keys accepted in one range.
 pub const MAX_RANGE_KEYS: usize = 1 << 20;
 
@@ -411,7 +413,8 @@ pub fn verify_proof(root: B256, key: &[u8], proof: &[Bytes]) -> Result<Option<By
     resolve_path(&mut tree, &Nibbles::unpack(key).0, &db)
 }
 
-/// Verify a snap/1 range: `keys` (strictly increasing, all of the length of `first_key`)
+/// Verify a snap/1 range: `keys` (strictly increasing, all of one length, at most
+/// [`MAX_KEY_BYTES`]; with a proof, the length of `first_key`)
 /// with `values` are every element of the trie `root` from `first_key` up to the last key,
 /// and `proof` holds the edge proofs. Returns whether elements exist above the last key.
 ///
@@ -438,7 +441,22 @@ pub fn verify_range_proof(
             limit: MAX_RANGE_KEYS,
         });
     }
+    let key_len = keys.first().map_or(first_key.len(), |k| k.as_ref().len());
+    if key_len > MAX_KEY_BYTES || first_key.len() > MAX_KEY_BYTES {
+        return Err(ProofError::KeyLength {
+            index: 0,
+            len: key_len.max(first_key.len()),
+            expected: MAX_KEY_BYTES,
+        });
+    }
     for i in 0..keys.len() {
+        if keys[i].as_ref().len() != key_len {
+            return Err(ProofError::KeyLength {
+                index: i,
+                len: keys[i].as_ref().len(),
+                expected: key_len,
+            });
+        }
         if values[i].as_ref().is_empty() {
             return Err(ProofError::EmptyValue { index: i });
         }
