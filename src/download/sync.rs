@@ -699,7 +699,7 @@ async fn sync_async(
     for p in &all_probes {
         if !group.members.iter().any(|m| m.given == p.given) {
             bad_sources.push(format!(
-                "{}: serves another archive ({} , {} bytes, etag {:?}) than the chosen {} ({} bytes)",
+                "{}: serves another archive ({}, {} bytes, etag {:?}) than the chosen {} ({} bytes)",
                 p.archive, p.identity.archive_name, p.identity.size_bytes, p.identity.etag, group.identity.archive_name, group.identity.size_bytes
             ));
         }
