@@ -150,6 +150,8 @@ pub struct Progress {
     pub requests_sent: u64,
     pub lies_detected: u64,
     pub timeouts: u64,
+    /// Verified items received that the store already held (a resume should keep this 0).
+    pub refetched_items: u64,
     pub elapsed_ms: u64,
 }
 
@@ -169,6 +171,7 @@ impl Progress {
         self.requests_sent += o.requests_sent;
         self.lies_detected += o.lies_detected;
         self.timeouts += o.timeouts;
+        self.refetched_items += o.refetched_items;
         self.elapsed_ms = self.elapsed_ms.max(o.elapsed_ms);
     }
 }
@@ -493,14 +496,17 @@ impl Engine {
             Event::Tick => self.on_tick(store, out),
             Event::Timeout { peer, id } => {
                 if let Some(inf) = self.inflight.remove(&id) {
+                    self.settle(&inf.what);
                     self.progress.timeouts += 1;
                     self.peers.failure(peer, now_ms, &self.policy, true);
                     self.requeue(inf.what, store, out);
                 }
             }
             Event::Response { peer, id, resp } => {
-                if let Some(inf) = self.inflight.remove(&id) {
-                    if inf.peer == peer {
+                if self.inflight.get(&id).is_some_and(|i| i.peer == peer) {
+                    let inf = self.inflight.remove(&id).expect("checked");
+                    self.settle(&inf.what);
+                    {
                         self.on_response(peer, inf, resp, store, out);
                     }
                 }
@@ -532,6 +538,13 @@ impl Engine {
             req,
             timeout_ms,
         });
+    }
+
+    /// Bookkeeping when a request leaves the in-flight set.
+    fn settle(&mut self, what: &Pending) {
+        if matches!(what, Pending::Bodies(_) | Pending::Receipts(_)) {
+            self.bodies_inflight -= 1;
+        }
     }
 
     fn lie(&mut self, peer: PeerId, out: &mut Vec<Action>) {
@@ -1694,11 +1707,9 @@ impl Engine {
                 }
             }
             Pending::Bodies(nums) => {
-                self.bodies_inflight -= 1;
                 self.body_queue.push_back(nums);
             }
             Pending::Receipts(nums) => {
-                self.bodies_inflight -= 1;
                 self.receipt_queue.push_back(nums);
             }
             Pending::Nodes(tasks) => {
@@ -1836,7 +1847,6 @@ impl Engine {
     }
 
     fn on_bodies(&mut self, nums: Vec<u64>, bodies: Vec<Body>, store: &mut dyn SyncStore) -> Result<bool, ()> {
-        self.bodies_inflight -= 1;
         if bodies.len() > nums.len() {
             return Err(());
         }
@@ -1848,6 +1858,8 @@ impl Engine {
             if !store.has_body(*n) {
                 store.put_body(*n, body);
                 self.progress.bodies_downloaded += 1;
+            } else {
+                self.progress.refetched_items += 1;
             }
         }
         let got = bodies.len();
@@ -1858,7 +1870,6 @@ impl Engine {
     }
 
     fn on_receipts(&mut self, nums: Vec<u64>, rs: Vec<Receipts>, store: &mut dyn SyncStore) -> Result<bool, ()> {
-        self.bodies_inflight -= 1;
         if rs.len() > nums.len() {
             return Err(());
         }
@@ -1870,6 +1881,8 @@ impl Engine {
             if !store.has_receipts(*n) {
                 store.put_receipts(*n, r);
                 self.progress.receipts_downloaded += 1;
+            } else {
+                self.progress.refetched_items += 1;
             }
         }
         let got = rs.len();
@@ -1919,11 +1932,15 @@ impl Engine {
                 if !store.has_code(&t.hash) {
                     store.put_code(t.hash, raw);
                     self.progress.codes_downloaded += 1;
+                } else {
+                    self.progress.refetched_items += 1;
                 }
             } else {
                 if !store.has_node(&t.hash) {
                     store.put_node(t.hash, raw);
                     self.progress.state_nodes_downloaded += 1;
+                } else {
+                    self.progress.refetched_items += 1;
                 }
                 let t = t.clone();
                 self.expand(raw, &t, store);
@@ -1960,6 +1977,8 @@ impl Engine {
                     self.round_fetched += 1;
                     self.progress.healed_nodes += 1;
                 }
+            } else {
+                self.progress.refetched_items += 1;
             }
         }
         for (j, h) in hashes.into_iter().enumerate() {
@@ -2010,8 +2029,12 @@ impl Engine {
             if *h > r.limit {
                 break;
             }
-            store.put_account(*h, raw);
-            self.progress.accounts_downloaded += 1;
+            if store.accounts_in(h, h).is_empty() {
+                store.put_account(*h, raw);
+                self.progress.accounts_downloaded += 1;
+            } else {
+                self.progress.refetched_items += 1;
+            }
             self.account_followups(*h, acc, store);
             last = Some(*h);
         }
@@ -2060,6 +2083,7 @@ impl Engine {
         }
         let more = verify_range(sroot, &t.origin, &keys, &vals, &proof)?;
         let acc = self.storage_accs.get_mut(&t.account).expect("checked above");
+        let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
         for (h, v) in mine {
             if h > t.limit {
@@ -2069,7 +2093,7 @@ impl Engine {
             acc.slots.insert(h, v);
             last = Some(h);
         }
-        let done = !more || last.is_some_and(|l| l >= t.limit);
+        let done = !more || last_any.is_some_and(|l| l >= t.limit);
         if done {
             self.storage_tasks[i].done = true;
             acc.open_tasks -= 1;

@@ -197,11 +197,16 @@ fn account_range(st: &StateData, origin: &B256, limit: &B256, bytes: u64) -> (Ve
     let mut out = Vec::new();
     let mut size = 0usize;
     for (h, a) in &st.accounts[start..] {
-        if h > limit || size >= cap {
+        if size >= cap {
             break;
         }
         size += a.len() + 32;
         out.push((*h, a.clone()));
+        // The first account past the limit is included: it proves there is nothing
+        // between the last one inside the limit and the limit.
+        if h > limit {
+            break;
+        }
     }
     let mut proof = Vec::new();
     trie::prove(&st.nodes, st.root, origin.as_slice(), &mut proof);
@@ -240,16 +245,16 @@ fn storage_ranges(st: &StateData, accounts: &[B256], origin: &B256, limit: &B256
         let mut mine = Vec::new();
         let mut truncated = false;
         for (h, v) in &all[start..] {
-            if *h > to {
-                truncated = true;
-                break;
-            }
             if size >= cap {
                 truncated = true;
                 break;
             }
             size += v.len() + 32;
             mine.push((*h, v.clone()));
+            if *h > to {
+                truncated = true;
+                break;
+            }
         }
         if truncated || from != B256::ZERO {
             trie::prove(&st.nodes, sroot, from.as_slice(), &mut proof);
@@ -484,5 +489,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(alloy_primitives::keccak256(&root), st.root);
+    }
+}
+
+#[cfg(test)]
+mod xcheck {
+    use super::*;
+    use crate::ethsync::chain::{generate_chain, StateData};
+
+    #[test]
+    fn served_ranges_pass_the_data_layer_verifier() {
+        let st = Arc::new(StateData::generate(400, 300, 5));
+        let chain = Arc::new(generate_chain(5, st.root, 5));
+        let p = ServingPeer::new(chain, Some(st.clone()));
+        let Response::AccountRange { accounts, proof } = p.handle(&Request::AccountRange {
+            root: st.root,
+            origin: B256::ZERO,
+            limit: B256::repeat_byte(0xff),
+            bytes: 4000,
+        }) else {
+            panic!()
+        };
+        let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
+        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
+        let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
+        let r = catchup_eth::verify_range_proof(st.root, &[0u8; 32], &keys, &vals, &proof);
+        assert!(r.is_ok(), "{r:?}");
     }
 }

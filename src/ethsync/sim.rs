@@ -264,6 +264,8 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
     let mut now = 0u64;
     let mut events = 0u64;
     let mut restarts = 0u32;
+    // Counters of engines that were killed (their memory is gone, their work is not).
+    let mut carried = Progress::default();
     let mut dropped: BTreeSet<PeerId> = BTreeSet::new();
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut acts = Vec::new();
@@ -382,6 +384,9 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
             if kills.last().is_some_and(|&k| pct >= k as u64) {
                 kills.pop();
                 restarts += 1;
+                for e in &engines {
+                    carried.add(&e.get_progress());
+                }
                 queue.clear();
                 engines = (0..shards)
                     .map(|s| Engine::new(cfg.sync.clone(), s, shards, &stores[s]))
@@ -394,7 +399,8 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
     // Independent final check over the stores.
     let expected_head = chain.head().hash;
     let status = engines[0].status();
-    let mut progress = Progress::default();
+    let mut progress = carried;
+    progress.state_nodes_queued = 0;
     for e in &engines {
         progress.add(&e.get_progress());
     }

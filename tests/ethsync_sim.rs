@@ -1,0 +1,151 @@
+//! Fast and snap sync under the deterministic simulator: byzantine peers, kills and
+//! restarts, determinism, mode switches, and resume without re-fetching.
+
+use catchup::ethsync::chain::SimRng;
+use catchup::ethsync::config::SyncMode;
+use catchup::ethsync::sim::{run, Profile, SimConfig, SimReport};
+
+fn small(seed: u64, mode: SyncMode) -> SimConfig {
+    let mut c = SimConfig {
+        peers: 9,
+        profile: Profile::Byzantine,
+        seed,
+        accounts: 120,
+        blocks: 200,
+        big_storage_slots: 150,
+        shards: 2,
+        ..SimConfig::default()
+    };
+    c.sync.mode = mode;
+    c.sync.header_batch = 48;
+    c
+}
+
+fn assert_correct(r: &SimReport, what: &str) {
+    assert!(
+        r.correct,
+        "{what}: not correct: finished {} failure {:?} root {:?} vs {} head {:?} vs {} state {} chain {}",
+        r.finished,
+        r.failure,
+        r.state_root,
+        r.expected_state_root,
+        r.head_hash,
+        r.expected_head_hash,
+        r.state_complete,
+        r.chain_complete
+    );
+    assert_eq!(r.duplicate_writes, 0, "{what}: an item was written twice");
+    assert_eq!(r.progress.refetched_items, 0, "{what}: a stored item was fetched again");
+}
+
+#[test]
+fn seeds_1_to_50_byzantine_with_kills_fast_and_snap() {
+    let mut lies = 0;
+    let mut restarts = 0;
+    for seed in 1..=50u64 {
+        for mode in [SyncMode::Fast, SyncMode::Snap] {
+            let mut rng = SimRng::new(seed * 7 + mode as u64);
+            let mut cfg = small(seed, mode);
+            cfg.kill_at_pct = (0..1 + rng.below(2)).map(|_| 5 + rng.below(90) as u32).collect();
+            let r = run(&cfg);
+            assert_correct(&r, &format!("seed {seed} {mode:?} kills {:?}", cfg.kill_at_pct));
+            // A third of the peers lie.
+            assert_eq!(r.peers.iter().filter(|p| p.fault == "lying").count(), 3);
+            lies += r.lies_detected;
+            restarts += r.restarts;
+        }
+    }
+    assert!(lies > 50, "liars were caught ({lies})");
+    assert!(restarts >= 50, "kills happened ({restarts})");
+}
+
+#[test]
+fn same_seed_same_trace_other_seed_other_trace() {
+    for mode in [SyncMode::Fast, SyncMode::Snap] {
+        let mut cfg = small(11, mode);
+        cfg.profile = Profile::Mixed;
+        cfg.kill_at_pct = vec![40];
+        let a = run(&cfg);
+        let b = run(&cfg);
+        assert_correct(&a, "first run");
+        assert_eq!(a.trace_hash, b.trace_hash);
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.virtual_ms, b.virtual_ms);
+        assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+        cfg.seed = 12;
+        let c = run(&cfg);
+        assert_ne!(a.trace_hash, c.trace_hash);
+    }
+}
+
+#[test]
+fn resume_keeps_the_pivot_and_does_not_refetch() {
+    for mode in [SyncMode::Fast, SyncMode::Snap] {
+        let mut cfg = small(5, mode);
+        cfg.profile = Profile::Honest;
+        cfg.accounts = 600;
+        let clean = run(&cfg);
+        assert_correct(&clean, "clean");
+        cfg.kill_at_pct = vec![20, 45, 70];
+        let killed = run(&cfg);
+        assert_correct(&killed, "killed");
+        assert_eq!(killed.restarts, 3);
+        assert_eq!(killed.pivot_block, clean.pivot_block, "same pivot after restarts");
+        // Work lost at a kill is only what was in flight: at most one window of requests
+        // per shard per kill is fetched again.
+        let state_kinds = [
+            "node_data",
+            "account_range",
+            "storage_ranges",
+            "byte_codes",
+            "trie_nodes",
+            "headers",
+            "bodies",
+            "receipts",
+        ];
+        let sum = |r: &SimReport| {
+            state_kinds
+                .iter()
+                .map(|k| r.requests_by_kind.get(*k).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let window = (cfg.sync.max_concurrent_requests * cfg.shards) as u64 * 3;
+        assert!(
+            sum(&killed) <= sum(&clean) + window + 40,
+            "{mode:?}: {} requests with kills vs {} without",
+            sum(&killed),
+            sum(&clean)
+        );
+    }
+}
+
+#[test]
+fn switch_mode_keeps_verified_data() {
+    for (mode, pct) in [(SyncMode::Fast, 30), (SyncMode::Snap, 30), (SyncMode::Fast, 70)] {
+        let mut cfg = small(21, mode);
+        cfg.profile = Profile::Mixed;
+        cfg.accounts = 500;
+        let other = if mode == SyncMode::Fast {
+            SyncMode::Snap
+        } else {
+            SyncMode::Fast
+        };
+        cfg.switch_at = Some((pct, other));
+        let r = run(&cfg);
+        assert_correct(&r, &format!("switch {mode:?} -> {other:?} at {pct}%"));
+        assert_eq!(r.mode, other.name());
+    }
+}
+
+#[test]
+fn honest_profiles_and_more_shards() {
+    for shards in [1, 3, 4] {
+        for mode in [SyncMode::Fast, SyncMode::Snap] {
+            let mut cfg = small(8, mode);
+            cfg.shards = shards;
+            cfg.profile = Profile::Lossy;
+            let r = run(&cfg);
+            assert_correct(&r, &format!("{shards} shards {mode:?}"));
+        }
+    }
+}
