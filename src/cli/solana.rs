@@ -342,3 +342,96 @@ fn gen(a: GenerateArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// Snapshot pipeline throughput on a generated archive.
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotBenchArgs {
+    /// Index shards and decompression workers. Default: all cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Uncompressed size of the generated archive (1 GiB by default).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub size_bytes: u64,
+    /// zstd frames in the generated archive. Default: one per shard.
+    #[arg(long)]
+    pub frames: Option<u32>,
+    /// Working directory for the archive and the unpacked data (removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Skip the `zstd -d | tar -x` baseline.
+    #[arg(long)]
+    pub no_tar_baseline: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `catchup bench snapshot`.
+pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
+    use crate::snapshot::bench::{run_bench, BenchConfig};
+    let shards = a
+        .shards
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir())
+        .join(format!("catchup-bench-snapshot-{nanos}"));
+    let cfg = BenchConfig {
+        shards,
+        size_bytes: a.size_bytes,
+        frames: a.frames.unwrap_or(shards as u32),
+        dir: dir.clone(),
+        skip_tar_baseline: a.no_tar_baseline,
+    };
+    let r = run_bench(&cfg);
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = r?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let mb = |b: f64| b / 1e6;
+        println!(
+            "archive: {} accounts, {:.1} MB uncompressed, {:.1} MB compressed, {} frame(s); generated in {} ms",
+            r.accounts,
+            r.archive_uncompressed_bytes as f64 / 1e6,
+            r.archive_compressed_bytes as f64 / 1e6,
+            r.frames,
+            r.generate_ms
+        );
+        println!(
+            "pipeline ({} shards): {:.1} MB/s uncompressed, {:.1} MB/s archive, {:.0} accounts/s indexed, {} ms, LtHash {}",
+            r.shards,
+            mb(r.pipeline_uncompressed_bytes_per_s),
+            mb(r.pipeline_archive_bytes_per_s),
+            r.accounts_indexed_per_s,
+            r.pipeline_ms,
+            if r.lt_hash_ok { "ok" } else { "MISMATCH" }
+        );
+        for (i, s) in r.per_shard_accounts_per_s.iter().enumerate() {
+            println!("  shard {i}: {s:.0} accounts/s");
+        }
+        println!(
+            "raw zstd -d (1 thread): {:.1} MB/s  → pipeline / raw = {:.2}",
+            mb(r.raw_zstd_uncompressed_bytes_per_s),
+            r.ratio_to_raw_zstd
+        );
+        match (r.zstd_tar_uncompressed_bytes_per_s, r.ratio_to_zstd_tar) {
+            (Some(t), Some(ratio)) => println!(
+                "zstd -d | tar -x: {:.1} MB/s  → pipeline / zstd|tar = {ratio:.2}",
+                mb(t)
+            ),
+            _ => println!("zstd -d | tar -x: not measured"),
+        }
+    }
+    Ok(if r.lt_hash_ok { 0 } else { 1 })
+}

@@ -52,6 +52,7 @@
 //! [`verify_archive`] runs the pipeline over a file (and optionally an incremental archive
 //! on top) and returns the [`VerifyReport`].
 
+pub mod bench;
 pub mod generate;
 pub mod index;
 pub mod pipeline;

@@ -1,0 +1,165 @@
+//! Snapshot pipeline benchmark: archive bytes per second through decompress → unpack →
+//! index → LtHash on a generated archive, beside raw zstd decompression of the same file
+//! (the per-core ceiling) and beside `zstd -d | tar -x` of the same file, in the same run.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use catchup_solana::zstd_stream::{ZstdError, ZstdStream};
+use serde::Serialize;
+
+use super::generate::{generate, DataSize, GenerateConfig};
+use super::{verify_archive, PipelineConfig};
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub shards: usize,
+    /// Target uncompressed archive size.
+    pub size_bytes: u64,
+    /// zstd frames in the generated archive (1: a single frame).
+    pub frames: u32,
+    /// Working directory (archive and unpacked data); removed afterwards.
+    pub dir: PathBuf,
+    /// Skip the `zstd -d | tar -x` baseline.
+    pub skip_tar_baseline: bool,
+}
+
+/// Measured rates.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub shards: usize,
+    pub frames: u32,
+    pub accounts: u64,
+    pub archive_compressed_bytes: u64,
+    pub archive_uncompressed_bytes: u64,
+    pub generate_ms: u64,
+    pub pipeline_ms: u64,
+    /// Compressed archive bytes per second through the whole pipeline.
+    pub pipeline_archive_bytes_per_s: f64,
+    /// Uncompressed (tar) bytes per second through the whole pipeline.
+    pub pipeline_uncompressed_bytes_per_s: f64,
+    pub accounts_indexed_per_s: f64,
+    /// Per shard: accounts indexed per second by that shard.
+    pub per_shard_accounts_per_s: Vec<f64>,
+    pub raw_zstd_ms: u64,
+    pub raw_zstd_uncompressed_bytes_per_s: f64,
+    /// Pipeline rate / raw single-thread zstd rate.
+    pub ratio_to_raw_zstd: f64,
+    pub zstd_tar_ms: Option<u64>,
+    pub zstd_tar_uncompressed_bytes_per_s: Option<f64>,
+    /// Pipeline rate / `zstd -d | tar -x` rate.
+    pub ratio_to_zstd_tar: Option<f64>,
+    pub lt_hash_ok: bool,
+}
+
+fn rate(bytes: u64, ms: u64) -> f64 {
+    bytes as f64 / (ms.max(1) as f64 / 1000.0)
+}
+
+/// Decompress a file on one thread and drop the output.
+pub fn raw_zstd(path: &Path) -> Result<u64, anyhow::Error> {
+    let mut f = std::fs::File::open(path)?;
+    let mut z = ZstdStream::new(catchup_solana::zstd_stream::DEFAULT_WINDOW_LOG_MAX, 1 << 20)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut out = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        z.push::<ZstdError>(&buf[..n], |c| {
+            out += c.len() as u64;
+            Ok(())
+        })?;
+    }
+    z.finish()?;
+    Ok(out)
+}
+
+fn zstd_tar(archive: &Path, into: &Path) -> Option<u64> {
+    std::fs::create_dir_all(into).ok()?;
+    let t = Instant::now();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zstd -d -q -c \"$1\" | tar -x -C \"$2\"")
+        .arg("sh")
+        .arg(archive)
+        .arg(into)
+        .status()
+        .ok()?;
+    status.success().then(|| t.elapsed().as_millis() as u64)
+}
+
+/// Run the benchmark.
+pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
+    std::fs::create_dir_all(&cfg.dir)?;
+    let archive_dir = cfg.dir.join("archive");
+    // Average entry: 136 header + ~200 data + padding.
+    let accounts = (cfg.size_bytes / 344).max(1);
+    let g_start = Instant::now();
+    let g = generate(
+        &GenerateConfig {
+            accounts,
+            data_size: DataSize::Uniform { min: 0, max: 400 },
+            frames: cfg.frames.max(1),
+            slot: 1000,
+            seed: 42,
+            file_size_bytes: 64 << 20,
+            ..GenerateConfig::default()
+        },
+        &archive_dir,
+    )?;
+    let generate_ms = g_start.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    let raw_out = raw_zstd(&g.path)?;
+    let raw_zstd_ms = t.elapsed().as_millis() as u64;
+
+    let zstd_tar_ms = if cfg.skip_tar_baseline {
+        None
+    } else {
+        zstd_tar(&g.path, &cfg.dir.join("tar-x"))
+    };
+    let _ = std::fs::remove_dir_all(cfg.dir.join("tar-x"));
+
+    let data = cfg.dir.join("data");
+    let pcfg = PipelineConfig {
+        shards: cfg.shards.max(1),
+        ..PipelineConfig::default()
+    };
+    let t = Instant::now();
+    let r = verify_archive(&g.path, None, &data, pcfg)?;
+    let pipeline_ms = t.elapsed().as_millis() as u64;
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(&archive_dir);
+
+    let pipe_rate = rate(g.uncompressed_bytes, pipeline_ms);
+    let raw_rate = rate(raw_out, raw_zstd_ms);
+    let tar_rate = zstd_tar_ms.map(|ms| rate(g.uncompressed_bytes, ms));
+    Ok(BenchReport {
+        shards: r.shards.len(),
+        frames: g.frames,
+        accounts: r.accounts_total,
+        archive_compressed_bytes: g.compressed_bytes,
+        archive_uncompressed_bytes: g.uncompressed_bytes,
+        generate_ms,
+        pipeline_ms,
+        pipeline_archive_bytes_per_s: rate(g.compressed_bytes, pipeline_ms),
+        pipeline_uncompressed_bytes_per_s: pipe_rate,
+        accounts_indexed_per_s: r.accounts_total as f64 / (pipeline_ms.max(1) as f64 / 1000.0),
+        per_shard_accounts_per_s: r
+            .shards
+            .iter()
+            .map(|s| s.accounts_total as f64 / (pipeline_ms.max(1) as f64 / 1000.0))
+            .collect(),
+        raw_zstd_ms,
+        raw_zstd_uncompressed_bytes_per_s: raw_rate,
+        ratio_to_raw_zstd: pipe_rate / raw_rate.max(1.0),
+        zstd_tar_ms,
+        zstd_tar_uncompressed_bytes_per_s: tar_rate,
+        ratio_to_zstd_tar: tar_rate.map(|t| pipe_rate / t.max(1.0)),
+        lt_hash_ok: r.lt_hash_ok,
+    })
+}
