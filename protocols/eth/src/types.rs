@@ -1044,3 +1044,83 @@ impl Account {
         Ok(Self::decode_slim(buf)?.encode())
     }
 }
+
+/// `alloy_rlp` impls (strict decoding through [`crate::rlp`]) so these types can sit inside
+/// messages encoded with `alloy_rlp` (e.g. `Vec<BlockBody>`).
+macro_rules! alloy_codec {
+    ($t:ty, $from_item:path, $encode:expr) => {
+        impl alloy_rlp::Decodable for $t {
+            fn decode(buf: &mut &[u8]) -> alloy_rlp::Result<Self> {
+                let item = rlp::parse_item(buf, 0).map_err(to_alloy)?;
+                let v = $from_item(&item).map_err(to_alloy)?;
+                *buf = &buf[item.raw.len()..];
+                Ok(v)
+            }
+        }
+        impl alloy_rlp::Encodable for $t {
+            fn encode(&self, out: &mut dyn alloy_rlp::BufMut) {
+                let f: fn(&$t) -> Vec<u8> = $encode;
+                out.put_slice(&f(self));
+            }
+            fn length(&self) -> usize {
+                let f: fn(&$t) -> Vec<u8> = $encode;
+                f(self).len()
+            }
+        }
+    };
+}
+
+alloy_codec!(BlockBody, BlockBody::from_item, |b| b.encode());
+alloy_codec!(Block, Block::from_item, |b| b.encode());
+alloy_codec!(TxEnvelope, TxEnvelope::from_item, |t| {
+    let mut v = Vec::new();
+    t.encode_in_block(&mut v);
+    v
+});
+alloy_codec!(Receipt, Receipt::from_item, |r| {
+    let mut v = Vec::new();
+    r.encode_in_list(&mut v);
+    v
+});
+
+impl alloy_rlp::Decodable for Withdrawal {
+    fn decode(buf: &mut &[u8]) -> alloy_rlp::Result<Self> {
+        let item = rlp::parse_item(buf, 0).map_err(to_alloy)?;
+        let v = Withdrawal::from_item(&item).map_err(to_alloy)?;
+        *buf = &buf[item.raw.len()..];
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod alloy_codec_tests {
+    use super::*;
+
+    #[test]
+    fn vec_of_bodies_through_alloy_rlp() {
+        let tx = TxEnvelope::decode(&[
+            0x02, 0xcc, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xc0, 0x80, 0x80, 0x80,
+        ])
+        .unwrap();
+        let body = BlockBody {
+            transactions: vec![tx.clone()],
+            ommers: vec![],
+            withdrawals: Some(vec![]),
+        };
+        let bodies = vec![body.clone(), BlockBody::default()];
+        let enc = alloy_rlp::encode(&bodies);
+        let dec: Vec<BlockBody> = alloy_rlp::Decodable::decode(&mut enc.as_slice()).unwrap();
+        assert_eq!(dec, bodies);
+        let r = Receipt {
+            tx_type: Some(TxType::Eip1559),
+            ..Default::default()
+        };
+        let enc = alloy_rlp::encode(vec![r.clone()]);
+        assert_eq!(enc, encode_receipts(&[r.clone()]));
+        let dec: Vec<Receipt> = alloy_rlp::Decodable::decode(&mut enc.as_slice()).unwrap();
+        assert_eq!(dec, vec![r]);
+        // Non-canonical input is rejected through the alloy interface too.
+        let mut bad: &[u8] = &[0xc2, 0x81, 0x05];
+        assert!(<Vec<Withdrawal> as alloy_rlp::Decodable>::decode(&mut bad).is_err());
+    }
+}
