@@ -132,6 +132,8 @@ pub enum StoreError {
     Poisoned { dir: PathBuf, first_error: String },
     #[error("invalid store options: {what}")]
     BadOptions { what: String },
+    #[error("store in {dir} is already open (by this or another process)")]
+    InUse { dir: PathBuf },
     #[error("store in {dir} has more than {max} segments")]
     TooManySegments { dir: PathBuf, max: u32 },
 }
@@ -195,6 +197,8 @@ pub struct Store {
     unsynced: bool,
     poisoned: Option<String>,
     stats: StoreStats,
+    /// Exclusive flock on `dir/LOCK`, released when the store is dropped or closed.
+    _lock: std::fs::File,
 }
 
 fn seg_name(id: u32) -> String {
@@ -313,6 +317,7 @@ impl Store {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let lock = lock_store_dir(&dir)?;
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
             let entry = entry.map_err(io_err("listing", &dir))?;
@@ -408,6 +413,7 @@ impl Store {
             unsynced: false,
             poisoned: None,
             stats,
+            _lock: lock,
         })
     }
 
@@ -684,6 +690,31 @@ impl KindIter<'_> {
     pub fn remaining(&self) -> usize {
         self.locs.len() - self.next
     }
+}
+
+/// Take the exclusive lock of a store directory: two `Store`s on one directory would
+/// interleave appends.
+fn lock_store_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("creating", &path))?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::InUse {
+                dir: dir.to_path_buf(),
+            });
+        }
+        return Err(io_err("locking", &path)(e));
+    }
+    Ok(f)
 }
 
 /// Scan one segment, add its records to the index and return its logical end. A torn tail

@@ -286,6 +286,23 @@ fn corruption_in_a_sealed_segment_and_on_read_is_reported() {
 }
 
 #[test]
+fn a_store_directory_opens_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        assert!(matches!(
+            Store::open(&dir, small_opts()).await,
+            Err(StoreError::InUse { .. })
+        ));
+        s.close().await.unwrap();
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        drop(s);
+        Store::open(&dir, small_opts()).await.unwrap();
+    });
+}
+
+#[test]
 fn limits_and_options_are_enforced() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
