@@ -114,6 +114,21 @@ fn rlp_tests_invalid_rejected() {
         let out = unhex(case["out"].as_str().unwrap());
         let r = Value::decode(&out);
         assert!(r.is_err(), "{name}: accepted {:?}", r);
+        let e = r.unwrap_err();
+        let kind_ok = if name.starts_with("bytesShouldBeSingleByte") {
+            matches!(e, RlpError::NonCanonicalSingleByte { .. })
+        } else if name.starts_with("leadingZeros") {
+            matches!(e, RlpError::LeadingZeroLength { .. })
+        } else if name.starts_with("nonOptimal") {
+            matches!(e, RlpError::NonCanonicalSize { .. })
+        } else if name.starts_with("lessThan") {
+            matches!(e, RlpError::Truncated { .. } | RlpError::TooLong { .. })
+        } else if name == "emptyEncoding" {
+            matches!(e, RlpError::Empty { .. })
+        } else {
+            true
+        };
+        assert!(kind_ok, "{name}: rejected for an unexpected reason: {e}");
     }
 }
 
