@@ -316,3 +316,127 @@ fn status_reads_a_running_admin_endpoint() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+fn ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+fn tool_works(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Removes the network namespace (and the veth pair inside it) when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh_in(ns: &str, script: &str) {
+    let st = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", script])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+fn parts(v: &Value) -> std::collections::BTreeMap<String, String> {
+    v["check"]
+        .as_array()
+        .expect("check array")
+        .iter()
+        .map(|p| {
+            (
+                p["part"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `tune --check`, `--apply`, `--check` on a veth pair (4 queues) in a namespace made for
+/// the test: the channel count and RPS/XPS are applied; veth has no IRQs (n/a).
+#[test]
+fn tune_apply_and_check_on_a_veth_pair() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = tool_works("ip", "-V") && tool_works("ethtool", "--version");
+    if !root || !tools {
+        let why = format!("needs root ({root}) and the ip and ethtool binaries ({tools})");
+        assert!(!ci(), "CI=true: {why}");
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let ns = format!("catchup-tune-{}", std::process::id());
+    let st = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip netns add {ns}");
+    let _guard = Netns(ns.clone());
+    sh_in(
+        &ns,
+        "ip link add vta numrxqueues 4 numtxqueues 4 type veth peer name vtb numrxqueues 4 numtxqueues 4 \
+         && ip link set vta up && ip link set vtb up \
+         && echo 1 > /sys/class/net/vta/queues/rx-0/rps_cpus \
+         && echo 1 > /sys/class/net/vta/queues/tx-1/xps_cpus",
+    );
+    let bin = env!("CARGO_BIN_EXE_catchup");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("veth.toml");
+    let plan_s = plan.to_str().unwrap();
+    let tune = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns, bin]).args(args);
+        run_json(&mut c)
+    };
+
+    // The plan: 2 shards, so 2 channels, each shard owning one queue.
+    let (code, _) = tune(&[
+        "tune", "--json", "--nic", "vta", "--shards", "2", "--out", plan_s,
+    ]);
+    assert_eq!(code, 0);
+    let (code, v) = tune(&["--plan", plan_s, "tune", "--check", "--json"]);
+    let before = parts(&v);
+    assert_eq!(before["channels"], "not", "{v:#}");
+    assert_eq!(before["rps_xps"], "partly", "{v:#}");
+    assert_eq!(before["irq_affinity"], "n/a");
+    assert_eq!(code, 1);
+
+    let (code, v) = tune(&["--plan", plan_s, "tune", "--apply", "--json"]);
+    let applied = v["applied"].as_array().unwrap();
+    let channel = applied.iter().find(|a| a["part"] == "channels").unwrap();
+    assert_eq!(channel["outcome"], "applied", "{channel}");
+    assert!(applied
+        .iter()
+        .filter(|a| a["part"] == "rps_xps")
+        .all(|a| a["outcome"] == "applied"));
+    assert_eq!(
+        applied
+            .iter()
+            .find(|a| a["part"] == "irq_affinity")
+            .unwrap()["outcome"],
+        "skipped"
+    );
+    assert_eq!(code, 0, "{v:#}");
+
+    let (code, v) = tune(&["--plan", plan_s, "tune", "--check", "--json"]);
+    let after = parts(&v);
+    assert_eq!(after["channels"], "ok", "{v:#}");
+    assert_eq!(after["rps_xps"], "ok", "{v:#}");
+    let all_ok = after.values().all(|s| s == "ok" || s == "n/a");
+    assert_eq!(code, if all_ok { 0 } else { 1 });
+    // The kernel agrees: 2 queues each way now.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, "ls", "/sys/class/net/vta/queues"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.split_whitespace().count(), 4, "{listing}");
+}

@@ -634,7 +634,9 @@ where
             shutdown,
         }),
     };
-    let out = f(shard.clone()).await;
+    // Every event the shard logs carries `shard = id`.
+    let span = tracing::info_span!("shard", shard = id, core = core);
+    let out = tracing::Instrument::instrument(f(shard.clone()), span).await;
     shard.close_outgoing();
     out
 }

@@ -1,6 +1,6 @@
 //! `catchup tune`: read the host's cores, SMT siblings, NUMA nodes and NIC queues/IRQs and
 //! print a plan (shard ↔ core ↔ NIC queue, IRQ cores) with the commands that apply it.
-//! Read-only unless `--apply`.
+//! Read-only unless `--apply`; `--check` says which parts of a plan are in place.
 //!
 //! Also home of [`load_plan`] / [`runtime_config`]: how every command turns `--plan FILE`
 //! and `--cores` into the shard runtime's configuration.
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use catchup_shards::RuntimeConfig;
+use catchup_tuning::apply::{ActionResult, Outcome, PartReport, PartState};
 use catchup_tuning::topology::format_cpu_list;
 use catchup_tuning::{make_plan, read_nic, read_topology, HostRoot, Plan};
 
@@ -30,6 +31,15 @@ pub struct TuneCmd {
     /// Write the plan as TOML to FILE (use it with `--plan FILE`).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Apply the plan (the `--plan FILE` one, else the one made now): NIC channel count
+    /// (ethtool), IRQ affinity, RPS/XPS off on the shards' queues. Needs root. Reports
+    /// what could not be applied and why; exit 1 if anything failed.
+    #[arg(long, conflicts_with = "check")]
+    pub apply: bool,
+    /// Say which parts of the plan are in place (ok / partly / not / n/a); exit 1 unless
+    /// all are ok or n/a.
+    #[arg(long)]
+    pub check: bool,
     /// Read the host from this sysfs root instead of /sys (for testing).
     #[arg(long, hide = true, default_value = "/sys")]
     pub sys_root: PathBuf,
@@ -158,9 +168,81 @@ pub fn plan_for(cmd: &TuneCmd) -> anyhow::Result<Plan> {
     Ok(make_plan(&topo, cmd.shards, nic.as_ref())?)
 }
 
-pub fn run(cmd: TuneCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
+fn render_check(parts: &[PartReport]) -> String {
+    let mut s = String::from("PART          STATE   DETAIL\n");
+    for p in parts {
+        s.push_str(&format!(
+            "{:<12}  {:<6}  {}\n",
+            p.part,
+            p.state.as_str(),
+            p.detail
+        ));
+    }
+    s
+}
+
+fn render_applied(actions: &[ActionResult]) -> String {
+    let mut s = String::from("PART          OUTCOME  ACTION / DETAIL\n");
+    for a in actions {
+        let o = match a.outcome {
+            Outcome::Applied => "applied",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
+        };
+        s.push_str(&format!(
+            "{:<12}  {:<7}  {}: {}\n",
+            a.part, o, a.action, a.detail
+        ));
+    }
+    s
+}
+
+pub fn run(cmd: TuneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     if cmd.shards == Some(0) {
         anyhow::bail!("tune: --shards 0: at least one shard is needed");
+    }
+    let root = HostRoot {
+        sys: cmd.sys_root.clone(),
+        proc: cmd.proc_root.clone(),
+    };
+    if cmd.apply || cmd.check {
+        // The plan given with --plan, else one made for this host now.
+        let plan = match load_plan(global)? {
+            Some(p) => p,
+            None => plan_for(&cmd)?,
+        };
+        let applied = if cmd.apply {
+            Some(catchup_tuning::apply::apply(&plan, &root))
+        } else {
+            None
+        };
+        let parts = catchup_tuning::apply::check(&plan, &root);
+        let failed = applied
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|x| x.outcome == Outcome::Failed));
+        let in_place = parts
+            .iter()
+            .all(|p| matches!(p.state, PartState::Ok | PartState::NotApplicable));
+        if let Some(out) = &cmd.out {
+            write_atomically(out, &plan.to_toml())?;
+        }
+        if cmd.json {
+            let doc = serde_json::json!({
+                "plan": plan,
+                "applied": applied,
+                "check": parts,
+                "ok": if cmd.apply { !failed } else { in_place },
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            if let Some(a) = &applied {
+                print!("{}", render_applied(a));
+                println!();
+            }
+            print!("{}", render_check(&parts));
+        }
+        let ok = if cmd.apply { !failed } else { in_place };
+        return Ok(if ok { 0 } else { 1 });
     }
     let plan = plan_for(&cmd)?;
     if let Some(out) = &cmd.out {

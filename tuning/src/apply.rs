@@ -63,14 +63,34 @@ pub struct PartReport {
     pub detail: String,
 }
 
+/// What happened to one change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Done (or already in place).
+    Applied,
+    /// Tried and refused; `detail` says why.
+    Failed,
+    /// Does not apply on this host; `detail` says why.
+    Skipped,
+}
+
 /// One change `apply` tried.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActionResult {
     pub part: &'static str,
     pub action: String,
-    pub applied: bool,
+    pub outcome: Outcome,
     /// Why it could not be applied (or what happened).
     pub detail: String,
+}
+
+fn outcome(ok: bool) -> Outcome {
+    if ok {
+        Outcome::Applied
+    } else {
+        Outcome::Failed
+    }
 }
 
 fn mask_is_zero(text: &str) -> Option<bool> {
@@ -253,7 +273,7 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
         out.push(ActionResult {
             part: "nic",
             action: "nothing to apply".into(),
-            applied: false,
+            outcome: Outcome::Skipped,
             detail: "the plan names no NIC (make it with --nic IFACE)".into(),
         });
         return out;
@@ -263,7 +283,7 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
         Ok((rx, tx)) if rx == target && tx == target => out.push(ActionResult {
             part: "channels",
             action: format!("keep {target} channel(s) on {}", nic.name),
-            applied: true,
+            outcome: Outcome::Applied,
             detail: "already in place".into(),
         }),
         Ok(_) => {
@@ -292,13 +312,13 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
                 Ok(cmd) => ActionResult {
                     part: "channels",
                     action: format!("ethtool {cmd}"),
-                    applied: true,
+                    outcome: Outcome::Applied,
                     detail: format!("{} now has {target} channel(s)", nic.name),
                 },
                 Err(e) => ActionResult {
                     part: "channels",
                     action: format!("set {target} channel(s) on {}", nic.name),
-                    applied: false,
+                    outcome: Outcome::Failed,
                     detail: e,
                 },
             });
@@ -306,7 +326,7 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
         Err(e) => out.push(ActionResult {
             part: "channels",
             action: format!("set {target} channel(s) on {}", nic.name),
-            applied: false,
+            outcome: Outcome::Failed,
             detail: e,
         }),
     }
@@ -317,7 +337,7 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
         out.push(ActionResult {
             part: "irq_affinity",
             action: format!("irq {} ({}) -> cpus {list}", irq.irq, irq.name),
-            applied: r.is_ok(),
+            outcome: outcome(r.is_ok()),
             detail: r.err().unwrap_or_else(|| "written".into()),
         });
     }
@@ -325,7 +345,7 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
         out.push(ActionResult {
             part: "irq_affinity",
             action: "none".into(),
-            applied: false,
+            outcome: Outcome::Skipped,
             detail: format!(
                 "{} has no per-queue IRQs (virtual device): nothing to pin",
                 nic.name
@@ -346,7 +366,7 @@ pub fn apply(plan: &Plan, root: &HostRoot) -> Vec<ActionResult> {
             out.push(ActionResult {
                 part: "rps_xps",
                 action: format!("{dir}-{q}/{file} = 0"),
-                applied: r.is_ok(),
+                outcome: outcome(r.is_ok()),
                 detail: r.err().unwrap_or_else(|| "written".into()),
             });
         }
@@ -397,7 +417,10 @@ mod tests {
         assert_eq!(state(&before, "rps_xps"), PartState::Not);
 
         let done = apply(&plan, &root);
-        assert!(done.iter().all(|a| a.applied), "{done:?}");
+        assert!(
+            done.iter().all(|a| a.outcome == Outcome::Applied),
+            "{done:?}"
+        );
         let after = check(&plan, &root);
         assert_eq!(state(&after, "irq_affinity"), PartState::Ok);
         assert_eq!(state(&after, "rps_xps"), PartState::Ok);

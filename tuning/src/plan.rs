@@ -346,7 +346,7 @@ pub fn make_plan(
         commands.push("systemctl stop irqbalance  # it would move the IRQs back".to_string());
         if *current != nic.target_channels {
             commands.push(format!(
-                "ethtool -L {} combined {}",
+                "ethtool -L {0} combined {1}  # or, for drivers with separate rx/tx channels: ethtool -L {0} rx {1} tx {1}",
                 nic.name, nic.target_channels
             ));
             notes.push(format!(
