@@ -280,6 +280,19 @@ proptest! {
             prop_assert!(verify_range_proof(root, all_k[0], &all_k[1..], &all_v[1..], &[]).is_err());
         }
 
+        // A bloated proof (every node of the trie) still verifies: extra nodes are unused.
+        let bloated: Vec<Bytes> = t.nodes().values().cloned().collect();
+        prop_assert_eq!(verify_range_proof(root, &first, &keys, &vals, &bloated), Ok(j < n - 1));
+        // Values in the range must not be empty (deletions are not allowed).
+        let mut empties = vals.clone();
+        empties[0] = b"";
+        prop_assert!(verify_range_proof(root, &first, &keys, &empties, &proof).is_err());
+        // Keys out of order are rejected.
+        if keys.len() >= 2 {
+            let mut swapped = keys.clone();
+            swapped.swap(0, 1);
+            prop_assert!(verify_range_proof(root, &first, &swapped, &vals, &proof).is_err());
+        }
         // Tampered proof node.
         for idx in 0..proof.len() {
             let mut bad = proof.clone();
