@@ -146,6 +146,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// (kind, key) → location, one map per kind.
+type Index = Vec<HashMap<Box<[u8]>, Loc>>;
+
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Loc {
@@ -184,7 +187,8 @@ pub struct Store {
     opts: StoreOptions,
     limits: RecordLimits,
     content_addressed: [bool; 256],
-    index: HashMap<u8, HashMap<Box<[u8]>, Loc>>,
+    /// One map per kind (256 entries; empty maps do not allocate).
+    index: Index,
     sealed: BTreeMap<u32, Segment>,
     active_id: u32,
     active: Segment,
@@ -340,7 +344,7 @@ impl Store {
             max_key_bytes: opts.max_key_bytes,
             max_value_bytes: opts.max_value_bytes,
         };
-        let mut index: HashMap<u8, HashMap<Box<[u8]>, Loc>> = HashMap::new();
+        let mut index: Index = (0..256).map(|_| HashMap::new()).collect();
         let mut sealed = BTreeMap::new();
         let mut stats = StoreStats::default();
         let mut active: Option<(u32, Segment, u64)> = None;
@@ -394,7 +398,7 @@ impl Store {
         }
         stats.segments = sealed.len() as u32 + 1;
         stats.direct_io = active.file.is_direct();
-        stats.keys = index.values().map(|m| m.len() as u64).sum();
+        stats.keys = index.iter().map(|m| m.len() as u64).sum();
         if !stats.direct_io {
             tracing::debug!(dir = %dir.display(), "store writes are buffered (no O_DIRECT)");
         }
@@ -425,7 +429,7 @@ impl Store {
     /// Counters since open.
     pub fn stats(&self) -> StoreStats {
         let mut s = self.stats.clone();
-        s.keys = self.index.values().map(|m| m.len() as u64).sum();
+        s.keys = self.index.iter().map(|m| m.len() as u64).sum();
         s
     }
 
@@ -465,9 +469,7 @@ impl Store {
                 max_bytes: self.limits.max_value_bytes,
             });
         }
-        if self.content_addressed[kind as usize]
-            && self.index.get(&kind).is_some_and(|m| m.contains_key(key))
-        {
+        if self.content_addressed[kind as usize] && self.index[kind as usize].contains_key(key) {
             return Ok(false);
         }
         let rec_len = record::encoded_len(key.len(), value.len()) as u64;
@@ -481,7 +483,7 @@ impl Store {
         self.unsynced = true;
         self.stats.appended_bytes += rec_len;
         self.stats.appended_records += 1;
-        self.index.entry(kind).or_default().insert(
+        self.index[kind as usize].insert(
             key.into(),
             Loc {
                 seg: self.active_id,
@@ -570,17 +572,17 @@ impl Store {
 
     /// Whether a record for (kind, key) exists (index lookup, no I/O).
     pub fn contains(&self, kind: u8, key: &[u8]) -> bool {
-        self.index.get(&kind).is_some_and(|m| m.contains_key(key))
+        self.index[kind as usize].contains_key(key)
     }
 
     /// Number of keys of `kind`.
     pub fn len_of_kind(&self, kind: u8) -> usize {
-        self.index.get(&kind).map_or(0, |m| m.len())
+        self.index[kind as usize].len()
     }
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
     pub async fn get(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(loc) = self.index.get(&kind).and_then(|m| m.get(key)).copied() else {
+        let Some(loc) = self.index[kind as usize].get(key).copied() else {
             return Ok(None);
         };
         let (k, _, v) = self.read_record(loc).await?;
@@ -638,11 +640,7 @@ impl Store {
 
     /// Iterate over all (key, value) pairs of `kind`, in write order.
     pub fn iter_kind(&self, kind: u8) -> KindIter<'_> {
-        let mut locs: Vec<Loc> = self
-            .index
-            .get(&kind)
-            .map(|m| m.values().copied().collect())
-            .unwrap_or_default();
+        let mut locs: Vec<Loc> = self.index[kind as usize].values().copied().collect();
         locs.sort_unstable();
         KindIter {
             store: self,
@@ -727,7 +725,7 @@ async fn scan_segment(
     is_last: bool,
     limits: &RecordLimits,
     content_addressed: &[bool; 256],
-    index: &mut HashMap<u8, HashMap<Box<[u8]>, Loc>>,
+    index: &mut Index,
     stats: &mut StoreStats,
 ) -> Result<u64, StoreError> {
     let file_len = file.file_size().await.map_err(io_err("stat", path))?;
@@ -765,7 +763,7 @@ async fn scan_segment(
             off,
             len: rl as u32,
         };
-        let m = index.entry(h.kind).or_default();
+        let m = &mut index[h.kind as usize];
         if !(content_addressed[h.kind as usize] && m.contains_key(&key)) {
             m.insert(key, loc);
         }
