@@ -10,7 +10,7 @@ use catchup_http::Url;
 
 use super::GlobalOpts;
 use crate::download::serve::{serve_blocking, ServeConfig};
-use crate::download::sink::{ArchiveSink, SinkFactory, StreamCheckSink};
+use crate::download::sink::{ArchiveSink, PipelineSink, SinkFactory, StreamCheckSink};
 use crate::download::sync::{sync, Progress, SyncConfig, SyncReport};
 
 /// Parse a size with an optional binary suffix: `65536`, `64K`, `64M`, `1G` (also `KiB`, `MiB`, `GiB`).
@@ -81,6 +81,14 @@ pub struct SyncArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 10)]
     pub progress_interval_s: u64,
+    /// What to verify while downloading: `full` runs the snapshot pipeline (unpack into
+    /// the data directory, index, LtHash and capitalization); `stream` only checks zstd
+    /// frames and the tar structure.
+    #[arg(long, value_enum, default_value_t = VerifyMode::Full)]
+    pub verify: VerifyMode,
+    /// Index shards of the snapshot pipeline (default: all cores).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Print the final report (and progress lines) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -110,9 +118,33 @@ pub struct ServeArgs {
     pub cluster_nodes: Vec<String>,
 }
 
-/// The sink used by `sync`: checks zstd frames, tar structure and entry rules.
-pub fn default_sink_factory() -> Arc<SinkFactory> {
-    Arc::new(|| Ok(Box::new(StreamCheckSink::new()?) as Box<dyn ArchiveSink>))
+/// What `sync` verifies while downloading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyMode {
+    /// The snapshot pipeline: unpack, index, LtHash and capitalization.
+    Full,
+    /// zstd frames, tar structure and entry rules only.
+    Stream,
+}
+
+/// The sink for `mode`; the full pipeline unpacks into `datadir`.
+pub fn sink_factory(
+    mode: VerifyMode,
+    datadir: &std::path::Path,
+    shards: Option<usize>,
+) -> Arc<SinkFactory> {
+    match mode {
+        VerifyMode::Stream => {
+            Arc::new(|| Ok(Box::new(StreamCheckSink::new()?) as Box<dyn ArchiveSink>))
+        }
+        VerifyMode::Full => {
+            let mut cfg = crate::snapshot::PipelineConfig::default();
+            if let Some(n) = shards {
+                cfg.shards = n.max(1);
+            }
+            PipelineSink::factory(datadir.to_path_buf(), cfg)
+        }
+    }
 }
 
 fn mb(bytes_per_s: f64) -> f64 {
@@ -200,7 +232,11 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             }
         }
     });
-    let result = sync(cfg, default_sink_factory(), progress);
+    let result = sync(
+        cfg,
+        sink_factory(args.verify, &args.datadir, args.shards),
+        progress,
+    );
     if let Some(b) = bar {
         b.finish_and_clear();
     }

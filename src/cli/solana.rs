@@ -28,6 +28,7 @@ pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         SolanaCmd::Snapshot(SnapshotCmd::Verify(a)) => verify(a),
         SolanaCmd::Snapshot(SnapshotCmd::Inspect(a)) => inspect(a),
         SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => gen(a),
+        SolanaCmd::Snapshot(SnapshotCmd::Serve(a)) => super::snapshot_net::run_serve(a, global),
         SolanaCmd::Sync(args) => super::snapshot_net::run_sync(args, global),
         SolanaCmd::Repair(a) => super::repair::run_repair(a, global),
         SolanaCmd::ServeRepair(a) => super::repair::run_serve(a, global),
@@ -46,6 +47,8 @@ pub enum SnapshotCmd {
     /// Write a valid snapshot archive of generated accounts (Agave naming and layout,
     /// correct LtHash and capitalization), streaming to disk.
     Generate(GenerateArgs),
+    /// Serve snapshot archives over HTTP like an RPC node (303 redirects, Range, HEAD).
+    Serve(super::snapshot_net::ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]

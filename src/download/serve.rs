@@ -69,11 +69,12 @@ pub enum ServeError {
 const SEND_PIECE_BYTES: usize = 256 * 1024;
 const MAX_RPC_BODY_BYTES: u64 = 64 * 1024;
 
-/// Shared token bucket for the rate limit (one executor: no locking).
+/// Shared pacing for the rate limit (one executor: no locking). Each piece gets the next
+/// slot of `len / rate` seconds on a virtual clock that never runs behind real time, so an
+/// idle server accumulates no credit for a later burst.
 struct Pacer {
     rate_bytes_per_s: Option<u64>,
-    start: Instant,
-    sent: Cell<u64>,
+    next_free: Cell<Instant>,
 }
 
 impl Pacer {
@@ -81,12 +82,12 @@ impl Pacer {
         let Some(rate) = self.rate_bytes_per_s.filter(|r| *r > 0) else {
             return;
         };
-        let sent = self.sent.get() + bytes;
-        self.sent.set(sent);
-        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-        let el = self.start.elapsed();
-        if due > el {
-            glommio::timer::sleep(due - el).await;
+        let now = Instant::now();
+        let start = self.next_free.get().max(now);
+        self.next_free
+            .set(start + Duration::from_secs_f64(bytes as f64 / rate as f64));
+        if start > now {
+            glommio::timer::sleep(start - now).await;
         }
     }
 }
@@ -146,8 +147,7 @@ pub fn serve_blocking(
         let cfg = Rc::new(cfg);
         let pacer = Rc::new(Pacer {
             rate_bytes_per_s: cfg.rate_limit_bytes_per_s,
-            start: Instant::now(),
-            sent: Cell::new(0),
+            next_free: Cell::new(Instant::now()),
         });
         let active = Rc::new(Cell::new(0usize));
         while !stop.load(Ordering::Relaxed) {
