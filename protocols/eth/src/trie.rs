@@ -368,6 +368,21 @@ pub fn leaf_values(node_rlp: &[u8], path: &Nibbles) -> Result<Vec<(Nibbles, Byte
     Ok(node_contents(node_rlp, path)?.leaves)
 }
 
+/// The accounts stored in a state-trie node (and its embedded descendants): hashed address
+/// (the full 64-nibble path) and the decoded account. A leaf whose path is not 64 nibbles
+/// or whose value is not an account is an error.
+pub fn account_leaves(node_rlp: &[u8], path: &Nibbles) -> Result<Vec<(B256, crate::types::Account)>, RlpError> {
+    let mut out = Vec::new();
+    for (p, v) in leaf_values(node_rlp, path)? {
+        let key = p.pack().filter(|k| k.len() == 32).ok_or(RlpError::Invalid {
+            offset: 0,
+            what: "state-trie leaf path is not 64 nibbles",
+        })?;
+        out.push((B256::from_slice(&key), crate::types::Account::decode(&v)?));
+    }
+    Ok(out)
+}
+
 /// Verify a node against the hash it was requested by; returns its decoded form.
 pub fn verify_node(expected: B256, node_rlp: &[u8]) -> Result<Node, NodeError> {
     let got = keccak256(node_rlp);

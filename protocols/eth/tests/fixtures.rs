@@ -354,11 +354,29 @@ fn devnet_headstate_root() {
     assert_eq!(tries.storage.len(), 60);
     assert_eq!(tries.storage_slots, 2164);
     assert_eq!(state.accounts.values().filter(|a| !a.code.is_empty()).count(), 65);
-    // Every node of the account trie verifies and walks.
-    for (h, n) in tries.accounts.nodes() {
-        verify_node(*h, n).unwrap();
-        node_contents(n, &Nibbles::new()).unwrap();
+    // Walking the account trie from the root by hash reaches every account, and each
+    // account's storage trie and code are reachable from it.
+    let mut stack = vec![(tries.root, Nibbles::new())];
+    let mut found = 0;
+    let mut storage_nodes = 0;
+    while let Some((h, path)) = stack.pop() {
+        let n = &tries.accounts.nodes()[&h];
+        verify_node(h, n).unwrap();
+        stack.extend(node_contents(n, &path).unwrap().hashed_children);
+        for (hashed, acc) in account_leaves(n, &path).unwrap() {
+            found += 1;
+            if acc.storage_root != EMPTY_ROOT {
+                let st = &tries.storage[&hashed];
+                assert_eq!(st.root(), acc.storage_root);
+                storage_nodes += st.nodes().len();
+            }
+            if acc.code_hash != EMPTY_CODE_HASH {
+                assert_eq!(keccak256(&tries.code[&acc.code_hash]), acc.code_hash);
+            }
+        }
     }
+    assert_eq!(found, 194);
+    assert!(storage_nodes >= 60);
 }
 
 #[test]
