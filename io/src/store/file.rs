@@ -54,8 +54,10 @@ impl SegFile {
         }
     }
 
-    pub(crate) fn is_direct(&self) -> bool {
-        matches!(self, SegFile::Dma(_))
+    /// Whether writes bypass the page cache: a DMA file on a filesystem other than tmpfs
+    /// (glommio opens tmpfs files without O_DIRECT, which tmpfs does not support).
+    pub(crate) fn is_direct(&self, path: &Path) -> bool {
+        matches!(self, SegFile::Dma(_)) && !is_tmpfs(path)
     }
 
     /// Write `bytes` (a multiple of [`IO_ALIGN_BYTES`] long) at aligned offset `pos`.
@@ -167,4 +169,25 @@ async fn probe_device_once(path: &Path) -> std::io::Result<()> {
     }
     PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
     Ok(())
+}
+
+/// Whether `path` lives on a tmpfs (statfs magic).
+fn is_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    st.f_type as u64 == libc::TMPFS_MAGIC as u64
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) fn is_tmpfs(path: &std::path::Path) -> bool {
+        super::is_tmpfs(path)
+    }
 }

@@ -397,7 +397,7 @@ impl Store {
             });
         }
         stats.segments = sealed.len() as u32 + 1;
-        stats.direct_io = active.file.is_direct();
+        stats.direct_io = active.file.is_direct(&active.path);
         stats.keys = index.iter().map(|m| m.len() as u64).sum();
         if !stats.direct_io {
             tracing::debug!(dir = %dir.display(), "store writes are buffered (no O_DIRECT)");

@@ -369,3 +369,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn tmpfs_store_works_without_o_direct() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() || !file::tests_support::is_tmpfs(shm) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: /dev/shm (tmpfs) is needed for this test"
+        );
+        eprintln!("skipping: /dev/shm is not a tmpfs here");
+        return;
+    }
+    let tmp = tempfile::tempdir_in(shm).unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, small_opts()).await.unwrap();
+        assert!(
+            !s.stats().direct_io,
+            "tmpfs has no O_DIRECT path in glommio"
+        );
+        for i in 0..50u32 {
+            s.put(2, &i.to_le_bytes(), &value_for(i, 2000))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        for i in 0..50u32 {
+            assert_eq!(
+                s.get(2, &i.to_le_bytes()).await.unwrap(),
+                Some(value_for(i, 2000))
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
