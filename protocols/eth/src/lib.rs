@@ -42,7 +42,7 @@ pub use types::{
     EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{
-    ommers_hash, receipts_root, transactions_root, verify_block, verify_body, verify_header_chain, verify_header_hash,
-    verify_ommers_hash, verify_parent_hash, verify_parent_link, verify_receipts, verify_transactions_root,
-    verify_withdrawals, withdrawals_root, Field, VerifyError,
+    ommers_hash, receipts_root, receipts_root_encoded, transactions_root, verify_block, verify_body,
+    verify_header_chain, verify_header_hash, verify_ommers_hash, verify_parent_hash, verify_parent_link,
+    verify_receipts, verify_transactions_root, verify_withdrawals, withdrawals_root, Field, VerifyError,
 };

@@ -219,3 +219,23 @@ pub fn verify_receipts(header: &Header, receipts: &[Receipt]) -> Result<(), Veri
         receipts_root(receipts),
     )
 }
+
+/// Receipts root straight from a block's receipt list as sent on the wire (eth/66–68,
+/// era1): each legacy receipt's list bytes, each typed receipt's string payload. Only the
+/// list structure is checked; a matching root authenticates the bytes.
+pub fn receipts_root_encoded(list_rlp: &[u8]) -> Result<B256, crate::rlp::RlpError> {
+    let item = crate::rlp::parse_exact(list_rlp)?;
+    let mut l = item.list()?;
+    let mut values: Vec<&[u8]> = Vec::new();
+    while let Some(it) = l.next_opt()? {
+        if values.len() >= crate::types::MAX_TXS_PER_BLOCK {
+            return Err(crate::rlp::RlpError::TooLong {
+                offset: item.offset,
+                len: values.len() + 1,
+                limit: crate::types::MAX_TXS_PER_BLOCK,
+            });
+        }
+        values.push(if it.is_list { it.raw } else { it.payload });
+    }
+    Ok(ordered_root(&values))
+}

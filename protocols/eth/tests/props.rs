@@ -171,6 +171,7 @@ proptest! {
         for r in &rs {
             prop_assert_eq!(&Receipt::decode_consensus(&r.encode_consensus()).unwrap(), r);
         }
+        prop_assert_eq!(catchup_eth::verify::receipts_root_encoded(&enc).unwrap(), receipts_root(&rs));
         let h = Header { receipts_root: receipts_root(&rs), number: 9, ..Default::default() };
         prop_assert!(verify_receipts(&h, &rs).is_ok());
         if !rs.is_empty() {
