@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use catchup_io::mmap::MappedFile;
 use catchup_shards::ownership::owner_of_key;
-use catchup_solana::appendvec::{account_at, iter_accounts};
+use catchup_solana::appendvec::{account_at, iter_accounts, StoredAccount};
 use catchup_solana::LtHash;
 
 /// Capacity of each shard's inbox (messages, not bytes).
@@ -70,7 +70,7 @@ struct FileSlot {
     slot: u64,
     id: u64,
     len: u64,
-    map: MappedFile,
+    map: Arc<MappedFile>,
 }
 
 #[derive(Clone, Copy)]
@@ -81,7 +81,38 @@ struct Loc {
 
 /// One shard's state: its files (each shard maps every file itself) and its slice of the
 /// index.
+/// Running sums over the live entries of one shard.
+#[derive(Default)]
+struct LiveSums {
+    lt_hash: LtHash,
+    lamports: u128,
+    zero_lamport: u64,
+    data_bytes: u64,
+}
+
+impl LiveSums {
+    fn add(&mut self, a: &StoredAccount<'_>) {
+        if a.lamports == 0 {
+            self.zero_lamport += 1;
+            return;
+        }
+        self.lt_hash.mix_in(&a.lt_hash());
+        self.lamports += a.lamports as u128;
+        self.data_bytes += a.data.len() as u64;
+    }
+    fn remove(&mut self, a: &StoredAccount<'_>) {
+        if a.lamports == 0 {
+            self.zero_lamport -= 1;
+            return;
+        }
+        self.lt_hash.mix_out(&a.lt_hash());
+        self.lamports -= a.lamports as u128;
+        self.data_bytes -= a.data.len() as u64;
+    }
+}
+
 struct ShardIndex {
+    live: LiveSums,
     shard: usize,
     shards: usize,
     files: Vec<FileSlot>,
@@ -108,7 +139,14 @@ impl ShardIndex {
             }
         };
         map.advise_sequential();
+        let map = Arc::new(map);
         let file_idx = self.files.len() as u32;
+        self.files.push(FileSlot {
+            slot: job.slot,
+            id: job.id,
+            len: job.accounts_current_len,
+            map: map.clone(),
+        });
         let iter = match iter_accounts(map.bytes(), job.accounts_current_len) {
             Ok(it) => it,
             Err(e) => {
@@ -116,39 +154,41 @@ impl ShardIndex {
                 return;
             }
         };
-        let mut owned: Vec<([u8; 32], u64)> = Vec::new();
+        // Index the owned entries; the LtHash and lamports of the live set are kept up to
+        // date as entries win (mix in) or are superseded (mix out).
         for item in iter {
-            match item {
-                Ok(a) => {
-                    if owner_of_key(a.pubkey, self.shards).0 == self.shard {
-                        owned.push((*a.pubkey, a.offset));
-                    }
-                }
+            let a = match item {
+                Ok(a) => a,
                 Err(e) => {
                     self.error = Some(format!("accounts/{}.{}: {e}", job.slot, job.id));
                     return;
                 }
+            };
+            if owner_of_key(a.pubkey, self.shards).0 != self.shard {
+                continue;
             }
-        }
-        self.files.push(FileSlot {
-            slot: job.slot,
-            id: job.id,
-            len: job.accounts_current_len,
-            map,
-        });
-        for (key, offset) in owned {
             self.accounts_total += 1;
             let new = Loc {
                 file: file_idx,
-                offset,
+                offset: a.offset,
             };
-            let new_order = self.order(new);
-            match self.index.get(&key) {
-                Some(&old) if self.order(old) >= new_order => {}
-                _ => {
-                    self.index.insert(key, new);
+            let new_order = (job.slot, job.id, a.offset);
+            let old = self.index.get(a.pubkey).copied();
+            if let Some(old) = old {
+                if self.order(old) >= new_order {
+                    continue;
+                }
+                let f = &self.files[old.file as usize];
+                match account_at(f.map.bytes(), f.len, old.offset) {
+                    Ok(o) => self.live.remove(&o),
+                    Err(e) => {
+                        self.error = Some(format!("accounts/{}.{}: {e}", f.slot, f.id));
+                        return;
+                    }
                 }
             }
+            self.live.add(&a);
+            self.index.insert(*a.pubkey, new);
         }
     }
 
@@ -171,38 +211,15 @@ impl ShardIndex {
     }
 
     fn totals(&self) -> ShardTotals {
-        let mut lt = LtHash::identity();
-        let mut cap: u128 = 0;
-        let mut zero = 0;
-        let mut data_bytes = 0u64;
-        let mut error = self.error.clone();
-        for (key, &l) in &self.index {
-            let f = &self.files[l.file as usize];
-            match account_at(f.map.bytes(), f.len, l.offset) {
-                Ok(a) => {
-                    debug_assert_eq!(a.pubkey, key);
-                    if a.lamports == 0 {
-                        zero += 1;
-                        continue;
-                    }
-                    cap += a.lamports as u128;
-                    data_bytes += a.data.len() as u64;
-                    lt.mix_in(&a.lt_hash());
-                }
-                Err(e) => {
-                    error.get_or_insert_with(|| format!("accounts/{}.{}: {e}", f.slot, f.id));
-                }
-            }
-        }
         ShardTotals {
             shard: self.shard,
-            lt_hash: lt,
-            capitalization: cap,
+            lt_hash: self.live.lt_hash.clone(),
+            capitalization: self.live.lamports,
             accounts_total: self.accounts_total,
             accounts_live: self.index.len() as u64,
-            zero_lamport_live: zero,
-            data_bytes_live: data_bytes,
-            error,
+            zero_lamport_live: self.live.zero_lamport,
+            data_bytes_live: self.live.data_bytes,
+            error: self.error.clone(),
         }
     }
 
@@ -246,6 +263,7 @@ impl ShardSet {
         for shard in 0..shards {
             let (tx, rx) = sync_channel(SHARD_INBOX_CAPACITY);
             let idx = ShardIndex {
+                live: LiveSums::default(),
                 shard,
                 shards,
                 files: Vec::new(),
@@ -327,3 +345,79 @@ impl Drop for ShardSet {
 #[derive(Debug, thiserror::Error)]
 #[error("snapshot index shard stopped unexpectedly")]
 pub struct ShardGone;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use catchup_solana::appendvec::append_account;
+
+    fn file(
+        dir: &std::path::Path,
+        name: &str,
+        entries: &[([u8; 32], u64, &[u8])],
+    ) -> (Arc<PathBuf>, u64) {
+        let mut f = Vec::new();
+        for (k, l, d) in entries {
+            append_account(&mut f, k, *l, 0, &[9; 32], false, d);
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, &f).unwrap();
+        (Arc::new(p), f.len() as u64)
+    }
+
+    #[test]
+    fn newest_wins_and_sums_follow_the_live_set() {
+        let dir = std::env::temp_dir().join(format!("catchup-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (k1, k2, k3) = ([1u8; 32], [0x80u8; 32], [0x40u8; 32]);
+        let a = file(
+            &dir,
+            "5.0",
+            &[
+                (k1, 10, b"v1"),
+                (k2, 20, b"old"),
+                (k1, 11, b"v2"),
+                (k3, 0, b""),
+            ],
+        );
+        let b = file(&dir, "6.1", &[(k2, 21, b"new")]);
+        let c = file(&dir, "4.2", &[(k1, 9, b"v0")]);
+        for shards in [1, 2, 3] {
+            let set = ShardSet::start(shards).unwrap();
+            for (slot, id, (path, len)) in [(5, 0, &a), (6, 1, &b), (4, 2, &c)] {
+                set.add_file(FileJob {
+                    slot,
+                    id,
+                    path: path.clone(),
+                    accounts_current_len: *len,
+                })
+                .unwrap();
+            }
+            let g1 = set.get(&k1).unwrap().unwrap();
+            assert_eq!(
+                (g1.lamports, g1.data.as_slice(), g1.location.slot),
+                (11, &b"v2"[..], 5)
+            );
+            let g2 = set.get(&k2).unwrap().unwrap();
+            assert_eq!((g2.lamports, g2.location.slot), (21, 6));
+            assert!(set.get(&[7; 32]).unwrap().is_none());
+            let totals = set.totals().unwrap();
+            let mut lt = LtHash::identity();
+            let mut cap = 0;
+            for t in &totals {
+                assert!(t.error.is_none());
+                lt.mix_in(&t.lt_hash);
+                cap += t.capitalization;
+            }
+            let mut want = LtHash::of_account(11, b"v2", false, &[9; 32], &k1);
+            want.mix_in(&LtHash::of_account(21, b"new", false, &[9; 32], &k2));
+            assert_eq!(lt, want, "{shards} shards");
+            assert_eq!(cap, 32);
+            assert_eq!(totals.iter().map(|t| t.accounts_total).sum::<u64>(), 6);
+            assert_eq!(totals.iter().map(|t| t.accounts_live).sum::<u64>(), 3);
+            assert_eq!(totals.iter().map(|t| t.zero_lamport_live).sum::<u64>(), 1);
+            assert_eq!(set.all().unwrap().len(), 3);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
