@@ -436,7 +436,9 @@ fn bench_store(args: StoreBenchArgs) -> anyhow::Result<i32> {
     let store_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
         let dir = store_dirs[shard.id().0].join("store");
         async move {
-            let r = store_phase(shard.id().0, dir, w).await;
+            use tracing::Instrument;
+            let span = tracing::info_span!("shard", shard = shard.id().0);
+            let r = store_phase(shard.id().0, dir, w).instrument(span).await;
             r.map_err(|e| format!("shard {}: {e:#}", shard.id()))
         }
     })?
