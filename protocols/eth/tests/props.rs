@@ -411,6 +411,8 @@ proptest! {
         let _ = Node::decode(&bytes);
         let _ = child_refs(&bytes, &Nibbles::new());
         let _ = node_contents(&bytes, &Nibbles::new());
+        let _ = account_leaves(&bytes, &Nibbles::new());
+        let _ = receipts_root_encoded(&bytes);
         let _ = verify_node(keccak256(&bytes), &bytes);
         let _ = catchup_eth::era1::snappy_frame_decompress(&bytes, 1 << 16);
         let _ = Era1::open(&bytes).map(|e| e.blocks().count());
