@@ -208,11 +208,8 @@ fn serve_one(mut stream: TcpStream) -> std::io::Result<()> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
+    let (method, path) = request_target(&buf);
+    match (method.as_str(), path.as_str()) {
         ("GET", "/metrics") => respond(
             &mut stream,
             200,
@@ -285,6 +282,12 @@ pub fn fetch(addr: &str, path: &str, timeout: Duration) -> Result<String, AdminE
     s.take(MAX_RESPONSE_BYTES as u64 + 64 * 1024)
         .read_to_end(&mut raw)
         .map_err(io("read response"))?;
+    parse_response(addr, path, &raw)
+}
+
+/// Split a raw HTTP response into its body, checking for status 200 and the size limit.
+/// Never panics on any input.
+pub fn parse_response(addr: &str, path: &str, raw: &[u8]) -> Result<String, AdminError> {
     let bad = |problem: &str| AdminError::BadResponse {
         addr: addr.to_string(),
         problem: problem.to_string(),
@@ -311,6 +314,17 @@ pub fn fetch(addr: &str, path: &str, timeout: Duration) -> Result<String, AdminE
         return Err(bad("body larger than the limit"));
     }
     String::from_utf8(body.to_vec()).map_err(|_| bad("body not UTF-8"))
+}
+
+/// The method and path of a request head (`GET /status?x HTTP/1.1` → `("GET",
+/// "/status")`); empty strings when absent. Never panics on any input.
+pub fn request_target(head: &[u8]) -> (String, String) {
+    let head = String::from_utf8_lossy(&head[..head.len().min(MAX_REQUEST_BYTES)]);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("");
+    let path = target.split('?').next().unwrap_or("").to_string();
+    (method, path)
 }
 
 #[cfg(test)]
@@ -344,5 +358,32 @@ mod tests {
         assert!(matches!(e, AdminError::Status { code: 404, .. }), "{e}");
         drop(server);
         assert!(fetch(&addr, "/status", Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn request_targets() {
+        assert_eq!(
+            request_target(b"GET /status?x=1 HTTP/1.1\r\n\r\n"),
+            ("GET".to_string(), "/status".to_string())
+        );
+        assert_eq!(request_target(b""), (String::new(), String::new()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_response("a", "/status", &raw);
+            let _ = request_target(&raw);
+        }
+
+        #[test]
+        fn well_formed_responses_parse(body in "[a-z{}\":0-9 ]{0,200}", code in 100u16..600) {
+            let raw = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            match parse_response("a", "/p", raw.as_bytes()) {
+                Ok(b) => { proptest::prop_assert_eq!(code, 200); proptest::prop_assert_eq!(b, body); }
+                Err(AdminError::Status { code: c, .. }) => proptest::prop_assert_eq!(c, code),
+                Err(e) => proptest::prop_assert!(false, "{e}"),
+            }
+        }
     }
 }

@@ -190,9 +190,11 @@ fn child_runtime() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (shards, wait_for_signal) = match spec.split_once(':') {
-        Some((n, "wait")) => (n.parse::<usize>().unwrap(), true),
-        _ => (spec.parse::<usize>().unwrap(), false),
+    // "N", "N:wait" (stop on the shutdown flag) or "N:stubborn" (never stop by itself).
+    let (shards, wait_for_signal, stubborn) = match spec.split_once(':') {
+        Some((n, "wait")) => (n.parse::<usize>().unwrap(), true, false),
+        Some((n, "stubborn")) => (n.parse::<usize>().unwrap(), true, true),
+        _ => (spec.parse::<usize>().unwrap(), false, false),
     };
     let cfg = RuntimeConfig {
         channel_capacity: 2,
@@ -212,7 +214,7 @@ fn child_runtime() {
             if shard.id().0 == 0 {
                 println!("ready");
             }
-            while !shard.shutting_down() {
+            while stubborn || !shard.shutting_down() {
                 let _ = shard.recv_timeout(Duration::from_millis(10)).await;
             }
         }
@@ -286,6 +288,71 @@ fn shards_start_with_and_without_cap_ipc_lock() {
     }
     assert!(without.status.success(), "{text}\n{err}");
     assert!(text.contains("child shards=8 cap_ipc_lock=false"), "{text}");
+}
+
+fn start_child_and_wait_ready(
+    spec: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut c = child(spec, false);
+    let mut proc_ = c.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = proc_.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let seen_ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("ready"));
+    assert!(seen_ready, "child started its shards");
+    (proc_, lines)
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+#[test]
+fn sigint_sets_the_flag_and_the_process_exits_zero() {
+    let (mut proc_, lines) = start_child_and_wait_ready("2:wait");
+    signal(&proc_, libc::SIGINT);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = proc_.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(rest.iter().any(|l| l.contains("clean")), "{rest:?}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_130() {
+    use std::os::unix::process::ExitStatusExt;
+    let (mut proc_, _lines) = start_child_and_wait_ready("2:stubborn");
+    // The shards ignore the flag; keep signalling until the process exits (signals sent
+    // while one is pending merge, so one more is sent after each pause).
+    let mut status = None;
+    for _ in 0..200 {
+        signal(&proc_, libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(25));
+        if let Some(s) = proc_.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+    }
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = proc_.kill();
+            panic!("child did not exit after repeated SIGTERM");
+        }
+    };
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{status:?} signal {:?}",
+        status.signal()
+    );
 }
 
 #[test]

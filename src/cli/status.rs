@@ -101,6 +101,13 @@ mod tests {
         assert_eq!(m["b"], 1.5);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn totals_never_panic(text in "(?s).{0,400}") {
+            let _ = metric_totals(&text);
+        }
+    }
+
     #[test]
     fn table_flattens_sections() {
         let v = serde_json::json!({"eth": {"phase": "state", "peers": 4}});

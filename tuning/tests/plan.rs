@@ -200,3 +200,33 @@ fn reads_this_host() {
     assert!(missing.to_string().contains("no-such-nic0"));
     assert!(read_nic(&HostRoot::default(), "../etc").is_err());
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Random text never panics the plan reader.
+        #[test]
+        fn random_text_is_rejected_not_panicking(text in "(?s).{0,300}") {
+            let _ = Plan::from_toml(&text, "fuzz");
+        }
+
+        /// A valid plan with one byte changed either parses to a valid plan or is rejected.
+        #[test]
+        fn mutated_plans_never_panic(pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            static GOOD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let good = GOOD.get_or_init(|| plan_for(&two_core(), None).to_toml().into_bytes());
+            let mut bad = good.clone();
+            let i = pos.index(bad.len());
+            bad[i] = byte;
+            if let Ok(text) = String::from_utf8(bad) {
+                if let Ok(p) = Plan::from_toml(&text, "fuzz") {
+                    prop_assert!(p.validate("again").is_ok());
+                }
+            }
+        }
+    }
+}
