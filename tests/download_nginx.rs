@@ -3,8 +3,9 @@
 //! range; SIGKILL of `catchup solana sync` and resume (nginx access logs show no finished
 //! chunk fetched again); a mirror without Range support (`max_ranges 0`).
 //!
-//! Needs /usr/sbin/nginx (or $CATCHUP_NGINX) and the zstd CLI: skipped with a message when
-//! missing, failed under CI=true.
+//! Archives are generated snapshots; the sync verifies them with the snapshot pipeline
+//! (LtHash, capitalization). Needs /usr/sbin/nginx (or $CATCHUP_NGINX): skipped with a
+//! message when missing, failed under CI=true.
 
 mod download_support;
 
@@ -14,21 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use catchup::download::sink::{ArchiveSink, SinkFactory, StreamCheckSink};
+use catchup::download::sink::{PipelineSink, SinkFactory};
 use catchup::download::sync::{sync, SyncConfig};
 use catchup_http::Url;
 use download_support::*;
 
-const NAME: &str = "snapshot-100-5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7.tar.zst";
 const CHUNK: u64 = 128 * 1024;
 
 fn tools() -> bool {
-    require(have_binary(&nginx_bin()), "nginx") && require(have_binary("zstd"), "zstd CLI")
+    require(have_binary(&nginx_bin()), "nginx")
 }
 
-fn docroot_with(bytes: &[u8], mtime_from: Option<&Path>) -> tempfile::TempDir {
+fn docroot_with(name: &str, bytes: &[u8], mtime_from: Option<&Path>) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    let p = d.path().join(NAME);
+    let p = d.path().join(name);
     std::fs::write(&p, bytes).unwrap();
     if let Some(src) = mtime_from {
         // Same mtime and size: nginx computes the same ETag, so the copy joins the group.
@@ -43,8 +43,21 @@ fn docroot_with(bytes: &[u8], mtime_from: Option<&Path>) -> tempfile::TempDir {
     d
 }
 
-fn check_sink() -> Arc<SinkFactory> {
-    Arc::new(|| Ok(Box::new(StreamCheckSink::new()?) as Box<dyn ArchiveSink>))
+/// A generated snapshot (valid LtHash and capitalization) in its own docroot.
+fn generated(accounts: u64, seed: u64) -> (tempfile::TempDir, String, Vec<u8>) {
+    let d = tempfile::tempdir().unwrap();
+    let p = gen_snapshot(d.path(), accounts, seed);
+    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+    let bytes = std::fs::read(&p).unwrap();
+    (d, name, bytes)
+}
+
+fn pipeline_sink(datadir: &Path) -> Arc<SinkFactory> {
+    let cfg = catchup::snapshot::PipelineConfig {
+        shards: 2,
+        ..Default::default()
+    };
+    PipelineSink::factory(datadir.to_path_buf(), cfg)
 }
 
 fn rate(r: &str) -> MirrorOpts {
@@ -59,23 +72,23 @@ fn nginx_mirrors_with_faults_end_verified_and_bad_sources_named() {
     if !tools() {
         return;
     }
-    let archive = make_archive(21, 4 << 20, 100);
-    let good = docroot_with(&archive, None);
-    let good_file = good.path().join(NAME);
-    // Another archive of the same slot and name: other size.
-    let other = docroot_with(&make_archive(22, 3 << 20, 100), None);
-    // A copy with a corrupted byte in every 64 KiB, same size and mtime (same ETag).
+    let (good, name, archive) = generated(40_000, 1);
+    let good_file = good.path().join(&name);
+    // Another archive of the same slot (other accounts: other hash, name and size).
+    let (other, other_name, other_bytes) = generated(30_000, 2);
+    assert_ne!(other_bytes.len(), archive.len());
+    // A copy with a corrupted byte in every 64 KiB, same name, size and mtime (same ETag).
     let mut bad = archive.clone();
     for i in (1000..bad.len()).step_by(64 * 1024) {
         bad[i] ^= 0x5a;
     }
-    let corrupt = docroot_with(&bad, Some(&good_file));
+    let corrupt = docroot_with(&name, &bad, Some(&good_file));
 
-    let fast = Nginx::start(good.path(), NAME, &rate("1m"));
-    let slow = Nginx::start(good.path(), NAME, &rate("150k"));
-    let wrong = Nginx::start(other.path(), NAME, &rate("1m"));
-    let liar = Nginx::start(corrupt.path(), NAME, &rate("1m"));
-    let dying = Arc::new(Mutex::new(Nginx::start(good.path(), NAME, &rate("200k"))));
+    let fast = Nginx::start(good.path(), &name, &rate("1m"));
+    let slow = Nginx::start(good.path(), &name, &rate("150k"));
+    let wrong = Nginx::start(other.path(), &other_name, &rate("1m"));
+    let liar = Nginx::start(corrupt.path(), &name, &rate("1m"));
+    let dying = Arc::new(Mutex::new(Nginx::start(good.path(), &name, &rate("200k"))));
 
     // Kill the dying mirror once it answered the probes (HEAD + 1-byte GET) and a chunk
     // request is on its way.
@@ -114,16 +127,23 @@ fn nginx_mirrors_with_faults_end_verified_and_bad_sources_named() {
     cfg.coordinator.max_failures = 3;
     cfg.client.io_timeout_ms = 5_000;
     cfg.progress_interval_ms = 60_000;
-    let rep = sync(cfg, check_sink(), Box::new(|_| {})).expect("sync");
+    let rep = sync(cfg, pipeline_sink(data.path()), Box::new(|_| {})).expect("sync");
     stop.store(true, Ordering::Relaxed);
     killer.join().unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&rep).unwrap());
 
     assert!(rep.complete, "{rep:#?}");
     assert_eq!(
-        std::fs::read(data.path().join("download").join(NAME)).unwrap(),
+        std::fs::read(data.path().join("download").join(&name)).unwrap(),
         archive
     );
+    let v = rep.verified.as_ref().unwrap();
+    assert_eq!(
+        (v["lt_hash_ok"].as_bool(), v["capitalization_ok"].as_bool()),
+        (Some(true), Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["accounts_total"], 40_000);
     assert!(
         rep.audit_rounds >= 1,
         "the corrupted mirror must have been caught: {rep:#?}"
@@ -163,10 +183,9 @@ fn nginx_sigkill_resume_fetches_no_finished_chunk_again() {
     if !tools() {
         return;
     }
-    let archive = make_archive(31, 4 << 20, 100);
-    let root = docroot_with(&archive, None);
-    let a = Nginx::start(root.path(), NAME, &rate("250k"));
-    let b = Nginx::start(root.path(), NAME, &rate("250k"));
+    let (root, name, archive) = generated(30_000, 3);
+    let a = Nginx::start(root.path(), &name, &rate("300k"));
+    let b = Nginx::start(root.path(), &name, &rate("300k"));
     let data = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_catchup");
     let args = |d: &Path| {
@@ -180,6 +199,8 @@ fn nginx_sigkill_resume_fetches_no_finished_chunk_again() {
             &b.base_url(),
             "--chunk-size",
             "128K",
+            "--shards",
+            "2",
             "--json",
         ])
         .arg("--datadir")
@@ -235,12 +256,14 @@ fn nginx_sigkill_resume_fetches_no_finished_chunk_again() {
     )
     .unwrap();
     assert_eq!(report["complete"], true);
+    assert_eq!(report["verified"]["lt_hash_ok"], true);
+    assert_eq!(report["verified"]["capitalization_ok"], true);
     assert_eq!(
         report["chunks_resumed"].as_u64().unwrap() as usize,
         finished.len()
     );
     assert_eq!(
-        std::fs::read(data.path().join("download").join(NAME)).unwrap(),
+        std::fs::read(data.path().join("download").join(&name)).unwrap(),
         archive
     );
 
@@ -268,11 +291,10 @@ fn nginx_without_ranges_single_stream() {
     if !tools() {
         return;
     }
-    let archive = make_archive(41, 1 << 20, 100);
-    let root = docroot_with(&archive, None);
+    let (root, name, archive) = generated(10_000, 4);
     let m = Nginx::start(
         root.path(),
-        NAME,
+        &name,
         &MirrorOpts {
             limit_rate: None,
             no_ranges: true,
@@ -283,11 +305,12 @@ fn nginx_without_ranges_single_stream() {
     cfg.sources = vec![Url::parse(&m.base_url()).unwrap()];
     cfg.coordinator.chunk_size_bytes = CHUNK;
     cfg.progress_interval_ms = 60_000;
-    let rep = sync(cfg, check_sink(), Box::new(|_| {})).expect("sync");
+    let rep = sync(cfg, pipeline_sink(data.path()), Box::new(|_| {})).expect("sync");
     assert!(rep.complete, "{rep:#?}");
+    assert_eq!(rep.verified.as_ref().unwrap()["lt_hash_ok"], true);
     assert!(!rep.sources[0].ranges);
     assert_eq!(
-        std::fs::read(data.path().join("download").join(NAME)).unwrap(),
+        std::fs::read(data.path().join("download").join(&name)).unwrap(),
         archive
     );
     // One full-body GET without Range (200) did the whole download (the probe asked

@@ -208,17 +208,17 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     } else {
         None
     };
-    // Progress lines every --progress-interval-s; a terminal bar updates every second.
-    cfg.progress_interval_ms = if bar.is_some() {
-        1000
-    } else {
-        args.progress_interval_s.max(1) * 1000
-    };
+    // Every second: the bar and the admin endpoint's /status; lines every --progress-interval-s.
+    cfg.progress_interval_ms = 1000;
     let every = (args.progress_interval_s.max(1) * 1000 / cfg.progress_interval_ms).max(1);
     let bar2 = bar.clone();
     let mut n = 0u64;
     let progress = Box::new(move |p: &Progress| {
         n += 1;
+        crate::admin::set_status(
+            "snapshot_download",
+            serde_json::to_value(p).unwrap_or_default(),
+        );
         if let Some(b) = &bar2 {
             b.set_length(p.bytes_total);
             b.set_position(p.bytes_done);
@@ -241,6 +241,10 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         b.finish_and_clear();
     }
     let report = result?;
+    crate::admin::set_status(
+        "snapshot_download",
+        serde_json::json!({ "finished": &report }),
+    );
     print_report(&report, json);
     Ok(if report.complete { 0 } else { 1 })
 }
