@@ -1,0 +1,220 @@
+//! `catchup solana snapshot verify|inspect|generate` end to end through the binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn catchup() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_catchup"))
+}
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("CATCHUP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .join("solana/snapshots");
+    if dir.join("test-snapshot-v4.2.0-beta.1.tar.zst").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("snapshot fixtures missing at {}", dir.display());
+    }
+    eprintln!("skipped: snapshot fixtures missing at {}", dir.display());
+    None
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
+}
+
+#[test]
+fn verify_fixture_json() {
+    let Some(dir) = fixtures() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let out = catchup()
+        .args([
+            "solana",
+            "snapshot",
+            "verify",
+            "--json",
+            "--shards",
+            "2",
+            "--datadir",
+        ])
+        .arg(data.path())
+        .arg(dir.join("test-snapshot-v4.2.0-beta.1.tar.zst"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["slot"], 100);
+    assert_eq!(v["storages"], 3);
+    assert_eq!(v["accounts_total"], 9);
+    assert_eq!(v["accounts_live"], 8);
+    assert_eq!(v["lt_hash_ok"], true);
+    assert_eq!(v["capitalization_ok"], true);
+    assert_eq!(
+        v["bank_hash"],
+        "FF2m56Z7VbuL5fhNTfNzzH41ZP45CYzxZGocL9RqmRck"
+    );
+}
+
+#[test]
+fn verify_full_plus_incremental() {
+    let Some(dir) = fixtures() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let out =
+        catchup()
+            .args(["solana", "snapshot", "verify", "--json", "--datadir"])
+            .arg(data.path())
+            .arg(dir.join("snapshot-1-5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7.tar.zst"))
+            .arg("--incremental")
+            .arg(dir.join(
+                "incremental-snapshot-1-4-43FT6mnmRW9XbxpCzqH3ogYexHXboG7d8vmf3gBLvLrR.tar.zst",
+            ))
+            .output()
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["slot"], 4);
+    assert_eq!(v["base_slot"], 1);
+    assert_eq!(v["lt_hash_ok"], true);
+    assert!(data.path().join("snapshot/1").is_dir());
+    assert!(data.path().join("incremental/1-4").is_dir());
+}
+
+#[test]
+fn inspect_lists_accounts() {
+    let Some(dir) = fixtures() else { return };
+    let out = catchup()
+        .args(["solana", "snapshot", "inspect", "--accounts", "--json"])
+        .arg(dir.join("test-snapshot-v4.2.0-beta.1.tar.zst"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["capitalization"], 92065762);
+    assert_eq!(v["storages"].as_array().unwrap().len(), 3);
+    let accounts = v["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 8);
+    assert!(accounts.iter().any(|a| a["data_len"] == 131097));
+}
+
+#[test]
+fn generate_then_verify_and_corrupt() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = catchup()
+        .args([
+            "solana",
+            "snapshot",
+            "generate",
+            "--accounts",
+            "3000",
+            "--frames",
+            "3",
+            "--slot",
+            "77",
+            "--json",
+        ])
+        .args(["--file-size-bytes", "100000", "--out"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g = json_of(&out);
+    let path = PathBuf::from(g["path"].as_str().unwrap());
+    assert_eq!(g["frames"], 3);
+    let data = tempfile::tempdir().unwrap();
+    let out = catchup()
+        .args(["solana", "snapshot", "verify", "--json", "--datadir"])
+        .arg(data.path())
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["slot"], 77);
+    assert_eq!(v["accounts_live"], g["accounts_live"]);
+    assert_eq!(v["frames"], 3);
+
+    // Change one lamport of the last account and recompress: exit 1, lt_hash_ok false.
+    let mut tar =
+        catchup_solana::zstd::stream::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    // The first account file's data follows its header; byte 50 of an entry is in its
+    // lamports, which the LtHash covers.
+    let mut pos = 0;
+    let at = loop {
+        let hdr = &tar[pos..pos + 512];
+        let size_field = std::str::from_utf8(&hdr[124..135])
+            .unwrap()
+            .trim_matches(char::from(0))
+            .to_string();
+        let size = usize::from_str_radix(&size_field, 8).unwrap_or(0);
+        if hdr.starts_with(b"accounts/") && hdr[156] == b'0' {
+            // Entry 0 may be superseded by a newer version in a later file; entry 1 is live.
+            let first = pos + 512;
+            let data_len =
+                u64::from_le_bytes(tar[first + 8..first + 16].try_into().unwrap()) as usize;
+            break first + (136 + data_len).div_ceil(8) * 8 + 50;
+        }
+        pos += 512 + size.div_ceil(512) * 512;
+    };
+    tar[at] ^= 1;
+    let bad = out_dir.path().join("bad").join(path.file_name().unwrap());
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, catchup_solana::zstd::bulk::compress(&tar, 1).unwrap()).unwrap();
+    let out = catchup()
+        .args(["solana", "snapshot", "verify", "--json", "--datadir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v = json_of(&out);
+    assert_eq!(v["lt_hash_ok"], false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LtHash mismatch"));
+}
+
+#[test]
+fn missing_archive_is_one_line_and_exit_1() {
+    let out = catchup()
+        .args([
+            "solana",
+            "snapshot",
+            "verify",
+            "/nonexistent/snapshot-1-x.tar.zst",
+            "--datadir",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/snapshot-1-x.tar.zst"));
+}
