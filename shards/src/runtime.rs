@@ -171,6 +171,8 @@ struct Inner<M: Send + 'static> {
     inbox: LocalReceiver<(ShardId, M)>,
     outgoing_closed: Cell<bool>,
     shutdown: Arc<AtomicBool>,
+    sent: crate::metrics::Counter,
+    received: crate::metrics::Counter,
 }
 
 /// A message that could not be sent; the message is handed back.
@@ -272,20 +274,28 @@ impl<M: Send + 'static> Shard<M> {
     /// Send `msg` to shard `to`, waiting while its channel is full (back-pressure).
     pub async fn send(&self, to: ShardId, msg: M) -> Result<(), SendError<M>> {
         let (s, msg) = self.sender(to, msg)?;
-        s.send(msg).await.map_err(|e| map_err(to, e))
+        s.send(msg).await.map_err(|e| map_err(to, e))?;
+        self.inner.sent.inc(self.inner.id);
+        Ok(())
     }
 
     /// Send without waiting; a full channel gives [`SendError::Full`].
     pub fn try_send(&self, to: ShardId, msg: M) -> Result<(), SendError<M>> {
         let (s, msg) = self.sender(to, msg)?;
-        s.try_send(msg).map_err(|e| map_err(to, e))
+        s.try_send(msg).map_err(|e| map_err(to, e))?;
+        self.inner.sent.inc(self.inner.id);
+        Ok(())
     }
 
     /// The next message from any peer, in per-sender order. `None` once every peer has
     /// closed its outgoing channels (see [`Shard::close_outgoing`]) or finished, and all
     /// their messages were received.
     pub async fn recv(&self) -> Option<(ShardId, M)> {
-        self.inner.inbox.recv().await
+        let m = self.inner.inbox.recv().await;
+        if m.is_some() {
+            self.inner.received.inc(self.inner.id);
+        }
+        m
     }
 
     /// Like [`Shard::recv`], but gives up after `timeout` (so a loop can check
@@ -293,7 +303,10 @@ impl<M: Send + 'static> Shard<M> {
     pub async fn recv_timeout(&self, timeout: Duration) -> Recv<M> {
         let r = glommio::timer::timeout(timeout, async { Ok(self.inner.inbox.recv().await) }).await;
         match r {
-            Ok(Some((from, m))) => Recv::Msg(from, m),
+            Ok(Some((from, m))) => {
+                self.inner.received.inc(self.inner.id);
+                Recv::Msg(from, m)
+            }
             Ok(None) => Recv::Closed,
             Err(_) => Recv::TimedOut,
         }
@@ -632,6 +645,14 @@ where
             inbox,
             outgoing_closed: Cell::new(false),
             shutdown,
+            sent: crate::metrics::counter(
+                "catchup_shard_messages_sent_total",
+                "Messages this shard sent to other shards over the mesh.",
+            ),
+            received: crate::metrics::counter(
+                "catchup_shard_messages_received_total",
+                "Messages this shard received from other shards over the mesh.",
+            ),
         }),
     };
     // Every event the shard logs carries `shard = id`.

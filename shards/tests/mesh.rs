@@ -48,8 +48,12 @@ fn all_to_all(cfg: &RuntimeConfig, per_peer: u64) -> Vec<Vec<u64>> {
 #[test]
 fn two_shards_deliver_in_order_under_backpressure() {
     for capacity in [1, 2, 4] {
+        let sent = catchup_shards::metrics::counter("catchup_shard_messages_sent_total", "");
+        let before = sent.total();
         let got = all_to_all(&cfg(2, capacity), 5_000);
         assert_eq!(got, vec![vec![0, 5_000], vec![5_000, 0]]);
+        // Other tests run concurrently in this process, so at least our 10_000.
+        assert!(sent.total() - before >= 10_000);
     }
 }
 
