@@ -19,6 +19,8 @@ pub enum BlocktestError {
     Shape { test: String, what: String },
 }
 
+type Check<'a> = Box<dyn Fn() -> Result<(), Field> + 'a>;
+
 /// Which check rejected a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -145,7 +147,7 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
                         .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
                         .filter(|v| v.len() == 32)
                         .map(|v| B256::from_slice(&v));
-                    let checks: [(&'static str, Box<dyn Fn() -> Result<(), Field>>); 5] = [
+                    let checks: [(&'static str, Check<'_>); 5] = [
                         (
                             "hash",
                             Box::new(|| match expected_hash {

@@ -351,7 +351,7 @@ fn encode(node: &M) -> Vec<u8> {
             None => vec![0x80],
         },
         M::Branch(children, value) => {
-            let mut refs: Box<[Option<NodeRef>; 16]> = Box::new(Default::default());
+            let mut refs: Box<[Option<NodeRef>; 16]> = Box::default();
             for (i, c) in children.iter().enumerate() {
                 refs[i] = to_ref(c);
             }

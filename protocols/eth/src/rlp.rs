@@ -320,6 +320,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next item; an error naming the missing index if the list has ended.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Item<'a>, RlpError> {
         let index = self.index;
         self.next_opt()?.ok_or(RlpError::MissingItem {

@@ -194,7 +194,7 @@ impl Node {
         let count = r.remaining_count()?;
         match count {
             17 => {
-                let mut children: Box<[Option<NodeRef>; 16]> = Box::new(Default::default());
+                let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
                 for c in children.iter_mut() {
                     *c = NodeRef::from_item(&r.next()?)?;
                 }
@@ -629,7 +629,7 @@ fn build(items: &[(Nibbles, &[u8])], depth: usize, nodes: &mut BTreeMap<B256, By
         }
         .encode();
     }
-    let mut children: Box<[Option<NodeRef>; 16]> = Box::new(Default::default());
+    let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
     let mut value = None;
     let mut i = 0;
     if items[0].0.len() == depth {

@@ -1116,7 +1116,7 @@ mod alloy_codec_tests {
             ..Default::default()
         };
         let enc = alloy_rlp::encode(vec![r.clone()]);
-        assert_eq!(enc, encode_receipts(&[r.clone()]));
+        assert_eq!(enc, encode_receipts(std::slice::from_ref(&r)));
         let dec: Vec<Receipt> = alloy_rlp::Decodable::decode(&mut enc.as_slice()).unwrap();
         assert_eq!(dec, vec![r]);
         // Non-canonical input is rejected through the alloy interface too.

@@ -222,7 +222,9 @@ proptest! {
 
 // ------------------------------------------------------------------ range proofs
 
-fn range_case() -> impl Strategy<Value = (Vec<(Vec<u8>, Vec<u8>)>, usize, usize, bool)> {
+type RangeCase = (Vec<(Vec<u8>, Vec<u8>)>, usize, usize, bool);
+
+fn range_case() -> impl Strategy<Value = RangeCase> {
     (1usize..5)
         .prop_flat_map(|klen| btree_map(vec(any::<u8>(), klen), vec(any::<u8>(), 1..48), 1..80))
         .prop_flat_map(|m| {
@@ -491,7 +493,7 @@ proptest! {
     #[test]
     fn served_ranges_verify(pairs in btree_map(any::<[u8; 4]>(), vec(any::<u8>(), 1..40), 1..120),
                             origin in any::<[u8; 4]>(), limit in any::<[u8; 4]>(), max_items in 1usize..50) {
-        let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+        let t = TrieBuilder::new(pairs.iter());
         let r = t.range_with_proof(&origin, &limit, max_items);
         let more = verify_range_proof(t.root(), &origin, &r.keys, &r.values, &r.proof).unwrap();
         let last = r.keys.last().map(|k| k.to_vec()).unwrap_or(origin.to_vec());
