@@ -274,3 +274,19 @@ fn server_http_semantics() {
         .unwrap();
     assert_eq!(h.status, 416);
 }
+
+#[test]
+fn demo_generated_snapshot_from_three_rated_sources_verifies() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = catchup::download::demo::DemoConfig::new(work.path().to_path_buf());
+    cfg.accounts = 20_000;
+    cfg.chunk_size_bytes = 256 * 1024;
+    let rep = catchup::download::demo::run_demo(&cfg, Box::new(|_| {})).expect("demo");
+    assert!(rep.sync.complete, "{rep:?}");
+    let v = rep.sync.verified.as_ref().unwrap();
+    assert_eq!(v["lt_hash_ok"], true);
+    assert_eq!(v["capitalization_ok"], true);
+    assert_eq!(v["accounts_total"], 20_000);
+    assert_eq!(rep.sync.sources.len(), 3);
+    assert_eq!(rep.sync.size_bytes, rep.archive_bytes);
+}

@@ -7,3 +7,4 @@ pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod sync;
+pub mod demo;
