@@ -31,6 +31,10 @@ pub enum EthCmd {
     VerifyBlocktest(VerifyBlocktestArgs),
     /// Run the fast/snap sync engines against simulated peers (seeded, deterministic).
     Sim(super::eth_sync::SimArgs),
+    /// Serve a chain and its state to other nodes over RLPx (eth/66-69, snap/1).
+    Serve(super::eth_net::ServeArgs),
+    /// Sync a chain and its state from peers over RLPx with the fast or snap engines.
+    Sync(super::eth_net::SyncArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -75,6 +79,8 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         EthCmd::StateRoot(a) => state_root(&a),
         EthCmd::VerifyBlocktest(a) => verify_blocktest(&a),
         EthCmd::Sim(a) => super::eth_sync::run_sim(&a, _global),
+        EthCmd::Serve(a) => super::eth_net::run_serve(&a, _global),
+        EthCmd::Sync(a) => super::eth_net::run_sync_cmd(&a, _global),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::obs::{init_logging, LogFormat};
 
 pub mod bench;
 pub mod eth;
+pub mod eth_net;
 pub mod eth_sync;
 pub mod repair;
 pub mod snapshot_net;

@@ -8,10 +8,13 @@
 pub mod chain;
 pub mod chainspec;
 pub mod conn;
+pub mod convert;
 pub mod download;
+pub mod engine_serve;
 pub mod eth_peer;
 pub mod node_key;
 pub mod server;
+pub mod sync_net;
 pub mod wire;
 
 pub use conn::{LocalNode, NetConfig, NetError, PeerConn};

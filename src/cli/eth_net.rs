@@ -1,0 +1,312 @@
+//! `catchup eth serve` and `catchup eth sync`: the node on the devp2p wire.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+
+use crate::ethsync::chain::{chain_from_rlp_file, StateData};
+use crate::ethsync::config::{SyncConfig, SyncMode};
+use crate::ethsync::serve::ServingPeer;
+use crate::ethsync::store::MemStore;
+use crate::p2p::chain::{Profile, RawChain};
+use crate::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
+use crate::p2p::engine_serve::EngineResponder;
+use crate::p2p::node_key;
+use crate::p2p::server::{resolve_listen, serve, ServeConfig};
+use crate::p2p::sync_net::{run_sync, NetSyncConfig, NetSyncReport};
+use crate::p2p::{LocalNode, NetConfig};
+use catchup_devp2p::enode::Enode;
+use catchup_devp2p::secp256k1::SecretKey;
+
+use super::GlobalOpts;
+
+/// Serve a chain (and its state) to other nodes over RLPx: eth/66–69 (headers, bodies,
+/// receipts when known, node data) and snap/1, on every shard of the listen address.
+/// Prints this node's enode URL on stdout, then runs until SIGINT/SIGTERM.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Blocks after genesis, RLP back to back (the devnet's chain.rlp).
+    #[arg(long, value_name = "FILE")]
+    pub chain: PathBuf,
+    /// geth genesis file: chain id, fork schedule (fork id), genesis block.
+    #[arg(long, value_name = "FILE")]
+    pub genesis: PathBuf,
+    /// geth state dump of the head state; without it state requests get empty answers.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Address to listen on (every shard binds it with SO_REUSEPORT; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Data directory holding the node key (`nodekey`, created when missing). Without it
+    /// a fresh key is used for this run only.
+    #[arg(long, value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
+    /// Shards (executors) accepting peers.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Peers served at once per shard; more are told TooManyPeers.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
+    /// Fault profile, for tests and local devnets.
+    #[arg(long, value_enum, default_value_t = Profile::Honest)]
+    pub profile: Profile,
+    /// Delay of every answer under `--profile slow`.
+    #[arg(long, default_value_t = 300)]
+    pub slow_delay_ms: u64,
+    /// Deadline of the RLPx + Hello handshake.
+    #[arg(long, default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// A peer that sends nothing for this long is dropped.
+    #[arg(long, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Sync a chain and its state from peers over RLPx with the fast or snap engines; prints
+/// the final state root and head, what was verified, and requests per peer. Exits 1 unless
+/// the sync finished (and matched `--expect-state-root` when given).
+#[derive(Args, Debug, Clone)]
+pub struct SyncArgs {
+    /// A static peer (repeatable).
+    #[arg(long = "peer", required = true, value_name = "ENODE")]
+    pub peers: Vec<String>,
+    /// geth genesis file of the chain to sync.
+    #[arg(long, value_name = "FILE")]
+    pub genesis: PathBuf,
+    /// Data directory (node key; the final report is written to `sync-report.json`).
+    #[arg(long, value_name = "DIR")]
+    pub datadir: PathBuf,
+    #[arg(long, value_enum, default_value_t = SyncMode::Fast)]
+    pub mode: SyncMode,
+    /// Engine instances (key-space shards).
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    /// Pivot = median of the peers' best blocks minus this (0 when peers only hold the head state).
+    #[arg(long, default_value_t = 128)]
+    pub pivot_distance: u64,
+    /// Fetch receipts too.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub receipts: bool,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+    /// Fail unless the synced state root equals this (0x-prefixed hex).
+    #[arg(long, value_name = "HASH")]
+    pub expect_state_root: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn genesis_hash(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (header, _) =
+        catchup_eth::state::genesis_from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(header.hash().0)
+}
+
+fn node_key(datadir: Option<&Path>) -> anyhow::Result<SecretKey> {
+    match datadir {
+        Some(d) => node_key::load_or_create(d),
+        None => Ok(SecretKey::new(&mut rand::thread_rng())),
+    }
+}
+
+pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    let spec = ChainSpec::from_genesis_json(&a.genesis)?;
+    let genesis = genesis_hash(&a.genesis)?;
+    let raw = RawChain::from_rlp_file(&a.chain)?;
+    if raw.base == 1 && raw.parent_of_first != genesis {
+        bail!(
+            "{}: block 1's parent {} is not the genesis {} of {}",
+            a.chain.display(),
+            hex::encode(raw.parent_of_first),
+            hex::encode(genesis),
+            a.genesis.display()
+        );
+    }
+    let chain = Arc::new(chain_from_rlp_file(&a.chain)?);
+    let state = match &a.state {
+        Some(p) => {
+            let st = StateData::from_geth_dump(p)?;
+            if st.root != chain.head().state_root {
+                bail!(
+                    "{}: state root {} is not the head block's {}",
+                    p.display(),
+                    st.root,
+                    chain.head().state_root
+                );
+            }
+            Some(Arc::new(st))
+        }
+        None => None,
+    };
+    let key = node_key(a.datadir.as_deref())?;
+    let local = LocalNode::new(key);
+    let listen = resolve_listen(a.listen)?;
+    let status = chain_status(&spec, genesis, &raw);
+    let enode = local.enode(listen);
+    if a.json {
+        println!(
+            "{}",
+            json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": raw.head_number(),
+                   "head_hash": format!("0x{}", hex::encode(raw.head_hash())), "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
+                   "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards})
+        );
+    } else {
+        println!("{enode}");
+        eprintln!(
+            "serving blocks {}..={} (head 0x{}), state {}, fork id {}, profile {:?}, {} shard(s)",
+            raw.base,
+            raw.head_number(),
+            hex::encode(raw.head_hash()),
+            if state.is_some() { "yes" } else { "no" },
+            status.fork_id,
+            a.profile,
+            a.shards
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let net = NetConfig {
+        handshake_timeout_ms: a.handshake_timeout_ms,
+        idle_timeout_ms: a.idle_timeout_ms,
+        listen_port: listen.port(),
+        ..NetConfig::default()
+    };
+    let cfg = ServeConfig {
+        listen,
+        shards: a.shards,
+        max_peers_per_shard: a.max_peers,
+        net,
+        status,
+    };
+    let (profile, slow) = (a.profile, a.slow_delay_ms);
+    let stats = serve(
+        cfg,
+        local,
+        move |shard| {
+            let mut r = EngineResponder::new(
+                ServingPeer::new(chain.clone(), state.clone()),
+                profile,
+                1 + shard as u64,
+            );
+            r.slow_delay_ms = slow;
+            r
+        },
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    if a.json {
+        println!("{}", json!({"event": "stopped", "shards": stats}));
+    } else {
+        for (i, s) in stats.iter().enumerate() {
+            eprintln!(
+                "shard {i}: {} peers accepted, {} refused (full), {} dropped at handshake, {} requests served",
+                s.accepted, s.rejected_full, s.handshake_failures, s.requests_served
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    let peers: Vec<Enode> = a
+        .peers
+        .iter()
+        .map(|p| Enode::parse(p).map_err(|e| anyhow::anyhow!("--peer: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    let spec = ChainSpec::from_genesis_json(&a.genesis)?;
+    let genesis = genesis_hash(&a.genesis)?;
+    std::fs::create_dir_all(&a.datadir).with_context(|| format!("creating {}", a.datadir.display()))?;
+    let key = node_key::load_or_create(&a.datadir)?;
+    let sync = SyncConfig {
+        mode: a.mode,
+        pivot_distance: a.pivot_distance,
+        fetch_receipts: a.receipts,
+        anchor_number: 0,
+        trusted_anchor: Some(catchup_eth::B256::from(genesis)),
+        ..SyncConfig::default()
+    };
+    let cfg = NetSyncConfig {
+        sync,
+        shards: a.shards.max(1),
+        peers,
+        net: NetConfig::default(),
+        status: genesis_status(&spec, genesis),
+        max_runtime_ms: a.timeout_s.saturating_mul(1000),
+        peer_queue_len: 256,
+    };
+    let shards = cfg.shards;
+    let report: NetSyncReport = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("eth-sync")
+        .make()
+        .map_err(|e| anyhow::anyhow!("starting the executor: {e}"))?
+        .run(async move {
+            let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
+            run_sync(cfg, LocalNode::new(key), &mut stores).await
+        });
+    let root_ok = match &a.expect_state_root {
+        Some(want) => report
+            .state_root
+            .as_deref()
+            .map(|r| r.eq_ignore_ascii_case(want))
+            .unwrap_or(false),
+        None => true,
+    };
+    let ok = report.finished && report.failure.is_none() && root_ok;
+    let report_path = a.datadir.join("sync-report.json");
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": ok, "report": report}))?
+        );
+    } else {
+        println!("mode:        {}", report.mode);
+        println!(
+            "finished:    {}{}",
+            report.finished,
+            report.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
+        );
+        println!("state root:  {}", report.state_root.as_deref().unwrap_or("-"));
+        if let Some(w) = &a.expect_state_root {
+            println!("expected:    {w} ({})", if root_ok { "match" } else { "MISMATCH" });
+        }
+        println!(
+            "head:        {} {}",
+            report.head_number.map(|n| n.to_string()).unwrap_or("-".into()),
+            report.head_hash.as_deref().unwrap_or("-")
+        );
+        println!(
+            "verified:    {} headers, {} bodies, {} receipts, {} state nodes, {} codes in {} ms",
+            report.headers_stored,
+            report.bodies_stored,
+            report.receipts_stored,
+            report.state_nodes_stored,
+            report.codes_stored,
+            report.elapsed_ms
+        );
+        for p in &report.peers {
+            println!(
+                "peer {} {:?} eth/{}: {} requests, {} answered, {} timeouts{}{}",
+                p.peer,
+                p.client,
+                p.eth_version,
+                p.requests,
+                p.answered,
+                p.timeouts,
+                if p.dropped_by_us { ", dropped" } else { "" },
+                p.error.as_ref().map(|e| format!(", {e}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
+}

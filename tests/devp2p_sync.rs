@@ -1,0 +1,134 @@
+//! The sync engines over the wire: four `serve` peers on loopback RLPx (two honest, one
+//! lying, one slow) serve the devnet fixture (chain.rlp + headstate.json); fast sync and
+//! snap sync must each end at state root 8fcfb02c…728b and head 0x44e3809c…4d2a.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use catchup::ethsync::chain::{chain_from_rlp_file, StateData};
+use catchup::ethsync::config::{SyncConfig, SyncMode};
+use catchup::ethsync::serve::ServingPeer;
+use catchup::ethsync::store::MemStore;
+use catchup::p2p::chain::{Profile, RawChain};
+use catchup::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
+use catchup::p2p::engine_serve::EngineResponder;
+use catchup::p2p::server::{accept_loop, resolve_listen, ServeConfig};
+use catchup::p2p::sync_net::{run_sync, NetSyncConfig};
+use catchup::p2p::{LocalNode, NetConfig};
+use catchup_devp2p::enode::Enode;
+use catchup_devp2p::secp256k1::SecretKey;
+
+const STATE_ROOT: &str = "0x8fcfb02cfca007773bd55bc1c3e50a3c8612a59c87ce057e5957e8bf17c1728b";
+
+fn devnet() -> Option<PathBuf> {
+    let dir = std::env::var_os("CATCHUP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .join("ethereum/devnet");
+    if dir.join("headstate.json").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("devnet fixture missing at {} (CI=true)", dir.display());
+    }
+    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    None
+}
+
+fn sync_over_wire(mode: SyncMode, shards: usize) {
+    let Some(dir) = devnet() else { return };
+    let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
+    let state = Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
+    let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
+    let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
+    let genesis = raw.parent_of_first;
+    let server_status = chain_status(&spec, genesis, &raw);
+    let client_status = genesis_status(&spec, genesis);
+    let expected_head = format!("{}", chain.head().hash);
+
+    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let stop = Rc::new(std::cell::Cell::new(false));
+            let mut enodes = Vec::new();
+            for (i, profile) in [Profile::Honest, Profile::Lying, Profile::Honest, Profile::Slow]
+                .into_iter()
+                .enumerate()
+            {
+                let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+                let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
+                enodes.push(Enode {
+                    id: local.id(),
+                    addr: listen,
+                });
+                let cfg = Rc::new(ServeConfig {
+                    listen,
+                    shards: 1,
+                    max_peers_per_shard: 8,
+                    net: NetConfig::default(),
+                    status: server_status.clone(),
+                });
+                let mut responder = EngineResponder::new(
+                    ServingPeer::new(chain.clone(), Some(state.clone())),
+                    profile,
+                    7 + i as u64,
+                );
+                responder.slow_delay_ms = 40;
+                let stop = stop.clone();
+                glommio::spawn_local(async move {
+                    accept_loop(i, listen, local, cfg, Rc::new(responder), move || stop.get())
+                        .await
+                        .unwrap();
+                })
+                .detach();
+            }
+            let sync = SyncConfig {
+                mode,
+                pivot_distance: 0,
+                fetch_receipts: false,
+                anchor_number: chain.base - 1,
+                trusted_anchor: Some(chain.anchor_hash()),
+                ..SyncConfig::default()
+            };
+            let cfg = NetSyncConfig {
+                sync,
+                shards,
+                peers: enodes,
+                net: NetConfig::default(),
+                status: client_status,
+                max_runtime_ms: 120_000,
+                peer_queue_len: 64,
+            };
+            let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
+            let r = run_sync(
+                cfg,
+                LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
+                &mut stores,
+            )
+            .await;
+            stop.set(true);
+            r
+        });
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert!(report.finished, "sync did not finish: {:?}", report.failure);
+    assert_eq!(report.state_root.as_deref(), Some(STATE_ROOT));
+    assert_eq!(report.head_hash.as_deref(), Some(expected_head.as_str()));
+    assert!(expected_head.starts_with("0x44e3809c"));
+    assert_eq!(report.head_number, Some(600));
+    assert!(
+        report.peers.iter().all(|p| p.requests > 0 || p.dropped_by_us),
+        "every peer was used"
+    );
+}
+
+#[test]
+fn devnet_fast_sync_over_rlpx_from_four_peers_one_lying_one_slow() {
+    sync_over_wire(SyncMode::Fast, 2);
+}
+
+#[test]
+fn devnet_snap_sync_over_rlpx_from_four_peers_one_lying_one_slow() {
+    sync_over_wire(SyncMode::Snap, 2);
+}
