@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-use catchup::cli::tune::runtime_config;
+use catchup::cli::tune::{parse_cores, runtime_config};
 use catchup::cli::Cli;
 use catchup_shards::{allowed_cores, run, Shard};
 
@@ -58,4 +58,12 @@ fn bad_cores_and_zero_shards_are_errors() {
         "{e}"
     );
     assert!(runtime_config(&g, Some(0), None).is_err());
+}
+
+#[test]
+fn cores_flag_parses() {
+    assert_eq!(parse_cores("0,1").unwrap(), vec![0, 1]);
+    assert_eq!(parse_cores("2-4,8").unwrap(), vec![2, 3, 4, 8]);
+    assert!(parse_cores("").is_err());
+    assert!(parse_cores("one").is_err());
 }

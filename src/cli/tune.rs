@@ -48,6 +48,16 @@ pub struct TuneCmd {
     pub proc_root: PathBuf,
 }
 
+/// Parse a `--cores` value: a kernel-style CPU list (`0,1`, `2-5,8`).
+pub fn parse_cores(s: &str) -> anyhow::Result<Vec<usize>> {
+    let v = catchup_tuning::topology::parse_cpu_list(s)
+        .map_err(|e| anyhow::anyhow!("--cores {s:?}: {e}"))?;
+    if v.is_empty() {
+        anyhow::bail!("--cores {s:?}: no CPUs listed");
+    }
+    Ok(v)
+}
+
 /// The plan given with the global `--plan FILE`, if any.
 pub fn load_plan(global: &GlobalOpts) -> anyhow::Result<Option<Plan>> {
     match &global.plan {
