@@ -248,7 +248,22 @@ impl ShardIndex {
     }
 }
 
-/// Handles to the running shard workers.
+/// Pin the calling thread to one core (best effort: a failure leaves it unpinned).
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds for
+    // core < CPU_SETSIZE, checked here; sched_setaffinity(0, ..) affects this thread only.
+    unsafe {
+        if core >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Handles to the running shard workers (one thread per shard, pinned to the shard's core
+/// from `catchup_shards::allowed_cores`, shard `i` on core `i % cores`).
 pub struct ShardSet {
     inboxes: Vec<SyncSender<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
@@ -260,6 +275,7 @@ impl ShardSet {
         let shards = shards.max(1);
         let mut inboxes = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
+        let cores = catchup_shards::allowed_cores();
         for shard in 0..shards {
             let (tx, rx) = sync_channel(SHARD_INBOX_CAPACITY);
             let idx = ShardIndex {
@@ -271,9 +287,15 @@ impl ShardSet {
                 accounts_total: 0,
                 error: None,
             };
+            let core = cores.get(shard % cores.len().max(1)).copied();
             let t = std::thread::Builder::new()
                 .name(format!("snap-index-{shard}"))
-                .spawn(move || idx.run(rx))?;
+                .spawn(move || {
+                    if let Some(core) = core {
+                        pin_to_core(core);
+                    }
+                    idx.run(rx)
+                })?;
             inboxes.push(tx);
             threads.push(t);
         }

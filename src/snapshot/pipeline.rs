@@ -1000,3 +1000,10 @@ impl VerifiedSnapshot {
         Ok(self.shards.as_ref().ok_or(PipelineError::Failed)?.all()?)
     }
 }
+
+// A downloader moves the pipeline to the thread that feeds it.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Pipeline>();
+    assert_send::<VerifiedSnapshot>();
+};
