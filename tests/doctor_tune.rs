@@ -169,6 +169,39 @@ fn doctor_without_inputs_skips_and_fails_on_dead_peer() {
     assert_eq!(v["ok"], false);
     assert_eq!(code, 1);
 
+    // A redirect is followed to the file.
+    let blob = serve_blob(1);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut b = [0u8; 2048];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(
+                format!("HTTP/1.1 303 See Other\r\nLocation: http://127.0.0.1:{blob}/blob\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    let (code, v) = run_json(catchup().args([
+        "doctor",
+        "--json",
+        "--fetch-kib",
+        "64",
+        "--source",
+        &format!("http://127.0.0.1:{port}/snapshot.tar.bz2"),
+    ]));
+    let c = check(&v, "CATCH001")[0];
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("redirected to http://127.0.0.1:{blob}/blob")),
+        "{c}"
+    );
+    assert_eq!(code, if v["ok"] == true { 0 } else { 1 });
+
     // A source answering 404 fails CATCH001.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();

@@ -108,14 +108,54 @@ fn check(
 /// Largest response head accepted from a source.
 const MAX_SOURCE_HEAD_BYTES: usize = 16 * 1024;
 
-/// Fetch up to `bytes` of `url` with a Range request; returns (body bytes, elapsed from
-/// sending the request to the last byte, time to first byte, status code).
-pub fn measure_source(
-    url: &str,
-    bytes: u64,
-    timeout: Duration,
-) -> Result<(u64, Duration, Duration, u16), String> {
-    let u = Url::parse(url).map_err(|e| e.to_string())?;
+/// Largest number of redirects followed to reach a source's file.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// What one measured GET saw.
+#[derive(Clone, Debug)]
+pub struct SourceSample {
+    /// Body bytes received.
+    pub bytes: u64,
+    /// From sending the request to the last byte.
+    pub elapsed: Duration,
+    /// From sending the request to the first response byte.
+    pub first_byte: Duration,
+    pub status: u16,
+    /// The URL finally measured (after redirects).
+    pub final_url: String,
+}
+
+/// Fetch up to `bytes` of `url` with a Range request, following up to [`MAX_REDIRECTS`]
+/// redirects (snapshot sources redirect to the current archive).
+pub fn measure_source(url: &str, bytes: u64, timeout: Duration) -> Result<SourceSample, String> {
+    let mut u = Url::parse(url).map_err(|e| e.to_string())?;
+    for _ in 0..=MAX_REDIRECTS {
+        match measure_once(&u, bytes, timeout)? {
+            Fetched::Redirect(location) => {
+                u = u
+                    .join(&location)
+                    .map_err(|e| format!("redirect from {u}: {e}"))?;
+            }
+            Fetched::Body(bytes, elapsed, first_byte, status) => {
+                return Ok(SourceSample {
+                    bytes,
+                    elapsed,
+                    first_byte,
+                    status,
+                    final_url: u.to_string(),
+                })
+            }
+        }
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+enum Fetched {
+    Redirect(String),
+    Body(u64, Duration, Duration, u16),
+}
+
+fn measure_once(u: &Url, bytes: u64, timeout: Duration) -> Result<Fetched, String> {
     let addr = (u.host.as_str(), u.port)
         .to_socket_addrs()
         .map_err(|e| format!("resolve {}: {e}", u.host))?
@@ -131,7 +171,7 @@ pub fn measure_source(
     write_request(
         &Request {
             method: Method::Get,
-            url: &u,
+            url: u,
             range: ByteRange::from_start_len(0, bytes.max(1)),
             headers: &[],
             body: &[],
@@ -162,6 +202,9 @@ pub fn measure_source(
             break h;
         }
     };
+    if let Some(location) = head.redirect_location() {
+        return Ok(Fetched::Redirect(location.to_string()));
+    }
     if !(200..300).contains(&head.status) {
         return Err(format!("HTTP {} {}", head.status, head.reason));
     }
@@ -191,7 +234,7 @@ pub fn measure_source(
         }
         pending.extend_from_slice(&buf[..n]);
     }
-    Ok((
+    Ok(Fetched::Body(
         dec.body_bytes(),
         start.elapsed(),
         ttfb.unwrap_or_default(),
@@ -202,14 +245,19 @@ pub fn measure_source(
 fn source_check(url: &str, bytes: u64, timeout: Duration) -> Check {
     let name = format!("bandwidth to {url}");
     match measure_source(url, bytes, timeout) {
-        Ok((got, elapsed, ttfb, status)) => {
-            let mbps = got as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9);
+        Ok(m) => {
+            let mbps = m.bytes as f64 / 1e6 / m.elapsed.as_secs_f64().max(1e-9);
             let mut detail = format!(
-                "{got} bytes in {:.1} ms ({mbps:.1} MB/s), first byte after {:.1} ms, HTTP {status}",
-                elapsed.as_secs_f64() * 1e3,
-                ttfb.as_secs_f64() * 1e3
+                "{} bytes in {:.1} ms ({mbps:.1} MB/s), first byte after {:.1} ms, HTTP {}",
+                m.bytes,
+                m.elapsed.as_secs_f64() * 1e3,
+                m.first_byte.as_secs_f64() * 1e3,
+                m.status
             );
-            let st = if status == 206 {
+            if m.final_url != url {
+                detail.push_str(&format!(", redirected to {}", m.final_url));
+            }
+            let st = if m.status == 206 {
                 CheckStatus::Ok
             } else {
                 detail.push_str("; the source ignores Range requests (no parallel ranges)");
