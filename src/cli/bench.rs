@@ -85,7 +85,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Store(args) => bench_store(args),
         BenchCmd::StoreCrashWriter(args) => crash_writer(args),
-        BenchCmd::Eth(args) => super::eth::bench_eth(&args),
+        BenchCmd::Eth(args) => super::eth::bench_eth(&args, _global),
         BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
     }
 }

@@ -405,7 +405,7 @@ pub struct EthShardBench {
 }
 
 /// Run `pass` until at least `min_ms` passed; returns items per second.
-fn measure(min_ms: u64, items_per_pass: usize, mut pass: impl FnMut() -> usize) -> f64 {
+fn measure(min_ms: u64, mut pass: impl FnMut() -> usize) -> f64 {
     let start = std::time::Instant::now();
     let mut items = 0usize;
     // Bounded: at most 1e6 passes.
@@ -415,7 +415,6 @@ fn measure(min_ms: u64, items_per_pass: usize, mut pass: impl FnMut() -> usize) 
             break;
         }
     }
-    let _ = items_per_pass;
     items as f64 / start.elapsed().as_secs_f64().max(1e-9)
 }
 
@@ -441,18 +440,18 @@ pub fn eth_bench_shard(shard: usize, accounts: usize, duration_ms: u64) -> EthSh
     let header_refs: Vec<&[u8]> = headers.iter().map(|h| h.as_ref()).collect();
 
     let mut sink = 0u64;
-    let nv = measure(duration_ms, nodes.len(), || wl::verify_nodes(&nodes));
-    let nk = measure(duration_ms, nodes.len(), || {
+    let nv = measure(duration_ms, || wl::verify_nodes(&nodes));
+    let nk = measure(duration_ms, || {
         sink ^= wl::keccak_all(&node_bytes);
         node_bytes.len()
     });
-    let hv = measure(duration_ms, headers.len(), || wl::validate_header_chain(&headers));
-    let hk = measure(duration_ms, headers.len(), || {
+    let hv = measure(duration_ms, || wl::validate_header_chain(&headers));
+    let hk = measure(duration_ms, || {
         sink ^= wl::keccak_all(&header_refs);
         header_refs.len()
     });
-    let rv = measure(duration_ms, receipts.len(), || wl::verify_receipt_lists(&receipts));
-    let rk = measure(duration_ms, receipts.len(), || {
+    let rv = measure(duration_ms, || wl::verify_receipt_lists(&receipts));
+    let rk = measure(duration_ms, || {
         sink ^= wl::keccak_all(&receipt_bytes);
         receipt_bytes.len()
     });
@@ -466,24 +465,25 @@ pub fn eth_bench_shard(shard: usize, accounts: usize, duration_ms: u64) -> EthSh
 }
 
 /// `catchup bench eth`: every shard runs the workload at once on its pinned core.
-pub fn bench_eth(args: &EthBenchArgs) -> anyhow::Result<i32> {
-    let shards = args
-        .shards
-        .unwrap_or_else(|| catchup_shards::allowed_cores().len().max(1));
-    anyhow::ensure!(
-        (1..=catchup_shards::runtime::MAX_SHARDS).contains(&shards),
-        "--shards must be 1..={}, got {shards}",
-        catchup_shards::runtime::MAX_SHARDS
-    );
+pub fn bench_eth(args: &EthBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(n) = args.shards {
+        anyhow::ensure!(
+            (1..=catchup_shards::runtime::MAX_SHARDS).contains(&n),
+            "--shards must be 1..={}, got {n}",
+            catchup_shards::runtime::MAX_SHARDS
+        );
+    }
     anyhow::ensure!(args.accounts >= 1, "--accounts must be at least 1");
     anyhow::ensure!(
         (1..=600_000).contains(&args.duration_ms),
         "--duration-ms must be 1..=600000"
     );
+    // Shards and cores from --shards, else the --plan file, else one per usable core.
     let cfg = catchup_shards::RuntimeConfig {
         handle_signals: false,
-        ..catchup_shards::RuntimeConfig::new(shards)
+        ..super::tune::runtime_config(global, args.shards, None)?
     };
+    let shards = cfg.shards;
     let (accounts, duration_ms) = (args.accounts, args.duration_ms);
     let results = catchup_shards::run(&cfg, move |shard: catchup_shards::Shard<()>| async move {
         eth_bench_shard(shard.id().0, accounts, duration_ms)
