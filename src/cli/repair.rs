@@ -145,6 +145,7 @@ pub fn run_repair(a: RepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         deadline_ms: a.timeout_secs.saturating_mul(1000),
         request_timeout_ms: a.request_timeout_ms,
         seed: rand::thread_rng().gen(),
+        cores: None,
     };
     let outcome = repair(&job)?;
     if let Some(out) = &a.out {
@@ -287,4 +288,262 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         eprintln!("serve-repair: {stats:?}");
     }
     Ok(0)
+}
+
+/// Repair throughput per shard over AF_XDP and over UDP on the same veth pair in one run,
+/// plus the packets/s of the AF_XDP receive path alone. Needs root (network namespaces).
+#[derive(clap::Args, Debug)]
+pub struct BenchRepairArgs {
+    /// Slots in the served ledger (all repaired in each run).
+    #[arg(long, default_value_t = 64)]
+    pub slots: u64,
+    /// Data shreds per slot.
+    #[arg(long, default_value_t = 64)]
+    pub shreds_per_slot: usize,
+    /// Shards of the UDP run (the veth has one queue, so the AF_XDP run has one shard).
+    #[arg(long, default_value_t = 1)]
+    pub udp_shards: usize,
+    /// Seconds of the AF_XDP receive-only measurement.
+    #[arg(long, default_value_t = 2)]
+    pub rx_seconds: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize, Debug, Default)]
+struct RxResult {
+    seconds: f64,
+    sent_packets: u64,
+    received_packets: u64,
+    received_pps: f64,
+    sent_pps: f64,
+}
+
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        crate::repair::netns::enter(&ns)?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
+}
+
+fn rx_only(pair: &crate::repair::netns::VethPair, seconds: u64) -> anyhow::Result<RxResult> {
+    use catchup_io::xdp::{iface_info, parse_udp_frame, XdpProgram, XskConfig, XskSocket};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let port = 47_300u16;
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (r2, s2) = (ready.clone(), stop.clone());
+    let iface = pair.veth_b.clone();
+    let rx = std::thread::spawn({
+        let ns = pair.b.clone();
+        move || -> anyhow::Result<(u64, f64)> {
+            crate::repair::netns::enter(&ns)?;
+            let info = iface_info(&iface)?;
+            let mut prog = XdpProgram::attach(&iface, port, 1, true)?;
+            let mut sock = XskSocket::new(info.index, 0, XskConfig::default())?;
+            prog.register(0, &sock)?;
+            r2.store(true, Ordering::Release);
+            let mut n = 0u64;
+            let mut first: Option<Instant> = None;
+            let mut last = Instant::now();
+            while !s2.load(Ordering::Acquire) {
+                if sock.wait_rx(5)? {
+                    let got = sock.recv(256, |f| {
+                        if parse_udp_frame(f).is_some_and(|v| v.dst_port == port) {
+                            n += 1;
+                        }
+                    });
+                    if got > 0 {
+                        first.get_or_insert_with(Instant::now);
+                        last = Instant::now();
+                    }
+                }
+            }
+            let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+            Ok((n, secs))
+        }
+    });
+    let start = Instant::now();
+    while !ready.load(Ordering::Acquire) {
+        if start.elapsed() > Duration::from_secs(10) || rx.is_finished() {
+            stop.store(true, Ordering::Release);
+            return match rx.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow::anyhow!("AF_XDP receiver did not start")),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let to = SocketAddr::from((pair.ip_b(), port));
+    let from = pair.ip_a();
+    let s3 = sent.clone();
+    let blast = in_netns(&pair.a, move || {
+        let s = std::net::UdpSocket::bind((from, 0))?;
+        crate::repair::driver::set_socket_buffers(&s, 8 << 20);
+        let payload = vec![0x5au8; 1207];
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < Duration::from_secs(seconds) {
+            for _ in 0..64 {
+                if s.send_to(&payload, to).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        s3.store(n, Ordering::Release);
+        Ok(t.elapsed().as_secs_f64())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Release);
+    let send_secs = blast?;
+    let (received, rx_secs) = rx
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    let sent = sent.load(Ordering::Acquire);
+    Ok(RxResult {
+        seconds: rx_secs,
+        sent_packets: sent,
+        received_packets: received,
+        received_pps: received as f64 / rx_secs.max(1e-9),
+        sent_pps: sent as f64 / send_secs.max(1e-9),
+    })
+}
+
+pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("catchup bench repair needs root: it creates network namespaces and a veth pair");
+    }
+    if a.slots == 0
+        || a.slots > 10_000
+        || a.shreds_per_slot == 0
+        || a.shreds_per_slot > 32_768
+        || a.udp_shards == 0
+    {
+        bail!("--slots 1..=10000, --shreds-per-slot 1..=32768, --udp-shards >= 1");
+    }
+    let pair = crate::repair::netns::VethPair::create("b", 250)?;
+    let exe = std::env::current_exe()?;
+    let listen = format!("{}:8301", pair.ip_a());
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &pair.a])
+        .arg(&exe)
+        .args([
+            "solana",
+            "serve-repair",
+            "--listen",
+            &listen,
+            "--generate-from",
+            "1000",
+        ])
+        .args([
+            "--generate-slots",
+            &a.slots.to_string(),
+            "--shreds-per-slot",
+            &a.shreds_per_slot.to_string(),
+            "--max-seconds",
+            "600",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting serve-repair")?;
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    let stdout = server.stdout.take().context("server stdout")?;
+    let server = Kill(server);
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let info: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("serve-repair said {line:?}"))?;
+    let identity = parse_pubkey(info["identity"].as_str().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let leader = parse_pubkey(info["leader"].as_str().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let cores = crate::repair::driver::client_cores();
+    let job = |path: NetPath, shards: usize| RepairJob {
+        from_slot: 1000,
+        to_slot: 1000 + a.slots - 1,
+        peers: vec![PeerSpec {
+            addr: std::net::SocketAddrV4::new(pair.ip_a(), 8301),
+            key: Some(identity),
+        }],
+        leaders: LeaderSchedule::Fixed(leader),
+        identity: SigningKey::from_bytes(&rand::thread_rng().gen()),
+        shards,
+        path,
+        deadline_ms: 120_000,
+        request_timeout_ms: 200,
+        seed: 1,
+        cores: cores.clone(),
+    };
+    let xdp_job = job(
+        NetPath::Xdp {
+            iface: pair.veth_b.clone(),
+            queues: vec![0],
+            port: 47_200,
+            bind: pair.ip_b(),
+        },
+        1,
+    );
+    let udp_job = job(NetPath::Udp { bind: pair.ip_b() }, a.udp_shards);
+    let xdp = in_netns(&pair.b, move || Ok(repair(&xdp_job)?))?;
+    let udp = in_netns(&pair.b, move || Ok(repair(&udp_job)?))?;
+    drop(server);
+    let rx = rx_only(&pair, a.rx_seconds.clamp(1, 60));
+    let rx_json = match &rx {
+        Ok(r) => serde_json::to_value(r)?,
+        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+    };
+    let report = serde_json::json!({ "af_xdp": xdp, "udp": udp, "af_xdp_rx_only": rx_json });
+    if a.json {
+        println!("{report}");
+    } else {
+        for (name, o) in [("AF_XDP", &xdp), ("UDP", &udp)] {
+            println!(
+                "{name}: {}/{} slots, {} shreds in {} ms, {:.0} shreds/s",
+                o.slots_complete, o.slots_total, o.shreds, o.elapsed_ms, o.shreds_per_s
+            );
+            for s in &o.shards {
+                println!(
+                    "  shard {} via {}{}: {:.0} shreds/s ({} shreds in {} ms)",
+                    s.shard,
+                    s.path,
+                    s.fallback_reason
+                        .as_deref()
+                        .map(|r| format!(" (fallback: {r})"))
+                        .unwrap_or_default(),
+                    s.shreds_per_s,
+                    s.progress.shreds_received,
+                    s.elapsed_ms
+                );
+            }
+        }
+        match &rx {
+            Ok(r) => println!(
+                "AF_XDP rx path alone: {:.0} packets/s received ({} of {} sent, sender {:.0} packets/s)",
+                r.received_pps, r.received_packets, r.sent_packets, r.sent_pps
+            ),
+            Err(e) => println!("AF_XDP rx path alone: failed: {e:#}"),
+        }
+    }
+    Ok(if xdp.complete && udp.complete && rx.is_ok() {
+        0
+    } else {
+        1
+    })
 }

@@ -74,6 +74,8 @@ pub struct RepairJob {
     pub deadline_ms: u64,
     pub request_timeout_ms: u64,
     pub seed: u64,
+    /// CPUs for the shards (None: the CPUs this process may use).
+    pub cores: Option<Vec<usize>>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -277,6 +279,7 @@ pub fn repair(job: &RepairJob) -> Result<RepairOutcome, DriverError> {
     let rt = catchup_shards::RuntimeConfig {
         handle_signals: false,
         name: "repair".into(),
+        cores: job.cores.clone(),
         ..catchup_shards::RuntimeConfig::new(shards)
     };
     let job2 = job.clone();
@@ -345,4 +348,11 @@ pub fn set_socket_buffers(sock: &impl std::os::fd::AsRawFd, bytes: i32) {
             }
         }
     }
+}
+
+/// CPUs for client shards when a server runs on the same host: all allowed CPUs but the
+/// first (where a single-shard server is pinned), or None with a single CPU.
+pub fn client_cores() -> Option<Vec<usize>> {
+    let all = catchup_shards::allowed_cores();
+    (all.len() > 1).then(|| all[1..].to_vec())
 }

@@ -3,6 +3,7 @@
 
 pub mod driver;
 pub mod engine;
+pub mod netns;
 pub mod server;
 pub mod sim;
 pub mod xdp_driver;

@@ -142,17 +142,7 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, XdpError> {
     if index == 0 {
         return Err(ierr("no such interface".into()));
     }
-    let mac_s = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
-        .map_err(|e| ierr(format!("MAC address: {e}")))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = mac_s.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(ierr(format!("MAC address {mac_s:?} unreadable")));
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16)
-            .map_err(|_| ierr(format!("MAC address {mac_s:?} unreadable")))?;
-    }
+    let mac = iface_mac(name).map_err(|e| ierr(format!("MAC address (SIOCGIFHWADDR): {e}")))?;
     let rx_queues = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
         .map(|d| {
             d.filter_map(Result::ok)
@@ -170,6 +160,40 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, XdpError> {
         prefix_len,
         rx_queues,
     })
+}
+
+/// The hardware address of `name`, asked of the kernel through a socket (so it is the
+/// interface of the calling thread's network namespace, unlike sysfs).
+fn iface_mac(name: &str) -> io::Result<[u8; 6]> {
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
+    {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = io::Error::last_os_error();
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+    if r != 0 {
+        return Err(err);
+    }
+    // SAFETY: the union member written by SIOCGIFHWADDR.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
 }
 
 fn iface_ipv4(name: &str) -> Option<(Ipv4Addr, u8)> {
@@ -212,9 +236,13 @@ fn iface_ipv4(name: &str) -> Option<(Ipv4Addr, u8)> {
     found
 }
 
-/// The MAC of `ip` from the kernel's neighbour table (`/proc/net/arp`, complete entries).
+/// The MAC of `ip` from the kernel's neighbour table (complete entries of the calling
+/// thread's network namespace).
 pub fn neighbor_mac(ip: Ipv4Addr, iface: &str) -> Option<[u8; 6]> {
-    let t = std::fs::read_to_string("/proc/net/arp").ok()?;
+    // the calling thread's namespace, which may differ from the process's
+    let t = std::fs::read_to_string("/proc/thread-self/net/arp")
+        .or_else(|_| std::fs::read_to_string("/proc/net/arp"))
+        .ok()?;
     for line in t.lines().skip(1).take(65_536) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() >= 6 && f[0] == ip.to_string() && f[5] == iface && f[2] == "0x2" {
