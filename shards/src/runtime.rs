@@ -124,12 +124,18 @@ pub fn placement(
     Ok((0..shards).map(|i| cores[i % cores.len()]).collect())
 }
 
+/// glommio registers each executor's io_memory with each of its 3 rings (main, latency,
+/// poll); without `CAP_IPC_LOCK` the kernel charges every registration to the user's
+/// `RLIMIT_MEMLOCK`.
+pub const IO_MEMORY_REGISTRATIONS_PER_SHARD: u64 = 3;
+
 /// io_memory for each of `shards` executors so that all of them fit the locked-memory
 /// budget: with `CAP_IPC_LOCK` or an unlimited rlimit, `requested` (default
-/// [`DEFAULT_IO_MEMORY_BYTES`]); otherwise at most half of `RLIMIT_MEMLOCK` split evenly
-/// over the shards (the other half is left for the rings and other locked pages), 4 KiB
-/// aligned, never below [`MIN_IO_MEMORY_BYTES`] (then glommio runs without registered
-/// buffers, which is slower but works).
+/// [`DEFAULT_IO_MEMORY_BYTES`]); otherwise half of `RLIMIT_MEMLOCK` (the other half is
+/// left for other locked pages) split evenly over the shards' 3 registrations each, 4 KiB
+/// aligned, never below [`MIN_IO_MEMORY_BYTES`]. The limit is per user, so other processes
+/// of the same user share it: when a registration does not fit, glommio runs that shard
+/// without registered buffers (slower, but it starts).
 pub fn io_memory_per_shard(
     shards: usize,
     requested: Option<usize>,
@@ -144,7 +150,8 @@ pub fn io_memory_per_shard(
     if limit < MIN_MEMLOCK_LIMIT_BYTES {
         return Err(RuntimeError::MemlockTooLow { limit_bytes: limit });
     }
-    let share = (limit / 2 / shards.max(1) as u64) as usize & !4095;
+    let share =
+        (limit / 2 / (shards.max(1) as u64 * IO_MEMORY_REGISTRATIONS_PER_SHARD)) as usize & !4095;
     Ok(want.min(share).max(MIN_IO_MEMORY_BYTES))
 }
 
@@ -706,7 +713,7 @@ mod tests {
             assert_eq!(m % 4096, 0);
             assert!(m >= MIN_IO_MEMORY_BYTES);
             if shards <= 64 {
-                assert!(m * shards <= (8 << 20) / 2 || m == MIN_IO_MEMORY_BYTES);
+                assert!(m * shards * 3 <= (8 << 20) / 2 || m == MIN_IO_MEMORY_BYTES);
             }
         }
         let low = LockedMemoryBudget {

@@ -222,14 +222,24 @@ fn child_runtime() {
                 let _ = shard.recv_timeout(Duration::from_millis(10)).await;
             }
         }
-        (got, shard.io_memory_bytes())
+        // Pinned memory (io_uring registered buffers) while all shards are up.
+        let vm_pin_kb = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("VmPin:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        (got, shard.io_memory_bytes(), vm_pin_kb)
     })
     .expect("shards start");
     let caps = catchup_io::probe::has_cap_ipc_lock();
     println!(
-        "child shards={} cap_ipc_lock={caps} io_memory={} clean",
+        "child shards={} cap_ipc_lock={caps} io_memory={} vm_pin_kb={} clean",
         out.len(),
-        out[0].1
+        out[0].1,
+        out.iter().map(|o| o.2).max().unwrap_or(0)
     );
 }
 
@@ -275,6 +285,17 @@ fn shards_start_with_and_without_cap_ipc_lock() {
         String::from_utf8_lossy(&with.stderr)
     );
     assert!(text.contains("child shards=8"), "{text}");
+    if text.contains("cap_ipc_lock=true") {
+        // With CAP_IPC_LOCK every registration succeeds: io_memory is pinned.
+        let field = |name: &str| -> u64 {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let io_memory_kb = field("io_memory=") / 1024;
+        assert!(field("vm_pin_kb=") >= io_memory_kb * 8, "{text}");
+    }
 
     if !have_setpriv() {
         assert!(!ci(), "setpriv is required under CI=true");
