@@ -485,3 +485,61 @@ pub fn write_era1(blocks: &[(Header, BlockBody, Vec<Receipt>, U256)]) -> Option<
     write_record(TYPE_BLOCK_INDEX, &idx, &mut out);
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snappy_limits_and_bad_frames() {
+        let big = vec![0u8; 1 << 20];
+        let c = snappy_frame_compress(&big);
+        assert!(c.len() < 1 << 16, "zeros compress well");
+        assert_eq!(snappy_frame_decompress(&c, 1 << 20).unwrap(), big);
+        assert_eq!(
+            snappy_frame_decompress(&c, 1000),
+            Err(Era1ErrorKind::DecompressedTooLarge { limit: 1000 })
+        );
+        let mut bad = c.clone();
+        bad[0] ^= 0xff; // stream identifier chunk
+        assert!(matches!(
+            snappy_frame_decompress(&bad, 1 << 20),
+            Err(Era1ErrorKind::Snappy(_))
+        ));
+        assert!(matches!(
+            snappy_frame_decompress(&c[..c.len() - 3], 1 << 20),
+            Err(Era1ErrorKind::Snappy(_))
+        ));
+    }
+
+    #[test]
+    fn record_errors_name_record_and_offset() {
+        let mut buf = Vec::new();
+        write_record(TYPE_VERSION, &[], &mut buf);
+        write_record(TYPE_COMPRESSED_HEADER, &[1, 2, 3], &mut buf);
+        let recs: Vec<_> = Records::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!((recs[1].index, recs[1].offset, recs[1].data), (1, 8, &[1u8, 2, 3][..]));
+        // Truncated data.
+        let e = Records::new(&buf[..buf.len() - 1]).last().unwrap().unwrap_err();
+        assert_eq!((e.record, e.offset), (1, 8));
+        assert_eq!(e.kind, Era1ErrorKind::TruncatedData { len: 3, available: 2 });
+        // Non-zero reserved bytes.
+        let mut r = buf.clone();
+        r[8 + 6] = 1;
+        let e = Records::new(&r).last().unwrap().unwrap_err();
+        assert_eq!(e.kind, Era1ErrorKind::Reserved(1));
+        // Truncated header.
+        let e = Records::new(&buf[..12]).last().unwrap().unwrap_err();
+        assert_eq!(
+            e.kind,
+            Era1ErrorKind::TruncatedHeader {
+                needed: 8,
+                available: 4
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "record 1 at offset 8: truncated: record header needs 8 bytes, 4 left"
+        );
+    }
+}
