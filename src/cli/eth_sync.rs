@@ -114,6 +114,9 @@ pub struct SimArgs {
     /// Sub-ranges a large storage trie is split into (default 4).
     #[arg(long)]
     pub storage_split: Option<u64>,
+    /// Whole storage tries per GetStorageRanges request (default 64).
+    #[arg(long)]
+    pub storage_batch: Option<usize>,
 }
 
 /// Settings from the config file's `[ethsync]` table, then the flags.
@@ -155,7 +158,8 @@ pub fn sync_config(a: &SimArgs) -> anyhow::Result<SyncConfig> {
         fetch_receipts,
         snap_response_bytes,
         snap_ranges_per_nibble,
-        storage_split
+        storage_split,
+        storage_batch
     );
     anyhow::ensure!(
         c.header_batch >= 1 && c.header_batch <= 1024,

@@ -52,6 +52,8 @@ pub struct SyncConfig {
     pub snap_ranges_per_nibble: u64,
     /// Sub-ranges a large storage trie is split into.
     pub storage_split: u64,
+    /// Whole storage tries asked for in one GetStorageRanges request.
+    pub storage_batch: usize,
     /// Number of the trusted anchor block (genesis: 0); headers are fetched after it.
     pub anchor_number: u64,
     /// Hash of the anchor block, when known: the header chain must reach it.
@@ -81,6 +83,7 @@ impl Default for SyncConfig {
             snap_response_bytes: 512 * 1024,
             snap_ranges_per_nibble: 2,
             storage_split: 4,
+            storage_batch: 64,
             anchor_number: 0,
             trusted_anchor: None,
         }

@@ -20,17 +20,16 @@ use super::types::{Account, Body, HashOrNumber, Header, PeerId, Receipts, ReqId,
 /// A shard index.
 pub type ShardId = usize;
 
-/// The shard that owns a trie path (by its leading nibble); the empty path is shard 0's.
+/// The shard that owns a trie path: the runtime's ownership map applied to the path's
+/// leading nibble only, so every subtree under a leading nibble (and the storage tries and
+/// codes of its accounts) lives on one shard. The empty path is shard 0's.
 pub fn owner_of_path(nibbles: &[u8], shards: usize) -> ShardId {
-    match nibbles.first() {
-        None => 0,
-        Some(&n) => (n as usize & 0x0f) * shards / 16,
-    }
+    catchup_shards::ownership::owner_of_path(&nibbles[..nibbles.len().min(1)], shards).0
 }
 
-/// The shard that owns header batch `batch`.
+/// The shard that owns header batch `batch` (batches are dealt round-robin).
 pub fn owner_of_batch(batch: u64, shards: usize) -> ShardId {
-    (batch % shards as u64) as usize
+    catchup_shards::ownership::owner_of_range(batch, 1, shards).0
 }
 
 /// Input to an engine.
@@ -215,7 +214,7 @@ enum Pending {
     Receipts(Vec<u64>),
     Nodes(Vec<NodeTask>),
     Account(usize),
-    Storage(usize),
+    Storage(Vec<usize>),
     Codes(Vec<B256>),
 }
 
@@ -306,6 +305,7 @@ pub struct Engine {
     // snap
     ranges: Vec<AccountRangeTask>,
     storage_tasks: Vec<StorageTask>,
+    storage_ready: VecDeque<usize>,
     storage_accs: BTreeMap<B256, StorageAcc>,
     code_queue: VecDeque<B256>,
     codes_wanted: HashSet<B256>,
@@ -397,6 +397,7 @@ impl Engine {
             round_fetched: 0,
             ranges: Vec::new(),
             storage_tasks: Vec::new(),
+            storage_ready: VecDeque::new(),
             storage_accs: BTreeMap::new(),
             code_queue: VecDeque::new(),
             codes_wanted: HashSet::new(),
@@ -1402,6 +1403,7 @@ impl Engine {
                     slots: BTreeMap::new(),
                 },
             );
+            self.storage_ready.push_back(self.storage_tasks.len());
             self.storage_tasks.push(StorageTask {
                 account: h,
                 origin: B256::ZERO,
@@ -1503,6 +1505,7 @@ impl Engine {
         self.node_queue.clear();
         self.ranges.clear();
         self.storage_tasks.clear();
+        self.storage_ready.clear();
         self.storage_accs.clear();
         self.code_queue.clear();
         self.codes_wanted.clear();
@@ -1657,17 +1660,16 @@ impl Engine {
                             bytes: self.cfg.snap_response_bytes,
                         };
                         self.send(peer, req, Pending::Account(i), out);
-                    } else if let Some(i) = self.storage_tasks.iter().position(|t| !t.done && !t.busy) {
-                        self.storage_tasks[i].busy = true;
-                        let t = &self.storage_tasks[i];
+                    } else if let Some(batch) = self.next_storage_batch() {
+                        let first = &self.storage_tasks[batch[0]];
                         let req = Request::StorageRanges {
                             root,
-                            accounts: vec![t.account],
-                            origin: t.origin,
-                            limit: t.limit,
+                            accounts: batch.iter().map(|&i| self.storage_tasks[i].account).collect(),
+                            origin: first.origin,
+                            limit: first.limit,
                             bytes: self.cfg.snap_response_bytes,
                         };
-                        self.send(peer, req, Pending::Storage(i), out);
+                        self.send(peer, req, Pending::Storage(batch), out);
                     } else if !self.code_queue.is_empty() {
                         let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
                         let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
@@ -1724,9 +1726,9 @@ impl Engine {
                     r.busy = false;
                 }
             }
-            Pending::Storage(i) => {
-                if let Some(t) = self.storage_tasks.get_mut(i) {
-                    t.busy = false;
+            Pending::Storage(idxs) => {
+                for i in idxs {
+                    self.storage_unbusy(i);
                 }
             }
             Pending::Codes(hashes) => {
@@ -1788,7 +1790,9 @@ impl Engine {
             (Pending::Account(i), Response::AccountRange { accounts, proof }) => {
                 self.on_accounts(i, accounts, proof, store)
             }
-            (Pending::Storage(i), Response::StorageRanges { slots, proof }) => self.on_storage(i, slots, proof, store),
+            (Pending::Storage(idxs), Response::StorageRanges { slots, proof }) => {
+                self.on_storage(idxs, slots, proof, store)
+            }
             _ => Err(()),
         };
         match verdict {
@@ -2052,36 +2056,108 @@ impl Engine {
         Ok(true)
     }
 
+    fn storage_unbusy(&mut self, i: usize) {
+        if let Some(t) = self.storage_tasks.get_mut(i) {
+            if t.busy && !t.done {
+                t.busy = false;
+                self.storage_ready.push_back(i);
+            }
+        }
+    }
+
+    /// Ready storage tasks for one request: several whole storage tries (from their
+    /// start), or one sub-range.
+    fn next_storage_batch(&mut self) -> Option<Vec<usize>> {
+        let mut batch = Vec::new();
+        while let Some(i) = self.storage_ready.pop_front() {
+            let t = &self.storage_tasks[i];
+            if t.done || t.busy {
+                continue;
+            }
+            let whole = t.origin == B256::ZERO && t.limit == B256::repeat_byte(0xff);
+            if !batch.is_empty() && !whole {
+                self.storage_ready.push_front(i);
+                break;
+            }
+            self.storage_tasks[i].busy = true;
+            batch.push(i);
+            if !whole || batch.len() >= self.cfg.storage_batch.max(1) {
+                break;
+            }
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+
     fn on_storage(
         &mut self,
-        i: usize,
+        idxs: Vec<usize>,
         slots: Vec<Vec<(B256, Vec<u8>)>>,
         proof: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        if self.phase != StatePhase::Ranges {
+            return Ok(true);
+        }
+        if slots.len() > idxs.len() {
+            for &i in &idxs {
+                self.storage_unbusy(i);
+            }
+            return Err(());
+        }
+        let n = slots.len();
+        let mut result = Ok(n > 0);
+        for (k, mine) in slots.into_iter().enumerate() {
+            let p: &[Vec<u8>] = if k + 1 == n { &proof } else { &[] };
+            match self.storage_result(idxs[k], mine, p, store) {
+                Ok(true) => {}
+                Ok(false) => result = Ok(false),
+                Err(()) => {
+                    result = Err(());
+                    for &i in &idxs[k..] {
+                        self.storage_unbusy(i);
+                    }
+                    return result;
+                }
+            }
+        }
+        for &i in &idxs[n..] {
+            self.storage_unbusy(i);
+        }
+        result
+    }
+
+    fn storage_result(
+        &mut self,
+        i: usize,
+        mine: Vec<(B256, Vec<u8>)>,
+        proof: &[Vec<u8>],
         store: &mut dyn SyncStore,
     ) -> Result<bool, ()> {
         let Some(t) = self.storage_tasks.get(i).cloned() else {
             return Ok(true);
         };
-        if self.phase != StatePhase::Ranges || t.done {
+        if t.done {
             return Ok(true);
         }
-        self.storage_tasks[i].busy = false;
-        if slots.len() > 1 {
-            return Err(());
-        }
-        let Some(mine) = slots.into_iter().next() else {
-            return Ok(false);
-        };
         let Some(acc) = self.storage_accs.get(&t.account) else {
+            self.storage_tasks[i].done = true;
             return Ok(true);
         };
         let sroot = acc.root;
         let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
         let vals: Vec<Vec<u8>> = mine.iter().map(|a| a.1.clone()).collect();
         if keys.is_empty() && proof.is_empty() {
+            self.storage_unbusy(i);
             return Ok(false);
         }
-        let more = verify_range(sroot, &t.origin, &keys, &vals, &proof)?;
+        let more = match verify_range(sroot, &t.origin, &keys, &vals, proof) {
+            Ok(m) => m,
+            Err(()) => {
+                self.storage_unbusy(i);
+                return Err(());
+            }
+        };
+        self.storage_tasks[i].busy = false;
         let acc = self.storage_accs.get_mut(&t.account).expect("checked above");
         let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
@@ -2098,7 +2174,10 @@ impl Engine {
             self.storage_tasks[i].done = true;
             acc.open_tasks -= 1;
         } else {
-            let Some(l) = last else { return Ok(false) };
+            let Some(l) = last else {
+                self.storage_ready.push_back(i);
+                return Ok(false);
+            };
             let next = inc(l);
             let split = self.cfg.storage_split.max(1);
             if t.origin == B256::ZERO && split > 1 {
@@ -2108,6 +2187,7 @@ impl Engine {
                 acc.open_tasks -= 1;
                 for (o, l) in bounds {
                     acc.open_tasks += 1;
+                    self.storage_ready.push_back(self.storage_tasks.len());
                     self.storage_tasks.push(StorageTask {
                         account: t.account,
                         origin: o,
@@ -2118,6 +2198,7 @@ impl Engine {
                 }
             } else {
                 self.storage_tasks[i].origin = next;
+                self.storage_ready.push_back(i);
             }
         }
         let acc = self.storage_accs.get(&t.account).expect("present");
@@ -2139,6 +2220,7 @@ impl Engine {
                         slots: BTreeMap::new(),
                     },
                 );
+                self.storage_ready.push_back(self.storage_tasks.len());
                 self.storage_tasks.push(StorageTask {
                     account: t.account,
                     origin: B256::ZERO,
@@ -2149,10 +2231,6 @@ impl Engine {
             } else {
                 store.put_storage_done(t.account);
             }
-        }
-        // Keep the task list bounded: forget finished tasks when nothing is in flight.
-        if !self.inflight.values().any(|x| matches!(x.what, Pending::Storage(_))) && self.storage_tasks.len() > 1024 {
-            self.storage_tasks.retain(|t| !t.done);
         }
         Ok(true)
     }

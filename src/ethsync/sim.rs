@@ -112,6 +112,10 @@ pub struct SimReport {
     pub progress: Progress,
     pub status: Status,
     pub requests_by_kind: BTreeMap<String, u64>,
+    /// Wall-clock time spent inside each shard's engine (not the simulated peers), in µs.
+    /// Measured, so not part of the deterministic report.
+    #[serde(skip)]
+    pub engine_busy_us: Vec<u64>,
 }
 
 struct SimPeer {
@@ -264,6 +268,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
     let mut now = 0u64;
     let mut events = 0u64;
     let mut restarts = 0u32;
+    let mut busy_us = vec![0u64; shards];
     // Counters of engines that were killed (their memory is gone, their work is not).
     let mut carried = Progress::default();
     let mut dropped: BTreeSet<PeerId> = BTreeSet::new();
@@ -312,7 +317,9 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
             Event::PeerJoined(p) | Event::PeerLeft(p) => mix(5 + *p as u64),
         }
         acts.clear();
+        let t0 = std::time::Instant::now();
         engines[shard].handle(now, event, &mut stores[shard], &mut acts);
+        busy_us[shard] += t0.elapsed().as_micros() as u64;
         for a in acts.drain(..) {
             match a {
                 Action::Send {
@@ -405,7 +412,8 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         progress.add(&e.get_progress());
     }
     let (headers_ok, headers_verified, head_hash) = check_headers(&stores, &chain, shards);
-    let (bodies_ok, bodies_verified, receipts_verified) = check_bodies(&stores, &chain, &cfg.sync);
+    let (bodies_ok, bodies_verified, receipts_verified) =
+        check_bodies(&stores, &chain, &cfg.sync, status.pivot_block.unwrap_or(0));
     let (state_ok, nodes, codes) = check_state(&stores, state.root);
     let state_root = status.state_root.clone();
     let correct = finished
@@ -452,6 +460,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         progress,
         status,
         requests_by_kind: by_kind,
+        engine_busy_us: busy_us,
     }
 }
 
@@ -479,7 +488,7 @@ fn check_headers(stores: &[MemStore], chain: &ChainData, _shards: usize) -> (boo
     (true, count, last)
 }
 
-fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig) -> (bool, u64, u64) {
+fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig, pivot: u64) -> (bool, u64, u64) {
     let mut bodies = 0;
     let mut receipts = 0;
     let mut ok = true;
@@ -487,6 +496,9 @@ fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig) -> (bo
         let Some(h) = find_header(stores, n) else {
             return (false, bodies, receipts);
         };
+        if n <= pivot && !cfg.bodies_before_pivot {
+            continue;
+        }
         let body = stores.iter().find_map(|s| s.bodies.get(&n));
         match body {
             Some(b) => {

@@ -1,0 +1,85 @@
+//! Sync throughput per shard during a loopback sync of a generated chain and state (the
+//! serving peers run in-process; only the time spent inside the engines is counted),
+//! beside the keccak-only ceiling of the same bytes measured in the same run.
+//!
+//! `cargo bench --bench ethsync` (set `ETHSYNC_BENCH_ACCOUNTS` / `ETHSYNC_BENCH_BLOCKS`
+//! to change the sizes).
+
+use std::time::Instant;
+
+use alloy_primitives::keccak256;
+use catchup::ethsync::config::SyncMode;
+use catchup::ethsync::sim::{run, Profile, SimConfig};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn keccak_rate(items: &[Vec<u8>]) -> f64 {
+    let t = Instant::now();
+    let mut acc = 0u8;
+    for _ in 0..3 {
+        for i in items {
+            acc ^= keccak256(i)[0];
+        }
+    }
+    std::hint::black_box(acc);
+    (items.len() * 3) as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let accounts = env_u64("ETHSYNC_BENCH_ACCOUNTS", 200_000);
+    let blocks = env_u64("ETHSYNC_BENCH_BLOCKS", 50_000);
+    for mode in [SyncMode::Fast, SyncMode::Snap] {
+        // State: a large state, a short chain, one shard.
+        let mut cfg = SimConfig {
+            peers: 8,
+            profile: Profile::Honest,
+            seed: 7,
+            accounts,
+            blocks: 200,
+            big_storage_slots: 10_000,
+            shards: 1,
+            ..SimConfig::default()
+        };
+        cfg.sync.mode = mode;
+        let r = run(&cfg);
+        assert!(r.correct, "state sync failed: {:?}", r.failure);
+        let busy_s = r.engine_busy_us[0] as f64 / 1e6;
+        let state = catchup::ethsync::chain::StateData::generate(accounts, 10_000, 7);
+        let nodes: Vec<Vec<u8>> = state.nodes.values().cloned().collect();
+        let ceiling = keccak_rate(&nodes);
+        println!(
+            "ethsync/{}/state: {} nodes verified+stored in {:.2} s engine time = {:.0} nodes/s/shard (keccak-only ceiling {:.0} nodes/s)",
+            mode.name(),
+            r.state_nodes_verified,
+            busy_s,
+            r.state_nodes_verified as f64 / busy_s,
+            ceiling
+        );
+    }
+    // Headers: a long chain, a tiny state, bodies and receipts after the pivot only.
+    let mut cfg = SimConfig {
+        peers: 8,
+        profile: Profile::Honest,
+        seed: 8,
+        accounts: 1,
+        blocks,
+        big_storage_slots: 0,
+        shards: 1,
+        ..SimConfig::default()
+    };
+    cfg.sync.bodies_before_pivot = false;
+    let r = run(&cfg);
+    assert!(r.correct, "header sync failed: {:?}", r.failure);
+    let busy_s = r.engine_busy_us[0] as f64 / 1e6;
+    let chain = catchup::ethsync::chain::generate_chain(blocks, alloy_primitives::B256::ZERO, 8);
+    let raws: Vec<Vec<u8>> = chain.headers.iter().map(|h| h.raw.clone()).collect();
+    println!(
+        "ethsync/headers: {} headers in {:.2} s engine time = {:.0} headers/s/shard (keccak-only ceiling {:.0} headers/s)",
+        r.headers_verified,
+        busy_s,
+        r.headers_verified as f64 / busy_s,
+        keccak_rate(&raws)
+    );
+}
