@@ -405,3 +405,92 @@ fn tmpfs_store_works_without_o_direct() {
         s.close().await.unwrap();
     });
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+    /// A write torn at any byte: records flushed before the torn batch all survive, the
+    /// torn batch survives as a whole-record prefix ending at or before the cut, and the
+    /// file is cut back to that record boundary.
+    #[test]
+    fn torn_at_any_byte_keeps_a_whole_record_prefix(
+        first in 1u32..20,
+        second in 1u32..20,
+        cut_permille in 0u64..1000,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let seg = seg_path(&dir, 1);
+        let opts = StoreOptions { segment_size_bytes: 1 << 20, ..small_opts() };
+        let len_a = run({
+            let dir = dir.clone();
+            let opts = opts.clone();
+            async move {
+                let mut s = Store::open(&dir, opts).await.unwrap();
+                for i in 0..first {
+                    s.put(1, &i.to_le_bytes(), &value_for(i, 37 * i as usize % 900)).await.unwrap();
+                }
+                s.flush().await.unwrap();
+                let a = s.active_len;
+                for i in first..first + second {
+                    s.put(1, &i.to_le_bytes(), &value_for(i, 37 * i as usize % 900)).await.unwrap();
+                }
+                s.close().await.unwrap();
+                a
+            }
+        });
+        let full = std::fs::read(&seg).unwrap();
+        let offs = record_offsets(&full);
+        let end_b = {
+            let last = *offs.last().unwrap();
+            let lim = RecordLimits { max_key_bytes: 64, max_value_bytes: 16 * 1024 };
+            last + record::parse_record(&full[last..], &lim).unwrap().record_len()
+        } as u64;
+        let cut = len_a + (end_b - len_a) * cut_permille / 1000;
+        std::fs::write(&seg, &full[..cut as usize]).unwrap();
+        let (kept, truncated) = run({
+            let dir = dir.clone();
+            async move {
+                let s = Store::open(&dir, opts).await.unwrap();
+                for i in 0..first {
+                    assert_eq!(
+                        s.get(1, &i.to_le_bytes()).await.unwrap(),
+                        Some(value_for(i, 37 * i as usize % 900))
+                    );
+                }
+                let mut kept = 0;
+                for i in first..first + second {
+                    match s.get(1, &i.to_le_bytes()).await.unwrap() {
+                        Some(v) => {
+                            assert_eq!(kept, i - first, "kept records form a prefix");
+                            assert_eq!(v, value_for(i, 37 * i as usize % 900));
+                            kept += 1;
+                        }
+                        None => {}
+                    }
+                }
+                let t = s.stats().truncated_tail_bytes;
+                s.close().await.unwrap();
+                (kept, t)
+            }
+        });
+        let boundary = offs
+            .iter()
+            .map(|o| *o as u64)
+            .chain(std::iter::once(end_b))
+            .filter(|o| *o <= cut)
+            .max()
+            .unwrap();
+        prop_assert_eq!(std::fs::metadata(&seg).unwrap().len(), boundary);
+        prop_assert_eq!(truncated, cut - boundary);
+        let whole_after_a = offs.iter().filter(|o| **o as u64 >= len_a).count() as u32;
+        let expect_kept = offs
+            .iter()
+            .map(|o| *o as u64)
+            .chain(std::iter::once(end_b))
+            .filter(|o| *o > len_a && *o <= cut)
+            .count() as u32;
+        prop_assert!(whole_after_a == second);
+        prop_assert_eq!(kept, expect_kept);
+    }
+}
