@@ -109,6 +109,7 @@ pub struct Cpu {
 /// The CPUs of the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
+    /// Online CPUs, sorted by id.
     pub cpus: Vec<Cpu>,
     /// NUMA node -> its online CPUs.
     pub numa_nodes: BTreeMap<usize, Vec<usize>>,
@@ -117,28 +118,31 @@ pub struct Topology {
 impl Topology {
     /// Physical cores as sorted sibling groups (each listed once, by lowest CPU id).
     pub fn physical_cores(&self) -> Vec<Vec<usize>> {
-        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let online: std::collections::BTreeSet<usize> = self.cpus.iter().map(|c| c.id).collect();
+        let mut groups: std::collections::BTreeSet<Vec<usize>> = Default::default();
         for c in &self.cpus {
             let mut g: Vec<usize> = c
                 .siblings
                 .iter()
                 .copied()
-                .filter(|s| self.cpu(*s).is_some())
+                .filter(|s| online.contains(s))
                 .collect();
             if g.is_empty() {
                 g.push(c.id);
             }
             g.sort_unstable();
-            if !groups.contains(&g) {
-                groups.push(g);
-            }
+            g.dedup();
+            groups.insert(g);
         }
-        groups.sort();
-        groups
+        groups.into_iter().collect()
     }
 
+    /// The CPU with this id (`cpus` is sorted by id when read from the host).
     pub fn cpu(&self, id: usize) -> Option<&Cpu> {
-        self.cpus.iter().find(|c| c.id == id)
+        match self.cpus.binary_search_by_key(&id, |c| c.id) {
+            Ok(i) => Some(&self.cpus[i]),
+            Err(_) => self.cpus.iter().find(|c| c.id == id),
+        }
     }
 
     /// Logical CPUs per physical core (1 without SMT).

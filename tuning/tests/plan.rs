@@ -214,6 +214,37 @@ mod fuzz {
             let _ = Plan::from_toml(&text, "fuzz");
         }
 
+        /// Junk in the host's files gives errors or odd plans, never a panic.
+        #[test]
+        fn junk_host_files_never_panic(
+            online in "[0-9,\\- x]{0,12}",
+            siblings in "[0-9,\\- x]{0,12}",
+            core_id in "[-0-9x]{0,4}",
+            node_list in "[0-9,\\- ]{0,12}",
+            interrupts in "(?s).{0,200}",
+            affinity in "[0-9,\\- ]{0,8}",
+        ) {
+            // One tree for all cases (writing trees is slow on some filesystems); each case
+            // overwrites the same files.
+            static TREE: std::sync::OnceLock<(tempfile::TempDir, HostRoot)> =
+                std::sync::OnceLock::new();
+            let (dir, root) = TREE.get_or_init(|| host(&two_core()));
+            let sys = dir.path().join("sys");
+            let cpu = sys.join("devices/system/cpu");
+            std::fs::write(cpu.join("online"), &online).unwrap();
+            std::fs::write(cpu.join("cpu0/topology/thread_siblings_list"), &siblings).unwrap();
+            std::fs::write(cpu.join("cpu1/topology/core_id"), &core_id).unwrap();
+            std::fs::write(sys.join("devices/system/node/node0/cpulist"), &node_list).unwrap();
+            std::fs::write(dir.path().join("proc/interrupts"), &interrupts).unwrap();
+            std::fs::write(dir.path().join("proc/irq/40/smp_affinity_list"), &affinity).unwrap();
+            let nic = read_nic(root, "eth0").ok();
+            if let Ok(topo) = read_topology(root) {
+                if let Ok(plan) = make_plan(&topo, None, nic.as_ref()) {
+                    prop_assert!(Plan::from_toml(&plan.to_toml(), "again").is_ok());
+                }
+            }
+        }
+
         /// A valid plan with one byte changed either parses to a valid plan or is rejected.
         #[test]
         fn mutated_plans_never_panic(pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
