@@ -197,6 +197,17 @@ fn repair(
     xdp: bool,
     tag: &str,
 ) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
+    let iface = ns.veth_b.clone();
+    repair_with(ns, peers, leader, xdp.then_some(iface.as_str()), tag)
+}
+
+fn repair_with(
+    ns: &Netns,
+    peers: &[String],
+    leader: &str,
+    xdp: Option<&str>,
+    tag: &str,
+) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(format!("{tag}.json"));
     let out_s = out.to_str().unwrap().to_string();
@@ -229,8 +240,8 @@ fn repair(
     for p in peers {
         args.extend(["--peer", p]);
     }
-    if xdp {
-        args.extend(["--xdp", &ns.veth_b, "--xdp-port", "47100"]);
+    if let Some(iface) = xdp {
+        args.extend(["--xdp", iface, "--xdp-port", "47100"]);
     }
     let o = Command::new("ip").args(&args).output().expect("run repair");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -270,6 +281,18 @@ fn udp_and_af_xdp_repair_the_same_gap_to_identical_slots() {
     let want = expected();
     assert_eq!(udp, want, "UDP repair equals the served ledger");
     assert_eq!(xdp, udp, "AF_XDP repair equals the UDP repair");
+    // AF_XDP on an interface that does not exist falls back to UDP and says why
+    let (fb_v, fb) = repair_with(&ns, &peers, &good.leader, Some("nosuchif0"), "fallback");
+    assert_eq!(fb_v["shards"][0]["path"], "udp");
+    let reason = fb_v["shards"][0]["fallback_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("nosuchif0") && reason.contains("no such interface"),
+        "{reason}"
+    );
+    assert_eq!(fb, want);
 }
 
 #[test]
