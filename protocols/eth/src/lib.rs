@@ -43,6 +43,7 @@ pub use types::{
 };
 pub use verify::{
     ommers_hash, receipts_root, receipts_root_encoded, transactions_root, verify_block, verify_body,
-    verify_header_chain, verify_header_hash, verify_ommers_hash, verify_parent_hash, verify_parent_link,
-    verify_receipts, verify_transactions_root, verify_withdrawals, withdrawals_root, Field, VerifyError,
+    verify_body_encoded, verify_header_chain, verify_header_hash, verify_ommers_hash, verify_parent_hash,
+    verify_parent_link, verify_receipts, verify_receipts_encoded, verify_transactions_root, verify_withdrawals,
+    withdrawals_root, BlockDataError, Field, VerifyError,
 };

@@ -239,3 +239,52 @@ pub fn receipts_root_encoded(list_rlp: &[u8]) -> Result<B256, crate::rlp::RlpErr
     }
     Ok(ordered_root(&values))
 }
+
+/// A body or receipt list from the wire that does not decode, or does not match its header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockDataError {
+    #[error("block {number}: {what} does not decode: {source}")]
+    Decode {
+        number: u64,
+        what: &'static str,
+        source: crate::rlp::RlpError,
+    },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+impl BlockDataError {
+    pub fn number(&self) -> u64 {
+        match self {
+            BlockDataError::Decode { number, .. } => *number,
+            BlockDataError::Verify(e) => e.number(),
+        }
+    }
+}
+
+/// Decode a receipt list as received (eth/66–68 form) and check it against the header's
+/// receipts root, hashing the received bytes directly (strict decoding guarantees they
+/// are the canonical encoding).
+pub fn verify_receipts_encoded(header: &Header, list_rlp: &[u8]) -> Result<Vec<Receipt>, BlockDataError> {
+    let dec = |source| BlockDataError::Decode {
+        number: header.number,
+        what: "receipts",
+        source,
+    };
+    let receipts = crate::types::decode_receipts(list_rlp).map_err(dec)?;
+    let got = receipts_root_encoded(list_rlp).map_err(dec)?;
+    check(header.number, Field::ReceiptsRoot, header.receipts_root, got)?;
+    Ok(receipts)
+}
+
+/// Decode a body as received and check it against the header (transactions root, ommers
+/// hash, withdrawals root).
+pub fn verify_body_encoded(header: &Header, body_rlp: &[u8]) -> Result<BlockBody, BlockDataError> {
+    let body = BlockBody::decode(body_rlp).map_err(|source| BlockDataError::Decode {
+        number: header.number,
+        what: "body",
+        source,
+    })?;
+    verify_body(header, &body)?;
+    Ok(body)
+}

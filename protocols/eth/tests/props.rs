@@ -151,6 +151,9 @@ proptest! {
         let enc = b.encode();
         prop_assert_eq!(Block::decode(&enc).unwrap(), b.clone());
         prop_assert_eq!(BlockBody::decode(&b.body.encode()).unwrap(), b.body.clone());
+        if verify_body(&b.header, &b.body).is_ok() {
+            prop_assert_eq!(verify_body_encoded(&b.header, &b.body.encode()).unwrap(), b.body.clone());
+        }
         let mut h2 = b.header.clone();
         h2.transactions_root = transactions_root(&b.body);
         h2.ommers_hash = ommers_hash(&b.body.ommers);
@@ -172,6 +175,15 @@ proptest! {
             prop_assert_eq!(&Receipt::decode_consensus(&r.encode_consensus()).unwrap(), r);
         }
         prop_assert_eq!(catchup_eth::verify::receipts_root_encoded(&enc).unwrap(), receipts_root(&rs));
+        let hdr = Header { receipts_root: receipts_root(&rs), number: 5, ..Default::default() };
+        prop_assert_eq!(verify_receipts_encoded(&hdr, &enc).unwrap(), rs.clone());
+        let wrong = Header { receipts_root: B256::ZERO, number: 5, ..Default::default() };
+        let e = verify_receipts_encoded(&wrong, &enc).unwrap_err();
+        let mismatch = matches!(e, BlockDataError::Verify(VerifyError::Mismatch { number: 5, field: Field::ReceiptsRoot, .. }));
+        prop_assert!(mismatch);
+        let truncated = verify_receipts_encoded(&hdr, &enc[..enc.len() - 1]);
+        let decode_err = matches!(truncated, Err(BlockDataError::Decode { number: 5, .. }));
+        prop_assert!(decode_err);
         let h = Header { receipts_root: receipts_root(&rs), number: 9, ..Default::default() };
         prop_assert!(verify_receipts(&h, &rs).is_ok());
         if !rs.is_empty() {
