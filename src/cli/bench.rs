@@ -39,6 +39,9 @@ pub enum BenchCmd {
     /// RLPx frames/s and MB/s per shard (snappy + AES-CTR + keccak MACs) beside raw AES-CTR +
     /// keccak of the same bytes, with the ratio.
     Rlpx(super::eth_net::RlpxBenchArgs),
+    /// RLPx frames/s and MB/s per shard (snappy + AES-CTR + keccak MACs) beside raw AES-CTR +
+    /// keccak of the same bytes, with the ratio.
+    Rlpx(super::eth_net::RlpxBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -94,6 +97,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::Eth(args) => super::eth::bench_eth(&args, _global),
         BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
         BenchCmd::Repair(args) => super::repair::run_bench(args, _global),
+        BenchCmd::Rlpx(args) => super::eth_net::run_bench_rlpx(&args, _global),
         BenchCmd::Rlpx(args) => super::eth_net::run_bench_rlpx(&args, _global),
     }
 }

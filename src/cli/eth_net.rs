@@ -310,3 +310,76 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     }
     Ok(if ok { 0 } else { 1 })
 }
+
+/// RLPx throughput per shard: frames/s and MB/s through the whole frame path (snappy,
+/// AES-256-CTR, keccak MACs, both directions) beside raw AES-CTR + keccak of the same
+/// bytes in the same run, and their ratio.
+#[derive(Args, Debug, Clone)]
+pub struct RlpxBenchArgs {
+    /// Shards measuring at once (each pinned to its core).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Message sizes to measure (repeatable).
+    #[arg(long = "message-bytes", default_values_t = vec![256usize, 4096, 65536])]
+    pub message_bytes: Vec<usize>,
+    /// Bytes pushed per size and payload kind on each shard.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub total_bytes: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_bench_rlpx(a: &RlpxBenchArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    if a.message_bytes.iter().any(|s| *s == 0 || *s > 8 << 20) {
+        bail!("--message-bytes must be between 1 and 8388608");
+    }
+    let sizes = a.message_bytes.clone();
+    let total = a.total_bytes.max(1);
+    let rc = catchup_shards::RuntimeConfig {
+        name: "bench-rlpx".into(),
+        ..catchup_shards::RuntimeConfig::new(a.shards)
+    };
+    let per_shard = catchup_shards::runtime::run::<(), _, _, _>(&rc, move |shard: catchup_shards::Shard<()>| {
+        let sizes = sizes.clone();
+        async move {
+            let mut out = Vec::new();
+            for &size in &sizes {
+                for compressible in [true, false] {
+                    let messages = (total / size as u64).max(1);
+                    out.push(crate::p2p::bench::measure(size, messages, compressible));
+                }
+            }
+            (shard.id().0, out)
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"shards": per_shard.iter().map(|(s, r)| json!({"shard": s, "results": r})).collect::<Vec<_>>()})
+            )?
+        );
+    } else {
+        println!(
+            "{:>5} {:>9} {:>8} {:>12} {:>11} {:>14} {:>6}",
+            "shard", "msg_bytes", "payload", "frames/s", "rlpx MB/s", "aes+keccak MB/s", "ratio"
+        );
+        for (s, rs) in &per_shard {
+            for r in rs {
+                println!(
+                    "{:>5} {:>9} {:>8} {:>12.0} {:>11.1} {:>14.1} {:>6.2}",
+                    s,
+                    r.message_bytes,
+                    r.payload,
+                    r.rlpx_frames_per_s,
+                    r.rlpx_mb_per_s,
+                    r.raw_aes_keccak_mb_per_s,
+                    r.ratio
+                );
+            }
+        }
+    }
+    Ok(0)
+}

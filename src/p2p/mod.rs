@@ -9,6 +9,7 @@ pub mod chain;
 pub mod chainspec;
 pub mod conn;
 pub mod convert;
+pub mod bench;
 pub mod download;
 pub mod engine_serve;
 pub mod eth_peer;
