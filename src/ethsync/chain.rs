@@ -8,8 +8,9 @@ use alloy_primitives::{keccak256, B256};
 use anyhow::{bail, Context};
 
 use super::rlp;
-use super::trie::{build_root, ordered_root, EMPTY_CODE};
+use super::trie::{build_root, EMPTY_CODE};
 use super::types::{Account, Body, Header, Receipts};
+use catchup_eth::ordered_root;
 
 /// A small deterministic RNG (splitmix64): the simulator's only source of randomness.
 #[derive(Debug, Clone)]
@@ -304,9 +305,9 @@ pub fn generate_chain(blocks: u64, state_root: B256, seed: u64) -> ChainData {
     let genesis = header_rlp(
         B256::ZERO,
         state_root,
-        ordered_root(&[]),
-        ordered_root(&[]),
-        ordered_root(&[]),
+        ordered_root::<Vec<u8>>(&[]),
+        ordered_root::<Vec<u8>>(&[]),
+        ordered_root::<Vec<u8>>(&[]),
         0,
         &seed.to_be_bytes(),
     );

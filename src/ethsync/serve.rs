@@ -471,8 +471,9 @@ mod tests {
         assert!(!accounts.is_empty() && accounts.len() < 400);
         let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
         let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
-        let out = trie::verify_range(st.root, &[0; 32], &keys, &vals, &proof).unwrap();
-        assert!(out.more);
+        let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
+        let more = catchup_eth::verify_range_proof(st.root, &[0u8; 32], &keys, &vals, &proof).unwrap();
+        assert!(more);
         // A forged header segment is internally linked but does not join.
         let mut rng = SimRng::new(1);
         let forged = forge_headers(&h, &mut rng);
@@ -489,31 +490,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(alloy_primitives::keccak256(&root), st.root);
-    }
-}
-
-#[cfg(test)]
-mod xcheck {
-    use super::*;
-    use crate::ethsync::chain::{generate_chain, StateData};
-
-    #[test]
-    fn served_ranges_pass_the_data_layer_verifier() {
-        let st = Arc::new(StateData::generate(400, 300, 5));
-        let chain = Arc::new(generate_chain(5, st.root, 5));
-        let p = ServingPeer::new(chain, Some(st.clone()));
-        let Response::AccountRange { accounts, proof } = p.handle(&Request::AccountRange {
-            root: st.root,
-            origin: B256::ZERO,
-            limit: B256::repeat_byte(0xff),
-            bytes: 4000,
-        }) else {
-            panic!()
-        };
-        let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
-        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
-        let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
-        let r = catchup_eth::verify_range_proof(st.root, &[0u8; 32], &keys, &vals, &proof);
-        assert!(r.is_ok(), "{r:?}");
     }
 }

@@ -321,17 +321,6 @@ fn to_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> ChildRef {
     }
 }
 
-/// Root of a trie keyed by `rlp(index)` (transactions, receipts, withdrawals).
-pub fn ordered_root(values: &[Vec<u8>]) -> B256 {
-    let mut entries: Vec<(Vec<u8>, &[u8])> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (rlp::uint_bytes(i as u64), v.as_slice()))
-        .collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    build_root(&entries, &mut |_, _| {})
-}
-
 /// A source of trie nodes by hash (used to make proofs).
 pub trait NodeSource {
     fn node(&self, hash: &B256) -> Option<&[u8]>;
@@ -386,228 +375,6 @@ pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>
     }
 }
 
-/// What a verified range tells the requester.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RangeOutcome {
-    /// Whether the trie holds keys beyond the last returned key.
-    pub more: bool,
-}
-
-/// Check that `keys`/`values` are exactly the trie's leaves from `origin` up to the last
-/// key, against `root`, with boundary `proof` nodes (the nodes on the paths to `origin` and
-/// to the last key). Keys are 32-byte hashes. With an empty proof the leaves must make up
-/// the whole trie.
-pub fn verify_range(
-    root: B256,
-    origin: &[u8; 32],
-    keys: &[[u8; 32]],
-    values: &[Vec<u8>],
-    proof: &[Vec<u8>],
-) -> Result<RangeOutcome, TrieError> {
-    if keys.len() != values.len() {
-        return Err(TrieError::CountMismatch(keys.len(), values.len()));
-    }
-    for i in 0..keys.len() {
-        if i > 0 && keys[i] <= keys[i - 1] {
-            return Err(TrieError::KeysNotSorted(i));
-        }
-        if values[i].is_empty() {
-            return Err(TrieError::EmptyValue);
-        }
-    }
-    if let Some(k) = keys.first() {
-        if k < origin {
-            return Err(TrieError::KeyBelowOrigin(0));
-        }
-    }
-    if proof.is_empty() {
-        let entries: Vec<(&[u8; 32], &Vec<u8>)> = keys.iter().zip(values.iter()).collect();
-        let got = build_root(&entries, &mut |_, _| {});
-        if got != root {
-            return Err(TrieError::RootMismatch { got, want: root });
-        }
-        return Ok(RangeOutcome { more: false });
-    }
-    let mut nodes: HashMap<B256, &[u8]> = HashMap::with_capacity(proof.len());
-    for p in proof {
-        if p.len() > MAX_NODE_BYTES {
-            return Err(TrieError::TooLarge(p.len()));
-        }
-        nodes.insert(keccak256(p), p.as_slice());
-    }
-    let hi: [u8; 32] = *keys.last().unwrap_or(origin);
-    let entries: Vec<(&[u8; 32], &Vec<u8>)> = keys.iter().zip(values.iter()).collect();
-    let mut v = RangeVerifier {
-        nodes: &nodes,
-        lo: origin,
-        hi: &hi,
-        entries: &entries,
-        placed: 0,
-        more: false,
-    };
-    let mut prefix = Vec::with_capacity(64);
-    let new_root = v.walk(&ChildRef::Hash(root), &mut prefix)?;
-    let got = match new_root {
-        ChildRef::Empty => EMPTY_ROOT,
-        ChildRef::Hash(h) => h,
-        ChildRef::Inline(r) => keccak256(&r),
-    };
-    if got != root {
-        return Err(TrieError::RootMismatch { got, want: root });
-    }
-    if v.placed != keys.len() {
-        return Err(TrieError::UnplacedLeaves(keys.len() - v.placed));
-    }
-    Ok(RangeOutcome { more: v.more })
-}
-
-struct RangeVerifier<'a> {
-    nodes: &'a HashMap<B256, &'a [u8]>,
-    lo: &'a [u8; 32],
-    hi: &'a [u8; 32],
-    entries: &'a [(&'a [u8; 32], &'a Vec<u8>)],
-    placed: usize,
-    more: bool,
-}
-
-#[derive(PartialEq)]
-enum Place {
-    Below,
-    Above,
-    Inside,
-    Straddle,
-}
-
-fn cmp_prefix(prefix: &[u8], key: &[u8; 32]) -> std::cmp::Ordering {
-    for (i, &p) in prefix.iter().enumerate() {
-        let k = nibble(key, i);
-        if p != k {
-            return p.cmp(&k);
-        }
-    }
-    std::cmp::Ordering::Equal
-}
-
-impl RangeVerifier<'_> {
-    fn place(&self, prefix: &[u8]) -> Place {
-        use std::cmp::Ordering::*;
-        let lo = cmp_prefix(prefix, self.lo);
-        let hi = cmp_prefix(prefix, self.hi);
-        if lo == Less {
-            Place::Below
-        } else if hi == Greater {
-            Place::Above
-        } else if lo == Greater && hi == Less {
-            Place::Inside
-        } else {
-            Place::Straddle
-        }
-    }
-
-    /// The leaves whose keys start with `prefix`, as a sub-slice.
-    fn leaves_with(&self, prefix: &[u8]) -> std::ops::Range<usize> {
-        use std::cmp::Ordering::*;
-        let start = self.entries.partition_point(|(k, _)| cmp_prefix(prefix, k) == Greater);
-        let end = self.entries.partition_point(|(k, _)| cmp_prefix(prefix, k) != Less);
-        start..end.max(start)
-    }
-
-    fn rebuild(&mut self, prefix: &[u8]) -> ChildRef {
-        let r = self.leaves_with(prefix);
-        if r.is_empty() {
-            return ChildRef::Empty;
-        }
-        self.placed += r.len();
-        let rlp = build_node(&self.entries[r], prefix.len(), &mut |_, _| {});
-        ChildRef::of_node(&rlp)
-    }
-
-    fn walk(&mut self, node_ref: &ChildRef, prefix: &mut Vec<u8>) -> Result<ChildRef, TrieError> {
-        match self.place(prefix) {
-            Place::Below => return Ok(node_ref.clone()),
-            Place::Above => {
-                if *node_ref != ChildRef::Empty {
-                    self.more = true;
-                }
-                return Ok(node_ref.clone());
-            }
-            Place::Inside => return Ok(self.rebuild(prefix)),
-            Place::Straddle => {}
-        }
-        let raw: Vec<u8> = match node_ref {
-            ChildRef::Empty => return Ok(ChildRef::Empty),
-            ChildRef::Inline(r) => r.clone(),
-            ChildRef::Hash(h) => self.nodes.get(h).ok_or(TrieError::MissingProofNode(*h))?.to_vec(),
-        };
-        if prefix.len() >= 64 {
-            return Err(TrieError::BadPath);
-        }
-        let node = Node::decode(&raw)?;
-        let new = match node {
-            Node::Branch { children, value } => {
-                if value.is_some() {
-                    return Err(TrieError::BadShape(17));
-                }
-                let mut out: [ChildRef; 16] = Default::default();
-                for (i, c) in children.iter().enumerate() {
-                    prefix.push(i as u8);
-                    out[i] = self.walk(c, prefix)?;
-                    prefix.pop();
-                }
-                Node::Branch {
-                    children: Box::new(out),
-                    value: None,
-                }
-            }
-            Node::Extension { path, child } => {
-                let base = prefix.len();
-                if base + path.len() >= 64 {
-                    return Err(TrieError::BadPath);
-                }
-                prefix.extend_from_slice(&path);
-                let place = self.place(prefix);
-                let new_child = match place {
-                    Place::Straddle => self.walk(&child, prefix)?,
-                    Place::Inside => {
-                        let r = self.rebuild(prefix);
-                        if r == ChildRef::Empty {
-                            prefix.truncate(base);
-                            return Ok(ChildRef::Empty);
-                        }
-                        r
-                    }
-                    Place::Above => {
-                        self.more = true;
-                        child
-                    }
-                    Place::Below => child,
-                };
-                prefix.truncate(base);
-                Node::Extension { path, child: new_child }
-            }
-            Node::Leaf { path, value } => {
-                if prefix.len() + path.len() != 64 {
-                    return Err(TrieError::BadPath);
-                }
-                let mut key = [0u8; 32];
-                let full: Vec<u8> = prefix.iter().chain(path.iter()).copied().collect();
-                for i in 0..32 {
-                    key[i] = (full[2 * i] << 4) | full[2 * i + 1];
-                }
-                if &key < self.lo {
-                    Node::Leaf { path, value }
-                } else if &key > self.hi {
-                    self.more = true;
-                    Node::Leaf { path, value }
-                } else {
-                    return Ok(self.rebuild(prefix));
-                }
-            }
-        };
-        Ok(ChildRef::of_node(&new.encode()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,7 +385,7 @@ mod tests {
             .map(|i| {
                 (
                     keccak256([seed, (i >> 8) as u8, i as u8]).0,
-                    rlp::str_bytes(&[i as u8 + 1; 3]),
+                    rlp::str_bytes(&[(i as u8).wrapping_add(1); 3]),
                 )
             })
             .collect();
@@ -648,8 +415,19 @@ mod tests {
         }
     }
 
+    fn verify(
+        root: B256,
+        origin: &[u8; 32],
+        keys: &[[u8; 32]],
+        vals: &[Vec<u8>],
+        proof: &[Vec<u8>],
+    ) -> Result<bool, String> {
+        let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
+        catchup_eth::verify_range_proof(root, origin, keys, vals, &proof).map_err(|e| e.to_string())
+    }
+
     #[test]
-    fn range_proofs_accept_truth_and_reject_lies() {
+    fn proofs_made_here_pass_the_data_layer_range_check() {
         let (e, nodes, root) = make(200, 2);
         for (a, b) in [(0usize, 200usize), (0, 50), (17, 90), (150, 200), (199, 200), (5, 6)] {
             let origin = e[a].0;
@@ -658,34 +436,34 @@ mod tests {
             let mut proof = Vec::new();
             prove(&nodes, root, &origin, &mut proof);
             prove(&nodes, root, keys.last().unwrap(), &mut proof);
-            let out = verify_range(root, &origin, &keys, &vals, &proof).unwrap();
-            assert_eq!(out.more, b < 200, "range {a}..{b}");
-            // Drop a middle leaf: must fail.
+            assert_eq!(
+                verify(root, &origin, &keys, &vals, &proof).unwrap(),
+                b < 200,
+                "range {a}..{b}"
+            );
             if keys.len() > 2 {
                 let mut k2 = keys.clone();
                 let mut v2 = vals.clone();
                 k2.remove(1);
                 v2.remove(1);
-                assert!(verify_range(root, &origin, &k2, &v2, &proof).is_err());
+                assert!(verify(root, &origin, &k2, &v2, &proof).is_err());
             }
-            // Change a value: must fail.
             let mut v3 = vals.clone();
             v3[0] = rlp::str_bytes(b"liar");
-            assert!(verify_range(root, &origin, &keys, &v3, &proof).is_err());
+            assert!(verify(root, &origin, &keys, &v3, &proof).is_err());
         }
-        // Whole trie without a proof.
-        let keys: Vec<[u8; 32]> = e.iter().map(|x| x.0).collect();
-        let vals: Vec<Vec<u8>> = e.iter().map(|x| x.1.clone()).collect();
-        assert!(!verify_range(root, &[0; 32], &keys, &vals, &[]).unwrap().more);
-        assert!(verify_range(root, &[0; 32], &keys[1..], &vals[1..], &[]).is_err());
-        // Origin between keys, empty result at the end (proof of absence).
-        let mut origin = e[199].0;
-        origin[31] = origin[31].wrapping_add(1);
-        if origin > e[199].0 {
-            let mut proof = Vec::new();
-            prove(&nodes, root, &origin, &mut proof);
-            assert!(!verify_range(root, &origin, &[], &[], &proof).unwrap().more);
-        }
+    }
+
+    #[test]
+    fn ordered_roots_match_the_data_layer() {
+        let vals: Vec<Vec<u8>> = (0..300u32).map(|i| rlp::str_bytes(&i.to_be_bytes())).collect();
+        let mut entries: Vec<(Vec<u8>, &[u8])> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (rlp::uint_bytes(i as u64), v.as_slice()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(build_root(&entries, &mut |_, _| {}), catchup_eth::ordered_root(&vals));
     }
 
     proptest! {
@@ -694,14 +472,5 @@ mod tests {
             let _ = Node::decode(&data);
         }
 
-        #[test]
-        fn range_verifier_never_panics(
-            proof in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 0..4),
-            nkeys in 0usize..5,
-        ) {
-            let keys: Vec<[u8; 32]> = (0..nkeys).map(|i| [i as u8 * 40; 32]).collect();
-            let vals: Vec<Vec<u8>> = (0..nkeys).map(|_| vec![1]).collect();
-            let _ = verify_range(EMPTY_ROOT, &[0; 32], &keys, &vals, &proof);
-        }
     }
 }

@@ -5,7 +5,8 @@ use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 
 use super::rlp::{self, RlpError};
-use super::trie::{ordered_root, EMPTY_CODE, EMPTY_ROOT};
+use super::trie::{EMPTY_CODE, EMPTY_ROOT};
+use catchup_eth::ordered_root;
 
 /// A peer, as the transport names it.
 pub type PeerId = u32;
