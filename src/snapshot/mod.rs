@@ -65,6 +65,9 @@ pub use pipeline::{
     Pipeline, PipelineConfig, PipelineError, Progress, ShardReport, VerifiedSnapshot, VerifyReport,
 };
 
+/// How often [`feed_file`] logs a progress line.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Read size used by [`verify_archive`].
 pub const FILE_READ_CHUNK_BYTES: usize = 4 << 20;
 
@@ -76,12 +79,28 @@ pub fn feed_file(pipeline: &mut Pipeline, path: &Path) -> Result<(), PipelineErr
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut buf = vec![0u8; FILE_READ_CHUNK_BYTES];
+    let started = std::time::Instant::now();
+    let mut last_log = started;
     loop {
         let n = f.read(&mut buf).map_err(io)?;
         if n == 0 {
             return Ok(());
         }
-        pipeline.feed(&buf[..n])?;
+        let p = pipeline.feed(&buf[..n])?;
+        if last_log.elapsed() >= PROGRESS_INTERVAL {
+            last_log = std::time::Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            tracing::info!(
+                archive = %path.display(),
+                compressed_bytes = p.compressed_bytes,
+                decompressed_bytes = p.decompressed_bytes,
+                entries = p.entries,
+                account_files = p.account_files,
+                frames = p.frames,
+                decompressed_mb_per_s = p.decompressed_bytes as f64 / 1e6 / secs,
+                "snapshot unpack progress"
+            );
+        }
     }
 }
 
