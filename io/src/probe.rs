@@ -49,7 +49,7 @@ pub fn memlock_limit_bytes() -> Result<Option<u64>, ProbeError> {
     if lim.rlim_cur == libc::RLIM_INFINITY {
         Ok(None)
     } else {
-        Ok(Some(lim.rlim_cur as u64))
+        Ok(Some(lim.rlim_cur))
     }
 }
 

@@ -386,10 +386,8 @@ pub fn read_nic(root: &HostRoot, iface: &str) -> Result<Nic, TuningError> {
         let named_after_iface = name.starts_with(&format!("{iface}-"))
             || name == iface
             || name.contains(&format!("@{iface}"));
-        let from_msi = msi.contains(&irq)
-            && virtio_prefix
-                .as_deref()
-                .map_or(true, |p| name.starts_with(p));
+        let from_msi =
+            msi.contains(&irq) && virtio_prefix.as_deref().is_none_or(|p| name.starts_with(p));
         if !(named_after_iface || from_msi) {
             continue;
         }
