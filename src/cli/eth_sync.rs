@@ -215,6 +215,7 @@ pub fn simulate(a: &SimArgs) -> anyhow::Result<SimReport> {
         kill_at_pct: a.kill_at.clone(),
         switch_at,
         sync: sync.clone(),
+        progress_every_ms: Some(10_000),
         ..SimConfig::default()
     };
     match &a.devnet {

@@ -175,6 +175,34 @@ impl Progress {
     }
 }
 
+/// The progress line printed every 10 s: counts, percentages, queue sizes.
+pub fn progress_line(status: &Status, p: &Progress) -> String {
+    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    format!(
+        "ethsync {} pivot {} highest {}: headers {}/{} ({:.1}%), bodies {}, receipts {}, state nodes {} downloaded {} queued, \
+         accounts {}, slots {}, codes {}, healed {}, requests {}, lies {}, timeouts {}, elapsed {:.1} s{}",
+        status.mode,
+        status.pivot_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        status.highest_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        p.headers_downloaded,
+        p.headers_total,
+        pct(p.headers_downloaded, p.headers_total),
+        p.bodies_downloaded,
+        p.receipts_downloaded,
+        p.state_nodes_downloaded,
+        p.state_nodes_queued,
+        p.accounts_downloaded,
+        p.slots_downloaded,
+        p.codes_downloaded,
+        p.healed_nodes,
+        p.requests_sent,
+        p.lies_detected,
+        p.timeouts,
+        p.elapsed_ms as f64 / 1000.0,
+        if status.state_complete && status.bodies_complete { ", complete" } else { "" }
+    )
+}
+
 /// What `get_status` reports.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Status {

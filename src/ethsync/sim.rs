@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::chain::{generate_chain, ChainData, SimRng, StateData};
 use super::config::{SyncConfig, SyncMode};
-use super::engine::{Action, Engine, Event, Progress, ShardId, Status};
+use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
 use super::serve::{corrupt, Fault, ServingPeer};
 use super::store::{MemStore, SyncStore};
 use super::trie::{ChildRef, Node, EMPTY_CODE, EMPTY_ROOT};
@@ -50,6 +50,9 @@ pub struct SimConfig {
     pub max_virtual_ms: u64,
     /// Base one-way latency range of peers.
     pub latency_ms: (u64, u64),
+    /// Print the progress line (stderr) and publish `get_status`/`get_progress` in the
+    /// admin endpoint's `/status` (section `ethsync`) this often, in wall-clock ms.
+    pub progress_every_ms: Option<u64>,
     pub sync: SyncConfig,
 }
 
@@ -67,6 +70,7 @@ impl Default for SimConfig {
             switch_at: None,
             max_virtual_ms: 6 * 3_600_000,
             latency_ms: (10, 80),
+            progress_every_ms: None,
             sync: SyncConfig::default(),
         }
     }
@@ -269,6 +273,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
     let mut events = 0u64;
     let mut restarts = 0u32;
     let mut busy_us = vec![0u64; shards];
+    let mut last_progress = std::time::Instant::now();
     // Counters of engines that were killed (their memory is gone, their work is not).
     let mut carried = Progress::default();
     let mut dropped: BTreeSet<PeerId> = BTreeSet::new();
@@ -372,6 +377,12 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         if finished || failure.is_some() {
             break;
         }
+        if let Some(every) = cfg.progress_every_ms {
+            if last_progress.elapsed().as_millis() as u64 >= every {
+                last_progress = std::time::Instant::now();
+                publish(&engines, &carried, true);
+            }
+        }
         // Kills and mode switches at progress points (checked every 64 events).
         if events - last_work_check >= 64 && (!kills.is_empty() || switch.is_some()) {
             last_work_check = events;
@@ -403,6 +414,9 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         }
     }
 
+    if cfg.progress_every_ms.is_some() {
+        publish(&engines, &carried, false);
+    }
     // Independent final check over the stores.
     let expected_head = chain.head().hash;
     let status = engines[0].status();
@@ -462,6 +476,24 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         requests_by_kind: by_kind,
         engine_busy_us: busy_us,
     }
+}
+
+/// `get_status` of the whole sync (shard 0's) and `get_progress` summed over shards.
+pub fn status_and_progress(engines: &[Engine], carried: &Progress) -> (Status, Progress) {
+    let mut p = carried.clone();
+    p.state_nodes_queued = 0;
+    for e in engines {
+        p.add(&e.get_progress());
+    }
+    (engines[0].status(), p)
+}
+
+fn publish(engines: &[Engine], carried: &Progress, line: bool) {
+    let (status, progress) = status_and_progress(engines, carried);
+    if line {
+        eprintln!("{}", progress_line(&status, &progress));
+    }
+    crate::admin::set_status("ethsync", serde_json::json!({ "status": status, "progress": progress }));
 }
 
 fn find_header(stores: &[MemStore], n: u64) -> Option<&super::types::Header> {
