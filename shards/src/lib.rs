@@ -2,7 +2,7 @@
 //!
 //! # Starting shards
 //!
-//! ```no_run
+//! ```
 //! use catchup_shards::{run, RuntimeConfig, Shard, ShardId};
 //!
 //! let cfg = RuntimeConfig { channel_capacity: 4, ..RuntimeConfig::new(2) };
