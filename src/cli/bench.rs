@@ -39,9 +39,6 @@ pub enum BenchCmd {
     /// RLPx frames/s and MB/s per shard (snappy + AES-CTR + keccak MACs) beside raw AES-CTR +
     /// keccak of the same bytes, with the ratio.
     Rlpx(super::eth_net::RlpxBenchArgs),
-    /// RLPx frames/s and MB/s per shard (snappy + AES-CTR + keccak MACs) beside raw AES-CTR +
-    /// keccak of the same bytes, with the ratio.
-    Rlpx(super::eth_net::RlpxBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -98,7 +95,6 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
         BenchCmd::Repair(args) => super::repair::run_bench(args, _global),
         BenchCmd::Rlpx(args) => super::eth_net::run_bench_rlpx(&args, _global),
-        BenchCmd::Rlpx(args) => super::eth_net::run_bench_rlpx(&args, _global),
     }
 }
 
@@ -149,6 +145,8 @@ pub fn crash_store_options(segment_size_bytes: u64) -> StoreOptions {
         max_key_bytes: 64,
         max_value_bytes: CRASH_VALUE_MAX_BYTES,
         content_addressed_kinds: vec![],
+        // Every start re-scans and verifies all segments.
+        use_checkpoint: false,
     }
 }
 

@@ -23,9 +23,15 @@
 //! case they are corruption: [`StoreError::Corrupt`] names the segment and offset and the
 //! store does not open. Every read re-checks the record checksums.
 //!
+//! A clean [`Store::close`] writes an index checkpoint (`index.cur`, atomic); the next
+//! open loads it and scans only the bytes written after it (see `StoreOptions::use_checkpoint`).
+//! After a crash there is no newer checkpoint than the last clean close, so at least the
+//! tail written since is scanned and cut as above.
+//!
 //! Kinds listed in `StoreOptions::content_addressed_kinds` are write-once: a put of a key
 //! already present is a no-op. For other kinds the latest put of a key wins.
 
+mod checkpoint;
 pub mod file;
 pub mod record;
 
@@ -54,6 +60,10 @@ pub struct StoreOptions {
     pub max_value_bytes: usize,
     /// Kinds whose records are content-addressed (key = hash of value): written once.
     pub content_addressed_kinds: Vec<u8>,
+    /// Load the index checkpoint written by the last clean `close` and scan only what
+    /// follows it. Records covered by the checkpoint are then verified when read, not at
+    /// open; `false` scans (and verifies) every segment at open.
+    pub use_checkpoint: bool,
 }
 
 impl Default for StoreOptions {
@@ -64,6 +74,7 @@ impl Default for StoreOptions {
             max_key_bytes: 1024,
             max_value_bytes: 16 << 20,
             content_addressed_kinds: Vec::new(),
+            use_checkpoint: true,
         }
     }
 }
@@ -174,6 +185,10 @@ pub struct StoreStats {
     pub truncated_tail_bytes: u64,
     /// Whether the active segment is written with O_DIRECT.
     pub direct_io: bool,
+    /// Whether open loaded the index checkpoint (and scanned only what followed it).
+    pub opened_from_checkpoint: bool,
+    /// Segment bytes scanned at open.
+    pub scanned_bytes: u64,
 }
 
 struct Segment {
@@ -336,6 +351,14 @@ impl Store {
             }
         }
         ids.sort_unstable();
+        let mut file_lens = BTreeMap::new();
+        for id in &ids {
+            let path = dir.join(seg_name(*id));
+            let len = std::fs::metadata(&path)
+                .map_err(io_err("stat", &path))?
+                .len();
+            file_lens.insert(*id, len);
+        }
         let mut content_addressed = [false; 256];
         for k in &opts.content_addressed_kinds {
             content_addressed[*k as usize] = true;
@@ -344,9 +367,24 @@ impl Store {
             max_key_bytes: opts.max_key_bytes,
             max_value_bytes: opts.max_value_bytes,
         };
-        let mut index: Index = (0..256).map(|_| HashMap::new()).collect();
+        let ck = if opts.use_checkpoint {
+            load_checkpoint(&dir, &file_lens, opts.max_key_bytes)
+        } else {
+            None
+        };
+        let mut stats = StoreStats {
+            opened_from_checkpoint: ck.is_some(),
+            ..StoreStats::default()
+        };
+        let (mut index, ck_sealed, ck_active) = match ck {
+            Some(ck) => (ck.index, ck.sealed, Some((ck.active_id, ck.active_len))),
+            None => (
+                (0..256).map(|_| HashMap::new()).collect(),
+                BTreeMap::new(),
+                None,
+            ),
+        };
         let mut sealed = BTreeMap::new();
-        let mut stats = StoreStats::default();
         let mut active: Option<(u32, Segment, u64)> = None;
         for (i, id) in ids.iter().copied().enumerate() {
             let is_last = i + 1 == ids.len();
@@ -354,10 +392,21 @@ impl Store {
             let file = SegFile::open(&path, false)
                 .await
                 .map_err(io_err("opening", &path))?;
+            if ck_sealed.contains_key(&id) {
+                // Covered by the checkpoint (never the last segment: the checkpoint's
+                // active segment comes after it).
+                sealed.insert(id, Segment { path, file });
+                continue;
+            }
+            let start = match ck_active {
+                Some((aid, alen)) if aid == id => alen,
+                _ => 0,
+            };
             let end = scan_segment(
                 id,
                 &path,
                 &file,
+                start,
                 is_last,
                 &limits,
                 &content_addressed,
@@ -649,11 +698,21 @@ impl Store {
         }
     }
 
-    /// Flush, then close every segment file. Prefer this to dropping the store: a dropped
-    /// store loses records not yet flushed, and glommio only queues the closing of its
+    /// Flush, write the index checkpoint (if enabled; failure to write it is only logged),
+    /// then close every segment file. Prefer this to dropping the store: a dropped store
+    /// loses records not yet flushed, and glommio only queues the closing of its
     /// descriptors for the executor's next I/O cycle.
     pub async fn close(mut self) -> Result<(), StoreError> {
         let flushed = self.flush().await;
+        if flushed.is_ok() && self.opts.use_checkpoint {
+            // Only an optimisation for the next open: the records are durable already.
+            if let Err(e) = self.save_checkpoint() {
+                let _ = std::fs::remove_file(
+                    self.dir.join(format!("{}.tmp", checkpoint::JOURNAL_NAME)),
+                );
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the index checkpoint; the next open scans");
+            }
+        }
         let mut closed = Ok(());
         let segs = std::mem::take(&mut self.sealed)
             .into_values()
@@ -666,6 +725,62 @@ impl Store {
         }
         flushed.and(closed)
     }
+}
+
+impl Store {
+    /// Write the index checkpoint (after a successful flush: everything it describes is
+    /// durable).
+    fn save_checkpoint(&self) -> Result<(), StoreError> {
+        let mut sealed = Vec::with_capacity(self.sealed.len());
+        for (id, seg) in &self.sealed {
+            let len = std::fs::metadata(&seg.path)
+                .map_err(io_err("stat", &seg.path))?
+                .len();
+            sealed.push((*id, len));
+        }
+        let bytes = checkpoint::encode(self.active_id, self.active_len, &sealed, &self.index);
+        let ckpt_err = |e: crate::journal::JournalError| StoreError::Io {
+            op: "writing index checkpoint",
+            path: self.dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let mut j = crate::journal::Journal::open(&self.dir, checkpoint::JOURNAL_NAME)
+            .map_err(ckpt_err)?
+            .with_max_payload_bytes(checkpoint::MAX_CHECKPOINT_BYTES);
+        j.save(&bytes).map_err(ckpt_err)
+    }
+}
+
+/// The index checkpoint of `dir` if it exists, decodes and matches the segments on disk.
+fn load_checkpoint(
+    dir: &Path,
+    file_lens: &BTreeMap<u32, u64>,
+    max_key_bytes: usize,
+) -> Option<checkpoint::Checkpoint> {
+    let j = match crate::journal::Journal::open(dir, checkpoint::JOURNAL_NAME) {
+        Ok(j) => j.with_max_payload_bytes(checkpoint::MAX_CHECKPOINT_BYTES),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot open index checkpoint; scanning");
+            return None;
+        }
+    };
+    let bytes = match j.load() {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "unreadable index checkpoint; scanning");
+            return None;
+        }
+    };
+    let Some(ck) = checkpoint::decode(&bytes, max_key_bytes) else {
+        tracing::warn!(dir = %dir.display(), "malformed index checkpoint; scanning");
+        return None;
+    };
+    if let Err(why) = checkpoint::matches_disk(&ck, file_lens) {
+        tracing::info!(dir = %dir.display(), why, "index checkpoint does not match the segments; scanning");
+        return None;
+    }
+    Some(ck)
 }
 
 /// Iterator over one kind's records; see [`Store::iter_kind`].
@@ -722,6 +837,7 @@ async fn scan_segment(
     id: u32,
     path: &Path,
     file: &SegFile,
+    start: u64,
     is_last: bool,
     limits: &RecordLimits,
     content_addressed: &[bool; 256],
@@ -729,6 +845,14 @@ async fn scan_segment(
     stats: &mut StoreStats,
 ) -> Result<u64, StoreError> {
     let file_len = file.file_size().await.map_err(io_err("stat", path))?;
+    if start > file_len {
+        return Err(StoreError::Corrupt {
+            segment: path.to_path_buf(),
+            offset: file_len,
+            reason: "segment shorter than its checkpointed length",
+        });
+    }
+    stats.scanned_bytes += file_len - start;
     let mut sc = Scanner {
         file,
         path,
@@ -736,7 +860,7 @@ async fn scan_segment(
         win: Vec::new(),
         win_pos: 0,
     };
-    let mut off = 0u64;
+    let mut off = start;
     // Bounded: each iteration consumes one record (>= header bytes) or returns.
     let (defect, resume) = loop {
         if off == file_len {

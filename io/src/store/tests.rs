@@ -15,6 +15,7 @@ fn small_opts() -> StoreOptions {
         max_key_bytes: 64,
         max_value_bytes: 16 * 1024,
         content_addressed_kinds: vec![],
+        use_checkpoint: false,
     }
 }
 
@@ -493,4 +494,146 @@ proptest! {
         prop_assert!(whole_after_a == second);
         prop_assert_eq!(kept, expect_kept);
     }
+}
+
+fn ckpt_opts() -> StoreOptions {
+    StoreOptions {
+        use_checkpoint: true,
+        ..small_opts()
+    }
+}
+
+#[test]
+fn checkpoint_skips_the_scan_and_keeps_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(!s.stats().opened_from_checkpoint);
+        for i in 0..300u32 {
+            s.put((i % 2) as u8, &i.to_be_bytes(), &value_for(i, 400))
+                .await
+                .unwrap();
+        }
+        // Overwrite one key: the checkpoint must keep the newest location.
+        s.put(0, &0u32.to_be_bytes(), b"newest").await.unwrap();
+        let scanned_full = s.stats().appended_bytes;
+        s.close().await.unwrap();
+
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        let st = s.stats();
+        assert!(st.opened_from_checkpoint);
+        assert!(
+            st.scanned_bytes < 4096,
+            "scanned {} of {scanned_full}",
+            st.scanned_bytes
+        );
+        assert_eq!(st.keys, 300);
+        assert_eq!(
+            s.get(0, &0u32.to_be_bytes()).await.unwrap().unwrap(),
+            b"newest"
+        );
+        for i in 1..300u32 {
+            assert_eq!(
+                s.get((i % 2) as u8, &i.to_be_bytes()).await.unwrap(),
+                Some(value_for(i, 400))
+            );
+        }
+        // Append after the checkpoint and "crash" (flush, no close): the next open uses
+        // the old checkpoint and scans only the new bytes.
+        for i in 300..400u32 {
+            s.put((i % 2) as u8, &i.to_be_bytes(), &value_for(i, 400))
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        drop(s);
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        let st = s.stats();
+        assert!(st.opened_from_checkpoint);
+        assert!(st.scanned_bytes > 0 && st.scanned_bytes < scanned_full);
+        assert_eq!(st.keys, 400);
+        for i in 1..400u32 {
+            assert_eq!(
+                s.get((i % 2) as u8, &i.to_be_bytes()).await.unwrap(),
+                Some(value_for(i, 400)),
+                "record {i}"
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn corruption_under_a_checkpoint_is_reported_on_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        for i in 0..10u32 {
+            s.put(1, &i.to_le_bytes(), &value_for(i, 300))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let seg = seg_path(&dir, 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let offs = record_offsets(&bytes);
+        bytes[offs[3] + RECORD_HEADER_BYTES + 20] ^= 0x04;
+        std::fs::write(&seg, &bytes).unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        match s.get(1, &3u32.to_le_bytes()).await {
+            Err(StoreError::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment, seg);
+                assert_eq!(offset, offs[3] as u64);
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(
+            s.get(1, &4u32.to_le_bytes()).await.unwrap(),
+            Some(value_for(4, 300))
+        );
+        drop(s);
+        // Without the checkpoint the same damage stops the open.
+        assert!(matches!(
+            Store::open(&dir, small_opts()).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+    });
+}
+
+#[test]
+fn a_checkpoint_that_does_not_match_the_segments_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        for i in 0..10u32 {
+            s.put(1, &i.to_le_bytes(), &value_for(i, 300))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        // Cut the active segment below its checkpointed length (as if restored from an
+        // older copy): the checkpoint no longer matches and the store is scanned.
+        let seg = seg_path(&dir, 1);
+        let bytes = std::fs::read(&seg).unwrap();
+        let offs = record_offsets(&bytes);
+        std::fs::write(&seg, &bytes[..offs[6]]).unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        let st = s.stats();
+        assert!(!st.opened_from_checkpoint);
+        assert_eq!(st.keys, 6);
+        assert_eq!(s.get(1, &6u32.to_le_bytes()).await.unwrap(), None);
+        // A garbled checkpoint file is also ignored.
+        s.close().await.unwrap();
+        std::fs::write(dir.join("index.cur"), b"garbage").unwrap();
+        let _ = std::fs::remove_file(dir.join("index.prev"));
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(!s.stats().opened_from_checkpoint);
+        assert_eq!(s.stats().keys, 6);
+    });
 }
