@@ -387,7 +387,7 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
     let dir = a
         .dir
         .clone()
-        .unwrap_or_else(|| std::env::temp_dir())
+        .unwrap_or_else(std::env::temp_dir)
         .join(format!("catchup-bench-snapshot-{nanos}"));
     let cfg = BenchConfig {
         shards,

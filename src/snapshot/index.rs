@@ -240,7 +240,7 @@ impl ShardIndex {
                         .iter()
                         .filter_map(|(k, &l)| self.record(k, l))
                         .collect();
-                    v.sort_by(|a, b| a.pubkey.cmp(&b.pubkey));
+                    v.sort_by_key(|a| a.pubkey);
                     let _ = reply.send(v);
                 }
             }
@@ -349,7 +349,7 @@ impl ShardSet {
             tx.send(ShardMsg::All(rtx)).map_err(|_| ShardGone)?;
             out.extend(rrx.recv().map_err(|_| ShardGone)?);
         }
-        out.sort_by(|a, b| a.pubkey.cmp(&b.pubkey));
+        out.sort_by_key(|a| a.pubkey);
         Ok(out)
     }
 }
