@@ -233,7 +233,7 @@ fn child_runtime() {
             .unwrap_or(0);
         (got, shard.io_memory_bytes(), vm_pin_kb)
     })
-    .expect("shards start");
+    .unwrap_or_else(|e| panic!("shards do not start: {e}"));
     let caps = catchup_io::probe::has_cap_ipc_lock();
     println!(
         "child shards={} cap_ipc_lock={caps} io_memory={} vm_pin_kb={} clean",
@@ -338,6 +338,53 @@ fn signal(child: &std::process::Child, sig: i32) {
     unsafe {
         libc::kill(child.id() as i32, sig);
     }
+}
+
+/// Below glommio's minimum RLIMIT_MEMLOCK (and without CAP_IPC_LOCK) the runtime refuses
+/// to start with an error that says what to do.
+#[test]
+fn too_little_locked_memory_is_a_clear_error() {
+    let have_prlimit = Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_prlimit || !have_setpriv() {
+        assert!(!ci(), "prlimit and setpriv are required under CI=true");
+        eprintln!("skipping: prlimit or setpriv not installed");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("prlimit")
+        .args([
+            "--memlock=262144",
+            "setpriv",
+            "--inh-caps",
+            "-ipc_lock",
+            "--bounding-set",
+            "-ipc_lock",
+        ])
+        .arg(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "child_runtime",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "2")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("RLIMIT_MEMLOCK is 262144 bytes") && all.contains("CAP_IPC_LOCK"),
+        "{all}"
+    );
 }
 
 #[test]
