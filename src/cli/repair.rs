@@ -110,7 +110,7 @@ fn key_from_seed(seed: u64) -> SigningKey {
 
 /// The leader key of a ledger generated with `--leader-seed seed`.
 pub fn generated_leader(seed: u64) -> SigningKey {
-    key_from_seed(seed ^ 0x1ead_e2)
+    key_from_seed(seed ^ 0x001e_ade2)
 }
 
 pub fn run_repair(a: RepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {

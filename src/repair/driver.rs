@@ -175,6 +175,7 @@ pub async fn run_shard_udp(
     let mut slots = BTreeMap::new();
     let mut buf = vec![0u8; 2048];
     let mut last_tick = 0u64;
+    let mut last_log = Instant::now();
     engine.on_tick(unix_ms());
     while !engine.is_done() && (start.elapsed().as_millis() as u64) < job.deadline_ms {
         match sock.recv_from(&mut buf).await {
@@ -194,6 +195,7 @@ pub async fn run_shard_udp(
                 }
             }
         }
+        log_progress(&engine, shard, "udp", start, &mut last_log);
         let now = unix_ms();
         if now.saturating_sub(last_tick) >= 2 {
             engine.on_tick(now);
@@ -355,4 +357,32 @@ pub fn set_socket_buffers(sock: &impl std::os::fd::AsRawFd, bytes: i32) {
 pub fn client_cores() -> Option<Vec<usize>> {
     let all = catchup_shards::allowed_cores();
     (all.len() > 1).then(|| all[1..].to_vec())
+}
+
+/// One progress line every 10 s per shard.
+pub(crate) fn log_progress(
+    engine: &RepairEngine,
+    shard: usize,
+    path: &str,
+    start: Instant,
+    last_log: &mut Instant,
+) {
+    if last_log.elapsed() < Duration::from_secs(10) {
+        return;
+    }
+    *last_log = Instant::now();
+    let p = engine.progress();
+    let secs = start.elapsed().as_secs_f64().max(1e-3);
+    tracing::info!(
+        shard,
+        path,
+        slots_remaining = p.slots_remaining,
+        slots_complete = p.slots_complete,
+        shreds = p.shreds_received,
+        shreds_per_s = (p.shreds_received as f64 / secs) as u64,
+        inflight = p.inflight,
+        timeouts = p.timeouts,
+        invalid = p.invalid,
+        "repair progress"
+    );
 }

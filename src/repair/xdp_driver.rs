@@ -12,7 +12,7 @@ use catchup_io::xdp::{
     XdpProgram, XskConfig, XskSocket,
 };
 
-use super::driver::{finish, unix_ms, RepairJob, ShardOutcome};
+use super::driver::{finish, log_progress, unix_ms, RepairJob, ShardOutcome};
 use super::engine::{Action, EngineConfig, PeerId, RepairEngine};
 
 /// Everything set up before the shards start: the attached program (detached on drop),
@@ -98,6 +98,7 @@ pub fn run_shard_xdp(
     let start = Instant::now();
     let mut slots = BTreeMap::new();
     let mut last_tick = 0u64;
+    let mut last_log = Instant::now();
     let mut ip_id = 0u16;
     let mut dropped_tx = 0u64;
     engine.on_tick(unix_ms());
@@ -114,6 +115,7 @@ pub fn run_shard_xdp(
                 }
             });
         }
+        log_progress(&engine, shard, "xdp", start, &mut last_log);
         let now = unix_ms();
         if now.saturating_sub(last_tick) >= 2 {
             engine.on_tick(now);

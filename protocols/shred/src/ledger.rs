@@ -49,7 +49,7 @@ pub fn make_fec_set(
     seed: u64,
 ) -> (Vec<Vec<u8>>, Hash) {
     assert!(
-        num_data >= 1 && num_data <= 128,
+        (1..=128).contains(&num_data),
         "FEC set of 1..=128 data shreds"
     );
     let num_code = num_data;

@@ -15,6 +15,8 @@ use crate::layout::PACKET_DATA_SIZE;
 use crate::shred::verify_signature;
 
 pub type Pubkey = [u8; 32];
+/// `(slot, hash)` pairs of an ancestor hashes response.
+pub type SlotHashes = Vec<(u64, [u8; 32])>;
 
 /// Requests whose timestamp is further than this from the server's clock are dropped.
 pub const SIGNED_REPAIR_TIME_WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -398,7 +400,7 @@ pub fn encode_ancestor_hashes(hashes: &[(u64, [u8; 32])], nonce: u32) -> Vec<u8>
     out
 }
 
-pub fn decode_ancestor_hashes(bytes: &[u8]) -> Result<(Vec<(u64, [u8; 32])>, u32), RepairError> {
+pub fn decode_ancestor_hashes(bytes: &[u8]) -> Result<(SlotHashes, u32), RepairError> {
     if bytes.len() > PACKET_DATA_SIZE {
         return Err(RepairError::TooLong {
             len: bytes.len(),

@@ -279,10 +279,14 @@ impl Shred {
 }
 
 /// Strict ed25519 verification of `signature` by `pubkey` over `message`.
-pub fn verify_signature(pubkey: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Result<(), ()> {
-    let key = VerifyingKey::from_bytes(pubkey).map_err(|_| ())?;
+pub fn verify_signature(
+    pubkey: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), ed25519_dalek::SignatureError> {
+    let key = VerifyingKey::from_bytes(pubkey)?;
     let sig = Signature::from_bytes(signature);
-    key.verify_strict(message, &sig).map_err(|_| ())
+    key.verify_strict(message, &sig)
 }
 
 /// The shred and the trailing nonce of a repair response packet.
