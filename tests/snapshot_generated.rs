@@ -230,3 +230,29 @@ fn feeding_in_odd_slices_gives_the_same_result() {
         v.report.lt_hash_computed
     );
 }
+
+#[test]
+fn fed_from_a_downloader_thread_over_a_bounded_channel() {
+    let out = tempfile::tempdir().unwrap();
+    let g = gen(out.path(), 4, 800);
+    let bytes = std::fs::read(&g.path).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::new(data.path(), cfg()).unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let feeder = std::thread::spawn(move || {
+        let mut p = pipeline;
+        while let Ok(chunk) = rx.recv() {
+            p.feed(&chunk)?;
+        }
+        p.finish()
+    });
+    for chunk in bytes.chunks(65_536) {
+        tx.send(chunk.to_vec()).unwrap();
+    }
+    drop(tx);
+    let v = feeder.join().unwrap().unwrap();
+    assert!(v.report.lt_hash_ok && v.report.capitalization_ok);
+    assert_eq!(v.report.compressed_bytes, bytes.len() as u64);
+    let owned: u64 = v.report.shards.iter().map(|s| s.owned_bytes).sum();
+    assert!(owned > 0);
+}

@@ -420,8 +420,16 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
             r.pipeline_ms,
             if r.lt_hash_ok { "ok" } else { "MISMATCH" }
         );
-        for (i, s) in r.per_shard_accounts_per_s.iter().enumerate() {
-            println!("  shard {i}: {s:.0} accounts/s");
+        for (i, (s, b)) in r
+            .per_shard_accounts_per_s
+            .iter()
+            .zip(&r.per_shard_account_bytes_per_s)
+            .enumerate()
+        {
+            println!(
+                "  shard {i}: {s:.0} accounts/s, {:.1} MB/s of account storage",
+                mb(*b)
+            );
         }
         println!(
             "raw zstd -d (1 thread): {:.1} MB/s  → pipeline / raw = {:.2}",

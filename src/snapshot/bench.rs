@@ -43,6 +43,8 @@ pub struct BenchReport {
     pub accounts_indexed_per_s: f64,
     /// Per shard: accounts indexed per second by that shard.
     pub per_shard_accounts_per_s: Vec<f64>,
+    /// Per shard: stored account bytes indexed and hashed per second by that shard.
+    pub per_shard_account_bytes_per_s: Vec<f64>,
     pub raw_zstd_ms: u64,
     pub raw_zstd_uncompressed_bytes_per_s: f64,
     /// Pipeline rate / raw single-thread zstd rate.
@@ -153,6 +155,11 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
             .shards
             .iter()
             .map(|s| s.accounts_total as f64 / (pipeline_ms.max(1) as f64 / 1000.0))
+            .collect(),
+        per_shard_account_bytes_per_s: r
+            .shards
+            .iter()
+            .map(|s| rate(s.owned_bytes, pipeline_ms))
             .collect(),
         raw_zstd_ms,
         raw_zstd_uncompressed_bytes_per_s: raw_rate,

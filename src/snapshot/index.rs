@@ -43,6 +43,8 @@ pub struct ShardTotals {
     pub lt_hash: LtHash,
     pub capitalization: u128,
     pub accounts_total: u64,
+    /// Stored bytes (headers, data, padding) of the entries this shard owns.
+    pub owned_bytes: u64,
     pub accounts_live: u64,
     pub zero_lamport_live: u64,
     pub data_bytes_live: u64,
@@ -118,6 +120,7 @@ struct ShardIndex {
     files: Vec<FileSlot>,
     index: HashMap<[u8; 32], Loc, ahash::RandomState>,
     accounts_total: u64,
+    owned_bytes: u64,
     error: Option<String>,
 }
 
@@ -168,6 +171,7 @@ impl ShardIndex {
                 continue;
             }
             self.accounts_total += 1;
+            self.owned_bytes += a.stored_size_bytes() as u64;
             let new = Loc {
                 file: file_idx,
                 offset: a.offset,
@@ -216,6 +220,7 @@ impl ShardIndex {
             lt_hash: self.live.lt_hash.clone(),
             capitalization: self.live.lamports,
             accounts_total: self.accounts_total,
+            owned_bytes: self.owned_bytes,
             accounts_live: self.index.len() as u64,
             zero_lamport_live: self.live.zero_lamport,
             data_bytes_live: self.live.data_bytes,
@@ -285,6 +290,7 @@ impl ShardSet {
                 files: Vec::new(),
                 index: HashMap::with_hasher(ahash::RandomState::new()),
                 accounts_total: 0,
+                owned_bytes: 0,
                 error: None,
             };
             let core = cores.get(shard % cores.len().max(1)).copied();

@@ -118,6 +118,8 @@ pub struct Progress {
 pub struct ShardReport {
     pub shard: usize,
     pub accounts_total: u64,
+    /// Stored account bytes this shard indexed and hashed.
+    pub owned_bytes: u64,
     pub accounts_live: u64,
 }
 
@@ -957,6 +959,7 @@ impl Pipeline {
                 .map(|t| ShardReport {
                     shard: t.shard,
                     accounts_total: t.accounts_total,
+                    owned_bytes: t.owned_bytes,
                     accounts_live: t.accounts_live,
                 })
                 .collect(),
