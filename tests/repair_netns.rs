@@ -201,6 +201,15 @@ fn repair(
     repair_with(ns, peers, leader, xdp.then_some(iface.as_str()), tag)
 }
 
+fn repair_with_shards(
+    ns: &Netns,
+    peers: &[String],
+    leader: &str,
+    shards: usize,
+) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
+    run_repair(ns, peers, leader, None, "shards", shards)
+}
+
 fn repair_with(
     ns: &Netns,
     peers: &[String],
@@ -208,6 +217,18 @@ fn repair_with(
     xdp: Option<&str>,
     tag: &str,
 ) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
+    run_repair(ns, peers, leader, xdp, tag, 1)
+}
+
+fn run_repair(
+    ns: &Netns,
+    peers: &[String],
+    leader: &str,
+    xdp: Option<&str>,
+    tag: &str,
+    shards: usize,
+) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
+    let shards_s = shards.to_string();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(format!("{tag}.json"));
     let out_s = out.to_str().unwrap().to_string();
@@ -240,6 +261,7 @@ fn repair_with(
     for p in peers {
         args.extend(["--peer", p]);
     }
+    args.extend(["--shards", &shards_s]);
     if let Some(iface) = xdp {
         args.extend(["--xdp", iface, "--xdp-port", "47100"]);
     }
@@ -281,6 +303,10 @@ fn udp_and_af_xdp_repair_the_same_gap_to_identical_slots() {
     let want = expected();
     assert_eq!(udp, want, "UDP repair equals the served ledger");
     assert_eq!(xdp, udp, "AF_XDP repair equals the UDP repair");
+    // two shards over UDP split the slots and give the same result
+    let (two_v, two) = repair_with_shards(&ns, &peers, &good.leader, 2);
+    assert_eq!(two_v["shards"].as_array().unwrap().len(), 2);
+    assert_eq!(two, want);
     // AF_XDP on an interface that does not exist falls back to UDP and says why
     let (fb_v, fb) = repair_with(&ns, &peers, &good.leader, Some("nosuchif0"), "fallback");
     assert_eq!(fb_v["shards"][0]["path"], "udp");

@@ -386,3 +386,32 @@ pub(crate) fn log_progress(
         "repair progress"
     );
 }
+
+/// The repair phase of a Solana catch-up: repair every slot after `snapshot_slot` up to
+/// `tip_slot` from `peers` on `shards` shards, verifying shreds against `leaders`, over
+/// `path` (AF_XDP falls back to UDP by itself), giving up after `deadline_ms`.
+pub fn repair_after_snapshot(
+    snapshot_slot: u64,
+    tip_slot: u64,
+    peers: Vec<PeerSpec>,
+    leaders: LeaderSchedule,
+    shards: usize,
+    path: NetPath,
+    deadline_ms: u64,
+) -> Result<RepairOutcome, DriverError> {
+    use rand::Rng;
+    let job = RepairJob {
+        from_slot: snapshot_slot.saturating_add(1),
+        to_slot: tip_slot,
+        peers,
+        leaders,
+        identity: SigningKey::from_bytes(&rand::thread_rng().gen()),
+        shards,
+        path,
+        deadline_ms,
+        request_timeout_ms: 300,
+        seed: rand::thread_rng().gen(),
+        cores: None,
+    };
+    repair(&job)
+}

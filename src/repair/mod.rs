@@ -8,5 +8,7 @@ pub mod server;
 pub mod sim;
 pub mod xdp_driver;
 
-pub use driver::{repair, NetPath, PeerSpec, RepairJob, RepairOutcome, ShardOutcome};
+pub use driver::{
+    repair, repair_after_snapshot, NetPath, PeerSpec, RepairJob, RepairOutcome, ShardOutcome,
+};
 pub use engine::{Action, EngineConfig, LeaderSchedule, PeerId, Progress, RepairEngine};
