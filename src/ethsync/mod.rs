@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod driver;
 pub mod engine;
 pub mod peers;
 pub mod rlp;
