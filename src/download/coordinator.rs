@@ -37,6 +37,8 @@ pub struct CoordinatorConfig {
     pub backoff_max_ms: u64,
     /// A fetch that received nothing for this long fails.
     pub stall_timeout_ms: u64,
+    /// Endgame: a running fetch is taken over only after it ran this long (its rate is known).
+    pub endgame_min_age_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -49,6 +51,7 @@ impl Default for CoordinatorConfig {
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
             stall_timeout_ms: 30_000,
+            endgame_min_age_ms: 250,
         }
     }
 }
@@ -626,7 +629,9 @@ impl Coordinator {
             let SourceState::Busy { started_ms, .. } = self.sources[slow.0 as usize].state else {
                 continue;
             };
-            if eta_s > 2.0 * mine_s && now_ms.saturating_sub(started_ms) >= 1000 {
+            if eta_s > 2.0 * mine_s
+                && now_ms.saturating_sub(started_ms) >= self.cfg.endgame_min_age_ms
+            {
                 out.push(Action::Cancel { source: slow });
                 let s = &mut self.sources[slow.0 as usize];
                 s.state = SourceState::Idle;

@@ -224,6 +224,7 @@ fn cfg(chunk: u64) -> CoordinatorConfig {
         backoff_base_ms: 200,
         backoff_max_ms: 5_000,
         stall_timeout_ms: 10_000,
+        endgame_min_age_ms: 250,
     }
 }
 

@@ -3,8 +3,8 @@
 
 pub mod client;
 pub mod coordinator;
+pub mod demo;
 pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod sync;
-pub mod demo;

@@ -78,9 +78,9 @@ pub enum SyncError {
     NoUsableSource(String),
     #[error("discovery via {rpc}: {why}")]
     Discovery { rpc: String, why: String },
-    #[error("data directory: {0}")]
+    #[error(transparent)]
     DataDir(#[from] catchup_io::datadir::DataDirError),
-    #[error("journal: {0}")]
+    #[error(transparent)]
     Journal(#[from] catchup_io::journal::JournalError),
     #[error("{what} {path}: {source}")]
     File {
