@@ -358,8 +358,22 @@ fn verify_blocktest(a: &VerifyBlocktestArgs) -> anyhow::Result<i32> {
                 "file": path.display().to_string(),
                 "test": t.name,
                 "genesis_hash": format!("{:#x}", t.genesis_hash),
+                "genesis_hash_ok": t.genesis_hash_ok,
+                "last_accepted_hash": format!("{:#x}", t.last_accepted_hash),
+                "last_block_hash_ok": t.last_block_hash_ok,
                 "blocks": blocks,
             }));
+            for (what, ok) in [
+                ("genesis hash", t.genesis_hash_ok),
+                ("last block hash", t.last_block_hash_ok),
+            ] {
+                if ok == Some(false) {
+                    unexpected += 1;
+                    if !a.json {
+                        println!("{} {}: {what} differs from the test's", path.display(), t.name);
+                    }
+                }
+            }
         }
     }
     if a.json {

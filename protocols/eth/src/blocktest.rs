@@ -66,7 +66,28 @@ impl BlockOutcome {
 pub struct TestOutcome {
     pub name: String,
     pub genesis_hash: B256,
+    /// The genesis RLP hashes to `genesisBlockHeader.hash` (`None` when the test has none).
+    pub genesis_hash_ok: Option<bool>,
+    /// Hash of the last block accepted (valid blocks only; the genesis if none).
+    pub last_accepted_hash: B256,
+    /// `last_accepted_hash` equals the test's `lastblockhash` (`None` when absent).
+    pub last_block_hash_ok: Option<bool>,
     pub blocks: Vec<BlockOutcome>,
+}
+
+impl TestOutcome {
+    /// Every block as expected, and the genesis and last-block hashes agree with the test.
+    pub fn as_expected(&self) -> bool {
+        self.blocks.iter().all(|b| b.as_expected())
+            && self.genesis_hash_ok != Some(false)
+            && self.last_block_hash_ok != Some(false)
+    }
+}
+
+fn json_hash(v: Option<&Value>) -> Option<B256> {
+    let s = v?.as_str()?;
+    let b = hex::decode(s.strip_prefix("0x").unwrap_or(s)).ok()?;
+    (b.len() == 32).then(|| B256::from_slice(&b))
 }
 
 fn hex_field(v: &Value, test: &str, what: &str) -> Result<Vec<u8>, BlocktestError> {
@@ -189,9 +210,17 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
             }
             outcomes.push(o);
         }
+        let genesis_hash = genesis.header.hash();
+        let last_accepted_hash = parent.hash();
+        let genesis_hash_ok =
+            json_hash(t.get("genesisBlockHeader").and_then(|g| g.get("hash"))).map(|h| h == genesis_hash);
+        let last_block_hash_ok = json_hash(t.get("lastblockhash")).map(|h| h == last_accepted_hash);
         out.push(TestOutcome {
             name: name.clone(),
-            genesis_hash: genesis.header.hash(),
+            genesis_hash,
+            genesis_hash_ok,
+            last_accepted_hash,
+            last_block_hash_ok,
             blocks: outcomes,
         });
     }

@@ -436,6 +436,9 @@ fn blockchain_tests_valid_blocks_pass() {
         assert!(!outcomes.is_empty());
         for t in outcomes {
             assert!(!t.blocks.is_empty());
+            assert_eq!(t.genesis_hash_ok, Some(true), "{}", t.name);
+            assert_eq!(t.last_block_hash_ok, Some(true), "{}", t.name);
+            assert!(t.as_expected());
             for b in &t.blocks {
                 assert!(!b.expected_invalid, "{}", t.name);
                 assert_eq!(b.rejected_by, None, "{} block {}", t.name, b.index);
@@ -459,6 +462,9 @@ fn blockchain_tests_invalid_caught_by_right_check() {
         let outcomes = check_blocktest(&text).unwrap();
         assert!(!outcomes.is_empty());
         for t in outcomes {
+            // The invalid block is not accepted: the chain stays at the test's last block.
+            assert_eq!(t.last_block_hash_ok, Some(true), "{}", t.name);
+            assert_eq!(t.genesis_hash_ok, Some(true), "{}", t.name);
             let invalid: Vec<_> = t.blocks.iter().filter(|b| b.expected_invalid).collect();
             assert!(!invalid.is_empty(), "{}", t.name);
             for b in invalid {
