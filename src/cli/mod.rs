@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::obs::{init_logging, LogFormat};
 
 pub mod bench;
+pub mod demo;
 pub mod eth;
 pub mod eth_net;
 pub mod eth_sync;
@@ -44,6 +45,8 @@ pub struct GlobalOpts {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a local devnet on loopback (Ethereum and Solana), sync it and verify it.
+    Demo(demo::DemoCmd),
     /// Per-shard throughput benchmarks (store, ...).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -82,6 +85,7 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd, &cli.global),
+        Command::Demo(cmd) => demo::run(cmd, &cli.global),
         Command::Eth(cmd) => eth::run(cmd, &cli.global),
         Command::Solana(cmd) => solana::run(cmd, &cli.global),
         Command::Status(cmd) => status::run(cmd, &cli.global),
