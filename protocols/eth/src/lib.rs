@@ -37,13 +37,13 @@ pub use trie::{
     TrieBuilder,
 };
 pub use types::{
-    decode_block_sequence, decode_receipts, decode_receipts_eth69, encode_receipts, encode_receipts_eth69, logs_bloom,
-    Account, Block, BlockBody, Header, Log, Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal, EMPTY_CODE_HASH,
-    EMPTY_OMMERS_HASH, EMPTY_ROOT,
+    decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69, encode_receipts,
+    encode_receipts_eth69, logs_bloom, Account, Block, BlockBody, Header, Log, Receipt, ReceiptOutcome, TxEnvelope,
+    TxType, Withdrawal, EMPTY_CODE_HASH, EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{
     ommers_hash, receipts_root, receipts_root_encoded, transactions_root, verify_block, verify_body,
-    verify_body_encoded, verify_header_chain, verify_header_hash, verify_ommers_hash, verify_parent_hash,
-    verify_parent_link, verify_receipts, verify_receipts_encoded, verify_transactions_root, verify_withdrawals,
-    withdrawals_root, BlockDataError, Field, VerifyError,
+    verify_body_encoded, verify_hashed_header_chain, verify_header_chain, verify_header_hash, verify_ommers_hash,
+    verify_parent_hash, verify_parent_link, verify_receipts, verify_receipts_encoded, verify_transactions_root,
+    verify_withdrawals, withdrawals_root, BlockDataError, Field, VerifyError,
 };

@@ -60,6 +60,13 @@ impl Header {
         Self::from_item(&parse_exact(buf)?)
     }
 
+    /// Decode one header and hash its received bytes (equal to [`Header::hash`], since
+    /// only the canonical encoding decodes) without re-encoding.
+    pub fn decode_with_hash(buf: &[u8]) -> Result<(Header, B256), RlpError> {
+        let h = Self::decode(buf)?;
+        Ok((h, keccak256(buf)))
+    }
+
     /// Decode a header from an already-parsed item.
     pub fn from_item(item: &Item<'_>) -> Result<Header, RlpError> {
         let mut r = item.list()?;
@@ -630,6 +637,25 @@ impl Block {
     pub fn hash(&self) -> B256 {
         self.header.hash()
     }
+}
+
+/// Decode an RLP list of headers (a `BlockHeaders` response body), each with the hash of
+/// its received bytes. At most `max_headers`.
+pub fn decode_header_list(list_rlp: &[u8], max_headers: usize) -> Result<Vec<(Header, B256)>, RlpError> {
+    let item = parse_exact(list_rlp)?;
+    let mut l = item.list()?;
+    let mut out = Vec::new();
+    while let Some(it) = l.next_opt()? {
+        if out.len() >= max_headers {
+            return Err(RlpError::TooLong {
+                offset: it.offset,
+                len: out.len() + 1,
+                limit: max_headers,
+            });
+        }
+        out.push((Header::from_item(&it)?, keccak256(it.raw)));
+    }
+    Ok(out)
 }
 
 /// Decode blocks written back to back (the `chain.rlp` format). At most `max_blocks`.

@@ -126,6 +126,15 @@ pub fn verify_header_chain(headers: &[Header]) -> Result<Option<B256>, VerifyErr
     Ok(prev.map(|p| p.0))
 }
 
+/// Like [`verify_header_chain`] for headers whose hashes are already known (e.g. from
+/// [`crate::types::decode_header_list`]); returns the last hash.
+pub fn verify_hashed_header_chain(headers: &[(Header, B256)]) -> Result<Option<B256>, VerifyError> {
+    for w in headers.windows(2) {
+        verify_parent_hash(w[0].1, w[0].0.number, &w[1].0)?;
+    }
+    Ok(headers.last().map(|h| h.1))
+}
+
 /// Transactions root of a body.
 pub fn transactions_root(body: &BlockBody) -> B256 {
     let items: Vec<&[u8]> = body.transactions.iter().map(|t| t.encoded.as_ref()).collect();

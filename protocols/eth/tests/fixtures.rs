@@ -278,6 +278,17 @@ fn mainnet_era1_hash_chain_and_ommers() {
         "block 0 is the mainnet genesis"
     );
     verify_header_chain(&headers).unwrap();
+    // The same headers as a BlockHeaders list, hashed from the received bytes.
+    let mut payload = Vec::new();
+    for h in &headers {
+        payload.extend_from_slice(&h.encode());
+    }
+    let mut list = Vec::new();
+    catchup_eth::rlp::list_header(payload.len(), &mut list);
+    list.extend_from_slice(&payload);
+    let hashed = decode_header_list(&list, 10_000).unwrap();
+    assert_eq!(verify_hashed_header_chain(&hashed).unwrap(), Some(headers[8191].hash()));
+    assert!(decode_header_list(&list, 100).is_err());
     // A broken link is caught and named.
     let mut broken = headers[..10].to_vec();
     broken[5].parent_hash = B256::ZERO;

@@ -142,6 +142,7 @@ proptest! {
         prop_assert_eq!(&d, &h);
         prop_assert_eq!(d.hash(), keccak256(&enc));
         prop_assert_eq!(alloy_rlp::Encodable::length(&h), enc.len());
+        prop_assert_eq!(Header::decode_with_hash(&enc).unwrap(), (h.clone(), keccak256(&enc)));
     }
 
     #[test]
@@ -420,6 +421,7 @@ proptest! {
         let _ = decode_receipts(&bytes);
         let _ = decode_receipts_eth69(&bytes);
         let _ = decode_block_sequence(&bytes, 16);
+        let _ = decode_header_list(&bytes, 16);
         let _ = Account::decode(&bytes);
         let _ = Account::decode_slim(&bytes);
         let _ = Node::decode(&bytes);
