@@ -267,32 +267,119 @@ fn pin_to_core(core: usize) {
     }
 }
 
-/// Handles to the running shard workers (one thread per shard, pinned to the shard's core
-/// from `catchup_shards::allowed_cores`, shard `i` on core `i % cores`).
+/// Handles to the running shard workers: one glommio executor per shard from
+/// `catchup_shards::run` (pinned by the runtime), or, where the runtime cannot start (no
+/// io_uring, locked-memory limit), one plain thread per shard pinned to core
+/// `allowed_cores[i % cores]`.
 pub struct ShardSet {
     inboxes: Vec<SyncSender<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
+    runtime: &'static str,
 }
 
 impl ShardSet {
     /// Start `shards` workers (at least one).
+    /// Start `shards` workers (at least one): on the `catchup_shards` glommio runtime (one
+    /// pinned executor per shard) when it can start here, else on plain pinned threads.
     pub fn start(shards: usize) -> std::io::Result<Self> {
         let shards = shards.max(1);
+        match Self::start_on_runtime(shards) {
+            Ok(set) => Ok(set),
+            Err(reason) => {
+                tracing::debug!(%reason, "snapshot index: shard runtime unavailable, using plain threads");
+                Self::start_on_threads(shards)
+            }
+        }
+    }
+
+    fn new_index(shard: usize, shards: usize) -> ShardIndex {
+        ShardIndex {
+            live: LiveSums::default(),
+            shard,
+            shards,
+            files: Vec::new(),
+            index: HashMap::with_hasher(ahash::RandomState::new()),
+            accounts_total: 0,
+            owned_bytes: 0,
+            error: None,
+        }
+    }
+
+    /// Each shard's future takes its inbox and serves it until the inbox closes. The
+    /// shard does nothing else, so its loop blocks on the inbox between messages.
+    fn start_on_runtime(shards: usize) -> Result<Self, String> {
+        let mut inboxes = Vec::with_capacity(shards);
+        let mut receivers = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = sync_channel::<ShardMsg>(SHARD_INBOX_CAPACITY);
+            inboxes.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(std::sync::Mutex::new(receivers));
+        let (ready_tx, ready_rx) = sync_channel::<Result<(), String>>(shards + 1);
+        let failed_tx = ready_tx.clone();
+        let cfg = catchup_shards::RuntimeConfig {
+            handle_signals: false,
+            name: "snap-index".into(),
+            channel_capacity: 1,
+            ..catchup_shards::RuntimeConfig::new(shards)
+        };
+        let thread = std::thread::Builder::new()
+            .name("snap-index-runtime".into())
+            .spawn(move || {
+                let r = catchup_shards::run(&cfg, move |shard: catchup_shards::Shard<()>| {
+                    let receivers = receivers.clone();
+                    let ready = ready_tx.clone();
+                    async move {
+                        let id = shard.id().0;
+                        let rx = receivers
+                            .lock()
+                            .ok()
+                            .and_then(|mut v| v.get_mut(id).and_then(Option::take));
+                        let Some(rx) = rx else {
+                            let _ = ready.send(Err(format!("shard {id}: no inbox")));
+                            return;
+                        };
+                        let _ = ready.send(Ok(()));
+                        drop(ready);
+                        Self::new_index(id, shard.count()).run(rx);
+                    }
+                });
+                if let Err(e) = r {
+                    let _ = failed_tx.send(Err(e.to_string()));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let mut started = 0;
+        while started < shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => started += 1,
+                Ok(Err(e)) => {
+                    drop(inboxes);
+                    let _ = thread.join();
+                    return Err(e);
+                }
+                Err(_) => {
+                    drop(inboxes);
+                    let _ = thread.join();
+                    return Err("shard runtime stopped before starting".into());
+                }
+            }
+        }
+        Ok(ShardSet {
+            inboxes,
+            threads: vec![thread],
+            runtime: "glommio",
+        })
+    }
+
+    fn start_on_threads(shards: usize) -> std::io::Result<Self> {
         let mut inboxes = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         let cores = catchup_shards::allowed_cores();
         for shard in 0..shards {
             let (tx, rx) = sync_channel(SHARD_INBOX_CAPACITY);
-            let idx = ShardIndex {
-                live: LiveSums::default(),
-                shard,
-                shards,
-                files: Vec::new(),
-                index: HashMap::with_hasher(ahash::RandomState::new()),
-                accounts_total: 0,
-                owned_bytes: 0,
-                error: None,
-            };
+            let idx = Self::new_index(shard, shards);
             let core = cores.get(shard % cores.len().max(1)).copied();
             let t = std::thread::Builder::new()
                 .name(format!("snap-index-{shard}"))
@@ -305,7 +392,16 @@ impl ShardSet {
             inboxes.push(tx);
             threads.push(t);
         }
-        Ok(ShardSet { inboxes, threads })
+        Ok(ShardSet {
+            inboxes,
+            threads,
+            runtime: "threads",
+        })
+    }
+
+    /// Which runtime the shards run on: `glommio` or `threads`.
+    pub fn runtime(&self) -> &'static str {
+        self.runtime
     }
 
     pub fn count(&self) -> usize {

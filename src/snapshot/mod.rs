@@ -10,6 +10,17 @@
 //!                compared with the manifest ─► staging renamed to <datadir>/snapshot/<slot>
 //! ```
 //!
+//! # Shards
+//!
+//! The index runs on `PipelineConfig::shards` shards: glommio executors started with
+//! `catchup_shards::run` (falling back to pinned plain threads where the runtime cannot
+//! start). Shard `s` owns the pubkeys with `owner_of_key(pubkey) == s`; every shard maps
+//! each finished account file itself and indexes only what it owns (newest slot, then file
+//! id, then offset wins), keeping the LtHash and lamports of its live set as it goes. At
+//! `finish` each shard answers a totals message; the partial LtHashes and lamports are
+//! summed and compared with the manifest. An incremental snapshot is fed into the same
+//! shards with [`Pipeline::incremental`].
+//!
 //! # Feeding from a downloader
 //!
 //! [`Pipeline`] is push-based: create it with [`Pipeline::new`], call [`Pipeline::feed`]

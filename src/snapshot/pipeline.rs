@@ -144,6 +144,8 @@ pub struct VerifyReport {
     pub compressed_bytes: u64,
     pub decompressed_bytes: u64,
     pub frames: u64,
+    /// What the index shards ran on: `glommio` executors or plain `threads`.
+    pub shard_runtime: String,
     pub shards: Vec<ShardReport>,
     pub datadir: String,
     pub elapsed_ms: u64,
@@ -954,6 +956,13 @@ impl Pipeline {
             compressed_bytes: self.compressed_bytes,
             decompressed_bytes: self.decompressed_bytes,
             frames: self.frames,
+            shard_runtime: self
+                .unpacker
+                .shards
+                .as_ref()
+                .map(|s| s.runtime())
+                .unwrap_or("none")
+                .to_string(),
             shards: totals
                 .iter()
                 .map(|t| ShardReport {
