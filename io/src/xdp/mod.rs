@@ -20,7 +20,7 @@ use aya::Ebpf;
 pub use packet::{build_udp_frame, parse_udp_frame, Endpoint, UdpView};
 pub use socket::{XskConfig, XskSocket, XskStats};
 
-/// The compiled XDP object.
+/// The compiled XDP object (empty when the crate was built without clang: see `build.rs`).
 pub static REPAIR_XDP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/repair_xdp.o"));
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,12 @@ impl XdpProgram {
                 detail: e.to_string(),
             }
         };
+        if REPAIR_XDP_OBJECT.is_empty() {
+            return Err(XdpError::Program {
+                what: "load",
+                detail: "catchup was built without the XDP program (clang or libbpf-dev missing at build time)".into(),
+            });
+        }
         let mut bpf = Ebpf::load(REPAIR_XDP_OBJECT).map_err(|e| perr("load")(&e))?;
         {
             let map = bpf.map_mut("repair_port").ok_or(XdpError::Program {
