@@ -17,9 +17,9 @@
 //! Otherwise the store is scanned in full. Records inside the checkpointed region are not
 //! re-verified at open; every read still checks their checksums.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use super::{Index, Loc};
+use super::{new_index, Index, Loc};
 
 const VERSION: u32 = 1;
 /// Journal name of the checkpoint inside the store directory.
@@ -118,7 +118,7 @@ pub(crate) fn decode(buf: &[u8], max_key_bytes: usize) -> Option<Checkpoint> {
     if m > (buf.len() / 19) as u64 {
         return None;
     }
-    let mut index: Index = (0..256).map(|_| HashMap::new()).collect();
+    let mut index: Index = new_index();
     for _ in 0..m {
         let kind = r.u8()?;
         let klen = r.u16()? as usize;
@@ -186,7 +186,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> (Vec<(u32, u64)>, Index) {
-        let mut index: Index = (0..256).map(|_| HashMap::new()).collect();
+        let mut index: Index = new_index();
         index[3].insert(
             b"abc".to_vec().into_boxed_slice(),
             Loc {

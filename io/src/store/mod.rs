@@ -158,7 +158,13 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// (kind, key) → location, one map per kind.
-type Index = Vec<HashMap<Box<[u8]>, Loc>>;
+type KindMap = HashMap<Box<[u8]>, Loc, ahash::RandomState>;
+type Index = Vec<KindMap>;
+
+/// An empty index (256 empty maps; they allocate on first insert).
+fn new_index() -> Index {
+    (0..256).map(|_| KindMap::default()).collect()
+}
 
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -378,11 +384,7 @@ impl Store {
         };
         let (mut index, ck_sealed, ck_active) = match ck {
             Some(ck) => (ck.index, ck.sealed, Some((ck.active_id, ck.active_len))),
-            None => (
-                (0..256).map(|_| HashMap::new()).collect(),
-                BTreeMap::new(),
-                None,
-            ),
+            None => (new_index(), BTreeMap::new(), None),
         };
         let mut sealed = BTreeMap::new();
         let mut active: Option<(u32, Segment, u64)> = None;
