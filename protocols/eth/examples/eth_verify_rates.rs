@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use catchup_eth::bench as wl;
 
-fn rate(ms: u64, mut pass: impl FnMut() -> usize) -> f64 {
+fn rate(ms: u64, pass: &mut dyn FnMut() -> usize) -> f64 {
     let start = Instant::now();
     let mut n = 0usize;
     for _ in 0..1_000_000 {
@@ -18,8 +18,18 @@ fn rate(ms: u64, mut pass: impl FnMut() -> usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Alternate the two passes over 3 rounds; keep the best rate of each.
+fn best_pair(ms: u64, verify: &mut dyn FnMut() -> usize, keccak: &mut dyn FnMut() -> usize) -> (f64, f64) {
+    let (mut v, mut k) = (0f64, 0f64);
+    for _ in 0..3 {
+        v = v.max(rate(ms / 3, verify));
+        k = k.max(rate(ms / 3, keccak));
+    }
+    (v, k)
+}
+
 fn main() {
-    let ms: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let ms: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1500);
     let nodes = wl::state_trie_nodes(20_000, 1);
     let node_bytes: Vec<&[u8]> = nodes.iter().map(|n| n.1.as_ref()).collect();
     let headers = wl::header_chain(2048, 2);
@@ -27,35 +37,22 @@ fn main() {
     let receipts = wl::receipt_lists(64, 100, 3);
     let receipt_bytes: Vec<&[u8]> = receipts.iter().map(|r| r.1.as_ref()).collect();
     let mut sink = 0u64;
-    let rows = [
-        (
-            "trie nodes",
-            rate(ms, || wl::verify_nodes(&nodes)),
-            rate(ms, || {
-                sink ^= wl::keccak_all(&node_bytes);
-                node_bytes.len()
-            }),
-            &node_bytes,
-        ),
-        (
-            "headers",
-            rate(ms, || wl::validate_header_chain(&headers)),
-            rate(ms, || {
-                sink ^= wl::keccak_all(&header_bytes);
-                header_bytes.len()
-            }),
-            &header_bytes,
-        ),
-        (
-            "receipts roots",
-            rate(ms, || wl::verify_receipt_lists(&receipts)),
-            rate(ms, || {
-                sink ^= wl::keccak_all(&receipt_bytes);
-                receipt_bytes.len()
-            }),
-            &receipt_bytes,
-        ),
-    ];
+    let mut rows = Vec::new();
+    let (v, k) = best_pair(ms, &mut || wl::verify_nodes(&nodes), &mut || {
+        sink ^= wl::keccak_all(&node_bytes);
+        node_bytes.len()
+    });
+    rows.push(("trie nodes", v, k, &node_bytes));
+    let (v, k) = best_pair(ms, &mut || wl::validate_header_chain(&headers), &mut || {
+        sink ^= wl::keccak_all(&header_bytes);
+        header_bytes.len()
+    });
+    rows.push(("headers", v, k, &header_bytes));
+    let (v, k) = best_pair(ms, &mut || wl::verify_receipt_lists(&receipts), &mut || {
+        sink ^= wl::keccak_all(&receipt_bytes);
+        receipt_bytes.len()
+    });
+    rows.push(("receipts roots", v, k, &receipt_bytes));
     std::hint::black_box(sink);
     println!(
         "{:<16} {:>14} {:>16} {:>7} {:>10}",
