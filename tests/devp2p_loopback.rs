@@ -346,3 +346,109 @@ fn listener_survives_garbage_and_stalls() {
         stop.set(true);
     });
 }
+
+/// A client that completes the RLPx and Hello handshakes by hand, then sends `frame_data`
+/// (message id RLP ‖ payload, not compressed) as one frame; returns what the listener did.
+async fn send_after_hello(addr: SocketAddr, id: [u8; 64], frame_data: Vec<u8>) -> Result<DisconnectReason, String> {
+    use catchup_devp2p::p2p::{Capability, Hello, MessageConn, ID_DISCONNECT, ID_HELLO};
+    let mut rng = rand::thread_rng();
+    let server_pub = {
+        let mut b = [4u8; 65];
+        b[1..].copy_from_slice(&id);
+        PublicKey::from_slice(&b).unwrap()
+    };
+    let key = SecretKey::new(&mut rng);
+    let mut s = glommio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut hs = Handshake::initiator(&mut rng, key, server_pub, WireFormat::Eip8);
+    s.write_all(&hs.take_output()).await.map_err(|e| e.to_string())?;
+    let mut rb = vec![0u8; 64 * 1024];
+    let est = loop {
+        let n = s.read(&mut rb).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during handshake".into());
+        }
+        if let Some(e) = hs.feed(&mut rng, &rb[..n]).map_err(|e| e.to_string())? {
+            break e;
+        }
+    };
+    let mut conn = MessageConn::new(catchup_devp2p::frame::Session::new(est.secrets, 1 << 24), 16 << 20);
+    conn.feed(&est.leftover);
+    let hello = Hello {
+        protocol_version: 5,
+        client_id: "bad-input-test".into(),
+        capabilities: vec![Capability::new("eth", 68)],
+        listen_port: 0,
+        node_id: catchup_devp2p::handshake::pubkey_to_id(&PublicKey::from_secret_key_global(&key)),
+    };
+    let mut w = Vec::new();
+    conn.write_message(ID_HELLO, &hello.encode(), &mut w).unwrap();
+    conn.session.write_frame(&frame_data, &mut w).unwrap();
+    s.write_all(&w).await.map_err(|e| e.to_string())?;
+    // Read the listener's Hello, then (with snappy on) its Disconnect.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        while let Some((mid, payload)) = conn.next_message().map_err(|e| e.to_string())? {
+            if mid == ID_HELLO {
+                conn.set_snappy(true);
+            } else if mid == ID_DISCONNECT {
+                return Ok(DisconnectReason::decode(&payload).map_err(|e| e.to_string())?);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("no disconnect within 5 s".into());
+        }
+        let n = s.read(&mut rb).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed without Disconnect".into());
+        }
+        conn.feed(&rb[..n]);
+    }
+}
+
+/// Snappy bombs, unknown message ids and undecodable eth messages after a valid handshake
+/// are answered with Disconnect(BreachOfProtocol); the listener keeps serving.
+#[test]
+fn listener_disconnects_bad_messages_with_a_reason() {
+    let Some(dir) = fixtures() else { return };
+    let d = devnet(&dir);
+    run(async move {
+        let (addr, id, stop) = start_server(&d, Profile::Honest, 16, 2_000);
+        // 1. A snappy bomb: a length prefix claiming 4 GiB, as the eth Status payload.
+        let mut bomb = vec![0x10u8];
+        bomb.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        bomb.extend_from_slice(&[0u8; 32]);
+        // 2. An unknown message id (0x7f: past every shared capability).
+        let mut unknown = vec![0x7fu8];
+        unknown.extend_from_slice(&catchup_devp2p::p2p::compress(&[0xc0]).unwrap());
+        // 3. A well-compressed but undecodable Status.
+        let mut garbage = vec![0x10u8];
+        garbage.extend_from_slice(&catchup_devp2p::p2p::compress(&[0xc3, 0x01, 0x02, 0x03]).unwrap());
+        for (what, frame) in [("snappy bomb", bomb), ("unknown id", unknown), ("bad status", garbage)] {
+            let r = send_after_hello(addr, id, frame).await;
+            assert!(
+                matches!(
+                    r,
+                    Ok(DisconnectReason::BreachOfProtocol) | Ok(DisconnectReason::SubprotocolError)
+                ),
+                "{what}: {r:?}"
+            );
+        }
+        let mut peer = connect(addr, id, &d.client_status).await.unwrap();
+        let mut out = Downloaded::default();
+        fetch_headers(
+            &mut peer,
+            B256::from(d.chain.parent_of_first),
+            1,
+            10,
+            10,
+            5_000,
+            &EmptyResponder,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        stop.set(true);
+    });
+}

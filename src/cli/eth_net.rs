@@ -91,6 +91,9 @@ pub struct SyncArgs {
     /// Pivot = median of the peers' best blocks minus this (0 when peers only hold the head state).
     #[arg(long, default_value_t = 128)]
     pub pivot_distance: u64,
+    /// Peers that must agree on the pivot header (default: 3, or fewer when fewer peers are given).
+    #[arg(long)]
+    pub pivot_agreement: Option<usize>,
     /// Fetch receipts too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub receipts: bool,
@@ -204,7 +207,8 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         Arc::new(AtomicBool::new(false)),
     )?;
     if a.json {
-        println!("{}", json!({"event": "stopped", "shards": stats}));
+        // stdout may be closed by now (a parent that only read the enode): not an error.
+        let _ = writeln!(std::io::stdout(), "{}", json!({"event": "stopped", "shards": stats}));
     } else {
         for (i, s) in stats.iter().enumerate() {
             eprintln!(
@@ -229,6 +233,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let sync = SyncConfig {
         mode: a.mode,
         pivot_distance: a.pivot_distance,
+        pivot_agreement: a.pivot_agreement.unwrap_or(3.min(peers.len())).max(1),
         fetch_receipts: a.receipts,
         anchor_number: 0,
         trusted_anchor: Some(catchup_eth::B256::from(genesis)),
@@ -276,7 +281,15 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             report.finished,
             report.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
         );
-        println!("state root:  {}", report.state_root.as_deref().unwrap_or("-"));
+        println!(
+            "state root:  {} ({})",
+            report.state_root.as_deref().unwrap_or("-"),
+            if report.status.state_complete {
+                "complete, every node verified"
+            } else {
+                "incomplete"
+            }
+        );
         if let Some(w) = &a.expect_state_root {
             println!("expected:    {w} ({})", if root_ok { "match" } else { "MISMATCH" });
         }

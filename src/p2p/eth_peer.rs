@@ -103,10 +103,23 @@ impl EthPeer {
         let snap = conn.capability("snap").cloned();
         conn.send(eth.offset, &ours.status(eth.version).encode()).await?;
         let deadline = Instant::now() + Duration::from_millis(10_000);
-        let status = loop {
-            let (id, payload) = conn.recv_until(deadline).await?;
-            if id == eth.offset {
-                break Status::decode(&payload).map_err(|source| NetError::Protocol { peer, source })?;
+        // Status must be the first sub-protocol message.
+        let (id, payload) = conn.recv_until(deadline).await?;
+        if id != eth.offset {
+            let _ = conn.disconnect(DisconnectReason::BreachOfProtocol).await;
+            let source = match route(&conn.shared, id) {
+                Err(e) => e,
+                Ok(_) => Devp2pError::rlp("status", format!("message {id:#x} before Status")),
+            };
+            tracing::debug!(%peer, error = %source, "dropping peer: no Status first");
+            return Err(NetError::Protocol { peer, source });
+        }
+        let status = match Status::decode(&payload) {
+            Ok(s) => s,
+            Err(source) => {
+                tracing::debug!(%peer, error = %source, "dropping peer: bad Status");
+                let _ = conn.disconnect(DisconnectReason::BreachOfProtocol).await;
+                return Err(NetError::Protocol { peer, source });
             }
         };
         if status.network_id != ours.network_id || status.genesis_hash != ours.genesis_hash {

@@ -425,3 +425,10 @@ mod tests {
         ));
     }
 }
+
+/// Snappy-compress a payload (the form every message after Hello takes on the wire).
+pub fn compress(data: &[u8]) -> Result<Vec<u8>> {
+    snap::raw::Encoder::new()
+        .compress_vec(data)
+        .map_err(|e| Devp2pError::Snappy(e.to_string()))
+}
