@@ -43,7 +43,8 @@ pub enum BenchCmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct StoreBenchArgs {
-    /// Number of shards, each with its own store (1..=1024). Default: one per usable core.
+    /// Number of shards, each with its own store (1..=1024). Default: the `--plan` file's
+    /// shard count, else one per usable core.
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
     /// Records written by each shard.
@@ -89,7 +90,7 @@ pub struct CrashWriterArgs {
 
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
-        BenchCmd::Store(args) => bench_store(args),
+        BenchCmd::Store(args) => bench_store(args, _global),
         BenchCmd::StoreCrashWriter(args) => crash_writer(args),
         BenchCmd::Eth(args) => super::eth::bench_eth(&args, _global),
         BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
@@ -398,15 +399,20 @@ fn totals(rs: &[PhaseResult]) -> Totals {
     }
 }
 
-fn bench_store(args: StoreBenchArgs) -> anyhow::Result<i32> {
-    let shards = args
-        .shards
-        .unwrap_or_else(|| catchup_shards::allowed_cores().len().max(1));
-    anyhow::ensure!(
-        (1..=catchup_shards::runtime::MAX_SHARDS).contains(&shards),
-        "--shards must be 1..={}, got {shards}",
-        catchup_shards::runtime::MAX_SHARDS
-    );
+fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(n) = args.shards {
+        anyhow::ensure!(
+            (1..=catchup_shards::runtime::MAX_SHARDS).contains(&n),
+            "--shards must be 1..={}, got {n}",
+            catchup_shards::runtime::MAX_SHARDS
+        );
+    }
+    // Shard count and cores: --shards, else the --plan file, else one per usable CPU.
+    let cfg = RuntimeConfig {
+        handle_signals: false,
+        ..super::tune::runtime_config(global, args.shards, None)?
+    };
+    let shards = cfg.shards;
     anyhow::ensure!(args.records >= 1, "--records must be at least 1");
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let max_value = StoreOptions::default().max_value_bytes;
@@ -440,10 +446,6 @@ fn bench_store(args: StoreBenchArgs) -> anyhow::Result<i32> {
         .collect::<Result<_, _>>()?;
     let _cleanup = RemoveOnDrop(bench_root.clone());
 
-    let cfg = RuntimeConfig {
-        handle_signals: false,
-        ..RuntimeConfig::new(shards)
-    };
     let store_dirs = dirs.clone();
     let store_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
         let dir = store_dirs[shard.id().0].join("store");
