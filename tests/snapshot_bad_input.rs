@@ -297,3 +297,27 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn window_larger_than_the_limit_is_rejected() {
+    use std::io::Write;
+    let t = tar(&[("version", EntryKind::File, b"1.2.0")]);
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    enc.window_log(28).unwrap();
+    enc.write_all(&t).unwrap();
+    let big_window = enc.finish().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let datadir = root.path().join("data");
+    let mut p = Pipeline::new(
+        &datadir,
+        PipelineConfig {
+            window_log_max: 27,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let e = p.feed(&big_window).map(|_| ()).unwrap_err();
+    assert!(matches!(e, PipelineError::Zstd(_)), "{e}");
+    drop(p);
+    assert_clean(root.path());
+}
