@@ -238,3 +238,71 @@ fn full_disk_is_one_clear_line_and_acknowledged_records_survive() {
     let max = max_acked(&out).expect("some batches were acknowledged before the disk filled");
     check_acked(&dir, max);
 }
+
+#[test]
+fn store_refuses_writes_after_a_failed_write_and_keeps_flushed_records() {
+    use catchup_io::store::{StoreError, StoreOptions};
+    let t = tmp();
+    let mnt = t.path().join("tiny");
+    let Some(_guard) = mount_tiny_tmpfs(&mnt, "512k") else {
+        return;
+    };
+    let dir = mnt.join("store");
+    let opts = StoreOptions {
+        write_buffer_bytes: 16 * 1024,
+        use_checkpoint: false,
+        ..StoreOptions::default()
+    };
+    let flushed = run({
+        let dir = dir.clone();
+        let opts = opts.clone();
+        async move {
+            let mut s = Store::open(&dir, opts).await.unwrap();
+            let value = vec![0xABu8; 3000];
+            let mut flushed = 0u32;
+            let mut i = 0u32;
+            // Bounded: a 512 KiB tmpfs fills long before 10 000 records of 3 KB.
+            let err = loop {
+                assert!(i < 10_000, "the tiny tmpfs never filled");
+                if let Err(e) = s.put(1, &i.to_be_bytes(), &value).await {
+                    break e;
+                }
+                i += 1;
+                if i % 8 == 0 {
+                    match s.flush().await {
+                        Ok(()) => flushed = i,
+                        Err(e) => break e,
+                    }
+                }
+            };
+            assert!(
+                matches!(err, StoreError::Io { .. }),
+                "first failure is the I/O error: {err}"
+            );
+            assert!(matches!(
+                s.put(1, b"after", b"x").await,
+                Err(StoreError::Poisoned { .. })
+            ));
+            assert!(matches!(s.flush().await, Err(StoreError::Poisoned { .. })));
+            let _ = s.close().await;
+            flushed
+        }
+    });
+    assert!(
+        flushed > 0,
+        "some batches were flushed before the disk filled"
+    );
+    run(async move {
+        let s = Store::open(&dir, opts)
+            .await
+            .expect("reopens on a full disk");
+        for i in 0..flushed {
+            assert_eq!(
+                s.get(1, &i.to_be_bytes()).await.unwrap().as_deref(),
+                Some(&[0xABu8; 3000][..]),
+                "flushed record {i}"
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
