@@ -125,6 +125,8 @@ fn nginx_mirrors_with_faults_end_verified_and_bad_sources_named() {
     cfg.coordinator.chunk_size_bytes = CHUNK;
     cfg.coordinator.backoff_base_ms = 50;
     cfg.coordinator.max_failures = 3;
+    // Sources spread over three fetching shards (coordination and cancels by message).
+    cfg.shards = 3;
     cfg.client.io_timeout_ms = 5_000;
     cfg.progress_interval_ms = 60_000;
     let rep = sync(cfg, pipeline_sink(data.path()), Box::new(|_| {})).expect("sync");

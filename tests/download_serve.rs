@@ -105,7 +105,9 @@ fn multi_source_ranges_verified() {
     let b = Server::start(dir.path(), Some(4_000_000), true, vec![]);
     let c = Server::start(dir.path(), Some(1_000_000), true, vec![]);
     let data = tempfile::tempdir().unwrap();
-    let rep = run(config(data.path(), vec![a.base(), b.base(), c.base()]));
+    let mut cfg = config(data.path(), vec![a.base(), b.base(), c.base()]);
+    cfg.shards = 2;
+    let rep = run(cfg);
     assert!(rep.complete, "{rep:?}");
     assert_eq!(rep.archive, NAME);
     assert_eq!(rep.slot, Some(100));
@@ -120,6 +122,16 @@ fn multi_source_ranges_verified() {
     assert_eq!(
         rep.sources.iter().map(|s| s.chunks).sum::<u32>(),
         rep.chunks_total
+    );
+    // Sources 0 and 2 are fetched on shard 0, source 1 on shard 1; all of them got work.
+    assert_eq!(
+        rep.sources.iter().map(|s| s.shard).collect::<Vec<_>>(),
+        vec![0, 1, 0]
+    );
+    assert!(
+        rep.sources.iter().all(|s| s.chunks >= 1),
+        "{:?}",
+        rep.sources
     );
 }
 

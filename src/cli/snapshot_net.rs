@@ -86,6 +86,10 @@ pub struct SyncArgs {
     /// frames and the tar structure.
     #[arg(long, value_enum, default_value_t = VerifyMode::Full)]
     pub verify: VerifyMode,
+    /// Download shards: pinned executors that fetch; each owns some sources, shard 0 also
+    /// coordinates. 1 runs everything on one executor.
+    #[arg(long, default_value_t = 2)]
+    pub download_shards: usize,
     /// Index shards of the snapshot pipeline (default: all cores).
     #[arg(long)]
     pub shards: Option<usize>,
@@ -195,6 +199,7 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     cfg.max_slots_behind = args.max_slots_behind;
     cfg.max_latency_ms = args.max_latency_ms;
     cfg.stop_after_chunks = args.stop_after_chunks;
+    cfg.shards = args.download_shards.clamp(1, 64);
     let json = args.json;
     let bar = if !json && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
@@ -269,8 +274,9 @@ fn print_report(r: &SyncReport, json: bool) {
     );
     for s in &r.sources {
         println!(
-            "  source {} chunks {} bytes {} {:.1} MB/s failures {}{}",
+            "  source {} (shard {}) chunks {} bytes {} {:.1} MB/s failures {}{}",
             s.url,
+            s.shard,
             s.chunks,
             s.bytes,
             mb(s.speed_bytes_per_s),

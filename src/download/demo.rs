@@ -11,7 +11,7 @@ use catchup_http::Url;
 
 use super::serve::{serve_blocking, ServeConfig};
 use super::sink::PipelineSink;
-use super::sync::{sync, Progress, SyncConfig, SyncReport};
+use super::sync::{sync, ProgressFn, SyncConfig, SyncReport};
 
 /// Demo settings.
 #[derive(Clone, Debug)]
@@ -102,10 +102,7 @@ fn start_source(dir: PathBuf, rate: Option<u64>) -> Result<(Source, SocketAddr),
 /// Generate a snapshot, serve it from `source_rates_bytes_per_s.len()` local sources, sync
 /// it with the full snapshot pipeline, and return the report (`sync.complete` tells
 /// whether it verified). Sources stop when this returns.
-pub fn run_demo(
-    cfg: &DemoConfig,
-    progress: Box<dyn FnMut(&Progress)>,
-) -> Result<DemoReport, DemoError> {
+pub fn run_demo(cfg: &DemoConfig, progress: ProgressFn) -> Result<DemoReport, DemoError> {
     let snaps = cfg.workdir.join("snapshots");
     std::fs::create_dir_all(&snaps)
         .map_err(|e| DemoError::Generate(format!("{}: {e}", snaps.display())))?;

@@ -49,6 +49,10 @@ pub struct SyncConfig {
     pub stop_after_chunks: Option<u32>,
     pub progress_interval_ms: u64,
     pub max_audit_rounds: u32,
+    /// Shards (pinned executors) that fetch: shard 0 coordinates and fetches for its own
+    /// sources; source i is owned by shard `i % shards`. 1: one executor on the calling
+    /// thread.
+    pub shards: usize,
 }
 
 impl SyncConfig {
@@ -66,6 +70,7 @@ impl SyncConfig {
             stop_after_chunks: None,
             progress_interval_ms: 10_000,
             max_audit_rounds: 3,
+            shards: 1,
         }
     }
 }
@@ -139,6 +144,8 @@ fn hex_to_bitmap(h: &str, n: usize) -> Option<Vec<bool>> {
 #[derive(Clone, Debug, Serialize)]
 pub struct SourceReport {
     pub url: String,
+    /// The shard that fetches for it.
+    pub shard: usize,
     pub ranges: bool,
     pub chunks: u32,
     pub bytes: u64,
@@ -184,17 +191,223 @@ pub struct SyncReport {
     pub bad_sources: Vec<String>,
 }
 
-/// Run a whole sync on the current thread (one glommio executor; the sink on its own thread).
+/// Progress callback of [`sync`].
+pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+/// Run a whole sync. With `cfg.shards == 1` one glommio executor on the calling thread;
+/// otherwise `cfg.shards` pinned shards of the shard runtime: shard 0 runs the coordinator,
+/// the journal and the sink feeding, and every shard fetches for the sources it owns,
+/// taking chunks by message as its sources finish them. The sink runs on its own thread.
 pub fn sync(
     cfg: SyncConfig,
     sink_factory: Arc<SinkFactory>,
-    progress: Box<dyn FnMut(&Progress)>,
+    progress: ProgressFn,
 ) -> Result<SyncReport, SyncError> {
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("sync")
-        .make()
-        .map_err(|e| SyncError::Executor(e.to_string()))?;
-    ex.run(sync_async(cfg, sink_factory, progress))
+    if cfg.shards <= 1 {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name("sync")
+            .make()
+            .map_err(|e| SyncError::Executor(e.to_string()))?;
+        return ex.run(sync_async(cfg, sink_factory, progress, None));
+    }
+    let rcfg = catchup_shards::RuntimeConfig {
+        channel_capacity: 256,
+        name: "sync".into(),
+        handle_signals: false,
+        ..catchup_shards::RuntimeConfig::new(cfg.shards)
+    };
+    let progress = Arc::new(Mutex::new(Some(progress)));
+    let results = catchup_shards::run(&rcfg, move |shard: catchup_shards::Shard<ShardMsg>| {
+        let (cfg, sink_factory, progress) = (cfg.clone(), sink_factory.clone(), progress.clone());
+        async move {
+            let shard = Rc::new(shard);
+            if shard.id().0 != 0 {
+                fetch_worker(shard).await;
+                return None;
+            }
+            let p = progress.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let p: ProgressFn = p.unwrap_or_else(|| Box::new(|_| {}));
+            let r = sync_async(cfg, sink_factory, p, Some(shard.clone())).await;
+            for peer in shard.peers() {
+                let _ = shard.send(peer, ShardMsg::Stop).await;
+            }
+            shard.close_outgoing();
+            Some(r)
+        }
+    })
+    .map_err(|e| SyncError::Executor(e.to_string()))?;
+    results
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or_else(|| Err(SyncError::Executor("shard 0 returned nothing".into())))
+}
+
+/// Messages between the coordinating shard 0 and the fetching shards.
+pub enum ShardMsg {
+    /// The download is set up: open the file, know the sources.
+    Start {
+        path: PathBuf,
+        members: Vec<ProbedSource>,
+        total_bytes: u64,
+        chunk_size_bytes: u64,
+        client: ClientConfig,
+    },
+    Fetch {
+        source: u32,
+        generation: u64,
+        first: u32,
+        last: u32,
+        offset: u64,
+        len: u64,
+        whole: bool,
+    },
+    /// Stop the fetch of `source`; `generation` is its new generation.
+    Cancel {
+        source: u32,
+        generation: u64,
+    },
+    /// An event of a fetch (to shard 0).
+    Event {
+        source: u32,
+        generation: u64,
+        event: Event,
+    },
+    Stop,
+}
+
+/// A fetching shard: runs the fetches shard 0 sends for the sources this shard owns and
+/// forwards their events back.
+async fn fetch_worker(shard: Rc<catchup_shards::Shard<ShardMsg>>) {
+    let mut ctx: Option<Rc<Ctx>> = None;
+    let (tx, rx) = glommio::channels::local_channel::new_bounded::<Msg>(1024);
+    let tx = Rc::new(tx);
+    let fwd_shard = shard.clone();
+    let forwarder = glommio::spawn_local(async move {
+        while let Some(m) = rx.recv().await {
+            let msg = ShardMsg::Event {
+                source: m.source,
+                generation: m.generation,
+                event: m.event,
+            };
+            if fwd_shard
+                .send(catchup_shards::ShardId(0), msg)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    // Bounded by shard 0: it sends Stop (or closes its channel) when the sync ends.
+    loop {
+        let (from, msg) = match shard.recv_timeout(Duration::from_millis(200)).await {
+            catchup_shards::Recv::Msg(f, m) => (f, m),
+            catchup_shards::Recv::TimedOut => continue,
+            catchup_shards::Recv::Closed => break,
+        };
+        let _ = from;
+        match msg {
+            ShardMsg::Start {
+                path,
+                members,
+                total_bytes,
+                chunk_size_bytes,
+                client,
+            } => {
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .dma_open(&path)
+                    .await
+                {
+                    Ok(file) => {
+                        let rfile = match std::fs::File::open(&path) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                tracing::warn!(error = %e, path = %path.display(), "fetch shard cannot open the archive");
+                                continue;
+                            }
+                        };
+                        ctx = Some(Rc::new(Ctx {
+                            file: Rc::new(file),
+                            rfile: Rc::new(rfile),
+                            generation: members.iter().map(|_| Cell::new(0)).collect(),
+                            conns: members.iter().map(|_| RefCell::new(None)).collect(),
+                            members,
+                            total_bytes,
+                            chunk_size_bytes,
+                            client,
+                            tx: tx.clone(),
+                            bytes_fetched: Cell::new(0),
+                        }))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %path.display(), "fetch shard cannot open the archive")
+                    }
+                }
+            }
+            ShardMsg::Fetch {
+                source,
+                generation,
+                first,
+                last,
+                offset,
+                len,
+                whole,
+            } => match &ctx {
+                Some(c) if (source as usize) < c.members.len() => {
+                    c.generation[source as usize].set(generation);
+                    glommio::spawn_local(fetch_task(
+                        c.clone(),
+                        source,
+                        generation,
+                        first,
+                        last,
+                        offset,
+                        len,
+                        whole,
+                    ))
+                    .detach();
+                }
+                _ => {
+                    let event = Event::FetchFailed {
+                        source: SourceId(source),
+                        reason: FailReason::Transport(format!(
+                            "shard {} has no open archive",
+                            shard.id()
+                        )),
+                    };
+                    let _ = tx
+                        .send(Msg {
+                            source,
+                            generation,
+                            event,
+                        })
+                        .await;
+                }
+            },
+            ShardMsg::Cancel { source, generation } => {
+                if let Some(c) = &ctx {
+                    if let Some(g) = c.generation.get(source as usize) {
+                        g.set(generation);
+                        c.conns[source as usize].borrow_mut().take();
+                    }
+                }
+            }
+            ShardMsg::Event { .. } => {}
+            ShardMsg::Stop => break,
+        }
+    }
+    // Stop every fetch of this shard.
+    if let Some(c) = &ctx {
+        for g in &c.generation {
+            g.set(g.get() + 1);
+        }
+    }
+    drop(ctx);
+    drop(tx);
+    forwarder.cancel().await;
 }
 
 /// Resolve `--rpc` to base URLs via `getClusterNodes`.
@@ -312,7 +525,7 @@ struct Ctx {
     client: ClientConfig,
     generation: Vec<Cell<u64>>,
     conns: Vec<RefCell<Option<Conn>>>,
-    tx: glommio::channels::local_channel::LocalSender<Msg>,
+    tx: Rc<glommio::channels::local_channel::LocalSender<Msg>>,
     bytes_fetched: Cell<u64>,
 }
 
@@ -431,8 +644,6 @@ async fn fetch_inner(
                     addr: url.authority(),
                     source: e.into(),
                 })?;
-            ctx.bytes_fetched
-                .set(ctx.bytes_fetched.get() + stage_len as u64);
             let bytes = stage_len as u64;
             stage_len = 0;
             stage_pos = pos;
@@ -626,7 +837,11 @@ impl SinkThread {
     }
 }
 
-fn source_reports(coord: &Coordinator, members: &[ProbedSource]) -> Vec<SourceReport> {
+fn source_reports(
+    coord: &Coordinator,
+    members: &[ProbedSource],
+    owner: &[usize],
+) -> Vec<SourceReport> {
     members
         .iter()
         .enumerate()
@@ -634,6 +849,7 @@ fn source_reports(coord: &Coordinator, members: &[ProbedSource]) -> Vec<SourceRe
             let st = coord.source_stats(SourceId(i as u32)).expect("registered");
             SourceReport {
                 url: m.archive.to_string(),
+                shard: owner.get(i).copied().unwrap_or(0),
                 ranges: st.ranges,
                 chunks: st.chunks_done,
                 bytes: st.bytes_total,
@@ -648,7 +864,8 @@ fn source_reports(coord: &Coordinator, members: &[ProbedSource]) -> Vec<SourceRe
 async fn sync_async(
     cfg: SyncConfig,
     sink_factory: Arc<SinkFactory>,
-    mut progress: Box<dyn FnMut(&Progress)>,
+    mut progress: ProgressFn,
+    shard: Option<Rc<catchup_shards::Shard<ShardMsg>>>,
 ) -> Result<SyncReport, SyncError> {
     let t_start = Instant::now();
     let datadir = catchup_io::datadir::DataDir::open(&cfg.datadir)?;
@@ -795,6 +1012,7 @@ async fn sync_async(
     let mut coord = Coordinator::new(cfg.coordinator.clone(), total, &done);
     let members = group.members.clone();
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Msg>(1024);
+    let tx = Rc::new(tx);
     let ctx = Rc::new(Ctx {
         file: file.clone(),
         rfile: rfile.clone(),
@@ -804,9 +1022,52 @@ async fn sync_async(
         client: cfg.client.clone(),
         generation: members.iter().map(|_| Cell::new(0)).collect(),
         conns: members.iter().map(|_| RefCell::new(None)).collect(),
-        tx,
+        tx: tx.clone(),
         bytes_fetched: Cell::new(0),
     });
+    // Which shard fetches for each source; the others learn the set-up and forward events.
+    let shard_count = shard.as_ref().map(|s| s.count()).unwrap_or(1);
+    // Round-robin over the (sorted) sources: with a handful of sources a hash would often
+    // put them all on one shard.
+    let owner: Vec<usize> = (0..members.len())
+        .map(|i| catchup_shards::ownership::owner_of_range(i as u64, 1, shard_count).0)
+        .collect();
+    if let Some(sh) = &shard {
+        for peer in sh.peers() {
+            let start = ShardMsg::Start {
+                path: path.clone(),
+                members: members.clone(),
+                total_bytes: total,
+                chunk_size_bytes: chunk_size,
+                client: cfg.client.clone(),
+            };
+            let _ = sh.send(peer, start).await;
+        }
+        let (sh2, tx2) = (sh.clone(), tx.clone());
+        glommio::spawn_local(async move {
+            while let Some((_, m)) = sh2.recv().await {
+                if let ShardMsg::Event {
+                    source,
+                    generation,
+                    event,
+                } = m
+                {
+                    if tx2
+                        .send(Msg {
+                            source,
+                            generation,
+                            event,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
     let mut pending_actions = Vec::new();
     for m in &members {
         let id = coord.add_source();
@@ -840,22 +1101,47 @@ async fn sync_async(
                     let g = &ctx.generation[source.0 as usize];
                     g.set(g.get() + 1);
                     let gen = g.get();
-                    glommio::spawn_local(fetch_task(
-                        ctx.clone(),
-                        source.0,
-                        gen,
-                        first,
-                        last,
-                        offset,
-                        len,
-                        whole_file,
-                    ))
-                    .detach();
+                    match (&shard, owner[source.0 as usize]) {
+                        (Some(sh), o) if o != 0 => {
+                            let msg = ShardMsg::Fetch {
+                                source: source.0,
+                                generation: gen,
+                                first,
+                                last,
+                                offset,
+                                len,
+                                whole: whole_file,
+                            };
+                            let _ = sh.send(catchup_shards::ShardId(o), msg).await;
+                        }
+                        _ => {
+                            glommio::spawn_local(fetch_task(
+                                ctx.clone(),
+                                source.0,
+                                gen,
+                                first,
+                                last,
+                                offset,
+                                len,
+                                whole_file,
+                            ))
+                            .detach();
+                        }
+                    }
                 }
                 Action::Cancel { source } | Action::DropSource { source, .. } => {
                     let g = &ctx.generation[source.0 as usize];
                     g.set(g.get() + 1);
                     ctx.conns[source.0 as usize].borrow_mut().take();
+                    if let (Some(sh), o) = (&shard, owner[source.0 as usize]) {
+                        if o != 0 {
+                            let msg = ShardMsg::Cancel {
+                                source: source.0,
+                                generation: g.get(),
+                            };
+                            let _ = sh.send(catchup_shards::ShardId(o), msg).await;
+                        }
+                    }
                 }
                 Action::ChunkComplete { .. } => {
                     chunks_fetched += 1;
@@ -864,7 +1150,7 @@ async fn sync_async(
                 }
                 Action::Finished => finished = true,
                 Action::Stuck { chunks_left } => {
-                    let reports = source_reports(&coord, &members);
+                    let reports = source_reports(&coord, &members, &owner);
                     let bad = reports
                         .iter()
                         .filter_map(|r| r.dropped.as_ref().map(|d| format!("{}: {d}", r.url)))
@@ -912,7 +1198,7 @@ async fn sync_async(
                     None
                 },
                 fed_bytes: sink.fed_bytes,
-                sources: source_reports(&coord, &members),
+                sources: source_reports(&coord, &members, &owner),
             });
         }
         if cfg.stop_after_chunks.is_some_and(|n| chunks_fetched >= n) && !finished {
@@ -970,7 +1256,14 @@ async fn sync_async(
         let now_ms = t_download.elapsed().as_millis() as u64;
         match next {
             Ok(Some(msg)) => {
-                if ctx.generation[msg.source as usize].get() == msg.generation {
+                if ctx
+                    .generation
+                    .get(msg.source as usize)
+                    .is_some_and(|g| g.get() == msg.generation)
+                {
+                    if let Event::Progress { bytes, .. } = msg.event {
+                        ctx.bytes_fetched.set(ctx.bytes_fetched.get() + bytes);
+                    }
                     actions.extend(coord.handle(now_ms, msg.event));
                 }
             }
@@ -983,7 +1276,7 @@ async fn sync_async(
         g.set(g.get() + 1);
     }
     let complete = verified.is_some();
-    let sources = source_reports(&coord, &members);
+    let sources = source_reports(&coord, &members, &owner);
     for r in &sources {
         if let Some(d) = &r.dropped {
             bad_sources.push(format!("{}: {d}", r.url));
