@@ -17,11 +17,14 @@
 //!
 //! `dir/seg-00000001.dat`, `seg-00000002.dat`, ...: records (see [`record`]) packed back to
 //! back; a new segment starts when the current one would exceed
-//! `StoreOptions::segment_size_bytes`. At open every segment is scanned and the in-memory
-//! index (kind, key) → location is rebuilt. In the last segment, bytes after the last valid
-//! record are a torn tail and are truncated, unless a valid record follows them, in which
-//! case they are corruption: [`StoreError::Corrupt`] names the segment and offset and the
-//! store does not open. Every read re-checks the record checksums.
+//! `StoreOptions::segment_size_bytes`. `dir/LOCK` is flocked while the store is open
+//! ([`StoreError::InUse`]). At open the segments are scanned (after the checkpoint, if one
+//! is used, see below) and the in-memory index (kind, key) → location is rebuilt. In the
+//! last segment, bytes after the last valid record are a torn tail and are truncated,
+//! unless a valid record follows them, in which case they are corruption:
+//! [`StoreError::Corrupt`] names the segment and offset and the store does not open. In an
+//! earlier segment only zero padding may follow the last record. Every read re-checks the
+//! record checksums, so a damaged record is reported, never served.
 //!
 //! A clean [`Store::close`] writes an index checkpoint (`index.cur`, atomic); the next
 //! open loads it and scans only the bytes written after it (see `StoreOptions::use_checkpoint`).
