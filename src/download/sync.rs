@@ -222,12 +222,18 @@ pub fn sync(
         async move {
             let shard = Rc::new(shard);
             if shard.id().0 != 0 {
-                fetch_worker(shard).await;
+                let span = crate::obs::shard_span(shard.id().0);
+                tracing::Instrument::instrument(fetch_worker(shard), span).await;
                 return None;
             }
             let p = progress.lock().unwrap_or_else(|e| e.into_inner()).take();
             let p: ProgressFn = p.unwrap_or_else(|| Box::new(|_| {}));
-            let r = sync_async(cfg, sink_factory, p, Some(shard.clone())).await;
+            let span = crate::obs::shard_span(0);
+            let r = tracing::Instrument::instrument(
+                sync_async(cfg, sink_factory, p, Some(shard.clone())),
+                span,
+            )
+            .await;
             for peer in shard.peers() {
                 let _ = shard.send(peer, ShardMsg::Stop).await;
             }
@@ -1417,4 +1423,34 @@ async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Vec<(SourceId
     bad.sort();
     bad.dedup();
     bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bitmap_hex_roundtrip_and_rejects_wrong_length() {
+        let b = vec![true, false, true, true, false, false, false, false, true];
+        let h = bitmap_to_hex(&b);
+        assert_eq!(hex_to_bitmap(&h, b.len()), Some(b.clone()));
+        assert_eq!(hex_to_bitmap(&h, 20), None);
+        assert_eq!(hex_to_bitmap("zz", 1), None);
+    }
+
+    proptest! {
+        #[test]
+        fn journal_state_from_random_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), n in 0usize..5000) {
+            let _ = serde_json::from_slice::<JournalState>(&data);
+            if let Ok(t) = std::str::from_utf8(&data) {
+                let _ = hex_to_bitmap(t, n);
+            }
+        }
+
+        #[test]
+        fn bitmap_roundtrip(b in proptest::collection::vec(any::<bool>(), 0..3000)) {
+            prop_assert_eq!(hex_to_bitmap(&bitmap_to_hex(&b), b.len()), Some(b));
+        }
+    }
 }
