@@ -28,6 +28,11 @@ pub struct SyncConfig {
     pub mode: SyncMode,
     /// Pivot = median of the peers' best blocks minus this (geth uses 64; the seed 128).
     pub pivot_distance: u64,
+    /// Re-select the pivot when the peers' head is more than `pivot_distance` plus this
+    /// past it (checked every `status_check_ms`, and on resume).
+    pub repivot_slack: u64,
+    /// How often the peers' head is looked at again after the pivot was chosen (0: never).
+    pub status_check_ms: u64,
     /// Peers that must return the same pivot (and head) header.
     pub pivot_agreement: usize,
     pub header_batch: u64,
@@ -67,6 +72,8 @@ impl Default for SyncConfig {
             mode: SyncMode::Fast,
             pivot_distance: 128,
             pivot_agreement: 3,
+            repivot_slack: 64,
+            status_check_ms: 30_000,
             header_batch: 192,
             body_batch: 32,
             node_batch: 384,

@@ -366,6 +366,10 @@ struct Coordinator {
     chain_complete: bool,
     finished: bool,
     failed: bool,
+    /// A pivot from the journal, kept if the peers' head has not moved too far past it.
+    resume_pivot: Option<(Vec<u8>, Vec<u8>)>,
+    next_status_check_ms: u64,
+    repivots: u64,
 }
 
 fn hexs(b: &[u8]) -> String {
@@ -444,6 +448,11 @@ impl Engine {
 
     pub fn mode(&self) -> SyncMode {
         self.mode
+    }
+
+    /// Pivots selected after the first one by this engine instance.
+    pub fn repivots(&self) -> u64 {
+        self.coord.as_ref().map(|c| c.repivots).unwrap_or(0)
     }
 
     pub fn pivot(&self) -> Option<&Header> {
@@ -593,13 +602,22 @@ impl Engine {
             return;
         }
         if self.pivot.is_none() {
-            self.try_resume_pivot(out);
+            self.try_resume_pivot();
         }
         let now = self.now_ms;
         let agreement = self.cfg.pivot_agreement;
-        let need_pivot = self.pivot.is_none();
+        let check_ms = self.cfg.status_check_ms;
+        let done = self.coord.as_ref().is_some_and(|c| c.finished || c.state_complete);
         let c = self.coord.as_mut().expect("coordinator");
-        if need_pivot && !c.status_asked && now >= c.retry_at_ms && self.peers.live() >= agreement {
+        // With a pivot: look at the peers' head again now and then, to re-select the pivot
+        // when it falls too far behind.
+        let recheck = self.pivot.is_some() && !done && check_ms > 0 && now >= c.next_status_check_ms;
+        if recheck {
+            c.next_status_check_ms = now + check_ms;
+            c.anchors_asked = false;
+        }
+        let need_pivot = self.pivot.is_none() || recheck;
+        if need_pivot && (!c.status_asked || recheck) && now >= c.retry_at_ms && self.peers.live() >= agreement {
             c.status_asked = true;
             c.status_replies.clear();
             let ids: Vec<PeerId> = self
@@ -630,13 +648,28 @@ impl Engine {
         let _ = store;
     }
 
-    fn try_resume_pivot(&mut self, out: &mut Vec<Action>) {
+    /// After a restart: remember the journaled pivot; the first status round decides
+    /// whether it is still valid.
+    fn try_resume_pivot(&mut self) {
         let (Some(p), Some(h)) = (self.journal.pivot.clone(), self.journal.head.clone()) else {
             return;
         };
         let (Ok(p), Ok(h)) = (hex::decode(p), hex::decode(h)) else {
             return;
         };
+        if let Some(c) = self.coord.as_mut() {
+            if c.resume_pivot.is_none() {
+                c.resume_pivot = Some((p, h));
+            }
+        }
+    }
+
+    /// The peers' head is `head`: is the pivot (current or from the journal) still good?
+    fn pivot_still_valid(&self, pivot_number: u64, head: u64) -> bool {
+        head.saturating_sub(pivot_number) <= self.cfg.pivot_distance + self.cfg.repivot_slack
+    }
+
+    fn broadcast_pivot(&mut self, p: Vec<u8>, h: Vec<u8>, out: &mut Vec<Action>) {
         for s in 0..self.shards {
             out.push(Action::ToShard {
                 shard: s,
@@ -646,8 +679,6 @@ impl Engine {
                 },
             });
         }
-        // Only once: the Pivot message sets `self.pivot`.
-        self.journal.pivot = None;
     }
 
     fn on_status(&mut self, peer: PeerId, best: Option<u64>, out: &mut Vec<Action>) {
@@ -671,6 +702,22 @@ impl Engine {
         let mut bests: Vec<u64> = c.status_replies.values().copied().collect();
         bests.sort_unstable();
         let head = bests[(bests.len() - 1) / 2];
+        // Keep the current (or journaled) pivot while it is close enough to the head.
+        let current = self.pivot.as_ref().map(|p| p.number);
+        let resumed = c.resume_pivot.take();
+        if let Some(n) = current {
+            if self.pivot_still_valid(n, head) {
+                return;
+            }
+        } else if let Some((p, h)) = resumed {
+            if let Ok(ph) = Header::decode(&p) {
+                if self.pivot_still_valid(ph.number, head) {
+                    self.broadcast_pivot(p, h, out);
+                    return;
+                }
+            }
+        }
+        let c = self.coord.as_mut().expect("coordinator");
         if head <= anchor {
             c.status_asked = false;
             c.retry_at_ms = now + 1000;
@@ -711,6 +758,10 @@ impl Engine {
         let agreement = self.cfg.pivot_agreement;
         let now = self.now_ms;
         let Some(c) = self.coord.as_mut() else { return };
+        if !c.anchors_asked {
+            // A late answer to a round that is already decided.
+            return;
+        }
         c.anchor_pending = c.anchor_pending.saturating_sub(1);
         let (pn, hn) = c.anchor_target;
         let mut liar = false;
@@ -745,18 +796,27 @@ impl Engine {
                 .collect();
             c.anchor_votes.clear();
             c.anchor_pending = 0;
+            c.anchors_asked = false;
             for l in losers {
                 self.lie(l, out);
             }
-            for s in 0..self.shards {
-                out.push(Action::ToShard {
-                    shard: s,
-                    msg: ShardMsg::Pivot {
-                        pivot: p.clone(),
-                        head: h.clone(),
-                    },
-                });
+            let same = self.pivot.as_ref().is_some_and(|x| x.hash == key.0)
+                && self.head.as_ref().is_some_and(|x| x.hash == key.1);
+            if same {
+                return;
             }
+            let c = self.coord.as_mut().expect("coordinator");
+            if self.pivot.is_some() || !c.joined.is_empty() {
+                // A new pivot: the join bookkeeping of the old target does not carry over
+                // (stored headers do, and are announced again by their owners).
+                c.repivots += 1;
+                c.joined.clear();
+                c.pending_ranges.clear();
+                c.chain_complete = false;
+                c.reports.clear();
+                self.journal.joined.clear();
+            }
+            self.broadcast_pivot(p, h, out);
         } else if c.anchor_pending == 0 {
             c.anchors_asked = false;
             c.status_asked = false;
@@ -778,9 +838,13 @@ impl Engine {
             ShardMsg::HeadersJoined { batch } => {
                 if let Some(BatchState::Held(hs, _)) = self.batches.get(&batch).cloned() {
                     for h in &hs {
-                        store.put_header(h);
+                        if store.header(h.number).is_none_or(|x| x.hash != h.hash) {
+                            store.put_header(h);
+                            self.progress.headers_downloaded += 1;
+                        } else {
+                            self.progress.refetched_items += 1;
+                        }
                     }
-                    self.progress.headers_downloaded += hs.len() as u64;
                     self.batches.insert(batch, BatchState::Stored);
                     self.queue_bodies(batch, store);
                 }
@@ -874,10 +938,19 @@ impl Engine {
         if self.pivot.as_ref().is_some_and(|x| x.hash == p.hash) {
             return;
         }
+        let old_root = self.pivot.as_ref().map(|x| x.state_root);
+        let new_root = p.state_root;
         self.journal.pivot = Some(hexs(pivot));
         self.journal.head = Some(hexs(head));
         self.pivot = Some(p);
         self.head = Some(h);
+        self.reported = None;
+        if old_root.is_some() {
+            // A re-selected pivot: body tasks are queued again from the stored headers.
+            self.body_queue.clear();
+            self.receipt_queue.clear();
+            self.batch_tried.clear();
+        }
         let n = self.batch_count();
         self.progress.headers_total = self
             .head
@@ -911,6 +984,34 @@ impl Engine {
         }
         self.write_journal(store);
         // State.
+        match old_root {
+            Some(old) if old == new_root => return,
+            Some(_) => {
+                // New state root: verified nodes stay (content-addressed); the state walk
+                // or the snap ranges start again from the new root.
+                self.journal.state_complete = false;
+                self.journal.rebuilt = false;
+                self.journal.ranges.clear();
+                self.journal.walk_round = self.round + 1;
+                self.rebuilt = false;
+                self.phase = StatePhase::Idle;
+                self.node_queue.clear();
+                self.ranges.clear();
+                self.storage_tasks.clear();
+                self.storage_ready.clear();
+                self.storage_accs.clear();
+                self.code_queue.clear();
+                self.codes_wanted.clear();
+                if let Some(c) = self.coord.as_mut() {
+                    c.state_complete = false;
+                    c.rebuild_started = false;
+                    c.wave_replies.clear();
+                    c.last_wave = None;
+                }
+                self.write_journal(store);
+            }
+            None => {}
+        }
         if self.journal.state_complete {
             self.phase = StatePhase::Complete;
         } else if self.shard == 0 {

@@ -53,6 +53,10 @@ pub struct SimConfig {
     /// Print the progress line (stderr) and publish `get_status`/`get_progress` in the
     /// admin endpoint's `/status` (section `ethsync`) this often, in wall-clock ms.
     pub progress_every_ms: Option<u64>,
+    /// The chain grows while syncing: peers first announce this head, then one more
+    /// block every `ms_per_block` of virtual time (up to the generated chain's head).
+    pub initial_best: Option<u64>,
+    pub ms_per_block: u64,
     pub sync: SyncConfig,
 }
 
@@ -71,6 +75,8 @@ impl Default for SimConfig {
             max_virtual_ms: 6 * 3_600_000,
             latency_ms: (10, 80),
             progress_every_ms: None,
+            initial_best: None,
+            ms_per_block: 0,
             sync: SyncConfig::default(),
         }
     }
@@ -106,6 +112,8 @@ pub struct SimReport {
     /// Finished, complete, and equal to what the peers serve.
     pub correct: bool,
     pub restarts: u32,
+    /// Pivots selected after the first (the head moved too far, or was stale at resume).
+    pub repivots: u64,
     pub duplicate_writes: u64,
     pub virtual_ms: u64,
     pub events: u64,
@@ -276,6 +284,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
     let mut last_progress = std::time::Instant::now();
     // Counters of engines that were killed (their memory is gone, their work is not).
     let mut carried = Progress::default();
+    let mut carried_repivots = 0u64;
     let mut dropped: BTreeSet<PeerId> = BTreeSet::new();
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut acts = Vec::new();
@@ -346,6 +355,14 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
                         continue;
                     }
                     p.requests += 1;
+                    if let Some(b0) = cfg.initial_best {
+                        let grown = if cfg.ms_per_block > 0 {
+                            now / cfg.ms_per_block
+                        } else {
+                            0
+                        };
+                        p.serving.best = (b0 + grown).min(chain.head().number);
+                    }
                     let mut resp = p.serving.handle(&req);
                     match p.fault {
                         Fault::Lying => resp = corrupt(resp, &mut p.rng),
@@ -405,6 +422,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
                 for e in &engines {
                     carried.add(&e.get_progress());
                 }
+                carried_repivots += engines[0].repivots();
                 queue.clear();
                 engines = (0..shards)
                     .map(|s| Engine::new(cfg.sync.clone(), s, shards, &stores[s]))
@@ -418,16 +436,20 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         publish(&engines, &carried, false);
     }
     // Independent final check over the stores.
-    let expected_head = chain.head().hash;
+
     let status = engines[0].status();
     let mut progress = carried;
     progress.state_nodes_queued = 0;
     for e in &engines {
         progress.add(&e.get_progress());
     }
-    let (headers_ok, headers_verified, head_hash) = check_headers(&stores, &chain, shards);
+    // The chain may have grown while syncing: the target is the head the sync agreed on
+    // (it must be the peers' chain, and at least as high as what they first announced).
+    let target = status.highest_block.unwrap_or(chain.head().number);
+    let expected_head = chain.header(target).map(|h| h.hash).unwrap_or_default();
+    let (headers_ok, headers_verified, head_hash) = check_headers(&stores, &chain, target);
     let (bodies_ok, bodies_verified, receipts_verified) =
-        check_bodies(&stores, &chain, &cfg.sync, status.pivot_block.unwrap_or(0));
+        check_bodies(&stores, &chain, &cfg.sync, status.pivot_block.unwrap_or(0), target);
     let (state_ok, nodes, codes) = check_state(&stores, state.root);
     let state_root = status.state_root.clone();
     let correct = finished
@@ -455,6 +477,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         chain_complete: headers_ok && bodies_ok,
         correct,
         restarts,
+        repivots: engines[0].repivots() + carried_repivots,
         duplicate_writes: stores.iter().map(|s| s.duplicate_writes).sum(),
         virtual_ms: now,
         events,
@@ -501,8 +524,7 @@ fn find_header(stores: &[MemStore], n: u64) -> Option<&super::types::Header> {
 }
 
 /// Every header from the anchor to the head is stored and linked; returns the head hash.
-fn check_headers(stores: &[MemStore], chain: &ChainData, _shards: usize) -> (bool, u64, Option<B256>) {
-    let head = chain.head().number;
+fn check_headers(stores: &[MemStore], chain: &ChainData, head: u64) -> (bool, u64, Option<B256>) {
     let mut prev = chain.anchor_hash();
     let mut count = 0;
     let mut last = None;
@@ -520,11 +542,11 @@ fn check_headers(stores: &[MemStore], chain: &ChainData, _shards: usize) -> (boo
     (true, count, last)
 }
 
-fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig, pivot: u64) -> (bool, u64, u64) {
+fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig, pivot: u64, head: u64) -> (bool, u64, u64) {
     let mut bodies = 0;
     let mut receipts = 0;
     let mut ok = true;
-    for n in chain.base.max(1)..=chain.head().number {
+    for n in chain.base.max(1)..=head {
         let Some(h) = find_header(stores, n) else {
             return (false, bodies, receipts);
         };
