@@ -20,8 +20,9 @@ const MAX_INPUT_FILE_BYTES: u64 = 4 << 30;
 
 #[derive(Subcommand, Debug)]
 pub enum EthCmd {
-    /// Check every block of era1 archives: header hash chain, transactions root, ommers
-    /// hash, withdrawals root and receipts root. Exits 1 naming the failing block and field.
+    /// Check every block of era1 archives: header hash chain and header rules (gas, time,
+    /// base fee), transactions root, ommers hash, withdrawals root, receipts root, total
+    /// difficulty and the accumulator. Exits 1 naming the failing block and field.
     VerifyEra1(VerifyEra1Args),
     /// Compute a state root from a genesis allocation or a geth state dump, with the
     /// number of accounts, storage slots and contracts.
@@ -121,7 +122,7 @@ const MAX_REPORTED_FAILURES: usize = 1000;
 /// Check era1 files; the library entry point behind `catchup eth verify-era1`.
 pub fn check_era1_files(files: &[PathBuf]) -> anyhow::Result<Era1Report> {
     let mut rep = Era1Report::default();
-    let mut prev: Option<(B256, u64)> = None;
+    let mut prev: Option<(B256, catchup_eth::Header)> = None;
     let fail = |rep: &mut Era1Report, v: serde_json::Value| {
         if rep.failures.len() < MAX_REPORTED_FAILURES {
             rep.failures.push(v);
@@ -170,9 +171,12 @@ pub fn check_era1_files(files: &[PathBuf]) -> anyhow::Result<Era1Report> {
                         json!({"file": file, "block": n, "field": e.field().as_str(), "error": e.to_string()}),
                     ),
                 };
-            let link = match prev {
+            let link = match &prev {
                 // Files of distant ranges are checked independently.
-                Some((ph, pn)) if pn.checked_add(1) == Some(n) => verify_parent_hash(ph, pn, &b.header),
+                Some((ph, ph_header)) if ph_header.number.checked_add(1) == Some(n) => {
+                    verify_parent_hash(*ph, ph_header.number, &b.header)
+                        .and_then(|()| catchup_eth::verify_header_rules(ph_header, &b.header))
+                }
                 Some(_) => Ok(()),
                 None => Ok(()),
             };
@@ -209,7 +213,7 @@ pub fn check_era1_files(files: &[PathBuf]) -> anyhow::Result<Era1Report> {
                 }
             }
             records.push((b.hash, b.total_difficulty));
-            prev = Some((b.hash, n));
+            prev = Some((b.hash, b.header.clone()));
         }
         if complete {
             let computed = catchup_eth::era1::accumulator_root(&records);
@@ -645,6 +649,8 @@ mod tests {
                 transactions_root: catchup_eth::EMPTY_ROOT,
                 receipts_root: catchup_eth::receipts_root(&receipts),
                 difficulty: U256::from(7),
+                gas_limit: 30_000_000,
+                timestamp: 1 + 12 * n,
                 ..Default::default()
             };
             if n == 3 {
@@ -675,6 +681,18 @@ mod tests {
             "{:?}",
             rep.failures
         );
+        // A header rule (timestamps must increase) is caught on the last block.
+        blocks[4].0.timestamp = blocks[3].0.timestamp;
+        std::fs::write(&p, catchup_eth::era1::write_era1(&blocks).unwrap()).unwrap();
+        let rep = check_era1_files(std::slice::from_ref(&p)).unwrap();
+        assert!(
+            rep.failures
+                .iter()
+                .any(|f| f["field"] == "timestamp" && f["block"] == 4),
+            "{:?}",
+            rep.failures
+        );
+        assert_eq!(rep.headers_ok, 4);
     }
 
     #[test]

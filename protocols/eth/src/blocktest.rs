@@ -6,7 +6,9 @@ use alloy_primitives::B256;
 use serde_json::Value;
 
 use crate::types::{Block, Header};
-use crate::verify::{verify_ommers_hash, verify_parent_link, verify_transactions_root, verify_withdrawals, Field};
+use crate::verify::{
+    verify_header_rules, verify_ommers_hash, verify_parent_link, verify_transactions_root, verify_withdrawals, Field,
+};
 
 /// Largest block RLP accepted from a test document (hex characters / 2).
 pub const MAX_BLOCK_RLP_BYTES: usize = 16 * 1024 * 1024;
@@ -168,7 +170,7 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
                         .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
                         .filter(|v| v.len() == 32)
                         .map(|v| B256::from_slice(&v));
-                    let checks: [(&'static str, Check<'_>); 5] = [
+                    let checks: [(&'static str, Check<'_>); 6] = [
                         (
                             "hash",
                             Box::new(|| match expected_hash {
@@ -179,6 +181,10 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
                         (
                             "parentHash",
                             Box::new(|| verify_parent_link(&parent, &block.header).map_err(|e| e.field())),
+                        ),
+                        (
+                            "headerRules",
+                            Box::new(|| verify_header_rules(&parent, &block.header).map_err(|e| e.field())),
                         ),
                         (
                             "transactionsRoot",

@@ -42,8 +42,8 @@ pub use types::{
     TxType, Withdrawal, EMPTY_CODE_HASH, EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{
-    ommers_hash, receipts_root, receipts_root_encoded, transactions_root, verify_block, verify_body,
-    verify_body_encoded, verify_hashed_header_chain, verify_header_chain, verify_header_hash, verify_ommers_hash,
-    verify_parent_hash, verify_parent_link, verify_receipts, verify_receipts_encoded, verify_transactions_root,
-    verify_withdrawals, withdrawals_root, BlockDataError, Field, VerifyError,
+    expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded, transactions_root, verify_block, verify_body,
+    verify_body_encoded, verify_hashed_header_chain, verify_header_chain, verify_header_hash, verify_header_rules,
+    verify_ommers_hash, verify_parent_hash, verify_parent_link, verify_receipts, verify_receipts_encoded,
+    verify_transactions_root, verify_withdrawals, withdrawals_root, BlockDataError, Field, VerifyError,
 };

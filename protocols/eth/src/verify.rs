@@ -6,8 +6,9 @@ use alloy_primitives::{keccak256, B256};
 use crate::trie::ordered_root;
 use crate::types::{Block, BlockBody, Header, Receipt};
 
-/// Which commitment failed.
+/// Which commitment or rule failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Field {
     HeaderHash,
     ParentHash,
@@ -16,6 +17,10 @@ pub enum Field {
     OmmersHash,
     WithdrawalsRoot,
     ReceiptsRoot,
+    GasUsed,
+    GasLimit,
+    Timestamp,
+    BaseFee,
 }
 
 impl Field {
@@ -28,6 +33,10 @@ impl Field {
             Field::OmmersHash => "ommersHash",
             Field::WithdrawalsRoot => "withdrawalsRoot",
             Field::ReceiptsRoot => "receiptsRoot",
+            Field::GasUsed => "gasUsed",
+            Field::GasLimit => "gasLimit",
+            Field::Timestamp => "timestamp",
+            Field::BaseFee => "baseFeePerGas",
         }
     }
 }
@@ -53,6 +62,13 @@ pub enum VerifyError {
     UnexpectedWithdrawals { number: u64 },
     #[error("block {number}: header has a withdrawalsRoot but the body has no withdrawals")]
     MissingWithdrawals { number: u64 },
+    #[error("block {number}: {field} is {got}, the rule allows {allowed}")]
+    Rule {
+        number: u64,
+        field: Field,
+        got: u128,
+        allowed: String,
+    },
 }
 
 impl VerifyError {
@@ -61,12 +77,13 @@ impl VerifyError {
             VerifyError::Mismatch { number, .. }
             | VerifyError::NumberGap { number, .. }
             | VerifyError::UnexpectedWithdrawals { number }
-            | VerifyError::MissingWithdrawals { number } => number,
+            | VerifyError::MissingWithdrawals { number }
+            | VerifyError::Rule { number, .. } => number,
         }
     }
     pub fn field(&self) -> Field {
         match *self {
-            VerifyError::Mismatch { field, .. } => field,
+            VerifyError::Mismatch { field, .. } | VerifyError::Rule { field, .. } => field,
             VerifyError::NumberGap { .. } => Field::Number,
             VerifyError::UnexpectedWithdrawals { .. } | VerifyError::MissingWithdrawals { .. } => {
                 Field::WithdrawalsRoot
@@ -296,4 +313,109 @@ pub fn verify_body_encoded(header: &Header, body_rlp: &[u8]) -> Result<BlockBody
     })?;
     verify_body(header, &body)?;
     Ok(body)
+}
+
+/// EIP-1559: the base fee of the first London block.
+pub const INITIAL_BASE_FEE: u64 = 1_000_000_000;
+/// EIP-1559 elasticity multiplier and base fee change denominator.
+pub const ELASTICITY_MULTIPLIER: u64 = 2;
+pub const BASE_FEE_CHANGE_DENOMINATOR: u128 = 8;
+/// Gas limit bounds (yellow paper / EIP-1559).
+pub const GAS_LIMIT_BOUND_DIVISOR: u64 = 1024;
+pub const MIN_GAS_LIMIT: u64 = 5000;
+
+/// The base fee a child of `parent` must carry (`parent` must be a London header, i.e.
+/// have a base fee; at the fork block itself the base fee is [`INITIAL_BASE_FEE`]).
+pub fn expected_base_fee(parent: &Header) -> Option<u64> {
+    let parent_fee = parent.base_fee_per_gas? as u128;
+    let target = (parent.gas_limit / ELASTICITY_MULTIPLIER) as u128;
+    let used = parent.gas_used as u128;
+    if target == 0 {
+        return Some(parent_fee as u64);
+    }
+    let fee = match used.cmp(&target) {
+        std::cmp::Ordering::Equal => parent_fee,
+        std::cmp::Ordering::Greater => {
+            let delta = (parent_fee * (used - target) / target / BASE_FEE_CHANGE_DENOMINATOR).max(1);
+            parent_fee + delta
+        }
+        std::cmp::Ordering::Less => {
+            let delta = parent_fee * (target - used) / target / BASE_FEE_CHANGE_DENOMINATOR;
+            parent_fee.saturating_sub(delta)
+        }
+    };
+    u64::try_from(fee).ok()
+}
+
+fn rule(number: u64, field: Field, got: u128, allowed: String) -> VerifyError {
+    VerifyError::Rule {
+        number,
+        field,
+        got,
+        allowed,
+    }
+}
+
+/// Header rules checkable without state: gas used within the limit, the gas limit moved
+/// by less than 1/1024 of the parent's (and at least 5000), timestamps increasing, and the
+/// EIP-1559 base fee. Call after [`verify_parent_link`].
+pub fn verify_header_rules(parent: &Header, child: &Header) -> Result<(), VerifyError> {
+    let n = child.number;
+    if child.gas_used > child.gas_limit {
+        return Err(rule(
+            n,
+            Field::GasUsed,
+            child.gas_used as u128,
+            format!("at most gasLimit {}", child.gas_limit),
+        ));
+    }
+    if child.timestamp <= parent.timestamp {
+        return Err(rule(
+            n,
+            Field::Timestamp,
+            child.timestamp as u128,
+            format!("above the parent's {}", parent.timestamp),
+        ));
+    }
+    // At the London fork block the gas target doubles: the parent's limit counts twice.
+    let parent_limit = match (parent.base_fee_per_gas, child.base_fee_per_gas) {
+        (None, Some(_)) => parent.gas_limit.saturating_mul(ELASTICITY_MULTIPLIER),
+        _ => parent.gas_limit,
+    };
+    let bound = parent_limit / GAS_LIMIT_BOUND_DIVISOR;
+    if child.gas_limit.abs_diff(parent_limit) >= bound || child.gas_limit < MIN_GAS_LIMIT {
+        return Err(rule(
+            n,
+            Field::GasLimit,
+            child.gas_limit as u128,
+            format!(
+                "within {parent_limit} ± {} and at least {MIN_GAS_LIMIT}",
+                bound.saturating_sub(1)
+            ),
+        ));
+    }
+    match (parent.base_fee_per_gas, child.base_fee_per_gas) {
+        (_, None) => {
+            if parent.base_fee_per_gas.is_some() {
+                return Err(rule(n, Field::BaseFee, 0, "a base fee (the parent has one)".into()));
+            }
+        }
+        (None, Some(fee)) => {
+            if fee != INITIAL_BASE_FEE {
+                return Err(rule(
+                    n,
+                    Field::BaseFee,
+                    fee as u128,
+                    format!("{INITIAL_BASE_FEE} at the London block"),
+                ));
+            }
+        }
+        (Some(_), Some(fee)) => {
+            let expected = expected_base_fee(parent);
+            if expected != Some(fee) {
+                return Err(rule(n, Field::BaseFee, fee as u128, format!("{expected:?}")));
+            }
+        }
+    }
+    Ok(())
 }

@@ -278,6 +278,9 @@ fn mainnet_era1_hash_chain_and_ommers() {
         "block 0 is the mainnet genesis"
     );
     verify_header_chain(&headers).unwrap();
+    for w in headers.windows(2) {
+        verify_header_rules(&w[0], &w[1]).unwrap();
+    }
     // The same headers as a BlockHeaders list, hashed from the received bytes.
     let mut payload = Vec::new();
     for h in &headers {
@@ -329,6 +332,14 @@ fn sepolia_era1_tx_and_receipt_roots() {
     }
     assert_eq!((blocks, txs, with_txs), (8192, 93, 74));
     verify_header_chain(&headers).unwrap();
+    for w in headers.windows(2) {
+        verify_header_rules(&w[0], &w[1]).unwrap();
+    }
+    // A wrong base fee is caught and named.
+    let mut bad = headers[101].clone();
+    bad.base_fee_per_gas = bad.base_fee_per_gas.map(|f| f + 1);
+    let e = verify_header_rules(&headers[100], &bad).unwrap_err();
+    assert_eq!((e.number(), e.field()), (headers[101].number, Field::BaseFee));
 }
 
 #[test]
@@ -421,6 +432,9 @@ fn devnet_chain_rlp_and_genesis() {
     );
     let headers: Vec<Header> = blocks.iter().map(|b| b.header.clone()).collect();
     verify_header_chain(&headers).unwrap();
+    for w in headers.windows(2) {
+        verify_header_rules(&w[0], &w[1]).unwrap();
+    }
     let mut reencoded = Vec::new();
     for b in &blocks {
         verify_block(b).unwrap();
