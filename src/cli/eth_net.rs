@@ -31,11 +31,22 @@ use super::GlobalOpts;
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Blocks after genesis, RLP back to back (the devnet's chain.rlp).
+    #[arg(long, value_name = "FILE", required_unless_present = "era1", conflicts_with = "era1")]
+    pub chain: Option<PathBuf>,
+    /// era1 archives to serve (consecutive), with their receipts.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub era1: Vec<PathBuf>,
+    /// geth genesis file: chain id, fork schedule (fork id), genesis block. Required with
+    /// --chain; with --era1 it may be replaced by --network-id and --genesis-hash.
     #[arg(long, value_name = "FILE")]
-    pub chain: PathBuf,
-    /// geth genesis file: chain id, fork schedule (fork id), genesis block.
-    #[arg(long, value_name = "FILE")]
-    pub genesis: PathBuf,
+    pub genesis: Option<PathBuf>,
+    /// Network id announced in Status (with --era1 and no --genesis).
+    #[arg(long, default_value_t = 1)]
+    pub network_id: u64,
+    /// Genesis hash announced in Status (with --era1 and no --genesis, when the archives do
+    /// not start at block 0).
+    #[arg(long, value_name = "HASH")]
+    pub genesis_hash: Option<String>,
     /// geth state dump of the head state; without it state requests get empty answers.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
@@ -123,38 +134,64 @@ fn node_key(datadir: Option<&Path>) -> anyhow::Result<SecretKey> {
 }
 
 pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
-    let spec = ChainSpec::from_genesis_json(&a.genesis)?;
-    let genesis = genesis_hash(&a.genesis)?;
-    let raw = RawChain::from_rlp_file(&a.chain)?;
-    if raw.base == 1 && raw.parent_of_first != genesis {
-        bail!(
-            "{}: block 1's parent {} is not the genesis {} of {}",
-            a.chain.display(),
-            hex::encode(raw.parent_of_first),
-            hex::encode(genesis),
-            a.genesis.display()
-        );
-    }
-    let chain = Arc::new(chain_from_rlp_file(&a.chain)?);
-    let state = match &a.state {
-        Some(p) => {
-            let st = StateData::from_geth_dump(p)?;
-            if st.root != chain.head().state_root {
-                bail!(
-                    "{}: state root {} is not the head block's {}",
-                    p.display(),
-                    st.root,
-                    chain.head().state_root
-                );
-            }
-            Some(Arc::new(st))
+    let (raw, chain, state, status) = if let Some(chain_path) = &a.chain {
+        let genesis_path = a.genesis.as_ref().context("--chain needs --genesis")?;
+        let spec = ChainSpec::from_genesis_json(genesis_path)?;
+        let genesis = genesis_hash(genesis_path)?;
+        let raw = RawChain::from_rlp_file(chain_path)?;
+        if raw.base == 1 && raw.parent_of_first != genesis {
+            bail!(
+                "{}: block 1's parent {} is not the genesis {} of {}",
+                chain_path.display(),
+                hex::encode(raw.parent_of_first),
+                hex::encode(genesis),
+                genesis_path.display()
+            );
         }
-        None => None,
+        let chain = Arc::new(chain_from_rlp_file(chain_path)?);
+        let state = match &a.state {
+            Some(p) => {
+                let st = StateData::from_geth_dump(p)?;
+                if st.root != chain.head().state_root {
+                    bail!(
+                        "{}: state root {} is not the head block's {}",
+                        p.display(),
+                        st.root,
+                        chain.head().state_root
+                    );
+                }
+                Some(Arc::new(st))
+            }
+            None => None,
+        };
+        let status = chain_status(&spec, genesis, &raw);
+        (raw, chain, state, status)
+    } else {
+        let (raw, data, td) = crate::p2p::chain::load_era1(&a.era1)?;
+        let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
+            (Some(g), _) => (ChainSpec::from_genesis_json(g)?, genesis_hash(g)?),
+            (None, Some(h)) => {
+                let mut g = [0u8; 32];
+                hex::decode_to_slice(h.trim_start_matches("0x"), &mut g)
+                    .map_err(|e| anyhow::anyhow!("--genesis-hash {h}: {e}"))?;
+                (ChainSpec::without_forks(a.network_id), g)
+            }
+            (None, None) if raw.base == 0 => (ChainSpec::without_forks(a.network_id), raw.hashes[0]),
+            (None, None) => bail!(
+                "the era1 archives start at block {}: give --genesis or --genesis-hash",
+                raw.base
+            ),
+        };
+        if a.state.is_some() {
+            bail!("--state goes with --chain (the state dump of that chain's head)");
+        }
+        let mut status = chain_status(&spec, genesis, &raw);
+        status.total_difficulty = td.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        (raw, Arc::new(data), None, status)
     };
     let key = node_key(a.datadir.as_deref())?;
     let local = LocalNode::new(key);
     let listen = resolve_listen(a.listen)?;
-    let status = chain_status(&spec, genesis, &raw);
     let enode = local.enode(listen);
     if a.json {
         println!(

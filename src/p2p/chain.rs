@@ -224,3 +224,50 @@ impl Responder for ChainResponder {
         }
     }
 }
+
+/// Blocks of era1 archives (consecutive files, each block linked to the previous): the raw
+/// chain for Status and serving, the same blocks with their receipts for the sync's serving
+/// peer, and the total difficulty of the last block.
+pub fn load_era1(paths: &[std::path::PathBuf]) -> anyhow::Result<(RawChain, crate::ethsync::chain::ChainData, u128)> {
+    use crate::ethsync::types::{Body, Header as SyncHeader, Receipts};
+    let mut raw = RawChain::default();
+    let mut data = crate::ethsync::chain::ChainData::default();
+    let mut td: u128 = 0;
+    for path in paths {
+        let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let era = catchup_eth::era1::Era1::open(&buf).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for b in era.blocks() {
+            let b = b.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let header = b.header.encode();
+            let number = b.header.number();
+            let parent = b.header.parent_hash().0;
+            if raw.headers.is_empty() {
+                raw.base = number;
+                raw.parent_of_first = parent;
+                data.base = number;
+            } else if number != raw.base + raw.headers.len() as u64 || parent != *raw.hashes.last().unwrap_or(&[0; 32])
+            {
+                bail!("{}: block {number} does not follow its predecessor", path.display());
+            }
+            let hash = b.hash.0;
+            let body = b.body.encode();
+            raw.by_hash.insert(hash, number);
+            raw.hashes.push(hash);
+            raw.headers.push(header.clone());
+            raw.bodies.push(body.clone());
+            let h =
+                SyncHeader::decode(&header).map_err(|e| anyhow::anyhow!("{}: block {number}: {e}", path.display()))?;
+            data.by_hash.insert(h.hash, number);
+            data.headers.push(h);
+            data.bodies.push(Body { raw: body });
+            data.receipts.push(Some(Receipts {
+                raw: catchup_eth::encode_receipts(&b.receipts),
+            }));
+            td = u128::try_from(b.total_difficulty).unwrap_or(u128::MAX);
+        }
+    }
+    if raw.headers.is_empty() {
+        bail!("no blocks in {} era1 file(s)", paths.len());
+    }
+    Ok((raw, data, td))
+}

@@ -72,6 +72,17 @@ impl ChainSpec {
         })
     }
 
+    /// A chain with no forks after genesis (only the genesis hash enters the fork id).
+    pub fn without_forks(chain_id: u64) -> Self {
+        ChainSpec {
+            chain_id,
+            genesis_difficulty: 0,
+            genesis_timestamp: 0,
+            block_forks: Vec::new(),
+            time_forks: Vec::new(),
+        }
+    }
+
     /// The fork id at a head block.
     pub fn fork_id(&self, genesis_hash: [u8; 32], head_number: u64, head_time: u64) -> ForkId {
         ForkSchedule {

@@ -144,3 +144,51 @@ pub async fn fetch_bodies(
     }
     Ok(())
 }
+
+/// Fetch the receipts of every downloaded header and check each block's list against its
+/// header's receipts root. Returns the number of receipts verified.
+pub async fn fetch_receipts(
+    peer: &mut EthPeer,
+    batch: usize,
+    timeout_ms: u64,
+    responder: &dyn Responder,
+    out: &Downloaded,
+) -> Result<u64, DownloadError> {
+    let mut done = 0usize;
+    let mut receipts_total = 0u64;
+    while done < out.headers.len() {
+        let end = (done + batch).min(out.headers.len());
+        let hashes: Vec<[u8; 32]> = out.headers[done..end].iter().map(|h| h.hash().0).collect();
+        let resp = peer
+            .request(
+                |request_id| Wire::Eth(EthMessage::GetReceipts { request_id, hashes }),
+                timeout_ms,
+                responder,
+            )
+            .await?;
+        let Wire::Eth(EthMessage::Receipts { receipts, .. }) = resp else {
+            return Err(DownloadError::WrongMessage { what: "GetReceipts" });
+        };
+        if receipts.is_empty() {
+            return Err(DownloadError::Missing {
+                what: "receipts",
+                number: out.headers[done].number(),
+            });
+        }
+        for raw in receipts.iter().take(end - done) {
+            let h = &out.headers[done];
+            // EthPeer hands receipts over in the consensus shape whatever the eth version.
+            let list = catchup_eth::decode_receipts(raw).map_err(|e| DownloadError::Invalid {
+                number: h.number(),
+                detail: format!("receipts: {e}"),
+            })?;
+            catchup_eth::verify_receipts(h, &list).map_err(|e| DownloadError::Invalid {
+                number: h.number(),
+                detail: e.to_string(),
+            })?;
+            receipts_total += list.len() as u64;
+            done += 1;
+        }
+    }
+    Ok(receipts_total)
+}

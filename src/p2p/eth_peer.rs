@@ -154,6 +154,12 @@ impl EthPeer {
             Route::P2p(_) => return Ok(Incoming::Other),
             Route::Cap { cap: 0, id } => match EthMessage::decode(self.eth.version, id, payload)? {
                 EthMessage::Ignored { .. } | EthMessage::Status(_) => return Ok(Incoming::Other),
+                EthMessage::Receipts { request_id, receipts } if self.eth.version >= 69 => {
+                    Wire::Eth(EthMessage::Receipts {
+                        request_id,
+                        receipts: receipts_from_eth69(&receipts)?,
+                    })
+                }
                 m => Wire::Eth(m),
             },
             Route::Cap { id, .. } => Wire::Snap(SnapMessage::decode(id, payload)?),
@@ -168,6 +174,13 @@ impl EthPeer {
     async fn send_wire(&mut self, w: &Wire) -> Result<(), NetError> {
         let peer = self.conn.peer;
         let (wire_id, payload) = match w {
+            Wire::Eth(EthMessage::Receipts { request_id, receipts }) if self.eth.version >= 69 => {
+                let m = EthMessage::Receipts {
+                    request_id: *request_id,
+                    receipts: receipts_to_eth69(receipts),
+                };
+                (self.eth.offset + m.id(), m.encode())
+            }
             Wire::Eth(m) => (self.eth.offset + m.id(), m.encode()),
             Wire::Snap(m) => {
                 let Some(s) = &self.snap else {
@@ -251,4 +264,27 @@ impl EthPeer {
             }
         }
     }
+}
+
+/// eth/69 receipts (no bloom) to the consensus encoding the rest of the node uses.
+fn receipts_from_eth69(lists: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Devp2pError> {
+    lists
+        .iter()
+        .map(|raw| {
+            catchup_eth::decode_receipts_eth69(raw)
+                .map(|r| catchup_eth::encode_receipts(&r))
+                .map_err(|e| Devp2pError::rlp("eth/69 receipts", e))
+        })
+        .collect()
+}
+
+/// Consensus-encoded receipt lists to the eth/69 form; lists that do not decode are sent empty.
+fn receipts_to_eth69(lists: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    lists
+        .iter()
+        .map(|raw| match catchup_eth::decode_receipts(raw) {
+            Ok(r) => catchup_eth::encode_receipts_eth69(&r),
+            Err(_) => catchup_eth::encode_receipts_eth69(&[]),
+        })
+        .collect()
 }

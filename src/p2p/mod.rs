@@ -5,11 +5,11 @@
 //! A connection lives on the shard that opened or accepted it; every shard listens on the
 //! same address (glommio binds with SO_REUSEPORT) so the kernel spreads inbound peers.
 
+pub mod bench;
 pub mod chain;
 pub mod chainspec;
 pub mod conn;
 pub mod convert;
-pub mod bench;
 pub mod download;
 pub mod engine_serve;
 pub mod eth_peer;
