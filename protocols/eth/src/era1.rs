@@ -37,6 +37,7 @@ pub struct Era1Error {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Era1ErrorKind {
     #[error("truncated: record header needs {needed} bytes, {available} left")]
     TruncatedHeader { needed: usize, available: usize },

@@ -21,6 +21,7 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_RANGE_KEYS: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProofError {
     #[error("range proof: {keys} keys but {values} values")]
     LengthMismatch { keys: usize, values: usize },

@@ -15,6 +15,7 @@ pub const MAX_ACCOUNTS: usize = 10_000_000;
 pub const MAX_CODE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     #[error("bad JSON: {0}")]
     Json(String),

@@ -48,6 +48,7 @@ impl std::fmt::Display for Field {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     #[error("block {number}: {field} mismatch: header has {expected}, computed {got}")]
     Mismatch {
@@ -268,6 +269,7 @@ pub fn receipts_root_encoded(list_rlp: &[u8]) -> Result<B256, crate::rlp::RlpErr
 
 /// A body or receipt list from the wire that does not decode, or does not match its header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BlockDataError {
     #[error("block {number}: {what} does not decode: {source}")]
     Decode {
