@@ -63,6 +63,14 @@ pub struct SimArgs {
     /// Pivot = median best block of peers minus this (default 128; geth's head-64: 64).
     #[arg(long)]
     pub pivot_distance: Option<u64>,
+    /// Re-select the pivot when the head is more than pivot distance plus this past it
+    /// (default 64).
+    #[arg(long)]
+    pub repivot_slack: Option<u64>,
+    /// How often the peers' head is checked after the pivot was chosen, 0 = never
+    /// (default 30000).
+    #[arg(long)]
+    pub status_check_ms: Option<u64>,
     /// Peers that must agree on the pivot header (default 3).
     #[arg(long)]
     pub pivot_agreement: Option<usize>,
@@ -142,6 +150,8 @@ pub fn sync_config(a: &SimArgs) -> anyhow::Result<SyncConfig> {
     set!(
         mode,
         pivot_distance,
+        repivot_slack,
+        status_check_ms,
         pivot_agreement,
         header_batch,
         body_batch,

@@ -82,6 +82,24 @@ impl Transport for LoopbackTransport {
     }
 }
 
+/// A store whose writes become durable at `commit` (group commit after each batch of
+/// events; the journal is saved after the data it names).
+pub trait Commit {
+    fn commit(&mut self) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+impl Commit for super::store::MemStore {
+    async fn commit(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Commit for super::persist::DiskStore {
+    async fn commit(&mut self) -> Result<(), String> {
+        super::persist::DiskStore::commit(self).await.map_err(|e| e.to_string())
+    }
+}
+
 /// How a shard's run ended.
 #[derive(Debug, Clone)]
 pub struct ShardOutcome {
@@ -95,10 +113,10 @@ pub struct ShardOutcome {
 
 /// Run this shard's engine until the sync finishes (shard 0 then asks every shard to shut
 /// down), the runtime shuts down, or `max_ms` passes.
-pub async fn drive_shard<T: Transport>(
+pub async fn drive_shard<T: Transport, S: SyncStore + Commit>(
     shard: &Shard<ShardMsg>,
     cfg: SyncConfig,
-    store: &mut dyn SyncStore,
+    store: &mut S,
     transport: &mut T,
     max_ms: u64,
 ) -> ShardOutcome {
@@ -155,6 +173,11 @@ pub async fn drive_shard<T: Transport>(
                     shard.request_shutdown();
                 }
             }
+        }
+        if let Err(e) = store.commit().await {
+            failure = Some(format!("shard {id}: {e}"));
+            shard.request_shutdown();
+            break;
         }
         // Shard messages: a full channel is back-pressure; keep the message and retry
         // after taking our own messages in (so two full shards cannot wait on each other).

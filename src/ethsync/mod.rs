@@ -12,6 +12,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod peers;
+pub mod persist;
 pub mod rlp;
 pub mod serve;
 pub mod sim;

@@ -1,0 +1,232 @@
+//! The sync's store on disk: the per-shard `catchup_io` store (append-only segments,
+//! checksummed records, write-once content-addressed kinds) and the atomic journal.
+//!
+//! The engine is synchronous, the disk store is asynchronous: [`DiskStore`] serves reads
+//! from memory (everything stored is loaded at open) and queues writes; the driver calls
+//! [`DiskStore::commit`] after each batch of events, which writes the queued records,
+//! flushes them (group commit), and only then saves the journal, so the journal never
+//! names data that is not durable.
+
+use std::path::Path;
+
+use alloy_primitives::B256;
+use catchup_io::journal::Journal;
+use catchup_io::store::{Store, StoreOptions};
+
+use super::store::{MemStore, SyncStore};
+use super::types::{Body, Header, Receipts};
+
+const KIND_NODE: u8 = 1;
+const KIND_CODE: u8 = 2;
+const KIND_HEADER: u8 = 3;
+const KIND_BODY: u8 = 4;
+const KIND_RECEIPTS: u8 = 5;
+const KIND_ACCOUNT: u8 = 6;
+const KIND_STORAGE_DONE: u8 = 7;
+const KINDS: [u8; 7] = [
+    KIND_NODE,
+    KIND_CODE,
+    KIND_HEADER,
+    KIND_BODY,
+    KIND_RECEIPTS,
+    KIND_ACCOUNT,
+    KIND_STORAGE_DONE,
+];
+
+/// Errors of the on-disk sync store, naming the directory and the item.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("sync store in {dir}: {source}")]
+    Store {
+        dir: String,
+        source: catchup_io::store::StoreError,
+    },
+    #[error("sync journal in {dir}: {source}")]
+    Journal {
+        dir: String,
+        source: catchup_io::journal::JournalError,
+    },
+    #[error("sync store in {dir}: stored {what} does not decode")]
+    Corrupt { dir: String, what: &'static str },
+}
+
+/// A shard's sync store on disk, with an in-memory view for the engine.
+pub struct DiskStore {
+    mem: MemStore,
+    disk: Store,
+    journal: Journal,
+    pending: Vec<(u8, Vec<u8>, Vec<u8>)>,
+    journal_pending: Option<Vec<u8>>,
+    dir: String,
+    /// Records loaded at open (what a restart did not have to fetch).
+    pub loaded_records: u64,
+}
+
+impl DiskStore {
+    /// Open (or create) the store and journal in `dir` and load what they hold.
+    pub async fn open(dir: &Path) -> Result<DiskStore, PersistError> {
+        let d = dir.display().to_string();
+        let opts = StoreOptions::default()
+            .content_addressed(KIND_NODE)
+            .content_addressed(KIND_CODE);
+        let disk = Store::open(dir.join("store"), opts)
+            .await
+            .map_err(|source| PersistError::Store { dir: d.clone(), source })?;
+        let journal =
+            Journal::open(dir, "ethsync").map_err(|source| PersistError::Journal { dir: d.clone(), source })?;
+        let mut mem = MemStore::default();
+        let mut loaded = 0u64;
+        for kind in KINDS {
+            let mut it = disk.iter_kind(kind);
+            while let Some(r) = it.next().await {
+                let (k, v) = r.map_err(|source| PersistError::Store { dir: d.clone(), source })?;
+                let corrupt = |what| PersistError::Corrupt { dir: d.clone(), what };
+                loaded += 1;
+                let key32 = || (k.len() == 32).then(|| B256::from_slice(&k));
+                let num = || <[u8; 8]>::try_from(k.as_slice()).ok().map(u64::from_be_bytes);
+                match kind {
+                    KIND_NODE => {
+                        mem.nodes.insert(key32().ok_or(corrupt("node key"))?, v);
+                    }
+                    KIND_CODE => {
+                        mem.codes.insert(key32().ok_or(corrupt("code key"))?, v);
+                    }
+                    KIND_HEADER => {
+                        let h = Header::decode(&v).map_err(|_| corrupt("header"))?;
+                        mem.headers.insert(num().ok_or(corrupt("header key"))?, h);
+                    }
+                    KIND_BODY => {
+                        mem.bodies.insert(num().ok_or(corrupt("body key"))?, Body { raw: v });
+                    }
+                    KIND_RECEIPTS => {
+                        mem.receipts
+                            .insert(num().ok_or(corrupt("receipts key"))?, Receipts { raw: v });
+                    }
+                    KIND_ACCOUNT => {
+                        mem.accounts.insert(key32().ok_or(corrupt("account key"))?, v);
+                    }
+                    _ => {
+                        mem.storage_done.insert(key32().ok_or(corrupt("storage key"))?);
+                    }
+                }
+            }
+        }
+        mem.journal = journal
+            .load()
+            .map_err(|source| PersistError::Journal { dir: d.clone(), source })?;
+        Ok(DiskStore {
+            mem,
+            disk,
+            journal,
+            pending: Vec::new(),
+            journal_pending: None,
+            dir: d,
+            loaded_records: loaded,
+        })
+    }
+
+    /// Write and flush what the engine stored since the last commit, then save the journal.
+    pub async fn commit(&mut self) -> Result<(), PersistError> {
+        if self.pending.is_empty() && self.journal_pending.is_none() {
+            return Ok(());
+        }
+        let d = self.dir.clone();
+        for (kind, k, v) in self.pending.drain(..) {
+            self.disk
+                .put(kind, &k, &v)
+                .await
+                .map_err(|source| PersistError::Store { dir: d.clone(), source })?;
+        }
+        self.disk
+            .flush()
+            .await
+            .map_err(|source| PersistError::Store { dir: d.clone(), source })?;
+        if let Some(j) = self.journal_pending.take() {
+            self.journal
+                .save(&j)
+                .map_err(|source| PersistError::Journal { dir: d.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Commit and close the store cleanly (writes its index checkpoint).
+    pub async fn close(mut self) -> Result<MemStore, PersistError> {
+        self.commit().await?;
+        let d = self.dir.clone();
+        self.disk
+            .close()
+            .await
+            .map_err(|source| PersistError::Store { dir: d, source })?;
+        Ok(self.mem)
+    }
+
+    /// The in-memory view (everything stored).
+    pub fn view(&self) -> &MemStore {
+        &self.mem
+    }
+}
+
+impl SyncStore for DiskStore {
+    fn has_node(&self, hash: &B256) -> bool {
+        self.mem.has_node(hash)
+    }
+    fn get_node(&self, hash: &B256) -> Option<Vec<u8>> {
+        self.mem.get_node(hash)
+    }
+    fn put_node(&mut self, hash: B256, rlp: &[u8]) {
+        self.mem.put_node(hash, rlp);
+        self.pending.push((KIND_NODE, hash.to_vec(), rlp.to_vec()));
+    }
+    fn has_code(&self, hash: &B256) -> bool {
+        self.mem.has_code(hash)
+    }
+    fn put_code(&mut self, hash: B256, code: &[u8]) {
+        self.mem.put_code(hash, code);
+        self.pending.push((KIND_CODE, hash.to_vec(), code.to_vec()));
+    }
+    fn put_header(&mut self, header: &Header) {
+        self.mem.put_header(header);
+        self.pending
+            .push((KIND_HEADER, header.number.to_be_bytes().to_vec(), header.raw.clone()));
+    }
+    fn header(&self, number: u64) -> Option<Header> {
+        self.mem.header(number)
+    }
+    fn put_body(&mut self, number: u64, body: &Body) {
+        self.mem.put_body(number, body);
+        self.pending
+            .push((KIND_BODY, number.to_be_bytes().to_vec(), body.raw.clone()));
+    }
+    fn has_body(&self, number: u64) -> bool {
+        self.mem.has_body(number)
+    }
+    fn put_receipts(&mut self, number: u64, receipts: &Receipts) {
+        self.mem.put_receipts(number, receipts);
+        self.pending
+            .push((KIND_RECEIPTS, number.to_be_bytes().to_vec(), receipts.raw.clone()));
+    }
+    fn has_receipts(&self, number: u64) -> bool {
+        self.mem.has_receipts(number)
+    }
+    fn put_account(&mut self, hash: B256, rlp: &[u8]) {
+        self.mem.put_account(hash, rlp);
+        self.pending.push((KIND_ACCOUNT, hash.to_vec(), rlp.to_vec()));
+    }
+    fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
+        self.mem.accounts_in(lo, hi)
+    }
+    fn put_storage_done(&mut self, account: B256) {
+        self.mem.put_storage_done(account);
+        self.pending.push((KIND_STORAGE_DONE, account.to_vec(), vec![1]));
+    }
+    fn storage_done(&self, account: &B256) -> bool {
+        self.mem.storage_done(account)
+    }
+    fn write_journal(&mut self, bytes: &[u8]) {
+        self.mem.write_journal(bytes);
+        self.journal_pending = Some(bytes.to_vec());
+    }
+    fn read_journal(&self) -> Option<Vec<u8>> {
+        self.mem.read_journal()
+    }
+}
