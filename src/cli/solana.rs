@@ -355,7 +355,7 @@ pub struct SnapshotBenchArgs {
     /// Uncompressed size of the generated archive (1 GiB by default).
     #[arg(long, default_value_t = 1 << 30)]
     pub size_bytes: u64,
-    /// zstd frames in the generated archive. Default: one per shard.
+    /// zstd frames in the generated archive. Default: one per 64 MiB (at least one per shard).
     #[arg(long)]
     pub frames: Option<u32>,
     /// Working directory for the archive and the unpacked data (removed afterwards).
@@ -392,7 +392,12 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
     let cfg = BenchConfig {
         shards,
         size_bytes: a.size_bytes,
-        frames: a.frames.unwrap_or(shards as u32),
+        // Frames small enough to be decompressed in parallel within the memory budget.
+        frames: a.frames.unwrap_or_else(|| {
+            (shards as u64)
+                .max(a.size_bytes.div_ceil(64 << 20))
+                .min(4096) as u32
+        }),
         dir: dir.clone(),
         skip_tar_baseline: a.no_tar_baseline,
     };
