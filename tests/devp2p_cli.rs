@@ -1,5 +1,5 @@
 //! The command line end to end: four `catchup eth serve` processes on loopback (honest,
-//! lying, honest, slow) serve the devnet fixture; `catchup eth sync` in fast and in snap
+//! lying, honest, slow; the first accepts on two shards) serve the devnet fixture; `catchup eth sync` in fast and in snap
 //! mode must reach state root 8fcfb02c…728b and head 0x44e3809c…4d2a and exit 0. The
 //! servers stop cleanly on SIGTERM.
 
@@ -32,7 +32,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &std::path::Path, profile: &str) -> Server {
+    fn start(dir: &std::path::Path, profile: &str, shards: usize) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_catchup"))
             .args([
                 "eth",
@@ -45,6 +45,7 @@ impl Server {
                 "--profile",
                 profile,
             ])
+            .args(["--shards", &shards.to_string()])
             .arg("--chain")
             .arg(dir.join("chain.rlp"))
             .arg("--genesis")
@@ -88,9 +89,9 @@ impl Server {
 #[test]
 fn serve_and_sync_commands_over_loopback() {
     let Some(dir) = devnet() else { return };
-    let servers: Vec<Server> = ["honest", "lying", "honest", "slow"]
+    let servers: Vec<Server> = [("honest", 2), ("lying", 1), ("honest", 1), ("slow", 1)]
         .iter()
-        .map(|p| Server::start(&dir, p))
+        .map(|(p, n)| Server::start(&dir, p, *n))
         .collect();
     for mode in ["fast", "snap"] {
         let datadir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use catchup::p2p::chain::{ChainResponder, Profile, RawChain};
 use catchup::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
 use catchup::p2p::download::{fetch_bodies, fetch_headers, DownloadError, Downloaded};
 use catchup::p2p::eth_peer::EmptyResponder;
-use catchup::p2p::server::{accept_loop, resolve_listen, ServeConfig};
+use catchup::p2p::server::{accept_loop, resolve_listen, ServeConfig, ServeStats};
 use catchup::p2p::{EthPeer, LocalNode, NetConfig, NetError, PeerConn, StatusInfo};
 use catchup_devp2p::handshake::{Handshake, WireFormat};
 use catchup_devp2p::p2p::DisconnectReason;
@@ -63,38 +63,34 @@ fn devnet(dir: &std::path::Path) -> Devnet {
     }
 }
 
-fn start_server(
+type Stop = Rc<std::cell::Cell<bool>>;
+
+fn start_server(d: &Devnet, profile: Profile, max_peers: usize, handshake_timeout_ms: u64) -> (SocketAddr, [u8; 64], Stop) {
+    let (addr, id, stop, _) = start_server_with(d, profile, max_peers, handshake_timeout_ms, 5_000);
+    (addr, id, stop)
+}
+
+fn start_server_with(
     d: &Devnet,
     profile: Profile,
     max_peers: usize,
     handshake_timeout_ms: u64,
-) -> (SocketAddr, [u8; 64], Rc<std::cell::Cell<bool>>) {
+    idle_timeout_ms: u64,
+) -> (SocketAddr, [u8; 64], Stop, glommio::task::JoinHandle<ServeStats>) {
     let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
     let id = local.id();
-    let net = NetConfig {
-        handshake_timeout_ms,
-        idle_timeout_ms: 5_000,
-        ..NetConfig::default()
-    };
-    let cfg = Rc::new(ServeConfig {
-        listen,
-        shards: 1,
-        max_peers_per_shard: max_peers,
-        net,
-        status: d.server_status.clone(),
-    });
+    let net = NetConfig { handshake_timeout_ms, idle_timeout_ms, ..NetConfig::default() };
+    let cfg = Rc::new(ServeConfig { listen, shards: 1, max_peers_per_shard: max_peers, net, status: d.server_status.clone() });
     let mut responder = ChainResponder::new(d.chain.clone(), profile);
     responder.slow_delay_ms = 50;
     let stop = Rc::new(std::cell::Cell::new(false));
     let stop2 = stop.clone();
-    glommio::spawn_local(async move {
-        accept_loop(0, listen, local, cfg, Rc::new(responder), move || stop2.get())
-            .await
-            .unwrap();
+    let handle = glommio::spawn_local(async move {
+        accept_loop(0, listen, local, cfg, Rc::new(responder), move || stop2.get()).await.unwrap()
     })
     .detach();
-    (listen, id, stop)
+    (listen, id, stop, handle)
 }
 
 async fn connect(addr: SocketAddr, id: [u8; 64], status: &StatusInfo) -> Result<EthPeer, NetError> {
@@ -263,7 +259,7 @@ fn listener_survives_garbage_and_stalls() {
     let Some(dir) = fixtures() else { return };
     let d = devnet(&dir);
     run(async move {
-        let (addr, id, stop) = start_server(&d, Profile::Honest, 64, 300);
+        let (addr, id, stop, handle) = start_server_with(&d, Profile::Honest, 64, 300, 5_000);
         let server_pub = {
             let mut b = [4u8; 65];
             b[1..].copy_from_slice(&id);
@@ -343,6 +339,29 @@ fn listener_survives_garbage_and_stalls() {
         .await
         .unwrap();
         assert_eq!(out.headers.len(), 100);
+        peer.conn.disconnect(DisconnectReason::Requested).await.unwrap();
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        stop.set(true);
+        // No connection task is left behind: every accepted peer ended one way or another.
+        let stats = handle.await.expect("accept loop result");
+        assert_eq!(stats.accepted, 1 + 20 + 30 + 1, "{stats:?}");
+        assert_eq!(stats.accepted, stats.sessions_ended + stats.handshake_failures, "{stats:?}");
+        assert_eq!(stats.sessions_ended, 1, "only the well-behaved peer got to serve: {stats:?}");
+    });
+}
+
+/// A connected peer that goes silent is dropped at the idle deadline.
+#[test]
+fn idle_peer_is_dropped() {
+    let Some(dir) = fixtures() else { return };
+    let d = devnet(&dir);
+    run(async move {
+        let (addr, id, stop, _) = start_server_with(&d, Profile::Honest, 4, 2_000, 300);
+        let mut peer = connect(addr, id, &d.client_status).await.unwrap();
+        let started = std::time::Instant::now();
+        // Our side only listens: the server must end the session at its idle deadline.
+        let r = peer.conn.recv_until(started + Duration::from_secs(5)).await;
+        assert!(matches!(r, Err(NetError::Disconnected { reason: DisconnectReason::Timeout, .. })), "{r:?}");
         stop.set(true);
     });
 }

@@ -252,7 +252,15 @@ impl EthPeer {
     pub async fn serve(&mut self, responder: &dyn Responder) -> Result<(), NetError> {
         let peer = self.conn.peer;
         loop {
-            let (id, payload) = self.conn.recv().await?;
+            let (id, payload) = match self.conn.recv().await {
+                Ok(m) => m,
+                Err(e @ NetError::Timeout { .. }) => {
+                    tracing::debug!(%peer, "dropping idle peer");
+                    let _ = self.conn.disconnect(DisconnectReason::Timeout).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             match self.decode(id, &payload) {
                 Ok(Incoming::Request(q)) => self.answer(&q, responder).await?,
                 Ok(_) => self.stats.ignored_messages += 1,
