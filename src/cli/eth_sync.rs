@@ -6,9 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use crate::ethsync::chain::{chain_from_rlp_file, StateData};
+use crate::ethsync::chain::{chain_from_rlp_file, generate_chain, ChainData, StateData};
 use crate::ethsync::config::{SyncConfig, SyncMode};
+use crate::ethsync::driver::{drive_shard, LoopbackTransport};
+use crate::ethsync::engine::ShardMsg;
+use crate::ethsync::persist::DiskStore;
 use crate::ethsync::sim::{self, Profile, SimConfig, SimReport};
+use crate::ethsync::store::MemStore;
 
 use super::GlobalOpts;
 
@@ -50,6 +54,18 @@ pub struct SimArgs {
     /// a generated chain; the state served is the head's, so the pivot is the head.
     #[arg(long, value_name = "DIR")]
     pub devnet: Option<PathBuf>,
+    /// Run on the shard runtime (pinned executors, channel mesh, wall-clock time) against
+    /// in-process honest serving peers over the loopback transport, instead of the
+    /// simulator (fault profiles, kills and switches are simulator-only).
+    #[arg(long)]
+    pub runtime: bool,
+    /// With --runtime: keep each shard's store and journal in DIR/shard-N, so a run that
+    /// was killed continues from what it stored.
+    #[arg(long, value_name = "DIR", requires = "runtime")]
+    pub datadir: Option<PathBuf>,
+    /// With --runtime: give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub max_seconds: u64,
     /// TOML file with an `[ethsync]` table of the settings below (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -258,7 +274,185 @@ pub fn simulate(a: &SimArgs) -> anyhow::Result<SimReport> {
     }
 }
 
-pub fn run_sim(a: &SimArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+/// What a run on the shard runtime did.
+#[derive(Debug, serde::Serialize)]
+pub struct RuntimeReport {
+    pub correct: bool,
+    pub finished: bool,
+    pub failures: Vec<String>,
+    pub mode: String,
+    pub shards: usize,
+    pub state_root: Option<String>,
+    pub expected_state_root: String,
+    pub head_hash: Option<String>,
+    pub headers_verified: u64,
+    pub bodies_verified: u64,
+    pub receipts_verified: u64,
+    pub state_nodes_verified: u64,
+    pub codes_verified: u64,
+    /// Records a restart found in the data directory.
+    pub loaded_records: u64,
+    pub elapsed_ms: u64,
+    pub progress: crate::ethsync::engine::Progress,
+    pub status: crate::ethsync::engine::Status,
+}
+
+/// The chain, state and settings the arguments describe (generated, or the devnet).
+fn sources(a: &SimArgs, mut sync: SyncConfig) -> anyhow::Result<(Arc<ChainData>, Arc<StateData>, SyncConfig)> {
+    match &a.devnet {
+        None => {
+            let state = StateData::generate(a.accounts, a.big_storage_slots, a.seed);
+            let chain = generate_chain(a.blocks, state.root, a.seed);
+            sync.trusted_anchor = Some(chain.anchor_hash());
+            Ok((Arc::new(chain), Arc::new(state), sync))
+        }
+        Some(dir) => {
+            let chain = chain_from_rlp_file(&dir.join("chain.rlp"))?;
+            let state = StateData::from_geth_dump(&dir.join("headstate.json"))?;
+            anyhow::ensure!(
+                chain.head().state_root == state.root,
+                "{}: head block's state root {} is not the dump's {}",
+                dir.display(),
+                chain.head().state_root,
+                state.root
+            );
+            if a.pivot_distance.is_none() {
+                sync.pivot_distance = 0;
+            }
+            if a.fetch_receipts.is_none() {
+                sync.fetch_receipts = false;
+            }
+            sync.anchor_number = chain.base - 1;
+            sync.trusted_anchor = Some(chain.anchor_hash());
+            Ok((Arc::new(chain), Arc::new(state), sync))
+        }
+    }
+}
+
+/// Sync on the shard runtime from in-process serving peers.
+pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<RuntimeReport> {
+    anyhow::ensure!(a.shards >= 1 && a.shards <= 16, "--shards must be in 1..=16");
+    anyhow::ensure!(a.peers >= 1 && a.peers <= 1000, "--peers must be in 1..=1000");
+    let (chain, state, sync) = sources(a, sync_config(a)?)?;
+    let rt = catchup_shards::RuntimeConfig {
+        handle_signals: true,
+        ..super::tune::runtime_config(global, Some(a.shards), None)?
+    };
+    let shards = rt.shards;
+    let (peers, datadir, max_ms) = (a.peers, a.datadir.clone(), a.max_seconds.saturating_mul(1000));
+    if let Some(d) = &datadir {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create data directory {}", d.display()))?;
+    }
+    let (c, s, cfg) = (chain.clone(), state.clone(), sync.clone());
+    let started = std::time::Instant::now();
+    let results = catchup_shards::run(&rt, move |shard: catchup_shards::Shard<ShardMsg>| {
+        let (c, s, cfg, datadir) = (c.clone(), s.clone(), cfg.clone(), datadir.clone());
+        async move {
+            let mut t = LoopbackTransport::honest(peers, c, s);
+            match datadir {
+                None => {
+                    let mut store = MemStore::default();
+                    let o = drive_shard(&shard, cfg, &mut store, &mut t, max_ms).await;
+                    Ok((o, store, 0))
+                }
+                Some(d) => {
+                    let dir = d.join(format!("shard-{}", shard.id().0));
+                    let mut store = DiskStore::open(&dir).await.map_err(|e| e.to_string())?;
+                    let loaded = store.loaded_records;
+                    let o = drive_shard(&shard, cfg, &mut store, &mut t, max_ms).await;
+                    let view = store.close().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((o, view, loaded))
+                }
+            }
+        }
+    })
+    .context("cannot start the shards")?;
+    let mut outcomes = Vec::new();
+    let mut stores = Vec::new();
+    let mut loaded = 0;
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok((o, st, l)) => {
+                if let Some(f) = &o.failure {
+                    failures.push(f.clone());
+                }
+                outcomes.push(o);
+                stores.push(st);
+                loaded += l;
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    anyhow::ensure!(!outcomes.is_empty(), "no shard ran: {}", failures.join("; "));
+    let status = outcomes[0].status.clone();
+    let mut progress = crate::ethsync::engine::Progress::default();
+    for o in &outcomes {
+        progress.add(&o.progress);
+    }
+    let target = status.highest_block.unwrap_or(chain.head().number);
+    let (headers_ok, headers, head) = sim::check_headers(&stores, &chain, target);
+    let (bodies_ok, bodies, receipts) =
+        sim::check_bodies(&stores, &chain, &sync, status.pivot_block.unwrap_or(0), target);
+    let (state_ok, nodes, codes) = sim::check_state(&stores, state.root);
+    let finished = outcomes[0].finished;
+    let correct = finished
+        && failures.is_empty()
+        && headers_ok
+        && bodies_ok
+        && state_ok
+        && head == chain.header(target).map(|h| h.hash)
+        && status.state_root.as_deref() == Some(&format!("{}", state.root));
+    Ok(RuntimeReport {
+        correct,
+        finished,
+        failures,
+        mode: sync.mode.name().to_string(),
+        shards,
+        state_root: status.state_root.clone(),
+        expected_state_root: format!("{}", state.root),
+        head_hash: head.map(|h| format!("{h}")),
+        headers_verified: headers,
+        bodies_verified: bodies,
+        receipts_verified: receipts,
+        state_nodes_verified: nodes,
+        codes_verified: codes,
+        loaded_records: loaded,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        progress,
+        status,
+    })
+}
+
+pub fn run_sim(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if a.runtime {
+        let r = run_on_runtime(a, global)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "mode:              {} on {} shards (runtime, loopback peers)",
+                r.mode, r.shards
+            );
+            println!("state root:        {}", r.state_root.as_deref().unwrap_or("-"));
+            println!("expected root:     {}", r.expected_state_root);
+            println!("head hash:         {}", r.head_hash.as_deref().unwrap_or("-"));
+            println!("headers verified:  {}", r.headers_verified);
+            println!("bodies verified:   {}", r.bodies_verified);
+            println!("receipts verified: {}", r.receipts_verified);
+            println!(
+                "state nodes:       {} (codes {})",
+                r.state_nodes_verified, r.codes_verified
+            );
+            println!("loaded from disk:  {} records", r.loaded_records);
+            println!("elapsed:           {} ms", r.elapsed_ms);
+            for f in &r.failures {
+                println!("failure:           {f}");
+            }
+            println!("correct:           {}", r.correct);
+        }
+        return Ok(if r.correct { 0 } else { 1 });
+    }
     let r = simulate(a)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

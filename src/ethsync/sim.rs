@@ -524,7 +524,7 @@ fn find_header(stores: &[MemStore], n: u64) -> Option<&super::types::Header> {
 }
 
 /// Every header from the anchor to the head is stored and linked; returns the head hash.
-fn check_headers(stores: &[MemStore], chain: &ChainData, head: u64) -> (bool, u64, Option<B256>) {
+pub fn check_headers(stores: &[MemStore], chain: &ChainData, head: u64) -> (bool, u64, Option<B256>) {
     let mut prev = chain.anchor_hash();
     let mut count = 0;
     let mut last = None;
@@ -542,7 +542,7 @@ fn check_headers(stores: &[MemStore], chain: &ChainData, head: u64) -> (bool, u6
     (true, count, last)
 }
 
-fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig, pivot: u64, head: u64) -> (bool, u64, u64) {
+pub fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig, pivot: u64, head: u64) -> (bool, u64, u64) {
     let mut bodies = 0;
     let mut receipts = 0;
     let mut ok = true;
