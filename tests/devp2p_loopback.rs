@@ -274,6 +274,16 @@ fn listener_survives_garbage_and_stalls() {
             matches!(n, Ok(Ok(0)) | Ok(Err(_))),
             "stalled peer must be closed by the listener: {n:?}"
         );
+        // 1b. A peer that sends half of a valid auth message and stalls.
+        {
+            let mut half = glommio::net::TcpStream::connect(addr).await.unwrap();
+            let stall_key = SecretKey::new(&mut rng);
+            let mut hs = Handshake::initiator(&mut rng, stall_key, server_pub, WireFormat::Eip8);
+            let auth = hs.take_output();
+            half.write_all(&auth[..auth.len() / 2]).await.unwrap();
+            let n = glommio::timer::timeout(Duration::from_millis(3_000), async { Ok(half.read(&mut buf).await) }).await;
+            assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "half-handshake peer must be closed: {n:?}");
+        }
         // 2. Random garbage instead of an auth message.
         for _ in 0..20 {
             let mut s = glommio::net::TcpStream::connect(addr).await.unwrap();
@@ -344,7 +354,7 @@ fn listener_survives_garbage_and_stalls() {
         stop.set(true);
         // No connection task is left behind: every accepted peer ended one way or another.
         let stats = handle.await.expect("accept loop result");
-        assert_eq!(stats.accepted, 1 + 20 + 30 + 1, "{stats:?}");
+        assert_eq!(stats.accepted, 1 + 1 + 20 + 30 + 1, "{stats:?}");
         assert_eq!(stats.accepted, stats.sessions_ended + stats.handshake_failures, "{stats:?}");
         assert_eq!(stats.sessions_ended, 1, "only the well-behaved peer got to serve: {stats:?}");
     });
