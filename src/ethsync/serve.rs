@@ -332,6 +332,8 @@ pub enum Fault {
     Disconnecting,
     /// Lost the pivot state: answers state requests empty.
     Stale,
+    /// Answers with random bytes in the right response shape.
+    Garbage,
 }
 
 impl Fault {
@@ -343,6 +345,7 @@ impl Fault {
             Fault::Lying => "lying",
             Fault::Disconnecting => "disconnecting",
             Fault::Stale => "stale",
+            Fault::Garbage => "garbage",
         }
     }
 }
@@ -373,6 +376,42 @@ fn forge_headers(raws: &[Vec<u8>], rng: &mut SimRng) -> Vec<Vec<u8>> {
         out.push(forged);
     }
     out
+}
+
+/// Replace a response's payload by random bytes of similar sizes (same response kind).
+pub fn garbage(resp: Response, rng: &mut SimRng) -> Response {
+    let mut junk = |n: usize| -> Vec<u8> {
+        let len = rng.below(n as u64 + 8) as usize;
+        rng.bytes(len)
+    };
+    match resp {
+        Response::Status { .. } => resp,
+        Response::BlockHeaders(h) => Response::BlockHeaders(h.iter().map(|x| junk(x.len())).collect()),
+        Response::BlockBodies(b) => Response::BlockBodies(
+            b.iter()
+                .map(|x| super::types::Body { raw: junk(x.raw.len()) })
+                .collect(),
+        ),
+        Response::Receipts(r) => Response::Receipts(
+            r.iter()
+                .map(|x| super::types::Receipts { raw: junk(x.raw.len()) })
+                .collect(),
+        ),
+        Response::NodeData(n) => Response::NodeData(n.iter().map(|x| junk(x.len())).collect()),
+        Response::ByteCodes(n) => Response::ByteCodes(n.iter().map(|x| junk(x.len())).collect()),
+        Response::TrieNodes(n) => Response::TrieNodes(n.iter().map(|x| junk(x.len())).collect()),
+        Response::AccountRange { accounts, proof } => Response::AccountRange {
+            accounts: accounts.iter().map(|(h, a)| (*h, junk(a.len()))).collect(),
+            proof: proof.iter().map(|p| junk(p.len())).collect(),
+        },
+        Response::StorageRanges { slots, proof } => Response::StorageRanges {
+            slots: slots
+                .iter()
+                .map(|s| s.iter().map(|(h, v)| (*h, junk(v.len()))).collect())
+                .collect(),
+            proof: proof.iter().map(|p| junk(p.len())).collect(),
+        },
+    }
 }
 
 /// Apply a lying peer's corruption to an honest response (some of the time).

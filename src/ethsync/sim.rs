@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::chain::{generate_chain, ChainData, SimRng, StateData};
 use super::config::{SyncConfig, SyncMode};
 use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
-use super::serve::{corrupt, Fault, ServingPeer};
+use super::serve::{corrupt, garbage, Fault, ServingPeer};
 use super::store::{MemStore, SyncStore};
 use super::trie::{ChildRef, Node, EMPTY_CODE, EMPTY_ROOT};
 use super::types::{Account, PeerId};
@@ -29,6 +29,8 @@ pub enum Profile {
     Byzantine,
     Slow,
     Lossy,
+    /// Half the peers answer random bytes in the right response shapes.
+    Garbage,
 }
 
 /// What to simulate.
@@ -152,6 +154,13 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
             Profile::Slow => {
                 if i % 2 == 0 {
                     Fault::Slow
+                } else {
+                    Fault::Honest
+                }
+            }
+            Profile::Garbage => {
+                if i % 2 == 0 {
+                    Fault::Garbage
                 } else {
                     Fault::Honest
                 }
@@ -366,6 +375,7 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
                     let mut resp = p.serving.handle(&req);
                     match p.fault {
                         Fault::Lying => resp = corrupt(resp, &mut p.rng),
+                        Fault::Garbage => resp = garbage(resp, &mut p.rng),
                         Fault::Lossy if p.rng.chance(20) => continue,
                         Fault::Disconnecting if p.requests >= p.leave_after => {
                             p.alive = false;
@@ -542,7 +552,13 @@ pub fn check_headers(stores: &[MemStore], chain: &ChainData, head: u64) -> (bool
     (true, count, last)
 }
 
-pub fn check_bodies(stores: &[MemStore], chain: &ChainData, cfg: &SyncConfig, pivot: u64, head: u64) -> (bool, u64, u64) {
+pub fn check_bodies(
+    stores: &[MemStore],
+    chain: &ChainData,
+    cfg: &SyncConfig,
+    pivot: u64,
+    head: u64,
+) -> (bool, u64, u64) {
     let mut bodies = 0;
     let mut receipts = 0;
     let mut ok = true;
