@@ -365,7 +365,6 @@ fn baseline_phase(shard: usize, dir: &Path, w: Workload) -> anyhow::Result<Phase
     }
     let secs = start.elapsed().as_secs_f64();
     drop(file);
-    let _ = std::fs::remove_file(&path);
     Ok(PhaseResult {
         shard,
         records: w.records,
@@ -436,9 +435,9 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
     };
     let dd = DataDir::open(&root)?;
     let record_bytes = catchup_io::store::record::encoded_len(32, args.value_size) as u64;
-    // The store phase's files are removed before the baseline runs; keep 4 MiB slack per
-    // shard for block padding and segment tails.
-    let need = shards as u64 * (args.records * record_bytes + (4 << 20));
+    // Both phases' files exist until the end; keep 4 MiB slack per shard and phase for
+    // block padding and segment tails.
+    let need = 2 * shards as u64 * (args.records * record_bytes + (4 << 20));
     dd.require_free_space(need)?;
     let bench_root = dd.subdir("bench-store")?;
     let dirs: Vec<PathBuf> = (0..shards)
@@ -459,9 +458,8 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
     .into_iter()
     .collect::<Result<Vec<_>, String>>()
     .map_err(anyhow::Error::msg)?;
-    for d in &dirs {
-        let _ = std::fs::remove_dir_all(d.join("store"));
-    }
+    // The store's files stay until both phases are done: deleting them now would make the
+    // filesystem discard their blocks while the baseline runs.
     let base_dirs = dirs.clone();
     let baseline_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
         let dir = base_dirs[shard.id().0].clone();
@@ -572,7 +570,11 @@ mod tests {
             3000 * catchup_io::store::record::encoded_len(32, 1000) as u64
         );
         assert_eq!(r.syncs, 2);
-        assert!(!tmp.path().join("baseline.dat").exists());
+        // Everything written, the last block zero padded.
+        let len = std::fs::metadata(tmp.path().join("baseline.dat"))
+            .unwrap()
+            .len();
+        assert_eq!(len, r.bytes.next_multiple_of(4096));
     }
 
     #[test]
