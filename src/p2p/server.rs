@@ -63,7 +63,22 @@ pub async fn accept_loop<R: Responder + 'static>(
         f(&mut s);
         stats.set(s);
     };
+    let mut next_report = std::time::Instant::now() + Duration::from_secs(10);
     while !shutting_down() {
+        if std::time::Instant::now() >= next_report {
+            next_report += Duration::from_secs(10);
+            let s = stats.get();
+            tracing::info!(
+                shard = shard_label,
+                active = active.get(),
+                accepted = s.accepted,
+                refused_full = s.rejected_full,
+                dropped_at_handshake = s.handshake_failures,
+                sessions_ended = s.sessions_ended,
+                requests_served = s.requests_served,
+                "serve progress"
+            );
+        }
         let accepted = glommio::timer::timeout(Duration::from_millis(250), async { Ok(listener.accept().await) }).await;
         let stream = match accepted {
             Err(_) => continue,

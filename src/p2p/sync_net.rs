@@ -73,6 +73,9 @@ pub struct NetSyncReport {
     pub peers: Vec<NetPeerReport>,
 }
 
+/// Interval of the progress line.
+const PROGRESS_EVERY_MS: u64 = 10_000;
+
 struct Job {
     shard: usize,
     id: ReqId,
@@ -284,6 +287,7 @@ pub async fn run_sync(cfg: NetSyncConfig, local: LocalNode, stores: &mut [MemSto
     let mut deadlines: BTreeMap<(u64, u64), (usize, PeerId, ReqId)> = BTreeMap::new();
     let mut seq = 0u64;
     let mut next_tick_ms = 0u64;
+    let mut next_progress_ms = PROGRESS_EVERY_MS;
     let mut finished = false;
     let mut failure = None;
     let mut dropped = vec![false; cfg.peers.len()];
@@ -302,6 +306,28 @@ pub async fn run_sync(cfg: NetSyncConfig, local: LocalNode, stores: &mut [MemSto
             let (_, (shard, peer, id)) = deadlines.pop_first().expect("present");
             let _ = s;
             batch.push((shard, Event::Timeout { peer, id }));
+        }
+        if now_ms >= next_progress_ms {
+            next_progress_ms = now_ms + PROGRESS_EVERY_MS;
+            let mut p = Progress::default();
+            for e in &engines {
+                p.add(&e.get_progress());
+            }
+            tracing::info!(
+                elapsed_ms = now_ms,
+                headers = p.headers_downloaded,
+                headers_total = p.headers_total,
+                bodies = p.bodies_downloaded,
+                receipts = p.receipts_downloaded,
+                state_nodes = p.state_nodes_downloaded,
+                state_queued = p.state_nodes_queued,
+                accounts = p.accounts_downloaded,
+                healed = p.healed_nodes,
+                lies = p.lies_detected,
+                timeouts = p.timeouts,
+                in_flight = deadlines.len(),
+                "sync progress"
+            );
         }
         if now_ms >= next_tick_ms {
             next_tick_ms = now_ms + 100;
