@@ -111,6 +111,20 @@ pub struct ShardOutcome {
     pub elapsed_ms: u64,
 }
 
+/// How often each shard logs its progress line and refreshes its `/status` section.
+pub const PROGRESS_EVERY_MS: u64 = 10_000;
+
+/// Log this shard's progress line and publish its status and progress in the admin
+/// endpoint's `/status` (section `ethsync_shard_<id>`; shard 0's status is the sync's).
+fn publish(shard: usize, engine: &Engine) {
+    let (status, progress) = (engine.status(), engine.get_progress());
+    tracing::info!(shard, "{}", super::engine::progress_line(&status, &progress));
+    crate::admin::set_status(
+        &format!("ethsync_shard_{shard}"),
+        serde_json::json!({ "status": status, "progress": progress }),
+    );
+}
+
 /// Run this shard's engine until the sync finishes (shard 0 then asks every shard to shut
 /// down), the runtime shuts down, or `max_ms` passes.
 pub async fn drive_shard<T: Transport, S: SyncStore + Commit>(
@@ -129,6 +143,7 @@ pub async fn drive_shard<T: Transport, S: SyncStore + Commit>(
     let mut outbox: VecDeque<(usize, ShardMsg)> = VecDeque::new();
     let mut acts: Vec<Action> = Vec::with_capacity(256);
     let mut next_tick_ms = 0u64;
+    let mut next_progress_ms = PROGRESS_EVERY_MS;
     let mut finished = false;
     let mut failure = None;
     loop {
@@ -140,6 +155,10 @@ pub async fn drive_shard<T: Transport, S: SyncStore + Commit>(
         }
         if shard.shutting_down() {
             break;
+        }
+        if now >= next_progress_ms {
+            next_progress_ms = now + PROGRESS_EVERY_MS;
+            publish(id, &engine);
         }
         transport.poll(now, &mut events);
         if now >= next_tick_ms {
@@ -216,6 +235,7 @@ pub async fn drive_shard<T: Transport, S: SyncStore + Commit>(
             }
         }
     }
+    publish(id, &engine);
     ShardOutcome {
         shard: id,
         finished: finished || engine.status().state_complete,
