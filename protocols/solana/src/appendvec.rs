@@ -128,14 +128,27 @@ pub fn account_at(
 
 fn parse_entry(bytes: &[u8], pos: usize) -> Result<StoredAccount<'_>, AppendVecError> {
     let current_len = bytes.len() as u64;
-    let offset = pos as u64;
-    if bytes.len().saturating_sub(pos) < ENTRY_HEADER_BYTES {
+    parse_entry_at(bytes.get(pos..).unwrap_or(&[]), pos as u64, current_len)
+}
+
+/// Parse the entry that starts at absolute `offset` of a file whose valid length is
+/// `current_len`. `entry` holds the file's bytes from `offset` on: at least the whole
+/// entry when it lies within `current_len` (it may be shorter when the entry does not
+/// fit, which is then an error). Truncation is judged against `current_len`, so the
+/// result does not depend on how many bytes past the entry `entry` happens to hold.
+fn parse_entry_at(
+    entry: &[u8],
+    offset: u64,
+    current_len: u64,
+) -> Result<StoredAccount<'_>, AppendVecError> {
+    let room = current_len.saturating_sub(offset);
+    if room < ENTRY_HEADER_BYTES as u64 || entry.len() < ENTRY_HEADER_BYTES {
         return Err(AppendVecError::TruncatedHeader {
             offset,
             current_len,
         });
     }
-    let h = &bytes[pos..pos + ENTRY_HEADER_BYTES];
+    let h = &entry[..ENTRY_HEADER_BYTES];
     let write_version = le64(&h[0..8]);
     let data_len = le64(&h[8..16]);
     let pubkey: &[u8; 32] = h[16..48].try_into().expect("32 bytes");
@@ -157,15 +170,16 @@ fn parse_entry(bytes: &[u8], pos: usize) -> Result<StoredAccount<'_>, AppendVecE
             value: exec,
         });
     }
-    let data_start = pos + ENTRY_HEADER_BYTES;
-    if (bytes.len() - data_start) < data_len as usize {
+    let data_room = room - ENTRY_HEADER_BYTES as u64;
+    let data_end = ENTRY_HEADER_BYTES + data_len as usize;
+    if data_room < data_len || entry.len() < data_end {
         return Err(AppendVecError::TruncatedData {
             offset,
             data_len,
             current_len,
         });
     }
-    let data = &bytes[data_start..data_start + data_len as usize];
+    let data = &entry[ENTRY_HEADER_BYTES..data_end];
     Ok(StoredAccount {
         offset,
         write_version,
@@ -177,6 +191,170 @@ fn parse_entry(bytes: &[u8], pos: usize) -> Result<StoredAccount<'_>, AppendVecE
         hash,
         data,
     })
+}
+
+/// Bytes an entry whose header is complete needs before it can be parsed: its header and
+/// data, capped by what is left of the valid length (a shorter entry is an error that
+/// needs no more bytes to report).
+fn entry_need_bytes(header: &[u8], offset: u64, current_len: u64) -> u64 {
+    let data_len = le64(&header[8..16]);
+    if data_len > MAX_ACCOUNT_DATA_BYTES || header[96] > 1 {
+        // Rejected from the header alone.
+        return ENTRY_HEADER_BYTES as u64;
+    }
+    (ENTRY_HEADER_BYTES as u64 + data_len).min(current_len.saturating_sub(offset))
+}
+
+/// Push-based iteration over an account file whose bytes arrive in pieces (as they are
+/// unpacked from an archive), yielding the same entries and errors as [`iter_accounts`]
+/// over the whole file, whatever the piece boundaries. Entries inside a piece are parsed
+/// in place; only an entry that straddles two pieces is copied, so the carried bytes are
+/// bounded by one entry ([`ENTRY_HEADER_BYTES`] + [`MAX_ACCOUNT_DATA_BYTES`]).
+#[derive(Debug)]
+pub struct AppendVecScanner {
+    current_len: u64,
+    /// Absolute offset of the next entry.
+    next_entry: u64,
+    /// Bytes pushed so far.
+    fed: u64,
+    /// Bytes of a straddling entry, starting at `next_entry`.
+    carry: Vec<u8>,
+    failed: bool,
+}
+
+impl AppendVecScanner {
+    /// A scanner for a file whose valid length is `accounts_current_len`.
+    pub fn new(accounts_current_len: u64) -> Result<Self, AppendVecError> {
+        if accounts_current_len > MAX_APPEND_VEC_BYTES {
+            return Err(AppendVecError::FileTooLarge {
+                len: accounts_current_len,
+                max: MAX_APPEND_VEC_BYTES,
+            });
+        }
+        Ok(AppendVecScanner {
+            current_len: accounts_current_len,
+            next_entry: 0,
+            fed: 0,
+            carry: Vec::new(),
+            failed: false,
+        })
+    }
+
+    /// Bytes pushed so far.
+    pub fn fed_bytes(&self) -> u64 {
+        self.fed
+    }
+
+    /// True once every entry below `accounts_current_len` was yielded.
+    pub fn is_complete(&self) -> bool {
+        !self.failed && self.next_entry >= self.current_len
+    }
+
+    /// Push the next piece of the file; `f` is called for each entry completed by it.
+    /// After an error nothing more is yielded.
+    pub fn push<E>(
+        &mut self,
+        piece: &[u8],
+        mut f: impl FnMut(StoredAccount<'_>) -> Result<(), E>,
+    ) -> Result<(), ScanError<E>> {
+        let start = self.fed;
+        self.fed += piece.len() as u64;
+        if self.failed {
+            return Ok(());
+        }
+        // Only the valid prefix of the file matters.
+        let valid_end = self.fed.min(self.current_len);
+        if valid_end <= start {
+            return Ok(());
+        }
+        let piece = &piece[..(valid_end - start) as usize];
+        let mut pos = self.next_entry.max(start); // absolute
+        if !self.carry.is_empty() {
+            let mut rel = 0usize;
+            let need_header =
+                (ENTRY_HEADER_BYTES as u64).min(self.current_len - self.next_entry) as usize;
+            if self.carry.len() < need_header {
+                let take = (need_header - self.carry.len()).min(piece.len());
+                self.carry.extend_from_slice(&piece[..take]);
+                rel += take;
+            }
+            if self.carry.len() < need_header {
+                return Ok(());
+            }
+            let need = if need_header < ENTRY_HEADER_BYTES {
+                need_header
+            } else {
+                entry_need_bytes(&self.carry, self.next_entry, self.current_len) as usize
+            };
+            if self.carry.len() < need {
+                let take = (need - self.carry.len()).min(piece.len() - rel);
+                self.carry.extend_from_slice(&piece[rel..rel + take]);
+            }
+            if self.carry.len() < need {
+                return Ok(());
+            }
+            let carry = std::mem::take(&mut self.carry);
+            let r = self.emit(&carry, self.next_entry, &mut f);
+            self.carry = carry;
+            self.carry.clear();
+            r?;
+            pos = self.next_entry;
+        }
+        // Entries that start inside this piece.
+        while !self.failed && pos < valid_end {
+            let rel = (pos - start) as usize;
+            let avail = &piece[rel..];
+            let need_header = (ENTRY_HEADER_BYTES as u64).min(self.current_len - pos) as usize;
+            let complete = avail.len() >= need_header
+                && (need_header < ENTRY_HEADER_BYTES
+                    || avail.len() as u64 >= entry_need_bytes(avail, pos, self.current_len));
+            if !complete {
+                self.carry.extend_from_slice(avail);
+                return Ok(());
+            }
+            self.emit(avail, pos, &mut f)?;
+            pos = self.next_entry;
+        }
+        Ok(())
+    }
+
+    fn emit<E>(
+        &mut self,
+        entry: &[u8],
+        offset: u64,
+        f: &mut impl FnMut(StoredAccount<'_>) -> Result<(), E>,
+    ) -> Result<(), ScanError<E>> {
+        match parse_entry_at(entry, offset, self.current_len) {
+            Ok(a) => {
+                self.next_entry = (offset + a.stored_size_bytes() as u64).min(self.current_len);
+                f(a).map_err(ScanError::Sink)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(ScanError::Entry(e))
+            }
+        }
+    }
+
+    /// End of the file: every byte below `accounts_current_len` must have been pushed.
+    pub fn finish(&self) -> Result<(), AppendVecError> {
+        if self.fed < self.current_len {
+            return Err(AppendVecError::LengthBeyondFile {
+                current_len: self.current_len,
+                file_len: self.fed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Error of [`AppendVecScanner::push`]: a bad entry, or the callback's own error.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ScanError<E> {
+    #[error(transparent)]
+    Entry(AppendVecError),
+    #[error("account sink: {0}")]
+    Sink(E),
 }
 
 impl<'a> Iterator for AppendVecIter<'a> {

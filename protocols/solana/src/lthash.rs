@@ -40,15 +40,44 @@ impl LtHash {
         if lamports == 0 {
             return Self::identity();
         }
-        let mut h = blake3::Hasher::new();
-        h.update(&lamports.to_le_bytes());
-        h.update(data);
-        h.update(&[executable as u8]);
-        h.update(owner);
-        h.update(pubkey);
-        let mut bytes = [0u8; LT_HASH_BYTES];
-        h.finalize_xof().fill(&mut bytes);
-        Self::from_bytes(&bytes)
+        Self::from_bytes(&account_xof(lamports, data, executable, owner, pubkey))
+    }
+
+    /// Add one account's element in place (no intermediate [`LtHash`]): the hot path of
+    /// verification. Zero-lamport accounts add nothing.
+    pub fn mix_in_account(
+        &mut self,
+        lamports: u64,
+        data: &[u8],
+        executable: bool,
+        owner: &[u8; 32],
+        pubkey: &[u8; 32],
+    ) {
+        if lamports == 0 {
+            return;
+        }
+        let bytes = account_xof(lamports, data, executable, owner, pubkey);
+        for (a, c) in self.0.iter_mut().zip(bytes.chunks_exact(2)) {
+            *a = a.wrapping_add(u16::from_le_bytes([c[0], c[1]]));
+        }
+    }
+
+    /// Remove one account's element in place (the inverse of [`LtHash::mix_in_account`]).
+    pub fn mix_out_account(
+        &mut self,
+        lamports: u64,
+        data: &[u8],
+        executable: bool,
+        owner: &[u8; 32],
+        pubkey: &[u8; 32],
+    ) {
+        if lamports == 0 {
+            return;
+        }
+        let bytes = account_xof(lamports, data, executable, owner, pubkey);
+        for (a, c) in self.0.iter_mut().zip(bytes.chunks_exact(2)) {
+            *a = a.wrapping_sub(u16::from_le_bytes([c[0], c[1]]));
+        }
     }
 
     /// Decode from 2048 little-endian bytes.
@@ -89,6 +118,26 @@ impl LtHash {
     }
 }
 
+/// blake3 XOF of one account's fields, 2048 bytes (the blake3 crate fills it with its
+/// many-block SIMD output path where the CPU has one).
+fn account_xof(
+    lamports: u64,
+    data: &[u8],
+    executable: bool,
+    owner: &[u8; 32],
+    pubkey: &[u8; 32],
+) -> [u8; LT_HASH_BYTES] {
+    let mut h = blake3::Hasher::new();
+    h.update(&lamports.to_le_bytes());
+    h.update(data);
+    h.update(&[executable as u8]);
+    h.update(owner);
+    h.update(pubkey);
+    let mut bytes = [0u8; LT_HASH_BYTES];
+    h.finalize_xof().fill(&mut bytes);
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +148,19 @@ mod tests {
             LtHash::of_account(0, b"x", false, &[1; 32], &[2; 32]),
             LtHash::identity()
         );
+    }
+
+    #[test]
+    fn in_place_account_mixing_equals_elements() {
+        let mut s = LtHash::identity();
+        s.mix_in_account(5, b"abc", true, &[1; 32], &[2; 32]);
+        s.mix_in_account(0, b"zero", false, &[1; 32], &[3; 32]);
+        s.mix_in_account(9, &[7; 300], false, &[4; 32], &[5; 32]);
+        let mut want = LtHash::of_account(5, b"abc", true, &[1; 32], &[2; 32]);
+        want.mix_in(&LtHash::of_account(9, &[7; 300], false, &[4; 32], &[5; 32]));
+        assert_eq!(s, want);
+        s.mix_out_account(9, &[7; 300], false, &[4; 32], &[5; 32]);
+        assert_eq!(s, LtHash::of_account(5, b"abc", true, &[1; 32], &[2; 32]));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Fuzz-style properties: random bytes and random mutations never panic any decoder.
 
-use catchup_solana::appendvec::{append_account, iter_accounts};
+use catchup_solana::appendvec::{
+    append_account, iter_accounts, AppendVecError, AppendVecScanner, ScanError,
+};
 use catchup_solana::manifest::{decode_manifest, encode_manifest, Manifest, StorageInfo};
 use catchup_solana::tar::{
     write_header, EntryHeader, EntryKind, TarError, TarParser, TarSink, END_OF_ARCHIVE,
@@ -53,6 +55,53 @@ fn sample_manifest() -> Vec<u8> {
     encode_manifest(&m)
 }
 
+type Seen = (Vec<(u64, [u8; 32], u64, Vec<u8>)>, Option<AppendVecError>);
+
+/// Entries (offset, pubkey, lamports, data) and the first error, from `iter_accounts`.
+fn iterate(file: &[u8], len: u64) -> Seen {
+    let mut out = Vec::new();
+    let it = match iter_accounts(file, len) {
+        Ok(it) => it,
+        Err(e) => return (out, Some(e)),
+    };
+    for a in it {
+        match a {
+            Ok(a) => out.push((a.offset, *a.pubkey, a.lamports, a.data.to_vec())),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+/// The same through `AppendVecScanner`, the file pushed in pieces cut at `cuts`.
+fn scan_in_pieces(file: &[u8], len: u64, cuts: &[usize]) -> Seen {
+    let mut out = Vec::new();
+    let mut s = AppendVecScanner::new(len).unwrap();
+    let mut rest = file;
+    let mut i = 0;
+    while !rest.is_empty() || i == 0 {
+        let n = cuts.get(i).copied().unwrap_or(rest.len()).min(rest.len());
+        let (piece, tail) = rest.split_at(n);
+        rest = tail;
+        i += 1;
+        let r = s.push::<()>(piece, |a| {
+            out.push((a.offset, *a.pubkey, a.lamports, a.data.to_vec()));
+            Ok(())
+        });
+        match r {
+            Ok(()) => {}
+            Err(ScanError::Entry(e)) => return (out, Some(e)),
+            Err(ScanError::Sink(())) => unreachable!("the sink never fails"),
+        }
+        if n == 0 && rest.is_empty() {
+            break;
+        }
+    }
+    assert!(s.finish().is_ok());
+    assert!(s.is_complete(), "scanner stopped early at {len}");
+    (out, None)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -103,6 +152,37 @@ proptest! {
         f[pos] = val;
         let len = f.len() as u64;
         for a in iter_accounts(&f, len).unwrap() { if a.is_err() { break; } }
+    }
+
+    #[test]
+    fn appendvec_scanner_equals_iter_on_random_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        len in 0u64..2100,
+        cuts in proptest::collection::vec(1usize..700, 0..8),
+    ) {
+        let len = len.min(bytes.len() as u64);
+        prop_assert_eq!(scan_in_pieces(&bytes, len, &cuts), iterate(&bytes, len));
+    }
+
+    #[test]
+    fn appendvec_scanner_equals_iter_on_mutated_files(
+        sizes in proptest::collection::vec(0usize..600, 1..6),
+        pos in any::<usize>(),
+        val in any::<u8>(),
+        trim in 0u64..16,
+        cuts in proptest::collection::vec(1usize..900, 0..10),
+    ) {
+        let mut f = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            append_account(&mut f, &[i as u8; 32], i as u64, 0, &[2; 32], i % 2 == 0, &vec![i as u8; *n]);
+        }
+        let clean_len = f.len() as u64 - trim.min(7);
+        prop_assert_eq!(scan_in_pieces(&f, clean_len, &cuts), iterate(&f, clean_len));
+        let p = pos % f.len();
+        f[p] = val;
+        prop_assert_eq!(scan_in_pieces(&f, clean_len, &cuts), iterate(&f, clean_len));
+        let cut_len = (pos % (f.len() + 1)) as u64;
+        prop_assert_eq!(scan_in_pieces(&f, cut_len, &cuts), iterate(&f, cut_len));
     }
 
     #[test]
