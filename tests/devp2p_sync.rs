@@ -132,3 +132,114 @@ fn devnet_fast_sync_over_rlpx_from_four_peers_one_lying_one_slow() {
 fn devnet_snap_sync_over_rlpx_from_four_peers_one_lying_one_slow() {
     sync_over_wire(SyncMode::Snap, 2);
 }
+
+/// Start four serving peers (honest, lying, honest, slow) on a thread of their own; returns
+/// their enodes and the flag that stops them.
+fn servers_on_a_thread(
+    dir: &std::path::Path,
+) -> (
+    Vec<Enode>,
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let dir = dir.to_path_buf();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async move {
+                let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
+                let state = Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
+                let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
+                let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
+                let status = chain_status(&spec, raw.parent_of_first, &raw);
+                let mut enodes = Vec::new();
+                for (i, profile) in [Profile::Honest, Profile::Lying, Profile::Honest, Profile::Slow]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+                    let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
+                    enodes.push(Enode {
+                        id: local.id(),
+                        addr: listen,
+                    });
+                    let cfg = Rc::new(ServeConfig {
+                        listen,
+                        shards: 1,
+                        max_peers_per_shard: 8,
+                        net: NetConfig::default(),
+                        status: status.clone(),
+                    });
+                    let mut responder = EngineResponder::new(
+                        ServingPeer::new(chain.clone(), Some(state.clone())),
+                        profile,
+                        11 + i as u64,
+                    );
+                    responder.slow_delay_ms = 40;
+                    let stop = stop2.clone();
+                    glommio::spawn_local(async move {
+                        accept_loop(i, listen, local, cfg, Rc::new(responder), move || {
+                            stop.load(std::sync::atomic::Ordering::Relaxed)
+                        })
+                        .await
+                        .unwrap();
+                    })
+                    .detach();
+                }
+                tx.send(enodes).unwrap();
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+            });
+    });
+    (rx.recv().unwrap(), stop, t)
+}
+
+/// The engines on two pinned shards of the runtime, each dialing the peers it owns and
+/// reaching the others' through the channel mesh.
+#[test]
+fn devnet_snap_and_fast_sync_on_two_shards_each_dialing_its_own_peers() {
+    let Some(dir) = devnet() else { return };
+    let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
+    let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
+    let (enodes, stop, thread) = servers_on_a_thread(&dir);
+    for mode in [SyncMode::Snap, SyncMode::Fast] {
+        let sync = SyncConfig {
+            mode,
+            pivot_distance: 0,
+            fetch_receipts: false,
+            anchor_number: raw.base - 1,
+            trusted_anchor: Some(catchup_eth::B256::from(raw.parent_of_first)),
+            ..SyncConfig::default()
+        };
+        let cfg = NetSyncConfig {
+            sync,
+            shards: 2,
+            peers: enodes.clone(),
+            net: NetConfig::default(),
+            status: genesis_status(&spec, raw.parent_of_first),
+            max_runtime_ms: 60_000,
+            peer_queue_len: 64,
+        };
+        let node = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
+        let report = catchup::p2p::sync_sharded::run_sync_sharded(
+            cfg,
+            node,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )
+        .unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+        assert!(report.finished, "{mode:?}: {:?}", report.failure);
+        assert_eq!(report.state_root.as_deref(), Some(STATE_ROOT));
+        assert_eq!(report.head_number, Some(600));
+        assert!(report.head_hash.as_deref().unwrap().starts_with("0x44e3809c"));
+        assert_eq!(report.peers.len(), 4);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    thread.join().unwrap();
+}

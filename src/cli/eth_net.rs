@@ -12,13 +12,13 @@ use serde_json::json;
 use crate::ethsync::chain::{chain_from_rlp_file, StateData};
 use crate::ethsync::config::{SyncConfig, SyncMode};
 use crate::ethsync::serve::ServingPeer;
-use crate::ethsync::store::MemStore;
 use crate::p2p::chain::{Profile, RawChain};
 use crate::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
 use crate::p2p::engine_serve::EngineResponder;
 use crate::p2p::node_key;
 use crate::p2p::server::{resolve_listen, serve, ServeConfig};
-use crate::p2p::sync_net::{run_sync, NetSyncConfig, NetSyncReport};
+use crate::p2p::sync_net::{NetSyncConfig, NetSyncReport};
+use crate::p2p::sync_sharded::run_sync_sharded;
 use crate::p2p::{LocalNode, NetConfig};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
@@ -96,7 +96,8 @@ pub struct SyncArgs {
     pub datadir: PathBuf,
     #[arg(long, value_enum, default_value_t = SyncMode::Fast)]
     pub mode: SyncMode,
-    /// Engine instances (key-space shards).
+    /// Shards: one pinned executor each, running one engine (a slice of the key space) and
+    /// dialing the peers it owns.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
     /// Pivot = median of the peers' best blocks minus this (0 when peers only hold the head state).
@@ -285,15 +286,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         max_runtime_ms: a.timeout_s.saturating_mul(1000),
         peer_queue_len: 256,
     };
-    let shards = cfg.shards;
-    let report: NetSyncReport = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("eth-sync")
-        .make()
-        .map_err(|e| anyhow::anyhow!("starting the executor: {e}"))?
-        .run(async move {
-            let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
-            run_sync(cfg, LocalNode::new(key), &mut stores).await
-        });
+    let report: NetSyncReport = run_sync_sharded(cfg, LocalNode::new(key), Arc::new(AtomicBool::new(false)))?;
     let root_ok = match &a.expect_state_root {
         Some(want) => report
             .state_root

@@ -16,6 +16,7 @@ pub mod eth_peer;
 pub mod node_key;
 pub mod server;
 pub mod sync_net;
+pub mod sync_sharded;
 pub mod wire;
 
 pub use conn::{LocalNode, NetConfig, NetError, PeerConn};

@@ -96,7 +96,7 @@ struct PeerCounters {
 type Events = Rc<RefCell<VecDeque<(usize, Event)>>>;
 
 /// Turn an engine request into a wire request and its answer back into a response.
-async fn perform(peer: &mut EthPeer, req: &Request, timeout_ms: u64) -> Result<Response, NetError> {
+pub(crate) async fn perform(peer: &mut EthPeer, req: &Request, timeout_ms: u64) -> Result<Response, NetError> {
     if let Request::Status = req {
         let best_hash = B256::from(peer.status.head_hash);
         let genesis = B256::from(peer.status.genesis_hash);

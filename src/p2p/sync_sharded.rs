@@ -1,0 +1,399 @@
+//! The sync engines over RLPx on the shard runtime: shard `s` runs engine `s`, dials and
+//! owns the peers `p` with `p % shards == s` (a connection lives on the shard that opened
+//! it), and reaches the other shards' peers and engines through the channel mesh. A request
+//! for a peer owned elsewhere travels to the owner, which sends the answer back.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catchup_shards::runtime::{run_with_flag, Recv, RuntimeConfig, Shard};
+use catchup_shards::ShardId;
+use glommio::channels::local_channel;
+
+use crate::ethsync::engine::{Action, Engine, Event, Progress, Status};
+use crate::ethsync::store::MemStore;
+use crate::ethsync::types::{PeerId, ReqId, Request};
+
+use super::conn::{LocalNode, NetError, PeerConn};
+use super::eth_peer::EthPeer;
+use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport};
+
+/// What shards send each other.
+#[derive(Debug)]
+pub enum MeshMsg {
+    /// An event for the receiving shard's engine.
+    Event(Event),
+    /// Perform this request on a peer the receiving shard owns; answer shard `from`.
+    Request {
+        from: usize,
+        peer: PeerId,
+        id: ReqId,
+        req: Request,
+        timeout_ms: u64,
+    },
+    /// The sync ended (sent by shard 0).
+    Stop,
+}
+
+struct Job {
+    from: usize,
+    id: ReqId,
+    req: Request,
+    timeout_ms: u64,
+}
+
+/// What one shard reports at the end.
+struct ShardResult {
+    shard: usize,
+    finished: bool,
+    failure: Option<String>,
+    status: Status,
+    mode: String,
+    progress: Progress,
+    head: Option<(u64, String)>,
+    counts: [u64; 5],
+    peers: Vec<(usize, NetPeerReport)>,
+}
+
+type Local = Rc<RefCell<VecDeque<Event>>>;
+
+/// Deliver `ev` to shard `to`'s engine (locally or through the mesh, waiting on a full channel).
+async fn deliver(shard: &Shard<MeshMsg>, local: &Local, to: usize, ev: Event) {
+    if to == shard.id().0 {
+        local.borrow_mut().push_back(ev);
+    } else if shard.send(ShardId(to), MeshMsg::Event(ev)).await.is_err() {
+        tracing::debug!(to, "shard channel closed; event dropped at shutdown");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn owned_peer(
+    shard: Shard<MeshMsg>,
+    local: Local,
+    index: usize,
+    cfg: Rc<NetSyncConfig>,
+    node: Rc<LocalNode>,
+    jobs: local_channel::LocalReceiver<Job>,
+    report: Rc<RefCell<NetPeerReport>>,
+) {
+    let pid = index as PeerId;
+    let enode = cfg.peers[index];
+    let shards = cfg.shards;
+    let connected = async {
+        let conn = PeerConn::dial(enode.addr, enode.id, &node, &cfg.net).await?;
+        EthPeer::handshake(conn, &cfg.status).await
+    }
+    .await;
+    let mut peer = match connected {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, "peer unreachable");
+            report.borrow_mut().error = Some(e.to_string());
+            return;
+        }
+    };
+    {
+        let mut r = report.borrow_mut();
+        r.client = peer.conn.remote_hello.client_id.clone();
+        r.eth_version = peer.eth.version;
+    }
+    tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, "peer connected");
+    for s in 0..shards {
+        deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
+    }
+    while let Some(job) = jobs.recv().await {
+        report.borrow_mut().requests += 1;
+        match perform(&mut peer, &job.req, job.timeout_ms).await {
+            Ok(resp) => {
+                report.borrow_mut().answered += 1;
+                deliver(
+                    &shard,
+                    &local,
+                    job.from,
+                    Event::Response {
+                        peer: pid,
+                        id: job.id,
+                        resp,
+                    },
+                )
+                .await;
+            }
+            Err(NetError::Timeout { .. }) => report.borrow_mut().timeouts += 1,
+            Err(e) => {
+                tracing::info!(peer = %enode.addr, error = %e, "peer lost");
+                report.borrow_mut().error = Some(e.to_string());
+                for s in 0..shards {
+                    deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
+                }
+                return;
+            }
+        }
+    }
+    let _ = peer
+        .conn
+        .disconnect(catchup_devp2p::p2p::DisconnectReason::ClientQuitting)
+        .await;
+}
+
+async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<LocalNode>) -> ShardResult {
+    let me = shard.id().0;
+    let shards = cfg.shards;
+    let started = Instant::now();
+    let cfg = Rc::new((*cfg).clone());
+    let node = Rc::new((*node).clone());
+    let local: Local = Rc::new(RefCell::new(VecDeque::new()));
+    let mut store = MemStore::default();
+    let mut engine = Engine::new(cfg.sync.clone(), me, shards, &store);
+    // Peers this shard owns.
+    let mut senders: BTreeMap<usize, local_channel::LocalSender<Job>> = BTreeMap::new();
+    let mut reports: Vec<(usize, Rc<RefCell<NetPeerReport>>)> = Vec::new();
+    for index in (0..cfg.peers.len()).filter(|p| p % shards == me) {
+        let (tx, rx) = local_channel::new_bounded(cfg.peer_queue_len.max(1));
+        let report = Rc::new(RefCell::new(NetPeerReport {
+            peer: cfg.peers[index].addr.to_string(),
+            client: String::new(),
+            eth_version: 0,
+            requests: 0,
+            answered: 0,
+            timeouts: 0,
+            dropped_by_us: false,
+            error: None,
+        }));
+        glommio::spawn_local(owned_peer(
+            shard.clone(),
+            local.clone(),
+            index,
+            cfg.clone(),
+            node.clone(),
+            rx,
+            report.clone(),
+        ))
+        .detach();
+        senders.insert(index, tx);
+        reports.push((index, report));
+    }
+    let mut deadlines: BTreeMap<(u64, u64), (PeerId, ReqId)> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut next_tick_ms = 0u64;
+    let (mut finished, mut failure, mut stopped) = (false, None, false);
+    let mut dropped: Vec<PeerId> = Vec::new();
+    let mut acts = Vec::new();
+    while !stopped {
+        let now_ms = started.elapsed().as_millis() as u64;
+        if now_ms > cfg.max_runtime_ms {
+            failure = Some(format!("gave up after {} ms", cfg.max_runtime_ms));
+            break;
+        }
+        if shard.shutting_down() {
+            failure = Some("interrupted".into());
+            break;
+        }
+        let mut batch: Vec<Event> = local.borrow_mut().drain(..).collect();
+        // Mesh messages: wait briefly only when nothing else is pending.
+        let wait = if batch.is_empty() {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_micros(1)
+        };
+        let mut first = true;
+        loop {
+            let m = if first {
+                shard.recv_timeout(wait).await
+            } else {
+                shard.recv_timeout(Duration::from_micros(1)).await
+            };
+            first = false;
+            match m {
+                Recv::Msg(_, MeshMsg::Event(ev)) => batch.push(ev),
+                Recv::Msg(
+                    _,
+                    MeshMsg::Request {
+                        from,
+                        peer,
+                        id,
+                        req,
+                        timeout_ms,
+                    },
+                ) => {
+                    if let Some(tx) = senders.get(&(peer as usize)) {
+                        let _ = tx.try_send(Job {
+                            from,
+                            id,
+                            req,
+                            timeout_ms,
+                        });
+                    }
+                }
+                Recv::Msg(_, MeshMsg::Stop) => {
+                    stopped = true;
+                    break;
+                }
+                Recv::Closed | Recv::TimedOut => break,
+            }
+            if batch.len() > 4096 {
+                break;
+            }
+        }
+        while let Some((&(due, _), _)) = deadlines.first_key_value() {
+            if due > now_ms {
+                break;
+            }
+            let (_, (peer, id)) = deadlines.pop_first().expect("present");
+            batch.push(Event::Timeout { peer, id });
+        }
+        if now_ms >= next_tick_ms {
+            next_tick_ms = now_ms + 100;
+            batch.push(Event::Tick);
+        }
+        for ev in batch {
+            acts.clear();
+            engine.handle(now_ms, ev, &mut store, &mut acts);
+            for a in acts.drain(..) {
+                match a {
+                    Action::Send {
+                        peer,
+                        id,
+                        req,
+                        timeout_ms,
+                    } => {
+                        seq += 1;
+                        deadlines.insert((now_ms + timeout_ms, seq), (peer, id));
+                        let owner = peer as usize % shards;
+                        if owner == me {
+                            if let Some(tx) = senders.get(&(peer as usize)) {
+                                let _ = tx.try_send(Job {
+                                    from: me,
+                                    id,
+                                    req,
+                                    timeout_ms,
+                                });
+                            }
+                        } else {
+                            // A full channel: the deadline above reports the request as lost.
+                            let _ = shard.try_send(
+                                ShardId(owner),
+                                MeshMsg::Request {
+                                    from: me,
+                                    peer,
+                                    id,
+                                    req,
+                                    timeout_ms,
+                                },
+                            );
+                        }
+                    }
+                    Action::ToShard { shard: to, msg } => deliver(&shard, &local, to, Event::Shard(msg)).await,
+                    Action::DropPeer(p) => {
+                        dropped.push(p);
+                        senders.remove(&(p as usize));
+                    }
+                    Action::Finished => finished = true,
+                    Action::Failed(m) => failure = Some(m),
+                }
+            }
+        }
+        if finished || failure.is_some() {
+            break;
+        }
+    }
+    if me == 0 {
+        for s in shard.peers() {
+            let _ = shard.send(s, MeshMsg::Stop).await;
+        }
+    }
+    drop(senders);
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    let head = store.headers.last_key_value().map(|(n, h)| (*n, format!("{}", h.hash)));
+    ShardResult {
+        shard: me,
+        finished,
+        failure,
+        status: engine.status(),
+        mode: engine.mode().name().to_string(),
+        progress: engine.get_progress(),
+        head,
+        counts: [
+            store.headers.len() as u64,
+            store.bodies.len() as u64,
+            store.receipts.len() as u64,
+            store.nodes.len() as u64,
+            store.codes.len() as u64,
+        ],
+        peers: reports
+            .into_iter()
+            .map(|(i, r)| {
+                let mut r = r.borrow().clone();
+                r.dropped_by_us = dropped.contains(&(i as PeerId));
+                (i, r)
+            })
+            .collect(),
+    }
+}
+
+/// Run the sync with one engine per shard of the runtime (pinned executors), each dialing
+/// the peers it owns. Blocks until the sync ends.
+pub fn run_sync_sharded(
+    cfg: NetSyncConfig,
+    node: LocalNode,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<NetSyncReport> {
+    let started = Instant::now();
+    let shards = cfg.shards.max(1);
+    let mut rc = RuntimeConfig::new(shards);
+    rc.name = "eth-sync".into();
+    rc.channel_capacity = 1 << 16;
+    let mut cfg = NetSyncConfig { shards, ..cfg };
+    let mut node = node;
+    if cfg.sync.mode == crate::ethsync::config::SyncMode::Fast {
+        // Fast sync fetches state by node hash (GetNodeData), which only eth/66 carries.
+        node.capabilities.retain(|c| c.name != "eth" || c.version == 66);
+    }
+    cfg.shards = shards;
+    let (cfg, node) = (Arc::new(cfg), Arc::new(node));
+    let peers_n = cfg.peers.len();
+    let results = run_with_flag::<MeshMsg, _, _, _>(&rc, shutdown, move |shard: Shard<MeshMsg>| {
+        let (cfg, node) = (cfg.clone(), node.clone());
+        async move { shard_main(shard, cfg, node).await }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zero = results
+        .iter()
+        .find(|r| r.shard == 0)
+        .ok_or_else(|| anyhow::anyhow!("no result from shard 0"))?;
+    let mut progress = Progress::default();
+    for r in &results {
+        progress.add(&r.progress);
+    }
+    let head = results.iter().filter_map(|r| r.head.clone()).max_by_key(|h| h.0);
+    let sum = |i: usize| results.iter().map(|r| r.counts[i]).sum::<u64>();
+    let mut peers: Vec<Option<NetPeerReport>> = vec![None; peers_n];
+    for r in &results {
+        for (i, p) in &r.peers {
+            peers[*i] = Some(p.clone());
+        }
+    }
+    Ok(NetSyncReport {
+        finished: zero.finished,
+        failure: zero
+            .failure
+            .clone()
+            .or_else(|| results.iter().find_map(|r| r.failure.clone())),
+        mode: zero.mode.clone(),
+        state_root: zero.status.state_root.clone(),
+        head_number: head.as_ref().map(|h| h.0),
+        head_hash: head.map(|h| h.1),
+        headers_stored: sum(0),
+        bodies_stored: sum(1),
+        receipts_stored: sum(2),
+        state_nodes_stored: sum(3),
+        codes_stored: sum(4),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        status: zero.status.clone(),
+        progress,
+        peers: peers.into_iter().flatten().collect(),
+    })
+}
