@@ -173,7 +173,7 @@ pub(crate) fn matches_disk(
     }
     if files
         .keys()
-        .any(|id| *id <= ck.active_id && *id != ck.active_id && !ck.sealed.contains_key(id))
+        .any(|id| *id < ck.active_id && !ck.sealed.contains_key(id))
     {
         return Err("a segment unknown to the checkpoint precedes its active segment");
     }
