@@ -31,6 +31,16 @@ struct Server {
     _stdout: BufReader<std::process::ChildStdout>,
 }
 
+impl Drop for Server {
+    /// A failing assertion must not leave serving processes behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     fn start(dir: &std::path::Path, profile: &str, shards: usize) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_catchup"))
