@@ -37,9 +37,13 @@
 mod checkpoint;
 pub mod file;
 pub mod record;
+mod shared;
+
+pub use shared::SharedStore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use file::{SegFile, IO_ALIGN_BYTES};
 use record::{RecordDefect, RecordLimits, RECORD_HEADER_BYTES};
@@ -150,6 +154,8 @@ pub enum StoreError {
     InUse { dir: PathBuf },
     #[error("store in {dir} has more than {max} segments")]
     TooManySegments { dir: PathBuf, max: u32 },
+    #[error("store in {dir} was closed through another handle")]
+    Closed { dir: PathBuf },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -202,7 +208,8 @@ pub struct StoreStats {
 
 struct Segment {
     path: PathBuf,
-    file: SegFile,
+    /// Shared with a group commit's `fdatasync` in flight (see [`SharedStore`]).
+    file: Rc<SegFile>,
 }
 
 /// A per-shard append-only store. See the module docs for the durability contract.
@@ -222,7 +229,9 @@ pub struct Store {
     /// (the partially filled last block is kept here and rewritten).
     pending: Vec<u8>,
     pending_pos: u64,
-    unsynced: bool,
+    /// Records (counted as `stats.appended_records`) written out for a sync: everything up
+    /// to here is durable or covered by a commit whose `fdatasync` is in flight.
+    synced_seq: u64,
     poisoned: Option<String>,
     stats: StoreStats,
     /// Exclusive flock on `dir/LOCK`, released when the store is dropped or closed.
@@ -400,7 +409,13 @@ impl Store {
             if ck_sealed.contains_key(&id) {
                 // Covered by the checkpoint (never the last segment: the checkpoint's
                 // active segment comes after it).
-                sealed.insert(id, Segment { path, file });
+                sealed.insert(
+                    id,
+                    Segment {
+                        path,
+                        file: Rc::new(file),
+                    },
+                );
                 continue;
             }
             let start = match ck_active {
@@ -419,7 +434,10 @@ impl Store {
                 &mut stats,
             )
             .await?;
-            let seg = Segment { path, file };
+            let seg = Segment {
+                path,
+                file: Rc::new(file),
+            };
             if is_last {
                 active = Some((id, seg, end));
             } else {
@@ -434,7 +452,14 @@ impl Store {
                     .await
                     .map_err(io_err("creating", &path))?;
                 crate::datadir::fsync_dir(&dir).map_err(io_err("syncing directory", &dir))?;
-                (1, Segment { path, file }, 0)
+                (
+                    1,
+                    Segment {
+                        path,
+                        file: Rc::new(file),
+                    },
+                    0,
+                )
             }
         };
         let pending_pos = align_down(active_len);
@@ -468,7 +493,7 @@ impl Store {
             active_len,
             pending,
             pending_pos,
-            unsynced: false,
+            synced_seq: 0,
             poisoned: None,
             stats,
             _lock: lock,
@@ -534,7 +559,6 @@ impl Store {
         let off = self.active_len;
         record::encode_record(kind, key, value, &mut self.pending);
         self.active_len += rec_len;
-        self.unsynced = true;
         self.stats.appended_bytes += rec_len;
         self.stats.appended_records += 1;
         self.index[kind as usize].insert(
@@ -555,12 +579,49 @@ impl Store {
     /// Durability barrier: every record put before this call is on stable storage when it
     /// returns `Ok` (one `fdatasync` for the whole batch).
     pub async fn flush(&mut self) -> Result<(), StoreError> {
-        self.check_poisoned()?;
-        if !self.unsynced {
+        let Some(c) = self.commit_write().await? else {
             return Ok(());
+        };
+        let r = c.file.fdatasync().await.map_err(io_err("syncing", &c.path));
+        self.poison(r)?;
+        self.stats.syncs += 1;
+        Ok(())
+    }
+
+    /// First half of a group commit: write out every pending byte (the last block padded)
+    /// and hand back what must be `fdatasync`ed to make all records appended so far
+    /// durable; `None` when nothing is unsynced. Until that sync succeeds the caller must
+    /// not acknowledge the records, and on its failure it must [`Store::poison_with`].
+    async fn commit_write(&mut self) -> Result<Option<PendingSync>, StoreError> {
+        self.check_poisoned()?;
+        let target = self.stats.appended_records;
+        if self.synced_seq == target {
+            return Ok(None);
         }
-        let r = self.sync_active().await;
-        self.poison(r)
+        let r = self.write_out(true).await;
+        self.poison(r)?;
+        self.synced_seq = target;
+        Ok(Some(PendingSync {
+            file: self.active.file.clone(),
+            path: self.active.path.clone(),
+            seq: target,
+        }))
+    }
+
+    /// What to sync to make every record written out so far durable.
+    fn sync_target(&self) -> PendingSync {
+        PendingSync {
+            file: self.active.file.clone(),
+            path: self.active.path.clone(),
+            seq: self.synced_seq,
+        }
+    }
+
+    /// Refuse further writes (a commit's sync failed outside the store).
+    fn poison_with(&mut self, first_error: String) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(first_error);
+        }
     }
 
     async fn sync_active(&mut self) -> Result<(), StoreError> {
@@ -571,7 +632,7 @@ impl Store {
             .await
             .map_err(io_err("syncing", &self.active.path))?;
         self.stats.syncs += 1;
-        self.unsynced = false;
+        self.synced_seq = self.stats.appended_records;
         Ok(())
     }
 
@@ -614,7 +675,13 @@ impl Store {
             .await
             .map_err(io_err("creating", &path))?;
         crate::datadir::fsync_dir(&self.dir).map_err(io_err("syncing directory", &self.dir))?;
-        let old = std::mem::replace(&mut self.active, Segment { path, file });
+        let old = std::mem::replace(
+            &mut self.active,
+            Segment {
+                path,
+                file: Rc::new(file),
+            },
+        );
         self.sealed.insert(self.active_id, old);
         self.active_id = next;
         self.active_len = 0;
@@ -632,6 +699,14 @@ impl Store {
     /// Number of keys of `kind`.
     pub fn len_of_kind(&self, kind: u8) -> usize {
         self.index[kind as usize].len()
+    }
+
+    /// The keys of `kind` (index only, no I/O), in no particular order.
+    pub fn keys_of_kind(&self, kind: u8) -> Vec<Vec<u8>> {
+        self.index[kind as usize]
+            .keys()
+            .map(|k| k.to_vec())
+            .collect()
     }
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
@@ -723,7 +798,11 @@ impl Store {
             .into_values()
             .chain(std::iter::once(self.active));
         for seg in segs {
-            let r = seg.file.close().await.map_err(io_err("closing", &seg.path));
+            // A file still shared with a sync in flight is closed when that sync drops it.
+            let Ok(file) = Rc::try_unwrap(seg.file) else {
+                continue;
+            };
+            let r = file.close().await.map_err(io_err("closing", &seg.path));
             if closed.is_ok() {
                 closed = r;
             }
@@ -786,6 +865,14 @@ fn load_checkpoint(
         return None;
     }
     Some(ck)
+}
+
+/// What a group commit must `fdatasync` after [`Store::commit_write`].
+struct PendingSync {
+    file: Rc<SegFile>,
+    path: PathBuf,
+    /// Records appended (since open) that the sync makes durable.
+    seq: u64,
 }
 
 /// Iterator over one kind's records; see [`Store::iter_kind`].

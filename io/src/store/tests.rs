@@ -634,3 +634,112 @@ fn a_checkpoint_that_does_not_match_the_segments_is_ignored() {
         assert_eq!(s.stats().keys, 6);
     });
 }
+
+#[test]
+fn concurrent_put_durable_shares_fdatasyncs() {
+    const TASKS: u32 = 24;
+    const PUTS_PER_TASK: u32 = 40;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let shared = SharedStore::open(&dir, small_opts()).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let s = shared.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for j in 0..PUTS_PER_TASK {
+                    let i = t * 1000 + j;
+                    let v = value_for(i, 50 + (i as usize % 900));
+                    assert!(s.put_durable(1, &i.to_be_bytes(), &v).await.unwrap());
+                    // Resolved: durable, and readable through any handle.
+                    assert_eq!(s.get(1, &i.to_be_bytes()).await.unwrap(), Some(v));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let st = shared.stats().await.unwrap();
+        let puts = (TASKS * PUTS_PER_TASK) as u64;
+        assert_eq!(st.durable_puts, puts);
+        assert_eq!(st.store.appended_records, puts);
+        eprintln!(
+            "{puts} concurrent durable puts, {} group commits",
+            st.group_commits
+        );
+        assert!(st.group_commits >= 1);
+        assert!(
+            st.group_commits * 4 <= puts,
+            "{} group commits for {puts} concurrent durable puts",
+            st.group_commits
+        );
+        assert!(st.store.syncs >= st.group_commits);
+        shared.close().await.unwrap();
+
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        assert_eq!(s.len_of_kind(1), (TASKS * PUTS_PER_TASK) as usize);
+        for t in 0..TASKS {
+            for j in 0..PUTS_PER_TASK {
+                let i = t * 1000 + j;
+                let v = value_for(i, 50 + (i as usize % 900));
+                assert_eq!(s.get(1, &i.to_be_bytes()).await.unwrap(), Some(v));
+            }
+        }
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn shared_store_flush_content_addressed_and_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let shared = SharedStore::open(&dir, small_opts().content_addressed(7))
+            .await
+            .unwrap();
+        let other = shared.clone();
+        assert!(shared.put(2, b"a", b"buffered").await.unwrap());
+        assert!(other.put_durable(7, b"h", b"first").await.unwrap());
+        // Write-once: the second put is a no-op that still resolves durable.
+        assert!(!shared.put_durable(7, b"h", b"second").await.unwrap());
+        assert_eq!(
+            other.get(7, b"h").await.unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
+        other.flush().await.unwrap();
+        // Nothing new: no further sync.
+        let before = shared.stats().await.unwrap();
+        shared.flush().await.unwrap();
+        assert_eq!(
+            shared.stats().await.unwrap().store.syncs,
+            before.store.syncs
+        );
+        assert!(other.contains(2, b"a").await.unwrap());
+        assert_eq!(other.len_of_kind(7).await.unwrap(), 1);
+        assert!(shared.put(2, b"b", b"closed by close").await.unwrap());
+        shared.close().await.unwrap();
+        assert!(matches!(
+            other.put_durable(2, b"c", b"x").await,
+            Err(StoreError::Closed { .. })
+        ));
+        assert!(matches!(
+            other.get(2, b"a").await,
+            Err(StoreError::Closed { .. })
+        ));
+
+        let s = Store::open(&dir, small_opts()).await.unwrap();
+        assert_eq!(
+            s.get(2, b"a").await.unwrap().as_deref(),
+            Some(&b"buffered"[..])
+        );
+        assert_eq!(
+            s.get(2, b"b").await.unwrap().as_deref(),
+            Some(&b"closed by close"[..])
+        );
+        assert_eq!(
+            s.get(7, b"h").await.unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
+        s.close().await.unwrap();
+    });
+}
