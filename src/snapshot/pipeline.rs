@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use catchup_io::files::{FileWriteError, StreamedFile};
+use catchup_io::files::FileWriteError;
 use catchup_solana::manifest::{decode_manifest, Manifest, ManifestError};
 use catchup_solana::tar::{EntryHeader, TarError, TarParser, TarSink};
 use catchup_solana::unpack::{classify, SnapshotEntry, UnpackBudget, UnpackError, UnpackLimits};
@@ -20,14 +20,32 @@ use catchup_solana::{base58, LtHash};
 use serde::Serialize;
 use thiserror::Error;
 
-use super::index::{AccountRecord, FileJob, ShardGone, ShardSet, ShardTotals};
+use super::index::{
+    streaming_bytes, AccountRecord, ShardGone, ShardSet, ShardTotals, MIN_SHARD_INBOX_CAPACITY,
+    WRITE_CHUNK_BYTES,
+};
 
 /// Size of the decompressed chunks handed to the tar parser.
 pub const DECOMPRESSED_CHUNK_BYTES: usize = 1 << 20;
-/// Write buffer per account file being streamed to disk.
-pub const FILE_WRITE_BUFFER_BYTES: usize = 1 << 20;
-/// Fixed memory besides the zstd window and the frames in flight.
+/// Piece of an account file handed to its writer shard at a time.
+pub const FILE_WRITE_BUFFER_BYTES: usize = WRITE_CHUNK_BYTES;
+/// Fixed memory besides the zstd window and the frames in flight: the decompressed chunk,
+/// the piece being filled, and the minimal shard queues and mesh links (for a few shards;
+/// more shards add their own, see [`streaming_overhead_bytes`]).
 pub const FIXED_OVERHEAD_BYTES: u64 = 8 << 20;
+/// Deepest queue of file pieces per shard (so a shard can take a whole large file while
+/// the feeder moves on to the next one).
+pub const MAX_QUEUED_FILE_BYTES_PER_SHARD: u64 = 64 << 20;
+
+/// Streaming memory besides the zstd window: the fixed buffers plus the shard queues
+/// with `inbox_capacity` pieces each.
+pub fn streaming_overhead_bytes(shards: usize, inbox_capacity: usize) -> u64 {
+    FIXED_OVERHEAD_BYTES.max(
+        DECOMPRESSED_CHUNK_BYTES as u64
+            + FILE_WRITE_BUFFER_BYTES as u64
+            + streaming_bytes(shards, inbox_capacity),
+    )
+}
 
 /// Pipeline settings.
 #[derive(Debug, Clone)]
@@ -117,10 +135,21 @@ pub struct Progress {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ShardReport {
     pub shard: usize,
+    /// Entries this shard owns (all versions).
     pub accounts_total: u64,
-    /// Stored account bytes this shard indexed and hashed.
+    /// Stored account bytes of the entries this shard owns.
     pub owned_bytes: u64,
     pub accounts_live: u64,
+    /// Entries this shard parsed and hashed (each entry is scanned by one shard only).
+    pub scanned_accounts: u64,
+    /// Stored bytes of those entries.
+    pub scanned_bytes: u64,
+    /// Account files this shard wrote.
+    pub files_written: u64,
+    /// Superseded versions whose LtHash elements this shard mixed out.
+    pub retracted: u64,
+    /// How the shard wrote files: `io_uring-dma`, or `write(2)` and why.
+    pub write_mode: String,
 }
 
 /// The outcome of verification.
@@ -157,15 +186,8 @@ pub struct VerifyReport {
 enum Current {
     None,
     Skip,
-    File {
-        file: StreamedFile,
-        slot: u64,
-        id: u64,
-    },
-    Mem {
-        entry: SnapshotEntry,
-        buf: Vec<u8>,
-    },
+    File { buf: Vec<u8> },
+    Mem { entry: SnapshotEntry, buf: Vec<u8> },
 }
 
 struct Unpacker {
@@ -179,39 +201,36 @@ struct Unpacker {
     status_cache: bool,
     storages: HashMap<(u64, u64), u64>,
     received: HashSet<(u64, u64)>,
-    pending: Vec<(u64, u64, PathBuf)>,
+    /// Files written before the manifest arrived: (slot, id, size, writer shard).
+    pending: Vec<(u64, u64, u64, usize)>,
     shards: Option<ShardSet>,
+    /// Snapshot generation of this pipeline's files (0: full, then +1 per incremental).
+    gen: u32,
     account_files: u64,
 }
 
 impl Unpacker {
-    fn dispatch(&mut self, slot: u64, id: u64, path: PathBuf) -> Result<(), PipelineError> {
+    /// `accounts_current_len` of a file of `size` bytes, from the manifest.
+    fn current_len(&self, slot: u64, id: u64, size: u64) -> Result<u64, PipelineError> {
         let Some(&len) = self.storages.get(&(slot, id)) else {
             return Err(PipelineError::Inconsistent(format!(
                 "accounts/{slot}.{id} is not listed in the manifest"
             )));
         };
-        let size = std::fs::metadata(&path)
-            .map_err(|source| PipelineError::Io {
-                path: path.clone(),
-                source,
-            })?
-            .len();
         if len > size {
             return Err(PipelineError::Storage(format!(
                 "accounts/{slot}.{id}: accounts_current_len {len} exceeds the file size {size}"
             )));
         }
-        self.shards
-            .as_ref()
-            .ok_or(PipelineError::Failed)?
-            .add_file(FileJob {
-                slot,
-                id,
-                path: Arc::new(path),
-                accounts_current_len: len,
-            })?;
-        Ok(())
+        Ok(len)
+    }
+
+    fn shards(&mut self) -> Result<&mut ShardSet, PipelineError> {
+        let s = self.shards.as_mut().ok_or(PipelineError::Failed)?;
+        if let Some(e) = s.error() {
+            return Err(PipelineError::Storage(e));
+        }
+        Ok(s)
     }
 
     fn write_meta(&self, rel: &str, bytes: &[u8]) -> Result<(), PipelineError> {
@@ -240,9 +259,22 @@ impl TarSink for Unpacker {
                         "accounts/{slot}.{id} appears twice"
                     )));
                 }
-                let path = self.staging.join("accounts").join(format!("{slot}.{id}"));
-                let file = StreamedFile::create(&path, header.size_bytes, FILE_WRITE_BUFFER_BYTES)?;
-                Current::File { file, slot, id }
+                let size = header.size_bytes;
+                let current_len = if self.manifest.is_some() {
+                    Some(self.current_len(slot, id, size)?)
+                } else {
+                    None
+                };
+                let gen = self.gen;
+                let writer = self
+                    .shards()?
+                    .begin_file(gen, slot, id, size, current_len)?;
+                if current_len.is_none() {
+                    self.pending.push((slot, id, size, writer));
+                }
+                Current::File {
+                    buf: Vec::with_capacity(FILE_WRITE_BUFFER_BYTES.min(size as usize)),
+                }
             }
             SnapshotEntry::BankSnapshot { .. } if self.manifest.is_some() => {
                 return Err(PipelineError::Inconsistent(
@@ -265,7 +297,23 @@ impl TarSink for Unpacker {
     fn entry_data(&mut self, data: &[u8]) -> Result<(), PipelineError> {
         self.budget.on_data(data.len(), &self.limits)?;
         match &mut self.cur {
-            Current::File { file, .. } => file.write(data)?,
+            Current::File { buf, .. } => {
+                let mut data = data;
+                while !data.is_empty() {
+                    let take = (FILE_WRITE_BUFFER_BYTES - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if buf.len() == FILE_WRITE_BUFFER_BYTES {
+                        let full =
+                            std::mem::replace(buf, Vec::with_capacity(FILE_WRITE_BUFFER_BYTES));
+                        let shards = self.shards.as_mut().ok_or(PipelineError::Failed)?;
+                        if let Some(e) = shards.error() {
+                            return Err(PipelineError::Storage(e));
+                        }
+                        shards.file_data(full)?;
+                    }
+                }
+            }
             Current::Mem { buf, .. } => buf.extend_from_slice(data),
             Current::Skip | Current::None => {}
         }
@@ -275,14 +323,14 @@ impl TarSink for Unpacker {
     fn end_entry(&mut self) -> Result<(), PipelineError> {
         match std::mem::replace(&mut self.cur, Current::None) {
             Current::None | Current::Skip => {}
-            Current::File { file, slot, id } => {
-                let path = file.finish(self.fsync)?;
-                self.account_files += 1;
-                if self.manifest.is_some() {
-                    self.dispatch(slot, id, path)?;
-                } else {
-                    self.pending.push((slot, id, path));
+            Current::File { buf } => {
+                let fsync = self.fsync;
+                let shards = self.shards()?;
+                if !buf.is_empty() {
+                    shards.file_data(buf)?;
                 }
+                shards.end_file(fsync)?;
+                self.account_files += 1;
             }
             Current::Mem { entry, buf } => match entry {
                 SnapshotEntry::Version => {
@@ -325,8 +373,10 @@ impl TarSink for Unpacker {
                         }
                     }
                     self.manifest = Some(m);
-                    for (slot, id, path) in std::mem::take(&mut self.pending) {
-                        self.dispatch(slot, id, path)?;
+                    let gen = self.gen;
+                    for (slot, id, size, writer) in std::mem::take(&mut self.pending) {
+                        let len = self.current_len(slot, id, size)?;
+                        self.shards()?.scan_file(writer, gen, slot, id, len)?;
                     }
                 }
                 SnapshotEntry::AccountsFile { .. } | SnapshotEntry::Directory => {}
@@ -519,10 +569,29 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
     }
 }
 
+fn check_window(cfg: &PipelineConfig) -> Result<(), PipelineError> {
+    if cfg.window_log_max < 10 || cfg.window_log_max > 31 {
+        return Err(PipelineError::Config(format!(
+            "window_log_max {} is outside 10..=31",
+            cfg.window_log_max
+        )));
+    }
+    Ok(())
+}
+
 impl Pipeline {
     /// A pipeline for a full snapshot unpacked under `datadir`.
     pub fn new(datadir: &Path, cfg: PipelineConfig) -> Result<Self, PipelineError> {
-        let shards = ShardSet::start(cfg.shards).map_err(io_err(datadir))?;
+        check_window(&cfg)?;
+        // Half of what the window and fixed buffers leave may queue file pieces on the
+        // shards (the rest holds compressed frames in flight).
+        let spare = cfg
+            .memory_limit_bytes
+            .saturating_sub((1u64 << cfg.window_log_max) + FIXED_OVERHEAD_BYTES);
+        let per_shard = (spare / 2 / cfg.shards.max(1) as u64).min(MAX_QUEUED_FILE_BYTES_PER_SHARD);
+        let capacity =
+            ((per_shard / FILE_WRITE_BUFFER_BYTES as u64) as usize).max(MIN_SHARD_INBOX_CAPACITY);
+        let shards = ShardSet::start_with_queue(cfg.shards, capacity).map_err(io_err(datadir))?;
         Self::with_shards(datadir, cfg, shards, None)
     }
 
@@ -542,19 +611,16 @@ impl Pipeline {
         shards: ShardSet,
         base: Option<Box<VerifiedSnapshot>>,
     ) -> Result<Self, PipelineError> {
-        if cfg.window_log_max < 10 || cfg.window_log_max > 31 {
-            return Err(PipelineError::Config(format!(
-                "window_log_max {} is outside 10..=31",
-                cfg.window_log_max
-            )));
-        }
-        let need = (1u64 << cfg.window_log_max) + FIXED_OVERHEAD_BYTES;
+        check_window(&cfg)?;
+        let overhead = streaming_overhead_bytes(shards.count(), shards.inbox_capacity());
+        let need = (1u64 << cfg.window_log_max) + overhead;
         if cfg.memory_limit_bytes < need {
             return Err(PipelineError::Config(format!(
-                "memory_limit_bytes {} is below the zstd window (2^{}) plus {} bytes of buffers = {need}",
-                cfg.memory_limit_bytes, cfg.window_log_max, FIXED_OVERHEAD_BYTES
+                "memory_limit_bytes {} is below the zstd window (2^{}) plus {overhead} bytes of buffers = {need}",
+                cfg.memory_limit_bytes, cfg.window_log_max
             )));
         }
+        let gen = base.as_ref().map_or(0, |b| b.gen + 1);
         std::fs::create_dir_all(datadir).map_err(io_err(datadir))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -563,6 +629,10 @@ impl Pipeline {
         let staging = datadir.join(format!(".staging-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(staging.join("accounts")).map_err(io_err(&staging))?;
         std::fs::create_dir_all(staging.join("snapshots")).map_err(io_err(&staging))?;
+        if shards.set_dir(gen, &staging.join("accounts")).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(ShardGone.into());
+        }
         let mut limits = cfg.limits;
         limits.max_metadata_entry_bytes = limits
             .max_metadata_entry_bytes
@@ -581,6 +651,7 @@ impl Pipeline {
                 received: HashSet::new(),
                 pending: Vec::new(),
                 shards: Some(shards),
+                gen,
                 account_files: 0,
             },
             datadir: datadir.to_path_buf(),
@@ -640,9 +711,17 @@ impl Pipeline {
             let pre = std::mem::take(buf);
             self.decode = if starts_with_marker(&pre) {
                 let max_in_flight = self.cfg.shards.max(1) as u64 + 2;
-                let avail = self.cfg.memory_limit_bytes
-                    - (1u64 << self.cfg.window_log_max)
-                    - FIXED_OVERHEAD_BYTES;
+                let overhead = self
+                    .unpacker
+                    .shards
+                    .as_ref()
+                    .map_or(FIXED_OVERHEAD_BYTES, |s| {
+                        streaming_overhead_bytes(s.count(), s.inbox_capacity())
+                    });
+                let avail = self
+                    .cfg
+                    .memory_limit_bytes
+                    .saturating_sub((1u64 << self.cfg.window_log_max) + overhead);
                 Decode::Marked(Box::new(Marked {
                     marker: [0; FRAME_MARKER_BYTES],
                     fill: 0,
@@ -867,7 +946,7 @@ impl Pipeline {
         let totals = self
             .unpacker
             .shards
-            .as_ref()
+            .as_mut()
             .ok_or(PipelineError::Failed)?
             .totals()?;
         if let Some(e) = totals.iter().find_map(|t| t.error.clone()) {
@@ -918,12 +997,17 @@ impl Pipeline {
         let mut report = report;
         report.datadir = dest.display().to_string();
         let shards = self.unpacker.shards.take();
+        // Files the shards have not mapped yet are now found under the new name.
+        if let Some(s) = &shards {
+            s.set_dir(self.unpacker.gen, &dest.join("accounts"))?;
+        }
         Ok(VerifiedSnapshot {
             report,
             manifest,
             dir: dest,
             datadir: self.datadir.clone(),
             shards,
+            gen: self.unpacker.gen,
         })
     }
 
@@ -970,6 +1054,11 @@ impl Pipeline {
                     accounts_total: t.accounts_total,
                     owned_bytes: t.owned_bytes,
                     accounts_live: t.accounts_live,
+                    scanned_accounts: t.scanned_accounts,
+                    scanned_bytes: t.scanned_bytes,
+                    files_written: t.files_written,
+                    retracted: t.retracted,
+                    write_mode: t.write_mode.clone(),
                 })
                 .collect(),
             datadir: self.unpacker.staging.display().to_string(),
@@ -981,6 +1070,9 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         if !self.committed {
+            // Stop the shards first: no file is being written when the staging directory
+            // goes.
+            drop(self.unpacker.shards.take());
             let _ = std::fs::remove_dir_all(&self.unpacker.staging);
         }
     }
@@ -995,6 +1087,8 @@ pub struct VerifiedSnapshot {
     pub dir: PathBuf,
     datadir: PathBuf,
     shards: Option<ShardSet>,
+    /// Generation of this snapshot's files in the shard index.
+    gen: u32,
 }
 
 impl VerifiedSnapshot {
