@@ -206,3 +206,35 @@ fn stale_journaled_pivot_is_replaced_on_resume() {
         assert!(r.repivots >= 1, "{mode:?}: the stale pivot was kept");
     }
 }
+
+#[test]
+fn new_pivot_with_a_changed_state_is_healed() {
+    for mode in [SyncMode::Fast, SyncMode::Snap] {
+        let mut cfg = small(41, mode);
+        cfg.profile = Profile::Slow;
+        cfg.accounts = 1500;
+        cfg.blocks = 1500;
+        cfg.initial_best = Some(1000);
+        cfg.ms_per_block = 1;
+        cfg.state_change_at = Some(1000);
+        cfg.sync.pivot_distance = 64;
+        cfg.sync.repivot_slack = 8;
+        cfg.sync.status_check_ms = 200;
+        let r = run(&cfg);
+        let bound =
+            cfg.sync.header_batch + (cfg.sync.max_concurrent_requests * cfg.sync.body_batch * cfg.shards) as u64;
+        assert_correct_refetching(&r, &format!("changed state {mode:?}"), r.repivots * bound);
+        assert!(
+            r.pivot_block.unwrap() > 1000,
+            "{mode:?}: the final pivot is past the state change"
+        );
+        assert!(r.repivots >= 1);
+        assert!(r.progress.healed_nodes > 0, "{mode:?}: nothing was healed");
+        if mode == SyncMode::Snap {
+            assert!(
+                r.requests_by_kind.get("trie_nodes").copied().unwrap_or(0) > 0,
+                "snap healed with GetTrieNodes"
+            );
+        }
+    }
+}

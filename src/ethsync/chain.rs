@@ -137,6 +137,12 @@ impl StateData {
     /// A generated state: `n` accounts; about one in eight has storage (one large storage
     /// trie of `big_slots` slots), one in sixteen has code (shared among 64 contracts).
     pub fn generate(n: u64, big_slots: u64, seed: u64) -> StateData {
+        Self::generate_variant(n, big_slots, seed, 0)
+    }
+
+    /// [`StateData::generate`] as it is `variant` blocks of changes later: one account in
+    /// seven has another balance (variant 0 is the original state).
+    pub fn generate_variant(n: u64, big_slots: u64, seed: u64, variant: u8) -> StateData {
         let mut rng = SimRng::new(seed.wrapping_mul(31).wrapping_add(7));
         let codes: Vec<Vec<u8>> = (0..64)
             .map(|_| {
@@ -151,6 +157,9 @@ impl StateData {
             let mut balance = rng.bytes(blen);
             if balance[0] == 0 {
                 balance[0] = 1;
+            }
+            if variant != 0 && i % 7 == 0 {
+                balance.push(variant);
             }
             let nslots = if i == 3 {
                 big_slots
@@ -299,6 +308,12 @@ fn header_rlp(
 /// (the generated state does not change along it). Blocks carry pseudo transactions
 /// (legacy and typed), receipts and withdrawals whose roots are in the headers.
 pub fn generate_chain(blocks: u64, state_root: B256, seed: u64) -> ChainData {
+    generate_chain_with_roots(blocks, &|_| state_root, seed)
+}
+
+/// A generated chain whose block `n` carries `root_at(n)` as its state root.
+pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, seed: u64) -> ChainData {
+    let state_root = root_at(0);
     let mut rng = SimRng::new(seed ^ 0xc4a1_5eed);
     let mut c = ChainData::default();
     let empty_list = rlp::list(&[]);
@@ -369,7 +384,7 @@ pub fn generate_chain(blocks: u64, state_root: B256, seed: u64) -> ChainData {
         let parent = c.head().hash;
         let raw = header_rlp(
             parent,
-            state_root,
+            root_at(n),
             ordered_root(&tx_enc),
             ordered_root(&rc_enc),
             ordered_root(&wd_enc),

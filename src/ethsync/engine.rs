@@ -241,8 +241,10 @@ enum Pending {
     Bodies(Vec<u64>),
     Receipts(Vec<u64>),
     Nodes(Vec<NodeTask>),
-    Account(usize),
-    Storage(Vec<usize>),
+    /// (snap epoch, range index)
+    Account(u64, usize),
+    /// (snap epoch, storage task indices)
+    Storage(u64, Vec<usize>),
     Codes(Vec<B256>),
 }
 
@@ -334,6 +336,8 @@ pub struct Engine {
     ranges: Vec<AccountRangeTask>,
     storage_tasks: Vec<StorageTask>,
     storage_ready: VecDeque<usize>,
+    /// Bumped whenever the snap tasks are reset (new root, mode switch).
+    snap_epoch: u64,
     storage_accs: BTreeMap<B256, StorageAcc>,
     code_queue: VecDeque<B256>,
     codes_wanted: HashSet<B256>,
@@ -430,6 +434,7 @@ impl Engine {
             ranges: Vec::new(),
             storage_tasks: Vec::new(),
             storage_ready: VecDeque::new(),
+            snap_epoch: 0,
             storage_accs: BTreeMap::new(),
             code_queue: VecDeque::new(),
             codes_wanted: HashSet::new(),
@@ -611,7 +616,13 @@ impl Engine {
         let c = self.coord.as_mut().expect("coordinator");
         // With a pivot: look at the peers' head again now and then, to re-select the pivot
         // when it falls too far behind.
-        let recheck = self.pivot.is_some() && !done && check_ms > 0 && now >= c.next_status_check_ms;
+        // (Only once the previous round has ended, so status requests never pile up.)
+        let recheck = self.pivot.is_some()
+            && !done
+            && check_ms > 0
+            && now >= c.next_status_check_ms
+            && c.status_pending == 0
+            && !c.anchors_asked;
         if recheck {
             c.next_status_check_ms = now + check_ms;
             c.anchors_asked = false;
@@ -987,27 +998,31 @@ impl Engine {
         match old_root {
             Some(old) if old == new_root => return,
             Some(_) => {
-                // New state root: verified nodes stay (content-addressed); the state walk
-                // or the snap ranges start again from the new root.
+                // New state root: verified nodes stay (content-addressed).
                 self.journal.state_complete = false;
-                self.journal.rebuilt = false;
-                self.journal.ranges.clear();
                 self.journal.walk_round = self.round + 1;
-                self.rebuilt = false;
-                self.phase = StatePhase::Idle;
                 self.node_queue.clear();
-                self.ranges.clear();
-                self.storage_tasks.clear();
-                self.storage_ready.clear();
-                self.storage_accs.clear();
-                self.code_queue.clear();
-                self.codes_wanted.clear();
                 if let Some(c) = self.coord.as_mut() {
                     c.state_complete = false;
-                    c.rebuild_started = false;
                     c.wave_replies.clear();
                     c.last_wave = None;
                 }
+                if self.mode == SyncMode::Snap && !self.journal.rebuilt && self.phase == StatePhase::Ranges {
+                    // Snap before its rebuild: finished ranges keep their (older) leaves,
+                    // the others continue against the new root; storage tries of accounts
+                    // seen so far are left to the heal, which fixes whatever changed.
+                    self.snap_epoch += 1;
+                    for r in &mut self.ranges {
+                        r.busy = false;
+                    }
+                    self.storage_tasks.clear();
+                    self.storage_ready.clear();
+                    self.storage_accs.clear();
+                    self.write_journal(store);
+                    return;
+                }
+                // Fast, or snap after its rebuild: a new walk (heal) from the new root.
+                self.phase = StatePhase::Idle;
                 self.write_journal(store);
             }
             None => {}
@@ -1178,7 +1193,7 @@ impl Engine {
             && !self
                 .inflight
                 .values()
-                .any(|i| matches!(i.what, Pending::Account(_) | Pending::Storage(_) | Pending::Codes(_)))
+                .any(|i| matches!(i.what, Pending::Account(..) | Pending::Storage(..) | Pending::Codes(_)))
     }
 
     fn report(&mut self, out: &mut Vec<Action>) {
@@ -1635,6 +1650,7 @@ impl Engine {
         self.ranges.clear();
         self.storage_tasks.clear();
         self.storage_ready.clear();
+        self.snap_epoch += 1;
         self.storage_accs.clear();
         self.code_queue.clear();
         self.codes_wanted.clear();
@@ -1788,7 +1804,7 @@ impl Engine {
                             limit: r.limit,
                             bytes: self.cfg.snap_response_bytes,
                         };
-                        self.send(peer, req, Pending::Account(i), out);
+                        self.send(peer, req, Pending::Account(self.snap_epoch, i), out);
                     } else if let Some(batch) = self.next_storage_batch() {
                         let first = &self.storage_tasks[batch[0]];
                         let req = Request::StorageRanges {
@@ -1798,7 +1814,7 @@ impl Engine {
                             limit: first.limit,
                             bytes: self.cfg.snap_response_bytes,
                         };
-                        self.send(peer, req, Pending::Storage(batch), out);
+                        self.send(peer, req, Pending::Storage(self.snap_epoch, batch), out);
                     } else if !self.code_queue.is_empty() {
                         let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
                         let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
@@ -1850,14 +1866,18 @@ impl Engine {
                     }
                 }
             }
-            Pending::Account(i) => {
-                if let Some(r) = self.ranges.get_mut(i) {
-                    r.busy = false;
+            Pending::Account(epoch, i) => {
+                if epoch == self.snap_epoch {
+                    if let Some(r) = self.ranges.get_mut(i) {
+                        r.busy = false;
+                    }
                 }
             }
-            Pending::Storage(idxs) => {
-                for i in idxs {
-                    self.storage_unbusy(i);
+            Pending::Storage(epoch, idxs) => {
+                if epoch == self.snap_epoch {
+                    for i in idxs {
+                        self.storage_unbusy(i);
+                    }
                 }
             }
             Pending::Codes(hashes) => {
@@ -1916,10 +1936,18 @@ impl Engine {
             (Pending::Nodes(tasks), Response::NodeData(nodes)) => self.on_nodes(tasks, nodes, false, store),
             (Pending::Nodes(tasks), Response::TrieNodes(nodes)) => self.on_nodes(tasks, nodes, true, store),
             (Pending::Codes(hashes), Response::ByteCodes(codes)) => self.on_codes(hashes, codes, store),
-            (Pending::Account(i), Response::AccountRange { accounts, proof }) => {
+            // Answers to requests made before the pivot or mode changed are not checked
+            // against the new root (they would fail without the peer lying).
+            (Pending::Account(e, _), Response::AccountRange { .. })
+            | (Pending::Storage(e, _), Response::StorageRanges { .. })
+                if e != self.snap_epoch =>
+            {
+                Ok(true)
+            }
+            (Pending::Account(_, i), Response::AccountRange { accounts, proof }) => {
                 self.on_accounts(i, accounts, proof, store)
             }
-            (Pending::Storage(idxs), Response::StorageRanges { slots, proof }) => {
+            (Pending::Storage(_, idxs), Response::StorageRanges { slots, proof }) => {
                 self.on_storage(idxs, slots, proof, store)
             }
             _ => Err(()),
@@ -1929,7 +1957,7 @@ impl Engine {
             Ok(false) => {
                 if matches!(
                     inf.what,
-                    Pending::Nodes(_) | Pending::Codes(_) | Pending::Account(_) | Pending::Storage(_)
+                    Pending::Nodes(_) | Pending::Codes(_) | Pending::Account(..) | Pending::Storage(..)
                 ) {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;

@@ -26,6 +26,8 @@ pub const MAX_SNAP_ITEMS_SERVE: usize = 1024;
 pub struct ServingPeer {
     pub chain: Arc<ChainData>,
     pub state: Option<Arc<StateData>>,
+    /// Other states also served (for example the state at an older or newer block).
+    pub extra_states: Vec<Arc<StateData>>,
     /// Highest block this peer announces (at most its chain's head).
     pub best: u64,
 }
@@ -33,7 +35,20 @@ pub struct ServingPeer {
 impl ServingPeer {
     pub fn new(chain: Arc<ChainData>, state: Option<Arc<StateData>>) -> Self {
         let best = chain.head().number;
-        ServingPeer { chain, state, best }
+        ServingPeer {
+            chain,
+            state,
+            extra_states: Vec::new(),
+            best,
+        }
+    }
+
+    fn states(&self) -> impl Iterator<Item = &Arc<StateData>> {
+        self.state.iter().chain(self.extra_states.iter())
+    }
+
+    fn state_at(&self, root: &B256) -> Option<&StateData> {
+        self.states().find(|s| s.root == *root).map(|s| s.as_ref())
     }
 
     /// Answer one request.
@@ -108,15 +123,12 @@ impl ServingPeer {
             }
             Request::NodeData(hashes) => {
                 let mut out = Vec::new();
-                let Some(st) = &self.state else {
-                    return Response::NodeData(out);
-                };
                 let mut size = 0usize;
                 for h in hashes.iter().take(MAX_NODE_DATA_SERVE) {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    if let Some(n) = st.nodes.get(h).or_else(|| st.codes.get(h)) {
+                    if let Some(n) = self.states().find_map(|st| st.nodes.get(h).or_else(|| st.codes.get(h))) {
                         size += n.len();
                         out.push(n.clone());
                     }
@@ -129,9 +141,9 @@ impl ServingPeer {
                 limit,
                 bytes,
             } => {
-                let (accounts, proof) = match &self.state {
-                    Some(st) if st.root == *root => account_range(st, origin, limit, *bytes),
-                    _ => (Vec::new(), Vec::new()),
+                let (accounts, proof) = match self.state_at(root) {
+                    Some(st) => account_range(st, origin, limit, *bytes),
+                    None => (Vec::new(), Vec::new()),
                 };
                 Response::AccountRange { accounts, proof }
             }
@@ -141,25 +153,22 @@ impl ServingPeer {
                 origin,
                 limit,
                 bytes,
-            } => match &self.state {
-                Some(st) if st.root == *root => storage_ranges(st, accounts, origin, limit, *bytes),
-                _ => Response::StorageRanges {
+            } => match self.state_at(root) {
+                Some(st) => storage_ranges(st, accounts, origin, limit, *bytes),
+                None => Response::StorageRanges {
                     slots: Vec::new(),
                     proof: Vec::new(),
                 },
             },
             Request::ByteCodes { hashes, bytes } => {
                 let mut out = Vec::new();
-                let Some(st) = &self.state else {
-                    return Response::ByteCodes(out);
-                };
                 let cap = (*bytes as usize).min(SOFT_RESPONSE_BYTES);
                 let mut size = 0usize;
                 for h in hashes.iter().take(MAX_SNAP_ITEMS_SERVE) {
                     if size >= cap {
                         break;
                     }
-                    if let Some(c) = st.codes.get(h) {
+                    if let Some(c) = self.states().find_map(|st| st.codes.get(h)) {
                         size += c.len();
                         out.push(c.clone());
                     }
@@ -168,7 +177,7 @@ impl ServingPeer {
             }
             Request::TrieNodes { root, paths, bytes } => {
                 let mut out = Vec::new();
-                let Some(st) = self.state.as_ref().filter(|s| s.root == *root) else {
+                let Some(st) = self.state_at(root) else {
                     return Response::TrieNodes(out);
                 };
                 let cap = (*bytes as usize).min(SOFT_RESPONSE_BYTES);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use alloy_primitives::{keccak256, B256};
 use serde::Serialize;
 
-use super::chain::{generate_chain, ChainData, SimRng, StateData};
+use super::chain::{generate_chain, generate_chain_with_roots, ChainData, SimRng, StateData};
 use super::config::{SyncConfig, SyncMode};
 use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
 use super::serve::{corrupt, garbage, Fault, ServingPeer};
@@ -59,6 +59,9 @@ pub struct SimConfig {
     /// block every `ms_per_block` of virtual time (up to the generated chain's head).
     pub initial_best: Option<u64>,
     pub ms_per_block: u64,
+    /// Generated chains only: blocks after this one carry a changed state (a re-selected
+    /// pivot past it has a new root; fast sync heals into it, snap restarts its ranges).
+    pub state_change_at: Option<u64>,
     pub sync: SyncConfig,
 }
 
@@ -79,6 +82,7 @@ impl Default for SimConfig {
             progress_every_ms: None,
             initial_best: None,
             ms_per_block: 0,
+            state_change_at: None,
             sync: SyncConfig::default(),
         }
     }
@@ -209,6 +213,25 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
 /// Generate a chain and state from the seed and run the simulation over them.
 pub fn run(cfg: &SimConfig) -> SimReport {
     let state = Arc::new(StateData::generate(cfg.accounts, cfg.big_storage_slots, cfg.seed));
+    if let Some(x) = cfg.state_change_at {
+        // Two states: blocks up to `x` carry the first, later blocks the changed one.
+        let later = Arc::new(StateData::generate_variant(
+            cfg.accounts,
+            cfg.big_storage_slots,
+            cfg.seed,
+            1,
+        ));
+        let (a, b) = (state.root, later.root);
+        let chain = Arc::new(generate_chain_with_roots(
+            cfg.blocks,
+            &|n| if n <= x { a } else { b },
+            cfg.seed,
+        ));
+        let mut sync = cfg.sync.clone();
+        sync.trusted_anchor = Some(chain.anchor_hash());
+        sync.anchor_number = chain.base;
+        return run_over_states(&SimConfig { sync, ..cfg.clone() }, chain, vec![state, later]);
+    }
     let chain = Arc::new(generate_chain(cfg.blocks, state.root, cfg.seed));
     let mut sync = cfg.sync.clone();
     sync.trusted_anchor = Some(chain.anchor_hash());
@@ -218,21 +241,31 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 
 /// Run the simulation over a given chain and state (served by every non-stale peer).
 pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -> SimReport {
+    run_over_states(cfg, chain, vec![state])
+}
+
+/// Run the simulation over a chain whose blocks carry the roots of `states` (all served by
+/// every non-stale peer; the first is the one the work estimate uses).
+pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<StateData>>) -> SimReport {
+    let state = states[0].clone();
     let mut rng = SimRng::new(cfg.seed);
     let faults = assign_faults(cfg.profile, cfg.peers, &mut rng);
     let mut peers: Vec<SimPeer> = faults
         .iter()
         .enumerate()
         .map(|(i, &fault)| {
-            let st = if fault == Fault::Stale {
-                None
+            let (st, extra) = if fault == Fault::Stale {
+                (None, Vec::new())
             } else {
-                Some(state.clone())
+                (Some(state.clone()), states[1..].to_vec())
             };
             let lat = cfg.latency_ms.0 + rng.below(cfg.latency_ms.1.saturating_sub(cfg.latency_ms.0) + 1);
             SimPeer {
                 fault,
-                serving: ServingPeer::new(chain.clone(), st),
+                serving: ServingPeer {
+                    extra_states: extra,
+                    ..ServingPeer::new(chain.clone(), st)
+                },
                 latency_ms: if fault == Fault::Slow { lat * 10 } else { lat },
                 rng: SimRng::new(cfg.seed.wrapping_mul(1000).wrapping_add(i as u64)),
                 alive: true,
@@ -460,7 +493,13 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
     let (headers_ok, headers_verified, head_hash) = check_headers(&stores, &chain, target);
     let (bodies_ok, bodies_verified, receipts_verified) =
         check_bodies(&stores, &chain, &cfg.sync, status.pivot_block.unwrap_or(0), target);
-    let (state_ok, nodes, codes) = check_state(&stores, state.root);
+    // The state to have is the one at the pivot the sync ended with.
+    let want_root = status
+        .pivot_block
+        .and_then(|p| chain.header(p))
+        .map(|h| h.state_root)
+        .unwrap_or(state.root);
+    let (state_ok, nodes, codes) = check_state(&stores, want_root);
     let state_root = status.state_root.clone();
     let correct = finished
         && failure.is_none()
@@ -468,13 +507,13 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
         && bodies_ok
         && state_ok
         && head_hash == Some(expected_head)
-        && state_root.as_deref() == Some(&format!("{}", state.root));
+        && state_root.as_deref() == Some(&format!("{want_root}"));
     SimReport {
         finished,
         failure,
         mode: engines[0].mode().name().to_string(),
         state_root,
-        expected_state_root: format!("{}", state.root),
+        expected_state_root: format!("{want_root}"),
         head_hash: head_hash.map(|h| format!("{h}")),
         expected_head_hash: format!("{expected_head}"),
         pivot_block: status.pivot_block,
