@@ -4,7 +4,13 @@
 //! that every acknowledged record reads back byte-identical, that every visible record is
 //! whole (its exact value; nothing half-visible), that records form a gap-free prefix, and
 //! that the torn tail is gone from the file.
+//!
+//! A second mode runs the writer with concurrent tasks on a `SharedStore`, each
+//! acknowledging a record when its `put_durable` resolved (`ack SEQ SEQ`): every
+//! acknowledged record must read back byte-identical, every visible record must be whole,
+//! and fewer `fdatasync`s than puts is checked by the library tests.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -137,8 +143,58 @@ fn assert_no_torn_tail(dir: &Path) {
     }
 }
 
+/// Durable mode: every acknowledged sequence number reads back exactly; every visible
+/// record is whole. Returns the number of records present and the torn bytes cut.
+fn verify_durable(dir: &Path, expected: &mut Expected, acked: &BTreeSet<u64>) -> (usize, u64) {
+    let dir = dir.to_path_buf();
+    run(async move {
+        let store = Store::open(&dir, crash_store_options(SEGMENT_SIZE_BYTES))
+            .await
+            .expect("store reopens after SIGKILL");
+        let cut_bytes = store.stats().truncated_tail_bytes;
+        for seq in acked {
+            let v = store
+                .get(BENCH_KIND, &seq.to_be_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("read of acknowledged record {seq}: {e}"));
+            assert_eq!(
+                v.as_deref(),
+                Some(expected.get(*seq)),
+                "acknowledged durable record {seq} lost or changed"
+            );
+        }
+        let keys = store.keys_of_kind(BENCH_KIND);
+        for k in &keys {
+            let seq = u64::from_be_bytes(k.as_slice().try_into().expect("8-byte keys"));
+            let v = store
+                .get(BENCH_KIND, k)
+                .await
+                .unwrap_or_else(|e| panic!("read of record {seq}: {e}"));
+            assert_eq!(
+                v.as_deref(),
+                Some(expected.get(seq)),
+                "record {seq} is half-visible"
+            );
+        }
+        assert!(keys.len() >= acked.len(), "fewer records than acknowledged");
+        store.close().await.expect("close");
+        (keys.len(), cut_bytes)
+    })
+}
+
 #[test]
 fn acknowledged_records_survive_sigkill_at_random_points() {
+    sigkill_trials(None);
+}
+
+#[test]
+fn put_durable_records_survive_sigkill_at_random_points() {
+    sigkill_trials(Some(8));
+}
+
+/// `durable_tasks`: `None` runs the batch-and-flush writer, `Some(n)` the writer with `n`
+/// concurrent `put_durable` tasks.
+fn sigkill_trials(durable_tasks: Option<u32>) {
     let exe = env!("CARGO_BIN_EXE_catchup");
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().join("store");
@@ -150,11 +206,23 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
         values: Vec::new(),
     };
     let mut max_acked: Option<u64> = None;
+    let mut acked_set = BTreeSet::new();
     let mut trials_with_cut = 0;
     let mut kills_before_first_ack = 0;
     for trial in 0..TRIALS {
-        let mut child = Command::new(exe)
-            .args(["bench", "store-crash-writer", "--dir"])
+        let mut cmd = Command::new(exe);
+        if let Some(n) = durable_tasks {
+            cmd.args([
+                "bench",
+                "store-crash-writer",
+                "--durable-tasks",
+                &n.to_string(),
+            ]);
+        } else {
+            cmd.args(["bench", "store-crash-writer"]);
+        }
+        let mut child = cmd
+            .arg("--dir")
             .arg(&dir)
             .args([
                 "--seed",
@@ -224,10 +292,22 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
             assert!(first <= last);
             // Batches continue from the previous highest record (acknowledged or not).
             max_acked = Some(max_acked.map_or(last, |m| m.max(last)));
+            acked_set.extend(first..=last);
             acked_this_trial += 1;
         }
         if acked_this_trial == 0 {
             kills_before_first_ack += 1;
+        }
+        if durable_tasks.is_some() {
+            let (present, cut) = verify_durable(&dir, &mut expected, &acked_set);
+            if cut > 0 {
+                trials_with_cut += 1;
+            }
+            assert_no_torn_tail(&dir);
+            let (again, cut_again) = verify_durable(&dir, &mut expected, &acked_set);
+            assert_eq!(cut_again, 0, "trial {trial}: tail cut twice");
+            assert_eq!(again, present);
+            continue;
         }
         let v = verify(&dir, &mut expected, max_acked, true);
         if v.cut_bytes > 0 {
@@ -240,9 +320,11 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
         assert_eq!(again.max_present, v.max_present);
     }
     eprintln!(
-        "store_crash: {TRIALS} trials, {trials_with_cut} cut a torn tail, \
+        "store_crash ({durable_tasks:?} durable tasks): {TRIALS} trials, \
+         {trials_with_cut} cut a torn tail, \
          {kills_before_first_ack} killed before any acknowledgement, \
-         highest acknowledged record {max_acked:?}"
+         {} records acknowledged, highest {max_acked:?}",
+        acked_set.len()
     );
     assert!(max_acked.is_some(), "no batch was ever acknowledged");
 }

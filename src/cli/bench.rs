@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 
 use catchup_io::datadir::DataDir;
 use catchup_io::store::record::encode_record;
-use catchup_io::store::{Store, StoreOptions};
+use catchup_io::store::{SharedStore, Store, StoreOptions};
 use catchup_shards::{RuntimeConfig, Shard};
 
 use super::GlobalOpts;
@@ -86,6 +86,11 @@ pub struct CrashWriterArgs {
     /// Pause between batches, in microseconds (keeps crash tests small).
     #[arg(long, default_value_t = 0)]
     pub batch_pause_us: u64,
+    /// Instead of batches and flushes, run this many concurrent tasks on one shared store,
+    /// each appending with `put_durable` and printing `ack SEQ SEQ` when its put resolved
+    /// (sequence numbers are taken in call order; records may land out of order).
+    #[arg(long, value_name = "N")]
+    pub durable_tasks: Option<u32>,
 }
 
 pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -154,6 +159,13 @@ pub fn crash_store_options(segment_size_bytes: u64) -> StoreOptions {
 fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
     use std::io::Write;
     anyhow::ensure!(args.batch_max >= 1, "--batch-max must be at least 1");
+    if let Some(tasks) = args.durable_tasks {
+        anyhow::ensure!(
+            (1..=1024).contains(&tasks),
+            "--durable-tasks must be 1..=1024, got {tasks}"
+        );
+        return crash_writer_durable(args, tasks);
+    }
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .map_err(|e| anyhow::anyhow!("cannot start an executor: {e}"))?;
@@ -193,6 +205,65 @@ fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
         }
         store.close().await?;
         writeln!(stdout.lock(), "done")?;
+        anyhow::Ok(0)
+    })
+}
+
+/// Crash writer with concurrent `put_durable` tasks on one `SharedStore`.
+fn crash_writer_durable(args: CrashWriterArgs, tasks: u32) -> anyhow::Result<i32> {
+    use std::cell::Cell;
+    use std::io::Write;
+    use std::rc::Rc;
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .map_err(|e| anyhow::anyhow!("cannot start an executor: {e}"))?;
+    ex.run(async move {
+        let opts = crash_store_options(args.segment_size_bytes);
+        let store = Store::open(&args.dir, opts).await?;
+        // Records may have landed out of order before a crash: continue after the
+        // highest sequence number present (lost, unacknowledged ones are not rewritten).
+        let next_seq = store
+            .keys_of_kind(BENCH_KIND)
+            .iter()
+            .filter_map(|k| <[u8; 8]>::try_from(k.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .max()
+            .map_or(0, |m| m + 1);
+        let shared = SharedStore::new(store);
+        let next = Rc::new(Cell::new(next_seq));
+        let mut handles = Vec::with_capacity(tasks as usize);
+        for _ in 0..tasks {
+            let (shared, next) = (shared.clone(), next.clone());
+            handles.push(glommio::spawn_local(async move {
+                // Bounded by --records.
+                loop {
+                    let seq = next.get();
+                    if seq >= args.records {
+                        return anyhow::Ok(());
+                    }
+                    next.set(seq + 1);
+                    shared
+                        .put_durable(BENCH_KIND, &seq.to_be_bytes(), &crash_value(args.seed, seq))
+                        .await?;
+                    let stdout = std::io::stdout();
+                    let mut out = stdout.lock();
+                    writeln!(out, "ack {seq} {seq}")?;
+                    out.flush()?;
+                    drop(out);
+                    if args.batch_pause_us > 0 {
+                        glommio::timer::sleep(std::time::Duration::from_micros(
+                            args.batch_pause_us,
+                        ))
+                        .await;
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.await?;
+        }
+        shared.close().await?;
+        writeln!(std::io::stdout().lock(), "done")?;
         anyhow::Ok(0)
     })
 }
