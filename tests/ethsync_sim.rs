@@ -61,6 +61,7 @@ fn seeds_1_to_50_byzantine_with_kills_fast_and_snap() {
             assert_correct(&r, &format!("seed {seed} {mode:?} kills {:?}", cfg.kill_at_pct));
             // A third of the peers lie.
             assert_eq!(r.peers.iter().filter(|p| p.fault == "lying").count(), 3);
+            assert!(r.max_inflight_per_shard <= cfg.sync.max_concurrent_requests);
             lies += r.lies_detected;
             restarts += r.restarts;
         }

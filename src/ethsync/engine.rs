@@ -455,6 +455,11 @@ impl Engine {
         self.mode
     }
 
+    /// Requests in flight from this shard.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// Pivots selected after the first one by this engine instance.
     pub fn repivots(&self) -> u64 {
         self.coord.as_ref().map(|c| c.repivots).unwrap_or(0)
@@ -628,15 +633,23 @@ impl Engine {
             c.anchors_asked = false;
         }
         let need_pivot = self.pivot.is_none() || recheck;
-        if need_pivot && (!c.status_asked || recheck) && now >= c.retry_at_ms && self.peers.live() >= agreement {
+        let free = self.cfg.max_concurrent_requests.saturating_sub(self.inflight.len());
+        if need_pivot
+            && (!c.status_asked || recheck)
+            && now >= c.retry_at_ms
+            && self.peers.live() >= agreement
+            && free >= agreement
+        {
             c.status_asked = true;
             c.status_replies.clear();
+            // At most as many as the free request slots (the per-shard cap holds).
             let ids: Vec<PeerId> = self
                 .peers
                 .peers
                 .iter()
                 .filter(|(_, p)| !p.dropped)
                 .map(|(id, _)| *id)
+                .take(free)
                 .collect();
             c.status_pending = ids.len();
             for id in ids {
@@ -738,11 +751,14 @@ impl Engine {
         c.anchor_target = (pivot, head);
         c.anchors_asked = true;
         c.anchor_votes.clear();
+        let free = self.cfg.max_concurrent_requests.saturating_sub(self.inflight.len());
+        let c = self.coord.as_mut().expect("coordinator");
         let ids: Vec<PeerId> = c
             .status_replies
             .iter()
             .filter(|(_, &b)| b >= head)
             .map(|(id, _)| *id)
+            .take(free)
             .collect();
         c.anchor_pending = ids.len();
         let req = if head == pivot {

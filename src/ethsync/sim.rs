@@ -118,6 +118,8 @@ pub struct SimReport {
     /// Finished, complete, and equal to what the peers serve.
     pub correct: bool,
     pub restarts: u32,
+    /// Most requests ever in flight from one shard.
+    pub max_inflight_per_shard: usize,
     /// Pivots selected after the first (the head moved too far, or was stale at resume).
     pub repivots: u64,
     pub duplicate_writes: u64,
@@ -323,6 +325,7 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
     let mut events = 0u64;
     let mut restarts = 0u32;
     let mut busy_us = vec![0u64; shards];
+    let mut max_inflight = 0usize;
     let mut last_progress = std::time::Instant::now();
     // Counters of engines that were killed (their memory is gone, their work is not).
     let mut carried = Progress::default();
@@ -376,6 +379,7 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
         let t0 = std::time::Instant::now();
         engines[shard].handle(now, event, &mut stores[shard], &mut acts);
         busy_us[shard] += t0.elapsed().as_micros() as u64;
+        max_inflight = max_inflight.max(engines[shard].inflight_len());
         for a in acts.drain(..) {
             match a {
                 Action::Send {
@@ -527,6 +531,7 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
         correct,
         restarts,
         repivots: engines[0].repivots() + carried_repivots,
+        max_inflight_per_shard: max_inflight,
         duplicate_writes: stores.iter().map(|s| s.duplicate_writes).sum(),
         virtual_ms: now,
         events,
