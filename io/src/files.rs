@@ -1,6 +1,8 @@
 //! Writing data files whose bytes arrive in pieces (account storage files streamed out of
-//! an archive): a bounded write buffer, written with plain `write(2)` from any thread, or
-//! with glommio DMA ([`write_file_dma`]) from inside a shard.
+//! an archive): [`DmaStreamWriter`] streams through glommio DMA (io_uring, O_DIRECT) from
+//! inside a shard, [`StreamedFile`] through a bounded buffer and plain `write(2)` from any
+//! thread (the fallback where O_DIRECT is refused), and [`write_file_dma`] writes a whole
+//! buffer with DMA.
 
 use std::fs::File;
 use std::io::Write;
@@ -125,6 +127,167 @@ impl StreamedFile {
     }
 }
 
+/// Streams one file of a known size to disk with glommio DMA writes (io_uring, O_DIRECT),
+/// from inside a glommio executor: bytes are gathered into one aligned buffer of
+/// `chunk_bytes` and written at aligned offsets, one write in flight; the padded tail is
+/// cut off by [`DmaStreamWriter::finish`].
+pub struct DmaStreamWriter {
+    file: glommio::io::DmaFile,
+    path: PathBuf,
+    buf: Option<glommio::io::DmaBuffer>,
+    fill: usize,
+    pos: u64,
+    chunk_bytes: usize,
+    received_bytes: u64,
+    declared_bytes: u64,
+}
+
+/// The outcome of [`DmaStreamWriter::create`].
+pub enum DmaCreate {
+    Dma(DmaStreamWriter),
+    /// The file system refused O_DIRECT (the reason inside); nothing was left behind, so
+    /// the caller may create the file another way.
+    Refused(std::io::Error),
+}
+
+impl DmaStreamWriter {
+    /// Create `path` exclusively for DMA writes. `chunk_bytes` is rounded up to the
+    /// device alignment.
+    pub async fn create(
+        path: &Path,
+        declared_bytes: u64,
+        chunk_bytes: usize,
+    ) -> Result<DmaCreate, FileWriteError> {
+        let io = |source: std::io::Error| FileWriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Readable too: glommio probes the device by reading from the file.
+        let r = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await;
+        let file = match r {
+            Ok(f) => f,
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                ) {
+                    // Opened, then O_DIRECT was refused: the file is ours (created
+                    // exclusively) and empty.
+                    let _ = std::fs::remove_file(path);
+                    return Ok(DmaCreate::Refused(e));
+                }
+                return Err(io(e));
+            }
+        };
+        let align = file.alignment().max(1) as usize;
+        let chunk_bytes = chunk_bytes.max(1).div_ceil(align) * align;
+        Ok(DmaCreate::Dma(DmaStreamWriter {
+            file,
+            path: path.to_path_buf(),
+            buf: None,
+            fill: 0,
+            pos: 0,
+            chunk_bytes,
+            received_bytes: 0,
+            declared_bytes,
+        }))
+    }
+
+    fn io(&self, source: impl Into<std::io::Error>) -> FileWriteError {
+        FileWriteError::Io {
+            path: self.path.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// Append bytes.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), FileWriteError> {
+        let total = self.received_bytes + data.len() as u64;
+        if total > self.declared_bytes {
+            return Err(FileWriteError::Overflow {
+                path: self.path.clone(),
+                written: total,
+                declared: self.declared_bytes,
+            });
+        }
+        self.received_bytes = total;
+        while !data.is_empty() {
+            let (file, chunk) = (&self.file, self.chunk_bytes);
+            let b = self.buf.get_or_insert_with(|| file.alloc_dma_buffer(chunk));
+            let take = (self.chunk_bytes - self.fill).min(data.len());
+            b.as_bytes_mut()[self.fill..self.fill + take].copy_from_slice(&data[..take]);
+            self.fill += take;
+            data = &data[take..];
+            if self.fill == self.chunk_bytes {
+                let full = self.buf.take().expect("buffer present");
+                let n = self
+                    .file
+                    .write_at(full, self.pos)
+                    .await
+                    .map_err(|e| self.io(e))?;
+                if n != self.chunk_bytes {
+                    return Err(self.io(std::io::Error::other(format!(
+                        "short DMA write of {n} bytes at {}",
+                        self.pos
+                    ))));
+                }
+                self.pos += self.chunk_bytes as u64;
+                self.fill = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the tail, cut the file to its exact size, optionally fdatasync, and close.
+    pub async fn finish(mut self, sync: bool) -> Result<PathBuf, FileWriteError> {
+        if self.received_bytes != self.declared_bytes {
+            return Err(FileWriteError::Short {
+                path: self.path.clone(),
+                written: self.received_bytes,
+                declared: self.declared_bytes,
+            });
+        }
+        if let Some(mut b) = self.buf.take() {
+            if self.fill > 0 {
+                let align = self.file.alignment().max(1) as usize;
+                let padded = self.fill.div_ceil(align) * align;
+                b.as_bytes_mut()[self.fill..padded].fill(0);
+                b.trim_to_size(padded);
+                let n = self
+                    .file
+                    .write_at(b, self.pos)
+                    .await
+                    .map_err(|e| self.io(e))?;
+                if n != padded {
+                    return Err(self.io(std::io::Error::other(format!(
+                        "short DMA write of {n} bytes at {}",
+                        self.pos
+                    ))));
+                }
+            }
+        }
+        self.file
+            .truncate(self.declared_bytes)
+            .await
+            .map_err(|e| self.io(e))?;
+        if sync {
+            self.file.fdatasync().await.map_err(|e| self.io(e))?;
+        }
+        let path = self.path.clone();
+        self.file.close().await.map_err(|e| FileWriteError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        Ok(path)
+    }
+}
+
 /// Write a whole buffer to a new file with glommio DMA (O_DIRECT), from inside a glommio
 /// executor. The file ends at exactly `data.len()` bytes.
 pub async fn write_file_dma(path: &Path, data: &[u8]) -> Result<(), FileWriteError> {
@@ -191,6 +354,84 @@ mod tests {
             Err(e) => panic!("glommio executor: {e}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dma_stream_writer_any_pieces_exact_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i * 7) as u8).collect();
+        let d2 = data.clone();
+        let r = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut modes = Vec::new();
+                for (name, piece, chunk) in [
+                    ("a", 1000, 4096),
+                    ("b", 70_000, 65_536),
+                    ("c", 300_001, 1 << 20),
+                ] {
+                    let p = d.join(name);
+                    match DmaStreamWriter::create(&p, d2.len() as u64, chunk)
+                        .await
+                        .unwrap()
+                    {
+                        DmaCreate::Dma(mut w) => {
+                            for c in d2.chunks(piece) {
+                                w.write(c).await.unwrap();
+                            }
+                            assert!(matches!(
+                                w.write(b"x").await,
+                                Err(FileWriteError::Overflow { .. })
+                            ));
+                            w.finish(true).await.unwrap();
+                            modes.push(true);
+                        }
+                        DmaCreate::Refused(e) => {
+                            assert!(!p.exists(), "refused DMA must leave nothing behind: {e}");
+                            modes.push(false);
+                        }
+                    }
+                }
+                // Short files are an error.
+                let p = d.join("short");
+                if let DmaCreate::Dma(mut w) = DmaStreamWriter::create(&p, 10, 4096).await.unwrap()
+                {
+                    w.write(b"abc").await.unwrap();
+                    assert!(matches!(
+                        w.finish(false).await,
+                        Err(FileWriteError::Short { .. })
+                    ));
+                }
+                // Existing files are not overwritten.
+                assert!(
+                    DmaStreamWriter::create(&d.join("a"), 1, 4096)
+                        .await
+                        .is_err()
+                        || !modes[0]
+                );
+                modes
+            })
+            .and_then(|h| {
+                h.join()
+                    .map_err(|_| std::io::Error::other("executor panicked").into())
+            });
+        match r {
+            Ok(modes) => {
+                for (name, dma) in ["a", "b", "c"].iter().zip(modes) {
+                    if dma {
+                        assert_eq!(
+                            std::fs::read(dir.path().join(name)).unwrap(),
+                            data,
+                            "{name}"
+                        );
+                    }
+                }
+            }
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("skipped: glommio executor: {e}")
+            }
+            Err(e) => panic!("glommio executor: {e}"),
+        }
     }
 
     #[test]

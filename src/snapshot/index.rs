@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use catchup_io::files::{DmaCreate, DmaStreamWriter, StreamedFile};
 use catchup_io::mmap::MappedFile;
 use catchup_shards::ownership::owner_of_key;
 use catchup_solana::appendvec::{
@@ -474,13 +475,8 @@ impl State {
 /// Where a shard writes: glommio DMA (io_uring, O_DIRECT) inside an executor, plain
 /// `write(2)` on the thread fallback or where O_DIRECT is refused.
 enum Sink {
-    Dma {
-        file: glommio::io::DmaFile,
-        buf: Option<glommio::io::DmaBuffer>,
-        fill: usize,
-        pos: u64,
-    },
-    Plain(std::fs::File),
+    Dma(DmaStreamWriter),
+    Plain(StreamedFile),
 }
 
 struct OpenFile {
@@ -495,136 +491,52 @@ struct OpenFile {
     failed: bool,
 }
 
-fn io_msg(path: &Path, what: &str, e: impl std::fmt::Display) -> String {
-    format!("write {}: {what}: {e}", path.display())
-}
-
-async fn open_sink(path: &Path, dma: bool, mode: &mut String) -> Result<Sink, String> {
+async fn open_sink(
+    path: &Path,
+    declared_bytes: u64,
+    dma: bool,
+    mode: &mut String,
+) -> Result<Sink, String> {
     if dma {
-        // Readable too: glommio probes the device by reading from the file.
-        let r = glommio::io::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(path)
-            .await;
-        match r {
-            Ok(file) => {
+        match DmaStreamWriter::create(path, declared_bytes, WRITE_CHUNK_BYTES).await {
+            Ok(DmaCreate::Dma(w)) => {
                 if mode.is_empty() {
                     *mode = "io_uring-dma".into();
                 }
-                return Ok(Sink::Dma {
-                    file,
-                    buf: None,
-                    fill: 0,
-                    pos: 0,
-                });
+                return Ok(Sink::Dma(w));
             }
-            Err(e) => {
-                let e = std::io::Error::from(e);
-                if !matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-                ) {
-                    return Err(io_msg(path, "open for DMA", e));
-                }
+            Ok(DmaCreate::Refused(e)) => {
                 if !mode.starts_with("write(2)") {
                     tracing::warn!(path = %path.display(), reason = %e,
                         "O_DIRECT refused for account files; writing them with write(2)");
                     *mode = format!("write(2): O_DIRECT refused: {e}");
                 }
             }
+            Err(e) => return Err(e.to_string()),
         }
     } else if mode.is_empty() {
         *mode = "write(2): no io_uring executor".into();
     }
-    // The DMA attempt may have created the file before O_DIRECT was refused.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+    StreamedFile::create(path, declared_bytes, WRITE_CHUNK_BYTES)
         .map(Sink::Plain)
-        .map_err(|e| io_msg(path, "create", e))
+        .map_err(|e| e.to_string())
 }
 
 impl Sink {
-    async fn write(&mut self, mut data: &[u8], path: &Path) -> Result<(), String> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
         match self {
-            Sink::Plain(f) => {
-                use std::io::Write;
-                f.write_all(data).map_err(|e| io_msg(path, "write", e))
-            }
-            Sink::Dma {
-                file,
-                buf,
-                fill,
-                pos,
-            } => {
-                while !data.is_empty() {
-                    let b = buf.get_or_insert_with(|| file.alloc_dma_buffer(WRITE_CHUNK_BYTES));
-                    let take = (WRITE_CHUNK_BYTES - *fill).min(data.len());
-                    b.as_bytes_mut()[*fill..*fill + take].copy_from_slice(&data[..take]);
-                    *fill += take;
-                    data = &data[take..];
-                    if *fill == WRITE_CHUNK_BYTES {
-                        let full = buf.take().expect("buffer present");
-                        let n = file
-                            .write_at(full, *pos)
-                            .await
-                            .map_err(|e| io_msg(path, "DMA write", e))?;
-                        if n != WRITE_CHUNK_BYTES {
-                            return Err(io_msg(path, "DMA write", format!("short write of {n}")));
-                        }
-                        *pos += WRITE_CHUNK_BYTES as u64;
-                        *fill = 0;
-                    }
-                }
-                Ok(())
-            }
+            Sink::Plain(f) => f.write(data),
+            Sink::Dma(w) => w.write(data).await,
         }
+        .map_err(|e| e.to_string())
     }
 
-    async fn finish(self, len_bytes: u64, fsync: bool, path: &Path) -> Result<(), String> {
+    async fn finish(self, fsync: bool) -> Result<(), String> {
         match self {
-            Sink::Plain(f) => {
-                if fsync {
-                    f.sync_all().map_err(|e| io_msg(path, "fsync", e))?;
-                }
-                Ok(())
-            }
-            Sink::Dma {
-                file,
-                buf,
-                fill,
-                pos,
-            } => {
-                if let Some(mut b) = buf {
-                    if fill > 0 {
-                        let align = file.alignment() as usize;
-                        let padded = fill.div_ceil(align) * align;
-                        b.as_bytes_mut()[fill..padded].fill(0);
-                        b.trim_to_size(padded);
-                        let n = file
-                            .write_at(b, pos)
-                            .await
-                            .map_err(|e| io_msg(path, "DMA write", e))?;
-                        if n != padded {
-                            return Err(io_msg(path, "DMA write", format!("short write of {n}")));
-                        }
-                    }
-                }
-                file.truncate(len_bytes)
-                    .await
-                    .map_err(|e| io_msg(path, "truncate", e))?;
-                if fsync {
-                    file.fdatasync()
-                        .await
-                        .map_err(|e| io_msg(path, "fdatasync", e))?;
-                }
-                file.close().await.map_err(|e| io_msg(path, "close", e))
-            }
+            Sink::Plain(f) => f.finish(fsync).map(drop),
+            Sink::Dma(w) => w.finish(fsync).await.map(drop),
         }
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -685,7 +597,7 @@ async fn inbox_task(
                     ));
                     continue;
                 };
-                let sink = open_sink(&path, dma, &mut mode).await;
+                let sink = open_sink(&path, declared_bytes, dma, &mut mode).await;
                 let mut st = state.borrow_mut();
                 st.write_mode.clone_from(&mode);
                 let mut f = OpenFile {
@@ -744,7 +656,7 @@ async fn inbox_task(
                             }
                         }
                         if let Some(sink) = f.sink.as_mut() {
-                            if let Err(e) = sink.write(&bytes, &f.path).await {
+                            if let Err(e) = sink.write(&bytes).await {
                                 state.borrow_mut().fail(e);
                                 f.failed = true;
                             }
@@ -774,7 +686,7 @@ async fn inbox_task(
                     continue;
                 }
                 if let Some(sink) = f.sink.take() {
-                    if let Err(e) = sink.finish(f.declared_bytes, fsync, &f.path).await {
+                    if let Err(e) = sink.finish(fsync).await {
                         state.borrow_mut().fail(e);
                         continue;
                     }
