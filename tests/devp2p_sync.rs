@@ -230,6 +230,7 @@ fn devnet_snap_and_fast_sync_on_two_shards_each_dialing_its_own_peers() {
         let report = catchup::p2p::sync_sharded::run_sync_sharded(
             cfg,
             node,
+            catchup_shards::RuntimeConfig::new(2),
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
         )
         .unwrap();

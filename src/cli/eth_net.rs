@@ -230,6 +230,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         status,
     };
     let (profile, slow) = (a.profile, a.slow_delay_ms);
+    let rc = super::tune::runtime_config(_global, Some(a.shards.max(1)), None)?;
     let stats = serve(
         cfg,
         local,
@@ -242,6 +243,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             r.slow_delay_ms = slow;
             r
         },
+        rc,
         Arc::new(AtomicBool::new(false)),
     )?;
     if a.json {
@@ -286,7 +288,8 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         max_runtime_ms: a.timeout_s.saturating_mul(1000),
         peer_queue_len: 256,
     };
-    let report: NetSyncReport = run_sync_sharded(cfg, LocalNode::new(key), Arc::new(AtomicBool::new(false)))?;
+    let rc = super::tune::runtime_config(_global, Some(a.shards.max(1)), None)?;
+    let report: NetSyncReport = run_sync_sharded(cfg, LocalNode::new(key), rc, Arc::new(AtomicBool::new(false)))?;
     let root_ok = match &a.expect_state_root {
         Some(want) => report
             .state_root

@@ -143,18 +143,20 @@ pub async fn accept_loop<R: Responder + 'static>(
     Ok(stats.get())
 }
 
-/// Run a serving node on `cfg.shards` shards until SIGINT/SIGTERM (or `shutdown` is set).
+/// Run a serving node on the shards of `rc` (its shard count wins over `cfg.shards`; pass
+/// `RuntimeConfig::new(cfg.shards)` for unpinned defaults) until SIGINT/SIGTERM or `shutdown`.
 pub fn serve<R, F>(
     cfg: ServeConfig,
     local: LocalNode,
     make_responder: F,
+    rc: RuntimeConfig,
     shutdown: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Vec<ServeStats>>
 where
     R: Responder + 'static,
     F: Fn(usize) -> R + Send + Sync + Clone + 'static,
 {
-    let mut rc = RuntimeConfig::new(cfg.shards);
+    let mut rc = rc;
     rc.name = "serve".into();
     let cfg = Arc::new(cfg);
     let local = Arc::new(local);

@@ -334,16 +334,17 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
     }
 }
 
-/// Run the sync with one engine per shard of the runtime (pinned executors), each dialing
-/// the peers it owns. Blocks until the sync ends.
+/// Run the sync with one engine per shard of `rc` (pinned executors; its shard count wins
+/// over `cfg.shards`), each dialing the peers it owns. Blocks until the sync ends.
 pub fn run_sync_sharded(
     cfg: NetSyncConfig,
     node: LocalNode,
+    rc: RuntimeConfig,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<NetSyncReport> {
     let started = Instant::now();
-    let shards = cfg.shards.max(1);
-    let mut rc = RuntimeConfig::new(shards);
+    let shards = rc.shards.max(1);
+    let mut rc = rc;
     rc.name = "eth-sync".into();
     rc.channel_capacity = 1 << 16;
     let mut cfg = NetSyncConfig { shards, ..cfg };
