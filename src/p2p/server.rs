@@ -54,6 +54,15 @@ pub async fn accept_loop<R: Responder + 'static>(
     responder: Rc<R>,
     shutting_down: impl Fn() -> bool,
 ) -> anyhow::Result<ServeStats> {
+    let sid = catchup_shards::ShardId(shard_label);
+    let m_accepted =
+        catchup_shards::metrics::counter("p2p_peers_accepted_total", "RLPx peers accepted by this serving shard");
+    let m_dropped = catchup_shards::metrics::counter(
+        "p2p_peers_dropped_total",
+        "RLPx peers dropped at the handshake or for bad messages",
+    );
+    let m_served = catchup_shards::metrics::counter("p2p_requests_served_total", "eth/snap requests answered");
+    let m_active = catchup_shards::metrics::gauge("p2p_peers_active", "RLPx peers connected to this serving shard");
     let listener =
         TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("shard {shard_label}: binding {listen}: {e}"))?;
     let active = Rc::new(Cell::new(0usize));
@@ -103,6 +112,9 @@ pub async fn accept_loop<R: Responder + 'static>(
         }
         active.set(active.get() + 1);
         bump(&stats, &|s| s.accepted += 1);
+        m_accepted.inc(sid);
+        m_active.add(sid, 1);
+        let (m_dropped, m_served, m_active) = (m_dropped.clone(), m_served.clone(), m_active.clone());
         let (local, cfg, responder, active, stats) = (
             local.clone(),
             cfg.clone(),
@@ -122,14 +134,17 @@ pub async fn accept_loop<R: Responder + 'static>(
                 Ok(served)
             }
             .await;
+            m_active.add(sid, -1);
             match r {
                 Ok(served) => {
+                    m_served.add(sid, served);
                     let mut s = stats.get();
                     s.sessions_ended += 1;
                     s.requests_served += served;
                     stats.set(s);
                 }
                 Err(e) => {
+                    m_dropped.inc(sid);
                     tracing::info!(shard = shard_label, error = %e, "peer dropped");
                     let mut s = stats.get();
                     s.handshake_failures += 1;
