@@ -358,6 +358,13 @@ pub fn decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Snappy-compress a payload (the form every message after Hello takes on the wire).
+pub fn compress(data: &[u8]) -> Result<Vec<u8>> {
+    snap::raw::Encoder::new()
+        .compress_vec(data)
+        .map_err(|e| Devp2pError::Snappy(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,11 +431,4 @@ mod tests {
             Err(Devp2pError::MessageTooLarge { .. })
         ));
     }
-}
-
-/// Snappy-compress a payload (the form every message after Hello takes on the wire).
-pub fn compress(data: &[u8]) -> Result<Vec<u8>> {
-    snap::raw::Encoder::new()
-        .compress_vec(data)
-        .map_err(|e| Devp2pError::Snappy(e.to_string()))
 }

@@ -6,8 +6,11 @@ use alloy_rlp::{Encodable, Header};
 
 use crate::error::{Devp2pError, Result};
 
+/// One RLP item split off a buffer: (whole item encoding, header, payload, rest of the buffer).
+pub type Split<'a> = (&'a [u8], Header, &'a [u8], &'a [u8]);
+
 /// Split one RLP item off the front of `buf`: returns (whole item encoding, header, payload, rest).
-pub fn split_item<'a>(what: &'static str, buf: &'a [u8]) -> Result<(&'a [u8], Header, &'a [u8], &'a [u8])> {
+pub fn split_item<'a>(what: &'static str, buf: &'a [u8]) -> Result<Split<'a>> {
     let mut b = buf;
     let h = Header::decode(&mut b).map_err(|e| Devp2pError::rlp(what, e))?;
     let header_len = buf.len() - b.len();
