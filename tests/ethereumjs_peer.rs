@@ -86,6 +86,9 @@ fn start_client(bin: &Path, devnet: &Path, datadir: &Path) -> (Client, Enode) {
             "--logFile=false",
         ])
         .arg(format!("--port={port}"))
+        // The client writes rotating log files into its working directory whatever
+        // `--logFile` says: keep them in the test's scratch directory.
+        .current_dir(datadir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
