@@ -4,9 +4,11 @@
 //! thread (the fallback where O_DIRECT is refused), and [`write_file_dma`] writes a whole
 //! buffer with DMA.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use thiserror::Error;
 
@@ -128,11 +130,16 @@ impl StreamedFile {
 }
 
 /// Streams one file of a known size to disk with glommio DMA writes (io_uring, O_DIRECT),
-/// from inside a glommio executor: bytes are gathered into one aligned buffer of
-/// `chunk_bytes` and written at aligned offsets, one write in flight; the padded tail is
-/// cut off by [`DmaStreamWriter::finish`].
+/// from inside a glommio executor: bytes are gathered into aligned buffers of
+/// `chunk_bytes`, each written at its aligned offset by a background task, with at most
+/// `max_in_flight` writes outstanding (the caller keeps computing while the device
+/// works); the padded tail is cut off by [`DmaStreamWriter::finish`].
+///
+/// Writes are submitted to the kernel when the executor polls its rings: a caller that
+/// computes for long stretches should run in a task queue with `Latency::Matters` and
+/// call `glommio::yield_if_needed()` between pieces.
 pub struct DmaStreamWriter {
-    file: glommio::io::DmaFile,
+    file: Rc<glommio::io::DmaFile>,
     path: PathBuf,
     buf: Option<glommio::io::DmaBuffer>,
     fill: usize,
@@ -140,6 +147,8 @@ pub struct DmaStreamWriter {
     chunk_bytes: usize,
     received_bytes: u64,
     declared_bytes: u64,
+    max_in_flight: usize,
+    in_flight: VecDeque<glommio::Task<std::io::Result<()>>>,
 }
 
 /// The outcome of [`DmaStreamWriter::create`].
@@ -150,13 +159,17 @@ pub enum DmaCreate {
     Refused(std::io::Error),
 }
 
+/// Most DMA writes one [`DmaStreamWriter`] keeps outstanding.
+pub const MAX_DMA_WRITES_IN_FLIGHT: usize = 64;
+
 impl DmaStreamWriter {
     /// Create `path` exclusively for DMA writes. `chunk_bytes` is rounded up to the
-    /// device alignment.
+    /// device alignment; `max_in_flight` is clamped to `1..=MAX_DMA_WRITES_IN_FLIGHT`.
     pub async fn create(
         path: &Path,
         declared_bytes: u64,
         chunk_bytes: usize,
+        max_in_flight: usize,
     ) -> Result<DmaCreate, FileWriteError> {
         let io = |source: std::io::Error| FileWriteError::Io {
             path: path.to_path_buf(),
@@ -188,7 +201,7 @@ impl DmaStreamWriter {
         let align = file.alignment().max(1) as usize;
         let chunk_bytes = chunk_bytes.max(1).div_ceil(align) * align;
         Ok(DmaCreate::Dma(DmaStreamWriter {
-            file,
+            file: Rc::new(file),
             path: path.to_path_buf(),
             buf: None,
             fill: 0,
@@ -196,6 +209,8 @@ impl DmaStreamWriter {
             chunk_bytes,
             received_bytes: 0,
             declared_bytes,
+            max_in_flight: max_in_flight.clamp(1, MAX_DMA_WRITES_IN_FLIGHT),
+            in_flight: VecDeque::new(),
         }))
     }
 
@@ -204,6 +219,41 @@ impl DmaStreamWriter {
             path: self.path.clone(),
             source: source.into(),
         }
+    }
+
+    /// Wait for the oldest outstanding write.
+    async fn reap_one(&mut self) -> Result<(), FileWriteError> {
+        if let Some(t) = self.in_flight.pop_front() {
+            t.await.map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
+    /// Hand `len` bytes of the current buffer (already padded to the alignment) to a
+    /// background write at the current position.
+    async fn submit(&mut self, len: usize) -> Result<(), FileWriteError> {
+        while self.in_flight.len() >= self.max_in_flight {
+            self.reap_one().await?;
+        }
+        let Some(mut b) = self.buf.take() else {
+            return Ok(());
+        };
+        b.trim_to_size(len);
+        let file = self.file.clone();
+        let pos = self.pos;
+        let task = glommio::spawn_local(async move {
+            let n = file.write_at(b, pos).await?;
+            if n != len {
+                return Err(std::io::Error::other(format!(
+                    "short DMA write of {n} of {len} bytes at {pos}"
+                )));
+            }
+            Ok(())
+        });
+        self.in_flight.push_back(task);
+        self.pos += len as u64;
+        self.fill = 0;
+        Ok(())
     }
 
     /// Append bytes.
@@ -225,26 +275,14 @@ impl DmaStreamWriter {
             self.fill += take;
             data = &data[take..];
             if self.fill == self.chunk_bytes {
-                let full = self.buf.take().expect("buffer present");
-                let n = self
-                    .file
-                    .write_at(full, self.pos)
-                    .await
-                    .map_err(|e| self.io(e))?;
-                if n != self.chunk_bytes {
-                    return Err(self.io(std::io::Error::other(format!(
-                        "short DMA write of {n} bytes at {}",
-                        self.pos
-                    ))));
-                }
-                self.pos += self.chunk_bytes as u64;
-                self.fill = 0;
+                self.submit(self.chunk_bytes).await?;
             }
         }
         Ok(())
     }
 
-    /// Write the tail, cut the file to its exact size, optionally fdatasync, and close.
+    /// Write the tail, wait for every write, cut the file to its exact size, optionally
+    /// fdatasync, and close.
     pub async fn finish(mut self, sync: bool) -> Result<PathBuf, FileWriteError> {
         if self.received_bytes != self.declared_bytes {
             return Err(FileWriteError::Short {
@@ -253,24 +291,16 @@ impl DmaStreamWriter {
                 declared: self.declared_bytes,
             });
         }
-        if let Some(mut b) = self.buf.take() {
-            if self.fill > 0 {
-                let align = self.file.alignment().max(1) as usize;
-                let padded = self.fill.div_ceil(align) * align;
+        if self.fill > 0 {
+            let align = self.file.alignment().max(1) as usize;
+            let padded = self.fill.div_ceil(align) * align;
+            if let Some(b) = self.buf.as_mut() {
                 b.as_bytes_mut()[self.fill..padded].fill(0);
-                b.trim_to_size(padded);
-                let n = self
-                    .file
-                    .write_at(b, self.pos)
-                    .await
-                    .map_err(|e| self.io(e))?;
-                if n != padded {
-                    return Err(self.io(std::io::Error::other(format!(
-                        "short DMA write of {n} bytes at {}",
-                        self.pos
-                    ))));
-                }
             }
+            self.submit(padded).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.reap_one().await?;
         }
         self.file
             .truncate(self.declared_bytes)
@@ -280,7 +310,7 @@ impl DmaStreamWriter {
             self.file.fdatasync().await.map_err(|e| self.io(e))?;
         }
         let path = self.path.clone();
-        self.file.close().await.map_err(|e| FileWriteError::Io {
+        self.file.close_rc().await.map_err(|e| FileWriteError::Io {
             path: path.clone(),
             source: e.into(),
         })?;
@@ -371,7 +401,7 @@ mod tests {
                     ("c", 300_001, 1 << 20),
                 ] {
                     let p = d.join(name);
-                    match DmaStreamWriter::create(&p, d2.len() as u64, chunk)
+                    match DmaStreamWriter::create(&p, d2.len() as u64, chunk, 3)
                         .await
                         .unwrap()
                     {
@@ -394,7 +424,8 @@ mod tests {
                 }
                 // Short files are an error.
                 let p = d.join("short");
-                if let DmaCreate::Dma(mut w) = DmaStreamWriter::create(&p, 10, 4096).await.unwrap()
+                if let DmaCreate::Dma(mut w) =
+                    DmaStreamWriter::create(&p, 10, 4096, 1).await.unwrap()
                 {
                     w.write(b"abc").await.unwrap();
                     assert!(matches!(
@@ -404,7 +435,7 @@ mod tests {
                 }
                 // Existing files are not overwritten.
                 assert!(
-                    DmaStreamWriter::create(&d.join("a"), 1, 4096)
+                    DmaStreamWriter::create(&d.join("a"), 1, 4096, 1)
                         .await
                         .is_err()
                         || !modes[0]

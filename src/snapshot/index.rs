@@ -67,6 +67,10 @@ pub const MESH_LINK_CAPACITY: usize = 4;
 pub const INDEX_BATCH_ENTRIES: usize = 1024;
 /// Size of the pieces of a file handed to its writer shard, and of one DMA write.
 pub const WRITE_CHUNK_BYTES: usize = 512 << 10;
+/// DMA writes a shard keeps outstanding while it scans the next pieces.
+pub const DMA_WRITES_IN_FLIGHT: usize = 4;
+/// How often a busy shard lets its executor submit and reap I/O.
+pub const SHARD_IO_LATENCY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Streaming memory of a shard set with `shards` shards and `inbox_capacity` messages per
 /// inbox, at most: queued and in-process file pieces, one DMA buffer per shard, and full
@@ -123,6 +127,12 @@ pub struct ShardTotals {
     pub retracted: u64,
     /// How this shard wrote files: `io_uring-dma`, or `write(2)` and why.
     pub write_mode: String,
+    /// Time spent parsing and hashing entries.
+    pub scan_ms: u64,
+    /// Time spent waiting for file writes.
+    pub write_ms: u64,
+    /// Time spent waiting for work from the feeding thread.
+    pub idle_ms: u64,
     /// First storage-file error this shard saw, if any.
     pub error: Option<String>,
 }
@@ -254,6 +264,9 @@ struct State {
     files_written: u64,
     retracted: u64,
     write_mode: String,
+    scan_ns: u64,
+    write_ns: u64,
+    idle_ns: u64,
     markers: HashMap<u64, usize>,
     error: Option<String>,
     shared_error: Arc<SharedError>,
@@ -419,6 +432,9 @@ impl State {
             files_written: self.files_written,
             retracted: self.retracted,
             write_mode: self.write_mode.clone(),
+            scan_ms: self.scan_ns / 1_000_000,
+            write_ms: self.write_ns / 1_000_000,
+            idle_ms: self.idle_ns / 1_000_000,
             error: self.error.clone(),
         }
     }
@@ -498,7 +514,14 @@ async fn open_sink(
     mode: &mut String,
 ) -> Result<Sink, String> {
     if dma {
-        match DmaStreamWriter::create(path, declared_bytes, WRITE_CHUNK_BYTES).await {
+        match DmaStreamWriter::create(
+            path,
+            declared_bytes,
+            WRITE_CHUNK_BYTES,
+            DMA_WRITES_IN_FLIGHT,
+        )
+        .await
+        {
             Ok(DmaCreate::Dma(w)) => {
                 if mode.is_empty() {
                     *mode = "io_uring-dma".into();
@@ -578,7 +601,12 @@ async fn inbox_task(
     let mut out: Vec<Vec<IndexEntry>> = (0..shards).map(|_| Vec::new()).collect();
     let mut cur: Option<OpenFile> = None;
     let mut mode = String::new();
-    while let Ok(cmd) = inbox.recv_async().await {
+    loop {
+        let waited = std::time::Instant::now();
+        let Ok(cmd) = inbox.recv_async().await else {
+            break;
+        };
+        state.borrow_mut().idle_ns += waited.elapsed().as_nanos() as u64;
         match cmd {
             Cmd::SetDir { gen, dir } => {
                 state.borrow_mut().dirs.insert(gen, dir);
@@ -644,6 +672,7 @@ async fn inbox_task(
                     } else {
                         // Scan while the bytes are in cache, then write them.
                         if let Some(sc) = f.scanner.as_mut() {
+                            let t = std::time::Instant::now();
                             let mut st = state.borrow_mut();
                             let (gen, slot, id) = (f.gen, f.slot, f.id);
                             let r = sc.push::<()>(&bytes, |a| {
@@ -654,10 +683,15 @@ async fn inbox_task(
                                 st.fail(format!("accounts/{slot}.{id}: {e}"));
                                 f.failed = true;
                             }
+                            st.scan_ns += t.elapsed().as_nanos() as u64;
                         }
                         if let Some(sink) = f.sink.as_mut() {
-                            if let Err(e) = sink.write(&bytes).await {
-                                state.borrow_mut().fail(e);
+                            let t = std::time::Instant::now();
+                            let r = sink.write(&bytes).await;
+                            let mut st = state.borrow_mut();
+                            st.write_ns += t.elapsed().as_nanos() as u64;
+                            if let Err(e) = r {
+                                st.fail(e);
                                 f.failed = true;
                             }
                         }
@@ -670,6 +704,9 @@ async fn inbox_task(
                 {
                     state.borrow_mut().fail("index shard link closed".into());
                 }
+                // Let the executor submit the DMA writes queued meanwhile (a no-op
+                // outside glommio).
+                glommio::yield_if_needed().await;
             }
             Cmd::End { fsync } => {
                 let Some(mut f) = cur.take() else { continue };
@@ -814,16 +851,37 @@ async fn shard_main(s: ShardStart, dma: bool) {
         files_written: 0,
         retracted: 0,
         write_mode: "no files written".into(),
+        scan_ns: 0,
+        write_ns: 0,
+        idle_ns: 0,
         markers: HashMap::new(),
         error: None,
         shared_error: s.shared_error,
     }));
     let (etx, erx) = flume::unbounded();
-    futures_lite::future::zip(
-        inbox_task(state.clone(), s.inbox, s.links.to_peers, erx, s.queued, dma),
-        mesh_task(state, s.links.from_peers, etx),
-    )
-    .await;
+    let inbox = inbox_task(state.clone(), s.inbox, s.links.to_peers, erx, s.queued, dma);
+    let mesh = mesh_task(state, s.links.from_peers, etx);
+    if dma {
+        // The inbox task scans for long stretches; in a latency-sensitive queue the
+        // executor preempts it every SHARD_IO_LATENCY at its yield points to submit the
+        // DMA writes it queued, so writes overlap the scanning.
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::default(),
+            glommio::Latency::Matters(SHARD_IO_LATENCY),
+            "snap-scan",
+        );
+        match glommio::spawn_local_into(inbox, tq) {
+            Ok(task) => {
+                futures_lite::future::zip(task, mesh).await;
+            }
+            Err(e) => {
+                // Cannot happen for a queue just created on this executor; report it.
+                tracing::error!(error = %e, "snapshot shard: cannot spawn the scan task");
+            }
+        }
+    } else {
+        futures_lite::future::zip(inbox, mesh).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------

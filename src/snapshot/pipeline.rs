@@ -150,6 +150,10 @@ pub struct ShardReport {
     pub retracted: u64,
     /// How the shard wrote files: `io_uring-dma`, or `write(2)` and why.
     pub write_mode: String,
+    /// Time the shard spent parsing and hashing, waiting for writes, and waiting for work.
+    pub scan_ms: u64,
+    pub write_ms: u64,
+    pub idle_ms: u64,
 }
 
 /// The outcome of verification.
@@ -1059,6 +1063,9 @@ impl Pipeline {
                     files_written: t.files_written,
                     retracted: t.retracted,
                     write_mode: t.write_mode.clone(),
+                    scan_ms: t.scan_ms,
+                    write_ms: t.write_ms,
+                    idle_ms: t.idle_ms,
                 })
                 .collect(),
             datadir: self.unpacker.staging.display().to_string(),
