@@ -159,6 +159,8 @@ pub struct Coordinator {
     /// Which source served each finished chunk.
     served_by: Vec<Option<SourceId>>,
     pending: BTreeSet<u32>,
+    /// Chunks already taken over once in the endgame.
+    taken_over: Vec<bool>,
     sources: Vec<Source>,
     finished_reported: bool,
     stuck_reported: bool,
@@ -193,6 +195,7 @@ impl Coordinator {
             done,
             done_count,
             pending,
+            taken_over: vec![false; chunks as usize],
             sources: Vec::new(),
             finished_reported: false,
             stuck_reported: false,
@@ -603,12 +606,17 @@ impl Coordinator {
                 else {
                     continue;
                 };
-                if first != last || !s.stats.ranges {
+                // Each chunk is taken over at most once (no ping-pong between sources whose
+                // early rate estimates look slow), and only from a source measurably slower.
+                if first != last || !s.stats.ranges || self.taken_over[first as usize] {
+                    continue;
+                }
+                if s.stats.speed_bytes_per_s > 0.0 && my_speed < 2.0 * s.stats.speed_bytes_per_s {
                     continue;
                 }
                 let (_, len) = self.chunk_span(first);
                 let age_s = (now_ms.saturating_sub(started_ms)).max(1) as f64 / 1000.0;
-                let rate = (bytes as f64 / age_s).max(s.stats.speed_bytes_per_s * 0.0);
+                let rate = bytes as f64 / age_s;
                 let left = len.saturating_sub(bytes) as f64;
                 let eta_s = if rate > 0.0 {
                     left / rate
@@ -631,6 +639,7 @@ impl Coordinator {
             };
             if eta_s > 2.0 * mine_s
                 && now_ms.saturating_sub(started_ms) >= self.cfg.endgame_min_age_ms
+                && !std::mem::replace(&mut self.taken_over[chunk as usize], true)
             {
                 out.push(Action::Cancel { source: slow });
                 let s = &mut self.sources[slow.0 as usize];

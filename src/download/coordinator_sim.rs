@@ -17,6 +17,8 @@ struct SimSource {
     /// Serves wrong bytes (found at verification after the download).
     liar: bool,
     ranges: bool,
+    /// Time before the first byte of each fetch.
+    latency_ms: u64,
 }
 
 fn src(bytes_per_ms: u64) -> SimSource {
@@ -26,10 +28,13 @@ fn src(bytes_per_ms: u64) -> SimSource {
         crash_at_ms: None,
         liar: false,
         ranges: true,
+        latency_ms: 0,
     }
 }
 
 struct Fetch {
+    /// No bytes before this time.
+    start_ms: u64,
     pos: u64,
     end: u64,
     fail_at: Option<u64>,
@@ -112,6 +117,7 @@ fn simulate(
                             inflight.insert(
                                 source,
                                 Fetch {
+                                    start_ms: now + s.latency_ms,
                                     pos: offset,
                                     end: offset + len,
                                     fail_at,
@@ -160,7 +166,11 @@ fn simulate(
         for sid in keys {
             let s = &sources[sid.0 as usize];
             let f = inflight.get_mut(&sid).unwrap();
-            let mut budget = s.bytes_per_ms * step_ms;
+            let mut budget = if now <= f.start_ms {
+                0
+            } else {
+                s.bytes_per_ms * step_ms
+            };
             let mut failed = false;
             while budget > 0 && f.pos < f.end {
                 let chunk = (f.pos / cfg.chunk_size_bytes) as u32;
@@ -407,4 +417,20 @@ proptest! {
         let total_completes: u32 = rep.completes.iter().sum();
         prop_assert_eq!(total_completes, rep.completes.len() as u32 + rep.bad_reports);
     }
+}
+
+#[test]
+fn equal_sources_with_latency_do_not_take_chunks_from_each_other_forever() {
+    // Each fetch waits 300 ms for its first byte: early rate estimates look slow.
+    let mut a = src(300);
+    a.latency_ms = 300;
+    let mut b = src(300);
+    b.latency_ms = 300;
+    let total = 19 * 131_072;
+    let rep = simulate(13, cfg(131_072), total, &[], &[a, b], 120_000);
+    assert!(rep.finished_ms.is_some(), "{rep:?}");
+    let fetches: u32 = rep.fetches_per_source.iter().sum();
+    // At most one takeover per chunk.
+    assert!(fetches <= 2 * 19, "{fetches} fetches for 19 chunks");
+    assert!(rep.completes.iter().all(|&n| n == 1));
 }

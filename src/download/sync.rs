@@ -191,6 +191,30 @@ pub struct SyncReport {
     pub bad_sources: Vec<String>,
 }
 
+/// The CPUs the process may use, as seen before any shard pinned its thread.
+fn unpinned_cpus() -> Vec<usize> {
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CPUS.get_or_init(catchup_shards::allowed_cores).clone()
+}
+
+/// Let the current thread run on `cpus` (threads started from a pinned shard inherit its
+/// single CPU otherwise). Best effort: an error leaves the affinity as it was.
+fn set_affinity(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET is only called with indices below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if c < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Progress callback of [`sync`].
 pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 
@@ -203,6 +227,7 @@ pub fn sync(
     sink_factory: Arc<SinkFactory>,
     progress: ProgressFn,
 ) -> Result<SyncReport, SyncError> {
+    let _ = unpinned_cpus();
     if cfg.shards <= 1 {
         let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .name("sync")
@@ -687,6 +712,40 @@ async fn fetch_inner(
     Ok(())
 }
 
+/// Hand the archive bytes `[sink.fed_bytes, prefix)` to the sink. With `wait` every byte
+/// is queued before returning; otherwise at most what the queue takes now (bounded).
+async fn feed_sink(
+    sink: &mut SinkThread,
+    rfile: &std::fs::File,
+    path: &std::path::Path,
+    prefix: u64,
+    wait: bool,
+) -> Result<(), SyncError> {
+    let read_err = |e| SyncError::File {
+        what: "read back",
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if wait {
+        sink.flush_pending_wait().await;
+    } else if !sink.flush_pending() {
+        return Ok(());
+    }
+    while sink.fed_bytes < prefix && !sink.failed() {
+        let n = (prefix - sink.fed_bytes).min(STAGE_BYTES as u64) as usize;
+        let data = read_exact_at(rfile, sink.fed_bytes, n)
+            .await
+            .map_err(read_err)?;
+        if !sink.try_push(data) {
+            if !wait {
+                return Ok(());
+            }
+            sink.flush_pending_wait().await;
+        }
+    }
+    Ok(())
+}
+
 /// Read `len` bytes at `pos`. A plain positioned read: io_uring DMA reads of this file
 /// fail with EOPNOTSUPP on some kernels; reads are 1 MiB pieces, short and rare.
 async fn read_exact_at(
@@ -748,12 +807,28 @@ struct SinkThread {
     failed: Arc<AtomicBool>,
     error: Arc<Mutex<Option<SinkError>>>,
     handle: Option<std::thread::JoinHandle<Result<serde_json::Value, SinkError>>>,
+    /// Bytes handed over (queued, or kept in `pending`).
     fed_bytes: u64,
+    pending: Option<Vec<u8>>,
 }
 
 impl SinkThread {
     fn start(factory: &SinkFactory) -> Result<SinkThread, SinkError> {
-        let mut sink: Box<dyn ArchiveSink> = factory()?;
+        // Create the sink on a thread with the CPUs the process had before the shards were
+        // pinned (a thread started from a pinned shard inherits its single CPU): the snapshot
+        // pipeline spreads its index shards over them.
+        let cpus = unpinned_cpus();
+        let made = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                set_affinity(&cpus);
+                factory()
+            })
+            .join()
+        });
+        let mut sink: Box<dyn ArchiveSink> = made.map_err(|_| SinkError {
+            offset_bytes: 0,
+            message: "creating the sink panicked".into(),
+        })??;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SINK_QUEUE_PIECES);
         let failed = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
@@ -761,6 +836,7 @@ impl SinkThread {
         let handle = std::thread::Builder::new()
             .name("snapshot-sink".into())
             .spawn(move || {
+                set_affinity(&cpus);
                 for piece in rx {
                     if f2.load(Ordering::Relaxed) {
                         continue;
@@ -785,6 +861,7 @@ impl SinkThread {
             error,
             handle: Some(handle),
             fed_bytes: 0,
+            pending: None,
         })
     }
 
@@ -796,25 +873,40 @@ impl SinkThread {
             error: Arc::new(Mutex::new(None)),
             handle: None,
             fed_bytes: 0,
+            pending: None,
         }
     }
 
-    /// Push a piece; waits (yielding to the executor) while the queue is full.
-    async fn push(&mut self, mut piece: Vec<u8>) {
-        let Some(tx) = &self.tx else { return };
-        let n = piece.len() as u64;
-        // Bounded by the sink's progress; a failed sink drains the queue at once.
-        loop {
-            match tx.try_send(piece) {
-                Ok(()) => break,
-                Err(std::sync::mpsc::TrySendError::Full(p)) => {
-                    piece = p;
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+    /// Hand a piece to the sink without waiting; a piece the full queue cannot take is
+    /// kept and sent first next time. Returns false when the queue is full.
+    fn try_push(&mut self, piece: Vec<u8>) -> bool {
+        self.fed_bytes += piece.len() as u64;
+        self.pending = Some(piece);
+        self.flush_pending()
+    }
+
+    /// Send the kept piece if the queue has room; true when nothing is kept any more.
+    fn flush_pending(&mut self) -> bool {
+        let (Some(tx), Some(piece)) = (&self.tx, self.pending.take()) else {
+            return true;
+        };
+        match tx.try_send(piece) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(p)) => {
+                self.pending = Some(p);
+                false
             }
+            // A stopped sink thread: the failure is reported by `finish`.
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => true,
         }
-        self.fed_bytes += n;
+    }
+
+    /// Wait (yielding to the executor) until the kept piece is in the queue.
+    async fn flush_pending_wait(&mut self) {
+        // Bounded by the sink's progress; a failed sink drains its queue at once.
+        while !self.flush_pending() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn failed(&self) -> bool {
@@ -1166,26 +1258,16 @@ async fn sync_async(
                 }
             }
         }
-        // Feed the sink with the grown contiguous prefix.
-        let prefix = coord.contiguous_prefix_bytes();
-        while sink.fed_bytes < prefix && !sink.failed() {
-            let n = (prefix - sink.fed_bytes).min(STAGE_BYTES as u64) as usize;
-            let data = read_exact_at(&rfile, sink.fed_bytes, n)
-                .await
-                .map_err(|e| SyncError::File {
-                    what: "read back",
-                    path: path.clone(),
-                    source: e,
-                })?;
-            if data.len() != n {
-                return Err(SyncError::File {
-                    what: "read back",
-                    path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"),
-                });
-            }
-            sink.push(data).await;
-        }
+        // Feed the sink with the grown contiguous prefix, without waiting for it: events
+        // keep flowing while it decompresses (the rest goes on the next round).
+        feed_sink(
+            &mut sink,
+            &rfile,
+            &path,
+            coord.contiguous_prefix_bytes(),
+            finished,
+        )
+        .await?;
         if last_progress.elapsed() >= Duration::from_millis(cfg.progress_interval_ms) {
             last_progress = Instant::now();
             let el = t_download.elapsed().as_secs_f64().max(1e-3);
