@@ -165,7 +165,7 @@ fn honest_profiles_and_more_shards() {
 fn pivot_is_reselected_when_the_head_moves_on() {
     for mode in [SyncMode::Fast, SyncMode::Snap] {
         let mut cfg = small(31, mode);
-        cfg.profile = Profile::Slow;
+        cfg.profile = Profile::Honest;
         cfg.accounts = 1500;
         cfg.blocks = 1500;
         cfg.initial_best = Some(1000);
@@ -212,7 +212,7 @@ fn stale_journaled_pivot_is_replaced_on_resume() {
 fn new_pivot_with_a_changed_state_is_healed() {
     for mode in [SyncMode::Fast, SyncMode::Snap] {
         let mut cfg = small(41, mode);
-        cfg.profile = Profile::Slow;
+        cfg.profile = Profile::Honest;
         cfg.accounts = 1500;
         cfg.blocks = 1500;
         cfg.initial_best = Some(1000);

@@ -373,6 +373,7 @@ struct Coordinator {
     /// A pivot from the journal, kept if the peers' head has not moved too far past it.
     resume_pivot: Option<(Vec<u8>, Vec<u8>)>,
     next_status_check_ms: u64,
+    status_rotation: u64,
     repivots: u64,
 }
 
@@ -601,8 +602,17 @@ impl Engine {
         out.push(Action::DropPeer(peer));
     }
 
+    /// Free request slots for data requests. The coordinator keeps `pivot_agreement` of
+    /// its slots for status and pivot-header requests, so checking the head never waits
+    /// behind the download (and the per-shard cap still holds).
     fn free_slots(&self) -> usize {
-        self.cfg.max_concurrent_requests.saturating_sub(self.inflight.len())
+        let max = self.cfg.max_concurrent_requests;
+        let reserve = if self.shard == 0 {
+            self.cfg.pivot_agreement.min(max.saturating_sub(1))
+        } else {
+            0
+        };
+        (max - reserve).saturating_sub(self.inflight.len())
     }
 
     // ---------------- coordinator: pivot ----------------
@@ -642,14 +652,23 @@ impl Engine {
         {
             c.status_asked = true;
             c.status_replies.clear();
-            // At most as many as the free request slots (the per-shard cap holds).
-            let ids: Vec<PeerId> = self
+            // At most as many as the free request slots (the per-shard cap holds), taking
+            // turns among the peers from round to round.
+            c.status_rotation += 1;
+            let live: Vec<PeerId> = self
                 .peers
                 .peers
                 .iter()
                 .filter(|(_, p)| !p.dropped)
                 .map(|(id, _)| *id)
-                .take(free)
+                .collect();
+            let start = c.status_rotation as usize % live.len().max(1);
+            let ids: Vec<PeerId> = live
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(live.len().min(free))
+                .copied()
                 .collect();
             c.status_pending = ids.len();
             for id in ids {
@@ -725,7 +744,9 @@ impl Engine {
         }
         let mut bests: Vec<u64> = c.status_replies.values().copied().collect();
         bests.sort_unstable();
-        let head = bests[(bests.len() - 1) / 2];
+        // The median, but no higher than what `agreement` peers reached (so that many can
+        // answer for the pivot and head headers).
+        let head = bests[(bests.len() - 1) / 2].min(bests[bests.len() - agreement.min(bests.len())]);
         // Keep the current (or journaled) pivot while it is close enough to the head.
         let current = self.pivot.as_ref().map(|p| p.number);
         let resumed = c.resume_pivot.take();
@@ -1521,6 +1542,18 @@ impl Engine {
             for (r, (o, d)) in ranges.iter_mut().zip(self.journal.ranges.iter()) {
                 r.origin = unhex32(o);
                 r.done = *d;
+            }
+        }
+        // A range's stored accounts are a verified, gap-free run from its start (one
+        // request per range at a time, stored whole): if a crash came after the accounts
+        // were durable but before the journal was, continue after the last stored one.
+        for r in ranges.iter_mut().filter(|r| !r.done) {
+            if let Some((last, _)) = store.accounts_in(&r.origin, &r.limit).last() {
+                if *last == r.limit {
+                    r.done = true;
+                } else {
+                    r.origin = inc(*last);
+                }
             }
         }
         self.ranges = ranges;
