@@ -40,7 +40,15 @@ fn devnet_syncs_to_fixture_root_and_head() {
         (SyncMode::Fast, Profile::Byzantine, vec![50]),
         (SyncMode::Snap, Profile::Byzantine, vec![30, 80]),
     ] {
-        let mut cfg = SimConfig { peers: 9, profile, seed: 600, shards: 2, kill_at_pct: kills, blocks: 600, ..SimConfig::default() };
+        let mut cfg = SimConfig {
+            peers: 9,
+            profile,
+            seed: 600,
+            shards: 2,
+            kill_at_pct: kills,
+            blocks: 600,
+            ..SimConfig::default()
+        };
         cfg.sync.mode = mode;
         // The dump is the head's state, so the pivot is the head; receipts need execution.
         cfg.sync.pivot_distance = 0;
