@@ -8,12 +8,10 @@ use std::sync::Arc;
 
 use catchup::ethsync::chain::{chain_from_rlp_file, StateData};
 use catchup::ethsync::config::{SyncConfig, SyncMode};
-use catchup::ethsync::serve::ServingPeer;
 use catchup::ethsync::store::MemStore;
 use catchup::p2p::chain::{Profile, RawChain};
 use catchup::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
-use catchup::p2p::engine_serve::EngineResponder;
-use catchup::p2p::server::{accept_loop, resolve_listen, ServeConfig};
+use catchup::p2p::devnet::spawn_serving_peers;
 use catchup::p2p::sync_net::{run_sync, NetSyncConfig};
 use catchup::p2p::{LocalNode, NetConfig};
 use catchup_devp2p::enode::Enode;
@@ -52,38 +50,24 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
         .unwrap()
         .run(async move {
             let stop = Rc::new(std::cell::Cell::new(false));
-            let mut enodes = Vec::new();
-            for (i, profile) in [Profile::Honest, Profile::Lying, Profile::Honest, Profile::Slow]
-                .into_iter()
-                .enumerate()
-            {
-                let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
-                let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
-                enodes.push(Enode {
-                    id: local.id(),
-                    addr: listen,
-                });
-                let cfg = Rc::new(ServeConfig {
-                    listen,
-                    shards: 1,
-                    max_peers_per_shard: 8,
-                    net: NetConfig::default(),
-                    status: server_status.clone(),
-                });
-                let mut responder = EngineResponder::new(
-                    ServingPeer::new(chain.clone(), Some(state.clone())),
-                    profile,
-                    7 + i as u64,
-                );
-                responder.slow_delay_ms = 40;
+            let profiles = [
+                Profile::Honest,
+                Profile::Lying,
+                Profile::Honest,
+                Profile::Slow,
+            ];
+            let enodes = {
                 let stop = stop.clone();
-                glommio::spawn_local(async move {
-                    accept_loop(i, listen, local, cfg, Rc::new(responder), move || stop.get())
-                        .await
-                        .unwrap();
-                })
-                .detach();
-            }
+                spawn_serving_peers(
+                    &chain,
+                    Some(&state),
+                    &server_status,
+                    &profiles,
+                    40,
+                    move || stop.get(),
+                )
+                .unwrap()
+            };
             let sync = SyncConfig {
                 mode,
                 pivot_distance: 0,
@@ -118,7 +102,10 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
     assert!(expected_head.starts_with("0x44e3809c"));
     assert_eq!(report.head_number, Some(600));
     assert!(
-        report.peers.iter().all(|p| p.requests > 0 || p.dropped_by_us),
+        report
+            .peers
+            .iter()
+            .all(|p| p.requests > 0 || p.dropped_by_us),
         "every peer was used"
     );
 }
@@ -152,44 +139,23 @@ fn servers_on_a_thread(
             .unwrap()
             .run(async move {
                 let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
-                let state = Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
+                let state =
+                    Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
                 let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
                 let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
                 let status = chain_status(&spec, raw.parent_of_first, &raw);
-                let mut enodes = Vec::new();
-                for (i, profile) in [Profile::Honest, Profile::Lying, Profile::Honest, Profile::Slow]
-                    .into_iter()
-                    .enumerate()
-                {
-                    let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
-                    let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
-                    enodes.push(Enode {
-                        id: local.id(),
-                        addr: listen,
-                    });
-                    let cfg = Rc::new(ServeConfig {
-                        listen,
-                        shards: 1,
-                        max_peers_per_shard: 8,
-                        net: NetConfig::default(),
-                        status: status.clone(),
-                    });
-                    let mut responder = EngineResponder::new(
-                        ServingPeer::new(chain.clone(), Some(state.clone())),
-                        profile,
-                        11 + i as u64,
-                    );
-                    responder.slow_delay_ms = 40;
-                    let stop = stop2.clone();
-                    glommio::spawn_local(async move {
-                        accept_loop(i, listen, local, cfg, Rc::new(responder), move || {
-                            stop.load(std::sync::atomic::Ordering::Relaxed)
-                        })
-                        .await
-                        .unwrap();
+                let profiles = [
+                    Profile::Honest,
+                    Profile::Lying,
+                    Profile::Honest,
+                    Profile::Slow,
+                ];
+                let stop = stop2.clone();
+                let enodes =
+                    spawn_serving_peers(&chain, Some(&state), &status, &profiles, 40, move || {
+                        stop.load(std::sync::atomic::Ordering::Relaxed)
                     })
-                    .detach();
-                }
+                    .unwrap();
                 tx.send(enodes).unwrap();
                 while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
                     glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
@@ -238,7 +204,11 @@ fn devnet_snap_and_fast_sync_on_two_shards_each_dialing_its_own_peers() {
         assert!(report.finished, "{mode:?}: {:?}", report.failure);
         assert_eq!(report.state_root.as_deref(), Some(STATE_ROOT));
         assert_eq!(report.head_number, Some(600));
-        assert!(report.head_hash.as_deref().unwrap().starts_with("0x44e3809c"));
+        assert!(report
+            .head_hash
+            .as_deref()
+            .unwrap()
+            .starts_with("0x44e3809c"));
         assert_eq!(report.peers.len(), 4);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

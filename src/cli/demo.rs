@@ -1,12 +1,14 @@
 //! `catchup demo`: a local devnet on loopback, synced and verified, with nothing but this
 //! binary. The Ethereum part generates a chain and a state, serves them from four RLPx
-//! peers (two honest, one lying, one slow) and fast-syncs them; the Solana part generates a
+//! peers (two honest, one lying, one slow) and syncs them (fast, then snap) on the pinned
+//! shard runtime; the Solana part generates a
 //! snapshot, serves it from three HTTP sources at different rates and catches up from all
 //! of them through the streaming verify pipeline. Exit 0 only when every part verified.
 
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -16,14 +18,12 @@ use serde_json::json;
 use crate::download::demo::{run_demo as run_solana_demo, DemoConfig};
 use crate::ethsync::chain::{generate_chain, ChainData, StateData};
 use crate::ethsync::config::{SyncConfig, SyncMode};
-use crate::ethsync::serve::ServingPeer;
-use crate::ethsync::store::MemStore;
 use crate::p2p::chain::Profile;
 use crate::p2p::chainspec::{genesis_status, ChainSpec};
-use crate::p2p::engine_serve::EngineResponder;
+use crate::p2p::devnet::spawn_serving_peers;
 use crate::p2p::eth_peer::StatusInfo;
-use crate::p2p::server::{accept_loop, resolve_listen, ServeConfig};
-use crate::p2p::sync_net::{run_sync, NetSyncConfig, NetSyncReport};
+use crate::p2p::sync_net::{NetSyncConfig, NetSyncReport};
+use crate::p2p::sync_sharded::run_sync_sharded;
 use crate::p2p::{LocalNode, NetConfig};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
@@ -91,10 +91,77 @@ fn devnet_spec() -> ChainSpec {
     }
 }
 
+/// Serving peers on their own executor thread, stopped (and joined) on drop.
+struct DevnetPeers {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DevnetPeers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_devnet_peers(
+    chain: &Arc<ChainData>,
+    state: &Arc<StateData>,
+    status: StatusInfo,
+) -> anyhow::Result<(DevnetPeers, Vec<Enode>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (chain, state, stop2) = (chain.clone(), state.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("demo-eth-peers".into())
+        .spawn(move || {
+            let ex = match glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .name("demo-eth-peers")
+                .make()
+            {
+                Ok(ex) => ex,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow::anyhow!("starting the peers' executor: {e}")));
+                    return;
+                }
+            };
+            ex.run(async move {
+                let profiles = [
+                    Profile::Honest,
+                    Profile::Lying,
+                    Profile::Honest,
+                    Profile::Slow,
+                ];
+                let flag = stop2.clone();
+                let started =
+                    spawn_serving_peers(&chain, Some(&state), &status, &profiles, 40, move || {
+                        flag.load(Ordering::Relaxed)
+                    });
+                let ok = started.is_ok();
+                let _ = tx.send(started);
+                while ok && !stop2.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        })
+        .context("spawning the peers' thread")?;
+    let peers = DevnetPeers {
+        stop,
+        thread: Some(thread),
+    };
+    let enodes = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the devnet peers did not start within 30 s")??;
+    Ok((peers, enodes))
+}
+
 fn eth_sync_once(
     chain: &Arc<ChainData>,
     state: &Arc<StateData>,
     mode: SyncMode,
+    global: &GlobalOpts,
     shards: usize,
 ) -> anyhow::Result<EthPart> {
     let spec = devnet_spec();
@@ -108,73 +175,26 @@ fn eth_sync_once(
         genesis_hash: genesis,
         fork_id: spec.fork_id(genesis, head.number, 0),
     };
-    let client_status = genesis_status(&spec, genesis);
-    let (chain2, state2) = (chain.clone(), state.clone());
-    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("demo-eth")
-        .make()
-        .map_err(|e| anyhow::anyhow!("starting the executor: {e}"))?
-        .run(async move {
-            let stop = Rc::new(std::cell::Cell::new(false));
-            let mut enodes = Vec::new();
-            let profiles = [Profile::Honest, Profile::Lying, Profile::Honest, Profile::Slow];
-            for (i, profile) in profiles.into_iter().enumerate() {
-                let listen = resolve_listen("127.0.0.1:0".parse().expect("loopback address"))?;
-                let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
-                enodes.push(Enode {
-                    id: local.id(),
-                    addr: listen,
-                });
-                let cfg = Rc::new(ServeConfig {
-                    listen,
-                    shards: 1,
-                    max_peers_per_shard: 8,
-                    net: NetConfig::default(),
-                    status: server_status.clone(),
-                });
-                let mut responder = EngineResponder::new(
-                    ServingPeer::new(chain2.clone(), Some(state2.clone())),
-                    profile,
-                    7 + i as u64,
-                );
-                responder.slow_delay_ms = 40;
-                let stop = stop.clone();
-                glommio::spawn_local(async move {
-                    if let Err(e) =
-                        accept_loop(i, listen, local, cfg, Rc::new(responder), move || stop.get())
-                            .await
-                    {
-                        tracing::warn!("demo peer {i} stopped: {e}");
-                    }
-                })
-                .detach();
-            }
-            let sync = SyncConfig {
-                mode,
-                pivot_distance: 0,
-                trusted_anchor: Some(chain2.anchor_hash()),
-                anchor_number: 0,
-                ..SyncConfig::default()
-            };
-            let cfg = NetSyncConfig {
-                sync,
-                shards,
-                peers: enodes,
-                net: NetConfig::default(),
-                status: client_status,
-                max_runtime_ms: 300_000,
-                peer_queue_len: 64,
-            };
-            let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
-            let r = run_sync(
-                cfg,
-                LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
-                &mut stores,
-            )
-            .await;
-            stop.set(true);
-            anyhow::Ok(r)
-        })?;
+    let (peers, enodes) = start_devnet_peers(chain, state, server_status)?;
+    let cfg = NetSyncConfig {
+        sync: SyncConfig {
+            mode,
+            pivot_distance: 0,
+            trusted_anchor: Some(chain.anchor_hash()),
+            anchor_number: 0,
+            ..SyncConfig::default()
+        },
+        shards,
+        peers: enodes,
+        net: NetConfig::default(),
+        status: genesis_status(&spec, genesis),
+        max_runtime_ms: 300_000,
+        peer_queue_len: 64,
+    };
+    let rc = super::tune::runtime_config(global, Some(shards), None)?;
+    let node = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
+    let report = run_sync_sharded(cfg, node, rc, Arc::new(AtomicBool::new(false)))?;
+    drop(peers);
     let expected_root = format!("{}", state.root);
     let expected_head = format!("{}", head.hash);
     let ok = report.finished
@@ -218,7 +238,11 @@ fn print_eth(part: &EthPart) {
             p.requests,
             p.answered,
             p.timeouts,
-            if p.dropped_by_us { ", dropped (lied)" } else { "" }
+            if p.dropped_by_us {
+                ", dropped (lied)"
+            } else {
+                ""
+            }
         );
     }
     if let Some(f) = &r.failure {
@@ -226,7 +250,7 @@ fn print_eth(part: &EthPart) {
     }
 }
 
-pub fn run(cmd: DemoCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
+pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     if cmd.shards == 0 {
         anyhow::bail!("--shards must be at least 1");
     }
@@ -257,7 +281,7 @@ pub fn run(cmd: DemoCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         let chain = Arc::new(generate_chain(cmd.eth_blocks, state.root, cmd.seed));
         let mut parts = Vec::new();
         for mode in [SyncMode::Fast, SyncMode::Snap] {
-            let part = eth_sync_once(&chain, &state, mode, cmd.shards)?;
+            let part = eth_sync_once(&chain, &state, mode, global, cmd.shards)?;
             all_ok &= part.ok;
             if !cmd.json {
                 print_eth(&part);
@@ -324,7 +348,11 @@ pub fn run(cmd: DemoCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     } else {
         println!(
             "demo: {}",
-            if all_ok { "every part synced and verified" } else { "NOT VERIFIED" }
+            if all_ok {
+                "every part synced and verified"
+            } else {
+                "NOT VERIFIED"
+            }
         );
     }
     Ok(if all_ok { 0 } else { 1 })

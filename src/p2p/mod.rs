@@ -10,6 +10,7 @@ pub mod chain;
 pub mod chainspec;
 pub mod conn;
 pub mod convert;
+pub mod devnet;
 pub mod download;
 pub mod engine_serve;
 pub mod eth_peer;

@@ -1,0 +1,64 @@
+//! `catchup demo` end to end, as a user runs it: the binary generates both devnets, serves
+//! them on loopback, syncs them and must report every part verified.
+
+use std::process::Command;
+
+#[test]
+fn demo_syncs_and_verifies_both_devnets() {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "demo",
+            "--json",
+            "--eth-accounts",
+            "3000",
+            "--eth-blocks",
+            "64",
+            "--solana-accounts",
+            "5000",
+            "--workdir",
+        ])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("demo --json prints JSON");
+    assert_eq!(v["ok"], true);
+    let eth = v["eth"].as_array().expect("eth parts");
+    assert_eq!(eth.len(), 2, "fast and snap");
+    for part in eth {
+        assert_eq!(part["ok"], true, "{part}");
+        assert_eq!(part["report"]["state_root"], part["expected_state_root"]);
+        assert_eq!(part["report"]["head_hash"], part["expected_head_hash"]);
+        // The second peer lies: it must have been caught, either dropped after a bad
+        // answer or cut off at the handshake because it cannot prove its head header.
+        let liar = &part["report"]["peers"][1];
+        assert!(
+            liar["dropped_by_us"] == true || !liar["error"].is_null(),
+            "the lying peer was not caught: {liar}"
+        );
+    }
+    let sol = &v["solana"]["sync"];
+    assert_eq!(sol["complete"], true, "{sol}");
+    assert_eq!(sol["verified"]["lt_hash_ok"], true);
+    assert_eq!(sol["verified"]["capitalization_ok"], true);
+    assert_eq!(sol["verified"]["accounts_live"], 5000);
+}
+
+#[test]
+fn demo_rejects_zero_shards_with_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["demo", "--shards", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--shards"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
