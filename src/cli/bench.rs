@@ -4,6 +4,8 @@
 //! durable with a `flush` every `--batch` records) on every shard at once, and in the same
 //! run a baseline: the same record bytes written sequentially with plain `std::fs`
 //! (O_DIRECT where the filesystem allows) and `fdatasync` at the same group-commit points.
+//! The two alternate on each shard in `--rounds` rounds so that both see the same
+//! background load; `--json` adds where the time went (waiting for writes and syncs).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -56,6 +58,10 @@ pub struct StoreBenchArgs {
     /// Records per group commit (one `flush` + `fdatasync` per batch).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub batch: u64,
+    /// The store and the baseline alternate in this many rounds of `--records / N`
+    /// records each (so both see the same background load); 1 runs each once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub rounds: u64,
     /// Data directory to write into (locked while running; benchmark files are removed
     /// afterwards). Default: a fresh directory under the system temp dir, which may be a
     /// tmpfs without O_DIRECT: pass the validator's data directory to measure its disk.
@@ -277,6 +283,11 @@ pub struct PhaseResult {
     pub secs: f64,
     pub syncs: u64,
     pub direct_io: bool,
+    /// Store phase only: time waiting for segment writes / `fdatasync`, in microseconds,
+    /// and bytes written to disk (record bytes plus padding and rewritten tail blocks).
+    pub write_wait_us: u64,
+    pub sync_wait_us: u64,
+    pub written_bytes: u64,
 }
 
 impl PhaseResult {
@@ -293,6 +304,7 @@ struct Workload {
     records: u64,
     value_size: usize,
     batch: u64,
+    rounds: u64,
 }
 
 /// Key and value of record `i` of shard `shard` (value bytes vary per record).
@@ -305,31 +317,65 @@ fn bench_record(shard: usize, i: u64, base_value: &[u8], key: &mut [u8; 32], val
     value[..n].copy_from_slice(&i.to_le_bytes()[..n]);
 }
 
-async fn store_phase(shard: usize, dir: PathBuf, w: Workload) -> anyhow::Result<PhaseResult> {
-    let mut store = Store::open(&dir, StoreOptions::default()).await?;
-    let mut base = vec![0u8; w.value_size];
-    XorShift::new(shard as u64).fill(&mut base);
-    let (mut key, mut value) = ([0u8; 32], Vec::with_capacity(w.value_size));
-    let start = Instant::now();
-    for i in 0..w.records {
-        bench_record(shard, i, &base, &mut key, &mut value);
-        store.put(BENCH_KIND, &key, &value).await?;
-        if (i + 1) % w.batch == 0 {
-            store.flush().await?;
-        }
+/// The store side of the benchmark: one store, records appended in rounds.
+struct StoreSide {
+    store: Store,
+    base: Vec<u8>,
+    secs: f64,
+}
+
+impl StoreSide {
+    async fn open(shard: usize, dir: &Path, w: Workload) -> anyhow::Result<StoreSide> {
+        let store = Store::open(dir, StoreOptions::default()).await?;
+        let mut base = vec![0u8; w.value_size];
+        XorShift::new(shard as u64).fill(&mut base);
+        Ok(StoreSide {
+            store,
+            base,
+            secs: 0.0,
+        })
     }
-    store.flush().await?;
-    let secs = start.elapsed().as_secs_f64();
-    let stats = store.stats();
-    store.close().await?;
-    Ok(PhaseResult {
-        shard,
-        records: w.records,
-        bytes: stats.appended_bytes,
-        secs,
-        syncs: stats.syncs,
-        direct_io: stats.direct_io,
-    })
+
+    /// Records `range` (commit points at multiples of the batch; a final flush when
+    /// `last`).
+    async fn run(
+        &mut self,
+        shard: usize,
+        range: std::ops::Range<u64>,
+        w: Workload,
+        last: bool,
+    ) -> anyhow::Result<()> {
+        let (mut key, mut value) = ([0u8; 32], Vec::with_capacity(w.value_size));
+        let start = Instant::now();
+        for i in range {
+            bench_record(shard, i, &self.base, &mut key, &mut value);
+            self.store.put(BENCH_KIND, &key, &value).await?;
+            if (i + 1) % w.batch == 0 {
+                self.store.flush().await?;
+            }
+        }
+        if last {
+            self.store.flush().await?;
+        }
+        self.secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    async fn finish(self, shard: usize, w: Workload) -> anyhow::Result<PhaseResult> {
+        let stats = self.store.stats();
+        self.store.close().await?;
+        Ok(PhaseResult {
+            shard,
+            records: w.records,
+            bytes: stats.appended_bytes,
+            secs: self.secs,
+            syncs: stats.syncs,
+            direct_io: stats.direct_io,
+            write_wait_us: stats.write_wait_us,
+            sync_wait_us: stats.sync_wait_us,
+            written_bytes: stats.written_bytes,
+        })
+    }
 }
 
 /// A heap buffer aligned for O_DIRECT.
@@ -364,39 +410,66 @@ impl Drop for AlignedBuf {
 /// Baseline: the same record bytes, written with plain `std::fs` + `fdatasync` at the same
 /// group-commit points, in 4 KiB-aligned writes (O_DIRECT when the filesystem allows;
 /// the partial last block is rewritten at each commit, as the store does).
-fn baseline_phase(shard: usize, dir: &Path, w: Workload) -> anyhow::Result<PhaseResult> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+struct Baseline {
+    file: std::fs::File,
+    direct_io: bool,
+    base: Vec<u8>,
+    staging: Vec<u8>,
+    io_buf: AlignedBuf,
+    file_pos: u64,
+    bytes: u64,
+    syncs: u64,
+    write_wait_us: u64,
+    sync_wait_us: u64,
+    written_bytes: u64,
+    secs: f64,
+}
+
+impl Baseline {
     const BUF_BYTES: usize = 1 << 20;
-    let path = dir.join("baseline.dat");
-    let open = |direct: bool| {
-        let mut oo = std::fs::OpenOptions::new();
-        oo.write(true).create(true).truncate(true);
-        if direct {
-            oo.custom_flags(libc::O_DIRECT);
-        }
-        oo.open(&path)
-    };
-    let (file, direct_io) = match open(true) {
-        Ok(f) => (f, true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
-            open(false).with_context(|| format!("creating {}", path.display()))?,
-            false,
-        ),
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    };
-    let mut base = vec![0u8; w.value_size];
-    XorShift::new(shard as u64).fill(&mut base);
-    let (mut key, mut value) = ([0u8; 32], Vec::with_capacity(w.value_size));
-    let mut staging: Vec<u8> = Vec::with_capacity(BUF_BYTES * 2);
-    let mut io_buf = AlignedBuf::new(BUF_BYTES * 2 + w.value_size.next_multiple_of(4096) + 4096);
-    let mut file_pos = 0u64;
-    let (mut bytes, mut syncs) = (0u64, 0u64);
-    let write_out = |staging: &mut Vec<u8>,
-                     io_buf: &mut AlignedBuf,
-                     file_pos: &mut u64,
-                     partial: bool|
-     -> std::io::Result<()> {
-        let len = staging.len();
+
+    fn open(shard: usize, dir: &Path, w: Workload) -> anyhow::Result<Baseline> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("baseline.dat");
+        let open = |direct: bool| {
+            let mut oo = std::fs::OpenOptions::new();
+            oo.write(true).create(true).truncate(true);
+            if direct {
+                oo.custom_flags(libc::O_DIRECT);
+            }
+            oo.open(&path)
+        };
+        let (file, direct_io) = match open(true) {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                open(false).with_context(|| format!("creating {}", path.display()))?,
+                false,
+            ),
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        };
+        let mut base = vec![0u8; w.value_size];
+        XorShift::new(shard as u64).fill(&mut base);
+        Ok(Baseline {
+            file,
+            direct_io,
+            base,
+            staging: Vec::with_capacity(Self::BUF_BYTES * 2),
+            io_buf: AlignedBuf::new(
+                Self::BUF_BYTES * 2 + w.value_size.next_multiple_of(4096) + 4096,
+            ),
+            file_pos: 0,
+            bytes: 0,
+            syncs: 0,
+            write_wait_us: 0,
+            sync_wait_us: 0,
+            written_bytes: 0,
+            secs: 0.0,
+        })
+    }
+
+    fn write_out(&mut self, partial: bool) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = self.staging.len();
         let full = len / 4096 * 4096;
         let n = if partial {
             len.next_multiple_of(4096)
@@ -406,44 +479,93 @@ fn baseline_phase(shard: usize, dir: &Path, w: Workload) -> anyhow::Result<Phase
         if n == 0 {
             return Ok(());
         }
-        let buf = io_buf.as_mut();
-        buf[..len].copy_from_slice(staging);
+        let buf = self.io_buf.as_mut();
+        buf[..len].copy_from_slice(&self.staging);
         if n > len {
             buf[len..n].fill(0);
         }
-        file.write_all_at(&buf[..n], *file_pos)?;
-        staging.drain(..full);
-        *file_pos += full as u64;
+        let t0 = Instant::now();
+        self.file.write_all_at(&buf[..n], self.file_pos)?;
+        self.write_wait_us += t0.elapsed().as_micros() as u64;
+        self.written_bytes += n as u64;
+        self.staging.drain(..full);
+        self.file_pos += full as u64;
         Ok(())
-    };
-    let start = Instant::now();
-    for i in 0..w.records {
-        bench_record(shard, i, &base, &mut key, &mut value);
-        bytes += encode_record(BENCH_KIND, &key, &value, &mut staging) as u64;
-        if staging.len() >= BUF_BYTES {
-            write_out(&mut staging, &mut io_buf, &mut file_pos, false)?;
+    }
+
+    fn commit(&mut self) -> std::io::Result<()> {
+        self.write_out(true)?;
+        let t0 = Instant::now();
+        self.file.sync_data()?;
+        self.sync_wait_us += t0.elapsed().as_micros() as u64;
+        self.syncs += 1;
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        shard: usize,
+        range: std::ops::Range<u64>,
+        w: Workload,
+        last: bool,
+    ) -> std::io::Result<()> {
+        let (mut key, mut value) = ([0u8; 32], Vec::with_capacity(w.value_size));
+        let start = Instant::now();
+        for i in range {
+            bench_record(shard, i, &self.base, &mut key, &mut value);
+            self.bytes += encode_record(BENCH_KIND, &key, &value, &mut self.staging) as u64;
+            if self.staging.len() >= Self::BUF_BYTES {
+                self.write_out(false)?;
+            }
+            if (i + 1) % w.batch == 0 {
+                self.commit()?;
+            }
         }
-        if (i + 1) % w.batch == 0 {
-            write_out(&mut staging, &mut io_buf, &mut file_pos, true)?;
-            file.sync_data()?;
-            syncs += 1;
+        if last && !self.staging.is_empty() {
+            self.commit()?;
+        }
+        self.secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn finish(self, shard: usize, w: Workload) -> PhaseResult {
+        PhaseResult {
+            shard,
+            records: w.records,
+            bytes: self.bytes,
+            secs: self.secs,
+            syncs: self.syncs,
+            direct_io: self.direct_io,
+            write_wait_us: self.write_wait_us,
+            sync_wait_us: self.sync_wait_us,
+            written_bytes: self.written_bytes,
         }
     }
-    if !staging.is_empty() {
-        write_out(&mut staging, &mut io_buf, &mut file_pos, true)?;
-        file.sync_data()?;
-        syncs += 1;
+}
+
+/// One shard's benchmark: the store and the baseline write the same records, alternating
+/// in `w.rounds` rounds (which goes first alternates too), so that both see the same
+/// background load on a shared machine.
+async fn shard_bench(
+    shard: usize,
+    dir: PathBuf,
+    w: Workload,
+) -> anyhow::Result<(PhaseResult, PhaseResult)> {
+    let mut st = StoreSide::open(shard, &dir.join("store"), w).await?;
+    let mut bl = Baseline::open(shard, &dir, w)?;
+    let rounds = w.rounds.clamp(1, w.records);
+    for r in 0..rounds {
+        let range = (w.records * r / rounds)..(w.records * (r + 1) / rounds);
+        let last = r + 1 == rounds;
+        if r % 2 == 0 {
+            st.run(shard, range.clone(), w, last).await?;
+            bl.run(shard, range, w, last)?;
+        } else {
+            bl.run(shard, range.clone(), w, last)?;
+            st.run(shard, range, w, last).await?;
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
-    drop(file);
-    Ok(PhaseResult {
-        shard,
-        records: w.records,
-        bytes,
-        secs,
-        syncs,
-        direct_io,
-    })
+    Ok((st.finish(shard, w).await?, bl.finish(shard, w)))
 }
 
 /// Whole-node numbers: every shard's records over the slowest shard's time.
@@ -485,6 +607,7 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
     let shards = cfg.shards;
     anyhow::ensure!(args.records >= 1, "--records must be at least 1");
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let max_value = StoreOptions::default().max_value_bytes;
     anyhow::ensure!(
         args.value_size <= max_value,
@@ -495,6 +618,7 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
         records: args.records,
         value_size: args.value_size,
         batch: args.batch,
+        rounds: args.rounds,
     };
     let (root, _tmp_guard) = match &args.datadir {
         Some(d) => (d.clone(), None),
@@ -516,32 +640,20 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
         .collect::<Result<_, _>>()?;
     let _cleanup = RemoveOnDrop(bench_root.clone());
 
-    let store_dirs = dirs.clone();
-    let store_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
-        let dir = store_dirs[shard.id().0].join("store");
+    let shard_dirs = dirs.clone();
+    let results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
+        let dir = shard_dirs[shard.id().0].clone();
         async move {
             use tracing::Instrument;
             let span = tracing::info_span!("shard", shard = shard.id().0);
-            let r = store_phase(shard.id().0, dir, w).instrument(span).await;
+            let r = shard_bench(shard.id().0, dir, w).instrument(span).await;
             r.map_err(|e| format!("shard {}: {e:#}", shard.id()))
         }
     })?
     .into_iter()
     .collect::<Result<Vec<_>, String>>()
     .map_err(anyhow::Error::msg)?;
-    // The store's files stay until both phases are done: deleting them now would make the
-    // filesystem discard their blocks while the baseline runs.
-    let base_dirs = dirs.clone();
-    let baseline_results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
-        let dir = base_dirs[shard.id().0].clone();
-        async move {
-            baseline_phase(shard.id().0, &dir, w)
-                .map_err(|e| format!("shard {}: {e:#}", shard.id()))
-        }
-    })?
-    .into_iter()
-    .collect::<Result<Vec<_>, String>>()
-    .map_err(anyhow::Error::msg)?;
+    let (store_results, baseline_results): (Vec<_>, Vec<_>) = results.into_iter().unzip();
 
     let st = totals(&store_results);
     let bt = totals(&baseline_results);
@@ -560,7 +672,12 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
                     "mb_per_sec": s.mb_per_sec(),
                     "syncs": s.syncs,
                     "direct_io": s.direct_io,
+                    "write_wait_us": s.write_wait_us,
+                    "sync_wait_us": s.sync_wait_us,
+                    "written_bytes": s.written_bytes,
                     "baseline_mb_per_sec": b.mb_per_sec(),
+                    "baseline_write_wait_us": b.write_wait_us,
+                    "baseline_sync_wait_us": b.sync_wait_us,
                     "baseline_direct_io": b.direct_io,
                     "ratio": s.mb_per_sec() / b.mb_per_sec().max(1e-9),
                 })
@@ -572,6 +689,7 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
             "records_per_shard": args.records,
             "value_size_bytes": args.value_size,
             "batch_records": args.batch,
+            "rounds": args.rounds,
             "per_shard": per_shard,
             "total": st,
             "baseline_total": bt,
@@ -580,10 +698,11 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "store bench: {shards} shard(s), {} records/shard of {} B values, flush every {} records, in {}",
+            "store bench: {shards} shard(s), {} records/shard of {} B values, flush every {} records, {} rounds, in {}",
             args.records,
             args.value_size,
             args.batch,
+            args.rounds,
             root.display()
         );
         println!(
@@ -633,8 +752,12 @@ mod tests {
             records: 3000,
             value_size: 1000,
             batch: 2000,
+            rounds: 2,
         };
-        let r = baseline_phase(0, tmp.path(), w).unwrap();
+        let mut b = Baseline::open(0, tmp.path(), w).unwrap();
+        b.run(0, 0..1500, w, false).unwrap();
+        b.run(0, 1500..3000, w, true).unwrap();
+        let r = b.finish(0, w);
         assert_eq!(r.records, 3000);
         assert_eq!(
             r.bytes,

@@ -204,6 +204,16 @@ pub struct StoreStats {
     pub opened_from_checkpoint: bool,
     /// Segment bytes scanned at open.
     pub scanned_bytes: u64,
+    /// Write calls issued to segment files since open.
+    pub writes: u64,
+    /// Bytes written to segment files since open: record bytes, block padding, and the
+    /// partial last block written again by the next write.
+    pub written_bytes: u64,
+    /// Time spent waiting for segment writes to complete, in microseconds.
+    pub write_wait_us: u64,
+    /// Time spent waiting for `fdatasync`, in microseconds (the store's own syncs; a
+    /// [`SharedStore`]'s group commits are counted in its own stats).
+    pub sync_wait_us: u64,
 }
 
 struct Segment {
@@ -582,7 +592,9 @@ impl Store {
         let Some(c) = self.commit_write().await? else {
             return Ok(());
         };
+        let t0 = std::time::Instant::now();
         let r = c.file.fdatasync().await.map_err(io_err("syncing", &c.path));
+        self.stats.sync_wait_us += t0.elapsed().as_micros() as u64;
         self.poison(r)?;
         self.stats.syncs += 1;
         Ok(())
@@ -626,11 +638,15 @@ impl Store {
 
     async fn sync_active(&mut self) -> Result<(), StoreError> {
         self.write_out(true).await?;
-        self.active
+        let t0 = std::time::Instant::now();
+        let r = self
+            .active
             .file
             .fdatasync()
             .await
-            .map_err(io_err("syncing", &self.active.path))?;
+            .map_err(io_err("syncing", &self.active.path));
+        self.stats.sync_wait_us += t0.elapsed().as_micros() as u64;
+        r?;
         self.stats.syncs += 1;
         self.synced_seq = self.stats.appended_records;
         Ok(())
@@ -647,12 +663,16 @@ impl Store {
         if n > len {
             self.pending.resize(n as usize, 0);
         }
+        let t0 = std::time::Instant::now();
         let r = self
             .active
             .file
             .write_at(&self.pending[..n as usize], self.pending_pos)
             .await
             .map_err(io_err("writing", &self.active.path));
+        self.stats.write_wait_us += t0.elapsed().as_micros() as u64;
+        self.stats.writes += 1;
+        self.stats.written_bytes += n;
         self.pending.truncate(len as usize);
         r?;
         self.pending.drain(..full as usize);
