@@ -1,8 +1,7 @@
 //! A generated state of a million accounts (one in eight with storage, one large storage
 //! trie, shared contract codes) synced on 2 shards against mixed peers, with a kill and a
-//! restart in snap mode. Slow in a dev build (about two to three minutes per mode on a
-//! shared 2-core machine), so it is ignored by default:
-//! `cargo test --test ethsync_million -- --ignored`.
+//! restart in snap mode. The slowest tests of the suite (about two minutes per mode in a
+//! dev build on a 2-core machine); run alone with `cargo test --test ethsync_million`.
 
 use catchup::ethsync::config::SyncMode;
 use catchup::ethsync::sim::{run, Profile, SimConfig};
@@ -40,13 +39,11 @@ fn million(mode: SyncMode, kills: Vec<u32>) {
 }
 
 #[test]
-#[ignore = "about 2-3 minutes in a dev build; run with --ignored"]
 fn million_accounts_fast_two_shards() {
     million(SyncMode::Fast, vec![]);
 }
 
 #[test]
-#[ignore = "about 2-3 minutes in a dev build; run with --ignored"]
 fn million_accounts_snap_two_shards_with_kill() {
     million(SyncMode::Snap, vec![60]);
 }
