@@ -10,6 +10,12 @@ use glommio::GlommioError;
 /// 4096 covers every logical block size O_DIRECT may ask for on common devices.
 pub const IO_ALIGN_BYTES: u64 = 4096;
 
+/// Bytes ready to be written to a [`SegFile`] (see [`SegFile::prepare_write`]).
+pub(crate) enum WriteBuf {
+    Dma(glommio::io::DmaBuffer),
+    Heap(Vec<u8>),
+}
+
 pub(crate) enum SegFile {
     Dma(DmaFile),
     Buffered(BufferedFile),
@@ -60,25 +66,52 @@ impl SegFile {
         matches!(self, SegFile::Dma(_)) && !is_tmpfs(path)
     }
 
-    /// Write `bytes` (a multiple of [`IO_ALIGN_BYTES`] long) at aligned offset `pos`.
-    pub(crate) async fn write_at(&self, bytes: &[u8], pos: u64) -> std::io::Result<()> {
-        debug_assert_eq!(pos % IO_ALIGN_BYTES, 0);
+    /// Copy `bytes` (a multiple of [`IO_ALIGN_BYTES`] long) into a buffer this file can
+    /// write (DMA memory for an O_DIRECT file).
+    pub(crate) fn prepare_write(&self, bytes: &[u8]) -> WriteBuf {
         debug_assert_eq!(bytes.len() as u64 % IO_ALIGN_BYTES, 0);
-        let written = match self {
+        match self {
             SegFile::Dma(f) => {
                 let mut buf = f.alloc_dma_buffer(bytes.len());
                 buf.as_bytes_mut().copy_from_slice(bytes);
-                f.write_at(buf, pos).await.map_err(to_io)?
+                WriteBuf::Dma(buf)
             }
-            SegFile::Buffered(f) => f.write_at(bytes.to_vec(), pos).await.map_err(to_io)?,
+            SegFile::Buffered(_) => WriteBuf::Heap(bytes.to_vec()),
+        }
+    }
+
+    /// Write a prepared buffer at aligned offset `pos`; a short write is an error.
+    pub(crate) async fn write_prepared(&self, buf: WriteBuf, pos: u64) -> std::io::Result<()> {
+        debug_assert_eq!(pos % IO_ALIGN_BYTES, 0);
+        let (written, len) = match (self, buf) {
+            (SegFile::Dma(f), WriteBuf::Dma(b)) => {
+                let len = b.len();
+                (f.write_at(b, pos).await.map_err(to_io)?, len)
+            }
+            (SegFile::Buffered(f), WriteBuf::Heap(b)) => {
+                let len = b.len();
+                (f.write_at(b, pos).await.map_err(to_io)?, len)
+            }
+            (SegFile::Dma(f), WriteBuf::Heap(b)) => {
+                let len = b.len();
+                let mut d = f.alloc_dma_buffer(len);
+                d.as_bytes_mut().copy_from_slice(&b);
+                (f.write_at(d, pos).await.map_err(to_io)?, len)
+            }
+            (SegFile::Buffered(f), WriteBuf::Dma(b)) => {
+                let len = b.len();
+                (
+                    f.write_at(b.as_bytes().to_vec(), pos)
+                        .await
+                        .map_err(to_io)?,
+                    len,
+                )
+            }
         };
-        if written != bytes.len() {
+        if written != len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
-                format!(
-                    "short write: {written} of {} bytes at offset {pos} (disk full?)",
-                    bytes.len()
-                ),
+                format!("short write: {written} of {len} bytes at offset {pos} (disk full?)"),
             ));
         }
         Ok(())

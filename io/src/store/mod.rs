@@ -41,12 +41,26 @@ mod shared;
 
 pub use shared::SharedStore;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 
 use file::{SegFile, IO_ALIGN_BYTES};
 use record::{RecordDefect, RecordLimits, RECORD_HEADER_BYTES};
+
+/// Background writes of whole blocks that may be in flight at once (see `write_out`).
+const MAX_WRITES_IN_FLIGHT: usize = 4;
+
+type WriteFuture = Pin<Box<dyn Future<Output = std::io::Result<()>>>>;
+
+/// A background write of whole blocks starting at `start` in the active segment.
+struct InFlightWrite {
+    start: u64,
+    fut: WriteFuture,
+}
 
 /// Bytes read per step while scanning segments at open.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -58,8 +72,9 @@ pub const MAX_SEGMENTS: u32 = 1 << 20;
 pub struct StoreOptions {
     /// A new segment is started when a record would make the current one larger than this.
     pub segment_size_bytes: u64,
-    /// Size of the in-memory write buffer; full buffers are written without waiting for
-    /// a flush. A multiple of 4096.
+    /// Once this many bytes are pending, their whole blocks are written behind (handed
+    /// to the kernel while puts continue; a few such writes may be in flight) without
+    /// waiting for a flush. A multiple of 4096.
     pub write_buffer_bytes: usize,
     /// Largest key accepted (at most 65535).
     pub max_key_bytes: usize,
@@ -77,7 +92,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             segment_size_bytes: 256 << 20,
-            write_buffer_bytes: 1 << 20,
+            write_buffer_bytes: 128 << 10,
             max_key_bytes: 1024,
             max_value_bytes: 16 << 20,
             content_addressed_kinds: Vec::new(),
@@ -242,6 +257,12 @@ pub struct Store {
     /// Records (counted as `stats.appended_records`) written out for a sync: everything up
     /// to here is durable or covered by a commit whose `fdatasync` is in flight.
     synced_seq: u64,
+    /// Background writes of whole blocks, oldest first (see `write_out`).
+    in_flight: RefCell<VecDeque<InFlightWrite>>,
+    /// First error of a background write found by a reader (`&self`): poisons the store.
+    write_error: RefCell<Option<String>>,
+    /// Time spent waiting for writes, in microseconds (updated by `&self` readers too).
+    write_wait_us: Cell<u64>,
     poisoned: Option<String>,
     stats: StoreStats,
     /// Exclusive flock on `dir/LOCK`, released when the store is dropped or closed.
@@ -504,6 +525,9 @@ impl Store {
             pending,
             pending_pos,
             synced_seq: 0,
+            in_flight: RefCell::new(VecDeque::new()),
+            write_error: RefCell::new(None),
+            write_wait_us: Cell::new(0),
             poisoned: None,
             stats,
             _lock: lock,
@@ -518,11 +542,20 @@ impl Store {
     /// Counters since open.
     pub fn stats(&self) -> StoreStats {
         let mut s = self.stats.clone();
+        s.write_wait_us = self.write_wait_us.get();
         s.keys = self.index.iter().map(|m| m.len() as u64).sum();
         s
     }
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
+        if self.poisoned.is_none() {
+            if let Some(e) = self.write_error.borrow().as_ref() {
+                return Err(StoreError::Poisoned {
+                    dir: self.dir.clone(),
+                    first_error: e.clone(),
+                });
+            }
+        }
         match &self.poisoned {
             Some(first_error) => Err(StoreError::Poisoned {
                 dir: self.dir.clone(),
@@ -653,31 +686,83 @@ impl Store {
     }
 
     /// Write the pending bytes: whole blocks only, or (`partial`) the last block padded.
+    ///
+    /// Whole blocks are written behind: the write is handed to the kernel and the caller
+    /// goes on filling the buffer (at most [`MAX_WRITES_IN_FLIGHT`] at once). A `partial`
+    /// write (a commit) then waits for every write in flight, so that the `fdatasync`
+    /// that follows covers them all. Writes in flight never overlap: background writes
+    /// cover disjoint whole blocks after the last commit's, whose tail block is rewritten
+    /// only after that commit's writes completed.
     async fn write_out(&mut self, partial: bool) -> Result<(), StoreError> {
         let len = self.pending.len() as u64;
         let full = align_down(len);
         let n = if partial { align_up(len) } else { full };
-        if n == 0 {
-            return Ok(());
+        if n > 0 {
+            if n > len {
+                self.pending.resize(n as usize, 0);
+            }
+            let buf = self.active.file.prepare_write(&self.pending[..n as usize]);
+            self.pending.truncate(len as usize);
+            self.pending.drain(..full as usize);
+            let pos = self.pending_pos;
+            self.pending_pos += full;
+            self.stats.writes += 1;
+            self.stats.written_bytes += n;
+            let file = self.active.file.clone();
+            let mut fut: WriteFuture = Box::pin(async move { file.write_prepared(buf, pos).await });
+            // Poll once: this queues the request in the reactor right away.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match fut.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => r.map_err(io_err("writing", &self.active.path))?,
+                std::task::Poll::Pending => self
+                    .in_flight
+                    .get_mut()
+                    .push_back(InFlightWrite { start: pos, fut }),
+            }
         }
-        if n > len {
-            self.pending.resize(n as usize, 0);
+        if partial {
+            return self.drain_writes().await;
         }
-        let t0 = std::time::Instant::now();
-        let r = self
-            .active
-            .file
-            .write_at(&self.pending[..n as usize], self.pending_pos)
-            .await
-            .map_err(io_err("writing", &self.active.path));
-        self.stats.write_wait_us += t0.elapsed().as_micros() as u64;
-        self.stats.writes += 1;
-        self.stats.written_bytes += n;
-        self.pending.truncate(len as usize);
-        r?;
-        self.pending.drain(..full as usize);
-        self.pending_pos += full;
+        while self.in_flight.get_mut().len() > MAX_WRITES_IN_FLIGHT {
+            self.drain_one().await?;
+        }
+        if n > 0 {
+            // Let the executor hand the write to the kernel while records keep coming.
+            glommio::executor().yield_task_queue_now().await;
+        }
         Ok(())
+    }
+
+    /// Wait for the oldest write in flight, if any.
+    async fn drain_one(&self) -> Result<(), StoreError> {
+        let Some(w) = self.in_flight.borrow_mut().pop_front() else {
+            return Ok(());
+        };
+        let t0 = std::time::Instant::now();
+        let r = w.fut.await;
+        self.write_wait_us
+            .set(self.write_wait_us.get() + t0.elapsed().as_micros() as u64);
+        if let Err(e) = r {
+            let e = io_err("writing", &self.active.path)(e);
+            let mut first = self.write_error.borrow_mut();
+            if first.is_none() {
+                *first = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Wait for every write in flight. Bounded by [`MAX_WRITES_IN_FLIGHT`] + 1.
+    async fn drain_writes(&self) -> Result<(), StoreError> {
+        let mut first_err = Ok(());
+        while !self.in_flight.borrow().is_empty() {
+            let r = self.drain_one().await;
+            if first_err.is_ok() {
+                first_err = r;
+            }
+        }
+        first_err
     }
 
     /// Seal the active segment (written and synced) and start the next one.
@@ -749,6 +834,11 @@ impl Store {
                 let a = (loc.off - self.pending_pos) as usize;
                 self.pending[a..a + len as usize].to_vec()
             } else {
+                // Bytes still being written behind are not on the file yet.
+                let oldest = self.in_flight.borrow().front().map(|w| w.start);
+                if oldest.is_some_and(|start| end > start) {
+                    self.drain_writes().await?;
+                }
                 let on_file = end.min(self.pending_pos) - loc.off;
                 let mut b = self
                     .active

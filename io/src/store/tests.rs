@@ -743,3 +743,55 @@ fn shared_store_flush_content_addressed_and_close() {
         s.close().await.unwrap();
     });
 }
+
+#[test]
+fn writes_behind_are_read_back_and_made_durable_by_flush() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            segment_size_bytes: 1 << 20,
+            ..small_opts()
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        let mut max_in_flight = 0;
+        for i in 0..200u32 {
+            s.put(1, &i.to_be_bytes(), &value_for(i, 3000))
+                .await
+                .unwrap();
+            max_in_flight = max_in_flight.max(s.in_flight.borrow().len());
+            assert!(s.in_flight.borrow().len() <= MAX_WRITES_IN_FLIGHT);
+        }
+        assert!(max_in_flight >= 1, "no write was in flight");
+        assert!(s.stats().writes > 10);
+        // Reads of records still being written wait for those writes.
+        for i in (0..200u32).rev() {
+            assert_eq!(
+                s.get(1, &i.to_be_bytes()).await.unwrap(),
+                Some(value_for(i, 3000))
+            );
+        }
+        for i in 200..260u32 {
+            s.put(1, &i.to_be_bytes(), &value_for(i, 3000))
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        assert!(s.in_flight.borrow().is_empty());
+        let st = s.stats();
+        // Everything written once, plus padding and rewritten tail blocks (few commits).
+        assert!(st.written_bytes >= st.appended_bytes);
+        assert!(st.written_bytes <= st.appended_bytes + 4 * IO_ALIGN_BYTES * st.syncs.max(1));
+        drop(s);
+        let s = Store::open(&dir, opts).await.unwrap();
+        assert_eq!(s.stats().truncated_tail_bytes, 0);
+        assert_eq!(s.len_of_kind(1), 260);
+        for i in 0..260u32 {
+            assert_eq!(
+                s.get(1, &i.to_be_bytes()).await.unwrap(),
+                Some(value_for(i, 3000))
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
