@@ -18,7 +18,7 @@ use crate::p2p::engine_serve::EngineResponder;
 use crate::p2p::node_key;
 use crate::p2p::server::{resolve_listen, serve, ServeConfig};
 use crate::p2p::sync_net::{NetSyncConfig, NetSyncReport};
-use crate::p2p::sync_sharded::run_sync_sharded;
+use crate::p2p::sync_sharded::{run_sync_sharded_with, SyncExtras};
 use crate::p2p::{LocalNode, NetConfig};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
@@ -31,7 +31,12 @@ use super::GlobalOpts;
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Blocks after genesis, RLP back to back (the devnet's chain.rlp).
-    #[arg(long, value_name = "FILE", required_unless_present = "era1", conflicts_with = "era1")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "era1",
+        conflicts_with = "era1"
+    )]
     pub chain: Option<PathBuf>,
     /// era1 archives to serve (consecutive), with their receipts.
     #[arg(long, value_name = "FILE", num_args = 1..)]
@@ -91,7 +96,10 @@ pub struct SyncArgs {
     /// geth genesis file of the chain to sync.
     #[arg(long, value_name = "FILE")]
     pub genesis: PathBuf,
-    /// Data directory (node key; the final report is written to `sync-report.json`).
+    /// Data directory: node key, one verified store per shard (`shard-<N>/`), the final
+    /// report (`sync-report.json`). Locked while the sync runs; a sync started again over
+    /// it (after a crash, SIGKILL or an interrupt) resumes from what is stored there and
+    /// fetches none of it again.
     #[arg(long, value_name = "DIR")]
     pub datadir: PathBuf,
     #[arg(long, value_enum, default_value_t = SyncMode::Fast)]
@@ -112,6 +120,13 @@ pub struct SyncArgs {
     /// Give up after this long.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// Trie nodes asked for per GetNodeData / GetTrieNodes request.
+    #[arg(long, default_value_t = 384)]
+    pub node_batch: usize,
+    /// Interval of each shard's progress line on stderr and of its `/status` section on
+    /// the admin endpoint (`--admin`).
+    #[arg(long, default_value_t = 10_000)]
+    pub progress_every_ms: u64,
     /// Fail unless the synced state root equals this (0x-prefixed hex).
     #[arg(long, value_name = "HASH")]
     pub expect_state_root: Option<String>,
@@ -121,9 +136,10 @@ pub struct SyncArgs {
 }
 
 fn genesis_hash(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (header, _) =
-        catchup_eth::state::genesis_from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (header, _) = catchup_eth::state::genesis_from_json(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(header.hash().0)
 }
 
@@ -177,7 +193,9 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                     .map_err(|e| anyhow::anyhow!("--genesis-hash {h}: {e}"))?;
                 (ChainSpec::without_forks(a.network_id), g)
             }
-            (None, None) if raw.base == 0 => (ChainSpec::without_forks(a.network_id), raw.hashes[0]),
+            (None, None) if raw.base == 0 => {
+                (ChainSpec::without_forks(a.network_id), raw.hashes[0])
+            }
             (None, None) => bail!(
                 "the era1 archives start at block {}: give --genesis or --genesis-hash",
                 raw.base
@@ -187,7 +205,12 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             bail!("--state goes with --chain (the state dump of that chain's head)");
         }
         let mut status = chain_status(&spec, genesis, &raw);
-        status.total_difficulty = td.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        status.total_difficulty = td
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
         (raw, Arc::new(data), None, status)
     };
     let key = node_key(a.datadir.as_deref())?;
@@ -248,7 +271,11 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     )?;
     if a.json {
         // stdout may be closed by now (a parent that only read the enode): not an error.
-        let _ = writeln!(std::io::stdout(), "{}", json!({"event": "stopped", "shards": stats}));
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            json!({"event": "stopped", "shards": stats})
+        );
     } else {
         for (i, s) in stats.iter().enumerate() {
             eprintln!(
@@ -268,7 +295,20 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<_>>()?;
     let spec = ChainSpec::from_genesis_json(&a.genesis)?;
     let genesis = genesis_hash(&a.genesis)?;
-    std::fs::create_dir_all(&a.datadir).with_context(|| format!("creating {}", a.datadir.display()))?;
+    anyhow::ensure!(
+        (1..=4096).contains(&a.node_batch),
+        "--node-batch must be in 1..=4096"
+    );
+    // Held (locked) until the sync ends: a second sync over the same directory is refused.
+    let dd = catchup_io::datadir::DataDir::open(&a.datadir)?;
+    let rc = super::tune::runtime_config(_global, Some(a.shards.max(1)), None)?;
+    let shards = rc.shards.max(1);
+    check_sync_meta(dd.path(), shards, &genesis)?;
+    let mut shard_dirs = Vec::with_capacity(shards);
+    for i in 0..shards {
+        dd.shard_store_dir(i)?;
+        shard_dirs.push(dd.subdir(&format!("shard-{i}"))?);
+    }
     let key = node_key::load_or_create(&a.datadir)?;
     let sync = SyncConfig {
         mode: a.mode,
@@ -277,6 +317,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         fetch_receipts: a.receipts,
         anchor_number: 0,
         trusted_anchor: Some(catchup_eth::B256::from(genesis)),
+        node_batch: a.node_batch,
         ..SyncConfig::default()
     };
     let cfg = NetSyncConfig {
@@ -288,8 +329,20 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         max_runtime_ms: a.timeout_s.saturating_mul(1000),
         peer_queue_len: 256,
     };
-    let rc = super::tune::runtime_config(_global, Some(a.shards.max(1)), None)?;
-    let report: NetSyncReport = run_sync_sharded(cfg, LocalNode::new(key), rc, Arc::new(AtomicBool::new(false)))?;
+    let bar = crate::obs::progress_bar(None, crate::obs::ProgressUnit::Items("items"), a.json);
+    let extras = SyncExtras {
+        shard_dirs: Some(shard_dirs),
+        progress_every_ms: a.progress_every_ms,
+        bar: Some(bar.clone()),
+    };
+    let report: NetSyncReport = run_sync_sharded_with(
+        cfg,
+        LocalNode::new(key),
+        rc,
+        Arc::new(AtomicBool::new(false)),
+        extras,
+    )?;
+    bar.finish_and_clear();
     let root_ok = match &a.expect_state_root {
         Some(want) => report
             .state_root
@@ -312,7 +365,11 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         println!(
             "finished:    {}{}",
             report.finished,
-            report.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
+            report
+                .failure
+                .as_ref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default()
         );
         println!(
             "state root:  {} ({})",
@@ -324,12 +381,40 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             }
         );
         if let Some(w) = &a.expect_state_root {
-            println!("expected:    {w} ({})", if root_ok { "match" } else { "MISMATCH" });
+            println!(
+                "expected:    {w} ({})",
+                if root_ok { "match" } else { "MISMATCH" }
+            );
         }
         println!(
             "head:        {} {}",
-            report.head_number.map(|n| n.to_string()).unwrap_or("-".into()),
+            report
+                .head_number
+                .map(|n| n.to_string())
+                .unwrap_or("-".into()),
             report.head_hash.as_deref().unwrap_or("-")
+        );
+        let (r, f) = (&report.resumed, &report.fetched);
+        println!(
+            "resumed:     {} records from {}: {} headers, {} bodies, {} receipts, {} state nodes, {} codes, {} accounts",
+            r.records,
+            a.datadir.display(),
+            r.headers,
+            r.bodies,
+            r.receipts,
+            r.state_nodes,
+            r.codes,
+            r.accounts
+        );
+        println!(
+            "fetched:     {} headers, {} bodies, {} receipts, {} state nodes, {} codes, {} accounts ({} items received again)",
+            f.headers,
+            f.bodies,
+            f.receipts,
+            f.state_nodes,
+            f.codes,
+            f.accounts,
+            report.progress.refetched_items
         );
         println!(
             "verified:    {} headers, {} bodies, {} receipts, {} state nodes, {} codes in {} ms",
@@ -350,11 +435,56 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 p.answered,
                 p.timeouts,
                 if p.dropped_by_us { ", dropped" } else { "" },
-                p.error.as_ref().map(|e| format!(", {e}")).unwrap_or_default()
+                p.error
+                    .as_ref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default()
             );
         }
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// File in the data directory naming what its shard stores belong to.
+const SYNC_META_FILE: &str = "eth-sync.json";
+
+/// The shard stores split the key space by shard count and belong to one chain: refuse a
+/// data directory written with another shard count or genesis, record them otherwise.
+fn check_sync_meta(dir: &Path, shards: usize, genesis: &[u8; 32]) -> anyhow::Result<()> {
+    let path = dir.join(SYNC_META_FILE);
+    let genesis_hex = format!("0x{}", hex::encode(genesis));
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: not a sync description: {e}", path.display()))?;
+            let (was_shards, was_genesis) = (v["shards"].as_u64(), v["genesis"].as_str());
+            if was_shards != Some(shards as u64) {
+                bail!(
+                    "data directory {} holds a sync on {} shards; run with --shards {} (or another --datadir)",
+                    dir.display(),
+                    was_shards.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                    was_shards.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+                );
+            }
+            if was_genesis != Some(genesis_hex.as_str()) {
+                bail!(
+                    "data directory {} holds a sync of another chain (genesis {}, not {genesis_hex})",
+                    dir.display(),
+                    was_genesis.unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!("{SYNC_META_FILE}.tmp"));
+            let body =
+                serde_json::to_vec_pretty(&json!({"shards": shards, "genesis": genesis_hex}))?;
+            std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
 }
 
 /// RLPx throughput per shard: frames/s and MB/s through the whole frame path (snappy,
@@ -386,20 +516,21 @@ pub fn run_bench_rlpx(a: &RlpxBenchArgs, _global: &GlobalOpts) -> anyhow::Result
         name: "bench-rlpx".into(),
         ..catchup_shards::RuntimeConfig::new(a.shards)
     };
-    let per_shard = catchup_shards::runtime::run::<(), _, _, _>(&rc, move |shard: catchup_shards::Shard<()>| {
-        let sizes = sizes.clone();
-        async move {
-            let mut out = Vec::new();
-            for &size in &sizes {
-                for compressible in [true, false] {
-                    let messages = (total / size as u64).max(1);
-                    out.push(crate::p2p::bench::measure(size, messages, compressible));
+    let per_shard =
+        catchup_shards::runtime::run::<(), _, _, _>(&rc, move |shard: catchup_shards::Shard<()>| {
+            let sizes = sizes.clone();
+            async move {
+                let mut out = Vec::new();
+                for &size in &sizes {
+                    for compressible in [true, false] {
+                        let messages = (total / size as u64).max(1);
+                        out.push(crate::p2p::bench::measure(size, messages, compressible));
+                    }
                 }
+                (shard.id().0, out)
             }
-            (shard.id().0, out)
-        }
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if a.json {
         println!(
             "{}",

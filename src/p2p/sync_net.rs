@@ -67,10 +67,54 @@ pub struct NetSyncReport {
     pub receipts_stored: u64,
     pub state_nodes_stored: u64,
     pub codes_stored: u64,
+    /// Items found in the data directory at start (nothing with an in-memory store).
+    pub resumed: StoredCounts,
+    /// Items stored by this run (stored at the end minus `resumed`).
+    pub fetched: StoredCounts,
     pub elapsed_ms: u64,
     pub status: Status,
     pub progress: Progress,
     pub peers: Vec<NetPeerReport>,
+}
+
+/// Counts of stored items, by kind (`records`: every record the on-disk store loaded,
+/// journal excluded; 0 for counts of a run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoredCounts {
+    pub records: u64,
+    pub headers: u64,
+    pub bodies: u64,
+    pub receipts: u64,
+    pub state_nodes: u64,
+    pub codes: u64,
+    pub accounts: u64,
+}
+
+impl StoredCounts {
+    pub fn sum<'a>(it: impl Iterator<Item = &'a StoredCounts>) -> StoredCounts {
+        it.fold(StoredCounts::default(), |a, b| StoredCounts {
+            records: a.records + b.records,
+            headers: a.headers + b.headers,
+            bodies: a.bodies + b.bodies,
+            receipts: a.receipts + b.receipts,
+            state_nodes: a.state_nodes + b.state_nodes,
+            codes: a.codes + b.codes,
+            accounts: a.accounts + b.accounts,
+        })
+    }
+
+    /// `self - o` per kind (saturating).
+    pub fn minus(&self, o: &StoredCounts) -> StoredCounts {
+        StoredCounts {
+            records: self.records.saturating_sub(o.records),
+            headers: self.headers.saturating_sub(o.headers),
+            bodies: self.bodies.saturating_sub(o.bodies),
+            receipts: self.receipts.saturating_sub(o.receipts),
+            state_nodes: self.state_nodes.saturating_sub(o.state_nodes),
+            codes: self.codes.saturating_sub(o.codes),
+            accounts: self.accounts.saturating_sub(o.accounts),
+        }
+    }
 }
 
 /// Interval of the progress line.
@@ -96,7 +140,11 @@ struct PeerCounters {
 type Events = Rc<RefCell<VecDeque<(usize, Event)>>>;
 
 /// Turn an engine request into a wire request and its answer back into a response.
-pub(crate) async fn perform(peer: &mut EthPeer, req: &Request, timeout_ms: u64) -> Result<Response, NetError> {
+pub(crate) async fn perform(
+    peer: &mut EthPeer,
+    req: &Request,
+    timeout_ms: u64,
+) -> Result<Response, NetError> {
     if let Request::Status = req {
         let best_hash = B256::from(peer.status.head_hash);
         let genesis = B256::from(peer.status.genesis_hash);
@@ -250,7 +298,11 @@ async fn peer_task(
 }
 
 /// Run the engines against `cfg.peers` until they finish, fail, or time out.
-pub async fn run_sync(cfg: NetSyncConfig, local: LocalNode, stores: &mut [MemStore]) -> NetSyncReport {
+pub async fn run_sync(
+    cfg: NetSyncConfig,
+    local: LocalNode,
+    stores: &mut [MemStore],
+) -> NetSyncReport {
     let started = Instant::now();
     let shards = cfg.shards.max(1);
     assert_eq!(stores.len(), shards, "one store per shard");
@@ -258,7 +310,9 @@ pub async fn run_sync(cfg: NetSyncConfig, local: LocalNode, stores: &mut [MemSto
     let mut local = local;
     if cfg.sync.mode == crate::ethsync::config::SyncMode::Fast {
         // Fast sync fetches state by node hash (GetNodeData), which only eth/66 carries.
-        local.capabilities.retain(|c| c.name != "eth" || c.version == 66);
+        local
+            .capabilities
+            .retain(|c| c.name != "eth" || c.version == 66);
     }
     let local = Rc::new(local);
     let events: Events = Rc::new(RefCell::new(VecDeque::new()));
@@ -362,7 +416,9 @@ pub async fn run_sync(cfg: NetSyncConfig, local: LocalNode, stores: &mut [MemSto
                             });
                         }
                     }
-                    Action::ToShard { shard: to, msg } => events.borrow_mut().push_back((to, Event::Shard(msg))),
+                    Action::ToShard { shard: to, msg } => {
+                        events.borrow_mut().push_back((to, Event::Shard(msg)))
+                    }
                     Action::DropPeer(p) => {
                         // Closing its queue ends the peer's task, which disconnects it.
                         if let Some(d) = dropped.get_mut(p as usize) {
@@ -409,6 +465,16 @@ pub async fn run_sync(cfg: NetSyncConfig, local: LocalNode, stores: &mut [MemSto
         receipts_stored: stores.iter().map(|s| s.receipts.len() as u64).sum(),
         state_nodes_stored: stores.iter().map(|s| s.nodes.len() as u64).sum(),
         codes_stored: stores.iter().map(|s| s.codes.len() as u64).sum(),
+        resumed: StoredCounts::default(),
+        fetched: StoredCounts {
+            records: 0,
+            headers: stores.iter().map(|s| s.headers.len() as u64).sum(),
+            bodies: stores.iter().map(|s| s.bodies.len() as u64).sum(),
+            receipts: stores.iter().map(|s| s.receipts.len() as u64).sum(),
+            state_nodes: stores.iter().map(|s| s.nodes.len() as u64).sum(),
+            codes: stores.iter().map(|s| s.codes.len() as u64).sum(),
+            accounts: stores.iter().map(|s| s.accounts.len() as u64).sum(),
+        },
         elapsed_ms: started.elapsed().as_millis() as u64,
         status,
         progress,

@@ -2,6 +2,10 @@
 //! owns the peers `p` with `p % shards == s` (a connection lives on the shard that opened
 //! it), and reaches the other shards' peers and engines through the channel mesh. A request
 //! for a peer owned elsewhere travels to the owner, which sends the answer back.
+//!
+//! With [`SyncExtras::shard_dirs`] each shard keeps its verified data in a
+//! [`DiskStore`] (per-shard io store + journal), committed after every batch of engine
+//! events; a restart over the same directories resumes from what is there.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -14,13 +18,79 @@ use catchup_shards::runtime::{run_with_flag, Recv, RuntimeConfig, Shard};
 use catchup_shards::ShardId;
 use glommio::channels::local_channel;
 
-use crate::ethsync::engine::{Action, Engine, Event, Progress, Status};
-use crate::ethsync::store::MemStore;
+use std::path::PathBuf;
+
+use crate::ethsync::driver::Commit;
+use crate::ethsync::engine::{progress_line, Action, Engine, Event, Progress, Status};
+use crate::ethsync::persist::DiskStore;
+use crate::ethsync::store::{MemStore, SyncStore};
 use crate::ethsync::types::{PeerId, ReqId, Request};
 
 use super::conn::{LocalNode, NetError, PeerConn};
 use super::eth_peer::EthPeer;
-use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport};
+use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport, StoredCounts};
+
+/// Persistence and observability of a sharded sync.
+#[derive(Debug, Clone)]
+pub struct SyncExtras {
+    /// One directory per shard (index = shard id) for its [`DiskStore`]; `None` keeps
+    /// everything in memory.
+    pub shard_dirs: Option<Vec<PathBuf>>,
+    /// Interval of each shard's progress line (stderr, target `progress`) and of its
+    /// `/status` section `eth_sync_shard_<id>`.
+    pub progress_every_ms: u64,
+    /// A bar counting verified items (hidden unless stderr is a terminal).
+    pub bar: Option<indicatif::ProgressBar>,
+}
+
+impl Default for SyncExtras {
+    fn default() -> Self {
+        SyncExtras {
+            shard_dirs: None,
+            progress_every_ms: crate::ethsync::driver::PROGRESS_EVERY_MS,
+            bar: None,
+        }
+    }
+}
+
+/// A shard's store: what the engine writes into, made durable at `commit`.
+trait ShardStore: SyncStore + Commit {
+    fn view(&self) -> &MemStore;
+}
+
+impl ShardStore for MemStore {
+    fn view(&self) -> &MemStore {
+        self
+    }
+}
+
+impl ShardStore for DiskStore {
+    fn view(&self) -> &MemStore {
+        DiskStore::view(self)
+    }
+}
+
+fn counts_of(m: &MemStore) -> StoredCounts {
+    StoredCounts {
+        records: 0,
+        headers: m.headers.len() as u64,
+        bodies: m.bodies.len() as u64,
+        receipts: m.receipts.len() as u64,
+        state_nodes: m.nodes.len() as u64,
+        codes: m.codes.len() as u64,
+        accounts: m.accounts.len() as u64,
+    }
+}
+
+/// Items of `p` that the bar counts.
+fn bar_items(p: &Progress) -> u64 {
+    p.headers_downloaded
+        + p.bodies_downloaded
+        + p.receipts_downloaded
+        + p.state_nodes_downloaded
+        + p.codes_downloaded
+        + p.accounts_downloaded
+}
 
 /// What shards send each other.
 #[derive(Debug)]
@@ -56,6 +126,8 @@ struct ShardResult {
     progress: Progress,
     head: Option<(u64, String)>,
     counts: [u64; 5],
+    resumed: StoredCounts,
+    stored: StoredCounts,
     peers: Vec<(usize, NetPeerReport)>,
 }
 
@@ -139,15 +211,94 @@ async fn owned_peer(
         .await;
 }
 
-async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<LocalNode>) -> ShardResult {
+async fn shard_main(
+    shard: Shard<MeshMsg>,
+    cfg: Arc<NetSyncConfig>,
+    node: Arc<LocalNode>,
+    extras: Arc<SyncExtras>,
+) -> ShardResult {
+    let me = shard.id().0;
+    let dir = extras.shard_dirs.as_ref().map(|d| d.get(me).cloned());
+    match dir {
+        None => {
+            let mut store = MemStore::default();
+            shard_run(
+                shard,
+                cfg,
+                node,
+                extras,
+                &mut store,
+                StoredCounts::default(),
+            )
+            .await
+        }
+        Some(dir) => {
+            let opened = match dir {
+                Some(d) => DiskStore::open(&d).await.map_err(|e| e.to_string()),
+                None => Err(format!("no store directory for shard {me}")),
+            };
+            match opened {
+                Ok(mut store) => {
+                    let mut resumed = counts_of(store.view());
+                    resumed.records = store.loaded_records;
+                    if resumed.records > 0 {
+                        tracing::info!(
+                            shard = me,
+                            records = resumed.records,
+                            headers = resumed.headers,
+                            state_nodes = resumed.state_nodes,
+                            accounts = resumed.accounts,
+                            "resuming from the data directory"
+                        );
+                    }
+                    let mut r = shard_run(shard, cfg, node, extras, &mut store, resumed).await;
+                    if let Err(e) = store.close().await {
+                        r.failure
+                            .get_or_insert(format!("shard {me}: closing the store: {e}"));
+                    }
+                    r
+                }
+                Err(e) => {
+                    // Every shard must stop: the sync cannot run without this shard's slice.
+                    shard.request_shutdown();
+                    ShardResult {
+                        shard: me,
+                        finished: false,
+                        failure: Some(format!("shard {me}: {e}")),
+                        status: Status::default(),
+                        mode: cfg.sync.mode.name().to_string(),
+                        progress: Progress::default(),
+                        head: None,
+                        counts: [0; 5],
+                        resumed: StoredCounts::default(),
+                        stored: StoredCounts::default(),
+                        peers: Vec::new(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn shard_run<S: ShardStore>(
+    shard: Shard<MeshMsg>,
+    cfg: Arc<NetSyncConfig>,
+    node: Arc<LocalNode>,
+    extras: Arc<SyncExtras>,
+    store: &mut S,
+    resumed: StoredCounts,
+) -> ShardResult {
     let me = shard.id().0;
     let shards = cfg.shards;
     let started = Instant::now();
     let cfg = Rc::new((*cfg).clone());
     let node = Rc::new((*node).clone());
     let local: Local = Rc::new(RefCell::new(VecDeque::new()));
-    let mut store = MemStore::default();
-    let mut engine = Engine::new(cfg.sync.clone(), me, shards, &store);
+    let mut engine = Engine::new(cfg.sync.clone(), me, shards, &*store);
+    let progress_every_ms = extras.progress_every_ms.max(100);
+    let mut next_progress_ms = progress_every_ms;
+    let mut next_bar_ms = 0u64;
+    let mut bar_done = 0u64;
     // Peers this shard owns.
     let mut senders: BTreeMap<usize, local_channel::LocalSender<Job>> = BTreeMap::new();
     let mut reports: Vec<(usize, Rc<RefCell<NetPeerReport>>)> = Vec::new();
@@ -249,9 +400,29 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
             next_tick_ms = now_ms + 100;
             batch.push(Event::Tick);
         }
+        if now_ms >= next_progress_ms {
+            next_progress_ms = now_ms + progress_every_ms;
+            publish(me, &engine, &resumed);
+        }
+        if let (Some(bar), true) = (&extras.bar, now_ms >= next_bar_ms) {
+            next_bar_ms = now_ms + 250;
+            let done = bar_items(&engine.get_progress());
+            bar.inc(done.saturating_sub(bar_done));
+            bar_done = done;
+            if me == 0 {
+                let st = engine.status();
+                bar.set_message(format!(
+                    "eth {} sync, pivot {}",
+                    st.mode,
+                    st.pivot_block
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into())
+                ));
+            }
+        }
         for ev in batch {
             acts.clear();
-            engine.handle(now_ms, ev, &mut store, &mut acts);
+            engine.handle(now_ms, ev, store, &mut acts);
             for a in acts.drain(..) {
                 match a {
                     Action::Send {
@@ -286,7 +457,9 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
                             );
                         }
                     }
-                    Action::ToShard { shard: to, msg } => deliver(&shard, &local, to, Event::Shard(msg)).await,
+                    Action::ToShard { shard: to, msg } => {
+                        deliver(&shard, &local, to, Event::Shard(msg)).await
+                    }
                     Action::DropPeer(p) => {
                         dropped.push(p);
                         senders.remove(&(p as usize));
@@ -296,9 +469,19 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
                 }
             }
         }
+        // Group commit: what this batch stored becomes durable, then the journal naming it.
+        if let Err(e) = store.commit().await {
+            failure = Some(format!("shard {me}: {e}"));
+            break;
+        }
         if finished || failure.is_some() {
             break;
         }
+    }
+    publish(me, &engine, &resumed);
+    if failure.is_some() && me != 0 {
+        // Shard 0 would wait for this shard's slice forever.
+        shard.request_shutdown();
     }
     if me == 0 {
         for s in shard.peers() {
@@ -307,7 +490,11 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
     }
     drop(senders);
     glommio::timer::sleep(Duration::from_millis(50)).await;
-    let head = store.headers.last_key_value().map(|(n, h)| (*n, format!("{}", h.hash)));
+    let view = store.view();
+    let head = view
+        .headers
+        .last_key_value()
+        .map(|(n, h)| (*n, format!("{}", h.hash)));
     ShardResult {
         shard: me,
         finished,
@@ -317,12 +504,14 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
         progress: engine.get_progress(),
         head,
         counts: [
-            store.headers.len() as u64,
-            store.bodies.len() as u64,
-            store.receipts.len() as u64,
-            store.nodes.len() as u64,
-            store.codes.len() as u64,
+            view.headers.len() as u64,
+            view.bodies.len() as u64,
+            view.receipts.len() as u64,
+            view.nodes.len() as u64,
+            view.codes.len() as u64,
         ],
+        stored: counts_of(view),
+        resumed,
         peers: reports
             .into_iter()
             .map(|(i, r)| {
@@ -334,6 +523,16 @@ async fn shard_main(shard: Shard<MeshMsg>, cfg: Arc<NetSyncConfig>, node: Arc<Lo
     }
 }
 
+/// Log this shard's progress line and refresh its `/status` section.
+fn publish(shard: usize, engine: &Engine, resumed: &StoredCounts) {
+    let (status, progress) = (engine.status(), engine.get_progress());
+    tracing::info!(target: "progress", shard, "{}", progress_line(&status, &progress));
+    crate::admin::set_status(
+        &format!("eth_sync_shard_{shard}"),
+        serde_json::json!({ "status": status, "progress": progress, "resumed": resumed }),
+    );
+}
+
 /// Run the sync with one engine per shard of `rc` (pinned executors; its shard count wins
 /// over `cfg.shards`), each dialing the peers it owns. Blocks until the sync ends.
 pub fn run_sync_sharded(
@@ -342,6 +541,28 @@ pub fn run_sync_sharded(
     rc: RuntimeConfig,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<NetSyncReport> {
+    run_sync_sharded_with(cfg, node, rc, shutdown, SyncExtras::default())
+}
+
+/// [`run_sync_sharded`] with a store on disk per shard (resuming from what it holds) and
+/// the progress settings of `extras`. `extras.shard_dirs`, when given, must name one
+/// directory per shard of `rc`.
+pub fn run_sync_sharded_with(
+    cfg: NetSyncConfig,
+    node: LocalNode,
+    rc: RuntimeConfig,
+    shutdown: Arc<AtomicBool>,
+    extras: SyncExtras,
+) -> anyhow::Result<NetSyncReport> {
+    if let Some(d) = &extras.shard_dirs {
+        anyhow::ensure!(
+            d.len() == rc.shards.max(1),
+            "{} store directories for {} shards",
+            d.len(),
+            rc.shards.max(1)
+        );
+    }
+    let extras = Arc::new(extras);
     let started = Instant::now();
     let shards = rc.shards.max(1);
     let mut rc = rc;
@@ -351,14 +572,15 @@ pub fn run_sync_sharded(
     let mut node = node;
     if cfg.sync.mode == crate::ethsync::config::SyncMode::Fast {
         // Fast sync fetches state by node hash (GetNodeData), which only eth/66 carries.
-        node.capabilities.retain(|c| c.name != "eth" || c.version == 66);
+        node.capabilities
+            .retain(|c| c.name != "eth" || c.version == 66);
     }
     cfg.shards = shards;
     let (cfg, node) = (Arc::new(cfg), Arc::new(node));
     let peers_n = cfg.peers.len();
     let results = run_with_flag::<MeshMsg, _, _, _>(&rc, shutdown, move |shard: Shard<MeshMsg>| {
-        let (cfg, node) = (cfg.clone(), node.clone());
-        async move { shard_main(shard, cfg, node).await }
+        let (cfg, node, extras) = (cfg.clone(), node.clone(), extras.clone());
+        async move { shard_main(shard, cfg, node, extras).await }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let zero = results
@@ -369,7 +591,10 @@ pub fn run_sync_sharded(
     for r in &results {
         progress.add(&r.progress);
     }
-    let head = results.iter().filter_map(|r| r.head.clone()).max_by_key(|h| h.0);
+    let head = results
+        .iter()
+        .filter_map(|r| r.head.clone())
+        .max_by_key(|h| h.0);
     let sum = |i: usize| results.iter().map(|r| r.counts[i]).sum::<u64>();
     let mut peers: Vec<Option<NetPeerReport>> = vec![None; peers_n];
     for r in &results {
@@ -392,6 +617,9 @@ pub fn run_sync_sharded(
         receipts_stored: sum(2),
         state_nodes_stored: sum(3),
         codes_stored: sum(4),
+        resumed: StoredCounts::sum(results.iter().map(|r| &r.resumed)),
+        fetched: StoredCounts::sum(results.iter().map(|r| &r.stored))
+            .minus(&StoredCounts::sum(results.iter().map(|r| &r.resumed))),
         elapsed_ms: started.elapsed().as_millis() as u64,
         status: zero.status.clone(),
         progress,
