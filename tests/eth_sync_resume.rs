@@ -1,0 +1,272 @@
+//! `catchup eth sync --datadir D` is persistent and resumable over the wire: four slow
+//! `catchup eth serve` processes serve the devnet fixture; a fresh sync gives the baseline;
+//! a second sync into another data directory is killed with SIGKILL once its progress lines
+//! show state nodes downloaded, then started again over the same directory. The restart
+//! must end with root 8fcfb02c…728b and head 0x44e3809c…4d2a, report what it found on disk,
+//! receive none of the stored items again and download fewer state nodes than the fresh
+//! sync. A second sync over a locked data directory, and a data directory that is a file,
+//! fail with one error line.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const ROOT: &str = "0x8fcfb02cfca007773bd55bc1c3e50a3c8612a59c87ce057e5957e8bf17c1728b";
+const HEAD_PREFIX: &str = "0x44e3809c";
+
+fn devnet() -> Option<PathBuf> {
+    let dir = std::env::var_os("CATCHUP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .join("ethereum/devnet");
+    if dir.join("headstate.json").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("devnet fixture missing at {} (CI=true)", dir.display());
+    }
+    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    None
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing assertion leaves nothing
+/// running.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+struct Server {
+    _child: Guard,
+    enode: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+fn start_server(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
+        .args(["--profile", "slow", "--slow-delay-ms", "100"])
+        .arg("--chain")
+        .arg(dir.join("chain.rlp"))
+        .arg("--genesis")
+        .arg(dir.join("genesis.json"))
+        .arg("--state")
+        .arg(dir.join("headstate.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn catchup eth serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let child = Guard(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?}: {e}"));
+    Server {
+        _child: child,
+        enode: v["enode"].as_str().unwrap().to_string(),
+        _stdout: stdout,
+    }
+}
+
+fn sync_cmd(dir: &Path, datadir: &Path, servers: &[Server]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
+    cmd.args(["eth", "sync", "--mode", "fast", "--shards", "2"])
+        .args(["--pivot-distance", "0", "--receipts", "false"])
+        .args(["--node-batch", "32", "--progress-every-ms", "200"])
+        .args(["--timeout-s", "60", "--json", "--expect-state-root", ROOT])
+        .arg("--genesis")
+        .arg(dir.join("genesis.json"))
+        .arg("--datadir")
+        .arg(datadir)
+        .env("RUST_LOG", "info");
+    for s in servers {
+        cmd.args(["--peer", &s.enode]);
+    }
+    cmd
+}
+
+/// Run a sync to its end; its JSON output.
+fn sync_to_end(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd
+        .stderr(Stdio::null())
+        .output()
+        .expect("run catchup eth sync");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "sync failed: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("sync printed {text:?}: {e}"))
+}
+
+/// The number after "state nodes " in a progress line.
+fn state_nodes_in(line: &str) -> Option<u64> {
+    let rest = &line[line.find("state nodes ")? + "state nodes ".len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+fn error_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_u64()
+        .unwrap_or_else(|| panic!("{path:?} missing in {v}"))
+}
+
+#[test]
+fn killed_sync_resumes_from_its_data_directory() {
+    let Some(dir) = devnet() else { return };
+    let servers: Vec<Server> = (0..4).map(|_| start_server(&dir)).collect();
+
+    // Baseline: a fresh sync.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = sync_to_end(&mut sync_cmd(&dir, fresh_dir.path(), &servers));
+    let fresh = &fresh["report"];
+    assert_eq!(fresh["state_root"], ROOT);
+    assert_eq!(
+        u(fresh, &["resumed", "records"]),
+        0,
+        "nothing to resume in a new directory"
+    );
+    let fresh_nodes = u(fresh, &["progress", "state_nodes_downloaded"]);
+    let all_nodes = u(fresh, &["state_nodes_stored"]);
+    assert!(fresh_nodes >= all_nodes && all_nodes > 1000, "{fresh}");
+
+    // A sync killed part-way.
+    let datadir = tempfile::tempdir().unwrap();
+    let mut child = sync_cmd(&dir, datadir.path(), &servers)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn catchup eth sync");
+    let stderr = child.stderr.take().unwrap();
+    let mut child = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = state_nodes_in(&line) {
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < 100 {
+        assert!(Instant::now() < until, "no state progress within 60 s");
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(n) => seen = seen.max(n),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("sync ended before any state progress")
+            }
+        }
+    }
+    // The data directory is locked while the sync runs.
+    let second = sync_cmd(&dir, datadir.path(), &servers).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let errs = error_lines(&second.stderr);
+    assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(errs[0].contains("in use by another process"), "{}", errs[0]);
+    // SIGKILL.
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
+    drop(child);
+    drop(rx);
+    let _ = reader.join();
+
+    let resumed = sync_to_end(&mut sync_cmd(&dir, datadir.path(), &servers));
+    let r = &resumed["report"];
+    assert_eq!(resumed["ok"], true);
+    assert_eq!(r["state_root"], ROOT);
+    assert!(
+        r["head_hash"].as_str().unwrap().starts_with(HEAD_PREFIX),
+        "{r}"
+    );
+    assert_eq!(r["status"]["state_complete"], true);
+    assert_eq!(r["status"]["pivot_block"], fresh["status"]["pivot_block"]);
+    assert!(
+        u(r, &["resumed", "state_nodes"]) > 0,
+        "state found on disk: {r}"
+    );
+    assert!(
+        u(r, &["resumed", "headers"]) > 0,
+        "headers found on disk: {r}"
+    );
+    assert!(u(r, &["resumed", "records"]) > 0);
+    assert_eq!(
+        u(r, &["progress", "refetched_items"]),
+        0,
+        "the restart received stored items again: {r}"
+    );
+    assert_eq!(
+        u(r, &["resumed", "state_nodes"]) + u(r, &["fetched", "state_nodes"]),
+        all_nodes,
+        "{r}"
+    );
+    assert_eq!(u(r, &["state_nodes_stored"]), all_nodes);
+    assert!(
+        u(r, &["progress", "state_nodes_downloaded"]) < fresh_nodes,
+        "restart downloaded {} state nodes, a fresh sync {fresh_nodes}",
+        u(r, &["progress", "state_nodes_downloaded"])
+    );
+    assert_eq!(
+        u(r, &["resumed", "headers"]) + u(r, &["fetched", "headers"]),
+        u(fresh, &["headers_stored"])
+    );
+    assert!(datadir.path().join("sync-report.json").exists());
+    eprintln!(
+        "fresh sync: {fresh_nodes} state nodes downloaded; killed at >= {seen} on a shard; restart: resumed {}, fetched {}",
+        r["resumed"], r["fetched"]
+    );
+
+    // Started once more over the finished directory: nothing left to download.
+    let again = sync_to_end(&mut sync_cmd(&dir, datadir.path(), &servers));
+    let a = &again["report"];
+    assert_eq!(a["state_root"], ROOT);
+    assert_eq!(u(a, &["fetched", "state_nodes"]), 0, "{a}");
+    assert_eq!(u(a, &["progress", "state_nodes_downloaded"]), 0, "{a}");
+    assert_eq!(u(a, &["progress", "refetched_items"]), 0, "{a}");
+}
+
+#[test]
+fn unusable_data_directory_gives_one_error_line() {
+    let Some(dir) = devnet() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let enode = "enode://a979fb575495b8d6db44f750317d0f4622bf4c2aa3365d6af7c284339968eef29b69ad0dce72a4d8db5ebb4968de0e3bec910127f134779fbcb0cb6d3331163c@127.0.0.1:30303";
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["eth", "sync", "--peer", enode, "--genesis"])
+        .arg(dir.join("genesis.json"))
+        .arg("--datadir")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errs = error_lines(&out.stderr);
+    assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        errs[0].contains("not a directory") && errs[0].contains("not-a-dir"),
+        "{}",
+        errs[0]
+    );
+}
