@@ -99,6 +99,31 @@ pub struct SyncArgs {
     /// Stop after this many chunks were fetched (to test resume).
     #[arg(long, hide = true)]
     pub stop_after_chunks: Option<u32>,
+    /// After the snapshot verified: a repair peer to fetch the shreds of the slots after
+    /// the snapshot from, as ADDR:PORT or PUBKEY@ADDR:PORT; repeatable. Without any, the
+    /// repair phase is skipped.
+    #[arg(long = "repair-peer", value_name = "PEER")]
+    pub repair_peers: Vec<crate::repair::PeerSpec>,
+    /// The cluster tip: the last slot the repair phase fetches (needed with --repair-peer).
+    #[arg(long, value_name = "SLOT")]
+    pub tip_slot: Option<u64>,
+    /// Leader identity (base58) whose signature every repaired shred must carry (needed
+    /// with --repair-peer).
+    #[arg(long, value_name = "PUBKEY")]
+    pub leader: Option<String>,
+    /// Repair over AF_XDP on this interface (generic mode); falls back to UDP with the
+    /// reason logged when AF_XDP is not available.
+    #[arg(long, value_name = "IFACE")]
+    pub repair_xdp: Option<String>,
+    /// First UDP port of the AF_XDP repair path (shard i uses port + i).
+    #[arg(long, default_value_t = 47_000)]
+    pub repair_xdp_port: u16,
+    /// Repair shards (slots are split among them).
+    #[arg(long, default_value_t = 1)]
+    pub repair_shards: usize,
+    /// Give the repair phase up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub repair_timeout_secs: u64,
 }
 
 /// Serve snapshot archives over HTTP like a Solana RPC node: /snapshot.tar.bz2 and
@@ -184,6 +209,7 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     if args.sources.is_empty() && args.rpc.is_none() {
         anyhow::bail!("give at least one --source URL or an --rpc URL");
     }
+    let repair_plan = repair_plan(&args)?;
     let mut cfg = SyncConfig::new(args.datadir.clone());
     cfg.sources = args.sources.clone();
     cfg.rpc = args.rpc.clone();
@@ -250,13 +276,157 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         "snapshot_download",
         serde_json::json!({ "finished": &report }),
     );
-    print_report(&report, json);
-    Ok(if report.complete { 0 } else { 1 })
+    if !report.complete {
+        print_report(&report, None, json);
+        return Ok(1);
+    }
+    let repair = match (repair_plan, report.slot) {
+        (None, _) => {
+            if !json {
+                println!("repair: skipped (no --repair-peer given)");
+            }
+            None
+        }
+        (Some(_), None) => {
+            print_report(&report, None, json);
+            eprintln!(
+                "repair: the archive name {:?} gives no snapshot slot to repair from",
+                report.archive
+            );
+            return Ok(1);
+        }
+        (Some(plan), Some(slot)) => Some(run_repair_phase(plan, slot, json)?),
+    };
+    print_report(&report, repair.as_ref(), json);
+    match &repair {
+        Some(r) if !r.complete => {
+            eprintln!("{}", r.line());
+            Ok(2)
+        }
+        _ => Ok(0),
+    }
 }
 
-fn print_report(r: &SyncReport, json: bool) {
+/// The repair phase as the flags ask for it.
+struct RepairPlan {
+    peers: Vec<crate::repair::PeerSpec>,
+    tip_slot: u64,
+    leaders: crate::repair::LeaderSchedule,
+    path: crate::repair::NetPath,
+    shards: usize,
+    deadline_ms: u64,
+}
+
+fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
+    if args.repair_peers.is_empty() {
+        if args.tip_slot.is_some() || args.leader.is_some() || args.repair_xdp.is_some() {
+            anyhow::bail!("--tip-slot, --leader and --repair-xdp need at least one --repair-peer");
+        }
+        return Ok(None);
+    }
+    let Some(tip_slot) = args.tip_slot else {
+        anyhow::bail!("--repair-peer needs --tip-slot (the last slot to repair)");
+    };
+    let Some(leader) = &args.leader else {
+        anyhow::bail!("--repair-peer needs --leader (the base58 identity that signs the shreds)");
+    };
+    let leader = crate::repair::driver::parse_pubkey(leader)
+        .map_err(|e| anyhow::anyhow!("--leader: {e}"))?;
+    if args.repair_shards == 0 || args.repair_shards > 64 {
+        anyhow::bail!("--repair-shards must be 1..=64");
+    }
+    let bind = std::net::Ipv4Addr::UNSPECIFIED;
+    let path = match &args.repair_xdp {
+        Some(iface) => crate::repair::NetPath::Xdp {
+            iface: iface.clone(),
+            queues: Vec::new(),
+            port: args.repair_xdp_port,
+            bind,
+        },
+        None => crate::repair::NetPath::Udp { bind },
+    };
+    Ok(Some(RepairPlan {
+        peers: args.repair_peers.clone(),
+        tip_slot,
+        leaders: crate::repair::LeaderSchedule::Fixed(leader),
+        path,
+        shards: args.repair_shards,
+        deadline_ms: args.repair_timeout_secs.saturating_mul(1000),
+    }))
+}
+
+/// Repair `snapshot_slot + 1..=tip` (newest first), with its state in the admin `/status`
+/// and a line before and after; an empty gap is a complete repair of nothing.
+fn run_repair_phase(
+    plan: RepairPlan,
+    snapshot_slot: u64,
+    json: bool,
+) -> anyhow::Result<crate::repair::RepairSummary> {
+    let from_slot = snapshot_slot.saturating_add(1);
+    if plan.tip_slot < from_slot {
+        let s = crate::repair::RepairSummary {
+            from_slot,
+            to_slot: plan.tip_slot,
+            complete: true,
+            ..Default::default()
+        };
+        if !json {
+            println!(
+                "repair: nothing to do, the snapshot slot {snapshot_slot} is at or past --tip-slot {}",
+                plan.tip_slot
+            );
+        }
+        return Ok(s);
+    }
+    let gap = plan.tip_slot - snapshot_slot;
+    let status = serde_json::json!({
+        "running": true,
+        "snapshot_slot": snapshot_slot,
+        "tip_slot": plan.tip_slot,
+        "slots_remaining": gap,
+        "peers": plan.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
+    });
+    crate::admin::set_status("repair", status.clone());
     if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::json!({ "progress": { "repair": status } })
+        );
+    } else {
+        println!(
+            "repair: snapshot slot {snapshot_slot}, tip {}: {gap} slots from {} peers, newest first",
+            plan.tip_slot,
+            plan.peers.len()
+        );
+    }
+    let peers = plan.peers.clone();
+    let outcome = crate::repair::repair_after_snapshot(
+        snapshot_slot,
+        plan.tip_slot,
+        plan.peers,
+        plan.leaders,
+        plan.shards,
+        plan.path,
+        plan.deadline_ms,
+    )?;
+    let summary = crate::repair::summarize(from_slot, plan.tip_slot, &peers, &outcome);
+    crate::admin::set_status(
+        "repair",
+        serde_json::json!({ "finished": &summary, "slots_remaining": summary.missing_count }),
+    );
+    Ok(summary)
+}
+
+fn print_report(r: &SyncReport, repair: Option<&crate::repair::RepairSummary>, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let (Some(obj), Some(rep)) = (v.as_object_mut(), repair) {
+            obj.insert(
+                "repair".into(),
+                serde_json::to_value(rep).unwrap_or_default(),
+            );
+        }
+        println!("{v}");
         return;
     }
     let secs = r.download_ms as f64 / 1000.0;
@@ -292,6 +462,18 @@ fn print_report(r: &SyncReport, json: bool) {
     }
     if let Some(v) = &r.verified {
         println!("  verified: {v}");
+    }
+    if let Some(rep) = repair {
+        println!("{}", rep.line());
+        if let Some(reason) = &rep.fallback_reason {
+            println!("  AF_XDP unavailable, repaired over UDP: {reason}");
+        }
+        for p in &rep.peers {
+            println!(
+                "  repair peer {}: {} answered, {} timeouts, {} invalid, {:.1} ms",
+                p.peer, p.answered, p.timeouts, p.invalid, p.latency_ms
+            );
+        }
     }
 }
 

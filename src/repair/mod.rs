@@ -12,3 +12,115 @@ pub use driver::{
     repair, repair_after_snapshot, NetPath, PeerSpec, RepairJob, RepairOutcome, ShardOutcome,
 };
 pub use engine::{Action, EngineConfig, LeaderSchedule, PeerId, Progress, RepairEngine};
+
+/// One repair peer's health, summed over the shards that used it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PeerSummary {
+    pub peer: String,
+    pub answered: u64,
+    pub timeouts: u64,
+    pub invalid: u64,
+    /// Mean of the shards' latency estimates, weighted by answers.
+    pub latency_ms: f64,
+}
+
+/// A repair outcome as the Solana sync and the demo report it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairSummary {
+    pub from_slot: u64,
+    pub to_slot: u64,
+    pub complete: bool,
+    pub slots_total: u64,
+    pub slots_repaired: u64,
+    pub shreds: u64,
+    pub elapsed_ms: u64,
+    pub shreds_per_s: f64,
+    /// Network path per shard ("udp" / "xdp").
+    pub paths: Vec<String>,
+    /// Why AF_XDP was not used, when it was asked for.
+    pub fallback_reason: Option<String>,
+    pub peers: Vec<PeerSummary>,
+    /// Slots not repaired (the first 64 of them) and how many there were.
+    pub missing_slots: Vec<u64>,
+    pub missing_count: u64,
+}
+
+/// Summarise `o`, the repair of `from_slot..=to_slot` from `peers` (in the job's order).
+pub fn summarize(
+    from_slot: u64,
+    to_slot: u64,
+    peers: &[PeerSpec],
+    o: &RepairOutcome,
+) -> RepairSummary {
+    let mut sums: Vec<PeerSummary> = peers
+        .iter()
+        .map(|p| PeerSummary {
+            peer: match &p.key {
+                Some(k) => format!("{}@{}", driver::pubkey_to_string(k), p.addr),
+                None => p.addr.to_string(),
+            },
+            ..Default::default()
+        })
+        .collect();
+    let mut weighted_latency = vec![0f64; sums.len()];
+    for s in &o.shards {
+        for h in &s.progress.peers {
+            if let Some(p) = sums.get_mut(h.peer) {
+                p.answered += h.answered;
+                p.timeouts += h.timeouts;
+                p.invalid += h.invalid;
+                weighted_latency[h.peer] += h.latency_ms * h.answered as f64;
+            }
+        }
+    }
+    for (p, w) in sums.iter_mut().zip(weighted_latency) {
+        p.latency_ms = if p.answered > 0 {
+            w / p.answered as f64
+        } else {
+            0.0
+        };
+    }
+    let missing = (from_slot..=to_slot).filter(|s| !o.slots.contains_key(s));
+    let missing_count = missing.clone().count() as u64;
+    RepairSummary {
+        from_slot,
+        to_slot,
+        complete: o.complete && missing_count == 0,
+        slots_total: o.slots_total,
+        slots_repaired: o.slots.len() as u64,
+        shreds: o.shreds,
+        elapsed_ms: o.elapsed_ms,
+        shreds_per_s: o.shreds_per_s,
+        paths: o.shards.iter().map(|s| s.path.clone()).collect(),
+        fallback_reason: o.shards.iter().find_map(|s| s.fallback_reason.clone()),
+        peers: sums,
+        missing_slots: missing.take(64).collect(),
+        missing_count,
+    }
+}
+
+impl RepairSummary {
+    /// One line: what was repaired, or what is missing.
+    pub fn line(&self) -> String {
+        let head = format!(
+            "repair {}..={}: {}/{} slots, {} shreds in {} ms ({:.0} shreds/s) via {}",
+            self.from_slot,
+            self.to_slot,
+            self.slots_repaired,
+            self.to_slot.saturating_sub(self.from_slot) + 1,
+            self.shreds,
+            self.elapsed_ms,
+            self.shreds_per_s,
+            self.paths.join(",")
+        );
+        if self.complete {
+            head
+        } else {
+            format!(
+                "{head} - INCOMPLETE: {} slots missing (first: {:?})",
+                self.missing_count,
+                &self.missing_slots[..self.missing_slots.len().min(16)]
+            )
+        }
+    }
+}
