@@ -1,10 +1,11 @@
-//! Single-shard store throughput: batches of puts made durable by one `flush` each.
+//! Single-shard store throughput: batches of puts made durable by one `flush` each, and
+//! concurrent tasks each awaiting `SharedStore::put_durable` (group commit).
 //! `cargo bench --bench store`. Set CATCHUP_BENCH_DIR to measure a particular disk
 //! (default: the target directory's temp dir).
 
 use std::time::{Duration, Instant};
 
-use catchup_io::store::{Store, StoreOptions};
+use catchup_io::store::{SharedStore, Store, StoreOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const BATCH_RECORDS: u64 = 256;
@@ -56,5 +57,49 @@ fn store_put_flush(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, store_put_flush);
+/// Tasks writing concurrently through one `SharedStore`, each put awaited until durable.
+fn shared_put_durable(c: &mut Criterion) {
+    const TASKS: u64 = 64;
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .expect("executor");
+    let mut group = c.benchmark_group("shared_put_durable");
+    group.measurement_time(Duration::from_secs(5));
+    let value_size = 1024usize;
+    let record_bytes = catchup_io::store::record::encoded_len(32, value_size) as u64;
+    group.throughput(Throughput::Bytes(record_bytes * TASKS));
+    group.bench_function(BenchmarkId::new("tasks64", value_size), |b| {
+        b.iter_custom(|iters| {
+            let tmp = bench_dir();
+            ex.run(async {
+                let shared = SharedStore::open(tmp.path(), StoreOptions::default())
+                    .await
+                    .expect("open store");
+                let start = Instant::now();
+                let mut tasks = Vec::new();
+                for t in 0..TASKS {
+                    let s = shared.clone();
+                    tasks.push(glommio::spawn_local(async move {
+                        let value = vec![0x5Au8; value_size];
+                        let mut key = [0u8; 32];
+                        key[8..16].copy_from_slice(&t.to_be_bytes());
+                        for i in 0..iters {
+                            key[..8].copy_from_slice(&i.to_be_bytes());
+                            s.put_durable(1, &key, &value).await.expect("put_durable");
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await;
+                }
+                let elapsed = start.elapsed();
+                shared.close().await.expect("close");
+                elapsed
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, store_put_flush, shared_put_durable);
 criterion_main!(benches);
