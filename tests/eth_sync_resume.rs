@@ -1,11 +1,12 @@
 //! `catchup eth sync --datadir D` is persistent and resumable over the wire: four slow
-//! `catchup eth serve` processes serve the devnet fixture; a fresh sync gives the baseline;
-//! a second sync into another data directory is killed with SIGKILL once its progress lines
-//! show state nodes downloaded, then started again over the same directory. The restart
-//! must end with root 8fcfb02c…728b and head 0x44e3809c…4d2a, report what it found on disk,
-//! receive none of the stored items again and download fewer state nodes than the fresh
-//! sync. A second sync over a locked data directory, and a data directory that is a file,
-//! fail with one error line.
+//! `catchup eth serve` processes serve the devnet fixture; for fast and for snap sync, a
+//! fresh sync gives the baseline; a second sync into another data directory is killed with
+//! SIGKILL once its progress lines show state downloaded (its admin `/status` is read
+//! first), then started again over the same directory. The restart must end with root
+//! 8fcfb02c…728b and head 0x44e3809c…4d2a, report what it found on disk, receive none of
+//! the stored items again and download less state than the fresh sync; a third start over
+//! the finished directory downloads no state at all. A second sync over a locked data
+//! directory, and a data directory that is a file, fail with one error line.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -79,7 +80,7 @@ fn start_server(dir: &Path) -> Server {
 
 fn sync_cmd(dir: &Path, datadir: &Path, servers: &[Server]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
-    cmd.args(["eth", "sync", "--mode", "fast", "--shards", "2"])
+    cmd.args(["eth", "sync", "--shards", "2"])
         .args(["--pivot-distance", "0", "--receipts", "false"])
         .args(["--node-batch", "32", "--progress-every-ms", "200"])
         .args(["--timeout-s", "60", "--json", "--expect-state-root", ROOT])
@@ -105,9 +106,9 @@ fn sync_to_end(cmd: &mut Command) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("sync printed {text:?}: {e}"))
 }
 
-/// The number after "state nodes " in a progress line.
-fn state_nodes_in(line: &str) -> Option<u64> {
-    let rest = &line[line.find("state nodes ")? + "state nodes ".len()..];
+/// The number after `marker` in a progress line.
+fn count_after(line: &str, marker: &str) -> Option<u64> {
+    let rest = &line[line.find(marker)? + marker.len()..];
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
@@ -130,27 +131,61 @@ fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
 }
 
 #[test]
-fn killed_sync_resumes_from_its_data_directory() {
+fn killed_fast_sync_resumes_from_its_data_directory() {
+    kill_and_resume("fast", "state nodes ", 100);
+}
+
+#[test]
+fn killed_snap_sync_resumes_from_its_data_directory() {
+    kill_and_resume("snap", "accounts ", 20);
+}
+
+/// A free loopback port for the admin endpoint.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fresh sync in `mode`; then a sync killed once a shard's progress line shows at least
+/// `threshold` after `marker`; then the restart over the same directory.
+fn kill_and_resume(mode: &str, marker: &'static str, threshold: u64) {
     let Some(dir) = devnet() else { return };
     let servers: Vec<Server> = (0..4).map(|_| start_server(&dir)).collect();
+    let accounts_or_nodes = if mode == "snap" {
+        "accounts"
+    } else {
+        "state_nodes"
+    };
+    let downloaded = if mode == "snap" {
+        "accounts_downloaded"
+    } else {
+        "state_nodes_downloaded"
+    };
 
     // Baseline: a fresh sync.
     let fresh_dir = tempfile::tempdir().unwrap();
-    let fresh = sync_to_end(&mut sync_cmd(&dir, fresh_dir.path(), &servers));
+    let fresh = sync_to_end(sync_cmd(&dir, fresh_dir.path(), &servers).args(["--mode", mode]));
     let fresh = &fresh["report"];
     assert_eq!(fresh["state_root"], ROOT);
+    assert_eq!(fresh["mode"], mode);
     assert_eq!(
         u(fresh, &["resumed", "records"]),
         0,
         "nothing to resume in a new directory"
     );
-    let fresh_nodes = u(fresh, &["progress", "state_nodes_downloaded"]);
+    let fresh_downloaded = u(fresh, &["progress", downloaded]);
+    let all_items = u(fresh, &["fetched", accounts_or_nodes]);
     let all_nodes = u(fresh, &["state_nodes_stored"]);
-    assert!(fresh_nodes >= all_nodes && all_nodes > 1000, "{fresh}");
+    assert!(fresh_downloaded >= all_items && all_items > 100, "{fresh}");
 
-    // A sync killed part-way.
+    // A sync killed part-way, with its admin endpoint on.
     let datadir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut child = sync_cmd(&dir, datadir.path(), &servers)
+        .args(["--mode", mode, "--admin", &admin])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -161,7 +196,7 @@ fn killed_sync_resumes_from_its_data_directory() {
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(n) = state_nodes_in(&line) {
+            if let Some(n) = count_after(&line, marker) {
                 if tx.send(n).is_err() {
                     break;
                 }
@@ -170,15 +205,28 @@ fn killed_sync_resumes_from_its_data_directory() {
     });
     let until = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
-    while seen < 100 {
-        assert!(Instant::now() < until, "no state progress within 60 s");
+    while seen < threshold {
+        assert!(Instant::now() < until, "no {marker}progress within 60 s");
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(n) => seen = seen.max(n),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("sync ended before any state progress")
+                panic!("sync ended before {threshold} {marker}")
             }
         }
+    }
+    // Its `/status` has a section per shard.
+    let status =
+        catchup::admin::fetch(&admin, "/status", Duration::from_secs(5)).expect("GET /status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    for shard in ["eth_sync_shard_0", "eth_sync_shard_1"] {
+        assert_eq!(status[shard]["status"]["mode"], mode, "{status}");
+        assert!(
+            status[shard]["progress"]["requests_sent"]
+                .as_u64()
+                .is_some(),
+            "{status}"
+        );
     }
     // The data directory is locked while the sync runs.
     let second = sync_cmd(&dir, datadir.path(), &servers).output().unwrap();
@@ -193,7 +241,7 @@ fn killed_sync_resumes_from_its_data_directory() {
     drop(rx);
     let _ = reader.join();
 
-    let resumed = sync_to_end(&mut sync_cmd(&dir, datadir.path(), &servers));
+    let resumed = sync_to_end(sync_cmd(&dir, datadir.path(), &servers).args(["--mode", mode]));
     let r = &resumed["report"];
     assert_eq!(resumed["ok"], true);
     assert_eq!(r["state_root"], ROOT);
@@ -204,7 +252,7 @@ fn killed_sync_resumes_from_its_data_directory() {
     assert_eq!(r["status"]["state_complete"], true);
     assert_eq!(r["status"]["pivot_block"], fresh["status"]["pivot_block"]);
     assert!(
-        u(r, &["resumed", "state_nodes"]) > 0,
+        u(r, &["resumed", accounts_or_nodes]) > 0,
         "state found on disk: {r}"
     );
     assert!(
@@ -218,15 +266,15 @@ fn killed_sync_resumes_from_its_data_directory() {
         "the restart received stored items again: {r}"
     );
     assert_eq!(
-        u(r, &["resumed", "state_nodes"]) + u(r, &["fetched", "state_nodes"]),
-        all_nodes,
+        u(r, &["resumed", accounts_or_nodes]) + u(r, &["fetched", accounts_or_nodes]),
+        all_items,
         "{r}"
     );
     assert_eq!(u(r, &["state_nodes_stored"]), all_nodes);
     assert!(
-        u(r, &["progress", "state_nodes_downloaded"]) < fresh_nodes,
-        "restart downloaded {} state nodes, a fresh sync {fresh_nodes}",
-        u(r, &["progress", "state_nodes_downloaded"])
+        u(r, &["progress", downloaded]) < fresh_downloaded,
+        "restart downloaded {} ({downloaded}), a fresh sync {fresh_downloaded}",
+        u(r, &["progress", downloaded])
     );
     assert_eq!(
         u(r, &["resumed", "headers"]) + u(r, &["fetched", "headers"]),
@@ -234,16 +282,20 @@ fn killed_sync_resumes_from_its_data_directory() {
     );
     assert!(datadir.path().join("sync-report.json").exists());
     eprintln!(
-        "fresh sync: {fresh_nodes} state nodes downloaded; killed at >= {seen} on a shard; restart: resumed {}, fetched {}",
-        r["resumed"], r["fetched"]
+        "{mode}: fresh sync downloaded {fresh_downloaded} ({downloaded}); killed at >= {seen} {marker}on a shard; \
+         restart: resumed {}, fetched {}, downloaded {}",
+        r["resumed"],
+        r["fetched"],
+        r["progress"][downloaded]
     );
 
     // Started once more over the finished directory: nothing left to download.
-    let again = sync_to_end(&mut sync_cmd(&dir, datadir.path(), &servers));
+    let again = sync_to_end(sync_cmd(&dir, datadir.path(), &servers).args(["--mode", mode]));
     let a = &again["report"];
     assert_eq!(a["state_root"], ROOT);
     assert_eq!(u(a, &["fetched", "state_nodes"]), 0, "{a}");
-    assert_eq!(u(a, &["progress", "state_nodes_downloaded"]), 0, "{a}");
+    assert_eq!(u(a, &["fetched", "accounts"]), 0, "{a}");
+    assert_eq!(u(a, &["progress", downloaded]), 0, "{a}");
     assert_eq!(u(a, &["progress", "refetched_items"]), 0, "{a}");
 }
 
