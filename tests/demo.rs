@@ -49,6 +49,25 @@ fn demo_syncs_and_verifies_both_devnets() {
     assert_eq!(sol["verified"]["lt_hash_ok"], true);
     assert_eq!(sol["verified"]["capitalization_ok"], true);
     assert_eq!(sol["verified"]["accounts_live"], 5000);
+    // The slots after the snapshot, repaired from three serve-repair servers (honest,
+    // lossy, corrupting), must equal the served ledger byte for byte.
+    let slot = sol["slot"].as_u64().expect("snapshot slot");
+    let rep = &v["solana"]["repair"];
+    assert_eq!(rep["verified"], true, "{rep}");
+    assert_eq!(rep["summary"]["complete"], true, "{rep}");
+    assert_eq!(rep["summary"]["from_slot"], slot + 1);
+    assert_eq!(rep["summary"]["to_slot"], slot + 32);
+    assert_eq!(rep["summary"]["slots_repaired"], 32);
+    assert_eq!(rep["slots_identical"], 32);
+    assert_eq!(rep["slots_differing"].as_array().unwrap().len(), 0);
+    assert_eq!(rep["summary"]["missing_count"], 0);
+    let servers = rep["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3);
+    assert!(servers[2].as_str().unwrap().starts_with("wrong@"), "{rep}");
+    // Corrupted shreds from the third server were caught by the signature/proof checks.
+    let peers = rep["summary"]["peers"].as_array().unwrap();
+    assert_eq!(peers[0]["invalid"], 0, "{rep}");
+    assert!(peers[2]["invalid"].as_u64().unwrap() > 0, "{rep}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! peers (two honest, one lying, one slow) and syncs them (fast, then snap) on the pinned
 //! shard runtime; the Solana part generates a
 //! snapshot, serves it from three HTTP sources at different rates and catches up from all
-//! of them through the streaming verify pipeline. Exit 0 only when every part verified.
+//! of them through the streaming verify pipeline, then repairs the slots after the
+//! snapshot from local serve-repair servers (honest, lossy, corrupting). Exit 0 only when every part verified.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +34,9 @@ use super::GlobalOpts;
 /// Run a local devnet on loopback and sync it: Ethereum (generated chain + state served by
 /// four RLPx peers, one lying and one slow; fast and snap sync) and Solana (a generated
 /// snapshot served by three HTTP sources at different rates; multi-source catch-up with
-/// LtHash and capitalization checks). Prints a verified summary; exits 1 if anything did
-/// not verify.
+/// LtHash and capitalization checks; then the slots after the snapshot repaired from three
+/// serve-repair servers, one lossy and one sending corrupted shreds, and compared with the
+/// served ledger). Prints a verified summary; exits 1 if anything did not verify.
 #[derive(Args, Debug, Clone)]
 pub struct DemoCmd {
     /// Scratch directory for the devnet (served files and synced data). Default: a new
@@ -50,6 +52,10 @@ pub struct DemoCmd {
     /// Accounts in the generated Solana snapshot.
     #[arg(long, default_value_t = 50_000)]
     pub solana_accounts: u64,
+    /// Slots after the Solana snapshot repaired from local serve-repair servers (one
+    /// honest, one lossy, one sending corrupted shreds); 0 skips the repair phase.
+    #[arg(long, default_value_t = 32)]
+    pub solana_repair_slots: u64,
     /// Key-space shards of the sync engines and the snapshot index.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
@@ -295,11 +301,18 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         let mut dcfg = DemoConfig::new(workdir.join("solana"));
         dcfg.accounts = cmd.solana_accounts;
         dcfg.shards = cmd.shards;
+        if cmd.solana_repair_slots > 10_000 {
+            anyhow::bail!("--solana-repair-slots must be at most 10000");
+        }
+        dcfg.repair_slots = cmd.solana_repair_slots;
         if !cmd.json {
             eprintln!(
-                "solana: generating a snapshot of {} accounts, serving it from {} HTTP sources at different rates",
+                "solana: generating a snapshot of {} accounts, serving it from {} HTTP sources at different rates; then repairing {} slots after it from {} repair servers ({})",
                 dcfg.accounts,
-                dcfg.source_rates_bytes_per_s.len()
+                dcfg.source_rates_bytes_per_s.len(),
+                dcfg.repair_slots,
+                dcfg.repair_servers.len(),
+                dcfg.repair_servers.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
         let json_mode = cmd.json;
@@ -317,7 +330,11 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 }
             }),
         )?;
-        let ok = report.sync.complete;
+        let repair_ok = report
+            .repair
+            .as_ref()
+            .map_or(dcfg.repair_slots == 0, |r| r.verified);
+        let ok = report.sync.complete && repair_ok;
         all_ok &= ok;
         if !cmd.json {
             let s = &report.sync;
@@ -337,6 +354,26 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             }
             for b in &s.bad_sources {
                 println!("         bad source: {b}");
+            }
+            match &report.repair {
+                Some(r) => {
+                    println!(
+                        "solana   {}  {}; {}/{} slots byte-identical to the served ledger",
+                        if r.verified { "REPAIRED" } else { "FAILED" },
+                        r.summary.line(),
+                        r.slots_identical,
+                        dcfg.repair_slots
+                    );
+                    for (name, p) in r.servers.iter().zip(&r.summary.peers) {
+                        println!(
+                            "         repair server {name}: {} answered, {} timeouts, {} invalid",
+                            p.answered, p.timeouts, p.invalid
+                        );
+                    }
+                }
+                None => println!(
+                    "solana   FAILED  repair phase did not run (the snapshot did not verify)"
+                ),
             }
         }
         out.insert("solana".into(), serde_json::to_value(&report)?);
