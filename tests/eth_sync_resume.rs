@@ -6,7 +6,8 @@
 //! 8fcfb02c…728b and head 0x44e3809c…4d2a, report what it found on disk, receive none of
 //! the stored items again and download less state than the fresh sync; a third start over
 //! the finished directory downloads no state at all. A second sync over a locked data
-//! directory, and a data directory that is a file, fail with one error line.
+//! directory, a data directory that is a file, and one written on another shard count
+//! fail with one error line.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -318,6 +319,30 @@ fn unusable_data_directory_gives_one_error_line() {
     assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         errs[0].contains("not a directory") && errs[0].contains("not-a-dir"),
+        "{}",
+        errs[0]
+    );
+
+    // A data directory written by a sync on another shard count.
+    let other = scratch.path().join("three-shards");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(
+        other.join("eth-sync.json"),
+        br#"{"shards": 3, "genesis": "0x00"}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["eth", "sync", "--shards", "2", "--peer", enode, "--genesis"])
+        .arg(dir.join("genesis.json"))
+        .arg("--datadir")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errs = error_lines(&out.stderr);
+    assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        errs[0].contains("on 3 shards") && errs[0].contains("--shards 3"),
         "{}",
         errs[0]
     );
