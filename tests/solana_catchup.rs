@@ -230,7 +230,7 @@ fn sync_exits_nonzero_naming_slots_it_could_not_repair() {
     // The servers have no shreds past SNAPSHOT_SLOT + GAP_SLOTS.
     let tip = SNAPSHOT_SLOT + GAP_SLOTS + 3;
     let mut cmd = sync_cmd(&net, &work.path().join("data"), tip);
-    cmd.args(["--repair-timeout-secs", "3"]);
+    cmd.args(["--repair-timeout-secs", "6"]);
     let (code, stdout, stderr) = run_bounded(cmd, work.path(), "sync", Duration::from_secs(120));
     assert_ne!(code, 0, "{stdout}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -276,8 +276,11 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         "snapshot_download",
         serde_json::json!({ "finished": &report }),
     );
-    if !report.complete {
+    // Text: the snapshot's report now, the repair's after it; JSON: one report at the end.
+    if !json || !report.complete {
         print_report(&report, None, json);
+    }
+    if !report.complete {
         return Ok(1);
     }
     let repair = match (repair_plan, report.slot) {
@@ -288,7 +291,9 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             None
         }
         (Some(_), None) => {
-            print_report(&report, None, json);
+            if json {
+                print_report(&report, None, json);
+            }
             eprintln!(
                 "repair: the archive name {:?} gives no snapshot slot to repair from",
                 report.archive
@@ -297,7 +302,11 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         (Some(plan), Some(slot)) => Some(run_repair_phase(plan, slot, json)?),
     };
-    print_report(&report, repair.as_ref(), json);
+    if json {
+        print_report(&report, repair.as_ref(), json);
+    } else if let Some(r) = &repair {
+        print_repair(r);
+    }
     match &repair {
         Some(r) if !r.complete => {
             eprintln!("{}", r.line());
@@ -417,6 +426,7 @@ fn run_repair_phase(
     Ok(summary)
 }
 
+/// The snapshot's report; in JSON with the repair phase's summary as `repair`.
 fn print_report(r: &SyncReport, repair: Option<&crate::repair::RepairSummary>, json: bool) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
@@ -463,17 +473,18 @@ fn print_report(r: &SyncReport, repair: Option<&crate::repair::RepairSummary>, j
     if let Some(v) = &r.verified {
         println!("  verified: {v}");
     }
-    if let Some(rep) = repair {
-        println!("{}", rep.line());
-        if let Some(reason) = &rep.fallback_reason {
-            println!("  AF_XDP unavailable, repaired over UDP: {reason}");
-        }
-        for p in &rep.peers {
-            println!(
-                "  repair peer {}: {} answered, {} timeouts, {} invalid, {:.1} ms",
-                p.peer, p.answered, p.timeouts, p.invalid, p.latency_ms
-            );
-        }
+}
+
+fn print_repair(rep: &crate::repair::RepairSummary) {
+    println!("{}", rep.line());
+    if let Some(reason) = &rep.fallback_reason {
+        println!("  AF_XDP unavailable, repaired over UDP: {reason}");
+    }
+    for p in &rep.peers {
+        println!(
+            "  repair peer {}: {} answered, {} timeouts, {} invalid, {:.1} ms",
+            p.peer, p.answered, p.timeouts, p.invalid, p.latency_ms
+        );
     }
 }
 
