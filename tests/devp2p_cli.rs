@@ -127,15 +127,114 @@ fn serve_and_sync_commands_over_loopback() {
         for s in &servers {
             cmd.args(["--peer", &s.enode]);
         }
-        let out = cmd.stderr(Stdio::null()).output().expect("run catchup eth sync");
+        let out = cmd
+            .stderr(Stdio::null())
+            .output()
+            .expect("run catchup eth sync");
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{mode} sync failed: {text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["report"]["state_root"], ROOT);
-        assert!(v["report"]["head_hash"].as_str().unwrap().starts_with("0x44e3809c"));
+        assert!(v["report"]["head_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x44e3809c"));
         assert_eq!(v["report"]["status"]["state_complete"], true);
-        assert!(datadir.path().join("nodekey").exists() && datadir.path().join("sync-report.json").exists());
+        assert!(
+            datadir.path().join("nodekey").exists()
+                && datadir.path().join("sync-report.json").exists()
+        );
     }
+    for s in servers {
+        assert_eq!(s.stop(), Some(0), "serve exits 0 on SIGTERM");
+    }
+}
+
+/// `eth serve --generate-accounts` processes and `eth sync --genesis-hash`: no fixture
+/// needed. The sync must reach the served head and its state root; a second sync over the
+/// same data directory finds everything there and downloads no state.
+#[test]
+fn generated_chain_served_and_synced_then_resumed_from_disk() {
+    let mut servers = Vec::new();
+    let mut enodes = Vec::new();
+    let mut first: Option<serde_json::Value> = None;
+    for _ in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_catchup"))
+            .args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
+            .args(["--generate-accounts", "3000", "--generate-blocks", "64"])
+            .args(["--seed", "3", "--network-id", "4242"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn catchup eth serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?}: {e}"));
+        enodes.push(v["enode"].as_str().unwrap().to_string());
+        if let Some(f) = &first {
+            assert_eq!(
+                f["genesis_hash"], v["genesis_hash"],
+                "same seed, same chain"
+            );
+            assert_eq!(f["head_state_root"], v["head_state_root"]);
+        } else {
+            first = Some(v);
+        }
+        servers.push(Server {
+            child,
+            enode: enodes.last().unwrap().clone(),
+            _stdout: stdout,
+        });
+    }
+    let served = first.unwrap();
+    assert_eq!(served["network_id"], 4242);
+    assert_eq!(served["head_number"], 64);
+    let root = served["head_state_root"].as_str().unwrap().to_string();
+    let datadir = tempfile::tempdir().unwrap();
+    let sync = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
+        cmd.args([
+            "eth",
+            "sync",
+            "--json",
+            "--timeout-s",
+            "60",
+            "--pivot-distance",
+            "16",
+        ])
+        .args(["--genesis-hash", served["genesis_hash"].as_str().unwrap()])
+        .args(["--network-id", "4242", "--expect-state-root", &root])
+        .arg("--datadir")
+        .arg(datadir.path());
+        for e in &enodes {
+            cmd.args(["--peer", e]);
+        }
+        let out = cmd
+            .stderr(Stdio::null())
+            .output()
+            .expect("run catchup eth sync");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(0), "sync failed: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["report"].clone()
+    };
+    let r = sync();
+    assert_eq!(r["state_root"].as_str(), Some(root.as_str()));
+    assert_eq!(r["head_hash"], served["head_hash"]);
+    assert_eq!(r["resumed"]["records"], 0);
+    let nodes = r["state_nodes_stored"].as_u64().unwrap();
+    assert!(nodes > 3000, "{r}");
+    assert_eq!(r["fetched"]["state_nodes"].as_u64(), Some(nodes));
+    let again = sync();
+    assert_eq!(again["state_root"].as_str(), Some(root.as_str()));
+    assert_eq!(
+        again["resumed"]["state_nodes"].as_u64(),
+        Some(nodes),
+        "{again}"
+    );
+    assert_eq!(again["fetched"]["state_nodes"], 0, "{again}");
+    assert_eq!(again["progress"]["state_nodes_downloaded"], 0, "{again}");
     for s in servers {
         assert_eq!(s.stop(), Some(0), "serve exits 0 on SIGTERM");
     }

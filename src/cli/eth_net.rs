@@ -34,10 +34,25 @@ pub struct ServeArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "era1",
-        conflicts_with = "era1"
+        required_unless_present_any = ["era1", "generate_accounts"],
+        conflicts_with_all = ["era1", "generate_accounts"]
     )]
     pub chain: Option<PathBuf>,
+    /// Serve a generated state of this many accounts (with storage tries and code) and a
+    /// generated chain over it (`--generate-blocks`, `--seed`), on a chain without forks
+    /// whose chain id is `--network-id`. `--json` prints its genesis hash for `eth sync
+    /// --genesis-hash`.
+    #[arg(long, value_name = "N", conflicts_with_all = ["era1", "state", "genesis"])]
+    pub generate_accounts: Option<u64>,
+    /// Blocks after genesis of the generated chain.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub generate_blocks: u64,
+    /// Storage slots of the one large storage trie of the generated state.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub generate_big_storage_slots: u64,
+    /// Seed of the generated chain and state.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// era1 archives to serve (consecutive), with their receipts.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub era1: Vec<PathBuf>,
@@ -45,7 +60,8 @@ pub struct ServeArgs {
     /// --chain; with --era1 it may be replaced by --network-id and --genesis-hash.
     #[arg(long, value_name = "FILE")]
     pub genesis: Option<PathBuf>,
-    /// Network id announced in Status (with --era1 and no --genesis).
+    /// Network id announced in Status (with --era1 and no --genesis), and the chain id of
+    /// a generated chain (--generate-accounts).
     #[arg(long, default_value_t = 1)]
     pub network_id: u64,
     /// Genesis hash announced in Status (with --era1 and no --genesis, when the archives do
@@ -94,8 +110,20 @@ pub struct SyncArgs {
     #[arg(long = "peer", required = true, value_name = "ENODE")]
     pub peers: Vec<String>,
     /// geth genesis file of the chain to sync.
-    #[arg(long, value_name = "FILE")]
-    pub genesis: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "genesis_hash",
+        conflicts_with = "genesis_hash"
+    )]
+    pub genesis: Option<PathBuf>,
+    /// Genesis hash of a chain without forks (e.g. one served by `eth serve
+    /// --generate-accounts`), instead of --genesis.
+    #[arg(long, value_name = "HASH")]
+    pub genesis_hash: Option<String>,
+    /// Network id (chain id) of the chain given by --genesis-hash.
+    #[arg(long, default_value_t = 1, requires = "genesis_hash")]
+    pub network_id: u64,
     /// Data directory: node key, one verified store per shard (`shard-<N>/`), the final
     /// report (`sync-report.json`). Locked while the sync runs; a sync started again over
     /// it (after a crash, SIGKILL or an interrupt) resumes from what is stored there and
@@ -150,8 +178,69 @@ fn node_key(datadir: Option<&Path>) -> anyhow::Result<SecretKey> {
     }
 }
 
+/// What `eth serve` announces about the chain it serves.
+struct Shown {
+    base: u64,
+    head_number: u64,
+    head_hash: [u8; 32],
+    genesis: [u8; 32],
+}
+
+impl Shown {
+    fn of(raw: &RawChain, genesis: [u8; 32]) -> Shown {
+        Shown {
+            base: raw.base,
+            head_number: raw.head_number(),
+            head_hash: raw.head_hash(),
+            genesis,
+        }
+    }
+}
+
+type Served = (
+    Shown,
+    Arc<crate::ethsync::chain::ChainData>,
+    Option<Arc<StateData>>,
+    crate::p2p::eth_peer::StatusInfo,
+);
+
+/// A generated chain (genesis included, every block over the generated state) on a chain
+/// without forks whose chain id is `--network-id`.
+fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
+    anyhow::ensure!(
+        (1..=50_000_000).contains(&accounts),
+        "--generate-accounts must be in 1..=50000000"
+    );
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&a.generate_blocks),
+        "--generate-blocks must be in 1..=1000000"
+    );
+    let state = StateData::generate(accounts, a.generate_big_storage_slots, a.seed);
+    let chain = crate::ethsync::chain::generate_chain(a.generate_blocks, state.root, a.seed);
+    let spec = ChainSpec::without_forks(a.network_id);
+    let genesis = chain.headers[0].hash.0;
+    let head = chain.head().clone();
+    let status = crate::p2p::eth_peer::StatusInfo {
+        network_id: spec.chain_id,
+        total_difficulty: Vec::new(),
+        head_hash: head.hash.0,
+        head_number: head.number,
+        genesis_hash: genesis,
+        fork_id: spec.fork_id(genesis, head.number, 0),
+    };
+    let shown = Shown {
+        base: chain.base,
+        head_number: head.number,
+        head_hash: head.hash.0,
+        genesis,
+    };
+    Ok((shown, Arc::new(chain), Some(Arc::new(state)), status))
+}
+
 pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
-    let (raw, chain, state, status) = if let Some(chain_path) = &a.chain {
+    let (shown, chain, state, status) = if let Some(accounts) = a.generate_accounts {
+        generated_chain(a, accounts)?
+    } else if let Some(chain_path) = &a.chain {
         let genesis_path = a.genesis.as_ref().context("--chain needs --genesis")?;
         let spec = ChainSpec::from_genesis_json(genesis_path)?;
         let genesis = genesis_hash(genesis_path)?;
@@ -182,7 +271,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             None => None,
         };
         let status = chain_status(&spec, genesis, &raw);
-        (raw, chain, state, status)
+        (Shown::of(&raw, genesis), chain, state, status)
     } else {
         let (raw, data, td) = crate::p2p::chain::load_era1(&a.era1)?;
         let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
@@ -211,7 +300,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             .copied()
             .skip_while(|b| *b == 0)
             .collect();
-        (raw, Arc::new(data), None, status)
+        (Shown::of(&raw, genesis), Arc::new(data), None, status)
     };
     let key = node_key(a.datadir.as_deref())?;
     let local = LocalNode::new(key);
@@ -220,17 +309,17 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     if a.json {
         println!(
             "{}",
-            json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": raw.head_number(),
-                   "head_hash": format!("0x{}", hex::encode(raw.head_hash())), "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
+            json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
+                   "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head().state_root), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
                    "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards})
         );
     } else {
         println!("{enode}");
         eprintln!(
             "serving blocks {}..={} (head 0x{}), state {}, fork id {}, profile {:?}, {} shard(s)",
-            raw.base,
-            raw.head_number(),
-            hex::encode(raw.head_hash()),
+            shown.base,
+            shown.head_number,
+            hex::encode(shown.head_hash),
             if state.is_some() { "yes" } else { "no" },
             status.fork_id,
             a.profile,
@@ -293,8 +382,16 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         .iter()
         .map(|p| Enode::parse(p).map_err(|e| anyhow::anyhow!("--peer: {e}")))
         .collect::<anyhow::Result<_>>()?;
-    let spec = ChainSpec::from_genesis_json(&a.genesis)?;
-    let genesis = genesis_hash(&a.genesis)?;
+    let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
+        (Some(path), _) => (ChainSpec::from_genesis_json(path)?, genesis_hash(path)?),
+        (None, Some(h)) => {
+            let mut g = [0u8; 32];
+            hex::decode_to_slice(h.trim_start_matches("0x"), &mut g)
+                .map_err(|e| anyhow::anyhow!("--genesis-hash {h}: {e}"))?;
+            (ChainSpec::without_forks(a.network_id), g)
+        }
+        (None, None) => bail!("give --genesis FILE or --genesis-hash HASH"),
+    };
     anyhow::ensure!(
         (1..=4096).contains(&a.node_batch),
         "--node-batch must be in 1..=4096"

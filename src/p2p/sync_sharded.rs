@@ -233,6 +233,7 @@ async fn shard_main(
             .await
         }
         Some(dir) => {
+            let open_started = Instant::now();
             let opened = match dir {
                 Some(d) => DiskStore::open(&d).await.map_err(|e| e.to_string()),
                 None => Err(format!("no store directory for shard {me}")),
@@ -248,6 +249,7 @@ async fn shard_main(
                             headers = resumed.headers,
                             state_nodes = resumed.state_nodes,
                             accounts = resumed.accounts,
+                            open_ms = open_started.elapsed().as_millis() as u64,
                             "resuming from the data directory"
                         );
                     }
