@@ -282,3 +282,107 @@ fn sync_repair_flags_are_checked_before_downloading() {
         assert!(!err.contains("panicked"), "{extra:?}: {err}");
     }
 }
+
+/// Root and iproute2 for the AF_XDP run; under `CI=true` their absence fails the test.
+fn netns_requirements_met() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip {
+        return true;
+    }
+    let why = format!("needs root ({root}) and iproute2 ({ip})");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("AF_XDP catch-up test cannot run under CI: {why}");
+    }
+    eprintln!("skipping AF_XDP catch-up test: {why}");
+    false
+}
+
+/// The same catch-up across a veth pair between two network namespaces: sources and repair
+/// servers on one side, `sync --repair-xdp` on the other, repairing over AF_XDP (generic
+/// mode) on its veth.
+#[test]
+fn sync_repairs_the_gap_over_af_xdp_across_a_veth_pair() {
+    if !netns_requirements_met() {
+        return;
+    }
+    let pair = catchup::repair::netns::VethPair::create("s", 223).expect("veth pair");
+    let work = tempfile::tempdir().unwrap();
+    let snaps = work.path().join("snapshots");
+    let out = catchup()
+        .args([
+            "solana",
+            "snapshot",
+            "generate",
+            "--accounts",
+            "2000",
+            "--json",
+        ])
+        .args(["--slot", &SNAPSHOT_SLOT.to_string(), "--out"])
+        .arg(&snaps)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let in_a = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &pair.a, env!("CARGO_BIN_EXE_catchup")])
+            .args(args);
+        c
+    };
+    let ip_a = pair.ip_a().to_string();
+    let mut servers = Servers::default();
+    let mut serve = in_a(&["solana", "snapshot", "serve"]);
+    serve.arg(&snaps).args(["--listen", &format!("{ip_a}:0")]);
+    let line = servers.start(serve, "snapshot source");
+    let source = format!("http://{}/", line.trim_start_matches("listening on "));
+    let from = (SNAPSHOT_SLOT + 1).to_string();
+    let slots = GAP_SLOTS.to_string();
+    let line = servers.start(
+        in_a(&[
+            "solana",
+            "serve-repair",
+            "--listen",
+            &format!("{ip_a}:0"),
+            "--generate-from",
+            &from,
+            "--generate-slots",
+            &slots,
+            "--shreds-per-slot",
+            "32",
+            "--leader-seed",
+            "5",
+            "--max-seconds",
+            "300",
+        ]),
+        "serve-repair",
+    );
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let tip = SNAPSHOT_SLOT + GAP_SLOTS;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &pair.b, env!("CARGO_BIN_EXE_catchup")])
+        .args([
+            "solana", "sync", "--json", "--shards", "1", "--source", &source,
+        ])
+        .arg("--datadir")
+        .arg(work.path().join("data"))
+        .args(["--repair-peer", info["listen"].as_str().unwrap()])
+        .args(["--tip-slot", &tip.to_string()])
+        .args(["--leader", info["leader"].as_str().unwrap()])
+        .args(["--repair-xdp", &pair.veth_b, "--repair-xdp-port", "47150"]);
+    let (code, stdout, stderr) =
+        run_bounded(cmd, work.path(), "sync-xdp", Duration::from_secs(120));
+    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    let r = final_report(&stdout);
+    assert_eq!(r["complete"], true, "{r}");
+    assert_eq!(r["verified"]["lt_hash_ok"], true, "{r}");
+    let rep = &r["repair"];
+    assert_eq!(rep["paths"], serde_json::json!(["xdp"]), "{rep}");
+    assert!(rep["fallback_reason"].is_null(), "{rep}");
+    assert_eq!(rep["complete"], true, "{rep}");
+    assert_eq!(rep["slots_repaired"], GAP_SLOTS, "{rep}");
+    drop(servers);
+}
