@@ -133,6 +133,8 @@ pub struct ShardTotals {
     pub write_ms: u64,
     /// Time spent waiting for work from the feeding thread.
     pub idle_ms: u64,
+    /// Time spent re-reading and mixing out superseded versions.
+    pub retract_ms: u64,
     /// First storage-file error this shard saw, if any.
     pub error: Option<String>,
 }
@@ -267,6 +269,7 @@ struct State {
     scan_ns: u64,
     write_ns: u64,
     idle_ns: u64,
+    retract_ns: u64,
     markers: HashMap<u64, usize>,
     error: Option<String>,
     shared_error: Arc<SharedError>,
@@ -388,6 +391,12 @@ impl State {
 
     /// Mix out the elements of every loser recorded so far (their files are complete).
     fn retract_losers(&mut self) {
+        let t = std::time::Instant::now();
+        self.retract_losers_inner();
+        self.retract_ns += t.elapsed().as_nanos() as u64;
+    }
+
+    fn retract_losers_inner(&mut self) {
         let losers = std::mem::take(&mut self.losers);
         for l in losers {
             let map = match self.map(l.gen, l.slot, l.id) {
@@ -435,6 +444,7 @@ impl State {
             scan_ms: self.scan_ns / 1_000_000,
             write_ms: self.write_ns / 1_000_000,
             idle_ms: self.idle_ns / 1_000_000,
+            retract_ms: self.retract_ns / 1_000_000,
             error: self.error.clone(),
         }
     }
@@ -854,6 +864,7 @@ async fn shard_main(s: ShardStart, dma: bool) {
         scan_ns: 0,
         write_ns: 0,
         idle_ns: 0,
+        retract_ns: 0,
         markers: HashMap::new(),
         error: None,
         shared_error: s.shared_error,
@@ -902,6 +913,7 @@ pub struct ShardSet {
     /// Writer shard of the file being streamed.
     writer: Option<usize>,
     inbox_capacity: usize,
+    send_wait_ns: AtomicU64,
 }
 
 /// Pin the calling thread to one core (best effort: a failure leaves it unpinned).
@@ -993,6 +1005,7 @@ impl ShardSet {
     ) -> Self {
         ShardSet {
             inbox_capacity,
+            send_wait_ns: AtomicU64::new(0),
             inboxes,
             queued,
             threads,
@@ -1114,7 +1127,22 @@ impl ShardSet {
     }
 
     fn send(&self, shard: usize, cmd: Cmd) -> Result<(), ShardGone> {
-        self.inboxes[shard].send(cmd).map_err(|_| ShardGone)
+        let cmd = match self.inboxes[shard].try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(flume::TrySendError::Disconnected(_)) => return Err(ShardGone),
+            Err(flume::TrySendError::Full(cmd)) => cmd,
+        };
+        // Back-pressure: the shard is busy.
+        let t = std::time::Instant::now();
+        let r = self.inboxes[shard].send(cmd).map_err(|_| ShardGone);
+        self.send_wait_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    /// Time the feeding thread spent blocked on full shard inboxes.
+    pub fn send_wait_ms(&self) -> u64 {
+        self.send_wait_ns.load(Ordering::Relaxed) / 1_000_000
     }
 
     /// Tell every shard where the account files of snapshot generation `gen` live.

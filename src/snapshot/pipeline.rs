@@ -154,6 +154,8 @@ pub struct ShardReport {
     pub scan_ms: u64,
     pub write_ms: u64,
     pub idle_ms: u64,
+    /// Time the shard spent re-reading superseded versions to mix them out.
+    pub retract_ms: u64,
 }
 
 /// The outcome of verification.
@@ -182,6 +184,10 @@ pub struct VerifyReport {
     pub shards: Vec<ShardReport>,
     pub datadir: String,
     pub elapsed_ms: u64,
+    /// Time the feeding thread was blocked on busy shards (back-pressure).
+    pub feeder_wait_ms: u64,
+    /// Time from the end of input to the verdict (totals, retraction, comparison).
+    pub finish_ms: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -564,6 +570,7 @@ pub struct Pipeline {
     failed: bool,
     committed: bool,
     started: Instant,
+    finish_started: Option<Instant>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
@@ -668,6 +675,7 @@ impl Pipeline {
             failed: false,
             committed: false,
             started: Instant::now(),
+            finish_started: None,
             cfg,
         })
     }
@@ -873,6 +881,7 @@ impl Pipeline {
     }
 
     fn finish_inner(&mut self) -> Result<VerifiedSnapshot, PipelineError> {
+        self.finish_started = Some(Instant::now());
         // 1. The compressed stream must end at a frame boundary.
         {
             let Pipeline {
@@ -1066,10 +1075,19 @@ impl Pipeline {
                     scan_ms: t.scan_ms,
                     write_ms: t.write_ms,
                     idle_ms: t.idle_ms,
+                    retract_ms: t.retract_ms,
                 })
                 .collect(),
             datadir: self.unpacker.staging.display().to_string(),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
+            feeder_wait_ms: self
+                .unpacker
+                .shards
+                .as_ref()
+                .map_or(0, |s| s.send_wait_ms()),
+            finish_ms: self
+                .finish_started
+                .map_or(0, |t| t.elapsed().as_millis() as u64),
         }
     }
 }
