@@ -35,7 +35,10 @@ fn parse_url(s: &str) -> Result<Url, String> {
 }
 
 /// Download a snapshot archive from several sources in parallel byte ranges, feed it to the
-/// verifier while it downloads, and resume after a crash without fetching finished chunks.
+/// verifier while it downloads, and resume after a crash without fetching finished chunks;
+/// then, with --repair-peer, repair the shreds of the slots after the snapshot up to
+/// --tip-slot (newest first, every shred checked against --leader's signature and its
+/// Merkle proof). Exit 1 if the snapshot did not verify, 2 if the repair did not complete.
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
     /// A snapshot source: an archive URL (http://host:port/snapshot-SLOT-HASH.tar.zst) or a
