@@ -33,6 +33,33 @@ const KINDS: [u8; 7] = [
     KIND_STORAGE_DONE,
 ];
 
+/// Store reads in flight while loading at open.
+const LOAD_READS_IN_FLIGHT: usize = 256;
+
+/// Run `futs` concurrently on this task; their outputs in order.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// Errors of the on-disk sync store, naming the directory and the item.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -71,49 +98,42 @@ impl DiskStore {
             .content_addressed(KIND_CODE);
         let disk = Store::open(dir.join("store"), opts)
             .await
-            .map_err(|source| PersistError::Store { dir: d.clone(), source })?;
-        let journal =
-            Journal::open(dir, "ethsync").map_err(|source| PersistError::Journal { dir: d.clone(), source })?;
+            .map_err(|source| PersistError::Store {
+                dir: d.clone(),
+                source,
+            })?;
+        let journal = Journal::open(dir, "ethsync").map_err(|source| PersistError::Journal {
+            dir: d.clone(),
+            source,
+        })?;
         let mut mem = MemStore::default();
         let mut loaded = 0u64;
         for kind in KINDS {
-            let mut it = disk.iter_kind(kind);
-            while let Some(r) = it.next().await {
-                let (k, v) = r.map_err(|source| PersistError::Store { dir: d.clone(), source })?;
-                let corrupt = |what| PersistError::Corrupt { dir: d.clone(), what };
-                loaded += 1;
-                let key32 = || (k.len() == 32).then(|| B256::from_slice(&k));
-                let num = || <[u8; 8]>::try_from(k.as_slice()).ok().map(u64::from_be_bytes);
-                match kind {
-                    KIND_NODE => {
-                        mem.nodes.insert(key32().ok_or(corrupt("node key"))?, v);
-                    }
-                    KIND_CODE => {
-                        mem.codes.insert(key32().ok_or(corrupt("code key"))?, v);
-                    }
-                    KIND_HEADER => {
-                        let h = Header::decode(&v).map_err(|_| corrupt("header"))?;
-                        mem.headers.insert(num().ok_or(corrupt("header key"))?, h);
-                    }
-                    KIND_BODY => {
-                        mem.bodies.insert(num().ok_or(corrupt("body key"))?, Body { raw: v });
-                    }
-                    KIND_RECEIPTS => {
-                        mem.receipts
-                            .insert(num().ok_or(corrupt("receipts key"))?, Receipts { raw: v });
-                    }
-                    KIND_ACCOUNT => {
-                        mem.accounts.insert(key32().ok_or(corrupt("account key"))?, v);
-                    }
-                    _ => {
-                        mem.storage_done.insert(key32().ok_or(corrupt("storage key"))?);
-                    }
+            let keys = disk.keys_of_kind(kind);
+            // Reads in flight at once: one record per read, so latency, not bandwidth, bounds
+            // a serial load.
+            for chunk in keys.chunks(LOAD_READS_IN_FLIGHT) {
+                let values = join_all(chunk.iter().map(|k| disk.get(kind, k)).collect()).await;
+                for (k, v) in chunk.iter().zip(values) {
+                    let corrupt = |what| PersistError::Corrupt {
+                        dir: d.clone(),
+                        what,
+                    };
+                    let v = v
+                        .map_err(|source| PersistError::Store {
+                            dir: d.clone(),
+                            source,
+                        })?
+                        .ok_or(corrupt("indexed record"))?;
+                    Self::load_one(&mut mem, kind, k, v, corrupt)?;
+                    loaded += 1;
                 }
             }
         }
-        mem.journal = journal
-            .load()
-            .map_err(|source| PersistError::Journal { dir: d.clone(), source })?;
+        mem.journal = journal.load().map_err(|source| PersistError::Journal {
+            dir: d.clone(),
+            source,
+        })?;
         Ok(DiskStore {
             mem,
             disk,
@@ -123,6 +143,47 @@ impl DiskStore {
             dir: d,
             loaded_records: loaded,
         })
+    }
+
+    /// Put one stored record into the in-memory view.
+    fn load_one(
+        mem: &mut MemStore,
+        kind: u8,
+        k: &[u8],
+        v: Vec<u8>,
+        corrupt: impl Fn(&'static str) -> PersistError,
+    ) -> Result<(), PersistError> {
+        let key32 = || (k.len() == 32).then(|| B256::from_slice(k));
+        let num = || <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes);
+        match kind {
+            KIND_NODE => {
+                mem.nodes.insert(key32().ok_or(corrupt("node key"))?, v);
+            }
+            KIND_CODE => {
+                mem.codes.insert(key32().ok_or(corrupt("code key"))?, v);
+            }
+            KIND_HEADER => {
+                let h = Header::decode(&v).map_err(|_| corrupt("header"))?;
+                mem.headers.insert(num().ok_or(corrupt("header key"))?, h);
+            }
+            KIND_BODY => {
+                mem.bodies
+                    .insert(num().ok_or(corrupt("body key"))?, Body { raw: v });
+            }
+            KIND_RECEIPTS => {
+                mem.receipts
+                    .insert(num().ok_or(corrupt("receipts key"))?, Receipts { raw: v });
+            }
+            KIND_ACCOUNT => {
+                mem.accounts
+                    .insert(key32().ok_or(corrupt("account key"))?, v);
+            }
+            _ => {
+                mem.storage_done
+                    .insert(key32().ok_or(corrupt("storage key"))?);
+            }
+        }
+        Ok(())
     }
 
     /// Write and flush what the engine stored since the last commit, then save the journal.
@@ -135,16 +196,25 @@ impl DiskStore {
             self.disk
                 .put(kind, &k, &v)
                 .await
-                .map_err(|source| PersistError::Store { dir: d.clone(), source })?;
+                .map_err(|source| PersistError::Store {
+                    dir: d.clone(),
+                    source,
+                })?;
         }
         self.disk
             .flush()
             .await
-            .map_err(|source| PersistError::Store { dir: d.clone(), source })?;
+            .map_err(|source| PersistError::Store {
+                dir: d.clone(),
+                source,
+            })?;
         if let Some(j) = self.journal_pending.take() {
             self.journal
                 .save(&j)
-                .map_err(|source| PersistError::Journal { dir: d.clone(), source })?;
+                .map_err(|source| PersistError::Journal {
+                    dir: d.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -186,8 +256,11 @@ impl SyncStore for DiskStore {
     }
     fn put_header(&mut self, header: &Header) {
         self.mem.put_header(header);
-        self.pending
-            .push((KIND_HEADER, header.number.to_be_bytes().to_vec(), header.raw.clone()));
+        self.pending.push((
+            KIND_HEADER,
+            header.number.to_be_bytes().to_vec(),
+            header.raw.clone(),
+        ));
     }
     fn header(&self, number: u64) -> Option<Header> {
         self.mem.header(number)
@@ -202,22 +275,27 @@ impl SyncStore for DiskStore {
     }
     fn put_receipts(&mut self, number: u64, receipts: &Receipts) {
         self.mem.put_receipts(number, receipts);
-        self.pending
-            .push((KIND_RECEIPTS, number.to_be_bytes().to_vec(), receipts.raw.clone()));
+        self.pending.push((
+            KIND_RECEIPTS,
+            number.to_be_bytes().to_vec(),
+            receipts.raw.clone(),
+        ));
     }
     fn has_receipts(&self, number: u64) -> bool {
         self.mem.has_receipts(number)
     }
     fn put_account(&mut self, hash: B256, rlp: &[u8]) {
         self.mem.put_account(hash, rlp);
-        self.pending.push((KIND_ACCOUNT, hash.to_vec(), rlp.to_vec()));
+        self.pending
+            .push((KIND_ACCOUNT, hash.to_vec(), rlp.to_vec()));
     }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
         self.mem.accounts_in(lo, hi)
     }
     fn put_storage_done(&mut self, account: B256) {
         self.mem.put_storage_done(account);
-        self.pending.push((KIND_STORAGE_DONE, account.to_vec(), vec![1]));
+        self.pending
+            .push((KIND_STORAGE_DONE, account.to_vec(), vec![1]));
     }
     fn storage_done(&self, account: &B256) -> bool {
         self.mem.storage_done(account)
