@@ -4,14 +4,21 @@
 //!
 //! # Durability contract
 //!
-//! `put` appends a record to an in-memory write buffer (full buffers are written out as
-//! they fill) and returns; **a record is durable once a later [`Store::flush`] has returned
-//! `Ok`**. `flush` writes the partially filled last block (zero padded, rewritten by the
-//! next flush) and issues one `fdatasync` for everything put since the previous flush:
-//! callers batch many puts and flush once per batch (group commit). Records put after the
-//! last successful flush may or may not survive a crash, but never half: a torn tail is
-//! cut off at the next open. After any write or sync error the store refuses further
-//! writes ([`StoreError::Poisoned`]), so nothing is acknowledged on top of a failed write.
+//! `put` appends a record to an in-memory write buffer and returns; once
+//! `StoreOptions::write_buffer_bytes` are pending, their whole blocks are written behind
+//! (handed to io_uring while puts go on, at most 4 such writes in flight). **A record is
+//! durable once a later [`Store::flush`] has returned `Ok`**. `flush` waits for the writes
+//! in flight, writes the partially filled last block (zero padded, rewritten later) and
+//! issues one `fdatasync` for everything put since the previous flush: callers batch many
+//! puts and flush once per batch (group commit). Records put after the last successful
+//! flush may or may not survive a crash, but never half: a torn tail is cut off at the
+//! next open. After any write or sync error the store refuses further writes
+//! ([`StoreError::Poisoned`]), so nothing is acknowledged on top of a failed write.
+//!
+//! When several tasks of a shard write, share the store as a [`SharedStore`]: its
+//! `put_durable` resolves only after the `fdatasync` covering the record, and concurrent
+//! writers share one `fdatasync` per commit (one commit in flight; the next batch
+//! collects meanwhile).
 //!
 //! # Files
 //!
@@ -92,7 +99,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             segment_size_bytes: 256 << 20,
-            write_buffer_bytes: 128 << 10,
+            write_buffer_bytes: 1 << 20,
             max_key_bytes: 1024,
             max_value_bytes: 16 << 20,
             content_addressed_kinds: Vec::new(),
