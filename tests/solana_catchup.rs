@@ -201,9 +201,18 @@ fn sync_downloads_verifies_and_repairs_the_gap() {
     let work = tempfile::tempdir().unwrap();
     let net = start_net(work.path());
     let tip = SNAPSHOT_SLOT + GAP_SLOTS;
-    let cmd = sync_cmd(&net, &work.path().join("data"), tip);
+    let mut cmd = sync_cmd(&net, &work.path().join("data"), tip);
+    cmd.args(["--repair-batch-slots", "8"]);
     let (code, stdout, stderr) = run_bounded(cmd, work.path(), "sync", Duration::from_secs(120));
     assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    // Progress after each batch of 8 slots, newest first: slots remaining 16, 8, 0.
+    let remaining: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["progress"]["repair"]["batch"].as_u64().map(|_| v))
+        .map(|v| v["progress"]["repair"]["slots_remaining"].as_u64().unwrap())
+        .collect();
+    assert_eq!(remaining, vec![16, 8, 0], "{stdout}");
     let r = final_report(&stdout);
     assert_eq!(r["complete"], true, "{r}");
     assert_eq!(r["slot"], SNAPSHOT_SLOT);

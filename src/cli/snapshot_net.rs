@@ -127,6 +127,11 @@ pub struct SyncArgs {
     /// Give the repair phase up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub repair_timeout_secs: u64,
+    /// Slots repaired per batch, from the tip down; progress is reported after each batch,
+    /// and each batch may use its share of the time left (a batch finishing early leaves
+    /// its time to the next ones).
+    #[arg(long, default_value_t = 512)]
+    pub repair_batch_slots: u64,
 }
 
 /// Serve snapshot archives over HTTP like a Solana RPC node: /snapshot.tar.bz2 and
@@ -327,6 +332,7 @@ struct RepairPlan {
     path: crate::repair::NetPath,
     shards: usize,
     deadline_ms: u64,
+    batch_slots: u64,
 }
 
 fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
@@ -344,6 +350,9 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
     };
     let leader = crate::repair::driver::parse_pubkey(leader)
         .map_err(|e| anyhow::anyhow!("--leader: {e}"))?;
+    if args.repair_batch_slots == 0 {
+        anyhow::bail!("--repair-batch-slots must be at least 1");
+    }
     if args.repair_shards == 0 || args.repair_shards > 64 {
         anyhow::bail!("--repair-shards must be 1..=64");
     }
@@ -364,6 +373,7 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
         path,
         shards: args.repair_shards,
         deadline_ms: args.repair_timeout_secs.saturating_mul(1000),
+        batch_slots: args.repair_batch_slots,
     }))
 }
 
@@ -411,22 +421,100 @@ fn run_repair_phase(
             plan.peers.len()
         );
     }
-    let peers = plan.peers.clone();
-    let outcome = crate::repair::repair_after_snapshot(
-        snapshot_slot,
-        plan.tip_slot,
-        plan.peers,
-        plan.leaders,
-        plan.shards,
-        plan.path,
-        plan.deadline_ms,
-    )?;
-    let summary = crate::repair::summarize(from_slot, plan.tip_slot, &peers, &outcome);
+    // Batches of slots from the tip down (newest first); after each, the progress goes to
+    // /status, the bar and the progress line. Each batch may use its share of the time left.
+    let batch_slots = plan.batch_slots.max(1);
+    let batches = gap.div_ceil(batch_slots);
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(gap);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("repair {bar:40} {pos}/{len} slots {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let start = std::time::Instant::now();
+    let mut total = crate::repair::RepairOutcome::default();
+    let mut paths = Vec::new();
+    let mut hi = plan.tip_slot;
+    for batch in 0..batches {
+        let lo = hi.saturating_sub(batch_slots - 1).max(from_slot);
+        let left_ms = plan
+            .deadline_ms
+            .saturating_sub(start.elapsed().as_millis() as u64);
+        if left_ms == 0 {
+            break;
+        }
+        let share_ms = (left_ms / (batches - batch)).max(1);
+        let o = crate::repair::repair_after_snapshot(
+            lo - 1,
+            hi,
+            plan.peers.clone(),
+            plan.leaders.clone(),
+            plan.shards,
+            plan.path.clone(),
+            share_ms,
+        )?;
+        if paths.is_empty() {
+            paths = o.shards.iter().map(|s| s.path.clone()).collect();
+        }
+        merge_outcome(&mut total, o);
+        let elapsed_ms = start.elapsed().as_millis() as u64;
+        let repaired = total.slots.len() as u64;
+        let shreds_per_s = total.shreds as f64 * 1000.0 / elapsed_ms.max(1) as f64;
+        let p = serde_json::json!({
+            "running": true,
+            "snapshot_slot": snapshot_slot,
+            "tip_slot": plan.tip_slot,
+            "slots_repaired": repaired,
+            "slots_remaining": gap - repaired,
+            "shreds": total.shreds,
+            "shreds_per_s": shreds_per_s,
+            "elapsed_ms": elapsed_ms,
+            "batch": batch + 1,
+            "batches": batches,
+        });
+        crate::admin::set_status("repair", p.clone());
+        if let Some(b) = &bar {
+            b.set_position(repaired);
+            b.set_message(format!("{shreds_per_s:.0} shreds/s"));
+        }
+        if json {
+            println!("{}", serde_json::json!({ "progress": { "repair": p } }));
+        } else if bar.is_none() {
+            println!(
+                "repair: {repaired}/{gap} slots, {} remaining, {} shreds, {shreds_per_s:.0} shreds/s",
+                gap - repaired,
+                total.shreds
+            );
+        }
+        if lo == from_slot {
+            break;
+        }
+        hi = lo - 1;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    total.elapsed_ms = start.elapsed().as_millis() as u64;
+    total.shreds_per_s = total.shreds as f64 * 1000.0 / total.elapsed_ms.max(1) as f64;
+    total.complete = total.slots.len() as u64 == gap;
+    let mut summary = crate::repair::summarize(from_slot, plan.tip_slot, &plan.peers, &total);
+    summary.paths = paths;
     crate::admin::set_status(
         "repair",
         serde_json::json!({ "finished": &summary, "slots_remaining": summary.missing_count }),
     );
     Ok(summary)
+}
+
+/// Add one batch's outcome to the running total (slots, counters, per-shard peer health).
+fn merge_outcome(total: &mut crate::repair::RepairOutcome, mut o: crate::repair::RepairOutcome) {
+    total.slots_total += o.slots_total;
+    total.slots_complete += o.slots_complete;
+    total.shreds += o.shreds;
+    total.slots.append(&mut o.slots);
+    total.shards.append(&mut o.shards);
 }
 
 /// The snapshot's report; in JSON with the repair phase's summary as `repair`.
