@@ -124,3 +124,74 @@ impl RepairSummary {
         }
     }
 }
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+    use engine::PeerHealth;
+
+    fn peer(port: u16) -> PeerSpec {
+        PeerSpec {
+            addr: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port),
+            key: None,
+        }
+    }
+
+    fn shard(health: &[(usize, u64, u64, f64)]) -> ShardOutcome {
+        ShardOutcome {
+            path: "udp".into(),
+            progress: Progress {
+                peers: health
+                    .iter()
+                    .map(|&(peer, answered, invalid, latency_ms)| PeerHealth {
+                        peer,
+                        answered,
+                        invalid,
+                        latency_ms,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn summary_sums_peers_over_shards_and_names_missing_slots() {
+        let mut o = RepairOutcome {
+            complete: true,
+            shreds: 30,
+            shards: vec![
+                shard(&[(0, 10, 0, 2.0), (1, 5, 3, 8.0)]),
+                shard(&[(0, 30, 0, 4.0)]),
+            ],
+            ..Default::default()
+        };
+        for slot in [11, 12, 14] {
+            o.slots.insert(slot, vec![vec![1]]);
+        }
+        let s = summarize(11, 15, &[peer(1), peer(2)], &o);
+        assert!(!s.complete, "slots 13 and 15 are missing");
+        assert_eq!(s.missing_slots, vec![13, 15]);
+        assert_eq!(s.missing_count, 2);
+        assert_eq!(s.slots_repaired, 3);
+        assert_eq!(s.peers[0].answered, 40);
+        assert_eq!(s.peers[0].peer, "127.0.0.1:1");
+        assert!((s.peers[0].latency_ms - 3.5).abs() < 1e-9);
+        assert_eq!(s.peers[1].invalid, 3);
+        assert_eq!(s.paths, vec!["udp", "udp"]);
+        assert!(
+            s.line().contains("INCOMPLETE: 2 slots missing"),
+            "{}",
+            s.line()
+        );
+        // A peer index the job does not know is ignored, not a panic.
+        o.shards.push(shard(&[(7, 1, 1, 1.0)]));
+        o.slots.insert(13, vec![]);
+        o.slots.insert(15, vec![]);
+        let s = summarize(11, 15, &[peer(1), peer(2)], &o);
+        assert!(s.complete);
+        assert!(!s.line().contains("INCOMPLETE"));
+    }
+}
