@@ -101,9 +101,11 @@ pub struct ServeArgs {
     pub json: bool,
 }
 
-/// Sync a chain and its state from peers over RLPx with the fast or snap engines; prints
-/// the final state root and head, what was verified, and requests per peer. Exits 1 unless
-/// the sync finished (and matched `--expect-state-root` when given).
+/// Sync a chain and its state from peers over RLPx with the fast or snap engines, storing
+/// verified data in --datadir and resuming from it when started again; prints the final
+/// state root and head, what was resumed from disk and what was fetched, and requests per
+/// peer. A progress line per shard on stderr (every --progress-every-ms), a bar on a
+/// terminal. Exits 1 unless the sync finished (and matched `--expect-state-root` when given).
 #[derive(Args, Debug, Clone)]
 pub struct SyncArgs {
     /// A static peer (repeatable).
