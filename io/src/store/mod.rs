@@ -740,13 +740,25 @@ impl Store {
         Ok(())
     }
 
-    /// Wait for the oldest write in flight, if any.
+    /// Wait for the oldest write in flight, if any. The write stays queued until it has
+    /// completed, so dropping this future never loses track of it (a later commit still
+    /// waits for it before its `fdatasync`).
     async fn drain_one(&self) -> Result<(), StoreError> {
-        let Some(w) = self.in_flight.borrow_mut().pop_front() else {
-            return Ok(());
-        };
         let t0 = std::time::Instant::now();
-        let r = w.fut.await;
+        let r = std::future::poll_fn(|cx| {
+            let mut q = self.in_flight.borrow_mut();
+            let Some(w) = q.front_mut() else {
+                return std::task::Poll::Ready(Ok(()));
+            };
+            match w.fut.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => {
+                    q.pop_front();
+                    std::task::Poll::Ready(r)
+                }
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await;
         self.write_wait_us
             .set(self.write_wait_us.get() + t0.elapsed().as_micros() as u64);
         if let Err(e) = r {

@@ -795,3 +795,42 @@ fn writes_behind_are_read_back_and_made_durable_by_flush() {
         s.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_read_dropped_while_waiting_for_writes_leaves_the_store_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            segment_size_bytes: 1 << 20,
+            ..small_opts()
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..40u32 {
+            s.put(1, &i.to_be_bytes(), &value_for(i, 3000))
+                .await
+                .unwrap();
+        }
+        assert!(!s.in_flight.borrow().is_empty());
+        {
+            // A read of an early record waits for the writes in flight; poll it once and
+            // drop it mid-wait.
+            let key = 0u32.to_be_bytes();
+            let mut read = Box::pin(s.get(1, &key));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = read.as_mut().poll(&mut cx);
+        }
+        s.flush().await.unwrap();
+        assert!(s.in_flight.borrow().is_empty());
+        drop(s);
+        let s = Store::open(&dir, opts).await.unwrap();
+        assert_eq!(s.len_of_kind(1), 40);
+        for i in 0..40u32 {
+            assert_eq!(
+                s.get(1, &i.to_be_bytes()).await.unwrap(),
+                Some(value_for(i, 3000))
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
