@@ -42,7 +42,13 @@ fn bench_store_json_reports_every_shard_and_cleans_up() {
         assert!(s["mb_per_sec"].as_f64().unwrap() > 0.0);
         assert!(s["baseline_mb_per_sec"].as_f64().unwrap() > 0.0);
         assert!(s["ratio"].as_f64().unwrap() > 0.0);
+        // Where the time went, and every record byte written at least once.
+        assert!(s["write_wait_us"].as_u64().is_some());
+        assert!(s["sync_wait_us"].as_u64().is_some());
+        assert!(s["baseline_sync_wait_us"].as_u64().is_some());
+        assert!(s["written_bytes"].as_u64().unwrap() >= 500 * record_bytes);
     }
+    assert_eq!(v["rounds"], 8);
     assert_eq!(v["total"]["records"], 1500);
     assert_eq!(
         v["baseline_total"]["bytes"].as_u64(),
