@@ -60,6 +60,20 @@ impl MappedFile {
         &self.path
     }
 
+    /// Ask the kernel to start reading `len` bytes at `offset` in the background (for
+    /// scattered reads: hint them all first, then touch them, so the reads overlap). The
+    /// range is clipped to the file; the hint is best effort.
+    pub fn prefetch(&self, offset: usize, len: usize) {
+        if let Some(m) = &self.map {
+            const PAGE: usize = 4096;
+            let start = (offset / PAGE) * PAGE;
+            let end = offset.saturating_add(len).min(m.len());
+            if start < end {
+                let _ = m.advise_range(memmap2::Advice::WillNeed, start, end - start);
+            }
+        }
+    }
+
     /// Hint the kernel that the mapping will be read sequentially.
     pub fn advise_sequential(&self) {
         if let Some(m) = &self.map {
@@ -83,6 +97,13 @@ mod tests {
         std::fs::write(&e, b"").unwrap();
         assert!(MappedFile::open(&e).unwrap().is_empty());
         assert!(MappedFile::open(&dir.join("missing")).is_err());
+        // Prefetch hints never fail, whatever the range.
+        let m = MappedFile::open(&p).unwrap();
+        m.prefetch(0, 5);
+        m.prefetch(3, usize::MAX);
+        m.prefetch(1 << 40, 10);
+        assert_eq!(m.bytes(), b"hello");
+        MappedFile::open(&e).unwrap().prefetch(0, 4096);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

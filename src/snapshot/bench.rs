@@ -51,6 +51,10 @@ pub struct BenchReport {
     /// One core hashing the archive's accounts (blake3 XOF of 2048 bytes each, lanes
     /// added): the per-core ceiling of verification, in accounts per second.
     pub lt_hash_one_core_accounts_per_s: f64,
+    /// Time the feeding thread (zstd, tar) was blocked on busy shards.
+    pub feeder_wait_ms: u64,
+    /// Time from the end of input to the verdict.
+    pub finish_ms: u64,
     pub raw_zstd_ms: u64,
     pub raw_zstd_uncompressed_bytes_per_s: f64,
     /// Pipeline rate / raw single-thread zstd rate.
@@ -185,6 +189,8 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
             .map(|s| rate(s.scanned_bytes, pipeline_ms))
             .collect(),
         per_shard: r.shards.clone(),
+        feeder_wait_ms: r.feeder_wait_ms,
+        finish_ms: r.finish_ms,
         lt_hash_one_core_accounts_per_s,
         raw_zstd_ms,
         raw_zstd_uncompressed_bytes_per_s: raw_rate,

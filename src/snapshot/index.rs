@@ -69,6 +69,8 @@ pub const INDEX_BATCH_ENTRIES: usize = 1024;
 pub const WRITE_CHUNK_BYTES: usize = 512 << 10;
 /// DMA writes a shard keeps outstanding while it scans the next pieces.
 pub const DMA_WRITES_IN_FLIGHT: usize = 4;
+/// Bytes hinted for reading per superseded entry before its hash is recomputed.
+pub const RETRACT_PREFETCH_BYTES: usize = 4096;
 /// How often a busy shard lets its executor submit and reap I/O.
 pub const SHARD_IO_LATENCY: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -397,7 +399,17 @@ impl State {
     }
 
     fn retract_losers_inner(&mut self) {
-        let losers = std::mem::take(&mut self.losers);
+        let mut losers = std::mem::take(&mut self.losers);
+        // The files were written with O_DIRECT, so these reads go to the device: visit
+        // them in file order and hint every range first, so the reads overlap instead of
+        // faulting one page at a time.
+        losers.sort_unstable_by_key(|l| (l.gen, l.slot, l.id, l.offset));
+        for l in &losers {
+            match self.map(l.gen, l.slot, l.id) {
+                Ok(m) => m.prefetch(l.offset as usize, RETRACT_PREFETCH_BYTES),
+                Err(e) => return self.fail(e),
+            }
+        }
         for l in losers {
             let map = match self.map(l.gen, l.slot, l.id) {
                 Ok(m) => m,
@@ -493,6 +505,126 @@ impl State {
             }
         }
     }
+}
+
+/// Reads of superseded entries a shard keeps in flight when it retracts them with DMA.
+pub const RETRACT_READS_IN_FLIGHT: usize = 64;
+/// Bytes read per superseded entry (header and most data; a longer entry is read again
+/// at its exact size).
+pub const RETRACT_READ_BYTES: usize = 4096;
+
+type RetractRead = (Loser, std::io::Result<Vec<u8>>);
+
+/// Mix out the recorded losers with io_uring reads, many in flight (the files were
+/// written with O_DIRECT, so the page cache does not hold them and one synchronous page
+/// fault at a time would serialise on the device). Files are opened one at a time,
+/// losers read in file order.
+async fn retract_losers_dma(state: &Rc<RefCell<State>>) {
+    let t = std::time::Instant::now();
+    let (mut losers, dirs) = {
+        let mut st = state.borrow_mut();
+        (std::mem::take(&mut st.losers), st.dirs.clone())
+    };
+    losers.sort_unstable_by_key(|l| (l.gen, l.slot, l.id, l.offset));
+    let mut i = 0;
+    while i < losers.len() {
+        let first = losers[i];
+        let end = i + losers[i..]
+            .iter()
+            .take_while(|l| (l.gen, l.slot, l.id) == (first.gen, first.slot, first.id))
+            .count();
+        let group = &losers[i..end];
+        i = end;
+        let Some(dir) = dirs.get(&first.gen) else {
+            state.borrow_mut().fail(format!(
+                "accounts/{}.{}: no directory for snapshot {}",
+                first.slot, first.id, first.gen
+            ));
+            return;
+        };
+        let path = dir.join(format!("{}.{}", first.slot, first.id));
+        let file = match glommio::io::BufferedFile::open(&path).await {
+            Ok(f) => Rc::new(f),
+            Err(e) => {
+                state
+                    .borrow_mut()
+                    .fail(format!("read {}: {e}", path.display()));
+                return;
+            }
+        };
+        let mut in_flight: std::collections::VecDeque<glommio::Task<RetractRead>> =
+            Default::default();
+        let mut next = 0;
+        while next < group.len() || !in_flight.is_empty() {
+            while next < group.len() && in_flight.len() < RETRACT_READS_IN_FLIGHT {
+                let l = group[next];
+                next += 1;
+                let f = file.clone();
+                in_flight.push_back(glommio::spawn_local(async move {
+                    let r = f
+                        .read_at(l.offset, RETRACT_READ_BYTES)
+                        .await
+                        .map(|b| b.to_vec())
+                        .map_err(std::io::Error::from);
+                    (l, r)
+                }));
+            }
+            let Some(task) = in_flight.pop_front() else {
+                break;
+            };
+            let (l, r) = task.await;
+            let mut bytes = match r {
+                Ok(b) => b,
+                Err(e) => {
+                    state
+                        .borrow_mut()
+                        .fail(format!("read {}: {e}", path.display()));
+                    return;
+                }
+            };
+            // A longer entry: read it whole.
+            let hdr = catchup_solana::appendvec::ENTRY_HEADER_BYTES;
+            if bytes.len() >= hdr {
+                let data_len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+                let need =
+                    hdr as u64 + data_len.min(catchup_solana::appendvec::MAX_ACCOUNT_DATA_BYTES);
+                if need > bytes.len() as u64 {
+                    match file.read_at(l.offset, need as usize).await {
+                        Ok(b) => bytes = b.to_vec(),
+                        Err(e) => {
+                            state
+                                .borrow_mut()
+                                .fail(format!("read {}: {e}", path.display()));
+                            return;
+                        }
+                    }
+                }
+            }
+            let mut st = state.borrow_mut();
+            match account_at(&bytes, bytes.len() as u64, 0) {
+                Ok(a) => {
+                    st.lt_hash
+                        .mix_out_account(a.lamports, a.data, a.executable, a.owner, a.pubkey);
+                    st.retracted += 1;
+                }
+                Err(e) => {
+                    st.fail(format!(
+                        "accounts/{}.{}: {}",
+                        l.slot,
+                        l.id,
+                        e.to_string()
+                            .replace("offset 0", &format!("offset {}", l.offset))
+                    ));
+                    return;
+                }
+            }
+        }
+        drop(in_flight);
+        if let Ok(f) = Rc::try_unwrap(file) {
+            let _ = f.close().await;
+        }
+    }
+    state.borrow_mut().retract_ns += t.elapsed().as_nanos() as u64;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -782,6 +914,9 @@ async fn inbox_task(
                             }
                         }
                     }
+                }
+                if dma {
+                    retract_losers_dma(&state).await;
                 }
                 let t = state.borrow_mut().totals();
                 let _ = reply.send(t);
@@ -1332,10 +1467,16 @@ mod tests {
         ]);
         let b = file(&[(k2, 21, b"new")]);
         let c = file(&[(k1, 9, b"v0")]);
-        for shards in [1, 2, 3] {
+        // Both runtimes: glommio (DMA writes, io_uring retraction reads) when it starts
+        // here, and the plain-thread fallback (write(2), mmap reads).
+        for (shards, threads) in [(1, false), (2, false), (3, false), (1, true), (3, true)] {
             for (piece, late) in [(7, false), (1 << 20, false), (100, true)] {
                 let dir = tempfile::tempdir().unwrap();
-                let mut set = ShardSet::start(shards).unwrap();
+                let mut set = if threads {
+                    ShardSet::start_on_threads(shards, 2).unwrap()
+                } else {
+                    ShardSet::start(shards).unwrap()
+                };
                 set.set_dir(0, dir.path()).unwrap();
                 stream(&mut set, (5, 0), &a, piece, late);
                 stream(&mut set, (6, 1), &b, piece, late);
@@ -1358,7 +1499,10 @@ mod tests {
                 }
                 let mut want = LtHash::of_account(11, b"v2", false, &[9; 32], &k1);
                 want.mix_in(&LtHash::of_account(21, b"new", false, &[9; 32], &k2));
-                assert_eq!(lt, want, "{shards} shards, piece {piece}");
+                assert_eq!(
+                    lt, want,
+                    "{shards} shards, piece {piece}, threads {threads}"
+                );
                 assert_eq!(cap, 32);
                 assert_eq!(totals.iter().map(|t| t.accounts_total).sum::<u64>(), 6);
                 assert_eq!(totals.iter().map(|t| t.scanned_accounts).sum::<u64>(), 6);

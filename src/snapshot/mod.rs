@@ -3,23 +3,28 @@
 //!
 //! ```text
 //! feed(&[u8]) ─► zstd (one stream, or marked frames on N workers, re-ordered)
-//!             ─► tar parser ─► unpack rules + budget ─► files in <datadir>/.staging-*
-//!             ─► manifest decode; each finished accounts/<slot>.<id> is mmapped and
-//!                indexed by every shard for the pubkeys it owns (owner_of_key)
-//! finish()    ─► completeness checks ─► per-shard LtHash + lamports ─► combined and
-//!                compared with the manifest ─► staging renamed to <datadir>/snapshot/<slot>
+//!             ─► tar parser ─► unpack rules + budget
+//!             ─► manifest decode; each accounts/<slot>.<id> streams, in 512 KiB pieces,
+//!                to ONE shard, which writes it (io_uring DMA) under <datadir>/.staging-*
+//!                and scans it from the same pieces: LtHash element mixed into that
+//!                shard's sum, compact index entries batched to the owners of the pubkeys
+//! finish()    ─► completeness checks ─► barrier ─► owners mix out superseded versions
+//!                ─► sums combined and compared with the manifest
+//!                ─► staging renamed to <datadir>/snapshot/<slot>
 //! ```
 //!
 //! # Shards
 //!
 //! The index runs on `PipelineConfig::shards` shards: glommio executors started with
-//! `catchup_shards::run` (falling back to pinned plain threads where the runtime cannot
-//! start). Shard `s` owns the pubkeys with `owner_of_key(pubkey) == s`; every shard maps
-//! each finished account file itself and indexes only what it owns (newest slot, then file
-//! id, then offset wins), keeping the LtHash and lamports of its live set as it goes. At
-//! `finish` each shard answers a totals message; the partial LtHashes and lamports are
-//! summed and compared with the manifest. An incremental snapshot is fed into the same
-//! shards with [`Pipeline::incremental`].
+//! `catchup_shards::run` (falling back to pinned plain threads, writing with `write(2)`,
+//! where the runtime cannot start). Each account file is written and scanned by one shard
+//! (the one with the least queued bytes when the file starts), so every entry is parsed
+//! and hashed once; shard `s` owns the index slice of the pubkeys with
+//! `owner_of_key(pubkey) == s` (newest slot, then file id, then offset wins). The LtHash
+//! of the live set is kept exact without shipping hashes: see [`index`] for the
+//! accounting. At `finish` each shard answers a totals message after a marker barrier;
+//! the partial LtHashes and lamports are summed and compared with the manifest. An
+//! incremental snapshot is fed into the same shards with [`Pipeline::incremental`].
 //!
 //! # Feeding from a downloader
 //!
@@ -32,9 +37,13 @@
 //! channel (e.g. `std::sync::mpsc::sync_channel`); the pipeline is `Send`.
 //!
 //! Memory is bounded by [`PipelineConfig::memory_limit_bytes`] whatever the archive size:
-//! the zstd window (at most `2^window_log_max`), one decompressed chunk, one write buffer
-//! and, for multi-frame archives, the frames in flight. Account files are streamed to disk
-//! as their bytes arrive. The index (about 60 bytes per account) is not counted.
+//! the zstd window (at most `2^window_log_max`), one decompressed chunk, the file pieces
+//! queued on the shards (half of what the window and fixed buffers leave, at most
+//! [`pipeline::MAX_QUEUED_FILE_BYTES_PER_SHARD`] per shard; see
+//! [`pipeline::streaming_overhead_bytes`]), the index batches in flight on the mesh and,
+//! for multi-frame archives, the frames in flight. Account files are streamed to disk as
+//! their bytes arrive. The index (about 80 bytes per account) is not counted, nor one
+//! straddling account entry per shard (at most 10 MiB) while it is parsed.
 //!
 //! # Multi-frame archives
 //!
