@@ -129,6 +129,19 @@ impl SegFile {
         Ok(rr.to_vec())
     }
 
+    /// Read up to `len` bytes at `pos` (fewer at end of file) into glommio's own buffer,
+    /// without copying it.
+    pub(crate) async fn read_block(
+        &self,
+        pos: u64,
+        len: usize,
+    ) -> std::io::Result<glommio::io::ReadResult> {
+        match self {
+            SegFile::Dma(f) => f.read_at(pos, len).await.map_err(to_io),
+            SegFile::Buffered(f) => f.read_at(pos, len).await.map_err(to_io),
+        }
+    }
+
     pub(crate) async fn fdatasync(&self) -> std::io::Result<()> {
         match self {
             SegFile::Dma(f) => f.fdatasync().await.map_err(to_io),

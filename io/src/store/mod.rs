@@ -44,8 +44,10 @@
 mod checkpoint;
 pub mod file;
 pub mod record;
+mod scan;
 mod shared;
 
+pub use scan::{ScanRecord, ScanStats, StoreScan, SCAN_CHUNK_BYTES, SCAN_READS_IN_FLIGHT};
 pub use shared::SharedStore;
 
 use std::cell::{Cell, RefCell};
@@ -69,8 +71,6 @@ struct InFlightWrite {
     fut: WriteFuture,
 }
 
-/// Bytes read per step while scanning segments at open.
-const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// Upper bound on the number of segments a store may have (bounds the open-time scan).
 pub const MAX_SEGMENTS: u32 = 1 << 20;
 
@@ -296,43 +296,17 @@ fn align_up(v: u64) -> u64 {
     v.div_ceil(IO_ALIGN_BYTES) * IO_ALIGN_BYTES
 }
 
-/// A read window over a segment used by the open-time scan.
-struct Scanner<'a> {
-    file: &'a SegFile,
-    path: &'a Path,
+/// A read window over a segment used by the open-time scan: sequential block reads
+/// queued ahead (see [`scan::SeqReader`]).
+struct Scanner {
+    rd: scan::SeqReader,
     file_len: u64,
-    win: Vec<u8>,
-    win_pos: u64,
 }
 
-impl Scanner<'_> {
+impl Scanner {
     /// Bytes `[start, start + len)` clipped to the end of file.
     async fn bytes(&mut self, start: u64, len: usize) -> Result<&[u8], StoreError> {
-        let end = (start + len as u64).min(self.file_len);
-        let have = start >= self.win_pos && end <= self.win_pos + self.win.len() as u64;
-        if !have {
-            let want = (end - start).max(SCAN_CHUNK_BYTES as u64);
-            let want = want.min(self.file_len - start) as usize;
-            self.win = self
-                .file
-                .read_at(start, want)
-                .await
-                .map_err(io_err("reading", self.path))?;
-            self.win_pos = start;
-            if (self.win.len() as u64) < end - start {
-                return Err(StoreError::Io {
-                    op: "reading",
-                    path: self.path.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("segment shrank while scanning at offset {start}"),
-                    ),
-                });
-            }
-        }
-        let a = (start - self.win_pos) as usize;
-        let b = (end - self.win_pos) as usize;
-        Ok(&self.win[a..b])
+        self.rd.bytes(start, len).await
     }
 
     /// Offset of the first valid record starting at or after `from`, if any.
@@ -441,19 +415,15 @@ impl Store {
         for (i, id) in ids.iter().copied().enumerate() {
             let is_last = i + 1 == ids.len();
             let path = dir.join(seg_name(id));
-            let file = SegFile::open(&path, false)
-                .await
-                .map_err(io_err("opening", &path))?;
+            let file = Rc::new(
+                SegFile::open(&path, false)
+                    .await
+                    .map_err(io_err("opening", &path))?,
+            );
             if ck_sealed.contains_key(&id) {
                 // Covered by the checkpoint (never the last segment: the checkpoint's
                 // active segment comes after it).
-                sealed.insert(
-                    id,
-                    Segment {
-                        path,
-                        file: Rc::new(file),
-                    },
-                );
+                sealed.insert(id, Segment { path, file });
                 continue;
             }
             let start = match ck_active {
@@ -472,10 +442,7 @@ impl Store {
                 &mut stats,
             )
             .await?;
-            let seg = Segment {
-                path,
-                file: Rc::new(file),
-            };
+            let seg = Segment { path, file };
             if is_last {
                 active = Some((id, seg, end));
             } else {
@@ -1057,7 +1024,7 @@ fn lock_store_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 async fn scan_segment(
     id: u32,
     path: &Path,
-    file: &SegFile,
+    file: &Rc<SegFile>,
     start: u64,
     is_last: bool,
     limits: &RecordLimits,
@@ -1075,11 +1042,8 @@ async fn scan_segment(
     }
     stats.scanned_bytes += file_len - start;
     let mut sc = Scanner {
-        file,
-        path,
+        rd: scan::SeqReader::new(file.clone(), path, start, file_len),
         file_len,
-        win: Vec::new(),
-        win_pos: 0,
     };
     let mut off = start;
     // Bounded: each iteration consumes one record (>= header bytes) or returns.
