@@ -834,3 +834,290 @@ fn a_read_dropped_while_waiting_for_writes_leaves_the_store_consistent() {
         s.close().await.unwrap();
     });
 }
+
+/// Every live record by `scan_all`, as a map (kind, key) → value; panics on a duplicate.
+async fn scan_to_map(s: &Store) -> Result<BTreeMap<(u8, Vec<u8>), Vec<u8>>, StoreError> {
+    let mut out = BTreeMap::new();
+    let mut sc = s.scan_all();
+    while let Some(r) = sc.next().await {
+        let r = r?;
+        let prev = out.insert((r.kind, r.key.to_vec()), r.value.to_vec());
+        assert!(
+            prev.is_none(),
+            "record yielded twice: kind {} key {:?}",
+            r.kind,
+            r.key
+        );
+    }
+    let st = sc.stats();
+    assert_eq!(st.records as usize, out.len());
+    Ok(out)
+}
+
+/// The model after the same puts: the latest value wins, except for content-addressed kinds.
+fn model_put(
+    m: &mut BTreeMap<(u8, Vec<u8>), Vec<u8>>,
+    ca: &[u8],
+    kind: u8,
+    key: &[u8],
+    value: &[u8],
+) {
+    let k = (kind, key.to_vec());
+    if ca.contains(&kind) && m.contains_key(&k) {
+        return;
+    }
+    m.insert(k, value.to_vec());
+}
+
+#[test]
+fn scan_yields_every_live_record_once_in_every_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            use_checkpoint: true,
+            ..small_opts().content_addressed(3)
+        };
+        let mut model = BTreeMap::new();
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        // Empty store.
+        assert!(scan_to_map(&s).await.unwrap().is_empty());
+        for i in 0..600u32 {
+            let kind = (i % 4) as u8;
+            // Keys repeat: later puts supersede earlier ones (kind 3 is write-once).
+            let key = (i % 250).to_be_bytes();
+            let v = value_for(i, 100 + (i as usize * 37) % 500);
+            s.put(kind, &key, &v).await.unwrap();
+            model_put(&mut model, &[3], kind, &key, &v);
+            if i % 97 == 0 {
+                // Records on the file, in writes behind and in the buffer.
+                assert_eq!(scan_to_map(&s).await.unwrap(), model, "after put {i}");
+            }
+        }
+        assert!(s.stats().segments > 2, "small segments must roll");
+        assert_eq!(scan_to_map(&s).await.unwrap(), model, "before flush");
+        s.flush().await.unwrap();
+        // After a flush the last block is on the file and in the buffer: one record may
+        // start on the file and end in the buffer.
+        assert_eq!(scan_to_map(&s).await.unwrap(), model, "after flush");
+        for kind in 0..5u8 {
+            let mut sc = s.scan(kind);
+            let mut n = 0;
+            while let Some(r) = sc.next().await {
+                let r = r.unwrap();
+                assert_eq!(r.kind, kind);
+                assert_eq!(model.get(&(kind, r.key.to_vec())).unwrap(), r.value);
+                n += 1;
+            }
+            assert_eq!(n, s.len_of_kind(kind), "kind {kind}");
+            assert!(sc.stats().reads > 0 || n == 0);
+        }
+        s.close().await.unwrap();
+        // From the checkpoint, then with a full scan at open.
+        let s = Store::open(&dir, opts.clone()).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        assert_eq!(scan_to_map(&s).await.unwrap(), model, "from checkpoint");
+        drop(s);
+        let s = Store::open(
+            &dir,
+            StoreOptions {
+                use_checkpoint: false,
+                ..opts.clone()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(scan_to_map(&s).await.unwrap(), model, "full scan");
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn scan_matches_get_for_many_records_across_reopen() {
+    // A test-sized reload: 20k records of 100..600 bytes over 1 MiB segments.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            segment_size_bytes: 1 << 20,
+            max_value_bytes: 4096,
+            use_checkpoint: true,
+            ..StoreOptions::default()
+        };
+        let n = 20_000u32;
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..n {
+            let v = value_for(i, 100 + (i as usize * 7919) % 501);
+            s.put(1 + (i % 3) as u8, &i.to_be_bytes(), &v)
+                .await
+                .unwrap();
+            if i % 1000 == 999 {
+                s.flush().await.unwrap();
+            }
+        }
+        s.close().await.unwrap();
+        for use_checkpoint in [true, false] {
+            let s = Store::open(
+                &dir,
+                StoreOptions {
+                    use_checkpoint,
+                    ..opts.clone()
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(s.stats().opened_from_checkpoint, use_checkpoint);
+            let mut seen = vec![false; n as usize];
+            let mut sc = s.scan_all();
+            while let Some(r) = sc.next().await {
+                let r = r.unwrap();
+                let i = u32::from_be_bytes(r.key.try_into().unwrap());
+                assert_eq!(r.kind, 1 + (i % 3) as u8);
+                assert_eq!(r.value, value_for(i, 100 + (i as usize * 7919) % 501));
+                assert!(!std::mem::replace(&mut seen[i as usize], true));
+            }
+            assert!(seen.iter().all(|s| *s));
+            let st = sc.stats();
+            assert_eq!(st.records, n as u64);
+            assert_eq!(st.skipped_records, 0);
+            // Large sequential reads, not one per record.
+            assert!(st.reads < 64, "{} reads", st.reads);
+            for i in (0..n).step_by(1237) {
+                assert_eq!(
+                    s.get(1 + (i % 3) as u8, &i.to_be_bytes()).await.unwrap(),
+                    Some(value_for(i, 100 + (i as usize * 7919) % 501))
+                );
+            }
+            s.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn scan_reports_corruption_under_a_checkpoint_with_segment_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        for i in 0..200u32 {
+            s.put(1, &i.to_le_bytes(), &value_for(i, 1000))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let seg1 = seg_path(&dir, 1);
+        let clean = std::fs::read(&seg1).unwrap();
+        let offs = record_offsets(&clean);
+        assert!(offs.len() > 10);
+
+        // A flipped value byte: body checksum, at that record's offset.
+        let mut bytes = clean.clone();
+        bytes[offs[7] + RECORD_HEADER_BYTES + 4 + 100] ^= 0x10;
+        std::fs::write(&seg1, &bytes).unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        let mut sc = s.scan_all();
+        let mut yielded = 0;
+        let err = loop {
+            match sc.next().await {
+                Some(Ok(_)) => yielded += 1,
+                Some(Err(e)) => break e,
+                None => panic!("scan ended without reporting the damage"),
+            }
+        };
+        assert_eq!(yielded, 7);
+        match err {
+            StoreError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => {
+                assert_eq!(segment, seg1);
+                assert_eq!(offset, offs[7] as u64);
+                assert_eq!(reason, RecordDefect::BodyChecksum.reason());
+            }
+            e => panic!("expected Corrupt, got {e}"),
+        }
+        // The scan ends after an error.
+        assert!(sc.next().await.is_none());
+        drop(s);
+
+        // Zeroed records in the middle are not taken for padding.
+        let mut bytes = clean.clone();
+        for b in &mut bytes[offs[3]..offs[5]] {
+            *b = 0;
+        }
+        std::fs::write(&seg1, &bytes).unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        match scan_to_map(&s).await {
+            Err(StoreError::Corrupt {
+                segment,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(segment, seg1);
+                assert_eq!(offset, offs[3] as u64);
+                assert_eq!(reason, RecordDefect::ZeroHeader.reason());
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|m| m.len())),
+        }
+        drop(s);
+        std::fs::write(&seg1, &clean).unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert_eq!(scan_to_map(&s).await.unwrap().len(), 200);
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// Random puts, flushes, crashes and clean reopens: the scan always equals the model.
+    #[test]
+    fn scan_equals_the_model_after_random_operations(
+        ops in proptest::collection::vec((0u8..3, 0u16..40, 0usize..900, 0u8..20), 1..150),
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let ok = run(async move {
+            let opts = StoreOptions {
+                use_checkpoint: true,
+                ..small_opts().content_addressed(2)
+            };
+            let mut model = BTreeMap::new();
+            let mut durable = BTreeMap::new();
+            let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+            for (i, (kind, key, vlen, action)) in ops.into_iter().enumerate() {
+                let v = value_for(i as u32, vlen);
+                s.put(kind, &key.to_be_bytes(), &v).await.unwrap();
+                model_put(&mut model, &[2], kind, &key.to_be_bytes(), &v);
+                match action {
+                    0 => {
+                        s.close().await.unwrap();
+                        durable = model.clone();
+                        s = Store::open(&dir, opts.clone()).await.unwrap();
+                    }
+                    1 => {
+                        // Crash after a flush: everything flushed survives.
+                        s.flush().await.unwrap();
+                        durable = model.clone();
+                        drop(s);
+                        s = Store::open(&dir, opts.clone()).await.unwrap();
+                        model = durable.clone();
+                    }
+                    2..=4 => {
+                        s.flush().await.unwrap();
+                        durable = model.clone();
+                    }
+                    _ => {}
+                }
+                if scan_to_map(&s).await.unwrap() != model {
+                    return false;
+                }
+            }
+            let _ = durable;
+            s.close().await.unwrap();
+            true
+        });
+        prop_assert!(ok);
+    }
+}
