@@ -7,10 +7,10 @@ use std::path::Path;
 use alloy_primitives::{keccak256, B256};
 use anyhow::{bail, Context};
 
-use super::rlp;
 use super::trie::{build_root, EMPTY_CODE};
 use super::types::{Account, Body, Header, Receipts};
 use catchup_eth::ordered_root;
+use catchup_eth::rlp;
 
 /// A small deterministic RNG (splitmix64): the simulator's only source of randomness.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ impl StateData {
                     if v[0] == 0 {
                         v[0] = 0x42;
                     }
-                    (k, rlp::str_bytes(&v))
+                    (k, rlp::bytes_item(&v))
                 })
                 .collect();
             let code = if i % 16 == 1 {
@@ -218,7 +218,7 @@ impl StateData {
                     if skip == val.len() {
                         continue;
                     }
-                    slots.push((keccak256(&key), rlp::str_bytes(&val[skip..])));
+                    slots.push((keccak256(&key), rlp::bytes_item(&val[skip..])));
                 }
             }
             out.push((hash, nonce, balance, slots, code));
@@ -284,24 +284,24 @@ fn header_rlp(
     extra: &[u8],
 ) -> Vec<u8> {
     let mut p = Vec::with_capacity(600);
-    rlp::put_str(&mut p, parent.as_slice());
-    rlp::put_str(&mut p, keccak256([0xc0u8]).as_slice());
-    rlp::put_str(&mut p, &[0u8; 20]);
-    rlp::put_str(&mut p, state_root.as_slice());
-    rlp::put_str(&mut p, tx_root.as_slice());
-    rlp::put_str(&mut p, receipts_root.as_slice());
-    rlp::put_str(&mut p, &[0u8; 256]);
-    rlp::put_uint(&mut p, 0); // difficulty
-    rlp::put_uint(&mut p, number);
-    rlp::put_uint(&mut p, 30_000_000);
-    rlp::put_uint(&mut p, 21_000 * 3);
-    rlp::put_uint(&mut p, 1_700_000_000 + number * 12);
-    rlp::put_str(&mut p, extra);
-    rlp::put_str(&mut p, &[0u8; 32]);
-    rlp::put_str(&mut p, &[0u8; 8]);
-    rlp::put_uint(&mut p, 7); // base fee
-    rlp::put_str(&mut p, wd_root.as_slice());
-    rlp::list(&p)
+    rlp::encode_bytes(parent.as_slice(), &mut p);
+    rlp::encode_bytes(keccak256([0xc0u8]).as_slice(), &mut p);
+    rlp::encode_bytes(&[0u8; 20], &mut p);
+    rlp::encode_bytes(state_root.as_slice(), &mut p);
+    rlp::encode_bytes(tx_root.as_slice(), &mut p);
+    rlp::encode_bytes(receipts_root.as_slice(), &mut p);
+    rlp::encode_bytes(&[0u8; 256], &mut p);
+    rlp::encode_u64(0, &mut p); // difficulty
+    rlp::encode_u64(number, &mut p);
+    rlp::encode_u64(30_000_000, &mut p);
+    rlp::encode_u64(21_000 * 3, &mut p);
+    rlp::encode_u64(1_700_000_000 + number * 12, &mut p);
+    rlp::encode_bytes(extra, &mut p);
+    rlp::encode_bytes(&[0u8; 32], &mut p);
+    rlp::encode_bytes(&[0u8; 8], &mut p);
+    rlp::encode_u64(7, &mut p); // base fee
+    rlp::encode_bytes(wd_root.as_slice(), &mut p);
+    rlp::wrap_list(&p)
 }
 
 /// A generated chain of `blocks` blocks after genesis, every header carrying `state_root`
@@ -316,7 +316,7 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
     let state_root = root_at(0);
     let mut rng = SimRng::new(seed ^ 0xc4a1_5eed);
     let mut c = ChainData::default();
-    let empty_list = rlp::list(&[]);
+    let empty_list = rlp::wrap_list(&[]);
     let genesis = header_rlp(
         B256::ZERO,
         state_root,
@@ -327,7 +327,7 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
         &seed.to_be_bytes(),
     );
     let body0 = Body {
-        raw: rlp::list(&[empty_list.clone(), empty_list.clone(), empty_list.clone()].concat()),
+        raw: rlp::wrap_list(&[empty_list.clone(), empty_list.clone(), empty_list.clone()].concat()),
     };
     c.push(
         Header::decode(&genesis).expect("generated genesis decodes"),
@@ -344,17 +344,17 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
         let mut rc_items = Vec::new();
         for t in 0..ntx {
             let mut p = Vec::new();
-            rlp::put_uint(&mut p, t as u64);
-            rlp::put_str(&mut p, &rng.bytes(20));
+            rlp::encode_u64(t as u64, &mut p);
+            rlp::encode_bytes(&rng.bytes(20), &mut p);
             let dlen = 1 + rng.below(60) as usize;
-            rlp::put_str(&mut p, &rng.bytes(dlen));
-            let payload = rlp::list(&p);
+            rlp::encode_bytes(&rng.bytes(dlen), &mut p);
+            let payload = rlp::wrap_list(&p);
             let mut r = Vec::new();
-            rlp::put_uint(&mut r, 1);
-            rlp::put_uint(&mut r, 21_000 * (t as u64 + 1));
-            rlp::put_str(&mut r, &[0u8; 256]);
+            rlp::encode_u64(1, &mut r);
+            rlp::encode_u64(21_000 * (t as u64 + 1), &mut r);
+            rlp::encode_bytes(&[0u8; 256], &mut r);
             r.extend_from_slice(&empty_list);
-            let receipt = rlp::list(&r);
+            let receipt = rlp::wrap_list(&r);
             if rng.chance(50) {
                 tx_items.extend_from_slice(&payload);
                 tx_enc.push(payload);
@@ -362,10 +362,10 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
                 rc_enc.push(receipt);
             } else {
                 let typed = [&[2u8][..], &payload].concat();
-                rlp::put_str(&mut tx_items, &typed);
+                rlp::encode_bytes(&typed, &mut tx_items);
                 tx_enc.push(typed);
                 let typed_r = [&[2u8][..], &receipt].concat();
-                rlp::put_str(&mut rc_items, &typed_r);
+                rlp::encode_bytes(&typed_r, &mut rc_items);
                 rc_enc.push(typed_r);
             }
         }
@@ -373,11 +373,11 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
         let mut wd_enc = Vec::new();
         for w in 0..rng.below(3) {
             let mut p = Vec::new();
-            rlp::put_uint(&mut p, n * 4 + w);
-            rlp::put_uint(&mut p, rng.below(1000));
-            rlp::put_str(&mut p, &rng.bytes(20));
-            rlp::put_uint(&mut p, 1 + rng.below(1 << 30));
-            let e = rlp::list(&p);
+            rlp::encode_u64(n * 4 + w, &mut p);
+            rlp::encode_u64(rng.below(1000), &mut p);
+            rlp::encode_bytes(&rng.bytes(20), &mut p);
+            rlp::encode_u64(1 + rng.below(1 << 30), &mut p);
+            let e = rlp::wrap_list(&p);
             wd_items.extend_from_slice(&e);
             wd_enc.push(e);
         }
@@ -392,13 +392,13 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
             &[],
         );
         let body = Body {
-            raw: rlp::list(&[rlp::list(&tx_items), empty_list.clone(), rlp::list(&wd_items)].concat()),
+            raw: rlp::wrap_list(&[rlp::wrap_list(&tx_items), empty_list.clone(), rlp::wrap_list(&wd_items)].concat()),
         };
         c.push(
             Header::decode(&raw).expect("generated header decodes"),
             body,
             Some(Receipts {
-                raw: rlp::list(&rc_items),
+                raw: rlp::wrap_list(&rc_items),
             }),
         );
     }
@@ -413,8 +413,11 @@ pub fn chain_from_rlp_file(path: &Path) -> anyhow::Result<ChainData> {
     let mut at = 0usize;
     let mut first = true;
     while !rest.is_empty() {
-        let (block, used) = rlp::read_item(rest).with_context(|| format!("{}: block at byte {at}", path.display()))?;
-        let f = rlp::list_items(&block, 4).with_context(|| format!("{}: block at byte {at}", path.display()))?;
+        let block = rlp::parse_item(rest, at).with_context(|| format!("{}: block at byte {at}", path.display()))?;
+        let used = block.raw.len();
+        let f = block
+            .items(4)
+            .with_context(|| format!("{}: block at byte {at}", path.display()))?;
         if f.len() < 3 {
             bail!("{}: block at byte {at} has {} fields", path.display(), f.len());
         }
@@ -433,7 +436,7 @@ pub fn chain_from_rlp_file(path: &Path) -> anyhow::Result<ChainData> {
         c.push(
             h,
             Body {
-                raw: rlp::list(&body_payload),
+                raw: rlp::wrap_list(&body_payload),
             },
             None,
         );

@@ -24,7 +24,6 @@ pub mod driver;
 pub mod engine;
 pub mod peers;
 pub mod persist;
-pub mod rlp;
 pub mod serve;
 pub mod sim;
 pub mod store;

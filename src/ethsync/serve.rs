@@ -6,9 +6,9 @@ use std::sync::Arc;
 use alloy_primitives::B256;
 
 use super::chain::{ChainData, SimRng, StateData};
-use super::rlp;
 use super::trie::{self, ChildRef, Node};
 use super::types::{Account, HashOrNumber, Request, Response, TriePath};
+use catchup_eth::rlp;
 
 /// Soft limit of one response's size (as geth's `softResponseLimit`).
 pub const SOFT_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
@@ -100,7 +100,9 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    let Some(i) = self.chain.index_of(h) else { break };
+                    let Some(i) = self.chain.index_of(h) else {
+                        break;
+                    };
                     size += self.chain.bodies[i].raw.len();
                     out.push(self.chain.bodies[i].clone());
                 }
@@ -246,7 +248,9 @@ fn storage_ranges(st: &StateData, accounts: &[B256], origin: &B256, limit: &B256
         if size >= cap {
             break;
         }
-        let Some(sroot) = storage_root_of(st, acc) else { break };
+        let Some(sroot) = storage_root_of(st, acc) else {
+            break;
+        };
         let all: &[(B256, Vec<u8>)] = st.storage.get(acc).map(|v| v.as_slice()).unwrap_or(&[]);
         let from = if i == 0 { *origin } else { B256::ZERO };
         let to = if i + 1 == n { *limit } else { B256::repeat_byte(0xff) };
@@ -366,21 +370,21 @@ fn forge_headers(raws: &[Vec<u8>], rng: &mut SimRng) -> Vec<Vec<u8>> {
     let tag = rng.bytes(8);
     let mut prev_hash: Option<B256> = None;
     for raw in raws {
-        let Ok(it) = rlp::read_exact(raw) else {
+        let Ok(it) = rlp::parse_exact(raw) else {
             return raws.to_vec();
         };
-        let Ok(f) = rlp::list_items(&it, 32) else {
+        let Ok(f) = it.items(32) else {
             return raws.to_vec();
         };
         let mut p = Vec::with_capacity(raw.len() + 16);
         for (i, x) in f.iter().enumerate() {
             match (i, prev_hash) {
-                (0, Some(ph)) => rlp::put_str(&mut p, ph.as_slice()),
-                (12, _) => rlp::put_str(&mut p, &tag),
+                (0, Some(ph)) => rlp::encode_bytes(ph.as_slice(), &mut p),
+                (12, _) => rlp::encode_bytes(&tag, &mut p),
                 _ => p.extend_from_slice(x.raw),
             }
         }
-        let forged = rlp::list(&p);
+        let forged = rlp::wrap_list(&p);
         prev_hash = Some(alloy_primitives::keccak256(&forged));
         out.push(forged);
     }
@@ -444,7 +448,7 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
             Response::BlockBodies(b)
         }
         Response::Receipts(mut r) if !r.is_empty() => {
-            r[0].raw = rlp::list(&[]);
+            r[0].raw = rlp::wrap_list(&[]);
             if r.len() > 1 {
                 r.swap(0, 1);
             }
@@ -472,7 +476,7 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
         }
         Response::StorageRanges { mut slots, proof } if slots.iter().any(|s| !s.is_empty()) => {
             let i = slots.iter().position(|s| !s.is_empty()).unwrap_or(0);
-            slots[i][0].1 = rlp::str_bytes(b"forged");
+            slots[i][0].1 = rlp::bytes_item(b"forged");
             Response::StorageRanges { slots, proof }
         }
         Response::ByteCodes(mut c) if !c.is_empty() => {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 
-use super::rlp::{self, RlpError};
+use catchup_eth::rlp::{self, RlpError};
 
 /// keccak(rlp("")): the root of an empty trie.
 pub const EMPTY_ROOT: B256 = B256::new(hex_lit(
@@ -102,7 +102,7 @@ impl ChildRef {
     fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             ChildRef::Empty => out.push(0x80),
-            ChildRef::Hash(h) => rlp::put_str(out, h.as_slice()),
+            ChildRef::Hash(h) => rlp::encode_bytes(h.as_slice(), out),
             ChildRef::Inline(raw) => out.extend_from_slice(raw),
         }
     }
@@ -161,7 +161,7 @@ fn put_hex_prefix(out: &mut Vec<u8>, nibbles: &[u8], leaf: bool) {
     for pair in rest.chunks(2) {
         b.push((pair[0] << 4) | pair[1]);
     }
-    rlp::put_str(out, &b);
+    rlp::encode_bytes(&b, out);
 }
 
 impl Node {
@@ -170,15 +170,15 @@ impl Node {
         if buf.len() > MAX_NODE_BYTES {
             return Err(TrieError::TooLarge(buf.len()));
         }
-        let it = rlp::read_exact(buf)?;
-        let items = rlp::list_items(&it, 17)?;
+        let it = rlp::parse_exact(buf)?;
+        let items = it.items(17)?;
         match items.len() {
             17 => {
                 let mut children: [ChildRef; 16] = Default::default();
                 for (i, c) in items[..16].iter().enumerate() {
                     children[i] = ChildRef::from_item(c)?;
                 }
-                let v = rlp::string(&items[16])?;
+                let v = items[16].bytes()?;
                 let value = if v.is_empty() { None } else { Some(v.to_vec()) };
                 Ok(Node::Branch {
                     children: Box::new(children),
@@ -186,11 +186,11 @@ impl Node {
                 })
             }
             2 => {
-                let (path, leaf) = decode_hex_prefix(rlp::string(&items[0])?)?;
+                let (path, leaf) = decode_hex_prefix(items[0].bytes()?)?;
                 if leaf {
                     Ok(Node::Leaf {
                         path,
-                        value: rlp::string(&items[1])?.to_vec(),
+                        value: items[1].bytes()?.to_vec(),
                     })
                 } else {
                     if path.is_empty() {
@@ -214,7 +214,7 @@ impl Node {
                 for c in children.iter() {
                     c.encode_into(&mut p);
                 }
-                rlp::put_str(&mut p, value.as_deref().unwrap_or(&[]));
+                rlp::encode_bytes(value.as_deref().unwrap_or(&[]), &mut p);
             }
             Node::Extension { path, child } => {
                 put_hex_prefix(&mut p, path, false);
@@ -222,10 +222,10 @@ impl Node {
             }
             Node::Leaf { path, value } => {
                 put_hex_prefix(&mut p, path, true);
-                rlp::put_str(&mut p, value);
+                rlp::encode_bytes(value, &mut p);
             }
         }
-        rlp::list(&p)
+        rlp::wrap_list(&p)
     }
 }
 
@@ -385,7 +385,7 @@ mod tests {
             .map(|i| {
                 (
                     keccak256([seed, (i >> 8) as u8, i as u8]).0,
-                    rlp::str_bytes(&[(i as u8).wrapping_add(1); 3]),
+                    rlp::bytes_item(&[(i as u8).wrapping_add(1); 3]),
                 )
             })
             .collect();
@@ -449,18 +449,18 @@ mod tests {
                 assert!(verify(root, &origin, &k2, &v2, &proof).is_err());
             }
             let mut v3 = vals.clone();
-            v3[0] = rlp::str_bytes(b"liar");
+            v3[0] = rlp::bytes_item(b"liar");
             assert!(verify(root, &origin, &keys, &v3, &proof).is_err());
         }
     }
 
     #[test]
     fn ordered_roots_match_the_data_layer() {
-        let vals: Vec<Vec<u8>> = (0..300u32).map(|i| rlp::str_bytes(&i.to_be_bytes())).collect();
+        let vals: Vec<Vec<u8>> = (0..300u32).map(|i| rlp::bytes_item(&i.to_be_bytes())).collect();
         let mut entries: Vec<(Vec<u8>, &[u8])> = vals
             .iter()
             .enumerate()
-            .map(|(i, v)| (rlp::uint_bytes(i as u64), v.as_slice()))
+            .map(|(i, v)| (rlp::u64_item(i as u64), v.as_slice()))
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(build_root(&entries, &mut |_, _| {}), catchup_eth::ordered_root(&vals));

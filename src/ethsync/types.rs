@@ -4,9 +4,9 @@
 use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 
-use super::rlp::{self, RlpError};
 use super::trie::{EMPTY_CODE, EMPTY_ROOT};
 use catchup_eth::ordered_root;
+use catchup_eth::rlp::{self, RlpError};
 
 /// A peer, as the transport names it.
 pub type PeerId = u32;
@@ -56,12 +56,12 @@ impl Header {
             return Err(ItemError::HeaderTooLarge(raw.len()));
         }
         let e = ItemError::HeaderRlp;
-        let it = rlp::read_exact(raw).map_err(e)?;
-        let f = rlp::list_items(&it, 32).map_err(e)?;
+        let it = rlp::parse_exact(raw).map_err(e)?;
+        let f = it.items(32).map_err(e)?;
         if f.len() < 15 {
             return Err(ItemError::HeaderFields(f.len()));
         }
-        let h = |i: usize| rlp::b256(&f[i]).map(B256::from).map_err(ItemError::HeaderRlp);
+        let h = |i: usize| f[i].b256().map_err(ItemError::HeaderRlp);
         Ok(Header {
             raw: raw.to_vec(),
             hash: keccak256(raw),
@@ -70,7 +70,7 @@ impl Header {
             state_root: h(3)?,
             transactions_root: h(4)?,
             receipts_root: h(5)?,
-            number: rlp::uint(&f[8]).map_err(e)?,
+            number: f[8].u64().map_err(e)?,
             withdrawals_root: if f.len() > 16 { Some(h(16)?) } else { None },
         })
     }
@@ -85,7 +85,8 @@ pub struct Body {
 /// The encoding used as a trie value for a typed-or-legacy list element (transactions,
 /// receipts): a list is taken whole, a string is the typed envelope it wraps.
 fn element_encodings(item: &rlp::Item<'_>) -> Result<Vec<Vec<u8>>, RlpError> {
-    Ok(rlp::list_items(item, 1 << 16)?
+    Ok(item
+        .items(1 << 16)?
         .iter()
         .map(|x| if x.is_list { x.raw.to_vec() } else { x.payload.to_vec() })
         .collect())
@@ -101,8 +102,8 @@ impl Body {
         if self.raw.len() > MAX_BODY_BYTES {
             return Err(err(format!("{} bytes exceeds the limit", self.raw.len())));
         }
-        let it = rlp::read_exact(&self.raw).map_err(|e| err(e.to_string()))?;
-        let f = rlp::list_items(&it, 3).map_err(|e| err(e.to_string()))?;
+        let it = rlp::parse_exact(&self.raw).map_err(|e| err(e.to_string()))?;
+        let f = it.items(3).map_err(|e| err(e.to_string()))?;
         if f.len() < 2 {
             return Err(err(format!("{} fields", f.len())));
         }
@@ -116,7 +117,8 @@ impl Body {
         match (header.withdrawals_root, f.get(2)) {
             (None, None) => {}
             (Some(want), Some(w)) => {
-                let ws: Vec<Vec<u8>> = rlp::list_items(w, 1 << 16)
+                let ws: Vec<Vec<u8>> = w
+                    .items(1 << 16)
                     .map_err(|e| err(format!("withdrawals: {e}")))?
                     .iter()
                     .map(|x| x.raw.to_vec())
@@ -147,7 +149,7 @@ impl Receipts {
         if self.raw.len() > MAX_BODY_BYTES {
             return Err(err(format!("{} bytes exceeds the limit", self.raw.len())));
         }
-        let it = rlp::read_exact(&self.raw).map_err(|e| err(e.to_string()))?;
+        let it = rlp::parse_exact(&self.raw).map_err(|e| err(e.to_string()))?;
         let rs = element_encodings(&it).map_err(|e| err(e.to_string()))?;
         if ordered_root(&rs) != header.receipts_root {
             return Err(err("receipts root mismatch".into()));
@@ -169,33 +171,39 @@ pub struct Account {
 impl Account {
     pub fn decode(raw: &[u8]) -> Result<Account, ItemError> {
         let e = ItemError::Account;
-        let it = rlp::read_exact(raw).map_err(e)?;
-        let f = rlp::list_items(&it, 4).map_err(e)?;
+        let it = rlp::parse_exact(raw).map_err(e)?;
+        let f = it.items(4).map_err(e)?;
         if f.len() != 4 {
-            return Err(ItemError::Account(RlpError::ItemCount {
-                got: f.len(),
-                want: "4",
+            return Err(ItemError::Account(RlpError::WrongItemCount {
+                offset: it.offset,
+                count: f.len(),
+                expected: "4",
             }));
         }
-        let balance = rlp::string(&f[1]).map_err(e)?;
+        // The balance is kept as sent (leading zeros are not rejected here).
+        let balance = f[1].bytes().map_err(e)?;
         if balance.len() > 32 {
-            return Err(ItemError::Account(RlpError::IntTooLong(balance.len())));
+            return Err(ItemError::Account(RlpError::IntegerOverflow {
+                offset: f[1].offset,
+                len: balance.len(),
+                max_bytes: 32,
+            }));
         }
         Ok(Account {
-            nonce: rlp::uint(&f[0]).map_err(e)?,
+            nonce: f[0].u64().map_err(e)?,
             balance: balance.to_vec(),
-            storage_root: B256::from(rlp::b256(&f[2]).map_err(e)?),
-            code_hash: B256::from(rlp::b256(&f[3]).map_err(e)?),
+            storage_root: f[2].b256().map_err(e)?,
+            code_hash: f[3].b256().map_err(e)?,
         })
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(110);
-        rlp::put_uint(&mut p, self.nonce);
-        rlp::put_str(&mut p, &self.balance);
-        rlp::put_str(&mut p, self.storage_root.as_slice());
-        rlp::put_str(&mut p, self.code_hash.as_slice());
-        rlp::list(&p)
+        rlp::encode_u64(self.nonce, &mut p);
+        rlp::encode_bytes(&self.balance, &mut p);
+        rlp::encode_bytes(self.storage_root.as_slice(), &mut p);
+        rlp::encode_bytes(self.code_hash.as_slice(), &mut p);
+        rlp::wrap_list(&p)
     }
 
     pub fn has_storage(&self) -> bool {

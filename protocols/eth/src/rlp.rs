@@ -61,6 +61,8 @@ pub enum RlpError {
     TooDeep { offset: usize, limit: usize },
     #[error("rlp: {what} at offset {offset}")]
     Invalid { offset: usize, what: &'static str },
+    #[error("rlp: list at offset {offset} has more than {limit} items")]
+    TooManyItems { offset: usize, limit: usize },
 }
 
 impl RlpError {
@@ -82,7 +84,8 @@ impl RlpError {
             | RlpError::WrongItemCount { offset, .. }
             | RlpError::MissingItem { offset, .. }
             | RlpError::TooDeep { offset, .. }
-            | RlpError::Invalid { offset, .. } => offset,
+            | RlpError::Invalid { offset, .. }
+            | RlpError::TooManyItems { offset, .. } => offset,
         }
     }
 }
@@ -220,6 +223,22 @@ impl<'a> Item<'a> {
             index: 0,
             list_offset: self.offset,
         })
+    }
+
+    /// All items of a list (at most `max_items` of them); an error if this is a string.
+    pub fn items(&self, max_items: usize) -> Result<Vec<Item<'a>>, RlpError> {
+        let mut r = self.list()?;
+        let mut out = Vec::new();
+        while let Some(item) = r.next_opt()? {
+            if out.len() >= max_items {
+                return Err(RlpError::TooManyItems {
+                    offset: self.offset,
+                    limit: max_items,
+                });
+            }
+            out.push(item);
+        }
+        Ok(out)
     }
 
     /// A canonical unsigned integer of at most `max_bytes` bytes, as big-endian bytes.
@@ -472,6 +491,33 @@ pub fn encode_bytes(payload: &[u8], out: &mut Vec<u8>) {
     alloy_rlp::Encodable::encode(&payload, out);
 }
 
+/// Write `v` as a canonical RLP integer.
+pub fn encode_u64(v: u64, out: &mut Vec<u8>) {
+    alloy_rlp::Encodable::encode(&v, out);
+}
+
+/// `v` encoded as a canonical RLP integer, on its own.
+pub fn u64_item(v: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    encode_u64(v, &mut out);
+    out
+}
+
+/// `payload` encoded as an RLP string, on its own.
+pub fn bytes_item(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 9);
+    encode_bytes(payload, &mut out);
+    out
+}
+
+/// An already-encoded list payload (concatenated items) wrapped into a list.
+pub fn wrap_list(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 9);
+    list_header(payload.len(), &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Wrap already-encoded items into a list.
 pub fn encode_list_of_raw<'a>(items: impl IntoIterator<Item = &'a [u8]> + Clone, out: &mut Vec<u8>) {
     let len: usize = items.clone().into_iter().map(|i| i.len()).sum();
@@ -521,5 +567,50 @@ mod tests {
         ]);
         let enc = v.encode();
         assert_eq!(Value::decode(&enc).unwrap(), v);
+    }
+
+    #[test]
+    fn writers_round_trip_through_items() {
+        for len in [0usize, 1, 55, 56, 300, 70000] {
+            let data = vec![0xabu8; len];
+            let enc = bytes_item(&data);
+            assert_eq!(parse_exact(&enc).unwrap().bytes().unwrap(), &data[..]);
+        }
+        assert_eq!(bytes_item(&[0x05]), vec![0x05]);
+        let mut p = Vec::new();
+        encode_u64(0, &mut p);
+        encode_u64(1024, &mut p);
+        encode_u64(u64::MAX, &mut p);
+        assert_eq!(&p[..4], &[0x80, 0x82, 0x04, 0x00]);
+        assert_eq!(u64_item(1024), vec![0x82, 0x04, 0x00]);
+        assert_eq!(u64_item(0x7f), vec![0x7f]);
+        let l = wrap_list(&p);
+        let items = parse_exact(&l).unwrap().items(3).unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].u64().unwrap(), 0);
+        assert_eq!(items[1].u64().unwrap(), 1024);
+        assert_eq!(items[2].u64().unwrap(), u64::MAX);
+        assert_eq!(items[1].offset, l.len() - p.len() + 1);
+        assert!(matches!(
+            parse_exact(&l).unwrap().items(2),
+            Err(RlpError::TooManyItems { offset: 0, limit: 2 })
+        ));
+        assert!(matches!(
+            parse_exact(&[0x80]).unwrap().items(2),
+            Err(RlpError::ExpectedList { offset: 0 })
+        ));
+        let long = wrap_list(&vec![0x01u8; 60]);
+        assert_eq!(&long[..2], &[0xf8, 60]);
+        assert_eq!(parse_exact(&long).unwrap().items(100).unwrap().len(), 60);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn items_on_random_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(it) = parse_exact(&data) {
+                let _ = it.items(1000);
+                let _ = it.u64();
+            }
+        }
     }
 }

@@ -290,6 +290,7 @@ pub fn to_alloy(e: RlpError) -> alloy_rlp::Error {
         RlpError::WrongItemCount { .. } => alloy_rlp::Error::Custom("wrong item count"),
         RlpError::TooDeep { .. } => alloy_rlp::Error::Custom("nesting too deep"),
         RlpError::Invalid { what, .. } => alloy_rlp::Error::Custom(what),
+        RlpError::TooManyItems { .. } => alloy_rlp::Error::Custom("too many list items"),
     }
 }
 
