@@ -33,33 +33,6 @@ const KINDS: [u8; 7] = [
     KIND_STORAGE_DONE,
 ];
 
-/// Store reads in flight while loading at open.
-const LOAD_READS_IN_FLIGHT: usize = 256;
-
-/// Run `futs` concurrently on this task; their outputs in order.
-async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
 /// Errors of the on-disk sync store, naming the directory and the item.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -108,27 +81,23 @@ impl DiskStore {
         })?;
         let mut mem = MemStore::default();
         let mut loaded = 0u64;
-        for kind in KINDS {
-            let keys = disk.keys_of_kind(kind);
-            // Reads in flight at once: one record per read, so latency, not bandwidth, bounds
-            // a serial load.
-            for chunk in keys.chunks(LOAD_READS_IN_FLIGHT) {
-                let values = join_all(chunk.iter().map(|k| disk.get(kind, k)).collect()).await;
-                for (k, v) in chunk.iter().zip(values) {
-                    let corrupt = |what| PersistError::Corrupt {
-                        dir: d.clone(),
-                        what,
-                    };
-                    let v = v
-                        .map_err(|source| PersistError::Store {
-                            dir: d.clone(),
-                            source,
-                        })?
-                        .ok_or(corrupt("indexed record"))?;
-                    Self::load_one(&mut mem, kind, k, v, corrupt)?;
-                    loaded += 1;
-                }
+        // One streaming pass over the segments in large sequential reads; every record's
+        // checksums are verified as it is read.
+        let mut scan = disk.scan_all();
+        while let Some(rec) = scan.next().await {
+            let rec = rec.map_err(|source| PersistError::Store {
+                dir: d.clone(),
+                source,
+            })?;
+            if !KINDS.contains(&rec.kind) {
+                continue;
             }
+            let corrupt = |what| PersistError::Corrupt {
+                dir: d.clone(),
+                what,
+            };
+            Self::load_one(&mut mem, rec.kind, rec.key, rec.value.to_vec(), corrupt)?;
+            loaded += 1;
         }
         mem.journal = journal.load().map_err(|source| PersistError::Journal {
             dir: d.clone(),
