@@ -93,6 +93,19 @@ impl ChainSpec {
         }
         .fork_id(head_number, head_time)
     }
+
+    /// What a handshake needs to check peers' fork ids by all EIP-2124 rules.
+    pub fn fork_check(&self, genesis_hash: [u8; 32], head_time: u64) -> super::eth_peer::ForkCheck {
+        super::eth_peer::ForkCheck {
+            schedule: ForkSchedule {
+                genesis_hash,
+                genesis_timestamp: self.genesis_timestamp,
+                block_forks: self.block_forks.clone(),
+                time_forks: self.time_forks.clone(),
+            },
+            head_time,
+        }
+    }
 }
 
 /// Number, timestamp and difficulty fields of a raw header (fields 8, 11 and 7).

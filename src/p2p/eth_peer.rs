@@ -54,6 +54,41 @@ impl StatusInfo {
     }
 }
 
+/// Our fork schedule and head time, to check a peer's fork id by the EIP-2124 rules.
+#[derive(Debug, Clone)]
+pub struct ForkCheck {
+    pub schedule: catchup_devp2p::forkid::ForkSchedule,
+    pub head_time: u64,
+}
+
+/// Check the remote Status's fork id. With our schedule, all EIP-2124 rules apply. Without
+/// it only rule 1 can be decided: a remote on our own fork state must not announce a next
+/// fork block we have already passed; a different fork hash is accepted (the schedule is
+/// needed to tell a stale or syncing peer from another chain).
+pub fn check_fork_id(
+    ours: &StatusInfo,
+    forks: Option<&ForkCheck>,
+    remote: &catchup_devp2p::forkid::ForkId,
+) -> Result<(), catchup_devp2p::forkid::ForkIdReject> {
+    use catchup_devp2p::forkid::{ForkIdReject, TIMESTAMP_THRESHOLD};
+    match forks {
+        Some(f) => f.schedule.validate(ours.head_number, f.head_time, remote),
+        None => {
+            let passed = remote.hash == ours.fork_id.hash
+                && remote.next > 0
+                && remote.next <= TIMESTAMP_THRESHOLD
+                && ours.head_number >= remote.next;
+            if passed {
+                return Err(ForkIdReject::LocalIncompatibleOrStale {
+                    remote: *remote,
+                    ours: ours.fork_id,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Counters of one peer connection.
 #[derive(Debug, Default, Clone)]
 pub struct PeerStats {
@@ -90,8 +125,19 @@ enum Incoming {
 
 impl EthPeer {
     /// Exchange Status on an established connection. The peer must be on the same network
-    /// and genesis.
-    pub async fn handshake(mut conn: PeerConn, ours: &StatusInfo) -> Result<EthPeer, NetError> {
+    /// and genesis; its fork id is checked as far as possible without our fork schedule
+    /// (see [`check_fork_id`]; [`EthPeer::handshake_with_forks`] checks all rules).
+    pub async fn handshake(conn: PeerConn, ours: &StatusInfo) -> Result<EthPeer, NetError> {
+        Self::handshake_with_forks(conn, ours, None).await
+    }
+
+    /// Exchange Status; the peer must be on the same network and genesis, and its fork id
+    /// compatible with ours by EIP-2124 (all rules when `forks` is given).
+    pub async fn handshake_with_forks(
+        mut conn: PeerConn,
+        ours: &StatusInfo,
+        forks: Option<&ForkCheck>,
+    ) -> Result<EthPeer, NetError> {
         let peer = conn.peer;
         let Some(eth) = conn.capability("eth").cloned() else {
             let _ = conn.disconnect(DisconnectReason::UselessPeer).await;
@@ -133,6 +179,14 @@ impl EthPeer {
                     ours.network_id,
                     hex::encode(ours.genesis_hash)
                 ),
+            });
+        }
+        if let Err(reject) = check_fork_id(ours, forks, &status.fork_id) {
+            tracing::debug!(%peer, reason = %reject, "dropping peer: incompatible fork id");
+            let _ = conn.disconnect(DisconnectReason::SubprotocolError).await;
+            return Err(NetError::Useless {
+                peer,
+                detail: reject.to_string(),
             });
         }
         Ok(EthPeer {
@@ -295,4 +349,85 @@ fn receipts_to_eth69(lists: &[Vec<u8>]) -> Vec<Vec<u8>> {
             Err(_) => catchup_eth::encode_receipts_eth69(&[]),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod fork_tests {
+    use super::*;
+    use catchup_devp2p::forkid::{ForkId, ForkIdReject, ForkSchedule};
+
+    fn mainnet(head_number: u64) -> (StatusInfo, ForkCheck) {
+        let mut genesis_hash = [0u8; 32];
+        hex::decode_to_slice(
+            "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3",
+            &mut genesis_hash,
+        )
+        .unwrap();
+        let schedule = ForkSchedule {
+            genesis_hash,
+            genesis_timestamp: 0,
+            block_forks: vec![1_150_000, 1_920_000, 2_463_000, 2_675_000, 4_370_000, 7_280_000],
+            time_forks: vec![],
+        };
+        let ours = StatusInfo {
+            network_id: 1,
+            total_difficulty: vec![1],
+            head_hash: [0; 32],
+            head_number,
+            genesis_hash,
+            fork_id: schedule.fork_id(head_number, 0),
+        };
+        (ours, ForkCheck { schedule, head_time: 0 })
+    }
+
+    fn id(hash: u32, next: u64) -> ForkId {
+        ForkId {
+            hash: hash.to_be_bytes(),
+            next,
+        }
+    }
+
+    #[test]
+    fn eip2124_mainnet_examples_with_schedule() {
+        let cases: [(u64, ForkId, bool); 13] = [
+            (7_987_396, id(0x668db0af, 0), true),
+            (7_987_396, id(0x668db0af, u64::MAX), true),
+            (7_279_999, id(0xa00bc324, 0), true),
+            (7_279_999, id(0xa00bc324, 7_280_000), true),
+            (7_279_999, id(0xa00bc324, u64::MAX), true),
+            (7_987_396, id(0xa00bc324, 7_280_000), true),
+            (7_987_396, id(0x3edd5b10, 4_370_000), true),
+            (7_279_999, id(0x668db0af, 0), true),
+            (4_369_999, id(0xa00bc324, 0), true),
+            (7_987_396, id(0xa00bc324, 0), false),
+            (7_987_396, id(0xafec6b27, 0), false),
+            (88_888_888, id(0x668db0af, 88_888_888), false),
+            (7_279_999, id(0xa00bc324, 7_279_999), false),
+        ];
+        for (head, remote, compatible) in cases {
+            let (ours, forks) = mainnet(head);
+            let got = check_fork_id(&ours, Some(&forks), &remote);
+            assert_eq!(got.is_ok(), compatible, "head {head} remote {remote}: {got:?}");
+        }
+        let (ours, forks) = mainnet(7_987_396);
+        assert!(matches!(
+            check_fork_id(&ours, Some(&forks), &id(0xa00bc324, 0)),
+            Err(ForkIdReject::RemoteStale {
+                expected_next: 7_280_000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn without_schedule_only_rule_one_is_decided() {
+        let (ours, _) = mainnet(88_888_888);
+        // Same fork state, remote announces a fork block we passed: rejected.
+        assert!(check_fork_id(&ours, None, &id(0x668db0af, 88_888_888)).is_err());
+        // Same fork state, future or no next fork: accepted.
+        assert!(check_fork_id(&ours, None, &id(0x668db0af, 0)).is_ok());
+        assert!(check_fork_id(&ours, None, &id(0x668db0af, 88_888_889)).is_ok());
+        // Another hash cannot be judged without the schedule: accepted.
+        assert!(check_fork_id(&ours, None, &id(0xafec6b27, 0)).is_ok());
+    }
 }

@@ -122,6 +122,89 @@ impl ForkSchedule {
     }
 }
 
+/// Fork-block numbers above this are taken as timestamps when a remote announces them as
+/// its next fork while our own position is still among block-number forks (EIP-2124 with
+/// EIP-6122; the value is mainnet's genesis timestamp).
+pub const TIMESTAMP_THRESHOLD: u64 = 1_438_269_973;
+
+/// Why a remote fork id is not compatible with ours (EIP-2124 validation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForkIdReject {
+    /// Rule 1a, or no rule matched: the remote is on another chain, or it announces a fork
+    /// we have already passed without knowing it (we are incompatible or stale).
+    #[error("fork id {remote}: incompatible with our chain or we are stale (ours {ours})")]
+    LocalIncompatibleOrStale { remote: ForkId, ours: ForkId },
+    /// Rule 2: the remote is on one of our past forks but does not know the fork that
+    /// followed it.
+    #[error("fork id {remote}: remote is stale, expected next fork {expected_next} (ours {ours})")]
+    RemoteStale {
+        remote: ForkId,
+        ours: ForkId,
+        expected_next: u64,
+    },
+}
+
+impl ForkSchedule {
+    /// Check a remote fork id against ours at head `head_number` / `head_time`, by the
+    /// EIP-2124 rules: (1) same hash: compatible unless the remote's next fork is one we have
+    /// already passed (1a); (2) the remote hash is one of our past fork states: compatible if
+    /// its next equals the fork that followed that state; (3) the remote hash is one of our
+    /// future fork states: compatible (we are behind); (4) otherwise incompatible.
+    pub fn validate(&self, head_number: u64, head_time: u64, remote: &ForkId) -> Result<(), ForkIdReject> {
+        let (blocks, times) = self.normalised();
+        let block_count = blocks.len();
+        // sums[i]: the checksum after the first i forks (sums[0] is the genesis checksum).
+        let mut forks: Vec<u64> = blocks.into_iter().chain(times).collect();
+        let mut sums: Vec<[u8; 4]> = Vec::with_capacity(forks.len() + 1);
+        let mut crc = crc32_update(0, &self.genesis_hash);
+        sums.push(crc.to_be_bytes());
+        for f in &forks {
+            crc = crc32_update(crc, &f.to_be_bytes());
+            sums.push(crc.to_be_bytes());
+        }
+        // A last fork that is never passed, so the scan below always finds a position. It
+        // counts as a block fork when the chain has no timestamp forks.
+        let time_from = if forks.len() == block_count {
+            block_count + 1
+        } else {
+            block_count
+        };
+        forks.push(u64::MAX);
+        let ours = self.fork_id(head_number, head_time);
+        for (i, &fork) in forks.iter().enumerate() {
+            let head = if i >= time_from { head_time } else { head_number };
+            if head >= fork {
+                continue;
+            }
+            // Our first unpassed fork: sums[i] is our current state.
+            if sums[i] == remote.hash {
+                let passed = remote.next > 0
+                    && (head >= remote.next || (remote.next > TIMESTAMP_THRESHOLD && head_time >= remote.next));
+                if passed {
+                    return Err(ForkIdReject::LocalIncompatibleOrStale { remote: *remote, ours });
+                }
+                return Ok(());
+            }
+            if let Some(j) = sums[..i].iter().position(|s| *s == remote.hash) {
+                if forks[j] != remote.next {
+                    return Err(ForkIdReject::RemoteStale {
+                        remote: *remote,
+                        ours,
+                        expected_next: forks[j],
+                    });
+                }
+                return Ok(());
+            }
+            if sums[i + 1..].iter().any(|s| *s == remote.hash) {
+                return Ok(());
+            }
+            return Err(ForkIdReject::LocalIncompatibleOrStale { remote: *remote, ours });
+        }
+        // Unreachable: the last fork is u64::MAX and no head reaches it.
+        Err(ForkIdReject::LocalIncompatibleOrStale { remote: *remote, ours })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +259,107 @@ mod tests {
     #[test]
     fn crc32_known_value() {
         assert_eq!(crc32_update(0, b"123456789"), 0xcbf4_3926);
+    }
+
+    /// The validation examples of EIP-2124 (mainnet, forks up to Petersburg).
+    #[test]
+    fn eip2124_validation_rules() {
+        let s = mainnet_frontier_to_petersburg();
+        let id = |hash: u32, next: u64| ForkId {
+            hash: hash.to_be_bytes(),
+            next,
+        };
+        let ok = |head: u64, remote: ForkId| s.validate(head, 0, &remote);
+        // Same fork, no future fork announced.
+        assert_eq!(ok(7_987_396, id(0x668db0af, 0)), Ok(()));
+        // Same fork, remote announces an unknown future fork.
+        assert_eq!(ok(7_987_396, id(0x668db0af, u64::MAX)), Ok(()));
+        // Both in Byzantium; remote does not know Petersburg yet.
+        assert_eq!(ok(7_279_999, id(0xa00bc324, 0)), Ok(()));
+        // Both in Byzantium; remote knows Petersburg.
+        assert_eq!(ok(7_279_999, id(0xa00bc324, 7_280_000)), Ok(()));
+        // Both in Byzantium; remote announces an unknown future fork.
+        assert_eq!(ok(7_279_999, id(0xa00bc324, u64::MAX)), Ok(()));
+        // We are in Petersburg, remote in Byzantium and aware of Petersburg (rule 2).
+        assert_eq!(ok(7_987_396, id(0xa00bc324, 7_280_000)), Ok(()));
+        // We are in Petersburg, remote in Spurious Dragon and aware of Byzantium (rule 2).
+        assert_eq!(ok(7_987_396, id(0x3edd5b10, 4_370_000)), Ok(()));
+        // We are in Byzantium, remote in Petersburg: we are behind (rule 3).
+        assert_eq!(ok(7_279_999, id(0x668db0af, 0)), Ok(()));
+        // We are in Spurious Dragon, remote in Byzantium, unaware of Petersburg (rule 3).
+        assert_eq!(ok(4_369_999, id(0xa00bc324, 0)), Ok(()));
+        // We are in Petersburg, remote in Byzantium and unaware of Petersburg: remote stale.
+        assert_eq!(
+            ok(7_987_396, id(0xa00bc324, 0)),
+            Err(ForkIdReject::RemoteStale {
+                remote: id(0xa00bc324, 0),
+                ours: id(0x668db0af, 0),
+                expected_next: 7_280_000,
+            })
+        );
+        // We are in Petersburg, remote is Rinkeby's Petersburg: another chain (rule 4).
+        assert!(matches!(
+            ok(7_987_396, id(0xafec6b27, 0)),
+            Err(ForkIdReject::LocalIncompatibleOrStale { .. })
+        ));
+        // Far ahead; remote announces a fork at a block we already passed (rule 1a).
+        assert!(matches!(
+            ok(88_888_888, id(0x668db0af, 88_888_888)),
+            Err(ForkIdReject::LocalIncompatibleOrStale { .. })
+        ));
+        // Both in Byzantium; remote announces a fork before Petersburg we have passed (rule 1a).
+        assert!(matches!(
+            ok(7_279_999, id(0xa00bc324, 7_279_999)),
+            Err(ForkIdReject::LocalIncompatibleOrStale { .. })
+        ));
+    }
+
+    /// Timestamp forks: the scan switches to the head time after the block forks.
+    #[test]
+    fn validation_with_timestamp_forks() {
+        let mut s = mainnet_frontier_to_petersburg();
+        s.time_forks = vec![1_700_000_000];
+        let head = 8_000_000;
+        let before = s.fork_id(head, 1_600_000_000);
+        let after = s.fork_id(head, 1_700_000_000);
+        assert_eq!(before.next, 1_700_000_000);
+        assert_eq!(after.next, 0);
+        assert_ne!(before.hash, after.hash);
+        // A remote past the time fork while we are before it: we are behind (rule 3).
+        assert_eq!(s.validate(head, 1_600_000_000, &after), Ok(()));
+        // A remote before the time fork, knowing it, while we passed it (rule 2).
+        assert_eq!(s.validate(head, 1_700_000_001, &before), Ok(()));
+        // The same remote unaware of the time fork: remote stale.
+        let unaware = ForkId {
+            hash: before.hash,
+            next: 0,
+        };
+        assert!(matches!(
+            s.validate(head, 1_700_000_001, &unaware),
+            Err(ForkIdReject::RemoteStale {
+                expected_next: 1_700_000_000,
+                ..
+            })
+        ));
+        // Same state; the remote announces a time fork our clock already passed (rule 1a).
+        let mut plain = mainnet_frontier_to_petersburg();
+        plain.time_forks.clear();
+        let announced = ForkId {
+            hash: plain.fork_id(head, 0).hash,
+            next: 1_650_000_000,
+        };
+        assert!(plain.validate(head, 1_650_000_000, &announced).is_err());
+        assert_eq!(plain.validate(head, 1_640_000_000, &announced), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// Our own fork id is always compatible with ourselves, at any head.
+        #[test]
+        fn own_fork_id_is_compatible(head in 0u64..10_000_000, time in 0u64..2_000_000_000) {
+            let mut s = mainnet_frontier_to_petersburg();
+            s.time_forks = vec![1_681_338_455, 1_710_338_135];
+            let ours = s.fork_id(head, time);
+            proptest::prop_assert_eq!(s.validate(head, time, &ours), Ok(()));
+        }
     }
 }
