@@ -44,12 +44,6 @@ pub enum TrieError {
     Rlp(#[from] RlpError),
     #[error("trie node: {0} bytes exceeds the {MAX_NODE_BYTES} byte limit")]
     TooLarge(usize),
-    #[error("trie node: list of {0} items is neither a branch (17) nor a short node (2)")]
-    BadShape(usize),
-    #[error("trie node: bad hex-prefix path encoding")]
-    BadPath,
-    #[error("trie node: child reference is neither empty, a 32-byte hash nor an inline node")]
-    BadChild,
     #[error("range proof: keys are not strictly increasing at index {0}")]
     KeysNotSorted(usize),
     #[error("range proof: key {0} is below the requested origin")]
@@ -76,17 +70,11 @@ pub enum ChildRef {
 }
 
 impl ChildRef {
-    fn from_item(it: &rlp::Item<'_>) -> Result<Self, TrieError> {
-        if it.is_list {
-            if it.raw.len() >= 32 {
-                return Err(TrieError::BadChild);
-            }
-            return Ok(ChildRef::Inline(it.raw.to_vec()));
-        }
-        match it.payload.len() {
-            0 => Ok(ChildRef::Empty),
-            32 => Ok(ChildRef::Hash(B256::from_slice(it.payload))),
-            _ => Err(TrieError::BadChild),
+    fn from_eth(r: &Option<catchup_eth::trie::NodeRef>) -> Self {
+        match r {
+            None => ChildRef::Empty,
+            Some(catchup_eth::trie::NodeRef::Hash(h)) => ChildRef::Hash(*h),
+            Some(catchup_eth::trie::NodeRef::Embedded(raw)) => ChildRef::Inline(raw.to_vec()),
         }
     }
 
@@ -125,85 +113,36 @@ pub enum Node {
     },
 }
 
-fn decode_hex_prefix(b: &[u8]) -> Result<(Vec<u8>, bool), TrieError> {
-    let first = *b.first().ok_or(TrieError::BadPath)?;
-    let flag = first >> 4;
-    if flag > 3 {
-        return Err(TrieError::BadPath);
-    }
-    let leaf = flag & 2 != 0;
-    let odd = flag & 1 != 0;
-    if !odd && first & 0x0f != 0 {
-        return Err(TrieError::BadPath);
-    }
-    let mut out = Vec::with_capacity(b.len() * 2);
-    if odd {
-        out.push(first & 0x0f);
-    }
-    for &x in &b[1..] {
-        out.push(x >> 4);
-        out.push(x & 0x0f);
-    }
-    Ok((out, leaf))
-}
-
 fn put_hex_prefix(out: &mut Vec<u8>, nibbles: &[u8], leaf: bool) {
-    let odd = nibbles.len() % 2 == 1;
-    let flag = (if leaf { 2 } else { 0 }) + (if odd { 1 } else { 0 });
-    let mut b = Vec::with_capacity(nibbles.len() / 2 + 1);
-    let mut rest = nibbles;
-    if odd {
-        b.push((flag << 4) | nibbles[0]);
-        rest = &nibbles[1..];
-    } else {
-        b.push(flag << 4);
-    }
-    for pair in rest.chunks(2) {
-        b.push((pair[0] << 4) | pair[1]);
-    }
-    rlp::encode_bytes(&b, out);
+    rlp::encode_bytes(&catchup_eth::trie::hex_prefix_encode(nibbles, leaf), out);
 }
 
 impl Node {
-    /// Decode a node from its RLP encoding.
+    /// Decode a node from its RLP encoding (decoded by `catchup_eth::trie::Node`).
     pub fn decode(buf: &[u8]) -> Result<Node, TrieError> {
         if buf.len() > MAX_NODE_BYTES {
             return Err(TrieError::TooLarge(buf.len()));
         }
-        let it = rlp::parse_exact(buf)?;
-        let items = it.items(17)?;
-        match items.len() {
-            17 => {
-                let mut children: [ChildRef; 16] = Default::default();
-                for (i, c) in items[..16].iter().enumerate() {
-                    children[i] = ChildRef::from_item(c)?;
+        Ok(match catchup_eth::trie::Node::decode(buf)? {
+            catchup_eth::trie::Node::Branch { children, value } => {
+                let mut refs: [ChildRef; 16] = Default::default();
+                for (r, c) in refs.iter_mut().zip(children.iter()) {
+                    *r = ChildRef::from_eth(c);
                 }
-                let v = items[16].bytes()?;
-                let value = if v.is_empty() { None } else { Some(v.to_vec()) };
-                Ok(Node::Branch {
-                    children: Box::new(children),
-                    value,
-                })
-            }
-            2 => {
-                let (path, leaf) = decode_hex_prefix(items[0].bytes()?)?;
-                if leaf {
-                    Ok(Node::Leaf {
-                        path,
-                        value: items[1].bytes()?.to_vec(),
-                    })
-                } else {
-                    if path.is_empty() {
-                        return Err(TrieError::BadPath);
-                    }
-                    Ok(Node::Extension {
-                        path,
-                        child: ChildRef::from_item(&items[1])?,
-                    })
+                Node::Branch {
+                    children: Box::new(refs),
+                    value: value.map(|v| v.to_vec()),
                 }
             }
-            n => Err(TrieError::BadShape(n)),
-        }
+            catchup_eth::trie::Node::Extension { path, child } => Node::Extension {
+                path: path.0,
+                child: ChildRef::from_eth(&Some(child)),
+            },
+            catchup_eth::trie::Node::Leaf { path, value } => Node::Leaf {
+                path: path.0,
+                value: value.to_vec(),
+            },
+        })
     }
 
     /// Encode the node as RLP.
