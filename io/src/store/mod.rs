@@ -38,6 +38,14 @@
 //! After a crash there is no newer checkpoint than the last clean close, so at least the
 //! tail written since is scanned and cut as above.
 //!
+//! # Bulk reads
+//!
+//! Segments are scanned in large sequential blocks ([`SCAN_CHUNK_BYTES`], with
+//! [`SCAN_READS_IN_FLIGHT`] reads queued ahead), both at open and by
+//! [`Store::scan_all`] / [`Store::scan`], which stream every live record (the one the index
+//! points at) with its checksums verified, without a read per record. Use them to load a
+//! whole store; [`Store::get`] and [`Store::iter_kind`] read one record per I/O.
+//!
 //! Kinds listed in `StoreOptions::content_addressed_kinds` are write-once: a put of a key
 //! already present is a no-op. For other kinds the latest put of a key wins.
 
@@ -863,7 +871,8 @@ impl Store {
         ))
     }
 
-    /// Iterate over all (key, value) pairs of `kind`, in write order.
+    /// Iterate over all (key, value) pairs of `kind`, in write order, one read per
+    /// record. To read many records prefer [`Store::scan`].
     pub fn iter_kind(&self, kind: u8) -> KindIter<'_> {
         let mut locs: Vec<Loc> = self.index[kind as usize].values().copied().collect();
         locs.sort_unstable();
