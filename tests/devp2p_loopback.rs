@@ -422,7 +422,7 @@ async fn send_after_hello(addr: SocketAddr, id: [u8; 64], frame_data: Vec<u8>) -
             if mid == ID_HELLO {
                 conn.set_snappy(true);
             } else if mid == ID_DISCONNECT {
-                return Ok(DisconnectReason::decode(&payload).map_err(|e| e.to_string())?);
+                return DisconnectReason::decode(&payload).map_err(|e| e.to_string());
             }
         }
         if std::time::Instant::now() > deadline {

@@ -375,7 +375,7 @@ fn whole_file_fallback_without_ranges() {
     assert!(rep.finished_ms.is_some(), "{rep:?}");
     assert!(rep.completes.iter().all(|&n| n == 1));
     // Only one stream at a time; the second source finished what the first left.
-    assert!(rep.served_by.iter().any(|s| *s == Some(SourceId(1))));
+    assert!(rep.served_by.contains(&Some(SourceId(1))));
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub fn parse_archive_name(name: &str) -> Option<ArchiveName> {
         return None;
     }
     let (stem, compression) = match name.rsplit_once(".tar") {
-        Some((stem, rest)) if rest.is_empty() => (stem, String::new()),
+        Some((stem, "")) => (stem, String::new()),
         Some((stem, rest)) => {
             let ext = rest.strip_prefix('.')?;
             if !matches!(ext, "zst" | "bz2" | "gz" | "lz4") {

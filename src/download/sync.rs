@@ -560,6 +560,7 @@ struct Ctx {
     bytes_fetched: Cell<u64>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch_task(
     ctx: Rc<Ctx>,
     source: u32,
