@@ -24,10 +24,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the global tracing subscriber. `RUST_LOG` overrides the default level (`info`).
-pub fn init_logging(format: LogFormat) {
+/// Install the global tracing subscriber. `RUST_LOG` overrides `default_level`.
+pub fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

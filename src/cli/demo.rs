@@ -350,7 +350,16 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 s.download_ms
             );
             if let Some(v) = &s.verified {
-                println!("         {v}");
+                println!(
+                    "         {} accounts live of {} stored, LtHash {} ({}), capitalization {} ({}), {} shards",
+                    v["accounts_live"],
+                    v["accounts_total"],
+                    if v["lt_hash_ok"] == true { "ok" } else { "MISMATCH" },
+                    v["lt_hash_computed"].as_str().unwrap_or("-"),
+                    if v["capitalization_ok"] == true { "ok" } else { "MISMATCH" },
+                    v["capitalization_computed"],
+                    v["shards"].as_array().map_or(0, Vec::len)
+                );
             }
             for b in &s.bad_sources {
                 println!("         bad source: {b}");

@@ -7,13 +7,13 @@ use crate::obs::{init_logging, LogFormat};
 
 pub mod bench;
 pub mod demo;
+pub mod doctor;
 pub mod eth;
 pub mod eth_net;
 pub mod eth_sync;
 pub mod repair;
 pub mod snapshot_net;
 pub mod solana;
-pub mod doctor;
 pub mod status;
 pub mod tune;
 
@@ -68,7 +68,14 @@ pub enum Command {
 /// Errors are printed as one line (with their causes) on stderr.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    // The demo prints its own summary; its component logs stay at warnings unless
+    // RUST_LOG asks for more.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.global.log_format, default_level);
     let _admin = match crate::admin::start_for_command(
         &cli.global,
         matches!(cli.command, Command::Status(_)),
