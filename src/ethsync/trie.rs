@@ -202,6 +202,7 @@ pub fn build_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(K, V)], emit: &mut
     h
 }
 
+/// Kept here: `catchup_eth`'s builder makes whole tries only, the snap rebuild needs subtrees.
 /// Build the subtree of `entries` (all sharing their first `depth` nibbles) and return the
 /// RLP of its top node. Hash-referenced nodes below are emitted; the top one is not.
 pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(

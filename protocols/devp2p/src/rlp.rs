@@ -1,8 +1,10 @@
-//! Small RLP helpers over `alloy_rlp::Header` that never panic and name what they decode.
-//! Items are handled as raw encodings (`&[u8]` including their header) so that codecs can
-//! pass them on untouched (headers, bodies, receipts, trie nodes).
+//! RLP helpers for the wire codecs that name what they decode, over the strict reader
+//! `catchup_eth::rlp` (canonical forms only, bounded item sizes, never panics). Items are
+//! handled as raw encodings (`&[u8]` including their header) so that codecs can pass them on
+//! untouched (headers, bodies, receipts, trie nodes).
 
-use alloy_rlp::{Encodable, Header};
+use alloy_rlp::Header;
+use catchup_eth::rlp as strict;
 
 use crate::error::{Devp2pError, Result};
 
@@ -11,18 +13,12 @@ pub type Split<'a> = (&'a [u8], Header, &'a [u8], &'a [u8]);
 
 /// Split one RLP item off the front of `buf`: returns (whole item encoding, header, payload, rest).
 pub fn split_item<'a>(what: &'static str, buf: &'a [u8]) -> Result<Split<'a>> {
-    let mut b = buf;
-    let h = Header::decode(&mut b).map_err(|e| Devp2pError::rlp(what, e))?;
-    let header_len = buf.len() - b.len();
-    if b.len() < h.payload_length {
-        return Err(Devp2pError::rlp(
-            what,
-            format!("item of {} bytes truncated to {}", h.payload_length, b.len()),
-        ));
-    }
-    let total = header_len + h.payload_length;
-    let payload = &b[..h.payload_length];
-    Ok((&buf[..total], h, payload, &buf[total..]))
+    let it = strict::parse_item(buf, 0).map_err(|e| Devp2pError::rlp(what, e))?;
+    let header = Header {
+        list: it.is_list,
+        payload_length: it.payload.len(),
+    };
+    Ok((it.raw, header, it.payload, &buf[it.raw.len()..]))
 }
 
 /// The raw encodings of the items of the list at the front of `buf` (trailing bytes are
@@ -60,52 +56,31 @@ pub fn list_exact<'a>(what: &'static str, buf: &'a [u8], max_items: usize) -> Re
     Ok(items)
 }
 
+/// The one item spanning all of `item`.
+fn exact<'a>(what: &'static str, item: &'a [u8]) -> Result<strict::Item<'a>> {
+    strict::parse_exact(item).map_err(|e| Devp2pError::rlp(what, e))
+}
+
 /// The payload of an RLP string item.
 pub fn bytes<'a>(what: &'static str, item: &'a [u8]) -> Result<&'a [u8]> {
-    let (_, h, payload, rest) = split_item(what, item)?;
-    if h.list {
-        return Err(Devp2pError::rlp(what, "expected a string, found a list"));
-    }
-    if !rest.is_empty() {
-        return Err(Devp2pError::rlp(what, "trailing bytes"));
-    }
-    Ok(payload)
+    exact(what, item)?.bytes().map_err(|e| Devp2pError::rlp(what, e))
 }
 
 /// A fixed-size string item.
 pub fn fixed<const N: usize>(what: &'static str, item: &[u8]) -> Result<[u8; N]> {
-    let b = bytes(what, item)?;
-    b.try_into()
-        .map_err(|_| Devp2pError::rlp(what, format!("expected {N} bytes, found {}", b.len())))
+    exact(what, item)?.fixed::<N>().map_err(|e| Devp2pError::rlp(what, e))
 }
 
 /// An unsigned integer of at most 8 bytes (canonical: no leading zero).
 pub fn uint(what: &'static str, item: &[u8]) -> Result<u64> {
-    let b = bytes(what, item)?;
-    if b.len() > 8 {
-        return Err(Devp2pError::rlp(
-            what,
-            format!("integer of {} bytes does not fit u64", b.len()),
-        ));
-    }
-    if b.first() == Some(&0) {
-        return Err(Devp2pError::rlp(what, "integer with leading zero byte"));
-    }
-    Ok(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+    exact(what, item)?.u64().map_err(|e| Devp2pError::rlp(what, e))
 }
 
 /// An unsigned integer of at most 32 bytes as big-endian bytes without leading zeros.
 pub fn big_uint(what: &'static str, item: &[u8]) -> Result<Vec<u8>> {
-    let b = bytes(what, item)?;
-    if b.len() > 32 {
-        return Err(Devp2pError::rlp(
-            what,
-            format!("integer of {} bytes exceeds 256 bits", b.len()),
-        ));
-    }
-    if b.first() == Some(&0) {
-        return Err(Devp2pError::rlp(what, "integer with leading zero byte"));
-    }
+    let b = exact(what, item)?
+        .uint_bytes(32)
+        .map_err(|e| Devp2pError::rlp(what, e))?;
     Ok(b.to_vec())
 }
 
@@ -113,29 +88,18 @@ pub fn big_uint(what: &'static str, item: &[u8]) -> Result<Vec<u8>> {
 pub fn encode_list<I: AsRef<[u8]>>(items: &[I]) -> Vec<u8> {
     let payload_length: usize = items.iter().map(|i| i.as_ref().len()).sum();
     let mut out = Vec::with_capacity(payload_length + 9);
-    Header {
-        list: true,
-        payload_length,
-    }
-    .encode(&mut out);
-    for i in items {
-        out.extend_from_slice(i.as_ref());
-    }
+    strict::encode_list_of_raw(items.iter().map(|i| i.as_ref()), &mut out);
     out
 }
 
 /// Encode a byte string.
 pub fn enc_bytes(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len() + 9);
-    b.encode(&mut out);
-    out
+    strict::bytes_item(b)
 }
 
 /// Encode an unsigned integer.
 pub fn enc_uint(v: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    v.encode(&mut out);
-    out
+    strict::u64_item(v)
 }
 
 /// Encode a big-endian unsigned integer given as bytes (leading zeros are stripped).
@@ -158,5 +122,44 @@ mod tests {
         assert!(list_exact("t", &enc, 2).is_err());
         assert!(uint("x", &[0x81, 0x00]).is_err());
         assert!(list_exact("t", &enc[..enc.len() - 1], 10).is_err());
+    }
+
+    #[test]
+    fn strict_forms_are_rejected_with_the_name() {
+        // A single byte below 0x80 wrapped as a string; a long form for a short payload.
+        for bad in [&[0x81u8, 0x05][..], &[0xb8, 0x02, 1, 2][..]] {
+            match bytes("field", bad) {
+                Err(Devp2pError::Rlp { what, .. }) => assert_eq!(what, "field"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert!(uint("n", &[0x89, 1, 2, 3, 4, 5, 6, 7, 8, 9]).is_err());
+        assert!(big_uint("n", &[0x82, 0, 1]).is_err());
+        assert_eq!(big_uint("n", &enc_big_uint(&[0, 0, 1, 2])).unwrap(), vec![1, 2]);
+        assert_eq!(fixed::<3>("f", &enc_bytes(b"abc")).unwrap(), *b"abc");
+        assert!(fixed::<4>("f", &enc_bytes(b"abc")).is_err());
+        assert!(bytes("s", &encode_list(&[enc_uint(1)])).is_err());
+        assert!(bytes("s", &[0x83, b'd', b'o', b'g', 0x00]).is_err());
+        let (whole, h, payload, rest) = split_item("x", &[0x82, 1, 2, 0xc0]).unwrap();
+        assert_eq!(
+            (whole, h.list, h.payload_length, payload, rest),
+            (&[0x82u8, 1, 2][..], false, 2, &[1u8, 2][..], &[0xc0u8][..])
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok((items, _)) = list("r", &data, 64) {
+                for i in items {
+                    let _ = uint("u", i);
+                    let _ = big_uint("b", i);
+                    let _ = bytes("s", i);
+                    let _ = list("l", i, 64);
+                }
+            }
+            let _ = split_item("s", &data);
+            let _ = fixed::<4>("f", &data);
+        }
     }
 }
