@@ -532,9 +532,28 @@ where
                             return None;
                         }
                     };
-                    Some(ex.run(shard_main(
-                        i, n, core, io_memory, capacity, senders, receivers, shutdown, f,
-                    )))
+                    Some(ex.run(async move {
+                        // Tasks here are woken from other threads too (the mesh, feeders,
+                        // sinks). glommio forces the executor's wake-up eventfd for such
+                        // foreign wakes only for tasks of a latency-sensitive queue; for
+                        // the others a wake that races with the executor going to sleep can
+                        // be lost, leaving the shard asleep with work queued. Every task
+                        // spawned from the shard's main future inherits this queue.
+                        let tq = glommio::executor().create_task_queue(
+                            glommio::Shares::default(),
+                            glommio::Latency::Matters(std::time::Duration::from_millis(
+                                SHARD_TASK_QUEUE_LATENCY_MS,
+                            )),
+                            "shard",
+                        );
+                        let main = shard_main(
+                            i, n, core, io_memory, capacity, senders, receivers, shutdown, f,
+                        );
+                        match glommio::spawn_local_into(main, tq) {
+                            Ok(task) => task.await,
+                            Err(e) => panic!("shard {i}: cannot spawn into its task queue: {e}"),
+                        }
+                    }))
                 });
         match spawned {
             Ok(h) => handles.push(h),
@@ -590,6 +609,9 @@ where
     }
     Ok(results)
 }
+
+/// Preemption target of the shard task queue (see where it is created).
+const SHARD_TASK_QUEUE_LATENCY_MS: u64 = 10;
 
 #[allow(clippy::too_many_arguments)]
 async fn shard_main<M, R, F, Fut>(
