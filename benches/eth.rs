@@ -21,7 +21,9 @@ fn headers(c: &mut Criterion) {
     let bytes: Vec<&[u8]> = headers.iter().map(|h| h.as_ref()).collect();
     let mut g = c.benchmark_group("eth/headers");
     g.throughput(Throughput::Elements(headers.len() as u64));
-    g.bench_function("validate_chain", |b| b.iter(|| wl::validate_header_chain(&headers)));
+    g.bench_function("validate_chain", |b| {
+        b.iter(|| wl::validate_header_chain(&headers))
+    });
     g.bench_function("keccak_only", |b| b.iter(|| wl::keccak_all(&bytes)));
     g.finish();
 }
@@ -31,7 +33,9 @@ fn receipts(c: &mut Criterion) {
     let bytes: Vec<&[u8]> = lists.iter().map(|r| r.1.as_ref()).collect();
     let mut g = c.benchmark_group("eth/receipts_roots");
     g.throughput(Throughput::Elements(lists.len() as u64));
-    g.bench_function("decode_and_root", |b| b.iter(|| wl::verify_receipt_lists(&lists)));
+    g.bench_function("decode_and_root", |b| {
+        b.iter(|| wl::verify_receipt_lists(&lists))
+    });
     g.bench_function("keccak_only", |b| b.iter(|| wl::keccak_all(&bytes)));
     g.finish();
 }

@@ -12,7 +12,10 @@ use catchup::ethsync::config::SyncMode;
 use catchup::ethsync::sim::{run, Profile, SimConfig};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn keccak_rate(items: &[Vec<u8>]) -> f64 {

@@ -10,28 +10,39 @@ fn rlpx(c: &mut Criterion) {
     let mut g = c.benchmark_group("rlpx");
     for size in [256usize, 4096, 65536] {
         for compressible in [true, false] {
-            let label = format!("{size}B-{}", if compressible { "rlp-like" } else { "random" });
+            let label = format!(
+                "{size}B-{}",
+                if compressible { "rlp-like" } else { "random" }
+            );
             let data = payload(size, compressible);
             g.throughput(Throughput::Bytes(size as u64));
             let (mut a, mut b) = session_pair();
             let mut wire = Vec::with_capacity(size + 128);
-            g.bench_with_input(BenchmarkId::new("frame_path", &label), &data, |bench, data| {
-                bench.iter(|| {
-                    wire.clear();
-                    a.write_message(0x10, data, &mut wire).unwrap();
-                    b.feed(&wire);
-                    b.next_message().unwrap().unwrap()
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new("frame_path", &label),
+                &data,
+                |bench, data| {
+                    bench.iter(|| {
+                        wire.clear();
+                        a.write_message(0x10, data, &mut wire).unwrap();
+                        b.feed(&wire);
+                        b.next_message().unwrap().unwrap()
+                    })
+                },
+            );
             let mut sender = RawCtrKeccak::new([7; 32]);
             let mut receiver = RawCtrKeccak::new([7; 32]);
             let mut buf = data.clone();
-            g.bench_with_input(BenchmarkId::new("raw_aes_ctr_keccak", &label), &size, |bench, _| {
-                bench.iter(|| {
-                    sender.seal(&mut buf);
-                    receiver.open(&mut buf);
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new("raw_aes_ctr_keccak", &label),
+                &size,
+                |bench, _| {
+                    bench.iter(|| {
+                        sender.seal(&mut buf);
+                        receiver.open(&mut buf);
+                    })
+                },
+            );
         }
     }
     g.finish();

@@ -65,7 +65,12 @@ fn devnet(dir: &std::path::Path) -> Devnet {
 
 type Stop = Rc<std::cell::Cell<bool>>;
 
-fn start_server(d: &Devnet, profile: Profile, max_peers: usize, handshake_timeout_ms: u64) -> (SocketAddr, [u8; 64], Stop) {
+fn start_server(
+    d: &Devnet,
+    profile: Profile,
+    max_peers: usize,
+    handshake_timeout_ms: u64,
+) -> (SocketAddr, [u8; 64], Stop) {
     let (addr, id, stop, _) = start_server_with(d, profile, max_peers, handshake_timeout_ms, 5_000);
     (addr, id, stop)
 }
@@ -76,18 +81,37 @@ fn start_server_with(
     max_peers: usize,
     handshake_timeout_ms: u64,
     idle_timeout_ms: u64,
-) -> (SocketAddr, [u8; 64], Stop, glommio::task::JoinHandle<ServeStats>) {
+) -> (
+    SocketAddr,
+    [u8; 64],
+    Stop,
+    glommio::task::JoinHandle<ServeStats>,
+) {
     let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
     let id = local.id();
-    let net = NetConfig { handshake_timeout_ms, idle_timeout_ms, ..NetConfig::default() };
-    let cfg = Rc::new(ServeConfig { listen, shards: 1, max_peers_per_shard: max_peers, net, status: d.server_status.clone() });
+    let net = NetConfig {
+        handshake_timeout_ms,
+        idle_timeout_ms,
+        ..NetConfig::default()
+    };
+    let cfg = Rc::new(ServeConfig {
+        listen,
+        shards: 1,
+        max_peers_per_shard: max_peers,
+        net,
+        status: d.server_status.clone(),
+    });
     let mut responder = ChainResponder::new(d.chain.clone(), profile);
     responder.slow_delay_ms = 50;
     let stop = Rc::new(std::cell::Cell::new(false));
     let stop2 = stop.clone();
     let handle = glommio::spawn_local(async move {
-        accept_loop(0, listen, local, cfg, Rc::new(responder), move || stop2.get()).await.unwrap()
+        accept_loop(0, listen, local, cfg, Rc::new(responder), move || {
+            stop2.get()
+        })
+        .await
+        .unwrap()
     })
     .detach();
     (listen, id, stop, handle)
@@ -156,7 +180,10 @@ fn loopback_handshake_and_verified_chain_download() {
         assert!(hex::encode(head.hash()).starts_with(DEVNET_HEAD));
         let txs: usize = out.bodies.iter().map(|b| b.transactions.len()).sum();
         assert!(txs > 0, "devnet blocks carry transactions");
-        peer.conn.disconnect(DisconnectReason::Requested).await.unwrap();
+        peer.conn
+            .disconnect(DisconnectReason::Requested)
+            .await
+            .unwrap();
         stop.set(true);
     });
 }
@@ -195,7 +222,10 @@ fn lying_peer_is_caught_and_slow_peer_still_serves() {
         .await
         .unwrap_err();
         // Block 11's own bytes changed, so block 12 no longer links to it.
-        assert!(matches!(err, DownloadError::Invalid { number: 12, .. }), "{err}");
+        assert!(
+            matches!(err, DownloadError::Invalid { number: 12, .. }),
+            "{err}"
+        );
         stop.set(true);
 
         let (addr, id, stop) = start_server(&d, Profile::Slow, 4, 5_000);
@@ -215,10 +245,22 @@ fn lying_peer_is_caught_and_slow_peer_still_serves() {
         .unwrap();
         assert_eq!(out.headers.len(), 50);
         // An answer slower than the request deadline times out without breaking the stream.
-        let e = fetch_headers(&mut peer, B256::ZERO, 51, 51, 1, 10, &EmptyResponder, &mut out)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, DownloadError::Net(NetError::Timeout { .. })), "{e}");
+        let e = fetch_headers(
+            &mut peer,
+            B256::ZERO,
+            51,
+            51,
+            1,
+            10,
+            &EmptyResponder,
+            &mut out,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, DownloadError::Net(NetError::Timeout { .. })),
+            "{e}"
+        );
         stop.set(true);
     });
 }
@@ -269,7 +311,10 @@ fn listener_survives_garbage_and_stalls() {
         // 1. A peer that connects and says nothing: dropped at the handshake deadline.
         let mut stalled = glommio::net::TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 64];
-        let n = glommio::timer::timeout(Duration::from_millis(3_000), async { Ok(stalled.read(&mut buf).await) }).await;
+        let n = glommio::timer::timeout(Duration::from_millis(3_000), async {
+            Ok(stalled.read(&mut buf).await)
+        })
+        .await;
         assert!(
             matches!(n, Ok(Ok(0)) | Ok(Err(_))),
             "stalled peer must be closed by the listener: {n:?}"
@@ -281,8 +326,14 @@ fn listener_survives_garbage_and_stalls() {
             let mut hs = Handshake::initiator(&mut rng, stall_key, server_pub, WireFormat::Eip8);
             let auth = hs.take_output();
             half.write_all(&auth[..auth.len() / 2]).await.unwrap();
-            let n = glommio::timer::timeout(Duration::from_millis(3_000), async { Ok(half.read(&mut buf).await) }).await;
-            assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "half-handshake peer must be closed: {n:?}");
+            let n = glommio::timer::timeout(Duration::from_millis(3_000), async {
+                Ok(half.read(&mut buf).await)
+            })
+            .await;
+            assert!(
+                matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+                "half-handshake peer must be closed: {n:?}"
+            );
         }
         // 2. Random garbage instead of an auth message.
         for _ in 0..20 {
@@ -291,7 +342,10 @@ fn listener_survives_garbage_and_stalls() {
             let mut junk = vec![0u8; len];
             rng.fill_bytes(&mut junk);
             let _ = s.write_all(&junk).await;
-            let _ = glommio::timer::timeout(Duration::from_millis(2_000), async { Ok(s.read(&mut buf).await) }).await;
+            let _ = glommio::timer::timeout(Duration::from_millis(2_000), async {
+                Ok(s.read(&mut buf).await)
+            })
+            .await;
         }
         // 3. A valid RLPx handshake, then random or mutated frames.
         for round in 0..30 {
@@ -349,14 +403,24 @@ fn listener_survives_garbage_and_stalls() {
         .await
         .unwrap();
         assert_eq!(out.headers.len(), 100);
-        peer.conn.disconnect(DisconnectReason::Requested).await.unwrap();
+        peer.conn
+            .disconnect(DisconnectReason::Requested)
+            .await
+            .unwrap();
         glommio::timer::sleep(Duration::from_millis(300)).await;
         stop.set(true);
         // No connection task is left behind: every accepted peer ended one way or another.
         let stats = handle.await.expect("accept loop result");
         assert_eq!(stats.accepted, 1 + 1 + 20 + 30 + 1, "{stats:?}");
-        assert_eq!(stats.accepted, stats.sessions_ended + stats.handshake_failures, "{stats:?}");
-        assert_eq!(stats.sessions_ended, 1, "only the well-behaved peer got to serve: {stats:?}");
+        assert_eq!(
+            stats.accepted,
+            stats.sessions_ended + stats.handshake_failures,
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.sessions_ended, 1,
+            "only the well-behaved peer got to serve: {stats:?}"
+        );
     });
 }
 
@@ -371,14 +435,27 @@ fn idle_peer_is_dropped() {
         let started = std::time::Instant::now();
         // Our side only listens: the server must end the session at its idle deadline.
         let r = peer.conn.recv_until(started + Duration::from_secs(5)).await;
-        assert!(matches!(r, Err(NetError::Disconnected { reason: DisconnectReason::Timeout, .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(NetError::Disconnected {
+                    reason: DisconnectReason::Timeout,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         stop.set(true);
     });
 }
 
 /// A client that completes the RLPx and Hello handshakes by hand, then sends `frame_data`
 /// (message id RLP ‖ payload, not compressed) as one frame; returns what the listener did.
-async fn send_after_hello(addr: SocketAddr, id: [u8; 64], frame_data: Vec<u8>) -> Result<DisconnectReason, String> {
+async fn send_after_hello(
+    addr: SocketAddr,
+    id: [u8; 64],
+    frame_data: Vec<u8>,
+) -> Result<DisconnectReason, String> {
     use catchup_devp2p::p2p::{Capability, Hello, MessageConn, ID_DISCONNECT, ID_HELLO};
     let mut rng = rand::thread_rng();
     let server_pub = {
@@ -391,7 +468,9 @@ async fn send_after_hello(addr: SocketAddr, id: [u8; 64], frame_data: Vec<u8>) -
         .await
         .map_err(|e| e.to_string())?;
     let mut hs = Handshake::initiator(&mut rng, key, server_pub, WireFormat::Eip8);
-    s.write_all(&hs.take_output()).await.map_err(|e| e.to_string())?;
+    s.write_all(&hs.take_output())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rb = vec![0u8; 64 * 1024];
     let est = loop {
         let n = s.read(&mut rb).await.map_err(|e| e.to_string())?;
@@ -402,7 +481,10 @@ async fn send_after_hello(addr: SocketAddr, id: [u8; 64], frame_data: Vec<u8>) -
             break e;
         }
     };
-    let mut conn = MessageConn::new(catchup_devp2p::frame::Session::new(est.secrets, 1 << 24), 16 << 20);
+    let mut conn = MessageConn::new(
+        catchup_devp2p::frame::Session::new(est.secrets, 1 << 24),
+        16 << 20,
+    );
     conn.feed(&est.leftover);
     let hello = Hello {
         protocol_version: 5,
@@ -412,7 +494,8 @@ async fn send_after_hello(addr: SocketAddr, id: [u8; 64], frame_data: Vec<u8>) -
         node_id: catchup_devp2p::handshake::pubkey_to_id(&PublicKey::from_secret_key_global(&key)),
     };
     let mut w = Vec::new();
-    conn.write_message(ID_HELLO, &hello.encode(), &mut w).unwrap();
+    conn.write_message(ID_HELLO, &hello.encode(), &mut w)
+        .unwrap();
     conn.session.write_frame(&frame_data, &mut w).unwrap();
     s.write_all(&w).await.map_err(|e| e.to_string())?;
     // Read the listener's Hello, then (with snappy on) its Disconnect.
@@ -453,8 +536,13 @@ fn listener_disconnects_bad_messages_with_a_reason() {
         unknown.extend_from_slice(&catchup_devp2p::p2p::compress(&[0xc0]).unwrap());
         // 3. A well-compressed but undecodable Status.
         let mut garbage = vec![0x10u8];
-        garbage.extend_from_slice(&catchup_devp2p::p2p::compress(&[0xc3, 0x01, 0x02, 0x03]).unwrap());
-        for (what, frame) in [("snappy bomb", bomb), ("unknown id", unknown), ("bad status", garbage)] {
+        garbage
+            .extend_from_slice(&catchup_devp2p::p2p::compress(&[0xc3, 0x01, 0x02, 0x03]).unwrap());
+        for (what, frame) in [
+            ("snappy bomb", bomb),
+            ("unknown id", unknown),
+            ("bad status", garbage),
+        ] {
             let r = send_after_hello(addr, id, frame).await;
             assert!(
                 matches!(

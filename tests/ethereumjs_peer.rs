@@ -75,8 +75,14 @@ fn free_port() -> u16 {
 fn start_client(bin: &Path, devnet: &Path, datadir: &Path) -> (Client, Enode) {
     let port = free_port();
     let mut child = Command::new(bin)
-        .arg(format!("--gethGenesis={}", devnet.join("genesis.json").display()))
-        .arg(format!("--loadBlocksFromRlp={}", devnet.join("chain.rlp").display()))
+        .arg(format!(
+            "--gethGenesis={}",
+            devnet.join("genesis.json").display()
+        ))
+        .arg(format!(
+            "--loadBlocksFromRlp={}",
+            devnet.join("chain.rlp").display()
+        ))
         .arg(format!("--dataDir={}", datadir.display()))
         .args([
             "--discDns=false",
@@ -131,7 +137,10 @@ fn start_client(bin: &Path, devnet: &Path, datadir: &Path) -> (Client, Enode) {
             ),
         };
         if let Some(i) = line.find("enode://") {
-            let url: String = line[i..].chars().take_while(|c| !c.is_whitespace()).collect();
+            let url: String = line[i..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
             if line.contains("transport=rlpx") {
                 enode = Some(Enode::parse(&url).expect("enode in the client's log"));
             }
@@ -161,7 +170,10 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
         .unwrap_or_else(|| root.join("target/ethereumjs"));
     let bin = ejs_dir.join("node_modules/.bin/ethereumjs");
     if !required("devnet fixture", &devnet.join("chain.rlp"))
-        || !required("@ethereumjs/client (npm install @ethereumjs/client@0.10.5)", &bin)
+        || !required(
+            "@ethereumjs/client (npm install @ethereumjs/client@0.10.5)",
+            &bin,
+        )
     {
         return;
     }
@@ -191,13 +203,25 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
             .await
             .expect("RLPx handshake with ethereumjs");
             let client_id = conn.remote_hello.client_id.clone();
-            let caps: Vec<String> = conn.remote_hello.capabilities.iter().map(|c| c.to_string()).collect();
+            let caps: Vec<String> = conn
+                .remote_hello
+                .capabilities
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
             let mut peer = EthPeer::handshake(conn, &ours)
                 .await
                 .expect("eth Status exchange with ethereumjs");
-            assert_eq!(peer.eth.version, 68, "highest eth version ethereumjs 0.10.5 shares");
+            assert_eq!(
+                peer.eth.version, 68,
+                "highest eth version ethereumjs 0.10.5 shares"
+            );
             assert_eq!(peer.status.network_id, spec.chain_id);
-            assert_eq!(hex::encode(peer.status.fork_id.hash), "377aaa78", "ethereumjs fork id");
+            assert_eq!(
+                hex::encode(peer.status.fork_id.hash),
+                "377aaa78",
+                "ethereumjs fork id"
+            );
             assert_eq!(peer.status.fork_id, chain_fork_id(&spec, genesis, &chain));
             assert!(hex::encode(peer.status.head_hash).starts_with(HEAD_HASH));
 
@@ -235,11 +259,14 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
             let receipts_note = match receipts {
                 Ok(Wire::Eth(EthMessage::Receipts { receipts, .. })) if !receipts.is_empty() => {
                     let rs = catchup_eth::decode_receipts(&receipts[0]).expect("receipts decode");
-                    catchup_eth::verify_receipts(&last, &rs).expect("receipts match the receipts root");
+                    catchup_eth::verify_receipts(&last, &rs)
+                        .expect("receipts match the receipts root");
                     "answered and verified".to_string()
                 }
                 Ok(other) => format!("answered without receipts: {other:?}"),
-                Err(NetError::Timeout { .. }) => "not answered (known ethereumjs 0.10.5 behaviour)".to_string(),
+                Err(NetError::Timeout { .. }) => {
+                    "not answered (known ethereumjs 0.10.5 behaviour)".to_string()
+                }
                 Err(e) => format!("failed: {e}"),
             };
             (client_id, caps, out, receipts_note)

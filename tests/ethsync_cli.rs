@@ -30,7 +30,12 @@ fn byzantine_sim_succeeds_with_json_report() {
             "50",
             "--json",
         ]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
         assert_eq!(v["correct"], true);
         assert_eq!(v["state_root"], v["expected_state_root"]);
@@ -80,7 +85,12 @@ fn config_file_and_bad_flags() {
         "--profile",
         "honest",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["mode"], "snap");
     assert_eq!(v["pivot_block"], 200 - 64);
@@ -89,7 +99,10 @@ fn config_file_and_bad_flags() {
     let out = sim(&["--config", cfg.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no_such_key") && err.lines().count() <= 2, "{err}");
+    assert!(
+        err.contains("no_such_key") && err.lines().count() <= 2,
+        "{err}"
+    );
 
     let out = sim(&["--node-batch", "5000"]);
     assert_ne!(out.status.code(), Some(0));
@@ -101,7 +114,11 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total
@@ -142,7 +159,10 @@ fn kill_9_on_the_runtime_then_restart_continues_from_disk() {
     }
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
-    let out = Command::new(env!("CARGO_BIN_EXE_catchup")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(args)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("cannot start the shards") && std::env::var("CI").as_deref() != Ok("true") {
         eprintln!("skipping: the shard runtime cannot start here: {err}");

@@ -26,24 +26,25 @@ fn two_shards_on_the_runtime_sync_fast_and_snap() {
             handle_signals: false,
             ..catchup_shards::RuntimeConfig::new(2)
         };
-        let results = match catchup_shards::run(&rt, move |shard: catchup_shards::Shard<ShardMsg>| {
-            let (cfg, c, s) = (cfg.clone(), c.clone(), s.clone());
-            async move {
-                let mut store = MemStore::default();
-                let mut t = LoopbackTransport::honest(5, c, s);
-                let outcome = drive_shard(&shard, cfg, &mut store, &mut t, 120_000).await;
-                (outcome, store)
-            }
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("cannot start the shard runtime: {e}");
+        let results =
+            match catchup_shards::run(&rt, move |shard: catchup_shards::Shard<ShardMsg>| {
+                let (cfg, c, s) = (cfg.clone(), c.clone(), s.clone());
+                async move {
+                    let mut store = MemStore::default();
+                    let mut t = LoopbackTransport::honest(5, c, s);
+                    let outcome = drive_shard(&shard, cfg, &mut store, &mut t, 120_000).await;
+                    (outcome, store)
                 }
-                eprintln!("skipping: cannot start the shard runtime here: {e}");
-                return;
-            }
-        };
+            }) {
+                Ok(r) => r,
+                Err(e) => {
+                    if std::env::var("CI").as_deref() == Ok("true") {
+                        panic!("cannot start the shard runtime: {e}");
+                    }
+                    eprintln!("skipping: cannot start the shard runtime here: {e}");
+                    return;
+                }
+            };
         let (outcomes, stores): (Vec<_>, Vec<_>) = results.into_iter().unzip();
         assert!(outcomes[0].finished, "{mode:?}: {:?}", outcomes[0]);
         assert!(outcomes.iter().all(|o| o.failure.is_none()), "{outcomes:?}");
@@ -84,32 +85,34 @@ fn restart_from_the_disk_store_continues_without_refetching() {
                 handle_signals: false,
                 ..catchup_shards::RuntimeConfig::new(2)
             };
-            let results = match catchup_shards::run(&rt, move |shard: catchup_shards::Shard<ShardMsg>| {
-                let (cfg, c, s, base) = (cfg.clone(), c.clone(), s.clone(), base.clone());
-                async move {
-                    let mut store = DiskStore::open(&base.join(format!("shard-{}", shard.id().0)))
-                        .await
-                        .unwrap();
-                    let loaded = store.loaded_records;
-                    let mut t = LoopbackTransport::honest(5, c, s);
-                    let outcome = drive_shard(&shard, cfg, &mut store, &mut t, max_ms).await;
-                    let view = if run == 1 {
-                        Some(store.close().await.unwrap())
-                    } else {
-                        None
-                    };
-                    (outcome, view, loaded)
-                }
-            }) {
-                Ok(r) => r,
-                Err(e) => {
-                    if std::env::var("CI").as_deref() == Ok("true") {
-                        panic!("cannot start the shard runtime: {e}");
+            let results =
+                match catchup_shards::run(&rt, move |shard: catchup_shards::Shard<ShardMsg>| {
+                    let (cfg, c, s, base) = (cfg.clone(), c.clone(), s.clone(), base.clone());
+                    async move {
+                        let mut store =
+                            DiskStore::open(&base.join(format!("shard-{}", shard.id().0)))
+                                .await
+                                .unwrap();
+                        let loaded = store.loaded_records;
+                        let mut t = LoopbackTransport::honest(5, c, s);
+                        let outcome = drive_shard(&shard, cfg, &mut store, &mut t, max_ms).await;
+                        let view = if run == 1 {
+                            Some(store.close().await.unwrap())
+                        } else {
+                            None
+                        };
+                        (outcome, view, loaded)
                     }
-                    eprintln!("skipping: cannot start the shard runtime here: {e}");
-                    return;
-                }
-            };
+                }) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if std::env::var("CI").as_deref() == Ok("true") {
+                            panic!("cannot start the shard runtime: {e}");
+                        }
+                        eprintln!("skipping: cannot start the shard runtime here: {e}");
+                        return;
+                    }
+                };
             if run == 1 {
                 loaded = results.iter().map(|r| r.2).sum::<u64>();
             }
@@ -125,7 +128,10 @@ fn restart_from_the_disk_store_continues_without_refetching() {
         );
         assert_eq!(stores.iter().map(|s| s.headers.len()).sum::<usize>(), 600);
         let refetched: u64 = last.iter().map(|r| r.0.progress.refetched_items).sum();
-        assert_eq!(refetched, 0, "{mode:?}: the restart fetched stored items again");
+        assert_eq!(
+            refetched, 0,
+            "{mode:?}: the restart fetched stored items again"
+        );
         assert!(stores.iter().all(|s| s.duplicate_writes == 0));
         eprintln!("{mode:?}: restart loaded {loaded} records from disk");
     }

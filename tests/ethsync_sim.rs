@@ -56,9 +56,14 @@ fn seeds_1_to_50_byzantine_with_kills_fast_and_snap() {
         for mode in [SyncMode::Fast, SyncMode::Snap] {
             let mut rng = SimRng::new(seed * 7 + mode as u64);
             let mut cfg = small(seed, mode);
-            cfg.kill_at_pct = (0..1 + rng.below(2)).map(|_| 5 + rng.below(90) as u32).collect();
+            cfg.kill_at_pct = (0..1 + rng.below(2))
+                .map(|_| 5 + rng.below(90) as u32)
+                .collect();
             let r = run(&cfg);
-            assert_correct(&r, &format!("seed {seed} {mode:?} kills {:?}", cfg.kill_at_pct));
+            assert_correct(
+                &r,
+                &format!("seed {seed} {mode:?} kills {:?}", cfg.kill_at_pct),
+            );
             // A third of the peers lie.
             assert_eq!(r.peers.iter().filter(|p| p.fault == "lying").count(), 3);
             assert!(r.max_inflight_per_shard <= cfg.sync.max_concurrent_requests);
@@ -82,7 +87,10 @@ fn same_seed_same_trace_other_seed_other_trace() {
         assert_eq!(a.trace_hash, b.trace_hash);
         assert_eq!(a.events, b.events);
         assert_eq!(a.virtual_ms, b.virtual_ms);
-        assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
         cfg.seed = 12;
         let c = run(&cfg);
         assert_ne!(a.trace_hash, c.trace_hash);
@@ -101,7 +109,10 @@ fn resume_keeps_the_pivot_and_does_not_refetch() {
         let killed = run(&cfg);
         assert_correct(&killed, "killed");
         assert_eq!(killed.restarts, 3);
-        assert_eq!(killed.pivot_block, clean.pivot_block, "same pivot after restarts");
+        assert_eq!(
+            killed.pivot_block, clean.pivot_block,
+            "same pivot after restarts"
+        );
         // Work lost at a kill is only what was in flight: at most one window of requests
         // per shard per kill is fetched again.
         let state_kinds = [
@@ -132,7 +143,11 @@ fn resume_keeps_the_pivot_and_does_not_refetch() {
 
 #[test]
 fn switch_mode_keeps_verified_data() {
-    for (mode, pct) in [(SyncMode::Fast, 30), (SyncMode::Snap, 30), (SyncMode::Fast, 70)] {
+    for (mode, pct) in [
+        (SyncMode::Fast, 30),
+        (SyncMode::Snap, 30),
+        (SyncMode::Fast, 70),
+    ] {
         let mut cfg = small(21, mode);
         cfg.profile = Profile::Mixed;
         cfg.accounts = 500;
@@ -176,8 +191,8 @@ fn pivot_is_reselected_when_the_head_moves_on() {
         let r = run(&cfg);
         // A new pivot re-fetches at most the header batch of the old head and the bodies
         // that were in flight.
-        let bound =
-            cfg.sync.header_batch + (cfg.sync.max_concurrent_requests * cfg.sync.body_batch * cfg.shards) as u64;
+        let bound = cfg.sync.header_batch
+            + (cfg.sync.max_concurrent_requests * cfg.sync.body_batch * cfg.shards) as u64;
         assert_correct_refetching(&r, &format!("growing chain {mode:?}"), r.repivots * bound);
         assert!(r.repivots >= 1, "{mode:?}: the pivot was never re-selected");
         assert!(r.status.highest_block.unwrap() > 1000);
@@ -222,8 +237,8 @@ fn new_pivot_with_a_changed_state_is_healed() {
         cfg.sync.repivot_slack = 8;
         cfg.sync.status_check_ms = 200;
         let r = run(&cfg);
-        let bound =
-            cfg.sync.header_batch + (cfg.sync.max_concurrent_requests * cfg.sync.body_batch * cfg.shards) as u64;
+        let bound = cfg.sync.header_batch
+            + (cfg.sync.max_concurrent_requests * cfg.sync.body_batch * cfg.shards) as u64;
         assert_correct_refetching(&r, &format!("changed state {mode:?}"), r.repivots * bound);
         assert!(
             r.pivot_block.unwrap() > 1000,

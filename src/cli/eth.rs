@@ -10,7 +10,8 @@ use catchup_eth::blocktest::{check_blocktest, Rejection};
 use catchup_eth::era1::Era1;
 use catchup_eth::state::{parse_alloc, parse_geth_dump};
 use catchup_eth::{
-    verify_ommers_hash, verify_parent_hash, verify_receipts, verify_transactions_root, verify_withdrawals, B256,
+    verify_ommers_hash, verify_parent_hash, verify_receipts, verify_transactions_root,
+    verify_withdrawals, B256,
 };
 
 use super::GlobalOpts;
@@ -86,7 +87,8 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     anyhow::ensure!(
         meta.len() <= MAX_INPUT_FILE_BYTES,
         "{}: {} bytes, above the limit of {MAX_INPUT_FILE_BYTES}",
@@ -97,7 +99,8 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    String::from_utf8(read_file(path)?).with_context(|| format!("{}: not UTF-8 text", path.display()))
+    String::from_utf8(read_file(path)?)
+        .with_context(|| format!("{}: not UTF-8 text", path.display()))
 }
 
 /// Totals of `verify-era1`.
@@ -163,14 +166,15 @@ pub fn check_era1_files(files: &[PathBuf]) -> anyhow::Result<Era1Report> {
             rep.first.get_or_insert(n);
             rep.last = Some(n);
             rep.last_hash = Some(format!("{:#x}", b.hash));
-            let record =
-                |rep: &mut Era1Report, r: Result<(), catchup_eth::VerifyError>, ok: fn(&mut Era1Report)| match r {
-                    Ok(()) => ok(rep),
-                    Err(e) => fail(
-                        rep,
-                        json!({"file": file, "block": n, "field": e.field().as_str(), "error": e.to_string()}),
-                    ),
-                };
+            let record = |rep: &mut Era1Report,
+                          r: Result<(), catchup_eth::VerifyError>,
+                          ok: fn(&mut Era1Report)| match r {
+                Ok(()) => ok(rep),
+                Err(e) => fail(
+                    rep,
+                    json!({"file": file, "block": n, "field": e.field().as_str(), "error": e.to_string()}),
+                ),
+            };
             let link = match &prev {
                 // Files of distant ranges are checked independently.
                 Some((ph, ph_header)) if ph_header.number.checked_add(1) == Some(n) => {
@@ -191,10 +195,14 @@ pub fn check_era1_files(files: &[PathBuf]) -> anyhow::Result<Era1Report> {
                 })
             };
             record(&mut rep, header_ok, |r| r.headers_ok += 1);
-            record(&mut rep, verify_transactions_root(&b.header, &b.body), |r| {
-                r.tx_roots_ok += 1
+            record(
+                &mut rep,
+                verify_transactions_root(&b.header, &b.body),
+                |r| r.tx_roots_ok += 1,
+            );
+            record(&mut rep, verify_ommers_hash(&b.header, &b.body), |r| {
+                r.ommers_ok += 1
             });
-            record(&mut rep, verify_ommers_hash(&b.header, &b.body), |r| r.ommers_ok += 1);
             record(&mut rep, verify_withdrawals(&b.header, &b.body), |r| {
                 r.withdrawals_ok += 1
             });
@@ -246,7 +254,11 @@ fn verify_era1(a: &VerifyEra1Args) -> anyhow::Result<i32> {
         );
         println!(
             "headers ok {}  tx roots ok {}  ommers ok {}  withdrawals ok {}  receipt roots ok {}",
-            rep.headers_ok, rep.tx_roots_ok, rep.ommers_ok, rep.withdrawals_ok, rep.receipt_roots_ok
+            rep.headers_ok,
+            rep.tx_roots_ok,
+            rep.ommers_ok,
+            rep.withdrawals_ok,
+            rep.receipt_roots_ok
         );
     }
     if failed {
@@ -272,7 +284,10 @@ fn state_root(a: &StateRootArgs) -> anyhow::Result<i32> {
     };
     let text = read_text(path)?;
     let (state, claimed) = if kind == "alloc" {
-        (parse_alloc(&text).with_context(|| format!("{}", path.display()))?, None)
+        (
+            parse_alloc(&text).with_context(|| format!("{}", path.display()))?,
+            None,
+        )
     } else {
         parse_geth_dump(&text).with_context(|| format!("{}", path.display()))?
     };
@@ -342,7 +357,9 @@ fn verify_blocktest(a: &VerifyBlocktestArgs) -> anyhow::Result<i32> {
                         b.index,
                         b.number.map_or(String::new(), |n| format!(" (#{n})")),
                         status,
-                        caught.as_deref().map_or(String::new(), |c| format!(" by {c}"))
+                        caught
+                            .as_deref()
+                            .map_or(String::new(), |c| format!(" by {c}"))
                     );
                     if let Some(Rejection::Decode(msg)) = &b.rejected_by {
                         println!("    decode error: {msg}");
@@ -374,7 +391,11 @@ fn verify_blocktest(a: &VerifyBlocktestArgs) -> anyhow::Result<i32> {
                 if ok == Some(false) {
                     unexpected += 1;
                     if !a.json {
-                        println!("{} {}: {what} differs from the test's", path.display(), t.name);
+                        println!(
+                            "{} {}: {what} differs from the test's",
+                            path.display(),
+                            t.name
+                        );
                     }
                 }
             }
@@ -519,7 +540,8 @@ pub fn bench_eth(args: &EthBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32
     let total = |f: fn(&EthShardBench) -> RatePair| {
         let v: f64 = results.iter().map(|r| f(r).items_per_s).sum();
         let k: f64 = results.iter().map(|r| f(r).keccak_only_items_per_s).sum();
-        let b = results.iter().map(|r| f(r).bytes_per_item).sum::<f64>() / results.len().max(1) as f64;
+        let b =
+            results.iter().map(|r| f(r).bytes_per_item).sum::<f64>() / results.len().max(1) as f64;
         pair(v, k, b)
     };
     let totals = json!({
@@ -563,7 +585,9 @@ mod tests {
     fn fixture(rel: &str) -> Option<PathBuf> {
         let dir = std::env::var_os("CATCHUP_FIXTURES")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+            });
         let p = dir.join(rel);
         if p.exists() {
             return Some(p);
@@ -616,7 +640,13 @@ mod tests {
         let f = &rep.failures[0];
         assert_eq!(f["field"], "record");
         assert!(f["file"].as_str().unwrap().ends_with("bad.era1"));
-        assert!(f["error"].as_str().unwrap().contains("record 2 at offset 304"), "{f}");
+        assert!(
+            f["error"]
+                .as_str()
+                .unwrap()
+                .contains("record 2 at offset 304"),
+            "{f}"
+        );
 
         let mut p2 = std::fs::read(&p).unwrap();
         let era = Era1::open(&p2).unwrap();
@@ -664,7 +694,12 @@ mod tests {
         std::fs::write(&p, catchup_eth::era1::write_era1(&blocks).unwrap()).unwrap();
         let rep = check_era1_files(std::slice::from_ref(&p)).unwrap();
         assert_eq!(
-            (rep.blocks, rep.headers_ok, rep.tx_roots_ok, rep.receipt_roots_ok),
+            (
+                rep.blocks,
+                rep.headers_ok,
+                rep.tx_roots_ok,
+                rep.receipt_roots_ok
+            ),
             (5, 5, 5, 4)
         );
         assert_eq!(rep.failures.len(), 1, "{:?}", rep.failures);

@@ -147,9 +147,10 @@ pub struct SimArgs {
 pub fn sync_config(a: &SimArgs) -> anyhow::Result<SyncConfig> {
     let mut c = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
-            let v: toml::Value =
-                toml::from_str(&text).with_context(|| format!("config {} is not valid TOML", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            let v: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("config {} is not valid TOML", p.display()))?;
             match v.get("ethsync") {
                 Some(t) => t
                     .clone()
@@ -203,7 +204,10 @@ pub fn sync_config(a: &SimArgs) -> anyhow::Result<SyncConfig> {
         c.max_concurrent_requests >= 1,
         "--max-concurrent-requests must be at least 1"
     );
-    anyhow::ensure!(c.pivot_agreement >= 1, "--pivot-agreement must be at least 1");
+    anyhow::ensure!(
+        c.pivot_agreement >= 1,
+        "--pivot-agreement must be at least 1"
+    );
     anyhow::ensure!(
         c.min_timeout_ms <= c.max_timeout_ms,
         "--min-timeout-ms must not exceed --max-timeout-ms"
@@ -213,8 +217,14 @@ pub fn sync_config(a: &SimArgs) -> anyhow::Result<SyncConfig> {
 
 /// Run the simulation the arguments describe.
 pub fn simulate(a: &SimArgs) -> anyhow::Result<SimReport> {
-    anyhow::ensure!(a.peers >= 1 && a.peers <= 1000, "--peers must be in 1..=1000");
-    anyhow::ensure!(a.shards >= 1 && a.shards <= 16, "--shards must be in 1..=16");
+    anyhow::ensure!(
+        a.peers >= 1 && a.peers <= 1000,
+        "--peers must be in 1..=1000"
+    );
+    anyhow::ensure!(
+        a.shards >= 1 && a.shards <= 16,
+        "--shards must be in 1..=16"
+    );
     anyhow::ensure!(
         a.kill_at.iter().all(|&k| k <= 100),
         "--kill-at takes a percentage (0..=100)"
@@ -298,7 +308,10 @@ pub struct RuntimeReport {
 }
 
 /// The chain, state and settings the arguments describe (generated, or the devnet).
-fn sources(a: &SimArgs, mut sync: SyncConfig) -> anyhow::Result<(Arc<ChainData>, Arc<StateData>, SyncConfig)> {
+fn sources(
+    a: &SimArgs,
+    mut sync: SyncConfig,
+) -> anyhow::Result<(Arc<ChainData>, Arc<StateData>, SyncConfig)> {
     match &a.devnet {
         None => {
             let state = StateData::generate(a.accounts, a.big_storage_slots, a.seed);
@@ -331,17 +344,28 @@ fn sources(a: &SimArgs, mut sync: SyncConfig) -> anyhow::Result<(Arc<ChainData>,
 
 /// Sync on the shard runtime from in-process serving peers.
 pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<RuntimeReport> {
-    anyhow::ensure!(a.shards >= 1 && a.shards <= 16, "--shards must be in 1..=16");
-    anyhow::ensure!(a.peers >= 1 && a.peers <= 1000, "--peers must be in 1..=1000");
+    anyhow::ensure!(
+        a.shards >= 1 && a.shards <= 16,
+        "--shards must be in 1..=16"
+    );
+    anyhow::ensure!(
+        a.peers >= 1 && a.peers <= 1000,
+        "--peers must be in 1..=1000"
+    );
     let (chain, state, sync) = sources(a, sync_config(a)?)?;
     let rt = catchup_shards::RuntimeConfig {
         handle_signals: true,
         ..super::tune::runtime_config(global, Some(a.shards), None)?
     };
     let shards = rt.shards;
-    let (peers, datadir, max_ms) = (a.peers, a.datadir.clone(), a.max_seconds.saturating_mul(1000));
+    let (peers, datadir, max_ms) = (
+        a.peers,
+        a.datadir.clone(),
+        a.max_seconds.saturating_mul(1000),
+    );
     if let Some(d) = &datadir {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create data directory {}", d.display()))?;
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create data directory {}", d.display()))?;
     }
     let (c, s, cfg) = (chain.clone(), state.clone(), sync.clone());
     let started = std::time::Instant::now();
@@ -384,7 +408,11 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
             Err(e) => failures.push(e),
         }
     }
-    anyhow::ensure!(!outcomes.is_empty(), "no shard ran: {}", failures.join("; "));
+    anyhow::ensure!(
+        !outcomes.is_empty(),
+        "no shard ran: {}",
+        failures.join("; ")
+    );
     let status = outcomes[0].status.clone();
     let mut progress = crate::ethsync::engine::Progress::default();
     for o in &outcomes {
@@ -392,8 +420,13 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
     }
     let target = status.highest_block.unwrap_or(chain.head().number);
     let (headers_ok, headers, head) = sim::check_headers(&stores, &chain, target);
-    let (bodies_ok, bodies, receipts) =
-        sim::check_bodies(&stores, &chain, &sync, status.pivot_block.unwrap_or(0), target);
+    let (bodies_ok, bodies, receipts) = sim::check_bodies(
+        &stores,
+        &chain,
+        &sync,
+        status.pivot_block.unwrap_or(0),
+        target,
+    );
     let (state_ok, nodes, codes) = sim::check_state(&stores, state.root);
     let finished = outcomes[0].finished;
     let correct = finished
@@ -434,9 +467,15 @@ pub fn run_sim(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
                 "mode:              {} on {} shards (runtime, loopback peers)",
                 r.mode, r.shards
             );
-            println!("state root:        {}", r.state_root.as_deref().unwrap_or("-"));
+            println!(
+                "state root:        {}",
+                r.state_root.as_deref().unwrap_or("-")
+            );
             println!("expected root:     {}", r.expected_state_root);
-            println!("head hash:         {}", r.head_hash.as_deref().unwrap_or("-"));
+            println!(
+                "head hash:         {}",
+                r.head_hash.as_deref().unwrap_or("-")
+            );
             println!("headers verified:  {}", r.headers_verified);
             println!("bodies verified:   {}", r.bodies_verified);
             println!("receipts verified: {}", r.receipts_verified);
@@ -464,13 +503,21 @@ pub fn run_sim(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
 
 fn print_report(r: &SimReport) {
     println!("mode:              {}", r.mode);
-    println!("state root:        {}", r.state_root.as_deref().unwrap_or("-"));
+    println!(
+        "state root:        {}",
+        r.state_root.as_deref().unwrap_or("-")
+    );
     println!("expected root:     {}", r.expected_state_root);
-    println!("head hash:         {}", r.head_hash.as_deref().unwrap_or("-"));
+    println!(
+        "head hash:         {}",
+        r.head_hash.as_deref().unwrap_or("-")
+    );
     println!("expected head:     {}", r.expected_head_hash);
     println!(
         "pivot block:       {}",
-        r.pivot_block.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        r.pivot_block
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
     );
     println!("headers verified:  {}", r.headers_verified);
     println!("bodies verified:   {}", r.bodies_verified);
@@ -481,7 +528,10 @@ fn print_report(r: &SimReport) {
     );
     println!("healed nodes:      {}", r.progress.healed_nodes);
     println!("restarts:          {}", r.restarts);
-    println!("faults seen:       {} lies, {} timeouts", r.lies_detected, r.timeouts);
+    println!(
+        "faults seen:       {} lies, {} timeouts",
+        r.lies_detected, r.timeouts
+    );
     println!(
         "virtual time:      {} ms ({} events, trace {})",
         r.virtual_ms, r.events, r.trace_hash
@@ -501,6 +551,9 @@ fn print_report(r: &SimReport) {
     if let Some(f) = &r.failure {
         println!("failure:           {f}");
     }
-    println!("complete:          {}", r.state_complete && r.chain_complete);
+    println!(
+        "complete:          {}",
+        r.state_complete && r.chain_complete
+    );
     println!("correct:           {}", r.correct);
 }

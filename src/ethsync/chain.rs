@@ -18,7 +18,9 @@ pub struct SimRng(catchup_eth::bench::SplitMix);
 
 impl SimRng {
     pub fn new(seed: u64) -> Self {
-        SimRng(catchup_eth::bench::SplitMix::new(seed ^ 0x9e37_79b9_7f4a_7c15))
+        SimRng(catchup_eth::bench::SplitMix::new(
+            seed ^ 0x9e37_79b9_7f4a_7c15,
+        ))
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
@@ -50,10 +52,14 @@ pub struct ChainData {
 
 impl ChainData {
     pub fn head(&self) -> &Header {
-        self.headers.last().expect("chain data holds at least one header")
+        self.headers
+            .last()
+            .expect("chain data holds at least one header")
     }
     pub fn header(&self, number: u64) -> Option<&Header> {
-        number.checked_sub(self.base).and_then(|i| self.headers.get(i as usize))
+        number
+            .checked_sub(self.base)
+            .and_then(|i| self.headers.get(i as usize))
     }
     pub fn index_of(&self, hash: &B256) -> Option<usize> {
         self.by_hash.get(hash).map(|n| (n - self.base) as usize)
@@ -90,7 +96,9 @@ pub struct StateData {
 impl StateData {
     /// Build all tries from accounts (with their storage slots and code).
     /// `accounts`: (account hash, nonce, balance bytes, slots (hash, rlp value), code).
-    pub fn build(mut accounts: Vec<(B256, u64, Vec<u8>, Vec<(B256, Vec<u8>)>, Option<Vec<u8>>)>) -> StateData {
+    pub fn build(
+        mut accounts: Vec<(B256, u64, Vec<u8>, Vec<(B256, Vec<u8>)>, Option<Vec<u8>>)>,
+    ) -> StateData {
         let mut st = StateData::default();
         accounts.sort_by(|a, b| a.0.cmp(&b.0));
         let mut leaves = Vec::with_capacity(accounts.len());
@@ -187,7 +195,8 @@ impl StateData {
 
     /// Load a geth state dump (`headstate.json` form).
     pub fn from_geth_dump(path: &Path) -> anyhow::Result<StateData> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let accts = v
@@ -199,7 +208,8 @@ impl StateData {
             let ctx = || format!("account {addr} in {}", path.display());
             let addr_bytes = hex_bytes(addr).with_context(ctx)?;
             let hash = keccak256(&addr_bytes);
-            let balance = decimal_to_be(a.get("balance").and_then(|b| b.as_str()).unwrap_or("0")).with_context(ctx)?;
+            let balance = decimal_to_be(a.get("balance").and_then(|b| b.as_str()).unwrap_or("0"))
+                .with_context(ctx)?;
             let nonce = a.get("nonce").and_then(|n| n.as_u64()).unwrap_or(0);
             let code = match a.get("code").and_then(|c| c.as_str()) {
                 Some(c) => Some(hex_bytes(c).with_context(ctx)?),
@@ -251,7 +261,9 @@ fn decimal_to_be(s: &str) -> anyhow::Result<Vec<u8>> {
     }
     let mut out: Vec<u8> = Vec::new(); // little-endian
     for c in s.chars() {
-        let d = c.to_digit(10).with_context(|| format!("bad decimal `{s}`"))?;
+        let d = c
+            .to_digit(10)
+            .with_context(|| format!("bad decimal `{s}`"))?;
         let mut carry = d;
         for b in out.iter_mut() {
             let x = *b as u32 * 10 + carry;
@@ -308,7 +320,11 @@ pub fn generate_chain(blocks: u64, state_root: B256, seed: u64) -> ChainData {
 }
 
 /// A generated chain whose block `n` carries `root_at(n)` as its state root.
-pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, seed: u64) -> ChainData {
+pub fn generate_chain_with_roots(
+    blocks: u64,
+    root_at: &dyn Fn(u64) -> B256,
+    seed: u64,
+) -> ChainData {
     let state_root = root_at(0);
     let mut rng = SimRng::new(seed ^ 0xc4a1_5eed);
     let mut c = ChainData::default();
@@ -388,7 +404,14 @@ pub fn generate_chain_with_roots(blocks: u64, root_at: &dyn Fn(u64) -> B256, see
             &[],
         );
         let body = Body {
-            raw: rlp::wrap_list(&[rlp::wrap_list(&tx_items), empty_list.clone(), rlp::wrap_list(&wd_items)].concat()),
+            raw: rlp::wrap_list(
+                &[
+                    rlp::wrap_list(&tx_items),
+                    empty_list.clone(),
+                    rlp::wrap_list(&wd_items),
+                ]
+                .concat(),
+            ),
         };
         c.push(
             Header::decode(&raw).expect("generated header decodes"),
@@ -409,15 +432,21 @@ pub fn chain_from_rlp_file(path: &Path) -> anyhow::Result<ChainData> {
     let mut at = 0usize;
     let mut first = true;
     while !rest.is_empty() {
-        let block = rlp::parse_item(rest, at).with_context(|| format!("{}: block at byte {at}", path.display()))?;
+        let block = rlp::parse_item(rest, at)
+            .with_context(|| format!("{}: block at byte {at}", path.display()))?;
         let used = block.raw.len();
         let f = block
             .items(4)
             .with_context(|| format!("{}: block at byte {at}", path.display()))?;
         if f.len() < 3 {
-            bail!("{}: block at byte {at} has {} fields", path.display(), f.len());
+            bail!(
+                "{}: block at byte {at} has {} fields",
+                path.display(),
+                f.len()
+            );
         }
-        let h = Header::decode(f[0].raw).with_context(|| format!("{}: header at byte {at}", path.display()))?;
+        let h = Header::decode(f[0].raw)
+            .with_context(|| format!("{}: header at byte {at}", path.display()))?;
         if first {
             c.base = h.number;
             first = false;
@@ -467,7 +496,11 @@ mod tests {
         for i in 1..c.headers.len() {
             assert_eq!(c.headers[i].parent_hash, c.headers[i - 1].hash);
             c.bodies[i].verify(&c.headers[i]).unwrap();
-            c.receipts[i].as_ref().unwrap().verify(&c.headers[i]).unwrap();
+            c.receipts[i]
+                .as_ref()
+                .unwrap()
+                .verify(&c.headers[i])
+                .unwrap();
         }
         assert_ne!(st.root, EMPTY_ROOT);
         assert!(st.nodes.contains_key(&st.root));

@@ -96,7 +96,9 @@ impl Commit for super::store::MemStore {
 
 impl Commit for super::persist::DiskStore {
     async fn commit(&mut self) -> Result<(), String> {
-        super::persist::DiskStore::commit(self).await.map_err(|e| e.to_string())
+        super::persist::DiskStore::commit(self)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -118,7 +120,11 @@ pub const PROGRESS_EVERY_MS: u64 = 10_000;
 /// endpoint's `/status` (section `ethsync_shard_<id>`; shard 0's status is the sync's).
 fn publish(shard: usize, engine: &Engine) {
     let (status, progress) = (engine.status(), engine.get_progress());
-    tracing::info!(shard, "{}", super::engine::progress_line(&status, &progress));
+    tracing::info!(
+        shard,
+        "{}",
+        super::engine::progress_line(&status, &progress)
+    );
     crate::admin::set_status(
         &format!("ethsync_shard_{shard}"),
         serde_json::json!({ "status": status, "progress": progress }),

@@ -15,7 +15,9 @@ use super::config::{SyncConfig, SyncMode};
 use super::peers::{PeerPolicy, PeerSet};
 use super::store::SyncStore;
 use super::trie::{self, build_node, ChildRef, Node};
-use super::types::{Account, Body, HashOrNumber, Header, PeerId, Receipts, ReqId, Request, Response, TriePath};
+use super::types::{
+    Account, Body, HashOrNumber, Header, PeerId, Receipts, ReqId, Request, Response, TriePath,
+};
 
 /// A shard index.
 pub type ShardId = usize;
@@ -37,8 +39,15 @@ pub fn owner_of_batch(batch: u64, shards: usize) -> ShardId {
 pub enum Event {
     PeerJoined(PeerId),
     PeerLeft(PeerId),
-    Response { peer: PeerId, id: ReqId, resp: Response },
-    Timeout { peer: PeerId, id: ReqId },
+    Response {
+        peer: PeerId,
+        id: ReqId,
+        resp: Response,
+    },
+    Timeout {
+        peer: PeerId,
+        id: ReqId,
+    },
     Shard(ShardMsg),
     Tick,
 }
@@ -177,7 +186,13 @@ impl Progress {
 
 /// The progress line printed every 10 s: counts, percentages, queue sizes.
 pub fn progress_line(status: &Status, p: &Progress) -> String {
-    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            a as f64 * 100.0 / b as f64
+        }
+    };
     format!(
         "ethsync {} pivot {} highest {}: headers {}/{} ({:.1}%), bodies {}, receipts {}, state nodes {} downloaded {} queued, \
          accounts {}, slots {}, codes {}, healed {}, requests {}, lies {}, timeouts {}, elapsed {:.1} s{}",
@@ -440,7 +455,11 @@ impl Engine {
             code_queue: VecDeque::new(),
             codes_wanted: HashSet::new(),
             rebuilt: journal.rebuilt,
-            coord: if shard == 0 { Some(Coordinator::default()) } else { None },
+            coord: if shard == 0 {
+                Some(Coordinator::default())
+            } else {
+                None
+            },
             journal,
         };
         if let Some(c) = e.coord.as_mut() {
@@ -509,7 +528,10 @@ impl Engine {
     pub fn get_progress(&self) -> Progress {
         let mut p = self.progress.clone();
         p.state_nodes_queued = self.node_queue.len() as u64;
-        p.elapsed_ms = self.started_ms.map(|s| self.now_ms.saturating_sub(s)).unwrap_or(0);
+        p.elapsed_ms = self
+            .started_ms
+            .map(|s| self.now_ms.saturating_sub(s))
+            .unwrap_or(0);
         p
     }
 
@@ -529,12 +551,19 @@ impl Engine {
 
     fn batch_range(&self, b: u64) -> (u64, u64) {
         let lo = self.cfg.anchor_number + 1 + b * self.cfg.header_batch;
-        let hi = (lo + self.cfg.header_batch - 1).min(self.head.as_ref().map(|h| h.number).unwrap_or(lo));
+        let hi = (lo + self.cfg.header_batch - 1)
+            .min(self.head.as_ref().map(|h| h.number).unwrap_or(lo));
         (lo, hi)
     }
 
     /// Handle one event at virtual or real time `now_ms`.
-    pub fn handle(&mut self, now_ms: u64, ev: Event, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        ev: Event,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
         self.now_ms = now_ms;
         if self.started_ms.is_none() {
             self.started_ms = Some(now_ms);
@@ -627,7 +656,10 @@ impl Engine {
         let now = self.now_ms;
         let agreement = self.cfg.pivot_agreement;
         let check_ms = self.cfg.status_check_ms;
-        let done = self.coord.as_ref().is_some_and(|c| c.finished || c.state_complete);
+        let done = self
+            .coord
+            .as_ref()
+            .is_some_and(|c| c.finished || c.state_complete);
         let c = self.coord.as_mut().expect("coordinator");
         // With a pivot: look at the peers' head again now and then, to re-select the pivot
         // when it falls too far behind.
@@ -643,7 +675,10 @@ impl Engine {
             c.anchors_asked = false;
         }
         let need_pivot = self.pivot.is_none() || recheck;
-        let free = self.cfg.max_concurrent_requests.saturating_sub(self.inflight.len());
+        let free = self
+            .cfg
+            .max_concurrent_requests
+            .saturating_sub(self.inflight.len());
         if need_pivot
             && (!c.status_asked || recheck)
             && now >= c.retry_at_ms
@@ -746,7 +781,8 @@ impl Engine {
         bests.sort_unstable();
         // The median, but no higher than what `agreement` peers reached (so that many can
         // answer for the pivot and head headers).
-        let head = bests[(bests.len() - 1) / 2].min(bests[bests.len() - agreement.min(bests.len())]);
+        let head =
+            bests[(bests.len() - 1) / 2].min(bests[bests.len() - agreement.min(bests.len())]);
         // Keep the current (or journaled) pivot while it is close enough to the head.
         let current = self.pivot.as_ref().map(|p| p.number);
         let resumed = c.resume_pivot.take();
@@ -772,7 +808,10 @@ impl Engine {
         c.anchor_target = (pivot, head);
         c.anchors_asked = true;
         c.anchor_votes.clear();
-        let free = self.cfg.max_concurrent_requests.saturating_sub(self.inflight.len());
+        let free = self
+            .cfg
+            .max_concurrent_requests
+            .saturating_sub(self.inflight.len());
         let c = self.coord.as_mut().expect("coordinator");
         let ids: Vec<PeerId> = c
             .status_replies
@@ -816,12 +855,17 @@ impl Engine {
         if let Some(raws) = raws {
             let want = if pn == hn { 1 } else { 2 };
             let hs: Vec<Header> = raws.iter().filter_map(|r| Header::decode(r).ok()).collect();
-            if hs.len() == want && raws.len() == want && hs[0].number == pn && hs[want - 1].number == hn {
+            if hs.len() == want
+                && raws.len() == want
+                && hs[0].number == pn
+                && hs[want - 1].number == hn
+            {
                 let key = (hs[0].hash, hs[want - 1].hash);
-                c.anchor_votes
-                    .entry(key)
-                    .or_default()
-                    .push((peer, raws[0].clone(), raws[want - 1].clone()));
+                c.anchor_votes.entry(key).or_default().push((
+                    peer,
+                    raws[0].clone(),
+                    raws[want - 1].clone(),
+                ));
             } else if !raws.is_empty() {
                 liar = true;
             }
@@ -979,7 +1023,13 @@ impl Engine {
         }
     }
 
-    fn on_pivot(&mut self, pivot: &[u8], head: &[u8], store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+    fn on_pivot(
+        &mut self,
+        pivot: &[u8],
+        head: &[u8],
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
         let (Ok(p), Ok(h)) = (Header::decode(pivot), Header::decode(head)) else {
             return;
         };
@@ -1044,7 +1094,10 @@ impl Engine {
                     c.wave_replies.clear();
                     c.last_wave = None;
                 }
-                if self.mode == SyncMode::Snap && !self.journal.rebuilt && self.phase == StatePhase::Ranges {
+                if self.mode == SyncMode::Snap
+                    && !self.journal.rebuilt
+                    && self.phase == StatePhase::Ranges
+                {
                     // Snap before its rebuild: finished ranges keep their (older) leaves,
                     // the others continue against the new root; storage tries of accounts
                     // seen so far are left to the heal, which fixes whatever changed.
@@ -1125,7 +1178,8 @@ impl Engine {
             out.push(Action::ToShard { shard: owner, msg });
             return;
         }
-        c.pending_ranges.insert(batch, (first_parent, last_hash, peer, owner));
+        c.pending_ranges
+            .insert(batch, (first_parent, last_hash, peer, owner));
         let mut changed = false;
         loop {
             // The highest batch not yet joined, and the hash its last header must have.
@@ -1159,7 +1213,10 @@ impl Engine {
             } else {
                 out.push(Action::ToShard {
                     shard: o,
-                    msg: ShardMsg::HeadersRejected { batch: next, peer: p },
+                    msg: ShardMsg::HeadersRejected {
+                        batch: next,
+                        peer: p,
+                    },
                 });
                 break;
             }
@@ -1193,7 +1250,10 @@ impl Engine {
             {
                 bodies.push(n);
             }
-            if self.cfg.fetch_receipts && h.receipts_root != trie::EMPTY_ROOT && !self.stored_receipts(n, store) {
+            if self.cfg.fetch_receipts
+                && h.receipts_root != trie::EMPTY_ROOT
+                && !self.stored_receipts(n, store)
+            {
                 receipts.push(n);
             }
         }
@@ -1227,10 +1287,12 @@ impl Engine {
             && self.ranges.iter().all(|r| r.done)
             && self.storage_tasks.iter().all(|t| t.done)
             && self.code_queue.is_empty()
-            && !self
-                .inflight
-                .values()
-                .any(|i| matches!(i.what, Pending::Account(..) | Pending::Storage(..) | Pending::Codes(_)))
+            && !self.inflight.values().any(|i| {
+                matches!(
+                    i.what,
+                    Pending::Account(..) | Pending::Storage(..) | Pending::Codes(_)
+                )
+            })
     }
 
     fn report(&mut self, out: &mut Vec<Action>) {
@@ -1260,11 +1322,16 @@ impl Engine {
         if self.head.is_none() || c.failed {
             return;
         }
-        let all = |f: fn(&(bool, bool)) -> bool| (0..shards).all(|s| c.reports.get(&s).is_some_and(f));
+        let all =
+            |f: fn(&(bool, bool)) -> bool| (0..shards).all(|s| c.reports.get(&s).is_some_and(f));
         if !c.chain_complete && c.joined.len() as u64 == n && all(|r| r.0) {
             c.chain_complete = true;
         }
-        if mode == SyncMode::Snap && phase == StatePhase::Ranges && !c.rebuild_started && all(|r| r.1) {
+        if mode == SyncMode::Snap
+            && phase == StatePhase::Ranges
+            && !c.rebuild_started
+            && all(|r| r.1)
+        {
             c.rebuild_started = true;
             c.subtries.clear();
             for s in 0..shards {
@@ -1382,7 +1449,10 @@ impl Engine {
             if guard > 64 {
                 break;
             }
-            let mut child = |c: ChildRef, p: Vec<u8>, stack: &mut Vec<(Node, Vec<u8>)>, me: &mut Engine| match c {
+            let mut child = |c: ChildRef,
+                             p: Vec<u8>,
+                             stack: &mut Vec<(Node, Vec<u8>)>,
+                             me: &mut Engine| match c {
                 ChildRef::Empty => {}
                 ChildRef::Hash(h) => me.route(
                     NodeTask {
@@ -1407,7 +1477,10 @@ impl Engine {
                         child(c.clone(), p, &mut stack, self);
                     }
                 }
-                Node::Extension { path: ext, child: c } => {
+                Node::Extension {
+                    path: ext,
+                    child: c,
+                } => {
                     let mut p = path.clone();
                     p.extend_from_slice(&ext);
                     child(c, p, &mut stack, self);
@@ -1424,7 +1497,9 @@ impl Engine {
                     for i in 0..32 {
                         key[i] = (full[2 * i] << 4) | full[2 * i + 1];
                     }
-                    let Ok(acc) = Account::decode(&value) else { continue };
+                    let Ok(acc) = Account::decode(&value) else {
+                        continue;
+                    };
                     let a = B256::from(key);
                     if acc.has_storage() {
                         self.route(
@@ -1471,14 +1546,16 @@ impl Engine {
         if wave != c.wave {
             return;
         }
-        c.wave_replies.insert(shard, (round, idle, sent, recv, fetched));
+        c.wave_replies
+            .insert(shard, (round, idle, sent, recv, fetched));
         if c.wave_replies.len() < shards {
             return;
         }
         let replies = std::mem::take(&mut c.wave_replies);
         let counts: Vec<(u64, u64)> = replies.values().map(|r| (r.2, r.3)).collect();
         let all_idle = replies.values().all(|r| r.1 && r.0 == my_round);
-        let balanced = counts.iter().map(|x| x.0).sum::<u64>() == counts.iter().map(|x| x.1).sum::<u64>();
+        let balanced =
+            counts.iter().map(|x| x.0).sum::<u64>() == counts.iter().map(|x| x.1).sum::<u64>();
         let stable = c.last_wave.as_ref() == Some(&counts);
         c.last_wave = Some(counts);
         if !(all_idle && balanced && stable) {
@@ -1605,7 +1682,10 @@ impl Engine {
                 done: false,
             });
         }
-        if acc.has_code() && !store.has_code(&acc.code_hash) && self.codes_wanted.insert(acc.code_hash) {
+        if acc.has_code()
+            && !store.has_code(&acc.code_hash)
+            && self.codes_wanted.insert(acc.code_hash)
+        {
             self.code_queue.push_back(acc.code_hash);
         }
     }
@@ -1648,13 +1728,23 @@ impl Engine {
             return;
         }
         let subtries = std::mem::take(&mut c.subtries);
-        let nonempty: Vec<u8> = subtries.iter().filter(|(_, t)| t.is_some()).map(|(n, _)| *n).collect();
-        let want = self.pivot.as_ref().map(|p| p.state_root).unwrap_or_default();
+        let nonempty: Vec<u8> = subtries
+            .iter()
+            .filter(|(_, t)| t.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        let want = self
+            .pivot
+            .as_ref()
+            .map(|p| p.state_root)
+            .unwrap_or_default();
         match nonempty.len() {
             0 => self.after_rebuild(store, out),
             1 => out.push(Action::ToShard {
                 shard: owner_of_path(&[nonempty[0]], shards),
-                msg: ShardMsg::BuildWhole { nibble: nonempty[0] },
+                msg: ShardMsg::BuildWhole {
+                    nibble: nonempty[0],
+                },
             }),
             _ => {
                 let mut children: [ChildRef; 16] = Default::default();
@@ -1753,10 +1843,13 @@ impl Engine {
                 return;
             }
             let tried = self.batch_tried.get(&b).cloned().unwrap_or_default();
-            let peer = self.peers.pick(now, &self.policy, &tried, false).or_else(|| {
-                self.batch_tried.remove(&b);
-                None
-            });
+            let peer = self
+                .peers
+                .pick(now, &self.policy, &tried, false)
+                .or_else(|| {
+                    self.batch_tried.remove(&b);
+                    None
+                });
             let Some(peer) = peer else { break };
             let (lo, hi) = self.batch_range(b);
             self.batches.insert(b, BatchState::Fetching);
@@ -1773,23 +1866,35 @@ impl Engine {
             );
         }
         // Bodies and receipts.
-        while self.free_slots() > 0 && !(self.body_queue.is_empty() && self.receipt_queue.is_empty()) {
+        while self.free_slots() > 0
+            && !(self.body_queue.is_empty() && self.receipt_queue.is_empty())
+        {
             let Some(peer) = self.peers.pick(now, &self.policy, &[], false) else {
                 break;
             };
             let (req, what) = if let Some(nums) = self.body_queue.pop_front() {
-                let hashes = nums.iter().filter_map(|n| store.header(*n).map(|h| h.hash)).collect();
+                let hashes = nums
+                    .iter()
+                    .filter_map(|n| store.header(*n).map(|h| h.hash))
+                    .collect();
                 (Request::BlockBodies(hashes), Pending::Bodies(nums))
             } else {
                 let nums = self.receipt_queue.pop_front().expect("checked non-empty");
-                let hashes = nums.iter().filter_map(|n| store.header(*n).map(|h| h.hash)).collect();
+                let hashes = nums
+                    .iter()
+                    .filter_map(|n| store.header(*n).map(|h| h.hash))
+                    .collect();
                 (Request::Receipts(hashes), Pending::Receipts(nums))
             };
             self.bodies_inflight += 1;
             self.send(peer, req, what, out);
         }
         // State.
-        let root = self.pivot.as_ref().map(|p| p.state_root).unwrap_or_default();
+        let root = self
+            .pivot
+            .as_ref()
+            .map(|p| p.state_root)
+            .unwrap_or_default();
         match self.phase {
             StatePhase::Walk => {
                 while self.free_slots() > 0 && !self.node_queue.is_empty() {
@@ -1800,7 +1905,9 @@ impl Engine {
                     let mut tasks = Vec::new();
                     let mut codes = Vec::new();
                     while tasks.len() + codes.len() < self.cfg.node_batch {
-                        let Some(t) = self.node_queue.pop_front() else { break };
+                        let Some(t) = self.node_queue.pop_front() else {
+                            break;
+                        };
                         if snap && t.code {
                             codes.push(t.hash);
                         } else {
@@ -1858,7 +1965,10 @@ impl Engine {
                         let first = &self.storage_tasks[batch[0]];
                         let req = Request::StorageRanges {
                             root,
-                            accounts: batch.iter().map(|&i| self.storage_tasks[i].account).collect(),
+                            accounts: batch
+                                .iter()
+                                .map(|&i| self.storage_tasks[i].account)
+                                .collect(),
                             origin: first.origin,
                             limit: first.limit,
                             bytes: self.cfg.snap_response_bytes,
@@ -1888,7 +1998,10 @@ impl Engine {
     fn requeue(&mut self, what: Pending, _store: &mut dyn SyncStore, _out: &mut Vec<Action>) {
         match what {
             Pending::Status => {
-                let c = self.coord.as_mut().expect("only the coordinator asks for status");
+                let c = self
+                    .coord
+                    .as_mut()
+                    .expect("only the coordinator asks for status");
                 if c.status_pending > 0 {
                     // Counted as an answer without a best block.
                     let id = PeerId::MAX;
@@ -1965,7 +2078,9 @@ impl Engine {
             (
                 Pending::Status,
                 Response::Status {
-                    best_number, genesis, ..
+                    best_number,
+                    genesis,
+                    ..
                 },
             ) => {
                 let ok = self
@@ -1979,12 +2094,22 @@ impl Engine {
                 self.on_anchors(peer, Some(h), out);
                 Ok(true)
             }
-            (Pending::Headers(b), Response::BlockHeaders(raws)) => self.on_headers(peer, b, raws, out),
-            (Pending::Bodies(nums), Response::BlockBodies(bodies)) => self.on_bodies(nums, bodies, store),
+            (Pending::Headers(b), Response::BlockHeaders(raws)) => {
+                self.on_headers(peer, b, raws, out)
+            }
+            (Pending::Bodies(nums), Response::BlockBodies(bodies)) => {
+                self.on_bodies(nums, bodies, store)
+            }
             (Pending::Receipts(nums), Response::Receipts(rs)) => self.on_receipts(nums, rs, store),
-            (Pending::Nodes(tasks), Response::NodeData(nodes)) => self.on_nodes(tasks, nodes, false, store),
-            (Pending::Nodes(tasks), Response::TrieNodes(nodes)) => self.on_nodes(tasks, nodes, true, store),
-            (Pending::Codes(hashes), Response::ByteCodes(codes)) => self.on_codes(hashes, codes, store),
+            (Pending::Nodes(tasks), Response::NodeData(nodes)) => {
+                self.on_nodes(tasks, nodes, false, store)
+            }
+            (Pending::Nodes(tasks), Response::TrieNodes(nodes)) => {
+                self.on_nodes(tasks, nodes, true, store)
+            }
+            (Pending::Codes(hashes), Response::ByteCodes(codes)) => {
+                self.on_codes(hashes, codes, store)
+            }
             // Answers to requests made before the pivot or mode changed are not checked
             // against the new root (they would fail without the peer lying).
             (Pending::Account(e, _), Response::AccountRange { .. })
@@ -2006,7 +2131,10 @@ impl Engine {
             Ok(false) => {
                 if matches!(
                     inf.what,
-                    Pending::Nodes(_) | Pending::Codes(_) | Pending::Account(..) | Pending::Storage(..)
+                    Pending::Nodes(_)
+                        | Pending::Codes(_)
+                        | Pending::Account(..)
+                        | Pending::Storage(..)
                 ) {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;
@@ -2021,7 +2149,13 @@ impl Engine {
         }
     }
 
-    fn on_headers(&mut self, peer: PeerId, b: u64, raws: Vec<Vec<u8>>, out: &mut Vec<Action>) -> Result<bool, ()> {
+    fn on_headers(
+        &mut self,
+        peer: PeerId,
+        b: u64,
+        raws: Vec<Vec<u8>>,
+        out: &mut Vec<Action>,
+    ) -> Result<bool, ()> {
         if self.batches.get(&b) != Some(&BatchState::Fetching) {
             return Ok(true);
         }
@@ -2035,7 +2169,8 @@ impl Engine {
         for (i, r) in raws.iter().enumerate() {
             let h = Header::decode(r).map_err(|_| ())?;
             if h.number != lo + i as u64
-                || (i > 0 && h.parent_hash != hs.last().map(|x: &Header| x.hash).unwrap_or_default())
+                || (i > 0
+                    && h.parent_hash != hs.last().map(|x: &Header| x.hash).unwrap_or_default())
             {
                 return Err(());
             }
@@ -2056,7 +2191,12 @@ impl Engine {
         Ok(true)
     }
 
-    fn on_bodies(&mut self, nums: Vec<u64>, bodies: Vec<Body>, store: &mut dyn SyncStore) -> Result<bool, ()> {
+    fn on_bodies(
+        &mut self,
+        nums: Vec<u64>,
+        bodies: Vec<Body>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
         if bodies.len() > nums.len() {
             return Err(());
         }
@@ -2079,7 +2219,12 @@ impl Engine {
         Ok(got > 0)
     }
 
-    fn on_receipts(&mut self, nums: Vec<u64>, rs: Vec<Receipts>, store: &mut dyn SyncStore) -> Result<bool, ()> {
+    fn on_receipts(
+        &mut self,
+        nums: Vec<u64>,
+        rs: Vec<Receipts>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
         if rs.len() > nums.len() {
             return Err(());
         }
@@ -2122,7 +2267,10 @@ impl Engine {
             let idx = if positional {
                 (tasks[i].hash == h).then_some(i)
             } else {
-                tasks.iter().enumerate().position(|(j, t)| !delivered[j] && t.hash == h)
+                tasks
+                    .iter()
+                    .enumerate()
+                    .position(|(j, t)| !delivered[j] && t.hash == h)
             };
             let Some(j) = idx else { return Err(()) };
             if !tasks[j].code && Node::decode(n).is_err() {
@@ -2164,7 +2312,12 @@ impl Engine {
         Ok(!matched.is_empty())
     }
 
-    fn on_codes(&mut self, hashes: Vec<B256>, codes: Vec<Vec<u8>>, store: &mut dyn SyncStore) -> Result<bool, ()> {
+    fn on_codes(
+        &mut self,
+        hashes: Vec<B256>,
+        codes: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
         if codes.len() > hashes.len() {
             return Err(());
         }
@@ -2364,7 +2517,10 @@ impl Engine {
             }
         };
         self.storage_tasks[i].busy = false;
-        let acc = self.storage_accs.get_mut(&t.account).expect("checked above");
+        let acc = self
+            .storage_accs
+            .get_mut(&t.account)
+            .expect("checked above");
         let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
         for (h, v) in mine {
@@ -2444,8 +2600,17 @@ impl Engine {
 
 /// Check a snap range against `root` with the data layer's range-proof verifier; returns
 /// whether the trie holds keys above the last one.
-fn verify_range(root: B256, origin: &B256, keys: &[[u8; 32]], vals: &[Vec<u8>], proof: &[Vec<u8>]) -> Result<bool, ()> {
-    let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
+fn verify_range(
+    root: B256,
+    origin: &B256,
+    keys: &[[u8; 32]],
+    vals: &[Vec<u8>],
+    proof: &[Vec<u8>],
+) -> Result<bool, ()> {
+    let proof: Vec<catchup_eth::Bytes> = proof
+        .iter()
+        .map(|p| catchup_eth::Bytes::copy_from_slice(p))
+        .collect();
     catchup_eth::verify_range_proof(root, origin.as_slice(), keys, vals, &proof).map_err(|_| ())
 }
 
@@ -2509,7 +2674,9 @@ mod tests {
                 counts[owner_of_path(&[n], shards)] += 1;
             }
             assert!(
-                counts.iter().all(|&c| c >= 16 / shards && c <= 16 / shards + 1),
+                counts
+                    .iter()
+                    .all(|&c| c >= 16 / shards && c <= 16 / shards + 1),
                 "{shards}: {counts:?}"
             );
             assert_eq!(owner_of_path(&[], shards), 0);

@@ -46,7 +46,8 @@ pub struct PeerSet {
 
 impl PeerStats {
     fn score(&self) -> f64 {
-        let reliability = (self.successes as f64 + 1.0) / (self.failures as f64 * 3.0 + self.successes as f64 + 1.0);
+        let reliability = (self.successes as f64 + 1.0)
+            / (self.failures as f64 * 3.0 + self.successes as f64 + 1.0);
         let speed = (self.bytes_per_ms_ewma + 1.0) / (self.rtt_ewma_ms + 10.0);
         reliability * speed / (1.0 + self.inflight as f64)
     }
@@ -65,10 +66,19 @@ impl PeerSet {
     }
 
     /// Usable peers, best first (ties by id, so the choice is deterministic).
-    pub fn pick(&self, now_ms: u64, policy: &PeerPolicy, exclude: &[PeerId], need_state: bool) -> Option<PeerId> {
+    pub fn pick(
+        &self,
+        now_ms: u64,
+        policy: &PeerPolicy,
+        exclude: &[PeerId],
+        need_state: bool,
+    ) -> Option<PeerId> {
         let mut best: Option<(f64, PeerId)> = None;
         for (&id, p) in &self.peers {
-            if p.dropped || p.backoff_until_ms > now_ms || p.inflight >= policy.max_inflight_per_peer {
+            if p.dropped
+                || p.backoff_until_ms > now_ms
+                || p.inflight >= policy.max_inflight_per_peer
+            {
                 continue;
             }
             if exclude.contains(&id) || (need_state && p.no_state) {
@@ -108,7 +118,8 @@ impl PeerSet {
             p.inflight = p.inflight.saturating_sub(1);
             p.successes += 1;
             p.rtt_ewma_ms = p.rtt_ewma_ms * 0.8 + rtt_ms as f64 * 0.2;
-            p.bytes_per_ms_ewma = p.bytes_per_ms_ewma * 0.8 + (bytes as f64 / rtt_ms.max(1) as f64) * 0.2;
+            p.bytes_per_ms_ewma =
+                p.bytes_per_ms_ewma * 0.8 + (bytes as f64 / rtt_ms.max(1) as f64) * 0.2;
             p.backoff_ms = 0;
         }
     }

@@ -55,7 +55,10 @@ impl ServingPeer {
     pub fn handle(&self, req: &Request) -> Response {
         match req {
             Request::Status => {
-                let h = self.chain.header(self.best).unwrap_or_else(|| self.chain.head());
+                let h = self
+                    .chain
+                    .header(self.best)
+                    .unwrap_or_else(|| self.chain.head());
                 Response::Status {
                     best_number: h.number,
                     best_hash: h.hash,
@@ -115,7 +118,8 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    let Some(Some(r)) = self.chain.index_of(h).map(|i| &self.chain.receipts[i]) else {
+                    let Some(Some(r)) = self.chain.index_of(h).map(|i| &self.chain.receipts[i])
+                    else {
                         break;
                     };
                     size += r.raw.len();
@@ -130,7 +134,10 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    if let Some(n) = self.states().find_map(|st| st.nodes.get(h).or_else(|| st.codes.get(h))) {
+                    if let Some(n) = self
+                        .states()
+                        .find_map(|st| st.nodes.get(h).or_else(|| st.codes.get(h)))
+                    {
                         size += n.len();
                         out.push(n.clone());
                     }
@@ -202,7 +209,12 @@ impl ServingPeer {
     }
 }
 
-fn account_range(st: &StateData, origin: &B256, limit: &B256, bytes: u64) -> (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>) {
+fn account_range(
+    st: &StateData,
+    origin: &B256,
+    limit: &B256,
+    bytes: u64,
+) -> (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>) {
     let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
     let start = st.accounts.partition_point(|(h, _)| h < origin);
     let mut out = Vec::new();
@@ -235,10 +247,18 @@ fn dedup(proof: &mut Vec<Vec<u8>>) {
 
 fn storage_root_of(st: &StateData, account: &B256) -> Option<B256> {
     let i = st.accounts.binary_search_by(|(h, _)| h.cmp(account)).ok()?;
-    Account::decode(&st.accounts[i].1).ok().map(|a| a.storage_root)
+    Account::decode(&st.accounts[i].1)
+        .ok()
+        .map(|a| a.storage_root)
 }
 
-fn storage_ranges(st: &StateData, accounts: &[B256], origin: &B256, limit: &B256, bytes: u64) -> Response {
+fn storage_ranges(
+    st: &StateData,
+    accounts: &[B256],
+    origin: &B256,
+    limit: &B256,
+    bytes: u64,
+) -> Response {
     let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
     let mut slots_out = Vec::new();
     let mut proof = Vec::new();
@@ -253,7 +273,11 @@ fn storage_ranges(st: &StateData, accounts: &[B256], origin: &B256, limit: &B256
         };
         let all: &[(B256, Vec<u8>)] = st.storage.get(acc).map(|v| v.as_slice()).unwrap_or(&[]);
         let from = if i == 0 { *origin } else { B256::ZERO };
-        let to = if i + 1 == n { *limit } else { B256::repeat_byte(0xff) };
+        let to = if i + 1 == n {
+            *limit
+        } else {
+            B256::repeat_byte(0xff)
+        };
         let start = all.partition_point(|(h, _)| *h < from);
         let mut mine = Vec::new();
         let mut truncated = false;
@@ -399,15 +423,21 @@ pub fn garbage(resp: Response, rng: &mut SimRng) -> Response {
     };
     match resp {
         Response::Status { .. } => resp,
-        Response::BlockHeaders(h) => Response::BlockHeaders(h.iter().map(|x| junk(x.len())).collect()),
+        Response::BlockHeaders(h) => {
+            Response::BlockHeaders(h.iter().map(|x| junk(x.len())).collect())
+        }
         Response::BlockBodies(b) => Response::BlockBodies(
             b.iter()
-                .map(|x| super::types::Body { raw: junk(x.raw.len()) })
+                .map(|x| super::types::Body {
+                    raw: junk(x.raw.len()),
+                })
                 .collect(),
         ),
         Response::Receipts(r) => Response::Receipts(
             r.iter()
-                .map(|x| super::types::Receipts { raw: junk(x.raw.len()) })
+                .map(|x| super::types::Receipts {
+                    raw: junk(x.raw.len()),
+                })
                 .collect(),
         ),
         Response::NodeData(n) => Response::NodeData(n.iter().map(|x| junk(x.len())).collect()),
@@ -442,7 +472,9 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
             best_hash,
             genesis,
         },
-        Response::BlockHeaders(h) if !h.is_empty() => Response::BlockHeaders(forge_headers(&h, rng)),
+        Response::BlockHeaders(h) if !h.is_empty() => {
+            Response::BlockHeaders(forge_headers(&h, rng))
+        }
         Response::BlockBodies(mut b) if b.len() > 1 => {
             b.swap(0, 1);
             Response::BlockBodies(b)
@@ -460,11 +492,17 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
             n[i][j] ^= 0x01;
             Response::NodeData(n)
         }
-        Response::AccountRange { mut accounts, proof } if accounts.len() > 2 => {
+        Response::AccountRange {
+            mut accounts,
+            proof,
+        } if accounts.len() > 2 => {
             accounts.remove(accounts.len() / 2);
             Response::AccountRange { accounts, proof }
         }
-        Response::AccountRange { mut accounts, proof } if !accounts.is_empty() => {
+        Response::AccountRange {
+            mut accounts,
+            proof,
+        } if !accounts.is_empty() => {
             accounts[0].1 = Account {
                 nonce: 99,
                 balance: vec![1],
@@ -523,8 +561,12 @@ mod tests {
         assert!(!accounts.is_empty() && accounts.len() < 400);
         let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
         let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
-        let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
-        let more = catchup_eth::verify_range_proof(st.root, &[0u8; 32], &keys, &vals, &proof).unwrap();
+        let proof: Vec<catchup_eth::Bytes> = proof
+            .iter()
+            .map(|p| catchup_eth::Bytes::copy_from_slice(p))
+            .collect();
+        let more =
+            catchup_eth::verify_range_proof(st.root, &[0u8; 32], &keys, &vals, &proof).unwrap();
         assert!(more);
         // A forged header segment is internally linked but does not join.
         let mut rng = SimRng::new(1);

@@ -214,7 +214,11 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
 
 /// Generate a chain and state from the seed and run the simulation over them.
 pub fn run(cfg: &SimConfig) -> SimReport {
-    let state = Arc::new(StateData::generate(cfg.accounts, cfg.big_storage_slots, cfg.seed));
+    let state = Arc::new(StateData::generate(
+        cfg.accounts,
+        cfg.big_storage_slots,
+        cfg.seed,
+    ));
     if let Some(x) = cfg.state_change_at {
         // Two states: blocks up to `x` carry the first, later blocks the changed one.
         let later = Arc::new(StateData::generate_variant(
@@ -232,13 +236,27 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         let mut sync = cfg.sync.clone();
         sync.trusted_anchor = Some(chain.anchor_hash());
         sync.anchor_number = chain.base;
-        return run_over_states(&SimConfig { sync, ..cfg.clone() }, chain, vec![state, later]);
+        return run_over_states(
+            &SimConfig {
+                sync,
+                ..cfg.clone()
+            },
+            chain,
+            vec![state, later],
+        );
     }
     let chain = Arc::new(generate_chain(cfg.blocks, state.root, cfg.seed));
     let mut sync = cfg.sync.clone();
     sync.trusted_anchor = Some(chain.anchor_hash());
     sync.anchor_number = chain.base;
-    run_over(&SimConfig { sync, ..cfg.clone() }, chain, state)
+    run_over(
+        &SimConfig {
+            sync,
+            ..cfg.clone()
+        },
+        chain,
+        state,
+    )
 }
 
 /// Run the simulation over a given chain and state (served by every non-stale peer).
@@ -248,7 +266,11 @@ pub fn run_over(cfg: &SimConfig, chain: Arc<ChainData>, state: Arc<StateData>) -
 
 /// Run the simulation over a chain whose blocks carry the roots of `states` (all served by
 /// every non-stale peer; the first is the one the work estimate uses).
-pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<StateData>>) -> SimReport {
+pub fn run_over_states(
+    cfg: &SimConfig,
+    chain: Arc<ChainData>,
+    states: Vec<Arc<StateData>>,
+) -> SimReport {
     let state = states[0].clone();
     let mut rng = SimRng::new(cfg.seed);
     let faults = assign_faults(cfg.profile, cfg.peers, &mut rng);
@@ -261,7 +283,8 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
             } else {
                 (Some(state.clone()), states[1..].to_vec())
             };
-            let lat = cfg.latency_ms.0 + rng.below(cfg.latency_ms.1.saturating_sub(cfg.latency_ms.0) + 1);
+            let lat =
+                cfg.latency_ms.0 + rng.below(cfg.latency_ms.1.saturating_sub(cfg.latency_ms.0) + 1);
             SimPeer {
                 fault,
                 serving: ServingPeer {
@@ -287,19 +310,20 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
         seq += 1;
         q.insert((t, seq), ev);
     };
-    let start_engines = |q: &mut BTreeMap<(u64, u64), SimEv>,
-                         now: u64,
-                         peers: &[SimPeer],
-                         push: &mut dyn FnMut(&mut BTreeMap<(u64, u64), SimEv>, u64, SimEv)| {
-        for s in 0..shards {
-            for (i, p) in peers.iter().enumerate() {
-                if p.alive {
-                    push(q, now, SimEv::Engine(s, Event::PeerJoined(i as PeerId)));
+    let start_engines =
+        |q: &mut BTreeMap<(u64, u64), SimEv>,
+         now: u64,
+         peers: &[SimPeer],
+         push: &mut dyn FnMut(&mut BTreeMap<(u64, u64), SimEv>, u64, SimEv)| {
+            for s in 0..shards {
+                for (i, p) in peers.iter().enumerate() {
+                    if p.alive {
+                        push(q, now, SimEv::Engine(s, Event::PeerJoined(i as PeerId)));
+                    }
                 }
+                push(q, now + 1, SimEv::Tick(s));
             }
-            push(q, now + 1, SimEv::Tick(s));
-        }
-    };
+        };
     start_engines(&mut queue, 0, &peers, &mut push);
 
     let total_work = (cfg.blocks
@@ -345,7 +369,9 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
         now = t;
         events += 1;
         if now > cfg.max_virtual_ms || events > max_events {
-            failure = Some(format!("gave up after {now} ms of virtual time and {events} events"));
+            failure = Some(format!(
+                "gave up after {now} ms of virtual time and {events} events"
+            ));
             break;
         }
         let shard = match &ev {
@@ -430,7 +456,9 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
                         SimEv::Engine(shard, Event::Response { peer, id, resp }),
                     );
                 }
-                Action::ToShard { shard: to, msg } => push(&mut queue, now + 1, SimEv::Engine(to, Event::Shard(msg))),
+                Action::ToShard { shard: to, msg } => {
+                    push(&mut queue, now + 1, SimEv::Engine(to, Event::Shard(msg)))
+                }
                 Action::DropPeer(p) => {
                     dropped.insert(p);
                 }
@@ -495,8 +523,13 @@ pub fn run_over_states(cfg: &SimConfig, chain: Arc<ChainData>, states: Vec<Arc<S
     let target = status.highest_block.unwrap_or(chain.head().number);
     let expected_head = chain.header(target).map(|h| h.hash).unwrap_or_default();
     let (headers_ok, headers_verified, head_hash) = check_headers(&stores, &chain, target);
-    let (bodies_ok, bodies_verified, receipts_verified) =
-        check_bodies(&stores, &chain, &cfg.sync, status.pivot_block.unwrap_or(0), target);
+    let (bodies_ok, bodies_verified, receipts_verified) = check_bodies(
+        &stores,
+        &chain,
+        &cfg.sync,
+        status.pivot_block.unwrap_or(0),
+        target,
+    );
     // The state to have is the one at the pivot the sync ended with.
     let want_root = status
         .pivot_block
@@ -570,7 +603,10 @@ fn publish(engines: &[Engine], carried: &Progress, line: bool) {
     if line {
         eprintln!("{}", progress_line(&status, &progress));
     }
-    crate::admin::set_status("ethsync", serde_json::json!({ "status": status, "progress": progress }));
+    crate::admin::set_status(
+        "ethsync",
+        serde_json::json!({ "status": status, "progress": progress }),
+    );
 }
 
 fn find_header(stores: &[MemStore], n: u64) -> Option<&super::types::Header> {
@@ -578,7 +614,11 @@ fn find_header(stores: &[MemStore], n: u64) -> Option<&super::types::Header> {
 }
 
 /// Every header from the anchor to the head is stored and linked; returns the head hash.
-pub fn check_headers(stores: &[MemStore], chain: &ChainData, head: u64) -> (bool, u64, Option<B256>) {
+pub fn check_headers(
+    stores: &[MemStore],
+    chain: &ChainData,
+    head: u64,
+) -> (bool, u64, Option<B256>) {
     let mut prev = chain.anchor_hash();
     let mut count = 0;
     let mut last = None;
@@ -687,9 +727,11 @@ pub fn check_state(stores: &[MemStore], root: B256) -> (bool, u64, u64) {
                                 stack.push((ChildRef::Hash(a.storage_root), false));
                             }
                             if a.code_hash != EMPTY_CODE {
-                                let have = stores
-                                    .iter()
-                                    .any(|s| s.codes.get(&a.code_hash).is_some_and(|c| keccak256(c) == a.code_hash));
+                                let have = stores.iter().any(|s| {
+                                    s.codes
+                                        .get(&a.code_hash)
+                                        .is_some_and(|c| keccak256(c) == a.code_hash)
+                                });
                                 ok &= have;
                                 codes.insert(a.code_hash);
                             }

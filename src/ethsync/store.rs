@@ -98,7 +98,10 @@ impl SyncStore for MemStore {
         }
     }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
-        self.accounts.range(*lo..=*hi).map(|(k, v)| (*k, v.clone())).collect()
+        self.accounts
+            .range(*lo..=*hi)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
     fn put_storage_done(&mut self, account: B256) {
         self.storage_done.insert(account);

@@ -192,7 +192,10 @@ pub fn to_nibbles(key: &[u8]) -> Vec<u8> {
 
 /// Build a trie over sorted, unique, prefix-free byte keys. Every node that is referenced by
 /// hash (≥ 32 bytes, and the root) is passed to `emit(hash, rlp)`. Returns the root hash.
-pub fn build_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(K, V)], emit: &mut dyn FnMut(B256, &[u8])) -> B256 {
+pub fn build_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: &[(K, V)],
+    emit: &mut dyn FnMut(B256, &[u8]),
+) -> B256 {
     if entries.is_empty() {
         return EMPTY_ROOT;
     }
@@ -294,7 +297,9 @@ pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>
                 c
             }
             Node::Extension { path, child } => {
-                if depth + path.len() > total || (0..path.len()).any(|i| path[i] != nibble(key, depth + i)) {
+                if depth + path.len() > total
+                    || (0..path.len()).any(|i| path[i] != nibble(key, depth + i))
+                {
                     return;
                 }
                 depth += path.len();
@@ -362,14 +367,24 @@ mod tests {
         vals: &[Vec<u8>],
         proof: &[Vec<u8>],
     ) -> Result<bool, String> {
-        let proof: Vec<catchup_eth::Bytes> = proof.iter().map(|p| catchup_eth::Bytes::copy_from_slice(p)).collect();
+        let proof: Vec<catchup_eth::Bytes> = proof
+            .iter()
+            .map(|p| catchup_eth::Bytes::copy_from_slice(p))
+            .collect();
         catchup_eth::verify_range_proof(root, origin, keys, vals, &proof).map_err(|e| e.to_string())
     }
 
     #[test]
     fn proofs_made_here_pass_the_data_layer_range_check() {
         let (e, nodes, root) = make(200, 2);
-        for (a, b) in [(0usize, 200usize), (0, 50), (17, 90), (150, 200), (199, 200), (5, 6)] {
+        for (a, b) in [
+            (0usize, 200usize),
+            (0, 50),
+            (17, 90),
+            (150, 200),
+            (199, 200),
+            (5, 6),
+        ] {
             let origin = e[a].0;
             let keys: Vec<[u8; 32]> = e[a..b].iter().map(|x| x.0).collect();
             let vals: Vec<Vec<u8>> = e[a..b].iter().map(|x| x.1.clone()).collect();
@@ -396,14 +411,19 @@ mod tests {
 
     #[test]
     fn ordered_roots_match_the_data_layer() {
-        let vals: Vec<Vec<u8>> = (0..300u32).map(|i| rlp::bytes_item(&i.to_be_bytes())).collect();
+        let vals: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| rlp::bytes_item(&i.to_be_bytes()))
+            .collect();
         let mut entries: Vec<(Vec<u8>, &[u8])> = vals
             .iter()
             .enumerate()
             .map(|(i, v)| (rlp::u64_item(i as u64), v.as_slice()))
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(build_root(&entries, &mut |_, _| {}), catchup_eth::ordered_root(&vals));
+        assert_eq!(
+            build_root(&entries, &mut |_, _| {}),
+            catchup_eth::ordered_root(&vals)
+        );
     }
 
     proptest! {

@@ -88,7 +88,13 @@ fn element_encodings(item: &rlp::Item<'_>) -> Result<Vec<Vec<u8>>, RlpError> {
     Ok(item
         .items(1 << 16)?
         .iter()
-        .map(|x| if x.is_list { x.raw.to_vec() } else { x.payload.to_vec() })
+        .map(|x| {
+            if x.is_list {
+                x.raw.to_vec()
+            } else {
+                x.payload.to_vec()
+            }
+        })
         .collect())
 }
 
@@ -316,16 +322,22 @@ impl Response {
     pub fn size_bytes(&self) -> usize {
         match self {
             Response::Status { .. } => 80,
-            Response::BlockHeaders(v) | Response::NodeData(v) | Response::ByteCodes(v) | Response::TrieNodes(v) => {
-                v.iter().map(|x| x.len() + 3).sum()
-            }
+            Response::BlockHeaders(v)
+            | Response::NodeData(v)
+            | Response::ByteCodes(v)
+            | Response::TrieNodes(v) => v.iter().map(|x| x.len() + 3).sum(),
             Response::BlockBodies(v) => v.iter().map(|x| x.raw.len()).sum(),
             Response::Receipts(v) => v.iter().map(|x| x.raw.len()).sum(),
             Response::AccountRange { accounts, proof } => {
-                accounts.iter().map(|a| a.1.len() + 35).sum::<usize>() + proof.iter().map(|p| p.len()).sum::<usize>()
+                accounts.iter().map(|a| a.1.len() + 35).sum::<usize>()
+                    + proof.iter().map(|p| p.len()).sum::<usize>()
             }
             Response::StorageRanges { slots, proof } => {
-                slots.iter().flatten().map(|a| a.1.len() + 35).sum::<usize>()
+                slots
+                    .iter()
+                    .flatten()
+                    .map(|a| a.1.len() + 35)
+                    .sum::<usize>()
                     + proof.iter().map(|p| p.len()).sum::<usize>()
             }
         }

@@ -29,7 +29,12 @@ pub struct RlpxBench {
 pub fn session_pair() -> (MessageConn, MessageConn) {
     let mut rng = rand::thread_rng();
     let (ka, kb) = (SecretKey::new(&mut rng), SecretKey::new(&mut rng));
-    let mut init = Handshake::initiator(&mut rng, ka, PublicKey::from_secret_key_global(&kb), WireFormat::Eip8);
+    let mut init = Handshake::initiator(
+        &mut rng,
+        ka,
+        PublicKey::from_secret_key_global(&kb),
+        WireFormat::Eip8,
+    );
     let mut resp = Handshake::responder(&mut rng, kb);
     let est_b = resp
         .feed(&mut rng, &init.take_output())
@@ -71,7 +76,8 @@ pub fn measure(message_bytes: usize, messages: u64, compressible: bool) -> RlpxB
     let start = Instant::now();
     for _ in 0..messages {
         wire.clear();
-        a.write_message(0x10, &data, &mut wire).expect("message within limits");
+        a.write_message(0x10, &data, &mut wire)
+            .expect("message within limits");
         b.feed(&wire);
         let (_, got) = b.next_message().expect("valid frame").expect("whole frame");
         debug_assert_eq!(got.len(), data.len());

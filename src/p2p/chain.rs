@@ -41,8 +41,8 @@ impl RawChain {
         let mut rest: &[u8] = &data;
         let mut at = 0usize;
         while !rest.is_empty() {
-            let (block, _, _, r) =
-                rlp::split_item("block", rest).with_context(|| format!("{}: block at byte {at}", path.display()))?;
+            let (block, _, _, r) = rlp::split_item("block", rest)
+                .with_context(|| format!("{}: block at byte {at}", path.display()))?;
             let items = rlp::list_exact("block", block, 8)
                 .with_context(|| format!("{}: block at byte {at}", path.display()))?;
             if items.len() < 3 {
@@ -56,14 +56,20 @@ impl RawChain {
             let fields = rlp::list_exact("header", &header, 32)
                 .with_context(|| format!("{}: header at byte {at}", path.display()))?;
             if fields.len() < 15 {
-                bail!("{}: header at byte {at} has {} fields", path.display(), fields.len());
+                bail!(
+                    "{}: header at byte {at} has {} fields",
+                    path.display(),
+                    fields.len()
+                );
             }
             let number = rlp::uint("header number", fields[8])?;
             let parent = rlp::fixed::<32>("header parent", fields[0])?;
             if c.headers.is_empty() {
                 c.base = number;
                 c.parent_of_first = parent;
-            } else if number != c.base + c.headers.len() as u64 || parent != *c.hashes.last().unwrap_or(&[0; 32]) {
+            } else if number != c.base + c.headers.len() as u64
+                || parent != *c.hashes.last().unwrap_or(&[0; 32])
+            {
                 bail!(
                     "{}: block {number} at byte {at} does not follow its predecessor",
                     path.display()
@@ -97,7 +103,13 @@ impl RawChain {
     }
 
     /// Headers for a GetBlockHeaders query.
-    pub fn headers_for(&self, origin: HashOrNumber, amount: u64, skip: u64, reverse: bool) -> Vec<Vec<u8>> {
+    pub fn headers_for(
+        &self,
+        origin: HashOrNumber,
+        amount: u64,
+        skip: u64,
+        reverse: bool,
+    ) -> Vec<Vec<u8>> {
         let start = match origin {
             HashOrNumber::Number(n) => Some(n),
             HashOrNumber::Hash(h) => self.by_hash.get(&h).copied(),
@@ -190,10 +202,12 @@ impl Responder for ChainResponder {
                 request_id: *request_id,
                 headers: self.chain.headers_for(*origin, *amount, *skip, *reverse),
             }),
-            Wire::Eth(EthMessage::GetBlockBodies { request_id, hashes }) => Wire::Eth(EthMessage::BlockBodies {
-                request_id: *request_id,
-                bodies: self.chain.bodies_for(hashes),
-            }),
+            Wire::Eth(EthMessage::GetBlockBodies { request_id, hashes }) => {
+                Wire::Eth(EthMessage::BlockBodies {
+                    request_id: *request_id,
+                    bodies: self.chain.bodies_for(hashes),
+                })
+            }
             other => match empty_response(other) {
                 Some(w) => w,
                 None => return (None, 0),
@@ -228,14 +242,17 @@ impl Responder for ChainResponder {
 /// Blocks of era1 archives (consecutive files, each block linked to the previous): the raw
 /// chain for Status and serving, the same blocks with their receipts for the sync's serving
 /// peer, and the total difficulty of the last block.
-pub fn load_era1(paths: &[std::path::PathBuf]) -> anyhow::Result<(RawChain, crate::ethsync::chain::ChainData, u128)> {
+pub fn load_era1(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<(RawChain, crate::ethsync::chain::ChainData, u128)> {
     use crate::ethsync::types::{Body, Header as SyncHeader, Receipts};
     let mut raw = RawChain::default();
     let mut data = crate::ethsync::chain::ChainData::default();
     let mut td: u128 = 0;
     for path in paths {
         let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let era = catchup_eth::era1::Era1::open(&buf).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let era = catchup_eth::era1::Era1::open(&buf)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         for b in era.blocks() {
             let b = b.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let header = b.header.encode();
@@ -245,9 +262,13 @@ pub fn load_era1(paths: &[std::path::PathBuf]) -> anyhow::Result<(RawChain, crat
                 raw.base = number;
                 raw.parent_of_first = parent;
                 data.base = number;
-            } else if number != raw.base + raw.headers.len() as u64 || parent != *raw.hashes.last().unwrap_or(&[0; 32])
+            } else if number != raw.base + raw.headers.len() as u64
+                || parent != *raw.hashes.last().unwrap_or(&[0; 32])
             {
-                bail!("{}: block {number} does not follow its predecessor", path.display());
+                bail!(
+                    "{}: block {number} does not follow its predecessor",
+                    path.display()
+                );
             }
             let hash = b.hash.0;
             let body = b.body.encode();
@@ -255,8 +276,8 @@ pub fn load_era1(paths: &[std::path::PathBuf]) -> anyhow::Result<(RawChain, crat
             raw.hashes.push(hash);
             raw.headers.push(header.clone());
             raw.bodies.push(body.clone());
-            let h =
-                SyncHeader::decode(&header).map_err(|e| anyhow::anyhow!("{}: block {number}: {e}", path.display()))?;
+            let h = SyncHeader::decode(&header)
+                .map_err(|e| anyhow::anyhow!("{}: block {number}: {e}", path.display()))?;
             data.by_hash.insert(h.hash, number);
             data.headers.push(h);
             data.bodies.push(Body { raw: body });

@@ -35,7 +35,8 @@ impl ChainSpec {
     /// Parse a geth genesis file: `config.chainId`, every `config.*Block` and `config.*Time`
     /// fork, `difficulty` and `timestamp`.
     pub fn from_genesis_json(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
         let config = v

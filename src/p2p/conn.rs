@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use catchup_devp2p::handshake::{id_to_pubkey, pubkey_to_id, Handshake, WireFormat};
 use catchup_devp2p::p2p::{
-    negotiate, Capability, DisconnectReason, Hello, MessageConn, SharedCapability, ID_DISCONNECT, ID_HELLO, ID_PING,
-    ID_PONG, P2P_VERSION,
+    negotiate, Capability, DisconnectReason, Hello, MessageConn, SharedCapability, ID_DISCONNECT,
+    ID_HELLO, ID_PING, ID_PONG, P2P_VERSION,
 };
 use catchup_devp2p::secp256k1::{PublicKey, SecretKey};
 use catchup_devp2p::{frame::Session, Devp2pError};
@@ -71,7 +71,11 @@ impl LocalNode {
 
     /// `enode://…@addr` of this node.
     pub fn enode(&self, addr: SocketAddr) -> String {
-        catchup_devp2p::enode::Enode { id: self.id(), addr }.to_string()
+        catchup_devp2p::enode::Enode {
+            id: self.id(),
+            addr,
+        }
+        .to_string()
     }
 }
 
@@ -91,9 +95,15 @@ pub enum NetError {
         timeout_ms: u64,
     },
     #[error("protocol error from {peer}: {source}")]
-    Protocol { peer: SocketAddr, source: Devp2pError },
+    Protocol {
+        peer: SocketAddr,
+        source: Devp2pError,
+    },
     #[error("{peer} disconnected: {reason}")]
-    Disconnected { peer: SocketAddr, reason: DisconnectReason },
+    Disconnected {
+        peer: SocketAddr,
+        reason: DisconnectReason,
+    },
     #[error("{peer} closed the connection")]
     Closed { peer: SocketAddr },
     #[error("{peer}: {detail}")]
@@ -131,9 +141,14 @@ async fn with_deadline<T>(
     peer: SocketAddr,
     fut: impl std::future::Future<Output = Result<T, NetError>>,
 ) -> Result<T, NetError> {
-    match glommio::timer::timeout(Duration::from_millis(timeout_ms), async { Ok(fut.await) }).await {
+    match glommio::timer::timeout(Duration::from_millis(timeout_ms), async { Ok(fut.await) }).await
+    {
         Ok(r) => r,
-        Err(_) => Err(NetError::Timeout { what, peer, timeout_ms }),
+        Err(_) => Err(NetError::Timeout {
+            what,
+            peer,
+            timeout_ms,
+        }),
     }
 }
 
@@ -161,7 +176,8 @@ impl PeerConn {
         local: &LocalNode,
         cfg: &NetConfig,
     ) -> Result<PeerConn, NetError> {
-        let remote = id_to_pubkey(&remote_id).map_err(|source| NetError::Protocol { peer: addr, source })?;
+        let remote =
+            id_to_pubkey(&remote_id).map_err(|source| NetError::Protocol { peer: addr, source })?;
         with_deadline(cfg.handshake_timeout_ms, "handshake", addr, async {
             let stream = TcpStream::connect(addr).await.map_err(|e| NetError::Io {
                 what: "connect",
@@ -169,14 +185,19 @@ impl PeerConn {
                 source: std::io::Error::other(e.to_string()),
             })?;
             let _ = stream.set_nodelay(true);
-            let hs = Handshake::initiator(&mut rand::thread_rng(), local.key, remote, WireFormat::Eip8);
+            let hs =
+                Handshake::initiator(&mut rand::thread_rng(), local.key, remote, WireFormat::Eip8);
             Self::run_handshake(stream, addr, hs, local, cfg).await
         })
         .await
     }
 
     /// Run the responder side on an accepted stream.
-    pub async fn accept(stream: TcpStream, local: &LocalNode, cfg: &NetConfig) -> Result<PeerConn, NetError> {
+    pub async fn accept(
+        stream: TcpStream,
+        local: &LocalNode,
+        cfg: &NetConfig,
+    ) -> Result<PeerConn, NetError> {
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -199,27 +220,39 @@ impl PeerConn {
         let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
         let out = hs.take_output();
         if !out.is_empty() {
-            stream.write_all(&out).await.map_err(|source| NetError::Io {
-                what: "write auth",
-                peer,
-                source,
-            })?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|source| NetError::Io {
+                    what: "write auth",
+                    peer,
+                    source,
+                })?;
         }
         let est = loop {
             let n = read_some(&mut stream, &mut rbuf, peer, "read handshake").await?;
-            if let Some(est) = hs.feed(&mut rand::thread_rng(), &rbuf[..n]).map_err(proto)? {
+            if let Some(est) = hs
+                .feed(&mut rand::thread_rng(), &rbuf[..n])
+                .map_err(proto)?
+            {
                 break est;
             }
         };
         let out = hs.take_output();
         if !out.is_empty() {
-            stream.write_all(&out).await.map_err(|source| NetError::Io {
-                what: "write ack",
-                peer,
-                source,
-            })?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|source| NetError::Io {
+                    what: "write ack",
+                    peer,
+                    source,
+                })?;
         }
-        let mut conn = MessageConn::new(Session::new(est.secrets, cfg.max_frame_bytes), cfg.max_message_bytes);
+        let mut conn = MessageConn::new(
+            Session::new(est.secrets, cfg.max_frame_bytes),
+            cfg.max_message_bytes,
+        );
         conn.feed(&est.leftover);
         let hello = Hello {
             protocol_version: P2P_VERSION,
@@ -231,11 +264,14 @@ impl PeerConn {
         let mut wbuf = Vec::new();
         conn.write_message(ID_HELLO, &hello.encode(), &mut wbuf)
             .map_err(proto)?;
-        stream.write_all(&wbuf).await.map_err(|source| NetError::Io {
-            what: "write hello",
-            peer,
-            source,
-        })?;
+        stream
+            .write_all(&wbuf)
+            .await
+            .map_err(|source| NetError::Io {
+                what: "write hello",
+                peer,
+                source,
+            })?;
         wbuf.clear();
         // First message must be Hello (or Disconnect).
         let (id, payload) = loop {
@@ -250,7 +286,8 @@ impl PeerConn {
             ID_DISCONNECT => {
                 return Err(NetError::Disconnected {
                     peer,
-                    reason: DisconnectReason::decode(&payload).unwrap_or(DisconnectReason::Other(0xff)),
+                    reason: DisconnectReason::decode(&payload)
+                        .unwrap_or(DisconnectReason::Other(0xff)),
                 })
             }
             other => {
@@ -305,11 +342,14 @@ impl PeerConn {
         self.conn
             .write_message(wire_id, payload, &mut self.wbuf)
             .map_err(|source| NetError::Protocol { peer, source })?;
-        self.stream.write_all(&self.wbuf).await.map_err(|source| NetError::Io {
-            what: "write",
-            peer,
-            source,
-        })
+        self.stream
+            .write_all(&self.wbuf)
+            .await
+            .map_err(|source| NetError::Io {
+                what: "write",
+                peer,
+                source,
+            })
     }
 
     /// Receive the next sub-protocol message (wire id, payload) within the idle timeout.
@@ -337,7 +377,9 @@ impl PeerConn {
                         });
                     }
                     let left = deadline - now;
-                    let _ = self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+                    let _ = self
+                        .stream
+                        .set_read_timeout(Some(left.max(Duration::from_millis(1))));
                     match self.stream.read(&mut self.rbuf).await {
                         Ok(0) => return Err(NetError::Closed { peer }),
                         Ok(n) => {
@@ -371,7 +413,8 @@ impl PeerConn {
                 ID_PING => self.send(ID_PONG, &[0xc0]).await?,
                 ID_PONG => {}
                 ID_DISCONNECT => {
-                    let reason = DisconnectReason::decode(&msg.1).unwrap_or(DisconnectReason::Other(0xff));
+                    let reason =
+                        DisconnectReason::decode(&msg.1).unwrap_or(DisconnectReason::Other(0xff));
                     return Err(NetError::Disconnected { peer, reason });
                 }
                 ID_HELLO => {

@@ -347,18 +347,29 @@ pub fn response_to_wire(resp: &Response, request_id: u64) -> Option<Wire> {
 /// announcements).
 pub fn wire_to_response(w: &Wire) -> Result<Option<(u64, Response)>, Devp2pError> {
     Ok(Some(match w {
-        Wire::Eth(EthMessage::BlockHeaders { request_id, headers }) => {
-            (*request_id, Response::BlockHeaders(headers.clone()))
-        }
+        Wire::Eth(EthMessage::BlockHeaders {
+            request_id,
+            headers,
+        }) => (*request_id, Response::BlockHeaders(headers.clone())),
         Wire::Eth(EthMessage::BlockBodies { request_id, bodies }) => (
             *request_id,
             Response::BlockBodies(bodies.iter().map(|r| Body { raw: r.clone() }).collect()),
         ),
-        Wire::Eth(EthMessage::Receipts { request_id, receipts }) => (
+        Wire::Eth(EthMessage::Receipts {
+            request_id,
+            receipts,
+        }) => (
             *request_id,
-            Response::Receipts(receipts.iter().map(|r| Receipts { raw: r.clone() }).collect()),
+            Response::Receipts(
+                receipts
+                    .iter()
+                    .map(|r| Receipts { raw: r.clone() })
+                    .collect(),
+            ),
         ),
-        Wire::Eth(EthMessage::NodeData { request_id, nodes }) => (*request_id, Response::NodeData(nodes.clone())),
+        Wire::Eth(EthMessage::NodeData { request_id, nodes }) => {
+            (*request_id, Response::NodeData(nodes.clone()))
+        }
         Wire::Snap(SnapMessage::AccountRange {
             request_id,
             accounts,
@@ -390,8 +401,12 @@ pub fn wire_to_response(w: &Wire) -> Result<Option<(u64, Response)>, Devp2pError
                 proof: proof.clone(),
             },
         ),
-        Wire::Snap(SnapMessage::ByteCodes { request_id, codes }) => (*request_id, Response::ByteCodes(codes.clone())),
-        Wire::Snap(SnapMessage::TrieNodes { request_id, nodes }) => (*request_id, Response::TrieNodes(nodes.clone())),
+        Wire::Snap(SnapMessage::ByteCodes { request_id, codes }) => {
+            (*request_id, Response::ByteCodes(codes.clone()))
+        }
+        Wire::Snap(SnapMessage::TrieNodes { request_id, nodes }) => {
+            (*request_id, Response::TrieNodes(nodes.clone()))
+        }
         _ => return Ok(None),
     }))
 }
@@ -423,7 +438,13 @@ mod tests {
 
     #[test]
     fn compact_paths_roundtrip() {
-        for p in [vec![], vec![1], vec![1, 2], vec![0xf, 0, 3], vec![1, 2, 3, 4]] {
+        for p in [
+            vec![],
+            vec![1],
+            vec![1, 2],
+            vec![0xf, 0, 3],
+            vec![1, 2, 3, 4],
+        ] {
             assert_eq!(compact_decode(&compact_encode(&p)).unwrap(), p);
         }
     }

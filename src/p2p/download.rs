@@ -120,7 +120,9 @@ pub async fn fetch_bodies(
             .await?;
         out.requests += 1;
         let Wire::Eth(EthMessage::BlockBodies { bodies, .. }) = resp else {
-            return Err(DownloadError::WrongMessage { what: "GetBlockBodies" });
+            return Err(DownloadError::WrongMessage {
+                what: "GetBlockBodies",
+            });
         };
         if bodies.is_empty() {
             return Err(DownloadError::Missing {
@@ -167,7 +169,9 @@ pub async fn fetch_receipts(
             )
             .await?;
         let Wire::Eth(EthMessage::Receipts { receipts, .. }) = resp else {
-            return Err(DownloadError::WrongMessage { what: "GetReceipts" });
+            return Err(DownloadError::WrongMessage {
+                what: "GetReceipts",
+            });
         };
         if receipts.is_empty() {
             return Err(DownloadError::Missing {

@@ -147,7 +147,8 @@ impl EthPeer {
             });
         };
         let snap = conn.capability("snap").cloned();
-        conn.send(eth.offset, &ours.status(eth.version).encode()).await?;
+        conn.send(eth.offset, &ours.status(eth.version).encode())
+            .await?;
         let deadline = Instant::now() + Duration::from_millis(10_000);
         // Status must be the first sub-protocol message.
         let (id, payload) = conn.recv_until(deadline).await?;
@@ -208,12 +209,13 @@ impl EthPeer {
             Route::P2p(_) => return Ok(Incoming::Other),
             Route::Cap { cap: 0, id } => match EthMessage::decode(self.eth.version, id, payload)? {
                 EthMessage::Ignored { .. } | EthMessage::Status(_) => return Ok(Incoming::Other),
-                EthMessage::Receipts { request_id, receipts } if self.eth.version >= 69 => {
-                    Wire::Eth(EthMessage::Receipts {
-                        request_id,
-                        receipts: receipts_from_eth69(&receipts)?,
-                    })
-                }
+                EthMessage::Receipts {
+                    request_id,
+                    receipts,
+                } if self.eth.version >= 69 => Wire::Eth(EthMessage::Receipts {
+                    request_id,
+                    receipts: receipts_from_eth69(&receipts)?,
+                }),
                 m => Wire::Eth(m),
             },
             Route::Cap { id, .. } => Wire::Snap(SnapMessage::decode(id, payload)?),
@@ -228,7 +230,10 @@ impl EthPeer {
     async fn send_wire(&mut self, w: &Wire) -> Result<(), NetError> {
         let peer = self.conn.peer;
         let (wire_id, payload) = match w {
-            Wire::Eth(EthMessage::Receipts { request_id, receipts }) if self.eth.version >= 69 => {
+            Wire::Eth(EthMessage::Receipts {
+                request_id,
+                receipts,
+            }) if self.eth.version >= 69 => {
                 let m = EthMessage::Receipts {
                     request_id: *request_id,
                     receipts: receipts_to_eth69(receipts),
@@ -291,11 +296,16 @@ impl EthPeer {
                     self.stats.responses_received += 1;
                     return Ok(resp);
                 }
-                Ok(Incoming::Response(..)) | Ok(Incoming::Other) => self.stats.ignored_messages += 1,
+                Ok(Incoming::Response(..)) | Ok(Incoming::Other) => {
+                    self.stats.ignored_messages += 1
+                }
                 Ok(Incoming::Request(q)) => self.answer(&q, responder).await?,
                 Err(source) => {
                     tracing::debug!(%peer, error = %source, "dropping peer: undecodable message");
-                    let _ = self.conn.disconnect(DisconnectReason::BreachOfProtocol).await;
+                    let _ = self
+                        .conn
+                        .disconnect(DisconnectReason::BreachOfProtocol)
+                        .await;
                     return Err(NetError::Protocol { peer, source });
                 }
             }
@@ -320,7 +330,10 @@ impl EthPeer {
                 Ok(_) => self.stats.ignored_messages += 1,
                 Err(source) => {
                     tracing::debug!(%peer, error = %source, "dropping peer: undecodable message");
-                    let _ = self.conn.disconnect(DisconnectReason::BreachOfProtocol).await;
+                    let _ = self
+                        .conn
+                        .disconnect(DisconnectReason::BreachOfProtocol)
+                        .await;
                     return Err(NetError::Protocol { peer, source });
                 }
             }
@@ -366,7 +379,9 @@ mod fork_tests {
         let schedule = ForkSchedule {
             genesis_hash,
             genesis_timestamp: 0,
-            block_forks: vec![1_150_000, 1_920_000, 2_463_000, 2_675_000, 4_370_000, 7_280_000],
+            block_forks: vec![
+                1_150_000, 1_920_000, 2_463_000, 2_675_000, 4_370_000, 7_280_000,
+            ],
             time_forks: vec![],
         };
         let ours = StatusInfo {
@@ -377,7 +392,13 @@ mod fork_tests {
             genesis_hash,
             fork_id: schedule.fork_id(head_number, 0),
         };
-        (ours, ForkCheck { schedule, head_time: 0 })
+        (
+            ours,
+            ForkCheck {
+                schedule,
+                head_time: 0,
+            },
+        )
     }
 
     fn id(hash: u32, next: u64) -> ForkId {
@@ -407,7 +428,11 @@ mod fork_tests {
         for (head, remote, compatible) in cases {
             let (ours, forks) = mainnet(head);
             let got = check_fork_id(&ours, Some(&forks), &remote);
-            assert_eq!(got.is_ok(), compatible, "head {head} remote {remote}: {got:?}");
+            assert_eq!(
+                got.is_ok(),
+                compatible,
+                "head {head} remote {remote}: {got:?}"
+            );
         }
         let (ours, forks) = mainnet(7_987_396);
         assert!(matches!(

@@ -13,11 +13,17 @@ pub fn load_or_create(datadir: &Path) -> anyhow::Result<SecretKey> {
     let path: PathBuf = datadir.join(NODE_KEY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let raw = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
+            let raw =
+                hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
             if raw.len() != 32 {
-                bail!("{}: node key has {} bytes, expected 32", path.display(), raw.len());
+                bail!(
+                    "{}: node key has {} bytes, expected 32",
+                    path.display(),
+                    raw.len()
+                );
             }
-            SecretKey::from_slice(&raw).with_context(|| format!("{}: not a valid secp256k1 key", path.display()))
+            SecretKey::from_slice(&raw)
+                .with_context(|| format!("{}: not a valid secp256k1 key", path.display()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(datadir)

@@ -55,16 +55,22 @@ pub async fn accept_loop<R: Responder + 'static>(
     shutting_down: impl Fn() -> bool,
 ) -> anyhow::Result<ServeStats> {
     let sid = catchup_shards::ShardId(shard_label);
-    let m_accepted =
-        catchup_shards::metrics::counter("p2p_peers_accepted_total", "RLPx peers accepted by this serving shard");
+    let m_accepted = catchup_shards::metrics::counter(
+        "p2p_peers_accepted_total",
+        "RLPx peers accepted by this serving shard",
+    );
     let m_dropped = catchup_shards::metrics::counter(
         "p2p_peers_dropped_total",
         "RLPx peers dropped at the handshake or for bad messages",
     );
-    let m_served = catchup_shards::metrics::counter("p2p_requests_served_total", "eth/snap requests answered");
-    let m_active = catchup_shards::metrics::gauge("p2p_peers_active", "RLPx peers connected to this serving shard");
-    let listener =
-        TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("shard {shard_label}: binding {listen}: {e}"))?;
+    let m_served =
+        catchup_shards::metrics::counter("p2p_requests_served_total", "eth/snap requests answered");
+    let m_active = catchup_shards::metrics::gauge(
+        "p2p_peers_active",
+        "RLPx peers connected to this serving shard",
+    );
+    let listener = TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("shard {shard_label}: binding {listen}: {e}"))?;
     let active = Rc::new(Cell::new(0usize));
     let stats = Rc::new(Cell::new(ServeStats::default()));
     let bump = |stats: &Rc<Cell<ServeStats>>, f: &dyn Fn(&mut ServeStats)| {
@@ -88,7 +94,10 @@ pub async fn accept_loop<R: Responder + 'static>(
                 "serve progress"
             );
         }
-        let accepted = glommio::timer::timeout(Duration::from_millis(250), async { Ok(listener.accept().await) }).await;
+        let accepted = glommio::timer::timeout(Duration::from_millis(250), async {
+            Ok(listener.accept().await)
+        })
+        .await;
         let stream = match accepted {
             Err(_) => continue,
             Ok(Ok(s)) => s,
@@ -114,7 +123,8 @@ pub async fn accept_loop<R: Responder + 'static>(
         bump(&stats, &|s| s.accepted += 1);
         m_accepted.inc(sid);
         m_active.add(sid, 1);
-        let (m_dropped, m_served, m_active) = (m_dropped.clone(), m_served.clone(), m_active.clone());
+        let (m_dropped, m_served, m_active) =
+            (m_dropped.clone(), m_served.clone(), m_active.clone());
         let (local, cfg, responder, active, stats) = (
             local.clone(),
             cfg.clone(),
@@ -194,5 +204,8 @@ where
         }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    results.into_iter().map(|r| r.map_err(|e| anyhow::anyhow!(e))).collect()
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| anyhow::anyhow!(e)))
+        .collect()
 }

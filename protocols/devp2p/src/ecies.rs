@@ -50,7 +50,12 @@ fn tag(km: &[u8; 32], iv_and_ct: &[u8], shared_mac_data: &[u8]) -> [u8; 32] {
 }
 
 /// Encrypt `plain` to `remote` with a fresh ephemeral key from `rng`.
-pub fn encrypt<R: RngCore + ?Sized>(rng: &mut R, remote: &PublicKey, plain: &[u8], shared_mac_data: &[u8]) -> Vec<u8> {
+pub fn encrypt<R: RngCore + ?Sized>(
+    rng: &mut R,
+    remote: &PublicKey,
+    plain: &[u8],
+    shared_mac_data: &[u8],
+) -> Vec<u8> {
     let eph = SecretKey::new(&mut RngAdapter(rng));
     let mut iv = [0u8; 16];
     rng.fill_bytes(&mut iv);

@@ -27,7 +27,8 @@ impl Enode {
             )));
         }
         let mut id = [0u8; 64];
-        hex::decode_to_slice(id_hex, &mut id).map_err(|e| Devp2pError::Enode(format!("{s:?}: node id: {e}")))?;
+        hex::decode_to_slice(id_hex, &mut id)
+            .map_err(|e| Devp2pError::Enode(format!("{s:?}: node id: {e}")))?;
         let hostport = hostport.split(['?', '/']).next().unwrap_or("");
         let (host, port) = hostport
             .rsplit_once(':')

@@ -28,7 +28,10 @@ pub enum Devp2pError {
     #[error("frame: body MAC mismatch")]
     FrameBadBodyMac,
     #[error("frame: size {size_bytes} exceeds the limit of {limit_bytes} bytes")]
-    FrameTooLarge { size_bytes: usize, limit_bytes: usize },
+    FrameTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("frame: empty frame body")]
     FrameEmpty,
     #[error("message: {what} of {len_bytes} bytes exceeds the limit of {limit_bytes} bytes")]

@@ -89,7 +89,10 @@ impl Status {
             })
         } else {
             if items.len() < 6 {
-                return Err(Devp2pError::rlp("status", format!("{} items, expected 6", items.len())));
+                return Err(Devp2pError::rlp(
+                    "status",
+                    format!("{} items, expected 6", items.len()),
+                ));
             }
             Ok(Status {
                 version,
@@ -164,7 +167,10 @@ pub enum EthMessage {
 
 fn hashes(what: &'static str, item: &[u8]) -> Result<Vec<[u8; 32]>> {
     let (items, _) = rlp::list(what, item, MAX_ITEMS)?;
-    items.into_iter().map(|h| rlp::fixed::<32>(what, h)).collect()
+    items
+        .into_iter()
+        .map(|h| rlp::fixed::<32>(what, h))
+        .collect()
 }
 
 fn raw_items(what: &'static str, item: &[u8]) -> Result<Vec<Vec<u8>>> {
@@ -236,12 +242,22 @@ impl EthMessage {
                     ]),
                 )
             }
-            EthMessage::BlockHeaders { request_id, headers } => wrap(*request_id, rlp::encode_list(headers)),
+            EthMessage::BlockHeaders {
+                request_id,
+                headers,
+            } => wrap(*request_id, rlp::encode_list(headers)),
             EthMessage::GetBlockBodies { request_id, hashes }
             | EthMessage::GetReceipts { request_id, hashes }
-            | EthMessage::GetNodeData { request_id, hashes } => wrap(*request_id, enc_hashes(hashes)),
-            EthMessage::BlockBodies { request_id, bodies } => wrap(*request_id, rlp::encode_list(bodies)),
-            EthMessage::Receipts { request_id, receipts } => wrap(*request_id, rlp::encode_list(receipts)),
+            | EthMessage::GetNodeData { request_id, hashes } => {
+                wrap(*request_id, enc_hashes(hashes))
+            }
+            EthMessage::BlockBodies { request_id, bodies } => {
+                wrap(*request_id, rlp::encode_list(bodies))
+            }
+            EthMessage::Receipts {
+                request_id,
+                receipts,
+            } => wrap(*request_id, rlp::encode_list(receipts)),
             EthMessage::NodeData { request_id, nodes } => {
                 let items: Vec<Vec<u8>> = nodes.iter().map(|n| rlp::enc_bytes(n)).collect();
                 wrap(*request_id, rlp::encode_list(&items))
@@ -423,7 +439,9 @@ mod tests {
         ));
         assert_eq!(
             EthMessage::decode(68, NEW_BLOCK_HASHES, &[0xc0]).unwrap(),
-            EthMessage::Ignored { id: NEW_BLOCK_HASHES }
+            EthMessage::Ignored {
+                id: NEW_BLOCK_HASHES
+            }
         );
     }
 }

@@ -44,7 +44,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -77,7 +81,12 @@ impl ForkSchedule {
     /// Normalise as EIP-2124 does: sorted, deduplicated, block forks at 0 and time forks at or
     /// before genesis dropped.
     fn normalised(&self) -> (Vec<u64>, Vec<u64>) {
-        let mut b: Vec<u64> = self.block_forks.iter().copied().filter(|x| *x != 0).collect();
+        let mut b: Vec<u64> = self
+            .block_forks
+            .iter()
+            .copied()
+            .filter(|x| *x != 0)
+            .collect();
         b.sort_unstable();
         b.dedup();
         let mut t: Vec<u64> = self
@@ -150,7 +159,12 @@ impl ForkSchedule {
     /// already passed (1a); (2) the remote hash is one of our past fork states: compatible if
     /// its next equals the fork that followed that state; (3) the remote hash is one of our
     /// future fork states: compatible (we are behind); (4) otherwise incompatible.
-    pub fn validate(&self, head_number: u64, head_time: u64, remote: &ForkId) -> Result<(), ForkIdReject> {
+    pub fn validate(
+        &self,
+        head_number: u64,
+        head_time: u64,
+        remote: &ForkId,
+    ) -> Result<(), ForkIdReject> {
         let (blocks, times) = self.normalised();
         let block_count = blocks.len();
         // sums[i]: the checksum after the first i forks (sums[0] is the genesis checksum).
@@ -172,16 +186,24 @@ impl ForkSchedule {
         forks.push(u64::MAX);
         let ours = self.fork_id(head_number, head_time);
         for (i, &fork) in forks.iter().enumerate() {
-            let head = if i >= time_from { head_time } else { head_number };
+            let head = if i >= time_from {
+                head_time
+            } else {
+                head_number
+            };
             if head >= fork {
                 continue;
             }
             // Our first unpassed fork: sums[i] is our current state.
             if sums[i] == remote.hash {
                 let passed = remote.next > 0
-                    && (head >= remote.next || (remote.next > TIMESTAMP_THRESHOLD && head_time >= remote.next));
+                    && (head >= remote.next
+                        || (remote.next > TIMESTAMP_THRESHOLD && head_time >= remote.next));
                 if passed {
-                    return Err(ForkIdReject::LocalIncompatibleOrStale { remote: *remote, ours });
+                    return Err(ForkIdReject::LocalIncompatibleOrStale {
+                        remote: *remote,
+                        ours,
+                    });
                 }
                 return Ok(());
             }
@@ -198,10 +220,16 @@ impl ForkSchedule {
             if sums[i + 1..].iter().any(|s| *s == remote.hash) {
                 return Ok(());
             }
-            return Err(ForkIdReject::LocalIncompatibleOrStale { remote: *remote, ours });
+            return Err(ForkIdReject::LocalIncompatibleOrStale {
+                remote: *remote,
+                ours,
+            });
         }
         // Unreachable: the last fork is u64::MAX and no head reaches it.
-        Err(ForkIdReject::LocalIncompatibleOrStale { remote: *remote, ours })
+        Err(ForkIdReject::LocalIncompatibleOrStale {
+            remote: *remote,
+            ours,
+        })
     }
 }
 
@@ -220,7 +248,8 @@ mod tests {
             genesis_hash: g,
             genesis_timestamp: 0,
             block_forks: vec![
-                1_150_000, 1_920_000, 2_463_000, 2_675_000, 2_675_000, 4_370_000, 7_280_000, 7_280_000,
+                1_150_000, 1_920_000, 2_463_000, 2_675_000, 2_675_000, 4_370_000, 7_280_000,
+                7_280_000,
             ],
             time_forks: vec![],
         }

@@ -68,7 +68,11 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Session {{ buffered: {} }}", self.input.len() - self.input_start)
+        write!(
+            f,
+            "Session {{ buffered: {} }}",
+            self.input.len() - self.input_start
+        )
     }
 }
 
@@ -168,7 +172,9 @@ impl Session {
                     return Err(Devp2pError::FrameBadHeaderMac);
                 }
                 self.ingress_aes.apply_keystream(&mut header);
-                let size = (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+                let size = (usize::from(header[0]) << 16)
+                    | (usize::from(header[1]) << 8)
+                    | usize::from(header[2]);
                 if size > self.max_frame_bytes {
                     return Err(Devp2pError::FrameTooLarge {
                         size_bytes: size,

@@ -148,7 +148,12 @@ fn xor32(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
 
 impl Handshake {
     /// Start a handshake as the dialing side; the auth message is queued in the output.
-    pub fn initiator<R: RngCore>(rng: &mut R, static_key: SecretKey, remote_id: PublicKey, format: WireFormat) -> Self {
+    pub fn initiator<R: RngCore>(
+        rng: &mut R,
+        static_key: SecretKey,
+        remote_id: PublicKey,
+        format: WireFormat,
+    ) -> Self {
         let eph = SecretKey::new(&mut RngAdapter(rng));
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
@@ -177,7 +182,9 @@ impl Handshake {
         };
         let static_shared = ecdh_x(&remote_id, &hs.static_key);
         let msg = Message::from_digest(xor32(&static_shared, &nonce));
-        let (recid, sig) = SECP256K1.sign_ecdsa_recoverable(&msg, &hs.eph_key).serialize_compact();
+        let (recid, sig) = SECP256K1
+            .sign_ecdsa_recoverable(&msg, &hs.eph_key)
+            .serialize_compact();
         let mut signature = [0u8; 65];
         signature[..64].copy_from_slice(&sig);
         signature[64] = i32::from(recid) as u8;
@@ -186,7 +193,9 @@ impl Handshake {
             WireFormat::Plain => {
                 let mut body = Vec::with_capacity(PLAIN_AUTH_BYTES);
                 body.extend_from_slice(&signature);
-                body.extend_from_slice(keccak256(pub64(&PublicKey::from_secret_key_global(&hs.eph_key))).as_slice());
+                body.extend_from_slice(
+                    keccak256(pub64(&PublicKey::from_secret_key_global(&hs.eph_key))).as_slice(),
+                );
                 body.extend_from_slice(&my_id);
                 body.extend_from_slice(&nonce);
                 body.push(0);
@@ -261,7 +270,9 @@ impl Handshake {
             State::ResponderWaitAuth => PLAIN_AUTH_BYTES + ECIES_OVERHEAD_BYTES,
             _ => PLAIN_ACK_BYTES + ECIES_OVERHEAD_BYTES,
         };
-        let Some((wire_len, plain, format)) = read_sealed(&self.static_key, &self.input, plain_len)? else {
+        let Some((wire_len, plain, format)) =
+            read_sealed(&self.static_key, &self.input, plain_len)?
+        else {
             return Ok(None);
         };
         let wire: Vec<u8> = self.input[..wire_len].to_vec();
@@ -370,8 +381,14 @@ fn eip8_seal<R: RngCore>(rng: &mut R, remote: &PublicKey, mut body: Vec<u8>) -> 
 
 /// Try to read one sealed handshake message from the front of `input`.
 /// Returns (wire length, plaintext, format) or `None` if more bytes are needed.
-pub fn read_sealed(key: &SecretKey, input: &[u8], plain_len: usize) -> Result<Option<(usize, Vec<u8>, WireFormat)>> {
-    let Some(&first) = input.first() else { return Ok(None) };
+pub fn read_sealed(
+    key: &SecretKey,
+    input: &[u8],
+    plain_len: usize,
+) -> Result<Option<(usize, Vec<u8>, WireFormat)>> {
+    let Some(&first) = input.first() else {
+        return Ok(None);
+    };
     if first == 0x04 {
         // A plain message starts with the uncompressed ephemeral key (0x04). An EIP-8 size
         // prefix of 0x04xx would exceed MAX_EIP8_MESSAGE_BYTES anyway.
@@ -411,7 +428,10 @@ pub fn decode_plain_auth(p: &[u8]) -> Result<AuthBody> {
     if p.len() != PLAIN_AUTH_BYTES {
         return Err(malformed(
             "auth",
-            format!("plain auth of {} bytes, expected {PLAIN_AUTH_BYTES}", p.len()),
+            format!(
+                "plain auth of {} bytes, expected {PLAIN_AUTH_BYTES}",
+                p.len()
+            ),
         ));
     }
     let mut a = AuthBody {

@@ -66,7 +66,9 @@ impl Hello {
         let caps: Vec<Vec<u8>> = self
             .capabilities
             .iter()
-            .map(|c| rlp::encode_list(&[rlp::enc_bytes(c.name.as_bytes()), rlp::enc_uint(c.version)]))
+            .map(|c| {
+                rlp::encode_list(&[rlp::enc_bytes(c.name.as_bytes()), rlp::enc_uint(c.version)])
+            })
             .collect();
         rlp::encode_list(&[
             rlp::enc_uint(self.protocol_version),
@@ -99,7 +101,10 @@ impl Hello {
         for c in cap_items {
             let (f, _) = rlp::list("hello capability", c, 8)?;
             if f.len() < 2 {
-                return Err(Devp2pError::rlp("hello capability", "expected [name, version]"));
+                return Err(Devp2pError::rlp(
+                    "hello capability",
+                    "expected [name, version]",
+                ));
             }
             let name = rlp::bytes("capability name", f[0])?;
             if name.len() > 32 {
@@ -228,7 +233,10 @@ pub fn negotiate(ours: &[Capability], theirs: &[Capability]) -> Vec<SharedCapabi
         if protocol_length(&c.name, c.version).is_none() {
             continue;
         }
-        if theirs.iter().any(|t| t.name == c.name && t.version == c.version) {
+        if theirs
+            .iter()
+            .any(|t| t.name == c.name && t.version == c.version)
+        {
             let e = best.entry(c.name.as_str()).or_insert(c.version);
             *e = (*e).max(c.version);
         }
@@ -397,7 +405,10 @@ mod tests {
         assert_eq!(route(&s, 0x02).unwrap(), Route::P2p(2));
         assert_eq!(route(&s, 0x13).unwrap(), Route::Cap { cap: 0, id: 3 });
         assert_eq!(route(&s, 0x21).unwrap(), Route::Cap { cap: 1, id: 0 });
-        assert_eq!(route(&s, 0x29), Err(Devp2pError::UnknownMessageId { id: 0x29 }));
+        assert_eq!(
+            route(&s, 0x29),
+            Err(Devp2pError::UnknownMessageId { id: 0x29 })
+        );
     }
 
     #[test]
@@ -418,7 +429,10 @@ mod tests {
             DisconnectReason::decode(&[0x04]).unwrap(),
             DisconnectReason::TooManyPeers
         );
-        assert_eq!(DisconnectReason::decode(&[0xc0]).unwrap(), DisconnectReason::Requested);
+        assert_eq!(
+            DisconnectReason::decode(&[0xc0]).unwrap(),
+            DisconnectReason::Requested
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub fn split_item<'a>(what: &'static str, buf: &'a [u8]) -> Result<Split<'a>> {
 
 /// The raw encodings of the items of the list at the front of `buf` (trailing bytes are
 /// returned as the second value), at most `max_items` of them.
-pub fn list<'a>(what: &'static str, buf: &'a [u8], max_items: usize) -> Result<(Vec<&'a [u8]>, &'a [u8])> {
+pub fn list<'a>(
+    what: &'static str,
+    buf: &'a [u8],
+    max_items: usize,
+) -> Result<(Vec<&'a [u8]>, &'a [u8])> {
     let (_, h, mut payload, rest) = split_item(what, buf)?;
     if !h.list {
         return Err(Devp2pError::rlp(what, "expected a list, found a string"));
@@ -45,7 +49,11 @@ pub fn list<'a>(what: &'static str, buf: &'a [u8], max_items: usize) -> Result<(
 }
 
 /// The items of a list that must fill `buf` exactly.
-pub fn list_exact<'a>(what: &'static str, buf: &'a [u8], max_items: usize) -> Result<Vec<&'a [u8]>> {
+pub fn list_exact<'a>(
+    what: &'static str,
+    buf: &'a [u8],
+    max_items: usize,
+) -> Result<Vec<&'a [u8]>> {
     let (items, rest) = list(what, buf, max_items)?;
     if !rest.is_empty() {
         return Err(Devp2pError::rlp(
@@ -63,17 +71,23 @@ fn exact<'a>(what: &'static str, item: &'a [u8]) -> Result<strict::Item<'a>> {
 
 /// The payload of an RLP string item.
 pub fn bytes<'a>(what: &'static str, item: &'a [u8]) -> Result<&'a [u8]> {
-    exact(what, item)?.bytes().map_err(|e| Devp2pError::rlp(what, e))
+    exact(what, item)?
+        .bytes()
+        .map_err(|e| Devp2pError::rlp(what, e))
 }
 
 /// A fixed-size string item.
 pub fn fixed<const N: usize>(what: &'static str, item: &[u8]) -> Result<[u8; N]> {
-    exact(what, item)?.fixed::<N>().map_err(|e| Devp2pError::rlp(what, e))
+    exact(what, item)?
+        .fixed::<N>()
+        .map_err(|e| Devp2pError::rlp(what, e))
 }
 
 /// An unsigned integer of at most 8 bytes (canonical: no leading zero).
 pub fn uint(what: &'static str, item: &[u8]) -> Result<u64> {
-    exact(what, item)?.u64().map_err(|e| Devp2pError::rlp(what, e))
+    exact(what, item)?
+        .u64()
+        .map_err(|e| Devp2pError::rlp(what, e))
 }
 
 /// An unsigned integer of at most 32 bytes as big-endian bytes without leading zeros.
@@ -135,7 +149,10 @@ mod tests {
         }
         assert!(uint("n", &[0x89, 1, 2, 3, 4, 5, 6, 7, 8, 9]).is_err());
         assert!(big_uint("n", &[0x82, 0, 1]).is_err());
-        assert_eq!(big_uint("n", &enc_big_uint(&[0, 0, 1, 2])).unwrap(), vec![1, 2]);
+        assert_eq!(
+            big_uint("n", &enc_big_uint(&[0, 0, 1, 2])).unwrap(),
+            vec![1, 2]
+        );
         assert_eq!(fixed::<3>("f", &enc_bytes(b"abc")).unwrap(), *b"abc");
         assert!(fixed::<4>("f", &enc_bytes(b"abc")).is_err());
         assert!(bytes("s", &encode_list(&[enc_uint(1)])).is_err());

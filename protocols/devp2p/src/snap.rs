@@ -88,7 +88,10 @@ fn enc_strings(v: &[Vec<u8>]) -> Vec<u8> {
 fn fields<'a>(what: &'static str, payload: &'a [u8], n: usize) -> Result<Vec<&'a [u8]>> {
     let items = rlp::list_exact(what, payload, 16)?;
     if items.len() < n {
-        return Err(Devp2pError::rlp(what, format!("{} fields, expected {n}", items.len())));
+        return Err(Devp2pError::rlp(
+            what,
+            format!("{} fields, expected {n}", items.len()),
+        ));
     }
     Ok(items)
 }
@@ -121,7 +124,9 @@ impl SnapMessage {
             SnapMessage::GetAccountRange { response_bytes, .. }
             | SnapMessage::GetStorageRanges { response_bytes, .. }
             | SnapMessage::GetByteCodes { response_bytes, .. }
-            | SnapMessage::GetTrieNodes { response_bytes, .. } => Some((*response_bytes).min(MAX_RESPONSE_BYTES)),
+            | SnapMessage::GetTrieNodes { response_bytes, .. } => {
+                Some((*response_bytes).min(MAX_RESPONSE_BYTES))
+            }
             _ => None,
         }
     }
@@ -135,13 +140,22 @@ impl SnapMessage {
                 origin,
                 limit,
                 response_bytes,
-            } => l(&[u(*request_id), b(root), b(origin), b(limit), u(*response_bytes)]),
+            } => l(&[
+                u(*request_id),
+                b(root),
+                b(origin),
+                b(limit),
+                u(*response_bytes),
+            ]),
             SnapMessage::AccountRange {
                 request_id,
                 accounts,
                 proof,
             } => {
-                let a: Vec<Vec<u8>> = accounts.iter().map(|(h, acc)| l(&[b(h), acc.clone()])).collect();
+                let a: Vec<Vec<u8>> = accounts
+                    .iter()
+                    .map(|(h, acc)| l(&[b(h), acc.clone()]))
+                    .collect();
                 l(&[u(*request_id), l(&a), enc_strings(proof)])
             }
             SnapMessage::GetStorageRanges {
@@ -153,7 +167,14 @@ impl SnapMessage {
                 response_bytes,
             } => {
                 let a: Vec<Vec<u8>> = accounts.iter().map(|h| b(h)).collect();
-                l(&[u(*request_id), b(root), l(&a), b(origin), b(limit), u(*response_bytes)])
+                l(&[
+                    u(*request_id),
+                    b(root),
+                    l(&a),
+                    b(origin),
+                    b(limit),
+                    u(*response_bytes),
+                ])
             }
             SnapMessage::StorageRanges {
                 request_id,
@@ -163,7 +184,8 @@ impl SnapMessage {
                 let s: Vec<Vec<u8>> = slots
                     .iter()
                     .map(|acc| {
-                        let inner: Vec<Vec<u8>> = acc.iter().map(|(h, v)| l(&[b(h), b(v)])).collect();
+                        let inner: Vec<Vec<u8>> =
+                            acc.iter().map(|(h, v)| l(&[b(h), b(v)])).collect();
                         l(&inner)
                     })
                     .collect();
@@ -177,7 +199,9 @@ impl SnapMessage {
                 let h: Vec<Vec<u8>> = hashes.iter().map(|x| b(x)).collect();
                 l(&[u(*request_id), l(&h), u(*response_bytes)])
             }
-            SnapMessage::ByteCodes { request_id, codes } => l(&[u(*request_id), enc_strings(codes)]),
+            SnapMessage::ByteCodes { request_id, codes } => {
+                l(&[u(*request_id), enc_strings(codes)])
+            }
             SnapMessage::GetTrieNodes {
                 request_id,
                 root,
@@ -187,7 +211,9 @@ impl SnapMessage {
                 let p: Vec<Vec<u8>> = paths.iter().map(|set| enc_strings(set)).collect();
                 l(&[u(*request_id), b(root), l(&p), u(*response_bytes)])
             }
-            SnapMessage::TrieNodes { request_id, nodes } => l(&[u(*request_id), enc_strings(nodes)]),
+            SnapMessage::TrieNodes { request_id, nodes } => {
+                l(&[u(*request_id), enc_strings(nodes)])
+            }
         }
     }
 

@@ -5,8 +5,8 @@ use catchup_devp2p::ecies::ECIES_OVERHEAD_BYTES;
 use catchup_devp2p::eth::{EthMessage, HashOrNumber};
 use catchup_devp2p::frame::Session;
 use catchup_devp2p::handshake::{
-    decode_eip8_ack, decode_eip8_auth, id_to_pubkey, pubkey_to_id, read_sealed, Handshake, WireFormat, PLAIN_ACK_BYTES,
-    PLAIN_AUTH_BYTES,
+    decode_eip8_ack, decode_eip8_auth, id_to_pubkey, pubkey_to_id, read_sealed, Handshake,
+    WireFormat, PLAIN_ACK_BYTES, PLAIN_AUTH_BYTES,
 };
 use catchup_devp2p::p2p::{Capability, Hello, MessageConn, ID_HELLO, MAX_MESSAGE_BYTES};
 use catchup_devp2p::Devp2pError;
@@ -112,8 +112,13 @@ fn eip8_auth_vectors_decode() {
         assert_eq!(auth.initiator_id, pubkey_to_id(&pubkey(&key(KEY_A))));
         assert_eq!(auth.signature.to_vec(), unhex(AUTH_SIGNATURE));
         // A truncated message asks for more bytes; a wrong key fails the MAC.
-        assert!(read_sealed(&kb, &wire[..wire.len() - 1], 307).unwrap().is_none());
-        assert_eq!(read_sealed(&key(KEY_A), &wire, 307), Err(Devp2pError::EciesBadMac));
+        assert!(read_sealed(&kb, &wire[..wire.len() - 1], 307)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            read_sealed(&key(KEY_A), &wire, 307),
+            Err(Devp2pError::EciesBadMac)
+        );
     }
 }
 
@@ -136,7 +141,10 @@ fn eip8_ack_vectors_decode() {
 fn eip8_responder_secrets_and_ingress_mac_of_foo() {
     let mut rng = rand::thread_rng();
     let mut hs = Handshake::responder_with(key(KEY_B), key(EPH_B), arr32(NONCE_B));
-    let est = hs.feed(&mut rng, &unhex(AUTH2)).unwrap().expect("auth complete");
+    let est = hs
+        .feed(&mut rng, &unhex(AUTH2))
+        .unwrap()
+        .expect("auth complete");
     assert!(!hs.take_output().is_empty(), "ack queued");
     assert_eq!(est.remote_id, pubkey(&key(KEY_A)));
     assert_eq!(est.remote_version, 4);
@@ -217,10 +225,14 @@ fn full_handshake_and_messages_both_formats() {
     for format in [WireFormat::Eip8, WireFormat::Plain] {
         let (mut a, mut b) = pair(format);
         let mut wire = Vec::new();
-        a.write_message(ID_HELLO, &hello([1; 64]).encode(), &mut wire).unwrap();
+        a.write_message(ID_HELLO, &hello([1; 64]).encode(), &mut wire)
+            .unwrap();
         b.feed(&wire);
         let (id, payload) = b.next_message().unwrap().unwrap();
-        assert_eq!((id, Hello::decode(&payload).unwrap()), (ID_HELLO, hello([1; 64])));
+        assert_eq!(
+            (id, Hello::decode(&payload).unwrap()),
+            (ID_HELLO, hello([1; 64]))
+        );
         a.set_snappy(true);
         b.set_snappy(true);
         // Many messages in both directions, some large, delivered in odd-sized pieces.

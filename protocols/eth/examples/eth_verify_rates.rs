@@ -19,7 +19,11 @@ fn rate(ms: u64, pass: &mut dyn FnMut() -> usize) -> f64 {
 }
 
 /// Alternate the two passes over 3 rounds; keep the best rate of each.
-fn best_pair(ms: u64, verify: &mut dyn FnMut() -> usize, keccak: &mut dyn FnMut() -> usize) -> (f64, f64) {
+fn best_pair(
+    ms: u64,
+    verify: &mut dyn FnMut() -> usize,
+    keccak: &mut dyn FnMut() -> usize,
+) -> (f64, f64) {
     let (mut v, mut k) = (0f64, 0f64);
     for _ in 0..3 {
         v = v.max(rate(ms / 3, verify));
@@ -29,7 +33,10 @@ fn best_pair(ms: u64, verify: &mut dyn FnMut() -> usize, keccak: &mut dyn FnMut(
 }
 
 fn main() {
-    let ms: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1500);
+    let ms: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1500);
     let nodes = wl::state_trie_nodes(20_000, 1);
     let node_bytes: Vec<&[u8]> = nodes.iter().map(|n| n.1.as_ref()).collect();
     let headers = wl::header_chain(2048, 2);

@@ -65,7 +65,10 @@ pub fn state_trie_nodes(accounts: usize, seed: u64) -> Vec<(B256, Bytes)> {
 
 /// Decode and keccak-check every node; returns the number verified.
 pub fn verify_nodes(nodes: &[(B256, Bytes)]) -> usize {
-    nodes.iter().filter(|(h, n)| verify_node(*h, n).is_ok()).count()
+    nodes
+        .iter()
+        .filter(|(h, n)| verify_node(*h, n).is_ok())
+        .count()
 }
 
 /// keccak only, over the same bytes; returns a value that depends on every hash.

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::types::{Block, Header};
 use crate::verify::{
-    verify_header_rules, verify_ommers_hash, verify_parent_link, verify_transactions_root, verify_withdrawals, Field,
+    verify_header_rules, verify_ommers_hash, verify_parent_link, verify_transactions_root,
+    verify_withdrawals, Field,
 };
 
 /// Largest block RLP accepted from a test document (hex characters / 2).
@@ -131,13 +132,13 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
             what: format!("genesisRLP: {e}"),
         })?;
         let mut parent: Header = genesis.header.clone();
-        let blocks = t
-            .get("blocks")
-            .and_then(|b| b.as_array())
-            .ok_or_else(|| BlocktestError::Shape {
-                test: name.clone(),
-                what: "no blocks array".into(),
-            })?;
+        let blocks =
+            t.get("blocks")
+                .and_then(|b| b.as_array())
+                .ok_or_else(|| BlocktestError::Shape {
+                    test: name.clone(),
+                    what: "no blocks array".into(),
+                })?;
         let mut outcomes = Vec::new();
         for (index, b) in blocks.iter().enumerate() {
             let expected_invalid = b.get("expectException").is_some();
@@ -180,23 +181,36 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
                         ),
                         (
                             "parentHash",
-                            Box::new(|| verify_parent_link(&parent, &block.header).map_err(|e| e.field())),
+                            Box::new(|| {
+                                verify_parent_link(&parent, &block.header).map_err(|e| e.field())
+                            }),
                         ),
                         (
                             "headerRules",
-                            Box::new(|| verify_header_rules(&parent, &block.header).map_err(|e| e.field())),
+                            Box::new(|| {
+                                verify_header_rules(&parent, &block.header).map_err(|e| e.field())
+                            }),
                         ),
                         (
                             "transactionsRoot",
-                            Box::new(|| verify_transactions_root(&block.header, &block.body).map_err(|e| e.field())),
+                            Box::new(|| {
+                                verify_transactions_root(&block.header, &block.body)
+                                    .map_err(|e| e.field())
+                            }),
                         ),
                         (
                             "ommersHash",
-                            Box::new(|| verify_ommers_hash(&block.header, &block.body).map_err(|e| e.field())),
+                            Box::new(|| {
+                                verify_ommers_hash(&block.header, &block.body)
+                                    .map_err(|e| e.field())
+                            }),
                         ),
                         (
                             "withdrawalsRoot",
-                            Box::new(|| verify_withdrawals(&block.header, &block.body).map_err(|e| e.field())),
+                            Box::new(|| {
+                                verify_withdrawals(&block.header, &block.body)
+                                    .map_err(|e| e.field())
+                            }),
                         ),
                     ];
                     for (check_name, f) in checks.iter() {
@@ -218,8 +232,8 @@ pub fn check_blocktest(text: &str) -> Result<Vec<TestOutcome>, BlocktestError> {
         }
         let genesis_hash = genesis.header.hash();
         let last_accepted_hash = parent.hash();
-        let genesis_hash_ok =
-            json_hash(t.get("genesisBlockHeader").and_then(|g| g.get("hash"))).map(|h| h == genesis_hash);
+        let genesis_hash_ok = json_hash(t.get("genesisBlockHeader").and_then(|g| g.get("hash")))
+            .map(|h| h == genesis_hash);
         let last_block_hash_ok = json_hash(t.get("lastblockhash")).map(|h| h == last_accepted_hash);
         out.push(TestOutcome {
             name: name.clone(),

@@ -56,12 +56,17 @@ pub enum Era1ErrorKind {
     #[error("decompressed data exceeds {limit} bytes")]
     DecompressedTooLarge { limit: usize },
     #[error("bad RLP in {what}: {source}")]
-    Rlp { what: &'static str, source: RlpError },
+    Rlp {
+        what: &'static str,
+        source: RlpError,
+    },
     #[error("total difficulty record has {0} bytes, expected 32")]
     TotalDifficultyLength(usize),
     #[error("bad block index: {0}")]
     BlockIndex(&'static str),
-    #[error("block index points at offset {target} which is not the header record of block {number}")]
+    #[error(
+        "block index points at offset {target} which is not the header record of block {number}"
+    )]
     IndexMismatch { number: u64, target: i64 },
     #[error("header number {found}, expected {expected}")]
     HeaderNumber { expected: u64, found: u64 },
@@ -246,12 +251,16 @@ impl<'a> Era1<'a> {
             });
         }
         if rec.data.len() != data_len {
-            return Err(idx_err(idx_offset, "index record length disagrees with its count"));
+            return Err(idx_err(
+                idx_offset,
+                "index record length disagrees with its count",
+            ));
         }
         let start_block = u64::from_le_bytes(rec.data[..8].try_into().expect("8 bytes"));
         let mut header_offsets = Vec::with_capacity(count as usize);
         for i in 0..count as usize {
-            let rel = i64::from_le_bytes(rec.data[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
+            let rel =
+                i64::from_le_bytes(rec.data[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
             let abs = (idx_offset as i64)
                 .checked_add(rel)
                 .filter(|a| *a >= 0 && (*a as usize) < idx_offset);
@@ -466,8 +475,16 @@ pub fn write_era1(blocks: &[(Header, BlockBody, Vec<Receipt>, U256)]) -> Option<
         offsets.push(out.len());
         let header_rlp = h.encode();
         records.push((alloy_primitives::keccak256(&header_rlp), *td));
-        write_record(TYPE_COMPRESSED_HEADER, &snappy_frame_compress(&header_rlp), &mut out);
-        write_record(TYPE_COMPRESSED_BODY, &snappy_frame_compress(&body.encode()), &mut out);
+        write_record(
+            TYPE_COMPRESSED_HEADER,
+            &snappy_frame_compress(&header_rlp),
+            &mut out,
+        );
+        write_record(
+            TYPE_COMPRESSED_BODY,
+            &snappy_frame_compress(&body.encode()),
+            &mut out,
+        );
         write_record(
             TYPE_COMPRESSED_RECEIPTS,
             &snappy_frame_compress(&crate::types::encode_receipts(receipts)),
@@ -475,7 +492,11 @@ pub fn write_era1(blocks: &[(Header, BlockBody, Vec<Receipt>, U256)]) -> Option<
         );
         write_record(TYPE_TOTAL_DIFFICULTY, &td.to_le_bytes::<32>(), &mut out);
     }
-    write_record(TYPE_ACCUMULATOR, accumulator_root(&records)?.as_slice(), &mut out);
+    write_record(
+        TYPE_ACCUMULATOR,
+        accumulator_root(&records)?.as_slice(),
+        &mut out,
+    );
     let idx_offset = out.len() as i64;
     let mut idx = Vec::with_capacity(16 + 8 * offsets.len());
     idx.extend_from_slice(&blocks[0].0.number.to_le_bytes());
@@ -519,11 +540,23 @@ mod tests {
         write_record(TYPE_VERSION, &[], &mut buf);
         write_record(TYPE_COMPRESSED_HEADER, &[1, 2, 3], &mut buf);
         let recs: Vec<_> = Records::new(&buf).collect::<Result<_, _>>().unwrap();
-        assert_eq!((recs[1].index, recs[1].offset, recs[1].data), (1, 8, &[1u8, 2, 3][..]));
+        assert_eq!(
+            (recs[1].index, recs[1].offset, recs[1].data),
+            (1, 8, &[1u8, 2, 3][..])
+        );
         // Truncated data.
-        let e = Records::new(&buf[..buf.len() - 1]).last().unwrap().unwrap_err();
+        let e = Records::new(&buf[..buf.len() - 1])
+            .last()
+            .unwrap()
+            .unwrap_err();
         assert_eq!((e.record, e.offset), (1, 8));
-        assert_eq!(e.kind, Era1ErrorKind::TruncatedData { len: 3, available: 2 });
+        assert_eq!(
+            e.kind,
+            Era1ErrorKind::TruncatedData {
+                len: 3,
+                available: 2
+            }
+        );
         // Non-zero reserved bytes.
         let mut r = buf.clone();
         r[8 + 6] = 1;

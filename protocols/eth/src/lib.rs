@@ -32,18 +32,21 @@ pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, B64, U256};
 pub use proof::{verify_proof, verify_range_proof, ProofError};
 pub use rlp::RlpError;
 pub use trie::{
-    account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, node_contents, ordered_root,
-    secure_trie_root, trie_root, verify_node, ChildRef, Nibbles, Node, NodeContents, NodeError, NodeRef, RangeResponse,
-    TrieBuilder,
+    account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, node_contents,
+    ordered_root, secure_trie_root, trie_root, verify_node, ChildRef, Nibbles, Node, NodeContents,
+    NodeError, NodeRef, RangeResponse, TrieBuilder,
 };
 pub use types::{
-    decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69, encode_receipts,
-    encode_receipts_eth69, logs_bloom, Account, Block, BlockBody, Header, Log, Receipt, ReceiptOutcome, TxEnvelope,
-    TxType, Withdrawal, EMPTY_CODE_HASH, EMPTY_OMMERS_HASH, EMPTY_ROOT,
+    decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69,
+    encode_receipts, encode_receipts_eth69, logs_bloom, Account, Block, BlockBody, Header, Log,
+    Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal, EMPTY_CODE_HASH, EMPTY_OMMERS_HASH,
+    EMPTY_ROOT,
 };
 pub use verify::{
-    expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded, transactions_root, verify_block, verify_body,
-    verify_body_encoded, verify_hashed_header_chain, verify_header_chain, verify_header_hash, verify_header_rules,
-    verify_ommers_hash, verify_parent_hash, verify_parent_link, verify_receipts, verify_receipts_encoded,
-    verify_transactions_root, verify_withdrawals, withdrawals_root, BlockDataError, Field, VerifyError,
+    expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded, transactions_root,
+    verify_block, verify_body, verify_body_encoded, verify_hashed_header_chain,
+    verify_header_chain, verify_header_hash, verify_header_rules, verify_ommers_hash,
+    verify_parent_hash, verify_parent_link, verify_receipts, verify_receipts_encoded,
+    verify_transactions_root, verify_withdrawals, withdrawals_root, BlockDataError, Field,
+    VerifyError,
 };

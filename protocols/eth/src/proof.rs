@@ -30,7 +30,11 @@ pub enum ProofError {
     #[error("range proof: value {index} is empty (deletions are not allowed)")]
     EmptyValue { index: usize },
     #[error("range proof: key {index} has {len} bytes, the range uses {expected}")]
-    KeyLength { index: usize, len: usize, expected: usize },
+    KeyLength {
+        index: usize,
+        len: usize,
+        expected: usize,
+    },
     #[error("range proof: the first key lies above the first returned key")]
     FirstKeyAboveRange,
     #[error("range proof: too many items ({count}, limit {limit})")]
@@ -76,7 +80,10 @@ fn from_ref(r: &Option<NodeRef>, depth: usize) -> Result<M, ProofError> {
             if depth > 64 {
                 return Err(ProofError::BadNode {
                     hash: keccak256(b),
-                    source: RlpError::TooDeep { offset: 0, limit: 64 },
+                    source: RlpError::TooDeep {
+                        offset: 0,
+                        limit: 64,
+                    },
                 });
             }
             let n = Node::decode(b).map_err(|source| ProofError::BadNode {
@@ -119,7 +126,10 @@ impl<'a> ProofDb<'a> {
         })
     }
     fn resolve(&self, hash: B256) -> Result<M, ProofError> {
-        let raw = self.nodes.get(&hash).ok_or(ProofError::MissingNode { hash })?;
+        let raw = self
+            .nodes
+            .get(&hash)
+            .ok_or(ProofError::MissingNode { hash })?;
         let n = Node::decode(raw).map_err(|source| ProofError::BadNode { hash, source })?;
         from_node(n, 0)
     }
@@ -138,7 +148,13 @@ fn resolve_path(node: &mut M, key: &[u8], db: &ProofDb<'_>) -> Result<Option<Byt
         }
         match node {
             M::Empty => return Ok(None),
-            M::Leaf(p, v) => return Ok(if p[..] == key[..] { Some(v.clone()) } else { None }),
+            M::Leaf(p, v) => {
+                return Ok(if p[..] == key[..] {
+                    Some(v.clone())
+                } else {
+                    None
+                })
+            }
             M::Ext(p, child) => {
                 if key.len() >= p.len() && key[..p.len()] == p[..] {
                     key = &key[p.len()..];
@@ -394,7 +410,10 @@ fn has_right_element(node: &M, key: &[u8]) -> bool {
                 let Some((&n, rest)) = key.split_first() else {
                     return children.iter().any(|c| !matches!(c, M::Empty));
                 };
-                if children[n as usize + 1..].iter().any(|c| !matches!(c, M::Empty)) {
+                if children[n as usize + 1..]
+                    .iter()
+                    .any(|c| !matches!(c, M::Empty))
+                {
                     return true;
                 }
                 key = rest;
@@ -476,7 +495,10 @@ pub fn verify_range_proof(
         }
         let got = root_hash(&tree);
         if got != root {
-            return Err(ProofError::RootMismatch { expected: root, got });
+            return Err(ProofError::RootMismatch {
+                expected: root,
+                got,
+            });
         }
         return Ok(false);
     }
@@ -524,7 +546,10 @@ pub fn verify_range_proof(
     }
     let got = root_hash(&tree);
     if got != root {
-        return Err(ProofError::RootMismatch { expected: root, got });
+        return Err(ProofError::RootMismatch {
+            expected: root,
+            got,
+        });
     }
     Ok(has_right_element(&tree, &last))
 }

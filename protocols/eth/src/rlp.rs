@@ -17,7 +17,9 @@ pub const MAX_ITEM_BYTES: usize = 64 * 1024 * 1024;
 /// start of the buffer given to the decoder) where it was found.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RlpError {
-    #[error("rlp: input ends at offset {offset}: item needs {needed} bytes, {available} available")]
+    #[error(
+        "rlp: input ends at offset {offset}: item needs {needed} bytes, {available} available"
+    )]
     Truncated {
         offset: usize,
         needed: usize,
@@ -25,7 +27,9 @@ pub enum RlpError {
     },
     #[error("rlp: empty input at offset {offset}")]
     Empty { offset: usize },
-    #[error("rlp: non-canonical length at offset {offset}: long form used for a payload under 56 bytes")]
+    #[error(
+        "rlp: non-canonical length at offset {offset}: long form used for a payload under 56 bytes"
+    )]
     NonCanonicalSize { offset: usize },
     #[error("rlp: length prefix with leading zero byte at offset {offset}")]
     LeadingZeroLength { offset: usize },
@@ -46,9 +50,17 @@ pub enum RlpError {
     #[error("rlp: expected a string at offset {offset}, found a list")]
     ExpectedString { offset: usize },
     #[error("rlp: item at offset {offset} announces {len} bytes, above the limit of {limit}")]
-    TooLong { offset: usize, len: usize, limit: usize },
+    TooLong {
+        offset: usize,
+        len: usize,
+        limit: usize,
+    },
     #[error("rlp: string at offset {offset} has {len} bytes, expected {expected}")]
-    WrongLength { offset: usize, len: usize, expected: usize },
+    WrongLength {
+        offset: usize,
+        len: usize,
+        expected: usize,
+    },
     #[error("rlp: list at offset {offset} has {count} items, expected {expected}")]
     WrongItemCount {
         offset: usize,
@@ -206,7 +218,9 @@ impl<'a> Item<'a> {
     /// The payload of a string item; an error if this is a list.
     pub fn bytes(&self) -> Result<&'a [u8], RlpError> {
         if self.is_list {
-            return Err(RlpError::ExpectedString { offset: self.offset });
+            return Err(RlpError::ExpectedString {
+                offset: self.offset,
+            });
         }
         Ok(self.payload)
     }
@@ -214,7 +228,9 @@ impl<'a> Item<'a> {
     /// A reader over the items of a list; an error if this is a string.
     pub fn list(&self) -> Result<Reader<'a>, RlpError> {
         if !self.is_list {
-            return Err(RlpError::ExpectedList { offset: self.offset });
+            return Err(RlpError::ExpectedList {
+                offset: self.offset,
+            });
         }
         Ok(Reader {
             buf: self.payload,
@@ -252,7 +268,9 @@ impl<'a> Item<'a> {
             });
         }
         if b.first() == Some(&0) {
-            return Err(RlpError::LeadingZeroInteger { offset: self.offset });
+            return Err(RlpError::LeadingZeroInteger {
+                offset: self.offset,
+            });
         }
         Ok(b)
     }
@@ -519,7 +537,10 @@ pub fn wrap_list(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Wrap already-encoded items into a list.
-pub fn encode_list_of_raw<'a>(items: impl IntoIterator<Item = &'a [u8]> + Clone, out: &mut Vec<u8>) {
+pub fn encode_list_of_raw<'a>(
+    items: impl IntoIterator<Item = &'a [u8]> + Clone,
+    out: &mut Vec<u8>,
+) {
     let len: usize = items.clone().into_iter().map(|i| i.len()).sum();
     list_header(len, out);
     for i in items {
@@ -547,11 +568,20 @@ mod tests {
         ));
         assert!(matches!(
             parse_exact(&[0x80, 0x80]),
-            Err(RlpError::TrailingBytes { offset: 1, count: 1 })
+            Err(RlpError::TrailingBytes {
+                offset: 1,
+                count: 1
+            })
         ));
         let item = parse_exact(&[0x82, 0x00, 0x01]).unwrap();
-        assert!(matches!(item.u64(), Err(RlpError::LeadingZeroInteger { offset: 0 })));
-        assert!(matches!(parse_exact(&[0x83, 1, 2]), Err(RlpError::Truncated { .. })));
+        assert!(matches!(
+            item.u64(),
+            Err(RlpError::LeadingZeroInteger { offset: 0 })
+        ));
+        assert!(matches!(
+            parse_exact(&[0x83, 1, 2]),
+            Err(RlpError::Truncated { .. })
+        ));
         assert!(matches!(
             parse_exact(&[0xbb, 0xff, 0xff, 0xff, 0xff]),
             Err(RlpError::TooLong { .. })
@@ -593,7 +623,10 @@ mod tests {
         assert_eq!(items[1].offset, l.len() - p.len() + 1);
         assert!(matches!(
             parse_exact(&l).unwrap().items(2),
-            Err(RlpError::TooManyItems { offset: 0, limit: 2 })
+            Err(RlpError::TooManyItems {
+                offset: 0,
+                limit: 2
+            })
         ));
         assert!(matches!(
             parse_exact(&[0x80]).unwrap().items(2),

@@ -143,7 +143,9 @@ fn parse_json(text: &str) -> Result<Value, StateError> {
 }
 
 fn strip0x(s: &str) -> &str {
-    s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s)
+    s.strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s)
 }
 
 fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
@@ -206,7 +208,9 @@ fn parse_account(name: &str, v: &Value) -> Result<AccountState, StateError> {
         field,
         what,
     };
-    let obj = v.as_object().ok_or_else(|| ferr("account", "not an object".into()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ferr("account", "not an object".into()))?;
     let mut a = AccountState::default();
     if let Some(b) = obj.get("balance") {
         a.balance = quantity(b).map_err(|e| ferr("balance", e))?;
@@ -215,7 +219,9 @@ fn parse_account(name: &str, v: &Value) -> Result<AccountState, StateError> {
         a.nonce = quantity_u64(n).map_err(|e| ferr("nonce", e))?;
     }
     if let Some(c) = obj.get("code") {
-        let s = c.as_str().ok_or_else(|| ferr("code", "not a string".into()))?;
+        let s = c
+            .as_str()
+            .ok_or_else(|| ferr("code", "not a string".into()))?;
         let code = hex_bytes(s).map_err(|e| ferr("code", e))?;
         if code.len() > MAX_CODE_BYTES {
             return Err(ferr(
@@ -226,7 +232,9 @@ fn parse_account(name: &str, v: &Value) -> Result<AccountState, StateError> {
         a.code = Bytes::from(code);
     }
     if let Some(st) = obj.get("storage") {
-        let m = st.as_object().ok_or_else(|| ferr("storage", "not an object".into()))?;
+        let m = st
+            .as_object()
+            .ok_or_else(|| ferr("storage", "not an object".into()))?;
         for (k, v) in m {
             let key = word(k).map_err(|e| ferr("storage", format!("key {k}: {e}")))?;
             let vs = v
@@ -252,11 +260,16 @@ pub fn parse_geth_dump(text: &str) -> Result<(State, Option<B256>), StateError> 
         })?),
         None => None,
     };
-    let accounts = v.get("accounts").and_then(|a| a.as_object()).ok_or(StateError::Shape {
-        what: "dump has no \"accounts\" object",
-    })?;
+    let accounts = v
+        .get("accounts")
+        .and_then(|a| a.as_object())
+        .ok_or(StateError::Shape {
+            what: "dump has no \"accounts\" object",
+        })?;
     if accounts.len() > MAX_ACCOUNTS {
-        return Err(StateError::TooManyAccounts { limit: MAX_ACCOUNTS });
+        return Err(StateError::TooManyAccounts {
+            limit: MAX_ACCOUNTS,
+        });
     }
     let mut state = State::default();
     for (name, acc) in accounts {
@@ -314,7 +327,9 @@ fn alloc_from_value(v: &Value) -> Result<State, StateError> {
         what: "alloc is not an object",
     })?;
     if m.len() > MAX_ACCOUNTS {
-        return Err(StateError::TooManyAccounts { limit: MAX_ACCOUNTS });
+        return Err(StateError::TooManyAccounts {
+            limit: MAX_ACCOUNTS,
+        });
     }
     let mut state = State::default();
     for (name, acc) in m {

@@ -267,8 +267,8 @@ impl Node {
             }
             Node::Leaf { path, value } => {
                 let hp = hex_prefix_encode(&path.0, true);
-                let payload =
-                    alloy_rlp::Encodable::length(&hp.as_slice()) + alloy_rlp::Encodable::length(&value.as_ref());
+                let payload = alloy_rlp::Encodable::length(&hp.as_slice())
+                    + alloy_rlp::Encodable::length(&value.as_ref());
                 list_header(payload, &mut out);
                 encode_bytes(&hp, &mut out);
                 encode_bytes(value, &mut out);
@@ -335,9 +335,17 @@ pub fn node_contents(node_rlp: &[u8], path: &Nibbles) -> Result<NodeContents, Rl
     Ok(out)
 }
 
-fn walk_node(node_rlp: &[u8], path: &Nibbles, out: &mut NodeContents, depth: usize) -> Result<(), RlpError> {
+fn walk_node(
+    node_rlp: &[u8],
+    path: &Nibbles,
+    out: &mut NodeContents,
+    depth: usize,
+) -> Result<(), RlpError> {
     if depth > 64 {
-        return Err(RlpError::TooDeep { offset: 0, limit: 64 });
+        return Err(RlpError::TooDeep {
+            offset: 0,
+            limit: 64,
+        });
     }
     let visit = |c: &NodeRef, p: Nibbles, out: &mut NodeContents| -> Result<(), RlpError> {
         match c {
@@ -371,13 +379,19 @@ pub fn leaf_values(node_rlp: &[u8], path: &Nibbles) -> Result<Vec<(Nibbles, Byte
 /// The accounts stored in a state-trie node (and its embedded descendants): hashed address
 /// (the full 64-nibble path) and the decoded account. A leaf whose path is not 64 nibbles
 /// or whose value is not an account is an error.
-pub fn account_leaves(node_rlp: &[u8], path: &Nibbles) -> Result<Vec<(B256, crate::types::Account)>, RlpError> {
+pub fn account_leaves(
+    node_rlp: &[u8],
+    path: &Nibbles,
+) -> Result<Vec<(B256, crate::types::Account)>, RlpError> {
     let mut out = Vec::new();
     for (p, v) in leaf_values(node_rlp, path)? {
-        let key = p.pack().filter(|k| k.len() == 32).ok_or(RlpError::Invalid {
-            offset: 0,
-            what: "state-trie leaf path is not 64 nibbles",
-        })?;
+        let key = p
+            .pack()
+            .filter(|k| k.len() == 32)
+            .ok_or(RlpError::Invalid {
+                offset: 0,
+                what: "state-trie leaf path is not 64 nibbles",
+            })?;
         out.push((B256::from_slice(&key), crate::types::Account::decode(&v)?));
     }
     Ok(out)
@@ -389,7 +403,10 @@ pub fn verify_node(expected: B256, node_rlp: &[u8]) -> Result<Node, NodeError> {
     if got != expected {
         return Err(NodeError::HashMismatch { expected, got });
     }
-    Node::decode(node_rlp).map_err(|source| NodeError::Decode { hash: expected, source })
+    Node::decode(node_rlp).map_err(|source| NodeError::Decode {
+        hash: expected,
+        source,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -403,7 +420,9 @@ pub enum NodeError {
 /// Root of the trie mapping `rlp(index)` to each item (transactions, receipts,
 /// withdrawals), from the items' encodings.
 pub fn ordered_root<T: AsRef<[u8]>>(encoded_items: &[T]) -> B256 {
-    alloy_trie::root::ordered_trie_root_with_encoder(encoded_items, |item, buf| buf.extend_from_slice(item.as_ref()))
+    alloy_trie::root::ordered_trie_root_with_encoder(encoded_items, |item, buf| {
+        buf.extend_from_slice(item.as_ref())
+    })
 }
 
 /// Root of a trie from key/value pairs (keys used as given; sorted and de-duplicated
@@ -431,8 +450,13 @@ pub fn trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item =
 }
 
 /// Root of a secure trie (keys hashed with keccak first).
-pub fn secure_trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> B256 {
-    let hashed: Vec<(B256, V)> = pairs.into_iter().map(|(k, v)| (keccak256(k.as_ref()), v)).collect();
+pub fn secure_trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> B256 {
+    let hashed: Vec<(B256, V)> = pairs
+        .into_iter()
+        .map(|(k, v)| (keccak256(k.as_ref()), v))
+        .collect();
     trie_root(hashed)
 }
 
@@ -450,7 +474,9 @@ pub struct TrieBuilder {
 impl TrieBuilder {
     /// Build from pairs (keys used as given). Empty values are skipped; for a duplicated
     /// key the last value wins.
-    pub fn new<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> TrieBuilder {
+    pub fn new<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> TrieBuilder {
         let mut leaves = BTreeMap::new();
         for (k, v) in pairs {
             if v.as_ref().is_empty() {
@@ -468,7 +494,10 @@ impl TrieBuilder {
                 leaves,
             };
         }
-        let items: Vec<(Nibbles, &[u8])> = leaves.iter().map(|(k, v)| (Nibbles::unpack(k), v.as_slice())).collect();
+        let items: Vec<(Nibbles, &[u8])> = leaves
+            .iter()
+            .map(|(k, v)| (Nibbles::unpack(k), v.as_slice()))
+            .collect();
         let root_rlp = build(&items, 0, &mut nodes);
         let root = keccak256(&root_rlp);
         nodes.insert(root, Bytes::copy_from_slice(&root_rlp));
@@ -481,7 +510,9 @@ impl TrieBuilder {
     }
 
     /// Build a secure trie (keys hashed with keccak).
-    pub fn new_secure<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> TrieBuilder {
+    pub fn new_secure<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> TrieBuilder {
         Self::new(pairs.into_iter().map(|(k, v)| (keccak256(k.as_ref()), v)))
     }
 
@@ -573,7 +604,11 @@ impl TrieBuilder {
             None => self.prove(origin),
             Some(last) => self.prove_range(origin, last),
         };
-        RangeResponse { keys, values, proof }
+        RangeResponse {
+            keys,
+            values,
+            proof,
+        }
     }
 
     /// The union of the proofs of `first` and `last` (each node once), as snap serves it.
@@ -620,7 +655,11 @@ fn build(items: &[(Nibbles, &[u8])], depth: usize, nodes: &mut BTreeMap<B256, By
     }
     let first = &items[0].0 .0[depth..];
     let last = &items[items.len() - 1].0 .0[depth..];
-    let common = first.iter().zip(last.iter()).take_while(|(a, b)| a == b).count();
+    let common = first
+        .iter()
+        .zip(last.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
     if common > 0 {
         let child = build(items, depth + common, nodes);
         return Node::Extension {
@@ -669,7 +708,12 @@ mod tests {
     #[test]
     fn builder_matches_hash_builder() {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0u32..300)
-            .map(|i| (keccak256(i.to_be_bytes()).to_vec(), vec![1u8; (i % 40 + 1) as usize]))
+            .map(|i| {
+                (
+                    keccak256(i.to_be_bytes()).to_vec(),
+                    vec![1u8; (i % 40 + 1) as usize],
+                )
+            })
             .collect();
         let t = TrieBuilder::new(pairs.clone());
         assert_eq!(t.root(), trie_root(pairs));

@@ -179,15 +179,23 @@ impl Header {
         self.extra_data.encode(out);
         self.mix_hash.encode(out);
         self.nonce.encode(out);
-        let Some(v) = self.base_fee_per_gas else { return };
+        let Some(v) = self.base_fee_per_gas else {
+            return;
+        };
         v.encode(out);
-        let Some(v) = self.withdrawals_root else { return };
+        let Some(v) = self.withdrawals_root else {
+            return;
+        };
         v.encode(out);
         let Some(v) = self.blob_gas_used else { return };
         v.encode(out);
-        let Some(v) = self.excess_blob_gas else { return };
+        let Some(v) = self.excess_blob_gas else {
+            return;
+        };
         v.encode(out);
-        let Some(v) = self.parent_beacon_block_root else { return };
+        let Some(v) = self.parent_beacon_block_root else {
+            return;
+        };
         v.encode(out);
         let Some(v) = self.requests_hash else { return };
         v.encode(out);
@@ -280,7 +288,9 @@ pub fn to_alloy(e: RlpError) -> alloy_rlp::Error {
             alloy_rlp::Error::InputTooShort
         }
         RlpError::NonCanonicalSize { .. } => alloy_rlp::Error::NonCanonicalSize,
-        RlpError::LeadingZeroLength { .. } | RlpError::LeadingZeroInteger { .. } => alloy_rlp::Error::LeadingZero,
+        RlpError::LeadingZeroLength { .. } | RlpError::LeadingZeroInteger { .. } => {
+            alloy_rlp::Error::LeadingZero
+        }
         RlpError::NonCanonicalSingleByte { .. } => alloy_rlp::Error::NonCanonicalSingleByte,
         RlpError::IntegerOverflow { .. } | RlpError::TooLong { .. } => alloy_rlp::Error::Overflow,
         RlpError::ExpectedList { .. } => alloy_rlp::Error::UnexpectedString,
@@ -443,9 +453,15 @@ fn shift(e: RlpError, by: usize) -> RlpError {
             needed,
             available,
         },
-        RlpError::NonCanonicalSize { offset } => RlpError::NonCanonicalSize { offset: offset + by },
-        RlpError::LeadingZeroLength { offset } => RlpError::LeadingZeroLength { offset: offset + by },
-        RlpError::NonCanonicalSingleByte { offset } => RlpError::NonCanonicalSingleByte { offset: offset + by },
+        RlpError::NonCanonicalSize { offset } => RlpError::NonCanonicalSize {
+            offset: offset + by,
+        },
+        RlpError::LeadingZeroLength { offset } => RlpError::LeadingZeroLength {
+            offset: offset + by,
+        },
+        RlpError::NonCanonicalSingleByte { offset } => RlpError::NonCanonicalSingleByte {
+            offset: offset + by,
+        },
         RlpError::TrailingBytes { offset, count } => RlpError::TrailingBytes {
             offset: offset + by,
             count,
@@ -535,7 +551,9 @@ fn read_ommers(r: &mut Reader<'_>) -> Result<Vec<Header>, RlpError> {
 }
 
 fn read_withdrawals(r: &mut Reader<'_>) -> Result<Option<Vec<Withdrawal>>, RlpError> {
-    let Some(item) = r.next_opt()? else { return Ok(None) };
+    let Some(item) = r.next_opt()? else {
+        return Ok(None);
+    };
     let mut l = item.list()?;
     let mut out = Vec::new();
     while let Some(it) = l.next_opt()? {
@@ -642,7 +660,10 @@ impl Block {
 
 /// Decode an RLP list of headers (a `BlockHeaders` response body), each with the hash of
 /// its received bytes. At most `max_headers`.
-pub fn decode_header_list(list_rlp: &[u8], max_headers: usize) -> Result<Vec<(Header, B256)>, RlpError> {
+pub fn decode_header_list(
+    list_rlp: &[u8],
+    max_headers: usize,
+) -> Result<Vec<(Header, B256)>, RlpError> {
     let item = parse_exact(list_rlp)?;
     let mut l = item.list()?;
     let mut out = Vec::new();
@@ -703,7 +724,11 @@ impl Log {
         }
         let data = Bytes::copy_from_slice(r.bytes()?);
         r.finish()?;
-        Ok(Log { address, topics, data })
+        Ok(Log {
+            address,
+            topics,
+            data,
+        })
     }
 }
 
@@ -891,15 +916,12 @@ impl Receipt {
         let t = t_item.u64()?;
         let tx_type = match t {
             0 => None,
-            _ => Some(
-                u8::try_from(t)
-                    .ok()
-                    .and_then(TxType::from_byte)
-                    .ok_or(RlpError::Invalid {
-                        offset: t_item.offset,
-                        what: "unknown receipt type",
-                    })?,
-            ),
+            _ => Some(u8::try_from(t).ok().and_then(TxType::from_byte).ok_or(
+                RlpError::Invalid {
+                    offset: t_item.offset,
+                    what: "unknown receipt type",
+                },
+            )?),
         };
         let outcome = read_outcome(&r.next()?)?;
         let cumulative_gas_used = r.u64()?;

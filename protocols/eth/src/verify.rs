@@ -59,7 +59,9 @@ pub enum VerifyError {
     },
     #[error("block {number}: number does not follow parent {parent_number}")]
     NumberGap { number: u64, parent_number: u64 },
-    #[error("block {number}: withdrawals present in the body but the header has no withdrawalsRoot")]
+    #[error(
+        "block {number}: withdrawals present in the body but the header has no withdrawalsRoot"
+    )]
     UnexpectedWithdrawals { number: u64 },
     #[error("block {number}: header has a withdrawalsRoot but the body has no withdrawals")]
     MissingWithdrawals { number: u64 },
@@ -113,7 +115,11 @@ pub fn verify_parent_link(parent: &Header, child: &Header) -> Result<(), VerifyE
 }
 
 /// Like [`verify_parent_link`] with the parent's hash already known.
-pub fn verify_parent_hash(parent_hash: B256, parent_number: u64, child: &Header) -> Result<(), VerifyError> {
+pub fn verify_parent_hash(
+    parent_hash: B256,
+    parent_number: u64,
+    child: &Header,
+) -> Result<(), VerifyError> {
     if parent_number.checked_add(1) != Some(child.number) {
         return Err(VerifyError::NumberGap {
             number: child.number,
@@ -155,7 +161,11 @@ pub fn verify_hashed_header_chain(headers: &[(Header, B256)]) -> Result<Option<B
 
 /// Transactions root of a body.
 pub fn transactions_root(body: &BlockBody) -> B256 {
-    let items: Vec<&[u8]> = body.transactions.iter().map(|t| t.encoded.as_ref()).collect();
+    let items: Vec<&[u8]> = body
+        .transactions
+        .iter()
+        .map(|t| t.encoded.as_ref())
+        .collect();
     ordered_root(&items)
 }
 
@@ -219,9 +229,18 @@ pub fn verify_ommers_hash(header: &Header, body: &BlockBody) -> Result<(), Verif
 pub fn verify_withdrawals(header: &Header, body: &BlockBody) -> Result<(), VerifyError> {
     match (header.withdrawals_root, &body.withdrawals) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(VerifyError::UnexpectedWithdrawals { number: header.number }),
-        (Some(_), None) => Err(VerifyError::MissingWithdrawals { number: header.number }),
-        (Some(root), Some(ws)) => check(header.number, Field::WithdrawalsRoot, root, withdrawals_root(ws)),
+        (None, Some(_)) => Err(VerifyError::UnexpectedWithdrawals {
+            number: header.number,
+        }),
+        (Some(_), None) => Err(VerifyError::MissingWithdrawals {
+            number: header.number,
+        }),
+        (Some(root), Some(ws)) => check(
+            header.number,
+            Field::WithdrawalsRoot,
+            root,
+            withdrawals_root(ws),
+        ),
     }
 }
 
@@ -293,7 +312,10 @@ impl BlockDataError {
 /// Decode a receipt list as received (eth/66–68 form) and check it against the header's
 /// receipts root, hashing the received bytes directly (strict decoding guarantees they
 /// are the canonical encoding).
-pub fn verify_receipts_encoded(header: &Header, list_rlp: &[u8]) -> Result<Vec<Receipt>, BlockDataError> {
+pub fn verify_receipts_encoded(
+    header: &Header,
+    list_rlp: &[u8],
+) -> Result<Vec<Receipt>, BlockDataError> {
     let dec = |source| BlockDataError::Decode {
         number: header.number,
         what: "receipts",
@@ -301,7 +323,12 @@ pub fn verify_receipts_encoded(header: &Header, list_rlp: &[u8]) -> Result<Vec<R
     };
     let receipts = crate::types::decode_receipts(list_rlp).map_err(dec)?;
     let got = receipts_root_encoded(list_rlp).map_err(dec)?;
-    check(header.number, Field::ReceiptsRoot, header.receipts_root, got)?;
+    check(
+        header.number,
+        Field::ReceiptsRoot,
+        header.receipts_root,
+        got,
+    )?;
     Ok(receipts)
 }
 
@@ -338,7 +365,8 @@ pub fn expected_base_fee(parent: &Header) -> Option<u64> {
     let fee = match used.cmp(&target) {
         std::cmp::Ordering::Equal => parent_fee,
         std::cmp::Ordering::Greater => {
-            let delta = (parent_fee * (used - target) / target / BASE_FEE_CHANGE_DENOMINATOR).max(1);
+            let delta =
+                (parent_fee * (used - target) / target / BASE_FEE_CHANGE_DENOMINATOR).max(1);
             parent_fee + delta
         }
         std::cmp::Ordering::Less => {
@@ -399,7 +427,12 @@ pub fn verify_header_rules(parent: &Header, child: &Header) -> Result<(), Verify
     match (parent.base_fee_per_gas, child.base_fee_per_gas) {
         (_, None) => {
             if parent.base_fee_per_gas.is_some() {
-                return Err(rule(n, Field::BaseFee, 0, "a base fee (the parent has one)".into()));
+                return Err(rule(
+                    n,
+                    Field::BaseFee,
+                    0,
+                    "a base fee (the parent has one)".into(),
+                ));
             }
         }
         (None, Some(fee)) => {
@@ -415,7 +448,12 @@ pub fn verify_header_rules(parent: &Header, child: &Header) -> Result<(), Verify
         (Some(_), Some(fee)) => {
             let expected = expected_base_fee(parent);
             if expected != Some(fee) {
-                return Err(rule(n, Field::BaseFee, fee as u128, format!("{expected:?}")));
+                return Err(rule(
+                    n,
+                    Field::BaseFee,
+                    fee as u128,
+                    format!("{expected:?}"),
+                ));
             }
         }
     }

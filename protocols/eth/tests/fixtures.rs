@@ -144,20 +144,32 @@ fn trie_input_bytes(v: &Json, hex_encoded: bool) -> Option<Vec<u8>> {
 }
 
 fn run_trie_file(rel: &str, secure: bool) {
-    let Some(text) = fixture_text(rel) else { return };
+    let Some(text) = fixture_text(rel) else {
+        return;
+    };
     let doc: BTreeMap<String, Json> = serde_json::from_str(&text).unwrap();
     assert!(!doc.is_empty());
     for (name, case) in &doc {
-        let hex_encoded = case.get("hexEncoded").and_then(|h| h.as_bool()).unwrap_or(false);
+        let hex_encoded = case
+            .get("hexEncoded")
+            .and_then(|h| h.as_bool())
+            .unwrap_or(false);
         let pairs: Vec<(Json, Json)> = match &case["in"] {
             Json::Array(a) => a.iter().map(|p| (p[0].clone(), p[1].clone())).collect(),
-            Json::Object(m) => m.iter().map(|(k, v)| (Json::String(k.clone()), v.clone())).collect(),
+            Json::Object(m) => m
+                .iter()
+                .map(|(k, v)| (Json::String(k.clone()), v.clone()))
+                .collect(),
             other => panic!("{name}: unexpected input {other}"),
         };
         let mut map: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (k, v) in pairs {
             let key = trie_input_bytes(&k, hex_encoded).expect("key");
-            let key = if secure { keccak256(&key).to_vec() } else { key };
+            let key = if secure {
+                keccak256(&key).to_vec()
+            } else {
+                key
+            };
             match trie_input_bytes(&v, hex_encoded) {
                 Some(v) if !v.is_empty() => {
                     map.insert(key, v);
@@ -170,11 +182,17 @@ fn run_trie_file(rel: &str, secure: bool) {
         let expected = b256(case["root"].as_str().unwrap());
         let built = TrieBuilder::new(map.iter());
         assert_eq!(built.root(), expected, "{rel} {name}: TrieBuilder root");
-        assert_eq!(trie_root(map.iter()), expected, "{rel} {name}: HashBuilder root");
+        assert_eq!(
+            trie_root(map.iter()),
+            expected,
+            "{rel} {name}: HashBuilder root"
+        );
         for (k, v) in &map {
             let proof = built.prove(k);
             assert_eq!(
-                verify_proof(expected, k, &proof).unwrap().map(|b| b.to_vec()),
+                verify_proof(expected, k, &proof)
+                    .unwrap()
+                    .map(|b| b.to_vec()),
                 Some(v.clone()),
                 "{rel} {name}"
             );
@@ -250,7 +268,12 @@ fn mainnet_era1_hash_chain_and_ommers() {
     let mut ommers = 0;
     for b in era.blocks() {
         let b = b.unwrap();
-        assert_eq!(b.hash, b.header.hash(), "re-encoding block {}", b.header.number);
+        assert_eq!(
+            b.hash,
+            b.header.hash(),
+            "re-encoding block {}",
+            b.header.number
+        );
         verify_ommers_hash(&b.header, &b.body).unwrap();
         verify_transactions_root(&b.header, &b.body).unwrap();
         verify_receipts(&b.header, &b.receipts).unwrap();
@@ -270,7 +293,10 @@ fn mainnet_era1_hash_chain_and_ommers() {
         assert_eq!(b.total_difficulty, td, "block {}", h.number);
         records.push((b.hash, b.total_difficulty));
     }
-    assert_eq!(catchup_eth::era1::accumulator_root(&records), era.accumulator);
+    assert_eq!(
+        catchup_eth::era1::accumulator_root(&records),
+        era.accumulator
+    );
     assert!(era.accumulator.is_some());
     assert_eq!(
         headers[0].hash(),
@@ -290,7 +316,10 @@ fn mainnet_era1_hash_chain_and_ommers() {
     catchup_eth::rlp::list_header(payload.len(), &mut list);
     list.extend_from_slice(&payload);
     let hashed = decode_header_list(&list, 10_000).unwrap();
-    assert_eq!(verify_hashed_header_chain(&hashed).unwrap(), Some(headers[8191].hash()));
+    assert_eq!(
+        verify_hashed_header_chain(&hashed).unwrap(),
+        Some(headers[8191].hash())
+    );
     assert!(decode_header_list(&list, 100).is_err());
     // A broken link is caught and named.
     let mut broken = headers[..10].to_vec();
@@ -316,7 +345,12 @@ fn sepolia_era1_tx_and_receipt_roots() {
         // The eth/69 form drops the bloom; recomputed from the logs it gives the same root.
         let eth69 = decode_receipts_eth69(&encode_receipts_eth69(&b.receipts)).unwrap();
         for r in &b.receipts {
-            assert_eq!(logs_bloom(&r.logs), r.logs_bloom, "block {}", b.header.number);
+            assert_eq!(
+                logs_bloom(&r.logs),
+                r.logs_bloom,
+                "block {}",
+                b.header.number
+            );
         }
         verify_receipts(&b.header, &eth69).unwrap();
         assert_eq!(
@@ -339,7 +373,10 @@ fn sepolia_era1_tx_and_receipt_roots() {
     let mut bad = headers[101].clone();
     bad.base_fee_per_gas = bad.base_fee_per_gas.map(|f| f + 1);
     let e = verify_header_rules(&headers[100], &bad).unwrap_err();
-    assert_eq!((e.number(), e.field()), (headers[101].number, Field::BaseFee));
+    assert_eq!(
+        (e.number(), e.field()),
+        (headers[101].number, Field::BaseFee)
+    );
 }
 
 #[test]
@@ -364,7 +401,10 @@ fn era1_corruptions_are_typed_errors() {
     let era = Era1::open(&big).unwrap();
     let e = era.blocks().next().unwrap().unwrap_err();
     assert_eq!((e.record, e.offset), (2, second));
-    assert!(matches!(e.kind, Era1ErrorKind::RecordTooLarge { .. }), "{e}");
+    assert!(
+        matches!(e.kind, Era1ErrorKind::RecordTooLarge { .. }),
+        "{e}"
+    );
     // A flipped byte in a compressed header: snappy's checksum catches it.
     let mut flipped = buf.clone();
     flipped[8 + 8 + 40] ^= 0x01;
@@ -387,7 +427,14 @@ fn devnet_headstate_root() {
     assert_eq!(state.accounts.len(), 194);
     assert_eq!(tries.storage.len(), 60);
     assert_eq!(tries.storage_slots, 2164);
-    assert_eq!(state.accounts.values().filter(|a| !a.code.is_empty()).count(), 65);
+    assert_eq!(
+        state
+            .accounts
+            .values()
+            .filter(|a| !a.code.is_empty())
+            .count(),
+        65
+    );
     // Walking the account trie from the root by hash reaches every account, and each
     // account's storage trie and code are reachable from it.
     let mut stack = vec![(tries.root, Nibbles::new())];
@@ -453,7 +500,13 @@ fn devnet_chain_rlp_and_genesis() {
 
 #[test]
 fn blockchain_tests_valid_blocks_pass() {
-    for name in ["SimpleTx", "callRevert", "dataTx2", "eip2930", "log1_correct"] {
+    for name in [
+        "SimpleTx",
+        "callRevert",
+        "dataTx2",
+        "eip2930",
+        "log1_correct",
+    ] {
         let Some(text) = fixture_text(&format!("ethereum/tests/blocks/valid/{name}.json")) else {
             return;
         };
@@ -494,7 +547,12 @@ fn blockchain_tests_invalid_caught_by_right_check() {
             assert!(!invalid.is_empty(), "{}", t.name);
             for b in invalid {
                 assert!(b.number.is_some(), "{}: decodes", t.name);
-                assert_eq!(b.rejected_by, expected.map(Rejection::Check), "{} ({name})", t.name);
+                assert_eq!(
+                    b.rejected_by,
+                    expected.map(Rejection::Check),
+                    "{} ({name})",
+                    t.name
+                );
             }
         }
     }

@@ -42,10 +42,22 @@ fn header() -> impl Strategy<Value = Header> {
             any::<u64>(),
         ),
         0usize..=6,
-        (any::<u64>(), b256(), any::<u64>(), any::<u64>(), b256(), b256()),
+        (
+            any::<u64>(),
+            b256(),
+            any::<u64>(),
+            any::<u64>(),
+            b256(),
+            b256(),
+        ),
     )
         .prop_map(
-            |((ph, oh, ben, sr, tr, rr, bloom), (d, n, gl, gu, ts, extra, mh, nonce), forks, opt)| Header {
+            |(
+                (ph, oh, ben, sr, tr, rr, bloom),
+                (d, n, gl, gu, ts, extra, mh, nonce),
+                forks,
+                opt,
+            )| Header {
                 parent_hash: ph,
                 ommers_hash: oh,
                 beneficiary: ben,
@@ -398,7 +410,10 @@ fn range_proof_with_secure_keys_and_large_values() {
         let from_zero = [0u8; 32];
         if i == 0 {
             let proof = t.prove_range(&from_zero, keys[keys.len() - 1]);
-            assert_eq!(verify_range_proof(t.root(), &from_zero, &keys, &vals, &proof), Ok(true));
+            assert_eq!(
+                verify_range_proof(t.root(), &from_zero, &keys, &vals, &proof),
+                Ok(true)
+            );
         }
     }
 }
