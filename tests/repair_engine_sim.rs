@@ -7,7 +7,10 @@ use catchup_shred::ledger::generate_ledger;
 use catchup_shred::Shred;
 use std::collections::BTreeMap;
 
-fn ledger() -> (Vec<Vec<u8>>, [u8; 32], BTreeMap<u64, Vec<Vec<u8>>>) {
+/// Raw shreds, the leader's public key, and the shreds of each slot.
+type Ledger = (Vec<Vec<u8>>, [u8; 32], BTreeMap<u64, Vec<Vec<u8>>>);
+
+fn ledger() -> Ledger {
     let leader = SigningKey::from_bytes(&[9; 32]);
     let raw = generate_ledger(&leader, 1000, 12, 40, 3);
     let mut expect: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();

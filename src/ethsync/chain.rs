@@ -38,6 +38,10 @@ impl SimRng {
     }
 }
 
+/// An account to build a state from: (account hash, nonce, balance bytes, storage slots
+/// (slot hash, RLP value), code).
+pub type GeneratedAccount = (B256, u64, Vec<u8>, Vec<(B256, Vec<u8>)>, Option<Vec<u8>>);
+
 /// A chain a serving peer can answer from: headers, bodies and (when known) receipts.
 #[derive(Debug, Default, Clone)]
 pub struct ChainData {
@@ -96,14 +100,12 @@ pub struct StateData {
 impl StateData {
     /// Build all tries from accounts (with their storage slots and code).
     /// `accounts`: (account hash, nonce, balance bytes, slots (hash, rlp value), code).
-    pub fn build(
-        mut accounts: Vec<(B256, u64, Vec<u8>, Vec<(B256, Vec<u8>)>, Option<Vec<u8>>)>,
-    ) -> StateData {
+    pub fn build(mut accounts: Vec<GeneratedAccount>) -> StateData {
         let mut st = StateData::default();
-        accounts.sort_by(|a, b| a.0.cmp(&b.0));
+        accounts.sort_by_key(|a| a.0);
         let mut leaves = Vec::with_capacity(accounts.len());
         for (hash, nonce, balance, mut slots, code) in accounts {
-            slots.sort_by(|a, b| a.0.cmp(&b.0));
+            slots.sort_by_key(|a| a.0);
             let nodes = &mut st.nodes;
             let storage_root = build_root(&slots, &mut |h, r| {
                 nodes.insert(h, r.to_vec());

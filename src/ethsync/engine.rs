@@ -232,6 +232,9 @@ pub struct Status {
     pub state_complete: bool,
 }
 
+/// A peer's answer to an anchor check: the peer and the two raw headers it sent.
+type AnchorVote = (PeerId, Vec<u8>, Vec<u8>);
+
 /// The journal: what a restart needs besides the store.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Journal {
@@ -370,7 +373,7 @@ struct Coordinator {
     status_pending: usize,
     anchors_asked: bool,
     anchor_target: (u64, u64),
-    anchor_votes: BTreeMap<(B256, B256), Vec<(PeerId, Vec<u8>, Vec<u8>)>>,
+    anchor_votes: BTreeMap<(B256, B256), Vec<AnchorVote>>,
     anchor_pending: usize,
     retry_at_ms: u64,
     joined: BTreeMap<u64, (B256, B256)>,
@@ -1243,11 +1246,10 @@ impl Engine {
                 continue;
             }
             let Some(h) = store.header(n) else { continue };
-            if !self.stored_body(n, store)
-                && !(h.transactions_root == trie::EMPTY_ROOT
-                    && h.ommers_hash == empty_list_hash()
-                    && h.withdrawals_root.is_none_or(|w| w == trie::EMPTY_ROOT))
-            {
+            let empty_body = h.transactions_root == trie::EMPTY_ROOT
+                && h.ommers_hash == empty_list_hash()
+                && h.withdrawals_root.is_none_or(|w| w == trie::EMPTY_ROOT);
+            if !empty_body && !self.stored_body(n, store) {
                 bodies.push(n);
             }
             if self.cfg.fetch_receipts
@@ -1528,6 +1530,7 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_probe_reply(
         &mut self,
         wave: u64,

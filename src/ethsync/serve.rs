@@ -209,12 +209,10 @@ impl ServingPeer {
     }
 }
 
-fn account_range(
-    st: &StateData,
-    origin: &B256,
-    limit: &B256,
-    bytes: u64,
-) -> (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>) {
+/// Accounts (hash, slim RLP) of a range and the proof nodes of its edges.
+type RangeWithProof = (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>);
+
+fn account_range(st: &StateData, origin: &B256, limit: &B256, bytes: u64) -> RangeWithProof {
     let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
     let start = st.accounts.partition_point(|(h, _)| h < origin);
     let mut out = Vec::new();

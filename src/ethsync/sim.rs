@@ -212,6 +212,9 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
     f
 }
 
+/// Simulator events by (virtual time, sequence number).
+type EventQueue = BTreeMap<(u64, u64), SimEv>;
+
 /// Generate a chain and state from the seed and run the simulation over them.
 pub fn run(cfg: &SimConfig) -> SimReport {
     let state = Arc::new(StateData::generate(
@@ -311,10 +314,10 @@ pub fn run_over_states(
         q.insert((t, seq), ev);
     };
     let start_engines =
-        |q: &mut BTreeMap<(u64, u64), SimEv>,
+        |q: &mut EventQueue,
          now: u64,
          peers: &[SimPeer],
-         push: &mut dyn FnMut(&mut BTreeMap<(u64, u64), SimEv>, u64, SimEv)| {
+         push: &mut dyn FnMut(&mut EventQueue, u64, SimEv)| {
             for s in 0..shards {
                 for (i, p) in peers.iter().enumerate() {
                     if p.alive {
@@ -428,11 +431,7 @@ pub fn run_over_states(
                     }
                     p.requests += 1;
                     if let Some(b0) = cfg.initial_best {
-                        let grown = if cfg.ms_per_block > 0 {
-                            now / cfg.ms_per_block
-                        } else {
-                            0
-                        };
+                        let grown = now.checked_div(cfg.ms_per_block).unwrap_or(0);
                         p.serving.best = (b0 + grown).min(chain.head().number);
                     }
                     let mut resp = p.serving.handle(&req);

@@ -61,8 +61,9 @@ pub enum TrieError {
 }
 
 /// A reference from a node to a child.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ChildRef {
+    #[default]
     Empty,
     Hash(B256),
     /// A node shorter than 32 bytes embedded in its parent (its full RLP).
@@ -165,12 +166,6 @@ impl Node {
             }
         }
         rlp::wrap_list(&p)
-    }
-}
-
-impl Default for ChildRef {
-    fn default() -> Self {
-        ChildRef::Empty
     }
 }
 
@@ -325,7 +320,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn make(n: usize, seed: u8) -> (Vec<([u8; 32], Vec<u8>)>, HashMap<B256, Vec<u8>>, B256) {
+    type Made = (Vec<([u8; 32], Vec<u8>)>, HashMap<B256, Vec<u8>>, B256);
+
+    fn make(n: usize, seed: u8) -> Made {
         let mut e: Vec<([u8; 32], Vec<u8>)> = (0..n)
             .map(|i| {
                 (

@@ -32,6 +32,7 @@ pub struct Downloaded {
 }
 
 /// Fetch and verify headers `from..=to` whose first parent hash must be `anchor`.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_headers(
     peer: &mut EthPeer,
     anchor: B256,

@@ -217,7 +217,7 @@ impl ForkSchedule {
                 }
                 return Ok(());
             }
-            if sums[i + 1..].iter().any(|s| *s == remote.hash) {
+            if sums[i + 1..].contains(&remote.hash) {
                 return Ok(());
             }
             return Err(ForkIdReject::LocalIncompatibleOrStale {

@@ -632,7 +632,7 @@ mod tests {
             parse_exact(&[0x80]).unwrap().items(2),
             Err(RlpError::ExpectedList { offset: 0 })
         ));
-        let long = wrap_list(&vec![0x01u8; 60]);
+        let long = wrap_list(&[0x01u8; 60]);
         assert_eq!(&long[..2], &[0xf8, 60]);
         assert_eq!(parse_exact(&long).unwrap().items(100).unwrap().len(), 60);
     }
