@@ -938,64 +938,57 @@ impl Receipt {
     }
 }
 
-/// Decode a block's receipt list (eth/68 / era1 form).
-pub fn decode_receipts(buf: &[u8]) -> Result<Vec<Receipt>, RlpError> {
-    let item = parse_exact(buf)?;
-    let mut l = item.list()?;
+/// Decode a receipt list whose items `item` decodes, at most [`MAX_TXS_PER_BLOCK`] of them.
+fn decode_receipt_list(
+    buf: &[u8],
+    item: impl Fn(&Item<'_>) -> Result<Receipt, RlpError>,
+) -> Result<Vec<Receipt>, RlpError> {
+    let list = parse_exact(buf)?;
+    let mut l = list.list()?;
     let mut out = Vec::new();
     while let Some(it) = l.next_opt()? {
         if out.len() >= MAX_TXS_PER_BLOCK {
             return Err(RlpError::TooLong {
-                offset: item.offset,
+                offset: list.offset,
                 len: out.len() + 1,
                 limit: MAX_TXS_PER_BLOCK,
             });
         }
-        out.push(Receipt::from_item(&it)?);
+        out.push(item(&it)?);
     }
     Ok(out)
+}
+
+/// Encode a receipt list, each receipt written by `item`.
+fn encode_receipt_list(receipts: &[Receipt], item: impl Fn(&Receipt, &mut Vec<u8>)) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for r in receipts {
+        item(r, &mut payload);
+    }
+    let mut out = Vec::with_capacity(payload.len() + 9);
+    list_header(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decode a block's receipt list (eth/68 / era1 form).
+pub fn decode_receipts(buf: &[u8]) -> Result<Vec<Receipt>, RlpError> {
+    decode_receipt_list(buf, Receipt::from_item)
 }
 
 /// Encode a block's receipt list (eth/68 / era1 form).
 pub fn encode_receipts(receipts: &[Receipt]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    for r in receipts {
-        r.encode_in_list(&mut payload);
-    }
-    let mut out = Vec::with_capacity(payload.len() + 9);
-    list_header(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
+    encode_receipt_list(receipts, Receipt::encode_in_list)
 }
 
 /// Decode a block's receipt list in the eth/69 form.
 pub fn decode_receipts_eth69(buf: &[u8]) -> Result<Vec<Receipt>, RlpError> {
-    let item = parse_exact(buf)?;
-    let mut l = item.list()?;
-    let mut out = Vec::new();
-    while let Some(it) = l.next_opt()? {
-        if out.len() >= MAX_TXS_PER_BLOCK {
-            return Err(RlpError::TooLong {
-                offset: item.offset,
-                len: out.len() + 1,
-                limit: MAX_TXS_PER_BLOCK,
-            });
-        }
-        out.push(Receipt::from_item_eth69(&it)?);
-    }
-    Ok(out)
+    decode_receipt_list(buf, Receipt::from_item_eth69)
 }
 
 /// Encode a block's receipt list in the eth/69 form.
 pub fn encode_receipts_eth69(receipts: &[Receipt]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    for r in receipts {
-        r.encode_eth69(&mut payload);
-    }
-    let mut out = Vec::with_capacity(payload.len() + 9);
-    list_header(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
+    encode_receipt_list(receipts, Receipt::encode_eth69)
 }
 
 /// A state-trie account.
