@@ -53,6 +53,8 @@ fn download_receipts(eth_versions: &[u64]) {
         head_number: raw.head_number(),
         genesis_hash: genesis,
         fork_id: ForkId::default(),
+        // The era1 files carry no fork schedule: only rule 1 of EIP-2124 applies.
+        forks: None,
     };
     let client_status = StatusInfo {
         head_hash: genesis,

@@ -76,6 +76,10 @@ pub enum Family {
     Solana,
 }
 
+/// Network id of the generated devnet (no forks scheduled, so the fork id depends on the
+/// genesis hash alone).
+const DEVNET_NETWORK_ID: u64 = 0x0ca7_c40b;
+
 #[derive(Debug, Serialize)]
 struct EthPart {
     mode: String,
@@ -83,18 +87,6 @@ struct EthPart {
     expected_state_root: String,
     expected_head_hash: String,
     report: NetSyncReport,
-}
-
-/// Chain parameters of the generated devnet: no forks scheduled, so both sides compute the
-/// same fork id from the genesis hash alone.
-fn devnet_spec() -> ChainSpec {
-    ChainSpec {
-        chain_id: 0x0ca7_c40b,
-        genesis_difficulty: 0,
-        genesis_timestamp: 0,
-        block_forks: Vec::new(),
-        time_forks: Vec::new(),
-    }
 }
 
 /// Serving peers on their own executor thread, stopped (and joined) on drop.
@@ -170,7 +162,7 @@ fn eth_sync_once(
     global: &GlobalOpts,
     shards: usize,
 ) -> anyhow::Result<EthPart> {
-    let spec = devnet_spec();
+    let spec = ChainSpec::without_forks(DEVNET_NETWORK_ID);
     let genesis = chain.headers[0].hash.0;
     let head = chain.head().clone();
     let server_status = StatusInfo {
@@ -180,6 +172,7 @@ fn eth_sync_once(
         head_number: head.number,
         genesis_hash: genesis,
         fork_id: spec.fork_id(genesis, head.number, 0),
+        forks: Some(spec.fork_check(genesis, 0)),
     };
     let (peers, enodes) = start_devnet_peers(chain, state, server_status)?;
     let cfg = NetSyncConfig {

@@ -229,6 +229,7 @@ fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
         head_number: head.number,
         genesis_hash: genesis,
         fork_id: spec.fork_id(genesis, head.number, 0),
+        forks: Some(spec.fork_check(genesis, 0)),
     };
     let shown = Shown {
         base: chain.base,

@@ -134,6 +134,7 @@ pub fn genesis_status(spec: &ChainSpec, genesis_hash: [u8; 32]) -> super::eth_pe
         head_number: 0,
         genesis_hash,
         fork_id: spec.fork_id(genesis_hash, 0, spec.genesis_timestamp),
+        forks: Some(spec.fork_check(genesis_hash, spec.genesis_timestamp)),
     }
 }
 
@@ -158,6 +159,7 @@ pub fn chain_status(
         head_number: chain.head_number(),
         genesis_hash,
         fork_id: spec.fork_id(genesis_hash, chain.head_number(), head_time),
+        forks: Some(spec.fork_check(genesis_hash, head_time)),
     }
 }
 

@@ -36,6 +36,9 @@ pub struct StatusInfo {
     pub head_number: u64,
     pub genesis_hash: [u8; 32],
     pub fork_id: catchup_devp2p::forkid::ForkId,
+    /// Our fork schedule: with it a peer's fork id is checked by all EIP-2124 rules, without
+    /// it only by rule 1.
+    pub forks: Option<ForkCheck>,
 }
 
 impl StatusInfo {
@@ -128,7 +131,7 @@ impl EthPeer {
     /// and genesis; its fork id is checked as far as possible without our fork schedule
     /// (see [`check_fork_id`]; [`EthPeer::handshake_with_forks`] checks all rules).
     pub async fn handshake(conn: PeerConn, ours: &StatusInfo) -> Result<EthPeer, NetError> {
-        Self::handshake_with_forks(conn, ours, None).await
+        Self::handshake_with_forks(conn, ours, ours.forks.as_ref()).await
     }
 
     /// Exchange Status; the peer must be on the same network and genesis, and its fork id
@@ -391,6 +394,7 @@ mod fork_tests {
             head_number,
             genesis_hash,
             fork_id: schedule.fork_id(head_number, 0),
+            forks: None,
         };
         (
             ours,
