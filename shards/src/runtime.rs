@@ -613,6 +613,9 @@ where
 /// Preemption target of the shard task queue (see where it is created).
 const SHARD_TASK_QUEUE_LATENCY_MS: u64 = 10;
 
+/// Longest a shard's executor sleeps without looking for work (see `shard_main`).
+const SHARD_HEARTBEAT_MS: u64 = 50;
+
 #[allow(clippy::too_many_arguments)]
 async fn shard_main<M, R, F, Fut>(
     id: usize,
@@ -684,6 +687,16 @@ where
             ),
         }),
     };
+    // A safety net under cross-thread wake-ups: the executor wakes at least every
+    // HEARTBEAT_MS, reaps completions and runs foreign wakes it was not signalled for, so a
+    // lost notification delays a shard by at most this long instead of stalling it. The task
+    // is dropped with the executor when the shard's function returns.
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(SHARD_HEARTBEAT_MS)).await;
+        }
+    })
+    .detach();
     // Every event the shard logs carries `shard = id`.
     let span = tracing::info_span!("shard", shard = id, core = core);
     let out = tracing::Instrument::instrument(f(shard.clone()), span).await;
