@@ -141,6 +141,7 @@ impl Nginx {
         let ranges = if opts.no_ranges { "max_ranges 0;" } else { "" };
         let conf = format!(
             r#"daemon off;
+master_process off;
 worker_processes 1;
 pid {p}/nginx.pid;
 error_log {p}/logs/error.log warn;
