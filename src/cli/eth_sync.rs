@@ -229,7 +229,7 @@ pub fn simulate(a: &SimArgs) -> anyhow::Result<SimReport> {
         a.kill_at.iter().all(|&k| k <= 100),
         "--kill-at takes a percentage (0..=100)"
     );
-    let mut sync = sync_config(a)?;
+    let sync = sync_config(a)?;
     let switch_at = a.switch_at.map(|p| {
         (
             p,
@@ -256,30 +256,14 @@ pub fn simulate(a: &SimArgs) -> anyhow::Result<SimReport> {
     };
     match &a.devnet {
         None => Ok(sim::run(&base)),
-        Some(dir) => {
-            let chain = chain_from_rlp_file(&dir.join("chain.rlp"))?;
-            let state = StateData::from_geth_dump(&dir.join("headstate.json"))?;
-            anyhow::ensure!(
-                chain.head().state_root == state.root,
-                "{}: head block's state root {} is not the dump's {}",
-                dir.display(),
-                chain.head().state_root,
-                state.root
-            );
-            if a.pivot_distance.is_none() {
-                sync.pivot_distance = 0;
-            }
-            if a.fetch_receipts.is_none() {
-                sync.fetch_receipts = false;
-            }
-            sync.anchor_number = chain.base - 1;
-            sync.trusted_anchor = Some(chain.anchor_hash());
+        Some(_) => {
+            let (chain, state, sync) = sources(a, sync)?;
             let cfg = SimConfig {
                 blocks: chain.head().number,
                 sync,
                 ..base
             };
-            Ok(sim::run_over(&cfg, Arc::new(chain), Arc::new(state)))
+            Ok(sim::run_over(&cfg, chain, state))
         }
     }
 }
