@@ -32,7 +32,7 @@ fn store_put_flush(c: &mut Criterion) {
             |b, &value_size| {
                 b.iter_custom(|iters| {
                     let tmp = bench_dir();
-                    ex.run(async {
+                    catchup_io::exec::run(&ex, async {
                         let mut store = Store::open(tmp.path(), StoreOptions::default())
                             .await
                             .expect("open store");
@@ -71,7 +71,7 @@ fn shared_put_durable(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tasks64", value_size), |b| {
         b.iter_custom(|iters| {
             let tmp = bench_dir();
-            ex.run(async {
+            catchup_io::exec::run(&ex, async {
                 let shared = SharedStore::open(tmp.path(), StoreOptions::default())
                     .await
                     .expect("open store");

@@ -40,10 +40,12 @@ fn fixtures() -> Option<PathBuf> {
 }
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
+    catchup_io::exec::run(
+        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor"),
+        f,
+    )
 }
 
 struct Devnet {

@@ -45,10 +45,11 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
     let client_status = genesis_status(&spec, genesis);
     let expected_head = format!("{}", chain.head().hash);
 
-    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .unwrap()
-        .run(async move {
+    let report = catchup_io::exec::run(
+        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap(),
+        async move {
             let stop = Rc::new(std::cell::Cell::new(false));
             let profiles = [
                 Profile::Honest,
@@ -94,7 +95,8 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
             .await;
             stop.set(true);
             r
-        });
+        },
+    );
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert!(report.finished, "sync did not finish: {:?}", report.failure);
     assert_eq!(report.state_root.as_deref(), Some(STATE_ROOT));
@@ -134,10 +136,11 @@ fn servers_on_a_thread(
     let stop2 = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .unwrap()
-            .run(async move {
+        catchup_io::exec::run(
+            &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .make()
+                .unwrap(),
+            async move {
                 let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
                 let state =
                     Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
@@ -161,7 +164,8 @@ fn servers_on_a_thread(
                     glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
                 }
                 glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
-            });
+            },
+        );
     });
     (rx.recv().unwrap(), stop, t)
 }

@@ -219,7 +219,7 @@ fn server_http_semantics() {
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .unwrap();
-    ex.run(async {
+    catchup_io::exec::run(&ex, async {
         let (url, head, _) = head_follow(&a.base().join("/snapshot.tar.bz2").unwrap(), &client)
             .await
             .unwrap();

@@ -186,10 +186,11 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
     let (client, enode) = start_client(&bin, &devnet, datadir.path());
     eprintln!("ethereumjs up at {enode}");
 
-    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .unwrap()
-        .run(async move {
+    let report = catchup_io::exec::run(
+        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap(),
+        async move {
             let local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
             let conn = PeerConn::dial(
                 enode.addr,
@@ -270,7 +271,8 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
                 Err(e) => format!("failed: {e}"),
             };
             (client_id, caps, out, receipts_note)
-        });
+        },
+    );
     drop(client);
     let (client_id, caps, out, receipts_note) = report;
     eprintln!(

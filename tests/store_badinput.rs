@@ -35,10 +35,12 @@ fn assert_one_error_line(out: &Output, needle: &str) -> String {
 }
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
+    catchup_io::exec::run(
+        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor"),
+        f,
+    )
 }
 
 fn is_ci() -> bool {

@@ -26,10 +26,12 @@ const TRIALS: usize = 24;
 const SEGMENT_SIZE_BYTES: u64 = 192 * 1024;
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
+    catchup_io::exec::run(
+        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor"),
+        f,
+    )
 }
 
 /// Result of one verification pass.

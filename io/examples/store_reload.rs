@@ -145,7 +145,7 @@ fn main() {
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .expect("executor");
-    ex.run(async move {
+    catchup_io::exec::run(&ex, async move {
         let opts = StoreOptions::default();
         let t0 = Instant::now();
         let mut s = Store::open(&dir, opts.clone()).await.expect("open");
@@ -184,9 +184,18 @@ fn main() {
         let mut json = Vec::new();
         for round in 0..rounds {
             let cases: [(&str, Run); 3] = [
-                ("per-record reads, checkpoint open", per_record(&dir, opts.clone()).await),
-                ("streaming scan, checkpoint open", streaming(&dir, opts.clone()).await),
-                ("streaming scan, full-scan open", streaming(&dir, full_scan.clone()).await),
+                (
+                    "per-record reads, checkpoint open",
+                    per_record(&dir, opts.clone()).await,
+                ),
+                (
+                    "streaming scan, checkpoint open",
+                    streaming(&dir, opts.clone()).await,
+                ),
+                (
+                    "streaming scan, full-scan open",
+                    streaming(&dir, full_scan.clone()).await,
+                ),
             ];
             for (name, r) in cases {
                 assert_eq!(r.records, records, "{name}: every record reloaded");

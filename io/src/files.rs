@@ -367,7 +367,10 @@ mod tests {
         let p2 = p.clone();
         let d2 = data.clone();
         let r = glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move { write_file_dma(&p2, &d2).await })
+            .spawn(move || async move {
+                crate::exec::keep_awake();
+                write_file_dma(&p2, &d2).await
+            })
             .and_then(|h| {
                 h.join()
                     .map_err(|_| std::io::Error::other("executor panicked").into())
@@ -394,6 +397,7 @@ mod tests {
         let d2 = data.clone();
         let r = glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
+                crate::exec::keep_awake();
                 let mut modes = Vec::new();
                 for (name, piece, chunk) in [
                     ("a", 1000, 4096),

@@ -532,28 +532,14 @@ where
                             return None;
                         }
                     };
-                    Some(ex.run(async move {
-                        // Tasks here are woken from other threads too (the mesh, feeders,
-                        // sinks). glommio forces the executor's wake-up eventfd for such
-                        // foreign wakes only for tasks of a latency-sensitive queue; for
-                        // the others a wake that races with the executor going to sleep can
-                        // be lost, leaving the shard asleep with work queued. Every task
-                        // spawned from the shard's main future inherits this queue.
-                        let tq = glommio::executor().create_task_queue(
-                            glommio::Shares::default(),
-                            glommio::Latency::Matters(std::time::Duration::from_millis(
-                                SHARD_TASK_QUEUE_LATENCY_MS,
-                            )),
-                            "shard",
-                        );
-                        let main = shard_main(
+                    // The heartbeat goes first, before any other task: see
+                    // `catchup_io::exec` for the glommio stall it bounds.
+                    Some(catchup_io::exec::run(
+                        &ex,
+                        shard_main(
                             i, n, core, io_memory, capacity, senders, receivers, shutdown, f,
-                        );
-                        match glommio::spawn_local_into(main, tq) {
-                            Ok(task) => task.await,
-                            Err(e) => panic!("shard {i}: cannot spawn into its task queue: {e}"),
-                        }
-                    }))
+                        ),
+                    ))
                 });
         match spawned {
             Ok(h) => handles.push(h),
@@ -609,12 +595,6 @@ where
     }
     Ok(results)
 }
-
-/// Preemption target of the shard task queue (see where it is created).
-const SHARD_TASK_QUEUE_LATENCY_MS: u64 = 10;
-
-/// Longest a shard's executor sleeps without looking for work (see `shard_main`).
-const SHARD_HEARTBEAT_MS: u64 = 50;
 
 #[allow(clippy::too_many_arguments)]
 async fn shard_main<M, R, F, Fut>(
@@ -687,16 +667,6 @@ where
             ),
         }),
     };
-    // A safety net under cross-thread wake-ups: the executor wakes at least every
-    // HEARTBEAT_MS, reaps completions and runs foreign wakes it was not signalled for, so a
-    // lost notification delays a shard by at most this long instead of stalling it. The task
-    // is dropped with the executor when the shard's function returns.
-    glommio::spawn_local(async {
-        loop {
-            glommio::timer::sleep(std::time::Duration::from_millis(SHARD_HEARTBEAT_MS)).await;
-        }
-    })
-    .detach();
     // Every event the shard logs carries `shard = id`.
     let span = tracing::info_span!("shard", shard = id, core = core);
     let out = tracing::Instrument::instrument(f(shard.clone()), span).await;

@@ -264,6 +264,48 @@ fn child(shards: &str, under_setpriv: bool) -> Command {
     cmd
 }
 
+/// Longest any child process of these tests may run: a stalled runtime fails the test
+/// with what the child printed instead of hanging the suite.
+const CHILD_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Kills process `pid` with SIGKILL unless the returned sender is dropped within
+/// `CHILD_DEADLINE`.
+fn watchdog(pid: u32) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(CHILD_DEADLINE) {
+            eprintln!("child {pid} still running after {CHILD_DEADLINE:?}: killing it");
+            // SAFETY: plain kill(2) on our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    });
+    tx
+}
+
+/// `cmd.output()` bounded by `CHILD_DEADLINE`.
+fn output_within_deadline(mut cmd: Command) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("child starts");
+    let _dog = watchdog(child.id());
+    let out = child.wait_with_output().expect("child output");
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_ne!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "child stalled and was killed after {CHILD_DEADLINE:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
 fn have_setpriv() -> bool {
     Command::new("setpriv")
         .arg("--help")
@@ -277,7 +319,7 @@ fn have_setpriv() -> bool {
 #[test]
 fn shards_start_with_and_without_cap_ipc_lock() {
     let shards = 8.to_string();
-    let with = child(&shards, false).output().unwrap();
+    let with = output_within_deadline(child(&shards, false));
     let text = String::from_utf8_lossy(&with.stdout);
     assert!(
         with.status.success(),
@@ -302,7 +344,7 @@ fn shards_start_with_and_without_cap_ipc_lock() {
         eprintln!("skipping the no-CAP_IPC_LOCK half: setpriv not installed");
         return;
     }
-    let without = child(&shards, true).output().unwrap();
+    let without = output_within_deadline(child(&shards, true));
     let text = String::from_utf8_lossy(&without.stdout);
     let err = String::from_utf8_lossy(&without.stderr);
     if !without.status.success() && err.contains("setpriv") && !text.contains("child shards") {
@@ -320,9 +362,11 @@ fn start_child_and_wait_ready(
 ) -> (
     std::process::Child,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
+    std::sync::mpsc::Sender<()>,
 ) {
     let mut c = child(spec, false);
     let mut proc_ = c.stdout(Stdio::piped()).spawn().unwrap();
+    let dog = watchdog(proc_.id());
     let stdout = proc_.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let seen_ready = lines
@@ -330,7 +374,7 @@ fn start_child_and_wait_ready(
         .map_while(Result::ok)
         .any(|l| l.contains("ready"));
     assert!(seen_ready, "child started its shards");
-    (proc_, lines)
+    (proc_, lines, dog)
 }
 
 fn signal(child: &std::process::Child, sig: i32) {
@@ -355,26 +399,25 @@ fn too_little_locked_memory_is_a_clear_error() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let out = Command::new("prlimit")
-        .args([
-            "--memlock=262144",
-            "setpriv",
-            "--inh-caps",
-            "-ipc_lock",
-            "--bounding-set",
-            "-ipc_lock",
-        ])
-        .arg(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_runtime",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "2")
-        .output()
-        .unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.args([
+        "--memlock=262144",
+        "setpriv",
+        "--inh-caps",
+        "-ipc_lock",
+        "--bounding-set",
+        "-ipc_lock",
+    ])
+    .arg(exe)
+    .args([
+        "--ignored",
+        "--exact",
+        "child_runtime",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, "2");
+    let out = output_within_deadline(cmd);
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -389,7 +432,7 @@ fn too_little_locked_memory_is_a_clear_error() {
 
 #[test]
 fn sigint_sets_the_flag_and_the_process_exits_zero() {
-    let (mut proc_, lines) = start_child_and_wait_ready("2:wait");
+    let (mut proc_, lines, _dog) = start_child_and_wait_ready("2:wait");
     signal(&proc_, libc::SIGINT);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = proc_.wait().unwrap();
@@ -400,7 +443,7 @@ fn sigint_sets_the_flag_and_the_process_exits_zero() {
 #[test]
 fn a_second_signal_exits_at_once_with_130() {
     use std::os::unix::process::ExitStatusExt;
-    let (mut proc_, _lines) = start_child_and_wait_ready("2:stubborn");
+    let (mut proc_, _lines, _dog) = start_child_and_wait_ready("2:stubborn");
     // The shards ignore the flag; keep signalling until the process exits (signals sent
     // while one is pending merge, so one more is sent after each pause).
     let mut status = None;
@@ -431,6 +474,7 @@ fn a_second_signal_exits_at_once_with_130() {
 fn sigterm_sets_the_flag_and_the_process_exits_zero() {
     let mut c = child("3:wait", false);
     let mut proc_ = c.stdout(Stdio::piped()).spawn().unwrap();
+    let _dog = watchdog(proc_.id());
     let stdout = proc_.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut seen_ready = false;

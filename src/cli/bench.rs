@@ -175,7 +175,7 @@ fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .map_err(|e| anyhow::anyhow!("cannot start an executor: {e}"))?;
-    ex.run(async move {
+    catchup_io::exec::run(&ex, async move {
         let opts = crash_store_options(args.segment_size_bytes);
         let mut store = Store::open(&args.dir, opts).await?;
         // Records are appended in sequence order and a crash only loses a suffix, so the
@@ -223,7 +223,7 @@ fn crash_writer_durable(args: CrashWriterArgs, tasks: u32) -> anyhow::Result<i32
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .map_err(|e| anyhow::anyhow!("cannot start an executor: {e}"))?;
-    ex.run(async move {
+    catchup_io::exec::run(&ex, async move {
         let opts = crash_store_options(args.segment_size_bytes);
         let store = Store::open(&args.dir, opts).await?;
         // Records may have landed out of order before a crash: continue after the

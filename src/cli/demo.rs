@@ -125,7 +125,7 @@ fn start_devnet_peers(
                     return;
                 }
             };
-            ex.run(async move {
+            catchup_io::exec::run(&ex, async move {
                 let profiles = [
                     Profile::Honest,
                     Profile::Lying,

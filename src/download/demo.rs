@@ -242,7 +242,7 @@ fn start_repair_server(
                     return;
                 }
             };
-            ex.run(async move {
+            catchup_io::exec::run(&ex, async move {
                 let sock = match glommio::net::UdpSocket::bind("127.0.0.1:0") {
                     Ok(s) => s,
                     Err(e) => {

@@ -134,7 +134,7 @@ pub fn serve_blocking(
         .name("serve")
         .make()
         .map_err(|e| ServeError::Executor(e.to_string()))?;
-    ex.run(async move {
+    catchup_io::exec::run(&ex, async move {
         let listener = TcpListener::bind(cfg.listen).map_err(|e| ServeError::Listen {
             addr: cfg.listen,
             source: e.into(),

@@ -233,7 +233,7 @@ pub fn sync(
             .name("sync")
             .make()
             .map_err(|e| SyncError::Executor(e.to_string()))?;
-        return ex.run(sync_async(cfg, sink_factory, progress, None));
+        return catchup_io::exec::run(&ex, sync_async(cfg, sink_factory, progress, None));
     }
     let rcfg = catchup_shards::RuntimeConfig {
         channel_capacity: 256,

@@ -283,10 +283,12 @@ mod load_tests {
     use super::*;
 
     fn run<F: std::future::Future>(f: F) -> F::Output {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("executor")
-            .run(f)
+        catchup_io::exec::run(
+            &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .make()
+                .expect("executor"),
+            f,
+        )
     }
 
     fn h(i: u64, salt: u8) -> B256 {

@@ -2,10 +2,12 @@ use super::*;
 use proptest::prelude::*;
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
+    crate::exec::run(
+        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor"),
+        f,
+    )
 }
 
 fn small_opts() -> StoreOptions {

@@ -1,0 +1,96 @@
+//! How every glommio executor in catchup runs its work.
+//!
+//! glommio 0.9 can park an executor that still has runnable tasks: when the preemption
+//! timer (or any other completion on the latency ring) fires between the reactor arming
+//! it and the scheduler's first look at the task queues, the scheduler returns "nothing
+//! ran" and the executor goes to sleep in `io_uring_enter` with its tasks still queued.
+//! Nothing of its own wakes it again, so unless a timer, an I/O completion or a foreign
+//! wake arrives, it sleeps for ever; on a loaded machine this stalled whole shard meshes.
+//!
+//! [`keep_awake`] arms a timer that never stops: the executor then never sleeps longer than
+//! [`HEARTBEAT`], so the race costs at most that much instead of the process. Call it
+//! first thing in every executor ([`run`] does), before any other task is spawned.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Longest an executor sleeps without looking at its task queues again.
+pub const HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// Spawn the heartbeat task on the current executor (see the module docs). It is detached
+/// and ends with the executor.
+pub fn keep_awake() {
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(HEARTBEAT).await;
+        }
+    })
+    .detach();
+}
+
+/// `ex.run(fut)` with the heartbeat armed first. The future is moved to the heap at once
+/// (sync state machines are large; debug builds copy by-value futures on the stack).
+pub fn run<T>(ex: &glommio::LocalExecutor, fut: impl Future<Output = T>) -> T {
+    let fut = Box::pin(fut);
+    ex.run(async move {
+        keep_awake();
+        fut.await
+    })
+}
+
+/// A glommio executor that is not pinned, for tools and tests that run one executor on
+/// the calling thread.
+pub fn unbound() -> Result<glommio::LocalExecutor, String> {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .map_err(|e| format!("cannot start a glommio executor: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Many executors, each woken from other threads many times while the machine is
+    /// busy: every one finishes. Without the heartbeat this stalled now and then.
+    #[test]
+    fn executors_woken_from_other_threads_finish() {
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let done_tx = done_tx.clone();
+            threads.push(std::thread::spawn(move || {
+                let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                    .preempt_timer(Duration::from_micros(200))
+                    .make()
+                    .expect("executor starts");
+                let n = run(&ex, async move {
+                    let (tx, rx) = flume::bounded::<u32>(1);
+                    let feeder = std::thread::spawn(move || {
+                        for k in 0..2_000u32 {
+                            tx.send(k).unwrap();
+                        }
+                    });
+                    let mut n = 0u32;
+                    while let Ok(k) = rx.recv_async().await {
+                        assert_eq!(k, n);
+                        n += 1;
+                    }
+                    feeder.join().unwrap();
+                    n
+                });
+                done_tx.send((i, n)).unwrap();
+            }));
+        }
+        drop(done_tx);
+        for _ in 0..4 {
+            let (i, n) = done_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("every executor finishes");
+            assert_eq!(n, 2_000, "executor {i}");
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
