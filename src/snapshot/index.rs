@@ -515,8 +515,9 @@ pub const RETRACT_READ_BYTES: usize = 1024;
 
 type RetractRead = (Loser, std::io::Result<Vec<u8>>);
 
-/// Environment variable selecting the index shards' runtime: `glommio` for the shard
-/// runtime with io_uring DMA writes, anything else (the default) for pinned threads.
+/// Environment variable selecting the index shards' runtime: `threads` for pinned plain
+/// threads (write(2), mmap reads); unset or anything else for the glommio shard runtime
+/// (io_uring DMA writes and reads), which falls back to threads where it cannot start.
 pub const INDEX_RUNTIME_ENV: &str = "CATCHUP_SNAPSHOT_INDEX_RUNTIME";
 
 /// Mix out the recorded losers with io_uring reads, many in flight (the files were
@@ -1134,16 +1135,13 @@ impl ShardSet {
     pub fn start_with_queue(shards: usize, inbox_capacity: usize) -> std::io::Result<Self> {
         let shards = shards.max(1);
         let cap = inbox_capacity.max(MIN_SHARD_INBOX_CAPACITY);
-        // The glommio shard runtime (io_uring DMA writes and reads) is used only when asked
-        // for: on this project's test machines it stalled intermittently under load, with
-        // every shard asleep in its io_uring wait, in a way a heartbeat wake-up did not
-        // clear. The pinned-thread shards (write(2), mmap) are the default until that is
-        // understood.
-        let use_runtime = std::env::var(INDEX_RUNTIME_ENV).as_deref() == Ok("glommio");
+        // The glommio shard runtime (io_uring DMA writes and reads) unless told otherwise;
+        // plain pinned threads where it cannot start (no io_uring, locked-memory limit).
+        let use_runtime = std::env::var(INDEX_RUNTIME_ENV).as_deref() != Ok("threads");
         let started = if use_runtime {
             Self::start_on_runtime(shards, cap)
         } else {
-            Err(format!("{INDEX_RUNTIME_ENV} is not `glommio`"))
+            Err(format!("{INDEX_RUNTIME_ENV}=threads"))
         };
         match started {
             Ok(set) => Ok(set),
@@ -1502,6 +1500,9 @@ mod tests {
                 } else {
                     ShardSet::start(shards).unwrap()
                 };
+                if !threads && std::env::var("CI").as_deref() == Ok("true") {
+                    assert_eq!(set.runtime(), "glommio", "CI runs the io_uring path");
+                }
                 set.set_dir(0, dir.path()).unwrap();
                 stream(&mut set, (5, 0), &a, piece, late);
                 stream(&mut set, (6, 1), &b, piece, late);
