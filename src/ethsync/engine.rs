@@ -849,7 +849,25 @@ impl Engine {
         let now = self.now_ms;
         let Some(c) = self.coord.as_mut() else { return };
         if !c.anchors_asked {
-            // A late answer to a round that is already decided.
+            // A late answer to a round that is already decided: not needed, but it must
+            // still agree with the decision, so a peer answering junk or another chain is
+            // found out even when honest peers were faster.
+            let (pn, hn) = c.anchor_target;
+            let decided = match (&self.pivot, &self.head) {
+                (Some(p), Some(h)) if p.number == pn && h.number == hn => Some((p.hash, h.hash)),
+                _ => None,
+            };
+            if let (Some((ph, hh)), Some(raws)) = (decided, raws) {
+                let want = if pn == hn { 1 } else { 2 };
+                let hs: Vec<Header> = raws.iter().filter_map(|r| Header::decode(r).ok()).collect();
+                let agrees = raws.len() == want
+                    && hs.len() == want
+                    && hs[0].hash == ph
+                    && hs[want - 1].hash == hh;
+                if !agrees && !raws.is_empty() {
+                    self.lie(peer, out);
+                }
+            }
             return;
         }
         c.anchor_pending = c.anchor_pending.saturating_sub(1);
