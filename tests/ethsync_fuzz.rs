@@ -21,3 +21,27 @@ proptest! {
         prop_assert!(r.lies_detected > 0);
     }
 }
+
+/// Seed 250120: honest peers decide the pivot round before the garbage peers answer, and
+/// those late answers are the only checkable ones the garbage peers ever give. Each must
+/// still be checked against the decision and counted as a lie.
+#[test]
+fn late_junk_answers_to_a_decided_pivot_round_are_lies() {
+    let mut cfg = SimConfig {
+        peers: 8,
+        profile: Profile::Garbage,
+        seed: 250_120,
+        accounts: 80,
+        blocks: 100,
+        big_storage_slots: 100,
+        shards: 2,
+        ..SimConfig::default()
+    };
+    cfg.sync.mode = SyncMode::Fast;
+    cfg.sync.header_batch = 32;
+    let r = run(&cfg);
+    assert!(r.correct, "{:?}", r.failure);
+    let garbage = r.peers.iter().filter(|p| p.fault == "garbage").count() as u64;
+    assert_eq!(garbage, 4);
+    assert!(r.lies_detected >= garbage, "{} lies", r.lies_detected);
+}

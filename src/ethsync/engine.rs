@@ -857,14 +857,8 @@ impl Engine {
                 (Some(p), Some(h)) if p.number == pn && h.number == hn => Some((p.hash, h.hash)),
                 _ => None,
             };
-            if let (Some((ph, hh)), Some(raws)) = (decided, raws) {
-                let want = if pn == hn { 1 } else { 2 };
-                let hs: Vec<Header> = raws.iter().filter_map(|r| Header::decode(r).ok()).collect();
-                let agrees = raws.len() == want
-                    && hs.len() == want
-                    && hs[0].hash == ph
-                    && hs[want - 1].hash == hh;
-                if !agrees && !raws.is_empty() {
+            if let (Some(decided), Some(raws)) = (decided, raws) {
+                if !raws.is_empty() && anchor_hashes(&raws, pn, hn) != Some(decided) {
                     self.lie(peer, out);
                 }
             }
@@ -874,19 +868,12 @@ impl Engine {
         let (pn, hn) = c.anchor_target;
         let mut liar = false;
         if let Some(raws) = raws {
-            let want = if pn == hn { 1 } else { 2 };
-            let hs: Vec<Header> = raws.iter().filter_map(|r| Header::decode(r).ok()).collect();
-            if hs.len() == want
-                && raws.len() == want
-                && hs[0].number == pn
-                && hs[want - 1].number == hn
-            {
-                let key = (hs[0].hash, hs[want - 1].hash);
-                c.anchor_votes.entry(key).or_default().push((
-                    peer,
-                    raws[0].clone(),
-                    raws[want - 1].clone(),
-                ));
+            if let Some(key) = anchor_hashes(&raws, pn, hn) {
+                let (first, last) = (raws[0].clone(), raws[raws.len() - 1].clone());
+                c.anchor_votes
+                    .entry(key)
+                    .or_default()
+                    .push((peer, first, last));
             } else if !raws.is_empty() {
                 liar = true;
             }
@@ -2681,6 +2668,18 @@ fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
     }
     out.push((start, hi));
     out
+}
+
+/// The (pivot, head) hashes of an answer to an anchor request for blocks `pn` and `hn`:
+/// `None` unless it holds exactly those headers (one when `pn == hn`), all decodable.
+fn anchor_hashes(raws: &[Vec<u8>], pn: u64, hn: u64) -> Option<(B256, B256)> {
+    let want = if pn == hn { 1 } else { 2 };
+    if raws.len() != want {
+        return None;
+    }
+    let first = Header::decode(&raws[0]).ok()?;
+    let last = Header::decode(&raws[want - 1]).ok()?;
+    (first.number == pn && last.number == hn).then_some((first.hash, last.hash))
 }
 
 #[cfg(test)]
