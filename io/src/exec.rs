@@ -10,6 +10,12 @@
 //! [`keep_awake`] arms a timer that never stops: the executor then never sleeps longer than
 //! [`HEARTBEAT`], so the race costs at most that much instead of the process. Call it
 //! first thing in every executor ([`run`] does), before any other task is spawned.
+//!
+//! The heartbeat cannot cover the executor's very first scheduling round, before its first
+//! task has run and armed it. That round uses the builder's preemption timer, so executors
+//! keep glommio's default of 100 ms there (a thread would have to lose the CPU for that
+//! long between two adjacent steps); shorter latency targets belong to task queues created
+//! after the heartbeat is armed (`Latency::Matters`), as the snapshot index does.
 
 use std::future::Future;
 use std::time::Duration;
@@ -52,42 +58,54 @@ mod tests {
     use std::sync::mpsc;
 
     /// Many executors, each woken from other threads many times while the machine is
-    /// busy: every one finishes. Without the heartbeat this stalled now and then.
+    /// busy, with a 200 µs preemption timer: every one finishes. Without the heartbeat
+    /// this stalled in about half the runs under load.
     #[test]
     fn executors_woken_from_other_threads_finish() {
         let (done_tx, done_rx) = mpsc::channel();
         let mut threads = Vec::new();
-        for i in 0..4 {
+        for i in 0..8 {
             let done_tx = done_tx.clone();
             threads.push(std::thread::spawn(move || {
                 let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                    .preempt_timer(Duration::from_micros(200))
                     .make()
                     .expect("executor starts");
                 let n = run(&ex, async move {
-                    let (tx, rx) = flume::bounded::<u32>(1);
-                    let feeder = std::thread::spawn(move || {
-                        for k in 0..2_000u32 {
-                            tx.send(k).unwrap();
+                    // A 200 µs latency queue shortens the preemption timer to 200 µs once
+                    // the heartbeat is armed, so the race is hit often.
+                    let tq = glommio::executor().create_task_queue(
+                        glommio::Shares::default(),
+                        glommio::Latency::Matters(Duration::from_micros(200)),
+                        "exec-test",
+                    );
+                    let work = async move {
+                        let (tx, rx) = flume::bounded::<u32>(1);
+                        let feeder = std::thread::spawn(move || {
+                            for k in 0..5_000u32 {
+                                tx.send(k).unwrap();
+                            }
+                        });
+                        let mut n = 0u32;
+                        while let Ok(k) = rx.recv_async().await {
+                            assert_eq!(k, n);
+                            n += 1;
                         }
-                    });
-                    let mut n = 0u32;
-                    while let Ok(k) = rx.recv_async().await {
-                        assert_eq!(k, n);
-                        n += 1;
-                    }
-                    feeder.join().unwrap();
-                    n
+                        feeder.join().unwrap();
+                        n
+                    };
+                    glommio::spawn_local_into(work, tq)
+                        .expect("spawn into the latency queue")
+                        .await
                 });
                 done_tx.send((i, n)).unwrap();
             }));
         }
         drop(done_tx);
-        for _ in 0..4 {
+        for _ in 0..8 {
             let (i, n) = done_rx
                 .recv_timeout(Duration::from_secs(60))
                 .expect("every executor finishes");
-            assert_eq!(n, 2_000, "executor {i}");
+            assert_eq!(n, 5_000, "executor {i}");
         }
         for t in threads {
             t.join().unwrap();
