@@ -199,21 +199,34 @@ fn kill_and_resume(mode: &str, marker: &'static str, threshold: u64) {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(n) = count_after(&line, marker) {
-                if tx.send(n).is_err() {
+                let headers = count_after(&line, "headers ").unwrap_or(0);
+                if tx.send((n, headers)).is_err() {
                     break;
                 }
             }
         }
     });
+    // Kill once progress shows both `threshold` of the marker and stored headers, and two
+    // more progress lines have passed: each shard commits a batch of events before it goes
+    // on to the next, so what those lines counted is on disk by then.
     let until = Instant::now() + Duration::from_secs(60);
-    let mut seen = 0;
-    while seen < threshold {
-        assert!(Instant::now() < until, "no {marker}progress within 60 s");
+    let (mut seen, mut headers, mut lines_after) = (0, 0, 0);
+    while lines_after < 2 {
+        assert!(
+            Instant::now() < until,
+            "no {marker}and header progress within 60 s ({seen} {marker}, {headers} headers)"
+        );
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(n) => seen = seen.max(n),
+            Ok((n, h)) => {
+                if seen >= threshold && headers > 0 {
+                    lines_after += 1;
+                }
+                seen = seen.max(n);
+                headers = headers.max(h);
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("sync ended before {threshold} {marker}")
+                panic!("sync ended before {threshold} {marker}and stored headers")
             }
         }
     }

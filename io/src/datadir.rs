@@ -155,52 +155,97 @@ fn check_writable(root: &Path) -> Result<(), DataDirError> {
 }
 
 fn lock_exclusive(root: &Path) -> Result<File, DataDirError> {
-    let lock_path = root.join(LOCK_FILE_NAME);
-    let mut file = OpenOptions::new()
+    match lock_file(&root.join(LOCK_FILE_NAME)) {
+        Ok(Locked::Yes(file)) => Ok(file),
+        Ok(Locked::HeldBy(Some(pid))) => Err(DataDirError::LockedByPid {
+            path: root.to_path_buf(),
+            pid,
+        }),
+        Ok(Locked::HeldBy(None)) => Err(DataDirError::Locked {
+            path: root.to_path_buf(),
+        }),
+        Err((LockStep::Flock, source)) => Err(DataDirError::Lock {
+            path: root.to_path_buf(),
+            source,
+        }),
+        Err((_, source)) => Err(DataDirError::NotWritable {
+            path: root.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// How long taking a lock waits while its recorded holder no longer exists.
+pub const EXITED_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The result of [`lock_file`].
+pub(crate) enum Locked {
+    /// Ours; the lock lasts as long as this descriptor is open.
+    Yes(File),
+    /// Another open descriptor holds it; the pid recorded in the file, if any.
+    HeldBy(Option<u32>),
+}
+
+/// The step of [`lock_file`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockStep {
+    Open,
+    Flock,
+    WritePid,
+}
+
+/// Open (creating) the lock file `path`, take `flock(LOCK_EX | LOCK_NB)` on it and record
+/// our pid in it.
+///
+/// A process that has exited can hold its locks a little longer: the kernel tears down a
+/// dead process's io_uring instances, and the files they still reference, after the
+/// process is gone (after `wait` has returned). So while the pid recorded in the file
+/// names no living process, the lock is tried again every 10 ms for up to
+/// [`EXITED_HOLDER_WAIT`]; a living holder is reported at once.
+pub(crate) fn lock_file(path: &Path) -> Result<Locked, (LockStep, std::io::Error)> {
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&lock_path)
-        .map_err(|source| DataDirError::NotWritable {
-            path: root.to_path_buf(),
-            source,
-        })?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(match read_pid(&mut file) {
-                Some(pid) => DataDirError::LockedByPid {
-                    path: root.to_path_buf(),
-                    pid,
-                },
-                None => DataDirError::Locked {
-                    path: root.to_path_buf(),
-                },
-            });
+        .open(path)
+        .map_err(|e| (LockStep::Open, e))?;
+    let until = std::time::Instant::now() + EXITED_HOLDER_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
         }
-        return Err(DataDirError::Lock {
-            path: root.to_path_buf(),
-            source: err,
-        });
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err((LockStep::Flock, err));
+        }
+        let holder = read_pid(&file);
+        let holder_exited = holder.is_some_and(|pid| !pid_alive(pid));
+        if !holder_exited || std::time::Instant::now() >= until {
+            return Ok(Locked::HeldBy(holder));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let write_pid = |f: &mut File| -> std::io::Result<()> {
+    let write_pid = |mut f: &File| -> std::io::Result<()> {
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
         writeln!(f, "{}", std::process::id())?;
         f.sync_data()
     };
-    write_pid(&mut file).map_err(|source| DataDirError::NotWritable {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    Ok(file)
+    write_pid(&file).map_err(|e| (LockStep::WritePid, e))?;
+    Ok(Locked::Yes(file))
+}
+
+/// Whether a process with this pid exists (in our pid namespace).
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Read the holder pid from a lock file; `None` when it is empty or not a number.
-fn read_pid(file: &mut File) -> Option<u32> {
+fn read_pid(mut file: &File) -> Option<u32> {
     let mut s = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
     // A pid is at most a few bytes; bound the read anyway.
@@ -256,6 +301,44 @@ mod tests {
         }
         drop(dd);
         let _again = DataDir::open(&d).unwrap();
+    }
+
+    /// A lock whose recorded holder has exited is waited for (the kernel may release it
+    /// late); a lock whose holder lives is reported at once.
+    #[test]
+    fn a_lock_left_by_an_exited_holder_is_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(LOCK_FILE_NAME);
+        // A pid that no longer exists: a child that has been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let holder = File::create(&path).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+        std::fs::write(&path, format!("{dead}\n")).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(holder);
+        });
+        let t = std::time::Instant::now();
+        match lock_file(&path) {
+            Ok(Locked::Yes(_)) => {}
+            Ok(Locked::HeldBy(p)) => panic!("not waited for: held by {p:?}"),
+            Err((step, e)) => panic!("{step:?}: {e}"),
+        }
+        assert!(t.elapsed() >= std::time::Duration::from_millis(150));
+        release.join().unwrap();
+
+        // A living holder (this process) is reported without waiting.
+        let held = DataDir::open(tmp.path()).unwrap();
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            DataDir::open(tmp.path()),
+            Err(DataDirError::LockedByPid { .. })
+        ));
+        assert!(t.elapsed() < EXITED_HOLDER_WAIT);
+        drop(held);
     }
 
     #[test]

@@ -1003,28 +1003,21 @@ impl KindIter<'_> {
 }
 
 /// Take the exclusive lock of a store directory: two `Store`s on one directory would
-/// interleave appends.
+/// interleave appends. The lock file records the holder's pid, and a lock still held
+/// for a moment by a process that has exited is waited for (see
+/// [`crate::datadir::lock_file`]).
 fn lock_store_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
-    use std::os::fd::AsRawFd;
+    use crate::datadir::{lock_file, LockStep, Locked};
     let path = dir.join("LOCK");
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err("creating", &path))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(StoreError::InUse {
-                dir: dir.to_path_buf(),
-            });
-        }
-        return Err(io_err("locking", &path)(e));
+    match lock_file(&path) {
+        Ok(Locked::Yes(f)) => Ok(f),
+        Ok(Locked::HeldBy(_)) => Err(StoreError::InUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err((LockStep::Open, e)) => Err(io_err("creating", &path)(e)),
+        Err((LockStep::Flock, e)) => Err(io_err("locking", &path)(e)),
+        Err((LockStep::WritePid, e)) => Err(io_err("writing", &path)(e)),
     }
-    Ok(f)
 }
 
 /// Scan one segment, add its records to the index and return its logical end. A torn tail
