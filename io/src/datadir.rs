@@ -13,7 +13,7 @@
 //! kernel when the process exits, however it exits, so a crashed node never leaves a stale
 //! lock behind. The release can come a moment after the process is gone (its io_uring
 //! instances are torn down asynchronously), so while the pid written into the file names
-//! no living process, opening waits for the lock (see [`lock_file`]); otherwise the pid
+//! no living process, opening waits for the lock (see `lock_file`); otherwise the pid
 //! only names the holder in errors.
 
 use std::fs::{File, OpenOptions};
