@@ -65,71 +65,66 @@ fn download_receipts(eth_versions: &[u64]) {
     let (from, to) = (raw.base, raw.head_number());
     let data = Arc::new(data);
     let versions = eth_versions.to_vec();
-    let (receipts, headers, bodies, version) = catchup_io::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .unwrap(),
-        async move {
-            let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
-            let server = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
-            let id = server.id();
-            let cfg = Rc::new(ServeConfig {
-                listen,
-                shards: 1,
-                max_peers_per_shard: 4,
-                net: NetConfig::default(),
-                status: server_status,
-            });
-            let responder = Rc::new(EngineResponder::new(
-                ServingPeer::new(data, None),
-                Profile::Honest,
-                1,
-            ));
-            let stop = Rc::new(std::cell::Cell::new(false));
-            let stop2 = stop.clone();
-            glommio::spawn_local(async move {
-                accept_loop(0, listen, server, cfg, responder, move || stop2.get())
-                    .await
-                    .unwrap()
-            })
-            .detach();
-
-            let mut local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
-            local
-                .capabilities
-                .retain(|c| c.name != "eth" || versions.contains(&c.version));
-            let conn = PeerConn::dial(listen, id, &local, &NetConfig::default())
+    let (receipts, headers, bodies, version) = catchup_io::exec::run_unbound(async move {
+        let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
+        let id = server.id();
+        let cfg = Rc::new(ServeConfig {
+            listen,
+            shards: 1,
+            max_peers_per_shard: 4,
+            net: NetConfig::default(),
+            status: server_status,
+        });
+        let responder = Rc::new(EngineResponder::new(
+            ServingPeer::new(data, None),
+            Profile::Honest,
+            1,
+        ));
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let stop2 = stop.clone();
+        glommio::spawn_local(async move {
+            accept_loop(0, listen, server, cfg, responder, move || stop2.get())
                 .await
-                .unwrap();
-            let mut peer = EthPeer::handshake(conn, &client_status).await.unwrap();
-            let mut out = Downloaded::default();
-            fetch_headers(
-                &mut peer,
-                anchor,
-                from,
-                to,
-                192,
-                10_000,
-                &EmptyResponder,
-                &mut out,
-            )
+                .unwrap()
+        })
+        .detach();
+
+        let mut local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
+        local
+            .capabilities
+            .retain(|c| c.name != "eth" || versions.contains(&c.version));
+        let conn = PeerConn::dial(listen, id, &local, &NetConfig::default())
             .await
             .unwrap();
-            fetch_bodies(&mut peer, 128, 10_000, &EmptyResponder, &mut out)
-                .await
-                .unwrap();
-            let receipts = fetch_receipts(&mut peer, 256, 10_000, &EmptyResponder, &out)
-                .await
-                .unwrap();
-            stop.set(true);
-            (
-                receipts,
-                out.headers.len(),
-                out.bodies.len(),
-                peer.eth.version,
-            )
-        },
-    );
+        let mut peer = EthPeer::handshake(conn, &client_status).await.unwrap();
+        let mut out = Downloaded::default();
+        fetch_headers(
+            &mut peer,
+            anchor,
+            from,
+            to,
+            192,
+            10_000,
+            &EmptyResponder,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        fetch_bodies(&mut peer, 128, 10_000, &EmptyResponder, &mut out)
+            .await
+            .unwrap();
+        let receipts = fetch_receipts(&mut peer, 256, 10_000, &EmptyResponder, &out)
+            .await
+            .unwrap();
+        stop.set(true);
+        (
+            receipts,
+            out.headers.len(),
+            out.bodies.len(),
+            peer.eth.version,
+        )
+    });
     assert_eq!(version, *eth_versions.iter().max().unwrap());
     assert_eq!(headers, 8192);
     assert_eq!(bodies, 8192);

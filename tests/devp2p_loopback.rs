@@ -39,14 +39,7 @@ fn fixtures() -> Option<PathBuf> {
     None
 }
 
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    catchup_io::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("executor"),
-        f,
-    )
-}
+use catchup_io::exec::run_unbound as run;
 
 struct Devnet {
     chain: Arc<RawChain>,

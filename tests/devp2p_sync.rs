@@ -45,58 +45,53 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
     let client_status = genesis_status(&spec, genesis);
     let expected_head = format!("{}", chain.head().hash);
 
-    let report = catchup_io::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .unwrap(),
-        async move {
-            let stop = Rc::new(std::cell::Cell::new(false));
-            let profiles = [
-                Profile::Honest,
-                Profile::Lying,
-                Profile::Honest,
-                Profile::Slow,
-            ];
-            let enodes = {
-                let stop = stop.clone();
-                spawn_serving_peers(
-                    &chain,
-                    Some(&state),
-                    &server_status,
-                    &profiles,
-                    40,
-                    move || stop.get(),
-                )
-                .unwrap()
-            };
-            let sync = SyncConfig {
-                mode,
-                pivot_distance: 0,
-                fetch_receipts: false,
-                anchor_number: chain.base - 1,
-                trusted_anchor: Some(chain.anchor_hash()),
-                ..SyncConfig::default()
-            };
-            let cfg = NetSyncConfig {
-                sync,
-                shards,
-                peers: enodes,
-                net: NetConfig::default(),
-                status: client_status,
-                max_runtime_ms: 120_000,
-                peer_queue_len: 64,
-            };
-            let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
-            let r = run_sync(
-                cfg,
-                LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
-                &mut stores,
+    let report = catchup_io::exec::run_unbound(async move {
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let profiles = [
+            Profile::Honest,
+            Profile::Lying,
+            Profile::Honest,
+            Profile::Slow,
+        ];
+        let enodes = {
+            let stop = stop.clone();
+            spawn_serving_peers(
+                &chain,
+                Some(&state),
+                &server_status,
+                &profiles,
+                40,
+                move || stop.get(),
             )
-            .await;
-            stop.set(true);
-            r
-        },
-    );
+            .unwrap()
+        };
+        let sync = SyncConfig {
+            mode,
+            pivot_distance: 0,
+            fetch_receipts: false,
+            anchor_number: chain.base - 1,
+            trusted_anchor: Some(chain.anchor_hash()),
+            ..SyncConfig::default()
+        };
+        let cfg = NetSyncConfig {
+            sync,
+            shards,
+            peers: enodes,
+            net: NetConfig::default(),
+            status: client_status,
+            max_runtime_ms: 120_000,
+            peer_queue_len: 64,
+        };
+        let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
+        let r = run_sync(
+            cfg,
+            LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
+            &mut stores,
+        )
+        .await;
+        stop.set(true);
+        r
+    });
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert!(report.finished, "sync did not finish: {:?}", report.failure);
     assert_eq!(report.state_root.as_deref(), Some(STATE_ROOT));
@@ -136,36 +131,30 @@ fn servers_on_a_thread(
     let stop2 = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
-        catchup_io::exec::run(
-            &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                .make()
-                .unwrap(),
-            async move {
-                let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
-                let state =
-                    Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
-                let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
-                let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
-                let status = chain_status(&spec, raw.parent_of_first, &raw);
-                let profiles = [
-                    Profile::Honest,
-                    Profile::Lying,
-                    Profile::Honest,
-                    Profile::Slow,
-                ];
-                let stop = stop2.clone();
-                let enodes =
-                    spawn_serving_peers(&chain, Some(&state), &status, &profiles, 40, move || {
-                        stop.load(std::sync::atomic::Ordering::Relaxed)
-                    })
-                    .unwrap();
-                tx.send(enodes).unwrap();
-                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
-            },
-        );
+        catchup_io::exec::run_unbound(async move {
+            let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
+            let state = Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
+            let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
+            let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
+            let status = chain_status(&spec, raw.parent_of_first, &raw);
+            let profiles = [
+                Profile::Honest,
+                Profile::Lying,
+                Profile::Honest,
+                Profile::Slow,
+            ];
+            let stop = stop2.clone();
+            let enodes =
+                spawn_serving_peers(&chain, Some(&state), &status, &profiles, 40, move || {
+                    stop.load(std::sync::atomic::Ordering::Relaxed)
+                })
+                .unwrap();
+            tx.send(enodes).unwrap();
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        });
     });
     (rx.recv().unwrap(), stop, t)
 }

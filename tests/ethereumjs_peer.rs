@@ -186,93 +186,87 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
     let (client, enode) = start_client(&bin, &devnet, datadir.path());
     eprintln!("ethereumjs up at {enode}");
 
-    let report = catchup_io::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .unwrap(),
-        async move {
-            let local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
-            let conn = PeerConn::dial(
-                enode.addr,
-                enode.id,
-                &local,
-                &NetConfig {
-                    handshake_timeout_ms: 15_000,
-                    ..NetConfig::default()
+    let report = catchup_io::exec::run_unbound(async move {
+        let local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
+        let conn = PeerConn::dial(
+            enode.addr,
+            enode.id,
+            &local,
+            &NetConfig {
+                handshake_timeout_ms: 15_000,
+                ..NetConfig::default()
+            },
+        )
+        .await
+        .expect("RLPx handshake with ethereumjs");
+        let client_id = conn.remote_hello.client_id.clone();
+        let caps: Vec<String> = conn
+            .remote_hello
+            .capabilities
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let mut peer = EthPeer::handshake(conn, &ours)
+            .await
+            .expect("eth Status exchange with ethereumjs");
+        assert_eq!(
+            peer.eth.version, 68,
+            "highest eth version ethereumjs 0.10.5 shares"
+        );
+        assert_eq!(peer.status.network_id, spec.chain_id);
+        assert_eq!(
+            hex::encode(peer.status.fork_id.hash),
+            "377aaa78",
+            "ethereumjs fork id"
+        );
+        assert_eq!(peer.status.fork_id, chain_fork_id(&spec, genesis, &chain));
+        assert!(hex::encode(peer.status.head_hash).starts_with(HEAD_HASH));
+
+        let mut out = Downloaded::default();
+        fetch_headers(
+            &mut peer,
+            B256::from(genesis),
+            1,
+            600,
+            192,
+            20_000,
+            &EmptyResponder,
+            &mut out,
+        )
+        .await
+        .expect("headers from ethereumjs");
+        fetch_bodies(&mut peer, 32, 20_000, &EmptyResponder, &mut out)
+            .await
+            .expect("bodies from ethereumjs");
+
+        // Receipts: see the module comment.
+        let last = out.headers.last().unwrap().clone();
+        let receipts = peer
+            .request(
+                |request_id| {
+                    Wire::Eth(EthMessage::GetReceipts {
+                        request_id,
+                        hashes: vec![last.hash().0],
+                    })
                 },
-            )
-            .await
-            .expect("RLPx handshake with ethereumjs");
-            let client_id = conn.remote_hello.client_id.clone();
-            let caps: Vec<String> = conn
-                .remote_hello
-                .capabilities
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
-            let mut peer = EthPeer::handshake(conn, &ours)
-                .await
-                .expect("eth Status exchange with ethereumjs");
-            assert_eq!(
-                peer.eth.version, 68,
-                "highest eth version ethereumjs 0.10.5 shares"
-            );
-            assert_eq!(peer.status.network_id, spec.chain_id);
-            assert_eq!(
-                hex::encode(peer.status.fork_id.hash),
-                "377aaa78",
-                "ethereumjs fork id"
-            );
-            assert_eq!(peer.status.fork_id, chain_fork_id(&spec, genesis, &chain));
-            assert!(hex::encode(peer.status.head_hash).starts_with(HEAD_HASH));
-
-            let mut out = Downloaded::default();
-            fetch_headers(
-                &mut peer,
-                B256::from(genesis),
-                1,
-                600,
-                192,
-                20_000,
+                3_000,
                 &EmptyResponder,
-                &mut out,
             )
-            .await
-            .expect("headers from ethereumjs");
-            fetch_bodies(&mut peer, 32, 20_000, &EmptyResponder, &mut out)
-                .await
-                .expect("bodies from ethereumjs");
-
-            // Receipts: see the module comment.
-            let last = out.headers.last().unwrap().clone();
-            let receipts = peer
-                .request(
-                    |request_id| {
-                        Wire::Eth(EthMessage::GetReceipts {
-                            request_id,
-                            hashes: vec![last.hash().0],
-                        })
-                    },
-                    3_000,
-                    &EmptyResponder,
-                )
-                .await;
-            let receipts_note = match receipts {
-                Ok(Wire::Eth(EthMessage::Receipts { receipts, .. })) if !receipts.is_empty() => {
-                    let rs = catchup_eth::decode_receipts(&receipts[0]).expect("receipts decode");
-                    catchup_eth::verify_receipts(&last, &rs)
-                        .expect("receipts match the receipts root");
-                    "answered and verified".to_string()
-                }
-                Ok(other) => format!("answered without receipts: {other:?}"),
-                Err(NetError::Timeout { .. }) => {
-                    "not answered (known ethereumjs 0.10.5 behaviour)".to_string()
-                }
-                Err(e) => format!("failed: {e}"),
-            };
-            (client_id, caps, out, receipts_note)
-        },
-    );
+            .await;
+        let receipts_note = match receipts {
+            Ok(Wire::Eth(EthMessage::Receipts { receipts, .. })) if !receipts.is_empty() => {
+                let rs = catchup_eth::decode_receipts(&receipts[0]).expect("receipts decode");
+                catchup_eth::verify_receipts(&last, &rs).expect("receipts match the receipts root");
+                "answered and verified".to_string()
+            }
+            Ok(other) => format!("answered without receipts: {other:?}"),
+            Err(NetError::Timeout { .. }) => {
+                "not answered (known ethereumjs 0.10.5 behaviour)".to_string()
+            }
+            Err(e) => format!("failed: {e}"),
+        };
+        (client_id, caps, out, receipts_note)
+    });
     drop(client);
     let (client_id, caps, out, receipts_note) = report;
     eprintln!(

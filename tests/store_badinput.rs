@@ -34,14 +34,7 @@ fn assert_one_error_line(out: &Output, needle: &str) -> String {
     errors[0].to_string()
 }
 
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    catchup_io::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("executor"),
-        f,
-    )
-}
+use catchup_io::exec::run_unbound as run;
 
 fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")

@@ -25,14 +25,7 @@ use rand::Rng;
 const TRIALS: usize = 24;
 const SEGMENT_SIZE_BYTES: u64 = 192 * 1024;
 
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    catchup_io::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("executor"),
-        f,
-    )
-}
+use catchup_io::exec::run_unbound as run;
 
 /// Result of one verification pass.
 struct Verified {

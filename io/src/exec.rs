@@ -44,12 +44,13 @@ pub fn run<T>(ex: &glommio::LocalExecutor, fut: impl Future<Output = T>) -> T {
     })
 }
 
-/// A glommio executor that is not pinned, for tools and tests that run one executor on
-/// the calling thread.
-pub fn unbound() -> Result<glommio::LocalExecutor, String> {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+/// Run `fut` to completion on a new unpinned executor on this thread, heartbeat armed
+/// first; for tools and tests. Panics if no executor can start here (no io_uring).
+pub fn run_unbound<T>(fut: impl Future<Output = T>) -> T {
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
-        .map_err(|e| format!("cannot start a glommio executor: {e}"))
+        .unwrap_or_else(|e| panic!("cannot start a glommio executor: {e}"));
+    run(&ex, fut)
 }
 
 #[cfg(test)]

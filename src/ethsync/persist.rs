@@ -282,14 +282,7 @@ impl SyncStore for DiskStore {
 mod load_tests {
     use super::*;
 
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        catchup_io::exec::run(
-            &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                .make()
-                .expect("executor"),
-            f,
-        )
-    }
+    use catchup_io::exec::run_unbound as run;
 
     fn h(i: u64, salt: u8) -> B256 {
         let mut b = [salt; 32];

@@ -1,14 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    crate::exec::run(
-        &glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("executor"),
-        f,
-    )
-}
+use crate::exec::run_unbound as run;
 
 fn small_opts() -> StoreOptions {
     StoreOptions {
