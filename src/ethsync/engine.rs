@@ -2673,13 +2673,18 @@ fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
 /// The (pivot, head) hashes of an answer to an anchor request for blocks `pn` and `hn`:
 /// `None` unless it holds exactly those headers (one when `pn == hn`), all decodable.
 fn anchor_hashes(raws: &[Vec<u8>], pn: u64, hn: u64) -> Option<(B256, B256)> {
-    let want = if pn == hn { 1 } else { 2 };
-    if raws.len() != want {
-        return None;
-    }
-    let first = Header::decode(&raws[0]).ok()?;
-    let last = Header::decode(&raws[want - 1]).ok()?;
-    (first.number == pn && last.number == hn).then_some((first.hash, last.hash))
+    let (first, last) = match raws {
+        [one] if pn == hn => {
+            let h = Header::decode(one).ok()?;
+            ((h.number, h.hash), (h.number, h.hash))
+        }
+        [a, b] if pn != hn => {
+            let (a, b) = (Header::decode(a).ok()?, Header::decode(b).ok()?);
+            ((a.number, a.hash), (b.number, b.hash))
+        }
+        _ => return None,
+    };
+    (first.0 == pn && last.0 == hn).then_some((first.1, last.1))
 }
 
 #[cfg(test)]
