@@ -230,11 +230,12 @@ pub(crate) fn lock_file(path: &Path) -> Result<Locked, (LockStep, std::io::Error
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // Not synced: the pid only matters while this process may still hold the lock, and
+    // a pid lost with the page cache (power loss) leaves no lock to wait for.
     let write_pid = |mut f: &File| -> std::io::Result<()> {
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
-        writeln!(f, "{}", std::process::id())?;
-        f.sync_data()
+        writeln!(f, "{}", std::process::id())
     };
     write_pid(&file).map_err(|e| (LockStep::WritePid, e))?;
     Ok(Locked::Yes(file))
