@@ -36,8 +36,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use catchup::download::sink::{ArchiveSink, PipelineSink, SinkError, SinkFactory};
-use catchup::download::sync::{sync, SyncConfig, SyncReport};
+use catchup::solana::download::sink::{ArchiveSink, PipelineSink, SinkError, SinkFactory};
+use catchup::solana::download::sync::{sync, SyncConfig, SyncReport};
 use catchup_http::Url;
 use download_support::*;
 
@@ -99,7 +99,7 @@ fn round(
 
     // 2. End to end.
     let d2 = work.join(format!("e2e-{n}"));
-    let pcfg = catchup::snapshot::PipelineConfig::default();
+    let pcfg = catchup::solana::snapshot::PipelineConfig::default();
     let (r2, t_e2e) = run_sync(urls, &d2, chunk, PipelineSink::factory(d2.clone(), pcfg));
     assert!(r2.complete, "end-to-end sync did not verify: {r2:?}");
     std::fs::remove_dir_all(&d2).ok();
@@ -237,13 +237,14 @@ fn main() {
     let snaps = work.path().join("snapshots");
     std::fs::create_dir_all(&snaps).unwrap();
     let t = Instant::now();
-    let gcfg = catchup::snapshot::generate::GenerateConfig {
+    let gcfg = catchup::solana::snapshot::generate::GenerateConfig {
         accounts,
         seed: 7,
         slot: 100,
         ..Default::default()
     };
-    let g = catchup::snapshot::generate::generate(&gcfg, &snaps).expect("generate snapshot");
+    let g =
+        catchup::solana::snapshot::generate::generate(&gcfg, &snaps).expect("generate snapshot");
     let path = g.path.clone();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let size = std::fs::metadata(&path).unwrap().len();

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use alloy_primitives::keccak256;
-use catchup::ethsync::config::SyncMode;
-use catchup::ethsync::sim::{run, Profile, SimConfig};
+use catchup::eth::sync::config::SyncMode;
+use catchup::eth::sync::sim::{run, Profile, SimConfig};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -49,7 +49,7 @@ fn main() {
         let r = run(&cfg);
         assert!(r.correct, "state sync failed: {:?}", r.failure);
         let busy_s = r.engine_busy_us[0] as f64 / 1e6;
-        let state = catchup::ethsync::chain::StateData::generate(accounts, 10_000, 7);
+        let state = catchup::eth::sync::chain::StateData::generate(accounts, 10_000, 7);
         let nodes: Vec<Vec<u8>> = state.nodes.values().cloned().collect();
         let ceiling = keccak_rate(&nodes);
         println!(
@@ -76,7 +76,7 @@ fn main() {
     let r = run(&cfg);
     assert!(r.correct, "header sync failed: {:?}", r.failure);
     let busy_s = r.engine_busy_us[0] as f64 / 1e6;
-    let chain = catchup::ethsync::chain::generate_chain(blocks, alloy_primitives::B256::ZERO, 8);
+    let chain = catchup::eth::sync::chain::generate_chain(blocks, alloy_primitives::B256::ZERO, 8);
     let raws: Vec<Vec<u8>> = chain.headers.iter().map(|h| h.raw.clone()).collect();
     println!(
         "ethsync/headers: {} headers in {:.2} s engine time = {:.0} headers/s/shard (keccak-only ceiling {:.0} headers/s)",

@@ -1,8 +1,8 @@
 //! Repair hot paths without the network: shred parse + proof + signature, FEC recovery of
 //! a 32+32 set, and the repair engine against simulated peers (shreds/s of one shard).
 
-use catchup::repair::sim::{run, SimPeer};
-use catchup::repair::EngineConfig;
+use catchup::solana::repair::sim::{run, SimPeer};
+use catchup::solana::repair::EngineConfig;
 use catchup_shred::ed25519_dalek::SigningKey;
 use catchup_shred::ledger::generate_ledger;
 use catchup_shred::{fec, Accept, Shred};

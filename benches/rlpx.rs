@@ -2,7 +2,7 @@
 //! beside raw AES-CTR + keccak of the same bytes, in one criterion group so the two are
 //! measured in the same run. `catchup bench rlpx` prints the same per shard with ratios.
 
-use catchup::p2p::bench::{payload, session_pair};
+use catchup::eth::net::bench::{payload, session_pair};
 use catchup_devp2p::frame::RawCtrKeccak;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

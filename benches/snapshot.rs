@@ -3,9 +3,9 @@
 //! `catchup bench snapshot --size-bytes 1073741824` runs the large version, with the
 //! `zstd -d | tar -x` baseline.
 
-use catchup::snapshot::bench::raw_zstd;
-use catchup::snapshot::generate::{generate, DataSize, GenerateConfig};
-use catchup::snapshot::{verify_archive, PipelineConfig};
+use catchup::solana::snapshot::bench::raw_zstd;
+use catchup::solana::snapshot::generate::{generate, DataSize, GenerateConfig};
+use catchup::solana::snapshot::{verify_archive, PipelineConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn pipeline(c: &mut Criterion) {

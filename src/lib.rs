@@ -1,13 +1,11 @@
 //! catchup: a thread-per-core node that brings a validator from zero to the chain tip.
 //!
-//! The library holds the node itself (sync engines, peers, progress, admin endpoint,
-//! the embedded devnet); the binary in `main.rs` is only the command line.
+//! The library is the node, by chain family: [`eth`] (sync engines, the devp2p wire,
+//! serving) and [`solana`] (download, snapshot loading, shred repair), beside [`node`]
+//! (what both share: admin endpoint, observability). [`cli`] only parses arguments and
+//! calls into them; the binary in `main.rs` runs it.
 
-pub mod admin;
 pub mod cli;
-pub mod download;
-pub mod ethsync;
-pub mod obs;
-pub mod p2p;
-pub mod repair;
-pub mod snapshot;
+pub mod eth;
+pub mod node;
+pub mod solana;

@@ -9,12 +9,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use catchup::p2p::chain::{ChainResponder, Profile, RawChain};
-use catchup::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
-use catchup::p2p::download::{fetch_bodies, fetch_headers, DownloadError, Downloaded};
-use catchup::p2p::eth_peer::EmptyResponder;
-use catchup::p2p::server::{accept_loop, resolve_listen, ServeConfig, ServeStats};
-use catchup::p2p::{EthPeer, LocalNode, NetConfig, NetError, PeerConn, StatusInfo};
+use catchup::eth::net::chain::{ChainResponder, Profile, RawChain};
+use catchup::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
+use catchup::eth::net::download::{fetch_bodies, fetch_headers, DownloadError, Downloaded};
+use catchup::eth::net::eth_peer::EmptyResponder;
+use catchup::eth::net::server::{accept_loop, resolve_listen, ServeConfig, ServeStats};
+use catchup::eth::net::{EthPeer, LocalNode, NetConfig, NetError, PeerConn, StatusInfo};
 use catchup_devp2p::handshake::{Handshake, WireFormat};
 use catchup_devp2p::p2p::DisconnectReason;
 use catchup_devp2p::secp256k1::{PublicKey, SecretKey};

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use catchup::ethsync::chain::{chain_from_rlp_file, StateData};
-use catchup::ethsync::config::{SyncConfig, SyncMode};
-use catchup::ethsync::store::MemStore;
-use catchup::p2p::chain::{Profile, RawChain};
-use catchup::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
-use catchup::p2p::devnet::spawn_serving_peers;
-use catchup::p2p::sync_net::{run_sync, NetSyncConfig};
-use catchup::p2p::{LocalNode, NetConfig};
+use catchup::eth::net::chain::{Profile, RawChain};
+use catchup::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
+use catchup::eth::net::devnet::spawn_serving_peers;
+use catchup::eth::net::sync_net::{run_sync, NetSyncConfig};
+use catchup::eth::net::{LocalNode, NetConfig};
+use catchup::eth::sync::chain::{chain_from_rlp_file, StateData};
+use catchup::eth::sync::config::{SyncConfig, SyncMode};
+use catchup::eth::sync::store::MemStore;
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
 
@@ -186,7 +186,7 @@ fn devnet_snap_and_fast_sync_on_two_shards_each_dialing_its_own_peers() {
             peer_queue_len: 64,
         };
         let node = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
-        let report = catchup::p2p::sync_sharded::run_sync_sharded(
+        let report = catchup::eth::net::sync_sharded::run_sync_sharded(
             cfg,
             node,
             catchup_shards::RuntimeConfig::new(2),

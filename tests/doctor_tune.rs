@@ -323,9 +323,9 @@ fn tune_reads_a_fake_host_tree() {
 
 #[test]
 fn status_reads_a_running_admin_endpoint() {
-    let server = catchup::admin::AdminServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = catchup::node::admin::AdminServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().to_string();
-    catchup::admin::set_status("sync", serde_json::json!({"phase": "bodies", "peers": 5}));
+    catchup::node::admin::set_status("sync", serde_json::json!({"phase": "bodies", "peers": 5}));
     catchup_shards::metrics::counter("catchup_status_test_items_total", "Items.")
         .add(catchup_shards::ShardId(0), 9);
     let (code, v) = run_json(catchup().args(["--admin", &addr, "status", "--json"]));

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use catchup::download::sink::{PipelineSink, SinkFactory};
-use catchup::download::sync::{sync, SyncConfig};
+use catchup::solana::download::sink::{PipelineSink, SinkFactory};
+use catchup::solana::download::sync::{sync, SyncConfig};
 use catchup_http::Url;
 use download_support::*;
 
@@ -53,7 +53,7 @@ fn generated(accounts: u64, seed: u64) -> (tempfile::TempDir, String, Vec<u8>) {
 }
 
 fn pipeline_sink(datadir: &Path) -> Arc<SinkFactory> {
-    let cfg = catchup::snapshot::PipelineConfig {
+    let cfg = catchup::solana::snapshot::PipelineConfig {
         shards: 2,
         ..Default::default()
     };

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use catchup::download::client::{fetch_small, head_follow, ClientConfig};
-use catchup::download::serve::{serve_blocking, ServeConfig};
-use catchup::download::sink::{ArchiveSink, SinkFactory, StreamCheckSink};
-use catchup::download::sync::{sync, SyncConfig, SyncReport};
+use catchup::solana::download::client::{fetch_small, head_follow, ClientConfig};
+use catchup::solana::download::serve::{serve_blocking, ServeConfig};
+use catchup::solana::download::sink::{ArchiveSink, SinkFactory, StreamCheckSink};
+use catchup::solana::download::sync::{sync, SyncConfig, SyncReport};
 use catchup_http::{Method, Url};
 use download_support::*;
 
@@ -290,10 +290,10 @@ fn server_http_semantics() {
 #[test]
 fn demo_generated_snapshot_from_three_rated_sources_verifies() {
     let work = tempfile::tempdir().unwrap();
-    let mut cfg = catchup::download::demo::DemoConfig::new(work.path().to_path_buf());
+    let mut cfg = catchup::solana::download::demo::DemoConfig::new(work.path().to_path_buf());
     cfg.accounts = 20_000;
     cfg.chunk_size_bytes = 256 * 1024;
-    let rep = catchup::download::demo::run_demo(&cfg, Box::new(|_| {})).expect("demo");
+    let rep = catchup::solana::download::demo::run_demo(&cfg, Box::new(|_| {})).expect("demo");
     assert!(rep.sync.complete, "{rep:?}");
     let v = rep.sync.verified.as_ref().unwrap();
     assert_eq!(v["lt_hash_ok"], true);

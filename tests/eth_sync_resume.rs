@@ -231,8 +231,8 @@ fn kill_and_resume(mode: &str, marker: &'static str, threshold: u64) {
         }
     }
     // Its `/status` has a section per shard.
-    let status =
-        catchup::admin::fetch(&admin, "/status", Duration::from_secs(5)).expect("GET /status");
+    let status = catchup::node::admin::fetch(&admin, "/status", Duration::from_secs(5))
+        .expect("GET /status");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     for shard in ["eth_sync_shard_0", "eth_sync_shard_1"] {
         assert_eq!(status[shard]["status"]["mode"], mode, "{status}");

@@ -17,10 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use catchup::p2p::chainspec::{genesis_status, ChainSpec};
-use catchup::p2p::download::{fetch_bodies, fetch_headers, Downloaded};
-use catchup::p2p::eth_peer::EmptyResponder;
-use catchup::p2p::{EthPeer, LocalNode, NetConfig, NetError, PeerConn, Wire};
+use catchup::eth::net::chainspec::{genesis_status, ChainSpec};
+use catchup::eth::net::download::{fetch_bodies, fetch_headers, Downloaded};
+use catchup::eth::net::eth_peer::EmptyResponder;
+use catchup::eth::net::{EthPeer, LocalNode, NetConfig, NetError, PeerConn, Wire};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::eth::EthMessage;
 use catchup_devp2p::secp256k1::SecretKey;
@@ -178,7 +178,8 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
         return;
     }
     let spec = ChainSpec::from_genesis_json(&devnet.join("genesis.json")).unwrap();
-    let chain = catchup::p2p::chain::RawChain::from_rlp_file(&devnet.join("chain.rlp")).unwrap();
+    let chain =
+        catchup::eth::net::chain::RawChain::from_rlp_file(&devnet.join("chain.rlp")).unwrap();
     let genesis = chain.parent_of_first;
     let ours = genesis_status(&spec, genesis);
 
@@ -288,7 +289,7 @@ fn ethereumjs_serves_devnet_headers_and_bodies_over_rlpx() {
 fn chain_fork_id(
     spec: &ChainSpec,
     genesis: [u8; 32],
-    chain: &catchup::p2p::chain::RawChain,
+    chain: &catchup::eth::net::chain::RawChain,
 ) -> catchup_devp2p::forkid::ForkId {
-    catchup::p2p::chainspec::chain_status(spec, genesis, chain).fork_id
+    catchup::eth::net::chainspec::chain_status(spec, genesis, chain).fork_id
 }

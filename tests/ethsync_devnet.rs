@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use catchup::ethsync::chain::{chain_from_rlp_file, StateData};
-use catchup::ethsync::config::SyncMode;
-use catchup::ethsync::sim::{run_over, Profile, SimConfig};
+use catchup::eth::sync::chain::{chain_from_rlp_file, StateData};
+use catchup::eth::sync::config::SyncMode;
+use catchup::eth::sync::sim::{run_over, Profile, SimConfig};
 
 const ROOT: &str = "0x8fcfb02cfca007773bd55bc1c3e50a3c8612a59c87ce057e5957e8bf17c1728b";
 const HEAD: &str = "0x44e3809c9a3cda717f00aea3a9da336d149612c8d5657fbc0028176ef8d94d2a";

@@ -2,8 +2,8 @@
 //! seeds, in both modes. The engines must never panic, must drop those peers, and must
 //! still end with the right state and chain from the honest ones.
 
-use catchup::ethsync::config::SyncMode;
-use catchup::ethsync::sim::{run, Profile, SimConfig};
+use catchup::eth::sync::config::SyncMode;
+use catchup::eth::sync::sim::{run, Profile, SimConfig};
 use proptest::prelude::*;
 
 proptest! {

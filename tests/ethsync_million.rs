@@ -3,8 +3,8 @@
 //! restart in snap mode. The slowest tests of the suite (about two minutes per mode in a
 //! dev build on a 2-core machine); run alone with `cargo test --test ethsync_million`.
 
-use catchup::ethsync::config::SyncMode;
-use catchup::ethsync::sim::{run, Profile, SimConfig};
+use catchup::eth::sync::config::SyncMode;
+use catchup::eth::sync::sim::{run, Profile, SimConfig};
 
 fn million(mode: SyncMode, kills: Vec<u32>) {
     let mut cfg = SimConfig {

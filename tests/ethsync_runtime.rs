@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use catchup::ethsync::chain::{generate_chain, StateData};
-use catchup::ethsync::config::{SyncConfig, SyncMode};
-use catchup::ethsync::driver::{drive_shard, LoopbackTransport};
-use catchup::ethsync::engine::ShardMsg;
-use catchup::ethsync::sim::check_state;
-use catchup::ethsync::store::MemStore;
+use catchup::eth::sync::chain::{generate_chain, StateData};
+use catchup::eth::sync::config::{SyncConfig, SyncMode};
+use catchup::eth::sync::driver::{drive_shard, LoopbackTransport};
+use catchup::eth::sync::engine::ShardMsg;
+use catchup::eth::sync::sim::check_state;
+use catchup::eth::sync::store::MemStore;
 
 #[test]
 fn two_shards_on_the_runtime_sync_fast_and_snap() {
@@ -64,7 +64,7 @@ fn two_shards_on_the_runtime_sync_fast_and_snap() {
 
 #[test]
 fn restart_from_the_disk_store_continues_without_refetching() {
-    use catchup::ethsync::persist::DiskStore;
+    use catchup::eth::sync::persist::DiskStore;
     let state = Arc::new(StateData::generate(4_000, 800, 78));
     let chain = Arc::new(generate_chain(600, state.root, 78));
     let dir = tempfile::tempdir().unwrap();

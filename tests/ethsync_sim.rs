@@ -1,9 +1,9 @@
 //! Fast and snap sync under the deterministic simulator: byzantine peers, kills and
 //! restarts, determinism, mode switches, and resume without re-fetching.
 
-use catchup::ethsync::chain::SimRng;
-use catchup::ethsync::config::SyncMode;
-use catchup::ethsync::sim::{run, Profile, SimConfig, SimReport};
+use catchup::eth::sync::chain::SimRng;
+use catchup::eth::sync::config::SyncMode;
+use catchup::eth::sync::sim::{run, Profile, SimConfig, SimReport};
 
 fn small(seed: u64, mode: SyncMode) -> SimConfig {
     let mut c = SimConfig {

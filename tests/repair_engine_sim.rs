@@ -1,7 +1,7 @@
 //! The repair engine under the deterministic simulator: lossy, slow, lying and silent peers.
 
-use catchup::repair::sim::{run, SimPeer};
-use catchup::repair::EngineConfig;
+use catchup::solana::repair::sim::{run, SimPeer};
+use catchup::solana::repair::EngineConfig;
 use catchup_shred::ed25519_dalek::SigningKey;
 use catchup_shred::ledger::generate_ledger;
 use catchup_shred::Shred;

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use catchup::snapshot::generate::{generate, GenerateConfig};
-use catchup::snapshot::{Pipeline, PipelineConfig, PipelineError};
+use catchup::solana::snapshot::generate::{generate, GenerateConfig};
+use catchup::solana::snapshot::{Pipeline, PipelineConfig, PipelineError};
 use catchup_solana::tar::{padding_len, write_header, EntryKind, END_OF_ARCHIVE};
 use catchup_solana::unpack::{UnpackError, UnpackLimits};
 use catchup_solana::zstd;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use catchup::snapshot::{verify_archive_snapshot, PipelineConfig};
+use catchup::solana::snapshot::{verify_archive_snapshot, PipelineConfig};
 use catchup_solana::{base58_32, LtHash};
 
 fn fixtures() -> Option<PathBuf> {

@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use catchup::snapshot::generate::{generate, DataSize, GenerateConfig, Generated};
-use catchup::snapshot::{feed_file, verify_archive, Pipeline, PipelineConfig, PipelineError};
+use catchup::solana::snapshot::generate::{generate, DataSize, GenerateConfig, Generated};
+use catchup::solana::snapshot::{
+    feed_file, verify_archive, Pipeline, PipelineConfig, PipelineError,
+};
 use catchup_solana::zstd;
 
 fn cfg() -> PipelineConfig {

@@ -319,7 +319,7 @@ fn sync_repairs_the_gap_over_af_xdp_across_a_veth_pair() {
     if !netns_requirements_met() {
         return;
     }
-    let pair = catchup::repair::netns::VethPair::create("s", 223).expect("veth pair");
+    let pair = catchup::solana::repair::netns::VethPair::create("s", 223).expect("veth pair");
     let work = tempfile::tempdir().unwrap();
     let snaps = work.path().join("snapshots");
     let out = catchup()

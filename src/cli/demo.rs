@@ -16,16 +16,16 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::download::demo::{run_demo as run_solana_demo, DemoConfig};
-use crate::ethsync::chain::{generate_chain, ChainData, StateData};
-use crate::ethsync::config::{SyncConfig, SyncMode};
-use crate::p2p::chain::Profile;
-use crate::p2p::chainspec::{genesis_status, ChainSpec};
-use crate::p2p::devnet::spawn_serving_peers;
-use crate::p2p::eth_peer::StatusInfo;
-use crate::p2p::sync_net::{NetSyncConfig, NetSyncReport};
-use crate::p2p::sync_sharded::run_sync_sharded;
-use crate::p2p::{LocalNode, NetConfig};
+use crate::eth::net::chain::Profile;
+use crate::eth::net::chainspec::{genesis_status, ChainSpec};
+use crate::eth::net::devnet::spawn_serving_peers;
+use crate::eth::net::eth_peer::StatusInfo;
+use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
+use crate::eth::net::sync_sharded::run_sync_sharded;
+use crate::eth::net::{LocalNode, NetConfig};
+use crate::eth::sync::chain::{generate_chain, ChainData, StateData};
+use crate::eth::sync::config::{SyncConfig, SyncMode};
+use crate::solana::download::demo::{run_demo as run_solana_demo, DemoConfig};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
 

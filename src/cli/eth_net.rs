@@ -9,17 +9,17 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
-use crate::ethsync::chain::{chain_from_rlp_file, StateData};
-use crate::ethsync::config::{SyncConfig, SyncMode};
-use crate::ethsync::serve::ServingPeer;
-use crate::p2p::chain::{Profile, RawChain};
-use crate::p2p::chainspec::{chain_status, genesis_status, ChainSpec};
-use crate::p2p::engine_serve::EngineResponder;
-use crate::p2p::node_key;
-use crate::p2p::server::{resolve_listen, serve, ServeConfig};
-use crate::p2p::sync_net::{NetSyncConfig, NetSyncReport};
-use crate::p2p::sync_sharded::{run_sync_sharded_with, SyncExtras};
-use crate::p2p::{LocalNode, NetConfig};
+use crate::eth::net::chain::{Profile, RawChain};
+use crate::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
+use crate::eth::net::engine_serve::EngineResponder;
+use crate::eth::net::node_key;
+use crate::eth::net::server::{resolve_listen, serve, ServeConfig};
+use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
+use crate::eth::net::sync_sharded::{run_sync_sharded_with, SyncExtras};
+use crate::eth::net::{LocalNode, NetConfig};
+use crate::eth::serve::ServingPeer;
+use crate::eth::sync::chain::{chain_from_rlp_file, StateData};
+use crate::eth::sync::config::{SyncConfig, SyncMode};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
 
@@ -201,9 +201,9 @@ impl Shown {
 
 type Served = (
     Shown,
-    Arc<crate::ethsync::chain::ChainData>,
+    Arc<crate::eth::sync::chain::ChainData>,
     Option<Arc<StateData>>,
-    crate::p2p::eth_peer::StatusInfo,
+    crate::eth::net::eth_peer::StatusInfo,
 );
 
 /// A generated chain (genesis included, every block over the generated state) on a chain
@@ -218,11 +218,11 @@ fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
         "--generate-blocks must be in 1..=1000000"
     );
     let state = StateData::generate(accounts, a.generate_big_storage_slots, a.seed);
-    let chain = crate::ethsync::chain::generate_chain(a.generate_blocks, state.root, a.seed);
+    let chain = crate::eth::sync::chain::generate_chain(a.generate_blocks, state.root, a.seed);
     let spec = ChainSpec::without_forks(a.network_id);
     let genesis = chain.headers[0].hash.0;
     let head = chain.head().clone();
-    let status = crate::p2p::eth_peer::StatusInfo {
+    let status = crate::eth::net::eth_peer::StatusInfo {
         network_id: spec.chain_id,
         total_difficulty: Vec::new(),
         head_hash: head.hash.0,
@@ -276,7 +276,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         let status = chain_status(&spec, genesis, &raw);
         (Shown::of(&raw, genesis), chain, state, status)
     } else {
-        let (raw, data, td) = crate::p2p::chain::load_era1(&a.era1)?;
+        let (raw, data, td) = crate::eth::net::chain::load_era1(&a.era1)?;
         let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
             (Some(g), _) => (ChainSpec::from_genesis_json(g)?, genesis_hash(g)?),
             (None, Some(h)) => {
@@ -429,7 +429,11 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         max_runtime_ms: a.timeout_s.saturating_mul(1000),
         peer_queue_len: 256,
     };
-    let bar = crate::obs::progress_bar(None, crate::obs::ProgressUnit::Items("items"), a.json);
+    let bar = crate::node::obs::progress_bar(
+        None,
+        crate::node::obs::ProgressUnit::Items("items"),
+        a.json,
+    );
     let extras = SyncExtras {
         shard_dirs: Some(shard_dirs),
         progress_every_ms: a.progress_every_ms,
@@ -624,7 +628,11 @@ pub fn run_bench_rlpx(a: &RlpxBenchArgs, _global: &GlobalOpts) -> anyhow::Result
                 for &size in &sizes {
                     for compressible in [true, false] {
                         let messages = (total / size as u64).max(1);
-                        out.push(crate::p2p::bench::measure(size, messages, compressible));
+                        out.push(crate::eth::net::bench::measure(
+                            size,
+                            messages,
+                            compressible,
+                        ));
                     }
                 }
                 (shard.id().0, out)

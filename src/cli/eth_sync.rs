@@ -6,13 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use crate::ethsync::chain::{chain_from_rlp_file, generate_chain, ChainData, StateData};
-use crate::ethsync::config::{SyncConfig, SyncMode};
-use crate::ethsync::driver::{drive_shard, LoopbackTransport};
-use crate::ethsync::engine::ShardMsg;
-use crate::ethsync::persist::DiskStore;
-use crate::ethsync::sim::{self, Profile, SimConfig, SimReport};
-use crate::ethsync::store::MemStore;
+use crate::eth::sync::chain::{chain_from_rlp_file, generate_chain, ChainData, StateData};
+use crate::eth::sync::config::{SyncConfig, SyncMode};
+use crate::eth::sync::driver::{drive_shard, LoopbackTransport};
+use crate::eth::sync::engine::ShardMsg;
+use crate::eth::sync::persist::DiskStore;
+use crate::eth::sync::sim::{self, Profile, SimConfig, SimReport};
+use crate::eth::sync::store::MemStore;
 
 use super::GlobalOpts;
 
@@ -287,8 +287,8 @@ pub struct RuntimeReport {
     /// Records a restart found in the data directory.
     pub loaded_records: u64,
     pub elapsed_ms: u64,
-    pub progress: crate::ethsync::engine::Progress,
-    pub status: crate::ethsync::engine::Status,
+    pub progress: crate::eth::sync::engine::Progress,
+    pub status: crate::eth::sync::engine::Status,
 }
 
 /// The chain, state and settings the arguments describe (generated, or the devnet).
@@ -398,7 +398,7 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
         failures.join("; ")
     );
     let status = outcomes[0].status.clone();
-    let mut progress = crate::ethsync::engine::Progress::default();
+    let mut progress = crate::eth::sync::engine::Progress::default();
     for o in &outcomes {
         progress.add(&o.progress);
     }

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::obs::{init_logging, LogFormat};
+use crate::node::obs::{init_logging, LogFormat};
 
 pub mod bench;
 pub mod demo;
@@ -76,8 +76,8 @@ pub fn main() -> i32 {
         "info"
     };
     init_logging(cli.global.log_format, default_level);
-    let _admin = match crate::admin::start_for_command(
-        &cli.global,
+    let _admin = match crate::node::admin::start_for_command(
+        cli.global.admin,
         matches!(cli.command, Command::Status(_)),
     ) {
         Ok(a) => a,

@@ -14,9 +14,9 @@ use catchup_shred::Shred;
 use rand::{Rng, SeedableRng};
 
 use super::GlobalOpts;
-use crate::repair::driver::{parse_pubkey, pubkey_to_string};
-use crate::repair::server::{serve, Faults};
-use crate::repair::{repair, LeaderSchedule, NetPath, PeerSpec, RepairJob};
+use crate::solana::repair::driver::{parse_pubkey, pubkey_to_string};
+use crate::solana::repair::server::{serve, Faults};
+use crate::solana::repair::{repair, LeaderSchedule, NetPath, PeerSpec, RepairJob};
 
 /// Repair the shreds of a slot range from repair peers (newest slots first), verifying
 /// every shred (Merkle proof and leader signature).
@@ -326,14 +326,17 @@ fn in_netns<T: Send + 'static>(
 ) -> anyhow::Result<T> {
     let ns = ns.to_string();
     std::thread::spawn(move || {
-        crate::repair::netns::enter(&ns)?;
+        crate::solana::repair::netns::enter(&ns)?;
         f()
     })
     .join()
     .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
 }
 
-fn rx_only(pair: &crate::repair::netns::VethPair, seconds: u64) -> anyhow::Result<RxResult> {
+fn rx_only(
+    pair: &crate::solana::repair::netns::VethPair,
+    seconds: u64,
+) -> anyhow::Result<RxResult> {
     use catchup_io::xdp::{iface_info, parse_udp_frame, XdpProgram, XskConfig, XskSocket};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
@@ -346,7 +349,7 @@ fn rx_only(pair: &crate::repair::netns::VethPair, seconds: u64) -> anyhow::Resul
     let rx = std::thread::spawn({
         let ns = pair.b.clone();
         move || -> anyhow::Result<(u64, f64)> {
-            crate::repair::netns::enter(&ns)?;
+            crate::solana::repair::netns::enter(&ns)?;
             let info = iface_info(&iface)?;
             let mut prog = XdpProgram::attach(&iface, port, 1, true)?;
             let mut sock = XskSocket::new(info.index, 0, XskConfig::default())?;
@@ -388,7 +391,7 @@ fn rx_only(pair: &crate::repair::netns::VethPair, seconds: u64) -> anyhow::Resul
     let s3 = sent.clone();
     let blast = in_netns(&pair.a, move || {
         let s = std::net::UdpSocket::bind((from, 0))?;
-        crate::repair::driver::set_socket_buffers(&s, 8 << 20);
+        crate::solana::repair::driver::set_socket_buffers(&s, 8 << 20);
         let payload = vec![0x5au8; 1207];
         let t = Instant::now();
         let mut n = 0u64;
@@ -431,7 +434,7 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     {
         bail!("--slots 1..=10000, --shreds-per-slot 1..=32768, --udp-shards >= 1");
     }
-    let pair = crate::repair::netns::VethPair::create("b", 250)?;
+    let pair = crate::solana::repair::netns::VethPair::create("b", 250)?;
     let exe = std::env::current_exe()?;
     let listen = format!("{}:8301", pair.ip_a());
     let mut server = std::process::Command::new("ip")
@@ -474,7 +477,7 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         .map_err(|e| anyhow::anyhow!(e))?;
     let leader = parse_pubkey(info["leader"].as_str().unwrap_or_default())
         .map_err(|e| anyhow::anyhow!(e))?;
-    let cores = crate::repair::driver::client_cores();
+    let cores = crate::solana::repair::driver::client_cores();
     let job = |path: NetPath, shards: usize| RepairJob {
         from_slot: 1000,
         to_slot: 1000 + a.slots - 1,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use catchup_http::Url;
 
 use super::GlobalOpts;
-use crate::download::serve::{serve_blocking, ServeConfig};
-use crate::download::sink::{ArchiveSink, PipelineSink, SinkFactory, StreamCheckSink};
-use crate::download::sync::{sync, Progress, SyncConfig, SyncReport};
+use crate::solana::download::serve::{serve_blocking, ServeConfig};
+use crate::solana::download::sink::{ArchiveSink, PipelineSink, SinkFactory, StreamCheckSink};
+use crate::solana::download::sync::{sync, Progress, SyncConfig, SyncReport};
 
 /// Parse a size with an optional binary suffix: `65536`, `64K`, `64M`, `1G` (also `KiB`, `MiB`, `GiB`).
 pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
@@ -106,7 +106,7 @@ pub struct SyncArgs {
     /// the snapshot from, as ADDR:PORT or PUBKEY@ADDR:PORT; repeatable. Without any, the
     /// repair phase is skipped.
     #[arg(long = "repair-peer", value_name = "PEER")]
-    pub repair_peers: Vec<crate::repair::PeerSpec>,
+    pub repair_peers: Vec<crate::solana::repair::PeerSpec>,
     /// The cluster tip: the last slot the repair phase fetches (needed with --repair-peer).
     #[arg(long, value_name = "SLOT")]
     pub tip_slot: Option<u64>,
@@ -175,7 +175,7 @@ pub fn sink_factory(
             Arc::new(|| Ok(Box::new(StreamCheckSink::new()?) as Box<dyn ArchiveSink>))
         }
         VerifyMode::Full => {
-            let mut cfg = crate::snapshot::PipelineConfig::default();
+            let mut cfg = crate::solana::snapshot::PipelineConfig::default();
             if let Some(n) = shards {
                 cfg.shards = n.max(1);
             }
@@ -254,7 +254,7 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut n = 0u64;
     let progress = Box::new(move |p: &Progress| {
         n += 1;
-        crate::admin::set_status(
+        crate::node::admin::set_status(
             "snapshot_download",
             serde_json::to_value(p).unwrap_or_default(),
         );
@@ -280,7 +280,7 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         b.finish_and_clear();
     }
     let report = result?;
-    crate::admin::set_status(
+    crate::node::admin::set_status(
         "snapshot_download",
         serde_json::json!({ "finished": &report }),
     );
@@ -326,10 +326,10 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
 
 /// The repair phase as the flags ask for it.
 struct RepairPlan {
-    peers: Vec<crate::repair::PeerSpec>,
+    peers: Vec<crate::solana::repair::PeerSpec>,
     tip_slot: u64,
-    leaders: crate::repair::LeaderSchedule,
-    path: crate::repair::NetPath,
+    leaders: crate::solana::repair::LeaderSchedule,
+    path: crate::solana::repair::NetPath,
     shards: usize,
     deadline_ms: u64,
     batch_slots: u64,
@@ -348,7 +348,7 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
     let Some(leader) = &args.leader else {
         anyhow::bail!("--repair-peer needs --leader (the base58 identity that signs the shreds)");
     };
-    let leader = crate::repair::driver::parse_pubkey(leader)
+    let leader = crate::solana::repair::driver::parse_pubkey(leader)
         .map_err(|e| anyhow::anyhow!("--leader: {e}"))?;
     if args.repair_batch_slots == 0 {
         anyhow::bail!("--repair-batch-slots must be at least 1");
@@ -358,18 +358,18 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
     }
     let bind = std::net::Ipv4Addr::UNSPECIFIED;
     let path = match &args.repair_xdp {
-        Some(iface) => crate::repair::NetPath::Xdp {
+        Some(iface) => crate::solana::repair::NetPath::Xdp {
             iface: iface.clone(),
             queues: Vec::new(),
             port: args.repair_xdp_port,
             bind,
         },
-        None => crate::repair::NetPath::Udp { bind },
+        None => crate::solana::repair::NetPath::Udp { bind },
     };
     Ok(Some(RepairPlan {
         peers: args.repair_peers.clone(),
         tip_slot,
-        leaders: crate::repair::LeaderSchedule::Fixed(leader),
+        leaders: crate::solana::repair::LeaderSchedule::Fixed(leader),
         path,
         shards: args.repair_shards,
         deadline_ms: args.repair_timeout_secs.saturating_mul(1000),
@@ -383,10 +383,10 @@ fn run_repair_phase(
     plan: RepairPlan,
     snapshot_slot: u64,
     json: bool,
-) -> anyhow::Result<crate::repair::RepairSummary> {
+) -> anyhow::Result<crate::solana::repair::RepairSummary> {
     let from_slot = snapshot_slot.saturating_add(1);
     if plan.tip_slot < from_slot {
-        let s = crate::repair::RepairSummary {
+        let s = crate::solana::repair::RepairSummary {
             from_slot,
             to_slot: plan.tip_slot,
             complete: true,
@@ -408,7 +408,7 @@ fn run_repair_phase(
         "slots_remaining": gap,
         "peers": plan.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
     });
-    crate::admin::set_status("repair", status.clone());
+    crate::node::admin::set_status("repair", status.clone());
     if json {
         println!(
             "{}",
@@ -434,7 +434,7 @@ fn run_repair_phase(
         b
     });
     let start = std::time::Instant::now();
-    let mut total = crate::repair::RepairOutcome::default();
+    let mut total = crate::solana::repair::RepairOutcome::default();
     let mut paths = Vec::new();
     let mut hi = plan.tip_slot;
     for batch in 0..batches {
@@ -446,7 +446,7 @@ fn run_repair_phase(
             break;
         }
         let share_ms = (left_ms / (batches - batch)).max(1);
-        let o = crate::repair::repair_after_snapshot(
+        let o = crate::solana::repair::repair_after_snapshot(
             lo - 1,
             hi,
             plan.peers.clone(),
@@ -474,7 +474,7 @@ fn run_repair_phase(
             "batch": batch + 1,
             "batches": batches,
         });
-        crate::admin::set_status("repair", p.clone());
+        crate::node::admin::set_status("repair", p.clone());
         if let Some(b) = &bar {
             b.set_position(repaired);
             b.set_message(format!("{shreds_per_s:.0} shreds/s"));
@@ -499,9 +499,10 @@ fn run_repair_phase(
     total.elapsed_ms = start.elapsed().as_millis() as u64;
     total.shreds_per_s = total.shreds as f64 * 1000.0 / total.elapsed_ms.max(1) as f64;
     total.complete = total.slots.len() as u64 == gap;
-    let mut summary = crate::repair::summarize(from_slot, plan.tip_slot, &plan.peers, &total);
+    let mut summary =
+        crate::solana::repair::summarize(from_slot, plan.tip_slot, &plan.peers, &total);
     summary.paths = paths;
-    crate::admin::set_status(
+    crate::node::admin::set_status(
         "repair",
         serde_json::json!({ "finished": &summary, "slots_remaining": summary.missing_count }),
     );
@@ -509,7 +510,10 @@ fn run_repair_phase(
 }
 
 /// Add one batch's outcome to the running total (slots, counters, per-shard peer health).
-fn merge_outcome(total: &mut crate::repair::RepairOutcome, mut o: crate::repair::RepairOutcome) {
+fn merge_outcome(
+    total: &mut crate::solana::repair::RepairOutcome,
+    mut o: crate::solana::repair::RepairOutcome,
+) {
     total.slots_total += o.slots_total;
     total.slots_complete += o.slots_complete;
     total.shreds += o.shreds;
@@ -518,7 +522,7 @@ fn merge_outcome(total: &mut crate::repair::RepairOutcome, mut o: crate::repair:
 }
 
 /// The snapshot's report; in JSON with the repair phase's summary as `repair`.
-fn print_report(r: &SyncReport, repair: Option<&crate::repair::RepairSummary>, json: bool) {
+fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSummary>, json: bool) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         if let (Some(obj), Some(rep)) = (v.as_object_mut(), repair) {
@@ -566,7 +570,7 @@ fn print_report(r: &SyncReport, repair: Option<&crate::repair::RepairSummary>, j
     }
 }
 
-fn print_repair(rep: &crate::repair::RepairSummary) {
+fn print_repair(rep: &crate::solana::repair::RepairSummary) {
     println!("{}", rep.line());
     if let Some(reason) = &rep.fallback_reason {
         println!("  AF_XDP unavailable, repaired over UDP: {reason}");

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::GlobalOpts;
-use crate::snapshot::generate::{generate, DataSize, GenerateConfig};
-use crate::snapshot::{
+use crate::solana::snapshot::generate::{generate, DataSize, GenerateConfig};
+use crate::solana::snapshot::{
     verify_archive_snapshot, Pipeline, PipelineConfig, PipelineError, VerifyReport,
 };
 
@@ -217,7 +217,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
     let tmp = std::env::temp_dir().join(format!("catchup-inspect-{}-{nanos}", std::process::id()));
     let result = (|| -> Result<_, PipelineError> {
         let mut p = Pipeline::new(&tmp, a.pipeline.config())?;
-        crate::snapshot::feed_file(&mut p, &a.archive)?;
+        crate::solana::snapshot::feed_file(&mut p, &a.archive)?;
         let v = p.finish()?;
         let accounts = if a.accounts {
             Some(v.accounts()?)
@@ -371,7 +371,7 @@ pub struct SnapshotBenchArgs {
 
 /// `catchup bench snapshot`.
 pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
-    use crate::snapshot::bench::{run_bench, BenchConfig};
+    use crate::solana::snapshot::bench::{run_bench, BenchConfig};
     let shards = a
         .shards
         .unwrap_or_else(|| {

@@ -75,10 +75,10 @@ pub fn run(cmd: StatusCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         .context("status: give the node's admin endpoint with --admin ADDR")?
         .to_string();
     let timeout = Duration::from_millis(cmd.timeout_ms.max(1));
-    let status_text = crate::admin::fetch(&addr, "/status", timeout)?;
+    let status_text = crate::node::admin::fetch(&addr, "/status", timeout)?;
     let status: Value = serde_json::from_str(&status_text)
         .with_context(|| format!("status: {addr}/status is not JSON"))?;
-    let metrics_text = crate::admin::fetch(&addr, "/metrics", timeout)?;
+    let metrics_text = crate::node::admin::fetch(&addr, "/metrics", timeout)?;
     let totals = metric_totals(&metrics_text);
     if cmd.json {
         let doc = serde_json::json!({ "admin": addr, "status": status, "metrics": totals });

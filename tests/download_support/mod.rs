@@ -290,13 +290,13 @@ pub fn addr(port: u16) -> SocketAddr {
 /// A valid generated snapshot archive (correct LtHash and capitalization) in `out_dir`;
 /// returns its path. The name carries the LtHash, so another seed gives another name.
 pub fn gen_snapshot(out_dir: &Path, accounts: u64, seed: u64) -> PathBuf {
-    let cfg = catchup::snapshot::generate::GenerateConfig {
+    let cfg = catchup::solana::snapshot::generate::GenerateConfig {
         accounts,
         seed,
         slot: 100,
         ..Default::default()
     };
-    catchup::snapshot::generate::generate(&cfg, out_dir)
+    catchup::solana::snapshot::generate::generate(&cfg, out_dir)
         .expect("generate snapshot")
         .path
 }

@@ -6,7 +6,7 @@
 //!   total, rate, ETA and any extra fields (queue sizes), from a sampling closure.
 //! * [`progress_bar`] gives an `indicatif` bar on a terminal and a hidden one otherwise.
 //! * Per-shard counters and gauges live in [`catchup_shards::metrics`]; the admin endpoint
-//!   ([`crate::admin`]) serves them.
+//!   ([`crate::node::admin`]) serves them.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};

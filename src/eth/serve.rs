@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use alloy_primitives::B256;
 
-use super::chain::{ChainData, SimRng, StateData};
-use super::trie::{self, ChildRef, Node};
-use super::types::{Account, HashOrNumber, Request, Response, TriePath};
+use crate::eth::sync::chain::{ChainData, SimRng, StateData};
+use crate::eth::sync::trie::{self, ChildRef, Node};
+use crate::eth::sync::types::{Account, HashOrNumber, Request, Response, TriePath};
 use catchup_eth::rlp;
 
 /// Soft limit of one response's size (as geth's `softResponseLimit`).
@@ -426,14 +426,14 @@ pub fn garbage(resp: Response, rng: &mut SimRng) -> Response {
         }
         Response::BlockBodies(b) => Response::BlockBodies(
             b.iter()
-                .map(|x| super::types::Body {
+                .map(|x| crate::eth::sync::types::Body {
                     raw: junk(x.raw.len()),
                 })
                 .collect(),
         ),
         Response::Receipts(r) => Response::Receipts(
             r.iter()
-                .map(|x| super::types::Receipts {
+                .map(|x| crate::eth::sync::types::Receipts {
                     raw: junk(x.raw.len()),
                 })
                 .collect(),
@@ -531,8 +531,8 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ethsync::chain::{generate_chain, StateData};
-    use crate::ethsync::types::Header;
+    use crate::eth::sync::chain::{generate_chain, StateData};
+    use crate::eth::sync::types::Header;
 
     #[test]
     fn serves_within_limits_and_proves_ranges() {

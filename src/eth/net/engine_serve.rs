@@ -1,11 +1,11 @@
-//! Serving over the wire with the sync's serving peer (`crate::ethsync::serve::ServingPeer`):
+//! Serving over the wire with the sync's serving peer (`crate::eth::serve::ServingPeer`):
 //! eth headers/bodies/receipts/node data and snap/1 from a chain and a state, with the
 //! same fault profiles the simulator uses.
 
 use std::cell::{Cell, RefCell};
 
-use crate::ethsync::chain::SimRng;
-use crate::ethsync::serve::{corrupt, ServingPeer};
+use crate::eth::serve::{corrupt, ServingPeer};
+use crate::eth::sync::chain::SimRng;
 
 use super::chain::Profile;
 use super::convert;

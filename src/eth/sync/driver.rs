@@ -12,9 +12,9 @@ use catchup_shards::Shard;
 use super::chain::{ChainData, StateData};
 use super::config::SyncConfig;
 use super::engine::{Action, Engine, Event, Progress, ShardMsg, Status};
-use super::serve::ServingPeer;
 use super::store::SyncStore;
 use super::types::{PeerId, ReqId, Request};
+use crate::eth::serve::ServingPeer;
 
 /// How requests reach peers. The devp2p layer implements this over RLPx (eth/68, snap/1);
 /// [`LoopbackTransport`] answers from in-process serving peers.
@@ -125,7 +125,7 @@ fn publish(shard: usize, engine: &Engine) {
         "{}",
         super::engine::progress_line(&status, &progress)
     );
-    crate::admin::set_status(
+    crate::node::admin::set_status(
         &format!("ethsync_shard_{shard}"),
         serde_json::json!({ "status": status, "progress": progress }),
     );

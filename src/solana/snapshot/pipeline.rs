@@ -1,5 +1,5 @@
 //! The push-based snapshot pipeline: compressed bytes in, a verified and indexed account
-//! set on disk out. See the module docs of [`crate::snapshot`] for how to feed it.
+//! set on disk out. See the module docs of [`crate::solana::snapshot`] for how to feed it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -556,7 +556,7 @@ enum Decode {
 // ---------------------------------------------------------------------------------------
 // The pipeline
 
-/// Push-based snapshot pipeline. See [`crate::snapshot`].
+/// Push-based snapshot pipeline. See [`crate::solana::snapshot`].
 pub struct Pipeline {
     cfg: PipelineConfig,
     datadir: PathBuf,

@@ -12,10 +12,10 @@ use serde::Serialize;
 use super::chain::{generate_chain, generate_chain_with_roots, ChainData, SimRng, StateData};
 use super::config::{SyncConfig, SyncMode};
 use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
-use super::serve::{corrupt, garbage, Fault, ServingPeer};
 use super::store::{MemStore, SyncStore};
 use super::trie::{ChildRef, Node, EMPTY_CODE, EMPTY_ROOT};
 use super::types::{Account, PeerId};
+use crate::eth::serve::{corrupt, garbage, Fault, ServingPeer};
 
 /// A mix of peer behaviours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -602,7 +602,7 @@ fn publish(engines: &[Engine], carried: &Progress, line: bool) {
     if line {
         eprintln!("{}", progress_line(&status, &progress));
     }
-    crate::admin::set_status(
+    crate::node::admin::set_status(
         "ethsync",
         serde_json::json!({ "status": status, "progress": progress }),
     );

@@ -247,13 +247,13 @@ pub fn sync(
         async move {
             let shard = Rc::new(shard);
             if shard.id().0 != 0 {
-                let span = crate::obs::shard_span(shard.id().0);
+                let span = crate::node::obs::shard_span(shard.id().0);
                 tracing::Instrument::instrument(fetch_worker(shard), span).await;
                 return None;
             }
             let p = progress.lock().unwrap_or_else(|e| e.into_inner()).take();
             let p: ProgressFn = p.unwrap_or_else(|| Box::new(|_| {}));
-            let span = crate::obs::shard_span(0);
+            let span = crate::node::obs::shard_span(0);
             let r = tracing::Instrument::instrument(
                 sync_async(cfg, sink_factory, p, Some(shard.clone())),
                 span,

@@ -139,25 +139,26 @@ impl ArchiveSink for StreamCheckSink {
 /// The full snapshot pipeline as a sink: decompress, unpack into `datadir`, index, and
 /// verify the accounts LtHash and capitalization against the manifest.
 pub struct PipelineSink {
-    pipeline: crate::snapshot::Pipeline,
+    pipeline: crate::solana::snapshot::Pipeline,
 }
 
 impl PipelineSink {
     pub fn new(
         datadir: &std::path::Path,
-        cfg: crate::snapshot::PipelineConfig,
+        cfg: crate::solana::snapshot::PipelineConfig,
     ) -> Result<PipelineSink, SinkError> {
-        let pipeline = crate::snapshot::Pipeline::new(datadir, cfg).map_err(|e| SinkError {
-            offset_bytes: 0,
-            message: format!("cannot start the snapshot pipeline: {e}"),
-        })?;
+        let pipeline =
+            crate::solana::snapshot::Pipeline::new(datadir, cfg).map_err(|e| SinkError {
+                offset_bytes: 0,
+                message: format!("cannot start the snapshot pipeline: {e}"),
+            })?;
         Ok(PipelineSink { pipeline })
     }
 
     /// A factory making a fresh pipeline into `datadir` for every (re)start.
     pub fn factory(
         datadir: std::path::PathBuf,
-        cfg: crate::snapshot::PipelineConfig,
+        cfg: crate::solana::snapshot::PipelineConfig,
     ) -> std::sync::Arc<SinkFactory> {
         std::sync::Arc::new(move || {
             Ok(Box::new(PipelineSink::new(&datadir, cfg.clone())?) as Box<dyn ArchiveSink>)

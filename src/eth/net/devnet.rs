@@ -13,8 +13,8 @@ use super::engine_serve::EngineResponder;
 use super::eth_peer::StatusInfo;
 use super::server::{accept_loop, resolve_listen, ServeConfig};
 use super::{LocalNode, NetConfig};
-use crate::ethsync::chain::{ChainData, StateData};
-use crate::ethsync::serve::ServingPeer;
+use crate::eth::serve::ServingPeer;
+use crate::eth::sync::chain::{ChainData, StateData};
 
 /// Start one serving peer per profile on `127.0.0.1` (ports picked by the OS), answering
 /// from `chain` and `state` with `status` in the handshake. Peers stop accepting once

@@ -1,4 +1,4 @@
-//! The sync engines (`crate::ethsync::engine`) driven over RLPx peers: engine actions become
+//! The sync engines (`crate::eth::sync::engine`) driven over RLPx peers: engine actions become
 //! eth/snap requests on the wire, answers and deadlines become engine events. One task per
 //! peer carries its requests in order; the engines (one per shard of the key space) run in
 //! this executor and exchange their shard messages through a local queue.
@@ -14,10 +14,10 @@ use catchup_devp2p::eth::{EthMessage, HashOrNumber};
 use glommio::channels::local_channel;
 use serde::Serialize;
 
-use crate::ethsync::config::SyncConfig;
-use crate::ethsync::engine::{Action, Engine, Event, Progress, Status};
-use crate::ethsync::store::MemStore;
-use crate::ethsync::types::{Header, PeerId, ReqId, Request, Response};
+use crate::eth::sync::config::SyncConfig;
+use crate::eth::sync::engine::{Action, Engine, Event, Progress, Status};
+use crate::eth::sync::store::MemStore;
+use crate::eth::sync::types::{Header, PeerId, ReqId, Request, Response};
 
 use super::conn::{LocalNode, NetConfig, NetError, PeerConn};
 use super::convert;
@@ -308,7 +308,7 @@ pub async fn run_sync(
     assert_eq!(stores.len(), shards, "one store per shard");
     let cfg = Rc::new(NetSyncConfig { shards, ..cfg });
     let mut local = local;
-    if cfg.sync.mode == crate::ethsync::config::SyncMode::Fast {
+    if cfg.sync.mode == crate::eth::sync::config::SyncMode::Fast {
         // Fast sync fetches state by node hash (GetNodeData), which only eth/66 carries.
         local
             .capabilities

@@ -241,14 +241,14 @@ fn respond(stream: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> std::
     stream.flush()
 }
 
-/// Start the endpoint given by the global `--admin ADDR`, except for commands that read
+/// Start the endpoint given by `--admin ADDR` (`admin`), except for commands that read
 /// it (`is_client`, e.g. `catchup status`). Keep the returned server alive while the
 /// command runs.
 pub fn start_for_command(
-    global: &crate::cli::GlobalOpts,
+    admin: Option<SocketAddr>,
     is_client: bool,
 ) -> Result<Option<AdminServer>, AdminError> {
-    match global.admin {
+    match admin {
         Some(addr) if !is_client => AdminServer::start(addr).map(Some),
         _ => Ok(None),
     }

@@ -15,8 +15,8 @@ use catchup_shred::ledger::generate_ledger;
 use catchup_shred::serve::MemLedger;
 use catchup_shred::Shred;
 
-use crate::repair::server::Faults;
-use crate::repair::{LeaderSchedule, NetPath, PeerSpec, RepairSummary};
+use crate::solana::repair::server::Faults;
+use crate::solana::repair::{LeaderSchedule, NetPath, PeerSpec, RepairSummary};
 
 use super::serve::{serve_blocking, ServeConfig};
 use super::sink::PipelineSink;
@@ -114,7 +114,7 @@ pub enum DemoError {
     #[error("demo: repair server: {0}")]
     RepairServe(String),
     #[error("demo: repair: {0}")]
-    Repair(#[from] crate::repair::driver::DriverError),
+    Repair(#[from] crate::solana::repair::driver::DriverError),
 }
 
 struct Source {
@@ -166,12 +166,12 @@ pub fn run_demo(cfg: &DemoConfig, progress: ProgressFn) -> Result<DemoReport, De
     let snaps = cfg.workdir.join("snapshots");
     std::fs::create_dir_all(&snaps)
         .map_err(|e| DemoError::Generate(format!("{}: {e}", snaps.display())))?;
-    let gcfg = crate::snapshot::generate::GenerateConfig {
+    let gcfg = crate::solana::snapshot::generate::GenerateConfig {
         accounts: cfg.accounts,
         slot: 100,
         ..Default::default()
     };
-    let generated = crate::snapshot::generate::generate(&gcfg, &snaps)
+    let generated = crate::solana::snapshot::generate::generate(&gcfg, &snaps)
         .map_err(|e| DemoError::Generate(e.to_string()))?;
     let mut sources = Vec::new();
     let mut urls = Vec::new();
@@ -187,7 +187,7 @@ pub fn run_demo(cfg: &DemoConfig, progress: ProgressFn) -> Result<DemoReport, De
     scfg.sources = urls.clone();
     scfg.coordinator.chunk_size_bytes = cfg.chunk_size_bytes;
     scfg.progress_interval_ms = 1000;
-    let pcfg = crate::snapshot::PipelineConfig {
+    let pcfg = crate::solana::snapshot::PipelineConfig {
         shards: cfg.shards.max(1),
         ..Default::default()
     };
@@ -260,8 +260,10 @@ fn start_repair_server(
                     }
                 }
                 let stop = || s2.load(Ordering::Relaxed);
-                if let Err(e) =
-                    crate::repair::server::serve(sock, &ledger, identity, faults, seed, stop).await
+                if let Err(e) = crate::solana::repair::server::serve(
+                    sock, &ledger, identity, faults, seed, stop,
+                )
+                .await
                 {
                     tracing::warn!("demo repair server: {e}");
                 }
@@ -330,7 +332,7 @@ fn repair_phase(cfg: &DemoConfig, snapshot_slot: u64) -> Result<RepairDemoReport
         names.push(format!("{profile}@{addr}"));
     }
     let leader_key = leader.verifying_key().to_bytes();
-    let outcome = crate::repair::repair_after_snapshot(
+    let outcome = crate::solana::repair::repair_after_snapshot(
         snapshot_slot,
         tip,
         peers.clone(),
@@ -343,7 +345,7 @@ fn repair_phase(cfg: &DemoConfig, snapshot_slot: u64) -> Result<RepairDemoReport
     );
     drop(servers);
     let outcome = outcome?;
-    let summary = crate::repair::summarize(first, tip, &peers, &outcome);
+    let summary = crate::solana::repair::summarize(first, tip, &peers, &outcome);
     let mut slots_identical = 0;
     let mut slots_differing = Vec::new();
     for (slot, got) in &outcome.slots {
@@ -360,7 +362,7 @@ fn repair_phase(cfg: &DemoConfig, snapshot_slot: u64) -> Result<RepairDemoReport
         summary.complete && slots_differing.is_empty() && slots_identical == cfg.repair_slots;
     Ok(RepairDemoReport {
         servers: names,
-        leader: crate::repair::driver::pubkey_to_string(&leader_key),
+        leader: crate::solana::repair::driver::pubkey_to_string(&leader_key),
         summary,
         slots_identical,
         slots_differing,

@@ -20,11 +20,11 @@ use glommio::channels::local_channel;
 
 use std::path::PathBuf;
 
-use crate::ethsync::driver::Commit;
-use crate::ethsync::engine::{progress_line, Action, Engine, Event, Progress, Status};
-use crate::ethsync::persist::DiskStore;
-use crate::ethsync::store::{MemStore, SyncStore};
-use crate::ethsync::types::{PeerId, ReqId, Request};
+use crate::eth::sync::driver::Commit;
+use crate::eth::sync::engine::{progress_line, Action, Engine, Event, Progress, Status};
+use crate::eth::sync::persist::DiskStore;
+use crate::eth::sync::store::{MemStore, SyncStore};
+use crate::eth::sync::types::{PeerId, ReqId, Request};
 
 use super::conn::{LocalNode, NetError, PeerConn};
 use super::eth_peer::EthPeer;
@@ -47,7 +47,7 @@ impl Default for SyncExtras {
     fn default() -> Self {
         SyncExtras {
             shard_dirs: None,
-            progress_every_ms: crate::ethsync::driver::PROGRESS_EVERY_MS,
+            progress_every_ms: crate::eth::sync::driver::PROGRESS_EVERY_MS,
             bar: None,
         }
     }
@@ -529,7 +529,7 @@ async fn shard_run<S: ShardStore>(
 fn publish(shard: usize, engine: &Engine, resumed: &StoredCounts) {
     let (status, progress) = (engine.status(), engine.get_progress());
     tracing::info!(target: "progress", shard, "{}", progress_line(&status, &progress));
-    crate::admin::set_status(
+    crate::node::admin::set_status(
         &format!("eth_sync_shard_{shard}"),
         serde_json::json!({ "status": status, "progress": progress, "resumed": resumed }),
     );
@@ -572,7 +572,7 @@ pub fn run_sync_sharded_with(
     rc.channel_capacity = 1 << 16;
     let mut cfg = NetSyncConfig { shards, ..cfg };
     let mut node = node;
-    if cfg.sync.mode == crate::ethsync::config::SyncMode::Fast {
+    if cfg.sync.mode == crate::eth::sync::config::SyncMode::Fast {
         // Fast sync fetches state by node hash (GetNodeData), which only eth/66 carries.
         node.capabilities
             .retain(|c| c.name != "eth" || c.version == 66);

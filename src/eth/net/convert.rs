@@ -1,4 +1,4 @@
-//! Mapping between the sync engines' request/response values (`crate::ethsync::types`) and
+//! Mapping between the sync engines' request/response values (`crate::eth::sync::types`) and
 //! eth/snap wire messages.
 
 use alloy_primitives::B256;
@@ -7,8 +7,8 @@ use catchup_devp2p::snap::SnapMessage;
 use catchup_devp2p::{rlp, Devp2pError};
 
 use super::wire::Wire;
-use crate::ethsync::trie::{EMPTY_CODE, EMPTY_ROOT};
-use crate::ethsync::types::{Account, Body, HashOrNumber, Receipts, Request, Response, TriePath};
+use crate::eth::sync::trie::{EMPTY_CODE, EMPTY_ROOT};
+use crate::eth::sync::types::{Account, Body, HashOrNumber, Receipts, Request, Response, TriePath};
 
 fn b(h: &B256) -> [u8; 32] {
     h.0

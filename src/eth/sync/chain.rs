@@ -479,7 +479,7 @@ pub fn chain_from_rlp_file(path: &Path) -> anyhow::Result<ChainData> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ethsync::trie::EMPTY_ROOT;
+    use crate::eth::sync::trie::EMPTY_ROOT;
 
     /// The simulator's stream is splitmix64 (reference outputs for state 0).
     #[test]

@@ -244,10 +244,10 @@ impl Responder for ChainResponder {
 /// peer, and the total difficulty of the last block.
 pub fn load_era1(
     paths: &[std::path::PathBuf],
-) -> anyhow::Result<(RawChain, crate::ethsync::chain::ChainData, u128)> {
-    use crate::ethsync::types::{Body, Header as SyncHeader, Receipts};
+) -> anyhow::Result<(RawChain, crate::eth::sync::chain::ChainData, u128)> {
+    use crate::eth::sync::types::{Body, Header as SyncHeader, Receipts};
     let mut raw = RawChain::default();
-    let mut data = crate::ethsync::chain::ChainData::default();
+    let mut data = crate::eth::sync::chain::ChainData::default();
     let mut td: u128 = 0;
     for path in paths {
         let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -10,7 +10,7 @@
 //!   [`types::Response`]s (or timeouts) back; [`driver::drive_shard`] runs an engine on a
 //!   `catchup_shards` shard over any transport; [`driver::LoopbackTransport`] answers from
 //!   in-process serving peers.
-//! - [`serve::ServingPeer::handle`]: answers eth (GetBlockHeaders, GetBlockBodies,
+//! - [`crate::eth::serve::ServingPeer::handle`]: answers eth (GetBlockHeaders, GetBlockBodies,
 //!   GetReceipts, GetNodeData) and snap/1 requests from a [`chain::ChainData`] and
 //!   [`chain::StateData`] within the protocol limits.
 //! - [`store::SyncStore`]: what the engines persist; [`store::MemStore`] in memory,
@@ -24,7 +24,6 @@ pub mod driver;
 pub mod engine;
 pub mod peers;
 pub mod persist;
-pub mod serve;
 pub mod sim;
 pub mod store;
 pub mod trie;

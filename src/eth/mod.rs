@@ -1,0 +1,12 @@
+//! Ethereum: the sync engines and their drivers, the devp2p wire, and serving.
+//!
+//! - [`sync`]: sans-IO fast and snap sync engines (one per shard), peers' bookkeeping, the
+//!   per-shard store and journal, the seeded simulator, the per-shard driver.
+//! - [`net`]: RLPx connections on glommio, eth/snap requests with ids and deadlines, the
+//!   wire drivers behind `catchup eth sync`, the serving node behind `catchup eth serve`.
+//! - [`serve`]: answers eth and snap requests from a chain and a state (used on the wire
+//!   and in the simulator).
+
+pub mod net;
+pub mod serve;
+pub mod sync;

@@ -1,0 +1,5 @@
+//! What both chain families share: the admin endpoint (`/metrics`, `/status`) and
+//! observability (logging, progress lines and bars, shard spans).
+
+pub mod admin;
+pub mod obs;

@@ -1,0 +1,12 @@
+//! Solana: snapshot discovery and download, the verifying snapshot loader, shred repair.
+//!
+//! - [`download`]: sources, the chunk coordinator, multi-source HTTP Range download with
+//!   scoring and resume, pipelined into the loader.
+//! - [`snapshot`]: zstd + tar unpack, the sharded account index, LtHash and capitalization
+//!   checks; archive generation for devnets and benches.
+//! - [`repair`]: shred repair of the slot gap to the tip, newest slots first, over UDP or
+//!   AF_XDP, and the repair server.
+
+pub mod download;
+pub mod repair;
+pub mod snapshot;
