@@ -85,6 +85,11 @@ impl Bloom {
         self.num_bits_set
     }
 
+    /// Bit `bit`, if within the bit length.
+    pub fn bit(&self, bit: u64) -> Option<bool> {
+        (bit < self.num_bits).then(|| self.get(bit))
+    }
+
     fn get(&self, bit: u64) -> bool {
         self.blocks[(bit / 64) as usize] & (1u64 << (bit % 64)) != 0
     }
@@ -302,7 +307,8 @@ impl CrdsFilter {
 }
 
 /// Builds one pull round's filters over `hashes`: hash space is cut into `2^mask_bits`
-/// buckets sized for `num_items` (at least [`MIN_NUM_BLOOM_ITEMS`]), one bucket in
+/// buckets sized for `num_items` (pull requests use at least [`MIN_NUM_BLOOM_ITEMS`],
+/// see [`pull_request_num_items`]), one bucket in
 /// [`SAMPLE_RATE`] (at most [`MAX_NUM_FILTERS`]) is picked at random, and each picked
 /// bucket's bloom of at most `max_bytes` gets the hashes that fall in it.
 pub fn build_filters<R: Rng>(
@@ -311,7 +317,6 @@ pub fn build_filters<R: Rng>(
     num_items: usize,
     max_bytes: usize,
 ) -> Vec<CrdsFilter> {
-    let num_items = num_items.max(MIN_NUM_BLOOM_ITEMS);
     let max_bits = (max_bytes * 8) as f64;
     let items = max_items(max_bits, FALSE_RATE, KEYS);
     let mask_bits = mask_bits(num_items as f64, items).min(MAX_BUILD_MASK_BITS);
@@ -342,6 +347,12 @@ pub fn build_filters<R: Rng>(
             })
         })
         .collect()
+}
+
+/// Items a pull request's filters are sized for: the table's, at least
+/// [`MIN_NUM_BLOOM_ITEMS`] (so their mask bits pass [`CrdsFilter::sanitize`]).
+pub fn pull_request_num_items(table_items: usize) -> usize {
+    table_items.max(MIN_NUM_BLOOM_ITEMS)
 }
 
 /// Serialized size of one filter built with `max_bytes` (keys and bit count are fixed by

@@ -4,7 +4,7 @@
 //! address it verified by ping/pong, answers pings and pull requests, and keeps what it
 //! learns in a bounded table where the newest value per (kind, index, origin) wins.
 
-use crate::bloom::{build_filters, max_bloom_filter_bytes, CrdsFilter};
+use crate::bloom::{build_filters, max_bloom_filter_bytes, pull_request_num_items, CrdsFilter};
 use crate::contact_info::{ContactInfo, SOCKET_TAG_RPC, SOCKET_TAG_SERVE_REPAIR};
 use crate::crds::{CrdsData, CrdsLabel, CrdsValue, SnapshotHashes, MAX_INCREMENTAL_SNAPSHOT_HASHES};
 use crate::ping_pong::{Ping, Pong, PING_TOKEN_SIZE};
@@ -419,7 +419,7 @@ impl GossipClient {
         let max_bytes = max_bloom_filter_bytes(caller.encoded_len());
         let mut hashes: Vec<Hash> = self.table.values().map(|value| *value.hash()).collect();
         hashes.extend(self.own_values().iter().map(|value| *value.hash()));
-        let num_items = hashes.len();
+        let num_items = pull_request_num_items(hashes.len());
         let filters = build_filters(&mut self.rng, hashes, num_items, max_bytes);
         for filter in filters {
             let to = targets[self.rng.gen_range(0..targets.len())];
