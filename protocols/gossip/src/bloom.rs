@@ -224,7 +224,9 @@ pub fn mask_bits(num_items: f64, max_items: f64) -> u32 {
 
 /// The mask of bucket `seed` when hash space is cut into `2^mask_bits` buckets.
 pub fn compute_mask(seed: u64, mask_bits: u32) -> u64 {
-    let high = seed.checked_shl(64u32.saturating_sub(mask_bits)).unwrap_or(0);
+    let high = seed
+        .checked_shl(64u32.saturating_sub(mask_bits))
+        .unwrap_or(0);
     high | (!0u64).checked_shr(mask_bits).unwrap_or(0)
 }
 
@@ -239,7 +241,10 @@ pub fn hash_as_u64(hash: &Hash) -> u64 {
 /// [`MIN_NUM_BLOOM_ITEMS`] over a full packet has): 6.
 pub fn min_pull_request_mask_bits() -> u32 {
     let max_bits = (PACKET_DATA_SIZE * 8) as f64;
-    mask_bits(MIN_NUM_BLOOM_ITEMS as f64, max_items(max_bits, FALSE_RATE, KEYS))
+    mask_bits(
+        MIN_NUM_BLOOM_ITEMS as f64,
+        max_items(max_bits, FALSE_RATE, KEYS),
+    )
 }
 
 impl CrdsFilter {
@@ -327,7 +332,12 @@ pub fn build_filters<R: Rng>(
     for _ in 0..picks {
         let k = rng.gen_range(0..indices.len());
         let bucket = indices.swap_remove(k);
-        slots[bucket] = Some(Bloom::random(rng, items as usize, FALSE_RATE, max_bits as usize));
+        slots[bucket] = Some(Bloom::random(
+            rng,
+            items as usize,
+            FALSE_RATE,
+            max_bits as usize,
+        ));
     }
     let shift = 64 - mask_bits;
     for hash in hashes {

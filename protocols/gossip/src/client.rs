@@ -6,7 +6,9 @@
 
 use crate::bloom::{build_filters, max_bloom_filter_bytes, pull_request_num_items, CrdsFilter};
 use crate::contact_info::{ContactInfo, SOCKET_TAG_RPC, SOCKET_TAG_SERVE_REPAIR};
-use crate::crds::{CrdsData, CrdsLabel, CrdsValue, SnapshotHashes, MAX_INCREMENTAL_SNAPSHOT_HASHES};
+use crate::crds::{
+    CrdsData, CrdsLabel, CrdsValue, SnapshotHashes, MAX_INCREMENTAL_SNAPSHOT_HASHES,
+};
 use crate::ping_pong::{Ping, Pong, PING_TOKEN_SIZE};
 use crate::protocol::{self, Protocol};
 use crate::{
@@ -15,11 +17,14 @@ use crate::{
 use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// Pull requests whose caller wallclock is further than this from now are ignored.
 pub const PULL_REQUEST_WALLCLOCK_WINDOW_MS: u64 = 15_000;
+/// Hashes of received outdated values are kept this long and put in our pull filters,
+/// so peers stop sending them.
+pub const FAILED_INSERTS_RETENTION_MS: u64 = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -205,6 +210,7 @@ pub struct GossipClient {
     table: CrdsTable,
     pending_pings: HashMap<SocketAddr, PendingPing>,
     verified: HashMap<(Pubkey, SocketAddr), u64>,
+    failed_inserts: VecDeque<(Hash, u64)>,
     next_pull_ms: u64,
     next_push_ms: u64,
     stats: ClientStats,
@@ -232,6 +238,7 @@ impl GossipClient {
             table,
             pending_pings: HashMap::new(),
             verified: HashMap::new(),
+            failed_inserts: VecDeque::new(),
             next_pull_ms: now_ms,
             next_push_ms: now_ms,
             stats: ClientStats::default(),
@@ -264,7 +271,10 @@ impl GossipClient {
         let mut info = ContactInfo::new(self.pubkey, now_ms, self.outset_us, self.shred_version);
         // The configured sockets were checked when the client was built; a socket that
         // does not sanitize is simply not advertised.
-        let _ = info.set_socket(crate::contact_info::SOCKET_TAG_GOSSIP, self.config.gossip_addr);
+        let _ = info.set_socket(
+            crate::contact_info::SOCKET_TAG_GOSSIP,
+            self.config.gossip_addr,
+        );
         if let Some(rpc) = self.config.rpc_addr {
             let _ = info.set_socket(SOCKET_TAG_RPC, rpc);
         }
@@ -419,6 +429,15 @@ impl GossipClient {
         let max_bytes = max_bloom_filter_bytes(caller.encoded_len());
         let mut hashes: Vec<Hash> = self.table.values().map(|value| *value.hash()).collect();
         hashes.extend(self.own_values().iter().map(|value| *value.hash()));
+        let cutoff_ms = now_ms.saturating_sub(FAILED_INSERTS_RETENTION_MS);
+        while self
+            .failed_inserts
+            .front()
+            .is_some_and(|(_, at_ms)| *at_ms < cutoff_ms)
+        {
+            self.failed_inserts.pop_front();
+        }
+        hashes.extend(self.failed_inserts.iter().map(|(hash, _)| *hash));
         let num_items = pull_request_num_items(hashes.len());
         let filters = build_filters(&mut self.rng, hashes, num_items, max_bytes);
         for filter in filters {
@@ -502,6 +521,11 @@ impl GossipClient {
         if caller_pubkey == self.pubkey {
             return;
         }
+        if let CrdsData::ContactInfo(info) = caller.data() {
+            if check_shred_version(info.shred_version, self.shred_version).is_err() {
+                return;
+            }
+        }
         let _ = self.insert_value(caller, now_ms, Some(from));
         if caller_wallclock.abs_diff(now_ms) > PULL_REQUEST_WALLCLOCK_WINDOW_MS {
             return;
@@ -538,10 +562,17 @@ impl GossipClient {
             self.stats.values_rejected += 1;
             return Err(error);
         }
+        let hash = *value.hash();
         let (result, evicted) = self.table.upsert(value);
         self.stats.values_evicted += evicted as u64;
         match result {
-            Upsert::Outdated => self.stats.values_outdated += 1,
+            Upsert::Outdated => {
+                self.stats.values_outdated += 1;
+                if self.failed_inserts.len() >= self.config.max_entries {
+                    self.failed_inserts.pop_front();
+                }
+                self.failed_inserts.push_back((hash, now_ms));
+            }
             Upsert::Inserted | Upsert::Replaced => self.stats.values_inserted += 1,
         }
         Ok(result)

@@ -258,7 +258,11 @@ impl ContactInfo {
         if let Some(next) = self.sockets.get_mut(position) {
             next.offset += removed.offset;
         }
-        if !self.sockets.iter().any(|entry| entry.index == removed.index) {
+        if !self
+            .sockets
+            .iter()
+            .any(|entry| entry.index == removed.index)
+        {
             self.addrs.remove(usize::from(removed.index));
             for entry in &mut self.sockets {
                 if entry.index > removed.index {

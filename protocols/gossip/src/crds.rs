@@ -80,7 +80,7 @@ pub struct OpaqueData {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrdsData {
-    LegacyContactInfo(LegacyContactInfo),
+    LegacyContactInfo(Box<LegacyContactInfo>),
     Version(Version),
     NodeInstance(NodeInstance),
     SnapshotHashes(SnapshotHashes),
@@ -206,7 +206,9 @@ impl CrdsData {
         let tag = r.u32("crds data tag")?;
         let body_start = r.position();
         let data = match tag {
-            TAG_LEGACY_CONTACT_INFO => CrdsData::LegacyContactInfo(LegacyContactInfo::decode(r)?),
+            TAG_LEGACY_CONTACT_INFO => {
+                CrdsData::LegacyContactInfo(Box::new(LegacyContactInfo::decode(r)?))
+            }
             TAG_VERSION => {
                 let from = r.pubkey("version from")?;
                 let wallclock = r.u64("version wallclock")?;
@@ -524,7 +526,10 @@ impl CrdsValue {
 
     /// The origin's signature over the data encoding.
     pub fn verify(&self) -> Result<(), GossipError> {
-        if self.signature.verify(&self.data.origin(), &self.bytes[64..]) {
+        if self
+            .signature
+            .verify(&self.data.origin(), &self.bytes[64..])
+        {
             Ok(())
         } else {
             Err(GossipError::BadSignature { what: "crds value" })

@@ -114,6 +114,8 @@ impl LeaderSchedule {
     /// The leader of `slot`, if the slot is in this epoch.
     pub fn leader(&self, slot: u64) -> Option<Pubkey> {
         let offset = slot.checked_sub(self.first_slot)?;
-        self.slot_leaders.get(usize::try_from(offset).ok()?).copied()
+        self.slot_leaders
+            .get(usize::try_from(offset).ok()?)
+            .copied()
     }
 }

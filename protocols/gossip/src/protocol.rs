@@ -72,8 +72,12 @@ impl PruneData {
 
     /// Accepts a signature over either form.
     pub fn verify(&self) -> Result<(), GossipError> {
-        if self.signature.verify(&self.pubkey, &self.signable_bytes(false))
-            || self.signature.verify(&self.pubkey, &self.signable_bytes(true))
+        if self
+            .signature
+            .verify(&self.pubkey, &self.signable_bytes(false))
+            || self
+                .signature
+                .verify(&self.pubkey, &self.signable_bytes(true))
         {
             Ok(())
         } else {
@@ -109,6 +113,8 @@ impl PruneData {
     }
 }
 
+/// One message per packet, built and dropped right away: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
     PullRequest(CrdsFilter, CrdsValue),

@@ -222,7 +222,9 @@ fn pull_requests_need_enough_mask_bits_and_a_contact_info() {
         mask_bits: 6,
         ..coarse
     };
-    Protocol::PullRequest(fine.clone(), info).sanitize().unwrap();
+    Protocol::PullRequest(fine.clone(), info)
+        .sanitize()
+        .unwrap();
     let hashes = CrdsValue::new_signed(
         CrdsData::SnapshotHashes(SnapshotHashes {
             from: Pubkey::of(&signer),

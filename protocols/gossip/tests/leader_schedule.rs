@@ -17,15 +17,47 @@ fn pubkey_from_u16(n: u16) -> Pubkey {
     Pubkey(bytes)
 }
 
+/// (epoch, stakes, len, repeat, expected indices into the stake list)
+type OrderCase = (u64, &'static [u64], u64, u64, &'static [usize]);
+
 #[test]
 fn exact_orders() {
-    // (epoch, stakes, len, repeat, expected indices into the stake list)
-    let cases: &[(u64, &[u64], u64, u64, &[usize])] = &[
-        (1, &[10, 20, 30], 12, 1, &[1, 1, 2, 1, 1, 0, 0, 1, 2, 1, 0, 1]),
-        (1, &[10, 20, 30], 12, 2, &[1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 0, 0]),
-        (1, &[30, 10, 20], 12, 1, &[2, 2, 0, 2, 2, 1, 1, 2, 0, 2, 1, 2]),
-        (1, &[30, 10, 20], 12, 2, &[2, 2, 2, 2, 0, 0, 2, 2, 2, 2, 1, 1]),
-        (1, &[10, 20, 25, 30], 12, 1, &[2, 2, 3, 1, 2, 0, 1, 1, 3, 2, 1, 2]),
+    let cases: &[OrderCase] = &[
+        (
+            1,
+            &[10, 20, 30],
+            12,
+            1,
+            &[1, 1, 2, 1, 1, 0, 0, 1, 2, 1, 0, 1],
+        ),
+        (
+            1,
+            &[10, 20, 30],
+            12,
+            2,
+            &[1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 0, 0],
+        ),
+        (
+            1,
+            &[30, 10, 20],
+            12,
+            1,
+            &[2, 2, 0, 2, 2, 1, 1, 2, 0, 2, 1, 2],
+        ),
+        (
+            1,
+            &[30, 10, 20],
+            12,
+            2,
+            &[2, 2, 2, 2, 0, 0, 2, 2, 2, 2, 1, 1],
+        ),
+        (
+            1,
+            &[10, 20, 25, 30],
+            12,
+            1,
+            &[2, 2, 3, 1, 2, 0, 1, 1, 3, 2, 1, 2],
+        ),
         (
             1,
             &[10, 20, 25, 30, 35, 40, 100],
@@ -52,16 +84,66 @@ fn exact_orders() {
             &[10, 20, 25, 30, 35, 40, 100, 1000, 10_000],
             25,
             1,
-            &[8, 8, 8, 8, 8, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 7, 8, 8, 8, 8, 8],
+            &[
+                8, 8, 8, 8, 8, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 7, 8, 8, 8, 8, 8,
+            ],
         ),
-        (457468, &[10, 20, 30], 12, 1, &[2, 2, 0, 1, 0, 2, 1, 2, 1, 2, 2, 2]),
-        (457468, &[10, 20, 30], 12, 2, &[2, 2, 2, 2, 0, 0, 1, 1, 0, 0, 2, 2]),
-        (457469, &[10, 20, 30], 12, 1, &[1, 2, 2, 2, 2, 2, 2, 1, 0, 2, 2, 0]),
-        (457470, &[10, 20, 30], 12, 1, &[2, 1, 1, 1, 1, 1, 1, 1, 1, 2, 0, 2]),
-        (3466545, &[10, 20, 30], 12, 1, &[2, 2, 0, 0, 2, 1, 1, 1, 0, 0, 2, 2]),
-        (3466545, &[10, 20, 30], 13, 1, &[2, 2, 0, 0, 2, 1, 1, 1, 0, 0, 2, 2, 1]),
-        (3466545, &[10, 20, 30], 14, 1, &[2, 2, 0, 0, 2, 1, 1, 1, 0, 0, 2, 2, 1, 2]),
-        (3466545, &[10, 20, 30], 14, 2, &[2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 1, 1, 1, 1]),
+        (
+            457468,
+            &[10, 20, 30],
+            12,
+            1,
+            &[2, 2, 0, 1, 0, 2, 1, 2, 1, 2, 2, 2],
+        ),
+        (
+            457468,
+            &[10, 20, 30],
+            12,
+            2,
+            &[2, 2, 2, 2, 0, 0, 1, 1, 0, 0, 2, 2],
+        ),
+        (
+            457469,
+            &[10, 20, 30],
+            12,
+            1,
+            &[1, 2, 2, 2, 2, 2, 2, 1, 0, 2, 2, 0],
+        ),
+        (
+            457470,
+            &[10, 20, 30],
+            12,
+            1,
+            &[2, 1, 1, 1, 1, 1, 1, 1, 1, 2, 0, 2],
+        ),
+        (
+            3466545,
+            &[10, 20, 30],
+            12,
+            1,
+            &[2, 2, 0, 0, 2, 1, 1, 1, 0, 0, 2, 2],
+        ),
+        (
+            3466545,
+            &[10, 20, 30],
+            13,
+            1,
+            &[2, 2, 0, 0, 2, 1, 1, 1, 0, 0, 2, 2, 1],
+        ),
+        (
+            3466545,
+            &[10, 20, 30],
+            14,
+            1,
+            &[2, 2, 0, 0, 2, 1, 1, 1, 0, 0, 2, 2, 1, 2],
+        ),
+        (
+            3466545,
+            &[10, 20, 30],
+            14,
+            2,
+            &[2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 1, 1, 1, 1],
+        ),
     ];
     for (epoch, stakes, len, repeat, expected) in cases {
         let keys: Vec<Pubkey> = (0..stakes.len() as u16).map(pubkey_from_u16).collect();
@@ -71,26 +153,94 @@ fn exact_orders() {
             .iter()
             .map(|leader| keys.iter().position(|key| key == leader).unwrap())
             .collect();
-        assert_eq!(&order, expected, "epoch {epoch} stakes {stakes:?} len {len} repeat {repeat}");
+        assert_eq!(
+            &order, expected,
+            "epoch {epoch} stakes {stakes:?} len {len} repeat {repeat}"
+        );
     }
 }
 
 #[test]
 fn long_schedules_hash_to_reference() {
     let cases = [
-        (42u64, 1_000u64, 0u32, "4XU6LEarBUmBkAvXRsjeyLu3N8CcgrvbRFrNiJi2jECk"),
-        (42, 10_000, 0, "G2MGFXgdLATXWr1336i8PTcaUMc4GbJRMJdbxiarCttr"),
-        (42, 10_000, 1, "9xLLKyyqF5YrdwPSDbqh5oVamSF7cqPqQLxEyHTexEiP"),
-        (42, 10_000, 2, "AJ6NQi2p5SnRz9mqESqkW2PwVoT2vYy1fmKdaHxNFUAf"),
-        (42, 10_000, 3, "2oLjZggMwDTQhzdB4KN5VQisyeRw6MZbBBdjosNZK5xR"),
-        (346436, 1_000, 0, "59SnXMS4NzTSib8TNykiJgFQBeAVxUqsAvQm7JtkodPQ"),
-        (346436, 1_000, 1, "BEB2nC9MBALPbgwGKGfHu6V88QG7doScx65cAd6VjnRk"),
-        (346436, 1_000, 2, "3aLE5S6xLEU9yg5EZQH27qrC86aC2dG8KLh4NbcapXpy"),
-        (346436, 1_000, 3, "H2bw3Y2AjxJyK7smy1ZBB4LJ7MY3i9bPQM3YdAChAww2"),
-        (454357, 10_000, 0, "4BLanrC5t7vzNXx62javKtjCmCkd8yZfZpVrjT4eUpNQ"),
-        (454357, 10_000, 1, "FyvbdxpVchendERMnzH2KDceqydpXtJarrfFXoLQEXgQ"),
-        (454357, 10_000, 2, "7KwK44Y7V3GzJLN8aGZtM8EEfAYmRvaiDyKYV6jg4MQn"),
-        (454357, 10_000, 3, "E9XL5BLhCJ4Emyfs8jTUsQetfA8QZj78LcnN63dPp7jJ"),
+        (
+            42u64,
+            1_000u64,
+            0u32,
+            "4XU6LEarBUmBkAvXRsjeyLu3N8CcgrvbRFrNiJi2jECk",
+        ),
+        (
+            42,
+            10_000,
+            0,
+            "G2MGFXgdLATXWr1336i8PTcaUMc4GbJRMJdbxiarCttr",
+        ),
+        (
+            42,
+            10_000,
+            1,
+            "9xLLKyyqF5YrdwPSDbqh5oVamSF7cqPqQLxEyHTexEiP",
+        ),
+        (
+            42,
+            10_000,
+            2,
+            "AJ6NQi2p5SnRz9mqESqkW2PwVoT2vYy1fmKdaHxNFUAf",
+        ),
+        (
+            42,
+            10_000,
+            3,
+            "2oLjZggMwDTQhzdB4KN5VQisyeRw6MZbBBdjosNZK5xR",
+        ),
+        (
+            346436,
+            1_000,
+            0,
+            "59SnXMS4NzTSib8TNykiJgFQBeAVxUqsAvQm7JtkodPQ",
+        ),
+        (
+            346436,
+            1_000,
+            1,
+            "BEB2nC9MBALPbgwGKGfHu6V88QG7doScx65cAd6VjnRk",
+        ),
+        (
+            346436,
+            1_000,
+            2,
+            "3aLE5S6xLEU9yg5EZQH27qrC86aC2dG8KLh4NbcapXpy",
+        ),
+        (
+            346436,
+            1_000,
+            3,
+            "H2bw3Y2AjxJyK7smy1ZBB4LJ7MY3i9bPQM3YdAChAww2",
+        ),
+        (
+            454357,
+            10_000,
+            0,
+            "4BLanrC5t7vzNXx62javKtjCmCkd8yZfZpVrjT4eUpNQ",
+        ),
+        (
+            454357,
+            10_000,
+            1,
+            "FyvbdxpVchendERMnzH2KDceqydpXtJarrfFXoLQEXgQ",
+        ),
+        (
+            454357,
+            10_000,
+            2,
+            "7KwK44Y7V3GzJLN8aGZtM8EEfAYmRvaiDyKYV6jg4MQn",
+        ),
+        (
+            454357,
+            10_000,
+            3,
+            "E9XL5BLhCJ4Emyfs8jTUsQetfA8QZj78LcnN63dPp7jJ",
+        ),
     ];
     let stakes_for = |pow: u32| -> Vec<(Pubkey, u64)> {
         (0..=u16::MAX)
@@ -101,7 +251,11 @@ fn long_schedules_hash_to_reference() {
         let leaders = stake_weighted_slot_leaders(&stakes_for(pow), epoch, len, 1).unwrap();
         let parts: Vec<&[u8]> = leaders.iter().map(|leader| &leader.0[..]).collect();
         let hash = Hash::of(&parts);
-        assert_eq!(hash.to_string(), expected, "epoch {epoch} len {len} pow {pow}");
+        assert_eq!(
+            hash.to_string(),
+            expected,
+            "epoch {epoch} len {len} pow {pow}"
+        );
     }
 }
 
@@ -111,9 +265,15 @@ fn repeats_hold_consecutive_slots() {
     let bob = pubkey_from_u16(9);
     let stakes = [(alice, 2), (bob, 1)];
     let single = stake_weighted_slot_leaders(&stakes, 0, 8, 1).unwrap();
-    assert_eq!(single, [alice, alice, alice, bob, alice, alice, alice, alice]);
+    assert_eq!(
+        single,
+        [alice, alice, alice, bob, alice, alice, alice, alice]
+    );
     let doubled = stake_weighted_slot_leaders(&stakes, 0, 8, 2).unwrap();
-    assert_eq!(doubled, [alice, alice, alice, alice, alice, alice, bob, bob]);
+    assert_eq!(
+        doubled,
+        [alice, alice, alice, alice, alice, alice, bob, bob]
+    );
 }
 
 #[test]

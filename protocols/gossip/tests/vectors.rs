@@ -16,7 +16,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 fn key_from_keypair_bytes(bytes: &[u8; 64]) -> SigningKey {
     let key = SigningKey::from_bytes(bytes[..32].try_into().unwrap());
-    assert_eq!(key.verifying_key().to_bytes(), bytes[32..], "keypair bytes are seed || pubkey");
+    assert_eq!(
+        key.verifying_key().to_bytes(),
+        bytes[32..],
+        "keypair bytes are seed || pubkey"
+    );
     key
 }
 
@@ -38,7 +42,7 @@ fn legacy_contact_info_layout() {
     let mut bytes = Vec::new();
     info.encode(&mut bytes);
     assert_eq!(bytes, LEGACY_CONTACT_INFO);
-    let data = CrdsData::LegacyContactInfo(info.clone());
+    let data = CrdsData::LegacyContactInfo(Box::new(info.clone()));
     assert_eq!(data.to_bytes(), LEGACY_CONTACT_INFO_DATA);
     let decoded = CrdsData::decode(&mut Reader::new(&LEGACY_CONTACT_INFO_DATA)).unwrap();
     assert_eq!(decoded, data);
@@ -51,7 +55,7 @@ fn push_message_matches_reference_bytes() {
     let id = Pubkey::of(&key);
     let mut info = LegacyContactInfo::new(id, 0, 0);
     info.gossip = localhost(1234);
-    let value = CrdsValue::new_signed(CrdsData::LegacyContactInfo(info), &key);
+    let value = CrdsValue::new_signed(CrdsData::LegacyContactInfo(Box::new(info)), &key);
     let message = Protocol::PushMessage(id, vec![value]);
     assert_eq!(message.encode(), PUSH_MESSAGE);
     let decoded = protocol::decode(&PUSH_MESSAGE).unwrap();
@@ -64,7 +68,7 @@ fn pull_request_matches_reference_bytes() {
     let key = key_from_keypair_bytes(&PULL_REQUEST_SECRET);
     let mut info = LegacyContactInfo::new(Pubkey::of(&key), 0, 0);
     info.gossip = localhost(1234);
-    let value = CrdsValue::new_signed(CrdsData::LegacyContactInfo(info), &key);
+    let value = CrdsValue::new_signed(CrdsData::LegacyContactInfo(Box::new(info)), &key);
     let message = Protocol::PullRequest(CrdsFilter::default(), value);
     assert_eq!(message.encode(), PULL_REQUEST);
     let decoded = protocol::decode(&PULL_REQUEST).unwrap();
@@ -150,7 +154,11 @@ fn contact_info_matches_reference_bytes() {
         (contact_info::SOCKET_TAG_TVU_QUIC, 8002),
     ];
     for (key, port) in expected {
-        assert_eq!(decoded.socket(key), Some(localhost(port)), "socket key {key}");
+        assert_eq!(
+            decoded.socket(key),
+            Some(localhost(port)),
+            "socket key {key}"
+        );
     }
     assert_eq!(decoded.rpc(), Some(localhost(8899)));
     assert_eq!(decoded.serve_repair(), Some(localhost(8008)));
@@ -180,8 +188,16 @@ fn contact_info_matches_reference_bytes() {
 fn opaque_kinds_keep_their_exact_bytes() {
     let from = Pubkey::from_base58("6ZsiX6YcwEa93yWtVwGRiK8Ceoxq2VieVh2pvEiUtpCW").unwrap();
     for (tag, body, wallclock) in [
-        (crds::TAG_RESTART_HEAVIEST_FORK, &RESTART_HEAVIEST_FORK[..], 19u64),
-        (crds::TAG_RESTART_LAST_VOTED_FORK_SLOTS, &RESTART_LAST_VOTED[..], 0),
+        (
+            crds::TAG_RESTART_HEAVIEST_FORK,
+            &RESTART_HEAVIEST_FORK[..],
+            19u64,
+        ),
+        (
+            crds::TAG_RESTART_LAST_VOTED_FORK_SLOTS,
+            &RESTART_LAST_VOTED[..],
+            0,
+        ),
     ] {
         let mut bytes = tag.to_le_bytes().to_vec();
         bytes.extend_from_slice(body);
@@ -265,7 +281,9 @@ fn filter_sets_match_reference_sizes() {
     use rand::SeedableRng;
     let mut rng = rand_chacha_rng(7);
     // (num_items, max_bytes) -> buckets 8192 and 16384, capped at 1024 filters.
-    for (num_items, max_bytes, mask_bits) in [(59_672_788usize, 8196usize, 13u32), (55_345_017, 4098, 14)] {
+    for (num_items, max_bytes, mask_bits) in
+        [(59_672_788usize, 8196usize, 13u32), (55_345_017, 4098, 14)]
+    {
         let filters = bloom::build_filters(&mut rng, std::iter::empty(), num_items, max_bytes);
         assert_eq!(filters.len(), 1024);
         let ones = !0u64 >> mask_bits;
@@ -284,12 +302,16 @@ fn filter_sets_match_reference_sizes() {
         assert_eq!(filters.len(), buckets.div_ceil(8));
     }
     // Hashes land in exactly the filter whose mask they match, and it contains them.
-    let hashes: Vec<Hash> = (0u32..1024).map(|i| Hash::of(&[&i.to_le_bytes()])).collect();
+    let hashes: Vec<Hash> = (0u32..1024)
+        .map(|i| Hash::of(&[&i.to_le_bytes()]))
+        .collect();
     let filters = bloom::build_filters(&mut rng, hashes.clone(), 59_672_788, 8196);
     let mut hits = 0;
     for hash in &hashes {
-        let matching: Vec<&CrdsFilter> =
-            filters.iter().filter(|filter| filter.test_mask(hash)).collect();
+        let matching: Vec<&CrdsFilter> = filters
+            .iter()
+            .filter(|filter| filter.test_mask(hash))
+            .collect();
         assert!(matching.len() <= 1);
         if let Some(filter) = matching.first() {
             hits += 1;
