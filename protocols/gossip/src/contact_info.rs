@@ -482,3 +482,108 @@ impl LegacyContactInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+
+    #[test]
+    fn socket_and_ip_layouts_match_serde_bincode() {
+        let sockets = [
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 1234),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 3, 4, 5, 6)),
+                8001,
+            ),
+        ];
+        for socket in sockets {
+            let mut ours = Vec::new();
+            encode_socket(&mut ours, &socket);
+            assert_eq!(ours, bincode::serialize(&socket).unwrap());
+            let mut r = Reader::new(&ours);
+            assert_eq!(decode_socket(&mut r).unwrap(), socket);
+            r.finish().unwrap();
+            let mut ip = Vec::new();
+            encode_ip(&mut ip, &socket.ip());
+            assert_eq!(ip, bincode::serialize(&socket.ip()).unwrap());
+        }
+        assert_eq!(
+            bincode::serialize(&sockets[0]).unwrap(),
+            [0, 0, 0, 0, 127, 0, 0, 1, 210, 4]
+        );
+    }
+
+    #[test]
+    fn random_socket_edits_keep_the_invariants() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let addrs = [
+            IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 1, 3)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 1, 4)),
+        ];
+        let mut node = ContactInfo::new(Pubkey([7; 32]), rng.gen(), rng.gen(), rng.gen());
+        let mut expected: HashMap<u8, SocketAddr> = HashMap::new();
+        for i in 0..1024u16 {
+            let key = rng.gen_range(0u8..16);
+            if rng.gen_range(0..4) == 0 {
+                node.remove_socket(key);
+                expected.remove(&key);
+            } else {
+                let socket = SocketAddr::new(addrs[usize::from(i) % addrs.len()], 10_000 + i);
+                node.set_socket(key, socket).unwrap();
+                expected.insert(key, socket);
+            }
+            sanitize_entries(&node.addrs, &node.sockets).unwrap();
+            for key in 0u8..16 {
+                assert_eq!(node.socket(key), expected.get(&key).copied(), "key {key}");
+            }
+            let mut used: Vec<IpAddr> = expected.values().map(SocketAddr::ip).collect();
+            used.sort();
+            used.dedup();
+            let mut held = node.addrs.clone();
+            held.sort();
+            assert_eq!(held, used);
+            let mut bytes = Vec::new();
+            node.encode(&mut bytes);
+            let mut r = Reader::new(&bytes);
+            assert_eq!(ContactInfo::decode(&mut r).unwrap(), node);
+            r.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn unusable_sockets_are_refused() {
+        let mut node = ContactInfo::new(Pubkey([7; 32]), 0, 0, 0);
+        let v4 = |a, b, c, d, port| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port);
+        assert_eq!(
+            node.set_socket(0, v4(10, 0, 0, 1, 0)),
+            Err(ContactInfoError::InvalidPort(0))
+        );
+        assert!(node.set_socket(0, v4(0, 0, 0, 0, 8000)).is_err());
+        assert!(node.set_socket(0, v4(224, 0, 0, 1, 8000)).is_err());
+        assert!(node
+            .set_socket(0, SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8000))
+            .is_err());
+        assert!(node.sockets().is_empty() && node.addrs().is_empty());
+    }
+
+    #[test]
+    fn extensions_are_carried() {
+        let mut node = ContactInfo::new(Pubkey([7; 32]), 5, 6, 7);
+        node.set_socket(0, "10.0.0.1:8000".parse().unwrap())
+            .unwrap();
+        node.extensions.push(TlvRecord {
+            typ: 9,
+            bytes: vec![1, 2, 3],
+        });
+        let mut bytes = Vec::new();
+        node.encode(&mut bytes);
+        assert_eq!(&bytes[bytes.len() - 6..], [1, 9, 3, 1, 2, 3]);
+        let decoded = ContactInfo::decode(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(decoded, node);
+    }
+}

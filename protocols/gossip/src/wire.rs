@@ -244,3 +244,84 @@ pub fn varint_len(mut value: u64) -> usize {
     }
     len
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short(bytes: &[u8]) -> Result<u16, GossipError> {
+        let mut r = Reader::new(bytes);
+        let value = r.short_u16("test")?;
+        r.finish()?;
+        Ok(value)
+    }
+
+    #[test]
+    fn short_vec_lengths() {
+        let known: [(u16, &[u8]); 8] = [
+            (0, &[0x00]),
+            (0x7f, &[0x7f]),
+            (0x80, &[0x80, 0x01]),
+            (0xff, &[0xff, 0x01]),
+            (0x100, &[0x80, 0x02]),
+            (0x3fff, &[0xff, 0x7f]),
+            (0x7fff, &[0xff, 0xff, 0x01]),
+            (0xffff, &[0xff, 0xff, 0x03]),
+        ];
+        for (value, bytes) in known {
+            assert_eq!(short(bytes), Ok(value));
+            let mut out = Vec::new();
+            put_short_len(&mut out, usize::from(value));
+            assert_eq!(out, bytes);
+        }
+        // Aliases, overflow and over-long forms are rejected.
+        for bad in [
+            &[0x80, 0x00][..],
+            &[0xff, 0x80, 0x00],
+            &[0xff, 0xff, 0x04],
+            &[0x80, 0x80, 0x80, 0x01],
+            &[0x80],
+        ] {
+            assert!(short(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn varints() {
+        for value in [0u64, 1, 127, 128, 300, 1_721_060_646_885, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            assert_eq!(out.len(), varint_len(value));
+            let mut r = Reader::new(&out);
+            assert_eq!(r.varint_u64("test"), Ok(value));
+            r.finish().unwrap();
+        }
+        let mut max = vec![0xffu8; 9];
+        max.push(0x01);
+        assert_eq!(Reader::new(&max).varint_u64("test"), Ok(u64::MAX));
+        let mut overflow = vec![0xffu8; 9];
+        overflow.push(0x02);
+        assert!(Reader::new(&overflow).varint_u64("test").is_err());
+        assert!(Reader::new(&[0xff; 11]).varint_u64("test").is_err());
+        assert!(Reader::new(&[0x81, 0x00]).varint_u64("test").is_err());
+        assert!(Reader::new(&[0x80, 0x80, 0x04]).varint_u16("test").is_err());
+    }
+
+    #[test]
+    fn length_prefixes_are_bounded_by_remaining_bytes() {
+        let mut bytes = 3u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 95]);
+        // Three 32-byte elements need 96 bytes: 95 are left.
+        assert!(Reader::new(&bytes).len_u64("test", 32, 1000).is_err());
+        bytes.push(0);
+        assert_eq!(Reader::new(&bytes).len_u64("test", 32, 1000), Ok(3));
+        assert!(matches!(
+            Reader::new(&bytes).len_u64("test", 32, 2),
+            Err(GossipError::TooMany {
+                count: 3,
+                max: 2,
+                ..
+            })
+        ));
+    }
+}

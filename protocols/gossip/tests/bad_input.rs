@@ -51,6 +51,19 @@ fn corpus() -> Vec<Vec<u8>> {
         mask_bits: 6,
     };
     filter.add(info.hash());
+    // A vote: index, origin, a legacy transaction, wallclock (carried as exact bytes).
+    let mut vote = 1u32.to_le_bytes().to_vec();
+    vote.push(3);
+    vote.extend_from_slice(&me.0);
+    vote.push(1);
+    vote.extend_from_slice(&[0x11; 64]);
+    vote.extend_from_slice(&[1, 0, 1, 2]);
+    vote.extend_from_slice(&me.0);
+    vote.extend_from_slice(&[0x22; 64]);
+    vote.extend_from_slice(&[1, 1, 2, 0, 0, 3, 9, 8, 7]);
+    vote.extend_from_slice(&5u64.to_le_bytes());
+    let vote = CrdsData::decode(&mut Reader::new(&vote)).unwrap();
+    let vote = CrdsValue::new_signed(vote, &signer);
     let ping = catchup_gossip::ping_pong::Ping::new(&signer, [5; 32]);
     let pong = catchup_gossip::ping_pong::Pong::new(&signer, &ping);
     vec![
@@ -59,6 +72,7 @@ fn corpus() -> Vec<Vec<u8>> {
         PULL_REQUEST.to_vec(),
         Protocol::PullRequest(filter, info.clone()).encode(),
         Protocol::PushMessage(me, vec![info.clone(), hashes.clone()]).encode(),
+        Protocol::PullResponse(me, vec![vote, hashes.clone()]).encode(),
         Protocol::PruneMessage(
             me,
             protocol::PruneData::new_signed(&signer, vec![Pubkey([1; 32])], Pubkey([2; 32]), 9),
@@ -373,7 +387,7 @@ proptest! {
 
     #[test]
     fn mutated_packets_never_panic(
-        which in 0usize..8,
+        which in 0usize..9,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
         cut in proptest::option::of(any::<usize>()),
         insert in proptest::option::of((any::<usize>(), any::<u8>())),
