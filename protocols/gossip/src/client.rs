@@ -196,6 +196,8 @@ impl CrdsTable {
 struct PendingPing {
     token: [u8; PING_TOKEN_SIZE],
     sent_ms: u64,
+    /// The node we expect to answer, when known.
+    expected: Option<Pubkey>,
 }
 
 pub struct GossipClient {
@@ -317,8 +319,15 @@ impl GossipClient {
             .is_some_and(|expires_ms| *expires_ms > now_ms)
     }
 
-    /// A ping to `to` unless one went there recently.
-    fn maybe_ping(&mut self, to: SocketAddr, now_ms: u64, out: &mut Vec<Outgoing>) {
+    /// A ping to `to` (expected to be `expected`'s address) unless one went there
+    /// recently.
+    fn maybe_ping(
+        &mut self,
+        to: SocketAddr,
+        expected: Option<Pubkey>,
+        now_ms: u64,
+        out: &mut Vec<Outgoing>,
+    ) {
         if let Some(pending) = self.pending_pings.get(&to) {
             if now_ms < pending.sent_ms.saturating_add(self.config.ping_interval_ms) {
                 return;
@@ -347,6 +356,7 @@ impl GossipClient {
             PendingPing {
                 token,
                 sent_ms: now_ms,
+                expected,
             },
         );
         push_packet(out, to, &Protocol::PingMessage(ping));
@@ -384,7 +394,7 @@ impl GossipClient {
                 if self.is_verified(&pubkey, &addr, now_ms) {
                     verified.push(addr);
                 } else {
-                    self.maybe_ping(addr, now_ms, &mut out);
+                    self.maybe_ping(addr, Some(pubkey), now_ms, &mut out);
                 }
             }
             while verified.len() > self.config.push_fanout {
@@ -476,6 +486,15 @@ impl GossipClient {
                     });
                 };
                 pong.verify_answers(&pending.token)?;
+                if pending
+                    .expected
+                    .is_some_and(|expected| expected != pong.from)
+                {
+                    return Err(GossipError::Invalid {
+                        what: "pong",
+                        reason: "answered by another node than the one pinged",
+                    });
+                }
                 self.pending_pings.remove(&from);
                 if self.verified.len() >= self.config.max_entries {
                     self.verified.retain(|_, expires_ms| *expires_ms > now_ms);
@@ -491,7 +510,10 @@ impl GossipClient {
             Protocol::PullRequest(filter, caller) => {
                 self.handle_pull_request(from, filter, caller, now_ms, &mut out);
             }
-            Protocol::PullResponse(_, values) | Protocol::PushMessage(_, values) => {
+            Protocol::PullResponse(_, mut values) | Protocol::PushMessage(_, mut values) => {
+                // Contact infos first: other values are kept only once their origin's
+                // contact info (and so its shred version) is known.
+                values.sort_by_key(|value| !matches!(value.data(), CrdsData::ContactInfo(_)));
                 for value in values {
                     let _ = self.insert_value(value, now_ms, Some(from));
                 }
@@ -532,7 +554,7 @@ impl GossipClient {
         }
         if !self.is_verified(&caller_pubkey, &from, now_ms) {
             self.stats.pull_requests_pinged += 1;
-            self.maybe_ping(from, now_ms, out);
+            self.maybe_ping(from, Some(caller_pubkey), now_ms, out);
             return;
         }
         self.stats.pull_requests_answered += 1;

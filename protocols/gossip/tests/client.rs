@@ -324,6 +324,58 @@ fn pull_requests_from_unverified_or_foreign_callers_get_no_data() {
         protocol::decode(&answers[0].bytes).unwrap(),
         Protocol::PingMessage(_)
     ));
+    let Protocol::PingMessage(ping) = protocol::decode(&answers[0].bytes).unwrap() else {
+        unreachable!()
+    };
+    // A pong from another key than the caller's does not verify the caller.
+    let impostor = catchup_gossip::ping_pong::Pong::new(&SigningKey::from_bytes(&[66; 32]), &ping);
+    assert!(node
+        .handle_packet(addr(7100), &Protocol::PongMessage(impostor).encode(), now)
+        .is_err());
+    assert!(!node.is_verified_peer(&Pubkey::of(&caller), &addr(7100), now));
+    let pong = catchup_gossip::ping_pong::Pong::new(&caller, &ping);
+    node.handle_packet(addr(7100), &Protocol::PongMessage(pong).encode(), now)
+        .unwrap();
+    assert!(node.is_verified_peer(&Pubkey::of(&caller), &addr(7100), now));
+    // Verified now: a request whose filter covers our contact info's slice of hash
+    // space, and does not hold it, is answered with it.
+    let own = node.own_contact_info().clone();
+    let bucket = catchup_gossip::bloom::hash_as_u64(own.hash()) >> 58;
+    let filter = catchup_gossip::bloom::CrdsFilter {
+        filter: catchup_gossip::bloom::Bloom::new(4096, vec![1, 2, 3]),
+        mask: catchup_gossip::bloom::compute_mask(bucket, 6),
+        mask_bits: 6,
+    };
+    assert!(filter.test_mask(own.hash()) && !filter.contains(own.hash()));
+    let request = Protocol::PullRequest(filter.clone(), signed_contact(&caller, now, 42, 7100));
+    let answers = node
+        .handle_packet(addr(7100), &request.encode(), now)
+        .unwrap();
+    let mut carried = Vec::new();
+    for answer in &answers {
+        let Protocol::PullResponse(from, values) =
+            protocol::decode_verified(&answer.bytes).unwrap()
+        else {
+            panic!("expected a pull response");
+        };
+        assert_eq!(from, node.pubkey());
+        carried.extend(values);
+    }
+    assert!(carried.contains(&own));
+    assert!(carried.iter().all(|value| filter.test_mask(value.hash())));
+    // Once the caller holds it, it is not sent again.
+    let mut holding = filter.clone();
+    holding.add(own.hash());
+    let request = Protocol::PullRequest(holding, signed_contact(&caller, now, 42, 7100));
+    let answers = node
+        .handle_packet(addr(7100), &request.encode(), now)
+        .unwrap();
+    assert!(answers.iter().all(|answer| {
+        let Ok(Protocol::PullResponse(_, values)) = protocol::decode(&answer.bytes) else {
+            return false;
+        };
+        !values.contains(&own)
+    }));
     // Another shred version: ignored altogether.
     let foreign = SigningKey::from_bytes(&[8; 32]);
     let request = Protocol::PullRequest(filter, signed_contact(&foreign, now, 7, 7200));
@@ -332,4 +384,29 @@ fn pull_requests_from_unverified_or_foreign_callers_get_no_data() {
         .unwrap()
         .is_empty());
     assert!(node.contact_info(&Pubkey::of(&foreign)).is_none());
+}
+
+#[test]
+fn values_before_their_origins_contact_info_in_one_packet_are_kept() {
+    let now = 1_000_000;
+    let mut node = client(16);
+    let peer = SigningKey::from_bytes(&[12; 32]);
+    let hashes = CrdsValue::new_signed(
+        CrdsData::SnapshotHashes(SnapshotHashes {
+            from: Pubkey::of(&peer),
+            full: (10, Hash([3; 32])),
+            incremental: vec![],
+            wallclock: now,
+        }),
+        &peer,
+    );
+    let push = Protocol::PushMessage(
+        Pubkey::of(&peer),
+        vec![hashes, signed_contact(&peer, now, 42, 7300)],
+    );
+    node.handle_packet(addr(7300), &push.encode(), now).unwrap();
+    assert_eq!(
+        node.snapshot_hashes(&Pubkey::of(&peer)).unwrap().full,
+        (10, Hash([3; 32]))
+    );
 }
