@@ -5,7 +5,10 @@
 //! learns in a bounded table where the newest value per (kind, index, origin) wins.
 
 use crate::bloom::{build_filters, max_bloom_filter_bytes, pull_request_num_items, CrdsFilter};
-use crate::contact_info::{ContactInfo, SOCKET_TAG_RPC, SOCKET_TAG_SERVE_REPAIR};
+use crate::contact_info::{
+    sanitize_socket, ContactInfo, ContactInfoError, SOCKET_TAG_GOSSIP, SOCKET_TAG_RPC,
+    SOCKET_TAG_SERVE_REPAIR,
+};
 use crate::crds::{
     CrdsData, CrdsLabel, CrdsValue, SnapshotHashes, MAX_INCREMENTAL_SNAPSHOT_HASHES,
 };
@@ -52,6 +55,9 @@ pub struct ClientConfig {
     pub push_fanout: usize,
     /// Values sent in answer to one pull request at most.
     pub max_pull_response_values: usize,
+    /// Values whose wallclock is older than this are purged (the cluster keeps values
+    /// of nodes it has no stake for as long as this).
+    pub value_timeout_ms: u64,
 }
 
 impl ClientConfig {
@@ -71,6 +77,7 @@ impl ClientConfig {
             pull_fanout: 4,
             push_fanout: 6,
             max_pull_response_values: 256,
+            value_timeout_ms: 2 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -99,6 +106,7 @@ pub struct ClientStats {
     pub values_rejected: u64,
     pub values_outdated: u64,
     pub values_evicted: u64,
+    pub values_purged: u64,
     pub pings_answered: u64,
     pub pongs_verified: u64,
     pub pull_requests_answered: u64,
@@ -161,6 +169,20 @@ impl CrdsTable {
         self.entries.values().map(|entry| &entry.value)
     }
 
+    /// Drops every value whose wallclock is below `cutoff_ms`; returns how many.
+    pub fn purge_older_than(&mut self, cutoff_ms: u64) -> usize {
+        let mut purged = 0;
+        while let Some(&(wallclock, label)) = self.by_age.iter().next() {
+            if wallclock >= cutoff_ms {
+                break;
+            }
+            self.by_age.remove(&(wallclock, label));
+            self.entries.remove(&label);
+            purged += 1;
+        }
+        purged
+    }
+
     /// Inserts `value` if it is newer than what its label holds; returns the evicted
     /// count alongside.
     pub fn upsert(&mut self, value: CrdsValue) -> (Upsert, usize) {
@@ -219,8 +241,21 @@ pub struct GossipClient {
 }
 
 impl GossipClient {
-    /// `seed` drives every random choice (ping tokens, bloom keys, peer picks).
-    pub fn new(key: SigningKey, config: ClientConfig, seed: u64, now_ms: u64) -> Self {
+    /// `seed` drives every random choice (ping tokens, bloom keys, peer picks). The
+    /// advertised sockets must be usable (IPv4, specified, not multicast, non-zero port).
+    pub fn new(
+        key: SigningKey,
+        config: ClientConfig,
+        seed: u64,
+        now_ms: u64,
+    ) -> Result<Self, ContactInfoError> {
+        sanitize_socket(&config.gossip_addr)?;
+        for socket in [config.rpc_addr, config.serve_repair_addr]
+            .into_iter()
+            .flatten()
+        {
+            sanitize_socket(&socket)?;
+        }
         let pubkey = Pubkey::of(&key);
         let shred_version = config.shred_version;
         let outset_us = now_ms.saturating_mul(1000);
@@ -246,7 +281,7 @@ impl GossipClient {
             stats: ClientStats::default(),
         };
         client.refresh_own_contact(now_ms);
-        client
+        Ok(client)
     }
 
     pub fn pubkey(&self) -> Pubkey {
@@ -271,17 +306,17 @@ impl GossipClient {
 
     fn refresh_own_contact(&mut self, now_ms: u64) {
         let mut info = ContactInfo::new(self.pubkey, now_ms, self.outset_us, self.shred_version);
-        // The configured sockets were checked when the client was built; a socket that
-        // does not sanitize is simply not advertised.
-        let _ = info.set_socket(
-            crate::contact_info::SOCKET_TAG_GOSSIP,
-            self.config.gossip_addr,
-        );
-        if let Some(rpc) = self.config.rpc_addr {
-            let _ = info.set_socket(SOCKET_TAG_RPC, rpc);
-        }
-        if let Some(serve_repair) = self.config.serve_repair_addr {
-            let _ = info.set_socket(SOCKET_TAG_SERVE_REPAIR, serve_repair);
+        let sockets = [
+            (SOCKET_TAG_GOSSIP, Some(self.config.gossip_addr)),
+            (SOCKET_TAG_RPC, self.config.rpc_addr),
+            (SOCKET_TAG_SERVE_REPAIR, self.config.serve_repair_addr),
+        ];
+        for (key, socket) in sockets {
+            if let Some(socket) = socket {
+                // Checked in `new`: setting a sanitized socket cannot fail.
+                let set = info.set_socket(key, socket);
+                debug_assert!(set.is_ok(), "configured socket rejected: {set:?}");
+            }
         }
         self.own_contact = CrdsValue::new_signed(CrdsData::ContactInfo(info), &self.key);
     }
@@ -385,6 +420,9 @@ impl GossipClient {
     /// Time passes: pull requests, pushes of our own values and pings fall due.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Outgoing> {
         let mut out = Vec::new();
+        let cutoff_ms = now_ms.saturating_sub(self.config.value_timeout_ms);
+        self.stats.values_purged += self.table.purge_older_than(cutoff_ms) as u64;
+        self.verified.retain(|_, expires_ms| *expires_ms > now_ms);
         if now_ms >= self.next_push_ms {
             self.next_push_ms = now_ms.saturating_add(self.config.push_interval_ms);
             self.refresh_own_contact(now_ms);

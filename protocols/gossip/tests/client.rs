@@ -78,7 +78,7 @@ fn build_sim(seed: u64, loss_percent: u32) -> (Sim, Vec<Pubkey>) {
         config.rpc_addr = Some(addr(8899 + index * 10));
         config.serve_repair_addr = Some(addr(8008 + index * 10));
         config.max_entries = 64;
-        let client = GossipClient::new(key, config, seed ^ u64::from(index), 0);
+        let client = GossipClient::new(key, config, seed ^ u64::from(index), 0).unwrap();
         nodes.push((gossip, client));
     }
     let sim = Sim {
@@ -197,7 +197,7 @@ fn signed_contact(key: &SigningKey, wallclock: u64, shred_version: u16, port: u1
 fn client(max_entries: usize) -> GossipClient {
     let mut config = ClientConfig::new(addr(9000), vec![], 42);
     config.max_entries = max_entries;
-    GossipClient::new(SigningKey::from_bytes(&[99; 32]), config, 7, 1_000_000)
+    GossipClient::new(SigningKey::from_bytes(&[99; 32]), config, 7, 1_000_000).unwrap()
 }
 
 #[test]
@@ -409,4 +409,30 @@ fn values_before_their_origins_contact_info_in_one_packet_are_kept() {
         node.snapshot_hashes(&Pubkey::of(&peer)).unwrap().full,
         (10, Hash([3; 32]))
     );
+}
+
+#[test]
+fn unusable_configured_sockets_are_refused() {
+    let key = SigningKey::from_bytes(&[13; 32]);
+    let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8001);
+    let config = ClientConfig::new(unspecified, vec![], 1);
+    assert!(GossipClient::new(key.clone(), config, 1, 0).is_err());
+    let mut config = ClientConfig::new(addr(8001), vec![], 1);
+    config.rpc_addr = Some(addr(0));
+    assert!(GossipClient::new(key, config, 1, 0).is_err());
+}
+
+#[test]
+fn old_values_are_purged() {
+    let now = 1_000_000;
+    let mut node = client(16);
+    let peer = SigningKey::from_bytes(&[14; 32]);
+    node.insert_value(signed_contact(&peer, now, 42, 7400), now, None)
+        .unwrap();
+    let timeout_ms = ClientConfig::new(addr(1), vec![], 0).value_timeout_ms;
+    let _ = node.tick(now + timeout_ms);
+    assert!(node.contact_info(&Pubkey::of(&peer)).is_some());
+    let _ = node.tick(now + timeout_ms + 1);
+    assert!(node.contact_info(&Pubkey::of(&peer)).is_none());
+    assert_eq!(node.stats().values_purged, 1);
 }
