@@ -322,6 +322,9 @@ pub fn build_filters<R: Rng>(
     num_items: usize,
     max_bytes: usize,
 ) -> Vec<CrdsFilter> {
+    if max_bytes == 0 {
+        return Vec::new();
+    }
     let max_bits = (max_bytes * 8) as f64;
     let items = max_items(max_bits, FALSE_RATE, KEYS);
     let mask_bits = mask_bits(num_items as f64, items).min(MAX_BUILD_MASK_BITS);

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha20Rng;
 /// Slots each drawn leader holds in a row.
 pub const NUM_CONSECUTIVE_LEADER_SLOTS: u64 = 4;
 /// Slots a schedule may span at most (mainnet epochs have 432 000).
-pub const MAX_SCHEDULE_SLOTS: u64 = 16 * 1024 * 1024;
+pub const MAX_SCHEDULE_SLOTS: u64 = 1 << 21;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum LeaderScheduleError {
