@@ -31,7 +31,8 @@ pub const FAILED_INSERTS_RETENTION_MS: u64 = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// 0 adopts the shred version of the first entrypoint heard from.
+    /// Our cluster's shred version (entrypoints answer only callers that carry theirs);
+    /// 0 accepts values of any shred version.
     pub shred_version: u16,
     pub entrypoints: Vec<SocketAddr>,
     /// Our advertised gossip socket.
@@ -553,7 +554,7 @@ impl GossipClient {
                 // contact info (and so its shred version) is known.
                 values.sort_by_key(|value| !matches!(value.data(), CrdsData::ContactInfo(_)));
                 for value in values {
-                    let _ = self.insert_value(value, now_ms, Some(from));
+                    let _ = self.insert_value(value, now_ms);
                 }
             }
             Protocol::PruneMessage(_, data) => {
@@ -586,7 +587,7 @@ impl GossipClient {
                 return;
             }
         }
-        let _ = self.insert_value(caller, now_ms, Some(from));
+        let _ = self.insert_value(caller, now_ms);
         if caller_wallclock.abs_diff(now_ms) > PULL_REQUEST_WALLCLOCK_WINDOW_MS {
             return;
         }
@@ -611,13 +612,8 @@ impl GossipClient {
 
     /// Checks and stores a received value: signature, kind bounds, wallclock not in the
     /// future, shred version of contact infos (and of the origin for other kinds).
-    pub fn insert_value(
-        &mut self,
-        value: CrdsValue,
-        now_ms: u64,
-        from: Option<SocketAddr>,
-    ) -> Result<Upsert, GossipError> {
-        let checked = self.check_value(&value, now_ms, from);
+    pub fn insert_value(&mut self, value: CrdsValue, now_ms: u64) -> Result<Upsert, GossipError> {
+        let checked = self.check_value(&value, now_ms);
         if let Err(error) = checked {
             self.stats.values_rejected += 1;
             return Err(error);
@@ -638,12 +634,7 @@ impl GossipClient {
         Ok(result)
     }
 
-    fn check_value(
-        &mut self,
-        value: &CrdsValue,
-        now_ms: u64,
-        from: Option<SocketAddr>,
-    ) -> Result<(), GossipError> {
+    fn check_value(&self, value: &CrdsValue, now_ms: u64) -> Result<(), GossipError> {
         value.data().sanitize()?;
         value.verify()?;
         check_wallclock_not_future(value.wallclock(), now_ms, self.config.max_future_ms)?;
@@ -655,15 +646,6 @@ impl GossipClient {
         }
         match value.data() {
             CrdsData::ContactInfo(info) => {
-                if self.shred_version == 0 {
-                    let from_entrypoint = from.is_some_and(|addr| {
-                        self.config.entrypoints.contains(&addr) && info.gossip() == Some(addr)
-                    });
-                    if from_entrypoint && info.shred_version != 0 {
-                        self.shred_version = info.shred_version;
-                        self.refresh_own_contact(now_ms);
-                    }
-                }
                 check_shred_version(info.shred_version, self.shred_version)
             }
             CrdsData::LegacyContactInfo(info) => {

@@ -207,15 +207,15 @@ fn table_rules() {
     let peer = SigningKey::from_bytes(&[1; 32]);
     // Newest wallclock wins per label.
     assert_eq!(
-        node.insert_value(signed_contact(&peer, now - 10, 42, 1), now, None),
+        node.insert_value(signed_contact(&peer, now - 10, 42, 1), now),
         Ok(Upsert::Inserted)
     );
     assert_eq!(
-        node.insert_value(signed_contact(&peer, now - 20, 42, 2), now, None),
+        node.insert_value(signed_contact(&peer, now - 20, 42, 2), now),
         Ok(Upsert::Outdated)
     );
     assert_eq!(
-        node.insert_value(signed_contact(&peer, now - 5, 42, 3), now, None),
+        node.insert_value(signed_contact(&peer, now - 5, 42, 3), now),
         Ok(Upsert::Replaced)
     );
     assert_eq!(
@@ -225,11 +225,11 @@ fn table_rules() {
     // Wrong shred version, far-future wallclock, bad signature: typed errors.
     let other = SigningKey::from_bytes(&[2; 32]);
     assert_eq!(
-        node.insert_value(signed_contact(&other, now, 7, 4), now, None),
+        node.insert_value(signed_contact(&other, now, 7, 4), now),
         Err(GossipError::WrongShredVersion { got: 7, want: 42 })
     );
     assert!(matches!(
-        node.insert_value(signed_contact(&other, now + 3_600_000, 42, 4), now, None),
+        node.insert_value(signed_contact(&other, now + 3_600_000, 42, 4), now),
         Err(GossipError::WallclockInFuture { .. })
     ));
     let forged = CrdsValue::new_signed(
@@ -237,7 +237,7 @@ fn table_rules() {
         &SigningKey::from_bytes(&[3; 32]),
     );
     assert!(matches!(
-        node.insert_value(forged, now, None),
+        node.insert_value(forged, now),
         Err(GossipError::BadSignature { .. })
     ));
     // Snapshot hashes of an origin whose contact info is unknown are not kept.
@@ -250,14 +250,13 @@ fn table_rules() {
         }),
         &other,
     );
-    assert!(node.insert_value(hashes, now, None).is_err());
+    assert!(node.insert_value(hashes, now).is_err());
     // Bounded: the oldest value gives way to newer ones, never beyond max_entries.
     for seed in 10..30u8 {
         let key = SigningKey::from_bytes(&[seed; 32]);
         let _ = node.insert_value(
             signed_contact(&key, now - 1000 + u64::from(seed), 42, 5),
             now,
-            None,
         );
         assert!(node.table().len() <= 4);
     }
@@ -265,7 +264,7 @@ fn table_rules() {
     // An old value does not evict a newer one from a full table.
     let late = SigningKey::from_bytes(&[77; 32]);
     assert_eq!(
-        node.insert_value(signed_contact(&late, now - 10_000, 42, 6), now, None),
+        node.insert_value(signed_contact(&late, now - 10_000, 42, 6), now),
         Ok(Upsert::Outdated)
     );
     assert!(node.stats().values_evicted > 0);
@@ -427,7 +426,7 @@ fn old_values_are_purged() {
     let now = 1_000_000;
     let mut node = client(16);
     let peer = SigningKey::from_bytes(&[14; 32]);
-    node.insert_value(signed_contact(&peer, now, 42, 7400), now, None)
+    node.insert_value(signed_contact(&peer, now, 42, 7400), now)
         .unwrap();
     let timeout_ms = ClientConfig::new(addr(1), vec![], 0).value_timeout_ms;
     let _ = node.tick(now + timeout_ms);
