@@ -397,3 +397,38 @@ pub fn max_bloom_filter_bytes(caller_len: usize) -> usize {
     }
     best_bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn predicted_filter_sizes_match_built_ones() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        for max_bytes in 1..=PACKET_DATA_SIZE {
+            let filters = build_filters(&mut rng, std::iter::empty(), 1, max_bytes);
+            assert_eq!(filters.len(), 1);
+            assert_eq!(filters[0].encoded_len(), filter_len_for(max_bytes), "{max_bytes}");
+            let mut bytes = Vec::new();
+            filters[0].encode(&mut bytes);
+            assert_eq!(bytes.len(), filters[0].encoded_len());
+        }
+    }
+
+    #[test]
+    fn pull_request_filters_fill_the_packet() {
+        for caller_len in [60usize, 127, 200, 333, 512, 900, 1100] {
+            let room = PACKET_DATA_SIZE - 4 - caller_len;
+            let max_bytes = max_bloom_filter_bytes(caller_len);
+            let len = filter_len_for(max_bytes);
+            assert!(len <= room, "caller {caller_len}: filter {len} > room {room}");
+            // No larger max_bytes gives a larger filter that still fits.
+            for larger in max_bytes + 1..=PACKET_DATA_SIZE {
+                let other = filter_len_for(larger);
+                assert!(other > room || other < len, "caller {caller_len}: {larger}");
+            }
+        }
+        assert_eq!(max_bloom_filter_bytes(PACKET_DATA_SIZE), 0);
+    }
+}
