@@ -409,7 +409,11 @@ mod tests {
         for max_bytes in 1..=PACKET_DATA_SIZE {
             let filters = build_filters(&mut rng, std::iter::empty(), 1, max_bytes);
             assert_eq!(filters.len(), 1);
-            assert_eq!(filters[0].encoded_len(), filter_len_for(max_bytes), "{max_bytes}");
+            assert_eq!(
+                filters[0].encoded_len(),
+                filter_len_for(max_bytes),
+                "{max_bytes}"
+            );
             let mut bytes = Vec::new();
             filters[0].encode(&mut bytes);
             assert_eq!(bytes.len(), filters[0].encoded_len());
@@ -422,7 +426,10 @@ mod tests {
             let room = PACKET_DATA_SIZE - 4 - caller_len;
             let max_bytes = max_bloom_filter_bytes(caller_len);
             let len = filter_len_for(max_bytes);
-            assert!(len <= room, "caller {caller_len}: filter {len} > room {room}");
+            assert!(
+                len <= room,
+                "caller {caller_len}: filter {len} > room {room}"
+            );
             // No larger max_bytes gives a larger filter that still fits.
             for larger in max_bytes + 1..=PACKET_DATA_SIZE {
                 let other = filter_len_for(larger);

@@ -54,6 +54,8 @@ pub struct ClientConfig {
     pub pull_fanout: usize,
     /// Peers pushed to per round at most.
     pub push_fanout: usize,
+    /// Unverified peers pinged per push round at most.
+    pub max_pings_per_round: usize,
     /// Values sent in answer to one pull request at most.
     pub max_pull_response_values: usize,
     /// Values whose wallclock is older than this are purged (the cluster keeps values
@@ -77,6 +79,7 @@ impl ClientConfig {
             ping_interval_ms: 1_000,
             pull_fanout: 4,
             push_fanout: 6,
+            max_pings_per_round: 32,
             max_pull_response_values: 256,
             value_timeout_ms: 2 * 24 * 60 * 60 * 1000,
         }
@@ -428,20 +431,20 @@ impl GossipClient {
             self.next_push_ms = now_ms.saturating_add(self.config.push_interval_ms);
             self.refresh_own_contact(now_ms);
             let peers = self.gossip_peers();
-            let mut verified: Vec<SocketAddr> = Vec::new();
-            for (pubkey, addr) in peers {
-                if self.is_verified(&pubkey, &addr, now_ms) {
-                    verified.push(addr);
-                } else {
-                    self.maybe_ping(addr, Some(pubkey), now_ms, &mut out);
-                }
-            }
-            while verified.len() > self.config.push_fanout {
-                let drop = self.rng.gen_range(0..verified.len());
-                verified.swap_remove(drop);
+            let (mut verified, mut unverified): (Vec<_>, Vec<_>) = peers
+                .into_iter()
+                .partition(|(pubkey, addr)| self.is_verified(pubkey, addr, now_ms));
+            keep_random(&mut self.rng, &mut verified, self.config.push_fanout);
+            keep_random(
+                &mut self.rng,
+                &mut unverified,
+                self.config.max_pings_per_round,
+            );
+            for (pubkey, addr) in unverified {
+                self.maybe_ping(addr, Some(pubkey), now_ms, &mut out);
             }
             let messages = protocol::push_messages(self.pubkey, self.own_values());
-            for addr in verified {
+            for (_, addr) in verified {
                 for message in &messages {
                     push_packet(&mut out, addr, message);
                 }
@@ -462,10 +465,7 @@ impl GossipClient {
                 verified_peers.push(addr);
             }
         }
-        while verified_peers.len() > self.config.pull_fanout {
-            let drop = self.rng.gen_range(0..verified_peers.len());
-            verified_peers.swap_remove(drop);
-        }
+        keep_random(&mut self.rng, &mut verified_peers, self.config.pull_fanout);
         for addr in verified_peers {
             if !targets.contains(&addr) {
                 targets.push(addr);
@@ -723,6 +723,14 @@ impl GossipClient {
     /// Whether `pubkey` at `addr` answered our ping and the answer is still fresh.
     pub fn is_verified_peer(&self, pubkey: &Pubkey, addr: &SocketAddr, now_ms: u64) -> bool {
         self.is_verified(pubkey, addr, now_ms)
+    }
+}
+
+/// Keeps `keep` items of `items` chosen at random (all if there are fewer).
+fn keep_random<T>(rng: &mut ChaCha20Rng, items: &mut Vec<T>, keep: usize) {
+    while items.len() > keep {
+        let drop = rng.gen_range(0..items.len());
+        items.swap_remove(drop);
     }
 }
 

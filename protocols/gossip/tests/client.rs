@@ -435,3 +435,36 @@ fn old_values_are_purged() {
     assert!(node.contact_info(&Pubkey::of(&peer)).is_none());
     assert_eq!(node.stats().values_purged, 1);
 }
+
+#[test]
+fn pings_per_round_are_bounded() {
+    let now = 1_000_000;
+    let mut node = client(256);
+    for seed in 0..100u8 {
+        let peer = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
+        node.insert_value(
+            signed_contact(&peer, now, 42, 10_000 + u16::from(seed)),
+            now,
+        )
+        .unwrap();
+    }
+    let out = node.tick(now);
+    let pings = out
+        .iter()
+        .filter(|packet| {
+            matches!(
+                protocol::decode(&packet.bytes),
+                Ok(Protocol::PingMessage(_))
+            )
+        })
+        .count();
+    assert_eq!(
+        pings,
+        ClientConfig::new(addr(1), vec![], 0).max_pings_per_round
+    );
+    // Pull requests need a target: no entrypoint and no verified peer, none sent.
+    assert!(out.iter().all(|packet| !matches!(
+        protocol::decode(&packet.bytes),
+        Ok(Protocol::PullRequest(..))
+    )));
+}
