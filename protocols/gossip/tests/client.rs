@@ -26,11 +26,51 @@ struct Sim {
     loss_percent: u32,
     delivered: u64,
     rejected: u64,
+    /// When set, a lying node floods every client with garbage and forgeries each step.
+    liar: Option<SigningKey>,
+}
+
+const LIAR_ADDR_PORT: u16 = 9999;
+
+impl Sim {
+    fn lies(&mut self, liar: &SigningKey, victim: &Pubkey) -> Vec<Vec<u8>> {
+        let now = self.now_ms;
+        let me = Pubkey::of(liar);
+        let mut garbage = vec![0u8; self.rng.gen_range(0..1300)];
+        self.rng.fill(&mut garbage[..]);
+        // The victim's contact info pointing its RPC elsewhere, signed by the liar.
+        let mut forged = ContactInfo::new(*victim, now + 1_000, u64::MAX, 42);
+        forged.set_socket(SOCKET_TAG_GOSSIP, addr(6666)).unwrap();
+        forged
+            .set_socket(catchup_gossip::contact_info::SOCKET_TAG_RPC, addr(6667))
+            .unwrap();
+        let forged = CrdsValue::new_signed(CrdsData::ContactInfo(forged), liar);
+        let future = signed_contact(liar, now + 3_600_000, 42, LIAR_ADDR_PORT);
+        let foreign = signed_contact(liar, now, 7, LIAR_ADDR_PORT);
+        let ping = catchup_gossip::ping_pong::Ping::new(liar, [1; 32]);
+        let stray_pong = catchup_gossip::ping_pong::Pong::new(liar, &ping);
+        vec![
+            garbage,
+            Protocol::PushMessage(me, vec![forged.clone()]).encode(),
+            Protocol::PullResponse(me, vec![future, foreign]).encode(),
+            Protocol::PongMessage(stray_pong).encode(),
+        ]
+    }
 }
 
 impl Sim {
     fn step(&mut self) {
         self.now_ms += STEP_MS;
+        if let Some(liar) = self.liar.clone() {
+            let victim = self.nodes[1].1.pubkey();
+            let targets: Vec<SocketAddr> = self.nodes.iter().map(|(at, _)| *at).collect();
+            for to in targets {
+                for bytes in self.lies(&liar, &victim) {
+                    self.in_flight
+                        .push((addr(LIAR_ADDR_PORT), Outgoing { to, bytes }));
+                }
+            }
+        }
         for (from, node) in &mut self.nodes {
             for packet in node.tick(self.now_ms) {
                 self.in_flight.push((*from, packet));
@@ -43,7 +83,10 @@ impl Sim {
             batch.swap(i, j);
         }
         for (from, packet) in batch {
-            assert!(packet.bytes.len() <= catchup_gossip::PACKET_DATA_SIZE);
+            assert!(
+                from.port() == LIAR_ADDR_PORT
+                    || packet.bytes.len() <= catchup_gossip::PACKET_DATA_SIZE
+            );
             if self.rng.gen_range(0..100) < self.loss_percent {
                 continue;
             }
@@ -52,9 +95,12 @@ impl Sim {
             };
             self.delivered += 1;
             match node.handle_packet(from, &packet.bytes, self.now_ms) {
-                Ok(answers) => self
-                    .in_flight
-                    .extend(answers.into_iter().map(|answer| (packet.to, answer))),
+                Ok(answers) => self.in_flight.extend(
+                    answers
+                        .into_iter()
+                        .filter(|answer| answer.to.port() != LIAR_ADDR_PORT)
+                        .map(|answer| (packet.to, answer)),
+                ),
                 Err(_) => self.rejected += 1,
             }
         }
@@ -89,6 +135,7 @@ fn build_sim(seed: u64, loss_percent: u32) -> (Sim, Vec<Pubkey>) {
         loss_percent,
         delivered: 0,
         rejected: 0,
+        liar: None,
     };
     (sim, pubkeys)
 }
@@ -108,7 +155,12 @@ fn converged(sim: &Sim, pubkeys: &[Pubkey], snapshot_origin: &Pubkey) -> bool {
 }
 
 fn run_to_convergence(seed: u64, loss_percent: u32) -> (Sim, Vec<Pubkey>, usize) {
+    run_with(seed, loss_percent, None)
+}
+
+fn run_with(seed: u64, loss_percent: u32, liar: Option<SigningKey>) -> (Sim, Vec<Pubkey>, usize) {
     let (mut sim, pubkeys) = build_sim(seed, loss_percent);
+    sim.liar = liar;
     // The second node advertises snapshot hashes.
     let full = (1_000, Hash([1; 32]));
     let incremental = vec![(1_100, Hash([2; 32]))];
@@ -178,6 +230,22 @@ fn clients_converge_despite_loss() {
     for seed in [11u64, 12] {
         let (sim, _, _) = run_to_convergence(seed, 20);
         assert!(sim.delivered > 0);
+    }
+}
+
+#[test]
+fn clients_converge_despite_a_liar() {
+    let liar = SigningKey::from_bytes(&[200; 32]);
+    let (sim, pubkeys, _) = run_with(21, 5, Some(liar.clone()));
+    assert!(sim.rejected > 0);
+    let honest_rpc = addr(8899 + 10);
+    for index in [0usize, 2] {
+        let node = sim.node(index);
+        let info = node.contact_info(&pubkeys[1]).unwrap();
+        assert_eq!(info.rpc(), Some(honest_rpc), "node {index}");
+        assert!(node.contact_info(&Pubkey::of(&liar)).is_none());
+        assert!(node.stats().values_rejected > 0);
+        assert!(node.stats().packets_rejected > 0);
     }
 }
 
