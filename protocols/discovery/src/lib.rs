@@ -1,0 +1,18 @@
+//! Sans-IO Ethereum node discovery.
+//!
+//! Bytes in, typed values or typed errors out; no sockets, files or runtime.
+//! - [`enr::Enr`]: EIP-778 node records ("v4" identity scheme)
+//! - [`v4`]: discovery v4 packets and a bonding/lookup service
+//! - [`v5`]: discovery v5.1 packets, sessions and a lookup service
+//! - [`dns`]: EIP-1459 DNS node lists and a tree walker
+//! - [`table::Table`]: the Kademlia table with endpoint proofs
+
+pub mod crypto;
+pub mod enr;
+pub mod error;
+
+pub use crypto::NodeId;
+pub use enr::{Enr, EnrBuilder};
+pub use error::{DiscError, DropCounters, DropReason};
+/// The secp256k1 crate these APIs use for keys.
+pub use secp256k1;
