@@ -10,6 +10,7 @@
 pub mod crypto;
 pub mod enr;
 pub mod error;
+pub mod v4;
 
 pub use crypto::NodeId;
 pub use enr::{Enr, EnrBuilder};
