@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod enr;
 pub mod error;
 pub mod v4;
+pub mod v5;
 
 pub use crypto::NodeId;
 pub use enr::{Enr, EnrBuilder};

@@ -1,0 +1,9 @@
+//! Node Discovery v5.1: packet masking and framing, messages, handshake cryptography and a
+//! sans-IO service.
+
+pub mod crypto;
+pub mod message;
+pub mod packet;
+
+pub use message::{Message, RequestId};
+pub use packet::{AuthData, Packet};
