@@ -8,6 +8,7 @@
 //! - [`table::Table`]: the Kademlia table with endpoint proofs
 
 pub mod crypto;
+pub mod dns;
 pub mod enr;
 pub mod error;
 pub mod v4;
