@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod dns;
 pub mod enr;
 pub mod error;
+pub mod table;
 pub mod v4;
 pub mod v5;
 
