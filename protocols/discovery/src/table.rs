@@ -246,6 +246,18 @@ impl EndpointProofs {
             .is_some_and(|t| now_ms.saturating_sub(*t) < BOND_EXPIRATION_MS)
     }
 
+    pub fn forget(&mut self, id: &NodeId, ip: IpAddr) {
+        self.proofs.remove(&(*id, ip));
+    }
+
+    /// When the proof of `id` at `ip` was recorded, if it has not expired.
+    pub fn recorded_at(&self, id: &NodeId, ip: IpAddr, now_ms: u64) -> Option<u64> {
+        self.proofs
+            .get(&(*id, ip))
+            .copied()
+            .filter(|t| now_ms.saturating_sub(*t) < BOND_EXPIRATION_MS)
+    }
+
     pub fn len(&self) -> usize {
         self.proofs.len()
     }

@@ -40,7 +40,7 @@ pub enum AuthData {
         src_id: NodeId,
         id_signature: [u8; ID_SIGNATURE_BYTES],
         eph_pubkey: [u8; EPH_PUBKEY_BYTES],
-        record: Option<Enr>,
+        record: Option<Box<Enr>>,
     },
 }
 
@@ -268,7 +268,7 @@ pub fn decode(local_id: &NodeId, packet: &[u8]) -> Result<Packet> {
             let record = if rec.is_empty() {
                 None
             } else {
-                Some(Enr::decode(rec)?)
+                Some(Box::new(Enr::decode(rec)?))
             };
             AuthData::Handshake {
                 src_id: NodeId(src),
