@@ -116,7 +116,7 @@ fn all_found_with_records(nodes: &[Node]) -> bool {
 #[test]
 fn two_to_eight_nodes_find_each_other() {
     for n in 2..=8usize {
-        for seed in [1u64, 2, 3] {
+        for seed in 1u64..=6 {
             let odd = (n > 2).then_some(n - 1);
             let (nodes, _) = network(n, seed * 100 + n as u64, odd);
             let mut sim = Sim::new(nodes, seed);
@@ -148,7 +148,7 @@ fn two_to_eight_nodes_find_each_other() {
 
 #[test]
 fn lossy_network_still_converges() {
-    for seed in 70u64..80 {
+    for seed in 60u64..80 {
         let (nodes, _) = network(8, seed, None);
         let mut sim = Sim::new(nodes, seed);
         sim.loss_percent = 10;

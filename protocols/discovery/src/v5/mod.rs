@@ -4,6 +4,8 @@
 pub mod crypto;
 pub mod message;
 pub mod packet;
+pub mod service;
 
 pub use message::{Message, RequestId};
 pub use packet::{AuthData, Packet};
+pub use service::{Config, Event, FoundNode, Service, Transmit};
