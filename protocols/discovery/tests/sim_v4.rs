@@ -273,6 +273,17 @@ fn bad_packets_are_counted_by_reason_and_unverified_queries_get_nothing() {
     let d = packet::decode(&reply.packet, now / 1000).unwrap();
     assert!(matches!(d.message, Message::Neighbors(_)));
     assert_eq!(node.svc.drops().get(DropReason::Unverified), 1);
+
+    // The proof lasts 12 hours: a day later the same query is unverified again.
+    let later = now + catchup_discovery::table::BOND_EXPIRATION_MS + 60_000;
+    let find_later = Message::FindNode(FindNode {
+        target: [7u8; 64],
+        expiration: later / 1000 + 20,
+    });
+    node.svc
+        .handle_packet(peer, &signed(&find_later, &peer_key), later);
+    assert!(node.svc.poll_transmit().is_none());
+    assert_eq!(node.svc.drops().get(DropReason::Unverified), 2);
 }
 
 fn nodes_key(svc: &Service) -> catchup_discovery::secp256k1::PublicKey {
