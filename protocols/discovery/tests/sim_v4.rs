@@ -11,32 +11,11 @@ use catchup_discovery::secp256k1::{SecretKey, SECP256K1};
 use catchup_discovery::v4::packet::{self, Endpoint, FindNode, Message, Ping, Pong};
 use catchup_discovery::v4::{Bootnode, Config, Service};
 use catchup_discovery::{DropReason, NodeId};
-use common::{Sim, SimNode, START_MS};
+use common::{all_found_with_records, Sim, START_MS};
+
+type Node = common::Node<Service>;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-struct Node {
-    addr: SocketAddr,
-    svc: Service,
-}
-
-impl SimNode for Node {
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-    fn recv(&mut self, from: SocketAddr, data: &[u8], now_ms: u64) {
-        self.svc.handle_packet(from, data, now_ms);
-    }
-    fn timeout(&mut self, now_ms: u64) {
-        self.svc.handle_timeout(now_ms);
-    }
-    fn next_timeout(&self) -> Option<u64> {
-        self.svc.poll_timeout()
-    }
-    fn transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.svc.poll_transmit().map(|t| (t.dest, t.packet))
-    }
-}
 
 fn schedule() -> ForkSchedule {
     ForkSchedule {
@@ -100,17 +79,6 @@ fn network(n: usize, seed: u64, odd_fork: Option<usize>) -> (Vec<Node>, Vec<Secr
         })
         .collect();
     (nodes, keys)
-}
-
-fn all_found_with_records(nodes: &[Node]) -> bool {
-    nodes.iter().all(|a| {
-        nodes.iter().all(|b| {
-            a.svc.local_id() == b.svc.local_id()
-                || a.svc
-                    .node(&b.svc.local_id())
-                    .is_some_and(|f| f.enr.is_some())
-        })
-    })
 }
 
 #[test]

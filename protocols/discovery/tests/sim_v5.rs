@@ -12,32 +12,11 @@ use catchup_discovery::v5::message::{Message, RequestId};
 use catchup_discovery::v5::packet::{self, AuthData};
 use catchup_discovery::v5::{Config, Event, Service};
 use catchup_discovery::{DropReason, EnrBuilder, NodeId};
-use common::{Sim, SimNode, START_MS};
+use common::{all_found_with_records, Sim, START_MS};
+
+type Node = common::Node<Service>;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-struct Node {
-    addr: SocketAddr,
-    svc: Service,
-}
-
-impl SimNode for Node {
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-    fn recv(&mut self, from: SocketAddr, data: &[u8], now_ms: u64) {
-        self.svc.handle_packet(from, data, now_ms);
-    }
-    fn timeout(&mut self, now_ms: u64) {
-        self.svc.handle_timeout(now_ms);
-    }
-    fn next_timeout(&self) -> Option<u64> {
-        self.svc.poll_timeout()
-    }
-    fn transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.svc.poll_transmit().map(|t| (t.dest, t.packet))
-    }
-}
 
 fn schedule() -> ForkSchedule {
     ForkSchedule {
@@ -128,14 +107,6 @@ fn network(n: usize, seed: u64, odd_fork: Option<usize>) -> Vec<Node> {
         .collect()
 }
 
-fn all_found(nodes: &[Node]) -> bool {
-    nodes.iter().all(|a| {
-        nodes.iter().all(|b| {
-            a.svc.local_id() == b.svc.local_id() || a.svc.node(&b.svc.local_id()).is_some()
-        })
-    })
-}
-
 fn report(sim: &Sim<Node>) {
     for a in &sim.nodes {
         let have: String = sim
@@ -166,7 +137,7 @@ fn two_to_eight_nodes_find_each_other() {
             let odd = (n > 2).then_some(n - 1);
             let nodes = network(n, seed * 1000 + n as u64, odd);
             let mut sim = Sim::new(nodes, seed);
-            let ok = sim.run_until(START_MS + 120_000, all_found);
+            let ok = sim.run_until(START_MS + 120_000, all_found_with_records);
             if !ok {
                 report(&sim);
             }
@@ -201,7 +172,7 @@ fn lossy_network_still_converges() {
         let nodes = network(8, seed, None);
         let mut sim = Sim::new(nodes, seed);
         sim.loss_percent = 10;
-        let ok = sim.run_until(START_MS + 300_000, all_found);
+        let ok = sim.run_until(START_MS + 300_000, all_found_with_records);
         if !ok {
             report(&sim);
         }
@@ -214,7 +185,7 @@ fn lossy_network_still_converges() {
 fn talk_request_gets_an_empty_answer() {
     let nodes = network(2, 9, None);
     let mut sim = Sim::new(nodes, 9);
-    assert!(sim.run_until(START_MS + 60_000, all_found));
+    assert!(sim.run_until(START_MS + 60_000, all_found_with_records));
     let b = sim.nodes[1].svc.local_id();
     let now = sim.now_ms;
     assert!(sim.nodes[0].svc.talk(b, b"demo", b"hello", now));

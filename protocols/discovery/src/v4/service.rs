@@ -19,6 +19,7 @@ use secp256k1::{SecretKey, SECP256K1};
 use crate::crypto::{self, NodeId};
 use crate::enr::{Enr, EnrBuilder};
 use crate::error::{DiscError, DropCounters, DropReason};
+use crate::service::{self as common, Discovery, ForkFilter, Peer, Transmit};
 use crate::table::{EndpointProofs, Insert, Table, BUCKET_SIZE};
 use crate::v4::packet::{
     self, EnrRequest, EnrResponse, FindNode, Message, Neighbors, NodeRecord, Ping, Pong,
@@ -70,9 +71,6 @@ impl From<Enode> for Bootnode {
     }
 }
 
-/// Decides whether a node's `eth` fork id is compatible with ours.
-pub type ForkFilter = Box<dyn Fn(&ForkId) -> bool + Send>;
-
 pub struct Config {
     pub key: SecretKey,
     /// Our discovery endpoint as others reach it.
@@ -95,12 +93,8 @@ pub struct FoundNode {
     pub enr: Option<Enr>,
     /// `None` without a record, an `eth` entry or a filter.
     pub eth_compatible: Option<bool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub dest: SocketAddr,
-    pub packet: Vec<u8>,
+    /// Last pong, neighbors or record received from it.
+    pub last_seen_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -609,8 +603,18 @@ impl Service {
             return;
         }
         self.pinged_by.record(id, from.ip(), now_ms);
-        if let Some(n) = self.nodes.get_mut(&id) {
-            n.tcp_port = p.from.tcp_port;
+        let stale_record = match self.nodes.get_mut(&id) {
+            Some(n) => {
+                n.tcp_port = p.from.tcp_port;
+                match (n.enr.as_ref(), p.enr_seq) {
+                    (Some(e), Some(theirs)) => theirs > e.seq(),
+                    _ => false,
+                }
+            }
+            None => false,
+        };
+        if stale_record {
+            self.query(id, pubkey, from, Queued::EnrRequest, now_ms);
         }
         if self.proofs.is_verified(&id, from.ip(), now_ms) {
             let info = NodeInfo {
@@ -649,8 +653,11 @@ impl Service {
             tcp_port: self.nodes.get(&id).map_or(from.port(), |n| n.tcp_port),
         };
         self.add_live(id, from, info, now_ms);
-        let known_seq = match self.nodes.get(&id) {
-            Some(n) => n.enr.as_ref().map(|e| e.seq()),
+        let known_seq = match self.nodes.get_mut(&id) {
+            Some(n) => {
+                n.last_seen_ms = now_ms;
+                n.enr.as_ref().map(|e| e.seq())
+            }
             None => {
                 if self.nodes.len() < MAX_FOUND_NODES {
                     self.nodes.insert(
@@ -662,6 +669,7 @@ impl Service {
                             tcp_port: info.tcp_port,
                             enr: None,
                             eth_compatible: None,
+                            last_seen_ms: now_ms,
                         },
                     );
                     self.event(Event::NodeFound(id));
@@ -736,6 +744,9 @@ impl Service {
         let lookup = pf.lookup;
         let complete = pf.received >= BUCKET_SIZE;
         self.table.seen(&id, now_ms);
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.last_seen_ms = now_ms;
+        }
         let _ = from;
         if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
             for rec in &n.nodes {
@@ -775,7 +786,7 @@ impl Service {
         self.send(from, &msg);
     }
 
-    fn on_enr_response(&mut self, _from: SocketAddr, id: NodeId, r: EnrResponse, _now_ms: u64) {
+    fn on_enr_response(&mut self, _from: SocketAddr, id: NodeId, r: EnrResponse, now_ms: u64) {
         if self.pending_enr.get(&id).map(|(h, _, _)| *h) != Some(r.request_hash) {
             self.drops.add(DropReason::Unsolicited);
             return;
@@ -785,12 +796,9 @@ impl Service {
             self.drops.add(DropReason::BadRecord);
             return;
         }
-        let compatible = match (&self.fork_filter, r.enr.eth_fork_id()) {
-            (Some(f), Some(Ok(fid))) => Some(f(&fid)),
-            (Some(_), Some(Err(_))) => Some(false),
-            _ => None,
-        };
+        let compatible = common::eth_compatible(self.fork_filter.as_ref(), &r.enr);
         if let Some(n) = self.nodes.get_mut(&id) {
+            n.last_seen_ms = now_ms;
             if n.enr.as_ref().is_none_or(|e| e.seq() < r.enr.seq()) {
                 if let Some(tcp) = r.enr.tcp4() {
                     n.tcp_port = tcp;
@@ -923,5 +931,45 @@ impl Service {
             }
         }
         self.advance_lookups(now_ms);
+    }
+}
+
+impl Discovery for Service {
+    fn start(&mut self, now_ms: u64) {
+        Service::start(self, now_ms)
+    }
+    fn handle_packet(&mut self, from: SocketAddr, data: &[u8], now_ms: u64) {
+        Service::handle_packet(self, from, data, now_ms)
+    }
+    fn handle_timeout(&mut self, now_ms: u64) {
+        Service::handle_timeout(self, now_ms)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Service::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Service::poll_transmit(self)
+    }
+    fn local_id(&self) -> NodeId {
+        self.local_id
+    }
+    fn local_enr(&self) -> &Enr {
+        &self.enr
+    }
+    fn peers(&self) -> Vec<Peer> {
+        self.nodes
+            .values()
+            .map(|n| Peer {
+                id: n.id,
+                udp: n.udp,
+                tcp: (n.tcp_port != 0).then(|| SocketAddr::new(n.udp.ip(), n.tcp_port)),
+                enr: n.enr.clone(),
+                eth_compatible: n.eth_compatible,
+                last_seen_ms: n.last_seen_ms,
+            })
+            .collect()
+    }
+    fn drops(&self) -> &DropCounters {
+        &self.drops
     }
 }

@@ -6,6 +6,7 @@ pub mod message;
 pub mod packet;
 pub mod service;
 
+pub use crate::service::{Discovery, ForkFilter, Peer, Transmit};
 pub use message::{Message, RequestId};
 pub use packet::{AuthData, Packet};
-pub use service::{Config, Event, FoundNode, Service, Transmit};
+pub use service::{Config, Event, FoundNode, Service};

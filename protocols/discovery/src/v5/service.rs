@@ -19,6 +19,7 @@ use secp256k1::SecretKey;
 use crate::crypto::NodeId;
 use crate::enr::{Enr, EnrBuilder};
 use crate::error::{DiscError, DropCounters, DropReason};
+use crate::service::{self as common, Discovery, ForkFilter, Peer, Transmit};
 use crate::table::{Insert, Table, BUCKET_SIZE};
 use crate::v5::crypto::{self as v5crypto, SessionKeys};
 use crate::v5::message::{Message, RequestId};
@@ -48,8 +49,6 @@ pub const MAX_NODES_TOTAL: u64 = 8;
 /// Record bytes packed into one NODES message (keeps the packet under 1280 bytes).
 pub const NODES_PAYLOAD_BUDGET_BYTES: usize = 1_000;
 
-pub type ForkFilter = Box<dyn Fn(&ForkId) -> bool + Send>;
-
 pub struct Config {
     pub key: SecretKey,
     pub endpoint: SocketAddr,
@@ -67,12 +66,8 @@ pub struct FoundNode {
     pub addr: SocketAddr,
     pub enr: Enr,
     pub eth_compatible: Option<bool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub dest: SocketAddr,
-    pub packet: Vec<u8>,
+    /// Last answer received from it within a session.
+    pub last_seen_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -805,14 +800,11 @@ impl Service {
                 self.request(oldest, Purpose::Ping, Vec::new(), now_ms);
             }
         }
-        let compatible = match (&self.fork_filter, enr.eth_fork_id()) {
-            (Some(f), Some(Ok(fid))) => Some(f(&fid)),
-            (Some(_), Some(Err(_))) => Some(false),
-            _ => None,
-        };
+        let compatible = common::eth_compatible(self.fork_filter.as_ref(), &enr);
         match self.nodes.get_mut(&id) {
             Some(n) => {
                 n.addr = addr;
+                n.last_seen_ms = now_ms;
                 if n.enr.seq() < enr.seq() {
                     n.enr = enr;
                     n.eth_compatible = compatible;
@@ -828,6 +820,7 @@ impl Service {
                             addr,
                             enr,
                             eth_compatible: compatible,
+                            last_seen_ms: now_ms,
                         },
                     );
                     self.event(Event::NodeFound(id));
@@ -1121,5 +1114,45 @@ impl Service {
             }
         }
         self.advance_lookups(now_ms);
+    }
+}
+
+impl Discovery for Service {
+    fn start(&mut self, now_ms: u64) {
+        Service::start(self, now_ms)
+    }
+    fn handle_packet(&mut self, from: SocketAddr, data: &[u8], now_ms: u64) {
+        Service::handle_packet(self, from, data, now_ms)
+    }
+    fn handle_timeout(&mut self, now_ms: u64) {
+        Service::handle_timeout(self, now_ms)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Service::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Service::poll_transmit(self)
+    }
+    fn local_id(&self) -> NodeId {
+        self.local_id
+    }
+    fn local_enr(&self) -> &Enr {
+        &self.enr
+    }
+    fn peers(&self) -> Vec<Peer> {
+        self.nodes
+            .values()
+            .map(|n| Peer {
+                id: n.id,
+                udp: n.addr,
+                tcp: n.enr.tcp_socket(),
+                enr: Some(n.enr.clone()),
+                eth_compatible: n.eth_compatible,
+                last_seen_ms: n.last_seen_ms,
+            })
+            .collect()
+    }
+    fn drops(&self) -> &DropCounters {
+        &self.drops
     }
 }

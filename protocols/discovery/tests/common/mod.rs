@@ -7,11 +7,49 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
+use catchup_discovery::Discovery;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Virtual start time (milliseconds since the UNIX epoch): packet expirations are absolute.
 pub const START_MS: u64 = 1_700_000_000_000;
+
+/// A discovery service at its address; the simulator drives it through [`Discovery`] only.
+pub struct Node<D> {
+    pub addr: SocketAddr,
+    pub svc: D,
+}
+
+impl<D: Discovery> SimNode for Node<D> {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn recv(&mut self, from: SocketAddr, data: &[u8], now_ms: u64) {
+        self.svc.handle_packet(from, data, now_ms);
+    }
+    fn timeout(&mut self, now_ms: u64) {
+        self.svc.handle_timeout(now_ms);
+    }
+    fn next_timeout(&self) -> Option<u64> {
+        self.svc.poll_timeout()
+    }
+    fn transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.svc.poll_transmit().map(|t| (t.dest, t.packet))
+    }
+}
+
+/// Every node's peers include every other node with its record.
+pub fn all_found_with_records<D: Discovery>(nodes: &[Node<D>]) -> bool {
+    nodes.iter().all(|a| {
+        let peers = a.svc.peers();
+        nodes.iter().all(|b| {
+            a.svc.local_id() == b.svc.local_id()
+                || peers
+                    .iter()
+                    .any(|p| p.id == b.svc.local_id() && p.enr.is_some())
+        })
+    })
+}
 
 pub trait SimNode {
     fn addr(&self) -> SocketAddr;
