@@ -147,6 +147,29 @@ fn lossy_network_still_converges() {
     }
 }
 
+#[test]
+fn crashed_node_is_evicted_from_every_table() {
+    let (nodes, _) = network(6, 4242, None);
+    let mut sim = Sim::new(nodes, 4242);
+    assert!(sim.run_until(START_MS + 120_000, all_found_with_records));
+    let dead = sim.nodes[3].svc.local_id();
+    assert!(sim.nodes.iter().any(|n| n.svc.in_table(&dead)));
+    sim.down = vec![false, false, false, true, false, false];
+    let end = sim.now_ms + 600_000;
+    let evicted = sim.run_until(end, |nodes| nodes.iter().all(|n| !n.svc.in_table(&dead)));
+    assert!(
+        evicted,
+        "liveness checks remove a node that stopped answering"
+    );
+    // The others still know each other.
+    for (i, a) in sim.nodes.iter().enumerate() {
+        if i == 3 {
+            continue;
+        }
+        assert!(a.svc.table_len() >= 1);
+    }
+}
+
 fn signed(msg: &Message, key: &SecretKey) -> Vec<u8> {
     packet::encode(msg, key).unwrap().0
 }

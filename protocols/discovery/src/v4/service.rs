@@ -293,6 +293,11 @@ impl Service {
     }
 
     /// Entries in the Kademlia table.
+    /// Whether `id` is in the Kademlia table (alive as far as we know).
+    pub fn in_table(&self, id: &NodeId) -> bool {
+        self.table.contains(id)
+    }
+
     pub fn table_len(&self) -> usize {
         self.table.len()
     }

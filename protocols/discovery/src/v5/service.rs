@@ -301,6 +301,11 @@ impl Service {
         &self.enr
     }
 
+    /// Whether `id` is in the Kademlia table (alive as far as we know).
+    pub fn in_table(&self, id: &NodeId) -> bool {
+        self.table.contains(id)
+    }
+
     pub fn table_len(&self) -> usize {
         self.table.len()
     }

@@ -72,6 +72,8 @@ pub struct Sim<N> {
     pub max_latency_ms: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Crashed nodes: they neither send, receive nor run timers.
+    pub down: Vec<bool>,
 }
 
 impl<N: SimNode> Sim<N> {
@@ -86,7 +88,12 @@ impl<N: SimNode> Sim<N> {
             max_latency_ms: 40,
             delivered: 0,
             lost: 0,
+            down: Vec::new(),
         }
+    }
+
+    fn is_down(&self, i: usize) -> bool {
+        self.down.get(i).copied().unwrap_or(false)
     }
 
     fn collect(&mut self) {
@@ -96,6 +103,9 @@ impl<N: SimNode> Sim<N> {
                 let Some(to) = self.nodes.iter().position(|n| n.addr() == dest) else {
                     continue;
                 };
+                if self.is_down(i) || self.is_down(to) {
+                    continue;
+                }
                 if self.rng.gen_range(0..100) < self.loss_percent {
                     self.lost += 1;
                     continue;
@@ -116,7 +126,13 @@ impl<N: SimNode> Sim<N> {
                 return true;
             }
             let next_packet = self.queue.peek().map(|Reverse((at, ..))| *at);
-            let next_timer = self.nodes.iter().filter_map(|n| n.next_timeout()).min();
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.is_down(*i))
+                .filter_map(|(_, n)| n.next_timeout())
+                .min();
             let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
                 return false;
             };
@@ -132,10 +148,17 @@ impl<N: SimNode> Sim<N> {
                 let Some(Reverse((_, _, to, from, data))) = self.queue.pop() else {
                     break;
                 };
+                if self.is_down(to) {
+                    continue;
+                }
                 self.delivered += 1;
                 self.nodes[to].recv(from, &data, self.now_ms);
             }
-            for n in &mut self.nodes {
+            for i in 0..self.nodes.len() {
+                if self.is_down(i) {
+                    continue;
+                }
+                let n = &mut self.nodes[i];
                 if n.next_timeout().is_some_and(|t| t <= self.now_ms) {
                     n.timeout(self.now_ms);
                 }
