@@ -9,6 +9,9 @@
 use std::collections::{HashSet, VecDeque};
 
 use alloy_primitives::keccak256;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use secp256k1::PublicKey;
 
 use crate::crypto;
@@ -277,6 +280,7 @@ pub struct TreeWalker {
     found: VecDeque<WalkEvent>,
     truncated: bool,
     failed: bool,
+    rng: Option<StdRng>,
 }
 
 impl TreeWalker {
@@ -294,7 +298,15 @@ impl TreeWalker {
             found: VecDeque::new(),
             truncated: false,
             failed: false,
+            rng: None,
         }
+    }
+
+    /// Visit each branch's children in an order drawn from `seed` (the spec advises a
+    /// random traversal, so that clients spread over the tree).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = Some(StdRng::seed_from_u64(seed));
+        self
     }
 
     /// Refuse roots with a sequence number below `seq` (seen before for this name).
@@ -379,7 +391,10 @@ impl TreeWalker {
             .find(|t| hash_matches(&hash, t))
             .ok_or(DiscError::BadHash { what: "dns entry" })?;
         match (parse_entry(text)?, sub) {
-            (Entry::Branch(children), _) => {
+            (Entry::Branch(mut children), _) => {
+                if let Some(rng) = self.rng.as_mut() {
+                    children.shuffle(rng);
+                }
                 for c in children {
                     self.push_child(&c, sub);
                 }
@@ -509,6 +524,27 @@ mod tests {
         want.sort();
         assert_eq!(texts, want);
         assert_eq!(links, vec![TreeLink::parse(ZONE[0].1).unwrap()]);
+    }
+
+    #[test]
+    fn seeded_walks_find_the_same_records_in_other_orders() {
+        let mut orders = HashSet::new();
+        for seed in 0..16 {
+            let (enrs, links, errors) = walk(
+                TreeWalker::new(link(ZONE_KEY), 100).with_seed(seed),
+                &example_zone(),
+            );
+            assert!(errors.is_empty());
+            assert_eq!(links.len(), 1);
+            let texts: Vec<String> = enrs.iter().map(|e| e.to_text()).collect();
+            let mut sorted = texts.clone();
+            sorted.sort();
+            let mut want: Vec<String> = ZONE[2..].iter().map(|(_, t)| t.to_string()).collect();
+            want.sort();
+            assert_eq!(sorted, want);
+            orders.insert(texts);
+        }
+        assert!(orders.len() > 1, "the seed changes the order");
     }
 
     #[test]
