@@ -41,6 +41,15 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
 
 struct Killed(Child);
 
+/// Removes the client's data folder however the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -73,6 +82,7 @@ fn ethereumjs_discv4_bonds_and_answers() {
     let datadir =
         std::env::temp_dir().join(format!("catchup-discv4-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&datadir);
+    let _cleanup = TempDir(datadir.clone());
     let mut child = Command::new(&bin)
         .arg(format!("--gethGenesis={}", genesis.display()))
         .arg(format!("--dataDir={}", datadir.display()))
@@ -185,5 +195,4 @@ fn ethereumjs_discv4_bonds_and_answers() {
         );
     }
     drop(child);
-    let _ = std::fs::remove_dir_all(&datadir);
 }
