@@ -373,3 +373,115 @@ fn bad_packets_are_counted_by_reason() {
         AuthData::WhoAreYou { .. }
     ));
 }
+
+/// A hand-driven peer answers our service's FINDNODE with one record at a requested
+/// distance and one (its own, distance 0) that was not asked for: the first is taken,
+/// the second is refused as a bad record.
+#[test]
+fn nodes_outside_the_requested_distances_are_refused() {
+    let now = START_MS;
+    let p_key = SecretKey::from_slice(&[0x61; 32]).unwrap();
+    let p_addr: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+    let p_enr = EnrBuilder::new(1)
+        .endpoint(p_addr, 0)
+        .build(&p_key)
+        .unwrap();
+    let p_id = p_enr.node_id();
+    let s_addr: SocketAddr = "127.0.0.1:9101".parse().unwrap();
+    let mut svc = Service::new(Config {
+        key: SecretKey::from_slice(&[0x62; 32]).unwrap(),
+        endpoint: s_addr,
+        tcp_port: 0,
+        bootnodes: vec![p_enr.clone()],
+        fork_id: None,
+        fork_filter: None,
+        rng_seed: 11,
+    })
+    .unwrap();
+    let s_id = svc.local_id();
+    let s_pk = *svc.local_enr().public_key();
+    svc.start(now);
+    // Challenge every packet the service sent us.
+    let mut challenges = Vec::new();
+    let first: Vec<_> = std::iter::from_fn(|| svc.poll_transmit()).collect();
+    for t in first {
+        assert_eq!(t.dest, p_addr);
+        let p = packet::decode(&p_id, &t.packet).unwrap();
+        let auth = AuthData::WhoAreYou {
+            id_nonce: [challenges.len() as u8; 16],
+            enr_seq: 0,
+        };
+        let (raw, challenge) = packet::encode(&s_id, &[9u8; 16], &p.nonce, &auth, None).unwrap();
+        challenges.push(challenge);
+        svc.handle_packet(p_addr, &raw, now + 10);
+    }
+    assert!(challenges.len() >= 2, "ping and findnode");
+    // Accept the handshakes and answer the FINDNODE.
+    let mut answered = false;
+    let mut rng = StdRng::seed_from_u64(5);
+    while let Some(t) = svc.poll_transmit() {
+        let p = packet::decode(&p_id, &t.packet).unwrap();
+        let AuthData::Handshake {
+            id_signature,
+            eph_pubkey,
+            record,
+            ..
+        } = &p.auth
+        else {
+            panic!("expected a handshake, got {:?}", p.auth)
+        };
+        assert!(record.is_some(), "enr-seq 0 asks for the record");
+        let keys = challenges
+            .iter()
+            .find_map(|c| {
+                v5crypto::accept_handshake(&p_key, &p_id, &s_id, &s_pk, c, id_signature, eph_pubkey)
+                    .ok()
+                    .filter(|k| p.decrypt(&k.initiator_key).is_ok())
+            })
+            .expect("a handshake for one of our challenges");
+        let msg = Message::decode(&p.decrypt(&keys.initiator_key).unwrap()).unwrap();
+        let Message::FindNode { req_id, distances } = msg else {
+            continue;
+        };
+        assert!(!distances.contains(&0));
+        // A record at one of the requested distances from us.
+        let good = loop {
+            let k = random_key(&mut rng);
+            let e = EnrBuilder::new(1)
+                .endpoint("127.0.0.1:9200".parse().unwrap(), 0)
+                .build(&k)
+                .unwrap();
+            if distances.contains(&(p_id.log_distance(&e.node_id()) as u16)) {
+                break e;
+            }
+        };
+        let nodes = Message::Nodes {
+            req_id,
+            total: 1,
+            enrs: vec![good.clone(), p_enr.clone()],
+        }
+        .encode();
+        let (raw, _) = packet::encode(
+            &s_id,
+            &[3u8; 16],
+            &[4u8; 12],
+            &AuthData::Message { src_id: p_id },
+            Some((&keys.recipient_key, &nodes)),
+        )
+        .unwrap();
+        svc.handle_packet(p_addr, &raw, now + 20);
+        answered = true;
+        assert_eq!(svc.drops().get(DropReason::BadRecord), 1);
+        assert!(svc.node(&p_id).is_some(), "the answering peer is live");
+        // The good record is followed up: the lookup contacts it.
+        let dests: Vec<SocketAddr> = std::iter::from_fn(|| svc.poll_transmit())
+            .map(|t| t.dest)
+            .collect();
+        assert!(
+            dests.contains(&"127.0.0.1:9200".parse().unwrap()),
+            "{dests:?}"
+        );
+        break;
+    }
+    assert!(answered, "the service sent a FINDNODE");
+}
