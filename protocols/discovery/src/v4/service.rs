@@ -741,7 +741,7 @@ impl Service {
     }
 
     fn on_neighbors(&mut self, from: SocketAddr, id: NodeId, n: Neighbors, now_ms: u64) {
-        let Some(pf) = self.pending_finds.get_mut(&id) else {
+        let Some(pf) = self.pending_finds.get_mut(&id).filter(|pf| pf.addr == from) else {
             self.drops.add(DropReason::Unsolicited);
             return;
         };
@@ -752,7 +752,6 @@ impl Service {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.last_seen_ms = now_ms;
         }
-        let _ = from;
         if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
             for rec in &n.nodes {
                 let nid = NodeId::from_pub64(&rec.id);
@@ -791,8 +790,13 @@ impl Service {
         self.send(from, &msg);
     }
 
-    fn on_enr_response(&mut self, _from: SocketAddr, id: NodeId, r: EnrResponse, now_ms: u64) {
-        if self.pending_enr.get(&id).map(|(h, _, _)| *h) != Some(r.request_hash) {
+    fn on_enr_response(&mut self, from: SocketAddr, id: NodeId, r: EnrResponse, now_ms: u64) {
+        let expected = self
+            .pending_enr
+            .get(&id)
+            .filter(|(_, _, addr)| *addr == from)
+            .map(|(h, _, _)| *h);
+        if expected != Some(r.request_hash) {
             self.drops.add(DropReason::Unsolicited);
             return;
         }
