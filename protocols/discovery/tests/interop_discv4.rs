@@ -83,7 +83,11 @@ fn ethereumjs_discv4_bonds_and_answers() {
         std::env::temp_dir().join(format!("catchup-discv4-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&datadir);
     let _cleanup = TempDir(datadir.clone());
+    std::fs::create_dir_all(&datadir).expect("data folder");
+    // The client writes log files into its working folder (even with --logFile=false):
+    // run it inside its data folder.
     let mut child = Command::new(&bin)
+        .current_dir(&datadir)
         .arg(format!("--gethGenesis={}", genesis.display()))
         .arg(format!("--dataDir={}", datadir.display()))
         .args([
