@@ -37,6 +37,19 @@ pub enum EthCmd {
     Serve(super::eth_net::ServeArgs),
     /// Sync a chain and its state from peers over RLPx with the fast or snap engines.
     Sync(super::eth_net::SyncArgs),
+    /// Write the state an `eth sync --datadir D` verified, at its pivot, as JSON lines
+    /// (geth's iterative dump shape, with the pivot header on the first line).
+    ExportState(ExportStateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportStateArgs {
+    /// Data directory of a finished `eth sync`.
+    #[arg(long, value_name = "D")]
+    pub datadir: PathBuf,
+    /// The JSON-lines file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -83,6 +96,11 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         EthCmd::Sim(a) => super::eth_sync::run_sim(&a, _global),
         EthCmd::Serve(a) => super::eth_net::run_serve(&a, _global),
         EthCmd::Sync(a) => super::eth_net::run_sync_cmd(&a, _global),
+        EthCmd::ExportState(a) => {
+            let r = crate::eth::export::export_state(&a.datadir, &a.out)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(0)
+        }
     }
 }
 
@@ -283,6 +301,9 @@ fn state_root(a: &StateRootArgs) -> anyhow::Result<i32> {
         _ => anyhow::bail!("give exactly one of --alloc FILE or --dump FILE"),
     };
     let text = read_text(path)?;
+    if kind == "dump" && crate::eth::export::is_dump_lines(&text) {
+        return crate::eth::export::state_root_cmd(path, &text, a.json);
+    }
     let (state, claimed) = if kind == "alloc" {
         (
             parse_alloc(&text).with_context(|| format!("{}", path.display()))?,

@@ -51,6 +51,9 @@ pub struct SyncArgs {
     /// Data directory (locked while running); the archive goes to D/download/.
     #[arg(long, value_name = "D")]
     pub datadir: PathBuf,
+    /// Hand-off to the validator: `--ledger DIR` / `--snapshots-dir DIR`.
+    #[command(flatten)]
+    pub handoff: Box<crate::solana::handoff::HandoffArgs>,
     /// Fetch the incremental snapshot (base URLs are asked for /incremental-snapshot.tar.bz2).
     #[arg(long)]
     pub incremental: bool,
@@ -291,6 +294,13 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     if !report.complete {
         return Ok(1);
     }
+    crate::solana::handoff::run_after_sync(
+        &args.handoff,
+        &args.datadir,
+        &report.archive,
+        report.verified.as_ref(),
+        json,
+    )?;
     let repair = match (repair_plan, report.slot) {
         (None, _) => {
             if !json {

@@ -17,6 +17,10 @@ pub struct StatusCmd {
     /// Give up on the endpoint after this long.
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     pub timeout_ms: u64,
+    /// Redraw the node's picture (phases, per-shard throughput, peers, placement) every
+    /// MS milliseconds until interrupted.
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "2000")]
+    pub watch: Option<u64>,
 }
 
 /// Sum each metric over its labels from Prometheus text.
@@ -75,6 +79,15 @@ pub fn run(cmd: StatusCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         .context("status: give the node's admin endpoint with --admin ADDR")?
         .to_string();
     let timeout = Duration::from_millis(cmd.timeout_ms.max(1));
+    if let Some(every_ms) = cmd.watch {
+        crate::node::view::watch(
+            &addr,
+            Duration::from_millis(every_ms.max(100)),
+            timeout,
+            None,
+        )?;
+        return Ok(0);
+    }
     let status_text = crate::node::admin::fetch(&addr, "/status", timeout)?;
     let status: Value = serde_json::from_str(&status_text)
         .with_context(|| format!("status: {addr}/status is not JSON"))?;

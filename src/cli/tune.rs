@@ -62,7 +62,7 @@ pub fn parse_cores(s: &str) -> anyhow::Result<Vec<usize>> {
 pub fn load_plan(global: &GlobalOpts) -> anyhow::Result<Option<Plan>> {
     match &global.plan {
         None => Ok(None),
-        Some(p) => Ok(Some(Plan::load(p)?)),
+        Some(p) => Ok(Some(crate::node::view::publish_plan(Plan::load(p)?))),
     }
 }
 

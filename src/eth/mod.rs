@@ -7,6 +7,7 @@
 //! - [`serve`]: answers eth and snap requests from a chain and a state (used on the wire
 //!   and in the simulator).
 
+pub mod export;
 pub mod net;
 pub mod serve;
 pub mod sync;

@@ -1,4 +1,5 @@
-//! The admin endpoint: Prometheus text at `/metrics`, JSON at `/status`.
+//! The admin endpoint: a status page at `/`, Prometheus text at `/metrics`, JSON at
+//! `/status`.
 //!
 //! Any module publishes its state into the status document with [`set_status`] (a value
 //! that it updates) or [`register_status_provider`] (a closure called per request). The
@@ -64,8 +65,8 @@ where
         .insert(section.to_string(), Arc::new(Box::new(provider)));
 }
 
-/// The whole status document: `{"process": {...}, "<section>": ..., ...}`.
-pub fn status_json() -> Value {
+/// The sections modules published (values and providers), with `process`.
+pub fn status_sections() -> Value {
     let (mut values, providers) = {
         let r = registry().lock().unwrap_or_else(|p| p.into_inner());
         (r.values.clone(), r.providers.clone())
@@ -89,6 +90,34 @@ pub fn status_json() -> Value {
     Value::Object(doc)
 }
 
+/// The whole status document: `{"process": {...}, "<section>": ..., ...}` plus the views
+/// of [`crate::node::view`]: `throughput` (per shard and stage, over the last minutes),
+/// `phases` (progress, rate, ETA), `peers` and `placement`.
+pub fn status_json() -> Value {
+    use crate::node::view;
+    let mut doc = status_sections();
+    let peers = view::peers_of(&doc);
+    let placement = view::placement_of(&doc);
+    if let Value::Object(m) = &mut doc {
+        m.insert("throughput".into(), view::throughput_json());
+        m.insert("phases".into(), view::phases_json());
+        m.insert("peers".into(), peers);
+        m.insert("placement".into(), placement);
+    }
+    doc
+}
+
+/// The status page: one HTML document with its script and style inline, carrying the
+/// status document of this moment (it then refreshes itself from `/status`).
+pub fn status_page() -> String {
+    const PAGE: &str = include_str!("status_page.html");
+    // Inside a <script> element: no "</" may appear in the JSON text.
+    let initial = serde_json::to_string(&status_json())
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c");
+    PAGE.replace("/*INITIAL_STATUS*/null", &initial)
+}
+
 /// Prometheus text: the per-shard metrics plus process uptime.
 pub fn metrics_text() -> String {
     let mut s = catchup_shards::metrics::render_prometheus();
@@ -104,6 +133,7 @@ pub fn metrics_text() -> String {
 /// A running admin endpoint; stops when dropped.
 pub struct AdminServer {
     addr: SocketAddr,
+    _sampler: Option<crate::node::view::Sampler>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -167,9 +197,18 @@ impl AdminServer {
                 what: "spawn thread",
                 source,
             })?;
-        tracing::info!(addr = %local, "admin endpoint serving /metrics and /status");
+        // Without the sampler the page has no history; the endpoint still serves.
+        let sampler = match crate::node::view::Sampler::start() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "admin endpoint: no throughput history");
+                None
+            }
+        };
+        tracing::info!(addr = %local, "admin endpoint serving / (status page), /metrics and /status");
         Ok(Self {
             addr: local,
+            _sampler: sampler,
             stop,
             thread: Some(thread),
         })
@@ -220,7 +259,18 @@ fn serve_one(mut stream: TcpStream) -> std::io::Result<()> {
             let body = serde_json::to_vec_pretty(&status_json()).unwrap_or_default();
             respond(&mut stream, 200, "application/json", &body)
         }
-        ("GET", _) => respond(&mut stream, 404, "text/plain", b"try /metrics or /status\n"),
+        ("GET", "/") => respond(
+            &mut stream,
+            200,
+            "text/html; charset=utf-8",
+            status_page().as_bytes(),
+        ),
+        ("GET", _) => respond(
+            &mut stream,
+            404,
+            "text/plain",
+            b"try / (status page), /metrics or /status\n",
+        ),
         _ => respond(&mut stream, 405, "text/plain", b"only GET\n"),
     }
 }
@@ -358,6 +408,27 @@ mod tests {
         assert!(matches!(e, AdminError::Status { code: 404, .. }), "{e}");
         drop(server);
         assert!(fetch(&addr, "/status", Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn page_carries_the_status_without_breaking_out_of_its_script() {
+        set_status("page_test", json!({"name": "</script><b>x</b>"}));
+        let page = status_page();
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(
+            !page.contains("</script><b>"),
+            "status text escaped the script element"
+        );
+        assert!(page.contains("page_test"));
+        assert!(!page.contains("/*INITIAL_STATUS*/"));
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(raw.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        clear_status("page_test");
     }
 
     #[test]

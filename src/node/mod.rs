@@ -3,3 +3,5 @@
 
 pub mod admin;
 pub mod obs;
+pub mod stages;
+pub mod view;

@@ -6,7 +6,9 @@
 //!   checks; archive generation for devnets and benches.
 //! - [`repair`]: shred repair of the slot gap to the tip, newest slots first, over UDP or
 //!   AF_XDP, and the repair server.
+//! - [`handoff`]: verified archives placed where agave-validator and Firedancer look.
 
 pub mod download;
+pub mod handoff;
 pub mod repair;
 pub mod snapshot;

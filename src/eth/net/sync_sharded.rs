@@ -422,6 +422,7 @@ async fn shard_run<S: ShardStore>(
                 ));
             }
         }
+        crate::node::stages::record_eth_events(me, &batch);
         for ev in batch {
             acts.clear();
             engine.handle(now_ms, ev, store, &mut acts);
@@ -476,6 +477,7 @@ async fn shard_run<S: ShardStore>(
             failure = Some(format!("shard {me}: {e}"));
             break;
         }
+        crate::node::stages::record_eth_progress(me, shard.core(), &engine);
         if finished || failure.is_some() {
             break;
         }

@@ -246,6 +246,7 @@ pub fn sync(
         let (cfg, sink_factory, progress) = (cfg.clone(), sink_factory.clone(), progress.clone());
         async move {
             let shard = Rc::new(shard);
+            crate::node::stages::enter_shard(shard.id().0, shard.core());
             if shard.id().0 != 0 {
                 let span = crate::node::obs::shard_span(shard.id().0);
                 tracing::Instrument::instrument(fetch_worker(shard), span).await;
@@ -679,6 +680,7 @@ async fn fetch_inner(
             let bytes = stage_len as u64;
             stage_len = 0;
             stage_pos = pos;
+            crate::node::stages::record_snapshot_download(bytes, pos == chunk_end(chunk));
             let _ = ctx
                 .tx
                 .send(Msg {

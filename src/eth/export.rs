@@ -1,0 +1,492 @@
+//! Exports of what `eth sync` verified into formats other clients read.
+//!
+//! [`export_state`] writes the state at the pivot as JSON lines, the shape of geth's
+//! iterative dump (`geth dump --iterative`) that reth's `init-state` also reads: a first
+//! line with the state root (and here the pivot header), then one line per account with
+//! `balance` (decimal), `nonce`, `root` (storage root), `codeHash`, `code` and `storage`.
+//! A fast or snap sync learns accounts and storage slots by their keccak only, never the
+//! preimages, so each account carries its hashed address as `key` and its storage is keyed
+//! by the hashed slot (geth writes the same when it has no preimage).
+//!
+//! [`state_root_of_dump_lines`] recomputes the root of such a file (what
+//! `eth state-root --dump FILE` runs on JSON lines).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::{B256, U256};
+use catchup_eth::trie::{node_contents, trie_root, Nibbles};
+use catchup_eth::types::Account;
+use serde_json::{json, Value};
+
+use crate::eth::sync::persist::DiskStore;
+use crate::eth::sync::store::MemStore;
+
+/// keccak of the empty byte string: the code hash of an account without code.
+const EMPTY_CODE_HASH: B256 =
+    alloy_primitives::b256!("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
+/// Root of an empty trie.
+const EMPTY_ROOT: B256 =
+    alloy_primitives::b256!("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421");
+/// Largest number of accounts one export or one root check handles.
+pub const MAX_ACCOUNTS: usize = 50_000_000;
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("export: {path}: {what}")]
+    DataDir { path: PathBuf, what: String },
+    #[error("export: the state trie at root {root:#x} is missing node {node:#x} (under path {path}): the sync did not finish")]
+    MissingNode {
+        root: B256,
+        node: B256,
+        path: String,
+    },
+    #[error("export: node {node:#x}: {what}")]
+    BadNode { node: B256, what: String },
+    #[error("export: code {hash:#x} of account {account:#x} is not in the data directory")]
+    MissingCode { hash: B256, account: B256 },
+    #[error("export: writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state dump line {line}: {what}")]
+    BadLine { line: usize, what: String },
+}
+
+/// What `eth sync` left in a data directory, all shards merged.
+pub struct Synced {
+    pub store: MemStore,
+    /// The sync's final report (`sync-report.json`).
+    pub report: Value,
+}
+
+/// Open every `shard-<N>/` store of `datadir` (locking the directory while reading) and
+/// merge them.
+pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
+    let report_path = datadir.join("sync-report.json");
+    let report: Value = std::fs::read(&report_path)
+        .map_err(|e| {
+            bad(format!(
+                "no sync report ({e}): run `eth sync --datadir` first"
+            ))
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| bad(format!("sync-report.json: {e}")))
+        })?;
+    let mut dirs = Vec::new();
+    for i in 0..catchup_shards::runtime::MAX_SHARDS {
+        let d = datadir.join(format!("shard-{i}"));
+        if !d.is_dir() {
+            break;
+        }
+        dirs.push(d);
+    }
+    if dirs.is_empty() {
+        return Err(bad(
+            "no shard-<N>/ store: not an `eth sync` data directory".into()
+        ));
+    }
+    let mut merged = MemStore::default();
+    for d in dirs {
+        let view = catchup_io::exec::run_unbound(async {
+            let s = DiskStore::open(&d).await.map_err(|e| e.to_string())?;
+            s.close().await.map_err(|e| e.to_string())
+        })
+        .map_err(|e| bad(format!("{}: {e}", d.display())))?;
+        merged.nodes.extend(view.nodes);
+        merged.codes.extend(view.codes);
+        merged.headers.extend(view.headers);
+        merged.bodies.extend(view.bodies);
+        merged.receipts.extend(view.receipts);
+    }
+    Ok(Synced {
+        store: merged,
+        report,
+    })
+}
+
+/// Every leaf (full key, value) of the trie at `root` in `nodes`, in key order.
+fn trie_leaves(
+    nodes: &HashMap<B256, Vec<u8>>,
+    root: B256,
+    key_nibbles: usize,
+) -> Result<Vec<(B256, Vec<u8>)>, ExportError> {
+    let mut out = Vec::new();
+    if root == EMPTY_ROOT {
+        return Ok(out);
+    }
+    let mut stack = vec![(root, Nibbles::new())];
+    while let Some((hash, path)) = stack.pop() {
+        let rlp = nodes.get(&hash).ok_or_else(|| ExportError::MissingNode {
+            root,
+            node: hash,
+            path: hex::encode(path.as_slice()),
+        })?;
+        let c = node_contents(rlp, &path).map_err(|e| ExportError::BadNode {
+            node: hash,
+            what: e.to_string(),
+        })?;
+        for (p, v) in c.leaves {
+            let key = p
+                .pack()
+                .filter(|k| k.len() * 2 == key_nibbles)
+                .ok_or_else(|| ExportError::BadNode {
+                    node: hash,
+                    what: format!("a leaf path of {} nibbles", p.len()),
+                })?;
+            out.push((B256::from_slice(&key), v.to_vec()));
+        }
+        stack.extend(c.hashed_children);
+    }
+    out.sort_by_key(|a| a.0);
+    Ok(out)
+}
+
+/// How much an export wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StateExport {
+    pub root: String,
+    pub pivot_number: Option<u64>,
+    pub pivot_hash: Option<String>,
+    pub accounts: u64,
+    pub storage_slots: u64,
+    pub contracts: u64,
+    pub out: PathBuf,
+}
+
+/// A storage-trie value: the RLP string of a big-endian integer (at most 32 bytes).
+fn decode_storage_value(rlp: &[u8]) -> Option<U256> {
+    match rlp.first()? {
+        b if *b < 0x80 && rlp.len() == 1 => Some(U256::from(*b)),
+        b if (0x80..=0xa0).contains(b) => {
+            let body = &rlp[1..];
+            (body.len() == (*b - 0x80) as usize).then(|| U256::from_be_slice(body))
+        }
+        _ => None,
+    }
+}
+
+/// Write the state at the pivot of the sync in `datadir` to `out` as JSON lines (see the
+/// module docs). The file appears complete or not at all (written beside, then renamed).
+pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportError> {
+    let synced = load_datadir(datadir)?;
+    let status = &synced.report["status"];
+    let root_text = status["state_root"]
+        .as_str()
+        .or(synced.report["state_root"].as_str())
+        .ok_or_else(|| ExportError::DataDir {
+            path: datadir.to_path_buf(),
+            what: "the sync report names no state root: the sync chose no pivot".into(),
+        })?;
+    let root: B256 = root_text.parse().map_err(|_| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what: format!("bad state root {root_text:?} in sync-report.json"),
+    })?;
+    if status["state_complete"].as_bool() == Some(false) {
+        return Err(ExportError::DataDir {
+            path: datadir.to_path_buf(),
+            what: "the state download did not complete: sync again over this directory".into(),
+        });
+    }
+    let pivot_number = status["pivot_block"].as_u64();
+    let pivot_header = pivot_number.and_then(|n| synced.store.headers.get(&n));
+    let nodes = &synced.store.nodes;
+    let accounts = trie_leaves(nodes, root, 64)?;
+    if accounts.len() > MAX_ACCOUNTS {
+        return Err(ExportError::DataDir {
+            path: datadir.to_path_buf(),
+            what: format!("more than {MAX_ACCOUNTS} accounts"),
+        });
+    }
+    let tmp = out.with_file_name(format!(
+        ".{}.partial",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
+    let werr = |source: std::io::Error| ExportError::Write {
+        path: out.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::create(&tmp).map_err(werr)?;
+    let mut w = std::io::BufWriter::new(file);
+    let first = json!({
+        "root": format!("{root:#x}"),
+        "pivot": pivot_header.map(|h| json!({
+            "number": pivot_number,
+            "hash": format!("{:#x}", h.hash),
+            "header": format!("0x{}", hex::encode(&h.raw)),
+        })),
+    });
+    writeln!(w, "{first}").map_err(werr)?;
+    let (mut slots_total, mut contracts) = (0u64, 0u64);
+    for (key, value) in &accounts {
+        let a = Account::decode(value).map_err(|e| ExportError::BadNode {
+            node: *key,
+            what: format!("account: {e}"),
+        })?;
+        let mut storage = serde_json::Map::new();
+        for (slot, v) in trie_leaves(nodes, a.storage_root, 64)? {
+            let v = decode_storage_value(&v).ok_or_else(|| ExportError::BadNode {
+                node: slot,
+                what: "storage value is not an RLP integer".into(),
+            })?;
+            storage.insert(format!("{slot:#x}"), json!(format!("{v:#x}")));
+            slots_total += 1;
+        }
+        let code = if a.code_hash == EMPTY_CODE_HASH {
+            Vec::new()
+        } else {
+            contracts += 1;
+            synced
+                .store
+                .codes
+                .get(&a.code_hash)
+                .cloned()
+                .ok_or(ExportError::MissingCode {
+                    hash: a.code_hash,
+                    account: *key,
+                })?
+        };
+        let line = json!({
+            "balance": a.balance.to_string(),
+            "nonce": a.nonce,
+            "root": format!("{:#x}", a.storage_root),
+            "codeHash": format!("{:#x}", a.code_hash),
+            "code": format!("0x{}", hex::encode(&code)),
+            "storage": storage,
+            "key": format!("{key:#x}"),
+        });
+        writeln!(w, "{line}").map_err(werr)?;
+    }
+    let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
+    file.sync_all().map_err(werr)?;
+    drop(file);
+    std::fs::rename(&tmp, out).map_err(werr)?;
+    Ok(StateExport {
+        root: format!("{root:#x}"),
+        pivot_number,
+        pivot_hash: pivot_header.map(|h| format!("{:#x}", h.hash)),
+        accounts: accounts.len() as u64,
+        storage_slots: slots_total,
+        contracts,
+        out: out.to_path_buf(),
+    })
+}
+
+/// Whether `text` is a JSON-lines dump (a first line that is a whole object with `root`).
+pub fn is_dump_lines(text: &str) -> bool {
+    text.lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .is_some_and(|v| v.get("root").is_some())
+}
+
+/// The root of a JSON-lines dump, recomputed from its accounts (keyed by `key`, the hashed
+/// address, or `address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpRoot {
+    pub computed: B256,
+    pub claimed: Option<B256>,
+    pub accounts: u64,
+    pub storage_slots: u64,
+    pub contracts: u64,
+}
+
+fn parse_u256(v: &Value) -> Option<U256> {
+    match v {
+        Value::String(s) => match s.strip_prefix("0x") {
+            Some("") => Some(U256::ZERO),
+            Some(h) => U256::from_str_radix(h, 16).ok(),
+            None => U256::from_str_radix(s, 10).ok(),
+        },
+        Value::Number(n) => n.as_u64().map(U256::from),
+        _ => None,
+    }
+}
+
+fn parse_b256(v: &Value) -> Option<B256> {
+    v.as_str()?.parse().ok()
+}
+
+/// Recompute the state root of a JSON-lines dump. Never panics on any input.
+pub fn state_root_of_dump_lines(text: &str) -> Result<DumpRoot, ExportError> {
+    let bad = |line: usize, what: &str| ExportError::BadLine {
+        line,
+        what: what.to_string(),
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, first) = lines.next().ok_or_else(|| bad(1, "empty file"))?;
+    let first: Value = serde_json::from_str(first).map_err(|e| bad(1, &e.to_string()))?;
+    let claimed = first.get("root").and_then(parse_b256);
+    let mut accounts: BTreeMap<B256, Vec<u8>> = BTreeMap::new();
+    let (mut slots, mut contracts) = (0u64, 0u64);
+    for (i, l) in lines {
+        let n = i + 1;
+        if accounts.len() >= MAX_ACCOUNTS {
+            return Err(bad(n, "too many accounts"));
+        }
+        let v: Value = serde_json::from_str(l).map_err(|e| bad(n, &e.to_string()))?;
+        let key = match (v.get("key").and_then(parse_b256), v.get("address")) {
+            (Some(k), _) => k,
+            (None, Some(a)) => {
+                let a: alloy_primitives::Address = a
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad(n, "bad address"))?;
+                alloy_primitives::keccak256(a)
+            }
+            (None, None) => return Err(bad(n, "an account needs `key` or `address`")),
+        };
+        let balance = parse_u256(&v["balance"]).ok_or_else(|| bad(n, "bad balance"))?;
+        let nonce = v["nonce"].as_u64().unwrap_or(0);
+        let code = match v["code"].as_str() {
+            Some(c) => hex::decode(c.trim_start_matches("0x")).map_err(|_| bad(n, "bad code"))?,
+            None => Vec::new(),
+        };
+        if !code.is_empty() {
+            contracts += 1;
+        }
+        let mut storage: Vec<(B256, Vec<u8>)> = Vec::new();
+        if let Some(m) = v["storage"].as_object() {
+            for (k, val) in m {
+                let k: B256 = k.parse().map_err(|_| bad(n, "bad storage key"))?;
+                let val = parse_u256(val).ok_or_else(|| bad(n, "bad storage value"))?;
+                if !val.is_zero() {
+                    storage.push((k, catchup_eth::state::storage_value_rlp(val)));
+                }
+            }
+        }
+        slots += storage.len() as u64;
+        let storage_root = if storage.is_empty() {
+            EMPTY_ROOT
+        } else {
+            trie_root(storage.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        };
+        let code_hash = if code.is_empty() {
+            EMPTY_CODE_HASH
+        } else {
+            alloy_primitives::keccak256(&code)
+        };
+        let acc = Account {
+            nonce,
+            balance,
+            storage_root,
+            code_hash,
+        };
+        if accounts.insert(key, acc.encode()).is_some() {
+            return Err(bad(n, "the same account twice"));
+        }
+    }
+    let computed = if accounts.is_empty() {
+        EMPTY_ROOT
+    } else {
+        trie_root(accounts.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    };
+    Ok(DumpRoot {
+        computed,
+        claimed,
+        accounts: accounts.len() as u64,
+        storage_slots: slots,
+        contracts,
+    })
+}
+
+/// `eth state-root --dump FILE` on a JSON-lines dump: print the root (text or JSON); exit
+/// 1 when it differs from the root the file claims.
+pub fn state_root_cmd(path: &Path, text: &str, json_out: bool) -> anyhow::Result<i32> {
+    let r =
+        state_root_of_dump_lines(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let matches = r.claimed.map(|c| c == r.computed);
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "root": format!("{:#x}", r.computed),
+                "accounts": r.accounts,
+                "storage_slots": r.storage_slots,
+                "contracts": r.contracts,
+                "claimed_root": r.claimed.map(|c| format!("{c:#x}")),
+                "matches_claimed": matches,
+            })
+        );
+    } else {
+        println!("root {:#x}", r.computed);
+        println!(
+            "accounts {}  storage slots {}  contracts {}",
+            r.accounts, r.storage_slots, r.contracts
+        );
+    }
+    if matches == Some(false) {
+        eprintln!(
+            "{}: computed root {:#x} differs from the dump's root {:#x}",
+            path.display(),
+            r.computed,
+            r.claimed.unwrap_or_default()
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_lines_roundtrip_through_the_root() {
+        // Two accounts, one with storage and code; the root is the trie's over hashed keys.
+        let k1 = B256::repeat_byte(0x11);
+        let k2 = B256::repeat_byte(0x22);
+        let slot = B256::repeat_byte(0x33);
+        let storage_root = trie_root([(
+            slot.as_slice(),
+            catchup_eth::state::storage_value_rlp(U256::from(7u64)),
+        )]);
+        let code = vec![0x60u8, 0x00];
+        let a1 = Account {
+            nonce: 1,
+            balance: U256::from(1000u64),
+            storage_root,
+            code_hash: alloy_primitives::keccak256(&code),
+        };
+        let a2 = Account {
+            nonce: 0,
+            balance: U256::from(5u64),
+            ..Account::default()
+        };
+        let root = trie_root([(k1.as_slice(), a1.encode()), (k2.as_slice(), a2.encode())]);
+        let text = format!(
+            "{{\"root\":\"{root:#x}\"}}\n\
+             {{\"balance\":\"1000\",\"nonce\":1,\"code\":\"0x6000\",\"storage\":{{\"{slot:#x}\":\"0x7\"}},\"key\":\"{k1:#x}\"}}\n\
+             {{\"balance\":\"5\",\"nonce\":0,\"code\":\"0x\",\"storage\":{{}},\"key\":\"{k2:#x}\"}}\n"
+        );
+        assert!(is_dump_lines(&text));
+        let r = state_root_of_dump_lines(&text).unwrap();
+        assert_eq!(r.computed, root);
+        assert_eq!(r.claimed, Some(root));
+        assert_eq!((r.accounts, r.storage_slots, r.contracts), (2, 1, 1));
+        assert!(!is_dump_lines("{\n  \"root\": \"0x00\"\n}\n"));
+        assert!(
+            state_root_of_dump_lines("{\"root\":1}\n{\"balance\":\"x\",\"key\":\"0x11\"}").is_err()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dump_lines_never_panic(text in "(?s).{0,300}") {
+            let _ = state_root_of_dump_lines(&text);
+            let _ = is_dump_lines(&text);
+        }
+    }
+}
