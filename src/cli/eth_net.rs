@@ -457,8 +457,10 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     let ok = report.finished && report.failure.is_none() && root_ok;
     let report_path = a.datadir.join("sync-report.json");
-    std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", report_path.display()))?;
+    // A report file that cannot be written (a full disk) must not hide the sync's outcome.
+    let write_err = std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))
+        .err();
     if a.json {
         println!(
             "{}",
@@ -544,6 +546,23 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                     .map(|e| format!(", {e}"))
                     .unwrap_or_default()
             );
+        }
+    }
+    if let Some(e) = write_err {
+        if ok {
+            return Err(e);
+        }
+        tracing::warn!("{e:#}");
+    }
+    if !ok {
+        match &report.failure {
+            Some(f) => eprintln!("error: sync did not finish: {f}"),
+            None if !report.finished => eprintln!("error: sync did not finish"),
+            None => eprintln!(
+                "error: state root {} is not the expected {}",
+                report.state_root.as_deref().unwrap_or("-"),
+                a.expect_state_root.as_deref().unwrap_or("-")
+            ),
         }
     }
     Ok(if ok { 0 } else { 1 })

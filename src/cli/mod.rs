@@ -13,6 +13,7 @@ pub mod eth_net;
 pub mod eth_sync;
 pub mod repair;
 pub mod snapshot_net;
+pub mod soak;
 pub mod solana;
 pub mod status;
 pub mod tune;
@@ -62,6 +63,8 @@ pub enum Command {
     Doctor(doctor::DoctorCmd),
     /// Plan shards, cores, NIC queues and IRQ cores for this host.
     Tune(tune::TuneCmd),
+    /// Faults and soak: inject faults into every pipeline and check what survived.
+    Soak(soak::SoakCmd),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -87,7 +90,7 @@ pub fn main() -> i32 {
         }
     };
     if let Err(e) = tune::load_plan(&cli.global) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         return 2;
     }
     let result = match cli.command {
@@ -98,12 +101,46 @@ pub fn main() -> i32 {
         Command::Status(cmd) => status::run(cmd, &cli.global),
         Command::Doctor(cmd) => doctor::run(cmd, &cli.global),
         Command::Tune(cmd) => tune::run(cmd, &cli.global),
+        Command::Soak(cmd) => soak::run(cmd, &cli.global),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             1
         }
+    }
+}
+
+/// An error and its causes on one line, `: `-separated; a cause whose text its parent's
+/// message already ends with (an error type that prints its source) is not repeated.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.ends_with(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_line_does_not_repeat_a_cause_its_parent_printed() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("journal I/O on x.tmp: {source}")]
+        struct J {
+            #[source]
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from_raw_os_error(28);
+        let e = anyhow::Error::new(J { source: io });
+        let line = super::one_line(&e);
+        assert_eq!(line.matches("No space left on device").count(), 1, "{line}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::one_line(&e), "outer: inner");
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod obs;
+pub mod soak;
 pub mod stages;
 pub mod view;

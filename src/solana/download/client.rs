@@ -404,10 +404,9 @@ pub fn check_range_reply(
                     r.first, r.last, cr.range
                 )));
             }
-            if cr.total_bytes.is_some_and(|t| t != total_bytes) {
+            if let Some(t) = cr.total_bytes.filter(|t| *t != total_bytes) {
                 return Err(bad(format!(
-                    "file is now {:?} bytes, expected {total_bytes}",
-                    cr.total_bytes
+                    "file is now {t} bytes, expected {total_bytes}"
                 )));
             }
             Ok(())
