@@ -147,6 +147,10 @@ pub struct SyncArgs {
     /// Fetch receipts too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub receipts: bool,
+    /// Headers, bodies and receipts only, no state (for peers that serve history
+    /// without state, such as `eth serve --era1`).
+    #[arg(long)]
+    pub history_only: bool,
     /// Give up after this long.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
@@ -415,6 +419,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         pivot_distance: a.pivot_distance,
         pivot_agreement: a.pivot_agreement.unwrap_or(3.min(peers.len())).max(1),
         fetch_receipts: a.receipts,
+        history_only: a.history_only,
         anchor_number: 0,
         trusted_anchor: Some(catchup_eth::B256::from(genesis)),
         node_batch: a.node_batch,

@@ -281,6 +281,201 @@ pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportErr
     })
 }
 
+/// Blocks per era1 file.
+pub const ERA1_BLOCKS: u64 = 8192;
+
+/// History export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryFormat {
+    /// e2store era1 (pre-merge blocks: header, body, receipts, total difficulty).
+    Era1,
+}
+
+/// One history file written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryFile {
+    pub path: PathBuf,
+    pub era: u64,
+    pub first_block: u64,
+    pub blocks: u64,
+    pub accumulator_root: String,
+}
+
+/// The network name era1 files carry for a genesis hash (`mainnet`, `sepolia`, `holesky`).
+pub fn network_of_genesis(genesis: B256) -> Option<&'static str> {
+    const KNOWN: [(&str, B256); 3] = [
+        (
+            "mainnet",
+            alloy_primitives::b256!(
+                "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3"
+            ),
+        ),
+        (
+            "sepolia",
+            alloy_primitives::b256!(
+                "25a5cc106eea7138acab33231d7160d69cb777ee0c2c553fcddf5138993e6dd9"
+            ),
+        ),
+        (
+            "holesky",
+            alloy_primitives::b256!(
+                "b5f7f912443c940f21fd611f12828d75b534364ed9e95ca4e307729a4661bde4"
+            ),
+        ),
+    ];
+    KNOWN.iter().find(|(_, g)| *g == genesis).map(|(n, _)| *n)
+}
+
+/// The era1 file name geth and the era1 specification use:
+/// `<network>-<era, 5 digits>-<first 4 bytes of the accumulator root, hex>.era1`.
+pub fn era1_file_name(network: &str, era: u64, accumulator_root: B256) -> String {
+    format!(
+        "{network}-{era:05}-{}.era1",
+        hex::encode(&accumulator_root.as_slice()[..4])
+    )
+}
+
+/// Write every complete pre-merge era the sync in `datadir` holds as era1 files in
+/// `out_dir`. `genesis_json` is the chain's geth genesis file: block 0 of era 0 and the
+/// starting total difficulty. `network` names the files (default: from the genesis hash).
+pub fn export_history(
+    datadir: &Path,
+    genesis_json: &Path,
+    network: Option<&str>,
+    out_dir: &Path,
+) -> Result<Vec<HistoryFile>, ExportError> {
+    use catchup_eth::era1::{accumulator_root, write_era1};
+    use catchup_eth::types::{decode_receipts, BlockBody, Header as EthHeader, EMPTY_OMMERS_HASH};
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let text = std::fs::read_to_string(genesis_json).map_err(|e| ExportError::DataDir {
+        path: genesis_json.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let (genesis, _) =
+        catchup_eth::state::genesis_from_json(&text).map_err(|e| ExportError::DataDir {
+            path: genesis_json.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    let genesis_hash = genesis.hash();
+    let network = match network {
+        Some(n) => n.to_string(),
+        None => network_of_genesis(genesis_hash)
+            .ok_or_else(|| {
+                bad(format!(
+                    "genesis {genesis_hash:#x} is not a known network: give --network NAME"
+                ))
+            })?
+            .to_string(),
+    };
+    let synced = load_datadir(datadir)?;
+    let store = &synced.store;
+    match store.headers.get(&1) {
+        Some(h) if h.parent_hash == genesis_hash => {}
+        Some(h) => {
+            return Err(bad(format!(
+                "block 1's parent {:#x} is not the genesis {genesis_hash:#x} of {}",
+                h.parent_hash,
+                genesis_json.display()
+            )))
+        }
+        None => return Err(bad("no block 1: the sync stored no headers".into())),
+    }
+    // Blocks 0..=last, consecutive and pre-merge.
+    let mut last = 0u64;
+    while store.headers.contains_key(&(last + 1)) {
+        last += 1;
+    }
+    let eras = (last + 1) / ERA1_BLOCKS;
+    if eras == 0 {
+        return Err(bad(format!(
+            "{} consecutive blocks: an era1 file needs {ERA1_BLOCKS}",
+            last + 1
+        )));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|source| ExportError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let mut td = U256::ZERO;
+    let mut files = Vec::new();
+    for era in 0..eras {
+        let first = era * ERA1_BLOCKS;
+        let mut blocks = Vec::with_capacity(ERA1_BLOCKS as usize);
+        for n in first..first + ERA1_BLOCKS {
+            let header = if n == 0 {
+                genesis.clone()
+            } else {
+                let h = &store.headers[&n];
+                EthHeader::decode(&h.raw).map_err(|e| bad(format!("header {n}: {e}")))?
+            };
+            if header.difficulty.is_zero() {
+                // The merge: era1 holds proof-of-work blocks only.
+                return if files.is_empty() {
+                    Err(bad(format!(
+                        "block {n} is after the merge: era1 holds pre-merge blocks only"
+                    )))
+                } else {
+                    Ok(files)
+                };
+            }
+            td += header.difficulty;
+            let body = match store.bodies.get(&n) {
+                Some(b) => BlockBody::decode(&b.raw).map_err(|e| bad(format!("body {n}: {e}")))?,
+                None if header.transactions_root == EMPTY_ROOT
+                    && header.ommers_hash == EMPTY_OMMERS_HASH
+                    && header.withdrawals_root.is_none() =>
+                {
+                    BlockBody {
+                        transactions: Vec::new(),
+                        ommers: Vec::new(),
+                        withdrawals: None,
+                    }
+                }
+                None => return Err(bad(format!("block {n}: no body stored"))),
+            };
+            let receipts = match store.receipts.get(&n) {
+                Some(r) => {
+                    decode_receipts(&r.raw).map_err(|e| bad(format!("receipts {n}: {e}")))?
+                }
+                None if header.receipts_root == EMPTY_ROOT => Vec::new(),
+                None => {
+                    return Err(bad(format!(
+                        "block {n}: no receipts stored (sync with receipts)"
+                    )))
+                }
+            };
+            blocks.push((header, body, receipts, td));
+        }
+        let records: Vec<(B256, U256)> =
+            blocks.iter().map(|(h, _, _, td)| (h.hash(), *td)).collect();
+        let root = accumulator_root(&records).ok_or_else(|| bad("too many blocks".into()))?;
+        let bytes =
+            write_era1(&blocks).ok_or_else(|| bad("era1 writer refused the blocks".into()))?;
+        let path = out_dir.join(era1_file_name(&network, era, root));
+        let tmp = out_dir.join(format!(".{}.partial", era1_file_name(&network, era, root)));
+        let werr = |source: std::io::Error| ExportError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+        f.write_all(&bytes).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(werr)?;
+        files.push(HistoryFile {
+            path,
+            era,
+            first_block: first,
+            blocks: ERA1_BLOCKS,
+            accumulator_root: format!("{root:#x}"),
+        });
+    }
+    Ok(files)
+}
+
 /// Whether `text` is a JSON-lines dump (a first line that is a whole object with `root`).
 pub fn is_dump_lines(text: &str) -> bool {
     text.lines()
@@ -480,6 +675,27 @@ mod tests {
         assert!(
             state_root_of_dump_lines("{\"root\":1}\n{\"balance\":\"x\",\"key\":\"0x11\"}").is_err()
         );
+    }
+
+    #[test]
+    fn era1_names() {
+        let root: B256 = "0x5ec1ffb8c3b146f42606c74ced973dc16ec5a107c0345858c343fc94780b4218"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            era1_file_name("mainnet", 0, root),
+            "mainnet-00000-5ec1ffb8.era1"
+        );
+        assert_eq!(
+            era1_file_name("sepolia", 21, root),
+            "sepolia-00021-5ec1ffb8.era1"
+        );
+        let mainnet = "0xd4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3";
+        assert_eq!(
+            network_of_genesis(mainnet.parse().unwrap()),
+            Some("mainnet")
+        );
+        assert_eq!(network_of_genesis(B256::ZERO), None);
     }
 
     proptest::proptest! {
