@@ -2,8 +2,9 @@
 //! `catchup eth sync --datadir D` syncs its state (root 8fcfb02c…728b), the export writes
 //! it as JSON lines with the pivot header on the first line, and `eth state-root --dump`
 //! on the export gives the pivot's root with as many accounts, storage slots and contracts
-//! as the fixture's own dump. An export of a data directory that never synced fails with
-//! one line.
+//! as the fixture's own dump. The same directory's post-merge history exports as ere and
+//! reads back as the same chain. An export of a data directory that never synced fails
+//! with one line.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -177,6 +178,49 @@ fn exported_state_gives_the_pivot_root() {
         assert_eq!(got[k], want[k], "{k}: export {got} vs fixture {want}");
     }
     assert_eq!(got["accounts"].as_u64().unwrap() as usize, entries.len());
+
+    // The post-merge history of the same sync as ere (no receipts were fetched): blocks
+    // 0..=600 in one file named by the head's hash, reading back the stored chain.
+    let ere_dir = work.path().join("ere");
+    let out = catchup(&[
+        "eth",
+        "export-history",
+        "--format",
+        "ere",
+        "--network",
+        "devnet",
+        "--datadir",
+        datadir.path().to_str().unwrap(),
+        "--genesis",
+        dir.join("genesis.json").to_str().unwrap(),
+        "--out",
+        ere_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "export-history ere: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = report["report"]["head_hash"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    let name = format!("devnet-00000-{}-noproofs-noreceipts.ere", &head[2..10]);
+    let bytes = std::fs::read(ere_dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (blocks, _) = catchup::eth::export::read_ere(&bytes).unwrap();
+    assert_eq!(blocks.len(), 601);
+    let mut parent = None;
+    for b in &blocks {
+        let h = catchup_eth::types::Header::decode(&b.header_rlp).unwrap();
+        assert_eq!(h.number, b.number);
+        if let Some(p) = parent {
+            assert_eq!(h.parent_hash, p, "block {}", b.number);
+        }
+        parent = Some(alloy_primitives::keccak256(&b.header_rlp));
+        assert!(b.slim_receipts_rlp.is_none());
+        assert!(b.total_difficulty.is_some());
+    }
+    assert_eq!(format!("{:#x}", parent.unwrap()), head);
 
     // A changed balance changes the root: exit 1 naming the mismatch.
     let bad = work.path().join("bad.jsonl");

@@ -3,6 +3,7 @@
 //! bodies and receipts (no state), and `catchup eth export-history --format era1` writes
 //! it back: the file gets the same name (its accumulator root), decodes to the same
 //! headers, bodies, receipts and total difficulties, and `eth verify-era1` accepts it.
+//! `--format ere` writes the same history as an ere file that reads back the same.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -168,6 +169,57 @@ fn era1_served_synced_history_only_and_exported_is_the_same_era1() {
         a_bytes.len(),
         a_bytes == b_bytes
     );
+
+    // The same history as ere: one file named by its last block's hash, the same
+    // headers, bodies, receipts (slim form) and total difficulties, the same accumulator.
+    let ere_dir = work.path().join("ere");
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["eth", "export-history", "--format", "ere"])
+        .arg("--datadir")
+        .arg(&datadir)
+        .arg("--genesis")
+        .arg(&genesis)
+        .arg("--out")
+        .arg(&ere_dir)
+        .output()
+        .expect("run eth export-history --format ere");
+    assert!(
+        out.status.success(),
+        "export-history ere: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last_hash = a.blocks().last().unwrap().unwrap().hash;
+    let ere_name = format!(
+        "mainnet-00000-{}-noproofs.ere",
+        hex::encode(&last_hash.as_slice()[..4])
+    );
+    let names: Vec<String> = std::fs::read_dir(&ere_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![ere_name.clone()]);
+    let ere_bytes = std::fs::read(ere_dir.join(&ere_name)).unwrap();
+    let (ere, acc) = catchup::eth::export::read_ere(&ere_bytes).unwrap();
+    assert_eq!(acc, a.accumulator);
+    assert_eq!(ere.len(), 8192);
+    for (x, y) in a.blocks().zip(ere.iter()) {
+        let x = x.unwrap();
+        assert_eq!(x.header.encode(), y.header_rlp, "header {}", y.number);
+        assert_eq!(x.body.encode(), y.body_rlp, "body {}", y.number);
+        assert_eq!(
+            Some(catchup_eth::types::encode_receipts_eth69(&x.receipts)),
+            y.slim_receipts_rlp,
+            "receipts {}",
+            y.number
+        );
+        assert_eq!(
+            Some(x.total_difficulty),
+            y.total_difficulty,
+            "td {}",
+            y.number
+        );
+    }
 
     let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
         .args(["eth", "verify-era1"])

@@ -41,7 +41,8 @@ pub enum EthCmd {
     /// (geth's iterative dump shape, with the pivot header on the first line).
     ExportState(ExportStateArgs),
     /// Write the headers, bodies, receipts and total difficulties an `eth sync --datadir
-    /// D` verified as e2store history files (era1: complete pre-merge eras).
+    /// D` verified as e2store history files (era1: complete pre-merge eras; ere: every
+    /// era, pre- and post-merge).
     ExportHistory(ExportHistoryArgs),
 }
 
@@ -122,6 +123,7 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 &a.datadir,
                 &a.genesis,
                 a.network.as_deref(),
+                a.format,
                 &a.out,
             )?;
             println!("{}", serde_json::to_string(&files)?);
