@@ -735,6 +735,124 @@ pub fn export_history(
     Ok(files)
 }
 
+/// What `eth serve --datadir D` serves from a synced data directory: the chain (blocks
+/// 1..=head, as stored; bodies of empty blocks rebuilt from their header), the same
+/// chain as raw items (for the Status message), and the state at the pivot when the sync
+/// completed it.
+pub struct Serving {
+    pub chain: crate::eth::sync::chain::ChainData,
+    pub raw: crate::eth::net::chain::RawChain,
+    pub state: Option<crate::eth::sync::chain::StateData>,
+    pub genesis_hash: B256,
+}
+
+/// Load a synced data directory for serving. `genesis_hash` must be block 1's parent.
+pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, ExportError> {
+    use crate::eth::sync::chain::{ChainData, StateData};
+    use crate::eth::sync::types::Body;
+    use catchup_eth::types::EMPTY_OMMERS_HASH;
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let synced = load_datadir(datadir)?;
+    let store = synced.store;
+    match store.headers.get(&1) {
+        Some(h) if h.parent_hash == genesis_hash => {}
+        Some(h) => {
+            return Err(bad(format!(
+                "block 1's parent {:#x} is not the genesis {genesis_hash:#x}",
+                h.parent_hash
+            )))
+        }
+        None => return Err(bad("no block 1: the sync stored no headers".into())),
+    }
+    let mut chain = ChainData {
+        base: 1,
+        ..ChainData::default()
+    };
+    let mut raw = crate::eth::net::chain::RawChain {
+        base: 1,
+        headers: Vec::new(),
+        hashes: Vec::new(),
+        bodies: Vec::new(),
+        by_hash: Default::default(),
+        parent_of_first: genesis_hash.0,
+    };
+    let mut n = 1u64;
+    while let Some(h) = store.headers.get(&n) {
+        let body = match store.bodies.get(&n) {
+            Some(b) => b.clone(),
+            None if h.transactions_root == EMPTY_ROOT && h.ommers_hash == EMPTY_OMMERS_HASH => {
+                let empty: &[u8] = if h.withdrawals_root.is_some() {
+                    &[0xc0, 0xc0, 0xc0]
+                } else {
+                    &[0xc0, 0xc0]
+                };
+                Body {
+                    raw: catchup_eth::rlp::wrap_list(empty),
+                }
+            }
+            None => break,
+        };
+        let receipts = match store.receipts.get(&n) {
+            Some(r) => Some(r.clone()),
+            None if h.receipts_root == EMPTY_ROOT => {
+                Some(crate::eth::sync::types::Receipts { raw: vec![0xc0] })
+            }
+            None => None,
+        };
+        chain.by_hash.insert(h.hash, n);
+        raw.by_hash.insert(h.hash.0, n);
+        raw.headers.push(h.raw.clone());
+        raw.hashes.push(h.hash.0);
+        raw.bodies.push(body.raw.clone());
+        chain.headers.push(h.clone());
+        chain.bodies.push(body);
+        chain.receipts.push(receipts);
+        n += 1;
+    }
+    if chain.headers.is_empty() {
+        return Err(bad("block 1 has no body stored".into()));
+    }
+    let status = &synced.report["status"];
+    let state = match status["state_root"]
+        .as_str()
+        .and_then(|r| r.parse::<B256>().ok())
+    {
+        Some(root)
+            if status["state_complete"].as_bool() == Some(true)
+                && store.nodes.contains_key(&root) =>
+        {
+            let accounts = trie_leaves(&store.nodes, root, 64)?;
+            let mut storage = HashMap::new();
+            for (key, value) in &accounts {
+                let a = Account::decode(value).map_err(|e| ExportError::BadNode {
+                    node: *key,
+                    what: format!("account: {e}"),
+                })?;
+                if a.storage_root != EMPTY_ROOT {
+                    storage.insert(*key, trie_leaves(&store.nodes, a.storage_root, 64)?);
+                }
+            }
+            Some(StateData {
+                root,
+                nodes: store.nodes,
+                codes: store.codes,
+                accounts,
+                storage,
+            })
+        }
+        _ => None,
+    };
+    Ok(Serving {
+        chain,
+        raw,
+        state,
+        genesis_hash,
+    })
+}
+
 /// Whether `text` is a JSON-lines dump (a first line that is a whole object with `root`).
 pub fn is_dump_lines(text: &str) -> bool {
     text.lines()
