@@ -2,8 +2,10 @@
 //! `catchup eth sync --datadir D` syncs its state (root 8fcfb02c…728b), the export writes
 //! it as JSON lines with the pivot header on the first line, and `eth state-root --dump`
 //! on the export gives the pivot's root with as many accounts, storage slots and contracts
-//! as the fixture's own dump. An export of a data directory that never synced fails with
-//! one line.
+//! as the fixture's own dump. The same directory's post-merge history exports as ere and
+//! reads back as the same chain. `eth serve --datadir` serves what the sync stored, and
+//! catchup fast- and snap-syncs the same root from it. An export of a data directory that
+//! never synced fails with one line.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -177,6 +179,118 @@ fn exported_state_gives_the_pivot_root() {
         assert_eq!(got[k], want[k], "{k}: export {got} vs fixture {want}");
     }
     assert_eq!(got["accounts"].as_u64().unwrap() as usize, entries.len());
+
+    // The post-merge history of the same sync as ere (no receipts were fetched): blocks
+    // 0..=600 in one file named by the head's hash, reading back the stored chain.
+    let ere_dir = work.path().join("ere");
+    let out = catchup(&[
+        "eth",
+        "export-history",
+        "--format",
+        "ere",
+        "--network",
+        "devnet",
+        "--datadir",
+        datadir.path().to_str().unwrap(),
+        "--genesis",
+        dir.join("genesis.json").to_str().unwrap(),
+        "--out",
+        ere_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "export-history ere: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = report["report"]["head_hash"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    let name = format!("devnet-00000-{}-noproofs-noreceipts.ere", &head[2..10]);
+    let bytes = std::fs::read(ere_dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (blocks, _) = catchup::eth::export::read_ere(&bytes).unwrap();
+    assert_eq!(blocks.len(), 601);
+    let mut parent = None;
+    for b in &blocks {
+        let h = catchup_eth::types::Header::decode(&b.header_rlp).unwrap();
+        assert_eq!(h.number, b.number);
+        if let Some(p) = parent {
+            assert_eq!(h.parent_hash, p, "block {}", b.number);
+        }
+        parent = Some(alloy_primitives::keccak256(&b.header_rlp));
+        assert!(b.slim_receipts_rlp.is_none());
+        assert!(b.total_difficulty.is_some());
+    }
+    assert_eq!(format!("{:#x}", parent.unwrap()), head);
+
+    // Serving from the synced directory: catchup syncs from catchup, fast and snap.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
+        .arg("--datadir")
+        .arg(datadir.path())
+        .arg("--genesis")
+        .arg(dir.join("genesis.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn eth serve --datadir");
+    let mut sout = BufReader::new(serve.stdout.take().unwrap());
+    let mut serr = serve.stderr.take().unwrap();
+    let serve = Guard(serve);
+    let mut line = String::new();
+    sout.read_line(&mut line).unwrap();
+    if line.is_empty() {
+        let mut e = String::new();
+        let _ = serr.read_to_string(&mut e);
+        panic!("eth serve --datadir printed nothing: {e}");
+    }
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = sout.read_to_end(&mut sink);
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["state"], true, "{v}");
+    assert_eq!(v["head_number"], 600, "{v}");
+    let enode = v["enode"].as_str().unwrap().to_string();
+    for mode in ["fast", "snap"] {
+        let again = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+            .args([
+                "eth",
+                "sync",
+                "--shards",
+                "2",
+                "--pivot-distance",
+                "0",
+                "--mode",
+                mode,
+            ])
+            .args(["--receipts", "false", "--pivot-agreement", "1"])
+            .args(["--timeout-s", "120", "--json", "--expect-state-root", ROOT])
+            .arg("--genesis")
+            .arg(dir.join("genesis.json"))
+            .arg("--datadir")
+            .arg(again.path())
+            .args(["--peer", &enode])
+            .output()
+            .expect("run eth sync from the served directory");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode} sync from the directory: {text}"
+        );
+        let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(r["report"]["state_root"], ROOT);
+        assert_eq!(
+            r["report"]["head_hash"].as_str().unwrap().to_lowercase(),
+            report["report"]["head_hash"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+        );
+    }
+    drop(serve);
 
     // A changed balance changes the root: exit 1 naming the mismatch.
     let bad = work.path().join("bad.jsonl");

@@ -53,7 +53,7 @@ impl Drop for Guard {
 fn start_server(dir: &Path) -> (Guard, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_catchup"))
         .args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
-        .args(["--profile", "slow", "--slow-delay-ms", "150"])
+        .args(["--profile", "slow", "--slow-delay-ms", "400"])
         .arg("--chain")
         .arg(dir.join("chain.rlp"))
         .arg("--genesis")

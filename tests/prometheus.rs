@@ -339,7 +339,7 @@ fn prometheus_scrapes_eth_and_solana_syncs() {
     for _ in 0..2 {
         let mut c = Command::new(env!("CARGO_BIN_EXE_catchup"));
         c.args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
-            .args(["--profile", "slow", "--slow-delay-ms", "150"])
+            .args(["--profile", "slow", "--slow-delay-ms", "300"])
             .arg("--chain")
             .arg(dir.join("chain.rlp"))
             .arg("--genesis")

@@ -40,6 +40,28 @@ pub enum EthCmd {
     /// Write the state an `eth sync --datadir D` verified, at its pivot, as JSON lines
     /// (geth's iterative dump shape, with the pivot header on the first line).
     ExportState(ExportStateArgs),
+    /// Write the headers, bodies, receipts and total difficulties an `eth sync --datadir
+    /// D` verified as e2store history files (era1: complete pre-merge eras; ere: every
+    /// era, pre- and post-merge).
+    ExportHistory(ExportHistoryArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportHistoryArgs {
+    /// Data directory of a finished `eth sync` (with receipts).
+    #[arg(long, value_name = "D")]
+    pub datadir: PathBuf,
+    /// The chain's geth genesis file (block 0 and the starting total difficulty).
+    #[arg(long, value_name = "FILE")]
+    pub genesis: PathBuf,
+    #[arg(long, value_enum, default_value_t = crate::eth::export::HistoryFormat::Era1)]
+    pub format: crate::eth::export::HistoryFormat,
+    /// Network name in the file names (default: from the genesis hash).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Directory for the files.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -96,6 +118,17 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         EthCmd::Sim(a) => super::eth_sync::run_sim(&a, _global),
         EthCmd::Serve(a) => super::eth_net::run_serve(&a, _global),
         EthCmd::Sync(a) => super::eth_net::run_sync_cmd(&a, _global),
+        EthCmd::ExportHistory(a) => {
+            let files = crate::eth::export::export_history(
+                &a.datadir,
+                &a.genesis,
+                a.network.as_deref(),
+                a.format,
+                &a.out,
+            )?;
+            println!("{}", serde_json::to_string(&files)?);
+            Ok(0)
+        }
         EthCmd::ExportState(a) => {
             let r = crate::eth::export::export_state(&a.datadir, &a.out)?;
             println!("{}", serde_json::to_string(&r)?);

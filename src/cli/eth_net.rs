@@ -34,7 +34,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["era1", "generate_accounts"],
+        required_unless_present_any = ["era1", "generate_accounts", "datadir"],
         conflicts_with_all = ["era1", "generate_accounts"]
     )]
     pub chain: Option<PathBuf>,
@@ -147,6 +147,10 @@ pub struct SyncArgs {
     /// Fetch receipts too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub receipts: bool,
+    /// Headers, bodies and receipts only, no state (for peers that serve history
+    /// without state, such as `eth serve --era1`).
+    #[arg(long)]
+    pub history_only: bool,
     /// Give up after this long.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
@@ -243,6 +247,19 @@ fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
 pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let (shown, chain, state, status) = if let Some(accounts) = a.generate_accounts {
         generated_chain(a, accounts)?
+    } else if let (None, true, Some(dd)) = (&a.chain, a.era1.is_empty(), &a.datadir) {
+        // What an `eth sync --datadir` verified.
+        let genesis_path = a.genesis.as_ref().context("--datadir needs --genesis")?;
+        let spec = ChainSpec::from_genesis_json(genesis_path)?;
+        let genesis = genesis_hash(genesis_path)?;
+        let sv = crate::eth::export::load_for_serving(dd, genesis.into())?;
+        let status = chain_status(&spec, genesis, &sv.raw);
+        (
+            Shown::of(&sv.raw, genesis),
+            Arc::new(sv.chain),
+            sv.state.map(Arc::new),
+            status,
+        )
     } else if let Some(chain_path) = &a.chain {
         let genesis_path = a.genesis.as_ref().context("--chain needs --genesis")?;
         let spec = ChainSpec::from_genesis_json(genesis_path)?;
@@ -415,6 +432,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         pivot_distance: a.pivot_distance,
         pivot_agreement: a.pivot_agreement.unwrap_or(3.min(peers.len())).max(1),
         fetch_receipts: a.receipts,
+        history_only: a.history_only,
         anchor_number: 0,
         trusted_anchor: Some(catchup_eth::B256::from(genesis)),
         node_batch: a.node_batch,

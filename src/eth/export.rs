@@ -281,6 +281,578 @@ pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportErr
     })
 }
 
+/// Blocks per era1 file.
+pub const ERA1_BLOCKS: u64 = 8192;
+
+/// History export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryFormat {
+    /// e2store era1: complete pre-merge eras (header, body, receipts, total difficulty,
+    /// accumulator).
+    Era1,
+    /// e2store ere (era execution): pre- and post-merge; headers, bodies, slim receipts,
+    /// total difficulty and accumulator where pre-merge, a per-block component index. No
+    /// beacon proofs, so files carry the `noproofs` profile in their name.
+    Ere,
+}
+
+/// One history file written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryFile {
+    pub path: PathBuf,
+    pub era: u64,
+    pub first_block: u64,
+    pub blocks: u64,
+    pub accumulator_root: Option<String>,
+}
+
+/// The network name history files carry for a genesis hash (`mainnet`, `sepolia`,
+/// `holesky`).
+pub fn network_of_genesis(genesis: B256) -> Option<&'static str> {
+    const KNOWN: [(&str, B256); 3] = [
+        (
+            "mainnet",
+            alloy_primitives::b256!(
+                "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3"
+            ),
+        ),
+        (
+            "sepolia",
+            alloy_primitives::b256!(
+                "25a5cc106eea7138acab33231d7160d69cb777ee0c2c553fcddf5138993e6dd9"
+            ),
+        ),
+        (
+            "holesky",
+            alloy_primitives::b256!(
+                "b5f7f912443c940f21fd611f12828d75b534364ed9e95ca4e307729a4661bde4"
+            ),
+        ),
+    ];
+    KNOWN.iter().find(|(_, g)| *g == genesis).map(|(n, _)| *n)
+}
+
+/// The era1 file name: `<network>-<era, 5 digits>-<first 4 bytes of the accumulator
+/// root, hex>.era1`.
+pub fn era1_file_name(network: &str, era: u64, accumulator_root: B256) -> String {
+    format!(
+        "{network}-{era:05}-{}.era1",
+        hex::encode(&accumulator_root.as_slice()[..4])
+    )
+}
+
+/// The ere file name: `<network>-<era, 5 digits>-<first 4 bytes of the last block's
+/// hash, hex>[-<profiles>].ere` (profiles in alphabetical order).
+pub fn ere_file_name(network: &str, era: u64, last_hash: B256, receipts: bool) -> String {
+    let profile = if receipts {
+        "-noproofs"
+    } else {
+        "-noproofs-noreceipts"
+    };
+    format!(
+        "{network}-{era:05}-{}{profile}.ere",
+        hex::encode(&last_hash.as_slice()[..4])
+    )
+}
+
+/// e2store record types of ere.
+pub mod ere_types {
+    pub const VERSION: u16 = 0x3265;
+    pub const COMPRESSED_HEADER: u16 = 0x0003;
+    pub const COMPRESSED_BODY: u16 = 0x0004;
+    pub const COMPRESSED_SLIM_RECEIPTS: u16 = 0x000a;
+    pub const TOTAL_DIFFICULTY: u16 = 0x0006;
+    pub const ACCUMULATOR_ROOT: u16 = 0x0007;
+    pub const BLOCK_INDEX: u16 = 0x3267;
+}
+
+type HistoryBlock = (
+    catchup_eth::types::Header,
+    catchup_eth::types::BlockBody,
+    Option<Vec<catchup_eth::types::Receipt>>,
+    U256,
+);
+
+/// An ere file from consecutive blocks (header, body, receipts if known, total difficulty;
+/// a difficulty of 0 marks a post-merge block). `None` for no or more than 8192 blocks,
+/// or receipts for only some blocks.
+pub fn write_ere(blocks: &[HistoryBlock]) -> Option<Vec<u8>> {
+    use catchup_eth::era1::{accumulator_root, snappy_frame_compress, write_record};
+    use ere_types::*;
+    if blocks.is_empty() || blocks.len() as u64 > ERA1_BLOCKS {
+        return None;
+    }
+    let receipts = blocks[0].2.is_some();
+    if blocks.iter().any(|b| b.2.is_some() != receipts) {
+        return None;
+    }
+    let mut out = Vec::new();
+    write_record(VERSION, &[], &mut out);
+    let n = blocks.len();
+    let components = 3 + receipts as usize;
+    let mut offsets = vec![0usize; n * components];
+    for (i, (h, _, _, _)) in blocks.iter().enumerate() {
+        offsets[i * components] = out.len();
+        write_record(
+            COMPRESSED_HEADER,
+            &snappy_frame_compress(&h.encode()),
+            &mut out,
+        );
+    }
+    for (i, (_, b, _, _)) in blocks.iter().enumerate() {
+        offsets[i * components + 1] = out.len();
+        write_record(
+            COMPRESSED_BODY,
+            &snappy_frame_compress(&b.encode()),
+            &mut out,
+        );
+    }
+    if receipts {
+        for (i, (_, _, r, _)) in blocks.iter().enumerate() {
+            offsets[i * components + 2] = out.len();
+            let enc = catchup_eth::types::encode_receipts_eth69(r.as_deref().unwrap_or(&[]));
+            write_record(
+                COMPRESSED_SLIM_RECEIPTS,
+                &snappy_frame_compress(&enc),
+                &mut out,
+            );
+        }
+    }
+    // Total difficulty: post-merge blocks carry the chain's final total difficulty.
+    let final_td = blocks
+        .iter()
+        .filter(|b| !b.0.difficulty.is_zero())
+        .map(|b| b.3)
+        .next_back()
+        .unwrap_or(blocks[0].3);
+    for (i, (h, _, _, td)) in blocks.iter().enumerate() {
+        offsets[i * components + components - 1] = out.len();
+        let td = if h.difficulty.is_zero() {
+            final_td
+        } else {
+            *td
+        };
+        write_record(TOTAL_DIFFICULTY, &td.to_le_bytes::<32>(), &mut out);
+    }
+    let pre_merge: Vec<(B256, U256)> = blocks
+        .iter()
+        .filter(|b| !b.0.difficulty.is_zero())
+        .map(|b| (b.0.hash(), b.3))
+        .collect();
+    if !pre_merge.is_empty() {
+        write_record(
+            ACCUMULATOR_ROOT,
+            accumulator_root(&pre_merge)?.as_slice(),
+            &mut out,
+        );
+    }
+    let idx_offset = out.len() as i64;
+    let mut idx = Vec::with_capacity(8 * (3 + offsets.len()));
+    idx.extend_from_slice(&blocks[0].0.number.to_le_bytes());
+    for o in &offsets {
+        idx.extend_from_slice(&(*o as i64 - idx_offset).to_le_bytes());
+    }
+    idx.extend_from_slice(&(components as u64).to_le_bytes());
+    idx.extend_from_slice(&(n as u64).to_le_bytes());
+    write_record(BLOCK_INDEX, &idx, &mut out);
+    Some(out)
+}
+
+/// One block read back from an ere file (decompressed RLP of each component).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EreBlock {
+    pub number: u64,
+    pub header_rlp: Vec<u8>,
+    pub body_rlp: Vec<u8>,
+    pub slim_receipts_rlp: Option<Vec<u8>>,
+    pub total_difficulty: Option<U256>,
+}
+
+/// Read every block of an ere file through its block index, with the accumulator root
+/// when present. Never panics on any input.
+pub fn read_ere(buf: &[u8]) -> Result<(Vec<EreBlock>, Option<B256>), String> {
+    use catchup_eth::era1::{read_record, snappy_frame_decompress};
+    use ere_types::*;
+    const LIMIT: usize = 64 << 20;
+    let u64_at =
+        |o: usize| -> Option<u64> { Some(u64::from_le_bytes(buf.get(o..o + 8)?.try_into().ok()?)) };
+    let len = buf.len();
+    if len < 24 {
+        return Err("file too short".into());
+    }
+    let count = u64_at(len - 8).ok_or("no count")? as usize;
+    let components = u64_at(len - 16).ok_or("no component count")? as usize;
+    if !(2..=5).contains(&components) || count == 0 || count as u64 > ERA1_BLOCKS {
+        return Err(format!("index of {count} blocks × {components} components"));
+    }
+    let data_len = 8 * (1 + count * components + 2);
+    let idx_start = len
+        .checked_sub(8 + data_len)
+        .ok_or("index longer than the file")?;
+    let idx = read_record(buf, idx_start, usize::MAX).map_err(|e| e.to_string())?;
+    if idx.type_ != BLOCK_INDEX || idx.data.len() != data_len {
+        return Err("last record is not a block index".into());
+    }
+    let start = u64_at(idx_start + 8).ok_or("no starting number")?;
+    let first = read_record(buf, 0, 0).map_err(|e| e.to_string())?;
+    if first.type_ != VERSION {
+        return Err("no version record".into());
+    }
+    let mut accumulator = None;
+    let mut blocks = Vec::with_capacity(count);
+    let component = |b: usize, c: usize, want: u16| -> Result<Vec<u8>, String> {
+        let rel = u64_at(idx_start + 16 + 8 * (b * components + c)).ok_or("short index")? as i64;
+        let at = (idx_start as i64)
+            .checked_add(rel)
+            .filter(|a| *a >= 0)
+            .ok_or("bad offset")? as usize;
+        let r = read_record(buf, at, b).map_err(|e| e.to_string())?;
+        if r.type_ != want {
+            return Err(format!(
+                "block {b} component {c}: record type {:#06x}",
+                r.type_
+            ));
+        }
+        if want == TOTAL_DIFFICULTY {
+            return Ok(r.data.to_vec());
+        }
+        snappy_frame_decompress(r.data, LIMIT).map_err(|e| format!("block {b}: {e:?}"))
+    };
+    for b in 0..count {
+        let header_rlp = component(b, 0, COMPRESSED_HEADER)?;
+        let body_rlp = component(b, 1, COMPRESSED_BODY)?;
+        let (slim, td) = match components {
+            2 => (None, None),
+            3 => (None, Some(component(b, 2, TOTAL_DIFFICULTY)?)),
+            _ => (
+                Some(component(b, 2, COMPRESSED_SLIM_RECEIPTS)?),
+                Some(component(b, 3, TOTAL_DIFFICULTY)?),
+            ),
+        };
+        let td = match td {
+            Some(t) if t.len() == 32 => Some(U256::from_le_slice(&t)),
+            Some(_) => return Err(format!("block {b}: total difficulty not 32 bytes")),
+            None => None,
+        };
+        blocks.push(EreBlock {
+            number: start + b as u64,
+            header_rlp,
+            body_rlp,
+            slim_receipts_rlp: slim,
+            total_difficulty: td,
+        });
+    }
+    for r in catchup_eth::era1::Records::new(&buf[..idx_start]).flatten() {
+        if r.type_ == ACCUMULATOR_ROOT && r.data.len() == 32 {
+            accumulator = Some(B256::from_slice(r.data));
+        }
+    }
+    Ok((blocks, accumulator))
+}
+
+/// Write what the sync in `datadir` holds as history files in `out_dir`: era1 for every
+/// complete pre-merge era; ere for every era, the last one possibly partial.
+/// `genesis_json` is the chain's geth genesis file (block 0, the starting total
+/// difficulty); `network` names the files (default: from the genesis hash).
+pub fn export_history(
+    datadir: &Path,
+    genesis_json: &Path,
+    network: Option<&str>,
+    format: HistoryFormat,
+    out_dir: &Path,
+) -> Result<Vec<HistoryFile>, ExportError> {
+    use catchup_eth::era1::{accumulator_root, write_era1};
+    use catchup_eth::types::{decode_receipts, BlockBody, Header as EthHeader, EMPTY_OMMERS_HASH};
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let text = std::fs::read_to_string(genesis_json).map_err(|e| ExportError::DataDir {
+        path: genesis_json.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let (genesis, _) =
+        catchup_eth::state::genesis_from_json(&text).map_err(|e| ExportError::DataDir {
+            path: genesis_json.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    let genesis_hash = genesis.hash();
+    let network = match network {
+        Some(n) => n.to_string(),
+        None => network_of_genesis(genesis_hash)
+            .ok_or_else(|| {
+                bad(format!(
+                    "genesis {genesis_hash:#x} is not a known network: give --network NAME"
+                ))
+            })?
+            .to_string(),
+    };
+    let synced = load_datadir(datadir)?;
+    let store = &synced.store;
+    match store.headers.get(&1) {
+        Some(h) if h.parent_hash == genesis_hash => {}
+        Some(h) => {
+            return Err(bad(format!(
+                "block 1's parent {:#x} is not the genesis {genesis_hash:#x} of {}",
+                h.parent_hash,
+                genesis_json.display()
+            )))
+        }
+        None => return Err(bad("no block 1: the sync stored no headers".into())),
+    }
+    // Blocks 0..=last, consecutive.
+    let mut last = 0u64;
+    while store.headers.contains_key(&(last + 1)) {
+        last += 1;
+    }
+    let eras = match format {
+        HistoryFormat::Era1 => (last + 1) / ERA1_BLOCKS,
+        HistoryFormat::Ere => last / ERA1_BLOCKS + 1,
+    };
+    if eras == 0 {
+        return Err(bad(format!(
+            "{} consecutive blocks: an era1 file needs {ERA1_BLOCKS}",
+            last + 1
+        )));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|source| ExportError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let mut td = U256::ZERO;
+    let mut files = Vec::new();
+    let mut all_receipts = true;
+    for era in 0..eras {
+        let first = era * ERA1_BLOCKS;
+        let end = (first + ERA1_BLOCKS - 1).min(last);
+        let mut blocks: Vec<HistoryBlock> = Vec::with_capacity((end - first + 1) as usize);
+        for n in first..=end {
+            let header = if n == 0 {
+                genesis.clone()
+            } else {
+                let h = &store.headers[&n];
+                EthHeader::decode(&h.raw).map_err(|e| bad(format!("header {n}: {e}")))?
+            };
+            if header.difficulty.is_zero() && format == HistoryFormat::Era1 {
+                // The merge: era1 holds proof-of-work blocks only.
+                return if files.is_empty() {
+                    Err(bad(format!(
+                        "block {n} is after the merge: era1 holds pre-merge blocks only (use --format ere)"
+                    )))
+                } else {
+                    Ok(files)
+                };
+            }
+            td += header.difficulty;
+            let body = match store.bodies.get(&n) {
+                Some(b) => BlockBody::decode(&b.raw).map_err(|e| bad(format!("body {n}: {e}")))?,
+                None if header.transactions_root == EMPTY_ROOT
+                    && header.ommers_hash == EMPTY_OMMERS_HASH =>
+                {
+                    BlockBody {
+                        transactions: Vec::new(),
+                        ommers: Vec::new(),
+                        withdrawals: header.withdrawals_root.map(|_| Vec::new()),
+                    }
+                }
+                None => return Err(bad(format!("block {n}: no body stored"))),
+            };
+            let receipts = match store.receipts.get(&n) {
+                Some(r) => {
+                    Some(decode_receipts(&r.raw).map_err(|e| bad(format!("receipts {n}: {e}")))?)
+                }
+                None if header.receipts_root == EMPTY_ROOT => Some(Vec::new()),
+                None => None,
+            };
+            all_receipts &= receipts.is_some();
+            blocks.push((header, body, receipts, td));
+        }
+        let (bytes, name, root) = match format {
+            HistoryFormat::Era1 => {
+                if !all_receipts {
+                    return Err(bad(
+                        "receipts missing: sync with receipts for an era1 export".into(),
+                    ));
+                }
+                let full: Vec<_> = blocks
+                    .iter()
+                    .map(|(h, b, r, td)| (h.clone(), b.clone(), r.clone().unwrap_or_default(), *td))
+                    .collect();
+                let records: Vec<(B256, U256)> =
+                    full.iter().map(|(h, _, _, td)| (h.hash(), *td)).collect();
+                let root =
+                    accumulator_root(&records).ok_or_else(|| bad("too many blocks".into()))?;
+                let bytes = write_era1(&full)
+                    .ok_or_else(|| bad("era1 writer refused the blocks".into()))?;
+                (bytes, era1_file_name(&network, era, root), Some(root))
+            }
+            HistoryFormat::Ere => {
+                if !all_receipts {
+                    // A file either has every block's receipts or none.
+                    for b in &mut blocks {
+                        b.2 = None;
+                    }
+                }
+                let last_hash = blocks.last().map(|b| b.0.hash()).unwrap_or_default();
+                let bytes = write_ere(&blocks)
+                    .ok_or_else(|| bad("ere writer refused the blocks".into()))?;
+                let pre: Vec<(B256, U256)> = blocks
+                    .iter()
+                    .filter(|b| !b.0.difficulty.is_zero())
+                    .map(|b| (b.0.hash(), b.3))
+                    .collect();
+                let root = if pre.is_empty() {
+                    None
+                } else {
+                    accumulator_root(&pre)
+                };
+                (
+                    bytes,
+                    ere_file_name(&network, era, last_hash, all_receipts),
+                    root,
+                )
+            }
+        };
+        let path = out_dir.join(&name);
+        let tmp = out_dir.join(format!(".{name}.partial"));
+        let werr = |source: std::io::Error| ExportError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+        f.write_all(&bytes).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(werr)?;
+        files.push(HistoryFile {
+            path,
+            era,
+            first_block: first,
+            blocks: blocks.len() as u64,
+            accumulator_root: root.map(|r| format!("{r:#x}")),
+        });
+    }
+    Ok(files)
+}
+
+/// What `eth serve --datadir D` serves from a synced data directory: the chain (blocks
+/// 1..=head, as stored; bodies of empty blocks rebuilt from their header), the same
+/// chain as raw items (for the Status message), and the state at the pivot when the sync
+/// completed it.
+pub struct Serving {
+    pub chain: crate::eth::sync::chain::ChainData,
+    pub raw: crate::eth::net::chain::RawChain,
+    pub state: Option<crate::eth::sync::chain::StateData>,
+    pub genesis_hash: B256,
+}
+
+/// Load a synced data directory for serving. `genesis_hash` must be block 1's parent.
+pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, ExportError> {
+    use crate::eth::sync::chain::{ChainData, StateData};
+    use crate::eth::sync::types::Body;
+    use catchup_eth::types::EMPTY_OMMERS_HASH;
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let synced = load_datadir(datadir)?;
+    let store = synced.store;
+    match store.headers.get(&1) {
+        Some(h) if h.parent_hash == genesis_hash => {}
+        Some(h) => {
+            return Err(bad(format!(
+                "block 1's parent {:#x} is not the genesis {genesis_hash:#x}",
+                h.parent_hash
+            )))
+        }
+        None => return Err(bad("no block 1: the sync stored no headers".into())),
+    }
+    let mut chain = ChainData {
+        base: 1,
+        ..ChainData::default()
+    };
+    let mut raw = crate::eth::net::chain::RawChain {
+        base: 1,
+        headers: Vec::new(),
+        hashes: Vec::new(),
+        bodies: Vec::new(),
+        by_hash: Default::default(),
+        parent_of_first: genesis_hash.0,
+    };
+    let mut n = 1u64;
+    while let Some(h) = store.headers.get(&n) {
+        let body = match store.bodies.get(&n) {
+            Some(b) => b.clone(),
+            None if h.transactions_root == EMPTY_ROOT && h.ommers_hash == EMPTY_OMMERS_HASH => {
+                let empty: &[u8] = if h.withdrawals_root.is_some() {
+                    &[0xc0, 0xc0, 0xc0]
+                } else {
+                    &[0xc0, 0xc0]
+                };
+                Body {
+                    raw: catchup_eth::rlp::wrap_list(empty),
+                }
+            }
+            None => break,
+        };
+        let receipts = match store.receipts.get(&n) {
+            Some(r) => Some(r.clone()),
+            None if h.receipts_root == EMPTY_ROOT => {
+                Some(crate::eth::sync::types::Receipts { raw: vec![0xc0] })
+            }
+            None => None,
+        };
+        chain.by_hash.insert(h.hash, n);
+        raw.by_hash.insert(h.hash.0, n);
+        raw.headers.push(h.raw.clone());
+        raw.hashes.push(h.hash.0);
+        raw.bodies.push(body.raw.clone());
+        chain.headers.push(h.clone());
+        chain.bodies.push(body);
+        chain.receipts.push(receipts);
+        n += 1;
+    }
+    if chain.headers.is_empty() {
+        return Err(bad("block 1 has no body stored".into()));
+    }
+    let status = &synced.report["status"];
+    let state = match status["state_root"]
+        .as_str()
+        .and_then(|r| r.parse::<B256>().ok())
+    {
+        Some(root)
+            if status["state_complete"].as_bool() == Some(true)
+                && store.nodes.contains_key(&root) =>
+        {
+            let accounts = trie_leaves(&store.nodes, root, 64)?;
+            let mut storage = HashMap::new();
+            for (key, value) in &accounts {
+                let a = Account::decode(value).map_err(|e| ExportError::BadNode {
+                    node: *key,
+                    what: format!("account: {e}"),
+                })?;
+                if a.storage_root != EMPTY_ROOT {
+                    storage.insert(*key, trie_leaves(&store.nodes, a.storage_root, 64)?);
+                }
+            }
+            Some(StateData {
+                root,
+                nodes: store.nodes,
+                codes: store.codes,
+                accounts,
+                storage,
+            })
+        }
+        _ => None,
+    };
+    Ok(Serving {
+        chain,
+        raw,
+        state,
+        genesis_hash,
+    })
+}
+
 /// Whether `text` is a JSON-lines dump (a first line that is a whole object with `root`).
 pub fn is_dump_lines(text: &str) -> bool {
     text.lines()
@@ -482,7 +1054,83 @@ mod tests {
         );
     }
 
+    #[test]
+    fn era1_names() {
+        let root: B256 = "0x5ec1ffb8c3b146f42606c74ced973dc16ec5a107c0345858c343fc94780b4218"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            era1_file_name("mainnet", 0, root),
+            "mainnet-00000-5ec1ffb8.era1"
+        );
+        assert_eq!(
+            era1_file_name("sepolia", 21, root),
+            "sepolia-00021-5ec1ffb8.era1"
+        );
+        let mainnet = "0xd4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3";
+        assert_eq!(
+            network_of_genesis(mainnet.parse().unwrap()),
+            Some("mainnet")
+        );
+        assert_eq!(network_of_genesis(B256::ZERO), None);
+    }
+
+    #[test]
+    fn ere_roundtrip_fills_post_merge_difficulty() {
+        use catchup_eth::types::{BlockBody, Header};
+        let mk = |n: u64, difficulty: u64| Header {
+            number: n,
+            difficulty: U256::from(difficulty),
+            ..Header::default()
+        };
+        let blocks: Vec<HistoryBlock> = vec![
+            (
+                mk(10, 5),
+                BlockBody::default(),
+                Some(vec![]),
+                U256::from(105u64),
+            ),
+            (
+                mk(11, 7),
+                BlockBody::default(),
+                Some(vec![]),
+                U256::from(112u64),
+            ),
+            (
+                mk(12, 0),
+                BlockBody::default(),
+                Some(vec![]),
+                U256::from(112u64),
+            ),
+        ];
+        let bytes = write_ere(&blocks).unwrap();
+        let (back, acc) = read_ere(&bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[0].number, 10);
+        assert_eq!(back[2].header_rlp, blocks[2].0.encode());
+        assert_eq!(back[2].total_difficulty, Some(U256::from(112u64)));
+        let pre = [
+            (blocks[0].0.hash(), blocks[0].3),
+            (blocks[1].0.hash(), blocks[1].3),
+        ];
+        assert_eq!(acc, catchup_eth::era1::accumulator_root(&pre));
+        assert!(back.iter().all(|b| b.slim_receipts_rlp.is_some()));
+        // Receipts for some blocks only: refused.
+        let mut mixed = blocks.clone();
+        mixed[1].2 = None;
+        assert!(write_ere(&mixed).is_none());
+        // Truncated or corrupted files are errors, not panics.
+        for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(read_ere(&bytes[..cut]).is_err());
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn ere_reader_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = read_ere(&data);
+        }
+
         #[test]
         fn dump_lines_never_panic(text in "(?s).{0,300}") {
             let _ = state_root_of_dump_lines(&text);

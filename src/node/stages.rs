@@ -125,9 +125,12 @@ pub fn eth() -> &'static EthStages {
     })
 }
 
-/// The Solana snapshot download stages.
+/// The Solana snapshot stages: download (per fetching shard), then the verifying
+/// pipeline's decompress and unpack (counted for the shard that feeds it).
 pub struct SnapshotStages {
     pub download: Stage,
+    pub decompress: Stage,
+    pub unpack: Stage,
 }
 
 /// The snapshot stage counters (registered on first use).
@@ -140,6 +143,18 @@ pub fn snapshot() -> &'static SnapshotStages {
             "Snapshot archive chunks fetched and written by this shard.",
             "catchup_snapshot_download_bytes_total",
             "Snapshot archive bytes fetched and written by this shard."
+        ),
+        decompress: stage!(
+            "decompress",
+            "catchup_snapshot_frames_total",
+            "zstd frames of the snapshot archive decompressed.",
+            "catchup_snapshot_decompressed_bytes_total",
+            "Snapshot archive bytes after zstd decompression."
+        ),
+        unpack: stage!(
+            "unpack",
+            "catchup_snapshot_entries_total",
+            "tar entries of the snapshot archive unpacked and checked."
         ),
     })
 }
@@ -157,6 +172,8 @@ pub fn all_stages() -> Vec<(&'static str, &'static Stage)> {
         ("eth", &e.storage),
         ("eth", &e.codes),
         ("solana", &s.download),
+        ("solana", &s.decompress),
+        ("solana", &s.unpack),
     ]
 }
 
@@ -172,6 +189,7 @@ fn placement() -> &'static Mutex<Placement> {
 }
 
 thread_local! {
+    static PIPELINE_LAST: Cell<[u64; 3]> = const { Cell::new([0; 3]) };
     static CURRENT_SHARD: Cell<Option<usize>> = const { Cell::new(None) };
     static ETH_LAST: RefCell<EthLast> = RefCell::new(EthLast::default());
 }
@@ -214,6 +232,21 @@ pub fn record_snapshot_download(bytes: u64, chunk_done: bool) {
     if chunk_done {
         s.items.inc(shard);
     }
+}
+
+/// The snapshot pipeline's counters after a feed (cumulative for one pipeline; smaller
+/// values mean a new pipeline): the decompress and unpack stages grow by the difference.
+pub fn record_snapshot_pipeline(p: &crate::solana::snapshot::pipeline::Progress) {
+    let now = [p.frames, p.decompressed_bytes, p.entries];
+    let last = PIPELINE_LAST.with(|l| l.replace(now));
+    let d = |i: usize| now[i].checked_sub(last[i]).unwrap_or(now[i]);
+    let s = snapshot();
+    let shard = current_shard();
+    s.decompress.items.add(shard, d(0));
+    if let Some(b) = &s.decompress.bytes {
+        b.add(shard, d(1));
+    }
+    s.unpack.items.add(shard, d(2));
 }
 
 /// Bytes of eth answers in a batch of engine events, counted for `shard` by stage.
@@ -337,5 +370,33 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(placement_json()["3"]["core"], 7);
+    }
+
+    #[test]
+    fn pipeline_counters_grow_by_differences_and_restart() {
+        std::thread::spawn(|| {
+            enter_shard(4, 0);
+            let s = snapshot();
+            let items = |st: &Stage| st.items.get(ShardId(4));
+            let (f0, e0) = (items(&s.decompress), items(&s.unpack));
+            let mut p = crate::solana::snapshot::pipeline::Progress {
+                frames: 2,
+                decompressed_bytes: 1000,
+                entries: 5,
+                ..Default::default()
+            };
+            record_snapshot_pipeline(&p);
+            p.frames = 3;
+            p.entries = 9;
+            record_snapshot_pipeline(&p);
+            assert_eq!((items(&s.decompress), items(&s.unpack)), (f0 + 3, e0 + 9));
+            // A new pipeline (after an audit) starts from zero again.
+            p.frames = 1;
+            p.entries = 1;
+            record_snapshot_pipeline(&p);
+            assert_eq!((items(&s.decompress), items(&s.unpack)), (f0 + 4, e0 + 10));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -273,18 +273,23 @@ pub fn phases_json() -> Value {
     let Some(last) = h.samples.back() else {
         return json!([]);
     };
-    let base = h
-        .samples
-        .iter()
-        .find(|s| last.t_ms.saturating_sub(s.t_ms) <= ETA_WINDOW_MS)
-        .unwrap_or(last);
     let phases: Vec<Value> = last
         .phases
         .iter()
         .map(|p| {
-            let before = base.phases.iter().find(|b| b.name == p.name);
+            // The oldest sample in the window that already shows this phase.
+            let before = h
+                .samples
+                .iter()
+                .filter(|s| last.t_ms.saturating_sub(s.t_ms) <= ETA_WINDOW_MS)
+                .find_map(|s| {
+                    s.phases
+                        .iter()
+                        .find(|b| b.name == p.name)
+                        .map(|b| (s.t_ms, b.done))
+                });
             let r = match before {
-                Some(b) if base.t_ms < last.t_ms => rate(b.done, p.done, last.t_ms - base.t_ms),
+                Some((t, done)) if t < last.t_ms => rate(done, p.done, last.t_ms - t),
                 _ => 0.0,
             };
             let eta_s = match p.total {

@@ -64,6 +64,9 @@ pub struct SyncConfig {
     /// Hash of the anchor block, when known: the header chain must reach it.
     #[serde(skip)]
     pub trusted_anchor: Option<B256>,
+    /// Headers, bodies and receipts only: no state is fetched (for peers that serve
+    /// history without state).
+    pub history_only: bool,
 }
 
 impl Default for SyncConfig {
@@ -93,6 +96,7 @@ impl Default for SyncConfig {
             storage_batch: 64,
             anchor_number: 0,
             trusted_anchor: None,
+            history_only: false,
         }
     }
 }

@@ -1125,6 +1125,14 @@ impl Engine {
             }
             None => {}
         }
+        if self.cfg.history_only && !self.journal.state_complete {
+            // History only: the state at the pivot is not fetched.
+            self.journal.state_complete = true;
+            if let Some(c) = self.coord.as_mut() {
+                c.state_complete = true;
+            }
+            self.write_journal(store);
+        }
         if self.journal.state_complete {
             self.phase = StatePhase::Complete;
         } else if self.shard == 0 {

@@ -171,7 +171,7 @@ impl ArchiveSink for PipelineSink {
         let before = self.pipeline.progress().compressed_bytes;
         self.pipeline
             .feed(bytes)
-            .map(|_| ())
+            .map(|p| crate::node::stages::record_snapshot_pipeline(&p))
             .map_err(|e| SinkError {
                 offset_bytes: before + bytes.len() as u64,
                 message: e.to_string(),
