@@ -29,6 +29,7 @@ fn run(pipeline: Pipeline, faults: &[Fault], trials: u32, seed: u64) -> soak::So
         seed,
         deadline: None,
         work_dir: work.path().to_path_buf(),
+        sync_timeout_s: 20,
     };
     let report = soak::run(&cfg, &mut |t: &TrialResult| {
         if !t.passed {

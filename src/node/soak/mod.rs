@@ -47,6 +47,9 @@ pub struct SoakConfig {
     pub deadline: Option<Instant>,
     /// Scratch directory (servers' data, data directories, tmpfs mount points).
     pub work_dir: PathBuf,
+    /// `--timeout-s` of each `eth sync` (a sync here takes seconds; one that cannot
+    /// finish ends after this).
+    pub sync_timeout_s: u64,
 }
 
 /// The outcome of one trial.
