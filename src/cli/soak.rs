@@ -82,7 +82,12 @@ pub fn run(a: SoakCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 t.detail
             );
         } else if !json {
-            eprintln!("soak: ok {} {} seed {}", t.pipeline.name(), t.fault.name(), t.seed);
+            eprintln!(
+                "soak: ok {} {} seed {}",
+                t.pipeline.name(),
+                t.fault.name(),
+                t.seed
+            );
         }
     });
     if json {

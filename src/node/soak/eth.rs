@@ -48,8 +48,8 @@ pub fn start_server(exe: &Path, profile: &str, slow_delay_ms: u64) -> SetupResul
     let line = proc
         .first_stdout_line(Duration::from_secs(60))
         .ok_or_else(|| setup_err("eth serve", format!("no enode: {}", proc.stderr_tail(3))))?;
-    let info: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| setup_err("eth serve", format!("{line:?}: {e}")))?;
+    let info: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| setup_err("eth serve", format!("{line:?}: {e}")))?;
     let enode = info["enode"].as_str().unwrap_or_default().to_string();
     let addr = info["listen"]
         .as_str()
@@ -137,7 +137,10 @@ fn start_net(
     let _ = std::fs::remove_dir_all(&base);
     match r {
         Some(report) if t.detail.is_empty() => {
-            net.baseline_requests = report["progress"]["requests_sent"].as_u64().unwrap_or(0).max(1);
+            net.baseline_requests = report["progress"]["requests_sent"]
+                .as_u64()
+                .unwrap_or(0)
+                .max(1);
             Ok(net)
         }
         _ => Err(setup_err("baseline sync", t.detail)),
@@ -170,7 +173,11 @@ fn finish_sync(p: &mut Proc, net: &Net, t: &mut TrialResult) -> Option<serde_jso
     };
     t.rss(exit.max_rss_kb);
     let Some(v) = p.last_json() else {
-        t.fail(format!("sync printed no report ({}): {}", exit.describe(), p.stderr_tail(3)));
+        t.fail(format!(
+            "sync printed no report ({}): {}",
+            exit.describe(),
+            p.stderr_tail(3)
+        ));
         return None;
     };
     let r = &v["report"];
@@ -189,10 +196,16 @@ fn finish_sync(p: &mut Proc, net: &Net, t: &mut TrialResult) -> Option<serde_jso
         t.wrong_result = true;
     }
     if r["state_root"].as_str() != Some(net.root.as_str()) {
-        t.fail(format!("state root {} != served {}", r["state_root"], net.root));
+        t.fail(format!(
+            "state root {} != served {}",
+            r["state_root"], net.root
+        ));
     }
     if r["head_hash"].as_str() != Some(net.head_hash.as_str()) {
-        t.fail(format!("head {} != served {}", r["head_hash"], net.head_hash));
+        t.fail(format!(
+            "head {} != served {}",
+            r["head_hash"], net.head_hash
+        ));
     }
     if p.panicked() {
         t.fail("sync panicked");
@@ -237,8 +250,7 @@ pub fn run_rows(
     dir: &Path,
     on_trial: &mut dyn FnMut(&TrialResult),
 ) -> Vec<Row> {
-    let (liars, rest): (Vec<Fault>, Vec<Fault>) =
-        faults.iter().partition(|f| **f == Fault::Liars);
+    let (liars, rest): (Vec<Fault>, Vec<Fault>) = faults.iter().partition(|f| **f == Fault::Liars);
     let mut rows = Vec::new();
     if !rest.is_empty() {
         match start_net(cfg, pipeline, &["slow", "slow", "slow"], dir, true) {
@@ -468,7 +480,10 @@ fn trial(
                 if let Some(v) = p.last_json() {
                     let r = &v["report"];
                     if r["state_root"].as_str() != Some(net.root.as_str()) {
-                        t.fail(format!("state root {} != served {}", r["state_root"], net.root));
+                        t.fail(format!(
+                            "state root {} != served {}",
+                            r["state_root"], net.root
+                        ));
                     }
                     t.refetched = r["progress"]["refetched_items"].as_u64();
                 }

@@ -199,7 +199,12 @@ pub fn run(cfg: &SoakConfig, on_trial: &mut dyn FnMut(&TrialResult)) -> SoakRepo
         rows.extend(rows_of);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    SoakReport::new(cfg.seed, cfg.trials, rows, started.elapsed().as_millis() as u64)
+    SoakReport::new(
+        cfg.seed,
+        cfg.trials,
+        rows,
+        started.elapsed().as_millis() as u64,
+    )
 }
 
 /// Run `trials` trials of one row (unless the deadline passed), each with its own seed.
