@@ -32,6 +32,9 @@ pub struct SoakCmd {
     /// Scratch directory (default: a new one under the temporary directory).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// `--timeout-s` of each `eth sync` trial run.
+    #[arg(long, default_value_t = 45)]
+    pub sync_timeout_s: u64,
     /// Print the table as Markdown.
     #[arg(long)]
     pub markdown: bool,
@@ -63,6 +66,7 @@ pub fn run(a: SoakCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
             .minutes
             .map(|m| Instant::now() + Duration::from_secs(m.saturating_mul(60))),
         work_dir: tmp.path().to_path_buf(),
+        sync_timeout_s: a.sync_timeout_s.max(5),
     };
     let json = a.json;
     if !json {
@@ -78,7 +82,12 @@ pub fn run(a: SoakCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 t.detail
             );
         } else if !json {
-            eprintln!("soak: ok {} {} seed {}", t.pipeline.name(), t.fault.name(), t.seed);
+            eprintln!(
+                "soak: ok {} {} seed {}",
+                t.pipeline.name(),
+                t.fault.name(),
+                t.seed
+            );
         }
     });
     if json {

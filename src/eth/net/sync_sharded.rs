@@ -608,10 +608,12 @@ pub fn run_sync_sharded_with(
     }
     Ok(NetSyncReport {
         finished: zero.finished,
-        failure: zero
-            .failure
-            .clone()
-            .or_else(|| results.iter().find_map(|r| r.failure.clone())),
+        // A shard that fails stops the others, which then report "interrupted": name the
+        // cause (shard 0's first, then any other shard's).
+        failure: std::iter::once(zero)
+            .chain(results.iter())
+            .filter_map(|r| r.failure.clone())
+            .min_by_key(|f| f == "interrupted"),
         mode: zero.mode.clone(),
         state_root: zero.status.state_root.clone(),
         head_number: head.as_ref().map(|h| h.0),

@@ -18,12 +18,15 @@ use super::{run_row, setup_err, skipped_rows, SetupResult, SoakConfig, TrialResu
 const ACCOUNTS: u64 = 4000;
 const BLOCKS: u64 = 200;
 const NETWORK_ID: u64 = 777;
-/// `--timeout-s` of every sync (a sync here takes a few seconds).
-const SYNC_TIMEOUT_S: u64 = 45;
-/// Bound of one sync run.
-const SYNC_LIMIT: Duration = Duration::from_secs(SYNC_TIMEOUT_S + 30);
+/// Bound of one sync run past its own `--timeout-s`.
+const SYNC_GRACE: Duration = Duration::from_secs(30);
 /// Inbound connections of the flood.
 pub const FLOOD_CONNECTIONS: usize = 1000;
+
+/// Bound of one sync run.
+fn limit(cfg: &SoakConfig) -> Duration {
+    Duration::from_secs(cfg.sync_timeout_s) + SYNC_GRACE
+}
 
 /// A serving process and what it announced.
 pub struct Server {
@@ -45,8 +48,8 @@ pub fn start_server(exe: &Path, profile: &str, slow_delay_ms: u64) -> SetupResul
     let line = proc
         .first_stdout_line(Duration::from_secs(60))
         .ok_or_else(|| setup_err("eth serve", format!("no enode: {}", proc.stderr_tail(3))))?;
-    let info: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| setup_err("eth serve", format!("{line:?}: {e}")))?;
+    let info: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| setup_err("eth serve", format!("{line:?}: {e}")))?;
     let enode = info["enode"].as_str().unwrap_or_default().to_string();
     let addr = info["listen"]
         .as_str()
@@ -76,6 +79,8 @@ struct Net {
     genesis_hash: String,
     /// Requests of the baseline sync (summed over shards): the progress scale.
     baseline_requests: u64,
+    /// Bound of one sync run.
+    limit: Duration,
 }
 
 fn mode(p: Pipeline) -> &'static str {
@@ -117,6 +122,7 @@ fn start_net(
         genesis_hash: s("genesis_hash"),
         servers,
         baseline_requests: 1,
+        limit: limit(cfg),
     };
     if !baseline {
         return Ok(net);
@@ -131,7 +137,10 @@ fn start_net(
     let _ = std::fs::remove_dir_all(&base);
     match r {
         Some(report) if t.detail.is_empty() => {
-            net.baseline_requests = report["progress"]["requests_sent"].as_u64().unwrap_or(0).max(1);
+            net.baseline_requests = report["progress"]["requests_sent"]
+                .as_u64()
+                .unwrap_or(0)
+                .max(1);
             Ok(net)
         }
         _ => Err(setup_err("baseline sync", t.detail)),
@@ -141,7 +150,8 @@ fn start_net(
 fn sync_cmd(cfg: &SoakConfig, p: Pipeline, net: &Net, peers: &[String], datadir: &Path) -> Command {
     let mut cmd = Command::new(&cfg.exe);
     cmd.args(["--log-format", "json", "eth", "sync", "--mode", mode(p)])
-        .args(["--shards", "2", "--json", "--timeout-s", &SYNC_TIMEOUT_S.to_string()])
+        .args(["--shards", "2", "--json"])
+        .args(["--timeout-s", &cfg.sync_timeout_s.to_string()])
         .args(["--node-batch", "32", "--progress-every-ms", "100"])
         .args(["--genesis-hash", &net.genesis_hash])
         .args(["--network-id", &NETWORK_ID.to_string()])
@@ -157,13 +167,17 @@ fn sync_cmd(cfg: &SoakConfig, p: Pipeline, net: &Net, peers: &[String], datadir:
 
 /// Wait for a sync to end and check it against the served chain; its report.
 fn finish_sync(p: &mut Proc, net: &Net, t: &mut TrialResult) -> Option<serde_json::Value> {
-    let Some(exit) = p.wait(SYNC_LIMIT) else {
-        t.fail(format!("sync did not finish within {SYNC_LIMIT:?}"));
+    let Some(exit) = p.wait(net.limit) else {
+        t.fail(format!("sync did not finish within {:?}", net.limit));
         return None;
     };
     t.rss(exit.max_rss_kb);
     let Some(v) = p.last_json() else {
-        t.fail(format!("sync printed no report ({}): {}", exit.describe(), p.stderr_tail(3)));
+        t.fail(format!(
+            "sync printed no report ({}): {}",
+            exit.describe(),
+            p.stderr_tail(3)
+        ));
         return None;
     };
     let r = &v["report"];
@@ -182,10 +196,16 @@ fn finish_sync(p: &mut Proc, net: &Net, t: &mut TrialResult) -> Option<serde_jso
         t.wrong_result = true;
     }
     if r["state_root"].as_str() != Some(net.root.as_str()) {
-        t.fail(format!("state root {} != served {}", r["state_root"], net.root));
+        t.fail(format!(
+            "state root {} != served {}",
+            r["state_root"], net.root
+        ));
     }
     if r["head_hash"].as_str() != Some(net.head_hash.as_str()) {
-        t.fail(format!("head {} != served {}", r["head_hash"], net.head_hash));
+        t.fail(format!(
+            "head {} != served {}",
+            r["head_hash"], net.head_hash
+        ));
     }
     if p.panicked() {
         t.fail("sync panicked");
@@ -210,7 +230,7 @@ fn requests_in(line: &str) -> Option<(u64, u64)> {
 fn wait_moment(p: &Proc, net: &Net, pct: u64) -> bool {
     let target = (net.baseline_requests * pct / 100).max(1);
     let mut per_shard = [0u64; 64];
-    p.watch(SYNC_LIMIT, |s, l| {
+    p.watch(net.limit, |s, l| {
         if s != Stream::Err {
             return false;
         }
@@ -230,8 +250,7 @@ pub fn run_rows(
     dir: &Path,
     on_trial: &mut dyn FnMut(&TrialResult),
 ) -> Vec<Row> {
-    let (liars, rest): (Vec<Fault>, Vec<Fault>) =
-        faults.iter().partition(|f| **f == Fault::Liars);
+    let (liars, rest): (Vec<Fault>, Vec<Fault>) = faults.iter().partition(|f| **f == Fault::Liars);
     let mut rows = Vec::new();
     if !rest.is_empty() {
         match start_net(cfg, pipeline, &["slow", "slow", "slow"], dir, true) {
@@ -455,13 +474,16 @@ fn trial(
         }
         Fault::FdLimit128 => {
             let mut p = spawn_or_fail!(&peers, Some(128));
-            let exit = p.wait(SYNC_LIMIT);
+            let exit = p.wait(net.limit);
             if exit.is_some_and(|e| e.success()) {
                 // A degraded but correct run.
                 if let Some(v) = p.last_json() {
                     let r = &v["report"];
                     if r["state_root"].as_str() != Some(net.root.as_str()) {
-                        t.fail(format!("state root {} != served {}", r["state_root"], net.root));
+                        t.fail(format!(
+                            "state root {} != served {}",
+                            r["state_root"], net.root
+                        ));
                     }
                     t.refetched = r["progress"]["refetched_items"].as_u64();
                 }

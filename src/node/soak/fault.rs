@@ -54,8 +54,9 @@ impl Tmpfs {
         }
         std::fs::create_dir_all(path)
             .map_err(|e| SoakError::Skip(format!("creating {}: {e}", path.display())))?;
-        mount_call(path, 0, &format!("size={size_bytes},mode=0755"))
-            .map_err(|e| SoakError::Skip(format!("cannot mount a tmpfs at {}: {e}", path.display())))?;
+        mount_call(path, 0, &format!("size={size_bytes},mode=0755")).map_err(|e| {
+            SoakError::Skip(format!("cannot mount a tmpfs at {}: {e}", path.display()))
+        })?;
         Ok(Tmpfs {
             path: path.to_path_buf(),
         })
@@ -63,11 +64,7 @@ impl Tmpfs {
 
     /// Remount with another size (read-write).
     pub fn resize(&self, size_bytes: u64) -> std::io::Result<()> {
-        mount_call(
-            &self.path,
-            libc::MS_REMOUNT,
-            &format!("size={size_bytes}"),
-        )
+        mount_call(&self.path, libc::MS_REMOUNT, &format!("size={size_bytes}"))
     }
 
     /// Remount read-only (fails with EBUSY while a file is open for writing) or back
@@ -151,7 +148,11 @@ fn reset(s: &TcpStream) {
 }
 
 impl Proxy {
-    pub fn start(upstream: SocketAddr, fault: ProxyFault, faulty_conns: u32) -> std::io::Result<Proxy> {
+    pub fn start(
+        upstream: SocketAddr,
+        fault: ProxyFault,
+        faulty_conns: u32,
+    ) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -164,7 +165,9 @@ impl Proxy {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
-                        let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+                        let Ok(server) =
+                            TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
+                        else {
                             continue;
                         };
                         conns.push(pump(

@@ -47,6 +47,9 @@ pub struct SoakConfig {
     pub deadline: Option<Instant>,
     /// Scratch directory (servers' data, data directories, tmpfs mount points).
     pub work_dir: PathBuf,
+    /// `--timeout-s` of each `eth sync` (a sync here takes seconds; one that cannot
+    /// finish ends after this).
+    pub sync_timeout_s: u64,
 }
 
 /// The outcome of one trial.
@@ -196,7 +199,12 @@ pub fn run(cfg: &SoakConfig, on_trial: &mut dyn FnMut(&TrialResult)) -> SoakRepo
         rows.extend(rows_of);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    SoakReport::new(cfg.seed, cfg.trials, rows, started.elapsed().as_millis() as u64)
+    SoakReport::new(
+        cfg.seed,
+        cfg.trials,
+        rows,
+        started.elapsed().as_millis() as u64,
+    )
 }
 
 /// Run `trials` trials of one row (unless the deadline passed), each with its own seed.

@@ -125,10 +125,7 @@ impl Proc {
 
     /// The next line on either stream; `None` at the end of both or after `timeout`.
     pub fn next_line(&self, timeout: Duration) -> Option<(Stream, String)> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(l) => Some(l),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// The first stdout line (servers print where they listen), within `timeout`.
@@ -225,8 +222,16 @@ impl Proc {
             max_rss_kb: ru.ru_maxrss.max(0) as u64,
         };
         self.exit = Some(e);
+        // The output is complete once the readers hit EOF; a grandchild that still holds
+        // the pipes must not hold the suite, so they get a bounded time.
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         for r in self.readers.drain(..) {
-            let _ = r.join();
+            if r.is_finished() {
+                let _ = r.join();
+            }
         }
         Some(e)
     }

@@ -50,8 +50,8 @@ fn generate(exe: &Path, out: &Path, zstd_level: i32) -> SetupResult<Archive> {
             String::from_utf8_lossy(&o.stderr),
         ));
     }
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .map_err(|e| setup_err("snapshot generate", e))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).map_err(|e| setup_err("snapshot generate", e))?;
     let path = PathBuf::from(v["path"].as_str().unwrap_or_default());
     let bytes = std::fs::read(&path).map_err(|e| setup_err("snapshot generate", e))?;
     Ok(Archive {
@@ -71,10 +71,14 @@ struct Mirror {
 
 fn start_mirror(exe: &Path, dir: &Path) -> SetupResult<Mirror> {
     let mut cmd = Command::new(exe);
-    cmd.args(["solana", "snapshot", "serve"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--rate-limit", MIRROR_RATE_MB_S]);
-    let proc = Proc::spawn("snapshot serve", &mut cmd).map_err(|e| setup_err("snapshot serve", e))?;
+    cmd.args(["solana", "snapshot", "serve"]).arg(dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--rate-limit",
+        MIRROR_RATE_MB_S,
+    ]);
+    let proc =
+        Proc::spawn("snapshot serve", &mut cmd).map_err(|e| setup_err("snapshot serve", e))?;
     let line = proc
         .first_stdout_line(Duration::from_secs(30))
         .ok_or_else(|| setup_err("snapshot serve", proc.stderr_tail(3)))?;
@@ -150,7 +154,11 @@ fn finish_download(
     };
     t.rss(exit.max_rss_kb);
     let Some(r) = p.last_json() else {
-        t.fail(format!("no report ({}): {}", exit.describe(), p.stderr_tail(3)));
+        t.fail(format!(
+            "no report ({}): {}",
+            exit.describe(),
+            p.stderr_tail(3)
+        ));
         return None;
     };
     if !exit.success() || r["complete"] != true {
@@ -212,7 +220,10 @@ pub fn run_download_rows(
                 format!("{} vs {}: want one name, other bytes", a.name, b.name),
             ));
         }
-        let mirrors = vec![start_mirror(&cfg.exe, &snaps)?, start_mirror(&cfg.exe, &snaps)?];
+        let mirrors = vec![
+            start_mirror(&cfg.exe, &snaps)?,
+            start_mirror(&cfg.exe, &snaps)?,
+        ];
         Ok((a, b, mirrors))
     };
     let (archive, alt, mirrors) = match setup() {
@@ -414,7 +425,8 @@ fn download_trial(
             let m = &mirrors[0];
             let (_, fds_before) = m.proc.vm_hwm_and_fds();
             let started = Instant::now();
-            let mut flood = Flood::open(m.addr, super::eth::FLOOD_CONNECTIONS, b"GET / HTTP/1.1\r\n");
+            let mut flood =
+                Flood::open(m.addr, super::eth::FLOOD_CONNECTIONS, b"GET / HTTP/1.1\r\n");
             let (hwm, fds) = m.proc.vm_hwm_and_fds();
             t.peak_fds = Some(fds);
             let mut p = spawn_or_fail!(&sources, None);
@@ -465,8 +477,8 @@ fn download_trial(
                         ));
                     }
                     if let Some(l) = errs.first() {
-                    t.error_line(l);
-                }
+                        t.error_line(l);
+                    }
                 }
                 None => t.fail("sync under RLIMIT_NOFILE 128 did not end"),
             }
@@ -524,7 +536,11 @@ struct RepairNet {
     baseline_ms: u64,
 }
 
-fn start_repair_net(cfg: &SoakConfig, profiles: &[Option<&str>], dir: &Path) -> SetupResult<RepairNet> {
+fn start_repair_net(
+    cfg: &SoakConfig,
+    profiles: &[Option<&str>],
+    dir: &Path,
+) -> SetupResult<RepairNet> {
     let mut servers = Vec::new();
     let mut peers = Vec::new();
     let mut leader = String::new();
@@ -629,7 +645,9 @@ fn finish_repair(p: &mut Proc, net: &RepairNet, out: &Path, t: &mut TrialResult)
         .filter(|(a, b)| a != b)
         .count();
     if differ > 0 {
-        t.fail(format!("{differ} repaired shreds differ from the served ledger"));
+        t.fail(format!(
+            "{differ} repaired shreds differ from the served ledger"
+        ));
     }
 }
 
@@ -639,8 +657,7 @@ pub fn run_repair_rows(
     dir: &Path,
     on_trial: &mut dyn FnMut(&TrialResult),
 ) -> Vec<Row> {
-    let (liars, rest): (Vec<Fault>, Vec<Fault>) =
-        faults.iter().partition(|f| **f == Fault::Liars);
+    let (liars, rest): (Vec<Fault>, Vec<Fault>) = faults.iter().partition(|f| **f == Fault::Liars);
     let mut rows = Vec::new();
     for (set, profiles) in [
         (rest, vec![None, None]),
@@ -653,9 +670,13 @@ pub fn run_repair_rows(
         match start_repair_net(cfg, &profiles, dir) {
             Ok(net) => {
                 for &fault in &set {
-                    rows.push(run_row(cfg, Pipeline::SolanaRepair, fault, on_trial, |seed| {
-                        repair_trial(cfg, &net, fault, seed, dir)
-                    }));
+                    rows.push(run_row(
+                        cfg,
+                        Pipeline::SolanaRepair,
+                        fault,
+                        on_trial,
+                        |seed| repair_trial(cfg, &net, fault, seed, dir),
+                    ));
                 }
             }
             Err(e) => rows.extend(skipped_rows(Pipeline::SolanaRepair, &set, &e)),
@@ -664,7 +685,13 @@ pub fn run_repair_rows(
     rows
 }
 
-fn repair_trial(cfg: &SoakConfig, net: &RepairNet, fault: Fault, seed: u64, dir: &Path) -> TrialResult {
+fn repair_trial(
+    cfg: &SoakConfig,
+    net: &RepairNet,
+    fault: Fault,
+    seed: u64,
+    dir: &Path,
+) -> TrialResult {
     let mut t = TrialResult::new(Pipeline::SolanaRepair, fault, seed);
     let mut rng = TrialRng::new(seed);
     let out = dir.join(format!("repaired-{seed}.json"));
@@ -718,8 +745,8 @@ fn repair_trial(cfg: &SoakConfig, net: &RepairNet, fault: Fault, seed: u64, dir:
                             t.fail(format!("under RLIMIT_NOFILE 128: {}", p.stderr_tail(3)));
                         }
                         if let Some(l) = errs.first() {
-                    t.error_line(l);
-                }
+                            t.error_line(l);
+                        }
                     }
                     None => t.fail("repair under RLIMIT_NOFILE 128 did not end"),
                 }

@@ -142,7 +142,11 @@ pub(crate) fn expect_clear_error(p: &mut Proc, t: &mut TrialResult, what: &str) 
         1 => t.error_line(&errs[0]),
         n => t.fail(format!(
             "{what}: {n} error lines ({})",
-            if n == 0 { p.stderr_tail(3) } else { errs.join(" / ") }
+            if n == 0 {
+                p.stderr_tail(3)
+            } else {
+                errs.join(" / ")
+            }
         )),
     }
 }
@@ -170,7 +174,11 @@ fn trial(cfg: &SoakConfig, fault: Fault, seed: u64, dir: &Path) -> TrialResult {
     }
     let store_dir = mount.as_ref().map_or(store_dir, |m| m.path.join("store"));
     let spawn = |limit| writer(cfg, &store_dir, seed, limit);
-    let mut p = match spawn(if fault == Fault::FdLimit128 { Some(128) } else { None }) {
+    let mut p = match spawn(if fault == Fault::FdLimit128 {
+        Some(128)
+    } else {
+        None
+    }) {
         Ok(p) => p,
         Err(e) => {
             t.fail(format!("spawn: {e}"));
@@ -186,7 +194,10 @@ fn trial(cfg: &SoakConfig, fault: Fault, seed: u64, dir: &Path) -> TrialResult {
                     expect_clear_error(&mut p, &mut t, "under RLIMIT_NOFILE 128");
                     return t.finish();
                 }
-                t.fail(format!("writer ended before {n} acks: {}", p.stderr_tail(3)));
+                t.fail(format!(
+                    "writer ended before {n} acks: {}",
+                    p.stderr_tail(3)
+                ));
             }
             p.signal(if fault == Fault::Sigterm {
                 libc::SIGTERM
@@ -211,7 +222,10 @@ fn trial(cfg: &SoakConfig, fault: Fault, seed: u64, dir: &Path) -> TrialResult {
         Fault::ReadOnly => {
             let n = rng.range(1, 40);
             if !wait_acks(&p, n, &mut acked) {
-                t.fail(format!("writer ended before {n} acks: {}", p.stderr_tail(3)));
+                t.fail(format!(
+                    "writer ended before {n} acks: {}",
+                    p.stderr_tail(3)
+                ));
             }
             p.kill();
             drain_acks(&p, &mut acked);
@@ -247,7 +261,10 @@ fn trial(cfg: &SoakConfig, fault: Fault, seed: u64, dir: &Path) -> TrialResult {
             if wait_acks(&q, 1, &mut acked) {
                 t.recover_ms = Some(started.elapsed().as_millis() as u64);
             } else {
-                t.fail(format!("restart acknowledged nothing: {}", q.stderr_tail(3)));
+                t.fail(format!(
+                    "restart acknowledged nothing: {}",
+                    q.stderr_tail(3)
+                ));
             }
             wait_acks(&q, 3, &mut acked);
             let e = q.kill();

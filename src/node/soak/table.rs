@@ -217,7 +217,13 @@ impl SoakReport {
             cells
                 .iter()
                 .enumerate()
-                .map(|(i, c)| if i < 9 { format!("{c:<0$}", w[i]) } else { c.clone() })
+                .map(|(i, c)| {
+                    if i < 9 {
+                        format!("{c:<0$}", w[i])
+                    } else {
+                        c.clone()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("  ")
         };
@@ -278,7 +284,9 @@ mod tests {
             .ends_with("--pipeline store --fault sigkill --trials 1 --seed 99"));
         let rep = SoakReport::new(5, 2, vec![row], 1);
         assert!(!rep.ok);
-        assert!(rep.markdown().contains("| store | sigkill | 2 | 1 | - | 2 |"));
+        assert!(rep
+            .markdown()
+            .contains("| store | sigkill | 2 | 1 | - | 2 |"));
         assert!(rep.text().contains("replay: catchup soak"));
     }
 }
