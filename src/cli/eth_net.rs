@@ -141,7 +141,9 @@ pub struct SyncArgs {
     /// Pivot = median of the peers' best blocks minus this (0 when peers only hold the head state).
     #[arg(long, default_value_t = 128)]
     pub pivot_distance: u64,
-    /// Peers that must agree on the pivot header (default: 3, or fewer when fewer peers are given).
+    /// Peers that must agree on the pivot header (default: a majority of the given peers,
+    /// at most 3: 1 of 1, 2 of 2, 2 of 3, 3 of 4 or more; so one unreachable or lying peer
+    /// of three does not stall the sync).
     #[arg(long)]
     pub pivot_agreement: Option<usize>,
     /// Fetch receipts too.
@@ -430,7 +432,10 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let sync = SyncConfig {
         mode: a.mode,
         pivot_distance: a.pivot_distance,
-        pivot_agreement: a.pivot_agreement.unwrap_or(3.min(peers.len())).max(1),
+        pivot_agreement: a
+            .pivot_agreement
+            .unwrap_or_else(|| default_pivot_agreement(peers.len())),
+        peers_given: peers.len(),
         fetch_receipts: a.receipts,
         history_only: a.history_only,
         anchor_number: 0,
@@ -456,6 +461,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         shard_dirs: Some(shard_dirs),
         progress_every_ms: a.progress_every_ms,
         bar: Some(bar.clone()),
+        ..SyncExtras::default()
     };
     let report: NetSyncReport = run_sync_sharded_with(
         cfg,
@@ -704,4 +710,20 @@ pub fn run_bench_rlpx(a: &RlpxBenchArgs, _global: &GlobalOpts) -> anyhow::Result
         }
     }
     Ok(0)
+}
+
+/// A majority of `peers`, at most 3 (and at least 1).
+pub fn default_pivot_agreement(peers: usize) -> usize {
+    (peers / 2 + 1).clamp(1, 3)
+}
+
+#[cfg(test)]
+mod agreement_tests {
+    use super::default_pivot_agreement;
+
+    #[test]
+    fn default_pivot_agreement_is_a_majority_capped_at_three() {
+        let got: Vec<usize> = (0..=7).map(default_pivot_agreement).collect();
+        assert_eq!(got, vec![1, 1, 2, 2, 3, 3, 3, 3]);
+    }
 }

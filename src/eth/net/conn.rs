@@ -110,6 +110,26 @@ pub enum NetError {
     Useless { peer: SocketAddr, detail: String },
 }
 
+impl NetError {
+    /// Worth dialing again later: the peer was busy, slow or went away, rather than on
+    /// another network or speaking something we refuse.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NetError::Io { .. } | NetError::Timeout { .. } | NetError::Closed { .. } => true,
+            NetError::Disconnected { reason, .. } => matches!(
+                reason,
+                DisconnectReason::Requested
+                    | DisconnectReason::TcpError
+                    | DisconnectReason::TooManyPeers
+                    | DisconnectReason::AlreadyConnected
+                    | DisconnectReason::ClientQuitting
+                    | DisconnectReason::Timeout
+            ),
+            NetError::Protocol { .. } | NetError::Useless { .. } => false,
+        }
+    }
+}
+
 /// An established RLPx connection (Hellos exchanged).
 pub struct PeerConn {
     stream: TcpStream,

@@ -51,6 +51,8 @@ pub struct NetPeerReport {
     pub timeouts: u64,
     pub dropped_by_us: bool,
     pub error: Option<String>,
+    /// Times the peer was lost and dialed again.
+    pub reconnects: u64,
 }
 
 /// Outcome of a sync over the network.
@@ -486,6 +488,7 @@ pub async fn run_sync(
             .map(|(i, (e, c))| {
                 let c = c.borrow();
                 NetPeerReport {
+                    reconnects: 0,
                     peer: e.addr.to_string(),
                     client: c.client.clone(),
                     eth_version: c.eth_version,

@@ -41,6 +41,9 @@ pub struct SyncExtras {
     pub progress_every_ms: u64,
     /// A bar counting verified items (hidden unless stderr is a terminal).
     pub bar: Option<indicatif::ProgressBar>,
+    /// Peers given up on without ever answering (peer address, last error), over all
+    /// shards: when every given peer is here, the sync stops and says why.
+    pub unreachable: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Default for SyncExtras {
@@ -49,6 +52,7 @@ impl Default for SyncExtras {
             shard_dirs: None,
             progress_every_ms: crate::eth::sync::driver::PROGRESS_EVERY_MS,
             bar: None,
+            unreachable: Default::default(),
         }
     }
 }
@@ -151,64 +155,136 @@ async fn owned_peer(
     node: Rc<LocalNode>,
     jobs: local_channel::LocalReceiver<Job>,
     report: Rc<RefCell<NetPeerReport>>,
+    unreachable: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 ) {
     let pid = index as PeerId;
     let enode = cfg.peers[index];
     let shards = cfg.shards;
-    let connected = async {
-        let conn = PeerConn::dial(enode.addr, enode.id, &node, &cfg.net).await?;
-        EthPeer::handshake(conn, &cfg.status).await
-    }
-    .await;
-    let mut peer = match connected {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, "peer unreachable");
-            report.borrow_mut().error = Some(e.to_string());
+    // A peer is dialed until it answers, and dialed again when it is lost (a restarted or
+    // overloaded peer comes back): waits double from 250 ms to 8 s. A peer never reached
+    // gives up after `NEVER_REACHED_ATTEMPTS`; the engine is told only of live peers. The
+    // loop ends when the shard drops its job channel (the sync ended or dropped the peer).
+    const NEVER_REACHED_ATTEMPTS: u32 = 6;
+    let mut backoff = Duration::from_millis(250);
+    let mut attempts = 0u32;
+    let mut ever_connected = false;
+    loop {
+        attempts += 1;
+        let connected = async {
+            let conn = PeerConn::dial(enode.addr, enode.id, &node, &cfg.net).await?;
+            EthPeer::handshake(conn, &cfg.status).await
+        }
+        .await;
+        let mut peer = match connected {
+            Ok(p) => p,
+            Err(e) => {
+                report.borrow_mut().error = Some(e.to_string());
+                if !ever_connected && (attempts >= NEVER_REACHED_ATTEMPTS || !e.is_transient()) {
+                    tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, attempts, "peer unreachable; giving up on it");
+                    if let Ok(mut u) = unreachable.lock() {
+                        u.push((enode.addr.to_string(), e.to_string()));
+                    }
+                    return;
+                }
+                tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, attempt = attempts, retry_ms = backoff.as_millis() as u64, "peer handshake failed; retrying");
+                if !wait_or_closed(&jobs, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(8));
+                continue;
+            }
+        };
+        ever_connected = true;
+        attempts = 0;
+        backoff = Duration::from_millis(250);
+        {
+            let mut r = report.borrow_mut();
+            r.client = peer.conn.remote_hello.client_id.clone();
+            r.eth_version = peer.eth.version;
+            r.error = None;
+        }
+        tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, "peer connected");
+        for s in 0..shards {
+            deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
+        }
+        let mut lost = false;
+        while let Some(job) = jobs.recv().await {
+            report.borrow_mut().requests += 1;
+            match perform(&mut peer, &job.req, job.timeout_ms).await {
+                Ok(resp) => {
+                    report.borrow_mut().answered += 1;
+                    deliver(
+                        &shard,
+                        &local,
+                        job.from,
+                        Event::Response {
+                            peer: pid,
+                            id: job.id,
+                            resp,
+                        },
+                    )
+                    .await;
+                }
+                Err(NetError::Timeout { .. }) => report.borrow_mut().timeouts += 1,
+                Err(e) => {
+                    tracing::info!(peer = %enode.addr, error = %e, "peer lost; dialing it again");
+                    report.borrow_mut().error = Some(e.to_string());
+                    report.borrow_mut().reconnects += 1;
+                    for s in 0..shards {
+                        deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
+                    }
+                    lost = true;
+                    break;
+                }
+            }
+        }
+        if !lost {
+            let _ = peer
+                .conn
+                .disconnect(catchup_devp2p::p2p::DisconnectReason::ClientQuitting)
+                .await;
             return;
         }
-    };
-    {
-        let mut r = report.borrow_mut();
-        r.client = peer.conn.remote_hello.client_id.clone();
-        r.eth_version = peer.eth.version;
-    }
-    tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, "peer connected");
-    for s in 0..shards {
-        deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
-    }
-    while let Some(job) = jobs.recv().await {
-        report.borrow_mut().requests += 1;
-        match perform(&mut peer, &job.req, job.timeout_ms).await {
-            Ok(resp) => {
-                report.borrow_mut().answered += 1;
-                deliver(
-                    &shard,
-                    &local,
-                    job.from,
-                    Event::Response {
-                        peer: pid,
-                        id: job.id,
-                        resp,
-                    },
-                )
-                .await;
-            }
-            Err(NetError::Timeout { .. }) => report.borrow_mut().timeouts += 1,
-            Err(e) => {
-                tracing::info!(peer = %enode.addr, error = %e, "peer lost");
-                report.borrow_mut().error = Some(e.to_string());
-                for s in 0..shards {
-                    deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
-                }
-                return;
-            }
+        if !wait_or_closed(&jobs, backoff).await {
+            return;
         }
     }
-    let _ = peer
-        .conn
-        .disconnect(catchup_devp2p::p2p::DisconnectReason::ClientQuitting)
+}
+
+/// Every given peer was given up on without answering: one line saying so, and what helps.
+fn all_unreachable(
+    unreachable: &std::sync::Mutex<Vec<(String, String)>>,
+    given: usize,
+) -> Option<String> {
+    let u = unreachable.lock().ok()?;
+    if given == 0 || u.len() < given {
+        return None;
+    }
+    let each: Vec<String> = u.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+    Some(format!(
+        "none of the {given} peer(s) could be reached ({}); check each --peer enode://ID@HOST:PORT, and that the peers serve this chain (--network-id, --genesis-hash)",
+        each.join("; ")
+    ))
+}
+
+/// Wait `d`, dropping jobs that arrive meanwhile (their deadlines report them lost); false
+/// when the job channel closed (the sync no longer wants this peer).
+async fn wait_or_closed(jobs: &local_channel::LocalReceiver<Job>, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let got = futures_lite::future::or(async { Some(jobs.recv().await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
         .await;
+        if let Some(None) = got {
+            return false;
+        }
+    }
 }
 
 async fn shard_main(
@@ -307,6 +383,7 @@ async fn shard_run<S: ShardStore>(
     for index in (0..cfg.peers.len()).filter(|p| p % shards == me) {
         let (tx, rx) = local_channel::new_bounded(cfg.peer_queue_len.max(1));
         let report = Rc::new(RefCell::new(NetPeerReport {
+            reconnects: 0,
             peer: cfg.peers[index].addr.to_string(),
             client: String::new(),
             eth_version: 0,
@@ -324,6 +401,7 @@ async fn shard_run<S: ShardStore>(
             node.clone(),
             rx,
             report.clone(),
+            extras.unreachable.clone(),
         ))
         .detach();
         senders.insert(index, tx);
@@ -345,6 +423,12 @@ async fn shard_run<S: ShardStore>(
             failure = Some("interrupted".into());
             break;
         }
+        if me == 0 {
+            if let Some(why) = all_unreachable(&extras.unreachable, cfg.peers.len()) {
+                failure = Some(why);
+                break;
+            }
+        }
         let mut batch: Vec<Event> = local.borrow_mut().drain(..).collect();
         // Mesh messages: wait briefly only when nothing else is pending.
         let wait = if batch.is_empty() {
@@ -359,6 +443,11 @@ async fn shard_run<S: ShardStore>(
             } else {
                 shard.recv_timeout(Duration::from_micros(1)).await
             };
+            if first && matches!(m, Recv::Closed) {
+                // No other shard (one shard) or all gone: the mesh returns at once, so wait
+                // here, letting this shard's peer tasks run.
+                glommio::timer::sleep(wait).await;
+            }
             first = false;
             match m {
                 Recv::Msg(_, MeshMsg::Event(ev)) => batch.push(ev),

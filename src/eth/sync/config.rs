@@ -35,6 +35,9 @@ pub struct SyncConfig {
     pub status_check_ms: u64,
     /// Peers that must return the same pivot (and head) header.
     pub pivot_agreement: usize,
+    /// Peers the sync was given (0: unknown). A peer caught lying no longer counts: when
+    /// fewer than `pivot_agreement` of the given peers remain uncaught, that many suffice.
+    pub peers_given: usize,
     pub header_batch: u64,
     pub body_batch: usize,
     /// Trie nodes per GetNodeData / GetTrieNodes request.
@@ -75,6 +78,7 @@ impl Default for SyncConfig {
             mode: SyncMode::Fast,
             pivot_distance: 128,
             pivot_agreement: 3,
+            peers_given: 0,
             repivot_slack: 64,
             status_check_ms: 30_000,
             header_batch: 192,

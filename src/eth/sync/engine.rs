@@ -335,6 +335,11 @@ pub struct Engine {
     // headers and bodies
     batches: BTreeMap<u64, BatchState>,
     batch_tried: BTreeMap<u64, Vec<PeerId>>,
+    /// Batches whose first headers were stored before a restart: fetched from this number
+    /// on, the fetched part checked against the stored prefix's last hash.
+    batch_from: BTreeMap<u64, u64>,
+    /// Peers caught lying (dropped).
+    liars: std::collections::BTreeSet<PeerId>,
     body_queue: VecDeque<Vec<u64>>,
     receipt_queue: VecDeque<Vec<u64>>,
     bodies_inflight: usize,
@@ -438,6 +443,8 @@ impl Engine {
             head: None,
             batches: BTreeMap::new(),
             batch_tried: BTreeMap::new(),
+            batch_from: BTreeMap::new(),
+            liars: Default::default(),
             body_queue: VecDeque::new(),
             receipt_queue: VecDeque::new(),
             bodies_inflight: 0,
@@ -628,10 +635,43 @@ impl Engine {
         }
     }
 
+    #[track_caller]
     fn lie(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        tracing::info!(shard = self.shard, peer, at = %std::panic::Location::caller(), "peer caught lying; dropped");
         self.progress.lies_detected += 1;
         self.peers.lied(peer);
+        // What it said before it was caught does not count either.
+        if let Some(c) = self.coord.as_mut() {
+            c.status_replies.remove(&peer);
+            for v in c.anchor_votes.values_mut() {
+                v.retain(|x| x.0 != peer);
+            }
+            c.anchor_votes.retain(|_, v| !v.is_empty());
+        }
+        if self.liars.insert(peer) {
+            let eff = self.agreement();
+            if eff < self.cfg.pivot_agreement {
+                tracing::warn!(
+                    shard = self.shard,
+                    liars = self.liars.len(),
+                    given = self.cfg.peers_given,
+                    agreement = eff,
+                    "peers caught lying no longer count: the pivot needs {eff} agreeing peer(s)"
+                );
+            }
+        }
         out.push(Action::DropPeer(peer));
+    }
+
+    /// Peers that must agree on the pivot: `pivot_agreement`, but no more than the given
+    /// peers this shard has not caught lying (a caught liar cannot hold the sync back; it
+    /// cannot vote either, as it is dropped).
+    fn agreement(&self) -> usize {
+        let a = self.cfg.pivot_agreement.max(1);
+        if self.cfg.peers_given == 0 || self.liars.is_empty() {
+            return a;
+        }
+        a.min(self.cfg.peers_given.saturating_sub(self.liars.len()).max(1))
     }
 
     /// Free request slots for data requests. The coordinator keeps `pivot_agreement` of
@@ -640,7 +680,7 @@ impl Engine {
     fn free_slots(&self) -> usize {
         let max = self.cfg.max_concurrent_requests;
         let reserve = if self.shard == 0 {
-            self.cfg.pivot_agreement.min(max.saturating_sub(1))
+            self.agreement().min(max.saturating_sub(1))
         } else {
             0
         };
@@ -657,7 +697,7 @@ impl Engine {
             self.try_resume_pivot();
         }
         let now = self.now_ms;
-        let agreement = self.cfg.pivot_agreement;
+        let agreement = self.agreement();
         let check_ms = self.cfg.status_check_ms;
         let done = self
             .coord
@@ -764,7 +804,7 @@ impl Engine {
 
     fn on_status(&mut self, peer: PeerId, best: Option<u64>, out: &mut Vec<Action>) {
         let now = self.now_ms;
-        let agreement = self.cfg.pivot_agreement;
+        let agreement = self.agreement();
         let distance = self.cfg.pivot_distance;
         let anchor = self.cfg.anchor_number;
         let Some(c) = self.coord.as_mut() else { return };
@@ -845,7 +885,7 @@ impl Engine {
     }
 
     fn on_anchors(&mut self, peer: PeerId, raws: Option<Vec<Vec<u8>>>, out: &mut Vec<Action>) {
-        let agreement = self.cfg.pivot_agreement;
+        let agreement = self.agreement();
         let now = self.now_ms;
         let Some(c) = self.coord.as_mut() else { return };
         if !c.anchors_asked {
@@ -1084,6 +1124,24 @@ impl Engine {
                     self.queue_bodies(b, store);
                 }
                 _ => {
+                    // A prefix stored before a restart (the disk filled or the process
+                    // died part-way through the batch's commit): fetch only the rest.
+                    let mut next = lo;
+                    let mut parent: Option<B256> = None;
+                    while next <= hi {
+                        match store.header(next) {
+                            Some(h) if parent.is_none_or(|p| p == h.parent_hash) => {
+                                parent = Some(h.hash);
+                                next += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    if next > lo {
+                        self.batch_from.insert(b, next);
+                    } else {
+                        self.batch_from.remove(&b);
+                    }
                     self.batches.insert(b, BatchState::Todo);
                 }
             }
@@ -1868,6 +1926,7 @@ impl Engine {
                 });
             let Some(peer) = peer else { break };
             let (lo, hi) = self.batch_range(b);
+            let lo = self.batch_from.get(&b).copied().unwrap_or(lo);
             self.batches.insert(b, BatchState::Fetching);
             self.send(
                 peer,
@@ -2087,6 +2146,16 @@ impl Engine {
         store: &mut dyn SyncStore,
         out: &mut Vec<Action>,
     ) {
+        if self.liars.contains(&peer) {
+            // Sent before it was caught: nothing it says counts any more (a vote counted
+            // now could decide the pivot alone once the liars no longer count).
+            match inf.what {
+                Pending::Status => self.on_status(peer, None, out),
+                Pending::Anchors => self.on_anchors(peer, None, out),
+                what => self.requeue(what, store, out),
+            }
+            return;
+        }
         let rtt = self.now_ms.saturating_sub(inf.sent_ms).max(1);
         let size = resp.size_bytes();
         // Ok(true): useful; Ok(false): empty/useless (not a lie); Err: lie.
@@ -2111,7 +2180,7 @@ impl Engine {
                 Ok(true)
             }
             (Pending::Headers(b), Response::BlockHeaders(raws)) => {
-                self.on_headers(peer, b, raws, out)
+                self.on_headers(peer, b, raws, store, out)
             }
             (Pending::Bodies(nums), Response::BlockBodies(bodies)) => {
                 self.on_bodies(nums, bodies, store)
@@ -2170,12 +2239,31 @@ impl Engine {
         peer: PeerId,
         b: u64,
         raws: Vec<Vec<u8>>,
+        store: &dyn SyncStore,
         out: &mut Vec<Action>,
     ) -> Result<bool, ()> {
         if self.batches.get(&b) != Some(&BatchState::Fetching) {
             return Ok(true);
         }
-        let (lo, hi) = self.batch_range(b);
+        let (first, hi) = self.batch_range(b);
+        // The stored prefix (after a restart): its first parent and its last hash, which
+        // the fetched rest must continue.
+        let mut prefix: Option<(B256, B256)> = None;
+        let mut lo = first;
+        if let Some(&from) = self.batch_from.get(&b) {
+            match (store.header(first), store.header(from - 1)) {
+                (Some(f), Some(l)) => {
+                    prefix = Some((f.parent_hash, l.hash));
+                    lo = from;
+                }
+                _ => {
+                    // The prefix is gone (cannot happen with an append-only store): fetch all.
+                    self.batch_from.remove(&b);
+                    self.batches.insert(b, BatchState::Todo);
+                    return Ok(true);
+                }
+            }
+        }
         if raws.len() as u64 != hi - lo + 1 {
             self.batches.insert(b, BatchState::Todo);
             self.batch_tried.entry(b).or_default().push(peer);
@@ -2192,7 +2280,13 @@ impl Engine {
             }
             hs.push(h);
         }
-        let first_parent = hs[0].parent_hash;
+        let mut first_parent = hs[0].parent_hash;
+        if let Some((fp, last)) = prefix {
+            if first_parent != last {
+                return Err(());
+            }
+            first_parent = fp;
+        }
         let last_hash = hs[hs.len() - 1].hash;
         self.batches.insert(b, BatchState::Held(hs, Some(peer)));
         out.push(Action::ToShard {

@@ -71,7 +71,20 @@ impl Tmpfs {
     /// read-write.
     pub fn set_read_only(&self, ro: bool) -> std::io::Result<()> {
         let flags = libc::MS_REMOUNT | if ro { libc::MS_RDONLY } else { 0 };
-        mount_call(&self.path, flags, "")
+        // A killed process's io_uring instance is torn down by the kernel after the process
+        // is reaped, and holds its files open until then: the remount is busy for a moment.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match mount_call(&self.path, flags, "") {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && Instant::now() < until =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Remove everything inside (between trials).
