@@ -89,7 +89,14 @@ fn a_single_peer_whose_connection_breaks_is_dialed_again_and_the_sync_finishes()
     let s = serve();
     let upstream: std::net::SocketAddr = s.info["listen"].as_str().unwrap().parse().unwrap();
     // The first connection that carries more than 8 KiB from the server is reset.
-    let proxy = Proxy::start(upstream, ProxyFault::Close { after_bytes: 8 << 10 }, 1).unwrap();
+    let proxy = Proxy::start(
+        upstream,
+        ProxyFault::Close {
+            after_bytes: 8 << 10,
+        },
+        1,
+    )
+    .unwrap();
     let enode = s.info["enode"].as_str().unwrap();
     let via = format!("{}@{}", enode.split('@').next().unwrap(), proxy.addr);
     let dir = tempfile::tempdir().unwrap();

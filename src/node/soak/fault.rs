@@ -76,10 +76,7 @@ impl Tmpfs {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             match mount_call(&self.path, flags, "") {
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EBUSY)
-                        && Instant::now() < until =>
-                {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < until => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 r => return r,
