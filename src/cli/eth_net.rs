@@ -326,7 +326,9 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     let key = node_key(a.datadir.as_deref())?;
     let local = LocalNode::new(key);
-    let listen = resolve_listen(a.listen)?;
+    // Held until this function returns: no other process can take the port meanwhile.
+    let claim = resolve_listen(a.listen)?;
+    let listen = claim.addr;
     let enode = local.enode(listen);
     if a.json {
         println!(
@@ -380,6 +382,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         rc,
         Arc::new(AtomicBool::new(false)),
     )?;
+    drop(claim);
     if a.json {
         // stdout may be closed by now (a parent that only read the enode): not an error.
         let _ = writeln!(

@@ -2,6 +2,7 @@
 //! observability (logging, progress lines and bars, shard spans).
 
 pub mod admin;
+pub mod listen;
 pub mod obs;
 pub mod soak;
 pub mod stages;

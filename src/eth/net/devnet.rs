@@ -29,7 +29,8 @@ pub fn spawn_serving_peers<S: Fn() -> bool + Clone + 'static>(
 ) -> anyhow::Result<Vec<Enode>> {
     let mut enodes = Vec::with_capacity(profiles.len());
     for (i, profile) in profiles.iter().copied().enumerate() {
-        let listen = resolve_listen("127.0.0.1:0".parse().expect("loopback address"))?;
+        let claim = resolve_listen("127.0.0.1:0".parse().expect("loopback address"))?;
+        let listen = claim.addr;
         let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
         enodes.push(Enode {
             id: local.id(),
@@ -50,6 +51,7 @@ pub fn spawn_serving_peers<S: Fn() -> bool + Clone + 'static>(
         responder.slow_delay_ms = slow_delay_ms;
         let stopped = stopped.clone();
         glommio::spawn_local(async move {
+            let _claim = claim;
             if let Err(e) = accept_loop(i, listen, local, cfg, Rc::new(responder), stopped).await {
                 tracing::warn!(peer = i, "devnet peer stopped: {e}");
             }

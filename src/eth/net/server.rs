@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use catchup_devp2p::p2p::DisconnectReason;
 use catchup_shards::runtime::{run_with_flag, RuntimeConfig, Shard};
 use glommio::net::TcpListener;
@@ -36,13 +35,12 @@ pub struct ServeStats {
     pub requests_served: u64,
 }
 
-/// Choose the concrete listen address (port 0 picks one free port for all shards).
-pub fn resolve_listen(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    Ok(l.local_addr()?)
+/// Choose the concrete listen address (port 0 picks one free port for all shards), after
+/// checking that no other process holds it: the shards bind with SO_REUSEPORT, which would
+/// otherwise let a second server share the port silently.
+/// Keep the returned claim alive while serving.
+pub fn resolve_listen(addr: SocketAddr) -> anyhow::Result<crate::node::listen::PortClaim> {
+    Ok(crate::node::listen::claim_tcp(addr, "--listen")?)
 }
 
 /// Accept peers on one shard until shutdown. `make_responder` builds this shard's responder.

@@ -57,6 +57,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    InUse(String),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -125,17 +127,29 @@ pub fn serve_blocking(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     if !cfg.dir.is_dir() {
+        let (kind, what) = if cfg.dir.exists() {
+            (std::io::ErrorKind::InvalidInput, "is not a directory")
+        } else {
+            (std::io::ErrorKind::NotFound, "does not exist")
+        };
         return Err(ServeError::Dir {
             path: cfg.dir.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            source: std::io::Error::new(kind, what),
         });
     }
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("serve")
         .make()
         .map_err(|e| ServeError::Executor(e.to_string()))?;
+    // The listener below binds with SO_REUSEPORT: refuse a port another process holds.
+    let claim = crate::node::listen::claim_tcp(cfg.listen, "--listen").map_err(|e| match e {
+        crate::node::listen::ListenError::InUse { .. } => ServeError::InUse(e.to_string()),
+        crate::node::listen::ListenError::Other { addr, source, .. } => {
+            ServeError::Listen { addr, source }
+        }
+    })?;
     catchup_io::exec::run(&ex, async move {
-        let listener = TcpListener::bind(cfg.listen).map_err(|e| ServeError::Listen {
+        let listener = TcpListener::bind(claim.addr).map_err(|e| ServeError::Listen {
             addr: cfg.listen,
             source: e.into(),
         })?;

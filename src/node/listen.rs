@@ -1,0 +1,98 @@
+//! Claiming a listen port. Serving shards bind with SO_REUSEPORT so the kernel spreads
+//! inbound peers over them; the same option would let a second process share the port
+//! silently. So first one plain socket (no SO_REUSEPORT) is bound and dropped: that fails
+//! when any other process holds the port. Then the port is held, from before the address is
+//! printed until the process ends, by a socket that is bound with SO_REUSEPORT but never
+//! listens (nor sets SO_REUSEADDR, which would let a plain bind pass while no shard
+//! listens yet): it takes no connections, lets this process's shards bind beside it, and makes
+//! the plain bind of any later process fail.
+
+use std::net::SocketAddr;
+
+/// The port is held by another process (or cannot be bound at all).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("{addr} is already in use by another process; pick another {flag}")]
+    InUse { addr: SocketAddr, flag: &'static str },
+    #[error("cannot listen on {addr}: {source} (check {flag})")]
+    Other {
+        addr: SocketAddr,
+        flag: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A TCP port held for this process's shards. Keep it alive while serving.
+#[derive(Debug)]
+pub struct PortClaim {
+    /// The address to bind: for port 0, the free port the kernel chose.
+    pub addr: SocketAddr,
+    _hold: socket2::Socket,
+}
+
+/// Check that no other process holds `addr` (TCP) and hold it for this process's shards.
+/// `flag` names the option that sets the address, for the error line.
+pub fn claim_tcp(addr: SocketAddr, flag: &'static str) -> Result<PortClaim, ListenError> {
+    let classify = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            ListenError::InUse { addr, flag }
+        } else {
+            ListenError::Other { addr, flag, source }
+        }
+    };
+    let resolved = {
+        let probe = std::net::TcpListener::bind(addr).map_err(classify)?;
+        probe.local_addr().map_err(classify)?
+    };
+    let hold = socket2::Socket::new(
+        socket2::Domain::for_address(resolved),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(classify)?;
+    hold.set_reuse_port(true).map_err(classify)?;
+    hold.bind(&resolved.into()).map_err(classify)?;
+    Ok(PortClaim {
+        addr: resolved,
+        _hold: hold,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_by_a_reuse_port_listener_is_refused() {
+        // The other holder binds with SO_REUSEPORT, as a serving shard does.
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor");
+        ex.run(async {
+            let held = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = held.local_addr().expect("addr");
+            let err = claim_tcp(addr, "--listen").expect_err("port is held");
+            assert!(matches!(err, ListenError::InUse { .. }), "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!("{addr} is already in use by another process; pick another --listen")
+            );
+            drop(held);
+            let claim = claim_tcp(addr, "--listen").expect("port is free again");
+            assert_eq!(claim.addr, addr);
+            // Held: our own reuse-port listener binds beside the claim, another
+            // process's plain bind does not.
+            let ours = glommio::net::TcpListener::bind(addr).expect("shard binds beside");
+            assert!(std::net::TcpListener::bind(addr).is_err());
+            drop(ours);
+            // Not even with SO_REUSEADDR (which std sets) while no shard listens yet.
+            assert!(std::net::TcpListener::bind(addr).is_err());
+        });
+    }
+
+    #[test]
+    fn port_zero_picks_a_concrete_port() {
+        let a = claim_tcp("127.0.0.1:0".parse().unwrap(), "--listen").unwrap();
+        assert_ne!(a.addr.port(), 0);
+    }
+}
