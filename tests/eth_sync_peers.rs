@@ -78,6 +78,13 @@ fn an_unreachable_peer_is_named_in_one_error_line_and_the_sync_exits() {
         "{}",
         errors[0]
     );
+    // The failed handshakes were logged when they happened, as plain text: stderr is a
+    // pipe here, not a terminal, so no colour escape codes.
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes on a non-terminal: {stderr:?}"
+    );
     // Not the 120 s timeout: the report says why it stopped.
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let failure = v["report"]["failure"].as_str().unwrap_or_default();

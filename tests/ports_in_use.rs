@@ -29,7 +29,8 @@ fn eth_serve() -> (Running, String) {
         .expect("spawn eth serve");
     let mut line = String::new();
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    out.read_line(&mut line).expect("eth serve prints its enode");
+    out.read_line(&mut line)
+        .expect("eth serve prints its enode");
     // Keep reading its stdout so that it never writes into a closed pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let info: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
@@ -76,7 +77,16 @@ fn assert_refused(args: &[&str], addr: &str) {
 fn a_second_eth_serve_on_a_port_in_use_is_refused() {
     let (_first, addr) = eth_serve();
     assert_refused(
-        &["eth", "serve", "--listen", &addr, "--generate-accounts", "50", "--generate-blocks", "4"],
+        &[
+            "eth",
+            "serve",
+            "--listen",
+            &addr,
+            "--generate-accounts",
+            "50",
+            "--generate-blocks",
+            "4",
+        ],
         &addr,
     );
 }
@@ -86,7 +96,14 @@ fn snapshot_serve_on_a_port_in_use_is_refused() {
     let (_first, addr) = eth_serve();
     let dir = tempfile::tempdir().unwrap();
     assert_refused(
-        &["solana", "snapshot", "serve", "--listen", &addr, dir.path().to_str().unwrap()],
+        &[
+            "solana",
+            "snapshot",
+            "serve",
+            "--listen",
+            &addr,
+            dir.path().to_str().unwrap(),
+        ],
         &addr,
     );
 }
@@ -106,9 +123,22 @@ fn eth_serve_on_a_snapshot_servers_port_is_refused() {
     out.read_line(&mut line).unwrap();
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let _http = Running(child);
-    let addr = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_string();
     assert_refused(
-        &["eth", "serve", "--listen", &addr, "--generate-accounts", "50", "--generate-blocks", "4"],
+        &[
+            "eth",
+            "serve",
+            "--listen",
+            &addr,
+            "--generate-accounts",
+            "50",
+            "--generate-blocks",
+            "4",
+        ],
         &addr,
     );
 }
@@ -126,6 +156,9 @@ fn a_missing_snapshot_directory_is_said_to_not_exist() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim(),
-        format!("error: snapshot directory {}: does not exist", missing.display())
+        format!(
+            "error: snapshot directory {}: does not exist",
+            missing.display()
+        )
     );
 }

@@ -576,7 +576,77 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
         println!("  bad source: {b}");
     }
     if let Some(v) = &r.verified {
-        println!("  verified: {v}");
+        println!("  verified:");
+        for line in readable_lines(v, 4) {
+            println!("{line}");
+        }
+    }
+}
+
+/// A JSON value as indented `key: value` lines for people (nested objects indented
+/// further, lists of plain values on one line).
+fn readable_lines(v: &serde_json::Value, indent: usize) -> Vec<String> {
+    use serde_json::Value;
+    let plain = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let pad = " ".repeat(indent);
+    let mut out = Vec::new();
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = k.replace('_', " ");
+                match v {
+                    Value::Object(_) => {
+                        out.push(format!("{pad}{key}:"));
+                        out.extend(readable_lines(v, indent + 2));
+                    }
+                    Value::Array(items) if items.iter().any(|i| i.is_object()) => {
+                        out.push(format!("{pad}{key}:"));
+                        for item in items {
+                            out.extend(readable_lines(item, indent + 2));
+                        }
+                    }
+                    Value::Array(items) => out.push(format!(
+                        "{pad}{key}: {}",
+                        items.iter().map(plain).collect::<Vec<_>>().join(", ")
+                    )),
+                    _ => out.push(format!("{pad}{key}: {}", plain(v))),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                out.extend(readable_lines(item, indent));
+            }
+        }
+        other => out.push(format!("{pad}{}", plain(other))),
+    }
+    out
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::readable_lines;
+
+    #[test]
+    fn a_verification_summary_reads_as_lines() {
+        let v = serde_json::json!({
+            "lt_hash": "ab12", "accounts": 7, "slot": 5,
+            "incremental": {"slot": 9, "ok": true}, "frames": [1, 2]
+        });
+        let lines = readable_lines(&v, 4);
+        assert!(
+            lines.contains(&"    lt hash: ab12".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"    accounts: 7".to_string()), "{lines:?}");
+        assert!(lines.contains(&"    incremental:".to_string()), "{lines:?}");
+        assert!(lines.contains(&"      ok: true".to_string()), "{lines:?}");
+        assert!(lines.contains(&"    frames: 1, 2".to_string()), "{lines:?}");
+        assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
     }
 }
 

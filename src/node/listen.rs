@@ -13,7 +13,10 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("{addr} is already in use by another process; pick another {flag}")]
-    InUse { addr: SocketAddr, flag: &'static str },
+    InUse {
+        addr: SocketAddr,
+        flag: &'static str,
+    },
     #[error("cannot listen on {addr}: {source} (check {flag})")]
     Other {
         addr: SocketAddr,

@@ -350,7 +350,7 @@ pub fn make_plan(
                 nic.name, nic.target_channels
             ));
             notes.push(format!(
-                "{} has {current} queue(s); the plan wants {} (one per shard); IRQ lines below are for the queues that exist now, re-run `catchup tune` after changing channels",
+                "{} has {current} queue(s); the plan wants {} (one per shard); the IRQ affinity commands are for the queues that exist now: re-run `catchup tune` after changing channels",
                 nic.name, nic.target_channels
             ));
         }
@@ -380,7 +380,7 @@ pub fn make_plan(
         }
     }
     commands.push(format!(
-        "catchup --plan PLAN.toml ...  # shards pinned to cpus {}",
+        "catchup tune --out PLAN.toml && catchup --plan PLAN.toml <command>  # write this plan, then run with shards pinned to cpus {}",
         shard_plans
             .iter()
             .map(|s| s.cpu.to_string())

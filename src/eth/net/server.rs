@@ -26,7 +26,7 @@ pub struct ServeConfig {
 }
 
 /// Per-shard counters of a serving node.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ServeStats {
     pub accepted: u64,
     pub rejected_full: u64,
@@ -76,11 +76,16 @@ pub async fn accept_loop<R: Responder + 'static>(
         f(&mut s);
         stats.set(s);
     };
+    // A progress line at most every 10 s, and only when something changed: an idle server
+    // stays quiet.
     let mut next_report = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last_reported = (0usize, ServeStats::default());
     while !shutting_down() {
-        if std::time::Instant::now() >= next_report {
-            next_report += Duration::from_secs(10);
-            let s = stats.get();
+        let now_stats = (active.get(), stats.get());
+        if std::time::Instant::now() >= next_report && now_stats != last_reported {
+            next_report = std::time::Instant::now() + Duration::from_secs(10);
+            last_reported = now_stats;
+            let s = now_stats.1;
             tracing::info!(
                 shard = shard_label,
                 active = active.get(),
