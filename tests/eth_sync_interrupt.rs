@@ -31,28 +31,48 @@ fn serve() -> (Running, serde_json::Value) {
     let mut line = String::new();
     out.read_line(&mut line).expect("enode line");
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (Running(child), serde_json::from_str(&line).expect("JSON line"))
+    (
+        Running(child),
+        serde_json::from_str(&line).expect("JSON line"),
+    )
 }
 
 fn interrupted_sync(mode: &str, shards: u32, json: bool) {
     let (_serve, info) = serve();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(["eth", "sync", "--mode", mode, "--shards", &shards.to_string()])
-        .args(["--peer", info["enode"].as_str().unwrap()])
-        .args(["--genesis-hash", info["genesis_hash"].as_str().unwrap()])
-        .args(["--network-id", "779", "--timeout-s", "120", "--pivot-distance", "0"])
-        .arg("--datadir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "eth",
+        "sync",
+        "--mode",
+        mode,
+        "--shards",
+        &shards.to_string(),
+    ])
+    .args(["--peer", info["enode"].as_str().unwrap()])
+    .args(["--genesis-hash", info["genesis_hash"].as_str().unwrap()])
+    .args([
+        "--network-id",
+        "779",
+        "--timeout-s",
+        "120",
+        "--pivot-distance",
+        "0",
+    ])
+    .arg("--datadir")
+    .arg(dir.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     if json {
         cmd.arg("--json");
     }
     let mut child = cmd.spawn().expect("spawn eth sync");
     // Let it connect and store something, then ask it to stop.
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(child.try_wait().unwrap().is_none(), "the sync ended before the signal");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the sync ended before the signal"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let start = Instant::now();
     let status = loop {
@@ -66,9 +86,22 @@ fn interrupted_sync(mode: &str, shards: u32, json: bool) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let (mut out, mut err) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(!status.success(), "an interrupted sync exited 0; stdout {out}; stderr {err}");
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "an interrupted sync exited 0; stdout {out}; stderr {err}"
+    );
     if json {
         let v: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout {out:?}, stderr {err}"));
@@ -82,8 +115,7 @@ fn interrupted_sync(mode: &str, shards: u32, json: bool) {
     }
     let file = dir.path().join("sync-report.json");
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&file).expect("sync-report.json written"))
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(&file).expect("sync-report.json written")).unwrap();
     assert_eq!(report["failure"], "interrupted");
 }
 

@@ -44,6 +44,9 @@ pub struct SyncExtras {
     /// Peers given up on without ever answering (peer address, last error), over all
     /// shards: when every given peer is here, the sync stops and says why.
     pub unreachable: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Each shard's latest progress, for the one summed progress line shard 0 logs
+    /// (observability only: the sync itself never reads it).
+    pub board: Arc<std::sync::Mutex<BTreeMap<usize, Progress>>>,
 }
 
 impl Default for SyncExtras {
@@ -53,6 +56,7 @@ impl Default for SyncExtras {
             progress_every_ms: crate::eth::sync::driver::PROGRESS_EVERY_MS,
             bar: None,
             unreachable: Default::default(),
+            board: Default::default(),
         }
     }
 }
@@ -493,7 +497,7 @@ async fn shard_run<S: ShardStore>(
         }
         if now_ms >= next_progress_ms {
             next_progress_ms = now_ms + progress_every_ms;
-            publish(me, &engine, &resumed);
+            publish(me, &engine, &resumed, &extras.board, shards);
         }
         if let (Some(bar), true) = (&extras.bar, now_ms >= next_bar_ms) {
             next_bar_ms = now_ms + 250;
@@ -571,7 +575,7 @@ async fn shard_run<S: ShardStore>(
             break;
         }
     }
-    publish(me, &engine, &resumed);
+    publish(me, &engine, &resumed, &extras.board, shards);
     if failure.is_some() && me != 0 {
         // Shard 0 would wait for this shard's slice forever.
         shard.request_shutdown();
@@ -616,10 +620,33 @@ async fn shard_run<S: ShardStore>(
     }
 }
 
-/// Log this shard's progress line and refresh its `/status` section.
-fn publish(shard: usize, engine: &Engine, resumed: &StoredCounts) {
+/// Log this shard's progress line and refresh its `/status` section; with several shards,
+/// shard 0 also logs the line summed over all shards (as of each one's last line).
+fn publish(
+    shard: usize,
+    engine: &Engine,
+    resumed: &StoredCounts,
+    board: &std::sync::Mutex<BTreeMap<usize, Progress>>,
+    shards: usize,
+) {
     let (status, progress) = (engine.status(), engine.get_progress());
     tracing::info!(target: "progress", shard, "{}", progress_line(&status, &progress));
+    if shards > 1 {
+        let mut board = board.lock().unwrap_or_else(|p| p.into_inner());
+        board.insert(shard, progress.clone());
+        if shard == 0 {
+            let mut total = Progress::default();
+            for p in board.values() {
+                total.add(p);
+            }
+            tracing::info!(
+                target: "progress",
+                shards = board.len(),
+                "total: {}",
+                progress_line(&status, &total)
+            );
+        }
+    }
     crate::node::admin::set_status(
         &format!("eth_sync_shard_{shard}"),
         serde_json::json!({ "status": status, "progress": progress, "resumed": resumed }),

@@ -146,6 +146,9 @@ pub enum ShardMsg {
 pub struct Progress {
     pub headers_downloaded: u64,
     pub headers_total: u64,
+    /// The headers of the batches this shard owns (summed over shards: `headers_total`).
+    #[serde(default)]
+    pub headers_share: u64,
     pub bodies_downloaded: u64,
     pub receipts_downloaded: u64,
     pub state_nodes_downloaded: u64,
@@ -167,6 +170,7 @@ impl Progress {
     pub fn add(&mut self, o: &Progress) {
         self.headers_downloaded += o.headers_downloaded;
         self.headers_total = self.headers_total.max(o.headers_total);
+        self.headers_share += o.headers_share;
         self.bodies_downloaded += o.bodies_downloaded;
         self.receipts_downloaded += o.receipts_downloaded;
         self.state_nodes_downloaded += o.state_nodes_downloaded;
@@ -193,15 +197,28 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
             a as f64 * 100.0 / b as f64
         }
     };
+    // A shard counts the headers of its own batches: show them against its share, so that
+    // every shard reaches 100% (the summed line shows the whole range).
+    let headers_of = if p.headers_share > 0 && p.headers_share < p.headers_total {
+        p.headers_share
+    } else {
+        p.headers_total
+    };
+    let share_note = if headers_of < p.headers_total {
+        format!(" of this shard's share; {} in all", p.headers_total)
+    } else {
+        String::new()
+    };
     format!(
-        "ethsync {} pivot {} highest {}: headers {}/{} ({:.1}%), bodies {}, receipts {}, state nodes {} downloaded {} queued, \
+        "ethsync {} pivot {} highest {}: headers {}/{} ({:.1}%{}), bodies {}, receipts {}, state nodes {} downloaded {} queued, \
          accounts {}, slots {}, codes {}, healed {}, requests {}, lies {}, timeouts {}, elapsed {:.1} s{}",
         status.mode,
         status.pivot_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         status.highest_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         p.headers_downloaded,
-        p.headers_total,
-        pct(p.headers_downloaded, p.headers_total),
+        headers_of,
+        pct(p.headers_downloaded, headers_of),
+        share_note,
         p.bodies_downloaded,
         p.receipts_downloaded,
         p.state_nodes_downloaded,
@@ -1103,6 +1120,13 @@ impl Engine {
             .as_ref()
             .map(|h| h.number - self.cfg.anchor_number)
             .unwrap_or(0);
+        self.progress.headers_share = (0..n)
+            .filter(|&b| owner_of_batch(b, self.shards) == self.shard)
+            .map(|b| {
+                let (lo, hi) = self.batch_range(b);
+                hi - lo + 1
+            })
+            .sum();
         for b in 0..n {
             if owner_of_batch(b, self.shards) != self.shard {
                 continue;
@@ -2792,6 +2816,44 @@ fn anchor_hashes(raws: &[Vec<u8>], pn: u64, hn: u64) -> Option<(B256, B256)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shards_progress_line_counts_headers_against_its_share_and_the_sum_against_all() {
+        let status = Status {
+            mode: "snap".into(),
+            pivot_block: Some(600),
+            highest_block: Some(600),
+            ..Status::default()
+        };
+        let a = Progress {
+            headers_downloaded: 216,
+            headers_total: 600,
+            headers_share: 216,
+            ..Progress::default()
+        };
+        let b = Progress {
+            headers_downloaded: 384,
+            headers_total: 600,
+            headers_share: 384,
+            ..Progress::default()
+        };
+        let la = progress_line(&status, &a);
+        assert!(
+            la.contains("headers 216/216 (100.0% of this shard's share; 600 in all)"),
+            "{la}"
+        );
+        let mut total = Progress::default();
+        total.add(&a);
+        total.add(&b);
+        let lt = progress_line(&status, &total);
+        assert!(lt.contains("headers 600/600 (100.0%)"), "{lt}");
+        // One shard owns everything: the plain form.
+        let one = Progress {
+            headers_share: 600,
+            ..b
+        };
+        assert!(progress_line(&status, &one).contains("headers 384/600 (64.0%)"));
+    }
 
     #[test]
     fn ownership_is_total_and_balanced() {
