@@ -30,6 +30,15 @@ fn main() {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("catchup-io: {problem}");
     }
+    // Build again once the tools arrive: a clang on a new PATH, clang installed into
+    // /usr/bin, or the libbpf headers installed under /usr/include (a directory's listing
+    // changes when a package adds to it). Only watched while the program is missing.
+    println!("cargo:rerun-if-env-changed=PATH");
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/include"] {
+        if std::path::Path::new(dir).is_dir() {
+            println!("cargo:rerun-if-changed={dir}");
+        }
+    }
     println!("cargo:warning=catchup-io: {problem}; AF_XDP will be unavailable (repair falls back to UDP)");
     std::fs::write(&out, b"").expect("writing the empty XDP object placeholder");
 }

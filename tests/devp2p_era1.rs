@@ -66,7 +66,8 @@ fn download_receipts(eth_versions: &[u64]) {
     let data = Arc::new(data);
     let versions = eth_versions.to_vec();
     let (receipts, headers, bodies, version) = catchup_io::exec::run_unbound(async move {
-        let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let claim = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listen = claim.addr;
         let server = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
         let id = server.id();
         let cfg = Rc::new(ServeConfig {

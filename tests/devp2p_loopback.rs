@@ -82,7 +82,7 @@ fn start_server_with(
     Stop,
     glommio::task::JoinHandle<ServeStats>,
 ) {
-    let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listen = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap().addr;
     let local = Rc::new(LocalNode::new(SecretKey::new(&mut rand::thread_rng())));
     let id = local.id();
     let net = NetConfig {

@@ -23,9 +23,19 @@ fn requirements_met() -> bool {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    let ok = root && ip;
+    // The binary under test carries the XDP program only when its build found clang and
+    // libbpf-dev.
+    let xdp = catchup_io::xdp::program_built();
+    let ok = root && ip && xdp;
     if !ok {
-        let why = format!("needs root ({root}) and iproute2 ({ip})");
+        let why = format!(
+            "needs root ({root}), iproute2 ({ip}) and the XDP program built in ({xdp}{})",
+            if xdp {
+                ""
+            } else {
+                ": install clang and libbpf-dev, then rebuild"
+            }
+        );
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("repair netns test cannot run under CI: {why}");
         }

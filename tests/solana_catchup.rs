@@ -300,10 +300,20 @@ fn netns_requirements_met() -> bool {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    if root && ip {
+    // The binary under test carries the XDP program only when its build found clang and
+    // libbpf-dev.
+    let xdp = catchup_io::xdp::program_built();
+    if root && ip && xdp {
         return true;
     }
-    let why = format!("needs root ({root}) and iproute2 ({ip})");
+    let why = format!(
+        "needs root ({root}), iproute2 ({ip}) and the XDP program built in ({xdp}{})",
+        if xdp {
+            ""
+        } else {
+            ": install clang and libbpf-dev, then rebuild"
+        }
+    );
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("AF_XDP catch-up test cannot run under CI: {why}");
     }

@@ -456,6 +456,19 @@ fn memlock_check() -> Check {
 }
 
 fn af_xdp_check() -> Check {
+    if !catchup_io::xdp::program_built() {
+        return check(
+            "CATCH006",
+            "AF_XDP sockets",
+            CheckStatus::Warn,
+            format!(
+                "{}; shred repair will use UDP",
+                catchup_io::xdp::PROGRAM_MISSING
+            ),
+            json!(false),
+            "",
+        );
+    }
     match probe::af_xdp_socket() {
         Ok(()) => check(
             "CATCH006",

@@ -23,6 +23,16 @@ pub use socket::{XskConfig, XskSocket, XskStats};
 /// The compiled XDP object (empty when the crate was built without clang: see `build.rs`).
 pub static REPAIR_XDP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/repair_xdp.o"));
 
+/// Whether this binary carries the XDP program (its build found clang and libbpf-dev).
+/// `CATCHUP_NO_XDP=1` makes a binary that has it behave as one built without it (repair
+/// over UDP only; and how the tests check what a machine without clang sees).
+pub fn program_built() -> bool {
+    !REPAIR_XDP_OBJECT.is_empty() && std::env::var_os("CATCHUP_NO_XDP").is_none_or(|v| v != "1")
+}
+
+/// What to do when [`program_built`] is false.
+pub const PROGRAM_MISSING: &str = "this binary was built without the XDP program (clang or libbpf-dev missing at build time): install them (Debian: apt-get install clang libbpf-dev) and rebuild";
+
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
     #[error("AF_XDP: {what}: {source}")]
@@ -60,10 +70,10 @@ impl XdpProgram {
                 detail: e.to_string(),
             }
         };
-        if REPAIR_XDP_OBJECT.is_empty() {
+        if !program_built() {
             return Err(XdpError::Program {
                 what: "load",
-                detail: "catchup was built without the XDP program (clang or libbpf-dev missing at build time)".into(),
+                detail: PROGRAM_MISSING.into(),
             });
         }
         let mut bpf = Ebpf::load(REPAIR_XDP_OBJECT).map_err(|e| perr("load")(&e))?;
