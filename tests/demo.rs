@@ -68,6 +68,9 @@ fn demo_syncs_and_verifies_both_devnets() {
     let peers = rep["summary"]["peers"].as_array().unwrap();
     assert_eq!(peers[0]["invalid"], 0, "{rep}");
     assert!(peers[2]["invalid"].as_u64().unwrap() > 0, "{rep}");
+    // ... and it was dropped; the honest one was not.
+    assert_eq!(peers[2]["dropped"], true, "{rep}");
+    assert_eq!(peers[0]["dropped"], false, "{rep}");
 }
 
 #[test]
@@ -80,4 +83,90 @@ fn demo_rejects_zero_shards_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--shards"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The text demo ends with the commands to serve its Ethereum devnet and sync it; run as
+/// printed, they sync and verify.
+#[test]
+fn the_demos_printed_next_steps_run_and_verify() {
+    let next_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "demo",
+            "--only",
+            "eth",
+            "--eth-accounts",
+            "2000",
+            "--eth-blocks",
+            "40",
+        ])
+        .args(["--next-listen", &format!("127.0.0.1:{port}"), "--next-dir"])
+        .arg(next_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "demo failed: {stdout}");
+    // One line per part, then the total and the next steps.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("eth fast VERIFIED"), "{stdout}");
+    assert!(lines[1].starts_with("eth snap VERIFIED"), "{stdout}");
+    for l in &lines[..2] {
+        assert!(
+            l.contains("lying dropped (lied)"),
+            "the liar is not tagged: {l}"
+        );
+    }
+    assert!(
+        lines[2].starts_with("demo: every part synced and verified in "),
+        "{stdout}"
+    );
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with("next:"))
+        .expect("next steps");
+    let cmds: Vec<Vec<&str>> = lines[i + 1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(cmds.len(), 2, "{stdout}");
+    assert_eq!(cmds[0][1..3], ["eth", "serve"], "{stdout}");
+    assert_eq!(cmds[1][1..3], ["eth", "sync"], "{stdout}");
+    // The server, as printed: its enode must be the one the sync command names.
+    let mut serve = Command::new(cmds[0][0])
+        .args(&cmds[0][1..])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut serve_out = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let _serve = Kill(serve);
+    let mut enode = String::new();
+    std::io::BufRead::read_line(&mut serve_out, &mut enode).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut serve_out, &mut std::io::sink()));
+    let peer = cmds[1][cmds[1].iter().position(|a| *a == "--peer").unwrap() + 1];
+    assert_eq!(enode.trim(), peer, "the printed enode is not the server's");
+    let sync = Command::new(cmds[1][0])
+        .args(&cmds[1][1..])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sync.stdout);
+    assert!(
+        sync.status.success(),
+        "the printed sync failed: {text}\n{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert!(text.contains("finished:    true"), "{text}");
+    assert!(text.contains("complete, every node verified"), "{text}");
 }

@@ -68,6 +68,14 @@ pub struct DemoCmd {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Address of the `eth serve` in the printed next steps (the commands to sync the
+    /// devnet yourself).
+    #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
+    pub next_listen: std::net::SocketAddr,
+    /// Directory of the printed next steps' node key and data (kept after the demo).
+    /// Default: `catchup-devnet` under the system temp dir.
+    #[arg(long, value_name = "DIR")]
+    pub next_dir: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +87,9 @@ pub enum Family {
 /// Network id of the generated devnet (no forks scheduled, so the fork id depends on the
 /// genesis hash alone).
 const DEVNET_NETWORK_ID: u64 = 0x0ca7_c40b;
+
+/// Storage slots of the generated state's one large storage trie.
+const ETH_BIG_STORAGE_SLOTS: u64 = 2_000;
 
 #[derive(Debug, Serialize)]
 struct EthPart {
@@ -210,43 +221,81 @@ fn eth_sync_once(
     })
 }
 
+/// Roles of the devnet's Ethereum peers, in the order they are dialed.
+const ETH_ROLES: [&str; 4] = ["honest", "lying", "honest", "slow"];
+
 fn print_eth(part: &EthPart) {
     let r = &part.report;
+    let peers: Vec<String> = r
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let role = ETH_ROLES.get(i).copied().unwrap_or("peer");
+            if p.dropped_by_us {
+                format!("{role} dropped (lied)")
+            } else {
+                format!("{role} {} answered", p.answered)
+            }
+        })
+        .collect();
     println!(
-        "eth {:<4} {}  root {} (expected {})",
+        "eth {:<4} {}  head {} {}, state root {} ({}), {} headers, {} bodies, {} receipts, {} state nodes, {} codes in {} ms; peers: {}{}",
         part.mode,
         if part.ok { "VERIFIED" } else { "FAILED" },
-        r.state_root.as_deref().unwrap_or("-"),
-        part.expected_state_root
-    );
-    println!(
-        "         head {} {}  {} headers, {} bodies, {} receipts, {} state nodes, {} codes in {} ms",
         r.head_number.map(|n| n.to_string()).unwrap_or("-".into()),
         r.head_hash.as_deref().unwrap_or("-"),
+        r.state_root.as_deref().unwrap_or("-"),
+        if r.state_root.as_deref() == Some(part.expected_state_root.as_str()) {
+            "as served".to_string()
+        } else {
+            format!("expected {}", part.expected_state_root)
+        },
         r.headers_stored,
         r.bodies_stored,
         r.receipts_stored,
         r.state_nodes_stored,
         r.codes_stored,
-        r.elapsed_ms
+        r.elapsed_ms,
+        peers.join(", "),
+        r.failure
+            .as_ref()
+            .map(|f| format!("; failure: {f}"))
+            .unwrap_or_default()
     );
-    for p in &r.peers {
-        println!(
-            "         peer {}: {} requests, {} answered, {} timeouts{}",
-            p.peer,
-            p.requests,
-            p.answered,
-            p.timeouts,
-            if p.dropped_by_us {
-                ", dropped (lied)"
-            } else {
-                ""
-            }
-        );
-    }
-    if let Some(f) = &r.failure {
-        println!("         failure: {f}");
-    }
+}
+
+/// The commands that serve the demo's Ethereum devnet and sync it, with a node key made
+/// now in `dir/serve` so that the printed enode is the one the server will have.
+fn next_steps(
+    cmd: &DemoCmd,
+    chain: &ChainData,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "catchup".into());
+    let serve_dir = dir.join("serve");
+    let key = crate::eth::net::node_key::load_or_create(&serve_dir)?;
+    let enode = LocalNode::new(key).enode(cmd.next_listen);
+    Ok(vec![
+        format!(
+            "{exe} eth serve --generate-accounts {} --generate-big-storage-slots {} --generate-blocks {} --seed {} --network-id {} --listen {} --datadir {}",
+            cmd.eth_accounts,
+            ETH_BIG_STORAGE_SLOTS,
+            cmd.eth_blocks,
+            cmd.seed,
+            DEVNET_NETWORK_ID,
+            cmd.next_listen,
+            serve_dir.display()
+        ),
+        format!(
+            "{exe} eth sync --peer {enode} --genesis-hash 0x{} --network-id {} --mode snap --pivot-distance 0 --datadir {}",
+            hex::encode(chain.headers[0].hash.0),
+            DEVNET_NETWORK_ID,
+            dir.join("sync").display()
+        ),
+    ])
 }
 
 pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -266,8 +315,10 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    let started = std::time::Instant::now();
     let mut all_ok = true;
     let mut out = serde_json::Map::new();
+    let mut next: Vec<String> = Vec::new();
 
     if cmd.only != Some(Family::Solana) {
         if !cmd.json {
@@ -276,7 +327,11 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 cmd.eth_accounts, cmd.eth_blocks
             );
         }
-        let state = Arc::new(StateData::generate(cmd.eth_accounts, 2_000, cmd.seed));
+        let state = Arc::new(StateData::generate(
+            cmd.eth_accounts,
+            ETH_BIG_STORAGE_SLOTS,
+            cmd.seed,
+        ));
         let chain = Arc::new(generate_chain(cmd.eth_blocks, state.root, cmd.seed));
         let mut parts = Vec::new();
         for mode in [SyncMode::Fast, SyncMode::Snap] {
@@ -288,6 +343,14 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             parts.push(part);
         }
         out.insert("eth".into(), serde_json::to_value(&parts)?);
+        let dir = cmd
+            .next_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("catchup-devnet"));
+        match next_steps(&cmd, &chain, &dir) {
+            Ok(n) => next = n,
+            Err(e) => tracing::warn!("cannot prepare the next steps in {}: {e:#}", dir.display()),
+        }
     }
 
     if cmd.only != Some(Family::Eth) {
@@ -331,48 +394,65 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         all_ok &= ok;
         if !cmd.json {
             let s = &report.sync;
+            let verified = s.verified.as_ref().map(|v| {
+                format!(
+                    "{} accounts live of {} stored, LtHash {}, capitalization {}, {} shards; ",
+                    v["accounts_live"],
+                    v["accounts_total"],
+                    if v["lt_hash_ok"] == true {
+                        "ok"
+                    } else {
+                        "MISMATCH"
+                    },
+                    if v["capitalization_ok"] == true {
+                        "ok"
+                    } else {
+                        "MISMATCH"
+                    },
+                    v["shards"].as_array().map_or(0, Vec::len)
+                )
+            });
             println!(
-                "solana   {}  slot {} archive {} ({} bytes, {} chunks from {} sources) in {} ms (download {} ms)",
-                if ok { "VERIFIED" } else { "FAILED" },
+                "solana   {}  slot {} archive {} ({} bytes, {} chunks from {} sources) in {} ms (download {} ms); {}{}",
+                if report.sync.complete { "VERIFIED" } else { "FAILED" },
                 s.slot.map(|n| n.to_string()).unwrap_or("-".into()),
                 s.archive,
                 s.size_bytes,
                 s.chunks_total,
                 report.sources.len(),
                 s.total_ms,
-                s.download_ms
+                s.download_ms,
+                verified.unwrap_or_default(),
+                if s.bad_sources.is_empty() {
+                    "no bad source".to_string()
+                } else {
+                    format!("bad sources: {}", s.bad_sources.join("; "))
+                }
             );
-            if let Some(v) = &s.verified {
-                println!(
-                    "         {} accounts live of {} stored, LtHash {} ({}), capitalization {} ({}), {} shards",
-                    v["accounts_live"],
-                    v["accounts_total"],
-                    if v["lt_hash_ok"] == true { "ok" } else { "MISMATCH" },
-                    v["lt_hash_computed"].as_str().unwrap_or("-"),
-                    if v["capitalization_ok"] == true { "ok" } else { "MISMATCH" },
-                    v["capitalization_computed"],
-                    v["shards"].as_array().map_or(0, Vec::len)
-                );
-            }
-            for b in &s.bad_sources {
-                println!("         bad source: {b}");
-            }
             match &report.repair {
                 Some(r) => {
+                    let servers: Vec<String> = r
+                        .servers
+                        .iter()
+                        .zip(&r.summary.peers)
+                        .map(|(name, p)| {
+                            if p.dropped {
+                                format!("{name} dropped ({} invalid shreds)", p.invalid)
+                            } else {
+                                format!("{name} {} answered", p.answered)
+                            }
+                        })
+                        .collect();
                     println!(
-                        "solana   {}  {}; {}/{} slots byte-identical to the served ledger",
+                        "solana   {}  {}; {}/{} slots byte-identical to the served ledger; servers: {}",
                         if r.verified { "REPAIRED" } else { "FAILED" },
                         r.summary.line(),
                         r.slots_identical,
-                        dcfg.repair_slots
+                        dcfg.repair_slots,
+                        servers.join(", ")
                     );
-                    for (name, p) in r.servers.iter().zip(&r.summary.peers) {
-                        println!(
-                            "         repair server {name}: {} answered, {} timeouts, {} invalid",
-                            p.answered, p.timeouts, p.invalid
-                        );
-                    }
                 }
+                None if dcfg.repair_slots == 0 => {}
                 None => println!(
                     "solana   FAILED  repair phase did not run (the snapshot did not verify)"
                 ),
@@ -381,18 +461,30 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         out.insert("solana".into(), serde_json::to_value(&report)?);
     }
 
+    let secs = started.elapsed().as_secs_f64();
     if cmd.json {
         out.insert("ok".into(), json!(all_ok));
+        out.insert(
+            "elapsed_ms".into(),
+            json!(started.elapsed().as_millis() as u64),
+        );
+        out.insert("next".into(), json!(next));
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "demo: {}",
+            "demo: {} in {secs:.1} s",
             if all_ok {
                 "every part synced and verified"
             } else {
                 "NOT VERIFIED"
             }
         );
+        if !next.is_empty() {
+            println!("next: serve this Ethereum devnet and snap-sync it yourself (two terminals):");
+            for c in &next {
+                println!("  {c}");
+            }
+        }
     }
     Ok(if all_ok { 0 } else { 1 })
 }

@@ -137,6 +137,9 @@ struct ShardResult {
     resumed: StoredCounts,
     stored: StoredCounts,
     peers: Vec<(usize, NetPeerReport)>,
+    /// Peers this shard's engine dropped (a liar may be caught by a shard other than the
+    /// one that owns its connection, e.g. by the pivot coordinator on shard 0).
+    dropped: Vec<PeerId>,
 }
 
 type Local = Rc<RefCell<VecDeque<Event>>>;
@@ -230,6 +233,20 @@ async fn owned_peer(
                     .await;
                 }
                 Err(NetError::Timeout { .. }) => report.borrow_mut().timeouts += 1,
+                Err(e) if !e.is_transient() => {
+                    // It answered with something wrong (a head it cannot prove, a broken
+                    // message): a peer to drop, not to dial again.
+                    tracing::info!(peer = %enode.addr, error = %e, "peer dropped");
+                    {
+                        let mut r = report.borrow_mut();
+                        r.error = Some(e.to_string());
+                        r.dropped_by_us = true;
+                    }
+                    for s in 0..shards {
+                        deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::info!(peer = %enode.addr, error = %e, "peer lost; dialing it again");
                     report.borrow_mut().error = Some(e.to_string());
@@ -355,6 +372,7 @@ async fn shard_main(
                         resumed: StoredCounts::default(),
                         stored: StoredCounts::default(),
                         peers: Vec::new(),
+                        dropped: Vec::new(),
                     }
                 }
             }
@@ -613,10 +631,11 @@ async fn shard_run<S: ShardStore>(
             .into_iter()
             .map(|(i, r)| {
                 let mut r = r.borrow().clone();
-                r.dropped_by_us = dropped.contains(&(i as PeerId));
+                r.dropped_by_us |= dropped.contains(&(i as PeerId));
                 (i, r)
             })
             .collect(),
+        dropped,
     }
 }
 
@@ -720,6 +739,13 @@ pub fn run_sync_sharded_with(
     for r in &results {
         for (i, p) in &r.peers {
             peers[*i] = Some(p.clone());
+        }
+    }
+    for r in &results {
+        for d in &r.dropped {
+            if let Some(Some(p)) = peers.get_mut(*d as usize) {
+                p.dropped_by_us = true;
+            }
         }
     }
     Ok(NetSyncReport {

@@ -90,6 +90,8 @@ pub struct PeerHealth {
     pub invalid: u64,
     pub latency_ms: f64,
     pub score: f64,
+    /// No longer asked: its answers failed verification too often.
+    pub dropped: bool,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -126,8 +128,10 @@ impl Peer {
         let honesty = 1.0 / (1.0 + 4.0 * self.invalid as f64 / ok);
         reliability * reliability * honesty / (self.latency_ewma_ms + 1.0)
     }
+    /// A peer whose answers fail verification often (at least 8 times, and for one answer
+    /// in five or more) is not asked again: an honest peer's shreds always verify.
     fn banned(&self) -> bool {
-        self.invalid >= 8 && self.invalid as f64 > self.answered as f64
+        self.invalid >= 8 && self.invalid * 5 >= self.answered
     }
 }
 
@@ -235,6 +239,7 @@ impl RepairEngine {
                 invalid: pe.invalid,
                 latency_ms: pe.latency_ewma_ms,
                 score: pe.score(),
+                dropped: pe.banned(),
             })
             .collect();
         p

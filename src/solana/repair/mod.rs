@@ -22,6 +22,8 @@ pub struct PeerSummary {
     pub invalid: u64,
     /// Mean of the shards' latency estimates, weighted by answers.
     pub latency_ms: f64,
+    /// Dropped by a shard: its answers failed verification too often.
+    pub dropped: bool,
 }
 
 /// A repair outcome as the Solana sync and the demo report it.
@@ -69,6 +71,7 @@ pub fn summarize(
                 p.answered += h.answered;
                 p.timeouts += h.timeouts;
                 p.invalid += h.invalid;
+                p.dropped |= h.dropped;
                 weighted_latency[h.peer] += h.latency_ms * h.answered as f64;
             }
         }
@@ -102,8 +105,15 @@ pub fn summarize(
 impl RepairSummary {
     /// One line: what was repaired, or what is missing.
     pub fn line(&self) -> String {
+        // One transport per shard: name each once.
+        let mut paths: Vec<&str> = Vec::new();
+        for p in &self.paths {
+            if !paths.contains(&p.as_str()) {
+                paths.push(p);
+            }
+        }
         let head = format!(
-            "repair {}..={}: {}/{} slots, {} shreds in {} ms ({:.0} shreds/s) via {}",
+            "repair of slots {}–{}: {}/{} slots, {} shreds in {} ms ({:.0} shreds/s) over {}",
             self.from_slot,
             self.to_slot,
             self.slots_repaired,
@@ -111,15 +121,19 @@ impl RepairSummary {
             self.shreds,
             self.elapsed_ms,
             self.shreds_per_s,
-            self.paths.join(",")
+            paths.join(" and ")
         );
         if self.complete {
             head
         } else {
             format!(
-                "{head} - INCOMPLETE: {} slots missing (first: {:?})",
+                "{head} - INCOMPLETE: {} slots missing (first: {})",
                 self.missing_count,
-                &self.missing_slots[..self.missing_slots.len().min(16)]
+                self.missing_slots[..self.missing_slots.len().min(16)]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }
     }
@@ -182,7 +196,20 @@ mod summary_tests {
         assert_eq!(s.peers[1].invalid, 3);
         assert_eq!(s.paths, vec!["udp", "udp"]);
         assert!(
-            s.line().contains("INCOMPLETE: 2 slots missing"),
+            s.line()
+                .contains("INCOMPLETE: 2 slots missing (first: 13, 15)"),
+            "{}",
+            s.line()
+        );
+        // Each transport once, the range in words.
+        assert!(
+            s.line().starts_with("repair of slots 11–15: 3/5 slots"),
+            "{}",
+            s.line()
+        );
+        assert!(s.line().contains("over udp"), "{}", s.line());
+        assert!(
+            !s.line().contains("udp,udp") && !s.line().contains("..="),
             "{}",
             s.line()
         );
