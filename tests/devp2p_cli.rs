@@ -3,6 +3,15 @@
 //! mode must reach state root 8fcfb02c…728b and head 0x44e3809c…4d2a and exit 0. The
 //! servers stop cleanly on SIGTERM.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +30,7 @@ fn devnet() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    skip_note!("skipping: devnet fixture missing at {}", dir.display());
     None
 }
 

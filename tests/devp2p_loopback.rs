@@ -3,6 +3,15 @@
 //! lying peers caught, stalled handshakes and garbage frames dropped without harming the
 //! listener.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -35,7 +44,7 @@ fn fixtures() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", devnet.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", devnet.display());
+    skip_note!("skipping: devnet fixture missing at {}", devnet.display());
     None
 }
 

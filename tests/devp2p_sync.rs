@@ -2,6 +2,15 @@
 //! lying, one slow) serve the devnet fixture (chain.rlp + headstate.json); fast sync and
 //! snap sync must each end at state root 8fcfb02c…728b and head 0x44e3809c…4d2a.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,7 +39,7 @@ fn devnet() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    skip_note!("skipping: devnet fixture missing at {}", dir.display());
     None
 }
 

@@ -1,6 +1,15 @@
 //! `catchup doctor`, `catchup tune` and `catchup status` run as the built binary; their
 //! JSON parses and says what was measured.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
@@ -403,7 +412,7 @@ fn tune_apply_and_check_on_a_veth_pair() {
     if !root || !tools {
         let why = format!("needs root ({root}) and the ip and ethtool binaries ({tools})");
         assert!(!ci(), "CI=true: {why}");
-        eprintln!("skipping: {why}");
+        skip_note!("skipping: {why}");
         return;
     }
     let ns = format!("catchup-tune-{}", std::process::id());

@@ -7,6 +7,15 @@
 //! catchup fast- and snap-syncs the same root from it. An export of a data directory that
 //! never synced fails with one line.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +33,7 @@ fn devnet() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    skip_note!("skipping: devnet fixture missing at {}", dir.display());
     None
 }
 

@@ -5,6 +5,15 @@
 //! headers, bodies, receipts and total difficulties, and `eth verify-era1` accepts it.
 //! `--format ere` writes the same history as an ere file that reads back the same.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +35,7 @@ fn chain_dir() -> Option<PathBuf> {
             dir.display()
         );
     }
-    eprintln!(
+    skip_note!(
         "skipping: mainnet era1 fixture missing at {}",
         dir.display()
     );

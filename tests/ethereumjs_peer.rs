@@ -11,6 +11,15 @@
 //! (default `<workspace>/target/ethereumjs`). Without it the test is skipped with a message,
 //! and fails under `CI=true`.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,7 +46,7 @@ fn required(what: &str, path: &Path) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{what} missing at {} (CI=true)", path.display());
     }
-    eprintln!("skipping: {what} missing at {}", path.display());
+    skip_note!("skipping: {what} missing at {}", path.display());
     false
 }
 

@@ -2,6 +2,15 @@
 //! fast and snap, with byzantine peers and a kill, must give the fixture's state root and
 //! head hash.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,7 +32,7 @@ fn devnet_dir() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    skip_note!("skipping: devnet fixture missing at {}", dir.display());
     None
 }
 

@@ -5,6 +5,15 @@
 //! a screenshot is written under the test's output directory. `catchup status --watch`
 //! must draw the same parts on a terminal.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +32,7 @@ fn devnet() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    skip_note!("skipping: devnet fixture missing at {}", dir.display());
     None
 }
 
@@ -34,7 +43,7 @@ fn chromium() -> Option<&'static str> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{CHROMIUM} missing (CI=true): install Debian's chromium");
     }
-    eprintln!("skipping: {CHROMIUM} missing (Debian package chromium)");
+    skip_note!("skipping: {CHROMIUM} missing (Debian package chromium)");
     None
 }
 

@@ -6,6 +6,15 @@
 //! Then every query of the Grafana dashboard in contrib/grafana/ names only metrics those
 //! endpoints exported.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +31,7 @@ fn tool(path: &'static str) -> Option<&'static str> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{path} missing (CI=true): install Debian's prometheus");
     }
-    eprintln!("skipping: {path} missing (Debian package prometheus)");
+    skip_note!("skipping: {path} missing (Debian package prometheus)");
     None
 }
 
@@ -37,7 +46,7 @@ fn devnet() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("devnet fixture missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: devnet fixture missing at {}", dir.display());
+    skip_note!("skipping: devnet fixture missing at {}", dir.display());
     None
 }
 

@@ -1,6 +1,15 @@
 //! `catchup solana repair` / `serve-repair` on the command line: bad input gives one clear
 //! line and a non-zero exit; serve-repair loads the real testnet shred file (gzip JSON).
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -18,7 +27,7 @@ fn fixtures() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("fixture {} missing under CI", f.display());
     }
-    eprintln!("skipping: fixture {} missing", f.display());
+    skip_note!("skipping: fixture {} missing", f.display());
     None
 }
 

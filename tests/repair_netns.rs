@@ -7,6 +7,15 @@
 //! the test is skipped with a printed reason. Namespaces, servers and the XDP program are
 //! removed by drop guards, also when the test fails.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +48,7 @@ fn requirements_met() -> bool {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("repair netns test cannot run under CI: {why}");
         }
-        eprintln!("skipping repair netns test: {why}");
+        skip_note!("skipping repair netns test: {why}");
     }
     ok
 }

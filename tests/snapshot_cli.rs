@@ -1,5 +1,14 @@
 //! `catchup solana snapshot verify|inspect|generate` end to end through the binary.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -18,7 +27,7 @@ fn fixtures() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("snapshot fixtures missing at {}", dir.display());
     }
-    eprintln!("skipped: snapshot fixtures missing at {}", dir.display());
+    skip_note!("skipped: snapshot fixtures missing at {}", dir.display());
     None
 }
 

@@ -1,5 +1,14 @@
 //! Conformance of the snapshot pipeline on real Agave snapshots (fixtures from Syndica/sig).
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 
 use catchup::solana::snapshot::{verify_archive_snapshot, PipelineConfig};
@@ -16,7 +25,7 @@ fn fixtures() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("snapshot fixtures missing at {}", dir.display());
     }
-    eprintln!("skipped: snapshot fixtures missing at {}", dir.display());
+    skip_note!("skipped: snapshot fixtures missing at {}", dir.display());
     None
 }
 

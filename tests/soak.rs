@@ -4,6 +4,15 @@
 //! root: under `CI=true` their absence fails the test, elsewhere it skips with the reason.
 //! The pipelines run one after another (each drives several processes on 2 cores).
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::sync::Mutex;
 
 use catchup::node::soak::{self, Fault, Pipeline, SoakConfig, TrialResult};
@@ -85,7 +94,7 @@ fn assert_all_passed(report: &soak::SoakReport) {
                 row.pipeline.name(),
                 row.fault.name()
             );
-            eprintln!(
+            skip_note!(
                 "skipping {} {}: {why}",
                 row.pipeline.name(),
                 row.fault.name()
@@ -157,7 +166,7 @@ fn replay(pipeline: Pipeline, fault: Fault, seed: u64) -> soak::Row {
     let row = r.rows[0].clone();
     if let Some(why) = &row.skipped {
         assert!(!ci(), "{why} (CI=true)");
-        eprintln!("skipping: {why}");
+        skip_note!("skipping: {why}");
     }
     row
 }

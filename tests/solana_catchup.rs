@@ -4,6 +4,15 @@
 //! and `catchup solana sync --source … --repair-peer … --tip-slot …`, which must end with
 //! the snapshot verified and the gap repaired. Every process is killed when the test ends.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -317,7 +326,7 @@ fn netns_requirements_met() -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("AF_XDP catch-up test cannot run under CI: {why}");
     }
-    eprintln!("skipping AF_XDP catch-up test: {why}");
+    skip_note!("skipping AF_XDP catch-up test: {why}");
     false
 }
 

@@ -5,6 +5,15 @@
 //! validator flags are printed. An archive whose accounts hash is not the one its name
 //! gives is not placed.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +32,7 @@ fn snapshots() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("snapshot fixtures missing at {} (CI=true)", dir.display());
     }
-    eprintln!("skipping: snapshot fixtures missing at {}", dir.display());
+    skip_note!("skipping: snapshot fixtures missing at {}", dir.display());
     None
 }
 

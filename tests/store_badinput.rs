@@ -2,6 +2,15 @@
 //! gives exactly one `error:` line on stderr, a non-zero exit, no panic, and loses nothing
 //! that was acknowledged.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -184,12 +193,12 @@ fn mount_tiny_tmpfs(at: &Path, size: &str) -> Option<TmpfsGuard> {
                 !is_ci(),
                 "CI=true: cannot mount a tmpfs for the full-disk test: {why}"
             );
-            eprintln!("skipping full-disk test: cannot mount a tmpfs ({why}); needs root");
+            skip_note!("skipping full-disk test: cannot mount a tmpfs ({why}); needs root");
             None
         }
         Err(e) => {
             assert!(!is_ci(), "CI=true: `mount` unavailable: {e}");
-            eprintln!("skipping full-disk test: `mount` unavailable: {e}");
+            skip_note!("skipping full-disk test: `mount` unavailable: {e}");
             None
         }
     }

@@ -1,6 +1,15 @@
 //! Helpers for the download end-to-end tests: test archives, free ports, nginx instances.
 #![allow(dead_code)]
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,7 +34,7 @@ pub fn require(ok: bool, what: &str) -> bool {
     if ci() {
         panic!("{what} is required under CI=true but missing");
     }
-    eprintln!("SKIP: {what} missing");
+    skip_note!("SKIP: {what} missing");
     false
 }
 
