@@ -43,8 +43,7 @@ fn test_binary(name: &str) -> PathBuf {
 /// runs them (output of passing tests captured: a skip reason must show anyway).
 fn run(name: &str, tests: &[&str], env: &[(&str, &str)], ci: bool) -> (bool, String) {
     let mut cmd = Command::new(test_binary(name));
-    cmd.args(tests)
-        .args(["--exact", "--test-threads=1"]);
+    cmd.args(tests).args(["--exact", "--test-threads=1"]);
     cmd.env_remove("CI");
     if ci {
         cmd.env("CI", "true");

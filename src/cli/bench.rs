@@ -8,6 +8,7 @@
 //! background load; `--json` adds where the time went (waiting for writes and syncs).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -545,25 +546,50 @@ impl Baseline {
 
 /// One shard's benchmark: the store and the baseline write the same records, alternating
 /// in `w.rounds` rounds (which goes first alternates too), so that both see the same
-/// background load on a shared machine.
+/// background load on a shared machine. Every shard starts each phase together (`phase`
+/// barrier): all shards run the store, then all run the baseline, so that the whole-node
+/// totals compare the two under the same contention. Without it the shards drift apart
+/// and one shard's store phase overlaps another's baseline phase.
 async fn shard_bench(
     shard: usize,
     dir: PathBuf,
     w: Workload,
+    phase: Arc<std::sync::Barrier>,
 ) -> anyhow::Result<(PhaseResult, PhaseResult)> {
-    let mut st = StoreSide::open(shard, &dir.join("store"), w).await?;
-    let mut bl = Baseline::open(shard, &dir, w)?;
     let rounds = w.rounds.clamp(1, w.records);
+    // A shard that fails keeps meeting the others at the barrier (doing nothing), so that
+    // they finish and the failure is reported instead of a hang.
+    let mut sides = match StoreSide::open(shard, &dir.join("store"), w).await {
+        Ok(st) => Baseline::open(shard, &dir, w).map(|bl| (st, bl)),
+        Err(e) => Err(e),
+    };
+    let mut failed: Option<anyhow::Error> = None;
     for r in 0..rounds {
         let range = (w.records * r / rounds)..(w.records * (r + 1) / rounds);
         let last = r + 1 == rounds;
-        if r % 2 == 0 {
-            st.run(shard, range.clone(), w, last).await?;
-            bl.run(shard, range, w, last)?;
-        } else {
-            bl.run(shard, range.clone(), w, last)?;
-            st.run(shard, range, w, last).await?;
+        // Which side goes first alternates.
+        for store_turn in [r % 2 == 0, r % 2 != 0] {
+            // Blocking the executor at the barrier is fine here: between phases this
+            // shard has no I/O in flight (every phase ends with its flush awaited).
+            phase.wait();
+            let (st, bl) = match (&mut sides, &failed) {
+                (Ok(s), None) => (&mut s.0, &mut s.1),
+                _ => continue,
+            };
+            let done = if store_turn {
+                st.run(shard, range.clone(), w, last).await
+            } else {
+                bl.run(shard, range.clone(), w, last)
+                    .map_err(anyhow::Error::from)
+            };
+            if let Err(e) = done {
+                failed = Some(e);
+            }
         }
+    }
+    let (st, bl) = sides?;
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok((st.finish(shard, w).await?, bl.finish(shard, w)))
 }
@@ -641,12 +667,16 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
     let _cleanup = RemoveOnDrop(bench_root.clone());
 
     let shard_dirs = dirs.clone();
+    let phase = Arc::new(std::sync::Barrier::new(shards));
     let results = catchup_shards::run(&cfg, move |shard: Shard<()>| {
         let dir = shard_dirs[shard.id().0].clone();
+        let phase = phase.clone();
         async move {
             use tracing::Instrument;
             let span = tracing::info_span!("shard", shard = shard.id().0);
-            let r = shard_bench(shard.id().0, dir, w).instrument(span).await;
+            let r = shard_bench(shard.id().0, dir, w, phase)
+                .instrument(span)
+                .await;
             r.map_err(|e| format!("shard {}: {e:#}", shard.id()))
         }
     })?
