@@ -1,6 +1,15 @@
 //! The shard mesh: delivery, per-sender order, back-pressure, more shards than cores,
 //! shutdown, and start-up with and without CAP_IPC_LOCK.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,7 +350,7 @@ fn shards_start_with_and_without_cap_ipc_lock() {
 
     if !have_setpriv() {
         assert!(!ci(), "setpriv is required under CI=true");
-        eprintln!("skipping the no-CAP_IPC_LOCK half: setpriv not installed");
+        skip_note!("skipping the no-CAP_IPC_LOCK half: setpriv not installed");
         return;
     }
     let without = output_within_deadline(child(&shards, true));
@@ -350,7 +359,7 @@ fn shards_start_with_and_without_cap_ipc_lock() {
     if !without.status.success() && err.contains("setpriv") && !text.contains("child shards") {
         // setpriv itself failed (e.g. not allowed to change the bounding set).
         assert!(!ci(), "setpriv failed under CI=true: {err}");
-        eprintln!("skipping the no-CAP_IPC_LOCK half: {err}");
+        skip_note!("skipping the no-CAP_IPC_LOCK half: {err}");
         return;
     }
     assert!(without.status.success(), "{text}\n{err}");
@@ -395,7 +404,7 @@ fn too_little_locked_memory_is_a_clear_error() {
         .unwrap_or(false);
     if !have_prlimit || !have_setpriv() {
         assert!(!ci(), "prlimit and setpriv are required under CI=true");
-        eprintln!("skipping: prlimit or setpriv not installed");
+        skip_note!("skipping: prlimit or setpriv not installed");
         return;
     }
     let exe = std::env::current_exe().unwrap();

@@ -8,6 +8,15 @@
 //! was run (`.ci/run` does this) and the devnet fixture (`CATCHUP_FIXTURES`). Without them
 //! the test fails under `CI=true` and is skipped with one printed line elsewhere.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -64,7 +73,7 @@ fn ethereumjs_discv4_bonds_and_answers() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CATCHUP_ETHEREUMJS_DIR (@ethereumjs/client@0.10.5) and the devnet fixture are required under CI"
         );
-        eprintln!("skipped: set CATCHUP_ETHEREUMJS_DIR to a folder with @ethereumjs/client@0.10.5 installed");
+        skip_note!("skipped: set CATCHUP_ETHEREUMJS_DIR to a folder with @ethereumjs/client@0.10.5 installed");
         return;
     };
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -8,6 +8,15 @@
 //! was run (`.ci/run` does this). Without it the test fails under `CI=true` and is skipped
 //! with one printed line elsewhere.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -96,7 +105,7 @@ fn chainsafe_discv5_and_we_find_each_other() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CATCHUP_DISCV5JS_DIR with @chainsafe/discv5@11.0.0 installed is required under CI"
         );
-        eprintln!(
+        skip_note!(
             "skipped: set CATCHUP_DISCV5JS_DIR to a folder with @chainsafe/discv5@11.0.0 installed"
         );
         return;

@@ -1,5 +1,14 @@
 //! Conformance on real data (ethereum/tests, mainnet/sepolia era1, the geth devnet).
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -26,7 +35,7 @@ fn fixture(rel: &str) -> Option<Vec<u8>> {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("fixture {} missing under CI=true: {e}", p.display());
             }
-            eprintln!("SKIP: fixture {} not readable: {e}", p.display());
+            skip_note!("SKIP: fixture {} not readable: {e}", p.display());
             None
         }
     }

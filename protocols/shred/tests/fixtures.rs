@@ -1,5 +1,14 @@
 //! Conformance on real shreds from ../shared/fixtures/solana/shreds.
 
+/// A skip reason shown on the terminal even though libtest hides what passing tests print
+/// with `eprintln!`: a skipped test must say why.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -18,7 +27,7 @@ fn fixture(name: &str) -> Option<Vec<u8>> {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("fixture {} missing under CI: {e}", path.display());
             }
-            eprintln!("skipping: fixture {} not readable: {e}", path.display());
+            skip_note!("skipping: fixture {} not readable: {e}", path.display());
             None
         }
     }
