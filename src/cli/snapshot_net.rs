@@ -627,29 +627,6 @@ fn readable_lines(v: &serde_json::Value, indent: usize) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod readable_tests {
-    use super::readable_lines;
-
-    #[test]
-    fn a_verification_summary_reads_as_lines() {
-        let v = serde_json::json!({
-            "lt_hash": "ab12", "accounts": 7, "slot": 5,
-            "incremental": {"slot": 9, "ok": true}, "frames": [1, 2]
-        });
-        let lines = readable_lines(&v, 4);
-        assert!(
-            lines.contains(&"    lt hash: ab12".to_string()),
-            "{lines:?}"
-        );
-        assert!(lines.contains(&"    accounts: 7".to_string()), "{lines:?}");
-        assert!(lines.contains(&"    incremental:".to_string()), "{lines:?}");
-        assert!(lines.contains(&"      ok: true".to_string()), "{lines:?}");
-        assert!(lines.contains(&"    frames: 1, 2".to_string()), "{lines:?}");
-        assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
-    }
-}
-
 fn print_repair(rep: &crate::solana::repair::RepairSummary) {
     println!("{}", rep.line());
     if let Some(reason) = &rep.fallback_reason {
@@ -681,4 +658,27 @@ pub fn run_serve(args: ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         let _ = std::io::stdout().flush();
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::readable_lines;
+
+    #[test]
+    fn a_verification_summary_reads_as_lines() {
+        let v = serde_json::json!({
+            "lt_hash": "ab12", "accounts": 7, "slot": 5,
+            "incremental": {"slot": 9, "ok": true}, "frames": [1, 2]
+        });
+        let lines = readable_lines(&v, 4);
+        assert!(
+            lines.contains(&"    lt hash: ab12".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"    accounts: 7".to_string()), "{lines:?}");
+        assert!(lines.contains(&"    incremental:".to_string()), "{lines:?}");
+        assert!(lines.contains(&"      ok: true".to_string()), "{lines:?}");
+        assert!(lines.contains(&"    frames: 1, 2".to_string()), "{lines:?}");
+        assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
+    }
 }
