@@ -634,8 +634,17 @@ fn print_repair(rep: &crate::solana::repair::RepairSummary) {
     }
     for p in &rep.peers {
         println!(
-            "  repair peer {}: {} answered, {} timeouts, {} invalid, {:.1} ms",
-            p.peer, p.answered, p.timeouts, p.invalid, p.latency_ms
+            "  repair peer {}: {} answered, {} timeouts, {} invalid, {:.1} ms{}",
+            p.peer,
+            p.answered,
+            p.timeouts,
+            p.invalid,
+            p.latency_ms,
+            if p.dropped {
+                ", dropped (its shreds failed verification)"
+            } else {
+                ""
+            }
         );
     }
 }
