@@ -73,22 +73,27 @@ fn assert_refused(args: &[&str], addr: &str) {
     );
 }
 
-#[test]
-fn a_second_eth_serve_on_a_port_in_use_is_refused() {
-    let (_first, addr) = eth_serve();
+/// `eth serve` on `addr` must be refused.
+fn assert_eth_serve_refused(addr: &str) {
     assert_refused(
         &[
             "eth",
             "serve",
             "--listen",
-            &addr,
+            addr,
             "--generate-accounts",
             "50",
             "--generate-blocks",
             "4",
         ],
-        &addr,
+        addr,
     );
+}
+
+#[test]
+fn a_second_eth_serve_on_a_port_in_use_is_refused() {
+    let (_first, addr) = eth_serve();
+    assert_eth_serve_refused(&addr);
 }
 
 #[test]
@@ -128,19 +133,7 @@ fn eth_serve_on_a_snapshot_servers_port_is_refused() {
         .strip_prefix("listening on ")
         .expect("listening line")
         .to_string();
-    assert_refused(
-        &[
-            "eth",
-            "serve",
-            "--listen",
-            &addr,
-            "--generate-accounts",
-            "50",
-            "--generate-blocks",
-            "4",
-        ],
-        &addr,
-    );
+    assert_eth_serve_refused(&addr);
 }
 
 #[test]
