@@ -122,7 +122,8 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
-            let m = e.metadata().unwrap();
+            // The sync is running: a temporary file may be renamed away meanwhile.
+            let Ok(m) = e.metadata() else { continue };
             total += if m.is_dir() {
                 dir_bytes(&e.path())
             } else {
