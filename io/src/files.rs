@@ -382,7 +382,8 @@ mod tests {
             }
             // Without io_uring (restricted sandboxes) the executor cannot start.
             Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipped: glommio executor: {e}")
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr().lock(), "skipped: glommio executor: {e}");
             }
             Err(e) => panic!("glommio executor: {e}"),
         }
@@ -463,7 +464,8 @@ mod tests {
                 }
             }
             Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipped: glommio executor: {e}")
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr().lock(), "skipped: glommio executor: {e}");
             }
             Err(e) => panic!("glommio executor: {e}"),
         }

@@ -374,7 +374,13 @@ fn tmpfs_store_works_without_o_direct() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true: /dev/shm (tmpfs) is needed for this test"
         );
-        eprintln!("skipping: /dev/shm is not a tmpfs here");
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "skipping: /dev/shm is not a tmpfs here"
+            );
+        }
         return;
     }
     let tmp = tempfile::tempdir_in(shm).unwrap();
