@@ -41,12 +41,6 @@ pub struct SyncExtras {
     pub progress_every_ms: u64,
     /// A bar counting verified items (hidden unless stderr is a terminal).
     pub bar: Option<indicatif::ProgressBar>,
-    /// Peers given up on without ever answering (peer address, last error), over all
-    /// shards: when every given peer is here, the sync stops and says why.
-    pub unreachable: Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    /// Each shard's latest progress, for the one summed progress line shard 0 logs
-    /// (observability only: the sync itself never reads it).
-    pub board: Arc<std::sync::Mutex<BTreeMap<usize, Progress>>>,
 }
 
 impl Default for SyncExtras {
@@ -55,8 +49,6 @@ impl Default for SyncExtras {
             shard_dirs: None,
             progress_every_ms: crate::eth::sync::driver::PROGRESS_EVERY_MS,
             bar: None,
-            unreachable: Default::default(),
-            board: Default::default(),
         }
     }
 }
@@ -115,6 +107,41 @@ pub enum MeshMsg {
     },
     /// The sync ended (sent by shard 0).
     Stop,
+    /// To shard 0: a peer given up on without ever answering (its address, last error).
+    Unreachable(String, String),
+    /// To shard 0: a shard's latest progress, for the summed progress line.
+    Progress(usize, Progress),
+}
+
+/// What shard 0 gathers from every shard through the mesh (its own part included).
+#[derive(Default)]
+struct ZeroBoard {
+    /// Peers given up on without ever answering: when every given peer is here, the sync
+    /// stops and says why.
+    unreachable: Vec<(String, String)>,
+    /// Each shard's latest progress.
+    progress: BTreeMap<usize, Progress>,
+}
+
+/// Send `msg` to shard 0, or apply it to shard 0's board when this is shard 0.
+async fn tell_zero(shard: &Shard<MeshMsg>, board: &RefCell<ZeroBoard>, msg: MeshMsg) {
+    if shard.id().0 == 0 {
+        board.borrow_mut().note(msg);
+    } else if shard.send(ShardId(0), msg).await.is_err() {
+        tracing::debug!("shard 0 channel closed; note dropped at shutdown");
+    }
+}
+
+impl ZeroBoard {
+    fn note(&mut self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Unreachable(peer, error) => self.unreachable.push((peer, error)),
+            MeshMsg::Progress(shard, p) => {
+                self.progress.insert(shard, p);
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Job {
@@ -162,7 +189,7 @@ async fn owned_peer(
     node: Rc<LocalNode>,
     jobs: local_channel::LocalReceiver<Job>,
     report: Rc<RefCell<NetPeerReport>>,
-    unreachable: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    board: Rc<RefCell<ZeroBoard>>,
 ) {
     let pid = index as PeerId;
     let enode = cfg.peers[index];
@@ -188,9 +215,8 @@ async fn owned_peer(
                 report.borrow_mut().error = Some(e.to_string());
                 if !ever_connected && (attempts >= NEVER_REACHED_ATTEMPTS || !e.is_transient()) {
                     tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, attempts, "peer unreachable; giving up on it");
-                    if let Ok(mut u) = unreachable.lock() {
-                        u.push((enode.addr.to_string(), e.to_string()));
-                    }
+                    let note = MeshMsg::Unreachable(enode.addr.to_string(), e.to_string());
+                    tell_zero(&shard, &board, note).await;
                     return;
                 }
                 tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, attempt = attempts, retry_ms = backoff.as_millis() as u64, "peer handshake failed; retrying");
@@ -273,11 +299,7 @@ async fn owned_peer(
 }
 
 /// Every given peer was given up on without answering: one line saying so, and what helps.
-fn all_unreachable(
-    unreachable: &std::sync::Mutex<Vec<(String, String)>>,
-    given: usize,
-) -> Option<String> {
-    let u = unreachable.lock().ok()?;
+fn all_unreachable(u: &[(String, String)], given: usize) -> Option<String> {
     if given == 0 || u.len() < given {
         return None;
     }
@@ -394,6 +416,8 @@ async fn shard_run<S: ShardStore>(
     let cfg = Rc::new((*cfg).clone());
     let node = Rc::new((*node).clone());
     let local: Local = Rc::new(RefCell::new(VecDeque::new()));
+    // Filled on shard 0 only (by its own peer tasks and by the other shards' messages).
+    let board: Rc<RefCell<ZeroBoard>> = Default::default();
     let mut engine = Engine::new(cfg.sync.clone(), me, shards, &*store);
     let progress_every_ms = extras.progress_every_ms.max(100);
     let mut next_progress_ms = progress_every_ms;
@@ -423,7 +447,7 @@ async fn shard_run<S: ShardStore>(
             node.clone(),
             rx,
             report.clone(),
-            extras.unreachable.clone(),
+            board.clone(),
         ))
         .detach();
         senders.insert(index, tx);
@@ -446,7 +470,7 @@ async fn shard_run<S: ShardStore>(
             break;
         }
         if me == 0 {
-            if let Some(why) = all_unreachable(&extras.unreachable, cfg.peers.len()) {
+            if let Some(why) = all_unreachable(&board.borrow().unreachable, cfg.peers.len()) {
                 failure = Some(why);
                 break;
             }
@@ -496,6 +520,9 @@ async fn shard_run<S: ShardStore>(
                     stopped = true;
                     break;
                 }
+                Recv::Msg(_, note @ (MeshMsg::Unreachable(..) | MeshMsg::Progress(..))) => {
+                    board.borrow_mut().note(note)
+                }
                 Recv::Closed | Recv::TimedOut => break,
             }
             if batch.len() > 4096 {
@@ -515,7 +542,7 @@ async fn shard_run<S: ShardStore>(
         }
         if now_ms >= next_progress_ms {
             next_progress_ms = now_ms + progress_every_ms;
-            publish(me, &engine, &resumed, &extras.board, shards);
+            publish(&shard, &engine, &resumed, &board, shards).await;
         }
         if let (Some(bar), true) = (&extras.bar, now_ms >= next_bar_ms) {
             next_bar_ms = now_ms + 250;
@@ -593,7 +620,7 @@ async fn shard_run<S: ShardStore>(
             break;
         }
     }
-    publish(me, &engine, &resumed, &extras.board, shards);
+    publish(&shard, &engine, &resumed, &board, shards).await;
     if failure.is_some() && me != 0 {
         // Shard 0 would wait for this shard's slice forever.
         shard.request_shutdown();
@@ -640,34 +667,36 @@ async fn shard_run<S: ShardStore>(
 }
 
 /// Log this shard's progress line and refresh its `/status` section; with several shards,
-/// shard 0 also logs the line summed over all shards (as of each one's last line).
-fn publish(
-    shard: usize,
+/// each shard sends its progress to shard 0, which logs the line summed over all shards (as
+/// of each one's last message).
+async fn publish(
+    shard: &Shard<MeshMsg>,
     engine: &Engine,
     resumed: &StoredCounts,
-    board: &std::sync::Mutex<BTreeMap<usize, Progress>>,
+    board: &RefCell<ZeroBoard>,
     shards: usize,
 ) {
+    let me = shard.id().0;
     let (status, progress) = (engine.status(), engine.get_progress());
-    tracing::info!(target: "progress", shard, "{}", progress_line(&status, &progress));
+    tracing::info!(target: "progress", shard = me, "{}", progress_line(&status, &progress));
     if shards > 1 {
-        let mut board = board.lock().unwrap_or_else(|p| p.into_inner());
-        board.insert(shard, progress.clone());
-        if shard == 0 {
+        tell_zero(shard, board, MeshMsg::Progress(me, progress.clone())).await;
+        if me == 0 {
+            let b = board.borrow();
             let mut total = Progress::default();
-            for p in board.values() {
+            for p in b.progress.values() {
                 total.add(p);
             }
             tracing::info!(
                 target: "progress",
-                shards = board.len(),
+                shards = b.progress.len(),
                 "total: {}",
                 progress_line(&status, &total)
             );
         }
     }
     crate::node::admin::set_status(
-        &format!("eth_sync_shard_{shard}"),
+        &format!("eth_sync_shard_{me}"),
         serde_json::json!({ "status": status, "progress": progress, "resumed": resumed }),
     );
 }
