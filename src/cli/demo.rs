@@ -278,6 +278,7 @@ fn next_steps(
     let serve_dir = dir.join("serve");
     let key = crate::eth::net::node_key::load_or_create(&serve_dir)?;
     let enode = LocalNode::new(key).enode(cmd.next_listen);
+    let genesis = hex::encode(chain.headers[0].hash.0);
     Ok(vec![
         format!(
             "{exe} eth serve --generate-accounts {} --generate-big-storage-slots {} --generate-blocks {} --seed {} --network-id {} --listen {} --datadir {}",
@@ -290,10 +291,11 @@ fn next_steps(
             serve_dir.display()
         ),
         format!(
-            "{exe} eth sync --peer {enode} --genesis-hash 0x{} --network-id {} --mode snap --pivot-distance 0 --datadir {}",
-            hex::encode(chain.headers[0].hash.0),
+            "{exe} eth sync --peer {enode} --genesis-hash 0x{genesis} --network-id {} --mode snap --pivot-distance 0 --datadir {}",
             DEVNET_NETWORK_ID,
-            dir.join("sync").display()
+            // One data directory per chain: a demo run with other sizes or seed makes
+            // another chain, which the first one's data directory would refuse.
+            dir.join(format!("sync-{}", &genesis[..12])).display()
         ),
     ])
 }

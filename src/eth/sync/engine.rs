@@ -206,6 +206,9 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
     };
     let share_note = if headers_of < p.headers_total {
         format!(" of this shard's share; {} in all", p.headers_total)
+    } else if p.headers_share == 0 && p.headers_downloaded == 0 && p.headers_total > 0 {
+        // A shard that owns no header batch (more shards than batches).
+        "; none of them is this shard's share".to_string()
     } else {
         String::new()
     };
@@ -2853,6 +2856,17 @@ mod tests {
             ..b
         };
         assert!(progress_line(&status, &one).contains("headers 384/600 (64.0%)"));
+        // A shard that owns no batch says so rather than looking stuck at 0%.
+        let none = Progress {
+            headers_total: 600,
+            ..Progress::default()
+        };
+        assert!(
+            progress_line(&status, &none)
+                .contains("headers 0/600 (0.0%; none of them is this shard's share)"),
+            "{}",
+            progress_line(&status, &none)
+        );
     }
 
     #[test]
