@@ -44,9 +44,52 @@ pub struct SyncExtras {
     /// Peers given up on without ever answering (peer address, last error), over all
     /// shards: when every given peer is here, the sync stops and says why.
     pub unreachable: Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    /// Each shard's latest progress, for the one summed progress line shard 0 logs
+    /// Each shard's latest progress, for the one summed progress line
     /// (observability only: the sync itself never reads it).
-    pub board: Arc<std::sync::Mutex<BTreeMap<usize, Progress>>>,
+    pub board: Arc<std::sync::Mutex<ProgressBoard>>,
+}
+
+/// Each shard's latest progress line, summed into one total line. The total is logged only
+/// when every shard has posted (so it never shows one shard's counts as the whole): on
+/// shard 0's periodic line, and once more by whichever shard posts the last final line.
+#[derive(Debug, Default)]
+pub struct ProgressBoard {
+    /// Shard id → (its latest progress, whether that was its final line).
+    latest: BTreeMap<usize, (Progress, bool)>,
+    /// Shard 0's latest status (pivot, completeness: the whole sync's).
+    status: Option<Status>,
+}
+
+impl ProgressBoard {
+    /// Record `shard`'s line (`last`: its final one, after its loop ended) and return the
+    /// line to log now, if any: shard 0's status and the progress summed over the shards.
+    pub fn post(
+        &mut self,
+        shard: usize,
+        shards: usize,
+        status: &Status,
+        progress: &Progress,
+        last: bool,
+    ) -> Option<(Status, Progress)> {
+        self.latest.insert(shard, (progress.clone(), last));
+        if shard == 0 {
+            self.status = Some(status.clone());
+        }
+        let all_posted = self.latest.len() >= shards;
+        let all_final = all_posted && self.latest.values().all(|(_, f)| *f);
+        let log = if last {
+            all_final
+        } else {
+            shard == 0 && all_posted
+        };
+        log.then(|| {
+            let mut total = Progress::default();
+            for (p, _) in self.latest.values() {
+                total.add(p);
+            }
+            (self.status.clone().unwrap_or_else(|| status.clone()), total)
+        })
+    }
 }
 
 impl Default for SyncExtras {
@@ -515,7 +558,7 @@ async fn shard_run<S: ShardStore>(
         }
         if now_ms >= next_progress_ms {
             next_progress_ms = now_ms + progress_every_ms;
-            publish(me, &engine, &resumed, &extras.board, shards);
+            publish(me, &engine, &resumed, &extras.board, shards, false);
         }
         if let (Some(bar), true) = (&extras.bar, now_ms >= next_bar_ms) {
             next_bar_ms = now_ms + 250;
@@ -593,7 +636,7 @@ async fn shard_run<S: ShardStore>(
             break;
         }
     }
-    publish(me, &engine, &resumed, &extras.board, shards);
+    publish(me, &engine, &resumed, &extras.board, shards, true);
     if failure.is_some() && me != 0 {
         // Shard 0 would wait for this shard's slice forever.
         shard.request_shutdown();
@@ -640,27 +683,27 @@ async fn shard_run<S: ShardStore>(
 }
 
 /// Log this shard's progress line and refresh its `/status` section; with several shards,
-/// shard 0 also logs the line summed over all shards (as of each one's last line).
+/// also the line summed over all shards (see [`ProgressBoard`]). `last`: the shard's final
+/// line, after its loop ended.
 fn publish(
     shard: usize,
     engine: &Engine,
     resumed: &StoredCounts,
-    board: &std::sync::Mutex<BTreeMap<usize, Progress>>,
+    board: &std::sync::Mutex<ProgressBoard>,
     shards: usize,
+    last: bool,
 ) {
     let (status, progress) = (engine.status(), engine.get_progress());
     tracing::info!(target: "progress", shard, "{}", progress_line(&status, &progress));
     if shards > 1 {
-        let mut board = board.lock().unwrap_or_else(|p| p.into_inner());
-        board.insert(shard, progress.clone());
-        if shard == 0 {
-            let mut total = Progress::default();
-            for p in board.values() {
-                total.add(p);
-            }
+        let total = board
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .post(shard, shards, &status, &progress, last);
+        if let Some((status, total)) = total {
             tracing::info!(
                 target: "progress",
-                shards = board.len(),
+                shards,
                 "total: {}",
                 progress_line(&status, &total)
             );
@@ -773,4 +816,45 @@ pub fn run_sync_sharded_with(
         progress,
         peers: peers.into_iter().flatten().collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(downloaded: u64) -> Progress {
+        Progress {
+            headers_downloaded: downloaded,
+            headers_total: 600,
+            headers_share: 300,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn the_total_line_waits_for_every_shard_and_is_logged_once_at_the_end() {
+        let st = |mode: &str| Status {
+            mode: mode.into(),
+            ..Status::default()
+        };
+        let mut board = ProgressBoard::default();
+        // Shard 0 first, before shard 1 posted: its counts are not the whole sync's.
+        assert!(board
+            .post(0, 2, &st("zero"), &headers(100), false)
+            .is_none());
+        // Only shard 0 logs the periodic total.
+        assert!(board.post(1, 2, &st("one"), &headers(50), false).is_none());
+        let (s, t) = board
+            .post(0, 2, &st("zero"), &headers(120), false)
+            .expect("all posted");
+        assert_eq!((s.mode.as_str(), t.headers_downloaded), ("zero", 170));
+        // Final lines: none until the last shard's, which carries shard 0's status.
+        assert!(board.post(0, 2, &st("zero"), &headers(300), true).is_none());
+        let (s, t) = board
+            .post(1, 2, &st("one"), &headers(300), true)
+            .expect("every shard's final line");
+        assert_eq!(s.mode, "zero");
+        assert_eq!(t.headers_downloaded, 600);
+        assert!(progress_line(&s, &t).contains("headers 600/600 (100.0%)"));
+    }
 }
