@@ -129,16 +129,22 @@ fn the_demos_printed_next_steps_run_and_verify() {
         .iter()
         .position(|l| l.starts_with("next:"))
         .expect("next steps");
-    let cmds: Vec<Vec<&str>> = lines[i + 1..]
+    let printed: Vec<&str> = lines[i + 1..].iter().map(|l| l.trim()).collect();
+    let cmds: Vec<Vec<&str>> = printed
         .iter()
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(cmds.len(), 2, "{stdout}");
     assert_eq!(cmds[0][1..3], ["eth", "serve"], "{stdout}");
     assert_eq!(cmds[1][1..3], ["eth", "sync"], "{stdout}");
+    // Run as printed: by a shell, as a user pastes them.
+    let shell = |line: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("exec {line}"));
+        c
+    };
     // The server, as printed: its enode must be the one the sync command names.
-    let mut serve = Command::new(cmds[0][0])
-        .args(&cmds[0][1..])
+    let mut serve = shell(printed[0])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -157,10 +163,7 @@ fn the_demos_printed_next_steps_run_and_verify() {
     std::thread::spawn(move || std::io::copy(&mut serve_out, &mut std::io::sink()));
     let peer = cmds[1][cmds[1].iter().position(|a| *a == "--peer").unwrap() + 1];
     assert_eq!(enode.trim(), peer, "the printed enode is not the server's");
-    let sync = Command::new(cmds[1][0])
-        .args(&cmds[1][1..])
-        .output()
-        .unwrap();
+    let sync = shell(printed[1]).output().unwrap();
     let text = String::from_utf8_lossy(&sync.stdout);
     assert!(
         sync.status.success(),
@@ -169,4 +172,42 @@ fn the_demos_printed_next_steps_run_and_verify() {
     );
     assert!(text.contains("finished:    true"), "{text}");
     assert!(text.contains("complete, every node verified"), "{text}");
+    // ... against the state root the demo verified.
+    let want = cmds[1][cmds[1]
+        .iter()
+        .position(|a| *a == "--expect-state-root")
+        .expect("the sync checks the root")
+        + 1];
+    assert!(
+        text.contains(&format!("expected:    {want} (match)")),
+        "{text}"
+    );
+    drop(_serve);
+    // The demo again with another chain: its printed sync must not meet the data
+    // directory of the first one (a chain of another genesis).
+    let again = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "demo",
+            "--only",
+            "eth",
+            "--eth-accounts",
+            "1500",
+            "--eth-blocks",
+            "40",
+        ])
+        .args(["--next-listen", &format!("127.0.0.1:{port}"), "--next-dir"])
+        .arg(next_dir.path())
+        .output()
+        .unwrap();
+    let again = String::from_utf8_lossy(&again.stdout).to_string();
+    let sync_again = again
+        .lines()
+        .map(|l| l.trim())
+        .find(|l| l.contains(" eth sync "))
+        .expect("next steps");
+    let datadir = |l: &str| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w[w.iter().position(|a| *a == "--datadir").unwrap() + 1].to_string()
+    };
+    assert_ne!(datadir(sync_again), datadir(printed[1]), "{again}");
 }

@@ -69,7 +69,7 @@ pub struct DemoCmd {
     #[arg(long)]
     pub json: bool,
     /// Address of the `eth serve` in the printed next steps (the commands to sync the
-    /// devnet yourself).
+    /// devnet yourself); a free port on the same address when another process holds it.
     #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
     pub next_listen: std::net::SocketAddr,
     /// Directory of the printed next steps' node key and data (kept after the demo).
@@ -266,7 +266,10 @@ fn print_eth(part: &EthPart) {
 }
 
 /// The commands that serve the demo's Ethereum devnet and sync it, with a node key made
-/// now in `dir/serve` so that the printed enode is the one the server will have.
+/// now in `dir/serve` so that the printed enode is the one the server will have. The sync
+/// checks the state root the demo verified (`--expect-state-root`) and writes to a data
+/// directory of this chain only (a devnet of other sizes has another genesis, which the
+/// data directory of an earlier run would refuse).
 fn next_steps(
     cmd: &DemoCmd,
     chain: &ChainData,
@@ -275,27 +278,55 @@ fn next_steps(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "catchup".into());
+    let listen = free_or_other(cmd.next_listen);
     let serve_dir = dir.join("serve");
     let key = crate::eth::net::node_key::load_or_create(&serve_dir)?;
-    let enode = LocalNode::new(key).enode(cmd.next_listen);
+    let enode = LocalNode::new(key).enode(listen);
+    let genesis = hex::encode(chain.headers[0].hash.0);
+    let sync_dir = dir.join(format!("sync-{}", &genesis[..8]));
     Ok(vec![
         format!(
-            "{exe} eth serve --generate-accounts {} --generate-big-storage-slots {} --generate-blocks {} --seed {} --network-id {} --listen {} --datadir {}",
+            "{} eth serve --generate-accounts {} --generate-big-storage-slots {} --generate-blocks {} --seed {} --network-id {} --listen {listen} --datadir {}",
+            shell_word(&exe),
             cmd.eth_accounts,
             ETH_BIG_STORAGE_SLOTS,
             cmd.eth_blocks,
             cmd.seed,
             DEVNET_NETWORK_ID,
-            cmd.next_listen,
-            serve_dir.display()
+            shell_word(&serve_dir.display().to_string())
         ),
         format!(
-            "{exe} eth sync --peer {enode} --genesis-hash 0x{} --network-id {} --mode snap --pivot-distance 0 --datadir {}",
-            hex::encode(chain.headers[0].hash.0),
+            "{} eth sync --peer {enode} --genesis-hash 0x{genesis} --network-id {} --mode snap --pivot-distance 0 --expect-state-root {} --datadir {}",
+            shell_word(&exe),
             DEVNET_NETWORK_ID,
-            dir.join("sync").display()
+            chain.head().state_root,
+            shell_word(&sync_dir.display().to_string())
         ),
     ])
+}
+
+/// `addr` when no process holds it now; otherwise a free port on the same address (so that
+/// the printed serve command does not meet a port in use).
+fn free_or_other(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => addr,
+        Err(_) => std::net::TcpListener::bind((addr.ip(), 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or(addr),
+    }
+}
+
+/// `word` as one shell word: as is when it holds only plain characters, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@=,+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -487,4 +518,31 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            shell_word("/tmp/catchup-devnet/serve"),
+            "/tmp/catchup-devnet/serve"
+        );
+        assert_eq!(shell_word("/tmp/my dir"), "'/tmp/my dir'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_port_in_use_is_replaced_by_a_free_one() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let other = free_or_other(addr);
+        assert_ne!(other, addr);
+        assert_eq!(other.ip(), addr.ip());
+        drop(held);
+        assert_eq!(free_or_other(addr), addr);
+    }
 }
