@@ -274,11 +274,21 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             }
         }
     });
+    // SIGINT/SIGTERM stop the download and print its report; a second one exits at once.
+    let interrupt = cfg.interrupt.clone();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupt.clone())
+            .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
+        signal_hook::flag::register(sig, interrupt.clone())
+            .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
+    }
     let result = sync(
         cfg,
         sink_factory(args.verify, &args.datadir, args.shards),
         progress,
     );
+    // From here on (the hand-off and the repair phase) a signal exits at once.
+    interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -292,6 +302,14 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         print_report(&report, None, json);
     }
     if !report.complete {
+        if report.interrupted {
+            eprintln!(
+                "error: interrupted; {} of {} chunks are kept in {}: run the same command again to resume",
+                (report.chunks_resumed + report.chunks_fetched).min(report.chunks_total),
+                report.chunks_total,
+                args.datadir.display()
+            );
+        }
         return Ok(1);
     }
     crate::solana::handoff::run_after_sync(
@@ -548,7 +566,13 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
     println!(
         "{}: {} ({} bytes, {} chunks: {} resumed, {} fetched) in {:.1}s download, {:.1}s total, {:.1} MB/s",
         r.archive,
-        if r.complete { "verified" } else { "NOT complete" },
+        if r.complete {
+            "verified"
+        } else if r.interrupted {
+            "NOT complete (interrupted)"
+        } else {
+            "NOT complete"
+        },
         r.size_bytes,
         r.chunks_total,
         r.chunks_resumed,
