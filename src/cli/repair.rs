@@ -290,8 +290,11 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         }
     })?;
     for r in results {
-        let stats = r?;
-        eprintln!("serve-repair: {stats:?}");
+        let s = r?;
+        eprintln!(
+            "serve-repair: {} requests: {} shreds served, {} not found, {} invalid; {} pings sent, {} answered, {} peers awaiting a pong",
+            s.requests, s.served, s.not_found, s.invalid, s.pings_sent, s.pongs_ok, s.awaiting_pong
+        );
     }
     Ok(0)
 }
