@@ -204,21 +204,32 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
     } else {
         p.headers_total
     };
-    let share_note = if headers_of < p.headers_total {
-        format!(" of this shard's share; {} in all", p.headers_total)
+    let headers = if p.headers_total > 0 && p.headers_share == 0 {
+        // Set with the total: this shard owns none of the header batches.
+        format!(
+            "headers {} (none of the {} is this shard's share)",
+            p.headers_downloaded, p.headers_total
+        )
     } else {
-        String::new()
+        let share_note = if headers_of < p.headers_total {
+            format!(" of this shard's share; {} in all", p.headers_total)
+        } else {
+            String::new()
+        };
+        format!(
+            "headers {}/{} ({:.1}%{})",
+            p.headers_downloaded,
+            headers_of,
+            pct(p.headers_downloaded, headers_of),
+            share_note
+        )
     };
     format!(
-        "ethsync {} pivot {} highest {}: headers {}/{} ({:.1}%{}), bodies {}, receipts {}, state nodes {} downloaded {} queued, \
+        "ethsync {} pivot {} highest {}: {headers}, bodies {}, receipts {}, state nodes {} downloaded {} queued, \
          accounts {}, slots {}, codes {}, healed {}, requests {}, lies {}, timeouts {}, elapsed {:.1} s{}",
         status.mode,
         status.pivot_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         status.highest_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-        p.headers_downloaded,
-        headers_of,
-        pct(p.headers_downloaded, headers_of),
-        share_note,
         p.bodies_downloaded,
         p.receipts_downloaded,
         p.state_nodes_downloaded,
@@ -2853,6 +2864,19 @@ mod tests {
             ..b
         };
         assert!(progress_line(&status, &one).contains("headers 384/600 (64.0%)"));
+        // A shard that owns no header batch (a short chain: one batch).
+        let none = Progress {
+            headers_total: 20,
+            headers_share: 0,
+            ..Progress::default()
+        };
+        let ln = progress_line(&status, &none);
+        assert!(
+            ln.contains("headers 0 (none of the 20 is this shard's share)"),
+            "{ln}"
+        );
+        // Before the pivot is known nothing is counted yet.
+        assert!(progress_line(&status, &Progress::default()).contains("headers 0/0 (0.0%)"));
     }
 
     #[test]
