@@ -211,3 +211,48 @@ fn the_demos_printed_next_steps_run_and_verify() {
     };
     assert_ne!(datadir(sync_again), datadir(printed[1]), "{again}");
 }
+
+/// The Solana part as text: one line for the snapshot, one for the repair, with the slot
+/// range written for people, each transport once and the corrupting server dropped.
+#[test]
+fn the_solana_demo_reads_as_one_line_per_part() {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["demo", "--only", "solana", "--solana-accounts", "5000"])
+        .arg("--workdir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("solana   VERIFIED  slot "), "{stdout}");
+    let repair = lines[1];
+    assert!(repair.starts_with("solana   REPAIRED  slots "), "{stdout}");
+    let range = repair["solana   REPAIRED  slots ".len()..]
+        .split(':')
+        .next()
+        .unwrap();
+    let (from, to) = range.split_once('–').expect("a range like 101–132");
+    assert!(
+        from.parse::<u64>().unwrap() <= to.parse::<u64>().unwrap(),
+        "{repair}"
+    );
+    assert!(
+        repair.contains(" over udp;"),
+        "one transport, once: {repair}"
+    );
+    let wrong = repair
+        .split(", ")
+        .find(|s| s.starts_with("wrong@"))
+        .expect("the corrupting server");
+    assert!(wrong.contains(" dropped ("), "{repair}");
+    assert!(
+        lines[2].starts_with("demo: every part synced and verified in "),
+        "{stdout}"
+    );
+}

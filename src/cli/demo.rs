@@ -477,7 +477,13 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                     println!(
                         "solana   {}  {}; {}/{} slots byte-identical to the served ledger; servers: {}",
                         if r.verified { "REPAIRED" } else { "FAILED" },
-                        r.summary.line(),
+                        {
+                            let line = r.summary.line();
+                            match line.strip_prefix("repair of ") {
+                                Some(rest) => rest.to_string(),
+                                None => line,
+                            }
+                        },
                         r.slots_identical,
                         dcfg.repair_slots,
                         servers.join(", ")
