@@ -215,10 +215,19 @@ fn the_demos_printed_next_steps_run_and_verify() {
 /// The Solana part as text: one line for the snapshot, one for the repair, with the slot
 /// range written for people, each transport once and the corrupting server dropped.
 #[test]
-fn the_solana_demo_reads_as_one_line_per_part() {
+fn the_solana_demo_reads_as_one_line_per_part_and_its_next_steps_verify() {
     let work = tempfile::tempdir().unwrap();
+    let next_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
         .args(["demo", "--only", "solana", "--solana-accounts", "5000"])
+        .args(["--next-http-listen", &format!("127.0.0.1:{port}")])
+        .arg("--next-dir")
+        .arg(next_dir.path())
         .arg("--workdir")
         .arg(work.path())
         .output()
@@ -255,4 +264,49 @@ fn the_solana_demo_reads_as_one_line_per_part() {
         lines[2].starts_with("demo: every part synced and verified in "),
         "{stdout}"
     );
+    // The next steps, run as printed by a shell: make the snapshot, serve it, sync it.
+    let archive = lines[0].split_whitespace().nth(5).expect("archive name");
+    assert!(lines[3].starts_with("next: "), "{stdout}");
+    let printed: Vec<&str> = lines[4..].iter().map(|l| l.trim()).collect();
+    assert_eq!(printed.len(), 3, "{stdout}");
+    let shell = |line: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("exec {line}"));
+        c
+    };
+    let gen = shell(printed[0]).output().unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let mut serve = shell(printed[1])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut serve_out = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let _serve = Kill(serve);
+    let mut listening = String::new();
+    std::io::BufRead::read_line(&mut serve_out, &mut listening).unwrap();
+    assert_eq!(listening.trim(), format!("listening on 127.0.0.1:{port}"));
+    std::thread::spawn(move || std::io::copy(&mut serve_out, &mut std::io::sink()));
+    let sync = shell(printed[2]).output().unwrap();
+    let text = String::from_utf8_lossy(&sync.stdout);
+    assert!(
+        sync.status.success(),
+        "the printed sync failed: {text}\n{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    // The same archive as the demo's, verified.
+    assert!(text.starts_with(&format!("{archive}: verified ")), "{text}");
+    assert!(text.contains("    LtHash:          ok, "), "{text}");
+    assert!(text.contains("    capitalization:  ok, "), "{text}");
 }

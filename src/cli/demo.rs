@@ -72,6 +72,10 @@ pub struct DemoCmd {
     /// devnet yourself); a free port on the same address when another process holds it.
     #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
     pub next_listen: std::net::SocketAddr,
+    /// Address of the `solana snapshot serve` in the printed next steps; a free port on the
+    /// same address when another process holds it.
+    #[arg(long, default_value = "127.0.0.1:8909", value_name = "ADDR")]
+    pub next_http_listen: std::net::SocketAddr,
     /// Directory of the printed next steps' node key and data (kept after the demo).
     /// Default: `catchup-devnet` under the system temp dir.
     #[arg(long, value_name = "DIR")]
@@ -265,6 +269,13 @@ fn print_eth(part: &EthPart) {
     );
 }
 
+/// Where the printed next steps keep their data.
+fn next_dir(cmd: &DemoCmd) -> PathBuf {
+    cmd.next_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("catchup-devnet"))
+}
+
 /// The commands that serve the demo's Ethereum devnet and sync it, with a node key made
 /// now in `dir/serve` so that the printed enode is the one the server will have. The sync
 /// checks the state root the demo verified (`--expect-state-root`) and writes to a data
@@ -303,6 +314,43 @@ fn next_steps(
             shell_word(&sync_dir.display().to_string())
         ),
     ])
+}
+
+/// The commands that make the demo's Solana snapshot again (the same generator settings
+/// give the same archive), serve it and sync it, in a directory of this archive only.
+fn solana_next_steps(
+    cmd: &DemoCmd,
+    archive: &str,
+    slot: u64,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "catchup".into());
+    // snapshot-SLOT-HASH.tar.zst: the hash names the archive.
+    let hash: String = archive
+        .trim_start_matches("snapshot-")
+        .split('-')
+        .nth(1)
+        .unwrap_or("")
+        .chars()
+        .take(8)
+        .collect();
+    let base = dir.join(format!("solana-{slot}-{hash}"));
+    let snaps = shell_word(&base.join("snapshots").display().to_string());
+    let listen = free_or_other(cmd.next_http_listen);
+    let exe = shell_word(&exe);
+    vec![
+        format!(
+            "{exe} solana snapshot generate --accounts {} --slot {slot} --out {snaps}",
+            cmd.solana_accounts
+        ),
+        format!("{exe} solana snapshot serve --listen {listen} {snaps}"),
+        format!(
+            "{exe} solana sync --source http://{listen} --datadir {}",
+            shell_word(&base.join("sync").display().to_string())
+        ),
+    ]
 }
 
 /// `addr` when no process holds it now; otherwise a free port on the same address (so that
@@ -350,6 +398,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut all_ok = true;
     let mut out = serde_json::Map::new();
     let mut next: Vec<String> = Vec::new();
+    let mut next_solana: Vec<String> = Vec::new();
 
     if cmd.only != Some(Family::Solana) {
         if !cmd.json {
@@ -374,10 +423,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             parts.push(part);
         }
         out.insert("eth".into(), serde_json::to_value(&parts)?);
-        let dir = cmd
-            .next_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("catchup-devnet"));
+        let dir = next_dir(&cmd);
         match next_steps(&cmd, &chain, &dir) {
             Ok(n) => next = n,
             Err(e) => tracing::warn!("cannot prepare the next steps in {}: {e:#}", dir.display()),
@@ -423,6 +469,9 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             .map_or(dcfg.repair_slots == 0, |r| r.verified);
         let ok = report.sync.complete && repair_ok;
         all_ok &= ok;
+        if let (true, Some(slot)) = (report.sync.complete, report.sync.slot) {
+            next_solana = solana_next_steps(&cmd, &report.sync.archive, slot, &next_dir(&cmd));
+        }
         if !cmd.json {
             let s = &report.sync;
             let verified = s.verified.as_ref().map(|v| {
@@ -506,6 +555,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             json!(started.elapsed().as_millis() as u64),
         );
         out.insert("next".into(), json!(next));
+        out.insert("next_solana".into(), json!(next_solana));
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
@@ -519,6 +569,14 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         if !next.is_empty() {
             println!("next: serve this Ethereum devnet and snap-sync it yourself (two terminals):");
             for c in &next {
+                println!("  {c}");
+            }
+        }
+        if !next_solana.is_empty() {
+            println!(
+                "next: make this Solana snapshot again, serve it and sync it yourself (the serve keeps running: sync from another terminal):"
+            );
+            for c in &next_solana {
                 println!("  {c}");
             }
         }
