@@ -568,10 +568,13 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         );
         for p in &report.peers {
             println!(
-                "peer {} {:?} eth/{}: {} requests, {} answered, {} timeouts{}{}",
+                "peer {} {}: {} requests, {} answered, {} timeouts{}{}",
                 p.peer,
-                p.client,
-                p.eth_version,
+                if p.eth_version == 0 {
+                    "(never connected)".to_string()
+                } else {
+                    format!("{:?} eth/{}", p.client, p.eth_version)
+                },
                 p.requests,
                 p.answered,
                 p.timeouts,
