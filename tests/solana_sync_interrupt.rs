@@ -20,7 +20,7 @@ impl Drop for Running {
 /// signal comes); returns the server and its base URL.
 fn slow_snapshot_server(dir: &std::path::Path) -> (Running, String) {
     let gen = Command::new(BIN)
-        .args(["solana", "snapshot", "generate", "--accounts", "20000"])
+        .args(["solana", "snapshot", "generate", "--accounts", "50000"])
         .args(["--slot", "100", "--out"])
         .arg(dir)
         .output()
@@ -66,7 +66,7 @@ fn interrupted_sync(json: bool, shards: u32) {
         cmd.arg("--json");
     }
     let mut child = cmd.spawn().expect("spawn solana sync");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the sync ended before the signal"
