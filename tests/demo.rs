@@ -129,16 +129,22 @@ fn the_demos_printed_next_steps_run_and_verify() {
         .iter()
         .position(|l| l.starts_with("next:"))
         .expect("next steps");
-    let cmds: Vec<Vec<&str>> = lines[i + 1..]
+    let printed: Vec<&str> = lines[i + 1..].iter().map(|l| l.trim()).collect();
+    let cmds: Vec<Vec<&str>> = printed
         .iter()
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(cmds.len(), 2, "{stdout}");
     assert_eq!(cmds[0][1..3], ["eth", "serve"], "{stdout}");
     assert_eq!(cmds[1][1..3], ["eth", "sync"], "{stdout}");
+    // Run as printed: by a shell, as a user pastes them.
+    let shell = |line: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("exec {line}"));
+        c
+    };
     // The server, as printed: its enode must be the one the sync command names.
-    let mut serve = Command::new(cmds[0][0])
-        .args(&cmds[0][1..])
+    let mut serve = shell(printed[0])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -157,10 +163,7 @@ fn the_demos_printed_next_steps_run_and_verify() {
     std::thread::spawn(move || std::io::copy(&mut serve_out, &mut std::io::sink()));
     let peer = cmds[1][cmds[1].iter().position(|a| *a == "--peer").unwrap() + 1];
     assert_eq!(enode.trim(), peer, "the printed enode is not the server's");
-    let sync = Command::new(cmds[1][0])
-        .args(&cmds[1][1..])
-        .output()
-        .unwrap();
+    let sync = shell(printed[1]).output().unwrap();
     let text = String::from_utf8_lossy(&sync.stdout);
     assert!(
         sync.status.success(),
@@ -169,4 +172,141 @@ fn the_demos_printed_next_steps_run_and_verify() {
     );
     assert!(text.contains("finished:    true"), "{text}");
     assert!(text.contains("complete, every node verified"), "{text}");
+    // ... against the state root the demo verified.
+    let want = cmds[1][cmds[1]
+        .iter()
+        .position(|a| *a == "--expect-state-root")
+        .expect("the sync checks the root")
+        + 1];
+    assert!(
+        text.contains(&format!("expected:    {want} (match)")),
+        "{text}"
+    );
+    drop(_serve);
+    // The demo again with another chain: its printed sync must not meet the data
+    // directory of the first one (a chain of another genesis).
+    let again = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "demo",
+            "--only",
+            "eth",
+            "--eth-accounts",
+            "1500",
+            "--eth-blocks",
+            "40",
+        ])
+        .args(["--next-listen", &format!("127.0.0.1:{port}"), "--next-dir"])
+        .arg(next_dir.path())
+        .output()
+        .unwrap();
+    let again = String::from_utf8_lossy(&again.stdout).to_string();
+    let sync_again = again
+        .lines()
+        .map(|l| l.trim())
+        .find(|l| l.contains(" eth sync "))
+        .expect("next steps");
+    let datadir = |l: &str| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w[w.iter().position(|a| *a == "--datadir").unwrap() + 1].to_string()
+    };
+    assert_ne!(datadir(sync_again), datadir(printed[1]), "{again}");
+}
+
+/// The Solana part as text: one line for the snapshot, one for the repair, with the slot
+/// range written for people, each transport once and the corrupting server dropped.
+#[test]
+fn the_solana_demo_reads_as_one_line_per_part_and_its_next_steps_verify() {
+    let work = tempfile::tempdir().unwrap();
+    let next_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["demo", "--only", "solana", "--solana-accounts", "5000"])
+        .args(["--next-http-listen", &format!("127.0.0.1:{port}")])
+        .arg("--next-dir")
+        .arg(next_dir.path())
+        .arg("--workdir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("solana   VERIFIED  slot "), "{stdout}");
+    let repair = lines[1];
+    assert!(repair.starts_with("solana   REPAIRED  slots "), "{stdout}");
+    let range = repair["solana   REPAIRED  slots ".len()..]
+        .split(':')
+        .next()
+        .unwrap();
+    let (from, to) = range.split_once('–').expect("a range like 101–132");
+    assert!(
+        from.parse::<u64>().unwrap() <= to.parse::<u64>().unwrap(),
+        "{repair}"
+    );
+    assert!(
+        repair.contains(" over udp;"),
+        "one transport, once: {repair}"
+    );
+    let wrong = repair
+        .split(", ")
+        .find(|s| s.starts_with("wrong@"))
+        .expect("the corrupting server");
+    assert!(wrong.contains(" dropped ("), "{repair}");
+    assert!(
+        lines[2].starts_with("demo: every part synced and verified in "),
+        "{stdout}"
+    );
+    // The next steps, run as printed by a shell: make the snapshot, serve it, sync it.
+    let archive = lines[0].split_whitespace().nth(5).expect("archive name");
+    assert!(lines[3].starts_with("next: "), "{stdout}");
+    let printed: Vec<&str> = lines[4..].iter().map(|l| l.trim()).collect();
+    assert_eq!(printed.len(), 3, "{stdout}");
+    let shell = |line: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("exec {line}"));
+        c
+    };
+    let gen = shell(printed[0]).output().unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let mut serve = shell(printed[1])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut serve_out = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let _serve = Kill(serve);
+    let mut listening = String::new();
+    std::io::BufRead::read_line(&mut serve_out, &mut listening).unwrap();
+    assert_eq!(listening.trim(), format!("listening on 127.0.0.1:{port}"));
+    std::thread::spawn(move || std::io::copy(&mut serve_out, &mut std::io::sink()));
+    let sync = shell(printed[2]).output().unwrap();
+    let text = String::from_utf8_lossy(&sync.stdout);
+    assert!(
+        sync.status.success(),
+        "the printed sync failed: {text}\n{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    // The same archive as the demo's, verified.
+    assert!(text.starts_with(&format!("{archive}: verified ")), "{text}");
+    assert!(text.contains("    LtHash:          ok, "), "{text}");
+    assert!(text.contains("    capitalization:  ok, "), "{text}");
 }

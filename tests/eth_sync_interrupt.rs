@@ -113,6 +113,12 @@ fn interrupted_sync(mode: &str, shards: u32, json: bool) {
             "no text report; stdout {out:?}, stderr {err}"
         );
     }
+    // stderr is a pipe here, not a terminal: plain text, no colour codes.
+    assert!(err.contains("INFO"), "no log lines on stderr: {err}");
+    assert!(
+        !err.contains("\x1b["),
+        "ANSI colour codes on a non-terminal stderr: {err:?}"
+    );
     let file = dir.path().join("sync-report.json");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).expect("sync-report.json written")).unwrap();

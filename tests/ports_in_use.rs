@@ -42,6 +42,14 @@ fn eth_serve() -> (Running, String) {
 /// Run a server command that must refuse the port: it exits by itself (bounded), non-zero,
 /// with one stderr line naming the address.
 fn assert_refused(args: &[&str], addr: &str) {
+    assert_refused_with(
+        args,
+        &format!("error: {addr} is already in use by another process; pick another --listen"),
+    );
+}
+
+/// Run a command that must exit by itself (bounded), non-zero, with exactly `line` on stderr.
+fn assert_refused_with(args: &[&str], line: &str) {
     let start = Instant::now();
     let mut child = Command::new(BIN)
         .args(args)
@@ -67,10 +75,7 @@ fn assert_refused(args: &[&str], addr: &str) {
     assert!(!status.success(), "{args:?} exited 0; stderr: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line expected, got: {err}");
-    assert_eq!(
-        lines[0],
-        format!("error: {addr} is already in use by another process; pick another --listen")
-    );
+    assert_eq!(lines[0], line);
 }
 
 /// `eth serve` on `addr` must be refused.
@@ -153,5 +158,62 @@ fn a_missing_snapshot_directory_is_said_to_not_exist() {
             "error: snapshot directory {}: does not exist",
             missing.display()
         )
+    );
+}
+
+#[test]
+fn a_second_serve_repair_on_a_udp_port_in_use_is_refused() {
+    let mut child = Command::new(BIN)
+        .args(["solana", "serve-repair", "--listen", "127.0.0.1:0"])
+        .args(["--generate-from", "100", "--generate-slots", "2"])
+        .args(["--max-seconds", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve-repair");
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line)
+        .expect("serve-repair prints its address");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let _first = Running(child);
+    let info: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+    let addr = info["listen"].as_str().expect("listen").to_string();
+    assert_refused(
+        &[
+            "solana",
+            "serve-repair",
+            "--listen",
+            &addr,
+            "--generate-from",
+            "100",
+            "--generate-slots",
+            "2",
+            "--max-seconds",
+            "10",
+        ],
+        &addr,
+    );
+}
+
+#[test]
+fn an_admin_endpoint_on_a_port_in_use_is_refused() {
+    let (_first, addr) = eth_serve();
+    assert_refused_with(
+        &[
+            "eth",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--generate-accounts",
+            "50",
+            "--generate-blocks",
+            "4",
+            "--admin",
+            &addr,
+        ],
+        &format!(
+            "error: admin endpoint: {addr} is already in use by another process; pick another --admin"
+        ),
     );
 }

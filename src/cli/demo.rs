@@ -69,9 +69,13 @@ pub struct DemoCmd {
     #[arg(long)]
     pub json: bool,
     /// Address of the `eth serve` in the printed next steps (the commands to sync the
-    /// devnet yourself).
+    /// devnet yourself); a free port on the same address when another process holds it.
     #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
     pub next_listen: std::net::SocketAddr,
+    /// Address of the `solana snapshot serve` in the printed next steps; a free port on the
+    /// same address when another process holds it.
+    #[arg(long, default_value = "127.0.0.1:8909", value_name = "ADDR")]
+    pub next_http_listen: std::net::SocketAddr,
     /// Directory of the printed next steps' node key and data (kept after the demo).
     /// Default: `catchup-devnet` under the system temp dir.
     #[arg(long, value_name = "DIR")]
@@ -265,8 +269,18 @@ fn print_eth(part: &EthPart) {
     );
 }
 
+/// Where the printed next steps keep their data.
+fn next_dir(cmd: &DemoCmd) -> PathBuf {
+    cmd.next_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("catchup-devnet"))
+}
+
 /// The commands that serve the demo's Ethereum devnet and sync it, with a node key made
-/// now in `dir/serve` so that the printed enode is the one the server will have.
+/// now in `dir/serve` so that the printed enode is the one the server will have. The sync
+/// checks the state root the demo verified (`--expect-state-root`) and writes to a data
+/// directory of this chain only (a devnet of other sizes has another genesis, which the
+/// data directory of an earlier run would refuse).
 fn next_steps(
     cmd: &DemoCmd,
     chain: &ChainData,
@@ -275,29 +289,94 @@ fn next_steps(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "catchup".into());
+    let listen = free_or_other(cmd.next_listen);
     let serve_dir = dir.join("serve");
     let key = crate::eth::net::node_key::load_or_create(&serve_dir)?;
-    let enode = LocalNode::new(key).enode(cmd.next_listen);
+    let enode = LocalNode::new(key).enode(listen);
     let genesis = hex::encode(chain.headers[0].hash.0);
+    // One data directory per chain: a demo run with other sizes or seed makes
+    // another chain, which the first one's data directory would refuse.
+    let sync_dir = dir.join(format!("sync-{}", &genesis[..12]));
     Ok(vec![
         format!(
-            "{exe} eth serve --generate-accounts {} --generate-big-storage-slots {} --generate-blocks {} --seed {} --network-id {} --listen {} --datadir {}",
+            "{} eth serve --generate-accounts {} --generate-big-storage-slots {} --generate-blocks {} --seed {} --network-id {} --listen {listen} --datadir {}",
+            shell_word(&exe),
             cmd.eth_accounts,
             ETH_BIG_STORAGE_SLOTS,
             cmd.eth_blocks,
             cmd.seed,
             DEVNET_NETWORK_ID,
-            cmd.next_listen,
-            serve_dir.display()
+            shell_word(&serve_dir.display().to_string())
         ),
         format!(
-            "{exe} eth sync --peer {enode} --genesis-hash 0x{genesis} --network-id {} --mode snap --pivot-distance 0 --datadir {}",
+            "{} eth sync --peer {enode} --genesis-hash 0x{genesis} --network-id {} --mode snap --pivot-distance 0 --expect-state-root {} --datadir {}",
+            shell_word(&exe),
             DEVNET_NETWORK_ID,
-            // One data directory per chain: a demo run with other sizes or seed makes
-            // another chain, which the first one's data directory would refuse.
-            dir.join(format!("sync-{}", &genesis[..12])).display()
+            chain.head().state_root,
+            shell_word(&sync_dir.display().to_string())
         ),
     ])
+}
+
+/// The commands that make the demo's Solana snapshot again (the same generator settings
+/// give the same archive), serve it and sync it, in a directory of this archive only.
+fn solana_next_steps(
+    cmd: &DemoCmd,
+    archive: &str,
+    slot: u64,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "catchup".into());
+    // snapshot-SLOT-HASH.tar.zst: the hash names the archive.
+    let hash: String = archive
+        .trim_start_matches("snapshot-")
+        .split('-')
+        .nth(1)
+        .unwrap_or("")
+        .chars()
+        .take(8)
+        .collect();
+    let base = dir.join(format!("solana-{slot}-{hash}"));
+    let snaps = shell_word(&base.join("snapshots").display().to_string());
+    let listen = free_or_other(cmd.next_http_listen);
+    let exe = shell_word(&exe);
+    vec![
+        format!(
+            "{exe} solana snapshot generate --accounts {} --slot {slot} --out {snaps}",
+            cmd.solana_accounts
+        ),
+        format!("{exe} solana snapshot serve --listen {listen} {snaps}"),
+        format!(
+            "{exe} solana sync --source http://{listen} --datadir {}",
+            shell_word(&base.join("sync").display().to_string())
+        ),
+    ]
+}
+
+/// `addr` when no process holds it now; otherwise a free port on the same address (so that
+/// the printed serve command does not meet a port in use).
+fn free_or_other(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => addr,
+        Err(_) => std::net::TcpListener::bind((addr.ip(), 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or(addr),
+    }
+}
+
+/// `word` as one shell word: as is when it holds only plain characters, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@=,+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -321,6 +400,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut all_ok = true;
     let mut out = serde_json::Map::new();
     let mut next: Vec<String> = Vec::new();
+    let mut next_solana: Vec<String> = Vec::new();
 
     if cmd.only != Some(Family::Solana) {
         if !cmd.json {
@@ -345,10 +425,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             parts.push(part);
         }
         out.insert("eth".into(), serde_json::to_value(&parts)?);
-        let dir = cmd
-            .next_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("catchup-devnet"));
+        let dir = next_dir(&cmd);
         match next_steps(&cmd, &chain, &dir) {
             Ok(n) => next = n,
             Err(e) => tracing::warn!("cannot prepare the next steps in {}: {e:#}", dir.display()),
@@ -394,6 +471,9 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             .map_or(dcfg.repair_slots == 0, |r| r.verified);
         let ok = report.sync.complete && repair_ok;
         all_ok &= ok;
+        if let (true, Some(slot)) = (report.sync.complete, report.sync.slot) {
+            next_solana = solana_next_steps(&cmd, &report.sync.archive, slot, &next_dir(&cmd));
+        }
         if !cmd.json {
             let s = &report.sync;
             let verified = s.verified.as_ref().map(|v| {
@@ -448,7 +528,13 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                     println!(
                         "solana   {}  {}; {}/{} slots byte-identical to the served ledger; servers: {}",
                         if r.verified { "REPAIRED" } else { "FAILED" },
-                        r.summary.line(),
+                        {
+                            let line = r.summary.line();
+                            match line.strip_prefix("repair of ") {
+                                Some(rest) => rest.to_string(),
+                                None => line,
+                            }
+                        },
                         r.slots_identical,
                         dcfg.repair_slots,
                         servers.join(", ")
@@ -471,6 +557,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             json!(started.elapsed().as_millis() as u64),
         );
         out.insert("next".into(), json!(next));
+        out.insert("next_solana".into(), json!(next_solana));
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
@@ -487,6 +574,41 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 println!("  {c}");
             }
         }
+        if !next_solana.is_empty() {
+            println!(
+                "next: make this Solana snapshot again, serve it and sync it yourself (the serve keeps running: sync from another terminal):"
+            );
+            for c in &next_solana {
+                println!("  {c}");
+            }
+        }
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            shell_word("/tmp/catchup-devnet/serve"),
+            "/tmp/catchup-devnet/serve"
+        );
+        assert_eq!(shell_word("/tmp/my dir"), "'/tmp/my dir'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_port_in_use_is_replaced_by_a_free_one() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let other = free_or_other(addr);
+        assert_ne!(other, addr);
+        assert_eq!(other.ip(), addr.ip());
+        drop(held);
+        assert_eq!(free_or_other(addr), addr);
+    }
 }

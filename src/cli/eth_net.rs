@@ -340,15 +340,23 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     } else {
         println!("{enode}");
         eprintln!(
-            "serving blocks {}..={} (head 0x{}), state {}, fork id {}, profile {:?}, {} shard(s)",
+            "serving blocks {}..={} (head 0x{}), state {}, fork id {}, profile {}, {} shard(s)",
             shown.base,
             shown.head_number,
             hex::encode(shown.head_hash),
             if state.is_some() { "yes" } else { "no" },
             status.fork_id,
-            a.profile,
+            format!("{:?}", a.profile).to_lowercase(),
             a.shards
         );
+        if a.genesis.is_none() {
+            // A chain without forks: its genesis hash and network id are all a sync needs.
+            eprintln!(
+                "sync from it: catchup eth sync --peer {enode} --genesis-hash 0x{} --network-id {} --datadir DIR",
+                hex::encode(shown.genesis),
+                status.network_id
+            );
+        }
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -559,10 +567,13 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         );
         for p in &report.peers {
             println!(
-                "peer {} {:?} eth/{}: {} requests, {} answered, {} timeouts{}{}",
+                "peer {} {}: {} requests, {} answered, {} timeouts{}{}",
                 p.peer,
-                p.client,
-                p.eth_version,
+                if p.eth_version == 0 {
+                    "(never connected)".to_string()
+                } else {
+                    format!("{:?} eth/{}", p.client, p.eth_version)
+                },
                 p.requests,
                 p.answered,
                 p.timeouts,

@@ -248,8 +248,9 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
             ..Default::default()
         },
     };
-    let std_sock =
-        std::net::UdpSocket::bind(a.listen).with_context(|| format!("binding {}", a.listen))?;
+    // Held from before the address is printed, and served on by the one shard: no other
+    // process can share it (nor take it in between).
+    let std_sock = crate::node::listen::claim_udp(a.listen, "--listen")?;
     let local = std_sock.local_addr()?;
     let slots: Vec<u64> = ledger.slots().collect();
     let info = serde_json::json!({
@@ -264,7 +265,6 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     });
     println!("{info}");
     std::io::stdout().flush()?;
-    drop(std_sock);
     let rt = catchup_shards::RuntimeConfig {
         name: "serve-repair".into(),
         ..catchup_shards::RuntimeConfig::new(1)
@@ -272,20 +272,29 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     let max = (a.max_seconds > 0).then(|| Duration::from_secs(a.max_seconds));
     let start = Instant::now();
     let listen = local;
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Some(std_sock)));
     let results = catchup_shards::run(&rt, move |shard: catchup_shards::Shard<()>| {
         let ledger = ledger.clone();
         let identity = identity.clone();
+        let held = held.clone();
         async move {
-            let sock = glommio::net::UdpSocket::bind(listen)
-                .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+            let std_sock = held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("the socket on {listen} was already taken"))?;
+            let sock = glommio::net::UdpSocket::from(socket2::Socket::from(std_sock));
             let stop = || shard.shutting_down() || max.is_some_and(|m| start.elapsed() >= m);
             let stats = serve(sock, &ledger, identity, faults, 7, stop).await?;
             Ok::<_, anyhow::Error>(stats)
         }
     })?;
     for r in results {
-        let stats = r?;
-        eprintln!("serve-repair: {stats:?}");
+        let s = r?;
+        eprintln!(
+            "serve-repair: {} requests: {} shreds served, {} not found, {} invalid; {} pings sent, {} answered, {} peers awaiting a pong",
+            s.requests, s.served, s.not_found, s.invalid, s.pings_sent, s.pongs_ok, s.awaiting_pong
+        );
     }
     Ok(0)
 }

@@ -274,11 +274,21 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             }
         }
     });
+    // SIGINT/SIGTERM stop the download and print its report; a second one exits at once.
+    let interrupt = cfg.interrupt.clone();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupt.clone())
+            .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
+        signal_hook::flag::register(sig, interrupt.clone())
+            .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
+    }
     let result = sync(
         cfg,
         sink_factory(args.verify, &args.datadir, args.shards),
         progress,
     );
+    // From here on (the hand-off and the repair phase) a signal exits at once.
+    interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -292,6 +302,14 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         print_report(&report, None, json);
     }
     if !report.complete {
+        if report.interrupted {
+            eprintln!(
+                "error: interrupted; {} of {} chunks are kept in {}: run the same command again to resume",
+                (report.chunks_resumed + report.chunks_fetched).min(report.chunks_total),
+                report.chunks_total,
+                args.datadir.display()
+            );
+        }
         return Ok(1);
     }
     crate::solana::handoff::run_after_sync(
@@ -548,7 +566,13 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
     println!(
         "{}: {} ({} bytes, {} chunks: {} resumed, {} fetched) in {:.1}s download, {:.1}s total, {:.1} MB/s",
         r.archive,
-        if r.complete { "verified" } else { "NOT complete" },
+        if r.complete {
+            "verified"
+        } else if r.interrupted {
+            "NOT complete (interrupted)"
+        } else {
+            "NOT complete"
+        },
         r.size_bytes,
         r.chunks_total,
         r.chunks_resumed,
@@ -576,11 +600,102 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
         println!("  bad source: {b}");
     }
     if let Some(v) = &r.verified {
-        println!("  verified:");
-        for line in readable_lines(v, 4) {
+        for line in verified_lines(v) {
             println!("{line}");
         }
     }
+}
+
+/// The verifier's report for people: for the full pipeline, what was checked and its
+/// outcome first (LtHash, capitalization, accounts, slot), then where it went and one line
+/// per shard; any other report as indented `key: value` lines. `--json` has every field.
+fn verified_lines(v: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    let check = v["check"].as_str().unwrap_or("checks");
+    let text = |k: &str| match &v[k] {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if v["lt_hash_ok"].is_null() || v["capitalization_ok"].is_null() {
+        let mut out = vec![format!("  verified: {check}")];
+        let mut rest = v.clone();
+        if let Some(o) = rest.as_object_mut() {
+            o.remove("check");
+        }
+        out.extend(readable_lines(&rest, 4));
+        return out;
+    }
+    let outcome = |ok: &str, computed: &str, expected: &str, unit: &str| {
+        if v[ok] == Value::Bool(true) {
+            format!("ok, {}{unit} (computed = expected)", text(computed))
+        } else {
+            format!(
+                "MISMATCH: computed {}{unit}, expected {}{unit}",
+                text(computed),
+                text(expected)
+            )
+        }
+    };
+    let mut out = vec![
+        format!("  verified: {check}"),
+        format!(
+            "    LtHash:          {}",
+            outcome("lt_hash_ok", "lt_hash_computed", "lt_hash_expected", "")
+        ),
+        format!(
+            "    capitalization:  {}",
+            outcome(
+                "capitalization_ok",
+                "capitalization_computed",
+                "capitalization_expected",
+                " lamports"
+            )
+        ),
+        format!(
+            "    accounts:        {} live of {} stored ({} with zero lamports) in {} storage file(s)",
+            text("accounts_live"),
+            text("accounts_total"),
+            text("zero_lamport_accounts"),
+            text("storages")
+        ),
+        format!(
+            "    slot:            {} (parent {}{}), bank hash {}",
+            text("slot"),
+            text("parent_slot"),
+            if v["base_slot"].is_null() {
+                String::new()
+            } else {
+                format!(", incremental on base slot {}", text("base_slot"))
+            },
+            text("bank_hash")
+        ),
+        format!(
+            "    unpacked:        {} bytes from {} compressed ({} zstd frame(s)) into {} in {} ms",
+            text("decompressed_bytes"),
+            text("compressed_bytes"),
+            text("frames"),
+            text("dir"),
+            text("elapsed_ms")
+        ),
+    ];
+    for sh in v["shards"].as_array().into_iter().flatten() {
+        let t = |k: &str| match &sh[k] {
+            Value::Null => "-".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push(format!(
+            "    {:<17}{} live accounts of {}, {} bytes scanned, {} file(s) written ({})",
+            format!("shard {}:", t("shard")),
+            t("accounts_live"),
+            t("accounts_total"),
+            t("scanned_bytes"),
+            t("files_written"),
+            t("write_mode")
+        ));
+    }
+    out
 }
 
 /// A JSON value as indented `key: value` lines for people (nested objects indented
@@ -672,6 +787,64 @@ pub fn run_serve(args: ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod readable_tests {
     use super::readable_lines;
+
+    #[test]
+    fn the_full_pipelines_verification_reads_outcome_first() {
+        let v = serde_json::json!({
+            "accounts_live": 50000, "accounts_total": 50000, "bank_hash": "Hkv",
+            "base_slot": null, "capitalization_computed": 24984, "capitalization_expected": 24984,
+            "capitalization_ok": true, "check": "snapshot pipeline: LtHash and capitalization",
+            "compressed_bytes": 41, "datadir": "sd/snapshot/100", "decompressed_bytes": 134,
+            "dir": "sd/snapshot/100", "elapsed_ms": 108, "frames": 1,
+            "lt_hash_computed": "BGq", "lt_hash_expected": "BGq", "lt_hash_ok": true,
+            "parent_slot": 99, "slot": 100, "storages": 1, "zero_lamport_accounts": 50,
+            "shards": [
+                {"shard": 0, "accounts_live": 24985, "accounts_total": 24985,
+                 "scanned_bytes": 13, "files_written": 1, "write_mode": "io_uring-dma"},
+                {"shard": 1, "accounts_live": 25015, "accounts_total": 25015,
+                 "scanned_bytes": 0, "files_written": 0, "write_mode": "no files written"}
+            ]
+        });
+        let lines = super::verified_lines(&v);
+        assert_eq!(
+            lines[..4],
+            [
+                "  verified: snapshot pipeline: LtHash and capitalization",
+                "    LtHash:          ok, BGq (computed = expected)",
+                "    capitalization:  ok, 24984 lamports (computed = expected)",
+                "    accounts:        50000 live of 50000 stored (50 with zero lamports) in 1 storage file(s)",
+            ],
+            "{lines:#?}"
+        );
+        assert!(lines.contains(&"    slot:            100 (parent 99), bank hash Hkv".to_string()));
+        assert!(lines.contains(
+            &"    shard 1:         25015 live accounts of 25015, 0 bytes scanned, 0 file(s) written (no files written)"
+                .to_string()
+        ));
+        assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
+        let mut bad = v.clone();
+        bad["lt_hash_ok"] = serde_json::json!(false);
+        bad["lt_hash_computed"] = serde_json::json!("XYZ");
+        assert_eq!(
+            super::verified_lines(&bad)[1],
+            "    LtHash:          MISMATCH: computed XYZ, expected BGq"
+        );
+    }
+
+    #[test]
+    fn another_verification_reads_as_key_value_lines_under_its_check() {
+        let v = serde_json::json!({
+            "check": "zstd frames and tar structure", "tar_entries": 7, "manifest_seen": true
+        });
+        assert_eq!(
+            super::verified_lines(&v),
+            [
+                "  verified: zstd frames and tar structure",
+                "    manifest seen: true",
+                "    tar entries: 7"
+            ]
+        );
+    }
 
     #[test]
     fn a_verification_summary_reads_as_lines() {

@@ -12,7 +12,7 @@ use crate::solana::snapshot::{
 
 #[derive(Subcommand, Debug)]
 pub enum SolanaCmd {
-    /// Snapshot archives: verify, inspect, generate.
+    /// Snapshot archives: verify, inspect, generate, serve over HTTP.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// Catch up from snapshot sources: download in parallel ranges, verify while downloading.

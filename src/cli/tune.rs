@@ -175,7 +175,41 @@ pub fn plan_for(cmd: &TuneCmd) -> anyhow::Result<Plan> {
         Some(name) => Some(read_nic(&root, name)?),
         None => None,
     };
-    Ok(make_plan(&topo, cmd.shards, nic.as_ref())?)
+    let mut plan = make_plan(&topo, cmd.shards, nic.as_ref())?;
+    let run_line = plan_run_line(cmd);
+    for c in &mut plan.commands {
+        if let Some(rest) = c.strip_prefix(PLAN_RUN_PREFIX) {
+            let rest = if cmd.out.is_some() {
+                rest.replace("write this plan, then run", "run")
+            } else {
+                rest.to_string()
+            };
+            *c = format!("{run_line}{rest}");
+        }
+    }
+    Ok(plan)
+}
+
+/// How the plan's last command starts (see `catchup_tuning::plan`): a plan written without
+/// this command's options, which would be another plan.
+const PLAN_RUN_PREFIX: &str = "catchup tune --out PLAN.toml && catchup --plan PLAN.toml <command>";
+
+/// The command that writes the plan shown (with the options that made it) and runs with it;
+/// with `--out`, only the run (the plan is being written there).
+fn plan_run_line(cmd: &TuneCmd) -> String {
+    match &cmd.out {
+        Some(out) => format!("catchup --plan {} <command>", out.display()),
+        None => {
+            let mut opts = String::new();
+            if let Some(n) = cmd.shards {
+                opts.push_str(&format!(" --shards {n}"));
+            }
+            if let Some(nic) = &cmd.nic {
+                opts.push_str(&format!(" --nic {nic}"));
+            }
+            format!("catchup tune{opts} --out PLAN.toml && catchup --plan PLAN.toml <command>")
+        }
+    }
 }
 
 fn render_check(parts: &[PartReport]) -> String {
@@ -269,4 +303,66 @@ pub fn run(cmd: TuneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod plan_line_tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> TuneCmd {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            t: TuneCmd,
+        }
+        <P as clap::Parser>::parse_from(std::iter::once("tune").chain(args.iter().copied())).t
+    }
+
+    #[test]
+    fn the_plan_command_carries_the_options_that_made_the_plan() {
+        assert_eq!(
+            plan_run_line(&cmd(&["--shards", "3", "--nic", "eth1"])),
+            "catchup tune --shards 3 --nic eth1 --out PLAN.toml && catchup --plan PLAN.toml <command>"
+        );
+        assert_eq!(
+            plan_run_line(&cmd(&[])),
+            "catchup tune --out PLAN.toml && catchup --plan PLAN.toml <command>"
+        );
+        assert_eq!(
+            plan_run_line(&cmd(&["--out", "/etc/p.toml"])),
+            "catchup --plan /etc/p.toml <command>"
+        );
+    }
+
+    #[test]
+    fn the_plan_shown_ends_with_the_command_that_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        catchup_tuning::fake::FakeHost {
+            cores_per_node: 4,
+            numa_nodes: 1,
+            threads_per_core: 1,
+            nic: Some(("ens9".into(), 2, 300)),
+        }
+        .write(dir.path())
+        .unwrap();
+        let (sys, proc) = (dir.path().join("sys"), dir.path().join("proc"));
+        let args = [
+            "--nic",
+            "ens9",
+            "--shards",
+            "2",
+            "--sys-root",
+            sys.to_str().unwrap(),
+            "--proc-root",
+            proc.to_str().unwrap(),
+        ];
+        let plan = plan_for(&cmd(&args)).unwrap();
+        let last = plan.commands.last().unwrap();
+        assert!(
+            last.starts_with(
+                "catchup tune --shards 2 --nic ens9 --out PLAN.toml && catchup --plan PLAN.toml <command>  # write this plan, then run"
+            ),
+            "{last}"
+        );
+    }
 }

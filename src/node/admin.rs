@@ -141,7 +141,9 @@ pub struct AdminServer {
 /// Errors of the admin server and client.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin endpoint: cannot listen on {addr}: {source}")]
+    #[error("admin endpoint: {addr} is already in use by another process; pick another --admin")]
+    InUse { addr: String },
+    #[error("admin endpoint: cannot listen on {addr}: {source} (check --admin)")]
     Bind {
         addr: String,
         #[source]
@@ -168,9 +170,17 @@ impl AdminServer {
     /// Listen on `addr` (e.g. `127.0.0.1:9100`, port 0 for any) and serve on a thread.
     pub fn start(addr: SocketAddr) -> Result<Self, AdminError> {
         let _ = started_at();
-        let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind {
-            addr: addr.to_string(),
-            source,
+        let listener = TcpListener::bind(addr).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                AdminError::InUse {
+                    addr: addr.to_string(),
+                }
+            } else {
+                AdminError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                }
+            }
         })?;
         let local = listener.local_addr().map_err(|source| AdminError::Bind {
             addr: addr.to_string(),

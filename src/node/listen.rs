@@ -61,6 +61,19 @@ pub fn claim_tcp(addr: SocketAddr, flag: &'static str) -> Result<PortClaim, List
     })
 }
 
+/// Bind `addr` (UDP) without SO_REUSEPORT, so that no other process can share it: the
+/// socket is handed to the one shard that serves on it. An address another process holds
+/// gives the same one line as a TCP port. `flag` names the option that sets the address.
+pub fn claim_udp(addr: SocketAddr, flag: &'static str) -> Result<std::net::UdpSocket, ListenError> {
+    std::net::UdpSocket::bind(addr).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            ListenError::InUse { addr, flag }
+        } else {
+            ListenError::Other { addr, flag, source }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +104,29 @@ mod tests {
             // Not even with SO_REUSEADDR (which std sets) while no shard listens yet.
             assert!(std::net::TcpListener::bind(addr).is_err());
         });
+    }
+
+    #[test]
+    fn a_udp_port_held_by_a_reuse_port_socket_is_refused() {
+        let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("socket");
+        held.set_reuse_port(true).expect("reuseport");
+        held.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .expect("bind");
+        let addr = held.local_addr().unwrap().as_socket().unwrap();
+        let err = claim_udp(addr, "--listen").expect_err("port is held");
+        assert_eq!(
+            err.to_string(),
+            format!("{addr} is already in use by another process; pick another --listen")
+        );
+        drop(held);
+        let ours = claim_udp(addr, "--listen").expect("port is free again");
+        // Ours has no SO_REUSEPORT: a reuse-port socket cannot join it.
+        let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("socket");
+        other.set_reuse_port(true).expect("reuseport");
+        assert!(other.bind(&addr.into()).is_err());
+        drop(ours);
     }
 
     #[test]

@@ -142,6 +142,18 @@ impl ZeroBoard {
             _ => {}
         }
     }
+
+    /// The progress summed over the shards, once every one of `shards` has posted (so it
+    /// never shows some shards' counts as the whole).
+    fn total(&self, shards: usize) -> Option<Progress> {
+        (self.progress.len() >= shards).then(|| {
+            let mut total = Progress::default();
+            for p in self.progress.values() {
+                total.add(p);
+            }
+            total
+        })
+    }
 }
 
 struct Job {
@@ -681,15 +693,15 @@ async fn publish(
     tracing::info!(target: "progress", shard = me, "{}", progress_line(&status, &progress));
     if shards > 1 {
         tell_zero(shard, board, MeshMsg::Progress(me, progress.clone())).await;
-        if me == 0 {
-            let b = board.borrow();
-            let mut total = Progress::default();
-            for p in b.progress.values() {
-                total.add(p);
-            }
+        let total = if me == 0 {
+            board.borrow().total(shards)
+        } else {
+            None
+        };
+        if let Some(total) = total {
             tracing::info!(
                 target: "progress",
-                shards = b.progress.len(),
+                shards,
                 "total: {}",
                 progress_line(&status, &total)
             );
@@ -802,4 +814,33 @@ pub fn run_sync_sharded_with(
         progress,
         peers: peers.into_iter().flatten().collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(downloaded: u64) -> Progress {
+        Progress {
+            headers_downloaded: downloaded,
+            headers_total: 600,
+            headers_share: 300,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn the_total_line_waits_for_every_shard() {
+        let mut board = ZeroBoard::default();
+        // Shard 0 first, before shard 1 posted: its counts are not the whole sync's.
+        board.note(MeshMsg::Progress(0, headers(100)));
+        assert!(board.total(2).is_none());
+        board.note(MeshMsg::Progress(1, headers(50)));
+        assert_eq!(board.total(2).expect("all posted").headers_downloaded, 150);
+        // A newer line replaces the shard's older one.
+        board.note(MeshMsg::Progress(0, headers(300)));
+        board.note(MeshMsg::Progress(1, headers(300)));
+        let t = board.total(2).expect("all posted");
+        assert!(progress_line(&Status::default(), &t).contains("headers 600/600 (100.0%)"));
+    }
 }

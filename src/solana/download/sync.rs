@@ -47,6 +47,9 @@ pub struct SyncConfig {
     pub max_latency_ms: u64,
     /// Stop after this many chunks were fetched in this run (tests of resume); `None`: all.
     pub stop_after_chunks: Option<u32>,
+    /// Set (by a signal handler) to stop the download: the sync then returns its report
+    /// marked `interrupted`, the journal holding what was fetched.
+    pub interrupt: Arc<std::sync::atomic::AtomicBool>,
     pub progress_interval_ms: u64,
     pub max_audit_rounds: u32,
     /// Shards (pinned executors) that fetch: shard 0 coordinates and fetches for its own
@@ -68,6 +71,7 @@ impl SyncConfig {
             max_slots_behind: 100_000,
             max_latency_ms: 5_000,
             stop_after_chunks: None,
+            interrupt: Default::default(),
             progress_interval_ms: 10_000,
             max_audit_rounds: 3,
             shards: 1,
@@ -184,6 +188,8 @@ pub struct SyncReport {
     pub download_ms: u64,
     pub total_ms: u64,
     pub complete: bool,
+    /// Stopped by SIGINT/SIGTERM before it completed (a restart resumes from the journal).
+    pub interrupted: bool,
     pub verified: Option<serde_json::Value>,
     pub audit_rounds: u32,
     pub sources: Vec<SourceReport>,
@@ -1184,6 +1190,7 @@ async fn sync_async(
     let mut audit_rounds = 0u32;
     let mut last_progress = Instant::now();
     let mut finished = false;
+    let mut interrupted = false;
     let mut verified = None;
     let mut download_ms = 0;
     // Driver loop; bounded by the coordinator reaching Finished or Stuck (every source is
@@ -1295,6 +1302,10 @@ async fn sync_async(
         if cfg.stop_after_chunks.is_some_and(|n| chunks_fetched >= n) && !finished {
             break;
         }
+        if !finished && cfg.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
         if finished {
             download_ms = t_download.elapsed().as_millis() as u64;
             // 4. Final length, then verification of everything fed.
@@ -1391,6 +1402,7 @@ async fn sync_async(
         },
         total_ms: t_start.elapsed().as_millis() as u64,
         complete,
+        interrupted,
         verified,
         audit_rounds,
         sources,
