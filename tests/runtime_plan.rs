@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-use catchup::cli::tune::{parse_cores, runtime_config};
+use catchup::node::opts::{parse_cores, runtime_config};
 use catchup::cli::Cli;
 use catchup_shards::{allowed_cores, run, Shard};
 

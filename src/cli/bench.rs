@@ -19,7 +19,7 @@ use catchup_io::store::record::encode_record;
 use catchup_io::store::{SharedStore, Store, StoreOptions};
 use catchup_shards::{RuntimeConfig, Shard};
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -629,7 +629,7 @@ fn bench_store(args: StoreBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32>
     // Shard count and cores: --shards, else the --plan file, else one per usable CPU.
     let cfg = RuntimeConfig {
         handle_signals: false,
-        ..super::tune::runtime_config(global, args.shards, None)?
+        ..crate::node::opts::runtime_config(global, args.shards, None)?
     };
     let shards = cfg.shards;
     anyhow::ensure!(args.records >= 1, "--records must be at least 1");

@@ -29,7 +29,7 @@ use crate::solana::download::demo::{run_demo as run_solana_demo, DemoConfig};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Run a local devnet on loopback and sync it: Ethereum (generated chain + state served by
 /// four RLPx peers, one lying and one slow; fast and snap sync) and Solana (a generated
@@ -205,7 +205,7 @@ fn eth_sync_once(
         max_runtime_ms: 300_000,
         peer_queue_len: 64,
     };
-    let rc = super::tune::runtime_config(global, Some(shards), None)?;
+    let rc = crate::node::opts::runtime_config(global, Some(shards), None)?;
     let node = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
     let report = run_sync_sharded(cfg, node, rc, Arc::new(AtomicBool::new(false)))?;
     drop(peers);

@@ -23,7 +23,7 @@ use catchup_http::{
 };
 use catchup_io::probe;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Audit this host: network to sources and peers, io_uring, disk, locked memory,
 /// AF_XDP, cores.

@@ -14,7 +14,7 @@ use catchup_eth::{
     verify_withdrawals, B256,
 };
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Largest input file read into memory by these commands.
 const MAX_INPUT_FILE_BYTES: u64 = 4 << 30;
@@ -583,7 +583,7 @@ pub fn bench_eth(args: &EthBenchArgs, global: &GlobalOpts) -> anyhow::Result<i32
     // Shards and cores from --shards, else the --plan file, else one per usable core.
     let cfg = catchup_shards::RuntimeConfig {
         handle_signals: false,
-        ..super::tune::runtime_config(global, args.shards, None)?
+        ..crate::node::opts::runtime_config(global, args.shards, None)?
     };
     let shards = cfg.shards;
     let (accounts, duration_ms) = (args.accounts, args.duration_ms);

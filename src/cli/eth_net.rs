@@ -23,7 +23,7 @@ use crate::eth::sync::config::{SyncConfig, SyncMode};
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Serve a chain (and its state) to other nodes over RLPx: eth/66–69 (headers, bodies,
 /// receipts when known, node data) and snap/1, on every shard of the listen address.
@@ -374,7 +374,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         status,
     };
     let (profile, slow) = (a.profile, a.slow_delay_ms);
-    let rc = super::tune::runtime_config(_global, Some(a.shards.max(1)), None)?;
+    let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
     let stats = serve(
         cfg,
         local,
@@ -431,7 +431,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     );
     // Held (locked) until the sync ends: a second sync over the same directory is refused.
     let dd = catchup_io::datadir::DataDir::open(&a.datadir)?;
-    let rc = super::tune::runtime_config(_global, Some(a.shards.max(1)), None)?;
+    let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
     let shards = rc.shards.max(1);
     check_sync_meta(dd.path(), shards, &genesis)?;
     let mut shard_dirs = Vec::with_capacity(shards);

@@ -14,7 +14,7 @@ use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::sim::{self, Profile, SimConfig, SimReport};
 use crate::eth::sync::store::MemStore;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Run the sync engines (one per shard) under the seeded deterministic simulator: peers
 /// with latency, loss, lies, disconnects and stale state, in virtual time. Prints the
@@ -339,7 +339,7 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
     let (chain, state, sync) = sources(a, sync_config(a)?)?;
     let rt = catchup_shards::RuntimeConfig {
         handle_signals: true,
-        ..super::tune::runtime_config(global, Some(a.shards), None)?
+        ..crate::node::opts::runtime_config(global, Some(a.shards), None)?
     };
     let shards = rt.shards;
     let (peers, datadir, max_ms) = (

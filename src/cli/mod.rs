@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::node::obs::{init_logging, LogFormat};
+use crate::node::obs::init_logging;
 
 pub mod bench;
 pub mod demo;
@@ -29,20 +29,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command accepts.
-#[derive(clap::Args, Debug, Clone)]
-pub struct GlobalOpts {
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
-    /// Serve Prometheus `/metrics` and JSON `/status` on this address while the command
-    /// runs (for `catchup status`: the endpoint to read).
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub admin: Option<std::net::SocketAddr>,
-    /// Tuning plan (TOML from `catchup tune --out`): shards are pinned to its cores.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub plan: Option<std::path::PathBuf>,
-}
+pub use crate::node::opts::GlobalOpts;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -89,7 +76,7 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    if let Err(e) = tune::load_plan(&cli.global) {
+    if let Err(e) = crate::node::opts::load_plan(&cli.global) {
         eprintln!("error: {}", one_line(&e));
         return 2;
     }

@@ -13,7 +13,7 @@ use catchup_shred::serve::MemLedger;
 use catchup_shred::Shred;
 use rand::{Rng, SeedableRng};
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 use crate::solana::repair::driver::{parse_pubkey, pubkey_to_string};
 use crate::solana::repair::server::{serve, Faults};
 use crate::solana::repair::{repair, LeaderSchedule, NetPath, PeerSpec, RepairJob};

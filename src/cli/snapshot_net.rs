@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use catchup_http::Url;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 use crate::solana::download::serve::{serve_blocking, ServeConfig};
 use crate::solana::download::sink::{ArchiveSink, PipelineSink, SinkFactory, StreamCheckSink};
 use crate::solana::download::sync::{sync, Progress, SyncConfig, SyncReport};

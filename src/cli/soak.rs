@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 use crate::node::soak::{self, Fault, Pipeline, SoakConfig};
 
 /// Try to break every pipeline: per trial a fault (SIGKILL, SIGTERM, a full or read-only

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 use crate::solana::snapshot::generate::{generate, DataSize, GenerateConfig};
 use crate::solana::snapshot::{
     verify_archive_snapshot, Pipeline, PipelineConfig, PipelineError, VerifyReport,

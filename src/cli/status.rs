@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Print the status and metric totals of a running node (reads `--admin ADDR`).
 #[derive(clap::Args, Debug)]

@@ -1,20 +1,16 @@
 //! `catchup tune`: read the host's cores, SMT siblings, NUMA nodes and NIC queues/IRQs and
 //! print a plan (shard ↔ core ↔ NIC queue, IRQ cores) with the commands that apply it.
 //! Read-only unless `--apply`; `--check` says which parts of a plan are in place.
-//!
-//! Also home of [`load_plan`] / [`runtime_config`]: how every command turns `--plan FILE`
-//! and `--cores` into the shard runtime's configuration.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
-use catchup_shards::RuntimeConfig;
 use catchup_tuning::apply::{ActionResult, Outcome, PartReport, PartState};
 use catchup_tuning::topology::format_cpu_list;
 use catchup_tuning::{make_plan, read_nic, read_topology, HostRoot, Plan};
 
-use super::GlobalOpts;
+use crate::node::opts::GlobalOpts;
 
 /// Plan shards, cores, NIC queues and IRQ cores for this host (read-only).
 #[derive(clap::Args, Debug)]
@@ -46,51 +42,6 @@ pub struct TuneCmd {
     /// Read the host from this procfs root instead of /proc (for testing).
     #[arg(long, hide = true, default_value = "/proc")]
     pub proc_root: PathBuf,
-}
-
-/// Parse a `--cores` value: a kernel-style CPU list (`0,1`, `2-5,8`).
-pub fn parse_cores(s: &str) -> anyhow::Result<Vec<usize>> {
-    let v = catchup_tuning::topology::parse_cpu_list(s)
-        .map_err(|e| anyhow::anyhow!("--cores {s:?}: {e}"))?;
-    if v.is_empty() {
-        anyhow::bail!("--cores {s:?}: no CPUs listed");
-    }
-    Ok(v)
-}
-
-/// The plan given with the global `--plan FILE`, if any.
-pub fn load_plan(global: &GlobalOpts) -> anyhow::Result<Option<Plan>> {
-    match &global.plan {
-        None => Ok(None),
-        Some(p) => Ok(Some(crate::node::view::publish_plan(Plan::load(p)?))),
-    }
-}
-
-/// The shard runtime configuration for a command: `cores` (from `--cores`) wins, then the
-/// `--plan` file's cores, then the CPUs this process may use. `shards` defaults to the
-/// plan's shard count, else one per usable CPU.
-pub fn runtime_config(
-    global: &GlobalOpts,
-    shards: Option<usize>,
-    cores: Option<Vec<usize>>,
-) -> anyhow::Result<RuntimeConfig> {
-    let plan = load_plan(global)?;
-    let plan_cores = plan.as_ref().map(Plan::cores);
-    let n = shards
-        .or(plan_cores.as_ref().map(Vec::len))
-        .or(cores.as_ref().map(Vec::len))
-        .unwrap_or_else(|| catchup_shards::allowed_cores().len().max(1));
-    if n == 0 {
-        anyhow::bail!("--shards 0: at least one shard is needed");
-    }
-    let cores = cores.or(plan_cores);
-    let allowed = catchup_shards::allowed_cores();
-    // Reject bad cores here with one clear line rather than at executor start.
-    catchup_shards::placement(n, cores.as_deref(), &allowed)?;
-    Ok(RuntimeConfig {
-        cores,
-        ..RuntimeConfig::new(n)
-    })
 }
 
 /// Human-readable rendering of a plan.
@@ -251,7 +202,7 @@ pub fn run(cmd: TuneCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     if cmd.apply || cmd.check {
         // The plan given with --plan, else one made for this host now.
-        let plan = match load_plan(global)? {
+        let plan = match crate::node::opts::load_plan(global)? {
             Some(p) => p,
             None => plan_for(&cmd)?,
         };

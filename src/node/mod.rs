@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod listen;
 pub mod obs;
+pub mod opts;
 pub mod soak;
 pub mod stages;
 pub mod view;
