@@ -231,7 +231,7 @@ fn main() {
     );
     let chunk = std::env::var("CATCHUP_BENCH_DOWNLOAD_CHUNK")
         .ok()
-        .and_then(|s| catchup::cli::snapshot_net::parse_size_bytes(&s).ok())
+        .and_then(|s| catchup::solana::sync_cmd::parse_size_bytes(&s).ok())
         .unwrap_or(8 << 20);
     let work = tempfile::tempdir().expect("tempdir");
     let snaps = work.path().join("snapshots");

@@ -196,7 +196,7 @@ fn serve(ns: &Netns, port: u16, profile: Option<&str>) -> Server {
 }
 
 fn expected() -> BTreeMap<u64, Vec<Vec<u8>>> {
-    let key = catchup::cli::repair::generated_leader(5);
+    let key = catchup::solana::repair::cmd::generated_leader(5);
     let mut m: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
     for b in generate_ledger(&key, 9000, 24, 40, 5) {
         let s = Shred::from_bytes(&b).unwrap();

@@ -38,10 +38,10 @@ pub enum BenchCmd {
     Snapshot(super::solana::SnapshotBenchArgs),
     /// Shred repair: shreds/s per shard over AF_XDP and over UDP on one veth pair in the
     /// same run, and packets/s of the AF_XDP receive path alone (needs root).
-    Repair(super::repair::BenchRepairArgs),
+    Repair(crate::solana::repair::cmd::BenchRepairArgs),
     /// RLPx frames/s and MB/s per shard (snappy + AES-CTR + keccak MACs) beside raw AES-CTR +
     /// keccak of the same bytes, with the ratio.
-    Rlpx(super::eth_net::RlpxBenchArgs),
+    Rlpx(crate::eth::net::cmd::RlpxBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -107,8 +107,8 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::StoreCrashWriter(args) => crash_writer(args),
         BenchCmd::Eth(args) => super::eth::bench_eth(&args, _global),
         BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
-        BenchCmd::Repair(args) => super::repair::run_bench(args, _global),
-        BenchCmd::Rlpx(args) => super::eth_net::run_bench_rlpx(&args, _global),
+        BenchCmd::Repair(args) => crate::solana::repair::cmd::run_bench(args, _global),
+        BenchCmd::Rlpx(args) => crate::eth::net::cmd::run_bench_rlpx(&args, _global),
     }
 }
 

@@ -32,11 +32,11 @@ pub enum EthCmd {
     /// for blocks marked invalid, report which check caught them.
     VerifyBlocktest(VerifyBlocktestArgs),
     /// Run the fast/snap sync engines against simulated peers (seeded, deterministic).
-    Sim(super::eth_sync::SimArgs),
+    Sim(crate::eth::sync::sim_cmd::SimArgs),
     /// Serve a chain and its state to other nodes over RLPx (eth/66-69, snap/1).
-    Serve(super::eth_net::ServeArgs),
+    Serve(crate::eth::net::cmd::ServeArgs),
     /// Sync a chain and its state from peers over RLPx with the fast or snap engines.
-    Sync(super::eth_net::SyncArgs),
+    Sync(crate::eth::net::cmd::SyncArgs),
     /// Write the state an `eth sync --datadir D` verified, at its pivot, as JSON lines
     /// (geth's iterative dump shape, with the pivot header on the first line).
     ExportState(ExportStateArgs),
@@ -115,9 +115,9 @@ pub fn run(cmd: EthCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         EthCmd::VerifyEra1(a) => verify_era1(&a),
         EthCmd::StateRoot(a) => state_root(&a),
         EthCmd::VerifyBlocktest(a) => verify_blocktest(&a),
-        EthCmd::Sim(a) => super::eth_sync::run_sim(&a, _global),
-        EthCmd::Serve(a) => super::eth_net::run_serve(&a, _global),
-        EthCmd::Sync(a) => super::eth_net::run_sync_cmd(&a, _global),
+        EthCmd::Sim(a) => crate::eth::sync::sim_cmd::run_sim(&a, _global),
+        EthCmd::Serve(a) => crate::eth::net::cmd::run_serve(&a, _global),
+        EthCmd::Sync(a) => crate::eth::net::cmd::run_sync_cmd(&a, _global),
         EthCmd::ExportHistory(a) => {
             let files = crate::eth::export::export_history(
                 &a.datadir,

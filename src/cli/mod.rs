@@ -6,13 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::node::obs::init_logging;
 
 pub mod bench;
-pub mod demo;
-pub mod doctor;
 pub mod eth;
-pub mod eth_net;
-pub mod eth_sync;
-pub mod repair;
-pub mod snapshot_net;
 pub mod soak;
 pub mod solana;
 pub mod status;
@@ -34,7 +28,7 @@ pub use crate::node::opts::GlobalOpts;
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a local devnet on loopback (Ethereum and Solana), sync it and verify it.
-    Demo(demo::DemoCmd),
+    Demo(crate::node::demo::DemoCmd),
     /// Per-shard throughput benchmarks (store, ...).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -47,7 +41,7 @@ pub enum Command {
     /// Print the status and metrics of a running node (`--admin ADDR`).
     Status(status::StatusCmd),
     /// Audit this host: source bandwidth, io_uring, disk, peers, locked memory, AF_XDP, cores.
-    Doctor(doctor::DoctorCmd),
+    Doctor(crate::node::doctor::DoctorCmd),
     /// Plan shards, cores, NIC queues and IRQ cores for this host.
     Tune(tune::TuneCmd),
     /// Faults and soak: inject faults into every pipeline and check what survived.
@@ -82,11 +76,11 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd, &cli.global),
-        Command::Demo(cmd) => demo::run(cmd, &cli.global),
+        Command::Demo(cmd) => crate::node::demo::run(cmd, &cli.global),
         Command::Eth(cmd) => eth::run(cmd, &cli.global),
         Command::Solana(cmd) => solana::run(cmd, &cli.global),
         Command::Status(cmd) => status::run(cmd, &cli.global),
-        Command::Doctor(cmd) => doctor::run(cmd, &cli.global),
+        Command::Doctor(cmd) => crate::node::doctor::run(cmd, &cli.global),
         Command::Tune(cmd) => tune::run(cmd, &cli.global),
         Command::Soak(cmd) => soak::run(cmd, &cli.global),
     };

@@ -16,11 +16,11 @@ pub enum SolanaCmd {
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// Catch up from snapshot sources: download in parallel ranges, verify while downloading.
-    Sync(super::snapshot_net::SyncArgs),
+    Sync(crate::solana::sync_cmd::SyncArgs),
     /// Repair the shreds of a slot range from repair peers, over UDP or AF_XDP.
-    Repair(super::repair::RepairArgs),
+    Repair(crate::solana::repair::cmd::RepairArgs),
     /// Answer shred repair requests from shred files or a generated ledger.
-    ServeRepair(super::repair::ServeRepairArgs),
+    ServeRepair(crate::solana::repair::cmd::ServeRepairArgs),
 }
 
 pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -28,10 +28,10 @@ pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         SolanaCmd::Snapshot(SnapshotCmd::Verify(a)) => verify(a),
         SolanaCmd::Snapshot(SnapshotCmd::Inspect(a)) => inspect(a),
         SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => gen(a),
-        SolanaCmd::Snapshot(SnapshotCmd::Serve(a)) => super::snapshot_net::run_serve(a, global),
-        SolanaCmd::Sync(args) => super::snapshot_net::run_sync(args, global),
-        SolanaCmd::Repair(a) => super::repair::run_repair(a, global),
-        SolanaCmd::ServeRepair(a) => super::repair::run_serve(a, global),
+        SolanaCmd::Snapshot(SnapshotCmd::Serve(a)) => crate::solana::sync_cmd::run_serve(a, global),
+        SolanaCmd::Sync(args) => crate::solana::sync_cmd::run_sync(args, global),
+        SolanaCmd::Repair(a) => crate::solana::repair::cmd::run_repair(a, global),
+        SolanaCmd::ServeRepair(a) => crate::solana::repair::cmd::run_serve(a, global),
     }
 }
 
@@ -48,7 +48,7 @@ pub enum SnapshotCmd {
     /// correct LtHash and capitalization), streaming to disk.
     Generate(GenerateArgs),
     /// Serve snapshot archives over HTTP like an RPC node (303 redirects, Range, HEAD).
-    Serve(super::snapshot_net::ServeArgs),
+    Serve(crate::solana::sync_cmd::ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]

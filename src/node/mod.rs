@@ -2,6 +2,8 @@
 //! observability (logging, progress lines and bars, shard spans).
 
 pub mod admin;
+pub mod demo;
+pub mod doctor;
 pub mod listen;
 pub mod obs;
 pub mod opts;

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod chain;
 pub mod chainspec;
+pub mod cmd;
 pub mod conn;
 pub mod convert;
 pub mod devnet;

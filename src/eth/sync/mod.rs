@@ -25,6 +25,7 @@ pub mod engine;
 pub mod peers;
 pub mod persist;
 pub mod sim;
+pub mod sim_cmd;
 pub mod store;
 pub mod trie;
 pub mod types;

@@ -510,7 +510,7 @@ fn download_trial(
 
 /// The data shreds of the served ledger, in slot and index order.
 fn expected_ledger(first_slot: u64, slots: u64, per_slot: usize, leader_seed: u64) -> Vec<Vec<u8>> {
-    let key = crate::cli::repair::generated_leader(leader_seed);
+    let key = crate::solana::repair::cmd::generated_leader(leader_seed);
     let mut data: Vec<(u64, u32, Vec<u8>)> =
         catchup_shred::ledger::generate_ledger(&key, first_slot, slots, per_slot, leader_seed)
             .into_iter()

@@ -1,6 +1,7 @@
 //! Shred repair: the sans-IO engine, its deterministic simulator, and the network drivers
 //! (UDP on glommio, AF_XDP).
 
+pub mod cmd;
 pub mod driver;
 pub mod engine;
 pub mod netns;
