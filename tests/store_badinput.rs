@@ -14,7 +14,7 @@ macro_rules! skip_note {
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use catchup::cli::bench::{crash_store_options, crash_value, BENCH_KIND};
+use catchup::node::bench_store::{crash_store_options, crash_value, BENCH_KIND};
 use catchup_io::datadir::DataDir;
 use catchup_io::store::Store;
 

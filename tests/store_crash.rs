@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use catchup::cli::bench::{crash_store_options, crash_value, BENCH_KIND};
+use catchup::node::bench_store::{crash_store_options, crash_value, BENCH_KIND};
 use catchup_io::store::record::{parse_record, RecordLimits};
 use catchup_io::store::Store;
 use rand::Rng;

@@ -2,6 +2,7 @@
 //! observability (logging, progress lines and bars, shard spans).
 
 pub mod admin;
+pub mod bench_store;
 pub mod demo;
 pub mod doctor;
 pub mod listen;

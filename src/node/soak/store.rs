@@ -12,7 +12,7 @@ use super::plan::{Fault, Pipeline, TrialRng};
 use super::proc::{limit_fds, Proc, Stream};
 use super::table::Row;
 use super::{run_row, SoakConfig, TrialResult};
-use crate::cli::bench::{crash_store_options, crash_value, BENCH_KIND};
+use crate::node::bench_store::{crash_store_options, crash_value, BENCH_KIND};
 
 const SEGMENT_SIZE_BYTES: u64 = 192 * 1024;
 /// Bound of every wait for the writer.
