@@ -3,8 +3,8 @@
 
 use clap::Parser;
 
-use catchup::node::opts::{parse_cores, runtime_config};
 use catchup::cli::Cli;
+use catchup::node::opts::{parse_cores, runtime_config};
 use catchup_shards::{allowed_cores, run, Shard};
 
 fn global(args: &[&str]) -> catchup::cli::GlobalOpts {

@@ -16,7 +16,7 @@ pub enum BenchCmd {
     StoreCrashWriter(crate::node::bench_store::CrashWriterArgs),
     /// Ethereum verification per shard: trie nodes, headers and receipts roots verified per
     /// second, each beside the keccak-only rate of the same bytes and their ratio.
-    Eth(super::eth::EthBenchArgs),
+    Eth(crate::eth::bench::EthBenchArgs),
     /// Solana snapshot pipeline: archive bytes/s through decompress, unpack, index and
     /// LtHash, beside raw zstd and `zstd -d | tar -x` of the same archive.
     Snapshot(super::solana::SnapshotBenchArgs),
@@ -32,10 +32,9 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Store(args) => crate::node::bench_store::bench_store(args, _global),
         BenchCmd::StoreCrashWriter(args) => crate::node::bench_store::crash_writer(args),
-        BenchCmd::Eth(args) => super::eth::bench_eth(&args, _global),
+        BenchCmd::Eth(args) => crate::eth::bench::bench_eth(&args, _global),
         BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
         BenchCmd::Repair(args) => crate::solana::repair::cmd::run_bench(args, _global),
         BenchCmd::Rlpx(args) => crate::eth::net::cmd::run_bench_rlpx(&args, _global),
     }
 }
-

@@ -7,7 +7,9 @@
 //! - [`serve`]: answers eth and snap requests from a chain and a state (used on the wire
 //!   and in the simulator).
 
+pub mod bench;
 pub mod export;
 pub mod net;
 pub mod serve;
 pub mod sync;
+pub mod verify;

@@ -65,4 +65,3 @@ pub fn runtime_config(
         ..RuntimeConfig::new(n)
     })
 }
-

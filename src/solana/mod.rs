@@ -11,5 +11,5 @@
 pub mod download;
 pub mod handoff;
 pub mod repair;
-pub mod sync_cmd;
 pub mod snapshot;
+pub mod sync_cmd;
