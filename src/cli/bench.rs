@@ -19,7 +19,7 @@ pub enum BenchCmd {
     Eth(crate::eth::bench::EthBenchArgs),
     /// Solana snapshot pipeline: archive bytes/s through decompress, unpack, index and
     /// LtHash, beside raw zstd and `zstd -d | tar -x` of the same archive.
-    Snapshot(super::solana::SnapshotBenchArgs),
+    Snapshot(crate::solana::snapshot::cmd::SnapshotBenchArgs),
     /// Shred repair: shreds/s per shard over AF_XDP and over UDP on one veth pair in the
     /// same run, and packets/s of the AF_XDP receive path alone (needs root).
     Repair(crate::solana::repair::cmd::BenchRepairArgs),
@@ -33,7 +33,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::Store(args) => crate::node::bench_store::bench_store(args, _global),
         BenchCmd::StoreCrashWriter(args) => crate::node::bench_store::crash_writer(args),
         BenchCmd::Eth(args) => crate::eth::bench::bench_eth(&args, _global),
-        BenchCmd::Snapshot(args) => super::solana::bench_snapshot(&args),
+        BenchCmd::Snapshot(args) => crate::solana::snapshot::cmd::bench_snapshot(&args),
         BenchCmd::Repair(args) => crate::solana::repair::cmd::run_bench(args, _global),
         BenchCmd::Rlpx(args) => crate::eth::net::cmd::run_bench_rlpx(&args, _global),
     }

@@ -73,6 +73,7 @@
 //! on top) and returns the [`VerifyReport`].
 
 pub mod bench;
+pub mod cmd;
 pub mod generate;
 pub mod index;
 pub mod pipeline;
