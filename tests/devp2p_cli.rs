@@ -159,6 +159,40 @@ fn serve_and_sync_commands_over_loopback() {
     }
 }
 
+/// The shape a new user meets first: one `eth serve` peer, default flags but the two the
+/// devnet needs, and 1, 2 or 4 shards. Each must reach the devnet's head and state root.
+#[test]
+fn one_peer_and_one_two_or_four_shards_reach_the_devnet_head() {
+    let Some(dir) = devnet() else { return };
+    let server = Server::start(&dir, "honest", 1);
+    for shards in [1, 2, 4] {
+        let datadir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+            .args(["eth", "sync", "--mode", "snap", "--json", "--timeout-s", "60"])
+            .args(["--pivot-distance", "0", "--receipts", "false"])
+            .args(["--shards", &shards.to_string(), "--peer", &server.enode])
+            .arg("--genesis")
+            .arg(dir.join("genesis.json"))
+            .arg("--datadir")
+            .arg(datadir.path())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run catchup eth sync");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shards} shard(s): {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["report"]["state_root"], ROOT, "{shards} shard(s)");
+        assert!(
+            v["report"]["head_hash"]
+                .as_str()
+                .unwrap()
+                .starts_with("0x44e3809c"),
+            "{shards} shard(s): {text}"
+        );
+    }
+    assert_eq!(server.stop(), Some(0), "serve exits 0 on SIGTERM");
+}
+
 /// `eth serve --generate-accounts` processes and `eth sync --genesis-hash`: no fixture
 /// needed. The sync must reach the served head and its state root; a second sync over the
 /// same data directory finds everything there and downloads no state.

@@ -12,17 +12,15 @@ macro_rules! skip_note {
 }
 
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use catchup::eth::net::chain::{Profile, RawChain};
 use catchup::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
 use catchup::eth::net::devnet::spawn_serving_peers;
-use catchup::eth::net::sync_net::{run_sync, NetSyncConfig};
+use catchup::eth::net::sync_net::NetSyncConfig;
 use catchup::eth::net::{LocalNode, NetConfig};
 use catchup::eth::sync::chain::{chain_from_rlp_file, StateData};
 use catchup::eth::sync::config::{SyncConfig, SyncMode};
-use catchup::eth::sync::store::MemStore;
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::secp256k1::SecretKey;
 
@@ -43,64 +41,40 @@ fn devnet() -> Option<PathBuf> {
     None
 }
 
+/// One shard (the shape a new user meets first) dialing all four peers.
 fn sync_over_wire(mode: SyncMode, shards: usize) {
     let Some(dir) = devnet() else { return };
-    let chain = Arc::new(chain_from_rlp_file(&dir.join("chain.rlp")).unwrap());
-    let state = Arc::new(StateData::from_geth_dump(&dir.join("headstate.json")).unwrap());
+    let chain = chain_from_rlp_file(&dir.join("chain.rlp")).unwrap();
     let raw = RawChain::from_rlp_file(&dir.join("chain.rlp")).unwrap();
     let spec = ChainSpec::from_genesis_json(&dir.join("genesis.json")).unwrap();
-    let genesis = raw.parent_of_first;
-    let server_status = chain_status(&spec, genesis, &raw);
-    let client_status = genesis_status(&spec, genesis);
     let expected_head = format!("{}", chain.head().hash);
-
-    let report = catchup_io::exec::run_unbound(async move {
-        let stop = Rc::new(std::cell::Cell::new(false));
-        let profiles = [
-            Profile::Honest,
-            Profile::Lying,
-            Profile::Honest,
-            Profile::Slow,
-        ];
-        let enodes = {
-            let stop = stop.clone();
-            spawn_serving_peers(
-                &chain,
-                Some(&state),
-                &server_status,
-                &profiles,
-                40,
-                move || stop.get(),
-            )
-            .unwrap()
-        };
-        let sync = SyncConfig {
-            mode,
-            pivot_distance: 0,
-            fetch_receipts: false,
-            anchor_number: chain.base - 1,
-            trusted_anchor: Some(chain.anchor_hash()),
-            ..SyncConfig::default()
-        };
-        let cfg = NetSyncConfig {
-            sync,
-            shards,
-            peers: enodes,
-            net: NetConfig::default(),
-            status: client_status,
-            max_runtime_ms: 120_000,
-            peer_queue_len: 64,
-        };
-        let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
-        let r = run_sync(
-            cfg,
-            LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
-            &mut stores,
-        )
-        .await;
-        stop.set(true);
-        r
-    });
+    let (enodes, stop, thread) = servers_on_a_thread(&dir);
+    let sync = SyncConfig {
+        mode,
+        pivot_distance: 0,
+        fetch_receipts: false,
+        anchor_number: chain.base - 1,
+        trusted_anchor: Some(chain.anchor_hash()),
+        ..SyncConfig::default()
+    };
+    let cfg = NetSyncConfig {
+        sync,
+        shards,
+        peers: enodes,
+        net: NetConfig::default(),
+        status: genesis_status(&spec, raw.parent_of_first),
+        max_runtime_ms: 120_000,
+        peer_queue_len: 64,
+    };
+    let report = catchup::eth::net::sync_sharded::run_sync_sharded(
+        cfg,
+        LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
+        catchup_shards::RuntimeConfig::new(shards),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    thread.join().unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert!(report.finished, "sync did not finish: {:?}", report.failure);
     assert_eq!(report.state_root.as_deref(), Some(STATE_ROOT));
@@ -117,13 +91,13 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
 }
 
 #[test]
-fn devnet_fast_sync_over_rlpx_from_four_peers_one_lying_one_slow() {
-    sync_over_wire(SyncMode::Fast, 2);
+fn devnet_fast_sync_on_one_shard_over_rlpx_from_four_peers_one_lying_one_slow() {
+    sync_over_wire(SyncMode::Fast, 1);
 }
 
 #[test]
-fn devnet_snap_sync_over_rlpx_from_four_peers_one_lying_one_slow() {
-    sync_over_wire(SyncMode::Snap, 2);
+fn devnet_snap_sync_on_one_shard_over_rlpx_from_four_peers_one_lying_one_slow() {
+    sync_over_wire(SyncMode::Snap, 1);
 }
 
 /// Start four serving peers (honest, lying, honest, slow) on a thread of their own; returns

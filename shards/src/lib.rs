@@ -32,9 +32,13 @@
 //!   one sender arrive in the order sent. A shard does not message itself.
 //! * [`Shard::recv`] yields `(from, msg)` from any peer, and `None` once every peer has
 //!   called [`Shard::close_outgoing`] (done automatically when its function returns).
-//! * SIGINT/SIGTERM set a flag read by [`Shard::shutting_down`]; shard loops should poll it
-//!   (e.g. with [`Shard::recv_timeout`]), stop taking work, flush, and return, and the
-//!   process then exits 0. A second signal exits at once with code 130.
+//! * Shard loops are event driven: they await whichever comes first of a mesh message
+//!   ([`Shard::recv`]), a local event ([`notify::Notify`]) and their next deadline, then
+//!   drain what else is waiting without blocking ([`Shard::try_recv`]). An idle shard
+//!   sleeps until its next deadline.
+//! * SIGINT/SIGTERM set a flag read by [`Shard::shutting_down`]; shard loops check it when
+//!   they wake (at their next deadline at the latest), stop taking work, flush, and return,
+//!   and the process then exits 0. A second signal exits at once with code 130.
 //! * io_memory per executor is sized by [`io_memory_per_shard`] so that N shards start
 //!   with or without `CAP_IPC_LOCK` under `RLIMIT_MEMLOCK`.
 //!
@@ -42,6 +46,7 @@
 //! [`ownership`] maps trie paths, 32-byte keys, byte/block ranges and peers to shards.
 
 pub mod metrics;
+pub mod notify;
 pub mod ownership;
 pub mod runtime;
 

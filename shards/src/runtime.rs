@@ -319,6 +319,21 @@ impl<M: Send + 'static> Shard<M> {
         }
     }
 
+    /// A message that is already waiting, without waiting for one: `None` when none is
+    /// (the inbox is empty but open), else like [`Shard::recv_timeout`].
+    pub fn try_recv(&self) -> Option<Recv<M>> {
+        let fut = std::pin::pin!(self.inner.inbox.recv());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.poll(&mut cx) {
+            std::task::Poll::Pending => None,
+            std::task::Poll::Ready(Some((from, m))) => {
+                self.inner.received.inc(self.inner.id);
+                Some(Recv::Msg(from, m))
+            }
+            std::task::Poll::Ready(None) => Some(Recv::Closed),
+        }
+    }
+
     /// Tell every peer this shard will send nothing more; their `recv` ends once all
     /// their peers did so. Idempotent; later sends fail with [`SendError::Closed`].
     pub fn close_outgoing(&self) {

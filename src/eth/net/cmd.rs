@@ -472,6 +472,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         shard_dirs: Some(shard_dirs),
         progress_every_ms: a.progress_every_ms,
         bar: Some(bar.clone()),
+        ..SyncExtras::default()
     };
     let report: NetSyncReport = run_sync_sharded_with(
         cfg,

@@ -27,8 +27,9 @@ impl Responder for EmptyResponder {
     }
 }
 
-/// What our side announces in Status.
-#[derive(Debug, Clone)]
+/// What our side announces in Status (the default: genesis of an unnamed chain, for
+/// syncs from in-process peers, which never read it).
+#[derive(Debug, Clone, Default)]
 pub struct StatusInfo {
     pub network_id: u64,
     pub total_difficulty: Vec<u8>,

@@ -1,7 +1,13 @@
-//! The sync engines over RLPx on the shard runtime: shard `s` runs engine `s`, dials and
-//! owns the peers `p` with `p % shards == s` (a connection lives on the shard that opened
+//! The one Ethereum sync driver: shard `s` runs engine `s`, dials and owns the peers that
+//! the runtime's ownership function gives it (a connection lives on the shard that opened
 //! it), and reaches the other shards' peers and engines through the channel mesh. A request
-//! for a peer owned elsewhere travels to the owner, which sends the answer back.
+//! for a peer owned elsewhere travels to the owner, which sends the answer back. Peers are
+//! RLPx connections (`eth sync`, the demo) or in-process serving peers (`eth sim
+//! --runtime`, the benches): the same loop drives both.
+//!
+//! Each shard loop is event driven: it sleeps until a mesh message, an event from one of
+//! its own tasks, or its next deadline (a request's timeout, the engine's 100 ms tick, the
+//! progress line), handles what arrived as one batch, and commits.
 //!
 //! With [`SyncExtras::shard_dirs`] each shard keeps its verified data in a
 //! [`DiskStore`] (per-shard io store + journal), committed after every batch of engine
@@ -20,15 +26,19 @@ use glommio::channels::local_channel;
 
 use std::path::PathBuf;
 
-use crate::eth::sync::driver::Commit;
 use crate::eth::sync::engine::{progress_line, Action, Engine, Event, Progress, Status};
 use crate::eth::sync::persist::DiskStore;
-use crate::eth::sync::store::{MemStore, SyncStore};
+use crate::eth::sync::store::{Commit, MemStore, SyncStore};
+use crate::eth::serve::ServingPeer;
 use crate::eth::sync::types::{PeerId, ReqId, Request};
 
 use super::conn::{LocalNode, NetError, PeerConn};
 use super::eth_peer::EthPeer;
 use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport, StoredCounts};
+
+/// How often each shard logs its progress line and refreshes its `/status` section, unless
+/// [`SyncExtras::progress_every_ms`] says otherwise.
+pub const PROGRESS_EVERY_MS: u64 = 10_000;
 
 /// Persistence and observability of a sharded sync.
 #[derive(Debug, Clone)]
@@ -41,14 +51,21 @@ pub struct SyncExtras {
     pub progress_every_ms: u64,
     /// A bar counting verified items (hidden unless stderr is a terminal).
     pub bar: Option<indicatif::ProgressBar>,
+    /// Answer from these in-process serving peers instead of dialing the config's peers
+    /// (the simulator's and the benches' transport: same driver, no sockets).
+    pub in_process: Option<Vec<ServingPeer>>,
+    /// Hand every shard's store back at the end (see [`run_sync_sharded_full`]).
+    pub keep_stores: bool,
 }
 
 impl Default for SyncExtras {
     fn default() -> Self {
         SyncExtras {
             shard_dirs: None,
-            progress_every_ms: crate::eth::sync::driver::PROGRESS_EVERY_MS,
+            progress_every_ms: PROGRESS_EVERY_MS,
             bar: None,
+            in_process: None,
+            keep_stores: false,
         }
     }
 }
@@ -179,14 +196,80 @@ struct ShardResult {
     /// Peers this shard's engine dropped (a liar may be caught by a shard other than the
     /// one that owns its connection, e.g. by the pivot coordinator on shard 0).
     dropped: Vec<PeerId>,
+    /// The shard's store at the end, when [`SyncExtras::keep_stores`] asked for it.
+    view: Option<MemStore>,
 }
 
-type Local = Rc<RefCell<VecDeque<Event>>>;
+/// Events for this shard's engine from its own tasks (peer tasks, its own engine's shard
+/// messages); pushing one wakes the shard loop.
+#[derive(Default)]
+struct LocalQueue {
+    events: RefCell<VecDeque<Event>>,
+    wake: catchup_shards::notify::Notify,
+}
+
+impl LocalQueue {
+    fn push(&self, ev: Event) {
+        self.events.borrow_mut().push_back(ev);
+        self.wake.notify();
+    }
+}
+
+type Local = Rc<LocalQueue>;
+
+/// How many peers the sync has: the in-process ones, else the configured ones.
+fn peer_count(cfg: &NetSyncConfig, extras: &SyncExtras) -> usize {
+    match &extras.in_process {
+        Some(p) => p.len(),
+        None => cfg.peers.len(),
+    }
+}
+
+/// The shard that owns peer `index` (its connection lives there), by the runtime's peer
+/// ownership function over its node id (an in-process peer: over its index).
+fn peer_owner(cfg: &NetSyncConfig, index: usize, shards: usize) -> usize {
+    let id = match cfg.peers.get(index) {
+        Some(e) => e.id.to_vec(),
+        None => (index as u64).to_le_bytes().to_vec(),
+    };
+    catchup_shards::ownership::owner_of_peer(&id, shards).0
+}
+
+/// An in-process serving peer: it joins at once and answers each request from its chain
+/// and state, until the shard drops its job channel.
+async fn in_process_peer(
+    shard: Shard<MeshMsg>,
+    local: Local,
+    index: usize,
+    peer: ServingPeer,
+    jobs: local_channel::LocalReceiver<Job>,
+    report: Rc<RefCell<NetPeerReport>>,
+) {
+    let pid = index as PeerId;
+    report.borrow_mut().client = "in-process".into();
+    for s in 0..shard.count() {
+        deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
+    }
+    while let Some(job) = jobs.recv().await {
+        let resp = peer.handle(&job.req);
+        {
+            let mut r = report.borrow_mut();
+            r.requests += 1;
+            r.answered += 1;
+        }
+        let ev = Event::Response {
+            peer: pid,
+            id: job.id,
+            resp,
+        };
+        deliver(&shard, &local, job.from, ev).await;
+    }
+}
 
 /// Deliver `ev` to shard `to`'s engine (locally or through the mesh, waiting on a full channel).
 async fn deliver(shard: &Shard<MeshMsg>, local: &Local, to: usize, ev: Event) {
     if to == shard.id().0 {
-        local.borrow_mut().push_back(ev);
+        local.push(ev);
     } else if shard.send(ShardId(to), MeshMsg::Event(ev)).await.is_err() {
         tracing::debug!(to, "shard channel closed; event dropped at shutdown");
     }
@@ -353,7 +436,8 @@ async fn shard_main(
     match dir {
         None => {
             let mut store = MemStore::default();
-            shard_run(
+            let keep = extras.keep_stores;
+            let mut r = shard_run(
                 shard,
                 cfg,
                 node,
@@ -361,7 +445,11 @@ async fn shard_main(
                 &mut store,
                 StoredCounts::default(),
             )
-            .await
+            .await;
+            if keep {
+                r.view = Some(store);
+            }
+            r
         }
         Some(dir) => {
             let open_started = Instant::now();
@@ -384,10 +472,14 @@ async fn shard_main(
                             "resuming from the data directory"
                         );
                     }
+                    let keep = extras.keep_stores;
                     let mut r = shard_run(shard, cfg, node, extras, &mut store, resumed).await;
-                    if let Err(e) = store.close().await {
-                        r.failure
-                            .get_or_insert(format!("shard {me}: closing the store: {e}"));
+                    match store.close().await {
+                        Ok(view) => r.view = keep.then_some(view),
+                        Err(e) => {
+                            r.failure
+                                .get_or_insert(format!("shard {me}: closing the store: {e}"));
+                        }
                     }
                     r
                 }
@@ -407,6 +499,7 @@ async fn shard_main(
                         stored: StoredCounts::default(),
                         peers: Vec::new(),
                         dropped: Vec::new(),
+                        view: None,
                     }
                 }
             }
@@ -427,7 +520,7 @@ async fn shard_run<S: ShardStore>(
     let started = Instant::now();
     let cfg = Rc::new((*cfg).clone());
     let node = Rc::new((*node).clone());
-    let local: Local = Rc::new(RefCell::new(VecDeque::new()));
+    let local: Local = Rc::default();
     // Filled on shard 0 only (by its own peer tasks and by the other shards' messages).
     let board: Rc<RefCell<ZeroBoard>> = Default::default();
     let mut engine = Engine::new(cfg.sync.clone(), me, shards, &*store);
@@ -438,11 +531,15 @@ async fn shard_run<S: ShardStore>(
     // Peers this shard owns.
     let mut senders: BTreeMap<usize, local_channel::LocalSender<Job>> = BTreeMap::new();
     let mut reports: Vec<(usize, Rc<RefCell<NetPeerReport>>)> = Vec::new();
-    for index in (0..cfg.peers.len()).filter(|p| p % shards == me) {
+    for index in (0..peer_count(&cfg, &extras)).filter(|&p| peer_owner(&cfg, p, shards) == me) {
         let (tx, rx) = local_channel::new_bounded(cfg.peer_queue_len.max(1));
         let report = Rc::new(RefCell::new(NetPeerReport {
             reconnects: 0,
-            peer: cfg.peers[index].addr.to_string(),
+            peer: cfg
+                .peers
+                .get(index)
+                .map(|e| e.addr.to_string())
+                .unwrap_or_else(|| format!("in-process peer {index}")),
             client: String::new(),
             eth_version: 0,
             requests: 0,
@@ -451,17 +548,28 @@ async fn shard_run<S: ShardStore>(
             dropped_by_us: false,
             error: None,
         }));
-        glommio::spawn_local(owned_peer(
-            shard.clone(),
-            local.clone(),
-            index,
-            cfg.clone(),
-            node.clone(),
-            rx,
-            report.clone(),
-            board.clone(),
-        ))
-        .detach();
+        match &extras.in_process {
+            Some(p) => glommio::spawn_local(in_process_peer(
+                shard.clone(),
+                local.clone(),
+                index,
+                p[index].clone(),
+                rx,
+                report.clone(),
+            ))
+            .detach(),
+            None => glommio::spawn_local(owned_peer(
+                shard.clone(),
+                local.clone(),
+                index,
+                cfg.clone(),
+                node.clone(),
+                rx,
+                report.clone(),
+                board.clone(),
+            ))
+            .detach(),
+        };
         senders.insert(index, tx);
         reports.push((index, report));
     }
@@ -469,6 +577,7 @@ async fn shard_run<S: ShardStore>(
     let mut seq = 0u64;
     let mut next_tick_ms = 0u64;
     let (mut finished, mut failure, mut stopped) = (false, None, false);
+    let (mut mesh_open, mut pending_mesh) = (shards > 1, None);
     let mut dropped: Vec<PeerId> = Vec::new();
     let mut acts = Vec::new();
     while !stopped {
@@ -482,31 +591,47 @@ async fn shard_run<S: ShardStore>(
             break;
         }
         if me == 0 {
-            if let Some(why) = all_unreachable(&board.borrow().unreachable, cfg.peers.len()) {
+            if let Some(why) = all_unreachable(&board.borrow().unreachable, peer_count(&cfg, &extras)) {
                 failure = Some(why);
                 break;
             }
         }
-        let mut batch: Vec<Event> = local.borrow_mut().drain(..).collect();
-        // Mesh messages: wait briefly only when nothing else is pending.
-        let wait = if batch.is_empty() {
-            Duration::from_millis(2)
-        } else {
-            Duration::from_micros(1)
-        };
-        let mut first = true;
-        loop {
-            let m = if first {
-                shard.recv_timeout(wait).await
-            } else {
-                shard.recv_timeout(Duration::from_micros(1)).await
-            };
-            if first && matches!(m, Recv::Closed) {
-                // No other shard (one shard) or all gone: the mesh returns at once, so wait
-                // here, letting this shard's peer tasks run.
-                glommio::timer::sleep(wait).await;
+        let mut batch: Vec<Event> = local.events.borrow_mut().drain(..).collect();
+        if batch.is_empty() {
+            // Nothing to do: sleep until a mesh message, a local event or the next
+            // deadline (request timeouts, the engine's tick, the progress line, the bar),
+            // whichever comes first.
+            let mut due = next_tick_ms.min(next_progress_ms);
+            if let Some((&(d, _), _)) = deadlines.first_key_value() {
+                due = due.min(d);
             }
-            first = false;
+            if extras.bar.is_some() {
+                due = due.min(next_bar_ms);
+            }
+            let sleep = Duration::from_millis(due.saturating_sub(now_ms).max(1));
+            let mesh = async {
+                if mesh_open {
+                    Some(match shard.recv().await {
+                        Some((from, m)) => Recv::Msg(from, m),
+                        None => Recv::Closed,
+                    })
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let other = async {
+                futures_lite::future::or(local.wake.notified(), glommio::timer::sleep(sleep))
+                    .await;
+                None
+            };
+            if let Some(m) = futures_lite::future::or(mesh, other).await {
+                pending_mesh = Some(m);
+            }
+            batch.extend(local.events.borrow_mut().drain(..));
+        }
+        // What else the mesh already holds, without waiting (bounded per turn).
+        let mut taken = 0;
+        while let Some(m) = pending_mesh.take().or_else(|| shard.try_recv()) {
             match m {
                 Recv::Msg(_, MeshMsg::Event(ev)) => batch.push(ev),
                 Recv::Msg(
@@ -535,12 +660,19 @@ async fn shard_run<S: ShardStore>(
                 Recv::Msg(_, note @ (MeshMsg::Unreachable(..) | MeshMsg::Progress(..))) => {
                     board.borrow_mut().note(note)
                 }
-                Recv::Closed | Recv::TimedOut => break,
+                Recv::Closed => {
+                    // No other shard (one shard), or all of them are gone.
+                    mesh_open = false;
+                    break;
+                }
+                Recv::TimedOut => break,
             }
-            if batch.len() > 4096 {
+            taken += 1;
+            if taken >= 4096 {
                 break;
             }
         }
+        let now_ms = started.elapsed().as_millis() as u64;
         while let Some((&(due, _), _)) = deadlines.first_key_value() {
             if due > now_ms {
                 break;
@@ -586,7 +718,7 @@ async fn shard_run<S: ShardStore>(
                     } => {
                         seq += 1;
                         deadlines.insert((now_ms + timeout_ms, seq), (peer, id));
-                        let owner = peer as usize % shards;
+                        let owner = peer_owner(&cfg, peer as usize, shards);
                         if owner == me {
                             if let Some(tx) = senders.get(&(peer as usize)) {
                                 let _ = tx.try_send(Job {
@@ -675,6 +807,7 @@ async fn shard_run<S: ShardStore>(
             })
             .collect(),
         dropped,
+        view: None,
     }
 }
 
@@ -734,6 +867,18 @@ pub fn run_sync_sharded_with(
     shutdown: Arc<AtomicBool>,
     extras: SyncExtras,
 ) -> anyhow::Result<NetSyncReport> {
+    run_sync_sharded_full(cfg, node, rc, shutdown, extras).map(|(r, _)| r)
+}
+
+/// [`run_sync_sharded_with`], also handing back each shard's store (in shard order; empty
+/// unless `extras.keep_stores`), for checks of what was stored.
+pub fn run_sync_sharded_full(
+    cfg: NetSyncConfig,
+    node: LocalNode,
+    rc: RuntimeConfig,
+    shutdown: Arc<AtomicBool>,
+    extras: SyncExtras,
+) -> anyhow::Result<(NetSyncReport, Vec<MemStore>)> {
     if let Some(d) = &extras.shard_dirs {
         anyhow::ensure!(
             d.len() == rc.shards.max(1),
@@ -757,12 +902,14 @@ pub fn run_sync_sharded_with(
     }
     cfg.shards = shards;
     let (cfg, node) = (Arc::new(cfg), Arc::new(node));
-    let peers_n = cfg.peers.len();
-    let results = run_with_flag::<MeshMsg, _, _, _>(&rc, shutdown, move |shard: Shard<MeshMsg>| {
+    let peers_n = peer_count(&cfg, &extras);
+    let mut results = run_with_flag::<MeshMsg, _, _, _>(&rc, shutdown, move |shard: Shard<MeshMsg>| {
         let (cfg, node, extras) = (cfg.clone(), node.clone(), extras.clone());
         async move { shard_main(shard, cfg, node, extras).await }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    results.sort_by_key(|r| r.shard);
+    let stores: Vec<MemStore> = results.iter_mut().filter_map(|r| r.view.take()).collect();
     let zero = results
         .iter()
         .find(|r| r.shard == 0)
@@ -789,7 +936,7 @@ pub fn run_sync_sharded_with(
             }
         }
     }
-    Ok(NetSyncReport {
+    let report = NetSyncReport {
         finished: zero.finished,
         // A shard that fails stops the others, which then report "interrupted": name the
         // cause (shard 0's first, then any other shard's).
@@ -813,7 +960,8 @@ pub fn run_sync_sharded_with(
         status: zero.status.clone(),
         progress,
         peers: peers.into_iter().flatten().collect(),
-    })
+    };
+    Ok((report, stores))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `catchup eth sim`: run the fast/snap sync engines against simulated peers.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,11 +9,11 @@ use clap::Args;
 
 use crate::eth::sync::chain::{chain_from_rlp_file, generate_chain, ChainData, StateData};
 use crate::eth::sync::config::{SyncConfig, SyncMode};
-use crate::eth::sync::driver::{drive_shard, LoopbackTransport};
-use crate::eth::sync::engine::ShardMsg;
-use crate::eth::sync::persist::DiskStore;
+use crate::eth::net::conn::LocalNode;
+use crate::eth::net::sync_net::NetSyncConfig;
+use crate::eth::net::sync_sharded::{run_sync_sharded_full, SyncExtras};
+use crate::eth::serve::ServingPeer;
 use crate::eth::sync::sim::{self, Profile, SimConfig, SimReport};
-use crate::eth::sync::store::MemStore;
 
 use crate::node::opts::GlobalOpts;
 
@@ -351,57 +352,37 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
         std::fs::create_dir_all(d)
             .with_context(|| format!("cannot create data directory {}", d.display()))?;
     }
-    let (c, s, cfg) = (chain.clone(), state.clone(), sync.clone());
+    let shard_dirs = datadir.map(|d| {
+        (0..shards)
+            .map(|i| d.join(format!("shard-{i}")))
+            .collect::<Vec<_>>()
+    });
+    let cfg = NetSyncConfig {
+        sync: sync.clone(),
+        shards,
+        peers: Vec::new(),
+        net: Default::default(),
+        status: Default::default(),
+        max_runtime_ms: max_ms,
+        peer_queue_len: 1024,
+    };
+    let extras = SyncExtras {
+        shard_dirs,
+        in_process: Some(
+            (0..peers)
+                .map(|_| ServingPeer::new(chain.clone(), Some(state.clone())))
+                .collect(),
+        ),
+        keep_stores: true,
+        ..SyncExtras::default()
+    };
     let started = std::time::Instant::now();
-    let results = catchup_shards::run(&rt, move |shard: catchup_shards::Shard<ShardMsg>| {
-        let (c, s, cfg, datadir) = (c.clone(), s.clone(), cfg.clone(), datadir.clone());
-        async move {
-            let mut t = LoopbackTransport::honest(peers, c, s);
-            match datadir {
-                None => {
-                    let mut store = MemStore::default();
-                    let o = drive_shard(&shard, cfg, &mut store, &mut t, max_ms).await;
-                    Ok((o, store, 0))
-                }
-                Some(d) => {
-                    let dir = d.join(format!("shard-{}", shard.id().0));
-                    let mut store = DiskStore::open(&dir).await.map_err(|e| e.to_string())?;
-                    let loaded = store.loaded_records;
-                    let o = drive_shard(&shard, cfg, &mut store, &mut t, max_ms).await;
-                    let view = store.close().await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>((o, view, loaded))
-                }
-            }
-        }
-    })
-    .context("cannot start the shards")?;
-    let mut outcomes = Vec::new();
-    let mut stores = Vec::new();
-    let mut loaded = 0;
-    let mut failures = Vec::new();
-    for r in results {
-        match r {
-            Ok((o, st, l)) => {
-                if let Some(f) = &o.failure {
-                    failures.push(f.clone());
-                }
-                outcomes.push(o);
-                stores.push(st);
-                loaded += l;
-            }
-            Err(e) => failures.push(e),
-        }
-    }
-    anyhow::ensure!(
-        !outcomes.is_empty(),
-        "no shard ran: {}",
-        failures.join("; ")
-    );
-    let status = outcomes[0].status.clone();
-    let mut progress = crate::eth::sync::engine::Progress::default();
-    for o in &outcomes {
-        progress.add(&o.progress);
-    }
+    let node = LocalNode::new(catchup_devp2p::secp256k1::SecretKey::new(&mut rand::thread_rng()));
+    let (report, stores) =
+        run_sync_sharded_full(cfg, node, rt, Arc::new(AtomicBool::new(false)), extras)?;
+    let failures: Vec<String> = report.failure.iter().cloned().collect();
+    let loaded = report.resumed.records;
+    let (status, progress) = (report.status.clone(), report.progress.clone());
     let target = status.highest_block.unwrap_or(chain.head().number);
     let (headers_ok, headers, head) = sim::check_headers(&stores, &chain, target);
     let (bodies_ok, bodies, receipts) = sim::check_bodies(
@@ -412,7 +393,7 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
         target,
     );
     let (state_ok, nodes, codes) = sim::check_state(&stores, state.root);
-    let finished = outcomes[0].finished;
+    let finished = report.finished;
     let correct = finished
         && failures.is_empty()
         && headers_ok

@@ -116,3 +116,23 @@ impl SyncStore for MemStore {
         self.journal.clone()
     }
 }
+
+/// A store whose writes become durable at `commit` (group commit after each batch of
+/// events; the journal is saved after the data it names).
+pub trait Commit {
+    fn commit(&mut self) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+impl Commit for MemStore {
+    async fn commit(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Commit for super::persist::DiskStore {
+    async fn commit(&mut self) -> Result<(), String> {
+        super::persist::DiskStore::commit(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
