@@ -111,12 +111,21 @@ fn restart_from_the_disk_store_continues_without_refetching() {
     for mode in [SyncMode::Fast, SyncMode::Snap] {
         let base = dir.path().join(mode.name());
         let dirs: Vec<_> = (0..2).map(|i| base.join(format!("shard-{i}"))).collect();
-        // First run: stopped after a short while; second run: from what the first one made
-        // durable.
-        let Some((first, _)) = sync(&chain, &state, mode, 2, Some(dirs.clone()), 40) else {
-            return;
-        };
-        assert!(!first.finished, "{mode:?}: the first run should be cut short");
+        // First run: stopped after a short while (longer each try, on a loaded machine,
+        // until it stored something); second run: from what the first one made durable.
+        let mut cut_ms = 40;
+        loop {
+            let Some((first, _)) = sync(&chain, &state, mode, 2, Some(dirs.clone()), cut_ms)
+            else {
+                return;
+            };
+            assert!(!first.finished, "{mode:?}: the first run should be cut short");
+            if first.fetched != Default::default() {
+                break;
+            }
+            assert!(cut_ms < 5_000, "{mode:?}: nothing stored within {cut_ms} ms");
+            cut_ms *= 2;
+        }
         let Some((last, stores)) = sync(&chain, &state, mode, 2, Some(dirs), 120_000) else {
             return;
         };
