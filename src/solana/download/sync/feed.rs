@@ -1,0 +1,217 @@
+//! Feeding the archive sink: the sink (decompress, unpack, index) runs on its own thread
+//! behind a bounded queue, fed the contiguous prefix of the archive read back from disk.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::solana::download::sink::{ArchiveSink, SinkError, SinkFactory};
+
+use super::{SyncError, STAGE_BYTES};
+
+const SINK_QUEUE_PIECES: usize = 16;
+
+/// The CPUs the process may use, as seen before any shard pinned its thread.
+pub(super) fn unpinned_cpus() -> Vec<usize> {
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CPUS.get_or_init(catchup_shards::allowed_cores).clone()
+}
+
+/// Let the current thread run on `cpus` (threads started from a pinned shard inherit its
+/// single CPU otherwise). Best effort: an error leaves the affinity as it was.
+fn set_affinity(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET is only called with indices below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if c < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Hand the archive bytes `[sink.fed_bytes, prefix)` to the sink. With `wait` every byte
+/// is queued before returning; otherwise at most what the queue takes now (bounded).
+pub(super) async fn feed_sink(
+    sink: &mut SinkThread,
+    rfile: &std::fs::File,
+    path: &std::path::Path,
+    prefix: u64,
+    wait: bool,
+) -> Result<(), SyncError> {
+    let read_err = |e| SyncError::File {
+        what: "read back",
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if wait {
+        sink.flush_pending_wait().await;
+    } else if !sink.flush_pending() {
+        return Ok(());
+    }
+    while sink.fed_bytes < prefix && !sink.failed() {
+        let n = (prefix - sink.fed_bytes).min(STAGE_BYTES as u64) as usize;
+        let data = read_exact_at(rfile, sink.fed_bytes, n)
+            .await
+            .map_err(read_err)?;
+        if !sink.try_push(data) {
+            if !wait {
+                return Ok(());
+            }
+            sink.flush_pending_wait().await;
+        }
+    }
+    Ok(())
+}
+
+/// Read `len` bytes at `pos`. A plain positioned read: io_uring DMA reads of this file
+/// fail with EOPNOTSUPP on some kernels; reads are 1 MiB pieces, short and rare.
+pub(super) async fn read_exact_at(
+    file: &std::fs::File,
+    pos: u64,
+    len: usize,
+) -> Result<Vec<u8>, std::io::Error> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u8; len];
+    file.read_exact_at(&mut out, pos)?;
+    Ok(out)
+}
+
+/// The sink on its own thread, fed through a bounded queue.
+pub(super) struct SinkThread {
+    pub(super) tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    pub(super) failed: Arc<AtomicBool>,
+    pub(super) error: Arc<Mutex<Option<SinkError>>>,
+    pub(super) handle: Option<std::thread::JoinHandle<Result<serde_json::Value, SinkError>>>,
+    /// Bytes handed over (queued, or kept in `pending`).
+    pub(super) fed_bytes: u64,
+    pub(super) pending: Option<Vec<u8>>,
+}
+
+impl SinkThread {
+    pub(super) fn start(factory: &SinkFactory) -> Result<SinkThread, SinkError> {
+        // Create the sink on a thread with the CPUs the process had before the shards were
+        // pinned (a thread started from a pinned shard inherits its single CPU): the snapshot
+        // pipeline spreads its index shards over them.
+        let cpus = unpinned_cpus();
+        let made = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                set_affinity(&cpus);
+                factory()
+            })
+            .join()
+        });
+        let mut sink: Box<dyn ArchiveSink> = made.map_err(|_| SinkError {
+            offset_bytes: 0,
+            message: "creating the sink panicked".into(),
+        })??;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SINK_QUEUE_PIECES);
+        let failed = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let (f2, e2) = (failed.clone(), error.clone());
+        let handle = std::thread::Builder::new()
+            .name("snapshot-sink".into())
+            .spawn(move || {
+                set_affinity(&cpus);
+                for piece in rx {
+                    if f2.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = sink.feed(&piece) {
+                        *e2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                        f2.store(true, Ordering::Relaxed);
+                    }
+                }
+                if let Some(e) = e2.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    return Err(e);
+                }
+                sink.finish()
+            })
+            .map_err(|e| SinkError {
+                offset_bytes: 0,
+                message: format!("cannot start the sink thread: {e}"),
+            })?;
+        Ok(SinkThread {
+            tx: Some(tx),
+            failed,
+            error,
+            handle: Some(handle),
+            fed_bytes: 0,
+            pending: None,
+        })
+    }
+
+    /// A sink that is not running (between a failed verification and the next start).
+    pub(super) fn idle() -> SinkThread {
+        SinkThread {
+            tx: None,
+            failed: Arc::new(AtomicBool::new(false)),
+            error: Arc::new(Mutex::new(None)),
+            handle: None,
+            fed_bytes: 0,
+            pending: None,
+        }
+    }
+
+    /// Hand a piece to the sink without waiting; a piece the full queue cannot take is
+    /// kept and sent first next time. Returns false when the queue is full.
+    fn try_push(&mut self, piece: Vec<u8>) -> bool {
+        self.fed_bytes += piece.len() as u64;
+        self.pending = Some(piece);
+        self.flush_pending()
+    }
+
+    /// Send the kept piece if the queue has room; true when nothing is kept any more.
+    fn flush_pending(&mut self) -> bool {
+        let (Some(tx), Some(piece)) = (&self.tx, self.pending.take()) else {
+            return true;
+        };
+        match tx.try_send(piece) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(p)) => {
+                self.pending = Some(p);
+                false
+            }
+            // A stopped sink thread: the failure is reported by `finish`.
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => true,
+        }
+    }
+
+    /// Wait (yielding to the executor) until the kept piece is in the queue.
+    async fn flush_pending_wait(&mut self) {
+        // Bounded by the sink's progress; a failed sink drains its queue at once.
+        while !self.flush_pending() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn finish(mut self) -> Result<serde_json::Value, SinkError> {
+        drop(self.tx.take());
+        let Some(h) = self.handle.take() else {
+            return Err(SinkError {
+                offset_bytes: 0,
+                message: "the sink is not running".into(),
+            });
+        };
+        match h.join() {
+            Ok(r) => r,
+            Err(_) => Err(SinkError {
+                offset_bytes: u64::MAX,
+                message: "the sink thread panicked".into(),
+            }),
+        }
+    }
+
+    pub(super) fn error(&self) -> Option<SinkError> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

@@ -1,0 +1,270 @@
+//! The snapshot download driver: discovery and probing, the chunk coordinator on a glommio
+//! executor, ranged fetches written at their offsets with DMA writes into a pre-allocated
+//! file, the journal of finished chunks, feeding the contiguous prefix to the archive sink
+//! on its own thread, the final length check, and a cross-source audit when verification
+//! fails (which names the source that served bad bytes).
+//!
+//! Files in the data directory `D`:
+//! - `D/download/<archive name>`: the archive being downloaded (written at chunk offsets);
+//! - `D/journal/snapshot-download.{cur,prev}`: source identity, chunk size and the bitmap
+//!   of chunks that are written and synced. A restart with the same identity re-fetches no
+//!   finished chunk; another identity (other size / ETag / name) starts over.
+//!
+//! Stages, one file each: `discover` (RPC discovery and probing of sources), `driver` (the
+//! coordinator loop on shard 0), `fetch` (ranged fetches written at their offsets, on any
+//! shard), `resume` (the journal of finished chunks), `feed` (the sink thread fed the
+//! contiguous prefix), `audit` (cross-source check after a failed verification).
+
+mod audit;
+mod discover;
+mod driver;
+mod feed;
+mod fetch;
+mod resume;
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use catchup_http::Url;
+use serde::Serialize;
+
+use super::client::ClientConfig;
+use super::coordinator::{CoordinatorConfig, Event};
+use super::sink::{SinkError, SinkFactory};
+use super::source::ProbedSource;
+
+pub use discover::{discover_rpc, probe_source};
+
+use driver::sync_async;
+use feed::unpinned_cpus;
+use fetch::fetch_worker;
+
+/// Settings of one sync.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Archive URLs or base URLs of snapshot sources.
+    pub sources: Vec<Url>,
+    /// JSON-RPC endpoint to ask `getClusterNodes`.
+    pub rpc: Option<Url>,
+    pub datadir: PathBuf,
+    /// Fetch the incremental snapshot instead of the full one (base URLs only).
+    pub incremental: bool,
+    pub coordinator: CoordinatorConfig,
+    pub client: ClientConfig,
+    /// Discovery: how many sources must serve the chosen slot.
+    pub min_agree: usize,
+    pub max_slots_behind: u64,
+    pub max_latency_ms: u64,
+    /// Stop after this many chunks were fetched in this run (tests of resume); `None`: all.
+    pub stop_after_chunks: Option<u32>,
+    /// Set (by a signal handler) to stop the download: the sync then returns its report
+    /// marked `interrupted`, the journal holding what was fetched.
+    pub interrupt: Arc<std::sync::atomic::AtomicBool>,
+    pub progress_interval_ms: u64,
+    pub max_audit_rounds: u32,
+    /// Shards (pinned executors) that fetch: shard 0 coordinates and fetches for its own
+    /// sources; source i is owned by shard `i % shards`. 1: one executor on the calling
+    /// thread.
+    pub shards: usize,
+}
+
+impl SyncConfig {
+    pub fn new(datadir: PathBuf) -> SyncConfig {
+        SyncConfig {
+            sources: Vec::new(),
+            rpc: None,
+            datadir,
+            incremental: false,
+            coordinator: CoordinatorConfig::default(),
+            client: ClientConfig::default(),
+            min_agree: 1,
+            max_slots_behind: 100_000,
+            max_latency_ms: 5_000,
+            stop_after_chunks: None,
+            interrupt: Default::default(),
+            progress_interval_ms: 10_000,
+            max_audit_rounds: 3,
+            shards: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("no snapshot source given (use --source URL or --rpc URL)")]
+    NoSources,
+    #[error("no usable snapshot source: {0}")]
+    NoUsableSource(String),
+    #[error("discovery via {rpc}: {why}")]
+    Discovery { rpc: String, why: String },
+    #[error(transparent)]
+    DataDir(#[from] catchup_io::datadir::DataDirError),
+    #[error(transparent)]
+    Journal(#[from] catchup_io::journal::JournalError),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("download stuck: {chunks_left} chunks left and every source dropped ({bad})")]
+    Stuck { chunks_left: u32, bad: String },
+    #[error("downloaded file is {got} bytes, Content-Length said {expected}")]
+    Length { got: u64, expected: u64 },
+    #[error("{0}")]
+    Verify(SinkError),
+    #[error("verification failed and no other source can cross-check it: {0}")]
+    Unauditable(SinkError),
+    #[error("executor: {0}")]
+    Executor(String),
+}
+
+const STAGE_BYTES: usize = 1 << 20;
+const ALIGN_BYTES: u64 = 4096;
+
+/// A source's line in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceReport {
+    pub url: String,
+    /// The shard that fetches for it.
+    pub shard: usize,
+    pub ranges: bool,
+    pub chunks: u32,
+    pub bytes: u64,
+    pub speed_bytes_per_s: f64,
+    pub failures: u32,
+    /// Why it was dropped or rejected, if it was.
+    pub dropped: Option<String>,
+}
+
+/// Progress while downloading.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub archive: String,
+    pub chunks_done: u32,
+    pub chunks_total: u32,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub rate_bytes_per_s: f64,
+    pub eta_s: Option<f64>,
+    pub fed_bytes: u64,
+    pub sources: Vec<SourceReport>,
+}
+
+/// The outcome of a sync.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncReport {
+    pub archive: String,
+    pub slot: Option<u64>,
+    pub size_bytes: u64,
+    pub chunks_total: u32,
+    /// Chunks found finished in the journal at start.
+    pub chunks_resumed: u32,
+    /// Chunks fetched by this run (including re-fetches after an audit).
+    pub chunks_fetched: u32,
+    pub bytes_fetched: u64,
+    pub download_ms: u64,
+    pub total_ms: u64,
+    pub complete: bool,
+    /// Stopped by SIGINT/SIGTERM before it completed (a restart resumes from the journal).
+    pub interrupted: bool,
+    pub verified: Option<serde_json::Value>,
+    pub audit_rounds: u32,
+    pub sources: Vec<SourceReport>,
+    /// Sources dropped or rejected, with the reason (`url: reason`).
+    pub bad_sources: Vec<String>,
+}
+
+/// Progress callback of [`sync`].
+pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+/// Run a whole sync. With `cfg.shards == 1` one glommio executor on the calling thread;
+/// otherwise `cfg.shards` pinned shards of the shard runtime: shard 0 runs the coordinator,
+/// the journal and the sink feeding, and every shard fetches for the sources it owns,
+/// taking chunks by message as its sources finish them. The sink runs on its own thread.
+pub fn sync(
+    cfg: SyncConfig,
+    sink_factory: Arc<SinkFactory>,
+    progress: ProgressFn,
+) -> Result<SyncReport, SyncError> {
+    let _ = unpinned_cpus();
+    if cfg.shards <= 1 {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name("sync")
+            .make()
+            .map_err(|e| SyncError::Executor(e.to_string()))?;
+        return catchup_io::exec::run(&ex, sync_async(cfg, sink_factory, progress, None));
+    }
+    let rcfg = catchup_shards::RuntimeConfig {
+        channel_capacity: 256,
+        name: "sync".into(),
+        handle_signals: false,
+        ..catchup_shards::RuntimeConfig::new(cfg.shards)
+    };
+    let progress = Arc::new(Mutex::new(Some(progress)));
+    let results = catchup_shards::run(&rcfg, move |shard: catchup_shards::Shard<ShardMsg>| {
+        let (cfg, sink_factory, progress) = (cfg.clone(), sink_factory.clone(), progress.clone());
+        async move {
+            let shard = Rc::new(shard);
+            crate::node::stages::enter_shard(shard.id().0, shard.core());
+            if shard.id().0 != 0 {
+                let span = crate::node::obs::shard_span(shard.id().0);
+                tracing::Instrument::instrument(fetch_worker(shard), span).await;
+                return None;
+            }
+            let p = progress.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let p: ProgressFn = p.unwrap_or_else(|| Box::new(|_| {}));
+            let span = crate::node::obs::shard_span(0);
+            let r = tracing::Instrument::instrument(
+                sync_async(cfg, sink_factory, p, Some(shard.clone())),
+                span,
+            )
+            .await;
+            for peer in shard.peers() {
+                let _ = shard.send(peer, ShardMsg::Stop).await;
+            }
+            shard.close_outgoing();
+            Some(r)
+        }
+    })
+    .map_err(|e| SyncError::Executor(e.to_string()))?;
+    results
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or_else(|| Err(SyncError::Executor("shard 0 returned nothing".into())))
+}
+
+/// Messages between the coordinating shard 0 and the fetching shards.
+pub enum ShardMsg {
+    /// The download is set up: open the file, know the sources.
+    Start {
+        path: PathBuf,
+        members: Vec<ProbedSource>,
+        total_bytes: u64,
+        chunk_size_bytes: u64,
+        client: ClientConfig,
+    },
+    Fetch {
+        source: u32,
+        generation: u64,
+        first: u32,
+        last: u32,
+        offset: u64,
+        len: u64,
+        whole: bool,
+    },
+    /// Stop the fetch of `source`; `generation` is its new generation.
+    Cancel {
+        source: u32,
+        generation: u64,
+    },
+    /// An event of a fetch (to shard 0).
+    Event {
+        source: u32,
+        generation: u64,
+        event: Event,
+    },
+    Stop,
+}
