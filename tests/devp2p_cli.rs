@@ -168,7 +168,15 @@ fn one_peer_and_one_two_or_four_shards_reach_the_devnet_head() {
     for shards in [1, 2, 4] {
         let datadir = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
-            .args(["eth", "sync", "--mode", "snap", "--json", "--timeout-s", "60"])
+            .args([
+                "eth",
+                "sync",
+                "--mode",
+                "snap",
+                "--json",
+                "--timeout-s",
+                "60",
+            ])
             .args(["--pivot-distance", "0", "--receipts", "false"])
             .args(["--shards", &shards.to_string(), "--peer", &server.enode])
             .arg("--genesis")

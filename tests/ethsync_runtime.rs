@@ -115,15 +115,20 @@ fn restart_from_the_disk_store_continues_without_refetching() {
         // until it stored something); second run: from what the first one made durable.
         let mut cut_ms = 40;
         loop {
-            let Some((first, _)) = sync(&chain, &state, mode, 2, Some(dirs.clone()), cut_ms)
-            else {
+            let Some((first, _)) = sync(&chain, &state, mode, 2, Some(dirs.clone()), cut_ms) else {
                 return;
             };
-            assert!(!first.finished, "{mode:?}: the first run should be cut short");
+            assert!(
+                !first.finished,
+                "{mode:?}: the first run should be cut short"
+            );
             if first.fetched != Default::default() {
                 break;
             }
-            assert!(cut_ms < 5_000, "{mode:?}: nothing stored within {cut_ms} ms");
+            assert!(
+                cut_ms < 5_000,
+                "{mode:?}: nothing stored within {cut_ms} ms"
+            );
             cut_ms *= 2;
         }
         let Some((last, stores)) = sync(&chain, &state, mode, 2, Some(dirs), 120_000) else {

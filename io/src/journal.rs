@@ -56,7 +56,7 @@ pub enum JournalError {
 }
 
 /// One named journal in a directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
     cur: PathBuf,
@@ -212,6 +212,20 @@ impl Journal {
         crate::datadir::fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         self.next_seq += 1;
         Ok(())
+    }
+
+    /// [`Journal::save`] on the glommio executor's blocking-thread pool, so that a shard's
+    /// executor never waits in write, fsync or rename. Call it from a glommio executor.
+    pub async fn save_off_executor(&mut self, payload: Vec<u8>) -> Result<(), JournalError> {
+        let mut j = self.clone();
+        let (j, r) = glommio::executor()
+            .spawn_blocking(move || {
+                let r = j.save(&payload);
+                (j, r)
+            })
+            .await;
+        self.next_seq = j.next_seq;
+        r
     }
 
     /// The newest valid content, or `None` when the journal was never saved. A corrupt

@@ -3,7 +3,6 @@
 //! the wire and the answer back into a response. The driver that runs the engines is
 //! [`super::sync_sharded`].
 
-
 use alloy_primitives::B256;
 use catchup_devp2p::enode::Enode;
 use catchup_devp2p::eth::{EthMessage, HashOrNumber};

@@ -26,10 +26,10 @@ use glommio::channels::local_channel;
 
 use std::path::PathBuf;
 
+use crate::eth::serve::ServingPeer;
 use crate::eth::sync::engine::{progress_line, Action, Engine, Event, Progress, Status};
 use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::store::{Commit, MemStore, SyncStore};
-use crate::eth::serve::ServingPeer;
 use crate::eth::sync::types::{PeerId, ReqId, Request};
 
 use super::conn::{LocalNode, NetError, PeerConn};
@@ -591,7 +591,9 @@ async fn shard_run<S: ShardStore>(
             break;
         }
         if me == 0 {
-            if let Some(why) = all_unreachable(&board.borrow().unreachable, peer_count(&cfg, &extras)) {
+            if let Some(why) =
+                all_unreachable(&board.borrow().unreachable, peer_count(&cfg, &extras))
+            {
                 failure = Some(why);
                 break;
             }
@@ -620,8 +622,7 @@ async fn shard_run<S: ShardStore>(
                 }
             };
             let other = async {
-                futures_lite::future::or(local.wake.notified(), glommio::timer::sleep(sleep))
-                    .await;
+                futures_lite::future::or(local.wake.notified(), glommio::timer::sleep(sleep)).await;
                 None
             };
             if let Some(m) = futures_lite::future::or(mesh, other).await {
@@ -903,11 +904,12 @@ pub fn run_sync_sharded_full(
     cfg.shards = shards;
     let (cfg, node) = (Arc::new(cfg), Arc::new(node));
     let peers_n = peer_count(&cfg, &extras);
-    let mut results = run_with_flag::<MeshMsg, _, _, _>(&rc, shutdown, move |shard: Shard<MeshMsg>| {
-        let (cfg, node, extras) = (cfg.clone(), node.clone(), extras.clone());
-        async move { shard_main(shard, cfg, node, extras).await }
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut results =
+        run_with_flag::<MeshMsg, _, _, _>(&rc, shutdown, move |shard: Shard<MeshMsg>| {
+            let (cfg, node, extras) = (cfg.clone(), node.clone(), extras.clone());
+            async move { shard_main(shard, cfg, node, extras).await }
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     results.sort_by_key(|r| r.shard);
     let stores: Vec<MemStore> = results.iter_mut().filter_map(|r| r.view.take()).collect();
     let zero = results

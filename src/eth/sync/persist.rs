@@ -179,7 +179,8 @@ impl DiskStore {
             })?;
         if let Some(j) = self.journal_pending.take() {
             self.journal
-                .save(&j)
+                .save_off_executor(j)
+                .await
                 .map_err(|source| PersistError::Journal {
                     dir: d.clone(),
                     source,

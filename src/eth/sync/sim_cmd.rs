@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use crate::eth::sync::chain::{chain_from_rlp_file, generate_chain, ChainData, StateData};
-use crate::eth::sync::config::{SyncConfig, SyncMode};
 use crate::eth::net::conn::LocalNode;
 use crate::eth::net::sync_net::NetSyncConfig;
 use crate::eth::net::sync_sharded::{run_sync_sharded_full, SyncExtras};
 use crate::eth::serve::ServingPeer;
+use crate::eth::sync::chain::{chain_from_rlp_file, generate_chain, ChainData, StateData};
+use crate::eth::sync::config::{SyncConfig, SyncMode};
 use crate::eth::sync::sim::{self, Profile, SimConfig, SimReport};
 
 use crate::node::opts::GlobalOpts;
@@ -377,7 +377,9 @@ pub fn run_on_runtime(a: &SimArgs, global: &GlobalOpts) -> anyhow::Result<Runtim
         ..SyncExtras::default()
     };
     let started = std::time::Instant::now();
-    let node = LocalNode::new(catchup_devp2p::secp256k1::SecretKey::new(&mut rand::thread_rng()));
+    let node = LocalNode::new(catchup_devp2p::secp256k1::SecretKey::new(
+        &mut rand::thread_rng(),
+    ));
     let (report, stores) =
         run_sync_sharded_full(cfg, node, rt, Arc::new(AtomicBool::new(false)), extras)?;
     let failures: Vec<String> = report.failure.iter().cloned().collect();

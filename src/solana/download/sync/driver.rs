@@ -15,7 +15,7 @@ use crate::solana::download::source::{choose_group, ProbedSource, SourceGroup};
 
 use super::audit::audit;
 use super::discover::{discover_rpc, probe_source};
-use super::feed::{feed_sink, SinkThread};
+use super::feed::{feed_sink, open_for_reads, SinkThread};
 use super::fetch::{fetch_task, Ctx, Msg};
 use super::resume::{bitmap_to_hex, hex_to_bitmap, JournalState, JOURNAL_NAME};
 use super::{
@@ -173,25 +173,24 @@ pub(super) async fn sync_async(
     };
     let file = Rc::new(file);
     // Reads (feeding the sink, the audit) go through a plain read-only handle.
-    let rfile = Rc::new(std::fs::File::open(&path).map_err(|e| SyncError::File {
+    let rfile = Rc::new(open_for_reads(&path).await.map_err(|e| SyncError::File {
         what: "open for reading",
         path: path.clone(),
         source: e,
     })?);
-    let save_journal =
-        |journal: &mut catchup_io::journal::Journal, done: &[bool]| -> Result<(), SyncError> {
-            let st = JournalState {
-                archive_name: identity.archive_name.clone(),
-                size_bytes: total,
-                etag: identity.etag.clone(),
-                last_modified: identity.last_modified.clone(),
-                chunk_size_bytes: chunk_size,
-                done_hex: bitmap_to_hex(done),
-            };
-            journal.save(&serde_json::to_vec(&st).expect("journal state serializes"))?;
-            Ok(())
+    // The journal's bytes for a done-bitmap (saved off the executor: write, fsync, rename).
+    let journal_bytes = |done: &[bool]| -> Vec<u8> {
+        let st = JournalState {
+            archive_name: identity.archive_name.clone(),
+            size_bytes: total,
+            etag: identity.etag.clone(),
+            last_modified: identity.last_modified.clone(),
+            chunk_size_bytes: chunk_size,
+            done_hex: bitmap_to_hex(done),
         };
-    save_journal(&mut journal, &done)?;
+        serde_json::to_vec(&st).expect("journal state serializes")
+    };
+    journal.save_off_executor(journal_bytes(&done)).await?;
 
     // 3. Coordinator and fetch tasks.
     let mut coord = Coordinator::new(cfg.coordinator.clone(), total, &done);
@@ -263,7 +262,9 @@ pub(super) async fn sync_async(
     for (id, ranges) in pending_actions {
         actions.extend(coord.handle(0, Event::SourceReady { source: id, ranges }));
     }
-    let mut sink = SinkThread::start(&*sink_factory).map_err(SyncError::Verify)?;
+    let mut sink = SinkThread::start(sink_factory.clone())
+        .await
+        .map_err(SyncError::Verify)?;
     let mut chunks_fetched = 0u32;
     let mut audit_rounds = 0u32;
     let mut last_progress = Instant::now();
@@ -332,7 +333,9 @@ pub(super) async fn sync_async(
                 Action::ChunkComplete { .. } => {
                     chunks_fetched += 1;
                     file.fdatasync().await.map_err(file_err("sync"))?;
-                    save_journal(&mut journal, coord.done_bitmap())?;
+                    journal
+                        .save_off_executor(journal_bytes(coord.done_bitmap()))
+                        .await?;
                 }
                 Action::Finished => finished = true,
                 Action::Stuck { chunks_left } => {
@@ -399,10 +402,10 @@ pub(super) async fn sync_async(
             let old = std::mem::replace(&mut sink, SinkThread::idle());
             let failure = if old.failed() {
                 let e = old.error();
-                let _ = old.finish();
+                let _ = old.finish().await;
                 e
             } else {
-                match old.finish() {
+                match old.finish().await {
                     Ok(v) => {
                         verified = Some(v);
                         None
@@ -425,7 +428,9 @@ pub(super) async fn sync_async(
             for (src, chunk) in bad {
                 actions.extend(coord.handle(now_ms, Event::ChunkBad { source: src, chunk }));
             }
-            sink = SinkThread::start(&*sink_factory).map_err(SyncError::Verify)?;
+            sink = SinkThread::start(sink_factory.clone())
+                .await
+                .map_err(SyncError::Verify)?;
             finished = false;
             continue;
         }
@@ -463,7 +468,7 @@ pub(super) async fn sync_async(
         }
     }
     if !complete {
-        drop(sink.finish());
+        drop(sink.finish().await);
     }
     Ok(SyncReport {
         archive: identity.archive_name.clone(),

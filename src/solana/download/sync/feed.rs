@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::solana::download::sink::{ArchiveSink, SinkError, SinkFactory};
 
@@ -39,7 +38,7 @@ fn set_affinity(cpus: &[usize]) {
 /// is queued before returning; otherwise at most what the queue takes now (bounded).
 pub(super) async fn feed_sink(
     sink: &mut SinkThread,
-    rfile: &std::fs::File,
+    rfile: &glommio::io::BufferedFile,
     path: &std::path::Path,
     prefix: u64,
     wait: bool,
@@ -69,78 +68,125 @@ pub(super) async fn feed_sink(
     Ok(())
 }
 
-/// Read `len` bytes at `pos`. A plain positioned read: io_uring DMA reads of this file
-/// fail with EOPNOTSUPP on some kernels; reads are 1 MiB pieces, short and rare.
+/// Read `len` bytes at `pos` through io_uring (buffered reads: DMA reads of this file fail
+/// with EOPNOTSUPP on some kernels), so the executor never waits in a read syscall.
 pub(super) async fn read_exact_at(
-    file: &std::fs::File,
+    file: &glommio::io::BufferedFile,
     pos: u64,
     len: usize,
 ) -> Result<Vec<u8>, std::io::Error> {
-    use std::os::unix::fs::FileExt;
-    let mut out = vec![0u8; len];
-    file.read_exact_at(&mut out, pos)?;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let got = file
+            .read_at(pos + out.len() as u64, len - out.len())
+            .await
+            .map_err(std::io::Error::from)?;
+        if got.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("short read at {} of {len} bytes", pos + out.len() as u64),
+            ));
+        }
+        out.extend_from_slice(&got);
+    }
     Ok(out)
 }
 
-/// The sink on its own thread, fed through a bounded queue.
+/// Open the archive for reads (feeding the sink, the audit).
+pub(super) async fn open_for_reads(
+    path: &std::path::Path,
+) -> Result<glommio::io::BufferedFile, std::io::Error> {
+    glommio::io::BufferedFile::open(path)
+        .await
+        .map_err(std::io::Error::from)
+}
+
+/// The sink on its own thread, fed through a bounded queue. The shard awaits the queue
+/// and the thread's start and end; it never blocks on them.
 pub(super) struct SinkThread {
-    pub(super) tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    pub(super) tx: Option<flume::Sender<Vec<u8>>>,
     pub(super) failed: Arc<AtomicBool>,
     pub(super) error: Arc<Mutex<Option<SinkError>>>,
-    pub(super) handle: Option<std::thread::JoinHandle<Result<serde_json::Value, SinkError>>>,
+    /// The thread's result, sent when it ends.
+    done: Option<flume::Receiver<Result<serde_json::Value, SinkError>>>,
     /// Bytes handed over (queued, or kept in `pending`).
     pub(super) fed_bytes: u64,
     pub(super) pending: Option<Vec<u8>>,
 }
 
 impl SinkThread {
-    pub(super) fn start(factory: &SinkFactory) -> Result<SinkThread, SinkError> {
-        // Create the sink on a thread with the CPUs the process had before the shards were
-        // pinned (a thread started from a pinned shard inherits its single CPU): the snapshot
-        // pipeline spreads its index shards over them.
+    pub(super) async fn start(factory: Arc<SinkFactory>) -> Result<SinkThread, SinkError> {
+        // The sink is made and run on a thread with the CPUs the process had before the
+        // shards were pinned (a thread started from a pinned shard inherits its single
+        // CPU): the snapshot pipeline spreads its index shards over them.
         let cpus = unpinned_cpus();
-        let made = std::thread::scope(|sc| {
-            sc.spawn(|| {
-                set_affinity(&cpus);
-                factory()
-            })
-            .join()
-        });
-        let mut sink: Box<dyn ArchiveSink> = made.map_err(|_| SinkError {
-            offset_bytes: 0,
-            message: "creating the sink panicked".into(),
-        })??;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SINK_QUEUE_PIECES);
+        let (tx, rx) = flume::bounded::<Vec<u8>>(SINK_QUEUE_PIECES);
+        let (ready_tx, ready_rx) = flume::bounded::<Result<(), SinkError>>(1);
+        let (done_tx, done_rx) = flume::bounded(1);
         let failed = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
         let (f2, e2) = (failed.clone(), error.clone());
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("snapshot-sink".into())
             .spawn(move || {
                 set_affinity(&cpus);
-                for piece in rx {
-                    if f2.load(Ordering::Relaxed) {
-                        continue;
+                let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory()))
+                    .unwrap_or_else(|_| {
+                        Err(SinkError {
+                            offset_bytes: 0,
+                            message: "creating the sink panicked".into(),
+                        })
+                    });
+                let mut sink: Box<dyn ArchiveSink> = match made {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
                     }
-                    if let Err(e) = sink.feed(&piece) {
-                        *e2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                        f2.store(true, Ordering::Relaxed);
+                };
+                let _ = ready_tx.send(Ok(()));
+                let run = std::panic::AssertUnwindSafe(move || {
+                    for piece in rx.iter() {
+                        if f2.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if let Err(e) = sink.feed(&piece) {
+                            *e2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                            f2.store(true, Ordering::Relaxed);
+                        }
                     }
-                }
-                if let Some(e) = e2.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                    return Err(e);
-                }
-                sink.finish()
+                    if let Some(e) = e2.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                        return Err(e);
+                    }
+                    sink.finish()
+                });
+                let r = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                    Err(SinkError {
+                        offset_bytes: u64::MAX,
+                        message: "the sink thread panicked".into(),
+                    })
+                });
+                let _ = done_tx.send(r);
             })
             .map_err(|e| SinkError {
                 offset_bytes: 0,
                 message: format!("cannot start the sink thread: {e}"),
             })?;
+        match ready_rx.recv_async().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(SinkError {
+                    offset_bytes: 0,
+                    message: "the sink thread ended before the sink was made".into(),
+                })
+            }
+        }
         Ok(SinkThread {
             tx: Some(tx),
             failed,
             error,
-            handle: Some(handle),
+            done: Some(done_rx),
             fed_bytes: 0,
             pending: None,
         })
@@ -152,7 +198,7 @@ impl SinkThread {
             tx: None,
             failed: Arc::new(AtomicBool::new(false)),
             error: Arc::new(Mutex::new(None)),
-            handle: None,
+            done: None,
             fed_bytes: 0,
             pending: None,
         }
@@ -173,42 +219,44 @@ impl SinkThread {
         };
         match tx.try_send(piece) {
             Ok(()) => true,
-            Err(std::sync::mpsc::TrySendError::Full(p)) => {
+            Err(flume::TrySendError::Full(p)) => {
                 self.pending = Some(p);
                 false
             }
             // A stopped sink thread: the failure is reported by `finish`.
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => true,
+            Err(flume::TrySendError::Disconnected(_)) => true,
         }
     }
 
     /// Wait (yielding to the executor) until the kept piece is in the queue.
     async fn flush_pending_wait(&mut self) {
-        // Bounded by the sink's progress; a failed sink drains its queue at once.
-        while !self.flush_pending() {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        let (Some(tx), Some(piece)) = (&self.tx, self.pending.take()) else {
+            return;
+        };
+        // Bounded by the sink's progress; a stopped sink thread fails the send at once
+        // (its failure is reported by `finish`).
+        let _ = tx.send_async(piece).await;
     }
 
     pub(super) fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
 
-    pub(super) fn finish(mut self) -> Result<serde_json::Value, SinkError> {
+    /// Close the queue and await the sink's result.
+    pub(super) async fn finish(mut self) -> Result<serde_json::Value, SinkError> {
         drop(self.tx.take());
-        let Some(h) = self.handle.take() else {
+        let Some(done) = self.done.take() else {
             return Err(SinkError {
                 offset_bytes: 0,
                 message: "the sink is not running".into(),
             });
         };
-        match h.join() {
-            Ok(r) => r,
-            Err(_) => Err(SinkError {
+        done.recv_async().await.unwrap_or_else(|_| {
+            Err(SinkError {
                 offset_bytes: u64::MAX,
-                message: "the sink thread panicked".into(),
-            }),
-        }
+                message: "the sink thread ended without a result".into(),
+            })
+        })
     }
 
     pub(super) fn error(&self) -> Option<SinkError> {

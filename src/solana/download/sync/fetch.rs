@@ -4,7 +4,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
 
 use catchup_http::{BodyDecoder, ByteRange, Method, Request};
 use glommio::io::{DmaFile, OpenOptions};
@@ -40,10 +39,8 @@ pub(super) async fn fetch_worker(shard: Rc<catchup_shards::Shard<ShardMsg>>) {
     });
     // Bounded by shard 0: it sends Stop (or closes its channel) when the sync ends.
     loop {
-        let (from, msg) = match shard.recv_timeout(Duration::from_millis(200)).await {
-            catchup_shards::Recv::Msg(f, m) => (f, m),
-            catchup_shards::Recv::TimedOut => continue,
-            catchup_shards::Recv::Closed => break,
+        let Some((from, msg)) = shard.recv().await else {
+            break;
         };
         let _ = from;
         match msg {
@@ -61,7 +58,7 @@ pub(super) async fn fetch_worker(shard: Rc<catchup_shards::Shard<ShardMsg>>) {
                     .await
                 {
                     Ok(file) => {
-                        let rfile = match std::fs::File::open(&path) {
+                        let rfile = match super::feed::open_for_reads(&path).await {
                             Ok(f) => f,
                             Err(e) => {
                                 tracing::warn!(error = %e, path = %path.display(), "fetch shard cannot open the archive");
@@ -158,7 +155,7 @@ pub(super) struct Msg {
 
 pub(super) struct Ctx {
     pub(super) file: Rc<DmaFile>,
-    pub(super) rfile: Rc<std::fs::File>,
+    pub(super) rfile: Rc<glommio::io::BufferedFile>,
     pub(super) members: Vec<ProbedSource>,
     pub(super) total_bytes: u64,
     pub(super) chunk_size_bytes: u64,
