@@ -19,8 +19,12 @@ pub enum SolanaCmd {
 
 pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
     match cmd {
-        SolanaCmd::Snapshot(SnapshotCmd::Verify(a)) => crate::solana::snapshot::cmd::verify(a),
-        SolanaCmd::Snapshot(SnapshotCmd::Inspect(a)) => crate::solana::snapshot::cmd::inspect(a),
+        SolanaCmd::Snapshot(SnapshotCmd::Verify(a)) => {
+            crate::solana::snapshot::cmd::verify(a, global)
+        }
+        SolanaCmd::Snapshot(SnapshotCmd::Inspect(a)) => {
+            crate::solana::snapshot::cmd::inspect(a, global)
+        }
         SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => crate::solana::snapshot::cmd::gen(a),
         SolanaCmd::Snapshot(SnapshotCmd::Serve(a)) => crate::solana::sync_cmd::run_serve(a, global),
         SolanaCmd::Sync(args) => crate::solana::sync_cmd::run_sync(args, global),

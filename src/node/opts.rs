@@ -65,3 +65,69 @@ pub fn runtime_config(
         ..RuntimeConfig::new(n)
     })
 }
+
+/// Where a command with two pools of shards (I/O shards that download, compute shards that
+/// index) places them: the command's cores (`--plan`, else the CPUs this process may use),
+/// one executor per core while there are enough: the I/O shards on the last cores, the
+/// compute shards on the others. With too few cores the two pools share cores, and the
+/// returned note says so (and what helps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwoPools {
+    pub io_cores: Vec<usize>,
+    pub compute_cores: Vec<usize>,
+    pub note: Option<String>,
+}
+
+pub fn place_two_pools(cores: &[usize], io_shards: usize, compute_shards: usize) -> TwoPools {
+    let (io, compute) = (io_shards.max(1), compute_shards.max(1));
+    let cores: Vec<usize> = if cores.is_empty() {
+        vec![0]
+    } else {
+        cores.to_vec()
+    };
+    let n = cores.len();
+    let pick = |from: usize, count: usize| -> Vec<usize> {
+        (0..count).map(|i| cores[(from + i) % n]).collect()
+    };
+    if n >= io + compute {
+        return TwoPools {
+            io_cores: pick(n - io, io),
+            compute_cores: pick(0, compute),
+            note: None,
+        };
+    }
+    let io_cores = pick(n.saturating_sub(io.min(n)), io);
+    let compute_cores = pick(0, compute);
+    TwoPools {
+        io_cores,
+        compute_cores,
+        note: Some(format!(
+            "{io} download and {compute} index shard(s) on {n} core(s): shards share cores \
+             (give more cores with --plan, or fewer shards with --download-shards/--shards)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_pools_get_their_own_cores_when_there_are_enough() {
+        let p = place_two_pools(&[2, 3, 4, 5, 6], 2, 3);
+        assert_eq!(p.io_cores, vec![5, 6]);
+        assert_eq!(p.compute_cores, vec![2, 3, 4]);
+        assert!(p.note.is_none());
+    }
+
+    #[test]
+    fn too_few_cores_share_and_say_so() {
+        let p = place_two_pools(&[0, 1], 1, 2);
+        assert_eq!(p.io_cores, vec![1]);
+        assert_eq!(p.compute_cores, vec![0, 1]);
+        assert!(p.note.as_deref().unwrap().contains("share cores"));
+        let one = place_two_pools(&[7], 2, 2);
+        assert_eq!(one.io_cores, vec![7, 7]);
+        assert_eq!(one.compute_cores, vec![7, 7]);
+    }
+}

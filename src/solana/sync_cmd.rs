@@ -172,6 +172,7 @@ pub fn sink_factory(
     mode: VerifyMode,
     datadir: &std::path::Path,
     shards: Option<usize>,
+    cores: Option<Vec<usize>>,
 ) -> Arc<SinkFactory> {
     match mode {
         VerifyMode::Stream => {
@@ -182,6 +183,7 @@ pub fn sink_factory(
             if let Some(n) = shards {
                 cfg.shards = n.max(1);
             }
+            cfg.cores = cores;
             PipelineSink::factory(datadir.to_path_buf(), cfg)
         }
     }
@@ -210,7 +212,7 @@ fn progress_line(p: &Progress) -> String {
     )
 }
 
-pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     if args.chunk_size == 0 || args.chunk_size % 4096 != 0 {
         anyhow::bail!(
             "--chunk-size must be a positive multiple of 4096 bytes, got {}",
@@ -237,6 +239,18 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     cfg.max_latency_ms = args.max_latency_ms;
     cfg.stop_after_chunks = args.stop_after_chunks;
     cfg.shards = args.download_shards.clamp(1, 64);
+    // One placement for both pools: the download shards and the index shards get cores of
+    // their own from the plan (or the CPUs this process may use) while there are enough.
+    let cores = crate::node::opts::load_plan(global)?
+        .map(|p| p.cores())
+        .unwrap_or_else(catchup_shards::allowed_cores);
+    let index_shards = args.shards.unwrap_or(cores.len()).max(1);
+    let pools = crate::node::opts::place_two_pools(&cores, cfg.shards, index_shards);
+    if let Some(note) = &pools.note {
+        tracing::info!("{note}");
+    }
+    cfg.cores = Some(pools.io_cores.clone());
+    cfg.helper_cores = Some(cores.clone());
     let json = args.json;
     let bar = if !json && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
@@ -284,7 +298,12 @@ pub fn run_sync(args: SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     }
     let result = sync(
         cfg,
-        sink_factory(args.verify, &args.datadir, args.shards),
+        sink_factory(
+            args.verify,
+            &args.datadir,
+            Some(index_shards),
+            Some(pools.compute_cores.clone()),
+        ),
         progress,
     );
     // From here on (the hand-off and the repair phase) a signal exits at once.

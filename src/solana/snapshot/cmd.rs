@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::node::opts::GlobalOpts;
+
 use crate::solana::snapshot::generate::{generate, DataSize, GenerateConfig};
 use crate::solana::snapshot::{
     verify_archive_snapshot, Pipeline, PipelineConfig, PipelineError, VerifyReport,
@@ -24,8 +26,10 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    pub fn config(&self) -> PipelineConfig {
+    /// The pipeline settings, its index shards placed on the `--plan` cores if one is given.
+    pub fn config(&self, global: &GlobalOpts) -> anyhow::Result<PipelineConfig> {
         let mut c = PipelineConfig {
+            cores: crate::node::opts::load_plan(global)?.map(|p| p.cores()),
             memory_limit_bytes: self.memory_limit_bytes,
             window_log_max: self.window_log_max,
             ..PipelineConfig::default()
@@ -33,7 +37,7 @@ impl PipelineArgs {
         if let Some(s) = self.shards {
             c.shards = s.max(1);
         }
-        c
+        Ok(c)
     }
 }
 
@@ -139,12 +143,12 @@ fn print_report(r: &VerifyReport, json: bool) {
     }
 }
 
-pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+pub fn verify(a: VerifyArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     match verify_archive_snapshot(
         &a.archive,
         a.incremental.as_deref(),
         &a.datadir,
-        a.pipeline.config(),
+        a.pipeline.config(global)?,
     ) {
         Ok(v) => {
             print_report(&v.report, a.json);
@@ -168,14 +172,15 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     }
 }
 
-pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
+pub fn inspect(a: InspectArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let tmp = std::env::temp_dir().join(format!("catchup-inspect-{}-{nanos}", std::process::id()));
+    let config = a.pipeline.config(global)?;
     let result = (|| -> Result<_, PipelineError> {
-        let mut p = Pipeline::new(&tmp, a.pipeline.config())?;
+        let mut p = Pipeline::new(&tmp, config)?;
         crate::solana::snapshot::feed_file(&mut p, &a.archive)?;
         let v = p.finish()?;
         let accounts = if a.accounts {

@@ -61,6 +61,9 @@ pub struct PipelineConfig {
     pub window_log_max: u32,
     /// fsync every written file before it is indexed.
     pub fsync: bool,
+    /// Cores of the index shards (shard `i` on `cores[i % len]`), from the command's
+    /// placement; `None`: the CPUs this process may use.
+    pub cores: Option<Vec<usize>>,
 }
 
 impl Default for PipelineConfig {
@@ -73,6 +76,7 @@ impl Default for PipelineConfig {
             limits: UnpackLimits::default(),
             window_log_max: DEFAULT_WINDOW_LOG_MAX,
             fsync: false,
+            cores: None,
         }
     }
 }
@@ -602,7 +606,8 @@ impl Pipeline {
         let per_shard = (spare / 2 / cfg.shards.max(1) as u64).min(MAX_QUEUED_FILE_BYTES_PER_SHARD);
         let capacity =
             ((per_shard / FILE_WRITE_BUFFER_BYTES as u64) as usize).max(MIN_SHARD_INBOX_CAPACITY);
-        let shards = ShardSet::start_with_queue(cfg.shards, capacity).map_err(io_err(datadir))?;
+        let shards = ShardSet::start_placed(cfg.shards, capacity, cfg.cores.clone())
+            .map_err(io_err(datadir))?;
         Self::with_shards(datadir, cfg, shards, None)
     }
 

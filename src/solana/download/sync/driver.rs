@@ -262,7 +262,7 @@ pub(super) async fn sync_async(
     for (id, ranges) in pending_actions {
         actions.extend(coord.handle(0, Event::SourceReady { source: id, ranges }));
     }
-    let mut sink = SinkThread::start(sink_factory.clone())
+    let mut sink = SinkThread::start(sink_factory.clone(), cfg.helper_cores.clone())
         .await
         .map_err(SyncError::Verify)?;
     let mut chunks_fetched = 0u32;
@@ -428,7 +428,7 @@ pub(super) async fn sync_async(
             for (src, chunk) in bad {
                 actions.extend(coord.handle(now_ms, Event::ChunkBad { source: src, chunk }));
             }
-            sink = SinkThread::start(sink_factory.clone())
+            sink = SinkThread::start(sink_factory.clone(), cfg.helper_cores.clone())
                 .await
                 .map_err(SyncError::Verify)?;
             finished = false;

@@ -115,11 +115,15 @@ pub(super) struct SinkThread {
 }
 
 impl SinkThread {
-    pub(super) async fn start(factory: Arc<SinkFactory>) -> Result<SinkThread, SinkError> {
-        // The sink is made and run on a thread with the CPUs the process had before the
-        // shards were pinned (a thread started from a pinned shard inherits its single
-        // CPU): the snapshot pipeline spreads its index shards over them.
-        let cpus = unpinned_cpus();
+    /// Make and run the sink on a thread allowed on `helper_cores` (the command's cores;
+    /// `None`: the CPUs the process had before the shards were pinned, since a thread
+    /// started from a pinned shard inherits its single CPU). Its decompression workers
+    /// inherit that placement.
+    pub(super) async fn start(
+        factory: Arc<SinkFactory>,
+        helper_cores: Option<Vec<usize>>,
+    ) -> Result<SinkThread, SinkError> {
+        let cpus = helper_cores.unwrap_or_else(unpinned_cpus);
         let (tx, rx) = flume::bounded::<Vec<u8>>(SINK_QUEUE_PIECES);
         let (ready_tx, ready_rx) = flume::bounded::<Result<(), SinkError>>(1);
         let (done_tx, done_rx) = flume::bounded(1);

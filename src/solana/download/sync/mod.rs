@@ -64,9 +64,15 @@ pub struct SyncConfig {
     pub progress_interval_ms: u64,
     pub max_audit_rounds: u32,
     /// Shards (pinned executors) that fetch: shard 0 coordinates and fetches for its own
-    /// sources; source i is owned by shard `i % shards`. 1: one executor on the calling
-    /// thread.
+    /// sources; source i is owned by the shard the runtime's range ownership gives it. 1:
+    /// one executor on the calling thread.
     pub shards: usize,
+    /// Cores of the download shards (shard `i` on `cores[i % len]`), from the command's
+    /// placement; `None`: the CPUs this process may use (one shard: unpinned).
+    pub cores: Option<Vec<usize>>,
+    /// Cores of the helper threads (the sink: decompression, unpacking; its index shards
+    /// are placed by the sink itself); `None`: the CPUs this process may use.
+    pub helper_cores: Option<Vec<usize>>,
 }
 
 impl SyncConfig {
@@ -86,6 +92,8 @@ impl SyncConfig {
             progress_interval_ms: 10_000,
             max_audit_rounds: 3,
             shards: 1,
+            cores: None,
+            helper_cores: None,
         }
     }
 }
@@ -190,7 +198,11 @@ pub fn sync(
 ) -> Result<SyncReport, SyncError> {
     let _ = unpinned_cpus();
     if cfg.shards <= 1 {
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        let placement = match cfg.cores.as_deref() {
+            Some([core, ..]) => glommio::Placement::Fixed(*core),
+            _ => glommio::Placement::Unbound,
+        };
+        let ex = glommio::LocalExecutorBuilder::new(placement)
             .name("sync")
             .make()
             .map_err(|e| SyncError::Executor(e.to_string()))?;
@@ -200,6 +212,7 @@ pub fn sync(
         channel_capacity: 256,
         name: "sync".into(),
         handle_signals: false,
+        cores: cfg.cores.clone(),
         ..catchup_shards::RuntimeConfig::new(cfg.shards)
     };
     let progress = Arc::new(Mutex::new(Some(progress)));

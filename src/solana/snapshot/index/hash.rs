@@ -204,7 +204,7 @@ mod tests {
             for (piece, late) in [(7, false), (1 << 20, false), (100, true)] {
                 let dir = tempfile::tempdir().unwrap();
                 let mut set = if threads {
-                    ShardSet::start_on_threads(shards, 2).unwrap()
+                    ShardSet::start_on_threads(shards, 2, &catchup_shards::allowed_cores()).unwrap()
                 } else {
                     ShardSet::start(shards).unwrap()
                 };

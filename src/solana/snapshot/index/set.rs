@@ -59,13 +59,27 @@ impl ShardSet {
     /// [`WRITE_CHUNK_BYTES`]: super::WRITE_CHUNK_BYTES
     /// [`streaming_bytes`]: super::streaming_bytes
     pub fn start_with_queue(shards: usize, inbox_capacity: usize) -> std::io::Result<Self> {
+        Self::start_placed(shards, inbox_capacity, None)
+    }
+
+    /// [`ShardSet::start_with_queue`] with shard `i` pinned to `cores[i % cores.len()]`
+    /// (the cores the command's placement gives the index shards); `None`: the CPUs this
+    /// process may use.
+    pub fn start_placed(
+        shards: usize,
+        inbox_capacity: usize,
+        cores: Option<Vec<usize>>,
+    ) -> std::io::Result<Self> {
         let shards = shards.max(1);
+        let cores = cores
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(catchup_shards::allowed_cores);
         let cap = inbox_capacity.max(MIN_SHARD_INBOX_CAPACITY);
         // The glommio shard runtime (io_uring DMA writes and reads) unless told otherwise;
         // plain pinned threads where it cannot start (no io_uring, locked-memory limit).
         let use_runtime = std::env::var(INDEX_RUNTIME_ENV).as_deref() != Ok("threads");
         let started = if use_runtime {
-            Self::start_on_runtime(shards, cap)
+            Self::start_on_runtime(shards, cap, cores.clone())
         } else {
             Err(format!("{INDEX_RUNTIME_ENV}=threads"))
         };
@@ -73,7 +87,7 @@ impl ShardSet {
             Ok(set) => Ok(set),
             Err(reason) => {
                 tracing::debug!(%reason, "snapshot index: shard runtime unavailable, using plain threads");
-                Self::start_on_threads(shards, cap)
+                Self::start_on_threads(shards, cap, &cores)
             }
         }
     }
@@ -100,7 +114,11 @@ impl ShardSet {
         }
     }
 
-    fn start_on_runtime(shards: usize, inbox_capacity: usize) -> Result<Self, String> {
+    fn start_on_runtime(
+        shards: usize,
+        inbox_capacity: usize,
+        cores: Vec<usize>,
+    ) -> Result<Self, String> {
         let (inboxes, queued, starts, shared_error) = make_parts(shards, inbox_capacity);
         let starts: Vec<Option<ShardStart>> = starts.into_iter().map(Some).collect();
         let starts = Arc::new(Mutex::new(starts));
@@ -110,6 +128,7 @@ impl ShardSet {
             handle_signals: false,
             name: "snap-index".into(),
             channel_capacity: 1,
+            cores: Some(cores),
             ..catchup_shards::RuntimeConfig::new(shards)
         };
         let thread = std::thread::Builder::new()
@@ -164,9 +183,12 @@ impl ShardSet {
         ))
     }
 
-    pub(super) fn start_on_threads(shards: usize, inbox_capacity: usize) -> std::io::Result<Self> {
+    pub(super) fn start_on_threads(
+        shards: usize,
+        inbox_capacity: usize,
+        cores: &[usize],
+    ) -> std::io::Result<Self> {
         let (inboxes, queued, starts, shared_error) = make_parts(shards, inbox_capacity);
-        let cores = catchup_shards::allowed_cores();
         let mut threads = Vec::with_capacity(shards);
         for start in starts {
             let core = cores.get(start.shard % cores.len().max(1)).copied();
