@@ -570,6 +570,14 @@ impl Engine {
         if self.coord.is_none() {
             return;
         }
+        self.tick_pivot(out);
+        self.tick_probe_wave(out);
+        let _ = store;
+    }
+
+    /// Coordinator: ask the peers for their status while there is no pivot, and again
+    /// now and then to re-select it.
+    fn tick_pivot(&mut self, out: &mut Vec<Action>) {
         if self.pivot.is_none() {
             self.try_resume_pivot();
         }
@@ -630,7 +638,10 @@ impl Engine {
                 self.send(id, Request::Status, Pending::Status, out);
             }
         }
-        // Walk termination: probe waves.
+    }
+
+    /// Coordinator: walk termination, by probe waves.
+    fn tick_probe_wave(&mut self, out: &mut Vec<Action>) {
         let walking = self.phase == StatePhase::Walk;
         let c = self.coord.as_mut().expect("coordinator");
         if walking && c.wave_replies.is_empty() && !c.state_complete {
@@ -643,7 +654,6 @@ impl Engine {
                 });
             }
         }
-        let _ = store;
     }
 
     /// After a restart: remember the journaled pivot; the first status round decides
@@ -852,53 +862,11 @@ impl Engine {
                 last_hash,
                 peer,
             } => self.on_header_range(batch, first_parent, last_hash, peer, store, out),
-            ShardMsg::HeadersJoined { batch } => {
-                if let Some(BatchState::Held(hs, _)) = self.batches.get(&batch).cloned() {
-                    for h in &hs {
-                        if store.header(h.number).is_none_or(|x| x.hash != h.hash) {
-                            store.put_header(h);
-                            self.progress.headers_downloaded += 1;
-                        } else {
-                            self.progress.refetched_items += 1;
-                        }
-                    }
-                    self.batches.insert(batch, BatchState::Stored);
-                    self.queue_bodies(batch, store);
-                }
-            }
-            ShardMsg::HeadersRejected { batch, peer } => {
-                if let Some(p) = peer {
-                    self.lie(p, out);
-                    self.batch_tried.entry(batch).or_default().push(p);
-                }
-                if matches!(self.batches.get(&batch), Some(BatchState::Held(..))) {
-                    self.batches.insert(batch, BatchState::Todo);
-                }
-            }
-            ShardMsg::Tasks { round, tasks } => {
-                if round == self.round && self.phase == StatePhase::Walk {
-                    self.tasks_recv += 1;
-                    for t in tasks {
-                        self.visit(t, store);
-                    }
-                }
-            }
+            ShardMsg::HeadersJoined { batch } => self.on_headers_joined(batch, store),
+            ShardMsg::HeadersRejected { batch, peer } => self.on_headers_rejected(batch, peer, out),
+            ShardMsg::Tasks { round, tasks } => self.on_tasks(round, tasks, store),
             ShardMsg::StartWalk { round } => self.start_walk(round, store, out),
-            ShardMsg::Probe { wave } => {
-                let idle = self.walk_idle();
-                out.push(Action::ToShard {
-                    shard: 0,
-                    msg: ShardMsg::ProbeReply {
-                        wave,
-                        shard: self.shard,
-                        round: self.round,
-                        idle,
-                        sent: self.tasks_sent,
-                        recv: self.tasks_recv,
-                        fetched: self.round_fetched,
-                    },
-                });
-            }
+            ShardMsg::Probe { wave } => self.on_probe(wave, out),
             ShardMsg::ProbeReply {
                 wave,
                 shard,
@@ -912,12 +880,7 @@ impl Engine {
                 shard,
                 bodies_done,
                 ranges_done,
-            } => {
-                if let Some(c) = self.coord.as_mut() {
-                    c.reports.insert(shard, (bodies_done, ranges_done));
-                }
-                self.check_coordinator(store, out);
-            }
+            } => self.on_report(shard, bodies_done, ranges_done, store, out),
             ShardMsg::Rebuild => self.rebuild(store, out),
             ShardMsg::SubtrieBuilt { nibble, top } => {
                 if let Some(c) = self.coord.as_mut() {
@@ -925,20 +888,7 @@ impl Engine {
                 }
                 self.finish_rebuild(store, out);
             }
-            ShardMsg::BuildWhole { nibble } => {
-                let (lo, hi) = nibble_range(nibble);
-                let leaves = store.accounts_in(&lo, &hi);
-                let root = trie::build_root(&leaves, &mut |h, r| {
-                    if !store.has_node(&h) {
-                        store.put_node(h, r)
-                    }
-                });
-                let ok = Some(root) == self.pivot.as_ref().map(|p| p.state_root);
-                out.push(Action::ToShard {
-                    shard: 0,
-                    msg: ShardMsg::WholeBuilt { ok },
-                });
-            }
+            ShardMsg::BuildWhole { nibble } => self.build_whole(nibble, store, out),
             ShardMsg::WholeBuilt { .. } => self.after_rebuild(store, out),
             ShardMsg::SwitchMode(mode) => self.on_switch(mode, store, out),
             ShardMsg::StateComplete => {
@@ -946,6 +896,91 @@ impl Engine {
                 self.node_queue.clear();
             }
         }
+    }
+
+    /// The coordinator joined `batch`: store its held headers and queue its bodies.
+    fn on_headers_joined(&mut self, batch: u64, store: &mut dyn SyncStore) {
+        if let Some(BatchState::Held(hs, _)) = self.batches.get(&batch).cloned() {
+            for h in &hs {
+                if store.header(h.number).is_none_or(|x| x.hash != h.hash) {
+                    store.put_header(h);
+                    self.progress.headers_downloaded += 1;
+                } else {
+                    self.progress.refetched_items += 1;
+                }
+            }
+            self.batches.insert(batch, BatchState::Stored);
+            self.queue_bodies(batch, store);
+        }
+    }
+
+    /// The coordinator rejected `batch`: its peer lied; it is fetched again from another.
+    fn on_headers_rejected(&mut self, batch: u64, peer: Option<PeerId>, out: &mut Vec<Action>) {
+        if let Some(p) = peer {
+            self.lie(p, out);
+            self.batch_tried.entry(batch).or_default().push(p);
+        }
+        if matches!(self.batches.get(&batch), Some(BatchState::Held(..))) {
+            self.batches.insert(batch, BatchState::Todo);
+        }
+    }
+
+    /// State items another shard routed here (counted only in the current walk round).
+    fn on_tasks(&mut self, round: u32, tasks: Vec<NodeTask>, store: &mut dyn SyncStore) {
+        if round == self.round && self.phase == StatePhase::Walk {
+            self.tasks_recv += 1;
+            for t in tasks {
+                self.visit(t, store);
+            }
+        }
+    }
+
+    /// Answer a probe wave with this shard's walk counters.
+    fn on_probe(&mut self, wave: u64, out: &mut Vec<Action>) {
+        let idle = self.walk_idle();
+        out.push(Action::ToShard {
+            shard: 0,
+            msg: ShardMsg::ProbeReply {
+                wave,
+                shard: self.shard,
+                round: self.round,
+                idle,
+                sent: self.tasks_sent,
+                recv: self.tasks_recv,
+                fetched: self.round_fetched,
+            },
+        });
+    }
+
+    /// Coordinator: a shard reports whether its bodies and its snap ranges are done.
+    fn on_report(
+        &mut self,
+        shard: ShardId,
+        bodies_done: bool,
+        ranges_done: bool,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(c) = self.coord.as_mut() {
+            c.reports.insert(shard, (bodies_done, ranges_done));
+        }
+        self.check_coordinator(store, out);
+    }
+
+    /// Only one leading nibble holds accounts: build the whole trie here and check its root.
+    fn build_whole(&mut self, nibble: u8, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        let (lo, hi) = nibble_range(nibble);
+        let leaves = store.accounts_in(&lo, &hi);
+        let root = trie::build_root(&leaves, &mut |h, r| {
+            if !store.has_node(&h) {
+                store.put_node(h, r)
+            }
+        });
+        let ok = Some(root) == self.pivot.as_ref().map(|p| p.state_root);
+        out.push(Action::ToShard {
+            shard: 0,
+            msg: ShardMsg::WholeBuilt { ok },
+        });
     }
 
     fn on_pivot(
@@ -1789,7 +1824,26 @@ impl Engine {
             return;
         }
         let now = self.now_ms;
-        // Header batches.
+        if !self.pump_headers(now, out) {
+            return;
+        }
+        self.pump_blocks(now, store, out);
+        // State.
+        let root = self
+            .pivot
+            .as_ref()
+            .map(|p| p.state_root)
+            .unwrap_or_default();
+        match self.phase {
+            StatePhase::Walk => self.pump_walk(now, root, out),
+            StatePhase::Ranges => self.pump_ranges(now, root, out),
+            _ => {}
+        }
+    }
+
+    /// Header batches to fetch. False when the request slots ran out (then nothing else
+    /// is sent this turn).
+    fn pump_headers(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
         let todo: Vec<u64> = self
             .batches
             .iter()
@@ -1798,7 +1852,7 @@ impl Engine {
             .collect();
         for b in todo {
             if self.free_slots() == 0 {
-                return;
+                return false;
             }
             let tried = self.batch_tried.get(&b).cloned().unwrap_or_default();
             let peer = self
@@ -1824,7 +1878,11 @@ impl Engine {
                 out,
             );
         }
-        // Bodies and receipts.
+        true
+    }
+
+    /// Bodies and receipts to fetch.
+    fn pump_blocks(&mut self, now: u64, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         while self.free_slots() > 0
             && !(self.body_queue.is_empty() && self.receipt_queue.is_empty())
         {
@@ -1848,109 +1906,104 @@ impl Engine {
             self.bodies_inflight += 1;
             self.send(peer, req, what, out);
         }
-        // State.
-        let root = self
-            .pivot
-            .as_ref()
-            .map(|p| p.state_root)
-            .unwrap_or_default();
-        match self.phase {
-            StatePhase::Walk => {
-                while self.free_slots() > 0 && !self.node_queue.is_empty() {
-                    let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
-                        break;
-                    };
-                    let snap = self.mode == SyncMode::Snap;
-                    let mut tasks = Vec::new();
-                    let mut codes = Vec::new();
-                    while tasks.len() + codes.len() < self.cfg.node_batch {
-                        let Some(t) = self.node_queue.pop_front() else {
-                            break;
-                        };
-                        if snap && t.code {
-                            codes.push(t.hash);
-                        } else {
-                            tasks.push(t);
-                        }
-                    }
-                    if !codes.is_empty() {
-                        self.send(
-                            peer,
-                            Request::ByteCodes {
-                                hashes: codes.clone(),
-                                bytes: self.cfg.snap_response_bytes,
-                            },
-                            Pending::Codes(codes),
-                            out,
-                        );
-                    }
-                    if !tasks.is_empty() {
-                        let req = if snap {
-                            let paths = tasks
-                                .iter()
-                                .map(|t| TriePath {
-                                    account: t.account,
-                                    path: t.path.clone(),
-                                })
-                                .collect();
-                            Request::TrieNodes {
-                                root,
-                                paths,
-                                bytes: self.cfg.snap_response_bytes,
-                            }
-                        } else {
-                            Request::NodeData(tasks.iter().map(|t| t.hash).collect())
-                        };
-                        self.send(peer, req, Pending::Nodes(tasks), out);
-                    }
+    }
+
+    /// State nodes and codes to fetch in a walk round.
+    fn pump_walk(&mut self, now: u64, root: B256, out: &mut Vec<Action>) {
+        while self.free_slots() > 0 && !self.node_queue.is_empty() {
+            let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+                break;
+            };
+            let snap = self.mode == SyncMode::Snap;
+            let mut tasks = Vec::new();
+            let mut codes = Vec::new();
+            while tasks.len() + codes.len() < self.cfg.node_batch {
+                let Some(t) = self.node_queue.pop_front() else {
+                    break;
+                };
+                if snap && t.code {
+                    codes.push(t.hash);
+                } else {
+                    tasks.push(t);
                 }
             }
-            StatePhase::Ranges => {
-                while self.free_slots() > 0 {
-                    let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
-                        break;
-                    };
-                    if let Some(i) = self.ranges.iter().position(|r| !r.done && !r.busy) {
-                        self.ranges[i].busy = true;
-                        let r = &self.ranges[i];
-                        let req = Request::AccountRange {
-                            root,
-                            origin: r.origin,
-                            limit: r.limit,
-                            bytes: self.cfg.snap_response_bytes,
-                        };
-                        self.send(peer, req, Pending::Account(self.snap_epoch, i), out);
-                    } else if let Some(batch) = self.next_storage_batch() {
-                        let first = &self.storage_tasks[batch[0]];
-                        let req = Request::StorageRanges {
-                            root,
-                            accounts: batch
-                                .iter()
-                                .map(|&i| self.storage_tasks[i].account)
-                                .collect(),
-                            origin: first.origin,
-                            limit: first.limit,
-                            bytes: self.cfg.snap_response_bytes,
-                        };
-                        self.send(peer, req, Pending::Storage(self.snap_epoch, batch), out);
-                    } else if !self.code_queue.is_empty() {
-                        let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
-                        let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
-                        self.send(
-                            peer,
-                            Request::ByteCodes {
-                                hashes: hashes.clone(),
-                                bytes: self.cfg.snap_response_bytes,
-                            },
-                            Pending::Codes(hashes),
-                            out,
-                        );
-                    } else {
-                        break;
-                    }
-                }
+            if !codes.is_empty() {
+                self.send(
+                    peer,
+                    Request::ByteCodes {
+                        hashes: codes.clone(),
+                        bytes: self.cfg.snap_response_bytes,
+                    },
+                    Pending::Codes(codes),
+                    out,
+                );
             }
-            _ => {}
+            if !tasks.is_empty() {
+                let req = if snap {
+                    let paths = tasks
+                        .iter()
+                        .map(|t| TriePath {
+                            account: t.account,
+                            path: t.path.clone(),
+                        })
+                        .collect();
+                    Request::TrieNodes {
+                        root,
+                        paths,
+                        bytes: self.cfg.snap_response_bytes,
+                    }
+                } else {
+                    Request::NodeData(tasks.iter().map(|t| t.hash).collect())
+                };
+                self.send(peer, req, Pending::Nodes(tasks), out);
+            }
+        }
+    }
+
+    /// Account ranges, storage ranges and codes to fetch.
+    fn pump_ranges(&mut self, now: u64, root: B256, out: &mut Vec<Action>) {
+        while self.free_slots() > 0 {
+            let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+                break;
+            };
+            if let Some(i) = self.ranges.iter().position(|r| !r.done && !r.busy) {
+                self.ranges[i].busy = true;
+                let r = &self.ranges[i];
+                let req = Request::AccountRange {
+                    root,
+                    origin: r.origin,
+                    limit: r.limit,
+                    bytes: self.cfg.snap_response_bytes,
+                };
+                self.send(peer, req, Pending::Account(self.snap_epoch, i), out);
+            } else if let Some(batch) = self.next_storage_batch() {
+                let first = &self.storage_tasks[batch[0]];
+                let req = Request::StorageRanges {
+                    root,
+                    accounts: batch
+                        .iter()
+                        .map(|&i| self.storage_tasks[i].account)
+                        .collect(),
+                    origin: first.origin,
+                    limit: first.limit,
+                    bytes: self.cfg.snap_response_bytes,
+                };
+                self.send(peer, req, Pending::Storage(self.snap_epoch, batch), out);
+            } else if !self.code_queue.is_empty() {
+                let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
+                let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
+                self.send(
+                    peer,
+                    Request::ByteCodes {
+                        hashes: hashes.clone(),
+                        bytes: self.cfg.snap_response_bytes,
+                    },
+                    Pending::Codes(hashes),
+                    out,
+                );
+            } else {
+                break;
+            }
         }
     }
 
