@@ -4,7 +4,8 @@
 
 use alloy_primitives::B256;
 
-use super::{hexs, owner_of_batch, Action, BatchState, Engine, Pending, ShardMsg, StatePhase};
+use super::headers::BatchState;
+use super::{hexs, owner_of_batch, Action, Engine, Pending, ShardMsg, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::types::{HashOrNumber, Header, PeerId, Request};
