@@ -4,7 +4,8 @@
 
 use alloy_primitives::keccak256;
 
-use super::{nibble_range, owner_of_path, Action, Engine, ShardId, ShardMsg, StatePhase};
+use super::snap::nibble_range;
+use super::{owner_of_path, Action, Engine, ShardId, ShardMsg, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie::{self, build_node, ChildRef, Node};
