@@ -41,11 +41,11 @@ impl Engine {
         }
     }
 
-    pub(super) fn stored_body(&self, n: u64, store: &dyn SyncStore) -> bool {
+    fn stored_body(&self, n: u64, store: &dyn SyncStore) -> bool {
         store.has_body(n)
     }
 
-    pub(super) fn stored_receipts(&self, n: u64, store: &dyn SyncStore) -> bool {
+    fn stored_receipts(&self, n: u64, store: &dyn SyncStore) -> bool {
         store.has_receipts(n)
     }
 

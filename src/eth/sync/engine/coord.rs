@@ -86,7 +86,7 @@ pub(super) struct Coordinator {
     pub(super) joined: BTreeMap<u64, (B256, B256)>,
     pub(super) pending_ranges: BTreeMap<u64, (B256, B256, Option<PeerId>, ShardId)>,
     pub(super) reports: BTreeMap<ShardId, (bool, bool)>,
-    pub(super) rebuild_started: bool,
+    rebuild_started: bool,
     pub(super) subtries: BTreeMap<u8, Option<Vec<u8>>>,
     pub(super) wave: u64,
     pub(super) wave_replies: BTreeMap<ShardId, (u32, bool, u64, u64, u64)>,
@@ -163,7 +163,7 @@ impl Engine {
     }
 
     /// Coordinator: a shard reports whether its bodies and its snap ranges are done.
-    pub(super) fn on_report(
+    fn on_report(
         &mut self,
         shard: ShardId,
         bodies_done: bool,
@@ -231,12 +231,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_switch(
-        &mut self,
-        mode: SyncMode,
-        store: &mut dyn SyncStore,
-        out: &mut Vec<Action>,
-    ) {
+    fn on_switch(&mut self, mode: SyncMode, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         if mode == self.mode || self.journal.state_complete {
             return;
         }

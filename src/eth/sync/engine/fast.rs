@@ -57,14 +57,14 @@ impl Engine {
                     .any(|i| matches!(i.what, Pending::Nodes(_) | Pending::Codes(_))))
     }
 
-    pub(super) fn task_owner(&self, t: &NodeTask) -> ShardId {
+    fn task_owner(&self, t: &NodeTask) -> ShardId {
         match t.account {
             Some(a) => owner_of_path(&[a[0] >> 4], self.shards),
             None => owner_of_path(&t.path, self.shards),
         }
     }
 
-    pub(super) fn route(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
+    fn route(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
         let o = self.task_owner(&t);
         if o == self.shard {
             self.visit(t, store);
@@ -85,7 +85,7 @@ impl Engine {
     }
 
     /// Visit a state item: expand it when stored, queue it for download when not.
-    pub(super) fn visit(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
+    fn visit(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
         if t.code && t.hash == trie::EMPTY_CODE || !t.code && t.hash == trie::EMPTY_ROOT {
             return;
         }
@@ -105,7 +105,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn expand(&mut self, raw: &[u8], t: &NodeTask, store: &mut dyn SyncStore) {
+    fn expand(&mut self, raw: &[u8], t: &NodeTask, store: &mut dyn SyncStore) {
         let Ok(node) = Node::decode(raw) else { return };
         let mut stack: Vec<(Node, Vec<u8>)> = vec![(node, t.path.clone())];
         let mut guard = 0;

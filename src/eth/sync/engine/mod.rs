@@ -5,6 +5,13 @@
 //! Shard 0 coordinates: it selects the pivot, joins header ranges by hash links, collects
 //! per-shard reports, builds the top of the snap trie, and detects the end of each
 //! state-walk round with probe waves (two identical consecutive waves of counters).
+//!
+//! This file holds the engine's state, its entry points and the dispatch of events,
+//! responses, timeouts and request slots; each phase is an `impl Engine` block of its own:
+//! `pivot` (pivot selection), `headers` (header batches and their join), `blocks` (bodies
+//! and receipts), `fast` (the node-by-node state walk), `snap` (account and storage
+//! ranges), `heal` (the snap trie-top rebuild and the probe waves ending walk rounds),
+//! `coord` (shard messages and shard 0's coordination) and `progress` (counters, status).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 

@@ -89,7 +89,7 @@ impl Engine {
 
     /// After a restart: remember the journaled pivot; the first status round decides
     /// whether it is still valid.
-    pub(super) fn try_resume_pivot(&mut self) {
+    fn try_resume_pivot(&mut self) {
         let (Some(p), Some(h)) = (self.journal.pivot.clone(), self.journal.head.clone()) else {
             return;
         };
@@ -104,11 +104,11 @@ impl Engine {
     }
 
     /// The peers' head is `head`: is the pivot (current or from the journal) still good?
-    pub(super) fn pivot_still_valid(&self, pivot_number: u64, head: u64) -> bool {
+    fn pivot_still_valid(&self, pivot_number: u64, head: u64) -> bool {
         head.saturating_sub(pivot_number) <= self.cfg.pivot_distance + self.cfg.repivot_slack
     }
 
-    pub(super) fn broadcast_pivot(&mut self, p: Vec<u8>, h: Vec<u8>, out: &mut Vec<Action>) {
+    fn broadcast_pivot(&mut self, p: Vec<u8>, h: Vec<u8>, out: &mut Vec<Action>) {
         for s in 0..self.shards {
             out.push(Action::ToShard {
                 shard: s,

@@ -12,28 +12,32 @@ use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie;
 use crate::eth::sync::types::{Account, Request};
 
+/// One account range of this shard's nibbles: fetched from `origin` on, up to `limit`.
 #[derive(Debug, Clone)]
 pub(super) struct AccountRangeTask {
-    pub(super) origin: B256,
-    pub(super) limit: B256,
-    pub(super) done: bool,
+    origin: B256,
+    limit: B256,
+    done: bool,
     pub(super) busy: bool,
 }
 
+/// The storage range `origin..=limit` of one account (the whole trie, or a sub-range of a
+/// large one).
 #[derive(Debug, Clone)]
 pub(super) struct StorageTask {
-    pub(super) account: B256,
-    pub(super) origin: B256,
-    pub(super) limit: B256,
-    pub(super) busy: bool,
-    pub(super) done: bool,
+    account: B256,
+    origin: B256,
+    limit: B256,
+    busy: bool,
+    done: bool,
 }
 
+/// The slots of one account's storage trie, collected until its last range is in.
 #[derive(Debug, Clone, Default)]
 pub(super) struct StorageAcc {
-    pub(super) root: B256,
-    pub(super) open_tasks: u32,
-    pub(super) slots: BTreeMap<B256, Vec<u8>>,
+    root: B256,
+    open_tasks: u32,
+    slots: BTreeMap<B256, Vec<u8>>,
 }
 
 impl Engine {
@@ -103,7 +107,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn save_ranges(&mut self, store: &mut dyn SyncStore) {
+    fn save_ranges(&mut self, store: &mut dyn SyncStore) {
         self.journal.ranges = self
             .ranges
             .iter()
@@ -112,7 +116,7 @@ impl Engine {
         self.write_journal(store);
     }
 
-    pub(super) fn account_followups(&mut self, h: B256, acc: &Account, store: &dyn SyncStore) {
+    fn account_followups(&mut self, h: B256, acc: &Account, store: &dyn SyncStore) {
         if acc.has_storage() && !store.storage_done(&h) && !self.storage_accs.contains_key(&h) {
             self.storage_accs.insert(
                 h,
@@ -265,7 +269,7 @@ impl Engine {
 
     /// Ready storage tasks for one request: several whole storage tries (from their
     /// start), or one sub-range.
-    pub(super) fn next_storage_batch(&mut self) -> Option<Vec<usize>> {
+    fn next_storage_batch(&mut self) -> Option<Vec<usize>> {
         let mut batch = Vec::new();
         while let Some(i) = self.storage_ready.pop_front() {
             let t = &self.storage_tasks[i];
@@ -324,7 +328,7 @@ impl Engine {
         result
     }
 
-    pub(super) fn storage_result(
+    fn storage_result(
         &mut self,
         i: usize,
         mine: Vec<(B256, Vec<u8>)>,
