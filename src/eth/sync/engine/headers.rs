@@ -1,0 +1,255 @@
+//! Header batches: each shard fetches the batches it owns and checks their parent-hash
+//! links; shard 0 joins the ranges from the agreed head down (`HeaderRange`) and answers
+//! `HeadersJoined` or `HeadersRejected`, on which the owner stores the batch or refetches it.
+
+use alloy_primitives::B256;
+
+use super::{hexs, owner_of_batch, Action, Engine, Pending, ShardMsg};
+use crate::eth::sync::store::SyncStore;
+use crate::eth::sync::types::{HashOrNumber, Header, PeerId, Request};
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum BatchState {
+    Todo,
+    Fetching,
+    /// Verified inside, waiting for the coordinator's join.
+    Held(Vec<Header>, Option<PeerId>),
+    Stored,
+}
+
+impl Engine {
+    pub(super) fn batch_count(&self) -> u64 {
+        match &self.head {
+            Some(h) => (h.number - self.cfg.anchor_number).div_ceil(self.cfg.header_batch),
+            None => 0,
+        }
+    }
+
+    pub(super) fn batch_range(&self, b: u64) -> (u64, u64) {
+        let lo = self.cfg.anchor_number + 1 + b * self.cfg.header_batch;
+        let hi = (lo + self.cfg.header_batch - 1)
+            .min(self.head.as_ref().map(|h| h.number).unwrap_or(lo));
+        (lo, hi)
+    }
+
+    /// Header batches to fetch. False when the request slots ran out (then nothing else
+    /// is sent this turn).
+    pub(super) fn pump_headers(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
+        let todo: Vec<u64> = self
+            .batches
+            .iter()
+            .filter(|(_, s)| **s == BatchState::Todo)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in todo {
+            if self.free_slots() == 0 {
+                return false;
+            }
+            let tried = self.batch_tried.get(&b).cloned().unwrap_or_default();
+            let peer = self
+                .peers
+                .pick(now, &self.policy, &tried, false)
+                .or_else(|| {
+                    self.batch_tried.remove(&b);
+                    None
+                });
+            let Some(peer) = peer else { break };
+            let (lo, hi) = self.batch_range(b);
+            let lo = self.batch_from.get(&b).copied().unwrap_or(lo);
+            self.batches.insert(b, BatchState::Fetching);
+            self.send(
+                peer,
+                Request::BlockHeaders {
+                    origin: HashOrNumber::Number(lo),
+                    amount: hi - lo + 1,
+                    skip: 0,
+                    reverse: false,
+                },
+                Pending::Headers(b),
+                out,
+            );
+        }
+        true
+    }
+
+    pub(super) fn on_headers(
+        &mut self,
+        peer: PeerId,
+        b: u64,
+        raws: Vec<Vec<u8>>,
+        store: &dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) -> Result<bool, ()> {
+        if self.batches.get(&b) != Some(&BatchState::Fetching) {
+            return Ok(true);
+        }
+        let (first, hi) = self.batch_range(b);
+        // The stored prefix (after a restart): its first parent and its last hash, which
+        // the fetched rest must continue.
+        let mut prefix: Option<(B256, B256)> = None;
+        let mut lo = first;
+        if let Some(&from) = self.batch_from.get(&b) {
+            match (store.header(first), store.header(from - 1)) {
+                (Some(f), Some(l)) => {
+                    prefix = Some((f.parent_hash, l.hash));
+                    lo = from;
+                }
+                _ => {
+                    // The prefix is gone (cannot happen with an append-only store): fetch all.
+                    self.batch_from.remove(&b);
+                    self.batches.insert(b, BatchState::Todo);
+                    return Ok(true);
+                }
+            }
+        }
+        if raws.len() as u64 != hi - lo + 1 {
+            self.batches.insert(b, BatchState::Todo);
+            self.batch_tried.entry(b).or_default().push(peer);
+            return Ok(false);
+        }
+        let mut hs = Vec::with_capacity(raws.len());
+        for (i, r) in raws.iter().enumerate() {
+            let h = Header::decode(r).map_err(|_| ())?;
+            if h.number != lo + i as u64
+                || (i > 0
+                    && h.parent_hash != hs.last().map(|x: &Header| x.hash).unwrap_or_default())
+            {
+                return Err(());
+            }
+            hs.push(h);
+        }
+        let mut first_parent = hs[0].parent_hash;
+        if let Some((fp, last)) = prefix {
+            if first_parent != last {
+                return Err(());
+            }
+            first_parent = fp;
+        }
+        let last_hash = hs[hs.len() - 1].hash;
+        self.batches.insert(b, BatchState::Held(hs, Some(peer)));
+        out.push(Action::ToShard {
+            shard: 0,
+            msg: ShardMsg::HeaderRange {
+                batch: b,
+                first_parent,
+                last_hash,
+                peer: Some(peer),
+            },
+        });
+        Ok(true)
+    }
+
+    pub(super) fn on_header_range(
+        &mut self,
+        batch: u64,
+        first_parent: B256,
+        last_hash: B256,
+        peer: Option<PeerId>,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        let n = self.batch_count();
+        let head_hash = match &self.head {
+            Some(h) => h.hash,
+            None => return,
+        };
+        let shards = self.shards;
+        let anchor = self.cfg.trusted_anchor;
+        let Some(c) = self.coord.as_mut() else { return };
+        let owner = owner_of_batch(batch, shards);
+        if let Some(&(fp, lh)) = c.joined.get(&batch) {
+            let msg = if fp == first_parent && lh == last_hash {
+                ShardMsg::HeadersJoined { batch }
+            } else {
+                ShardMsg::HeadersRejected { batch, peer }
+            };
+            out.push(Action::ToShard { shard: owner, msg });
+            return;
+        }
+        c.pending_ranges
+            .insert(batch, (first_parent, last_hash, peer, owner));
+        let mut changed = false;
+        loop {
+            // The highest batch not yet joined, and the hash its last header must have.
+            let next = (0..n).rev().find(|b| !c.joined.contains_key(b));
+            let Some(next) = next else { break };
+            let expected = if next + 1 == n {
+                head_hash
+            } else {
+                c.joined[&(next + 1)].0
+            };
+            let Some((fp, lh, p, o)) = c.pending_ranges.remove(&next) else {
+                break;
+            };
+            if lh == expected {
+                if next == 0 {
+                    if let Some(a) = anchor {
+                        if fp != a {
+                            out.push(Action::Failed(format!(
+                                "header chain from the agreed head reaches parent {fp} at the bottom, not the trusted anchor {a}"
+                            )));
+                            c.failed = true;
+                        }
+                    }
+                }
+                c.joined.insert(next, (fp, lh));
+                changed = true;
+                out.push(Action::ToShard {
+                    shard: o,
+                    msg: ShardMsg::HeadersJoined { batch: next },
+                });
+            } else {
+                out.push(Action::ToShard {
+                    shard: o,
+                    msg: ShardMsg::HeadersRejected {
+                        batch: next,
+                        peer: p,
+                    },
+                });
+                break;
+            }
+        }
+        if changed {
+            let c = self.coord.as_ref().expect("coordinator");
+            self.journal.joined = c
+                .joined
+                .iter()
+                .map(|(b, (fp, lh))| (*b, hexs(fp.as_slice()), hexs(lh.as_slice())))
+                .collect();
+            self.write_journal(store);
+            self.check_coordinator(store, out);
+        }
+    }
+
+    /// The coordinator joined `batch`: store its held headers and queue its bodies.
+    pub(super) fn on_headers_joined(&mut self, batch: u64, store: &mut dyn SyncStore) {
+        if let Some(BatchState::Held(hs, _)) = self.batches.get(&batch).cloned() {
+            for h in &hs {
+                if store.header(h.number).is_none_or(|x| x.hash != h.hash) {
+                    store.put_header(h);
+                    self.progress.headers_downloaded += 1;
+                } else {
+                    self.progress.refetched_items += 1;
+                }
+            }
+            self.batches.insert(batch, BatchState::Stored);
+            self.queue_bodies(batch, store);
+        }
+    }
+
+    /// The coordinator rejected `batch`: its peer lied; it is fetched again from another.
+    pub(super) fn on_headers_rejected(
+        &mut self,
+        batch: u64,
+        peer: Option<PeerId>,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(p) = peer {
+            self.lie(p, out);
+            self.batch_tried.entry(batch).or_default().push(p);
+        }
+        if matches!(self.batches.get(&batch), Some(BatchState::Held(..))) {
+            self.batches.insert(batch, BatchState::Todo);
+        }
+    }
+}

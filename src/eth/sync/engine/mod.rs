@@ -1,0 +1,643 @@
+//! The sync engine of one shard: a state machine that takes events (peer joined/left, a
+//! response, a timeout, a message from another shard, a tick) and returns actions (send a
+//! request, message a shard, drop a peer, finished). Storage goes through [`SyncStore`].
+//!
+//! Shard 0 coordinates: it selects the pivot, joins header ranges by hash links, collects
+//! per-shard reports, builds the top of the snap trie, and detects the end of each
+//! state-walk round with probe waves (two identical consecutive waves of counters).
+//!
+//! This file holds the engine's state, its entry points and the dispatch of events,
+//! responses, timeouts and request slots; each phase is an `impl Engine` block of its own:
+//! `pivot` (pivot selection), `headers` (header batches and their join), `blocks` (bodies
+//! and receipts), `fast` (the node-by-node state walk), `snap` (account and storage
+//! ranges), `heal` (the snap trie-top rebuild and the probe waves ending walk rounds),
+//! `coord` (shard messages and shard 0's coordination) and `progress` (counters, status).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use alloy_primitives::B256;
+use serde::{Deserialize, Serialize};
+
+use super::config::{SyncConfig, SyncMode};
+use super::peers::{PeerPolicy, PeerSet};
+use super::store::SyncStore;
+use super::types::{Header, PeerId, ReqId, Request, Response};
+
+mod blocks;
+mod coord;
+mod fast;
+mod headers;
+mod heal;
+mod pivot;
+mod progress;
+mod snap;
+
+use coord::Coordinator;
+pub use coord::ShardMsg;
+use headers::BatchState;
+pub use progress::{progress_line, Progress, Status};
+pub use snap::nibble_range;
+use snap::{AccountRangeTask, StorageAcc, StorageTask};
+
+/// A shard index.
+pub type ShardId = usize;
+
+/// The shard that owns a trie path: the runtime's ownership map applied to the path's
+/// leading nibble only, so every subtree under a leading nibble (and the storage tries and
+/// codes of its accounts) lives on one shard. The empty path is shard 0's.
+pub fn owner_of_path(nibbles: &[u8], shards: usize) -> ShardId {
+    catchup_shards::ownership::owner_of_path(&nibbles[..nibbles.len().min(1)], shards).0
+}
+
+/// The shard that owns header batch `batch` (batches are dealt round-robin).
+pub fn owner_of_batch(batch: u64, shards: usize) -> ShardId {
+    catchup_shards::ownership::owner_of_range(batch, 1, shards).0
+}
+
+/// Input to an engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    PeerJoined(PeerId),
+    PeerLeft(PeerId),
+    Response {
+        peer: PeerId,
+        id: ReqId,
+        resp: Response,
+    },
+    Timeout {
+        peer: PeerId,
+        id: ReqId,
+    },
+    Shard(ShardMsg),
+    Tick,
+}
+
+/// Output of an engine.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Send {
+        peer: PeerId,
+        id: ReqId,
+        req: Request,
+        timeout_ms: u64,
+    },
+    ToShard {
+        shard: ShardId,
+        msg: ShardMsg,
+    },
+    DropPeer(PeerId),
+    /// The whole sync is complete (emitted by shard 0 once).
+    Finished,
+    /// The sync cannot continue (emitted by shard 0).
+    Failed(String),
+}
+
+/// A state item to visit: a trie node (account trie, or the storage trie of `account`) or
+/// a contract code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTask {
+    pub hash: B256,
+    pub path: Vec<u8>,
+    pub account: Option<B256>,
+    pub code: bool,
+}
+
+/// The journal: what a restart needs besides the store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Journal {
+    mode: Option<SyncMode>,
+    pivot: Option<String>,
+    head: Option<String>,
+    /// Coordinator: joined header batches (batch, first parent, last hash), hex.
+    joined: Vec<(u64, String, String)>,
+    /// Snap: per owned account range, (origin hex, done).
+    ranges: Vec<(String, bool)>,
+    rebuilt: bool,
+    walk_round: u32,
+    state_complete: bool,
+    chain_complete: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Status,
+    Anchors,
+    Headers(u64),
+    Bodies(Vec<u64>),
+    Receipts(Vec<u64>),
+    Nodes(Vec<NodeTask>),
+    /// (snap epoch, range index)
+    Account(u64, usize),
+    /// (snap epoch, storage task indices)
+    Storage(u64, Vec<usize>),
+    Codes(Vec<B256>),
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    peer: PeerId,
+    sent_ms: u64,
+    what: Pending,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StatePhase {
+    Idle,
+    Ranges,
+    Rebuild,
+    Walk,
+    Complete,
+}
+
+/// The engine of one shard.
+pub struct Engine {
+    pub shard: ShardId,
+    pub shards: usize,
+    cfg: SyncConfig,
+    policy: PeerPolicy,
+    pub peers: PeerSet,
+    mode: SyncMode,
+    next_id: ReqId,
+    inflight: BTreeMap<ReqId, Inflight>,
+    now_ms: u64,
+    started_ms: Option<u64>,
+    pub progress: Progress,
+
+    pivot: Option<Header>,
+    head: Option<Header>,
+
+    // headers and bodies
+    batches: BTreeMap<u64, BatchState>,
+    batch_tried: BTreeMap<u64, Vec<PeerId>>,
+    /// Batches whose first headers were stored before a restart: fetched from this number
+    /// on, the fetched part checked against the stored prefix's last hash.
+    batch_from: BTreeMap<u64, u64>,
+    /// Peers caught lying (dropped).
+    liars: std::collections::BTreeSet<PeerId>,
+    body_queue: VecDeque<Vec<u64>>,
+    receipt_queue: VecDeque<Vec<u64>>,
+    bodies_inflight: usize,
+    reported: Option<(bool, bool)>,
+
+    // state walk
+    phase: StatePhase,
+    round: u32,
+    seen: HashSet<(B256, bool)>,
+    node_queue: VecDeque<NodeTask>,
+    outbox: BTreeMap<ShardId, Vec<NodeTask>>,
+    tasks_sent: u64,
+    tasks_recv: u64,
+    round_fetched: u64,
+
+    // snap
+    ranges: Vec<AccountRangeTask>,
+    storage_tasks: Vec<StorageTask>,
+    storage_ready: VecDeque<usize>,
+    /// Bumped whenever the snap tasks are reset (new root, mode switch).
+    snap_epoch: u64,
+    storage_accs: BTreeMap<B256, StorageAcc>,
+    code_queue: VecDeque<B256>,
+    codes_wanted: HashSet<B256>,
+    rebuilt: bool,
+
+    // coordinator
+    coord: Option<Coordinator>,
+    journal: Journal,
+}
+
+fn hexs(b: &[u8]) -> String {
+    hex::encode(b)
+}
+fn unhex32(s: &str) -> B256 {
+    hex::decode(s)
+        .ok()
+        .filter(|v| v.len() == 32)
+        .map(|v| B256::from_slice(&v))
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// A fresh engine, or one resumed from the store's journal.
+    pub fn new(cfg: SyncConfig, shard: ShardId, shards: usize, store: &dyn SyncStore) -> Engine {
+        assert!(shards >= 1 && shard < shards, "shard {shard} of {shards}");
+        let policy = PeerPolicy {
+            min_timeout_ms: cfg.min_timeout_ms,
+            max_timeout_ms: cfg.max_timeout_ms,
+            initial_timeout_ms: cfg.request_timeout_ms,
+            backoff_base_ms: cfg.backoff_base_ms,
+            backoff_max_ms: cfg.backoff_max_ms,
+            max_inflight_per_peer: cfg.max_inflight_per_peer,
+        };
+        let journal: Journal = store
+            .read_journal()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut e = Engine {
+            shard,
+            shards,
+            mode: journal.mode.unwrap_or(cfg.mode),
+            cfg,
+            policy,
+            peers: PeerSet::default(),
+            next_id: 1,
+            inflight: BTreeMap::new(),
+            now_ms: 0,
+            started_ms: None,
+            progress: Progress::default(),
+            pivot: None,
+            head: None,
+            batches: BTreeMap::new(),
+            batch_tried: BTreeMap::new(),
+            batch_from: BTreeMap::new(),
+            liars: Default::default(),
+            body_queue: VecDeque::new(),
+            receipt_queue: VecDeque::new(),
+            bodies_inflight: 0,
+            reported: None,
+            phase: StatePhase::Idle,
+            round: 0,
+            seen: HashSet::new(),
+            node_queue: VecDeque::new(),
+            outbox: BTreeMap::new(),
+            tasks_sent: 0,
+            tasks_recv: 0,
+            round_fetched: 0,
+            ranges: Vec::new(),
+            storage_tasks: Vec::new(),
+            storage_ready: VecDeque::new(),
+            snap_epoch: 0,
+            storage_accs: BTreeMap::new(),
+            code_queue: VecDeque::new(),
+            codes_wanted: HashSet::new(),
+            rebuilt: journal.rebuilt,
+            coord: if shard == 0 {
+                Some(Coordinator::default())
+            } else {
+                None
+            },
+            journal,
+        };
+        if let Some(c) = e.coord.as_mut() {
+            for (b, fp, lh) in &e.journal.joined {
+                c.joined.insert(*b, (unhex32(fp), unhex32(lh)));
+            }
+            c.state_complete = e.journal.state_complete;
+        }
+        e
+    }
+
+    pub fn mode(&self) -> SyncMode {
+        self.mode
+    }
+
+    /// Requests in flight from this shard.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Pivots selected after the first one by this engine instance.
+    pub fn repivots(&self) -> u64 {
+        self.coord.as_ref().map(|c| c.repivots).unwrap_or(0)
+    }
+
+    pub fn pivot(&self) -> Option<&Header> {
+        self.pivot.as_ref()
+    }
+
+    /// Ask for a mode change (on shard 0; it tells the others), keeping verified data.
+    pub fn switch_mode(&mut self, mode: SyncMode, out: &mut Vec<Action>) {
+        for s in 0..self.shards {
+            out.push(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::SwitchMode(mode),
+            });
+        }
+    }
+
+    fn write_journal(&mut self, store: &mut dyn SyncStore) {
+        self.journal.mode = Some(self.mode);
+        if let Ok(b) = serde_json::to_vec(&self.journal) {
+            store.write_journal(&b);
+        }
+    }
+
+    /// Handle one event at virtual or real time `now_ms`.
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        ev: Event,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        self.now_ms = now_ms;
+        if self.started_ms.is_none() {
+            self.started_ms = Some(now_ms);
+        }
+        match ev {
+            Event::PeerJoined(p) => self.peers.join(p, &self.policy),
+            Event::PeerLeft(p) => self.peers.leave(p),
+            Event::Tick => self.on_tick(store, out),
+            Event::Timeout { peer, id } => {
+                if let Some(inf) = self.inflight.remove(&id) {
+                    self.settle(&inf.what);
+                    self.progress.timeouts += 1;
+                    self.peers.failure(peer, now_ms, &self.policy, true);
+                    self.requeue(inf.what, store, out);
+                }
+            }
+            Event::Response { peer, id, resp } => {
+                if self.inflight.get(&id).is_some_and(|i| i.peer == peer) {
+                    let inf = self.inflight.remove(&id).expect("checked");
+                    self.settle(&inf.what);
+                    {
+                        self.on_response(peer, inf, resp, store, out);
+                    }
+                }
+            }
+            Event::Shard(msg) => self.on_shard_msg(msg, store, out),
+        }
+        self.flush_outbox(out);
+        self.pump(store, out);
+        self.report(out);
+    }
+
+    fn send(&mut self, peer: PeerId, req: Request, what: Pending, out: &mut Vec<Action>) {
+        let id = (self.next_id << 8) | self.shard as u64;
+        self.next_id += 1;
+        let timeout_ms = self.peers.timeout_ms(peer, &self.policy);
+        self.peers.sent(peer);
+        self.progress.requests_sent += 1;
+        self.inflight.insert(
+            id,
+            Inflight {
+                peer,
+                sent_ms: self.now_ms,
+                what,
+            },
+        );
+        out.push(Action::Send {
+            peer,
+            id,
+            req,
+            timeout_ms,
+        });
+    }
+
+    /// Bookkeeping when a request leaves the in-flight set.
+    fn settle(&mut self, what: &Pending) {
+        if matches!(what, Pending::Bodies(_) | Pending::Receipts(_)) {
+            self.bodies_inflight -= 1;
+        }
+    }
+
+    #[track_caller]
+    fn lie(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        tracing::info!(shard = self.shard, peer, at = %std::panic::Location::caller(), "peer caught lying; dropped");
+        self.progress.lies_detected += 1;
+        self.peers.lied(peer);
+        // What it said before it was caught does not count either.
+        if let Some(c) = self.coord.as_mut() {
+            c.status_replies.remove(&peer);
+            for v in c.anchor_votes.values_mut() {
+                v.retain(|x| x.0 != peer);
+            }
+            c.anchor_votes.retain(|_, v| !v.is_empty());
+        }
+        if self.liars.insert(peer) {
+            let eff = self.agreement();
+            if eff < self.cfg.pivot_agreement {
+                tracing::warn!(
+                    shard = self.shard,
+                    liars = self.liars.len(),
+                    given = self.cfg.peers_given,
+                    agreement = eff,
+                    "peers caught lying no longer count: the pivot needs {eff} agreeing peer(s)"
+                );
+            }
+        }
+        out.push(Action::DropPeer(peer));
+    }
+
+    /// Free request slots for data requests. The coordinator keeps `pivot_agreement` of
+    /// its slots for status and pivot-header requests, so checking the head never waits
+    /// behind the download (and the per-shard cap still holds).
+    fn free_slots(&self) -> usize {
+        let max = self.cfg.max_concurrent_requests;
+        let reserve = if self.shard == 0 {
+            self.agreement().min(max.saturating_sub(1))
+        } else {
+            0
+        };
+        (max - reserve).saturating_sub(self.inflight.len())
+    }
+
+    // ---------------- dispatch ----------------
+
+    fn pump(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        if self.pivot.is_none() {
+            return;
+        }
+        let now = self.now_ms;
+        if !self.pump_headers(now, out) {
+            return;
+        }
+        self.pump_blocks(now, store, out);
+        // State.
+        let root = self
+            .pivot
+            .as_ref()
+            .map(|p| p.state_root)
+            .unwrap_or_default();
+        match self.phase {
+            StatePhase::Walk => self.pump_walk(now, root, out),
+            StatePhase::Ranges => self.pump_ranges(now, root, out),
+            _ => {}
+        }
+    }
+
+    fn requeue(&mut self, what: Pending, _store: &mut dyn SyncStore, _out: &mut Vec<Action>) {
+        match what {
+            Pending::Status => {
+                let c = self
+                    .coord
+                    .as_mut()
+                    .expect("only the coordinator asks for status");
+                if c.status_pending > 0 {
+                    // Counted as an answer without a best block.
+                    let id = PeerId::MAX;
+                    let _ = id;
+                }
+                self.on_status(PeerId::MAX, None, _out);
+            }
+            Pending::Anchors => self.on_anchors(PeerId::MAX, None, _out),
+            Pending::Headers(b) => {
+                if self.batches.get(&b) == Some(&BatchState::Fetching) {
+                    self.batches.insert(b, BatchState::Todo);
+                }
+            }
+            Pending::Bodies(nums) => {
+                self.body_queue.push_back(nums);
+            }
+            Pending::Receipts(nums) => {
+                self.receipt_queue.push_back(nums);
+            }
+            Pending::Nodes(tasks) => {
+                if self.phase == StatePhase::Walk {
+                    for t in tasks {
+                        self.node_queue.push_back(t);
+                    }
+                }
+            }
+            Pending::Account(epoch, i) => {
+                if epoch == self.snap_epoch {
+                    if let Some(r) = self.ranges.get_mut(i) {
+                        r.busy = false;
+                    }
+                }
+            }
+            Pending::Storage(epoch, idxs) => {
+                if epoch == self.snap_epoch {
+                    for i in idxs {
+                        self.storage_unbusy(i);
+                    }
+                }
+            }
+            Pending::Codes(hashes) => {
+                if self.phase == StatePhase::Walk {
+                    for h in hashes {
+                        self.node_queue.push_back(NodeTask {
+                            hash: h,
+                            path: vec![],
+                            account: None,
+                            code: true,
+                        });
+                    }
+                } else if self.phase == StatePhase::Ranges {
+                    for h in hashes {
+                        self.code_queue.push_back(h);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------------- responses ----------------
+
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        inf: Inflight,
+        resp: Response,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Action>,
+    ) {
+        if self.liars.contains(&peer) {
+            // Sent before it was caught: nothing it says counts any more (a vote counted
+            // now could decide the pivot alone once the liars no longer count).
+            match inf.what {
+                Pending::Status => self.on_status(peer, None, out),
+                Pending::Anchors => self.on_anchors(peer, None, out),
+                what => self.requeue(what, store, out),
+            }
+            return;
+        }
+        let rtt = self.now_ms.saturating_sub(inf.sent_ms).max(1);
+        let size = resp.size_bytes();
+        // Ok(true): useful; Ok(false): empty/useless (not a lie); Err: lie.
+        let verdict: Result<bool, ()> = match (inf.what.clone(), resp) {
+            (
+                Pending::Status,
+                Response::Status {
+                    best_number,
+                    genesis,
+                    ..
+                },
+            ) => {
+                let ok = self
+                    .cfg
+                    .trusted_anchor
+                    .is_none_or(|a| a == genesis || self.cfg.anchor_number > 0);
+                self.on_status(peer, ok.then_some(best_number), out);
+                Ok(true)
+            }
+            (Pending::Anchors, Response::BlockHeaders(h)) => {
+                self.on_anchors(peer, Some(h), out);
+                Ok(true)
+            }
+            (Pending::Headers(b), Response::BlockHeaders(raws)) => {
+                self.on_headers(peer, b, raws, store, out)
+            }
+            (Pending::Bodies(nums), Response::BlockBodies(bodies)) => {
+                self.on_bodies(nums, bodies, store)
+            }
+            (Pending::Receipts(nums), Response::Receipts(rs)) => self.on_receipts(nums, rs, store),
+            (Pending::Nodes(tasks), Response::NodeData(nodes)) => {
+                self.on_nodes(tasks, nodes, false, store)
+            }
+            (Pending::Nodes(tasks), Response::TrieNodes(nodes)) => {
+                self.on_nodes(tasks, nodes, true, store)
+            }
+            (Pending::Codes(hashes), Response::ByteCodes(codes)) => {
+                self.on_codes(hashes, codes, store)
+            }
+            // Answers to requests made before the pivot or mode changed are not checked
+            // against the new root (they would fail without the peer lying).
+            (Pending::Account(e, _), Response::AccountRange { .. })
+            | (Pending::Storage(e, _), Response::StorageRanges { .. })
+                if e != self.snap_epoch =>
+            {
+                Ok(true)
+            }
+            (Pending::Account(_, i), Response::AccountRange { accounts, proof }) => {
+                self.on_accounts(i, accounts, proof, store)
+            }
+            (Pending::Storage(_, idxs), Response::StorageRanges { slots, proof }) => {
+                self.on_storage(idxs, slots, proof, store)
+            }
+            _ => Err(()),
+        };
+        match verdict {
+            Ok(true) => self.peers.success(peer, rtt, size),
+            Ok(false) => {
+                if matches!(
+                    inf.what,
+                    Pending::Nodes(_)
+                        | Pending::Codes(_)
+                        | Pending::Account(..)
+                        | Pending::Storage(..)
+                ) {
+                    if let Some(p) = self.peers.peers.get_mut(&peer) {
+                        p.no_state = p.empty >= 2;
+                    }
+                }
+                self.peers.failure(peer, self.now_ms, &self.policy, false);
+            }
+            Err(()) => {
+                self.lie(peer, out);
+                self.requeue(inf.what, store, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_total_and_balanced() {
+        for shards in 1..=16 {
+            let mut counts = vec![0usize; shards];
+            for n in 0u8..16 {
+                counts[owner_of_path(&[n], shards)] += 1;
+            }
+            assert!(
+                counts
+                    .iter()
+                    .all(|&c| c >= 16 / shards && c <= 16 / shards + 1),
+                "{shards}: {counts:?}"
+            );
+            assert_eq!(owner_of_path(&[], shards), 0);
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! Snap ranges: each shard fetches the account ranges under its leading nibbles, then the
+//! storage ranges and codes of those accounts (`AccountRange`, `StorageRanges`, `ByteCodes`),
+//! every range checked by its Merkle proof against the pivot's state root.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{keccak256, B256};
+
+use super::{hexs, owner_of_path, unhex32, Action, Engine, NodeTask, Pending, StatePhase};
+use crate::eth::sync::config::SyncMode;
+use crate::eth::sync::store::SyncStore;
+use crate::eth::sync::trie;
+use crate::eth::sync::types::{Account, Request};
+
+/// One account range of this shard's nibbles: fetched from `origin` on, up to `limit`.
+#[derive(Debug, Clone)]
+pub(super) struct AccountRangeTask {
+    origin: B256,
+    limit: B256,
+    done: bool,
+    pub(super) busy: bool,
+}
+
+/// The storage range `origin..=limit` of one account (the whole trie, or a sub-range of a
+/// large one).
+#[derive(Debug, Clone)]
+pub(super) struct StorageTask {
+    account: B256,
+    origin: B256,
+    limit: B256,
+    busy: bool,
+    done: bool,
+}
+
+/// The slots of one account's storage trie, collected until its last range is in.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StorageAcc {
+    root: B256,
+    open_tasks: u32,
+    slots: BTreeMap<B256, Vec<u8>>,
+}
+
+impl Engine {
+    pub(super) fn owned_nibbles(&self) -> Vec<u8> {
+        (0u8..16)
+            .filter(|&n| owner_of_path(&[n], self.shards) == self.shard)
+            .collect()
+    }
+
+    pub(super) fn start_ranges(&mut self, store: &mut dyn SyncStore) {
+        self.phase = StatePhase::Ranges;
+        let per = self.cfg.snap_ranges_per_nibble.clamp(1, 16) as u8;
+        let mut ranges = Vec::new();
+        for n in self.owned_nibbles() {
+            for k in 0..per {
+                let mut origin = [0u8; 32];
+                origin[0] = (n << 4) | (k * (16 / per));
+                let mut limit = [0xffu8; 32];
+                limit[0] = (n << 4) | ((k + 1) * (16 / per) - 1);
+                if k + 1 == per {
+                    limit[0] = (n << 4) | 0x0f;
+                }
+                ranges.push(AccountRangeTask {
+                    origin: B256::from(origin),
+                    limit: B256::from(limit),
+                    done: false,
+                    busy: false,
+                });
+            }
+        }
+        if self.journal.ranges.len() == ranges.len() {
+            for (r, (o, d)) in ranges.iter_mut().zip(self.journal.ranges.iter()) {
+                r.origin = unhex32(o);
+                r.done = *d;
+            }
+        }
+        // A range's stored accounts are a verified, gap-free run from its start (one
+        // request per range at a time, stored whole): if a crash came after the accounts
+        // were durable but before the journal was, continue after the last stored one.
+        for r in ranges.iter_mut().filter(|r| !r.done) {
+            if let Some((last, _)) = store.accounts_in(&r.origin, &r.limit).last() {
+                if *last == r.limit {
+                    r.done = true;
+                } else {
+                    r.origin = inc(*last);
+                }
+            }
+        }
+        self.ranges = ranges;
+        self.save_ranges(store);
+        // Storage and codes of accounts already stored (before a restart).
+        let (lo, hi) = (
+            self.ranges.first().map(|r| r.origin),
+            self.ranges.last().map(|r| r.limit),
+        );
+        if let (Some(_), Some(hi)) = (lo, hi) {
+            let lo = self
+                .owned_nibbles()
+                .first()
+                .map(|&n| nibble_range(n).0)
+                .unwrap_or_default();
+            for (h, raw) in store.accounts_in(&lo, &hi) {
+                if let Ok(acc) = Account::decode(&raw) {
+                    self.account_followups(h, &acc, store);
+                }
+            }
+        }
+    }
+
+    fn save_ranges(&mut self, store: &mut dyn SyncStore) {
+        self.journal.ranges = self
+            .ranges
+            .iter()
+            .map(|r| (hexs(r.origin.as_slice()), r.done))
+            .collect();
+        self.write_journal(store);
+    }
+
+    fn account_followups(&mut self, h: B256, acc: &Account, store: &dyn SyncStore) {
+        if acc.has_storage() && !store.storage_done(&h) && !self.storage_accs.contains_key(&h) {
+            self.storage_accs.insert(
+                h,
+                StorageAcc {
+                    root: acc.storage_root,
+                    open_tasks: 1,
+                    slots: BTreeMap::new(),
+                },
+            );
+            self.storage_ready.push_back(self.storage_tasks.len());
+            self.storage_tasks.push(StorageTask {
+                account: h,
+                origin: B256::ZERO,
+                limit: B256::repeat_byte(0xff),
+                busy: false,
+                done: false,
+            });
+        }
+        if acc.has_code()
+            && !store.has_code(&acc.code_hash)
+            && self.codes_wanted.insert(acc.code_hash)
+        {
+            self.code_queue.push_back(acc.code_hash);
+        }
+    }
+
+    pub(super) fn ranges_done(&self) -> bool {
+        self.mode == SyncMode::Snap
+            && self.phase == StatePhase::Ranges
+            && self.ranges.iter().all(|r| r.done)
+            && self.storage_tasks.iter().all(|t| t.done)
+            && self.code_queue.is_empty()
+            && !self.inflight.values().any(|i| {
+                matches!(
+                    i.what,
+                    Pending::Account(..) | Pending::Storage(..) | Pending::Codes(_)
+                )
+            })
+    }
+
+    /// Account ranges, storage ranges and codes to fetch.
+    pub(super) fn pump_ranges(&mut self, now: u64, root: B256, out: &mut Vec<Action>) {
+        while self.free_slots() > 0 {
+            let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+                break;
+            };
+            if let Some(i) = self.ranges.iter().position(|r| !r.done && !r.busy) {
+                self.ranges[i].busy = true;
+                let r = &self.ranges[i];
+                let req = Request::AccountRange {
+                    root,
+                    origin: r.origin,
+                    limit: r.limit,
+                    bytes: self.cfg.snap_response_bytes,
+                };
+                self.send(peer, req, Pending::Account(self.snap_epoch, i), out);
+            } else if let Some(batch) = self.next_storage_batch() {
+                let first = &self.storage_tasks[batch[0]];
+                let req = Request::StorageRanges {
+                    root,
+                    accounts: batch
+                        .iter()
+                        .map(|&i| self.storage_tasks[i].account)
+                        .collect(),
+                    origin: first.origin,
+                    limit: first.limit,
+                    bytes: self.cfg.snap_response_bytes,
+                };
+                self.send(peer, req, Pending::Storage(self.snap_epoch, batch), out);
+            } else if !self.code_queue.is_empty() {
+                let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
+                let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
+                self.send(
+                    peer,
+                    Request::ByteCodes {
+                        hashes: hashes.clone(),
+                        bytes: self.cfg.snap_response_bytes,
+                    },
+                    Pending::Codes(hashes),
+                    out,
+                );
+            } else {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn on_accounts(
+        &mut self,
+        i: usize,
+        accounts: Vec<(B256, Vec<u8>)>,
+        proof: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        let Some(r) = self.ranges.get(i).cloned() else {
+            return Ok(true);
+        };
+        if self.phase != StatePhase::Ranges || r.done {
+            return Ok(true);
+        }
+        self.ranges[i].busy = false;
+        if accounts.is_empty() && proof.is_empty() {
+            return Ok(false);
+        }
+        let root = self.pivot.as_ref().map(|p| p.state_root).ok_or(())?;
+        let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
+        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
+        let more = verify_range(root, &r.origin, &keys, &vals, &proof)?;
+        let mut decoded = Vec::with_capacity(accounts.len());
+        for (h, raw) in &accounts {
+            decoded.push(Account::decode(raw).map_err(|_| ())?);
+            let _ = h;
+        }
+        let mut last = None;
+        for ((h, raw), acc) in accounts.iter().zip(decoded.iter()) {
+            if *h > r.limit {
+                break;
+            }
+            if store.accounts_in(h, h).is_empty() {
+                store.put_account(*h, raw);
+                self.progress.accounts_downloaded += 1;
+            } else {
+                self.progress.refetched_items += 1;
+            }
+            self.account_followups(*h, acc, store);
+            last = Some(*h);
+        }
+        let last_any = accounts.last().map(|a| a.0);
+        let done = !more || last_any.is_some_and(|l| l >= r.limit);
+        if done {
+            self.ranges[i].done = true;
+        } else {
+            match last.or(last_any) {
+                Some(l) => self.ranges[i].origin = inc(l),
+                None => return Ok(false),
+            }
+        }
+        self.save_ranges(store);
+        Ok(true)
+    }
+
+    pub(super) fn storage_unbusy(&mut self, i: usize) {
+        if let Some(t) = self.storage_tasks.get_mut(i) {
+            if t.busy && !t.done {
+                t.busy = false;
+                self.storage_ready.push_back(i);
+            }
+        }
+    }
+
+    /// Ready storage tasks for one request: several whole storage tries (from their
+    /// start), or one sub-range.
+    fn next_storage_batch(&mut self) -> Option<Vec<usize>> {
+        let mut batch = Vec::new();
+        while let Some(i) = self.storage_ready.pop_front() {
+            let t = &self.storage_tasks[i];
+            if t.done || t.busy {
+                continue;
+            }
+            let whole = t.origin == B256::ZERO && t.limit == B256::repeat_byte(0xff);
+            if !batch.is_empty() && !whole {
+                self.storage_ready.push_front(i);
+                break;
+            }
+            self.storage_tasks[i].busy = true;
+            batch.push(i);
+            if !whole || batch.len() >= self.cfg.storage_batch.max(1) {
+                break;
+            }
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    pub(super) fn on_storage(
+        &mut self,
+        idxs: Vec<usize>,
+        slots: Vec<Vec<(B256, Vec<u8>)>>,
+        proof: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        if self.phase != StatePhase::Ranges {
+            return Ok(true);
+        }
+        if slots.len() > idxs.len() {
+            for &i in &idxs {
+                self.storage_unbusy(i);
+            }
+            return Err(());
+        }
+        let n = slots.len();
+        let mut result = Ok(n > 0);
+        for (k, mine) in slots.into_iter().enumerate() {
+            let p: &[Vec<u8>] = if k + 1 == n { &proof } else { &[] };
+            match self.storage_result(idxs[k], mine, p, store) {
+                Ok(true) => {}
+                Ok(false) => result = Ok(false),
+                Err(()) => {
+                    result = Err(());
+                    for &i in &idxs[k..] {
+                        self.storage_unbusy(i);
+                    }
+                    return result;
+                }
+            }
+        }
+        for &i in &idxs[n..] {
+            self.storage_unbusy(i);
+        }
+        result
+    }
+
+    fn storage_result(
+        &mut self,
+        i: usize,
+        mine: Vec<(B256, Vec<u8>)>,
+        proof: &[Vec<u8>],
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        let Some(t) = self.storage_tasks.get(i).cloned() else {
+            return Ok(true);
+        };
+        if t.done {
+            return Ok(true);
+        }
+        let Some(acc) = self.storage_accs.get(&t.account) else {
+            self.storage_tasks[i].done = true;
+            return Ok(true);
+        };
+        let sroot = acc.root;
+        let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
+        let vals: Vec<Vec<u8>> = mine.iter().map(|a| a.1.clone()).collect();
+        if keys.is_empty() && proof.is_empty() {
+            self.storage_unbusy(i);
+            return Ok(false);
+        }
+        let more = match verify_range(sroot, &t.origin, &keys, &vals, proof) {
+            Ok(m) => m,
+            Err(()) => {
+                self.storage_unbusy(i);
+                return Err(());
+            }
+        };
+        self.storage_tasks[i].busy = false;
+        let acc = self
+            .storage_accs
+            .get_mut(&t.account)
+            .expect("checked above");
+        let last_any = keys.last().map(|k| B256::from(*k));
+        let mut last = None;
+        for (h, v) in mine {
+            if h > t.limit {
+                break;
+            }
+            self.progress.slots_downloaded += 1;
+            acc.slots.insert(h, v);
+            last = Some(h);
+        }
+        let done = !more || last_any.is_some_and(|l| l >= t.limit);
+        if done {
+            self.storage_tasks[i].done = true;
+            acc.open_tasks -= 1;
+        } else {
+            let Some(l) = last else {
+                self.storage_ready.push_back(i);
+                return Ok(false);
+            };
+            let next = inc(l);
+            let split = self.cfg.storage_split.max(1);
+            if t.origin == B256::ZERO && split > 1 {
+                // A large storage trie: split what is left into sub-ranges fetched in parallel.
+                let bounds = split_range(next, t.limit, split);
+                self.storage_tasks[i].done = true;
+                acc.open_tasks -= 1;
+                for (o, l) in bounds {
+                    acc.open_tasks += 1;
+                    self.storage_ready.push_back(self.storage_tasks.len());
+                    self.storage_tasks.push(StorageTask {
+                        account: t.account,
+                        origin: o,
+                        limit: l,
+                        busy: false,
+                        done: false,
+                    });
+                }
+            } else {
+                self.storage_tasks[i].origin = next;
+                self.storage_ready.push_back(i);
+            }
+        }
+        let acc = self.storage_accs.get(&t.account).expect("present");
+        if acc.open_tasks == 0 {
+            let acc = self.storage_accs.remove(&t.account).expect("present");
+            let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
+            let root = trie::build_root(&leaves, &mut |h, r| {
+                if !store.has_node(&h) {
+                    store.put_node(h, r)
+                }
+            });
+            if root != acc.root {
+                // Cannot happen with verified ranges; refetch the whole trie if it does.
+                self.storage_accs.insert(
+                    t.account,
+                    StorageAcc {
+                        root: acc.root,
+                        open_tasks: 1,
+                        slots: BTreeMap::new(),
+                    },
+                );
+                self.storage_ready.push_back(self.storage_tasks.len());
+                self.storage_tasks.push(StorageTask {
+                    account: t.account,
+                    origin: B256::ZERO,
+                    limit: B256::repeat_byte(0xff),
+                    busy: false,
+                    done: false,
+                });
+            } else {
+                store.put_storage_done(t.account);
+            }
+        }
+        Ok(true)
+    }
+
+    pub(super) fn on_codes(
+        &mut self,
+        hashes: Vec<B256>,
+        codes: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, ()> {
+        if codes.len() > hashes.len() {
+            return Err(());
+        }
+        let mut delivered = vec![false; hashes.len()];
+        for c in &codes {
+            let h = keccak256(c);
+            let j = hashes
+                .iter()
+                .enumerate()
+                .position(|(j, x)| !delivered[j] && *x == h)
+                .ok_or(())?;
+            delivered[j] = true;
+        }
+        for c in &codes {
+            let h = keccak256(c);
+            if !store.has_code(&h) {
+                store.put_code(h, c);
+                self.progress.codes_downloaded += 1;
+                if self.phase == StatePhase::Walk {
+                    self.round_fetched += 1;
+                    self.progress.healed_nodes += 1;
+                }
+            } else {
+                self.progress.refetched_items += 1;
+            }
+        }
+        for (j, h) in hashes.into_iter().enumerate() {
+            if !delivered[j] {
+                if self.phase == StatePhase::Walk {
+                    self.node_queue.push_back(NodeTask {
+                        hash: h,
+                        path: vec![],
+                        account: None,
+                        code: true,
+                    });
+                } else if self.phase == StatePhase::Ranges {
+                    self.code_queue.push_back(h);
+                }
+            }
+        }
+        Ok(!codes.is_empty())
+    }
+}
+
+/// Check a snap range against `root` with the data layer's range-proof verifier; returns
+/// whether the trie holds keys above the last one.
+fn verify_range(
+    root: B256,
+    origin: &B256,
+    keys: &[[u8; 32]],
+    vals: &[Vec<u8>],
+    proof: &[Vec<u8>],
+) -> Result<bool, ()> {
+    let proof: Vec<catchup_eth::Bytes> = proof
+        .iter()
+        .map(|p| catchup_eth::Bytes::copy_from_slice(p))
+        .collect();
+    catchup_eth::verify_range_proof(root, origin.as_slice(), keys, vals, &proof).map_err(|_| ())
+}
+
+/// The smallest and largest 32-byte key under a leading nibble.
+pub fn nibble_range(n: u8) -> (B256, B256) {
+    let mut lo = [0u8; 32];
+    lo[0] = n << 4;
+    let mut hi = [0xffu8; 32];
+    hi[0] = (n << 4) | 0x0f;
+    (B256::from(lo), B256::from(hi))
+}
+
+fn inc(h: B256) -> B256 {
+    let mut b = h.0;
+    for i in (0..32).rev() {
+        if b[i] == 0xff {
+            b[i] = 0;
+        } else {
+            b[i] += 1;
+            break;
+        }
+    }
+    B256::from(b)
+}
+
+/// Split `[lo, hi]` into `k` contiguous sub-ranges by the top 64 bits.
+fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
+    let a = u64::from_be_bytes(lo.0[..8].try_into().expect("8 bytes"));
+    let b = u64::from_be_bytes(hi.0[..8].try_into().expect("8 bytes"));
+    if b <= a || b - a < k {
+        return vec![(lo, hi)];
+    }
+    let step = (b - a) / k;
+    let mut out = Vec::new();
+    let mut start = lo;
+    for j in 1..k {
+        let cut = a + step * j;
+        let mut end = [0xffu8; 32];
+        end[..8].copy_from_slice(&cut.to_be_bytes());
+        let end = B256::from(end);
+        out.push((start, end));
+        start = inc(end);
+    }
+    out.push((start, hi));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_range() {
+        let lo = B256::repeat_byte(0x10);
+        let hi = B256::repeat_byte(0xff);
+        let parts = split_range(lo, hi, 4);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[0].0, lo);
+        assert_eq!(parts[3].1, hi);
+        for w in parts.windows(2) {
+            assert_eq!(inc(w[0].1), w[1].0);
+        }
+    }
+}
