@@ -1,5 +1,5 @@
 //! What a sync over RLPx is given and what it reports ([`NetSyncConfig`],
-//! [`NetSyncReport`]), and [`perform`]: an engine request turned into eth/snap messages on
+//! [`NetSyncReport`]), and `perform`: an engine request turned into eth/snap messages on
 //! the wire and the answer back into a response. The driver that runs the engines is
 //! [`super::sync_sharded`].
 

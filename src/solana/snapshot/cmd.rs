@@ -43,12 +43,12 @@ impl PipelineArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Full snapshot archive (snapshot-<slot>-<hash>.tar.zst).
+    /// Full snapshot archive (snapshot-SLOT-HASH.tar.zst).
     pub archive: PathBuf,
     /// Incremental snapshot archive to apply on top of the full one.
     #[arg(long)]
     pub incremental: Option<PathBuf>,
-    /// Data directory; the snapshot ends up in <datadir>/snapshot/<slot>.
+    /// Data directory; the snapshot ends up in DATADIR/snapshot/SLOT.
     #[arg(long, default_value = "./catchup-data")]
     pub datadir: PathBuf,
     /// Print the report as one JSON object.
