@@ -119,9 +119,22 @@ fn doctor_json_measures_source_disk_and_peer() {
         "4",
         "--fetch-kib",
         "256",
+        // Levels this host meets whatever its speed and size: this test is about what is
+        // measured; the levels are tested below.
+        "--min-source-mbps",
+        "0",
+        "--min-disk-mbps",
+        "0",
+        "--max-peer-ms",
+        "100000",
+        "--need-ram-gb",
+        "0",
+        "--need-disk-gb",
+        "0",
     ]));
     for id in [
         "CATCH001", "CATCH002", "CATCH003", "CATCH004", "CATCH005", "CATCH006", "CATCH007",
+        "CATCH008", "CATCH009",
     ] {
         let c = check(&v, id);
         assert_eq!(c.len(), 1, "{id} once: {v:#}");
@@ -197,6 +210,9 @@ fn doctor_without_inputs_skips_and_fails_on_dead_peer() {
         "--json",
         "--fetch-kib",
         "64",
+        // About following the redirect, not about speed.
+        "--min-source-mbps",
+        "0",
         "--source",
         &format!("http://127.0.0.1:{port}/snapshot.tar.bz2"),
     ]));
@@ -231,6 +247,294 @@ fn doctor_without_inputs_skips_and_fails_on_dead_peer() {
     assert_eq!(c["status"], "fail");
     assert!(c["detail"].as_str().unwrap().contains("404"), "{c}");
     assert_eq!(code, 1);
+}
+
+/// `doctor --json` with `args`, the checks with `id`, and the exit code.
+fn doctor(args: &[&str]) -> (i32, Value) {
+    let mut c = catchup();
+    c.arg("doctor").arg("--json").args(args);
+    run_json(&mut c)
+}
+
+fn one<'a>(v: &'a Value, id: &str) -> &'a Value {
+    let c = check(v, id);
+    assert_eq!(c.len(), 1, "{id} once: {v:#}");
+    c[0]
+}
+
+/// A proc root holding only a `meminfo` with these totals (in GB of 10^9 bytes).
+fn fake_proc(total_gb: u64, available_gb: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = |gb: u64| gb * 1_000_000_000 / 1024;
+    std::fs::write(
+        dir.path().join("meminfo"),
+        format!(
+            "MemTotal:       {} kB\nMemFree:         123456 kB\nMemAvailable:   {} kB\nBuffers:          1024 kB\n",
+            kb(total_gb),
+            kb(available_gb)
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn doctor_levels_pass_warn_and_fail_with_the_override_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap().to_string();
+    let port = serve_blob(3);
+    let source = format!("http://127.0.0.1:{port}/blob");
+    let common = [
+        "--datadir",
+        data,
+        "--write-mib",
+        "2",
+        "--fetch-kib",
+        "64",
+        "--peer",
+        &peer_addr,
+        "--source",
+        &source,
+        "--need-ram-gb",
+        "0",
+        "--need-disk-gb",
+        "0",
+    ];
+    let run = |levels: &[&str]| {
+        let mut args = common.to_vec();
+        args.extend_from_slice(levels);
+        doctor(&args)
+    };
+
+    // Levels nothing can miss: pass (CATCH003 warns only where the filesystem refuses
+    // O_DIRECT, and says so).
+    let (code, v) = run(&[
+        "--min-source-mbps",
+        "0",
+        "--min-disk-mbps",
+        "0",
+        "--max-peer-ms",
+        "100000",
+    ]);
+    assert_eq!(one(&v, "CATCH001")["status"], "ok", "{v:#}");
+    assert_eq!(one(&v, "CATCH004")["status"], "ok", "{v:#}");
+    let disk = one(&v, "CATCH003");
+    let direct = disk["detail"].as_str().unwrap().contains("with O_DIRECT");
+    assert_eq!(disk["status"], if direct { "ok" } else { "warn" }, "{disk}");
+    assert!(
+        disk["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("(--min-disk-mbps needs ≥ 0 MB/s)"),
+        "{disk}"
+    );
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(code, 0);
+
+    // A fail level nothing reaches and a warn band everything is in.
+    let (code, v) = run(&[
+        "--min-source-mbps",
+        "0,1000000",
+        "--min-disk-mbps",
+        "0,1000000",
+        "--max-peer-ms",
+        "100000,0",
+    ]);
+    for id in ["CATCH001", "CATCH003", "CATCH004"] {
+        assert_eq!(one(&v, id)["status"], "warn", "{v:#}");
+    }
+    assert!(one(&v, "CATCH004")["detail"]
+        .as_str()
+        .unwrap()
+        .ends_with("(--max-peer-ms needs ≤ 100000 ms, warn above 0)"));
+    assert_eq!(v["ok"], true);
+    assert_eq!(code, 0);
+
+    // Levels nothing reaches: each of the three fails, and so does the run.
+    let (code, v) = run(&[
+        "--min-source-mbps",
+        "1000000",
+        "--min-disk-mbps",
+        "1000000",
+        "--max-peer-ms",
+        "0",
+    ]);
+    for id in ["CATCH001", "CATCH003", "CATCH004"] {
+        let c = one(&v, id);
+        assert_eq!(c["status"], "fail", "{c}");
+        assert!(c["value"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["failed"],
+        serde_json::json!(["CATCH001", "CATCH003", "CATCH004"])
+    );
+    assert_eq!(code, 1);
+
+    // Without flags the job's own levels are named.
+    let (_, v) = doctor(&["--job", "repair", "--datadir", data, "--write-mib", "2"]);
+    let disk = one(&v, "CATCH003");
+    assert!(
+        disk["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("(repair needs ≥ 50 MB/s, warn below 100)"),
+        "{disk}"
+    );
+    assert_eq!(disk["thresholds"]["by"], "repair");
+}
+
+#[test]
+fn doctor_rates_memory_from_meminfo() {
+    // 8 GB in total, 6 available.
+    let small = fake_proc(8, 6);
+    let root = small.path().to_str().unwrap();
+    let (code, v) = doctor(&["--proc-root", root, "--job", "eth-sync"]);
+    let ram = one(&v, "CATCH008");
+    assert_eq!(ram["status"], "fail", "{ram}");
+    let detail = ram["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("6.0 GB available of 8.0 GB (eth-sync needs ≥ 192 GB"),
+        "{detail}"
+    );
+    assert!(detail.contains("too little memory in total"), "{detail}");
+    assert!((ram["value"].as_f64().unwrap() - 6.0).abs() < 0.01);
+    assert_eq!(code, 1);
+
+    // The same host for repair (fail below 4, warn below 8): warn.
+    let (_, v) = doctor(&["--proc-root", root, "--job", "repair"]);
+    assert_eq!(one(&v, "CATCH008")["status"], "warn");
+    // 64 GB with 3 available: enough in total, held by others.
+    let busy = fake_proc(64, 3);
+    let (_, v) = doctor(&[
+        "--proc-root",
+        busy.path().to_str().unwrap(),
+        "--job",
+        "repair",
+    ]);
+    let ram = one(&v, "CATCH008");
+    assert_eq!(ram["status"], "fail");
+    assert!(
+        ram["detail"]
+            .as_str()
+            .unwrap()
+            .contains("other processes hold 61.0 GB"),
+        "{ram}"
+    );
+    // And --need-ram-gb moves the levels.
+    let (_, v) = doctor(&["--proc-root", root, "--need-ram-gb", "5,6"]);
+    assert_eq!(one(&v, "CATCH008")["status"], "ok");
+
+    // No meminfo: a warning naming the file, not a pass.
+    let empty = tempfile::tempdir().unwrap();
+    let (_, v) = doctor(&["--proc-root", empty.path().to_str().unwrap()]);
+    let ram = one(&v, "CATCH008");
+    assert_eq!(ram["status"], "warn");
+    assert!(ram["detail"].as_str().unwrap().contains("meminfo"), "{ram}");
+}
+
+#[test]
+fn doctor_fails_on_too_little_free_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // A datadir that does not exist yet is rated on its parent's filesystem.
+    let data = dir.path().join("not-yet");
+    let data = data.to_str().unwrap();
+    let (code, v) = doctor(&[
+        "--datadir",
+        data,
+        "--need-disk-gb",
+        "999999",
+        "--write-mib",
+        "1",
+    ]);
+    let free = one(&v, "CATCH009");
+    assert_eq!(free["status"], "fail", "{free}");
+    assert!(free["value"].as_f64().unwrap() >= 0.0);
+    assert_eq!(free["thresholds"]["fail_below"], 999999.0);
+    assert_eq!(free["thresholds"]["unit"], "GB");
+    assert_eq!(v["ok"], false);
+    assert_eq!(code, 1);
+
+    let (_, v) = doctor(&["--datadir", data, "--need-disk-gb", "0", "--write-mib", "1"]);
+    assert_eq!(one(&v, "CATCH009")["status"], "ok");
+    let (_, v) = doctor(&[]);
+    assert_eq!(one(&v, "CATCH009")["status"], "skipped");
+
+    // The table ends with one line naming what failed.
+    let out = catchup()
+        .args([
+            "doctor",
+            "--datadir",
+            data,
+            "--need-disk-gb",
+            "999999",
+            "--need-ram-gb",
+            "0",
+            "--min-disk-mbps",
+            "0",
+            "--write-mib",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains(" failed: ")
+            && last.contains("CATCH009 free disk")
+            && last.ends_with("— see above"),
+        "{text}"
+    );
+    assert!(
+        !last.contains("CATCH008") && !last.contains("CATCH003"),
+        "{text}"
+    );
+}
+
+#[test]
+fn doctor_json_carries_the_levels_used() {
+    let (_, v) = doctor(&["--job", "solana-sync", "--max-peer-ms", "300,120"]);
+    assert_eq!(v["job"], "solana-sync");
+    let t = &v["thresholds"];
+    assert_eq!(t["disk_mbps"]["by"], "solana-sync");
+    assert_eq!(t["disk_mbps"]["fail_below"], 200.0);
+    assert_eq!(t["disk_mbps"]["warn_below"], 400.0);
+    assert_eq!(t["source_mbps"]["fail_below"], 30.0);
+    assert_eq!(t["ram_gb"]["fail_below"], 96.0);
+    assert_eq!(t["free_disk_gb"]["fail_below"], 600.0);
+    assert_eq!(t["peer_ms"]["by"], "--max-peer-ms");
+    assert_eq!(t["peer_ms"]["fail_above"], 300.0);
+    assert_eq!(t["peer_ms"]["warn_above"], 120.0);
+    // Every check carries its levels (or null when it has none).
+    for c in v["checks"].as_array().unwrap() {
+        let rated = ["CATCH001", "CATCH003", "CATCH004", "CATCH008", "CATCH009"]
+            .contains(&c["id"].as_str().unwrap());
+        assert_eq!(c["thresholds"].is_object(), rated, "{c}");
+        for key in ["id", "status", "value", "unit", "detail"] {
+            assert!(c.get(key).is_some(), "{key} in {c}");
+        }
+    }
+    // The default job is `all`: the strictest levels.
+    let (_, v) = doctor(&[]);
+    assert_eq!(v["job"], "all");
+    assert_eq!(v["thresholds"]["peer_ms"]["fail_above"], 200.0);
+    assert_eq!(v["thresholds"]["ram_gb"]["by"], "all jobs");
+
+    // A bad level is one clap error and exit 2.
+    let out = catchup()
+        .args(["doctor", "--min-disk-mbps", "400,200"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--min-disk-mbps") && err.contains("warn level"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Host capability probes: locked-memory budget, `CAP_IPC_LOCK`, io_uring, O_DIRECT write
-//! throughput, AF_XDP socket support.
+//! throughput, AF_XDP socket support, memory (`/proc/meminfo`) and free disk space.
 //!
 //! Each probe is a small, bounded, synchronous function that reports what it found as a
 //! typed value or a [`ProbeError`] naming what failed and where. Nothing here keeps any
@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 /// Capability number of `CAP_IPC_LOCK` (linux/capability.h).
 pub const CAP_IPC_LOCK_BIT: u32 = 14;
+
+/// Capability number of `CAP_NET_ADMIN` (linux/capability.h): what `nft` needs.
+pub const CAP_NET_ADMIN_BIT: u32 = 12;
+
+/// Largest `/proc/meminfo` read (the real file is about 1.5 KiB).
+const MAX_MEMINFO_BYTES: u64 = 64 * 1024;
 
 /// A probe that could not run or whose operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -282,9 +288,117 @@ pub fn tcp_connect_latency(addr: &SocketAddr, timeout: Duration) -> Result<Durat
     Ok(took)
 }
 
+/// Whether this process may change the firewall: effective uid 0 or `CAP_NET_ADMIN`.
+pub fn can_admin_network() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0
+        || effective_capabilities()
+            .map(|mask| mask & (1u64 << CAP_NET_ADMIN_BIT) != 0)
+            .unwrap_or(false)
+}
+
+/// Memory as `/proc/meminfo` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemInfo {
+    /// `MemTotal`, bytes.
+    pub total_bytes: u64,
+    /// `MemAvailable`, bytes: what new processes can use without swapping.
+    pub available_bytes: u64,
+}
+
+/// Parse the text of `/proc/meminfo` (`MemTotal:  16318412 kB` lines). `path` only names
+/// the file in errors.
+pub fn parse_meminfo(text: &str, path: &str) -> Result<MemInfo, ProbeError> {
+    let field = |name: &str| -> Result<u64, ProbeError> {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .ok_or_else(|| ProbeError::Parse {
+                path: path.into(),
+                problem: format!("no {name} line"),
+            })?;
+        let mut words = line.split_whitespace();
+        let n: u64 =
+            words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .ok_or_else(|| ProbeError::Parse {
+                    path: path.into(),
+                    problem: format!("{name}: {:?} is not a number of kB", line.trim()),
+                })?;
+        match words.next() {
+            Some("kB") => n.checked_mul(1024).ok_or_else(|| ProbeError::Parse {
+                path: path.into(),
+                problem: format!("{name}: {n} kB is too large"),
+            }),
+            other => Err(ProbeError::Parse {
+                path: path.into(),
+                problem: format!("{name}: unit {other:?}, expected kB"),
+            }),
+        }
+    };
+    Ok(MemInfo {
+        total_bytes: field("MemTotal")?,
+        available_bytes: field("MemAvailable")?,
+    })
+}
+
+/// Read `meminfo` under `proc_root` (normally `/proc`).
+pub fn read_meminfo(proc_root: &Path) -> Result<MemInfo, ProbeError> {
+    use std::io::Read as _;
+    let path = proc_root.join("meminfo");
+    let shown = path.display().to_string();
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_MEMINFO_BYTES).read_to_string(&mut text))
+        .map_err(|source| ProbeError::Sys {
+            what: format!("read {shown}"),
+            source,
+        })?;
+    parse_meminfo(&text, &shown)
+}
+
+/// Free space for an unprivileged user (`f_bavail × f_frsize` of statvfs) on the
+/// filesystem holding `path`.
+pub fn free_disk_bytes(path: &Path) -> Result<u64, ProbeError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| ProbeError::Parse {
+        path: path.display().to_string(),
+        problem: "path contains a NUL byte".into(),
+    })?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(sys_err(format!("statvfs {}", path.display())));
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_parses_and_rejects() {
+        let t = "MemTotal:       16318412 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n";
+        let m = parse_meminfo(t, "m").unwrap();
+        assert_eq!(m.total_bytes, 16318412 * 1024);
+        assert_eq!(m.available_bytes, 8000000 * 1024);
+        let e = parse_meminfo("MemTotal: 5 kB\n", "/x/meminfo").unwrap_err();
+        assert!(e.to_string().contains("/x/meminfo: no MemAvailable"), "{e}");
+        assert!(parse_meminfo("MemTotal: x kB\nMemAvailable: 1 kB", "m").is_err());
+        assert!(parse_meminfo("MemTotal: 1 MB\nMemAvailable: 1 kB", "m").is_err());
+        assert!(
+            parse_meminfo("MemTotal: 18446744073709551615 kB\nMemAvailable: 1 kB", "m").is_err()
+        );
+    }
+
+    #[test]
+    fn free_disk_of_a_real_directory() {
+        assert!(free_disk_bytes(Path::new("/")).is_ok());
+        assert!(free_disk_bytes(Path::new("/nonexistent/x")).is_err());
+    }
 
     #[test]
     fn cap_eff_parses() {

@@ -40,7 +40,9 @@ pub enum Command {
     Solana(solana::SolanaCmd),
     /// Print the status and metrics of a running node (`--admin ADDR`).
     Status(status::StatusCmd),
-    /// Audit this host: source bandwidth, io_uring, disk, peers, locked memory, AF_XDP, cores.
+    /// Audit this host for a job (source bandwidth, io_uring, disk, peers, locked memory,
+    /// AF_XDP, cores, memory, free disk); exit 1 when a check fails. `--fix` prints the
+    /// nftables rules that open catchup's ports.
     Doctor(crate::node::doctor::DoctorCmd),
     /// Plan shards, cores, NIC queues and IRQ cores for this host.
     Tune(tune::TuneCmd),
@@ -60,10 +62,14 @@ pub fn main() -> i32 {
         "info"
     };
     init_logging(cli.global.log_format, default_level);
-    let _admin = match crate::node::admin::start_for_command(
-        cli.global.admin,
-        matches!(cli.command, Command::Status(_)),
-    ) {
+    // `status` reads the endpoint and `doctor --fix` only names its port: neither serves it.
+    let admin_is_not_served = match &cli.command {
+        Command::Status(_) => true,
+        Command::Doctor(d) => d.fix,
+        _ => false,
+    };
+    let _admin = match crate::node::admin::start_for_command(cli.global.admin, admin_is_not_served)
+    {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bench_store;
 pub mod demo;
 pub mod doctor;
+pub mod doctor_fix;
 pub mod listen;
 pub mod obs;
 pub mod opts;
