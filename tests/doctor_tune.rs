@@ -486,7 +486,7 @@ fn doctor_fails_on_too_little_free_disk() {
     assert!(
         last.contains(" failed: ")
             && last.contains("CATCH009 free disk")
-            && last.ends_with("— see above"),
+            && last.contains("— see above (rate one job with --job"),
         "{text}"
     );
     assert!(

@@ -1184,7 +1184,8 @@ pub fn summary_line(checks: &[Check]) -> String {
     let (failed, failed_names) = list(CheckStatus::Fail);
     if failed > 0 {
         return format!(
-            "{failed} {} failed: {failed_names} — see above",
+            "{failed} {} failed: {failed_names} — see above (rate one job with --job, or \
+             set the levels this host must meet with --min-*/--max-*/--need-* flags)",
             plural(failed)
         );
     }
@@ -1307,7 +1308,9 @@ mod tests {
         ];
         assert_eq!(
             summary_line(&checks),
-            "2 checks failed: CATCH003 disk write, CATCH009 free disk — see above"
+            "2 checks failed: CATCH003 disk write, CATCH009 free disk — see above (rate one \
+             job with --job, or set the levels this host must meet with --min-*/--max-*/--need-* \
+             flags)"
         );
         assert_eq!(summary_line(&checks[..3][..1]), "all checks passed");
         assert_eq!(
