@@ -201,6 +201,51 @@ fn one_peer_and_one_two_or_four_shards_reach_the_devnet_head() {
     assert_eq!(server.stop(), Some(0), "serve exits 0 on SIGTERM");
 }
 
+/// A new user's first try: one devnet peer that holds only its head state and no
+/// receipts. The default pivot (head − 128) names a state the peer does not hold, and
+/// receipts it cannot serve: each sync must stop with one line saying why and which flag
+/// helps, not wait forever.
+#[test]
+fn a_peer_without_the_pivot_state_or_receipts_is_named_in_one_line() {
+    let Some(dir) = devnet() else { return };
+    let server = Server::start(&dir, "honest", 1);
+    let cases: [(&[&str], &str, &str); 2] = [
+        (
+            &["--receipts", "false"],
+            "no peer serves the state at pivot block 472",
+            "--pivot-distance 0",
+        ),
+        (
+            &["--pivot-distance", "0"],
+            "no peer serves receipts",
+            "--receipts false",
+        ),
+    ];
+    for (flags, why, helps) in cases {
+        let datadir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+            .args(["eth", "sync", "--mode", "snap", "--timeout-s", "120"])
+            .args(["--status-check-s", "2", "--peer", &server.enode])
+            .args(flags)
+            .arg("--genesis")
+            .arg(dir.join("genesis.json"))
+            .arg("--datadir")
+            .arg(datadir.path())
+            .output()
+            .expect("run catchup eth sync");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or("");
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(
+            last.starts_with("error:") && last.contains(why) && last.contains(helps),
+            "{flags:?}: last line {last:?}"
+        );
+        eprintln!("{flags:?}: stopped after {:?}: {last}", started.elapsed());
+    }
+    assert_eq!(server.stop(), Some(0), "serve exits 0 on SIGTERM");
+}
+
 /// `eth serve --generate-accounts` processes and `eth sync --genesis-hash`: no fixture
 /// needed. The sync must reach the served head and its state root; a second sync over the
 /// same data directory finds everything there and downloads no state.

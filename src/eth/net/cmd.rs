@@ -146,6 +146,11 @@ pub struct SyncArgs {
     /// of three does not stall the sync).
     #[arg(long)]
     pub pivot_agreement: Option<usize>,
+    /// How often the pivot is checked against the peers' head, in seconds (a pivot too
+    /// far behind is moved forward). Also how long the sync waits for a newer pivot when
+    /// no peer serves the current one's state, before it stops and says so.
+    #[arg(long, default_value_t = 30, value_name = "S")]
+    pub status_check_s: u64,
     /// Fetch receipts too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub receipts: bool,
@@ -448,6 +453,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             .unwrap_or_else(|| default_pivot_agreement(peers.len())),
         peers_given: peers.len(),
         fetch_receipts: a.receipts,
+        status_check_ms: a.status_check_s.saturating_mul(1000),
         history_only: a.history_only,
         anchor_number: 0,
         trusted_anchor: Some(catchup_eth::B256::from(genesis)),

@@ -36,6 +36,9 @@ pub struct PeerStats {
     pub dropped: bool,
     /// The peer answered a state request empty: it does not have the pivot state.
     pub no_state: bool,
+    /// Receipts requests it answered empty, and whether that makes it a peer without them.
+    pub empty_receipts: u64,
+    pub no_receipts: bool,
 }
 
 /// The peers of one shard.

@@ -104,6 +104,7 @@ pub(super) struct Coordinator {
 
 impl Engine {
     pub(super) fn on_tick(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        self.check_served(out);
         if self.coord.is_none() {
             return;
         }

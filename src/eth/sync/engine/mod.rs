@@ -181,6 +181,9 @@ pub struct Engine {
 
     // state walk
     phase: StatePhase,
+    /// Since when every live peer has refused this shard's state requests (answered them
+    /// empty), and since when every one has refused its receipts requests.
+    unserved_since_ms: (Option<u64>, Option<u64>),
     round: u32,
     seen: HashSet<(B256, bool)>,
     node_queue: VecDeque<NodeTask>,
@@ -255,6 +258,7 @@ impl Engine {
             bodies_inflight: 0,
             reported: None,
             phase: StatePhase::Idle,
+            unserved_since_ms: (None, None),
             round: 0,
             seen: HashSet::new(),
             node_queue: VecDeque::new(),
@@ -609,6 +613,12 @@ impl Engine {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;
                     }
+                }
+                if let (Pending::Receipts(_), Some(p)) =
+                    (&inf.what, self.peers.peers.get_mut(&peer))
+                {
+                    p.empty_receipts += 1;
+                    p.no_receipts = p.empty_receipts >= 3;
                 }
                 self.peers.failure(peer, self.now_ms, &self.policy, false);
             }

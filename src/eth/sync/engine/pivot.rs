@@ -22,6 +22,50 @@ impl Engine {
         a.min(self.cfg.peers_given.saturating_sub(self.liars.len()).max(1))
     }
 
+    /// Every shard: when every live peer has answered this shard's state requests (or its
+    /// receipts requests) empty, nothing can be sent any more and the sync would wait
+    /// forever. Give the coordinator time to move the pivot (a newer state may be served),
+    /// then stop with one line that says why and what helps.
+    pub(super) fn check_served(&mut self, out: &mut Vec<Action>) {
+        let now = self.now_ms;
+        let give_up_ms = self.cfg.status_check_ms + 10_000;
+        let live: Vec<&crate::eth::sync::peers::PeerStats> =
+            self.peers.peers.values().filter(|p| !p.dropped).collect();
+        let wants_state = matches!(self.phase, StatePhase::Ranges | StatePhase::Walk);
+        let no_state = wants_state && !live.is_empty() && live.iter().all(|p| p.no_state);
+        let no_receipts = !self.receipt_queue.is_empty()
+            && !live.is_empty()
+            && live.iter().all(|p| p.no_receipts);
+        fn since(slot: &mut Option<u64>, now_true: bool, now: u64) -> Option<u64> {
+            if now_true {
+                Some(*slot.get_or_insert(now))
+            } else {
+                *slot = None;
+                None
+            }
+        }
+        let state_since = since(&mut self.unserved_since_ms.0, no_state, now);
+        let receipts_since = since(&mut self.unserved_since_ms.1, no_receipts, now);
+        if state_since.is_some_and(|t| now.saturating_sub(t) >= give_up_ms) {
+            let (n, root) = self
+                .pivot
+                .as_ref()
+                .map(|p| (p.number, format!("{}", p.state_root)))
+                .unwrap_or_default();
+            out.push(Action::Failed(format!(
+                "no peer serves the state at pivot block {n} (root {root}): each of the {} live peer(s) answered state requests empty, as a peer does for a state it no longer keeps (geth keeps its latest 128); sync a newer pivot with --pivot-distance 0, or add peers that hold this state",
+                live.len()
+            )));
+            self.unserved_since_ms.0 = None;
+        } else if receipts_since.is_some_and(|t| now.saturating_sub(t) >= give_up_ms) {
+            out.push(Action::Failed(format!(
+                "no peer serves receipts: each of the {} live peer(s) answered receipts requests empty; sync without receipts with --receipts false, or add peers that serve them",
+                live.len()
+            )));
+            self.unserved_since_ms.1 = None;
+        }
+    }
+
     /// Coordinator: ask the peers for their status while there is no pivot, and again
     /// now and then to re-select it.
     pub(super) fn tick_pivot(&mut self, out: &mut Vec<Action>) {
@@ -305,6 +349,12 @@ impl Engine {
         self.journal.pivot = Some(hexs(pivot));
         self.journal.head = Some(hexs(head));
         self.pivot = Some(p);
+        // A new state root: peers that lacked the old one may hold this one.
+        for peer in self.peers.peers.values_mut() {
+            peer.no_state = false;
+            peer.empty = 0;
+        }
+        self.unserved_since_ms.0 = None;
         self.head = Some(h);
         self.reported = None;
         if old_root.is_some() {
