@@ -6,7 +6,7 @@ use std::sync::Arc;
 use alloy_primitives::B256;
 
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
-use crate::eth::sync::trie::{self, ChildRef, Node};
+use crate::eth::sync::trie::{self, Node, NodeRef};
 use crate::eth::sync::types::{Account, HashOrNumber, Request, Response, TriePath};
 use catchup_eth::rlp;
 
@@ -322,7 +322,7 @@ pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
         return None;
     }
     while depth < path.len() {
-        let next = match Node::decode(&raw).ok()? {
+        let next = match trie::decode_node(&raw).ok()? {
             Node::Leaf { .. } => return None,
             Node::Branch { children, .. } => {
                 let c = children[path[depth] as usize & 0x0f].clone();
@@ -330,20 +330,20 @@ pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
                 c
             }
             Node::Extension { path: ext, child } => {
-                if depth + ext.len() > path.len() || path[depth..depth + ext.len()] != ext[..] {
+                if depth + ext.len() > path.len() || path[depth..depth + ext.len()] != ext.0[..] {
                     return None;
                 }
                 depth += ext.len();
-                child
+                Some(child)
             }
         };
         match next {
-            ChildRef::Empty => return None,
-            ChildRef::Inline(r) => {
-                raw = r;
+            None => return None,
+            Some(NodeRef::Embedded(r)) => {
+                raw = r.to_vec();
                 hashed = false;
             }
-            ChildRef::Hash(h) => {
+            Some(NodeRef::Hash(h)) => {
                 raw = st.nodes.get(&h)?.clone();
                 hashed = true;
             }
@@ -504,8 +504,8 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
             accounts[0].1 = Account {
                 nonce: 99,
                 balance: vec![1],
-                storage_root: trie::EMPTY_ROOT,
-                code_hash: trie::EMPTY_CODE,
+                storage_root: catchup_eth::EMPTY_ROOT,
+                code_hash: catchup_eth::EMPTY_CODE_HASH,
             }
             .encode();
             Response::AccountRange { accounts, proof }

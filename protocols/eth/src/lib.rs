@@ -32,9 +32,9 @@ pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, B64, U256};
 pub use proof::{verify_proof, verify_range_proof, ProofError};
 pub use rlp::RlpError;
 pub use trie::{
-    account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, node_contents,
-    ordered_root, secure_trie_root, trie_root, verify_node, ChildRef, Nibbles, Node, NodeContents,
-    NodeError, NodeRef, RangeResponse, TrieBuilder,
+    account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, nibble,
+    node_contents, ordered_root, secure_trie_root, trie_root, verify_node, ChildRef, Nibbles, Node,
+    NodeContents, NodeError, NodeRef, RangeResponse, TrieBuilder,
 };
 pub use types::{
     decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69,

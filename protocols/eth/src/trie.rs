@@ -55,6 +55,17 @@ impl Nibbles {
     }
 }
 
+/// Nibble `i` (high nibble first) of a byte key, without unpacking the key.
+#[inline]
+pub fn nibble(key: &[u8], i: usize) -> u8 {
+    let b = key[i / 2];
+    if i % 2 == 0 {
+        b >> 4
+    } else {
+        b & 0x0f
+    }
+}
+
 /// Hex-prefix encoding of a path (`leaf` sets the terminator flag).
 pub fn hex_prefix_encode(path: &[u8], leaf: bool) -> Vec<u8> {
     let flag = if leaf { 2u8 } else { 0 };
@@ -703,6 +714,51 @@ mod tests {
                 assert_eq!(l, leaf);
             }
         }
+    }
+
+    #[test]
+    fn empty_constants_are_the_hashes_of_empty_things() {
+        assert_eq!(keccak256([0x80]), EMPTY_ROOT);
+        assert_eq!(keccak256([]), crate::types::EMPTY_CODE_HASH);
+        assert_eq!(
+            TrieBuilder::new(Vec::<(Vec<u8>, Vec<u8>)>::new()).root(),
+            EMPTY_ROOT
+        );
+    }
+
+    #[test]
+    fn nibble_matches_unpack() {
+        let key = [0x12u8, 0xab, 0x0f, 0xf0];
+        let unpacked = Nibbles::unpack(&key);
+        for i in 0..key.len() * 2 {
+            assert_eq!(nibble(&key, i), unpacked.0[i], "nibble {i}");
+        }
+        assert_eq!(unpacked.0, vec![1, 2, 0xa, 0xb, 0, 0xf, 0xf, 0]);
+    }
+
+    #[test]
+    fn node_round_trips_and_refs() {
+        let leaf = Node::Leaf {
+            path: Nibbles(vec![1, 2, 3]),
+            value: Bytes::from_static(b"v"),
+        };
+        let enc = leaf.encode();
+        assert!(enc.len() < 32);
+        assert_eq!(Node::decode(&enc).unwrap(), leaf);
+        assert_eq!(
+            NodeRef::for_node(&enc),
+            NodeRef::Embedded(Bytes::from(enc.clone()))
+        );
+        let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
+        children[3] = Some(NodeRef::for_node(&enc));
+        children[9] = Some(NodeRef::Hash(keccak256(b"x")));
+        let branch = Node::Branch {
+            children,
+            value: None,
+        };
+        let enc = branch.encode();
+        assert_eq!(Node::decode(&enc).unwrap(), branch);
+        assert_eq!(NodeRef::for_node(&enc), NodeRef::Hash(keccak256(&enc)));
     }
 
     #[test]

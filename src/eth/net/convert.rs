@@ -7,8 +7,8 @@ use catchup_devp2p::snap::SnapMessage;
 use catchup_devp2p::{rlp, Devp2pError};
 
 use super::wire::Wire;
-use crate::eth::sync::trie::{EMPTY_CODE, EMPTY_ROOT};
 use crate::eth::sync::types::{Account, Body, HashOrNumber, Receipts, Request, Response, TriePath};
+use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 fn b(h: &B256) -> [u8; 32] {
     h.0
@@ -56,7 +56,7 @@ pub fn full_to_slim(full: &[u8]) -> Option<Vec<u8>> {
         } else {
             rlp::enc_bytes(a.storage_root.as_slice())
         },
-        if a.code_hash == EMPTY_CODE {
+        if a.code_hash == EMPTY_CODE_HASH {
             rlp::enc_bytes(&[])
         } else {
             rlp::enc_bytes(a.code_hash.as_slice())
@@ -83,7 +83,7 @@ pub fn slim_to_full(slim: &[u8]) -> Result<Vec<u8>, Devp2pError> {
         B256::from(rlp::fixed::<32>("account root", f[2])?)
     };
     let code = if code.is_empty() {
-        EMPTY_CODE
+        EMPTY_CODE_HASH
     } else {
         B256::from(rlp::fixed::<32>("account code hash", f[3])?)
     };
@@ -455,7 +455,7 @@ mod tests {
             nonce: 1,
             balance: vec![5],
             storage_root: EMPTY_ROOT,
-            code_hash: EMPTY_CODE,
+            code_hash: EMPTY_CODE_HASH,
         };
         let slim = full_to_slim(&a.encode()).unwrap();
         assert!(slim.len() < a.encode().len());

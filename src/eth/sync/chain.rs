@@ -7,10 +7,11 @@ use std::path::Path;
 use alloy_primitives::{keccak256, B256};
 use anyhow::{bail, Context};
 
-use super::trie::{build_root, EMPTY_CODE};
+use super::trie::build_root;
 use super::types::{Account, Body, Header, Receipts};
 use catchup_eth::ordered_root;
 use catchup_eth::rlp;
+use catchup_eth::EMPTY_CODE_HASH;
 
 /// A small deterministic RNG (splitmix64): the simulator's only source of randomness.
 #[derive(Debug, Clone)]
@@ -116,7 +117,7 @@ impl StateData {
                     st.codes.insert(h, c);
                     h
                 }
-                _ => EMPTY_CODE,
+                _ => EMPTY_CODE_HASH,
             };
             if !slots.is_empty() {
                 st.storage.insert(hash, slots);
@@ -479,7 +480,7 @@ pub fn chain_from_rlp_file(path: &Path) -> anyhow::Result<ChainData> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eth::sync::trie::EMPTY_ROOT;
+    use catchup_eth::EMPTY_ROOT;
 
     /// The simulator's stream is splitmix64 (reference outputs for state 0).
     #[test]

@@ -3,36 +3,12 @@
 
 use std::collections::HashMap;
 
-use alloy_primitives::{keccak256, B256};
+use alloy_primitives::{keccak256, Bytes, B256};
 use thiserror::Error;
 
-use catchup_eth::rlp::{self, RlpError};
-
-/// keccak(rlp("")): the root of an empty trie.
-pub const EMPTY_ROOT: B256 = B256::new(hex_lit(
-    b"56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
-));
-/// keccak(""): the code hash of an account without code.
-pub const EMPTY_CODE: B256 = B256::new(hex_lit(
-    b"c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470",
-));
-
-const fn hex_lit(s: &[u8; 64]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = (nib(s[2 * i]) << 4) | nib(s[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
-const fn nib(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => panic!("bad hex literal"),
-    }
-}
+use catchup_eth::rlp::RlpError;
+pub use catchup_eth::trie::{nibble, Nibbles, Node, NodeRef};
+use catchup_eth::EMPTY_ROOT;
 
 /// Largest trie node accepted from a peer.
 pub const MAX_NODE_BYTES: usize = 64 * 1024;
@@ -44,145 +20,15 @@ pub enum TrieError {
     Rlp(#[from] RlpError),
     #[error("trie node: {0} bytes exceeds the {MAX_NODE_BYTES} byte limit")]
     TooLarge(usize),
-    #[error("range proof: keys are not strictly increasing at index {0}")]
-    KeysNotSorted(usize),
-    #[error("range proof: key {0} is below the requested origin")]
-    KeyBelowOrigin(usize),
-    #[error("range proof: keys and values differ in count ({0} vs {1})")]
-    CountMismatch(usize, usize),
-    #[error("range proof: proof node {0} is missing")]
-    MissingProofNode(B256),
-    #[error("range proof: {0} leaves are not placed in the proven trie")]
-    UnplacedLeaves(usize),
-    #[error("range proof: rebuilt root {got} differs from expected {want}")]
-    RootMismatch { got: B256, want: B256 },
-    #[error("range proof: a returned value is empty")]
-    EmptyValue,
 }
 
-/// A reference from a node to a child.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ChildRef {
-    #[default]
-    Empty,
-    Hash(B256),
-    /// A node shorter than 32 bytes embedded in its parent (its full RLP).
-    Inline(Vec<u8>),
-}
-
-impl ChildRef {
-    fn from_eth(r: &Option<catchup_eth::trie::NodeRef>) -> Self {
-        match r {
-            None => ChildRef::Empty,
-            Some(catchup_eth::trie::NodeRef::Hash(h)) => ChildRef::Hash(*h),
-            Some(catchup_eth::trie::NodeRef::Embedded(raw)) => ChildRef::Inline(raw.to_vec()),
-        }
+/// Decode a node (with [`catchup_eth::trie::Node::decode`]) that is at most
+/// [`MAX_NODE_BYTES`] long.
+pub fn decode_node(buf: &[u8]) -> Result<Node, TrieError> {
+    if buf.len() > MAX_NODE_BYTES {
+        return Err(TrieError::TooLarge(buf.len()));
     }
-
-    /// The node's reference of an encoded node: the hash when it has ≥ 32 bytes.
-    pub fn of_node(rlp: &[u8]) -> Self {
-        if rlp.len() < 32 {
-            ChildRef::Inline(rlp.to_vec())
-        } else {
-            ChildRef::Hash(keccak256(rlp))
-        }
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        match self {
-            ChildRef::Empty => out.push(0x80),
-            ChildRef::Hash(h) => rlp::encode_bytes(h.as_slice(), out),
-            ChildRef::Inline(raw) => out.extend_from_slice(raw),
-        }
-    }
-}
-
-/// A decoded trie node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
-    Branch {
-        children: Box<[ChildRef; 16]>,
-        value: Option<Vec<u8>>,
-    },
-    Extension {
-        path: Vec<u8>,
-        child: ChildRef,
-    },
-    Leaf {
-        path: Vec<u8>,
-        value: Vec<u8>,
-    },
-}
-
-fn put_hex_prefix(out: &mut Vec<u8>, nibbles: &[u8], leaf: bool) {
-    rlp::encode_bytes(&catchup_eth::trie::hex_prefix_encode(nibbles, leaf), out);
-}
-
-impl Node {
-    /// Decode a node from its RLP encoding (decoded by `catchup_eth::trie::Node`).
-    pub fn decode(buf: &[u8]) -> Result<Node, TrieError> {
-        if buf.len() > MAX_NODE_BYTES {
-            return Err(TrieError::TooLarge(buf.len()));
-        }
-        Ok(match catchup_eth::trie::Node::decode(buf)? {
-            catchup_eth::trie::Node::Branch { children, value } => {
-                let mut refs: [ChildRef; 16] = Default::default();
-                for (r, c) in refs.iter_mut().zip(children.iter()) {
-                    *r = ChildRef::from_eth(c);
-                }
-                Node::Branch {
-                    children: Box::new(refs),
-                    value: value.map(|v| v.to_vec()),
-                }
-            }
-            catchup_eth::trie::Node::Extension { path, child } => Node::Extension {
-                path: path.0,
-                child: ChildRef::from_eth(&Some(child)),
-            },
-            catchup_eth::trie::Node::Leaf { path, value } => Node::Leaf {
-                path: path.0,
-                value: value.to_vec(),
-            },
-        })
-    }
-
-    /// Encode the node as RLP.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(600);
-        match self {
-            Node::Branch { children, value } => {
-                for c in children.iter() {
-                    c.encode_into(&mut p);
-                }
-                rlp::encode_bytes(value.as_deref().unwrap_or(&[]), &mut p);
-            }
-            Node::Extension { path, child } => {
-                put_hex_prefix(&mut p, path, false);
-                child.encode_into(&mut p);
-            }
-            Node::Leaf { path, value } => {
-                put_hex_prefix(&mut p, path, true);
-                rlp::encode_bytes(value, &mut p);
-            }
-        }
-        rlp::wrap_list(&p)
-    }
-}
-
-/// Nibble `i` of a byte key.
-#[inline]
-pub fn nibble(key: &[u8], i: usize) -> u8 {
-    let b = key[i / 2];
-    if i % 2 == 0 {
-        b >> 4
-    } else {
-        b & 0x0f
-    }
-}
-
-/// All nibbles of a key.
-pub fn to_nibbles(key: &[u8]) -> Vec<u8> {
-    (0..key.len() * 2).map(|i| nibble(key, i)).collect()
+    Ok(Node::decode(buf)?)
 }
 
 /// Build a trie over sorted, unique, prefix-free byte keys. Every node that is referenced by
@@ -213,8 +59,8 @@ pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     if entries.len() == 1 {
         let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
         return Node::Leaf {
-            path,
-            value: entries[0].1.as_ref().to_vec(),
+            path: Nibbles(path),
+            value: Bytes::copy_from_slice(entries[0].1.as_ref()),
         }
         .encode();
     }
@@ -228,9 +74,13 @@ pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         let child = build_node(entries, cp, emit);
         let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
         let child = to_ref(child, emit);
-        return Node::Extension { path, child }.encode();
+        return Node::Extension {
+            path: Nibbles(path),
+            child,
+        }
+        .encode();
     }
-    let mut children: [ChildRef; 16] = Default::default();
+    let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
     let mut start = 0;
     while start < entries.len() {
         let n = nibble(entries[start].0.as_ref(), depth);
@@ -239,23 +89,23 @@ pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             end += 1;
         }
         let child = build_node(&entries[start..end], depth + 1, emit);
-        children[n as usize] = to_ref(child, emit);
+        children[n as usize] = Some(to_ref(child, emit));
         start = end;
     }
     Node::Branch {
-        children: Box::new(children),
+        children,
         value: None,
     }
     .encode()
 }
 
-fn to_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> ChildRef {
+fn to_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
     if rlp.len() < 32 {
-        ChildRef::Inline(rlp)
+        NodeRef::Embedded(Bytes::from(rlp))
     } else {
         let h = keccak256(&rlp);
         emit(h, &rlp);
-        ChildRef::Hash(h)
+        NodeRef::Hash(h)
     }
 }
 
@@ -280,7 +130,7 @@ pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>
     let mut depth = 0usize;
     let total = key.len() * 2;
     for _ in 0..=total {
-        let Ok(node) = Node::decode(&raw) else { return };
+        let Ok(node) = decode_node(&raw) else { return };
         let next = match node {
             Node::Leaf { .. } => return,
             Node::Branch { children, .. } => {
@@ -293,18 +143,18 @@ pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>
             }
             Node::Extension { path, child } => {
                 if depth + path.len() > total
-                    || (0..path.len()).any(|i| path[i] != nibble(key, depth + i))
+                    || (0..path.len()).any(|i| path.0[i] != nibble(key, depth + i))
                 {
                     return;
                 }
                 depth += path.len();
-                child
+                Some(child)
             }
         };
         raw = match next {
-            ChildRef::Empty => return,
-            ChildRef::Inline(r) => r,
-            ChildRef::Hash(h) => match src.node(&h) {
+            None => return,
+            Some(NodeRef::Embedded(r)) => r.to_vec(),
+            Some(NodeRef::Hash(h)) => match src.node(&h) {
                 Some(r) => {
                     out.push(r.to_vec());
                     r.to_vec()
@@ -318,6 +168,7 @@ pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use catchup_eth::rlp;
     use proptest::prelude::*;
 
     type Made = (Vec<([u8; 32], Vec<u8>)>, HashMap<B256, Vec<u8>>, B256);
@@ -342,8 +193,6 @@ mod tests {
     #[test]
     fn empty_and_known_roots() {
         assert_eq!(build_root::<&[u8], &[u8]>(&[], &mut |_, _| {}), EMPTY_ROOT);
-        assert_eq!(keccak256([0x80]), EMPTY_ROOT);
-        assert_eq!(keccak256([]), EMPTY_CODE);
     }
 
     #[test]
@@ -352,7 +201,7 @@ mod tests {
         assert!(nodes.contains_key(&root));
         for (h, raw) in &nodes {
             assert_eq!(keccak256(raw), *h);
-            let n = Node::decode(raw).unwrap();
+            let n = decode_node(raw).unwrap();
             assert_eq!(&n.encode(), raw);
         }
     }
@@ -426,7 +275,7 @@ mod tests {
     proptest! {
         #[test]
         fn node_decoder_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = Node::decode(&data);
+            let _ = decode_node(&data);
         }
 
     }

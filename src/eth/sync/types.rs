@@ -4,9 +4,9 @@
 use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 
-use super::trie::{EMPTY_CODE, EMPTY_ROOT};
 use catchup_eth::ordered_root;
 use catchup_eth::rlp::{self, RlpError};
+use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 /// A peer, as the transport names it.
 pub type PeerId = u32;
@@ -217,7 +217,7 @@ impl Account {
     }
 
     pub fn has_code(&self) -> bool {
-        self.code_hash != EMPTY_CODE
+        self.code_hash != EMPTY_CODE_HASH
     }
 }
 
@@ -370,7 +370,7 @@ mod tests {
             nonce: 7,
             balance: vec![1, 0],
             storage_root: EMPTY_ROOT,
-            code_hash: EMPTY_CODE,
+            code_hash: EMPTY_CODE_HASH,
         };
         assert_eq!(Account::decode(&a.encode()).unwrap(), a);
     }
