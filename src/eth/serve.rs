@@ -7,7 +7,7 @@ use alloy_primitives::B256;
 
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
 use crate::eth::sync::trie::{self, Node, NodeRef};
-use crate::eth::sync::types::{Account, HashOrNumber, Request, Response, TriePath};
+use crate::eth::sync::types::{AccountView, HashOrNumber, Request, Response, TriePath};
 use catchup_eth::rlp;
 
 /// Soft limit of one response's size (as geth's `softResponseLimit`).
@@ -245,7 +245,7 @@ fn dedup(proof: &mut Vec<Vec<u8>>) {
 
 fn storage_root_of(st: &StateData, account: &B256) -> Option<B256> {
     let i = st.accounts.binary_search_by(|(h, _)| h.cmp(account)).ok()?;
-    Account::decode(&st.accounts[i].1)
+    AccountView::decode(&st.accounts[i].1)
         .ok()
         .map(|a| a.storage_root)
 }
@@ -501,7 +501,7 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
             mut accounts,
             proof,
         } if !accounts.is_empty() => {
-            accounts[0].1 = Account {
+            accounts[0].1 = AccountView {
                 nonce: 99,
                 balance: vec![1],
                 storage_root: catchup_eth::EMPTY_ROOT,

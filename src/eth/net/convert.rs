@@ -7,7 +7,9 @@ use catchup_devp2p::snap::SnapMessage;
 use catchup_devp2p::{rlp, Devp2pError};
 
 use super::wire::Wire;
-use crate::eth::sync::types::{Account, Body, HashOrNumber, Receipts, Request, Response, TriePath};
+use crate::eth::sync::types::{
+    AccountView, Body, HashOrNumber, Receipts, Request, Response, TriePath,
+};
 use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 fn b(h: &B256) -> [u8; 32] {
@@ -47,21 +49,7 @@ pub fn compact_decode(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Slim account encoding of snap (empty storage root and code hash as empty strings).
 pub fn full_to_slim(full: &[u8]) -> Option<Vec<u8>> {
-    let a = Account::decode(full).ok()?;
-    Some(rlp::encode_list(&[
-        rlp::enc_uint(a.nonce),
-        rlp::enc_bytes(&a.balance),
-        if a.storage_root == EMPTY_ROOT {
-            rlp::enc_bytes(&[])
-        } else {
-            rlp::enc_bytes(a.storage_root.as_slice())
-        },
-        if a.code_hash == EMPTY_CODE_HASH {
-            rlp::enc_bytes(&[])
-        } else {
-            rlp::enc_bytes(a.code_hash.as_slice())
-        },
-    ]))
+    AccountView::decode(full).ok().map(|a| a.encode_slim())
 }
 
 /// Full (consensus) account encoding from snap's slim form.
@@ -87,7 +75,7 @@ pub fn slim_to_full(slim: &[u8]) -> Result<Vec<u8>, Devp2pError> {
     } else {
         B256::from(rlp::fixed::<32>("account code hash", f[3])?)
     };
-    Ok(Account {
+    Ok(AccountView {
         nonce,
         balance,
         storage_root: root,
@@ -451,7 +439,7 @@ mod tests {
 
     #[test]
     fn slim_full_accounts() {
-        let a = Account {
+        let a = AccountView {
             nonce: 1,
             balance: vec![5],
             storage_root: EMPTY_ROOT,

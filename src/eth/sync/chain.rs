@@ -8,7 +8,7 @@ use alloy_primitives::{keccak256, B256};
 use anyhow::{bail, Context};
 
 use super::trie::build_root;
-use super::types::{Account, Body, Header, Receipts};
+use super::types::{AccountView, Body, Header, Receipts};
 use catchup_eth::ordered_root;
 use catchup_eth::rlp;
 use catchup_eth::EMPTY_CODE_HASH;
@@ -124,7 +124,7 @@ impl StateData {
             }
             leaves.push((
                 hash,
-                Account {
+                AccountView {
                     nonce,
                     balance,
                     storage_root,

@@ -14,7 +14,7 @@ use super::config::{SyncConfig, SyncMode};
 use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
 use super::store::{MemStore, SyncStore};
 use super::trie::{decode_node, Node, NodeRef};
-use super::types::{Account, PeerId};
+use super::types::{AccountView, PeerId};
 use crate::eth::serve::{corrupt, garbage, Fault, ServingPeer};
 use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
@@ -721,7 +721,7 @@ pub fn check_state(stores: &[MemStore], root: B256) -> (bool, u64, u64) {
             Ok(Node::Extension { child, .. }) => stack.push((Some(child), is_account)),
             Ok(Node::Leaf { value, .. }) => {
                 if is_account {
-                    match Account::decode(&value) {
+                    match AccountView::decode(&value) {
                         Ok(a) => {
                             if a.storage_root != EMPTY_ROOT {
                                 stack.push((Some(NodeRef::Hash(a.storage_root)), false));

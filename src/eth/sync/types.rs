@@ -6,7 +6,6 @@ use thiserror::Error;
 
 use catchup_eth::ordered_root;
 use catchup_eth::rlp::{self, RlpError};
-use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 /// A peer, as the transport names it.
 pub type PeerId = u32;
@@ -31,8 +30,6 @@ pub enum ItemError {
     Body { number: u64, what: String },
     #[error("receipts of block {number}: {what}")]
     Receipts { number: u64, what: String },
-    #[error("account: {0}")]
-    Account(RlpError),
 }
 
 /// A block header: its encoding plus the fields the sync needs.
@@ -164,62 +161,8 @@ impl Receipts {
     }
 }
 
-/// A state account (full, consensus encoding).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub nonce: u64,
-    /// Balance as big-endian bytes without leading zeros.
-    pub balance: Vec<u8>,
-    pub storage_root: B256,
-    pub code_hash: B256,
-}
-
-impl Account {
-    pub fn decode(raw: &[u8]) -> Result<Account, ItemError> {
-        let e = ItemError::Account;
-        let it = rlp::parse_exact(raw).map_err(e)?;
-        let f = it.items(4).map_err(e)?;
-        if f.len() != 4 {
-            return Err(ItemError::Account(RlpError::WrongItemCount {
-                offset: it.offset,
-                count: f.len(),
-                expected: "4",
-            }));
-        }
-        // The balance is kept as sent (leading zeros are not rejected here).
-        let balance = f[1].bytes().map_err(e)?;
-        if balance.len() > 32 {
-            return Err(ItemError::Account(RlpError::IntegerOverflow {
-                offset: f[1].offset,
-                len: balance.len(),
-                max_bytes: 32,
-            }));
-        }
-        Ok(Account {
-            nonce: f[0].u64().map_err(e)?,
-            balance: balance.to_vec(),
-            storage_root: f[2].b256().map_err(e)?,
-            code_hash: f[3].b256().map_err(e)?,
-        })
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(110);
-        rlp::encode_u64(self.nonce, &mut p);
-        rlp::encode_bytes(&self.balance, &mut p);
-        rlp::encode_bytes(self.storage_root.as_slice(), &mut p);
-        rlp::encode_bytes(self.code_hash.as_slice(), &mut p);
-        rlp::wrap_list(&p)
-    }
-
-    pub fn has_storage(&self) -> bool {
-        self.storage_root != EMPTY_ROOT
-    }
-
-    pub fn has_code(&self) -> bool {
-        self.code_hash != EMPTY_CODE_HASH
-    }
-}
+/// A state account as peers send it (lenient balance, re-encoded byte-exactly).
+pub use catchup_eth::AccountView;
 
 /// Where a header request starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +296,7 @@ mod tests {
         #[test]
         fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..700)) {
             let _ = Header::decode(&data);
-            let _ = Account::decode(&data);
+            let _ = AccountView::decode(&data);
             let h = Header {
                 raw: vec![], hash: B256::ZERO, parent_hash: B256::ZERO, ommers_hash: B256::ZERO,
                 state_root: B256::ZERO, transactions_root: B256::ZERO, receipts_root: B256::ZERO,
@@ -366,12 +309,21 @@ mod tests {
 
     #[test]
     fn account_round_trip() {
-        let a = Account {
+        let a = AccountView {
             nonce: 7,
             balance: vec![1, 0],
-            storage_root: EMPTY_ROOT,
-            code_hash: EMPTY_CODE_HASH,
+            storage_root: catchup_eth::EMPTY_ROOT,
+            code_hash: catchup_eth::EMPTY_CODE_HASH,
         };
-        assert_eq!(Account::decode(&a.encode()).unwrap(), a);
+        assert_eq!(AccountView::decode(&a.encode()).unwrap(), a);
+        // A peer's non-canonical balance survives the round trip byte for byte.
+        let b = AccountView {
+            balance: vec![0, 1],
+            ..a
+        };
+        assert_eq!(
+            AccountView::decode(&b.encode()).unwrap().encode(),
+            b.encode()
+        );
     }
 }

@@ -8,7 +8,7 @@ use super::{owner_of_path, Action, Engine, NodeTask, Pending, ShardId, ShardMsg,
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie::{self, Node, NodeRef};
-use crate::eth::sync::types::{Account, Request, TriePath};
+use crate::eth::sync::types::{AccountView, Request, TriePath};
 
 impl Engine {
     pub(super) fn start_walk(
@@ -166,7 +166,7 @@ impl Engine {
                     for i in 0..32 {
                         key[i] = (full[2 * i] << 4) | full[2 * i + 1];
                     }
-                    let Ok(acc) = Account::decode(&value) else {
+                    let Ok(acc) = AccountView::decode(&value) else {
                         continue;
                     };
                     let a = B256::from(key);
