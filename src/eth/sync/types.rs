@@ -24,15 +24,15 @@ pub enum ItemError {
     HeaderRlp(RlpError),
     #[error("header: {0} bytes exceeds the limit")]
     HeaderTooLarge(usize),
-    #[error("header: has {0} fields, fewer than 15")]
-    HeaderFields(usize),
     #[error("body of block {number}: {what}")]
     Body { number: u64, what: String },
     #[error("receipts of block {number}: {what}")]
     Receipts { number: u64, what: String },
 }
 
-/// A block header: its encoding plus the fields the sync needs.
+/// A block header: its bytes as received, their hash and the fields the sync needs. The
+/// bytes are decoded by [`catchup_eth::Header`] (canonical encodings of known forks only),
+/// so the sync accepts exactly the headers the rest of the node does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub raw: Vec<u8>,
@@ -47,28 +47,23 @@ pub struct Header {
 }
 
 impl Header {
-    /// Decode and hash a header.
+    /// Decode (through [`catchup_eth::Header::decode_with_hash`]) and hash a header of at
+    /// most [`MAX_HEADER_BYTES`].
     pub fn decode(raw: &[u8]) -> Result<Header, ItemError> {
         if raw.len() > MAX_HEADER_BYTES {
             return Err(ItemError::HeaderTooLarge(raw.len()));
         }
-        let e = ItemError::HeaderRlp;
-        let it = rlp::parse_exact(raw).map_err(e)?;
-        let f = it.items(32).map_err(e)?;
-        if f.len() < 15 {
-            return Err(ItemError::HeaderFields(f.len()));
-        }
-        let h = |i: usize| f[i].b256().map_err(ItemError::HeaderRlp);
+        let (h, hash) = catchup_eth::Header::decode_with_hash(raw).map_err(ItemError::HeaderRlp)?;
         Ok(Header {
             raw: raw.to_vec(),
-            hash: keccak256(raw),
-            parent_hash: h(0)?,
-            ommers_hash: h(1)?,
-            state_root: h(3)?,
-            transactions_root: h(4)?,
-            receipts_root: h(5)?,
-            number: f[8].u64().map_err(e)?,
-            withdrawals_root: if f.len() > 16 { Some(h(16)?) } else { None },
+            hash,
+            parent_hash: h.parent_hash,
+            ommers_hash: h.ommers_hash,
+            state_root: h.state_root,
+            transactions_root: h.transactions_root,
+            receipts_root: h.receipts_root,
+            number: h.number,
+            withdrawals_root: h.withdrawals_root,
         })
     }
 }
@@ -324,6 +319,49 @@ mod tests {
         assert_eq!(
             AccountView::decode(&b.encode()).unwrap().encode(),
             b.encode()
+        );
+    }
+
+    #[test]
+    fn header_view_matches_the_full_header() {
+        let full = catchup_eth::Header {
+            number: 9,
+            parent_hash: keccak256(b"p"),
+            state_root: keccak256(b"s"),
+            base_fee_per_gas: Some(7),
+            withdrawals_root: Some(keccak256(b"w")),
+            ..Default::default()
+        };
+        let raw = full.encode();
+        let h = Header::decode(&raw).unwrap();
+        assert_eq!(h.raw, raw);
+        assert_eq!(h.hash, full.hash());
+        assert_eq!(
+            (h.number, h.parent_hash, h.state_root, h.withdrawals_root),
+            (9, full.parent_hash, full.state_root, full.withdrawals_root)
+        );
+        assert_eq!(h.ommers_hash, full.ommers_hash);
+        let pre_shanghai = catchup_eth::Header {
+            withdrawals_root: None,
+            ..full
+        };
+        assert_eq!(
+            Header::decode(&pre_shanghai.encode())
+                .unwrap()
+                .withdrawals_root,
+            None
+        );
+        // A truncated field list and an oversized header are refused.
+        let it = rlp::parse_exact(&raw).unwrap();
+        let f = it.items(32).unwrap();
+        let short: Vec<u8> = f[..14].iter().flat_map(|x| x.raw.to_vec()).collect();
+        assert!(matches!(
+            Header::decode(&rlp::wrap_list(&short)),
+            Err(ItemError::HeaderRlp(_))
+        ));
+        assert_eq!(
+            Header::decode(&vec![0u8; MAX_HEADER_BYTES + 1]),
+            Err(ItemError::HeaderTooLarge(MAX_HEADER_BYTES + 1))
         );
     }
 }
