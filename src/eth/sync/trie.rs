@@ -1,14 +1,13 @@
-//! Merkle-Patricia trie pieces the sync engines need: node decoding with child references,
-//! building a trie (all nodes) from sorted leaves, Merkle proofs and range-proof checking.
+//! Merkle-Patricia trie pieces the sync engines use. Nodes, references, the streaming
+//! builder ([`build_root`], [`build_node`]) and proofs ([`prove`]) are `catchup_eth`'s; the
+//! sync adds its limit on the size of a node a peer may send ([`decode_node`]).
 
-use std::collections::HashMap;
-
-use alloy_primitives::{keccak256, Bytes, B256};
 use thiserror::Error;
 
 use catchup_eth::rlp::RlpError;
-pub use catchup_eth::trie::{nibble, Nibbles, Node, NodeRef};
-use catchup_eth::EMPTY_ROOT;
+pub use catchup_eth::trie::{
+    build_node, build_root, nibble, prove, Nibbles, Node, NodeRef, NodeSource,
+};
 
 /// Largest trie node accepted from a peer.
 pub const MAX_NODE_BYTES: usize = 64 * 1024;
@@ -31,145 +30,14 @@ pub fn decode_node(buf: &[u8]) -> Result<Node, TrieError> {
     Ok(Node::decode(buf)?)
 }
 
-/// Build a trie over sorted, unique, prefix-free byte keys. Every node that is referenced by
-/// hash (≥ 32 bytes, and the root) is passed to `emit(hash, rlp)`. Returns the root hash.
-pub fn build_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-    entries: &[(K, V)],
-    emit: &mut dyn FnMut(B256, &[u8]),
-) -> B256 {
-    if entries.is_empty() {
-        return EMPTY_ROOT;
-    }
-    let rlp = build_node(entries, 0, emit);
-    let h = keccak256(&rlp);
-    emit(h, &rlp);
-    h
-}
-
-/// Kept here: `catchup_eth`'s builder makes whole tries only, the snap rebuild needs subtrees.
-/// Build the subtree of `entries` (all sharing their first `depth` nibbles) and return the
-/// RLP of its top node. Hash-referenced nodes below are emitted; the top one is not.
-pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-    entries: &[(K, V)],
-    depth: usize,
-    emit: &mut dyn FnMut(B256, &[u8]),
-) -> Vec<u8> {
-    debug_assert!(!entries.is_empty());
-    let first = entries[0].0.as_ref();
-    if entries.len() == 1 {
-        let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
-        return Node::Leaf {
-            path: Nibbles(path),
-            value: Bytes::copy_from_slice(entries[0].1.as_ref()),
-        }
-        .encode();
-    }
-    let last = entries[entries.len() - 1].0.as_ref();
-    let max = first.len().min(last.len()) * 2;
-    let mut cp = depth;
-    while cp < max && nibble(first, cp) == nibble(last, cp) {
-        cp += 1;
-    }
-    if cp > depth {
-        let child = build_node(entries, cp, emit);
-        let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
-        let child = to_ref(child, emit);
-        return Node::Extension {
-            path: Nibbles(path),
-            child,
-        }
-        .encode();
-    }
-    let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
-    let mut start = 0;
-    while start < entries.len() {
-        let n = nibble(entries[start].0.as_ref(), depth);
-        let mut end = start + 1;
-        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
-            end += 1;
-        }
-        let child = build_node(&entries[start..end], depth + 1, emit);
-        children[n as usize] = Some(to_ref(child, emit));
-        start = end;
-    }
-    Node::Branch {
-        children,
-        value: None,
-    }
-    .encode()
-}
-
-fn to_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
-    if rlp.len() < 32 {
-        NodeRef::Embedded(Bytes::from(rlp))
-    } else {
-        let h = keccak256(&rlp);
-        emit(h, &rlp);
-        NodeRef::Hash(h)
-    }
-}
-
-/// A source of trie nodes by hash (used to make proofs).
-pub trait NodeSource {
-    fn node(&self, hash: &B256) -> Option<&[u8]>;
-}
-
-impl NodeSource for HashMap<B256, Vec<u8>> {
-    fn node(&self, hash: &B256) -> Option<&[u8]> {
-        self.get(hash).map(|v| v.as_slice())
-    }
-}
-
-/// The hash-referenced nodes on the path from `root` towards `key` (a Merkle proof of
-/// presence or absence). Stops where the path leaves the trie or a node is unknown.
-pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>>) {
-    let Some(mut raw) = src.node(&root).map(|r| r.to_vec()) else {
-        return;
-    };
-    out.push(raw.clone());
-    let mut depth = 0usize;
-    let total = key.len() * 2;
-    for _ in 0..=total {
-        let Ok(node) = decode_node(&raw) else { return };
-        let next = match node {
-            Node::Leaf { .. } => return,
-            Node::Branch { children, .. } => {
-                if depth >= total {
-                    return;
-                }
-                let c = children[nibble(key, depth) as usize].clone();
-                depth += 1;
-                c
-            }
-            Node::Extension { path, child } => {
-                if depth + path.len() > total
-                    || (0..path.len()).any(|i| path.0[i] != nibble(key, depth + i))
-                {
-                    return;
-                }
-                depth += path.len();
-                Some(child)
-            }
-        };
-        raw = match next {
-            None => return,
-            Some(NodeRef::Embedded(r)) => r.to_vec(),
-            Some(NodeRef::Hash(h)) => match src.node(&h) {
-                Some(r) => {
-                    out.push(r.to_vec());
-                    r.to_vec()
-                }
-                None => return,
-            },
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::{keccak256, B256};
     use catchup_eth::rlp;
+    use catchup_eth::EMPTY_ROOT;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     type Made = (Vec<([u8; 32], Vec<u8>)>, HashMap<B256, Vec<u8>>, B256);
 
