@@ -249,9 +249,8 @@ impl Node {
         }
     }
 
-    /// Canonical encoding.
+    /// Canonical encoding (allocated once, at its final size).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
         match self {
             Node::Branch { children, value } => {
                 let mut payload = 0;
@@ -260,6 +259,7 @@ impl Node {
                 }
                 let v: &[u8] = value.as_ref().map_or(&[], |b| b.as_ref());
                 payload += alloy_rlp::Encodable::length(&v);
+                let mut out = Vec::with_capacity(payload + 9);
                 list_header(payload, &mut out);
                 for c in children.iter() {
                     match c {
@@ -268,24 +268,28 @@ impl Node {
                     }
                 }
                 encode_bytes(v, &mut out);
+                out
             }
             Node::Extension { path, child } => {
                 let hp = hex_prefix_encode(&path.0, false);
                 let payload = alloy_rlp::Encodable::length(&hp.as_slice()) + child.len();
+                let mut out = Vec::with_capacity(payload + 9);
                 list_header(payload, &mut out);
                 encode_bytes(&hp, &mut out);
                 child.encode(&mut out);
+                out
             }
             Node::Leaf { path, value } => {
                 let hp = hex_prefix_encode(&path.0, true);
                 let payload = alloy_rlp::Encodable::length(&hp.as_slice())
                     + alloy_rlp::Encodable::length(&value.as_ref());
+                let mut out = Vec::with_capacity(payload + 9);
                 list_header(payload, &mut out);
                 encode_bytes(&hp, &mut out);
                 encode_bytes(value, &mut out);
+                out
             }
         }
-        out
     }
 }
 
