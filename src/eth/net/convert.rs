@@ -18,19 +18,7 @@ fn b(h: &B256) -> [u8; 32] {
 
 /// Hex-prefix (compact) encoding of a nibble path, as snap's GetTrieNodes carries it.
 pub fn compact_encode(nibbles: &[u8]) -> Vec<u8> {
-    let odd = nibbles.len() % 2 == 1;
-    let mut out = Vec::with_capacity(nibbles.len() / 2 + 1);
-    let mut rest = nibbles;
-    if odd {
-        out.push(0x10 | (nibbles[0] & 0x0f));
-        rest = &nibbles[1..];
-    } else {
-        out.push(0x00);
-    }
-    for pair in rest.chunks(2) {
-        out.push((pair[0] << 4) | (pair[1] & 0x0f));
-    }
-    out
+    catchup_eth::hex_prefix_encode(nibbles, false)
 }
 
 /// Decode a compact path (leaf flag ignored) into nibbles.
