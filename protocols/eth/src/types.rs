@@ -21,8 +21,10 @@ pub const MAX_LOGS_PER_RECEIPT: usize = 1 << 16;
 pub const MAX_TOPICS_PER_LOG: usize = 4;
 pub const MAX_EXTRA_DATA_BYTES: usize = 1024;
 
-/// A block header of any fork up to Prague. Later-fork fields are `Some` exactly when
-/// they are present in the encoding (they are appended in order).
+/// A block header of any fork. Later-fork fields are `Some` exactly when they are present
+/// in the encoding (they are appended in order); fields of forks after Prague, which this
+/// crate does not name yet, are kept verbatim in `later_fields`, so such a header still
+/// decodes, re-encodes to the same bytes and hashes to its block hash.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Header {
     pub parent_hash: B256,
@@ -52,6 +54,8 @@ pub struct Header {
     pub parent_beacon_block_root: Option<B256>,
     /// Prague.
     pub requests_hash: Option<B256>,
+    /// Fields after `requests_hash` (forks after Prague), each one RLP item as received.
+    pub later_fields: Vec<Bytes>,
 }
 
 impl Header {
@@ -117,6 +121,9 @@ impl Header {
         if let Some(it) = r.next_opt()? {
             h.requests_hash = Some(it.b256()?);
         }
+        while let Some(it) = r.next_opt()? {
+            h.later_fields.push(Bytes::copy_from_slice(it.raw));
+        }
         r.finish()?;
         Ok(h)
     }
@@ -157,6 +164,9 @@ impl Header {
         n += self.excess_blob_gas.map_or(0, |v| v.length());
         n += self.parent_beacon_block_root.map_or(0, |v| v.length());
         n += self.requests_hash.map_or(0, |v| v.length());
+        if self.requests_hash.is_some() {
+            n += self.later_fields.iter().map(|f| f.len()).sum::<usize>();
+        }
         n
     }
 
@@ -199,6 +209,9 @@ impl Header {
         v.encode(out);
         let Some(v) = self.requests_hash else { return };
         v.encode(out);
+        for f in &self.later_fields {
+            out.extend_from_slice(f);
+        }
     }
 
     fn payload_length_contiguous(&self) -> usize {
@@ -1218,6 +1231,36 @@ impl alloy_rlp::Decodable for Withdrawal {
 #[cfg(test)]
 mod alloy_codec_tests {
     use super::*;
+
+    #[test]
+    fn a_header_with_fields_of_a_later_fork_decodes_and_keeps_its_bytes() {
+        let prague = Header {
+            number: 7,
+            base_fee_per_gas: Some(7),
+            withdrawals_root: Some(B256::repeat_byte(1)),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::repeat_byte(2)),
+            requests_hash: Some(B256::repeat_byte(3)),
+            ..Default::default()
+        };
+        // The same header with one more field (as a fork after Prague appends it).
+        let mut later = prague.clone();
+        let mut field = Vec::new();
+        B256::repeat_byte(4).encode(&mut field);
+        later.later_fields.push(Bytes::from(field));
+        let enc = later.encode();
+        assert_eq!(enc.len(), prague.encode().len() + 33);
+        let (dec, hash) = Header::decode_with_hash(&enc).unwrap();
+        assert_eq!(dec, later);
+        assert_eq!(dec.encode(), enc);
+        assert_eq!(hash, keccak256(&enc));
+        assert_eq!(dec.hash(), hash);
+        // Without Prague's field a later one cannot follow: the header ends there.
+        let mut gap = later.clone();
+        gap.requests_hash = None;
+        assert_eq!(Header::decode(&gap.encode()).unwrap().later_fields.len(), 0);
+    }
 
     #[test]
     fn vec_of_bodies_through_alloy_rlp() {
