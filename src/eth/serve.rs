@@ -6,8 +6,8 @@ use std::sync::Arc;
 use alloy_primitives::B256;
 
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
-use crate::eth::sync::trie::{self, ChildRef, Node};
-use crate::eth::sync::types::{Account, HashOrNumber, Request, Response, TriePath};
+use crate::eth::sync::trie::{self, Node, NodeRef};
+use crate::eth::sync::types::{AccountView, HashOrNumber, Request, Response, TriePath};
 use catchup_eth::rlp;
 
 /// Soft limit of one response's size (as geth's `softResponseLimit`).
@@ -245,7 +245,7 @@ fn dedup(proof: &mut Vec<Vec<u8>>) {
 
 fn storage_root_of(st: &StateData, account: &B256) -> Option<B256> {
     let i = st.accounts.binary_search_by(|(h, _)| h.cmp(account)).ok()?;
-    Account::decode(&st.accounts[i].1)
+    AccountView::decode(&st.accounts[i].1)
         .ok()
         .map(|a| a.storage_root)
 }
@@ -322,7 +322,7 @@ pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
         return None;
     }
     while depth < path.len() {
-        let next = match Node::decode(&raw).ok()? {
+        let next = match trie::decode_node(&raw).ok()? {
             Node::Leaf { .. } => return None,
             Node::Branch { children, .. } => {
                 let c = children[path[depth] as usize & 0x0f].clone();
@@ -330,20 +330,20 @@ pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
                 c
             }
             Node::Extension { path: ext, child } => {
-                if depth + ext.len() > path.len() || path[depth..depth + ext.len()] != ext[..] {
+                if depth + ext.len() > path.len() || path[depth..depth + ext.len()] != ext.0[..] {
                     return None;
                 }
                 depth += ext.len();
-                child
+                Some(child)
             }
         };
         match next {
-            ChildRef::Empty => return None,
-            ChildRef::Inline(r) => {
-                raw = r;
+            None => return None,
+            Some(NodeRef::Embedded(r)) => {
+                raw = r.to_vec();
                 hashed = false;
             }
-            ChildRef::Hash(h) => {
+            Some(NodeRef::Hash(h)) => {
                 raw = st.nodes.get(&h)?.clone();
                 hashed = true;
             }
@@ -501,11 +501,11 @@ pub fn corrupt(resp: Response, rng: &mut SimRng) -> Response {
             mut accounts,
             proof,
         } if !accounts.is_empty() => {
-            accounts[0].1 = Account {
+            accounts[0].1 = AccountView {
                 nonce: 99,
                 balance: vec![1],
-                storage_root: trie::EMPTY_ROOT,
-                code_hash: trie::EMPTY_CODE,
+                storage_root: catchup_eth::EMPTY_ROOT,
+                code_hash: catchup_eth::EMPTY_CODE_HASH,
             }
             .encode();
             Response::AccountRange { accounts, proof }

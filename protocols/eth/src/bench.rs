@@ -106,6 +106,7 @@ pub fn header_chain(count: usize, seed: u64) -> Vec<Bytes> {
             excess_blob_gas: Some(0),
             parent_beacon_block_root: Some(B256::from(rng.bytes::<32>())),
             requests_hash: None,
+            later_fields: Vec::new(),
         };
         let enc = h.encode();
         parent = keccak256(&enc);

@@ -5,7 +5,8 @@
 //!   every [`RlpError`]; encoding through `alloy_rlp`.
 //! - [`types`]: [`Header`] (every fork through Prague), [`TxEnvelope`] (typed, opaque, exact
 //!   bytes), [`Withdrawal`], [`BlockBody`], [`Block`], [`Receipt`] (consensus, block-list and
-//!   eth/69 forms), [`Account`] (full and snap slim forms).
+//!   eth/69 forms), [`Account`] (full and snap slim forms) and
+//!   [`AccountView`] (lenient, re-encodes a peer's bytes exactly).
 //! - [`verify`]: header hash, parent link, header chain, transactions root, ommers hash,
 //!   withdrawals root, receipts root; errors name the block number and [`Field`].
 //! - [`trie`]: [`Node`] decode/encode, [`child_refs`] / [`node_contents`] for walking a trie
@@ -32,15 +33,15 @@ pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, B64, U256};
 pub use proof::{verify_proof, verify_range_proof, ProofError};
 pub use rlp::RlpError;
 pub use trie::{
-    account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, node_contents,
-    ordered_root, secure_trie_root, trie_root, verify_node, ChildRef, Nibbles, Node, NodeContents,
-    NodeError, NodeRef, RangeResponse, TrieBuilder,
+    account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, nibble,
+    node_contents, ordered_root, secure_trie_root, trie_root, verify_node, ChildRef, Nibbles, Node,
+    NodeContents, NodeError, NodeRef, RangeResponse, TrieBuilder,
 };
 pub use types::{
     decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69,
-    encode_receipts, encode_receipts_eth69, logs_bloom, Account, Block, BlockBody, Header, Log,
-    Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal, EMPTY_CODE_HASH, EMPTY_OMMERS_HASH,
-    EMPTY_ROOT,
+    encode_receipts, encode_receipts_eth69, logs_bloom, Account, AccountView, Block, BlockBody,
+    Header, Log, Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal, EMPTY_CODE_HASH,
+    EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{
     expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded, transactions_root,

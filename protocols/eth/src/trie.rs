@@ -1,7 +1,7 @@
 //! Merkle-Patricia trie nodes, child references, roots, a node-producing builder and
 //! Merkle proofs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use alloy_primitives::{keccak256, Bytes, B256};
 
@@ -52,6 +52,17 @@ impl Nibbles {
         let mut v = self.0.clone();
         v.extend_from_slice(other);
         Nibbles(v)
+    }
+}
+
+/// Nibble `i` (high nibble first) of a byte key, without unpacking the key.
+#[inline]
+pub fn nibble(key: &[u8], i: usize) -> u8 {
+    let b = key[i / 2];
+    if i % 2 == 0 {
+        b >> 4
+    } else {
+        b & 0x0f
     }
 }
 
@@ -238,9 +249,8 @@ impl Node {
         }
     }
 
-    /// Canonical encoding.
+    /// Canonical encoding (allocated once, at its final size).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
         match self {
             Node::Branch { children, value } => {
                 let mut payload = 0;
@@ -249,6 +259,7 @@ impl Node {
                 }
                 let v: &[u8] = value.as_ref().map_or(&[], |b| b.as_ref());
                 payload += alloy_rlp::Encodable::length(&v);
+                let mut out = Vec::with_capacity(payload + 9);
                 list_header(payload, &mut out);
                 for c in children.iter() {
                     match c {
@@ -257,24 +268,28 @@ impl Node {
                     }
                 }
                 encode_bytes(v, &mut out);
+                out
             }
             Node::Extension { path, child } => {
                 let hp = hex_prefix_encode(&path.0, false);
                 let payload = alloy_rlp::Encodable::length(&hp.as_slice()) + child.len();
+                let mut out = Vec::with_capacity(payload + 9);
                 list_header(payload, &mut out);
                 encode_bytes(&hp, &mut out);
                 child.encode(&mut out);
+                out
             }
             Node::Leaf { path, value } => {
                 let hp = hex_prefix_encode(&path.0, true);
                 let payload = alloy_rlp::Encodable::length(&hp.as_slice())
                     + alloy_rlp::Encodable::length(&value.as_ref());
+                let mut out = Vec::with_capacity(payload + 9);
                 list_header(payload, &mut out);
                 encode_bytes(&hp, &mut out);
                 encode_bytes(value, &mut out);
+                out
             }
         }
-        out
     }
 }
 
@@ -465,8 +480,6 @@ pub fn secure_trie_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(
 #[derive(Debug, Clone)]
 pub struct TrieBuilder {
     root: B256,
-    /// The root node's encoding (also in `nodes`).
-    root_rlp: Vec<u8>,
     nodes: BTreeMap<B256, Bytes>,
     leaves: BTreeMap<Vec<u8>, Vec<u8>>,
 }
@@ -489,21 +502,21 @@ impl TrieBuilder {
         if leaves.is_empty() {
             return TrieBuilder {
                 root: EMPTY_ROOT,
-                root_rlp: vec![0x80],
                 nodes,
                 leaves,
             };
         }
-        let items: Vec<(Nibbles, &[u8])> = leaves
+        let items: Vec<(&[u8], &[u8])> = leaves
             .iter()
-            .map(|(k, v)| (Nibbles::unpack(k), v.as_slice()))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect();
-        let root_rlp = build(&items, 0, &mut nodes);
+        let root_rlp = build_node(&items, 0, &mut |h, r| {
+            nodes.insert(h, Bytes::copy_from_slice(r));
+        });
         let root = keccak256(&root_rlp);
         nodes.insert(root, Bytes::copy_from_slice(&root_rlp));
         TrieBuilder {
             root,
-            root_rlp,
             nodes,
             leaves,
         }
@@ -538,47 +551,12 @@ impl TrieBuilder {
     /// Merkle proof for `key` (present or absent): the hashed nodes on the path from the
     /// root, root first (the root is included even when shorter than 32 bytes).
     pub fn prove(&self, key: &[u8]) -> Vec<Bytes> {
-        let mut proof = Vec::new();
         if self.leaves.is_empty() {
-            return proof;
+            return Vec::new();
         }
-        let path = Nibbles::unpack(key);
-        let mut rest: &[u8] = &path.0;
-        let mut current = Bytes::copy_from_slice(&self.root_rlp);
-        proof.push(current.clone());
-        // Each iteration descends one node; bounded by the path length plus one.
-        for _ in 0..=path.len() + 1 {
-            let node = match Node::decode(&current) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
-            let next = match node {
-                Node::Branch { children, .. } => {
-                    let Some(&n) = rest.first() else { break };
-                    rest = &rest[1..];
-                    children[n as usize].clone()
-                }
-                Node::Extension { path: p, child } => {
-                    if rest.len() >= p.len() && rest[..p.len()] == p.0[..] {
-                        rest = &rest[p.len()..];
-                        Some(child)
-                    } else {
-                        None
-                    }
-                }
-                Node::Leaf { .. } => None,
-            };
-            match next {
-                None => break,
-                Some(NodeRef::Hash(h)) => {
-                    let Some(n) = self.nodes.get(&h) else { break };
-                    current = n.clone();
-                    proof.push(current.clone());
-                }
-                Some(NodeRef::Embedded(b)) => current = b,
-            }
-        }
-        proof
+        let mut proof = Vec::new();
+        prove(&self.nodes, self.root, key, &mut proof);
+        proof.into_iter().map(Bytes::from).collect()
     }
 
     /// A snap/1-style range: the elements with key >= `origin`, in order, stopping after
@@ -631,61 +609,156 @@ pub struct RangeResponse {
     pub proof: Vec<Bytes>,
 }
 
-fn node_ref_store(rlp: Vec<u8>, nodes: &mut BTreeMap<B256, Bytes>) -> NodeRef {
-    if rlp.len() < 32 {
-        NodeRef::Embedded(Bytes::from(rlp))
-    } else {
-        let h = keccak256(&rlp);
-        nodes.insert(h, Bytes::from(rlp));
-        NodeRef::Hash(h)
+/// Build a trie over sorted, unique byte keys (a key may be a prefix of a later one; its
+/// value then sits in a branch). Every node referenced by hash (≥ 32 bytes), and the root
+/// whatever its size, is passed to `emit(hash, rlp)`. Returns the root hash.
+///
+/// Nodes go to the caller as they are made rather than into a map, so a caller can stream
+/// a large trie into its own store, and [`build_node`] builds one subtree alone (the snap
+/// sync rebuilds the state trie one leading nibble per shard). [`TrieBuilder`] is built on
+/// these.
+pub fn build_root<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: &[(K, V)],
+    emit: &mut dyn FnMut(B256, &[u8]),
+) -> B256 {
+    if entries.is_empty() {
+        return EMPTY_ROOT;
     }
+    let rlp = build_node(entries, 0, emit);
+    let h = keccak256(&rlp);
+    emit(h, &rlp);
+    h
 }
 
-/// Build the node for sorted, unique `items` whose paths agree on the first `depth`
-/// nibbles; returns its RLP and stores every hashed descendant in `nodes`.
-fn build(items: &[(Nibbles, &[u8])], depth: usize, nodes: &mut BTreeMap<B256, Bytes>) -> Vec<u8> {
-    debug_assert!(!items.is_empty());
-    if items.len() == 1 {
-        let (k, v) = &items[0];
+/// Build the subtree of sorted, unique `entries` (all sharing their first `depth` nibbles)
+/// and return the RLP of its top node. Hash-referenced nodes below it are emitted; the top
+/// one is not (its parent, or [`build_root`], decides how it is referenced).
+pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: &[(K, V)],
+    depth: usize,
+    emit: &mut dyn FnMut(B256, &[u8]),
+) -> Vec<u8> {
+    debug_assert!(!entries.is_empty());
+    let first = entries[0].0.as_ref();
+    if entries.len() == 1 {
+        let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
         return Node::Leaf {
-            path: Nibbles(k.0[depth..].to_vec()),
-            value: Bytes::copy_from_slice(v),
+            path: Nibbles(path),
+            value: Bytes::copy_from_slice(entries[0].1.as_ref()),
         }
         .encode();
     }
-    let first = &items[0].0 .0[depth..];
-    let last = &items[items.len() - 1].0 .0[depth..];
-    let common = first
-        .iter()
-        .zip(last.iter())
-        .take_while(|(a, b)| a == b)
-        .count();
-    if common > 0 {
-        let child = build(items, depth + common, nodes);
+    let last = entries[entries.len() - 1].0.as_ref();
+    let max = first.len().min(last.len()) * 2;
+    let mut cp = depth;
+    while cp < max && nibble(first, cp) == nibble(last, cp) {
+        cp += 1;
+    }
+    if cp > depth {
+        let child = build_node(entries, cp, emit);
+        let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
         return Node::Extension {
-            path: Nibbles(first[..common].to_vec()),
-            child: node_ref_store(child, nodes),
+            path: Nibbles(path),
+            child: emit_ref(child, emit),
         }
         .encode();
     }
     let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
     let mut value = None;
-    let mut i = 0;
-    if items[0].0.len() == depth {
-        value = Some(Bytes::copy_from_slice(items[0].1));
-        i = 1;
+    let mut start = 0;
+    if first.len() * 2 == depth {
+        // The first key ends here: its value sits in this branch.
+        value = Some(Bytes::copy_from_slice(entries[0].1.as_ref()));
+        start = 1;
     }
-    while i < items.len() {
-        let nib = items[i].0 .0[depth];
-        let mut j = i;
-        while j < items.len() && items[j].0 .0[depth] == nib {
-            j += 1;
+    while start < entries.len() {
+        let n = nibble(entries[start].0.as_ref(), depth);
+        let mut end = start + 1;
+        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
+            end += 1;
         }
-        let child = build(&items[i..j], depth + 1, nodes);
-        children[nib as usize] = Some(node_ref_store(child, nodes));
-        i = j;
+        let child = build_node(&entries[start..end], depth + 1, emit);
+        children[n as usize] = Some(emit_ref(child, emit));
+        start = end;
     }
     Node::Branch { children, value }.encode()
+}
+
+/// The reference to a child node: embedded when shorter than 32 bytes, else by hash (and
+/// the node is emitted).
+fn emit_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
+    if rlp.len() < 32 {
+        NodeRef::Embedded(Bytes::from(rlp))
+    } else {
+        let h = keccak256(&rlp);
+        emit(h, &rlp);
+        NodeRef::Hash(h)
+    }
+}
+
+/// A source of trie nodes by hash (to make proofs from).
+pub trait NodeSource {
+    fn node(&self, hash: &B256) -> Option<&[u8]>;
+}
+
+impl NodeSource for HashMap<B256, Vec<u8>> {
+    fn node(&self, hash: &B256) -> Option<&[u8]> {
+        self.get(hash).map(|v| v.as_slice())
+    }
+}
+
+impl NodeSource for BTreeMap<B256, Bytes> {
+    fn node(&self, hash: &B256) -> Option<&[u8]> {
+        self.get(hash).map(|v| v.as_ref())
+    }
+}
+
+/// Append to `out` the hash-referenced nodes on the path from `root` towards `key`, root
+/// first (a Merkle proof of presence or absence, as [`crate::verify_proof`] and
+/// [`crate::verify_range_proof`] take it). Stops where the path leaves the trie or a node
+/// is unknown or does not decode; nothing is added when the root is unknown.
+pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>>) {
+    let Some(mut raw) = src.node(&root).map(|r| r.to_vec()) else {
+        return;
+    };
+    out.push(raw.clone());
+    let mut depth = 0usize;
+    let total = key.len() * 2;
+    // Each step consumes at least one nibble of the key.
+    for _ in 0..=total {
+        let Ok(node) = Node::decode(&raw) else { return };
+        let next = match node {
+            Node::Leaf { .. } => return,
+            Node::Branch { children, .. } => {
+                if depth >= total {
+                    return;
+                }
+                let c = children[nibble(key, depth) as usize].clone();
+                depth += 1;
+                c
+            }
+            Node::Extension { path, child } => {
+                if depth + path.len() > total
+                    || (0..path.len()).any(|i| path.0[i] != nibble(key, depth + i))
+                {
+                    return;
+                }
+                depth += path.len();
+                Some(child)
+            }
+        };
+        raw = match next {
+            None => return,
+            Some(NodeRef::Embedded(r)) => r.to_vec(),
+            Some(NodeRef::Hash(h)) => match src.node(&h) {
+                Some(r) => {
+                    out.push(r.to_vec());
+                    r.to_vec()
+                }
+                None => return,
+            },
+        };
+    }
 }
 
 #[cfg(test)]
@@ -703,6 +776,157 @@ mod tests {
                 assert_eq!(l, leaf);
             }
         }
+    }
+
+    #[test]
+    fn empty_constants_are_the_hashes_of_empty_things() {
+        assert_eq!(keccak256([0x80]), EMPTY_ROOT);
+        assert_eq!(keccak256([]), crate::types::EMPTY_CODE_HASH);
+        assert_eq!(
+            TrieBuilder::new(Vec::<(Vec<u8>, Vec<u8>)>::new()).root(),
+            EMPTY_ROOT
+        );
+    }
+
+    #[test]
+    fn nibble_matches_unpack() {
+        let key = [0x12u8, 0xab, 0x0f, 0xf0];
+        let unpacked = Nibbles::unpack(&key);
+        for i in 0..key.len() * 2 {
+            assert_eq!(nibble(&key, i), unpacked.0[i], "nibble {i}");
+        }
+        assert_eq!(unpacked.0, vec![1, 2, 0xa, 0xb, 0, 0xf, 0xf, 0]);
+    }
+
+    #[test]
+    fn node_round_trips_and_refs() {
+        let leaf = Node::Leaf {
+            path: Nibbles(vec![1, 2, 3]),
+            value: Bytes::from_static(b"v"),
+        };
+        let enc = leaf.encode();
+        assert!(enc.len() < 32);
+        assert_eq!(Node::decode(&enc).unwrap(), leaf);
+        assert_eq!(
+            NodeRef::for_node(&enc),
+            NodeRef::Embedded(Bytes::from(enc.clone()))
+        );
+        let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
+        children[3] = Some(NodeRef::for_node(&enc));
+        children[9] = Some(NodeRef::Hash(keccak256(b"x")));
+        let branch = Node::Branch {
+            children,
+            value: None,
+        };
+        let enc = branch.encode();
+        assert_eq!(Node::decode(&enc).unwrap(), branch);
+        assert_eq!(NodeRef::for_node(&enc), NodeRef::Hash(keccak256(&enc)));
+    }
+
+    type Made = (Vec<([u8; 32], Vec<u8>)>, HashMap<B256, Vec<u8>>, B256);
+
+    fn made(n: usize, seed: u8) -> Made {
+        let mut e: Vec<([u8; 32], Vec<u8>)> = (0..n)
+            .map(|i| {
+                let v = vec![(i as u8).wrapping_add(1); 1 + i % 40];
+                (keccak256([seed, (i >> 8) as u8, i as u8]).0, v)
+            })
+            .collect();
+        e.sort();
+        let mut nodes = HashMap::new();
+        let root = build_root(&e, &mut |h, r| {
+            nodes.insert(h, r.to_vec());
+        });
+        (e, nodes, root)
+    }
+
+    #[test]
+    fn build_root_matches_trie_root_and_emits_every_hashed_node() {
+        assert_eq!(build_root::<&[u8], &[u8]>(&[], &mut |_, _| {}), EMPTY_ROOT);
+        for n in [1usize, 2, 17, 300] {
+            let (e, nodes, root) = made(n, n as u8);
+            assert_eq!(root, trie_root(e.iter().map(|(k, v)| (k, v))), "{n} leaves");
+            assert!(nodes.contains_key(&root));
+            let tb = TrieBuilder::new(e.iter().map(|(k, v)| (k, v)));
+            let tb_nodes: HashMap<B256, Vec<u8>> =
+                tb.nodes().iter().map(|(h, r)| (*h, r.to_vec())).collect();
+            assert_eq!(tb_nodes, nodes, "{n} leaves");
+            for (h, raw) in &nodes {
+                assert_eq!(keccak256(raw), *h);
+                assert_eq!(&Node::decode(raw).unwrap().encode(), raw);
+            }
+        }
+    }
+
+    #[test]
+    fn subtrees_build_alone_and_compose_to_the_root() {
+        let (e, _, root) = made(400, 9);
+        let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
+        let mut emitted = 0;
+        for n in 0..16u8 {
+            let part: Vec<_> = e.iter().filter(|(k, _)| k[0] >> 4 == n).cloned().collect();
+            if part.is_empty() {
+                continue;
+            }
+            let top = build_node(&part, 1, &mut |h, r| {
+                assert_eq!(keccak256(r), h);
+                emitted += 1;
+            });
+            children[n as usize] = Some(NodeRef::for_node(&top));
+        }
+        assert!(emitted > 0);
+        let top = Node::Branch {
+            children,
+            value: None,
+        };
+        assert_eq!(keccak256(top.encode()), root);
+    }
+
+    #[test]
+    fn keys_that_are_prefixes_put_values_in_branches() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b"do", b"verb"),
+            (b"dog", b"puppy"),
+            (b"doge", b"coin"),
+            (b"horse", b"stallion"),
+        ];
+        // The well-known root of this trie (Ethereum trie tests, "dogs").
+        let want = B256::from(alloy_primitives::hex!(
+            "5991bb8c6514148a29db676a14ac506cd2cd5775ace63c30a4fe457715e9ac84"
+        ));
+        assert_eq!(build_root(&pairs, &mut |_, _| {}), want);
+        assert_eq!(trie_root(pairs.clone()), want);
+        assert_eq!(TrieBuilder::new(pairs).root(), want);
+    }
+
+    #[test]
+    fn proofs_verify_for_present_and_absent_keys() {
+        let (e, nodes, root) = made(200, 3);
+        for (k, v) in e.iter().step_by(37) {
+            let mut p = Vec::new();
+            prove(&nodes, root, k, &mut p);
+            let p: Vec<Bytes> = p.into_iter().map(Bytes::from).collect();
+            let got = crate::verify_proof(root, k, &p).unwrap();
+            assert_eq!(got.as_deref().map(|b| b.as_ref()), Some(v.as_slice()));
+        }
+        let absent = [0x55u8; 32];
+        let mut p = Vec::new();
+        prove(&nodes, root, &absent, &mut p);
+        let p: Vec<Bytes> = p.into_iter().map(Bytes::from).collect();
+        assert_eq!(crate::verify_proof(root, &absent, &p).unwrap(), None);
+        // Unknown root: nothing.
+        let mut p = Vec::new();
+        prove(&nodes, keccak256(b"unknown"), &absent, &mut p);
+        assert!(p.is_empty());
+        // A range proof made of two edge proofs passes the range check.
+        let (a, b) = (20, 60);
+        let mut p = Vec::new();
+        prove(&nodes, root, &e[a].0, &mut p);
+        prove(&nodes, root, &e[b - 1].0, &mut p);
+        let p: Vec<Bytes> = p.into_iter().map(Bytes::from).collect();
+        let keys: Vec<[u8; 32]> = e[a..b].iter().map(|x| x.0).collect();
+        let vals: Vec<Vec<u8>> = e[a..b].iter().map(|x| x.1.clone()).collect();
+        assert!(crate::verify_range_proof(root, &e[a].0, &keys, &vals, &p).unwrap());
     }
 
     #[test]

@@ -21,8 +21,10 @@ pub const MAX_LOGS_PER_RECEIPT: usize = 1 << 16;
 pub const MAX_TOPICS_PER_LOG: usize = 4;
 pub const MAX_EXTRA_DATA_BYTES: usize = 1024;
 
-/// A block header of any fork up to Prague. Later-fork fields are `Some` exactly when
-/// they are present in the encoding (they are appended in order).
+/// A block header of any fork. Later-fork fields are `Some` exactly when they are present
+/// in the encoding (they are appended in order); fields of forks after Prague, which this
+/// crate does not name yet, are kept verbatim in `later_fields`, so such a header still
+/// decodes, re-encodes to the same bytes and hashes to its block hash.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Header {
     pub parent_hash: B256,
@@ -52,6 +54,8 @@ pub struct Header {
     pub parent_beacon_block_root: Option<B256>,
     /// Prague.
     pub requests_hash: Option<B256>,
+    /// Fields after `requests_hash` (forks after Prague), each one RLP item as received.
+    pub later_fields: Vec<Bytes>,
 }
 
 impl Header {
@@ -117,6 +121,9 @@ impl Header {
         if let Some(it) = r.next_opt()? {
             h.requests_hash = Some(it.b256()?);
         }
+        while let Some(it) = r.next_opt()? {
+            h.later_fields.push(Bytes::copy_from_slice(it.raw));
+        }
         r.finish()?;
         Ok(h)
     }
@@ -157,6 +164,9 @@ impl Header {
         n += self.excess_blob_gas.map_or(0, |v| v.length());
         n += self.parent_beacon_block_root.map_or(0, |v| v.length());
         n += self.requests_hash.map_or(0, |v| v.length());
+        if self.requests_hash.is_some() {
+            n += self.later_fields.iter().map(|f| f.len()).sum::<usize>();
+        }
         n
     }
 
@@ -199,6 +209,9 @@ impl Header {
         v.encode(out);
         let Some(v) = self.requests_hash else { return };
         v.encode(out);
+        for f in &self.later_fields {
+            out.extend_from_slice(f);
+        }
     }
 
     fn payload_length_contiguous(&self) -> usize {
@@ -1087,6 +1100,87 @@ impl Account {
     }
 }
 
+/// A state account read leniently, as peers send it in snap account ranges and fast-sync
+/// trie leaves: the balance is kept as the bytes sent (at most 32, leading zeros not
+/// rejected) so that [`AccountView::encode`] gives back exactly the bytes that were
+/// received. Range proofs and trie roots are checked over those bytes, so a peer's
+/// accounts must be re-encoded byte for byte; [`Account`] (strict, `U256` balance) would
+/// normalise a non-canonical balance and change the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub nonce: u64,
+    /// Balance as big-endian bytes, as sent.
+    pub balance: Vec<u8>,
+    pub storage_root: B256,
+    pub code_hash: B256,
+}
+
+impl AccountView {
+    /// Decode the full form `rlp([nonce, balance, storageRoot, codeHash])`; the balance
+    /// may be any string of at most 32 bytes.
+    pub fn decode(raw: &[u8]) -> Result<AccountView, RlpError> {
+        let it = parse_exact(raw)?;
+        let f = it.items(4)?;
+        if f.len() != 4 {
+            return Err(RlpError::WrongItemCount {
+                offset: it.offset,
+                count: f.len(),
+                expected: "4",
+            });
+        }
+        let balance = f[1].bytes()?;
+        if balance.len() > 32 {
+            return Err(RlpError::IntegerOverflow {
+                offset: f[1].offset,
+                len: balance.len(),
+                max_bytes: 32,
+            });
+        }
+        Ok(AccountView {
+            nonce: f[0].u64()?,
+            balance: balance.to_vec(),
+            storage_root: f[2].b256()?,
+            code_hash: f[3].b256()?,
+        })
+    }
+
+    /// The full form, with the balance bytes as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(110);
+        rlp::encode_u64(self.nonce, &mut p);
+        encode_bytes(&self.balance, &mut p);
+        encode_bytes(self.storage_root.as_slice(), &mut p);
+        encode_bytes(self.code_hash.as_slice(), &mut p);
+        rlp::wrap_list(&p)
+    }
+
+    /// The snap/1 slim form (see [`Account::encode_slim`]), with the balance bytes as stored.
+    pub fn encode_slim(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(110);
+        rlp::encode_u64(self.nonce, &mut p);
+        encode_bytes(&self.balance, &mut p);
+        if self.storage_root == EMPTY_ROOT {
+            p.push(0x80);
+        } else {
+            encode_bytes(self.storage_root.as_slice(), &mut p);
+        }
+        if self.code_hash == EMPTY_CODE_HASH {
+            p.push(0x80);
+        } else {
+            encode_bytes(self.code_hash.as_slice(), &mut p);
+        }
+        rlp::wrap_list(&p)
+    }
+
+    pub fn has_storage(&self) -> bool {
+        self.storage_root != EMPTY_ROOT
+    }
+
+    pub fn has_code(&self) -> bool {
+        self.code_hash != EMPTY_CODE_HASH
+    }
+}
+
 /// `alloy_rlp` impls (strict decoding through [`crate::rlp`]) so these types can sit inside
 /// messages encoded with `alloy_rlp` (e.g. `Vec<BlockBody>`).
 macro_rules! alloy_codec {
@@ -1139,6 +1233,36 @@ mod alloy_codec_tests {
     use super::*;
 
     #[test]
+    fn a_header_with_fields_of_a_later_fork_decodes_and_keeps_its_bytes() {
+        let prague = Header {
+            number: 7,
+            base_fee_per_gas: Some(7),
+            withdrawals_root: Some(B256::repeat_byte(1)),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::repeat_byte(2)),
+            requests_hash: Some(B256::repeat_byte(3)),
+            ..Default::default()
+        };
+        // The same header with one more field (as a fork after Prague appends it).
+        let mut later = prague.clone();
+        let mut field = Vec::new();
+        B256::repeat_byte(4).encode(&mut field);
+        later.later_fields.push(Bytes::from(field));
+        let enc = later.encode();
+        assert_eq!(enc.len(), prague.encode().len() + 33);
+        let (dec, hash) = Header::decode_with_hash(&enc).unwrap();
+        assert_eq!(dec, later);
+        assert_eq!(dec.encode(), enc);
+        assert_eq!(hash, keccak256(&enc));
+        assert_eq!(dec.hash(), hash);
+        // Without Prague's field a later one cannot follow: the header ends there.
+        let mut gap = later.clone();
+        gap.requests_hash = None;
+        assert_eq!(Header::decode(&gap.encode()).unwrap().later_fields.len(), 0);
+    }
+
+    #[test]
     fn vec_of_bodies_through_alloy_rlp() {
         let tx = TxEnvelope::decode(&[
             0x02, 0xcc, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xc0, 0x80, 0x80, 0x80,
@@ -1164,5 +1288,71 @@ mod alloy_codec_tests {
         // Non-canonical input is rejected through the alloy interface too.
         let mut bad: &[u8] = &[0xc2, 0x81, 0x05];
         assert!(<Vec<Withdrawal> as alloy_rlp::Decodable>::decode(&mut bad).is_err());
+    }
+}
+
+#[cfg(test)]
+mod account_view_tests {
+    use super::*;
+
+    fn raw(nonce: &[u8], balance: &[u8]) -> Vec<u8> {
+        let mut p = Vec::new();
+        encode_bytes(nonce, &mut p);
+        encode_bytes(balance, &mut p);
+        encode_bytes(EMPTY_ROOT.as_slice(), &mut p);
+        encode_bytes(keccak256(b"code").as_slice(), &mut p);
+        rlp::wrap_list(&p)
+    }
+
+    #[test]
+    fn canonical_accounts_agree_with_the_strict_account() {
+        let strict = Account {
+            nonce: 7,
+            balance: U256::from(0x0100u64),
+            storage_root: keccak256(b"s"),
+            code_hash: EMPTY_CODE_HASH,
+        };
+        let v = AccountView::decode(&strict.encode()).unwrap();
+        assert_eq!(v.nonce, 7);
+        assert_eq!(v.balance, vec![1, 0]);
+        assert!(v.has_storage());
+        assert!(!v.has_code());
+        assert_eq!(v.encode(), strict.encode());
+        assert_eq!(v.encode_slim(), strict.encode_slim());
+        let empty = AccountView::decode(&Account::default().encode()).unwrap();
+        assert_eq!(empty.encode_slim(), Account::default().encode_slim());
+        assert!(!empty.has_storage());
+    }
+
+    #[test]
+    fn a_non_canonical_balance_is_kept_byte_exactly() {
+        let r = raw(&[3], &[0, 0, 5]);
+        assert!(Account::decode(&r).is_err());
+        let v = AccountView::decode(&r).unwrap();
+        assert_eq!(v.balance, vec![0, 0, 5]);
+        assert_eq!(v.encode(), r);
+        assert!(v.has_code());
+    }
+
+    #[test]
+    fn bad_accounts_are_rejected() {
+        assert!(matches!(
+            AccountView::decode(&raw(&[1], &[1u8; 33])),
+            Err(RlpError::IntegerOverflow { len: 33, .. })
+        ));
+        let mut p = Vec::new();
+        encode_bytes(&[1], &mut p);
+        encode_bytes(&[1], &mut p);
+        encode_bytes(EMPTY_ROOT.as_slice(), &mut p);
+        assert!(matches!(
+            AccountView::decode(&rlp::wrap_list(&p)),
+            Err(RlpError::WrongItemCount { count: 3, .. })
+        ));
+        // A nonce above u64, a short hash, trailing bytes.
+        assert!(AccountView::decode(&raw(&[1u8; 9], &[1])).is_err());
+        let mut r = raw(&[1], &[1]);
+        r.push(0);
+        assert!(AccountView::decode(&r).is_err());
+        assert!(AccountView::decode(&[]).is_err());
     }
 }

@@ -79,6 +79,7 @@ fn header() -> impl Strategy<Value = Header> {
                 excess_blob_gas: (forks > 3).then_some(opt.3),
                 parent_beacon_block_root: (forks > 4).then_some(opt.4),
                 requests_hash: (forks > 5).then_some(opt.5),
+                later_fields: Vec::new(),
             },
         )
 }

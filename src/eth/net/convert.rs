@@ -7,8 +7,10 @@ use catchup_devp2p::snap::SnapMessage;
 use catchup_devp2p::{rlp, Devp2pError};
 
 use super::wire::Wire;
-use crate::eth::sync::trie::{EMPTY_CODE, EMPTY_ROOT};
-use crate::eth::sync::types::{Account, Body, HashOrNumber, Receipts, Request, Response, TriePath};
+use crate::eth::sync::types::{
+    AccountView, Body, HashOrNumber, Receipts, Request, Response, TriePath,
+};
+use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 fn b(h: &B256) -> [u8; 32] {
     h.0
@@ -16,19 +18,7 @@ fn b(h: &B256) -> [u8; 32] {
 
 /// Hex-prefix (compact) encoding of a nibble path, as snap's GetTrieNodes carries it.
 pub fn compact_encode(nibbles: &[u8]) -> Vec<u8> {
-    let odd = nibbles.len() % 2 == 1;
-    let mut out = Vec::with_capacity(nibbles.len() / 2 + 1);
-    let mut rest = nibbles;
-    if odd {
-        out.push(0x10 | (nibbles[0] & 0x0f));
-        rest = &nibbles[1..];
-    } else {
-        out.push(0x00);
-    }
-    for pair in rest.chunks(2) {
-        out.push((pair[0] << 4) | (pair[1] & 0x0f));
-    }
-    out
+    catchup_eth::hex_prefix_encode(nibbles, false)
 }
 
 /// Decode a compact path (leaf flag ignored) into nibbles.
@@ -47,21 +37,7 @@ pub fn compact_decode(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Slim account encoding of snap (empty storage root and code hash as empty strings).
 pub fn full_to_slim(full: &[u8]) -> Option<Vec<u8>> {
-    let a = Account::decode(full).ok()?;
-    Some(rlp::encode_list(&[
-        rlp::enc_uint(a.nonce),
-        rlp::enc_bytes(&a.balance),
-        if a.storage_root == EMPTY_ROOT {
-            rlp::enc_bytes(&[])
-        } else {
-            rlp::enc_bytes(a.storage_root.as_slice())
-        },
-        if a.code_hash == EMPTY_CODE {
-            rlp::enc_bytes(&[])
-        } else {
-            rlp::enc_bytes(a.code_hash.as_slice())
-        },
-    ]))
+    AccountView::decode(full).ok().map(|a| a.encode_slim())
 }
 
 /// Full (consensus) account encoding from snap's slim form.
@@ -83,11 +59,11 @@ pub fn slim_to_full(slim: &[u8]) -> Result<Vec<u8>, Devp2pError> {
         B256::from(rlp::fixed::<32>("account root", f[2])?)
     };
     let code = if code.is_empty() {
-        EMPTY_CODE
+        EMPTY_CODE_HASH
     } else {
         B256::from(rlp::fixed::<32>("account code hash", f[3])?)
     };
-    Ok(Account {
+    Ok(AccountView {
         nonce,
         balance,
         storage_root: root,
@@ -451,11 +427,11 @@ mod tests {
 
     #[test]
     fn slim_full_accounts() {
-        let a = Account {
+        let a = AccountView {
             nonce: 1,
             balance: vec![5],
             storage_root: EMPTY_ROOT,
-            code_hash: EMPTY_CODE,
+            code_hash: EMPTY_CODE_HASH,
         };
         let slim = full_to_slim(&a.encode()).unwrap();
         assert!(slim.len() < a.encode().len());

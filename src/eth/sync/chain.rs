@@ -7,10 +7,11 @@ use std::path::Path;
 use alloy_primitives::{keccak256, B256};
 use anyhow::{bail, Context};
 
-use super::trie::{build_root, EMPTY_CODE};
-use super::types::{Account, Body, Header, Receipts};
+use super::trie::build_root;
+use super::types::{AccountView, Body, Header, Receipts};
 use catchup_eth::ordered_root;
 use catchup_eth::rlp;
+use catchup_eth::EMPTY_CODE_HASH;
 
 /// A small deterministic RNG (splitmix64): the simulator's only source of randomness.
 #[derive(Debug, Clone)]
@@ -116,14 +117,14 @@ impl StateData {
                     st.codes.insert(h, c);
                     h
                 }
-                _ => EMPTY_CODE,
+                _ => EMPTY_CODE_HASH,
             };
             if !slots.is_empty() {
                 st.storage.insert(hash, slots);
             }
             leaves.push((
                 hash,
-                Account {
+                AccountView {
                     nonce,
                     balance,
                     storage_root,
@@ -293,25 +294,22 @@ fn header_rlp(
     number: u64,
     extra: &[u8],
 ) -> Vec<u8> {
-    let mut p = Vec::with_capacity(600);
-    rlp::encode_bytes(parent.as_slice(), &mut p);
-    rlp::encode_bytes(keccak256([0xc0u8]).as_slice(), &mut p);
-    rlp::encode_bytes(&[0u8; 20], &mut p);
-    rlp::encode_bytes(state_root.as_slice(), &mut p);
-    rlp::encode_bytes(tx_root.as_slice(), &mut p);
-    rlp::encode_bytes(receipts_root.as_slice(), &mut p);
-    rlp::encode_bytes(&[0u8; 256], &mut p);
-    rlp::encode_u64(0, &mut p); // difficulty
-    rlp::encode_u64(number, &mut p);
-    rlp::encode_u64(30_000_000, &mut p);
-    rlp::encode_u64(21_000 * 3, &mut p);
-    rlp::encode_u64(1_700_000_000 + number * 12, &mut p);
-    rlp::encode_bytes(extra, &mut p);
-    rlp::encode_bytes(&[0u8; 32], &mut p);
-    rlp::encode_bytes(&[0u8; 8], &mut p);
-    rlp::encode_u64(7, &mut p); // base fee
-    rlp::encode_bytes(wd_root.as_slice(), &mut p);
-    rlp::wrap_list(&p)
+    catchup_eth::Header {
+        parent_hash: parent,
+        ommers_hash: catchup_eth::EMPTY_OMMERS_HASH,
+        state_root,
+        transactions_root: tx_root,
+        receipts_root,
+        number,
+        gas_limit: 30_000_000,
+        gas_used: 21_000 * 3,
+        timestamp: 1_700_000_000 + number * 12,
+        extra_data: catchup_eth::Bytes::copy_from_slice(extra),
+        base_fee_per_gas: Some(7),
+        withdrawals_root: Some(wd_root),
+        ..Default::default()
+    }
+    .encode()
 }
 
 /// A generated chain of `blocks` blocks after genesis, every header carrying `state_root`
@@ -479,7 +477,7 @@ pub fn chain_from_rlp_file(path: &Path) -> anyhow::Result<ChainData> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eth::sync::trie::EMPTY_ROOT;
+    use catchup_eth::EMPTY_ROOT;
 
     /// The simulator's stream is splitmix64 (reference outputs for state 0).
     #[test]
@@ -488,6 +486,37 @@ mod tests {
         assert_eq!(r.next_u64(), 0xe220_a839_7b1d_cdaf);
         assert_eq!(r.next_u64(), 0x6e78_9e6a_a1b9_65f4);
         assert_eq!(SimRng::new(0).next_u64(), 0x6e78_9e6a_a1b9_65f4);
+    }
+
+    /// The generated headers keep their field-by-field layout (15 legacy fields, base fee,
+    /// withdrawals root), so generated chains hash as before.
+    #[test]
+    fn generated_header_bytes() {
+        let (a, b, c, d, e) = (
+            keccak256(b"a"),
+            keccak256(b"b"),
+            keccak256(b"c"),
+            keccak256(b"d"),
+            keccak256(b"e"),
+        );
+        let mut p = Vec::new();
+        for h in [a, keccak256([0xc0u8])] {
+            rlp::encode_bytes(h.as_slice(), &mut p);
+        }
+        rlp::encode_bytes(&[0u8; 20], &mut p);
+        for h in [b, c, d] {
+            rlp::encode_bytes(h.as_slice(), &mut p);
+        }
+        rlp::encode_bytes(&[0u8; 256], &mut p);
+        for v in [0, 42, 30_000_000, 63_000, 1_700_000_000 + 42 * 12] {
+            rlp::encode_u64(v, &mut p);
+        }
+        rlp::encode_bytes(b"xy", &mut p);
+        rlp::encode_bytes(&[0u8; 32], &mut p);
+        rlp::encode_bytes(&[0u8; 8], &mut p);
+        rlp::encode_u64(7, &mut p);
+        rlp::encode_bytes(e.as_slice(), &mut p);
+        assert_eq!(header_rlp(a, b, c, d, e, 42, b"xy"), rlp::wrap_list(&p));
     }
 
     #[test]

@@ -13,9 +13,10 @@ use super::chain::{generate_chain, generate_chain_with_roots, ChainData, SimRng,
 use super::config::{SyncConfig, SyncMode};
 use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
 use super::store::{MemStore, SyncStore};
-use super::trie::{ChildRef, Node, EMPTY_CODE, EMPTY_ROOT};
-use super::types::{Account, PeerId};
+use super::trie::{decode_node, Node, NodeRef};
+use super::types::{AccountView, PeerId};
 use crate::eth::serve::{corrupt, garbage, Fault, ServingPeer};
+use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 /// A mix of peer behaviours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -683,16 +684,16 @@ pub fn check_bodies(
 /// hash, every storage trie and code reached from accounts present.
 pub fn check_state(stores: &[MemStore], root: B256) -> (bool, u64, u64) {
     let get = |h: &B256| stores.iter().find_map(|s| s.nodes.get(h));
-    let mut stack: Vec<(ChildRef, bool)> = vec![(ChildRef::Hash(root), true)];
+    let mut stack: Vec<(Option<NodeRef>, bool)> = vec![(Some(NodeRef::Hash(root)), true)];
     let mut seen = std::collections::HashSet::new();
     let mut nodes = 0u64;
     let mut codes = BTreeSet::new();
     let mut ok = true;
     while let Some((r, is_account)) = stack.pop() {
         let raw = match r {
-            ChildRef::Empty => continue,
-            ChildRef::Inline(raw) => raw,
-            ChildRef::Hash(h) => {
+            None => continue,
+            Some(NodeRef::Embedded(raw)) => raw.to_vec(),
+            Some(NodeRef::Hash(h)) => {
                 if h == EMPTY_ROOT {
                     continue;
                 }
@@ -711,21 +712,21 @@ pub fn check_state(stores: &[MemStore], root: B256) -> (bool, u64, u64) {
                 }
             }
         };
-        match Node::decode(&raw) {
+        match decode_node(&raw) {
             Ok(Node::Branch { children, .. }) => {
                 for c in children.iter() {
                     stack.push((c.clone(), is_account));
                 }
             }
-            Ok(Node::Extension { child, .. }) => stack.push((child, is_account)),
+            Ok(Node::Extension { child, .. }) => stack.push((Some(child), is_account)),
             Ok(Node::Leaf { value, .. }) => {
                 if is_account {
-                    match Account::decode(&value) {
+                    match AccountView::decode(&value) {
                         Ok(a) => {
                             if a.storage_root != EMPTY_ROOT {
-                                stack.push((ChildRef::Hash(a.storage_root), false));
+                                stack.push((Some(NodeRef::Hash(a.storage_root)), false));
                             }
-                            if a.code_hash != EMPTY_CODE {
+                            if a.code_hash != EMPTY_CODE_HASH {
                                 let have = stores.iter().any(|s| {
                                     s.codes
                                         .get(&a.code_hash)

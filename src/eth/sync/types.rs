@@ -4,7 +4,6 @@
 use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 
-use super::trie::{EMPTY_CODE, EMPTY_ROOT};
 use catchup_eth::ordered_root;
 use catchup_eth::rlp::{self, RlpError};
 
@@ -25,17 +24,15 @@ pub enum ItemError {
     HeaderRlp(RlpError),
     #[error("header: {0} bytes exceeds the limit")]
     HeaderTooLarge(usize),
-    #[error("header: has {0} fields, fewer than 15")]
-    HeaderFields(usize),
     #[error("body of block {number}: {what}")]
     Body { number: u64, what: String },
     #[error("receipts of block {number}: {what}")]
     Receipts { number: u64, what: String },
-    #[error("account: {0}")]
-    Account(RlpError),
 }
 
-/// A block header: its encoding plus the fields the sync needs.
+/// A block header: its bytes as received, their hash and the fields the sync needs. The
+/// bytes are decoded by [`catchup_eth::Header`] (canonical encodings of known forks only),
+/// so the sync accepts exactly the headers the rest of the node does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub raw: Vec<u8>,
@@ -50,28 +47,23 @@ pub struct Header {
 }
 
 impl Header {
-    /// Decode and hash a header.
+    /// Decode (through [`catchup_eth::Header::decode_with_hash`]) and hash a header of at
+    /// most [`MAX_HEADER_BYTES`].
     pub fn decode(raw: &[u8]) -> Result<Header, ItemError> {
         if raw.len() > MAX_HEADER_BYTES {
             return Err(ItemError::HeaderTooLarge(raw.len()));
         }
-        let e = ItemError::HeaderRlp;
-        let it = rlp::parse_exact(raw).map_err(e)?;
-        let f = it.items(32).map_err(e)?;
-        if f.len() < 15 {
-            return Err(ItemError::HeaderFields(f.len()));
-        }
-        let h = |i: usize| f[i].b256().map_err(ItemError::HeaderRlp);
+        let (h, hash) = catchup_eth::Header::decode_with_hash(raw).map_err(ItemError::HeaderRlp)?;
         Ok(Header {
             raw: raw.to_vec(),
-            hash: keccak256(raw),
-            parent_hash: h(0)?,
-            ommers_hash: h(1)?,
-            state_root: h(3)?,
-            transactions_root: h(4)?,
-            receipts_root: h(5)?,
-            number: f[8].u64().map_err(e)?,
-            withdrawals_root: if f.len() > 16 { Some(h(16)?) } else { None },
+            hash,
+            parent_hash: h.parent_hash,
+            ommers_hash: h.ommers_hash,
+            state_root: h.state_root,
+            transactions_root: h.transactions_root,
+            receipts_root: h.receipts_root,
+            number: h.number,
+            withdrawals_root: h.withdrawals_root,
         })
     }
 }
@@ -164,62 +156,8 @@ impl Receipts {
     }
 }
 
-/// A state account (full, consensus encoding).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub nonce: u64,
-    /// Balance as big-endian bytes without leading zeros.
-    pub balance: Vec<u8>,
-    pub storage_root: B256,
-    pub code_hash: B256,
-}
-
-impl Account {
-    pub fn decode(raw: &[u8]) -> Result<Account, ItemError> {
-        let e = ItemError::Account;
-        let it = rlp::parse_exact(raw).map_err(e)?;
-        let f = it.items(4).map_err(e)?;
-        if f.len() != 4 {
-            return Err(ItemError::Account(RlpError::WrongItemCount {
-                offset: it.offset,
-                count: f.len(),
-                expected: "4",
-            }));
-        }
-        // The balance is kept as sent (leading zeros are not rejected here).
-        let balance = f[1].bytes().map_err(e)?;
-        if balance.len() > 32 {
-            return Err(ItemError::Account(RlpError::IntegerOverflow {
-                offset: f[1].offset,
-                len: balance.len(),
-                max_bytes: 32,
-            }));
-        }
-        Ok(Account {
-            nonce: f[0].u64().map_err(e)?,
-            balance: balance.to_vec(),
-            storage_root: f[2].b256().map_err(e)?,
-            code_hash: f[3].b256().map_err(e)?,
-        })
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(110);
-        rlp::encode_u64(self.nonce, &mut p);
-        rlp::encode_bytes(&self.balance, &mut p);
-        rlp::encode_bytes(self.storage_root.as_slice(), &mut p);
-        rlp::encode_bytes(self.code_hash.as_slice(), &mut p);
-        rlp::wrap_list(&p)
-    }
-
-    pub fn has_storage(&self) -> bool {
-        self.storage_root != EMPTY_ROOT
-    }
-
-    pub fn has_code(&self) -> bool {
-        self.code_hash != EMPTY_CODE
-    }
-}
+/// A state account as peers send it (lenient balance, re-encoded byte-exactly).
+pub use catchup_eth::AccountView;
 
 /// Where a header request starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +291,7 @@ mod tests {
         #[test]
         fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..700)) {
             let _ = Header::decode(&data);
-            let _ = Account::decode(&data);
+            let _ = AccountView::decode(&data);
             let h = Header {
                 raw: vec![], hash: B256::ZERO, parent_hash: B256::ZERO, ommers_hash: B256::ZERO,
                 state_root: B256::ZERO, transactions_root: B256::ZERO, receipts_root: B256::ZERO,
@@ -366,12 +304,64 @@ mod tests {
 
     #[test]
     fn account_round_trip() {
-        let a = Account {
+        let a = AccountView {
             nonce: 7,
             balance: vec![1, 0],
-            storage_root: EMPTY_ROOT,
-            code_hash: EMPTY_CODE,
+            storage_root: catchup_eth::EMPTY_ROOT,
+            code_hash: catchup_eth::EMPTY_CODE_HASH,
         };
-        assert_eq!(Account::decode(&a.encode()).unwrap(), a);
+        assert_eq!(AccountView::decode(&a.encode()).unwrap(), a);
+        // A peer's non-canonical balance survives the round trip byte for byte.
+        let b = AccountView {
+            balance: vec![0, 1],
+            ..a
+        };
+        assert_eq!(
+            AccountView::decode(&b.encode()).unwrap().encode(),
+            b.encode()
+        );
+    }
+
+    #[test]
+    fn header_view_matches_the_full_header() {
+        let full = catchup_eth::Header {
+            number: 9,
+            parent_hash: keccak256(b"p"),
+            state_root: keccak256(b"s"),
+            base_fee_per_gas: Some(7),
+            withdrawals_root: Some(keccak256(b"w")),
+            ..Default::default()
+        };
+        let raw = full.encode();
+        let h = Header::decode(&raw).unwrap();
+        assert_eq!(h.raw, raw);
+        assert_eq!(h.hash, full.hash());
+        assert_eq!(
+            (h.number, h.parent_hash, h.state_root, h.withdrawals_root),
+            (9, full.parent_hash, full.state_root, full.withdrawals_root)
+        );
+        assert_eq!(h.ommers_hash, full.ommers_hash);
+        let pre_shanghai = catchup_eth::Header {
+            withdrawals_root: None,
+            ..full
+        };
+        assert_eq!(
+            Header::decode(&pre_shanghai.encode())
+                .unwrap()
+                .withdrawals_root,
+            None
+        );
+        // A truncated field list and an oversized header are refused.
+        let it = rlp::parse_exact(&raw).unwrap();
+        let f = it.items(32).unwrap();
+        let short: Vec<u8> = f[..14].iter().flat_map(|x| x.raw.to_vec()).collect();
+        assert!(matches!(
+            Header::decode(&rlp::wrap_list(&short)),
+            Err(ItemError::HeaderRlp(_))
+        ));
+        assert_eq!(
+            Header::decode(&vec![0u8; MAX_HEADER_BYTES + 1]),
+            Err(ItemError::HeaderTooLarge(MAX_HEADER_BYTES + 1))
+        );
     }
 }

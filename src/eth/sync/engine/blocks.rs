@@ -6,7 +6,6 @@ use alloy_primitives::{keccak256, B256};
 use super::headers::BatchState;
 use super::{Action, Engine, Pending};
 use crate::eth::sync::store::SyncStore;
-use crate::eth::sync::trie;
 use crate::eth::sync::types::{Body, Receipts, Request};
 
 impl Engine {
@@ -20,14 +19,15 @@ impl Engine {
                 continue;
             }
             let Some(h) = store.header(n) else { continue };
-            let empty_body = h.transactions_root == trie::EMPTY_ROOT
+            let empty_body = h.transactions_root == catchup_eth::EMPTY_ROOT
                 && h.ommers_hash == empty_list_hash()
-                && h.withdrawals_root.is_none_or(|w| w == trie::EMPTY_ROOT);
+                && h.withdrawals_root
+                    .is_none_or(|w| w == catchup_eth::EMPTY_ROOT);
             if !empty_body && !self.stored_body(n, store) {
                 bodies.push(n);
             }
             if self.cfg.fetch_receipts
-                && h.receipts_root != trie::EMPTY_ROOT
+                && h.receipts_root != catchup_eth::EMPTY_ROOT
                 && !self.stored_receipts(n, store)
             {
                 receipts.push(n);

@@ -7,8 +7,8 @@ use alloy_primitives::{keccak256, B256};
 use super::{owner_of_path, Action, Engine, NodeTask, Pending, ShardId, ShardMsg, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
-use crate::eth::sync::trie::{self, ChildRef, Node};
-use crate::eth::sync::types::{Account, Request, TriePath};
+use crate::eth::sync::trie::{self, Node, NodeRef};
+use crate::eth::sync::types::{AccountView, Request, TriePath};
 
 impl Engine {
     pub(super) fn start_walk(
@@ -86,7 +86,9 @@ impl Engine {
 
     /// Visit a state item: expand it when stored, queue it for download when not.
     fn visit(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
-        if t.code && t.hash == trie::EMPTY_CODE || !t.code && t.hash == trie::EMPTY_ROOT {
+        if t.code && t.hash == catchup_eth::EMPTY_CODE_HASH
+            || !t.code && t.hash == catchup_eth::EMPTY_ROOT
+        {
             return;
         }
         if !self.seen.insert((t.hash, t.code)) {
@@ -106,7 +108,9 @@ impl Engine {
     }
 
     fn expand(&mut self, raw: &[u8], t: &NodeTask, store: &mut dyn SyncStore) {
-        let Ok(node) = Node::decode(raw) else { return };
+        let Ok(node) = trie::decode_node(raw) else {
+            return;
+        };
         let mut stack: Vec<(Node, Vec<u8>)> = vec![(node, t.path.clone())];
         let mut guard = 0;
         while let Some((node, path)) = stack.pop() {
@@ -114,12 +118,12 @@ impl Engine {
             if guard > 64 {
                 break;
             }
-            let mut child = |c: ChildRef,
+            let mut child = |c: Option<NodeRef>,
                              p: Vec<u8>,
                              stack: &mut Vec<(Node, Vec<u8>)>,
                              me: &mut Engine| match c {
-                ChildRef::Empty => {}
-                ChildRef::Hash(h) => me.route(
+                None => {}
+                Some(NodeRef::Hash(h)) => me.route(
                     NodeTask {
                         hash: h,
                         path: p,
@@ -128,8 +132,8 @@ impl Engine {
                     },
                     store,
                 ),
-                ChildRef::Inline(r) => {
-                    if let Ok(n) = Node::decode(&r) {
+                Some(NodeRef::Embedded(r)) => {
+                    if let Ok(n) = trie::decode_node(&r) {
                         stack.push((n, p));
                     }
                 }
@@ -147,14 +151,14 @@ impl Engine {
                     child: c,
                 } => {
                     let mut p = path.clone();
-                    p.extend_from_slice(&ext);
-                    child(c, p, &mut stack, self);
+                    p.extend_from_slice(&ext.0);
+                    child(Some(c), p, &mut stack, self);
                 }
                 Node::Leaf { path: rest, value } => {
                     if t.account.is_some() {
                         continue;
                     }
-                    let full: Vec<u8> = path.iter().chain(rest.iter()).copied().collect();
+                    let full: Vec<u8> = path.iter().chain(rest.0.iter()).copied().collect();
                     if full.len() != 64 {
                         continue;
                     }
@@ -162,7 +166,7 @@ impl Engine {
                     for i in 0..32 {
                         key[i] = (full[2 * i] << 4) | full[2 * i + 1];
                     }
-                    let Ok(acc) = Account::decode(&value) else {
+                    let Ok(acc) = AccountView::decode(&value) else {
                         continue;
                     };
                     let a = B256::from(key);
@@ -281,7 +285,7 @@ impl Engine {
                     .position(|(j, t)| !delivered[j] && t.hash == h)
             };
             let Some(j) = idx else { return Err(()) };
-            if !tasks[j].code && Node::decode(n).is_err() {
+            if !tasks[j].code && trie::decode_node(n).is_err() {
                 return Err(());
             }
             delivered[j] = true;

@@ -8,7 +8,7 @@ use super::snap::nibble_range;
 use super::{owner_of_path, Action, Engine, ShardId, ShardMsg, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
-use crate::eth::sync::trie::{self, build_node, ChildRef, Node};
+use crate::eth::sync::trie::{self, build_node, Node, NodeRef};
 
 impl Engine {
     /// Coordinator: walk termination, by probe waves.
@@ -160,14 +160,14 @@ impl Engine {
                 },
             }),
             _ => {
-                let mut children: [ChildRef; 16] = Default::default();
+                let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
                 for (n, t) in &subtries {
                     if let Some(rlp) = t {
-                        children[*n as usize] = ChildRef::of_node(rlp);
+                        children[*n as usize] = Some(NodeRef::for_node(rlp));
                     }
                 }
                 let root = Node::Branch {
-                    children: Box::new(children),
+                    children,
                     value: None,
                 }
                 .encode();

@@ -10,7 +10,7 @@ use super::{hexs, owner_of_path, unhex32, Action, Engine, NodeTask, Pending, Sta
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie;
-use crate::eth::sync::types::{Account, Request};
+use crate::eth::sync::types::{AccountView, Request};
 
 /// One account range of this shard's nibbles: fetched from `origin` on, up to `limit`.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ impl Engine {
                 .map(|&n| nibble_range(n).0)
                 .unwrap_or_default();
             for (h, raw) in store.accounts_in(&lo, &hi) {
-                if let Ok(acc) = Account::decode(&raw) {
+                if let Ok(acc) = AccountView::decode(&raw) {
                     self.account_followups(h, &acc, store);
                 }
             }
@@ -116,7 +116,7 @@ impl Engine {
         self.write_journal(store);
     }
 
-    fn account_followups(&mut self, h: B256, acc: &Account, store: &dyn SyncStore) {
+    fn account_followups(&mut self, h: B256, acc: &AccountView, store: &dyn SyncStore) {
         if acc.has_storage() && !store.storage_done(&h) && !self.storage_accs.contains_key(&h) {
             self.storage_accs.insert(
                 h,
@@ -227,7 +227,7 @@ impl Engine {
         let more = verify_range(root, &r.origin, &keys, &vals, &proof)?;
         let mut decoded = Vec::with_capacity(accounts.len());
         for (h, raw) in &accounts {
-            decoded.push(Account::decode(raw).map_err(|_| ())?);
+            decoded.push(AccountView::decode(raw).map_err(|_| ())?);
             let _ = h;
         }
         let mut last = None;
