@@ -44,10 +44,10 @@ pub use types::{
     EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{
-    expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded, transactions_root,
-    verify_block, verify_body, verify_body_encoded, verify_hashed_header_chain,
+    body_roots_encoded, expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded,
+    transactions_root, verify_block, verify_body, verify_body_encoded, verify_hashed_header_chain,
     verify_header_chain, verify_header_hash, verify_header_rules, verify_ommers_hash,
     verify_parent_hash, verify_parent_link, verify_receipts, verify_receipts_encoded,
-    verify_transactions_root, verify_withdrawals, withdrawals_root, BlockDataError, Field,
-    VerifyError,
+    verify_transactions_root, verify_withdrawals, withdrawals_root, BlockDataError, BodyRoots,
+    Field, VerifyError,
 };

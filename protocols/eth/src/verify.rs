@@ -266,24 +266,78 @@ pub fn verify_receipts(header: &Header, receipts: &[Receipt]) -> Result<(), Veri
     )
 }
 
-/// Receipts root straight from a block's receipt list as sent on the wire (eth/66–68,
-/// era1): each legacy receipt's list bytes, each typed receipt's string payload. Only the
-/// list structure is checked; a matching root authenticates the bytes.
-pub fn receipts_root_encoded(list_rlp: &[u8]) -> Result<B256, crate::rlp::RlpError> {
-    let item = crate::rlp::parse_exact(list_rlp)?;
+/// The ordered-trie root of a list of typed-or-legacy elements as sent on the wire
+/// (transactions, receipts): each legacy element's list bytes, each typed element's string
+/// payload (its envelope). Only the list structure is checked; a matching root
+/// authenticates the bytes, whatever types they hold.
+fn typed_list_root(
+    item: &crate::rlp::Item<'_>,
+    limit: usize,
+) -> Result<B256, crate::rlp::RlpError> {
     let mut l = item.list()?;
     let mut values: Vec<&[u8]> = Vec::new();
     while let Some(it) = l.next_opt()? {
-        if values.len() >= crate::types::MAX_TXS_PER_BLOCK {
+        if values.len() >= limit {
             return Err(crate::rlp::RlpError::TooLong {
                 offset: item.offset,
                 len: values.len() + 1,
-                limit: crate::types::MAX_TXS_PER_BLOCK,
+                limit,
             });
         }
         values.push(if it.is_list { it.raw } else { it.payload });
     }
     Ok(ordered_root(&values))
+}
+
+/// Receipts root straight from a block's receipt list as sent on the wire (eth/66–68,
+/// era1), without decoding the receipts (see `typed_list_root`).
+pub fn receipts_root_encoded(list_rlp: &[u8]) -> Result<B256, crate::rlp::RlpError> {
+    typed_list_root(
+        &crate::rlp::parse_exact(list_rlp)?,
+        crate::types::MAX_TXS_PER_BLOCK,
+    )
+}
+
+/// What a body as sent on the wire (`[transactions, ommers, withdrawals?]`) commits to,
+/// computed without decoding its transactions: a header's roots can be checked against it
+/// whatever transaction types the body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyRoots {
+    pub transactions_root: B256,
+    pub ommers_hash: B256,
+    /// `None` when the body has no withdrawals list (before Shanghai).
+    pub withdrawals_root: Option<B256>,
+}
+
+/// The roots of a body as sent on the wire (see [`BodyRoots`]).
+pub fn body_roots_encoded(body_rlp: &[u8]) -> Result<BodyRoots, crate::rlp::RlpError> {
+    let item = crate::rlp::parse_exact(body_rlp)?;
+    let f = item.items(3)?;
+    if f.len() < 2 {
+        return Err(crate::rlp::RlpError::WrongItemCount {
+            offset: item.offset,
+            count: f.len(),
+            expected: "2 or 3",
+        });
+    }
+    if !f[1].is_list {
+        return Err(crate::rlp::RlpError::ExpectedList {
+            offset: f[1].offset,
+        });
+    }
+    let withdrawals_root = match f.get(2) {
+        None => None,
+        Some(w) => {
+            let ws = w.items(crate::types::MAX_WITHDRAWALS_PER_BLOCK)?;
+            let raws: Vec<&[u8]> = ws.iter().map(|x| x.raw).collect();
+            Some(ordered_root(&raws))
+        }
+    };
+    Ok(BodyRoots {
+        transactions_root: typed_list_root(&f[0], crate::types::MAX_TXS_PER_BLOCK)?,
+        ommers_hash: keccak256(f[1].raw),
+        withdrawals_root,
+    })
 }
 
 /// A body or receipt list from the wire that does not decode, or does not match its header.
@@ -458,4 +512,46 @@ pub fn verify_header_rules(parent: &Header, child: &Header) -> Result<(), Verify
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod encoded_roots_tests {
+    use super::*;
+    use crate::types::{TxEnvelope, Withdrawal};
+
+    #[test]
+    fn body_roots_from_the_wire_bytes_equal_the_decoded_bodys() {
+        // A typed (EIP-1559) transaction, an ommer and withdrawals.
+        let tx = TxEnvelope::decode(&[
+            0x02, 0xcc, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xc0, 0x80, 0x80, 0x80,
+        ])
+        .unwrap();
+        let body = BlockBody {
+            transactions: vec![tx],
+            ommers: vec![Header {
+                number: 3,
+                ..Default::default()
+            }],
+            withdrawals: Some(vec![Withdrawal::default(), Withdrawal::default()]),
+        };
+        let r = body_roots_encoded(&body.encode()).unwrap();
+        assert_eq!(r.transactions_root, transactions_root(&body));
+        assert_eq!(r.ommers_hash, ommers_hash(&body.ommers));
+        assert_eq!(
+            r.withdrawals_root,
+            Some(withdrawals_root(body.withdrawals.as_deref().unwrap()))
+        );
+        // Before Shanghai: no withdrawals list.
+        let old = BlockBody {
+            withdrawals: None,
+            ..body
+        };
+        assert_eq!(
+            body_roots_encoded(&old.encode()).unwrap().withdrawals_root,
+            None
+        );
+        // Not a body: one field, or ommers that are not a list.
+        assert!(body_roots_encoded(&[0xc1, 0xc0]).is_err());
+        assert!(body_roots_encoded(&[0xc2, 0xc0, 0x80]).is_err());
+    }
 }

@@ -1,11 +1,10 @@
 //! Values exchanged with peers (eth/66+ and snap/1 requests and responses as typed values)
 //! and the chain items the engines verify: headers, bodies, receipts, accounts.
 
-use alloy_primitives::{keccak256, B256};
+use alloy_primitives::B256;
 use thiserror::Error;
 
-use catchup_eth::ordered_root;
-use catchup_eth::rlp::{self, RlpError};
+use catchup_eth::rlp::RlpError;
 
 /// A peer, as the transport names it.
 pub type PeerId = u32;
@@ -74,22 +73,6 @@ pub struct Body {
     pub raw: Vec<u8>,
 }
 
-/// The encoding used as a trie value for a typed-or-legacy list element (transactions,
-/// receipts): a list is taken whole, a string is the typed envelope it wraps.
-fn element_encodings(item: &rlp::Item<'_>) -> Result<Vec<Vec<u8>>, RlpError> {
-    Ok(item
-        .items(1 << 16)?
-        .iter()
-        .map(|x| {
-            if x.is_list {
-                x.raw.to_vec()
-            } else {
-                x.payload.to_vec()
-            }
-        })
-        .collect())
-}
-
 impl Body {
     /// Check the body against its header: transactions root, ommers hash, withdrawals root.
     pub fn verify(&self, header: &Header) -> Result<(), ItemError> {
@@ -100,31 +83,17 @@ impl Body {
         if self.raw.len() > MAX_BODY_BYTES {
             return Err(err(format!("{} bytes exceeds the limit", self.raw.len())));
         }
-        let it = rlp::parse_exact(&self.raw).map_err(|e| err(e.to_string()))?;
-        let f = it.items(3).map_err(|e| err(e.to_string()))?;
-        if f.len() < 2 {
-            return Err(err(format!("{} fields", f.len())));
-        }
-        let txs = element_encodings(&f[0]).map_err(|e| err(format!("transactions: {e}")))?;
-        if ordered_root(&txs) != header.transactions_root {
+        let roots = catchup_eth::body_roots_encoded(&self.raw).map_err(|e| err(e.to_string()))?;
+        if roots.transactions_root != header.transactions_root {
             return Err(err("transactions root mismatch".into()));
         }
-        if !f[1].is_list || keccak256(f[1].raw) != header.ommers_hash {
+        if roots.ommers_hash != header.ommers_hash {
             return Err(err("ommers hash mismatch".into()));
         }
-        match (header.withdrawals_root, f.get(2)) {
+        match (header.withdrawals_root, roots.withdrawals_root) {
             (None, None) => {}
-            (Some(want), Some(w)) => {
-                let ws: Vec<Vec<u8>> = w
-                    .items(1 << 16)
-                    .map_err(|e| err(format!("withdrawals: {e}")))?
-                    .iter()
-                    .map(|x| x.raw.to_vec())
-                    .collect();
-                if ordered_root(&ws) != want {
-                    return Err(err("withdrawals root mismatch".into()));
-                }
-            }
+            (Some(want), Some(got)) if want == got => {}
+            (Some(_), Some(_)) => return Err(err("withdrawals root mismatch".into())),
             _ => return Err(err("withdrawals presence differs from the header".into())),
         }
         Ok(())
@@ -147,9 +116,8 @@ impl Receipts {
         if self.raw.len() > MAX_BODY_BYTES {
             return Err(err(format!("{} bytes exceeds the limit", self.raw.len())));
         }
-        let it = rlp::parse_exact(&self.raw).map_err(|e| err(e.to_string()))?;
-        let rs = element_encodings(&it).map_err(|e| err(e.to_string()))?;
-        if ordered_root(&rs) != header.receipts_root {
+        let root = catchup_eth::receipts_root_encoded(&self.raw).map_err(|e| err(e.to_string()))?;
+        if root != header.receipts_root {
             return Err(err("receipts root mismatch".into()));
         }
         Ok(())
@@ -285,6 +253,8 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::keccak256;
+    use catchup_eth::rlp;
     use proptest::prelude::*;
 
     proptest! {
