@@ -36,6 +36,13 @@ fn demo_syncs_and_verifies_both_devnets() {
         assert_eq!(part["ok"], true, "{part}");
         assert_eq!(part["report"]["state_root"], part["expected_state_root"]);
         assert_eq!(part["report"]["head_hash"], part["expected_head_hash"]);
+        // The stored trie itself was walked from the root, not just the root compared.
+        assert_eq!(part["stored_trie_complete"], true, "{part}");
+        assert!(
+            part["stored_trie_nodes_checked"].as_u64().unwrap_or(0) > 0
+                && part["stored_trie_nodes_checked"] == part["report"]["state_nodes_stored"],
+            "{part}"
+        );
         // The second peer lies: it must have been caught, either dropped after a bad
         // answer or cut off at the handshake because it cannot prove its head header.
         let liar = &part["report"]["peers"][1];
@@ -116,6 +123,7 @@ fn the_demos_printed_next_steps_run_and_verify() {
     assert!(lines[0].starts_with("eth fast VERIFIED"), "{stdout}");
     assert!(lines[1].starts_with("eth snap VERIFIED"), "{stdout}");
     for l in &lines[..2] {
+        assert!(l.contains("stored trie walked: "), "{l}");
         assert!(
             l.contains("lying dropped (lied)"),
             "the liar is not tagged: {l}"

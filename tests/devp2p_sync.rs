@@ -66,11 +66,16 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
         max_runtime_ms: 120_000,
         peer_queue_len: 64,
     };
-    let report = catchup::eth::net::sync_sharded::run_sync_sharded(
+    let extras = catchup::eth::net::sync_sharded::SyncExtras {
+        keep_stores: true,
+        ..Default::default()
+    };
+    let (report, stores) = catchup::eth::net::sync_sharded::run_sync_sharded_full(
         cfg,
         LocalNode::new(SecretKey::new(&mut rand::thread_rng())),
         catchup_shards::RuntimeConfig::new(shards),
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        extras,
     )
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -88,6 +93,12 @@ fn sync_over_wire(mode: SyncMode, shards: usize) {
             .all(|p| p.requests > 0 || p.dropped_by_us),
         "every peer was used"
     );
+    // The stored trie, walked from the served root: every node there with its keccak,
+    // every storage trie and code reached (not only the pivot header's root compared).
+    let (complete, nodes, _) =
+        catchup::eth::sync::sim::check_state(&stores, STATE_ROOT.parse().unwrap());
+    assert!(complete, "the stored trie is incomplete");
+    assert_eq!(nodes, report.state_nodes_stored);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::eth::net::chainspec::{genesis_status, ChainSpec};
 use crate::eth::net::devnet::spawn_serving_peers;
 use crate::eth::net::eth_peer::StatusInfo;
 use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
-use crate::eth::net::sync_sharded::run_sync_sharded;
+use crate::eth::net::sync_sharded::{run_sync_sharded_full, SyncExtras};
 use crate::eth::net::{LocalNode, NetConfig};
 use crate::eth::sync::chain::{generate_chain, ChainData, StateData};
 use crate::eth::sync::config::{SyncConfig, SyncMode};
@@ -101,6 +101,10 @@ struct EthPart {
     ok: bool,
     expected_state_root: String,
     expected_head_hash: String,
+    /// The stored trie walked from the expected root: every node present with its keccak,
+    /// every storage trie and code reached (not just the pivot header's root compared).
+    stored_trie_complete: bool,
+    stored_trie_nodes_checked: u64,
     report: NetSyncReport,
 }
 
@@ -207,20 +211,31 @@ fn eth_sync_once(
     };
     let rc = crate::node::opts::runtime_config(global, Some(shards), None)?;
     let node = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
-    let report = run_sync_sharded(cfg, node, rc, Arc::new(AtomicBool::new(false)))?;
+    let extras = SyncExtras {
+        keep_stores: true,
+        ..SyncExtras::default()
+    };
+    let (report, stores) =
+        run_sync_sharded_full(cfg, node, rc, Arc::new(AtomicBool::new(false)), extras)?;
     drop(peers);
+    let (stored_trie_complete, stored_trie_nodes_checked, _) =
+        crate::eth::sync::sim::check_state(&stores, state.root);
+    drop(stores);
     let expected_root = format!("{}", state.root);
     let expected_head = format!("{}", head.hash);
     let ok = report.finished
         && report.failure.is_none()
         && report.status.state_complete
         && report.state_root.as_deref() == Some(expected_root.as_str())
-        && report.head_hash.as_deref() == Some(expected_head.as_str());
+        && report.head_hash.as_deref() == Some(expected_head.as_str())
+        && stored_trie_complete;
     Ok(EthPart {
         mode: format!("{mode:?}").to_lowercase(),
         ok,
         expected_state_root: expected_root,
         expected_head_hash: expected_head,
+        stored_trie_complete,
+        stored_trie_nodes_checked,
         report,
     })
 }
@@ -250,10 +265,16 @@ fn print_eth(part: &EthPart) {
         r.head_number.map(|n| n.to_string()).unwrap_or("-".into()),
         r.head_hash.as_deref().unwrap_or("-"),
         r.state_root.as_deref().unwrap_or("-"),
-        if r.state_root.as_deref() == Some(part.expected_state_root.as_str()) {
-            "as served".to_string()
-        } else {
-            format!("expected {}", part.expected_state_root)
+        match (
+            r.state_root.as_deref() == Some(part.expected_state_root.as_str()),
+            part.stored_trie_complete,
+        ) {
+            (true, true) => format!(
+                "as served; stored trie walked: {} nodes, each keccak checked",
+                part.stored_trie_nodes_checked
+            ),
+            (true, false) => "as served, but the stored trie is incomplete".to_string(),
+            _ => format!("expected {}", part.expected_state_root),
         },
         r.headers_stored,
         r.bodies_stored,
