@@ -85,6 +85,7 @@ fn download_receipts(eth_versions: &[u64]) {
             max_peers_per_shard: 4,
             net: NetConfig::default(),
             status: server_status,
+            receipts_limit_bytes: None,
         });
         let responder = Rc::new(EngineResponder::new(
             ServingPeer::new(data, None),

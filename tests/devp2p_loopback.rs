@@ -105,6 +105,7 @@ fn start_server_with(
         max_peers_per_shard: max_peers,
         net,
         status: d.server_status.clone(),
+        receipts_limit_bytes: None,
     });
     let mut responder = ChainResponder::new(d.chain.clone(), profile);
     responder.slow_delay_ms = 50;

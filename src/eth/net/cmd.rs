@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::eth::net::chain::{Profile, RawChain};
 use crate::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
 use crate::eth::net::engine_serve::EngineResponder;
+use crate::eth::net::live::{LiveChain, LiveResponder};
 use crate::eth::net::node_key;
 use crate::eth::net::server::{resolve_listen, serve, ServeConfig};
 use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
@@ -96,9 +97,46 @@ pub struct ServeArgs {
     /// A peer that sends nothing for this long is dropped.
     #[arg(long, default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
-    /// Print JSON lines instead of text.
+    /// Print JSON lines instead of text (with --grow-every-ms, one line per new head).
     #[arg(long)]
     pub json: bool,
+    /// Make the generated chain (--generate-accounts) live: append a generated block every
+    /// MS milliseconds (transfers, new accounts, storage writes and deletions, contract
+    /// creations, with transactions and receipts). eth/69+ peers are sent BlockRangeUpdate
+    /// as the head moves.
+    #[arg(long, value_name = "MS", requires = "generate_accounts")]
+    pub grow_every_ms: Option<u64>,
+    /// States kept for a live chain: those of the last N blocks, as geth keeps 128. State
+    /// requests (snap ranges, trie nodes, node data) for an older root get empty answers.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub state_history: usize,
+    /// Protocols offered, comma separated (e.g. `eth/69,eth/70,snap/1` as geth 1.17);
+    /// default eth/66–70 and snap/1.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub protocols: Vec<String>,
+    /// Receipts bytes per eth/70 Receipts answer; a block's receipts past it continue in
+    /// the next answer (EIP-7975).
+    #[arg(long, value_name = "BYTES")]
+    pub receipts_response_bytes: Option<usize>,
+}
+
+/// The capabilities of `--protocols` (`name/version`, known versions only).
+pub fn parse_protocols(list: &[String]) -> anyhow::Result<Vec<catchup_devp2p::p2p::Capability>> {
+    let mut out = Vec::new();
+    for p in list.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (name, version) = p
+            .split_once('/')
+            .and_then(|(n, v)| Some((n, v.parse::<u64>().ok()?)))
+            .with_context(|| format!("--protocols: `{p}` is not NAME/VERSION (e.g. eth/69)"))?;
+        if catchup_devp2p::p2p::protocol_length(name, version).is_none() {
+            bail!("--protocols: {p} is not spoken here (eth/66 to eth/70, snap/1)");
+        }
+        out.push(catchup_devp2p::p2p::Capability::new(name, version));
+    }
+    if !out.iter().any(|c| c.name == "eth") {
+        bail!("--protocols must name an eth version (e.g. eth/69,eth/70,snap/1)");
+    }
+    Ok(out)
 }
 
 /// Sync a chain and its state from peers over RLPx with the fast or snap engines, storing
@@ -217,6 +255,16 @@ type Served = (
     crate::eth::net::eth_peer::StatusInfo,
 );
 
+/// One JSON line naming a live chain's head.
+fn head_line(l: &LiveChain, genesis: [u8; 32], network_id: u64) -> serde_json::Value {
+    let h = l.head();
+    let kept: Vec<&(u64, catchup_eth::B256)> = l.kept().collect();
+    json!({"event": "head", "head_number": h.number, "head_hash": format!("{}", h.hash),
+           "state_root": format!("{}", h.state_root), "genesis_hash": format!("0x{}", hex::encode(genesis)),
+           "network_id": network_id, "accounts": l.accounts(), "nodes_held": l.nodes_held(),
+           "oldest_state_block": kept.first().map(|k| k.0), "states_kept": kept.len()})
+}
+
 /// A generated chain (genesis included, every block over the generated state) on a chain
 /// without forks whose chain id is `--network-id`.
 fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
@@ -252,6 +300,18 @@ fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
 }
 
 pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&a.state_history),
+        "--state-history must be in 1..=1000000"
+    );
+    if let Some(ms) = a.grow_every_ms {
+        anyhow::ensure!(ms >= 1, "--grow-every-ms must be at least 1");
+    }
+    let capabilities = if a.protocols.is_empty() {
+        None
+    } else {
+        Some(parse_protocols(&a.protocols)?)
+    };
     let (shown, chain, state, status) = if let Some(accounts) = a.generate_accounts {
         generated_chain(a, accounts)?
     } else if let (None, true, Some(dd)) = (&a.chain, a.era1.is_empty(), &a.datadir) {
@@ -330,7 +390,19 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         (Shown::of(&raw, genesis), Arc::new(data), None, status)
     };
     let key = node_key(a.datadir.as_deref())?;
-    let local = LocalNode::new(key);
+    let local = match capabilities {
+        Some(c) => LocalNode::with_capabilities(key, c),
+        None => LocalNode::new(key),
+    };
+    let live = match (a.grow_every_ms, &state) {
+        (Some(_), Some(st)) => Some(Arc::new(RwLock::new(LiveChain::new(
+            (*chain).clone(),
+            st,
+            a.state_history,
+            a.seed,
+        )))),
+        _ => None,
+    };
     // Held until this function returns: no other process can take the port meanwhile.
     let claim = resolve_listen(a.listen)?;
     let listen = claim.addr;
@@ -340,7 +412,9 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             "{}",
             json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
                    "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head().state_root), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
-                   "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards})
+                   "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
+                   "protocols": local.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                   "grow_every_ms": a.grow_every_ms, "state_history": a.state_history})
         );
     } else {
         println!("{enode}");
@@ -371,30 +445,61 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         listen_port: listen.port(),
         ..NetConfig::default()
     };
+    let network_id = status.network_id;
     let cfg = ServeConfig {
         listen,
         shards: a.shards,
         max_peers_per_shard: a.max_peers,
         net,
         status,
+        receipts_limit_bytes: a.receipts_response_bytes,
     };
     let (profile, slow) = (a.profile, a.slow_delay_ms);
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
-    let stats = serve(
-        cfg,
-        local,
-        move |shard| {
-            let mut r = EngineResponder::new(
-                ServingPeer::new(chain.clone(), state.clone()),
-                profile,
-                1 + shard as u64,
-            );
-            r.slow_delay_ms = slow;
-            r
-        },
-        rc,
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let grower = match (&live, a.grow_every_ms) {
+        (Some(l), Some(ms)) => Some(spawn_grower(
+            l.clone(),
+            ms,
+            a.json,
+            shown.genesis,
+            network_id,
+            stop.clone(),
+        )?),
+        _ => None,
+    };
+    let stats = match &live {
+        Some(l) => {
+            let l = l.clone();
+            serve(
+                cfg,
+                local,
+                move |_| LiveResponder { live: l.clone() },
+                rc,
+                stop.clone(),
+            )
+        }
+        None => serve(
+            cfg,
+            local,
+            move |shard| {
+                let mut r = EngineResponder::new(
+                    ServingPeer::new(chain.clone(), state.clone()),
+                    profile,
+                    1 + shard as u64,
+                );
+                r.slow_delay_ms = slow;
+                r
+            },
+            rc,
+            stop.clone(),
+        ),
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(g) = grower {
+        let _ = g.join();
+    }
+    let stats = stats?;
     drop(claim);
     if a.json {
         // stdout may be closed by now (a parent that only read the enode): not an error.
@@ -412,6 +517,49 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Append a block to `live` every `every_ms` until `stop`, naming each new head (a JSON
+/// line on stdout with `json`, a log line otherwise).
+fn spawn_grower(
+    live: Arc<RwLock<LiveChain>>,
+    every_ms: u64,
+    json_out: bool,
+    genesis: [u8; 32],
+    network_id: u64,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    std::thread::Builder::new()
+        .name("serve-grow".into())
+        .spawn(move || {
+            let every = std::time::Duration::from_millis(every_ms);
+            let mut next = std::time::Instant::now() + every;
+            while !stop.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                if now < next {
+                    std::thread::sleep((next - now).min(std::time::Duration::from_millis(50)));
+                    continue;
+                }
+                next += every;
+                let (line, changes) = {
+                    let Ok(mut l) = live.write() else { return };
+                    let changes = l.grow();
+                    (head_line(&l, genesis, network_id), changes)
+                };
+                if json_out {
+                    let mut line = line;
+                    line["changes"] = json!(changes);
+                    // A reader that went away is not a reason to stop the chain.
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                    let _ = std::io::stdout().flush();
+                } else {
+                    tracing::info!(head = %line["head_number"], hash = %line["head_hash"], state_root = %line["state_root"], oldest_state = %line["oldest_state_block"], "new head");
+                }
+            }
+        })
+        .context("starting the block producer thread")
 }
 
 pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {

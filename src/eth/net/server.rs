@@ -23,6 +23,9 @@ pub struct ServeConfig {
     pub max_peers_per_shard: usize,
     pub net: NetConfig,
     pub status: StatusInfo,
+    /// Receipts bytes per eth/70 Receipts answer (default
+    /// [`super::eth_peer::RECEIPTS_RESPONSE_BYTES`]).
+    pub receipts_limit_bytes: Option<usize>,
 }
 
 /// Per-shard counters of a serving node.
@@ -139,7 +142,16 @@ pub async fn accept_loop<R: Responder + 'static>(
             let r: Result<u64, NetError> = async {
                 let conn = PeerConn::accept(stream, &local, &cfg.net).await?;
                 let client = conn.remote_hello.client_id.clone();
-                let mut peer = EthPeer::handshake(conn, &cfg.status).await?;
+                // A live chain's Status names its head of now.
+                let mut status = cfg.status.clone();
+                if let Some((_, latest, hash)) = responder.block_range() {
+                    status.head_number = latest;
+                    status.head_hash = hash;
+                }
+                let mut peer = EthPeer::handshake(conn, &status).await?;
+                if let Some(limit) = cfg.receipts_limit_bytes {
+                    peer.receipts_limit_bytes = limit;
+                }
                 tracing::info!(shard = shard_label, peer = %peer.conn.peer, %client, eth = peer.eth.version, "peer connected");
                 let end = peer.serve(responder.as_ref()).await;
                 let served = peer.stats.requests_served;
