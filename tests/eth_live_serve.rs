@@ -223,16 +223,17 @@ fn eth70_receipts_of_one_block_continue_across_responses() {
         .map(|r| catchup_eth::decode_receipts(&r.as_ref().unwrap().raw).unwrap().len())
         .sum();
     for (versions, limit) in [(vec![70u64], 40usize), (vec![70], 1), (vec![69], 40)] {
-        let chain = chain.clone();
+        let served = chain.clone();
         let status = status.clone();
         let hashes = hashes.clone();
+        let want = versions.clone();
         let (lists, sent, version) = catchup_io::exec::run_unbound(async move {
             let stop = Rc::new(std::cell::Cell::new(false));
-            let enode = receipts_server(chain, status.clone(), limit, stop.clone());
+            let enode = receipts_server(served, status.clone(), limit, stop.clone());
             let mut local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
             local
                 .capabilities
-                .retain(|c| c.name != "eth" || versions.contains(&c.version));
+                .retain(|c| c.name != "eth" || want.contains(&c.version));
             let conn = PeerConn::dial(enode.addr, enode.id, &local, &NetConfig::default())
                 .await
                 .unwrap();
