@@ -156,7 +156,7 @@ fn loopback_handshake_and_verified_chain_download() {
         let (addr, id, stop) = start_server(&d, Profile::Honest, 4, 5_000);
         let mut peer = connect(addr, id, &d.client_status).await.unwrap();
         assert_eq!(
-            peer.eth.version, 69,
+            peer.eth.version, 70,
             "highest shared eth version between two catchup nodes"
         );
         assert!(peer.snap.is_some());

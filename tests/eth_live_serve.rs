@@ -215,12 +215,21 @@ fn eth70_receipts_of_one_block_continue_across_responses() {
     let hashes: Vec<[u8; 32]> = chain.headers[1..].iter().map(|h| h.hash.0).collect();
     let busy = chain.receipts[1..]
         .iter()
-        .filter(|r| catchup_eth::decode_receipts(&r.as_ref().unwrap().raw).unwrap().len() > 1)
+        .filter(|r| {
+            catchup_eth::decode_receipts(&r.as_ref().unwrap().raw)
+                .unwrap()
+                .len()
+                > 1
+        })
         .count();
     assert!(busy > 5, "blocks with several receipts to split");
     let total: usize = chain.receipts[1..]
         .iter()
-        .map(|r| catchup_eth::decode_receipts(&r.as_ref().unwrap().raw).unwrap().len())
+        .map(|r| {
+            catchup_eth::decode_receipts(&r.as_ref().unwrap().raw)
+                .unwrap()
+                .len()
+        })
         .sum();
     for (versions, limit) in [(vec![70u64], 40usize), (vec![70], 1), (vec![69], 40)] {
         let served = chain.clone();
@@ -278,7 +287,10 @@ fn eth70_receipts_of_one_block_continue_across_responses() {
         if version == 70 && limit == 1 {
             // One receipt per answer: every receipt after a block's first was asked for
             // again from where the previous answer stopped.
-            assert!(sent as usize >= total, "{sent} requests for {total} receipts");
+            assert!(
+                sent as usize >= total,
+                "{sent} requests for {total} receipts"
+            );
         } else if version == 70 {
             assert!(sent > 2, "{sent} requests: nothing was continued");
         } else {
@@ -323,6 +335,12 @@ fn a_geth_shaped_peer_is_snap_synced_with_its_receipts() {
     assert_eq!(r["head_number"], 40, "{r}");
     assert!(r["receipts_stored"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["peers"][0]["eth_version"], 70, "{r}");
+    // The peer's served range, from its eth/69+ Status, is kept for the sync.
+    assert_eq!(
+        r["peers"][0]["block_range"],
+        serde_json::json!([0, 40]),
+        "{r}"
+    );
 }
 
 #[test]

@@ -618,8 +618,15 @@ mod tests {
             request_id: 2,
             receipts: vec![rlp::encode_list::<Vec<u8>>(&[])],
         };
-        assert_eq!(EthMessage::decode(69, RECEIPTS, &r69.encode()).unwrap(), r69);
-        let bad = rlp::encode_list(&[rlp::enc_uint(1), rlp::enc_uint(2), rlp::encode_list::<Vec<u8>>(&[])]);
+        assert_eq!(
+            EthMessage::decode(69, RECEIPTS, &r69.encode()).unwrap(),
+            r69
+        );
+        let bad = rlp::encode_list(&[
+            rlp::enc_uint(1),
+            rlp::enc_uint(2),
+            rlp::encode_list::<Vec<u8>>(&[]),
+        ]);
         assert!(EthMessage::decode(70, RECEIPTS, &bad).is_err());
         assert!(EthMessage::decode(70, GET_RECEIPTS, &r69.encode()).is_err());
         assert!(matches!(
@@ -659,7 +666,10 @@ mod tests {
         let (more, inc2) = split_receipts_eth70(&lists[2..], 2, 55).unwrap();
         assert!(!inc2);
         assert_eq!(more, vec![rlp::encode_list(&blocks[2][2..])]);
-        assert_eq!(join_receipt_lists(&[out[2].clone(), more[0].clone()]).unwrap(), lists[2]);
+        assert_eq!(
+            join_receipt_lists(&[out[2].clone(), more[0].clone()]).unwrap(),
+            lists[2]
+        );
         // A limit below one receipt still sends one.
         let (out, inc) = split_receipts_eth70(&lists, 0, 1).unwrap();
         assert_eq!((out, inc), (vec![rlp::encode_list(&blocks[0][..1])], true));

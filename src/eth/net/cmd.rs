@@ -306,6 +306,10 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     );
     if let Some(ms) = a.grow_every_ms {
         anyhow::ensure!(ms >= 1, "--grow-every-ms must be at least 1");
+        anyhow::ensure!(
+            a.profile == Profile::Honest,
+            "--profile goes with a static chain; drop it or --grow-every-ms"
+        );
     }
     let capabilities = if a.protocols.is_empty() {
         None

@@ -406,7 +406,9 @@ impl EthPeer {
             last_block_incomplete,
             receipts,
         };
-        self.conn.send(self.eth.offset + m.id(), &m.encode()).await?;
+        self.conn
+            .send(self.eth.offset + m.id(), &m.encode())
+            .await?;
         self.stats.requests_served += 1;
         Ok(())
     }
@@ -534,7 +536,9 @@ impl EthPeer {
                 first_block_receipt_index: have as u64,
                 hashes: vec![hash],
             };
-            self.conn.send(self.eth.offset + m.id(), &m.encode()).await?;
+            self.conn
+                .send(self.eth.offset + m.id(), &m.encode())
+                .await?;
             self.stats.requests_sent += 1;
             let resp = match self.wait_response(rid, deadline, responder).await {
                 Ok(r) => r,

@@ -330,7 +330,10 @@ impl LiveChain {
         };
         let all: Vec<B256> = live.keys.clone();
         let root = live.rebuild(&all);
-        assert_eq!(root, state.root, "the live state starts at the generated root");
+        assert_eq!(
+            root, state.root,
+            "the live state starts at the generated root"
+        );
         let head = live.chain.head().number;
         let first = head.saturating_sub(live.history as u64 - 1);
         for n in first..=head {
@@ -397,7 +400,14 @@ impl LiveChain {
 
     fn new_key(&mut self) -> B256 {
         self.created += 1;
-        keccak256([&self.seed.to_le_bytes()[..], b"live", &self.created.to_le_bytes()[..]].concat())
+        keccak256(
+            [
+                &self.seed.to_le_bytes()[..],
+                b"live",
+                &self.created.to_le_bytes()[..],
+            ]
+            .concat(),
+        )
     }
 
     fn slot_value(&mut self) -> Vec<u8> {
@@ -429,7 +439,12 @@ impl LiveChain {
             a.nonce += 1;
             let nonce = a.nonce;
             self.accounts.get_mut(&to).expect("picked account").balance += value;
-            txs.push((nonce, to[12..].try_into().expect("20 bytes"), value, Vec::new()));
+            txs.push((
+                nonce,
+                to[12..].try_into().expect("20 bytes"),
+                value,
+                Vec::new(),
+            ));
             ch.transfers += 1;
         }
         // A new account.
@@ -763,7 +778,10 @@ mod tests {
         let (l, st) = live(8);
         assert_eq!(full_range(&l, st.root), st.accounts);
         // Trie nodes by path and storage ranges agree with the static serving code.
-        let stat = ServingPeer::new(Arc::new(generate_chain(4, st.root, 3)), Some(Arc::new(st.clone())));
+        let stat = ServingPeer::new(
+            Arc::new(generate_chain(4, st.root, 3)),
+            Some(Arc::new(st.clone())),
+        );
         let acc = *st.storage.keys().next().unwrap();
         for req in [
             Request::StorageRanges {
@@ -776,9 +794,18 @@ mod tests {
             Request::TrieNodes {
                 root: st.root,
                 paths: vec![
-                    TriePath { account: None, path: vec![] },
-                    TriePath { account: None, path: vec![3] },
-                    TriePath { account: Some(acc), path: vec![] },
+                    TriePath {
+                        account: None,
+                        path: vec![],
+                    },
+                    TriePath {
+                        account: None,
+                        path: vec![3],
+                    },
+                    TriePath {
+                        account: Some(acc),
+                        path: vec![],
+                    },
                 ],
                 bytes: 1 << 20,
             },
@@ -799,10 +826,18 @@ mod tests {
         // The header chain links, and the roots in the headers are the states' roots.
         let c = &l.chain;
         for n in 1..=c.head().number {
-            assert_eq!(c.header(n).unwrap().parent_hash, c.header(n - 1).unwrap().hash);
+            assert_eq!(
+                c.header(n).unwrap().parent_hash,
+                c.header(n - 1).unwrap().hash
+            );
             let body = catchup_eth::body_roots_encoded(&c.bodies[n as usize].raw).unwrap();
-            assert_eq!(body.transactions_root, c.header(n).unwrap().transactions_root);
-            let rr = catchup_eth::receipts_root_encoded(&c.receipts[n as usize].as_ref().unwrap().raw).unwrap();
+            assert_eq!(
+                body.transactions_root,
+                c.header(n).unwrap().transactions_root
+            );
+            let rr =
+                catchup_eth::receipts_root_encoded(&c.receipts[n as usize].as_ref().unwrap().raw)
+                    .unwrap();
             assert_eq!(rr, c.header(n).unwrap().receipts_root);
         }
         let head_root = l.head().state_root;

@@ -46,6 +46,10 @@ pub struct NetPeerReport {
     pub error: Option<String>,
     /// Times the peer was lost and dialed again.
     pub reconnects: u64,
+    /// Blocks the peer serves, `(earliest, latest)`: its eth/69+ Status, then its latest
+    /// BlockRangeUpdate (`None` before eth/69).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_range: Option<(u64, u64)>,
 }
 
 /// Outcome of a sync over the network.

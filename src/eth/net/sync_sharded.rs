@@ -330,6 +330,7 @@ async fn owned_peer(
             r.client = peer.conn.remote_hello.client_id.clone();
             r.eth_version = peer.eth.version;
             r.error = None;
+            r.block_range = peer.block_range();
         }
         tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, "peer connected");
         for s in 0..shards {
@@ -338,7 +339,9 @@ async fn owned_peer(
         let mut lost = false;
         while let Some(job) = jobs.recv().await {
             report.borrow_mut().requests += 1;
-            match perform(&mut peer, &job.req, job.timeout_ms).await {
+            let answer = perform(&mut peer, &job.req, job.timeout_ms).await;
+            report.borrow_mut().block_range = peer.block_range();
+            match answer {
                 Ok(resp) => {
                     report.borrow_mut().answered += 1;
                     deliver(
@@ -547,6 +550,7 @@ async fn shard_run<S: ShardStore>(
             timeouts: 0,
             dropped_by_us: false,
             error: None,
+            block_range: None,
         }));
         match &extras.in_process {
             Some(p) => glommio::spawn_local(in_process_peer(
