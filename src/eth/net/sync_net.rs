@@ -123,9 +123,13 @@ pub(crate) async fn perform(
     timeout_ms: u64,
 ) -> Result<Response, NetError> {
     if let Request::Status = req {
-        let best_hash = B256::from(peer.status.head_hash);
+        let mut best_hash = B256::from(peer.status.head_hash);
         let genesis = B256::from(peer.status.genesis_hash);
-        let best_number = if peer.eth.version >= 69 {
+        let best_number = if let Some(r) = peer.block_range_full() {
+            // eth/69+: the head of its Status, moved by its BlockRangeUpdates since.
+            best_hash = B256::from(r.latest_hash);
+            r.latest
+        } else if peer.eth.version >= 69 {
             peer.status.latest_block
         } else {
             // eth/66–68 Status has no number: ask for the head header by hash.

@@ -337,7 +337,7 @@ async fn owned_peer(
             deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
         }
         let mut lost = false;
-        while let Some(job) = jobs.recv().await {
+        while let Some(job) = next_job(&jobs, &mut peer).await {
             report.borrow_mut().requests += 1;
             let answer = perform(&mut peer, &job.req, job.timeout_ms).await;
             report.borrow_mut().block_range = peer.block_range();
@@ -392,6 +392,28 @@ async fn owned_peer(
         }
         if !wait_or_closed(&jobs, backoff).await {
             return;
+        }
+    }
+}
+
+/// The next job for `peer`. While none comes, the connection is read now and then so the
+/// peer's Pings are answered and its BlockRangeUpdates kept; once that read fails the
+/// next request finds out.
+async fn next_job(jobs: &local_channel::LocalReceiver<Job>, peer: &mut EthPeer) -> Option<Job> {
+    const QUIET_MS: u64 = 5_000;
+    const READ_MS: u64 = 20;
+    let mut readable = true;
+    loop {
+        if !readable {
+            return jobs.recv().await;
+        }
+        let quiet = Duration::from_millis(QUIET_MS);
+        match glommio::timer::timeout(quiet, async { Ok(jobs.recv().await) }).await {
+            Ok(job) => return job,
+            Err(_) => {
+                let idle = super::eth_peer::EmptyResponder;
+                readable = peer.idle(READ_MS, &idle).await.is_ok();
+            }
         }
     }
 }
