@@ -357,3 +357,54 @@ fn protocols_flag_refuses_what_is_not_spoken() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_live_chain_is_snap_synced_at_a_pivot_within_its_state_history() {
+    // 128 states kept at 300 ms a block: a pivot at the head stays served for ~38 s.
+    let s = serve(&[
+        "--generate-accounts",
+        "2000",
+        "--generate-blocks",
+        "30",
+        "--grow-every-ms",
+        "300",
+        "--state-history",
+        "128",
+    ]);
+    // Start once the chain has grown a few blocks past the generated ones.
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    while seen.len() < 3 {
+        seen.push(
+            s.lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a new head within 60 s"),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["eth", "sync", "--mode", "snap", "--json", "--shards", "2"])
+        .args(["--pivot-distance", "0", "--timeout-s", "120"])
+        .args(["--network-id", "779", "--genesis-hash"])
+        .arg(s.info["genesis_hash"].as_str().unwrap())
+        .arg("--peer")
+        .arg(s.info["enode"].as_str().unwrap())
+        .arg("--datadir")
+        .arg(dir.path())
+        .output()
+        .expect("run eth sync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let r = &v["report"];
+    assert_eq!(v["ok"], true, "{r}");
+    // The synced state is the one the server named for that block.
+    let n = r["head_number"].as_u64().unwrap();
+    assert!(n > 30, "the pivot is a block the chain grew: {r}");
+    seen.extend(s.lines.try_iter());
+    let named = seen
+        .iter()
+        .find(|l| l["head_number"].as_u64() == Some(n))
+        .expect("a head line for the pivot block");
+    assert_eq!(r["state_root"], named["state_root"], "{r}");
+    assert_eq!(r["head_hash"], named["head_hash"], "{r}");
+}
