@@ -408,3 +408,86 @@ fn a_live_chain_is_snap_synced_at_a_pivot_within_its_state_history() {
     assert_eq!(r["state_root"], named["state_root"], "{r}");
     assert_eq!(r["head_hash"], named["head_hash"], "{r}");
 }
+
+#[test]
+fn node_data_trie_nodes_and_storage_of_a_forgotten_root_answer_empty() {
+    // Default protocols (eth/66 too): GetNodeData by hash, and snap by root.
+    let s = serve(&[
+        "--generate-accounts",
+        "300",
+        "--generate-blocks",
+        "5",
+        "--grow-every-ms",
+        "250",
+        "--state-history",
+        "6",
+    ]);
+    let first_root = hex32(&s.info["head_state_root"]);
+    let genesis = hex32(&s.info["genesis_hash"]);
+    // Eight new heads: the first state is no longer among the last six.
+    for _ in 0..8 {
+        s.lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a new head within 60 s");
+    }
+    let enode = Enode::parse(s.info["enode"].as_str().unwrap()).unwrap();
+    let status = genesis_status(&ChainSpec::without_forks(779), genesis);
+    let lines = &s.lines;
+    let got = catchup_io::exec::run_unbound(async {
+        let mut local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
+        local
+            .capabilities
+            .retain(|c| c.name != "eth" || c.version == 66);
+        let conn = PeerConn::dial(enode.addr, enode.id, &local, &NetConfig::default())
+            .await
+            .unwrap();
+        let mut peer = EthPeer::handshake(conn, &status).await.unwrap();
+        assert_eq!(peer.eth.version, 66);
+        // The next head named: kept for the next 1.5 s.
+        let next = lines.recv_timeout(Duration::from_secs(60)).expect("a head");
+        let newest = hex32(&next["state_root"]);
+        let mut got = Vec::new();
+        for root in [first_root, newest] {
+            let nodes = match peer
+                .request(
+                    |request_id| {
+                        Wire::Eth(EthMessage::GetNodeData {
+                            request_id,
+                            hashes: vec![root],
+                        })
+                    },
+                    10_000,
+                    &EmptyResponder,
+                )
+                .await
+                .unwrap()
+            {
+                Wire::Eth(EthMessage::NodeData { nodes, .. }) => nodes.len(),
+                other => panic!("{other:?}"),
+            };
+            let trie_nodes = match peer
+                .request(
+                    |request_id| {
+                        Wire::Snap(SnapMessage::GetTrieNodes {
+                            request_id,
+                            root,
+                            paths: vec![vec![catchup::eth::net::convert::compact_encode(&[])]],
+                            response_bytes: 100_000,
+                        })
+                    },
+                    10_000,
+                    &EmptyResponder,
+                )
+                .await
+                .unwrap()
+            {
+                Wire::Snap(SnapMessage::TrieNodes { nodes, .. }) => nodes.len(),
+                other => panic!("{other:?}"),
+            };
+            got.push((nodes, trie_nodes, accounts_at(&mut peer, root).await));
+        }
+        got
+    });
+    assert_eq!(got[0], (0, 0, 0), "the forgotten root: all empty");
+    assert!(got[1].0 == 1 && got[1].1 == 1 && got[1].2 > 0, "{got:?}");
+}
