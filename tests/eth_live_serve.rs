@@ -64,6 +64,16 @@ fn serve(args: &[&str]) -> Serve {
         .expect("eth serve prints its enode");
     assert_eq!(info["event"], "listening", "{info}");
     assert!(info["enode"].as_str().unwrap().starts_with("enode://"));
+    // The enode is printed as the shards start listening: wait until one accepts (10 s).
+    let addr: std::net::SocketAddr = info["listen"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "eth serve never listened on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Serve { child, lines, info }
 }
 
@@ -490,4 +500,40 @@ fn node_data_trie_nodes_and_storage_of_a_forgotten_root_answer_empty() {
     });
     assert_eq!(got[0], (0, 0, 0), "the forgotten root: all empty");
     assert!(got[1].0 == 1 && got[1].1 == 1 && got[1].2 > 0, "{got:?}");
+}
+
+#[test]
+fn block_range_updates_every_32_blocks_as_geth_sends_them() {
+    let s = serve(&[
+        "--generate-accounts",
+        "100",
+        "--generate-blocks",
+        "5",
+        "--grow-every-ms",
+        "20",
+        "--block-range-every",
+        "32",
+    ]);
+    let genesis = hex32(&s.info["genesis_hash"]);
+    let enode = Enode::parse(s.info["enode"].as_str().unwrap()).unwrap();
+    let status = genesis_status(&ChainSpec::without_forks(779), genesis);
+    let (before, after) = catchup_io::exec::run_unbound(async {
+        let local = LocalNode::new(SecretKey::new(&mut rand::thread_rng()));
+        let conn = PeerConn::dial(enode.addr, enode.id, &local, &NetConfig::default())
+            .await
+            .unwrap();
+        let mut peer = EthPeer::handshake(conn, &status).await.unwrap();
+        let before = peer.block_range().unwrap();
+        // Wait for a first update, at most 20 s.
+        for _ in 0..20 {
+            peer.idle(1_000, &EmptyResponder).await.unwrap();
+            if peer.block_range().unwrap() != before {
+                break;
+            }
+        }
+        (before, peer.block_range().unwrap())
+    });
+    assert!(after.1 > before.1, "no BlockRangeUpdate: {before:?}");
+    // The first update came once the head had moved 32 blocks (checked every 100 ms).
+    assert!(after.1 - before.1 >= 32, "{before:?} -> {after:?}");
 }

@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// default eth/66–70 and snap/1.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub protocols: Vec<String>,
+    /// A live chain sends eth/69+ peers a BlockRangeUpdate each time its head moved this
+    /// many blocks (geth sends one every 32).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub block_range_every: u64,
     /// Receipts bytes per eth/70 Receipts answer; a block's receipts past it continue in
     /// the next answer (EIP-7975).
     #[arg(long, value_name = "BYTES")]
@@ -475,10 +479,14 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let stats = match &live {
         Some(l) => {
             let l = l.clone();
+            let step = a.block_range_every.max(1);
             serve(
                 cfg,
                 local,
-                move |_| LiveResponder { live: l.clone() },
+                move |_| LiveResponder {
+                    live: l.clone(),
+                    range_step: step,
+                },
                 rc,
                 stop.clone(),
             )

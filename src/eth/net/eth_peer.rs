@@ -23,6 +23,12 @@ pub trait Responder {
     fn block_range(&self) -> Option<(u64, u64, [u8; 32])> {
         None
     }
+
+    /// Blocks the head moves before a BlockRangeUpdate is sent (geth: 32); a head that
+    /// moves back is announced at once.
+    fn block_range_step(&self) -> u64 {
+        1
+    }
 }
 
 /// Answers every request with an empty list (a node that serves nothing).
@@ -420,6 +426,11 @@ impl EthPeer {
         };
         if self.eth.version < 69 || self.announced == Some((latest, latest_hash)) {
             return Ok(());
+        }
+        if let Some((was, _)) = self.announced {
+            if latest >= was && latest - was < responder.block_range_step().max(1) {
+                return Ok(());
+            }
         }
         self.announced = Some((latest, latest_hash));
         let m = EthMessage::BlockRangeUpdate {

@@ -714,6 +714,8 @@ impl LiveChain {
 /// A [`Responder`] over a [`LiveChain`] shared by every shard.
 pub struct LiveResponder {
     pub live: Arc<RwLock<LiveChain>>,
+    /// Blocks between BlockRangeUpdates (geth: 32).
+    pub range_step: u64,
 }
 
 impl Responder for LiveResponder {
@@ -735,6 +737,10 @@ impl Responder for LiveResponder {
         let l = self.live.read().ok()?;
         let h = l.head();
         Some((l.chain.base, h.number, h.hash.0))
+    }
+
+    fn block_range_step(&self) -> u64 {
+        self.range_step
     }
 }
 
