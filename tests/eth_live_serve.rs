@@ -537,3 +537,41 @@ fn block_range_updates_every_32_blocks_as_geth_sends_them() {
     // The first update came once the head had moved 32 blocks (checked every 100 ms).
     assert!(after.1 - before.1 >= 32, "{before:?} -> {after:?}");
 }
+
+#[test]
+fn fast_mode_against_peers_without_eth66_says_so_in_one_line() {
+    let s = serve(&[
+        "--generate-accounts",
+        "100",
+        "--generate-blocks",
+        "5",
+        "--protocols",
+        "eth/69,eth/70,snap/1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["eth", "sync", "--mode", "fast", "--shards", "1"])
+        .args(["--timeout-s", "120", "--network-id", "779"])
+        .arg("--genesis-hash")
+        .arg(s.info["genesis_hash"].as_str().unwrap())
+        .arg("--peer")
+        .arg(s.info["enode"].as_str().unwrap())
+        .arg("--datadir")
+        .arg(dir.path())
+        .output()
+        .expect("run eth sync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not the timeout"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("no eth/66") && errors[0].contains("--mode snap"),
+        "{}",
+        errors[0]
+    );
+}

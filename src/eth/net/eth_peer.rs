@@ -179,11 +179,25 @@ impl EthPeer {
     ) -> Result<EthPeer, NetError> {
         let peer = conn.peer;
         let Some(eth) = conn.capability("eth").cloned() else {
+            let theirs: Vec<String> = conn
+                .remote_hello
+                .capabilities
+                .iter()
+                .filter(|c| c.name == "eth")
+                .map(|c| c.to_string())
+                .collect();
+            let detail = if theirs.is_empty() {
+                "eth not shared: it offers no eth version".to_string()
+            } else if !theirs.iter().any(|c| c == "eth/66") {
+                format!(
+                    "eth not shared: it offers {} and no eth/66 (GetNodeData, which --mode fast needs); use --mode snap",
+                    theirs.join(", ")
+                )
+            } else {
+                format!("eth not shared: it offers {}", theirs.join(", "))
+            };
             let _ = conn.disconnect(DisconnectReason::UselessPeer).await;
-            return Err(NetError::Useless {
-                peer,
-                detail: "eth not shared".into(),
-            });
+            return Err(NetError::Useless { peer, detail });
         };
         let snap = conn.capability("snap").cloned();
         conn.send(eth.offset, &ours.status(eth.version).encode())
@@ -485,6 +499,16 @@ impl EthPeer {
     ) -> Result<Wire, NetError> {
         let rid = self.next_request_id();
         let w = make(rid);
+        if matches!(w, Wire::Eth(EthMessage::GetNodeData { .. })) && self.eth.version != 66 {
+            // Not a message of the negotiated version: sending it would cost the connection.
+            return Err(NetError::Useless {
+                peer: self.conn.peer,
+                detail: format!(
+                    "speaks eth/{}, which has no GetNodeData: --mode fast needs eth/66 peers; use --mode snap",
+                    self.eth.version
+                ),
+            });
+        }
         self.send_wire(&w).await?;
         self.stats.requests_sent += 1;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
