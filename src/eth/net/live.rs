@@ -248,10 +248,12 @@ struct LiveAccount {
     storage: BTreeMap<B256, Vec<u8>>,
     storage_root: B256,
     code_hash: B256,
+    /// The account's trie value as last encoded (empty: not yet).
+    leaf: Vec<u8>,
 }
 
 impl LiveAccount {
-    fn leaf(&self) -> Vec<u8> {
+    fn encode_leaf(&self) -> Vec<u8> {
         let b = self.balance.to_be_bytes();
         let skip = b.iter().take_while(|x| **x == 0).count();
         AccountView {
@@ -313,6 +315,7 @@ impl LiveChain {
                     storage,
                     storage_root: a.storage_root,
                     code_hash: a.code_hash,
+                    leaf: Vec::new(),
                 },
             );
         }
@@ -329,7 +332,7 @@ impl LiveChain {
             seed,
         };
         let all: Vec<B256> = live.keys.clone();
-        let root = live.rebuild(&all);
+        let root = live.rebuild(&all, &all);
         assert_eq!(
             root, state.root,
             "the live state starts at the generated root"
@@ -344,8 +347,9 @@ impl LiveChain {
         live
     }
 
-    /// Rebuild the storage tries of `touched` and the account trie; returns the root.
-    fn rebuild(&mut self, touched: &[B256]) -> B256 {
+    /// Rebuild the storage tries of `touched`, the trie values of `changed` (and of
+    /// `touched`), then the account trie; returns the root.
+    fn rebuild(&mut self, touched: &[B256], changed: &[B256]) -> B256 {
         for h in touched {
             let Some(a) = self.accounts.get_mut(h) else {
                 continue;
@@ -364,8 +368,17 @@ impl LiveChain {
                 )
             };
         }
-        let leaves: Vec<(B256, Vec<u8>)> =
-            self.accounts.iter().map(|(h, a)| (*h, a.leaf())).collect();
+        for h in touched.iter().chain(changed) {
+            if let Some(a) = self.accounts.get_mut(h) {
+                a.leaf = a.encode_leaf();
+            }
+        }
+        let leaves: Vec<(&[u8], &[u8])> = self
+            .accounts
+            .iter()
+            .map(|(h, a)| (h.as_slice(), a.leaf.as_slice()))
+            .collect();
+        debug_assert!(leaves.iter().all(|(_, l)| !l.is_empty()));
         let store = &mut self.store;
         build_root(&leaves, &mut |h, r| store.add(h, r, true))
     }
@@ -425,6 +438,7 @@ impl LiveChain {
     pub fn grow(&mut self) -> BlockChanges {
         let mut ch = BlockChanges::default();
         let mut touched_storage: Vec<B256> = Vec::new();
+        let mut changed: Vec<B256> = Vec::new();
         // (sender, recipient key bytes, value, data) of each pseudo transaction.
         let mut txs: Vec<(u64, [u8; 20], u128, Vec<u8>)> = Vec::new();
         // Transfers: one to three.
@@ -439,6 +453,7 @@ impl LiveChain {
             a.nonce += 1;
             let nonce = a.nonce;
             self.accounts.get_mut(&to).expect("picked account").balance += value;
+            changed.extend([from, to]);
             txs.push((
                 nonce,
                 to[12..].try_into().expect("20 bytes"),
@@ -458,9 +473,11 @@ impl LiveChain {
                 storage: BTreeMap::new(),
                 storage_root: EMPTY_ROOT,
                 code_hash: EMPTY_CODE_HASH,
+                leaf: Vec::new(),
             },
         );
         self.keys.push(k);
+        changed.push(k);
         txs.push((0, k[12..].try_into().expect("20 bytes"), value, Vec::new()));
         ch.new_accounts += 1;
         // Storage writes (new slots and changed ones) and a deletion.
@@ -515,6 +532,7 @@ impl LiveChain {
                     storage,
                     storage_root: EMPTY_ROOT,
                     code_hash,
+                    leaf: Vec::new(),
                 },
             );
             self.keys.push(k);
@@ -524,7 +542,7 @@ impl LiveChain {
         }
         touched_storage.sort();
         touched_storage.dedup();
-        let root = self.rebuild(&touched_storage);
+        let root = self.rebuild(&touched_storage, &changed);
         self.append_block(root, &txs);
         // Keep the new state; drop the oldest beyond the history.
         let number = self.head().number;
@@ -847,6 +865,13 @@ mod tests {
             assert_eq!(rr, c.header(n).unwrap().receipts_root);
         }
         let head_root = l.head().state_root;
+        // The cached trie values are the accounts' own: a build from scratch agrees.
+        let scratch: Vec<(B256, Vec<u8>)> = l
+            .accounts
+            .iter()
+            .map(|(h, a)| (*h, a.encode_leaf()))
+            .collect();
+        assert_eq!(build_root(&scratch, &mut |_, _| {}), head_root);
         let accounts = full_range(&l, head_root);
         assert_eq!(accounts.len(), l.accounts());
         // Only the last 3 states answer; the first one (and every other) is empty.
