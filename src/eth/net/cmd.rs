@@ -478,6 +478,8 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     let stats = match &live {
         Some(l) => {
+            // The live chain holds its own copy of both.
+            drop((chain, state));
             let l = l.clone();
             let step = a.block_range_every.max(1);
             serve(
