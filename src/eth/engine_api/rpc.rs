@@ -1,0 +1,430 @@
+//! The Engine API's JSON-RPC methods while the node syncs (execution-apis `common.md`,
+//! `paris.md`, `shanghai.md`, `cancun.md`, `prague.md`). Sans-IO: a request body in, the
+//! response body and the forkchoice states it carried out.
+//!
+//! - `engine_exchangeCapabilities`: the methods below.
+//! - `engine_forkchoiceUpdatedV1/V2/V3`: the forkchoice state is checked (three 32-byte
+//!   hashes, else -32602) and handed out: its head (or finalized block) becomes the sync
+//!   target. Answered `{payloadStatus: {status: SYNCING, latestValidHash: null,
+//!   validationError: null}, payloadId: null}`, as a node answers for a head it cannot
+//!   validate yet; payload attributes are not processed (no payload is built while syncing).
+//! - `engine_newPayloadV1..V4`: the parameters are checked (count, payload fields, blob
+//!   hashes, beacon root, execution requests; else -32602); a payload with an empty
+//!   transaction is INVALID (checked even while syncing); otherwise SYNCING.
+//! - anything else: -32601; a body that is not JSON: -32700; not a request object: -32600.
+
+use alloy_primitives::B256;
+use serde_json::{json, Value};
+
+/// The methods this node answers (`engine_exchangeCapabilities` itself is not listed, as
+/// the spec requires).
+pub const CAPABILITIES: &[&str] = &[
+    "engine_forkchoiceUpdatedV1",
+    "engine_forkchoiceUpdatedV2",
+    "engine_forkchoiceUpdatedV3",
+    "engine_newPayloadV1",
+    "engine_newPayloadV2",
+    "engine_newPayloadV3",
+    "engine_newPayloadV4",
+];
+
+/// Requests in one batch, at most.
+pub const MAX_BATCH: usize = 64;
+
+/// A forkchoice state (`ForkchoiceStateV1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forkchoice {
+    pub head: B256,
+    pub safe: B256,
+    pub finalized: B256,
+}
+
+impl Forkchoice {
+    /// The block to sync: the head, or with `from_finalized` the finalized block (none while
+    /// it is the zero hash, as before the first finalization).
+    pub fn target(&self, from_finalized: bool) -> Option<B256> {
+        let t = if from_finalized {
+            self.finalized
+        } else {
+            self.head
+        };
+        (t != B256::ZERO).then_some(t)
+    }
+}
+
+/// What one request body produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The response body (empty only for an empty batch's nothing-to-say, never here).
+    pub body: Vec<u8>,
+    /// Forkchoice states received, in order.
+    pub forkchoices: Vec<Forkchoice>,
+    /// Methods called, in order (for the log and the counters).
+    pub methods: Vec<String>,
+}
+
+struct RpcError {
+    code: i64,
+    message: String,
+}
+
+fn err(code: i64, message: impl Into<String>) -> RpcError {
+    RpcError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn invalid_params(what: impl Into<String>) -> RpcError {
+    err(-32602, format!("Invalid params: {}", what.into()))
+}
+
+fn response(id: Value, r: Result<Value, RpcError>) -> Value {
+    match r {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(e) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+        }
+    }
+}
+
+/// Handle one HTTP request body.
+pub fn handle(body: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            out.body = response(Value::Null, Err(err(-32700, format!("Parse error: {e}"))))
+                .to_string()
+                .into_bytes();
+            return out;
+        }
+    };
+    let reply = match v {
+        Value::Array(items) if items.is_empty() => response(
+            Value::Null,
+            Err(err(-32600, "Invalid Request: empty batch")),
+        ),
+        Value::Array(items) if items.len() > MAX_BATCH => response(
+            Value::Null,
+            Err(err(
+                -32600,
+                format!("Invalid Request: batch of more than {MAX_BATCH}"),
+            )),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|i| one(i, &mut out)).collect()),
+        other => one(&other, &mut out),
+    };
+    out.body = reply.to_string().into_bytes();
+    out
+}
+
+fn one(req: &Value, out: &mut Outcome) -> Value {
+    let Some(obj) = req.as_object() else {
+        return response(
+            Value::Null,
+            Err(err(-32600, "Invalid Request: not an object")),
+        );
+    };
+    let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+        return response(Value::Null, Err(err(-32600, "Invalid Request: bad id")));
+    }
+    if obj.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
+        return response(
+            id,
+            Err(err(-32600, "Invalid Request: jsonrpc must be \"2.0\"")),
+        );
+    }
+    let Some(method) = obj.get("method").and_then(|m| m.as_str()) else {
+        return response(id, Err(err(-32600, "Invalid Request: no method")));
+    };
+    let params: &[Value] = match obj.get("params") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(p)) => p,
+        Some(_) => return response(id, Err(invalid_params("params must be an array"))),
+    };
+    out.methods.push(method.chars().take(64).collect());
+    let r = match method {
+        "engine_exchangeCapabilities" => exchange_capabilities(params),
+        "engine_forkchoiceUpdatedV1"
+        | "engine_forkchoiceUpdatedV2"
+        | "engine_forkchoiceUpdatedV3" => forkchoice_updated(params).map(|fc| {
+            out.forkchoices.push(fc);
+            json!({"payloadStatus": syncing(), "payloadId": null})
+        }),
+        "engine_newPayloadV1" => new_payload(params, 1),
+        "engine_newPayloadV2" => new_payload(params, 2),
+        "engine_newPayloadV3" => new_payload(params, 3),
+        "engine_newPayloadV4" => new_payload(params, 4),
+        _ => Err(err(-32601, "Method not found")),
+    };
+    response(id, r)
+}
+
+fn syncing() -> Value {
+    json!({"status": "SYNCING", "latestValidHash": null, "validationError": null})
+}
+
+fn exchange_capabilities(params: &[Value]) -> Result<Value, RpcError> {
+    match params {
+        [Value::Array(theirs)] if theirs.iter().all(|m| m.is_string()) => Ok(json!(CAPABILITIES)),
+        _ => Err(invalid_params("expected one array of method names")),
+    }
+}
+
+/// `DATA` of exactly `n` bytes: `0x` and 2n hex digits.
+fn data_n(v: Option<&Value>, n: usize, what: &str) -> Result<Vec<u8>, RpcError> {
+    let s = v
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| invalid_params(format!("{what} missing")))?;
+    let b = data(s).ok_or_else(|| invalid_params(format!("{what} is not 0x-prefixed hex")))?;
+    if b.len() != n {
+        return Err(invalid_params(format!(
+            "{what} is {} bytes, not {n}",
+            b.len()
+        )));
+    }
+    Ok(b)
+}
+
+/// `DATA`: `0x` and an even number of hex digits.
+fn data(s: &str) -> Option<Vec<u8>> {
+    let h = s.strip_prefix("0x")?;
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    hex::decode(h).ok()
+}
+
+fn hash(v: Option<&Value>, what: &str) -> Result<B256, RpcError> {
+    data_n(v, 32, what).map(|b| B256::from_slice(&b))
+}
+
+fn forkchoice_updated(params: &[Value]) -> Result<Forkchoice, RpcError> {
+    let (state, attrs) = match params {
+        [s] => (s, &Value::Null),
+        [s, a] => (s, a),
+        _ => {
+            return Err(invalid_params(
+                "expected forkchoiceState and payloadAttributes",
+            ))
+        }
+    };
+    let Some(s) = state.as_object() else {
+        return Err(invalid_params("forkchoiceState is not an object"));
+    };
+    if !(attrs.is_null() || attrs.is_object()) {
+        return Err(invalid_params(
+            "payloadAttributes is neither null nor an object",
+        ));
+    }
+    Ok(Forkchoice {
+        head: hash(s.get("headBlockHash"), "headBlockHash")?,
+        safe: hash(s.get("safeBlockHash"), "safeBlockHash")?,
+        finalized: hash(s.get("finalizedBlockHash"), "finalizedBlockHash")?,
+    })
+}
+
+fn new_payload(params: &[Value], version: u8) -> Result<Value, RpcError> {
+    let want = match version {
+        1 | 2 => 1,
+        3 => 3,
+        _ => 4,
+    };
+    if params.len() != want {
+        return Err(invalid_params(format!(
+            "engine_newPayloadV{version} takes {want} parameter(s), not {}",
+            params.len()
+        )));
+    }
+    let Some(p) = params[0].as_object() else {
+        return Err(invalid_params("executionPayload is not an object"));
+    };
+    hash(p.get("blockHash"), "blockHash")?;
+    hash(p.get("parentHash"), "parentHash")?;
+    let Some(txs) = p.get("transactions").and_then(|t| t.as_array()) else {
+        return Err(invalid_params("transactions missing"));
+    };
+    let mut empty_tx = None;
+    for (i, t) in txs.iter().enumerate() {
+        let b = t
+            .as_str()
+            .and_then(data)
+            .ok_or_else(|| invalid_params(format!("transaction {i} is not DATA")))?;
+        if b.is_empty() && empty_tx.is_none() {
+            empty_tx = Some(i);
+        }
+    }
+    if version >= 3 {
+        let Some(hashes) = params[1].as_array() else {
+            return Err(invalid_params(
+                "expectedBlobVersionedHashes is not an array",
+            ));
+        };
+        for h in hashes {
+            hash(Some(h), "a blob versioned hash")?;
+        }
+        hash(params.get(2), "parentBeaconBlockRoot")?;
+    }
+    if version >= 4 {
+        let Some(reqs) = params[3].as_array() else {
+            return Err(invalid_params("executionRequests is not an array"));
+        };
+        let mut last_type: Option<u8> = None;
+        for r in reqs {
+            let b = r
+                .as_str()
+                .and_then(data)
+                .ok_or_else(|| invalid_params("an execution request is not DATA"))?;
+            if b.len() <= 1 {
+                return Err(invalid_params("an execution request has no request_data"));
+            }
+            if last_type.is_some_and(|t| b[0] <= t) {
+                return Err(invalid_params(
+                    "execution requests are not in strictly ascending type order",
+                ));
+            }
+            last_type = Some(b[0]);
+        }
+    }
+    if let Some(i) = empty_tx {
+        return Ok(
+            json!({"status": "INVALID", "latestValidHash": null, "validationError": format!("transaction {i} is empty")}),
+        );
+    }
+    Ok(syncing())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(body: &str) -> (Value, Outcome) {
+        let o = handle(body.as_bytes());
+        let v: Value = serde_json::from_slice(&o.body).expect("the response is JSON");
+        (v, o)
+    }
+
+    fn h(b: u8) -> String {
+        format!("0x{}", hex::encode([b; 32]))
+    }
+
+    fn fcu(version: u8, head: &str) -> String {
+        json!({"jsonrpc": "2.0", "id": 7, "method": format!("engine_forkchoiceUpdatedV{version}"),
+               "params": [{"headBlockHash": head, "safeBlockHash": h(2), "finalizedBlockHash": h(3)}, null]})
+        .to_string()
+    }
+
+    #[test]
+    fn forkchoice_updated_answers_syncing_and_hands_out_the_state() {
+        for v in 1..=3 {
+            let (r, o) = call(&fcu(v, &h(1)));
+            assert_eq!(r["id"], 7);
+            assert_eq!(
+                r["result"],
+                json!({"payloadStatus": {"status": "SYNCING", "latestValidHash": null, "validationError": null}, "payloadId": null})
+            );
+            let fc = o.forkchoices[0];
+            assert_eq!(fc.target(false), Some(B256::from([1; 32])));
+            assert_eq!(fc.target(true), Some(B256::from([3; 32])));
+        }
+        let zero = Forkchoice {
+            head: B256::from([1; 32]),
+            safe: B256::ZERO,
+            finalized: B256::ZERO,
+        };
+        assert_eq!(zero.target(true), None);
+    }
+
+    #[test]
+    fn a_malformed_forkchoice_state_is_invalid_params() {
+        for bad in ["0x01", "nothex", "0x"] {
+            let (r, o) = call(&fcu(3, bad));
+            assert_eq!(r["error"]["code"], -32602, "{bad}");
+            assert!(o.forkchoices.is_empty());
+        }
+        let (r, _) =
+            call(r#"{"jsonrpc":"2.0","id":1,"method":"engine_forkchoiceUpdatedV3","params":[]}"#);
+        assert_eq!(r["error"]["code"], -32602);
+    }
+
+    #[test]
+    fn capabilities_unknown_methods_and_bad_json() {
+        let (r, _) = call(
+            r#"{"jsonrpc":"2.0","id":"a","method":"engine_exchangeCapabilities","params":[["engine_newPayloadV4"]]}"#,
+        );
+        assert_eq!(r["id"], "a");
+        let caps: Vec<&str> = r["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(caps, CAPABILITIES);
+        assert!(!caps.contains(&"engine_exchangeCapabilities"));
+        let (r, _) =
+            call(r#"{"jsonrpc":"2.0","id":2,"method":"engine_getPayloadV4","params":["0x01"]}"#);
+        assert_eq!(r["error"]["code"], -32601);
+        let (r, _) = call(r#"{"jsonrpc":"2.0","id":2,"meth"#);
+        assert_eq!(r["error"]["code"], -32700);
+        assert_eq!(r["id"], Value::Null);
+        let (r, _) = call(r#"[1]"#);
+        assert_eq!(r[0]["error"]["code"], -32600);
+        let (r, _) = call(r#"{"id":3,"method":"engine_exchangeCapabilities","params":[[]]}"#);
+        assert_eq!(r["error"]["code"], -32600);
+    }
+
+    fn payload(txs: &[&str]) -> Value {
+        json!({"parentHash": h(4), "blockHash": h(5), "blockNumber": "0x10", "transactions": txs})
+    }
+
+    #[test]
+    fn new_payload_checks_its_parameters_then_answers_syncing() {
+        let p = payload(&["0x02f8"]);
+        let cases = [
+            (1, json!([p])),
+            (2, json!([p])),
+            (3, json!([p, [h(6)], h(7)])),
+            (4, json!([p, [], h(7), ["0x0001", "0x01ff"]])),
+        ];
+        for (v, params) in cases {
+            let body = json!({"jsonrpc":"2.0","id":v,"method":format!("engine_newPayloadV{v}"),"params":params});
+            let (r, _) = call(&body.to_string());
+            assert_eq!(r["result"]["status"], "SYNCING", "V{v}: {r}");
+            assert_eq!(r["result"]["latestValidHash"], Value::Null);
+        }
+        let bad = [
+            (3, json!([p])),
+            (3, json!([p, [h(6)], "0x01"])),
+            (4, json!([p, [], h(7), ["0x01ff", "0x0001"]])),
+            (4, json!([p, [], h(7), ["0x00"]])),
+            (4, json!([p, [], h(7), null])),
+            (1, json!([{"blockHash": h(5)}])),
+        ];
+        for (v, params) in bad {
+            let body = json!({"jsonrpc":"2.0","id":1,"method":format!("engine_newPayloadV{v}"),"params":params});
+            let (r, _) = call(&body.to_string());
+            assert_eq!(r["error"]["code"], -32602, "V{v} {params}: {r}");
+        }
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"engine_newPayloadV1","params":[payload(&["0x01", "0x"])]});
+        let (r, _) = call(&body.to_string());
+        assert_eq!(r["result"]["status"], "INVALID");
+        assert_eq!(r["result"]["latestValidHash"], Value::Null);
+    }
+
+    #[test]
+    fn never_panics_on_junk() {
+        for body in [
+            "",
+            "null",
+            "{}",
+            "[]",
+            "\"x\"",
+            "{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":1}",
+        ] {
+            let o = handle(body.as_bytes());
+            let _: Value = serde_json::from_slice(&o.body).unwrap();
+        }
+    }
+}
