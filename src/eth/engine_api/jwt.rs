@@ -213,6 +213,18 @@ mod tests {
         }
     }
 
+    /// Tokens made by an independent HMAC-SHA256 implementation (Python's `hmac`), one
+    /// with the optional `id` and `clv` claims a consensus client may add.
+    #[test]
+    fn tokens_signed_elsewhere_are_accepted_and_ours_match_them() {
+        let s = secret();
+        let plain = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3NjUwMDAwMDB9.ofKy3dJnW_FTE3o7VbVRClwdhYMKVZdYuJuUoH3mNGk";
+        assert_eq!(s.token(NOW), plain);
+        assert_eq!(s.verify(plain, NOW), Ok(NOW));
+        let with_claims = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3NjUwMDAwMTAsImlkIjoibGlnaHRob3VzZSIsImNsdiI6InY1LjAuMCJ9.L8OvoD1NxylRCkEKbcq-uSR1wxAkx3YShzHVdQnE7DQ";
+        assert_eq!(s.verify(with_claims, NOW), Ok(NOW + 10));
+    }
+
     #[test]
     fn expired_or_future_iat_is_refused() {
         let s = secret();

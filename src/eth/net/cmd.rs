@@ -602,7 +602,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         println!(
             "target:      {} (head {})",
             report.status.target,
-            if report.status.head_trusted {
+            if report.status.target != "peer-vote" {
                 "trusted"
             } else {
                 "not trusted: agreed by peers"
