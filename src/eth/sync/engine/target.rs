@@ -269,3 +269,225 @@ impl Engine {
         (s, s.trusted() && self.pivot.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Event;
+    use super::*;
+    use crate::eth::sync::chain::generate_chain;
+    use crate::eth::sync::config::SyncConfig;
+    use crate::eth::sync::store::MemStore;
+    use crate::eth::sync::types::Response;
+
+    fn engine(source: TargetSource, target: Option<B256>) -> (Engine, MemStore) {
+        let store = MemStore::default();
+        let cfg = SyncConfig {
+            target_source: source,
+            sync_target: target,
+            target_timeout_ms: 5_000,
+            ..SyncConfig::default()
+        };
+        (Engine::new(cfg, 0, 1, &store), store)
+    }
+
+    /// The target header requests among `acts`: (peer, id, hash).
+    fn asks(acts: &[Action]) -> Vec<(PeerId, u64, B256)> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    peer,
+                    id,
+                    req:
+                        Request::BlockHeaders {
+                            origin: HashOrNumber::Hash(h),
+                            amount: 1,
+                            ..
+                        },
+                    ..
+                } => Some((*peer, *id, *h)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pivots(acts: &[Action]) -> Vec<Header> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::ToShard {
+                    msg: ShardMsg::Pivot { pivot, head },
+                    ..
+                } => {
+                    assert_eq!(pivot, head, "a trusted target is pivot and head");
+                    Header::decode(pivot).ok()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn engine_api_target_is_fetched_by_hash_checked_and_moved() {
+        let chain = generate_chain(300, B256::from([9; 32]), 1);
+        let (mut e, mut st) = engine(TargetSource::EngineApi, None);
+        let mut out = Vec::new();
+        e.handle(0, Event::PeerJoined(1), &mut st, &mut out);
+        e.handle(0, Event::PeerJoined(2), &mut st, &mut out);
+        e.handle(100, Event::Tick, &mut st, &mut out);
+        assert!(asks(&out).is_empty(), "no target yet: nothing asked");
+        assert!(e.status().waiting_for.unwrap().contains("consensus client"));
+        assert!(!e.status().head_trusted);
+        // The consensus client's head.
+        let t = chain.headers[100].clone();
+        out.clear();
+        e.handle(200, Event::Target(t.hash), &mut st, &mut out);
+        e.handle(300, Event::Tick, &mut st, &mut out);
+        let a = asks(&out);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].2, t.hash);
+        // A header that is not the target: a lie; the peer is dropped, another is asked.
+        let (liar, id, _) = a[0];
+        out.clear();
+        let resp = Response::BlockHeaders(vec![chain.headers[99].raw.clone()]);
+        e.handle(
+            310,
+            Event::Response {
+                peer: liar,
+                id,
+                resp,
+            },
+            &mut st,
+            &mut out,
+        );
+        assert!(out
+            .iter()
+            .any(|x| matches!(x, Action::DropPeer(p) if *p == liar)));
+        out.clear();
+        e.handle(400, Event::Tick, &mut st, &mut out);
+        let a = asks(&out);
+        assert_eq!(a.len(), 1);
+        assert_ne!(a[0].0, liar);
+        // The right header: it becomes pivot and head.
+        out.clear();
+        let resp = Response::BlockHeaders(vec![t.raw.clone()]);
+        e.handle(
+            410,
+            Event::Response {
+                peer: a[0].0,
+                id: a[0].1,
+                resp,
+            },
+            &mut st,
+            &mut out,
+        );
+        let p = pivots(&out);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].hash, t.hash);
+        for m in p.iter().map(|h| ShardMsg::Pivot {
+            pivot: h.raw.clone(),
+            head: h.raw.clone(),
+        }) {
+            out.clear();
+            e.handle(420, Event::Shard(m), &mut st, &mut out);
+        }
+        let s = e.status();
+        assert_eq!((s.pivot_block, s.head_trusted), (Some(100), true));
+        assert_eq!(s.target, "engine-api");
+        // A newer head within the re-pivot slack: fetched, the pivot kept.
+        let near = chain.headers[120].clone();
+        e.set_target(near.hash);
+        out.clear();
+        e.handle(500, Event::Tick, &mut st, &mut out);
+        let a = asks(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        out.clear();
+        let resp = Response::BlockHeaders(vec![near.raw.clone()]);
+        e.handle(
+            510,
+            Event::Response {
+                peer: a[0].0,
+                id: a[0].1,
+                resp,
+            },
+            &mut st,
+            &mut out,
+        );
+        assert!(pivots(&out).is_empty());
+        // Far ahead: the pivot moves there (a re-pivot; verified data stays in the store).
+        let far = chain.headers[250].clone();
+        e.handle(600, Event::Target(far.hash), &mut st, &mut out);
+        out.clear();
+        e.handle(700, Event::Tick, &mut st, &mut out);
+        let a = asks(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        out.clear();
+        let resp = Response::BlockHeaders(vec![far.raw.clone()]);
+        e.handle(
+            710,
+            Event::Response {
+                peer: a[0].0,
+                id: a[0].1,
+                resp,
+            },
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(pivots(&out).first().map(|h| h.number), Some(250));
+        assert_eq!(e.repivots(), 1);
+    }
+
+    #[test]
+    fn a_target_no_peer_has_stops_after_the_timeout_naming_it() {
+        let unknown = B256::from([0xab; 32]);
+        let (mut e, mut st) = engine(TargetSource::SyncTarget, Some(unknown));
+        let mut out = Vec::new();
+        e.handle(0, Event::PeerJoined(1), &mut st, &mut out);
+        let mut failed = None;
+        let mut t = 0;
+        while t < 20_000 && failed.is_none() {
+            t += 100;
+            out.clear();
+            e.handle(t, Event::Tick, &mut st, &mut out);
+            for (peer, id, _) in asks(&out) {
+                let resp = Response::BlockHeaders(vec![]);
+                e.handle(t, Event::Response { peer, id, resp }, &mut st, &mut out);
+            }
+            failed = out.iter().find_map(|a| match a {
+                Action::Failed(m) => Some(m.clone()),
+                _ => None,
+            });
+            if failed.is_none() && t < 5_000 {
+                assert!(e
+                    .status()
+                    .waiting_for
+                    .unwrap()
+                    .contains(&format!("{unknown}")));
+            }
+        }
+        let m = failed.expect("stopped");
+        assert!((5_000..6_000).contains(&t), "stopped at {t} ms");
+        assert!(
+            m.contains(&format!("{unknown}")) && m.contains("--peer"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn without_a_target_the_peers_vote_and_the_head_is_not_trusted() {
+        let (mut e, mut st) = engine(TargetSource::PeerVote, None);
+        let mut out = Vec::new();
+        e.set_target(B256::from([1; 32]));
+        e.handle(0, Event::PeerJoined(1), &mut st, &mut out);
+        e.handle(100, Event::Tick, &mut st, &mut out);
+        assert!(asks(&out).is_empty());
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                req: Request::Status,
+                ..
+            }
+        )));
+        let s = e.status();
+        assert_eq!((s.target.as_str(), s.head_trusted), ("peer-vote", false));
+        assert_eq!(s.waiting_for, None);
+    }
+}
