@@ -250,7 +250,7 @@ mod tests {
         parts[1] = &moved;
         assert_eq!(s.verify(&parts.join("."), NOW), Err(JwtError::Signature));
         // A truncated signature.
-        assert_eq!(s.verify(&t[..t.len() - 2], NOW), Err(JwtError::Signature));
+        assert_eq!(s.verify(&t[..t.len() - 3], NOW), Err(JwtError::Signature));
     }
 
     #[test]

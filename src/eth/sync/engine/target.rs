@@ -476,7 +476,9 @@ mod tests {
         let (mut e, mut st) = engine(TargetSource::PeerVote, None);
         let mut out = Vec::new();
         e.set_target(B256::from([1; 32]));
-        e.handle(0, Event::PeerJoined(1), &mut st, &mut out);
+        for p in 1..=3 {
+            e.handle(0, Event::PeerJoined(p), &mut st, &mut out);
+        }
         e.handle(100, Event::Tick, &mut st, &mut out);
         assert!(asks(&out).is_empty());
         assert!(out.iter().any(|a| matches!(
