@@ -9,9 +9,11 @@
 //!
 //! - [`jwt`]: the token check and the secret file.
 //! - [`rpc`]: the methods (sans-IO).
+//! - [`payload`]: a payload's header rebuilt for the `blockHash` check.
 //! - [`server`]: the HTTP/1.1 server on the sync's shard 0.
 
 pub mod jwt;
+pub mod payload;
 pub mod rpc;
 pub mod server;
 

@@ -10,11 +10,14 @@
 //!   validate yet; payload attributes are not processed (no payload is built while syncing).
 //! - `engine_newPayloadV1..V4`: the parameters are checked (count, payload fields, blob
 //!   hashes, beacon root, execution requests; else -32602); a payload with an empty
-//!   transaction is INVALID (checked even while syncing); otherwise SYNCING.
+//!   transaction is INVALID and one whose `blockHash` is not the hash of the header it
+//!   stands for is INVALID_BLOCK_HASH (both checked even while syncing); otherwise SYNCING.
 //! - anything else: -32601; a body that is not JSON: -32700; not a request object: -32600.
 
 use alloy_primitives::B256;
 use serde_json::{json, Value};
+
+use super::payload::data;
 
 /// The methods this node answers (`engine_exchangeCapabilities` itself is not listed, as
 /// the spec requires).
@@ -188,15 +191,6 @@ fn data_n(v: Option<&Value>, n: usize, what: &str) -> Result<Vec<u8>, RpcError> 
     Ok(b)
 }
 
-/// `DATA`: `0x` and an even number of hex digits.
-fn data(s: &str) -> Option<Vec<u8>> {
-    let h = s.strip_prefix("0x")?;
-    if h.len() % 2 != 0 {
-        return None;
-    }
-    hex::decode(h).ok()
-}
-
 fn hash(v: Option<&Value>, what: &str) -> Result<B256, RpcError> {
     data_n(v, 32, what).map(|b| B256::from_slice(&b))
 }
@@ -256,6 +250,7 @@ fn new_payload(params: &[Value], version: u8) -> Result<Value, RpcError> {
             empty_tx = Some(i);
         }
     }
+    let mut beacon = None;
     if version >= 3 {
         let Some(hashes) = params[1].as_array() else {
             return Err(invalid_params(
@@ -265,12 +260,14 @@ fn new_payload(params: &[Value], version: u8) -> Result<Value, RpcError> {
         for h in hashes {
             hash(Some(h), "a blob versioned hash")?;
         }
-        hash(params.get(2), "parentBeaconBlockRoot")?;
+        beacon = Some(hash(params.get(2), "parentBeaconBlockRoot")?);
     }
+    let mut requests = None;
     if version >= 4 {
         let Some(reqs) = params[3].as_array() else {
             return Err(invalid_params("executionRequests is not an array"));
         };
+        let mut list = Vec::with_capacity(reqs.len());
         let mut last_type: Option<u8> = None;
         for r in reqs {
             let b = r
@@ -286,14 +283,23 @@ fn new_payload(params: &[Value], version: u8) -> Result<Value, RpcError> {
                 ));
             }
             last_type = Some(b[0]);
+            list.push(b);
         }
+        requests = Some(list);
     }
     if let Some(i) = empty_tx {
         return Ok(
             json!({"status": "INVALID", "latestValidHash": null, "validationError": format!("transaction {i} is empty")}),
         );
     }
-    Ok(syncing())
+    // The blockHash check runs even while syncing.
+    match super::payload::check_block_hash(p, version, beacon, requests.as_deref()) {
+        Err(why) => Err(invalid_params(why)),
+        Ok(Some(why)) => Ok(
+            json!({"status": "INVALID_BLOCK_HASH", "latestValidHash": null, "validationError": why}),
+        ),
+        Ok(None) => Ok(syncing()),
+    }
 }
 
 #[cfg(test)]
@@ -375,18 +381,51 @@ mod tests {
         assert_eq!(r["error"]["code"], -32600);
     }
 
+    /// A complete payload of `version` whose blockHash is right for the beacon root h(7)
+    /// and `requests`.
+    fn payload_for(txs: &[&str], version: u8, requests: Option<&[Vec<u8>]>) -> Value {
+        let mut p = json!({"parentHash": h(4), "feeRecipient": format!("0x{}", "11".repeat(20)),
+            "stateRoot": h(5), "receiptsRoot": h(6), "logsBloom": format!("0x{}", "00".repeat(256)),
+            "prevRandao": h(7), "blockNumber": "0x10", "gasLimit": "0x1c9c380", "gasUsed": "0x0",
+            "timestamp": "0x6553f100", "extraData": "0x", "baseFeePerGas": "0x7",
+            "blockHash": h(0), "transactions": txs});
+        if version >= 2 {
+            p["withdrawals"] = json!([{"index": "0x0", "validatorIndex": "0x1",
+                "address": format!("0x{}", "22".repeat(20)), "amount": "0x64"}]);
+        }
+        if version >= 3 {
+            p["blobGasUsed"] = json!("0x0");
+            p["excessBlobGas"] = json!("0x0");
+        }
+        let beacon = (version >= 3).then(|| B256::from([7; 32]));
+        let hd =
+            super::super::payload::header_of(p.as_object().unwrap(), version, beacon, requests)
+                .unwrap();
+        p["blockHash"] = json!(format!("{}", alloy_primitives::keccak256(hd.encode())));
+        p
+    }
+
     fn payload(txs: &[&str]) -> Value {
-        json!({"parentHash": h(4), "blockHash": h(5), "blockNumber": "0x10", "transactions": txs})
+        payload_for(txs, 1, None)
     }
 
     #[test]
     fn new_payload_checks_its_parameters_then_answers_syncing() {
         let p = payload(&["0x02f8"]);
+        let reqs = [vec![0u8, 1], vec![1u8, 0xff]];
         let cases = [
             (1, json!([p])),
-            (2, json!([p])),
-            (3, json!([p, [h(6)], h(7)])),
-            (4, json!([p, [], h(7), ["0x0001", "0x01ff"]])),
+            (2, json!([payload_for(&["0x02f8"], 2, None)])),
+            (3, json!([payload_for(&["0x02f8"], 3, None), [h(6)], h(7)])),
+            (
+                4,
+                json!([
+                    payload_for(&["0x02f8"], 4, Some(&reqs)),
+                    [],
+                    h(7),
+                    ["0x0001", "0x01ff"]
+                ]),
+            ),
         ];
         for (v, params) in cases {
             let body = json!({"jsonrpc":"2.0","id":v,"method":format!("engine_newPayloadV{v}"),"params":params});
@@ -411,6 +450,18 @@ mod tests {
         let (r, _) = call(&body.to_string());
         assert_eq!(r["result"]["status"], "INVALID");
         assert_eq!(r["result"]["latestValidHash"], Value::Null);
+        // The claimed hash is not the payload's: INVALID_BLOCK_HASH, even while syncing.
+        let mut wrong = payload(&["0x02f8"]);
+        wrong["blockHash"] = json!(h(9));
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"engine_newPayloadV1","params":[wrong]});
+        let (r, _) = call(&body.to_string());
+        assert_eq!(r["result"]["status"], "INVALID_BLOCK_HASH", "{r}");
+        assert_eq!(r["result"]["latestValidHash"], Value::Null);
+        // V4 with other requests than the hash was made for.
+        let p4 = payload_for(&[], 4, Some(&reqs));
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"engine_newPayloadV4","params":[p4, [], h(7), ["0x0001"]]});
+        let (r, _) = call(&body.to_string());
+        assert_eq!(r["result"]["status"], "INVALID_BLOCK_HASH", "{r}");
     }
 
     #[test]
