@@ -75,6 +75,32 @@ fn withdrawals(p: &Map<String, Value>) -> Result<Option<Vec<Withdrawal>>, FieldE
     Ok(Some(out))
 }
 
+/// The blob versioned hashes of a payload's transactions, in order of inclusion: field 10
+/// of each EIP-4844 transaction (`0x03 ‖ rlp([chain_id, nonce, …, blob_versioned_hashes,
+/// y_parity, r, s])`). A blob transaction that does not decode is an error.
+pub fn blob_versioned_hashes(txs: &[Vec<u8>]) -> Result<Vec<B256>, String> {
+    let mut out = Vec::new();
+    for (i, t) in txs.iter().enumerate() {
+        if t.first() != Some(&3) {
+            continue;
+        }
+        let bad = |e: String| format!("blob transaction {i}: {e}");
+        let item = catchup_eth::rlp::parse_exact(&t[1..]).map_err(|e| bad(e.to_string()))?;
+        let fields = item.items(16).map_err(|e| bad(e.to_string()))?;
+        if fields.len() != 14 {
+            return Err(bad(format!("{} fields, not 14", fields.len())));
+        }
+        for h in fields[10].items(4096).map_err(|e| bad(e.to_string()))? {
+            let b = h.bytes().map_err(|e| bad(e.to_string()))?;
+            if b.len() != 32 {
+                return Err(bad(format!("a versioned hash of {} bytes", b.len())));
+            }
+            out.push(B256::from_slice(b));
+        }
+    }
+    Ok(out)
+}
+
 /// EIP-7685: `sha256(sha256(r_0) ‖ sha256(r_1) ‖ …)` over the requests (each `type ‖ data`).
 pub fn requests_hash(requests: &[Vec<u8>]) -> B256 {
     let mut outer = Sha256::new();
@@ -255,6 +281,28 @@ mod tests {
         let mut bad = p.clone();
         bad.remove("excessBlobGas");
         assert!(check_block_hash(&bad, 4, beacon, Some(&[])).is_err());
+    }
+
+    #[test]
+    fn blob_hashes_are_read_from_type_3_transactions_only() {
+        use catchup_eth::rlp::{bytes_item, encode_list_of_raw, u64_item, wrap_list};
+        let hs = [B256::from([1; 32]), B256::from([2; 32])];
+        let hash_items: Vec<Vec<u8>> = hs.iter().map(|h| bytes_item(h.as_slice())).collect();
+        let mut hash_list = Vec::new();
+        encode_list_of_raw(hash_items.iter().map(|v| v.as_slice()), &mut hash_list);
+        let mut fields: Vec<Vec<u8>> = (0..10).map(u64_item).collect();
+        fields.push(hash_list);
+        fields.extend((0..3).map(u64_item));
+        let mut blob_tx = vec![3u8];
+        blob_tx.extend(wrap_list(&fields.concat()));
+        let legacy = wrap_list(&(0..9).map(u64_item).collect::<Vec<_>>().concat());
+        assert_eq!(
+            blob_versioned_hashes(&[legacy.clone(), blob_tx.clone(), vec![2, 0xc0]]).unwrap(),
+            hs.to_vec()
+        );
+        assert!(blob_versioned_hashes(&[legacy]).unwrap().is_empty());
+        assert!(blob_versioned_hashes(&[vec![3, 0xc0]]).is_err());
+        assert!(blob_versioned_hashes(&[blob_tx[..blob_tx.len() - 1].to_vec()]).is_err());
     }
 
     #[test]

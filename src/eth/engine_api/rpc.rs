@@ -10,7 +10,8 @@
 //!   validate yet; payload attributes are not processed (no payload is built while syncing).
 //! - `engine_newPayloadV1..V4`: the parameters are checked (count, payload fields, blob
 //!   hashes, beacon root, execution requests; else -32602); a payload with an empty
-//!   transaction is INVALID and one whose `blockHash` is not the hash of the header it
+//!   transaction or with other blob versioned hashes than expected (V3 on) is INVALID and
+//!   one whose `blockHash` is not the hash of the header it
 //!   stands for is INVALID_BLOCK_HASH (both checked even while syncing); otherwise SYNCING.
 //! - anything else: -32601; a body that is not JSON: -32700; not a request object: -32600.
 
@@ -251,15 +252,18 @@ fn new_payload(params: &[Value], version: u8) -> Result<Value, RpcError> {
         }
     }
     let mut beacon = None;
+    let mut expected_blobs = None;
     if version >= 3 {
         let Some(hashes) = params[1].as_array() else {
             return Err(invalid_params(
                 "expectedBlobVersionedHashes is not an array",
             ));
         };
+        let mut list = Vec::with_capacity(hashes.len());
         for h in hashes {
-            hash(Some(h), "a blob versioned hash")?;
+            list.push(hash(Some(h), "a blob versioned hash")?);
         }
+        expected_blobs = Some(list);
         beacon = Some(hash(params.get(2), "parentBeaconBlockRoot")?);
     }
     let mut requests = None;
@@ -292,7 +296,28 @@ fn new_payload(params: &[Value], version: u8) -> Result<Value, RpcError> {
             json!({"status": "INVALID", "latestValidHash": null, "validationError": format!("transaction {i} is empty")}),
         );
     }
-    // The blockHash check runs even while syncing.
+    // The blob hashes (V3 on) and the blockHash are checked even while syncing.
+    if let Some(expected) = expected_blobs {
+        let txs: Vec<Vec<u8>> = txs
+            .iter()
+            .filter_map(|t| t.as_str().and_then(data))
+            .collect();
+        let actual = super::payload::blob_versioned_hashes(&txs);
+        if actual.as_ref() != Ok(&expected) {
+            let why = match actual {
+                Err(e) => e,
+                Ok(a) => format!(
+                    "the payload's {} blob versioned hash(es) are not the {} expected",
+                    a.len(),
+                    expected.len()
+                ),
+            };
+            return Ok(
+                json!({"status": "INVALID", "latestValidHash": null, "validationError": why}),
+            );
+        }
+    }
+    // The blockHash check.
     match super::payload::check_block_hash(p, version, beacon, requests.as_deref()) {
         Err(why) => Err(invalid_params(why)),
         Ok(Some(why)) => Ok(
@@ -416,7 +441,7 @@ mod tests {
         let cases = [
             (1, json!([p])),
             (2, json!([payload_for(&["0x02f8"], 2, None)])),
-            (3, json!([payload_for(&["0x02f8"], 3, None), [h(6)], h(7)])),
+            (3, json!([payload_for(&["0x02f8"], 3, None), [], h(7)])),
             (
                 4,
                 json!([
@@ -450,6 +475,10 @@ mod tests {
         let (r, _) = call(&body.to_string());
         assert_eq!(r["result"]["status"], "INVALID");
         assert_eq!(r["result"]["latestValidHash"], Value::Null);
+        // Blob hashes expected that the payload does not carry: INVALID.
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"engine_newPayloadV3","params":[payload_for(&["0x02f8"], 3, None), [h(6)], h(7)]});
+        let (r, _) = call(&body.to_string());
+        assert_eq!(r["result"]["status"], "INVALID", "{r}");
         // The claimed hash is not the payload's: INVALID_BLOCK_HASH, even while syncing.
         let mut wrong = payload(&["0x02f8"]);
         wrong["blockHash"] = json!(h(9));
