@@ -398,6 +398,23 @@ fn sync_target_below_the_head_and_peer_vote_reported_untrusted() {
         (r["target"].clone(), r["head_trusted"].clone()),
         (json!("sync-target"), json!(true))
     );
+    // Started again over the same data directory: the journaled pivot is the target; nothing
+    // verified is fetched again.
+    let out = sync_cmd(datadir.path())
+        .args(["--mode", "snap", "--peer", server.enode()])
+        .args(["--genesis-hash", &genesis, "--network-id", "4242"])
+        .args(["--sync-target", &format!("{}", target.hash)])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["pivot_block"], 40, "{text}");
+    assert_eq!(r["head_hash"], json!(format!("{}", target.hash)));
+    assert_eq!(r["report"]["fetched"]["state_nodes"], 0, "{text}");
+    assert_eq!(r["report"]["fetched"]["headers"], 0, "{text}");
+    assert_eq!(r["report"]["progress"]["refetched_items"], 0, "{text}");
     // Without a target: the peers' vote, reported as not trusted.
     let datadir = tempfile::tempdir().unwrap();
     let out = sync_cmd(datadir.path())

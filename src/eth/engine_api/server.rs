@@ -150,6 +150,7 @@ fn answer(
         let mut s = stats.get();
         s.unauthorized += 1;
         stats.set(s);
+        publish(api, s, Some(e.to_string()));
         tracing::warn!(error = %e, "Engine API: request refused (HTTP 401); check that the consensus client uses the same --jwt-secret and a correct clock");
         let body = serde_json::json!({ "error": e.to_string() }).to_string();
         return (401, body.into_bytes());
@@ -163,14 +164,31 @@ fn answer(
         s.forkchoice_updates += 1;
         stats.set(s);
         match fc.target(api.from_finalized) {
-            Some(t) => on_target(t),
+            Some(t) => {
+                on_target(t);
+                crate::node::admin::set_status(
+                    "engine_api_target",
+                    serde_json::json!({ "hash": format!("{t}"), "head": format!("{}", fc.head), "finalized": format!("{}", fc.finalized) }),
+                );
+            }
             None => {
                 tracing::info!(head = %fc.head, "Engine API: forkchoice without a finalized block yet; no sync target from it")
             }
         }
     }
+    publish(api, stats.get(), None);
     tracing::debug!(methods = ?out.methods, "Engine API request");
     (200, out.body)
+}
+
+/// The endpoint's section of the admin endpoint's `/status`.
+fn publish(api: &AuthRpc, s: ApiStats, refusal: Option<String>) {
+    crate::node::admin::set_status(
+        "engine_api",
+        serde_json::json!({ "addr": api.addr.to_string(), "requests": s.requests,
+            "unauthorized": s.unauthorized, "forkchoice_updates": s.forkchoice_updates,
+            "last_refusal": refusal }),
+    );
 }
 
 async fn respond(
