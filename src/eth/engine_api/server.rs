@@ -113,11 +113,24 @@ async fn connection(
             buf.extend_from_slice(&chunk[..n]);
         };
         buf.drain(..used);
+        // Refused before its body is read (an unauthenticated client cannot make the
+        // server read megabytes), and the connection closed.
+        if let Err((code, reply)) = admit(api, &head, stats) {
+            return respond(&mut stream, code, &reply, false).await;
+        }
         let len = head.content_length.unwrap_or(0);
         if len > MAX_BODY_BYTES as u64 {
             return respond(&mut stream, 413, br#"{"error":"body too large"}"#, false).await;
         }
         let len = len as usize;
+        if buf.len() < len
+            && head
+                .header("expect")
+                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            stream.flush().await?;
+        }
         while buf.len() < len {
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
@@ -127,37 +140,42 @@ async fn connection(
         }
         let body: Vec<u8> = buf.drain(..len).collect();
         let keep = head.keep_alive;
-        let (code, reply) = answer(api, &head, &body, on_target, stats);
-        respond(&mut stream, code, &reply, keep).await?;
+        let reply = answer(api, &body, on_target, stats);
+        respond(&mut stream, 200, &reply, keep).await?;
         if !keep {
             return Ok(());
         }
     }
 }
 
-/// The status and body for one request.
-fn answer(
+/// Whether a request may be answered: its token (401 otherwise) and method (405).
+fn admit(
     api: &AuthRpc,
     head: &catchup_http::RequestHead,
-    body: &[u8],
-    on_target: &dyn Fn(B256),
     stats: &Cell<ApiStats>,
-) -> (u16, Vec<u8>) {
+) -> Result<(), (u16, Vec<u8>)> {
     let mut s = stats.get();
     s.requests += 1;
     stats.set(s);
     if let Err(e) = api.secret.authorize(head.header("authorization"), now_s()) {
-        let mut s = stats.get();
         s.unauthorized += 1;
         stats.set(s);
         publish(api, s, Some(e.to_string()));
-        tracing::warn!(error = %e, "Engine API: request refused (HTTP 401); check that the consensus client uses the same --jwt-secret and a correct clock");
+        // A misconfigured client retries every few seconds: say it at 1, 2, 4, 8… refusals.
+        if s.unauthorized.is_power_of_two() {
+            tracing::warn!(error = %e, refused = s.unauthorized, "Engine API: request refused (HTTP 401); check that the consensus client uses the same --jwt-secret and a correct clock");
+        }
         let body = serde_json::json!({ "error": e.to_string() }).to_string();
-        return (401, body.into_bytes());
+        return Err((401, body.into_bytes()));
     }
     if head.method != Method::Post {
-        return (405, br#"{"error":"only POST"}"#.to_vec());
+        return Err((405, br#"{"error":"only POST"}"#.to_vec()));
     }
+    Ok(())
+}
+
+/// The response body for one admitted request.
+fn answer(api: &AuthRpc, body: &[u8], on_target: &dyn Fn(B256), stats: &Cell<ApiStats>) -> Vec<u8> {
     let out = rpc::handle(body);
     for fc in &out.forkchoices {
         let mut s = stats.get();
@@ -178,7 +196,7 @@ fn answer(
     }
     publish(api, stats.get(), None);
     tracing::debug!(methods = ?out.methods, "Engine API request");
-    (200, out.body)
+    out.body
 }
 
 /// The endpoint's section of the admin endpoint's `/status`.
