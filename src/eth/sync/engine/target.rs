@@ -32,8 +32,9 @@ pub(super) struct TargetState {
     pub(super) retry_at_ms: u64,
     /// Targets given so far.
     pub(super) given: u64,
-    /// The last target whose header was fetched but kept out (within the re-pivot slack).
-    pub(super) kept_out: Option<B256>,
+    /// The newest target whose header was fetched but not made the pivot (it is within the
+    /// re-pivot slack): adopted as soon as the peers stop serving the pivot's state.
+    pub(super) kept_out: Option<Header>,
 }
 
 impl Engine {
@@ -46,7 +47,8 @@ impl Engine {
     /// no-op elsewhere, for the same hash, or once the sync has ended). Its header is
     /// fetched by hash and becomes pivot and head; with a pivot already chosen, the pivot
     /// moves there (keeping every verified item) unless the new target is less than
-    /// `repivot_slack` blocks ahead of it.
+    /// `repivot_slack` blocks ahead of it; such a target is still adopted as soon as the
+    /// peers stop serving the pivot's state.
     pub fn set_target(&mut self, hash: B256) {
         let now = self.now_ms;
         let Some(c) = self.coord.as_mut() else {
@@ -93,12 +95,17 @@ impl Engine {
         let source = self.cfg.target_source;
         let live = self.peers.live();
         let pivot_hash = self.pivot.as_ref().map(|p| p.hash);
-        let journaled = self
-            .journal
-            .pivot
-            .as_deref()
-            .and_then(|p| hex::decode(p).ok())
-            .and_then(|raw| Header::decode(&raw).ok());
+        // Every peer answered shard 0's state requests empty: the pivot's state is gone.
+        let state_refused = self.unserved_since_ms.0.is_some();
+        let journaled = if pivot_hash.is_none() {
+            self.journal
+                .pivot
+                .as_deref()
+                .and_then(|p| hex::decode(p).ok())
+                .and_then(|raw| Header::decode(&raw).ok())
+        } else {
+            None
+        };
         let Some(c) = self.coord.as_mut() else {
             return;
         };
@@ -117,8 +124,18 @@ impl Engine {
             }
             return;
         };
-        if pivot_hash == Some(wanted) || c.target.kept_out == Some(wanted) {
+        if pivot_hash == Some(wanted) {
             c.target.since_ms = None;
+            return;
+        }
+        if c.target.kept_out.as_ref().is_some_and(|h| h.hash == wanted) {
+            c.target.since_ms = None;
+            if state_refused {
+                // The peers no longer serve the pivot's state: move to the newest target.
+                let h = c.target.kept_out.take().expect("checked");
+                tracing::info!(target = %h.hash, number = h.number, "the pivot's state is no longer served; moving the pivot to the newest sync target");
+                self.broadcast_target(h.raw, false, out);
+            }
             return;
         }
         // After a restart: the journaled pivot is the target itself; no need to ask.
@@ -225,7 +242,7 @@ impl Engine {
                 // A newer head close to the pivot: the pivot's state is still recent enough;
                 // moving for every new head would restart the state fetch every slot.
                 tracing::info!(target = %t, number = h.number, pivot = p, "new sync target within the re-pivot slack of the pivot; pivot kept");
-                c.target.kept_out = Some(t);
+                c.target.kept_out = Some(h);
                 return Ok(true);
             }
         }
@@ -412,6 +429,21 @@ mod tests {
             &mut out,
         );
         assert!(pivots(&out).is_empty());
+        out.clear();
+        e.handle(520, Event::Tick, &mut st, &mut out);
+        assert!(pivots(&out).is_empty() && asks(&out).is_empty());
+        // Until the peers stop serving the pivot's state: then the pivot moves to it.
+        e.phase = super::super::StatePhase::Walk;
+        for p in e.peers.peers.values_mut() {
+            p.no_state = true;
+        }
+        out.clear();
+        e.handle(530, Event::Tick, &mut st, &mut out);
+        assert_eq!(pivots(&out).first().map(|h| h.number), Some(120));
+        assert_eq!(e.repivots(), 1);
+        for p in e.peers.peers.values_mut() {
+            p.no_state = false;
+        }
         // Far ahead: the pivot moves there (a re-pivot; verified data stays in the store).
         let far = chain.headers[250].clone();
         e.handle(600, Event::Target(far.hash), &mut st, &mut out);
@@ -432,7 +464,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(pivots(&out).first().map(|h| h.number), Some(250));
-        assert_eq!(e.repivots(), 1);
+        assert_eq!(e.repivots(), 2);
     }
 
     #[test]
