@@ -325,6 +325,30 @@ fn engine_api_forkchoice_sets_the_target_and_bad_tokens_get_401() {
         ),
         (200, json!(-32700))
     );
+    // What a consensus client asks first: is the node up, is it synced (not yet).
+    let (code, body) = post(
+        port,
+        Some(&good()),
+        r#"{"jsonrpc":"2.0","id":3,"method":"eth_syncing","params":[]}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["result"].is_object(), "{body}");
+    let chain_id: Value =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(dir.join("genesis.json")).unwrap())
+            .unwrap()["config"]["chainId"]
+            .clone();
+    let (_, body) = post(
+        port,
+        Some(&good()),
+        r#"{"jsonrpc":"2.0","id":4,"method":"eth_chainId","params":[]}"#,
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["result"],
+        json!(format!("{:#x}", chain_id.as_u64().unwrap())),
+        "{body}"
+    );
     let fcu = json!({"jsonrpc": "2.0", "id": 2, "method": "engine_forkchoiceUpdatedV3",
         "params": [{"headBlockHash": head_hash, "safeBlockHash": head_hash,
                     "finalizedBlockHash": format!("0x{}", "00".repeat(32))}, null]});

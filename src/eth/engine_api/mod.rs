@@ -29,4 +29,6 @@ pub struct AuthRpc {
     pub secret: JwtSecret,
     /// Sync to the forkchoice's finalized block instead of its head.
     pub from_finalized: bool,
+    /// The chain id `eth_chainId` answers.
+    pub chain_id: u64,
 }

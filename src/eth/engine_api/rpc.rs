@@ -13,6 +13,9 @@
 //!   transaction or with other blob versioned hashes than expected (V3 on) is INVALID and
 //!   one whose `blockHash` is not the hash of the header it
 //!   stands for is INVALID_BLOCK_HASH (both checked even while syncing); otherwise SYNCING.
+//! - `eth_chainId`, `eth_syncing` (a syncing object: no block imported yet, the target as
+//!   the highest block) and `eth_blockNumber` (0), which consensus clients call to see
+//!   whether the node is up and synced.
 //! - anything else: -32601; a body that is not JSON: -32700; not a request object: -32600.
 
 use alloy_primitives::B256;
@@ -92,8 +95,17 @@ fn response(id: Value, r: Result<Value, RpcError>) -> Value {
     }
 }
 
+/// What the node tells about itself through the `eth` methods a consensus client calls on
+/// the Engine API port (`common.md` asks for a subset of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeView {
+    pub chain_id: u64,
+    /// The highest block the sync knows of (its target), 0 before it knows one.
+    pub highest_block: u64,
+}
+
 /// Handle one HTTP request body.
-pub fn handle(body: &[u8]) -> Outcome {
+pub fn handle(body: &[u8], node: &NodeView) -> Outcome {
     let mut out = Outcome::default();
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -116,14 +128,14 @@ pub fn handle(body: &[u8]) -> Outcome {
                 format!("Invalid Request: batch of more than {MAX_BATCH}"),
             )),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(|i| one(i, &mut out)).collect()),
-        other => one(&other, &mut out),
+        Value::Array(items) => Value::Array(items.iter().map(|i| one(i, node, &mut out)).collect()),
+        other => one(&other, node, &mut out),
     };
     out.body = reply.to_string().into_bytes();
     out
 }
 
-fn one(req: &Value, out: &mut Outcome) -> Value {
+fn one(req: &Value, node: &NodeView, out: &mut Outcome) -> Value {
     let Some(obj) = req.as_object() else {
         return response(
             Value::Null,
@@ -161,6 +173,14 @@ fn one(req: &Value, out: &mut Outcome) -> Value {
         "engine_newPayloadV2" => new_payload(params, 2),
         "engine_newPayloadV3" => new_payload(params, 3),
         "engine_newPayloadV4" => new_payload(params, 4),
+        // A node that syncs has imported no block yet: its head is genesis (block 0).
+        "eth_chainId" => Ok(json!(format!("{:#x}", node.chain_id))),
+        "eth_syncing" => Ok(json!({
+            "startingBlock": "0x0",
+            "currentBlock": "0x0",
+            "highestBlock": format!("{:#x}", node.highest_block),
+        })),
+        "eth_blockNumber" => Ok(json!("0x0")),
         _ => Err(err(-32601, "Method not found")),
     };
     response(id, r)
@@ -332,9 +352,27 @@ mod tests {
     use super::*;
 
     fn call(body: &str) -> (Value, Outcome) {
-        let o = handle(body.as_bytes());
+        let o = handle(body.as_bytes(), &VIEW);
         let v: Value = serde_json::from_slice(&o.body).expect("the response is JSON");
         (v, o)
+    }
+
+    const VIEW: NodeView = NodeView {
+        chain_id: 4242,
+        highest_block: 600,
+    };
+
+    #[test]
+    fn eth_methods_say_the_node_is_syncing() {
+        let (r, _) = call(r#"{"jsonrpc":"2.0","id":1,"method":"eth_syncing","params":[]}"#);
+        assert_eq!(
+            r["result"],
+            json!({"startingBlock": "0x0", "currentBlock": "0x0", "highestBlock": "0x258"})
+        );
+        let (r, _) = call(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#);
+        assert_eq!(r["result"], "0x1092");
+        let (r, _) = call(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
+        assert_eq!(r["result"], "0x0");
     }
 
     fn h(b: u8) -> String {
@@ -503,7 +541,7 @@ mod tests {
             "\"x\"",
             "{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":1}",
         ] {
-            let o = handle(body.as_bytes());
+            let o = handle(body.as_bytes(), &VIEW);
             let _: Value = serde_json::from_slice(&o.body).unwrap();
         }
     }

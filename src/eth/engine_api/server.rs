@@ -176,7 +176,11 @@ fn admit(
 
 /// The response body for one admitted request.
 fn answer(api: &AuthRpc, body: &[u8], on_target: &dyn Fn(B256), stats: &Cell<ApiStats>) -> Vec<u8> {
-    let out = rpc::handle(body);
+    let node = rpc::NodeView {
+        chain_id: api.chain_id,
+        highest_block: highest_block(),
+    };
+    let out = rpc::handle(body, &node);
     for fc in &out.forkchoices {
         let mut s = stats.get();
         s.forkchoice_updates += 1;
@@ -197,6 +201,14 @@ fn answer(api: &AuthRpc, body: &[u8], on_target: &dyn Fn(B256), stats: &Cell<Api
     publish(api, stats.get(), None);
     tracing::debug!(methods = ?out.methods, "Engine API request");
     out.body
+}
+
+/// The highest block the sync knows of, from shard 0's section of `/status` (refreshed with
+/// its progress line).
+fn highest_block() -> u64 {
+    crate::node::admin::status_sections()["eth_sync_shard_0"]["status"]["highest_block"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// The endpoint's section of the admin endpoint's `/status`.

@@ -507,6 +507,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 addr: claim.addr,
                 secret,
                 from_finalized: a.sync_target_from == TargetFrom::Finalized,
+                chain_id: spec.chain_id,
             };
             _authrpc_claim = Some(claim);
             Some(api)
