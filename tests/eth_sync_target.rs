@@ -462,6 +462,21 @@ fn sync_target_below_the_head_and_peer_vote_reported_untrusted() {
         (r["target"].clone(), r["head_trusted"].clone()),
         (json!("peer-vote"), json!(false))
     );
+    // The same data directory (headers to 64 stored) with a target below: the report
+    // names the target as head, not the highest stored header.
+    let out = sync_cmd(datadir.path())
+        .args(["--mode", "snap", "--peer", server.enode()])
+        .args(["--genesis-hash", &genesis, "--network-id", "4242"])
+        .args(["--sync-target", &format!("{}", target.hash)])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["pivot_block"], 40, "{text}");
+    assert_eq!(r["head_hash"], json!(format!("{}", target.hash)), "{text}");
+    assert_eq!(r["head_trusted"], true);
 }
 
 #[test]

@@ -592,7 +592,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 "ok": ok,
                 "pivot_block": report.status.pivot_block,
                 "state_root": report.state_root,
-                "head_hash": report.head_hash,
+                "head_hash": report.status.head_hash.as_ref().or(report.head_hash.as_ref()),
                 "target": report.status.target,
                 "head_trusted": report.status.head_trusted,
                 "report": report

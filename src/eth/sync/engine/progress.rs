@@ -111,6 +111,10 @@ pub struct Status {
     pub pivot_hash: Option<String>,
     pub state_root: Option<String>,
     pub highest_block: Option<u64>,
+    /// Hash of the head the header chain is verified back from (the agreed head or the
+    /// trusted target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_hash: Option<String>,
     pub headers_complete: bool,
     pub bodies_complete: bool,
     pub receipts_complete: bool,
@@ -136,6 +140,7 @@ impl Engine {
             pivot_hash: self.pivot.as_ref().map(|p| format!("{}", p.hash)),
             state_root: self.pivot.as_ref().map(|p| format!("{}", p.state_root)),
             highest_block: self.head.as_ref().map(|p| p.number),
+            head_hash: self.head.as_ref().map(|p| format!("{}", p.hash)),
             headers_complete: c
                 .map(|c| {
                     self.head
