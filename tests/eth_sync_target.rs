@@ -527,3 +527,68 @@ fn waiting_for_a_target_ends_in_one_line() {
     assert!(stderr.contains(&format!("{}", jwt.display())), "{stderr}");
     assert!(JwtSecret::load(&jwt).is_ok());
 }
+
+/// `--sync-target-from finalized`: the forkchoice's finalized block is synced, not its head;
+/// a forkchoice without a finalized block (zero hash) sets no target.
+#[test]
+fn engine_api_finalized_block_as_the_target() {
+    let (server, chain) = generated();
+    let genesis = server.info["genesis_hash"].as_str().unwrap().to_string();
+    let datadir = tempfile::tempdir().unwrap();
+    let secret = JwtSecret([0x17; 32]);
+    let secret_file = datadir.path().join("secret.hex");
+    std::fs::write(&secret_file, format!("{}\n", secret.to_hex())).unwrap();
+    let port = free_port();
+    let child = sync_cmd(datadir.path())
+        .args(["--mode", "snap", "--peer", server.enode()])
+        .args(["--genesis-hash", &genesis, "--network-id", "4242"])
+        .args(["--authrpc", &format!("127.0.0.1:{port}")])
+        .args([
+            "--sync-target-from",
+            "finalized",
+            "--target-timeout-s",
+            "60",
+        ])
+        .arg("--jwt-secret")
+        .arg(&secret_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn catchup eth sync");
+    let sync = Sync(Some(child));
+    let auth = || format!("Bearer {}", secret.token(now_s()));
+    let fcu = |id: u64, head: String, finalized: String| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "engine_forkchoiceUpdatedV2",
+            "params": [{"headBlockHash": head, "safeBlockHash": head, "finalizedBlockHash": finalized}]})
+        .to_string()
+    };
+    let head = format!("{}", chain.head().hash);
+    let finalized = chain.headers[24].clone();
+    let zero = format!("0x{}", "00".repeat(32));
+    let (code, body) = post(port, Some(&auth()), &fcu(1, head.clone(), zero));
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = post(
+        port,
+        Some(&auth()),
+        &fcu(2, head, format!("{}", finalized.hash)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["payloadStatus"]["status"], "SYNCING");
+    let (code, stdout, stderr) = sync.finish(Duration::from_secs(90));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["pivot_block"], 24, "{stdout}");
+    assert_eq!(r["head_hash"], json!(format!("{}", finalized.hash)));
+    assert_eq!(r["target"], "engine-api");
+    // The head of the first forkchoice never became the target.
+    assert!(stderr.contains("no sync target from it"), "{stderr}");
+    let head_set = format!("target={}", chain.head().hash);
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("sync target set") && l.contains(&head_set)),
+        "{stderr}"
+    );
+}
