@@ -8,7 +8,11 @@
 //! [`Engine::set_target`] is the one entry point for a new target (the Engine API calls it
 //! through `Event::Target` on every forkchoice update). A newer target mid-sync moves the
 //! pivot with the same `ShardMsg::Pivot` switch a re-selected pivot uses, so every verified
-//! header, node and range is kept.
+//! header, node and range is kept. A newer target less than `repivot_slack` blocks ahead is
+//! held back, and adopted as soon as the peers stop serving the pivot's state.
+//!
+//! With a trusted target the peers' status rounds (`tick_pivot`) do not run: the pivot
+//! moves only to a target (the newest one given), never to a head the peers vote for.
 
 use std::collections::BTreeSet;
 
