@@ -56,6 +56,8 @@ pub struct SyncExtras {
     pub in_process: Option<Vec<ServingPeer>>,
     /// Hand every shard's store back at the end (see [`run_sync_sharded_full`]).
     pub keep_stores: bool,
+    /// Serve the Engine API on shard 0: each forkchoice update sets the sync target.
+    pub authrpc: Option<crate::eth::engine_api::AuthRpc>,
 }
 
 impl Default for SyncExtras {
@@ -66,6 +68,7 @@ impl Default for SyncExtras {
             bar: None,
             in_process: None,
             keep_stores: false,
+            authrpc: None,
         }
     }
 }
@@ -599,6 +602,20 @@ async fn shard_run<S: ShardStore>(
         senders.insert(index, tx);
         reports.push((index, report));
     }
+    // The Engine API (shard 0): every forkchoice update becomes an `Event::Target`. Held
+    // until the sync ends (dropping the task stops it).
+    let _engine_api = match (&extras.authrpc, me) {
+        (Some(api), 0) => {
+            let q = local.clone();
+            let on_target: Rc<dyn Fn(alloy_primitives::B256)> =
+                Rc::new(move |h| q.push(Event::Target(h)));
+            Some(glommio::spawn_local(crate::eth::engine_api::server::serve(
+                api.clone(),
+                on_target,
+            )))
+        }
+        _ => None,
+    };
     let mut deadlines: BTreeMap<(u64, u64), (PeerId, ReqId)> = BTreeMap::new();
     let mut seq = 0u64;
     let mut next_tick_ms = 0u64;
