@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::eth::net::chain::{Profile, RawChain};
 use crate::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
 use crate::eth::net::engine_serve::EngineResponder;
-use crate::eth::net::live::{LiveChain, LiveResponder};
+use crate::eth::net::live::{BlockProducer, LiveChain, LiveResponder};
 use crate::eth::net::node_key;
 use crate::eth::net::server::{resolve_listen, serve, ServeConfig};
 use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
@@ -442,14 +442,12 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         Some(c) => LocalNode::with_capabilities(key, c),
         None => LocalNode::new(key),
     };
-    let live = match (a.grow_every_ms, &state) {
-        (Some(_), Some(st)) => Some(Arc::new(RwLock::new(LiveChain::new(
-            (*chain).clone(),
-            st,
-            a.state_history,
-            a.seed,
-        )))),
-        _ => None,
+    let (live, producer) = match (a.grow_every_ms, &state) {
+        (Some(_), Some(st)) => {
+            let (l, p) = LiveChain::new((*chain).clone(), st, a.state_history, a.seed);
+            (Some(Arc::new(RwLock::new(l))), Some(p))
+        }
+        _ => (None, None),
     };
     // Held until this function returns: no other process can take the port meanwhile.
     let claim = resolve_listen(a.listen)?;
@@ -505,9 +503,10 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let (profile, slow) = (a.profile, a.slow_delay_ms);
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let grower = match (&live, a.grow_every_ms) {
-        (Some(l), Some(ms)) => Some(spawn_grower(
+    let grower = match (&live, producer, a.grow_every_ms) {
+        (Some(l), Some(p), Some(ms)) => Some(spawn_grower(
             l.clone(),
+            p,
             ms,
             a.json,
             shown.genesis,
@@ -577,6 +576,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
 /// line on stdout with `json`, a log line otherwise).
 fn spawn_grower(
     live: Arc<RwLock<LiveChain>>,
+    mut producer: BlockProducer,
     every_ms: u64,
     json_out: bool,
     genesis: [u8; 32],
@@ -596,10 +596,17 @@ fn spawn_grower(
                     std::thread::sleep((next - now).min(std::time::Duration::from_millis(50)));
                     continue;
                 }
-                next += every;
+                // A block that took longer than the interval delays the next; no bursts.
+                next = (next + every).max(now);
+                // The block's tries are built under the read lock (serving goes on); the
+                // write lock is held only to add it.
+                let block = {
+                    let Ok(l) = live.read() else { return };
+                    producer.prepare(l.store())
+                };
                 let (line, changes) = {
                     let Ok(mut l) = live.write() else { return };
-                    let changes = l.grow();
+                    let changes = l.append(block);
                     (head_line(&l, genesis, network_id), changes)
                 };
                 if json_out {

@@ -121,6 +121,9 @@ pub struct PeerStats {
 pub const RECEIPTS_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
 /// Most continuation requests for one block's receipts (eth/70).
 pub const MAX_RECEIPT_CONTINUATIONS: usize = 1024;
+/// Most bytes of one block's receipts gathered over continuations (eth/70); EIP-7975
+/// bounds a block's logs by its gas limit (gas / 8 bytes), far below this.
+pub const MAX_BLOCK_RECEIPTS_BYTES: usize = 64 * 1024 * 1024;
 /// How often a serving connection looks for a new head to announce (BlockRangeUpdate).
 const RANGE_CHECK_MS: u64 = 100;
 
@@ -597,6 +600,10 @@ impl EthPeer {
             }
             have += n;
             parts.push(more);
+            if parts.iter().map(|p| p.len()).sum::<usize>() > MAX_BLOCK_RECEIPTS_BYTES {
+                tracing::debug!(peer = %self.conn.peer, "one block's receipts past {MAX_BLOCK_RECEIPTS_BYTES} bytes: not continued");
+                return Ok(None);
+            }
             if !last_block_incomplete {
                 return Ok(catchup_devp2p::eth::join_receipt_lists(&parts).ok());
             }

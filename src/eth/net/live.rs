@@ -276,26 +276,53 @@ pub struct BlockChanges {
     pub contracts_created: u32,
 }
 
-/// A chain that grows, with the states of its last blocks.
+/// A chain that grows, with the states of its last blocks: what the serving shards read.
 pub struct LiveChain {
     pub chain: Arc<ChainData>,
     store: NodeStore,
     codes: HashMap<B256, Vec<u8>>,
-    accounts: BTreeMap<B256, LiveAccount>,
-    /// Keys of `accounts`, to pick from.
-    keys: Vec<B256>,
     /// Kept states: (block number, state root), oldest first.
     kept: VecDeque<(u64, B256)>,
     history: usize,
+    /// Accounts of the head state.
+    accounts_n: usize,
+}
+
+/// The head state's accounts and the generator of the next block: owned by the thread
+/// that grows the chain, which builds a block's tries reading the shared store (serving
+/// goes on meanwhile) and holds the write lock only to add what is new.
+pub struct BlockProducer {
+    accounts: BTreeMap<B256, LiveAccount>,
+    /// Keys of `accounts`, to pick from.
+    keys: Vec<B256>,
     rng: SimRng,
     created: u64,
     seed: u64,
 }
 
+/// A block built against the store, not yet part of the chain.
+pub struct PreparedBlock {
+    root: B256,
+    txs: Vec<PseudoTx>,
+    /// Trie nodes the store lacks, children before parents: (hash, RLP, account trie).
+    nodes: Vec<(B256, Vec<u8>, bool)>,
+    codes: Vec<(B256, Vec<u8>)>,
+    accounts: usize,
+    changes: BlockChanges,
+}
+
+/// (sender nonce, recipient, value, data) of a generated transaction.
+type PseudoTx = (u64, [u8; 20], u128, Vec<u8>);
+
 impl LiveChain {
     /// Start from a generated chain whose every block carries `state`'s root, keeping the
-    /// states of the last `history` blocks (at least 1).
-    pub fn new(chain: ChainData, state: &StateData, history: usize, seed: u64) -> LiveChain {
+    /// states of the last `history` blocks (at least 1); and the producer of its next blocks.
+    pub fn new(
+        chain: ChainData,
+        state: &StateData,
+        history: usize,
+        seed: u64,
+    ) -> (LiveChain, BlockProducer) {
         let mut accounts = BTreeMap::new();
         for (h, raw) in &state.accounts {
             let a = AccountView::decode(raw).expect("generated account decodes");
@@ -319,20 +346,27 @@ impl LiveChain {
                 },
             );
         }
-        let mut live = LiveChain {
-            chain: Arc::new(chain),
-            store: NodeStore::default(),
-            codes: state.codes.clone(),
+        let mut producer = BlockProducer {
             keys: accounts.keys().copied().collect(),
             accounts,
-            kept: VecDeque::new(),
-            history: history.max(1),
             rng: SimRng::new(seed ^ 0x11fe_c4a1),
             created: 0,
             seed,
         };
-        let all: Vec<B256> = live.keys.clone();
-        let root = live.rebuild(&all, &all);
+        let mut live = LiveChain {
+            chain: Arc::new(chain),
+            store: NodeStore::default(),
+            codes: state.codes.clone(),
+            kept: VecDeque::new(),
+            history: history.max(1),
+            accounts_n: producer.accounts.len(),
+        };
+        let all: Vec<B256> = producer.keys.clone();
+        let mut nodes = Vec::new();
+        let root = producer.rebuild(&all, &all, &live.store, &mut nodes);
+        for (h, raw, account_trie) in nodes {
+            live.store.add(h, &raw, account_trie);
+        }
         assert_eq!(
             root, state.root,
             "the live state starts at the generated root"
@@ -344,18 +378,90 @@ impl LiveChain {
             live.store.retain(r);
             live.kept.push_back((n, r));
         }
-        live
+        (live, producer)
     }
 
+    /// The head block.
+    pub fn head(&self) -> &Header {
+        self.chain.head()
+    }
+
+    /// Kept states, oldest first: (block number, state root).
+    pub fn kept(&self) -> impl Iterator<Item = &(u64, B256)> {
+        self.kept.iter()
+    }
+
+    /// The node store of the kept states (read by [`BlockProducer::prepare`]).
+    pub fn store(&self) -> &NodeStore {
+        &self.store
+    }
+
+    /// Trie nodes held for all kept states.
+    pub fn nodes_held(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Accounts of the head state.
+    pub fn accounts(&self) -> usize {
+        self.accounts_n
+    }
+
+    fn is_kept(&self, root: &B256) -> bool {
+        self.kept.iter().any(|(_, r)| r == root)
+    }
+
+    /// Build the next block with `producer` and append it (both steps at once; the
+    /// block producer thread holds the write lock only for [`LiveChain::append`]).
+    pub fn grow(&mut self, producer: &mut BlockProducer) -> BlockChanges {
+        let b = producer.prepare(&self.store);
+        self.append(b)
+    }
+
+    /// Append a prepared block: its new nodes and codes stored, the block on the chain, its
+    /// state kept and the oldest one beyond the history dropped.
+    pub fn append(&mut self, b: PreparedBlock) -> BlockChanges {
+        for (h, raw, account_trie) in &b.nodes {
+            self.store.add(*h, raw, *account_trie);
+        }
+        self.codes.extend(b.codes);
+        self.accounts_n = b.accounts;
+        self.append_block(b.root, &b.txs);
+        let number = self.head().number;
+        self.store.retain(b.root);
+        self.kept.push_back((number, b.root));
+        while self.kept.len() > self.history {
+            if let Some((_, old)) = self.kept.pop_front() {
+                self.store.release(old);
+            }
+        }
+        let keep: Vec<B256> = self.kept.iter().map(|(_, r)| *r).collect();
+        self.store.sweep(&keep);
+        b.changes
+    }
+}
+
+impl BlockProducer {
     /// Rebuild the storage tries of `touched`, the trie values of `changed` (and of
     /// `touched`), then the account trie; returns the root.
-    fn rebuild(&mut self, touched: &[B256], changed: &[B256]) -> B256 {
+    /// New nodes (those `store` lacks) go to `out`, children before parents.
+    fn rebuild(
+        &mut self,
+        touched: &[B256],
+        changed: &[B256],
+        store: &NodeStore,
+        out: &mut Vec<(B256, Vec<u8>, bool)>,
+    ) -> B256 {
+        let mut seen = std::collections::HashSet::new();
+        let mut emit = |h: B256, r: &[u8], account_trie: bool| {
+            if store.node(&h).is_none() && seen.insert(h) {
+                out.push((h, r.to_vec(), account_trie));
+            }
+        };
         for h in touched {
             let Some(a) = self.accounts.get_mut(h) else {
                 continue;
             };
             let slots: Vec<(&B256, &Vec<u8>)> = a.storage.iter().collect();
-            let store = &mut self.store;
             a.storage_root = if slots.is_empty() {
                 EMPTY_ROOT
             } else {
@@ -364,7 +470,7 @@ impl LiveChain {
                         .iter()
                         .map(|(k, v)| (k.as_slice(), v.as_slice()))
                         .collect::<Vec<_>>(),
-                    &mut |h, r| store.add(h, r, false),
+                    &mut |h, r| emit(h, r, false),
                 )
             };
         }
@@ -379,32 +485,7 @@ impl LiveChain {
             .map(|(h, a)| (h.as_slice(), a.leaf.as_slice()))
             .collect();
         debug_assert!(leaves.iter().all(|(_, l)| !l.is_empty()));
-        let store = &mut self.store;
-        build_root(&leaves, &mut |h, r| store.add(h, r, true))
-    }
-
-    /// The head block.
-    pub fn head(&self) -> &Header {
-        self.chain.head()
-    }
-
-    /// Kept states, oldest first: (block number, state root).
-    pub fn kept(&self) -> impl Iterator<Item = &(u64, B256)> {
-        self.kept.iter()
-    }
-
-    /// Trie nodes held for all kept states.
-    pub fn nodes_held(&self) -> usize {
-        self.store.len()
-    }
-
-    /// Accounts of the head state.
-    pub fn accounts(&self) -> usize {
-        self.accounts.len()
-    }
-
-    fn is_kept(&self, root: &B256) -> bool {
-        self.kept.iter().any(|(_, r)| r == root)
+        build_root(&leaves, &mut |h, r| emit(h, r, true))
     }
 
     fn pick(&mut self) -> B256 {
@@ -432,15 +513,16 @@ impl LiveChain {
         rlp::bytes_item(&v)
     }
 
-    /// Append one generated block: its changes applied to the head state, its transactions
-    /// and receipts in the body and under the header's roots, the new state kept and the
-    /// oldest one beyond `history` dropped.
-    pub fn grow(&mut self) -> BlockChanges {
+    /// The next generated block: its changes applied to the head state (transfers, a new
+    /// account, storage writes and a deletion, a contract creation every other block), its
+    /// tries built against `store`.
+    pub fn prepare(&mut self, store: &NodeStore) -> PreparedBlock {
+        let mut new_codes = Vec::new();
         let mut ch = BlockChanges::default();
         let mut touched_storage: Vec<B256> = Vec::new();
         let mut changed: Vec<B256> = Vec::new();
         // (sender, recipient key bytes, value, data) of each pseudo transaction.
-        let mut txs: Vec<(u64, [u8; 20], u128, Vec<u8>)> = Vec::new();
+        let mut txs: Vec<PseudoTx> = Vec::new();
         // Transfers: one to three.
         for _ in 0..1 + self.rng.below(3) {
             let (from, to) = (self.pick(), self.pick());
@@ -518,7 +600,7 @@ impl LiveChain {
             let len = 40 + self.rng.below(400) as usize;
             let code = self.rng.bytes(len);
             let code_hash = keccak256(&code);
-            self.codes.insert(code_hash, code.clone());
+            new_codes.push((code_hash, code.clone()));
             let mut storage = BTreeMap::new();
             for j in 0..1 + self.rng.below(3) {
                 let v = self.slot_value();
@@ -542,23 +624,21 @@ impl LiveChain {
         }
         touched_storage.sort();
         touched_storage.dedup();
-        let root = self.rebuild(&touched_storage, &changed);
-        self.append_block(root, &txs);
-        // Keep the new state; drop the oldest beyond the history.
-        let number = self.head().number;
-        self.store.retain(root);
-        self.kept.push_back((number, root));
-        while self.kept.len() > self.history {
-            if let Some((_, old)) = self.kept.pop_front() {
-                self.store.release(old);
-            }
+        let mut nodes = Vec::new();
+        let root = self.rebuild(&touched_storage, &changed, store, &mut nodes);
+        PreparedBlock {
+            root,
+            txs,
+            nodes,
+            codes: new_codes,
+            accounts: self.accounts.len(),
+            changes: ch,
         }
-        let keep: Vec<B256> = self.kept.iter().map(|(_, r)| *r).collect();
-        self.store.sweep(&keep);
-        ch
     }
+}
 
-    fn append_block(&mut self, state_root: B256, txs: &[(u64, [u8; 20], u128, Vec<u8>)]) {
+impl LiveChain {
+    fn append_block(&mut self, state_root: B256, txs: &[PseudoTx]) {
         let parent = self.head().clone();
         let number = parent.number + 1;
         let empty_list = rlp::wrap_list(&[]);
@@ -768,10 +848,11 @@ mod tests {
     use crate::eth::sync::chain::generate_chain;
     use crate::eth::sync::types::TriePath;
 
-    fn live(history: usize) -> (LiveChain, StateData) {
+    fn live(history: usize) -> (LiveChain, BlockProducer, StateData) {
         let st = StateData::generate(300, 50, 3);
         let chain = generate_chain(4, st.root, 3);
-        (LiveChain::new(chain, &st, history, 3), st)
+        let (l, p) = LiveChain::new(chain, &st, history, 3);
+        (l, p, st)
     }
 
     fn full_range(l: &LiveChain, root: B256) -> Vec<(B256, Vec<u8>)> {
@@ -799,7 +880,7 @@ mod tests {
 
     #[test]
     fn serves_the_generated_state_as_the_static_peer_does() {
-        let (l, st) = live(8);
+        let (l, _, st) = live(8);
         assert_eq!(full_range(&l, st.root), st.accounts);
         // Trie nodes by path and storage ranges agree with the static serving code.
         let stat = ServingPeer::new(
@@ -840,10 +921,10 @@ mod tests {
 
     #[test]
     fn grows_with_verified_roots_and_forgets_old_states() {
-        let (mut l, st) = live(3);
+        let (mut l, mut p, st) = live(3);
         let mut roots = vec![st.root];
         for _ in 0..12 {
-            let ch = l.grow();
+            let ch = l.grow(&mut p);
             assert!(ch.new_accounts == 1 && ch.storage_writes == 2);
             roots.push(l.head().state_root);
         }
@@ -866,7 +947,7 @@ mod tests {
         }
         let head_root = l.head().state_root;
         // The cached trie values are the accounts' own: a build from scratch agrees.
-        let scratch: Vec<(B256, Vec<u8>)> = l
+        let scratch: Vec<(B256, Vec<u8>)> = p
             .accounts
             .iter()
             .map(|(h, a)| (*h, a.encode_leaf()))
