@@ -26,7 +26,7 @@ use catchup_devp2p::secp256k1::SecretKey;
 
 use crate::node::opts::GlobalOpts;
 
-/// Serve a chain (and its state) to other nodes over RLPx: eth/66–69 (headers, bodies,
+/// Serve a chain (and its state) to other nodes over RLPx: eth/66–70 (headers, bodies,
 /// receipts when known, node data) and snap/1, on every shard of the listen address.
 /// Prints this node's enode URL on stdout, then runs until SIGINT/SIGTERM.
 #[derive(Args, Debug, Clone)]
