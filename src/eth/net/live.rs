@@ -920,6 +920,43 @@ mod tests {
     }
 
     #[test]
+    fn ranges_from_any_origin_match_the_static_peer() {
+        let (l, _, st) = live(2);
+        let stat = ServingPeer::new(
+            Arc::new(generate_chain(4, st.root, 3)),
+            Some(Arc::new(st.clone())),
+        );
+        let mut rng = SimRng::new(11);
+        let big = *st.storage.iter().max_by_key(|(_, v)| v.len()).unwrap().0;
+        for i in 0..200 {
+            let origin = B256::from_slice(&rng.bytes(32));
+            let limit = if i % 3 == 0 {
+                B256::repeat_byte(0xff)
+            } else {
+                B256::from_slice(&rng.bytes(32)).max(origin)
+            };
+            let bytes = 1 + rng.below(6000);
+            for req in [
+                Request::AccountRange {
+                    root: st.root,
+                    origin,
+                    limit,
+                    bytes,
+                },
+                Request::StorageRanges {
+                    root: st.root,
+                    accounts: vec![big],
+                    origin,
+                    limit,
+                    bytes,
+                },
+            ] {
+                assert_eq!(l.handle(&req), stat.handle(&req), "{req:?}");
+            }
+        }
+    }
+
+    #[test]
     fn grows_with_verified_roots_and_forgets_old_states() {
         let (mut l, mut p, st) = live(3);
         let mut roots = vec![st.root];
