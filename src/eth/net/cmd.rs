@@ -14,7 +14,7 @@ use crate::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
 use crate::eth::net::engine_serve::EngineResponder;
 use crate::eth::net::live::{BlockProducer, LiveChain, LiveResponder};
 use crate::eth::net::node_key;
-use crate::eth::net::server::{resolve_listen, serve, ServeConfig};
+use crate::eth::net::server::{resolve_listen, serve_notify, ServeConfig};
 use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
 use crate::eth::net::sync_sharded::{run_sync_sharded_with, SyncExtras};
 use crate::eth::net::{LocalNode, NetConfig};
@@ -453,18 +453,19 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let claim = resolve_listen(a.listen)?;
     let listen = claim.addr;
     let enode = local.enode(listen);
+    // Printed once a shard listens: a script that reads the enode can dial at once.
+    let mut stdout_line = String::new();
+    let mut stderr_lines = Vec::new();
     if a.json {
-        println!(
-            "{}",
-            json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
+        stdout_line = json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
                    "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head().state_root), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
                    "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
                    "protocols": local.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                    "grow_every_ms": a.grow_every_ms, "state_history": a.state_history})
-        );
+        .to_string();
     } else {
-        println!("{enode}");
-        eprintln!(
+        stdout_line.push_str(&enode);
+        stderr_lines.push(format!(
             "serving blocks {}..={} (head 0x{}), state {}, fork id {}, profile {}, {} shard(s)",
             shown.base,
             shown.head_number,
@@ -473,18 +474,17 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             status.fork_id,
             format!("{:?}", a.profile).to_lowercase(),
             a.shards
-        );
+        ));
         if a.genesis.is_none() {
             // A chain without forks: its genesis hash and network id are all a sync needs.
-            eprintln!(
+            stderr_lines.push(format!(
                 "sync from it: catchup eth sync --peer {enode} --genesis-hash 0x{} --network-id {} --datadir DIR",
                 hex::encode(shown.genesis),
                 status.network_id
-            );
+            ));
         }
     }
     use std::io::Write;
-    let _ = std::io::stdout().flush();
     let net = NetConfig {
         handshake_timeout_ms: a.handshake_timeout_ms,
         idle_timeout_ms: a.idle_timeout_ms,
@@ -503,17 +503,34 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let (profile, slow) = (a.profile, a.slow_delay_ms);
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let grower = match (&live, producer, a.grow_every_ms) {
-        (Some(l), Some(p), Some(ms)) => Some(spawn_grower(
-            l.clone(),
-            p,
-            ms,
-            a.json,
-            shown.genesis,
-            network_id,
-            stop.clone(),
-        )?),
+    // The first shard listening announces the node, then the chain starts to grow.
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<usize>();
+    let grow = match (&live, producer, a.grow_every_ms) {
+        (Some(l), Some(p), Some(ms)) => Some((l.clone(), p, ms)),
         _ => None,
+    };
+    let (json_out, genesis, stop2) = (a.json, shown.genesis, stop.clone());
+    let announcer = std::thread::Builder::new()
+        .name("serve-ready".into())
+        .spawn(move || -> Option<std::thread::JoinHandle<()>> {
+            bound_rx.recv().ok()?;
+            let _ = writeln!(std::io::stdout(), "{stdout_line}");
+            let _ = std::io::stdout().flush();
+            for l in stderr_lines {
+                eprintln!("{l}");
+            }
+            let (l, p, ms) = grow?;
+            match spawn_grower(l, p, ms, json_out, genesis, network_id, stop2) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    None
+                }
+            }
+        })
+        .context("starting the announcing thread")?;
+    let listening = move |_shard: usize| {
+        let _ = bound_tx.send(0);
     };
     let stats = match &live {
         Some(l) => {
@@ -521,7 +538,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             drop((chain, state));
             let l = l.clone();
             let step = a.block_range_every.max(1);
-            serve(
+            serve_notify(
                 cfg,
                 local,
                 move |_| LiveResponder {
@@ -530,9 +547,10 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 },
                 rc,
                 stop.clone(),
+                listening,
             )
         }
-        None => serve(
+        None => serve_notify(
             cfg,
             local,
             move |shard| {
@@ -546,10 +564,11 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             },
             rc,
             stop.clone(),
+            listening,
         ),
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(g) = grower {
+    if let Ok(Some(g)) = announcer.join() {
         let _ = g.join();
     }
     let stats = stats?;
