@@ -52,9 +52,13 @@
 mod hash;
 mod inbox;
 mod load;
+mod maps;
 mod mesh;
 mod set;
 mod shard;
+mod table;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
@@ -62,6 +66,42 @@ use catchup_solana::LtHash;
 
 pub use hash::{RETRACT_READS_IN_FLIGHT, RETRACT_READ_BYTES};
 pub use set::ShardSet;
+pub use table::SLOT_BYTES;
+
+/// Memory maps of storage files a shard keeps open by default (the least recently used
+/// is dropped beyond it; see [`IndexConfig::max_open_maps`]).
+pub const DEFAULT_MAX_OPEN_MAPS_PER_SHARD: usize = 1024;
+
+/// Settings of the index shards.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// Storage-file memory maps each shard keeps open at most; a cold file is mapped again
+    /// when read. All shards together stay well below Linux's default
+    /// `vm.max_map_count` (65,530) with the default.
+    pub max_open_maps: usize,
+    /// Test only: fingerprints with three values, so nearly every pubkey collides.
+    #[cfg(test)]
+    pub(crate) weak_fingerprint: bool,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            max_open_maps: DEFAULT_MAX_OPEN_MAPS_PER_SHARD,
+            #[cfg(test)]
+            weak_fingerprint: false,
+        }
+    }
+}
+
+impl IndexConfig {
+    fn weak_fingerprint(&self) -> bool {
+        #[cfg(test)]
+        return self.weak_fingerprint;
+        #[cfg(not(test))]
+        false
+    }
+}
 
 /// Smallest capacity of a shard's inbox from the feeding thread (messages; data messages
 /// are at most [`WRITE_CHUNK_BYTES`] each). [`ShardSet::start_with_queue`] sets a deeper
@@ -143,6 +183,17 @@ pub struct ShardTotals {
     pub idle_ms: u64,
     /// Time spent re-reading and mixing out superseded versions.
     pub retract_ms: u64,
+    /// Memory of this shard's index at rest (fingerprint table, side table, file tables),
+    /// from their capacities.
+    pub index_bytes: u64,
+    /// Pubkeys kept in the exact side table because another pubkey has their fingerprint.
+    pub index_collisions: u64,
+    /// Storage files this shard's index refers to.
+    pub storage_files: u64,
+    /// Storage-file memory maps open now, at most at once, and opened in all.
+    pub open_maps: u64,
+    pub peak_open_maps: u64,
+    pub maps_opened: u64,
     /// First storage-file error this shard saw, if any.
     pub error: Option<String>,
 }
@@ -161,9 +212,6 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
-    fn order(&self) -> (u64, u64, u64) {
-        (self.slot, self.id, self.offset)
-    }
     fn stored_bytes(&self) -> u64 {
         (catchup_solana::appendvec::ENTRY_HEADER_BYTES as u64 + self.data_len as u64 + 7) & !7
     }
