@@ -20,14 +20,26 @@
 //! the bytes are hot in cache (zero-lamport entries add nothing) and ships no hash. The
 //! owner decides winners from the compact entries alone and records each *loser* (an
 //! older version, or a newer file's entry that lost the tie-break) whose lamports are
-//! non-zero. When totals are asked for, each owner re-reads its losers from the mapped
+//! non-zero. When totals are asked for, each owner re-reads its losers from the storage
 //! files and mixes their elements out. So `Σ shards = Σ scanned − Σ losers = Σ live`,
 //! exactly the live-set semantics, and the blake3 XOF runs once per entry plus once per
 //! overwritten entry. The alternatives cost more: shipping the 2048-byte element with
 //! every entry multiplies the mesh traffic by ~15, keeping it at the owner costs 2 KiB per
 //! live account, and hashing only the winners at the end re-reads every account after
 //! the stream instead of while it is in cache. Lamports, zero-lamport counts and data
-//! bytes need no file access: the entries carry them.
+//! bytes work the same way at the owner: every entry adds its values as it arrives (the
+//! compact entries carry them), and each superseded version subtracts them, read from
+//! its file with its LtHash element.
+//!
+//! # A lean index
+//!
+//! An owner keeps 16 bytes a live account (`table`): a keyed 64-bit fingerprint of the
+//! pubkey, the storage file as an index into the shard's file table and the offset / 8,
+//! in an open-addressing table at most 3/4 full (21–43 bytes per account). Pubkeys are
+//! confirmed from the files: an entry whose fingerprint is taken waits for the barrier,
+//! then is either a newer or older version of the same account or a different pubkey,
+//! kept in an exact side table. Memory maps of storage files are bounded per shard
+//! ([`IndexConfig::max_open_maps`], least recently used dropped; `maps`).
 //!
 //! A file that arrives before the manifest (so its `accounts_current_len` is unknown
 //! while it streams) is written first and scanned from its memory map once the manifest
@@ -45,7 +57,9 @@
 //!
 //! `set` (the handle the pipeline holds), `inbox` (a shard's command loop), `load`
 //! (writing and scanning account files), `mesh` (the links between shards), `shard` (one
-//! shard's slice of the index), `hash` (retracting superseded versions from the LtHash).
+//! shard's slice of the index), `table` (its compact fingerprint table), `maps` (its
+//! bounded memory maps), `hash` (resolving fingerprint matches and retracting superseded
+//! versions).
 //!
 //! [`AppendVecScanner`]: catchup_solana::appendvec::AppendVecScanner
 
