@@ -29,6 +29,10 @@ impl MapCache {
         }
     }
 
+    pub(super) fn cap(&self) -> usize {
+        self.cap
+    }
+
     pub(super) fn open(&self) -> usize {
         self.maps.len()
     }

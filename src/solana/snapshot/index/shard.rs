@@ -79,6 +79,8 @@ pub(super) struct State {
     /// generation's files all stream before its totals).
     pub(super) file_ids: HashMap<FileRef, u32, ahash::RandomState>,
     pub(super) last_file: Option<(FileRef, u32)>,
+    /// Files interned since the last totals start here.
+    pub(super) new_files_from: usize,
     pub(super) maps: MapCache,
     /// Fingerprint → newest version of each pubkey this shard owns.
     pub(super) table: KeyTable,
@@ -305,6 +307,18 @@ impl State {
     pub(super) fn totals(&mut self) -> ShardTotals {
         self.resolve_pending();
         self.retract_losers();
+        // Map the files indexed since the last totals, up to the cap, so lookups keep
+        // working whatever happens to the directory later; beyond the cap a cold file is
+        // opened again by name from the snapshot's directory.
+        let first = self
+            .new_files_from
+            .max(self.files.len().saturating_sub(self.maps.cap()));
+        for f in first..self.files.len() {
+            if let Err(e) = self.map(f as u32) {
+                self.fail(e);
+            }
+        }
+        self.new_files_from = self.files.len();
         // This generation's files have all streamed: only the file table stays.
         self.file_ids = HashMap::with_hasher(ahash::RandomState::new());
         self.last_file = None;
@@ -411,6 +425,7 @@ pub(super) async fn shard_main(s: ShardStart, dma: bool) {
         files: Vec::new(),
         file_ids: HashMap::with_hasher(ahash::RandomState::new()),
         last_file: None,
+        new_files_from: 0,
         maps: MapCache::new(s.config.max_open_maps),
         table: KeyTable::default(),
         side: HashMap::with_hasher(ahash::RandomState::new()),
