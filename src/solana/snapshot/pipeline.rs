@@ -618,10 +618,7 @@ impl Pipeline {
         let per_shard = (spare / 2 / cfg.shards.max(1) as u64).min(MAX_QUEUED_FILE_BYTES_PER_SHARD);
         let capacity =
             ((per_shard / FILE_WRITE_BUFFER_BYTES as u64) as usize).max(MIN_SHARD_INBOX_CAPACITY);
-        let index = IndexConfig {
-            max_open_maps: cfg.max_open_maps_per_shard,
-            ..IndexConfig::default()
-        };
+        let index = IndexConfig::default().with_max_open_maps(cfg.max_open_maps_per_shard);
         let shards = ShardSet::start_configured(cfg.shards, capacity, cfg.cores.clone(), index)
             .map_err(io_err(datadir))?;
         Self::with_shards(datadir, cfg, shards, None)

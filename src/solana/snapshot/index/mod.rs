@@ -109,6 +109,12 @@ impl Default for IndexConfig {
 }
 
 impl IndexConfig {
+    /// These settings with `n` open maps per shard at most.
+    pub fn with_max_open_maps(mut self, n: usize) -> Self {
+        self.max_open_maps = n.max(1);
+        self
+    }
+
     fn weak_fingerprint(&self) -> bool {
         #[cfg(test)]
         return self.weak_fingerprint;

@@ -42,9 +42,14 @@ fn make_files(files: u64, per_file: u64, keys: u64) -> Files {
     out
 }
 
+/// Live accounts: pubkey → (lamports, data, slot).
+type Live = HashMap<[u8; 32], (u64, Vec<u8>, u64)>;
+/// Newest version so far: pubkey → ((slot, file id, index in file), lamports, data).
+type Newest = HashMap<[u8; 32], ((u64, u64, usize), u64, Vec<u8>)>;
+
 /// The live set by the rule: newest (slot, file id, offset) wins.
-fn model(files: &Files) -> (LtHash, u128, HashMap<[u8; 32], (u64, Vec<u8>, u64)>) {
-    let mut best: HashMap<[u8; 32], ((u64, u64, usize), u64, Vec<u8>)> = HashMap::new();
+fn model(files: &Files) -> (LtHash, u128, Live) {
+    let mut best: Newest = HashMap::new();
     for ((slot, id), entries) in files {
         for (i, (k, l, d)) in entries.iter().enumerate() {
             let order = (*slot, *id, i);
