@@ -30,6 +30,15 @@ fn pending_reads(st: &mut State) -> (Vec<super::table::Pending>, Vec<(Loc, usize
     (pending, reads)
 }
 
+/// For each pending entry, the location its read is planned at.
+fn read_locations(reads: &[(Loc, usize)], pending: usize) -> Vec<Loc> {
+    let mut at = vec![Loc::default(); pending];
+    for &(l, i) in reads {
+        at[i] = l;
+    }
+    at
+}
+
 impl State {
     /// Mix out the elements of every loser recorded so far (their files are complete).
     pub(super) fn retract_losers(&mut self) {
@@ -51,16 +60,17 @@ impl State {
         }
         let t = std::time::Instant::now();
         let (pending, reads) = pending_reads(self);
-        let mut held = vec![None; pending.len()];
-        match self.read_mapped(&reads, &mut |_, i, a| held[i] = Some(*a.pubkey)) {
-            Ok(()) => self.resolve(pending, &held),
-            Err(e) => self.fail(e),
+        let at = read_locations(&reads, pending.len());
+        if let Err(e) = self.read_mapped(&reads, &mut |st, i, a| {
+            st.resolve_one(&pending[i], at[i], a)
+        }) {
+            self.fail(e);
         }
         self.retract_ns += t.elapsed().as_nanos() as u64;
     }
 
     /// Take one superseded version out of the live set.
-    fn retract(&mut self, subtract: bool, a: &StoredAccount<'_>) {
+    pub(super) fn retract(&mut self, subtract: bool, a: &StoredAccount<'_>) {
         if subtract {
             self.sub_sums(a.lamports, a.data.len() as u64);
         }
@@ -108,10 +118,11 @@ pub(super) async fn resolve_pending_dma(state: &Rc<RefCell<State>>) {
     }
     let t = std::time::Instant::now();
     let (pending, reads) = pending_reads(&mut state.borrow_mut());
-    let mut held = vec![None; pending.len()];
-    if read_dma(state, &reads, &mut |_, i, a| held[i] = Some(*a.pubkey)).await {
-        state.borrow_mut().resolve(pending, &held);
-    }
+    let at = read_locations(&reads, pending.len());
+    read_dma(state, &reads, &mut |st, i, a| {
+        st.resolve_one(&pending[i], at[i], a)
+    })
+    .await;
     state.borrow_mut().retract_ns += t.elapsed().as_nanos() as u64;
 }
 

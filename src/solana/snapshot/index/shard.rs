@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use catchup_io::mmap::MappedFile;
-use catchup_solana::appendvec::account_at;
+use catchup_solana::appendvec::{account_at, StoredAccount};
 use catchup_solana::LtHash;
 
 use super::inbox::inbox_task;
@@ -247,29 +247,33 @@ impl State {
         }
     }
 
-    /// Decide the pending entries, given for each the pubkey held by the table slot of
-    /// its fingerprint (read from that slot's file).
-    pub(super) fn resolve(&mut self, pending: Vec<Pending>, held: &[Option<[u8; 32]>]) {
-        debug_assert_eq!(pending.len(), held.len());
-        for (p, h) in pending.iter().zip(held) {
-            let Some(h) = h else { continue };
-            if !self.side.is_empty() && self.side.contains_key(&p.key) {
-                self.update(At::Side(p.key), p.loc, p.lamports, p.data_len as u64);
-            } else if *h == p.key {
-                let fp = self.fingerprint.of(&p.key);
-                let Some(i) = self.table.find(fp) else {
-                    // Slots are never removed.
-                    self.fail(format!(
-                        "index shard {}: fingerprint slot vanished",
-                        self.shard
-                    ));
-                    return;
-                };
-                self.update(At::Main(i), p.loc, p.lamports, p.data_len as u64);
+    /// Decide one pending entry, given the account `held` read at `read_at`, the location
+    /// the table slot of its fingerprint had when the reads were planned.
+    pub(super) fn resolve_one(&mut self, p: &Pending, read_at: Loc, held: &StoredAccount<'_>) {
+        if !self.side.is_empty() && self.side.contains_key(&p.key) {
+            self.update(At::Side(p.key), p.loc, p.lamports, p.data_len as u64);
+        } else if *held.pubkey == p.key {
+            let fp = self.fingerprint.of(&p.key);
+            let Some(i) = self.table.find(fp) else {
+                // Slots are never removed.
+                self.fail(format!(
+                    "index shard {}: fingerprint slot vanished",
+                    self.shard
+                ));
+                return;
+            };
+            let cur = self.table.loc(i);
+            if cur == read_at && self.order(cur) < self.order(p.loc) {
+                // The version just read is superseded: retract it from these bytes now
+                // rather than reading it again with the other losers.
+                *self.table.loc_mut(i) = p.loc;
+                self.retract(true, held);
             } else {
-                // A different pubkey with the same fingerprint: a new live account.
-                self.side.insert(p.key, p.loc);
+                self.update(At::Main(i), p.loc, p.lamports, p.data_len as u64);
             }
+        } else {
+            // A different pubkey with the same fingerprint: a new live account.
+            self.side.insert(p.key, p.loc);
         }
     }
 
