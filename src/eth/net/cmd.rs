@@ -99,6 +99,53 @@ pub struct ServeArgs {
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub disc: ServeDiscoveryArgs,
+}
+
+/// Node discovery of a serving node: answered on the UDP port of `--listen`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeDiscoveryArgs {
+    /// Answer node discovery on UDP at the --listen address: v4, v5 or v4,v5 (default:
+    /// none). The node's record (ENR, with its `eth` fork id) is printed after its enode.
+    #[arg(long, value_name = "LIST")]
+    pub discovery: Option<String>,
+    /// Nodes to announce ourselves to (enode://… or enr:-…, comma-separated or repeated).
+    #[arg(long, value_name = "ENODE|ENR")]
+    pub bootnodes: Vec<String>,
+    /// How the advertised address is found: none (the --listen IP) or extip:IP.
+    #[arg(long, value_name = "none|extip:IP")]
+    pub nat: Option<String>,
+    /// The IP other nodes reach us at, advertised in discovery (same as --nat extip:IP).
+    #[arg(long, value_name = "IP")]
+    pub ext_ip: Option<std::net::IpAddr>,
+}
+
+/// Finding peers on the network for `eth sync`.
+#[derive(Args, Debug, Clone)]
+pub struct SyncDiscoveryArgs {
+    /// Bootstrap nodes for discovery (enode://… for discv4, enr:-… for discv5 and discv4;
+    /// comma-separated or repeated). Without it and without --peer, the built-in bootnodes
+    /// of mainnet, sepolia and holesky are used when the genesis is one of them.
+    #[arg(long, value_name = "ENODE|ENR")]
+    pub bootnodes: Vec<String>,
+    /// Discovery mechanisms: v4, v5, comma-separated, or none (default: v4,v5 when there
+    /// are bootnodes, none when only --peer is given).
+    #[arg(long, value_name = "LIST")]
+    pub discovery: Option<String>,
+    /// Discovered peers kept connected, over all shards (each shard dials its share);
+    /// --peer entries come on top and are always kept.
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    pub max_peers: usize,
+    /// UDP address discovery binds (port 0 picks one).
+    #[arg(long, default_value = "0.0.0.0:30303", value_name = "ADDR")]
+    pub discovery_addr: SocketAddr,
+    /// How the advertised address is found: none (the --discovery-addr IP) or extip:IP.
+    #[arg(long, value_name = "none|extip:IP")]
+    pub nat: Option<String>,
+    /// The IP other nodes reach us at, advertised in discovery (same as --nat extip:IP).
+    #[arg(long, value_name = "IP")]
+    pub ext_ip: Option<std::net::IpAddr>,
 }
 
 /// Sync a chain and its state from peers over RLPx with the fast or snap engines, storing
@@ -108,9 +155,12 @@ pub struct ServeArgs {
 /// terminal. Exits 1 unless the sync finished (and matched `--expect-state-root` when given).
 #[derive(Args, Debug, Clone)]
 pub struct SyncArgs {
-    /// A static peer (repeatable).
-    #[arg(long = "peer", required = true, value_name = "ENODE")]
+    /// A static peer (repeatable); always dialed and kept. Without it, peers are found by
+    /// discovery (--bootnodes).
+    #[arg(long = "peer", value_name = "ENODE")]
     pub peers: Vec<String>,
+    #[command(flatten)]
+    pub disc: SyncDiscoveryArgs,
     /// geth genesis file of the chain to sync.
     #[arg(
         long,
@@ -335,6 +385,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let claim = resolve_listen(a.listen)?;
     let listen = claim.addr;
     let enode = local.enode(listen);
+    let disc = crate::eth::net::discover::serve_setup(&a.disc, listen, key, status.clone())?;
     if a.json {
         println!(
             "{}",
@@ -363,6 +414,18 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             );
         }
     }
+    if let Some(d) = &disc {
+        // The node record, for `--bootnodes` of other nodes (discv5 needs it).
+        let enr = d.enr.to_text();
+        if a.json {
+            println!(
+                "{}",
+                json!({"event": "discovery", "enr": enr, "udp": listen.to_string(), "v4": d.cfg.protocols.v4, "v5": d.cfg.protocols.v5})
+            );
+        } else {
+            println!("{enr}");
+        }
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let net = NetConfig {
@@ -380,21 +443,20 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     let (profile, slow) = (a.profile, a.slow_delay_ms);
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
-    let stats = serve(
-        cfg,
-        local,
-        move |shard| {
-            let mut r = EngineResponder::new(
-                ServingPeer::new(chain.clone(), state.clone()),
-                profile,
-                1 + shard as u64,
-            );
-            r.slow_delay_ms = slow;
-            r
-        },
-        rc,
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    let responder = move |shard| {
+        let mut r = EngineResponder::new(
+            ServingPeer::new(chain.clone(), state.clone()),
+            profile,
+            1 + shard as u64,
+        );
+        r.slow_delay_ms = slow;
+        r
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = match disc {
+        Some(d) => crate::eth::net::discover::serve_with_discovery(cfg, local, responder, rc, stop, d)?,
+        None => serve(cfg, local, responder, rc, stop)?,
+    };
     drop(claim);
     if a.json {
         // stdout may be closed by now (a parent that only read the enode): not an error.
@@ -434,6 +496,9 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         (1..=4096).contains(&a.node_batch),
         "--node-batch must be in 1..=4096"
     );
+    let discovery = crate::eth::net::discover::resolve_sync(&a.disc, peers.len(), &genesis)?;
+    // Discovered peers count like given ones for the pivot agreement.
+    let peers_known = peers.len() + discovery.as_ref().map_or(0, |_| a.disc.max_peers);
     // Held (locked) until the sync ends: a second sync over the same directory is refused.
     let dd = catchup_io::datadir::DataDir::open(&a.datadir)?;
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
@@ -450,8 +515,8 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         pivot_distance: a.pivot_distance,
         pivot_agreement: a
             .pivot_agreement
-            .unwrap_or_else(|| default_pivot_agreement(peers.len())),
-        peers_given: peers.len(),
+            .unwrap_or_else(|| default_pivot_agreement(peers_known)),
+        peers_given: peers_known,
         fetch_receipts: a.receipts,
         status_check_ms: a.status_check_s.saturating_mul(1000),
         history_only: a.history_only,
@@ -474,10 +539,21 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         crate::node::obs::ProgressUnit::Items("items"),
         a.json,
     );
+    let discovery = match discovery {
+        Some((protocols, bootnodes)) => Some(crate::eth::net::discover::sync_setup(
+            &a.disc,
+            protocols,
+            bootnodes,
+            key,
+            cfg.status.clone(),
+        )?),
+        None => None,
+    };
     let extras = SyncExtras {
         shard_dirs: Some(shard_dirs),
         progress_every_ms: a.progress_every_ms,
         bar: Some(bar.clone()),
+        discovery,
         ..SyncExtras::default()
     };
     let report: NetSyncReport = run_sync_sharded_with(
@@ -572,6 +648,24 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             report.codes_stored,
             report.elapsed_ms
         );
+        if report.discovery.is_some() {
+            println!(
+                "peers:       {} discovered, {} dialed, {} connected, dropped: {}",
+                report.peers_discovered,
+                report.peers_dialed,
+                report.peers_connected,
+                if report.peers_dropped.is_empty() {
+                    "none".to_string()
+                } else {
+                    report
+                        .peers_dropped
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
         for p in &report.peers {
             println!(
                 "peer {} {}: {} requests, {} answered, {} timeouts{}{}",
