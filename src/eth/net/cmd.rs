@@ -454,7 +454,9 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stats = match disc {
-        Some(d) => crate::eth::net::discover::serve_with_discovery(cfg, local, responder, rc, stop, d)?,
+        Some(d) => {
+            crate::eth::net::discover::serve_with_discovery(cfg, local, responder, rc, stop, d)?
+        }
         None => serve(cfg, local, responder, rc, stop)?,
     };
     drop(claim);

@@ -82,7 +82,9 @@ pub fn parse_protocols(s: &str) -> anyhow::Result<Protocols> {
             "v5" => p.v5 = true,
             "dns" => p.dns = true,
             "none" => {}
-            other => bail!("--discovery {s}: unknown mechanism {other:?} (expected v4, v5, dns or none)"),
+            other => {
+                bail!("--discovery {s}: unknown mechanism {other:?} (expected v4, v5, dns or none)")
+            }
         }
     }
     Ok(p)
@@ -96,10 +98,11 @@ pub fn advertised_ip(nat: Option<&str>, ext_ip: Option<IpAddr>) -> anyhow::Resul
     match nat.map(str::trim) {
         None | Some("none") | Some("") => Ok(None),
         Some(v) => match v.strip_prefix("extip:") {
-            Some(ip) => Ok(Some(
-                ip.parse()
-                    .with_context(|| format!("--nat {v}: {ip:?} is not an IP address"))?,
-            )),
+            Some(ip) => {
+                Ok(Some(ip.parse().with_context(|| {
+                    format!("--nat {v}: {ip:?} is not an IP address")
+                })?))
+            }
             None => bail!("--nat {v}: expected none or extip:IP (or give --ext-ip IP)"),
         },
     }
@@ -143,7 +146,8 @@ pub struct DiscConfig {
     /// Our fork id, announced in our record's `eth` entry, and what found nodes' fork ids
     /// are checked against.
     pub status: StatusInfo,
-    /// Look up random targets this often while fewer than `want` candidates are known.
+    /// Look up random targets this often (at most two discv4 lookups at once) while fewer
+    /// than `want_candidates` compatible nodes were found.
     pub lookup_every_ms: u64,
     pub want_candidates: usize,
 }
@@ -275,10 +279,7 @@ fn judge(id: &NodeId, s: &Services) -> Option<(Option<bool>, Option<Enode>)> {
             .or_else(|| (n.tcp_port != 0).then(|| SocketAddr::new(n.udp.ip(), n.tcp_port)));
         return Some((
             n.eth_compatible,
-            tcp.map(|addr| Enode {
-                id: n.pubkey,
-                addr,
-            }),
+            tcp.map(|addr| Enode { id: n.pubkey, addr }),
         ));
     }
     if let Some(n) = s.v5.as_ref().and_then(|v| v.node(id)) {
@@ -389,7 +390,7 @@ pub async fn run(
         if now >= next_lookup_ms {
             next_lookup_ms = now + cfg.lookup_every_ms;
             if handed.len() < cfg.want_candidates {
-                if let Some(v) = s.v4.as_mut().filter(|v| v.lookups_running() == 0) {
+                if let Some(v) = s.v4.as_mut().filter(|v| v.lookups_running() < 2) {
                     v.lookup_random(now);
                 }
                 if let Some(v) = s.v5.as_mut() {
@@ -399,14 +400,12 @@ pub async fn run(
         }
         let due = s.next_timeout().unwrap_or(u64::MAX).min(next_lookup_ms);
         let wait_ms = due.saturating_sub(now).clamp(1, 250);
-        let got = futures_lite::future::or(
-            async { Some(socket.recv_from(&mut buf).await) },
-            async {
+        let got =
+            futures_lite::future::or(async { Some(socket.recv_from(&mut buf).await) }, async {
                 glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
                 None
-            },
-        )
-        .await;
+            })
+            .await;
         let now = now_ms();
         match got {
             Some(Ok((n, from))) => {
@@ -507,7 +506,7 @@ pub fn sync_setup(
         protocols,
         bootnodes,
         status,
-        lookup_every_ms: 5_000,
+        lookup_every_ms: 1_000,
         want_candidates: a.max_peers.saturating_mul(2),
     };
     tracing::info!(udp = %bound, advertised = %cfg.advertise, v4 = protocols.v4, v5 = protocols.v5, bootnodes = cfg.bootnodes.len(), max_peers = a.max_peers, "discovery");
@@ -594,7 +593,8 @@ where
                         let sh = shard.clone();
                         glommio::spawn_local(async move {
                             let stats = Rc::new(RefCell::new(DiscStats::default()));
-                            let r = run(dcfg, sock, stats, |_| {}, move || sh.shutting_down()).await;
+                            let r =
+                                run(dcfg, sock, stats, |_| {}, move || sh.shutting_down()).await;
                             if let Err(e) = r {
                                 tracing::warn!(error = %e, "discovery stopped");
                             }
@@ -648,7 +648,10 @@ mod tests {
             let list = builtin_bootnodes(net);
             assert!(!list.is_empty(), "{net}");
             for b in list {
-                assert!(matches!(parse_bootnode(b), Ok(BootnodeSpec::Enode(_))), "{b}");
+                assert!(
+                    matches!(parse_bootnode(b), Ok(BootnodeSpec::Enode(_))),
+                    "{b}"
+                );
             }
         }
         assert!(builtin_bootnodes("devnet").is_empty());

@@ -147,9 +147,7 @@ impl Pool {
             return None;
         }
         let e = self.queue.pop_front()?;
-        let pid = DISCOVERED_BASE
-            + self.next_seq * self.shards as PeerId
-            + self.me as PeerId;
+        let pid = DISCOVERED_BASE + self.next_seq * self.shards as PeerId + self.me as PeerId;
         self.next_seq += 1;
         self.active.insert(
             pid,

@@ -36,8 +36,8 @@ use catchup_devp2p::enode::Enode;
 
 use super::conn::{LocalNode, NetError, PeerConn};
 use super::discover::DiscStats;
-use super::peer_pool::{discovered_owner, drop_reason, Pool, PoolCounts};
 use super::eth_peer::EthPeer;
+use super::peer_pool::{discovered_owner, drop_reason, Pool, PoolCounts};
 use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport, StoredCounts};
 
 /// How often each shard logs its progress line and refreshes its `/status` section, unless
@@ -360,7 +360,10 @@ async fn owned_peer(
             Ok(p) => p,
             Err(e) => {
                 report.borrow_mut().error = Some(e.to_string());
-                if discovered && (!e.is_transient() || (!ever_connected && attempts >= never_reached_attempts)) {
+                if discovered
+                    && (!e.is_transient()
+                        || (!ever_connected && attempts >= never_reached_attempts))
+                {
                     tracing::info!(shard = shard.id().0, peer = %enode.addr, error = %e, attempts, reason = drop_reason(&e), "discovered peer dropped");
                     local.note(PoolNote::Ended(pid, drop_reason(&e)));
                     return;
@@ -670,10 +673,9 @@ async fn shard_run<S: ShardStore>(
                         to.found.borrow_mut().push(e);
                         to.wake.notify();
                     };
-                    let r = super::discover::run(dcfg, sock, stats, on_candidate, move || {
-                        stop.get()
-                    })
-                    .await;
+                    let r =
+                        super::discover::run(dcfg, sock, stats, on_candidate, move || stop.get())
+                            .await;
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "discovery stopped");
                     }
@@ -852,7 +854,11 @@ async fn shard_run<S: ShardStore>(
                 if let Some(worst) = worst_peer(p, &reports) {
                     // A full pool with candidates waiting: the peer that mostly times out
                     // makes room.
-                    tracing::info!(shard = me, peer = worst, "dropping the lowest-scored peer for a new candidate");
+                    tracing::info!(
+                        shard = me,
+                        peer = worst,
+                        "dropping the lowest-scored peer for a new candidate"
+                    );
                     senders.remove(&(worst as usize));
                     p.ended(worst, "low_score");
                     for s in 0..shards {
@@ -1016,8 +1022,7 @@ fn worst_peer(pool: &Pool, reports: &[(usize, Rc<RefCell<NetPeerReport>>)]) -> O
         .filter_map(|p| {
             let (_, r) = reports.iter().find(|(i, _)| *i == p as usize)?;
             let r = r.borrow();
-            (r.timeouts > r.answered)
-                .then_some((p, r.answered as i64 - 4 * r.timeouts as i64))
+            (r.timeouts > r.answered).then_some((p, r.answered as i64 - 4 * r.timeouts as i64))
         })
         .min_by_key(|(_, score)| *score)
         .map(|(p, _)| p)

@@ -1,0 +1,178 @@
+//! Peers from the network: eight `catchup eth serve --discovery v4,v5` processes on
+//! loopback (one of them the bootnode the others announce themselves to) and one serving
+//! another chain; `catchup eth sync --bootnodes <the bootnode's ENR>` without any `--peer`
+//! must find the others by discovery, dial only the compatible ones, and sync the chain
+//! to its state root. And discovery with nothing to start from fails in one line.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    listening: serde_json::Value,
+    enr: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn json_line(stdout: &mut BufReader<std::process::ChildStdout>) -> serde_json::Value {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?}: {e}"))
+}
+
+fn serve(seed: &str, bootnode: Option<&str>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
+    cmd.args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
+        .args(["--generate-accounts", "12000", "--generate-blocks", "48"])
+        .args(["--seed", seed, "--network-id", "4243"])
+        .args(["--discovery", "v4,v5"]);
+    if let Some(b) = bootnode {
+        cmd.args(["--bootnodes", b]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn catchup eth serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let listening = json_line(&mut stdout);
+    assert_eq!(listening["event"], "listening");
+    let disc = json_line(&mut stdout);
+    assert_eq!(disc["event"], "discovery");
+    assert_eq!(
+        disc["udp"], listening["listen"],
+        "discovery on the --listen port"
+    );
+    let enr = disc["enr"].as_str().unwrap().to_string();
+    assert!(enr.starts_with("enr:-"), "{enr}");
+    Server {
+        child,
+        listening,
+        enr,
+        _stdout: stdout,
+    }
+}
+
+#[test]
+fn sync_finds_its_peers_through_one_bootnode() {
+    let boot = serve("5", None);
+    let mut servers = vec![];
+    for _ in 0..7 {
+        servers.push(serve("5", Some(&boot.enr)));
+    }
+    // Same network id, another genesis: its record's fork id is not ours.
+    let other = serve("6", Some(&boot.enr));
+    for s in servers.iter().chain([&other]) {
+        assert_ne!(s.listening["enode"], boot.listening["enode"]);
+    }
+    assert_eq!(
+        servers[0].listening["genesis_hash"],
+        boot.listening["genesis_hash"]
+    );
+    assert_ne!(
+        other.listening["genesis_hash"],
+        boot.listening["genesis_hash"]
+    );
+    // The others have announced themselves (one ping/pong round on loopback).
+    std::thread::sleep(Duration::from_millis(1500));
+    let root = boot.listening["head_state_root"].as_str().unwrap();
+    let datadir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "eth",
+            "sync",
+            "--json",
+            "--timeout-s",
+            "120",
+            "--shards",
+            "2",
+        ])
+        .args(["--pivot-distance", "8", "--progress-every-ms", "1000"])
+        .args(["--bootnodes", &boot.enr])
+        .args(["--discovery-addr", "127.0.0.1:0"])
+        .args([
+            "--genesis-hash",
+            boot.listening["genesis_hash"].as_str().unwrap(),
+        ])
+        .args(["--network-id", "4243", "--expect-state-root", root])
+        .arg("--datadir")
+        .arg(datadir.path())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run catchup eth sync");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "sync failed: {text}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = &v["report"];
+    assert_eq!(r["state_root"].as_str(), Some(root), "{r}");
+    assert_eq!(r["head_hash"], boot.listening["head_hash"]);
+    let discovered = r["peers_discovered"].as_u64().unwrap();
+    let connected = r["peers_connected"].as_u64().unwrap();
+    assert!(discovered >= 7, "found {discovered} of 9 nodes: {r}");
+    assert!(connected > 1, "{r}");
+    let d = &r["discovery"];
+    assert!(d["eth_compatible"].as_u64().unwrap() >= 6, "{d}");
+    // The other chain's node is never dialed (when found, it is counted as such).
+    let other_addr = other.listening["listen"].as_str().unwrap();
+    let peers = r["peers"].as_array().unwrap();
+    assert!(
+        peers.iter().all(|p| p["peer"] != other_addr),
+        "the other chain's node was dialed: {r}"
+    );
+    assert!(
+        peers.iter().filter(|p| p["eth_version"] != 0).count() as u64 == connected,
+        "{r}"
+    );
+    assert!(
+        err.contains("peers: discovered"),
+        "progress line with peer counts: {err}"
+    );
+    eprintln!(
+        "synced in {:?}: {discovered} nodes discovered ({} compatible, {} other chain), {} dialed, {connected} connected",
+        started.elapsed(),
+        d["eth_compatible"],
+        d["eth_incompatible"],
+        r["peers_dialed"]
+    );
+}
+
+#[test]
+fn discovery_with_nothing_to_start_from_fails_in_one_line() {
+    let unknown = format!("0x{}", "11".repeat(32));
+    let cases: [(&[&str], &str); 2] = [(&["--discovery", "v4,v5"], "--bootnodes"), (&[], "--peer")];
+    for (flags, names) in cases {
+        let datadir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+            .args(["eth", "sync", "--genesis-hash", &unknown])
+            .args(["--discovery-addr", "127.0.0.1:0"])
+            .args(flags)
+            .arg("--datadir")
+            .arg(datadir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run catchup eth sync");
+        assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+        assert_ne!(out.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{flags:?}: {err}");
+        assert!(
+            lines[0].contains(names) && lines[0].contains("--peer"),
+            "{flags:?}: {err}"
+        );
+    }
+}
