@@ -31,10 +31,14 @@ fn json_line(stdout: &mut BufReader<std::process::ChildStdout>) -> serde_json::V
 }
 
 fn serve(seed: &str, bootnode: Option<&str>) -> Server {
+    serve_on(seed, "4243", bootnode)
+}
+
+fn serve_on(seed: &str, network_id: &str, bootnode: Option<&str>) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
     cmd.args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
         .args(["--generate-accounts", "12000", "--generate-blocks", "48"])
-        .args(["--seed", seed, "--network-id", "4243"])
+        .args(["--seed", seed, "--network-id", network_id])
         .args(["--discovery", "v4,v5"]);
     if let Some(b) = bootnode {
         cmd.args(["--bootnodes", b]);
@@ -145,6 +149,65 @@ fn sync_finds_its_peers_through_one_bootnode() {
         d["eth_compatible"],
         d["eth_incompatible"],
         r["peers_dialed"]
+    );
+}
+
+/// A node whose record passes the fork filter (same genesis and forks) but whose Status
+/// names another network is dialed, dropped with the reason `network`, and its slot goes
+/// to the next candidate, which the sync finishes with.
+#[test]
+fn a_peer_on_another_network_is_dropped_with_its_reason() {
+    let wrong = serve_on("7", "4244", None);
+    let good = serve_on("7", "4243", Some(&wrong.enr));
+    assert_eq!(
+        wrong.listening["genesis_hash"],
+        good.listening["genesis_hash"]
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let root = good.listening["head_state_root"].as_str().unwrap();
+    let datadir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "eth",
+            "sync",
+            "--json",
+            "--timeout-s",
+            "120",
+            "--shards",
+            "1",
+        ])
+        .args(["--pivot-distance", "8", "--pivot-agreement", "1"])
+        .args(["--max-peers", "1", "--bootnodes", &wrong.enr])
+        .args(["--discovery-addr", "127.0.0.1:0"])
+        .args([
+            "--genesis-hash",
+            good.listening["genesis_hash"].as_str().unwrap(),
+        ])
+        .args(["--network-id", "4243", "--expect-state-root", root])
+        .arg("--datadir")
+        .arg(datadir.path())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run catchup eth sync");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "sync failed: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = &v["report"];
+    assert_eq!(r["peers_dropped"]["network"], 1, "{r}");
+    assert_eq!(r["peers_connected"], 1, "{r}");
+    let wrong_addr = wrong.listening["listen"].as_str().unwrap();
+    let p = r["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == wrong_addr)
+        .unwrap_or_else(|| panic!("the bootnode was dialed: {r}"));
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("different chain"),
+        "{p}"
     );
 }
 

@@ -369,12 +369,10 @@ pub async fn run(
                         }
                     }
                 }
-                Some(false) => {
-                    if judged.insert(id) {
-                        stats.borrow_mut().eth_incompatible += 1;
-                    }
+                Some(false) if judged.insert(id) => {
+                    stats.borrow_mut().eth_incompatible += 1;
                 }
-                None => {}
+                _ => {}
             }
         }
         {
