@@ -211,6 +211,152 @@ fn a_peer_on_another_network_is_dropped_with_its_reason() {
     );
 }
 
+/// A DNS server on loopback answering TXT queries from a zone, until dropped.
+struct DnsServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl DnsServer {
+    fn start(zone: std::collections::HashMap<String, Vec<String>>) -> DnsServer {
+        use catchup_discovery::dns_wire::{decode_query, encode_txt_answer};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut served = 0u64;
+            let mut buf = [0u8; 1500];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok((id, name, _)) = decode_query(&buf[..n]) else {
+                    continue;
+                };
+                let records = zone.get(&name).cloned().unwrap_or_default();
+                let answer = encode_txt_answer(id, &name, &records).unwrap();
+                let _ = sock.send_to(&answer, from);
+                served += 1;
+            }
+            served
+        });
+        DnsServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An EIP-1459 tree signed with `key` listing `records`, as a zone for `domain`.
+fn tree_zone(
+    key: &catchup_discovery::secp256k1::SecretKey,
+    domain: &str,
+    records: &[String],
+) -> std::collections::HashMap<String, Vec<String>> {
+    use catchup_discovery::dns::{entry_hash, Root};
+    let branch = format!(
+        "enrtree-branch:{}",
+        records
+            .iter()
+            .map(|r| entry_hash(r))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let links = "enrtree-branch:".to_string();
+    let root = Root::sign(&entry_hash(&branch), &entry_hash(&links), 1, key);
+    let mut zone = std::collections::HashMap::new();
+    zone.insert(domain.to_string(), vec![root.to_string()]);
+    for t in records.iter().chain([&branch, &links]) {
+        zone.insert(
+            format!("{}.{domain}", entry_hash(t)).to_ascii_lowercase(),
+            vec![t.clone()],
+        );
+    }
+    zone
+}
+
+/// `--dns-list` alone: the sync walks a signed EIP-1459 tree served by a DNS server on
+/// loopback, dials the listed nodes of its chain (not the other chain's) and syncs.
+#[test]
+fn sync_finds_its_peers_in_a_dns_tree() {
+    use catchup_discovery::secp256k1::{SecretKey, SECP256K1};
+    let good: Vec<Server> = (0..3).map(|_| serve_on("8", "4243", None)).collect();
+    let other = serve_on("9", "4243", None);
+    let key = SecretKey::from_slice(&[0x5a; 32]).unwrap();
+    let domain = "nodes.catchup.test";
+    let records: Vec<String> = good.iter().chain([&other]).map(|s| s.enr.clone()).collect();
+    let dns = DnsServer::start(tree_zone(&key, domain, &records));
+    let link = catchup_discovery::dns::TreeLink {
+        public_key: key.public_key(SECP256K1),
+        domain: domain.into(),
+    }
+    .to_string();
+    let root = good[0].listening["head_state_root"].as_str().unwrap();
+    let datadir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "eth",
+            "sync",
+            "--json",
+            "--timeout-s",
+            "120",
+            "--shards",
+            "2",
+        ])
+        .args(["--pivot-distance", "8", "--pivot-agreement", "2"])
+        .args(["--dns-list", &link, "--dns-server", &dns.addr.to_string()])
+        .args(["--discovery-addr", "127.0.0.1:0"])
+        .args([
+            "--genesis-hash",
+            good[0].listening["genesis_hash"].as_str().unwrap(),
+        ])
+        .args(["--network-id", "4243", "--expect-state-root", root])
+        .arg("--datadir")
+        .arg(datadir.path())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run catchup eth sync");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "sync failed: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = &v["report"];
+    let d = &r["discovery"];
+    assert_eq!(d["dns_records"], 4, "{d}");
+    assert_eq!(d["eth_compatible"], 3, "{d}");
+    assert_eq!(d["eth_incompatible"], 1, "{d}");
+    assert!(r["peers_connected"].as_u64().unwrap() >= 2, "{r}");
+    let other_addr = other.listening["listen"].as_str().unwrap();
+    assert!(
+        r["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["peer"] != other_addr),
+        "the other chain's node was dialed: {r}"
+    );
+    // Root, the two branches and the four records.
+    assert!(dns.stop() >= 7);
+}
+
 #[test]
 fn discovery_with_nothing_to_start_from_fails_in_one_line() {
     let unknown = format!("0x{}", "11".repeat(32));

@@ -176,7 +176,9 @@ pub fn decode_txt_answer(msg: &[u8], id: u16, name: &str) -> Result<TxtAnswer> {
         let mut i = 0;
         while i < rdata.len() {
             let n = rdata[i] as usize;
-            let s = rdata.get(i + 1..i + 1 + n).ok_or(bad("truncated TXT string"))?;
+            let s = rdata
+                .get(i + 1..i + 1 + n)
+                .ok_or(bad("truncated TXT string"))?;
             text.extend_from_slice(s);
             i += 1 + n;
         }
@@ -251,9 +253,15 @@ mod tests {
     fn query_and_answer_round_trip() {
         let q = encode_txt_query(0x1234, "Nodes.Example.org.").unwrap();
         let (id, name, qtype) = decode_query(&q).unwrap();
-        assert_eq!((id, name.as_str(), qtype), (0x1234, "nodes.example.org", TYPE_TXT));
+        assert_eq!(
+            (id, name.as_str(), qtype),
+            (0x1234, "nodes.example.org", TYPE_TXT)
+        );
         let long = "x".repeat(600);
-        let recs = vec!["enrtree-root:v1 e=A l=B seq=1 sig=C".to_string(), long.clone()];
+        let recs = vec![
+            "enrtree-root:v1 e=A l=B seq=1 sig=C".to_string(),
+            long.clone(),
+        ];
         let a = encode_txt_answer(0x1234, "nodes.example.org", &recs).unwrap();
         assert_eq!(
             decode_txt_answer(&a, 0x1234, "nodes.example.org").unwrap(),

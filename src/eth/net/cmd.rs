@@ -129,10 +129,18 @@ pub struct SyncDiscoveryArgs {
     /// of mainnet, sepolia and holesky are used when the genesis is one of them.
     #[arg(long, value_name = "ENODE|ENR")]
     pub bootnodes: Vec<String>,
-    /// Discovery mechanisms: v4, v5, comma-separated, or none (default: v4,v5 when there
-    /// are bootnodes, none when only --peer is given).
+    /// Discovery mechanisms: v4, v5, dns, comma-separated, or none (default: v4,v5 when
+    /// there are bootnodes, dns when there is a --dns-list, none when only --peer is given).
     #[arg(long, value_name = "LIST")]
     pub discovery: Option<String>,
+    /// EIP-1459 node lists to walk (enrtree://KEY@DOMAIN, comma-separated or repeated);
+    /// mainnet, sepolia and holesky have built-in ones used like the built-in bootnodes.
+    #[arg(long, value_name = "ENRTREE")]
+    pub dns_list: Vec<String>,
+    /// DNS server asked for the lists' TXT records (default: the first nameserver of
+    /// /etc/resolv.conf).
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<SocketAddr>,
     /// Discovered peers kept connected, over all shards (each shard dials its share);
     /// --peer entries come on top and are always kept.
     #[arg(long, default_value_t = 25, value_name = "N")]
@@ -542,10 +550,9 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         a.json,
     );
     let discovery = match discovery {
-        Some((protocols, bootnodes)) => Some(crate::eth::net::discover::sync_setup(
+        Some(plan) => Some(crate::eth::net::discover::sync_setup(
             &a.disc,
-            protocols,
-            bootnodes,
+            plan,
             key,
             cfg.status.clone(),
         )?),

@@ -150,6 +150,9 @@ pub struct DiscConfig {
     /// than `want_candidates` compatible nodes were found.
     pub lookup_every_ms: u64,
     pub want_candidates: usize,
+    /// EIP-1459 trees to walk (with `protocols.dns`), and the DNS server to ask.
+    pub dns_lists: Vec<String>,
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// Our node record as the services build it: `seq` 1, our endpoint and the `eth` entry.
@@ -177,6 +180,11 @@ pub struct DiscStats {
     /// Entries of the discv4 / discv5 Kademlia tables.
     pub v4_table: u64,
     pub v5_table: u64,
+    /// Node records read from DNS trees (signature and hashes checked).
+    pub dns_records: u64,
+    /// DNS queries sent, and those that failed (timeout, no such name, bad entry).
+    pub dns_queries: u64,
+    pub dns_failures: u64,
 }
 
 fn now_ms() -> u64 {
@@ -301,10 +309,40 @@ pub async fn run(
     cfg: DiscConfig,
     socket: glommio::net::UdpSocket,
     stats: Rc<RefCell<DiscStats>>,
-    mut on_candidate: impl FnMut(Enode),
+    on_candidate: impl FnMut(Enode),
     stop: impl Fn() -> bool,
 ) -> anyhow::Result<()> {
-    let mut s = Services::new(&cfg)?;
+    let shared = Rc::new(RefCell::new(Found {
+        ids: HashSet::new(),
+        handed: HashSet::new(),
+        on_candidate,
+    }));
+    let dns = async {
+        if cfg.protocols.dns {
+            walk_dns(&cfg, &stats, &shared, &stop).await;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let udp = udp_loop(&cfg, socket, &stats, &shared, &stop);
+    let (a, b) = futures_lite::future::zip(udp, dns).await;
+    a.and(b)
+}
+
+/// Nodes found by any mechanism, and those handed to the pool.
+struct Found<F> {
+    ids: HashSet<NodeId>,
+    handed: HashSet<NodeId>,
+    on_candidate: F,
+}
+
+async fn udp_loop<F: FnMut(Enode)>(
+    cfg: &DiscConfig,
+    socket: glommio::net::UdpSocket,
+    stats: &Rc<RefCell<DiscStats>>,
+    shared: &Rc<RefCell<Found<F>>>,
+    stop: &impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let mut s = Services::new(cfg)?;
     let t0 = now_ms();
     if let Some(v) = s.v4.as_mut() {
         v.start(t0);
@@ -312,9 +350,7 @@ pub async fn run(
     if let Some(v) = s.v5.as_mut() {
         v.start(t0);
     }
-    let mut found: HashSet<NodeId> = HashSet::new();
     let mut judged: HashSet<NodeId> = HashSet::new();
-    let mut handed: HashSet<NodeId> = HashSet::new();
     let mut next_lookup_ms = t0 + cfg.lookup_every_ms;
     let mut buf = vec![0u8; 1500];
     let mut changed: Vec<NodeId> = Vec::new();
@@ -354,18 +390,19 @@ pub async fn run(
             }
         }
         for id in changed.drain(..) {
-            found.insert(id);
+            let mut f = shared.borrow_mut();
+            f.ids.insert(id);
             let Some((compatible, enode)) = judge(&id, &s) else {
                 continue;
             };
             match compatible {
                 Some(true) => {
                     if let Some(e) = enode {
-                        if handed.insert(id) {
+                        if f.handed.insert(id) {
                             judged.insert(id);
                             stats.borrow_mut().eth_compatible += 1;
                             tracing::debug!(node = %e.addr, "discovered a compatible node");
-                            on_candidate(e);
+                            (f.on_candidate)(e);
                         }
                     }
                 }
@@ -377,7 +414,7 @@ pub async fn run(
         }
         {
             let mut st = stats.borrow_mut();
-            st.nodes_found = found.len() as u64;
+            st.nodes_found = shared.borrow().ids.len() as u64;
             st.packets_dropped = s.v4.as_ref().map_or(0, |v| v.drops().total())
                 + s.v5.as_ref().map_or(0, |v| v.drops().total());
             st.v4_table = s.v4.as_ref().map_or(0, |v| v.table_len() as u64);
@@ -387,7 +424,7 @@ pub async fn run(
         let now = now_ms();
         if now >= next_lookup_ms {
             next_lookup_ms = now + cfg.lookup_every_ms;
-            if handed.len() < cfg.want_candidates {
+            if shared.borrow().handed.len() < cfg.want_candidates {
                 if let Some(v) = s.v4.as_mut().filter(|v| v.lookups_running() < 2) {
                     v.lookup_random(now);
                 }
@@ -432,50 +469,234 @@ pub async fn run(
     Ok(())
 }
 
-/// What `eth sync` discovers with: the mechanisms and the bootnodes, from its flags.
+/// Trees (the given one and the ones it links to) walked per list.
+const MAX_DNS_TREES: usize = 8;
+/// Entries resolved per tree.
+const MAX_DNS_ENTRIES: usize = 4_096;
+const DNS_TIMEOUT_MS: u64 = 2_000;
+const DNS_ATTEMPTS: u32 = 2;
+
+/// The first `nameserver` of `/etc/resolv.conf`, port 53.
+pub fn system_dns_server() -> Option<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("nameserver"))
+            .then(|| w.next()?.parse::<IpAddr>().ok())
+            .flatten()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+/// Ask `server` for the TXT records of `name` (`None`: no answer, no such name or a bad
+/// answer, each counted as a failure).
+async fn txt_query(
+    sock: &glommio::net::UdpSocket,
+    server: SocketAddr,
+    name: &str,
+    stats: &RefCell<DiscStats>,
+) -> Option<Vec<String>> {
+    use catchup_discovery::dns_wire::{decode_txt_answer, encode_txt_query, TxtAnswer};
+    let mut buf = vec![0u8; catchup_discovery::dns_wire::MAX_MESSAGE_BYTES];
+    for _ in 0..DNS_ATTEMPTS {
+        let id: u16 = rand::random();
+        let q = encode_txt_query(id, name).ok()?;
+        stats.borrow_mut().dns_queries += 1;
+        if sock.send_to(&q, server).await.is_err() {
+            continue;
+        }
+        let until = std::time::Instant::now() + Duration::from_millis(DNS_TIMEOUT_MS);
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let got = glommio::timer::timeout(left, async {
+                sock.recv_from(&mut buf)
+                    .await
+                    .map_err(|e| glommio::GlommioError::IoError(e.into()))
+            })
+            .await;
+            let Ok((n, from)) = got else { break };
+            if from != server {
+                continue;
+            }
+            match decode_txt_answer(&buf[..n], id, name) {
+                Ok(TxtAnswer::Records(r)) => return Some(r),
+                Ok(other) => {
+                    tracing::debug!(name, answer = ?other, "dns: no records");
+                    stats.borrow_mut().dns_failures += 1;
+                    return None;
+                }
+                // Another query's late answer, or garbage: keep waiting for ours.
+                Err(_) => continue,
+            }
+        }
+    }
+    stats.borrow_mut().dns_failures += 1;
+    None
+}
+
+/// Walk the EIP-1459 trees of `cfg.dns_lists` once, one query at a time: every record
+/// with a compatible `eth` entry and an RLPx endpoint goes to the pool.
+async fn walk_dns<F: FnMut(Enode)>(
+    cfg: &DiscConfig,
+    stats: &Rc<RefCell<DiscStats>>,
+    shared: &Rc<RefCell<Found<F>>>,
+    stop: &impl Fn() -> bool,
+) {
+    use catchup_discovery::dns::{TreeLink, TreeWalker, WalkEvent};
+    let Some(server) = cfg.dns_server else {
+        tracing::warn!("dns: no DNS server (give --dns-server)");
+        return;
+    };
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let sock = match glommio::net::UdpSocket::bind(bind) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "dns: cannot bind a UDP socket");
+            return;
+        }
+    };
+    let mut trees: std::collections::VecDeque<TreeLink> = Default::default();
+    for l in &cfg.dns_lists {
+        match TreeLink::parse(l) {
+            Ok(t) => trees.push_back(t),
+            Err(e) => tracing::warn!(list = %l, error = %e, "dns: bad tree link"),
+        }
+    }
+    let mut walked = 0usize;
+    while let Some(tree) = trees.pop_front() {
+        if walked >= MAX_DNS_TREES * cfg.dns_lists.len().max(1) || stop() {
+            break;
+        }
+        walked += 1;
+        let domain = tree.domain.clone();
+        let mut w = TreeWalker::new(tree, MAX_DNS_ENTRIES).with_seed(rand::random());
+        let mut records = 0u64;
+        loop {
+            if stop() {
+                return;
+            }
+            match w.poll() {
+                WalkEvent::Query(name) => match txt_query(&sock, server, &name, stats).await {
+                    Some(txts) => {
+                        if let Err(e) = w.on_answer(&name, &txts) {
+                            stats.borrow_mut().dns_failures += 1;
+                            tracing::debug!(%name, error = %e, "dns: entry refused");
+                        }
+                    }
+                    None => w.on_failure(&name),
+                },
+                WalkEvent::Enr(enr) => {
+                    records += 1;
+                    stats.borrow_mut().dns_records += 1;
+                    let id = enr.node_id();
+                    let compatible = match enr.eth_fork_id() {
+                        Some(Ok(fid)) => {
+                            check_fork_id(&cfg.status, cfg.status.forks.as_ref(), &fid).is_ok()
+                        }
+                        _ => false,
+                    };
+                    let mut f = shared.borrow_mut();
+                    f.ids.insert(id);
+                    stats.borrow_mut().nodes_found = f.ids.len() as u64;
+                    match (compatible, enr.tcp_socket()) {
+                        (true, Some(addr)) if f.handed.insert(id) => {
+                            stats.borrow_mut().eth_compatible += 1;
+                            (f.on_candidate)(Enode {
+                                id: catchup_discovery::crypto::pub64(enr.public_key()),
+                                addr,
+                            });
+                        }
+                        (false, _) if enr.eth_fork_id().is_some() => {
+                            stats.borrow_mut().eth_incompatible += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                WalkEvent::Link(l) => {
+                    if trees.len() < MAX_DNS_TREES {
+                        trees.push_back(l);
+                    }
+                }
+                // One query at a time: nothing is in flight when the walker waits.
+                WalkEvent::Wait | WalkEvent::Done => break,
+            }
+        }
+        tracing::info!(%domain, records, entries = w.entries_resolved(), truncated = w.truncated(), "dns: tree walked");
+    }
+}
+
+/// The public EIP-1459 list of all nodes of a network (go-ethereum's `KnownDNSNetwork`).
+pub fn builtin_dns_list(network: &str) -> String {
+    format!("enrtree://AKA3AM6LPBYEUDMVNU3BSVQJ5AD45Y7YPOHJLEF6W26QOE4VTUDPE@all.{network}.ethdisco.net")
+}
+
+/// What `eth sync` discovers with, from its flags.
+#[derive(Debug, Clone)]
+pub struct SyncPlan {
+    pub protocols: Protocols,
+    pub bootnodes: Vec<BootnodeSpec>,
+    pub dns_lists: Vec<String>,
+}
+
 /// `None`: no discovery (only `--peer`). Fails in one line when discovery has nothing to
 /// start from or the sync has no way to find a peer.
 pub fn resolve_sync(
     a: &super::cmd::SyncDiscoveryArgs,
     static_peers: usize,
     genesis: &[u8; 32],
-) -> anyhow::Result<Option<(Protocols, Vec<BootnodeSpec>)>> {
+) -> anyhow::Result<Option<SyncPlan>> {
     let given = parse_bootnodes(&a.bootnodes)?;
+    let mut dns_lists: Vec<String> = a
+        .dns_list
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for l in &dns_lists {
+        catchup_discovery::dns::TreeLink::parse(l)
+            .map_err(|e| anyhow::anyhow!("--dns-list {l}: {e}"))?;
+    }
     let network = crate::eth::export::network_of_genesis((*genesis).into());
-    let builtin = match network {
-        Some(n) if given.is_empty() && static_peers == 0 => builtin_bootnodes(n),
-        _ => &[],
-    };
-    let bootnodes: Vec<BootnodeSpec> = if given.is_empty() {
-        builtin
-            .iter()
-            .map(|b| parse_bootnode(b))
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        given
+    let use_builtin = given.is_empty() && dns_lists.is_empty() && static_peers == 0;
+    let bootnodes: Vec<BootnodeSpec> = match network {
+        Some(n) if use_builtin => {
+            dns_lists.push(builtin_dns_list(n));
+            builtin_bootnodes(n)
+                .iter()
+                .map(|b| parse_bootnode(b))
+                .collect::<anyhow::Result<_>>()?
+        }
+        _ => given,
     };
     let protocols = match &a.discovery {
         Some(s) => parse_protocols(s)?,
-        None if !bootnodes.is_empty() => Protocols {
-            v4: true,
-            v5: true,
-            dns: false,
+        None => Protocols {
+            v4: !bootnodes.is_empty(),
+            v5: !bootnodes.is_empty(),
+            dns: !dns_lists.is_empty(),
         },
-        None => Protocols::default(),
     };
-    if protocols.dns {
-        bail!("--discovery dns: DNS node lists are not supported by this build; use v4,v5 with --bootnodes");
+    if protocols.dns && dns_lists.is_empty() {
+        bail!("--discovery dns needs --dns-list enrtree://KEY@DOMAIN");
     }
-    if protocols.udp() && bootnodes.is_empty() {
+    if protocols.udp() && bootnodes.is_empty() && !protocols.dns {
         bail!(
             "--discovery needs somewhere to start: the genesis 0x{} is not a network with built-in bootnodes (mainnet, sepolia, holesky){}; give --bootnodes ENODE|ENR or --peer ENODE",
             hex::encode(genesis),
             if static_peers > 0 { " and --peer disables them" } else { "" }
         );
     }
-    if !protocols.udp() {
+    if !protocols.any() {
         if static_peers == 0 {
-            bail!("no peers to sync from: give --peer ENODE, or --bootnodes ENODE|ENR to find peers by discovery");
+            bail!("no peers to sync from: give --peer ENODE, or --bootnodes ENODE|ENR (or --dns-list enrtree://…) to find peers by discovery");
         }
         return Ok(None);
     }
@@ -483,17 +704,32 @@ pub fn resolve_sync(
         (1..=4096).contains(&a.max_peers),
         "--max-peers must be in 1..=4096"
     );
-    Ok(Some((protocols, bootnodes)))
+    Ok(Some(SyncPlan {
+        protocols,
+        bootnodes,
+        dns_lists: if protocols.dns { dns_lists } else { Vec::new() },
+    }))
 }
 
 /// Bind the discovery socket of `eth sync` and put the pieces together.
 pub fn sync_setup(
     a: &super::cmd::SyncDiscoveryArgs,
-    protocols: Protocols,
-    bootnodes: Vec<BootnodeSpec>,
+    plan: SyncPlan,
     key: catchup_devp2p::secp256k1::SecretKey,
     status: StatusInfo,
 ) -> anyhow::Result<super::sync_sharded::DiscoverySetup> {
+    let SyncPlan {
+        protocols,
+        bootnodes,
+        dns_lists,
+    } = plan;
+    let dns_server = match (protocols.dns, a.dns_server) {
+        (true, Some(s)) => Some(s),
+        (true, None) => Some(system_dns_server().context(
+            "--discovery dns: no nameserver in /etc/resolv.conf; give --dns-server IP:53",
+        )?),
+        (false, _) => None,
+    };
     let sock = crate::node::listen::claim_udp(a.discovery_addr, "--discovery-addr")?;
     let bound = sock.local_addr()?;
     let ip = advertised_ip(a.nat.as_deref(), a.ext_ip)?.unwrap_or(bound.ip());
@@ -506,8 +742,10 @@ pub fn sync_setup(
         status,
         lookup_every_ms: 1_000,
         want_candidates: a.max_peers.saturating_mul(2),
+        dns_lists,
+        dns_server,
     };
-    tracing::info!(udp = %bound, advertised = %cfg.advertise, v4 = protocols.v4, v5 = protocols.v5, bootnodes = cfg.bootnodes.len(), max_peers = a.max_peers, "discovery");
+    tracing::info!(udp = %bound, advertised = %cfg.advertise, v4 = protocols.v4, v5 = protocols.v5, dns = protocols.dns, bootnodes = cfg.bootnodes.len(), max_peers = a.max_peers, "discovery");
     Ok(super::sync_sharded::DiscoverySetup {
         cfg,
         socket: std::sync::Arc::new(std::sync::Mutex::new(Some(sock))),
@@ -551,6 +789,8 @@ pub fn serve_setup(
         status,
         lookup_every_ms: 30_000,
         want_candidates: 0,
+        dns_lists: Vec::new(),
+        dns_server: None,
     };
     let enr = local_enr(&cfg)?;
     Ok(Some(ServeDiscovery { cfg, socket, enr }))
