@@ -780,6 +780,9 @@ pub fn serve_setup(
     let bootnodes = parse_bootnodes(&a.bootnodes)?;
     let socket = crate::node::listen::claim_udp(listen, "--listen (UDP, for --discovery)")?;
     let ip = advertised_ip(a.nat.as_deref(), a.ext_ip)?.unwrap_or(listen.ip());
+    if ip.is_unspecified() {
+        tracing::warn!(%listen, "discovery advertises an unspecified IP: other nodes learn our address from our packets only; give --ext-ip IP");
+    }
     let cfg = DiscConfig {
         key,
         advertise: SocketAddr::new(ip, listen.port()),

@@ -866,6 +866,12 @@ async fn shard_run<S: ShardStore>(
                     }
                 }
                 publish_peers(&shard, p.counts(), &disc_stats, &board, shards).await;
+                if me == 0 && now_ms >= 30_000 && disc_stats.borrow().nodes_found == 0 {
+                    tracing::warn!(
+                        "discovery has found no node after {} s: check --bootnodes (or --dns-list) and that UDP to them is not blocked (--discovery-addr, --ext-ip)",
+                        now_ms / 1000
+                    );
+                }
             }
         }
         if let (Some(bar), true) = (&extras.bar, now_ms >= next_bar_ms) {
