@@ -883,6 +883,86 @@ mod tests {
         assert!(advertised_ip(Some("upnp"), None).is_err());
     }
 
+    fn args(
+        bootnodes: &[&str],
+        discovery: Option<&str>,
+    ) -> crate::eth::net::cmd::SyncDiscoveryArgs {
+        crate::eth::net::cmd::SyncDiscoveryArgs {
+            bootnodes: bootnodes.iter().map(|s| s.to_string()).collect(),
+            discovery: discovery.map(str::to_string),
+            dns_list: Vec::new(),
+            dns_server: None,
+            max_peers: 25,
+            discovery_addr: "127.0.0.1:0".parse().unwrap(),
+            nat: None,
+            ext_ip: None,
+        }
+    }
+
+    #[test]
+    fn sync_discovery_defaults_follow_the_flags_and_the_genesis() {
+        let mainnet: [u8; 32] =
+            hex::decode("d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let unknown = [0x11u8; 32];
+        // Mainnet with nothing given: the built-in bootnodes and DNS list.
+        let p = resolve_sync(&args(&[], None), 0, &mainnet)
+            .unwrap()
+            .unwrap();
+        assert!(p.protocols.v4 && p.protocols.v5 && p.protocols.dns);
+        assert_eq!(p.bootnodes.len(), builtin_bootnodes("mainnet").len());
+        assert_eq!(p.dns_lists, vec![builtin_dns_list("mainnet")]);
+        // A --peer alone: no discovery.
+        assert!(resolve_sync(&args(&[], None), 1, &mainnet)
+            .unwrap()
+            .is_none());
+        // Given bootnodes replace the built-in ones.
+        let b = builtin_bootnodes("sepolia")[0];
+        let p = resolve_sync(&args(&[b], None), 0, &unknown)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.bootnodes.len(), 1);
+        assert!(p.dns_lists.is_empty() && !p.protocols.dns);
+        // Nothing to start from.
+        let e = resolve_sync(&args(&[], Some("v4,v5")), 0, &unknown).unwrap_err();
+        assert!(
+            e.to_string().contains("--bootnodes") && e.to_string().contains("--peer"),
+            "{e}"
+        );
+        let e = resolve_sync(&args(&[], None), 0, &unknown).unwrap_err();
+        assert!(e.to_string().contains("--peer"), "{e}");
+        let e = resolve_sync(&args(&[], Some("dns")), 0, &unknown).unwrap_err();
+        assert!(e.to_string().contains("--dns-list"), "{e}");
+    }
+
+    #[test]
+    fn v4_packets_are_told_from_v5_ones() {
+        let key = catchup_devp2p::secp256k1::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let ping = v4::Message::Ping(v4::packet::Ping {
+            version: 4,
+            from: v4::Endpoint {
+                ip: "127.0.0.1".parse().unwrap(),
+                udp_port: 1,
+                tcp_port: 1,
+            },
+            to: v4::Endpoint {
+                ip: "127.0.0.1".parse().unwrap(),
+                udp_port: 2,
+                tcp_port: 0,
+            },
+            expiration: 1 << 40,
+            enr_seq: None,
+        });
+        let (packet, _) = v4::encode(&ping, &key).unwrap();
+        assert!(is_v4_packet(&packet));
+        let mut other = packet.clone();
+        other[40] ^= 1;
+        assert!(!is_v4_packet(&other));
+        assert!(!is_v4_packet(&[0u8; 63]));
+    }
+
     #[test]
     fn builtin_bootnodes_parse() {
         for net in ["mainnet", "sepolia", "holesky"] {

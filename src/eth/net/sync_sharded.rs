@@ -1258,6 +1258,44 @@ mod tests {
     }
 
     #[test]
+    fn the_peer_that_mostly_times_out_makes_room_for_a_waiting_candidate() {
+        use catchup_devp2p::enode::Enode;
+        let node = |i: u8| Enode {
+            id: [i; 64],
+            addr: format!("127.0.0.1:{}", 30000 + i as u16).parse().unwrap(),
+        };
+        let mut pool = Pool::new(0, 1, 3, &[]);
+        let mut reports = Vec::new();
+        for i in 0..3 {
+            pool.offer(node(i));
+            let (pid, _) = pool.next_dial().unwrap();
+            pool.connected(pid);
+            reports.push((
+                pid as usize,
+                Rc::new(RefCell::new(new_peer_report(i.to_string()))),
+            ));
+        }
+        let score = |k: usize, answered: u64, timeouts: u64| {
+            let mut r = reports[k].1.borrow_mut();
+            r.answered = answered;
+            r.timeouts = timeouts;
+        };
+        score(0, 50, 2);
+        score(1, 3, 9);
+        score(2, 1, 4);
+        assert_eq!(worst_peer(&pool, &reports), None, "no candidate waiting");
+        pool.offer(node(9));
+        assert_eq!(worst_peer(&pool, &reports), Some(reports[1].0 as PeerId));
+        score(1, 30, 9);
+        score(2, 10, 4);
+        assert_eq!(
+            worst_peer(&pool, &reports),
+            None,
+            "every peer answers more than it times out"
+        );
+    }
+
+    #[test]
     fn the_total_line_waits_for_every_shard() {
         let mut board = ZeroBoard::default();
         // Shard 0 first, before shard 1 posted: its counts are not the whole sync's.
