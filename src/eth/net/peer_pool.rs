@@ -19,6 +19,15 @@ pub const DISCOVERED_BASE: PeerId = 1 << 24;
 pub const MAX_QUEUED: usize = 1_024;
 /// Node ids remembered (dialed or queued), per shard.
 pub const MAX_KNOWN: usize = 16_384;
+/// A peer that left for a passing reason (unreachable, full, disconnected) is dialed
+/// again after `RETRY_AFTER_MS << n` (n = 0, 1, 2), at most `MAX_RETRIES` times.
+pub const RETRY_AFTER_MS: u64 = 30_000;
+pub const MAX_RETRIES: u32 = 3;
+
+/// Reasons after which a discovered peer is worth dialing again later.
+fn passing(reason: &str) -> bool {
+    matches!(reason, "unreachable" | "too_many_peers" | "disconnected")
+}
 
 /// The shard that owns peer `pid` when it is a discovered peer.
 pub fn discovered_owner(pid: PeerId, shards: usize) -> Option<usize> {
@@ -62,7 +71,7 @@ pub fn drop_reason(e: &NetError) -> &'static str {
 pub struct PoolCounts {
     /// Distinct candidates handed to this shard.
     pub candidates: u64,
-    /// Candidates dialed.
+    /// Dial sessions started (a peer dialed again after a passing failure counts again).
     pub dialed: u64,
     /// Discovered peers connected right now.
     pub connected_now: u64,
@@ -86,9 +95,10 @@ impl PoolCounts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot {
-    node: [u8; 64],
+    node: Enode,
     connected: bool,
     ever: bool,
+    retries: u32,
 }
 
 /// A shard's pool of discovered peers.
@@ -98,6 +108,8 @@ pub struct Pool {
     shards: usize,
     share: usize,
     queue: VecDeque<Enode>,
+    /// Peers to dial again: (not before, node, retries so far).
+    retry: Vec<(u64, Enode, u32)>,
     known: HashSet<[u8; 64]>,
     active: BTreeMap<PeerId, Slot>,
     next_seq: u32,
@@ -112,6 +124,7 @@ impl Pool {
             shards: shards.max(1),
             share: share_of(max_peers, shards, me),
             queue: VecDeque::new(),
+            retry: Vec::new(),
             known: static_ids.iter().copied().collect(),
             active: BTreeMap::new(),
             next_seq: 0,
@@ -141,20 +154,34 @@ impl Pool {
         self.queue.len()
     }
 
-    /// The next candidate to dial, with its peer id, while the shard is below its share.
-    pub fn next_dial(&mut self) -> Option<(PeerId, Enode)> {
+    /// Peers waiting to be dialed again.
+    pub fn retrying(&self) -> usize {
+        self.retry.len()
+    }
+
+    /// The next candidate to dial at `now_ms` (new ones first, then peers whose retry is
+    /// due), with its peer id, while the shard is below its share.
+    pub fn next_dial(&mut self, now_ms: u64) -> Option<(PeerId, Enode)> {
         if self.active.len() >= self.share {
             return None;
         }
-        let e = self.queue.pop_front()?;
+        let (e, retries) = match self.queue.pop_front() {
+            Some(e) => (e, 0),
+            None => {
+                let i = self.retry.iter().position(|(due, _, _)| *due <= now_ms)?;
+                let (_, e, n) = self.retry.swap_remove(i);
+                (e, n)
+            }
+        };
         let pid = DISCOVERED_BASE + self.next_seq * self.shards as PeerId + self.me as PeerId;
         self.next_seq += 1;
         self.active.insert(
             pid,
             Slot {
-                node: e.id,
+                node: e,
                 connected: false,
                 ever: false,
+                retries,
             },
         );
         self.counts.dialed += 1;
@@ -184,14 +211,22 @@ impl Pool {
         }
     }
 
-    /// The peer left the pool for `reason`; its slot is free for the next candidate.
+    /// The peer left the pool for `reason` at `now_ms`; its slot is free for the next
+    /// candidate, and for a passing reason it is dialed again later (with backoff).
     /// False when it was not in the pool (already ended).
-    pub fn ended(&mut self, pid: PeerId, reason: &str) -> bool {
+    pub fn ended(&mut self, pid: PeerId, reason: &str, now_ms: u64) -> bool {
         let Some(s) = self.active.remove(&pid) else {
             return false;
         };
         if s.connected {
             self.counts.connected_now -= 1;
+        }
+        if passing(reason) && s.retries < MAX_RETRIES && self.retry.len() < MAX_QUEUED {
+            self.retry.push((
+                now_ms + (RETRY_AFTER_MS << s.retries),
+                s.node,
+                s.retries + 1,
+            ));
         }
         *self.counts.dropped.entry(reason.to_string()).or_default() += 1;
         true
@@ -244,9 +279,9 @@ mod tests {
             assert!(p.offer(node(i)));
         }
         assert!(!p.offer(node(0)), "offered twice");
-        let (a, _) = p.next_dial().unwrap();
-        let (b, _) = p.next_dial().unwrap();
-        assert!(p.next_dial().is_none(), "share reached");
+        let (a, _) = p.next_dial(0).unwrap();
+        let (b, _) = p.next_dial(0).unwrap();
+        assert!(p.next_dial(0).is_none(), "share reached");
         assert_eq!(discovered_owner(a, 2), Some(1));
         assert_eq!(discovered_owner(b, 2), Some(1));
         assert_ne!(a, b);
@@ -257,14 +292,42 @@ mod tests {
         p.lost(a);
         p.connected(a);
         assert_eq!(p.counts().connected_ever, 1);
-        assert!(p.ended(a, "fork_id"));
-        assert!(!p.ended(a, "fork_id"));
+        assert!(p.ended(a, "fork_id", 0));
+        assert!(!p.ended(a, "fork_id", 0));
+        assert_eq!(
+            p.retrying(),
+            0,
+            "a peer of another fork is not dialed again"
+        );
         assert_eq!(p.counts().connected_now, 0);
         assert_eq!(p.counts().dropped["fork_id"], 1);
-        let (c, e) = p.next_dial().unwrap();
+        let (c, e) = p.next_dial(0).unwrap();
         assert_eq!(e.id, [2; 64]);
         assert!(p.is_active(c));
         assert_eq!(p.counts().dialed, 3);
         assert_eq!(p.queued(), 1);
+    }
+
+    #[test]
+    fn an_unreachable_peer_is_dialed_again_with_backoff_then_given_up() {
+        let mut p = Pool::new(0, 1, 1, &[]);
+        p.offer(node(1));
+        let mut now = 0;
+        for n in 0..MAX_RETRIES {
+            let (pid, e) = p.next_dial(now).unwrap();
+            assert_eq!(e.id, [1; 64]);
+            assert!(p.ended(pid, "unreachable", now));
+            let due = now + (RETRY_AFTER_MS << n);
+            assert!(p.next_dial(due - 1).is_none(), "retry {n} waits");
+            now = due;
+        }
+        let (pid, _) = p.next_dial(now).unwrap();
+        p.ended(pid, "unreachable", now);
+        assert!(
+            p.next_dial(u64::MAX).is_none(),
+            "given up after {MAX_RETRIES} retries"
+        );
+        assert_eq!(p.counts().dropped["unreachable"], MAX_RETRIES as u64 + 1);
+        assert_eq!(p.counts().dialed, MAX_RETRIES as u64 + 1);
     }
 }

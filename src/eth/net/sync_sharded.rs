@@ -809,13 +809,13 @@ async fn shard_run<S: ShardStore>(
                     PoolNote::Connected(p) => pool.connected(p),
                     PoolNote::Lost(p) => pool.lost(p),
                     PoolNote::Ended(p, why) => {
-                        if pool.ended(p, why) {
+                        if pool.ended(p, why, now_ms) {
                             senders.remove(&(p as usize));
                         }
                     }
                 }
             }
-            while let Some((pid, enode)) = pool.next_dial() {
+            while let Some((pid, enode)) = pool.next_dial(now_ms) {
                 let (tx, rx) = local_channel::new_bounded(cfg.peer_queue_len.max(1));
                 let report = Rc::new(RefCell::new(new_peer_report(enode.addr.to_string())));
                 glommio::spawn_local(owned_peer(
@@ -860,7 +860,7 @@ async fn shard_run<S: ShardStore>(
                         "dropping the lowest-scored peer for a new candidate"
                     );
                     senders.remove(&(worst as usize));
-                    p.ended(worst, "low_score");
+                    p.ended(worst, "low_score", now_ms);
                     for s in 0..shards {
                         deliver(&shard, &local, s, Event::PeerLeft(worst)).await;
                     }
@@ -1268,7 +1268,7 @@ mod tests {
         let mut reports = Vec::new();
         for i in 0..3 {
             pool.offer(node(i));
-            let (pid, _) = pool.next_dial().unwrap();
+            let (pid, _) = pool.next_dial(0).unwrap();
             pool.connected(pid);
             reports.push((
                 pid as usize,
