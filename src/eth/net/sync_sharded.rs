@@ -1044,6 +1044,35 @@ async fn publish_peers(
     shards: usize,
 ) {
     let me = shard.id().0;
+    let sid = ShardId(me);
+    use catchup_shards::metrics::gauge;
+    gauge(
+        "eth_peers_candidates",
+        "discovered nodes handed to this shard's peer pool",
+    )
+    .set(sid, counts.candidates as i64);
+    gauge(
+        "eth_peers_dialed",
+        "dials of discovered peers started by this shard",
+    )
+    .set(sid, counts.dialed as i64);
+    gauge(
+        "eth_peers_connected",
+        "discovered peers connected to this shard now",
+    )
+    .set(sid, counts.connected_now as i64);
+    gauge(
+        "eth_peers_dropped",
+        "discovered peers this shard's pool let go (any reason)",
+    )
+    .set(sid, counts.dropped.values().sum::<u64>() as i64);
+    if me == 0 {
+        gauge(
+            "eth_discovery_nodes_found",
+            "distinct nodes found by discovery (endpoint proven or from a DNS list)",
+        )
+        .set(sid, disc.borrow().nodes_found as i64);
+    }
     tell_zero(shard, board, MeshMsg::Pool(me, counts.clone())).await;
     if me != 0 {
         return;
