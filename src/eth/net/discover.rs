@@ -180,7 +180,8 @@ pub struct DiscStats {
     /// Entries of the discv4 / discv5 Kademlia tables.
     pub v4_table: u64,
     pub v5_table: u64,
-    /// Node records read from DNS trees (signature and hashes checked).
+    /// Distinct node records read from DNS trees (signature and hashes checked) that no
+    /// other mechanism had found first.
     pub dns_records: u64,
     /// DNS queries sent, and those that failed (timeout, no such name, bad entry).
     pub dns_queries: u64,
@@ -475,6 +476,8 @@ const MAX_DNS_TREES: usize = 8;
 const MAX_DNS_ENTRIES: usize = 4_096;
 const DNS_TIMEOUT_MS: u64 = 2_000;
 const DNS_ATTEMPTS: u32 = 2;
+/// The trees are walked again this long after the last walk.
+const DNS_REWALK_MS: u64 = 30 * 60 * 1000;
 
 /// The first `nameserver` of `/etc/resolv.conf`, port 53.
 pub fn system_dns_server() -> Option<SocketAddr> {
@@ -537,8 +540,9 @@ async fn txt_query(
     None
 }
 
-/// Walk the EIP-1459 trees of `cfg.dns_lists` once, one query at a time: every record
-/// with a compatible `eth` entry and an RLPx endpoint goes to the pool.
+/// Walk the EIP-1459 trees of `cfg.dns_lists`, one query at a time, and again every 30
+/// minutes: every record with a compatible `eth` entry and an RLPx endpoint goes to the
+/// pool (once).
 async fn walk_dns<F: FnMut(Enode)>(
     cfg: &DiscConfig,
     stats: &Rc<RefCell<DiscStats>>,
@@ -562,73 +566,87 @@ async fn walk_dns<F: FnMut(Enode)>(
             return;
         }
     };
-    let mut trees: std::collections::VecDeque<TreeLink> = Default::default();
+    let mut lists: Vec<TreeLink> = Vec::new();
     for l in &cfg.dns_lists {
         match TreeLink::parse(l) {
-            Ok(t) => trees.push_back(t),
+            Ok(t) => lists.push(t),
             Err(e) => tracing::warn!(list = %l, error = %e, "dns: bad tree link"),
         }
     }
-    let mut walked = 0usize;
-    while let Some(tree) = trees.pop_front() {
-        if walked >= MAX_DNS_TREES * cfg.dns_lists.len().max(1) || stop() {
-            break;
+    loop {
+        let mut trees: std::collections::VecDeque<TreeLink> = lists.iter().cloned().collect();
+        let mut walked = 0usize;
+        while let Some(tree) = trees.pop_front() {
+            if walked >= MAX_DNS_TREES * cfg.dns_lists.len().max(1) || stop() {
+                break;
+            }
+            walked += 1;
+            let domain = tree.domain.clone();
+            let mut w = TreeWalker::new(tree, MAX_DNS_ENTRIES).with_seed(rand::random());
+            let mut records = 0u64;
+            loop {
+                if stop() {
+                    return;
+                }
+                match w.poll() {
+                    WalkEvent::Query(name) => match txt_query(&sock, server, &name, stats).await {
+                        Some(txts) => {
+                            if let Err(e) = w.on_answer(&name, &txts) {
+                                stats.borrow_mut().dns_failures += 1;
+                                tracing::debug!(%name, error = %e, "dns: entry refused");
+                            }
+                        }
+                        None => w.on_failure(&name),
+                    },
+                    WalkEvent::Enr(enr) => {
+                        records += 1;
+                        let id = enr.node_id();
+                        let compatible = match enr.eth_fork_id() {
+                            Some(Ok(fid)) => {
+                                check_fork_id(&cfg.status, cfg.status.forks.as_ref(), &fid).is_ok()
+                            }
+                            _ => false,
+                        };
+                        let mut f = shared.borrow_mut();
+                        // Counted once per node, however often the lists are walked.
+                        let new = f.ids.insert(id);
+                        if new {
+                            stats.borrow_mut().dns_records += 1;
+                        }
+                        stats.borrow_mut().nodes_found = f.ids.len() as u64;
+                        match (compatible, enr.tcp_socket()) {
+                            (true, Some(addr)) if f.handed.insert(id) => {
+                                stats.borrow_mut().eth_compatible += 1;
+                                (f.on_candidate)(Enode {
+                                    id: catchup_discovery::crypto::pub64(enr.public_key()),
+                                    addr,
+                                });
+                            }
+                            (false, _) if new && enr.eth_fork_id().is_some() => {
+                                stats.borrow_mut().eth_incompatible += 1;
+                            }
+                            _ => {}
+                        }
+                    }
+                    WalkEvent::Link(l) => {
+                        if trees.len() < MAX_DNS_TREES {
+                            trees.push_back(l);
+                        }
+                    }
+                    // One query at a time: nothing is in flight when the walker waits.
+                    WalkEvent::Wait | WalkEvent::Done => break,
+                }
+            }
+            tracing::info!(%domain, records, entries = w.entries_resolved(), truncated = w.truncated(), "dns: tree walked");
         }
-        walked += 1;
-        let domain = tree.domain.clone();
-        let mut w = TreeWalker::new(tree, MAX_DNS_ENTRIES).with_seed(rand::random());
-        let mut records = 0u64;
-        loop {
+        // Walk again later: the lists follow the network as nodes come and go.
+        let until = std::time::Instant::now() + Duration::from_millis(DNS_REWALK_MS);
+        while std::time::Instant::now() < until {
             if stop() {
                 return;
             }
-            match w.poll() {
-                WalkEvent::Query(name) => match txt_query(&sock, server, &name, stats).await {
-                    Some(txts) => {
-                        if let Err(e) = w.on_answer(&name, &txts) {
-                            stats.borrow_mut().dns_failures += 1;
-                            tracing::debug!(%name, error = %e, "dns: entry refused");
-                        }
-                    }
-                    None => w.on_failure(&name),
-                },
-                WalkEvent::Enr(enr) => {
-                    records += 1;
-                    stats.borrow_mut().dns_records += 1;
-                    let id = enr.node_id();
-                    let compatible = match enr.eth_fork_id() {
-                        Some(Ok(fid)) => {
-                            check_fork_id(&cfg.status, cfg.status.forks.as_ref(), &fid).is_ok()
-                        }
-                        _ => false,
-                    };
-                    let mut f = shared.borrow_mut();
-                    f.ids.insert(id);
-                    stats.borrow_mut().nodes_found = f.ids.len() as u64;
-                    match (compatible, enr.tcp_socket()) {
-                        (true, Some(addr)) if f.handed.insert(id) => {
-                            stats.borrow_mut().eth_compatible += 1;
-                            (f.on_candidate)(Enode {
-                                id: catchup_discovery::crypto::pub64(enr.public_key()),
-                                addr,
-                            });
-                        }
-                        (false, _) if enr.eth_fork_id().is_some() => {
-                            stats.borrow_mut().eth_incompatible += 1;
-                        }
-                        _ => {}
-                    }
-                }
-                WalkEvent::Link(l) => {
-                    if trees.len() < MAX_DNS_TREES {
-                        trees.push_back(l);
-                    }
-                }
-                // One query at a time: nothing is in flight when the walker waits.
-                WalkEvent::Wait | WalkEvent::Done => break,
-            }
+            glommio::timer::sleep(Duration::from_millis(250)).await;
         }
-        tracing::info!(%domain, records, entries = w.entries_resolved(), truncated = w.truncated(), "dns: tree walked");
     }
 }
 
