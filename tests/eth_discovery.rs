@@ -211,6 +211,58 @@ fn a_peer_on_another_network_is_dropped_with_its_reason() {
     );
 }
 
+/// A `--peer` beside discovery stays a static peer: dialed once as given, never a second
+/// time as a discovered candidate, while discovery adds the others.
+#[test]
+fn a_static_peer_is_kept_beside_discovered_ones() {
+    let boot = serve_on("10", "4243", None);
+    let others: Vec<Server> = (0..2)
+        .map(|_| serve_on("10", "4243", Some(&boot.enr)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let fixed = &others[0];
+    let root = boot.listening["head_state_root"].as_str().unwrap();
+    let datadir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args([
+            "eth",
+            "sync",
+            "--json",
+            "--timeout-s",
+            "120",
+            "--shards",
+            "2",
+        ])
+        .args(["--pivot-distance", "8", "--pivot-agreement", "3"])
+        .args(["--peer", fixed.listening["enode"].as_str().unwrap()])
+        .args(["--bootnodes", &boot.enr])
+        .args(["--discovery-addr", "127.0.0.1:0"])
+        .args([
+            "--genesis-hash",
+            boot.listening["genesis_hash"].as_str().unwrap(),
+        ])
+        .args(["--network-id", "4243", "--expect-state-root", root])
+        .arg("--datadir")
+        .arg(datadir.path())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run catchup eth sync");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "sync failed: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = &v["report"];
+    let fixed_addr = fixed.listening["listen"].as_str().unwrap();
+    let peers = r["peers"].as_array().unwrap();
+    assert_eq!(
+        peers.iter().filter(|p| p["peer"] == fixed_addr).count(),
+        1,
+        "the static peer is dialed once: {r}"
+    );
+    assert_eq!(peers[0]["peer"], fixed_addr, "static peers come first: {r}");
+    assert_eq!(r["peers_connected"], 3, "{r}");
+    assert_eq!(r["peers_dialed"], 3, "one static, two discovered: {r}");
+}
+
 /// A DNS server on loopback answering TXT queries from a zone, until dropped.
 struct DnsServer {
     addr: std::net::SocketAddr,
