@@ -263,6 +263,104 @@ fn a_static_peer_is_kept_beside_discovered_ones() {
     assert_eq!(r["peers_dialed"], 3, "one static, two discovered: {r}");
 }
 
+/// Amplification over real UDP: a FindNode from an endpoint that never answered the
+/// serving node's ping gets no neighbors; after a ping and our pong to its ping (the
+/// endpoint proof), the same query is answered.
+#[test]
+fn serve_answers_findnode_only_to_a_proven_endpoint() {
+    use catchup_discovery::secp256k1::SecretKey;
+    use catchup_discovery::v4::packet::{decode, encode, FindNode, Message, Ping, Pong};
+    use catchup_discovery::v4::Endpoint;
+    let boot = serve_on("11", "4243", None);
+    // Two other nodes announce themselves, so the table has something to give away.
+    let _others: Vec<Server> = (0..2)
+        .map(|_| serve_on("11", "4243", Some(&boot.enr)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let target: std::net::SocketAddr = boot.listening["listen"].as_str().unwrap().parse().unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    let key = SecretKey::from_slice(&[0x61; 32]).unwrap();
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let ep = |a: std::net::SocketAddr| Endpoint {
+        ip: a.ip(),
+        udp_port: a.port(),
+        tcp_port: 0,
+    };
+    let replies = |sock: &std::net::UdpSocket| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            got.push(decode(&buf[..n], now_s()).unwrap().message);
+        }
+        got
+    };
+    let find = Message::FindNode(FindNode {
+        target: [7u8; 64],
+        expiration: now_s() + 20,
+    });
+    sock.send_to(&encode(&find, &key).unwrap().0, target)
+        .unwrap();
+    let got = replies(&sock);
+    assert!(
+        !got.iter().any(|m| matches!(m, Message::Neighbors(_))),
+        "neighbors sent to an unproven endpoint: {got:?}"
+    );
+    // Bond: our ping is answered with a pong and a ping back; we answer that ping.
+    let ping = Message::Ping(Ping {
+        version: 4,
+        from: ep(me),
+        to: ep(target),
+        expiration: now_s() + 20,
+        enr_seq: None,
+    });
+    sock.send_to(&encode(&ping, &key).unwrap().0, target)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let mut their_ping = None;
+    let until = Instant::now() + Duration::from_secs(5);
+    while their_ping.is_none() && Instant::now() < until {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let d = decode(&buf[..n], now_s()).unwrap();
+            if let Message::Ping(_) = d.message {
+                their_ping = Some(d.hash);
+            }
+        }
+    }
+    let ping_hash = their_ping.expect("the serving node pings back");
+    let pong = Message::Pong(Pong {
+        to: ep(target),
+        ping_hash,
+        expiration: now_s() + 20,
+        enr_seq: None,
+    });
+    sock.send_to(&encode(&pong, &key).unwrap().0, target)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let find = Message::FindNode(FindNode {
+        target: [7u8; 64],
+        expiration: now_s() + 20,
+    });
+    sock.send_to(&encode(&find, &key).unwrap().0, target)
+        .unwrap();
+    let got = replies(&sock);
+    let nodes: usize = got
+        .iter()
+        .map(|m| match m {
+            Message::Neighbors(n) => n.nodes.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(nodes >= 2, "a proven endpoint gets neighbors: {got:?}");
+}
+
 /// A DNS server on loopback answering TXT queries from a zone, until dropped.
 struct DnsServer {
     addr: std::net::SocketAddr,
