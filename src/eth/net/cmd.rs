@@ -232,6 +232,46 @@ pub struct SyncArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The block whose state and chain are wanted (0x-prefixed hash), trusted instead of
+    /// the peers' vote: its header is fetched from the peers by hash and checked, it
+    /// becomes the pivot, and the header chain is verified back from it. Without this or
+    /// --authrpc the pivot is what several peers agree on, and the head is reported as not
+    /// trusted.
+    #[arg(long, value_name = "HASH", conflicts_with = "authrpc")]
+    pub sync_target: Option<String>,
+    /// Serve the Engine API (JSON-RPC over HTTP, JWT-authenticated) at this address, e.g.
+    /// 127.0.0.1:8551, for a consensus client: its newest forkchoice head becomes the sync
+    /// target. It is answered SYNCING while the sync runs.
+    #[arg(long, value_name = "ADDR")]
+    pub authrpc: Option<SocketAddr>,
+    /// File with the hex-encoded 32-byte secret shared with the consensus client (as geth's
+    /// and the consensus clients' --jwt-secret). Without it, DATADIR/jwt.hex is used, and
+    /// created with a new random secret when missing.
+    #[arg(long, value_name = "FILE", requires = "authrpc")]
+    pub jwt_secret: Option<PathBuf>,
+    /// Which block of the consensus client's forkchoice is synced: its head, or its
+    /// finalized block.
+    #[arg(long, value_enum, default_value_t = TargetFrom::Head, requires = "authrpc")]
+    pub sync_target_from: TargetFrom,
+    /// How long the sync waits for its target (the consensus client's first forkchoice, or
+    /// a peer holding the target's header) before it stops and says so.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    pub target_timeout_s: u64,
+}
+
+/// Which block of the forkchoice becomes the sync target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetFrom {
+    Head,
+    Finalized,
+}
+
+/// Parse a 0x-prefixed 32-byte hash given to `flag`.
+fn parse_hash(flag: &str, h: &str) -> anyhow::Result<catchup_eth::B256> {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(h.strip_prefix("0x").unwrap_or(h), &mut b)
+        .map_err(|e| anyhow::anyhow!("{flag} {h}: not a 32-byte hex block hash ({e})"))?;
+    Ok(catchup_eth::B256::from(b))
 }
 
 fn genesis_hash(path: &Path) -> anyhow::Result<[u8; 32]> {
@@ -520,7 +560,49 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         shard_dirs.push(dd.subdir(&format!("shard-{i}"))?);
     }
     let key = node_key::load_or_create(&a.datadir)?;
+    let sync_target = a
+        .sync_target
+        .as_deref()
+        .map(|h| parse_hash("--sync-target", h))
+        .transpose()?;
+    // Held until the sync ends: the Engine API's port.
+    let mut _authrpc_claim = None;
+    let authrpc = match a.authrpc {
+        Some(addr) => {
+            let claim = crate::node::listen::claim_tcp(addr, "--authrpc")?;
+            let (secret, created) =
+                crate::eth::engine_api::server::secret_for(a.jwt_secret.as_deref(), dd.path())?;
+            if let Some(p) = created {
+                eprintln!(
+                    "no --jwt-secret given: wrote a new secret to {}; give the consensus client the same file (its --jwt-secret)",
+                    p.display()
+                );
+            }
+            let api = crate::eth::engine_api::AuthRpc {
+                addr: claim.addr,
+                secret,
+                from_finalized: a.sync_target_from == TargetFrom::Finalized,
+                chain_id: spec.chain_id,
+            };
+            _authrpc_claim = Some(claim);
+            Some(api)
+        }
+        None => None,
+    };
+    let target_source = match (sync_target, &authrpc) {
+        (Some(_), _) => crate::eth::sync::config::TargetSource::SyncTarget,
+        (None, Some(_)) => crate::eth::sync::config::TargetSource::EngineApi,
+        (None, None) => crate::eth::sync::config::TargetSource::PeerVote,
+    };
+    match (sync_target, &authrpc) {
+        (Some(t), _) => tracing::info!(target = %t, "sync target given by --sync-target (trusted); its header is fetched by hash"),
+        (None, Some(api)) => tracing::info!(addr = %api.addr, "sync target from the consensus client's forkchoice over the Engine API (trusted); waiting for its first forkchoiceUpdated"),
+        (None, None) => tracing::warn!("no --sync-target or --authrpc: the pivot is what the peers agree on; the head is NOT trusted (peers can agree on a false chain)"),
+    }
     let sync = SyncConfig {
+        target_source,
+        sync_target,
+        target_timeout_ms: a.target_timeout_s.max(1).saturating_mul(1000),
         mode: a.mode,
         pivot_distance: a.pivot_distance,
         pivot_agreement: a
@@ -563,6 +645,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         progress_every_ms: a.progress_every_ms,
         bar: Some(bar.clone()),
         discovery,
+        authrpc,
         ..SyncExtras::default()
     };
     let report: NetSyncReport = run_sync_sharded_with(
@@ -590,10 +673,27 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"ok": ok, "report": report}))?
+            serde_json::to_string_pretty(&json!({
+                "ok": ok,
+                "pivot_block": report.status.pivot_block,
+                "state_root": report.state_root,
+                "head_hash": report.status.head_hash.as_ref().or(report.head_hash.as_ref()),
+                "target": report.status.target,
+                "head_trusted": report.status.head_trusted,
+                "report": report
+            }))?
         );
     } else {
         println!("mode:        {}", report.mode);
+        println!(
+            "target:      {} (head {})",
+            report.status.target,
+            if report.status.target != "peer-vote" {
+                "trusted"
+            } else {
+                "not trusted: agreed by peers"
+            }
+        );
         println!(
             "finished:    {}{}",
             report.finished,

@@ -63,6 +63,8 @@ pub struct SyncExtras {
     /// Find peers on the network: discovery runs on shard 0, each shard dials the
     /// candidates it owns up to its share of the peer limit.
     pub discovery: Option<DiscoverySetup>,
+    /// Serve the Engine API on shard 0: each forkchoice update sets the sync target.
+    pub authrpc: Option<crate::eth::engine_api::AuthRpc>,
 }
 
 /// Discovery of a sharded sync: the service settings, the UDP socket bound before start
@@ -83,6 +85,7 @@ impl Default for SyncExtras {
             in_process: None,
             keep_stores: false,
             discovery: None,
+            authrpc: None,
         }
     }
 }
@@ -685,6 +688,20 @@ async fn shard_run<S: ShardStore>(
             None => tracing::warn!("discovery: the UDP socket was already taken"),
         }
     }
+    // The Engine API (shard 0): every forkchoice update becomes an `Event::Target`. Held
+    // until the sync ends (dropping the task stops it).
+    let _engine_api = match (&extras.authrpc, me) {
+        (Some(api), 0) => {
+            let q = local.clone();
+            let on_target: Rc<dyn Fn(alloy_primitives::B256)> =
+                Rc::new(move |h| q.push(Event::Target(h)));
+            Some(glommio::spawn_local(crate::eth::engine_api::server::serve(
+                api.clone(),
+                on_target,
+            )))
+        }
+        _ => None,
+    };
     let mut deadlines: BTreeMap<(u64, u64), (PeerId, ReqId)> = BTreeMap::new();
     let mut seq = 0u64;
     let mut next_tick_ms = 0u64;
