@@ -108,6 +108,33 @@ pub fn advertised_ip(nat: Option<&str>, ext_ip: Option<IpAddr>) -> anyhow::Resul
     }
 }
 
+/// The IP to advertise for a socket bound to `bound`: `--nat`/`--ext-ip` when given, the
+/// bound IP when it is specific, else the local address of the default route (found by
+/// connecting a UDP socket, which sends nothing), else the unspecified address.
+pub fn advertise_ip(
+    nat: Option<&str>,
+    ext_ip: Option<IpAddr>,
+    bound: IpAddr,
+) -> anyhow::Result<IpAddr> {
+    if let Some(ip) = advertised_ip(nat, ext_ip)? {
+        return Ok(ip);
+    }
+    if !bound.is_unspecified() {
+        return Ok(bound);
+    }
+    let probe = |bind: &str, to: &str| -> Option<IpAddr> {
+        let s = std::net::UdpSocket::bind(bind).ok()?;
+        s.connect(to).ok()?;
+        Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+    };
+    let found = if bound.is_ipv4() {
+        probe("0.0.0.0:0", "192.0.2.1:30303")
+    } else {
+        probe("[::]:0", "[2001:db8::1]:30303")
+    };
+    Ok(found.unwrap_or(bound))
+}
+
 /// Bootnodes geth ships for the public networks (go-ethereum `params/bootnodes.go`), by
 /// the network name of the genesis hash.
 pub fn builtin_bootnodes(network: &str) -> &'static [&'static str] {
@@ -750,7 +777,7 @@ pub fn sync_setup(
     };
     let sock = crate::node::listen::claim_udp(a.discovery_addr, "--discovery-addr")?;
     let bound = sock.local_addr()?;
-    let ip = advertised_ip(a.nat.as_deref(), a.ext_ip)?.unwrap_or(bound.ip());
+    let ip = advertise_ip(a.nat.as_deref(), a.ext_ip, bound.ip())?;
     let cfg = DiscConfig {
         key,
         advertise: SocketAddr::new(ip, bound.port()),
@@ -797,7 +824,7 @@ pub fn serve_setup(
     }
     let bootnodes = parse_bootnodes(&a.bootnodes)?;
     let socket = crate::node::listen::claim_udp(listen, "--listen (UDP, for --discovery)")?;
-    let ip = advertised_ip(a.nat.as_deref(), a.ext_ip)?.unwrap_or(listen.ip());
+    let ip = advertise_ip(a.nat.as_deref(), a.ext_ip, listen.ip())?;
     if ip.is_unspecified() {
         tracing::warn!(%listen, "discovery advertises an unspecified IP: other nodes learn our address from our packets only; give --ext-ip IP");
     }
@@ -899,6 +926,14 @@ mod tests {
             Some("1.2.3.4".parse().unwrap())
         );
         assert!(advertised_ip(Some("upnp"), None).is_err());
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(advertise_ip(None, None, lo).unwrap(), lo);
+        assert_eq!(
+            advertise_ip(Some("extip:1.2.3.4"), None, lo).unwrap(),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        let any = advertise_ip(None, None, "0.0.0.0".parse().unwrap()).unwrap();
+        assert!(any.is_ipv4());
     }
 
     fn args(
