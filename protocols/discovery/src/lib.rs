@@ -4,12 +4,13 @@
 //! - [`enr::Enr`]: EIP-778 node records ("v4" identity scheme)
 //! - [`v4`]: discovery v4 packets and a bonding/lookup service
 //! - [`v5`]: discovery v5.1 packets, sessions and a lookup service
-//! - [`dns`]: EIP-1459 DNS node lists and a tree walker
+//! - [`dns`]: EIP-1459 DNS node lists and a tree walker; [`dns_wire`]: the TXT queries
 //! - [`table::Table`]: the Kademlia table with endpoint proofs
 //! - [`Discovery`]: the driver-facing interface both services implement
 
 pub mod crypto;
 pub mod dns;
+pub mod dns_wire;
 pub mod enr;
 pub mod error;
 pub mod service;

@@ -264,6 +264,19 @@ fn bad_packets_are_counted_by_reason_and_unverified_queries_get_nothing() {
     let d = packet::decode(&reply.packet, now / 1000).unwrap();
     assert!(matches!(d.message, Message::Neighbors(_)));
     assert_eq!(node.svc.drops().get(DropReason::Unverified), 1);
+    while node.svc.poll_transmit().is_some() {}
+
+    // Amplification: the bonded node's own signed query arriving from another IP (a
+    // spoofed source; the neighbors would go to a victim) gets nothing, because the proof
+    // belongs to the address that answered our ping.
+    let victim: SocketAddr = "10.9.9.9:31000".parse().unwrap();
+    node.svc
+        .handle_packet(victim, &signed(&find, &peer_key), now + 20);
+    assert!(
+        node.svc.poll_transmit().is_none(),
+        "no neighbors towards an unproven address"
+    );
+    assert_eq!(node.svc.drops().get(DropReason::Unverified), 2);
 
     // The proof lasts 12 hours: a day later the same query is unverified again.
     let later = now + catchup_discovery::table::BOND_EXPIRATION_MS + 60_000;
@@ -274,7 +287,7 @@ fn bad_packets_are_counted_by_reason_and_unverified_queries_get_nothing() {
     node.svc
         .handle_packet(peer, &signed(&find_later, &peer_key), later);
     assert!(node.svc.poll_transmit().is_none());
-    assert_eq!(node.svc.drops().get(DropReason::Unverified), 2);
+    assert_eq!(node.svc.drops().get(DropReason::Unverified), 3);
 }
 
 fn nodes_key(svc: &Service) -> catchup_discovery::secp256k1::PublicKey {

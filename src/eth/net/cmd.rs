@@ -14,7 +14,7 @@ use crate::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
 use crate::eth::net::engine_serve::EngineResponder;
 use crate::eth::net::live::{BlockProducer, LiveChain, LiveResponder};
 use crate::eth::net::node_key;
-use crate::eth::net::server::{resolve_listen, serve_notify, ServeConfig};
+use crate::eth::net::server::{resolve_listen, ServeConfig};
 use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
 use crate::eth::net::sync_sharded::{run_sync_sharded_with, SyncExtras};
 use crate::eth::net::{LocalNode, NetConfig};
@@ -122,6 +122,61 @@ pub struct ServeArgs {
     /// the next answer (EIP-7975).
     #[arg(long, value_name = "BYTES")]
     pub receipts_response_bytes: Option<usize>,
+    #[command(flatten)]
+    pub disc: ServeDiscoveryArgs,
+}
+
+/// Node discovery of a serving node: answered on the UDP port of `--listen`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeDiscoveryArgs {
+    /// Answer node discovery on UDP at the --listen address: v4, v5 or v4,v5 (default:
+    /// none). The node's record (ENR, with its `eth` fork id) is printed after its enode.
+    #[arg(long, value_name = "LIST")]
+    pub discovery: Option<String>,
+    /// Nodes to announce ourselves to (enode://… or enr:-…, comma-separated or repeated).
+    #[arg(long, value_name = "ENODE|ENR")]
+    pub bootnodes: Vec<String>,
+    /// How the advertised address is found: none (the --listen IP) or extip:IP.
+    #[arg(long, value_name = "none|extip:IP")]
+    pub nat: Option<String>,
+    /// The IP other nodes reach us at, advertised in discovery (same as --nat extip:IP).
+    #[arg(long, value_name = "IP")]
+    pub ext_ip: Option<std::net::IpAddr>,
+}
+
+/// Finding peers on the network for `eth sync`.
+#[derive(Args, Debug, Clone)]
+pub struct SyncDiscoveryArgs {
+    /// Bootstrap nodes for discovery (enode://… for discv4, enr:-… for discv5 and discv4;
+    /// comma-separated or repeated). Without it and without --peer, the built-in bootnodes
+    /// of mainnet, sepolia and holesky are used when the genesis is one of them.
+    #[arg(long, value_name = "ENODE|ENR")]
+    pub bootnodes: Vec<String>,
+    /// Discovery mechanisms: v4, v5, dns, comma-separated, or none (default: v4,v5 when
+    /// there are bootnodes, dns when there is a --dns-list, none when only --peer is given).
+    #[arg(long, value_name = "LIST")]
+    pub discovery: Option<String>,
+    /// EIP-1459 node lists to walk (enrtree://KEY@DOMAIN, comma-separated or repeated);
+    /// mainnet, sepolia and holesky have built-in ones used like the built-in bootnodes.
+    #[arg(long, value_name = "ENRTREE")]
+    pub dns_list: Vec<String>,
+    /// DNS server asked for the lists' TXT records (default: the first nameserver of
+    /// /etc/resolv.conf).
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<SocketAddr>,
+    /// Discovered peers kept connected, over all shards (each shard dials its share);
+    /// --peer entries come on top and are always kept.
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    pub max_peers: usize,
+    /// UDP address discovery binds (port 0 picks one).
+    #[arg(long, default_value = "0.0.0.0:30303", value_name = "ADDR")]
+    pub discovery_addr: SocketAddr,
+    /// How the advertised address is found: none (the --discovery-addr IP) or extip:IP.
+    #[arg(long, value_name = "none|extip:IP")]
+    pub nat: Option<String>,
+    /// The IP other nodes reach us at, advertised in discovery (same as --nat extip:IP).
+    #[arg(long, value_name = "IP")]
+    pub ext_ip: Option<std::net::IpAddr>,
 }
 
 /// The capabilities of `--protocols` (`name/version`, known versions only).
@@ -150,9 +205,12 @@ pub fn parse_protocols(list: &[String]) -> anyhow::Result<Vec<catchup_devp2p::p2
 /// terminal. Exits 1 unless the sync finished (and matched `--expect-state-root` when given).
 #[derive(Args, Debug, Clone)]
 pub struct SyncArgs {
-    /// A static peer (repeatable).
-    #[arg(long = "peer", required = true, value_name = "ENODE")]
+    /// A static peer (repeatable); always dialed and kept. Without it, peers are found by
+    /// discovery (--bootnodes).
+    #[arg(long = "peer", value_name = "ENODE")]
     pub peers: Vec<String>,
+    #[command(flatten)]
+    pub disc: SyncDiscoveryArgs,
     /// geth genesis file of the chain to sync.
     #[arg(
         long,
@@ -453,6 +511,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let claim = resolve_listen(a.listen)?;
     let listen = claim.addr;
     let enode = local.enode(listen);
+    let disc = crate::eth::net::discover::serve_setup(&a.disc, listen, key, status.clone())?;
     // Printed once a shard listens: a script that reads the enode can dial at once.
     let mut stdout_line = String::new();
     let mut stderr_lines = Vec::new();
@@ -482,6 +541,20 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 hex::encode(shown.genesis),
                 status.network_id
             ));
+        }
+    }
+    if let Some(d) = &disc {
+        // The node record, for `--bootnodes` of other nodes (discv5 needs it).
+        // Printed on the line after the enode, when a shard listens.
+        let enr = d.enr.to_text();
+        stdout_line.push('\n');
+        if a.json {
+            stdout_line.push_str(
+                &json!({"event": "discovery", "enr": enr, "udp": listen.to_string(), "v4": d.cfg.protocols.v4, "v5": d.cfg.protocols.v5})
+                    .to_string(),
+            );
+        } else {
+            stdout_line.push_str(&enr);
         }
     }
     use std::io::Write;
@@ -538,7 +611,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             drop((chain, state));
             let l = l.clone();
             let step = a.block_range_every.max(1);
-            serve_notify(
+            crate::eth::net::discover::serve_maybe_discovery(
                 cfg,
                 local,
                 move |_| LiveResponder {
@@ -547,10 +620,11 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 },
                 rc,
                 stop.clone(),
+                disc,
                 listening,
             )
         }
-        None => serve_notify(
+        None => crate::eth::net::discover::serve_maybe_discovery(
             cfg,
             local,
             move |shard| {
@@ -564,6 +638,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             },
             rc,
             stop.clone(),
+            disc,
             listening,
         ),
     };
@@ -662,6 +737,9 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         (1..=4096).contains(&a.node_batch),
         "--node-batch must be in 1..=4096"
     );
+    let discovery = crate::eth::net::discover::resolve_sync(&a.disc, peers.len(), &genesis)?;
+    // Discovered peers count like given ones for the pivot agreement.
+    let peers_known = peers.len() + discovery.as_ref().map_or(0, |_| a.disc.max_peers);
     // Held (locked) until the sync ends: a second sync over the same directory is refused.
     let dd = catchup_io::datadir::DataDir::open(&a.datadir)?;
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
@@ -720,8 +798,8 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         pivot_distance: a.pivot_distance,
         pivot_agreement: a
             .pivot_agreement
-            .unwrap_or_else(|| default_pivot_agreement(peers.len())),
-        peers_given: peers.len(),
+            .unwrap_or_else(|| default_pivot_agreement(peers_known)),
+        peers_given: peers_known,
         fetch_receipts: a.receipts,
         status_check_ms: a.status_check_s.saturating_mul(1000),
         history_only: a.history_only,
@@ -744,10 +822,20 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         crate::node::obs::ProgressUnit::Items("items"),
         a.json,
     );
+    let discovery = match discovery {
+        Some(plan) => Some(crate::eth::net::discover::sync_setup(
+            &a.disc,
+            plan,
+            key,
+            cfg.status.clone(),
+        )?),
+        None => None,
+    };
     let extras = SyncExtras {
         shard_dirs: Some(shard_dirs),
         progress_every_ms: a.progress_every_ms,
         bar: Some(bar.clone()),
+        discovery,
         authrpc,
         ..SyncExtras::default()
     };
@@ -860,6 +948,24 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             report.codes_stored,
             report.elapsed_ms
         );
+        if report.discovery.is_some() {
+            println!(
+                "peers:       {} discovered, {} dialed, {} connected, dropped: {}",
+                report.peers_discovered,
+                report.peers_dialed,
+                report.peers_connected,
+                if report.peers_dropped.is_empty() {
+                    "none".to_string()
+                } else {
+                    report
+                        .peers_dropped
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
         for p in &report.peers {
             println!(
                 "peer {} {}: {} requests, {} answered, {} timeouts{}{}",

@@ -74,6 +74,17 @@ pub struct NetSyncReport {
     pub status: Status,
     pub progress: Progress,
     pub peers: Vec<NetPeerReport>,
+    /// Distinct nodes discovery found (endpoint proven); 0 without discovery.
+    pub peers_discovered: u64,
+    /// Peers (static and discovered) that completed the eth handshake at least once.
+    pub peers_connected: u64,
+    /// Peers dialed: the static ones and the discovered candidates.
+    pub peers_dialed: u64,
+    /// Discovered peers that left the pool, by reason (unreachable, fork_id, network,
+    /// version, too_many_peers, low_score, dropped_by_sync, …).
+    pub peers_dropped: std::collections::BTreeMap<String, u64>,
+    /// What discovery found, when it ran.
+    pub discovery: Option<super::discover::DiscStats>,
 }
 
 /// Counts of stored items, by kind (`records`: every record the on-disk store loaded,

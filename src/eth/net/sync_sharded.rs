@@ -32,8 +32,12 @@ use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::store::{Commit, MemStore, SyncStore};
 use crate::eth::sync::types::{PeerId, ReqId, Request};
 
+use catchup_devp2p::enode::Enode;
+
 use super::conn::{LocalNode, NetError, PeerConn};
+use super::discover::DiscStats;
 use super::eth_peer::EthPeer;
+use super::peer_pool::{discovered_owner, drop_reason, Pool, PoolCounts};
 use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport, StoredCounts};
 
 /// How often each shard logs its progress line and refreshes its `/status` section, unless
@@ -56,8 +60,20 @@ pub struct SyncExtras {
     pub in_process: Option<Vec<ServingPeer>>,
     /// Hand every shard's store back at the end (see [`run_sync_sharded_full`]).
     pub keep_stores: bool,
+    /// Find peers on the network: discovery runs on shard 0, each shard dials the
+    /// candidates it owns up to its share of the peer limit.
+    pub discovery: Option<DiscoverySetup>,
     /// Serve the Engine API on shard 0: each forkchoice update sets the sync target.
     pub authrpc: Option<crate::eth::engine_api::AuthRpc>,
+}
+
+/// Discovery of a sharded sync: the service settings, the UDP socket bound before start
+/// (handed to shard 0) and the peer limit over all shards (static peers not counted).
+#[derive(Debug, Clone)]
+pub struct DiscoverySetup {
+    pub cfg: super::discover::DiscConfig,
+    pub socket: Arc<std::sync::Mutex<Option<std::net::UdpSocket>>>,
+    pub max_peers: usize,
 }
 
 impl Default for SyncExtras {
@@ -68,6 +84,7 @@ impl Default for SyncExtras {
             bar: None,
             in_process: None,
             keep_stores: false,
+            discovery: None,
             authrpc: None,
         }
     }
@@ -131,6 +148,10 @@ pub enum MeshMsg {
     Unreachable(String, String),
     /// To shard 0: a shard's latest progress, for the summed progress line.
     Progress(usize, Progress),
+    /// To the owner shard: a discovered node to dial.
+    Candidate(Enode),
+    /// To shard 0: a shard's peer pool counts.
+    Pool(usize, PoolCounts),
 }
 
 /// What shard 0 gathers from every shard through the mesh (its own part included).
@@ -141,6 +162,8 @@ struct ZeroBoard {
     unreachable: Vec<(String, String)>,
     /// Each shard's latest progress.
     progress: BTreeMap<usize, Progress>,
+    /// Each shard's latest peer pool counts.
+    pools: BTreeMap<usize, PoolCounts>,
 }
 
 /// Send `msg` to shard 0, or apply it to shard 0's board when this is shard 0.
@@ -158,6 +181,9 @@ impl ZeroBoard {
             MeshMsg::Unreachable(peer, error) => self.unreachable.push((peer, error)),
             MeshMsg::Progress(shard, p) => {
                 self.progress.insert(shard, p);
+            }
+            MeshMsg::Pool(shard, p) => {
+                self.pools.insert(shard, p);
             }
             _ => {}
         }
@@ -201,6 +227,10 @@ struct ShardResult {
     dropped: Vec<PeerId>,
     /// The shard's store at the end, when [`SyncExtras::keep_stores`] asked for it.
     view: Option<MemStore>,
+    /// What the shard's pool of discovered peers did.
+    pool: PoolCounts,
+    /// Shard 0 with discovery: what discovery found.
+    disc: Option<DiscStats>,
 }
 
 /// Events for this shard's engine from its own tasks (peer tasks, its own engine's shard
@@ -209,11 +239,28 @@ struct ShardResult {
 struct LocalQueue {
     events: RefCell<VecDeque<Event>>,
     wake: catchup_shards::notify::Notify,
+    /// What discovered peers' tasks report to the shard's pool.
+    pool: RefCell<Vec<PoolNote>>,
+    /// Shard 0: nodes discovery found, to hand to their owner shards.
+    found: RefCell<Vec<Enode>>,
+}
+
+/// A discovered peer's task to its shard's pool.
+#[derive(Debug, Clone, Copy)]
+enum PoolNote {
+    Connected(PeerId),
+    Lost(PeerId),
+    Ended(PeerId, &'static str),
 }
 
 impl LocalQueue {
     fn push(&self, ev: Event) {
         self.events.borrow_mut().push_back(ev);
+        self.wake.notify();
+    }
+
+    fn note(&self, n: PoolNote) {
+        self.pool.borrow_mut().push(n);
         self.wake.notify();
     }
 }
@@ -231,6 +278,9 @@ fn peer_count(cfg: &NetSyncConfig, extras: &SyncExtras) -> usize {
 /// The shard that owns peer `index` (its connection lives there), by the runtime's peer
 /// ownership function over its node id (an in-process peer: over its index).
 fn peer_owner(cfg: &NetSyncConfig, index: usize, shards: usize) -> usize {
+    if let Some(owner) = discovered_owner(index as PeerId, shards) {
+        return owner;
+    }
     let id = match cfg.peers.get(index) {
         Some(e) => e.id.to_vec(),
         None => (index as u64).to_le_bytes().to_vec(),
@@ -282,21 +332,23 @@ async fn deliver(shard: &Shard<MeshMsg>, local: &Local, to: usize, ev: Event) {
 async fn owned_peer(
     shard: Shard<MeshMsg>,
     local: Local,
-    index: usize,
+    pid: PeerId,
+    enode: Enode,
+    discovered: bool,
     cfg: Rc<NetSyncConfig>,
     node: Rc<LocalNode>,
     jobs: local_channel::LocalReceiver<Job>,
     report: Rc<RefCell<NetPeerReport>>,
     board: Rc<RefCell<ZeroBoard>>,
 ) {
-    let pid = index as PeerId;
-    let enode = cfg.peers[index];
     let shards = cfg.shards;
     // A peer is dialed until it answers, and dialed again when it is lost (a restarted or
     // overloaded peer comes back): waits double from 250 ms to 8 s. A peer never reached
     // gives up after `NEVER_REACHED_ATTEMPTS`; the engine is told only of live peers. The
     // loop ends when the shard drops its job channel (the sync ended or dropped the peer).
-    const NEVER_REACHED_ATTEMPTS: u32 = 6;
+    // A discovered peer is one of many: it is given up on sooner, and a peer we cannot use
+    // (another network, fork or version) at once; its pool slot goes to the next candidate.
+    let never_reached_attempts: u32 = if discovered { 3 } else { 6 };
     let mut backoff = Duration::from_millis(250);
     let mut attempts = 0u32;
     let mut ever_connected = false;
@@ -311,7 +363,15 @@ async fn owned_peer(
             Ok(p) => p,
             Err(e) => {
                 report.borrow_mut().error = Some(e.to_string());
-                if !ever_connected && (attempts >= NEVER_REACHED_ATTEMPTS || !e.is_transient()) {
+                if discovered
+                    && (!e.is_transient()
+                        || (!ever_connected && attempts >= never_reached_attempts))
+                {
+                    tracing::info!(shard = shard.id().0, peer = %enode.addr, error = %e, attempts, reason = drop_reason(&e), "discovered peer dropped");
+                    local.note(PoolNote::Ended(pid, drop_reason(&e)));
+                    return;
+                }
+                if !ever_connected && (attempts >= never_reached_attempts || !e.is_transient()) {
                     tracing::warn!(shard = shard.id().0, peer = %enode.addr, error = %e, attempts, "peer unreachable; giving up on it");
                     let note = MeshMsg::Unreachable(enode.addr.to_string(), e.to_string());
                     tell_zero(&shard, &board, note).await;
@@ -335,7 +395,10 @@ async fn owned_peer(
             r.error = None;
             r.block_range = peer.block_range();
         }
-        tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, "peer connected");
+        tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, discovered, "peer connected");
+        if discovered {
+            local.note(PoolNote::Connected(pid));
+        }
         for s in 0..shards {
             deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
         }
@@ -372,6 +435,9 @@ async fn owned_peer(
                     for s in 0..shards {
                         deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
                     }
+                    if discovered {
+                        local.note(PoolNote::Ended(pid, drop_reason(&e)));
+                    }
                     return;
                 }
                 Err(e) => {
@@ -380,6 +446,9 @@ async fn owned_peer(
                     report.borrow_mut().reconnects += 1;
                     for s in 0..shards {
                         deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
+                    }
+                    if discovered {
+                        local.note(PoolNote::Lost(pid));
                     }
                     lost = true;
                     break;
@@ -391,6 +460,9 @@ async fn owned_peer(
                 .conn
                 .disconnect(catchup_devp2p::p2p::DisconnectReason::ClientQuitting)
                 .await;
+            if discovered {
+                local.note(PoolNote::Ended(pid, "dropped_by_sync"));
+            }
             return;
         }
         if !wait_or_closed(&jobs, backoff).await {
@@ -528,6 +600,8 @@ async fn shard_main(
                         peers: Vec::new(),
                         dropped: Vec::new(),
                         view: None,
+                        pool: PoolCounts::default(),
+                        disc: None,
                     }
                 }
             }
@@ -590,7 +664,9 @@ async fn shard_run<S: ShardStore>(
             None => glommio::spawn_local(owned_peer(
                 shard.clone(),
                 local.clone(),
-                index,
+                index as PeerId,
+                cfg.peers[index],
+                false,
                 cfg.clone(),
                 node.clone(),
                 rx,
@@ -601,6 +677,42 @@ async fn shard_run<S: ShardStore>(
         };
         senders.insert(index, tx);
         reports.push((index, report));
+    }
+    // Discovered peers: discovery on shard 0, a pool on every shard.
+    let disc_setup = match extras.in_process {
+        None => extras.discovery.clone(),
+        Some(_) => None,
+    };
+    let static_ids: Vec<[u8; 64]> = cfg.peers.iter().map(|e| e.id).collect();
+    let mut pool = disc_setup
+        .as_ref()
+        .map(|d| Pool::new(me, shards, d.max_peers, &static_ids));
+    let disc_stats: Rc<RefCell<DiscStats>> = Default::default();
+    let disc_stop = Rc::new(std::cell::Cell::new(false));
+    if let (0, Some(d)) = (me, &disc_setup) {
+        let taken = d.socket.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            Some(sock) => {
+                let sock = glommio::net::UdpSocket::from(socket2::Socket::from(sock));
+                let (found, stats, stop) = (local.clone(), disc_stats.clone(), disc_stop.clone());
+                let dcfg = d.cfg.clone();
+                glommio::spawn_local(async move {
+                    let to = found.clone();
+                    let on_candidate = move |e: Enode| {
+                        to.found.borrow_mut().push(e);
+                        to.wake.notify();
+                    };
+                    let r =
+                        super::discover::run(dcfg, sock, stats, on_candidate, move || stop.get())
+                            .await;
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "discovery stopped");
+                    }
+                })
+                .detach();
+            }
+            None => tracing::warn!("discovery: the UDP socket was already taken"),
+        }
     }
     // The Engine API (shard 0): every forkchoice update becomes an `Event::Target`. Held
     // until the sync ends (dropping the task stops it).
@@ -633,7 +745,7 @@ async fn shard_run<S: ShardStore>(
             failure = Some("interrupted".into());
             break;
         }
-        if me == 0 {
+        if me == 0 && disc_setup.is_none() {
             if let Some(why) =
                 all_unreachable(&board.borrow().unreachable, peer_count(&cfg, &extras))
             {
@@ -701,8 +813,14 @@ async fn shard_run<S: ShardStore>(
                     stopped = true;
                     break;
                 }
-                Recv::Msg(_, note @ (MeshMsg::Unreachable(..) | MeshMsg::Progress(..))) => {
-                    board.borrow_mut().note(note)
+                Recv::Msg(
+                    _,
+                    note @ (MeshMsg::Unreachable(..) | MeshMsg::Progress(..) | MeshMsg::Pool(..)),
+                ) => board.borrow_mut().note(note),
+                Recv::Msg(_, MeshMsg::Candidate(e)) => {
+                    if let Some(p) = pool.as_mut() {
+                        p.offer(e);
+                    }
                 }
                 Recv::Closed => {
                     // No other shard (one shard), or all of them are gone.
@@ -714,6 +832,50 @@ async fn shard_run<S: ShardStore>(
             taken += 1;
             if taken >= 4096 {
                 break;
+            }
+        }
+        if let Some(pool) = pool.as_mut() {
+            // Found nodes go to their owner shard; this shard's peers report; free slots
+            // are refilled from the candidates.
+            let found: Vec<Enode> = local.found.borrow_mut().drain(..).collect();
+            for e in found {
+                let owner = catchup_shards::ownership::owner_of_peer(&e.id, shards).0;
+                if owner == me {
+                    pool.offer(e);
+                } else {
+                    let _ = shard.try_send(ShardId(owner), MeshMsg::Candidate(e));
+                }
+            }
+            let notes: Vec<PoolNote> = local.pool.borrow_mut().drain(..).collect();
+            for n in notes {
+                match n {
+                    PoolNote::Connected(p) => pool.connected(p),
+                    PoolNote::Lost(p) => pool.lost(p),
+                    PoolNote::Ended(p, why) => {
+                        if pool.ended(p, why, now_ms) {
+                            senders.remove(&(p as usize));
+                        }
+                    }
+                }
+            }
+            while let Some((pid, enode)) = pool.next_dial(now_ms) {
+                let (tx, rx) = local_channel::new_bounded(cfg.peer_queue_len.max(1));
+                let report = Rc::new(RefCell::new(new_peer_report(enode.addr.to_string())));
+                glommio::spawn_local(owned_peer(
+                    shard.clone(),
+                    local.clone(),
+                    pid,
+                    enode,
+                    true,
+                    cfg.clone(),
+                    node.clone(),
+                    rx,
+                    report.clone(),
+                    board.clone(),
+                ))
+                .detach();
+                senders.insert(pid as usize, tx);
+                reports.push((pid as usize, report));
             }
         }
         let now_ms = started.elapsed().as_millis() as u64;
@@ -731,6 +893,29 @@ async fn shard_run<S: ShardStore>(
         if now_ms >= next_progress_ms {
             next_progress_ms = now_ms + progress_every_ms;
             publish(&shard, &engine, &resumed, &board, shards).await;
+            if let Some(p) = pool.as_mut() {
+                if let Some(worst) = worst_peer(p, &reports) {
+                    // A full pool with candidates waiting: the peer that mostly times out
+                    // makes room.
+                    tracing::info!(
+                        shard = me,
+                        peer = worst,
+                        "dropping the lowest-scored peer for a new candidate"
+                    );
+                    senders.remove(&(worst as usize));
+                    p.ended(worst, "low_score", now_ms);
+                    for s in 0..shards {
+                        deliver(&shard, &local, s, Event::PeerLeft(worst)).await;
+                    }
+                }
+                publish_peers(&shard, p.counts(), &disc_stats, &board, shards).await;
+                if me == 0 && now_ms >= 30_000 && disc_stats.borrow().nodes_found == 0 {
+                    tracing::warn!(
+                        "discovery has found no node after {} s: check --bootnodes (or --dns-list) and that UDP to them is not blocked (--discovery-addr, --ext-ip)",
+                        now_ms / 1000
+                    );
+                }
+            }
         }
         if let (Some(bar), true) = (&extras.bar, now_ms >= next_bar_ms) {
             next_bar_ms = now_ms + 250;
@@ -808,7 +993,11 @@ async fn shard_run<S: ShardStore>(
             break;
         }
     }
+    disc_stop.set(true);
     publish(&shard, &engine, &resumed, &board, shards).await;
+    if let Some(p) = &pool {
+        publish_peers(&shard, p.counts(), &disc_stats, &board, shards).await;
+    }
     if failure.is_some() && me != 0 {
         // Shard 0 would wait for this shard's slice forever.
         shard.request_shutdown();
@@ -852,7 +1041,113 @@ async fn shard_run<S: ShardStore>(
             .collect(),
         dropped,
         view: None,
+        pool: pool.map(|p| p.counts().clone()).unwrap_or_default(),
+        disc: (me == 0 && disc_setup.is_some()).then(|| disc_stats.borrow().clone()),
     }
+}
+
+fn new_peer_report(peer: String) -> NetPeerReport {
+    NetPeerReport {
+        reconnects: 0,
+        peer,
+        client: String::new(),
+        eth_version: 0,
+        requests: 0,
+        answered: 0,
+        timeouts: 0,
+        dropped_by_us: false,
+        error: None,
+        block_range: None,
+    }
+}
+
+/// With candidates waiting and no free slot: the connected discovered peer with the
+/// lowest score (answers minus four per timeout) among those that time out more often
+/// than they answer.
+fn worst_peer(pool: &Pool, reports: &[(usize, Rc<RefCell<NetPeerReport>>)]) -> Option<PeerId> {
+    if pool.queued() == 0 {
+        return None;
+    }
+    pool.connected_peers()
+        .filter_map(|p| {
+            let (_, r) = reports.iter().find(|(i, _)| *i == p as usize)?;
+            let r = r.borrow();
+            (r.timeouts > r.answered).then_some((p, r.answered as i64 - 4 * r.timeouts as i64))
+        })
+        .min_by_key(|(_, score)| *score)
+        .map(|(p, _)| p)
+}
+
+/// Send this shard's pool counts to shard 0; shard 0 logs the peer line (summed over the
+/// shards) and refreshes the `/status` section `eth_peers`.
+async fn publish_peers(
+    shard: &Shard<MeshMsg>,
+    counts: &PoolCounts,
+    disc: &RefCell<DiscStats>,
+    board: &RefCell<ZeroBoard>,
+    shards: usize,
+) {
+    let me = shard.id().0;
+    let sid = ShardId(me);
+    use catchup_shards::metrics::gauge;
+    gauge(
+        "eth_peers_candidates",
+        "discovered nodes handed to this shard's peer pool",
+    )
+    .set(sid, counts.candidates as i64);
+    gauge(
+        "eth_peers_dialed",
+        "dials of discovered peers started by this shard",
+    )
+    .set(sid, counts.dialed as i64);
+    gauge(
+        "eth_peers_connected",
+        "discovered peers connected to this shard now",
+    )
+    .set(sid, counts.connected_now as i64);
+    gauge(
+        "eth_peers_dropped",
+        "discovered peers this shard's pool let go (any reason)",
+    )
+    .set(sid, counts.dropped.values().sum::<u64>() as i64);
+    if me == 0 {
+        gauge(
+            "eth_discovery_nodes_found",
+            "distinct nodes found by discovery (endpoint proven or from a DNS list)",
+        )
+        .set(sid, disc.borrow().nodes_found as i64);
+    }
+    tell_zero(shard, board, MeshMsg::Pool(me, counts.clone())).await;
+    if me != 0 {
+        return;
+    }
+    let mut total = PoolCounts::default();
+    for c in board.borrow().pools.values() {
+        total.add(c);
+    }
+    let d = disc.borrow().clone();
+    let dropped: Vec<String> = total
+        .dropped
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    tracing::info!(
+        target: "progress",
+        shards,
+        "peers: discovered {} ({} compatible, {} other chains), dialed {}, connected {} now / {} ever, dropped {}{}",
+        d.nodes_found,
+        d.eth_compatible,
+        d.eth_incompatible,
+        total.dialed,
+        total.connected_now,
+        total.connected_ever,
+        total.dropped.values().sum::<u64>(),
+        if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) }
+    );
+    crate::node::admin::set_status(
+        "eth_peers",
+        serde_json::json!({ "discovery": d, "pool": total }),
+    );
 }
 
 /// Log this shard's progress line and refresh its `/status` section; with several shards,
@@ -968,19 +1263,27 @@ pub fn run_sync_sharded_full(
         .filter_map(|r| r.head.clone())
         .max_by_key(|h| h.0);
     let sum = |i: usize| results.iter().map(|r| r.counts[i]).sum::<u64>();
-    let mut peers: Vec<Option<NetPeerReport>> = vec![None; peers_n];
+    // Static peers by index, then discovered peers by id.
+    let mut peers: BTreeMap<usize, NetPeerReport> = BTreeMap::new();
     for r in &results {
         for (i, p) in &r.peers {
-            peers[*i] = Some(p.clone());
+            if *i < peers_n || discovered_owner(*i as PeerId, shards).is_some() {
+                peers.insert(*i, p.clone());
+            }
         }
     }
     for r in &results {
         for d in &r.dropped {
-            if let Some(Some(p)) = peers.get_mut(*d as usize) {
+            if let Some(p) = peers.get_mut(&(*d as usize)) {
                 p.dropped_by_us = true;
             }
         }
     }
+    let mut pool = PoolCounts::default();
+    for r in &results {
+        pool.add(&r.pool);
+    }
+    let disc = results.iter().find_map(|r| r.disc.clone());
     let report = NetSyncReport {
         finished: zero.finished,
         // A shard that fails stops the others, which then report "interrupted": name the
@@ -1004,7 +1307,12 @@ pub fn run_sync_sharded_full(
         elapsed_ms: started.elapsed().as_millis() as u64,
         status: zero.status.clone(),
         progress,
-        peers: peers.into_iter().flatten().collect(),
+        peers_discovered: disc.as_ref().map_or(0, |d| d.nodes_found),
+        peers_connected: peers.values().filter(|p| p.eth_version != 0).count() as u64,
+        peers_dialed: peers_n as u64 + pool.dialed,
+        peers_dropped: pool.dropped.clone(),
+        discovery: disc,
+        peers: peers.into_values().collect(),
     };
     Ok((report, stores))
 }
@@ -1020,6 +1328,44 @@ mod tests {
             headers_share: 300,
             ..Progress::default()
         }
+    }
+
+    #[test]
+    fn the_peer_that_mostly_times_out_makes_room_for_a_waiting_candidate() {
+        use catchup_devp2p::enode::Enode;
+        let node = |i: u8| Enode {
+            id: [i; 64],
+            addr: format!("127.0.0.1:{}", 30000 + i as u16).parse().unwrap(),
+        };
+        let mut pool = Pool::new(0, 1, 3, &[]);
+        let mut reports = Vec::new();
+        for i in 0..3 {
+            pool.offer(node(i));
+            let (pid, _) = pool.next_dial(0).unwrap();
+            pool.connected(pid);
+            reports.push((
+                pid as usize,
+                Rc::new(RefCell::new(new_peer_report(i.to_string()))),
+            ));
+        }
+        let score = |k: usize, answered: u64, timeouts: u64| {
+            let mut r = reports[k].1.borrow_mut();
+            r.answered = answered;
+            r.timeouts = timeouts;
+        };
+        score(0, 50, 2);
+        score(1, 3, 9);
+        score(2, 1, 4);
+        assert_eq!(worst_peer(&pool, &reports), None, "no candidate waiting");
+        pool.offer(node(9));
+        assert_eq!(worst_peer(&pool, &reports), Some(reports[1].0 as PeerId));
+        score(1, 30, 9);
+        score(2, 10, 4);
+        assert_eq!(
+            worst_peer(&pool, &reports),
+            None,
+            "every peer answers more than it times out"
+        );
     }
 
     #[test]

@@ -747,7 +747,10 @@ impl Service {
         };
         pf.received += n.nodes.len();
         let lookup = pf.lookup;
-        let complete = pf.received >= BUCKET_SIZE;
+        // Answers are split into packets of `MAX_NEIGHBORS_PER_PACKET`: a shorter packet is
+        // the last one, so a small network's answer completes without waiting for the
+        // response timeout.
+        let complete = pf.received >= BUCKET_SIZE || n.nodes.len() < MAX_NEIGHBORS_PER_PACKET;
         self.table.seen(&id, now_ms);
         if let Some(n) = self.nodes.get_mut(&id) {
             n.last_seen_ms = now_ms;
