@@ -254,3 +254,82 @@ fn new_pivot_with_a_changed_state_is_healed() {
         }
     }
 }
+
+/// A chain that moves while it is synced: a block every 300 ms of virtual time, each
+/// changing the state; the peers keep only their last 32 blocks' states.
+fn moving(seed: u64, mode: SyncMode, peers: usize, shards: usize) -> SimConfig {
+    let mut c = small(seed, mode);
+    c.profile = Profile::Honest;
+    c.peers = peers;
+    c.shards = shards;
+    c.accounts = 1_000;
+    c.big_storage_slots = 400;
+    c.blocks = 200;
+    c.grow_every_ms = 150;
+    c.grow_blocks = 300;
+    c.state_history = 32;
+    // A slow link (small answers, few requests at a time), so the sync spans several
+    // states' lifetimes.
+    c.latency_ms = (20, 60);
+    c.sync.snap_response_bytes = 2 * 1024;
+    c.sync.max_concurrent_requests = 4;
+    c.sync.max_inflight_per_peer = 1;
+    c.sync.node_batch = 16;
+    c.max_virtual_ms = 600_000;
+    c.sync.pivot_distance = 4;
+    c.sync.pivot_agreement = match peers {
+        1 => 1,
+        2 => 2,
+        _ => 3,
+    };
+    c.sync.peers_given = peers;
+    c
+}
+
+fn assert_moved_and_verified(r: &SimReport, what: &str) {
+    assert!(
+        r.correct,
+        "{what}: not correct: finished {} failure {:?} root {:?} vs {} head {:?} vs {} state {} chain {}",
+        r.finished,
+        r.failure,
+        r.state_root,
+        r.expected_state_root,
+        r.head_hash,
+        r.expected_head_hash,
+        r.state_complete,
+        r.chain_complete
+    );
+    assert!(r.repivots >= 1, "{what}: never moved the pivot");
+    assert!(
+        r.pivot_block > r.first_pivot_block,
+        "{what}: final pivot {:?} not newer than the first {:?}",
+        r.pivot_block,
+        r.first_pivot_block
+    );
+    assert_eq!(r.duplicate_writes, 0, "{what}: an item was written twice");
+}
+
+#[test]
+fn snap_on_a_moving_chain_with_32_blocks_of_state_history() {
+    for (peers, shards) in [(4, 2), (1, 1), (2, 2), (1, 2), (2, 1), (4, 1)] {
+        let cfg = moving(61, SyncMode::Snap, peers, shards);
+        let r = run(&cfg);
+        let what = format!("{peers} peer(s), {shards} shard(s)");
+        eprintln!(
+            "{what}: repivots {} healed {} pivot {:?} (first {:?}) root {:?} head {} virtual {} ms",
+            r.repivots,
+            r.healed_nodes,
+            r.pivot_block,
+            r.first_pivot_block,
+            r.state_root,
+            r.peers_head,
+            r.virtual_ms
+        );
+        assert_moved_and_verified(&r, &what);
+        assert!(
+            r.peers_head < cfg.blocks + cfg.grow_blocks,
+            "{what}: converged only once the chain stopped growing"
+        );
+        assert!(r.healed_nodes > 0, "{what}: nothing healed");
+    }
+}

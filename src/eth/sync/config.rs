@@ -70,6 +70,10 @@ pub struct SyncConfig {
     /// Headers, bodies and receipts only: no state is fetched (for peers that serve
     /// history without state).
     pub history_only: bool,
+    /// How long nothing may progress (no peer serves the pivot state even after the pivot
+    /// moved, no peer serves receipts, no pivot agreed) before the sync stops with one
+    /// line naming what is missing (`--stall-timeout-s`).
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -101,6 +105,7 @@ impl Default for SyncConfig {
             anchor_number: 0,
             trusted_anchor: None,
             history_only: false,
+            stall_timeout_ms: 120_000,
         }
     }
 }

@@ -68,6 +68,13 @@ pub enum ShardMsg {
     },
     SwitchMode(SyncMode),
     StateComplete,
+    /// To shard 0: `peer` serves the state of `root` again (`served`), or answered its
+    /// requests for it empty twice in a row (the state fell out of the peer's history).
+    StateAnswer {
+        root: B256,
+        peer: PeerId,
+        served: bool,
+    },
 }
 
 /// A peer's answer to an anchor check: the peer and the two raw headers it sent.
@@ -100,6 +107,19 @@ pub(super) struct Coordinator {
     pub(super) next_status_check_ms: u64,
     pub(super) status_rotation: u64,
     pub(super) repivots: u64,
+    /// Peers that no longer serve the current pivot's state (as shards reported them).
+    pub(super) unserved: std::collections::BTreeSet<PeerId>,
+    /// Some peer served the current pivot's state.
+    pub(super) root_served: bool,
+    /// The pivot's state is gone from enough peers: move the pivot at the next status round.
+    pub(super) force_repivot: bool,
+    /// The pivot distance in use (`pivot_distance` until a pivot's state went out of the
+    /// peers' history; then less).
+    pub(super) distance_eff: Option<u64>,
+    /// The head of the last status round.
+    pub(super) last_head: u64,
+    /// Re-pivots because the pivot's state was no longer served.
+    pub(super) state_repivots: u64,
 }
 
 impl Engine {
@@ -156,6 +176,9 @@ impl Engine {
             ShardMsg::BuildWhole { nibble } => self.build_whole(nibble, store, out),
             ShardMsg::WholeBuilt { .. } => self.after_rebuild(store, out),
             ShardMsg::SwitchMode(mode) => self.on_switch(mode, store, out),
+            ShardMsg::StateAnswer { root, peer, served } => {
+                self.on_state_answer(root, peer, served)
+            }
             ShardMsg::StateComplete => {
                 self.phase = StatePhase::Complete;
                 self.node_queue.clear();

@@ -22,20 +22,156 @@ impl Engine {
         a.min(self.cfg.peers_given.saturating_sub(self.liars.len()).max(1))
     }
 
-    /// Every shard: when every live peer has answered this shard's state requests (or its
-    /// receipts requests) empty, nothing can be sent any more and the sync would wait
-    /// forever. Give the coordinator time to move the pivot (a newer state may be served),
-    /// then stop with one line that says why and what helps.
+    /// A state request for the current pivot's root was answered usefully by `peer`.
+    pub(super) fn state_served(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        self.state_wait_since_ms = None;
+        let Some(root) = self.pivot.as_ref().map(|p| p.state_root) else {
+            return;
+        };
+        let mut tell = !self.root_served;
+        self.root_served = true;
+        if let Some(p) = self.peers.peers.get_mut(&peer) {
+            p.state_empty = 0;
+            if p.state_unserved_told {
+                p.state_unserved_told = false;
+                tell = true;
+            }
+        }
+        if tell {
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::StateAnswer {
+                    root,
+                    peer,
+                    served: true,
+                },
+            });
+        }
+    }
+
+    /// A state request for the current pivot's root was answered empty by `peer`. Two in a
+    /// row from a peer whose head is at or past the pivot (one behind it may simply not
+    /// have the block yet) tell the coordinator the state is gone from that peer.
+    pub(super) fn state_unserved(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        let Some((number, root)) = self.pivot.as_ref().map(|p| (p.number, p.state_root)) else {
+            return;
+        };
+        self.root_empty_answers += 1;
+        self.root_empty_peers.insert(peer);
+        let Some(p) = self.peers.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.best.is_some_and(|b| b < number) {
+            return;
+        }
+        p.state_empty += 1;
+        if p.state_empty >= 2 && !p.state_unserved_told {
+            p.state_unserved_told = true;
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::StateAnswer {
+                    root,
+                    peer,
+                    served: false,
+                },
+            });
+        }
+    }
+
+    /// Peers the coordinator counts on: the live ones, or the given ones not caught lying
+    /// (a shard may hold only some of them).
+    fn peers_counted(&self) -> usize {
+        self.peers
+            .live()
+            .max(self.cfg.peers_given.saturating_sub(self.liars.len()))
+    }
+
+    /// The pivot distance in use.
+    pub(super) fn distance(&self) -> u64 {
+        self.coord
+            .as_ref()
+            .and_then(|c| c.distance_eff)
+            .unwrap_or(self.cfg.pivot_distance)
+    }
+
+    /// Coordinator: a shard reports whether `peer` serves the state of `root`. When more
+    /// than half of the peers (and at least two, when there are two) no longer serve the
+    /// current pivot's state, it fell out of their history: the pivot moves forward at the
+    /// next status round. One peer answering empty (lying, or lagging) moves nothing.
+    pub(super) fn on_state_answer(&mut self, root: B256, peer: PeerId, served: bool) {
+        let Some((number, pivot_root)) = self.pivot.as_ref().map(|p| (p.number, p.state_root))
+        else {
+            return;
+        };
+        if root != pivot_root {
+            return;
+        }
+        let total = self.peers_counted();
+        let announced = self.peers.peers.values().filter_map(|p| p.best).max();
+        let distance = self.distance();
+        let now = self.now_ms;
+        let Some(c) = self.coord.as_mut() else { return };
+        if served {
+            c.root_served = true;
+            c.unserved.remove(&peer);
+            return;
+        }
+        c.unserved.insert(peer);
+        let needed = if total <= 1 {
+            1
+        } else {
+            (total / 2 + 1).max(2)
+        };
+        if c.unserved.len() < needed || c.force_repivot || c.state_complete || c.finished {
+            return;
+        }
+        let head = c.last_head.max(announced.unwrap_or(0));
+        // A state that was served and is gone now: the peers keep about `head - number`
+        // blocks of states; the next pivot stays well inside that. A state never served
+        // at all: only the head's state is surely held.
+        let eff = if c.root_served {
+            distance.min(head.saturating_sub(number) / 2)
+        } else {
+            0
+        };
+        c.distance_eff = Some(eff);
+        c.force_repivot = true;
+        c.retry_at_ms = now;
+        tracing::info!(
+            pivot = number,
+            %root,
+            peers = c.unserved.len(),
+            of = total,
+            head,
+            distance = eff,
+            "the pivot's state is no longer served; moving the pivot forward"
+        );
+    }
+
+    /// Every shard: what the sync waits for when nothing progresses, in the progress line;
+    /// after `stall_timeout_ms` of it, one line that says what is missing and which flag
+    /// helps (`Action::Failed`). The pivot moves first when its state is gone (the
+    /// coordinator does that); this fires only when that did not help either.
     pub(super) fn check_served(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
-        let give_up_ms = self.cfg.status_check_ms + 10_000;
+        let stall_ms = self.cfg.stall_timeout_ms.max(1);
         let live: Vec<&crate::eth::sync::peers::PeerStats> =
             self.peers.peers.values().filter(|p| !p.dropped).collect();
-        let wants_state = matches!(self.phase, StatePhase::Ranges | StatePhase::Walk);
-        let no_state = wants_state && !live.is_empty() && live.iter().all(|p| p.no_state);
+        let n_live = live.len();
         let no_receipts = !self.receipt_queue.is_empty()
             && !live.is_empty()
             && live.iter().all(|p| p.no_receipts);
+        let wants_state = match self.phase {
+            StatePhase::Ranges => !self.ranges_done(),
+            StatePhase::Walk => !self.walk_idle(),
+            _ => false,
+        };
+        let state_stuck = wants_state && !live.is_empty() && live.iter().all(|p| p.no_state);
+        if !wants_state {
+            self.state_wait_since_ms = None;
+        } else if self.state_wait_since_ms.is_none() {
+            self.state_wait_since_ms = Some(now);
+        }
         fn since(slot: &mut Option<u64>, now_true: bool, now: u64) -> Option<u64> {
             if now_true {
                 Some(*slot.get_or_insert(now))
@@ -44,25 +180,74 @@ impl Engine {
                 None
             }
         }
-        let state_since = since(&mut self.unserved_since_ms.0, no_state, now);
         let receipts_since = since(&mut self.unserved_since_ms.1, no_receipts, now);
-        if state_since.is_some_and(|t| now.saturating_sub(t) >= give_up_ms) {
-            let (n, root) = self
-                .pivot
-                .as_ref()
-                .map(|p| (p.number, format!("{}", p.state_root)))
-                .unwrap_or_default();
+        let pivot_wait = self.shard == 0 && self.pivot.is_none();
+        let no_pivot_since = since(&mut self.no_pivot_since_ms, pivot_wait, now);
+        let (n, root) = self
+            .pivot
+            .as_ref()
+            .map(|p| (p.number, format!("{}", p.state_root)))
+            .unwrap_or_default();
+        let repivots = self.coord.as_ref().map(|c| c.state_repivots).unwrap_or(0);
+        let state_line = format!(
+            "state of root {root} (pivot block {n}): {} empty answers from {} peer(s)",
+            self.root_empty_answers,
+            self.root_empty_peers.len()
+        );
+        self.waiting = None;
+        // The state stalls when no state answer was useful for the whole timeout and
+        // every live peer now answers it empty (a slow but serving peer is not a stall).
+        let state_stalled = self
+            .state_wait_since_ms
+            .is_some_and(|t| now.saturating_sub(t) >= stall_ms);
+        if state_stuck || (state_stalled && self.root_empty_answers > 0) {
+            self.waiting = Some(state_line.clone());
+        }
+        if state_stalled && state_stuck {
             out.push(Action::Failed(format!(
-                "no peer serves the state at pivot block {n} (root {root}): each of the {} live peer(s) answered state requests empty, as a peer does for a state it no longer keeps (geth keeps its latest 128); sync a newer pivot with --pivot-distance 0, or add peers that hold this state",
-                live.len()
+                "no peer serves the {state_line} for {} s, after {repivots} pivot move(s): each of the {n_live} live peer(s) answered state requests empty, as a peer does for a state it no longer keeps (geth keeps its latest 128); add peers that hold recent state, sync the head's state with --pivot-distance 0, or wait longer with --stall-timeout-s",
+                stall_ms / 1000
             )));
-            self.unserved_since_ms.0 = None;
-        } else if receipts_since.is_some_and(|t| now.saturating_sub(t) >= give_up_ms) {
+            self.state_wait_since_ms = None;
+            return;
+        }
+        if no_receipts {
+            self.waiting = Some(format!(
+                "receipts: each of the {n_live} live peer(s) answered receipts requests empty"
+            ));
+        }
+        if receipts_since.is_some_and(|t| now.saturating_sub(t) >= stall_ms) {
             out.push(Action::Failed(format!(
-                "no peer serves receipts: each of the {} live peer(s) answered receipts requests empty; sync without receipts with --receipts false, or add peers that serve them",
-                live.len()
+                "no peer serves receipts: each of the {n_live} live peer(s) answered receipts requests empty for {} s; sync without receipts with --receipts false, add peers that serve them, or wait longer with --stall-timeout-s",
+                stall_ms / 1000
             )));
             self.unserved_since_ms.1 = None;
+            return;
+        }
+        if pivot_wait {
+            let (answered, covering) = self
+                .coord
+                .as_ref()
+                .map(|c| {
+                    (
+                        c.status_replies.len(),
+                        c.anchor_votes.values().map(|v| v.len()).max().unwrap_or(0),
+                    )
+                })
+                .unwrap_or_default();
+            let line = format!(
+                "a pivot: {n_live} live peer(s), {answered} answered status, at most {covering} agreed on a pivot header, {} must agree",
+                self.agreement()
+            );
+            if no_pivot_since.is_some_and(|t| now.saturating_sub(t) >= stall_ms) {
+                out.push(Action::Failed(format!(
+                    "no pivot after {} s: {line}; add peers that serve this chain (--peer), lower --pivot-agreement, or wait longer with --stall-timeout-s",
+                    stall_ms / 1000
+                )));
+                self.no_pivot_since_ms = None;
+                return;
+            }
+            self.waiting = Some(line);
         }
     }
 
@@ -83,10 +268,11 @@ impl Engine {
         // With a pivot: look at the peers' head again now and then, to re-select the pivot
         // when it falls too far behind.
         // (Only once the previous round has ended, so status requests never pile up.)
+        let due = check_ms > 0 && now >= c.next_status_check_ms;
+        let forced = c.force_repivot && now >= c.retry_at_ms;
         let recheck = self.pivot.is_some()
             && !done
-            && check_ms > 0
-            && now >= c.next_status_check_ms
+            && (due || forced)
             && c.status_pending == 0
             && !c.anchors_asked;
         if recheck {
@@ -167,8 +353,11 @@ impl Engine {
     pub(super) fn on_status(&mut self, peer: PeerId, best: Option<u64>, out: &mut Vec<Action>) {
         let now = self.now_ms;
         let agreement = self.agreement();
-        let distance = self.cfg.pivot_distance;
+        let distance = self.distance();
         let anchor = self.cfg.anchor_number;
+        if let (Some(b), Some(p)) = (best, self.peers.peers.get_mut(&peer)) {
+            p.best = Some(p.best.map_or(b, |x| x.max(b)));
+        }
         let Some(c) = self.coord.as_mut() else { return };
         c.status_pending = c.status_pending.saturating_sub(1);
         if let Some(b) = best {
@@ -189,11 +378,26 @@ impl Engine {
         let head =
             bests[(bests.len() - 1) / 2].min(bests[bests.len() - agreement.min(bests.len())]);
         // Keep the current (or journaled) pivot while it is close enough to the head.
+        c.last_head = c.last_head.max(head);
         let current = self.pivot.as_ref().map(|p| p.number);
         let resumed = c.resume_pivot.take();
+        let forced = c.force_repivot;
+        let mut pivot = head.saturating_sub(distance).max(anchor + 1);
         if let Some(n) = current {
-            if self.pivot_still_valid(n, head) {
+            if !forced && self.pivot_still_valid(n, head) {
                 return;
+            }
+            if forced && pivot <= n {
+                if head > n {
+                    // Move at least past the old pivot.
+                    pivot = head;
+                } else {
+                    // The head has not moved past the pivot yet: ask again soon.
+                    let c = self.coord.as_mut().expect("coordinator");
+                    c.status_asked = false;
+                    c.retry_at_ms = now + 1000;
+                    return;
+                }
             }
         } else if let Some((p, h)) = resumed {
             if let Ok(ph) = Header::decode(&p) {
@@ -209,7 +413,6 @@ impl Engine {
             c.retry_at_ms = now + 1000;
             return;
         }
-        let pivot = head.saturating_sub(distance).max(anchor + 1);
         c.anchor_target = (pivot, head);
         c.anchors_asked = true;
         c.anchor_votes.clear();
@@ -313,6 +516,12 @@ impl Engine {
                 return;
             }
             let c = self.coord.as_mut().expect("coordinator");
+            if c.force_repivot {
+                c.state_repivots += 1;
+            }
+            c.force_repivot = false;
+            c.unserved.clear();
+            c.root_served = false;
             if self.pivot.is_some() || !c.joined.is_empty() {
                 // A new pivot: the join bookkeeping of the old target does not carry over
                 // (stored headers do, and are announced again by their owners).
@@ -353,8 +562,14 @@ impl Engine {
         for peer in self.peers.peers.values_mut() {
             peer.no_state = false;
             peer.empty = 0;
+            peer.state_empty = 0;
+            peer.state_unserved_told = false;
         }
         self.unserved_since_ms.0 = None;
+        self.pivot_epoch += 1;
+        self.root_served = false;
+        self.root_empty_answers = 0;
+        self.root_empty_peers.clear();
         self.head = Some(h);
         self.reported = None;
         if old_root.is_some() {
@@ -444,9 +659,7 @@ impl Engine {
                     for r in &mut self.ranges {
                         r.busy = false;
                     }
-                    self.storage_tasks.clear();
-                    self.storage_ready.clear();
-                    self.storage_accs.clear();
+                    self.storage_to_heal(store);
                     self.write_journal(store);
                     return;
                 }

@@ -99,7 +99,11 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
         p.timeouts,
         p.elapsed_ms as f64 / 1000.0,
         if status.state_complete && status.bodies_complete { ", complete" } else { "" }
-    )
+    ) + &status
+        .waiting
+        .as_ref()
+        .map(|w| format!(", waiting for {w}"))
+        .unwrap_or_default()
 }
 
 /// What `get_status` reports.
@@ -114,6 +118,12 @@ pub struct Status {
     pub bodies_complete: bool,
     pub receipts_complete: bool,
     pub state_complete: bool,
+    /// Pivots selected after the first (the head moved on, or the pivot's state went out
+    /// of the peers' history).
+    pub repivots: u64,
+    /// What the sync waits for while nothing progresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl Engine {
@@ -139,6 +149,8 @@ impl Engine {
             state_complete: c
                 .map(|c| c.state_complete)
                 .unwrap_or(self.phase == StatePhase::Complete),
+            repivots: c.map(|c| c.repivots).unwrap_or(0),
+            waiting: self.waiting.clone(),
         }
     }
 
