@@ -333,3 +333,44 @@ fn snap_on_a_moving_chain_with_32_blocks_of_state_history() {
         assert!(r.healed_nodes > 0, "{what}: nothing healed");
     }
 }
+
+/// Two colluding liars of three peers (the same lie for the same request) against one
+/// honest peer, in fast and snap mode: the liars can win the pivot vote with a forged head;
+/// the sync must find out (their chain does not join, they get caught), turn to the other
+/// candidate or vote again among the others, and finish with the peers' real chain.
+fn colluding(seed: u64, mode: SyncMode) -> SimReport {
+    let mut cfg = small(seed, mode);
+    cfg.profile = Profile::Colluding;
+    cfg.peers = 3;
+    cfg.sync.pivot_agreement = 2;
+    cfg.sync.peers_given = 3;
+    cfg.max_virtual_ms = 3_600_000;
+    run(&cfg)
+}
+
+/// The soak's liars row with seed 20261203 stalled: the liars' two votes picked a forged
+/// pivot and the honest peer's dissent was taken for a lie.
+#[test]
+fn seed_20261203_colluding_liars_outvote_the_honest_peer() {
+    for mode in [SyncMode::Fast, SyncMode::Snap] {
+        let r = colluding(20_261_203, mode);
+        assert_correct_refetching(&r, &format!("{mode:?}"), u64::MAX);
+        assert!(r.lies_detected > 0, "{mode:?}: no liar caught");
+    }
+}
+
+/// Seeds 3, 4, 6 and 32 each found a way the recovery could stall or leave the state
+/// incomplete (a pivot found false, a vote picking the same pivot again, a switch between
+/// pivots with one state root, an honest top batch taken for a lie).
+#[test]
+fn colluding_liars_beyond_a_third_seeds_1_to_60() {
+    let mut moved = 0;
+    for seed in 1..=60u64 {
+        for mode in [SyncMode::Fast, SyncMode::Snap] {
+            let r = colluding(seed, mode);
+            assert_correct_refetching(&r, &format!("seed {seed} {mode:?}"), u64::MAX);
+            moved += r.repivots;
+        }
+    }
+    assert!(moved > 0, "no seed needed another candidate");
+}

@@ -33,6 +33,9 @@ pub enum Profile {
     Lossy,
     /// Half the peers answer random bytes in the right response shapes.
     Garbage,
+    /// Two of every three peers lie, and collude: they tell the same lie for the same
+    /// request (more than a third, so they can win a pivot vote).
+    Colluding,
 }
 
 /// What to simulate.
@@ -212,6 +215,13 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
                         Fault::Disconnecting,
                         Fault::Stale,
                     ][i % 6]
+                }
+            }
+            Profile::Colluding => {
+                if i % 3 == 2 {
+                    Fault::Honest
+                } else {
+                    Fault::Lying
                 }
             }
             Profile::Mixed => [
@@ -553,6 +563,13 @@ fn run_inner(
                         p.serving.best = (b0 + grown).min(chain.head().number);
                     }
                     let mut resp = p.serving.handle(&req);
+                    if cfg.profile == Profile::Colluding {
+                        // The same lie for the same request in the same second, from
+                        // every liar.
+                        let fp = keccak256(format!("{req:?} {}", now / 1000).as_bytes());
+                        let fp = u64::from_le_bytes(fp.0[..8].try_into().expect("8 bytes"));
+                        p.rng = SimRng::new(cfg.seed ^ fp);
+                    }
                     match p.fault {
                         Fault::Lying => resp = corrupt(resp, &mut p.rng),
                         Fault::Garbage => resp = garbage(resp, &mut p.rng),

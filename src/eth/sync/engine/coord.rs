@@ -30,6 +30,8 @@ pub enum ShardMsg {
     HeadersRejected {
         batch: u64,
         peer: Option<PeerId>,
+        /// The batch is false (its peer lied), not merely at odds with a doubtful head.
+        lied: bool,
     },
     Tasks {
         round: u32,
@@ -120,6 +122,25 @@ pub(super) struct Coordinator {
     pub(super) last_head: u64,
     /// Re-pivots because the pivot's state was no longer served.
     pub(super) state_repivots: u64,
+    /// Every (pivot, head) the last vote saw, most votes first, with its voters and raw
+    /// headers: the next one is tried when the chosen one turns out false.
+    pub(super) candidates: Vec<Candidate>,
+    /// The peers that voted for the pivot in use, and pivots already found false.
+    pub(super) voters: Vec<PeerId>,
+    pub(super) tried: std::collections::BTreeSet<(B256, B256)>,
+    /// Peers that voted for a pivot found false: their votes no longer count.
+    pub(super) suspects: std::collections::BTreeSet<PeerId>,
+    /// Vote again (a pivot was found false and no other candidate is left).
+    pub(super) revote: bool,
+}
+
+/// A (pivot, head) some peers answered in a pivot vote.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) key: (B256, B256),
+    pub(super) voters: Vec<PeerId>,
+    pub(super) pivot: Vec<u8>,
+    pub(super) head: Vec<u8>,
 }
 
 impl Engine {
@@ -128,6 +149,7 @@ impl Engine {
         if self.coord.is_none() {
             return;
         }
+        self.check_voters(out);
         self.tick_pivot(out);
         self.tick_probe_wave(out);
         let _ = store;
@@ -148,7 +170,9 @@ impl Engine {
                 peer,
             } => self.on_header_range(batch, first_parent, last_hash, peer, store, out),
             ShardMsg::HeadersJoined { batch } => self.on_headers_joined(batch, store),
-            ShardMsg::HeadersRejected { batch, peer } => self.on_headers_rejected(batch, peer, out),
+            ShardMsg::HeadersRejected { batch, peer, lied } => {
+                self.on_headers_rejected(batch, peer, lied, out)
+            }
             ShardMsg::Tasks { round, tasks } => self.on_tasks(round, tasks, store),
             ShardMsg::StartWalk { round } => self.start_walk(round, store, out),
             ShardMsg::Probe { wave } => self.on_probe(wave, out),

@@ -16,10 +16,98 @@ impl Engine {
     /// cannot vote either, as it is dropped).
     pub(super) fn agreement(&self) -> usize {
         let a = self.cfg.pivot_agreement.max(1);
-        if self.cfg.peers_given == 0 || self.liars.is_empty() {
+        let suspects = self
+            .coord
+            .as_ref()
+            .map(|c| {
+                c.suspects
+                    .iter()
+                    .filter(|p| !self.liars.contains(p))
+                    .count()
+            })
+            .unwrap_or(0);
+        if self.cfg.peers_given == 0 || self.liars.len() + suspects == 0 {
             return a;
         }
-        a.min(self.cfg.peers_given.saturating_sub(self.liars.len()).max(1))
+        a.min(
+            self.cfg
+                .peers_given
+                .saturating_sub(self.liars.len() + suspects)
+                .max(1),
+        )
+    }
+
+    /// Coordinator: the pivot in use was found false (the chain from its head does not
+    /// reach the trusted anchor, or another candidate's head came with a consistent header
+    /// batch while every voter was caught lying). Its voters become suspects whose votes no
+    /// longer count; the sync continues with `alt`, else the next candidate of the vote
+    /// that none of them backed, else a new vote among the others; it fails only when no
+    /// peer is left to vote.
+    pub(super) fn pivot_failed(&mut self, why: &str, alt: Option<usize>, out: &mut Vec<Action>) {
+        let live: Vec<PeerId> = self
+            .peers
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.dropped)
+            .map(|(id, _)| *id)
+            .collect();
+        let Some(c) = self.coord.as_mut() else { return };
+        let voters = std::mem::take(&mut c.voters);
+        c.suspects.extend(voters.iter().copied());
+        let suspects = c.suspects.clone();
+        let pick = alt.or_else(|| {
+            c.candidates.iter().position(|k| {
+                !c.tried.contains(&k.key) && k.voters.iter().all(|v| !suspects.contains(v))
+            })
+        });
+        tracing::warn!(
+            ?voters,
+            why,
+            "the agreed pivot is doubtful; its voters' votes no longer count"
+        );
+        if let Some(i) = pick {
+            // Another pivot: the join bookkeeping of the old one does not carry over (a
+            // new vote that picks the same pivot again keeps it).
+            c.joined.clear();
+            c.pending_ranges.clear();
+            c.chain_complete = false;
+            c.reports.clear();
+            self.journal.joined.clear();
+            let c = self.coord.as_mut().expect("coordinator");
+            let k = c.candidates[i].clone();
+            c.tried.insert(k.key);
+            c.voters = k.voters.clone();
+            c.repivots += 1;
+            self.broadcast_pivot(k.pivot, k.head, out);
+            return;
+        }
+        let c = self.coord.as_mut().expect("coordinator");
+        if live.iter().all(|p| suspects.contains(p)) {
+            c.failed = true;
+            out.push(Action::Failed(format!(
+                "no pivot candidate remains: {why}, and every live peer voted for a pivot found false ({} suspect peer(s)); add honest peers with --peer, or give the target with --sync-target",
+                suspects.len()
+            )));
+            return;
+        }
+        c.revote = true;
+        c.status_asked = false;
+        c.anchors_asked = false;
+        c.retry_at_ms = self.now_ms;
+    }
+
+    /// Coordinator: every peer that voted for the pivot in use was since caught lying
+    /// while its chain is not joined yet: the pivot is as doubtful as they are.
+    pub(super) fn check_voters(&mut self, out: &mut Vec<Action>) {
+        let Some(c) = self.coord.as_ref() else { return };
+        if self.pivot.is_none()
+            || c.chain_complete
+            || c.voters.is_empty()
+            || !c.voters.iter().all(|v| self.liars.contains(v))
+        {
+            return;
+        }
+        self.pivot_failed("every peer that voted for it was caught lying", None, out);
     }
 
     /// A state request for the current pivot's root was answered usefully by `peer`.
@@ -269,10 +357,10 @@ impl Engine {
         // when it falls too far behind.
         // (Only once the previous round has ended, so status requests never pile up.)
         let due = check_ms > 0 && now >= c.next_status_check_ms;
-        let forced = c.force_repivot && now >= c.retry_at_ms;
+        let forced = (c.force_repivot || c.revote) && now >= c.retry_at_ms;
         let recheck = self.pivot.is_some()
-            && !done
-            && (due || forced)
+            && !c.finished
+            && ((due && !done) || forced)
             && c.status_pending == 0
             && !c.anchors_asked;
         if recheck {
@@ -360,7 +448,7 @@ impl Engine {
         }
         let Some(c) = self.coord.as_mut() else { return };
         c.status_pending = c.status_pending.saturating_sub(1);
-        if let Some(b) = best {
+        if let Some(b) = best.filter(|_| !c.suspects.contains(&peer)) {
             c.status_replies.insert(peer, b);
         }
         if c.status_pending > 0 || c.anchors_asked {
@@ -382,12 +470,13 @@ impl Engine {
         let current = self.pivot.as_ref().map(|p| p.number);
         let resumed = c.resume_pivot.take();
         let forced = c.force_repivot;
+        let revote = c.revote;
         let mut pivot = head.saturating_sub(distance).max(anchor + 1);
         if let Some(n) = current {
-            if !forced && self.pivot_still_valid(n, head) {
+            if !forced && !revote && self.pivot_still_valid(n, head) {
                 return;
             }
-            if forced && pivot <= n {
+            if forced && !revote && pivot <= n {
                 if head > n {
                     // Move at least past the old pivot.
                     pivot = head;
@@ -468,8 +557,17 @@ impl Engine {
                 _ => None,
             };
             if let (Some(decided), Some(raws)) = (decided, raws) {
-                if !raws.is_empty() && anchor_hashes(&raws, pn, hn) != Some(decided) {
-                    self.lie(peer, out);
+                match anchor_hashes(&raws, pn, hn) {
+                    Some(key) if key != decided => {
+                        // Another chain's headers: a lie, or the truth if the decided
+                        // pivot is the lie. Kept as a candidate the join can turn to.
+                        let c = self.coord.as_mut().expect("coordinator");
+                        if !c.suspects.contains(&peer) {
+                            add_candidate(&mut c.candidates, key, peer, &raws);
+                        }
+                    }
+                    None if !raws.is_empty() => self.lie(peer, out),
+                    _ => {}
                 }
             }
             return;
@@ -477,7 +575,8 @@ impl Engine {
         c.anchor_pending = c.anchor_pending.saturating_sub(1);
         let (pn, hn) = c.anchor_target;
         let mut liar = false;
-        if let Some(raws) = raws {
+        let suspect = c.suspects.contains(&peer);
+        if let Some(raws) = raws.filter(|_| !suspect) {
             if let Some(key) = anchor_hashes(&raws, pn, hn) {
                 let (first, last) = (raws[0].clone(), raws[raws.len() - 1].clone());
                 c.anchor_votes
@@ -498,18 +597,31 @@ impl Engine {
             .find(|(_, v)| v.len() >= agreement)
             .map(|(k, v)| (*k, v[0].1.clone(), v[0].2.clone()));
         if let Some((key, p, h)) = winner {
-            let losers: Vec<PeerId> = c
+            // Every answer is kept as a candidate, most votes first; the losers are not
+            // taken for liars (more than a third of colluding liars outvote the truth;
+            // the header chain decides later, from the trusted anchor up).
+            let mut cands: Vec<super::coord::Candidate> = c
                 .anchor_votes
                 .iter()
-                .filter(|(k, _)| **k != key)
-                .flat_map(|(_, v)| v.iter().map(|x| x.0))
+                .map(|(k, v)| super::coord::Candidate {
+                    key: *k,
+                    voters: v.iter().map(|x| x.0).collect(),
+                    pivot: v[0].1.clone(),
+                    head: v[0].2.clone(),
+                })
                 .collect();
+            cands.sort_by_key(|k| std::cmp::Reverse(k.voters.len()));
+            c.voters = cands
+                .iter()
+                .find(|k| k.key == key)
+                .map(|k| k.voters.clone())
+                .unwrap_or_default();
+            c.candidates = cands;
+            c.tried.insert(key);
+            c.revote = false;
             c.anchor_votes.clear();
             c.anchor_pending = 0;
             c.anchors_asked = false;
-            for l in losers {
-                self.lie(l, out);
-            }
             let same = self.pivot.as_ref().is_some_and(|x| x.hash == key.0)
                 && self.head.as_ref().is_some_and(|x| x.hash == key.1);
             if same {
@@ -562,14 +674,19 @@ impl Engine {
         for peer in self.peers.peers.values_mut() {
             peer.no_state = false;
             peer.empty = 0;
-            peer.state_empty = 0;
-            peer.state_unserved_told = false;
         }
         self.unserved_since_ms.0 = None;
-        self.pivot_epoch += 1;
-        self.root_served = false;
-        self.root_empty_answers = 0;
-        self.root_empty_peers.clear();
+        if old_root != Some(new_root) {
+            // Requests for the old root say nothing about the new one.
+            for peer in self.peers.peers.values_mut() {
+                peer.state_empty = 0;
+                peer.state_unserved_told = false;
+            }
+            self.pivot_epoch += 1;
+            self.root_served = false;
+            self.root_empty_answers = 0;
+            self.root_empty_peers.clear();
+        }
         self.head = Some(h);
         self.reported = None;
         if old_root.is_some() {
@@ -709,6 +826,28 @@ impl Engine {
                 self.start_ranges(store);
             }
         }
+    }
+}
+
+/// Count `peer`'s late vote for `key` (its raw pivot and head headers in `raws`).
+fn add_candidate(
+    cands: &mut Vec<super::coord::Candidate>,
+    key: (B256, B256),
+    peer: PeerId,
+    raws: &[Vec<u8>],
+) {
+    match cands.iter_mut().find(|k| k.key == key) {
+        Some(k) => {
+            if !k.voters.contains(&peer) {
+                k.voters.push(peer);
+            }
+        }
+        None => cands.push(super::coord::Candidate {
+            key,
+            voters: vec![peer],
+            pivot: raws[0].clone(),
+            head: raws[raws.len() - 1].clone(),
+        }),
     }
 }
 
