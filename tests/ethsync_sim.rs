@@ -381,7 +381,8 @@ fn colluding_liars_beyond_a_third_seeds_1_to_60() {
 /// more slowly than snap; this checks that it ends verified at a newer pivot.
 #[test]
 fn fast_on_a_moving_chain_with_32_blocks_of_state_history() {
-    for (peers, shards) in [(1, 1)] {
+    {
+        let (peers, shards) = (1, 1);
         let cfg = moving(62, SyncMode::Fast, peers, shards);
         let r = run(&cfg);
         let what = format!("fast, {peers} peer(s), {shards} shard(s)");
