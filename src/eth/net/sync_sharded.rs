@@ -364,6 +364,7 @@ async fn owned_peer(
                         r.dropped_by_us = true;
                     }
                     for s in 0..shards {
+                        deliver(&shard, &local, s, Event::PeerLied(pid)).await;
                         deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
                     }
                     return;

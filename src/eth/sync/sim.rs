@@ -522,7 +522,7 @@ fn run_inner(
             }
             Event::Shard(_) => mix(3),
             Event::Tick => mix(4),
-            Event::PeerJoined(p) | Event::PeerLeft(p) => mix(5 + *p as u64),
+            Event::PeerJoined(p) | Event::PeerLeft(p) | Event::PeerLied(p) => mix(5 + *p as u64),
             Event::PeerHead { peer, number } => {
                 mix(7);
                 mix(*peer as u64);

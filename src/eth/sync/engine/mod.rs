@@ -70,6 +70,9 @@ pub enum Event {
     },
     Shard(ShardMsg),
     Tick,
+    /// The driver caught a peer lying (a head it cannot prove, a broken message) and
+    /// dropped it: it no longer counts towards the pivot agreement.
+    PeerLied(PeerId),
     /// A peer announced a new head (eth/69 BlockRangeUpdate, NewBlockHashes).
     PeerHead {
         peer: PeerId,
@@ -368,6 +371,11 @@ impl Engine {
         match ev {
             Event::PeerJoined(p) => self.peers.join(p, &self.policy),
             Event::PeerLeft(p) => self.peers.leave(p),
+            Event::PeerLied(p) => {
+                if !self.liars.contains(&p) {
+                    self.lie(p, out);
+                }
+            }
             Event::PeerHead { peer, number } => {
                 if let Some(p) = self.peers.peers.get_mut(&peer) {
                     p.best = Some(p.best.map_or(number, |b| b.max(number)));
