@@ -431,3 +431,41 @@ fn moving_chain_sync_resumes_after_kills_without_refetching() {
         );
     }
 }
+
+/// No peer serves any state: the pivot moves first (to the head's state), and when that
+/// does not help either the sync stops after the stall timeout with one line that names
+/// the root, the empty answers and the flags that help; meanwhile `get_status` says what
+/// it waits for.
+#[test]
+fn no_peer_serves_the_state_ends_in_one_line_after_the_stall_timeout() {
+    for mode in [SyncMode::Snap, SyncMode::Fast] {
+        let mut cfg = small(71, mode);
+        cfg.profile = Profile::Stale;
+        cfg.peers = 3;
+        cfg.sync.pivot_agreement = 2;
+        cfg.sync.peers_given = 3;
+        cfg.sync.stall_timeout_ms = 20_000;
+        let r = run(&cfg);
+        let line = r.failure.clone().unwrap_or_default();
+        eprintln!("{mode:?}: after {} ms: {line}", r.virtual_ms);
+        assert!(!r.finished, "{mode:?}");
+        assert!(
+            line.starts_with("no peer serves the state of root 0x")
+                && line.contains("empty answers from 3 peer(s)")
+                && line.contains("--pivot-distance 0")
+                && line.contains("--stall-timeout-s"),
+            "{mode:?}: {line}"
+        );
+        assert!(r.repivots >= 1, "{mode:?}: the pivot never moved");
+        assert!(
+            r.virtual_ms < 20_000 + 60_000,
+            "{mode:?}: stopped only after {} ms",
+            r.virtual_ms
+        );
+        let waiting = r.status.waiting.clone().unwrap_or_default();
+        assert!(
+            waiting.contains("empty answers from"),
+            "{mode:?}: {waiting}"
+        );
+    }
+}

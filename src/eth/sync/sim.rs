@@ -36,6 +36,8 @@ pub enum Profile {
     /// Two of every three peers lie, and collude: they tell the same lie for the same
     /// request (more than a third, so they can win a pivot vote).
     Colluding,
+    /// Every peer lost the state (answers state requests empty): the sync must say so.
+    Stale,
 }
 
 /// What to simulate.
@@ -217,6 +219,7 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
                     ][i % 6]
                 }
             }
+            Profile::Stale => Fault::Stale,
             Profile::Colluding => {
                 if i % 3 == 2 {
                     Fault::Honest
