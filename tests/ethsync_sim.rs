@@ -331,6 +331,11 @@ fn snap_on_a_moving_chain_with_32_blocks_of_state_history() {
             "{what}: converged only once the chain stopped growing"
         );
         assert!(r.healed_nodes > 0, "{what}: nothing healed");
+        // The heal fetches only what the store lacks: nothing verified comes twice.
+        assert_eq!(
+            r.progress.refetched_items, 0,
+            "{what}: verified items fetched again"
+        );
     }
 }
 
