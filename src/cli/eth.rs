@@ -19,7 +19,7 @@ pub enum EthCmd {
     /// for blocks marked invalid, report which check caught them.
     VerifyBlocktest(crate::eth::verify::VerifyBlocktestArgs),
     /// Run the fast/snap sync engines against simulated peers (seeded, deterministic).
-    Sim(crate::eth::sync::sim_cmd::SimArgs),
+    Sim(Box<crate::eth::sync::sim_cmd::SimArgs>),
     /// Serve a chain and its state to other nodes over RLPx (eth/66-69, snap/1).
     Serve(crate::eth::net::cmd::ServeArgs),
     /// Sync a chain and its state from peers over RLPx with the fast or snap engines.
