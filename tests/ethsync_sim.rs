@@ -474,3 +474,25 @@ fn no_peer_serves_the_state_ends_in_one_line_after_the_stall_timeout() {
         );
     }
 }
+
+/// Fewer peers than must agree on the pivot: the sync says what it waits for and stops
+/// after the stall timeout with one line naming the flags that help.
+#[test]
+fn no_pivot_agreement_ends_in_one_line_after_the_stall_timeout() {
+    let mut cfg = small(72, SyncMode::Snap);
+    cfg.profile = Profile::Honest;
+    cfg.peers = 2;
+    cfg.sync.pivot_agreement = 3;
+    cfg.sync.stall_timeout_ms = 15_000;
+    let r = run(&cfg);
+    let line = r.failure.clone().unwrap_or_default();
+    assert!(!r.finished);
+    assert!(
+        line.starts_with("no pivot after 15 s: a pivot: 2 live peer(s)")
+            && line.contains("3 must agree")
+            && line.contains("--pivot-agreement")
+            && line.contains("--stall-timeout-s"),
+        "{line}"
+    );
+    assert!(r.virtual_ms < 15_000 + 1_000, "{}", r.virtual_ms);
+}
