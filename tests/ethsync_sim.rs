@@ -496,3 +496,24 @@ fn no_pivot_agreement_ends_in_one_line_after_the_stall_timeout() {
     );
     assert!(r.virtual_ms < 15_000 + 1_000, "{}", r.virtual_ms);
 }
+
+/// The moving chain with nine peers of every kind (lying, stale, lossy, slow, leaving):
+/// a stale or lying peer answering empty does not move the pivot alone, and every sync
+/// ends verified (at a newer pivot where the state went out of the history meanwhile).
+#[test]
+fn moving_chain_with_mixed_peers() {
+    let mut moved = 0;
+    for seed in 1..=4 {
+        let mut cfg = moving(seed, SyncMode::Snap, 9, 2);
+        cfg.profile = Profile::Mixed;
+        cfg.sync.pivot_agreement = 3;
+        cfg.sync.peers_given = 9;
+        let r = run(&cfg);
+        assert_correct(&r, &format!("mixed, seed {seed}"));
+        if r.repivots > 0 {
+            assert!(r.pivot_block > r.first_pivot_block, "seed {seed}");
+            moved += 1;
+        }
+    }
+    assert!(moved >= 1, "no seed moved its pivot");
+}
