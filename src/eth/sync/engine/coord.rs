@@ -132,6 +132,9 @@ pub(super) struct Coordinator {
     pub(super) suspects: std::collections::BTreeSet<PeerId>,
     /// Vote again (a pivot was found false and no other candidate is left).
     pub(super) revote: bool,
+    /// Since when no header batch was verified and kept (joined, or waiting for the
+    /// batches above it); reset when the pivot changes.
+    pub(super) last_join_ms: Option<u64>,
 }
 
 /// A (pivot, head) some peers answered in a pivot vote.

@@ -236,6 +236,10 @@ impl Engine {
                 break;
             }
         }
+        if c.pending_ranges.contains_key(&batch) || c.joined.contains_key(&batch) {
+            // A verified batch waiting for the ones above it, or joined: headers progress.
+            c.last_join_ms = None;
+        }
         if changed {
             let c = self.coord.as_ref().expect("coordinator");
             self.journal.joined = c

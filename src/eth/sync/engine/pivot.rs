@@ -312,6 +312,42 @@ impl Engine {
             self.unserved_since_ms.1 = None;
             return;
         }
+        // Headers: no batch joined the chain from the agreed head for the whole timeout.
+        let batches = self.batch_count() as usize;
+        let joined_stall = match self.coord.as_mut() {
+            Some(c) if self.pivot.is_some() && !c.finished && c.joined.len() < batches => {
+                let since = *c.last_join_ms.get_or_insert(now);
+                Some((now.saturating_sub(since), c.joined.len()))
+            }
+            Some(c) => {
+                c.last_join_ms = None;
+                None
+            }
+            None => None,
+        };
+        if let Some((for_ms, joined)) = joined_stall {
+            let head = self
+                .head
+                .as_ref()
+                .map(|h| format!("{} ({})", h.number, h.hash))
+                .unwrap_or_default();
+            let line = format!(
+                "headers: {joined} of {batches} batches joined the chain down from head {head}; no batch verified for {} s",
+                for_ms / 1000
+            );
+            if for_ms >= stall_ms {
+                out.push(Action::Failed(format!(
+                    "the header chain does not join: {line}, with {n_live} live peer(s); add peers that serve this chain (--peer), or wait longer with --stall-timeout-s"
+                )));
+                if let Some(c) = self.coord.as_mut() {
+                    c.last_join_ms = None;
+                }
+                return;
+            }
+            if for_ms >= stall_ms / 4 && self.waiting.is_none() {
+                self.waiting = Some(line);
+            }
+        }
         if pivot_wait {
             let (answered, covering) = self
                 .coord
@@ -676,6 +712,9 @@ impl Engine {
             peer.empty = 0;
         }
         self.unserved_since_ms.0 = None;
+        if let Some(c) = self.coord.as_mut() {
+            c.last_join_ms = None;
+        }
         if old_root != Some(new_root) {
             // Requests for the old root say nothing about the new one.
             for peer in self.peers.peers.values_mut() {
