@@ -254,3 +254,266 @@ fn new_pivot_with_a_changed_state_is_healed() {
         }
     }
 }
+
+/// A chain that moves while it is synced: a block every 300 ms of virtual time, each
+/// changing the state; the peers keep only their last 32 blocks' states.
+fn moving(seed: u64, mode: SyncMode, peers: usize, shards: usize) -> SimConfig {
+    let mut c = small(seed, mode);
+    c.profile = Profile::Honest;
+    c.peers = peers;
+    c.shards = shards;
+    c.accounts = 1_000;
+    c.big_storage_slots = 400;
+    c.blocks = 200;
+    c.grow_every_ms = 150;
+    c.grow_blocks = 300;
+    c.state_history = 32;
+    // A slow link (small answers, few requests at a time), so the sync spans several
+    // states' lifetimes.
+    c.latency_ms = (20, 60);
+    c.sync.snap_response_bytes = 2 * 1024;
+    c.sync.max_concurrent_requests = 4;
+    c.sync.max_inflight_per_peer = 1;
+    c.sync.node_batch = 16;
+    c.max_virtual_ms = 600_000;
+    c.sync.pivot_distance = 4;
+    c.sync.pivot_agreement = match peers {
+        1 => 1,
+        2 => 2,
+        _ => 3,
+    };
+    c.sync.peers_given = peers;
+    c
+}
+
+fn assert_moved_and_verified(r: &SimReport, what: &str) {
+    assert!(
+        r.correct,
+        "{what}: not correct: finished {} failure {:?} root {:?} vs {} head {:?} vs {} state {} chain {}",
+        r.finished,
+        r.failure,
+        r.state_root,
+        r.expected_state_root,
+        r.head_hash,
+        r.expected_head_hash,
+        r.state_complete,
+        r.chain_complete
+    );
+    assert!(r.repivots >= 1, "{what}: never moved the pivot");
+    assert!(
+        r.pivot_block > r.first_pivot_block,
+        "{what}: final pivot {:?} not newer than the first {:?}",
+        r.pivot_block,
+        r.first_pivot_block
+    );
+    assert_eq!(r.duplicate_writes, 0, "{what}: an item was written twice");
+}
+
+#[test]
+fn snap_on_a_moving_chain_with_32_blocks_of_state_history() {
+    for (peers, shards) in [(4, 2), (1, 1), (2, 2), (1, 2), (2, 1), (4, 1)] {
+        let cfg = moving(61, SyncMode::Snap, peers, shards);
+        let r = run(&cfg);
+        let what = format!("{peers} peer(s), {shards} shard(s)");
+        eprintln!(
+            "{what}: repivots {} healed {} pivot {:?} (first {:?}) root {:?} head {} virtual {} ms",
+            r.repivots,
+            r.healed_nodes,
+            r.pivot_block,
+            r.first_pivot_block,
+            r.state_root,
+            r.peers_head,
+            r.virtual_ms
+        );
+        assert_moved_and_verified(&r, &what);
+        assert!(
+            r.peers_head < cfg.blocks + cfg.grow_blocks,
+            "{what}: converged only once the chain stopped growing"
+        );
+        assert!(r.healed_nodes > 0, "{what}: nothing healed");
+        // The heal fetches only what the store lacks: nothing verified comes twice.
+        assert_eq!(
+            r.progress.refetched_items, 0,
+            "{what}: verified items fetched again"
+        );
+    }
+}
+
+/// Two colluding liars of three peers (the same lie for the same request) against one
+/// honest peer, in fast and snap mode: the liars can win the pivot vote with a forged head;
+/// the sync must find out (their chain does not join, they get caught), turn to the other
+/// candidate or vote again among the others, and finish with the peers' real chain.
+fn colluding(seed: u64, mode: SyncMode) -> SimReport {
+    let mut cfg = small(seed, mode);
+    cfg.profile = Profile::Colluding;
+    cfg.peers = 3;
+    cfg.sync.pivot_agreement = 2;
+    cfg.sync.peers_given = 3;
+    cfg.max_virtual_ms = 3_600_000;
+    run(&cfg)
+}
+
+/// The soak's liars row with seed 20261203 stalled: the liars' two votes picked a forged
+/// pivot and the honest peer's dissent was taken for a lie.
+#[test]
+fn seed_20261203_colluding_liars_outvote_the_honest_peer() {
+    for mode in [SyncMode::Fast, SyncMode::Snap] {
+        let r = colluding(20_261_203, mode);
+        assert_correct_refetching(&r, &format!("{mode:?}"), u64::MAX);
+        assert!(r.lies_detected > 0, "{mode:?}: no liar caught");
+    }
+}
+
+/// Seeds 3, 4, 6 and 32 each found a way the recovery could stall or leave the state
+/// incomplete (a pivot found false, a vote picking the same pivot again, a switch between
+/// pivots with one state root, an honest top batch taken for a lie).
+#[test]
+fn colluding_liars_beyond_a_third_seeds_1_to_60() {
+    let mut moved = 0;
+    for seed in 1..=60u64 {
+        for mode in [SyncMode::Fast, SyncMode::Snap] {
+            let r = colluding(seed, mode);
+            assert_correct_refetching(&r, &format!("seed {seed} {mode:?}"), u64::MAX);
+            moved += r.repivots;
+        }
+    }
+    assert!(moved > 0, "no seed needed another candidate");
+}
+
+/// Fast sync (GetNodeData, answered from the states the peers still keep) on the same
+/// moving chain, over one peer (with more it finishes before the first state is gone).
+/// Each new pivot restarts the node-by-node walk from its root, so fast mode converges
+/// more slowly than snap; this checks that it ends verified at a newer pivot.
+#[test]
+fn fast_on_a_moving_chain_with_32_blocks_of_state_history() {
+    {
+        let (peers, shards) = (1, 1);
+        let cfg = moving(62, SyncMode::Fast, peers, shards);
+        let r = run(&cfg);
+        let what = format!("fast, {peers} peer(s), {shards} shard(s)");
+        eprintln!(
+            "{what}: repivots {} healed {} pivot {:?} (first {:?}) root {:?} head {} virtual {} ms",
+            r.repivots,
+            r.healed_nodes,
+            r.pivot_block,
+            r.first_pivot_block,
+            r.state_root,
+            r.peers_head,
+            r.virtual_ms
+        );
+        assert_moved_and_verified(&r, &what);
+    }
+}
+
+/// Killed twice in the middle of a snap sync on a moving chain: every restart resumes
+/// from the store and the journal, and nothing verified is fetched again (but the header
+/// batch of an old head, and the bodies in flight, when the pivot moved).
+#[test]
+fn moving_chain_sync_resumes_after_kills_without_refetching() {
+    for (peers, shards) in [(1, 1), (2, 1)] {
+        let mut cfg = moving(63, SyncMode::Snap, peers, shards);
+        cfg.kill_at_pct = vec![30, 70];
+        let r = run(&cfg);
+        let what = format!("killed, {peers} peer(s), {shards} shard(s)");
+        eprintln!(
+            "{what}: restarts {} repivots {} refetched {} pivot {:?} (first {:?}) virtual {} ms",
+            r.restarts,
+            r.repivots,
+            r.progress.refetched_items,
+            r.pivot_block,
+            r.first_pivot_block,
+            r.virtual_ms
+        );
+        assert_moved_and_verified(&r, &what);
+        assert_eq!(r.restarts, 2, "{what}");
+        let bound = r.repivots
+            * (cfg.sync.header_batch
+                + (cfg.sync.max_concurrent_requests * cfg.sync.body_batch * cfg.shards) as u64);
+        assert!(
+            r.progress.refetched_items <= bound,
+            "{what}: {} verified items fetched again",
+            r.progress.refetched_items
+        );
+    }
+}
+
+/// No peer serves any state: the pivot moves first (to the head's state), and when that
+/// does not help either the sync stops after the stall timeout with one line that names
+/// the root, the empty answers and the flags that help; meanwhile `get_status` says what
+/// it waits for.
+#[test]
+fn no_peer_serves_the_state_ends_in_one_line_after_the_stall_timeout() {
+    for mode in [SyncMode::Snap, SyncMode::Fast] {
+        let mut cfg = small(71, mode);
+        cfg.profile = Profile::Stale;
+        cfg.peers = 3;
+        cfg.sync.pivot_agreement = 2;
+        cfg.sync.peers_given = 3;
+        cfg.sync.stall_timeout_ms = 20_000;
+        let r = run(&cfg);
+        let line = r.failure.clone().unwrap_or_default();
+        eprintln!("{mode:?}: after {} ms: {line}", r.virtual_ms);
+        assert!(!r.finished, "{mode:?}");
+        assert!(
+            line.starts_with("no peer serves the state of root 0x")
+                && line.contains("empty answers from 3 peer(s)")
+                && line.contains("--pivot-distance 0")
+                && line.contains("--stall-timeout-s"),
+            "{mode:?}: {line}"
+        );
+        assert!(r.repivots >= 1, "{mode:?}: the pivot never moved");
+        assert!(
+            r.virtual_ms < 20_000 + 60_000,
+            "{mode:?}: stopped only after {} ms",
+            r.virtual_ms
+        );
+        let waiting = r.status.waiting.clone().unwrap_or_default();
+        assert!(
+            waiting.contains("empty answers from"),
+            "{mode:?}: {waiting}"
+        );
+    }
+}
+
+/// Fewer peers than must agree on the pivot: the sync says what it waits for and stops
+/// after the stall timeout with one line naming the flags that help.
+#[test]
+fn no_pivot_agreement_ends_in_one_line_after_the_stall_timeout() {
+    let mut cfg = small(72, SyncMode::Snap);
+    cfg.profile = Profile::Honest;
+    cfg.peers = 2;
+    cfg.sync.pivot_agreement = 3;
+    cfg.sync.stall_timeout_ms = 15_000;
+    let r = run(&cfg);
+    let line = r.failure.clone().unwrap_or_default();
+    assert!(!r.finished);
+    assert!(
+        line.starts_with("no pivot after 15 s: a pivot: 2 live peer(s)")
+            && line.contains("3 must agree")
+            && line.contains("--pivot-agreement")
+            && line.contains("--stall-timeout-s"),
+        "{line}"
+    );
+    assert!(r.virtual_ms < 15_000 + 1_000, "{}", r.virtual_ms);
+}
+
+/// The moving chain with nine peers of every kind (lying, stale, lossy, slow, leaving):
+/// a stale or lying peer answering empty does not move the pivot alone, and every sync
+/// ends verified (at a newer pivot where the state went out of the history meanwhile).
+#[test]
+fn moving_chain_with_mixed_peers() {
+    let mut moved = 0;
+    for seed in 1..=4 {
+        let mut cfg = moving(seed, SyncMode::Snap, 9, 2);
+        cfg.profile = Profile::Mixed;
+        cfg.sync.pivot_agreement = 3;
+        cfg.sync.peers_given = 9;
+        let r = run(&cfg);
+        assert_correct(&r, &format!("mixed, seed {seed}"));
+        if r.repivots > 0 {
+            assert!(r.pivot_block > r.first_pivot_block, "seed {seed}");
+            moved += 1;
+        }
+    }
+    assert!(moved >= 1, "no seed moved its pivot");
+}

@@ -19,7 +19,7 @@ pub enum EthCmd {
     /// for blocks marked invalid, report which check caught them.
     VerifyBlocktest(crate::eth::verify::VerifyBlocktestArgs),
     /// Run the fast/snap sync engines against simulated peers (seeded, deterministic).
-    Sim(crate::eth::sync::sim_cmd::SimArgs),
+    Sim(Box<crate::eth::sync::sim_cmd::SimArgs>),
     /// Serve a chain and its state to other nodes over RLPx (eth/66-70, snap/1); with
     /// --grow-every-ms a live chain that keeps only its last --state-history states.
     Serve(crate::eth::net::cmd::ServeArgs),

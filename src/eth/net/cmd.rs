@@ -247,10 +247,16 @@ pub struct SyncArgs {
     #[arg(long)]
     pub pivot_agreement: Option<usize>,
     /// How often the pivot is checked against the peers' head, in seconds (a pivot too
-    /// far behind is moved forward). Also how long the sync waits for a newer pivot when
-    /// no peer serves the current one's state, before it stops and says so.
+    /// far behind is moved forward; a pivot whose state the peers no longer serve moves
+    /// at once).
     #[arg(long, default_value_t = 30, value_name = "S")]
     pub status_check_s: u64,
+    /// How long nothing may progress before the sync stops with one line naming what is
+    /// missing: no peer serves the pivot's state (even after the pivot moved forward), no
+    /// peer serves receipts, or no pivot is agreed. The progress line says meanwhile what
+    /// the sync waits for.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    pub stall_timeout_s: u64,
     /// Fetch receipts too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub receipts: bool,
@@ -802,6 +808,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         peers_given: peers_known,
         fetch_receipts: a.receipts,
         status_check_ms: a.status_check_s.saturating_mul(1000),
+        stall_timeout_ms: a.stall_timeout_s.max(1).saturating_mul(1000),
         history_only: a.history_only,
         anchor_number: 0,
         trusted_anchor: Some(catchup_eth::B256::from(genesis)),

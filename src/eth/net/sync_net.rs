@@ -61,6 +61,10 @@ pub struct NetSyncReport {
     pub state_root: Option<String>,
     pub head_number: Option<u64>,
     pub head_hash: Option<String>,
+    /// The final pivot, and how often it moved (the head moved on, or its state went out
+    /// of the peers' history).
+    pub pivot_block: Option<u64>,
+    pub repivots: u64,
     pub headers_stored: u64,
     pub bodies_stored: u64,
     pub receipts_stored: u64,

@@ -433,6 +433,7 @@ async fn owned_peer(
                         r.dropped_by_us = true;
                     }
                     for s in 0..shards {
+                        deliver(&shard, &local, s, Event::PeerLied(pid)).await;
                         deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
                     }
                     if discovered {
@@ -1296,6 +1297,8 @@ pub fn run_sync_sharded_full(
         state_root: zero.status.state_root.clone(),
         head_number: head.as_ref().map(|h| h.0),
         head_hash: head.map(|h| h.1),
+        pivot_block: zero.status.pivot_block,
+        repivots: zero.status.repivots,
         headers_stored: sum(0),
         bodies_stored: sum(1),
         receipts_stored: sum(2),

@@ -110,6 +110,10 @@ pub struct SyncConfig {
     /// How long a trusted target may stay unknown (no target yet, or no peer has its
     /// header) before the sync stops and says so.
     pub target_timeout_ms: u64,
+    /// How long nothing may progress (no peer serves the pivot state even after the pivot
+    /// moved, no peer serves receipts, no pivot agreed) before the sync stops with one
+    /// line naming what is missing (`--stall-timeout-s`).
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -144,6 +148,7 @@ impl Default for SyncConfig {
             target_source: TargetSource::PeerVote,
             sync_target: None,
             target_timeout_ms: 120_000,
+            stall_timeout_ms: 120_000,
         }
     }
 }

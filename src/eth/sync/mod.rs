@@ -24,6 +24,7 @@ pub mod peers;
 pub mod persist;
 pub mod sim;
 pub mod sim_cmd;
+pub mod sim_live;
 pub mod store;
 pub mod trie;
 pub mod types;

@@ -39,6 +39,12 @@ pub struct PeerStats {
     /// Receipts requests it answered empty, and whether that makes it a peer without them.
     pub empty_receipts: u64,
     pub no_receipts: bool,
+    /// The highest block the peer announced (status, or a head announcement).
+    pub best: Option<u64>,
+    /// State requests for the current pivot's root it answered empty since it last
+    /// served one, and whether the coordinator was told it no longer serves that root.
+    pub state_empty: u64,
+    pub state_unserved_told: bool,
 }
 
 /// The peers of one shard.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::chain::{generate_chain, generate_chain_with_roots, ChainData, SimRng, StateData};
 use super::config::{SyncConfig, SyncMode};
 use super::engine::{progress_line, Action, Engine, Event, Progress, ShardId, Status};
+use super::sim_live::LiveStates;
 use super::store::{MemStore, SyncStore};
 use super::trie::{decode_node, Node, NodeRef};
 use super::types::{AccountView, PeerId};
@@ -32,6 +33,11 @@ pub enum Profile {
     Lossy,
     /// Half the peers answer random bytes in the right response shapes.
     Garbage,
+    /// Two of every three peers lie, and collude: they tell the same lie for the same
+    /// request (more than a third, so they can win a pivot vote).
+    Colluding,
+    /// Every peer lost the state (answers state requests empty): the sync must say so.
+    Stale,
 }
 
 /// What to simulate.
@@ -63,6 +69,14 @@ pub struct SimConfig {
     /// Generated chains only: blocks after this one carry a changed state (a re-selected
     /// pivot past it has a new root; fast sync heals into it, snap restarts its ranges).
     pub state_change_at: Option<u64>,
+    /// A moving chain: the peers start at `blocks` and add a block every `grow_every_ms`
+    /// of virtual time (at most `grow_blocks` of them), each changing the state, and
+    /// announce each new head. 0: no growth this way.
+    pub grow_every_ms: u64,
+    pub grow_blocks: u64,
+    /// With a moving chain: the peers keep the states of their last this many blocks
+    /// only and answer older roots empty (geth keeps 128).
+    pub state_history: u64,
     pub sync: SyncConfig,
 }
 
@@ -84,6 +98,9 @@ impl Default for SimConfig {
             initial_best: None,
             ms_per_block: 0,
             state_change_at: None,
+            grow_every_ms: 0,
+            grow_blocks: 0,
+            state_history: 128,
             sync: SyncConfig::default(),
         }
     }
@@ -109,6 +126,13 @@ pub struct SimReport {
     pub head_hash: Option<String>,
     pub expected_head_hash: String,
     pub pivot_block: Option<u64>,
+    /// The final pivot's hash, and the first pivot the sync chose.
+    pub pivot_hash: Option<String>,
+    pub first_pivot_block: Option<u64>,
+    /// The peers' head when the sync ended.
+    pub peers_head: u64,
+    /// State nodes and codes fetched by heal walks (after snap ranges or a new pivot).
+    pub healed_nodes: u64,
     pub headers_verified: u64,
     pub bodies_verified: u64,
     pub receipts_verified: u64,
@@ -152,6 +176,8 @@ struct SimPeer {
 enum SimEv {
     Engine(ShardId, Event),
     Tick(ShardId),
+    /// The moving chain adds a block.
+    Grow,
 }
 
 fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
@@ -193,6 +219,14 @@ fn assign_faults(profile: Profile, n: usize, rng: &mut SimRng) -> Vec<Fault> {
                     ][i % 6]
                 }
             }
+            Profile::Stale => Fault::Stale,
+            Profile::Colluding => {
+                if i % 3 == 2 {
+                    Fault::Honest
+                } else {
+                    Fault::Lying
+                }
+            }
             Profile::Mixed => [
                 Fault::Honest,
                 Fault::Slow,
@@ -223,6 +257,35 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         cfg.big_storage_slots,
         cfg.seed,
     ));
+    if cfg.grow_every_ms > 0 && cfg.grow_blocks > 0 {
+        let roots = super::sim_live::evolved_roots(&state, cfg.seed, cfg.grow_blocks);
+        let base_until = cfg.blocks;
+        let base_root = state.root;
+        let chain = Arc::new(generate_chain_with_roots(
+            cfg.blocks + cfg.grow_blocks,
+            &|n| {
+                if n <= base_until {
+                    base_root
+                } else {
+                    roots[(n - base_until - 1) as usize]
+                }
+            },
+            cfg.seed,
+        ));
+        let mut sync = cfg.sync.clone();
+        sync.trusted_anchor = Some(chain.anchor_hash());
+        sync.anchor_number = chain.base;
+        let live = LiveStates::new(state.clone(), base_until, cfg.state_history, cfg.seed);
+        return run_inner(
+            &SimConfig {
+                sync,
+                ..cfg.clone()
+            },
+            chain,
+            vec![state],
+            Some(live),
+        );
+    }
     if let Some(x) = cfg.state_change_at {
         // Two states: blocks up to `x` carry the first, later blocks the changed one.
         let later = Arc::new(StateData::generate_variant(
@@ -275,6 +338,26 @@ pub fn run_over_states(
     chain: Arc<ChainData>,
     states: Vec<Arc<StateData>>,
 ) -> SimReport {
+    run_inner(cfg, chain, states, None)
+}
+
+/// Point a peer at the moving chain's head and the states it still keeps.
+fn serve_live(p: &mut SimPeer, live: &LiveStates) {
+    p.serving.best = live.head();
+    if p.fault == Fault::Stale {
+        return;
+    }
+    let mut served = live.served_at(live.head()).into_iter();
+    p.serving.state = served.next();
+    p.serving.extra_states = served.collect();
+}
+
+fn run_inner(
+    cfg: &SimConfig,
+    chain: Arc<ChainData>,
+    states: Vec<Arc<StateData>>,
+    mut live: Option<LiveStates>,
+) -> SimReport {
     let state = states[0].clone();
     let mut rng = SimRng::new(cfg.seed);
     let faults = assign_faults(cfg.profile, cfg.peers, &mut rng);
@@ -303,6 +386,11 @@ pub fn run_over_states(
             }
         })
         .collect();
+    if let Some(l) = &live {
+        for p in peers.iter_mut() {
+            serve_live(p, l);
+        }
+    }
     let shards = cfg.shards.max(1);
     let mut stores: Vec<MemStore> = (0..shards).map(|_| MemStore::default()).collect();
     let mut engines: Vec<Engine> = (0..shards)
@@ -329,6 +417,10 @@ pub fn run_over_states(
             }
         };
     start_engines(&mut queue, 0, &peers, &mut push);
+    if live.is_some() {
+        push(&mut queue, cfg.grow_every_ms, SimEv::Grow);
+    }
+    let mut first_pivot: Option<u64> = None;
 
     let total_work = (cfg.blocks
         + state.nodes.len() as u64
@@ -378,8 +470,37 @@ pub fn run_over_states(
             ));
             break;
         }
+        if let SimEv::Grow = ev {
+            mix(6);
+            let l = live.as_mut().expect("growth only with a moving chain");
+            if l.head() < chain.head().number {
+                l.grow();
+                for (i, p) in peers.iter_mut().enumerate() {
+                    serve_live(p, l);
+                    if p.alive {
+                        let number = l.head();
+                        for s in 0..shards {
+                            push(
+                                &mut queue,
+                                now + p.latency_ms,
+                                SimEv::Engine(
+                                    s,
+                                    Event::PeerHead {
+                                        peer: i as PeerId,
+                                        number,
+                                    },
+                                ),
+                            );
+                        }
+                    }
+                }
+                push(&mut queue, now + cfg.grow_every_ms, SimEv::Grow);
+            }
+            continue;
+        }
         let shard = match &ev {
             SimEv::Engine(s, _) | SimEv::Tick(s) => *s,
+            SimEv::Grow => unreachable!("handled above"),
         };
         let event = match ev {
             SimEv::Tick(s) => {
@@ -387,6 +508,7 @@ pub fn run_over_states(
                 Event::Tick
             }
             SimEv::Engine(_, e) => e,
+            SimEv::Grow => unreachable!("handled above"),
         };
         mix(now);
         mix(shard as u64);
@@ -403,7 +525,12 @@ pub fn run_over_states(
             }
             Event::Shard(_) => mix(3),
             Event::Tick => mix(4),
-            Event::PeerJoined(p) | Event::PeerLeft(p) => mix(5 + *p as u64),
+            Event::PeerJoined(p) | Event::PeerLeft(p) | Event::PeerLied(p) => mix(5 + *p as u64),
+            Event::PeerHead { peer, number } => {
+                mix(7);
+                mix(*peer as u64);
+                mix(*number);
+            }
             Event::Target(h) => mix(u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))),
         }
         acts.clear();
@@ -411,6 +538,9 @@ pub fn run_over_states(
         engines[shard].handle(now, event, &mut stores[shard], &mut acts);
         busy_us[shard] += t0.elapsed().as_micros() as u64;
         max_inflight = max_inflight.max(engines[shard].inflight_len());
+        if first_pivot.is_none() && shard == 0 {
+            first_pivot = engines[0].pivot().map(|p| p.number);
+        }
         for a in acts.drain(..) {
             match a {
                 Action::Send {
@@ -432,11 +562,18 @@ pub fn run_over_states(
                         continue;
                     }
                     p.requests += 1;
-                    if let Some(b0) = cfg.initial_best {
+                    if let (Some(b0), None) = (cfg.initial_best, &live) {
                         let grown = now.checked_div(cfg.ms_per_block).unwrap_or(0);
                         p.serving.best = (b0 + grown).min(chain.head().number);
                     }
                     let mut resp = p.serving.handle(&req);
+                    if cfg.profile == Profile::Colluding {
+                        // The same lie for the same request in the same second, from
+                        // every liar.
+                        let fp = keccak256(format!("{req:?} {}", now / 1000).as_bytes());
+                        let fp = u64::from_le_bytes(fp.0[..8].try_into().expect("8 bytes"));
+                        p.rng = SimRng::new(cfg.seed ^ fp);
+                    }
                     match p.fault {
                         Fault::Lying => resp = corrupt(resp, &mut p.rng),
                         Fault::Garbage => resp = garbage(resp, &mut p.rng),
@@ -504,6 +641,9 @@ pub fn run_over_states(
                     .map(|s| Engine::new(cfg.sync.clone(), s, shards, &stores[s]))
                     .collect();
                 start_engines(&mut queue, now + 1, &peers, &mut push);
+                if live.is_some() {
+                    push(&mut queue, now + cfg.grow_every_ms, SimEv::Grow);
+                }
             }
         }
     }
@@ -555,6 +695,13 @@ pub fn run_over_states(
         head_hash: head_hash.map(|h| format!("{h}")),
         expected_head_hash: format!("{expected_head}"),
         pivot_block: status.pivot_block,
+        pivot_hash: status.pivot_hash.clone(),
+        first_pivot_block: first_pivot,
+        peers_head: live
+            .as_ref()
+            .map(|l| l.head())
+            .unwrap_or(chain.head().number),
+        healed_nodes: progress.healed_nodes,
         headers_verified,
         bodies_verified,
         receipts_verified,

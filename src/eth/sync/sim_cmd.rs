@@ -44,6 +44,17 @@ pub struct SimArgs {
     /// Engine instances (shards), exchanging messages through queues.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
+    /// A moving chain: the peers add a block every MS of virtual time, each changing the
+    /// state, and announce their new heads (0: the chain stands still).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub grow_every_ms: u64,
+    /// With --grow-every-ms: at most this many blocks are added.
+    #[arg(long, default_value_t = 1_000, value_name = "BLOCKS")]
+    pub grow_blocks: u64,
+    /// With --grow-every-ms: the peers keep the states of their last N blocks only and
+    /// answer older roots empty (geth keeps 128).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub state_history: u64,
     /// Kill all engines (dropping their memory) when progress reaches PCT, then restart
     /// them from journal + store. Repeatable.
     #[arg(long = "kill-at", value_name = "PCT")]
@@ -251,6 +262,13 @@ pub fn simulate(a: &SimArgs) -> anyhow::Result<SimReport> {
         shards: a.shards,
         kill_at_pct: a.kill_at.clone(),
         switch_at,
+        grow_every_ms: a.grow_every_ms,
+        grow_blocks: if a.grow_every_ms > 0 {
+            a.grow_blocks
+        } else {
+            0
+        },
+        state_history: a.state_history,
         sync: sync.clone(),
         progress_every_ms: Some(10_000),
         ..SimConfig::default()
@@ -485,6 +503,15 @@ fn print_report(r: &SimReport) {
         r.pivot_block
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "pivot hash:        {} (first pivot {}, {} re-pivot(s), peers' head {})",
+        r.pivot_hash.as_deref().unwrap_or("-"),
+        r.first_pivot_block
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.repivots,
+        r.peers_head
     );
     println!("headers verified:  {}", r.headers_verified);
     println!("bodies verified:   {}", r.bodies_verified);

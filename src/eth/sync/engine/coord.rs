@@ -30,6 +30,8 @@ pub enum ShardMsg {
     HeadersRejected {
         batch: u64,
         peer: Option<PeerId>,
+        /// The batch is false (its peer lied), not merely at odds with a doubtful head.
+        lied: bool,
     },
     Tasks {
         round: u32,
@@ -68,6 +70,13 @@ pub enum ShardMsg {
     },
     SwitchMode(SyncMode),
     StateComplete,
+    /// To shard 0: `peer` serves the state of `root` again (`served`), or answered its
+    /// requests for it empty twice in a row (the state fell out of the peer's history).
+    StateAnswer {
+        root: B256,
+        peer: PeerId,
+        served: bool,
+    },
 }
 
 /// A peer's answer to an anchor check: the peer and the two raw headers it sent.
@@ -102,6 +111,41 @@ pub(super) struct Coordinator {
     pub(super) repivots: u64,
     /// The trusted sync target (`--sync-target`, Engine API).
     pub(super) target: super::target::TargetState,
+    /// Peers that no longer serve the current pivot's state (as shards reported them).
+    pub(super) unserved: std::collections::BTreeSet<PeerId>,
+    /// Some peer served the current pivot's state.
+    pub(super) root_served: bool,
+    /// The pivot's state is gone from enough peers: move the pivot at the next status round.
+    pub(super) force_repivot: bool,
+    /// The pivot distance in use (`pivot_distance` until a pivot's state went out of the
+    /// peers' history; then less).
+    pub(super) distance_eff: Option<u64>,
+    /// The head of the last status round.
+    pub(super) last_head: u64,
+    /// Re-pivots because the pivot's state was no longer served.
+    pub(super) state_repivots: u64,
+    /// Every (pivot, head) the last vote saw, most votes first, with its voters and raw
+    /// headers: the next one is tried when the chosen one turns out false.
+    pub(super) candidates: Vec<Candidate>,
+    /// The peers that voted for the pivot in use, and pivots already found false.
+    pub(super) voters: Vec<PeerId>,
+    pub(super) tried: std::collections::BTreeSet<(B256, B256)>,
+    /// Peers that voted for a pivot found false: their votes no longer count.
+    pub(super) suspects: std::collections::BTreeSet<PeerId>,
+    /// Vote again (a pivot was found false and no other candidate is left).
+    pub(super) revote: bool,
+    /// Since when no header batch was verified and kept (joined, or waiting for the
+    /// batches above it); reset when the pivot changes.
+    pub(super) last_join_ms: Option<u64>,
+}
+
+/// A (pivot, head) some peers answered in a pivot vote.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) key: (B256, B256),
+    pub(super) voters: Vec<PeerId>,
+    pub(super) pivot: Vec<u8>,
+    pub(super) head: Vec<u8>,
 }
 
 impl Engine {
@@ -113,6 +157,7 @@ impl Engine {
         if self.targeted() {
             self.tick_target(out);
         } else {
+            self.check_voters(out);
             self.tick_pivot(out);
         }
         self.tick_probe_wave(out);
@@ -134,7 +179,9 @@ impl Engine {
                 peer,
             } => self.on_header_range(batch, first_parent, last_hash, peer, store, out),
             ShardMsg::HeadersJoined { batch } => self.on_headers_joined(batch, store),
-            ShardMsg::HeadersRejected { batch, peer } => self.on_headers_rejected(batch, peer, out),
+            ShardMsg::HeadersRejected { batch, peer, lied } => {
+                self.on_headers_rejected(batch, peer, lied, out)
+            }
             ShardMsg::Tasks { round, tasks } => self.on_tasks(round, tasks, store),
             ShardMsg::StartWalk { round } => self.start_walk(round, store, out),
             ShardMsg::Probe { wave } => self.on_probe(wave, out),
@@ -162,6 +209,9 @@ impl Engine {
             ShardMsg::BuildWhole { nibble } => self.build_whole(nibble, store, out),
             ShardMsg::WholeBuilt { .. } => self.after_rebuild(store, out),
             ShardMsg::SwitchMode(mode) => self.on_switch(mode, store, out),
+            ShardMsg::StateAnswer { root, peer, served } => {
+                self.on_state_answer(root, peer, served)
+            }
             ShardMsg::StateComplete => {
                 self.phase = StatePhase::Complete;
                 self.node_queue.clear();

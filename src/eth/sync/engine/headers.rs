@@ -161,7 +161,11 @@ impl Engine {
             let msg = if fp == first_parent && lh == last_hash {
                 ShardMsg::HeadersJoined { batch }
             } else {
-                ShardMsg::HeadersRejected { batch, peer }
+                ShardMsg::HeadersRejected {
+                    batch,
+                    peer,
+                    lied: true,
+                }
             };
             out.push(Action::ToShard { shard: owner, msg });
             return;
@@ -183,13 +187,13 @@ impl Engine {
             };
             if lh == expected {
                 if next == 0 {
-                    if let Some(a) = anchor {
-                        if fp != a {
-                            out.push(Action::Failed(format!(
-                                "header chain from the agreed head reaches parent {fp} at the bottom, not the trusted anchor {a}"
-                            )));
-                            c.failed = true;
-                        }
+                    if let Some(a) = anchor.filter(|a| *a != fp) {
+                        // The agreed head is not on the anchor's chain: its voters lied.
+                        let why = format!(
+                            "the header chain from the agreed head reaches parent {fp} at the bottom, not the trusted anchor {a}"
+                        );
+                        self.pivot_failed(&why, None, out);
+                        return;
                     }
                 }
                 c.joined.insert(next, (fp, lh));
@@ -199,15 +203,42 @@ impl Engine {
                     msg: ShardMsg::HeadersJoined { batch: next },
                 });
             } else {
+                // The top batch of a peer that did not vote for the pivot in use, ending
+                // at the head another candidate of the vote named, linked all through:
+                // that peer is consistent where the pivot's voters may not be. Turn to it
+                // once every voter was caught lying (else the batch is a lie).
+                let alt = (next + 1 == n)
+                    .then(|| {
+                        c.candidates.iter().position(|k| {
+                            k.key.1 == lh
+                                && !c.tried.contains(&k.key)
+                                && p.is_some_and(|p| k.voters.contains(&p))
+                        })
+                    })
+                    .flatten();
+                let voters_lied =
+                    !c.voters.is_empty() && c.voters.iter().all(|v| self.liars.contains(v));
+                if let (Some(i), true) = (alt, voters_lied) {
+                    self.pivot_failed("a peer's header chain ends at another head", Some(i), out);
+                    return;
+                }
+                // A top batch from a peer that did not vote for the pivot is not taken
+                // for a lie (the voters may be the liars): it is asked of another peer,
+                // and a voter's top batch shows which side lies.
                 out.push(Action::ToShard {
                     shard: o,
                     msg: ShardMsg::HeadersRejected {
                         batch: next,
                         peer: p,
+                        lied: !(next + 1 == n && p.is_some_and(|p| !c.voters.contains(&p))),
                     },
                 });
                 break;
             }
+        }
+        if c.pending_ranges.contains_key(&batch) || c.joined.contains_key(&batch) {
+            // A verified batch waiting for the ones above it, or joined: headers progress.
+            c.last_join_ms = None;
         }
         if changed {
             let c = self.coord.as_ref().expect("coordinator");
@@ -242,10 +273,13 @@ impl Engine {
         &mut self,
         batch: u64,
         peer: Option<PeerId>,
+        lied: bool,
         out: &mut Vec<Action>,
     ) {
         if let Some(p) = peer {
-            self.lie(p, out);
+            if lied {
+                self.lie(p, out);
+            }
             self.batch_tried.entry(batch).or_default().push(p);
         }
         if matches!(self.batches.get(&batch), Some(BatchState::Held(..))) {

@@ -74,6 +74,14 @@ pub enum Event {
     /// A new trusted sync target (a block hash), e.g. the Engine API's forkchoice head:
     /// see [`Engine::set_target`].
     Target(B256),
+    /// The driver caught a peer lying (a head it cannot prove, a broken message) and
+    /// dropped it: it no longer counts towards the pivot agreement.
+    PeerLied(PeerId),
+    /// A peer announced a new head (eth/69 BlockRangeUpdate, NewBlockHashes).
+    PeerHead {
+        peer: PeerId,
+        number: u64,
+    },
 }
 
 /// Output of an engine.
@@ -144,6 +152,9 @@ struct Inflight {
     peer: PeerId,
     sent_ms: u64,
     what: Pending,
+    /// The pivot epoch the request was made in (answers from an older one say nothing
+    /// about the current pivot's state).
+    epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +201,19 @@ pub struct Engine {
     /// Since when every live peer has refused this shard's state requests (answered them
     /// empty), and since when every one has refused its receipts requests.
     unserved_since_ms: (Option<u64>, Option<u64>),
+    /// Bumped whenever the pivot changes.
+    pivot_epoch: u64,
+    /// Since when this shard has wanted state and received none.
+    state_wait_since_ms: Option<u64>,
+    /// Empty answers to state requests for the current pivot's root, and from which peers.
+    root_empty_answers: u64,
+    root_empty_peers: std::collections::BTreeSet<PeerId>,
+    /// A state answer for the current pivot's root was useful (told to shard 0 once).
+    root_served: bool,
+    /// Since when shard 0 has had no pivot.
+    no_pivot_since_ms: Option<u64>,
+    /// What the sync waits for, when nothing can progress (shown in the progress line).
+    waiting: Option<String>,
     round: u32,
     seen: HashSet<(B256, bool)>,
     node_queue: VecDeque<NodeTask>,
@@ -265,6 +289,13 @@ impl Engine {
             reported: None,
             phase: StatePhase::Idle,
             unserved_since_ms: (None, None),
+            pivot_epoch: 0,
+            state_wait_since_ms: None,
+            root_empty_answers: 0,
+            root_empty_peers: Default::default(),
+            root_served: false,
+            no_pivot_since_ms: None,
+            waiting: None,
             round: 0,
             seen: HashSet::new(),
             node_queue: VecDeque::new(),
@@ -347,13 +378,25 @@ impl Engine {
         match ev {
             Event::PeerJoined(p) => self.peers.join(p, &self.policy),
             Event::PeerLeft(p) => self.peers.leave(p),
+            Event::PeerLied(p) => {
+                if !self.liars.contains(&p) {
+                    self.lie(p, out);
+                }
+            }
+            Event::PeerHead { peer, number } => {
+                if let Some(p) = self.peers.peers.get_mut(&peer) {
+                    p.best = Some(p.best.map_or(number, |b| b.max(number)));
+                }
+            }
             Event::Tick => self.on_tick(store, out),
             Event::Timeout { peer, id } => {
                 if let Some(inf) = self.inflight.remove(&id) {
                     self.settle(&inf.what);
                     self.progress.timeouts += 1;
                     self.peers.failure(peer, now_ms, &self.policy, true);
-                    self.requeue(inf.what, store, out);
+                    if !self.stale_walk(&inf) {
+                        self.requeue(inf.what, store, out);
+                    }
                 }
             }
             Event::Response { peer, id, resp } => {
@@ -385,6 +428,7 @@ impl Engine {
                 peer,
                 sent_ms: self.now_ms,
                 what,
+                epoch: self.pivot_epoch,
             },
         );
         out.push(Action::Send {
@@ -393,6 +437,11 @@ impl Engine {
             req,
             timeout_ms,
         });
+    }
+
+    /// A state-walk request made under an older pivot.
+    fn stale_walk(&self, inf: &Inflight) -> bool {
+        inf.epoch != self.pivot_epoch && matches!(inf.what, Pending::Nodes(_))
     }
 
     /// Bookkeeping when a request leaves the in-flight set.
@@ -547,9 +596,11 @@ impl Engine {
         if self.liars.contains(&peer) {
             // Sent before it was caught: nothing it says counts any more (a vote counted
             // now could decide the pivot alone once the liars no longer count).
+            let stale = self.stale_walk(&inf);
             match inf.what {
                 Pending::Status => self.on_status(peer, None, out),
                 Pending::Anchors => self.on_anchors(peer, None, out),
+                _ if stale => {}
                 what => self.requeue(what, store, out),
             }
             return;
@@ -557,7 +608,11 @@ impl Engine {
         let rtt = self.now_ms.saturating_sub(inf.sent_ms).max(1);
         let size = resp.size_bytes();
         // Ok(true): useful; Ok(false): empty/useless (not a lie); Err: lie.
+        let stale = self.stale_walk(&inf);
         let verdict: Result<bool, ()> = match (inf.what.clone(), resp) {
+            // Trie nodes asked for under an older pivot: their paths name another trie
+            // (the walk from the new root asks for what it needs itself).
+            (Pending::Nodes(_), _) if stale => Ok(true),
             (
                 Pending::Status,
                 Response::Status {
@@ -612,8 +667,19 @@ impl Engine {
             }
             _ => Err(()),
         };
+        // Does the answer say whether the peer holds the current pivot's state?
+        let state_answer = inf.epoch == self.pivot_epoch
+            && matches!(
+                inf.what,
+                Pending::Nodes(_) | Pending::Account(..) | Pending::Storage(..)
+            );
         match verdict {
-            Ok(true) => self.peers.success(peer, rtt, size),
+            Ok(true) => {
+                self.peers.success(peer, rtt, size);
+                if state_answer {
+                    self.state_served(peer, out);
+                }
+            }
             Ok(false) => {
                 if matches!(
                     inf.what,
@@ -625,6 +691,9 @@ impl Engine {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;
                     }
+                }
+                if state_answer {
+                    self.state_unserved(peer, out);
                 }
                 if let (Pending::Receipts(_), Some(p)) =
                     (&inf.what, self.peers.peers.get_mut(&peer))

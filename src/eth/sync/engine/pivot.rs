@@ -16,26 +16,250 @@ impl Engine {
     /// cannot vote either, as it is dropped).
     pub(super) fn agreement(&self) -> usize {
         let a = self.cfg.pivot_agreement.max(1);
-        if self.cfg.peers_given == 0 || self.liars.is_empty() {
+        let suspects = self
+            .coord
+            .as_ref()
+            .map(|c| {
+                c.suspects
+                    .iter()
+                    .filter(|p| !self.liars.contains(p))
+                    .count()
+            })
+            .unwrap_or(0);
+        if self.cfg.peers_given == 0 || self.liars.len() + suspects == 0 {
             return a;
         }
-        a.min(self.cfg.peers_given.saturating_sub(self.liars.len()).max(1))
+        a.min(
+            self.cfg
+                .peers_given
+                .saturating_sub(self.liars.len() + suspects)
+                .max(1),
+        )
     }
 
-    /// Every shard: when every live peer has answered this shard's state requests (or its
-    /// receipts requests) empty, nothing can be sent any more and the sync would wait
-    /// forever. Give the coordinator time to move the pivot (a newer state may be served),
-    /// then stop with one line that says why and what helps.
+    /// Coordinator: the pivot in use was found false (the chain from its head does not
+    /// reach the trusted anchor, or another candidate's head came with a consistent header
+    /// batch while every voter was caught lying). Its voters become suspects whose votes no
+    /// longer count; the sync continues with `alt`, else the next candidate of the vote
+    /// that none of them backed, else a new vote among the others; it fails only when no
+    /// peer is left to vote.
+    pub(super) fn pivot_failed(&mut self, why: &str, alt: Option<usize>, out: &mut Vec<Action>) {
+        let live: Vec<PeerId> = self
+            .peers
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.dropped)
+            .map(|(id, _)| *id)
+            .collect();
+        let Some(c) = self.coord.as_mut() else { return };
+        let voters = std::mem::take(&mut c.voters);
+        c.suspects.extend(voters.iter().copied());
+        let suspects = c.suspects.clone();
+        let pick = alt.or_else(|| {
+            c.candidates.iter().position(|k| {
+                !c.tried.contains(&k.key) && k.voters.iter().all(|v| !suspects.contains(v))
+            })
+        });
+        tracing::warn!(
+            ?voters,
+            why,
+            "the agreed pivot is doubtful; its voters' votes no longer count"
+        );
+        if let Some(i) = pick {
+            // Another pivot: the join bookkeeping of the old one does not carry over (a
+            // new vote that picks the same pivot again keeps it).
+            c.joined.clear();
+            c.pending_ranges.clear();
+            c.chain_complete = false;
+            c.reports.clear();
+            self.journal.joined.clear();
+            let c = self.coord.as_mut().expect("coordinator");
+            let k = c.candidates[i].clone();
+            c.tried.insert(k.key);
+            c.voters = k.voters.clone();
+            c.repivots += 1;
+            self.broadcast_pivot(k.pivot, k.head, out);
+            return;
+        }
+        let c = self.coord.as_mut().expect("coordinator");
+        if live.iter().all(|p| suspects.contains(p)) {
+            c.failed = true;
+            out.push(Action::Failed(format!(
+                "no pivot candidate remains: {why}, and every live peer voted for a pivot found false ({} suspect peer(s)); add honest peers with --peer, or give the target with --sync-target",
+                suspects.len()
+            )));
+            return;
+        }
+        c.revote = true;
+        c.status_asked = false;
+        c.anchors_asked = false;
+        c.retry_at_ms = self.now_ms;
+    }
+
+    /// Coordinator: every peer that voted for the pivot in use was since caught lying
+    /// while its chain is not joined yet: the pivot is as doubtful as they are.
+    pub(super) fn check_voters(&mut self, out: &mut Vec<Action>) {
+        let Some(c) = self.coord.as_ref() else { return };
+        if self.pivot.is_none()
+            || c.chain_complete
+            || c.voters.is_empty()
+            || !c.voters.iter().all(|v| self.liars.contains(v))
+        {
+            return;
+        }
+        self.pivot_failed("every peer that voted for it was caught lying", None, out);
+    }
+
+    /// A state request for the current pivot's root was answered usefully by `peer`.
+    pub(super) fn state_served(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        self.state_wait_since_ms = None;
+        let Some(root) = self.pivot.as_ref().map(|p| p.state_root) else {
+            return;
+        };
+        let mut tell = !self.root_served;
+        self.root_served = true;
+        if let Some(p) = self.peers.peers.get_mut(&peer) {
+            p.state_empty = 0;
+            if p.state_unserved_told {
+                p.state_unserved_told = false;
+                tell = true;
+            }
+        }
+        if tell {
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::StateAnswer {
+                    root,
+                    peer,
+                    served: true,
+                },
+            });
+        }
+    }
+
+    /// A state request for the current pivot's root was answered empty by `peer`. Two in a
+    /// row from a peer whose head is at or past the pivot (one behind it may simply not
+    /// have the block yet) tell the coordinator the state is gone from that peer.
+    pub(super) fn state_unserved(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+        let Some((number, root)) = self.pivot.as_ref().map(|p| (p.number, p.state_root)) else {
+            return;
+        };
+        self.root_empty_answers += 1;
+        self.root_empty_peers.insert(peer);
+        let Some(p) = self.peers.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.best.is_some_and(|b| b < number) {
+            return;
+        }
+        p.state_empty += 1;
+        if p.state_empty >= 2 && !p.state_unserved_told {
+            p.state_unserved_told = true;
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::StateAnswer {
+                    root,
+                    peer,
+                    served: false,
+                },
+            });
+        }
+    }
+
+    /// Peers the coordinator counts on: the live ones, or the given ones not caught lying
+    /// (a shard may hold only some of them).
+    fn peers_counted(&self) -> usize {
+        self.peers
+            .live()
+            .max(self.cfg.peers_given.saturating_sub(self.liars.len()))
+    }
+
+    /// The pivot distance in use.
+    pub(super) fn distance(&self) -> u64 {
+        self.coord
+            .as_ref()
+            .and_then(|c| c.distance_eff)
+            .unwrap_or(self.cfg.pivot_distance)
+    }
+
+    /// Coordinator: a shard reports whether `peer` serves the state of `root`. When more
+    /// than half of the peers (and at least two, when there are two) no longer serve the
+    /// current pivot's state, it fell out of their history: the pivot moves forward at the
+    /// next status round. One peer answering empty (lying, or lagging) moves nothing.
+    pub(super) fn on_state_answer(&mut self, root: B256, peer: PeerId, served: bool) {
+        let Some((number, pivot_root)) = self.pivot.as_ref().map(|p| (p.number, p.state_root))
+        else {
+            return;
+        };
+        if root != pivot_root {
+            return;
+        }
+        let total = self.peers_counted();
+        let announced = self.peers.peers.values().filter_map(|p| p.best).max();
+        let distance = self.distance();
+        let now = self.now_ms;
+        let Some(c) = self.coord.as_mut() else { return };
+        if served {
+            c.root_served = true;
+            c.unserved.remove(&peer);
+            return;
+        }
+        c.unserved.insert(peer);
+        let needed = if total <= 1 {
+            1
+        } else {
+            (total / 2 + 1).max(2)
+        };
+        if c.unserved.len() < needed || c.force_repivot || c.state_complete || c.finished {
+            return;
+        }
+        let head = c.last_head.max(announced.unwrap_or(0));
+        // A state that was served and is gone now: the peers keep about `head - number`
+        // blocks of states; the next pivot stays well inside that. A state never served
+        // at all: only the head's state is surely held.
+        let eff = if c.root_served {
+            distance.min(head.saturating_sub(number) / 2)
+        } else {
+            0
+        };
+        c.distance_eff = Some(eff);
+        c.force_repivot = true;
+        c.retry_at_ms = now;
+        tracing::info!(
+            pivot = number,
+            %root,
+            peers = c.unserved.len(),
+            of = total,
+            head,
+            distance = eff,
+            "the pivot's state is no longer served; moving the pivot forward"
+        );
+    }
+
+    /// Every shard: what the sync waits for when nothing progresses, in the progress line;
+    /// after `stall_timeout_ms` of it, one line that says what is missing and which flag
+    /// helps (`Action::Failed`). The pivot moves first when its state is gone (the
+    /// coordinator does that); this fires only when that did not help either.
     pub(super) fn check_served(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
-        let give_up_ms = self.cfg.status_check_ms + 10_000;
+        let stall_ms = self.cfg.stall_timeout_ms.max(1);
         let live: Vec<&crate::eth::sync::peers::PeerStats> =
             self.peers.peers.values().filter(|p| !p.dropped).collect();
-        let wants_state = matches!(self.phase, StatePhase::Ranges | StatePhase::Walk);
-        let no_state = wants_state && !live.is_empty() && live.iter().all(|p| p.no_state);
+        let n_live = live.len();
         let no_receipts = !self.receipt_queue.is_empty()
             && !live.is_empty()
             && live.iter().all(|p| p.no_receipts);
+        let wants_state = match self.phase {
+            StatePhase::Ranges => !self.ranges_done(),
+            StatePhase::Walk => !self.walk_idle(),
+            _ => false,
+        };
+        let state_stuck = wants_state && !live.is_empty() && live.iter().all(|p| p.no_state);
+        if !wants_state {
+            self.state_wait_since_ms = None;
+        } else if self.state_wait_since_ms.is_none() {
+            self.state_wait_since_ms = Some(now);
+        }
         fn since(slot: &mut Option<u64>, now_true: bool, now: u64) -> Option<u64> {
             if now_true {
                 Some(*slot.get_or_insert(now))
@@ -44,25 +268,110 @@ impl Engine {
                 None
             }
         }
-        let state_since = since(&mut self.unserved_since_ms.0, no_state, now);
         let receipts_since = since(&mut self.unserved_since_ms.1, no_receipts, now);
-        if state_since.is_some_and(|t| now.saturating_sub(t) >= give_up_ms) {
-            let (n, root) = self
-                .pivot
-                .as_ref()
-                .map(|p| (p.number, format!("{}", p.state_root)))
-                .unwrap_or_default();
+        let pivot_wait = self.shard == 0 && self.pivot.is_none();
+        let no_pivot_since = since(&mut self.no_pivot_since_ms, pivot_wait, now);
+        let (n, root) = self
+            .pivot
+            .as_ref()
+            .map(|p| (p.number, format!("{}", p.state_root)))
+            .unwrap_or_default();
+        let repivots = self.coord.as_ref().map(|c| c.state_repivots).unwrap_or(0);
+        let state_line = format!(
+            "state of root {root} (pivot block {n}): {} empty answers from {} peer(s)",
+            self.root_empty_answers,
+            self.root_empty_peers.len()
+        );
+        self.waiting = None;
+        // The state stalls when no state answer was useful for the whole timeout and
+        // every live peer now answers it empty (a slow but serving peer is not a stall).
+        let state_stalled = self
+            .state_wait_since_ms
+            .is_some_and(|t| now.saturating_sub(t) >= stall_ms);
+        if state_stuck || (state_stalled && self.root_empty_answers > 0) {
+            self.waiting = Some(state_line.clone());
+        }
+        if state_stalled && state_stuck {
             out.push(Action::Failed(format!(
-                "no peer serves the state at pivot block {n} (root {root}): each of the {} live peer(s) answered state requests empty, as a peer does for a state it no longer keeps (geth keeps its latest 128); sync a newer pivot with --pivot-distance 0, or add peers that hold this state",
-                live.len()
+                "no peer serves the {state_line} for {} s, after {repivots} pivot move(s): each of the {n_live} live peer(s) answered state requests empty, as a peer does for a state it no longer keeps (geth keeps its latest 128); add peers that hold recent state, sync the head's state with --pivot-distance 0, or wait longer with --stall-timeout-s",
+                stall_ms / 1000
             )));
-            self.unserved_since_ms.0 = None;
-        } else if receipts_since.is_some_and(|t| now.saturating_sub(t) >= give_up_ms) {
+            self.state_wait_since_ms = None;
+            return;
+        }
+        if no_receipts {
+            self.waiting = Some(format!(
+                "receipts: each of the {n_live} live peer(s) answered receipts requests empty"
+            ));
+        }
+        if receipts_since.is_some_and(|t| now.saturating_sub(t) >= stall_ms) {
             out.push(Action::Failed(format!(
-                "no peer serves receipts: each of the {} live peer(s) answered receipts requests empty; sync without receipts with --receipts false, or add peers that serve them",
-                live.len()
+                "no peer serves receipts: each of the {n_live} live peer(s) answered receipts requests empty for {} s; sync without receipts with --receipts false, add peers that serve them, or wait longer with --stall-timeout-s",
+                stall_ms / 1000
             )));
             self.unserved_since_ms.1 = None;
+            return;
+        }
+        // Headers: no batch joined the chain from the agreed head for the whole timeout.
+        let batches = self.batch_count() as usize;
+        let joined_stall = match self.coord.as_mut() {
+            Some(c) if self.pivot.is_some() && !c.finished && c.joined.len() < batches => {
+                let since = *c.last_join_ms.get_or_insert(now);
+                Some((now.saturating_sub(since), c.joined.len()))
+            }
+            Some(c) => {
+                c.last_join_ms = None;
+                None
+            }
+            None => None,
+        };
+        if let Some((for_ms, joined)) = joined_stall {
+            let head = self
+                .head
+                .as_ref()
+                .map(|h| format!("{} ({})", h.number, h.hash))
+                .unwrap_or_default();
+            let line = format!(
+                "headers: {joined} of {batches} batches joined the chain down from head {head}; no batch verified for {} s",
+                for_ms / 1000
+            );
+            if for_ms >= stall_ms {
+                out.push(Action::Failed(format!(
+                    "the header chain does not join: {line}, with {n_live} live peer(s); add peers that serve this chain (--peer), or wait longer with --stall-timeout-s"
+                )));
+                if let Some(c) = self.coord.as_mut() {
+                    c.last_join_ms = None;
+                }
+                return;
+            }
+            if for_ms >= stall_ms / 4 && self.waiting.is_none() {
+                self.waiting = Some(line);
+            }
+        }
+        if pivot_wait {
+            let (answered, covering) = self
+                .coord
+                .as_ref()
+                .map(|c| {
+                    (
+                        c.status_replies.len(),
+                        c.anchor_votes.values().map(|v| v.len()).max().unwrap_or(0),
+                    )
+                })
+                .unwrap_or_default();
+            let line = format!(
+                "a pivot: {n_live} live peer(s), {answered} answered status, at most {covering} agreed on a pivot header, {} must agree",
+                self.agreement()
+            );
+            if no_pivot_since.is_some_and(|t| now.saturating_sub(t) >= stall_ms) {
+                out.push(Action::Failed(format!(
+                    "no pivot after {} s: {line}; add peers that serve this chain (--peer), lower --pivot-agreement, or wait longer with --stall-timeout-s",
+                    stall_ms / 1000
+                )));
+                self.no_pivot_since_ms = None;
+                return;
+            }
+            self.waiting = Some(line);
         }
     }
 
@@ -83,10 +392,11 @@ impl Engine {
         // With a pivot: look at the peers' head again now and then, to re-select the pivot
         // when it falls too far behind.
         // (Only once the previous round has ended, so status requests never pile up.)
+        let due = check_ms > 0 && now >= c.next_status_check_ms;
+        let forced = (c.force_repivot || c.revote) && now >= c.retry_at_ms;
         let recheck = self.pivot.is_some()
-            && !done
-            && check_ms > 0
-            && now >= c.next_status_check_ms
+            && !c.finished
+            && ((due && !done) || forced)
             && c.status_pending == 0
             && !c.anchors_asked;
         if recheck {
@@ -167,11 +477,14 @@ impl Engine {
     pub(super) fn on_status(&mut self, peer: PeerId, best: Option<u64>, out: &mut Vec<Action>) {
         let now = self.now_ms;
         let agreement = self.agreement();
-        let distance = self.cfg.pivot_distance;
+        let distance = self.distance();
         let anchor = self.cfg.anchor_number;
+        if let (Some(b), Some(p)) = (best, self.peers.peers.get_mut(&peer)) {
+            p.best = Some(p.best.map_or(b, |x| x.max(b)));
+        }
         let Some(c) = self.coord.as_mut() else { return };
         c.status_pending = c.status_pending.saturating_sub(1);
-        if let Some(b) = best {
+        if let Some(b) = best.filter(|_| !c.suspects.contains(&peer)) {
             c.status_replies.insert(peer, b);
         }
         if c.status_pending > 0 || c.anchors_asked {
@@ -189,11 +502,27 @@ impl Engine {
         let head =
             bests[(bests.len() - 1) / 2].min(bests[bests.len() - agreement.min(bests.len())]);
         // Keep the current (or journaled) pivot while it is close enough to the head.
+        c.last_head = c.last_head.max(head);
         let current = self.pivot.as_ref().map(|p| p.number);
         let resumed = c.resume_pivot.take();
+        let forced = c.force_repivot;
+        let revote = c.revote;
+        let mut pivot = head.saturating_sub(distance).max(anchor + 1);
         if let Some(n) = current {
-            if self.pivot_still_valid(n, head) {
+            if !forced && !revote && self.pivot_still_valid(n, head) {
                 return;
+            }
+            if forced && !revote && pivot <= n {
+                if head > n {
+                    // Move at least past the old pivot.
+                    pivot = head;
+                } else {
+                    // The head has not moved past the pivot yet: ask again soon.
+                    let c = self.coord.as_mut().expect("coordinator");
+                    c.status_asked = false;
+                    c.retry_at_ms = now + 1000;
+                    return;
+                }
             }
         } else if let Some((p, h)) = resumed {
             if let Ok(ph) = Header::decode(&p) {
@@ -209,7 +538,6 @@ impl Engine {
             c.retry_at_ms = now + 1000;
             return;
         }
-        let pivot = head.saturating_sub(distance).max(anchor + 1);
         c.anchor_target = (pivot, head);
         c.anchors_asked = true;
         c.anchor_votes.clear();
@@ -265,8 +593,17 @@ impl Engine {
                 _ => None,
             };
             if let (Some(decided), Some(raws)) = (decided, raws) {
-                if !raws.is_empty() && anchor_hashes(&raws, pn, hn) != Some(decided) {
-                    self.lie(peer, out);
+                match anchor_hashes(&raws, pn, hn) {
+                    Some(key) if key != decided => {
+                        // Another chain's headers: a lie, or the truth if the decided
+                        // pivot is the lie. Kept as a candidate the join can turn to.
+                        let c = self.coord.as_mut().expect("coordinator");
+                        if !c.suspects.contains(&peer) {
+                            add_candidate(&mut c.candidates, key, peer, &raws);
+                        }
+                    }
+                    None if !raws.is_empty() => self.lie(peer, out),
+                    _ => {}
                 }
             }
             return;
@@ -274,7 +611,8 @@ impl Engine {
         c.anchor_pending = c.anchor_pending.saturating_sub(1);
         let (pn, hn) = c.anchor_target;
         let mut liar = false;
-        if let Some(raws) = raws {
+        let suspect = c.suspects.contains(&peer);
+        if let Some(raws) = raws.filter(|_| !suspect) {
             if let Some(key) = anchor_hashes(&raws, pn, hn) {
                 let (first, last) = (raws[0].clone(), raws[raws.len() - 1].clone());
                 c.anchor_votes
@@ -295,24 +633,43 @@ impl Engine {
             .find(|(_, v)| v.len() >= agreement)
             .map(|(k, v)| (*k, v[0].1.clone(), v[0].2.clone()));
         if let Some((key, p, h)) = winner {
-            let losers: Vec<PeerId> = c
+            // Every answer is kept as a candidate, most votes first; the losers are not
+            // taken for liars (more than a third of colluding liars outvote the truth;
+            // the header chain decides later, from the trusted anchor up).
+            let mut cands: Vec<super::coord::Candidate> = c
                 .anchor_votes
                 .iter()
-                .filter(|(k, _)| **k != key)
-                .flat_map(|(_, v)| v.iter().map(|x| x.0))
+                .map(|(k, v)| super::coord::Candidate {
+                    key: *k,
+                    voters: v.iter().map(|x| x.0).collect(),
+                    pivot: v[0].1.clone(),
+                    head: v[0].2.clone(),
+                })
                 .collect();
+            cands.sort_by_key(|k| std::cmp::Reverse(k.voters.len()));
+            c.voters = cands
+                .iter()
+                .find(|k| k.key == key)
+                .map(|k| k.voters.clone())
+                .unwrap_or_default();
+            c.candidates = cands;
+            c.tried.insert(key);
+            c.revote = false;
             c.anchor_votes.clear();
             c.anchor_pending = 0;
             c.anchors_asked = false;
-            for l in losers {
-                self.lie(l, out);
-            }
             let same = self.pivot.as_ref().is_some_and(|x| x.hash == key.0)
                 && self.head.as_ref().is_some_and(|x| x.hash == key.1);
             if same {
                 return;
             }
             let c = self.coord.as_mut().expect("coordinator");
+            if c.force_repivot {
+                c.state_repivots += 1;
+            }
+            c.force_repivot = false;
+            c.unserved.clear();
+            c.root_served = false;
             if self.pivot.is_some() || !c.joined.is_empty() {
                 // A new pivot: the join bookkeeping of the old target does not carry over
                 // (stored headers do, and are announced again by their owners).
@@ -355,6 +712,20 @@ impl Engine {
             peer.empty = 0;
         }
         self.unserved_since_ms.0 = None;
+        if let Some(c) = self.coord.as_mut() {
+            c.last_join_ms = None;
+        }
+        if old_root != Some(new_root) {
+            // Requests for the old root say nothing about the new one.
+            for peer in self.peers.peers.values_mut() {
+                peer.state_empty = 0;
+                peer.state_unserved_told = false;
+            }
+            self.pivot_epoch += 1;
+            self.root_served = false;
+            self.root_empty_answers = 0;
+            self.root_empty_peers.clear();
+        }
         self.head = Some(h);
         self.reported = None;
         if old_root.is_some() {
@@ -446,9 +817,7 @@ impl Engine {
                     for r in &mut self.ranges {
                         r.busy = false;
                     }
-                    self.storage_tasks.clear();
-                    self.storage_ready.clear();
-                    self.storage_accs.clear();
+                    self.storage_to_heal(store);
                     self.write_journal(store);
                     return;
                 }
@@ -498,6 +867,28 @@ impl Engine {
                 self.start_ranges(store);
             }
         }
+    }
+}
+
+/// Count `peer`'s late vote for `key` (its raw pivot and head headers in `raws`).
+fn add_candidate(
+    cands: &mut Vec<super::coord::Candidate>,
+    key: (B256, B256),
+    peer: PeerId,
+    raws: &[Vec<u8>],
+) {
+    match cands.iter_mut().find(|k| k.key == key) {
+        Some(k) => {
+            if !k.voters.contains(&peer) {
+                k.voters.push(peer);
+            }
+        }
+        None => cands.push(super::coord::Candidate {
+            key,
+            voters: vec![peer],
+            pivot: raws[0].clone(),
+            head: raws[raws.len() - 1].clone(),
+        }),
     }
 }
 

@@ -100,7 +100,11 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
         p.elapsed_ms as f64 / 1000.0,
         if status.state_complete && status.bodies_complete { ", complete" } else { "" },
         status.waiting_for.as_ref().map(|w| format!("; waiting for {w}")).unwrap_or_default()
-    )
+    ) + &status
+        .waiting
+        .as_ref()
+        .map(|w| format!(", waiting for {w}"))
+        .unwrap_or_default()
 }
 
 /// What `get_status` reports.
@@ -127,6 +131,12 @@ pub struct Status {
     /// What the sync waits for before it can start (e.g. the consensus client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// Pivots selected after the first (the head moved on, or the pivot's state went out
+    /// of the peers' history).
+    pub repivots: u64,
+    /// What the sync waits for while nothing progresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl Engine {
@@ -156,6 +166,8 @@ impl Engine {
             target: self.target_report().0.name().to_string(),
             head_trusted: self.target_report().1,
             waiting_for: self.waiting_for(),
+            repivots: c.map(|c| c.repivots).unwrap_or(0),
+            waiting: self.waiting.clone(),
         }
     }
 

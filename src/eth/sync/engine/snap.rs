@@ -107,6 +107,28 @@ impl Engine {
         }
     }
 
+    /// A new pivot root while ranges are fetched: the storage tries still open were
+    /// verified against their old storage roots, which may have changed (or the account
+    /// may be gone). Their verified slots are kept as the trie nodes they build (a subtrie
+    /// whose slots did not change is identical in the new trie), and the rest is left to
+    /// the heal, which walks from the new root and fetches only the nodes still missing.
+    pub(super) fn storage_to_heal(&mut self, store: &mut dyn SyncStore) {
+        for (h, acc) in std::mem::take(&mut self.storage_accs) {
+            if !acc.slots.is_empty() {
+                let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
+                trie::build_root(&leaves, &mut |nh, r| {
+                    if !store.has_node(&nh) {
+                        store.put_node(nh, r)
+                    }
+                });
+            }
+            // No range work for it any more: the heal completes it.
+            store.put_storage_done(h);
+        }
+        self.storage_tasks.clear();
+        self.storage_ready.clear();
+    }
+
     fn save_ranges(&mut self, store: &mut dyn SyncStore) {
         self.journal.ranges = self
             .ranges
