@@ -11,7 +11,7 @@ use catchup_http::Url;
 use crate::node::opts::GlobalOpts;
 use crate::solana::download::serve::{serve_blocking, ServeConfig};
 use crate::solana::download::sink::{ArchiveSink, PipelineSink, SinkFactory, StreamCheckSink};
-use crate::solana::download::sync::{sync, Progress, SyncConfig, SyncReport};
+use crate::solana::download::sync::{sync, Progress, SyncConfig, SyncError, SyncReport};
 
 /// Parse a size with an optional binary suffix: `65536`, `64K`, `64M`, `1G` (also `KiB`, `MiB`, `GiB`).
 pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
@@ -75,9 +75,46 @@ pub struct SyncArgs {
     /// Read/write timeout per request.
     #[arg(long, default_value_t = 10000)]
     pub io_timeout_ms: u64,
-    /// Discovery: how many sources must agree on the chosen slot.
+    /// Discovery: how many sources must agree on the chosen slot; with --known-validator,
+    /// how many known validators must advertise the chosen snapshot.
     #[arg(long, default_value_t = 1)]
     pub min_agree: usize,
+    /// A gossip entrypoint (HOST:PORT) to discover snapshot sources through; repeatable.
+    /// Every node's RPC address is a candidate source.
+    #[arg(long = "entrypoint", value_name = "HOST:PORT",
+          value_parser = crate::solana::gossip::cmd::parse_host_port)]
+    pub entrypoints: Vec<SocketAddr>,
+    /// A validator (base58 pubkey) whose gossiped snapshot hashes are trusted; repeatable.
+    /// The snapshot fetched is the newest full one (with --incremental: the newest
+    /// incremental on it) that --min-agree of them advertise, and only sources serving
+    /// exactly that (slot, hash) are used. Needs --entrypoint.
+    #[arg(
+        long = "known-validator",
+        value_name = "PUBKEY",
+        requires = "entrypoints"
+    )]
+    pub known_validators: Vec<String>,
+    /// Without gossip: the trusted snapshot as SLOT:HASH (base58); only sources serving
+    /// that archive are used, and its accounts hash must equal HASH.
+    #[arg(long, value_name = "SLOT:HASH")]
+    pub expected_snapshot_hash: Option<String>,
+    /// Refuse to download a snapshot whose identity no known validator and no
+    /// --expected-snapshot-hash vouches for.
+    #[arg(long)]
+    pub require_trusted: bool,
+    /// Our gossip identity (a Solana CLI keypair file); default: a fresh key.
+    #[arg(long, value_name = "KEYPAIR")]
+    pub identity: Option<PathBuf>,
+    /// UDP address our gossip client binds (an unspecified IP advertises the local address
+    /// towards the first entrypoint).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub gossip_listen: SocketAddr,
+    /// Give gossip discovery up after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub gossip_timeout_s: u64,
+    /// The cluster's shred version for gossip (0 accepts any).
+    #[arg(long, default_value_t = 0)]
+    pub shred_version: u16,
     /// Discovery: ignore sources further behind the newest slot seen.
     #[arg(long, default_value_t = 100_000)]
     pub max_slots_behind: u64,
@@ -219,12 +256,30 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             args.chunk_size
         );
     }
-    if args.sources.is_empty() && args.rpc.is_none() {
-        anyhow::bail!("give at least one --source URL or an --rpc URL");
+    if args.sources.is_empty() && args.rpc.is_none() && args.entrypoints.is_empty() {
+        anyhow::bail!("give at least one --source URL, an --rpc URL or an --entrypoint");
     }
     let repair_plan = repair_plan(&args)?;
+    let trust = resolve_trust(&args)?;
     let mut cfg = SyncConfig::new(args.datadir.clone());
     cfg.sources = args.sources.clone();
+    if let Some(e) = &trust.expected {
+        let name = e.file_name();
+        cfg.sources = cfg
+            .sources
+            .iter()
+            .map(|u| {
+                if crate::solana::download::source::parse_archive_name(u.file_name()).is_some() {
+                    u.clone()
+                } else {
+                    u.join(&format!("/{name}")).unwrap_or_else(|_| u.clone())
+                }
+            })
+            .collect();
+    }
+    cfg.sources.extend(trust.sources.iter().cloned());
+    cfg.expected_archive = trust.expected.clone();
+    cfg.rank_by_latency = trust.discovery == "gossip";
     cfg.rpc = args.rpc.clone();
     cfg.incremental = args.incremental;
     cfg.coordinator.chunk_size_bytes = args.chunk_size;
@@ -234,7 +289,13 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     cfg.coordinator.stall_timeout_ms = args.io_timeout_ms.max(1000);
     cfg.client.connect_timeout_ms = args.connect_timeout_ms;
     cfg.client.io_timeout_ms = args.io_timeout_ms;
-    cfg.min_agree = args.min_agree.max(1);
+    // With known validators --min-agree counts them; the sources then only have to serve
+    // the agreed archive.
+    cfg.min_agree = if trust.expected.is_some() {
+        1
+    } else {
+        args.min_agree.max(1)
+    };
     cfg.max_slots_behind = args.max_slots_behind;
     cfg.max_latency_ms = args.max_latency_ms;
     cfg.stop_after_chunks = args.stop_after_chunks;
@@ -267,27 +328,29 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     // Every second: the bar and the admin endpoint's /status; lines every --progress-interval-s.
     cfg.progress_interval_ms = 1000;
     let every = (args.progress_interval_s.max(1) * 1000 / cfg.progress_interval_ms).max(1);
-    let bar2 = bar.clone();
-    let mut n = 0u64;
-    let progress = Box::new(move |p: &Progress| {
-        n += 1;
-        crate::node::admin::set_status(
-            "snapshot_download",
-            serde_json::to_value(p).unwrap_or_default(),
-        );
-        if let Some(b) = &bar2 {
-            b.set_length(p.bytes_total);
-            b.set_position(p.bytes_done);
-            b.set_message(format!("chunks {}/{}", p.chunks_done, p.chunks_total));
-        }
-        if n % every == 0 {
-            if json {
-                println!("{}", serde_json::json!({ "progress": p }));
-            } else {
-                tracing::info!("{}", progress_line(p));
+    let make_progress = || -> crate::solana::download::sync::ProgressFn {
+        let bar2 = bar.clone();
+        let mut n = 0u64;
+        Box::new(move |p: &Progress| {
+            n += 1;
+            crate::node::admin::set_status(
+                "snapshot_download",
+                serde_json::to_value(p).unwrap_or_default(),
+            );
+            if let Some(b) = &bar2 {
+                b.set_length(p.bytes_total);
+                b.set_position(p.bytes_done);
+                b.set_message(format!("chunks {}/{}", p.chunks_done, p.chunks_total));
             }
-        }
-    });
+            if n % every == 0 {
+                if json {
+                    println!("{}", serde_json::json!({ "progress": p }));
+                } else {
+                    tracing::info!("{}", progress_line(p));
+                }
+            }
+        })
+    };
     // SIGINT/SIGTERM stop the download and print its report; a second one exits at once.
     let interrupt = cfg.interrupt.clone();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -296,29 +359,76 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         signal_hook::flag::register(sig, interrupt.clone())
             .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
     }
-    let result = sync(
-        cfg,
-        sink_factory(
-            args.verify,
-            &args.datadir,
-            Some(index_shards),
-            Some(pools.compute_cores.clone()),
-        ),
-        progress,
-    );
+    let factory = match args.verify {
+        VerifyMode::Stream => sink_factory(args.verify, &args.datadir, None, None),
+        VerifyMode::Full => {
+            let mut pcfg = crate::solana::snapshot::PipelineConfig {
+                shards: index_shards,
+                ..Default::default()
+            };
+            pcfg.cores = Some(pools.compute_cores.clone());
+            PipelineSink::factory_named(args.datadir.clone(), pcfg, cfg.archive_name.clone())
+        }
+    };
+    // A source group whose archive is forged (its accounts hash is not the one in its name,
+    // the trusted one) is dropped and the sync starts over from nothing with the others.
+    let mut forged: Vec<String> = Vec::new();
+    let result = loop {
+        let r = sync(cfg.clone(), factory.clone(), make_progress());
+        match r {
+            Err(SyncError::Forged { what, served_by }) if forged.len() < MAX_FORGED_GROUPS => {
+                for u in &served_by {
+                    forged.push(format!("{u}: {what}"));
+                }
+                let name = cfg
+                    .archive_name
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                crate::solana::download::sync::forget_download(&args.datadir, &name);
+                cfg.sources.retain(|u| !served_by.contains(u));
+                if cfg.sources.is_empty() && cfg.rpc.is_none() {
+                    break Err(SyncError::Forged { what, served_by });
+                }
+                tracing::warn!(%what, "forged archive: its sources are dropped, trying the others");
+            }
+            r => break r,
+        }
+    };
+    let mut trust = trust;
+    trust.forged = forged;
     // From here on (the hand-off and the repair phase) a signal exits at once.
     interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let report = result?;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if json {
+                let mut v = trust.report_fields(None);
+                v["complete"] = false.into();
+                v["error"] = e.to_string().into();
+                println!("{v}");
+            }
+            if !trust.forged.is_empty() && !matches!(e, SyncError::Forged { .. }) {
+                anyhow::bail!(
+                    "{e}; dropped for forged archives: {}",
+                    trust.forged.join("; ")
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    let trust_fields = trust.report_fields(report.verified.as_ref());
     crate::node::admin::set_status(
         "snapshot_download",
         serde_json::json!({ "finished": &report }),
     );
     // Text: the snapshot's report now, the repair's after it; JSON: one report at the end.
     if !json || !report.complete {
-        print_report(&report, None, json);
+        print_report(&report, None, &trust_fields, json);
     }
     if !report.complete {
         if report.interrupted {
@@ -347,7 +457,7 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         (Some(_), None) => {
             if json {
-                print_report(&report, None, json);
+                print_report(&report, None, &trust_fields, json);
             }
             eprintln!(
                 "repair: the archive name {:?} gives no snapshot slot to repair from",
@@ -358,7 +468,7 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         (Some(plan), Some(slot)) => Some(run_repair_phase(plan, slot, json)?),
     };
     if json {
-        print_report(&report, repair.as_ref(), json);
+        print_report(&report, repair.as_ref(), &trust_fields, json);
     } else if let Some(r) = &repair {
         print_repair(r);
     }
@@ -369,6 +479,185 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         _ => Ok(0),
     }
+}
+
+/// Where the snapshot's identity comes from, and the sources discovery found.
+struct Trust {
+    /// `gossip`, `rpc` or `sources`.
+    discovery: &'static str,
+    sources: Vec<Url>,
+    expected: Option<crate::solana::download::sync::ExpectedArchive>,
+    /// `known validators` or `--expected-snapshot-hash`; `None`: unverified.
+    trusted_through: Option<&'static str>,
+    trusted_by: Vec<String>,
+    gossip: Option<crate::solana::gossip::discover::Discovered>,
+    /// Sources dropped because their archive's accounts hash is not its name's.
+    forged: Vec<String>,
+}
+
+/// Source groups with forged archives dropped before the sync gives up.
+const MAX_FORGED_GROUPS: usize = 8;
+
+impl Trust {
+    /// The report's trust fields; `verified` is the verifier's report (None before).
+    fn report_fields(&self, verified: Option<&serde_json::Value>) -> serde_json::Value {
+        let name_ok = verified.and_then(|v| v["name_hash_ok"].as_bool());
+        let identity = match (self.trusted_through, name_ok) {
+            (Some(_), Some(true)) => "verified",
+            (Some(_), _) => "not verified",
+            (None, _) => {
+                "unverified: no --known-validator or --expected-snapshot-hash vouches for it"
+            }
+        };
+        serde_json::json!({
+            "discovery": self.discovery,
+            "snapshot_hash_ok": name_ok,
+            "snapshot_hash_kind": verified.and_then(|v| v["name_hash_kind"].as_str()),
+            "trusted_snapshot": self.expected.as_ref().map(|e| serde_json::json!({
+                "base_slot": e.base_slot, "slot": e.slot, "hash": e.hash,
+            })),
+            "trusted_through": self.trusted_through,
+            "trusted_by": self.trusted_by,
+            "identity": identity,
+            "forged_sources": self.forged,
+            "gossip": self.gossip,
+        })
+    }
+}
+
+fn trust_lines(t: &serde_json::Value) -> Vec<String> {
+    let mut out = vec![format!(
+        "discovery: {}; snapshot identity: {}",
+        t["discovery"].as_str().unwrap_or("-"),
+        t["identity"].as_str().unwrap_or("-")
+    )];
+    if let Some(s) = t["trusted_snapshot"].as_object() {
+        out.push(format!(
+            "  trusted snapshot: slot {} hash {} through {}{}",
+            s["slot"],
+            s["hash"].as_str().unwrap_or("-"),
+            t["trusted_through"].as_str().unwrap_or("-"),
+            match t["trusted_by"].as_array() {
+                Some(v) if !v.is_empty() => format!(
+                    " ({})",
+                    v.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            }
+        ));
+    }
+    match t["snapshot_hash_ok"].as_bool() {
+        Some(true) => out.push(format!(
+            "  snapshot hash: ok ({})",
+            t["snapshot_hash_kind"].as_str().unwrap_or("-")
+        )),
+        Some(false) => out.push("  snapshot hash: MISMATCH".into()),
+        None => out.push("  snapshot hash: not checked".into()),
+    }
+    for f in t["forged_sources"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "  forged source dropped: {}",
+            f.as_str().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+/// Discovery by gossip and the trusted snapshot, as the flags ask.
+fn resolve_trust(args: &SyncArgs) -> anyhow::Result<Trust> {
+    let expected_flag = args
+        .expected_snapshot_hash
+        .as_deref()
+        .map(crate::solana::gossip::trust::parse_expected)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--expected-snapshot-hash: {e}"))?;
+    let mut t = Trust {
+        discovery: if args.rpc.is_some() { "rpc" } else { "sources" },
+        sources: Vec::new(),
+        expected: None,
+        trusted_through: None,
+        trusted_by: Vec::new(),
+        gossip: None,
+        forged: Vec::new(),
+    };
+    if !args.entrypoints.is_empty() {
+        let d = crate::solana::gossip::discover::discover(
+            &crate::solana::gossip::discover::GossipDiscovery {
+                entrypoints: args.entrypoints.clone(),
+                known_validators: args.known_validators.clone(),
+                min_agree: args.min_agree.max(1),
+                identity: args.identity.clone(),
+                listen: args.gossip_listen,
+                timeout: std::time::Duration::from_secs(args.gossip_timeout_s.max(1)),
+                shred_version: args.shred_version,
+                incremental: args.incremental,
+            },
+        )?;
+        t.discovery = "gossip";
+        t.sources = d.sources.clone();
+        if let (Some(e), Some(c)) = (&d.expected, &d.choice) {
+            t.expected = Some(e.clone());
+            t.trusted_through = Some("known validators");
+            t.trusted_by = match e.base_slot {
+                None => c.full.trusted_by.clone(),
+                Some(_) => c
+                    .incremental
+                    .as_ref()
+                    .map(|i| i.trusted_by.clone())
+                    .unwrap_or_default(),
+            };
+        }
+        tracing::info!(
+            peers = d.peers,
+            sources = d.sources.len(),
+            trusted = ?t.expected,
+            "gossip discovery done"
+        );
+        t.gossip = Some(d);
+    }
+    if let Some((slot, hash)) = expected_flag {
+        if let Some(e) = &t.expected {
+            if e.slot != slot || e.hash != hash {
+                anyhow::bail!(
+                    "--expected-snapshot-hash {slot}:{hash} differs from what the known validators advertise ({}:{}); drop one of them",
+                    e.slot,
+                    e.hash
+                );
+            }
+        } else {
+            let base_slot = if args.incremental {
+                anyhow::bail!("--expected-snapshot-hash names a full snapshot; it cannot be used with --incremental without --known-validator");
+            } else {
+                None
+            };
+            t.expected = Some(crate::solana::download::sync::ExpectedArchive {
+                base_slot,
+                slot,
+                hash,
+            });
+            t.trusted_through = Some("--expected-snapshot-hash");
+            // Gossip without known validators listed base URLs: ask for the archive itself.
+            let name = t
+                .expected
+                .as_ref()
+                .map(|e| e.file_name())
+                .unwrap_or_default();
+            t.sources = t
+                .sources
+                .iter()
+                .filter_map(|u| u.join(&format!("/{name}")).ok())
+                .collect();
+        }
+    }
+    if args.require_trusted && t.trusted_through.is_none() {
+        anyhow::bail!(
+            "--require-trusted: no known validator or expected hash vouches for the snapshot; give --entrypoint with --known-validator, or --expected-snapshot-hash SLOT:HASH"
+        );
+    }
+    Ok(t)
 }
 
 /// The repair phase as the flags ask for it.
@@ -569,7 +858,12 @@ fn merge_outcome(
 }
 
 /// The snapshot's report; in JSON with the repair phase's summary as `repair`.
-fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSummary>, json: bool) {
+fn print_report(
+    r: &SyncReport,
+    repair: Option<&crate::solana::repair::RepairSummary>,
+    trust: &serde_json::Value,
+    json: bool,
+) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         if let (Some(obj), Some(rep)) = (v.as_object_mut(), repair) {
@@ -578,8 +872,16 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
                 serde_json::to_value(rep).unwrap_or_default(),
             );
         }
+        if let (Some(obj), Some(t)) = (v.as_object_mut(), trust.as_object()) {
+            for (k, x) in t {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
         println!("{v}");
         return;
+    }
+    for line in trust_lines(trust) {
+        println!("{line}");
     }
     let secs = r.download_ms as f64 / 1000.0;
     println!(

@@ -3,6 +3,7 @@
 //! known validators advertise.
 
 pub mod cmd;
+pub mod discover;
 pub mod keypair;
 pub mod node;
 pub mod trust;

@@ -16,7 +16,7 @@ use super::{PipelineError, VerifiedSnapshot};
 
 /// Snapshots with more live accounts than this are not merkle-hashed (the merkle hash
 /// needs every account in memory, sorted); their name can only match the LtHash.
-pub const MAX_MERKLE_ACCOUNTS: u64 = 20_000_000;
+pub const MAX_MERKLE_ACCOUNTS: u64 = 2_000_000;
 
 /// Which hash the name was compared with.
 pub const KIND_LT_HASH: &str = "accounts_lt_hash";

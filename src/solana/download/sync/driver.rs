@@ -21,6 +21,7 @@ use super::resume::{bitmap_to_hex, hex_to_bitmap, JournalState, JOURNAL_NAME};
 use super::{
     Progress, ProgressFn, ShardMsg, SourceReport, SyncConfig, SyncError, SyncReport, ALIGN_BYTES,
 };
+use crate::solana::download::sink::{SinkError, HASH_MISMATCH};
 
 fn source_reports(
     coord: &Coordinator,
@@ -84,6 +85,20 @@ pub(super) async fn sync_async(
             }
         }
     }
+    if let Some(want) = &cfg.expected_archive {
+        probes.retain(|p| {
+            let ok = p.name.as_ref().is_some_and(|n| want.matches(n));
+            if !ok {
+                bad_sources.push(format!(
+                    "{}: serves {}, not the trusted {}",
+                    p.archive,
+                    p.identity.archive_name,
+                    want.file_name()
+                ));
+            }
+            ok
+        });
+    }
     let all_probes = probes.clone();
     let group: SourceGroup = choose_group(
         probes,
@@ -106,6 +121,12 @@ pub(super) async fn sync_async(
             ));
         }
     }
+    let mut group = group;
+    if cfg.rank_by_latency {
+        group.members.sort_by_key(|m| m.latency_ms);
+    }
+    *cfg.archive_name.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(group.identity.archive_name.clone());
     let identity = group.identity.clone();
     let total = identity.size_bytes;
     let chunk_size = cfg.coordinator.chunk_size_bytes;
@@ -414,15 +435,28 @@ pub(super) async fn sync_async(
                 }
             };
             let Some(err) = failure else { break };
+            let forged = |err: SinkError| {
+                if err.message.contains(HASH_MISMATCH) {
+                    SyncError::Forged {
+                        what: err.message,
+                        served_by: members.iter().map(|m| m.given.clone()).collect(),
+                    }
+                } else {
+                    SyncError::Unauditable(err)
+                }
+            };
             // 5. Audit: cross-check chunks up to the failure point with other sources.
             audit_rounds += 1;
             if audit_rounds > cfg.max_audit_rounds {
+                if err.message.contains(HASH_MISMATCH) {
+                    return Err(forged(err));
+                }
                 return Err(SyncError::Verify(err));
             }
             tracing::warn!(error = %err, round = audit_rounds, "verification failed: cross-checking chunks with other sources");
             let bad = audit(&ctx, &coord, &err).await;
             if bad.is_empty() {
-                return Err(SyncError::Unauditable(err));
+                return Err(forged(err));
             }
             let now_ms = t_download.elapsed().as_millis() as u64;
             for (src, chunk) in bad {

@@ -73,6 +73,43 @@ pub struct SyncConfig {
     /// Cores of the helper threads (the sink: decompression, unpacking; its index shards
     /// are placed by the sink itself); `None`: the CPUs this process may use.
     pub helper_cores: Option<Vec<usize>>,
+    /// The archive the sources must serve (a trusted snapshot): a source whose archive has
+    /// another name is rejected before the choice of the source group.
+    pub expected_archive: Option<ExpectedArchive>,
+    /// Filled with the chosen archive's file name once the source group is chosen: the
+    /// sink compares the verified accounts hash with the hash in that name.
+    pub archive_name: Arc<Mutex<Option<String>>>,
+    /// Order the chosen sources by their probe latency (fastest first) before the
+    /// coordinator measures their bandwidth.
+    pub rank_by_latency: bool,
+}
+
+/// A snapshot archive identified by its slot(s) and hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedArchive {
+    /// `Some(base)` for an incremental archive.
+    pub base_slot: Option<u64>,
+    pub slot: u64,
+    /// base58
+    pub hash: String,
+}
+
+impl ExpectedArchive {
+    /// Whether an archive name names this snapshot (any compression).
+    pub fn matches(&self, name: &super::source::ArchiveName) -> bool {
+        name.slot == self.slot && name.hash == self.hash && name.base_slot == self.base_slot
+    }
+
+    /// The archive's file name (zstd compressed, as Agave writes it now).
+    pub fn file_name(&self) -> String {
+        match self.base_slot {
+            None => format!("snapshot-{}-{}.tar.zst", self.slot, self.hash),
+            Some(b) => format!(
+                "incremental-snapshot-{b}-{}-{}.tar.zst",
+                self.slot, self.hash
+            ),
+        }
+    }
 }
 
 impl SyncConfig {
@@ -94,6 +131,9 @@ impl SyncConfig {
             shards: 1,
             cores: None,
             helper_cores: None,
+            expected_archive: None,
+            archive_name: Arc::new(Mutex::new(None)),
+            rank_by_latency: false,
         }
     }
 }
@@ -126,6 +166,10 @@ pub enum SyncError {
     Unauditable(SinkError),
     #[error("executor: {0}")]
     Executor(String),
+    /// The archive verified internally but its accounts hash is not the one in its name
+    /// (and so not the trusted one): every source of it served a forged archive.
+    #[error("{what} (served by {})", served_by.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "))]
+    Forged { what: String, served_by: Vec<Url> },
 }
 
 const STAGE_BYTES: usize = 1 << 20;
@@ -247,6 +291,21 @@ pub fn sync(
         .flatten()
         .next()
         .unwrap_or_else(|| Err(SyncError::Executor("shard 0 returned nothing".into())))
+}
+
+/// Forget a download (its journal and its file) so that nothing of it is resumed: after a
+/// forged archive, the next source group starts from nothing.
+pub fn forget_download(datadir: &std::path::Path, archive_name: &str) {
+    for suffix in ["cur", "prev", "tmp"] {
+        let _ = std::fs::remove_file(
+            datadir
+                .join("journal")
+                .join(format!("{}.{suffix}", resume::JOURNAL_NAME)),
+        );
+    }
+    if !archive_name.is_empty() && !archive_name.contains('/') {
+        let _ = std::fs::remove_file(datadir.join("download").join(archive_name));
+    }
 }
 
 /// Messages between the coordinating shard 0 and the fetching shards.
