@@ -120,6 +120,7 @@ pub fn run_gossip_node(a: GossipNodeArgs) -> anyhow::Result<i32> {
         profile: a.profile,
         max_entries: a.max_entries,
         status_section: Some("gossip".into()),
+        pull_interval_ms: 500,
     })?;
     let start_line = serde_json::json!({
         "pubkey": handle.pubkey.to_string(),

@@ -51,7 +51,7 @@ pub struct Discovered {
 
 /// After the known validators agreed (or a first RPC node was heard), listen this much
 /// longer for more adverts and contact infos (sources).
-const GRACE: Duration = Duration::from_secs(3);
+const GRACE: Duration = Duration::from_secs(5);
 
 pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
     let key = match &d.identity {
@@ -76,6 +76,7 @@ pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
         profile: Profile::Honest,
         max_entries: 8192,
         status_section: Some("gossip".into()),
+        pull_interval_ms: 100,
     })?;
     let started = Instant::now();
     let deadline = started + d.timeout;

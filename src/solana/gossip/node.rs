@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub max_entries: usize,
     /// Publish the view under this `/status` section, if any.
     pub status_section: Option<String>,
+    /// Pull rounds this far apart. Each round's filters cover a random part of the value
+    /// hashes (as the cluster samples them), so a node that must learn the whole table
+    /// quickly pulls more often.
+    pub pull_interval_ms: u64,
 }
 
 /// The snapshot hashes a node advertises.
@@ -316,7 +320,7 @@ pub fn start(cfg: NodeConfig) -> anyhow::Result<GossipHandle> {
     client_cfg.max_entries = cfg.max_entries.max(16);
     // A small cluster converges in seconds with these; the cluster's own intervals are
     // slower but the rules (ping before pull answers, newest value wins) are the same.
-    client_cfg.pull_interval_ms = 500;
+    client_cfg.pull_interval_ms = cfg.pull_interval_ms.max(50);
     client_cfg.push_interval_ms = 1_000;
     let pubkey = Pubkey::of(&cfg.key);
     let seed = u64::from_le_bytes(pubkey.0[..8].try_into().expect("8 bytes")) ^ now;
