@@ -93,7 +93,7 @@ pub struct HashedAccount {
 /// The full accounts hash: live accounts with lamports, sorted by pubkey.
 pub fn full_accounts_hash(mut accounts: Vec<HashedAccount>) -> [u8; 32] {
     accounts.retain(|a| a.lamports > 0);
-    accounts.sort_unstable_by(|a, b| a.pubkey.cmp(&b.pubkey));
+    accounts.sort_unstable_by_key(|a| a.pubkey);
     let hashes: Vec<[u8; 32]> = accounts.iter().map(|a| a.hash).collect();
     merkle_root(&hashes)
 }
@@ -101,7 +101,7 @@ pub fn full_accounts_hash(mut accounts: Vec<HashedAccount>) -> [u8; 32] {
 /// The incremental accounts hash: every account stored after the base slot (newest
 /// version), zero-lamport ones as [`ZERO_LAMPORT_ACCOUNT_HASH`], sorted by pubkey.
 pub fn incremental_accounts_hash(mut accounts: Vec<HashedAccount>) -> [u8; 32] {
-    accounts.sort_unstable_by(|a, b| a.pubkey.cmp(&b.pubkey));
+    accounts.sort_unstable_by_key(|a| a.pubkey);
     let hashes: Vec<[u8; 32]> = accounts
         .iter()
         .map(|a| {

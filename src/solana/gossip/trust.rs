@@ -55,7 +55,7 @@ fn pick(
             .filter(|((s, _), v)| *s == slot && v.len() >= min_agree)
             .map(|((_, h), v)| (h, v))
             .collect();
-        at.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+        at.sort_by_key(|x| std::cmp::Reverse(x.1.len()));
         match at.as_slice() {
             [] => continue,
             [(h, v)] => {
