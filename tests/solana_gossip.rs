@@ -445,3 +445,71 @@ fn require_trusted_refuses_an_unverified_snapshot_and_keygen_writes_a_cli_keypai
 fn bs58_encode(bytes: &[u8]) -> String {
     catchup_solana::base58(bytes)
 }
+
+/// The repair peers of a sync through gossip are the serve-repair addresses the nodes
+/// advertise (the serve-repair server answering with the node's own identity).
+#[test]
+fn sync_through_gossip_repairs_from_advertised_serve_repair_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let (_, real_hash) = generate(&real, 100, 1);
+    let (mut procs, _rx) = Procs::new();
+    let (kk, pk) = keygen(dir.path(), "k");
+    let rpc = serve(&mut procs, &real);
+    let mut cmd = catchup();
+    cmd.args(["solana", "serve-repair", "--listen", "127.0.0.1:0"])
+        .args(["--generate-from", "101", "--generate-slots", "6"])
+        .args([
+            "--shreds-per-slot",
+            "8",
+            "--leader-seed",
+            "5",
+            "--max-seconds",
+            "90",
+        ])
+        .arg("--identity")
+        .arg(&kk);
+    let (_, line) = procs.start(cmd, "serve-repair");
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        info["identity"],
+        pk.as_str(),
+        "serve-repair runs as the node's identity"
+    );
+    let repair_addr = info["listen"].as_str().unwrap().to_string();
+    let leader = info["leader"].as_str().unwrap().to_string();
+    let (_, entry) = gossip_node(
+        &mut procs,
+        &kk,
+        None,
+        &[
+            "--advertise-snapshots",
+            real.to_str().unwrap(),
+            "--rpc",
+            &rpc,
+            "--serve-repair",
+            &repair_addr,
+        ],
+    );
+    let mut cmd = sync_cmd(&dir.path().join("data"));
+    cmd.args(["--entrypoint", &entry, "--known-validator", &pk])
+        .args([
+            "--tip-slot",
+            "106",
+            "--leader",
+            &leader,
+            "--repair-timeout-secs",
+            "60",
+        ]);
+    let (code, out, err) = run(cmd, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["snapshot_hash_ok"], true);
+    assert_eq!(v["trusted_snapshot"]["hash"], real_hash.as_str());
+    assert_eq!(v["repair"]["complete"], true, "{}", v["repair"]);
+    assert!(
+        v["repair"].to_string().contains(&repair_addr),
+        "{}",
+        v["repair"]
+    );
+}

@@ -259,8 +259,23 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     if args.sources.is_empty() && args.rpc.is_none() && args.entrypoints.is_empty() {
         anyhow::bail!("give at least one --source URL, an --rpc URL or an --entrypoint");
     }
-    let repair_plan = repair_plan(&args)?;
+    let mut repair_plan = repair_plan(&args)?;
     let trust = resolve_trust(&args)?;
+    if let (Some(plan), Some(g)) = (repair_plan.as_mut(), trust.gossip.as_ref()) {
+        if plan.peers.is_empty() {
+            for (pubkey, addr) in &g.serve_repair {
+                if let Ok(p) = format!("{pubkey}@{addr}").parse() {
+                    plan.peers.push(p);
+                }
+            }
+            if plan.peers.is_empty() {
+                anyhow::bail!(
+                    "no node heard through gossip advertises a serve-repair address; give --repair-peer"
+                );
+            }
+            tracing::info!(peers = plan.peers.len(), "repair peers from gossip");
+        }
+    }
     let mut cfg = SyncConfig::new(args.datadir.clone());
     cfg.sources = args.sources.clone();
     if let Some(e) = &trust.expected {
@@ -671,10 +686,13 @@ struct RepairPlan {
     batch_slots: u64,
 }
 
+/// With --entrypoint and no --repair-peer, the repair peers are the serve-repair addresses
+/// gossip finds (filled in after discovery).
 fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
-    if args.repair_peers.is_empty() {
+    let from_gossip = !args.entrypoints.is_empty() && args.tip_slot.is_some();
+    if args.repair_peers.is_empty() && !from_gossip {
         if args.tip_slot.is_some() || args.leader.is_some() || args.repair_xdp.is_some() {
-            anyhow::bail!("--tip-slot, --leader and --repair-xdp need at least one --repair-peer");
+            anyhow::bail!("--tip-slot, --leader and --repair-xdp need at least one --repair-peer (or an --entrypoint whose nodes advertise serve-repair addresses)");
         }
         return Ok(None);
     }

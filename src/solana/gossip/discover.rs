@@ -41,8 +41,8 @@ pub struct Discovered {
     pub gossip_addr: SocketAddr,
     pub peers: usize,
     pub peers_with_rpc: usize,
-    /// Serve-repair addresses of the nodes (repair peers).
-    pub serve_repair: Vec<SocketAddr>,
+    /// (node, serve-repair address) of the nodes advertising one (repair peers).
+    pub serve_repair: Vec<(String, SocketAddr)>,
     pub packets_received: u64,
     pub packets_rejected: u64,
     pub values_rejected: u64,
@@ -158,8 +158,11 @@ pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
     }
     sources.sort();
     sources.dedup();
-    let mut serve_repair: Vec<SocketAddr> =
-        view.peers.iter().filter_map(|p| p.serve_repair).collect();
+    let mut serve_repair: Vec<(String, SocketAddr)> = view
+        .peers
+        .iter()
+        .filter_map(|p| p.serve_repair.map(|a| (p.pubkey.clone(), a)))
+        .collect();
     serve_repair.sort();
     serve_repair.dedup();
     Ok(Discovered {
