@@ -513,3 +513,73 @@ fn sync_through_gossip_repairs_from_advertised_serve_repair_addresses() {
         v["repair"]
     );
 }
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("CATCHUP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .join("solana/snapshots");
+    if dir.join(FIXTURE_FULL).exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("snapshot fixtures missing at {}", dir.display());
+    }
+    eprintln!("skipped: snapshot fixtures missing at {}", dir.display());
+    None
+}
+
+const FIXTURE_FULL: &str = "snapshot-1-5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7.tar.zst";
+const FIXTURE_INC: &str =
+    "incremental-snapshot-1-4-43FT6mnmRW9XbxpCzqH3ogYexHXboG7d8vmf3gBLvLrR.tar.zst";
+
+/// A known validator advertises a real Agave full snapshot and an incremental on it:
+/// `--incremental` fetches the full, then the incremental, verified on top of it.
+#[test]
+fn sync_through_gossip_fetches_the_trusted_incremental_on_the_full() {
+    let Some(fx) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    for f in [FIXTURE_FULL, FIXTURE_INC] {
+        std::fs::copy(fx.join(f), snaps.join(f)).unwrap();
+    }
+    let (mut procs, _rx) = Procs::new();
+    let (kk, pk) = keygen(dir.path(), "k");
+    let rpc = serve(&mut procs, &snaps);
+    let (_, entry) = gossip_node(
+        &mut procs,
+        &kk,
+        None,
+        &[
+            "--advertise-snapshots",
+            snaps.to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+    );
+    let mut cmd = sync_cmd(&dir.path().join("data"));
+    cmd.args([
+        "--entrypoint",
+        &entry,
+        "--known-validator",
+        &pk,
+        "--incremental",
+    ]);
+    let (code, out, err) = run(cmd, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["archive"], FIXTURE_INC);
+    assert_eq!(v["snapshot_hash_ok"], true);
+    assert_eq!(v["identity"], "verified");
+    assert_eq!(v["full_snapshot"]["archive"], FIXTURE_FULL);
+    assert_eq!(v["full_snapshot"]["name_hash_ok"], true);
+    assert_eq!(v["trusted_incremental"]["slot"], 4);
+    assert_eq!(
+        v["trusted_incremental"]["trusted_by"],
+        serde_json::json!([pk])
+    );
+    assert_eq!(v["verified"]["slot"], 4);
+    assert_eq!(v["verified"]["base_slot"], 1);
+    assert!(dir.path().join("data/incremental/1-4").is_dir());
+}

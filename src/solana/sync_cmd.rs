@@ -296,7 +296,8 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     cfg.expected_archive = trust.expected.clone();
     cfg.rank_by_latency = trust.discovery == "gossip";
     cfg.rpc = args.rpc.clone();
-    cfg.incremental = args.incremental;
+    // With a trusted incremental the full snapshot is fetched first, then the incremental.
+    cfg.incremental = args.incremental && trust.incremental.is_none();
     cfg.coordinator.chunk_size_bytes = args.chunk_size;
     cfg.coordinator.min_source_speed_bytes_per_s = (args.min_source_speed.max(0.0) * 1e6) as u64;
     cfg.coordinator.max_failures = args.max_failures.max(1);
@@ -374,43 +375,50 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         signal_hook::flag::register(sig, interrupt.clone())
             .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
     }
+    let pipeline_cfg = crate::solana::snapshot::PipelineConfig {
+        shards: index_shards,
+        cores: Some(pools.compute_cores.clone()),
+        ..Default::default()
+    };
     let factory = match args.verify {
         VerifyMode::Stream => sink_factory(args.verify, &args.datadir, None, None),
-        VerifyMode::Full => {
-            let mut pcfg = crate::solana::snapshot::PipelineConfig {
-                shards: index_shards,
-                ..Default::default()
+        VerifyMode::Full => PipelineSink::factory_named(
+            args.datadir.clone(),
+            pipeline_cfg.clone(),
+            cfg.archive_name.clone(),
+        ),
+    };
+    let (mut result, mut forged) = sync_dropping_forged(&mut cfg, &factory, &make_progress);
+    // A trusted incremental on the full snapshot: downloaded next (its own journal and
+    // directory), verified on top of the full archive just verified.
+    let mut full_report = None;
+    if let (Ok(full), Some(inc)) = (&result, &trust.incremental) {
+        if full.complete {
+            let mut icfg = cfg.clone();
+            icfg.incremental = true;
+            icfg.sources = inc.sources.clone();
+            icfg.rpc = None;
+            icfg.expected_archive = Some(inc.archive.clone());
+            icfg.archive_name = Arc::new(std::sync::Mutex::new(None));
+            icfg.journal_name = crate::solana::download::sync::INCREMENTAL_JOURNAL_NAME.into();
+            icfg.download_subdir =
+                crate::solana::download::sync::INCREMENTAL_DOWNLOAD_SUBDIR.into();
+            let ifactory = match args.verify {
+                VerifyMode::Stream => factory.clone(),
+                VerifyMode::Full => PipelineSink::factory_incremental(
+                    args.datadir.clone(),
+                    pipeline_cfg.clone(),
+                    args.datadir.join("download").join(&full.archive),
+                    icfg.archive_name.clone(),
+                ),
             };
-            pcfg.cores = Some(pools.compute_cores.clone());
-            PipelineSink::factory_named(args.datadir.clone(), pcfg, cfg.archive_name.clone())
+            tracing::info!(archive = %inc.archive.file_name(), "full snapshot verified: fetching the trusted incremental on it");
+            let (r, f) = sync_dropping_forged(&mut icfg, &ifactory, &make_progress);
+            forged.extend(f);
+            full_report = Some(full.clone());
+            result = r;
         }
-    };
-    // A source group whose archive is forged (its accounts hash is not the one in its name,
-    // the trusted one) is dropped and the sync starts over from nothing with the others.
-    let mut forged: Vec<String> = Vec::new();
-    let result = loop {
-        let r = sync(cfg.clone(), factory.clone(), make_progress());
-        match r {
-            Err(SyncError::Forged { what, served_by }) if forged.len() < MAX_FORGED_GROUPS => {
-                for u in &served_by {
-                    forged.push(format!("{u}: {what}"));
-                }
-                let name = cfg
-                    .archive_name
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .unwrap_or_default();
-                crate::solana::download::sync::forget_download(&args.datadir, &name);
-                cfg.sources.retain(|u| !served_by.contains(u));
-                if cfg.sources.is_empty() && cfg.rpc.is_none() {
-                    break Err(SyncError::Forged { what, served_by });
-                }
-                tracing::warn!(%what, "forged archive: its sources are dropped, trying the others");
-            }
-            r => break r,
-        }
-    };
+    }
     let mut trust = trust;
     trust.forged = forged;
     // From here on (the hand-off and the repair phase) a signal exits at once.
@@ -436,7 +444,14 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             return Err(e.into());
         }
     };
-    let trust_fields = trust.report_fields(report.verified.as_ref());
+    let mut trust_fields = trust.report_fields(report.verified.as_ref());
+    if let Some(full) = &full_report {
+        trust_fields["full_snapshot"] = serde_json::json!({
+            "archive": full.archive, "slot": full.slot, "size_bytes": full.size_bytes,
+            "chunks_fetched": full.chunks_fetched, "chunks_resumed": full.chunks_resumed,
+            "name_hash_ok": full.verified.as_ref().map(|v| v["name_hash_ok"].clone()),
+        });
+    }
     crate::node::admin::set_status(
         "snapshot_download",
         serde_json::json!({ "finished": &report }),
@@ -456,9 +471,23 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         return Ok(1);
     }
-    crate::solana::handoff::run_after_sync(
+    if let Some(full) = &full_report {
+        crate::solana::handoff::run_after_sync(
+            &args.handoff,
+            &args.datadir,
+            &full.archive,
+            full.verified.as_ref(),
+            json,
+        )?;
+    }
+    crate::solana::handoff::run_after_sync_in(
         &args.handoff,
         &args.datadir,
+        if full_report.is_some() {
+            crate::solana::download::sync::INCREMENTAL_DOWNLOAD_SUBDIR
+        } else {
+            "download"
+        },
         &report.archive,
         report.verified.as_ref(),
         json,
@@ -496,6 +525,46 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     }
 }
 
+/// Run a sync; a source group whose archive is forged (its accounts hash is not the one in
+/// its name, the trusted one) is dropped and the sync starts over from nothing with the
+/// others. Returns the outcome and the dropped sources with the reason.
+fn sync_dropping_forged(
+    cfg: &mut SyncConfig,
+    factory: &Arc<crate::solana::download::sink::SinkFactory>,
+    make_progress: &dyn Fn() -> crate::solana::download::sync::ProgressFn,
+) -> (Result<SyncReport, SyncError>, Vec<String>) {
+    let mut forged: Vec<String> = Vec::new();
+    loop {
+        match sync(cfg.clone(), factory.clone(), make_progress()) {
+            Err(SyncError::Forged { what, served_by }) if forged.len() < MAX_FORGED_GROUPS => {
+                for u in &served_by {
+                    forged.push(format!("{u}: {what}"));
+                }
+                let name = cfg
+                    .archive_name
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                crate::solana::download::sync::forget_download(cfg, &name);
+                cfg.sources.retain(|u| !served_by.contains(u));
+                if cfg.sources.is_empty() && cfg.rpc.is_none() {
+                    return (Err(SyncError::Forged { what, served_by }), forged);
+                }
+                tracing::warn!(%what, "forged archive: its sources are dropped, trying the others");
+            }
+            r => return (r, forged),
+        }
+    }
+}
+
+/// A trusted incremental archive and its sources.
+struct TrustedIncremental {
+    archive: crate::solana::download::sync::ExpectedArchive,
+    sources: Vec<Url>,
+    trusted_by: Vec<String>,
+}
+
 /// Where the snapshot's identity comes from, and the sources discovery found.
 struct Trust {
     /// `gossip`, `rpc` or `sources`.
@@ -508,6 +577,8 @@ struct Trust {
     gossip: Option<crate::solana::gossip::discover::Discovered>,
     /// Sources dropped because their archive's accounts hash is not its name's.
     forged: Vec<String>,
+    /// With --incremental and known validators: the incremental fetched after the full.
+    incremental: Option<TrustedIncremental>,
 }
 
 /// Source groups with forged archives dropped before the sync gives up.
@@ -534,6 +605,10 @@ impl Trust {
             "trusted_through": self.trusted_through,
             "trusted_by": self.trusted_by,
             "identity": identity,
+            "trusted_incremental": self.incremental.as_ref().map(|i| serde_json::json!({
+                "base_slot": i.archive.base_slot, "slot": i.archive.slot, "hash": i.archive.hash,
+                "trusted_by": i.trusted_by,
+            })),
             "forged_sources": self.forged,
             "gossip": self.gossip,
         })
@@ -597,6 +672,7 @@ fn resolve_trust(args: &SyncArgs) -> anyhow::Result<Trust> {
         trusted_by: Vec::new(),
         gossip: None,
         forged: Vec::new(),
+        incremental: None,
     };
     if !args.entrypoints.is_empty() {
         let d = crate::solana::gossip::discover::discover(
@@ -616,14 +692,16 @@ fn resolve_trust(args: &SyncArgs) -> anyhow::Result<Trust> {
         if let (Some(e), Some(c)) = (&d.expected, &d.choice) {
             t.expected = Some(e.clone());
             t.trusted_through = Some("known validators");
-            t.trusted_by = match e.base_slot {
-                None => c.full.trusted_by.clone(),
-                Some(_) => c
-                    .incremental
-                    .as_ref()
-                    .map(|i| i.trusted_by.clone())
-                    .unwrap_or_default(),
-            };
+            t.trusted_by = c.full.trusted_by.clone();
+            if let (true, Some(inc), Some(ci)) =
+                (args.incremental, &d.expected_incremental, &c.incremental)
+            {
+                t.incremental = Some(TrustedIncremental {
+                    archive: inc.clone(),
+                    sources: d.incremental_sources.clone(),
+                    trusted_by: ci.trusted_by.clone(),
+                });
+            }
         }
         tracing::info!(
             peers = d.peers,

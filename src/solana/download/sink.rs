@@ -191,6 +191,48 @@ impl PipelineSink {
     }
 }
 
+impl PipelineSink {
+    /// A factory for an incremental archive: each sink first loads and verifies the full
+    /// archive at `full_archive` (against its name too), then applies the incremental on
+    /// top of it and checks the incremental against its own name at the end.
+    pub fn factory_incremental(
+        datadir: std::path::PathBuf,
+        cfg: crate::solana::snapshot::PipelineConfig,
+        full_archive: std::path::PathBuf,
+        archive_name: Arc<Mutex<Option<String>>>,
+    ) -> std::sync::Arc<SinkFactory> {
+        std::sync::Arc::new(move || {
+            let fail = |message: String| SinkError {
+                offset_bytes: 0,
+                message,
+            };
+            let full_name = full_archive
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut p = crate::solana::snapshot::Pipeline::new(&datadir, cfg.clone())
+                .map_err(|e| fail(format!("cannot start the snapshot pipeline: {e}")))?;
+            crate::solana::snapshot::feed_file(&mut p, &full_archive)
+                .map_err(|e| fail(format!("the full snapshot {full_name}: {e}")))?;
+            let full = p
+                .finish()
+                .map_err(|e| fail(format!("the full snapshot {full_name}: {e}")))?;
+            if let Some(c) = crate::solana::snapshot::name_hash::check_name_hash(&full, &full_name)
+                .map_err(|e| fail(e.to_string()))?
+                .filter(|c| !c.ok)
+            {
+                return Err(fail(format!("{HASH_MISMATCH}: {}", c.mismatch_line())));
+            }
+            let pipeline = crate::solana::snapshot::Pipeline::incremental(full, cfg.clone())
+                .map_err(|e| fail(format!("cannot start the incremental pipeline: {e}")))?;
+            Ok(Box::new(PipelineSink {
+                pipeline,
+                archive_name: Some(archive_name.clone()),
+            }) as Box<dyn ArchiveSink>)
+        })
+    }
+}
+
 impl ArchiveSink for PipelineSink {
     fn feed(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         let before = self.pipeline.progress().compressed_bytes;

@@ -23,7 +23,7 @@ pub struct GossipDiscovery {
     pub listen: SocketAddr,
     pub timeout: Duration,
     pub shred_version: u16,
-    /// Fetch the chosen incremental instead of the full snapshot.
+    /// Also fetch the chosen incremental (after the full snapshot).
     pub incremental: bool,
 }
 
@@ -33,9 +33,15 @@ pub struct Discovered {
     /// Source URLs from the nodes' RPC addresses.
     #[serde(skip)]
     pub sources: Vec<Url>,
-    /// The archive to fetch, when known validators agreed on one.
+    /// The full archive to fetch, when known validators agreed on one.
     #[serde(skip)]
     pub expected: Option<ExpectedArchive>,
+    /// The incremental on it they agree on, if any.
+    #[serde(skip)]
+    pub expected_incremental: Option<ExpectedArchive>,
+    /// With `incremental`: source URLs of the incremental archive.
+    #[serde(skip)]
+    pub incremental_sources: Vec<Url>,
     pub choice: Option<TrustChoice>,
     pub our_pubkey: String,
     pub gossip_addr: SocketAddr,
@@ -126,38 +132,41 @@ pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
         }
     };
     handle.stop();
-    let expected = choice.as_ref().and_then(|c| {
-        if d.incremental {
-            c.incremental.as_ref().map(|i| ExpectedArchive {
-                base_slot: Some(c.full.slot),
-                slot: i.slot,
-                hash: i.hash.clone(),
-            })
-        } else {
-            Some(ExpectedArchive {
-                base_slot: None,
-                slot: c.full.slot,
-                hash: c.full.hash.clone(),
-            })
-        }
+    let expected = choice.as_ref().map(|c| ExpectedArchive {
+        base_slot: None,
+        slot: c.full.slot,
+        hash: c.full.hash.clone(),
     });
-    if d.incremental && choice.is_some() && expected.is_none() {
+    let expected_incremental = choice.as_ref().and_then(|c| {
+        c.incremental.as_ref().map(|i| ExpectedArchive {
+            base_slot: Some(c.full.slot),
+            slot: i.slot,
+            hash: i.hash.clone(),
+        })
+    });
+    if d.incremental && choice.is_some() && expected_incremental.is_none() {
         anyhow::bail!(
             "--incremental: the known validators advertise no incremental snapshot on full slot {} that {} of them agree on",
             choice.as_ref().map(|c| c.full.slot).unwrap_or(0),
             d.min_agree
         );
     }
-    let mut sources = Vec::new();
-    for p in &view.peers {
-        let Some(rpc) = p.rpc else { continue };
-        let path = expected.as_ref().map(|e| e.file_name()).unwrap_or_default();
-        if let Ok(u) = Url::parse(&format!("http://{rpc}/{path}")) {
-            sources.push(u);
-        }
-    }
-    sources.sort();
-    sources.dedup();
+    let urls = |name: &str| -> Vec<Url> {
+        let mut out: Vec<Url> = view
+            .peers
+            .iter()
+            .filter_map(|p| p.rpc)
+            .filter_map(|rpc| Url::parse(&format!("http://{rpc}/{name}")).ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let sources = urls(&expected.as_ref().map(|e| e.file_name()).unwrap_or_default());
+    let incremental_sources = match (&expected_incremental, d.incremental) {
+        (Some(e), true) => urls(&e.file_name()),
+        _ => Vec::new(),
+    };
     let mut serve_repair: Vec<(String, SocketAddr)> = view
         .peers
         .iter()
@@ -169,6 +178,8 @@ pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
         peers_with_rpc: sources.len(),
         sources,
         expected,
+        expected_incremental,
+        incremental_sources,
         choice,
         our_pubkey: view.pubkey.clone(),
         gossip_addr: advertise,

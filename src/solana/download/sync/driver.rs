@@ -17,7 +17,7 @@ use super::audit::audit;
 use super::discover::{discover_rpc, probe_source};
 use super::feed::{feed_sink, open_for_reads, SinkThread};
 use super::fetch::{fetch_task, Ctx, Msg};
-use super::resume::{bitmap_to_hex, hex_to_bitmap, JournalState, JOURNAL_NAME};
+use super::resume::{bitmap_to_hex, hex_to_bitmap, JournalState};
 use super::{
     Progress, ProgressFn, ShardMsg, SourceReport, SyncConfig, SyncError, SyncReport, ALIGN_BYTES,
 };
@@ -133,9 +133,10 @@ pub(super) async fn sync_async(
     tracing::info!(archive = %identity.archive_name, size_bytes = total, sources = group.members.len(), "snapshot source group chosen");
 
     // 2. Journal and file.
-    let mut journal = catchup_io::journal::Journal::open(datadir.journal_dir()?, JOURNAL_NAME)?;
+    let mut journal =
+        catchup_io::journal::Journal::open(datadir.journal_dir()?, &cfg.journal_name)?;
     let n_chunks = super::super::coordinator::chunk_count(total, chunk_size) as usize;
-    let dl_dir = datadir.subdir("download")?;
+    let dl_dir = datadir.subdir(&cfg.download_subdir)?;
     let path = dl_dir.join(&identity.archive_name);
     let mut done = vec![false; n_chunks];
     if let Some(bytes) = journal.load()? {

@@ -82,7 +82,15 @@ pub struct SyncConfig {
     /// Order the chosen sources by their probe latency (fastest first) before the
     /// coordinator measures their bandwidth.
     pub rank_by_latency: bool,
+    /// The journal's name in `D/journal` and the archive's directory under `D`: a full
+    /// and an incremental download keep their own, so neither undoes the other.
+    pub journal_name: String,
+    pub download_subdir: String,
 }
+
+/// Journal and directory of an incremental download next to a full one.
+pub const INCREMENTAL_JOURNAL_NAME: &str = "snapshot-download-incremental";
+pub const INCREMENTAL_DOWNLOAD_SUBDIR: &str = "download-incremental";
 
 /// A snapshot archive identified by its slot(s) and hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +142,8 @@ impl SyncConfig {
             expected_archive: None,
             archive_name: Arc::new(Mutex::new(None)),
             rank_by_latency: false,
+            journal_name: resume::JOURNAL_NAME.to_string(),
+            download_subdir: "download".to_string(),
         }
     }
 }
@@ -295,16 +305,16 @@ pub fn sync(
 
 /// Forget a download (its journal and its file) so that nothing of it is resumed: after a
 /// forged archive, the next source group starts from nothing.
-pub fn forget_download(datadir: &std::path::Path, archive_name: &str) {
+pub fn forget_download(cfg: &SyncConfig, archive_name: &str) {
     for suffix in ["cur", "prev", "tmp"] {
         let _ = std::fs::remove_file(
-            datadir
+            cfg.datadir
                 .join("journal")
-                .join(format!("{}.{suffix}", resume::JOURNAL_NAME)),
+                .join(format!("{}.{suffix}", cfg.journal_name)),
         );
     }
     if !archive_name.is_empty() && !archive_name.contains('/') {
-        let _ = std::fs::remove_file(datadir.join("download").join(archive_name));
+        let _ = std::fs::remove_file(cfg.datadir.join(&cfg.download_subdir).join(archive_name));
     }
 }
 
