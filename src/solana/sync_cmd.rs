@@ -257,7 +257,9 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         );
     }
     if args.sources.is_empty() && args.rpc.is_none() && args.entrypoints.is_empty() {
-        anyhow::bail!("give at least one --source URL, an --rpc URL or an --entrypoint");
+        anyhow::bail!(
+            "give at least one --source URL or an --rpc URL (or an --entrypoint to discover sources through gossip)"
+        );
     }
     let mut repair_plan = repair_plan(&args)?;
     let trust = resolve_trust(&args)?;
