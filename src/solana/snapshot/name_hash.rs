@@ -42,7 +42,7 @@ impl NameHashCheck {
     /// One line for an error: the name's hash and what was computed.
     pub fn mismatch_line(&self) -> String {
         format!(
-            "{}: the name says snapshot hash {}, computed accounts LtHash checksum {}{}",
+            "{}: the accounts hash is not the hash its name gives: the name says {}, computed accounts LtHash checksum {}{}",
             self.archive,
             self.name_hash,
             self.computed,
