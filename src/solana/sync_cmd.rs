@@ -978,9 +978,7 @@ fn print_report(
         println!("{v}");
         return;
     }
-    for line in trust_lines(trust) {
-        println!("{line}");
-    }
+
     let secs = r.download_ms as f64 / 1000.0;
     println!(
         "{}: {} ({} bytes, {} chunks: {} resumed, {} fetched) in {:.1}s download, {:.1}s total, {:.1} MB/s",
@@ -1022,6 +1020,9 @@ fn print_report(
         for line in verified_lines(v) {
             println!("{line}");
         }
+    }
+    for line in trust_lines(trust) {
+        println!("{line}");
     }
 }
 
