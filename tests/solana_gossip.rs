@@ -281,13 +281,21 @@ fn sync_through_gossip_trusts_known_validators_only() {
     let trusted_name = Path::new(&real_path).file_name().unwrap();
     std::fs::copy(&forged100, liar.join(trusted_name)).unwrap();
 
+    // A stale known validator: it holds the real archive and an older one, and advertises
+    // the older (profile stale).
+    let stale = dir.path().join("stale");
+    generate(&stale, 50, 3);
+    std::fs::copy(&real_path, stale.join(trusted_name)).unwrap();
+
     let (mut procs, _rx) = Procs::new();
     let (ka, pa) = keygen(dir.path(), "a");
     let (kb, pb) = keygen(dir.path(), "b");
+    let (ks, ps) = keygen(dir.path(), "s");
     let (kf, pf) = keygen(dir.path(), "f");
     let (km, _) = keygen(dir.path(), "m");
     let rpc_a = serve(&mut procs, &real);
     let rpc_b = serve(&mut procs, &real);
+    let rpc_s = serve(&mut procs, &stale);
     let rpc_f = serve(&mut procs, &forged);
     let rpc_m = serve(&mut procs, &liar);
     let real_s = real.to_str().unwrap();
@@ -302,6 +310,19 @@ fn sync_through_gossip_trusts_known_validators_only() {
         &kb,
         Some(&entry),
         &["--advertise-snapshots", real_s, "--rpc", &rpc_b],
+    );
+    gossip_node(
+        &mut procs,
+        &ks,
+        Some(&entry),
+        &[
+            "--advertise-snapshots",
+            stale.to_str().unwrap(),
+            "--rpc",
+            &rpc_s,
+            "--profile",
+            "stale",
+        ],
     );
     gossip_node(
         &mut procs,
@@ -320,8 +341,14 @@ fn sync_through_gossip_trusts_known_validators_only() {
 
     let data = dir.path().join("data");
     let mut cmd = sync_cmd(&data);
-    cmd.args(["--entrypoint", &entry, "--min-agree", "2"])
-        .args(["--known-validator", &pa, "--known-validator", &pb]);
+    let known = [pa.clone(), pb.clone(), ps.clone()];
+    let sync_args = |cmd: &mut Command| {
+        cmd.args(["--entrypoint", &entry, "--min-agree", "2"]);
+        for k in &known {
+            cmd.args(["--known-validator", k]);
+        }
+    };
+    sync_args(&mut cmd);
     let (code, out, err) = run(cmd, Duration::from_secs(120));
     assert_eq!(code, 0, "{err}\n{out}");
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
@@ -333,7 +360,11 @@ fn sync_through_gossip_trusts_known_validators_only() {
     assert_eq!(v["trusted_snapshot"]["hash"], real_hash.as_str());
     let mut want = vec![pa.clone(), pb.clone()];
     want.sort();
-    assert_eq!(v["trusted_by"], serde_json::json!(want));
+    assert_eq!(
+        v["trusted_by"],
+        serde_json::json!(want),
+        "the stale validator's older slot is not taken"
+    );
     assert_eq!(v["verified"]["lt_hash_computed"], real_hash.as_str());
     let ignored = v["gossip"]["choice"]["ignored"].to_string();
     assert!(
@@ -350,13 +381,23 @@ fn sync_through_gossip_trusts_known_validators_only() {
         .collect();
     assert!(
         used.iter()
-            .all(|u| u.contains(&rpc_a) || u.contains(&rpc_b)),
+            .all(|u| u.contains(&rpc_a) || u.contains(&rpc_b) || u.contains(&rpc_s)),
         "{used:?}"
     );
     let rejected = format!("{} {}", v["bad_sources"], v["forged_sources"]);
     assert!(rejected.contains(&rpc_f), "{rejected}");
     assert!(rejected.contains(&rpc_m), "{rejected}");
     assert_ne!(forged_hash, real_hash);
+
+    // Again: the full already in the data directory, still advertised, is reused.
+    let mut cmd = sync_cmd(&data);
+    sync_args(&mut cmd);
+    let (code, out, err) = run(cmd, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["snapshot_hash_ok"], true);
+    assert_eq!(v["chunks_fetched"], 0, "{v}");
+    assert_eq!(v["chunks_resumed"], v["chunks_total"]);
 }
 
 /// The only server of the trusted name serves forged accounts: the hash check fails and
