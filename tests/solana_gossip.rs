@@ -606,6 +606,8 @@ fn sync_through_gossip_fetches_the_trusted_incremental_on_the_full() {
         "--known-validator",
         &pk,
         "--incremental",
+        "--freshness-check-s",
+        "0",
     ]);
     let (code, out, err) = run(cmd, Duration::from_secs(120));
     assert_eq!(code, 0, "{err}\n{out}");
@@ -623,4 +625,12 @@ fn sync_through_gossip_fetches_the_trusted_incremental_on_the_full() {
     assert_eq!(v["verified"]["slot"], 4);
     assert_eq!(v["verified"]["base_slot"], 1);
     assert!(dir.path().join("data/incremental/1-4").is_dir());
+    // Gossip was asked again after the full: the same incremental is still the newest on
+    // it, and the cluster did not move on.
+    let f = &v["freshness"];
+    assert_eq!(f["rechecked"], true, "{v}");
+    assert_eq!(f["full_slot"], 1);
+    assert_eq!(f["cluster_moved_on"], false);
+    assert_eq!(f["chosen"]["slot"], 4);
+    assert_eq!(f["newer_incremental"], false);
 }

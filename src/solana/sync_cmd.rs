@@ -115,6 +115,11 @@ pub struct SyncArgs {
     /// The cluster's shred version for gossip (0 accepts any).
     #[arg(long, default_value_t = 0)]
     pub shred_version: u16,
+    /// With --incremental through gossip: when the full snapshot took at least this many
+    /// seconds to download, gossip is asked again, and the newest incremental on that full
+    /// the known validators now agree on is fetched (a newer full is not fetched).
+    #[arg(long, default_value_t = 60)]
+    pub freshness_check_s: u64,
     /// Discovery: ignore sources further behind the newest slot seen.
     #[arg(long, default_value_t = 100_000)]
     pub max_slots_behind: u64,
@@ -394,6 +399,8 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     // A trusted incremental on the full snapshot: downloaded next (its own journal and
     // directory), verified on top of the full archive just verified.
     let mut full_report = None;
+    let mut freshness: Option<serde_json::Value> = None;
+    let mut freshness_trusted_by: Option<Vec<String>> = None;
     if let (Ok(full), Some(inc)) = (&result, &trust.incremental) {
         if full.complete {
             let mut icfg = cfg.clone();
@@ -401,6 +408,22 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             icfg.sources = inc.sources.clone();
             icfg.rpc = None;
             icfg.expected_archive = Some(inc.archive.clone());
+            if full.download_ms >= args.freshness_check_s.saturating_mul(1000) {
+                match freshness_check(&args, inc) {
+                    Ok((fresh, note)) => {
+                        if let Some(f) = fresh {
+                            icfg.sources = f.sources.clone();
+                            icfg.expected_archive = Some(f.archive.clone());
+                            freshness_trusted_by = Some(f.trusted_by.clone());
+                        }
+                        freshness = Some(note);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "freshness check through gossip failed: fetching the incremental chosen before");
+                        freshness = Some(serde_json::json!({ "error": e.to_string() }));
+                    }
+                }
+            }
             icfg.archive_name = Arc::new(std::sync::Mutex::new(None));
             icfg.journal_name = crate::solana::download::sync::INCREMENTAL_JOURNAL_NAME.into();
             icfg.download_subdir =
@@ -423,6 +446,12 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     }
     let mut trust = trust;
     trust.forged = forged;
+    if let (Some(inc), Some(by)) = (trust.incremental.as_mut(), freshness_trusted_by) {
+        if let Some(e) = &cfg_incremental_archive(&freshness) {
+            inc.archive = e.clone();
+        }
+        inc.trusted_by = by;
+    }
     // From here on (the hand-off and the repair phase) a signal exits at once.
     interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(b) = bar {
@@ -447,6 +476,9 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     };
     let mut trust_fields = trust.report_fields(report.verified.as_ref());
+    if let Some(f) = &freshness {
+        trust_fields["freshness"] = f.clone();
+    }
     if let Some(full) = &full_report {
         trust_fields["full_snapshot"] = serde_json::json!({
             "archive": full.archive, "slot": full.slot, "size_bytes": full.size_bytes,
@@ -558,6 +590,95 @@ fn sync_dropping_forged(
             r => return (r, forged),
         }
     }
+}
+
+/// The incremental named in a freshness note (`chosen`), if the check picked one.
+fn cfg_incremental_archive(
+    note: &Option<serde_json::Value>,
+) -> Option<crate::solana::download::sync::ExpectedArchive> {
+    let c = &note.as_ref()?["chosen"];
+    Some(crate::solana::download::sync::ExpectedArchive {
+        base_slot: c["base_slot"].as_u64(),
+        slot: c["slot"].as_u64()?,
+        hash: c["hash"].as_str()?.to_string(),
+    })
+}
+
+/// After a long full download: ask gossip again for the newest incremental on that full
+/// that the known validators agree on. Returns it when it is newer than `before`, and a
+/// note for the report (whether the cluster moved on to a newer full).
+fn freshness_check(
+    args: &SyncArgs,
+    before: &TrustedIncremental,
+) -> anyhow::Result<(Option<TrustedIncremental>, serde_json::Value)> {
+    let full_slot = before.archive.base_slot.unwrap_or(0);
+    let d = crate::solana::gossip::discover::discover(
+        &crate::solana::gossip::discover::GossipDiscovery {
+            entrypoints: args.entrypoints.clone(),
+            known_validators: args.known_validators.clone(),
+            min_agree: args.min_agree.max(1),
+            identity: args.identity.clone(),
+            listen: args.gossip_listen,
+            timeout: std::time::Duration::from_secs(args.gossip_timeout_s.max(1)),
+            shred_version: args.shred_version,
+            incremental: false,
+        },
+    )?;
+    let full_hash = d
+        .adverts
+        .values()
+        .find(|a| a.full_slot == full_slot)
+        .map(|a| a.full_hash.clone());
+    let newest_full = crate::solana::gossip::trust::newest_agreed_full(
+        &d.adverts,
+        &args.known_validators,
+        args.min_agree,
+    );
+    let mut fresh = None;
+    if let Some(full_hash) = full_hash {
+        if let Some(t) = crate::solana::gossip::trust::choose_incremental_on(
+            &d.adverts,
+            &args.known_validators,
+            args.min_agree,
+            full_slot,
+            &full_hash,
+        ) {
+            if t.slot > before.archive.slot {
+                let archive = crate::solana::download::sync::ExpectedArchive {
+                    base_slot: Some(full_slot),
+                    slot: t.slot,
+                    hash: t.hash.clone(),
+                };
+                let name = archive.file_name();
+                let mut sources: Vec<Url> = d
+                    .rpcs
+                    .iter()
+                    .filter_map(|rpc| Url::parse(&format!("http://{rpc}/{name}")).ok())
+                    .collect();
+                sources.sort();
+                sources.dedup();
+                fresh = Some(TrustedIncremental {
+                    archive,
+                    sources,
+                    trusted_by: t.trusted_by.clone(),
+                });
+            }
+        }
+    }
+    let chosen = fresh
+        .as_ref()
+        .map(|f| &f.archive)
+        .unwrap_or(&before.archive);
+    let note = serde_json::json!({
+        "rechecked": true,
+        "full_slot": full_slot,
+        "newest_agreed_full_slot": newest_full,
+        "cluster_moved_on": newest_full.is_some_and(|s| s > full_slot),
+        "incremental_before": before.archive.slot,
+        "chosen": { "base_slot": chosen.base_slot, "slot": chosen.slot, "hash": chosen.hash },
+        "newer_incremental": fresh.is_some(),
+    });
+    Ok((fresh, note))
 }
 
 /// A trusted incremental archive and its sources.

@@ -42,6 +42,12 @@ pub struct Discovered {
     /// With `incremental`: source URLs of the incremental archive.
     #[serde(skip)]
     pub incremental_sources: Vec<Url>,
+    /// Every snapshot advert heard, by origin.
+    #[serde(skip)]
+    pub adverts: std::collections::BTreeMap<String, super::node::SnapshotAdvert>,
+    /// RPC addresses of every node heard.
+    #[serde(skip)]
+    pub rpcs: Vec<SocketAddr>,
     pub choice: Option<TrustChoice>,
     pub our_pubkey: String,
     pub gossip_addr: SocketAddr,
@@ -180,6 +186,8 @@ pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
         expected,
         expected_incremental,
         incremental_sources,
+        adverts: view.snapshot_hashes.clone(),
+        rpcs: view.peers.iter().filter_map(|p| p.rpc).collect(),
         choice,
         our_pubkey: view.pubkey.clone(),
         gossip_addr: advertise,

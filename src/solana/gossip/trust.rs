@@ -144,6 +144,44 @@ pub fn choose(
     })
 }
 
+/// The newest incremental on the full snapshot (`full_slot`, `full_hash`) that at least
+/// `min_agree` known validators still advertise with that very full: after a long full
+/// download, the freshest state reachable without fetching a newer full.
+pub fn choose_incremental_on(
+    adverts: &BTreeMap<String, SnapshotAdvert>,
+    known: &[String],
+    min_agree: usize,
+    full_slot: u64,
+    full_hash: &str,
+) -> Option<TrustedSnapshot> {
+    let mut votes: BTreeMap<(u64, String), BTreeSet<String>> = BTreeMap::new();
+    for k in known {
+        let Some(a) = adverts.get(k) else { continue };
+        if a.full_slot != full_slot || a.full_hash != full_hash {
+            continue;
+        }
+        for (slot, hash) in &a.incremental {
+            if *slot > full_slot {
+                votes
+                    .entry((*slot, hash.clone()))
+                    .or_default()
+                    .insert(k.clone());
+            }
+        }
+    }
+    pick(votes, min_agree.max(1)).unwrap_or(None)
+}
+
+/// The newest full slot at least `min_agree` known validators agree on, if any (to tell
+/// whether the cluster moved on past a full snapshot).
+pub fn newest_agreed_full(
+    adverts: &BTreeMap<String, SnapshotAdvert>,
+    known: &[String],
+    min_agree: usize,
+) -> Option<u64> {
+    choose(adverts, known, min_agree).ok().map(|c| c.full.slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +219,29 @@ mod tests {
         // Three voices: nothing.
         let e = choose(&a, &known, 3).unwrap_err();
         assert!(e.contains("heard from 3 of 3"), "{e}");
+    }
+
+    #[test]
+    fn a_newer_incremental_on_our_full_even_when_the_cluster_moved_on() {
+        let mut a = BTreeMap::new();
+        // K1 moved on to a new full; K2 and K3 still build incrementals on ours.
+        a.insert("K1".to_string(), advert(200, "H200", &[(210, "I210")]));
+        a.insert(
+            "K2".to_string(),
+            advert(100, "H100", &[(150, "I150"), (190, "I190")]),
+        );
+        a.insert("K3".to_string(), advert(100, "H100", &[(190, "I190")]));
+        a.insert("X".to_string(), advert(100, "H100", &[(199, "FORGED")]));
+        let known: Vec<String> = ["K1", "K2", "K3"].iter().map(|k| k.to_string()).collect();
+        let inc = choose_incremental_on(&a, &known, 2, 100, "H100").unwrap();
+        assert_eq!((inc.slot, inc.hash.as_str()), (190, "I190"));
+        assert_eq!(inc.trusted_by, ["K2", "K3"]);
+        let inc = choose_incremental_on(&a, &known, 1, 100, "H100").unwrap();
+        assert_eq!(inc.slot, 190);
+        // Another hash for our full slot is not our full.
+        assert_eq!(choose_incremental_on(&a, &known, 1, 100, "OTHER"), None);
+        assert_eq!(newest_agreed_full(&a, &known, 1), Some(200));
+        assert_eq!(newest_agreed_full(&a, &known, 2), Some(100));
     }
 
     #[test]
