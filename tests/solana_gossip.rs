@@ -11,6 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use catchup_gossip::contact_info::{ContactInfo, SOCKET_TAG_GOSSIP};
+use catchup_gossip::crds::{CrdsData, CrdsValue};
+use catchup_gossip::ed25519_dalek::SigningKey;
+use catchup_gossip::protocol::Protocol;
+use catchup_gossip::Pubkey;
+
 fn catchup() -> Command {
     Command::new(env!("CARGO_BIN_EXE_catchup"))
 }
@@ -177,6 +183,8 @@ fn five_nodes_converge_and_bad_packets_are_counted() {
                 snaps.to_str().unwrap(),
                 "--rpc",
                 &rpc,
+                "--shred-version",
+                "42",
             ],
         );
         gossip.push(addr);
@@ -197,6 +205,25 @@ fn five_nodes_converge_and_bad_packets_are_counted() {
             sock.send_to(b, &gossip[0]).unwrap();
         }
     }
+    // Well-signed values the node must drop: a wallclock an hour ahead, another cluster's
+    // shred version.
+    let stranger = SigningKey::from_bytes(&[9u8; 32]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stranger_addr: std::net::SocketAddr = sock.local_addr().unwrap();
+    let value = |wallclock: u64, shred_version: u16| {
+        let mut info = ContactInfo::new(Pubkey::of(&stranger), wallclock, wallclock, shred_version);
+        info.set_socket(SOCKET_TAG_GOSSIP, stranger_addr).unwrap();
+        CrdsValue::new_signed(CrdsData::ContactInfo(info), &stranger)
+    };
+    let push = Protocol::PushMessage(
+        Pubkey::of(&stranger),
+        vec![value(now_ms + 3_600_000, 42), value(now_ms, 7)],
+    )
+    .encode();
+    sock.send_to(&push, &gossip[0]).unwrap();
     let mut latest = vec![serde_json::Value::Null; 5];
     let deadline = Instant::now() + Duration::from_secs(60);
     let converged = |latest: &[serde_json::Value]| {
@@ -204,6 +231,7 @@ fn five_nodes_converge_and_bad_packets_are_counted() {
             .iter()
             .all(|p| p["peers"] == 4 && p["snapshot_hashes"] == 4)
             && latest[0]["packets_rejected"].as_u64().unwrap_or(0) >= sent_bad
+            && latest[0]["values_rejected"].as_u64().unwrap_or(0) >= 2
     };
     while !converged(&latest) {
         let left = deadline.saturating_duration_since(Instant::now());

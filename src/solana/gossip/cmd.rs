@@ -161,6 +161,7 @@ pub fn run_gossip_node(a: GossipNodeArgs) -> anyhow::Result<i32> {
                         "peers": v.peers.len(), "snapshot_hashes": v.snapshot_hashes.len(),
                         "table_values": v.table_values, "packets_received": v.packets_received,
                         "packets_rejected": v.packets_rejected, "pongs_verified": v.pongs_verified,
+                        "values_rejected": v.values_rejected,
                     }})
                 );
             } else {
