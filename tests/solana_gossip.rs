@@ -662,3 +662,41 @@ fn sync_through_gossip_fetches_the_trusted_incremental_on_the_full() {
     assert_eq!(f["chosen"]["slot"], 4);
     assert_eq!(f["newer_incremental"], false);
 }
+
+/// A gossip node advertises archives that appear in its directory after it started: a
+/// sync started before the archive existed finds it.
+#[test]
+fn a_node_advertises_an_archive_made_after_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("made");
+    let (path, hash) = generate(&made, 100, 1);
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let (mut procs, _rx) = Procs::new();
+    let (kk, pk) = keygen(dir.path(), "k");
+    let rpc = serve(&mut procs, &snaps);
+    let (_, entry) = gossip_node(
+        &mut procs,
+        &kk,
+        None,
+        &[
+            "--advertise-snapshots",
+            snaps.to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+    );
+    let mut cmd = sync_cmd(&dir.path().join("data"));
+    cmd.args(["--entrypoint", &entry, "--known-validator", &pk]);
+    let sync = std::thread::spawn(move || run(cmd, Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_secs(2));
+    let name = Path::new(&path).file_name().unwrap();
+    // Written under a temporary name, then renamed: the node never sees half a file.
+    std::fs::copy(&path, snaps.join("partial.tmp")).unwrap();
+    std::fs::rename(snaps.join("partial.tmp"), snaps.join(name)).unwrap();
+    let (code, out, err) = sync.join().unwrap();
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["trusted_snapshot"]["hash"], hash.as_str());
+    assert_eq!(v["snapshot_hash_ok"], true);
+}

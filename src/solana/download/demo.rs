@@ -360,6 +360,7 @@ fn gossip_discovery(
             serve_repair: None,
             shred_version: 0,
             snapshots,
+            snapshots_dir: None,
             profile,
             max_entries: 1024,
             status_section: None,

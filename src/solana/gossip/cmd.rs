@@ -117,6 +117,7 @@ pub fn run_gossip_node(a: GossipNodeArgs) -> anyhow::Result<i32> {
         serve_repair: a.serve_repair,
         shred_version: a.shred_version,
         snapshots: snapshots.clone(),
+        snapshots_dir: a.advertise_snapshots.clone(),
         profile: a.profile,
         max_entries: a.max_entries,
         status_section: Some("gossip".into()),

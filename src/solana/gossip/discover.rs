@@ -85,6 +85,7 @@ pub fn discover(d: &GossipDiscovery) -> anyhow::Result<Discovered> {
         serve_repair: None,
         shred_version: d.shred_version,
         snapshots: None,
+        snapshots_dir: None,
         profile: Profile::Honest,
         max_entries: 8192,
         status_section: Some("gossip".into()),

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub shred_version: u16,
     /// (full, incrementals) to advertise.
     pub snapshots: Option<AdvertisedSnapshots>,
+    /// Looked at again every few seconds: new archives there are advertised.
+    pub snapshots_dir: Option<std::path::PathBuf>,
     pub profile: Profile,
     /// CRDS table bound (values).
     pub max_entries: usize,
@@ -358,6 +360,8 @@ pub fn start(cfg: NodeConfig) -> anyhow::Result<GossipHandle> {
 const TICK_MS: u64 = 100;
 /// The view is copied out this often.
 const VIEW_EVERY_MS: u64 = 250;
+/// The snapshot directory is listed again this often.
+const SCAN_EVERY_MS: u64 = 2_000;
 /// Packets handled between two ticks at most (a flood cannot starve the ticks).
 const MAX_PACKETS_PER_TICK: usize = 4096;
 
@@ -373,6 +377,8 @@ fn run(
     let (mut received, mut sent) = (0u64, 0u64);
     let mut next_view = Instant::now();
     let mut next_forgery_ms = 0u64;
+    let mut advertised = cfg.snapshots.clone();
+    let mut next_scan = Instant::now() + Duration::from_millis(SCAN_EVERY_MS);
     let send = |to: SocketAddr, bytes: &[u8], sent: &mut u64| {
         if sock.send_to(bytes, to).is_ok() {
             *sent += 1;
@@ -383,9 +389,18 @@ fn run(
         for out in client.tick(now) {
             send(out.to, &out.bytes, &mut sent);
         }
+        if let (Some(dir), true) = (&cfg.snapshots_dir, Instant::now() >= next_scan) {
+            next_scan = Instant::now() + Duration::from_millis(SCAN_EVERY_MS);
+            if let Ok(Some(found)) = snapshots_in_dir(dir, cfg.profile) {
+                if advertised.as_ref() != Some(&found) {
+                    client.publish_snapshot_hashes(found.full, found.incremental.clone(), now);
+                    advertised = Some(found);
+                }
+            }
+        }
         if cfg.profile == Profile::Forging && now >= next_forgery_ms {
             next_forgery_ms = now + 1_000;
-            if let Some(ours) = &cfg.snapshots {
+            if let Some(ours) = &advertised {
                 for (to, bytes) in forgeries(&client, &cfg.key, ours, now) {
                     send(to, &bytes, &mut sent);
                 }
