@@ -46,10 +46,13 @@ impl NameHashCheck {
             self.archive,
             self.name_hash,
             self.computed,
-            self.merkle_computed
-                .as_ref()
-                .map(|m| format!(" (merkle snapshot hash {m})"))
-                .unwrap_or_default()
+            match &self.merkle_computed {
+                Some(m) => format!(" (merkle snapshot hash {m})"),
+                None if self.kind == KIND_LT_HASH => format!(
+                    " (the merkle snapshot hash of older archives is not computed for more than {MAX_MERKLE_ACCOUNTS} accounts)"
+                ),
+                None => String::new(),
+            }
         )
     }
 }
