@@ -700,3 +700,61 @@ fn a_node_advertises_an_archive_made_after_it_started() {
     assert_eq!(v["trusted_snapshot"]["hash"], hash.as_str());
     assert_eq!(v["snapshot_hash_ok"], true);
 }
+
+/// Two nodes serve the same forged archive under the trusted name (the larger source
+/// group, so it is tried first); one known validator serves the real one. The forged
+/// group fails the hash check, is dropped and named, and the sync completes from the
+/// real source.
+#[test]
+fn a_larger_forged_group_is_dropped_and_the_real_archive_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let (real_path, real_hash) = generate(&real, 100, 1);
+    let (forged100, _) = generate(&dir.path().join("tmp"), 100, 9);
+    let liar = dir.path().join("liar");
+    std::fs::create_dir_all(&liar).unwrap();
+    std::fs::copy(
+        &forged100,
+        liar.join(Path::new(&real_path).file_name().unwrap()),
+    )
+    .unwrap();
+    let (mut procs, _rx) = Procs::new();
+    let (kk, pk) = keygen(dir.path(), "k");
+    let rpc_k = serve(&mut procs, &real);
+    let (_, entry) = gossip_node(
+        &mut procs,
+        &kk,
+        None,
+        &[
+            "--advertise-snapshots",
+            real.to_str().unwrap(),
+            "--rpc",
+            &rpc_k,
+        ],
+    );
+    let mut liars = Vec::new();
+    for n in 0..2 {
+        let (key, _) = keygen(dir.path(), &format!("liar{n}"));
+        let rpc = serve(&mut procs, &liar);
+        gossip_node(&mut procs, &key, Some(&entry), &["--rpc", &rpc]);
+        liars.push(rpc);
+    }
+    let mut cmd = sync_cmd(&dir.path().join("data"));
+    cmd.args(["--entrypoint", &entry, "--known-validator", &pk]);
+    let (code, out, err) = run(cmd, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["snapshot_hash_ok"], true);
+    assert_eq!(v["identity"], "verified");
+    assert_eq!(v["verified"]["lt_hash_computed"], real_hash.as_str());
+    let forged = v["forged_sources"].to_string();
+    for l in &liars {
+        assert!(forged.contains(l), "{l} named: {forged}");
+    }
+    assert!(forged.contains("not the hash its name gives"), "{forged}");
+    let used = v["sources"].to_string();
+    assert!(
+        used.contains(&rpc_k) && !liars.iter().any(|l| used.contains(l)),
+        "{used}"
+    );
+}
