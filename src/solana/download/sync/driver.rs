@@ -289,6 +289,7 @@ pub(super) async fn sync_async(
         .map_err(SyncError::Verify)?;
     let mut chunks_fetched = 0u32;
     let mut audit_rounds = 0u32;
+    let mut audit_fetches = 0u32;
     let mut last_progress = Instant::now();
     let mut finished = false;
     let mut interrupted = false;
@@ -455,7 +456,8 @@ pub(super) async fn sync_async(
                 return Err(SyncError::Verify(err));
             }
             tracing::warn!(error = %err, round = audit_rounds, "verification failed: cross-checking chunks with other sources");
-            let bad = audit(&ctx, &coord, &err).await;
+            let (bad, fetches) = audit(&ctx, &coord, &err).await;
+            audit_fetches += fetches;
             if bad.is_empty() {
                 return Err(forged(err));
             }
@@ -523,6 +525,7 @@ pub(super) async fn sync_async(
         interrupted,
         verified,
         audit_rounds,
+        audit_fetches,
         sources,
         bad_sources,
     })

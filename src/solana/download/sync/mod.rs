@@ -233,6 +233,8 @@ pub struct SyncReport {
     pub interrupted: bool,
     pub verified: Option<serde_json::Value>,
     pub audit_rounds: u32,
+    /// Chunk ranges fetched again by the audits to find lying sources.
+    pub audit_fetches: u32,
     pub sources: Vec<SourceReport>,
     /// Sources dropped or rejected, with the reason (`url: reason`).
     pub bad_sources: Vec<String>,
