@@ -52,8 +52,9 @@ async fn fetch_range_vec(
     Ok(out)
 }
 
-/// Cross-check finished chunks at or before the failure point against every other live
-/// ranged source: the bytes most sources agree on win; sources whose bytes lose are liars
+/// Cross-check finished chunks at or before the failure point against the other live
+/// ranged sources, one at a time until one agrees with the local copy: the bytes most
+/// sources agree on win; sources whose bytes lose are liars
 /// and every chunk they served is re-fetched. With only the server and one other source in
 /// disagreement, the server of the local copy (which failed verification) is blamed.
 /// Returns (liar, chunk) pairs; a chunk of unknown origin (finished before a restart)
@@ -123,6 +124,11 @@ pub(super) async fn audit(
                 Err(e) => {
                     tracing::warn!(source = %ctx.members[o as usize].archive, error = %e, "audit fetch failed")
                 }
+            }
+            // One other source agreeing with the local copy confirms it: the sources not
+            // asked did not contribute to it.
+            if versions.len() == 1 && versions[0].1.len() >= 2 {
+                break;
             }
         }
         if versions.len() == 1 {
