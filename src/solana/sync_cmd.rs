@@ -80,7 +80,8 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 1)]
     pub min_agree: usize,
     /// A gossip entrypoint (HOST:PORT) to discover snapshot sources through; repeatable.
-    /// Every node's RPC address is a candidate source.
+    /// Every node's RPC address is a candidate source. Discovery listens 5 s more once the
+    /// known validators agree (for more sources), and gives up after --gossip-timeout-s.
     #[arg(long = "entrypoint", value_name = "HOST:PORT",
           value_parser = crate::solana::gossip::cmd::parse_host_port)]
     pub entrypoints: Vec<SocketAddr>,
