@@ -114,13 +114,13 @@ pub(super) async fn audit(
             )
             .await
             {
-                Ok(v) => match {
+                Ok(v) => {
                     fetches += 1;
-                    versions.iter_mut().find(|(b, _)| *b == v)
-                } {
-                    Some((_, who)) => who.push(Some(o)),
-                    None => versions.push((v, vec![Some(o)])),
-                },
+                    match versions.iter_mut().find(|(b, _)| *b == v) {
+                        Some((_, who)) => who.push(Some(o)),
+                        None => versions.push((v, vec![Some(o)])),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(source = %ctx.members[o as usize].archive, error = %e, "audit fetch failed")
                 }
