@@ -67,6 +67,19 @@ fn v4_2_fixture_matches_ground_truth() {
         assert_eq!(r.bank_hash, truth["bank_fields"]["hash"].as_str().unwrap());
         assert_eq!(r.shards.len(), shards);
         let m = &v.manifest;
+        // The bank's stakes per node (what leader schedules are drawn from): two nodes
+        // in epochs 2 (slot 100's, under warm-up) and 3.
+        assert_eq!(m.epoch_schedule.epoch_of(100).0, 2);
+        for epoch in [2u64, 3] {
+            let nodes = &m
+                .epoch_node_stakes
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .expect("stakes of the epoch")
+                .1;
+            assert_eq!(nodes.len(), 2);
+            assert_eq!(nodes.iter().map(|(_, s)| s).sum::<u64>(), 5_000_000);
+        }
         assert_eq!(m.block_height, 100);
         assert_eq!(m.transaction_count, 12345);
         assert_eq!(m.signature_count, 6789);

@@ -758,3 +758,61 @@ fn a_larger_forged_group_is_dropped_and_the_real_archive_synced() {
         "{used}"
     );
 }
+
+/// Without --leader, repaired shreds are checked against each slot's leader in the
+/// schedule drawn from the snapshot bank's epoch stakes: a bank staking the ledger's
+/// leader repairs, a bank staking another node rejects every shred.
+#[test]
+fn repaired_shreds_are_checked_against_the_snapshots_leader_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut procs, _rx) = Procs::new();
+    let mut cmd = catchup();
+    cmd.args(["solana", "serve-repair", "--listen", "127.0.0.1:0"])
+        .args(["--generate-from", "101", "--generate-slots", "6"])
+        .args([
+            "--shreds-per-slot",
+            "8",
+            "--leader-seed",
+            "5",
+            "--max-seconds",
+            "90",
+        ]);
+    let (_, line) = procs.start(cmd, "serve-repair");
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let repair_addr = info["listen"].as_str().unwrap().to_string();
+    let leader = info["leader"].as_str().unwrap().to_string();
+    let (_, other) = keygen(dir.path(), "other");
+    for (name, staked, want_code) in [("right", &leader, 0), ("wrong", &other, 2)] {
+        let snaps = dir.path().join(name);
+        let o = catchup()
+            .args([
+                "solana",
+                "snapshot",
+                "generate",
+                "--accounts",
+                "500",
+                "--slot",
+                "100",
+            ])
+            .args(["--leader", staked, "--out"])
+            .arg(&snaps)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rpc = serve(&mut procs, &snaps);
+        let mut cmd = sync_cmd(&dir.path().join(format!("data-{name}")));
+        cmd.args(["--source", &format!("http://{rpc}/")])
+            .args(["--repair-peer", &repair_addr, "--tip-slot", "106"])
+            .args(["--repair-timeout-secs", "8"]);
+        let (code, out, err) = run(cmd, Duration::from_secs(120));
+        assert_eq!(code, want_code, "{name}: {err}\n{out}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(v["complete"], true, "{name}: the snapshot verified");
+        assert_eq!(
+            v["repair"]["complete"],
+            want_code == 0,
+            "{name}: {}",
+            v["repair"]
+        );
+    }
+}

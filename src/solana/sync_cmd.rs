@@ -37,7 +37,7 @@ fn parse_url(s: &str) -> Result<Url, String> {
 /// Download a snapshot archive from several sources in parallel byte ranges, feed it to the
 /// verifier while it downloads, and resume after a crash without fetching finished chunks;
 /// then, with --repair-peer, repair the shreds of the slots after the snapshot up to
-/// --tip-slot (newest first, every shred checked against --leader's signature and its
+/// --tip-slot (newest first, every shred checked against its slot leader's signature and its
 /// Merkle proof). Exit 1 if the snapshot did not verify, 2 if the repair did not complete.
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -156,8 +156,9 @@ pub struct SyncArgs {
     /// The cluster tip: the last slot the repair phase fetches (needed with --repair-peer).
     #[arg(long, value_name = "SLOT")]
     pub tip_slot: Option<u64>,
-    /// Leader identity (base58) whose signature every repaired shred must carry (needed
-    /// with --repair-peer).
+    /// Leader identity (base58) whose signature every repaired shred must carry. Without
+    /// it each slot's shreds are checked against that slot's leader in the schedule drawn
+    /// from the snapshot bank's epoch stakes.
     #[arg(long, value_name = "PUBKEY")]
     pub leader: Option<String>,
     /// Repair over AF_XDP on this interface (generic mode); falls back to UDP with the
@@ -544,7 +545,26 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             );
             return Ok(1);
         }
-        (Some(plan), Some(slot)) => Some(run_repair_phase(plan, slot, json)?),
+        (Some(mut plan), Some(slot)) => {
+            if args.leader.is_none() {
+                let dir = report
+                    .verified
+                    .as_ref()
+                    .and_then(|v| v["dir"].as_str())
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "repair: no unpacked snapshot to take the leader schedule from (--verify stream); give --leader"
+                        )
+                    })?;
+                plan.leaders =
+                    schedule_from_snapshot(&dir, slot, slot.saturating_add(1), plan.tip_slot)?;
+                tracing::info!(
+                    "repair: each slot's shreds are checked against its leader in the snapshot's schedule"
+                );
+            }
+            Some(run_repair_phase(plan, slot, json)?)
+        }
     };
     if json {
         print_report(&report, repair.as_ref(), &trust_fields, json);
@@ -877,6 +897,67 @@ fn resolve_trust(args: &SyncArgs) -> anyhow::Result<Trust> {
     Ok(t)
 }
 
+/// Slots repaired against the snapshot's leader schedule at most (the schedule is kept
+/// per slot).
+const MAX_SCHEDULED_SLOTS: u64 = 1 << 22;
+
+/// The leader of every slot `from..=to` from the stakes in the snapshot's bank (unpacked
+/// in `dir`): each epoch's stake-weighted schedule over its nodes' stakes.
+fn schedule_from_snapshot(
+    dir: &std::path::Path,
+    snapshot_slot: u64,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<crate::solana::repair::LeaderSchedule> {
+    let path = dir
+        .join("snapshots")
+        .join(snapshot_slot.to_string())
+        .join(snapshot_slot.to_string());
+    let bytes = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("reading the snapshot's manifest {}: {e}", path.display()))?;
+    let m = catchup_solana::decode_manifest(&bytes)
+        .map_err(|e| anyhow::anyhow!("the snapshot's manifest {}: {e}", path.display()))?;
+    if to >= from && to - from >= MAX_SCHEDULED_SLOTS {
+        anyhow::bail!(
+            "repair of {} slots exceeds the {MAX_SCHEDULED_SLOTS} the leader schedule is kept for; lower --tip-slot or give --leader",
+            to - from + 1
+        );
+    }
+    let mut leaders = std::collections::BTreeMap::new();
+    let mut slot = from;
+    while slot <= to {
+        let (epoch, first, len) = m.epoch_schedule.epoch_of(slot);
+        let nodes = m
+            .epoch_node_stakes
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, n)| n)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the snapshot's bank holds no stakes for epoch {epoch} (slot {slot}); give --leader"
+                )
+            })?;
+        let stakes: Vec<(catchup_gossip::Pubkey, u64)> = nodes
+            .iter()
+            .map(|(k, s)| (catchup_gossip::Pubkey(*k), *s))
+            .collect();
+        let schedule =
+            catchup_gossip::leader_schedule::LeaderSchedule::new(&stakes, epoch, first, len)
+                .map_err(|e| anyhow::anyhow!("leader schedule of epoch {epoch}: {e}"))?;
+        let end = first.saturating_add(len - 1).min(to);
+        for s in slot..=end {
+            if let Some(k) = schedule.leader(s) {
+                leaders.insert(s, k.0);
+            }
+        }
+        slot = end.saturating_add(1);
+        if end == u64::MAX {
+            break;
+        }
+    }
+    Ok(crate::solana::repair::LeaderSchedule::PerSlot(leaders))
+}
+
 /// The repair phase as the flags ask for it.
 struct RepairPlan {
     peers: Vec<crate::solana::repair::PeerSpec>,
@@ -901,11 +982,18 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
     let Some(tip_slot) = args.tip_slot else {
         anyhow::bail!("--repair-peer needs --tip-slot (the last slot to repair)");
     };
-    let Some(leader) = &args.leader else {
-        anyhow::bail!("--repair-peer needs --leader (the base58 identity that signs the shreds)");
+    // Without --leader every slot is checked against its leader in the snapshot's
+    // schedule (filled in once the snapshot verified).
+    let leaders = match &args.leader {
+        Some(leader) => crate::solana::repair::LeaderSchedule::Fixed(
+            crate::solana::repair::driver::parse_pubkey(leader)
+                .map_err(|e| anyhow::anyhow!("--leader: {e}"))?,
+        ),
+        None if args.verify == VerifyMode::Stream => anyhow::bail!(
+            "--repair-peer with --verify stream needs --leader (the leader schedule comes from the unpacked snapshot, which stream verification does not keep)"
+        ),
+        None => crate::solana::repair::LeaderSchedule::PerSlot(Default::default()),
     };
-    let leader = crate::solana::repair::driver::parse_pubkey(leader)
-        .map_err(|e| anyhow::anyhow!("--leader: {e}"))?;
     if args.repair_batch_slots == 0 {
         anyhow::bail!("--repair-batch-slots must be at least 1");
     }
@@ -925,7 +1013,7 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
     Ok(Some(RepairPlan {
         peers: args.repair_peers.clone(),
         tip_slot,
-        leaders: crate::solana::repair::LeaderSchedule::Fixed(leader),
+        leaders,
         path,
         shards: args.repair_shards,
         deadline_ms: args.repair_timeout_secs.saturating_mul(1000),

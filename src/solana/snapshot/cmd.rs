@@ -78,6 +78,10 @@ pub struct GenerateArgs {
     /// Number of accounts.
     #[arg(long)]
     pub accounts: u64,
+    /// Give the bank's epoch stakes (this epoch and the two after) to this node (base58):
+    /// the leader of every slot there, for repair checked against the snapshot's schedule.
+    #[arg(long, value_name = "PUBKEY")]
+    pub leader: Option<String>,
     /// Account data size: N, fixed:N or uniform:MIN-MAX (bytes, at most 10 MiB).
     #[arg(long, default_value = "uniform:0-256")]
     pub data_size: DataSize,
@@ -331,6 +335,13 @@ pub fn gen(a: GenerateArgs) -> anyhow::Result<i32> {
         seed: a.seed,
         file_size_bytes: a.file_size_bytes.max(1),
         zstd_level: a.zstd_level,
+        leader: match &a.leader {
+            None => None,
+            Some(k) => Some(
+                catchup_solana::base58_32(k)
+                    .ok_or_else(|| anyhow::anyhow!("--leader {k:?} is not a base58 public key"))?,
+            ),
+        },
         ..GenerateConfig::default()
     };
     let g = generate(&cfg, &a.out)?;
