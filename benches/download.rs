@@ -12,7 +12,7 @@
 //! - `CATCHUP_BENCH_DOWNLOAD_ACCOUNTS` (default 300000; about 25 MB compressed; 4 million
 //!   accounts give an archive over 1 GB uncompressed);
 //! - `CATCHUP_BENCH_DOWNLOAD_RATES` mirror limits in MB/s, comma-separated (default 20,10,5);
-//! - `CATCHUP_BENCH_DOWNLOAD_CHUNK` chunk size (default 8M);
+//! - `CATCHUP_BENCH_DOWNLOAD_CHUNK` chunk size (default: automatic, as `solana sync`);
 //! - `CATCHUP_BENCH_DOWNLOAD_ROUNDS` how many times steps 1–3 run on the same mirrors and
 //!   archive (default 1); each round prints its own JSON line, then a summary.
 //!
@@ -232,7 +232,7 @@ fn main() {
     let chunk = std::env::var("CATCHUP_BENCH_DOWNLOAD_CHUNK")
         .ok()
         .and_then(|s| catchup::solana::sync_cmd::parse_size_bytes(&s).ok())
-        .unwrap_or(8 << 20);
+        .unwrap_or(0);
     let work = tempfile::tempdir().expect("tempdir");
     let snaps = work.path().join("snapshots");
     std::fs::create_dir_all(&snaps).unwrap();

@@ -1,7 +1,8 @@
 //! Receipts over the wire: a serving node over the sepolia era1 fixture (blocks
 //! 172032–180223, 93 transactions with receipts) answers headers, bodies and receipts; the
 //! client verifies every header link, body root and receipts root, over eth/68 (receipts
-//! with blooms) and eth/69 (receipts without blooms, rebuilt on receipt).
+//! with blooms), eth/69 (receipts without blooms, rebuilt on receipt) and eth/70 (a block's
+//! receipts continued across answers).
 
 /// A skip reason shown on the terminal even though libtest hides what passing tests print
 /// with `eprintln!`: a skipped test must say why.
@@ -45,6 +46,10 @@ fn era1_file() -> Option<PathBuf> {
 }
 
 fn download_receipts(eth_versions: &[u64]) {
+    download_receipts_with(eth_versions, None)
+}
+
+fn download_receipts_with(eth_versions: &[u64], receipts_limit_bytes: Option<usize>) {
     let Some(file) = era1_file() else { return };
     let (raw, data, td) = load_era1(&[file]).unwrap();
     assert_eq!((raw.base, raw.head_number()), (172_032, 180_223));
@@ -85,6 +90,7 @@ fn download_receipts(eth_versions: &[u64]) {
             max_peers_per_shard: 4,
             net: NetConfig::default(),
             status: server_status,
+            receipts_limit_bytes,
         });
         let responder = Rc::new(EngineResponder::new(
             ServingPeer::new(data, None),
@@ -152,4 +158,11 @@ fn era1_headers_bodies_receipts_over_eth68() {
 #[test]
 fn era1_headers_bodies_receipts_over_eth69() {
     download_receipts(&[69]);
+}
+
+#[test]
+fn era1_receipts_over_eth70_cut_at_200_bytes_and_continued() {
+    // Real receipts with logs, answered 200 bytes at a time: a block's list is continued
+    // across answers (EIP-7975) and still matches its receipts root.
+    download_receipts_with(&[70], Some(200));
 }

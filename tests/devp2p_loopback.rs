@@ -105,6 +105,7 @@ fn start_server_with(
         max_peers_per_shard: max_peers,
         net,
         status: d.server_status.clone(),
+        receipts_limit_bytes: None,
     });
     let mut responder = ChainResponder::new(d.chain.clone(), profile);
     responder.slow_delay_ms = 50;
@@ -155,7 +156,7 @@ fn loopback_handshake_and_verified_chain_download() {
         let (addr, id, stop) = start_server(&d, Profile::Honest, 4, 5_000);
         let mut peer = connect(addr, id, &d.client_status).await.unwrap();
         assert_eq!(
-            peer.eth.version, 69,
+            peer.eth.version, 70,
             "highest shared eth version between two catchup nodes"
         );
         assert!(peer.snap.is_some());

@@ -209,6 +209,47 @@ fn resume_fetches_no_finished_chunk_and_changed_source_resets() {
     drop(cfg);
 }
 
+/// The automatic chunk size (0) adopts the size a started download of the same archive
+/// used, so its finished chunks count; a fresh one gets the automatic size.
+#[test]
+fn automatic_chunk_size_resumes_with_the_size_it_started_with() {
+    let Some((dir, archive)) = setup(6, 2 << 20) else {
+        return;
+    };
+    let a = Server::start(dir.path(), None, true, vec![]);
+    let b = Server::start(dir.path(), None, true, vec![]);
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path(), vec![a.base()]);
+    cfg.stop_after_chunks = Some(3);
+    let first = run(cfg);
+    assert!(!first.complete);
+    let done_count = journal_done(data.path())
+        .expect("journal written")
+        .iter()
+        .filter(|d| **d)
+        .count() as u32;
+    assert!(done_count >= 3);
+    // Automatic size, and now two sources: the 256 KiB chunks of the first run are kept.
+    let mut cfg = config(data.path(), vec![a.base(), b.base()]);
+    cfg.coordinator.chunk_size_bytes = 0;
+    let second = run(cfg);
+    assert!(second.complete, "{second:?}");
+    assert_eq!(
+        second.chunks_total as usize,
+        archive.len().div_ceil(256 * 1024)
+    );
+    assert_eq!(second.chunks_resumed, done_count);
+    assert_eq!(downloaded(data.path()), archive);
+    // A fresh data directory gets the automatic size (1 MiB for a small archive).
+    let fresh = tempfile::tempdir().unwrap();
+    let mut cfg = config(fresh.path(), vec![a.base(), b.base()]);
+    cfg.coordinator.chunk_size_bytes = 0;
+    let third = run(cfg);
+    assert!(third.complete, "{third:?}");
+    assert_eq!(third.chunks_total as usize, archive.len().div_ceil(1 << 20));
+    assert_eq!(downloaded(fresh.path()), archive);
+}
+
 #[test]
 fn server_http_semantics() {
     let Some((dir, archive)) = setup(6, 64 * 1024) else {

@@ -96,6 +96,46 @@ fn multi_frame_archive_verifies_in_parallel() {
     assert_eq!(r.frames, 6);
 }
 
+#[test]
+fn more_storage_files_than_open_maps_verify_end_to_end() {
+    // Dozens of storage files, at most 4 maps per shard: retraction and lookups map cold
+    // files again; the verdict and every lookup match an unbounded run.
+    let out = tempfile::tempdir().unwrap();
+    let g = gen(out.path(), 1, 5000);
+    assert!(g.storages >= 32, "storage files: {}", g.storages);
+    let unbounded_dir = tempfile::tempdir().unwrap();
+    let unbounded = catchup::solana::snapshot::verify_archive_snapshot(
+        &g.path,
+        None,
+        unbounded_dir.path(),
+        PipelineConfig { shards: 2, ..cfg() },
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let v = catchup::solana::snapshot::verify_archive_snapshot(
+        &g.path,
+        None,
+        data.path(),
+        PipelineConfig {
+            shards: 2,
+            max_open_maps_per_shard: 4,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let r = &v.report;
+    assert!(r.lt_hash_ok && r.capitalization_ok);
+    assert_eq!(r.accounts_live, g.accounts_live);
+    assert_eq!(r.lt_hash_computed, g.lt_hash);
+    for s in &r.shards {
+        assert!(s.peak_open_maps <= 4 && s.open_maps <= 4, "{s:?}");
+        assert!(s.storage_files > 4, "{s:?}");
+        assert!(s.index_bytes > 0);
+    }
+    // Every live account read back through at most 4 maps per shard.
+    assert_eq!(v.accounts().unwrap(), unbounded.accounts().unwrap());
+}
+
 /// Decompress, change one byte of the tar, recompress.
 fn with_tar_byte_changed(
     archive: &Path,

@@ -61,6 +61,12 @@ mod tests {
     /// Many executors, each woken from other threads many times while the machine is
     /// busy, with a 200 µs preemption timer: every one finishes. Without the heartbeat
     /// this stalled in about half the runs under load.
+    ///
+    /// The test's 16 busy threads on a small machine are themselves the load that can take
+    /// a thread off the CPU for glommio's default 100 ms during an executor's first
+    /// scheduling round, which the heartbeat cannot cover (see the module docs); so the
+    /// builder's timer, which only that round uses here, is set to 10 s. The 200 µs queue
+    /// still exercises the race in every later round.
     #[test]
     fn executors_woken_from_other_threads_finish() {
         let (done_tx, done_rx) = mpsc::channel();
@@ -69,6 +75,7 @@ mod tests {
             let done_tx = done_tx.clone();
             threads.push(std::thread::spawn(move || {
                 let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                    .preempt_timer(Duration::from_secs(10))
                     .make()
                     .expect("executor starts");
                 let n = run(&ex, async move {

@@ -20,7 +20,8 @@ pub enum EthCmd {
     VerifyBlocktest(crate::eth::verify::VerifyBlocktestArgs),
     /// Run the fast/snap sync engines against simulated peers (seeded, deterministic).
     Sim(crate::eth::sync::sim_cmd::SimArgs),
-    /// Serve a chain and its state to other nodes over RLPx (eth/66-69, snap/1).
+    /// Serve a chain and its state to other nodes over RLPx (eth/66-70, snap/1); with
+    /// --grow-every-ms a live chain that keeps only its last --state-history states.
     Serve(crate::eth::net::cmd::ServeArgs),
     /// Sync a chain and its state from peers over RLPx with the fast or snap engines.
     Sync(crate::eth::net::cmd::SyncArgs),

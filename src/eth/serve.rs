@@ -212,27 +212,75 @@ impl ServingPeer {
 /// Accounts (hash, slim RLP) of a range and the proof nodes of its edges.
 type RangeWithProof = (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>);
 
-fn account_range(st: &StateData, origin: &B256, limit: &B256, bytes: u64) -> RangeWithProof {
-    let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
-    let start = st.accounts.partition_point(|(h, _)| h < origin);
-    let mut out = Vec::new();
-    let mut size = 0usize;
-    for (h, a) in &st.accounts[start..] {
-        if size >= cap {
-            break;
-        }
-        size += a.len() + 32;
-        out.push((*h, a.clone()));
-        // The first account past the limit is included: it proves there is nothing
-        // between the last one inside the limit and the limit.
-        if h > limit {
-            break;
+/// What serving snap ranges, trie nodes by path and proofs needs of one state.
+pub trait StateView {
+    /// The state (account trie) root.
+    fn state_root(&self) -> B256;
+    /// Every trie node of the state by hash.
+    fn nodes(&self) -> &dyn trie::NodeSource;
+    /// Leaves of the account trie (`account` `None`) or of `account`'s storage trie (whose
+    /// root is `trie_root`), from key `origin` on in key order, while `f` returns true.
+    fn leaves_from(
+        &self,
+        trie_root: B256,
+        account: Option<&B256>,
+        origin: &B256,
+        f: &mut dyn FnMut(&B256, &[u8]) -> bool,
+    );
+}
+
+impl StateView for StateData {
+    fn state_root(&self) -> B256 {
+        self.root
+    }
+    fn nodes(&self) -> &dyn trie::NodeSource {
+        &self.nodes
+    }
+    fn leaves_from(
+        &self,
+        _trie_root: B256,
+        account: Option<&B256>,
+        origin: &B256,
+        f: &mut dyn FnMut(&B256, &[u8]) -> bool,
+    ) {
+        let all: &[(B256, Vec<u8>)] = match account {
+            None => &self.accounts,
+            Some(a) => self.storage.get(a).map(|v| v.as_slice()).unwrap_or(&[]),
+        };
+        let start = all.partition_point(|(h, _)| h < origin);
+        for (h, v) in &all[start..] {
+            if !f(h, v) {
+                break;
+            }
         }
     }
+}
+
+/// An account range of `st` with the proof of its edges (as geth's snap handler).
+pub fn account_range<V: StateView + ?Sized>(
+    st: &V,
+    origin: &B256,
+    limit: &B256,
+    bytes: u64,
+) -> RangeWithProof {
+    let cap = (bytes as usize).clamp(1, SOFT_RESPONSE_BYTES);
+    let root = st.state_root();
+    let mut out = Vec::new();
+    let mut size = 0usize;
+    st.leaves_from(root, None, origin, &mut |h, a| {
+        if size >= cap {
+            return false;
+        }
+        size += a.len() + 32;
+        out.push((*h, a.to_vec()));
+        // The first account past the limit is included: it proves there is nothing
+        // between the last one inside the limit and the limit.
+        h <= limit
+    });
     let mut proof = Vec::new();
-    trie::prove(&st.nodes, st.root, origin.as_slice(), &mut proof);
+    trie::prove(st.nodes(), root, origin.as_slice(), &mut proof);
     if let Some((last, _)) = out.last() {
-        trie::prove(&st.nodes, st.root, last.as_slice(), &mut proof);
+        trie::prove(st.nodes(), root, last.as_slice(), &mut proof);
     }
     dedup(&mut proof);
     (out, proof)
@@ -243,15 +291,21 @@ fn dedup(proof: &mut Vec<Vec<u8>>) {
     proof.retain(|p| seen.insert(p.clone()));
 }
 
-fn storage_root_of(st: &StateData, account: &B256) -> Option<B256> {
-    let i = st.accounts.binary_search_by(|(h, _)| h.cmp(account)).ok()?;
-    AccountView::decode(&st.accounts[i].1)
-        .ok()
-        .map(|a| a.storage_root)
+/// The storage root of `account` in `st`, if the account exists.
+pub fn storage_root_of<V: StateView + ?Sized>(st: &V, account: &B256) -> Option<B256> {
+    let mut found = None;
+    st.leaves_from(st.state_root(), None, account, &mut |h, a| {
+        if h == account {
+            found = AccountView::decode(a).ok().map(|a| a.storage_root);
+        }
+        false
+    });
+    found
 }
 
-fn storage_ranges(
-    st: &StateData,
+/// Storage ranges of `accounts` in `st`, the last one cut and proved (as geth's handler).
+pub fn storage_ranges<V: StateView + ?Sized>(
+    st: &V,
     accounts: &[B256],
     origin: &B256,
     limit: &B256,
@@ -269,32 +323,31 @@ fn storage_ranges(
         let Some(sroot) = storage_root_of(st, acc) else {
             break;
         };
-        let all: &[(B256, Vec<u8>)] = st.storage.get(acc).map(|v| v.as_slice()).unwrap_or(&[]);
         let from = if i == 0 { *origin } else { B256::ZERO };
         let to = if i + 1 == n {
             *limit
         } else {
             B256::repeat_byte(0xff)
         };
-        let start = all.partition_point(|(h, _)| *h < from);
         let mut mine = Vec::new();
         let mut truncated = false;
-        for (h, v) in &all[start..] {
+        st.leaves_from(sroot, Some(acc), &from, &mut |h, v| {
             if size >= cap {
                 truncated = true;
-                break;
+                return false;
             }
             size += v.len() + 32;
-            mine.push((*h, v.clone()));
+            mine.push((*h, v.to_vec()));
             if *h > to {
                 truncated = true;
-                break;
+                return false;
             }
-        }
+            true
+        });
         if truncated || from != B256::ZERO {
-            trie::prove(&st.nodes, sroot, from.as_slice(), &mut proof);
+            trie::prove(st.nodes(), sroot, from.as_slice(), &mut proof);
             if let Some((last, _)) = mine.last() {
-                trie::prove(&st.nodes, sroot, last.as_slice(), &mut proof);
+                trie::prove(st.nodes(), sroot, last.as_slice(), &mut proof);
             }
             dedup(&mut proof);
             slots_out.push(mine);
@@ -309,12 +362,12 @@ fn storage_ranges(
 }
 
 /// The hash-referenced node at a trie path, if there is one.
-pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
+pub fn node_at_path<V: StateView + ?Sized>(st: &V, p: &TriePath) -> Option<Vec<u8>> {
     let root = match p.account {
-        None => st.root,
+        None => st.state_root(),
         Some(a) => storage_root_of(st, &a)?,
     };
-    let mut raw = st.nodes.get(&root)?.clone();
+    let mut raw = st.nodes().node(&root)?.to_vec();
     let mut hashed = true;
     let mut depth = 0usize;
     let path = &p.path;
@@ -344,7 +397,7 @@ pub fn node_at_path(st: &StateData, p: &TriePath) -> Option<Vec<u8>> {
                 hashed = false;
             }
             Some(NodeRef::Hash(h)) => {
-                raw = st.nodes.get(&h)?.clone();
+                raw = st.nodes().node(&h)?.to_vec();
                 hashed = true;
             }
         }
@@ -574,7 +627,7 @@ mod tests {
         assert_ne!(f.last().unwrap().hash, chain.header(50).unwrap().hash);
         // Trie nodes by path: the root.
         let root = node_at_path(
-            &st,
+            st.as_ref(),
             &TriePath {
                 account: None,
                 path: vec![],

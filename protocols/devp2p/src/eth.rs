@@ -1,4 +1,4 @@
-//! eth/66–69 messages. Block data (headers, bodies, receipts, trie nodes) is carried as raw
+//! eth/66–70 messages. Block data (headers, bodies, receipts, trie nodes) is carried as raw
 //! RLP item encodings: the chain data layer decodes and verifies them.
 
 use crate::error::{Devp2pError, Result};
@@ -159,6 +159,26 @@ pub enum EthMessage {
         request_id: u64,
         nodes: Vec<Vec<u8>>,
     },
+    /// eth/70 (EIP-7975): receipts of `hashes`, the first block's from receipt
+    /// `first_block_receipt_index` on.
+    GetReceipts70 {
+        request_id: u64,
+        first_block_receipt_index: u64,
+        hashes: Vec<[u8; 32]>,
+    },
+    /// eth/70 (EIP-7975): receipt lists (without blooms); when `last_block_incomplete`, the
+    /// last list holds only a prefix of its block's receipts.
+    Receipts70 {
+        request_id: u64,
+        last_block_incomplete: bool,
+        receipts: Vec<Vec<u8>>,
+    },
+    /// eth/69 (EIP-7642): the range of blocks the sender serves, sent as its head moves.
+    BlockRangeUpdate {
+        earliest: u64,
+        latest: u64,
+        latest_hash: [u8; 32],
+    },
     /// Announcements and transaction gossip: accepted, not decoded, ignored by a syncing node.
     Ignored {
         id: u64,
@@ -208,8 +228,9 @@ impl EthMessage {
             EthMessage::BlockHeaders { .. } => BLOCK_HEADERS,
             EthMessage::GetBlockBodies { .. } => GET_BLOCK_BODIES,
             EthMessage::BlockBodies { .. } => BLOCK_BODIES,
-            EthMessage::GetReceipts { .. } => GET_RECEIPTS,
-            EthMessage::Receipts { .. } => RECEIPTS,
+            EthMessage::GetReceipts { .. } | EthMessage::GetReceipts70 { .. } => GET_RECEIPTS,
+            EthMessage::Receipts { .. } | EthMessage::Receipts70 { .. } => RECEIPTS,
+            EthMessage::BlockRangeUpdate { .. } => BLOCK_RANGE_UPDATE,
             EthMessage::GetNodeData { .. } => GET_NODE_DATA,
             EthMessage::NodeData { .. } => NODE_DATA,
             EthMessage::Ignored { id } => *id,
@@ -262,6 +283,33 @@ impl EthMessage {
                 let items: Vec<Vec<u8>> = nodes.iter().map(|n| rlp::enc_bytes(n)).collect();
                 wrap(*request_id, rlp::encode_list(&items))
             }
+            EthMessage::GetReceipts70 {
+                request_id,
+                first_block_receipt_index,
+                hashes,
+            } => rlp::encode_list(&[
+                rlp::enc_uint(*request_id),
+                rlp::enc_uint(*first_block_receipt_index),
+                enc_hashes(hashes),
+            ]),
+            EthMessage::Receipts70 {
+                request_id,
+                last_block_incomplete,
+                receipts,
+            } => rlp::encode_list(&[
+                rlp::enc_uint(*request_id),
+                rlp::enc_uint(u64::from(*last_block_incomplete)),
+                rlp::encode_list(receipts),
+            ]),
+            EthMessage::BlockRangeUpdate {
+                earliest,
+                latest,
+                latest_hash,
+            } => rlp::encode_list(&[
+                rlp::enc_uint(*earliest),
+                rlp::enc_uint(*latest),
+                rlp::enc_bytes(latest_hash),
+            ]),
             EthMessage::Ignored { .. } => rlp::encode_list::<Vec<u8>>(&[]),
         }
     }
@@ -314,6 +362,44 @@ impl EthMessage {
                     bodies: raw_items("BlockBodies", body)?,
                 }
             }
+            GET_RECEIPTS if version >= 70 => {
+                let f = rlp::list_exact("GetReceipts (eth/70)", payload, 3)?;
+                if f.len() != 3 {
+                    return Err(Devp2pError::rlp(
+                        "GetReceipts (eth/70)",
+                        "expected [request-id, firstBlockReceiptIndex, hashes]",
+                    ));
+                }
+                EthMessage::GetReceipts70 {
+                    request_id: rlp::uint("GetReceipts request id", f[0])?,
+                    first_block_receipt_index: rlp::uint(
+                        "GetReceipts firstBlockReceiptIndex",
+                        f[1],
+                    )?,
+                    hashes: hashes("GetReceipts", f[2])?,
+                }
+            }
+            RECEIPTS if version >= 70 => {
+                let f = rlp::list_exact("Receipts (eth/70)", payload, 3)?;
+                if f.len() != 3 {
+                    return Err(Devp2pError::rlp(
+                        "Receipts (eth/70)",
+                        "expected [request-id, lastBlockIncomplete, lists]",
+                    ));
+                }
+                let flag = rlp::uint("Receipts lastBlockIncomplete", f[1])?;
+                if flag > 1 {
+                    return Err(Devp2pError::rlp(
+                        "Receipts lastBlockIncomplete",
+                        format!("{flag} is neither 0 nor 1"),
+                    ));
+                }
+                EthMessage::Receipts70 {
+                    request_id: rlp::uint("Receipts request id", f[0])?,
+                    last_block_incomplete: flag == 1,
+                    receipts: raw_items("Receipts", f[2])?,
+                }
+            }
             GET_RECEIPTS => {
                 let (request_id, body) = req("GetReceipts", payload)?;
                 EthMessage::GetReceipts {
@@ -348,10 +434,85 @@ impl EthMessage {
             | NEW_POOLED_TRANSACTION_HASHES
             | GET_POOLED_TRANSACTIONS
             | POOLED_TRANSACTIONS => EthMessage::Ignored { id },
-            BLOCK_RANGE_UPDATE if version >= 69 => EthMessage::Ignored { id },
+            BLOCK_RANGE_UPDATE if version >= 69 => {
+                let f = rlp::list_exact("BlockRangeUpdate", payload, 3)?;
+                if f.len() != 3 {
+                    return Err(Devp2pError::rlp(
+                        "BlockRangeUpdate",
+                        "expected [earliest, latest, latest-hash]",
+                    ));
+                }
+                EthMessage::BlockRangeUpdate {
+                    earliest: rlp::uint("BlockRangeUpdate earliest", f[0])?,
+                    latest: rlp::uint("BlockRangeUpdate latest", f[1])?,
+                    latest_hash: rlp::fixed::<32>("BlockRangeUpdate latest hash", f[2])?,
+                }
+            }
             other => return Err(Devp2pError::UnknownMessageId { id: other }),
         })
     }
+}
+
+/// Serve an eth/70 Receipts answer (EIP-7975) from whole per-block receipt lists (eth/69
+/// form, one RLP list per block): the first block's receipts before
+/// `first_block_receipt_index` are left out, and lists are added until their receipts reach
+/// `limit_bytes`. A block whose receipts would pass the limit is cut after the last receipt
+/// that fits and the answer says `last_block_incomplete`; at least one receipt is always
+/// sent so a client makes progress. Returns the lists and the flag.
+pub fn split_receipts_eth70(
+    lists: &[Vec<u8>],
+    first_block_receipt_index: u64,
+    limit_bytes: usize,
+) -> Result<(Vec<Vec<u8>>, bool)> {
+    let mut out = Vec::with_capacity(lists.len());
+    let mut size = 0usize;
+    let mut sent = 0usize;
+    for (b, raw) in lists.iter().enumerate() {
+        let (items, _) = rlp::list("receipt list", raw, usize::MAX)?;
+        let skip = if b == 0 {
+            usize::try_from(first_block_receipt_index).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        let rest = items.get(skip..).unwrap_or(&[]);
+        let whole: usize = rest.iter().map(|r| r.len()).sum();
+        if size + whole <= limit_bytes || (sent == 0 && rest.is_empty()) {
+            size += whole;
+            sent += rest.len();
+            out.push(if skip == 0 {
+                raw.clone()
+            } else {
+                rlp::encode_list(rest)
+            });
+            continue;
+        }
+        // This block does not fit whole: cut it, or stop before it at a block boundary.
+        let mut taken = 0usize;
+        for r in rest {
+            if size + r.len() > limit_bytes && sent > 0 {
+                break;
+            }
+            size += r.len();
+            sent += 1;
+            taken += 1;
+        }
+        if taken > 0 {
+            out.push(rlp::encode_list(&rest[..taken]));
+            return Ok((out, taken < rest.len()));
+        }
+        return Ok((out, false));
+    }
+    Ok((out, false))
+}
+
+/// One receipt list from a block's partial lists (eth/70 continuations), in order.
+pub fn join_receipt_lists(parts: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let mut all: Vec<&[u8]> = Vec::new();
+    for p in parts {
+        let (items, _) = rlp::list("receipt list", p, usize::MAX)?;
+        all.extend(items);
+    }
+    Ok(rlp::encode_list(&all))
 }
 
 #[cfg(test)]
@@ -433,6 +594,41 @@ mod tests {
         for m in msgs {
             assert_eq!(EthMessage::decode(66, m.id(), &m.encode()).unwrap(), m);
         }
+        for m in [
+            EthMessage::GetReceipts70 {
+                request_id: 4,
+                first_block_receipt_index: 3,
+                hashes: vec![[5; 32], [6; 32]],
+            },
+            EthMessage::Receipts70 {
+                request_id: 4,
+                last_block_incomplete: true,
+                receipts: vec![rlp::encode_list(&[rlp::enc_uint(1)])],
+            },
+            EthMessage::BlockRangeUpdate {
+                earliest: 0,
+                latest: 77,
+                latest_hash: [7; 32],
+            },
+        ] {
+            assert_eq!(EthMessage::decode(70, m.id(), &m.encode()).unwrap(), m);
+        }
+        // eth/69 keeps the old receipts shapes; a bad flag is refused.
+        let r69 = EthMessage::Receipts {
+            request_id: 2,
+            receipts: vec![rlp::encode_list::<Vec<u8>>(&[])],
+        };
+        assert_eq!(
+            EthMessage::decode(69, RECEIPTS, &r69.encode()).unwrap(),
+            r69
+        );
+        let bad = rlp::encode_list(&[
+            rlp::enc_uint(1),
+            rlp::enc_uint(2),
+            rlp::encode_list::<Vec<u8>>(&[]),
+        ]);
+        assert!(EthMessage::decode(70, RECEIPTS, &bad).is_err());
+        assert!(EthMessage::decode(70, GET_RECEIPTS, &r69.encode()).is_err());
         assert!(matches!(
             EthMessage::decode(68, GET_NODE_DATA, &[0xc0]),
             Err(Devp2pError::UnknownMessageId { .. })
@@ -443,5 +639,46 @@ mod tests {
                 id: NEW_BLOCK_HASHES
             }
         );
+    }
+
+    fn receipt(i: u8, len: usize) -> Vec<u8> {
+        rlp::enc_bytes(&vec![i; len])
+    }
+
+    #[test]
+    fn eth70_partial_receipts_split_and_join() {
+        // Three blocks of 3, 0 and 4 receipts of 11 bytes each (10 + header).
+        let blocks: Vec<Vec<Vec<u8>>> = vec![
+            (0..3).map(|i| receipt(i, 10)).collect(),
+            vec![],
+            (0..4).map(|i| receipt(10 + i, 10)).collect(),
+        ];
+        let lists: Vec<Vec<u8>> = blocks.iter().map(|b| rlp::encode_list(b)).collect();
+        // Everything fits.
+        let (out, inc) = split_receipts_eth70(&lists, 0, 1000).unwrap();
+        assert_eq!((out.clone(), inc), (lists.clone(), false));
+        // 5 receipts fit: block 0 whole, block 1 (empty), block 2 cut after 2.
+        let (out, inc) = split_receipts_eth70(&lists, 0, 55).unwrap();
+        assert!(inc);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2], rlp::encode_list(&blocks[2][..2]));
+        // The client continues block 2 from receipt 2 and joins the parts.
+        let (more, inc2) = split_receipts_eth70(&lists[2..], 2, 55).unwrap();
+        assert!(!inc2);
+        assert_eq!(more, vec![rlp::encode_list(&blocks[2][2..])]);
+        assert_eq!(
+            join_receipt_lists(&[out[2].clone(), more[0].clone()]).unwrap(),
+            lists[2]
+        );
+        // A limit below one receipt still sends one.
+        let (out, inc) = split_receipts_eth70(&lists, 0, 1).unwrap();
+        assert_eq!((out, inc), (vec![rlp::encode_list(&blocks[0][..1])], true));
+        // Cut exactly at a block boundary: no flag, the next block is left for later.
+        let (out, inc) = split_receipts_eth70(&lists, 0, 33).unwrap();
+        assert!(!inc);
+        assert_eq!(out, lists[..2].to_vec());
+        // An index past the block's receipts leaves its list empty.
+        let (out, _) = split_receipts_eth70(&lists[..1], 9, 1000).unwrap();
+        assert_eq!(out, vec![rlp::encode_list::<Vec<u8>>(&[])]);
     }
 }

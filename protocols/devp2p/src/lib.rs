@@ -1,4 +1,4 @@
-//! Sans-IO devp2p: RLPx ECIES handshake, framing and MACs, Hello, eth/66-69 and snap/1 messages.
+//! Sans-IO devp2p: RLPx ECIES handshake, framing and MACs, Hello, eth/66-70 and snap/1 messages.
 //!
 //! Bytes in, typed values or typed errors out; no sockets, files or runtime.
 //! - [`handshake::Handshake`]: auth/ack (plain and EIP-8) → [`handshake::Secrets`]

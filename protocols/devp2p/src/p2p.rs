@@ -45,7 +45,7 @@ impl std::fmt::Display for Capability {
 pub fn protocol_length(name: &str, version: u64) -> Option<u64> {
     match (name, version) {
         ("eth", 66..=68) => Some(17),
-        ("eth", 69) => Some(18),
+        ("eth", 69 | 70) => Some(18),
         ("snap", 1) => Some(8),
         _ => None,
     }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -12,8 +12,9 @@ use serde_json::json;
 use crate::eth::net::chain::{Profile, RawChain};
 use crate::eth::net::chainspec::{chain_status, genesis_status, ChainSpec};
 use crate::eth::net::engine_serve::EngineResponder;
+use crate::eth::net::live::{BlockProducer, LiveChain, LiveResponder};
 use crate::eth::net::node_key;
-use crate::eth::net::server::{resolve_listen, serve, ServeConfig};
+use crate::eth::net::server::{resolve_listen, serve_notify, ServeConfig};
 use crate::eth::net::sync_net::{NetSyncConfig, NetSyncReport};
 use crate::eth::net::sync_sharded::{run_sync_sharded_with, SyncExtras};
 use crate::eth::net::{LocalNode, NetConfig};
@@ -25,7 +26,7 @@ use catchup_devp2p::secp256k1::SecretKey;
 
 use crate::node::opts::GlobalOpts;
 
-/// Serve a chain (and its state) to other nodes over RLPx: eth/66–69 (headers, bodies,
+/// Serve a chain (and its state) to other nodes over RLPx: eth/66–70 (headers, bodies,
 /// receipts when known, node data) and snap/1, on every shard of the listen address.
 /// Prints this node's enode URL on stdout, then runs until SIGINT/SIGTERM.
 #[derive(Args, Debug, Clone)]
@@ -96,9 +97,50 @@ pub struct ServeArgs {
     /// A peer that sends nothing for this long is dropped.
     #[arg(long, default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
-    /// Print JSON lines instead of text.
+    /// Print JSON lines instead of text (with --grow-every-ms, one line per new head).
     #[arg(long)]
     pub json: bool,
+    /// Make the generated chain (--generate-accounts) live: append a generated block every
+    /// MS milliseconds (transfers, new accounts, storage writes and deletions, contract
+    /// creations, with transactions and receipts). eth/69+ peers are sent BlockRangeUpdate
+    /// as the head moves.
+    #[arg(long, value_name = "MS", requires = "generate_accounts")]
+    pub grow_every_ms: Option<u64>,
+    /// States kept for a live chain: those of the last N blocks, as geth keeps 128. State
+    /// requests (snap ranges, trie nodes, node data) for an older root get empty answers.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub state_history: usize,
+    /// Protocols offered, comma separated (e.g. `eth/69,eth/70,snap/1` as geth 1.17);
+    /// default eth/66–70 and snap/1.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub protocols: Vec<String>,
+    /// A live chain sends eth/69+ peers a BlockRangeUpdate each time its head moved this
+    /// many blocks (geth sends one every 32).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub block_range_every: u64,
+    /// Receipts bytes per eth/70 Receipts answer; a block's receipts past it continue in
+    /// the next answer (EIP-7975).
+    #[arg(long, value_name = "BYTES")]
+    pub receipts_response_bytes: Option<usize>,
+}
+
+/// The capabilities of `--protocols` (`name/version`, known versions only).
+pub fn parse_protocols(list: &[String]) -> anyhow::Result<Vec<catchup_devp2p::p2p::Capability>> {
+    let mut out = Vec::new();
+    for p in list.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (name, version) = p
+            .split_once('/')
+            .and_then(|(n, v)| Some((n, v.parse::<u64>().ok()?)))
+            .with_context(|| format!("--protocols: `{p}` is not NAME/VERSION (e.g. eth/69)"))?;
+        if catchup_devp2p::p2p::protocol_length(name, version).is_none() {
+            bail!("--protocols: {p} is not spoken here (eth/66 to eth/70, snap/1)");
+        }
+        out.push(catchup_devp2p::p2p::Capability::new(name, version));
+    }
+    if !out.iter().any(|c| c.name == "eth") {
+        bail!("--protocols must name an eth version (e.g. eth/69,eth/70,snap/1)");
+    }
+    Ok(out)
 }
 
 /// Sync a chain and its state from peers over RLPx with the fast or snap engines, storing
@@ -174,6 +216,46 @@ pub struct SyncArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The block whose state and chain are wanted (0x-prefixed hash), trusted instead of
+    /// the peers' vote: its header is fetched from the peers by hash and checked, it
+    /// becomes the pivot, and the header chain is verified back from it. Without this or
+    /// --authrpc the pivot is what several peers agree on, and the head is reported as not
+    /// trusted.
+    #[arg(long, value_name = "HASH", conflicts_with = "authrpc")]
+    pub sync_target: Option<String>,
+    /// Serve the Engine API (JSON-RPC over HTTP, JWT-authenticated) at this address, e.g.
+    /// 127.0.0.1:8551, for a consensus client: its newest forkchoice head becomes the sync
+    /// target. It is answered SYNCING while the sync runs.
+    #[arg(long, value_name = "ADDR")]
+    pub authrpc: Option<SocketAddr>,
+    /// File with the hex-encoded 32-byte secret shared with the consensus client (as geth's
+    /// and the consensus clients' --jwt-secret). Without it, DATADIR/jwt.hex is used, and
+    /// created with a new random secret when missing.
+    #[arg(long, value_name = "FILE", requires = "authrpc")]
+    pub jwt_secret: Option<PathBuf>,
+    /// Which block of the consensus client's forkchoice is synced: its head, or its
+    /// finalized block.
+    #[arg(long, value_enum, default_value_t = TargetFrom::Head, requires = "authrpc")]
+    pub sync_target_from: TargetFrom,
+    /// How long the sync waits for its target (the consensus client's first forkchoice, or
+    /// a peer holding the target's header) before it stops and says so.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    pub target_timeout_s: u64,
+}
+
+/// Which block of the forkchoice becomes the sync target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetFrom {
+    Head,
+    Finalized,
+}
+
+/// Parse a 0x-prefixed 32-byte hash given to `flag`.
+fn parse_hash(flag: &str, h: &str) -> anyhow::Result<catchup_eth::B256> {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(h.strip_prefix("0x").unwrap_or(h), &mut b)
+        .map_err(|e| anyhow::anyhow!("{flag} {h}: not a 32-byte hex block hash ({e})"))?;
+    Ok(catchup_eth::B256::from(b))
 }
 
 fn genesis_hash(path: &Path) -> anyhow::Result<[u8; 32]> {
@@ -217,6 +299,16 @@ type Served = (
     crate::eth::net::eth_peer::StatusInfo,
 );
 
+/// One JSON line naming a live chain's head.
+fn head_line(l: &LiveChain, genesis: [u8; 32], network_id: u64) -> serde_json::Value {
+    let h = l.head();
+    let kept: Vec<&(u64, catchup_eth::B256)> = l.kept().collect();
+    json!({"event": "head", "head_number": h.number, "head_hash": format!("{}", h.hash),
+           "state_root": format!("{}", h.state_root), "genesis_hash": format!("0x{}", hex::encode(genesis)),
+           "network_id": network_id, "accounts": l.accounts(), "nodes_held": l.nodes_held(),
+           "oldest_state_block": kept.first().map(|k| k.0), "states_kept": kept.len()})
+}
+
 /// A generated chain (genesis included, every block over the generated state) on a chain
 /// without forks whose chain id is `--network-id`.
 fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
@@ -252,6 +344,22 @@ fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
 }
 
 pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&a.state_history),
+        "--state-history must be in 1..=1000000"
+    );
+    if let Some(ms) = a.grow_every_ms {
+        anyhow::ensure!(ms >= 1, "--grow-every-ms must be at least 1");
+        anyhow::ensure!(
+            a.profile == Profile::Honest,
+            "--profile goes with a static chain; drop it or --grow-every-ms"
+        );
+    }
+    let capabilities = if a.protocols.is_empty() {
+        None
+    } else {
+        Some(parse_protocols(&a.protocols)?)
+    };
     let (shown, chain, state, status) = if let Some(accounts) = a.generate_accounts {
         generated_chain(a, accounts)?
     } else if let (None, true, Some(dd)) = (&a.chain, a.era1.is_empty(), &a.datadir) {
@@ -330,21 +438,34 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         (Shown::of(&raw, genesis), Arc::new(data), None, status)
     };
     let key = node_key(a.datadir.as_deref())?;
-    let local = LocalNode::new(key);
+    let local = match capabilities {
+        Some(c) => LocalNode::with_capabilities(key, c),
+        None => LocalNode::new(key),
+    };
+    let (live, producer) = match (a.grow_every_ms, &state) {
+        (Some(_), Some(st)) => {
+            let (l, p) = LiveChain::new((*chain).clone(), st, a.state_history, a.seed);
+            (Some(Arc::new(RwLock::new(l))), Some(p))
+        }
+        _ => (None, None),
+    };
     // Held until this function returns: no other process can take the port meanwhile.
     let claim = resolve_listen(a.listen)?;
     let listen = claim.addr;
     let enode = local.enode(listen);
+    // Printed once a shard listens: a script that reads the enode can dial at once.
+    let mut stdout_line = String::new();
+    let mut stderr_lines = Vec::new();
     if a.json {
-        println!(
-            "{}",
-            json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
+        stdout_line = json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
                    "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head().state_root), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
-                   "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards})
-        );
+                   "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
+                   "protocols": local.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                   "grow_every_ms": a.grow_every_ms, "state_history": a.state_history})
+        .to_string();
     } else {
-        println!("{enode}");
-        eprintln!(
+        stdout_line.push_str(&enode);
+        stderr_lines.push(format!(
             "serving blocks {}..={} (head 0x{}), state {}, fork id {}, profile {}, {} shard(s)",
             shown.base,
             shown.head_number,
@@ -353,48 +474,104 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             status.fork_id,
             format!("{:?}", a.profile).to_lowercase(),
             a.shards
-        );
+        ));
         if a.genesis.is_none() {
             // A chain without forks: its genesis hash and network id are all a sync needs.
-            eprintln!(
+            stderr_lines.push(format!(
                 "sync from it: catchup eth sync --peer {enode} --genesis-hash 0x{} --network-id {} --datadir DIR",
                 hex::encode(shown.genesis),
                 status.network_id
-            );
+            ));
         }
     }
     use std::io::Write;
-    let _ = std::io::stdout().flush();
     let net = NetConfig {
         handshake_timeout_ms: a.handshake_timeout_ms,
         idle_timeout_ms: a.idle_timeout_ms,
         listen_port: listen.port(),
         ..NetConfig::default()
     };
+    let network_id = status.network_id;
     let cfg = ServeConfig {
         listen,
         shards: a.shards,
         max_peers_per_shard: a.max_peers,
         net,
         status,
+        receipts_limit_bytes: a.receipts_response_bytes,
     };
     let (profile, slow) = (a.profile, a.slow_delay_ms);
     let rc = crate::node::opts::runtime_config(_global, Some(a.shards.max(1)), None)?;
-    let stats = serve(
-        cfg,
-        local,
-        move |shard| {
-            let mut r = EngineResponder::new(
-                ServingPeer::new(chain.clone(), state.clone()),
-                profile,
-                1 + shard as u64,
-            );
-            r.slow_delay_ms = slow;
-            r
-        },
-        rc,
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first shard listening announces the node, then the chain starts to grow.
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<usize>();
+    let grow = match (&live, producer, a.grow_every_ms) {
+        (Some(l), Some(p), Some(ms)) => Some((l.clone(), p, ms)),
+        _ => None,
+    };
+    let (json_out, genesis, stop2) = (a.json, shown.genesis, stop.clone());
+    let announcer = std::thread::Builder::new()
+        .name("serve-ready".into())
+        .spawn(move || -> Option<std::thread::JoinHandle<()>> {
+            bound_rx.recv().ok()?;
+            let _ = writeln!(std::io::stdout(), "{stdout_line}");
+            let _ = std::io::stdout().flush();
+            for l in stderr_lines {
+                eprintln!("{l}");
+            }
+            let (l, p, ms) = grow?;
+            match spawn_grower(l, p, ms, json_out, genesis, network_id, stop2) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    None
+                }
+            }
+        })
+        .context("starting the announcing thread")?;
+    let listening = move |_shard: usize| {
+        let _ = bound_tx.send(0);
+    };
+    let stats = match &live {
+        Some(l) => {
+            // The live chain holds its own copy of both.
+            drop((chain, state));
+            let l = l.clone();
+            let step = a.block_range_every.max(1);
+            serve_notify(
+                cfg,
+                local,
+                move |_| LiveResponder {
+                    live: l.clone(),
+                    range_step: step,
+                },
+                rc,
+                stop.clone(),
+                listening,
+            )
+        }
+        None => serve_notify(
+            cfg,
+            local,
+            move |shard| {
+                let mut r = EngineResponder::new(
+                    ServingPeer::new(chain.clone(), state.clone()),
+                    profile,
+                    1 + shard as u64,
+                );
+                r.slow_delay_ms = slow;
+                r
+            },
+            rc,
+            stop.clone(),
+            listening,
+        ),
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(Some(g)) = announcer.join() {
+        let _ = g.join();
+    }
+    let stats = stats?;
     drop(claim);
     if a.json {
         // stdout may be closed by now (a parent that only read the enode): not an error.
@@ -412,6 +589,57 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Append a block to `live` every `every_ms` until `stop`, naming each new head (a JSON
+/// line on stdout with `json`, a log line otherwise).
+fn spawn_grower(
+    live: Arc<RwLock<LiveChain>>,
+    mut producer: BlockProducer,
+    every_ms: u64,
+    json_out: bool,
+    genesis: [u8; 32],
+    network_id: u64,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    std::thread::Builder::new()
+        .name("serve-grow".into())
+        .spawn(move || {
+            let every = std::time::Duration::from_millis(every_ms);
+            let mut next = std::time::Instant::now() + every;
+            while !stop.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                if now < next {
+                    std::thread::sleep((next - now).min(std::time::Duration::from_millis(50)));
+                    continue;
+                }
+                // A block that took longer than the interval delays the next; no bursts.
+                next = (next + every).max(now);
+                // The block's tries are built under the read lock (serving goes on); the
+                // write lock is held only to add it.
+                let block = {
+                    let Ok(l) = live.read() else { return };
+                    producer.prepare(l.store())
+                };
+                let (line, changes) = {
+                    let Ok(mut l) = live.write() else { return };
+                    let changes = l.append(block);
+                    (head_line(&l, genesis, network_id), changes)
+                };
+                if json_out {
+                    let mut line = line;
+                    line["changes"] = json!(changes);
+                    // A reader that went away is not a reason to stop the chain.
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                    let _ = std::io::stdout().flush();
+                } else {
+                    tracing::info!(head = %line["head_number"], hash = %line["head_hash"], state_root = %line["state_root"], oldest_state = %line["oldest_state_block"], "new head");
+                }
+            }
+        })
+        .context("starting the block producer thread")
 }
 
 pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -445,7 +673,49 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         shard_dirs.push(dd.subdir(&format!("shard-{i}"))?);
     }
     let key = node_key::load_or_create(&a.datadir)?;
+    let sync_target = a
+        .sync_target
+        .as_deref()
+        .map(|h| parse_hash("--sync-target", h))
+        .transpose()?;
+    // Held until the sync ends: the Engine API's port.
+    let mut _authrpc_claim = None;
+    let authrpc = match a.authrpc {
+        Some(addr) => {
+            let claim = crate::node::listen::claim_tcp(addr, "--authrpc")?;
+            let (secret, created) =
+                crate::eth::engine_api::server::secret_for(a.jwt_secret.as_deref(), dd.path())?;
+            if let Some(p) = created {
+                eprintln!(
+                    "no --jwt-secret given: wrote a new secret to {}; give the consensus client the same file (its --jwt-secret)",
+                    p.display()
+                );
+            }
+            let api = crate::eth::engine_api::AuthRpc {
+                addr: claim.addr,
+                secret,
+                from_finalized: a.sync_target_from == TargetFrom::Finalized,
+                chain_id: spec.chain_id,
+            };
+            _authrpc_claim = Some(claim);
+            Some(api)
+        }
+        None => None,
+    };
+    let target_source = match (sync_target, &authrpc) {
+        (Some(_), _) => crate::eth::sync::config::TargetSource::SyncTarget,
+        (None, Some(_)) => crate::eth::sync::config::TargetSource::EngineApi,
+        (None, None) => crate::eth::sync::config::TargetSource::PeerVote,
+    };
+    match (sync_target, &authrpc) {
+        (Some(t), _) => tracing::info!(target = %t, "sync target given by --sync-target (trusted); its header is fetched by hash"),
+        (None, Some(api)) => tracing::info!(addr = %api.addr, "sync target from the consensus client's forkchoice over the Engine API (trusted); waiting for its first forkchoiceUpdated"),
+        (None, None) => tracing::warn!("no --sync-target or --authrpc: the pivot is what the peers agree on; the head is NOT trusted (peers can agree on a false chain)"),
+    }
     let sync = SyncConfig {
+        target_source,
+        sync_target,
+        target_timeout_ms: a.target_timeout_s.max(1).saturating_mul(1000),
         mode: a.mode,
         pivot_distance: a.pivot_distance,
         pivot_agreement: a
@@ -478,6 +748,7 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         shard_dirs: Some(shard_dirs),
         progress_every_ms: a.progress_every_ms,
         bar: Some(bar.clone()),
+        authrpc,
         ..SyncExtras::default()
     };
     let report: NetSyncReport = run_sync_sharded_with(
@@ -505,10 +776,27 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"ok": ok, "report": report}))?
+            serde_json::to_string_pretty(&json!({
+                "ok": ok,
+                "pivot_block": report.status.pivot_block,
+                "state_root": report.state_root,
+                "head_hash": report.status.head_hash.as_ref().or(report.head_hash.as_ref()),
+                "target": report.status.target,
+                "head_trusted": report.status.head_trusted,
+                "report": report
+            }))?
         );
     } else {
         println!("mode:        {}", report.mode);
+        println!(
+            "target:      {} (head {})",
+            report.status.target,
+            if report.status.target != "peer-vote" {
+                "trusted"
+            } else {
+                "not trusted: agreed by peers"
+            }
+        );
         println!(
             "finished:    {}{}",
             report.finished,

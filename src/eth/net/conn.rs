@@ -60,9 +60,16 @@ impl LocalNode {
                 Capability::new("eth", 67),
                 Capability::new("eth", 68),
                 Capability::new("eth", 69),
+                Capability::new("eth", 70),
                 Capability::new("snap", 1),
             ],
         }
+    }
+
+    /// This node offering only `capabilities` (for example geth 1.17's `eth/69`,
+    /// `eth/70`, `snap/1`).
+    pub fn with_capabilities(key: SecretKey, capabilities: Vec<Capability>) -> Self {
+        LocalNode { key, capabilities }
     }
 
     pub fn id(&self) -> [u8; 64] {
@@ -348,6 +355,11 @@ impl PeerConn {
             });
         }
         Ok(pc)
+    }
+
+    /// The longest wait for a message once connected.
+    pub fn idle_timeout_ms(&self) -> u64 {
+        self.idle_timeout_ms
     }
 
     /// The negotiated capability with this name.

@@ -42,6 +42,7 @@ pub fn spawn_serving_peers<S: Fn() -> bool + Clone + 'static>(
             max_peers_per_shard: 8,
             net: NetConfig::default(),
             status: status.clone(),
+            receipts_limit_bytes: None,
         });
         let mut responder = EngineResponder::new(
             ServingPeer::new(chain.clone(), state.cloned()),

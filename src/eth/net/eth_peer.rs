@@ -16,6 +16,19 @@ pub trait Responder {
     /// The answer (carrying the request's id) and how long to hold it back (ms); `None`
     /// leaves the request unanswered.
     fn respond(&self, req: &Wire) -> (Option<Wire>, u64);
+
+    /// The blocks served now, `(earliest, latest, latest hash)`, when they move (a live
+    /// chain): Status carries them and eth/69+ peers are sent BlockRangeUpdate as they
+    /// change. `None` for a chain that does not move.
+    fn block_range(&self) -> Option<(u64, u64, [u8; 32])> {
+        None
+    }
+
+    /// Blocks the head moves before a BlockRangeUpdate is sent (geth: 32); a head that
+    /// moves back is announced at once.
+    fn block_range_step(&self) -> u64 {
+        1
+    }
 }
 
 /// Answers every request with an empty list (a node that serves nothing).
@@ -103,6 +116,25 @@ pub struct PeerStats {
     pub bytes_received: u64,
 }
 
+/// Default size of the receipts in one eth/70 Receipts answer (a block's receipts past it
+/// are continued in the next request, EIP-7975).
+pub const RECEIPTS_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
+/// Most continuation requests for one block's receipts (eth/70).
+pub const MAX_RECEIPT_CONTINUATIONS: usize = 1024;
+/// Most bytes of one block's receipts gathered over continuations (eth/70); EIP-7975
+/// bounds a block's logs by its gas limit (gas / 8 bytes), far below this.
+pub const MAX_BLOCK_RECEIPTS_BYTES: usize = 64 * 1024 * 1024;
+/// How often a serving connection looks for a new head to announce (BlockRangeUpdate).
+const RANGE_CHECK_MS: u64 = 100;
+
+/// The blocks a peer says it serves (eth/69 Status and BlockRangeUpdate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRange {
+    pub earliest: u64,
+    pub latest: u64,
+    pub latest_hash: [u8; 32],
+}
+
 /// An eth (+snap) peer.
 pub struct EthPeer {
     pub conn: PeerConn,
@@ -112,6 +144,12 @@ pub struct EthPeer {
     pub status: Status,
     next_request_id: u64,
     pub stats: PeerStats,
+    /// The peer's served range: from its eth/69+ Status, then its BlockRangeUpdates.
+    range: Option<BlockRange>,
+    /// The range last announced to the peer (serving side).
+    announced: Option<(u64, [u8; 32])>,
+    /// Receipts bytes per eth/70 Receipts answer.
+    pub receipts_limit_bytes: usize,
 }
 
 impl std::fmt::Debug for EthPeer {
@@ -144,11 +182,25 @@ impl EthPeer {
     ) -> Result<EthPeer, NetError> {
         let peer = conn.peer;
         let Some(eth) = conn.capability("eth").cloned() else {
+            let theirs: Vec<String> = conn
+                .remote_hello
+                .capabilities
+                .iter()
+                .filter(|c| c.name == "eth")
+                .map(|c| c.to_string())
+                .collect();
+            let detail = if theirs.is_empty() {
+                "eth not shared: it offers no eth version".to_string()
+            } else if !theirs.iter().any(|c| c == "eth/66") {
+                format!(
+                    "eth not shared: it offers {} and no eth/66 (GetNodeData, which --mode fast needs); use --mode snap",
+                    theirs.join(", ")
+                )
+            } else {
+                format!("eth not shared: it offers {}", theirs.join(", "))
+            };
             let _ = conn.disconnect(DisconnectReason::UselessPeer).await;
-            return Err(NetError::Useless {
-                peer,
-                detail: "eth not shared".into(),
-            });
+            return Err(NetError::Useless { peer, detail });
         };
         let snap = conn.capability("snap").cloned();
         conn.send(eth.offset, &ours.status(eth.version).encode())
@@ -194,6 +246,12 @@ impl EthPeer {
                 detail: reject.to_string(),
             });
         }
+        let range = (eth.version >= 69).then_some(BlockRange {
+            earliest: status.earliest_block,
+            latest: status.latest_block,
+            latest_hash: status.head_hash,
+        });
+        let announced = Some((ours.head_number, ours.head_hash));
         Ok(EthPeer {
             conn,
             eth,
@@ -201,10 +259,25 @@ impl EthPeer {
             status,
             next_request_id: 1,
             stats: PeerStats::default(),
+            range,
+            announced,
+            receipts_limit_bytes: RECEIPTS_RESPONSE_BYTES,
         })
     }
 
-    fn decode(&self, wire_id: u64, payload: &[u8]) -> Result<Incoming, Devp2pError> {
+    /// The blocks the peer serves, `(earliest, latest)`, as its eth/69+ Status and latest
+    /// BlockRangeUpdate say (`None` before eth/69). A request for blocks outside it, or
+    /// for a state older than its head's history, is better sent to another peer.
+    pub fn block_range(&self) -> Option<(u64, u64)> {
+        self.range.map(|r| (r.earliest, r.latest))
+    }
+
+    /// The peer's range with its latest block's hash.
+    pub fn block_range_full(&self) -> Option<BlockRange> {
+        self.range
+    }
+
+    fn decode(&mut self, wire_id: u64, payload: &[u8]) -> Result<Incoming, Devp2pError> {
         let shared = [self.eth.clone()]
             .into_iter()
             .chain(self.snap.clone())
@@ -213,6 +286,30 @@ impl EthPeer {
             Route::P2p(_) => return Ok(Incoming::Other),
             Route::Cap { cap: 0, id } => match EthMessage::decode(self.eth.version, id, payload)? {
                 EthMessage::Ignored { .. } | EthMessage::Status(_) => return Ok(Incoming::Other),
+                EthMessage::BlockRangeUpdate {
+                    earliest,
+                    latest,
+                    latest_hash,
+                } => {
+                    // A range that goes backwards or is empty is ignored, not punished.
+                    if earliest <= latest {
+                        self.range = Some(BlockRange {
+                            earliest,
+                            latest,
+                            latest_hash,
+                        });
+                    }
+                    return Ok(Incoming::Other);
+                }
+                EthMessage::Receipts70 {
+                    request_id,
+                    last_block_incomplete,
+                    receipts,
+                } => Wire::Eth(EthMessage::Receipts70 {
+                    request_id,
+                    last_block_incomplete,
+                    receipts: receipts_from_eth69(&receipts)?,
+                }),
                 EthMessage::Receipts {
                     request_id,
                     receipts,
@@ -237,10 +334,29 @@ impl EthPeer {
             Wire::Eth(EthMessage::Receipts {
                 request_id,
                 receipts,
+            }) if self.eth.version >= 70 => {
+                let m = EthMessage::Receipts70 {
+                    request_id: *request_id,
+                    last_block_incomplete: false,
+                    receipts: receipts_to_eth69(receipts),
+                };
+                (self.eth.offset + m.id(), m.encode())
+            }
+            Wire::Eth(EthMessage::Receipts {
+                request_id,
+                receipts,
             }) if self.eth.version >= 69 => {
                 let m = EthMessage::Receipts {
                     request_id: *request_id,
                     receipts: receipts_to_eth69(receipts),
+                };
+                (self.eth.offset + m.id(), m.encode())
+            }
+            Wire::Eth(EthMessage::GetReceipts { request_id, hashes }) if self.eth.version >= 70 => {
+                let m = EthMessage::GetReceipts70 {
+                    request_id: *request_id,
+                    first_block_receipt_index: 0,
+                    hashes: hashes.clone(),
                 };
                 (self.eth.offset + m.id(), m.encode())
             }
@@ -259,6 +375,16 @@ impl EthPeer {
     }
 
     async fn answer(&mut self, req: &Wire, responder: &dyn Responder) -> Result<(), NetError> {
+        if let Wire::Eth(EthMessage::GetReceipts70 {
+            request_id,
+            first_block_receipt_index,
+            hashes,
+        }) = req
+        {
+            return self
+                .answer_receipts70(*request_id, *first_block_receipt_index, hashes, responder)
+                .await;
+        }
         let (resp, delay_ms) = responder.respond(req);
         if delay_ms > 0 {
             glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
@@ -268,6 +394,94 @@ impl EthPeer {
             self.stats.requests_served += 1;
         }
         Ok(())
+    }
+
+    /// eth/70 GetReceipts: the responder's whole lists, the first block's from the asked
+    /// index on, cut at `receipts_limit_bytes` (EIP-7975).
+    async fn answer_receipts70(
+        &mut self,
+        request_id: u64,
+        first_index: u64,
+        hashes: &[[u8; 32]],
+        responder: &dyn Responder,
+    ) -> Result<(), NetError> {
+        let whole = Wire::Eth(EthMessage::GetReceipts {
+            request_id,
+            hashes: hashes.to_vec(),
+        });
+        let (resp, delay_ms) = responder.respond(&whole);
+        if delay_ms > 0 {
+            glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        let lists = match resp {
+            Some(Wire::Eth(EthMessage::Receipts { receipts, .. })) => receipts_to_eth69(&receipts),
+            Some(_) => Vec::new(),
+            None => return Ok(()),
+        };
+        let (receipts, last_block_incomplete) = catchup_devp2p::eth::split_receipts_eth70(
+            &lists,
+            first_index,
+            self.receipts_limit_bytes,
+        )
+        .unwrap_or_default();
+        let m = EthMessage::Receipts70 {
+            request_id,
+            last_block_incomplete,
+            receipts,
+        };
+        self.conn
+            .send(self.eth.offset + m.id(), &m.encode())
+            .await?;
+        self.stats.requests_served += 1;
+        Ok(())
+    }
+
+    /// Announce our served range to an eth/69+ peer when it moved since the last time.
+    async fn announce_range(&mut self, responder: &dyn Responder) -> Result<(), NetError> {
+        let Some((earliest, latest, latest_hash)) = responder.block_range() else {
+            return Ok(());
+        };
+        if self.eth.version < 69 || self.announced == Some((latest, latest_hash)) {
+            return Ok(());
+        }
+        if let Some((was, _)) = self.announced {
+            if latest >= was && latest - was < responder.block_range_step().max(1) {
+                return Ok(());
+            }
+        }
+        self.announced = Some((latest, latest_hash));
+        let m = EthMessage::BlockRangeUpdate {
+            earliest,
+            latest,
+            latest_hash,
+        };
+        self.conn.send(self.eth.offset + m.id(), &m.encode()).await
+    }
+
+    /// Read for up to `ms` while no request of ours is pending: Pings are answered, the
+    /// peer's requests served from `responder`, its BlockRangeUpdates kept. A quiet peer is
+    /// not an error here.
+    pub async fn idle(&mut self, ms: u64, responder: &dyn Responder) -> Result<(), NetError> {
+        let peer = self.conn.peer;
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        loop {
+            let (id, payload) = match self.conn.recv_until(deadline).await {
+                Ok(m) => m,
+                Err(NetError::Timeout { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            match self.decode(id, &payload) {
+                Ok(Incoming::Request(q)) => self.answer(&q, responder).await?,
+                Ok(_) => self.stats.ignored_messages += 1,
+                Err(source) => {
+                    let _ = self
+                        .conn
+                        .disconnect(DisconnectReason::BreachOfProtocol)
+                        .await;
+                    return Err(NetError::Protocol { peer, source });
+                }
+            }
+        }
     }
 
     /// Allocate a request id.
@@ -286,12 +500,126 @@ impl EthPeer {
         timeout_ms: u64,
         responder: &dyn Responder,
     ) -> Result<Wire, NetError> {
-        let peer = self.conn.peer;
         let rid = self.next_request_id();
         let w = make(rid);
+        if matches!(w, Wire::Eth(EthMessage::GetNodeData { .. })) && self.eth.version != 66 {
+            // Not a message of the negotiated version: sending it would cost the connection.
+            return Err(NetError::Useless {
+                peer: self.conn.peer,
+                detail: format!(
+                    "speaks eth/{}, which has no GetNodeData: --mode fast needs eth/66 peers; use --mode snap",
+                    self.eth.version
+                ),
+            });
+        }
         self.send_wire(&w).await?;
         self.stats.requests_sent += 1;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let resp = self.wait_response(rid, deadline, responder).await?;
+        let Wire::Eth(EthMessage::Receipts70 {
+            request_id,
+            last_block_incomplete,
+            mut receipts,
+        }) = resp
+        else {
+            return Ok(resp);
+        };
+        if last_block_incomplete {
+            let hashes = match &w {
+                Wire::Eth(EthMessage::GetReceipts { hashes, .. }) => hashes.as_slice(),
+                _ => &[],
+            };
+            match receipts.len().checked_sub(1).and_then(|i| hashes.get(i)) {
+                Some(hash) => {
+                    let hash = *hash;
+                    let last = receipts.pop().unwrap_or_default();
+                    if let Some(whole) = self
+                        .continue_receipts(hash, last, deadline, responder)
+                        .await?
+                    {
+                        receipts.push(whole);
+                    }
+                }
+                // More lists than blocks asked for: the surplus is for no block.
+                None => receipts.truncate(hashes.len()),
+            }
+        }
+        Ok(Wire::Eth(EthMessage::Receipts {
+            request_id,
+            receipts,
+        }))
+    }
+
+    /// The rest of one block's receipts after `first` (consensus encoding), asked for from
+    /// where each answer stopped (eth/70). `None` when the peer stops making progress or
+    /// the deadline passes: the caller then has the blocks before it and asks again later.
+    async fn continue_receipts(
+        &mut self,
+        hash: [u8; 32],
+        first: Vec<u8>,
+        deadline: Instant,
+        responder: &dyn Responder,
+    ) -> Result<Option<Vec<u8>>, NetError> {
+        let count = |raw: &[u8]| {
+            catchup_devp2p::rlp::list("receipt list", raw, usize::MAX)
+                .map(|(items, _)| items.len())
+                .unwrap_or(0)
+        };
+        let mut parts = vec![first];
+        let mut have = count(&parts[0]);
+        for _ in 0..MAX_RECEIPT_CONTINUATIONS {
+            let rid = self.next_request_id();
+            let m = EthMessage::GetReceipts70 {
+                request_id: rid,
+                first_block_receipt_index: have as u64,
+                hashes: vec![hash],
+            };
+            self.conn
+                .send(self.eth.offset + m.id(), &m.encode())
+                .await?;
+            self.stats.requests_sent += 1;
+            let resp = match self.wait_response(rid, deadline, responder).await {
+                Ok(r) => r,
+                Err(NetError::Timeout { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let Wire::Eth(EthMessage::Receipts70 {
+                last_block_incomplete,
+                mut receipts,
+                ..
+            }) = resp
+            else {
+                return Ok(None);
+            };
+            let Some(more) = receipts.drain(..).next() else {
+                return Ok(None);
+            };
+            let n = count(&more);
+            if n == 0 && last_block_incomplete {
+                return Ok(None);
+            }
+            have += n;
+            parts.push(more);
+            if parts.iter().map(|p| p.len()).sum::<usize>() > MAX_BLOCK_RECEIPTS_BYTES {
+                tracing::debug!(peer = %self.conn.peer, "one block's receipts past {MAX_BLOCK_RECEIPTS_BYTES} bytes: not continued");
+                return Ok(None);
+            }
+            if !last_block_incomplete {
+                return Ok(catchup_devp2p::eth::join_receipt_lists(&parts).ok());
+            }
+        }
+        Ok(None)
+    }
+
+    /// Wait for the answer to request `rid`, serving the peer's own requests meanwhile. A
+    /// malformed message drops the connection.
+    async fn wait_response(
+        &mut self,
+        rid: u64,
+        deadline: Instant,
+        responder: &dyn Responder,
+    ) -> Result<Wire, NetError> {
+        let peer = self.conn.peer;
         loop {
             let (id, payload) = self.conn.recv_until(deadline).await?;
             self.stats.bytes_received += payload.len() as u64;
@@ -317,11 +645,25 @@ impl EthPeer {
     }
 
     /// Serve the peer's requests until it leaves, goes idle, or misbehaves.
+    /// When the responder's chain moves, eth/69+ peers are sent BlockRangeUpdate.
     pub async fn serve(&mut self, responder: &dyn Responder) -> Result<(), NetError> {
         let peer = self.conn.peer;
+        let idle = Duration::from_millis(self.conn.idle_timeout_ms());
+        let live = responder.block_range().is_some() && self.eth.version >= 69;
+        let mut idle_deadline = Instant::now() + idle;
         loop {
-            let (id, payload) = match self.conn.recv().await {
-                Ok(m) => m,
+            self.announce_range(responder).await?;
+            let deadline = if live {
+                idle_deadline.min(Instant::now() + Duration::from_millis(RANGE_CHECK_MS))
+            } else {
+                idle_deadline
+            };
+            let (id, payload) = match self.conn.recv_until(deadline).await {
+                Ok(m) => {
+                    idle_deadline = Instant::now() + idle;
+                    m
+                }
+                Err(NetError::Timeout { .. }) if Instant::now() < idle_deadline => continue,
                 Err(e @ NetError::Timeout { .. }) => {
                     tracing::debug!(%peer, "dropping idle peer");
                     let _ = self.conn.disconnect(DisconnectReason::Timeout).await;

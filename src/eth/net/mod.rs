@@ -15,6 +15,7 @@ pub mod devnet;
 pub mod download;
 pub mod engine_serve;
 pub mod eth_peer;
+pub mod live;
 pub mod node_key;
 pub mod server;
 pub mod sync_net;

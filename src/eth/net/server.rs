@@ -23,6 +23,9 @@ pub struct ServeConfig {
     pub max_peers_per_shard: usize,
     pub net: NetConfig,
     pub status: StatusInfo,
+    /// Receipts bytes per eth/70 Receipts answer (default
+    /// [`super::eth_peer::RECEIPTS_RESPONSE_BYTES`]).
+    pub receipts_limit_bytes: Option<usize>,
 }
 
 /// Per-shard counters of a serving node.
@@ -52,6 +55,28 @@ pub async fn accept_loop<R: Responder + 'static>(
     responder: Rc<R>,
     shutting_down: impl Fn() -> bool,
 ) -> anyhow::Result<ServeStats> {
+    accept_loop_notify(
+        shard_label,
+        listen,
+        local,
+        cfg,
+        responder,
+        shutting_down,
+        || {},
+    )
+    .await
+}
+
+/// [`accept_loop`], calling `listening` once the shard listens.
+pub async fn accept_loop_notify<R: Responder + 'static>(
+    shard_label: usize,
+    listen: SocketAddr,
+    local: Rc<LocalNode>,
+    cfg: Rc<ServeConfig>,
+    responder: Rc<R>,
+    shutting_down: impl Fn() -> bool,
+    listening: impl FnOnce(),
+) -> anyhow::Result<ServeStats> {
     let sid = catchup_shards::ShardId(shard_label);
     let m_accepted = catchup_shards::metrics::counter(
         "p2p_peers_accepted_total",
@@ -69,6 +94,7 @@ pub async fn accept_loop<R: Responder + 'static>(
     );
     let listener = TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("shard {shard_label}: binding {listen}: {e}"))?;
+    listening();
     let active = Rc::new(Cell::new(0usize));
     let stats = Rc::new(Cell::new(ServeStats::default()));
     let bump = |stats: &Rc<Cell<ServeStats>>, f: &dyn Fn(&mut ServeStats)| {
@@ -139,7 +165,16 @@ pub async fn accept_loop<R: Responder + 'static>(
             let r: Result<u64, NetError> = async {
                 let conn = PeerConn::accept(stream, &local, &cfg.net).await?;
                 let client = conn.remote_hello.client_id.clone();
-                let mut peer = EthPeer::handshake(conn, &cfg.status).await?;
+                // A live chain's Status names its head of now.
+                let mut status = cfg.status.clone();
+                if let Some((_, latest, hash)) = responder.block_range() {
+                    status.head_number = latest;
+                    status.head_hash = hash;
+                }
+                let mut peer = EthPeer::handshake(conn, &status).await?;
+                if let Some(limit) = cfg.receipts_limit_bytes {
+                    peer.receipts_limit_bytes = limit;
+                }
                 tracing::info!(shard = shard_label, peer = %peer.conn.peer, %client, eth = peer.eth.version, "peer connected");
                 let end = peer.serve(responder.as_ref()).await;
                 let served = peer.stats.requests_served;
@@ -184,23 +219,46 @@ where
     R: Responder + 'static,
     F: Fn(usize) -> R + Send + Sync + Clone + 'static,
 {
+    serve_notify(cfg, local, make_responder, rc, shutdown, |_| {})
+}
+
+/// [`serve`], calling `listening(shard)` as each shard starts listening.
+pub fn serve_notify<R, F, L>(
+    cfg: ServeConfig,
+    local: LocalNode,
+    make_responder: F,
+    rc: RuntimeConfig,
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+    listening: L,
+) -> anyhow::Result<Vec<ServeStats>>
+where
+    R: Responder + 'static,
+    F: Fn(usize) -> R + Send + Sync + Clone + 'static,
+    L: Fn(usize) + Send + Sync + Clone + 'static,
+{
     let mut rc = rc;
     rc.name = "serve".into();
     let cfg = Arc::new(cfg);
     let local = Arc::new(local);
     let results = run_with_flag::<(), _, _, _>(&rc, shutdown, move |shard: Shard<()>| {
-        let (cfg, local, make_responder) = (cfg.clone(), local.clone(), make_responder.clone());
+        let (cfg, local, make_responder, listening) = (
+            cfg.clone(),
+            local.clone(),
+            make_responder.clone(),
+            listening.clone(),
+        );
         async move {
             let id = shard.id().0;
             let responder = Rc::new(make_responder(id));
             let sh = shard.clone();
-            accept_loop(
+            accept_loop_notify(
                 id,
                 cfg.listen,
                 Rc::new((*local).clone()),
                 Rc::new((*cfg).clone()),
                 responder,
                 move || sh.shutting_down(),
+                move || listening(id),
             )
             .await
             .map_err(|e| e.to_string())

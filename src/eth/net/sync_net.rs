@@ -46,6 +46,10 @@ pub struct NetPeerReport {
     pub error: Option<String>,
     /// Times the peer was lost and dialed again.
     pub reconnects: u64,
+    /// Blocks the peer serves, `(earliest, latest)`: its eth/69+ Status, then its latest
+    /// BlockRangeUpdate (`None` before eth/69).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_range: Option<(u64, u64)>,
 }
 
 /// Outcome of a sync over the network.
@@ -119,9 +123,13 @@ pub(crate) async fn perform(
     timeout_ms: u64,
 ) -> Result<Response, NetError> {
     if let Request::Status = req {
-        let best_hash = B256::from(peer.status.head_hash);
+        let mut best_hash = B256::from(peer.status.head_hash);
         let genesis = B256::from(peer.status.genesis_hash);
-        let best_number = if peer.eth.version >= 69 {
+        let best_number = if let Some(r) = peer.block_range_full() {
+            // eth/69+: the head of its Status, moved by its BlockRangeUpdates since.
+            best_hash = B256::from(r.latest_hash);
+            r.latest
+        } else if peer.eth.version >= 69 {
             peer.status.latest_block
         } else {
             // eth/66–68 Status has no number: ask for the head header by hash.

@@ -56,6 +56,8 @@ pub struct SyncExtras {
     pub in_process: Option<Vec<ServingPeer>>,
     /// Hand every shard's store back at the end (see [`run_sync_sharded_full`]).
     pub keep_stores: bool,
+    /// Serve the Engine API on shard 0: each forkchoice update sets the sync target.
+    pub authrpc: Option<crate::eth::engine_api::AuthRpc>,
 }
 
 impl Default for SyncExtras {
@@ -66,6 +68,7 @@ impl Default for SyncExtras {
             bar: None,
             in_process: None,
             keep_stores: false,
+            authrpc: None,
         }
     }
 }
@@ -330,15 +333,18 @@ async fn owned_peer(
             r.client = peer.conn.remote_hello.client_id.clone();
             r.eth_version = peer.eth.version;
             r.error = None;
+            r.block_range = peer.block_range();
         }
         tracing::info!(shard = shard.id().0, peer = %enode.addr, client = %peer.conn.remote_hello.client_id, "peer connected");
         for s in 0..shards {
             deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
         }
         let mut lost = false;
-        while let Some(job) = jobs.recv().await {
+        while let Some(job) = next_job(&jobs, &mut peer).await {
             report.borrow_mut().requests += 1;
-            match perform(&mut peer, &job.req, job.timeout_ms).await {
+            let answer = perform(&mut peer, &job.req, job.timeout_ms).await;
+            report.borrow_mut().block_range = peer.block_range();
+            match answer {
                 Ok(resp) => {
                     report.borrow_mut().answered += 1;
                     deliver(
@@ -389,6 +395,28 @@ async fn owned_peer(
         }
         if !wait_or_closed(&jobs, backoff).await {
             return;
+        }
+    }
+}
+
+/// The next job for `peer`. While none comes, the connection is read now and then so the
+/// peer's Pings are answered and its BlockRangeUpdates kept; once that read fails the
+/// next request finds out.
+async fn next_job(jobs: &local_channel::LocalReceiver<Job>, peer: &mut EthPeer) -> Option<Job> {
+    const QUIET_MS: u64 = 5_000;
+    const READ_MS: u64 = 20;
+    let mut readable = true;
+    loop {
+        if !readable {
+            return jobs.recv().await;
+        }
+        let quiet = Duration::from_millis(QUIET_MS);
+        match glommio::timer::timeout(quiet, async { Ok(jobs.recv().await) }).await {
+            Ok(job) => return job,
+            Err(_) => {
+                let idle = super::eth_peer::EmptyResponder;
+                readable = peer.idle(READ_MS, &idle).await.is_ok();
+            }
         }
     }
 }
@@ -547,6 +575,7 @@ async fn shard_run<S: ShardStore>(
             timeouts: 0,
             dropped_by_us: false,
             error: None,
+            block_range: None,
         }));
         match &extras.in_process {
             Some(p) => glommio::spawn_local(in_process_peer(
@@ -573,6 +602,20 @@ async fn shard_run<S: ShardStore>(
         senders.insert(index, tx);
         reports.push((index, report));
     }
+    // The Engine API (shard 0): every forkchoice update becomes an `Event::Target`. Held
+    // until the sync ends (dropping the task stops it).
+    let _engine_api = match (&extras.authrpc, me) {
+        (Some(api), 0) => {
+            let q = local.clone();
+            let on_target: Rc<dyn Fn(alloy_primitives::B256)> =
+                Rc::new(move |h| q.push(Event::Target(h)));
+            Some(glommio::spawn_local(crate::eth::engine_api::server::serve(
+                api.clone(),
+                on_target,
+            )))
+        }
+        _ => None,
+    };
     let mut deadlines: BTreeMap<(u64, u64), (PeerId, ReqId)> = BTreeMap::new();
     let mut seq = 0u64;
     let mut next_tick_ms = 0u64;

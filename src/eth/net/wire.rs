@@ -18,10 +18,12 @@ pub fn request_id(w: &Wire) -> Option<(u64, bool)> {
         Wire::Eth(E::GetBlockHeaders { request_id, .. })
         | Wire::Eth(E::GetBlockBodies { request_id, .. })
         | Wire::Eth(E::GetReceipts { request_id, .. })
+        | Wire::Eth(E::GetReceipts70 { request_id, .. })
         | Wire::Eth(E::GetNodeData { request_id, .. }) => (*request_id, false),
         Wire::Eth(E::BlockHeaders { request_id, .. })
         | Wire::Eth(E::BlockBodies { request_id, .. })
         | Wire::Eth(E::Receipts { request_id, .. })
+        | Wire::Eth(E::Receipts70 { request_id, .. })
         | Wire::Eth(E::NodeData { request_id, .. }) => (*request_id, true),
         Wire::Snap(S::GetAccountRange { request_id, .. })
         | Wire::Snap(S::GetStorageRanges { request_id, .. })
@@ -31,7 +33,9 @@ pub fn request_id(w: &Wire) -> Option<(u64, bool)> {
         | Wire::Snap(S::StorageRanges { request_id, .. })
         | Wire::Snap(S::ByteCodes { request_id, .. })
         | Wire::Snap(S::TrieNodes { request_id, .. }) => (*request_id, true),
-        Wire::Eth(E::Status(_)) | Wire::Eth(E::Ignored { .. }) => return None,
+        Wire::Eth(E::Status(_))
+        | Wire::Eth(E::Ignored { .. })
+        | Wire::Eth(E::BlockRangeUpdate { .. }) => return None,
     })
 }
 
@@ -50,6 +54,11 @@ pub fn empty_response(req: &Wire) -> Option<Wire> {
         }),
         Wire::Eth(E::GetReceipts { request_id, .. }) => Wire::Eth(E::Receipts {
             request_id: *request_id,
+            receipts: vec![],
+        }),
+        Wire::Eth(E::GetReceipts70 { request_id, .. }) => Wire::Eth(E::Receipts70 {
+            request_id: *request_id,
+            last_block_incomplete: false,
             receipts: vec![],
         }),
         Wire::Eth(E::GetNodeData { request_id, .. }) => Wire::Eth(E::NodeData {

@@ -21,6 +21,35 @@ impl SyncMode {
     }
 }
 
+/// Where the sync target (the block whose state and chain are wanted) comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetSource {
+    /// The agreement of several peers on their head (not trusted: peers can agree on a lie).
+    #[default]
+    PeerVote,
+    /// A block hash given by the operator (`--sync-target`).
+    SyncTarget,
+    /// The newest forkchoice of a consensus client over the Engine API (`--authrpc`).
+    EngineApi,
+}
+
+impl TargetSource {
+    /// The name in the log and the report: `peer-vote`, `sync-target`, `engine-api`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetSource::PeerVote => "peer-vote",
+            TargetSource::SyncTarget => "sync-target",
+            TargetSource::EngineApi => "engine-api",
+        }
+    }
+
+    /// A target given by the operator or the consensus client is trusted; the peers' vote is not.
+    pub fn trusted(self) -> bool {
+        self != TargetSource::PeerVote
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +99,17 @@ pub struct SyncConfig {
     /// Headers, bodies and receipts only: no state is fetched (for peers that serve
     /// history without state).
     pub history_only: bool,
+    /// Where the pivot comes from: the peers' vote, or a trusted target (then the pivot is
+    /// the target block itself, fetched by hash, and `pivot_distance` does not apply).
+    #[serde(skip)]
+    pub target_source: TargetSource,
+    /// The trusted target known at start (`--sync-target`); the Engine API sets it later
+    /// through `Engine::set_target`.
+    #[serde(skip)]
+    pub sync_target: Option<B256>,
+    /// How long a trusted target may stay unknown (no target yet, or no peer has its
+    /// header) before the sync stops and says so.
+    pub target_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -101,6 +141,9 @@ impl Default for SyncConfig {
             anchor_number: 0,
             trusted_anchor: None,
             history_only: false,
+            target_source: TargetSource::PeerVote,
+            sync_target: None,
+            target_timeout_ms: 120_000,
         }
     }
 }

@@ -404,6 +404,7 @@ pub fn run_over_states(
             Event::Shard(_) => mix(3),
             Event::Tick => mix(4),
             Event::PeerJoined(p) | Event::PeerLeft(p) => mix(5 + *p as u64),
+            Event::Target(h) => mix(u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))),
         }
         acts.clear();
         let t0 = std::time::Instant::now();

@@ -11,6 +11,9 @@
 //! Rules:
 //! - pending chunks go out lowest index first (the contiguous prefix feeds the decoder);
 //! - one fetch at a time per source, so a faster source simply comes back for more;
+//! - a fetch spans consecutive pending chunks: one for a source not measured yet, else its
+//!   speed's share of what is pending, halved (so spans shrink to one chunk at the end and
+//!   no source holds a long tail), at most `max_span_chunks`;
 //! - a fetch slower than `min_source_speed_bytes_per_s` (after `slow_grace_ms`) or failing
 //!   counts as a failure of its source: the chunk goes back to pending, the source waits
 //!   `backoff_base_ms * 2^(failures-1)` (capped) and is dropped after `max_failures`;
@@ -29,6 +32,7 @@ pub struct SourceId(pub u32);
 /// Tunables; see the module docs.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
+    /// 0: automatic (the sync driver applies `auto_chunk_size`).
     pub chunk_size_bytes: u64,
     pub min_source_speed_bytes_per_s: u64,
     pub slow_grace_ms: u64,
@@ -39,12 +43,16 @@ pub struct CoordinatorConfig {
     pub stall_timeout_ms: u64,
     /// Endgame: a running fetch is taken over only after it ran this long (its rate is known).
     pub endgame_min_age_ms: u64,
+    /// Most chunks one ranged request may span (1: one request per chunk).
+    pub max_span_chunks: u32,
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
-            chunk_size_bytes: 64 * 1024 * 1024,
+            // Automatic (see `auto_chunk_size`); the driver picks the size before it
+            // builds the coordinator, which needs a positive one.
+            chunk_size_bytes: 0,
             min_source_speed_bytes_per_s: 0,
             slow_grace_ms: 5_000,
             max_failures: 4,
@@ -52,6 +60,7 @@ impl Default for CoordinatorConfig {
             backoff_max_ms: 30_000,
             stall_timeout_ms: 30_000,
             endgame_min_age_ms: 250,
+            max_span_chunks: 1024,
         }
     }
 }
@@ -164,6 +173,25 @@ pub struct Coordinator {
     sources: Vec<Source>,
     finished_reported: bool,
     stuck_reported: bool,
+}
+
+/// Smallest and largest automatic chunk size.
+pub const AUTO_CHUNK_MIN_BYTES: u64 = 1 << 20;
+pub const AUTO_CHUNK_MAX_BYTES: u64 = 64 << 20;
+
+/// The chunk size used when none is given: about 64 chunks per source (a power of two
+/// between 1 and 64 MiB), so the last chunk of the slowest source is a small part of the
+/// whole. Chunks are the unit of resume and endgame, not of requests: a measured source
+/// fetches a span of many consecutive chunks in one request (see `span_chunks`), so small
+/// chunks cost no extra round trips.
+pub fn auto_chunk_size(total_bytes: u64, sources: usize) -> u64 {
+    let per = total_bytes / (sources.max(1) as u64 * 64);
+    let pow = if per <= 1 {
+        1
+    } else {
+        1u64 << (63 - per.leading_zeros())
+    };
+    pow.clamp(AUTO_CHUNK_MIN_BYTES, AUTO_CHUNK_MAX_BYTES)
 }
 
 /// Number of chunks of a file of `total_bytes` cut in `chunk_size_bytes`.
@@ -530,12 +558,21 @@ impl Coordinator {
             let ranges = self.sources[sid.0 as usize].stats.ranges;
             if ranges {
                 let c = first_pending;
-                self.pending.remove(&c);
-                self.owner[c as usize] = Some(sid);
-                let (offset, len) = self.chunk_span(c);
+                let want = self.span_chunks(sid);
+                let mut last = c;
+                while last + 1 - c < want && self.pending.contains(&(last + 1)) {
+                    last += 1;
+                }
+                for k in c..=last {
+                    self.pending.remove(&k);
+                    self.owner[k as usize] = Some(sid);
+                }
+                let (offset, _) = self.chunk_span(c);
+                let (last_off, last_len) = self.chunk_span(last);
+                let len = last_off + last_len - offset;
                 self.sources[sid.0 as usize].state = SourceState::Busy {
                     first: c,
-                    last: c,
+                    last,
                     next: c,
                     started_ms: now_ms,
                     last_bytes_ms: now_ms,
@@ -545,7 +582,7 @@ impl Coordinator {
                 out.push(Action::Fetch {
                     source: sid,
                     first: c,
-                    last: c,
+                    last,
                     offset,
                     len,
                     whole_file: false,
@@ -575,6 +612,35 @@ impl Coordinator {
                 });
             }
         }
+    }
+
+    /// How many consecutive chunks `sid` fetches in its next request: its share of what is
+    /// pending by measured speed, halved, so that its span ends well before the others
+    /// finish the rest (spans shrink to one chunk towards the end, where the endgame
+    /// works per chunk). An unmeasured source fetches one chunk (its probe).
+    fn span_chunks(&self, sid: SourceId) -> u32 {
+        let me = self.sources[sid.0 as usize].stats.speed_bytes_per_s;
+        if me <= 0.0 {
+            return 1;
+        }
+        let sum: f64 = self
+            .sources
+            .iter()
+            .filter(|s| {
+                s.stats.ranges
+                    && !matches!(s.state, SourceState::Dropped { .. } | SourceState::NotReady)
+            })
+            .map(|s| {
+                if s.stats.speed_bytes_per_s > 0.0 {
+                    s.stats.speed_bytes_per_s
+                } else {
+                    me
+                }
+            })
+            .sum::<f64>()
+            .max(me);
+        let share = self.pending.len() as f64 * me / sum / 2.0;
+        (share.floor() as u32).clamp(1, self.cfg.max_span_chunks.max(1))
     }
 
     fn first_not_done_from(&self, from: u32, last: u32) -> u32 {

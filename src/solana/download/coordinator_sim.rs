@@ -235,6 +235,7 @@ fn cfg(chunk: u64) -> CoordinatorConfig {
         backoff_max_ms: 5_000,
         stall_timeout_ms: 10_000,
         endgame_min_age_ms: 250,
+        max_span_chunks: 1024,
     }
 }
 
@@ -433,4 +434,79 @@ fn equal_sources_with_latency_do_not_take_chunks_from_each_other_forever() {
     // At most one takeover per chunk.
     assert!(fetches <= 2 * 19, "{fetches} fetches for 19 chunks");
     assert!(rep.completes.iter().all(|&n| n == 1));
+}
+
+/// Default settings (automatic chunk size, spans by measured speed) reach the sources'
+/// summed bandwidth: sources of 20, 10 and 5 MB/s with a 5 ms first-byte latency on
+/// archives from 100 MB to 100 GB finish within 5 % of total/sum.
+#[test]
+fn default_settings_reach_the_summed_bandwidth_from_100_mb_to_100_gb() {
+    // bytes per ms: 20, 10 and 5 MB/s.
+    let speeds = [20_000u64, 10_000, 5_000];
+    let sum: u64 = speeds.iter().sum();
+    for (i, &total) in [
+        100_000_000u64,
+        167_000_000,
+        500_000_000,
+        5_000_000_000,
+        100_000_000_000,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let sources: Vec<SimSource> = speeds
+            .iter()
+            .map(|&b| SimSource {
+                latency_ms: 5,
+                ..src(b)
+            })
+            .collect();
+        let chunk = auto_chunk_size(total, sources.len());
+        let mut c = cfg(chunk);
+        c.stall_timeout_ms = 30_000;
+        let ideal_ms = total / sum;
+        let rep = simulate(
+            11 + i as u64,
+            c,
+            total,
+            &[],
+            &sources,
+            ideal_ms * 2 + 10_000,
+        );
+        let took = rep.finished_ms.expect("finishes");
+        let fraction = ideal_ms as f64 / took as f64;
+        // Baseline in the same run: the former default, 64 MiB chunks, one per request.
+        let mut old = cfg(64 << 20);
+        old.max_span_chunks = 1;
+        let base = simulate(
+            11 + i as u64,
+            old,
+            total,
+            &[],
+            &sources,
+            ideal_ms * 4 + 60_000,
+        );
+        let base_fraction = ideal_ms as f64 / base.finished_ms.expect("baseline finishes") as f64;
+        eprintln!(
+            "{total} bytes, chunk {chunk}: {took} ms vs ideal {ideal_ms} ms = {fraction:.3} of the cap \
+             ({:?} requests); 64 MiB per request: {base_fraction:.3}",
+            rep.fetches_per_source
+        );
+        assert!(fraction >= 0.95, "{total} bytes: {fraction:.3} of the cap");
+        assert!(rep.completes.iter().all(|&n| n == 1));
+    }
+}
+
+#[test]
+fn auto_chunk_size_is_a_power_of_two_within_bounds() {
+    for total in [0u64, 1, 4096, 1 << 20, 167_000_000, 1 << 40] {
+        for n in 0..8 {
+            let c = auto_chunk_size(total, n);
+            assert!(
+                c.is_power_of_two() && (AUTO_CHUNK_MIN_BYTES..=AUTO_CHUNK_MAX_BYTES).contains(&c)
+            );
+        }
+    }
+    assert_eq!(auto_chunk_size(167_000_000, 3), 1 << 20);
+    assert_eq!(auto_chunk_size(100_000_000_000, 3), 64 << 20);
 }

@@ -24,6 +24,27 @@ pub struct BenchConfig {
     pub dir: PathBuf,
     /// Skip the `zstd -d | tar -x` baseline.
     pub skip_tar_baseline: bool,
+    /// Accounts to generate; `None`: as many as `size_bytes` holds.
+    pub accounts: Option<u64>,
+    /// Data sizes of the generated accounts.
+    pub data_size: DataSize,
+    /// Storage-file memory maps each index shard keeps open at most.
+    pub max_open_maps_per_shard: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            shards: 1,
+            size_bytes: 1 << 30,
+            frames: 1,
+            dir: std::env::temp_dir().join("catchup-bench-snapshot"),
+            skip_tar_baseline: false,
+            accounts: None,
+            data_size: DataSize::Uniform { min: 0, max: 400 },
+            max_open_maps_per_shard: super::index::DEFAULT_MAX_OPEN_MAPS_PER_SHARD,
+        }
+    }
 }
 
 /// Measured rates.
@@ -64,6 +85,58 @@ pub struct BenchReport {
     /// Pipeline rate / `zstd -d | tar -x` rate.
     pub ratio_to_zstd_tar: Option<f64>,
     pub lt_hash_ok: bool,
+    /// Live accounts in the index (distinct pubkeys).
+    pub accounts_live: u64,
+    /// Memory of the index at rest over all shards (fingerprint tables of
+    /// `index_slot_bytes` per slot, collision side tables, storage-file tables), from their
+    /// capacities.
+    pub index_bytes: u64,
+    pub index_slot_bytes: usize,
+    /// `index_bytes / accounts_live`.
+    pub index_bytes_per_account: f64,
+    /// The previous layout for the same live accounts, computed the same way: a hash map
+    /// of 32-byte pubkeys to 40-byte entries (slot, file id, offset, lamports, data length,
+    /// generation), 7/8 full at most, one control byte per bucket; storage-file maps not
+    /// counted.
+    pub previous_layout_index_bytes_per_account: f64,
+    /// Storage files in the archive, memory maps open at the end over all shards, the most
+    /// one shard had open at once, and maps opened in all.
+    pub storages: u64,
+    pub open_maps: u64,
+    pub peak_open_maps_per_shard: u64,
+    pub maps_opened: u64,
+    pub max_open_maps_per_shard: usize,
+    /// Peak resident memory of this process (VmHWM from /proc/self/status), including the
+    /// generator and the pipeline's streaming buffers.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes; `None` off Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Memory of the previous index layout holding `accounts` pubkeys in one shard's map:
+/// hashbrown buckets (a power of two, at most 7/8 full) of 72 bytes plus a control byte.
+fn previous_layout_bytes(accounts: u64) -> u64 {
+    if accounts == 0 {
+        return 0;
+    }
+    let capacity = |buckets: u64| {
+        if buckets < 8 {
+            buckets - 1
+        } else {
+            buckets / 8 * 7
+        }
+    };
+    let mut buckets = 4u64;
+    while accounts > capacity(buckets) {
+        buckets *= 2;
+    }
+    buckets * (32 + 40 + 1) + 16
 }
 
 fn rate(bytes: u64, ms: u64) -> f64 {
@@ -124,12 +197,12 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
     std::fs::create_dir_all(&cfg.dir)?;
     let archive_dir = cfg.dir.join("archive");
     // Average entry: 136 header + ~200 data + padding.
-    let accounts = (cfg.size_bytes / 344).max(1);
+    let accounts = cfg.accounts.unwrap_or(cfg.size_bytes / 344).max(1);
     let g_start = Instant::now();
     let g = generate(
         &GenerateConfig {
             accounts,
-            data_size: DataSize::Uniform { min: 0, max: 400 },
+            data_size: cfg.data_size,
             frames: cfg.frames.max(1),
             slot: 1000,
             seed: 42,
@@ -156,6 +229,7 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
     let data = cfg.dir.join("data");
     let pcfg = PipelineConfig {
         shards: cfg.shards.max(1),
+        max_open_maps_per_shard: cfg.max_open_maps_per_shard,
         ..PipelineConfig::default()
     };
     let t = Instant::now();
@@ -166,6 +240,13 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
 
     let pipe_rate = rate(g.uncompressed_bytes, pipeline_ms);
     let raw_rate = rate(raw_out, raw_zstd_ms);
+    let index_bytes: u64 = r.shards.iter().map(|s| s.index_bytes).sum();
+    let previous: u64 = r
+        .shards
+        .iter()
+        .map(|s| previous_layout_bytes(s.accounts_live))
+        .sum();
+    let per_account = |b: u64| b as f64 / r.accounts_live.max(1) as f64;
     let tar_rate = zstd_tar_ms.map(|ms| rate(g.uncompressed_bytes, ms));
     Ok(BenchReport {
         shards: r.shards.len(),
@@ -199,5 +280,16 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         zstd_tar_uncompressed_bytes_per_s: tar_rate,
         ratio_to_zstd_tar: tar_rate.map(|t| pipe_rate / t.max(1.0)),
         lt_hash_ok: r.lt_hash_ok,
+        accounts_live: r.accounts_live,
+        index_bytes,
+        index_slot_bytes: super::index::SLOT_BYTES,
+        index_bytes_per_account: per_account(index_bytes),
+        previous_layout_index_bytes_per_account: per_account(previous),
+        storages: r.storages,
+        open_maps: r.shards.iter().map(|s| s.open_maps).sum(),
+        peak_open_maps_per_shard: r.shards.iter().map(|s| s.peak_open_maps).max().unwrap_or(0),
+        maps_opened: r.shards.iter().map(|s| s.maps_opened).sum(),
+        max_open_maps_per_shard: cfg.max_open_maps_per_shard,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }

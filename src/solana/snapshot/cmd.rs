@@ -382,6 +382,17 @@ pub struct SnapshotBenchArgs {
     /// Skip the `zstd -d | tar -x` baseline.
     #[arg(long)]
     pub no_tar_baseline: bool,
+    /// Accounts to generate (overrides --size-bytes; e.g. 10000000 to measure the index
+    /// at 10 M accounts).
+    #[arg(long)]
+    pub accounts: Option<u64>,
+    /// Data sizes of the generated accounts: `N`, `fixed:N` or `uniform:A-B` bytes.
+    #[arg(long, default_value = "uniform:0-400")]
+    pub data_size: crate::solana::snapshot::generate::DataSize,
+    /// Storage-file memory maps each index shard keeps open at most (least recently used
+    /// dropped, mapped again when read).
+    #[arg(long, default_value_t = crate::solana::snapshot::index::DEFAULT_MAX_OPEN_MAPS_PER_SHARD)]
+    pub max_open_maps: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -418,6 +429,9 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
         }),
         dir: dir.clone(),
         skip_tar_baseline: a.no_tar_baseline,
+        accounts: a.accounts,
+        data_size: a.data_size,
+        max_open_maps_per_shard: a.max_open_maps,
     };
     let r = run_bench(&cfg);
     let _ = std::fs::remove_dir_all(&dir);
@@ -454,6 +468,19 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
                 mb(*b)
             );
         }
+        println!(
+            "index: {} live accounts, {:.1} bytes per account at rest ({} MB; previous layout {:.1}); {} storage files, at most {} maps open per shard (cap {}), {} opened; peak RSS {}",
+            r.accounts_live,
+            r.index_bytes_per_account,
+            r.index_bytes / 1_000_000,
+            r.previous_layout_index_bytes_per_account,
+            r.storages,
+            r.peak_open_maps_per_shard,
+            r.max_open_maps_per_shard,
+            r.maps_opened,
+            r.peak_rss_bytes
+                .map_or("unknown".into(), |b| format!("{} MB", b / 1_000_000))
+        );
         println!(
             "raw zstd -d (1 thread): {:.1} MB/s  → pipeline / raw = {:.2}",
             mb(r.raw_zstd_uncompressed_bytes_per_s),

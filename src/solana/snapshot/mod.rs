@@ -42,7 +42,7 @@
 //! [`pipeline::MAX_QUEUED_FILE_BYTES_PER_SHARD`] per shard; see
 //! [`pipeline::streaming_overhead_bytes`]), the index batches in flight on the mesh and,
 //! for multi-frame archives, the frames in flight. Account files are streamed to disk as
-//! their bytes arrive. The index (about 80 bytes per account) is not counted, nor one
+//! their bytes arrive. The index (21–43 bytes per live account, see [`index`]) is not counted, nor one
 //! straddling account entry per shard (at most 10 MiB) while it is parsed.
 //!
 //! # Multi-frame archives

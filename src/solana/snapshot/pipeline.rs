@@ -21,8 +21,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::index::{
-    streaming_bytes, AccountRecord, ShardGone, ShardSet, ShardTotals, MIN_SHARD_INBOX_CAPACITY,
-    WRITE_CHUNK_BYTES,
+    streaming_bytes, AccountRecord, IndexConfig, ShardGone, ShardSet, ShardTotals,
+    MIN_SHARD_INBOX_CAPACITY, WRITE_CHUNK_BYTES,
 };
 
 /// Size of the decompressed chunks handed to the tar parser.
@@ -64,6 +64,9 @@ pub struct PipelineConfig {
     /// Cores of the index shards (shard `i` on `cores[i % len]`), from the command's
     /// placement; `None`: the CPUs this process may use.
     pub cores: Option<Vec<usize>>,
+    /// Storage-file memory maps each index shard keeps open at most (least recently used
+    /// dropped, mapped again when read).
+    pub max_open_maps_per_shard: usize,
 }
 
 impl Default for PipelineConfig {
@@ -77,6 +80,7 @@ impl Default for PipelineConfig {
             window_log_max: DEFAULT_WINDOW_LOG_MAX,
             fsync: false,
             cores: None,
+            max_open_maps_per_shard: super::index::DEFAULT_MAX_OPEN_MAPS_PER_SHARD,
         }
     }
 }
@@ -160,6 +164,14 @@ pub struct ShardReport {
     pub idle_ms: u64,
     /// Time the shard spent re-reading superseded versions to mix them out.
     pub retract_ms: u64,
+    /// Memory of the shard's index at rest, from the tables' capacities.
+    pub index_bytes: u64,
+    /// Storage files the shard's index refers to; memory maps open at the end, at most at
+    /// once, and opened in all (a file dropped and mapped again counts twice).
+    pub storage_files: u64,
+    pub open_maps: u64,
+    pub peak_open_maps: u64,
+    pub maps_opened: u64,
 }
 
 /// The outcome of verification.
@@ -606,7 +618,8 @@ impl Pipeline {
         let per_shard = (spare / 2 / cfg.shards.max(1) as u64).min(MAX_QUEUED_FILE_BYTES_PER_SHARD);
         let capacity =
             ((per_shard / FILE_WRITE_BUFFER_BYTES as u64) as usize).max(MIN_SHARD_INBOX_CAPACITY);
-        let shards = ShardSet::start_placed(cfg.shards, capacity, cfg.cores.clone())
+        let index = IndexConfig::default().with_max_open_maps(cfg.max_open_maps_per_shard);
+        let shards = ShardSet::start_configured(cfg.shards, capacity, cfg.cores.clone(), index)
             .map_err(io_err(datadir))?;
         Self::with_shards(datadir, cfg, shards, None)
     }
@@ -1081,6 +1094,11 @@ impl Pipeline {
                     write_ms: t.write_ms,
                     idle_ms: t.idle_ms,
                     retract_ms: t.retract_ms,
+                    index_bytes: t.index_bytes,
+                    storage_files: t.storage_files,
+                    open_maps: t.open_maps,
+                    peak_open_maps: t.peak_open_maps,
+                    maps_opened: t.maps_opened,
                 })
                 .collect(),
             datadir: self.unpacker.staging.display().to_string(),

@@ -100,6 +100,8 @@ pub(super) struct Coordinator {
     pub(super) next_status_check_ms: u64,
     pub(super) status_rotation: u64,
     pub(super) repivots: u64,
+    /// The trusted sync target (`--sync-target`, Engine API).
+    pub(super) target: super::target::TargetState,
 }
 
 impl Engine {
@@ -108,7 +110,11 @@ impl Engine {
         if self.coord.is_none() {
             return;
         }
-        self.tick_pivot(out);
+        if self.targeted() {
+            self.tick_target(out);
+        } else {
+            self.tick_pivot(out);
+        }
         self.tick_probe_wave(out);
         let _ = store;
     }

@@ -31,6 +31,7 @@ mod heal;
 mod pivot;
 mod progress;
 mod snap;
+mod target;
 
 use coord::Coordinator;
 pub use coord::ShardMsg;
@@ -70,6 +71,9 @@ pub enum Event {
     },
     Shard(ShardMsg),
     Tick,
+    /// A new trusted sync target (a block hash), e.g. the Engine API's forkchoice head:
+    /// see [`Engine::set_target`].
+    Target(B256),
 }
 
 /// Output of an engine.
@@ -131,6 +135,8 @@ enum Pending {
     /// (snap epoch, storage task indices)
     Storage(u64, Vec<usize>),
     Codes(Vec<B256>),
+    /// The header of the trusted sync target with this hash.
+    Target(B256),
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +292,7 @@ impl Engine {
                 c.joined.insert(*b, (unhex32(fp), unhex32(lh)));
             }
             c.state_complete = e.journal.state_complete;
+            c.target.wanted = e.cfg.sync_target;
         }
         e
     }
@@ -359,6 +366,7 @@ impl Engine {
                 }
             }
             Event::Shard(msg) => self.on_shard_msg(msg, store, out),
+            Event::Target(hash) => self.set_target(hash),
         }
         self.flush_outbox(out);
         self.pump(store, out);
@@ -474,6 +482,7 @@ impl Engine {
                 self.on_status(PeerId::MAX, None, _out);
             }
             Pending::Anchors => self.on_anchors(PeerId::MAX, None, _out),
+            Pending::Target(t) => self.target_lost(t),
             Pending::Headers(b) => {
                 if self.batches.get(&b) == Some(&BatchState::Fetching) {
                     self.batches.insert(b, BatchState::Todo);
@@ -567,6 +576,9 @@ impl Engine {
             (Pending::Anchors, Response::BlockHeaders(h)) => {
                 self.on_anchors(peer, Some(h), out);
                 Ok(true)
+            }
+            (Pending::Target(t), Response::BlockHeaders(raws)) => {
+                self.on_target_header(peer, t, raws, out)
             }
             (Pending::Headers(b), Response::BlockHeaders(raws)) => {
                 self.on_headers(peer, b, raws, store, out)

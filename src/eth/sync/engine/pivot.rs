@@ -364,6 +364,8 @@ impl Engine {
             self.batch_tried.clear();
         }
         let n = self.batch_count();
+        // A lower head than before (a trusted target below it): batches past it are gone.
+        self.batches.retain(|&b, _| b < n);
         self.progress.headers_total = self
             .head
             .as_ref()

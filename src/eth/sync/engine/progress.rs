@@ -78,7 +78,7 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
     };
     format!(
         "ethsync {} pivot {} highest {}: headers {}/{} ({:.1}%{}), bodies {}, receipts {}, state nodes {} downloaded {} queued, \
-         accounts {}, slots {}, codes {}, healed {}, requests {}, lies {}, timeouts {}, elapsed {:.1} s{}",
+         accounts {}, slots {}, codes {}, healed {}, requests {}, lies {}, timeouts {}, elapsed {:.1} s{}{}",
         status.mode,
         status.pivot_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         status.highest_block.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
@@ -98,7 +98,8 @@ pub fn progress_line(status: &Status, p: &Progress) -> String {
         p.lies_detected,
         p.timeouts,
         p.elapsed_ms as f64 / 1000.0,
-        if status.state_complete && status.bodies_complete { ", complete" } else { "" }
+        if status.state_complete && status.bodies_complete { ", complete" } else { "" },
+        status.waiting_for.as_ref().map(|w| format!("; waiting for {w}")).unwrap_or_default()
     )
 }
 
@@ -110,10 +111,22 @@ pub struct Status {
     pub pivot_hash: Option<String>,
     pub state_root: Option<String>,
     pub highest_block: Option<u64>,
+    /// Hash of the head the header chain is verified back from (the agreed head or the
+    /// trusted target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_hash: Option<String>,
     pub headers_complete: bool,
     pub bodies_complete: bool,
     pub receipts_complete: bool,
     pub state_complete: bool,
+    /// Where the pivot came from: `peer-vote`, `sync-target` or `engine-api`.
+    pub target: String,
+    /// Whether the head was given by the operator or a consensus client (not by the
+    /// peers' vote, which peers can agree on falsely).
+    pub head_trusted: bool,
+    /// What the sync waits for before it can start (e.g. the consensus client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 impl Engine {
@@ -127,6 +140,7 @@ impl Engine {
             pivot_hash: self.pivot.as_ref().map(|p| format!("{}", p.hash)),
             state_root: self.pivot.as_ref().map(|p| format!("{}", p.state_root)),
             highest_block: self.head.as_ref().map(|p| p.number),
+            head_hash: self.head.as_ref().map(|p| format!("{}", p.hash)),
             headers_complete: c
                 .map(|c| {
                     self.head
@@ -139,6 +153,9 @@ impl Engine {
             state_complete: c
                 .map(|c| c.state_complete)
                 .unwrap_or(self.phase == StatePhase::Complete),
+            target: self.target_report().0.name().to_string(),
+            head_trusted: self.target_report().1,
+            waiting_for: self.waiting_for(),
         }
     }
 

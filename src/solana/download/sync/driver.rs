@@ -129,18 +129,35 @@ pub(super) async fn sync_async(
         Some(group.identity.archive_name.clone());
     let identity = group.identity.clone();
     let total = identity.size_bytes;
-    let chunk_size = cfg.coordinator.chunk_size_bytes;
-    tracing::info!(archive = %identity.archive_name, size_bytes = total, sources = group.members.len(), "snapshot source group chosen");
-
     // 2. Journal and file.
     let mut journal =
         catchup_io::journal::Journal::open(datadir.journal_dir()?, &cfg.journal_name)?;
+    let saved: Option<JournalState> = journal
+        .load()?
+        .and_then(|bytes| serde_json::from_slice::<JournalState>(&bytes).ok());
+    // Chunk size 0 means automatic: the size a download of this archive already started
+    // with (so its finished chunks stay valid), else one fitted to the archive and sources.
+    let chunk_size = match cfg.coordinator.chunk_size_bytes {
+        0 => saved
+            .as_ref()
+            .filter(|st| {
+                st.archive_name == identity.archive_name
+                    && st.size_bytes == total
+                    && st.chunk_size_bytes > 0
+            })
+            .map(|st| st.chunk_size_bytes)
+            .unwrap_or_else(|| {
+                super::super::coordinator::auto_chunk_size(total, group.members.len())
+            }),
+        n => n,
+    };
+    tracing::info!(archive = %identity.archive_name, size_bytes = total, sources = group.members.len(), chunk_size_bytes = chunk_size, "snapshot source group chosen");
     let n_chunks = super::super::coordinator::chunk_count(total, chunk_size) as usize;
     let dl_dir = datadir.subdir(&cfg.download_subdir)?;
     let path = dl_dir.join(&identity.archive_name);
     let mut done = vec![false; n_chunks];
-    if let Some(bytes) = journal.load()? {
-        if let Ok(st) = serde_json::from_slice::<JournalState>(&bytes) {
+    if let Some(st) = saved {
+        {
             let same = st.archive_name == identity.archive_name
                 && st.size_bytes == total
                 && st.chunk_size_bytes == chunk_size
@@ -215,7 +232,9 @@ pub(super) async fn sync_async(
     journal.save_off_executor(journal_bytes(&done)).await?;
 
     // 3. Coordinator and fetch tasks.
-    let mut coord = Coordinator::new(cfg.coordinator.clone(), total, &done);
+    let mut ccfg = cfg.coordinator.clone();
+    ccfg.chunk_size_bytes = chunk_size;
+    let mut coord = Coordinator::new(ccfg, total, &done);
     let members = group.members.clone();
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Msg>(1024);
     let tx = Rc::new(tx);

@@ -1,53 +1,105 @@
-//! Keeping the live set's LtHash exact: at totals time each owner mixes out the
-//! superseded versions it recorded, read back from the mapped files or with io_uring reads.
+//! Keeping the live set exact: at totals time each owner first tells apart the entries
+//! whose fingerprint was already taken (another version of the same pubkey, or a
+//! different pubkey), then mixes out the superseded versions it recorded and takes their
+//! lamports out of the sums. Both read the storage files: from memory maps on plain
+//! threads, with io_uring reads (many in flight) on the glommio runtime.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use catchup_solana::appendvec::account_at;
+use catchup_solana::appendvec::{account_at, StoredAccount};
 
-use super::shard::{Loser, State};
+use super::shard::State;
+use super::table::Loc;
 use super::RETRACT_PREFETCH_BYTES;
+
+/// What to do with each account read back.
+type OnAccount<'a> = dyn FnMut(&mut State, usize, &StoredAccount<'_>) + 'a;
+
+/// The pending entries and, for each, the table location whose pubkey must be read.
+fn pending_reads(st: &mut State) -> (Vec<super::table::Pending>, Vec<(Loc, usize)>) {
+    let pending = std::mem::take(&mut st.pending);
+    let mut reads = Vec::with_capacity(pending.len());
+    for (i, p) in pending.iter().enumerate() {
+        // The fingerprint was in the table when the entry was set aside; slots stay.
+        if let Some(slot) = st.table.find(st.fingerprint.of(&p.key)) {
+            reads.push((st.table.loc(slot), i));
+        }
+    }
+    reads.sort_unstable();
+    (pending, reads)
+}
+
+/// For each pending entry, the location its read is planned at.
+fn read_locations(reads: &[(Loc, usize)], pending: usize) -> Vec<Loc> {
+    let mut at = vec![Loc::default(); pending];
+    for &(l, i) in reads {
+        at[i] = l;
+    }
+    at
+}
 
 impl State {
     /// Mix out the elements of every loser recorded so far (their files are complete).
     pub(super) fn retract_losers(&mut self) {
         let t = std::time::Instant::now();
-        self.retract_losers_inner();
+        let losers = std::mem::take(&mut self.losers);
+        let mut reads: Vec<(Loc, usize)> = losers.iter().map(|l| l.loc).zip(0..).collect();
+        reads.sort_unstable();
+        if let Err(e) = self.read_mapped(&reads, &mut |st, i, a| st.retract(losers[i].subtract, a))
+        {
+            self.fail(e);
+        }
         self.retract_ns += t.elapsed().as_nanos() as u64;
     }
 
-    fn retract_losers_inner(&mut self) {
-        let mut losers = std::mem::take(&mut self.losers);
-        // The files were written with O_DIRECT, so these reads go to the device: visit
-        // them in file order and hint every range first, so the reads overlap instead of
-        // faulting one page at a time.
-        losers.sort_unstable_by_key(|l| (l.gen, l.slot, l.id, l.offset));
-        for l in &losers {
-            match self.map(l.gen, l.slot, l.id) {
-                Ok(m) => m.prefetch(l.offset as usize, RETRACT_PREFETCH_BYTES),
-                Err(e) => return self.fail(e),
-            }
+    /// Decide the entries set aside for a taken fingerprint (their files are complete).
+    pub(super) fn resolve_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
         }
-        for l in losers {
-            let map = match self.map(l.gen, l.slot, l.id) {
-                Ok(m) => m,
-                Err(e) => return self.fail(e),
-            };
-            match account_at(map.bytes(), map.len() as u64, l.offset) {
-                Ok(a) => {
-                    self.lt_hash.mix_out_account(
-                        a.lamports,
-                        a.data,
-                        a.executable,
-                        a.owner,
-                        a.pubkey,
-                    );
-                    self.retracted += 1;
+        let t = std::time::Instant::now();
+        let (pending, reads) = pending_reads(self);
+        let at = read_locations(&reads, pending.len());
+        if let Err(e) = self.read_mapped(&reads, &mut |st, i, a| {
+            st.resolve_one(&pending[i], at[i], a)
+        }) {
+            self.fail(e);
+        }
+        self.retract_ns += t.elapsed().as_nanos() as u64;
+    }
+
+    /// Take one superseded version out of the live set.
+    pub(super) fn retract(&mut self, subtract: bool, a: &StoredAccount<'_>) {
+        if subtract {
+            self.sub_sums(a.lamports, a.data.len() as u64);
+        }
+        if a.lamports != 0 {
+            self.lt_hash
+                .mix_out_account(a.lamports, a.data, a.executable, a.owner, a.pubkey);
+            self.retracted += 1;
+        }
+    }
+
+    /// Read the accounts at `reads` (sorted by location; the `usize` is passed to `f`) from
+    /// memory maps, one file at a time, every range of a file hinted before it is read.
+    fn read_mapped(&mut self, reads: &[(Loc, usize)], f: &mut OnAccount<'_>) -> Result<(), String> {
+        // The files were written with O_DIRECT, so these reads go to the device: hint every
+        // range of a file first, so the reads overlap instead of faulting one page at a time.
+        for group in reads.chunk_by(|a, b| a.0.file == b.0.file) {
+            let file = group[0].0.file;
+            let map = self.map(file)?;
+            for (l, _) in group {
+                map.prefetch(l.offset() as usize, RETRACT_PREFETCH_BYTES);
+            }
+            for &(l, i) in group {
+                match account_at(map.bytes(), map.len() as u64, l.offset()) {
+                    Ok(a) => f(self, i, &a),
+                    Err(e) => return Err(format!("{}: {e}", self.file_name(file))),
                 }
-                Err(e) => return self.fail(format!("accounts/{}.{}: {e}", l.slot, l.id)),
             }
         }
+        Ok(())
     }
 }
 
@@ -57,36 +109,59 @@ pub const RETRACT_READS_IN_FLIGHT: usize = 64;
 /// at its exact size).
 pub const RETRACT_READ_BYTES: usize = 1024;
 
-type RetractRead = (Loser, std::io::Result<Vec<u8>>);
+type Read = (Loc, usize, std::io::Result<Vec<u8>>);
+
+/// [`State::resolve_pending`] with io_uring reads.
+pub(super) async fn resolve_pending_dma(state: &Rc<RefCell<State>>) {
+    if state.borrow().pending.is_empty() {
+        return;
+    }
+    let t = std::time::Instant::now();
+    let (pending, reads) = pending_reads(&mut state.borrow_mut());
+    let at = read_locations(&reads, pending.len());
+    read_dma(state, &reads, &mut |st, i, a| {
+        st.resolve_one(&pending[i], at[i], a)
+    })
+    .await;
+    state.borrow_mut().retract_ns += t.elapsed().as_nanos() as u64;
+}
 
 /// Mix out the recorded losers with io_uring reads, many in flight (the files were
 /// written with O_DIRECT, so the page cache does not hold them and one synchronous page
-/// fault at a time would serialise on the device). Files are opened one at a time,
-/// losers read in file order.
+/// fault at a time would serialise on the device).
 pub(super) async fn retract_losers_dma(state: &Rc<RefCell<State>>) {
     let t = std::time::Instant::now();
-    let (mut losers, dirs) = {
-        let mut st = state.borrow_mut();
-        (std::mem::take(&mut st.losers), st.dirs.clone())
-    };
-    losers.sort_unstable_by_key(|l| (l.gen, l.slot, l.id, l.offset));
-    let mut i = 0;
-    while i < losers.len() {
-        let first = losers[i];
-        let end = i + losers[i..]
-            .iter()
-            .take_while(|l| (l.gen, l.slot, l.id) == (first.gen, first.slot, first.id))
-            .count();
-        let group = &losers[i..end];
-        i = end;
-        let Some(dir) = dirs.get(&first.gen) else {
-            state.borrow_mut().fail(format!(
-                "accounts/{}.{}: no directory for snapshot {}",
-                first.slot, first.id, first.gen
-            ));
-            return;
+    let losers = std::mem::take(&mut state.borrow_mut().losers);
+    let mut reads: Vec<(Loc, usize)> = losers.iter().map(|l| l.loc).zip(0..).collect();
+    reads.sort_unstable();
+    read_dma(state, &reads, &mut |st, i, a| {
+        st.retract(losers[i].subtract, a)
+    })
+    .await;
+    state.borrow_mut().retract_ns += t.elapsed().as_nanos() as u64;
+}
+
+/// Read the accounts at `reads` (sorted by location) with io_uring, files opened one at a
+/// time, [`RETRACT_READS_IN_FLIGHT`] reads in flight. False (the error recorded) when a
+/// read fails.
+async fn read_dma(
+    state: &Rc<RefCell<State>>,
+    reads: &[(Loc, usize)],
+    f: &mut OnAccount<'_>,
+) -> bool {
+    for group in reads.chunk_by(|a, b| a.0.file == b.0.file) {
+        let file_ix = group[0].0.file;
+        let (path, name) = {
+            let st = state.borrow();
+            let fr = st.files[file_ix as usize];
+            (st.path(fr.gen, fr.slot, fr.id), st.file_name(file_ix))
         };
-        let path = dir.join(format!("{}.{}", first.slot, first.id));
+        let Some(path) = path else {
+            state
+                .borrow_mut()
+                .fail(format!("{name}: no directory for its snapshot"));
+            return false;
+        };
         let file = match glommio::io::BufferedFile::open(&path).await {
             Ok(f) => {
                 // Scattered reads: no readahead (it would pull in the whole file).
@@ -102,37 +177,36 @@ pub(super) async fn retract_losers_dma(state: &Rc<RefCell<State>>) {
                 state
                     .borrow_mut()
                     .fail(format!("read {}: {e}", path.display()));
-                return;
+                return false;
             }
         };
-        let mut in_flight: std::collections::VecDeque<glommio::Task<RetractRead>> =
-            Default::default();
+        let mut in_flight: std::collections::VecDeque<glommio::Task<Read>> = Default::default();
         let mut next = 0;
         while next < group.len() || !in_flight.is_empty() {
             while next < group.len() && in_flight.len() < RETRACT_READS_IN_FLIGHT {
-                let l = group[next];
+                let (l, i) = group[next];
                 next += 1;
-                let f = file.clone();
+                let fh = file.clone();
                 in_flight.push_back(glommio::spawn_local(async move {
-                    let r = f
-                        .read_at(l.offset, RETRACT_READ_BYTES)
+                    let r = fh
+                        .read_at(l.offset(), RETRACT_READ_BYTES)
                         .await
                         .map(|b| b.to_vec())
                         .map_err(std::io::Error::from);
-                    (l, r)
+                    (l, i, r)
                 }));
             }
             let Some(task) = in_flight.pop_front() else {
                 break;
             };
-            let (l, r) = task.await;
+            let (l, i, r) = task.await;
             let mut bytes = match r {
                 Ok(b) => b,
                 Err(e) => {
                     state
                         .borrow_mut()
                         .fail(format!("read {}: {e}", path.display()));
-                    return;
+                    return false;
                 }
             };
             // A longer entry: read it whole.
@@ -142,33 +216,27 @@ pub(super) async fn retract_losers_dma(state: &Rc<RefCell<State>>) {
                 let need =
                     hdr as u64 + data_len.min(catchup_solana::appendvec::MAX_ACCOUNT_DATA_BYTES);
                 if need > bytes.len() as u64 {
-                    match file.read_at(l.offset, need as usize).await {
+                    match file.read_at(l.offset(), need as usize).await {
                         Ok(b) => bytes = b.to_vec(),
                         Err(e) => {
                             state
                                 .borrow_mut()
                                 .fail(format!("read {}: {e}", path.display()));
-                            return;
+                            return false;
                         }
                     }
                 }
             }
             let mut st = state.borrow_mut();
             match account_at(&bytes, bytes.len() as u64, 0) {
-                Ok(a) => {
-                    st.lt_hash
-                        .mix_out_account(a.lamports, a.data, a.executable, a.owner, a.pubkey);
-                    st.retracted += 1;
-                }
+                Ok(a) => f(&mut st, i, &a),
                 Err(e) => {
                     st.fail(format!(
-                        "accounts/{}.{}: {}",
-                        l.slot,
-                        l.id,
+                        "{name}: {}",
                         e.to_string()
-                            .replace("offset 0", &format!("offset {}", l.offset))
+                            .replace("offset 0", &format!("offset {}", l.offset()))
                     ));
-                    return;
+                    return false;
                 }
             }
         }
@@ -177,7 +245,7 @@ pub(super) async fn retract_losers_dma(state: &Rc<RefCell<State>>) {
             let _ = f.close().await;
         }
     }
-    state.borrow_mut().retract_ns += t.elapsed().as_nanos() as u64;
+    true
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use catchup_solana::appendvec::{AppendVecScanner, ScanError};
 
-use super::hash::retract_losers_dma;
+use super::hash::{resolve_pending_dma, retract_losers_dma};
 use super::load::{open_sink, OpenFile};
 use super::mesh::send_batches;
 use super::shard::State;
@@ -200,6 +200,7 @@ pub(super) async fn inbox_task(
                     }
                 }
                 if dma {
+                    resolve_pending_dma(&state).await;
                     retract_losers_dma(&state).await;
                 }
                 let t = state.borrow_mut().totals();
@@ -210,9 +211,7 @@ pub(super) async fn inbox_task(
                 let _ = reply.send(r);
             }
             Cmd::All(reply) => {
-                let mut st = state.borrow_mut();
-                let keys: Vec<[u8; 32]> = st.index.keys().copied().collect();
-                let mut v: Vec<AccountRecord> = keys.iter().filter_map(|k| st.record(k)).collect();
+                let mut v: Vec<AccountRecord> = state.borrow_mut().all_records();
                 v.sort_by_key(|a| a.pubkey);
                 let _ = reply.send(v);
             }

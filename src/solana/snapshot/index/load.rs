@@ -52,7 +52,7 @@ impl State {
         current_len: u64,
         out: &mut [Vec<IndexEntry>],
     ) {
-        let map = match self.map(gen, slot, id) {
+        let map = match self.intern(gen, slot, id).and_then(|f| self.map(f)) {
             Ok(m) => m,
             Err(e) => return self.fail(e),
         };

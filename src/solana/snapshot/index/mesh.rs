@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use super::shard::{ShardStart, SharedError, State};
 use super::{
-    Cmd, IndexEntry, Peer, INDEX_BATCH_ENTRIES, MESH_LINK_CAPACITY, MIN_SHARD_INBOX_CAPACITY,
+    Cmd, IndexConfig, IndexEntry, Peer, INDEX_BATCH_ENTRIES, MESH_LINK_CAPACITY,
+    MIN_SHARD_INBOX_CAPACITY,
 };
 
 pub(super) struct Links {
@@ -69,7 +70,7 @@ pub(super) type Parts = (
     Arc<SharedError>,
 );
 
-pub(super) fn make_parts(shards: usize, inbox_capacity: usize) -> Parts {
+pub(super) fn make_parts(shards: usize, inbox_capacity: usize, config: &IndexConfig) -> Parts {
     let shared_error = Arc::new(SharedError::default());
     let mut mesh_tx: Vec<Vec<Option<flume::Sender<Peer>>>> =
         (0..shards).map(|_| vec![None; shards]).collect();
@@ -101,6 +102,7 @@ pub(super) fn make_parts(shards: usize, inbox_capacity: usize) -> Parts {
             },
             queued: q,
             shared_error: shared_error.clone(),
+            config: config.clone(),
         });
     }
     (inboxes, queued, starts, shared_error)

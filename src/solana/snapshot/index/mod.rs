@@ -20,14 +20,26 @@
 //! the bytes are hot in cache (zero-lamport entries add nothing) and ships no hash. The
 //! owner decides winners from the compact entries alone and records each *loser* (an
 //! older version, or a newer file's entry that lost the tie-break) whose lamports are
-//! non-zero. When totals are asked for, each owner re-reads its losers from the mapped
+//! non-zero. When totals are asked for, each owner re-reads its losers from the storage
 //! files and mixes their elements out. So `Σ shards = Σ scanned − Σ losers = Σ live`,
 //! exactly the live-set semantics, and the blake3 XOF runs once per entry plus once per
 //! overwritten entry. The alternatives cost more: shipping the 2048-byte element with
 //! every entry multiplies the mesh traffic by ~15, keeping it at the owner costs 2 KiB per
 //! live account, and hashing only the winners at the end re-reads every account after
 //! the stream instead of while it is in cache. Lamports, zero-lamport counts and data
-//! bytes need no file access: the entries carry them.
+//! bytes work the same way at the owner: every entry adds its values as it arrives (the
+//! compact entries carry them), and each superseded version subtracts them, read from
+//! its file with its LtHash element.
+//!
+//! # A lean index
+//!
+//! An owner keeps 16 bytes a live account (`table`): a keyed 64-bit fingerprint of the
+//! pubkey, the storage file as an index into the shard's file table and the offset / 8,
+//! in an open-addressing table at most 3/4 full (21–43 bytes per account). Pubkeys are
+//! confirmed from the files: an entry whose fingerprint is taken waits for the barrier,
+//! then is either a newer or older version of the same account or a different pubkey,
+//! kept in an exact side table. Memory maps of storage files are bounded per shard
+//! ([`IndexConfig::max_open_maps`], least recently used dropped; `maps`).
 //!
 //! A file that arrives before the manifest (so its `accounts_current_len` is unknown
 //! while it streams) is written first and scanned from its memory map once the manifest
@@ -45,16 +57,22 @@
 //!
 //! `set` (the handle the pipeline holds), `inbox` (a shard's command loop), `load`
 //! (writing and scanning account files), `mesh` (the links between shards), `shard` (one
-//! shard's slice of the index), `hash` (retracting superseded versions from the LtHash).
+//! shard's slice of the index), `table` (its compact fingerprint table), `maps` (its
+//! bounded memory maps), `hash` (resolving fingerprint matches and retracting superseded
+//! versions).
 //!
 //! [`AppendVecScanner`]: catchup_solana::appendvec::AppendVecScanner
 
 mod hash;
 mod inbox;
 mod load;
+mod maps;
 mod mesh;
 mod set;
 mod shard;
+mod table;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
@@ -62,6 +80,48 @@ use catchup_solana::LtHash;
 
 pub use hash::{RETRACT_READS_IN_FLIGHT, RETRACT_READ_BYTES};
 pub use set::ShardSet;
+pub use table::SLOT_BYTES;
+
+/// Memory maps of storage files a shard keeps open by default (the least recently used
+/// is dropped beyond it; see [`IndexConfig::max_open_maps`]).
+pub const DEFAULT_MAX_OPEN_MAPS_PER_SHARD: usize = 1024;
+
+/// Settings of the index shards.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// Storage-file memory maps each shard keeps open at most; a cold file is mapped again
+    /// when read. All shards together stay well below Linux's default
+    /// `vm.max_map_count` (65,530) with the default.
+    pub max_open_maps: usize,
+    /// Test only: fingerprints with three values, so nearly every pubkey collides.
+    #[cfg(test)]
+    pub(crate) weak_fingerprint: bool,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            max_open_maps: DEFAULT_MAX_OPEN_MAPS_PER_SHARD,
+            #[cfg(test)]
+            weak_fingerprint: false,
+        }
+    }
+}
+
+impl IndexConfig {
+    /// These settings with `n` open maps per shard at most.
+    pub fn with_max_open_maps(mut self, n: usize) -> Self {
+        self.max_open_maps = n.max(1);
+        self
+    }
+
+    fn weak_fingerprint(&self) -> bool {
+        #[cfg(test)]
+        return self.weak_fingerprint;
+        #[cfg(not(test))]
+        false
+    }
+}
 
 /// Smallest capacity of a shard's inbox from the feeding thread (messages; data messages
 /// are at most [`WRITE_CHUNK_BYTES`] each). [`ShardSet::start_with_queue`] sets a deeper
@@ -143,6 +203,17 @@ pub struct ShardTotals {
     pub idle_ms: u64,
     /// Time spent re-reading and mixing out superseded versions.
     pub retract_ms: u64,
+    /// Memory of this shard's index at rest (fingerprint table, side table, file tables),
+    /// from their capacities.
+    pub index_bytes: u64,
+    /// Pubkeys kept in the exact side table because another pubkey has their fingerprint.
+    pub index_collisions: u64,
+    /// Storage files this shard's index refers to.
+    pub storage_files: u64,
+    /// Storage-file memory maps open now, at most at once, and opened in all.
+    pub open_maps: u64,
+    pub peak_open_maps: u64,
+    pub maps_opened: u64,
     /// First storage-file error this shard saw, if any.
     pub error: Option<String>,
 }
@@ -161,9 +232,6 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
-    fn order(&self) -> (u64, u64, u64) {
-        (self.slot, self.id, self.offset)
-    }
     fn stored_bytes(&self) -> u64 {
         (catchup_solana::appendvec::ENTRY_HEADER_BYTES as u64 + self.data_len as u64 + 7) & !7
     }

@@ -11,7 +11,8 @@ use catchup_shards::ownership::owner_of_key;
 use super::mesh::make_parts;
 use super::shard::{shard_main, ShardStart, SharedError};
 use super::{
-    AccountRecord, Cmd, ShardGone, ShardTotals, INDEX_RUNTIME_ENV, MIN_SHARD_INBOX_CAPACITY,
+    AccountRecord, Cmd, IndexConfig, ShardGone, ShardTotals, INDEX_RUNTIME_ENV,
+    MIN_SHARD_INBOX_CAPACITY,
 };
 
 /// Handles to the running shards: one glommio executor per shard from
@@ -70,6 +71,16 @@ impl ShardSet {
         inbox_capacity: usize,
         cores: Option<Vec<usize>>,
     ) -> std::io::Result<Self> {
+        Self::start_configured(shards, inbox_capacity, cores, IndexConfig::default())
+    }
+
+    /// [`ShardSet::start_placed`] with index settings (open memory maps per shard).
+    pub fn start_configured(
+        shards: usize,
+        inbox_capacity: usize,
+        cores: Option<Vec<usize>>,
+        config: IndexConfig,
+    ) -> std::io::Result<Self> {
         let shards = shards.max(1);
         let cores = cores
             .filter(|c| !c.is_empty())
@@ -79,7 +90,7 @@ impl ShardSet {
         // plain pinned threads where it cannot start (no io_uring, locked-memory limit).
         let use_runtime = std::env::var(INDEX_RUNTIME_ENV).as_deref() != Ok("threads");
         let started = if use_runtime {
-            Self::start_on_runtime(shards, cap, cores.clone())
+            Self::start_on_runtime(shards, cap, cores.clone(), &config)
         } else {
             Err(format!("{INDEX_RUNTIME_ENV}=threads"))
         };
@@ -87,7 +98,7 @@ impl ShardSet {
             Ok(set) => Ok(set),
             Err(reason) => {
                 tracing::debug!(%reason, "snapshot index: shard runtime unavailable, using plain threads");
-                Self::start_on_threads(shards, cap, &cores)
+                Self::start_on_threads_with(shards, cap, &cores, &config)
             }
         }
     }
@@ -118,8 +129,9 @@ impl ShardSet {
         shards: usize,
         inbox_capacity: usize,
         cores: Vec<usize>,
+        config: &IndexConfig,
     ) -> Result<Self, String> {
-        let (inboxes, queued, starts, shared_error) = make_parts(shards, inbox_capacity);
+        let (inboxes, queued, starts, shared_error) = make_parts(shards, inbox_capacity, config);
         let starts: Vec<Option<ShardStart>> = starts.into_iter().map(Some).collect();
         let starts = Arc::new(Mutex::new(starts));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(shards + 1);
@@ -183,12 +195,22 @@ impl ShardSet {
         ))
     }
 
+    #[cfg(test)]
     pub(super) fn start_on_threads(
         shards: usize,
         inbox_capacity: usize,
         cores: &[usize],
     ) -> std::io::Result<Self> {
-        let (inboxes, queued, starts, shared_error) = make_parts(shards, inbox_capacity);
+        Self::start_on_threads_with(shards, inbox_capacity, cores, &IndexConfig::default())
+    }
+
+    pub(super) fn start_on_threads_with(
+        shards: usize,
+        inbox_capacity: usize,
+        cores: &[usize],
+        config: &IndexConfig,
+    ) -> std::io::Result<Self> {
+        let (inboxes, queued, starts, shared_error) = make_parts(shards, inbox_capacity, config);
         let mut threads = Vec::with_capacity(shards);
         for start in starts {
             let core = cores.get(start.shard % cores.len().max(1)).copied();

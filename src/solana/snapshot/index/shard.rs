@@ -9,29 +9,39 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use catchup_io::mmap::MappedFile;
-use catchup_solana::appendvec::account_at;
+use catchup_solana::appendvec::{account_at, StoredAccount};
 use catchup_solana::LtHash;
 
 use super::inbox::inbox_task;
+use super::maps::MapCache;
 use super::mesh::{mesh_task, Links};
-use super::{AccountLocation, AccountRecord, Cmd, IndexEntry, ShardTotals, SHARD_IO_LATENCY};
+use super::table::{hash_map_bytes, Fingerprinter, KeyTable, Loc, Pending, SideTable};
+use super::{
+    AccountLocation, AccountRecord, Cmd, IndexConfig, IndexEntry, ShardTotals, SHARD_IO_LATENCY,
+};
 
-#[derive(Clone, Copy)]
-pub(super) struct Entry {
-    slot: u64,
-    id: u64,
-    offset: u64,
-    lamports: u64,
-    data_len: u32,
-    gen: u32,
-}
-
-#[derive(Clone, Copy)]
-pub(super) struct Loser {
+/// A storage file some entry of this shard refers to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct FileRef {
     pub(super) gen: u32,
     pub(super) slot: u64,
     pub(super) id: u64,
-    pub(super) offset: u64,
+}
+
+/// A superseded version whose LtHash element must be mixed out; with `subtract` its
+/// lamports, zero-lamport count and data bytes also leave the live sums (they are read
+/// from the file with the element).
+#[derive(Clone, Copy)]
+pub(super) struct Loser {
+    pub(super) loc: Loc,
+    pub(super) subtract: bool,
+}
+
+/// Where a version in the index is held: a slot of the fingerprint table, or the side
+/// table of pubkeys whose fingerprint another pubkey holds.
+enum At {
+    Main(usize),
+    Side([u8; 32]),
 }
 
 /// Errors seen by any shard, visible to the feeding thread at once.
@@ -63,12 +73,23 @@ pub(super) struct State {
     pub(super) shard: usize,
     pub(super) shards: usize,
     pub(super) dirs: HashMap<u32, PathBuf>,
-    pub(super) maps: HashMap<(u32, u64, u64), Rc<MappedFile>>,
-    /// Files holding entries this shard indexed since the last totals (mapped then, so
-    /// lookups keep working whatever happens to the directory later).
-    pub(super) referenced: std::collections::HashSet<(u32, u64, u64)>,
-    pub(super) last_referenced: Option<(u32, u64, u64)>,
-    pub(super) index: HashMap<[u8; 32], Entry, ahash::RandomState>,
+    /// Storage files by index ([`Loc::file`]).
+    pub(super) files: Vec<FileRef>,
+    /// File → index, for the files of the snapshot being loaded (dropped at totals: a
+    /// generation's files all stream before its totals).
+    pub(super) file_ids: HashMap<FileRef, u32, ahash::RandomState>,
+    pub(super) last_file: Option<(FileRef, u32)>,
+    /// Files interned since the last totals start here.
+    pub(super) new_files_from: usize,
+    pub(super) maps: MapCache,
+    /// Fingerprint → newest version of each pubkey this shard owns.
+    pub(super) table: KeyTable,
+    /// Exact entries for pubkeys whose fingerprint another pubkey holds in `table`.
+    pub(super) side: SideTable,
+    pub(super) fingerprint: Fingerprinter,
+    /// Entries whose fingerprint was in the table while files streamed (resolved at
+    /// totals, when every file can be read).
+    pub(super) pending: Vec<Pending>,
     pub(super) lt_hash: LtHash,
     pub(super) lamports_live: u128,
     pub(super) zero_lamport_live: u64,
@@ -102,92 +123,216 @@ impl State {
         self.dirs.get(&gen).map(|d| d.join(format!("{slot}.{id}")))
     }
 
-    pub(super) fn map(&mut self, gen: u32, slot: u64, id: u64) -> Result<Rc<MappedFile>, String> {
-        if let Some(m) = self.maps.get(&(gen, slot, id)) {
-            return Ok(m.clone());
+    /// `accounts/<slot>.<id>` of a file index, for messages.
+    pub(super) fn file_name(&self, file: u32) -> String {
+        match self.files.get(file as usize) {
+            Some(f) => format!("accounts/{}.{}", f.slot, f.id),
+            None => format!("storage file #{file}"),
         }
-        let path = self
-            .path(gen, slot, id)
-            .ok_or_else(|| format!("accounts/{slot}.{id}: no directory for snapshot {gen}"))?;
+    }
+
+    /// The index of a storage file in this shard's table, added when new.
+    pub(super) fn intern(&mut self, gen: u32, slot: u64, id: u64) -> Result<u32, String> {
+        let f = FileRef { gen, slot, id };
+        if let Some((last, i)) = self.last_file {
+            if last == f {
+                return Ok(i);
+            }
+        }
+        let i = match self.file_ids.get(&f) {
+            Some(&i) => i,
+            None => {
+                let i = u32::try_from(self.files.len()).map_err(|_| {
+                    format!("accounts/{slot}.{id}: more than 2^32 storage files in one index shard")
+                })?;
+                self.files.push(f);
+                self.file_ids.insert(f, i);
+                i
+            }
+        };
+        self.last_file = Some((f, i));
+        Ok(i)
+    }
+
+    /// The memory map of a storage file (mapped again if it was evicted).
+    pub(super) fn map(&mut self, file: u32) -> Result<Rc<MappedFile>, String> {
+        if let Some(m) = self.maps.get(file) {
+            return Ok(m);
+        }
+        let f = *self
+            .files
+            .get(file as usize)
+            .ok_or_else(|| format!("storage file #{file} unknown to shard {}", self.shard))?;
+        let path = self.path(f.gen, f.slot, f.id).ok_or_else(|| {
+            format!(
+                "accounts/{}.{}: no directory for snapshot {}",
+                f.slot, f.id, f.gen
+            )
+        })?;
         let m = Rc::new(MappedFile::open(&path).map_err(|e| e.to_string())?);
-        self.maps.insert((gen, slot, id), m.clone());
+        self.maps.insert(file, m.clone());
         Ok(m)
+    }
+
+    /// (slot, file id, offset): the newest wins.
+    fn order(&self, l: Loc) -> (u64, u64, u32) {
+        let f = &self.files[l.file as usize];
+        (f.slot, f.id, l.off8)
     }
 
     /// Index one entry at its owner: newest (slot, file id, offset) wins.
     pub(super) fn apply(&mut self, e: &IndexEntry) {
-        let file = (e.gen, e.slot, e.id);
-        if self.last_referenced != Some(file) {
-            self.referenced.insert(file);
-            self.last_referenced = Some(file);
+        let file = match self.intern(e.gen, e.slot, e.id) {
+            Ok(f) => f,
+            Err(x) => return self.fail(x),
+        };
+        if e.offset % 8 != 0 || e.offset / 8 > u32::MAX as u64 {
+            return self.fail(format!(
+                "accounts/{}.{}: entry at offset {} is not 8-aligned or beyond the index's 32 GiB per file",
+                e.slot, e.id, e.offset
+            ));
         }
+        let loc = Loc {
+            file,
+            off8: (e.offset / 8) as u32,
+        };
         self.accounts_total += 1;
         self.owned_bytes += e.stored_bytes();
-        let new = Entry {
-            slot: e.slot,
-            id: e.id,
-            offset: e.offset,
-            lamports: e.lamports,
-            data_len: e.data_len,
-            gen: e.gen,
-        };
-        let loser = match self.index.get_mut(&e.pubkey) {
-            None => {
-                self.index.insert(e.pubkey, new);
-                self.live_add(&new);
-                return;
-            }
-            Some(old) if (old.slot, old.id, old.offset) >= e.order() => new,
-            Some(old) => std::mem::replace(old, new),
-        };
-        if loser.offset != new.offset || loser.slot != new.slot || loser.id != new.id {
-            // The old winner leaves the live set.
-            self.live_remove(&loser);
-            self.live_add(&new);
+        // Every version joins the sums as it arrives; superseded ones leave again.
+        self.add_sums(e.lamports, e.data_len as u64);
+        if !self.side.is_empty() && self.side.contains_key(&e.pubkey) {
+            return self.update(At::Side(e.pubkey), loc, e.lamports, e.data_len as u64);
         }
-        if loser.lamports != 0 {
+        let fp = self.fingerprint.of(&e.pubkey);
+        match self.table.find(fp) {
+            None => self.table.insert_new(fp, loc),
+            // Another version of this pubkey, or another pubkey with the same fingerprint:
+            // told apart once the files are complete.
+            Some(_) => self.pending.push(Pending {
+                key: e.pubkey,
+                loc,
+                lamports: e.lamports,
+                data_len: e.data_len,
+            }),
+        }
+    }
+
+    /// A new version `new` (with its lamports and data length) of the pubkey held `at`.
+    fn update(&mut self, at: At, new: Loc, lamports: u64, data_len: u64) {
+        let old = match &at {
+            At::Main(i) => self.table.loc(*i),
+            At::Side(k) => self.side[k],
+        };
+        if self.order(old) >= self.order(new) {
+            // The arriving version loses (or is the same entry again): its sums leave at
+            // once, its element when the losers are read.
+            self.sub_sums(lamports, data_len);
+            if lamports != 0 {
+                self.losers.push(Loser {
+                    loc: new,
+                    subtract: false,
+                });
+            }
+        } else {
+            match at {
+                At::Main(i) => *self.table.loc_mut(i) = new,
+                At::Side(k) => {
+                    self.side.insert(k, new);
+                }
+            }
             self.losers.push(Loser {
-                gen: loser.gen,
-                slot: loser.slot,
-                id: loser.id,
-                offset: loser.offset,
+                loc: old,
+                subtract: true,
             });
         }
     }
 
-    fn live_add(&mut self, e: &Entry) {
-        if e.lamports == 0 {
-            self.zero_lamport_live += 1;
+    /// Decide one pending entry, given the account `held` read at `read_at`, the location
+    /// the table slot of its fingerprint had when the reads were planned.
+    pub(super) fn resolve_one(&mut self, p: &Pending, read_at: Loc, held: &StoredAccount<'_>) {
+        if !self.side.is_empty() && self.side.contains_key(&p.key) {
+            self.update(At::Side(p.key), p.loc, p.lamports, p.data_len as u64);
+        } else if *held.pubkey == p.key {
+            let fp = self.fingerprint.of(&p.key);
+            let Some(i) = self.table.find(fp) else {
+                // Slots are never removed.
+                self.fail(format!(
+                    "index shard {}: fingerprint slot vanished",
+                    self.shard
+                ));
+                return;
+            };
+            let cur = self.table.loc(i);
+            if cur == read_at && self.order(cur) < self.order(p.loc) {
+                // The version just read is superseded: retract it from these bytes now
+                // rather than reading it again with the other losers.
+                *self.table.loc_mut(i) = p.loc;
+                self.retract(true, held);
+            } else {
+                self.update(At::Main(i), p.loc, p.lamports, p.data_len as u64);
+            }
         } else {
-            self.lamports_live += e.lamports as u128;
-            self.data_bytes_live += e.data_len as u64;
+            // A different pubkey with the same fingerprint: a new live account.
+            self.side.insert(p.key, p.loc);
         }
     }
 
-    fn live_remove(&mut self, e: &Entry) {
-        if e.lamports == 0 {
+    pub(super) fn add_sums(&mut self, lamports: u64, data_len: u64) {
+        if lamports == 0 {
+            self.zero_lamport_live += 1;
+        } else {
+            self.lamports_live += lamports as u128;
+            self.data_bytes_live += data_len;
+        }
+    }
+
+    pub(super) fn sub_sums(&mut self, lamports: u64, data_len: u64) {
+        if lamports == 0 {
             self.zero_lamport_live -= 1;
         } else {
-            self.lamports_live -= e.lamports as u128;
-            self.data_bytes_live -= e.data_len as u64;
+            self.lamports_live -= lamports as u128;
+            self.data_bytes_live -= data_len;
         }
+    }
+
+    /// Memory of the index at rest: fingerprint table, side table, file tables.
+    pub(super) fn index_bytes(&self) -> u64 {
+        self.table.bytes()
+            + hash_map_bytes(self.side.capacity(), std::mem::size_of::<([u8; 32], Loc)>())
+            + (self.files.capacity() * std::mem::size_of::<FileRef>()) as u64
+            + hash_map_bytes(
+                self.file_ids.capacity(),
+                std::mem::size_of::<(FileRef, u32)>(),
+            )
+            + (self.pending.capacity() * std::mem::size_of::<Pending>()) as u64
+            + (self.losers.capacity() * std::mem::size_of::<Loser>()) as u64
     }
 
     pub(super) fn totals(&mut self) -> ShardTotals {
+        self.resolve_pending();
         self.retract_losers();
-        self.last_referenced = None;
-        for (gen, slot, id) in std::mem::take(&mut self.referenced) {
-            if let Err(e) = self.map(gen, slot, id) {
+        // Map the files indexed since the last totals, up to the cap, so lookups keep
+        // working whatever happens to the directory later; beyond the cap a cold file is
+        // opened again by name from the snapshot's directory.
+        let first = self
+            .new_files_from
+            .max(self.files.len().saturating_sub(self.maps.cap()));
+        for f in first..self.files.len() {
+            if let Err(e) = self.map(f as u32) {
                 self.fail(e);
             }
         }
+        self.new_files_from = self.files.len();
+        // This generation's files have all streamed: only the file table stays.
+        self.file_ids = HashMap::with_hasher(ahash::RandomState::new());
+        self.last_file = None;
         ShardTotals {
             shard: self.shard,
             lt_hash: self.lt_hash.clone(),
             capitalization: self.lamports_live,
             accounts_total: self.accounts_total,
             owned_bytes: self.owned_bytes,
-            accounts_live: self.index.len() as u64,
+            accounts_live: (self.table.len() + self.side.len()) as u64,
             zero_lamport_live: self.zero_lamport_live,
             data_bytes_live: self.data_bytes_live,
             scanned_accounts: self.scanned_accounts,
@@ -199,25 +344,68 @@ impl State {
             write_ms: self.write_ns / 1_000_000,
             idle_ms: self.idle_ns / 1_000_000,
             retract_ms: self.retract_ns / 1_000_000,
+            index_bytes: self.index_bytes(),
+            index_collisions: self.side.len() as u64,
+            storage_files: self.files.len() as u64,
+            open_maps: self.maps.open() as u64,
+            peak_open_maps: self.maps.peak as u64,
+            maps_opened: self.maps.opened,
             error: self.error.clone(),
         }
     }
 
+    /// The newest version of `key`, read from its storage file.
     pub(super) fn record(&mut self, key: &[u8; 32]) -> Option<AccountRecord> {
-        let e = *self.index.get(key)?;
-        let map = self.map(e.gen, e.slot, e.id).ok()?;
-        let a = account_at(map.bytes(), map.len() as u64, e.offset).ok()?;
+        let loc = match self.side.get(key) {
+            Some(l) => *l,
+            None => self.table.loc(self.table.find(self.fingerprint.of(key))?),
+        };
+        // The fingerprint slot may hold another pubkey: `read_record` confirms it.
+        self.read_record(loc).filter(|r| r.pubkey == *key)
+    }
+
+    /// Every live account this shard owns, read from the files.
+    pub(super) fn all_records(&mut self) -> Vec<AccountRecord> {
+        let mut locs: Vec<Loc> = self
+            .table
+            .locs()
+            .chain(self.side.values().copied())
+            .collect();
+        locs.sort_unstable();
+        locs.into_iter()
+            .filter_map(|l| self.read_record(l))
+            .collect()
+    }
+
+    fn read_record(&mut self, loc: Loc) -> Option<AccountRecord> {
+        let map = match self.map(loc.file) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot index: cannot read an account");
+                self.fail(e);
+                return None;
+            }
+        };
+        let a = match account_at(map.bytes(), map.len() as u64, loc.offset()) {
+            Ok(a) => a,
+            Err(e) => {
+                let e = format!("{}: {e}", self.file_name(loc.file));
+                self.fail(e);
+                return None;
+            }
+        };
+        let f = self.files[loc.file as usize];
         Some(AccountRecord {
-            pubkey: *key,
+            pubkey: *a.pubkey,
             lamports: a.lamports,
             owner: *a.owner,
             executable: a.executable,
             rent_epoch: a.rent_epoch,
             data: a.data.to_vec(),
             location: AccountLocation {
-                slot: e.slot,
-                file_id: e.id,
-                offset: e.offset,
+                slot: f.slot,
+                file_id: f.id,
+                offset: loc.offset(),
             },
         })
     }
@@ -230,6 +418,7 @@ pub(super) struct ShardStart {
     pub(super) links: Links,
     pub(super) queued: Arc<AtomicU64>,
     pub(super) shared_error: Arc<SharedError>,
+    pub(super) config: IndexConfig,
 }
 
 pub(super) async fn shard_main(s: ShardStart, dma: bool) {
@@ -237,10 +426,15 @@ pub(super) async fn shard_main(s: ShardStart, dma: bool) {
         shard: s.shard,
         shards: s.shards,
         dirs: HashMap::new(),
-        maps: HashMap::new(),
-        referenced: Default::default(),
-        last_referenced: None,
-        index: HashMap::with_hasher(ahash::RandomState::new()),
+        files: Vec::new(),
+        file_ids: HashMap::with_hasher(ahash::RandomState::new()),
+        last_file: None,
+        new_files_from: 0,
+        maps: MapCache::new(s.config.max_open_maps),
+        table: KeyTable::default(),
+        side: HashMap::with_hasher(ahash::RandomState::new()),
+        fingerprint: Fingerprinter::new(s.config.weak_fingerprint()),
+        pending: Vec::new(),
         lt_hash: LtHash::identity(),
         lamports_live: 0,
         zero_lamport_live: 0,
