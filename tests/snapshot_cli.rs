@@ -98,8 +98,47 @@ fn verify_full_plus_incremental() {
     assert_eq!(v["slot"], 4);
     assert_eq!(v["base_slot"], 1);
     assert_eq!(v["lt_hash_ok"], true);
+    assert_eq!(v["name_hash_ok"], true);
+    assert_eq!(v["name_hash_kind"], "accounts_lt_hash");
+    assert_eq!(v["name_hashes"].as_array().unwrap().len(), 2);
     assert!(data.path().join("snapshot/1").is_dir());
     assert!(data.path().join("incremental/1-4").is_dir());
+}
+
+/// An archive copied under another snapshot hash verifies internally but not against its
+/// name: exit 1, the error naming both hashes.
+#[test]
+fn verify_a_renamed_archive_fails_naming_both_hashes() {
+    let Some(dir) = fixtures() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let wrong = data
+        .path()
+        .join("snapshot-1-4uQeVj5tqViQh7yWWGStvkEG1Zmhx6uasJtWCJziofM.tar.zst");
+    std::fs::copy(
+        dir.join("snapshot-1-5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7.tar.zst"),
+        &wrong,
+    )
+    .unwrap();
+    let out = catchup()
+        .args(["solana", "snapshot", "verify", "--json", "--datadir"])
+        .arg(data.path().join("d"))
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let v = json_of(&out);
+    assert_eq!(v["lt_hash_ok"], true);
+    assert_eq!(v["name_hash_ok"], false);
+    assert!(err.contains("snapshot hash mismatch"), "{err}");
+    assert!(
+        err.contains("4uQeVj5tqViQh7yWWGStvkEG1Zmhx6uasJtWCJziofM"),
+        "{err}"
+    );
+    assert!(
+        err.contains("5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -67,6 +67,19 @@ fn v4_2_fixture_matches_ground_truth() {
         assert_eq!(r.bank_hash, truth["bank_fields"]["hash"].as_str().unwrap());
         assert_eq!(r.shards.len(), shards);
         let m = &v.manifest;
+        // The bank's stakes per node (what leader schedules are drawn from): two nodes
+        // in epochs 2 (slot 100's, under warm-up) and 3.
+        assert_eq!(m.epoch_schedule.epoch_of(100).0, 2);
+        for epoch in [2u64, 3] {
+            let nodes = &m
+                .epoch_node_stakes
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .expect("stakes of the epoch")
+                .1;
+            assert_eq!(nodes.len(), 2);
+            assert_eq!(nodes.iter().map(|(_, s)| s).sum::<u64>(), 5_000_000);
+        }
         assert_eq!(m.block_height, 100);
         assert_eq!(m.transaction_count, 12345);
         assert_eq!(m.signature_count, 6789);
@@ -197,4 +210,65 @@ fn older_full_and_incremental_load_together() {
             );
         }
     }
+}
+
+/// The archives are named by their accounts LtHash checksum (SIMD-0220), the older-format
+/// pair too: the name check compares the LtHash and needs no merkle hash. A wrong name is a
+/// mismatch naming both hashes.
+#[test]
+fn archives_match_the_hash_in_their_names() {
+    use catchup::solana::snapshot::name_hash::{check_name_hash, KIND_LT_HASH};
+    let Some(dir) = fixtures() else { return };
+    let full_name = "snapshot-1-5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7.tar.zst";
+    let inc_name = "incremental-snapshot-1-4-43FT6mnmRW9XbxpCzqH3ogYexHXboG7d8vmf3gBLvLrR.tar.zst";
+    let datadir = tempfile::tempdir().unwrap();
+    let f = verify_archive_snapshot(&dir.join(full_name), None, datadir.path(), cfg(2)).unwrap();
+    let c = check_name_hash(&f, full_name).unwrap().unwrap();
+    assert!(c.ok, "{c:?}");
+    assert_eq!(c.kind, KIND_LT_HASH);
+    assert_eq!(c.computed, "5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7");
+    assert_eq!(c.merkle_computed, None);
+    // The same accounts under another hash: a mismatch naming both (and the merkle
+    // snapshot hash, which was tried too).
+    let wrong = "snapshot-1-4uQeVj5tqViQh7yWWGStvkEG1Zmhx6uasJtWCJziofM.tar.zst";
+    let c = check_name_hash(&f, wrong).unwrap().unwrap();
+    assert!(!c.ok);
+    assert!(c.merkle_computed.is_some());
+    let line = c.mismatch_line();
+    assert!(
+        line.contains("4uQeVj5tqViQh7yWWGStvkEG1Zmhx6uasJtWCJziofM"),
+        "{line}"
+    );
+    assert!(
+        line.contains("5pgMpQj4MZYWauD1VnoNfmGAdUQCe6VVCSCQMNbDoxf7"),
+        "{line}"
+    );
+
+    let v = verify_archive_snapshot(
+        &dir.join(full_name),
+        Some(&dir.join(inc_name)),
+        tempfile::tempdir().unwrap().path(),
+        cfg(2),
+    )
+    .unwrap();
+    let c = check_name_hash(&v, inc_name).unwrap().unwrap();
+    assert!(c.ok, "{c:?}");
+    assert_eq!(c.kind, KIND_LT_HASH);
+
+    let v42 = "test-snapshot-v4.2.0-beta.1.tar.zst";
+    let v = verify_archive_snapshot(
+        &dir.join(v42),
+        None,
+        tempfile::tempdir().unwrap().path(),
+        cfg(1),
+    )
+    .unwrap();
+    let named = format!("snapshot-100-{}.tar.zst", v.report.lt_hash_computed);
+    let c = check_name_hash(&v, &named).unwrap().unwrap();
+    assert!(c.ok && c.kind == KIND_LT_HASH, "{c:?}");
+    assert_eq!(
+        check_name_hash(&v, v42).unwrap(),
+        None,
+        "not an archive name"
+    );
 }

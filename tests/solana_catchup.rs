@@ -275,7 +275,14 @@ fn sync_repair_flags_are_checked_before_downloading() {
     let cases: &[(&[&str], &str)] = &[
         (&["--repair-peer", "127.0.0.1:9"], "--tip-slot"),
         (
-            &["--repair-peer", "127.0.0.1:9", "--tip-slot", "5"],
+            &[
+                "--repair-peer",
+                "127.0.0.1:9",
+                "--tip-slot",
+                "5",
+                "--verify",
+                "stream",
+            ],
             "--leader",
         ),
         (&["--tip-slot", "5"], "--repair-peer"),

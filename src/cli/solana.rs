@@ -10,11 +10,15 @@ pub enum SolanaCmd {
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// Catch up from snapshot sources: download in parallel ranges, verify while downloading.
-    Sync(crate::solana::sync_cmd::SyncArgs),
+    Sync(Box<crate::solana::sync_cmd::SyncArgs>),
     /// Repair the shreds of a slot range from repair peers, over UDP or AF_XDP.
     Repair(crate::solana::repair::cmd::RepairArgs),
     /// Answer shred repair requests from shred files or a generated ledger.
     ServeRepair(crate::solana::repair::cmd::ServeRepairArgs),
+    /// Write a new Solana CLI keypair file and print its public key.
+    Keygen(crate::solana::gossip::cmd::KeygenArgs),
+    /// Run a gossip node over UDP (join, answer, pull, advertise contact info and snapshots).
+    GossipNode(crate::solana::gossip::cmd::GossipNodeArgs),
 }
 
 pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -27,9 +31,11 @@ pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => crate::solana::snapshot::cmd::gen(a),
         SolanaCmd::Snapshot(SnapshotCmd::Serve(a)) => crate::solana::sync_cmd::run_serve(a, global),
-        SolanaCmd::Sync(args) => crate::solana::sync_cmd::run_sync(args, global),
+        SolanaCmd::Sync(args) => crate::solana::sync_cmd::run_sync(*args, global),
         SolanaCmd::Repair(a) => crate::solana::repair::cmd::run_repair(a, global),
         SolanaCmd::ServeRepair(a) => crate::solana::repair::cmd::run_serve(a, global),
+        SolanaCmd::Keygen(a) => crate::solana::gossip::cmd::run_keygen(a),
+        SolanaCmd::GossipNode(a) => crate::solana::gossip::cmd::run_gossip_node(a),
     }
 }
 

@@ -490,7 +490,11 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
             .repair
             .as_ref()
             .map_or(dcfg.repair_slots == 0, |r| r.verified);
-        let ok = report.sync.complete && repair_ok;
+        let trust_ok = report
+            .gossip
+            .as_ref()
+            .is_none_or(|g| g.forged_caught.is_some());
+        let ok = report.sync.complete && repair_ok && trust_ok;
         all_ok &= ok;
         if let (true, Some(slot)) = (report.sync.complete, report.sync.slot) {
             next_solana = solana_next_steps(&cmd, &report.sync.archive, slot, &next_dir(&cmd));
@@ -516,7 +520,7 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                 )
             });
             println!(
-                "solana   {}  slot {} archive {} ({} bytes, {} chunks from {} sources) in {} ms (download {} ms); {}{}",
+                "solana   {}  slot {} archive {} ({} bytes, {} chunks from {} sources) in {} ms (download {} ms); {}{}{}",
                 if report.sync.complete { "VERIFIED" } else { "FAILED" },
                 s.slot.map(|n| n.to_string()).unwrap_or("-".into()),
                 s.archive,
@@ -530,7 +534,12 @@ pub fn run(cmd: DemoCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
                     "no bad source".to_string()
                 } else {
                     format!("bad sources: {}", s.bad_sources.join("; "))
-                }
+                },
+                report
+                    .gossip
+                    .as_ref()
+                    .map(crate::solana::download::demo::gossip_summary)
+                    .unwrap_or_default()
             );
             match &report.repair {
                 Some(r) => {

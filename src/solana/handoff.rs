@@ -238,12 +238,24 @@ pub fn run_after_sync(
     verified: Option<&serde_json::Value>,
     json: bool,
 ) -> Result<Option<Placed>, HandoffError> {
+    run_after_sync_in(flags, datadir, "download", archive_name, verified, json)
+}
+
+/// [`run_after_sync`] for an archive downloaded into `D/<subdir>`.
+pub fn run_after_sync_in(
+    flags: &HandoffArgs,
+    datadir: &Path,
+    subdir: &str,
+    archive_name: &str,
+    verified: Option<&serde_json::Value>,
+    json: bool,
+) -> Result<Option<Placed>, HandoffError> {
     let Some(target) =
         HandoffTarget::from_flags(flags.ledger.as_deref(), flags.snapshots_dir.as_deref())
     else {
         return Ok(None);
     };
-    let archive = datadir.join("download").join(archive_name);
+    let archive = datadir.join(subdir).join(archive_name);
     let placed = place_verified(&target, &archive, verified)?;
     let mut text = format!(
         "hand-off: {} placed at {}\nstart the validator from it:\n",

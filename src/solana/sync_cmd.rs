@@ -11,7 +11,7 @@ use catchup_http::Url;
 use crate::node::opts::GlobalOpts;
 use crate::solana::download::serve::{serve_blocking, ServeConfig};
 use crate::solana::download::sink::{ArchiveSink, PipelineSink, SinkFactory, StreamCheckSink};
-use crate::solana::download::sync::{sync, Progress, SyncConfig, SyncReport};
+use crate::solana::download::sync::{sync, Progress, SyncConfig, SyncError, SyncReport};
 
 /// Parse a size with an optional binary suffix: `65536`, `64K`, `64M`, `1G` (also `KiB`, `MiB`, `GiB`).
 /// `--chunk-size`: "auto" (0 in the config) or a positive multiple of 4096 bytes.
@@ -51,7 +51,7 @@ fn parse_url(s: &str) -> Result<Url, String> {
 /// Download a snapshot archive from several sources in parallel byte ranges, feed it to the
 /// verifier while it downloads, and resume after a crash without fetching finished chunks;
 /// then, with --repair-peer, repair the shreds of the slots after the snapshot up to
-/// --tip-slot (newest first, every shred checked against --leader's signature and its
+/// --tip-slot (newest first, every shred checked against its slot leader's signature and its
 /// Merkle proof). Exit 1 if the snapshot did not verify, 2 if the repair did not complete.
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -92,9 +92,52 @@ pub struct SyncArgs {
     /// Read/write timeout per request.
     #[arg(long, default_value_t = 10000)]
     pub io_timeout_ms: u64,
-    /// Discovery: how many sources must agree on the chosen slot.
+    /// Discovery: how many sources must agree on the chosen slot; with --known-validator,
+    /// how many known validators must advertise the chosen snapshot.
     #[arg(long, default_value_t = 1)]
     pub min_agree: usize,
+    /// A gossip entrypoint (HOST:PORT) to discover snapshot sources through; repeatable.
+    /// Every node's RPC address is a candidate source. Discovery listens 5 s more once the
+    /// known validators agree (for more sources), and gives up after --gossip-timeout-s.
+    #[arg(long = "entrypoint", value_name = "HOST:PORT",
+          value_parser = crate::solana::gossip::cmd::parse_host_port)]
+    pub entrypoints: Vec<SocketAddr>,
+    /// A validator (base58 pubkey) whose gossiped snapshot hashes are trusted; repeatable.
+    /// The snapshot fetched is the newest full one (with --incremental: the newest
+    /// incremental on it) that --min-agree of them advertise, and only sources serving
+    /// exactly that (slot, hash) are used. Needs --entrypoint.
+    #[arg(
+        long = "known-validator",
+        value_name = "PUBKEY",
+        requires = "entrypoints"
+    )]
+    pub known_validators: Vec<String>,
+    /// Without gossip: the trusted snapshot as SLOT:HASH (base58); only sources serving
+    /// that archive are used, and its accounts hash must equal HASH.
+    #[arg(long, value_name = "SLOT:HASH")]
+    pub expected_snapshot_hash: Option<String>,
+    /// Refuse to download a snapshot whose identity no known validator and no
+    /// --expected-snapshot-hash vouches for.
+    #[arg(long)]
+    pub require_trusted: bool,
+    /// Our gossip identity (a Solana CLI keypair file); default: a fresh key.
+    #[arg(long, value_name = "KEYPAIR")]
+    pub identity: Option<PathBuf>,
+    /// UDP address our gossip client binds (an unspecified IP advertises the local address
+    /// towards the first entrypoint).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub gossip_listen: SocketAddr,
+    /// Give gossip discovery up after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub gossip_timeout_s: u64,
+    /// The cluster's shred version for gossip (0 accepts any).
+    #[arg(long, default_value_t = 0)]
+    pub shred_version: u16,
+    /// With --incremental through gossip: when the full snapshot took at least this many
+    /// seconds to download, gossip is asked again, and the newest incremental on that full
+    /// the known validators now agree on is fetched (a newer full is not fetched).
+    #[arg(long, default_value_t = 60)]
+    pub freshness_check_s: u64,
     /// Discovery: ignore sources further behind the newest slot seen.
     #[arg(long, default_value_t = 100_000)]
     pub max_slots_behind: u64,
@@ -130,8 +173,9 @@ pub struct SyncArgs {
     /// The cluster tip: the last slot the repair phase fetches (needed with --repair-peer).
     #[arg(long, value_name = "SLOT")]
     pub tip_slot: Option<u64>,
-    /// Leader identity (base58) whose signature every repaired shred must carry (needed
-    /// with --repair-peer).
+    /// Leader identity (base58) whose signature every repaired shred must carry. Without
+    /// it each slot's shreds are checked against that slot's leader in the schedule drawn
+    /// from the snapshot bank's epoch stakes.
     #[arg(long, value_name = "PUBKEY")]
     pub leader: Option<String>,
     /// Repair over AF_XDP on this interface (generic mode); falls back to UDP with the
@@ -230,14 +274,50 @@ fn progress_line(p: &Progress) -> String {
 }
 
 pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
-    if args.sources.is_empty() && args.rpc.is_none() {
-        anyhow::bail!("give at least one --source URL or an --rpc URL");
+    if args.sources.is_empty() && args.rpc.is_none() && args.entrypoints.is_empty() {
+        anyhow::bail!(
+            "give at least one --source URL or an --rpc URL (or an --entrypoint to discover sources through gossip)"
+        );
     }
-    let repair_plan = repair_plan(&args)?;
+    let mut repair_plan = repair_plan(&args)?;
+    let trust = resolve_trust(&args)?;
+    if let (Some(plan), Some(g)) = (repair_plan.as_mut(), trust.gossip.as_ref()) {
+        if plan.peers.is_empty() {
+            for (pubkey, addr) in &g.serve_repair {
+                if let Ok(p) = format!("{pubkey}@{addr}").parse() {
+                    plan.peers.push(p);
+                }
+            }
+            if plan.peers.is_empty() {
+                anyhow::bail!(
+                    "no node heard through gossip advertises a serve-repair address; give --repair-peer"
+                );
+            }
+            tracing::info!(peers = plan.peers.len(), "repair peers from gossip");
+        }
+    }
     let mut cfg = SyncConfig::new(args.datadir.clone());
     cfg.sources = args.sources.clone();
+    if let Some(e) = &trust.expected {
+        let name = e.file_name();
+        cfg.sources = cfg
+            .sources
+            .iter()
+            .map(|u| {
+                if crate::solana::download::source::parse_archive_name(u.file_name()).is_some() {
+                    u.clone()
+                } else {
+                    u.join(&format!("/{name}")).unwrap_or_else(|_| u.clone())
+                }
+            })
+            .collect();
+    }
+    cfg.sources.extend(trust.sources.iter().cloned());
+    cfg.expected_archive = trust.expected.clone();
+    cfg.rank_by_latency = trust.discovery == "gossip";
     cfg.rpc = args.rpc.clone();
-    cfg.incremental = args.incremental;
+    // With a trusted incremental the full snapshot is fetched first, then the incremental.
+    cfg.incremental = args.incremental && trust.incremental.is_none();
     cfg.coordinator.chunk_size_bytes = args.chunk_size;
     cfg.coordinator.min_source_speed_bytes_per_s = (args.min_source_speed.max(0.0) * 1e6) as u64;
     cfg.coordinator.max_failures = args.max_failures.max(1);
@@ -245,7 +325,13 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     cfg.coordinator.stall_timeout_ms = args.io_timeout_ms.max(1000);
     cfg.client.connect_timeout_ms = args.connect_timeout_ms;
     cfg.client.io_timeout_ms = args.io_timeout_ms;
-    cfg.min_agree = args.min_agree.max(1);
+    // With known validators --min-agree counts them; the sources then only have to serve
+    // the agreed archive.
+    cfg.min_agree = if trust.expected.is_some() {
+        1
+    } else {
+        args.min_agree.max(1)
+    };
     cfg.max_slots_behind = args.max_slots_behind;
     cfg.max_latency_ms = args.max_latency_ms;
     cfg.stop_after_chunks = args.stop_after_chunks;
@@ -278,27 +364,29 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     // Every second: the bar and the admin endpoint's /status; lines every --progress-interval-s.
     cfg.progress_interval_ms = 1000;
     let every = (args.progress_interval_s.max(1) * 1000 / cfg.progress_interval_ms).max(1);
-    let bar2 = bar.clone();
-    let mut n = 0u64;
-    let progress = Box::new(move |p: &Progress| {
-        n += 1;
-        crate::node::admin::set_status(
-            "snapshot_download",
-            serde_json::to_value(p).unwrap_or_default(),
-        );
-        if let Some(b) = &bar2 {
-            b.set_length(p.bytes_total);
-            b.set_position(p.bytes_done);
-            b.set_message(format!("chunks {}/{}", p.chunks_done, p.chunks_total));
-        }
-        if n % every == 0 {
-            if json {
-                println!("{}", serde_json::json!({ "progress": p }));
-            } else {
-                tracing::info!("{}", progress_line(p));
+    let make_progress = || -> crate::solana::download::sync::ProgressFn {
+        let bar2 = bar.clone();
+        let mut n = 0u64;
+        Box::new(move |p: &Progress| {
+            n += 1;
+            crate::node::admin::set_status(
+                "snapshot_download",
+                serde_json::to_value(p).unwrap_or_default(),
+            );
+            if let Some(b) = &bar2 {
+                b.set_length(p.bytes_total);
+                b.set_position(p.bytes_done);
+                b.set_message(format!("chunks {}/{}", p.chunks_done, p.chunks_total));
             }
-        }
-    });
+            if n % every == 0 {
+                if json {
+                    println!("{}", serde_json::json!({ "progress": p }));
+                } else {
+                    tracing::info!("{}", progress_line(p));
+                }
+            }
+        })
+    };
     // SIGINT/SIGTERM stop the download and print its report; a second one exits at once.
     let interrupt = cfg.interrupt.clone();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -307,29 +395,117 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         signal_hook::flag::register(sig, interrupt.clone())
             .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
     }
-    let result = sync(
-        cfg,
-        sink_factory(
-            args.verify,
-            &args.datadir,
-            Some(index_shards),
-            Some(pools.compute_cores.clone()),
+    let pipeline_cfg = crate::solana::snapshot::PipelineConfig {
+        shards: index_shards,
+        cores: Some(pools.compute_cores.clone()),
+        ..Default::default()
+    };
+    let factory = match args.verify {
+        VerifyMode::Stream => sink_factory(args.verify, &args.datadir, None, None),
+        VerifyMode::Full => PipelineSink::factory_named(
+            args.datadir.clone(),
+            pipeline_cfg.clone(),
+            cfg.archive_name.clone(),
         ),
-        progress,
-    );
+    };
+    let (mut result, mut forged) = sync_dropping_forged(&mut cfg, &factory, &make_progress);
+    // A trusted incremental on the full snapshot: downloaded next (its own journal and
+    // directory), verified on top of the full archive just verified.
+    let mut full_report = None;
+    let mut freshness: Option<serde_json::Value> = None;
+    let mut freshness_trusted_by: Option<Vec<String>> = None;
+    if let (Ok(full), Some(inc)) = (&result, &trust.incremental) {
+        if full.complete {
+            let mut icfg = cfg.clone();
+            icfg.incremental = true;
+            icfg.sources = inc.sources.clone();
+            icfg.rpc = None;
+            icfg.expected_archive = Some(inc.archive.clone());
+            if full.download_ms >= args.freshness_check_s.saturating_mul(1000) {
+                match freshness_check(&args, inc) {
+                    Ok((fresh, note)) => {
+                        if let Some(f) = fresh {
+                            icfg.sources = f.sources.clone();
+                            icfg.expected_archive = Some(f.archive.clone());
+                            freshness_trusted_by = Some(f.trusted_by.clone());
+                        }
+                        freshness = Some(note);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "freshness check through gossip failed: fetching the incremental chosen before");
+                        freshness = Some(serde_json::json!({ "error": e.to_string() }));
+                    }
+                }
+            }
+            icfg.archive_name = Arc::new(std::sync::Mutex::new(None));
+            icfg.journal_name = crate::solana::download::sync::INCREMENTAL_JOURNAL_NAME.into();
+            icfg.download_subdir =
+                crate::solana::download::sync::INCREMENTAL_DOWNLOAD_SUBDIR.into();
+            let ifactory = match args.verify {
+                VerifyMode::Stream => factory.clone(),
+                VerifyMode::Full => PipelineSink::factory_incremental(
+                    args.datadir.clone(),
+                    pipeline_cfg.clone(),
+                    args.datadir.join("download").join(&full.archive),
+                    icfg.archive_name.clone(),
+                ),
+            };
+            tracing::info!(archive = %inc.archive.file_name(), "full snapshot verified: fetching the trusted incremental on it");
+            let (r, f) = sync_dropping_forged(&mut icfg, &ifactory, &make_progress);
+            forged.extend(f);
+            full_report = Some(full.clone());
+            result = r;
+        }
+    }
+    let mut trust = trust;
+    trust.forged = forged;
+    if let (Some(inc), Some(by)) = (trust.incremental.as_mut(), freshness_trusted_by) {
+        if let Some(e) = &cfg_incremental_archive(&freshness) {
+            inc.archive = e.clone();
+        }
+        inc.trusted_by = by;
+    }
     // From here on (the hand-off and the repair phase) a signal exits at once.
     interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let report = result?;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if json {
+                let mut v = trust.report_fields(None);
+                v["complete"] = false.into();
+                v["error"] = e.to_string().into();
+                println!("{v}");
+            }
+            if !trust.forged.is_empty() && !matches!(e, SyncError::Forged { .. }) {
+                anyhow::bail!(
+                    "{e}; dropped for forged archives: {}",
+                    trust.forged.join("; ")
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    let mut trust_fields = trust.report_fields(report.verified.as_ref());
+    if let Some(f) = &freshness {
+        trust_fields["freshness"] = f.clone();
+    }
+    if let Some(full) = &full_report {
+        trust_fields["full_snapshot"] = serde_json::json!({
+            "archive": full.archive, "slot": full.slot, "size_bytes": full.size_bytes,
+            "chunks_fetched": full.chunks_fetched, "chunks_resumed": full.chunks_resumed,
+            "name_hash_ok": full.verified.as_ref().map(|v| v["name_hash_ok"].clone()),
+        });
+    }
     crate::node::admin::set_status(
         "snapshot_download",
         serde_json::json!({ "finished": &report }),
     );
     // Text: the snapshot's report now, the repair's after it; JSON: one report at the end.
     if !json || !report.complete {
-        print_report(&report, None, json);
+        print_report(&report, None, &trust_fields, json);
     }
     if !report.complete {
         if report.interrupted {
@@ -342,9 +518,23 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         return Ok(1);
     }
-    crate::solana::handoff::run_after_sync(
+    if let Some(full) = &full_report {
+        crate::solana::handoff::run_after_sync(
+            &args.handoff,
+            &args.datadir,
+            &full.archive,
+            full.verified.as_ref(),
+            json,
+        )?;
+    }
+    crate::solana::handoff::run_after_sync_in(
         &args.handoff,
         &args.datadir,
+        if full_report.is_some() {
+            crate::solana::download::sync::INCREMENTAL_DOWNLOAD_SUBDIR
+        } else {
+            "download"
+        },
         &report.archive,
         report.verified.as_ref(),
         json,
@@ -358,7 +548,7 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         (Some(_), None) => {
             if json {
-                print_report(&report, None, json);
+                print_report(&report, None, &trust_fields, json);
             }
             eprintln!(
                 "repair: the archive name {:?} gives no snapshot slot to repair from",
@@ -366,10 +556,29 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             );
             return Ok(1);
         }
-        (Some(plan), Some(slot)) => Some(run_repair_phase(plan, slot, json)?),
+        (Some(mut plan), Some(slot)) => {
+            if args.leader.is_none() {
+                let dir = report
+                    .verified
+                    .as_ref()
+                    .and_then(|v| v["dir"].as_str())
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "repair: no unpacked snapshot to take the leader schedule from (--verify stream); give --leader"
+                        )
+                    })?;
+                plan.leaders =
+                    schedule_from_snapshot(&dir, slot, slot.saturating_add(1), plan.tip_slot)?;
+                tracing::info!(
+                    "repair: each slot's shreds are checked against its leader in the snapshot's schedule"
+                );
+            }
+            Some(run_repair_phase(plan, slot, json)?)
+        }
     };
     if json {
-        print_report(&report, repair.as_ref(), json);
+        print_report(&report, repair.as_ref(), &trust_fields, json);
     } else if let Some(r) = &repair {
         print_repair(r);
     }
@@ -380,6 +589,384 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         }
         _ => Ok(0),
     }
+}
+
+/// Run a sync; a source group whose archive is forged (its accounts hash is not the one in
+/// its name, the trusted one) is dropped and the sync starts over from nothing with the
+/// others. Returns the outcome and the dropped sources with the reason.
+fn sync_dropping_forged(
+    cfg: &mut SyncConfig,
+    factory: &Arc<crate::solana::download::sink::SinkFactory>,
+    make_progress: &dyn Fn() -> crate::solana::download::sync::ProgressFn,
+) -> (Result<SyncReport, SyncError>, Vec<String>) {
+    let mut forged: Vec<String> = Vec::new();
+    loop {
+        match sync(cfg.clone(), factory.clone(), make_progress()) {
+            Err(SyncError::Forged { what, served_by }) if forged.len() < MAX_FORGED_GROUPS => {
+                for u in &served_by {
+                    forged.push(format!("{u}: {what}"));
+                }
+                let name = cfg
+                    .archive_name
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                crate::solana::download::sync::forget_download(cfg, &name);
+                cfg.sources.retain(|u| !served_by.contains(u));
+                if cfg.sources.is_empty() && cfg.rpc.is_none() {
+                    return (Err(SyncError::Forged { what, served_by }), forged);
+                }
+                tracing::warn!(%what, "forged archive: its sources are dropped, trying the others");
+            }
+            r => return (r, forged),
+        }
+    }
+}
+
+/// The incremental named in a freshness note (`chosen`), if the check picked one.
+fn cfg_incremental_archive(
+    note: &Option<serde_json::Value>,
+) -> Option<crate::solana::download::sync::ExpectedArchive> {
+    let c = &note.as_ref()?["chosen"];
+    Some(crate::solana::download::sync::ExpectedArchive {
+        base_slot: c["base_slot"].as_u64(),
+        slot: c["slot"].as_u64()?,
+        hash: c["hash"].as_str()?.to_string(),
+    })
+}
+
+/// After a long full download: ask gossip again for the newest incremental on that full
+/// that the known validators agree on. Returns it when it is newer than `before`, and a
+/// note for the report (whether the cluster moved on to a newer full).
+fn freshness_check(
+    args: &SyncArgs,
+    before: &TrustedIncremental,
+) -> anyhow::Result<(Option<TrustedIncremental>, serde_json::Value)> {
+    let full_slot = before.archive.base_slot.unwrap_or(0);
+    let d = crate::solana::gossip::discover::discover(
+        &crate::solana::gossip::discover::GossipDiscovery {
+            entrypoints: args.entrypoints.clone(),
+            known_validators: args.known_validators.clone(),
+            min_agree: args.min_agree.max(1),
+            identity: args.identity.clone(),
+            listen: args.gossip_listen,
+            timeout: std::time::Duration::from_secs(args.gossip_timeout_s.max(1)),
+            shred_version: args.shred_version,
+            incremental: false,
+        },
+    )?;
+    let full_hash = d
+        .adverts
+        .values()
+        .find(|a| a.full_slot == full_slot)
+        .map(|a| a.full_hash.clone());
+    let newest_full = crate::solana::gossip::trust::newest_agreed_full(
+        &d.adverts,
+        &args.known_validators,
+        args.min_agree,
+    );
+    let mut fresh = None;
+    if let Some(full_hash) = full_hash {
+        if let Some(t) = crate::solana::gossip::trust::choose_incremental_on(
+            &d.adverts,
+            &args.known_validators,
+            args.min_agree,
+            full_slot,
+            &full_hash,
+        ) {
+            if t.slot > before.archive.slot {
+                let archive = crate::solana::download::sync::ExpectedArchive {
+                    base_slot: Some(full_slot),
+                    slot: t.slot,
+                    hash: t.hash.clone(),
+                };
+                let name = archive.file_name();
+                let mut sources: Vec<Url> = d
+                    .rpcs
+                    .iter()
+                    .filter_map(|rpc| Url::parse(&format!("http://{rpc}/{name}")).ok())
+                    .collect();
+                sources.sort();
+                sources.dedup();
+                fresh = Some(TrustedIncremental {
+                    archive,
+                    sources,
+                    trusted_by: t.trusted_by.clone(),
+                });
+            }
+        }
+    }
+    let chosen = fresh
+        .as_ref()
+        .map(|f| &f.archive)
+        .unwrap_or(&before.archive);
+    let note = serde_json::json!({
+        "rechecked": true,
+        "full_slot": full_slot,
+        "newest_agreed_full_slot": newest_full,
+        "cluster_moved_on": newest_full.is_some_and(|s| s > full_slot),
+        "incremental_before": before.archive.slot,
+        "chosen": { "base_slot": chosen.base_slot, "slot": chosen.slot, "hash": chosen.hash },
+        "newer_incremental": fresh.is_some(),
+    });
+    Ok((fresh, note))
+}
+
+/// A trusted incremental archive and its sources.
+struct TrustedIncremental {
+    archive: crate::solana::download::sync::ExpectedArchive,
+    sources: Vec<Url>,
+    trusted_by: Vec<String>,
+}
+
+/// Where the snapshot's identity comes from, and the sources discovery found.
+struct Trust {
+    /// `gossip`, `rpc` or `sources`.
+    discovery: &'static str,
+    sources: Vec<Url>,
+    expected: Option<crate::solana::download::sync::ExpectedArchive>,
+    /// `known validators` or `--expected-snapshot-hash`; `None`: unverified.
+    trusted_through: Option<&'static str>,
+    trusted_by: Vec<String>,
+    gossip: Option<crate::solana::gossip::discover::Discovered>,
+    /// Sources dropped because their archive's accounts hash is not its name's.
+    forged: Vec<String>,
+    /// With --incremental and known validators: the incremental fetched after the full.
+    incremental: Option<TrustedIncremental>,
+}
+
+/// Source groups with forged archives dropped before the sync gives up.
+const MAX_FORGED_GROUPS: usize = 8;
+
+impl Trust {
+    /// The report's trust fields; `verified` is the verifier's report (None before).
+    fn report_fields(&self, verified: Option<&serde_json::Value>) -> serde_json::Value {
+        let name_ok = verified.and_then(|v| v["name_hash_ok"].as_bool());
+        let identity = match (self.trusted_through, name_ok) {
+            (Some(_), Some(true)) => "verified",
+            (Some(_), _) => "not verified",
+            (None, _) => {
+                "unverified: no --known-validator or --expected-snapshot-hash vouches for it"
+            }
+        };
+        serde_json::json!({
+            "discovery": self.discovery,
+            "snapshot_hash_ok": name_ok,
+            "snapshot_hash_kind": verified.and_then(|v| v["name_hash_kind"].as_str()),
+            "trusted_snapshot": self.expected.as_ref().map(|e| serde_json::json!({
+                "base_slot": e.base_slot, "slot": e.slot, "hash": e.hash,
+            })),
+            "trusted_through": self.trusted_through,
+            "trusted_by": self.trusted_by,
+            "identity": identity,
+            "trusted_incremental": self.incremental.as_ref().map(|i| serde_json::json!({
+                "base_slot": i.archive.base_slot, "slot": i.archive.slot, "hash": i.archive.hash,
+                "trusted_by": i.trusted_by,
+            })),
+            "forged_sources": self.forged,
+            "gossip": self.gossip,
+        })
+    }
+}
+
+fn trust_lines(t: &serde_json::Value) -> Vec<String> {
+    let mut out = vec![format!(
+        "discovery: {}; snapshot identity: {}",
+        t["discovery"].as_str().unwrap_or("-"),
+        t["identity"].as_str().unwrap_or("-")
+    )];
+    if let Some(s) = t["trusted_snapshot"].as_object() {
+        out.push(format!(
+            "  trusted snapshot: slot {} hash {} through {}{}",
+            s["slot"],
+            s["hash"].as_str().unwrap_or("-"),
+            t["trusted_through"].as_str().unwrap_or("-"),
+            match t["trusted_by"].as_array() {
+                Some(v) if !v.is_empty() => format!(
+                    " ({})",
+                    v.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            }
+        ));
+    }
+    match t["snapshot_hash_ok"].as_bool() {
+        Some(true) => out.push(format!(
+            "  snapshot hash: ok ({})",
+            t["snapshot_hash_kind"].as_str().unwrap_or("-")
+        )),
+        Some(false) => out.push("  snapshot hash: MISMATCH".into()),
+        None => out.push("  snapshot hash: not checked".into()),
+    }
+    for f in t["forged_sources"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "  forged source dropped: {}",
+            f.as_str().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+/// Discovery by gossip and the trusted snapshot, as the flags ask.
+fn resolve_trust(args: &SyncArgs) -> anyhow::Result<Trust> {
+    let expected_flag = args
+        .expected_snapshot_hash
+        .as_deref()
+        .map(crate::solana::gossip::trust::parse_expected)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--expected-snapshot-hash: {e}"))?;
+    let mut t = Trust {
+        discovery: if args.rpc.is_some() { "rpc" } else { "sources" },
+        sources: Vec::new(),
+        expected: None,
+        trusted_through: None,
+        trusted_by: Vec::new(),
+        gossip: None,
+        forged: Vec::new(),
+        incremental: None,
+    };
+    if !args.entrypoints.is_empty() {
+        let d = crate::solana::gossip::discover::discover(
+            &crate::solana::gossip::discover::GossipDiscovery {
+                entrypoints: args.entrypoints.clone(),
+                known_validators: args.known_validators.clone(),
+                min_agree: args.min_agree.max(1),
+                identity: args.identity.clone(),
+                listen: args.gossip_listen,
+                timeout: std::time::Duration::from_secs(args.gossip_timeout_s.max(1)),
+                shred_version: args.shred_version,
+                incremental: args.incremental,
+            },
+        )?;
+        t.discovery = "gossip";
+        t.sources = d.sources.clone();
+        if let (Some(e), Some(c)) = (&d.expected, &d.choice) {
+            t.expected = Some(e.clone());
+            t.trusted_through = Some("known validators");
+            t.trusted_by = c.full.trusted_by.clone();
+            if let (true, Some(inc), Some(ci)) =
+                (args.incremental, &d.expected_incremental, &c.incremental)
+            {
+                t.incremental = Some(TrustedIncremental {
+                    archive: inc.clone(),
+                    sources: d.incremental_sources.clone(),
+                    trusted_by: ci.trusted_by.clone(),
+                });
+            }
+        }
+        tracing::info!(
+            peers = d.peers,
+            sources = d.sources.len(),
+            trusted = ?t.expected,
+            "gossip discovery done"
+        );
+        t.gossip = Some(d);
+    }
+    if let Some((slot, hash)) = expected_flag {
+        if let Some(e) = &t.expected {
+            if e.slot != slot || e.hash != hash {
+                anyhow::bail!(
+                    "--expected-snapshot-hash {slot}:{hash} differs from what the known validators advertise ({}:{}); drop one of them",
+                    e.slot,
+                    e.hash
+                );
+            }
+        } else {
+            let base_slot = if args.incremental {
+                anyhow::bail!("--expected-snapshot-hash names a full snapshot; it cannot be used with --incremental without --known-validator");
+            } else {
+                None
+            };
+            t.expected = Some(crate::solana::download::sync::ExpectedArchive {
+                base_slot,
+                slot,
+                hash,
+            });
+            t.trusted_through = Some("--expected-snapshot-hash");
+            // Gossip without known validators listed base URLs: ask for the archive itself.
+            let name = t
+                .expected
+                .as_ref()
+                .map(|e| e.file_name())
+                .unwrap_or_default();
+            t.sources = t
+                .sources
+                .iter()
+                .filter_map(|u| u.join(&format!("/{name}")).ok())
+                .collect();
+        }
+    }
+    if args.require_trusted && t.trusted_through.is_none() {
+        anyhow::bail!(
+            "--require-trusted: no known validator or expected hash vouches for the snapshot; give --entrypoint with --known-validator, or --expected-snapshot-hash SLOT:HASH"
+        );
+    }
+    Ok(t)
+}
+
+/// Slots repaired against the snapshot's leader schedule at most (the schedule is kept
+/// per slot).
+const MAX_SCHEDULED_SLOTS: u64 = 1 << 22;
+
+/// The leader of every slot `from..=to` from the stakes in the snapshot's bank (unpacked
+/// in `dir`): each epoch's stake-weighted schedule over its nodes' stakes.
+fn schedule_from_snapshot(
+    dir: &std::path::Path,
+    snapshot_slot: u64,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<crate::solana::repair::LeaderSchedule> {
+    let path = dir
+        .join("snapshots")
+        .join(snapshot_slot.to_string())
+        .join(snapshot_slot.to_string());
+    let bytes = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("reading the snapshot's manifest {}: {e}", path.display()))?;
+    let m = catchup_solana::decode_manifest(&bytes)
+        .map_err(|e| anyhow::anyhow!("the snapshot's manifest {}: {e}", path.display()))?;
+    if to >= from && to - from >= MAX_SCHEDULED_SLOTS {
+        anyhow::bail!(
+            "repair of {} slots exceeds the {MAX_SCHEDULED_SLOTS} the leader schedule is kept for; lower --tip-slot or give --leader",
+            to - from + 1
+        );
+    }
+    let mut leaders = std::collections::BTreeMap::new();
+    let mut slot = from;
+    while slot <= to {
+        let (epoch, first, len) = m.epoch_schedule.epoch_of(slot);
+        let nodes = m
+            .epoch_node_stakes
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, n)| n)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the snapshot's bank holds no stakes for epoch {epoch} (slot {slot}); give --leader"
+                )
+            })?;
+        let stakes: Vec<(catchup_gossip::Pubkey, u64)> = nodes
+            .iter()
+            .map(|(k, s)| (catchup_gossip::Pubkey(*k), *s))
+            .collect();
+        let schedule =
+            catchup_gossip::leader_schedule::LeaderSchedule::new(&stakes, epoch, first, len)
+                .map_err(|e| anyhow::anyhow!("leader schedule of epoch {epoch}: {e}"))?;
+        let end = first.saturating_add(len - 1).min(to);
+        for s in slot..=end {
+            if let Some(k) = schedule.leader(s) {
+                leaders.insert(s, k.0);
+            }
+        }
+        slot = end.saturating_add(1);
+        if end == u64::MAX {
+            break;
+        }
+    }
+    Ok(crate::solana::repair::LeaderSchedule::PerSlot(leaders))
 }
 
 /// The repair phase as the flags ask for it.
@@ -393,21 +980,31 @@ struct RepairPlan {
     batch_slots: u64,
 }
 
+/// With --entrypoint and no --repair-peer, the repair peers are the serve-repair addresses
+/// gossip finds (filled in after discovery).
 fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
-    if args.repair_peers.is_empty() {
+    let from_gossip = !args.entrypoints.is_empty() && args.tip_slot.is_some();
+    if args.repair_peers.is_empty() && !from_gossip {
         if args.tip_slot.is_some() || args.leader.is_some() || args.repair_xdp.is_some() {
-            anyhow::bail!("--tip-slot, --leader and --repair-xdp need at least one --repair-peer");
+            anyhow::bail!("--tip-slot, --leader and --repair-xdp need at least one --repair-peer (or an --entrypoint whose nodes advertise serve-repair addresses)");
         }
         return Ok(None);
     }
     let Some(tip_slot) = args.tip_slot else {
         anyhow::bail!("--repair-peer needs --tip-slot (the last slot to repair)");
     };
-    let Some(leader) = &args.leader else {
-        anyhow::bail!("--repair-peer needs --leader (the base58 identity that signs the shreds)");
+    // Without --leader every slot is checked against its leader in the snapshot's
+    // schedule (filled in once the snapshot verified).
+    let leaders = match &args.leader {
+        Some(leader) => crate::solana::repair::LeaderSchedule::Fixed(
+            crate::solana::repair::driver::parse_pubkey(leader)
+                .map_err(|e| anyhow::anyhow!("--leader: {e}"))?,
+        ),
+        None if args.verify == VerifyMode::Stream => anyhow::bail!(
+            "--repair-peer with --verify stream needs --leader (the leader schedule comes from the unpacked snapshot, which stream verification does not keep)"
+        ),
+        None => crate::solana::repair::LeaderSchedule::PerSlot(Default::default()),
     };
-    let leader = crate::solana::repair::driver::parse_pubkey(leader)
-        .map_err(|e| anyhow::anyhow!("--leader: {e}"))?;
     if args.repair_batch_slots == 0 {
         anyhow::bail!("--repair-batch-slots must be at least 1");
     }
@@ -427,7 +1024,7 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
     Ok(Some(RepairPlan {
         peers: args.repair_peers.clone(),
         tip_slot,
-        leaders: crate::solana::repair::LeaderSchedule::Fixed(leader),
+        leaders,
         path,
         shards: args.repair_shards,
         deadline_ms: args.repair_timeout_secs.saturating_mul(1000),
@@ -580,7 +1177,12 @@ fn merge_outcome(
 }
 
 /// The snapshot's report; in JSON with the repair phase's summary as `repair`.
-fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSummary>, json: bool) {
+fn print_report(
+    r: &SyncReport,
+    repair: Option<&crate::solana::repair::RepairSummary>,
+    trust: &serde_json::Value,
+    json: bool,
+) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         if let (Some(obj), Some(rep)) = (v.as_object_mut(), repair) {
@@ -589,9 +1191,15 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
                 serde_json::to_value(rep).unwrap_or_default(),
             );
         }
+        if let (Some(obj), Some(t)) = (v.as_object_mut(), trust.as_object()) {
+            for (k, x) in t {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
         println!("{v}");
         return;
     }
+
     let secs = r.download_ms as f64 / 1000.0;
     println!(
         "{}: {} ({} bytes, {} chunks: {} resumed, {} fetched) in {:.1}s download, {:.1}s total, {:.1} MB/s",
@@ -633,6 +1241,9 @@ fn print_report(r: &SyncReport, repair: Option<&crate::solana::repair::RepairSum
         for line in verified_lines(v) {
             println!("{line}");
         }
+    }
+    for line in trust_lines(trust) {
+        println!("{line}");
     }
 }
 

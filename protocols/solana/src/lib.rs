@@ -7,6 +7,7 @@
 //! - [`appendvec`]: zero-copy iteration over account storage files, and a writer.
 //! - [`lthash`]: the accounts lattice hash.
 
+pub mod accounts_hash;
 pub mod appendvec;
 pub mod lthash;
 pub mod manifest;

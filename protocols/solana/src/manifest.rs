@@ -88,6 +88,62 @@ pub struct Manifest {
     pub versioned_epoch_stakes_epochs: Vec<u64>,
     pub accounts_lt_hash: Option<Box<LtHash>>,
     pub block_id: Option<[u8; 32]>,
+    /// The bank's epoch schedule.
+    pub epoch_schedule: EpochSchedule,
+    /// Stake per node (identity) of each epoch the bank holds stakes for (the bank's
+    /// epoch stakes, then the versioned ones): what the epoch's leader schedule is drawn
+    /// from.
+    pub epoch_node_stakes: Vec<(u64, NodeStakes)>,
+}
+
+/// (node identity, stake) of an epoch's staked nodes.
+pub type NodeStakes = Vec<([u8; 32], u64)>;
+
+/// Slots per epoch, with the warm-up epochs of doubling length at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochSchedule {
+    pub slots_per_epoch: u64,
+    pub leader_schedule_slot_offset: u64,
+    pub warmup: bool,
+    pub first_normal_epoch: u64,
+    pub first_normal_slot: u64,
+}
+
+/// The shortest (first) warm-up epoch.
+pub const MINIMUM_SLOTS_PER_EPOCH: u64 = 32;
+
+impl Default for EpochSchedule {
+    /// Mainnet's: 432 000 slots, with warm-up.
+    fn default() -> Self {
+        EpochSchedule {
+            slots_per_epoch: 432_000,
+            leader_schedule_slot_offset: 432_000,
+            warmup: true,
+            first_normal_epoch: 14,
+            first_normal_slot: 524_256,
+        }
+    }
+}
+
+impl EpochSchedule {
+    /// (epoch, first slot of the epoch, slots in the epoch) of `slot`.
+    pub fn epoch_of(&self, slot: u64) -> (u64, u64, u64) {
+        if self.warmup && slot < self.first_normal_slot {
+            let min_log = MINIMUM_SLOTS_PER_EPOCH.trailing_zeros();
+            let epoch = (slot + MINIMUM_SLOTS_PER_EPOCH + 1)
+                .next_power_of_two()
+                .trailing_zeros()
+                - min_log
+                - 1;
+            let len = 1u64 << (epoch + min_log);
+            (u64::from(epoch), len - MINIMUM_SLOTS_PER_EPOCH, len)
+        } else {
+            let spe = self.slots_per_epoch.max(1);
+            let normal = slot.saturating_sub(self.first_normal_slot) / spe;
+            let epoch = self.first_normal_epoch + normal;
+            (epoch, self.first_normal_slot + normal * spe, spe)
+        }
+    }
 }
 
 impl Manifest {
@@ -129,6 +185,8 @@ impl Manifest {
             versioned_epoch_stakes_epochs: Vec::new(),
             accounts_lt_hash: None,
             block_id: None,
+            epoch_schedule: EpochSchedule::default(),
+            epoch_node_stakes: Vec::new(),
         }
     }
 }
@@ -235,16 +293,22 @@ impl<'a> Cur<'a> {
         self.skip(16, "stakes.unused_epoch")?;
         self.skip_vec("stakes.stake_history", 32)
     }
-    fn skip_epoch_stakes(&mut self, delegation_bytes: usize) -> Result<(), ManifestError> {
+    /// Walks one epoch's stakes; returns each node's total stake.
+    fn epoch_stakes(
+        &mut self,
+        delegation_bytes: usize,
+    ) -> Result<Vec<([u8; 32], u64)>, ManifestError> {
         self.skip_stakes(delegation_bytes)?;
         self.skip(8, "epoch_stakes.total_stake")?;
         let n = self.len("epoch_stakes.node_id_to_vote_accounts", 32 + 8 + 8)?;
+        let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
-            self.skip(32, "node_id")?;
+            let node = self.h32("node_id")?;
             self.skip_vec("node_vote_accounts", 32)?;
-            self.skip(8, "node_total_stake")?;
+            nodes.push((node, self.u64("node_total_stake")?));
         }
-        self.skip_vec("epoch_stakes.epoch_authorized_voters", 64)
+        self.skip_vec("epoch_stakes.epoch_authorized_voters", 64)?;
+        Ok(nodes)
     }
 }
 
@@ -309,19 +373,23 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
     c.skip(8, "collected_rent")?;
     // rent_collector: epoch, epoch_schedule, slots_per_year, rent
     c.skip(8, "rent_collector.epoch")?;
-    skip_epoch_schedule(&mut c)?;
+    decode_epoch_schedule(&mut c)?;
     c.skip(8, "rent_collector.slots_per_year")?;
     c.skip(17, "rent_collector.rent")?;
-    skip_epoch_schedule(&mut c)?;
+    let epoch_schedule = decode_epoch_schedule(&mut c)?;
     c.skip(48, "inflation")?;
     c.skip_stakes(DELEGATION_BYTES)?;
     c.skip_vec("unused_accounts.unused1", 32)?;
     c.skip_vec("unused_accounts.unused2", 32)?;
     c.skip_vec("unused_accounts.unused3", 40)?;
     let n = c.len("epoch_stakes", 8)?;
+    let mut epoch_node_stakes = Vec::new();
     for _ in 0..n {
-        c.skip(8, "epoch_stakes.epoch")?;
-        c.skip_epoch_stakes(DELEGATION_BYTES)?;
+        let e = c.u64("epoch_stakes.epoch")?;
+        let nodes = c.epoch_stakes(DELEGATION_BYTES)?;
+        if !nodes.is_empty() {
+            epoch_node_stakes.push((e, nodes));
+        }
     }
     let is_delta = c.bool("is_delta")?;
     // accounts-db fields
@@ -368,6 +436,8 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         storages,
         write_version,
         accounts_db_slot,
+        epoch_schedule,
+        epoch_node_stakes,
         lamports_per_signature: None,
         incremental_persistence: None,
         epoch_accounts_hash: None,
@@ -422,7 +492,14 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
                 tag,
             });
         }
-        c.skip_epoch_stakes(STAKE_BYTES)?;
+        let e = *m
+            .versioned_epoch_stakes_epochs
+            .last()
+            .expect("pushed above");
+        let nodes = c.epoch_stakes(STAKE_BYTES)?;
+        if !nodes.is_empty() {
+            m.epoch_node_stakes.push((e, nodes));
+        }
     }
     if c.at_end() {
         return Ok(m);
@@ -449,10 +526,14 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
     Ok(m)
 }
 
-fn skip_epoch_schedule(c: &mut Cur<'_>) -> Result<(), ManifestError> {
-    c.skip(16, "epoch_schedule")?;
-    c.bool("epoch_schedule.warmup")?;
-    c.skip(16, "epoch_schedule")
+fn decode_epoch_schedule(c: &mut Cur<'_>) -> Result<EpochSchedule, ManifestError> {
+    Ok(EpochSchedule {
+        slots_per_epoch: c.u64("epoch_schedule.slots_per_epoch")?,
+        leader_schedule_slot_offset: c.u64("epoch_schedule.leader_schedule_slot_offset")?,
+        warmup: c.bool("epoch_schedule.warmup")?,
+        first_normal_epoch: c.u64("epoch_schedule.first_normal_epoch")?,
+        first_normal_slot: c.u64("epoch_schedule.first_normal_slot")?,
+    })
 }
 
 /// Encode a manifest in the same layout (fields not kept by [`Manifest`] are written as
@@ -507,12 +588,13 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     o.push(50); // burn percent
     u64(&mut o, 0); // collected_rent
     u64(&mut o, m.epoch); // rent_collector.epoch
+    let es = m.epoch_schedule;
     let schedule = |o: &mut Vec<u8>| {
-        o.extend_from_slice(&432_000u64.to_le_bytes());
-        o.extend_from_slice(&432_000u64.to_le_bytes());
-        o.push(1);
-        o.extend_from_slice(&14u64.to_le_bytes());
-        o.extend_from_slice(&524_256u64.to_le_bytes());
+        o.extend_from_slice(&es.slots_per_epoch.to_le_bytes());
+        o.extend_from_slice(&es.leader_schedule_slot_offset.to_le_bytes());
+        o.push(es.warmup as u8);
+        o.extend_from_slice(&es.first_normal_epoch.to_le_bytes());
+        o.extend_from_slice(&es.first_normal_slot.to_le_bytes());
     };
     schedule(&mut o);
     u64(&mut o, m.slots_per_year.to_bits());
@@ -584,8 +666,19 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
         }
         u64(&mut o, e);
         u64(&mut o, 0); // history
-        u64(&mut o, 0); // total stake
-        u64(&mut o, 0); // node ids
+        let nodes: &[([u8; 32], u64)] = m
+            .epoch_node_stakes
+            .iter()
+            .find(|(x, _)| *x == e)
+            .map(|(_, n)| n.as_slice())
+            .unwrap_or(&[]);
+        u64(&mut o, nodes.iter().map(|(_, s)| *s).sum()); // total stake
+        u64(&mut o, nodes.len() as u64);
+        for (node, stake) in nodes {
+            o.extend_from_slice(node);
+            u64(&mut o, 0); // vote accounts
+            u64(&mut o, *stake);
+        }
         u64(&mut o, 0); // authorized voters
     }
     match &m.accounts_lt_hash {
@@ -636,8 +729,35 @@ mod tests {
             1, b"", false, &[0; 32], &[1; 32],
         )));
         m.versioned_epoch_stakes_epochs = vec![3];
+        m.epoch_node_stakes = vec![(3, vec![([4; 32], 10), ([5; 32], 30)])];
+        m.epoch_schedule = EpochSchedule {
+            slots_per_epoch: 8192,
+            leader_schedule_slot_offset: 8192,
+            warmup: false,
+            first_normal_epoch: 0,
+            first_normal_slot: 0,
+        };
         m.block_id = Some([9; 32]);
         m
+    }
+
+    #[test]
+    fn epochs_of_slots_with_and_without_warmup() {
+        let w = EpochSchedule::default();
+        assert_eq!(w.epoch_of(0), (0, 0, 32));
+        assert_eq!(w.epoch_of(31), (0, 0, 32));
+        assert_eq!(w.epoch_of(32), (1, 32, 64));
+        assert_eq!(w.epoch_of(100), (2, 96, 128));
+        assert_eq!(w.epoch_of(524_255), (13, 262_112, 262_144));
+        assert_eq!(w.epoch_of(524_256), (14, 524_256, 432_000));
+        assert_eq!(w.epoch_of(524_256 + 432_000), (15, 956_256, 432_000));
+        let n = EpochSchedule {
+            warmup: false,
+            first_normal_epoch: 0,
+            first_normal_slot: 0,
+            ..w
+        };
+        assert_eq!(n.epoch_of(432_001), (1, 432_000, 432_000));
     }
 
     #[test]

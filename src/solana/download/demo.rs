@@ -1,7 +1,11 @@
 //! The Solana part of `catchup demo`: a generated snapshot served by several local
-//! `snapshot serve` sources at different rates, synced from all of them and verified; then
-//! the slots after the snapshot are repaired from local `serve-repair` servers (one honest,
-//! one lossy, one sending corrupted shreds) and compared with the served ledger.
+//! `snapshot serve` sources at different rates, each the RPC of a known validator that
+//! advertises it in gossip; the sources are discovered through gossip (a forging node with
+//! its own key and a newer forged archive is ignored), synced from all of them and
+//! verified, and a node serving a forged archive under the trusted name is caught by the
+//! hash check and named; then the slots after the snapshot are repaired from local
+//! `serve-repair` servers (one honest, one lossy, one sending corrupted shreds) and
+//! compared with the served ledger.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -43,6 +47,9 @@ pub struct DemoConfig {
     pub repair_servers: Vec<(String, Faults)>,
     /// Give the repair phase up after this long.
     pub repair_deadline_ms: u64,
+    /// Discover the sources through a local gossip cluster of known validators (with a
+    /// forging node and a node serving a forged archive under the trusted name).
+    pub gossip: bool,
 }
 
 impl DemoConfig {
@@ -55,6 +62,7 @@ impl DemoConfig {
             shards: 2,
             repair_slots: 32,
             repair_shreds_per_slot: 32,
+            gossip: true,
             repair_servers: vec![
                 ("honest".into(), Faults::default()),
                 (
@@ -83,8 +91,41 @@ pub struct DemoReport {
     pub archive_bytes: u64,
     pub sources: Vec<String>,
     pub sync: SyncReport,
+    /// Discovery and trust through gossip (None without it).
+    pub gossip: Option<GossipDemoReport>,
     /// The repair phase after the snapshot (None when it did not run).
     pub repair: Option<RepairDemoReport>,
+}
+
+/// The demo's gossip discovery and trust.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GossipDemoReport {
+    pub known_validators: Vec<String>,
+    /// The known validators that advertise the snapshot synced.
+    pub trusted_by: Vec<String>,
+    /// Nodes whose snapshot adverts were ignored (not known validators): the forger.
+    pub ignored: Vec<String>,
+    pub forger: String,
+    /// Packets the discovery client rejected (among them the forger's adverts in other
+    /// nodes' names).
+    pub packets_rejected: u64,
+    /// The hash check's verdict on the node serving a forged archive under the trusted
+    /// name (None: it was not caught).
+    pub forged_caught: Option<String>,
+}
+
+/// The gossip part of the demo's snapshot line.
+pub fn gossip_summary(g: &GossipDemoReport) -> String {
+    format!(
+        "; discovered through gossip, trusted by {}/{} known validators; forging node {} ignored; {}",
+        g.trusted_by.len(),
+        g.known_validators.len(),
+        g.forger,
+        match &g.forged_caught {
+            Some(_) => "forged archive under the trusted name caught by the hash check".to_string(),
+            None => "forged archive under the trusted name NOT caught".to_string(),
+        }
+    )
 }
 
 /// The demo's repair phase.
@@ -115,6 +156,8 @@ pub enum DemoError {
     RepairServe(String),
     #[error("demo: repair: {0}")]
     Repair(#[from] crate::solana::repair::driver::DriverError),
+    #[error("demo: gossip: {0}")]
+    Gossip(String),
 }
 
 struct Source {
@@ -175,9 +218,11 @@ pub fn run_demo(cfg: &DemoConfig, progress: ProgressFn) -> Result<DemoReport, De
         .map_err(|e| DemoError::Generate(e.to_string()))?;
     let mut sources = Vec::new();
     let mut urls = Vec::new();
+    let mut addrs = Vec::new();
     for rate in &cfg.source_rates_bytes_per_s {
         let (s, addr) = start_source(snaps.clone(), *rate)?;
         sources.push(s);
+        addrs.push(addr);
         urls.push(
             Url::parse(&format!("http://{addr}/")).map_err(|e| DemoError::Serve(e.to_string()))?,
         );
@@ -191,7 +236,39 @@ pub fn run_demo(cfg: &DemoConfig, progress: ProgressFn) -> Result<DemoReport, De
         shards: cfg.shards.max(1),
         ..Default::default()
     };
-    let report = sync(scfg, PipelineSink::factory(datadir, pcfg), progress)?;
+    let mut gossip = None;
+    let mut liar_check = None;
+    let mut _cluster = Vec::new();
+    if cfg.gossip {
+        let (g, cluster, liar) = gossip_discovery(cfg, &generated, &addrs)?;
+        scfg.sources = g.0;
+        scfg.expected_archive = g.1;
+        scfg.rank_by_latency = true;
+        gossip = Some(g.2);
+        liar_check = Some(liar);
+        _cluster = cluster;
+    }
+    let factory = PipelineSink::factory_named(datadir, pcfg.clone(), scfg.archive_name.clone());
+    let report = sync(scfg.clone(), factory, progress)?;
+    // The node serving a forged archive under the trusted name, alone: caught and named.
+    if let (Some(g), Some((liar_url, liar_dir))) = (gossip.as_mut(), liar_check) {
+        let mut lcfg = SyncConfig::new(cfg.workdir.join("forged-check"));
+        lcfg.sources = vec![liar_url];
+        lcfg.expected_archive = scfg.expected_archive.clone();
+        lcfg.coordinator.chunk_size_bytes = cfg.chunk_size_bytes;
+        let factory = PipelineSink::factory_named(
+            cfg.workdir.join("forged-check"),
+            pcfg,
+            lcfg.archive_name.clone(),
+        );
+        g.forged_caught = match sync(lcfg, factory, Box::new(|_| {})) {
+            Err(e @ super::sync::SyncError::Forged { .. }) => Some(e.to_string()),
+            _ => None,
+        };
+        let _ = std::fs::remove_dir_all(cfg.workdir.join("forged-check"));
+        drop(liar_dir);
+    }
+    drop(_cluster);
     drop(sources);
     let repair = match report.slot {
         Some(slot) if report.complete && cfg.repair_slots > 0 => Some(repair_phase(cfg, slot)?),
@@ -201,8 +278,167 @@ pub fn run_demo(cfg: &DemoConfig, progress: ProgressFn) -> Result<DemoReport, De
         archive_bytes: generated.compressed_bytes,
         sources: urls.iter().map(|u| u.to_string()).collect(),
         sync: report,
+        gossip,
         repair,
     })
+}
+
+/// Sources found through gossip, the archive they must serve, and the trust report.
+type Discovery = (
+    Vec<Url>,
+    Option<super::sync::ExpectedArchive>,
+    GossipDemoReport,
+);
+
+/// A local gossip cluster: one known validator per source (its RPC), a forging node (own
+/// key, a newer forged archive it serves and advertises, adverts pushed in the others'
+/// names) and a node serving a forged archive under the trusted name; then discovery with
+/// the known validators. Returns the discovery, the running nodes and sources (stopped
+/// when dropped), and the forged-under-the-trusted-name source.
+#[allow(clippy::type_complexity)]
+fn gossip_discovery(
+    cfg: &DemoConfig,
+    generated: &crate::solana::snapshot::generate::Generated,
+    rpcs: &[SocketAddr],
+) -> Result<(Discovery, Vec<Box<dyn std::any::Any>>, (Url, Source)), DemoError> {
+    use crate::solana::gossip::node::{self, AdvertisedSnapshots, NodeConfig, Profile};
+    let gerr = |e: String| DemoError::Gossip(e);
+    let hash = catchup_gossip::Hash(
+        catchup_solana::base58_32(&generated.lt_hash)
+            .ok_or_else(|| gerr("generated hash is not base58".into()))?,
+    );
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let gen = |dir: &str, slot: u64, seed: u64| {
+        let out = cfg.workdir.join(dir);
+        std::fs::create_dir_all(&out).map_err(|e| DemoError::Generate(e.to_string()))?;
+        let g = crate::solana::snapshot::generate::generate(
+            &crate::solana::snapshot::generate::GenerateConfig {
+                accounts: cfg.accounts.min(5_000),
+                slot,
+                seed,
+                ..Default::default()
+            },
+            &out,
+        )
+        .map_err(|e| DemoError::Generate(e.to_string()))?;
+        Ok::<_, DemoError>((out, g))
+    };
+    // The forger's newer archive, and forged accounts under the trusted name.
+    let (forged_dir, forged) = gen("forged", generated.slot + 100, 7)?;
+    let (liar_tmp, liar_gen) = gen("liar-tmp", generated.slot, 8)?;
+    let liar_dir = cfg.workdir.join("liar");
+    std::fs::create_dir_all(&liar_dir).map_err(|e| DemoError::Generate(e.to_string()))?;
+    let trusted_name = generated
+        .path
+        .file_name()
+        .ok_or_else(|| gerr("generated archive has no name".into()))?;
+    std::fs::rename(&liar_gen.path, liar_dir.join(trusted_name))
+        .map_err(|e| DemoError::Generate(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&liar_tmp);
+    let (forger_source, forger_rpc) = start_source(forged_dir, None)?;
+    let (liar_source, liar_rpc) = start_source(liar_dir, None)?;
+    keep.push(Box::new(forger_source));
+    let start = |seed: u64,
+                 entry: Option<SocketAddr>,
+                 rpc: SocketAddr,
+                 snapshots: Option<AdvertisedSnapshots>,
+                 profile: Profile| {
+        let key = demo_key(1000 + seed);
+        let entrypoints: Vec<SocketAddr> = entry.into_iter().collect();
+        let (socket, advertise) = node::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &entrypoints,
+            "demo gossip",
+        )
+        .map_err(|e| gerr(e.to_string()))?;
+        node::start(NodeConfig {
+            key: catchup_gossip::ed25519_dalek::SigningKey::from_bytes(&key.to_bytes()),
+            socket,
+            advertise,
+            entrypoints,
+            rpc: Some(rpc),
+            serve_repair: None,
+            shred_version: 0,
+            snapshots,
+            snapshots_dir: None,
+            profile,
+            max_entries: 1024,
+            status_section: None,
+            pull_interval_ms: 200,
+        })
+        .map_err(|e| gerr(e.to_string()))
+    };
+    let honest = AdvertisedSnapshots {
+        full: (generated.slot, hash),
+        incremental: Vec::new(),
+    };
+    let mut known = Vec::new();
+    let mut entry = None;
+    for (i, rpc) in rpcs.iter().enumerate() {
+        let h = start(i as u64, entry, *rpc, Some(honest.clone()), Profile::Honest)?;
+        entry.get_or_insert(h.advertise);
+        known.push(h.pubkey.to_string());
+        keep.push(Box::new(h));
+    }
+    let entry = entry.ok_or_else(|| gerr("no source to gossip about".into()))?;
+    let forged_hash = catchup_gossip::Hash(
+        catchup_solana::base58_32(&forged.lt_hash)
+            .ok_or_else(|| gerr("forged hash is not base58".into()))?,
+    );
+    let forger = start(
+        100,
+        Some(entry),
+        forger_rpc,
+        Some(AdvertisedSnapshots {
+            full: (forged.slot, forged_hash),
+            incremental: Vec::new(),
+        }),
+        Profile::Forging,
+    )?;
+    let forger_key = forger.pubkey.to_string();
+    keep.push(Box::new(forger));
+    keep.push(Box::new(start(
+        101,
+        Some(entry),
+        liar_rpc,
+        None,
+        Profile::Honest,
+    )?));
+    let d = crate::solana::gossip::discover::discover(
+        &crate::solana::gossip::discover::GossipDiscovery {
+            entrypoints: vec![entry],
+            known_validators: known.clone(),
+            min_agree: 2.min(known.len()),
+            identity: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            timeout: Duration::from_secs(30),
+            shred_version: 0,
+            incremental: false,
+        },
+    )
+    .map_err(|e| gerr(e.to_string()))?;
+    let choice = d
+        .choice
+        .clone()
+        .ok_or_else(|| gerr("the known validators agreed on no snapshot".into()))?;
+    let liar_url = Url::parse(&format!(
+        "http://{liar_rpc}/{}",
+        trusted_name.to_string_lossy()
+    ))
+    .map_err(|e| gerr(e.to_string()))?;
+    let report = GossipDemoReport {
+        known_validators: known,
+        trusted_by: choice.full.trusted_by.clone(),
+        ignored: choice.ignored.clone(),
+        forger: forger_key,
+        packets_rejected: d.packets_rejected,
+        forged_caught: None,
+    };
+    Ok((
+        (d.sources.clone(), d.expected.clone(), report),
+        keep,
+        (liar_url, liar_source),
+    ))
 }
 
 /// A `serve-repair` server on its own thread and glommio executor; stops when dropped.

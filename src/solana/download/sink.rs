@@ -4,6 +4,8 @@
 //! that checks what can be checked without loading accounts: complete zstd frames and a
 //! well-formed tar stream whose entries follow the snapshot unpack rules.
 
+use std::sync::{Arc, Mutex};
+
 use catchup_solana::{classify, EntryHeader, TarError, TarParser, TarSink, ZstdError, ZstdStream};
 
 /// A failure found in the archive stream.
@@ -136,10 +138,16 @@ impl ArchiveSink for StreamCheckSink {
     }
 }
 
+/// The words that start a sink error about the accounts hash not matching the archive's
+/// name (the download driver names the sources that served such an archive).
+pub const HASH_MISMATCH: &str = "snapshot hash mismatch";
+
 /// The full snapshot pipeline as a sink: decompress, unpack into `datadir`, index, and
-/// verify the accounts LtHash and capitalization against the manifest.
+/// verify the accounts LtHash and capitalization against the manifest; then, when it knows
+/// the archive's name, the accounts hash against the hash in the name.
 pub struct PipelineSink {
     pipeline: crate::solana::snapshot::Pipeline,
+    archive_name: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl PipelineSink {
@@ -152,7 +160,10 @@ impl PipelineSink {
                 offset_bytes: 0,
                 message: format!("cannot start the snapshot pipeline: {e}"),
             })?;
-        Ok(PipelineSink { pipeline })
+        Ok(PipelineSink {
+            pipeline,
+            archive_name: None,
+        })
     }
 
     /// A factory making a fresh pipeline into `datadir` for every (re)start.
@@ -162,6 +173,62 @@ impl PipelineSink {
     ) -> std::sync::Arc<SinkFactory> {
         std::sync::Arc::new(move || {
             Ok(Box::new(PipelineSink::new(&datadir, cfg.clone())?) as Box<dyn ArchiveSink>)
+        })
+    }
+
+    /// [`PipelineSink::factory`], each sink also checking the hash in the archive name
+    /// found in `archive_name` at the end (see `SyncConfig::archive_name`).
+    pub fn factory_named(
+        datadir: std::path::PathBuf,
+        cfg: crate::solana::snapshot::PipelineConfig,
+        archive_name: Arc<Mutex<Option<String>>>,
+    ) -> std::sync::Arc<SinkFactory> {
+        std::sync::Arc::new(move || {
+            let mut sink = PipelineSink::new(&datadir, cfg.clone())?;
+            sink.archive_name = Some(archive_name.clone());
+            Ok(Box::new(sink) as Box<dyn ArchiveSink>)
+        })
+    }
+}
+
+impl PipelineSink {
+    /// A factory for an incremental archive: each sink first loads and verifies the full
+    /// archive at `full_archive` (against its name too), then applies the incremental on
+    /// top of it and checks the incremental against its own name at the end.
+    pub fn factory_incremental(
+        datadir: std::path::PathBuf,
+        cfg: crate::solana::snapshot::PipelineConfig,
+        full_archive: std::path::PathBuf,
+        archive_name: Arc<Mutex<Option<String>>>,
+    ) -> std::sync::Arc<SinkFactory> {
+        std::sync::Arc::new(move || {
+            let fail = |message: String| SinkError {
+                offset_bytes: 0,
+                message,
+            };
+            let full_name = full_archive
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut p = crate::solana::snapshot::Pipeline::new(&datadir, cfg.clone())
+                .map_err(|e| fail(format!("cannot start the snapshot pipeline: {e}")))?;
+            crate::solana::snapshot::feed_file(&mut p, &full_archive)
+                .map_err(|e| fail(format!("the full snapshot {full_name}: {e}")))?;
+            let full = p
+                .finish()
+                .map_err(|e| fail(format!("the full snapshot {full_name}: {e}")))?;
+            if let Some(c) = crate::solana::snapshot::name_hash::check_name_hash(&full, &full_name)
+                .map_err(|e| fail(e.to_string()))?
+                .filter(|c| !c.ok)
+            {
+                return Err(fail(format!("{HASH_MISMATCH}: {}", c.mismatch_line())));
+            }
+            let pipeline = crate::solana::snapshot::Pipeline::incremental(full, cfg.clone())
+                .map_err(|e| fail(format!("cannot start the incremental pipeline: {e}")))?;
+            Ok(Box::new(PipelineSink {
+                pipeline,
+                archive_name: Some(archive_name.clone()),
+            }) as Box<dyn ArchiveSink>)
         })
     }
 }
@@ -183,6 +250,26 @@ impl ArchiveSink for PipelineSink {
             offset_bytes: u64::MAX,
             message: e.to_string(),
         })?;
+        let name = self
+            .archive_name
+            .as_ref()
+            .and_then(|n| n.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let check =
+            match &name {
+                None => None,
+                Some(name) => crate::solana::snapshot::name_hash::check_name_hash(&v, name)
+                    .map_err(|e| SinkError {
+                        offset_bytes: u64::MAX,
+                        message: e.to_string(),
+                    })?,
+            };
+        if let Some(c) = check.as_ref().filter(|c| !c.ok) {
+            // The whole archive is suspect: the audit cross-checks every chunk.
+            return Err(SinkError {
+                offset_bytes: u64::MAX,
+                message: format!("{HASH_MISMATCH}: {}", c.mismatch_line()),
+            });
+        }
         let mut j = serde_json::to_value(&v.report).unwrap_or(serde_json::Value::Null);
         if let Some(o) = j.as_object_mut() {
             o.insert(
@@ -190,6 +277,14 @@ impl ArchiveSink for PipelineSink {
                 "snapshot pipeline: LtHash and capitalization".into(),
             );
             o.insert("dir".into(), v.dir.display().to_string().into());
+            o.insert(
+                "name_hash_ok".into(),
+                serde_json::json!(check.as_ref().map(|c| c.ok)),
+            );
+            if let Some(c) = &check {
+                o.insert("name_hash".into(), c.name_hash.clone().into());
+                o.insert("name_hash_kind".into(), c.kind.clone().into());
+            }
         }
         Ok(j)
     }

@@ -89,6 +89,9 @@ pub struct ServeRepairArgs {
     /// Seed of this server's identity key (random if absent).
     #[arg(long)]
     pub identity_seed: Option<u64>,
+    /// This server's identity as a Solana CLI keypair file (the node's gossip identity).
+    #[arg(long, value_name = "KEYPAIR", conflicts_with = "identity_seed")]
+    pub identity: Option<std::path::PathBuf>,
     /// Fault profile: slow (delayed responses), lossy (30% dropped), wrong (30% corrupted).
     #[arg(long, value_enum)]
     pub profile: Option<Profile>,
@@ -229,9 +232,12 @@ pub fn run_serve(a: ServeRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     if ledger.is_empty() {
         bail!("no shreds to serve: give --shreds FILE or --generate-from SLOT ({rejected} shreds rejected)");
     }
-    let identity = match a.identity_seed {
-        Some(s) => key_from_seed(s),
-        None => SigningKey::from_bytes(&rand::thread_rng().gen()),
+    let identity = match (&a.identity, a.identity_seed) {
+        (Some(path), _) => {
+            SigningKey::from_bytes(&crate::solana::gossip::keypair::read_keypair(path)?.to_bytes())
+        }
+        (None, Some(s)) => key_from_seed(s),
+        (None, None) => SigningKey::from_bytes(&rand::thread_rng().gen()),
     };
     let faults = match a.profile {
         None => Faults::default(),

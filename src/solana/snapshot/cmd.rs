@@ -8,8 +8,9 @@ use clap::Args;
 use crate::node::opts::GlobalOpts;
 
 use crate::solana::snapshot::generate::{generate, DataSize, GenerateConfig};
+use crate::solana::snapshot::name_hash::NameHashCheck;
 use crate::solana::snapshot::{
-    verify_archive_snapshot, Pipeline, PipelineConfig, PipelineError, VerifyReport,
+    verify_archive_snapshot_named, Pipeline, PipelineConfig, PipelineError, VerifyReport,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -77,6 +78,10 @@ pub struct GenerateArgs {
     /// Number of accounts.
     #[arg(long)]
     pub accounts: u64,
+    /// Give the bank's epoch stakes (this epoch and the two after) to this node (base58):
+    /// the leader of every slot there, for repair checked against the snapshot's schedule.
+    #[arg(long, value_name = "PUBKEY")]
+    pub leader: Option<String>,
     /// Account data size: N, fixed:N or uniform:MIN-MAX (bytes, at most 10 MiB).
     #[arg(long, default_value = "uniform:0-256")]
     pub data_size: DataSize,
@@ -143,19 +148,61 @@ fn print_report(r: &VerifyReport, json: bool) {
     }
 }
 
+/// Whether every archive name's hash matched (`None`: no archive had an Agave name).
+fn names_ok(checks: &[NameHashCheck]) -> Option<bool> {
+    (!checks.is_empty()).then(|| checks.iter().all(|c| c.ok))
+}
+
+fn print_verified(r: &VerifyReport, checks: &[NameHashCheck], json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).expect("report serializes");
+        if let Some(o) = v.as_object_mut() {
+            o.insert("name_hash_ok".into(), serde_json::json!(names_ok(checks)));
+            o.insert(
+                "name_hash_kind".into(),
+                serde_json::json!(checks.last().map(|c| c.kind.clone())),
+            );
+            o.insert("name_hashes".into(), serde_json::json!(checks));
+        }
+        println!("{v}");
+        return;
+    }
+    print_report(r, false);
+    if checks.is_empty() {
+        println!("name hash       not checked (no snapshot-SLOT-HASH archive name)");
+    }
+    for c in checks {
+        if c.ok {
+            println!(
+                "name hash       {} ({}) matches {}",
+                c.name_hash, c.kind, c.archive
+            );
+        } else {
+            println!("name hash       MISMATCH: {}", c.mismatch_line());
+        }
+    }
+}
+
 pub fn verify(a: VerifyArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
-    match verify_archive_snapshot(
+    match verify_archive_snapshot_named(
         &a.archive,
         a.incremental.as_deref(),
         &a.datadir,
         a.pipeline.config(global)?,
     ) {
-        Ok(v) => {
-            print_report(&v.report, a.json);
+        Ok((v, checks)) => {
+            print_verified(&v.report, &checks, a.json);
+            if let Some(bad) = checks.iter().find(|c| !c.ok) {
+                eprintln!(
+                    "error: snapshot hash mismatch: {} (the archive is not the snapshot its name says)",
+                    bad.mismatch_line()
+                );
+                return Ok(1);
+            }
             Ok(0)
         }
         Err(PipelineError::Verification { what, report }) => {
-            print_report(&report, a.json);
+            print_verified(&report, &[], a.json);
             eprintln!("error: {what}");
             Ok(1)
         }
@@ -288,6 +335,13 @@ pub fn gen(a: GenerateArgs) -> anyhow::Result<i32> {
         seed: a.seed,
         file_size_bytes: a.file_size_bytes.max(1),
         zstd_level: a.zstd_level,
+        leader: match &a.leader {
+            None => None,
+            Some(k) => Some(
+                catchup_solana::base58_32(k)
+                    .ok_or_else(|| anyhow::anyhow!("--leader {k:?} is not a base58 public key"))?,
+            ),
+        },
         ..GenerateConfig::default()
     };
     let g = generate(&cfg, &a.out)?;

@@ -102,6 +102,9 @@ pub struct GenerateConfig {
     pub overwrite_every: u64,
     /// Every n-th account has zero lamports (0: never).
     pub zero_lamport_every: u64,
+    /// The one staked node of the bank's epoch stakes (the snapshot's epoch and the two
+    /// after it): every slot's leader in those epochs. None: no stakes.
+    pub leader: Option<[u8; 32]>,
 }
 
 impl Default for GenerateConfig {
@@ -116,6 +119,7 @@ impl Default for GenerateConfig {
             zstd_level: 1,
             overwrite_every: 50,
             zero_lamport_every: 1000,
+            leader: None,
         }
     }
 }
@@ -459,6 +463,14 @@ pub fn generate(cfg: &GenerateConfig, out_dir: &Path) -> Result<Generated, Gener
     let mut m = Manifest::new(cfg.slot, bank_hash, cap, storages.clone());
     m.accounts_lt_hash = Some(Box::new(lt));
     m.accounts_data_len = 0;
+    if let Some(leader) = cfg.leader {
+        let (epoch, _, _) = m.epoch_schedule.epoch_of(cfg.slot);
+        m.epoch = epoch;
+        m.versioned_epoch_stakes_epochs = (epoch..=epoch + 2).collect();
+        m.epoch_node_stakes = (epoch..=epoch + 2)
+            .map(|e| (e, vec![(leader, 1_000_000_000)]))
+            .collect();
+    }
     let manifest = encode_manifest(&m);
     let status_cache = 0u64.to_le_bytes();
     let version = b"1.2.0";

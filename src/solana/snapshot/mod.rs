@@ -76,6 +76,7 @@ pub mod bench;
 pub mod cmd;
 pub mod generate;
 pub mod index;
+pub mod name_hash;
 pub mod pipeline;
 
 use std::io::Read;
@@ -164,6 +165,38 @@ pub fn verify_archive_snapshot(
             Ok(v)
         }
     }
+}
+
+/// [`verify_archive_snapshot`], and each archive compared with the hash in its name (the
+/// full one before the incremental is applied): one [`name_hash::NameHashCheck`] per
+/// archive whose name is an Agave archive name.
+pub fn verify_archive_snapshot_named(
+    path: &Path,
+    incremental: Option<&Path>,
+    datadir: &Path,
+    cfg: PipelineConfig,
+) -> Result<(VerifiedSnapshot, Vec<name_hash::NameHashCheck>), PipelineError> {
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut checks = Vec::new();
+    let mut p = Pipeline::new(datadir, cfg.clone())?;
+    feed_file(&mut p, path)?;
+    let full = p.finish()?;
+    check_name(path, None, full.report.slot)?;
+    checks.extend(name_hash::check_name_hash(&full, &file_name(path))?);
+    let Some(inc) = incremental else {
+        return Ok((full, checks));
+    };
+    let base_slot = full.report.slot;
+    let mut p = Pipeline::incremental(full, cfg)?;
+    feed_file(&mut p, inc)?;
+    let v = p.finish()?;
+    check_name(inc, Some(base_slot), v.report.slot)?;
+    checks.extend(name_hash::check_name_hash(&v, &file_name(inc))?);
+    Ok((v, checks))
 }
 
 /// [`verify_archive_snapshot`], keeping only the report.

@@ -52,13 +52,27 @@ async fn fetch_range_vec(
     Ok(out)
 }
 
-/// Cross-check finished chunks at or before the failure point against every other live
-/// ranged source: the bytes most sources agree on win; sources whose bytes lose are liars
+/// Cross-check finished chunks at or before the failure point against the other live
+/// ranged sources, one at a time until one agrees with the local copy: the bytes most
+/// sources agree on win; sources whose bytes lose are liars
 /// and every chunk they served is re-fetched. With only the server and one other source in
 /// disagreement, the server of the local copy (which failed verification) is blamed.
 /// Returns (liar, chunk) pairs; a chunk of unknown origin (finished before a restart)
-/// that loses is returned with `SourceId(u32::MAX)`.
-pub(super) async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Vec<(SourceId, u32)> {
+/// that loses is returned with `SourceId(u32::MAX)`, and the number of ranges fetched.
+///
+/// A failure the verifier placed inside the archive (a zstd or tar error at a byte
+/// offset) was caused at or shortly before that offset: the walk back from it stops at the
+/// first chunk whose sources disagree, so finding a lying source costs the chunks between
+/// the damage and the point it was noticed, not the whole archive. If another source also
+/// lied, the next verification fails again and the next round finds it. A failure known
+/// only at the end (the accounts hash) is not placed: every chunk is cross-checked.
+pub(super) async fn audit(
+    ctx: &Ctx,
+    coord: &Coordinator,
+    err: &SinkError,
+) -> (Vec<(SourceId, u32)>, u32) {
+    let placed = err.offset_bytes < ctx.total_bytes;
+    let mut fetches = 0u32;
     let n = coord.chunk_count();
     let fail_chunk = if err.offset_bytes >= ctx.total_bytes {
         n - 1
@@ -100,13 +114,21 @@ pub(super) async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Ve
             )
             .await
             {
-                Ok(v) => match versions.iter_mut().find(|(b, _)| *b == v) {
-                    Some((_, who)) => who.push(Some(o)),
-                    None => versions.push((v, vec![Some(o)])),
-                },
+                Ok(v) => {
+                    fetches += 1;
+                    match versions.iter_mut().find(|(b, _)| *b == v) {
+                        Some((_, who)) => who.push(Some(o)),
+                        None => versions.push((v, vec![Some(o)])),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(source = %ctx.members[o as usize].archive, error = %e, "audit fetch failed")
                 }
+            }
+            // One other source agreeing with the local copy confirms it: the sources not
+            // asked did not contribute to it.
+            if versions.len() == 1 && versions[0].1.len() >= 2 {
+                break;
             }
         }
         if versions.len() == 1 {
@@ -143,6 +165,9 @@ pub(super) async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Ve
                 }
             }
         }
+        if placed {
+            break;
+        }
     }
     let mut bad: Vec<(SourceId, u32)> = Vec::new();
     for &s in &liars {
@@ -161,5 +186,5 @@ pub(super) async fn audit(ctx: &Ctx, coord: &Coordinator, err: &SinkError) -> Ve
     }
     bad.sort();
     bad.dedup();
-    bad
+    (bad, fetches)
 }

@@ -17,10 +17,11 @@ use super::audit::audit;
 use super::discover::{discover_rpc, probe_source};
 use super::feed::{feed_sink, open_for_reads, SinkThread};
 use super::fetch::{fetch_task, Ctx, Msg};
-use super::resume::{bitmap_to_hex, hex_to_bitmap, JournalState, JOURNAL_NAME};
+use super::resume::{bitmap_to_hex, hex_to_bitmap, JournalState};
 use super::{
     Progress, ProgressFn, ShardMsg, SourceReport, SyncConfig, SyncError, SyncReport, ALIGN_BYTES,
 };
+use crate::solana::download::sink::{SinkError, HASH_MISMATCH};
 
 fn source_reports(
     coord: &Coordinator,
@@ -84,6 +85,20 @@ pub(super) async fn sync_async(
             }
         }
     }
+    if let Some(want) = &cfg.expected_archive {
+        probes.retain(|p| {
+            let ok = p.name.as_ref().is_some_and(|n| want.matches(n));
+            if !ok {
+                bad_sources.push(format!(
+                    "{}: serves {}, not the trusted {}",
+                    p.archive,
+                    p.identity.archive_name,
+                    want.file_name()
+                ));
+            }
+            ok
+        });
+    }
     let all_probes = probes.clone();
     let group: SourceGroup = choose_group(
         probes,
@@ -106,10 +121,17 @@ pub(super) async fn sync_async(
             ));
         }
     }
+    let mut group = group;
+    if cfg.rank_by_latency {
+        group.members.sort_by_key(|m| m.latency_ms);
+    }
+    *cfg.archive_name.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(group.identity.archive_name.clone());
     let identity = group.identity.clone();
     let total = identity.size_bytes;
     // 2. Journal and file.
-    let mut journal = catchup_io::journal::Journal::open(datadir.journal_dir()?, JOURNAL_NAME)?;
+    let mut journal =
+        catchup_io::journal::Journal::open(datadir.journal_dir()?, &cfg.journal_name)?;
     let saved: Option<JournalState> = journal
         .load()?
         .and_then(|bytes| serde_json::from_slice::<JournalState>(&bytes).ok());
@@ -131,7 +153,7 @@ pub(super) async fn sync_async(
     };
     tracing::info!(archive = %identity.archive_name, size_bytes = total, sources = group.members.len(), chunk_size_bytes = chunk_size, "snapshot source group chosen");
     let n_chunks = super::super::coordinator::chunk_count(total, chunk_size) as usize;
-    let dl_dir = datadir.subdir("download")?;
+    let dl_dir = datadir.subdir(&cfg.download_subdir)?;
     let path = dl_dir.join(&identity.archive_name);
     let mut done = vec![false; n_chunks];
     if let Some(st) = saved {
@@ -286,6 +308,7 @@ pub(super) async fn sync_async(
         .map_err(SyncError::Verify)?;
     let mut chunks_fetched = 0u32;
     let mut audit_rounds = 0u32;
+    let mut audit_fetches = 0u32;
     let mut last_progress = Instant::now();
     let mut finished = false;
     let mut interrupted = false;
@@ -433,15 +456,29 @@ pub(super) async fn sync_async(
                 }
             };
             let Some(err) = failure else { break };
+            let forged = |err: SinkError| {
+                if err.message.contains(HASH_MISMATCH) {
+                    SyncError::Forged {
+                        what: err.message,
+                        served_by: members.iter().map(|m| m.given.clone()).collect(),
+                    }
+                } else {
+                    SyncError::Unauditable(err)
+                }
+            };
             // 5. Audit: cross-check chunks up to the failure point with other sources.
             audit_rounds += 1;
             if audit_rounds > cfg.max_audit_rounds {
+                if err.message.contains(HASH_MISMATCH) {
+                    return Err(forged(err));
+                }
                 return Err(SyncError::Verify(err));
             }
             tracing::warn!(error = %err, round = audit_rounds, "verification failed: cross-checking chunks with other sources");
-            let bad = audit(&ctx, &coord, &err).await;
+            let (bad, fetches) = audit(&ctx, &coord, &err).await;
+            audit_fetches += fetches;
             if bad.is_empty() {
-                return Err(SyncError::Unauditable(err));
+                return Err(forged(err));
             }
             let now_ms = t_download.elapsed().as_millis() as u64;
             for (src, chunk) in bad {
@@ -507,6 +544,7 @@ pub(super) async fn sync_async(
         interrupted,
         verified,
         audit_rounds,
+        audit_fetches,
         sources,
         bad_sources,
     })

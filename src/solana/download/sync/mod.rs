@@ -73,6 +73,51 @@ pub struct SyncConfig {
     /// Cores of the helper threads (the sink: decompression, unpacking; its index shards
     /// are placed by the sink itself); `None`: the CPUs this process may use.
     pub helper_cores: Option<Vec<usize>>,
+    /// The archive the sources must serve (a trusted snapshot): a source whose archive has
+    /// another name is rejected before the choice of the source group.
+    pub expected_archive: Option<ExpectedArchive>,
+    /// Filled with the chosen archive's file name once the source group is chosen: the
+    /// sink compares the verified accounts hash with the hash in that name.
+    pub archive_name: Arc<Mutex<Option<String>>>,
+    /// Order the chosen sources by their probe latency (fastest first) before the
+    /// coordinator measures their bandwidth.
+    pub rank_by_latency: bool,
+    /// The journal's name in `D/journal` and the archive's directory under `D`: a full
+    /// and an incremental download keep their own, so neither undoes the other.
+    pub journal_name: String,
+    pub download_subdir: String,
+}
+
+/// Journal and directory of an incremental download next to a full one.
+pub const INCREMENTAL_JOURNAL_NAME: &str = "snapshot-download-incremental";
+pub const INCREMENTAL_DOWNLOAD_SUBDIR: &str = "download-incremental";
+
+/// A snapshot archive identified by its slot(s) and hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedArchive {
+    /// `Some(base)` for an incremental archive.
+    pub base_slot: Option<u64>,
+    pub slot: u64,
+    /// base58
+    pub hash: String,
+}
+
+impl ExpectedArchive {
+    /// Whether an archive name names this snapshot (any compression).
+    pub fn matches(&self, name: &super::source::ArchiveName) -> bool {
+        name.slot == self.slot && name.hash == self.hash && name.base_slot == self.base_slot
+    }
+
+    /// The archive's file name (zstd compressed, as Agave writes it now).
+    pub fn file_name(&self) -> String {
+        match self.base_slot {
+            None => format!("snapshot-{}-{}.tar.zst", self.slot, self.hash),
+            Some(b) => format!(
+                "incremental-snapshot-{b}-{}-{}.tar.zst",
+                self.slot, self.hash
+            ),
+        }
+    }
 }
 
 impl SyncConfig {
@@ -94,6 +139,11 @@ impl SyncConfig {
             shards: 1,
             cores: None,
             helper_cores: None,
+            expected_archive: None,
+            archive_name: Arc::new(Mutex::new(None)),
+            rank_by_latency: false,
+            journal_name: resume::JOURNAL_NAME.to_string(),
+            download_subdir: "download".to_string(),
         }
     }
 }
@@ -126,6 +176,10 @@ pub enum SyncError {
     Unauditable(SinkError),
     #[error("executor: {0}")]
     Executor(String),
+    /// The archive verified internally but its accounts hash is not the one in its name
+    /// (and so not the trusted one): every source of it served a forged archive.
+    #[error("{what} (served by {})", served_by.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "))]
+    Forged { what: String, served_by: Vec<Url> },
 }
 
 const STAGE_BYTES: usize = 1 << 20;
@@ -179,6 +233,8 @@ pub struct SyncReport {
     pub interrupted: bool,
     pub verified: Option<serde_json::Value>,
     pub audit_rounds: u32,
+    /// Chunk ranges fetched again by the audits to find lying sources.
+    pub audit_fetches: u32,
     pub sources: Vec<SourceReport>,
     /// Sources dropped or rejected, with the reason (`url: reason`).
     pub bad_sources: Vec<String>,
@@ -247,6 +303,21 @@ pub fn sync(
         .flatten()
         .next()
         .unwrap_or_else(|| Err(SyncError::Executor("shard 0 returned nothing".into())))
+}
+
+/// Forget a download (its journal and its file) so that nothing of it is resumed: after a
+/// forged archive, the next source group starts from nothing.
+pub fn forget_download(cfg: &SyncConfig, archive_name: &str) {
+    for suffix in ["cur", "prev", "tmp"] {
+        let _ = std::fs::remove_file(
+            cfg.datadir
+                .join("journal")
+                .join(format!("{}.{suffix}", cfg.journal_name)),
+        );
+    }
+    if !archive_name.is_empty() && !archive_name.contains('/') {
+        let _ = std::fs::remove_file(cfg.datadir.join(&cfg.download_subdir).join(archive_name));
+    }
 }
 
 /// Messages between the coordinating shard 0 and the fetching shards.

@@ -15,7 +15,7 @@ pub(super) struct JournalState {
     pub(super) done_hex: String,
 }
 
-pub(super) const JOURNAL_NAME: &str = "snapshot-download";
+pub(crate) const JOURNAL_NAME: &str = "snapshot-download";
 
 pub(super) fn bitmap_to_hex(done: &[bool]) -> String {
     let mut bytes = vec![0u8; done.len().div_ceil(8)];
