@@ -546,6 +546,7 @@ mod tests {
         let args = StateRootArgs {
             alloc: None,
             dump: Some(p.clone()),
+            datadir: None,
             json: true,
         };
         assert_eq!(state_root(&args).unwrap(), 0);
@@ -559,6 +560,7 @@ mod tests {
         let args = StateRootArgs {
             alloc: None,
             dump: Some(q.clone()),
+            datadir: None,
             json: false,
         };
         assert_eq!(state_root(&args).unwrap(), 1);
