@@ -59,6 +59,8 @@ fn eth_scale_small_snap_and_fast() {
     let state_nodes = v["state_nodes"].as_u64().unwrap();
     assert!(state_nodes > 2000, "{state_nodes} trie nodes");
     assert!(v["keccak_nodes_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["keccak_nodes_per_s_before_sync"].as_f64().unwrap() > 0.0);
+    assert!(v["keccak_nodes_per_s_after_sync"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_generator_and_peers_bytes"].as_u64().unwrap() > 0);
     let modes = v["modes"].as_array().unwrap();
     assert_eq!(modes.len(), 2);
