@@ -1083,6 +1083,11 @@ pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
 /// `eth state-root --datadir D`: print the root recomputed from the store (text or JSON);
 /// exit 1 when it differs from the root the sync reported.
 pub fn state_root_datadir_cmd(datadir: &Path, json_out: bool) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        datadir.is_dir(),
+        "--datadir {}: no such directory (the data directory of an `eth sync`)",
+        datadir.display()
+    );
     let t = std::time::Instant::now();
     let r = state_root_of_datadir(datadir)?;
     let elapsed_ms = t.elapsed().as_millis() as u64;
