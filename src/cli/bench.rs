@@ -17,6 +17,11 @@ pub enum BenchCmd {
     /// Ethereum verification per shard: trie nodes, headers and receipts roots verified per
     /// second, each beside the keccak-only rate of the same bytes and their ratio.
     Eth(crate::eth::bench::EthBenchArgs),
+    /// Ethereum sync at scale: a generated state (--accounts, --storage-slots) served by
+    /// RLPx peers on loopback and synced (snap and/or fast) into a scratch data directory;
+    /// state nodes/s per shard beside keccak over the same nodes, peak RSS, bytes on disk
+    /// and the time of the stored-root walk, whose root must equal the generated one.
+    EthScale(crate::eth::bench_scale::EthScaleArgs),
     /// Solana snapshot pipeline: archive bytes/s through decompress, unpack, index and
     /// LtHash, beside raw zstd and `zstd -d | tar -x` of the same archive.
     Snapshot(crate::solana::snapshot::cmd::SnapshotBenchArgs),
@@ -33,6 +38,7 @@ pub fn run(cmd: BenchCmd, _global: &GlobalOpts) -> anyhow::Result<i32> {
         BenchCmd::Store(args) => crate::node::bench_store::bench_store(args, _global),
         BenchCmd::StoreCrashWriter(args) => crate::node::bench_store::crash_writer(args),
         BenchCmd::Eth(args) => crate::eth::bench::bench_eth(&args, _global),
+        BenchCmd::EthScale(args) => crate::eth::bench_scale::bench_eth_scale(&args, _global),
         BenchCmd::Snapshot(args) => crate::solana::snapshot::cmd::bench_snapshot(&args),
         BenchCmd::Repair(args) => crate::solana::repair::cmd::run_bench(args, _global),
         BenchCmd::Rlpx(args) => crate::eth::net::cmd::run_bench_rlpx(&args, _global),

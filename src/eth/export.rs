@@ -1011,6 +1011,119 @@ pub fn state_root_cmd(path: &Path, text: &str, json_out: bool) -> anyhow::Result
     Ok(0)
 }
 
+/// Recompute the state root of what `eth sync` stored in `datadir`, by a walk over the
+/// store that is independent of the sync engines: the account trie is walked from the root
+/// the sync report names (a missing node fails: the walk is also the completeness check),
+/// every account's storage trie is walked from its storage root and rebuilt from its
+/// leaves, every code is looked up and its keccak checked, and the account trie is rebuilt
+/// from its leaves. `claimed` is the sync report's root; `computed` the rebuilt one.
+pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
+    let synced = load_datadir(datadir)?;
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let status = &synced.report["status"];
+    let root_text = status["state_root"]
+        .as_str()
+        .or(synced.report["state_root"].as_str())
+        .ok_or_else(|| {
+            bad("the sync report names no state root: the sync chose no pivot".into())
+        })?;
+    let claimed: B256 = root_text
+        .parse()
+        .map_err(|_| bad(format!("bad state root {root_text:?} in sync-report.json")))?;
+    let nodes = &synced.store.nodes;
+    let accounts = trie_leaves(nodes, claimed, 64)?;
+    if accounts.len() > MAX_ACCOUNTS {
+        return Err(bad(format!("more than {MAX_ACCOUNTS} accounts")));
+    }
+    let (mut slots, mut contracts) = (0u64, 0u64);
+    let mut rebuilt: Vec<(B256, Vec<u8>)> = Vec::with_capacity(accounts.len());
+    for (key, value) in &accounts {
+        let mut a = Account::decode(value).map_err(|e| ExportError::BadNode {
+            node: *key,
+            what: format!("account: {e}"),
+        })?;
+        let storage = trie_leaves(nodes, a.storage_root, 64)?;
+        slots += storage.len() as u64;
+        a.storage_root = if storage.is_empty() {
+            EMPTY_ROOT
+        } else {
+            trie_root(storage.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        };
+        if a.code_hash != EMPTY_CODE_HASH {
+            contracts += 1;
+            let code = synced
+                .store
+                .codes
+                .get(&a.code_hash)
+                .ok_or(ExportError::MissingCode {
+                    hash: a.code_hash,
+                    account: *key,
+                })?;
+            a.code_hash = alloy_primitives::keccak256(code);
+        }
+        rebuilt.push((*key, a.encode()));
+    }
+    let computed = if rebuilt.is_empty() {
+        EMPTY_ROOT
+    } else {
+        trie_root(rebuilt.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    };
+    Ok(DumpRoot {
+        computed,
+        claimed: Some(claimed),
+        accounts: rebuilt.len() as u64,
+        storage_slots: slots,
+        contracts,
+    })
+}
+
+/// `eth state-root --datadir D`: print the root recomputed from the store (text or JSON);
+/// exit 1 when it differs from the root the sync reported.
+pub fn state_root_datadir_cmd(datadir: &Path, json_out: bool) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        datadir.is_dir(),
+        "--datadir {}: no such directory (the data directory of an `eth sync`)",
+        datadir.display()
+    );
+    let t = std::time::Instant::now();
+    let r = state_root_of_datadir(datadir)?;
+    let elapsed_ms = t.elapsed().as_millis() as u64;
+    let matches = r.claimed.map(|c| c == r.computed);
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "root": format!("{:#x}", r.computed),
+                "accounts": r.accounts,
+                "storage_slots": r.storage_slots,
+                "contracts": r.contracts,
+                "claimed_root": r.claimed.map(|c| format!("{c:#x}")),
+                "matches_claimed": matches,
+                "elapsed_ms": elapsed_ms,
+            })
+        );
+    } else {
+        println!("root {:#x}", r.computed);
+        println!(
+            "accounts {}  storage slots {}  contracts {}  ({elapsed_ms} ms)",
+            r.accounts, r.storage_slots, r.contracts
+        );
+    }
+    if matches == Some(false) {
+        eprintln!(
+            "{}: root recomputed from the store {:#x} differs from the sync report's {:#x}",
+            datadir.display(),
+            r.computed,
+            r.claimed.unwrap_or_default()
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //!   and in the simulator).
 
 pub mod bench;
+pub mod bench_scale;
 pub mod engine_api;
 pub mod export;
 pub mod net;

@@ -29,7 +29,7 @@ pub struct VerifyEra1Args {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["alloc", "dump"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["alloc", "dump", "datadir"])))]
 pub struct StateRootArgs {
     /// Genesis allocation JSON (`{"alloc": {address: balance | {balance, nonce, code, storage}}}`
     /// or a genesis.json).
@@ -39,6 +39,11 @@ pub struct StateRootArgs {
     /// equal the dump's root.
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
+    /// Data directory of an `eth sync`: the root is recomputed from the stored trie nodes
+    /// and codes by a walk that is also the completeness check; it must equal the root the
+    /// sync reported.
+    #[arg(long, value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -245,6 +250,9 @@ pub fn verify_era1(a: &VerifyEra1Args) -> anyhow::Result<i32> {
 }
 
 pub fn state_root(a: &StateRootArgs) -> anyhow::Result<i32> {
+    if let Some(dd) = &a.datadir {
+        return crate::eth::export::state_root_datadir_cmd(dd, a.json);
+    }
     let (path, kind) = match (&a.alloc, &a.dump) {
         (Some(p), None) => (p, "alloc"),
         (None, Some(p)) => (p, "dump"),
@@ -538,6 +546,7 @@ mod tests {
         let args = StateRootArgs {
             alloc: None,
             dump: Some(p.clone()),
+            datadir: None,
             json: true,
         };
         assert_eq!(state_root(&args).unwrap(), 0);
@@ -551,6 +560,7 @@ mod tests {
         let args = StateRootArgs {
             alloc: None,
             dump: Some(q.clone()),
+            datadir: None,
             json: false,
         };
         assert_eq!(state_root(&args).unwrap(), 1);
