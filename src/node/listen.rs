@@ -43,18 +43,26 @@ pub fn claim_tcp(addr: SocketAddr, flag: &'static str) -> Result<PortClaim, List
             ListenError::Other { addr, flag, source }
         }
     };
-    let resolved = {
-        let probe = std::net::TcpListener::bind(addr).map_err(classify)?;
-        probe.local_addr().map_err(classify)?
-    };
     let hold = socket2::Socket::new(
-        socket2::Domain::for_address(resolved),
+        socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )
     .map_err(classify)?;
     hold.set_reuse_port(true).map_err(classify)?;
-    hold.bind(&resolved.into()).map_err(classify)?;
+    if addr.port() != 0 {
+        // A plain bind first: it fails while another process holds the port, even one
+        // that bound it with SO_REUSEPORT under another user.
+        drop(std::net::TcpListener::bind(addr).map_err(classify)?);
+    }
+    // For port 0 the kernel picks a free port for the claim itself, so no other socket
+    // (say a client's ephemeral port) can take it between a probe and the claim.
+    hold.bind(&addr.into()).map_err(classify)?;
+    let resolved = hold
+        .local_addr()
+        .map_err(classify)?
+        .as_socket()
+        .ok_or_else(|| classify(std::io::Error::other("not an inet address")))?;
     Ok(PortClaim {
         addr: resolved,
         _hold: hold,
