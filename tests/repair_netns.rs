@@ -383,3 +383,57 @@ fn lossy_slow_and_lying_peers_are_tolerated_on_both_paths() {
         );
     }
 }
+
+/// Four rx/tx queues on the veth: one AF_XDP socket and UMEM per queue, each owned by the
+/// shard the tuning plan deals that queue to (pinned to the plan's CPU); traffic spread
+/// over the queues reaches every shard on its own queue, beside a `recvmmsg` socket per
+/// shard on the same veth.
+#[test]
+fn four_queue_veth_every_shard_receives_on_its_own_queue() {
+    if !requirements_met() {
+        return;
+    }
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "repair",
+            "--rx-only",
+            "--queues",
+            "4",
+            "--rx-seconds",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run bench repair");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench repair --rx-only failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json report");
+    let pq = &v["per_queue"];
+    for path in ["af_xdp", "recvmmsg"] {
+        let m = &pq[path];
+        let queues = m["per_queue"].as_array().expect("per-queue rows");
+        assert_eq!(queues.len(), 4, "{path}: {m}");
+        let mut total = 0;
+        for (i, q) in queues.iter().enumerate() {
+            assert_eq!(q["queue"], i, "{path}: {q}");
+            // The plan deals queue i to shard i (one queue per shard).
+            assert_eq!(q["shard"], i, "{path}: {q}");
+            assert_eq!(
+                q["ran_on_cpu"], q["plan_cpu"],
+                "{path}: not on its CPU: {q}"
+            );
+            let n = q["parsed_packets"].as_u64().unwrap();
+            assert!(n > 0, "{path}: queue {i} received nothing: {m}");
+            total += n;
+        }
+        assert_eq!(m["received_packets"], total);
+        assert!(total <= m["sent_packets"].as_u64().unwrap(), "{m}");
+    }
+    assert_eq!(pq["af_xdp"]["path"], "af_xdp_native");
+    assert!(pq["af_xdp_over_recvmmsg"].as_f64().unwrap() > 0.0);
+}

@@ -159,11 +159,17 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, XdpError> {
         return Err(ierr("no such interface".into()));
     }
     let mac = iface_mac(name).map_err(|e| ierr(format!("MAC address (SIOCGIFHWADDR): {e}")))?;
-    let rx_queues = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
+    // The channel count from the driver (the calling thread's namespace, like the MAC);
+    // sysfs (which shows the namespace that mounted it) when the driver cannot say.
+    let rx_queues = iface_rx_channels(name)
+        .or_else(|| {
+            std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                        .count() as u32
+                })
+                .ok()
         })
         .unwrap_or(1)
         .max(1);
@@ -176,6 +182,52 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, XdpError> {
         prefix_len,
         rx_queues,
     })
+}
+
+/// Rx queues of `name` by `ETHTOOL_GCHANNELS` (rx plus combined channels), or `None`
+/// when the driver does not implement it.
+fn iface_rx_channels(name: &str) -> Option<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolChannels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
+    {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS fills the struct ifru_data points at,
+    // which lives across the call.
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    let n = ch.rx_count + ch.combined_count;
+    (r == 0 && n > 0).then_some(n)
 }
 
 /// The hardware address of `name`, asked of the kernel through a socket (so it is the

@@ -318,9 +318,22 @@ pub struct BenchRepairArgs {
     /// Shards of the UDP run (the veth has one queue, so the AF_XDP run has one shard).
     #[arg(long, default_value_t = 1)]
     pub udp_shards: usize,
-    /// Seconds of the AF_XDP receive-only measurement.
+    /// Seconds of each receive-only measurement.
     #[arg(long, default_value_t = 2)]
     pub rx_seconds: u64,
+    /// Rx/tx queues of the second veth pair, for the per-queue receive measurement: one
+    /// AF_XDP socket and UMEM per queue, each owned by the shard the tuning plan deals the
+    /// queue to, beside a `recvmmsg` UDP socket per shard on the same veth and traffic.
+    #[arg(long, default_value_t = 4)]
+    pub queues: u32,
+    /// Only the receive measurements (no repair runs).
+    #[arg(long)]
+    pub rx_only: bool,
+    /// XDP mode of the per-queue measurement: `native` (the veth driver's own XDP, one
+    /// rx queue per tx queue) or `generic` (skb mode; on a veth it leaves the last queue
+    /// empty).
+    #[arg(long, default_value = "native", value_parser = ["native", "generic"])]
+    pub xdp_mode: String,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -449,6 +462,23 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     {
         bail!("--slots 1..=10000, --shreds-per-slot 1..=32768, --udp-shards >= 1");
     }
+    if !(1..=16).contains(&a.queues) {
+        bail!("--queues 1..=16");
+    }
+    let per_queue = per_queue_rx(
+        a.queues as usize,
+        a.rx_seconds.clamp(1, 60) as f64,
+        a.xdp_mode == "generic",
+    );
+    if a.rx_only {
+        let report = serde_json::json!({ "per_queue": per_queue_value(&per_queue)? });
+        if a.json {
+            println!("{report}");
+        } else {
+            print_per_queue(&per_queue);
+        }
+        return Ok(if per_queue.is_ok() { 0 } else { 1 });
+    }
     let pair = crate::solana::repair::netns::VethPair::create("b", 250)?;
     let exe = std::env::current_exe()?;
     let listen = format!("{}:8301", pair.ip_a());
@@ -527,7 +557,13 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         Ok(r) => serde_json::to_value(r)?,
         Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
     };
-    let report = serde_json::json!({ "af_xdp": xdp, "udp": udp, "af_xdp_rx_only": rx_json });
+    let per_queue_json = per_queue_value(&per_queue)?;
+    let report = serde_json::json!({
+        "af_xdp": xdp,
+        "udp": udp,
+        "af_xdp_rx_only": rx_json,
+        "per_queue": per_queue_json,
+    });
     if a.json {
         println!("{report}");
     } else {
@@ -558,10 +594,62 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
             ),
             Err(e) => println!("AF_XDP rx path alone: failed: {e:#}"),
         }
+        print_per_queue(&per_queue);
     }
-    Ok(if xdp.complete && udp.complete && rx.is_ok() {
-        0
-    } else {
-        1
+    Ok(
+        if xdp.complete && udp.complete && rx.is_ok() && per_queue.is_ok() {
+            0
+        } else {
+            1
+        },
+    )
+}
+
+/// Both receive paths on one veth pair with `queues` queues, AF_XDP first.
+#[derive(serde::Serialize, Debug)]
+pub struct PerQueueRx {
+    pub af_xdp: super::xdp_queues::MultiRx,
+    pub recvmmsg: super::xdp_queues::MultiRx,
+    /// AF_XDP packets/s over the recvmmsg baseline's, same veth, traffic and shards.
+    pub af_xdp_over_recvmmsg: f64,
+}
+
+fn per_queue_rx(queues: usize, seconds: f64, skb_mode: bool) -> anyhow::Result<PerQueueRx> {
+    let pair = crate::solana::repair::netns::VethPair::create_with_queues("q", 251, queues as u32)?;
+    let af_xdp = super::xdp_queues::af_xdp_per_queue(&pair, queues, seconds, skb_mode)?;
+    let recvmmsg = super::xdp_queues::recvmmsg_per_shard(&pair, queues, seconds)?;
+    let ratio = af_xdp.received_pps / recvmmsg.received_pps.max(1e-9);
+    Ok(PerQueueRx {
+        af_xdp,
+        recvmmsg,
+        af_xdp_over_recvmmsg: ratio,
+    })
+}
+
+fn print_per_queue(r: &anyhow::Result<PerQueueRx>) {
+    match r {
+        Ok(r) => {
+            for m in [&r.af_xdp, &r.recvmmsg] {
+                println!(
+                    "{} on {} queues: {:.0} packets/s received ({} of {} sent)",
+                    m.path, m.queues, m.received_pps, m.received_packets, m.sent_packets
+                );
+                for q in &m.per_queue {
+                    println!(
+                        "  queue {} (shard {}, cpu {}): {} packets, {:.0} packets/s",
+                        q.queue, q.shard, q.plan_cpu, q.parsed_packets, q.received_pps
+                    );
+                }
+            }
+            println!("AF_XDP / recvmmsg: {:.2}", r.af_xdp_over_recvmmsg);
+        }
+        Err(e) => println!("per-queue receive: failed: {e:#}"),
+    }
+}
+
+fn per_queue_value(r: &anyhow::Result<PerQueueRx>) -> anyhow::Result<serde_json::Value> {
+    Ok(match r {
+        Ok(r) => serde_json::to_value(r)?,
+        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
     })
 }

@@ -8,6 +8,7 @@ pub mod netns;
 pub mod server;
 pub mod sim;
 pub mod xdp_driver;
+pub mod xdp_queues;
 
 pub use driver::{
     repair, repair_after_snapshot, NetPath, PeerSpec, RepairJob, RepairOutcome, ShardOutcome,

@@ -42,6 +42,12 @@ pub struct VethPair {
 
 impl VethPair {
     pub fn create(tag: &str, subnet: u8) -> Result<VethPair, NetnsError> {
+        Self::create_with_queues(tag, subnet, 1)
+    }
+
+    /// Like [`VethPair::create`], with `queues` rx and tx queues on each end.
+    pub fn create_with_queues(tag: &str, subnet: u8, queues: u32) -> Result<VethPair, NetnsError> {
+        let q = queues.max(1).to_string();
         let pid = std::process::id() % 100_000;
         let p = VethPair {
             a: format!("cu{tag}{pid}a"),
@@ -54,8 +60,26 @@ impl VethPair {
         // from here on, drop removes whatever was made
         ip(&["netns", "add", &p.b])?;
         ip(&[
-            "link", "add", &p.veth_a, "netns", &p.a, "type", "veth", "peer", "name", &p.veth_b,
-            "netns", &p.b,
+            "link",
+            "add",
+            &p.veth_a,
+            "netns",
+            &p.a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &p.veth_b,
+            "netns",
+            &p.b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
         ip(&[
             "-n",

@@ -68,7 +68,7 @@ mod inbox;
 mod load;
 mod maps;
 mod mesh;
-mod set;
+pub(crate) mod set;
 mod shard;
 mod table;
 #[cfg(test)]

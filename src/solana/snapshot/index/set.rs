@@ -34,7 +34,7 @@ pub struct ShardSet {
 }
 
 /// Pin the calling thread to one core (best effort: a failure leaves it unpinned).
-fn pin_to_core(core: usize) {
+pub(crate) fn pin_to_core(core: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds for
     // core < CPU_SETSIZE, checked here; sched_setaffinity(0, ..) affects this thread only.
     unsafe {
