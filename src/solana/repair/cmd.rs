@@ -315,6 +315,10 @@ pub struct BenchRepairArgs {
     /// Data shreds per slot.
     #[arg(long, default_value_t = 64)]
     pub shreds_per_slot: usize,
+    /// Repair servers (one process each, the same ledger under their own identities), so
+    /// that the client, not one server's check of each request's signature, is the bound.
+    #[arg(long, default_value_t = 3)]
+    pub servers: usize,
     /// Shards of the UDP run (the veth has one queue, so the AF_XDP run has one shard).
     #[arg(long, default_value_t = 1)]
     pub udp_shards: usize,
@@ -459,8 +463,11 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         || a.shreds_per_slot == 0
         || a.shreds_per_slot > 32_768
         || a.udp_shards == 0
+        || !(1..=16).contains(&a.servers)
     {
-        bail!("--slots 1..=10000, --shreds-per-slot 1..=32768, --udp-shards >= 1");
+        bail!(
+            "--slots 1..=10000, --shreds-per-slot 1..=32768, --udp-shards >= 1, --servers 1..=16"
+        );
     }
     if !(1..=16).contains(&a.queues) {
         bail!("--queues 1..=16");
@@ -481,30 +488,6 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     }
     let pair = crate::solana::repair::netns::VethPair::create("b", 250)?;
     let exe = std::env::current_exe()?;
-    let listen = format!("{}:8301", pair.ip_a());
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &pair.a])
-        .arg(&exe)
-        .args([
-            "solana",
-            "serve-repair",
-            "--listen",
-            &listen,
-            "--generate-from",
-            "1000",
-        ])
-        .args([
-            "--generate-slots",
-            &a.slots.to_string(),
-            "--shreds-per-slot",
-            &a.shreds_per_slot.to_string(),
-            "--max-seconds",
-            "600",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting serve-repair")?;
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -512,24 +495,59 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
             let _ = self.0.wait();
         }
     }
-    let mut line = String::new();
-    let stdout = server.stdout.take().context("server stdout")?;
-    let server = Kill(server);
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let info: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("serve-repair said {line:?}"))?;
-    let identity = parse_pubkey(info["identity"].as_str().unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let leader = parse_pubkey(info["leader"].as_str().unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    // Every server generates the same ledger (same leader seed) under its own identity.
+    let mut servers = Vec::new();
+    let mut peers = Vec::new();
+    let mut leader = None;
+    for i in 0..a.servers {
+        let port = 8301 + i as u16;
+        let listen = format!("{}:{port}", pair.ip_a());
+        let mut server = std::process::Command::new("ip")
+            .args(["netns", "exec", &pair.a])
+            .arg(&exe)
+            .args([
+                "solana",
+                "serve-repair",
+                "--listen",
+                &listen,
+                "--generate-from",
+                "1000",
+            ])
+            .args([
+                "--generate-slots",
+                &a.slots.to_string(),
+                "--shreds-per-slot",
+                &a.shreds_per_slot.to_string(),
+                "--max-seconds",
+                "600",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting serve-repair")?;
+        let mut line = String::new();
+        let stdout = server.stdout.take().context("server stdout")?;
+        servers.push(Kill(server));
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let info: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("serve-repair said {line:?}"))?;
+        let identity = parse_pubkey(info["identity"].as_str().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        leader = Some(
+            parse_pubkey(info["leader"].as_str().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!(e))?,
+        );
+        peers.push(PeerSpec {
+            addr: std::net::SocketAddrV4::new(pair.ip_a(), port),
+            key: Some(identity),
+        });
+    }
+    let leader = leader.context("no repair server")?;
     let cores = crate::solana::repair::driver::client_cores();
     let job = |path: NetPath, shards: usize| RepairJob {
         from_slot: 1000,
         to_slot: 1000 + a.slots - 1,
-        peers: vec![PeerSpec {
-            addr: std::net::SocketAddrV4::new(pair.ip_a(), 8301),
-            key: Some(identity),
-        }],
+        peers: peers.clone(),
         leaders: LeaderSchedule::Fixed(leader),
         identity: SigningKey::from_bytes(&rand::thread_rng().gen()),
         shards,
@@ -551,7 +569,7 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     let udp_job = job(NetPath::Udp { bind: pair.ip_b() }, a.udp_shards);
     let xdp = in_netns(&pair.b, move || Ok(repair(&xdp_job)?))?;
     let udp = in_netns(&pair.b, move || Ok(repair(&udp_job)?))?;
-    drop(server);
+    drop(servers);
     let rx = rx_only(&pair, a.rx_seconds.clamp(1, 60));
     let rx_json = match &rx {
         Ok(r) => serde_json::to_value(r)?,
@@ -569,8 +587,13 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
     } else {
         for (name, o) in [("AF_XDP", &xdp), ("UDP", &udp)] {
             println!(
-                "{name}: {}/{} slots, {} shreds in {} ms, {:.0} shreds/s",
-                o.slots_complete, o.slots_total, o.shreds, o.elapsed_ms, o.shreds_per_s
+                "{name}: {}/{} slots, {} shreds in {} ms, {:.0} shreds/s, {:.1} slots/s",
+                o.slots_complete,
+                o.slots_total,
+                o.shreds,
+                o.elapsed_ms,
+                o.shreds_per_s,
+                o.slots_per_s
             );
             for s in &o.shards {
                 println!(

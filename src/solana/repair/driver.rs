@@ -100,6 +100,8 @@ pub struct RepairOutcome {
     pub shreds: u64,
     pub elapsed_ms: u64,
     pub shreds_per_s: f64,
+    /// Complete slots per second of the whole run.
+    pub slots_per_s: f64,
     pub shards: Vec<ShardOutcome>,
     #[serde(skip)]
     pub slots: BTreeMap<u64, Vec<Vec<u8>>>,
@@ -330,6 +332,7 @@ pub fn repair(job: &RepairJob) -> Result<RepairOutcome, DriverError> {
     out.complete = out.slots_complete == out.slots_total;
     out.elapsed_ms = start.elapsed().as_millis() as u64;
     out.shreds_per_s = out.shreds as f64 * 1000.0 / out.elapsed_ms.max(1) as f64;
+    out.slots_per_s = out.slots_complete as f64 * 1000.0 / out.elapsed_ms.max(1) as f64;
     Ok(out)
 }
 
