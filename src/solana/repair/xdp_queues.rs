@@ -179,14 +179,22 @@ pub fn af_xdp_per_queue(
                 let setup = (|| -> anyhow::Result<Vec<XskSocket>> {
                     enter(&ns_b)?;
                     pin(plan_cpu);
-                    // Small rings: every socket's UMEM counts against RLIMIT_MEMLOCK.
-                    let cfg = XskConfig {
+                    // Deep rings (2,048 frames to receive into, 4 MiB of UMEM) absorb a
+                    // shard's scheduling gaps; without CAP_IPC_LOCK every UMEM counts
+                    // against RLIMIT_MEMLOCK, so a refused one is retried small.
+                    let deep = XskConfig {
+                        frame_count: 4096,
+                        frame_size_bytes: 2048,
+                        ring_size: 2048,
+                    };
+                    let small = XskConfig {
                         frame_count: 256,
                         ..XskConfig::default()
                     };
                     let mut socks = Vec::new();
                     for &q in &owned {
-                        let sock = XskSocket::new(info.index, q, cfg)
+                        let sock = XskSocket::new(info.index, q, deep)
+                            .or_else(|_| XskSocket::new(info.index, q, small))
                             .with_context(|| format!("AF_XDP socket on queue {q}"))?;
                         prog.lock()
                             .map_err(|_| anyhow::anyhow!("program lock"))?
