@@ -978,6 +978,8 @@ struct RepairPlan {
     shards: usize,
     deadline_ms: u64,
     batch_slots: u64,
+    /// Verified shreds are kept here (one store per shard) so that a restart resumes.
+    store_dir: std::path::PathBuf,
 }
 
 /// With --entrypoint and no --repair-peer, the repair peers are the serve-repair addresses
@@ -1029,6 +1031,7 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
         shards: args.repair_shards,
         deadline_ms: args.repair_timeout_secs.saturating_mul(1000),
         batch_slots: args.repair_batch_slots,
+        store_dir: args.datadir.join("repair"),
     }))
 }
 
@@ -1109,6 +1112,7 @@ fn run_repair_phase(
             plan.shards,
             plan.path.clone(),
             share_ms,
+            Some(plan.store_dir.clone()),
         )?;
         if paths.is_empty() {
             paths = o.shards.iter().map(|s| s.path.clone()).collect();
@@ -1172,6 +1176,10 @@ fn merge_outcome(
     total.slots_total += o.slots_total;
     total.slots_complete += o.slots_complete;
     total.shreds += o.shreds;
+    total.slots_loaded += o.slots_loaded;
+    total.shreds_loaded += o.shreds_loaded;
+    total.store_dropped += o.store_dropped;
+    total.requests_for_loaded += o.requests_for_loaded;
     total.slots.append(&mut o.slots);
     total.shards.append(&mut o.shards);
 }

@@ -11,6 +11,7 @@ pub mod xdp_driver;
 
 pub use driver::{
     repair, repair_after_snapshot, NetPath, PeerSpec, RepairJob, RepairOutcome, ShardOutcome,
+    StoreReport,
 };
 pub use engine::{Action, EngineConfig, LeaderSchedule, PeerId, Progress, RepairEngine};
 
@@ -36,6 +37,13 @@ pub struct RepairSummary {
     pub slots_total: u64,
     pub slots_repaired: u64,
     pub shreds: u64,
+    /// Slots completed from the data directory's shred stores alone, stored shreds used,
+    /// stored shreds dropped (damaged or failing verification: requested again), and
+    /// requests for a loaded shred (never expected).
+    pub slots_loaded: u64,
+    pub shreds_loaded: u64,
+    pub store_dropped: u64,
+    pub requests_for_loaded: u64,
     pub elapsed_ms: u64,
     pub shreds_per_s: f64,
     /// Network path per shard ("udp" / "xdp").
@@ -93,6 +101,10 @@ pub fn summarize(
         slots_total: o.slots_total,
         slots_repaired: o.slots.len() as u64,
         shreds: o.shreds,
+        slots_loaded: o.slots_loaded,
+        shreds_loaded: o.shreds_loaded,
+        store_dropped: o.store_dropped,
+        requests_for_loaded: o.requests_for_loaded,
         elapsed_ms: o.elapsed_ms,
         shreds_per_s: o.shreds_per_s,
         paths: o.shards.iter().map(|s| s.path.clone()).collect(),

@@ -140,6 +140,8 @@ pub fn run_shard_xdp(
                 Action::SlotComplete { slot, shreds } => {
                     slots.insert(slot, shreds);
                 }
+                // Not persisted on this path (persist is off: see `RepairJob::store_dir`).
+                Action::Store { .. } => {}
             }
         }
         let _ = sock.flush();
