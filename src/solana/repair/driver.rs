@@ -591,6 +591,7 @@ pub(crate) fn log_progress(
 /// The repair phase of a Solana catch-up: repair every slot after `snapshot_slot` up to
 /// `tip_slot` from `peers` on `shards` shards, verifying shreds against `leaders`, over
 /// `path` (AF_XDP falls back to UDP by itself), giving up after `deadline_ms`.
+#[allow(clippy::too_many_arguments)]
 pub fn repair_after_snapshot(
     snapshot_slot: u64,
     tip_slot: u64,
