@@ -409,6 +409,10 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         ),
     };
     let (mut result, mut forged) = sync_dropping_forged(&mut cfg, &factory, &make_progress);
+    // Sources the audit caught sending bytes the others disagree with are named too.
+    if let Ok(r) = &result {
+        forged.extend(r.lying_sources.iter().cloned());
+    }
     // A trusted incremental on the full snapshot: downloaded next (its own journal and
     // directory), verified on top of the full archive just verified.
     let mut full_report = None;
@@ -453,6 +457,9 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             tracing::info!(archive = %inc.archive.file_name(), "full snapshot verified: fetching the trusted incremental on it");
             let (r, f) = sync_dropping_forged(&mut icfg, &ifactory, &make_progress);
             forged.extend(f);
+            if let Ok(r) = &r {
+                forged.extend(r.lying_sources.iter().cloned());
+            }
             full_report = Some(full.clone());
             result = r;
         }

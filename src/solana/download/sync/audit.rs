@@ -58,7 +58,7 @@ async fn fetch_range_vec(
 
 /// Ask `url` for the sha-256 of `range` (RFC 9530: a ranged HEAD with
 /// `Want-Content-Digest`); `Ok(None)` when the answer carries no `Content-Digest`.
-pub(crate) async fn fetch_range_digest(
+pub async fn fetch_range_digest(
     url: &Url,
     range: ByteRange,
     total: u64,

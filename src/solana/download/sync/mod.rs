@@ -34,6 +34,7 @@ use super::coordinator::{CoordinatorConfig, Event};
 use super::sink::{SinkError, SinkFactory};
 use super::source::ProbedSource;
 
+pub use audit::fetch_range_digest as range_digest_of;
 pub use discover::{discover_rpc, probe_source};
 
 use driver::sync_async;
