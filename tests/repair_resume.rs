@@ -12,7 +12,7 @@ use catchup_io::store::record::{encode_record, parse_record, RecordLimits, RECOR
 
 const BIN: &str = env!("CARGO_BIN_EXE_catchup");
 const FIRST: u64 = 1000;
-const SLOTS: u64 = 200;
+const SLOTS: u64 = 120;
 const PER_SLOT: u64 = 64;
 
 struct Kill(Child);
@@ -107,7 +107,7 @@ fn a_killed_repair_resumes_from_its_store_and_refetches_damaged_shreds() {
     let mut first = first;
     loop {
         let len = std::fs::metadata(&seg).map_or(0, |m| m.len());
-        if len >= 2 << 20 {
+        if len >= 3 << 19 {
             break;
         }
         assert!(
@@ -138,7 +138,10 @@ fn a_killed_repair_resumes_from_its_store_and_refetches_damaged_shreds() {
     std::fs::write(&seg, &bytes).unwrap();
 
     // 3. Restart on the same data directory: it finishes, loading what it kept.
-    let (o, err) = run_json(repair_cmd(&peer, &leader, &datadir));
+    let out3 = tmp.path().join("out3.json");
+    let mut c = repair_cmd(&peer, &leader, &datadir);
+    c.arg("--out").arg(&out3);
+    let (o, err) = run_json(c);
     let total = SLOTS * PER_SLOT;
     let loaded = o["shreds_loaded"].as_u64().unwrap();
     let fetched = o["shreds"].as_u64().unwrap();
@@ -162,11 +165,20 @@ fn a_killed_repair_resumes_from_its_store_and_refetches_damaged_shreds() {
     assert_eq!(shard["progress"]["store_rejected"], 1, "{shard}");
 
     // 4. Once more: everything comes from the data directory, nothing is requested.
-    let (o, _) = run_json(repair_cmd(&peer, &leader, &datadir));
+    let out4 = tmp.path().join("out4.json");
+    let mut c = repair_cmd(&peer, &leader, &datadir);
+    c.arg("--out").arg(&out4);
+    let (o, _) = run_json(c);
     assert_eq!(o["complete"], true, "{o}");
     assert_eq!(o["shreds_loaded"], total);
     assert_eq!(o["slots_loaded"], SLOTS);
     assert_eq!(o["shreds"], 0);
     assert_eq!(o["store_dropped"], 0);
     assert_eq!(o["shards"][0]["progress"]["requests_sent"], 0, "{o}");
+    // The same shreds either way: loaded or fetched.
+    let shreds =
+        |p: &Path| catchup_shred::files::decode_shred_list(&std::fs::read(p).unwrap()).unwrap();
+    let (s3, s4) = (shreds(&out3), shreds(&out4));
+    assert_eq!(s4.len() as u64, total);
+    assert_eq!(s3, s4);
 }

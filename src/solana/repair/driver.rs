@@ -388,6 +388,8 @@ pub async fn run_shard_udp(
             last_flush = Instant::now();
         }
     }
+    // Slots completed by the last tick (or from the store alone, before the loop ran).
+    collect_completed(&mut engine, &mut slots);
     if let (Some(s), Some(r)) = (store.take(), store_report.as_mut()) {
         if let Err(e) = s.close().await {
             r.error.get_or_insert(e.to_string());
@@ -396,6 +398,18 @@ pub async fn run_shard_udp(
     let mut o = finish(shard, "udp", None, start, engine.progress(), slots);
     o.store = store_report;
     Ok(o)
+}
+
+/// Take the completed slots the engine still holds; other actions are moot once it stops.
+pub(crate) fn collect_completed(
+    engine: &mut RepairEngine,
+    slots: &mut BTreeMap<u64, Vec<Vec<u8>>>,
+) {
+    while let Some(a) = engine.next_action() {
+        if let Action::SlotComplete { slot, shreds } = a {
+            slots.insert(slot, shreds);
+        }
+    }
 }
 
 /// A store write failed: stop persisting (the repair goes on; what is lost is refetched

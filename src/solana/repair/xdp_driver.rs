@@ -146,6 +146,7 @@ pub fn run_shard_xdp(
         }
         let _ = sock.flush();
     }
+    super::driver::collect_completed(&mut engine, &mut slots);
     if dropped_tx > 0 {
         tracing::debug!(shard, dropped_tx, "AF_XDP tx ring full at times");
     }
