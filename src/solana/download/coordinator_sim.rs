@@ -577,6 +577,44 @@ fn bisection_finds_a_liar_for_log_n_queries_and_a_few_chunks_where_the_walk_refe
     assert!(q[2] <= q[0] + 2 * 4, "queries {q:?} for 16x the chunks");
 }
 
+/// Every source serves the local copy's bytes (an archive forged at every source): one
+/// digest per source settles it; the walk (baseline, same run) fetches every chunk.
+#[test]
+fn sources_agreeing_by_digest_spare_the_walk() {
+    use crate::solana::download::locate::{audit, AuditInput};
+    let total = (1u64 << 28) + 5;
+    let chunk = 4 << 20;
+    let sources = [src(100_000), src(80_000), src(60_000)];
+    let rep = simulate(6, cfg(chunk), total, &[], &sources, 600_000);
+    let n = rep.served_by.len() as u32;
+    let mut coord = Coordinator::new(cfg(chunk), total, &vec![true; n as usize]);
+    for _ in &sources {
+        coord.add_source();
+    }
+    coord.served_by = rep.served_by.clone();
+    let io = SimAudit {
+        coord: &coord,
+        liar: u32::MAX,
+        lie_chunk: u32::MAX,
+    };
+    let input = |bisect| AuditInput {
+        chunks: n,
+        fail_chunk: n - 1,
+        placed: false,
+        served_by: rep.served_by.iter().map(|s| s.map(|s| s.0)).collect(),
+        live: vec![0, 1, 2],
+        bisect,
+    };
+    let fast = futures_lite::future::block_on(audit(&io, &input(true)));
+    let walk = futures_lite::future::block_on(audit(&io, &input(false)));
+    assert!(fast.bad.is_empty() && walk.bad.is_empty());
+    assert!(fast.cost.all_sources_agree);
+    assert_eq!(fast.cost.digest_queries, 3);
+    assert_eq!(fast.cost.chunk_fetches, 0);
+    assert_eq!(walk.cost.chunk_fetches, n);
+    assert!(walk.cost.bytes_refetched >= total);
+}
+
 fn audit_one_liar(total: u64) -> u32 {
     use crate::solana::download::locate::{audit, AuditInput};
     let chunk = 4 << 20;

@@ -70,6 +70,18 @@ pub struct AuditCost {
     pub digest_queries: u32,
     /// The bad chunk was found by bisection (not by the walk).
     pub bisected: bool,
+    /// Every source's digest equals the local copy's up to the failure: nothing to walk.
+    pub all_sources_agree: bool,
+}
+
+/// The local copy against one source's range digests.
+enum Compared {
+    /// The first chunk where they differ.
+    Differs(u32),
+    /// Equal up to the failure point.
+    Agrees,
+    /// No digests, or a query failed.
+    Unknown,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -125,9 +137,15 @@ pub async fn audit(io: &impl AuditIo, inp: &AuditInput) -> AuditOutcome {
     };
     let mut done = false;
     if inp.bisect && inp.chunks > 0 {
+        let mut agree = 0usize;
         for &o in &inp.live {
-            let Some(chunk) = bisect_against(io, inp, o, &mut st.cost).await else {
-                continue;
+            let chunk = match bisect_against(io, inp, o, &mut st.cost).await {
+                Compared::Differs(chunk) => chunk,
+                Compared::Agrees => {
+                    agree += 1;
+                    continue;
+                }
+                Compared::Unknown => continue,
             };
             if vote(io, inp, chunk, &mut st, Some(o)).await {
                 st.cost.bisected = true;
@@ -141,6 +159,13 @@ pub async fn audit(io: &impl AuditIo, inp: &AuditInput) -> AuditOutcome {
                 chunk,
                 "range digests disagreed with the bytes: ignored"
             );
+        }
+        // Every source serves exactly the local copy up to the failure: no chunk can lose
+        // a vote, so the walk would fetch it all for nothing (an archive forged at every
+        // source, say).
+        if !done && !inp.live.is_empty() && agree == inp.live.len() {
+            st.cost.all_sources_agree = true;
+            done = true;
         }
     }
     if !done {
@@ -185,14 +210,13 @@ struct State {
     cost: AuditCost,
 }
 
-/// Bisect the local copy against `source` over `0..=fail_chunk`: the first chunk whose
-/// digests differ, or None (no digests, an error, or no difference).
+/// Bisect the local copy against `source` over `0..=fail_chunk`.
 async fn bisect_against(
     io: &impl AuditIo,
     inp: &AuditInput,
     source: u32,
     cost: &mut AuditCost,
-) -> Option<u32> {
+) -> Compared {
     let hi = inp.fail_chunk.min(inp.chunks - 1);
     let differ = |first: u32, last: u32, cost: &mut AuditCost| {
         cost.digest_queries += 1;
@@ -209,16 +233,20 @@ async fn bisect_against(
             Some(local != remote)
         }
     };
-    if !differ(0, hi, cost).await? {
-        return None;
+    match differ(0, hi, cost).await {
+        None => return Compared::Unknown,
+        Some(false) => return Compared::Agrees,
+        Some(true) => {}
     }
     let mut b = Bisect::new(0, hi);
     // Bounded: each answer halves the range.
     while let Some((first, last)) = b.query() {
-        let d = differ(first, last, cost).await?;
+        let Some(d) = differ(first, last, cost).await else {
+            return Compared::Unknown;
+        };
         b.answer(d);
     }
-    b.found()
+    b.found().map_or(Compared::Unknown, Compared::Differs)
 }
 
 /// Put `chunk` to the vote: the local copy (for its server) against the other live
