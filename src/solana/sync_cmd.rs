@@ -1135,6 +1135,7 @@ fn run_repair_phase(
             "slots_repaired": repaired,
             "slots_remaining": gap - repaired,
             "shreds": total.shreds,
+            "shreds_loaded": total.shreds_loaded,
             "shreds_per_s": shreds_per_s,
             "elapsed_ms": elapsed_ms,
             "batch": batch + 1,

@@ -136,6 +136,14 @@ impl RepairSummary {
             self.shreds_per_s,
             paths.join(" and ")
         );
+        let head = if self.shreds_loaded > 0 || self.store_dropped > 0 {
+            format!(
+                "{head}; from the data directory: {} slots complete, {} shreds loaded, {} stored shreds dropped and requested again",
+                self.slots_loaded, self.shreds_loaded, self.store_dropped
+            )
+        } else {
+            head
+        };
         if self.complete {
             head
         } else {
@@ -233,5 +241,16 @@ mod summary_tests {
         let s = summarize(11, 15, &[peer(1), peer(2)], &o);
         assert!(s.complete);
         assert!(!s.line().contains("INCOMPLETE"));
+        assert!(!s.line().contains("data directory"), "{}", s.line());
+        o.shreds_loaded = 9;
+        o.slots_loaded = 1;
+        o.store_dropped = 2;
+        let s = summarize(11, 15, &[peer(1), peer(2)], &o);
+        assert!(
+            s.line()
+                .contains("from the data directory: 1 slots complete, 9 shreds loaded, 2 stored shreds dropped"),
+            "{}",
+            s.line()
+        );
     }
 }
