@@ -209,6 +209,8 @@ pub async fn open_shard_store(
         }
         None => malformed += 1,
     };
+    // Keys fed before a scan found damage: the salvage does not feed them twice.
+    let mut seen: std::collections::HashSet<[u8; 12]> = Default::default();
     // Damage found while scanning an open store, or by the open itself.
     let damage = match Store::open(dir, store_options()).await {
         Ok(store) => {
@@ -217,7 +219,12 @@ pub async fn open_shard_store(
                 let mut scan = store.scan(KIND_SHRED);
                 while let Some(r) = scan.next().await {
                     match r {
-                        Ok(rec) => feed(engine, rec.key, rec.value),
+                        Ok(rec) => {
+                            if let Ok(k) = <[u8; 12]>::try_from(rec.key) {
+                                seen.insert(k);
+                            }
+                            feed(engine, rec.key, rec.value)
+                        }
                         Err(e) => {
                             damage = Some(e);
                             break;
@@ -239,14 +246,14 @@ pub async fn open_shard_store(
     let store = match damage {
         Ok(store) => store,
         Err(e) => {
-            // The records fed before the damage are fed again: the engine keeps one copy.
             tracing::warn!(shard, error = %e, "repair store damaged: salvaging its intact records");
             let opts = store_options();
             let salvaged = salvage::salvage(dir, &opts).map_err(err)?;
             report.damaged_records = salvaged.damaged.max(1);
             let store = salvage::rebuild(dir, opts, &salvaged).await.map_err(err)?;
             for ((kind, key), value) in &salvaged.records {
-                if *kind == KIND_SHRED {
+                let fed = <[u8; 12]>::try_from(&key[..]).is_ok_and(|k| seen.contains(&k));
+                if *kind == KIND_SHRED && !fed {
                     feed(engine, key, value);
                 }
             }
