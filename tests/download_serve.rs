@@ -343,3 +343,94 @@ fn demo_generated_snapshot_from_three_rated_sources_verifies() {
     assert_eq!(rep.sync.sources.len(), 3);
     assert_eq!(rep.sync.size_bytes, rep.archive_bytes);
 }
+
+/// A copy with one byte changed in every 256 KiB chunk, under the same name, size and
+/// mtime (so the same ETag: it joins the honest sources' group).
+fn lying_copy(honest: &Path, archive: &[u8]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(NAME);
+    let mut bad = archive.to_vec();
+    let chunk = 256 * 1024;
+    for c in 0..bad.len().div_ceil(chunk) {
+        let i = (c * chunk + chunk / 2).min(bad.len() - 1);
+        bad[i] ^= 0x20;
+    }
+    std::fs::write(&p, &bad).unwrap();
+    let t = std::fs::metadata(honest.join(NAME))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    d
+}
+
+/// Our serve answers a ranged HEAD asking for the content's sha-256 (RFC 9530), and the
+/// audit bisects over those digests: the lying source is found for a few chunks and named;
+/// the walk (same servers, same run) is the baseline.
+#[test]
+fn a_lying_source_is_found_by_digest_bisection_and_named() {
+    let Some((dir, archive)) = setup(9, 6 << 20) else {
+        return;
+    };
+    let liar_dir = lying_copy(dir.path(), &archive);
+    let a = Server::start(dir.path(), Some(30_000_000), true, vec![]);
+    let b = Server::start(liar_dir.path(), Some(30_000_000), true, vec![]);
+    let c = Server::start(dir.path(), Some(30_000_000), true, vec![]);
+    let liar_url = b.base().to_string();
+
+    // The digest a HEAD returns is the range's.
+    let client = ClientConfig::default();
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap();
+    let url = a.base().join(&format!("/{NAME}")).unwrap();
+    let total = archive.len() as u64;
+    let d = ex.run(async move {
+        catchup::solana::download::sync::range_digest_of(
+            &url,
+            catchup_http::ByteRange::from_start_len(1000, 5000).unwrap(),
+            total,
+            &client,
+        )
+        .await
+        .unwrap()
+    });
+    use sha2::Digest as _;
+    let want: [u8; 32] = sha2::Sha256::digest(&archive[1000..6000]).into();
+    assert_eq!(d, Some(want));
+
+    let mut reports = Vec::new();
+    for bisect in [true, false] {
+        let data = tempfile::tempdir().unwrap();
+        let mut cfg = config(data.path(), vec![a.base(), b.base(), c.base()]);
+        cfg.audit_bisect = bisect;
+        let rep = run(cfg);
+        assert!(rep.complete, "{rep:?}");
+        assert_eq!(downloaded(data.path()), archive);
+        assert!(rep.audit_rounds >= 1, "{rep:?}");
+        assert_eq!(rep.lying_sources.len(), 1, "{rep:?}");
+        assert!(
+            rep.lying_sources[0].starts_with(liar_url.trim_end_matches('/')),
+            "{:?} vs {liar_url}",
+            rep.lying_sources
+        );
+        eprintln!(
+            "bisect {bisect}: {} chunks, audit refetched {} bytes in {} chunk fetches, {} digest queries",
+            rep.chunks_total, rep.audit_bytes_refetched, rep.audit_fetches, rep.audit_digest_queries
+        );
+        reports.push(rep);
+    }
+    let (fast, walk) = (&reports[0], &reports[1]);
+    assert_eq!(fast.audit_bisected_rounds, fast.audit_rounds);
+    assert!(fast.audit_digest_queries >= 1);
+    let log2n = 32 - (fast.chunks_total - 1).leading_zeros();
+    assert!(fast.audit_digest_queries <= 2 * (1 + log2n), "{fast:?}");
+    assert!(fast.audit_bytes_refetched <= 2 * 256 * 1024, "{fast:?}");
+    assert_eq!(walk.audit_digest_queries, 0);
+    assert_eq!(walk.audit_bisected_rounds, 0);
+}

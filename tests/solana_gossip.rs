@@ -560,27 +560,40 @@ fn sync_through_gossip_repairs_from_advertised_serve_repair_addresses() {
             &repair_addr,
         ],
     );
-    let mut cmd = sync_cmd(&dir.path().join("data"));
-    cmd.args(["--entrypoint", &entry, "--known-validator", &pk])
-        .args([
-            "--tip-slot",
-            "106",
-            "--leader",
-            &leader,
-            "--repair-timeout-secs",
-            "60",
-        ]);
-    let (code, out, err) = run(cmd, Duration::from_secs(120));
-    assert_eq!(code, 0, "{err}\n{out}");
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let sync = || {
+        let mut cmd = sync_cmd(&dir.path().join("data"));
+        cmd.args(["--entrypoint", &entry, "--known-validator", &pk])
+            .args([
+                "--tip-slot",
+                "106",
+                "--leader",
+                &leader,
+                "--repair-timeout-secs",
+                "60",
+            ]);
+        let (code, out, err) = run(cmd, Duration::from_secs(120));
+        assert_eq!(code, 0, "{err}\n{out}");
+        serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap()).unwrap()
+    };
+    let v = sync();
     assert_eq!(v["snapshot_hash_ok"], true);
     assert_eq!(v["trusted_snapshot"]["hash"], real_hash.as_str());
     assert_eq!(v["repair"]["complete"], true, "{}", v["repair"]);
+    assert_eq!(v["repair"]["shreds"], 6 * 8, "{}", v["repair"]);
+    assert_eq!(v["repair"]["shreds_loaded"], 0, "{}", v["repair"]);
     assert!(
         v["repair"].to_string().contains(&repair_addr),
         "{}",
         v["repair"]
     );
+    // Again on the same data directory: the repaired shreds are kept there (one store per
+    // repair shard), verified again when loaded, and nothing is requested.
+    let v = sync();
+    assert_eq!(v["repair"]["complete"], true, "{}", v["repair"]);
+    assert_eq!(v["repair"]["slots_loaded"], 6, "{}", v["repair"]);
+    assert_eq!(v["repair"]["shreds_loaded"], 6 * 8, "{}", v["repair"]);
+    assert_eq!(v["repair"]["shreds"], 0, "{}", v["repair"]);
+    assert_eq!(v["repair"]["requests_for_loaded"], 0, "{}", v["repair"]);
 }
 
 fn fixtures() -> Option<PathBuf> {

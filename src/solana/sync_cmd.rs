@@ -409,6 +409,10 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         ),
     };
     let (mut result, mut forged) = sync_dropping_forged(&mut cfg, &factory, &make_progress);
+    // Sources the audit caught sending bytes the others disagree with are named too.
+    if let Ok(r) = &result {
+        forged.extend(r.lying_sources.iter().cloned());
+    }
     // A trusted incremental on the full snapshot: downloaded next (its own journal and
     // directory), verified on top of the full archive just verified.
     let mut full_report = None;
@@ -453,6 +457,9 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             tracing::info!(archive = %inc.archive.file_name(), "full snapshot verified: fetching the trusted incremental on it");
             let (r, f) = sync_dropping_forged(&mut icfg, &ifactory, &make_progress);
             forged.extend(f);
+            if let Ok(r) = &r {
+                forged.extend(r.lying_sources.iter().cloned());
+            }
             full_report = Some(full.clone());
             result = r;
         }
@@ -978,6 +985,8 @@ struct RepairPlan {
     shards: usize,
     deadline_ms: u64,
     batch_slots: u64,
+    /// Verified shreds are kept here (one store per shard) so that a restart resumes.
+    store_dir: std::path::PathBuf,
 }
 
 /// With --entrypoint and no --repair-peer, the repair peers are the serve-repair addresses
@@ -1029,6 +1038,7 @@ fn repair_plan(args: &SyncArgs) -> anyhow::Result<Option<RepairPlan>> {
         shards: args.repair_shards,
         deadline_ms: args.repair_timeout_secs.saturating_mul(1000),
         batch_slots: args.repair_batch_slots,
+        store_dir: args.datadir.join("repair"),
     }))
 }
 
@@ -1109,6 +1119,7 @@ fn run_repair_phase(
             plan.shards,
             plan.path.clone(),
             share_ms,
+            Some(plan.store_dir.clone()),
         )?;
         if paths.is_empty() {
             paths = o.shards.iter().map(|s| s.path.clone()).collect();
@@ -1124,6 +1135,7 @@ fn run_repair_phase(
             "slots_repaired": repaired,
             "slots_remaining": gap - repaired,
             "shreds": total.shreds,
+            "shreds_loaded": total.shreds_loaded,
             "shreds_per_s": shreds_per_s,
             "elapsed_ms": elapsed_ms,
             "batch": batch + 1,
@@ -1172,6 +1184,10 @@ fn merge_outcome(
     total.slots_total += o.slots_total;
     total.slots_complete += o.slots_complete;
     total.shreds += o.shreds;
+    total.slots_loaded += o.slots_loaded;
+    total.shreds_loaded += o.shreds_loaded;
+    total.store_dropped += o.store_dropped;
+    total.requests_for_loaded += o.requests_for_loaded;
     total.slots.append(&mut o.slots);
     total.shards.append(&mut o.shards);
 }

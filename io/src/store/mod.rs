@@ -52,6 +52,7 @@
 mod checkpoint;
 pub mod file;
 pub mod record;
+pub mod salvage;
 mod scan;
 mod shared;
 

@@ -510,3 +510,172 @@ fn auto_chunk_size_is_a_power_of_two_within_bounds() {
     assert_eq!(auto_chunk_size(167_000_000, 3), 1 << 20);
     assert_eq!(auto_chunk_size(100_000_000_000, 3), 64 << 20);
 }
+
+/// The audit's I/O over modelled sources: chunk `c` as source `s` serves it is
+/// `sha256(c, lie)`, `lie` true only for the liar's bad chunk; a range's digest is taken
+/// over its chunks' contents (a stand-in for their bytes).
+struct SimAudit<'a> {
+    coord: &'a Coordinator,
+    liar: u32,
+    lie_chunk: u32,
+}
+
+impl SimAudit<'_> {
+    fn content(&self, source: Option<u32>, chunk: u32) -> [u8; 32] {
+        use sha2::Digest as _;
+        let lie = source == Some(self.liar) && chunk == self.lie_chunk;
+        let mut h = sha2::Sha256::new();
+        h.update(chunk.to_le_bytes());
+        h.update([u8::from(lie)]);
+        h.finalize().into()
+    }
+    fn range(&self, source: Option<u32>, first: u32, last: u32) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for c in first..=last {
+            // The local copy holds each chunk as its server sent it.
+            let s = source.or_else(|| self.coord.served_by(c).map(|s| s.0));
+            h.update(self.content(s, c));
+        }
+        h.finalize().into()
+    }
+}
+
+impl crate::solana::download::locate::AuditIo for SimAudit<'_> {
+    async fn local_digest(&self, first: u32, last: u32) -> Option<[u8; 32]> {
+        Some(self.range(None, first, last))
+    }
+    async fn remote_digest(
+        &self,
+        source: u32,
+        first: u32,
+        last: u32,
+    ) -> Result<Option<[u8; 32]>, String> {
+        Ok(Some(self.range(Some(source), first, last)))
+    }
+    async fn fetch_chunk(&self, source: u32, chunk: u32) -> Result<[u8; 32], String> {
+        // The digest of one chunk's range, as the local side computes it.
+        Ok(self.range(Some(source), chunk, chunk))
+    }
+    fn chunk_len(&self, chunk: u32) -> u64 {
+        self.coord.chunk_span(chunk).1
+    }
+}
+
+/// A 1 GiB archive from 3 sources, one of which lied in one chunk it served; the failure
+/// is known only at the end (the accounts hash). Bisection by range digest finds the liar
+/// for O(log n) digest queries and a couple of chunks; the walk (the baseline, same run)
+/// fetches most of the archive again.
+#[test]
+fn bisection_finds_a_liar_for_log_n_queries_and_a_few_chunks_where_the_walk_refetches_all() {
+    // 256 MiB, 1 GiB, 4 GiB: the digest queries grow by about one per doubling of chunks.
+    let q: Vec<u32> = [28u32, 30, 32]
+        .iter()
+        .map(|&b| audit_one_liar((1u64 << b) + 12_345))
+        .collect();
+    assert!(q[0] <= q[1] && q[1] <= q[2], "{q:?}");
+    assert!(q[2] <= q[0] + 2 * 4, "queries {q:?} for 16x the chunks");
+}
+
+/// Every source serves the local copy's bytes (an archive forged at every source): one
+/// digest per source settles it; the walk (baseline, same run) fetches every chunk.
+#[test]
+fn sources_agreeing_by_digest_spare_the_walk() {
+    use crate::solana::download::locate::{audit, AuditInput};
+    let total = (1u64 << 28) + 5;
+    let chunk = 4 << 20;
+    let sources = [src(100_000), src(80_000), src(60_000)];
+    let rep = simulate(6, cfg(chunk), total, &[], &sources, 600_000);
+    let n = rep.served_by.len() as u32;
+    let mut coord = Coordinator::new(cfg(chunk), total, &vec![true; n as usize]);
+    for _ in &sources {
+        coord.add_source();
+    }
+    coord.served_by = rep.served_by.clone();
+    let io = SimAudit {
+        coord: &coord,
+        liar: u32::MAX,
+        lie_chunk: u32::MAX,
+    };
+    let input = |bisect| AuditInput {
+        chunks: n,
+        fail_chunk: n - 1,
+        placed: false,
+        served_by: rep.served_by.iter().map(|s| s.map(|s| s.0)).collect(),
+        live: vec![0, 1, 2],
+        bisect,
+    };
+    let fast = futures_lite::future::block_on(audit(&io, &input(true)));
+    let walk = futures_lite::future::block_on(audit(&io, &input(false)));
+    assert!(fast.bad.is_empty() && walk.bad.is_empty());
+    assert!(fast.cost.all_sources_agree);
+    assert_eq!(fast.cost.digest_queries, 3);
+    assert_eq!(fast.cost.chunk_fetches, 0);
+    assert_eq!(walk.cost.chunk_fetches, n);
+    assert!(walk.cost.bytes_refetched >= total);
+}
+
+fn audit_one_liar(total: u64) -> u32 {
+    use crate::solana::download::locate::{audit, AuditInput};
+    let chunk = 4 << 20;
+    let sources = [src(100_000), src(80_000), src(60_000)];
+    // The coordinator's own assignment: run the simulator and replay its servers.
+    let rep = simulate(5, cfg(chunk), total, &[], &sources, 600_000);
+    assert!(rep.finished_ms.is_some());
+    let n = rep.served_by.len() as u32;
+    let liar = 2u32;
+    let served: Vec<u32> = (0..n)
+        .filter(|&ch| rep.served_by[ch as usize] == Some(SourceId(liar)))
+        .collect();
+    assert!(served.len() >= 4, "the liar served {} chunks", served.len());
+    let lie_chunk = served[served.len() / 2];
+    let mut coord = Coordinator::new(cfg(chunk), total, &vec![true; n as usize]);
+    for _ in &sources {
+        coord.add_source();
+    }
+    coord.served_by = rep.served_by.clone();
+    let io = SimAudit {
+        coord: &coord,
+        liar,
+        lie_chunk,
+    };
+    let input = |bisect| AuditInput {
+        chunks: n,
+        fail_chunk: n - 1,
+        placed: false,
+        served_by: rep.served_by.iter().map(|s| s.map(|s| s.0)).collect(),
+        live: vec![0, 1, 2],
+        bisect,
+    };
+    let fast = futures_lite::future::block_on(audit(&io, &input(true)));
+    let walk = futures_lite::future::block_on(audit(&io, &input(false)));
+    let log2n = 32 - (n - 1).leading_zeros();
+    println!(
+        "{total} bytes, {n} chunks of {chunk} bytes, 3 sources, liar {liar} at chunk {lie_chunk}: \
+         bisection {} bytes refetched ({} chunks) + {} digest queries; walk {} bytes ({} chunks)",
+        fast.cost.bytes_refetched,
+        fast.cost.chunk_fetches,
+        fast.cost.digest_queries,
+        walk.cost.bytes_refetched,
+        walk.cost.chunk_fetches
+    );
+    for o in [&fast, &walk] {
+        assert_eq!(o.liars, vec![(liar, lie_chunk)]);
+        let bad: Vec<u32> = o.bad.iter().map(|(_, c)| *c).collect();
+        assert_eq!(bad, served, "every chunk the liar served is fetched again");
+    }
+    assert!(fast.cost.bisected);
+    // O(log n): at most two bisections (one source may hold the same bytes as the copy).
+    assert!(
+        fast.cost.digest_queries <= 2 * (1 + log2n),
+        "{:?}",
+        fast.cost
+    );
+    assert!(fast.cost.chunk_fetches <= 2, "{:?}", fast.cost);
+    assert!(fast.cost.bytes_refetched <= 2 * chunk);
+    // The baseline walks back from the end over every chunk not known to be the liar's.
+    assert!(walk.cost.chunk_fetches >= n / 2, "{:?}", walk.cost);
+    assert!(walk.cost.bytes_refetched >= total / 2);
+    assert!(walk.cost.bytes_refetched >= 10 * fast.cost.bytes_refetched);
+    fast.cost.digest_queries
+}

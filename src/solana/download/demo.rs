@@ -578,6 +578,7 @@ fn repair_phase(cfg: &DemoConfig, snapshot_slot: u64) -> Result<RepairDemoReport
             bind: Ipv4Addr::LOCALHOST,
         },
         cfg.repair_deadline_ms,
+        None,
     );
     drop(servers);
     let outcome = outcome?;

@@ -21,6 +21,7 @@
 pub mod client;
 pub mod coordinator;
 pub mod demo;
+pub mod locate;
 pub mod serve;
 pub mod sink;
 pub mod source;

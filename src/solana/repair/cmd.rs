@@ -60,6 +60,10 @@ pub struct RepairArgs {
     /// Write the repaired data shreds here (JSON array of byte arrays, slot and index order).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep verified shreds in DIR/repair (one store per shard) and load them at start:
+    /// an interrupted repair resumes and requests only what is missing (UDP path).
+    #[arg(long, value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -149,6 +153,7 @@ pub fn run_repair(a: RepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         request_timeout_ms: a.request_timeout_ms,
         seed: rand::thread_rng().gen(),
         cores: None,
+        store_dir: a.datadir.as_ref().map(|d| d.join("repair")),
     };
     let outcome = repair(&job)?;
     if let Some(out) = &a.out {
@@ -172,6 +177,12 @@ pub fn run_repair(a: RepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                 " - INCOMPLETE"
             }
         );
+        if a.datadir.is_some() {
+            println!(
+                "  from the data directory: {} slots complete, {} shreds loaded, {} stored shreds dropped (damaged or failing verification, requested again)",
+                outcome.slots_loaded, outcome.shreds_loaded, outcome.store_dropped
+            );
+        }
         for s in &outcome.shards {
             println!(
                 "  shard {} via {}{}: {} shreds, {:.0} shreds/s, {} timeouts, {} invalid, {} unsolicited",
@@ -556,6 +567,7 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         request_timeout_ms: 200,
         seed: 1,
         cores: cores.clone(),
+        store_dir: None,
     };
     let xdp_job = job(
         NetPath::Xdp {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -76,6 +77,9 @@ pub struct RepairJob {
     pub seed: u64,
     /// CPUs for the shards (None: the CPUs this process may use).
     pub cores: Option<Vec<usize>>,
+    /// Keep verified shreds here, one store per shard (`shard-<i>`), and load them at start
+    /// so that a restart requests only what is missing. UDP path only.
+    pub store_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -88,8 +92,22 @@ pub struct ShardOutcome {
     pub elapsed_ms: u64,
     pub shreds_per_s: f64,
     pub progress: Progress,
+    /// This shard's store of verified shreds, if any.
+    pub store: Option<StoreReport>,
     #[serde(skip)]
     pub slots: BTreeMap<u64, Vec<Vec<u8>>>,
+}
+
+/// A shard's store of verified shreds at start and during the run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StoreReport {
+    pub dir: String,
+    /// Records found damaged (checksum) at open: dropped; their shreds are requested again.
+    pub damaged_records: u64,
+    /// Shreds persisted during this run.
+    pub shreds_written: u64,
+    /// A write error stopped persisting (the repair went on).
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -98,6 +116,13 @@ pub struct RepairOutcome {
     pub slots_total: u64,
     pub slots_complete: u64,
     pub shreds: u64,
+    /// Slots completed from the shards' stores alone, and stored shreds used.
+    pub slots_loaded: u64,
+    pub shreds_loaded: u64,
+    /// Stored shreds dropped: damaged records plus shreds failing verification.
+    pub store_dropped: u64,
+    /// Requests for a shred loaded from a store (never expected).
+    pub requests_for_loaded: u64,
     pub elapsed_ms: u64,
     pub shreds_per_s: f64,
     /// Complete slots per second of the whole run.
@@ -126,6 +151,130 @@ pub enum DriverError {
     EmptyRange { from: u64, to: u64 },
     #[error("repair: shard runtime: {0}")]
     Runtime(String),
+    #[error("repair shard {shard}: shred store: {source} (check --datadir)")]
+    Store {
+        shard: usize,
+        source: catchup_io::store::StoreError,
+    },
+}
+
+/// Store kind of a verified data shred; key: slot (u64 BE) ++ index (u32 BE).
+pub const KIND_SHRED: u8 = 1;
+
+fn shred_key(slot: u64, index: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&slot.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn parse_shred_key(k: &[u8]) -> Option<(u64, u32)> {
+    let k: &[u8; 12] = k.try_into().ok()?;
+    Some((
+        u64::from_be_bytes(k[..8].try_into().ok()?),
+        u32::from_be_bytes(k[8..].try_into().ok()?),
+    ))
+}
+
+fn store_options() -> catchup_io::store::StoreOptions {
+    catchup_io::store::StoreOptions {
+        segment_size_bytes: 64 << 20,
+        write_buffer_bytes: 256 << 10,
+        max_key_bytes: 12,
+        max_value_bytes: 4096,
+        ..Default::default()
+    }
+}
+
+/// Open shard `shard`'s store in `dir` and feed its shreds to `engine` (which verifies
+/// each). A store damaged in the middle does not open: its intact records are salvaged
+/// into a fresh store and the damaged ones counted.
+pub async fn open_shard_store(
+    dir: &Path,
+    shard: usize,
+    engine: &mut RepairEngine,
+) -> Result<(catchup_io::store::Store, StoreReport), DriverError> {
+    use catchup_io::store::{salvage, Store, StoreError};
+    let err = |source| DriverError::Store { shard, source };
+    let mut report = StoreReport {
+        dir: dir.display().to_string(),
+        ..Default::default()
+    };
+    let mut loaded = 0u64;
+    let mut malformed = 0u64;
+    let mut feed = |engine: &mut RepairEngine, key: &[u8], value: &[u8]| match parse_shred_key(key)
+    {
+        Some((slot, index)) => {
+            if engine.preload(slot, index, value) == super::engine::Preload::Loaded {
+                loaded += 1;
+            }
+        }
+        None => malformed += 1,
+    };
+    // Keys fed before a scan found damage: the salvage does not feed them twice.
+    let mut seen: std::collections::HashSet<[u8; 12]> = Default::default();
+    // Damage found while scanning an open store, or by the open itself.
+    let damage = match Store::open(dir, store_options()).await {
+        Ok(store) => {
+            let mut damage = None;
+            {
+                let mut scan = store.scan(KIND_SHRED);
+                while let Some(r) = scan.next().await {
+                    match r {
+                        Ok(rec) => {
+                            if let Ok(k) = <[u8; 12]>::try_from(rec.key) {
+                                seen.insert(k);
+                            }
+                            feed(engine, rec.key, rec.value)
+                        }
+                        Err(e) => {
+                            damage = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            match damage {
+                None => Ok(store),
+                Some(e) => {
+                    drop(store);
+                    Err(e)
+                }
+            }
+        }
+        Err(e @ StoreError::Corrupt { .. }) => Err(e),
+        Err(e) => return Err(err(e)),
+    };
+    let store = match damage {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::warn!(shard, error = %e, "repair store damaged: salvaging its intact records");
+            let opts = store_options();
+            let salvaged = salvage::salvage(dir, &opts).map_err(err)?;
+            report.damaged_records = salvaged.damaged.max(1);
+            let store = salvage::rebuild(dir, opts, &salvaged).await.map_err(err)?;
+            for ((kind, key), value) in &salvaged.records {
+                let fed = <[u8; 12]>::try_from(&key[..]).is_ok_and(|k| seen.contains(&k));
+                if *kind == KIND_SHRED && !fed {
+                    feed(engine, key, value);
+                }
+            }
+            store
+        }
+    };
+    let p = engine.progress();
+    if report.damaged_records > 0 || p.store_rejected > 0 || malformed > 0 {
+        tracing::warn!(
+            shard,
+            damaged_records = report.damaged_records,
+            failed_verification = p.store_rejected,
+            malformed_keys = malformed,
+            "stored shreds dropped: they are requested from peers again"
+        );
+    }
+    report.damaged_records += malformed;
+    tracing::info!(shard, shreds_loaded = loaded, dir = %dir.display(), "repair store loaded");
+    Ok((store, report))
 }
 
 pub fn unix_ms() -> u64 {
@@ -140,6 +289,7 @@ fn engine_for(job: &RepairJob, shard: usize) -> (RepairEngine, HashMap<SocketAdd
         shards: job.shards.max(1),
         request_timeout_ms: job.request_timeout_ms,
         seed: job.seed,
+        persist: job.store_dir.is_some(),
         ..EngineConfig::new(job.from_slot, job.to_slot)
     };
     let mut engine = RepairEngine::new(cfg, job.identity.clone(), job.leaders.clone());
@@ -160,6 +310,18 @@ pub async fn run_shard_udp(
     bind: Ipv4Addr,
 ) -> Result<ShardOutcome, DriverError> {
     let (mut engine, by_addr) = engine_for(job, shard);
+    let mut store = None;
+    let mut store_report = None;
+    if let Some(dir) = &job.store_dir {
+        let (s, r) =
+            open_shard_store(&dir.join(format!("shard-{shard}")), shard, &mut engine).await?;
+        store = Some(s);
+        store_report = Some(r);
+    }
+    // Group commit: what was verified is made durable at most this often.
+    const FLUSH_EVERY: Duration = Duration::from_millis(100);
+    let mut last_flush = Instant::now();
+    let mut dirty = false;
     let addrs: Vec<SocketAddrV4> = job.peers.iter().map(|p| p.addr).collect();
     let bind_addr = SocketAddrV4::new(bind, 0);
     let sock = glommio::net::UdpSocket::bind(bind_addr).map_err(|e| DriverError::Bind {
@@ -212,10 +374,64 @@ pub async fn run_shard_udp(
                 Action::SlotComplete { slot, shreds } => {
                     slots.insert(slot, shreds);
                 }
+                Action::Store { slot, index, shred } => {
+                    if let (Some(s), Some(r)) = (store.as_mut(), store_report.as_mut()) {
+                        match s.put(KIND_SHRED, &shred_key(slot, index), &shred).await {
+                            Ok(_) => {
+                                r.shreds_written += 1;
+                                dirty = true;
+                            }
+                            Err(e) => store_failed(shard, &mut store, r, e),
+                        }
+                    }
+                }
             }
         }
+        if dirty && last_flush.elapsed() >= FLUSH_EVERY {
+            if let (Some(s), Some(r)) = (store.as_mut(), store_report.as_mut()) {
+                if let Err(e) = s.flush().await {
+                    store_failed(shard, &mut store, r, e);
+                }
+            }
+            dirty = false;
+            last_flush = Instant::now();
+        }
     }
-    Ok(finish(shard, "udp", None, start, engine.progress(), slots))
+    // Slots completed by the last tick (or from the store alone, before the loop ran).
+    collect_completed(&mut engine, &mut slots);
+    if let (Some(s), Some(r)) = (store.take(), store_report.as_mut()) {
+        if let Err(e) = s.close().await {
+            r.error.get_or_insert(e.to_string());
+        }
+    }
+    let mut o = finish(shard, "udp", None, start, engine.progress(), slots);
+    o.store = store_report;
+    Ok(o)
+}
+
+/// Take the completed slots the engine still holds; other actions are moot once it stops.
+pub(crate) fn collect_completed(
+    engine: &mut RepairEngine,
+    slots: &mut BTreeMap<u64, Vec<Vec<u8>>>,
+) {
+    while let Some(a) = engine.next_action() {
+        if let Action::SlotComplete { slot, shreds } = a {
+            slots.insert(slot, shreds);
+        }
+    }
+}
+
+/// A store write failed: stop persisting (the repair goes on; what is lost is refetched
+/// after a restart) and report why.
+fn store_failed(
+    shard: usize,
+    store: &mut Option<catchup_io::store::Store>,
+    report: &mut StoreReport,
+    e: catchup_io::store::StoreError,
+) {
+    tracing::warn!(shard, error = %e, "repair store write failed: verified shreds are no longer persisted");
+    report.error.get_or_insert(e.to_string());
+    *store = None;
 }
 
 pub(crate) fn finish(
@@ -235,6 +451,7 @@ pub(crate) fn finish(
         elapsed_ms,
         shreds_per_s,
         progress,
+        store: None,
         slots,
     }
 }
@@ -326,6 +543,11 @@ pub fn repair(job: &RepairJob) -> Result<RepairOutcome, DriverError> {
         out.slots_total += s.progress.slots_total;
         out.slots_complete += s.progress.slots_complete;
         out.shreds += s.progress.shreds_received;
+        out.slots_loaded += s.progress.slots_loaded;
+        out.shreds_loaded += s.progress.shreds_loaded;
+        out.requests_for_loaded += s.progress.requests_for_loaded;
+        out.store_dropped +=
+            s.progress.store_rejected + s.store.as_ref().map_or(0, |r| r.damaged_records);
         out.slots.append(&mut s.slots);
         out.shards.push(s);
     }
@@ -393,6 +615,7 @@ pub(crate) fn log_progress(
 /// The repair phase of a Solana catch-up: repair every slot after `snapshot_slot` up to
 /// `tip_slot` from `peers` on `shards` shards, verifying shreds against `leaders`, over
 /// `path` (AF_XDP falls back to UDP by itself), giving up after `deadline_ms`.
+#[allow(clippy::too_many_arguments)]
 pub fn repair_after_snapshot(
     snapshot_slot: u64,
     tip_slot: u64,
@@ -401,6 +624,7 @@ pub fn repair_after_snapshot(
     shards: usize,
     path: NetPath,
     deadline_ms: u64,
+    store_dir: Option<PathBuf>,
 ) -> Result<RepairOutcome, DriverError> {
     use rand::Rng;
     let job = RepairJob {
@@ -415,6 +639,7 @@ pub fn repair_after_snapshot(
         request_timeout_ms: 300,
         seed: rand::thread_rng().gen(),
         cores: None,
+        store_dir,
     };
     repair(&job)
 }

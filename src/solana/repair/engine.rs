@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub active_slots: usize,
     /// Seed of the peer choice and nonces (deterministic runs).
     pub seed: u64,
+    /// Emit [`Action::Store`] for every newly verified shred (the driver persists it).
+    pub persist: bool,
 }
 
 impl EngineConfig {
@@ -68,6 +70,7 @@ impl EngineConfig {
             max_inflight_per_peer: 128,
             active_slots: 32,
             seed: 0x5eed,
+            persist: false,
         }
     }
 }
@@ -78,6 +81,27 @@ pub enum Action {
     Send { peer: PeerId, packet: Vec<u8> },
     /// All data shreds of `slot` (index order), verified.
     SlotComplete { slot: u64, shreds: Vec<Vec<u8>> },
+    /// A data shred received and verified (only with `EngineConfig::persist`): keep it so
+    /// that a restart does not request it again.
+    Store {
+        slot: u64,
+        index: u32,
+        shred: Vec<u8>,
+    },
+}
+
+/// What [`RepairEngine::preload`] did with a stored shred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preload {
+    /// Verified and kept: it is not requested.
+    Loaded,
+    /// Already held.
+    Duplicate,
+    /// Not this shard's to repair (outside the range, another shard's slot, no leader).
+    NotMine,
+    /// Failed verification (parse, slot/index not the stored key, Merkle proof or leader
+    /// signature): dropped, and requested from peers like any missing shred.
+    Rejected,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -106,6 +130,14 @@ pub struct Progress {
     pub timeouts: u64,
     pub requests_sent: u64,
     pub inflight: usize,
+    /// Slots completed from stored shreds alone (nothing requested).
+    pub slots_loaded: u64,
+    /// Stored shreds verified and used.
+    pub shreds_loaded: u64,
+    /// Stored shreds that failed verification (dropped, requested again).
+    pub store_rejected: u64,
+    /// Requests for a shred that was loaded from the store (never expected).
+    pub requests_for_loaded: u64,
     pub peers: Vec<PeerHealth>,
 }
 
@@ -162,6 +194,10 @@ pub struct RepairEngine {
     inflight: HashMap<u32, Inflight>,
     /// Roots already verified against the leader's signature: (slot, fec set) -> (root, sig).
     verified: HashMap<(u64, u32), ([u8; 32], [u8; 64])>,
+    /// Slots not active yet holding shreds loaded from the store.
+    preloaded: HashMap<u64, SlotAssembler>,
+    /// (slot, index) of the stored shreds loaded, while their slot is incomplete.
+    loaded: std::collections::HashSet<(u64, u32)>,
     actions: VecDeque<Action>,
     rng: StdRng,
     progress: Progress,
@@ -191,6 +227,8 @@ impl RepairEngine {
             active: BTreeMap::new(),
             inflight: HashMap::new(),
             verified: HashMap::new(),
+            preloaded: HashMap::new(),
+            loaded: Default::default(),
             actions: VecDeque::new(),
             rng,
             progress,
@@ -346,6 +384,34 @@ impl RepairEngine {
             }
             _ => {}
         }
+        self.verify_shred(&shred)?;
+        let Some(w) = self.active.get_mut(&slot) else {
+            // slot already complete
+            self.progress.duplicates += 1;
+            return Ok(());
+        };
+        let index = shred.index();
+        let stored = self.cfg.persist.then(|| bytes.to_vec());
+        match w.asm.insert(shred) {
+            Ok(Insert::Duplicate) => self.progress.duplicates += 1,
+            Ok(_) => {
+                self.progress.shreds_received += 1;
+                if let Some(shred) = stored {
+                    self.actions.push_back(Action::Store { slot, index, shred });
+                }
+            }
+            Err(_) => return Err(()),
+        }
+        if w.asm.is_complete() {
+            let w = self.active.remove(&slot).expect("present");
+            self.complete_slot(slot, &w.asm);
+        }
+        Ok(())
+    }
+
+    /// Merkle proof, and the leader's signature of the root (once per FEC set).
+    fn verify_shred(&mut self, shred: &Shred) -> Result<(), ()> {
+        let slot = shred.slot();
         let root = shred.merkle_root().map_err(|_| ())?;
         let key = (slot, shred.fec_set_index());
         match self.verified.get(&key) {
@@ -357,26 +423,65 @@ impl RepairEngine {
                 self.verified.insert(key, (root, *shred.signature()));
             }
         }
-        let Some(w) = self.active.get_mut(&slot) else {
-            // slot already complete
-            self.progress.duplicates += 1;
-            return Ok(());
-        };
-        match w.asm.insert(shred) {
-            Ok(Insert::Duplicate) => self.progress.duplicates += 1,
-            Ok(_) => self.progress.shreds_received += 1,
-            Err(_) => return Err(()),
-        }
-        if w.asm.is_complete() {
-            let w = self.active.remove(&slot).expect("present");
-            let shreds = w.asm.data_payloads().map(<[u8]>::to_vec).collect();
-            self.verified.retain(|(s, _), _| *s != slot);
-            self.progress.slots_complete += 1;
-            self.progress.slots_remaining -= 1;
-            self.actions
-                .push_back(Action::SlotComplete { slot, shreds });
-        }
         Ok(())
+    }
+
+    fn complete_slot(&mut self, slot: u64, asm: &SlotAssembler) {
+        let shreds = asm.data_payloads().map(<[u8]>::to_vec).collect();
+        self.verified.retain(|(s, _), _| *s != slot);
+        self.loaded.retain(|(s, _)| *s != slot);
+        self.progress.slots_complete += 1;
+        self.progress.slots_remaining -= 1;
+        self.actions
+            .push_back(Action::SlotComplete { slot, shreds });
+    }
+
+    fn owns(&self, slot: u64) -> bool {
+        (self.cfg.from_slot..=self.cfg.to_slot).contains(&slot)
+            && catchup_shards::ownership::owner_of_range(slot, 1, self.cfg.shards.max(1)).0
+                == self.cfg.shard
+            && self.leaders.leader(slot).is_some()
+    }
+
+    /// A shred read back from this shard's store under the key (`slot`, `index`). It is
+    /// verified like a shred from a peer (the disk is not trusted): a verified shred is kept
+    /// and never requested; a shred that fails is dropped and counted (`store_rejected`).
+    /// Call before the first [`RepairEngine::on_tick`].
+    pub fn preload(&mut self, slot: u64, index: u32, bytes: &[u8]) -> Preload {
+        if !self.owns(slot) {
+            return Preload::NotMine;
+        }
+        let verdict = (|| {
+            let shred = Shred::from_bytes(bytes).map_err(|_| ())?;
+            if shred.slot() != slot || shred.index() != index || !shred.is_data() {
+                return Err(());
+            }
+            self.verify_shred(&shred)?;
+            Ok(shred)
+        })();
+        let Ok(shred) = verdict else {
+            self.progress.store_rejected += 1;
+            return Preload::Rejected;
+        };
+        let asm = match self.active.get_mut(&slot) {
+            Some(w) => &mut w.asm,
+            None => self
+                .preloaded
+                .entry(slot)
+                .or_insert_with(|| SlotAssembler::new(slot)),
+        };
+        match asm.insert(shred) {
+            Ok(Insert::Duplicate) => Preload::Duplicate,
+            Ok(_) => {
+                self.progress.shreds_loaded += 1;
+                self.loaded.insert((slot, index));
+                Preload::Loaded
+            }
+            Err(_) => {
+                self.progress.store_rejected += 1;
+                Preload::Rejected
+            }
+        }
     }
 
     /// Time passed: expire requests, then issue new ones.
@@ -400,10 +505,20 @@ impl RepairEngine {
             let Some(slot) = self.queue.pop_front() else {
                 break;
             };
+            let asm = self
+                .preloaded
+                .remove(&slot)
+                .unwrap_or_else(|| SlotAssembler::new(slot));
+            if asm.is_complete() {
+                // Stored shreds alone complete it: nothing to request.
+                self.progress.slots_loaded += 1;
+                self.complete_slot(slot, &asm);
+                continue;
+            }
             self.active.insert(
                 slot,
                 SlotWork {
-                    asm: SlotAssembler::new(slot),
+                    asm,
                     pending: BTreeSet::new(),
                     highest_inflight: false,
                 },
@@ -485,6 +600,11 @@ impl RepairEngine {
         let mut nonce = self.rng.gen::<u32>();
         while nonce == 0 || self.inflight.contains_key(&nonce) {
             nonce = self.rng.gen::<u32>();
+        }
+        if let RequestKind::WindowIndex { slot, shred_index } = kind {
+            if u32::try_from(shred_index).is_ok_and(|i| self.loaded.contains(&(slot, i))) {
+                self.progress.requests_for_loaded += 1;
+            }
         }
         let recipient = self.peers[peer.0].key.expect("picked peers have keys");
         let packet = RepairRequest::signed(&self.identity, recipient, now_ms, nonce, kind);

@@ -12,6 +12,7 @@ pub mod xdp_queues;
 
 pub use driver::{
     repair, repair_after_snapshot, NetPath, PeerSpec, RepairJob, RepairOutcome, ShardOutcome,
+    StoreReport,
 };
 pub use engine::{Action, EngineConfig, LeaderSchedule, PeerId, Progress, RepairEngine};
 
@@ -37,6 +38,13 @@ pub struct RepairSummary {
     pub slots_total: u64,
     pub slots_repaired: u64,
     pub shreds: u64,
+    /// Slots completed from the data directory's shred stores alone, stored shreds used,
+    /// stored shreds dropped (damaged or failing verification: requested again), and
+    /// requests for a loaded shred (never expected).
+    pub slots_loaded: u64,
+    pub shreds_loaded: u64,
+    pub store_dropped: u64,
+    pub requests_for_loaded: u64,
     pub elapsed_ms: u64,
     pub shreds_per_s: f64,
     /// Network path per shard ("udp" / "xdp").
@@ -94,6 +102,10 @@ pub fn summarize(
         slots_total: o.slots_total,
         slots_repaired: o.slots.len() as u64,
         shreds: o.shreds,
+        slots_loaded: o.slots_loaded,
+        shreds_loaded: o.shreds_loaded,
+        store_dropped: o.store_dropped,
+        requests_for_loaded: o.requests_for_loaded,
         elapsed_ms: o.elapsed_ms,
         shreds_per_s: o.shreds_per_s,
         paths: o.shards.iter().map(|s| s.path.clone()).collect(),
@@ -125,6 +137,14 @@ impl RepairSummary {
             self.shreds_per_s,
             paths.join(" and ")
         );
+        let head = if self.shreds_loaded > 0 || self.store_dropped > 0 {
+            format!(
+                "{head}; from the data directory: {} slots complete, {} shreds loaded, {} stored shreds dropped and requested again",
+                self.slots_loaded, self.shreds_loaded, self.store_dropped
+            )
+        } else {
+            head
+        };
         if self.complete {
             head
         } else {
@@ -222,5 +242,16 @@ mod summary_tests {
         let s = summarize(11, 15, &[peer(1), peer(2)], &o);
         assert!(s.complete);
         assert!(!s.line().contains("INCOMPLETE"));
+        assert!(!s.line().contains("data directory"), "{}", s.line());
+        o.shreds_loaded = 9;
+        o.slots_loaded = 1;
+        o.store_dropped = 2;
+        let s = summarize(11, 15, &[peer(1), peer(2)], &o);
+        assert!(
+            s.line()
+                .contains("from the data directory: 1 slots complete, 9 shreds loaded, 2 stored shreds dropped"),
+            "{}",
+            s.line()
+        );
     }
 }

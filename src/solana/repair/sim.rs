@@ -32,7 +32,12 @@ pub struct SimReport {
     pub virtual_ms: u64,
     pub progress: Progress,
     pub done: bool,
+    /// The shreds the engine asked to persist (with `EngineConfig::persist`), in order.
+    pub stored: Vec<StoredShred>,
 }
+
+/// A shred as a store keeps it: (slot, index, bytes).
+pub type StoredShred = (u64, u32, Vec<u8>);
 
 const T0_MS: u64 = 1_700_000_000_000;
 const TICK_MS: u64 = 5;
@@ -51,6 +56,20 @@ pub fn run(
     seed: u64,
     max_virtual_ms: u64,
 ) -> SimReport {
+    run_resumed(shreds, leader, cfg, peers, seed, max_virtual_ms, &[])
+}
+
+/// Like [`run`], the engine first loading `stored` (an earlier run's [`SimReport::stored`],
+/// possibly damaged) as a restarted driver loads its store.
+pub fn run_resumed(
+    shreds: &[Vec<u8>],
+    leader: Pubkey,
+    cfg: EngineConfig,
+    peers: &[SimPeer],
+    seed: u64,
+    max_virtual_ms: u64,
+    stored: &[StoredShred],
+) -> SimReport {
     let mut ledger = MemLedger::new();
     for b in shreds {
         if let Ok(s) = Shred::from_bytes(b) {
@@ -63,6 +82,10 @@ pub fn run(
         SigningKey::from_bytes(&rng.gen()),
         LeaderSchedule::Fixed(leader),
     );
+    for (slot, index, bytes) in stored {
+        engine.preload(*slot, *index, bytes);
+    }
+    let mut kept = Vec::new();
     let mut servers: Vec<ServeRepair<u8>> = Vec::new();
     for (i, p) in peers.iter().enumerate() {
         let server = ServeRepair::new(
@@ -139,6 +162,7 @@ pub fn run(
                 Action::SlotComplete { slot, shreds } => {
                     completed.insert(slot, shreds);
                 }
+                Action::Store { slot, index, shred } => kept.push((slot, index, shred)),
             }
         }
     }
@@ -147,6 +171,7 @@ pub fn run(
         virtual_ms: now - T0_MS,
         progress: engine.progress(),
         done: engine.is_done(),
+        stored: kept,
     }
 }
 

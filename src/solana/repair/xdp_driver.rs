@@ -140,10 +140,13 @@ pub fn run_shard_xdp(
                 Action::SlotComplete { slot, shreds } => {
                     slots.insert(slot, shreds);
                 }
+                // Not persisted on this path (persist is off: see `RepairJob::store_dir`).
+                Action::Store { .. } => {}
             }
         }
         let _ = sock.flush();
     }
+    super::driver::collect_completed(&mut engine, &mut slots);
     if dropped_tx > 0 {
         tracing::debug!(shard, dropped_tx, "AF_XDP tx ring full at times");
     }

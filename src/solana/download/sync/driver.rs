@@ -309,6 +309,8 @@ pub(super) async fn sync_async(
     let mut chunks_fetched = 0u32;
     let mut audit_rounds = 0u32;
     let mut audit_fetches = 0u32;
+    let mut audit_cost = crate::solana::download::locate::AuditCost::default();
+    let mut audit_bisected_rounds = 0u32;
     let mut last_progress = Instant::now();
     let mut finished = false;
     let mut interrupted = false;
@@ -475,8 +477,11 @@ pub(super) async fn sync_async(
                 return Err(SyncError::Verify(err));
             }
             tracing::warn!(error = %err, round = audit_rounds, "verification failed: cross-checking chunks with other sources");
-            let (bad, fetches) = audit(&ctx, &coord, &err).await;
-            audit_fetches += fetches;
+            let (bad, cost) = audit(&ctx, &coord, &err, cfg.audit_bisect).await;
+            audit_fetches += cost.chunk_fetches;
+            audit_cost.bytes_refetched += cost.bytes_refetched;
+            audit_cost.digest_queries += cost.digest_queries;
+            audit_bisected_rounds += u32::from(cost.bisected);
             if bad.is_empty() {
                 return Err(forged(err));
             }
@@ -545,6 +550,18 @@ pub(super) async fn sync_async(
         verified,
         audit_rounds,
         audit_fetches,
+        audit_bytes_refetched: audit_cost.bytes_refetched,
+        audit_digest_queries: audit_cost.digest_queries,
+        audit_bisected_rounds,
+        lying_sources: sources
+            .iter()
+            .filter_map(|r| {
+                r.dropped
+                    .as_deref()
+                    .filter(|d| d.starts_with("served bad bytes"))
+                    .map(|d| format!("{}: {d}", r.url))
+            })
+            .collect(),
         sources,
         bad_sources,
     })

@@ -34,6 +34,7 @@ use super::coordinator::{CoordinatorConfig, Event};
 use super::sink::{SinkError, SinkFactory};
 use super::source::ProbedSource;
 
+pub use audit::fetch_range_digest as range_digest_of;
 pub use discover::{discover_rpc, probe_source};
 
 use driver::sync_async;
@@ -63,6 +64,9 @@ pub struct SyncConfig {
     pub interrupt: Arc<std::sync::atomic::AtomicBool>,
     pub progress_interval_ms: u64,
     pub max_audit_rounds: u32,
+    /// Find a lying source by bisection over range digests where sources answer them
+    /// (else, and when false, by fetching chunks again).
+    pub audit_bisect: bool,
     /// Shards (pinned executors) that fetch: shard 0 coordinates and fetches for its own
     /// sources; source i is owned by the shard the runtime's range ownership gives it. 1:
     /// one executor on the calling thread.
@@ -136,6 +140,7 @@ impl SyncConfig {
             interrupt: Default::default(),
             progress_interval_ms: 10_000,
             max_audit_rounds: 3,
+            audit_bisect: true,
             shards: 1,
             cores: None,
             helper_cores: None,
@@ -235,6 +240,13 @@ pub struct SyncReport {
     pub audit_rounds: u32,
     /// Chunk ranges fetched again by the audits to find lying sources.
     pub audit_fetches: u32,
+    /// Bytes those fetches moved, range digests asked, and the audit rounds that found the
+    /// bad chunk by bisection.
+    pub audit_bytes_refetched: u64,
+    pub audit_digest_queries: u32,
+    pub audit_bisected_rounds: u32,
+    /// Sources whose bytes lost an audit vote: `url: chunk N disagrees with other sources`.
+    pub lying_sources: Vec<String>,
     pub sources: Vec<SourceReport>,
     /// Sources dropped or rejected, with the reason (`url: reason`).
     pub bad_sources: Vec<String>,
