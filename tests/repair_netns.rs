@@ -226,7 +226,7 @@ fn repair_with_shards(
     leader: &str,
     shards: usize,
 ) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
-    run_repair(ns, peers, leader, None, "shards", shards)
+    run_repair(ns, peers, leader, None, "shards", shards, &[])
 }
 
 fn repair_with(
@@ -236,7 +236,7 @@ fn repair_with(
     xdp: Option<&str>,
     tag: &str,
 ) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
-    run_repair(ns, peers, leader, xdp, tag, 1)
+    run_repair(ns, peers, leader, xdp, tag, 1, &[])
 }
 
 fn run_repair(
@@ -246,6 +246,7 @@ fn run_repair(
     xdp: Option<&str>,
     tag: &str,
     shards: usize,
+    extra: &[&str],
 ) -> (serde_json::Value, BTreeMap<u64, Vec<Vec<u8>>>) {
     let shards_s = shards.to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -284,6 +285,7 @@ fn run_repair(
     if let Some(iface) = xdp {
         args.extend(["--xdp", iface, "--xdp-port", "47100"]);
     }
+    args.extend(extra);
     let o = Command::new("ip").args(&args).output().expect("run repair");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -338,6 +340,36 @@ fn udp_and_af_xdp_repair_the_same_gap_to_identical_slots() {
         "{reason}"
     );
     assert_eq!(fb, want);
+}
+
+/// The AF_XDP path keeps what it verified in the data directory like the UDP path: a
+/// second run loads every shred (verified again) and requests nothing.
+#[test]
+fn af_xdp_repair_keeps_its_shreds_and_a_second_run_requests_nothing() {
+    if !requirements_met() {
+        return;
+    }
+    let ns = Netns::new("p", 213);
+    let good = serve(&ns, 8103, None);
+    let peers = vec![format!("{}@{}:8103", good.identity, ns.server_ip())];
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap().to_string();
+    let iface = ns.veth_b.clone();
+    let extra = ["--datadir", d.as_str()];
+    let (v1, first) = run_repair(&ns, &peers, &good.leader, Some(&iface), "p1", 1, &extra);
+    assert_eq!(v1["shards"][0]["path"], "xdp", "{v1}");
+    assert_eq!(v1["complete"], true, "{v1}");
+    assert_eq!(v1["shreds_loaded"], 0, "{v1}");
+    let total: usize = expected().values().map(Vec::len).sum();
+    assert_eq!(v1["shreds"], total as u64, "{v1}");
+    let (v2, second) = run_repair(&ns, &peers, &good.leader, Some(&iface), "p2", 1, &extra);
+    assert_eq!(v2["shards"][0]["path"], "xdp", "{v2}");
+    assert_eq!(v2["complete"], true, "{v2}");
+    assert_eq!(v2["shreds_loaded"], total as u64, "{v2}");
+    assert_eq!(v2["shreds"], 0, "{v2}");
+    assert_eq!(v2["shards"][0]["progress"]["requests_sent"], 0, "{v2}");
+    assert_eq!(first, expected());
+    assert_eq!(second, first);
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub struct RepairJob {
     /// CPUs for the shards (None: the CPUs this process may use).
     pub cores: Option<Vec<usize>>,
     /// Keep verified shreds here, one store per shard (`shard-<i>`), and load them at start
-    /// so that a restart requests only what is missing. UDP path only.
+    /// so that a restart requests only what is missing (UDP and AF_XDP paths).
     pub store_dir: Option<PathBuf>,
 }
 
@@ -283,7 +283,10 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn engine_for(job: &RepairJob, shard: usize) -> (RepairEngine, HashMap<SocketAddrV4, PeerId>) {
+pub(crate) fn engine_for(
+    job: &RepairJob,
+    shard: usize,
+) -> (RepairEngine, HashMap<SocketAddrV4, PeerId>) {
     let cfg = EngineConfig {
         shard,
         shards: job.shards.max(1),
@@ -303,6 +306,80 @@ fn engine_for(job: &RepairJob, shard: usize) -> (RepairEngine, HashMap<SocketAdd
     (engine, by_addr)
 }
 
+/// A shard's store of verified shreds while it repairs: loaded into the engine at open,
+/// written as the engine verifies shreds, made durable at most every 100 ms (group
+/// commit). A write error stops persisting and is reported; the repair goes on.
+pub(crate) struct ShardStore {
+    shard: usize,
+    store: Option<catchup_io::store::Store>,
+    report: Option<StoreReport>,
+    dirty: bool,
+    last_flush: Instant,
+}
+
+impl ShardStore {
+    /// Open `job.store_dir/shard-<shard>` (when the job has a store) and load it.
+    pub(crate) async fn open(
+        job: &RepairJob,
+        shard: usize,
+        engine: &mut RepairEngine,
+    ) -> Result<ShardStore, DriverError> {
+        let (store, report) = match &job.store_dir {
+            Some(dir) => {
+                let (s, r) =
+                    open_shard_store(&dir.join(format!("shard-{shard}")), shard, engine).await?;
+                (Some(s), Some(r))
+            }
+            None => (None, None),
+        };
+        Ok(ShardStore {
+            shard,
+            store,
+            report,
+            dirty: false,
+            last_flush: Instant::now(),
+        })
+    }
+
+    /// Write one verified shred.
+    pub(crate) async fn put(&mut self, slot: u64, index: u32, shred: &[u8]) {
+        if let (Some(s), Some(r)) = (self.store.as_mut(), self.report.as_mut()) {
+            match s.put(KIND_SHRED, &shred_key(slot, index), shred).await {
+                Ok(_) => {
+                    r.shreds_written += 1;
+                    self.dirty = true;
+                }
+                Err(e) => store_failed(self.shard, &mut self.store, r, e),
+            }
+        }
+    }
+
+    /// Flush when something was written and the group-commit interval has passed.
+    pub(crate) async fn maybe_flush(&mut self) {
+        const FLUSH_EVERY: Duration = Duration::from_millis(100);
+        if !self.dirty || self.last_flush.elapsed() < FLUSH_EVERY {
+            return;
+        }
+        if let (Some(s), Some(r)) = (self.store.as_mut(), self.report.as_mut()) {
+            if let Err(e) = s.flush().await {
+                store_failed(self.shard, &mut self.store, r, e);
+            }
+        }
+        self.dirty = false;
+        self.last_flush = Instant::now();
+    }
+
+    /// Close the store (flushing what is left) and return its report.
+    pub(crate) async fn close(mut self) -> Option<StoreReport> {
+        if let (Some(s), Some(r)) = (self.store.take(), self.report.as_mut()) {
+            if let Err(e) = s.close().await {
+                r.error.get_or_insert(e.to_string());
+            }
+        }
+        self.report
+    }
+}
+
 /// One shard over a kernel UDP socket (glommio).
 pub async fn run_shard_udp(
     job: &RepairJob,
@@ -310,18 +387,7 @@ pub async fn run_shard_udp(
     bind: Ipv4Addr,
 ) -> Result<ShardOutcome, DriverError> {
     let (mut engine, by_addr) = engine_for(job, shard);
-    let mut store = None;
-    let mut store_report = None;
-    if let Some(dir) = &job.store_dir {
-        let (s, r) =
-            open_shard_store(&dir.join(format!("shard-{shard}")), shard, &mut engine).await?;
-        store = Some(s);
-        store_report = Some(r);
-    }
-    // Group commit: what was verified is made durable at most this often.
-    const FLUSH_EVERY: Duration = Duration::from_millis(100);
-    let mut last_flush = Instant::now();
-    let mut dirty = false;
+    let mut store = ShardStore::open(job, shard, &mut engine).await?;
     let addrs: Vec<SocketAddrV4> = job.peers.iter().map(|p| p.addr).collect();
     let bind_addr = SocketAddrV4::new(bind, 0);
     let sock = glommio::net::UdpSocket::bind(bind_addr).map_err(|e| DriverError::Bind {
@@ -374,36 +440,14 @@ pub async fn run_shard_udp(
                 Action::SlotComplete { slot, shreds } => {
                     slots.insert(slot, shreds);
                 }
-                Action::Store { slot, index, shred } => {
-                    if let (Some(s), Some(r)) = (store.as_mut(), store_report.as_mut()) {
-                        match s.put(KIND_SHRED, &shred_key(slot, index), &shred).await {
-                            Ok(_) => {
-                                r.shreds_written += 1;
-                                dirty = true;
-                            }
-                            Err(e) => store_failed(shard, &mut store, r, e),
-                        }
-                    }
-                }
+                Action::Store { slot, index, shred } => store.put(slot, index, &shred).await,
             }
         }
-        if dirty && last_flush.elapsed() >= FLUSH_EVERY {
-            if let (Some(s), Some(r)) = (store.as_mut(), store_report.as_mut()) {
-                if let Err(e) = s.flush().await {
-                    store_failed(shard, &mut store, r, e);
-                }
-            }
-            dirty = false;
-            last_flush = Instant::now();
-        }
+        store.maybe_flush().await;
     }
     // Slots completed by the last tick (or from the store alone, before the loop ran).
     collect_completed(&mut engine, &mut slots);
-    if let (Some(s), Some(r)) = (store.take(), store_report.as_mut()) {
-        if let Err(e) = s.close().await {
-            r.error.get_or_insert(e.to_string());
-        }
-    }
+    let store_report = store.close().await;
     let mut o = finish(shard, "udp", None, start, engine.progress(), slots);
     o.store = store_report;
     Ok(o)
@@ -519,14 +563,17 @@ pub fn repair(job: &RepairJob) -> Result<RepairOutcome, DriverError> {
                 NetPath::Udp { bind } | NetPath::Xdp { bind, .. } => *bind,
             };
             match (sock, xdp_ctx) {
-                (Some(sock), Some((info, peers, port))) => Ok(super::xdp_driver::run_shard_xdp(
-                    &job,
-                    id,
-                    sock,
-                    &info,
-                    &peers,
-                    port + id as u16,
-                )),
+                (Some(sock), Some((info, peers, port))) => {
+                    super::xdp_driver::run_shard_xdp(
+                        &job,
+                        id,
+                        sock,
+                        &info,
+                        &peers,
+                        port + id as u16,
+                    )
+                    .await
+                }
                 _ => {
                     let mut o = run_shard_udp(&job, id, bind).await?;
                     o.fallback_reason = fallback_reason;

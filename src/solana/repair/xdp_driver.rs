@@ -12,8 +12,11 @@ use catchup_io::xdp::{
     XdpProgram, XskConfig, XskSocket,
 };
 
-use super::driver::{finish, log_progress, unix_ms, RepairJob, ShardOutcome};
-use super::engine::{Action, EngineConfig, PeerId, RepairEngine};
+use super::driver::{
+    collect_completed, engine_for, finish, log_progress, unix_ms, DriverError, RepairJob,
+    ShardOutcome, ShardStore,
+};
+use super::engine::{Action, PeerId};
 
 /// Everything set up before the shards start: the attached program (detached on drop),
 /// one socket per shard, and the peers' link-layer addresses.
@@ -69,27 +72,24 @@ pub fn setup(
     })
 }
 
-/// Run one shard's engine over its AF_XDP socket (blocking; its own thread).
-pub fn run_shard_xdp(
+/// Run one shard's engine over its AF_XDP socket. The socket is polled (at most 1 ms at a
+/// time) on the shard's executor, between the awaited writes of its shred store.
+pub async fn run_shard_xdp(
     job: &RepairJob,
     shard: usize,
     mut sock: XskSocket,
     info: &IfaceInfo,
     peers: &[Endpoint],
     port: u16,
-) -> ShardOutcome {
-    let cfg = EngineConfig {
-        shard,
-        shards: job.shards.max(1),
-        request_timeout_ms: job.request_timeout_ms,
-        seed: job.seed,
-        ..EngineConfig::new(job.from_slot, job.to_slot)
-    };
-    let mut engine = RepairEngine::new(cfg, job.identity.clone(), job.leaders.clone());
+) -> Result<ShardOutcome, DriverError> {
+    let (mut engine, peer_ids) = engine_for(job, shard);
     let mut by_addr: HashMap<(Ipv4Addr, u16), PeerId> = HashMap::new();
     for (p, spec) in peers.iter().zip(&job.peers) {
-        by_addr.insert((p.ip, p.port), engine.add_peer(spec.key));
+        if let Some(id) = peer_ids.get(&spec.addr) {
+            by_addr.insert((p.ip, p.port), *id);
+        }
     }
+    let mut store = ShardStore::open(job, shard, &mut engine).await?;
     let me = Endpoint {
         mac: info.mac,
         ip: info.ipv4,
@@ -140,15 +140,18 @@ pub fn run_shard_xdp(
                 Action::SlotComplete { slot, shreds } => {
                     slots.insert(slot, shreds);
                 }
-                // Not persisted on this path (persist is off: see `RepairJob::store_dir`).
-                Action::Store { .. } => {}
+                Action::Store { slot, index, shred } => store.put(slot, index, &shred).await,
             }
         }
         let _ = sock.flush();
+        store.maybe_flush().await;
     }
-    super::driver::collect_completed(&mut engine, &mut slots);
+    collect_completed(&mut engine, &mut slots);
+    let store_report = store.close().await;
     if dropped_tx > 0 {
         tracing::debug!(shard, dropped_tx, "AF_XDP tx ring full at times");
     }
-    finish(shard, "xdp", None, start, engine.progress(), slots)
+    let mut o = finish(shard, "xdp", None, start, engine.progress(), slots);
+    o.store = store_report;
+    Ok(o)
 }
