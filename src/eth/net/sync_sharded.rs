@@ -402,11 +402,17 @@ async fn owned_peer(
         for s in 0..shards {
             deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
         }
+        // The head of its eth/69 Status, then of each BlockRangeUpdate, goes to every
+        // shard's engine (re-pivots and peer choice use the peers' heads).
+        let mut told_head = None;
+        tell_head(&shard, &local, pid, &peer, &mut told_head).await;
         let mut lost = false;
-        while let Some(job) = next_job(&jobs, &mut peer).await {
+        while let Some(job) = next_job(&jobs, &mut peer, &shard, &local, pid, &mut told_head).await
+        {
             report.borrow_mut().requests += 1;
             let answer = perform(&mut peer, &job.req, job.timeout_ms).await;
             report.borrow_mut().block_range = peer.block_range();
+            tell_head(&shard, &local, pid, &peer, &mut told_head).await;
             match answer {
                 Ok(resp) => {
                     report.borrow_mut().answered += 1;
@@ -472,10 +478,42 @@ async fn owned_peer(
     }
 }
 
+/// When `peer`'s announced head (eth/69 Status, BlockRangeUpdate) moved past `told`, tell
+/// every shard's engine (`Event::PeerHead`).
+async fn tell_head(
+    shard: &Shard<MeshMsg>,
+    local: &Local,
+    pid: PeerId,
+    peer: &EthPeer,
+    told: &mut Option<u64>,
+) {
+    let Some((_, latest)) = peer.block_range() else {
+        return;
+    };
+    if told.is_some_and(|t| t >= latest) {
+        return;
+    }
+    *told = Some(latest);
+    for s in 0..shard.count() {
+        let ev = Event::PeerHead {
+            peer: pid,
+            number: latest,
+        };
+        deliver(shard, local, s, ev).await;
+    }
+}
+
 /// The next job for `peer`. While none comes, the connection is read now and then so the
-/// peer's Pings are answered and its BlockRangeUpdates kept; once that read fails the
-/// next request finds out.
-async fn next_job(jobs: &local_channel::LocalReceiver<Job>, peer: &mut EthPeer) -> Option<Job> {
+/// peer's Pings are answered and its BlockRangeUpdates kept (a new head is told to the
+/// engines); once that read fails the next request finds out.
+async fn next_job(
+    jobs: &local_channel::LocalReceiver<Job>,
+    peer: &mut EthPeer,
+    shard: &Shard<MeshMsg>,
+    local: &Local,
+    pid: PeerId,
+    told_head: &mut Option<u64>,
+) -> Option<Job> {
     const QUIET_MS: u64 = 5_000;
     const READ_MS: u64 = 20;
     let mut readable = true;
@@ -489,6 +527,7 @@ async fn next_job(jobs: &local_channel::LocalReceiver<Job>, peer: &mut EthPeer) 
             Err(_) => {
                 let idle = super::eth_peer::EmptyResponder;
                 readable = peer.idle(READ_MS, &idle).await.is_ok();
+                tell_head(shard, local, pid, peer, told_head).await;
             }
         }
     }
