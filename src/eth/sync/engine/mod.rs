@@ -687,13 +687,17 @@ impl Engine {
                 }
             }
             Ok(false) => {
-                if matches!(
-                    inf.what,
-                    Pending::Nodes(_)
-                        | Pending::Codes(_)
-                        | Pending::Account(..)
-                        | Pending::Storage(..)
-                ) {
+                // A late empty answer about an earlier pivot's root says nothing of the
+                // current one.
+                if inf.epoch == self.pivot_epoch
+                    && matches!(
+                        inf.what,
+                        Pending::Nodes(_)
+                            | Pending::Codes(_)
+                            | Pending::Account(..)
+                            | Pending::Storage(..)
+                    )
+                {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;
                     }
