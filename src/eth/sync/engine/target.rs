@@ -102,11 +102,10 @@ impl Engine {
         // The pivot's state is gone from the peers' history: enough peers told the shards
         // they no longer serve it (see `on_state_answer`), or every live peer answered
         // this shard's state requests empty.
-        let wants_state = match self.phase {
-            super::StatePhase::Ranges => !self.ranges_done(),
-            super::StatePhase::Walk => !self.walk_idle(),
-            _ => false,
-        };
+        let wants_state = matches!(
+            self.phase,
+            super::StatePhase::Ranges | super::StatePhase::Walk
+        );
         let all_lack = wants_state
             && self.peers.live() > 0
             && self
