@@ -4,7 +4,7 @@
 //! more. The sync must move its pivot forward, keep what it verified, and end verified at
 //! a pivot newer than the one it started from; from 1, 2 and 4 peers, with 1 and 2 shards;
 //! and a sync killed (SIGKILL) part-way resumes from its data directory without fetching
-//! anything verified again.
+//! anything verified again. A static peer lost mid-sync is dialed again once it is back.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -32,13 +32,26 @@ impl Drop for Serve {
 
 impl Serve {
     fn start(accounts: u64) -> Serve {
+        Serve::start_with(
+            accounts,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--grow-every-ms",
+                GROW_MS,
+                "--state-history",
+                &HISTORY.to_string(),
+            ],
+        )
+    }
+
+    fn start_with(accounts: u64, args: &[&str]) -> Serve {
         let mut child = Command::new(BIN)
-            .args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
+            .args(["eth", "serve", "--json"])
             .args(["--network-id", "779", "--generate-accounts"])
             .arg(accounts.to_string())
             .args(["--generate-blocks", &GENERATED_BLOCKS.to_string()])
-            .args(["--grow-every-ms", GROW_MS])
-            .args(["--state-history", &HISTORY.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -286,5 +299,80 @@ fn a_moving_chain_sync_killed_part_way_resumes_and_fetches_nothing_verified_agai
     eprintln!(
         "killed at {seen} accounts; restart: resumed {}, fetched {}, pivot {}, repivots {}",
         r["resumed"], r["fetched"], pivot, r["repivots"]
+    );
+}
+
+#[test]
+fn a_lost_static_peer_is_dialed_again_when_it_comes_back() {
+    // A fixed port and node key, so the restarted server is the same enode.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let keydir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--listen", &listen, "--datadir", keydir.path().to_str().unwrap()];
+    let first = Serve::start_with(20_000, &args);
+    let datadir = tempfile::tempdir().unwrap();
+    let child = sync_cmd(&[&first], 1, datadir.path())
+        .args(["--progress-every-ms", "200"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn eth sync");
+    struct Guard(Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("progress:") {
+                if let Some(n) = count_after(&line, "accounts ") {
+                    let _ = tx.send(n);
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < until, "no account progress within 60 s");
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(n) if n >= 1000 => break,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the sync ended early"),
+        }
+    }
+    // The peer goes away mid-sync, and comes back on the same address a second later.
+    drop(first);
+    std::thread::sleep(Duration::from_secs(1));
+    let second = Serve::start_with(20_000, &args);
+    assert_eq!(second.info["listen"].as_str(), Some(listen.as_str()));
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut out).unwrap();
+    let status = child.0.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+    assert_eq!(v["ok"], true, "{v}");
+    let r = &v["report"];
+    assert!(u(&r["peers"][0], &["reconnects"]) >= 1, "{r}");
+    assert_eq!(r["status"]["state_complete"], true, "{r}");
+    assert_eq!(r["state_root"], second.info["head_state_root"], "{r}");
+    assert!(
+        lines.iter().any(|l| l.contains("peer lost; dialing it again")),
+        "the loss was logged"
     );
 }
