@@ -126,7 +126,12 @@ fn sync_cmd(servers: &[&Serve], shards: usize, datadir: &std::path::Path) -> Com
     cmd.args(["eth", "sync", "--mode", "snap", "--json"])
         .args(["--shards", &shards.to_string()])
         .args(["--timeout-s", "120", "--stall-timeout-s", "60"])
-        .args(["--network-id", "779", "--genesis-hash", servers[0].genesis()])
+        .args([
+            "--network-id",
+            "779",
+            "--genesis-hash",
+            servers[0].genesis(),
+        ])
         .arg("--datadir")
         .arg(datadir);
     for s in servers {
@@ -149,7 +154,10 @@ fn check_moved(r: &serde_json::Value, servers: &[&Serve], head_at_start: u64, wh
     assert!(u(r, &["repivots"]) >= 1, "{what}: no re-pivot: {r}");
     let pivot = u(r, &["pivot_block"]);
     let first = u(r, &["status", "first_pivot_block"]);
-    assert!(pivot > first, "{what}: pivot {pivot} not newer than the first {first}: {r}");
+    assert!(
+        pivot > first,
+        "{what}: pivot {pivot} not newer than the first {first}: {r}"
+    );
     assert!(
         pivot + HISTORY > head_at_start,
         "{what}: pivot {pivot} older than the history kept at the start (head {head_at_start}): {r}"
@@ -162,7 +170,10 @@ fn check_moved(r: &serde_json::Value, servers: &[&Serve], head_at_start: u64, wh
     assert_eq!(r["state_root"], named["state_root"], "{what}: {r}");
     assert_eq!(r["status"]["pivot_hash"], named["head_hash"], "{what}: {r}");
     assert_eq!(r["status"]["state_complete"], true, "{what}: {r}");
-    assert!(r["head_hash"].as_str().is_some_and(|h| h.starts_with("0x")), "{r}");
+    assert!(
+        r["head_hash"].as_str().is_some_and(|h| h.starts_with("0x")),
+        "{r}"
+    );
     // The peers' heads came from their eth/69 Status and BlockRangeUpdates.
     assert!(u(r, &["progress", "peer_heads"]) >= 1, "{what}: {r}");
     assert!(u(r, &["status", "peers_head"]) >= pivot, "{what}: {r}");
@@ -312,7 +323,12 @@ fn a_lost_static_peer_is_dialed_again_when_it_comes_back() {
         .port();
     let keydir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{port}");
-    let args = ["--listen", &listen, "--datadir", keydir.path().to_str().unwrap()];
+    let args = [
+        "--listen",
+        &listen,
+        "--datadir",
+        keydir.path().to_str().unwrap(),
+    ];
     let first = Serve::start_with(20_000, &args);
     let datadir = tempfile::tempdir().unwrap();
     let child = sync_cmd(&[&first], 1, datadir.path())
@@ -372,7 +388,9 @@ fn a_lost_static_peer_is_dialed_again_when_it_comes_back() {
     assert_eq!(r["status"]["state_complete"], true, "{r}");
     assert_eq!(r["state_root"], second.info["head_state_root"], "{r}");
     assert!(
-        lines.iter().any(|l| l.contains("peer lost; dialing it again")),
+        lines
+            .iter()
+            .any(|l| l.contains("peer lost; dialing it again")),
         "the loss was logged"
     );
 }

@@ -458,11 +458,17 @@ async fn owned_peer(
             let Some(earliest) = flight.iter().map(|f| f.3).min() else {
                 continue;
             };
-            let answer = match peer.next_response(earliest, &super::eth_peer::EmptyResponder).await {
+            let answer = match peer
+                .next_response(earliest, &super::eth_peer::EmptyResponder)
+                .await
+            {
                 Ok((rid, w)) => match flight.iter().position(|f| f.0 == rid) {
                     Some(i) => {
                         let (_, job, sent, deadline) = flight.swap_remove(i);
-                        Some(((job.from, job.id), finish(&mut peer, &sent, w, deadline).await))
+                        Some((
+                            (job.from, job.id),
+                            finish(&mut peer, &sent, w, deadline).await,
+                        ))
                     }
                     None => None,
                 },
@@ -485,7 +491,8 @@ async fn owned_peer(
             report.borrow_mut().block_range = peer.block_range();
             tell_head(&shard, &local, pid, &peer, &mut told_head).await;
             if let Some((at, answer)) = answer {
-                match on_answer(&shard, &local, pid, &enode, discovered, &report, at, answer).await {
+                match on_answer(&shard, &local, pid, &enode, discovered, &report, at, answer).await
+                {
                     Flow::Go => {}
                     Flow::Dropped => return,
                     Flow::Lost => {
