@@ -592,3 +592,63 @@ fn engine_api_finalized_block_as_the_target() {
         "{stderr}"
     );
 }
+
+/// A moving chain (a block every 150 ms of virtual time, 32 states kept) with a consensus
+/// client sending a forkchoice update every 8 blocks: the pivot moves as the targets do,
+/// and only ever to a block given as a target (never to a head the peers announce or
+/// vote for), and the sync ends verified at the target in use.
+#[test]
+fn simulated_repivots_on_a_moving_chain_go_only_to_forkchoice_targets() {
+    use catchup::eth::sync::sim::run;
+    for (peers, shards, accounts) in [(1, 1, 600), (2, 2, 1_000)] {
+        let mut c = SimConfig {
+            peers,
+            shards,
+            profile: Profile::Honest,
+            seed: 61,
+            accounts,
+            big_storage_slots: 300,
+            blocks: 200,
+            grow_every_ms: 150,
+            grow_blocks: 200,
+            state_history: 32,
+            forkchoice_every_blocks: 8,
+            latency_ms: (20, 60),
+            max_virtual_ms: 600_000,
+            ..SimConfig::default()
+        };
+        c.sync.mode = SyncMode::Snap;
+        c.sync.snap_response_bytes = 2 * 1024;
+        c.sync.max_concurrent_requests = 4;
+        c.sync.max_inflight_per_peer = 1;
+        c.sync.node_batch = 16;
+        c.sync.header_batch = 48;
+        c.sync.pivot_distance = 4;
+        c.sync.peers_given = peers;
+        c.sync.target_source = TargetSource::EngineApi;
+        let r = run(&c);
+        let what = format!("{peers} peer(s), {shards} shard(s)");
+        eprintln!(
+            "{what}: pivots {:?}, targets {:?}, repivots {}, healed {}, head {}",
+            r.pivots, r.targets_given, r.repivots, r.healed_nodes, r.peers_head
+        );
+        assert!(
+            r.correct,
+            "{what}: {:?} pivot {:?} head {:?}",
+            r.failure, r.pivot_block, r.head_hash
+        );
+        assert!(r.status.head_trusted, "{what}");
+        assert!(r.repivots >= 1, "{what}: the pivot never moved");
+        assert!(r.pivots.len() >= 2, "{what}: {:?}", r.pivots);
+        for p in &r.pivots {
+            assert!(
+                r.targets_given.contains(p),
+                "{what}: pivot {p} was never a target ({:?})",
+                r.targets_given
+            );
+        }
+        // It ends at the target in use: the pivot is the verified head.
+        assert_eq!(r.pivot_block, r.status.highest_block, "{what}");
+        assert_eq!(r.progress.refetched_items, 0, "{what}");
+    }
+}

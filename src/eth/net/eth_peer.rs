@@ -1,6 +1,7 @@
 //! An RLPx connection speaking eth (and snap when shared): the Status exchange, requests
 //! with ids and deadlines, and answering the peer's own requests from a [`Responder`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use catchup_devp2p::eth::{EthMessage, Status};
@@ -150,6 +151,11 @@ pub struct EthPeer {
     announced: Option<(u64, [u8; 32])>,
     /// Receipts bytes per eth/70 Receipts answer.
     pub receipts_limit_bytes: usize,
+    /// Ids of our requests sent and not yet answered (pipelined requests: see
+    /// [`EthPeer::send_request`]); bounded by the caller's per-connection limit.
+    outstanding: BTreeSet<u64>,
+    /// Answers to outstanding requests that arrived while another one was awaited.
+    stash: BTreeMap<u64, Wire>,
 }
 
 impl std::fmt::Debug for EthPeer {
@@ -262,6 +268,8 @@ impl EthPeer {
             range,
             announced,
             receipts_limit_bytes: RECEIPTS_RESPONSE_BYTES,
+            outstanding: BTreeSet::new(),
+            stash: BTreeMap::new(),
         })
     }
 
@@ -500,6 +508,20 @@ impl EthPeer {
         timeout_ms: u64,
         responder: &dyn Responder,
     ) -> Result<Wire, NetError> {
+        let (rid, w) = self.send_request(make).await?;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let resp = self.wait_response(rid, deadline, responder).await?;
+        self.complete(&w, resp, deadline, responder).await
+    }
+
+    /// Send the request `make(request_id)` without waiting for its answer (several may be
+    /// outstanding on the connection: pipelining); its id and the request sent. The answer
+    /// comes from [`EthPeer::next_response`] (or [`EthPeer::wait_response`]), then
+    /// [`EthPeer::complete`]; a request given up on is [`EthPeer::forget`]-ten.
+    pub async fn send_request(
+        &mut self,
+        make: impl FnOnce(u64) -> Wire,
+    ) -> Result<(u64, Wire), NetError> {
         let rid = self.next_request_id();
         let w = make(rid);
         if matches!(w, Wire::Eth(EthMessage::GetNodeData { .. })) && self.eth.version != 66 {
@@ -514,8 +536,62 @@ impl EthPeer {
         }
         self.send_wire(&w).await?;
         self.stats.requests_sent += 1;
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let resp = self.wait_response(rid, deadline, responder).await?;
+        self.outstanding.insert(rid);
+        Ok((rid, w))
+    }
+
+    /// Stop waiting for the answer to request `rid` (it timed out): an answer that comes
+    /// later is ignored.
+    pub fn forget(&mut self, rid: u64) {
+        self.outstanding.remove(&rid);
+        self.stash.remove(&rid);
+    }
+
+    /// The next answer to any outstanding request, by the `deadline`, serving the peer's
+    /// own requests meanwhile: its request id and the message.
+    pub async fn next_response(
+        &mut self,
+        deadline: Instant,
+        responder: &dyn Responder,
+    ) -> Result<(u64, Wire), NetError> {
+        if let Some((rid, w)) = self.stash.pop_first() {
+            self.outstanding.remove(&rid);
+            return Ok((rid, w));
+        }
+        let peer = self.conn.peer;
+        loop {
+            let (id, payload) = self.conn.recv_until(deadline).await?;
+            self.stats.bytes_received += payload.len() as u64;
+            match self.decode(id, &payload) {
+                Ok(Incoming::Response(r, resp)) if self.outstanding.remove(&r) => {
+                    self.stats.responses_received += 1;
+                    return Ok((r, resp));
+                }
+                Ok(Incoming::Response(..)) | Ok(Incoming::Other) => {
+                    self.stats.ignored_messages += 1
+                }
+                Ok(Incoming::Request(q)) => self.answer(&q, responder).await?,
+                Err(source) => {
+                    tracing::debug!(%peer, error = %source, "dropping peer: undecodable message");
+                    let _ = self
+                        .conn
+                        .disconnect(DisconnectReason::BreachOfProtocol)
+                        .await;
+                    return Err(NetError::Protocol { peer, source });
+                }
+            }
+        }
+    }
+
+    /// Finish the answer `resp` to request `w`: an eth/70 receipts list cut short is
+    /// continued (by the `deadline`) and the lists are returned as a whole Receipts.
+    pub async fn complete(
+        &mut self,
+        w: &Wire,
+        resp: Wire,
+        deadline: Instant,
+        responder: &dyn Responder,
+    ) -> Result<Wire, NetError> {
         let Wire::Eth(EthMessage::Receipts70 {
             request_id,
             last_block_incomplete,
@@ -525,7 +601,7 @@ impl EthPeer {
             return Ok(resp);
         };
         if last_block_incomplete {
-            let hashes = match &w {
+            let hashes = match w {
                 Wire::Eth(EthMessage::GetReceipts { hashes, .. }) => hashes.as_slice(),
                 _ => &[],
             };
@@ -613,20 +689,36 @@ impl EthPeer {
 
     /// Wait for the answer to request `rid`, serving the peer's own requests meanwhile. A
     /// malformed message drops the connection.
-    async fn wait_response(
+    pub async fn wait_response(
         &mut self,
         rid: u64,
         deadline: Instant,
         responder: &dyn Responder,
     ) -> Result<Wire, NetError> {
+        if let Some(w) = self.stash.remove(&rid) {
+            self.outstanding.remove(&rid);
+            return Ok(w);
+        }
         let peer = self.conn.peer;
         loop {
-            let (id, payload) = self.conn.recv_until(deadline).await?;
+            let (id, payload) = match self.conn.recv_until(deadline).await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.outstanding.remove(&rid);
+                    return Err(e);
+                }
+            };
             self.stats.bytes_received += payload.len() as u64;
             match self.decode(id, &payload) {
                 Ok(Incoming::Response(r, resp)) if r == rid => {
                     self.stats.responses_received += 1;
+                    self.outstanding.remove(&rid);
                     return Ok(resp);
+                }
+                Ok(Incoming::Response(r, resp)) if self.outstanding.contains(&r) => {
+                    // Another pipelined request's answer: kept for its own wait.
+                    self.stats.responses_received += 1;
+                    self.stash.insert(r, resp);
                 }
                 Ok(Incoming::Response(..)) | Ok(Incoming::Other) => {
                     self.stats.ignored_messages += 1

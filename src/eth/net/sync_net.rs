@@ -193,6 +193,15 @@ pub(crate) async fn perform(
             genesis,
         });
     }
+    let (rid, sent) = send(peer, req).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    let w = peer.wait_response(rid, deadline, &EmptyResponder).await?;
+    finish(peer, &sent, w, deadline).await
+}
+
+/// Send `req` (not `Request::Status`, which [`perform`] answers) without waiting for its
+/// answer: its request id and the message sent, for [`finish`].
+pub(crate) async fn send(peer: &mut EthPeer, req: &Request) -> Result<(u64, Wire), NetError> {
     let snap = matches!(
         req,
         Request::AccountRange { .. }
@@ -206,13 +215,21 @@ pub(crate) async fn perform(
             detail: "snap not shared".into(),
         });
     }
-    let w = peer
-        .request(
-            |rid| convert::request_to_wire(req, rid).expect("non-status requests have a wire form"),
-            timeout_ms,
-            &EmptyResponder,
-        )
-        .await?;
+    peer.send_request(|rid| {
+        convert::request_to_wire(req, rid).expect("non-status requests have a wire form")
+    })
+    .await
+}
+
+/// The answer `w` to the request `sent`, completed (eth/70 receipts continued by the
+/// `deadline`) and turned into an engine response.
+pub(crate) async fn finish(
+    peer: &mut EthPeer,
+    sent: &Wire,
+    w: Wire,
+    deadline: std::time::Instant,
+) -> Result<Response, NetError> {
+    let w = peer.complete(sent, w, deadline, &EmptyResponder).await?;
     match convert::wire_to_response(&w) {
         Ok(Some((_, resp))) => Ok(resp),
         Ok(None) => Err(NetError::Useless {

@@ -38,7 +38,9 @@ use super::conn::{LocalNode, NetError, PeerConn};
 use super::discover::DiscStats;
 use super::eth_peer::EthPeer;
 use super::peer_pool::{discovered_owner, drop_reason, Pool, PoolCounts};
-use super::sync_net::{perform, NetPeerReport, NetSyncConfig, NetSyncReport, StoredCounts};
+use super::sync_net::{
+    finish, perform, send, NetPeerReport, NetSyncConfig, NetSyncReport, StoredCounts,
+};
 
 /// How often each shard logs its progress line and refreshes its `/status` section, unless
 /// [`SyncExtras::progress_every_ms`] says otherwise.
@@ -402,57 +404,101 @@ async fn owned_peer(
         for s in 0..shards {
             deliver(&shard, &local, s, Event::PeerJoined(pid)).await;
         }
+        // The head of its eth/69 Status, then of each BlockRangeUpdate, goes to every
+        // shard's engine (re-pivots and peer choice use the peers' heads).
+        let mut told_head = None;
+        tell_head(&shard, &local, pid, &peer, &mut told_head).await;
+        // Requests are pipelined on the connection, up to the per-peer limit, and their
+        // answers matched by request id.
+        let limit = cfg.sync.max_inflight_per_peer.max(1) as usize;
+        let mut flight: Vec<(u64, Job, super::wire::Wire, Instant)> = Vec::with_capacity(limit);
         let mut lost = false;
-        while let Some(job) = next_job(&jobs, &mut peer).await {
-            report.borrow_mut().requests += 1;
-            let answer = perform(&mut peer, &job.req, job.timeout_ms).await;
-            report.borrow_mut().block_range = peer.block_range();
-            match answer {
-                Ok(resp) => {
-                    report.borrow_mut().answered += 1;
-                    deliver(
-                        &shard,
-                        &local,
-                        job.from,
-                        Event::Response {
-                            peer: pid,
-                            id: job.id,
-                            resp,
-                        },
-                    )
-                    .await;
-                }
-                Err(NetError::Timeout { .. }) => report.borrow_mut().timeouts += 1,
-                Err(e) if !e.is_transient() => {
-                    // It answered with something wrong (a head it cannot prove, a broken
-                    // message): a peer to drop, not to dial again.
-                    tracing::info!(peer = %enode.addr, error = %e, "peer dropped");
-                    {
-                        let mut r = report.borrow_mut();
-                        r.error = Some(e.to_string());
-                        r.dropped_by_us = true;
+        let mut closed = false;
+        'conn: while !closed {
+            while flight.len() < limit {
+                let job = if flight.is_empty() {
+                    next_job(&jobs, &mut peer, &shard, &local, pid, &mut told_head).await
+                } else {
+                    match futures_lite::future::poll_once(jobs.recv()).await {
+                        Some(j) => j,
+                        None => break,
                     }
-                    for s in 0..shards {
-                        deliver(&shard, &local, s, Event::PeerLied(pid)).await;
-                        deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
-                    }
-                    if discovered {
-                        local.note(PoolNote::Ended(pid, drop_reason(&e)));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::info!(peer = %enode.addr, error = %e, "peer lost; dialing it again");
-                    report.borrow_mut().error = Some(e.to_string());
-                    report.borrow_mut().reconnects += 1;
-                    for s in 0..shards {
-                        deliver(&shard, &local, s, Event::PeerLeft(pid)).await;
-                    }
-                    if discovered {
-                        local.note(PoolNote::Lost(pid));
-                    }
-                    lost = true;
+                };
+                let Some(job) = job else {
+                    closed = true;
                     break;
+                };
+                report.borrow_mut().requests += 1;
+                let answer = if matches!(job.req, Request::Status) {
+                    Some(perform(&mut peer, &job.req, job.timeout_ms).await)
+                } else {
+                    let deadline = Instant::now() + Duration::from_millis(job.timeout_ms);
+                    match send(&mut peer, &job.req).await {
+                        Ok((rid, sent)) => {
+                            flight.push((rid, job, sent, deadline));
+                            continue;
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                };
+                if let Some(answer) = answer {
+                    let at = (job.from, job.id);
+                    match on_answer(&shard, &local, pid, &enode, discovered, &report, at, answer)
+                        .await
+                    {
+                        Flow::Go => {}
+                        Flow::Dropped => return,
+                        Flow::Lost => {
+                            lost = true;
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+            let Some(earliest) = flight.iter().map(|f| f.3).min() else {
+                continue;
+            };
+            let answer = match peer
+                .next_response(earliest, &super::eth_peer::EmptyResponder)
+                .await
+            {
+                Ok((rid, w)) => match flight.iter().position(|f| f.0 == rid) {
+                    Some(i) => {
+                        let (_, job, sent, deadline) = flight.swap_remove(i);
+                        Some((
+                            (job.from, job.id),
+                            finish(&mut peer, &sent, w, deadline).await,
+                        ))
+                    }
+                    None => None,
+                },
+                Err(NetError::Timeout { .. }) => {
+                    // Every request past its deadline is given up on (the engine's own
+                    // deadline reports it lost); a later answer is ignored.
+                    let now = Instant::now();
+                    flight.retain(|f| {
+                        let keep = f.3 > now;
+                        if !keep {
+                            peer.forget(f.0);
+                            report.borrow_mut().timeouts += 1;
+                        }
+                        keep
+                    });
+                    None
+                }
+                Err(e) => Some(((0, 0), Err(e))),
+            };
+            report.borrow_mut().block_range = peer.block_range();
+            tell_head(&shard, &local, pid, &peer, &mut told_head).await;
+            if let Some((at, answer)) = answer {
+                match on_answer(&shard, &local, pid, &enode, discovered, &report, at, answer).await
+                {
+                    Flow::Go => {}
+                    Flow::Dropped => return,
+                    Flow::Lost => {
+                        lost = true;
+                        break 'conn;
+                    }
                 }
             }
         }
@@ -472,10 +518,118 @@ async fn owned_peer(
     }
 }
 
+/// What a peer task does after an answer.
+enum Flow {
+    /// Carry on with the connection.
+    Go,
+    /// The peer answered with something wrong: dropped for good.
+    Dropped,
+    /// The connection failed: dial again.
+    Lost,
+}
+
+/// Deliver `answer` (to the request `at` = (shard, id)) to the asking shard, or handle its
+/// error: a timeout is counted; a wrong answer drops the peer (every shard is told it
+/// lied and left); a failed connection is lost (every shard is told it left).
+#[allow(clippy::too_many_arguments)]
+async fn on_answer(
+    shard: &Shard<MeshMsg>,
+    local: &Local,
+    pid: PeerId,
+    enode: &Enode,
+    discovered: bool,
+    report: &RefCell<NetPeerReport>,
+    at: (usize, ReqId),
+    answer: Result<crate::eth::sync::types::Response, NetError>,
+) -> Flow {
+    let shards = shard.count();
+    match answer {
+        Ok(resp) => {
+            report.borrow_mut().answered += 1;
+            let ev = Event::Response {
+                peer: pid,
+                id: at.1,
+                resp,
+            };
+            deliver(shard, local, at.0, ev).await;
+            Flow::Go
+        }
+        Err(NetError::Timeout { .. }) => {
+            report.borrow_mut().timeouts += 1;
+            Flow::Go
+        }
+        Err(e) if !e.is_transient() => {
+            // It answered with something wrong (a head it cannot prove, a broken
+            // message): a peer to drop, not to dial again.
+            tracing::info!(peer = %enode.addr, error = %e, "peer dropped");
+            {
+                let mut r = report.borrow_mut();
+                r.error = Some(e.to_string());
+                r.dropped_by_us = true;
+            }
+            for s in 0..shards {
+                deliver(shard, local, s, Event::PeerLied(pid)).await;
+                deliver(shard, local, s, Event::PeerLeft(pid)).await;
+            }
+            if discovered {
+                local.note(PoolNote::Ended(pid, drop_reason(&e)));
+            }
+            Flow::Dropped
+        }
+        Err(e) => {
+            tracing::info!(peer = %enode.addr, error = %e, "peer lost; dialing it again");
+            {
+                let mut r = report.borrow_mut();
+                r.error = Some(e.to_string());
+                r.reconnects += 1;
+            }
+            for s in 0..shards {
+                deliver(shard, local, s, Event::PeerLeft(pid)).await;
+            }
+            if discovered {
+                local.note(PoolNote::Lost(pid));
+            }
+            Flow::Lost
+        }
+    }
+}
+
+/// When `peer`'s announced head (eth/69 Status, BlockRangeUpdate) moved past `told`, tell
+/// every shard's engine (`Event::PeerHead`).
+async fn tell_head(
+    shard: &Shard<MeshMsg>,
+    local: &Local,
+    pid: PeerId,
+    peer: &EthPeer,
+    told: &mut Option<u64>,
+) {
+    let Some((_, latest)) = peer.block_range() else {
+        return;
+    };
+    if told.is_some_and(|t| t >= latest) {
+        return;
+    }
+    *told = Some(latest);
+    for s in 0..shard.count() {
+        let ev = Event::PeerHead {
+            peer: pid,
+            number: latest,
+        };
+        deliver(shard, local, s, ev).await;
+    }
+}
+
 /// The next job for `peer`. While none comes, the connection is read now and then so the
-/// peer's Pings are answered and its BlockRangeUpdates kept; once that read fails the
-/// next request finds out.
-async fn next_job(jobs: &local_channel::LocalReceiver<Job>, peer: &mut EthPeer) -> Option<Job> {
+/// peer's Pings are answered and its BlockRangeUpdates kept (a new head is told to the
+/// engines); once that read fails the next request finds out.
+async fn next_job(
+    jobs: &local_channel::LocalReceiver<Job>,
+    peer: &mut EthPeer,
+    shard: &Shard<MeshMsg>,
+    local: &Local,
+    pid: PeerId,
+    told_head: &mut Option<u64>,
+) -> Option<Job> {
     const QUIET_MS: u64 = 5_000;
     const READ_MS: u64 = 20;
     let mut readable = true;
@@ -489,6 +643,7 @@ async fn next_job(jobs: &local_channel::LocalReceiver<Job>, peer: &mut EthPeer) 
             Err(_) => {
                 let idle = super::eth_peer::EmptyResponder;
                 readable = peer.idle(READ_MS, &idle).await.is_ok();
+                tell_head(shard, local, pid, peer, told_head).await;
             }
         }
     }

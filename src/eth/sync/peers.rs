@@ -82,6 +82,33 @@ impl PeerSet {
         exclude: &[PeerId],
         need_state: bool,
     ) -> Option<PeerId> {
+        self.pick_scored(now_ms, policy, exclude, need_state, None)
+    }
+
+    /// [`pick`](Self::pick) for a request about block `block` (headers or bodies up to it,
+    /// the state at it): a peer whose announced head (status, BlockRangeUpdate) reaches the
+    /// block is preferred to one known to be behind it; a peer that announced nothing
+    /// counts as covering. When no usable peer covers it, the best of the others.
+    pub fn pick_for(
+        &self,
+        now_ms: u64,
+        policy: &PeerPolicy,
+        exclude: &[PeerId],
+        need_state: bool,
+        block: u64,
+    ) -> Option<PeerId> {
+        self.pick_scored(now_ms, policy, exclude, need_state, Some(block))
+            .or_else(|| self.pick_scored(now_ms, policy, exclude, need_state, None))
+    }
+
+    fn pick_scored(
+        &self,
+        now_ms: u64,
+        policy: &PeerPolicy,
+        exclude: &[PeerId],
+        need_state: bool,
+        covering: Option<u64>,
+    ) -> Option<PeerId> {
         let mut best: Option<(f64, PeerId)> = None;
         for (&id, p) in &self.peers {
             if p.dropped
@@ -91,6 +118,9 @@ impl PeerSet {
                 continue;
             }
             if exclude.contains(&id) || (need_state && p.no_state) {
+                continue;
+            }
+            if covering.is_some_and(|n| p.best.is_some_and(|b| b < n)) {
                 continue;
             }
             let s = p.score();
@@ -204,5 +234,26 @@ mod tests {
         assert_eq!(s.pick(50, &p, &[], false), None, "backing off");
         assert_eq!(s.pick(200, &p, &[], false), Some(2));
         assert!(s.timeout_ms(2, &p) >= 200);
+    }
+
+    #[test]
+    fn a_peer_whose_head_covers_the_block_is_preferred() {
+        let p = pol();
+        let mut s = PeerSet::default();
+        s.join(1, &p);
+        s.join(2, &p);
+        s.join(3, &p);
+        // Peer 1 is the fastest but announced a head behind block 100.
+        s.sent(1);
+        s.success(1, 5, 50_000);
+        s.peers.get_mut(&1).unwrap().best = Some(90);
+        s.peers.get_mut(&2).unwrap().best = Some(120);
+        assert_eq!(s.pick(0, &p, &[], false), Some(1));
+        assert_eq!(s.pick_for(0, &p, &[], false, 100), Some(2));
+        assert_eq!(s.pick_for(0, &p, &[], false, 80), Some(1));
+        // A peer that announced nothing counts as covering.
+        assert_eq!(s.pick_for(0, &p, &[2], false, 100), Some(3));
+        // None covers: the best of the others rather than nothing.
+        assert_eq!(s.pick_for(0, &p, &[2, 3], false, 100), Some(1));
     }
 }

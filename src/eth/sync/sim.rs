@@ -77,6 +77,10 @@ pub struct SimConfig {
     /// With a moving chain: the peers keep the states of their last this many blocks
     /// only and answer older roots empty (geth keeps 128).
     pub state_history: u64,
+    /// With a moving chain: a consensus client's forkchoice updates, as `Event::Target`
+    /// to shard 0: the head at the start, then every this many new blocks the new head.
+    /// 0: none.
+    pub forkchoice_every_blocks: u64,
     pub sync: SyncConfig,
 }
 
@@ -101,6 +105,7 @@ impl Default for SimConfig {
             grow_every_ms: 0,
             grow_blocks: 0,
             state_history: 128,
+            forkchoice_every_blocks: 0,
             sync: SyncConfig::default(),
         }
     }
@@ -129,6 +134,10 @@ pub struct SimReport {
     /// The final pivot's hash, and the first pivot the sync chose.
     pub pivot_hash: Option<String>,
     pub first_pivot_block: Option<u64>,
+    /// Every pivot shard 0 used, in order (a re-pivot adds one).
+    pub pivots: Vec<u64>,
+    /// The blocks given as sync targets (forkchoice updates), in order.
+    pub targets_given: Vec<u64>,
     /// The peers' head when the sync ended.
     pub peers_head: u64,
     /// State nodes and codes fetched by heal walks (after snap ranges or a new pivot).
@@ -417,10 +426,17 @@ fn run_inner(
             }
         };
     start_engines(&mut queue, 0, &peers, &mut push);
-    if live.is_some() {
+    let mut targets_given: Vec<u64> = Vec::new();
+    if let Some(l) = &live {
         push(&mut queue, cfg.grow_every_ms, SimEv::Grow);
+        if cfg.forkchoice_every_blocks > 0 {
+            let h = chain.header(l.head()).expect("the live head is generated");
+            targets_given.push(h.number);
+            push(&mut queue, 1, SimEv::Engine(0, Event::Target(h.hash)));
+        }
     }
     let mut first_pivot: Option<u64> = None;
+    let mut pivots: Vec<u64> = Vec::new();
 
     let total_work = (cfg.blocks
         + state.nodes.len() as u64
@@ -494,6 +510,12 @@ fn run_inner(
                         }
                     }
                 }
+                let k = cfg.forkchoice_every_blocks;
+                if k > 0 && l.head() % k == 0 {
+                    let h = chain.header(l.head()).expect("the live head is generated");
+                    targets_given.push(h.number);
+                    push(&mut queue, now + 1, SimEv::Engine(0, Event::Target(h.hash)));
+                }
                 push(&mut queue, now + cfg.grow_every_ms, SimEv::Grow);
             }
             continue;
@@ -540,6 +562,13 @@ fn run_inner(
         max_inflight = max_inflight.max(engines[shard].inflight_len());
         if first_pivot.is_none() && shard == 0 {
             first_pivot = engines[0].pivot().map(|p| p.number);
+        }
+        if shard == 0 {
+            if let Some(n) = engines[0].pivot().map(|p| p.number) {
+                if pivots.last() != Some(&n) {
+                    pivots.push(n);
+                }
+            }
         }
         for a in acts.drain(..) {
             match a {
@@ -697,6 +726,8 @@ fn run_inner(
         pivot_block: status.pivot_block,
         pivot_hash: status.pivot_hash.clone(),
         first_pivot_block: first_pivot,
+        pivots,
+        targets_given,
         peers_head: live
             .as_ref()
             .map(|l| l.head())

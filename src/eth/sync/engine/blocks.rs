@@ -68,7 +68,14 @@ impl Engine {
         while self.free_slots() > 0
             && !(self.body_queue.is_empty() && self.receipt_queue.is_empty())
         {
-            let Some(peer) = self.peers.pick(now, &self.policy, &[], false) else {
+            // The highest block of the next batch: a peer whose head reaches it is preferred.
+            let top = self
+                .body_queue
+                .front()
+                .or(self.receipt_queue.front())
+                .and_then(|nums| nums.iter().max().copied())
+                .unwrap_or(0);
+            let Some(peer) = self.peers.pick_for(now, &self.policy, &[], false, top) else {
                 break;
             };
             let (req, what) = if let Some(nums) = self.body_queue.pop_front() {

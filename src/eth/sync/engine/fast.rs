@@ -210,7 +210,9 @@ impl Engine {
     /// State nodes and codes to fetch in a walk round.
     pub(super) fn pump_walk(&mut self, now: u64, root: B256, out: &mut Vec<Action>) {
         while self.free_slots() > 0 && !self.node_queue.is_empty() {
-            let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+            // The pivot's state: a peer whose head reached the pivot is preferred.
+            let at = self.pivot.as_ref().map_or(0, |p| p.number);
+            let Some(peer) = self.peers.pick_for(now, &self.policy, &[], true, at) else {
                 break;
             };
             let snap = self.mode == SyncMode::Snap;

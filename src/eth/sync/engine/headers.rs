@@ -46,9 +46,10 @@ impl Engine {
                 return false;
             }
             let tried = self.batch_tried.get(&b).cloned().unwrap_or_default();
+            let (_, top) = self.batch_range(b);
             let peer = self
                 .peers
-                .pick(now, &self.policy, &tried, false)
+                .pick_for(now, &self.policy, &tried, false, top)
                 .or_else(|| {
                     self.batch_tried.remove(&b);
                     None

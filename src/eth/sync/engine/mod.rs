@@ -201,6 +201,8 @@ pub struct Engine {
     /// Since when every live peer has refused this shard's state requests (answered them
     /// empty), and since when every one has refused its receipts requests.
     unserved_since_ms: (Option<u64>, Option<u64>),
+    /// The number of the first pivot this run used (a re-pivot moves past it).
+    first_pivot: Option<u64>,
     /// Bumped whenever the pivot changes.
     pivot_epoch: u64,
     /// Since when this shard has wanted state and received none.
@@ -289,6 +291,7 @@ impl Engine {
             reported: None,
             phase: StatePhase::Idle,
             unserved_since_ms: (None, None),
+            first_pivot: None,
             pivot_epoch: 0,
             state_wait_since_ms: None,
             root_empty_answers: 0,
@@ -385,7 +388,10 @@ impl Engine {
             }
             Event::PeerHead { peer, number } => {
                 if let Some(p) = self.peers.peers.get_mut(&peer) {
-                    p.best = Some(p.best.map_or(number, |b| b.max(number)));
+                    if p.best.is_none_or(|b| b < number) {
+                        p.best = Some(number);
+                        self.progress.peer_heads += 1;
+                    }
                 }
             }
             Event::Tick => self.on_tick(store, out),
@@ -681,13 +687,17 @@ impl Engine {
                 }
             }
             Ok(false) => {
-                if matches!(
-                    inf.what,
-                    Pending::Nodes(_)
-                        | Pending::Codes(_)
-                        | Pending::Account(..)
-                        | Pending::Storage(..)
-                ) {
+                // A late empty answer about an earlier pivot's root says nothing of the
+                // current one.
+                if inf.epoch == self.pivot_epoch
+                    && matches!(
+                        inf.what,
+                        Pending::Nodes(_)
+                            | Pending::Codes(_)
+                            | Pending::Account(..)
+                            | Pending::Storage(..)
+                    )
+                {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;
                     }

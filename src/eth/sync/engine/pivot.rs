@@ -705,6 +705,7 @@ impl Engine {
         let new_root = p.state_root;
         self.journal.pivot = Some(hexs(pivot));
         self.journal.head = Some(hexs(head));
+        self.first_pivot.get_or_insert(p.number);
         self.pivot = Some(p);
         // A new state root: peers that lacked the old one may hold this one.
         for peer in self.peers.peers.values_mut() {

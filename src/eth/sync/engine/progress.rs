@@ -27,6 +27,10 @@ pub struct Progress {
     pub timeouts: u64,
     /// Verified items received that the store already held (a resume should keep this 0).
     pub refetched_items: u64,
+    /// Newer heads the peers announced (eth/69 Status and BlockRangeUpdate, via the
+    /// driver's `Event::PeerHead`).
+    #[serde(default)]
+    pub peer_heads: u64,
     pub elapsed_ms: u64,
 }
 
@@ -48,6 +52,7 @@ impl Progress {
         self.lies_detected += o.lies_detected;
         self.timeouts += o.timeouts;
         self.refetched_items += o.refetched_items;
+        self.peer_heads += o.peer_heads;
         self.elapsed_ms = self.elapsed_ms.max(o.elapsed_ms);
     }
 }
@@ -115,6 +120,9 @@ pub struct Status {
     pub pivot_hash: Option<String>,
     pub state_root: Option<String>,
     pub highest_block: Option<u64>,
+    /// The highest head this shard's peers announced (their status, BlockRangeUpdate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers_head: Option<u64>,
     /// Hash of the head the header chain is verified back from (the agreed head or the
     /// trusted target).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,6 +142,9 @@ pub struct Status {
     /// Pivots selected after the first (the head moved on, or the pivot's state went out
     /// of the peers' history).
     pub repivots: u64,
+    /// The first pivot of this run (the pivot now is newer when the sync re-pivoted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_pivot_block: Option<u64>,
     /// What the sync waits for while nothing progresses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
@@ -150,6 +161,7 @@ impl Engine {
             pivot_hash: self.pivot.as_ref().map(|p| format!("{}", p.hash)),
             state_root: self.pivot.as_ref().map(|p| format!("{}", p.state_root)),
             highest_block: self.head.as_ref().map(|p| p.number),
+            peers_head: self.peers.peers.values().filter_map(|p| p.best).max(),
             head_hash: self.head.as_ref().map(|p| format!("{}", p.hash)),
             headers_complete: c
                 .map(|c| {
@@ -167,6 +179,7 @@ impl Engine {
             head_trusted: self.target_report().1,
             waiting_for: self.waiting_for(),
             repivots: c.map(|c| c.repivots).unwrap_or(0),
+            first_pivot_block: self.first_pivot,
             waiting: self.waiting.clone(),
         }
     }

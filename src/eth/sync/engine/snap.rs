@@ -182,7 +182,9 @@ impl Engine {
     /// Account ranges, storage ranges and codes to fetch.
     pub(super) fn pump_ranges(&mut self, now: u64, root: B256, out: &mut Vec<Action>) {
         while self.free_slots() > 0 {
-            let Some(peer) = self.peers.pick(now, &self.policy, &[], true) else {
+            // The pivot's state: a peer whose head reached the pivot is preferred.
+            let at = self.pivot.as_ref().map_or(0, |p| p.number);
+            let Some(peer) = self.peers.pick_for(now, &self.policy, &[], true, at) else {
                 break;
             };
             if let Some(i) = self.ranges.iter().position(|r| !r.done && !r.busy) {

@@ -99,8 +99,22 @@ impl Engine {
         let source = self.cfg.target_source;
         let live = self.peers.live();
         let pivot_hash = self.pivot.as_ref().map(|p| p.hash);
-        // Every peer answered shard 0's state requests empty: the pivot's state is gone.
-        let state_refused = self.unserved_since_ms.0.is_some();
+        // The pivot's state is gone from the peers' history: enough peers told the shards
+        // they no longer serve it (see `on_state_answer`), or every live peer answered
+        // this shard's state requests empty.
+        let wants_state = matches!(
+            self.phase,
+            super::StatePhase::Ranges | super::StatePhase::Walk
+        );
+        let all_lack = wants_state
+            && self.peers.live() > 0
+            && self
+                .peers
+                .peers
+                .values()
+                .filter(|p| !p.dropped)
+                .all(|p| p.no_state);
+        let state_refused = all_lack || self.coord.as_ref().is_some_and(|c| c.force_repivot);
         let journaled = if pivot_hash.is_none() {
             self.journal
                 .pivot
@@ -264,6 +278,13 @@ impl Engine {
         if let Some(c) = self.coord.as_mut() {
             c.target.since_ms = None;
             c.target.kept_out = None;
+            // A new root: what the peers said of the old one does not carry over.
+            if c.force_repivot {
+                c.state_repivots += 1;
+            }
+            c.force_repivot = false;
+            c.unserved.clear();
+            c.root_served = false;
             if !resumed && (had_pivot || !c.joined.is_empty()) {
                 c.repivots += 1;
                 c.joined.clear();
