@@ -280,6 +280,8 @@ pub struct Store {
     write_wait_us: Cell<u64>,
     poisoned: Option<String>,
     stats: StoreStats,
+    /// Buffered read-only descriptors of segments for [`Store::get_blocking`].
+    blocking_readers: RefCell<HashMap<u32, std::fs::File>>,
     /// Exclusive flock on `dir/LOCK`, released when the store is dropped or closed.
     _lock: std::fs::File,
 }
@@ -512,6 +514,7 @@ impl Store {
             write_wait_us: Cell::new(0),
             poisoned: None,
             stats,
+            blocking_readers: RefCell::new(HashMap::new()),
             _lock: lock,
         })
     }
@@ -808,6 +811,18 @@ impl Store {
             .collect()
     }
 
+    /// The keys of `kind` with `lo <= key <= hi` (byte order), sorted; index only, no I/O.
+    /// One pass over the kind's index.
+    pub fn keys_in(&self, kind: u8, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = self.index[kind as usize]
+            .keys()
+            .filter(|k| &k[..] >= lo && &k[..] <= hi)
+            .map(|k| k.to_vec())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
     pub async fn get(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(loc) = self.index[kind as usize].get(key).copied() else {
@@ -816,6 +831,86 @@ impl Store {
         let (k, _, v) = self.read_record(loc).await?;
         debug_assert_eq!(k, key);
         Ok(Some(v))
+    }
+
+    /// [`Store::get`] for a synchronous caller: the record is read with `pread` on a
+    /// buffered descriptor of its segment (opened on first use and kept), its checksums
+    /// are verified and its key must be `key`. A record still being written behind
+    /// (handed to io_uring and not completed) cannot be read this way: callers read
+    /// only records covered by a completed [`Store::flush`], or keep their own copy of
+    /// what they put since (after a flush, only the partially filled last block is
+    /// still in memory and is served from there).
+    pub fn get_blocking(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loc) = self.index[kind as usize].get(key).copied() else {
+            return Ok(None);
+        };
+        let (path, bytes) = self.read_blocking(loc)?;
+        let h = record::parse_record(&bytes, &self.limits).map_err(|d| StoreError::Corrupt {
+            segment: path.clone(),
+            offset: loc.off,
+            reason: d.reason(),
+        })?;
+        let key_end = RECORD_HEADER_BYTES + h.key_len;
+        if h.kind != kind || &bytes[RECORD_HEADER_BYTES..key_end] != key {
+            return Err(StoreError::Corrupt {
+                segment: path,
+                offset: loc.off,
+                reason: "record is not the one the index names",
+            });
+        }
+        Ok(Some(bytes[key_end..h.record_len()].to_vec()))
+    }
+
+    /// The bytes of the record at `loc`, read synchronously (see [`Store::get_blocking`]).
+    fn read_blocking(&self, loc: Loc) -> Result<(PathBuf, Vec<u8>), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let len = loc.len as u64;
+        let end = loc.off + len;
+        let path = if loc.seg == self.active_id {
+            self.active.path.clone()
+        } else {
+            self.sealed
+                .get(&loc.seg)
+                .expect("index points at a known segment")
+                .path
+                .clone()
+        };
+        let mut out = vec![0u8; len as usize];
+        let on_file = if loc.seg == self.active_id {
+            if loc.off >= self.pending_pos {
+                let a = (loc.off - self.pending_pos) as usize;
+                out.copy_from_slice(&self.pending[a..a + len as usize]);
+                return Ok((path, out));
+            }
+            if self
+                .in_flight
+                .borrow()
+                .front()
+                .is_some_and(|w| end > w.start)
+            {
+                return Err(StoreError::Io {
+                    op: "reading (write still in flight)",
+                    path,
+                    source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                });
+            }
+            end.min(self.pending_pos) - loc.off
+        } else {
+            len
+        };
+        let mut files = self.blocking_readers.borrow_mut();
+        if !files.contains_key(&loc.seg) {
+            let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
+            files.insert(loc.seg, f);
+        }
+        let f = &files[&loc.seg];
+        f.read_exact_at(&mut out[..on_file as usize], loc.off)
+            .map_err(io_err("reading", &path))?;
+        if on_file < len {
+            let rest = (len - on_file) as usize;
+            out[on_file as usize..].copy_from_slice(&self.pending[..rest]);
+        }
+        Ok((path, out))
     }
 
     /// Read and verify the record at `loc`; returns (kind, key, value).

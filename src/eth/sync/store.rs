@@ -23,6 +23,10 @@ pub trait SyncStore {
     fn has_receipts(&self, number: u64) -> bool;
     /// A verified account leaf (snap).
     fn put_account(&mut self, hash: B256, rlp: &[u8]);
+    /// Whether the account leaf `hash` is stored.
+    fn has_account(&self, hash: &B256) -> bool {
+        !self.accounts_in(hash, hash).is_empty()
+    }
     /// Stored account leaves with `lo <= hash <= hi`, sorted.
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)>;
     /// Marks an account's storage trie as fully stored (snap).
@@ -96,6 +100,9 @@ impl SyncStore for MemStore {
         if self.accounts.insert(hash, rlp.to_vec()).is_some() {
             self.duplicate_writes += 1;
         }
+    }
+    fn has_account(&self, hash: &B256) -> bool {
+        self.accounts.contains_key(hash)
     }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
         self.accounts

@@ -257,7 +257,7 @@ impl Engine {
             if *h > r.limit {
                 break;
             }
-            if store.accounts_in(h, h).is_empty() {
+            if !store.has_account(h) {
                 store.put_account(*h, raw);
                 self.progress.accounts_downloaded += 1;
             } else {
