@@ -1260,6 +1260,10 @@ pub fn run_sync_sharded_full(
             rc.shards.max(1)
         );
     }
+    let budget_per_shard = extras
+        .shard_dirs
+        .is_some()
+        .then_some(extras.memory_budget_bytes);
     let extras = Arc::new(extras);
     let started = Instant::now();
     let shards = rc.shards.max(1);
@@ -1349,6 +1353,8 @@ pub fn run_sync_sharded_full(
         peers_dropped: pool.dropped.clone(),
         discovery: disc,
         peers: peers.into_values().collect(),
+        memory_budget_bytes_per_shard: budget_per_shard,
+        peak_rss_bytes: crate::node::opts::peak_rss_bytes(),
     };
     Ok((report, stores))
 }
