@@ -264,13 +264,14 @@ impl Engine {
         if let Some(c) = self.coord.as_mut() {
             c.target.since_ms = None;
             c.target.kept_out = None;
-            if !resumed && (had_pivot || !c.joined.is_empty()) {
+            if !resumed && (had_pivot || !c.joined.is_empty() || self.journal.joined_batches > 0) {
                 c.repivots += 1;
                 c.joined.clear();
                 c.pending_ranges.clear();
                 c.chain_complete = false;
                 c.reports.clear();
                 self.journal.joined.clear();
+                self.journal.joined_batches = 0;
             }
         }
         for s in 0..self.shards {
