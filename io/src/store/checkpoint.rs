@@ -36,6 +36,16 @@ pub(crate) struct Checkpoint {
     pub index: Index,
 }
 
+/// Bytes [`encode`] produces for this index (one pass over its keys, no allocation).
+pub(crate) fn encoded_len(sealed: usize, index: &Index) -> u64 {
+    let mut n = 4 + 4 + 8 + 4 + sealed as u64 * 12 + 8;
+    for m in index.iter() {
+        n += m.len() as u64 * (1 + 2 + 4 + 8 + 4);
+        n += m.keys().map(|k| k.len() as u64).sum::<u64>();
+    }
+    n
+}
+
 pub(crate) fn encode(
     active_id: u32,
     active_len: u64,

@@ -101,6 +101,11 @@ pub struct StoreOptions {
     /// follows it. Records covered by the checkpoint are then verified when read, not at
     /// open; `false` scans (and verifies) every segment at open.
     pub use_checkpoint: bool,
+    /// Largest index checkpoint written at close, in bytes. The checkpoint is built in
+    /// memory (about key length + 19 bytes per key, twice while it is saved), so a store
+    /// with a memory budget keeps this well below it; a larger index is not
+    /// checkpointed and the next open scans the segments instead.
+    pub max_checkpoint_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -112,6 +117,7 @@ impl Default for StoreOptions {
             max_value_bytes: 16 << 20,
             content_addressed_kinds: Vec::new(),
             use_checkpoint: true,
+            max_checkpoint_bytes: checkpoint::MAX_CHECKPOINT_BYTES,
         }
     }
 }
@@ -1021,6 +1027,20 @@ impl Store {
                 .map_err(io_err("stat", &seg.path))?
                 .len();
             sealed.push((*id, len));
+        }
+        let estimate = checkpoint::encoded_len(sealed.len(), &self.index);
+        let max = self
+            .opts
+            .max_checkpoint_bytes
+            .min(checkpoint::MAX_CHECKPOINT_BYTES);
+        if estimate > max {
+            tracing::info!(
+                dir = %self.dir.display(),
+                checkpoint_bytes = estimate,
+                max_checkpoint_bytes = max,
+                "index too large to checkpoint within the limit; the next open scans"
+            );
+            return Ok(());
         }
         let bytes = checkpoint::encode(self.active_id, self.active_len, &sealed, &self.index);
         let ckpt_err = |e: crate::journal::JournalError| StoreError::Io {

@@ -11,6 +11,7 @@ fn small_opts() -> StoreOptions {
         max_value_bytes: 16 * 1024,
         content_addressed_kinds: vec![],
         use_checkpoint: false,
+        max_checkpoint_bytes: 1 << 30,
     }
 }
 
@@ -499,6 +500,46 @@ fn ckpt_opts() -> StoreOptions {
         use_checkpoint: true,
         ..small_opts()
     }
+}
+
+#[test]
+fn an_index_over_the_checkpoint_limit_is_not_checkpointed_and_reopens_by_scanning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        // 300 keys of 4 bytes: 23 bytes each in a checkpoint, over a 4 KiB limit.
+        let opts = StoreOptions {
+            max_checkpoint_bytes: 4096,
+            ..ckpt_opts()
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..300u32 {
+            s.put(1, &i.to_be_bytes(), &value_for(i, 100))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let s = Store::open(&dir, opts).await.unwrap();
+        let st = s.stats();
+        assert!(!st.opened_from_checkpoint);
+        assert!(st.scanned_bytes > 300 * 100);
+        assert_eq!(st.keys, 300);
+        assert_eq!(
+            s.get(1, &7u32.to_be_bytes()).await.unwrap(),
+            Some(value_for(7, 100))
+        );
+        assert_eq!(
+            s.get_blocking(1, &9u32.to_be_bytes()).unwrap(),
+            Some(value_for(9, 100))
+        );
+        s.close().await.unwrap();
+        // Under the limit it is checkpointed again.
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        s.close().await.unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        s.close().await.unwrap();
+    });
 }
 
 #[test]

@@ -185,12 +185,21 @@ impl DiskStore {
             .content_addressed(KIND_CODE)
     }
 
+    /// Store options within `budget`: the index checkpoint written at close (built in
+    /// memory) may take an eighth of it.
+    fn store_options_within(budget: StoreBudget) -> StoreOptions {
+        StoreOptions {
+            max_checkpoint_bytes: budget.memory_budget_bytes / 8,
+            ..Self::store_options()
+        }
+    }
+
     /// Open (or create) the store and journal in `dir`. Every stored record is read once
     /// in large sequential reads and its checksums verified (a damaged store gives one
     /// error naming the segment and offset); nothing of it is kept but the store's index.
     pub async fn open_with(dir: &Path, budget: StoreBudget) -> Result<DiskStore, PersistError> {
         let d = dir.display().to_string();
-        let disk = Store::open(dir.join("store"), Self::store_options())
+        let disk = Store::open(dir.join("store"), Self::store_options_within(budget))
             .await
             .map_err(|source| PersistError::Store {
                 dir: d.clone(),
