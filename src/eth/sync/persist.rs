@@ -16,7 +16,7 @@ use alloy_primitives::B256;
 use catchup_io::journal::Journal;
 use catchup_io::store::{Store, StoreOptions};
 
-use super::store::{MemStore, SyncStore};
+use super::store::{MemStore, StorageProgress, SyncStore};
 use super::types::{Body, Header, Receipts};
 
 const KIND_NODE: u8 = 1;
@@ -26,7 +26,13 @@ const KIND_BODY: u8 = 4;
 const KIND_RECEIPTS: u8 = 5;
 const KIND_ACCOUNT: u8 = 6;
 const KIND_STORAGE_DONE: u8 = 7;
-const KINDS: [u8; 7] = [
+/// A verified run of slots of an incomplete storage trie: key account ++ origin, value
+/// `(slot hash, length u32 LE, value)*`.
+const KIND_STORAGE_SLOTS: u8 = 8;
+/// The progress of an incomplete storage trie: key account, value storage root ++
+/// `(origin, limit)*`.
+const KIND_STORAGE_PROGRESS: u8 = 9;
+const KINDS: [u8; 9] = [
     KIND_NODE,
     KIND_CODE,
     KIND_HEADER,
@@ -34,6 +40,8 @@ const KINDS: [u8; 7] = [
     KIND_RECEIPTS,
     KIND_ACCOUNT,
     KIND_STORAGE_DONE,
+    KIND_STORAGE_SLOTS,
+    KIND_STORAGE_PROGRESS,
 ];
 
 /// Errors of the on-disk sync store, naming the directory and the item.
@@ -159,7 +167,7 @@ pub struct DiskStore {
     /// Position in `pending` of the latest record of each (kind, key).
     pending_at: std::collections::HashMap<PendingKey, usize>,
     /// Keys in `pending` that the store does not hold yet, per kind.
-    pending_new: [u64; 8],
+    pending_new: [u64; 10],
     journal_now: Option<Vec<u8>>,
     journal_pending: bool,
     headers: std::cell::RefCell<HeaderCache>,
@@ -242,7 +250,7 @@ impl DiskStore {
             journal,
             pending: Vec::new(),
             pending_at: Default::default(),
-            pending_new: [0; 8],
+            pending_new: [0; 10],
             journal_now,
             journal_pending: false,
             headers: std::cell::RefCell::new(HeaderCache::new(budget.header_cache_entries())),
@@ -385,7 +393,7 @@ impl DiskStore {
         // Durable and in the store's index: read from disk from now on.
         self.pending.clear();
         self.pending_at.clear();
-        self.pending_new = [0; 8];
+        self.pending_new = [0; 10];
         if self.journal_pending {
             let j = self.journal_now.clone().unwrap_or_default();
             self.journal
@@ -409,6 +417,53 @@ impl DiskStore {
             .await
             .map_err(|source| PersistError::Store { dir: d, source })
     }
+}
+
+fn encode_slots(slots: &[(B256, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(slots.iter().map(|s| 36 + s.1.len()).sum());
+    for (h, v) in slots {
+        out.extend_from_slice(h.as_slice());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+fn decode_slots(mut b: &[u8]) -> Option<Vec<(B256, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        if b.len() < 36 {
+            return None;
+        }
+        let h = B256::from_slice(&b[..32]);
+        let len = u32::from_le_bytes(b[32..36].try_into().ok()?) as usize;
+        let v = b.get(36..36 + len)?;
+        out.push((h, v.to_vec()));
+        b = &b[36 + len..];
+    }
+    Some(out)
+}
+
+fn encode_progress(root: B256, left: &[(B256, B256)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + left.len() * 64);
+    out.extend_from_slice(root.as_slice());
+    for (o, l) in left {
+        out.extend_from_slice(o.as_slice());
+        out.extend_from_slice(l.as_slice());
+    }
+    out
+}
+
+fn decode_progress(b: &[u8]) -> Option<(B256, Vec<(B256, B256)>)> {
+    if b.len() < 32 || (b.len() - 32) % 64 != 0 {
+        return None;
+    }
+    let root = B256::from_slice(&b[..32]);
+    let left = b[32..]
+        .chunks_exact(64)
+        .map(|c| (B256::from_slice(&c[..32]), B256::from_slice(&c[32..])))
+        .collect();
+    Some((root, left))
 }
 
 /// Check that one stored record decodes (at open; nothing is kept).
@@ -435,6 +490,12 @@ fn check_one(
         KIND_RECEIPTS if !ok8 => Err(corrupt("receipts key")),
         KIND_ACCOUNT if !ok32 => Err(corrupt("account key")),
         KIND_STORAGE_DONE if !ok32 => Err(corrupt("storage key")),
+        KIND_STORAGE_SLOTS if k.len() != 64 || decode_slots(v).is_none() => {
+            Err(corrupt("storage slots"))
+        }
+        KIND_STORAGE_PROGRESS if !ok32 || decode_progress(v).is_none() => {
+            Err(corrupt("storage progress"))
+        }
         _ => Ok(()),
     }
 }
@@ -471,6 +532,21 @@ fn load_one(
         KIND_ACCOUNT => {
             mem.accounts
                 .insert(key32().ok_or(corrupt("account key"))?, v);
+        }
+        KIND_STORAGE_SLOTS => {
+            if k.len() != 64 {
+                return Err(corrupt("storage slots key"));
+            }
+            let slots = decode_slots(&v).ok_or(corrupt("storage slots"))?;
+            mem.storage_slots.insert(
+                (B256::from_slice(&k[..32]), B256::from_slice(&k[32..])),
+                slots,
+            );
+        }
+        KIND_STORAGE_PROGRESS => {
+            let p = decode_progress(&v).ok_or(corrupt("storage progress"))?;
+            mem.storage_progress
+                .insert(key32().ok_or(corrupt("storage progress key"))?, p);
         }
         _ => {
             mem.storage_done
@@ -606,6 +682,52 @@ impl SyncStore for DiskStore {
     fn storage_done(&self, account: &B256) -> bool {
         self.has(KIND_STORAGE_DONE, account, account.as_slice())
     }
+    fn put_storage_slots(&mut self, account: B256, origin: B256, slots: &[(B256, Vec<u8>)]) {
+        let mut key = account.to_vec();
+        key.extend_from_slice(origin.as_slice());
+        // Pending-read key: the run is read back only at a restart, from the store.
+        let pk = alloy_primitives::keccak256(&key);
+        let on_disk = self.disk.contains(KIND_STORAGE_SLOTS, &key);
+        self.queue(KIND_STORAGE_SLOTS, pk, key, encode_slots(slots), on_disk);
+    }
+    fn put_storage_progress(&mut self, account: B256, root: B256, left: &[(B256, B256)]) {
+        let on_disk = self
+            .disk
+            .contains(KIND_STORAGE_PROGRESS, account.as_slice());
+        self.queue(
+            KIND_STORAGE_PROGRESS,
+            account,
+            account.to_vec(),
+            encode_progress(root, left),
+            on_disk,
+        );
+    }
+    fn storage_progress(&self, account: &B256) -> Option<StorageProgress> {
+        let raw = self.value(KIND_STORAGE_PROGRESS, account, account.as_slice())?;
+        let (root, left) = decode_progress(&raw)?;
+        let mut lo = account.to_vec();
+        lo.extend_from_slice(&[0u8; 32]);
+        let mut hi = account.to_vec();
+        hi.extend_from_slice(&[0xffu8; 32]);
+        let mut keys = self.disk.keys_in(KIND_STORAGE_SLOTS, &lo, &hi);
+        keys.extend(
+            self.pending
+                .iter()
+                .filter(|(kind, k, _)| *kind == KIND_STORAGE_SLOTS && k[..32] == account[..])
+                .map(|(_, k, _)| k.clone()),
+        );
+        keys.sort_unstable();
+        keys.dedup();
+        let mut slots = Vec::new();
+        for k in keys {
+            let pk = alloy_primitives::keccak256(&k);
+            let v = self.value(KIND_STORAGE_SLOTS, &pk, &k)?;
+            slots.extend(decode_slots(&v)?);
+        }
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots.dedup_by(|a, b| a.0 == b.0);
+        Some(StorageProgress { root, left, slots })
+    }
     fn write_journal(&mut self, bytes: &[u8]) {
         self.journal_now = Some(bytes.to_vec());
         self.journal_pending = true;
@@ -659,6 +781,17 @@ mod load_tests {
                 s.put_header(hd);
                 want.put_header(hd);
             }
+            if i % 100 == 7 {
+                // Runs of one storage trie and its progress, rewritten as it goes.
+                let run: Vec<(B256, Vec<u8>)> = (0..5)
+                    .map(|j| (h(i * 10 + j, 6), blob(i + j, 33)))
+                    .collect();
+                s.put_storage_slots(h(1, 5), h(i, 6), &run);
+                want.put_storage_slots(h(1, 5), h(i, 6), &run);
+                let left = [(h(i, 7), h(i + 1, 7))];
+                s.put_storage_progress(h(1, 5), h(i, 8), &left);
+                want.put_storage_progress(h(1, 5), h(i, 8), &left);
+            }
             if i % 250 == 249 {
                 s.write_journal(&i.to_le_bytes());
                 want.write_journal(&i.to_le_bytes());
@@ -710,6 +843,10 @@ mod load_tests {
         assert_eq!(s.accounts_in(&lo, &hi).len(), 100);
         assert!(s.has_account(&h(5, 2)) && !s.has_account(&h(700, 2)));
         assert_eq!(s.read_journal(), want.journal);
+        let p = s.storage_progress(&h(1, 5)).expect("storage progress");
+        assert_eq!(Some(p.clone()), want.storage_progress(&h(1, 5)));
+        assert_eq!(p.slots.len(), 30 * 5);
+        assert!(s.storage_progress(&h(2, 5)).is_none());
         let c = s.counts();
         assert_eq!(c.nodes, want.nodes.len() as u64);
         assert_eq!(c.codes, want.codes.len() as u64);
@@ -771,7 +908,9 @@ mod load_tests {
                 + want.storage_done.len()
                 + want.headers.len()
                 + want.bodies.len()
-                + want.receipts.len()) as u64;
+                + want.receipts.len()
+                + want.storage_slots.len()
+                + want.storage_progress.len()) as u64;
             assert_eq!(s.loaded_records, expect);
             same_reads(&s, &want);
             s.close().await.unwrap();
