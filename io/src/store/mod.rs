@@ -106,6 +106,12 @@ pub struct StoreOptions {
     /// with a memory budget keeps this well below it; a larger index is not
     /// checkpointed and the next open scans the segments instead.
     pub max_checkpoint_bytes: u64,
+    /// Kinds whose 32-byte keys are uniformly distributed hashes (keccak): the index
+    /// keeps only their first [`FINGERPRINT_BYTES`] bytes (a collision of two such keys
+    /// takes about 2^64 keys), which more than halves its memory per key. Reads check the
+    /// full key in the record. A store with fingerprinted kinds writes no index
+    /// checkpoint (its open scans the segments).
+    pub fingerprinted_kinds: Vec<u8>,
 }
 
 impl Default for StoreOptions {
@@ -118,6 +124,7 @@ impl Default for StoreOptions {
             content_addressed_kinds: Vec::new(),
             use_checkpoint: true,
             max_checkpoint_bytes: checkpoint::MAX_CHECKPOINT_BYTES,
+            fingerprinted_kinds: Vec::new(),
         }
     }
 }
@@ -127,6 +134,14 @@ impl StoreOptions {
     pub fn content_addressed(mut self, kind: u8) -> Self {
         if !self.content_addressed_kinds.contains(&kind) {
             self.content_addressed_kinds.push(kind);
+        }
+        self
+    }
+
+    /// Keep `kind`'s 32-byte keys by fingerprint (see `fingerprinted_kinds`).
+    pub fn fingerprinted(mut self, kind: u8) -> Self {
+        if !self.fingerprinted_kinds.contains(&kind) {
+            self.fingerprinted_kinds.push(kind);
         }
         self
     }
@@ -202,13 +217,89 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// (kind, key) → location, one map per kind.
-type KindMap = HashMap<Box<[u8]>, Loc, ahash::RandomState>;
+/// Bytes of a fingerprinted key kept in the index (see
+/// [`StoreOptions::fingerprinted_kinds`]).
+pub const FINGERPRINT_BYTES: usize = 16;
+
+/// One kind's index: key → location. For a fingerprinted kind, 32-byte keys are kept as
+/// their first [`FINGERPRINT_BYTES`] bytes (no allocation per key); the full key is in
+/// the record and is checked whenever a record is read.
+#[derive(Debug, Clone, Default)]
+struct KindMap {
+    full: HashMap<Box<[u8]>, Loc, ahash::RandomState>,
+    fp: HashMap<[u8; FINGERPRINT_BYTES], Loc, ahash::RandomState>,
+    fingerprinted: bool,
+}
+
+impl KindMap {
+    fn fp_of(&self, key: &[u8]) -> Option<[u8; FINGERPRINT_BYTES]> {
+        if self.fingerprinted && key.len() == 32 {
+            key[..FINGERPRINT_BYTES].try_into().ok()
+        } else {
+            None
+        }
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        match self.fp_of(key) {
+            Some(f) => self.fp.contains_key(&f),
+            None => self.full.contains_key(key),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Loc> {
+        match self.fp_of(key) {
+            Some(f) => self.fp.get(&f),
+            None => self.full.get(key),
+        }
+    }
+
+    fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
+        match self.fp_of(key) {
+            Some(f) => self.fp.insert(f, loc),
+            None => self.full.insert(key.into(), loc),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.full.len() + self.fp.len()
+    }
+
+    /// Locations of every key.
+    fn values(&self) -> impl Iterator<Item = &Loc> {
+        self.full.values().chain(self.fp.values())
+    }
+
+    /// Entries kept with their full key.
+    fn full_entries(&self) -> impl Iterator<Item = (&Box<[u8]>, &Loc)> {
+        self.full.iter()
+    }
+
+    /// Entries kept by fingerprint.
+    fn fp_entries(&self) -> impl Iterator<Item = (&[u8; FINGERPRINT_BYTES], &Loc)> {
+        self.fp.iter()
+    }
+
+    fn has_fingerprints(&self) -> bool {
+        !self.fp.is_empty()
+    }
+}
+
 type Index = Vec<KindMap>;
 
 /// An empty index (256 empty maps; they allocate on first insert).
 fn new_index() -> Index {
     (0..256).map(|_| KindMap::default()).collect()
+}
+
+/// An empty index whose `fingerprinted` kinds keep 32-byte keys by fingerprint.
+fn new_index_with(fingerprinted: &[bool; 256]) -> Index {
+    (0..256)
+        .map(|k| KindMap {
+            fingerprinted: fingerprinted[k],
+            ..KindMap::default()
+        })
+        .collect()
 }
 
 /// Where a record lives.
@@ -413,7 +504,11 @@ impl Store {
             max_key_bytes: opts.max_key_bytes,
             max_value_bytes: opts.max_value_bytes,
         };
-        let ck = if opts.use_checkpoint {
+        let mut fingerprinted = [false; 256];
+        for k in &opts.fingerprinted_kinds {
+            fingerprinted[*k as usize] = true;
+        }
+        let ck = if opts.use_checkpoint && opts.fingerprinted_kinds.is_empty() {
             load_checkpoint(&dir, &file_lens, opts.max_key_bytes)
         } else {
             None
@@ -424,7 +519,7 @@ impl Store {
         };
         let (mut index, ck_sealed, ck_active) = match ck {
             Some(ck) => (ck.index, ck.sealed, Some((ck.active_id, ck.active_len))),
-            None => (new_index(), BTreeMap::new(), None),
+            None => (new_index_with(&fingerprinted), BTreeMap::new(), None),
         };
         let mut sealed = BTreeMap::new();
         let mut active: Option<(u32, Segment, u64)> = None;
@@ -596,7 +691,7 @@ impl Store {
         self.stats.appended_bytes += rec_len;
         self.stats.appended_records += 1;
         self.index[kind as usize].insert(
-            key.into(),
+            key,
             Loc {
                 seg: self.active_id,
                 off,
@@ -810,23 +905,78 @@ impl Store {
     }
 
     /// The keys of `kind` (index only, no I/O), in no particular order.
+    ///
+    /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].
     pub fn keys_of_kind(&self, kind: u8) -> Vec<Vec<u8>> {
+        debug_assert!(!self.index[kind as usize].has_fingerprints());
         self.index[kind as usize]
-            .keys()
-            .map(|k| k.to_vec())
+            .full_entries()
+            .map(|(k, _)| k.to_vec())
             .collect()
     }
 
     /// The keys of `kind` with `lo <= key <= hi` (byte order), sorted; index only, no I/O.
     /// One pass over the kind's index.
+    /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].
     pub fn keys_in(&self, kind: u8, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
+        debug_assert!(!self.index[kind as usize].has_fingerprints());
         let mut out: Vec<Vec<u8>> = self.index[kind as usize]
-            .keys()
+            .full_entries()
+            .map(|(k, _)| k)
             .filter(|k| &k[..] >= lo && &k[..] <= hi)
             .map(|k| k.to_vec())
             .collect();
         out.sort_unstable();
         out
+    }
+
+    /// The records of `kind` with `lo <= key <= hi`, sorted by key, read synchronously
+    /// (see [`Store::get_blocking`]). For a fingerprinted kind only the records whose
+    /// fingerprint falls in the range are read.
+    pub fn entries_in(
+        &self,
+        kind: u8,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let m = &self.index[kind as usize];
+        let in_range = |k: &[u8]| k >= lo && k <= hi;
+        let mut locs: Vec<Loc> = m
+            .full_entries()
+            .filter(|(k, _)| in_range(k))
+            .map(|(_, l)| *l)
+            .collect();
+        let n = FINGERPRINT_BYTES;
+        let (flo, fhi) = (&lo[..lo.len().min(n)], &hi[..hi.len().min(n)]);
+        locs.extend(
+            m.fp_entries()
+                .filter(|(f, _)| &f[..] >= flo && &f[..] <= fhi)
+                .map(|(_, l)| *l),
+        );
+        let mut out = Vec::with_capacity(locs.len());
+        for loc in locs {
+            let (path, bytes) = self.read_blocking(loc)?;
+            let h =
+                record::parse_record(&bytes, &self.limits).map_err(|d| StoreError::Corrupt {
+                    segment: path.clone(),
+                    offset: loc.off,
+                    reason: d.reason(),
+                })?;
+            let key_end = RECORD_HEADER_BYTES + h.key_len;
+            let key = &bytes[RECORD_HEADER_BYTES..key_end];
+            if h.kind != kind {
+                return Err(StoreError::Corrupt {
+                    segment: path,
+                    offset: loc.off,
+                    reason: "record is not the one the index names",
+                });
+            }
+            if in_range(key) {
+                out.push((key.to_vec(), bytes[key_end..h.record_len()].to_vec()));
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
@@ -1028,6 +1178,10 @@ impl Store {
                 .len();
             sealed.push((*id, len));
         }
+        if self.index.iter().any(KindMap::has_fingerprints) {
+            tracing::debug!(dir = %self.dir.display(), "fingerprinted index: no checkpoint; the next open scans");
+            return Ok(());
+        }
         let estimate = checkpoint::encoded_len(sealed.len(), &self.index);
         let max = self
             .opts
@@ -1183,14 +1337,14 @@ async fn scan_segment(
         if let Err(d) = record::check_body(&h, body) {
             break (d, off + rl);
         }
-        let key: Box<[u8]> = body[..h.key_len].into();
+        let key = &body[..h.key_len];
         let loc = Loc {
             seg: id,
             off,
             len: rl as u32,
         };
         let m = &mut index[h.kind as usize];
-        if !(content_addressed[h.kind as usize] && m.contains_key(&key)) {
+        if !(content_addressed[h.kind as usize] && m.contains_key(key)) {
             m.insert(key, loc);
         }
         off += rl;

@@ -187,10 +187,17 @@ impl DiskStore {
         Self::open_with(dir, StoreBudget::default()).await
     }
 
+    /// Nodes and codes are content-addressed (written once); every kind keyed by a
+    /// keccak hash is indexed by fingerprint.
     fn store_options() -> StoreOptions {
         StoreOptions::default()
             .content_addressed(KIND_NODE)
             .content_addressed(KIND_CODE)
+            .fingerprinted(KIND_NODE)
+            .fingerprinted(KIND_CODE)
+            .fingerprinted(KIND_ACCOUNT)
+            .fingerprinted(KIND_STORAGE_DONE)
+            .fingerprinted(KIND_STORAGE_PROGRESS)
     }
 
     /// Store options within `budget`: the index checkpoint written at close (built in
@@ -653,25 +660,30 @@ impl SyncStore for DiskStore {
         self.has(KIND_ACCOUNT, hash, hash.as_slice())
     }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
-        // The store's index is not ordered: one pass over its account keys, plus the
-        // pending ones, sorted; values read on demand.
-        let mut keys: Vec<B256> = self
+        // The store's index is not ordered: one pass over its account fingerprints, the
+        // records in range read, then the pending ones (newer) over them.
+        let stored = match self
             .disk
-            .keys_in(KIND_ACCOUNT, lo.as_slice(), hi.as_slice())
+            .entries_in(KIND_ACCOUNT, lo.as_slice(), hi.as_slice())
+        {
+            Ok(v) => v,
+            Err(e) => {
+                self.read_error
+                    .borrow_mut()
+                    .get_or_insert_with(|| format!("sync store in {}: {e}", self.dir));
+                Vec::new()
+            }
+        };
+        let mut out: std::collections::BTreeMap<B256, Vec<u8>> = stored
             .into_iter()
-            .map(|k| B256::from_slice(&k))
+            .map(|(k, v)| (B256::from_slice(&k), v))
             .collect();
-        keys.extend(
-            self.pending_at
-                .keys()
-                .filter(|(kind, k)| *kind == KIND_ACCOUNT && k >= lo && k <= hi)
-                .map(|(_, k)| *k),
-        );
-        keys.sort_unstable();
-        keys.dedup();
-        keys.into_iter()
-            .filter_map(|k| self.value(KIND_ACCOUNT, &k, k.as_slice()).map(|v| (k, v)))
-            .collect()
+        for ((kind, k), at) in &self.pending_at {
+            if *kind == KIND_ACCOUNT && k >= lo && k <= hi {
+                out.insert(*k, self.pending[*at].2.clone());
+            }
+        }
+        out.into_iter().collect()
     }
     fn put_storage_done(&mut self, account: B256) {
         if self.storage_done(&account) {
