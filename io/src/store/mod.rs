@@ -287,6 +287,9 @@ impl KindMap {
 
 type Index = Vec<KindMap>;
 
+/// A record's key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// An empty index (256 empty maps; they allocate on first insert).
 fn new_index() -> Index {
     (0..256).map(|_| KindMap::default()).collect()
@@ -933,12 +936,7 @@ impl Store {
     /// The records of `kind` with `lo <= key <= hi`, sorted by key, read synchronously
     /// (see [`Store::get_blocking`]). For a fingerprinted kind only the records whose
     /// fingerprint falls in the range are read.
-    pub fn entries_in(
-        &self,
-        kind: u8,
-        lo: &[u8],
-        hi: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn entries_in(&self, kind: u8, lo: &[u8], hi: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let m = &self.index[kind as usize];
         let in_range = |k: &[u8]| k >= lo && k <= hi;
         let mut locs: Vec<Loc> = m
@@ -1055,11 +1053,12 @@ impl Store {
             len
         };
         let mut files = self.blocking_readers.borrow_mut();
-        if !files.contains_key(&loc.seg) {
-            let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
-            files.insert(loc.seg, f);
-        }
-        let f = &files[&loc.seg];
+        let f = match files.entry(loc.seg) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(std::fs::File::open(&path).map_err(io_err("opening", &path))?)
+            }
+        };
         f.read_exact_at(&mut out[..on_file as usize], loc.off)
             .map_err(io_err("reading", &path))?;
         if on_file < len {
