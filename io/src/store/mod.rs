@@ -221,20 +221,36 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// [`StoreOptions::fingerprinted_kinds`]).
 pub const FINGERPRINT_BYTES: usize = 16;
 
+/// Maps a fingerprinted kind's index is split into.
+const FP_PARTS: usize = 256;
+
+fn fp_part(f: u128) -> usize {
+    (f >> 120) as usize % FP_PARTS
+}
+
 /// One kind's index: key → location. For a fingerprinted kind, 32-byte keys are kept as
 /// their first [`FINGERPRINT_BYTES`] bytes (no allocation per key); the full key is in
 /// the record and is checked whenever a record is read.
 #[derive(Debug, Clone, Default)]
 struct KindMap {
     full: HashMap<Box<[u8]>, Loc, ahash::RandomState>,
-    fp: HashMap<[u8; FINGERPRINT_BYTES], Loc, ahash::RandomState>,
+    /// Fingerprinted entries in [`FP_PARTS`] maps by the fingerprint's first byte (empty
+    /// unless the kind is fingerprinted): each map grows on its own, so growing the
+    /// index never holds two copies of all of it.
+    fp: Vec<HashMap<u128, Loc, ahash::RandomState>>,
+    fp_len: usize,
     fingerprinted: bool,
 }
 
 impl KindMap {
-    fn fp_of(&self, key: &[u8]) -> Option<[u8; FINGERPRINT_BYTES]> {
+    /// The fingerprint of `key` when it is kept by fingerprint: its first
+    /// [`FINGERPRINT_BYTES`] bytes, big-endian (so that fingerprints sort as keys do).
+    fn fp_of(&self, key: &[u8]) -> Option<u128> {
         if self.fingerprinted && key.len() == 32 {
-            key[..FINGERPRINT_BYTES].try_into().ok()
+            key[..FINGERPRINT_BYTES]
+                .try_into()
+                .ok()
+                .map(u128::from_be_bytes)
         } else {
             None
         }
@@ -242,32 +258,38 @@ impl KindMap {
 
     fn contains_key(&self, key: &[u8]) -> bool {
         match self.fp_of(key) {
-            Some(f) => self.fp.contains_key(&f),
+            Some(f) => self.fp[fp_part(f)].contains_key(&f),
             None => self.full.contains_key(key),
         }
     }
 
     fn get(&self, key: &[u8]) -> Option<&Loc> {
         match self.fp_of(key) {
-            Some(f) => self.fp.get(&f),
+            Some(f) => self.fp[fp_part(f)].get(&f),
             None => self.full.get(key),
         }
     }
 
     fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
         match self.fp_of(key) {
-            Some(f) => self.fp.insert(f, loc),
+            Some(f) => {
+                let old = self.fp[fp_part(f)].insert(f, loc);
+                self.fp_len += old.is_none() as usize;
+                old
+            }
             None => self.full.insert(key.into(), loc),
         }
     }
 
     fn len(&self) -> usize {
-        self.full.len() + self.fp.len()
+        self.full.len() + self.fp_len
     }
 
     /// Locations of every key.
     fn values(&self) -> impl Iterator<Item = &Loc> {
-        self.full.values().chain(self.fp.values())
+        self.full
+            .values()
+            .chain(self.fp.iter().flat_map(|m| m.values()))
     }
 
     /// Entries kept with their full key.
@@ -276,12 +298,15 @@ impl KindMap {
     }
 
     /// Entries kept by fingerprint.
-    fn fp_entries(&self) -> impl Iterator<Item = (&[u8; FINGERPRINT_BYTES], &Loc)> {
-        self.fp.iter()
+    fn fp_entries(&self) -> impl Iterator<Item = ([u8; FINGERPRINT_BYTES], &Loc)> {
+        self.fp
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(f, l)| (f.to_be_bytes(), l))
     }
 
     fn has_fingerprints(&self) -> bool {
-        !self.fp.is_empty()
+        self.fp_len > 0
     }
 }
 
@@ -300,6 +325,11 @@ fn new_index_with(fingerprinted: &[bool; 256]) -> Index {
     (0..256)
         .map(|k| KindMap {
             fingerprinted: fingerprinted[k],
+            fp: if fingerprinted[k] {
+                (0..FP_PARTS).map(|_| HashMap::default()).collect()
+            } else {
+                Vec::new()
+            },
             ..KindMap::default()
         })
         .collect()
