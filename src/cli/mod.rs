@@ -25,6 +25,8 @@ pub struct Cli {
 
 pub use crate::node::opts::GlobalOpts;
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a local devnet on loopback (Ethereum and Solana), sync it and verify it.

@@ -736,7 +736,7 @@ impl SyncStore for DiskStore {
             let v = self.value(KIND_STORAGE_SLOTS, &pk, &k)?;
             slots.extend(decode_slots(&v)?);
         }
-        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots.sort_by_key(|a| a.0);
         slots.dedup_by(|a, b| a.0 == b.0);
         Some(StorageProgress { root, left, slots })
     }

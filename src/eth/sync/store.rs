@@ -7,6 +7,9 @@ use alloy_primitives::B256;
 
 use super::types::{Body, Header, Receipts};
 
+/// A run of verified storage slots: (slot hash, value).
+pub type SlotRun = Vec<(B256, Vec<u8>)>;
+
 /// The stored progress of an incomplete storage trie (see
 /// [`SyncStore::storage_progress`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,7 +77,7 @@ pub struct MemStore {
     pub accounts: BTreeMap<B256, Vec<u8>>,
     pub storage_done: HashSet<B256>,
     /// Verified slot runs of incomplete storage tries, by (account, origin).
-    pub storage_slots: BTreeMap<(B256, B256), Vec<(B256, Vec<u8>)>>,
+    pub storage_slots: BTreeMap<(B256, B256), SlotRun>,
     /// Incomplete storage tries: (storage root, sub-ranges left).
     pub storage_progress: HashMap<B256, (B256, Vec<(B256, B256)>)>,
     pub journal: Option<Vec<u8>>,
@@ -159,7 +162,7 @@ impl SyncStore for MemStore {
             .range((*account, B256::ZERO)..=(*account, B256::repeat_byte(0xff)))
             .flat_map(|(_, v)| v.iter().cloned())
             .collect();
-        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots.sort_by_key(|a| a.0);
         slots.dedup_by(|a, b| a.0 == b.0);
         Some(StorageProgress {
             root: *root,
