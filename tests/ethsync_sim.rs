@@ -517,3 +517,34 @@ fn moving_chain_with_mixed_peers() {
     }
     assert!(moved >= 1, "no seed moved its pivot");
 }
+
+#[test]
+fn a_kill_inside_a_large_storage_trie_keeps_its_verified_ranges() {
+    // One storage trie of 30,000 slots fetched in many ranges; kills part-way through.
+    let mut cfg = small(61, SyncMode::Snap);
+    cfg.profile = Profile::Honest;
+    cfg.accounts = 200;
+    cfg.big_storage_slots = 30_000;
+    // Small responses: the trie takes about a hundred ranges.
+    cfg.sync.snap_response_bytes = 16 * 1024;
+    let whole = run(&cfg);
+    assert_correct(&whole, "no kill");
+    cfg.kill_at_pct = vec![10, 30, 50, 70];
+    let killed = run(&cfg);
+    assert_correct(&killed, "killed inside the large storage trie");
+    assert!(killed.restarts >= 1);
+    let (a, b) = (&whole.progress, &killed.progress);
+    eprintln!(
+        "slots fetched: {} without kills, {} with {} kills ({} kept across restarts)",
+        a.slots_downloaded, b.slots_downloaded, killed.restarts, b.slots_resumed
+    );
+    assert!(b.slots_resumed > 0, "no verified storage range was kept");
+    // Only the ranges in flight at a kill may be fetched again (a few responses), not
+    // the trie from its start.
+    assert!(
+        b.slots_downloaded <= a.slots_downloaded + 4_000,
+        "{} slots fetched with kills against {} without",
+        b.slots_downloaded,
+        a.slots_downloaded
+    );
+}

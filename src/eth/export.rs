@@ -98,8 +98,7 @@ pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
     let mut merged = MemStore::default();
     for d in dirs {
         let view = catchup_io::exec::run_unbound(async {
-            let s = DiskStore::open(&d).await.map_err(|e| e.to_string())?;
-            s.close().await.map_err(|e| e.to_string())
+            DiskStore::load_all(&d).await.map_err(|e| e.to_string())
         })
         .map_err(|e| bad(format!("{}: {e}", d.display())))?;
         merged.nodes.extend(view.nodes);

@@ -129,6 +129,7 @@ pub fn crash_store_options(segment_size_bytes: u64) -> StoreOptions {
         content_addressed_kinds: vec![],
         // Every start re-scans and verifies all segments.
         use_checkpoint: false,
+        ..StoreOptions::default()
     }
 }
 

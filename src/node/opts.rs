@@ -31,6 +31,57 @@ pub fn parse_cores(s: &str) -> anyhow::Result<Vec<usize>> {
     Ok(v)
 }
 
+/// Parse a size in bytes: a plain number, or a number with a unit, binary (`KiB`, `MiB`,
+/// `GiB`, `TiB`, or `K`, `M`, `G`, `T`) or decimal (`kB`, `MB`, `GB`, `TB`); `512MiB`,
+/// `1.5GiB`, `268435456`. For clap's `value_parser`.
+pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use bytes, KiB, MiB, GiB, TiB, kB, MB, GB or TB)"
+            ))
+        }
+    };
+    let bad = || format!("{s:?}: not a size (e.g. 512MiB, 2GiB, 268435456)");
+    let bytes = if num.contains('.') {
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let b = v * mult as f64;
+        if !b.is_finite() || b < 0.0 || b >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        b as u64
+    } else {
+        let v: u64 = num.parse().map_err(|_| bad())?;
+        v.checked_mul(mult).ok_or_else(bad)?
+    };
+    Ok(bytes)
+}
+
+/// Peak resident set size of this process (`VmHWM`), in bytes; `None` where
+/// `/proc/self/status` is unreadable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 /// The plan given with the global `--plan FILE`, if any.
 pub fn load_plan(global: &GlobalOpts) -> anyhow::Result<Option<Plan>> {
     match &global.plan {
@@ -129,5 +180,25 @@ mod tests {
         let one = place_two_pools(&[7], 2, 2);
         assert_eq!(one.io_cores, vec![7, 7]);
         assert_eq!(one.compute_cores, vec![7, 7]);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size_bytes;
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        assert_eq!(parse_size_bytes("268435456"), Ok(268_435_456));
+        assert_eq!(parse_size_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_size_bytes("2gib"), Ok(2 << 30));
+        assert_eq!(parse_size_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size_bytes("3 GB"), Ok(3_000_000_000));
+        assert_eq!(parse_size_bytes("64KiB"), Ok(64 << 10));
+        assert!(parse_size_bytes("12 parsecs").is_err());
+        assert!(parse_size_bytes("MiB").is_err());
+        assert!(parse_size_bytes("").is_err());
+        assert!(parse_size_bytes("99999999999TiB").is_err());
     }
 }

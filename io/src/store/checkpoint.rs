@@ -36,6 +36,16 @@ pub(crate) struct Checkpoint {
     pub index: Index,
 }
 
+/// Bytes [`encode`] produces for this index (one pass over its keys, no allocation).
+pub(crate) fn encoded_len(sealed: usize, index: &Index) -> u64 {
+    let mut n = 4 + 4 + 8 + 4 + sealed as u64 * 12 + 8;
+    for m in index.iter() {
+        n += m.len() as u64 * (1 + 2 + 4 + 8 + 4);
+        n += m.full_entries().map(|(k, _)| k.len() as u64).sum::<u64>();
+    }
+    n
+}
+
 pub(crate) fn encode(
     active_id: u32,
     active_len: u64,
@@ -54,7 +64,7 @@ pub(crate) fn encode(
     }
     out.extend_from_slice(&entries.to_le_bytes());
     for (kind, m) in index.iter().enumerate() {
-        for (key, loc) in m {
+        for (key, loc) in m.full_entries() {
             out.push(kind as u8);
             out.extend_from_slice(&(key.len() as u16).to_le_bytes());
             out.extend_from_slice(key);
@@ -125,7 +135,7 @@ pub(crate) fn decode(buf: &[u8], max_key_bytes: usize) -> Option<Checkpoint> {
         if klen > max_key_bytes {
             return None;
         }
-        let key: Box<[u8]> = r.take(klen)?.into();
+        let key = r.take(klen)?;
         let loc = Loc {
             seg: r.u32()?,
             off: r.u64()?,
@@ -188,7 +198,7 @@ mod tests {
     fn sample() -> (Vec<(u32, u64)>, Index) {
         let mut index: Index = new_index();
         index[3].insert(
-            b"abc".to_vec().into_boxed_slice(),
+            b"abc",
             Loc {
                 seg: 1,
                 off: 0,
@@ -196,7 +206,7 @@ mod tests {
             },
         );
         index[200].insert(
-            vec![7u8; 32].into_boxed_slice(),
+            &[7u8; 32],
             Loc {
                 seg: 2,
                 off: 100,

@@ -102,6 +102,17 @@ pub struct StoreOptions {
     /// follows it. Records covered by the checkpoint are then verified when read, not at
     /// open; `false` scans (and verifies) every segment at open.
     pub use_checkpoint: bool,
+    /// Largest index checkpoint written at close, in bytes. The checkpoint is built in
+    /// memory (about key length + 19 bytes per key, twice while it is saved), so a store
+    /// with a memory budget keeps this well below it; a larger index is not
+    /// checkpointed and the next open scans the segments instead.
+    pub max_checkpoint_bytes: u64,
+    /// Kinds whose 32-byte keys are uniformly distributed hashes (keccak): the index
+    /// keeps only their first [`FINGERPRINT_BYTES`] bytes (a collision of two such keys
+    /// takes about 2^64 keys), which more than halves its memory per key. Reads check the
+    /// full key in the record. A store with fingerprinted kinds writes no index
+    /// checkpoint (its open scans the segments).
+    pub fingerprinted_kinds: Vec<u8>,
 }
 
 impl Default for StoreOptions {
@@ -113,6 +124,8 @@ impl Default for StoreOptions {
             max_value_bytes: 16 << 20,
             content_addressed_kinds: Vec::new(),
             use_checkpoint: true,
+            max_checkpoint_bytes: checkpoint::MAX_CHECKPOINT_BYTES,
+            fingerprinted_kinds: Vec::new(),
         }
     }
 }
@@ -122,6 +135,14 @@ impl StoreOptions {
     pub fn content_addressed(mut self, kind: u8) -> Self {
         if !self.content_addressed_kinds.contains(&kind) {
             self.content_addressed_kinds.push(kind);
+        }
+        self
+    }
+
+    /// Keep `kind`'s 32-byte keys by fingerprint (see `fingerprinted_kinds`).
+    pub fn fingerprinted(mut self, kind: u8) -> Self {
+        if !self.fingerprinted_kinds.contains(&kind) {
+            self.fingerprinted_kinds.push(kind);
         }
         self
     }
@@ -197,13 +218,122 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// (kind, key) → location, one map per kind.
-type KindMap = HashMap<Box<[u8]>, Loc, ahash::RandomState>;
+/// Bytes of a fingerprinted key kept in the index (see
+/// [`StoreOptions::fingerprinted_kinds`]).
+pub const FINGERPRINT_BYTES: usize = 16;
+
+/// Maps a fingerprinted kind's index is split into.
+const FP_PARTS: usize = 256;
+
+fn fp_part(f: u128) -> usize {
+    (f >> 120) as usize % FP_PARTS
+}
+
+/// One kind's index: key → location. For a fingerprinted kind, 32-byte keys are kept as
+/// their first [`FINGERPRINT_BYTES`] bytes (no allocation per key); the full key is in
+/// the record and is checked whenever a record is read.
+#[derive(Debug, Clone, Default)]
+struct KindMap {
+    full: HashMap<Box<[u8]>, Loc, ahash::RandomState>,
+    /// Fingerprinted entries in [`FP_PARTS`] maps by the fingerprint's first byte (empty
+    /// unless the kind is fingerprinted): each map grows on its own, so growing the
+    /// index never holds two copies of all of it.
+    fp: Vec<HashMap<u128, Loc, ahash::RandomState>>,
+    fp_len: usize,
+    fingerprinted: bool,
+}
+
+impl KindMap {
+    /// The fingerprint of `key` when it is kept by fingerprint: its first
+    /// [`FINGERPRINT_BYTES`] bytes, big-endian (so that fingerprints sort as keys do).
+    fn fp_of(&self, key: &[u8]) -> Option<u128> {
+        if self.fingerprinted && key.len() == 32 {
+            key[..FINGERPRINT_BYTES]
+                .try_into()
+                .ok()
+                .map(u128::from_be_bytes)
+        } else {
+            None
+        }
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        match self.fp_of(key) {
+            Some(f) => self.fp[fp_part(f)].contains_key(&f),
+            None => self.full.contains_key(key),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Loc> {
+        match self.fp_of(key) {
+            Some(f) => self.fp[fp_part(f)].get(&f),
+            None => self.full.get(key),
+        }
+    }
+
+    fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
+        match self.fp_of(key) {
+            Some(f) => {
+                let old = self.fp[fp_part(f)].insert(f, loc);
+                self.fp_len += old.is_none() as usize;
+                old
+            }
+            None => self.full.insert(key.into(), loc),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.full.len() + self.fp_len
+    }
+
+    /// Locations of every key.
+    fn values(&self) -> impl Iterator<Item = &Loc> {
+        self.full
+            .values()
+            .chain(self.fp.iter().flat_map(|m| m.values()))
+    }
+
+    /// Entries kept with their full key.
+    fn full_entries(&self) -> impl Iterator<Item = (&Box<[u8]>, &Loc)> {
+        self.full.iter()
+    }
+
+    /// Entries kept by fingerprint.
+    fn fp_entries(&self) -> impl Iterator<Item = ([u8; FINGERPRINT_BYTES], &Loc)> {
+        self.fp
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(f, l)| (f.to_be_bytes(), l))
+    }
+
+    fn has_fingerprints(&self) -> bool {
+        self.fp_len > 0
+    }
+}
+
 type Index = Vec<KindMap>;
+
+/// A record's key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// An empty index (256 empty maps; they allocate on first insert).
 fn new_index() -> Index {
     (0..256).map(|_| KindMap::default()).collect()
+}
+
+/// An empty index whose `fingerprinted` kinds keep 32-byte keys by fingerprint.
+fn new_index_with(fingerprinted: &[bool; 256]) -> Index {
+    (0..256)
+        .map(|k| KindMap {
+            fingerprinted: fingerprinted[k],
+            fp: if fingerprinted[k] {
+                (0..FP_PARTS).map(|_| HashMap::default()).collect()
+            } else {
+                Vec::new()
+            },
+            ..KindMap::default()
+        })
+        .collect()
 }
 
 /// Where a record lives.
@@ -281,6 +411,8 @@ pub struct Store {
     write_wait_us: Cell<u64>,
     poisoned: Option<String>,
     stats: StoreStats,
+    /// Buffered read-only descriptors of segments for [`Store::get_blocking`].
+    blocking_readers: RefCell<HashMap<u32, std::fs::File>>,
     /// Exclusive flock on `dir/LOCK`, released when the store is dropped or closed.
     _lock: std::fs::File,
 }
@@ -406,7 +538,11 @@ impl Store {
             max_key_bytes: opts.max_key_bytes,
             max_value_bytes: opts.max_value_bytes,
         };
-        let ck = if opts.use_checkpoint {
+        let mut fingerprinted = [false; 256];
+        for k in &opts.fingerprinted_kinds {
+            fingerprinted[*k as usize] = true;
+        }
+        let ck = if opts.use_checkpoint && opts.fingerprinted_kinds.is_empty() {
             load_checkpoint(&dir, &file_lens, opts.max_key_bytes)
         } else {
             None
@@ -417,7 +553,7 @@ impl Store {
         };
         let (mut index, ck_sealed, ck_active) = match ck {
             Some(ck) => (ck.index, ck.sealed, Some((ck.active_id, ck.active_len))),
-            None => (new_index(), BTreeMap::new(), None),
+            None => (new_index_with(&fingerprinted), BTreeMap::new(), None),
         };
         let mut sealed = BTreeMap::new();
         let mut active: Option<(u32, Segment, u64)> = None;
@@ -513,6 +649,7 @@ impl Store {
             write_wait_us: Cell::new(0),
             poisoned: None,
             stats,
+            blocking_readers: RefCell::new(HashMap::new()),
             _lock: lock,
         })
     }
@@ -588,7 +725,7 @@ impl Store {
         self.stats.appended_bytes += rec_len;
         self.stats.appended_records += 1;
         self.index[kind as usize].insert(
-            key.into(),
+            key,
             Loc {
                 seg: self.active_id,
                 off,
@@ -802,11 +939,73 @@ impl Store {
     }
 
     /// The keys of `kind` (index only, no I/O), in no particular order.
+    ///
+    /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].
     pub fn keys_of_kind(&self, kind: u8) -> Vec<Vec<u8>> {
+        debug_assert!(!self.index[kind as usize].has_fingerprints());
         self.index[kind as usize]
-            .keys()
-            .map(|k| k.to_vec())
+            .full_entries()
+            .map(|(k, _)| k.to_vec())
             .collect()
+    }
+
+    /// The keys of `kind` with `lo <= key <= hi` (byte order), sorted; index only, no I/O.
+    /// One pass over the kind's index.
+    /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].
+    pub fn keys_in(&self, kind: u8, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
+        debug_assert!(!self.index[kind as usize].has_fingerprints());
+        let mut out: Vec<Vec<u8>> = self.index[kind as usize]
+            .full_entries()
+            .map(|(k, _)| k)
+            .filter(|k| &k[..] >= lo && &k[..] <= hi)
+            .map(|k| k.to_vec())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The records of `kind` with `lo <= key <= hi`, sorted by key, read synchronously
+    /// (see [`Store::get_blocking`]). For a fingerprinted kind only the records whose
+    /// fingerprint falls in the range are read.
+    pub fn entries_in(&self, kind: u8, lo: &[u8], hi: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let m = &self.index[kind as usize];
+        let in_range = |k: &[u8]| k >= lo && k <= hi;
+        let mut locs: Vec<Loc> = m
+            .full_entries()
+            .filter(|(k, _)| in_range(k))
+            .map(|(_, l)| *l)
+            .collect();
+        let n = FINGERPRINT_BYTES;
+        let (flo, fhi) = (&lo[..lo.len().min(n)], &hi[..hi.len().min(n)]);
+        locs.extend(
+            m.fp_entries()
+                .filter(|(f, _)| &f[..] >= flo && &f[..] <= fhi)
+                .map(|(_, l)| *l),
+        );
+        let mut out = Vec::with_capacity(locs.len());
+        for loc in locs {
+            let (path, bytes) = self.read_blocking(loc)?;
+            let h =
+                record::parse_record(&bytes, &self.limits).map_err(|d| StoreError::Corrupt {
+                    segment: path.clone(),
+                    offset: loc.off,
+                    reason: d.reason(),
+                })?;
+            let key_end = RECORD_HEADER_BYTES + h.key_len;
+            let key = &bytes[RECORD_HEADER_BYTES..key_end];
+            if h.kind != kind {
+                return Err(StoreError::Corrupt {
+                    segment: path,
+                    offset: loc.off,
+                    reason: "record is not the one the index names",
+                });
+            }
+            if in_range(key) {
+                out.push((key.to_vec(), bytes[key_end..h.record_len()].to_vec()));
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
@@ -817,6 +1016,87 @@ impl Store {
         let (k, _, v) = self.read_record(loc).await?;
         debug_assert_eq!(k, key);
         Ok(Some(v))
+    }
+
+    /// [`Store::get`] for a synchronous caller: the record is read with `pread` on a
+    /// buffered descriptor of its segment (opened on first use and kept), its checksums
+    /// are verified and its key must be `key`. A record still being written behind
+    /// (handed to io_uring and not completed) cannot be read this way: callers read
+    /// only records covered by a completed [`Store::flush`], or keep their own copy of
+    /// what they put since (after a flush, only the partially filled last block is
+    /// still in memory and is served from there).
+    pub fn get_blocking(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loc) = self.index[kind as usize].get(key).copied() else {
+            return Ok(None);
+        };
+        let (path, bytes) = self.read_blocking(loc)?;
+        let h = record::parse_record(&bytes, &self.limits).map_err(|d| StoreError::Corrupt {
+            segment: path.clone(),
+            offset: loc.off,
+            reason: d.reason(),
+        })?;
+        let key_end = RECORD_HEADER_BYTES + h.key_len;
+        if h.kind != kind || &bytes[RECORD_HEADER_BYTES..key_end] != key {
+            return Err(StoreError::Corrupt {
+                segment: path,
+                offset: loc.off,
+                reason: "record is not the one the index names",
+            });
+        }
+        Ok(Some(bytes[key_end..h.record_len()].to_vec()))
+    }
+
+    /// The bytes of the record at `loc`, read synchronously (see [`Store::get_blocking`]).
+    fn read_blocking(&self, loc: Loc) -> Result<(PathBuf, Vec<u8>), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let len = loc.len as u64;
+        let end = loc.off + len;
+        let path = if loc.seg == self.active_id {
+            self.active.path.clone()
+        } else {
+            self.sealed
+                .get(&loc.seg)
+                .expect("index points at a known segment")
+                .path
+                .clone()
+        };
+        let mut out = vec![0u8; len as usize];
+        let on_file = if loc.seg == self.active_id {
+            if loc.off >= self.pending_pos {
+                let a = (loc.off - self.pending_pos) as usize;
+                out.copy_from_slice(&self.pending[a..a + len as usize]);
+                return Ok((path, out));
+            }
+            if self
+                .in_flight
+                .borrow()
+                .front()
+                .is_some_and(|w| end > w.start)
+            {
+                return Err(StoreError::Io {
+                    op: "reading (write still in flight)",
+                    path,
+                    source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                });
+            }
+            end.min(self.pending_pos) - loc.off
+        } else {
+            len
+        };
+        let mut files = self.blocking_readers.borrow_mut();
+        let f = match files.entry(loc.seg) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(std::fs::File::open(&path).map_err(io_err("opening", &path))?)
+            }
+        };
+        f.read_exact_at(&mut out[..on_file as usize], loc.off)
+            .map_err(io_err("reading", &path))?;
+        if on_file < len {
+            let rest = (len - on_file) as usize;
+            out[on_file as usize..].copy_from_slice(&self.pending[..rest]);
+        }
+        Ok((path, out))
     }
 
     /// Read and verify the record at `loc`; returns (kind, key, value).
@@ -927,6 +1207,24 @@ impl Store {
                 .map_err(io_err("stat", &seg.path))?
                 .len();
             sealed.push((*id, len));
+        }
+        if self.index.iter().any(KindMap::has_fingerprints) {
+            tracing::debug!(dir = %self.dir.display(), "fingerprinted index: no checkpoint; the next open scans");
+            return Ok(());
+        }
+        let estimate = checkpoint::encoded_len(sealed.len(), &self.index);
+        let max = self
+            .opts
+            .max_checkpoint_bytes
+            .min(checkpoint::MAX_CHECKPOINT_BYTES);
+        if estimate > max {
+            tracing::info!(
+                dir = %self.dir.display(),
+                checkpoint_bytes = estimate,
+                max_checkpoint_bytes = max,
+                "index too large to checkpoint within the limit; the next open scans"
+            );
+            return Ok(());
         }
         let bytes = checkpoint::encode(self.active_id, self.active_len, &sealed, &self.index);
         let ckpt_err = |e: crate::journal::JournalError| StoreError::Io {
@@ -1069,14 +1367,14 @@ async fn scan_segment(
         if let Err(d) = record::check_body(&h, body) {
             break (d, off + rl);
         }
-        let key: Box<[u8]> = body[..h.key_len].into();
+        let key = &body[..h.key_len];
         let loc = Loc {
             seg: id,
             off,
             len: rl as u32,
         };
         let m = &mut index[h.kind as usize];
-        if !(content_addressed[h.kind as usize] && m.contains_key(&key)) {
+        if !(content_addressed[h.kind as usize] && m.contains_key(key)) {
             m.insert(key, loc);
         }
         off += rl;

@@ -11,6 +11,8 @@ fn small_opts() -> StoreOptions {
         max_value_bytes: 16 * 1024,
         content_addressed_kinds: vec![],
         use_checkpoint: false,
+        max_checkpoint_bytes: 1 << 30,
+        fingerprinted_kinds: vec![],
     }
 }
 
@@ -499,6 +501,103 @@ fn ckpt_opts() -> StoreOptions {
         use_checkpoint: true,
         ..small_opts()
     }
+}
+
+#[test]
+fn fingerprinted_keys_are_found_read_and_ranged_like_full_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            use_checkpoint: true,
+            ..small_opts().content_addressed(2).fingerprinted(2)
+        };
+        let key = |i: u32| -> [u8; 32] {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            k[28..].copy_from_slice(&(i * 7).to_be_bytes());
+            k
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..200u32 {
+            assert!(s.put(2, &key(i), &value_for(i, 50)).await.unwrap());
+        }
+        // Content-addressed: a second put of a key is a no-op.
+        assert!(!s.put(2, &key(5), b"other").await.unwrap());
+        // A short key of a fingerprinted kind is kept whole.
+        s.put(2, b"short", b"v").await.unwrap();
+        s.flush().await.unwrap();
+        for reopen in [false, true] {
+            if reopen {
+                s.close().await.unwrap();
+                s = Store::open(&dir, opts.clone()).await.unwrap();
+                assert!(!s.stats().opened_from_checkpoint);
+            }
+            assert_eq!(s.len_of_kind(2), 201);
+            assert!(s.contains(2, &key(17)) && !s.contains(2, &key(900)));
+            assert_eq!(
+                s.get_blocking(2, &key(17)).unwrap(),
+                Some(value_for(17, 50))
+            );
+            assert_eq!(s.get(2, &key(18)).await.unwrap(), Some(value_for(18, 50)));
+            assert_eq!(s.get_blocking(2, b"short").unwrap(), Some(b"v".to_vec()));
+            // A key sharing the fingerprint of a stored one is not that record.
+            let mut twin = key(17);
+            twin[31] ^= 1;
+            assert!(s.get_blocking(2, &twin).is_err());
+            let got = s.entries_in(2, &key(10), &key(19)).unwrap();
+            let want: Vec<(Vec<u8>, Vec<u8>)> = (10..=19)
+                .map(|i| (key(i).to_vec(), value_for(i, 50)))
+                .collect();
+            assert_eq!(got, want);
+            // Bounds inside one fingerprint: the full keys decide.
+            let mut hi = key(12);
+            hi[31] = hi[31].wrapping_sub(1);
+            let got = s.entries_in(2, &key(12), &hi).unwrap();
+            assert!(got.is_empty(), "{got:?}");
+        }
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn an_index_over_the_checkpoint_limit_is_not_checkpointed_and_reopens_by_scanning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        // 300 keys of 4 bytes: 23 bytes each in a checkpoint, over a 4 KiB limit.
+        let opts = StoreOptions {
+            max_checkpoint_bytes: 4096,
+            ..ckpt_opts()
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..300u32 {
+            s.put(1, &i.to_be_bytes(), &value_for(i, 100))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        let s = Store::open(&dir, opts).await.unwrap();
+        let st = s.stats();
+        assert!(!st.opened_from_checkpoint);
+        assert!(st.scanned_bytes > 300 * 100);
+        assert_eq!(st.keys, 300);
+        assert_eq!(
+            s.get(1, &7u32.to_be_bytes()).await.unwrap(),
+            Some(value_for(7, 100))
+        );
+        assert_eq!(
+            s.get_blocking(1, &9u32.to_be_bytes()).unwrap(),
+            Some(value_for(9, 100))
+        );
+        s.close().await.unwrap();
+        // Under the limit it is checkpointed again.
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        s.close().await.unwrap();
+        let s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        s.close().await.unwrap();
+    });
 }
 
 #[test]

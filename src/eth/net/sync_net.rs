@@ -89,6 +89,11 @@ pub struct NetSyncReport {
     pub peers_dropped: std::collections::BTreeMap<String, u64>,
     /// What discovery found, when it ran.
     pub discovery: Option<super::discover::DiscStats>,
+    /// Memory budget of each shard's store (`--memory-budget`), when the stores are on
+    /// disk.
+    pub memory_budget_bytes_per_shard: Option<u64>,
+    /// Peak resident set size of the process (`VmHWM`) at the end of the sync.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Counts of stored items, by kind (`records`: every record the on-disk store loaded,

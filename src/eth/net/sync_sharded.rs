@@ -26,9 +26,11 @@ use glommio::channels::local_channel;
 
 use std::path::PathBuf;
 
+use alloy_primitives::B256;
+
 use crate::eth::serve::ServingPeer;
 use crate::eth::sync::engine::{progress_line, Action, Engine, Event, Progress, Status};
-use crate::eth::sync::persist::DiskStore;
+use crate::eth::sync::persist::{DiskStore, StoreBudget, DEFAULT_MEMORY_BUDGET_BYTES};
 use crate::eth::sync::store::{Commit, MemStore, SyncStore};
 use crate::eth::sync::types::{PeerId, ReqId, Request};
 
@@ -62,6 +64,9 @@ pub struct SyncExtras {
     pub in_process: Option<Vec<ServingPeer>>,
     /// Hand every shard's store back at the end (see [`run_sync_sharded_full`]).
     pub keep_stores: bool,
+    /// Memory budget of each shard's store (caches and buffers besides the index of
+    /// what is stored), in bytes.
+    pub memory_budget_bytes: u64,
     /// Find peers on the network: discovery runs on shard 0, each shard dials the
     /// candidates it owns up to its share of the peer limit.
     pub discovery: Option<DiscoverySetup>,
@@ -86,6 +91,7 @@ impl Default for SyncExtras {
             bar: None,
             in_process: None,
             keep_stores: false,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
             discovery: None,
             authrpc: None,
         }
@@ -94,30 +100,44 @@ impl Default for SyncExtras {
 
 /// A shard's store: what the engine writes into, made durable at `commit`.
 trait ShardStore: SyncStore + Commit {
-    fn view(&self) -> &MemStore;
+    /// What it holds (no I/O).
+    fn counts(&self) -> StoredCounts;
+    /// The highest stored header (number, hash).
+    fn head(&self) -> Option<(u64, B256)>;
 }
 
 impl ShardStore for MemStore {
-    fn view(&self) -> &MemStore {
-        self
+    fn counts(&self) -> StoredCounts {
+        StoredCounts {
+            records: 0,
+            headers: self.headers.len() as u64,
+            bodies: self.bodies.len() as u64,
+            receipts: self.receipts.len() as u64,
+            state_nodes: self.nodes.len() as u64,
+            codes: self.codes.len() as u64,
+            accounts: self.accounts.len() as u64,
+        }
+    }
+    fn head(&self) -> Option<(u64, B256)> {
+        self.headers.last_key_value().map(|(n, h)| (*n, h.hash))
     }
 }
 
 impl ShardStore for DiskStore {
-    fn view(&self) -> &MemStore {
-        DiskStore::view(self)
+    fn counts(&self) -> StoredCounts {
+        let c = DiskStore::counts(self);
+        StoredCounts {
+            records: 0,
+            headers: c.headers,
+            bodies: c.bodies,
+            receipts: c.receipts,
+            state_nodes: c.nodes,
+            codes: c.codes,
+            accounts: c.accounts,
+        }
     }
-}
-
-fn counts_of(m: &MemStore) -> StoredCounts {
-    StoredCounts {
-        records: 0,
-        headers: m.headers.len() as u64,
-        bodies: m.bodies.len() as u64,
-        receipts: m.receipts.len() as u64,
-        state_nodes: m.nodes.len() as u64,
-        codes: m.codes.len() as u64,
-        accounts: m.accounts.len() as u64,
+    fn head(&self) -> Option<(u64, B256)> {
+        DiskStore::head(self)
     }
 }
 
@@ -709,13 +729,18 @@ async fn shard_main(
         }
         Some(dir) => {
             let open_started = Instant::now();
-            let opened = match dir {
-                Some(d) => DiskStore::open(&d).await.map_err(|e| e.to_string()),
+            let budget = StoreBudget {
+                memory_budget_bytes: extras.memory_budget_bytes,
+            };
+            let opened = match &dir {
+                Some(d) => DiskStore::open_with(d, budget)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err(format!("no store directory for shard {me}")),
             };
             match opened {
                 Ok(mut store) => {
-                    let mut resumed = counts_of(store.view());
+                    let mut resumed = ShardStore::counts(&store);
                     resumed.records = store.loaded_records;
                     if resumed.records > 0 {
                         tracing::info!(
@@ -731,7 +756,18 @@ async fn shard_main(
                     let keep = extras.keep_stores;
                     let mut r = shard_run(shard, cfg, node, extras, &mut store, resumed).await;
                     match store.close().await {
-                        Ok(view) => r.view = keep.then_some(view),
+                        Ok(()) if keep => match DiskStore::load_all(
+                            dir.as_deref().expect("opened from a directory"),
+                        )
+                        .await
+                        {
+                            Ok(view) => r.view = Some(view),
+                            Err(e) => {
+                                r.failure
+                                    .get_or_insert(format!("shard {me}: reading the store: {e}"));
+                            }
+                        },
+                        Ok(()) => {}
                         Err(e) => {
                             r.failure
                                 .get_or_insert(format!("shard {me}: closing the store: {e}"));
@@ -1165,11 +1201,8 @@ async fn shard_run<S: ShardStore>(
     }
     drop(senders);
     glommio::timer::sleep(Duration::from_millis(50)).await;
-    let view = store.view();
-    let head = view
-        .headers
-        .last_key_value()
-        .map(|(n, h)| (*n, format!("{}", h.hash)));
+    let stored = store.counts();
+    let head = store.head().map(|(n, h)| (n, format!("{h}")));
     ShardResult {
         shard: me,
         finished,
@@ -1179,13 +1212,13 @@ async fn shard_run<S: ShardStore>(
         progress: engine.get_progress(),
         head,
         counts: [
-            view.headers.len() as u64,
-            view.bodies.len() as u64,
-            view.receipts.len() as u64,
-            view.nodes.len() as u64,
-            view.codes.len() as u64,
+            stored.headers,
+            stored.bodies,
+            stored.receipts,
+            stored.state_nodes,
+            stored.codes,
         ],
-        stored: counts_of(view),
+        stored,
         resumed,
         peers: reports
             .into_iter()
@@ -1382,6 +1415,10 @@ pub fn run_sync_sharded_full(
             rc.shards.max(1)
         );
     }
+    let budget_per_shard = extras
+        .shard_dirs
+        .is_some()
+        .then_some(extras.memory_budget_bytes);
     let extras = Arc::new(extras);
     let started = Instant::now();
     let shards = rc.shards.max(1);
@@ -1471,6 +1508,8 @@ pub fn run_sync_sharded_full(
         peers_dropped: pool.dropped.clone(),
         discovery: disc,
         peers: peers.into_values().collect(),
+        memory_budget_bytes_per_shard: budget_per_shard,
+        peak_rss_bytes: crate::node::opts::peak_rss_bytes(),
     };
     Ok((report, stores))
 }

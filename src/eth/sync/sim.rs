@@ -473,7 +473,12 @@ fn run_inner(
     let work_done = |stores: &[MemStore]| -> u64 {
         stores
             .iter()
-            .map(|s| s.headers.len() as u64 + s.nodes.len() as u64 + s.accounts.len() as u64)
+            .map(|s| {
+                // Slots kept of incomplete storage tries count too: a kill can land
+                // inside a large storage trie.
+                let kept: u64 = s.storage_slots.values().map(|v| v.len() as u64).sum();
+                s.headers.len() as u64 + s.nodes.len() as u64 + s.accounts.len() as u64 + kept
+            })
             .sum()
     };
     let mut last_work_check = 0u64;

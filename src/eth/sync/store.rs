@@ -7,6 +7,18 @@ use alloy_primitives::B256;
 
 use super::types::{Body, Header, Receipts};
 
+/// A run of verified storage slots: (slot hash, value).
+pub type SlotRun = Vec<(B256, Vec<u8>)>;
+
+/// The stored progress of an incomplete storage trie (see
+/// [`SyncStore::storage_progress`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageProgress {
+    pub root: B256,
+    pub left: Vec<(B256, B256)>,
+    pub slots: Vec<(B256, Vec<u8>)>,
+}
+
 /// A shard's store. Only verified items are ever written. Content-addressed items are
 /// written once.
 pub trait SyncStore {
@@ -23,11 +35,32 @@ pub trait SyncStore {
     fn has_receipts(&self, number: u64) -> bool;
     /// A verified account leaf (snap).
     fn put_account(&mut self, hash: B256, rlp: &[u8]);
+    /// Whether the account leaf `hash` is stored.
+    fn has_account(&self, hash: &B256) -> bool {
+        !self.accounts_in(hash, hash).is_empty()
+    }
     /// Stored account leaves with `lo <= hash <= hi`, sorted.
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)>;
     /// Marks an account's storage trie as fully stored (snap).
     fn put_storage_done(&mut self, account: B256);
     fn storage_done(&self, account: &B256) -> bool;
+    /// A verified run of a storage trie's slots (snap), the part of a range response
+    /// from `origin` on, kept while the account's trie is incomplete so that a restart
+    /// does not fetch it again.
+    fn put_storage_slots(&mut self, account: B256, origin: B256, slots: &[(B256, Vec<u8>)]) {
+        let _ = (account, origin, slots);
+    }
+    /// What is left of an incomplete storage trie (snap): its storage root and the
+    /// sub-ranges still to fetch, `(origin, limit)`. Replaces the previous progress.
+    fn put_storage_progress(&mut self, account: B256, root: B256, left: &[(B256, B256)]) {
+        let _ = (account, root, left);
+    }
+    /// The progress of an incomplete storage trie: its root, the sub-ranges left, and
+    /// every slot stored by `put_storage_slots` for it (sorted).
+    fn storage_progress(&self, account: &B256) -> Option<StorageProgress> {
+        let _ = account;
+        None
+    }
     /// Replace the journal atomically.
     fn write_journal(&mut self, bytes: &[u8]);
     fn read_journal(&self) -> Option<Vec<u8>>;
@@ -43,6 +76,10 @@ pub struct MemStore {
     pub receipts: BTreeMap<u64, Receipts>,
     pub accounts: BTreeMap<B256, Vec<u8>>,
     pub storage_done: HashSet<B256>,
+    /// Verified slot runs of incomplete storage tries, by (account, origin).
+    pub storage_slots: BTreeMap<(B256, B256), SlotRun>,
+    /// Incomplete storage tries: (storage root, sub-ranges left).
+    pub storage_progress: HashMap<B256, (B256, Vec<(B256, B256)>)>,
     pub journal: Option<Vec<u8>>,
     /// Writes of an item that was already present (should stay 0 for content-addressed data).
     pub duplicate_writes: u64,
@@ -97,6 +134,9 @@ impl SyncStore for MemStore {
             self.duplicate_writes += 1;
         }
     }
+    fn has_account(&self, hash: &B256) -> bool {
+        self.accounts.contains_key(hash)
+    }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
         self.accounts
             .range(*lo..=*hi)
@@ -108,6 +148,27 @@ impl SyncStore for MemStore {
     }
     fn storage_done(&self, account: &B256) -> bool {
         self.storage_done.contains(account)
+    }
+    fn put_storage_slots(&mut self, account: B256, origin: B256, slots: &[(B256, Vec<u8>)]) {
+        self.storage_slots.insert((account, origin), slots.to_vec());
+    }
+    fn put_storage_progress(&mut self, account: B256, root: B256, left: &[(B256, B256)]) {
+        self.storage_progress.insert(account, (root, left.to_vec()));
+    }
+    fn storage_progress(&self, account: &B256) -> Option<StorageProgress> {
+        let (root, left) = self.storage_progress.get(account)?;
+        let mut slots: Vec<(B256, Vec<u8>)> = self
+            .storage_slots
+            .range((*account, B256::ZERO)..=(*account, B256::repeat_byte(0xff)))
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        slots.sort_by_key(|a| a.0);
+        slots.dedup_by(|a, b| a.0 == b.0);
+        Some(StorageProgress {
+            root: *root,
+            left: left.clone(),
+            slots,
+        })
     }
     fn write_journal(&mut self, bytes: &[u8]) {
         self.journal = Some(bytes.to_vec());

@@ -4,7 +4,7 @@
 
 use alloy_primitives::B256;
 
-use super::{hexs, owner_of_batch, Action, Engine, Pending, ShardMsg};
+use super::{owner_of_batch, Action, Engine, Pending, ShardMsg};
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::types::{HashOrNumber, Header, PeerId, Request};
 
@@ -242,12 +242,13 @@ impl Engine {
             c.last_join_ms = None;
         }
         if changed {
-            let c = self.coord.as_ref().expect("coordinator");
-            self.journal.joined = c
-                .joined
-                .iter()
-                .map(|(b, (fp, lh))| (*b, hexs(fp.as_slice()), hexs(lh.as_slice())))
-                .collect();
+            // The joined batches are not journaled (the journal stays the same size
+            // whatever the chain's length): after a restart every stored batch is
+            // announced again from the store and joined down from the head as before,
+            // and a batch joined but not yet stored is fetched again and must link to
+            // the same chain.
+            self.journal.joined.clear();
+            self.journal.joined_batches = self.coord.as_ref().map_or(0, |c| c.joined.len() as u64);
             self.write_journal(store);
             self.check_coordinator(store, out);
         }

@@ -120,8 +120,14 @@ struct Journal {
     mode: Option<SyncMode>,
     pivot: Option<String>,
     head: Option<String>,
-    /// Coordinator: joined header batches (batch, first parent, last hash), hex.
+    /// Coordinator: joined header batches (batch, first parent, last hash), hex. Read
+    /// from journals of earlier versions only; no longer written (see `joined_batches`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     joined: Vec<(u64, String, String)>,
+    /// Coordinator: how many header batches were joined when the journal was written
+    /// (informational; a restart joins the stored batches again from the store).
+    #[serde(default)]
+    joined_batches: u64,
     /// Snap: per owned account range, (origin hex, done).
     ranges: Vec<(String, bool)>,
     rebuilt: bool,

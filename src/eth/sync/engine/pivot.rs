@@ -73,6 +73,7 @@ impl Engine {
             c.chain_complete = false;
             c.reports.clear();
             self.journal.joined.clear();
+            self.journal.joined_batches = 0;
             let c = self.coord.as_mut().expect("coordinator");
             let k = c.candidates[i].clone();
             c.tried.insert(k.key);
@@ -670,7 +671,7 @@ impl Engine {
             c.force_repivot = false;
             c.unserved.clear();
             c.root_served = false;
-            if self.pivot.is_some() || !c.joined.is_empty() {
+            if self.pivot.is_some() || !c.joined.is_empty() || self.journal.joined_batches > 0 {
                 // A new pivot: the join bookkeeping of the old target does not carry over
                 // (stored headers do, and are announced again by their owners).
                 c.repivots += 1;
@@ -679,6 +680,7 @@ impl Engine {
                 c.chain_complete = false;
                 c.reports.clear();
                 self.journal.joined.clear();
+                self.journal.joined_batches = 0;
             }
             self.broadcast_pivot(p, h, out);
         } else if c.anchor_pending == 0 {

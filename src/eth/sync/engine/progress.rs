@@ -22,6 +22,9 @@ pub struct Progress {
     pub codes_downloaded: u64,
     pub accounts_downloaded: u64,
     pub slots_downloaded: u64,
+    /// Verified slots of incomplete storage tries kept in the store before a restart
+    /// (not fetched again).
+    pub slots_resumed: u64,
     pub requests_sent: u64,
     pub lies_detected: u64,
     pub timeouts: u64,
@@ -48,6 +51,7 @@ impl Progress {
         self.codes_downloaded += o.codes_downloaded;
         self.accounts_downloaded += o.accounts_downloaded;
         self.slots_downloaded += o.slots_downloaded;
+        self.slots_resumed += o.slots_resumed;
         self.requests_sent += o.requests_sent;
         self.lies_detected += o.lies_detected;
         self.timeouts += o.timeouts;

@@ -38,6 +38,8 @@ pub(super) struct StorageAcc {
     root: B256,
     open_tasks: u32,
     slots: BTreeMap<B256, Vec<u8>>,
+    /// Its storage tasks (indices into `storage_tasks`).
+    tasks: Vec<usize>,
 }
 
 impl Engine {
@@ -140,22 +142,37 @@ impl Engine {
 
     fn account_followups(&mut self, h: B256, acc: &AccountView, store: &dyn SyncStore) {
         if acc.has_storage() && !store.storage_done(&h) && !self.storage_accs.contains_key(&h) {
+            // Verified slots of this trie kept before a restart, and the sub-ranges left.
+            let kept = store
+                .storage_progress(&h)
+                .filter(|p| p.root == acc.storage_root && !p.left.is_empty());
+            let (left, slots) = match kept {
+                Some(p) => {
+                    self.progress.slots_resumed += p.slots.len() as u64;
+                    (p.left, p.slots.into_iter().collect())
+                }
+                None => (vec![(B256::ZERO, B256::repeat_byte(0xff))], BTreeMap::new()),
+            };
+            let first = self.storage_tasks.len();
             self.storage_accs.insert(
                 h,
                 StorageAcc {
                     root: acc.storage_root,
-                    open_tasks: 1,
-                    slots: BTreeMap::new(),
+                    open_tasks: left.len() as u32,
+                    slots,
+                    tasks: (first..first + left.len()).collect(),
                 },
             );
-            self.storage_ready.push_back(self.storage_tasks.len());
-            self.storage_tasks.push(StorageTask {
-                account: h,
-                origin: B256::ZERO,
-                limit: B256::repeat_byte(0xff),
-                busy: false,
-                done: false,
-            });
+            for (origin, limit) in left {
+                self.storage_ready.push_back(self.storage_tasks.len());
+                self.storage_tasks.push(StorageTask {
+                    account: h,
+                    origin,
+                    limit,
+                    busy: false,
+                    done: false,
+                });
+            }
         }
         if acc.has_code()
             && !store.has_code(&acc.code_hash)
@@ -259,7 +276,7 @@ impl Engine {
             if *h > r.limit {
                 break;
             }
-            if store.accounts_in(h, h).is_empty() {
+            if !store.has_account(h) {
                 store.put_account(*h, raw);
                 self.progress.accounts_downloaded += 1;
             } else {
@@ -390,12 +407,14 @@ impl Engine {
             .expect("checked above");
         let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
+        let mut run = Vec::new();
         for (h, v) in mine {
             if h > t.limit {
                 break;
             }
             self.progress.slots_downloaded += 1;
-            acc.slots.insert(h, v);
+            acc.slots.insert(h, v.clone());
+            run.push((h, v));
             last = Some(h);
         }
         let done = !more || last_any.is_some_and(|l| l >= t.limit);
@@ -416,6 +435,7 @@ impl Engine {
                 acc.open_tasks -= 1;
                 for (o, l) in bounds {
                     acc.open_tasks += 1;
+                    acc.tasks.push(self.storage_tasks.len());
                     self.storage_ready.push_back(self.storage_tasks.len());
                     self.storage_tasks.push(StorageTask {
                         account: t.account,
@@ -431,6 +451,19 @@ impl Engine {
             }
         }
         let acc = self.storage_accs.get(&t.account).expect("present");
+        if acc.open_tasks > 0 && !run.is_empty() {
+            // An incomplete trie: keep this verified run and what is left, so that a
+            // restart fetches only the rest.
+            let left: Vec<(B256, B256)> = acc
+                .tasks
+                .iter()
+                .map(|&k| &self.storage_tasks[k])
+                .filter(|x| !x.done)
+                .map(|x| (x.origin, x.limit))
+                .collect();
+            store.put_storage_slots(t.account, t.origin, &run);
+            store.put_storage_progress(t.account, acc.root, &left);
+        }
         if acc.open_tasks == 0 {
             let acc = self.storage_accs.remove(&t.account).expect("present");
             let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
@@ -447,6 +480,7 @@ impl Engine {
                         root: acc.root,
                         open_tasks: 1,
                         slots: BTreeMap::new(),
+                        tasks: vec![self.storage_tasks.len()],
                     },
                 );
                 self.storage_ready.push_back(self.storage_tasks.len());

@@ -285,13 +285,14 @@ impl Engine {
             c.force_repivot = false;
             c.unserved.clear();
             c.root_served = false;
-            if !resumed && (had_pivot || !c.joined.is_empty()) {
+            if !resumed && (had_pivot || !c.joined.is_empty() || self.journal.joined_batches > 0) {
                 c.repivots += 1;
                 c.joined.clear();
                 c.pending_ranges.clear();
                 c.chain_complete = false;
                 c.reports.clear();
                 self.journal.joined.clear();
+                self.journal.joined_batches = 0;
             }
         }
         for s in 0..self.shards {
