@@ -217,13 +217,15 @@ fn count_after(line: &str, marker: &str) -> Option<u64> {
 
 #[test]
 fn a_moving_chain_sync_killed_part_way_resumes_and_fetches_nothing_verified_again() {
-    let servers: Vec<Serve> = (0..2).map(|_| Serve::start(20_000)).collect();
+    // Enough accounts that the kill lands while they are arriving on a fast machine too.
+    const ACCOUNTS: u64 = 50_000;
+    let servers: Vec<Serve> = (0..2).map(|_| Serve::start(ACCOUNTS)).collect();
     let all: Vec<&Serve> = servers.iter().collect();
     wait_moved(&all);
     let head_at_start = all.iter().map(|s| s.head()).min().unwrap();
     let datadir = tempfile::tempdir().unwrap();
     let child = sync_cmd(&all, 2, datadir.path())
-        .args(["--progress-every-ms", "200"])
+        .args(["--progress-every-ms", "50"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -271,7 +273,10 @@ fn a_moving_chain_sync_killed_part_way_resumes_and_fetches_nothing_verified_agai
             }
         }
     }
-    assert!(seen < 20_000, "killed before every account arrived: {seen}");
+    assert!(
+        seen < ACCOUNTS,
+        "killed before every account arrived: {seen}"
+    );
     child.0.kill().unwrap();
     let _ = child.0.wait();
     drop(child);
@@ -295,11 +300,11 @@ fn a_moving_chain_sync_killed_part_way_resumes_and_fetches_nothing_verified_agai
     );
     // What it resumed plus what it fetched is the whole state, each account once.
     assert!(
-        u(r, &["resumed", "accounts"]) + u(r, &["fetched", "accounts"]) >= 20_000,
+        u(r, &["resumed", "accounts"]) + u(r, &["fetched", "accounts"]) >= ACCOUNTS,
         "{r}"
     );
     assert!(
-        u(r, &["progress", "accounts_downloaded"]) < 20_000,
+        u(r, &["progress", "accounts_downloaded"]) < ACCOUNTS,
         "the restart downloaded every account again: {r}"
     );
     let pivot = u(r, &["pivot_block"]);
