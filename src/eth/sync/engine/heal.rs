@@ -47,6 +47,7 @@ impl Engine {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_probe_reply(
         &mut self,
         wave: u64,
