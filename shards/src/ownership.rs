@@ -9,6 +9,10 @@
 //!   size by at most one;
 //! * [`owner_of_key`] and [`owner_of_path`] agree: the owner of a key is the owner of the
 //!   trie path made of the key's nibbles, so a leaf lives on the shard of its key;
+//! * the sync engines' trie map ([`owner_of_trie_path`], [`owner_of_trie_key`]) cuts the
+//!   key space at the first 1–3 nibbles ([`trie_prefix_nibbles`]), as finely as the shard
+//!   count needs for every shard's share to be within 1.1 of every other's (1..=64 shards),
+//!   so each shard owns whole subtries below that depth and the top above it is shard 0's;
 //! * ranges are dealt round-robin by chunk number, so consecutive chunks go to different
 //!   shards and any `k * shards` consecutive chunks are spread exactly evenly;
 //! * peers are hashed with a fixed (not per-process random) hash, so the map is the same
@@ -43,6 +47,66 @@ pub fn owner_of_key(key: &[u8; 32], shards: usize) -> ShardId {
     let mut first = [0u8; 8];
     first.copy_from_slice(&key[..8]);
     scale(u64::from_be_bytes(first), shards)
+}
+
+/// How many leading nibbles of a trie path decide its owner among `shards` shards (see
+/// [`owner_of_trie_path`]): one when 16 is a multiple of the shard count (every shard owns
+/// whole nibbles), else the fewest that give every shard at least 16 prefixes, so that the
+/// shares differ by at most one prefix in 16 (at most 3 nibbles for up to 256 shards).
+pub fn trie_prefix_nibbles(shards: usize) -> usize {
+    let s = shards.max(1) as u64;
+    let mut k = 1u32;
+    loop {
+        let units = 16u64.pow(k);
+        if units % s == 0 || units / s >= 16 || k >= 15 {
+            return k as usize;
+        }
+        k += 1;
+    }
+}
+
+/// Owner of a node of a Merkle-Patricia trie at `path` (nibbles, one per byte): the owner
+/// of its first [`trie_prefix_nibbles`] nibbles, so the subtree under such a prefix
+/// lives on one shard. The paths shorter than that (the top of the trie: the root, and at
+/// most 16 + 256 nodes below it) are shard 0's.
+pub fn owner_of_trie_path(path: &[u8], shards: usize) -> ShardId {
+    let k = trie_prefix_nibbles(shards);
+    if path.len() < k {
+        return ShardId(0);
+    }
+    owner_of_path(&path[..k], shards)
+}
+
+/// Owner of the trie leaf of a 32-byte key (and of what hangs off it: an account's storage
+/// trie and code): [`owner_of_trie_path`] of the key's nibbles.
+pub fn owner_of_trie_key(key: &[u8; 32], shards: usize) -> ShardId {
+    owner_of_trie_prefix(trie_prefix_of_key(key, shards), shards)
+}
+
+/// The first [`trie_prefix_nibbles`] nibbles of a key as a number.
+pub fn trie_prefix_of_key(key: &[u8; 32], shards: usize) -> u64 {
+    let k = trie_prefix_nibbles(shards);
+    let mut top = [0u8; 8];
+    top.copy_from_slice(&key[..8]);
+    u64::from_be_bytes(top) >> (64 - 4 * k)
+}
+
+/// Owner of the trie prefix `prefix` (a number of [`trie_prefix_nibbles`] nibbles).
+pub fn owner_of_trie_prefix(prefix: u64, shards: usize) -> ShardId {
+    let k = trie_prefix_nibbles(shards);
+    scale(prefix << (64 - 4 * k), shards)
+}
+
+/// The trie prefixes (numbers of [`trie_prefix_nibbles`] nibbles) `shard` owns: one
+/// contiguous range, `None` when it owns none (never for up to 16^k shards).
+pub fn trie_prefixes_of(shard: usize, shards: usize) -> Option<(u64, u64)> {
+    let k = trie_prefix_nibbles(shards);
+    let units = 1u64 << (4 * k);
+    let s = shards.max(1) as u128;
+    // The smallest prefix p with owner(p) >= j is ceil(j * units / s).
+    let first = |j: u128| (j * units as u128).div_ceil(s) as u64;
+    let (lo, hi) = (first(shard as u128), first(shard as u128 + 1));
+    (shard < shards.max(1) && hi > lo).then(|| (lo, hi - 1))
 }
 
 /// Owner of the chunk holding `index` (a byte offset or block number) when the space is cut
@@ -139,6 +203,65 @@ mod tests {
                     (c as f64 - mean).abs() <= mean * 0.25,
                     "shards={shards} {counts:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn trie_prefixes_are_balanced_and_partition_the_key_space_for_1_to_64_shards() {
+        for shards in 1..=64usize {
+            let k = trie_prefix_nibbles(shards);
+            assert!((1..=3).contains(&k), "shards={shards} k={k}");
+            let units = 1u64 << (4 * k);
+            let mut counts = vec![0u64; shards];
+            for p in 0..units {
+                counts[owner_of_trie_prefix(p, shards).0] += 1;
+            }
+            let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+            assert!(min >= 1, "shards={shards}: a shard owns nothing");
+            assert!(
+                max as f64 / min as f64 <= 1.1,
+                "shards={shards} k={k} counts={counts:?}"
+            );
+            // The ranges each shard is told it owns are exactly the prefixes it owns, in
+            // order and without gaps.
+            let mut next = 0u64;
+            for (s, &c) in counts.iter().enumerate() {
+                let (lo, hi) = trie_prefixes_of(s, shards).expect("every shard owns prefixes");
+                assert_eq!((lo, hi - lo + 1), (next, c), "shards={shards} shard={s}");
+                next = hi + 1;
+            }
+            assert_eq!(next, units);
+            assert_eq!(trie_prefixes_of(shards, shards), None);
+        }
+        // Where 16 is a multiple of the shard count, every shard owns whole nibbles.
+        for shards in [1, 2, 4, 8, 16] {
+            assert_eq!(trie_prefix_nibbles(shards), 1);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_trie_key_has_exactly_one_owner(
+            shards in 1usize..=64,
+            key in proptest::array::uniform32(any::<u8>()),
+            depth in 0usize..=64,
+        ) {
+            let owner = owner_of_trie_key(&key, shards);
+            let p = trie_prefix_of_key(&key, shards);
+            let holders: Vec<usize> = (0..shards)
+                .filter(|&s| trie_prefixes_of(s, shards).is_some_and(|(lo, hi)| lo <= p && p <= hi))
+                .collect();
+            prop_assert_eq!(holders, vec![owner.0]);
+            // Every node on the key's path at or below the prefix depth is the key's owner's;
+            // above it, shard 0's.
+            let nibbles = to_nibbles(&key);
+            let k = trie_prefix_nibbles(shards);
+            let path_owner = owner_of_trie_path(&nibbles[..depth], shards);
+            if depth >= k {
+                prop_assert_eq!(path_owner, owner);
+            } else {
+                prop_assert_eq!(path_owner, ShardId(0));
             }
         }
     }

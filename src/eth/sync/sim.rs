@@ -170,6 +170,9 @@ pub struct SimReport {
     /// Measured, so not part of the deterministic report.
     #[serde(skip)]
     pub engine_busy_us: Vec<u64>,
+    /// The same in ns, summed per event without rounding each event down to whole µs.
+    #[serde(skip)]
+    pub engine_busy_ns: Vec<u64>,
 }
 
 struct SimPeer {
@@ -460,7 +463,7 @@ fn run_inner(
     let mut now = 0u64;
     let mut events = 0u64;
     let mut restarts = 0u32;
-    let mut busy_us = vec![0u64; shards];
+    let mut busy_ns = vec![0u64; shards];
     let mut max_inflight = 0usize;
     let mut last_progress = std::time::Instant::now();
     // Counters of engines that were killed (their memory is gone, their work is not).
@@ -563,7 +566,7 @@ fn run_inner(
         acts.clear();
         let t0 = std::time::Instant::now();
         engines[shard].handle(now, event, &mut stores[shard], &mut acts);
-        busy_us[shard] += t0.elapsed().as_micros() as u64;
+        busy_ns[shard] += t0.elapsed().as_nanos() as u64;
         max_inflight = max_inflight.max(engines[shard].inflight_len());
         if first_pivot.is_none() && shard == 0 {
             first_pivot = engines[0].pivot().map(|p| p.number);
@@ -768,7 +771,8 @@ fn run_inner(
         progress,
         status,
         requests_by_kind: by_kind,
-        engine_busy_us: busy_us,
+        engine_busy_us: busy_ns.iter().map(|ns| ns / 1000).collect(),
+        engine_busy_ns: busy_ns,
     }
 }
 

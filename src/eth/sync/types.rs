@@ -49,12 +49,18 @@ impl Header {
     /// Decode (through [`catchup_eth::Header::decode_with_hash`]) and hash a header of at
     /// most [`MAX_HEADER_BYTES`].
     pub fn decode(raw: &[u8]) -> Result<Header, ItemError> {
+        Self::decode_owned(raw.to_vec())
+    }
+
+    /// [`Header::decode`] keeping `raw` (no copy).
+    pub fn decode_owned(raw: Vec<u8>) -> Result<Header, ItemError> {
         if raw.len() > MAX_HEADER_BYTES {
             return Err(ItemError::HeaderTooLarge(raw.len()));
         }
-        let (h, hash) = catchup_eth::Header::decode_with_hash(raw).map_err(ItemError::HeaderRlp)?;
+        let (h, hash) =
+            catchup_eth::Header::decode_with_hash(&raw).map_err(ItemError::HeaderRlp)?;
         Ok(Header {
-            raw: raw.to_vec(),
+            raw,
             hash,
             parent_hash: h.parent_hash,
             ommers_hash: h.ommers_hash,

@@ -3,7 +3,6 @@
 
 use alloy_primitives::{keccak256, B256};
 
-use super::headers::BatchState;
 use super::{Action, Engine, Pending};
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::types::{Body, Receipts, Request};
@@ -52,7 +51,7 @@ impl Engine {
     /// Bodies and header batches of this shard are all stored.
     pub(super) fn bodies_done(&self) -> bool {
         self.head.is_some()
-            && self.batches.values().all(|b| *b == BatchState::Stored)
+            && self.batches.all_stored()
             && self.body_queue.is_empty()
             && self.receipt_queue.is_empty()
             && self.bodies_inflight == 0

@@ -51,6 +51,8 @@ pub enum ShardMsg {
         sent: u64,
         recv: u64,
         fetched: u64,
+        /// Something of the round was dropped unvisited on that shard.
+        lossy: bool,
     },
     Report {
         shard: ShardId,
@@ -58,15 +60,10 @@ pub enum ShardMsg {
         ranges_done: bool,
     },
     Rebuild,
-    SubtrieBuilt {
-        nibble: u8,
-        top: Option<Vec<u8>>,
-    },
-    BuildWhole {
-        nibble: u8,
-    },
-    WholeBuilt {
-        ok: bool,
+    /// To shard 0: the tops of the account-trie blocks `shard` built.
+    SubtriesBuilt {
+        shard: ShardId,
+        blocks: Vec<super::heal::BlockTop>,
     },
     SwitchMode(SyncMode),
     StateComplete,
@@ -96,9 +93,9 @@ pub(super) struct Coordinator {
     pub(super) pending_ranges: BTreeMap<u64, (B256, B256, Option<PeerId>, ShardId)>,
     pub(super) reports: BTreeMap<ShardId, (bool, bool)>,
     rebuild_started: bool,
-    pub(super) subtries: BTreeMap<u8, Option<Vec<u8>>>,
+    pub(super) subtries: BTreeMap<ShardId, Vec<super::heal::BlockTop>>,
     pub(super) wave: u64,
-    pub(super) wave_replies: BTreeMap<ShardId, (u32, bool, u64, u64, u64)>,
+    pub(super) wave_replies: BTreeMap<ShardId, (u32, bool, u64, u64, u64, bool)>,
     pub(super) last_wave: Option<Vec<(u64, u64)>>,
     pub(super) state_complete: bool,
     pub(super) chain_complete: bool,
@@ -193,21 +190,28 @@ impl Engine {
                 sent,
                 recv,
                 fetched,
-            } => self.on_probe_reply(wave, shard, round, idle, sent, recv, fetched, store, out),
+                lossy,
+            } => self.on_probe_reply(
+                wave,
+                shard,
+                round,
+                idle,
+                (sent, recv, fetched, lossy),
+                store,
+                out,
+            ),
             ShardMsg::Report {
                 shard,
                 bodies_done,
                 ranges_done,
             } => self.on_report(shard, bodies_done, ranges_done, store, out),
             ShardMsg::Rebuild => self.rebuild(store, out),
-            ShardMsg::SubtrieBuilt { nibble, top } => {
+            ShardMsg::SubtriesBuilt { shard, blocks } => {
                 if let Some(c) = self.coord.as_mut() {
-                    c.subtries.insert(nibble, top);
+                    c.subtries.insert(shard, blocks);
                 }
                 self.finish_rebuild(store, out);
             }
-            ShardMsg::BuildWhole { nibble } => self.build_whole(nibble, store, out),
-            ShardMsg::WholeBuilt { .. } => self.after_rebuild(store, out),
             ShardMsg::SwitchMode(mode) => self.on_switch(mode, store, out),
             ShardMsg::StateAnswer { root, peer, served } => {
                 self.on_state_answer(root, peer, served)

@@ -22,11 +22,12 @@ impl Engine {
         }
         self.phase = StatePhase::Walk;
         self.round = round;
-        self.seen.clear();
+        self.pending.clear();
         self.node_queue.clear();
         self.tasks_sent = 0;
         self.tasks_recv = 0;
         self.round_fetched = 0;
+        self.round_lossy = false;
         self.journal.walk_round = round;
         self.write_journal(store);
         if let Some(c) = self.coord.as_mut() {
@@ -49,17 +50,12 @@ impl Engine {
 
     pub(super) fn walk_idle(&self) -> bool {
         self.phase != StatePhase::Walk
-            || (self.node_queue.is_empty()
-                && self.outbox.is_empty()
-                && !self
-                    .inflight
-                    .values()
-                    .any(|i| matches!(i.what, Pending::Nodes(_) | Pending::Codes(_))))
+            || (self.node_queue.is_empty() && self.outbox.is_empty() && self.state_inflight == 0)
     }
 
     fn task_owner(&self, t: &NodeTask) -> ShardId {
         match t.account {
-            Some(a) => owner_of_path(&[a[0] >> 4], self.shards),
+            Some(a) => catchup_shards::ownership::owner_of_trie_key(&a.0, self.shards).0,
             None => owner_of_path(&t.path, self.shards),
         }
     }
@@ -84,87 +80,108 @@ impl Engine {
         }
     }
 
-    /// Visit a state item: expand it when stored, queue it for download when not.
+    /// Visit a state item: expand it when stored, queue it for download when not (once:
+    /// what is queued or in flight is in `pending`, which the depth-first order keeps
+    /// small; a stored subtree referenced twice is expanded twice, from the store).
     fn visit(&mut self, t: NodeTask, store: &mut dyn SyncStore) {
         if t.code && t.hash == catchup_eth::EMPTY_CODE_HASH
             || !t.code && t.hash == catchup_eth::EMPTY_ROOT
         {
             return;
         }
-        if !self.seen.insert((t.hash, t.code)) {
+        if self.pending.contains(&(t.hash, t.code)) {
             return;
         }
         self.progress.state_nodes_visited += 1;
+        if !t.code && self.complete.contains(&t.hash) && store.has_node(&t.hash) {
+            // Built here from whole verified ranges with all its storage and codes.
+            return;
+        }
         if t.code {
             if !store.has_code(&t.hash) {
+                self.pending.insert((t.hash, true));
                 self.node_queue.push_back(t);
             }
             return;
         }
         match store.get_node(&t.hash) {
-            Some(raw) => self.expand(&raw, &t, store),
-            None => self.node_queue.push_back(t),
+            Some(raw) => match trie::decode_node(&raw) {
+                Ok(node) => self.expand(node, &t.path, t.account, store),
+                // Stored nodes were checked when stored: the round cannot vouch for
+                // what is below this one.
+                Err(_) => self.round_lossy = true,
+            },
+            None => {
+                self.pending.insert((t.hash, false));
+                self.node_queue.push_back(t);
+            }
         }
     }
 
-    fn expand(&mut self, raw: &[u8], t: &NodeTask, store: &mut dyn SyncStore) {
-        let Ok(node) = trie::decode_node(raw) else {
-            return;
-        };
-        let mut stack: Vec<(Node, Vec<u8>)> = vec![(node, t.path.clone())];
+    /// Route the children of `node` (at `path`; in the storage trie of `account`, or the
+    /// account trie), and the storage tries and codes its account leaves name.
+    fn expand(
+        &mut self,
+        node: Node,
+        path: &[u8],
+        account: Option<B256>,
+        store: &mut dyn SyncStore,
+    ) {
+        let mut stack: Vec<(Node, Vec<u8>)> = Vec::new();
+        let mut node = Some((node, path.to_vec()));
         let mut guard = 0;
-        while let Some((node, path)) = stack.pop() {
+        while let Some((node_now, path)) = node.take().or_else(|| stack.pop()) {
             guard += 1;
             if guard > 64 {
+                self.round_lossy = true;
                 break;
             }
-            let mut child = |c: Option<NodeRef>,
-                             p: Vec<u8>,
-                             stack: &mut Vec<(Node, Vec<u8>)>,
-                             me: &mut Engine| match c {
-                None => {}
-                Some(NodeRef::Hash(h)) => me.route(
-                    NodeTask {
-                        hash: h,
-                        path: p,
-                        account: t.account,
-                        code: false,
+            let mut child =
+                |c: NodeRef, p: Vec<u8>, stack: &mut Vec<(Node, Vec<u8>)>, me: &mut Engine| match c
+                {
+                    NodeRef::Hash(h) => me.route(
+                        NodeTask {
+                            hash: h,
+                            path: p,
+                            account,
+                            code: false,
+                        },
+                        store,
+                    ),
+                    NodeRef::Embedded(r) => match trie::decode_node(&r) {
+                        Ok(n) => stack.push((n, p)),
+                        Err(_) => me.round_lossy = true,
                     },
-                    store,
-                ),
-                Some(NodeRef::Embedded(r)) => {
-                    if let Ok(n) = trie::decode_node(&r) {
-                        stack.push((n, p));
-                    }
-                }
-            };
-            match node {
+                };
+            match node_now {
                 Node::Branch { children, .. } => {
-                    for (i, c) in children.iter().enumerate() {
-                        let mut p = path.clone();
+                    for (i, c) in children.into_iter().enumerate() {
+                        let Some(c) = c else { continue };
+                        let mut p = Vec::with_capacity(path.len() + 1);
+                        p.extend_from_slice(&path);
                         p.push(i as u8);
-                        child(c.clone(), p, &mut stack, self);
+                        child(c, p, &mut stack, self);
                     }
                 }
                 Node::Extension {
                     path: ext,
                     child: c,
                 } => {
-                    let mut p = path.clone();
+                    let mut p = Vec::with_capacity(path.len() + ext.0.len());
+                    p.extend_from_slice(&path);
                     p.extend_from_slice(&ext.0);
-                    child(Some(c), p, &mut stack, self);
+                    child(c, p, &mut stack, self);
                 }
                 Node::Leaf { path: rest, value } => {
-                    if t.account.is_some() {
+                    if account.is_some() {
                         continue;
                     }
-                    let full: Vec<u8> = path.iter().chain(rest.0.iter()).copied().collect();
-                    if full.len() != 64 {
+                    if path.len() + rest.0.len() != 64 {
                         continue;
                     }
                     let mut key = [0u8; 32];
-                    for i in 0..32 {
-                        key[i] = (full[2 * i] << 4) | full[2 * i + 1];
+                    for (i, n) in path.iter().chain(rest.0.iter()).enumerate() {
+                        key[i / 2] |= (n & 0x0f) << (4 * (1 - i % 2));
                     }
                     let Ok(acc) = AccountView::decode(&value) else {
                         continue;
@@ -219,7 +236,8 @@ impl Engine {
             let mut tasks = Vec::new();
             let mut codes = Vec::new();
             while tasks.len() + codes.len() < self.cfg.node_batch {
-                let Some(t) = self.node_queue.pop_front() else {
+                // Newest first: the walk goes depth-first, so what waits stays small.
+                let Some(t) = self.node_queue.pop_back() else {
                     break;
                 };
                 if snap && t.code {
@@ -267,18 +285,20 @@ impl Engine {
         nodes: Vec<Vec<u8>>,
         positional: bool,
         store: &mut dyn SyncStore,
-    ) -> Result<bool, ()> {
+    ) -> Result<bool, Vec<NodeTask>> {
         if self.phase != StatePhase::Walk {
             return Ok(true);
         }
         if nodes.len() > tasks.len() {
-            return Err(());
+            return Err(tasks);
         }
         let mut delivered = vec![false; tasks.len()];
         let mut matched = Vec::with_capacity(nodes.len());
+        let mut decoded = Vec::with_capacity(nodes.len());
         for (i, n) in nodes.iter().enumerate() {
             let h = keccak256(n);
-            let idx = if positional {
+            let idx = if positional || tasks[i].hash == h && !delivered[i] {
+                // Answers come in the order asked (snap: always; eth: usually).
                 (tasks[i].hash == h).then_some(i)
             } else {
                 tasks
@@ -286,17 +306,23 @@ impl Engine {
                     .enumerate()
                     .position(|(j, t)| !delivered[j] && t.hash == h)
             };
-            let Some(j) = idx else { return Err(()) };
-            if !tasks[j].code && trie::decode_node(n).is_err() {
-                return Err(());
+            let Some(j) = idx else { return Err(tasks) };
+            if tasks[j].code {
+                decoded.push(None);
+            } else {
+                match trie::decode_node(n) {
+                    Ok(node) => decoded.push(Some(node)),
+                    Err(_) => return Err(tasks),
+                }
             }
             delivered[j] = true;
             matched.push(j);
         }
-        for (k, &j) in matched.iter().enumerate() {
+        let any = !matched.is_empty();
+        for ((&j, raw), node) in matched.iter().zip(nodes.iter()).zip(decoded) {
             let t = &tasks[j];
-            let raw = &nodes[k];
             self.round_fetched += 1;
+            self.pending.remove(&(t.hash, t.code));
             if self.round > 0 || self.mode == SyncMode::Snap {
                 self.progress.healed_nodes += 1;
             }
@@ -314,8 +340,10 @@ impl Engine {
                 } else {
                     self.progress.refetched_items += 1;
                 }
-                let t = t.clone();
-                self.expand(raw, &t, store);
+                if let Some(node) = node {
+                    let (path, account) = (t.path.clone(), t.account);
+                    self.expand(node, &path, account, store);
+                }
             }
         }
         for (j, t) in tasks.into_iter().enumerate() {
@@ -323,6 +351,6 @@ impl Engine {
                 self.node_queue.push_back(t);
             }
         }
-        Ok(!matched.is_empty())
+        Ok(any)
     }
 }

@@ -2,6 +2,8 @@
 //! links; shard 0 joins the ranges from the agreed head down (`HeaderRange`) and answers
 //! `HeadersJoined` or `HeadersRejected`, on which the owner stores the batch or refetches it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use alloy_primitives::B256;
 
 use super::{owner_of_batch, Action, Engine, Pending, ShardMsg};
@@ -15,6 +17,68 @@ pub(super) enum BatchState {
     /// Verified inside, waiting for the coordinator's join.
     Held(Vec<Header>, Option<PeerId>),
     Stored,
+}
+
+/// This shard's header batches by state, with the batches to fetch and the count of
+/// batches not yet stored kept beside them (so neither the request loop nor the
+/// per-event report scans every batch).
+#[derive(Debug, Default)]
+pub(super) struct Batches {
+    states: BTreeMap<u64, BatchState>,
+    todo: BTreeSet<u64>,
+    unstored: usize,
+}
+
+impl Batches {
+    pub(super) fn get(&self, b: &u64) -> Option<&BatchState> {
+        self.states.get(b)
+    }
+
+    fn count(&mut self, b: u64, s: &BatchState, add: bool) {
+        if *s == BatchState::Todo {
+            if add {
+                self.todo.insert(b);
+            } else {
+                self.todo.remove(&b);
+            }
+        }
+        if *s != BatchState::Stored {
+            if add {
+                self.unstored += 1;
+            } else {
+                self.unstored -= 1;
+            }
+        }
+    }
+
+    pub(super) fn insert(&mut self, b: u64, s: BatchState) -> Option<BatchState> {
+        if let Some(o) = self.states.remove(&b) {
+            self.count(b, &o, false);
+            self.count(b, &s, true);
+            self.states.insert(b, s);
+            return Some(o);
+        }
+        self.count(b, &s, true);
+        self.states.insert(b, s);
+        None
+    }
+
+    /// Forget the batches from `n` on (a lower head).
+    pub(super) fn truncate(&mut self, n: u64) {
+        for (b, s) in self.states.split_off(&n) {
+            self.count(b, &s, false);
+        }
+    }
+
+    /// The lowest batch to fetch.
+    fn first_todo(&self) -> Option<u64> {
+        self.todo.first().copied()
+    }
+
+    /// Every batch known is stored.
+    pub(super) fn all_stored(&self) -> bool {
+        self.unstored == 0
+    }
 }
 
 impl Engine {
@@ -35,13 +99,7 @@ impl Engine {
     /// Header batches to fetch. False when the request slots ran out (then nothing else
     /// is sent this turn).
     pub(super) fn pump_headers(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
-        let todo: Vec<u64> = self
-            .batches
-            .iter()
-            .filter(|(_, s)| **s == BatchState::Todo)
-            .map(|(b, _)| *b)
-            .collect();
-        for b in todo {
+        while let Some(b) = self.batches.first_todo() {
             if self.free_slots() == 0 {
                 return false;
             }
@@ -109,8 +167,8 @@ impl Engine {
             return Ok(false);
         }
         let mut hs = Vec::with_capacity(raws.len());
-        for (i, r) in raws.iter().enumerate() {
-            let h = Header::decode(r).map_err(|_| ())?;
+        for (i, r) in raws.into_iter().enumerate() {
+            let h = Header::decode_owned(r).map_err(|_| ())?;
             if h.number != lo + i as u64
                 || (i > 0
                     && h.parent_hash != hs.last().map(|x: &Header| x.hash).unwrap_or_default())
@@ -176,7 +234,18 @@ impl Engine {
         let mut changed = false;
         loop {
             // The highest batch not yet joined, and the hash its last header must have.
-            let next = (0..n).rev().find(|b| !c.joined.contains_key(b));
+            // The joined batches are a run down from the top: the one below it, found
+            // without a scan (the scan is for a run with gaps, which the join never makes).
+            let run = match (c.joined.first_key_value(), c.joined.last_key_value()) {
+                (Some((&lo, _)), Some((&hi, _))) => {
+                    (hi + 1 == n && (hi - lo + 1) as usize == c.joined.len()).then_some(lo)
+                }
+                _ => Some(n),
+            };
+            let next = match run {
+                Some(lo) => lo.checked_sub(1),
+                None => (0..n).rev().find(|b| !c.joined.contains_key(b)),
+            };
             let Some(next) = next else { break };
             let expected = if next + 1 == n {
                 head_hash
@@ -256,7 +325,11 @@ impl Engine {
 
     /// The coordinator joined `batch`: store its held headers and queue its bodies.
     pub(super) fn on_headers_joined(&mut self, batch: u64, store: &mut dyn SyncStore) {
-        if let Some(BatchState::Held(hs, _)) = self.batches.get(&batch).cloned() {
+        if matches!(self.batches.get(&batch), Some(BatchState::Held(..))) {
+            let Some(BatchState::Held(hs, _)) = self.batches.insert(batch, BatchState::Stored)
+            else {
+                unreachable!("checked above")
+            };
             for h in &hs {
                 if store.header(h.number).is_none_or(|x| x.hash != h.hash) {
                     store.put_header(h);
@@ -265,7 +338,6 @@ impl Engine {
                     self.progress.refetched_items += 1;
                 }
             }
-            self.batches.insert(batch, BatchState::Stored);
             self.queue_bodies(batch, store);
         }
     }

@@ -2,13 +2,15 @@
 //! the stored ranges (`Rebuild`, `SubtrieBuilt`, `BuildWhole`, `WholeBuilt`), and probe waves
 //! (`Probe`, `ProbeReply`) that end a walk round and start another until one fetches nothing.
 
-use alloy_primitives::keccak256;
+use alloy_primitives::{keccak256, B256};
+use catchup_shards::ownership;
 
-use super::snap::nibble_range;
-use super::{owner_of_path, Action, Engine, ShardId, ShardMsg, StatePhase};
+use super::snap::unit_key;
+use super::{Action, Engine, ShardId, ShardMsg, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie::{self, build_node, Node, NodeRef};
+use crate::eth::sync::types::AccountView;
 
 impl Engine {
     /// Coordinator: walk termination, by probe waves.
@@ -40,6 +42,7 @@ impl Engine {
                 sent: self.tasks_sent,
                 recv: self.tasks_recv,
                 fetched: self.round_fetched,
+                lossy: self.round_lossy,
             },
         });
     }
@@ -51,9 +54,7 @@ impl Engine {
         shard: ShardId,
         round: u32,
         idle: bool,
-        sent: u64,
-        recv: u64,
-        fetched: u64,
+        (sent, recv, fetched, lossy): (u64, u64, u64, bool),
         store: &mut dyn SyncStore,
         out: &mut Vec<Action>,
     ) {
@@ -64,7 +65,7 @@ impl Engine {
             return;
         }
         c.wave_replies
-            .insert(shard, (round, idle, sent, recv, fetched));
+            .insert(shard, (round, idle, sent, recv, fetched, lossy));
         if c.wave_replies.len() < shards {
             return;
         }
@@ -79,8 +80,13 @@ impl Engine {
             return;
         }
         let fetched_total: u64 = replies.values().map(|r| r.4).sum();
+        let lossy = replies.values().any(|r| r.5);
         c.last_wave = None;
-        if fetched_total == 0 {
+        // The round walked the whole trie from the root: every node it met was either
+        // stored (and expanded) or fetched, verified, stored and expanded. Unless it dropped
+        // something on the way (then another round walks again), the state is complete,
+        // whether or not it had to fetch anything.
+        if fetched_total == 0 || !lossy {
             c.state_complete = true;
             self.journal.state_complete = true;
             self.phase = StatePhase::Complete;
@@ -103,102 +109,85 @@ impl Engine {
         }
     }
 
+    /// Snap: build the account trie below the trie prefixes this shard owns from its
+    /// stored leaves, and tell shard 0 the top of each (shard 0 builds the rest).
     pub(super) fn rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         if self.mode != SyncMode::Snap {
             return;
         }
         self.phase = StatePhase::Rebuild;
-        for n in self.owned_nibbles() {
-            let (lo, hi) = nibble_range(n);
-            let leaves = store.accounts_in(&lo, &hi);
-            let top = if leaves.is_empty() {
-                None
-            } else {
-                let rlp = build_node(&leaves, 1, &mut |h, r| {
+        let k = ownership::trie_prefix_nibbles(self.shards);
+        let mut blocks = Vec::new();
+        if let Some((lo, hi)) = ownership::trie_prefixes_of(self.shard, self.shards) {
+            let shift = 64 - 4 * k as u32;
+            for p in lo..=hi {
+                let first = unit_key(p << shift, false);
+                let last = unit_key((((p as u128 + 1) << shift) - 1) as u64, true);
+                let leaves = store.accounts_in(&first, &last);
+                if leaves.is_empty() {
+                    continue;
+                }
+                let mut put = |h: B256, r: &[u8]| {
                     if !store.has_node(&h) {
                         store.put_node(h, r)
                     }
-                });
-                if rlp.len() >= 32 {
-                    let h = keccak256(&rlp);
-                    if !store.has_node(&h) {
-                        store.put_node(h, &rlp);
+                };
+                let block = block_top(&leaves, k, &mut put);
+                let at_k_hash = (block.at_k.len() >= 32).then(|| keccak256(&block.at_k));
+                if self.ranges_clean && accounts_complete(&leaves, store) {
+                    self.complete.extend(at_k_hash);
+                    if let BlockShape::Branch {
+                        node: NodeRef::Hash(h),
+                        ..
+                    } = &block.shape
+                    {
+                        self.complete.insert(*h);
                     }
                 }
-                Some(rlp)
-            };
-            out.push(Action::ToShard {
-                shard: 0,
-                msg: ShardMsg::SubtrieBuilt { nibble: n, top },
-            });
+                blocks.push(block);
+            }
         }
+        out.push(Action::ToShard {
+            shard: 0,
+            msg: ShardMsg::SubtriesBuilt {
+                shard: self.shard,
+                blocks,
+            },
+        });
     }
 
+    /// Coordinator: every shard built its blocks; build the top of the trie above them
+    /// (the paths shorter than the ownership prefix, all shard 0's) and check the root.
     pub(super) fn finish_rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         let shards = self.shards;
         let Some(c) = self.coord.as_mut() else { return };
-        if c.subtries.len() < 16 {
+        if c.subtries.len() < shards {
             return;
         }
-        let subtries = std::mem::take(&mut c.subtries);
-        let nonempty: Vec<u8> = subtries
-            .iter()
-            .filter(|(_, t)| t.is_some())
-            .map(|(n, _)| *n)
+        // Shards own ascending prefix ranges, and list their blocks in order.
+        let blocks: Vec<BlockTop> = std::mem::take(&mut c.subtries)
+            .into_values()
+            .flatten()
             .collect();
         let want = self
             .pivot
             .as_ref()
             .map(|p| p.state_root)
             .unwrap_or_default();
-        match nonempty.len() {
-            0 => self.after_rebuild(store, out),
-            1 => out.push(Action::ToShard {
-                shard: owner_of_path(&[nonempty[0]], shards),
-                msg: ShardMsg::BuildWhole {
-                    nibble: nonempty[0],
-                },
-            }),
-            _ => {
-                let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
-                for (n, t) in &subtries {
-                    if let Some(rlp) = t {
-                        children[*n as usize] = Some(NodeRef::for_node(rlp));
-                    }
+        if !blocks.is_empty() {
+            let k = ownership::trie_prefix_nibbles(shards);
+            let mut put = |h: B256, r: &[u8]| {
+                if !store.has_node(&h) {
+                    store.put_node(h, r)
                 }
-                let root = Node::Branch {
-                    children,
-                    value: None,
-                }
-                .encode();
-                let h = keccak256(&root);
-                if h == want && !store.has_node(&h) {
-                    store.put_node(h, &root);
-                }
-                self.after_rebuild(store, out);
+            };
+            let (root, _) = build_top(&blocks, 0, k, &mut put);
+            let h = keccak256(&root);
+            if h == want {
+                put(h, &root);
             }
         }
-    }
-
-    /// Only one leading nibble holds accounts: build the whole trie here and check its root.
-    pub(super) fn build_whole(
-        &mut self,
-        nibble: u8,
-        store: &mut dyn SyncStore,
-        out: &mut Vec<Action>,
-    ) {
-        let (lo, hi) = nibble_range(nibble);
-        let leaves = store.accounts_in(&lo, &hi);
-        let root = trie::build_root(&leaves, &mut |h, r| {
-            if !store.has_node(&h) {
-                store.put_node(h, r)
-            }
-        });
-        let ok = Some(root) == self.pivot.as_ref().map(|p| p.state_root);
-        out.push(Action::ToShard {
-            shard: 0,
-            msg: ShardMsg::WholeBuilt { ok },
-        });
+        self.after_rebuild(store, out);
     }
 
     pub(super) fn after_rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
@@ -211,6 +200,234 @@ impl Engine {
                 shard: s,
                 msg: ShardMsg::StartWalk { round: r },
             });
+        }
+    }
+}
+
+/// The block of sorted `leaves` (at least one, all under one `k`-nibble prefix): its
+/// subtrie's nodes go to `put` (the top one too, when referenced by hash).
+fn block_top(leaves: &[(B256, Vec<u8>)], k: usize, put: &mut dyn FnMut(B256, &[u8])) -> BlockTop {
+    let prefix: Vec<u8> = (0..k)
+        .map(|i| trie::nibble(leaves[0].0.as_slice(), i))
+        .collect();
+    let mut branch_rlp = None;
+    let shape = if leaves.len() == 1 {
+        BlockShape::Leaf {
+            key: leaves[0].0,
+            value: leaves[0].1.clone(),
+        }
+    } else {
+        // Where the keys part: a branch, whatever lies above it.
+        let (a, b) = (leaves[0].0, leaves[leaves.len() - 1].0);
+        let mut cp = k;
+        while trie::nibble(a.as_slice(), cp) == trie::nibble(b.as_slice(), cp) {
+            cp += 1;
+        }
+        let rlp = build_node(leaves, cp, put);
+        let node = NodeRef::for_node(&rlp);
+        if let NodeRef::Hash(h) = node {
+            put(h, &rlp);
+        }
+        branch_rlp = Some(rlp);
+        BlockShape::Branch {
+            path: (0..cp).map(|i| trie::nibble(a.as_slice(), i)).collect(),
+            node,
+        }
+    };
+    // The block's node at depth k, which is the trie's wherever the blocks
+    // beside it hold accounts (always, at any real size; else shard 0 builds
+    // the node higher up from `shape` and this one is a spare).
+    let at_k = match &shape {
+        BlockShape::Leaf { .. } => build_node(leaves, k, put),
+        BlockShape::Branch { path, node } if path.len() > k => Node::Extension {
+            path: trie::Nibbles(path[k..].to_vec()),
+            child: node.clone(),
+        }
+        .encode(),
+        BlockShape::Branch { .. } => branch_rlp.take().expect("built above"),
+    };
+    if at_k.len() >= 32 {
+        put(keccak256(&at_k), &at_k);
+    }
+    BlockTop {
+        prefix,
+        at_k,
+        shape,
+    }
+}
+
+/// Every account of `leaves` has its storage trie built and its code stored.
+fn accounts_complete(leaves: &[(B256, Vec<u8>)], store: &dyn SyncStore) -> bool {
+    leaves.iter().all(|(h, raw)| {
+        AccountView::decode(raw).is_ok_and(|a| {
+            (!a.has_storage() || store.storage_done(h))
+                && (!a.has_code() || store.has_code(&a.code_hash))
+        })
+    })
+}
+
+/// What a shard built of one trie-prefix block of the account trie (the accounts whose
+/// keys start with `prefix`), for shard 0 to build the trie above the blocks.
+#[derive(Debug, Clone)]
+pub struct BlockTop {
+    /// The block's prefix: the ownership map's number of nibbles.
+    pub prefix: Vec<u8>,
+    /// The block's subtrie as the node at the prefix's depth (stored by its builder).
+    pub at_k: Vec<u8>,
+    /// The block's subtrie as seen from higher up.
+    pub shape: BlockShape,
+}
+
+/// A block's subtrie, as the trie above it sees it.
+#[derive(Debug, Clone)]
+pub enum BlockShape {
+    /// One account.
+    Leaf { key: B256, value: Vec<u8> },
+    /// Several: the branch where their keys part, at `path` (at least as long as the
+    /// prefix), stored by the block's builder.
+    Branch { path: Vec<u8>, node: NodeRef },
+}
+
+impl BlockTop {
+    fn nibble(&self, i: usize) -> u8 {
+        match &self.shape {
+            BlockShape::Leaf { key, .. } => trie::nibble(key.as_slice(), i),
+            BlockShape::Branch { path, .. } => path[i],
+        }
+    }
+}
+
+/// The node at `depth` above sorted `blocks` of distinct `k`-nibble prefixes (all sharing
+/// their first `depth` nibbles): its RLP, and whether it was made here (then the caller
+/// stores it when it is referenced by hash). Nodes made here below it go to `emit`.
+fn build_top(
+    blocks: &[BlockTop],
+    depth: usize,
+    k: usize,
+    emit: &mut dyn FnMut(B256, &[u8]),
+) -> (Vec<u8>, bool) {
+    debug_assert!(!blocks.is_empty() && depth <= k);
+    fn reference((rlp, made): (Vec<u8>, bool), emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
+        if rlp.len() < 32 {
+            NodeRef::Embedded(catchup_eth::Bytes::from(rlp))
+        } else {
+            let h = keccak256(&rlp);
+            if made {
+                emit(h, &rlp);
+            }
+            NodeRef::Hash(h)
+        }
+    }
+    if let [b] = blocks {
+        if depth == k {
+            return (b.at_k.clone(), false);
+        }
+        let node = match &b.shape {
+            BlockShape::Leaf { key, value } => Node::Leaf {
+                path: trie::Nibbles(
+                    (depth..64)
+                        .map(|i| trie::nibble(key.as_slice(), i))
+                        .collect(),
+                ),
+                value: catchup_eth::Bytes::copy_from_slice(value),
+            },
+            BlockShape::Branch { path, node } => Node::Extension {
+                path: trie::Nibbles(path[depth..].to_vec()),
+                child: node.clone(),
+            },
+        };
+        return (node.encode(), true);
+    }
+    // Distinct prefixes part within their first k nibbles.
+    let (first, last) = (&blocks[0], &blocks[blocks.len() - 1]);
+    let mut cp = depth;
+    while cp < k && first.nibble(cp) == last.nibble(cp) {
+        cp += 1;
+    }
+    assert!(cp < k, "blocks with one prefix");
+    if cp > depth {
+        let child = reference(build_top(blocks, cp, k, emit), emit);
+        let node = Node::Extension {
+            path: trie::Nibbles((depth..cp).map(|i| first.nibble(i)).collect()),
+            child,
+        };
+        return (node.encode(), true);
+    }
+    let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
+    let mut start = 0;
+    while start < blocks.len() {
+        let n = blocks[start].nibble(depth);
+        let mut end = start + 1;
+        while end < blocks.len() && blocks[end].nibble(depth) == n {
+            end += 1;
+        }
+        let (rlp, made) = build_top(&blocks[start..end], depth + 1, k, emit);
+        children[n as usize] = Some(reference((rlp, made), emit));
+        start = end;
+    }
+    (
+        Node::Branch {
+            children,
+            value: None,
+        }
+        .encode(),
+        true,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn blocks_and_the_top_above_them_make_the_whole_trie() {
+        let mut seed = 1u64;
+        for n in [1usize, 2, 3, 5, 17, 40, 300, 2000] {
+            for k in 1..=3 {
+                seed += 1;
+                let mut leaves: Vec<(B256, Vec<u8>)> = (0..n)
+                    .map(|i| {
+                        let key = keccak256((seed * 100_000 + i as u64).to_be_bytes());
+                        (key, vec![0x80 + (i % 50) as u8; 40 + i % 30])
+                    })
+                    .collect();
+                leaves.sort();
+                let mut want_nodes = HashMap::new();
+                let want = trie::build_root(&leaves, &mut |h, r| {
+                    want_nodes.insert(h, r.to_vec());
+                });
+                let mut got_nodes = HashMap::new();
+                let mut put = |h: B256, r: &[u8]| {
+                    assert_eq!(keccak256(r), h);
+                    got_nodes.insert(h, r.to_vec());
+                };
+                let mut blocks = Vec::new();
+                let mut start = 0;
+                while start < leaves.len() {
+                    let p = |i: usize| &leaves[i].0[..2];
+                    let same = |i: usize| {
+                        (0..k).all(|j| trie::nibble(p(i), j) == trie::nibble(p(start), j))
+                    };
+                    let mut end = start + 1;
+                    while end < leaves.len() && same(end) {
+                        end += 1;
+                    }
+                    blocks.push(block_top(&leaves[start..end], k, &mut put));
+                    start = end;
+                }
+                let (root, _) = build_top(&blocks, 0, k, &mut put);
+                let h = keccak256(&root);
+                put(h, &root);
+                assert_eq!(h, want, "{n} leaves, {k} nibbles");
+                // Every node of the trie was made by a block or the top.
+                for h in want_nodes.keys() {
+                    assert!(
+                        got_nodes.contains_key(h),
+                        "{n} leaves, {k} nibbles: {h} missing"
+                    );
+                }
+            }
         }
     }
 }

@@ -38,16 +38,17 @@ pub use coord::ShardMsg;
 use headers::BatchState;
 pub use progress::{progress_line, Progress, Status};
 pub use snap::nibble_range;
-use snap::{AccountRangeTask, StorageAcc, StorageTask};
+use snap::{AccountRangeTask, StorageAcc, StorageTasks};
 
 /// A shard index.
 pub type ShardId = usize;
 
-/// The shard that owns a trie path: the runtime's ownership map applied to the path's
-/// leading nibble only, so every subtree under a leading nibble (and the storage tries and
-/// codes of its accounts) lives on one shard. The empty path is shard 0's.
+/// The shard that owns a trie path: the runtime's trie map, which cuts the key space at
+/// its first 1–3 nibbles (as finely as the shard count needs for balance), so every
+/// subtree under such a prefix (and the storage tries and codes of its accounts) lives on
+/// one shard. The shorter paths (the top of the trie) are shard 0's.
 pub fn owner_of_path(nibbles: &[u8], shards: usize) -> ShardId {
-    catchup_shards::ownership::owner_of_path(&nibbles[..nibbles.len().min(1)], shards).0
+    catchup_shards::ownership::owner_of_trie_path(nibbles, shards).0
 }
 
 /// The shard that owns header batch `batch` (batches are dealt round-robin).
@@ -153,6 +154,16 @@ enum Pending {
     Target(B256),
 }
 
+impl Pending {
+    /// A request for state (trie nodes, codes, account or storage ranges).
+    fn is_state(&self) -> bool {
+        matches!(
+            self,
+            Pending::Nodes(_) | Pending::Codes(_) | Pending::Account(..) | Pending::Storage(..)
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Inflight {
     peer: PeerId,
@@ -190,7 +201,7 @@ pub struct Engine {
     head: Option<Header>,
 
     // headers and bodies
-    batches: BTreeMap<u64, BatchState>,
+    batches: headers::Batches,
     batch_tried: BTreeMap<u64, Vec<PeerId>>,
     /// Batches whose first headers were stored before a restart: fetched from this number
     /// on, the fetched part checked against the stored prefix's last hash.
@@ -223,7 +234,22 @@ pub struct Engine {
     /// What the sync waits for, when nothing can progress (shown in the progress line).
     waiting: Option<String>,
     round: u32,
-    seen: HashSet<(B256, bool)>,
+    /// State items of this walk round queued or in flight (trie nodes, and codes).
+    pending: alloy_primitives::map::HashSet<(B256, bool)>,
+    /// Something of this walk round was dropped unvisited: the round cannot end the walk
+    /// unless it fetched nothing.
+    round_lossy: bool,
+    /// State requests in flight (nodes, codes, account and storage ranges).
+    state_inflight: usize,
+    /// Subtries of the account trie this shard built from ranges it fetched whole in this
+    /// run, with every account's storage trie built and code stored: complete by
+    /// construction, so the heal walk does not walk them again.
+    complete: alloy_primitives::map::HashSet<B256>,
+    /// This run fetched all of this shard's snap ranges from an empty start, and no
+    /// storage trie was left to the heal (what `complete` needs).
+    ranges_clean: bool,
+    storage_left_to_heal: bool,
+    /// Items to fetch, taken newest first (the walk is depth-first).
     node_queue: VecDeque<NodeTask>,
     outbox: BTreeMap<ShardId, Vec<NodeTask>>,
     tasks_sent: u64,
@@ -232,7 +258,7 @@ pub struct Engine {
 
     // snap
     ranges: Vec<AccountRangeTask>,
-    storage_tasks: Vec<StorageTask>,
+    storage_tasks: StorageTasks,
     storage_ready: VecDeque<usize>,
     /// Bumped whenever the snap tasks are reset (new root, mode switch).
     snap_epoch: u64,
@@ -287,7 +313,7 @@ impl Engine {
             progress: Progress::default(),
             pivot: None,
             head: None,
-            batches: BTreeMap::new(),
+            batches: Default::default(),
             batch_tried: BTreeMap::new(),
             batch_from: BTreeMap::new(),
             liars: Default::default(),
@@ -306,14 +332,19 @@ impl Engine {
             no_pivot_since_ms: None,
             waiting: None,
             round: 0,
-            seen: HashSet::new(),
+            pending: Default::default(),
+            round_lossy: false,
+            state_inflight: 0,
+            complete: Default::default(),
+            ranges_clean: false,
+            storage_left_to_heal: false,
             node_queue: VecDeque::new(),
             outbox: BTreeMap::new(),
             tasks_sent: 0,
             tasks_recv: 0,
             round_fetched: 0,
             ranges: Vec::new(),
-            storage_tasks: Vec::new(),
+            storage_tasks: StorageTasks::default(),
             storage_ready: VecDeque::new(),
             snap_epoch: 0,
             storage_accs: BTreeMap::new(),
@@ -434,6 +465,9 @@ impl Engine {
         let timeout_ms = self.peers.timeout_ms(peer, &self.policy);
         self.peers.sent(peer);
         self.progress.requests_sent += 1;
+        if what.is_state() {
+            self.state_inflight += 1;
+        }
         self.inflight.insert(
             id,
             Inflight {
@@ -460,6 +494,9 @@ impl Engine {
     fn settle(&mut self, what: &Pending) {
         if matches!(what, Pending::Bodies(_) | Pending::Receipts(_)) {
             self.bodies_inflight -= 1;
+        }
+        if what.is_state() {
+            self.state_inflight -= 1;
         }
     }
 
@@ -621,7 +658,21 @@ impl Engine {
         let size = resp.size_bytes();
         // Ok(true): useful; Ok(false): empty/useless (not a lie); Err: lie.
         let stale = self.stale_walk(&inf);
-        let verdict: Result<bool, ()> = match (inf.what.clone(), resp) {
+        // What the verdict below needs to know of the request, before it is taken apart.
+        let state_answer = inf.epoch == self.pivot_epoch
+            && matches!(
+                inf.what,
+                Pending::Nodes(_) | Pending::Account(..) | Pending::Storage(..)
+            );
+        let state_req = inf.what.is_state();
+        let same_epoch = inf.epoch == self.pivot_epoch;
+        let receipts_req = matches!(inf.what, Pending::Receipts(_));
+        // Kept for a requeue when the answer is a lie (the rest is moved into the handler).
+        let keep = match &inf.what {
+            Pending::Nodes(_) | Pending::Codes(_) => None,
+            w => Some(w.clone()),
+        };
+        let verdict: Result<bool, Option<Pending>> = match (inf.what, resp) {
             // Trie nodes asked for under an older pivot: their paths name another trie
             // (the walk from the new root asks for what it needs itself).
             (Pending::Nodes(_), _) if stale => Ok(true),
@@ -645,23 +696,25 @@ impl Engine {
                 Ok(true)
             }
             (Pending::Target(t), Response::BlockHeaders(raws)) => {
-                self.on_target_header(peer, t, raws, out)
+                self.on_target_header(peer, t, raws, out).map_err(|()| None)
             }
-            (Pending::Headers(b), Response::BlockHeaders(raws)) => {
-                self.on_headers(peer, b, raws, store, out)
-            }
+            (Pending::Headers(b), Response::BlockHeaders(raws)) => self
+                .on_headers(peer, b, raws, store, out)
+                .map_err(|()| None),
             (Pending::Bodies(nums), Response::BlockBodies(bodies)) => {
-                self.on_bodies(nums, bodies, store)
+                self.on_bodies(nums, bodies, store).map_err(|()| None)
             }
-            (Pending::Receipts(nums), Response::Receipts(rs)) => self.on_receipts(nums, rs, store),
+            (Pending::Receipts(nums), Response::Receipts(rs)) => {
+                self.on_receipts(nums, rs, store).map_err(|()| None)
+            }
             (Pending::Nodes(tasks), Response::NodeData(nodes)) => {
-                self.on_nodes(tasks, nodes, false, store)
+                self.checked_nodes(tasks, nodes, false, store)
             }
             (Pending::Nodes(tasks), Response::TrieNodes(nodes)) => {
-                self.on_nodes(tasks, nodes, true, store)
+                self.checked_nodes(tasks, nodes, true, store)
             }
             (Pending::Codes(hashes), Response::ByteCodes(codes)) => {
-                self.on_codes(hashes, codes, store)
+                self.checked_codes(hashes, codes, store)
             }
             // Answers to requests made before the pivot or mode changed are not checked
             // against the new root (they would fail without the peer lying).
@@ -671,20 +724,19 @@ impl Engine {
             {
                 Ok(true)
             }
-            (Pending::Account(_, i), Response::AccountRange { accounts, proof }) => {
-                self.on_accounts(i, accounts, proof, store)
+            (Pending::Account(_, i), Response::AccountRange { accounts, proof }) => self
+                .on_accounts(i, accounts, proof, store)
+                .map_err(|()| None),
+            (Pending::Storage(_, idxs), Response::StorageRanges { slots, proof }) => self
+                .on_storage(idxs, slots, proof, store)
+                .map_err(|()| None),
+            (what, _) => {
+                // The wrong kind of answer: a lie; the request is asked again.
+                self.lie(peer, out);
+                self.requeue(what, store, out);
+                return;
             }
-            (Pending::Storage(_, idxs), Response::StorageRanges { slots, proof }) => {
-                self.on_storage(idxs, slots, proof, store)
-            }
-            _ => Err(()),
         };
-        // Does the answer say whether the peer holds the current pivot's state?
-        let state_answer = inf.epoch == self.pivot_epoch
-            && matches!(
-                inf.what,
-                Pending::Nodes(_) | Pending::Account(..) | Pending::Storage(..)
-            );
         match verdict {
             Ok(true) => {
                 self.peers.success(peer, rtt, size);
@@ -695,15 +747,7 @@ impl Engine {
             Ok(false) => {
                 // A late empty answer about an earlier pivot's root says nothing of the
                 // current one.
-                if inf.epoch == self.pivot_epoch
-                    && matches!(
-                        inf.what,
-                        Pending::Nodes(_)
-                            | Pending::Codes(_)
-                            | Pending::Account(..)
-                            | Pending::Storage(..)
-                    )
-                {
+                if state_req && same_epoch {
                     if let Some(p) = self.peers.peers.get_mut(&peer) {
                         p.no_state = p.empty >= 2;
                     }
@@ -711,19 +755,42 @@ impl Engine {
                 if state_answer {
                     self.state_unserved(peer, out);
                 }
-                if let (Pending::Receipts(_), Some(p)) =
-                    (&inf.what, self.peers.peers.get_mut(&peer))
-                {
+                if let (true, Some(p)) = (receipts_req, self.peers.peers.get_mut(&peer)) {
                     p.empty_receipts += 1;
                     p.no_receipts = p.empty_receipts >= 3;
                 }
                 self.peers.failure(peer, self.now_ms, &self.policy, false);
             }
-            Err(()) => {
+            Err(requeue) => {
                 self.lie(peer, out);
-                self.requeue(inf.what, store, out);
+                if let Some(what) = requeue.or(keep) {
+                    self.requeue(what, store, out);
+                }
             }
         }
+    }
+
+    /// [`Engine::on_nodes`], giving the tasks back on a lie (they are not cloned to keep
+    /// them for that case).
+    fn checked_nodes(
+        &mut self,
+        tasks: Vec<NodeTask>,
+        nodes: Vec<Vec<u8>>,
+        positional: bool,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, Option<Pending>> {
+        self.on_nodes(tasks, nodes, positional, store)
+            .map_err(|tasks| Some(Pending::Nodes(tasks)))
+    }
+
+    fn checked_codes(
+        &mut self,
+        hashes: Vec<B256>,
+        codes: Vec<Vec<u8>>,
+        store: &mut dyn SyncStore,
+    ) -> Result<bool, Option<Pending>> {
+        self.on_codes(hashes, codes, store)
+            .map_err(|hashes| Some(Pending::Codes(hashes)))
     }
 }
 
@@ -733,18 +800,48 @@ mod tests {
 
     #[test]
     fn ownership_is_total_and_balanced() {
-        for shards in 1..=16 {
+        for shards in 1..=64 {
+            let k = catchup_shards::ownership::trie_prefix_nibbles(shards);
             let mut counts = vec![0usize; shards];
-            for n in 0u8..16 {
-                counts[owner_of_path(&[n], shards)] += 1;
+            for p in 0u32..(1 << (4 * k)) {
+                let path: Vec<u8> = (0..k).rev().map(|i| ((p >> (4 * i)) & 0xf) as u8).collect();
+                counts[owner_of_path(&path, shards)] += 1;
             }
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
             assert!(
-                counts
-                    .iter()
-                    .all(|&c| c >= 16 / shards && c <= 16 / shards + 1),
+                *min >= 1 && *max as f64 <= *min as f64 * 1.1,
                 "{shards}: {counts:?}"
             );
             assert_eq!(owner_of_path(&[], shards), 0);
+        }
+    }
+
+    #[test]
+    fn owned_account_ranges_partition_the_key_space() {
+        for shards in 1..=64 {
+            let mut next = alloy_primitives::U256::ZERO;
+            for s in 0..shards {
+                let (lo, hi) = snap::owned_units(s, shards).expect("every shard owns keys");
+                let (lo, hi) = (snap::unit_key(lo, false), snap::unit_key(hi, true));
+                assert_eq!(
+                    alloy_primitives::U256::from_be_bytes(lo.0),
+                    next,
+                    "{shards}/{s}"
+                );
+                let mut key = lo.0;
+                key[31] = 7;
+                assert_eq!(
+                    catchup_shards::ownership::owner_of_trie_key(&key, shards).0,
+                    s
+                );
+                next = alloy_primitives::U256::from_be_bytes(hi.0)
+                    .wrapping_add(alloy_primitives::U256::from(1));
+            }
+            assert_eq!(
+                next,
+                alloy_primitives::U256::ZERO,
+                "{shards}: wraps past the top"
+            );
         }
     }
 }

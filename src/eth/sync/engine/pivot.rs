@@ -739,7 +739,7 @@ impl Engine {
         }
         let n = self.batch_count();
         // A lower head than before (a trusted target below it): batches past it are gone.
-        self.batches.retain(|&b, _| b < n);
+        self.batches.truncate(n);
         self.progress.headers_total = self
             .head
             .as_ref()

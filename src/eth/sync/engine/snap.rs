@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{keccak256, B256};
 
-use super::{hexs, owner_of_path, unhex32, Action, Engine, NodeTask, Pending, StatePhase};
+use super::{hexs, unhex32, Action, Engine, NodeTask, Pending, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie;
@@ -29,7 +29,51 @@ pub(super) struct StorageTask {
     origin: B256,
     limit: B256,
     busy: bool,
-    done: bool,
+}
+
+/// The open storage tasks by id (a finished task is removed, so the set shrinks as the
+/// storage tries complete).
+#[derive(Debug, Default)]
+pub(super) struct StorageTasks {
+    open: std::collections::HashMap<usize, StorageTask>,
+    next_id: usize,
+}
+
+impl StorageTasks {
+    fn push(&mut self, t: StorageTask) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(id, t);
+        id
+    }
+    fn get(&self, id: usize) -> Option<&StorageTask> {
+        self.open.get(&id)
+    }
+    fn get_mut(&mut self, id: usize) -> Option<&mut StorageTask> {
+        self.open.get_mut(&id)
+    }
+    fn finish(&mut self, id: usize) {
+        self.open.remove(&id);
+    }
+    pub(super) fn clear(&mut self) {
+        self.open.clear();
+    }
+    fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+impl std::ops::Index<usize> for StorageTasks {
+    type Output = StorageTask;
+    fn index(&self, id: usize) -> &StorageTask {
+        &self.open[&id]
+    }
+}
+
+impl std::ops::IndexMut<usize> for StorageTasks {
+    fn index_mut(&mut self, id: usize) -> &mut StorageTask {
+        self.open.get_mut(&id).expect("an open storage task")
+    }
 }
 
 /// The slots of one account's storage trie, collected until its last range is in.
@@ -43,28 +87,26 @@ pub(super) struct StorageAcc {
 }
 
 impl Engine {
-    pub(super) fn owned_nibbles(&self) -> Vec<u8> {
-        (0u8..16)
-            .filter(|&n| owner_of_path(&[n], self.shards) == self.shard)
-            .collect()
+    /// The account keys this shard owns (one contiguous range), if any.
+    pub(super) fn owned_keys(&self) -> Option<(B256, B256)> {
+        let (lo, hi) = owned_units(self.shard, self.shards)?;
+        Some((unit_key(lo, false), unit_key(hi, true)))
     }
 
     pub(super) fn start_ranges(&mut self, store: &mut dyn SyncStore) {
         self.phase = StatePhase::Ranges;
-        let per = self.cfg.snap_ranges_per_nibble.clamp(1, 16) as u8;
+        let per = self.cfg.snap_ranges_per_nibble.clamp(1, 16) as u128;
         let mut ranges = Vec::new();
-        for n in self.owned_nibbles() {
-            for k in 0..per {
-                let mut origin = [0u8; 32];
-                origin[0] = (n << 4) | (k * (16 / per));
-                let mut limit = [0xffu8; 32];
-                limit[0] = (n << 4) | ((k + 1) * (16 / per) - 1);
-                if k + 1 == per {
-                    limit[0] = (n << 4) | 0x0f;
-                }
+        if let Some((lo, hi)) = owned_units(self.shard, self.shards) {
+            // `per` ranges for each sixteenth of the key space this shard owns.
+            let span = (hi - lo) as u128 + 1;
+            let count = per * span.div_ceil(1u128 << 60);
+            for j in 0..count {
+                let a = lo as u128 + span * j / count;
+                let b = lo as u128 + span * (j + 1) / count - 1;
                 ranges.push(AccountRangeTask {
-                    origin: B256::from(origin),
-                    limit: B256::from(limit),
+                    origin: unit_key(a as u64, false),
+                    limit: unit_key(b as u64, true),
                     done: false,
                     busy: false,
                 });
@@ -91,22 +133,16 @@ impl Engine {
         self.ranges = ranges;
         self.save_ranges(store);
         // Storage and codes of accounts already stored (before a restart).
-        let (lo, hi) = (
-            self.ranges.first().map(|r| r.origin),
-            self.ranges.last().map(|r| r.limit),
-        );
-        if let (Some(_), Some(hi)) = (lo, hi) {
-            let lo = self
-                .owned_nibbles()
-                .first()
-                .map(|&n| nibble_range(n).0)
-                .unwrap_or_default();
+        let mut stored = 0usize;
+        if let Some((lo, hi)) = self.owned_keys() {
             for (h, raw) in store.accounts_in(&lo, &hi) {
+                stored += 1;
                 if let Ok(acc) = AccountView::decode(&raw) {
                     self.account_followups(h, &acc, store);
                 }
             }
         }
+        self.ranges_clean = stored == 0 && !self.storage_left_to_heal;
     }
 
     /// A new pivot root while ranges are fetched: the storage tries still open were
@@ -115,6 +151,8 @@ impl Engine {
     /// whose slots did not change is identical in the new trie), and the rest is left to
     /// the heal, which walks from the new root and fetches only the nodes still missing.
     pub(super) fn storage_to_heal(&mut self, store: &mut dyn SyncStore) {
+        self.storage_left_to_heal = true;
+        self.ranges_clean = false;
         for (h, acc) in std::mem::take(&mut self.storage_accs) {
             if !acc.slots.is_empty() {
                 let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
@@ -153,25 +191,28 @@ impl Engine {
                 }
                 None => (vec![(B256::ZERO, B256::repeat_byte(0xff))], BTreeMap::new()),
             };
-            let first = self.storage_tasks.len();
             self.storage_accs.insert(
                 h,
                 StorageAcc {
                     root: acc.storage_root,
                     open_tasks: left.len() as u32,
                     slots,
-                    tasks: (first..first + left.len()).collect(),
+                    tasks: Vec::new(),
                 },
             );
+            let mut ids = Vec::with_capacity(left.len());
             for (origin, limit) in left {
-                self.storage_ready.push_back(self.storage_tasks.len());
-                self.storage_tasks.push(StorageTask {
+                let id = self.storage_tasks.push(StorageTask {
                     account: h,
                     origin,
                     limit,
                     busy: false,
-                    done: false,
                 });
+                self.storage_ready.push_back(id);
+                ids.push(id);
+            }
+            if let Some(a) = self.storage_accs.get_mut(&h) {
+                a.tasks = ids;
             }
         }
         if acc.has_code()
@@ -186,14 +227,9 @@ impl Engine {
         self.mode == SyncMode::Snap
             && self.phase == StatePhase::Ranges
             && self.ranges.iter().all(|r| r.done)
-            && self.storage_tasks.iter().all(|t| t.done)
+            && self.storage_tasks.is_empty()
             && self.code_queue.is_empty()
-            && !self.inflight.values().any(|i| {
-                matches!(
-                    i.what,
-                    Pending::Account(..) | Pending::Storage(..) | Pending::Codes(_)
-                )
-            })
+            && self.state_inflight == 0
     }
 
     /// Account ranges, storage ranges and codes to fetch.
@@ -301,7 +337,7 @@ impl Engine {
 
     pub(super) fn storage_unbusy(&mut self, i: usize) {
         if let Some(t) = self.storage_tasks.get_mut(i) {
-            if t.busy && !t.done {
+            if t.busy {
                 t.busy = false;
                 self.storage_ready.push_back(i);
             }
@@ -313,8 +349,10 @@ impl Engine {
     fn next_storage_batch(&mut self) -> Option<Vec<usize>> {
         let mut batch = Vec::new();
         while let Some(i) = self.storage_ready.pop_front() {
-            let t = &self.storage_tasks[i];
-            if t.done || t.busy {
+            let Some(t) = self.storage_tasks.get(i) else {
+                continue;
+            };
+            if t.busy {
                 continue;
             }
             let whole = t.origin == B256::ZERO && t.limit == B256::repeat_byte(0xff);
@@ -379,11 +417,8 @@ impl Engine {
         let Some(t) = self.storage_tasks.get(i).cloned() else {
             return Ok(true);
         };
-        if t.done {
-            return Ok(true);
-        }
         let Some(acc) = self.storage_accs.get(&t.account) else {
-            self.storage_tasks[i].done = true;
+            self.storage_tasks.finish(i);
             return Ok(true);
         };
         let sroot = acc.root;
@@ -419,7 +454,7 @@ impl Engine {
         }
         let done = !more || last_any.is_some_and(|l| l >= t.limit);
         if done {
-            self.storage_tasks[i].done = true;
+            self.storage_tasks.finish(i);
             acc.open_tasks -= 1;
         } else {
             let Some(l) = last else {
@@ -431,19 +466,18 @@ impl Engine {
             if t.origin == B256::ZERO && split > 1 {
                 // A large storage trie: split what is left into sub-ranges fetched in parallel.
                 let bounds = split_range(next, t.limit, split);
-                self.storage_tasks[i].done = true;
+                self.storage_tasks.finish(i);
                 acc.open_tasks -= 1;
                 for (o, l) in bounds {
                     acc.open_tasks += 1;
-                    acc.tasks.push(self.storage_tasks.len());
-                    self.storage_ready.push_back(self.storage_tasks.len());
-                    self.storage_tasks.push(StorageTask {
+                    let id = self.storage_tasks.push(StorageTask {
                         account: t.account,
                         origin: o,
                         limit: l,
                         busy: false,
-                        done: false,
                     });
+                    acc.tasks.push(id);
+                    self.storage_ready.push_back(id);
                 }
             } else {
                 self.storage_tasks[i].origin = next;
@@ -454,11 +488,11 @@ impl Engine {
         if acc.open_tasks > 0 && !run.is_empty() {
             // An incomplete trie: keep this verified run and what is left, so that a
             // restart fetches only the rest.
+            // A finished task has left the open set.
             let left: Vec<(B256, B256)> = acc
                 .tasks
                 .iter()
-                .map(|&k| &self.storage_tasks[k])
-                .filter(|x| !x.done)
+                .filter_map(|&k| self.storage_tasks.get(k))
                 .map(|x| (x.origin, x.limit))
                 .collect();
             store.put_storage_slots(t.account, t.origin, &run);
@@ -480,17 +514,19 @@ impl Engine {
                         root: acc.root,
                         open_tasks: 1,
                         slots: BTreeMap::new(),
-                        tasks: vec![self.storage_tasks.len()],
+                        tasks: Vec::new(),
                     },
                 );
-                self.storage_ready.push_back(self.storage_tasks.len());
-                self.storage_tasks.push(StorageTask {
+                let id = self.storage_tasks.push(StorageTask {
                     account: t.account,
                     origin: B256::ZERO,
                     limit: B256::repeat_byte(0xff),
                     busy: false,
-                    done: false,
                 });
+                if let Some(a) = self.storage_accs.get_mut(&t.account) {
+                    a.tasks.push(id);
+                }
+                self.storage_ready.push_back(id);
             } else {
                 store.put_storage_done(t.account);
             }
@@ -503,22 +539,28 @@ impl Engine {
         hashes: Vec<B256>,
         codes: Vec<Vec<u8>>,
         store: &mut dyn SyncStore,
-    ) -> Result<bool, ()> {
+    ) -> Result<bool, Vec<B256>> {
         if codes.len() > hashes.len() {
-            return Err(());
+            return Err(hashes);
         }
         let mut delivered = vec![false; hashes.len()];
+        let mut got = Vec::with_capacity(codes.len());
         for c in &codes {
             let h = keccak256(c);
-            let j = hashes
+            let Some(j) = hashes
                 .iter()
                 .enumerate()
                 .position(|(j, x)| !delivered[j] && *x == h)
-                .ok_or(())?;
+            else {
+                return Err(hashes);
+            };
             delivered[j] = true;
+            got.push(h);
         }
-        for c in &codes {
-            let h = keccak256(c);
+        for (c, h) in codes.iter().zip(got) {
+            if self.phase == StatePhase::Walk {
+                self.pending.remove(&(h, true));
+            }
             if !store.has_code(&h) {
                 store.put_code(h, c);
                 self.progress.codes_downloaded += 1;
@@ -571,6 +613,22 @@ pub fn nibble_range(n: u8) -> (B256, B256) {
     let mut hi = [0xffu8; 32];
     hi[0] = (n << 4) | 0x0f;
     (B256::from(lo), B256::from(hi))
+}
+
+/// The keys `shard` owns as a range of their leading 64 bits (the trie ownership map's
+/// prefixes, widened).
+pub(super) fn owned_units(shard: usize, shards: usize) -> Option<(u64, u64)> {
+    let (lo, hi) = catchup_shards::ownership::trie_prefixes_of(shard, shards)?;
+    let shift = 64 - 4 * catchup_shards::ownership::trie_prefix_nibbles(shards) as u32;
+    let hi = (((hi as u128 + 1) << shift) - 1) as u64;
+    Some((lo << shift, hi))
+}
+
+/// The smallest (or, `top`, the largest) key whose leading 64 bits are `unit`.
+pub(super) fn unit_key(unit: u64, top: bool) -> B256 {
+    let mut k = if top { [0xffu8; 32] } else { [0u8; 32] };
+    k[..8].copy_from_slice(&unit.to_be_bytes());
+    B256::from(k)
 }
 
 fn inc(h: B256) -> B256 {
