@@ -503,6 +503,8 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         trust_fields["full_snapshot"] = serde_json::json!({
             "archive": full.archive, "slot": full.slot, "size_bytes": full.size_bytes,
             "chunks_fetched": full.chunks_fetched, "chunks_resumed": full.chunks_resumed,
+            "bytes_fetched": full.bytes_fetched, "download_ms": full.download_ms,
+            "audit_bytes_refetched": full.audit_bytes_refetched,
             "name_hash_ok": full.verified.as_ref().map(|v| v["name_hash_ok"].clone()),
         });
     }
@@ -704,6 +706,7 @@ fn freshness_check(
             }
         }
     }
+    let newer_full = newest_full.is_some_and(|s| s > full_slot);
     let chosen = fresh
         .as_ref()
         .map(|f| &f.archive)
@@ -712,7 +715,9 @@ fn freshness_check(
         "rechecked": true,
         "full_slot": full_slot,
         "newest_agreed_full_slot": newest_full,
-        "cluster_moved_on": newest_full.is_some_and(|s| s > full_slot),
+        // Moved on: a newer full is agreed, or a newer incremental on this full.
+        "cluster_moved_on": newer_full || fresh.is_some(),
+        "newer_full": newer_full,
         "incremental_before": before.archive.slot,
         "chosen": { "base_slot": chosen.base_slot, "slot": chosen.slot, "hash": chosen.hash },
         "newer_incremental": fresh.is_some(),
