@@ -426,7 +426,8 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             icfg.rpc = None;
             icfg.expected_archive = Some(inc.archive.clone());
             if full.download_ms >= args.freshness_check_s.saturating_mul(1000) {
-                match freshness_check(&args, inc) {
+                let full_hash = trust.expected.as_ref().map(|e| e.hash.clone());
+                match freshness_check(&args, full_hash.as_deref(), inc) {
                     Ok((fresh, note)) => {
                         if let Some(f) = fresh {
                             icfg.sources = f.sources.clone();
@@ -650,6 +651,7 @@ fn cfg_incremental_archive(
 /// note for the report (whether the cluster moved on to a newer full).
 fn freshness_check(
     args: &SyncArgs,
+    trusted_full_hash: Option<&str>,
     before: &TrustedIncremental,
 ) -> anyhow::Result<(Option<TrustedIncremental>, serde_json::Value)> {
     let full_slot = before.archive.base_slot.unwrap_or(0);
@@ -665,11 +667,15 @@ fn freshness_check(
             incremental: false,
         },
     )?;
-    let full_hash = d
-        .adverts
-        .values()
-        .find(|a| a.full_slot == full_slot)
-        .map(|a| a.full_hash.clone());
+    // The hash of the full just verified (the one the known validators vouched for), not
+    // whatever any node advertises for that slot.
+    let full_hash = trusted_full_hash.map(str::to_string).or_else(|| {
+        d.adverts
+            .iter()
+            .filter(|(k, _)| args.known_validators.contains(k))
+            .find(|(_, a)| a.full_slot == full_slot)
+            .map(|(_, a)| a.full_hash.clone())
+    });
     let newest_full = crate::solana::gossip::trust::newest_agreed_full(
         &d.adverts,
         &args.known_validators,
