@@ -826,6 +826,42 @@ fn trust_lines(t: &serde_json::Value) -> Vec<String> {
             f.as_str().unwrap_or("-")
         ));
     }
+    if let Some(f) = t["full_snapshot"].as_object() {
+        out.push(format!(
+            "  full snapshot: {} ({} bytes fetched in {:.1}s)",
+            f["archive"].as_str().unwrap_or("-"),
+            f["bytes_fetched"],
+            f["download_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        ));
+    }
+    if let Some(e) = t["freshness"]["error"].as_str() {
+        out.push(format!(
+            "  freshness check failed ({e}): the incremental chosen before was fetched"
+        ));
+    } else if t["freshness"]["rechecked"] == true {
+        let f = &t["freshness"];
+        let on = format!(
+            "incremental slot {} on full slot {}",
+            f["chosen"]["slot"], f["full_slot"]
+        );
+        out.push(if f["cluster_moved_on"] == true {
+            format!(
+                "  freshness: the cluster moved on during the full download ({}{}): fetched {on}, not a newer full",
+                if f["newer_incremental"] == true {
+                    format!("incremental slot {} -> {}", f["incremental_before"], f["chosen"]["slot"])
+                } else {
+                    "no newer incremental on this full".to_string()
+                },
+                if f["newer_full"] == true {
+                    format!(", newest agreed full slot {}", f["newest_agreed_full_slot"])
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            format!("  freshness: rechecked after the full download, the cluster has not moved on: {on}")
+        });
+    }
     out
 }
 
@@ -1530,5 +1566,42 @@ mod readable_tests {
         assert!(lines.contains(&"      ok: true".to_string()), "{lines:?}");
         assert!(lines.contains(&"    frames: 1, 2".to_string()), "{lines:?}");
         assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
+    }
+}
+
+#[cfg(test)]
+mod trust_lines_tests {
+    use super::trust_lines;
+
+    #[test]
+    fn freshness_and_the_full_snapshot_are_one_line_each() {
+        let t = serde_json::json!({
+            "discovery": "gossip", "identity": "verified",
+            "full_snapshot": { "archive": "snapshot-100-X.tar.zst", "bytes_fetched": 5, "download_ms": 2500 },
+            "freshness": { "rechecked": true, "full_slot": 100, "incremental_before": 110,
+                "cluster_moved_on": true, "newer_incremental": true, "newer_full": false,
+                "newest_agreed_full_slot": 100, "chosen": { "slot": 120, "base_slot": 100 } },
+        });
+        let l = trust_lines(&t);
+        assert!(
+            l.iter()
+                .any(|x| x == "  full snapshot: snapshot-100-X.tar.zst (5 bytes fetched in 2.5s)"),
+            "{l:?}"
+        );
+        assert!(
+            l.iter().any(|x| x.contains("the cluster moved on")
+                && x.contains("incremental slot 110 -> 120")
+                && x.contains("fetched incremental slot 120 on full slot 100")),
+            "{l:?}"
+        );
+        let mut t = t;
+        t["freshness"]["cluster_moved_on"] = false.into();
+        assert!(trust_lines(&t)
+            .iter()
+            .any(|x| x.contains("has not moved on")));
+        t["freshness"] = serde_json::json!({ "error": "gossip timed out" });
+        assert!(trust_lines(&t)
+            .iter()
+            .any(|x| x.contains("freshness check failed (gossip timed out)")));
     }
 }
