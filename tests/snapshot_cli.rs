@@ -403,3 +403,95 @@ fn generate_an_incremental_on_a_generated_full_then_verify_and_tamper() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The tar entries (path, bytes) of a .tar.zst archive.
+fn tar_entries(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let tar = catchup_solana::zstd::stream::decode_all(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 512 <= tar.len() && tar[pos] != 0 {
+        let hdr = &tar[pos..pos + 512];
+        let name_end = hdr[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&hdr[..name_end]).into_owned();
+        let size_field = std::str::from_utf8(&hdr[124..135])
+            .unwrap()
+            .trim_matches(char::from(0))
+            .to_string();
+        let size = usize::from_str_radix(size_field.trim(), 8).unwrap_or(0);
+        out.push((name, tar[pos + 512..pos + 512 + size].to_vec()));
+        pos += 512 + size.div_ceil(512) * 512;
+    }
+    out
+}
+
+/// A generated incremental has the layout of the real Agave incremental in the fixtures:
+/// the same entries (one storage file at the incremental's slot, its id after the full's),
+/// and a manifest with the parent slot before it, an accounts LtHash and no incremental
+/// persistence fields (Agave no longer writes them since SIMD-0220).
+#[test]
+fn a_generated_incremental_has_the_layout_of_agaves() {
+    let Some(fx) = fixtures() else { return };
+    let real = tar_entries(
+        &fx.join("incremental-snapshot-1-4-43FT6mnmRW9XbxpCzqH3ogYexHXboG7d8vmf3gBLvLrR.tar.zst"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = catchup()
+            .args(["solana", "snapshot", "generate", "--json", "--out"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        PathBuf::from(json_of(&o)["path"].as_str().unwrap())
+    };
+    let full = run(&[
+        "--accounts",
+        "500",
+        "--slot",
+        "1",
+        "--file-size-bytes",
+        "100000",
+    ]);
+    let inc = run(&["--incremental-of", full.to_str().unwrap(), "--slot", "4"]);
+    let ours = tar_entries(&inc);
+    let kinds = |e: &[(String, Vec<u8>)]| -> Vec<String> {
+        e.iter()
+            .map(|(n, _)| {
+                if n.starts_with("accounts/") && !n.ends_with('/') {
+                    "accounts/<file>".to_string()
+                } else {
+                    n.trim_end_matches('/').to_string()
+                }
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let mut real_kinds = kinds(&real);
+    real_kinds.retain(|k| k != "accounts");
+    let mut our_kinds = kinds(&ours);
+    our_kinds.retain(|k| k != "accounts");
+    assert_eq!(our_kinds, real_kinds);
+    let manifest = |e: &[(String, Vec<u8>)]| {
+        let (_, m) = e.iter().find(|(n, _)| n == "snapshots/4/4").unwrap();
+        catchup_solana::manifest::decode_manifest(m).unwrap()
+    };
+    let (rm, om) = (manifest(&real), manifest(&ours));
+    assert_eq!(om.slot, rm.slot);
+    assert_eq!(om.storages.len(), 1);
+    assert_eq!(om.storages[0].slot, 4);
+    assert_eq!(
+        om.storages[0].id, rm.storages[0].id,
+        "the full's files are 0.1 and 1.0 in both"
+    );
+    assert_eq!(om.parent_slot, rm.parent_slot);
+    assert!(rm.incremental_persistence.is_none());
+    assert!(om.incremental_persistence.is_none());
+    assert!(om.accounts_lt_hash.is_some() && rm.accounts_lt_hash.is_some());
+}

@@ -635,23 +635,29 @@ pub struct GeneratedIncremental {
 /// new versions of `changed` and `removed` existing accounts (spread over the full's live
 /// accounts in pubkey order) and `added` new ones. Its manifest carries the LtHash and
 /// capitalization of full + incremental (the hash in its name is that LtHash's checksum)
-/// and the incremental persistence fields as Agave wrote them before SIMD-0220: the full
-/// merkle accounts hash and capitalization, and the merkle hash and lamports of the
-/// accounts stored in the incremental.
+/// and, as Agave's incrementals since SIMD-0220 (the fixture 1→4), no incremental
+/// persistence fields (the merkle accounts hashes they carried are no longer computed).
 pub fn generate_incremental(
     full: &Path,
     cfg: &IncrementalConfig,
     out_dir: &Path,
     pipeline: super::PipelineConfig,
 ) -> Result<GeneratedIncremental, GenerateError> {
-    use catchup_solana::accounts_hash::{
-        account_hash, full_accounts_hash, incremental_accounts_hash, HashedAccount,
-    };
-    use catchup_solana::manifest::IncrementalPersistence;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| GenerateError::Io { path, source }
     };
+    let is_incremental = full
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(catchup_solana::unpack::parse_archive_name)
+        .is_some_and(|n| n.base_slot.is_some());
+    if is_incremental {
+        return Err(GenerateError::Config(format!(
+            "--incremental-of {}: that archive is an incremental snapshot, give a full one",
+            full.display()
+        )));
+    }
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let scratch = out_dir.join(format!(".incremental-base-{}", std::process::id()));
     let verified = super::verify_archive_snapshot(full, None, &scratch, pipeline)
@@ -664,12 +670,6 @@ pub fn generate_incremental(
     });
     let _ = std::fs::remove_dir_all(&scratch);
     let (base, mut accounts) = result?;
-    if base.incremental_persistence.is_some() {
-        return Err(GenerateError::Config(format!(
-            "--incremental-of {}: that archive is an incremental snapshot, give a full one",
-            full.display()
-        )));
-    }
     if cfg.slot <= base.slot {
         return Err(GenerateError::Config(format!(
             "--slot {} must be after the full snapshot's slot {}",
@@ -693,37 +693,18 @@ pub fn generate_incremental(
             accounts.len()
         )));
     }
-    let full_hash = full_accounts_hash(
-        accounts
-            .iter()
-            .map(|a| HashedAccount {
-                pubkey: a.pubkey,
-                lamports: a.lamports,
-                hash: account_hash(
-                    a.lamports,
-                    a.rent_epoch,
-                    &a.data,
-                    a.executable,
-                    &a.owner,
-                    &a.pubkey,
-                ),
-            })
-            .collect(),
-    );
     let mut lt = (*base_lt).clone();
     let mut cap = base.capitalization as u128;
     let mut rng = SplitMix(cfg.seed ^ cfg.slot.wrapping_mul(0xD6E8_FEB8_6659_FD93));
     let mut storage = Vec::new();
-    let mut hashed = Vec::new();
-    let mut inc_cap: u64 = 0;
-    let mut put = |storage: &mut Vec<u8>,
-                   lt: &mut LtHash,
-                   cap: &mut u128,
-                   pubkey: &[u8; 32],
-                   lamports: u64,
-                   owner: &[u8; 32],
-                   executable: bool,
-                   data: &[u8]| {
+    let put = |storage: &mut Vec<u8>,
+               lt: &mut LtHash,
+               cap: &mut u128,
+               pubkey: &[u8; 32],
+               lamports: u64,
+               owner: &[u8; 32],
+               executable: bool,
+               data: &[u8]| {
         append_account(storage, pubkey, lamports, u64::MAX, owner, executable, data);
         if lamports > 0 {
             lt.mix_in(&LtHash::of_account(
@@ -731,12 +712,6 @@ pub fn generate_incremental(
             ));
             *cap += lamports as u128;
         }
-        inc_cap = inc_cap.saturating_add(lamports);
-        hashed.push(HashedAccount {
-            pubkey: *pubkey,
-            lamports,
-            hash: account_hash(lamports, u64::MAX, data, executable, owner, pubkey),
-        });
     };
     for k in 0..touched {
         // Spread over the live accounts; distinct because touched <= len.
@@ -797,7 +772,6 @@ pub fn generate_incremental(
     }
     let cap = u64::try_from(cap)
         .map_err(|_| GenerateError::Config("capitalization overflows u64".into()))?;
-    let incremental_hash = incremental_accounts_hash(hashed);
     let checksum = lt.checksum();
     let mut bank = catchup_solana::blake3::Hasher::new();
     bank.update(b"catchup-generated");
@@ -822,13 +796,6 @@ pub fn generate_incremental(
     m.epoch_node_stakes = base.epoch_node_stakes.clone();
     m.accounts_lt_hash = Some(Box::new(lt));
     m.accounts_data_len = 0;
-    m.incremental_persistence = Some(IncrementalPersistence {
-        full_slot: base.slot,
-        full_hash,
-        full_capitalization: base.capitalization,
-        incremental_hash,
-        incremental_capitalization: inc_cap,
-    });
     let manifest = encode_manifest(&m);
 
     let name = format!(
