@@ -960,6 +960,7 @@ fn after_a_slow_full_the_newer_incremental_on_it_is_fetched_not_the_full_again()
     // The freshness check ran after the full and moved to I2 on the same full.
     let f = &v["freshness"];
     assert_eq!(f["rechecked"], true, "{v}");
+    assert!(f["age_ms"].as_u64().unwrap() >= fs["download_ms"].as_u64().unwrap());
     assert_eq!(f["full_slot"], 100);
     assert_eq!(f["incremental_before"], 110);
     assert_eq!(f["newer_incremental"], true, "{v}");

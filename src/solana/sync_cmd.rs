@@ -133,9 +133,10 @@ pub struct SyncArgs {
     /// The cluster's shred version for gossip (0 accepts any).
     #[arg(long, default_value_t = 0)]
     pub shred_version: u16,
-    /// With --incremental through gossip: when the full snapshot took at least this many
-    /// seconds to download, gossip is asked again, and the newest incremental on that full
-    /// the known validators now agree on is fetched (a newer full is not fetched).
+    /// With --incremental through gossip: when the full snapshot is verified at least this
+    /// many seconds after the known validators were asked (discovery, download and
+    /// verification), gossip is asked again, and the newest incremental on that full the
+    /// known validators now agree on is fetched (a newer full is not fetched).
     #[arg(long, default_value_t = 60)]
     pub freshness_check_s: u64,
     /// Discovery: ignore sources further behind the newest slot seen.
@@ -281,6 +282,9 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     }
     let mut repair_plan = repair_plan(&args)?;
     let trust = resolve_trust(&args)?;
+    // The age of what the known validators vouched for: the freshness check compares it,
+    // not the download time alone (ranking sources and finishing verification count too).
+    let trusted_at = std::time::Instant::now();
     if let (Some(plan), Some(g)) = (repair_plan.as_mut(), trust.gossip.as_ref()) {
         if plan.peers.is_empty() {
             for (pubkey, addr) in &g.serve_repair {
@@ -425,10 +429,12 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             icfg.sources = inc.sources.clone();
             icfg.rpc = None;
             icfg.expected_archive = Some(inc.archive.clone());
-            if full.download_ms >= args.freshness_check_s.saturating_mul(1000) {
+            let age_ms = trusted_at.elapsed().as_millis() as u64;
+            if age_ms.max(full.download_ms) >= args.freshness_check_s.saturating_mul(1000) {
                 let full_hash = trust.expected.as_ref().map(|e| e.hash.clone());
                 match freshness_check(&args, full_hash.as_deref(), inc) {
-                    Ok((fresh, note)) => {
+                    Ok((fresh, mut note)) => {
+                        note["age_ms"] = age_ms.into();
                         if let Some(f) = fresh {
                             icfg.sources = f.sources.clone();
                             icfg.expected_archive = Some(f.archive.clone());
