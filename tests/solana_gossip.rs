@@ -829,3 +829,256 @@ fn repaired_shreds_are_checked_against_the_snapshots_leader_schedule() {
         );
     }
 }
+
+/// `snapshot generate --incremental-of FULL --slot SLOT`; returns the archive's path.
+fn generate_incremental(full: &str, out: &Path, slot: u64) -> PathBuf {
+    let o = catchup()
+        .args([
+            "solana",
+            "snapshot",
+            "generate",
+            "--json",
+            "--incremental-of",
+        ])
+        .arg(full)
+        .args(["--slot", &slot.to_string(), "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    PathBuf::from(v["path"].as_str().unwrap())
+}
+
+/// Freshness: two known validators advertise a full F and an incremental I1 on it, served
+/// at a limited rate so the full takes seconds. While the full downloads they start
+/// advertising a newer incremental I2 on the same F. After the full, the sync asks gossip
+/// again and fetches only I2: F is downloaded once, I1 never, and I2 is verified on F.
+/// What a freshness run leaves for the assertions.
+struct FreshnessRun {
+    dir: tempfile::TempDir,
+    report: serde_json::Value,
+    full_name: String,
+    full_size: u64,
+    i1_name: String,
+    known: Vec<String>,
+}
+
+/// Two known validators advertise a full F (slot 100, 6000 accounts) and an incremental I1
+/// (slot 110) on it, served at a limited rate so the full takes seconds; `during(snaps,
+/// full, made)` runs once the sync has begun downloading F (discovery chose F and I1) and
+/// changes what the validators hold. Returns the sync's report.
+fn slow_full_sync(during: impl FnOnce(&Path, &str, &Path)) -> FreshnessRun {
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("made");
+    let (full, _) = {
+        std::fs::create_dir_all(&made).unwrap();
+        let o = catchup()
+            .args(["solana", "snapshot", "generate", "--json"])
+            .args(["--accounts", "6000", "--slot", "100", "--out"])
+            .arg(&made)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+        (
+            v["path"].as_str().unwrap().to_string(),
+            v["lt_hash"].clone(),
+        )
+    };
+    let i1 = generate_incremental(&full, &made, 110);
+    let full_name = Path::new(&full).file_name().unwrap().to_owned();
+    let i1_name = i1.file_name().unwrap().to_owned();
+    let full_size = std::fs::metadata(&full).unwrap().len();
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    std::fs::copy(&full, snaps.join(&full_name)).unwrap();
+    std::fs::copy(&i1, snaps.join(&i1_name)).unwrap();
+
+    let (mut procs, _rx) = Procs::new();
+    // Two rate-limited servers of the same directory: the full takes several seconds.
+    let serve_slow = |procs: &mut Procs| {
+        let mut cmd = catchup();
+        cmd.args(["solana", "snapshot", "serve"]).arg(&snaps).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0.05",
+        ]);
+        let (_, line) = procs.start(cmd, "snapshot serve");
+        line.strip_prefix("listening on ").unwrap().to_string()
+    };
+    let rpc1 = serve_slow(&mut procs);
+    let rpc2 = serve_slow(&mut procs);
+    let (k1, pk1) = keygen(dir.path(), "k1");
+    let (k2, pk2) = keygen(dir.path(), "k2");
+    let advertise = |rpc: &str| {
+        vec![
+            "--advertise-snapshots".to_string(),
+            snaps.to_str().unwrap().to_string(),
+            "--rpc".to_string(),
+            rpc.to_string(),
+        ]
+    };
+    let a1 = advertise(&rpc1);
+    let a1: Vec<&str> = a1.iter().map(String::as_str).collect();
+    let (_, entry) = gossip_node(&mut procs, &k1, None, &a1);
+    let a2 = advertise(&rpc2);
+    let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
+    gossip_node(&mut procs, &k2, Some(&entry), &a2);
+
+    let data = dir.path().join("data");
+    let mut cmd = sync_cmd(&data);
+    cmd.args([
+        "--entrypoint",
+        &entry,
+        "--known-validator",
+        &pk1,
+        "--known-validator",
+        &pk2,
+        "--min-agree",
+        "2",
+        "--incremental",
+        "--freshness-check-s",
+        "1",
+    ]);
+    let sync = std::thread::spawn(move || run(cmd, Duration::from_secs(90)));
+    // The full's download has begun (discovery chose F and I1): now the validators make I2.
+    let start = Instant::now();
+    while !data.join("download").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && !sync.is_finished(),
+            "the full snapshot's download did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    during(&snaps, &full, &made);
+    let (code, out, err) = sync.join().unwrap();
+    assert_eq!(code, 0, "{err}\n{out}");
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    drop(procs);
+    FreshnessRun {
+        dir,
+        report,
+        full_name: full_name.to_str().unwrap().to_string(),
+        full_size,
+        i1_name: i1_name.to_str().unwrap().to_string(),
+        known: vec![pk1, pk2],
+    }
+}
+
+/// `path` into `dir` under its own name, written aside and renamed (a node never lists
+/// half a file).
+fn publish(path: &Path, dir: &Path) {
+    let tmp = dir.join("publish.tmp");
+    std::fs::copy(path, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(path.file_name().unwrap())).unwrap();
+}
+
+/// The full was fetched once, every byte of it once, and verified against its name.
+fn assert_full_fetched_once(r: &FreshnessRun) {
+    let v = &r.report;
+    let fs = &v["full_snapshot"];
+    eprintln!("full snapshot: {fs}\nfreshness: {}", v["freshness"]);
+    assert_eq!(fs["archive"], r.full_name.as_str(), "{v}");
+    assert_eq!(fs["name_hash_ok"], true);
+    assert_eq!(fs["bytes_fetched"], r.full_size, "{v}");
+    assert_eq!(fs["chunks_resumed"], 0);
+    assert_eq!(fs["audit_bytes_refetched"], 0);
+    let f = &v["freshness"];
+    assert_eq!(f["rechecked"], true, "{v}");
+    assert!(f["age_ms"].as_u64().unwrap() >= fs["download_ms"].as_u64().unwrap());
+    assert_eq!(f["full_slot"], 100);
+    assert_eq!(f["incremental_before"], 110);
+    assert_eq!(v["verified"]["base_slot"], 100);
+    assert_eq!(v["verified"]["name_hash_ok"], true);
+    assert_eq!(v["snapshot_hash_ok"], true);
+    assert_eq!(v["identity"], "verified");
+    let mut by: Vec<String> = v["trusted_incremental"]["trusted_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    by.sort();
+    let mut want = r.known.clone();
+    want.sort();
+    assert_eq!(by, want);
+}
+
+/// Freshness: while the full downloads, the known validators start advertising a newer
+/// incremental I2 on the same F. After the full, the sync asks gossip again and fetches
+/// only I2: F is downloaded once, I1 never, and I2 is verified on F.
+#[test]
+fn after_a_slow_full_the_newer_incremental_on_it_is_fetched_not_the_full_again() {
+    let i2 = std::cell::RefCell::new(PathBuf::new());
+    let r = slow_full_sync(|snaps, full, made| {
+        let p = generate_incremental(full, &made.join("i2"), 120);
+        publish(&p, snaps);
+        *i2.borrow_mut() = p;
+    });
+    let i2 = i2.into_inner();
+    let i2_name = i2.file_name().unwrap().to_str().unwrap();
+    let i2_size = std::fs::metadata(&i2).unwrap().len();
+    assert_full_fetched_once(&r);
+    let v = &r.report;
+    let data = r.dir.path().join("data");
+    // The freshness check moved to I2 on the same full.
+    let f = &v["freshness"];
+    assert_eq!(f["newer_incremental"], true, "{v}");
+    assert_eq!(f["cluster_moved_on"], true, "{v}");
+    assert_eq!(f["newer_full"], false, "{v}");
+    assert_eq!(f["chosen"]["slot"], 120);
+    assert_eq!(f["chosen"]["base_slot"], 100);
+    // Only I2 was fetched after the full, and it verified on top of F.
+    assert_eq!(v["archive"], i2_name, "{v}");
+    assert_eq!(v["bytes_fetched"], i2_size, "{v}");
+    assert_eq!(v["trusted_incremental"]["slot"], 120, "{v}");
+    assert_eq!(v["verified"]["slot"], 120);
+    assert!(data.join("incremental/100-120").is_dir());
+    assert!(!data.join("incremental/100-110").exists());
+    assert!(!data.join("download").join(&r.i1_name).exists());
+}
+
+/// Freshness when the cluster moved on to a newer full: while F downloads, the known
+/// validators make a full F2 (slot 200) and an incremental on it, and advertise those
+/// (no newer incremental on F). The sync does not start over with F2: it keeps F,
+/// fetches I1 on it, and reports that a newer full is agreed.
+#[test]
+fn after_a_slow_full_a_newer_full_is_reported_not_fetched() {
+    let f2_name = std::cell::RefCell::new(String::new());
+    let r = slow_full_sync(|snaps, _full, made| {
+        let out = made.join("f2");
+        std::fs::create_dir_all(&out).unwrap();
+        let o = catchup()
+            .args(["solana", "snapshot", "generate", "--json"])
+            .args(["--accounts", "500", "--slot", "200", "--seed", "2", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+        let f2 = PathBuf::from(v["path"].as_str().unwrap());
+        let i = generate_incremental(f2.to_str().unwrap(), &out, 210);
+        publish(&i, snaps);
+        publish(&f2, snaps);
+        *f2_name.borrow_mut() = f2.file_name().unwrap().to_str().unwrap().to_string();
+    });
+    assert_full_fetched_once(&r);
+    let v = &r.report;
+    let f = &v["freshness"];
+    assert_eq!(f["newer_full"], true, "{v}");
+    assert_eq!(f["newest_agreed_full_slot"], 200, "{v}");
+    assert_eq!(f["cluster_moved_on"], true, "{v}");
+    assert_eq!(f["newer_incremental"], false, "{v}");
+    assert_eq!(f["chosen"]["slot"], 110);
+    assert_eq!(v["archive"], r.i1_name.as_str(), "{v}");
+    assert_eq!(v["verified"]["slot"], 110);
+    let data = r.dir.path().join("data");
+    assert!(data.join("incremental/100-110").is_dir());
+    assert!(!data.join("snapshot/200").exists());
+    assert!(!data.join("download").join(f2_name.into_inner()).exists());
+}

@@ -29,7 +29,9 @@ pub fn run(cmd: SolanaCmd, global: &GlobalOpts) -> anyhow::Result<i32> {
         SolanaCmd::Snapshot(SnapshotCmd::Inspect(a)) => {
             crate::solana::snapshot::cmd::inspect(a, global)
         }
-        SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => crate::solana::snapshot::cmd::gen(a),
+        SolanaCmd::Snapshot(SnapshotCmd::Generate(a)) => {
+            crate::solana::snapshot::cmd::gen(a, global)
+        }
         SolanaCmd::Snapshot(SnapshotCmd::Serve(a)) => crate::solana::sync_cmd::run_serve(a, global),
         SolanaCmd::Sync(args) => crate::solana::sync_cmd::run_sync(*args, global),
         SolanaCmd::Repair(a) => crate::solana::repair::cmd::run_repair(a, global),

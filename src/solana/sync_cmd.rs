@@ -133,9 +133,10 @@ pub struct SyncArgs {
     /// The cluster's shred version for gossip (0 accepts any).
     #[arg(long, default_value_t = 0)]
     pub shred_version: u16,
-    /// With --incremental through gossip: when the full snapshot took at least this many
-    /// seconds to download, gossip is asked again, and the newest incremental on that full
-    /// the known validators now agree on is fetched (a newer full is not fetched).
+    /// With --incremental through gossip: when the full snapshot is verified at least this
+    /// many seconds after the known validators were asked (discovery, download and
+    /// verification), gossip is asked again, and the newest incremental on that full the
+    /// known validators now agree on is fetched (a newer full is not fetched).
     #[arg(long, default_value_t = 60)]
     pub freshness_check_s: u64,
     /// Discovery: ignore sources further behind the newest slot seen.
@@ -281,6 +282,9 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     }
     let mut repair_plan = repair_plan(&args)?;
     let trust = resolve_trust(&args)?;
+    // The age of what the known validators vouched for: the freshness check compares it,
+    // not the download time alone (ranking sources and finishing verification count too).
+    let trusted_at = std::time::Instant::now();
     if let (Some(plan), Some(g)) = (repair_plan.as_mut(), trust.gossip.as_ref()) {
         if plan.peers.is_empty() {
             for (pubkey, addr) in &g.serve_repair {
@@ -425,9 +429,12 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
             icfg.sources = inc.sources.clone();
             icfg.rpc = None;
             icfg.expected_archive = Some(inc.archive.clone());
-            if full.download_ms >= args.freshness_check_s.saturating_mul(1000) {
-                match freshness_check(&args, inc) {
-                    Ok((fresh, note)) => {
+            let age_ms = trusted_at.elapsed().as_millis() as u64;
+            if age_ms.max(full.download_ms) >= args.freshness_check_s.saturating_mul(1000) {
+                let full_hash = trust.expected.as_ref().map(|e| e.hash.clone());
+                match freshness_check(&args, full_hash.as_deref(), inc) {
+                    Ok((fresh, mut note)) => {
+                        note["age_ms"] = age_ms.into();
                         if let Some(f) = fresh {
                             icfg.sources = f.sources.clone();
                             icfg.expected_archive = Some(f.archive.clone());
@@ -503,6 +510,8 @@ pub fn run_sync(args: SyncArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
         trust_fields["full_snapshot"] = serde_json::json!({
             "archive": full.archive, "slot": full.slot, "size_bytes": full.size_bytes,
             "chunks_fetched": full.chunks_fetched, "chunks_resumed": full.chunks_resumed,
+            "bytes_fetched": full.bytes_fetched, "download_ms": full.download_ms,
+            "audit_bytes_refetched": full.audit_bytes_refetched,
             "name_hash_ok": full.verified.as_ref().map(|v| v["name_hash_ok"].clone()),
         });
     }
@@ -648,6 +657,7 @@ fn cfg_incremental_archive(
 /// note for the report (whether the cluster moved on to a newer full).
 fn freshness_check(
     args: &SyncArgs,
+    trusted_full_hash: Option<&str>,
     before: &TrustedIncremental,
 ) -> anyhow::Result<(Option<TrustedIncremental>, serde_json::Value)> {
     let full_slot = before.archive.base_slot.unwrap_or(0);
@@ -663,11 +673,15 @@ fn freshness_check(
             incremental: false,
         },
     )?;
-    let full_hash = d
-        .adverts
-        .values()
-        .find(|a| a.full_slot == full_slot)
-        .map(|a| a.full_hash.clone());
+    // The hash of the full just verified (the one the known validators vouched for), not
+    // whatever any node advertises for that slot.
+    let full_hash = trusted_full_hash.map(str::to_string).or_else(|| {
+        d.adverts
+            .iter()
+            .filter(|(k, _)| args.known_validators.contains(k))
+            .find(|(_, a)| a.full_slot == full_slot)
+            .map(|(_, a)| a.full_hash.clone())
+    });
     let newest_full = crate::solana::gossip::trust::newest_agreed_full(
         &d.adverts,
         &args.known_validators,
@@ -704,6 +718,7 @@ fn freshness_check(
             }
         }
     }
+    let newer_full = newest_full.is_some_and(|s| s > full_slot);
     let chosen = fresh
         .as_ref()
         .map(|f| &f.archive)
@@ -712,7 +727,9 @@ fn freshness_check(
         "rechecked": true,
         "full_slot": full_slot,
         "newest_agreed_full_slot": newest_full,
-        "cluster_moved_on": newest_full.is_some_and(|s| s > full_slot),
+        // Moved on: a newer full is agreed, or a newer incremental on this full.
+        "cluster_moved_on": newer_full || fresh.is_some(),
+        "newer_full": newer_full,
         "incremental_before": before.archive.slot,
         "chosen": { "base_slot": chosen.base_slot, "slot": chosen.slot, "hash": chosen.hash },
         "newer_incremental": fresh.is_some(),
@@ -814,6 +831,42 @@ fn trust_lines(t: &serde_json::Value) -> Vec<String> {
             "  forged source dropped: {}",
             f.as_str().unwrap_or("-")
         ));
+    }
+    if let Some(f) = t["full_snapshot"].as_object() {
+        out.push(format!(
+            "  full snapshot: {} ({} bytes fetched in {:.1}s)",
+            f["archive"].as_str().unwrap_or("-"),
+            f["bytes_fetched"],
+            f["download_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        ));
+    }
+    if let Some(e) = t["freshness"]["error"].as_str() {
+        out.push(format!(
+            "  freshness check failed ({e}): the incremental chosen before was fetched"
+        ));
+    } else if t["freshness"]["rechecked"] == true {
+        let f = &t["freshness"];
+        let on = format!(
+            "incremental slot {} on full slot {}",
+            f["chosen"]["slot"], f["full_slot"]
+        );
+        out.push(if f["cluster_moved_on"] == true {
+            format!(
+                "  freshness: the cluster moved on during the full download ({}{}): fetched {on}, not a newer full",
+                if f["newer_incremental"] == true {
+                    format!("incremental slot {} -> {}", f["incremental_before"], f["chosen"]["slot"])
+                } else {
+                    "no newer incremental on this full".to_string()
+                },
+                if f["newer_full"] == true {
+                    format!(", newest agreed full slot {}", f["newest_agreed_full_slot"])
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            format!("  freshness: rechecked after the full download, the cluster has not moved on: {on}")
+        });
     }
     out
 }
@@ -1519,5 +1572,42 @@ mod readable_tests {
         assert!(lines.contains(&"      ok: true".to_string()), "{lines:?}");
         assert!(lines.contains(&"    frames: 1, 2".to_string()), "{lines:?}");
         assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
+    }
+}
+
+#[cfg(test)]
+mod trust_lines_tests {
+    use super::trust_lines;
+
+    #[test]
+    fn freshness_and_the_full_snapshot_are_one_line_each() {
+        let t = serde_json::json!({
+            "discovery": "gossip", "identity": "verified",
+            "full_snapshot": { "archive": "snapshot-100-X.tar.zst", "bytes_fetched": 5, "download_ms": 2500 },
+            "freshness": { "rechecked": true, "full_slot": 100, "incremental_before": 110,
+                "cluster_moved_on": true, "newer_incremental": true, "newer_full": false,
+                "newest_agreed_full_slot": 100, "chosen": { "slot": 120, "base_slot": 100 } },
+        });
+        let l = trust_lines(&t);
+        assert!(
+            l.iter()
+                .any(|x| x == "  full snapshot: snapshot-100-X.tar.zst (5 bytes fetched in 2.5s)"),
+            "{l:?}"
+        );
+        assert!(
+            l.iter().any(|x| x.contains("the cluster moved on")
+                && x.contains("incremental slot 110 -> 120")
+                && x.contains("fetched incremental slot 120 on full slot 100")),
+            "{l:?}"
+        );
+        let mut t = t;
+        t["freshness"]["cluster_moved_on"] = false.into();
+        assert!(trust_lines(&t)
+            .iter()
+            .any(|x| x.contains("has not moved on")));
+        t["freshness"] = serde_json::json!({ "error": "gossip timed out" });
+        assert!(trust_lines(&t)
+            .iter()
+            .any(|x| x.contains("freshness check failed (gossip timed out)")));
     }
 }

@@ -7,7 +7,9 @@ use clap::Args;
 
 use crate::node::opts::GlobalOpts;
 
-use crate::solana::snapshot::generate::{generate, DataSize, GenerateConfig};
+use crate::solana::snapshot::generate::{
+    generate, generate_incremental, DataSize, GenerateConfig, IncrementalConfig,
+};
 use crate::solana::snapshot::name_hash::NameHashCheck;
 use crate::solana::snapshot::{
     verify_archive_snapshot_named, Pipeline, PipelineConfig, PipelineError, VerifyReport,
@@ -76,8 +78,23 @@ pub struct InspectArgs {
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Number of accounts.
-    #[arg(long)]
-    pub accounts: u64,
+    #[arg(long, required_unless_present = "incremental_of")]
+    pub accounts: Option<u64>,
+    /// Write an incremental snapshot at --slot on top of this full archive (verified
+    /// first) instead of a full one: --changed, --added and --removed accounts.
+    #[arg(long, value_name = "FULL_ARCHIVE", conflicts_with_all = ["accounts", "leader", "frames"])]
+    pub incremental_of: Option<PathBuf>,
+    /// With --incremental-of: existing accounts given new lamports and data.
+    #[arg(long, default_value_t = 16, requires = "incremental_of")]
+    pub changed: u64,
+    /// With --incremental-of: new accounts.
+    #[arg(long, default_value_t = 4, requires = "incremental_of")]
+    pub added: u64,
+    /// With --incremental-of: existing accounts removed (stored with zero lamports).
+    #[arg(long, default_value_t = 4, requires = "incremental_of")]
+    pub removed: u64,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
     /// Give the bank's epoch stakes (this epoch and the two after) to this node (base58):
     /// the leader of every slot there, for repair checked against the snapshot's schedule.
     #[arg(long, value_name = "PUBKEY")]
@@ -326,9 +343,37 @@ pub fn inspect(a: InspectArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn gen(a: GenerateArgs) -> anyhow::Result<i32> {
+pub fn gen(a: GenerateArgs, global: &GlobalOpts) -> anyhow::Result<i32> {
+    if let Some(full) = &a.incremental_of {
+        let cfg = IncrementalConfig {
+            slot: a.slot,
+            changed: a.changed,
+            added: a.added,
+            removed: a.removed,
+            seed: a.seed,
+            zstd_level: a.zstd_level,
+        };
+        let g = generate_incremental(full, &cfg, &a.out, a.pipeline.config(global)?)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&g)?);
+        } else {
+            println!(
+                "{}: slot {} on full slot {}, {} changed, {} added, {} removed, capitalization {}, {} bytes uncompressed, {} compressed",
+                g.path.display(),
+                g.slot,
+                g.full_slot,
+                g.changed,
+                g.added,
+                g.removed,
+                g.capitalization,
+                g.uncompressed_bytes,
+                g.compressed_bytes
+            );
+        }
+        return Ok(0);
+    }
     let cfg = GenerateConfig {
-        accounts: a.accounts,
+        accounts: a.accounts.unwrap_or_default(),
         data_size: a.data_size,
         frames: a.frames,
         slot: a.slot,

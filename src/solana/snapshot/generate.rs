@@ -595,3 +595,270 @@ pub fn generate(cfg: &GenerateConfig, out_dir: &Path) -> Result<Generated, Gener
         frames,
     })
 }
+
+/// What to change in an incremental snapshot generated on top of a full archive.
+#[derive(Debug, Clone)]
+pub struct IncrementalConfig {
+    /// The incremental snapshot's slot (after the full snapshot's).
+    pub slot: u64,
+    /// Existing accounts given a new version (new lamports and data).
+    pub changed: u64,
+    /// New accounts.
+    pub added: u64,
+    /// Existing accounts removed (stored again with zero lamports).
+    pub removed: u64,
+    pub seed: u64,
+    pub zstd_level: i32,
+}
+
+/// What was written for an incremental snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratedIncremental {
+    pub path: PathBuf,
+    pub full_slot: u64,
+    pub slot: u64,
+    pub changed: u64,
+    pub added: u64,
+    pub removed: u64,
+    /// Capitalization of full + incremental (the incremental manifest's).
+    pub capitalization: u64,
+    /// LtHash checksum of full + incremental (the name's hash).
+    pub lt_hash: String,
+    pub bank_hash: String,
+    pub uncompressed_bytes: u64,
+    pub compressed_bytes: u64,
+}
+
+/// Generate `incremental-snapshot-<full_slot>-<slot>-<hash>.tar.zst` into `out_dir` on top
+/// of the full archive `full`, which is verified first (in a scratch directory under
+/// `out_dir`, removed afterwards). The incremental holds one storage file at `slot` with the
+/// new versions of `changed` and `removed` existing accounts (spread over the full's live
+/// accounts in pubkey order) and `added` new ones. Its manifest carries the LtHash and
+/// capitalization of full + incremental (the hash in its name is that LtHash's checksum)
+/// and, as Agave's incrementals since SIMD-0220 (the fixture 1→4), no incremental
+/// persistence fields (the merkle accounts hashes they carried are no longer computed).
+pub fn generate_incremental(
+    full: &Path,
+    cfg: &IncrementalConfig,
+    out_dir: &Path,
+    pipeline: super::PipelineConfig,
+) -> Result<GeneratedIncremental, GenerateError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GenerateError::Io { path, source }
+    };
+    let is_incremental = full
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(catchup_solana::unpack::parse_archive_name)
+        .is_some_and(|n| n.base_slot.is_some());
+    if is_incremental {
+        return Err(GenerateError::Config(format!(
+            "--incremental-of {}: that archive is an incremental snapshot, give a full one",
+            full.display()
+        )));
+    }
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let scratch = out_dir.join(format!(".incremental-base-{}", std::process::id()));
+    let verified = super::verify_archive_snapshot(full, None, &scratch, pipeline)
+        .map_err(|e| GenerateError::Config(format!("--incremental-of {}: {e}", full.display())));
+    let result = verified.and_then(|v| {
+        let accounts = v
+            .accounts()
+            .map_err(|e| GenerateError::Config(format!("--incremental-of: {e}")))?;
+        Ok((v.manifest.clone(), accounts))
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (base, mut accounts) = result?;
+    if cfg.slot <= base.slot {
+        return Err(GenerateError::Config(format!(
+            "--slot {} must be after the full snapshot's slot {}",
+            cfg.slot, base.slot
+        )));
+    }
+    let Some(base_lt) = base.accounts_lt_hash.as_deref() else {
+        return Err(GenerateError::Config(format!(
+            "--incremental-of {}: the full manifest has no accounts LtHash",
+            full.display()
+        )));
+    };
+    accounts.retain(|a| a.lamports > 0);
+    accounts.sort_unstable_by_key(|a| a.pubkey);
+    let touched = cfg.changed + cfg.removed;
+    if touched > accounts.len() as u64 {
+        return Err(GenerateError::Config(format!(
+            "--changed {} plus --removed {} is more than the {} live accounts of the full snapshot",
+            cfg.changed,
+            cfg.removed,
+            accounts.len()
+        )));
+    }
+    let mut lt = (*base_lt).clone();
+    let mut cap = base.capitalization as u128;
+    let mut rng = SplitMix(cfg.seed ^ cfg.slot.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    let mut storage = Vec::new();
+    let put = |storage: &mut Vec<u8>,
+               lt: &mut LtHash,
+               cap: &mut u128,
+               pubkey: &[u8; 32],
+               lamports: u64,
+               owner: &[u8; 32],
+               executable: bool,
+               data: &[u8]| {
+        append_account(storage, pubkey, lamports, u64::MAX, owner, executable, data);
+        if lamports > 0 {
+            lt.mix_in(&LtHash::of_account(
+                lamports, data, executable, owner, pubkey,
+            ));
+            *cap += lamports as u128;
+        }
+    };
+    for k in 0..touched {
+        // Spread over the live accounts; distinct because touched <= len.
+        let a = &accounts[(k * accounts.len() as u64 / touched.max(1)) as usize];
+        lt.mix_out(&LtHash::of_account(
+            a.lamports,
+            &a.data,
+            a.executable,
+            &a.owner,
+            &a.pubkey,
+        ));
+        cap -= a.lamports as u128;
+        if k < cfg.changed {
+            let mut data = a.data.clone();
+            let random = data.len().div_ceil(4);
+            rng.fill(&mut data[..random]);
+            let lamports = 1 + rng.next() % 1_000_000_000;
+            put(
+                &mut storage,
+                &mut lt,
+                &mut cap,
+                &a.pubkey,
+                lamports,
+                &a.owner,
+                a.executable,
+                &data,
+            );
+        } else {
+            put(
+                &mut storage,
+                &mut lt,
+                &mut cap,
+                &a.pubkey,
+                0,
+                &[0u8; 32],
+                false,
+                &[],
+            );
+        }
+    }
+    for _ in 0..cfg.added {
+        let mut pubkey = [0u8; 32];
+        rng.fill(&mut pubkey);
+        let mut data = vec![0u8; (rng.next() % 200) as usize];
+        rng.fill(&mut data[..]);
+        let lamports = 1 + rng.next() % 1_000_000_000;
+        let owner = OWNERS[(rng.next() % 4) as usize];
+        put(
+            &mut storage,
+            &mut lt,
+            &mut cap,
+            &pubkey,
+            lamports,
+            &owner,
+            false,
+            &data,
+        );
+    }
+    let cap = u64::try_from(cap)
+        .map_err(|_| GenerateError::Config("capitalization overflows u64".into()))?;
+    let checksum = lt.checksum();
+    let mut bank = catchup_solana::blake3::Hasher::new();
+    bank.update(b"catchup-generated");
+    bank.update(&cfg.slot.to_le_bytes());
+    bank.update(&checksum);
+    let bank_hash = *bank.finalize().as_bytes();
+    let id = base
+        .storages
+        .iter()
+        .map(|s| s.id)
+        .max()
+        .map_or(0, |m| m + 1);
+    let info = StorageInfo {
+        slot: cfg.slot,
+        id,
+        accounts_current_len: storage.len() as u64,
+    };
+    let mut m = Manifest::new(cfg.slot, bank_hash, cap, vec![info]);
+    m.epoch_schedule = base.epoch_schedule;
+    m.epoch = m.epoch_schedule.epoch_of(cfg.slot).0;
+    m.versioned_epoch_stakes_epochs = base.versioned_epoch_stakes_epochs.clone();
+    m.epoch_node_stakes = base.epoch_node_stakes.clone();
+    m.accounts_lt_hash = Some(Box::new(lt));
+    m.accounts_data_len = 0;
+    let manifest = encode_manifest(&m);
+
+    let name = format!(
+        "incremental-snapshot-{}-{}-{}.tar.zst",
+        base.slot,
+        cfg.slot,
+        base58(&checksum)
+    );
+    let final_path = out_dir.join(&name);
+    let tmp_path = out_dir.join(format!(".{name}.tmp"));
+    let file = File::create(&tmp_path).map_err(io(&tmp_path))?;
+    let mut w = FrameWriter {
+        out: BufWriter::with_capacity(1 << 20, file),
+        path: tmp_path.clone(),
+        level: cfg.zstd_level,
+        marked: false,
+        frame_target_bytes: u64::MAX,
+        enc: None,
+        marker_pos: 0,
+        frame_in_bytes: 0,
+        frame_out_bytes: 0,
+        pos: 0,
+        buf: vec![0u8; catchup_solana::zstd::zstd_safe::CCtx::out_size()],
+        frames: 0,
+        total_in_bytes: 0,
+    };
+    let put = |w: &mut FrameWriter, path: &str, bytes: &[u8]| -> Result<(), GenerateError> {
+        push_entry_header(w, path, bytes.len() as u64, EntryKind::File)?;
+        w.write(bytes)?;
+        push_padding(w, bytes.len() as u64)
+    };
+    let slot_s = cfg.slot.to_string();
+    put(&mut w, "version", b"1.2.0")?;
+    push_entry_header(&mut w, "snapshots/", 0, EntryKind::Directory)?;
+    put(&mut w, "snapshots/status_cache", &0u64.to_le_bytes())?;
+    push_entry_header(
+        &mut w,
+        &format!("snapshots/{slot_s}/"),
+        0,
+        EntryKind::Directory,
+    )?;
+    put(&mut w, &format!("snapshots/{slot_s}/{slot_s}"), &manifest)?;
+    push_entry_header(&mut w, "accounts/", 0, EntryKind::Directory)?;
+    put(&mut w, &format!("accounts/{}.{}", cfg.slot, id), &storage)?;
+    w.write(&END_OF_ARCHIVE)?;
+    w.end_frame()?;
+    let uncompressed = w.total_in_bytes;
+    let mut out = w.out;
+    out.flush().map_err(io(&tmp_path))?;
+    let compressed = out.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    drop(out);
+    std::fs::rename(&tmp_path, &final_path).map_err(io(&final_path))?;
+    Ok(GeneratedIncremental {
+        path: final_path,
+        full_slot: base.slot,
+        slot: cfg.slot,
+        changed: cfg.changed,
+        added: cfg.added,
+        removed: cfg.removed,
+        capitalization: cap,
+        lt_hash: base58(&checksum),
+        bank_hash: base58(&bank_hash),
+        uncompressed_bytes: uncompressed,
+        compressed_bytes: compressed,
+    })
+}
