@@ -504,7 +504,7 @@ fn doctor_json_carries_the_levels_used() {
     assert_eq!(t["disk_mbps"]["fail_below"], 200.0);
     assert_eq!(t["disk_mbps"]["warn_below"], 400.0);
     assert_eq!(t["source_mbps"]["fail_below"], 30.0);
-    assert_eq!(t["ram_gb"]["fail_below"], 96.0);
+    assert_eq!(t["ram_gb"]["fail_below"], 64.0);
     assert_eq!(t["free_disk_gb"]["fail_below"], 600.0);
     assert_eq!(t["peer_ms"]["by"], "--max-peer-ms");
     assert_eq!(t["peer_ms"]["fail_above"], 300.0);

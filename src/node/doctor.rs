@@ -171,7 +171,7 @@ pub const JOB_NEEDS: [(Job, Needs); 3] = [
             disk_mbps: lv(200.0, 400.0),
             // snap requests are one round trip each: 500 ms caps a peer at 2 requests/s, 150 ms at ≈ 7.
             peer_ms: lv(500.0, 150.0),
-            // the store index keeps ≈ 96 B per record (boxed 32-byte key, 24-byte location, map slot) × ≈ 2 G mainnet records (trie nodes, accounts, history) ≈ 190 GB; warn leaves page cache.
+            // the store index keeps ≈ 55–70 B per record (16-byte fingerprint, location, map slot: io's `index_footprint` example) × ≈ 2 G mainnet records (trie nodes, accounts, history) ≈ 140 GB, + the sync's caches and OS; warn leaves page cache.
             ram_gb: lv(192.0, 256.0),
             // state as trie nodes ≈ 300 GB + headers, bodies and receipts ≈ 650 GB; warn leaves half again for growth.
             free_disk_gb: lv(1000.0, 1500.0),
@@ -186,8 +186,8 @@ pub const JOB_NEEDS: [(Job, Needs); 3] = [
             disk_mbps: lv(200.0, 400.0),
             // gossip and repair with the cluster: at 250 ms a repaired shred comes back over half a 400 ms slot late.
             peer_ms: lv(250.0, 100.0),
-            // the index keeps ≈ 80 B per account (80 MB per million) × ≈ 1 G mainnet accounts ≈ 80 GB, + ≈ 16 GB of pipeline and OS; warn leaves page cache for the mmap'd account files.
-            ram_gb: lv(96.0, 160.0),
+            // the index keeps 21–43 B per account (16-byte fingerprint slots at most 3/4 full: 26.8 B measured at 10 M accounts) × ≈ 1 G mainnet accounts ≈ 43 GB, + ≈ 16 GB of pipeline and OS; warn leaves page cache for the mapped account files.
+            ram_gb: lv(64.0, 128.0),
             // the ≈ 100 GB archive stays until verified + ≈ 450 GB of unpacked account files; warn leaves ledger room for repair.
             free_disk_gb: lv(600.0, 1000.0),
         },
