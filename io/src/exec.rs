@@ -69,10 +69,16 @@ mod tests {
     /// still exercises the race in every later round.
     #[test]
     fn executors_woken_from_other_threads_finish() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
         let (done_tx, done_rx) = mpsc::channel();
+        // Items each executor received so far: a hang is an executor whose count stops
+        // moving, not one that is merely slow on a loaded machine.
+        let received: Arc<Vec<AtomicU32>> = Arc::new((0..8).map(|_| AtomicU32::new(0)).collect());
         let mut threads = Vec::new();
         for i in 0..8 {
             let done_tx = done_tx.clone();
+            let received = received.clone();
             threads.push(std::thread::spawn(move || {
                 let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
                     .preempt_timer(Duration::from_secs(10))
@@ -97,6 +103,7 @@ mod tests {
                         while let Ok(k) = rx.recv_async().await {
                             assert_eq!(k, n);
                             n += 1;
+                            received[i].store(n, Ordering::Relaxed);
                         }
                         feeder.join().unwrap();
                         n
@@ -109,11 +116,27 @@ mod tests {
             }));
         }
         drop(done_tx);
-        for _ in 0..8 {
-            let (i, n) = done_rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("every executor finishes");
-            assert_eq!(n, 5_000, "executor {i}");
+        let counts =
+            || -> Vec<u32> { received.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
+        let (mut finished, mut last, mut moved_at) = (0, counts(), std::time::Instant::now());
+        while finished < 8 {
+            match done_rx.recv_timeout(Duration::from_secs(1)) {
+                Ok((i, n)) => {
+                    assert_eq!(n, 5_000, "executor {i}");
+                    finished += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let now = counts();
+                    if now != last {
+                        (last, moved_at) = (now, std::time::Instant::now());
+                    }
+                    assert!(
+                        moved_at.elapsed() < Duration::from_secs(60),
+                        "executors stalled: items received {last:?} of 5,000 each, none for 60 s"
+                    );
+                }
+                Err(e) => panic!("an executor thread died: {e}"),
+            }
         }
         for t in threads {
             t.join().unwrap();
