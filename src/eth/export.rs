@@ -973,31 +973,42 @@ pub fn state_root_of_dump_lines(text: &str) -> Result<DumpRoot, ExportError> {
     })
 }
 
+/// Print a recomputed root (text or JSON, with the walk's time when given); returns
+/// whether it matches the claimed one (None: nothing claimed).
+fn print_root(r: &DumpRoot, json_out: bool, elapsed_ms: Option<u64>) -> Option<bool> {
+    let matches = r.claimed.map(|c| c == r.computed);
+    if json_out {
+        let mut v = json!({
+            "root": format!("{:#x}", r.computed),
+            "accounts": r.accounts,
+            "storage_slots": r.storage_slots,
+            "contracts": r.contracts,
+            "claimed_root": r.claimed.map(|c| format!("{c:#x}")),
+            "matches_claimed": matches,
+        });
+        if let Some(ms) = elapsed_ms {
+            v["elapsed_ms"] = ms.into();
+        }
+        println!("{v}");
+    } else {
+        println!("root {:#x}", r.computed);
+        let took = elapsed_ms
+            .map(|ms| format!("  ({ms} ms)"))
+            .unwrap_or_default();
+        println!(
+            "accounts {}  storage slots {}  contracts {}{took}",
+            r.accounts, r.storage_slots, r.contracts
+        );
+    }
+    matches
+}
+
 /// `eth state-root --dump FILE` on a JSON-lines dump: print the root (text or JSON); exit
 /// 1 when it differs from the root the file claims.
 pub fn state_root_cmd(path: &Path, text: &str, json_out: bool) -> anyhow::Result<i32> {
     let r =
         state_root_of_dump_lines(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let matches = r.claimed.map(|c| c == r.computed);
-    if json_out {
-        println!(
-            "{}",
-            json!({
-                "root": format!("{:#x}", r.computed),
-                "accounts": r.accounts,
-                "storage_slots": r.storage_slots,
-                "contracts": r.contracts,
-                "claimed_root": r.claimed.map(|c| format!("{c:#x}")),
-                "matches_claimed": matches,
-            })
-        );
-    } else {
-        println!("root {:#x}", r.computed);
-        println!(
-            "accounts {}  storage slots {}  contracts {}",
-            r.accounts, r.storage_slots, r.contracts
-        );
-    }
+    let matches = print_root(&r, json_out, None);
     if matches == Some(false) {
         eprintln!(
             "{}: computed root {:#x} differs from the dump's root {:#x}",
@@ -1090,27 +1101,7 @@ pub fn state_root_datadir_cmd(datadir: &Path, json_out: bool) -> anyhow::Result<
     let t = std::time::Instant::now();
     let r = state_root_of_datadir(datadir)?;
     let elapsed_ms = t.elapsed().as_millis() as u64;
-    let matches = r.claimed.map(|c| c == r.computed);
-    if json_out {
-        println!(
-            "{}",
-            json!({
-                "root": format!("{:#x}", r.computed),
-                "accounts": r.accounts,
-                "storage_slots": r.storage_slots,
-                "contracts": r.contracts,
-                "claimed_root": r.claimed.map(|c| format!("{c:#x}")),
-                "matches_claimed": matches,
-                "elapsed_ms": elapsed_ms,
-            })
-        );
-    } else {
-        println!("root {:#x}", r.computed);
-        println!(
-            "accounts {}  storage slots {}  contracts {}  ({elapsed_ms} ms)",
-            r.accounts, r.storage_slots, r.contracts
-        );
-    }
+    let matches = print_root(&r, json_out, Some(elapsed_ms));
     if matches == Some(false) {
         eprintln!(
             "{}: root recomputed from the store {:#x} differs from the sync report's {:#x}",

@@ -184,6 +184,20 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, XdpError> {
     })
 }
 
+/// A zeroed `ifreq` carrying the interface name (cut to `IFNAMSIZ - 1` bytes).
+fn ifreq_named(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
+    {
+        *d = *s as libc::c_char;
+    }
+    req
+}
+
 /// Rx queues of `name` by `ETHTOOL_GCHANNELS` (rx plus combined channels), or `None`
 /// when the driver does not implement it.
 fn iface_rx_channels(name: &str) -> Option<u32> {
@@ -211,15 +225,7 @@ fn iface_rx_channels(name: &str) -> Option<u32> {
         cmd: ETHTOOL_GCHANNELS,
         ..Default::default()
     };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req
-        .ifr_name
-        .iter_mut()
-        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
-    {
-        *d = *s as libc::c_char;
-    }
+    let mut req = ifreq_named(name);
     req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
     // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS fills the struct ifru_data points at,
     // which lives across the call.
@@ -238,15 +244,7 @@ fn iface_mac(name: &str) -> io::Result<[u8; 6]> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req
-        .ifr_name
-        .iter_mut()
-        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
-    {
-        *d = *s as libc::c_char;
-    }
+    let mut req = ifreq_named(name);
     // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
     let r = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
     let err = io::Error::last_os_error();
