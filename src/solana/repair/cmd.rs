@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use crate::node::opts::GlobalOpts;
 use crate::solana::repair::driver::{parse_pubkey, pubkey_to_string};
 use crate::solana::repair::server::{serve, Faults};
-use crate::solana::repair::{repair, LeaderSchedule, NetPath, PeerSpec, RepairJob};
+use crate::solana::repair::{repair, LeaderSchedule, NetPath, PeerSpec, RepairJob, RepairOutcome};
 
 /// Repair the shreds of a slot range from repair peers (newest slots first), verifying
 /// every shred (Merkle proof and leader signature).
@@ -579,8 +579,13 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         1,
     );
     let udp_job = job(NetPath::Udp { bind: pair.ip_b() }, a.udp_shards);
-    let xdp = in_netns(&pair.b, move || Ok(repair(&xdp_job)?))?;
-    let udp = in_netns(&pair.b, move || Ok(repair(&udp_job)?))?;
+    let server_pids: Vec<u32> = servers.iter().map(|s| s.0.id()).collect();
+    let (xdp, xdp_cpu) = cpu_split(&server_pids, || {
+        in_netns(&pair.b, move || Ok(repair(&xdp_job)?))
+    })?;
+    let (udp, udp_cpu) = cpu_split(&server_pids, || {
+        in_netns(&pair.b, move || Ok(repair(&udp_job)?))
+    })?;
     drop(servers);
     let rx = rx_only(&pair, a.rx_seconds.clamp(1, 60));
     let rx_json = match &rx {
@@ -588,16 +593,20 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
         Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
     };
     let per_queue_json = per_queue_value(&per_queue)?;
+    let xdp_cpu = xdp_cpu.finish(&xdp, 1);
+    let udp_cpu = udp_cpu.finish(&udp, a.udp_shards);
     let report = serde_json::json!({
         "af_xdp": xdp,
+        "af_xdp_cpu": xdp_cpu,
         "udp": udp,
+        "udp_cpu": udp_cpu,
         "af_xdp_rx_only": rx_json,
         "per_queue": per_queue_json,
     });
     if a.json {
         println!("{report}");
     } else {
-        for (name, o) in [("AF_XDP", &xdp), ("UDP", &udp)] {
+        for (name, o, c) in [("AF_XDP", &xdp, &xdp_cpu), ("UDP", &udp, &udp_cpu)] {
             println!(
                 "{name}: {}/{} slots, {} shreds in {} ms, {:.0} shreds/s, {:.1} slots/s",
                 o.slots_complete,
@@ -606,6 +615,13 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
                 o.elapsed_ms,
                 o.shreds_per_s,
                 o.slots_per_s
+            );
+            println!(
+                "  CPU: client {:.1} µs/shred, servers {:.1} µs/request; client-bound {:.1} slots/s on its {} shard(s)",
+                c.client_us_per_shred,
+                c.servers_us_per_request,
+                c.client_bound_slots_per_s,
+                c.shards
             );
             for s in &o.shards {
                 println!(
@@ -638,6 +654,88 @@ pub fn run_bench(a: BenchRepairArgs, _global: &GlobalOpts) -> anyhow::Result<i32
             1
         },
     )
+}
+
+/// CPU seconds (user + system) of a process from `/proc/PID/stat`.
+fn proc_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name may hold spaces: fields are counted after its closing ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn self_cpu_s() -> f64 {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Where a repair run's CPU went: the client (this process: shards, signing, shred
+/// verification, stores) and the repair servers (checking each request's signature,
+/// answering). On a machine whose cores also run the servers, `client_bound_slots_per_s`
+/// is what the client's own CPU allows: the slots it completed per CPU second of its
+/// work, times its shards (one core each).
+#[derive(serde::Serialize, Debug, Default)]
+struct CpuSplit {
+    client_cpu_s: f64,
+    servers_cpu_s: f64,
+    shards: usize,
+    requests: u64,
+    client_us_per_shred: f64,
+    servers_us_per_request: f64,
+    client_bound_slots_per_s: f64,
+}
+
+struct CpuStart {
+    client: f64,
+    servers: f64,
+}
+
+impl CpuStart {
+    fn finish(&self, o: &RepairOutcome, shards: usize) -> CpuSplit {
+        let requests: u64 = o.shards.iter().map(|s| s.progress.requests_sent).sum();
+        let per = |cpu: f64, n: u64| if n == 0 { 0.0 } else { cpu * 1e6 / n as f64 };
+        CpuSplit {
+            client_cpu_s: self.client,
+            servers_cpu_s: self.servers,
+            shards,
+            requests,
+            client_us_per_shred: per(self.client, o.shreds),
+            servers_us_per_request: per(self.servers, requests),
+            client_bound_slots_per_s: if self.client > 0.0 {
+                o.slots_complete as f64 / self.client * shards as f64
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Run `f` and measure this process's and the servers' CPU seconds across it.
+fn cpu_split<T>(
+    servers: &[u32],
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, CpuStart)> {
+    let servers_cpu = || servers.iter().map(|p| proc_cpu_s(*p)).sum::<f64>();
+    let (c0, s0) = (self_cpu_s(), servers_cpu());
+    let out = f()?;
+    Ok((
+        out,
+        CpuStart {
+            client: self_cpu_s() - c0,
+            servers: servers_cpu() - s0,
+        },
+    ))
 }
 
 /// Both receive paths on one veth pair with `queues` queues, AF_XDP first.
@@ -687,4 +785,46 @@ fn per_queue_value(r: &anyhow::Result<PerQueueRx>) -> anyhow::Result<serde_json:
         Ok(r) => serde_json::to_value(r)?,
         Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Busy work for this thread until the process has used `s` more CPU seconds.
+    fn burn(s: f64) {
+        let t0 = self_cpu_s();
+        let mut x = 1u64;
+        while self_cpu_s() - t0 < s {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+        }
+    }
+
+    #[test]
+    fn cpu_split_counts_this_process_and_reads_a_process_stat() {
+        let me = std::process::id();
+        let (_, c) = cpu_split(&[me], || {
+            burn(0.2);
+            Ok(())
+        })
+        .unwrap();
+        // This process is both the client and the "server" here: both saw the work.
+        assert!(c.client >= 0.2, "{}", c.client);
+        assert!(c.servers >= 0.1, "{}", c.servers);
+        let o = RepairOutcome {
+            slots_complete: 4,
+            shreds: 400,
+            ..Default::default()
+        };
+        let split = c.finish(&o, 2);
+        assert_eq!(split.requests, 0);
+        assert_eq!(split.servers_us_per_request, 0.0);
+        assert!((split.client_us_per_shred - c.client * 1e6 / 400.0).abs() < 1e-6);
+        assert!((split.client_bound_slots_per_s - 4.0 / c.client * 2.0).abs() < 1e-9);
+        // A process that is gone counts nothing.
+        assert_eq!(proc_cpu_s(u32::MAX), 0.0);
+    }
 }
