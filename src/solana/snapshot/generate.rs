@@ -410,8 +410,9 @@ pub fn generate(cfg: &GenerateConfig, out_dir: &Path) -> Result<Generated, Gener
     let nfiles = files.len();
     if cfg.slot + 1 < nfiles as u64 {
         return Err(GenerateError::Config(format!(
-            "slot {} is too small for {nfiles} storage files",
-            cfg.slot
+            "--slot {} is too small for {nfiles} storage files (one slot each): pass --slot {} or more, or a larger --file-size-bytes",
+            cfg.slot,
+            nfiles - 1
         )));
     }
     let first_slot = cfg.slot + 1 - nfiles as u64;
