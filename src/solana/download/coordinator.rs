@@ -89,6 +89,10 @@ pub enum Event {
     },
     /// A finished chunk was found to hold wrong bytes; `source` served it.
     ChunkBad { source: SourceId, chunk: u32 },
+    /// The current fetch of `source` is waiting on our own disk (a write of what it
+    /// received has not completed): the source is not at fault, so its stall clock
+    /// restarts instead of running.
+    LocalWait { source: SourceId },
     /// Time passes.
     Tick,
 }
@@ -320,6 +324,13 @@ impl Coordinator {
                         *last_bytes_ms = now_ms;
                         s.stats.bytes_total += bytes;
                     }
+                }
+            }
+            Event::LocalWait { source } => {
+                if let Some(SourceState::Busy { last_bytes_ms, .. }) =
+                    self.sources.get_mut(source.0 as usize).map(|s| &mut s.state)
+                {
+                    *last_bytes_ms = now_ms;
                 }
             }
             Event::ChunkDone { source, chunk } => {

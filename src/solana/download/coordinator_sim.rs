@@ -679,3 +679,44 @@ fn audit_one_liar(total: u64) -> u32 {
     assert!(walk.cost.bytes_refetched >= 10 * fast.cost.bytes_refetched);
     fast.cost.digest_queries
 }
+
+/// Found by `catchup soak --pipeline solana-download --fault stall-mid-response` (seed
+/// 1713846624039315080) on a machine whose disk was congested by other writers: both
+/// sources were dropped as stalled while our own writes of their bytes waited on the
+/// disk. A fetch that reports it is waiting on our disk keeps its source; one that goes
+/// quiet without saying so is still failed at the stall timeout.
+#[test]
+fn seed_1713846624039315080_a_source_is_not_blamed_for_our_own_disk_wait() {
+    for tell_waits in [true, false] {
+        let mut c = cfg(100_000);
+        c.stall_timeout_ms = 2_000;
+        let mut coord = Coordinator::new(c, 1_000_000, &[]);
+        let a = coord.add_source();
+        let acts = coord.handle(
+            0,
+            Event::SourceReady {
+                source: a,
+                ranges: true,
+            },
+        );
+        assert!(
+            acts.iter().any(|x| matches!(x, Action::Fetch { source, .. } if *source == a)),
+            "{acts:?}"
+        );
+        coord.handle(100, Event::Progress { source: a, bytes: 1 });
+        // Ten seconds in which no byte arrives: the fetch waits on our disk.
+        let mut blamed = false;
+        for t in (350..=10_100).step_by(250) {
+            if tell_waits {
+                coord.handle(t, Event::LocalWait { source: a });
+            }
+            let acts = coord.handle(t + 100, Event::Tick);
+            blamed |= acts
+                .iter()
+                .any(|x| matches!(x, Action::Cancel { source } if *source == a));
+        }
+        assert_eq!(blamed, !tell_waits, "tell_waits {tell_waits}");
+        let st = coord.source_stats(a).unwrap();
+        assert_eq!(st.failures_total > 0, !tell_waits, "{st:?}");
+    }
+}

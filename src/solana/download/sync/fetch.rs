@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use catchup_http::{BodyDecoder, ByteRange, Method, Request};
 use glommio::io::{DmaFile, OpenOptions};
@@ -146,6 +147,38 @@ pub(super) async fn fetch_worker(shard: Rc<catchup_shards::Shard<ShardMsg>>) {
     forwarder.cancel().await;
 }
 
+/// How often a fetch waiting on our own disk says so (well under any stall timeout).
+const LOCAL_WAIT_EVERY: Duration = Duration::from_millis(250);
+
+/// Write `buf` at `pos` of the archive. While the write waits on our own disk (a busy
+/// or congested device), the driver is told every [`LOCAL_WAIT_EVERY`] so that the
+/// source's stall clock does not run: the source is not the one that is slow.
+async fn write_telling_waits(
+    ctx: &Ctx,
+    source: u32,
+    generation: u64,
+    buf: glommio::io::DmaBuffer,
+    pos: u64,
+) -> glommio::Result<usize, ()> {
+    let write = ctx.file.write_at(buf, pos);
+    let tell = async {
+        loop {
+            glommio::timer::sleep(LOCAL_WAIT_EVERY).await;
+            let _ = ctx
+                .tx
+                .send(Msg {
+                    source,
+                    generation,
+                    event: Event::LocalWait {
+                        source: SourceId(source),
+                    },
+                })
+                .await;
+        }
+    };
+    futures_lite::future::or(write, tell).await
+}
+
 /// Messages from fetch tasks to the driver loop, tagged with the fetch generation.
 pub(super) struct Msg {
     pub(super) source: u32,
@@ -274,8 +307,7 @@ async fn fetch_inner(
             stage.as_bytes_mut()[stage_len..aligned as usize].fill(0);
             stage.trim_to_size(aligned as usize);
             let full = std::mem::replace(&mut stage, ctx.file.alloc_dma_buffer(STAGE_BYTES));
-            ctx.file
-                .write_at(full, stage_pos)
+            write_telling_waits(ctx, source, generation, full, stage_pos)
                 .await
                 .map_err(|e| ClientError::Io {
                     what: "write archive for",
