@@ -70,8 +70,10 @@ impl Default for CoordinatorConfig {
 pub enum FailReason {
     /// Connection error, bad status, wrong Content-Range, short body...
     Transport(String),
-    /// Too slow or stalled (decided by the coordinator itself).
+    /// Below the minimum speed (decided by the coordinator itself).
     Slow,
+    /// Sent nothing for the stall timeout (decided by the coordinator itself).
+    Stalled,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -453,6 +455,10 @@ impl Coordinator {
                     "slower than the minimum speed {} times",
                     s.stats.consecutive_failures
                 ),
+                FailReason::Stalled => format!(
+                    "sent nothing for {} ms {} times in a row (--io-timeout-ms)",
+                    self.cfg.stall_timeout_ms, s.stats.consecutive_failures
+                ),
             };
             self.drop_source(source, why, out);
             return;
@@ -516,7 +522,12 @@ impl Coordinator {
                 out.push(Action::Cancel {
                     source: SourceId(i as u32),
                 });
-                self.fail_source(now_ms, SourceId(i as u32), FailReason::Slow, out);
+                let reason = if stalled {
+                    FailReason::Stalled
+                } else {
+                    FailReason::Slow
+                };
+                self.fail_source(now_ms, SourceId(i as u32), reason, out);
             }
         }
     }
