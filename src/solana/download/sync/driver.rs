@@ -320,6 +320,9 @@ pub(super) async fn sync_async(
     // dropped after a bounded number of failures) and by the audit round limit.
     loop {
         for a in std::mem::take(&mut actions) {
+            if !matches!(a, Action::ChunkComplete { .. }) {
+                tracing::debug!(ms = t_download.elapsed().as_millis() as u64, action = ?a, "download action");
+            }
             match a {
                 Action::Fetch {
                     source,
