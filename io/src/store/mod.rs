@@ -67,8 +67,8 @@
 
 mod checkpoint;
 pub mod file;
-mod runs;
 pub mod record;
+mod runs;
 pub mod salvage;
 mod scan;
 mod shared;
@@ -618,9 +618,9 @@ impl Store {
         // the inputs of a finished merge) are removed.
         let mut removed = false;
         for (id, name) in &run_files {
-            let used = ck.as_ref().is_some_and(|(_, rs)| {
-                !name.ends_with(".tmp") && rs.iter().any(|r| r.id == *id)
-            });
+            let used = ck
+                .as_ref()
+                .is_some_and(|(_, rs)| !name.ends_with(".tmp") && rs.iter().any(|r| r.id == *id));
             if !used {
                 let path = dir.join(name);
                 std::fs::remove_file(&path).map_err(io_err("removing", &path))?;
@@ -943,8 +943,8 @@ impl Store {
                 max_bytes: self.limits.max_value_bytes,
             });
         }
-        let probe = probe_index(&self.index, &self.runs, kind, key)
-            .map_err(|e| self.index_failed(e));
+        let probe =
+            probe_index(&self.index, &self.runs, kind, key).map_err(|e| self.index_failed(e));
         let probe = self.poison(probe)?;
         if self.content_addressed[kind as usize] && probe.present() {
             return Ok(false);
@@ -1550,7 +1550,12 @@ impl Probe {
     }
 }
 
-fn probe_index(index: &Index, runs: &[runs::Run], kind: u8, key: &[u8]) -> Result<Probe, StoreError> {
+fn probe_index(
+    index: &Index,
+    runs: &[runs::Run],
+    kind: u8,
+    key: &[u8],
+) -> Result<Probe, StoreError> {
     let m = &index[kind as usize];
     let fp = m.fp_of(key);
     let in_memory = m.contains_key(key);
@@ -1691,7 +1696,9 @@ async fn save_checkpoint_parts(
         fp_counts: &fp_counts,
         runs: &run_list,
     };
-    let max = opts.max_checkpoint_bytes.min(checkpoint::MAX_CHECKPOINT_BYTES);
+    let max = opts
+        .max_checkpoint_bytes
+        .min(checkpoint::MAX_CHECKPOINT_BYTES);
     let estimate = checkpoint::encoded_len(&meta, index, true);
     let full = estimate <= max;
     if !full {

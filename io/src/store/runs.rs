@@ -250,7 +250,9 @@ impl Run {
             || filter_blocks < Filter::with_keys(entries).blocks()
             || filter_blocks > len_limit_filter_blocks(entries)
         {
-            return Err(RunError::Corrupt("block counts do not match the entry count"));
+            return Err(RunError::Corrupt(
+                "block counts do not match the entry count",
+            ));
         }
         let len = file.metadata()?.len();
         if len != file_len(blocks, filter_blocks) {
@@ -270,7 +272,10 @@ impl Run {
         let mut fence_kinds = Vec::with_capacity(blocks as usize);
         let mut fence_fps = Vec::with_capacity(blocks as usize);
         for f in fences.chunks_exact(FENCE_BYTES) {
-            let k = (f[0], u128::from_be_bytes(f[1..].try_into().expect("16 bytes")));
+            let k = (
+                f[0],
+                u128::from_be_bytes(f[1..].try_into().expect("16 bytes")),
+            );
             if let (Some(pk), Some(pf)) = (fence_kinds.last(), fence_fps.last()) {
                 if (*pk, *pf) >= k {
                     return Err(RunError::Corrupt("fences out of order"));
@@ -437,7 +442,10 @@ impl RunWriter {
     }
 
     pub fn push(&mut self, e: Entry) -> Result<(), RunError> {
-        assert!(self.last < Some(e.key()), "run entries must be strictly increasing");
+        assert!(
+            self.last < Some(e.key()),
+            "run entries must be strictly increasing"
+        );
         self.last = Some(e.key());
         if self.in_block == 0 {
             self.fences.push(e.kind);
@@ -654,7 +662,10 @@ mod tests {
             }
             assert_eq!(ra.get(1, spread(i)).unwrap(), None);
         }
-        assert!(misses_read < 100, "filter passes {misses_read} of 2000 misses");
+        assert!(
+            misses_read < 100,
+            "filter passes {misses_read} of 2000 misses"
+        );
         let (lo, hi) = (a[100].fp, a[400].fp);
         let mut got = Vec::new();
         ra.for_each_in(1, lo, hi, |x| got.push(x)).unwrap();
