@@ -331,12 +331,35 @@ impl Run {
         let Some(b) = self.block_for((kind, fp)) else {
             return Ok(None);
         };
-        let mut es = Vec::with_capacity(ENTRIES_PER_BLOCK);
-        self.read_block(b, &mut es)?;
-        Ok(es
-            .binary_search_by(|e| e.key().cmp(&(kind, fp)))
-            .ok()
-            .map(|i| es[i].loc))
+        let mut buf = [0u8; BLOCK_BYTES];
+        self.file
+            .read_exact_at(&mut buf, (1 + b as u64) * BLOCK_BYTES as u64)?;
+        let n = check_block(self.id, b as u64, &buf)?;
+        let mut want = [0u8; 17];
+        want[0] = kind;
+        want[1..].copy_from_slice(&fp.to_be_bytes());
+        let key_at = |i: usize| &buf[i * ENTRY_BYTES..i * ENTRY_BYTES + 17];
+        let mut fence = [0u8; 17];
+        fence[0] = self.fence_kinds[b];
+        fence[1..].copy_from_slice(&self.fence_fps[b].to_be_bytes());
+        if key_at(0) != fence {
+            return Err(RunError::Corrupt("block does not start at its fence"));
+        }
+        // Binary search over the raw entries (sorted by their first 17 bytes).
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match key_at(mid).cmp(&want[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return Ok(Some(
+                        Entry::decode(&buf[mid * ENTRY_BYTES..][..ENTRY_BYTES]).loc,
+                    ))
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Call `f` for every entry of `kind` with `lo <= fp <= hi`, in order.
@@ -378,7 +401,8 @@ fn file_len(blocks: u64, filter_blocks: u64) -> u64 {
         + filter_blocks * FILTER_BLOCK_BYTES as u64
 }
 
-fn decode_block(id: u64, b: u64, buf: &[u8], out: &mut Vec<Entry>) -> Result<(), RunError> {
+/// Check block `b`'s checksum and entry count; returns the count.
+fn check_block(id: u64, b: u64, buf: &[u8]) -> Result<usize, RunError> {
     let crc = u32::from_le_bytes(buf[4092..4096].try_into().expect("4 bytes"));
     if block_crc(id, b, &buf[..4092]) != crc {
         return Err(RunError::Corrupt("block checksum mismatch"));
@@ -387,6 +411,11 @@ fn decode_block(id: u64, b: u64, buf: &[u8], out: &mut Vec<Entry>) -> Result<(),
     if n == 0 || n > ENTRIES_PER_BLOCK {
         return Err(RunError::Corrupt("bad block entry count"));
     }
+    Ok(n)
+}
+
+fn decode_block(id: u64, b: u64, buf: &[u8], out: &mut Vec<Entry>) -> Result<(), RunError> {
+    let n = check_block(id, b, buf)?;
     let start = out.len();
     for c in buf[..n * ENTRY_BYTES].chunks_exact(ENTRY_BYTES) {
         let e = Entry::decode(c);
