@@ -879,8 +879,21 @@ impl Store {
     /// Make every record durable, write the memtable out as a run (merging runs if
     /// needed) and save the checkpoint naming the runs.
     async fn flush_index(&mut self) -> Result<(), StoreError> {
-        let r = self.sync_active().await;
-        self.poison(r)?;
+        if self.synced_seq != self.stats.appended_records {
+            self.flush().await?;
+        } else {
+            // Records found by the open's scan may be only in the page cache: the runs
+            // must not name them before they are durable. (No write: a padded last
+            // block would be left behind.)
+            let r = self
+                .active
+                .file
+                .fdatasync()
+                .await
+                .map_err(io_err("syncing", &self.active.path));
+            self.poison(r)?;
+            self.stats.syncs += 1;
+        }
         let info = self.sealed_info()?;
         let mark = (self.active_id, self.active_len);
         let r = write_out_index(
