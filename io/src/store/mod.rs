@@ -1520,9 +1520,7 @@ impl Store {
 /// and a control byte at the maps' load factor, between two growths.
 const MEMTABLE_ENTRY_BYTES: u64 = 56;
 /// More runs than this are merged whatever their sizes.
-const MAX_RUNS: usize = 8;
-/// A run is merged with the next newer one while it is at most this many times larger.
-const MERGE_SIZE_RATIO: u64 = 2;
+const MAX_RUNS: usize = 16;
 
 /// Fingerprints in the memtables of the fingerprinted kinds.
 fn memtable_keys(index: &Index, fp_kinds: &[u8]) -> u64 {
@@ -1625,8 +1623,11 @@ async fn write_memtable(
     Ok(run)
 }
 
-/// Merge the newest runs while the size ratio (or the run count) asks for it; returns
-/// the files of the merged inputs, to delete once a checkpoint names the output.
+/// Merge the two newest runs while the older is no larger than the newer (or there are
+/// more than [`MAX_RUNS`]): run sizes then grow like a binary counter, so a store of N
+/// keys written out in memtables of M keys has at most about log2(N/M) runs and each
+/// entry is rewritten about log2(N/M) times. Returns the files of the merged inputs, to
+/// delete once a checkpoint names the output.
 async fn merge_if_needed(
     dir: &Path,
     runs: &mut Vec<runs::Run>,
@@ -1637,8 +1638,8 @@ async fn merge_if_needed(
     // Bounded: each merge removes one run.
     while runs.len() >= 2 {
         let n = runs.len();
-        let tiered = runs[n - 2].entries <= MERGE_SIZE_RATIO * runs[n - 1].entries;
-        if !tiered && n <= MAX_RUNS {
+        let similar = runs[n - 2].entries <= runs[n - 1].entries;
+        if !similar && n <= MAX_RUNS {
             break;
         }
         let inputs = vec![runs[n - 2].as_ref(), runs[n - 1].as_ref()];
