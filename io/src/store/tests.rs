@@ -1683,3 +1683,41 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn whole_keys_over_the_checkpoint_limit_are_rescanned_but_fingerprints_come_from_the_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            max_checkpoint_bytes: 1024,
+            ..fp_opts(400)
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..1000u32 {
+            s.put(FP_CA, &hkey(i), &value_for(i, 40)).await.unwrap();
+            s.put(3, &i.to_be_bytes(), &value_for(i, 10)).await.unwrap();
+        }
+        s.close().await.unwrap();
+        let s = Store::open(&dir, opts.clone()).await.unwrap();
+        let st = s.stats();
+        assert!(st.opened_from_checkpoint, "{st:?}");
+        // Every segment is scanned for the whole keys; the fingerprinted records before
+        // the mark are in the runs and not indexed again.
+        assert!(st.scanned_bytes > 1000 * 50, "{st:?}");
+        assert_eq!(st.index_memtable_keys, 0, "{st:?}");
+        assert_eq!(s.len_of_kind(FP_CA), 1000);
+        assert_eq!(s.len_of_kind(3), 1000);
+        for i in 0..1000u32 {
+            assert_eq!(
+                s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                Some(value_for(i, 40))
+            );
+            assert_eq!(
+                s.get_blocking(3, &i.to_be_bytes()).unwrap(),
+                Some(value_for(i, 10))
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
