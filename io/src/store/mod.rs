@@ -627,6 +627,18 @@ impl Store {
                 removed = true;
             }
         }
+        if ck.is_none() && !opts.fingerprinted_kinds.is_empty() {
+            // A checkpoint not used now is never used later: the runs it names are gone
+            // and their ids may be given to new runs.
+            for suffix in ["cur", "prev"] {
+                let path = dir.join(format!("{}.{suffix}", checkpoint::JOURNAL_NAME));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
+            }
+        }
         if removed {
             crate::datadir::fsync_dir(&dir).map_err(io_err("syncing directory", &dir))?;
         }
