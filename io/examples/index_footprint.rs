@@ -65,19 +65,28 @@ struct Measured {
     runs: u32,
 }
 
-/// Write `keys` keys with `write`, close, reopen with `read` and measure.
+/// Write `keys` keys with `write`, close (or, `crash`, flush and drop without closing),
+/// reopen with `read` and measure.
 async fn measure(
     dir: &std::path::Path,
     keys: u64,
     write: StoreOptions,
     read: StoreOptions,
+    crash: bool,
 ) -> Measured {
     let _ = std::fs::remove_dir_all(dir);
     let mut s = Store::open(dir, write).await.expect("open");
     for i in 0..keys {
         s.put(KIND, &key(i), &i.to_le_bytes()).await.expect("put");
     }
-    s.close().await.expect("close");
+    if crash {
+        s.flush().await.expect("flush");
+        drop(s);
+        // Let the executor close the dropped descriptors.
+        glommio::executor().yield_task_queue_now().await;
+    } else {
+        s.close().await.expect("close");
+    }
     trim();
     let before = rss_bytes();
     let t = Instant::now();
@@ -125,7 +134,14 @@ fn main() {
             ..o
         };
         // Whole keys in memory (reopened by scanning).
-        let full = measure(&dir.join("full"), keys, base.clone(), scan(base.clone())).await;
+        let full = measure(
+            &dir.join("full"),
+            keys,
+            base.clone(),
+            scan(base.clone()),
+            false,
+        )
+        .await;
         // Fingerprints all in memory (an unbounded memtable, reopened by scanning).
         let in_memory = StoreOptions {
             max_index_memory_bytes: u64::MAX,
@@ -136,6 +152,7 @@ fn main() {
             keys,
             in_memory.clone(),
             scan(in_memory),
+            false,
         )
         .await;
         // Fingerprints in sorted runs behind an 8 MiB memtable (reopened from the
@@ -144,11 +161,22 @@ fn main() {
             max_index_memory_bytes: 8 << 20,
             ..base.clone().fingerprinted(KIND)
         };
-        let fp_runs = measure(&dir.join("fp-runs"), keys, runs.clone(), runs).await;
+        let fp_runs = measure(
+            &dir.join("fp-runs"),
+            keys,
+            runs.clone(),
+            runs.clone(),
+            false,
+        )
+        .await;
+        // The same after a crash: the open scans the records written since the last
+        // write-out of the memtable (and keeps them in the memtable).
+        let fp_crash = measure(&dir.join("fp-crash"), keys, runs.clone(), runs, true).await;
         [
             ("full keys", full),
             ("fp in memory", fp_mem),
             ("fp runs", fp_runs),
+            ("fp runs crash", fp_crash),
         ]
     });
     let _ = std::fs::remove_dir_all(&dir);
