@@ -127,8 +127,8 @@ pub struct StoreOptions {
     /// Kinds whose 32-byte keys are uniformly distributed hashes (keccak): the index
     /// keeps only their first [`FINGERPRINT_BYTES`] bytes (a collision of two such keys
     /// takes about 2^64 keys), which more than halves its memory per key. Reads check the
-    /// full key in the record. A store with fingerprinted kinds writes no index
-    /// checkpoint (its open scans the segments).
+    /// full key in the record. Beyond the memtable (`max_index_memory_bytes`) their
+    /// fingerprints live in sorted run files (see the module docs).
     pub fingerprinted_kinds: Vec<u8>,
     /// Memory the fingerprint memtable may use before it is written out as a sorted run
     /// file (see the module docs). Beyond it each fingerprinted key costs about 1.4 bytes

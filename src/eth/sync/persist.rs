@@ -167,7 +167,8 @@ fn num_key(n: u64) -> B256 {
 }
 
 /// A shard's sync store on disk. Values live in the store's segment files only: "is it
-/// stored?" is answered from the store's index (no I/O), values are read on demand with
+/// stored?" is answered from the store's index (recent keys in memory, the rest through
+/// the index runs' filters and at most one 4 KiB `pread` per run), values are read on demand with
 /// a synchronous `pread` (checksums verified), and what was put since the last commit is
 /// served from the commit queue. Decoded headers are cached within the memory budget.
 pub struct DiskStore {
