@@ -207,8 +207,13 @@ fn verify_durable(dir: &Path, expected: &mut Expected, acked: &BTreeSet<u64>) ->
     })
 }
 
+/// The batch writer's two modes take turns (the binary runs at most two crash writers at
+/// once, as many as the durable mode and one batch mode).
+static BATCH_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn acknowledged_records_survive_sigkill_at_random_points() {
+    let _turn = BATCH_WRITERS.lock().unwrap_or_else(|e| e.into_inner());
     sigkill_trials(None);
 }
 
@@ -219,6 +224,7 @@ fn put_durable_records_survive_sigkill_at_random_points() {
 
 #[test]
 fn fingerprinted_records_survive_sigkill_while_index_runs_are_written() {
+    let _turn = BATCH_WRITERS.lock().unwrap_or_else(|e| e.into_inner());
     sigkill_trials_with(None, true);
 }
 
