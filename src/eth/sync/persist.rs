@@ -870,9 +870,23 @@ mod load_tests {
             s.commit().await.unwrap();
             same_reads(&s, &want);
             assert!(s.cached_headers() <= 64);
+            // The smallest index memtable: the keccak-keyed records went to index runs.
+            let st = s.disk.stats();
+            assert!(st.index_flushes >= 3 && st.index_runs >= 1, "{st:?}");
             s.close().await.unwrap();
             let s = DiskStore::open_with(&dir, tiny).await.unwrap();
+            assert!(s.disk.stats().opened_from_checkpoint);
             same_reads(&s, &want);
+            let c = s.counts();
+            assert_eq!(
+                (c.nodes, c.codes, c.accounts, c.storage_done),
+                (
+                    want.nodes.len() as u64,
+                    want.codes.len() as u64,
+                    want.accounts.len() as u64,
+                    want.storage_done.len() as u64
+                )
+            );
             s.close().await.unwrap();
         });
     }
