@@ -1721,3 +1721,55 @@ fn whole_keys_over_the_checkpoint_limit_are_rescanned_but_fingerprints_come_from
         s.close().await.unwrap();
     });
 }
+
+#[test]
+fn shared_store_put_durable_across_index_write_outs() {
+    const TASKS: u32 = 8;
+    const PUTS_PER_TASK: u32 = 60;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let shared = SharedStore::open(&dir, fp_opts(40)).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let s = shared.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for j in 0..PUTS_PER_TASK {
+                    let i = t * 1000 + j;
+                    assert!(s
+                        .put_durable(FP_CA, &hkey(i), &value_for(i, 30))
+                        .await
+                        .unwrap());
+                    assert!(s.contains(FP_CA, &hkey(i)).await.unwrap());
+                    assert_eq!(
+                        s.get(FP_CA, &hkey(i)).await.unwrap(),
+                        Some(value_for(i, 30))
+                    );
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let st = shared.stats().await.unwrap();
+        assert!(st.store.index_flushes >= 5, "{:?}", st.store);
+        assert_eq!(
+            shared.len_of_kind(FP_CA).await.unwrap(),
+            (TASKS * PUTS_PER_TASK) as usize
+        );
+        shared.close().await.unwrap();
+        let s = Store::open(&dir, fp_opts(40)).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        assert_eq!(s.len_of_kind(FP_CA), (TASKS * PUTS_PER_TASK) as usize);
+        for t in 0..TASKS {
+            for j in 0..PUTS_PER_TASK {
+                let i = t * 1000 + j;
+                assert_eq!(
+                    s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                    Some(value_for(i, 30))
+                );
+            }
+        }
+        s.close().await.unwrap();
+    });
+}
