@@ -240,7 +240,9 @@ pub(crate) fn decode(
     for _ in 0..nr {
         let id = r.u64()?;
         let n = r.u64()?;
-        if runs.last().is_some_and(|(p, _)| *p >= id) || n == 0 {
+        // Listed oldest first; a merged run keeps its inputs' place, so ids need not
+        // increase along the list.
+        if runs.iter().any(|(p, _)| *p == id) || n == 0 {
             return None;
         }
         runs.push((id, n));

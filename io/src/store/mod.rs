@@ -44,9 +44,10 @@
 //! memtable of recent fingerprints bounded by `StoreOptions::max_index_memory_bytes`.
 //! When it is full, the records are made durable, the memtable is written as a sorted run
 //! file (see [`runs`]: fsynced and renamed before use) and a checkpoint naming the runs
-//! and the segment offset they cover is saved; runs are merged when there are too many
-//! (the inputs deleted only once the merged run and the checkpoint naming it are
-//! durable). In memory each run keeps its fence keys and a Bloom filter (about 1.4 bytes
+//! and the segment offset they cover is saved. Runs of similar size are merged on a
+//! thread of their own while the next memtable fills (one merge at a time, installed by
+//! the next write-out; the inputs deleted only once the merged run and the checkpoint
+//! naming it are durable). In memory each run keeps its fence keys and a Bloom filter (about 1.4 bytes
 //! per key). A lookup asks the memtable, then the runs newest first (filter, fences, one
 //! 4 KiB `pread`). The next open loads the runs' fences and filters and scans only the
 //! segment bytes after the checkpoint's mark. A run that fails its checks at open makes
@@ -444,6 +445,8 @@ pub struct Store {
     covered: (u32, u64),
     /// Logical end (end of the last record) of each sealed segment.
     seg_ends: BTreeMap<u32, u64>,
+    /// The merge of two runs in the background, if any.
+    merge: MergeSlot,
     sealed: BTreeMap<u32, Segment>,
     active_id: u32,
     active: Segment,
@@ -800,6 +803,7 @@ impl Store {
             next_run_id,
             covered,
             seg_ends,
+            merge: MergeSlot::default(),
             sealed,
             active_id,
             active,
@@ -816,7 +820,7 @@ impl Store {
             _lock: lock,
         };
         if store.memtable_over_budget() {
-            store.flush_index().await?;
+            store.flush_index(true).await?;
         }
         Ok(store)
     }
@@ -888,9 +892,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Make every record durable, write the memtable out as a run (merging runs if
-    /// needed) and save the checkpoint naming the runs.
-    async fn flush_index(&mut self) -> Result<(), StoreError> {
+    /// Make every record durable, write the memtable out as a run and save the
+    /// checkpoint naming the runs.
+    ///
+    /// Merges run on their own thread, one at a time, while the next memtable fills: the
+    /// merge started by one write-out is installed by the next (which waits for it if it
+    /// has not finished), so that the runs a store holds after a given sequence of puts
+    /// do not depend on timing. `start_merge` is false at close.
+    async fn flush_index(&mut self, start_merge: bool) -> Result<(), StoreError> {
         if self.synced_seq != self.stats.appended_records {
             self.flush().await?;
         } else {
@@ -908,20 +917,69 @@ impl Store {
         }
         let info = self.sealed_info()?;
         let mark = (self.active_id, self.active_len);
-        let r = write_out_index(
-            &self.dir,
-            &self.opts,
-            &mut self.index,
-            &mut self.runs,
-            &mut self.next_run_id,
-            &mut self.stats,
-            mark,
-            &info,
-        )
-        .await;
+        let id = self.next_run_id;
+        self.next_run_id += 1;
+        let fp_kinds = self.opts.fingerprinted_kinds.clone();
+        let run = write_memtable(&self.dir, &mut self.index, &fp_kinds, id).await;
+        let run = self.poison(run)?;
+        self.runs.push(run);
+        self.stats.index_flushes += 1;
+        let dead = self.install_merge().await?;
+        if start_merge {
+            let job = start_merge_job(&self.dir, &self.runs, &mut self.next_run_id);
+            self.merge.0 = self.poison(job)?;
+        }
+        let r = save_checkpoint_parts(&self.dir, &self.opts, mark, &info, &self.index, &self.runs)
+            .await;
         self.poison(r)?;
         self.covered = mark;
-        Ok(())
+        let r = remove_runs(&self.dir, &dead);
+        self.poison(r)
+    }
+
+    /// Wait for the merge in the background, if any, and put its output in place of its
+    /// inputs; returns the inputs' files (to delete once a checkpoint names the output).
+    async fn install_merge(&mut self) -> Result<Vec<PathBuf>, StoreError> {
+        let Some(job) = self.merge.0.take() else {
+            return Ok(Vec::new());
+        };
+        let inputs = job.inputs;
+        let out = finish_merge(job).await;
+        let out = self.poison(out)?;
+        let pos = self
+            .runs
+            .iter()
+            .position(|r| r.id == inputs.0)
+            .expect("merge inputs stay in place");
+        assert_eq!(
+            self.runs[pos + 1].id,
+            inputs.1,
+            "merge inputs are consecutive"
+        );
+        let dead = self
+            .runs
+            .splice(pos..pos + 2, std::iter::once(out))
+            .map(|r| r.path)
+            .collect();
+        self.stats.index_merges += 1;
+        Ok(dead)
+    }
+
+    /// At close with an empty memtable: install a merge still running and save the
+    /// checkpoint.
+    async fn close_checkpoint(&mut self) -> Result<(), StoreError> {
+        let dead = self.install_merge().await?;
+        let info = self.sealed_info()?;
+        save_checkpoint_parts(
+            &self.dir,
+            &self.opts,
+            (self.active_id, self.active_len),
+            &info,
+            &self.index,
+            &self.runs,
+        )
+        .await?;
+        remove_runs(&self.dir, &dead)
     }
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
@@ -999,7 +1057,7 @@ impl Store {
             self.poison(r)?;
         }
         if self.memtable_over_budget() {
-            self.flush_index().await?;
+            self.flush_index(true).await?;
         }
         Ok(true)
     }
@@ -1486,22 +1544,9 @@ impl Store {
         if flushed.is_ok() && self.opts.use_checkpoint {
             // Only an optimisation for the next open: the records are durable already.
             let saved = if memtable_keys(&self.index, &self.opts.fingerprinted_kinds) > 0 {
-                self.flush_index().await
+                self.flush_index(false).await
             } else {
-                match self.sealed_info() {
-                    Ok(info) => {
-                        save_checkpoint_parts(
-                            &self.dir,
-                            &self.opts,
-                            (self.active_id, self.active_len),
-                            &info,
-                            &self.index,
-                            &self.runs,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                }
+                self.close_checkpoint().await
             };
             if let Err(e) = saved {
                 let _ = std::fs::remove_file(
@@ -1660,7 +1705,10 @@ async fn merge_if_needed(
         *next_run_id += 1;
         let d = dir.to_path_buf();
         let out = glommio::executor()
-            .spawn_blocking(move || runs::merge_runs(&d, id, &inputs))
+            .spawn_blocking(move || {
+                let no_cancel = std::sync::atomic::AtomicBool::new(false);
+                runs::merge_runs(&d, id, &inputs, &no_cancel)
+            })
             .await
             .map_err(|e| run_error(&dir.join(runs::run_name(id)), e))?;
         dead.extend(runs.split_off(n - 2).into_iter().map(|r| r.path));
@@ -1690,13 +1738,101 @@ async fn write_out_index(
     stats.index_flushes += 1;
     let dead = merge_if_needed(dir, runs, next_run_id, stats).await?;
     save_checkpoint_parts(dir, opts, mark, sealed, index, runs).await?;
-    for p in &dead {
+    remove_runs(dir, &dead)
+}
+
+/// Delete run files no checkpoint names any more.
+fn remove_runs(dir: &Path, dead: &[PathBuf]) -> Result<(), StoreError> {
+    for p in dead {
         std::fs::remove_file(p).map_err(io_err("removing", p))?;
     }
     if !dead.is_empty() {
         crate::datadir::fsync_dir(dir).map_err(io_err("syncing directory", dir))?;
     }
     Ok(())
+}
+
+/// A merge of two runs on its own thread (see [`Store::flush_index`]).
+struct MergeJob {
+    handle: std::thread::JoinHandle<Result<runs::Run, runs::RunError>>,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Ids of the two inputs, consecutive in `Store::runs`.
+    inputs: (u64, u64),
+    /// The output's file.
+    out_path: PathBuf,
+}
+
+/// The merge in the background, if any. A store dropped without `close` stops it (its
+/// partial output is removed; a finished output no checkpoint names is removed by the
+/// next open).
+#[derive(Default)]
+struct MergeSlot(Option<MergeJob>);
+
+impl Drop for MergeSlot {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Bounded: the merge checks the flag once per block it writes.
+            let _ = job.handle.join();
+        }
+    }
+}
+
+/// Start merging the newest two adjacent runs of which the older is no larger than the
+/// newer (else, with more than [`MAX_RUNS`], the two newest): run sizes then grow like a
+/// binary counter, so a store of N keys written out in memtables of M keys has about
+/// log2(N/M) runs and each entry is rewritten about log2(N/M) times.
+fn start_merge_job(
+    dir: &Path,
+    runs: &[runs::Run],
+    next_run_id: &mut u64,
+) -> Result<Option<MergeJob>, StoreError> {
+    let n = runs.len();
+    if n < 2 {
+        return Ok(None);
+    }
+    let pair = (0..n - 1)
+        .rev()
+        .find(|&i| runs[i].entries <= runs[i + 1].entries);
+    let i = match pair {
+        Some(i) => i,
+        None if n > MAX_RUNS => n - 2,
+        None => return Ok(None),
+    };
+    let inputs = vec![runs[i].as_ref(), runs[i + 1].as_ref()];
+    let id = *next_run_id;
+    *next_run_id += 1;
+    let out_path = dir.join(runs::run_name(id));
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d, c) = (dir.to_path_buf(), cancel.clone());
+    let handle = std::thread::Builder::new()
+        .name("store-merge".into())
+        .spawn(move || runs::merge_runs(&d, id, &inputs, &c))
+        .map_err(io_err("starting a merge thread for", &out_path))?;
+    Ok(Some(MergeJob {
+        handle,
+        cancel,
+        inputs: (runs[i].id, runs[i + 1].id),
+        out_path,
+    }))
+}
+
+/// Wait (off the executor) for a merge to finish.
+async fn finish_merge(job: MergeJob) -> Result<runs::Run, StoreError> {
+    let MergeJob {
+        handle, out_path, ..
+    } = job;
+    match glommio::executor()
+        .spawn_blocking(move || handle.join())
+        .await
+    {
+        Ok(Ok(run)) => Ok(run),
+        Ok(Err(e)) => Err(run_error(&out_path, e)),
+        Err(_) => Err(StoreError::IndexRun {
+            path: out_path,
+            reason: "the merge thread panicked".into(),
+        }),
+    }
 }
 
 /// Save the index checkpoint with mark `mark`: every record before it is durable, and

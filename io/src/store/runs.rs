@@ -89,6 +89,8 @@ impl Entry {
 pub(crate) enum RunError {
     Io(std::io::Error),
     Corrupt(&'static str),
+    /// A merge was stopped before it finished (its output removed).
+    Cancelled,
 }
 
 impl std::fmt::Display for RunError {
@@ -96,6 +98,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Io(e) => write!(f, "{e}"),
             RunError::Corrupt(why) => write!(f, "{why}"),
+            RunError::Cancelled => write!(f, "merge cancelled"),
         }
     }
 }
@@ -610,7 +613,13 @@ impl Run {
 
 /// Merge `inputs` (oldest first) into run `id`: for a key in several inputs the newest
 /// input's entry wins. The output is durable when this returns; the inputs are untouched.
-pub(crate) fn merge_runs(dir: &Path, id: u64, inputs: &[RunRef]) -> Result<Run, RunError> {
+/// `cancel` is checked once per output block.
+pub(crate) fn merge_runs(
+    dir: &Path,
+    id: u64,
+    inputs: &[RunRef],
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Run, RunError> {
     let max: u64 = inputs.iter().map(|r| r.entries).sum();
     let mut cursors = inputs
         .iter()
@@ -638,6 +647,9 @@ pub(crate) fn merge_runs(dir: &Path, id: u64, inputs: &[RunRef]) -> Result<Run, 
                 }
             }
             w.push(e)?;
+            if w.in_block == 0 && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(RunError::Cancelled);
+            }
         }
     })();
     match r {
@@ -703,12 +715,21 @@ mod tests {
         let mut b: Vec<Entry> = (500..1500).map(|i| e(1, spread(i), 10_000 + i)).collect();
         b.sort_by_key(|x| x.key());
         let rb = write_run(dir, 2, &b).unwrap();
-        let m = merge_runs(dir, 3, &[ra.as_ref(), rb.as_ref()]).unwrap();
+        let no = std::sync::atomic::AtomicBool::new(false);
+        let m = merge_runs(dir, 3, &[ra.as_ref(), rb.as_ref()], &no).unwrap();
         assert_eq!(m.entries, 1500);
         for i in 0..1500 {
             let want = if i >= 500 { 10_000 + i } else { i };
             assert_eq!(m.get(1, spread(i)).unwrap().unwrap().off, want);
         }
+        // A cancelled merge leaves no file behind.
+        let yes = std::sync::atomic::AtomicBool::new(true);
+        assert!(matches!(
+            merge_runs(dir, 4, &[ra.as_ref(), rb.as_ref()], &yes),
+            Err(RunError::Cancelled)
+        ));
+        assert!(!dir.join(run_name(4)).exists());
+        assert!(!dir.join(format!("{}.tmp", run_name(4))).exists());
     }
 
     #[test]

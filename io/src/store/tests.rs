@@ -1513,12 +1513,23 @@ fn a_damaged_run_block_is_an_error_never_a_wrong_answer() {
     });
 }
 
+/// Copy the files of `from` (a merge in the background may rename or remove its
+/// temporary file meanwhile: such a file is left out or copied partially, as a crash
+/// would leave it).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        if e.file_name() == "LOCK" {
+            continue;
+        }
+        match std::fs::copy(e.path(), to.join(e.file_name())) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                assert!(e.file_name().to_string_lossy().ends_with(".tmp"), "{err}");
+                let _ = std::fs::remove_file(to.join(e.file_name()));
+            }
+            Err(err) => panic!("copying {}: {err}", e.path().display()),
         }
     }
 }
