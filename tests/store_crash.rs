@@ -9,6 +9,10 @@
 //! acknowledging a record when its `put_durable` resolved (`ack SEQ SEQ`): every
 //! acknowledged record must read back byte-identical, every visible record must be whole,
 //! and fewer `fdatasync`s than puts is checked by the library tests.
+//!
+//! A third mode writes 32-byte hash keys of a fingerprinted kind with a tiny index
+//! memtable (`--fingerprinted`), so that the kills also land while index runs, merges and
+//! checkpoints are written; the same checks hold, through the runs and the tail scan.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -17,9 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use catchup::node::bench_store::{crash_store_options, crash_value, BENCH_KIND};
+use catchup::node::bench_store::{
+    crash_fp_key, crash_store_options, crash_store_options_fingerprinted, crash_value, BENCH_KIND,
+    CRASH_FP_KIND,
+};
 use catchup_io::store::record::{parse_record, RecordLimits};
-use catchup_io::store::Store;
+use catchup_io::store::{Store, StoreOptions};
 use rand::Rng;
 
 const TRIALS: usize = 24;
@@ -33,6 +40,8 @@ struct Verified {
     max_present: Option<u64>,
     /// Torn-tail bytes cut by this open.
     cut_bytes: u64,
+    /// Index runs the open loaded.
+    runs: u32,
 }
 
 /// The values the writer puts, computed once per sequence number.
@@ -51,26 +60,50 @@ impl Expected {
     }
 }
 
-fn verify(dir: &Path, expected: &mut Expected, max_acked: Option<u64>, full: bool) -> Verified {
+/// Options, kind and key of sequence number `seq` of the batch writer.
+fn batch_mode(fp: bool) -> (StoreOptions, u8, fn(u64) -> Vec<u8>) {
+    if fp {
+        (
+            crash_store_options_fingerprinted(SEGMENT_SIZE_BYTES),
+            CRASH_FP_KIND,
+            |seq| crash_fp_key(seq).to_vec(),
+        )
+    } else {
+        (crash_store_options(SEGMENT_SIZE_BYTES), BENCH_KIND, |seq| {
+            seq.to_be_bytes().to_vec()
+        })
+    }
+}
+
+fn verify(
+    dir: &Path,
+    expected: &mut Expected,
+    max_acked: Option<u64>,
+    full: bool,
+    fp: bool,
+) -> Verified {
     let dir = dir.to_path_buf();
+    let (opts, kind, key) = batch_mode(fp);
     run(async move {
-        let store = Store::open(&dir, crash_store_options(SEGMENT_SIZE_BYTES))
+        let store = Store::open(&dir, opts)
             .await
             .expect("store reopens after SIGKILL");
         let cut_bytes = store.stats().truncated_tail_bytes;
+        let runs = store.stats().index_runs;
         if !full {
-            let max_present = (store.len_of_kind(BENCH_KIND) as u64).checked_sub(1);
+            let max_present = (store.len_of_kind(kind) as u64).checked_sub(1);
             store.close().await.expect("close");
             return Verified {
                 max_present,
                 cut_bytes,
+                runs,
             };
         }
         // Every acknowledged record is there, byte-identical.
         let acked_count = max_acked.map_or(0, |m| m + 1);
         for seq in 0..acked_count {
             let v = store
-                .get(BENCH_KIND, &seq.to_be_bytes())
+                .get(kind, &key(seq))
                 .await
                 .unwrap_or_else(|e| panic!("read of acknowledged record {seq}: {e}"));
             assert_eq!(
@@ -82,9 +115,9 @@ fn verify(dir: &Path, expected: &mut Expected, max_acked: Option<u64>, full: boo
         // Records past the last acknowledgement may be visible, but only whole: exactly
         // the value written.
         let mut seq = acked_count;
-        while store.contains(BENCH_KIND, &seq.to_be_bytes()) {
+        while store.try_contains(kind, &key(seq)).expect("index lookup") {
             let v = store
-                .get(BENCH_KIND, &seq.to_be_bytes())
+                .get(kind, &key(seq))
                 .await
                 .unwrap_or_else(|e| panic!("read of record {seq}: {e}"));
             assert_eq!(
@@ -95,16 +128,13 @@ fn verify(dir: &Path, expected: &mut Expected, max_acked: Option<u64>, full: boo
             seq += 1;
         }
         // Nothing else is visible: the keys are exactly the gap-free prefix 0..seq.
-        assert_eq!(
-            store.len_of_kind(BENCH_KIND) as u64,
-            seq,
-            "unexpected records"
-        );
+        assert_eq!(store.len_of_kind(kind) as u64, seq, "unexpected records");
         let max_present = seq.checked_sub(1);
         store.close().await.expect("close");
         Verified {
             max_present,
             cut_bytes,
+            runs,
         }
     })
 }
@@ -177,8 +207,13 @@ fn verify_durable(dir: &Path, expected: &mut Expected, acked: &BTreeSet<u64>) ->
     })
 }
 
+/// The batch writer's two modes take turns (the binary runs at most two crash writers at
+/// once, as many as the durable mode and one batch mode).
+static BATCH_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn acknowledged_records_survive_sigkill_at_random_points() {
+    let _turn = BATCH_WRITERS.lock().unwrap_or_else(|e| e.into_inner());
     sigkill_trials(None);
 }
 
@@ -187,9 +222,19 @@ fn put_durable_records_survive_sigkill_at_random_points() {
     sigkill_trials(Some(8));
 }
 
-/// `durable_tasks`: `None` runs the batch-and-flush writer, `Some(n)` the writer with `n`
-/// concurrent `put_durable` tasks.
+#[test]
+fn fingerprinted_records_survive_sigkill_while_index_runs_are_written() {
+    let _turn = BATCH_WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    sigkill_trials_with(None, true);
+}
+
 fn sigkill_trials(durable_tasks: Option<u32>) {
+    sigkill_trials_with(durable_tasks, false);
+}
+
+/// `durable_tasks`: `None` runs the batch-and-flush writer, `Some(n)` the writer with `n`
+/// concurrent `put_durable` tasks; `fp`: the batch writer with fingerprinted keys.
+fn sigkill_trials_with(durable_tasks: Option<u32>, fp: bool) {
     let exe = env!("CARGO_BIN_EXE_catchup");
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().join("store");
@@ -203,6 +248,7 @@ fn sigkill_trials(durable_tasks: Option<u32>) {
     let mut max_acked: Option<u64> = None;
     let mut acked_set = BTreeSet::new();
     let mut trials_with_cut = 0;
+    let mut trials_with_runs = 0;
     let mut kills_before_first_ack = 0;
     for trial in 0..TRIALS {
         let mut cmd = Command::new(exe);
@@ -215,6 +261,9 @@ fn sigkill_trials(durable_tasks: Option<u32>) {
             ]);
         } else {
             cmd.args(["bench", "store-crash-writer"]);
+        }
+        if fp {
+            cmd.arg("--fingerprinted");
         }
         let mut child = cmd
             .arg("--dir")
@@ -304,22 +353,29 @@ fn sigkill_trials(durable_tasks: Option<u32>) {
             assert_eq!(again, present);
             continue;
         }
-        let v = verify(&dir, &mut expected, max_acked, true);
+        let v = verify(&dir, &mut expected, max_acked, true, fp);
         if v.cut_bytes > 0 {
             trials_with_cut += 1;
         }
+        if v.runs > 0 {
+            trials_with_runs += 1;
+        }
         assert_no_torn_tail(&dir);
         // A second open finds nothing more to cut.
-        let again = verify(&dir, &mut expected, max_acked, false);
+        let again = verify(&dir, &mut expected, max_acked, false, fp);
         assert_eq!(again.cut_bytes, 0, "trial {trial}: tail cut twice");
         assert_eq!(again.max_present, v.max_present);
     }
     eprintln!(
-        "store_crash ({durable_tasks:?} durable tasks): {TRIALS} trials, \
+        "store_crash ({durable_tasks:?} durable tasks, fingerprinted {fp}): {TRIALS} trials, \
          {trials_with_cut} cut a torn tail, \
          {kills_before_first_ack} killed before any acknowledgement, \
+         {trials_with_runs} reopened with index runs, \
          {} records acknowledged, highest {max_acked:?}",
         acked_set.len()
     );
     assert!(max_acked.is_some(), "no batch was ever acknowledged");
+    if fp {
+        assert!(trials_with_runs > 0, "no trial wrote an index run");
+    }
 }

@@ -1,6 +1,8 @@
 //! Memory and lookup speed of the store's index for 32-byte hash keys (the eth sync's trie
-//! nodes): full keys (one allocation per key) against fingerprinted keys
-//! (`StoreOptions::fingerprinted`, 16 bytes kept inline), measured in the same process.
+//! nodes), measured in the same process: full keys (one allocation per key), fingerprinted
+//! keys all in memory (`StoreOptions::fingerprinted` with an unbounded memtable), and
+//! fingerprinted keys in sorted run files behind an 8 MiB memtable (only the runs' fence
+//! keys and Bloom filters in memory).
 //!
 //! ```text
 //! cargo run --release -p catchup-io --example index_footprint -- [keys]
@@ -8,8 +10,8 @@
 //!
 //! Default 1000000 keys with 8-byte values. For each variant it reopens a freshly written
 //! store (so only the index is in memory) and reports the resident memory the open added
-//! per key, and hit and miss lookups per second through `Store::contains`. The last line
-//! is one JSON object with every measurement.
+//! per key, hit and miss lookups per second through `Store::contains`, the open's time and
+//! the segment bytes it scanned. The last line is one JSON object with every measurement.
 
 use std::time::Instant;
 
@@ -54,27 +56,46 @@ fn trim() {
 
 struct Measured {
     bytes_per_key: f64,
+    /// Memory the store accounts for its runs (fences and filters), per key.
+    run_bytes_per_key: f64,
     hits_per_s: f64,
     misses_per_s: f64,
+    open_ms: f64,
+    scanned_bytes: u64,
+    runs: u32,
 }
 
-async fn measure(dir: &std::path::Path, keys: u64, opts: StoreOptions) -> Measured {
+/// Write `keys` keys with `write`, close (or, `crash`, flush and drop without closing),
+/// reopen with `read` and measure.
+async fn measure(
+    dir: &std::path::Path,
+    keys: u64,
+    write: StoreOptions,
+    read: StoreOptions,
+    crash: bool,
+) -> Measured {
     let _ = std::fs::remove_dir_all(dir);
-    let mut s = Store::open(dir, opts.clone()).await.expect("open");
+    let mut s = Store::open(dir, write).await.expect("open");
     for i in 0..keys {
         s.put(KIND, &key(i), &i.to_le_bytes()).await.expect("put");
     }
-    s.close().await.expect("close");
+    if crash {
+        s.flush().await.expect("flush");
+        drop(s);
+        // Let the executor close the dropped descriptors.
+        glommio::executor().yield_task_queue_now().await;
+    } else {
+        s.close().await.expect("close");
+    }
     trim();
     let before = rss_bytes();
-    let opts = StoreOptions {
-        use_checkpoint: false,
-        ..opts
-    };
-    let s = Store::open(dir, opts).await.expect("reopen");
+    let t = Instant::now();
+    let s = Store::open(dir, read).await.expect("reopen");
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
     trim();
     let after = rss_bytes();
     assert_eq!(s.len_of_kind(KIND) as u64, keys);
+    let st = s.stats();
     let t = Instant::now();
     let mut found = 0u64;
     for i in 0..keys {
@@ -91,8 +112,12 @@ async fn measure(dir: &std::path::Path, keys: u64, opts: StoreOptions) -> Measur
     s.close().await.expect("close");
     Measured {
         bytes_per_key: after.saturating_sub(before) as f64 / keys as f64,
+        run_bytes_per_key: st.index_run_memory_bytes as f64 / keys as f64,
         hits_per_s,
         misses_per_s,
+        open_ms,
+        scanned_bytes: st.scanned_bytes,
+        runs: st.index_runs,
     }
 }
 
@@ -102,28 +127,82 @@ fn main() {
         .map(|a| a.parse().expect("keys: a number"))
         .unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("catchup-index-footprint-{}", std::process::id()));
-    let (full, fp) = catchup_io::exec::run_unbound(async {
+    let results = catchup_io::exec::run_unbound(async {
         let base = StoreOptions::default().content_addressed(KIND);
-        let full = measure(&dir.join("full"), keys, base.clone()).await;
-        let fp = measure(&dir.join("fp"), keys, base.fingerprinted(KIND)).await;
-        (full, fp)
+        let scan = |o: StoreOptions| StoreOptions {
+            use_checkpoint: false,
+            ..o
+        };
+        // Whole keys in memory (reopened by scanning).
+        let full = measure(
+            &dir.join("full"),
+            keys,
+            base.clone(),
+            scan(base.clone()),
+            false,
+        )
+        .await;
+        // Fingerprints all in memory (an unbounded memtable, reopened by scanning).
+        let in_memory = StoreOptions {
+            max_index_memory_bytes: u64::MAX,
+            ..base.clone().fingerprinted(KIND)
+        };
+        let fp_mem = measure(
+            &dir.join("fp-mem"),
+            keys,
+            in_memory.clone(),
+            scan(in_memory),
+            false,
+        )
+        .await;
+        // Fingerprints in sorted runs behind an 8 MiB memtable (reopened from the
+        // checkpoint: only the runs' fences and filters are loaded).
+        let runs = StoreOptions {
+            max_index_memory_bytes: 8 << 20,
+            ..base.clone().fingerprinted(KIND)
+        };
+        let fp_runs = measure(
+            &dir.join("fp-runs"),
+            keys,
+            runs.clone(),
+            runs.clone(),
+            false,
+        )
+        .await;
+        // The same after a crash: the open scans the records written since the last
+        // write-out of the memtable (and keeps them in the memtable).
+        let fp_crash = measure(&dir.join("fp-crash"), keys, runs.clone(), runs, true).await;
+        [
+            ("full keys", full),
+            ("fp in memory", fp_mem),
+            ("fp runs", fp_runs),
+            ("fp runs crash", fp_crash),
+        ]
     });
     let _ = std::fs::remove_dir_all(&dir);
-    for (name, m) in [("full keys", &full), ("fingerprinted", &fp)] {
+    let mut json = format!("{{\"keys\":{keys}");
+    for (name, m) in &results {
         println!(
-            "{name:>14}: {:6.1} bytes/key  {:6.2} M hits/s  {:6.2} M misses/s",
+            "{name:>13}: {:6.1} bytes/key RSS ({:4.2} run fences+filter)  {:6.2} M hits/s  {:6.2} M misses/s  open {:8.1} ms, {:>11} bytes scanned, {} runs",
             m.bytes_per_key,
+            m.run_bytes_per_key,
             m.hits_per_s / 1e6,
-            m.misses_per_s / 1e6
+            m.misses_per_s / 1e6,
+            m.open_ms,
+            m.scanned_bytes,
+            m.runs
+        );
+        let tag = name.replace(' ', "_");
+        json += &format!(
+            ",\"{tag}\":{{\"bytes_per_key\":{:.2},\"run_bytes_per_key\":{:.3},\"hits_per_s\":{:.0},\"misses_per_s\":{:.0},\"open_ms\":{:.1},\"scanned_bytes\":{},\"runs\":{}}}",
+            m.bytes_per_key,
+            m.run_bytes_per_key,
+            m.hits_per_s,
+            m.misses_per_s,
+            m.open_ms,
+            m.scanned_bytes,
+            m.runs
         );
     }
-    println!(
-        "{{\"keys\":{keys},\"full_bytes_per_key\":{:.1},\"fp_bytes_per_key\":{:.1},\"full_hits_per_s\":{:.0},\"fp_hits_per_s\":{:.0},\"full_misses_per_s\":{:.0},\"fp_misses_per_s\":{:.0}}}",
-        full.bytes_per_key,
-        fp.bytes_per_key,
-        full.hits_per_s,
-        fp.hits_per_s,
-        full.misses_per_s,
-        fp.misses_per_s
-    );
+    println!("{json}}}");
 }

@@ -78,6 +78,11 @@ pub struct CrashWriterArgs {
     /// (sequence numbers are taken in call order; records may land out of order).
     #[arg(long, value_name = "N")]
     pub durable_tasks: Option<u32>,
+    /// Write 32-byte hash keys of a fingerprinted, content-addressed kind with a tiny
+    /// index memtable, so that index runs are written and merged all along (see
+    /// [`crash_store_options_fingerprinted`]).
+    #[arg(long, conflicts_with = "durable_tasks")]
+    pub fingerprinted: bool,
 }
 
 /// The record kind the store benchmark and the crash writer write.
@@ -119,6 +124,29 @@ pub fn crash_value(seed: u64, seq: u64) -> Vec<u8> {
     v
 }
 
+/// The fingerprinted kind the crash writer writes with `--fingerprinted`.
+pub const CRASH_FP_KIND: u8 = 2;
+
+/// The 32-byte hash key of sequence number `seq` (uniformly spread bytes).
+pub fn crash_fp_key(seq: u64) -> [u8; 32] {
+    let mut g = XorShift::new(seq.wrapping_mul(0xA24B_AED4_963E_E407) ^ 0x5EED);
+    let mut k = [0u8; 32];
+    g.fill(&mut k);
+    k
+}
+
+/// Store options of the crash writer with `--fingerprinted`: the index checkpoint is used
+/// and the fingerprint memtable holds only a few dozen keys.
+pub fn crash_store_options_fingerprinted(segment_size_bytes: u64) -> StoreOptions {
+    StoreOptions {
+        use_checkpoint: true,
+        max_index_memory_bytes: 4096,
+        ..crash_store_options(segment_size_bytes)
+            .content_addressed(CRASH_FP_KIND)
+            .fingerprinted(CRASH_FP_KIND)
+    }
+}
+
 /// Store options of the crash writer (tests open the store with the same options).
 pub fn crash_store_options(segment_size_bytes: u64) -> StoreOptions {
     StoreOptions {
@@ -147,12 +175,19 @@ pub fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
         .make()
         .map_err(|e| anyhow::anyhow!("cannot start an executor: {e}"))?;
     catchup_io::exec::run(&ex, async move {
-        let opts = crash_store_options(args.segment_size_bytes);
+        let (opts, kind) = if args.fingerprinted {
+            (
+                crash_store_options_fingerprinted(args.segment_size_bytes),
+                CRASH_FP_KIND,
+            )
+        } else {
+            (crash_store_options(args.segment_size_bytes), BENCH_KIND)
+        };
         let mut store = Store::open(&args.dir, opts).await?;
         // Records are appended in sequence order and a crash only loses a suffix, so the
         // keys present are exactly 0..count: continue at count (records past the last
         // acknowledgement may have survived whole).
-        let mut next: u64 = store.len_of_kind(BENCH_KIND) as u64;
+        let mut next: u64 = store.len_of_kind(kind) as u64;
         let mut rng = XorShift::new(args.seed ^ next);
         let stdout = std::io::stdout();
         while next < args.records {
@@ -162,13 +197,12 @@ pub fn crash_writer(args: CrashWriterArgs) -> anyhow::Result<i32> {
                 if next >= args.records {
                     break;
                 }
-                store
-                    .put(
-                        BENCH_KIND,
-                        &next.to_be_bytes(),
-                        &crash_value(args.seed, next),
-                    )
-                    .await?;
+                let key = if args.fingerprinted {
+                    crash_fp_key(next).to_vec()
+                } else {
+                    next.to_be_bytes().to_vec()
+                };
+                store.put(kind, &key, &crash_value(args.seed, next)).await?;
                 next += 1;
             }
             store.flush().await?;

@@ -35,8 +35,25 @@
 //!
 //! A clean [`Store::close`] writes an index checkpoint (`index.cur`, atomic); the next
 //! open loads it and scans only the bytes written after it (see `StoreOptions::use_checkpoint`).
-//! After a crash there is no newer checkpoint than the last clean close, so at least the
-//! tail written since is scanned and cut as above.
+//! After a crash the newest checkpoint is older than the crash, so at least the tail
+//! written since is scanned and cut as above.
+//!
+//! # The fingerprint index
+//!
+//! Keys of fingerprinted kinds (`StoreOptions::fingerprinted_kinds`) are kept in a
+//! memtable of recent fingerprints bounded by `StoreOptions::max_index_memory_bytes`.
+//! When it is full, the records are made durable, the memtable is written as a sorted run
+//! file (see [`runs`]: fsynced and renamed before use) and a checkpoint naming the runs
+//! and the segment offset they cover is saved. Runs of similar size are merged on a
+//! thread of their own while the next memtable fills (one merge at a time, installed by
+//! the next write-out; the inputs deleted only once the merged run and the checkpoint
+//! naming it are durable). In memory each run keeps its fence keys and a Bloom filter (about 1.4 bytes
+//! per key). A lookup asks the memtable, then the runs newest first (filter, fences, one
+//! 4 KiB `pread`). The next open loads the runs' fences and filters and scans only the
+//! segment bytes after the checkpoint's mark. A run that fails its checks at open makes
+//! the open ignore the checkpoint and rebuild the index from the segments; a run block
+//! that fails its checksum when read is a [`StoreError::IndexRun`] (the store refuses
+//! writes and removes its checkpoint, so that the next open rebuilds the index).
 //!
 //! # Bulk reads
 //!
@@ -52,6 +69,7 @@
 mod checkpoint;
 pub mod file;
 pub mod record;
+mod runs;
 pub mod salvage;
 mod scan;
 mod shared;
@@ -110,9 +128,13 @@ pub struct StoreOptions {
     /// Kinds whose 32-byte keys are uniformly distributed hashes (keccak): the index
     /// keeps only their first [`FINGERPRINT_BYTES`] bytes (a collision of two such keys
     /// takes about 2^64 keys), which more than halves its memory per key. Reads check the
-    /// full key in the record. A store with fingerprinted kinds writes no index
-    /// checkpoint (its open scans the segments).
+    /// full key in the record. Beyond the memtable (`max_index_memory_bytes`) their
+    /// fingerprints live in sorted run files (see the module docs).
     pub fingerprinted_kinds: Vec<u8>,
+    /// Memory the fingerprint memtable may use before it is written out as a sorted run
+    /// file (see the module docs). Beyond it each fingerprinted key costs about 1.4 bytes
+    /// of memory (run fences and filter).
+    pub max_index_memory_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -126,6 +148,7 @@ impl Default for StoreOptions {
             use_checkpoint: true,
             max_checkpoint_bytes: checkpoint::MAX_CHECKPOINT_BYTES,
             fingerprinted_kinds: Vec::new(),
+            max_index_memory_bytes: 256 << 20,
         }
     }
 }
@@ -165,6 +188,13 @@ impl StoreOptions {
             return bad(format!(
                 "max_value_bytes {} too large",
                 self.max_value_bytes
+            ));
+        }
+        if !self.fingerprinted_kinds.is_empty() && self.segment_size_bytes > runs::MAX_OFFSET {
+            return bad(format!(
+                "segment_size_bytes {} exceeds {} (fingerprint index offsets)",
+                self.segment_size_bytes,
+                runs::MAX_OFFSET
             ));
         }
         let max_record = record::encoded_len(self.max_key_bytes, self.max_value_bytes) as u64;
@@ -208,6 +238,8 @@ pub enum StoreError {
     TooManySegments { dir: PathBuf, max: u32 },
     #[error("store in {dir} was closed through another handle")]
     Closed { dir: PathBuf },
+    #[error("store index run {path} is unusable ({reason}); the store refuses writes and its next open rebuilds the index from the segments")]
+    IndexRun { path: PathBuf, reason: String },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -239,7 +271,10 @@ struct KindMap {
     /// unless the kind is fingerprinted): each map grows on its own, so growing the
     /// index never holds two copies of all of it.
     fp: Vec<HashMap<u128, Loc, ahash::RandomState>>,
+    /// Entries in `fp` (the memtable).
     fp_len: usize,
+    /// Distinct keys kept by fingerprint, in the memtable and the runs.
+    fp_total: u64,
     fingerprinted: bool,
 }
 
@@ -283,7 +318,7 @@ impl KindMap {
     }
 
     fn len(&self) -> usize {
-        self.full.len() + self.fp_len
+        self.full.len() + self.fp_total as usize
     }
 
     /// Locations of every key.
@@ -307,7 +342,7 @@ impl KindMap {
     }
 
     fn has_fingerprints(&self) -> bool {
-        self.fp_len > 0
+        self.fp_total > 0
     }
 }
 
@@ -315,11 +350,6 @@ type Index = Vec<KindMap>;
 
 /// A record's key and value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
-
-/// An empty index (256 empty maps; they allocate on first insert).
-fn new_index() -> Index {
-    (0..256).map(|_| KindMap::default()).collect()
-}
 
 /// An empty index whose `fingerprinted` kinds keep 32-byte keys by fingerprint.
 fn new_index_with(fingerprinted: &[bool; 256]) -> Index {
@@ -365,6 +395,21 @@ pub struct StoreStats {
     pub opened_from_checkpoint: bool,
     /// Segment bytes scanned at open.
     pub scanned_bytes: u64,
+    /// Sorted run files of the fingerprint index.
+    pub index_runs: u32,
+    /// Entries in those runs (a key overwritten since it was written out may be counted
+    /// in several).
+    pub index_run_entries: u64,
+    /// Bytes of those run files.
+    pub index_run_file_bytes: u64,
+    /// Memory kept for the runs (fences and filters), in bytes.
+    pub index_run_memory_bytes: u64,
+    /// Fingerprints in the memtable.
+    pub index_memtable_keys: u64,
+    /// Memtables written out as runs since open.
+    pub index_flushes: u64,
+    /// Run merges since open.
+    pub index_merges: u64,
     /// Write calls issued to segment files since open.
     pub writes: u64,
     /// Bytes written to segment files since open: record bytes, block padding, and the
@@ -389,8 +434,19 @@ pub struct Store {
     opts: StoreOptions,
     limits: RecordLimits,
     content_addressed: [bool; 256],
-    /// One map per kind (256 entries; empty maps do not allocate).
+    /// One map per kind (256 entries; empty maps do not allocate). For fingerprinted
+    /// kinds it is the memtable in front of `runs`.
     index: Index,
+    /// Sorted runs of the fingerprint index, oldest first.
+    runs: Vec<runs::Run>,
+    /// Id of the next run file (never reused).
+    next_run_id: u64,
+    /// (segment, offset) up to which the runs hold every fingerprinted key.
+    covered: (u32, u64),
+    /// Logical end (end of the last record) of each sealed segment.
+    seg_ends: BTreeMap<u32, u64>,
+    /// The merge of two runs in the background, if any.
+    merge: MergeSlot,
     sealed: BTreeMap<u32, Segment>,
     active_id: u32,
     active: Segment,
@@ -542,19 +598,86 @@ impl Store {
         for k in &opts.fingerprinted_kinds {
             fingerprinted[*k as usize] = true;
         }
-        let ck = if opts.use_checkpoint && opts.fingerprinted_kinds.is_empty() {
-            load_checkpoint(&dir, &file_lens, opts.max_key_bytes)
+        // Run files on disk: their ids are never reused.
+        let mut next_run_id = 1u64;
+        let mut run_files = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let base = name.strip_suffix(".tmp").unwrap_or(&name);
+            if let Some(id) = runs::parse_run_name(base) {
+                next_run_id = next_run_id.max(id.saturating_add(1));
+                run_files.push((id, name));
+            }
+        }
+        let ck = if opts.use_checkpoint {
+            load_checkpoint(&dir, &file_lens, &opts, &fingerprinted)
         } else {
             None
         };
+        // Runs no checkpoint in use names (a crash before the checkpoint naming them, or
+        // the inputs of a finished merge) are removed.
+        let mut removed = false;
+        for (id, name) in &run_files {
+            let used = ck
+                .as_ref()
+                .is_some_and(|(_, rs)| !name.ends_with(".tmp") && rs.iter().any(|r| r.id == *id));
+            if !used {
+                let path = dir.join(name);
+                std::fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                removed = true;
+            }
+        }
+        if ck.is_none() && !opts.fingerprinted_kinds.is_empty() {
+            // A checkpoint not used now is never used later: the runs it names are gone
+            // and their ids may be given to new runs.
+            for suffix in ["cur", "prev"] {
+                let path = dir.join(format!("{}.{suffix}", checkpoint::JOURNAL_NAME));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
+            }
+        }
+        if removed {
+            crate::datadir::fsync_dir(&dir).map_err(io_err("syncing directory", &dir))?;
+        }
         let mut stats = StoreStats {
             opened_from_checkpoint: ck.is_some(),
             ..StoreStats::default()
         };
-        let (mut index, ck_sealed, ck_active) = match ck {
-            Some(ck) => (ck.index, ck.sealed, Some((ck.active_id, ck.active_len))),
-            None => (new_index_with(&fingerprinted), BTreeMap::new(), None),
+        let (mut index, ck_sealed, ck_sealed_ends, ck_active, ck_full, mut runs) = match ck {
+            Some((ck, runs)) => {
+                let mut index = ck.index;
+                for (k, n) in ck.fp_counts {
+                    index[k as usize].fp_total = n;
+                }
+                (
+                    index,
+                    ck.sealed,
+                    ck.sealed_ends,
+                    Some((ck.active_id, ck.active_len)),
+                    ck.full,
+                    runs,
+                )
+            }
+            None => (
+                new_index_with(&fingerprinted),
+                BTreeMap::new(),
+                BTreeMap::new(),
+                None,
+                true,
+                Vec::new(),
+            ),
         };
+        // Without the whole keys the segments before the mark are scanned for them
+        // (fingerprinted keys there are in the runs already).
+        let skip_fp_before = if ck_full { None } else { ck_active };
+        let mut covered = ck_active.unwrap_or((0, 0));
+        let mut seg_ends = BTreeMap::new();
         let mut sealed = BTreeMap::new();
         let mut active: Option<(u32, Segment, u64)> = None;
         for (i, id) in ids.iter().copied().enumerate() {
@@ -565,25 +688,30 @@ impl Store {
                     .await
                     .map_err(io_err("opening", &path))?,
             );
-            if ck_sealed.contains_key(&id) {
+            if ck_full && ck_sealed.contains_key(&id) {
                 // Covered by the checkpoint (never the last segment: the checkpoint's
                 // active segment comes after it).
+                seg_ends.insert(id, ck_sealed_ends.get(&id).copied().unwrap_or(0));
                 sealed.insert(id, Segment { path, file });
                 continue;
             }
             let start = match ck_active {
-                Some((aid, alen)) if aid == id => alen,
+                Some((aid, alen)) if ck_full && aid == id => alen,
                 _ => 0,
             };
             let end = scan_segment(
-                id,
-                &path,
-                &file,
-                start,
-                is_last,
+                ScanTarget {
+                    id,
+                    path: &path,
+                    file: &file,
+                    start,
+                    is_last,
+                    skip_fp_before,
+                },
                 &limits,
                 &content_addressed,
                 &mut index,
+                &runs,
                 &mut stats,
             )
             .await?;
@@ -591,7 +719,41 @@ impl Store {
             if is_last {
                 active = Some((id, seg, end));
             } else {
-                sealed.insert(id, seg);
+                seg_ends.insert(id, end);
+                let over = memtable_keys(&index, &opts.fingerprinted_kinds) * MEMTABLE_ENTRY_BYTES
+                    > opts.max_index_memory_bytes;
+                // Write the memtable out between segments so that rebuilding a large index
+                // stays within the budget (plus one segment's keys).
+                if over {
+                    seg.file
+                        .fdatasync()
+                        .await
+                        .map_err(io_err("syncing", &seg.path))?;
+                    sealed.insert(id, seg);
+                    let mut info = Vec::with_capacity(sealed.len());
+                    for (sid, sg) in &sealed {
+                        if *sid < id {
+                            let len = std::fs::metadata(&sg.path)
+                                .map_err(io_err("stat", &sg.path))?
+                                .len();
+                            info.push((*sid, len, seg_ends.get(sid).copied().unwrap_or(0)));
+                        }
+                    }
+                    covered = (id, end);
+                    write_out_index(
+                        &dir,
+                        &opts,
+                        &mut index,
+                        &mut runs,
+                        &mut next_run_id,
+                        &mut stats,
+                        covered,
+                        &info,
+                    )
+                    .await?;
+                } else {
+                    sealed.insert(id, seg);
+                }
             }
         }
         let (active_id, active, active_len) = match active {
@@ -631,12 +793,17 @@ impl Store {
         if !stats.direct_io {
             tracing::debug!(dir = %dir.display(), "store writes are buffered (no O_DIRECT)");
         }
-        Ok(Store {
+        let mut store = Store {
             dir,
             opts,
             limits,
             content_addressed,
             index,
+            runs,
+            next_run_id,
+            covered,
+            seg_ends,
+            merge: MergeSlot::default(),
             sealed,
             active_id,
             active,
@@ -651,7 +818,11 @@ impl Store {
             stats,
             blocking_readers: RefCell::new(HashMap::new()),
             _lock: lock,
-        })
+        };
+        if store.memtable_over_budget() {
+            store.flush_index(true).await?;
+        }
+        Ok(store)
     }
 
     /// The store's directory.
@@ -664,7 +835,151 @@ impl Store {
         let mut s = self.stats.clone();
         s.write_wait_us = self.write_wait_us.get();
         s.keys = self.index.iter().map(|m| m.len() as u64).sum();
+        s.index_runs = self.runs.len() as u32;
+        s.index_run_entries = self.runs.iter().map(|r| r.entries).sum();
+        s.index_run_file_bytes = self.runs.iter().map(|r| r.file_bytes()).sum();
+        s.index_run_memory_bytes = self.runs.iter().map(|r| r.memory_bytes()).sum();
+        s.index_memtable_keys = memtable_keys(&self.index, &self.opts.fingerprinted_kinds);
         s
+    }
+
+    fn memtable_over_budget(&self) -> bool {
+        memtable_keys(&self.index, &self.opts.fingerprinted_kinds) * MEMTABLE_ENTRY_BYTES
+            > self.opts.max_index_memory_bytes
+    }
+
+    /// The location of (kind, key): the memtable or full-key map, then the runs newest
+    /// first. A run block that fails its checks is a [`StoreError::IndexRun`] and makes
+    /// the store refuse writes and drop its checkpoint (the next open rebuilds the index).
+    fn lookup(&self, kind: u8, key: &[u8]) -> Result<Option<Loc>, StoreError> {
+        let m = &self.index[kind as usize];
+        if let Some(l) = m.get(key) {
+            return Ok(Some(*l));
+        }
+        let Some(f) = m.fp_of(key) else {
+            return Ok(None);
+        };
+        runs_get(&self.runs, kind, f).map_err(|e| self.index_failed(e))
+    }
+
+    fn index_failed(&self, e: StoreError) -> StoreError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "fingerprint index run unusable; dropping the checkpoint");
+        {
+            let mut first = self.write_error.borrow_mut();
+            if first.is_none() {
+                *first = Some(e.to_string());
+            }
+        }
+        for suffix in ["cur", "prev"] {
+            let _ = std::fs::remove_file(
+                self.dir
+                    .join(format!("{}.{suffix}", checkpoint::JOURNAL_NAME)),
+            );
+        }
+        let _ = crate::datadir::fsync_dir(&self.dir);
+        e
+    }
+
+    /// Sealed segments as (id, file length, logical end).
+    fn sealed_info(&self) -> Result<Vec<(u32, u64, u64)>, StoreError> {
+        let mut out = Vec::with_capacity(self.sealed.len());
+        for (id, seg) in &self.sealed {
+            let len = std::fs::metadata(&seg.path)
+                .map_err(io_err("stat", &seg.path))?
+                .len();
+            out.push((*id, len, self.seg_ends.get(id).copied().unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// Make every record durable, write the memtable out as a run and save the
+    /// checkpoint naming the runs.
+    ///
+    /// Merges run on their own thread, one at a time, while the next memtable fills: the
+    /// merge started by one write-out is installed by the next (which waits for it if it
+    /// has not finished), so that the runs a store holds after a given sequence of puts
+    /// do not depend on timing. `start_merge` is false at close.
+    async fn flush_index(&mut self, start_merge: bool) -> Result<(), StoreError> {
+        if self.synced_seq != self.stats.appended_records {
+            self.flush().await?;
+        } else {
+            // Records found by the open's scan may be only in the page cache: the runs
+            // must not name them before they are durable. (No write: a padded last
+            // block would be left behind.)
+            let r = self
+                .active
+                .file
+                .fdatasync()
+                .await
+                .map_err(io_err("syncing", &self.active.path));
+            self.poison(r)?;
+            self.stats.syncs += 1;
+        }
+        let info = self.sealed_info()?;
+        let mark = (self.active_id, self.active_len);
+        let id = self.next_run_id;
+        self.next_run_id += 1;
+        let fp_kinds = self.opts.fingerprinted_kinds.clone();
+        let run = write_memtable(&self.dir, &mut self.index, &fp_kinds, id).await;
+        let run = self.poison(run)?;
+        self.runs.push(run);
+        self.stats.index_flushes += 1;
+        let dead = self.install_merge().await?;
+        if start_merge {
+            let job = start_merge_job(&self.dir, &self.runs, &mut self.next_run_id);
+            self.merge.0 = self.poison(job)?;
+        }
+        let r = save_checkpoint_parts(&self.dir, &self.opts, mark, &info, &self.index, &self.runs)
+            .await;
+        self.poison(r)?;
+        self.covered = mark;
+        let r = remove_runs(&self.dir, &dead);
+        self.poison(r)
+    }
+
+    /// Wait for the merge in the background, if any, and put its output in place of its
+    /// inputs; returns the inputs' files (to delete once a checkpoint names the output).
+    async fn install_merge(&mut self) -> Result<Vec<PathBuf>, StoreError> {
+        let Some(job) = self.merge.0.take() else {
+            return Ok(Vec::new());
+        };
+        let inputs = job.inputs;
+        let out = finish_merge(job).await;
+        let out = self.poison(out)?;
+        let pos = self
+            .runs
+            .iter()
+            .position(|r| r.id == inputs.0)
+            .expect("merge inputs stay in place");
+        assert_eq!(
+            self.runs[pos + 1].id,
+            inputs.1,
+            "merge inputs are consecutive"
+        );
+        let dead = self
+            .runs
+            .splice(pos..pos + 2, std::iter::once(out))
+            .map(|r| r.path)
+            .collect();
+        self.stats.index_merges += 1;
+        Ok(dead)
+    }
+
+    /// At close with an empty memtable: install a merge still running and save the
+    /// checkpoint.
+    async fn close_checkpoint(&mut self) -> Result<(), StoreError> {
+        let dead = self.install_merge().await?;
+        let info = self.sealed_info()?;
+        save_checkpoint_parts(
+            &self.dir,
+            &self.opts,
+            (self.active_id, self.active_len),
+            &info,
+            &self.index,
+            &self.runs,
+        )
+        .await?;
+        remove_runs(&self.dir, &dead)
     }
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
@@ -711,7 +1026,10 @@ impl Store {
                 max_bytes: self.limits.max_value_bytes,
             });
         }
-        if self.content_addressed[kind as usize] && self.index[kind as usize].contains_key(key) {
+        let probe =
+            probe_index(&self.index, &self.runs, kind, key).map_err(|e| self.index_failed(e));
+        let probe = self.poison(probe)?;
+        if self.content_addressed[kind as usize] && probe.present() {
             return Ok(false);
         }
         let rec_len = record::encoded_len(key.len(), value.len()) as u64;
@@ -724,17 +1042,22 @@ impl Store {
         self.active_len += rec_len;
         self.stats.appended_bytes += rec_len;
         self.stats.appended_records += 1;
-        self.index[kind as usize].insert(
+        apply_probe(
+            &mut self.index[kind as usize],
             key,
             Loc {
                 seg: self.active_id,
                 off,
                 len: rec_len as u32,
             },
+            probe,
         );
         if self.pending.len() >= self.opts.write_buffer_bytes {
             let r = self.write_out(false).await;
             self.poison(r)?;
+        }
+        if self.memtable_over_budget() {
+            self.flush_index(true).await?;
         }
         Ok(true)
     }
@@ -920,6 +1243,7 @@ impl Store {
             },
         );
         self.sealed.insert(self.active_id, old);
+        self.seg_ends.insert(self.active_id, self.active_len);
         self.active_id = next;
         self.active_len = 0;
         self.pending.clear();
@@ -928,9 +1252,18 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a record for (kind, key) exists (index lookup, no I/O).
+    /// Whether a record for (kind, key) exists: an index lookup (for a fingerprinted key
+    /// not in the memtable, the runs: mostly answered by their filters, else one 4 KiB
+    /// `pread` per run that may hold it). A run that cannot be read makes the store
+    /// refuse writes (the next write or flush reports it) and answers `false`; use
+    /// [`Store::try_contains`] to see the error.
     pub fn contains(&self, kind: u8, key: &[u8]) -> bool {
-        self.index[kind as usize].contains_key(key)
+        self.lookup(kind, key).is_ok_and(|l| l.is_some())
+    }
+
+    /// [`Store::contains`] with the error of an unreadable index run.
+    pub fn try_contains(&self, kind: u8, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.lookup(kind, key)?.is_some())
     }
 
     /// Number of keys of `kind`.
@@ -975,13 +1308,34 @@ impl Store {
             .filter(|(k, _)| in_range(k))
             .map(|(_, l)| *l)
             .collect();
-        let n = FINGERPRINT_BYTES;
-        let (flo, fhi) = (&lo[..lo.len().min(n)], &hi[..hi.len().min(n)]);
-        locs.extend(
-            m.fp_entries()
-                .filter(|(f, _)| &f[..] >= flo && &f[..] <= fhi)
-                .map(|(_, l)| *l),
-        );
+        if m.fingerprinted {
+            // Fingerprints in [lo, hi] by their first 16 bytes (a superset: the full keys
+            // are checked below). The memtable's entry wins over the runs', a newer run's
+            // over an older one's.
+            let bound = |k: &[u8], fill: u8| {
+                let mut b = [fill; FINGERPRINT_BYTES];
+                let n = k.len().min(FINGERPRINT_BYTES);
+                b[..n].copy_from_slice(&k[..n]);
+                u128::from_be_bytes(b)
+            };
+            let (flo, fhi) = (bound(lo, 0), bound(hi, 0xff));
+            let mut fps: BTreeMap<u128, Loc> = BTreeMap::new();
+            if flo <= fhi {
+                for (f, l) in m.fp_entries() {
+                    let f = u128::from_be_bytes(f);
+                    if f >= flo && f <= fhi {
+                        fps.insert(f, *l);
+                    }
+                }
+                for r in self.runs.iter().rev() {
+                    r.for_each_in(kind, flo, fhi, |e| {
+                        fps.entry(e.fp).or_insert(e.loc);
+                    })
+                    .map_err(|e| self.index_failed(run_error(&r.path, e)))?;
+                }
+            }
+            locs.extend(fps.into_values());
+        }
         let mut out = Vec::with_capacity(locs.len());
         for loc in locs {
             let (path, bytes) = self.read_blocking(loc)?;
@@ -1010,7 +1364,7 @@ impl Store {
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
     pub async fn get(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(loc) = self.index[kind as usize].get(key).copied() else {
+        let Some(loc) = self.lookup(kind, key)? else {
             return Ok(None);
         };
         let (k, _, v) = self.read_record(loc).await?;
@@ -1026,7 +1380,7 @@ impl Store {
     /// what they put since (after a flush, only the partially filled last block is
     /// still in memory and is served from there).
     pub fn get_blocking(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(loc) = self.index[kind as usize].get(key).copied() else {
+        let Some(loc) = self.lookup(kind, key)? else {
             return Ok(None);
         };
         let (path, bytes) = self.read_blocking(loc)?;
@@ -1154,14 +1508,31 @@ impl Store {
 
     /// Iterate over all (key, value) pairs of `kind`, in write order, one read per
     /// record. To read many records prefer [`Store::scan`].
-    pub fn iter_kind(&self, kind: u8) -> KindIter<'_> {
-        let mut locs: Vec<Loc> = self.index[kind as usize].values().copied().collect();
+    ///
+    /// For a fingerprinted kind this reads every run (a run that cannot be read is an
+    /// error).
+    pub fn iter_kind(&self, kind: u8) -> Result<KindIter<'_>, StoreError> {
+        let m = &self.index[kind as usize];
+        let mut locs: Vec<Loc> = m.full_entries().map(|(_, l)| *l).collect();
+        if m.fingerprinted {
+            let mut fps: BTreeMap<u128, Loc> = m
+                .fp_entries()
+                .map(|(f, l)| (u128::from_be_bytes(f), *l))
+                .collect();
+            for r in self.runs.iter().rev() {
+                r.for_each_in(kind, 0, u128::MAX, |e| {
+                    fps.entry(e.fp).or_insert(e.loc);
+                })
+                .map_err(|e| self.index_failed(run_error(&r.path, e)))?;
+            }
+            locs.extend(fps.into_values());
+        }
         locs.sort_unstable();
-        KindIter {
+        Ok(KindIter {
             store: self,
             locs,
             next: 0,
-        }
+        })
     }
 
     /// Flush, write the index checkpoint (if enabled; failure to write it is only logged),
@@ -1172,7 +1543,12 @@ impl Store {
         let flushed = self.flush().await;
         if flushed.is_ok() && self.opts.use_checkpoint {
             // Only an optimisation for the next open: the records are durable already.
-            if let Err(e) = self.save_checkpoint() {
+            let saved = if memtable_keys(&self.index, &self.opts.fingerprinted_kinds) > 0 {
+                self.flush_index(false).await
+            } else {
+                self.close_checkpoint().await
+            };
+            if let Err(e) = saved {
                 let _ = std::fs::remove_file(
                     self.dir.join(format!("{}.tmp", checkpoint::JOURNAL_NAME)),
                 );
@@ -1197,54 +1573,328 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Write the index checkpoint (after a successful flush: everything it describes is
-    /// durable).
-    fn save_checkpoint(&self) -> Result<(), StoreError> {
-        let mut sealed = Vec::with_capacity(self.sealed.len());
-        for (id, seg) in &self.sealed {
-            let len = std::fs::metadata(&seg.path)
-                .map_err(io_err("stat", &seg.path))?
-                .len();
-            sealed.push((*id, len));
-        }
-        if self.index.iter().any(KindMap::has_fingerprints) {
-            tracing::debug!(dir = %self.dir.display(), "fingerprinted index: no checkpoint; the next open scans");
-            return Ok(());
-        }
-        let estimate = checkpoint::encoded_len(sealed.len(), &self.index);
-        let max = self
-            .opts
-            .max_checkpoint_bytes
-            .min(checkpoint::MAX_CHECKPOINT_BYTES);
-        if estimate > max {
-            tracing::info!(
-                dir = %self.dir.display(),
-                checkpoint_bytes = estimate,
-                max_checkpoint_bytes = max,
-                "index too large to checkpoint within the limit; the next open scans"
-            );
-            return Ok(());
-        }
-        let bytes = checkpoint::encode(self.active_id, self.active_len, &sealed, &self.index);
-        let ckpt_err = |e: crate::journal::JournalError| StoreError::Io {
-            op: "writing index checkpoint",
-            path: self.dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        };
-        let mut j = crate::journal::Journal::open(&self.dir, checkpoint::JOURNAL_NAME)
-            .map_err(ckpt_err)?
-            .with_max_payload_bytes(checkpoint::MAX_CHECKPOINT_BYTES);
-        j.save(&bytes).map_err(ckpt_err)
+/// Memory one memtable entry takes on average, in bytes: a (u128, Loc) slot of 32 bytes
+/// and a control byte at the maps' load factor, between two growths (69 bytes per key
+/// measured by the `index_footprint` example with every fingerprint in memory).
+const MEMTABLE_ENTRY_BYTES: u64 = 70;
+/// More runs than this are merged whatever their sizes.
+const MAX_RUNS: usize = 16;
+
+/// Fingerprints in the memtables of the fingerprinted kinds.
+fn memtable_keys(index: &Index, fp_kinds: &[u8]) -> u64 {
+    fp_kinds
+        .iter()
+        .map(|k| index[*k as usize].fp_len as u64)
+        .sum()
+}
+
+fn run_error(path: &Path, e: runs::RunError) -> StoreError {
+    StoreError::IndexRun {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     }
 }
 
-/// The index checkpoint of `dir` if it exists, decodes and matches the segments on disk.
+/// The newest run's location of (kind, fp).
+fn runs_get(runs: &[runs::Run], kind: u8, fp: u128) -> Result<Option<Loc>, StoreError> {
+    for r in runs.iter().rev() {
+        if let Some(l) = r.get(kind, fp).map_err(|e| run_error(&r.path, e))? {
+            return Ok(Some(l));
+        }
+    }
+    Ok(None)
+}
+
+/// Where a key is before it is put: in the in-memory maps, in the runs.
+#[derive(Clone, Copy)]
+struct Probe {
+    fingerprinted: bool,
+    in_memory: bool,
+    in_runs: bool,
+}
+
+impl Probe {
+    fn present(&self) -> bool {
+        self.in_memory || self.in_runs
+    }
+}
+
+fn probe_index(
+    index: &Index,
+    runs: &[runs::Run],
+    kind: u8,
+    key: &[u8],
+) -> Result<Probe, StoreError> {
+    let m = &index[kind as usize];
+    let fp = m.fp_of(key);
+    let in_memory = m.contains_key(key);
+    let in_runs = match fp {
+        Some(f) if !in_memory => runs_get(runs, kind, f)?.is_some(),
+        _ => false,
+    };
+    Ok(Probe {
+        fingerprinted: fp.is_some(),
+        in_memory,
+        in_runs,
+    })
+}
+
+/// Add (key → loc) found by `probe`; counts a fingerprinted key new to the store.
+fn apply_probe(m: &mut KindMap, key: &[u8], loc: Loc, probe: Probe) {
+    m.insert(key, loc);
+    if probe.fingerprinted && !probe.present() {
+        m.fp_total += 1;
+    }
+}
+
+/// Write the memtables of the fingerprinted kinds as run `id` (on the blocking pool) and
+/// empty them.
+async fn write_memtable(
+    dir: &Path,
+    index: &mut Index,
+    fp_kinds: &[u8],
+    id: u64,
+) -> Result<runs::Run, StoreError> {
+    let mut entries = Vec::with_capacity(memtable_keys(index, fp_kinds) as usize);
+    for k in fp_kinds {
+        for part in &index[*k as usize].fp {
+            entries.extend(part.iter().map(|(f, l)| runs::Entry {
+                kind: *k,
+                fp: *f,
+                loc: *l,
+            }));
+        }
+    }
+    entries.sort_unstable_by_key(|e| (e.kind, e.fp));
+    let d = dir.to_path_buf();
+    let run = glommio::executor()
+        .spawn_blocking(move || runs::write_run(&d, id, &entries))
+        .await
+        .map_err(|e| run_error(&dir.join(runs::run_name(id)), e))?;
+    for k in fp_kinds {
+        let m = &mut index[*k as usize];
+        for part in m.fp.iter_mut() {
+            part.clear();
+        }
+        m.fp_len = 0;
+    }
+    Ok(run)
+}
+
+/// Merge the two newest runs while the older is no larger than the newer (or there are
+/// more than [`MAX_RUNS`]): run sizes then grow like a binary counter, so a store of N
+/// keys written out in memtables of M keys has at most about log2(N/M) runs and each
+/// entry is rewritten about log2(N/M) times. Returns the files of the merged inputs, to
+/// delete once a checkpoint names the output.
+async fn merge_if_needed(
+    dir: &Path,
+    runs: &mut Vec<runs::Run>,
+    next_run_id: &mut u64,
+    stats: &mut StoreStats,
+) -> Result<Vec<PathBuf>, StoreError> {
+    let mut dead = Vec::new();
+    // Bounded: each merge removes one run.
+    while runs.len() >= 2 {
+        let n = runs.len();
+        let similar = runs[n - 2].entries <= runs[n - 1].entries;
+        if !similar && n <= MAX_RUNS {
+            break;
+        }
+        let inputs = vec![runs[n - 2].as_ref(), runs[n - 1].as_ref()];
+        let id = *next_run_id;
+        *next_run_id += 1;
+        let d = dir.to_path_buf();
+        let out = glommio::executor()
+            .spawn_blocking(move || {
+                let no_cancel = std::sync::atomic::AtomicBool::new(false);
+                runs::merge_runs(&d, id, &inputs, &no_cancel)
+            })
+            .await
+            .map_err(|e| run_error(&dir.join(runs::run_name(id)), e))?;
+        dead.extend(runs.split_off(n - 2).into_iter().map(|r| r.path));
+        runs.push(out);
+        stats.index_merges += 1;
+    }
+    Ok(dead)
+}
+
+/// Write the memtable out as a run, merge, save the checkpoint with mark `mark` (every
+/// record before it durable) and delete merged inputs.
+#[allow(clippy::too_many_arguments)]
+async fn write_out_index(
+    dir: &Path,
+    opts: &StoreOptions,
+    index: &mut Index,
+    runs: &mut Vec<runs::Run>,
+    next_run_id: &mut u64,
+    stats: &mut StoreStats,
+    mark: (u32, u64),
+    sealed: &[(u32, u64, u64)],
+) -> Result<(), StoreError> {
+    let id = *next_run_id;
+    *next_run_id += 1;
+    let run = write_memtable(dir, index, &opts.fingerprinted_kinds, id).await?;
+    runs.push(run);
+    stats.index_flushes += 1;
+    let dead = merge_if_needed(dir, runs, next_run_id, stats).await?;
+    save_checkpoint_parts(dir, opts, mark, sealed, index, runs).await?;
+    remove_runs(dir, &dead)
+}
+
+/// Delete run files no checkpoint names any more.
+fn remove_runs(dir: &Path, dead: &[PathBuf]) -> Result<(), StoreError> {
+    for p in dead {
+        std::fs::remove_file(p).map_err(io_err("removing", p))?;
+    }
+    if !dead.is_empty() {
+        crate::datadir::fsync_dir(dir).map_err(io_err("syncing directory", dir))?;
+    }
+    Ok(())
+}
+
+/// A merge of two runs on its own thread (see [`Store::flush_index`]).
+struct MergeJob {
+    handle: std::thread::JoinHandle<Result<runs::Run, runs::RunError>>,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Ids of the two inputs, consecutive in `Store::runs`.
+    inputs: (u64, u64),
+    /// The output's file.
+    out_path: PathBuf,
+}
+
+/// The merge in the background, if any. A store dropped without `close` stops it (its
+/// partial output is removed; a finished output no checkpoint names is removed by the
+/// next open).
+#[derive(Default)]
+struct MergeSlot(Option<MergeJob>);
+
+impl Drop for MergeSlot {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Bounded: the merge checks the flag once per block it writes.
+            let _ = job.handle.join();
+        }
+    }
+}
+
+/// Start merging the newest two adjacent runs of which the older is no larger than the
+/// newer (else, with more than [`MAX_RUNS`], the two newest): run sizes then grow like a
+/// binary counter, so a store of N keys written out in memtables of M keys has about
+/// log2(N/M) runs and each entry is rewritten about log2(N/M) times.
+fn start_merge_job(
+    dir: &Path,
+    runs: &[runs::Run],
+    next_run_id: &mut u64,
+) -> Result<Option<MergeJob>, StoreError> {
+    let n = runs.len();
+    if n < 2 {
+        return Ok(None);
+    }
+    let pair = (0..n - 1)
+        .rev()
+        .find(|&i| runs[i].entries <= runs[i + 1].entries);
+    let i = match pair {
+        Some(i) => i,
+        None if n > MAX_RUNS => n - 2,
+        None => return Ok(None),
+    };
+    let inputs = vec![runs[i].as_ref(), runs[i + 1].as_ref()];
+    let id = *next_run_id;
+    *next_run_id += 1;
+    let out_path = dir.join(runs::run_name(id));
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d, c) = (dir.to_path_buf(), cancel.clone());
+    let handle = std::thread::Builder::new()
+        .name("store-merge".into())
+        .spawn(move || runs::merge_runs(&d, id, &inputs, &c))
+        .map_err(io_err("starting a merge thread for", &out_path))?;
+    Ok(Some(MergeJob {
+        handle,
+        cancel,
+        inputs: (runs[i].id, runs[i + 1].id),
+        out_path,
+    }))
+}
+
+/// Wait (off the executor) for a merge to finish.
+async fn finish_merge(job: MergeJob) -> Result<runs::Run, StoreError> {
+    let MergeJob {
+        handle, out_path, ..
+    } = job;
+    match glommio::executor()
+        .spawn_blocking(move || handle.join())
+        .await
+    {
+        Ok(Ok(run)) => Ok(run),
+        Ok(Err(e)) => Err(run_error(&out_path, e)),
+        Err(_) => Err(StoreError::IndexRun {
+            path: out_path,
+            reason: "the merge thread panicked".into(),
+        }),
+    }
+}
+
+/// Save the index checkpoint with mark `mark`: every record before it is durable, and
+/// the runs hold every fingerprinted key before it (the memtable is empty).
+async fn save_checkpoint_parts(
+    dir: &Path,
+    opts: &StoreOptions,
+    mark: (u32, u64),
+    sealed: &[(u32, u64, u64)],
+    index: &Index,
+    runs: &[runs::Run],
+) -> Result<(), StoreError> {
+    debug_assert_eq!(memtable_keys(index, &opts.fingerprinted_kinds), 0);
+    let fp_counts: Vec<(u8, u64)> = opts
+        .fingerprinted_kinds
+        .iter()
+        .map(|k| (*k, index[*k as usize].fp_total))
+        .collect();
+    let run_list: Vec<(u64, u64)> = runs.iter().map(|r| (r.id, r.entries)).collect();
+    let meta = checkpoint::Meta {
+        active_id: mark.0,
+        active_len: mark.1,
+        sealed,
+        fp_counts: &fp_counts,
+        runs: &run_list,
+    };
+    let max = opts
+        .max_checkpoint_bytes
+        .min(checkpoint::MAX_CHECKPOINT_BYTES);
+    let estimate = checkpoint::encoded_len(&meta, index, true);
+    let full = estimate <= max;
+    if !full {
+        tracing::info!(
+            dir = %dir.display(),
+            checkpoint_bytes = estimate,
+            max_checkpoint_bytes = max,
+            "whole-key index too large to checkpoint within the limit; the next open scans the segments for it"
+        );
+        if runs.is_empty() {
+            return Ok(());
+        }
+    }
+    let bytes = checkpoint::encode(&meta, index, full);
+    let ckpt_err = |e: crate::journal::JournalError| StoreError::Io {
+        op: "writing index checkpoint",
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut j = crate::journal::Journal::open(dir, checkpoint::JOURNAL_NAME)
+        .map_err(ckpt_err)?
+        .with_max_payload_bytes(checkpoint::MAX_CHECKPOINT_BYTES);
+    j.save_off_executor(bytes).await.map_err(ckpt_err)
+}
+
+/// The index checkpoint of `dir` and its runs, if it exists, decodes, matches the
+/// segments on disk and every run it names opens and checks.
 fn load_checkpoint(
     dir: &Path,
     file_lens: &BTreeMap<u32, u64>,
-    max_key_bytes: usize,
-) -> Option<checkpoint::Checkpoint> {
+    opts: &StoreOptions,
+    fingerprinted: &[bool; 256],
+) -> Option<(checkpoint::Checkpoint, Vec<runs::Run>)> {
     let j = match crate::journal::Journal::open(dir, checkpoint::JOURNAL_NAME) {
         Ok(j) => j.with_max_payload_bytes(checkpoint::MAX_CHECKPOINT_BYTES),
         Err(e) => {
@@ -1260,15 +1910,26 @@ fn load_checkpoint(
             return None;
         }
     };
-    let Some(ck) = checkpoint::decode(&bytes, max_key_bytes) else {
-        tracing::warn!(dir = %dir.display(), "malformed index checkpoint; scanning");
+    let Some(ck) = checkpoint::decode(&bytes, opts.max_key_bytes, fingerprinted) else {
+        tracing::warn!(dir = %dir.display(), "malformed index checkpoint (or other fingerprinted kinds); scanning");
         return None;
     };
     if let Err(why) = checkpoint::matches_disk(&ck, file_lens) {
         tracing::info!(dir = %dir.display(), why, "index checkpoint does not match the segments; scanning");
         return None;
     }
-    Some(ck)
+    let mut rs = Vec::with_capacity(ck.runs.len());
+    for (id, entries) in &ck.runs {
+        let path = dir.join(runs::run_name(*id));
+        match runs::Run::open(&path, *id, *entries) {
+            Ok(r) => rs.push(r),
+            Err(e) => {
+                tracing::warn!(run = %path.display(), error = %e, "index run unusable; rebuilding the index from the segments");
+                return None;
+            }
+        }
+    }
+    Some((ck, rs))
 }
 
 /// What a group commit must `fdatasync` after [`Store::commit_write`].
@@ -1321,18 +1982,35 @@ fn lock_store_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 
 /// Scan one segment, add its records to the index and return its logical end. A torn tail
 /// of the last segment is truncated; see the module docs for the corruption rule.
-#[allow(clippy::too_many_arguments)]
-async fn scan_segment(
+/// One segment to scan at open.
+struct ScanTarget<'a> {
     id: u32,
-    path: &Path,
-    file: &Rc<SegFile>,
+    path: &'a Path,
+    file: &'a Rc<SegFile>,
+    /// Offset to start at.
     start: u64,
     is_last: bool,
+    /// Fingerprinted keys of records before this (segment, offset) are in the runs and
+    /// are not indexed again.
+    skip_fp_before: Option<(u32, u64)>,
+}
+
+async fn scan_segment(
+    t: ScanTarget<'_>,
     limits: &RecordLimits,
     content_addressed: &[bool; 256],
     index: &mut Index,
+    runs: &[runs::Run],
     stats: &mut StoreStats,
 ) -> Result<u64, StoreError> {
+    let ScanTarget {
+        id,
+        path,
+        file,
+        start,
+        is_last,
+        skip_fp_before,
+    } = t;
     let file_len = file.file_size().await.map_err(io_err("stat", path))?;
     if start > file_len {
         return Err(StoreError::Corrupt {
@@ -1373,9 +2051,12 @@ async fn scan_segment(
             off,
             len: rl as u32,
         };
-        let m = &mut index[h.kind as usize];
-        if !(content_addressed[h.kind as usize] && m.contains_key(key)) {
-            m.insert(key, loc);
+        let covered = skip_fp_before.is_some_and(|mark| (id, off) < mark);
+        if !(covered && index[h.kind as usize].fp_of(key).is_some()) {
+            let probe = probe_index(index, runs, h.kind, key)?;
+            if !(content_addressed[h.kind as usize] && probe.present()) {
+                apply_probe(&mut index[h.kind as usize], key, loc, probe);
+            }
         }
         off += rl;
     };

@@ -232,6 +232,18 @@ impl Store {
                 }
             }
         }
+        // Segments (and the part of the active one) covered by the fingerprint runs end
+        // at least where the index recorded.
+        for (id, end) in self
+            .seg_ends
+            .iter()
+            .chain(std::iter::once((&self.covered.0, &self.covered.1)))
+        {
+            let v = last_end.entry(*id).or_insert(0);
+            if *end > *v {
+                *v = *end;
+            }
+        }
         let segs: Vec<(u32, u64)> = self
             .sealed
             .keys()
@@ -294,9 +306,8 @@ impl StoreScan<'_> {
         s
     }
 
-    fn is_live(&self, kind: u8, key: &[u8], loc: Loc) -> bool {
-        self.kind.is_none_or(|k| k == kind)
-            && self.store.index[kind as usize].get(key) == Some(&loc)
+    fn is_live(&self, kind: u8, key: &[u8], loc: Loc) -> Result<bool, StoreError> {
+        Ok(self.kind.is_none_or(|k| k == kind) && self.store.lookup(kind, key)? == Some(loc))
     }
 
     /// The next live record, `None` at the end (or after an error).
@@ -381,8 +392,7 @@ impl StoreScan<'_> {
                                     len: rl as u32,
                                 };
                                 let live = self.kind.is_none_or(|k| k == h.kind)
-                                    && store.index[h.kind as usize].get(&body[..h.key_len])
-                                        == Some(&loc);
+                                    && store.lookup(h.kind, &body[..h.key_len])? == Some(loc);
                                 Step::Record { len: rl, live, h }
                             }
                         }
@@ -414,7 +424,7 @@ impl StoreScan<'_> {
                                 len: rl as u32,
                             };
                             let key = &self.scratch[RECORD_HEADER_BYTES..][..h.key_len];
-                            let live = self.is_live(h.kind, key, loc);
+                            let live = self.is_live(h.kind, key, loc)?;
                             if live {
                                 self.stats.records += 1;
                                 self.failed = false;
@@ -471,7 +481,7 @@ impl StoreScan<'_> {
                         off: o,
                         len: rl as u32,
                     };
-                    if self.is_live(h.kind, &body[..h.key_len], loc) {
+                    if self.is_live(h.kind, &body[..h.key_len], loc)? {
                         self.stats.records += 1;
                         self.failed = false;
                         return Ok(Some(ScanRecord {

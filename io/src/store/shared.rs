@@ -293,10 +293,10 @@ impl SharedStore {
         g.store().get(kind, key).await
     }
 
-    /// [`Store::contains`].
+    /// [`Store::try_contains`].
     pub async fn contains(&self, kind: u8, key: &[u8]) -> Result<bool, StoreError> {
         let mut g = self.inner.lock().await?;
-        Ok(g.store().contains(kind, key))
+        g.store().try_contains(kind, key)
     }
 
     /// [`Store::len_of_kind`].

@@ -13,6 +13,7 @@ fn small_opts() -> StoreOptions {
         use_checkpoint: false,
         max_checkpoint_bytes: 1 << 30,
         fingerprinted_kinds: vec![],
+        max_index_memory_bytes: 256 << 20,
     }
 }
 
@@ -56,7 +57,7 @@ fn put_get_iter_across_reopen_and_segments() {
                 Some(v)
             );
         }
-        let mut it = s.iter_kind(1);
+        let mut it = s.iter_kind(1).unwrap();
         assert_eq!(it.remaining(), 100);
         let mut prev: Option<u32> = None;
         while let Some(r) = it.next().await {
@@ -531,7 +532,15 @@ fn fingerprinted_keys_are_found_read_and_ranged_like_full_keys() {
             if reopen {
                 s.close().await.unwrap();
                 s = Store::open(&dir, opts.clone()).await.unwrap();
-                assert!(!s.stats().opened_from_checkpoint);
+                // The close wrote the fingerprints as a run and a checkpoint: nothing
+                // is scanned.
+                let st = s.stats();
+                assert!(st.opened_from_checkpoint);
+                assert!(
+                    st.scanned_bytes < 4096,
+                    "only the zero padding after the mark: {st:?}"
+                );
+                assert_eq!((st.index_runs, st.index_memtable_keys), (1, 0));
             }
             assert_eq!(s.len_of_kind(2), 201);
             assert!(s.contains(2, &key(17)) && !s.contains(2, &key(900)));
@@ -1220,4 +1229,558 @@ proptest! {
         });
         prop_assert!(ok);
     }
+}
+
+// ---- fingerprint index: memtable, runs, merges, checkpoint mark ----
+
+/// Kinds of the fingerprint index tests: content-addressed, and overwritable.
+const FP_CA: u8 = 1;
+const FP_RW: u8 = 6;
+
+/// A keccak-like key: uniformly spread bytes.
+fn hkey(i: u32) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    let mut x = (i as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for c in k.chunks_mut(8) {
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    k
+}
+
+/// Options with a memtable of about `keys` fingerprints.
+fn fp_opts(keys: u64) -> StoreOptions {
+    StoreOptions {
+        use_checkpoint: true,
+        max_index_memory_bytes: keys * MEMTABLE_ENTRY_BYTES,
+        ..small_opts()
+            .content_addressed(FP_CA)
+            .fingerprinted(FP_CA)
+            .fingerprinted(FP_RW)
+    }
+}
+
+/// Check every key of `model` (and absent ones) against the store.
+async fn check_against(s: &Store, model: &BTreeMap<(u8, Vec<u8>), Vec<u8>>, absent_from: u32) {
+    for ((kind, key), v) in model {
+        assert!(s.contains(*kind, key), "kind {kind} key {key:?} missing");
+        assert_eq!(s.get_blocking(*kind, key).unwrap().as_ref(), Some(v));
+        assert_eq!(s.get(*kind, key).await.unwrap().as_ref(), Some(v));
+    }
+    for kind in [FP_CA, FP_RW] {
+        let n = model.keys().filter(|(k, _)| *k == kind).count();
+        assert_eq!(s.len_of_kind(kind), n, "len of kind {kind}");
+        for i in absent_from..absent_from + 300 {
+            assert!(!s.contains(kind, &hkey(i)));
+            assert_eq!(s.get_blocking(kind, &hkey(i)).unwrap(), None);
+        }
+    }
+}
+
+#[test]
+fn fingerprint_runs_flush_merge_and_answer_across_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = fp_opts(150);
+        let mut model = BTreeMap::new();
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..4000u32 {
+            let (kind, v) = (FP_CA, value_for(i, 20));
+            s.put(kind, &hkey(i), &v).await.unwrap();
+            model_put(&mut model, &[FP_CA], kind, &hkey(i), &v);
+            // Overwrites of earlier keys land in newer runs than the first value.
+            let j = i % 700;
+            let v = value_for(i + 1_000_000, 12);
+            s.put(FP_RW, &hkey(j), &v).await.unwrap();
+            model_put(&mut model, &[FP_CA], FP_RW, &hkey(j), &v);
+        }
+        // Content-addressed keys already written out to a run are still write-once.
+        assert!(!s.put(FP_CA, &hkey(3), b"again").await.unwrap());
+        s.flush().await.unwrap();
+        let st = s.stats();
+        assert!(st.index_flushes >= 40, "{st:?}");
+        assert!(st.index_merges >= 10, "{st:?}");
+        assert!(st.index_runs as usize <= MAX_RUNS, "{st:?}");
+        assert!(st.index_memtable_keys <= 151, "{st:?}");
+        check_against(&s, &model, 10_000).await;
+        // A range over fingerprints merges memtable and runs, the newest entry winning.
+        let mut keys: Vec<[u8; 32]> = (0..700).map(hkey).collect();
+        keys.sort();
+        let (lo, hi) = (keys[100], keys[300]);
+        let got = s.entries_in(FP_RW, &lo, &hi).unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = model
+            .range((FP_RW, lo.to_vec())..=(FP_RW, hi.to_vec()))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(got.len(), 201);
+        assert_eq!(got, want);
+        let mut it = s.iter_kind(FP_RW).unwrap();
+        assert_eq!(it.remaining(), 700);
+        while let Some(r) = it.next().await {
+            let (k, v) = r.unwrap();
+            assert_eq!(model.get(&(FP_RW, k)), Some(&v));
+        }
+        assert_eq!(scan_to_map(&s).await.unwrap(), model);
+        s.close().await.unwrap();
+        for _ in 0..2 {
+            let s = Store::open(&dir, opts.clone()).await.unwrap();
+            let st = s.stats();
+            assert!(st.opened_from_checkpoint, "{st:?}");
+            assert!(st.scanned_bytes < 4096, "{st:?}");
+            check_against(&s, &model, 10_000).await;
+            assert_eq!(scan_to_map(&s).await.unwrap(), model);
+            s.close().await.unwrap();
+        }
+        // Without the checkpoint the runs are rebuilt from a full scan.
+        let s = Store::open(
+            &dir,
+            StoreOptions {
+                use_checkpoint: false,
+                ..opts.clone()
+            },
+        )
+        .await
+        .unwrap();
+        let st = s.stats();
+        assert!(!st.opened_from_checkpoint && st.index_flushes > 0, "{st:?}");
+        check_against(&s, &model, 10_000).await;
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn open_after_a_run_flush_scans_only_the_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = fp_opts(2000);
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        // Whole keys too: they come back from the checkpoint written with each run.
+        s.put(3, b"header-1", b"h").await.unwrap();
+        let mut i = 0u32;
+        while s.stats().index_flushes == 0 {
+            s.put(FP_CA, &hkey(i), &value_for(i, 100)).await.unwrap();
+            i += 1;
+        }
+        let flushed = i;
+        let covered = s.stats().appended_bytes;
+        // A tail after the flush, made durable, then a crash (no close).
+        for j in flushed..flushed + 50 {
+            s.put(FP_CA, &hkey(j), &value_for(j, 100)).await.unwrap();
+        }
+        s.put(FP_RW, &hkey(0), b"tail").await.unwrap();
+        s.flush().await.unwrap();
+        let total = s.stats().appended_bytes;
+        drop(s);
+        let s = Store::open(&dir, opts.clone()).await.unwrap();
+        let st = s.stats();
+        assert!(st.opened_from_checkpoint, "{st:?}");
+        let tail = total - covered;
+        assert!(
+            st.scanned_bytes >= tail && st.scanned_bytes < tail + 4096,
+            "scanned {} bytes for a tail of {tail} (store {total}): {st:?}",
+            st.scanned_bytes
+        );
+        assert!(st.scanned_bytes * 10 < total);
+        assert_eq!(st.index_memtable_keys, 51);
+        for j in 0..flushed + 50 {
+            assert_eq!(
+                s.get_blocking(FP_CA, &hkey(j)).unwrap(),
+                Some(value_for(j, 100))
+            );
+        }
+        assert_eq!(
+            s.get_blocking(FP_RW, &hkey(0)).unwrap(),
+            Some(b"tail".to_vec())
+        );
+        assert_eq!(s.get_blocking(3, b"header-1").unwrap(), Some(b"h".to_vec()));
+        assert_eq!(s.len_of_kind(FP_CA), (flushed + 50) as usize);
+        assert_eq!(s.len_of_kind(FP_RW), 1);
+        assert_eq!(s.len_of_kind(3), 1);
+        s.close().await.unwrap();
+    });
+}
+
+/// Write `n` content-addressed keys with a memtable of `mem` keys, close, and return the
+/// run files.
+async fn store_with_runs(dir: &Path, n: u32, mem: u64) -> Vec<PathBuf> {
+    let mut s = Store::open(dir, fp_opts(mem)).await.unwrap();
+    for i in 0..n {
+        s.put(FP_CA, &hkey(i), &value_for(i, 30)).await.unwrap();
+    }
+    s.close().await.unwrap();
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_damaged_run_is_detected_and_the_index_rebuilt_from_the_segments() {
+    for damage in ["truncate", "fences", "filter", "header", "missing"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        run(async move {
+            let runs = store_with_runs(&dir, 3000, 1000).await;
+            assert!(!runs.is_empty());
+            let p = &runs[0];
+            let mut b = std::fs::read(p).unwrap();
+            match damage {
+                "truncate" => b.truncate(b.len() - 7),
+                "fences" => {
+                    let blocks = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+                    b[(1 + blocks) * runs::BLOCK_BYTES + 5] ^= 0x40;
+                }
+                "filter" => {
+                    let n = b.len();
+                    b[n - 1] ^= 0x40;
+                }
+                "header" => b[20] ^= 1,
+                _ => b.clear(),
+            }
+            if damage == "missing" {
+                std::fs::remove_file(p).unwrap();
+            } else {
+                std::fs::write(p, &b).unwrap();
+            }
+            let s = Store::open(&dir, fp_opts(1000)).await.unwrap();
+            let st = s.stats();
+            assert!(!st.opened_from_checkpoint, "{damage}: {st:?}");
+            assert!(st.scanned_bytes > 3000 * 30, "{damage}: {st:?}");
+            assert_eq!(s.len_of_kind(FP_CA), 3000);
+            for i in 0..3000 {
+                assert_eq!(
+                    s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                    Some(value_for(i, 30)),
+                    "{damage}"
+                );
+            }
+            assert!(!s.contains(FP_CA, &hkey(5000)));
+            s.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn a_damaged_run_block_is_an_error_never_a_wrong_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let runs = store_with_runs(&dir, 3000, 100_000).await;
+        assert_eq!(runs.len(), 1, "one run written at close");
+        // Flip a byte inside data block 2 (data blocks start after the header block).
+        let mut b = std::fs::read(&runs[0]).unwrap();
+        b[3 * runs::BLOCK_BYTES + 40] ^= 0x08;
+        std::fs::write(&runs[0], &b).unwrap();
+        let mut s = Store::open(&dir, fp_opts(100_000)).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        let mut errors = 0;
+        for i in 0..3000 {
+            match s.get_blocking(FP_CA, &hkey(i)) {
+                Ok(v) => assert_eq!(v, Some(value_for(i, 30))),
+                Err(StoreError::IndexRun { path, .. }) => {
+                    assert_eq!(path, runs[0]);
+                    errors += 1;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(errors, runs::ENTRIES_PER_BLOCK);
+        // The store refuses writes and dropped its checkpoint.
+        assert!(matches!(
+            s.put(FP_CA, &hkey(9999), b"x").await,
+            Err(StoreError::Poisoned { .. })
+        ));
+        assert!(s.close().await.is_err());
+        let s = Store::open(&dir, fp_opts(100_000)).await.unwrap();
+        let st = s.stats();
+        assert!(!st.opened_from_checkpoint, "{st:?}");
+        assert!(st.scanned_bytes > 3000 * 30);
+        for i in 0..3000 {
+            assert_eq!(
+                s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                Some(value_for(i, 30))
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
+
+/// Copy the files of `from` (a merge in the background may rename or remove its
+/// temporary file meanwhile: such a file is left out or copied partially, as a crash
+/// would leave it).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() == "LOCK" {
+            continue;
+        }
+        match std::fs::copy(e.path(), to.join(e.file_name())) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                assert!(e.file_name().to_string_lossy().ends_with(".tmp"), "{err}");
+                let _ = std::fs::remove_file(to.join(e.file_name()));
+            }
+            Err(err) => panic!("copying {}: {err}", e.path().display()),
+        }
+    }
+}
+
+/// States a crash can leave between the steps of writing out the index: the run written
+/// but not named by a checkpoint, a merge's inputs not yet deleted, a temporary run file,
+/// a torn current checkpoint. Each opens to the durable records.
+#[test]
+fn every_crash_state_of_an_index_write_out_opens_to_the_durable_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("live");
+    run(async move {
+        let opts = fp_opts(100);
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        let mut snaps: Vec<(PathBuf, u32)> = Vec::new();
+        let mut flushes = 0;
+        for i in 0..1500u32 {
+            s.put(FP_CA, &hkey(i), &value_for(i, 25)).await.unwrap();
+            if s.stats().index_flushes != flushes {
+                // Quiescent after a write-out: every record so far is durable.
+                flushes = s.stats().index_flushes;
+                let snap = tmp.path().join(format!("snap-{flushes}"));
+                copy_dir(&dir, &snap);
+                snaps.push((snap, i + 1));
+            }
+        }
+        drop(s);
+        assert!(snaps.len() >= 10);
+        let names = |d: &Path| -> Vec<String> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        for w in snaps.windows(2) {
+            let ((a, n_a), (b, _)) = (&w[0], &w[1]);
+            // Checkpoint of `a` with the run files of both `a` and `b` (written, not yet
+            // named; or named by `b` and inputs not yet deleted), a temporary run file,
+            // and `b`'s segments (records after `a`'s mark are found by the tail scan).
+            let c = tmp.path().join("crash");
+            let _ = std::fs::remove_dir_all(&c);
+            copy_dir(b, &c);
+            for n in names(a) {
+                if n.starts_with("index.") || n.starts_with("run-") {
+                    std::fs::copy(a.join(&n), c.join(&n)).unwrap();
+                }
+            }
+            std::fs::write(c.join(format!("{}.tmp", runs::run_name(999_999))), b"torn").unwrap();
+            let s = Store::open(&c, opts.clone()).await.unwrap();
+            assert!(s.stats().opened_from_checkpoint);
+            for i in 0..*n_a {
+                assert_eq!(
+                    s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                    Some(value_for(i, 25))
+                );
+            }
+            let count = s.len_of_kind(FP_CA);
+            s.close().await.unwrap();
+            assert!(count >= *n_a as usize);
+            // Only the runs the checkpoint names (and no temporary file) are left.
+            let left: Vec<String> = names(&c)
+                .into_iter()
+                .filter(|n| n.starts_with("run-"))
+                .collect();
+            assert!(left.iter().all(|n| n.ends_with(".idx")), "{left:?}");
+            // A torn current checkpoint falls back to the previous one (whose runs may
+            // be gone: then the index is rebuilt).
+            let cur = c.join("index.cur");
+            let mut bytes = std::fs::read(&cur).unwrap();
+            let n = bytes.len();
+            bytes[n - 3] ^= 0xff;
+            std::fs::write(&cur, &bytes).unwrap();
+            let s = Store::open(&c, opts.clone()).await.unwrap();
+            assert_eq!(s.len_of_kind(FP_CA), count);
+            for i in (0..*n_a).step_by(7) {
+                assert!(s.contains(FP_CA, &hkey(i)));
+            }
+            s.close().await.unwrap();
+        }
+    });
+}
+
+#[derive(Debug, Clone)]
+enum FpOp {
+    Put { kind: u8, key: u8, value: u8 },
+    Flush,
+    Reopen,
+    Crash,
+}
+
+fn fp_op() -> impl Strategy<Value = FpOp> {
+    prop_oneof![
+        12 => (prop_oneof![Just(FP_CA), Just(FP_RW)], 0u8..48, any::<u8>())
+            .prop_map(|(kind, key, value)| FpOp::Put { kind, key, value }),
+        2 => Just(FpOp::Flush),
+        1 => Just(FpOp::Reopen),
+        1 => Just(FpOp::Crash),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random puts (write-once and overwritable fingerprinted kinds), flushes, clean
+    /// reopens and crashes (dropped without close: what the last flush covered survives)
+    /// against a map, with a memtable of 6 keys so that runs and merges happen all along.
+    #[test]
+    fn fingerprint_index_equals_a_map_model(ops in proptest::collection::vec(fp_op(), 1..160)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        run(async move {
+            let opts = fp_opts(6);
+            let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+            // Durable model (after the last flush) and current model.
+            let mut durable: BTreeMap<(u8, Vec<u8>), Vec<u8>> = BTreeMap::new();
+            let mut model = durable.clone();
+            for op in ops {
+                match op {
+                    FpOp::Put { kind, key, value } => {
+                        let k = hkey(key as u32);
+                        let v = vec![value; 1 + key as usize % 5];
+                        s.put(kind, &k, &v).await.unwrap();
+                        model_put(&mut model, &[FP_CA], kind, &k, &v);
+                    }
+                    FpOp::Flush => {
+                        s.flush().await.unwrap();
+                        durable = model.clone();
+                    }
+                    FpOp::Reopen => {
+                        s.close().await.unwrap();
+                        durable = model.clone();
+                        s = Store::open(&dir, opts.clone()).await.unwrap();
+                    }
+                    FpOp::Crash => {
+                        drop(s);
+                        s = Store::open(&dir, opts.clone()).await.unwrap();
+                        // Unflushed puts may or may not have survived; a write-out of the
+                        // memtable flushed them: the store holds at least `durable`.
+                        let got = scan_to_map(&s).await.unwrap();
+                        for (k, v) in &durable {
+                            let g = got.get(k);
+                            assert!(g.is_some(), "durable key lost: {k:?}");
+                            if k.0 == FP_CA {
+                                assert_eq!(g, Some(v));
+                            }
+                        }
+                        model = got;
+                        durable = model.clone();
+                    }
+                }
+                for kind in [FP_CA, FP_RW] {
+                    let n = model.keys().filter(|(k, _)| *k == kind).count();
+                    assert_eq!(s.len_of_kind(kind), n);
+                }
+            }
+            check_against(&s, &model, 100).await;
+            s.close().await.unwrap();
+            let s = Store::open(&dir, opts).await.unwrap();
+            check_against(&s, &model, 100).await;
+            assert_eq!(scan_to_map(&s).await.unwrap(), model);
+            s.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn whole_keys_over_the_checkpoint_limit_are_rescanned_but_fingerprints_come_from_the_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = StoreOptions {
+            max_checkpoint_bytes: 1024,
+            ..fp_opts(400)
+        };
+        let mut s = Store::open(&dir, opts.clone()).await.unwrap();
+        for i in 0..1000u32 {
+            s.put(FP_CA, &hkey(i), &value_for(i, 40)).await.unwrap();
+            s.put(3, &i.to_be_bytes(), &value_for(i, 10)).await.unwrap();
+        }
+        s.close().await.unwrap();
+        let s = Store::open(&dir, opts.clone()).await.unwrap();
+        let st = s.stats();
+        assert!(st.opened_from_checkpoint, "{st:?}");
+        // Every segment is scanned for the whole keys; the fingerprinted records before
+        // the mark are in the runs and not indexed again.
+        assert!(st.scanned_bytes > 1000 * 50, "{st:?}");
+        assert_eq!(st.index_memtable_keys, 0, "{st:?}");
+        assert_eq!(s.len_of_kind(FP_CA), 1000);
+        assert_eq!(s.len_of_kind(3), 1000);
+        for i in 0..1000u32 {
+            assert_eq!(
+                s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                Some(value_for(i, 40))
+            );
+            assert_eq!(
+                s.get_blocking(3, &i.to_be_bytes()).unwrap(),
+                Some(value_for(i, 10))
+            );
+        }
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn shared_store_put_durable_across_index_write_outs() {
+    const TASKS: u32 = 8;
+    const PUTS_PER_TASK: u32 = 60;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let shared = SharedStore::open(&dir, fp_opts(40)).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let s = shared.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for j in 0..PUTS_PER_TASK {
+                    let i = t * 1000 + j;
+                    assert!(s
+                        .put_durable(FP_CA, &hkey(i), &value_for(i, 30))
+                        .await
+                        .unwrap());
+                    assert!(s.contains(FP_CA, &hkey(i)).await.unwrap());
+                    assert_eq!(
+                        s.get(FP_CA, &hkey(i)).await.unwrap(),
+                        Some(value_for(i, 30))
+                    );
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let st = shared.stats().await.unwrap();
+        assert!(st.store.index_flushes >= 5, "{:?}", st.store);
+        assert_eq!(
+            shared.len_of_kind(FP_CA).await.unwrap(),
+            (TASKS * PUTS_PER_TASK) as usize
+        );
+        shared.close().await.unwrap();
+        let s = Store::open(&dir, fp_opts(40)).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        assert_eq!(s.len_of_kind(FP_CA), (TASKS * PUTS_PER_TASK) as usize);
+        for t in 0..TASKS {
+            for j in 0..PUTS_PER_TASK {
+                let i = t * 1000 + j;
+                assert_eq!(
+                    s.get_blocking(FP_CA, &hkey(i)).unwrap(),
+                    Some(value_for(i, 30))
+                );
+            }
+        }
+        s.close().await.unwrap();
+    });
 }

@@ -66,8 +66,10 @@ pub enum PersistError {
 /// Default memory budget of one shard's sync, in bytes (see [`StoreBudget`]).
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 512 << 20;
 
-/// The memory a shard's sync store may use for what it keeps besides the index of what
-/// is stored: the decoded-header cache takes [`StoreBudget::HEADER_CACHE_SHARE`] of it.
+/// The memory a shard's sync store may use: the decoded-header cache takes
+/// [`StoreBudget::HEADER_CACHE_SHARE`] of it, the memtable of the fingerprint index
+/// [`StoreBudget::INDEX_MEMTABLE_SHARE`]; beyond the memtable the index of keccak-keyed
+/// records costs about 1.4 bytes per key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreBudget {
     pub memory_budget_bytes: u64,
@@ -84,6 +86,15 @@ impl Default for StoreBudget {
 impl StoreBudget {
     /// Share of the budget (1/N) for decoded headers.
     pub const HEADER_CACHE_SHARE: u64 = 16;
+    /// Share of the budget (1/N) for the memtable of the store's fingerprint index.
+    pub const INDEX_MEMTABLE_SHARE: u64 = 4;
+    /// Smallest memtable, whatever the budget (about a thousand keys).
+    const MIN_INDEX_MEMTABLE_BYTES: u64 = 64 << 10;
+
+    /// Bytes the memtable of the store's fingerprint index may take.
+    pub fn index_memtable_bytes(&self) -> u64 {
+        (self.memory_budget_bytes / Self::INDEX_MEMTABLE_SHARE).max(Self::MIN_INDEX_MEMTABLE_BYTES)
+    }
     /// Bytes a cached header takes (raw RLP of a mainnet header plus the decoded fields
     /// and the map entry), rounded up.
     const HEADER_CACHE_ENTRY_BYTES: u64 = 1024;
@@ -156,7 +167,8 @@ fn num_key(n: u64) -> B256 {
 }
 
 /// A shard's sync store on disk. Values live in the store's segment files only: "is it
-/// stored?" is answered from the store's index (no I/O), values are read on demand with
+/// stored?" is answered from the store's index (recent keys in memory, the rest through
+/// the index runs' filters and at most one 4 KiB `pread` per run), values are read on demand with
 /// a synchronous `pread` (checksums verified), and what was put since the last commit is
 /// served from the commit queue. Decoded headers are cached within the memory budget.
 pub struct DiskStore {
@@ -200,19 +212,23 @@ impl DiskStore {
             .fingerprinted(KIND_STORAGE_PROGRESS)
     }
 
-    /// Store options within `budget`: the index checkpoint written at close (built in
-    /// memory) may take an eighth of it.
+    /// Store options within `budget`: the index checkpoint (built in memory) may take an
+    /// eighth of it, the memtable of the fingerprint index
+    /// [`StoreBudget::INDEX_MEMTABLE_SHARE`] (beyond it the store keeps about 1.4 bytes
+    /// per key in memory and the rest in sorted run files).
     fn store_options_within(budget: StoreBudget) -> StoreOptions {
         StoreOptions {
             max_checkpoint_bytes: budget.memory_budget_bytes / 8,
+            max_index_memory_bytes: budget.index_memtable_bytes(),
             ..Self::store_options()
         }
     }
 
-    /// Open (or create) the store and journal in `dir`. The store's open reads every
-    /// record once in large sequential reads and verifies its checksums (a damaged store
-    /// gives one error naming the segment and offset); nothing of it is kept but the
-    /// store's index.
+    /// Open (or create) the store and journal in `dir`. The store's open loads its index
+    /// checkpoint (the fingerprint runs' fences and filters and the whole-key index) and
+    /// scans only what was written after it, verifying those records' checksums (a
+    /// damaged record gives one error naming the segment and offset); records under the
+    /// checkpoint are verified when read. Nothing of the records is kept in memory.
     pub async fn open_with(dir: &Path, budget: StoreBudget) -> Result<DiskStore, PersistError> {
         let d = dir.display().to_string();
         let disk = Store::open(dir.join("store"), Self::store_options_within(budget))
@@ -225,10 +241,8 @@ impl DiskStore {
             dir: d.clone(),
             source,
         })?;
-        // The store's open has scanned every segment and verified every record's
-        // checksums (a fingerprinted index is not checkpointed): what is left is read
-        // from its index, without I/O. A record that does not decode is reported when
-        // it is read.
+        // Counts and header keys come from the store's index, without reading records.
+        // A record that does not decode is reported when it is read.
         let loaded: u64 = KINDS.iter().map(|k| disk.len_of_kind(*k) as u64).sum();
         let mut max_header = None;
         for k in disk.keys_of_kind(KIND_HEADER) {
@@ -856,9 +870,23 @@ mod load_tests {
             s.commit().await.unwrap();
             same_reads(&s, &want);
             assert!(s.cached_headers() <= 64);
+            // The smallest index memtable: the keccak-keyed records went to index runs.
+            let st = s.disk.stats();
+            assert!(st.index_flushes >= 3 && st.index_runs >= 1, "{st:?}");
             s.close().await.unwrap();
             let s = DiskStore::open_with(&dir, tiny).await.unwrap();
+            assert!(s.disk.stats().opened_from_checkpoint);
             same_reads(&s, &want);
+            let c = s.counts();
+            assert_eq!(
+                (c.nodes, c.codes, c.accounts, c.storage_done),
+                (
+                    want.nodes.len() as u64,
+                    want.codes.len() as u64,
+                    want.accounts.len() as u64,
+                    want.storage_done.len() as u64
+                )
+            );
             s.close().await.unwrap();
         });
     }
@@ -912,13 +940,13 @@ mod load_tests {
         run(async move {
             fill(&dir).await;
             // Under the index checkpoint of the clean close the store's open does not read
-            // the records: the open's verifying scan finds the damage.
+            // the records: loading them all (a verifying scan) finds the damage.
             let seg = dir.join("store").join("seg-00000001.dat");
             let mut bytes = std::fs::read(&seg).unwrap();
             let at = bytes.len() / 2;
             bytes[at] ^= 0x40;
             std::fs::write(&seg, &bytes).unwrap();
-            match DiskStore::open(&dir).await {
+            match DiskStore::load_all(&dir).await.map(|_| ()) {
                 Err(e @ PersistError::Store { .. }) => {
                     let msg = e.to_string();
                     assert!(msg.contains("corrupt store segment"), "{msg}");
