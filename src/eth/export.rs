@@ -64,24 +64,24 @@ pub struct Synced {
     pub report: Value,
 }
 
-/// Open every `shard-<N>/` store of `datadir` (locking the directory while reading) and
-/// merge them.
-pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
+/// The sync report (`sync-report.json`) of `datadir`.
+fn read_report(datadir: &Path) -> Result<Value, ExportError> {
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
     };
-    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
     let report_path = datadir.join("sync-report.json");
-    let report: Value = std::fs::read(&report_path)
+    std::fs::read(&report_path)
         .map_err(|e| {
             bad(format!(
                 "no sync report ({e}): run `eth sync --datadir` first"
             ))
         })
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| bad(format!("sync-report.json: {e}")))
-        })?;
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(format!("sync-report.json: {e}"))))
+}
+
+/// The `shard-<N>/` store directories of `datadir`, in order (at least one).
+fn shard_dirs(datadir: &Path) -> Result<Vec<PathBuf>, ExportError> {
     let mut dirs = Vec::new();
     for i in 0..catchup_shards::runtime::MAX_SHARDS {
         let d = datadir.join(format!("shard-{i}"));
@@ -91,10 +91,24 @@ pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
         dirs.push(d);
     }
     if dirs.is_empty() {
-        return Err(bad(
-            "no shard-<N>/ store: not an `eth sync` data directory".into()
-        ));
+        return Err(ExportError::DataDir {
+            path: datadir.to_path_buf(),
+            what: "no shard-<N>/ store: not an `eth sync` data directory".into(),
+        });
     }
+    Ok(dirs)
+}
+
+/// Open every `shard-<N>/` store of `datadir` (locking the directory while reading) and
+/// merge them.
+pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
+    let report = read_report(datadir)?;
+    let dirs = shard_dirs(datadir)?;
     let mut merged = MemStore::default();
     for d in dirs {
         let view = catchup_io::exec::run_unbound(async {
@@ -1021,72 +1035,92 @@ pub fn state_root_cmd(path: &Path, text: &str, json_out: bool) -> anyhow::Result
     Ok(0)
 }
 
-/// Recompute the state root of what `eth sync` stored in `datadir`, by a walk over the
-/// store that is independent of the sync engines: the account trie is walked from the root
-/// the sync report names (a missing node fails: the walk is also the completeness check),
-/// every account's storage trie is walked from its storage root and rebuilt from its
-/// leaves, every code is looked up and its keccak checked, and the account trie is rebuilt
-/// from its leaves. `claimed` is the sync report's root; `computed` the rebuilt one.
-pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
-    let synced = load_datadir(datadir)?;
+/// The shards' stores of a data directory, read on demand (see [`crate::eth::walk`]).
+struct ShardStores<'a>(&'a [DiskStore]);
+
+impl crate::eth::walk::NodeReader for ShardStores<'_> {
+    fn node(&self, hash: &B256) -> Result<Option<Vec<u8>>, String> {
+        for s in self.0 {
+            if let Some(v) = s.read_node(hash).map_err(|e| e.to_string())? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+    fn code(&self, hash: &B256) -> Result<Option<Vec<u8>>, String> {
+        for s in self.0 {
+            if let Some(v) = s.read_code(hash).map_err(|e| e.to_string())? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Open every shard's store of `datadir` (locked while open; values stay on disk, read
+/// on demand), run `f` over them, and close them.
+pub fn with_stores<T>(
+    datadir: &Path,
+    f: impl FnOnce(&[DiskStore]) -> Result<T, ExportError>,
+) -> Result<T, ExportError> {
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
     };
-    let status = &synced.report["status"];
+    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
+    let dirs = shard_dirs(datadir)?;
+    catchup_io::exec::run_unbound(async {
+        let mut stores = Vec::with_capacity(dirs.len());
+        for d in &dirs {
+            let s = DiskStore::open(d)
+                .await
+                .map_err(|e| bad(format!("{}: {e}", d.display())))?;
+            stores.push(s);
+        }
+        let out = f(&stores);
+        for s in stores {
+            s.close().await.map_err(|e| bad(e.to_string()))?;
+        }
+        out
+    })
+}
+
+/// Recompute the state root of what `eth sync` stored in `datadir`, by a walk over the
+/// store that is independent of the sync engines and reads nodes on demand in bounded
+/// memory ([`crate::eth::walk`]): the account trie is walked from the root the sync
+/// report names (a missing node fails: the walk is also the completeness check), every
+/// node's keccak is checked, every account's storage trie is walked from its storage
+/// root and rebuilt from its leaves, every code is read and its keccak taken, and the
+/// account trie is rebuilt from its leaves. `claimed` is the sync report's root;
+/// `computed` the rebuilt one.
+pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let report = read_report(datadir)?;
+    let status = &report["status"];
     let root_text = status["state_root"]
         .as_str()
-        .or(synced.report["state_root"].as_str())
+        .or(report["state_root"].as_str())
         .ok_or_else(|| {
             bad("the sync report names no state root: the sync chose no pivot".into())
         })?;
     let claimed: B256 = root_text
         .parse()
         .map_err(|_| bad(format!("bad state root {root_text:?} in sync-report.json")))?;
-    let nodes = &synced.store.nodes;
-    let accounts = trie_leaves(nodes, claimed, 64)?;
-    if accounts.len() > MAX_ACCOUNTS {
+    let w = with_stores(datadir, |stores| {
+        crate::eth::walk::walk_state(&ShardStores(stores), claimed)
+    })?;
+    if w.accounts > MAX_ACCOUNTS as u64 {
         return Err(bad(format!("more than {MAX_ACCOUNTS} accounts")));
     }
-    let (mut slots, mut contracts) = (0u64, 0u64);
-    let mut rebuilt: Vec<(B256, Vec<u8>)> = Vec::with_capacity(accounts.len());
-    for (key, value) in &accounts {
-        let mut a = Account::decode(value).map_err(|e| ExportError::BadNode {
-            node: *key,
-            what: format!("account: {e}"),
-        })?;
-        let storage = trie_leaves(nodes, a.storage_root, 64)?;
-        slots += storage.len() as u64;
-        a.storage_root = if storage.is_empty() {
-            EMPTY_ROOT
-        } else {
-            trie_root(storage.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-        };
-        if a.code_hash != EMPTY_CODE_HASH {
-            contracts += 1;
-            let code = synced
-                .store
-                .codes
-                .get(&a.code_hash)
-                .ok_or(ExportError::MissingCode {
-                    hash: a.code_hash,
-                    account: *key,
-                })?;
-            a.code_hash = alloy_primitives::keccak256(code);
-        }
-        rebuilt.push((*key, a.encode()));
-    }
-    let computed = if rebuilt.is_empty() {
-        EMPTY_ROOT
-    } else {
-        trie_root(rebuilt.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-    };
     Ok(DumpRoot {
-        computed,
+        computed: w.computed,
         claimed: Some(claimed),
-        accounts: rebuilt.len() as u64,
-        storage_slots: slots,
-        contracts,
+        accounts: w.accounts,
+        storage_slots: w.storage_slots,
+        contracts: w.contracts,
     })
 }
 
@@ -1239,5 +1273,85 @@ mod tests {
             let _ = state_root_of_dump_lines(&text);
             let _ = is_dump_lines(&text);
         }
+    }
+
+    /// A data directory of two shards holding `state`'s nodes and codes (split by the
+    /// first nibble of the hash; `skip` left out, `replace` stored with other bytes) and
+    /// a sync report naming its root.
+    fn datadir_of(
+        dir: &Path,
+        state: &crate::eth::sync::chain::StateData,
+        skip: Option<B256>,
+        replace: Option<(B256, Vec<u8>)>,
+    ) {
+        use crate::eth::sync::store::SyncStore;
+        catchup_io::exec::run_unbound(async {
+            let mut shards = Vec::new();
+            for i in 0..2 {
+                shards.push(
+                    DiskStore::open(&dir.join(format!("shard-{i}")))
+                        .await
+                        .unwrap(),
+                );
+            }
+            for (h, raw) in &state.nodes {
+                if Some(*h) == skip {
+                    continue;
+                }
+                let raw = match &replace {
+                    Some((r, bytes)) if r == h => bytes.clone(),
+                    _ => raw.clone(),
+                };
+                shards[(h[0] >> 7) as usize].put_node(*h, &raw);
+            }
+            for (h, code) in &state.codes {
+                shards[(h[0] >> 7) as usize].put_code(*h, code);
+            }
+            for s in shards {
+                s.close().await.unwrap();
+            }
+        });
+        let report =
+            json!({"status": {"state_root": format!("{:#x}", state.root), "state_complete": true}});
+        std::fs::write(dir.join("sync-report.json"), report.to_string()).unwrap();
+    }
+
+    #[test]
+    fn the_datadir_walk_reads_the_stores_and_names_a_missing_or_damaged_node() {
+        let state = crate::eth::sync::chain::StateData::generate(2000, 1500, 9);
+        let slots: usize = state.storage.values().map(|s| s.len()).sum();
+        let tmp = tempfile::tempdir().unwrap();
+        let whole = tmp.path().join("whole");
+        datadir_of(&whole, &state, None, None);
+        let r = state_root_of_datadir(&whole).unwrap();
+        assert_eq!(r.computed, state.root);
+        assert_eq!(r.claimed, Some(state.root));
+        assert_eq!(r.accounts, 2000);
+        assert_eq!(r.storage_slots, slots as u64);
+
+        // A node below the root, left out: one line naming it.
+        let victim = *state.nodes.keys().find(|h| **h != state.root).unwrap();
+        let missing = tmp.path().join("missing");
+        datadir_of(&missing, &state, Some(victim), None);
+        let e = state_root_of_datadir(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("missing node") && e.contains(&format!("{victim:#x}")),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+
+        // The same node stored with one byte changed (its record's checksum is right:
+        // only the keccak tells).
+        let mut bad = state.nodes[&victim].clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        let damaged = tmp.path().join("damaged");
+        datadir_of(&damaged, &state, None, Some((victim, bad)));
+        let e = state_root_of_datadir(&damaged).unwrap_err().to_string();
+        assert!(
+            e.contains("keccak") && e.contains(&format!("{victim:#x}")),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 }

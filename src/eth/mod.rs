@@ -17,3 +17,4 @@ pub mod net;
 pub mod serve;
 pub mod sync;
 pub mod verify;
+pub mod walk;

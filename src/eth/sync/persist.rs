@@ -300,6 +300,27 @@ impl DiskStore {
         Ok(mem)
     }
 
+    /// A committed record read from disk with its checksum verified (tools over a
+    /// finished data directory: the pending queue is not consulted, errors are returned).
+    fn read_committed(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, PersistError> {
+        self.disk
+            .get_blocking(kind, key)
+            .map_err(|source| PersistError::Store {
+                dir: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// The committed trie node `hash`, read from disk (None: not stored here).
+    pub fn read_node(&self, hash: &B256) -> Result<Option<Vec<u8>>, PersistError> {
+        self.read_committed(KIND_NODE, hash.as_slice())
+    }
+
+    /// The committed contract code `hash`, read from disk (None: not stored here).
+    pub fn read_code(&self, hash: &B256) -> Result<Option<Vec<u8>>, PersistError> {
+        self.read_committed(KIND_CODE, hash.as_slice())
+    }
+
     fn queue(&mut self, kind: u8, pk: B256, key: Vec<u8>, value: Vec<u8>, on_disk: bool) {
         let at = self.pending.len();
         if self.pending_at.insert((kind, pk), at).is_none() && !on_disk {
