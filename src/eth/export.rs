@@ -81,7 +81,7 @@ fn read_report(datadir: &Path) -> Result<Value, ExportError> {
 }
 
 /// The `shard-<N>/` store directories of `datadir`, in order (at least one).
-fn shard_dirs(datadir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+pub(crate) fn shard_dirs(datadir: &Path) -> Result<Vec<PathBuf>, ExportError> {
     let mut dirs = Vec::new();
     for i in 0..catchup_shards::runtime::MAX_SHARDS {
         let d = datadir.join(format!("shard-{i}"));
@@ -751,26 +751,31 @@ pub fn export_history(
 /// What `eth serve --datadir D` serves from a synced data directory: the chain (blocks
 /// 1..=head, as stored; bodies of empty blocks rebuilt from their header), the same
 /// chain as raw items (for the Status message), and the state at the pivot when the sync
-/// completed it.
+/// completed it, read from the stores on demand ([`crate::eth::stored`]).
 pub struct Serving {
     pub chain: crate::eth::sync::chain::ChainData,
     pub raw: crate::eth::net::chain::RawChain,
-    pub state: Option<crate::eth::sync::chain::StateData>,
+    pub state: Option<crate::eth::stored::StoredState>,
     pub genesis_hash: B256,
 }
 
-/// Load a synced data directory for serving. `genesis_hash` must be block 1's parent.
+/// Open a synced data directory for serving. `genesis_hash` must be block 1's parent.
 pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, ExportError> {
-    use crate::eth::sync::chain::{ChainData, StateData};
+    use crate::eth::sync::chain::ChainData;
     use crate::eth::sync::types::Body;
     use catchup_eth::types::EMPTY_OMMERS_HASH;
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
     };
-    let synced = load_datadir(datadir)?;
-    let store = synced.store;
-    match store.headers.get(&1) {
+    let report = read_report(datadir)?;
+    let status = &report["status"];
+    let root = status["state_root"]
+        .as_str()
+        .and_then(|r| r.parse::<B256>().ok())
+        .filter(|_| status["state_complete"].as_bool() == Some(true));
+    let (stored, state) = crate::eth::stored::open_stored(datadir, root)?;
+    match stored.headers.first() {
         Some(h) if h.parent_hash == genesis_hash => {}
         Some(h) => {
             return Err(bad(format!(
@@ -792,10 +797,14 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
         by_hash: Default::default(),
         parent_of_first: genesis_hash.0,
     };
-    let mut n = 1u64;
-    while let Some(h) = store.headers.get(&n) {
-        let body = match store.bodies.get(&n) {
-            Some(b) => b.clone(),
+    let blocks = stored
+        .headers
+        .into_iter()
+        .zip(stored.bodies)
+        .zip(stored.receipts);
+    for (n, ((h, body), receipts)) in (1u64..).zip(blocks) {
+        let body = match body {
+            Some(b) => b,
             None if h.transactions_root == EMPTY_ROOT && h.ommers_hash == EMPTY_OMMERS_HASH => {
                 let empty: &[u8] = if h.withdrawals_root.is_some() {
                     &[0xc0, 0xc0, 0xc0]
@@ -808,8 +817,8 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
             }
             None => break,
         };
-        let receipts = match store.receipts.get(&n) {
-            Some(r) => Some(r.clone()),
+        let receipts = match receipts {
+            Some(r) => Some(r),
             None if h.receipts_root == EMPTY_ROOT => {
                 Some(crate::eth::sync::types::Receipts { raw: vec![0xc0] })
             }
@@ -820,44 +829,13 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
         raw.headers.push(h.raw.clone());
         raw.hashes.push(h.hash.0);
         raw.bodies.push(body.raw.clone());
-        chain.headers.push(h.clone());
+        chain.headers.push(h);
         chain.bodies.push(body);
         chain.receipts.push(receipts);
-        n += 1;
     }
     if chain.headers.is_empty() {
         return Err(bad("block 1 has no body stored".into()));
     }
-    let status = &synced.report["status"];
-    let state = match status["state_root"]
-        .as_str()
-        .and_then(|r| r.parse::<B256>().ok())
-    {
-        Some(root)
-            if status["state_complete"].as_bool() == Some(true)
-                && store.nodes.contains_key(&root) =>
-        {
-            let accounts = trie_leaves(&store.nodes, root, 64)?;
-            let mut storage = HashMap::new();
-            for (key, value) in &accounts {
-                let a = Account::decode(value).map_err(|e| ExportError::BadNode {
-                    node: *key,
-                    what: format!("account: {e}"),
-                })?;
-                if a.storage_root != EMPTY_ROOT {
-                    storage.insert(*key, trie_leaves(&store.nodes, a.storage_root, 64)?);
-                }
-            }
-            Some(StateData {
-                root,
-                nodes: store.nodes,
-                codes: store.codes,
-                accounts,
-                storage,
-            })
-        }
-        _ => None,
-    };
     Ok(Serving {
         chain,
         raw,

@@ -321,6 +321,33 @@ impl DiskStore {
         self.read_committed(KIND_CODE, hash.as_slice())
     }
 
+    /// The committed header `number`, read from disk and decoded.
+    pub fn read_header(&self, number: u64) -> Result<Option<Header>, PersistError> {
+        match self.read_committed(KIND_HEADER, &number.to_be_bytes())? {
+            Some(raw) => Header::decode(&raw)
+                .map(Some)
+                .map_err(|_| PersistError::Corrupt {
+                    dir: self.dir.clone(),
+                    what: "header",
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// The committed body of block `number`, read from disk.
+    pub fn read_body(&self, number: u64) -> Result<Option<Body>, PersistError> {
+        Ok(self
+            .read_committed(KIND_BODY, &number.to_be_bytes())?
+            .map(|raw| Body { raw }))
+    }
+
+    /// The committed receipts of block `number`, read from disk.
+    pub fn read_receipts(&self, number: u64) -> Result<Option<Receipts>, PersistError> {
+        Ok(self
+            .read_committed(KIND_RECEIPTS, &number.to_be_bytes())?
+            .map(|raw| Receipts { raw }))
+    }
+
     fn queue(&mut self, kind: u8, pk: B256, key: Vec<u8>, value: Vec<u8>, on_disk: bool) {
         let at = self.pending.len();
         if self.pending_at.insert((kind, pk), at).is_none() && !on_disk {
