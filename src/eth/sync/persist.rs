@@ -63,6 +63,9 @@ pub enum PersistError {
     Read(String),
 }
 
+/// Records of capacity the commit queue keeps between commits (about 1 MiB of entries).
+const KEEP_PENDING_RECORDS: usize = 16 * 1024;
+
 /// Default memory budget of one shard's sync, in bytes (see [`StoreBudget`]).
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 512 << 20;
 
@@ -439,6 +442,14 @@ impl DiskStore {
         self.pending.clear();
         self.pending_at.clear();
         self.pending_new = [0; 10];
+        // A large batch (a rebuilt trie block, a large storage trie) leaves no large
+        // buffers behind: the queue's memory follows the batch, not the largest one seen.
+        if self.pending.capacity() > KEEP_PENDING_RECORDS {
+            self.pending.shrink_to(KEEP_PENDING_RECORDS);
+        }
+        if self.pending_at.capacity() > KEEP_PENDING_RECORDS {
+            self.pending_at.shrink_to(KEEP_PENDING_RECORDS);
+        }
         if self.journal_pending {
             let j = self.journal_now.clone().unwrap_or_default();
             self.journal
