@@ -11,17 +11,18 @@
 //! [`state_root_of_dump_lines`] recomputes the root of such a file (what
 //! `eth state-root --dump FILE` runs on JSON lines).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::{B256, U256};
-use catchup_eth::trie::{node_contents, trie_root, Nibbles};
+use catchup_eth::trie::trie_root;
 use catchup_eth::types::Account;
 use serde_json::{json, Value};
 
 use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::store::MemStore;
+use crate::eth::walk::{walk_trie, NodeReader, Walked};
 
 /// keccak of the empty byte string: the code hash of an account without code.
 const EMPTY_CODE_HASH: B256 =
@@ -127,43 +128,6 @@ pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
     })
 }
 
-/// Every leaf (full key, value) of the trie at `root` in `nodes`, in key order.
-fn trie_leaves(
-    nodes: &HashMap<B256, Vec<u8>>,
-    root: B256,
-    key_nibbles: usize,
-) -> Result<Vec<(B256, Vec<u8>)>, ExportError> {
-    let mut out = Vec::new();
-    if root == EMPTY_ROOT {
-        return Ok(out);
-    }
-    let mut stack = vec![(root, Nibbles::new())];
-    while let Some((hash, path)) = stack.pop() {
-        let rlp = nodes.get(&hash).ok_or_else(|| ExportError::MissingNode {
-            root,
-            node: hash,
-            path: hex::encode(path.as_slice()),
-        })?;
-        let c = node_contents(rlp, &path).map_err(|e| ExportError::BadNode {
-            node: hash,
-            what: e.to_string(),
-        })?;
-        for (p, v) in c.leaves {
-            let key = p
-                .pack()
-                .filter(|k| k.len() * 2 == key_nibbles)
-                .ok_or_else(|| ExportError::BadNode {
-                    node: hash,
-                    what: format!("a leaf path of {} nibbles", p.len()),
-                })?;
-            out.push((B256::from_slice(&key), v.to_vec()));
-        }
-        stack.extend(c.hashed_children);
-    }
-    out.sort_by_key(|a| a.0);
-    Ok(out)
-}
-
 /// How much an export wrote.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StateExport {
@@ -191,11 +155,11 @@ fn decode_storage_value(rlp: &[u8]) -> Option<U256> {
 /// Write the state at the pivot of the sync in `datadir` to `out` as JSON lines (see the
 /// module docs). The file appears complete or not at all (written beside, then renamed).
 pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportError> {
-    let synced = load_datadir(datadir)?;
-    let status = &synced.report["status"];
+    let report = read_report(datadir)?;
+    let status = &report["status"];
     let root_text = status["state_root"]
         .as_str()
-        .or(synced.report["state_root"].as_str())
+        .or(report["state_root"].as_str())
         .ok_or_else(|| ExportError::DataDir {
             path: datadir.to_path_buf(),
             what: "the sync report names no state root: the sync chose no pivot".into(),
@@ -211,86 +175,108 @@ pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportErr
         });
     }
     let pivot_number = status["pivot_block"].as_u64();
-    let pivot_header = pivot_number.and_then(|n| synced.store.headers.get(&n));
-    let nodes = &synced.store.nodes;
-    let accounts = trie_leaves(nodes, root, 64)?;
-    if accounts.len() > MAX_ACCOUNTS {
-        return Err(ExportError::DataDir {
-            path: datadir.to_path_buf(),
-            what: format!("more than {MAX_ACCOUNTS} accounts"),
-        });
-    }
-    let tmp = out.with_file_name(format!(
-        ".{}.partial",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
-    let werr = |source: std::io::Error| ExportError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::create(&tmp).map_err(werr)?;
-    let mut w = std::io::BufWriter::new(file);
-    let first = json!({
-        "root": format!("{root:#x}"),
-        "pivot": pivot_header.map(|h| json!({
-            "number": pivot_number,
-            "hash": format!("{:#x}", h.hash),
-            "header": format!("0x{}", hex::encode(&h.raw)),
-        })),
-    });
-    writeln!(w, "{first}").map_err(werr)?;
-    let (mut slots_total, mut contracts) = (0u64, 0u64);
-    for (key, value) in &accounts {
-        let a = Account::decode(value).map_err(|e| ExportError::BadNode {
-            node: *key,
-            what: format!("account: {e}"),
-        })?;
-        let mut storage = serde_json::Map::new();
-        for (slot, v) in trie_leaves(nodes, a.storage_root, 64)? {
-            let v = decode_storage_value(&v).ok_or_else(|| ExportError::BadNode {
-                node: slot,
-                what: "storage value is not an RLP integer".into(),
-            })?;
-            storage.insert(format!("{slot:#x}"), json!(format!("{v:#x}")));
-            slots_total += 1;
+    // The tries are walked from the stores node by node (every node's keccak checked),
+    // one account written at a time: memory does not grow with the state.
+    with_stores(datadir, |stores| {
+        let src = ShardStores(stores);
+        let mut pivot_header = None;
+        if let Some(n) = pivot_number {
+            for s in stores {
+                let h = s.read_header(n).map_err(|e| ExportError::DataDir {
+                    path: datadir.to_path_buf(),
+                    what: e.to_string(),
+                })?;
+                if h.is_some() {
+                    pivot_header = h;
+                    break;
+                }
+            }
         }
-        let code = if a.code_hash == EMPTY_CODE_HASH {
-            Vec::new()
-        } else {
-            contracts += 1;
-            synced
-                .store
-                .codes
-                .get(&a.code_hash)
-                .cloned()
-                .ok_or(ExportError::MissingCode {
-                    hash: a.code_hash,
-                    account: *key,
-                })?
+        let tmp = out.with_file_name(format!(
+            ".{}.partial",
+            out.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+        ));
+        let werr = |source: std::io::Error| ExportError::Write {
+            path: out.to_path_buf(),
+            source,
         };
-        let line = json!({
-            "balance": a.balance.to_string(),
-            "nonce": a.nonce,
-            "root": format!("{:#x}", a.storage_root),
-            "codeHash": format!("{:#x}", a.code_hash),
-            "code": format!("0x{}", hex::encode(&code)),
-            "storage": storage,
-            "key": format!("{key:#x}"),
+        let file = std::fs::File::create(&tmp).map_err(werr)?;
+        let mut w = std::io::BufWriter::new(file);
+        let first = json!({
+            "root": format!("{root:#x}"),
+            "pivot": pivot_header.as_ref().map(|h| json!({
+                "number": pivot_number,
+                "hash": format!("{:#x}", h.hash),
+                "header": format!("0x{}", hex::encode(&h.raw)),
+            })),
         });
-        writeln!(w, "{line}").map_err(werr)?;
-    }
-    let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.sync_all().map_err(werr)?;
-    drop(file);
-    std::fs::rename(&tmp, out).map_err(werr)?;
-    Ok(StateExport {
-        root: format!("{root:#x}"),
-        pivot_number,
-        pivot_hash: pivot_header.map(|h| format!("{:#x}", h.hash)),
-        accounts: accounts.len() as u64,
-        storage_slots: slots_total,
-        contracts,
-        out: out.to_path_buf(),
+        writeln!(w, "{first}").map_err(werr)?;
+        let (mut accounts, mut slots_total, mut contracts) = (0u64, 0u64, 0u64);
+        let mut stats = Walked::default();
+        let mut inner = Walked::default();
+        walk_trie(&src, root, root, &mut stats, &mut |path, value| {
+            accounts += 1;
+            if accounts > MAX_ACCOUNTS as u64 {
+                return Err(ExportError::DataDir {
+                    path: datadir.to_path_buf(),
+                    what: format!("more than {MAX_ACCOUNTS} accounts"),
+                });
+            }
+            let key = B256::from_slice(&path.pack().unwrap_or_default());
+            let a = Account::decode(value).map_err(|e| ExportError::BadNode {
+                node: key,
+                what: format!("account: {e}"),
+            })?;
+            let mut storage = serde_json::Map::new();
+            walk_trie(&src, root, a.storage_root, &mut inner, &mut |p, v| {
+                let slot = B256::from_slice(&p.pack().unwrap_or_default());
+                let v = decode_storage_value(v).ok_or_else(|| ExportError::BadNode {
+                    node: slot,
+                    what: "storage value is not an RLP integer".into(),
+                })?;
+                storage.insert(format!("{slot:#x}"), json!(format!("{v:#x}")));
+                slots_total += 1;
+                Ok(())
+            })?;
+            let code = if a.code_hash == EMPTY_CODE_HASH {
+                Vec::new()
+            } else {
+                contracts += 1;
+                NodeReader::code(&src, &a.code_hash)
+                    .map_err(|what| ExportError::BadNode {
+                        node: a.code_hash,
+                        what,
+                    })?
+                    .ok_or(ExportError::MissingCode {
+                        hash: a.code_hash,
+                        account: key,
+                    })?
+            };
+            let line = json!({
+                "balance": a.balance.to_string(),
+                "nonce": a.nonce,
+                "root": format!("{:#x}", a.storage_root),
+                "codeHash": format!("{:#x}", a.code_hash),
+                "code": format!("0x{}", hex::encode(&code)),
+                "storage": storage,
+                "key": format!("{key:#x}"),
+            });
+            writeln!(w, "{line}").map_err(werr)?;
+            Ok(())
+        })?;
+        let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(werr)?;
+        drop(file);
+        std::fs::rename(&tmp, out).map_err(werr)?;
+        Ok(StateExport {
+            root: format!("{root:#x}"),
+            pivot_number,
+            pivot_hash: pivot_header.map(|h| format!("{:#x}", h.hash)),
+            accounts,
+            storage_slots: slots_total,
+            contracts,
+            out: out.to_path_buf(),
+        })
     })
 }
 
@@ -1016,7 +1002,7 @@ pub fn state_root_cmd(path: &Path, text: &str, json_out: bool) -> anyhow::Result
 /// The shards' stores of a data directory, read on demand (see [`crate::eth::walk`]).
 struct ShardStores<'a>(&'a [DiskStore]);
 
-impl crate::eth::walk::NodeReader for ShardStores<'_> {
+impl NodeReader for ShardStores<'_> {
     fn node(&self, hash: &B256) -> Result<Option<Vec<u8>>, String> {
         for s in self.0 {
             if let Some(v) = s.read_node(hash).map_err(|e| e.to_string())? {

@@ -39,7 +39,7 @@ pub trait NodeReader {
 }
 
 /// What the walk found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Walked {
     /// The state root rebuilt from the leaves.
     pub computed: B256,
@@ -212,7 +212,7 @@ impl StackTrie {
 }
 
 /// What the walk does with each leaf (full path, value).
-type OnLeaf<'a> = dyn FnMut(&Nibbles, &[u8]) -> Result<(), ExportError> + 'a;
+pub type OnLeaf<'a> = dyn FnMut(&Nibbles, &[u8]) -> Result<(), ExportError> + 'a;
 
 /// One entry of the walk's stack: a node to read, or a leaf to hand out.
 enum Entry {
@@ -229,7 +229,7 @@ fn entry_path(e: &Entry) -> &[u8] {
 /// Walk the trie at `root` depth first in key order: every node read from `src` and its
 /// keccak checked, each leaf (64-nibble key, value) given to `leaf` in increasing key
 /// order. `state_root` names the state in errors.
-fn walk_trie(
+pub fn walk_trie(
     src: &dyn NodeReader,
     state_root: B256,
     root: B256,
