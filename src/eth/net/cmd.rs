@@ -76,7 +76,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// Data directory holding the node key (`nodekey`, created when missing). Without it
-    /// a fresh key is used for this run only.
+    /// a fresh key is used for this run only. Without --chain or --era1, what an
+    /// `eth sync` stored there is served (needs --genesis): the chain read at start, the
+    /// state read from the stores on demand.
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
     /// Shards (executors) accepting peers.
