@@ -11,17 +11,18 @@
 //! [`state_root_of_dump_lines`] recomputes the root of such a file (what
 //! `eth state-root --dump FILE` runs on JSON lines).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::{B256, U256};
-use catchup_eth::trie::{node_contents, trie_root, Nibbles};
+use catchup_eth::trie::trie_root;
 use catchup_eth::types::Account;
 use serde_json::{json, Value};
 
 use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::store::MemStore;
+use crate::eth::walk::{walk_trie, NodeReader, Walked};
 
 /// keccak of the empty byte string: the code hash of an account without code.
 const EMPTY_CODE_HASH: B256 =
@@ -64,24 +65,24 @@ pub struct Synced {
     pub report: Value,
 }
 
-/// Open every `shard-<N>/` store of `datadir` (locking the directory while reading) and
-/// merge them.
-pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
+/// The sync report (`sync-report.json`) of `datadir`.
+fn read_report(datadir: &Path) -> Result<Value, ExportError> {
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
     };
-    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
     let report_path = datadir.join("sync-report.json");
-    let report: Value = std::fs::read(&report_path)
+    std::fs::read(&report_path)
         .map_err(|e| {
             bad(format!(
                 "no sync report ({e}): run `eth sync --datadir` first"
             ))
         })
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| bad(format!("sync-report.json: {e}")))
-        })?;
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(format!("sync-report.json: {e}"))))
+}
+
+/// The `shard-<N>/` store directories of `datadir`, in order (at least one).
+pub(crate) fn shard_dirs(datadir: &Path) -> Result<Vec<PathBuf>, ExportError> {
     let mut dirs = Vec::new();
     for i in 0..catchup_shards::runtime::MAX_SHARDS {
         let d = datadir.join(format!("shard-{i}"));
@@ -91,10 +92,24 @@ pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
         dirs.push(d);
     }
     if dirs.is_empty() {
-        return Err(bad(
-            "no shard-<N>/ store: not an `eth sync` data directory".into()
-        ));
+        return Err(ExportError::DataDir {
+            path: datadir.to_path_buf(),
+            what: "no shard-<N>/ store: not an `eth sync` data directory".into(),
+        });
     }
+    Ok(dirs)
+}
+
+/// Open every `shard-<N>/` store of `datadir` (locking the directory while reading) and
+/// merge them.
+pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
+    let report = read_report(datadir)?;
+    let dirs = shard_dirs(datadir)?;
     let mut merged = MemStore::default();
     for d in dirs {
         let view = catchup_io::exec::run_unbound(async {
@@ -111,43 +126,6 @@ pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
         store: merged,
         report,
     })
-}
-
-/// Every leaf (full key, value) of the trie at `root` in `nodes`, in key order.
-fn trie_leaves(
-    nodes: &HashMap<B256, Vec<u8>>,
-    root: B256,
-    key_nibbles: usize,
-) -> Result<Vec<(B256, Vec<u8>)>, ExportError> {
-    let mut out = Vec::new();
-    if root == EMPTY_ROOT {
-        return Ok(out);
-    }
-    let mut stack = vec![(root, Nibbles::new())];
-    while let Some((hash, path)) = stack.pop() {
-        let rlp = nodes.get(&hash).ok_or_else(|| ExportError::MissingNode {
-            root,
-            node: hash,
-            path: hex::encode(path.as_slice()),
-        })?;
-        let c = node_contents(rlp, &path).map_err(|e| ExportError::BadNode {
-            node: hash,
-            what: e.to_string(),
-        })?;
-        for (p, v) in c.leaves {
-            let key = p
-                .pack()
-                .filter(|k| k.len() * 2 == key_nibbles)
-                .ok_or_else(|| ExportError::BadNode {
-                    node: hash,
-                    what: format!("a leaf path of {} nibbles", p.len()),
-                })?;
-            out.push((B256::from_slice(&key), v.to_vec()));
-        }
-        stack.extend(c.hashed_children);
-    }
-    out.sort_by_key(|a| a.0);
-    Ok(out)
 }
 
 /// How much an export wrote.
@@ -177,11 +155,11 @@ fn decode_storage_value(rlp: &[u8]) -> Option<U256> {
 /// Write the state at the pivot of the sync in `datadir` to `out` as JSON lines (see the
 /// module docs). The file appears complete or not at all (written beside, then renamed).
 pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportError> {
-    let synced = load_datadir(datadir)?;
-    let status = &synced.report["status"];
+    let report = read_report(datadir)?;
+    let status = &report["status"];
     let root_text = status["state_root"]
         .as_str()
-        .or(synced.report["state_root"].as_str())
+        .or(report["state_root"].as_str())
         .ok_or_else(|| ExportError::DataDir {
             path: datadir.to_path_buf(),
             what: "the sync report names no state root: the sync chose no pivot".into(),
@@ -197,86 +175,108 @@ pub fn export_state(datadir: &Path, out: &Path) -> Result<StateExport, ExportErr
         });
     }
     let pivot_number = status["pivot_block"].as_u64();
-    let pivot_header = pivot_number.and_then(|n| synced.store.headers.get(&n));
-    let nodes = &synced.store.nodes;
-    let accounts = trie_leaves(nodes, root, 64)?;
-    if accounts.len() > MAX_ACCOUNTS {
-        return Err(ExportError::DataDir {
-            path: datadir.to_path_buf(),
-            what: format!("more than {MAX_ACCOUNTS} accounts"),
-        });
-    }
-    let tmp = out.with_file_name(format!(
-        ".{}.partial",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
-    let werr = |source: std::io::Error| ExportError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::create(&tmp).map_err(werr)?;
-    let mut w = std::io::BufWriter::new(file);
-    let first = json!({
-        "root": format!("{root:#x}"),
-        "pivot": pivot_header.map(|h| json!({
-            "number": pivot_number,
-            "hash": format!("{:#x}", h.hash),
-            "header": format!("0x{}", hex::encode(&h.raw)),
-        })),
-    });
-    writeln!(w, "{first}").map_err(werr)?;
-    let (mut slots_total, mut contracts) = (0u64, 0u64);
-    for (key, value) in &accounts {
-        let a = Account::decode(value).map_err(|e| ExportError::BadNode {
-            node: *key,
-            what: format!("account: {e}"),
-        })?;
-        let mut storage = serde_json::Map::new();
-        for (slot, v) in trie_leaves(nodes, a.storage_root, 64)? {
-            let v = decode_storage_value(&v).ok_or_else(|| ExportError::BadNode {
-                node: slot,
-                what: "storage value is not an RLP integer".into(),
-            })?;
-            storage.insert(format!("{slot:#x}"), json!(format!("{v:#x}")));
-            slots_total += 1;
+    // The tries are walked from the stores node by node (every node's keccak checked),
+    // one account written at a time: memory does not grow with the state.
+    with_stores(datadir, |stores| {
+        let src = ShardStores(stores);
+        let mut pivot_header = None;
+        if let Some(n) = pivot_number {
+            for s in stores {
+                let h = s.read_header(n).map_err(|e| ExportError::DataDir {
+                    path: datadir.to_path_buf(),
+                    what: e.to_string(),
+                })?;
+                if h.is_some() {
+                    pivot_header = h;
+                    break;
+                }
+            }
         }
-        let code = if a.code_hash == EMPTY_CODE_HASH {
-            Vec::new()
-        } else {
-            contracts += 1;
-            synced
-                .store
-                .codes
-                .get(&a.code_hash)
-                .cloned()
-                .ok_or(ExportError::MissingCode {
-                    hash: a.code_hash,
-                    account: *key,
-                })?
+        let tmp = out.with_file_name(format!(
+            ".{}.partial",
+            out.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+        ));
+        let werr = |source: std::io::Error| ExportError::Write {
+            path: out.to_path_buf(),
+            source,
         };
-        let line = json!({
-            "balance": a.balance.to_string(),
-            "nonce": a.nonce,
-            "root": format!("{:#x}", a.storage_root),
-            "codeHash": format!("{:#x}", a.code_hash),
-            "code": format!("0x{}", hex::encode(&code)),
-            "storage": storage,
-            "key": format!("{key:#x}"),
+        let file = std::fs::File::create(&tmp).map_err(werr)?;
+        let mut w = std::io::BufWriter::new(file);
+        let first = json!({
+            "root": format!("{root:#x}"),
+            "pivot": pivot_header.as_ref().map(|h| json!({
+                "number": pivot_number,
+                "hash": format!("{:#x}", h.hash),
+                "header": format!("0x{}", hex::encode(&h.raw)),
+            })),
         });
-        writeln!(w, "{line}").map_err(werr)?;
-    }
-    let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.sync_all().map_err(werr)?;
-    drop(file);
-    std::fs::rename(&tmp, out).map_err(werr)?;
-    Ok(StateExport {
-        root: format!("{root:#x}"),
-        pivot_number,
-        pivot_hash: pivot_header.map(|h| format!("{:#x}", h.hash)),
-        accounts: accounts.len() as u64,
-        storage_slots: slots_total,
-        contracts,
-        out: out.to_path_buf(),
+        writeln!(w, "{first}").map_err(werr)?;
+        let (mut accounts, mut slots_total, mut contracts) = (0u64, 0u64, 0u64);
+        let mut stats = Walked::default();
+        let mut inner = Walked::default();
+        walk_trie(&src, root, root, &mut stats, &mut |path, value| {
+            accounts += 1;
+            if accounts > MAX_ACCOUNTS as u64 {
+                return Err(ExportError::DataDir {
+                    path: datadir.to_path_buf(),
+                    what: format!("more than {MAX_ACCOUNTS} accounts"),
+                });
+            }
+            let key = B256::from_slice(&path.pack().unwrap_or_default());
+            let a = Account::decode(value).map_err(|e| ExportError::BadNode {
+                node: key,
+                what: format!("account: {e}"),
+            })?;
+            let mut storage = serde_json::Map::new();
+            walk_trie(&src, root, a.storage_root, &mut inner, &mut |p, v| {
+                let slot = B256::from_slice(&p.pack().unwrap_or_default());
+                let v = decode_storage_value(v).ok_or_else(|| ExportError::BadNode {
+                    node: slot,
+                    what: "storage value is not an RLP integer".into(),
+                })?;
+                storage.insert(format!("{slot:#x}"), json!(format!("{v:#x}")));
+                slots_total += 1;
+                Ok(())
+            })?;
+            let code = if a.code_hash == EMPTY_CODE_HASH {
+                Vec::new()
+            } else {
+                contracts += 1;
+                NodeReader::code(&src, &a.code_hash)
+                    .map_err(|what| ExportError::BadNode {
+                        node: a.code_hash,
+                        what,
+                    })?
+                    .ok_or(ExportError::MissingCode {
+                        hash: a.code_hash,
+                        account: key,
+                    })?
+            };
+            let line = json!({
+                "balance": a.balance.to_string(),
+                "nonce": a.nonce,
+                "root": format!("{:#x}", a.storage_root),
+                "codeHash": format!("{:#x}", a.code_hash),
+                "code": format!("0x{}", hex::encode(&code)),
+                "storage": storage,
+                "key": format!("{key:#x}"),
+            });
+            writeln!(w, "{line}").map_err(werr)?;
+            Ok(())
+        })?;
+        let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(werr)?;
+        drop(file);
+        std::fs::rename(&tmp, out).map_err(werr)?;
+        Ok(StateExport {
+            root: format!("{root:#x}"),
+            pivot_number,
+            pivot_hash: pivot_header.map(|h| format!("{:#x}", h.hash)),
+            accounts,
+            storage_slots: slots_total,
+            contracts,
+            out: out.to_path_buf(),
+        })
     })
 }
 
@@ -737,26 +737,31 @@ pub fn export_history(
 /// What `eth serve --datadir D` serves from a synced data directory: the chain (blocks
 /// 1..=head, as stored; bodies of empty blocks rebuilt from their header), the same
 /// chain as raw items (for the Status message), and the state at the pivot when the sync
-/// completed it.
+/// completed it, read from the stores on demand ([`crate::eth::stored`]).
 pub struct Serving {
     pub chain: crate::eth::sync::chain::ChainData,
     pub raw: crate::eth::net::chain::RawChain,
-    pub state: Option<crate::eth::sync::chain::StateData>,
+    pub state: Option<crate::eth::stored::StoredState>,
     pub genesis_hash: B256,
 }
 
-/// Load a synced data directory for serving. `genesis_hash` must be block 1's parent.
+/// Open a synced data directory for serving. `genesis_hash` must be block 1's parent.
 pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, ExportError> {
-    use crate::eth::sync::chain::{ChainData, StateData};
+    use crate::eth::sync::chain::ChainData;
     use crate::eth::sync::types::Body;
     use catchup_eth::types::EMPTY_OMMERS_HASH;
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
     };
-    let synced = load_datadir(datadir)?;
-    let store = synced.store;
-    match store.headers.get(&1) {
+    let report = read_report(datadir)?;
+    let status = &report["status"];
+    let root = status["state_root"]
+        .as_str()
+        .and_then(|r| r.parse::<B256>().ok())
+        .filter(|_| status["state_complete"].as_bool() == Some(true));
+    let (stored, state) = crate::eth::stored::open_stored(datadir, root)?;
+    match stored.headers.first() {
         Some(h) if h.parent_hash == genesis_hash => {}
         Some(h) => {
             return Err(bad(format!(
@@ -778,10 +783,14 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
         by_hash: Default::default(),
         parent_of_first: genesis_hash.0,
     };
-    let mut n = 1u64;
-    while let Some(h) = store.headers.get(&n) {
-        let body = match store.bodies.get(&n) {
-            Some(b) => b.clone(),
+    let blocks = stored
+        .headers
+        .into_iter()
+        .zip(stored.bodies)
+        .zip(stored.receipts);
+    for (n, ((h, body), receipts)) in (1u64..).zip(blocks) {
+        let body = match body {
+            Some(b) => b,
             None if h.transactions_root == EMPTY_ROOT && h.ommers_hash == EMPTY_OMMERS_HASH => {
                 let empty: &[u8] = if h.withdrawals_root.is_some() {
                     &[0xc0, 0xc0, 0xc0]
@@ -794,8 +803,8 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
             }
             None => break,
         };
-        let receipts = match store.receipts.get(&n) {
-            Some(r) => Some(r.clone()),
+        let receipts = match receipts {
+            Some(r) => Some(r),
             None if h.receipts_root == EMPTY_ROOT => {
                 Some(crate::eth::sync::types::Receipts { raw: vec![0xc0] })
             }
@@ -806,44 +815,13 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
         raw.headers.push(h.raw.clone());
         raw.hashes.push(h.hash.0);
         raw.bodies.push(body.raw.clone());
-        chain.headers.push(h.clone());
+        chain.headers.push(h);
         chain.bodies.push(body);
         chain.receipts.push(receipts);
-        n += 1;
     }
     if chain.headers.is_empty() {
         return Err(bad("block 1 has no body stored".into()));
     }
-    let status = &synced.report["status"];
-    let state = match status["state_root"]
-        .as_str()
-        .and_then(|r| r.parse::<B256>().ok())
-    {
-        Some(root)
-            if status["state_complete"].as_bool() == Some(true)
-                && store.nodes.contains_key(&root) =>
-        {
-            let accounts = trie_leaves(&store.nodes, root, 64)?;
-            let mut storage = HashMap::new();
-            for (key, value) in &accounts {
-                let a = Account::decode(value).map_err(|e| ExportError::BadNode {
-                    node: *key,
-                    what: format!("account: {e}"),
-                })?;
-                if a.storage_root != EMPTY_ROOT {
-                    storage.insert(*key, trie_leaves(&store.nodes, a.storage_root, 64)?);
-                }
-            }
-            Some(StateData {
-                root,
-                nodes: store.nodes,
-                codes: store.codes,
-                accounts,
-                storage,
-            })
-        }
-        _ => None,
-    };
     Ok(Serving {
         chain,
         raw,
@@ -1021,72 +999,92 @@ pub fn state_root_cmd(path: &Path, text: &str, json_out: bool) -> anyhow::Result
     Ok(0)
 }
 
-/// Recompute the state root of what `eth sync` stored in `datadir`, by a walk over the
-/// store that is independent of the sync engines: the account trie is walked from the root
-/// the sync report names (a missing node fails: the walk is also the completeness check),
-/// every account's storage trie is walked from its storage root and rebuilt from its
-/// leaves, every code is looked up and its keccak checked, and the account trie is rebuilt
-/// from its leaves. `claimed` is the sync report's root; `computed` the rebuilt one.
-pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
-    let synced = load_datadir(datadir)?;
+/// The shards' stores of a data directory, read on demand (see [`crate::eth::walk`]).
+struct ShardStores<'a>(&'a [DiskStore]);
+
+impl NodeReader for ShardStores<'_> {
+    fn node(&self, hash: &B256) -> Result<Option<Vec<u8>>, String> {
+        for s in self.0 {
+            if let Some(v) = s.read_node(hash).map_err(|e| e.to_string())? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+    fn code(&self, hash: &B256) -> Result<Option<Vec<u8>>, String> {
+        for s in self.0 {
+            if let Some(v) = s.read_code(hash).map_err(|e| e.to_string())? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Open every shard's store of `datadir` (locked while open; values stay on disk, read
+/// on demand), run `f` over them, and close them.
+pub fn with_stores<T>(
+    datadir: &Path,
+    f: impl FnOnce(&[DiskStore]) -> Result<T, ExportError>,
+) -> Result<T, ExportError> {
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
     };
-    let status = &synced.report["status"];
+    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
+    let dirs = shard_dirs(datadir)?;
+    catchup_io::exec::run_unbound(async {
+        let mut stores = Vec::with_capacity(dirs.len());
+        for d in &dirs {
+            let s = DiskStore::open(d)
+                .await
+                .map_err(|e| bad(format!("{}: {e}", d.display())))?;
+            stores.push(s);
+        }
+        let out = f(&stores);
+        for s in stores {
+            s.close().await.map_err(|e| bad(e.to_string()))?;
+        }
+        out
+    })
+}
+
+/// Recompute the state root of what `eth sync` stored in `datadir`, by a walk over the
+/// store that is independent of the sync engines and reads nodes on demand in bounded
+/// memory ([`crate::eth::walk`]): the account trie is walked from the root the sync
+/// report names (a missing node fails: the walk is also the completeness check), every
+/// node's keccak is checked, every account's storage trie is walked from its storage
+/// root and rebuilt from its leaves, every code is read and its keccak taken, and the
+/// account trie is rebuilt from its leaves. `claimed` is the sync report's root;
+/// `computed` the rebuilt one.
+pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let report = read_report(datadir)?;
+    let status = &report["status"];
     let root_text = status["state_root"]
         .as_str()
-        .or(synced.report["state_root"].as_str())
+        .or(report["state_root"].as_str())
         .ok_or_else(|| {
             bad("the sync report names no state root: the sync chose no pivot".into())
         })?;
     let claimed: B256 = root_text
         .parse()
         .map_err(|_| bad(format!("bad state root {root_text:?} in sync-report.json")))?;
-    let nodes = &synced.store.nodes;
-    let accounts = trie_leaves(nodes, claimed, 64)?;
-    if accounts.len() > MAX_ACCOUNTS {
+    let w = with_stores(datadir, |stores| {
+        crate::eth::walk::walk_state(&ShardStores(stores), claimed)
+    })?;
+    if w.accounts > MAX_ACCOUNTS as u64 {
         return Err(bad(format!("more than {MAX_ACCOUNTS} accounts")));
     }
-    let (mut slots, mut contracts) = (0u64, 0u64);
-    let mut rebuilt: Vec<(B256, Vec<u8>)> = Vec::with_capacity(accounts.len());
-    for (key, value) in &accounts {
-        let mut a = Account::decode(value).map_err(|e| ExportError::BadNode {
-            node: *key,
-            what: format!("account: {e}"),
-        })?;
-        let storage = trie_leaves(nodes, a.storage_root, 64)?;
-        slots += storage.len() as u64;
-        a.storage_root = if storage.is_empty() {
-            EMPTY_ROOT
-        } else {
-            trie_root(storage.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-        };
-        if a.code_hash != EMPTY_CODE_HASH {
-            contracts += 1;
-            let code = synced
-                .store
-                .codes
-                .get(&a.code_hash)
-                .ok_or(ExportError::MissingCode {
-                    hash: a.code_hash,
-                    account: *key,
-                })?;
-            a.code_hash = alloy_primitives::keccak256(code);
-        }
-        rebuilt.push((*key, a.encode()));
-    }
-    let computed = if rebuilt.is_empty() {
-        EMPTY_ROOT
-    } else {
-        trie_root(rebuilt.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-    };
     Ok(DumpRoot {
-        computed,
+        computed: w.computed,
         claimed: Some(claimed),
-        accounts: rebuilt.len() as u64,
-        storage_slots: slots,
-        contracts,
+        accounts: w.accounts,
+        storage_slots: w.storage_slots,
+        contracts: w.contracts,
     })
 }
 
@@ -1239,5 +1237,85 @@ mod tests {
             let _ = state_root_of_dump_lines(&text);
             let _ = is_dump_lines(&text);
         }
+    }
+
+    /// A data directory of two shards holding `state`'s nodes and codes (split by the
+    /// first nibble of the hash; `skip` left out, `replace` stored with other bytes) and
+    /// a sync report naming its root.
+    fn datadir_of(
+        dir: &Path,
+        state: &crate::eth::sync::chain::StateData,
+        skip: Option<B256>,
+        replace: Option<(B256, Vec<u8>)>,
+    ) {
+        use crate::eth::sync::store::SyncStore;
+        catchup_io::exec::run_unbound(async {
+            let mut shards = Vec::new();
+            for i in 0..2 {
+                shards.push(
+                    DiskStore::open(&dir.join(format!("shard-{i}")))
+                        .await
+                        .unwrap(),
+                );
+            }
+            for (h, raw) in &state.nodes {
+                if Some(*h) == skip {
+                    continue;
+                }
+                let raw = match &replace {
+                    Some((r, bytes)) if r == h => bytes.clone(),
+                    _ => raw.clone(),
+                };
+                shards[(h[0] >> 7) as usize].put_node(*h, &raw);
+            }
+            for (h, code) in &state.codes {
+                shards[(h[0] >> 7) as usize].put_code(*h, code);
+            }
+            for s in shards {
+                s.close().await.unwrap();
+            }
+        });
+        let report =
+            json!({"status": {"state_root": format!("{:#x}", state.root), "state_complete": true}});
+        std::fs::write(dir.join("sync-report.json"), report.to_string()).unwrap();
+    }
+
+    #[test]
+    fn the_datadir_walk_reads_the_stores_and_names_a_missing_or_damaged_node() {
+        let state = crate::eth::sync::chain::StateData::generate(2000, 1500, 9);
+        let slots: usize = state.storage.values().map(|s| s.len()).sum();
+        let tmp = tempfile::tempdir().unwrap();
+        let whole = tmp.path().join("whole");
+        datadir_of(&whole, &state, None, None);
+        let r = state_root_of_datadir(&whole).unwrap();
+        assert_eq!(r.computed, state.root);
+        assert_eq!(r.claimed, Some(state.root));
+        assert_eq!(r.accounts, 2000);
+        assert_eq!(r.storage_slots, slots as u64);
+
+        // A node below the root, left out: one line naming it.
+        let victim = *state.nodes.keys().find(|h| **h != state.root).unwrap();
+        let missing = tmp.path().join("missing");
+        datadir_of(&missing, &state, Some(victim), None);
+        let e = state_root_of_datadir(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("missing node") && e.contains(&format!("{victim:#x}")),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+
+        // The same node stored with one byte changed (its record's checksum is right:
+        // only the keccak tells).
+        let mut bad = state.nodes[&victim].clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        let damaged = tmp.path().join("damaged");
+        datadir_of(&damaged, &state, None, Some((victim, bad)));
+        let e = state_root_of_datadir(&damaged).unwrap_err().to_string();
+        assert!(
+            e.contains("keccak") && e.contains(&format!("{victim:#x}")),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 }

@@ -15,5 +15,7 @@ pub mod engine_api;
 pub mod export;
 pub mod net;
 pub mod serve;
+pub mod stored;
 pub mod sync;
 pub mod verify;
+pub mod walk;

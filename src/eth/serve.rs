@@ -1,10 +1,12 @@
 //! The serving side: answers eth and snap requests from a chain and a state, within the
 //! protocol limits, and the fault profiles the simulator applies to it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use alloy_primitives::B256;
 
+use crate::eth::stored::StoredState;
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
 use crate::eth::sync::trie::{self, Node, NodeRef};
 use crate::eth::sync::types::{AccountView, HashOrNumber, Request, Response, TriePath};
@@ -30,6 +32,8 @@ pub struct ServingPeer {
     pub extra_states: Vec<Arc<StateData>>,
     /// Highest block this peer announces (at most its chain's head).
     pub best: u64,
+    /// A state read from a data directory's stores on demand (`eth serve --datadir`).
+    pub stored: Option<Arc<StoredState>>,
 }
 
 impl ServingPeer {
@@ -40,15 +44,48 @@ impl ServingPeer {
             state,
             extra_states: Vec::new(),
             best,
+            stored: None,
         }
+    }
+
+    /// Also serve `stored` (read on demand).
+    pub fn with_stored(mut self, stored: Option<Arc<StoredState>>) -> Self {
+        self.stored = stored;
+        self
     }
 
     fn states(&self) -> impl Iterator<Item = &Arc<StateData>> {
         self.state.iter().chain(self.extra_states.iter())
     }
 
-    fn state_at(&self, root: &B256) -> Option<&StateData> {
-        self.states().find(|s| s.root == *root).map(|s| s.as_ref())
+    fn state_at(&self, root: &B256) -> Option<&dyn StateView> {
+        match self.states().find(|s| s.root == *root) {
+            Some(s) => Some(s.as_ref()),
+            None => self
+                .stored
+                .as_deref()
+                .filter(|s| s.root == *root)
+                .map(|s| s as &dyn StateView),
+        }
+    }
+
+    /// A node or code by hash from the states held, else from the stored one.
+    fn node_or_code(&self, h: &B256) -> Option<Vec<u8>> {
+        if let Some(n) = self
+            .states()
+            .find_map(|st| st.nodes.get(h).or_else(|| st.codes.get(h)))
+        {
+            return Some(n.clone());
+        }
+        let st = self.stored.as_deref()?;
+        st.node(h).map(|n| n.into_owned()).or_else(|| st.code(h))
+    }
+
+    fn code(&self, h: &B256) -> Option<Vec<u8>> {
+        if let Some(c) = self.states().find_map(|st| st.codes.get(h)) {
+            return Some(c.clone());
+        }
+        self.stored.as_deref()?.code(h)
     }
 
     /// Answer one request.
@@ -134,12 +171,9 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    if let Some(n) = self
-                        .states()
-                        .find_map(|st| st.nodes.get(h).or_else(|| st.codes.get(h)))
-                    {
+                    if let Some(n) = self.node_or_code(h) {
                         size += n.len();
-                        out.push(n.clone());
+                        out.push(n);
                     }
                 }
                 Response::NodeData(out)
@@ -177,9 +211,9 @@ impl ServingPeer {
                     if size >= cap {
                         break;
                     }
-                    if let Some(c) = self.states().find_map(|st| st.codes.get(h)) {
+                    if let Some(c) = self.code(h) {
                         size += c.len();
-                        out.push(c.clone());
+                        out.push(c);
                     }
                 }
                 Response::ByteCodes(out)
@@ -216,8 +250,8 @@ type RangeWithProof = (Vec<(B256, Vec<u8>)>, Vec<Vec<u8>>);
 pub trait StateView {
     /// The state (account trie) root.
     fn state_root(&self) -> B256;
-    /// Every trie node of the state by hash.
-    fn nodes(&self) -> &dyn trie::NodeSource;
+    /// A trie node of the state (account or storage trie) by hash.
+    fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>>;
     /// Leaves of the account trie (`account` `None`) or of `account`'s storage trie (whose
     /// root is `trie_root`), from key `origin` on in key order, while `f` returns true.
     fn leaves_from(
@@ -229,12 +263,123 @@ pub trait StateView {
     );
 }
 
+/// Append to `out` the hash-referenced nodes of `st` on the path from `root` towards
+/// `key`, root first (a Merkle proof of presence or absence). Stops where the path leaves
+/// the trie or a node is unknown or does not decode.
+pub fn prove<V: StateView + ?Sized>(st: &V, root: B256, key: &[u8], out: &mut Vec<Vec<u8>>) {
+    let Some(first) = st.node(&root) else {
+        return;
+    };
+    let mut raw = first.into_owned();
+    out.push(raw.clone());
+    let mut depth = 0usize;
+    let total = key.len() * 2;
+    // Each step consumes at least one nibble of the key.
+    for _ in 0..=total {
+        let Ok(node) = Node::decode(&raw) else { return };
+        let next = match node {
+            Node::Leaf { .. } => return,
+            Node::Branch { children, .. } => {
+                if depth >= total {
+                    return;
+                }
+                let c = children[trie::nibble(key, depth) as usize].clone();
+                depth += 1;
+                c
+            }
+            Node::Extension { path, child } => {
+                if depth + path.len() > total
+                    || (0..path.len()).any(|i| path.0[i] != trie::nibble(key, depth + i))
+                {
+                    return;
+                }
+                depth += path.len();
+                Some(child)
+            }
+        };
+        raw = match next {
+            None => return,
+            Some(NodeRef::Embedded(r)) => r.to_vec(),
+            Some(NodeRef::Hash(h)) => match st.node(&h) {
+                Some(r) => {
+                    let r = r.into_owned();
+                    out.push(r.clone());
+                    r
+                }
+                None => return,
+            },
+        };
+    }
+}
+
+/// Visit the leaves of `st` under the node `raw` (at nibble path `prefix`) whose keys are
+/// at least `origin` (64 nibbles), in order, reading hash-referenced children from `st`;
+/// false when `f` asked to stop. Recursion is bounded by the 64 nibbles of a key.
+pub fn walk_leaves<V: StateView + ?Sized>(
+    st: &V,
+    raw: &[u8],
+    prefix: &mut Vec<u8>,
+    origin: &[u8],
+    f: &mut dyn FnMut(&B256, &[u8]) -> bool,
+) -> bool {
+    // A subtree whose path sorts before the origin's holds only smaller keys.
+    let below = |p: &[u8]| p < &origin[..p.len().min(origin.len())];
+    let Ok(node) = Node::decode(raw) else {
+        return true;
+    };
+    let mut visit = |c: &NodeRef, prefix: &mut Vec<u8>| -> bool {
+        if below(prefix) || prefix.len() > 64 {
+            return true;
+        }
+        match c {
+            NodeRef::Embedded(b) => walk_leaves(st, b, prefix, origin, f),
+            NodeRef::Hash(h) => match st.node(h) {
+                Some(r) => walk_leaves(st, &r, prefix, origin, f),
+                None => true,
+            },
+        }
+    };
+    match node {
+        Node::Leaf { path, value } => {
+            let n = prefix.len();
+            prefix.extend_from_slice(path.as_slice());
+            let go = if prefix.len() == 64 && prefix.as_slice() >= origin {
+                let key: Vec<u8> = prefix.chunks(2).map(|c| (c[0] << 4) | c[1]).collect();
+                f(&B256::from_slice(&key), &value)
+            } else {
+                true
+            };
+            prefix.truncate(n);
+            go
+        }
+        Node::Extension { path, child } => {
+            let n = prefix.len();
+            prefix.extend_from_slice(path.as_slice());
+            let go = visit(&child, prefix);
+            prefix.truncate(n);
+            go
+        }
+        Node::Branch { children, .. } => {
+            for (i, c) in children.iter().enumerate() {
+                let Some(c) = c else { continue };
+                prefix.push(i as u8);
+                let go = visit(c, prefix);
+                prefix.pop();
+                if !go {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+}
+
 impl StateView for StateData {
     fn state_root(&self) -> B256 {
         self.root
     }
-    fn nodes(&self) -> &dyn trie::NodeSource {
-        &self.nodes
+    fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>> {
+        self.nodes.get(hash).map(|v| Cow::Borrowed(v.as_slice()))
     }
     fn leaves_from(
         &self,
@@ -278,9 +423,9 @@ pub fn account_range<V: StateView + ?Sized>(
         h <= limit
     });
     let mut proof = Vec::new();
-    trie::prove(st.nodes(), root, origin.as_slice(), &mut proof);
+    prove(st, root, origin.as_slice(), &mut proof);
     if let Some((last, _)) = out.last() {
-        trie::prove(st.nodes(), root, last.as_slice(), &mut proof);
+        prove(st, root, last.as_slice(), &mut proof);
     }
     dedup(&mut proof);
     (out, proof)
@@ -345,9 +490,9 @@ pub fn storage_ranges<V: StateView + ?Sized>(
             true
         });
         if truncated || from != B256::ZERO {
-            trie::prove(st.nodes(), sroot, from.as_slice(), &mut proof);
+            prove(st, sroot, from.as_slice(), &mut proof);
             if let Some((last, _)) = mine.last() {
-                trie::prove(st.nodes(), sroot, last.as_slice(), &mut proof);
+                prove(st, sroot, last.as_slice(), &mut proof);
             }
             dedup(&mut proof);
             slots_out.push(mine);
@@ -367,7 +512,7 @@ pub fn node_at_path<V: StateView + ?Sized>(st: &V, p: &TriePath) -> Option<Vec<u
         None => st.state_root(),
         Some(a) => storage_root_of(st, &a)?,
     };
-    let mut raw = st.nodes().node(&root)?.to_vec();
+    let mut raw = st.node(&root)?.into_owned();
     let mut hashed = true;
     let mut depth = 0usize;
     let path = &p.path;
@@ -397,7 +542,7 @@ pub fn node_at_path<V: StateView + ?Sized>(st: &V, p: &TriePath) -> Option<Vec<u
                 hashed = false;
             }
             Some(NodeRef::Hash(h)) => {
-                raw = st.nodes().node(&h)?.to_vec();
+                raw = st.node(&h)?.into_owned();
                 hashed = true;
             }
         }

@@ -40,8 +40,9 @@ pub struct StateRootArgs {
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
     /// Data directory of an `eth sync`: the root is recomputed from the stored trie nodes
-    /// and codes by a walk that is also the completeness check; it must equal the root the
-    /// sync reported.
+    /// and codes by a walk that is also the completeness check (every node's keccak
+    /// checked; nodes read from the stores on demand, memory bounded by the trie's depth
+    /// besides the stores' index); it must equal the root the sync reported.
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
     /// Print one JSON object instead of text.

@@ -76,7 +76,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:30303", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// Data directory holding the node key (`nodekey`, created when missing). Without it
-    /// a fresh key is used for this run only.
+    /// a fresh key is used for this run only. Without --chain or --era1, what an
+    /// `eth sync` stored there is served (needs --genesis): the chain read at start, the
+    /// state read from the stores on demand.
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
     /// Shards (executors) accepting peers.
@@ -431,6 +433,8 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     } else {
         Some(parse_protocols(&a.protocols)?)
     };
+    // The state of a data directory, read from its stores on demand.
+    let mut stored = None;
     let (shown, chain, state, status) = if let Some(accounts) = a.generate_accounts {
         generated_chain(a, accounts)?
     } else if let (None, true, Some(dd)) = (&a.chain, a.era1.is_empty(), &a.datadir) {
@@ -438,12 +442,16 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         let genesis_path = a.genesis.as_ref().context("--datadir needs --genesis")?;
         let spec = ChainSpec::from_genesis_json(genesis_path)?;
         let genesis = genesis_hash(genesis_path)?;
+        if a.grow_every_ms.is_some() {
+            bail!("--grow-every-ms grows a generated or --chain chain; a --datadir is served as stored: drop one of them");
+        }
         let sv = crate::eth::export::load_for_serving(dd, genesis.into())?;
         let status = chain_status(&spec, genesis, &sv.raw);
+        stored = sv.state.map(Arc::new);
         (
             Shown::of(&sv.raw, genesis),
             Arc::new(sv.chain),
-            sv.state.map(Arc::new),
+            None,
             status,
         )
     } else if let Some(chain_path) = &a.chain {
@@ -531,7 +539,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     if a.json {
         stdout_line = json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
                    "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head().state_root), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
-                   "state": state.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
+                   "state": state.is_some() || stored.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
                    "protocols": local.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                    "grow_every_ms": a.grow_every_ms, "state_history": a.state_history})
         .to_string();
@@ -542,7 +550,11 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             shown.base,
             shown.head_number,
             hex::encode(shown.head_hash),
-            if state.is_some() { "yes" } else { "no" },
+            if state.is_some() || stored.is_some() {
+                "yes"
+            } else {
+                "no"
+            },
             status.fork_id,
             format!("{:?}", a.profile).to_lowercase(),
             a.shards
@@ -642,7 +654,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             local,
             move |shard| {
                 let mut r = EngineResponder::new(
-                    ServingPeer::new(chain.clone(), state.clone()),
+                    ServingPeer::new(chain.clone(), state.clone()).with_stored(stored.clone()),
                     profile,
                     1 + shard as u64,
                 );

@@ -222,8 +222,8 @@ impl StateView for TrieState<'_> {
     fn state_root(&self) -> B256 {
         self.root
     }
-    fn nodes(&self) -> &dyn NodeSource {
-        self.store
+    fn node(&self, hash: &B256) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.store.node(hash).map(std::borrow::Cow::Borrowed)
     }
     fn leaves_from(
         &self,

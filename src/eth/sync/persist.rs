@@ -63,6 +63,9 @@ pub enum PersistError {
     Read(String),
 }
 
+/// Records of capacity the commit queue keeps between commits (about 1 MiB of entries).
+const KEEP_PENDING_RECORDS: usize = 16 * 1024;
+
 /// Default memory budget of one shard's sync, in bytes (see [`StoreBudget`]).
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 512 << 20;
 
@@ -314,6 +317,54 @@ impl DiskStore {
         Ok(mem)
     }
 
+    /// A committed record read from disk with its checksum verified (tools over a
+    /// finished data directory: the pending queue is not consulted, errors are returned).
+    fn read_committed(&self, kind: u8, key: &[u8]) -> Result<Option<Vec<u8>>, PersistError> {
+        self.disk
+            .get_blocking(kind, key)
+            .map_err(|source| PersistError::Store {
+                dir: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// The committed trie node `hash`, read from disk (None: not stored here).
+    pub fn read_node(&self, hash: &B256) -> Result<Option<Vec<u8>>, PersistError> {
+        self.read_committed(KIND_NODE, hash.as_slice())
+    }
+
+    /// The committed contract code `hash`, read from disk (None: not stored here).
+    pub fn read_code(&self, hash: &B256) -> Result<Option<Vec<u8>>, PersistError> {
+        self.read_committed(KIND_CODE, hash.as_slice())
+    }
+
+    /// The committed header `number`, read from disk and decoded.
+    pub fn read_header(&self, number: u64) -> Result<Option<Header>, PersistError> {
+        match self.read_committed(KIND_HEADER, &number.to_be_bytes())? {
+            Some(raw) => Header::decode(&raw)
+                .map(Some)
+                .map_err(|_| PersistError::Corrupt {
+                    dir: self.dir.clone(),
+                    what: "header",
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// The committed body of block `number`, read from disk.
+    pub fn read_body(&self, number: u64) -> Result<Option<Body>, PersistError> {
+        Ok(self
+            .read_committed(KIND_BODY, &number.to_be_bytes())?
+            .map(|raw| Body { raw }))
+    }
+
+    /// The committed receipts of block `number`, read from disk.
+    pub fn read_receipts(&self, number: u64) -> Result<Option<Receipts>, PersistError> {
+        Ok(self
+            .read_committed(KIND_RECEIPTS, &number.to_be_bytes())?
+            .map(|raw| Receipts { raw }))
+    }
+
     fn queue(&mut self, kind: u8, pk: B256, key: Vec<u8>, value: Vec<u8>, on_disk: bool) {
         let at = self.pending.len();
         if self.pending_at.insert((kind, pk), at).is_none() && !on_disk {
@@ -405,6 +456,14 @@ impl DiskStore {
         self.pending.clear();
         self.pending_at.clear();
         self.pending_new = [0; 10];
+        // A large batch (a rebuilt trie block, a large storage trie) leaves no large
+        // buffers behind: the queue's memory follows the batch, not the largest one seen.
+        if self.pending.capacity() > KEEP_PENDING_RECORDS {
+            self.pending.shrink_to(KEEP_PENDING_RECORDS);
+        }
+        if self.pending_at.capacity() > KEEP_PENDING_RECORDS {
+            self.pending_at.shrink_to(KEEP_PENDING_RECORDS);
+        }
         if self.journal_pending {
             let j = self.journal_now.clone().unwrap_or_default();
             self.journal

@@ -60,6 +60,8 @@ pub enum ShardMsg {
         ranges_done: bool,
     },
     Rebuild,
+    /// To the shard itself: build its next trie-prefix block.
+    RebuildNext,
     /// To shard 0: the tops of the account-trie blocks `shard` built.
     SubtriesBuilt {
         shard: ShardId,
@@ -206,6 +208,7 @@ impl Engine {
                 ranges_done,
             } => self.on_report(shard, bodies_done, ranges_done, store, out),
             ShardMsg::Rebuild => self.rebuild(store, out),
+            ShardMsg::RebuildNext => self.rebuild_step(store, out),
             ShardMsg::SubtriesBuilt { shard, blocks } => {
                 if let Some(c) = self.coord.as_mut() {
                     c.subtries.insert(shard, blocks);

@@ -110,50 +110,86 @@ impl Engine {
     }
 
     /// Snap: build the account trie below the trie prefixes this shard owns from its
-    /// stored leaves, and tell shard 0 the top of each (shard 0 builds the rest).
+    /// stored leaves, and tell shard 0 the top of each (shard 0 builds the rest). One
+    /// prefix block is built per step ([`Engine::rebuild_step`]), so the nodes a step puts
+    /// are committed before the next block is read: the memory a step takes is that of
+    /// one block, not of the shard's whole share of the account trie.
     pub(super) fn rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         if self.mode != SyncMode::Snap {
             return;
         }
         self.phase = StatePhase::Rebuild;
-        let k = ownership::trie_prefix_nibbles(self.shards);
-        let mut blocks = Vec::new();
-        if let Some((lo, hi)) = ownership::trie_prefixes_of(self.shard, self.shards) {
-            let shift = 64 - 4 * k as u32;
-            for p in lo..=hi {
-                let first = unit_key(p << shift, false);
-                let last = unit_key((((p as u128 + 1) << shift) - 1) as u64, true);
-                let leaves = store.accounts_in(&first, &last);
-                if leaves.is_empty() {
-                    continue;
-                }
-                let mut put = |h: B256, r: &[u8]| {
-                    if !store.has_node(&h) {
-                        store.put_node(h, r)
-                    }
-                };
-                let block = block_top(&leaves, k, &mut put);
-                let at_k_hash = (block.at_k.len() >= 32).then(|| keccak256(&block.at_k));
-                if self.ranges_clean && accounts_complete(&leaves, store) {
-                    self.complete.extend(at_k_hash);
-                    if let BlockShape::Branch {
-                        node: NodeRef::Hash(h),
-                        ..
-                    } = &block.shape
-                    {
-                        self.complete.insert(*h);
-                    }
-                }
-                blocks.push(block);
-            }
+        self.rebuilding =
+            ownership::trie_prefixes_of(self.shard, self.shards).map(|(lo, hi)| Rebuilding {
+                next: lo,
+                hi,
+                blocks: Vec::new(),
+            });
+        if self.rebuilding.is_none() {
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::SubtriesBuilt {
+                    shard: self.shard,
+                    blocks: Vec::new(),
+                },
+            });
+            return;
         }
-        out.push(Action::ToShard {
-            shard: 0,
-            msg: ShardMsg::SubtriesBuilt {
+        self.rebuild_step(store, out);
+    }
+
+    /// Build the next prefix block that holds accounts; when none is left, send the blocks
+    /// to shard 0, else ask this shard to go on (after the driver commits what was put).
+    pub(super) fn rebuild_step(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
+        let Some(mut r) = self.rebuilding.take() else {
+            return;
+        };
+        let k = ownership::trie_prefix_nibbles(self.shards);
+        let shift = 64 - 4 * k as u32;
+        while r.next <= r.hi {
+            let p = r.next;
+            r.next += 1;
+            let first = unit_key(p << shift, false);
+            let last = unit_key((((p as u128 + 1) << shift) - 1) as u64, true);
+            let leaves = store.accounts_in(&first, &last);
+            if leaves.is_empty() {
+                continue;
+            }
+            let mut put = |h: B256, r: &[u8]| {
+                if !store.has_node(&h) {
+                    store.put_node(h, r)
+                }
+            };
+            let block = block_top(&leaves, k, &mut put);
+            let at_k_hash = (block.at_k.len() >= 32).then(|| keccak256(&block.at_k));
+            if self.ranges_clean && accounts_complete(&leaves, store) {
+                self.complete.extend(at_k_hash);
+                if let BlockShape::Branch {
+                    node: NodeRef::Hash(h),
+                    ..
+                } = &block.shape
+                {
+                    self.complete.insert(*h);
+                }
+            }
+            r.blocks.push(block);
+            break;
+        }
+        if r.next > r.hi {
+            out.push(Action::ToShard {
+                shard: 0,
+                msg: ShardMsg::SubtriesBuilt {
+                    shard: self.shard,
+                    blocks: r.blocks,
+                },
+            });
+        } else {
+            self.rebuilding = Some(r);
+            out.push(Action::ToShard {
                 shard: self.shard,
-                blocks,
-            },
-        });
+                msg: ShardMsg::RebuildNext,
+            });
+        }
     }
 
     /// Coordinator: every shard built its blocks; build the top of the trie above them
@@ -264,6 +300,14 @@ fn accounts_complete(leaves: &[(B256, Vec<u8>)], store: &dyn SyncStore) -> bool 
                 && (!a.has_code() || store.has_code(&a.code_hash))
         })
     })
+}
+
+/// A rebuild under way: the next trie prefix to build and the blocks built so far.
+#[derive(Debug, Clone)]
+pub(super) struct Rebuilding {
+    next: u64,
+    hi: u64,
+    blocks: Vec<BlockTop>,
 }
 
 /// What a shard built of one trie-prefix block of the account trie (the accounts whose

@@ -249,6 +249,8 @@ pub struct Engine {
     /// storage trie was left to the heal (what `complete` needs).
     ranges_clean: bool,
     storage_left_to_heal: bool,
+    /// The snap rebuild of this shard's account-trie blocks, while under way.
+    rebuilding: Option<heal::Rebuilding>,
     /// Items to fetch, taken newest first (the walk is depth-first).
     node_queue: VecDeque<NodeTask>,
     outbox: BTreeMap<ShardId, Vec<NodeTask>>,
@@ -338,6 +340,7 @@ impl Engine {
             complete: Default::default(),
             ranges_clean: false,
             storage_left_to_heal: false,
+            rebuilding: None,
             node_queue: VecDeque::new(),
             outbox: BTreeMap::new(),
             tasks_sent: 0,
