@@ -397,7 +397,7 @@ fn doctor_rates_memory_from_meminfo() {
     assert_eq!(ram["status"], "fail", "{ram}");
     let detail = ram["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("6.0 GB available of 8.0 GB (eth-sync needs ≥ 192 GB"),
+        detail.starts_with("6.0 GB available of 8.0 GB (eth-sync needs ≥ 16 GB"),
         "{detail}"
     );
     assert!(detail.contains("too little memory in total"), "{detail}");

@@ -178,8 +178,10 @@ fn lock_exclusive(root: &Path) -> Result<File, DataDirError> {
     }
 }
 
-/// How long taking a lock waits while its recorded holder no longer exists.
-pub const EXITED_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long taking a lock waits while its recorded holder no longer exists. The kernel's
+/// teardown of a killed process's io_uring instances runs in kernel workers; on a busy
+/// machine it has taken more than 5 s.
+pub const EXITED_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The result of [`lock_file`].
 pub(crate) enum Locked {

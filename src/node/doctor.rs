@@ -171,8 +171,8 @@ pub const JOB_NEEDS: [(Job, Needs); 3] = [
             disk_mbps: lv(200.0, 400.0),
             // snap requests are one round trip each: 500 ms caps a peer at 2 requests/s, 150 ms at ≈ 7.
             peer_ms: lv(500.0, 150.0),
-            // the store index keeps ≈ 55–70 B per record (16-byte fingerprint, location, map slot: io's `index_footprint` example) × ≈ 2 G mainnet records (trie nodes, accounts, history) ≈ 140 GB, + the sync's caches and OS; warn leaves page cache.
-            ram_gb: lv(192.0, 256.0),
+            // the store index keeps recent keys in memory within --memory-budget (a quarter of 512 MiB per shard) and older ones in sorted files on disk, with ≈ 1.4 B per key of filters and fences in memory (io's `index_footprint` example) × ≈ 2 G mainnet records ≈ 3 GB, + per shard the budget and ≈ 150 MB of responses in flight, + the OS; warn leaves page cache for index blocks and trie reads.
+            ram_gb: lv(16.0, 32.0),
             // state as trie nodes ≈ 300 GB + headers, bodies and receipts ≈ 650 GB; warn leaves half again for growth.
             free_disk_gb: lv(1000.0, 1500.0),
         },

@@ -307,11 +307,12 @@ pub struct SyncArgs {
     /// a peer holding the target's header) before it stops and says so.
     #[arg(long, default_value_t = 120, value_name = "S")]
     pub target_timeout_s: u64,
-    /// Memory budget of each shard (e.g. 512MiB, 2GiB): bounds the store's decoded-header
-    /// cache and its index checkpoint. Stored state lives on disk and is read back on
-    /// demand; not counted against the budget: the store's index of what is stored
-    /// (about 50-70 bytes per trie node), the records put since the last commit, and the
-    /// engine's work queues. Reported with the peak RSS in the sync report.
+    /// Memory budget of each shard (e.g. 512MiB, 2GiB): bounds the store's index of
+    /// recent keys (a quarter; older keys are in sorted index files on disk, with about
+    /// 1.4 bytes per key of filters and fences in memory), its decoded-header cache and
+    /// its index checkpoint. Stored state lives on disk and is read back on demand; not
+    /// counted against the budget: the records put since the last commit, responses in
+    /// flight and the engine's work queues. Reported with the peak RSS in the sync report.
     #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = crate::node::opts::parse_size_bytes)]
     pub memory_budget: u64,
 }
