@@ -8,7 +8,7 @@ use alloy_primitives::B256;
 
 use crate::eth::stored::StoredState;
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
-use crate::eth::sync::trie::{self, Node, NodeRef};
+use crate::eth::sync::trie::{self, Node, NodeRef, NodeSource};
 use crate::eth::sync::types::{AccountView, HashOrNumber, Request, Response, TriePath};
 use catchup_eth::rlp;
 
@@ -267,56 +267,23 @@ pub trait StateView {
 /// `key`, root first (a Merkle proof of presence or absence). Stops where the path leaves
 /// the trie or a node is unknown or does not decode.
 pub fn prove<V: StateView + ?Sized>(st: &V, root: B256, key: &[u8], out: &mut Vec<Vec<u8>>) {
-    let Some(first) = st.node(&root) else {
-        return;
-    };
-    let mut raw = first.into_owned();
-    out.push(raw.clone());
-    let mut depth = 0usize;
-    let total = key.len() * 2;
-    // Each step consumes at least one nibble of the key.
-    for _ in 0..=total {
-        let Ok(node) = Node::decode(&raw) else { return };
-        let next = match node {
-            Node::Leaf { .. } => return,
-            Node::Branch { children, .. } => {
-                if depth >= total {
-                    return;
-                }
-                let c = children[trie::nibble(key, depth) as usize].clone();
-                depth += 1;
-                c
-            }
-            Node::Extension { path, child } => {
-                if depth + path.len() > total
-                    || (0..path.len()).any(|i| path.0[i] != trie::nibble(key, depth + i))
-                {
-                    return;
-                }
-                depth += path.len();
-                Some(child)
-            }
-        };
-        raw = match next {
-            None => return,
-            Some(NodeRef::Embedded(r)) => r.to_vec(),
-            Some(NodeRef::Hash(h)) => match st.node(&h) {
-                Some(r) => {
-                    let r = r.into_owned();
-                    out.push(r.clone());
-                    r
-                }
-                None => return,
-            },
-        };
+    catchup_eth::trie::prove(&ViewNodes(st), root, key, out)
+}
+
+/// A [`StateView`]'s nodes as a [`NodeSource`].
+pub struct ViewNodes<'a, V: ?Sized>(pub &'a V);
+
+impl<V: StateView + ?Sized> NodeSource for ViewNodes<'_, V> {
+    fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>> {
+        self.0.node(hash)
     }
 }
 
 /// Visit the leaves of `st` under the node `raw` (at nibble path `prefix`) whose keys are
 /// at least `origin` (64 nibbles), in order, reading hash-referenced children from `st`;
 /// false when `f` asked to stop. Recursion is bounded by the 64 nibbles of a key.
-pub fn walk_leaves<V: StateView + ?Sized>(
-    st: &V,
+pub fn walk_leaves<S: NodeSource + ?Sized>(
+    st: &S,
     raw: &[u8],
     prefix: &mut Vec<u8>,
     origin: &[u8],

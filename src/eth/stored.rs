@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use alloy_primitives::B256;
 
 use crate::eth::export::ExportError;
-use crate::eth::serve::{walk_leaves, StateView};
+use crate::eth::serve::{walk_leaves, StateView, ViewNodes};
 use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::types::{Body, Header, Receipts};
 
@@ -70,7 +70,13 @@ impl StateView for StoredState {
             return;
         };
         let origin: Vec<u8> = origin.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
-        walk_leaves(self, &raw, &mut Vec::with_capacity(64), &origin, f);
+        walk_leaves(
+            &ViewNodes(self),
+            &raw,
+            &mut Vec::with_capacity(64),
+            &origin,
+            f,
+        );
     }
 }
 

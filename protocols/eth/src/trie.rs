@@ -1,6 +1,7 @@
 //! Merkle-Patricia trie nodes, child references, roots, a node-producing builder and
 //! Merkle proofs.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use alloy_primitives::{keccak256, Bytes, B256};
@@ -698,18 +699,19 @@ fn emit_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
 
 /// A source of trie nodes by hash (to make proofs from).
 pub trait NodeSource {
-    fn node(&self, hash: &B256) -> Option<&[u8]>;
+    /// The node's RLP: borrowed from memory, or owned when read from disk.
+    fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>>;
 }
 
 impl NodeSource for HashMap<B256, Vec<u8>> {
-    fn node(&self, hash: &B256) -> Option<&[u8]> {
-        self.get(hash).map(|v| v.as_slice())
+    fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>> {
+        self.get(hash).map(|v| Cow::Borrowed(v.as_slice()))
     }
 }
 
 impl NodeSource for BTreeMap<B256, Bytes> {
-    fn node(&self, hash: &B256) -> Option<&[u8]> {
-        self.get(hash).map(|v| v.as_ref())
+    fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>> {
+        self.get(hash).map(|v| Cow::Borrowed(v.as_ref()))
     }
 }
 
@@ -718,7 +720,7 @@ impl NodeSource for BTreeMap<B256, Bytes> {
 /// [`crate::verify_range_proof`] take it). Stops where the path leaves the trie or a node
 /// is unknown or does not decode; nothing is added when the root is unknown.
 pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>>) {
-    let Some(mut raw) = src.node(&root).map(|r| r.to_vec()) else {
+    let Some(mut raw) = src.node(&root).map(Cow::into_owned) else {
         return;
     };
     out.push(raw.clone());
@@ -752,8 +754,9 @@ pub fn prove(src: &dyn NodeSource, root: B256, key: &[u8], out: &mut Vec<Vec<u8>
             Some(NodeRef::Embedded(r)) => r.to_vec(),
             Some(NodeRef::Hash(h)) => match src.node(&h) {
                 Some(r) => {
-                    out.push(r.to_vec());
-                    r.to_vec()
+                    let r = r.into_owned();
+                    out.push(r.clone());
+                    r
                 }
                 None => return,
             },

@@ -43,8 +43,10 @@ pub struct NodeStore {
 }
 
 impl NodeSource for NodeStore {
-    fn node(&self, hash: &B256) -> Option<&[u8]> {
-        self.nodes.get(hash).map(|n| n.raw.as_slice())
+    fn node(&self, hash: &B256) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.nodes
+            .get(hash)
+            .map(|n| std::borrow::Cow::Borrowed(n.raw.as_slice()))
     }
 }
 
@@ -152,78 +154,12 @@ pub struct TrieState<'a> {
     pub store: &'a NodeStore,
 }
 
-fn resolve<'a>(store: &'a NodeStore, r: &'a NodeRef) -> Option<std::borrow::Cow<'a, [u8]>> {
-    match r {
-        NodeRef::Hash(h) => store.node(h).map(std::borrow::Cow::Borrowed),
-        NodeRef::Embedded(b) => Some(std::borrow::Cow::Borrowed(b.as_ref())),
-    }
-}
-
-/// Visit the leaves under `raw` (at nibble path `prefix`) whose keys are at least `origin`
-/// (64 nibbles), in order; false when `f` asked to stop.
-fn walk(
-    store: &NodeStore,
-    raw: &[u8],
-    prefix: &mut Vec<u8>,
-    origin: &[u8],
-    f: &mut dyn FnMut(&B256, &[u8]) -> bool,
-) -> bool {
-    // A subtree whose path sorts before the origin's holds only smaller keys.
-    let below = |p: &[u8]| p < &origin[..p.len().min(origin.len())];
-    let Ok(node) = Node::decode(raw) else {
-        return true;
-    };
-    match node {
-        Node::Leaf { path, value } => {
-            let n = prefix.len();
-            prefix.extend_from_slice(path.as_slice());
-            let go = if prefix.len() == 64 && prefix.as_slice() >= origin {
-                let key: Vec<u8> = prefix.chunks(2).map(|c| (c[0] << 4) | c[1]).collect();
-                f(&B256::from_slice(&key), &value)
-            } else {
-                true
-            };
-            prefix.truncate(n);
-            go
-        }
-        Node::Extension { path, child } => {
-            let n = prefix.len();
-            prefix.extend_from_slice(path.as_slice());
-            let mut go = true;
-            if !below(prefix) && prefix.len() <= 64 {
-                if let Some(c) = resolve(store, &child) {
-                    go = walk(store, &c, prefix, origin, f);
-                }
-            }
-            prefix.truncate(n);
-            go
-        }
-        Node::Branch { children, .. } => {
-            for (i, c) in children.iter().enumerate() {
-                let Some(c) = c else { continue };
-                prefix.push(i as u8);
-                let mut go = true;
-                if !below(prefix) && prefix.len() <= 64 {
-                    if let Some(c) = resolve(store, c) {
-                        go = walk(store, &c, prefix, origin, f);
-                    }
-                }
-                prefix.pop();
-                if !go {
-                    return false;
-                }
-            }
-            true
-        }
-    }
-}
-
 impl StateView for TrieState<'_> {
     fn state_root(&self) -> B256 {
         self.root
     }
     fn node(&self, hash: &B256) -> Option<std::borrow::Cow<'_, [u8]>> {
-        self.store.node(hash).map(std::borrow::Cow::Borrowed)
+        self.store.node(hash)
     }
     fn leaves_from(
         &self,
@@ -236,7 +172,7 @@ impl StateView for TrieState<'_> {
             return;
         };
         let origin: Vec<u8> = origin.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
-        walk(self.store, raw, &mut Vec::with_capacity(64), &origin, f);
+        crate::eth::serve::walk_leaves(self.store, &raw, &mut Vec::with_capacity(64), &origin, f);
     }
 }
 
@@ -720,7 +656,11 @@ impl LiveChain {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    if let Some(n) = self.store.node(h).or(self.codes.get(h).map(|c| &c[..])) {
+                    if let Some(n) = self.store.node(h).or_else(|| {
+                        self.codes
+                            .get(h)
+                            .map(|c| std::borrow::Cow::Borrowed(&c[..]))
+                    }) {
                         size += n.len();
                         out.push(n.to_vec());
                     }

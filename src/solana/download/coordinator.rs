@@ -329,8 +329,10 @@ impl Coordinator {
                 }
             }
             Event::LocalWait { source } => {
-                if let Some(SourceState::Busy { last_bytes_ms, .. }) =
-                    self.sources.get_mut(source.0 as usize).map(|s| &mut s.state)
+                if let Some(SourceState::Busy { last_bytes_ms, .. }) = self
+                    .sources
+                    .get_mut(source.0 as usize)
+                    .map(|s| &mut s.state)
                 {
                     *last_bytes_ms = now_ms;
                 }

@@ -700,10 +700,17 @@ fn seed_1713846624039315080_a_source_is_not_blamed_for_our_own_disk_wait() {
             },
         );
         assert!(
-            acts.iter().any(|x| matches!(x, Action::Fetch { source, .. } if *source == a)),
+            acts.iter()
+                .any(|x| matches!(x, Action::Fetch { source, .. } if *source == a)),
             "{acts:?}"
         );
-        coord.handle(100, Event::Progress { source: a, bytes: 1 });
+        coord.handle(
+            100,
+            Event::Progress {
+                source: a,
+                bytes: 1,
+            },
+        );
         // Ten seconds in which no byte arrives: the fetch waits on our disk.
         let mut blamed = false;
         for t in (350..=10_100).step_by(250) {
