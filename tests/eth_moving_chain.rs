@@ -46,6 +46,16 @@ impl Serve {
     }
 
     fn start_with(accounts: u64, args: &[&str]) -> Serve {
+        match Serve::try_start(accounts, args) {
+            Ok(s) => s,
+            Err(why) => panic!("eth serve prints its enode: {why}"),
+        }
+    }
+
+    /// Start `eth serve`; when it ends before printing its address, the error is its
+    /// stderr (a port not yet released by a process just killed, say).
+    fn try_start(accounts: u64, args: &[&str]) -> Result<Serve, String> {
+        let errf = tempfile::NamedTempFile::new().expect("stderr file");
         let mut child = Command::new(BIN)
             .args(["eth", "serve", "--json"])
             .args(["--network-id", "779", "--generate-accounts"])
@@ -53,7 +63,7 @@ impl Serve {
             .args(["--generate-blocks", &GENERATED_BLOCKS.to_string()])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(errf.reopen().expect("stderr file"))
             .spawn()
             .expect("spawn eth serve");
         let out = BufReader::new(child.stdout.take().expect("stdout"));
@@ -73,11 +83,17 @@ impl Serve {
                 }
             }
         });
-        let info = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("eth serve prints its enode");
+        let info = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(info) => info,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let err = std::fs::read_to_string(errf.path()).unwrap_or_default();
+                return Err(format!("{e} ({status:?}): {}", err.trim()));
+            }
+        };
         assert_eq!(info["event"], "listening", "{info}");
-        Serve { child, info, heads }
+        Ok(Serve { child, info, heads })
     }
 
     fn enode(&self) -> &str {
@@ -378,7 +394,18 @@ fn a_lost_static_peer_is_dialed_again_when_it_comes_back() {
     // The peer goes away mid-sync, and comes back on the same address a second later.
     drop(first);
     std::thread::sleep(Duration::from_secs(1));
-    let second = Serve::start_with(20_000, &args);
+    // The address was released by a process just killed: a start that ends at once is
+    // tried again for a few seconds, and each failure says why.
+    let mut second = Serve::try_start(20_000, &args);
+    for _ in 0..5 {
+        match &second {
+            Ok(_) => break,
+            Err(why) => eprintln!("eth serve did not start on {listen} again yet: {why}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        second = Serve::try_start(20_000, &args);
+    }
+    let second = second.unwrap_or_else(|why| panic!("eth serve prints its enode: {why}"));
     assert_eq!(second.info["listen"].as_str(), Some(listen.as_str()));
     let mut stdout = child.0.stdout.take().unwrap();
     let mut out = Vec::new();
