@@ -279,6 +279,21 @@ impl<V: StateView + ?Sized> NodeSource for ViewNodes<'_, V> {
     }
 }
 
+/// Visit the leaves of the trie `trie_root` in `src` whose keys are at least `origin`, in
+/// order, until `f` asks to stop: [`StateView::leaves_from`] for a trie read node by node.
+pub fn leaves_from_source<S: NodeSource + ?Sized>(
+    src: &S,
+    trie_root: B256,
+    origin: &B256,
+    f: &mut dyn FnMut(&B256, &[u8]) -> bool,
+) {
+    let Some(raw) = src.node(&trie_root) else {
+        return;
+    };
+    let origin: Vec<u8> = origin.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
+    walk_leaves(src, &raw, &mut Vec::with_capacity(64), &origin, f);
+}
+
 /// Visit the leaves of `st` under the node `raw` (at nibble path `prefix`) whose keys are
 /// at least `origin` (64 nibbles), in order, reading hash-referenced children from `st`;
 /// false when `f` asked to stop. Recursion is bounded by the 64 nibbles of a key.

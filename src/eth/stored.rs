@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use alloy_primitives::B256;
 
 use crate::eth::export::ExportError;
-use crate::eth::serve::{walk_leaves, StateView, ViewNodes};
+use crate::eth::serve::{leaves_from_source, StateView, ViewNodes};
 use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::types::{Body, Header, Receipts};
 
@@ -66,17 +66,7 @@ impl StateView for StoredState {
         origin: &B256,
         f: &mut dyn FnMut(&B256, &[u8]) -> bool,
     ) {
-        let Some(raw) = self.node(&trie_root) else {
-            return;
-        };
-        let origin: Vec<u8> = origin.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
-        walk_leaves(
-            &ViewNodes(self),
-            &raw,
-            &mut Vec::with_capacity(64),
-            &origin,
-            f,
-        );
+        leaves_from_source(&ViewNodes(self), trie_root, origin, f);
     }
 }
 

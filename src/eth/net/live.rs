@@ -168,11 +168,7 @@ impl StateView for TrieState<'_> {
         origin: &B256,
         f: &mut dyn FnMut(&B256, &[u8]) -> bool,
     ) {
-        let Some(raw) = self.store.node(&trie_root) else {
-            return;
-        };
-        let origin: Vec<u8> = origin.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
-        crate::eth::serve::walk_leaves(self.store, &raw, &mut Vec::with_capacity(64), &origin, f);
+        crate::eth::serve::leaves_from_source(self.store, trie_root, origin, f);
     }
 }
 

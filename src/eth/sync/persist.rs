@@ -233,17 +233,7 @@ impl DiskStore {
     /// damaged record gives one error naming the segment and offset); records under the
     /// checkpoint are verified when read. Nothing of the records is kept in memory.
     pub async fn open_with(dir: &Path, budget: StoreBudget) -> Result<DiskStore, PersistError> {
-        let d = dir.display().to_string();
-        let disk = Store::open(dir.join("store"), Self::store_options_within(budget))
-            .await
-            .map_err(|source| PersistError::Store {
-                dir: d.clone(),
-                source,
-            })?;
-        let journal = Journal::open(dir, "ethsync").map_err(|source| PersistError::Journal {
-            dir: d.clone(),
-            source,
-        })?;
+        let (d, disk, journal) = Self::open_parts(dir, Self::store_options_within(budget)).await?;
         // Counts and header keys come from the store's index, without reading records.
         // A record that does not decode is reported when it is read.
         let loaded: u64 = KINDS.iter().map(|k| disk.len_of_kind(*k) as u64).sum();
@@ -275,11 +265,13 @@ impl DiskStore {
         })
     }
 
-    /// Read everything stored in `dir` into memory (for tools over a finished data
-    /// directory and tests; a sync never does this).
-    pub async fn load_all(dir: &Path) -> Result<MemStore, PersistError> {
+    /// The store and journal of `dir`, each error naming the directory.
+    async fn open_parts(
+        dir: &Path,
+        opts: StoreOptions,
+    ) -> Result<(String, Store, Journal), PersistError> {
         let d = dir.display().to_string();
-        let disk = Store::open(dir.join("store"), Self::store_options())
+        let disk = Store::open(dir.join("store"), opts)
             .await
             .map_err(|source| PersistError::Store {
                 dir: d.clone(),
@@ -289,6 +281,13 @@ impl DiskStore {
             dir: d.clone(),
             source,
         })?;
+        Ok((d, disk, journal))
+    }
+
+    /// Read everything stored in `dir` into memory (for tools over a finished data
+    /// directory and tests; a sync never does this).
+    pub async fn load_all(dir: &Path) -> Result<MemStore, PersistError> {
+        let (d, disk, journal) = Self::open_parts(dir, Self::store_options()).await?;
         let mut mem = MemStore::default();
         {
             let mut scan = disk.scan_all();
