@@ -3,7 +3,7 @@
 //! beside the keccak-only ceiling of the same bytes measured in the same run.
 //!
 //! `cargo bench --bench ethsync` (set `ETHSYNC_BENCH_ACCOUNTS` / `ETHSYNC_BENCH_BLOCKS`
-//! to change the sizes).
+//! to change the sizes; `ETHSYNC_BENCH_MODE=fast|snap` runs one state mode).
 
 use std::time::Instant;
 
@@ -33,7 +33,11 @@ fn keccak_rate(items: &[Vec<u8>]) -> f64 {
 fn main() {
     let accounts = env_u64("ETHSYNC_BENCH_ACCOUNTS", 200_000);
     let blocks = env_u64("ETHSYNC_BENCH_BLOCKS", 50_000);
+    let only = std::env::var("ETHSYNC_BENCH_MODE").ok();
     for mode in [SyncMode::Fast, SyncMode::Snap] {
+        if only.as_deref().is_some_and(|m| m != mode.name()) {
+            continue;
+        }
         // State: a large state, a short chain, one shard.
         let mut cfg = SimConfig {
             peers: 8,
