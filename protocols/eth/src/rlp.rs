@@ -118,6 +118,7 @@ pub struct Item<'a> {
 
 /// Parse the item at the start of `buf` (whose first byte sits at absolute `offset`).
 /// Returns the item and the number of bytes it spans.
+#[inline]
 pub fn parse_item(buf: &[u8], offset: usize) -> Result<Item<'_>, RlpError> {
     let first = *buf.first().ok_or(RlpError::Empty { offset })?;
     let (is_list, header_len, payload_len) = match first {
@@ -169,6 +170,7 @@ pub fn parse_item(buf: &[u8], offset: usize) -> Result<Item<'_>, RlpError> {
     })
 }
 
+#[inline]
 fn read_long_len(buf: &[u8], n: usize, offset: usize) -> Result<usize, RlpError> {
     if buf.len() < 1 + n {
         return Err(RlpError::Truncated {
@@ -203,6 +205,7 @@ fn read_long_len(buf: &[u8], n: usize, offset: usize) -> Result<usize, RlpError>
 }
 
 /// Parse exactly one item spanning all of `buf`.
+#[inline]
 pub fn parse_exact(buf: &[u8]) -> Result<Item<'_>, RlpError> {
     let item = parse_item(buf, 0)?;
     if item.raw.len() != buf.len() {
@@ -216,6 +219,7 @@ pub fn parse_exact(buf: &[u8]) -> Result<Item<'_>, RlpError> {
 
 impl<'a> Item<'a> {
     /// The payload of a string item; an error if this is a list.
+    #[inline]
     pub fn bytes(&self) -> Result<&'a [u8], RlpError> {
         if self.is_list {
             return Err(RlpError::ExpectedString {
@@ -226,6 +230,7 @@ impl<'a> Item<'a> {
     }
 
     /// A reader over the items of a list; an error if this is a string.
+    #[inline]
     pub fn list(&self) -> Result<Reader<'a>, RlpError> {
         if !self.is_list {
             return Err(RlpError::ExpectedList {
@@ -336,6 +341,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
@@ -346,6 +352,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next item, or `None` at the end of the list.
+    #[inline]
     pub fn next_opt(&mut self) -> Result<Option<Item<'a>>, RlpError> {
         if self.is_empty() {
             return Ok(None);
@@ -358,6 +365,7 @@ impl<'a> Reader<'a> {
 
     /// The next item; an error naming the missing index if the list has ended.
     #[allow(clippy::should_implement_trait)]
+    #[inline]
     pub fn next(&mut self) -> Result<Item<'a>, RlpError> {
         let index = self.index;
         self.next_opt()?.ok_or(RlpError::MissingItem {

@@ -599,11 +599,15 @@ impl SyncStore for DiskStore {
         self.value(KIND_NODE, hash, hash.as_slice())
     }
     fn put_node(&mut self, hash: B256, rlp: &[u8]) {
+        self.put_new_node(hash, rlp);
+    }
+    fn put_new_node(&mut self, hash: B256, rlp: &[u8]) -> bool {
         // Content-addressed: written once.
         if self.has_node(&hash) {
-            return;
+            return false;
         }
         self.queue(KIND_NODE, hash, hash.to_vec(), rlp.to_vec(), false);
+        true
     }
     fn has_code(&self, hash: &B256) -> bool {
         self.has(KIND_CODE, hash, hash.as_slice())

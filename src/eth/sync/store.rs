@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use alloy_primitives::map::B256Map;
 use alloy_primitives::B256;
 
 use super::types::{Body, Header, Receipts};
@@ -25,6 +26,14 @@ pub trait SyncStore {
     fn has_node(&self, hash: &B256) -> bool;
     fn get_node(&self, hash: &B256) -> Option<Vec<u8>>;
     fn put_node(&mut self, hash: B256, rlp: &[u8]);
+    /// Store a node unless it is stored already; whether it was new.
+    fn put_new_node(&mut self, hash: B256, rlp: &[u8]) -> bool {
+        if self.has_node(&hash) {
+            return false;
+        }
+        self.put_node(hash, rlp);
+        true
+    }
     fn has_code(&self, hash: &B256) -> bool;
     fn put_code(&mut self, hash: B256, code: &[u8]);
     fn put_header(&mut self, header: &Header);
@@ -69,8 +78,9 @@ pub trait SyncStore {
 /// An in-memory store with write counters.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    pub nodes: HashMap<B256, Vec<u8>>,
-    pub codes: HashMap<B256, Vec<u8>>,
+    /// Keyed by keccak hashes: hashed by their own bytes, not by SipHash.
+    pub nodes: B256Map<Vec<u8>>,
+    pub codes: B256Map<Vec<u8>>,
     pub headers: BTreeMap<u64, Header>,
     pub bodies: BTreeMap<u64, Body>,
     pub receipts: BTreeMap<u64, Receipts>,
@@ -95,6 +105,15 @@ impl SyncStore for MemStore {
     fn put_node(&mut self, hash: B256, rlp: &[u8]) {
         if self.nodes.insert(hash, rlp.to_vec()).is_some() {
             self.duplicate_writes += 1;
+        }
+    }
+    fn put_new_node(&mut self, hash: B256, rlp: &[u8]) -> bool {
+        match self.nodes.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(rlp.to_vec());
+                true
+            }
         }
     }
     fn has_code(&self, hash: &B256) -> bool {

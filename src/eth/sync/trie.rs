@@ -4,7 +4,7 @@
 
 use thiserror::Error;
 
-use catchup_eth::rlp::RlpError;
+use catchup_eth::rlp::{parse_exact, Item, RlpError};
 pub use catchup_eth::trie::{
     build_node, build_root, nibble, prove, Nibbles, Node, NodeRef, NodeSource,
 };
@@ -28,6 +28,161 @@ pub fn decode_node(buf: &[u8]) -> Result<Node, TrieError> {
         return Err(TrieError::TooLarge(buf.len()));
     }
     Ok(Node::decode(buf)?)
+}
+
+/// A child reference read in place from a node's RLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildView<'a> {
+    Hash(&'a [u8; 32]),
+    /// The child's own RLP (shorter than 32 bytes).
+    Embedded(&'a [u8]),
+}
+
+/// A checked hex-prefix path, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathView<'a>(&'a [u8]);
+
+impl PathView<'_> {
+    /// Its length in nibbles.
+    pub fn len(&self) -> usize {
+        self.0.len() * 2 - if self.0[0] & 0x10 != 0 { 1 } else { 2 }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Append its nibbles to `out`.
+    pub fn push_to(&self, out: &mut Vec<u8>) {
+        if self.0[0] & 0x10 != 0 {
+            out.push(self.0[0] & 0x0f);
+        }
+        for b in &self.0[1..] {
+            out.push(b >> 4);
+            out.push(b & 0x0f);
+        }
+    }
+}
+
+/// A trie node read in place: what the state walk needs of a node (its children, its
+/// leaf), without copying it. It accepts exactly what [`decode_node`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeView<'a> {
+    Branch([Option<ChildView<'a>>; 16]),
+    Extension {
+        path: PathView<'a>,
+        child: ChildView<'a>,
+    },
+    Leaf {
+        path: PathView<'a>,
+        value: &'a [u8],
+    },
+}
+
+fn child_view<'a>(item: &Item<'a>) -> Result<Option<ChildView<'a>>, RlpError> {
+    if item.is_list {
+        if item.raw.len() >= 32 {
+            return Err(RlpError::Invalid {
+                offset: item.offset,
+                what: "embedded child node of 32 bytes or more",
+            });
+        }
+        return Ok(Some(ChildView::Embedded(item.raw)));
+    }
+    match <&[u8; 32]>::try_from(item.payload) {
+        Ok(h) => Ok(Some(ChildView::Hash(h))),
+        Err(_) if item.payload.is_empty() => Ok(None),
+        Err(_) => Err(RlpError::Invalid {
+            offset: item.offset,
+            what: "child reference is neither empty, a 32-byte hash nor a list",
+        }),
+    }
+}
+
+fn path_view<'a>(item: &Item<'a>) -> Result<(PathView<'a>, bool), RlpError> {
+    let buf = item.bytes()?;
+    let offset = item.offset;
+    let first = *buf.first().ok_or(RlpError::Invalid {
+        offset,
+        what: "empty hex-prefix path",
+    })?;
+    let flag = first >> 4;
+    if flag > 3 {
+        return Err(RlpError::Invalid {
+            offset,
+            what: "hex-prefix flag above 3",
+        });
+    }
+    if flag & 1 == 0 && first & 0x0f != 0 {
+        return Err(RlpError::Invalid {
+            offset,
+            what: "hex-prefix padding nibble is not zero",
+        });
+    }
+    let path = PathView(buf);
+    if path.len() > catchup_eth::trie::MAX_PATH_NIBBLES {
+        return Err(RlpError::TooLong {
+            offset,
+            len: path.len(),
+            limit: catchup_eth::trie::MAX_PATH_NIBBLES,
+        });
+    }
+    Ok((path, flag & 2 != 0))
+}
+
+impl<'a> NodeView<'a> {
+    /// Read a node of at most [`MAX_NODE_BYTES`].
+    pub fn parse(buf: &'a [u8]) -> Result<NodeView<'a>, TrieError> {
+        if buf.len() > MAX_NODE_BYTES {
+            return Err(TrieError::TooLarge(buf.len()));
+        }
+        let item = parse_exact(buf)?;
+        let mut r = item.list()?;
+        // One pass over the items: a node is 2 or 17 of them.
+        let mut items: [Option<Item<'a>>; 17] = [None; 17];
+        let mut count = 0;
+        while let Some(i) = r.next_opt()? {
+            if count < 17 {
+                items[count] = Some(i);
+            }
+            count += 1;
+        }
+        match (count, items) {
+            (17, items) => {
+                let mut children = [None; 16];
+                for (c, i) in children.iter_mut().zip(items.iter().flatten()) {
+                    *c = child_view(i)?;
+                }
+                items[16].as_ref().map(Item::bytes).transpose()?;
+                Ok(NodeView::Branch(children))
+            }
+            (2, [Some(p), Some(second), ..]) => {
+                let (path, leaf) = path_view(&p)?;
+                if leaf {
+                    return Ok(NodeView::Leaf {
+                        path,
+                        value: second.bytes()?,
+                    });
+                }
+                if path.is_empty() {
+                    return Err(RlpError::Invalid {
+                        offset: p.offset,
+                        what: "extension node with an empty path",
+                    }
+                    .into());
+                }
+                let child = child_view(&second)?.ok_or(RlpError::Invalid {
+                    offset: second.offset,
+                    what: "extension node without a child",
+                })?;
+                Ok(NodeView::Extension { path, child })
+            }
+            _ => Err(RlpError::WrongItemCount {
+                offset: item.offset,
+                count,
+                expected: "2 or 17",
+            }
+            .into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +211,58 @@ mod tests {
             nodes.insert(h, r.to_vec());
         });
         (e, nodes, root)
+    }
+
+    fn same_reading(buf: &[u8]) {
+        let view = NodeView::parse(buf);
+        let node = decode_node(buf);
+        assert_eq!(
+            view.is_ok(),
+            node.is_ok(),
+            "{buf:02x?}: {view:?} / {node:?}"
+        );
+        let (Ok(view), Ok(node)) = (view, node) else {
+            return;
+        };
+        let child = |c: &Option<ChildView<'_>>| match c {
+            None => None,
+            Some(ChildView::Hash(h)) => Some(NodeRef::Hash(B256::from(**h))),
+            Some(ChildView::Embedded(r)) => {
+                Some(NodeRef::Embedded(catchup_eth::Bytes::copy_from_slice(r)))
+            }
+        };
+        let nibbles = |p: &PathView<'_>| {
+            let mut v = Vec::new();
+            p.push_to(&mut v);
+            assert_eq!(v.len(), p.len());
+            Nibbles(v)
+        };
+        match (view, node) {
+            (NodeView::Branch(cs), Node::Branch { children, .. }) => {
+                for (a, b) in cs.iter().zip(children.iter()) {
+                    assert_eq!(child(a), *b);
+                }
+            }
+            (NodeView::Extension { path, child: c }, Node::Extension { path: p, child: d }) => {
+                assert_eq!(nibbles(&path), p);
+                assert_eq!(child(&Some(c)), Some(d));
+            }
+            (NodeView::Leaf { path, value }, Node::Leaf { path: p, value: v }) => {
+                assert_eq!(nibbles(&path), p);
+                assert_eq!(value, &v[..]);
+            }
+            (a, b) => panic!("{a:?} read as {b:?}"),
+        }
+    }
+
+    #[test]
+    fn node_view_reads_every_node_of_a_trie_like_the_decoder() {
+        for seed in 0..4 {
+            let (_, nodes, _) = make(500, seed);
+            for raw in nodes.values() {
+                same_reading(raw);
+            }
+        }
     }
 
     #[test]
@@ -144,6 +351,28 @@ mod tests {
         #[test]
         fn node_decoder_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode_node(&data);
+        }
+
+        /// The in-place reader accepts exactly what the decoder accepts, and reads the
+        /// same children, paths and values: on random bytes, and on real nodes with one
+        /// byte changed.
+        #[test]
+        fn node_view_agrees_with_the_decoder(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            seed in 0u8..8,
+            pick in any::<usize>(),
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let (_, nodes, _) = make(40, seed);
+            let mut real: Vec<&Vec<u8>> = nodes.values().collect();
+            real.sort();
+            let mut changed = real[pick % real.len()].clone();
+            let i = at % changed.len();
+            changed[i] = byte;
+            for buf in [&data, real[pick % real.len()], &changed] {
+                same_reading(buf);
+            }
         }
 
     }

@@ -4,11 +4,17 @@
 
 use alloy_primitives::{keccak256, B256};
 
-use super::{owner_of_path, Action, Engine, NodeTask, Pending, ShardId, ShardMsg, StatePhase};
+use super::{
+    owner_of_path, Action, Engine, NodeTask, Pending, ShardId, ShardMsg, StatePhase, TaskPath,
+};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
-use crate::eth::sync::trie::{self, Node, NodeRef};
+use crate::eth::sync::trie::{ChildView, NodeView};
 use crate::eth::sync::types::{AccountView, Request, TriePath};
+
+/// Nodes one stored node may expand into, itself and its embedded children: a node is at
+/// most 16 children, each embedded one shorter than 32 bytes.
+const EXPAND_BUDGET: u32 = 64;
 
 impl Engine {
     pub(super) fn start_walk(
@@ -38,7 +44,7 @@ impl Engine {
             if let Some(p) = &self.pivot {
                 let t = NodeTask {
                     hash: p.state_root,
-                    path: vec![],
+                    path: TaskPath::EMPTY,
                     account: None,
                     code: false,
                 };
@@ -56,7 +62,7 @@ impl Engine {
     fn task_owner(&self, t: &NodeTask) -> ShardId {
         match t.account {
             Some(a) => catchup_shards::ownership::owner_of_trie_key(&a.0, self.shards).0,
-            None => owner_of_path(&t.path, self.shards),
+            None => owner_of_path(t.path.as_slice(), self.shards),
         }
     }
 
@@ -89,128 +95,141 @@ impl Engine {
         {
             return;
         }
-        if self.pending.contains(&(t.hash, t.code)) {
+        // Queued or in flight already? (One probe: most items visited are new.)
+        let key = (t.hash, t.code);
+        if !self.pending.insert(key) {
             return;
         }
         self.progress.state_nodes_visited += 1;
         if !t.code && self.complete.contains(&t.hash) && store.has_node(&t.hash) {
             // Built here from whole verified ranges with all its storage and codes.
+            self.pending.remove(&key);
             return;
         }
         if t.code {
-            if !store.has_code(&t.hash) {
-                self.pending.insert((t.hash, true));
+            if store.has_code(&t.hash) {
+                self.pending.remove(&key);
+            } else {
                 self.node_queue.push_back(t);
             }
             return;
         }
         match store.get_node(&t.hash) {
-            Some(raw) => match trie::decode_node(&raw) {
-                Ok(node) => self.expand(node, &t.path, t.account, store),
-                // Stored nodes were checked when stored: the round cannot vouch for
-                // what is below this one.
-                Err(_) => self.round_lossy = true,
-            },
-            None => {
-                self.pending.insert((t.hash, false));
-                self.node_queue.push_back(t);
+            Some(raw) => {
+                self.pending.remove(&key);
+                match NodeView::parse(&raw) {
+                    Ok(node) => {
+                        let mut path = t.path.as_slice().to_vec();
+                        self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET })
+                    }
+                    // Stored nodes were checked when stored: the round cannot vouch for
+                    // what is below this one.
+                    Err(_) => self.round_lossy = true,
+                }
             }
+            None => self.node_queue.push_back(t),
         }
     }
 
     /// Route the children of `node` (at `path`; in the storage trie of `account`, or the
-    /// account trie), and the storage tries and codes its account leaves name.
+    /// account trie), and the storage tries and codes its account leaves name. The node
+    /// is read in place; `path` is a scratch buffer, returned as it came.
     fn expand(
         &mut self,
-        node: Node,
-        path: &[u8],
+        node: NodeView<'_>,
+        path: &mut Vec<u8>,
         account: Option<B256>,
         store: &mut dyn SyncStore,
+        budget: &mut u32,
     ) {
-        let mut stack: Vec<(Node, Vec<u8>)> = Vec::new();
-        let mut node = Some((node, path.to_vec()));
-        let mut guard = 0;
-        while let Some((node_now, path)) = node.take().or_else(|| stack.pop()) {
-            guard += 1;
-            if guard > 64 {
-                self.round_lossy = true;
-                break;
+        // Embedded children are expanded in place; a node holds at most a few of them.
+        if *budget == 0 {
+            self.round_lossy = true;
+            return;
+        }
+        *budget -= 1;
+        match node {
+            NodeView::Branch(children) => {
+                for (i, c) in children.iter().enumerate() {
+                    let Some(c) = c else { continue };
+                    path.push(i as u8);
+                    self.child(*c, path, account, store, budget);
+                    path.pop();
+                }
             }
-            let mut child =
-                |c: NodeRef, p: Vec<u8>, stack: &mut Vec<(Node, Vec<u8>)>, me: &mut Engine| match c
-                {
-                    NodeRef::Hash(h) => me.route(
+            NodeView::Extension { path: ext, child } => {
+                let at = path.len();
+                ext.push_to(path);
+                self.child(child, path, account, store, budget);
+                path.truncate(at);
+            }
+            NodeView::Leaf { path: rest, value } => {
+                if account.is_some() || path.len() + rest.len() != 64 {
+                    return;
+                }
+                let at = path.len();
+                rest.push_to(path);
+                let mut key = [0u8; 32];
+                for (i, n) in path.iter().enumerate() {
+                    key[i / 2] |= (n & 0x0f) << (4 * (1 - i % 2));
+                }
+                path.truncate(at);
+                let Ok(acc) = AccountView::decode(value) else {
+                    return;
+                };
+                let a = B256::from(key);
+                if acc.has_storage() {
+                    self.route(
                         NodeTask {
-                            hash: h,
-                            path: p,
-                            account,
+                            hash: acc.storage_root,
+                            path: TaskPath::EMPTY,
+                            account: Some(a),
                             code: false,
                         },
                         store,
-                    ),
-                    NodeRef::Embedded(r) => match trie::decode_node(&r) {
-                        Ok(n) => stack.push((n, p)),
-                        Err(_) => me.round_lossy = true,
-                    },
-                };
-            match node_now {
-                Node::Branch { children, .. } => {
-                    for (i, c) in children.into_iter().enumerate() {
-                        let Some(c) = c else { continue };
-                        let mut p = Vec::with_capacity(path.len() + 1);
-                        p.extend_from_slice(&path);
-                        p.push(i as u8);
-                        child(c, p, &mut stack, self);
-                    }
+                    );
                 }
-                Node::Extension {
-                    path: ext,
-                    child: c,
-                } => {
-                    let mut p = Vec::with_capacity(path.len() + ext.0.len());
-                    p.extend_from_slice(&path);
-                    p.extend_from_slice(&ext.0);
-                    child(c, p, &mut stack, self);
-                }
-                Node::Leaf { path: rest, value } => {
-                    if account.is_some() {
-                        continue;
-                    }
-                    if path.len() + rest.0.len() != 64 {
-                        continue;
-                    }
-                    let mut key = [0u8; 32];
-                    for (i, n) in path.iter().chain(rest.0.iter()).enumerate() {
-                        key[i / 2] |= (n & 0x0f) << (4 * (1 - i % 2));
-                    }
-                    let Ok(acc) = AccountView::decode(&value) else {
-                        continue;
-                    };
-                    let a = B256::from(key);
-                    if acc.has_storage() {
-                        self.route(
-                            NodeTask {
-                                hash: acc.storage_root,
-                                path: vec![],
-                                account: Some(a),
-                                code: false,
-                            },
-                            store,
-                        );
-                    }
-                    if acc.has_code() {
-                        self.route(
-                            NodeTask {
-                                hash: acc.code_hash,
-                                path: vec![],
-                                account: Some(a),
-                                code: true,
-                            },
-                            store,
-                        );
-                    }
+                if acc.has_code() {
+                    self.route(
+                        NodeTask {
+                            hash: acc.code_hash,
+                            path: TaskPath::EMPTY,
+                            account: Some(a),
+                            code: true,
+                        },
+                        store,
+                    );
                 }
             }
+        }
+    }
+
+    fn child(
+        &mut self,
+        c: ChildView<'_>,
+        path: &mut Vec<u8>,
+        account: Option<B256>,
+        store: &mut dyn SyncStore,
+        budget: &mut u32,
+    ) {
+        match c {
+            ChildView::Hash(h) => match TaskPath::new(path) {
+                Some(path) => self.route(
+                    NodeTask {
+                        hash: B256::from(*h),
+                        path,
+                        account,
+                        code: false,
+                    },
+                    store,
+                ),
+                // Deeper than a key: not a node of a state or storage trie.
+                None => self.round_lossy = true,
+            },
+            ChildView::Embedded(raw) => match NodeView::parse(raw) {
+                Ok(n) => self.expand(n, path, account, store, budget),
+                Err(_) => self.round_lossy = true,
+            },
         }
     }
 
@@ -263,7 +282,7 @@ impl Engine {
                         .iter()
                         .map(|t| TriePath {
                             account: t.account,
-                            path: t.path.clone(),
+                            path: t.path.as_slice().to_vec(),
                         })
                         .collect();
                     Request::TrieNodes {
@@ -294,7 +313,8 @@ impl Engine {
         }
         let mut delivered = vec![false; tasks.len()];
         let mut matched = Vec::with_capacity(nodes.len());
-        let mut decoded = Vec::with_capacity(nodes.len());
+        let mut views = Vec::with_capacity(nodes.len());
+        // Every node is checked (hash, then form) before any is stored.
         for (i, n) in nodes.iter().enumerate() {
             let h = keccak256(n);
             let idx = if positional || tasks[i].hash == h && !delivered[i] {
@@ -308,10 +328,10 @@ impl Engine {
             };
             let Some(j) = idx else { return Err(tasks) };
             if tasks[j].code {
-                decoded.push(None);
+                views.push(None);
             } else {
-                match trie::decode_node(n) {
-                    Ok(node) => decoded.push(Some(node)),
+                match NodeView::parse(n) {
+                    Ok(v) => views.push(Some(v)),
                     Err(_) => return Err(tasks),
                 }
             }
@@ -319,7 +339,8 @@ impl Engine {
             matched.push(j);
         }
         let any = !matched.is_empty();
-        for ((&j, raw), node) in matched.iter().zip(nodes.iter()).zip(decoded) {
+        let mut path = Vec::with_capacity(64);
+        for ((&j, raw), view) in matched.iter().zip(nodes.iter()).zip(views) {
             let t = &tasks[j];
             self.round_fetched += 1;
             self.pending.remove(&(t.hash, t.code));
@@ -334,15 +355,15 @@ impl Engine {
                     self.progress.refetched_items += 1;
                 }
             } else {
-                if !store.has_node(&t.hash) {
-                    store.put_node(t.hash, raw);
+                if store.put_new_node(t.hash, raw) {
                     self.progress.state_nodes_downloaded += 1;
                 } else {
                     self.progress.refetched_items += 1;
                 }
-                if let Some(node) = node {
-                    let (path, account) = (t.path.clone(), t.account);
-                    self.expand(node, &path, account, store);
+                if let Some(node) = view {
+                    path.clear();
+                    path.extend_from_slice(t.path.as_slice());
+                    self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET });
                 }
             }
         }

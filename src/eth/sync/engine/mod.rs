@@ -43,6 +43,36 @@ use snap::{AccountRangeTask, StorageAcc, StorageTasks};
 /// A shard index.
 pub type ShardId = usize;
 
+/// State items of a walk round queued or in flight, by hash: trie nodes and codes apart.
+/// Keys are keccak hashes, so the sets hash them by their own bytes
+/// (`alloy_primitives::map::B256Set`), not by SipHash.
+#[derive(Debug, Default)]
+pub(crate) struct PendingItems {
+    nodes: alloy_primitives::map::B256Set,
+    codes: alloy_primitives::map::B256Set,
+}
+
+impl PendingItems {
+    fn set_mut(&mut self, code: bool) -> &mut alloy_primitives::map::B256Set {
+        if code {
+            &mut self.codes
+        } else {
+            &mut self.nodes
+        }
+    }
+    /// Whether it was not there.
+    pub(crate) fn insert(&mut self, (hash, code): (B256, bool)) -> bool {
+        self.set_mut(code).insert(hash)
+    }
+    pub(crate) fn remove(&mut self, (hash, code): &(B256, bool)) -> bool {
+        self.set_mut(*code).remove(hash)
+    }
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+        self.codes.clear();
+    }
+}
+
 /// The shard that owns a trie path: the runtime's trie map, which cuts the key space at
 /// its first 1–3 nibbles (as finely as the shard count needs for balance), so every
 /// subtree under such a prefix (and the storage tries and codes of its accounts) lives on
@@ -105,12 +135,43 @@ pub enum Action {
     Failed(String),
 }
 
+/// The nibble path of a trie node in the state or a storage trie: at most 64 nibbles,
+/// kept inline (the walk makes one per node it routes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TaskPath {
+    len: u8,
+    nibbles: [u8; 64],
+}
+
+impl TaskPath {
+    pub const EMPTY: TaskPath = TaskPath {
+        len: 0,
+        nibbles: [0; 64],
+    };
+    /// `None` when longer than a key (no node of a state or storage trie is).
+    pub fn new(nibbles: &[u8]) -> Option<TaskPath> {
+        let mut p = TaskPath::EMPTY;
+        p.nibbles.get_mut(..nibbles.len())?.copy_from_slice(nibbles);
+        p.len = nibbles.len() as u8;
+        Some(p)
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.nibbles[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for TaskPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
+
 /// A state item to visit: a trie node (account trie, or the storage trie of `account`) or
 /// a contract code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeTask {
     pub hash: B256,
-    pub path: Vec<u8>,
+    pub path: TaskPath,
     pub account: Option<B256>,
     pub code: bool,
 }
@@ -235,7 +296,7 @@ pub struct Engine {
     waiting: Option<String>,
     round: u32,
     /// State items of this walk round queued or in flight (trie nodes, and codes).
-    pending: alloy_primitives::map::HashSet<(B256, bool)>,
+    pending: PendingItems,
     /// Something of this walk round was dropped unvisited: the round cannot end the walk
     /// unless it fetched nothing.
     round_lossy: bool,
@@ -244,7 +305,7 @@ pub struct Engine {
     /// Subtries of the account trie this shard built from ranges it fetched whole in this
     /// run, with every account's storage trie built and code stored: complete by
     /// construction, so the heal walk does not walk them again.
-    complete: alloy_primitives::map::HashSet<B256>,
+    complete: alloy_primitives::map::B256Set,
     /// This run fetched all of this shard's snap ranges from an empty start, and no
     /// storage trie was left to the heal (what `complete` needs).
     ranges_clean: bool,
@@ -621,7 +682,7 @@ impl Engine {
                     for h in hashes {
                         self.node_queue.push_back(NodeTask {
                             hash: h,
-                            path: vec![],
+                            path: TaskPath::EMPTY,
                             account: None,
                             code: true,
                         });

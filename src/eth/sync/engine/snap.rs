@@ -577,7 +577,7 @@ impl Engine {
                 if self.phase == StatePhase::Walk {
                     self.node_queue.push_back(NodeTask {
                         hash: h,
-                        path: vec![],
+                        path: super::TaskPath::EMPTY,
                         account: None,
                         code: true,
                     });
