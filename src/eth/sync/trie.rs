@@ -62,6 +62,75 @@ impl PathView<'_> {
     }
 }
 
+/// The nibble path of a trie node in the state or a storage trie: at most 64 nibbles,
+/// kept inline (the walk makes one per node it routes, and copies it whole).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TaskPath {
+    len: u8,
+    nibbles: [u8; 64],
+}
+
+impl TaskPath {
+    pub const EMPTY: TaskPath = TaskPath {
+        len: 0,
+        nibbles: [0; 64],
+    };
+    /// `None` when longer than a key (no node of a state or storage trie is).
+    pub fn new(nibbles: &[u8]) -> Option<TaskPath> {
+        let mut p = TaskPath::EMPTY;
+        p.nibbles.get_mut(..nibbles.len())?.copy_from_slice(nibbles);
+        p.len = nibbles.len() as u8;
+        Some(p)
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.nibbles[..self.len as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Append a nibble; `false` (and unchanged) when the path is a whole key already.
+    pub fn push(&mut self, nibble: u8) -> bool {
+        let Some(slot) = self.nibbles.get_mut(self.len as usize) else {
+            return false;
+        };
+        *slot = nibble;
+        self.len += 1;
+        true
+    }
+    /// Append a node's path; `false` (and unchanged) when it would pass 64 nibbles.
+    pub fn extend(&mut self, p: &PathView<'_>) -> bool {
+        if self.len() + p.len() > 64 {
+            return false;
+        }
+        let mut at = self.len as usize;
+        let mut put = |n: u8| {
+            self.nibbles[at] = n;
+            at += 1;
+        };
+        if p.0[0] & 0x10 != 0 {
+            put(p.0[0] & 0x0f);
+        }
+        for b in &p.0[1..] {
+            put(b >> 4);
+            put(b & 0x0f);
+        }
+        self.len = at as u8;
+        true
+    }
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len as u8);
+    }
+}
+
+impl std::fmt::Debug for TaskPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
+
 /// A trie node read in place: what the state walk needs of a node (its children, its
 /// leaf), without copying it. It accepts exactly what [`decode_node`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +322,37 @@ mod tests {
             }
             (a, b) => panic!("{a:?} read as {b:?}"),
         }
+    }
+
+    #[test]
+    fn task_paths_hold_at_most_a_key() {
+        let (_, nodes, _) = make(300, 3);
+        let mut p = TaskPath::EMPTY;
+        for raw in nodes.values() {
+            let (NodeView::Leaf { path, .. } | NodeView::Extension { path, .. }) =
+                NodeView::parse(raw).unwrap()
+            else {
+                continue;
+            };
+            let mut q = p;
+            let mut want = p.as_slice().to_vec();
+            path.push_to(&mut want);
+            assert_eq!(q.extend(&path), want.len() <= 64);
+            if want.len() <= 64 {
+                assert_eq!(q.as_slice(), &want[..]);
+                p = q;
+            } else {
+                assert_eq!(q, p);
+            }
+        }
+        let mut full = TaskPath::new(&[7; 64]).unwrap();
+        assert!(!full.push(1));
+        assert_eq!(full.len(), 64);
+        assert!(TaskPath::new(&[7; 65]).is_none());
+        full.truncate(3);
+        assert_eq!(full.as_slice(), &[7, 7, 7]);
+        assert!(full.push(2));
+        assert_eq!(full.as_slice(), &[7, 7, 7, 2]);
     }
 
     #[test]

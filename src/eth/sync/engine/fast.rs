@@ -119,8 +119,8 @@ impl Engine {
                 self.pending.remove(&key);
                 match NodeView::parse(&raw) {
                     Ok(node) => {
-                        let mut path = t.path.as_slice().to_vec();
-                        self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET })
+                        let mut path = t.path;
+                        self.expand(&node, &mut path, t.account, store, &mut { EXPAND_BUDGET })
                     }
                     // Stored nodes were checked when stored: the round cannot vouch for
                     // what is below this one.
@@ -136,8 +136,8 @@ impl Engine {
     /// is read in place; `path` is a scratch buffer, returned as it came.
     fn expand(
         &mut self,
-        node: NodeView<'_>,
-        path: &mut Vec<u8>,
+        node: &NodeView<'_>,
+        path: &mut TaskPath,
         account: Option<B256>,
         store: &mut dyn SyncStore,
         budget: &mut u32,
@@ -148,29 +148,34 @@ impl Engine {
             return;
         }
         *budget -= 1;
+        let at = path.len();
         match node {
             NodeView::Branch(children) => {
                 for (i, c) in children.iter().enumerate() {
                     let Some(c) = c else { continue };
-                    path.push(i as u8);
-                    self.child(*c, path, account, store, budget);
-                    path.pop();
+                    if path.push(i as u8) {
+                        self.child(c, path, account, store, budget);
+                        path.truncate(at);
+                    } else {
+                        // Deeper than a key: not a node of a state or storage trie.
+                        self.round_lossy = true;
+                    }
                 }
             }
             NodeView::Extension { path: ext, child } => {
-                let at = path.len();
-                ext.push_to(path);
-                self.child(child, path, account, store, budget);
-                path.truncate(at);
+                if path.extend(ext) {
+                    self.child(child, path, account, store, budget);
+                    path.truncate(at);
+                } else {
+                    self.round_lossy = true;
+                }
             }
             NodeView::Leaf { path: rest, value } => {
-                if account.is_some() || path.len() + rest.len() != 64 {
+                if account.is_some() || path.len() + rest.len() != 64 || !path.extend(rest) {
                     return;
                 }
-                let at = path.len();
-                rest.push_to(path);
                 let mut key = [0u8; 32];
-                for (i, n) in path.iter().enumerate() {
+                for (i, n) in path.as_slice().iter().enumerate() {
                     key[i / 2] |= (n & 0x0f) << (4 * (1 - i % 2));
                 }
                 path.truncate(at);
@@ -206,28 +211,24 @@ impl Engine {
 
     fn child(
         &mut self,
-        c: ChildView<'_>,
-        path: &mut Vec<u8>,
+        c: &ChildView<'_>,
+        path: &mut TaskPath,
         account: Option<B256>,
         store: &mut dyn SyncStore,
         budget: &mut u32,
     ) {
         match c {
-            ChildView::Hash(h) => match TaskPath::new(path) {
-                Some(path) => self.route(
-                    NodeTask {
-                        hash: B256::from(*h),
-                        path,
-                        account,
-                        code: false,
-                    },
-                    store,
-                ),
-                // Deeper than a key: not a node of a state or storage trie.
-                None => self.round_lossy = true,
-            },
+            ChildView::Hash(h) => self.route(
+                NodeTask {
+                    hash: B256::from(**h),
+                    path: *path,
+                    account,
+                    code: false,
+                },
+                store,
+            ),
             ChildView::Embedded(raw) => match NodeView::parse(raw) {
-                Ok(n) => self.expand(n, path, account, store, budget),
+                Ok(n) => self.expand(&n, path, account, store, budget),
                 Err(_) => self.round_lossy = true,
             },
         }
@@ -339,8 +340,7 @@ impl Engine {
             matched.push(j);
         }
         let any = !matched.is_empty();
-        let mut path = Vec::with_capacity(64);
-        for ((&j, raw), view) in matched.iter().zip(nodes.iter()).zip(views) {
+        for ((&j, raw), view) in matched.iter().zip(nodes.iter()).zip(views.iter()) {
             let t = &tasks[j];
             self.round_fetched += 1;
             self.pending.remove(&(t.hash, t.code));
@@ -361,8 +361,7 @@ impl Engine {
                     self.progress.refetched_items += 1;
                 }
                 if let Some(node) = view {
-                    path.clear();
-                    path.extend_from_slice(t.path.as_slice());
+                    let mut path = t.path;
                     self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET });
                 }
             }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{SyncConfig, SyncMode};
 use super::peers::{PeerPolicy, PeerSet};
 use super::store::SyncStore;
+pub use super::trie::TaskPath;
 use super::types::{Header, PeerId, ReqId, Request, Response};
 
 mod blocks;
@@ -133,37 +134,6 @@ pub enum Action {
     Finished,
     /// The sync cannot continue (emitted by shard 0).
     Failed(String),
-}
-
-/// The nibble path of a trie node in the state or a storage trie: at most 64 nibbles,
-/// kept inline (the walk makes one per node it routes).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TaskPath {
-    len: u8,
-    nibbles: [u8; 64],
-}
-
-impl TaskPath {
-    pub const EMPTY: TaskPath = TaskPath {
-        len: 0,
-        nibbles: [0; 64],
-    };
-    /// `None` when longer than a key (no node of a state or storage trie is).
-    pub fn new(nibbles: &[u8]) -> Option<TaskPath> {
-        let mut p = TaskPath::EMPTY;
-        p.nibbles.get_mut(..nibbles.len())?.copy_from_slice(nibbles);
-        p.len = nibbles.len() as u8;
-        Some(p)
-    }
-    pub fn as_slice(&self) -> &[u8] {
-        &self.nibbles[..self.len as usize]
-    }
-}
-
-impl std::fmt::Debug for TaskPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_slice())
-    }
 }
 
 /// A state item to visit: a trie node (account trie, or the storage trie of `account`) or
