@@ -340,10 +340,13 @@ impl Engine {
             matched.push(j);
         }
         let any = !matched.is_empty();
+        // In a loop of their own, the lookups of these long-queued items overlap.
+        for &j in &matched {
+            self.pending.remove(&(tasks[j].hash, tasks[j].code));
+        }
         for ((&j, raw), view) in matched.iter().zip(nodes.iter()).zip(views.iter()) {
             let t = &tasks[j];
             self.round_fetched += 1;
-            self.pending.remove(&(t.hash, t.code));
             if self.round > 0 || self.mode == SyncMode::Snap {
                 self.progress.healed_nodes += 1;
             }
