@@ -340,33 +340,39 @@ impl Engine {
             matched.push(j);
         }
         let any = !matched.is_empty();
-        // In a loop of their own, the lookups of these long-queued items overlap.
-        for &j in &matched {
-            self.pending.remove(&(tasks[j].hash, tasks[j].code));
-        }
-        for ((&j, raw), view) in matched.iter().zip(nodes.iter()).zip(views.iter()) {
+        // Everything answered leaves the pending set and is stored first (in a loop of
+        // their own, the lookups of these long-queued items overlap), then expanded: a
+        // child that came in the same answer is found stored, not asked for again.
+        for (&j, raw) in matched.iter().zip(nodes.iter()) {
             let t = &tasks[j];
+            self.pending.remove(&(t.hash, t.code));
             self.round_fetched += 1;
             if self.round > 0 || self.mode == SyncMode::Snap {
                 self.progress.healed_nodes += 1;
             }
-            if t.code {
-                if !store.has_code(&t.hash) {
+            let new = if t.code {
+                let new = !store.has_code(&t.hash);
+                if new {
                     store.put_code(t.hash, raw);
                     self.progress.codes_downloaded += 1;
-                } else {
-                    self.progress.refetched_items += 1;
                 }
+                new
             } else {
-                if store.put_new_node(t.hash, raw) {
+                let new = store.put_new_node(t.hash, raw);
+                if new {
                     self.progress.state_nodes_downloaded += 1;
-                } else {
-                    self.progress.refetched_items += 1;
                 }
-                if let Some(node) = view {
-                    let mut path = t.path;
-                    self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET });
-                }
+                new
+            };
+            if !new {
+                self.progress.refetched_items += 1;
+            }
+        }
+        for (&j, view) in matched.iter().zip(views.iter()) {
+            if let Some(node) = view {
+                let t = &tasks[j];
+                let mut path = t.path;
+                self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET });
             }
         }
         for (j, t) in tasks.into_iter().enumerate() {
