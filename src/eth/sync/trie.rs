@@ -134,6 +134,8 @@ impl std::fmt::Debug for TaskPath {
 /// A trie node read in place: what the state walk needs of a node (its children, its
 /// leaf), without copying it. It accepts exactly what [`decode_node`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Read on the stack and dropped: boxing the branch would bring back the allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum NodeView<'a> {
     Branch([Option<ChildView<'a>>; 16]),
     Extension {
