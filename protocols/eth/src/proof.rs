@@ -381,6 +381,174 @@ fn encode(node: &M) -> Vec<u8> {
     }
 }
 
+/// The nodes of a verified range whose whole key interval lies inside it (see
+/// [`verify_range_proof_interior`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeInterior {
+    /// Every node referenced by hash inside the range, `(hash, rlp)`, children before
+    /// their parent (the root too, by its hash, when the whole trie is inside).
+    pub nodes: Vec<(B256, Vec<u8>)>,
+    /// The maximal subtries inside the range, in key order.
+    pub subtries: Vec<InteriorSubtrie>,
+}
+
+/// A subtrie all of whose keys lie inside a verified range, and whose parent's do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InteriorSubtrie {
+    /// Where its top node sits: the nibbles from the root to it.
+    pub path: Vec<u8>,
+    /// Its top node as its parent references it (the root's hash for the whole trie).
+    pub node: NodeRef,
+    /// Its leaves: `keys[leaves]` of the range (never empty).
+    pub leaves: std::ops::Range<usize>,
+}
+
+/// The closed interval of paths a range covers, and what is collected inside it.
+struct Interior<'a> {
+    left: &'a [u8],
+    right: &'a [u8],
+    out: &'a mut RangeInterior,
+}
+
+/// Encode `node` (sitting at `prefix`, `inside` when that position lies inside the range)
+/// like [`encode`], and collect the nodes inside the range. Returns the RLP and whether
+/// the subtree is fully resolved (holds no node known only by hash).
+fn encode_interior(
+    node: &M,
+    prefix: &mut Vec<u8>,
+    inside: bool,
+    c: &mut Interior<'_>,
+) -> (Vec<u8>, bool) {
+    let mark = c.out.subtries.len();
+    let mut resolved = true;
+    let mut child_ref = |m: &M, prefix: &mut Vec<u8>, c: &mut Interior<'_>| -> Option<NodeRef> {
+        match m {
+            M::Empty => None,
+            M::Hash(h) => {
+                resolved = false;
+                Some(NodeRef::Hash(*h))
+            }
+            other => {
+                let child_inside = inside || span_of(prefix, c.left, c.right) == Span::Inside;
+                let (rlp, res) = encode_interior(other, prefix, child_inside, c);
+                resolved &= res;
+                let keep = child_inside && res;
+                let r = if rlp.len() < 32 {
+                    NodeRef::Embedded(Bytes::from(rlp))
+                } else {
+                    let h = keccak256(&rlp);
+                    if keep {
+                        c.out.nodes.push((h, rlp));
+                    }
+                    NodeRef::Hash(h)
+                };
+                if keep && !inside {
+                    c.out.subtries.push(InteriorSubtrie {
+                        path: prefix.clone(),
+                        node: r.clone(),
+                        leaves: 0..0,
+                    });
+                }
+                Some(r)
+            }
+        }
+    };
+    let rlp = match node {
+        M::Empty => vec![0x80],
+        M::Hash(h) => {
+            resolved = false;
+            let mut out = Vec::with_capacity(33);
+            crate::rlp::encode_bytes(h.as_slice(), &mut out);
+            out
+        }
+        M::Leaf(p, v) => Node::Leaf {
+            path: Nibbles(p.clone()),
+            value: v.clone(),
+        }
+        .encode(),
+        M::Ext(p, child) => {
+            let n = prefix.len();
+            prefix.extend_from_slice(p);
+            let r = child_ref(child, prefix, c);
+            prefix.truncate(n);
+            match r {
+                Some(child) => Node::Extension {
+                    path: Nibbles(p.clone()),
+                    child,
+                }
+                .encode(),
+                None => vec![0x80],
+            }
+        }
+        M::Branch(children, value) => {
+            let mut refs: Box<[Option<NodeRef>; 16]> = Box::default();
+            for (i, ch) in children.iter().enumerate() {
+                prefix.push(i as u8);
+                refs[i] = child_ref(ch, prefix, c);
+                prefix.pop();
+            }
+            Node::Branch {
+                children: refs,
+                value: value.clone(),
+            }
+            .encode()
+        }
+    };
+    if inside && resolved {
+        // This node (or one above it) is the maximal subtrie, not its children.
+        c.out.subtries.truncate(mark);
+    }
+    (rlp, resolved)
+}
+
+/// [`root_hash`], collecting the nodes inside the closed path interval [left, right].
+fn root_hash_interior(node: &M, left: &[u8], right: &[u8], out: &mut RangeInterior) -> B256 {
+    let inside = span_of(&[], left, right) == Span::Inside;
+    let mut c = Interior { left, right, out };
+    match node {
+        M::Empty => EMPTY_ROOT,
+        M::Hash(h) => *h,
+        other => {
+            let (rlp, resolved) = encode_interior(other, &mut Vec::new(), inside, &mut c);
+            let h = keccak256(&rlp);
+            if inside && resolved {
+                c.out.subtries.clear();
+                c.out.nodes.push((h, rlp));
+                c.out.subtries.push(InteriorSubtrie {
+                    path: Vec::new(),
+                    node: NodeRef::Hash(h),
+                    leaves: 0..0,
+                });
+            }
+            h
+        }
+    }
+}
+
+/// Order of `key`'s first `path.len()` nibbles against `path`.
+fn nibble_prefix_cmp(key: &[u8], path: &[u8]) -> std::cmp::Ordering {
+    for (i, &n) in path.iter().enumerate() {
+        let k = crate::trie::nibble(key, i);
+        match k.cmp(&n) {
+            std::cmp::Ordering::Equal => {}
+            o => return o,
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// Fill in each subtrie's leaves: the keys under its path.
+fn subtrie_leaves(out: &mut RangeInterior, keys: &[impl AsRef<[u8]>]) {
+    for s in &mut out.subtries {
+        let lo = keys.partition_point(|k| nibble_prefix_cmp(k.as_ref(), &s.path).is_lt());
+        let hi = keys.partition_point(|k| nibble_prefix_cmp(k.as_ref(), &s.path).is_le());
+        s.leaves = lo..hi;
+    }
+    // Each subtrie inside a verified range holds some of its keys.
+    debug_assert!(out.subtries.iter().all(|s| !s.leaves.is_empty()));
+    out.subtries.retain(|s| !s.leaves.is_empty());
+}
+
 fn root_hash(node: &M) -> B256 {
     match node {
         M::Empty => EMPTY_ROOT,
@@ -449,6 +617,35 @@ pub fn verify_range_proof(
     values: &[impl AsRef<[u8]>],
     proof: &[Bytes],
 ) -> Result<bool, ProofError> {
+    verify_range(root, first_key, keys, values, proof, None)
+}
+
+/// [`verify_range_proof`], also returning the nodes of the trie whose whole key interval
+/// lies inside the verified range: the keys from `first_key` to the last key, or to the
+/// end of the key space when nothing lies above the last key (the whole key space for a
+/// range without proof). Those are final nodes of the trie `root`, hashed once here; the
+/// nodes on the edges (which also hold keys outside the range) are not returned.
+pub fn verify_range_proof_interior(
+    root: B256,
+    first_key: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+) -> Result<(bool, RangeInterior), ProofError> {
+    let mut out = RangeInterior::default();
+    let more = verify_range(root, first_key, keys, values, proof, Some(&mut out))?;
+    subtrie_leaves(&mut out, keys);
+    Ok((more, out))
+}
+
+fn verify_range(
+    root: B256,
+    first_key: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+    interior: Option<&mut RangeInterior>,
+) -> Result<bool, ProofError> {
     if keys.len() != values.len() {
         return Err(ProofError::LengthMismatch {
             keys: keys.len(),
@@ -493,7 +690,13 @@ pub fn verify_range_proof(
                 Bytes::copy_from_slice(v.as_ref()),
             )?;
         }
-        let got = root_hash(&tree);
+        let got = match interior {
+            Some(out) => {
+                let key_len = key_len * 2;
+                root_hash_interior(&tree, &vec![0; key_len], &vec![15; key_len], out)
+            }
+            None => root_hash(&tree),
+        };
         if got != root {
             return Err(ProofError::RootMismatch {
                 expected: root,
@@ -532,7 +735,17 @@ pub fn verify_range_proof(
         if v.as_ref() != values[0].as_ref() {
             return Err(ProofError::ValueMismatch);
         }
-        return Ok(has_right_element(&tree, &first));
+        let more = has_right_element(&tree, &first);
+        if let Some(out) = interior {
+            // The proof resolved the key's path: the nodes inside the range are on it.
+            let right = if more {
+                first.clone()
+            } else {
+                vec![15; first.len()]
+            };
+            root_hash_interior(&tree, &first, &right, out);
+        }
+        return Ok(more);
     }
     resolve_path(&mut tree, &first, &db)?;
     resolve_path(&mut tree, &last, &db)?;
@@ -544,12 +757,23 @@ pub fn verify_range_proof(
             Bytes::copy_from_slice(v.as_ref()),
         )?;
     }
-    let got = root_hash(&tree);
+    let more = has_right_element(&tree, &last);
+    let got = match interior {
+        Some(out) => {
+            let right = if more {
+                last.clone()
+            } else {
+                vec![15; last.len()]
+            };
+            root_hash_interior(&tree, &first, &right, out)
+        }
+        None => root_hash(&tree),
+    };
     if got != root {
         return Err(ProofError::RootMismatch {
             expected: root,
             got,
         });
     }
-    Ok(has_right_element(&tree, &last))
+    Ok(more)
 }
