@@ -401,6 +401,9 @@ pub struct InteriorSubtrie {
     pub node: NodeRef,
     /// Its leaves: `keys[leaves]` of the range (never empty).
     pub leaves: std::ops::Range<usize>,
+    /// Its hash-referenced nodes: `nodes[nodes]` of the [`RangeInterior`] (the subtries'
+    /// runs follow each other and cover all of them).
+    pub nodes: std::ops::Range<usize>,
 }
 
 /// The closed interval of paths a range covers, and what is collected inside it.
@@ -430,6 +433,7 @@ fn encode_interior(
             }
             other => {
                 let child_inside = inside || span_of(prefix, c.left, c.right) == Span::Inside;
+                let node_mark = c.out.nodes.len();
                 let (rlp, res) = encode_interior(other, prefix, child_inside, c);
                 resolved &= res;
                 let keep = child_inside && res;
@@ -447,6 +451,7 @@ fn encode_interior(
                         path: prefix.clone(),
                         node: r.clone(),
                         leaves: 0..0,
+                        nodes: node_mark..c.out.nodes.len(),
                     });
                 }
                 Some(r)
@@ -518,6 +523,7 @@ fn root_hash_interior(node: &M, left: &[u8], right: &[u8], out: &mut RangeInteri
                     path: Vec::new(),
                     node: NodeRef::Hash(h),
                     leaves: 0..0,
+                    nodes: 0..c.out.nodes.len(),
                 });
             }
             h
@@ -546,7 +552,6 @@ fn subtrie_leaves(out: &mut RangeInterior, keys: &[impl AsRef<[u8]>]) {
     }
     // Each subtrie inside a verified range holds some of its keys.
     debug_assert!(out.subtries.iter().all(|s| !s.leaves.is_empty()));
-    out.subtries.retain(|s| !s.leaves.is_empty());
 }
 
 fn root_hash(node: &M) -> B256 {

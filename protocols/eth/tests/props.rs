@@ -688,6 +688,25 @@ fn check_interior(
         .map(|s| (s.path.clone(), s.node.clone()))
         .collect();
     prop_assert_eq!(got_max, maximal);
+    // The subtries' runs of nodes cover the nodes in order, each run its subtrie's.
+    let mut next = 0;
+    for s in &got.subtries {
+        prop_assert_eq!(s.nodes.start, next);
+        next = s.nodes.end;
+        let mut run: Vec<B256> = got.nodes[s.nodes.clone()].iter().map(|n| n.0).collect();
+        run.sort();
+        let mut under: Vec<B256> = inside
+            .iter()
+            .filter(|(p, _, _)| p.starts_with(&s.path))
+            .filter_map(|(_, r, _)| match r {
+                NodeRef::Hash(h) => Some(*h),
+                NodeRef::Embedded(_) => None,
+            })
+            .collect();
+        under.sort();
+        prop_assert_eq!(run, under);
+    }
+    prop_assert_eq!(next, got.nodes.len());
     for s in &got.subtries {
         let under: Vec<usize> = (0..keys.len())
             .filter(|&i| Nibbles::unpack(keys[i]).0.starts_with(&s.path))

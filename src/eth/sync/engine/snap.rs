@@ -301,13 +301,16 @@ impl Engine {
         let root = self.pivot.as_ref().map(|p| p.state_root).ok_or(())?;
         let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
         let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
-        let more = verify_range(root, &r.origin, &keys, &vals, &proof)?;
+        let (more, interior) = verify_range_interior(root, &r.origin, &keys, &vals, &proof)?;
         let mut decoded = Vec::with_capacity(accounts.len());
         for (h, raw) in &accounts {
             decoded.push(AccountView::decode(raw).map_err(|_| ())?);
             let _ = h;
         }
         let mut last = None;
+        // Accounts `..fresh` were stored by this response (none of them was stored before).
+        let mut fresh = 0;
+        let mut all_fresh = true;
         for ((h, raw), acc) in accounts.iter().zip(decoded.iter()) {
             if *h > r.limit {
                 break;
@@ -315,12 +318,24 @@ impl Engine {
             if !store.has_account(h) {
                 store.put_account(*h, raw);
                 self.progress.accounts_downloaded += 1;
+                if all_fresh {
+                    fresh += 1;
+                }
             } else {
                 self.progress.refetched_items += 1;
+                all_fresh = false;
             }
             self.account_followups(*h, acc, store);
             last = Some(*h);
         }
+        let k = catchup_shards::ownership::trie_prefix_nibbles(self.shards);
+        keep_interior(
+            &mut self.known_subtries,
+            k,
+            interior,
+            &accounts[..fresh],
+            store,
+        );
         let last_any = accounts.last().map(|a| a.0);
         let done = !more || last_any.is_some_and(|l| l >= r.limit);
         if done {
@@ -604,6 +619,53 @@ fn verify_range(
         .map(|p| catchup_eth::Bytes::copy_from_slice(p))
         .collect();
     catchup_eth::verify_range_proof(root, origin.as_slice(), keys, vals, &proof).map_err(|_| ())
+}
+
+/// Store the nodes of a verified account range that lie inside it (final nodes of the
+/// state trie), and remember its maximal subtries for the rebuild in `known`, for those
+/// whose leaves are all among `stored` (the accounts the response stored, from its first)
+/// and that sit at or below the `k`-nibble trie prefixes (one shard's). The rest is left
+/// to the rebuild.
+pub(super) fn keep_interior(
+    known: &mut super::heal::KnownSubtries,
+    k: usize,
+    interior: catchup_eth::RangeInterior,
+    stored: &[(B256, Vec<u8>)],
+    store: &mut dyn SyncStore,
+) {
+    let mut nodes = interior.nodes.into_iter();
+    for s in interior.subtries {
+        // The subtrie's own nodes come next (children before parents).
+        let own = nodes.by_ref().take(s.nodes.len());
+        if s.path.len() < k || s.leaves.end > stored.len() {
+            own.for_each(drop);
+            continue;
+        }
+        for (h, rlp) in own {
+            if !store.has_node(&h) {
+                store.put_node(h, &rlp);
+            }
+        }
+        if s.leaves.len() > 1 {
+            known.remember(s.path.len(), s.node, &stored[s.leaves]);
+        }
+    }
+}
+
+/// [`verify_range`], also giving the trie's nodes inside the verified range.
+fn verify_range_interior(
+    root: B256,
+    origin: &B256,
+    keys: &[[u8; 32]],
+    vals: &[Vec<u8>],
+    proof: &[Vec<u8>],
+) -> Result<(bool, catchup_eth::RangeInterior), ()> {
+    let proof: Vec<catchup_eth::Bytes> = proof
+        .iter()
+        .map(|p| catchup_eth::Bytes::copy_from_slice(p))
+        .collect();
+    catchup_eth::verify_range_proof_interior(root, origin.as_slice(), keys, vals, &proof)
+        .map_err(|_| ())
 }
 
 /// The smallest and largest 32-byte key under a leading nibble.
