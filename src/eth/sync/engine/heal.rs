@@ -352,13 +352,13 @@ const MAX_KNOWN_SUBTRIES: usize = 1 << 18;
 /// by their first leaf: the rebuild references one instead of building it again when the
 /// stored leaves under it are exactly the ones it was built from. Only the maximal
 /// subtries of each range are kept, each until the rebuild uses it (or ends).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct KnownSubtries {
     by_first: alloy_primitives::map::HashMap<B256, KnownSubtrie>,
     hasher: alloy_primitives::map::DefaultHashBuilder,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct KnownSubtrie {
     /// Where its top node sits (the length of its path).
     depth: usize,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{keccak256, B256};
 
+use super::heal::KnownSubtries;
 use super::{hexs, unhex32, Action, Engine, NodeTask, Pending, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
@@ -84,6 +85,8 @@ pub(super) struct StorageAcc {
     slots: BTreeMap<B256, Vec<u8>>,
     /// Its storage tasks (indices into `storage_tasks`).
     tasks: Vec<usize>,
+    /// Subtries its verified ranges built (and stored) already.
+    known: KnownSubtries,
 }
 
 impl Engine {
@@ -153,14 +156,10 @@ impl Engine {
     pub(super) fn storage_to_heal(&mut self, store: &mut dyn SyncStore) {
         self.storage_left_to_heal = true;
         self.ranges_clean = false;
-        for (h, acc) in std::mem::take(&mut self.storage_accs) {
+        for (h, mut acc) in std::mem::take(&mut self.storage_accs) {
             if !acc.slots.is_empty() {
                 let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
-                trie::build_root(&leaves, &mut |nh, r| {
-                    if !store.has_node(&nh) {
-                        store.put_node(nh, r)
-                    }
-                });
+                build_root_known(&leaves, &mut acc.known, store);
             }
             // No range work for it any more: the heal completes it.
             store.put_storage_done(h);
@@ -198,6 +197,7 @@ impl Engine {
                     open_tasks: left.len() as u32,
                     slots,
                     tasks: Vec::new(),
+                    known: KnownSubtries::default(),
                 },
             );
             let mut ids = Vec::with_capacity(left.len());
@@ -300,7 +300,7 @@ impl Engine {
         }
         let root = self.pivot.as_ref().map(|p| p.state_root).ok_or(())?;
         let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
-        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
+        let vals: Vec<&[u8]> = accounts.iter().map(|a| a.1.as_slice()).collect();
         let (more, interior) = verify_range_interior(root, &r.origin, &keys, &vals, &proof)?;
         let mut decoded = Vec::with_capacity(accounts.len());
         for (h, raw) in &accounts {
@@ -438,12 +438,12 @@ impl Engine {
         };
         let sroot = acc.root;
         let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
-        let vals: Vec<Vec<u8>> = mine.iter().map(|a| a.1.clone()).collect();
+        let vals: Vec<&[u8]> = mine.iter().map(|a| a.1.as_slice()).collect();
         if keys.is_empty() && proof.is_empty() {
             self.storage_unbusy(i);
             return Ok(false);
         }
-        let more = match verify_range(sroot, &t.origin, &keys, &vals, proof) {
+        let (more, interior) = match verify_range_interior(sroot, &t.origin, &keys, &vals, proof) {
             Ok(m) => m,
             Err(()) => {
                 self.storage_unbusy(i);
@@ -467,6 +467,9 @@ impl Engine {
             run.push((h, v));
             last = Some(h);
         }
+        // The storage trie's nodes inside this range are final: stored now, and its
+        // subtries remembered for the build of the whole trie.
+        keep_interior(&mut acc.known, 0, interior, &run, store);
         let done = !more || last_any.is_some_and(|l| l >= t.limit);
         if done {
             self.storage_tasks.finish(i);
@@ -514,13 +517,9 @@ impl Engine {
             store.put_storage_progress(t.account, acc.root, &left);
         }
         if acc.open_tasks == 0 {
-            let acc = self.storage_accs.remove(&t.account).expect("present");
-            let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
-            let root = trie::build_root(&leaves, &mut |h, r| {
-                if !store.has_node(&h) {
-                    store.put_node(h, r)
-                }
-            });
+            let mut acc = self.storage_accs.remove(&t.account).expect("present");
+            let leaves: Vec<(B256, Vec<u8>)> = std::mem::take(&mut acc.slots).into_iter().collect();
+            let root = build_root_known(&leaves, &mut acc.known, store);
             if root != acc.root {
                 // Cannot happen with verified ranges; refetch the whole trie if it does.
                 self.storage_accs.insert(
@@ -530,6 +529,7 @@ impl Engine {
                         open_tasks: 1,
                         slots: BTreeMap::new(),
                         tasks: Vec::new(),
+                        known: KnownSubtries::default(),
                     },
                 );
                 let id = self.storage_tasks.push(StorageTask {
@@ -605,29 +605,13 @@ impl Engine {
     }
 }
 
-/// Check a snap range against `root` with the data layer's range-proof verifier; returns
-/// whether the trie holds keys above the last one.
-fn verify_range(
-    root: B256,
-    origin: &B256,
-    keys: &[[u8; 32]],
-    vals: &[Vec<u8>],
-    proof: &[Vec<u8>],
-) -> Result<bool, ()> {
-    let proof: Vec<catchup_eth::Bytes> = proof
-        .iter()
-        .map(|p| catchup_eth::Bytes::copy_from_slice(p))
-        .collect();
-    catchup_eth::verify_range_proof(root, origin.as_slice(), keys, vals, &proof).map_err(|_| ())
-}
-
-/// Store the nodes of a verified account range that lie inside it (final nodes of the
-/// state trie), and remember its maximal subtries for the rebuild in `known`, for those
-/// whose leaves are all among `stored` (the accounts the response stored, from its first)
-/// and that sit at or below the `k`-nibble trie prefixes (one shard's). The rest is left
-/// to the rebuild.
+/// Store the nodes of a verified range that lie inside it (final nodes of the trie), and
+/// remember its maximal subtries in `known`, for those whose leaves are all among
+/// `stored` (the leaves the response stored, from its first) and that sit at or below
+/// `k` nibbles (the account trie's prefixes, one shard's; 0 for a storage trie). The
+/// rest is left to the build of the whole trie.
 pub(super) fn keep_interior(
-    known: &mut super::heal::KnownSubtries,
+    known: &mut KnownSubtries,
     k: usize,
     interior: catchup_eth::RangeInterior,
     stored: &[(B256, Vec<u8>)],
@@ -646,18 +630,46 @@ pub(super) fn keep_interior(
                 store.put_node(h, &rlp);
             }
         }
-        if s.leaves.len() > 1 {
+        if s.leaves.len() > 1 || s.path.is_empty() {
             known.remember(s.path.len(), s.node, &stored[s.leaves]);
         }
     }
 }
 
-/// [`verify_range`], also giving the trie's nodes inside the verified range.
+/// The root of the trie of sorted `leaves`, its nodes put in `store`, using the subtries
+/// that `known` holds where they match the leaves (the whole trie, when one verified
+/// range held all of it).
+fn build_root_known(
+    leaves: &[(B256, Vec<u8>)],
+    known: &mut KnownSubtries,
+    store: &mut dyn SyncStore,
+) -> B256 {
+    if leaves.is_empty() {
+        return catchup_eth::EMPTY_ROOT;
+    }
+    if let Some(trie::NodeRef::Hash(h)) = known.take(0, leaves) {
+        if store.has_node(&h) {
+            return h;
+        }
+    }
+    let mut put = |h: B256, r: &[u8]| {
+        if !store.has_node(&h) {
+            store.put_node(h, r)
+        }
+    };
+    let rlp = trie::build_node_known(leaves, 0, &mut put, &mut |d, sub| known.take(d, sub));
+    let h = keccak256(&rlp);
+    put(h, &rlp);
+    h
+}
+
+/// Check a snap range against `root` with the data layer's range-proof verifier; returns
+/// whether the trie holds keys above the last one, and the trie's nodes inside the range.
 fn verify_range_interior(
     root: B256,
     origin: &B256,
     keys: &[[u8; 32]],
-    vals: &[Vec<u8>],
+    vals: &[&[u8]],
     proof: &[Vec<u8>],
 ) -> Result<(bool, catchup_eth::RangeInterior), ()> {
     let proof: Vec<catchup_eth::Bytes> = proof
