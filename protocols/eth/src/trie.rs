@@ -697,6 +697,9 @@ fn emit_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
     }
 }
 
+/// What [`build_node_known`] asks about each subtree: its top node's depth and entries.
+pub type KnownSubtree<'a, K, V> = dyn FnMut(usize, &[(K, V)]) -> Option<NodeRef> + 'a;
+
 /// [`build_node`], except that each subtree below the top is first offered to
 /// `known(depth, entries)` (the subtree of `entries`, whose top node sits at `depth`):
 /// where it returns a reference, that subtree was built before (its nodes are stored
@@ -706,7 +709,7 @@ pub fn build_node_known<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     entries: &[(K, V)],
     depth: usize,
     emit: &mut dyn FnMut(B256, &[u8]),
-    known: &mut dyn FnMut(usize, &[(K, V)]) -> Option<NodeRef>,
+    known: &mut KnownSubtree<'_, K, V>,
 ) -> Vec<u8> {
     debug_assert!(!entries.is_empty());
     let first = entries[0].0.as_ref();

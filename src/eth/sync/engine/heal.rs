@@ -280,7 +280,7 @@ fn block_top(
     k: usize,
     top: Option<(Vec<u8>, NodeRef)>,
     put: &mut dyn FnMut(B256, &[u8]),
-    known: &mut dyn FnMut(usize, &[(B256, Vec<u8>)]) -> Option<NodeRef>,
+    known: &mut trie::KnownSubtree<'_, B256, Vec<u8>>,
 ) -> BlockTop {
     let prefix: Vec<u8> = (0..k)
         .map(|i| trie::nibble(leaves[0].0.as_slice(), i))
@@ -666,7 +666,8 @@ mod tests {
         let cuts = [300usize, 1200];
         // The stored leaves, changed after the ranges were kept: a value, a leaf gone, a
         // leaf added, each inside a remembered subtrie.
-        let changes: [&dyn Fn(&mut Vec<(B256, Vec<u8>)>, usize); 3] = [
+        type Change = dyn Fn(&mut Vec<(B256, Vec<u8>)>, usize);
+        let changes: [&Change; 3] = [
             &|l, i| l[i + 1].1.push(7),
             &|l, i| {
                 l.remove(i + 1);
