@@ -284,6 +284,24 @@ fn key_before(lo: Option<&[u8]>, hi: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// [`verify_range_proof`], checked to agree with [`verify_range_proof_interior`] (which
+/// builds the range another way): both accept with the same answer, or both reject.
+fn vrp(
+    root: B256,
+    first: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+) -> Result<bool, ProofError> {
+    let plain = verify_range_proof(root, first, keys, values, proof);
+    let interior = verify_range_proof_interior(root, first, keys, values, proof).map(|r| r.0);
+    assert_eq!(plain.is_ok(), interior.is_ok(), "{plain:?} / {interior:?}");
+    if let (Ok(a), Ok(b)) = (&plain, &interior) {
+        assert_eq!(a, b);
+    }
+    plain
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
@@ -298,29 +316,29 @@ proptest! {
             key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0]).unwrap_or(keys[0].to_vec())
         } else { keys[0].to_vec() };
         let proof = t.prove_range(&first, keys[keys.len() - 1]);
-        let more = verify_range_proof(root, &first, &keys, &vals, &proof);
+        let more = vrp(root, &first, &keys, &vals, &proof);
         prop_assert_eq!(more, Ok(j < n - 1));
 
         // The whole set without a proof.
         let all_k: Vec<&[u8]> = pairs.iter().map(|p| p.0.as_slice()).collect();
         let all_v: Vec<&[u8]> = pairs.iter().map(|p| p.1.as_slice()).collect();
-        prop_assert_eq!(verify_range_proof(root, all_k[0], &all_k, &all_v, &[]), Ok(false));
+        prop_assert_eq!(vrp(root, all_k[0], &all_k, &all_v, &[]), Ok(false));
         if n > 1 {
-            prop_assert!(verify_range_proof(root, all_k[0], &all_k[1..], &all_v[1..], &[]).is_err());
+            prop_assert!(vrp(root, all_k[0], &all_k[1..], &all_v[1..], &[]).is_err());
         }
 
         // A bloated proof (every node of the trie) still verifies: extra nodes are unused.
         let bloated: Vec<Bytes> = t.nodes().values().cloned().collect();
-        prop_assert_eq!(verify_range_proof(root, &first, &keys, &vals, &bloated), Ok(j < n - 1));
+        prop_assert_eq!(vrp(root, &first, &keys, &vals, &bloated), Ok(j < n - 1));
         // Values in the range must not be empty (deletions are not allowed).
         let mut empties = vals.clone();
         empties[0] = b"";
-        prop_assert!(verify_range_proof(root, &first, &keys, &empties, &proof).is_err());
+        prop_assert!(vrp(root, &first, &keys, &empties, &proof).is_err());
         // Keys out of order are rejected.
         if keys.len() >= 2 {
             let mut swapped = keys.clone();
             swapped.swap(0, 1);
-            prop_assert!(verify_range_proof(root, &first, &swapped, &vals, &proof).is_err());
+            prop_assert!(vrp(root, &first, &swapped, &vals, &proof).is_err());
         }
         // Tampered proof node.
         for idx in 0..proof.len() {
@@ -329,24 +347,24 @@ proptest! {
             let pos = node.len() / 2;
             node[pos] ^= 0x01;
             bad[idx] = node.into();
-            prop_assert!(verify_range_proof(root, &first, &keys, &vals, &bad).is_err(), "tampered node {}", idx);
+            prop_assert!(vrp(root, &first, &keys, &vals, &bad).is_err(), "tampered node {}", idx);
         }
         // Altered value.
         let mut vals2: Vec<Vec<u8>> = vals.iter().map(|v| v.to_vec()).collect();
         let m = vals2.len() / 2;
         vals2[m].push(0x42);
-        prop_assert!(verify_range_proof(root, &first, &keys, &vals2, &proof).is_err());
+        prop_assert!(vrp(root, &first, &keys, &vals2, &proof).is_err());
         // Dropped element in the interior (a gap).
         if keys.len() >= 3 {
             let mut k2 = keys.clone();
             let mut v2 = vals.clone();
             k2.remove(1);
             v2.remove(1);
-            prop_assert!(verify_range_proof(root, &first, &k2, &v2, &proof).is_err());
+            prop_assert!(vrp(root, &first, &k2, &v2, &proof).is_err());
         }
         // Dropped first element (inside [first, last] whether or not the proof is for it).
         if keys.len() >= 2 {
-            prop_assert!(verify_range_proof(root, &first, &keys[1..], &vals[1..], &proof).is_err());
+            prop_assert!(vrp(root, &first, &keys[1..], &vals[1..], &proof).is_err());
         }
         // An extra element that is not in the trie, inside the range.
         if keys.len() >= 2 {
@@ -355,17 +373,17 @@ proptest! {
                 let mut v2 = vals.clone();
                 k2.insert(1, &extra);
                 v2.insert(1, b"extra");
-                prop_assert!(verify_range_proof(root, &first, &k2, &v2, &proof).is_err());
+                prop_assert!(vrp(root, &first, &k2, &v2, &proof).is_err());
             }
         }
         // Empty range above the last key proves there is nothing more; below, it fails.
         let last_key = &pairs[n - 1].0;
         if let Some(above) = increment(last_key) {
             let p = t.prove(&above);
-            prop_assert_eq!(verify_range_proof(root, &above, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p), Ok(false));
+            prop_assert_eq!(vrp(root, &above, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p), Ok(false));
         }
         let p = t.prove(&first);
-        prop_assert!(verify_range_proof(root, &first, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p).is_err());
+        prop_assert!(vrp(root, &first, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p).is_err());
         // Single-key proofs of every key in the range.
         for (k, v) in keys.iter().zip(&vals) {
             prop_assert_eq!(verify_proof(root, k, &t.prove(k)).unwrap().map(|b| b.to_vec()), Some(v.to_vec()));
@@ -688,11 +706,21 @@ fn check_interior(
         .map(|s| (s.path.clone(), s.node.clone()))
         .collect();
     prop_assert_eq!(got_max, maximal);
-    // The subtries' runs of nodes cover the nodes in order, each run its subtrie's.
+    // The subtries' runs of nodes cover the nodes without overlap, each run its
+    // subtrie's.
+    let mut runs: Vec<std::ops::Range<usize>> = got
+        .subtries
+        .iter()
+        .map(|s| s.nodes.clone())
+        .filter(|r| !r.is_empty())
+        .collect();
+    runs.sort_by_key(|r| r.start);
     let mut next = 0;
+    for r in &runs {
+        prop_assert_eq!(r.start, next);
+        next = r.end;
+    }
     for s in &got.subtries {
-        prop_assert_eq!(s.nodes.start, next);
-        next = s.nodes.end;
         let mut run: Vec<B256> = got.nodes[s.nodes.clone()].iter().map(|n| n.0).collect();
         run.sort();
         let mut under: Vec<B256> = inside

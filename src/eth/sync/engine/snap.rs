@@ -617,17 +617,13 @@ pub(super) fn keep_interior(
     stored: &[(B256, Vec<u8>)],
     store: &mut dyn SyncStore,
 ) {
-    let mut nodes = interior.nodes.into_iter();
     for s in interior.subtries {
-        // The subtrie's own nodes come next (children before parents).
-        let own = nodes.by_ref().take(s.nodes.len());
         if s.path.len() < k || s.leaves.end > stored.len() {
-            own.for_each(drop);
             continue;
         }
-        for (h, rlp) in own {
-            if !store.has_node(&h) {
-                store.put_node(h, &rlp);
+        for (h, rlp) in &interior.nodes[s.nodes] {
+            if !store.has_node(h) {
+                store.put_node(*h, rlp);
             }
         }
         if s.leaves.len() > 1 || s.path.is_empty() {
