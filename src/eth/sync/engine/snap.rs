@@ -455,6 +455,29 @@ impl Engine {
             .storage_accs
             .get_mut(&t.account)
             .expect("checked above");
+        // The whole trie in this one response (its root inside the range): its nodes
+        // were built by the verifier, nothing is left to collect or build.
+        let whole = t.origin == B256::ZERO
+            && acc.open_tasks == 1
+            && acc.slots.is_empty()
+            && keys.last().is_some_and(|k| B256::from(*k) <= t.limit)
+            && interior.subtries.first().is_some_and(|s| {
+                s.path.is_empty()
+                    && s.node == trie::NodeRef::Hash(sroot)
+                    && s.leaves == (0..keys.len())
+            });
+        if whole {
+            for (h, rlp) in &interior.nodes {
+                if !store.has_node(h) {
+                    store.put_node(*h, rlp);
+                }
+            }
+            self.progress.slots_downloaded += keys.len() as u64;
+            self.storage_tasks.finish(i);
+            self.storage_accs.remove(&t.account);
+            store.put_storage_done(t.account);
+            return Ok(true);
+        }
         let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
         let mut run = Vec::new();
