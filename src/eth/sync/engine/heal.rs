@@ -1,6 +1,11 @@
 //! The end of each state phase and the heal rounds: snap's rebuild of the trie top from
 //! the stored ranges (`Rebuild`, `SubtrieBuilt`, `BuildWhole`, `WholeBuilt`), and probe waves
 //! (`Probe`, `ProbeReply`) that end a walk round and start another until one fetches nothing.
+//!
+//! The rebuild hashes only what the range verifier did not: a subtrie that lay whole inside
+//! one verified account range was built (and stored) there, and is referenced by the hash
+//! remembered in [`KnownSubtries`] when the stored leaves under it are the ones it was
+//! built from; anything else (after a restart, a subtrie across two ranges) is built here.
 
 use alloy_primitives::{keccak256, B256};
 use catchup_shards::ownership;
