@@ -422,6 +422,12 @@ impl KnownSubtries {
         .then_some(k.node)
     }
 
+    /// How many subtries are remembered.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_first.len()
+    }
+
     pub(super) fn clear(&mut self) {
         self.by_first = Default::default();
     }

@@ -762,6 +762,74 @@ fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eth::sync::store::MemStore;
+
+    /// A storage trie fetched as verified ranges cut at `cuts`, kept as `storage_result`
+    /// keeps them, then built whole from `stored` (the slots as stored): the root.
+    fn storage_build(
+        slots: &[(B256, Vec<u8>)],
+        cuts: &[usize],
+        stored: &[(B256, Vec<u8>)],
+    ) -> (B256, MemStore, usize) {
+        let t = catchup_eth::TrieBuilder::new(slots.iter().map(|(k, v)| (k.0, v)));
+        let mut known = KnownSubtries::default();
+        let mut store = MemStore::default();
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(slots.len());
+        for w in bounds.windows(2) {
+            let run = &slots[w[0]..w[1]];
+            let origin = if w[0] == 0 { B256::ZERO } else { run[0].0 };
+            let keys: Vec<[u8; 32]> = run.iter().map(|l| l.0 .0).collect();
+            let vals: Vec<&[u8]> = run.iter().map(|l| l.1.as_slice()).collect();
+            let proof: Vec<Vec<u8>> = if cuts.is_empty() {
+                Vec::new()
+            } else {
+                t.prove_range(origin.as_slice(), &keys[keys.len() - 1])
+                    .into_iter()
+                    .map(|b| b.to_vec())
+                    .collect()
+            };
+            let (_, interior) = verify_range_interior(t.root(), &origin, &keys, &vals, &proof)
+                .expect("a range of the trie");
+            keep_interior(&mut known, 0, interior, run, &mut store);
+        }
+        let root = build_root_known(stored, &mut known, &mut store);
+        let left = known.len();
+        (root, store, left)
+    }
+
+    #[test]
+    fn storage_tries_built_from_verified_ranges_hash_each_node_once() {
+        let slots: Vec<(B256, Vec<u8>)> = {
+            let mut v: Vec<(B256, Vec<u8>)> = (0u64..1500)
+                .map(|i| {
+                    (
+                        keccak256(i.to_be_bytes()),
+                        vec![0x80 + (i % 40) as u8; 1 + (i % 33) as usize],
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let want = trie::build_root(&slots, &mut |_, _| {});
+        for cuts in [vec![], vec![1], vec![300, 301, 900], vec![1499]] {
+            let (root, store, left) = storage_build(&slots, &cuts, &slots);
+            assert_eq!(root, want, "cuts {cuts:?}");
+            assert_eq!(left, 0, "cuts {cuts:?}: subtries not used");
+            assert_eq!(store.duplicate_writes, 0);
+            assert!(store.nodes.contains_key(&want));
+        }
+        // Slots stored otherwise than the ranges held (a value changed, one gone): the
+        // remembered subtries do not match them and the build still gives their root.
+        let mut changed = slots.clone();
+        changed[700].1.push(1);
+        changed.remove(1200);
+        let (root, _, _) = storage_build(&slots, &[300, 900], &changed);
+        assert_eq!(root, trie::build_root(&changed, &mut |_, _| {}));
+        assert_ne!(root, want);
+    }
 
     #[test]
     fn split_covers_range() {
