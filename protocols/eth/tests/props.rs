@@ -472,6 +472,9 @@ proptest! {
         let k: [&[u8]; 1] = [&bytes];
         let _ = verify_range_proof(keccak256(&bytes), &[], &k, &k, &proof);
         let _ = verify_range_proof(keccak256(&bytes), &bytes, &k, &k, &proof);
+        let _ = verify_range_proof_interior(keccak256(&bytes), &[], &k, &k, &proof);
+        let _ = verify_range_proof_interior(keccak256(&bytes), &bytes, &k, &k, &proof);
+        let _ = verify_range_proof_interior(keccak256(&bytes), &bytes, &k, &k, &[]);
         let text = String::from_utf8_lossy(&bytes);
         let _ = catchup_eth::state::parse_geth_dump(&text);
         let _ = catchup_eth::state::parse_alloc(&text);
