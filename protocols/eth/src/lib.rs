@@ -30,7 +30,10 @@ pub mod verify;
 
 pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, B64, U256};
 
-pub use proof::{verify_proof, verify_range_proof, ProofError};
+pub use proof::{
+    verify_proof, verify_range_proof, verify_range_proof_interior, InteriorSubtrie, ProofError,
+    RangeInterior,
+};
 pub use rlp::RlpError;
 pub use trie::{
     account_leaves, child_refs, hex_prefix_decode, hex_prefix_encode, leaf_values, nibble,

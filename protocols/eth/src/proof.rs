@@ -66,6 +66,8 @@ enum M {
     Leaf(Vec<u8>, Bytes),
     Ext(Vec<u8>, Box<M>),
     Branch(Box<[M; 16]>, Option<Bytes>),
+    /// A subtree built whole from range keys (see [`fill`]), as its parent references it.
+    Built(NodeRef),
 }
 
 fn empty_children() -> Box<[M; 16]> {
@@ -147,7 +149,7 @@ fn resolve_path(node: &mut M, key: &[u8], db: &ProofDb<'_>) -> Result<Option<Byt
             continue;
         }
         match node {
-            M::Empty => return Ok(None),
+            M::Empty | M::Built(_) => return Ok(None),
             M::Leaf(p, v) => {
                 return Ok(if p[..] == key[..] {
                     Some(v.clone())
@@ -223,7 +225,7 @@ fn prune(node: &mut M, prefix: &mut Vec<u8>, left: &[u8], right: &[u8]) -> Resul
     }
     match node {
         M::Empty => {}
-        M::Hash(_) => return Err(ProofError::UnresolvedEdge),
+        M::Hash(_) | M::Built(_) => return Err(ProofError::UnresolvedEdge),
         M::Leaf(p, _) => {
             let mut full = prefix.clone();
             full.extend_from_slice(p);
@@ -270,7 +272,7 @@ fn insert(node: &mut M, key: &[u8], value: Bytes) -> Result<(), ProofError> {
             *node = M::Leaf(key.to_vec(), value);
             Ok(())
         }
-        M::Hash(_) => Err(ProofError::UnresolvedEdge),
+        M::Hash(_) | M::Built(_) => Err(ProofError::UnresolvedEdge),
         M::Leaf(p, v) => {
             if p[..] == key[..] {
                 *v = value;
@@ -344,12 +346,14 @@ fn encode(node: &M) -> Vec<u8> {
         match m {
             M::Empty => None,
             M::Hash(h) => Some(NodeRef::Hash(*h)),
+            M::Built(r) => Some(r.clone()),
             other => Some(NodeRef::for_node(&encode(other))),
         }
     };
     match node {
         M::Empty => vec![0x80],
-        M::Hash(h) => {
+        M::Built(NodeRef::Embedded(b)) => b.to_vec(),
+        M::Built(NodeRef::Hash(h)) | M::Hash(h) => {
             let mut out = Vec::with_capacity(33);
             crate::rlp::encode_bytes(h.as_slice(), &mut out);
             out
@@ -381,10 +385,433 @@ fn encode(node: &M) -> Vec<u8> {
     }
 }
 
+/// The nodes of a verified range whose whole key interval lies inside it (see
+/// [`verify_range_proof_interior`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeInterior {
+    /// Every node referenced by hash inside the range, `(hash, rlp)`, each subtrie's
+    /// children before their parent (the root too, by its hash, when the whole trie is
+    /// inside).
+    pub nodes: Vec<(B256, Vec<u8>)>,
+    /// The maximal subtries inside the range, in key order.
+    pub subtries: Vec<InteriorSubtrie>,
+}
+
+/// A subtrie all of whose keys lie inside a verified range, and whose parent's do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InteriorSubtrie {
+    /// Where its top node sits: the nibbles from the root to it.
+    pub path: Vec<u8>,
+    /// Its top node as its parent references it (the root's hash for the whole trie).
+    pub node: NodeRef,
+    /// Its leaves: `keys[leaves]` of the range (never empty).
+    pub leaves: std::ops::Range<usize>,
+    /// Its hash-referenced nodes: `nodes[nodes]` of the [`RangeInterior`] (the subtries'
+    /// runs do not overlap and cover all of them).
+    pub nodes: std::ops::Range<usize>,
+}
+
+/// The closed interval of paths a range covers, and what is collected inside it.
+struct Interior<'a> {
+    left: &'a [u8],
+    right: &'a [u8],
+    out: &'a mut RangeInterior,
+}
+
+/// Encode `node` (sitting at `prefix`, `inside` when that position lies inside the range)
+/// like [`encode`], and collect the nodes inside the range. Returns the RLP and whether
+/// the subtree is fully resolved (holds no node known only by hash).
+fn encode_interior(
+    node: &M,
+    prefix: &mut Vec<u8>,
+    inside: bool,
+    c: &mut Interior<'_>,
+) -> (Vec<u8>, bool) {
+    let mark = c.out.subtries.len();
+    let mut resolved = true;
+    let mut child_ref = |m: &M, prefix: &mut Vec<u8>, c: &mut Interior<'_>| -> Option<NodeRef> {
+        match m {
+            M::Empty => None,
+            M::Hash(h) => {
+                resolved = false;
+                Some(NodeRef::Hash(*h))
+            }
+            // Built by `fill`, which collected what lies inside it.
+            M::Built(r) => Some(r.clone()),
+            other => {
+                let child_inside = inside || span_of(prefix, c.left, c.right) == Span::Inside;
+                let node_mark = c.out.nodes.len();
+                let (rlp, res) = encode_interior(other, prefix, child_inside, c);
+                resolved &= res;
+                let keep = child_inside && res;
+                let r = if rlp.len() < 32 {
+                    NodeRef::Embedded(Bytes::from(rlp))
+                } else {
+                    let h = keccak256(&rlp);
+                    if keep {
+                        c.out.nodes.push((h, rlp));
+                    }
+                    NodeRef::Hash(h)
+                };
+                if keep {
+                    // A maximal subtrie unless this node is kept whole too (below).
+                    c.out.subtries.push(InteriorSubtrie {
+                        path: prefix.clone(),
+                        node: r.clone(),
+                        leaves: 0..0,
+                        nodes: node_mark..c.out.nodes.len(),
+                    });
+                }
+                Some(r)
+            }
+        }
+    };
+    let rlp = match node {
+        M::Empty => vec![0x80],
+        M::Built(NodeRef::Embedded(b)) => b.to_vec(),
+        M::Built(NodeRef::Hash(h)) | M::Hash(h) => {
+            resolved = matches!(node, M::Built(_));
+            let mut out = Vec::with_capacity(33);
+            crate::rlp::encode_bytes(h.as_slice(), &mut out);
+            out
+        }
+        M::Leaf(p, v) => Node::Leaf {
+            path: Nibbles(p.clone()),
+            value: v.clone(),
+        }
+        .encode(),
+        M::Ext(p, child) => {
+            let n = prefix.len();
+            prefix.extend_from_slice(p);
+            let r = child_ref(child, prefix, c);
+            prefix.truncate(n);
+            match r {
+                Some(child) => Node::Extension {
+                    path: Nibbles(p.clone()),
+                    child,
+                }
+                .encode(),
+                None => vec![0x80],
+            }
+        }
+        M::Branch(children, value) => {
+            let mut refs: Box<[Option<NodeRef>; 16]> = Box::default();
+            for (i, ch) in children.iter().enumerate() {
+                prefix.push(i as u8);
+                refs[i] = child_ref(ch, prefix, c);
+                prefix.pop();
+            }
+            Node::Branch {
+                children: refs,
+                value: value.clone(),
+            }
+            .encode()
+        }
+    };
+    if inside && resolved {
+        // This node (or one above it) is the maximal subtrie, not its children.
+        c.out.subtries.truncate(mark);
+    }
+    (rlp, resolved)
+}
+
+/// Insert the sorted `keys` (all under `node`, which sits at `prefix`; all of one
+/// length, longer than the prefix) with their `values` into `node`, as [`insert`] one by
+/// one would, and collect what lies inside the range. Where the keys go into an empty
+/// place, their whole subtree is built at once (hashed once, its nodes inside the range
+/// collected) and kept as [`M::Built`]; a node on the edges that must be split takes
+/// them one by one.
+fn fill(
+    node: &mut M,
+    prefix: &mut Vec<u8>,
+    keys: &[&[u8]],
+    values: &[&[u8]],
+    c: &mut Interior<'_>,
+) -> Result<(), ProofError> {
+    let Some(first) = keys.first() else {
+        return Ok(());
+    };
+    let depth = prefix.len();
+    let key_nibbles = first.len() * 2;
+    let nib = crate::trie::nibble;
+    match node {
+        M::Empty if depth == 0 => {
+            // The whole trie: its root is referenced by hash whatever its size.
+            let inside = span_of(prefix, c.left, c.right) == Span::Inside;
+            let mark = c.out.nodes.len();
+            let rlp = build_interior(keys, values, prefix, inside, c);
+            let h = keccak256(&rlp);
+            if inside {
+                c.out.nodes.push((h, rlp));
+                c.out.subtries.push(InteriorSubtrie {
+                    path: Vec::new(),
+                    node: NodeRef::Hash(h),
+                    leaves: 0..0,
+                    nodes: mark..c.out.nodes.len(),
+                });
+            }
+            *node = M::Built(NodeRef::Hash(h));
+        }
+        M::Empty if depth < key_nibbles => {
+            // Its parent is on an edge (a place inside the range was pruned whole).
+            *node = M::Built(build_child(keys, values, prefix, false, c));
+        }
+        M::Branch(children, _) if depth < key_nibbles => {
+            let mut start = 0;
+            while start < keys.len() {
+                let n = nib(keys[start], depth);
+                let mut end = start + 1;
+                while end < keys.len() && nib(keys[end], depth) == n {
+                    end += 1;
+                }
+                prefix.push(n);
+                let r = fill(
+                    &mut children[n as usize],
+                    prefix,
+                    &keys[start..end],
+                    &values[start..end],
+                    c,
+                );
+                prefix.pop();
+                r?;
+                start = end;
+            }
+        }
+        M::Ext(p, child)
+            if depth + p.len() < key_nibbles
+                && [keys[0], keys[keys.len() - 1]]
+                    .iter()
+                    .all(|k| p.iter().enumerate().all(|(i, &x)| nib(k, depth + i) == x)) =>
+        {
+            // Sorted keys of one length: when the first and the last go on through the
+            // extension, all do.
+            prefix.extend_from_slice(p);
+            let r = fill(child, prefix, keys, values, c);
+            prefix.truncate(depth);
+            r?;
+        }
+        M::Hash(_) => return Err(ProofError::UnresolvedEdge),
+        _ => {
+            for (k, v) in keys.iter().zip(values) {
+                let full = Nibbles::unpack(k).0;
+                insert(
+                    node,
+                    &full[depth.min(full.len())..],
+                    Bytes::copy_from_slice(v),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reference to the subtree of `keys` whose top sits at `prefix` (`parent_inside`
+/// when its parent's place lies inside the range), collecting what lies inside.
+fn build_child(
+    keys: &[&[u8]],
+    values: &[&[u8]],
+    prefix: &mut Vec<u8>,
+    parent_inside: bool,
+    c: &mut Interior<'_>,
+) -> NodeRef {
+    let inside = parent_inside || span_of(prefix, c.left, c.right) == Span::Inside;
+    let mark = c.out.nodes.len();
+    let rlp = build_interior(keys, values, prefix, inside, c);
+    let r = if rlp.len() < 32 {
+        NodeRef::Embedded(Bytes::from(rlp))
+    } else {
+        let h = keccak256(&rlp);
+        if inside {
+            c.out.nodes.push((h, rlp));
+        }
+        NodeRef::Hash(h)
+    };
+    if inside && !parent_inside {
+        c.out.subtries.push(InteriorSubtrie {
+            path: prefix.clone(),
+            node: r.clone(),
+            leaves: 0..0,
+            nodes: mark..c.out.nodes.len(),
+        });
+    }
+    r
+}
+
+/// The RLP of the top node of the subtree of `keys` (sorted, distinct, all of one
+/// length, longer than `prefix`, the nibbles they share), whose top sits at `prefix`.
+fn build_interior(
+    keys: &[&[u8]],
+    values: &[&[u8]],
+    prefix: &mut Vec<u8>,
+    inside: bool,
+    c: &mut Interior<'_>,
+) -> Vec<u8> {
+    let nib = crate::trie::nibble;
+    let depth = prefix.len();
+    let first = keys[0];
+    let end = first.len() * 2;
+    let mut hp = [0u8; 1 + MAX_KEY_BYTES];
+    if keys.len() == 1 {
+        let hp = hex_prefix(first, depth, end, true, &mut hp);
+        return list2(
+            hp,
+            |out| crate::rlp::encode_bytes(values[0], out),
+            str_len(values[0]),
+        );
+    }
+    let last = keys[keys.len() - 1];
+    let mut cp = depth;
+    while cp < end && nib(first, cp) == nib(last, cp) {
+        cp += 1;
+    }
+    if cp > depth {
+        for i in depth..cp {
+            prefix.push(nib(first, i));
+        }
+        let child = build_child(keys, values, prefix, inside, c);
+        prefix.truncate(depth);
+        let hp = hex_prefix(first, depth, cp, false, &mut hp);
+        return list2(hp, |out| ref_encode(&child, out), ref_len(&child));
+    }
+    let mut refs: [Option<NodeRef>; 16] = Default::default();
+    let mut start = 0;
+    while start < keys.len() {
+        let n = nib(keys[start], depth);
+        let mut stop = start + 1;
+        while stop < keys.len() && nib(keys[stop], depth) == n {
+            stop += 1;
+        }
+        prefix.push(n);
+        refs[n as usize] = Some(build_child(
+            &keys[start..stop],
+            &values[start..stop],
+            prefix,
+            inside,
+            c,
+        ));
+        prefix.pop();
+        start = stop;
+    }
+    let payload = refs
+        .iter()
+        .map(|r| r.as_ref().map_or(1, ref_len))
+        .sum::<usize>()
+        + 1;
+    let mut out = Vec::with_capacity(payload + 9);
+    crate::rlp::list_header(payload, &mut out);
+    for r in &refs {
+        match r {
+            Some(r) => ref_encode(r, &mut out),
+            None => out.push(0x80),
+        }
+    }
+    out.push(0x80);
+    out
+}
+
+/// The hex-prefix form of nibbles `from..to` of `key`, written into `buf`.
+fn hex_prefix<'b>(key: &[u8], from: usize, to: usize, leaf: bool, buf: &'b mut [u8]) -> &'b [u8] {
+    let nib = crate::trie::nibble;
+    let flag = if leaf { 0x20 } else { 0x00 };
+    let mut i = from;
+    buf[0] = if (to - from) % 2 == 1 {
+        i += 1;
+        flag | 0x10 | nib(key, from)
+    } else {
+        flag
+    };
+    let mut w = 1;
+    while i < to {
+        buf[w] = (nib(key, i) << 4) | nib(key, i + 1);
+        w += 1;
+        i += 2;
+    }
+    &buf[..w]
+}
+
+fn str_len(b: &[u8]) -> usize {
+    alloy_rlp::Encodable::length(&b)
+}
+
+fn ref_len(r: &NodeRef) -> usize {
+    match r {
+        NodeRef::Hash(_) => 33,
+        NodeRef::Embedded(b) => b.len(),
+    }
+}
+
+fn ref_encode(r: &NodeRef, out: &mut Vec<u8>) {
+    match r {
+        NodeRef::Hash(h) => crate::rlp::encode_bytes(h.as_slice(), out),
+        NodeRef::Embedded(b) => out.extend_from_slice(b),
+    }
+}
+
+/// A list of two items: the string `a`, then what `b` writes (`b_len` bytes).
+fn list2(a: &[u8], b: impl FnOnce(&mut Vec<u8>), b_len: usize) -> Vec<u8> {
+    let payload = str_len(a) + b_len;
+    let mut out = Vec::with_capacity(payload + 9);
+    crate::rlp::list_header(payload, &mut out);
+    crate::rlp::encode_bytes(a, &mut out);
+    b(&mut out);
+    out
+}
+
+/// [`root_hash`], collecting the nodes inside the closed path interval [left, right].
+fn root_hash_interior(node: &M, left: &[u8], right: &[u8], out: &mut RangeInterior) -> B256 {
+    let inside = span_of(&[], left, right) == Span::Inside;
+    let mut c = Interior { left, right, out };
+    match node {
+        M::Empty => EMPTY_ROOT,
+        // A root built by `fill` was collected there.
+        M::Hash(h) | M::Built(NodeRef::Hash(h)) => *h,
+        other => {
+            let (rlp, resolved) = encode_interior(other, &mut Vec::new(), inside, &mut c);
+            let h = keccak256(&rlp);
+            if inside && resolved {
+                c.out.subtries.clear();
+                c.out.nodes.push((h, rlp));
+                c.out.subtries.push(InteriorSubtrie {
+                    path: Vec::new(),
+                    node: NodeRef::Hash(h),
+                    leaves: 0..0,
+                    nodes: 0..c.out.nodes.len(),
+                });
+            }
+            h
+        }
+    }
+}
+
+/// Order of `key`'s first `path.len()` nibbles against `path`.
+fn nibble_prefix_cmp(key: &[u8], path: &[u8]) -> std::cmp::Ordering {
+    for (i, &n) in path.iter().enumerate() {
+        let k = crate::trie::nibble(key, i);
+        match k.cmp(&n) {
+            std::cmp::Ordering::Equal => {}
+            o => return o,
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// Put the subtries in key order and fill in their leaves: the keys under each path.
+fn subtrie_leaves(out: &mut RangeInterior, keys: &[impl AsRef<[u8]>]) {
+    // Disjoint paths: their order is their keys'.
+    out.subtries.sort_by(|a, b| a.path.cmp(&b.path));
+    for s in &mut out.subtries {
+        let lo = keys.partition_point(|k| nibble_prefix_cmp(k.as_ref(), &s.path).is_lt());
+        let hi = keys.partition_point(|k| nibble_prefix_cmp(k.as_ref(), &s.path).is_le());
+        s.leaves = lo..hi;
+    }
+    // Each subtrie inside a verified range holds some of its keys.
+    debug_assert!(out.subtries.iter().all(|s| !s.leaves.is_empty()));
+}
+
 fn root_hash(node: &M) -> B256 {
     match node {
         M::Empty => EMPTY_ROOT,
-        M::Hash(h) => *h,
+        M::Hash(h) | M::Built(NodeRef::Hash(h)) => *h,
         other => keccak256(encode(other)),
     }
 }
@@ -397,6 +824,8 @@ fn has_right_element(node: &M, key: &[u8]) -> bool {
         match node {
             M::Empty => return false,
             M::Hash(_) => return false,
+            // Built from the range's keys, none above the last one.
+            M::Built(_) => return false,
             M::Leaf(p, _) => return p[..] > key[..],
             M::Ext(p, c) => {
                 if key.len() >= p.len() && key[..p.len()] == p[..] {
@@ -449,6 +878,35 @@ pub fn verify_range_proof(
     values: &[impl AsRef<[u8]>],
     proof: &[Bytes],
 ) -> Result<bool, ProofError> {
+    verify_range(root, first_key, keys, values, proof, None)
+}
+
+/// [`verify_range_proof`], also returning the nodes of the trie whose whole key interval
+/// lies inside the verified range: the keys from `first_key` to the last key, or to the
+/// end of the key space when nothing lies above the last key (the whole key space for a
+/// range without proof). Those are final nodes of the trie `root`, hashed once here; the
+/// nodes on the edges (which also hold keys outside the range) are not returned.
+pub fn verify_range_proof_interior(
+    root: B256,
+    first_key: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+) -> Result<(bool, RangeInterior), ProofError> {
+    let mut out = RangeInterior::default();
+    let more = verify_range(root, first_key, keys, values, proof, Some(&mut out))?;
+    subtrie_leaves(&mut out, keys);
+    Ok((more, out))
+}
+
+fn verify_range(
+    root: B256,
+    first_key: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+    interior: Option<&mut RangeInterior>,
+) -> Result<bool, ProofError> {
     if keys.len() != values.len() {
         return Err(ProofError::LengthMismatch {
             keys: keys.len(),
@@ -486,14 +944,30 @@ pub fn verify_range_proof(
     }
     if proof.is_empty() {
         let mut tree = M::Empty;
-        for (k, v) in keys.iter().zip(values) {
-            insert(
-                &mut tree,
-                &Nibbles::unpack(k.as_ref()).0,
-                Bytes::copy_from_slice(v.as_ref()),
-            )?;
-        }
-        let got = root_hash(&tree);
+        let got = match interior {
+            Some(out) => {
+                let n = key_len * 2;
+                let (left, right) = (vec![0; n], vec![15; n]);
+                let mut c = Interior {
+                    left: &left,
+                    right: &right,
+                    out,
+                };
+                let (k, v) = as_slices(keys, values);
+                fill(&mut tree, &mut Vec::new(), &k, &v, &mut c)?;
+                root_hash_interior(&tree, &left, &right, c.out)
+            }
+            None => {
+                for (k, v) in keys.iter().zip(values) {
+                    insert(
+                        &mut tree,
+                        &Nibbles::unpack(k.as_ref()).0,
+                        Bytes::copy_from_slice(v.as_ref()),
+                    )?;
+                }
+                root_hash(&tree)
+            }
+        };
         if got != root {
             return Err(ProofError::RootMismatch {
                 expected: root,
@@ -532,24 +1006,73 @@ pub fn verify_range_proof(
         if v.as_ref() != values[0].as_ref() {
             return Err(ProofError::ValueMismatch);
         }
-        return Ok(has_right_element(&tree, &first));
+        let more = has_right_element(&tree, &first);
+        if let Some(out) = interior {
+            // The proof resolved the key's path: the nodes inside the range are on it.
+            let right = if more {
+                first.clone()
+            } else {
+                vec![15; first.len()]
+            };
+            root_hash_interior(&tree, &first, &right, out);
+        }
+        return Ok(more);
     }
     resolve_path(&mut tree, &first, &db)?;
     resolve_path(&mut tree, &last, &db)?;
     prune(&mut tree, &mut Vec::new(), &first, &last)?;
-    for (k, v) in keys.iter().zip(values) {
-        insert(
-            &mut tree,
-            &Nibbles::unpack(k.as_ref()).0,
-            Bytes::copy_from_slice(v.as_ref()),
-        )?;
-    }
-    let got = root_hash(&tree);
+    let (got, more) = match interior {
+        Some(out) => {
+            // The range's keys are all at or below the last one: whether the trie holds
+            // more above it shows before they go in (and is checked again after).
+            let more = has_right_element(&tree, &last);
+            let right = if more {
+                last.clone()
+            } else {
+                vec![15; last.len()]
+            };
+            let mut c = Interior {
+                left: &first,
+                right: &right,
+                out,
+            };
+            let (k, v) = as_slices(keys, values);
+            fill(&mut tree, &mut Vec::new(), &k, &v, &mut c)?;
+            let got = root_hash_interior(&tree, &first, &right, c.out);
+            let after = has_right_element(&tree, &last);
+            if after != more {
+                // Collected for the wrong range: report nothing rather than that.
+                *c.out = RangeInterior::default();
+            }
+            (got, after)
+        }
+        None => {
+            for (k, v) in keys.iter().zip(values) {
+                insert(
+                    &mut tree,
+                    &Nibbles::unpack(k.as_ref()).0,
+                    Bytes::copy_from_slice(v.as_ref()),
+                )?;
+            }
+            (root_hash(&tree), has_right_element(&tree, &last))
+        }
+    };
     if got != root {
         return Err(ProofError::RootMismatch {
             expected: root,
             got,
         });
     }
-    Ok(has_right_element(&tree, &last))
+    Ok(more)
+}
+
+/// The keys and values as slices.
+fn as_slices<'k>(
+    keys: &'k [impl AsRef<[u8]>],
+    values: &'k [impl AsRef<[u8]>],
+) -> (Vec<&'k [u8]>, Vec<&'k [u8]>) {
+    (
+        keys.iter().map(|k| k.as_ref()).collect(),
+        values.iter().map(|v| v.as_ref()).collect(),
+    )
 }

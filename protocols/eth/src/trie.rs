@@ -697,6 +697,64 @@ fn emit_ref(rlp: Vec<u8>, emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
     }
 }
 
+/// What [`build_node_known`] asks about each subtree: its top node's depth and entries.
+pub type KnownSubtree<'a, K, V> = dyn FnMut(usize, &[(K, V)]) -> Option<NodeRef> + 'a;
+
+/// [`build_node`], except that each subtree below the top is first offered to
+/// `known(depth, entries)` (the subtree of `entries`, whose top node sits at `depth`):
+/// where it returns a reference, that subtree was built before (its nodes are stored
+/// already) and is neither built nor emitted again. `known` must only return the
+/// reference of a subtree built from exactly these entries.
+pub fn build_node_known<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: &[(K, V)],
+    depth: usize,
+    emit: &mut dyn FnMut(B256, &[u8]),
+    known: &mut KnownSubtree<'_, K, V>,
+) -> Vec<u8> {
+    debug_assert!(!entries.is_empty());
+    let first = entries[0].0.as_ref();
+    if entries.len() == 1 {
+        return build_node(entries, depth, emit);
+    }
+    let last = entries[entries.len() - 1].0.as_ref();
+    let max = first.len().min(last.len()) * 2;
+    let mut cp = depth;
+    while cp < max && nibble(first, cp) == nibble(last, cp) {
+        cp += 1;
+    }
+    let mut child_ref =
+        |sub: &[(K, V)], d: usize, emit: &mut dyn FnMut(B256, &[u8])| match known(d, sub) {
+            Some(r) => r,
+            None => emit_ref(build_node_known(sub, d, emit, known), emit),
+        };
+    if cp > depth {
+        let child = child_ref(entries, cp, emit);
+        let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
+        return Node::Extension {
+            path: Nibbles(path),
+            child,
+        }
+        .encode();
+    }
+    let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
+    let mut value = None;
+    let mut start = 0;
+    if first.len() * 2 == depth {
+        value = Some(Bytes::copy_from_slice(entries[0].1.as_ref()));
+        start = 1;
+    }
+    while start < entries.len() {
+        let n = nibble(entries[start].0.as_ref(), depth);
+        let mut end = start + 1;
+        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
+            end += 1;
+        }
+        children[n as usize] = Some(child_ref(&entries[start..end], depth + 1, emit));
+        start = end;
+    }
+    Node::Branch { children, value }.encode()
+}
+
 /// A source of trie nodes by hash (to make proofs from).
 pub trait NodeSource {
     /// The node's RLP: borrowed from memory, or owned when read from disk.

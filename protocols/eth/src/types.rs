@@ -1120,14 +1120,28 @@ impl AccountView {
     /// may be any string of at most 32 bytes.
     pub fn decode(raw: &[u8]) -> Result<AccountView, RlpError> {
         let it = parse_exact(raw)?;
-        let f = it.items(4)?;
-        if f.len() != 4 {
+        // The four fields, read in place (as `Item::items(4)` would, without a list).
+        let mut r = it.list()?;
+        let mut f = [None; 4];
+        let mut count = 0;
+        while let Some(item) = r.next_opt()? {
+            if count >= 4 {
+                return Err(RlpError::TooManyItems {
+                    offset: it.offset,
+                    limit: 4,
+                });
+            }
+            f[count] = Some(item);
+            count += 1;
+        }
+        let [Some(f0), Some(f1), Some(f2), Some(f3)] = f else {
             return Err(RlpError::WrongItemCount {
                 offset: it.offset,
-                count: f.len(),
+                count,
                 expected: "4",
             });
-        }
+        };
+        let f = [f0, f1, f2, f3];
         let balance = f[1].bytes()?;
         if balance.len() > 32 {
             return Err(RlpError::IntegerOverflow {

@@ -284,6 +284,24 @@ fn key_before(lo: Option<&[u8]>, hi: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// [`verify_range_proof`], checked to agree with [`verify_range_proof_interior`] (which
+/// builds the range another way): both accept with the same answer, or both reject.
+fn vrp(
+    root: B256,
+    first: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+) -> Result<bool, ProofError> {
+    let plain = verify_range_proof(root, first, keys, values, proof);
+    let interior = verify_range_proof_interior(root, first, keys, values, proof).map(|r| r.0);
+    assert_eq!(plain.is_ok(), interior.is_ok(), "{plain:?} / {interior:?}");
+    if let (Ok(a), Ok(b)) = (&plain, &interior) {
+        assert_eq!(a, b);
+    }
+    plain
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
@@ -298,29 +316,29 @@ proptest! {
             key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0]).unwrap_or(keys[0].to_vec())
         } else { keys[0].to_vec() };
         let proof = t.prove_range(&first, keys[keys.len() - 1]);
-        let more = verify_range_proof(root, &first, &keys, &vals, &proof);
+        let more = vrp(root, &first, &keys, &vals, &proof);
         prop_assert_eq!(more, Ok(j < n - 1));
 
         // The whole set without a proof.
         let all_k: Vec<&[u8]> = pairs.iter().map(|p| p.0.as_slice()).collect();
         let all_v: Vec<&[u8]> = pairs.iter().map(|p| p.1.as_slice()).collect();
-        prop_assert_eq!(verify_range_proof(root, all_k[0], &all_k, &all_v, &[]), Ok(false));
+        prop_assert_eq!(vrp(root, all_k[0], &all_k, &all_v, &[]), Ok(false));
         if n > 1 {
-            prop_assert!(verify_range_proof(root, all_k[0], &all_k[1..], &all_v[1..], &[]).is_err());
+            prop_assert!(vrp(root, all_k[0], &all_k[1..], &all_v[1..], &[]).is_err());
         }
 
         // A bloated proof (every node of the trie) still verifies: extra nodes are unused.
         let bloated: Vec<Bytes> = t.nodes().values().cloned().collect();
-        prop_assert_eq!(verify_range_proof(root, &first, &keys, &vals, &bloated), Ok(j < n - 1));
+        prop_assert_eq!(vrp(root, &first, &keys, &vals, &bloated), Ok(j < n - 1));
         // Values in the range must not be empty (deletions are not allowed).
         let mut empties = vals.clone();
         empties[0] = b"";
-        prop_assert!(verify_range_proof(root, &first, &keys, &empties, &proof).is_err());
+        prop_assert!(vrp(root, &first, &keys, &empties, &proof).is_err());
         // Keys out of order are rejected.
         if keys.len() >= 2 {
             let mut swapped = keys.clone();
             swapped.swap(0, 1);
-            prop_assert!(verify_range_proof(root, &first, &swapped, &vals, &proof).is_err());
+            prop_assert!(vrp(root, &first, &swapped, &vals, &proof).is_err());
         }
         // Tampered proof node.
         for idx in 0..proof.len() {
@@ -329,24 +347,24 @@ proptest! {
             let pos = node.len() / 2;
             node[pos] ^= 0x01;
             bad[idx] = node.into();
-            prop_assert!(verify_range_proof(root, &first, &keys, &vals, &bad).is_err(), "tampered node {}", idx);
+            prop_assert!(vrp(root, &first, &keys, &vals, &bad).is_err(), "tampered node {}", idx);
         }
         // Altered value.
         let mut vals2: Vec<Vec<u8>> = vals.iter().map(|v| v.to_vec()).collect();
         let m = vals2.len() / 2;
         vals2[m].push(0x42);
-        prop_assert!(verify_range_proof(root, &first, &keys, &vals2, &proof).is_err());
+        prop_assert!(vrp(root, &first, &keys, &vals2, &proof).is_err());
         // Dropped element in the interior (a gap).
         if keys.len() >= 3 {
             let mut k2 = keys.clone();
             let mut v2 = vals.clone();
             k2.remove(1);
             v2.remove(1);
-            prop_assert!(verify_range_proof(root, &first, &k2, &v2, &proof).is_err());
+            prop_assert!(vrp(root, &first, &k2, &v2, &proof).is_err());
         }
         // Dropped first element (inside [first, last] whether or not the proof is for it).
         if keys.len() >= 2 {
-            prop_assert!(verify_range_proof(root, &first, &keys[1..], &vals[1..], &proof).is_err());
+            prop_assert!(vrp(root, &first, &keys[1..], &vals[1..], &proof).is_err());
         }
         // An extra element that is not in the trie, inside the range.
         if keys.len() >= 2 {
@@ -355,17 +373,17 @@ proptest! {
                 let mut v2 = vals.clone();
                 k2.insert(1, &extra);
                 v2.insert(1, b"extra");
-                prop_assert!(verify_range_proof(root, &first, &k2, &v2, &proof).is_err());
+                prop_assert!(vrp(root, &first, &k2, &v2, &proof).is_err());
             }
         }
         // Empty range above the last key proves there is nothing more; below, it fails.
         let last_key = &pairs[n - 1].0;
         if let Some(above) = increment(last_key) {
             let p = t.prove(&above);
-            prop_assert_eq!(verify_range_proof(root, &above, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p), Ok(false));
+            prop_assert_eq!(vrp(root, &above, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p), Ok(false));
         }
         let p = t.prove(&first);
-        prop_assert!(verify_range_proof(root, &first, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p).is_err());
+        prop_assert!(vrp(root, &first, &Vec::<&[u8]>::new(), &Vec::<&[u8]>::new(), &p).is_err());
         // Single-key proofs of every key in the range.
         for (k, v) in keys.iter().zip(&vals) {
             prop_assert_eq!(verify_proof(root, k, &t.prove(k)).unwrap().map(|b| b.to_vec()), Some(v.to_vec()));
@@ -454,6 +472,9 @@ proptest! {
         let k: [&[u8]; 1] = [&bytes];
         let _ = verify_range_proof(keccak256(&bytes), &[], &k, &k, &proof);
         let _ = verify_range_proof(keccak256(&bytes), &bytes, &k, &k, &proof);
+        let _ = verify_range_proof_interior(keccak256(&bytes), &[], &k, &k, &proof);
+        let _ = verify_range_proof_interior(keccak256(&bytes), &bytes, &k, &k, &proof);
+        let _ = verify_range_proof_interior(keccak256(&bytes), &bytes, &k, &k, &[]);
         let text = String::from_utf8_lossy(&bytes);
         let _ = catchup_eth::state::parse_geth_dump(&text);
         let _ = catchup_eth::state::parse_alloc(&text);
@@ -594,5 +615,176 @@ proptest! {
         let _ = verify_proof(root, &[0x12, 0x34], &proof);
         let k: [&[u8]; 2] = [&[0x00, 0x01], &[0xff, 0xfe]];
         let _ = verify_range_proof(root, &[0x00, 0x00], &k, &k, &proof);
+    }
+}
+
+// ------------------------------------------------------------------ range interiors
+
+/// Every node of the trie `t` with its position (the nibbles from the root to it) and the
+/// reference its parent holds (the root: by its hash).
+fn nodes_with_positions(t: &TrieBuilder) -> Vec<(Vec<u8>, NodeRef, Vec<u8>)> {
+    fn walk(t: &TrieBuilder, r: NodeRef, pos: Vec<u8>, out: &mut Vec<(Vec<u8>, NodeRef, Vec<u8>)>) {
+        let rlp = match &r {
+            NodeRef::Hash(h) => t.nodes()[h].to_vec(),
+            NodeRef::Embedded(b) => b.to_vec(),
+        };
+        out.push((pos.clone(), r, rlp.clone()));
+        match Node::decode(&rlp).expect("a node of the trie") {
+            Node::Leaf { .. } => {}
+            Node::Extension { path, child } => {
+                let mut p = pos.clone();
+                p.extend_from_slice(&path.0);
+                walk(t, child, p, out);
+            }
+            Node::Branch { children, .. } => {
+                for (i, c) in children.iter().enumerate() {
+                    if let Some(c) = c {
+                        let mut p = pos.clone();
+                        p.push(i as u8);
+                        walk(t, c.clone(), p, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !t.leaves().is_empty() {
+        walk(t, NodeRef::Hash(t.root()), Vec::new(), &mut out);
+    }
+    out
+}
+
+/// Whether every path of `n` nibbles under `pos` lies in [left, right].
+fn position_inside(pos: &[u8], n: usize, left: &[u8], right: &[u8]) -> bool {
+    let mut lo = pos.to_vec();
+    lo.resize(n, 0);
+    let mut hi = pos.to_vec();
+    hi.resize(n, 15);
+    lo.as_slice() >= left && hi.as_slice() <= right
+}
+
+/// Check `got` against the nodes of `t` inside [left, right] (paths of `n` nibbles).
+fn check_interior(
+    t: &TrieBuilder,
+    keys: &[&[u8]],
+    left: &[u8],
+    right: &[u8],
+    got: &RangeInterior,
+) -> Result<(), TestCaseError> {
+    let n = left.len();
+    let all = nodes_with_positions(t);
+    let inside: Vec<&(Vec<u8>, NodeRef, Vec<u8>)> = all
+        .iter()
+        .filter(|(p, _, _)| position_inside(p, n, left, right))
+        .collect();
+    // Every hashed node inside, each once, hashing to what it claims.
+    let mut want: Vec<B256> = inside
+        .iter()
+        .filter_map(|(_, r, _)| match r {
+            NodeRef::Hash(h) => Some(*h),
+            NodeRef::Embedded(_) => None,
+        })
+        .collect();
+    want.sort();
+    let mut have: Vec<B256> = got.nodes.iter().map(|(h, _)| *h).collect();
+    have.sort();
+    for (h, rlp) in &got.nodes {
+        prop_assert_eq!(keccak256(rlp), *h);
+        prop_assert_eq!(&t.nodes()[h].to_vec(), rlp);
+    }
+    prop_assert_eq!(have, want);
+    // The maximal subtries: inside, with the parent position outside.
+    let maximal: Vec<(Vec<u8>, NodeRef)> = inside
+        .iter()
+        .filter(|(p, _, _)| {
+            !all.iter().any(|(q, _, _)| {
+                q.len() < p.len() && p.starts_with(q) && position_inside(q, n, left, right)
+            })
+        })
+        .map(|(p, r, _)| (p.clone(), r.clone()))
+        .collect();
+    let got_max: Vec<(Vec<u8>, NodeRef)> = got
+        .subtries
+        .iter()
+        .map(|s| (s.path.clone(), s.node.clone()))
+        .collect();
+    prop_assert_eq!(got_max, maximal);
+    // The subtries' runs of nodes cover the nodes without overlap, each run its
+    // subtrie's.
+    let mut runs: Vec<std::ops::Range<usize>> = got
+        .subtries
+        .iter()
+        .map(|s| s.nodes.clone())
+        .filter(|r| !r.is_empty())
+        .collect();
+    runs.sort_by_key(|r| r.start);
+    let mut next = 0;
+    for r in &runs {
+        prop_assert_eq!(r.start, next);
+        next = r.end;
+    }
+    for s in &got.subtries {
+        let mut run: Vec<B256> = got.nodes[s.nodes.clone()].iter().map(|n| n.0).collect();
+        run.sort();
+        let mut under: Vec<B256> = inside
+            .iter()
+            .filter(|(p, _, _)| p.starts_with(&s.path))
+            .filter_map(|(_, r, _)| match r {
+                NodeRef::Hash(h) => Some(*h),
+                NodeRef::Embedded(_) => None,
+            })
+            .collect();
+        under.sort();
+        prop_assert_eq!(run, under);
+    }
+    prop_assert_eq!(next, got.nodes.len());
+    for s in &got.subtries {
+        let under: Vec<usize> = (0..keys.len())
+            .filter(|&i| Nibbles::unpack(keys[i]).0.starts_with(&s.path))
+            .collect();
+        prop_assert!(!under.is_empty());
+        prop_assert_eq!(s.leaves.clone(), under[0]..under[under.len() - 1] + 1);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn range_interior_is_the_tries_nodes_inside_the_range((pairs, i, j, gap) in range_case()) {
+        let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+        let root = t.root();
+        let n = pairs.len();
+        let keys: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.0.as_slice()).collect();
+        let vals: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.1.as_slice()).collect();
+        let first = if gap {
+            key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0]).unwrap_or(keys[0].to_vec())
+        } else { keys[0].to_vec() };
+        let proof = t.prove_range(&first, keys[keys.len() - 1]);
+        let (more, interior) = verify_range_proof_interior(root, &first, &keys, &vals, &proof)
+            .expect("a range of the trie");
+        prop_assert_eq!(more, j < n - 1);
+        prop_assert_eq!(Ok(more), verify_range_proof(root, &first, &keys, &vals, &proof));
+        let left = Nibbles::unpack(&first).0;
+        let right = if more {
+            Nibbles::unpack(keys[keys.len() - 1]).0
+        } else {
+            vec![15; left.len()]
+        };
+        check_interior(&t, &keys, &left, &right, &interior)?;
+        // The whole trie without a proof: every node is inside, the root is the subtrie.
+        let all_k: Vec<&[u8]> = pairs.iter().map(|p| p.0.as_slice()).collect();
+        let all_v: Vec<&[u8]> = pairs.iter().map(|p| p.1.as_slice()).collect();
+        let (more, whole) = verify_range_proof_interior(root, all_k[0], &all_k, &all_v, &[])
+            .expect("the whole trie");
+        prop_assert!(!more);
+        let l = left.len();
+        check_interior(&t, &all_k, &vec![0; l], &vec![15; l], &whole)?;
+        prop_assert_eq!(whole.subtries.len(), 1);
+        // A range that does not verify returns no interior.
+        let mut vals2: Vec<Vec<u8>> = vals.iter().map(|v| v.to_vec()).collect();
+        vals2[0].push(1);
+        prop_assert!(verify_range_proof_interior(root, &first, &keys, &vals2, &proof).is_err());
     }
 }

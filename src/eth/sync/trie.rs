@@ -6,7 +6,8 @@ use thiserror::Error;
 
 use catchup_eth::rlp::{parse_exact, Item, RlpError};
 pub use catchup_eth::trie::{
-    build_node, build_root, nibble, prove, Nibbles, Node, NodeRef, NodeSource,
+    build_node, build_node_known, build_root, nibble, prove, KnownSubtree, Nibbles, Node, NodeRef,
+    NodeSource,
 };
 
 /// Largest trie node accepted from a peer.

@@ -1,6 +1,11 @@
 //! The end of each state phase and the heal rounds: snap's rebuild of the trie top from
 //! the stored ranges (`Rebuild`, `SubtrieBuilt`, `BuildWhole`, `WholeBuilt`), and probe waves
 //! (`Probe`, `ProbeReply`) that end a walk round and start another until one fetches nothing.
+//!
+//! The rebuild hashes only what the range verifier did not: a subtrie that lay whole inside
+//! one verified account range was built (and stored) there, and is referenced by the hash
+//! remembered in [`KnownSubtries`] when the stored leaves under it are the ones it was
+//! built from; anything else (after a restart, a subtrie across two ranges) is built here.
 
 use alloy_primitives::{keccak256, B256};
 use catchup_shards::ownership;
@@ -9,7 +14,7 @@ use super::snap::unit_key;
 use super::{Action, Engine, ShardId, ShardMsg, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
-use crate::eth::sync::trie::{self, build_node, Node, NodeRef};
+use crate::eth::sync::trie::{self, build_node, build_node_known, Node, NodeRef};
 use crate::eth::sync::types::AccountView;
 
 impl Engine {
@@ -155,12 +160,7 @@ impl Engine {
             if leaves.is_empty() {
                 continue;
             }
-            let mut put = |h: B256, r: &[u8]| {
-                if !store.has_node(&h) {
-                    store.put_node(h, r)
-                }
-            };
-            let block = block_top(&leaves, k, &mut put);
+            let block = build_block(&leaves, k, &mut self.known_subtries, store);
             let at_k_hash = (block.at_k.len() >= 32).then(|| keccak256(&block.at_k));
             if self.ranges_clean && accounts_complete(&leaves, store) {
                 self.complete.extend(at_k_hash);
@@ -176,6 +176,8 @@ impl Engine {
             break;
         }
         if r.next > r.hi {
+            // What the rebuild did not use is of no use any more.
+            self.known_subtries.clear();
             out.push(Action::ToShard {
                 shard: 0,
                 msg: ShardMsg::SubtriesBuilt {
@@ -240,9 +242,51 @@ impl Engine {
     }
 }
 
+/// [`block_top`] for stored `leaves`, its nodes put in `store`, using the subtries a
+/// verified range built already where they match the leaves.
+fn build_block(
+    leaves: &[(B256, Vec<u8>)],
+    k: usize,
+    known: &mut KnownSubtries,
+    store: &mut dyn SyncStore,
+) -> BlockTop {
+    // The block's top branch, when a verified range built this very block.
+    let top = (leaves.len() > 1)
+        .then(|| known.take(block_cp(leaves, k), leaves))
+        .flatten()
+        .and_then(|node| match &node {
+            NodeRef::Hash(h) => store.get_node(h).map(|rlp| (rlp, node)),
+            NodeRef::Embedded(b) => Some((b.to_vec(), node)),
+        });
+    let mut put = |h: B256, r: &[u8]| {
+        if !store.has_node(&h) {
+            store.put_node(h, r)
+        }
+    };
+    block_top(leaves, k, top, &mut put, &mut |d, sub| known.take(d, sub))
+}
+
+/// Where the keys of sorted `leaves` (at least two, all under one `k`-nibble prefix) part.
+fn block_cp(leaves: &[(B256, Vec<u8>)], k: usize) -> usize {
+    let (a, b) = (leaves[0].0, leaves[leaves.len() - 1].0);
+    let mut cp = k;
+    while trie::nibble(a.as_slice(), cp) == trie::nibble(b.as_slice(), cp) {
+        cp += 1;
+    }
+    cp
+}
+
 /// The block of sorted `leaves` (at least one, all under one `k`-nibble prefix): its
-/// subtrie's nodes go to `put` (the top one too, when referenced by hash).
-fn block_top(leaves: &[(B256, Vec<u8>)], k: usize, put: &mut dyn FnMut(B256, &[u8])) -> BlockTop {
+/// subtrie's nodes go to `put` (the top one too, when referenced by hash). Subtries
+/// `known` gives (see [`build_node_known`]) and `top`, the RLP and reference of the
+/// block's top branch when it was built already, are not built again.
+fn block_top(
+    leaves: &[(B256, Vec<u8>)],
+    k: usize,
+    top: Option<(Vec<u8>, NodeRef)>,
+    put: &mut dyn FnMut(B256, &[u8]),
+    known: &mut trie::KnownSubtree<'_, B256, Vec<u8>>,
+) -> BlockTop {
     let prefix: Vec<u8> = (0..k)
         .map(|i| trie::nibble(leaves[0].0.as_slice(), i))
         .collect();
@@ -254,16 +298,19 @@ fn block_top(leaves: &[(B256, Vec<u8>)], k: usize, put: &mut dyn FnMut(B256, &[u
         }
     } else {
         // Where the keys part: a branch, whatever lies above it.
-        let (a, b) = (leaves[0].0, leaves[leaves.len() - 1].0);
-        let mut cp = k;
-        while trie::nibble(a.as_slice(), cp) == trie::nibble(b.as_slice(), cp) {
-            cp += 1;
-        }
-        let rlp = build_node(leaves, cp, put);
-        let node = NodeRef::for_node(&rlp);
-        if let NodeRef::Hash(h) = node {
-            put(h, &rlp);
-        }
+        let a = leaves[0].0;
+        let cp = block_cp(leaves, k);
+        let (rlp, node) = match top {
+            Some(built) => built,
+            None => {
+                let rlp = build_node_known(leaves, cp, put, known);
+                let node = NodeRef::for_node(&rlp);
+                if let NodeRef::Hash(h) = node {
+                    put(h, &rlp);
+                }
+                (rlp, node)
+            }
+        };
         branch_rlp = Some(rlp);
         BlockShape::Branch {
             path: (0..cp).map(|i| trie::nibble(a.as_slice(), i)).collect(),
@@ -300,6 +347,90 @@ fn accounts_complete(leaves: &[(B256, Vec<u8>)], store: &dyn SyncStore) -> bool 
                 && (!a.has_code() || store.has_code(&a.code_hash))
         })
     })
+}
+
+/// Most subtries remembered for the rebuild (about 150 bytes each); beyond, the rebuild
+/// builds the rest itself.
+const MAX_KNOWN_SUBTRIES: usize = 1 << 18;
+
+/// Subtries of the account trie that a verified range built whole (their nodes stored),
+/// by their first leaf: the rebuild references one instead of building it again when the
+/// stored leaves under it are exactly the ones it was built from. Only the maximal
+/// subtries of each range are kept, each until the rebuild uses it (or ends).
+#[derive(Default, Clone)]
+pub(super) struct KnownSubtries {
+    by_first: alloy_primitives::map::HashMap<B256, KnownSubtrie>,
+    hasher: alloy_primitives::map::DefaultHashBuilder,
+}
+
+#[derive(Debug, Clone)]
+struct KnownSubtrie {
+    /// Where its top node sits (the length of its path).
+    depth: usize,
+    node: NodeRef,
+    count: usize,
+    last: B256,
+    /// A digest of its leaves (keys and values), to check them against the stored ones.
+    digest: u64,
+}
+
+impl std::fmt::Debug for KnownSubtries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownSubtries")
+            .field("count", &self.by_first.len())
+            .finish()
+    }
+}
+
+impl KnownSubtries {
+    /// Remember the subtrie at `depth` built from `leaves` (sorted, the ones stored).
+    pub(super) fn remember(&mut self, depth: usize, node: NodeRef, leaves: &[(B256, Vec<u8>)]) {
+        let (Some(first), Some(last)) = (leaves.first(), leaves.last()) else {
+            return;
+        };
+        if self.by_first.len() >= MAX_KNOWN_SUBTRIES {
+            return;
+        }
+        let digest = std::hash::BuildHasher::hash_one(&self.hasher, leaves);
+        self.by_first.insert(
+            first.0,
+            KnownSubtrie {
+                depth,
+                node,
+                count: leaves.len(),
+                last: last.0,
+                digest,
+            },
+        );
+    }
+
+    /// The reference of the subtrie at `depth` over `leaves` (the stored ones under its
+    /// path, sorted), if one was remembered and was built from exactly these leaves; it
+    /// is forgotten then (a rebuild takes each subtrie once), as is one that no longer
+    /// matches its leaves.
+    pub(super) fn take(&mut self, depth: usize, leaves: &[(B256, Vec<u8>)]) -> Option<NodeRef> {
+        let first = leaves.first()?;
+        let k = self.by_first.get(&first.0)?;
+        if k.depth != depth {
+            return None;
+        }
+        let k = self.by_first.remove(&first.0)?;
+        let last = leaves.last()?;
+        (k.count == leaves.len()
+            && k.last == last.0
+            && k.digest == std::hash::BuildHasher::hash_one(&self.hasher, leaves))
+        .then_some(k.node)
+    }
+
+    /// How many subtries are remembered.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_first.len()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.by_first = Default::default();
+    }
 }
 
 /// A rebuild under way: the next trie prefix to build and the blocks built so far.
@@ -422,7 +553,165 @@ fn build_top(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eth::sync::store::MemStore;
     use std::collections::HashMap;
+
+    fn account_leaves(n: usize, seed: u64) -> Vec<(B256, Vec<u8>)> {
+        let mut leaves: Vec<(B256, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let key = keccak256((seed * 1_000_000 + i as u64).to_be_bytes());
+                (key, vec![0x80 + (i % 50) as u8; 40 + i % 30])
+            })
+            .collect();
+        leaves.sort();
+        leaves
+    }
+
+    /// What snap keeps of verified ranges of `leaves` cut at `cuts` (as the account ranges
+    /// of one shard that owns everything, with `k`-nibble blocks, keep them).
+    fn keep_ranges(
+        leaves: &[(B256, Vec<u8>)],
+        cuts: &[usize],
+        k: usize,
+        known: &mut KnownSubtries,
+        store: &mut MemStore,
+    ) {
+        let t = catchup_eth::TrieBuilder::new(leaves.iter().map(|(k, v)| (k.0, v)));
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(leaves.len());
+        for w in bounds.windows(2) {
+            let run = &leaves[w[0]..w[1]];
+            let origin = if w[0] == 0 { B256::ZERO } else { run[0].0 };
+            let keys: Vec<B256> = run.iter().map(|l| l.0).collect();
+            let vals: Vec<&[u8]> = run.iter().map(|l| l.1.as_slice()).collect();
+            let proof = t.prove_range(origin.as_slice(), keys[keys.len() - 1].as_slice());
+            let (_, interior) = catchup_eth::verify_range_proof_interior(
+                t.root(),
+                origin.as_slice(),
+                &keys,
+                &vals,
+                &proof,
+            )
+            .expect("a range of the trie");
+            super::super::snap::keep_interior(known, k, interior, run, store);
+        }
+    }
+
+    /// The rebuild of every block of `leaves` and the top above them: the root.
+    fn rebuild_all(
+        leaves: &[(B256, Vec<u8>)],
+        k: usize,
+        known: &mut KnownSubtries,
+        store: &mut MemStore,
+    ) -> B256 {
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        while start < leaves.len() {
+            let same = |i: usize| {
+                (0..k).all(|j| {
+                    trie::nibble(leaves[i].0.as_slice(), j)
+                        == trie::nibble(leaves[start].0.as_slice(), j)
+                })
+            };
+            let mut end = start + 1;
+            while end < leaves.len() && same(end) {
+                end += 1;
+            }
+            blocks.push(build_block(&leaves[start..end], k, known, store));
+            start = end;
+        }
+        let mut put = |h: B256, r: &[u8]| {
+            if !store.has_node(&h) {
+                store.put_node(h, r)
+            }
+        };
+        let (root, _) = build_top(&blocks, 0, k, &mut put);
+        let h = keccak256(&root);
+        put(h, &root);
+        h
+    }
+
+    #[test]
+    fn subtries_of_verified_ranges_are_used_once_and_give_the_same_trie() {
+        for (n, k, cuts) in [
+            (3000usize, 1usize, vec![400usize, 1100, 1101, 2500]),
+            (3000, 2, vec![7, 300, 2999]),
+            (200, 1, vec![]),
+            (5, 1, vec![2]),
+        ] {
+            let leaves = account_leaves(n, n as u64 + k as u64);
+            let mut want_nodes = HashMap::new();
+            let want = trie::build_root(&leaves, &mut |h, r| {
+                want_nodes.insert(h, r.to_vec());
+            });
+            let mut known = KnownSubtries::default();
+            let mut store = MemStore::default();
+            keep_ranges(&leaves, &cuts, k, &mut known, &mut store);
+            let remembered = known.by_first.len();
+            // (A range of the whole trie is the root's subtrie, above the blocks: the
+            // rebuild builds it.)
+            assert!(
+                remembered > 0 || cuts.is_empty() || n < 10,
+                "{n} {k}: nothing remembered"
+            );
+            let kept = store.nodes.len();
+            assert!(kept > 0 || cuts.is_empty() || n < 10);
+            let root = rebuild_all(&leaves, k, &mut known, &mut store);
+            assert_eq!(root, want, "{n} leaves, {k} nibbles");
+            // Each subtrie was used by the rebuild, and no node was written twice.
+            assert_eq!(known.by_first.len(), 0, "{n} {k}: unused subtries");
+            assert_eq!(store.duplicate_writes, 0);
+            // The store holds exactly the trie's nodes.
+            assert_eq!(store.nodes.len(), want_nodes.len());
+            for (h, r) in &store.nodes {
+                assert_eq!(want_nodes.get(h), Some(r), "{n} {k}: {h} not of the trie");
+            }
+        }
+    }
+
+    #[test]
+    fn a_remembered_subtrie_that_does_not_match_the_stored_leaves_is_not_used() {
+        let k = 1;
+        let leaves = account_leaves(2000, 99);
+        let cuts = [300usize, 1200];
+        // The stored leaves, changed after the ranges were kept: a value, a leaf gone, a
+        // leaf added, each inside a remembered subtrie.
+        type Change = dyn Fn(&mut Vec<(B256, Vec<u8>)>, usize);
+        let changes: [&Change; 3] = [
+            &|l, i| l[i + 1].1.push(7),
+            &|l, i| {
+                l.remove(i + 1);
+            },
+            &|l, i| {
+                let mut key = l[i].0;
+                key.0[31] ^= 1;
+                if l.binary_search_by(|x| x.0.cmp(&key)).is_err() {
+                    l.push((key, vec![0x81; 50]));
+                    l.sort();
+                }
+            },
+        ];
+        for change in changes {
+            let mut known = KnownSubtries::default();
+            let mut store = MemStore::default();
+            keep_ranges(&leaves, &cuts, k, &mut known, &mut store);
+            // One remembered subtrie of 3 leaves or more, and where its leaves start.
+            let (first, _) = known
+                .by_first
+                .iter()
+                .find(|(_, s)| s.count >= 3)
+                .expect("a subtrie of 3 leaves");
+            let i = leaves.iter().position(|l| l.0 == *first).expect("a leaf");
+            let mut stored = leaves.clone();
+            change(&mut stored, i);
+            assert_ne!(stored, leaves);
+            let want = trie::build_root(&stored, &mut |_, _| {});
+            let root = rebuild_all(&stored, k, &mut known, &mut store);
+            assert_eq!(root, want);
+            assert_ne!(root, trie::build_root(&leaves, &mut |_, _| {}));
+        }
+    }
 
     #[test]
     fn blocks_and_the_top_above_them_make_the_whole_trie() {
@@ -457,7 +746,13 @@ mod tests {
                     while end < leaves.len() && same(end) {
                         end += 1;
                     }
-                    blocks.push(block_top(&leaves[start..end], k, &mut put));
+                    blocks.push(block_top(
+                        &leaves[start..end],
+                        k,
+                        None,
+                        &mut put,
+                        &mut |_, _| None,
+                    ));
                     start = end;
                 }
                 let (root, _) = build_top(&blocks, 0, k, &mut put);

@@ -282,6 +282,9 @@ pub struct Engine {
     storage_left_to_heal: bool,
     /// The snap rebuild of this shard's account-trie blocks, while under way.
     rebuilding: Option<heal::Rebuilding>,
+    /// Subtries of the account trie already built (and stored) when their range was
+    /// verified, for the rebuild to reference instead of building them again.
+    known_subtries: heal::KnownSubtries,
     /// Items to fetch, taken newest first (the walk is depth-first).
     node_queue: VecDeque<NodeTask>,
     outbox: BTreeMap<ShardId, Vec<NodeTask>>,
@@ -372,6 +375,7 @@ impl Engine {
             ranges_clean: false,
             storage_left_to_heal: false,
             rebuilding: None,
+            known_subtries: Default::default(),
             node_queue: VecDeque::new(),
             outbox: BTreeMap::new(),
             tasks_sent: 0,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{keccak256, B256};
 
+use super::heal::KnownSubtries;
 use super::{hexs, unhex32, Action, Engine, NodeTask, Pending, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
@@ -84,6 +85,8 @@ pub(super) struct StorageAcc {
     slots: BTreeMap<B256, Vec<u8>>,
     /// Its storage tasks (indices into `storage_tasks`).
     tasks: Vec<usize>,
+    /// Subtries its verified ranges built (and stored) already.
+    known: KnownSubtries,
 }
 
 impl Engine {
@@ -153,14 +156,10 @@ impl Engine {
     pub(super) fn storage_to_heal(&mut self, store: &mut dyn SyncStore) {
         self.storage_left_to_heal = true;
         self.ranges_clean = false;
-        for (h, acc) in std::mem::take(&mut self.storage_accs) {
+        for (h, mut acc) in std::mem::take(&mut self.storage_accs) {
             if !acc.slots.is_empty() {
                 let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
-                trie::build_root(&leaves, &mut |nh, r| {
-                    if !store.has_node(&nh) {
-                        store.put_node(nh, r)
-                    }
-                });
+                build_root_known(&leaves, &mut acc.known, store);
             }
             // No range work for it any more: the heal completes it.
             store.put_storage_done(h);
@@ -198,6 +197,7 @@ impl Engine {
                     open_tasks: left.len() as u32,
                     slots,
                     tasks: Vec::new(),
+                    known: KnownSubtries::default(),
                 },
             );
             let mut ids = Vec::with_capacity(left.len());
@@ -300,14 +300,17 @@ impl Engine {
         }
         let root = self.pivot.as_ref().map(|p| p.state_root).ok_or(())?;
         let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
-        let vals: Vec<Vec<u8>> = accounts.iter().map(|a| a.1.clone()).collect();
-        let more = verify_range(root, &r.origin, &keys, &vals, &proof)?;
+        let vals: Vec<&[u8]> = accounts.iter().map(|a| a.1.as_slice()).collect();
+        let (more, interior) = verify_range_interior(root, &r.origin, &keys, &vals, &proof)?;
         let mut decoded = Vec::with_capacity(accounts.len());
         for (h, raw) in &accounts {
             decoded.push(AccountView::decode(raw).map_err(|_| ())?);
             let _ = h;
         }
         let mut last = None;
+        // Accounts `..fresh` were stored by this response (none of them was stored before).
+        let mut fresh = 0;
+        let mut all_fresh = true;
         for ((h, raw), acc) in accounts.iter().zip(decoded.iter()) {
             if *h > r.limit {
                 break;
@@ -315,12 +318,24 @@ impl Engine {
             if !store.has_account(h) {
                 store.put_account(*h, raw);
                 self.progress.accounts_downloaded += 1;
+                if all_fresh {
+                    fresh += 1;
+                }
             } else {
                 self.progress.refetched_items += 1;
+                all_fresh = false;
             }
             self.account_followups(*h, acc, store);
             last = Some(*h);
         }
+        let k = catchup_shards::ownership::trie_prefix_nibbles(self.shards);
+        keep_interior(
+            &mut self.known_subtries,
+            k,
+            interior,
+            &accounts[..fresh],
+            store,
+        );
         let last_any = accounts.last().map(|a| a.0);
         let done = !more || last_any.is_some_and(|l| l >= r.limit);
         if done {
@@ -423,12 +438,12 @@ impl Engine {
         };
         let sroot = acc.root;
         let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
-        let vals: Vec<Vec<u8>> = mine.iter().map(|a| a.1.clone()).collect();
+        let vals: Vec<&[u8]> = mine.iter().map(|a| a.1.as_slice()).collect();
         if keys.is_empty() && proof.is_empty() {
             self.storage_unbusy(i);
             return Ok(false);
         }
-        let more = match verify_range(sroot, &t.origin, &keys, &vals, proof) {
+        let (more, interior) = match verify_range_interior(sroot, &t.origin, &keys, &vals, proof) {
             Ok(m) => m,
             Err(()) => {
                 self.storage_unbusy(i);
@@ -440,6 +455,29 @@ impl Engine {
             .storage_accs
             .get_mut(&t.account)
             .expect("checked above");
+        // The whole trie in this one response (its root inside the range): its nodes
+        // were built by the verifier, nothing is left to collect or build.
+        let whole = t.origin == B256::ZERO
+            && acc.open_tasks == 1
+            && acc.slots.is_empty()
+            && keys.last().is_some_and(|k| B256::from(*k) <= t.limit)
+            && interior.subtries.first().is_some_and(|s| {
+                s.path.is_empty()
+                    && s.node == trie::NodeRef::Hash(sroot)
+                    && s.leaves == (0..keys.len())
+            });
+        if whole {
+            for (h, rlp) in &interior.nodes {
+                if !store.has_node(h) {
+                    store.put_node(*h, rlp);
+                }
+            }
+            self.progress.slots_downloaded += keys.len() as u64;
+            self.storage_tasks.finish(i);
+            self.storage_accs.remove(&t.account);
+            store.put_storage_done(t.account);
+            return Ok(true);
+        }
         let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
         let mut run = Vec::new();
@@ -452,6 +490,9 @@ impl Engine {
             run.push((h, v));
             last = Some(h);
         }
+        // The storage trie's nodes inside this range are final: stored now, and its
+        // subtries remembered for the build of the whole trie.
+        keep_interior(&mut acc.known, 0, interior, &run, store);
         let done = !more || last_any.is_some_and(|l| l >= t.limit);
         if done {
             self.storage_tasks.finish(i);
@@ -499,13 +540,9 @@ impl Engine {
             store.put_storage_progress(t.account, acc.root, &left);
         }
         if acc.open_tasks == 0 {
-            let acc = self.storage_accs.remove(&t.account).expect("present");
-            let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
-            let root = trie::build_root(&leaves, &mut |h, r| {
-                if !store.has_node(&h) {
-                    store.put_node(h, r)
-                }
-            });
+            let mut acc = self.storage_accs.remove(&t.account).expect("present");
+            let leaves: Vec<(B256, Vec<u8>)> = std::mem::take(&mut acc.slots).into_iter().collect();
+            let root = build_root_known(&leaves, &mut acc.known, store);
             if root != acc.root {
                 // Cannot happen with verified ranges; refetch the whole trie if it does.
                 self.storage_accs.insert(
@@ -515,6 +552,7 @@ impl Engine {
                         open_tasks: 1,
                         slots: BTreeMap::new(),
                         tasks: Vec::new(),
+                        known: KnownSubtries::default(),
                     },
                 );
                 let id = self.storage_tasks.push(StorageTask {
@@ -590,20 +628,75 @@ impl Engine {
     }
 }
 
+/// Store the nodes of a verified range that lie inside it (final nodes of the trie), and
+/// remember its maximal subtries in `known`, for those whose leaves are all among
+/// `stored` (the leaves the response stored, from its first) and that sit at or below
+/// `k` nibbles (the account trie's prefixes, one shard's; 0 for a storage trie). The
+/// rest is left to the build of the whole trie.
+pub(super) fn keep_interior(
+    known: &mut KnownSubtries,
+    k: usize,
+    interior: catchup_eth::RangeInterior,
+    stored: &[(B256, Vec<u8>)],
+    store: &mut dyn SyncStore,
+) {
+    for s in interior.subtries {
+        if s.path.len() < k || s.leaves.end > stored.len() {
+            continue;
+        }
+        for (h, rlp) in &interior.nodes[s.nodes] {
+            if !store.has_node(h) {
+                store.put_node(*h, rlp);
+            }
+        }
+        if s.leaves.len() > 1 || s.path.is_empty() {
+            known.remember(s.path.len(), s.node, &stored[s.leaves]);
+        }
+    }
+}
+
+/// The root of the trie of sorted `leaves`, its nodes put in `store`, using the subtries
+/// that `known` holds where they match the leaves (the whole trie, when one verified
+/// range held all of it).
+fn build_root_known(
+    leaves: &[(B256, Vec<u8>)],
+    known: &mut KnownSubtries,
+    store: &mut dyn SyncStore,
+) -> B256 {
+    if leaves.is_empty() {
+        return catchup_eth::EMPTY_ROOT;
+    }
+    if let Some(trie::NodeRef::Hash(h)) = known.take(0, leaves) {
+        if store.has_node(&h) {
+            return h;
+        }
+    }
+    let mut put = |h: B256, r: &[u8]| {
+        if !store.has_node(&h) {
+            store.put_node(h, r)
+        }
+    };
+    let rlp = trie::build_node_known(leaves, 0, &mut put, &mut |d, sub| known.take(d, sub));
+    let h = keccak256(&rlp);
+    put(h, &rlp);
+    h
+}
+
 /// Check a snap range against `root` with the data layer's range-proof verifier; returns
-/// whether the trie holds keys above the last one.
-fn verify_range(
+/// whether the trie holds keys above the last one, and the trie's nodes inside the range.
+fn verify_range_interior(
     root: B256,
     origin: &B256,
     keys: &[[u8; 32]],
-    vals: &[Vec<u8>],
+    vals: &[&[u8]],
     proof: &[Vec<u8>],
-) -> Result<bool, ()> {
+) -> Result<(bool, catchup_eth::RangeInterior), ()> {
     let proof: Vec<catchup_eth::Bytes> = proof
         .iter()
         .map(|p| catchup_eth::Bytes::copy_from_slice(p))
         .collect();
-    catchup_eth::verify_range_proof(root, origin.as_slice(), keys, vals, &proof).map_err(|_| ())
+    catchup_eth::verify_range_proof_interior(root, origin.as_slice(), keys, vals, &proof)
+        .map_err(|_| ())
 }
 
 /// The smallest and largest 32-byte key under a leading nibble.
@@ -669,6 +762,74 @@ fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eth::sync::store::MemStore;
+
+    /// A storage trie fetched as verified ranges cut at `cuts`, kept as `storage_result`
+    /// keeps them, then built whole from `stored` (the slots as stored): the root.
+    fn storage_build(
+        slots: &[(B256, Vec<u8>)],
+        cuts: &[usize],
+        stored: &[(B256, Vec<u8>)],
+    ) -> (B256, MemStore, usize) {
+        let t = catchup_eth::TrieBuilder::new(slots.iter().map(|(k, v)| (k.0, v)));
+        let mut known = KnownSubtries::default();
+        let mut store = MemStore::default();
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(slots.len());
+        for w in bounds.windows(2) {
+            let run = &slots[w[0]..w[1]];
+            let origin = if w[0] == 0 { B256::ZERO } else { run[0].0 };
+            let keys: Vec<[u8; 32]> = run.iter().map(|l| l.0 .0).collect();
+            let vals: Vec<&[u8]> = run.iter().map(|l| l.1.as_slice()).collect();
+            let proof: Vec<Vec<u8>> = if cuts.is_empty() {
+                Vec::new()
+            } else {
+                t.prove_range(origin.as_slice(), &keys[keys.len() - 1])
+                    .into_iter()
+                    .map(|b| b.to_vec())
+                    .collect()
+            };
+            let (_, interior) = verify_range_interior(t.root(), &origin, &keys, &vals, &proof)
+                .expect("a range of the trie");
+            keep_interior(&mut known, 0, interior, run, &mut store);
+        }
+        let root = build_root_known(stored, &mut known, &mut store);
+        let left = known.len();
+        (root, store, left)
+    }
+
+    #[test]
+    fn storage_tries_built_from_verified_ranges_hash_each_node_once() {
+        let slots: Vec<(B256, Vec<u8>)> = {
+            let mut v: Vec<(B256, Vec<u8>)> = (0u64..1500)
+                .map(|i| {
+                    (
+                        keccak256(i.to_be_bytes()),
+                        vec![0x80 + (i % 40) as u8; 1 + (i % 33) as usize],
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let want = trie::build_root(&slots, &mut |_, _| {});
+        for cuts in [vec![], vec![1], vec![300, 301, 900], vec![1499]] {
+            let (root, store, left) = storage_build(&slots, &cuts, &slots);
+            assert_eq!(root, want, "cuts {cuts:?}");
+            assert_eq!(left, 0, "cuts {cuts:?}: subtries not used");
+            assert_eq!(store.duplicate_writes, 0);
+            assert!(store.nodes.contains_key(&want));
+        }
+        // Slots stored otherwise than the ranges held (a value changed, one gone): the
+        // remembered subtries do not match them and the build still gives their root.
+        let mut changed = slots.clone();
+        changed[700].1.push(1);
+        changed.remove(1200);
+        let (root, _, _) = storage_build(&slots, &[300, 900], &changed);
+        assert_eq!(root, trie::build_root(&changed, &mut |_, _| {}));
+        assert_ne!(root, want);
+    }
 
     #[test]
     fn split_covers_range() {
