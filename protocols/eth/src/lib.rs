@@ -42,9 +42,9 @@ pub use trie::{
 };
 pub use types::{
     decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69,
-    encode_receipts, encode_receipts_eth69, logs_bloom, Account, AccountView, Block, BlockBody,
-    Header, Log, Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal, EMPTY_CODE_HASH,
-    EMPTY_OMMERS_HASH, EMPTY_ROOT,
+    encode_receipts, encode_receipts_eth69, logs_bloom, Account, AccountRoots, AccountView, Block,
+    BlockBody, Header, Log, Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal,
+    EMPTY_CODE_HASH, EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{
     body_roots_encoded, expected_base_fee, ommers_hash, receipts_root, receipts_root_encoded,

@@ -1115,10 +1115,48 @@ pub struct AccountView {
     pub code_hash: B256,
 }
 
+/// What the state walk needs of an account: its storage root and code hash
+/// ([`AccountView::decode_roots`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountRoots {
+    pub storage_root: B256,
+    pub code_hash: B256,
+}
+
+impl AccountRoots {
+    pub fn has_storage(&self) -> bool {
+        self.storage_root != EMPTY_ROOT
+    }
+
+    pub fn has_code(&self) -> bool {
+        self.code_hash != EMPTY_CODE_HASH
+    }
+}
+
 impl AccountView {
     /// Decode the full form `rlp([nonce, balance, storageRoot, codeHash])`; the balance
     /// may be any string of at most 32 bytes.
     pub fn decode(raw: &[u8]) -> Result<AccountView, RlpError> {
+        let (nonce, balance, storage_root, code_hash) = Self::fields(raw)?;
+        Ok(AccountView {
+            nonce,
+            balance: balance.to_vec(),
+            storage_root,
+            code_hash,
+        })
+    }
+
+    /// The storage root and code hash of the full form, every field checked as
+    /// [`AccountView::decode`] checks it (nothing is copied).
+    pub fn decode_roots(raw: &[u8]) -> Result<AccountRoots, RlpError> {
+        let (_, _, storage_root, code_hash) = Self::fields(raw)?;
+        Ok(AccountRoots {
+            storage_root,
+            code_hash,
+        })
+    }
+
+    fn fields(raw: &[u8]) -> Result<(u64, &[u8], B256, B256), RlpError> {
         let it = parse_exact(raw)?;
         // The four fields, read in place (as `Item::items(4)` would, without a list).
         let mut r = it.list()?;
@@ -1141,21 +1179,15 @@ impl AccountView {
                 expected: "4",
             });
         };
-        let f = [f0, f1, f2, f3];
-        let balance = f[1].bytes()?;
+        let balance = f1.bytes()?;
         if balance.len() > 32 {
             return Err(RlpError::IntegerOverflow {
-                offset: f[1].offset,
+                offset: f1.offset,
                 len: balance.len(),
                 max_bytes: 32,
             });
         }
-        Ok(AccountView {
-            nonce: f[0].u64()?,
-            balance: balance.to_vec(),
-            storage_root: f[2].b256()?,
-            code_hash: f[3].b256()?,
-        })
+        Ok((f0.u64()?, balance, f2.b256()?, f3.b256()?))
     }
 
     /// The full form, with the balance bytes as stored.
@@ -1329,6 +1361,8 @@ mod account_view_tests {
         let v = AccountView::decode(&strict.encode()).unwrap();
         assert_eq!(v.nonce, 7);
         assert_eq!(v.balance, vec![1, 0]);
+        let r = AccountView::decode_roots(&v.encode()).unwrap();
+        assert_eq!((r.storage_root, r.code_hash), (v.storage_root, v.code_hash));
         assert!(v.has_storage());
         assert!(!v.has_code());
         assert_eq!(v.encode(), strict.encode());

@@ -179,7 +179,7 @@ impl Engine {
                     key[i / 2] |= (n & 0x0f) << (4 * (1 - i % 2));
                 }
                 path.truncate(at);
-                let Ok(acc) = AccountView::decode(value) else {
+                let Ok(acc) = AccountView::decode_roots(value) else {
                     return;
                 };
                 let a = B256::from(key);

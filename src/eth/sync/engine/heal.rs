@@ -215,9 +215,7 @@ impl Engine {
         if !blocks.is_empty() {
             let k = ownership::trie_prefix_nibbles(shards);
             let mut put = |h: B256, r: &[u8]| {
-                if !store.has_node(&h) {
-                    store.put_node(h, r)
-                }
+                store.put_new_node(h, r);
             };
             let (root, _) = build_top(&blocks, 0, k, &mut put);
             let h = keccak256(&root);
@@ -259,9 +257,7 @@ fn build_block(
             NodeRef::Embedded(b) => Some((b.to_vec(), node)),
         });
     let mut put = |h: B256, r: &[u8]| {
-        if !store.has_node(&h) {
-            store.put_node(h, r)
-        }
+        store.put_new_node(h, r);
     };
     block_top(leaves, k, top, &mut put, &mut |d, sub| known.take(d, sub))
 }
@@ -342,7 +338,7 @@ fn block_top(
 /// Every account of `leaves` has its storage trie built and its code stored.
 fn accounts_complete(leaves: &[(B256, Vec<u8>)], store: &dyn SyncStore) -> bool {
     leaves.iter().all(|(h, raw)| {
-        AccountView::decode(raw).is_ok_and(|a| {
+        AccountView::decode_roots(raw).is_ok_and(|a| {
             (!a.has_storage() || store.storage_done(h))
                 && (!a.has_code() || store.has_code(&a.code_hash))
         })
@@ -622,9 +618,7 @@ mod tests {
             start = end;
         }
         let mut put = |h: B256, r: &[u8]| {
-            if !store.has_node(&h) {
-                store.put_node(h, r)
-            }
+            store.put_new_node(h, r);
         };
         let (root, _) = build_top(&blocks, 0, k, &mut put);
         let h = keccak256(&root);

@@ -12,6 +12,7 @@ use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
 use crate::eth::sync::trie;
 use crate::eth::sync::types::{AccountView, Request};
+use catchup_eth::AccountRoots;
 
 /// One account range of this shard's nibbles: fetched from `origin` on, up to `limit`.
 #[derive(Debug, Clone)]
@@ -140,7 +141,7 @@ impl Engine {
         if let Some((lo, hi)) = self.owned_keys() {
             for (h, raw) in store.accounts_in(&lo, &hi) {
                 stored += 1;
-                if let Ok(acc) = AccountView::decode(&raw) {
+                if let Ok(acc) = AccountView::decode_roots(&raw) {
                     self.account_followups(h, &acc, store);
                 }
             }
@@ -177,7 +178,7 @@ impl Engine {
         self.write_journal(store);
     }
 
-    fn account_followups(&mut self, h: B256, acc: &AccountView, store: &dyn SyncStore) {
+    fn account_followups(&mut self, h: B256, acc: &AccountRoots, store: &dyn SyncStore) {
         if acc.has_storage() && !store.storage_done(&h) && !self.storage_accs.contains_key(&h) {
             // Verified slots of this trie kept before a restart, and the sub-ranges left.
             let kept = store
@@ -304,7 +305,7 @@ impl Engine {
         let (more, interior) = verify_range_interior(root, &r.origin, &keys, &vals, &proof)?;
         let mut decoded = Vec::with_capacity(accounts.len());
         for (h, raw) in &accounts {
-            decoded.push(AccountView::decode(raw).map_err(|_| ())?);
+            decoded.push(AccountView::decode_roots(raw).map_err(|_| ())?);
             let _ = h;
         }
         let mut last = None;
@@ -468,9 +469,7 @@ impl Engine {
             });
         if whole {
             for (h, rlp) in &interior.nodes {
-                if !store.has_node(h) {
-                    store.put_node(*h, rlp);
-                }
+                store.put_new_node(*h, rlp);
             }
             self.progress.slots_downloaded += keys.len() as u64;
             self.storage_tasks.finish(i);
@@ -645,9 +644,7 @@ pub(super) fn keep_interior(
             continue;
         }
         for (h, rlp) in &interior.nodes[s.nodes] {
-            if !store.has_node(h) {
-                store.put_node(*h, rlp);
-            }
+            store.put_new_node(*h, rlp);
         }
         if s.leaves.len() > 1 || s.path.is_empty() {
             known.remember(s.path.len(), s.node, &stored[s.leaves]);
@@ -672,9 +669,7 @@ fn build_root_known(
         }
     }
     let mut put = |h: B256, r: &[u8]| {
-        if !store.has_node(&h) {
-            store.put_node(h, r)
-        }
+        store.put_new_node(h, r);
     };
     let rlp = trie::build_node_known(leaves, 0, &mut put, &mut |d, sub| known.take(d, sub));
     let h = keccak256(&rlp);
