@@ -34,6 +34,10 @@ pub trait SyncStore {
         self.put_node(hash, rlp);
         true
     }
+    /// [`SyncStore::put_new_node`], for a node the caller no longer needs.
+    fn put_new_node_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
+        self.put_new_node(hash, &rlp)
+    }
     fn has_code(&self, hash: &B256) -> bool;
     fn put_code(&mut self, hash: B256, code: &[u8]);
     fn put_header(&mut self, header: &Header);
@@ -112,6 +116,15 @@ impl SyncStore for MemStore {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(rlp.to_vec());
+                true
+            }
+        }
+    }
+    fn put_new_node_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
+        match self.nodes.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(rlp);
                 true
             }
         }

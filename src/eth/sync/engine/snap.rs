@@ -444,13 +444,14 @@ impl Engine {
             self.storage_unbusy(i);
             return Ok(false);
         }
-        let (more, interior) = match verify_range_interior(sroot, &t.origin, &keys, &vals, proof) {
-            Ok(m) => m,
-            Err(()) => {
-                self.storage_unbusy(i);
-                return Err(());
-            }
-        };
+        let (more, mut interior) =
+            match verify_range_interior(sroot, &t.origin, &keys, &vals, proof) {
+                Ok(m) => m,
+                Err(()) => {
+                    self.storage_unbusy(i);
+                    return Err(());
+                }
+            };
         self.storage_tasks[i].busy = false;
         let acc = self
             .storage_accs
@@ -468,8 +469,8 @@ impl Engine {
                     && s.leaves == (0..keys.len())
             });
         if whole {
-            for (h, rlp) in &interior.nodes {
-                store.put_new_node(*h, rlp);
+            for (h, rlp) in std::mem::take(&mut interior.nodes) {
+                store.put_new_node_owned(h, rlp);
             }
             self.progress.slots_downloaded += keys.len() as u64;
             self.storage_tasks.finish(i);
@@ -635,7 +636,7 @@ impl Engine {
 pub(super) fn keep_interior(
     known: &mut KnownSubtries,
     k: usize,
-    interior: catchup_eth::RangeInterior,
+    mut interior: catchup_eth::RangeInterior,
     stored: &[(B256, Vec<u8>)],
     store: &mut dyn SyncStore,
 ) {
@@ -643,8 +644,8 @@ pub(super) fn keep_interior(
         if s.path.len() < k || s.leaves.end > stored.len() {
             continue;
         }
-        for (h, rlp) in &interior.nodes[s.nodes] {
-            store.put_new_node(*h, rlp);
+        for (h, rlp) in &mut interior.nodes[s.nodes] {
+            store.put_new_node_owned(*h, std::mem::take(rlp));
         }
         if s.leaves.len() > 1 || s.path.is_empty() {
             known.remember(s.path.len(), s.node, &stored[s.leaves]);
