@@ -5,7 +5,9 @@
 //! printed until the process ends, by a socket that is bound with SO_REUSEPORT but never
 //! listens (nor sets SO_REUSEADDR, which would let a plain bind pass while no shard
 //! listens yet): it takes no connections, lets this process's shards bind beside it, and makes
-//! the plain bind of any later process fail.
+//! the plain bind of any later process fail. Only when the port still has connections of
+//! an earlier process in TIME_WAIT (a server restarted on its address) does the hold set
+//! SO_REUSEADDR too, as the plain bind did: nothing else can bind over those.
 
 use std::net::SocketAddr;
 
@@ -57,7 +59,18 @@ pub fn claim_tcp(addr: SocketAddr, flag: &'static str) -> Result<PortClaim, List
     }
     // For port 0 the kernel picks a free port for the claim itself, so no other socket
     // (say a client's ephemeral port) can take it between a probe and the claim.
-    hold.bind(&addr.into()).map_err(classify)?;
+    match hold.bind(&addr.into()) {
+        Ok(()) => {}
+        // The plain bind passed, and it sets SO_REUSEADDR (as std does): what is left on
+        // the port is connections of an earlier process in TIME_WAIT (a server restarted
+        // on its address), which only a socket with SO_REUSEADDR binds over. The hold does
+        // so then; another process could share the port only until the shards listen.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+            hold.set_reuse_address(true).map_err(classify)?;
+            hold.bind(&addr.into()).map_err(classify)?;
+        }
+        Err(e) => return Err(classify(e)),
+    }
     let resolved = hold
         .local_addr()
         .map_err(classify)?
@@ -112,6 +125,23 @@ mod tests {
             // Not even with SO_REUSEADDR (which std sets) while no shard listens yet.
             assert!(std::net::TcpListener::bind(addr).is_err());
         });
+    }
+
+    #[test]
+    fn connections_left_in_time_wait_do_not_hold_the_port() {
+        // A server that closed its connections first (then exited) leaves them in
+        // TIME_WAIT on its port for a minute: a restart on the same address must work.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        drop(s);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(c);
+        drop(l);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let claim = claim_tcp(addr, "--listen").expect("TIME_WAIT does not hold the port");
+        assert_eq!(claim.addr, addr);
     }
 
     #[test]

@@ -211,6 +211,19 @@ impl PeerConn {
                 peer: addr,
                 source: std::io::Error::other(e.to_string()),
             })?;
+            // Dialing a local port where nothing listens can connect to itself (TCP
+            // simultaneous open, when the kernel picks that very port as the source); the
+            // socket would then hold the port the peer is to listen on again.
+            if stream.local_addr().ok() == Some(addr) {
+                return Err(NetError::Io {
+                    what: "connect",
+                    peer: addr,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "connected to itself: nothing listens there",
+                    ),
+                });
+            }
             let _ = stream.set_nodelay(true);
             let hs =
                 Handshake::initiator(&mut rand::thread_rng(), local.key, remote, WireFormat::Eip8);
