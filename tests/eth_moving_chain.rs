@@ -336,12 +336,10 @@ fn a_moving_chain_sync_killed_part_way_resumes_and_fetches_nothing_verified_agai
 
 #[test]
 fn a_lost_static_peer_is_dialed_again_when_it_comes_back() {
-    // A fixed port and node key, so the restarted server is the same enode.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A fixed port and node key, so the restarted server is the same enode. The port is
+    // below the kernel's ephemeral range: while the server is down, no connection of this
+    // or another test can take it as its source port.
+    let port = port_outside_the_ephemeral_range();
     let keydir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let args = [
@@ -425,4 +423,18 @@ fn a_lost_static_peer_is_dialed_again_when_it_comes_back() {
             .any(|l| l.contains("peer lost; dialing it again")),
         "the loss was logged"
     );
+}
+
+/// A free TCP port on 127.0.0.1 below `ip_local_port_range`, which `connect` never picks.
+fn port_outside_the_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(12_000).max(1024), low);
+    let start = from + (std::process::id() as u16 % (to - from));
+    (start..to)
+        .chain(from..start)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }

@@ -54,18 +54,23 @@ pub fn claim_tcp(addr: SocketAddr, flag: &'static str) -> Result<PortClaim, List
     hold.set_reuse_port(true).map_err(classify)?;
     if addr.port() != 0 {
         // A plain bind first: it fails while another process holds the port, even one
-        // that bound it with SO_REUSEPORT under another user.
-        drop(std::net::TcpListener::bind(addr).map_err(classify)?);
+        // that bound it with SO_REUSEPORT under another user. It also fails over the
+        // connections a killed server left in TIME_WAIT; those alone do not hold the port.
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => drop(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && only_time_wait(addr) => {}
+            Err(e) => return Err(classify(e)),
+        }
     }
     // For port 0 the kernel picks a free port for the claim itself, so no other socket
     // (say a client's ephemeral port) can take it between a probe and the claim.
     match hold.bind(&addr.into()) {
         Ok(()) => {}
-        // The plain bind passed, and it sets SO_REUSEADDR (as std does): what is left on
-        // the port is connections of an earlier process in TIME_WAIT (a server restarted
-        // on its address), which only a socket with SO_REUSEADDR binds over. The hold does
-        // so then; another process could share the port only until the shards listen.
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+        // Only connections of an earlier process in TIME_WAIT are left on the port (a
+        // server restarted on its address), from a listener with SO_REUSEADDR, which only
+        // a socket with SO_REUSEADDR binds over. The hold does so then; another process
+        // could share the port only until the shards listen.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && only_time_wait(addr) => {
             hold.set_reuse_address(true).map_err(classify)?;
             hold.bind(&addr.into()).map_err(classify)?;
         }
@@ -80,6 +85,42 @@ pub fn claim_tcp(addr: SocketAddr, flag: &'static str) -> Result<PortClaim, List
         addr: resolved,
         _hold: hold,
     })
+}
+
+/// Whether every TCP socket on `addr`'s port (in this network namespace) is a connection
+/// in TIME_WAIT, and there is at least one: what a killed server leaves behind for a
+/// minute, which holds no port for a new listener. (A socket bound but not listening is
+/// not in these tables; a serving process listens milliseconds after its claim.)
+fn only_time_wait(addr: SocketAddr) -> bool {
+    let port = addr.port();
+    if port == 0 {
+        return false;
+    }
+    let mut time_wait = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (f.get(1), f.get(3)) else {
+                continue;
+            };
+            let on_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if !on_port {
+                continue;
+            }
+            // State 06 is TIME_WAIT.
+            if *state != "06" {
+                return false;
+            }
+            time_wait += 1;
+        }
+    }
+    time_wait > 0
 }
 
 /// Bind `addr` (UDP) without SO_REUSEPORT, so that no other process can share it: the
@@ -130,18 +171,38 @@ mod tests {
     #[test]
     fn connections_left_in_time_wait_do_not_hold_the_port() {
         // A server that closed its connections first (then exited) leaves them in
-        // TIME_WAIT on its port for a minute: a restart on the same address must work.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let c = std::net::TcpStream::connect(addr).expect("connect");
-        let (s, _) = l.accept().expect("accept");
-        drop(s);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        drop(c);
-        drop(l);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let claim = claim_tcp(addr, "--listen").expect("TIME_WAIT does not hold the port");
-        assert_eq!(claim.addr, addr);
+        // TIME_WAIT on its port for a minute: a restart on the same address must work,
+        // whether its listener had SO_REUSEADDR (std) or only SO_REUSEPORT (a shard's).
+        for reuse_port_only in [false, true] {
+            let l = if reuse_port_only {
+                let sk = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .expect("socket");
+                sk.set_reuse_port(true).expect("reuseport");
+                sk.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                    .expect("bind");
+                sk.listen(8).expect("listen");
+                std::net::TcpListener::from(sk)
+            } else {
+                std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
+            };
+            let addr = l.local_addr().expect("addr");
+            let c = std::net::TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(c);
+            drop(l);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(only_time_wait(addr), "{addr}");
+            let claim = claim_tcp(addr, "--listen")
+                .unwrap_or_else(|e| panic!("TIME_WAIT does not hold the port: {e}"));
+            assert_eq!(claim.addr, addr);
+            if reuse_port_only {
+                // A shard's old connections: the hold needed no SO_REUSEADDR, and another
+                // process's plain bind fails as usual.
+                assert!(std::net::TcpListener::bind(addr).is_err());
+            }
+        }
     }
 
     #[test]
