@@ -432,7 +432,11 @@ fn port_outside_the_ephemeral_range() -> u16 {
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
     let (from, to) = (low.saturating_sub(12_000).max(1024), low);
-    let start = from + (std::process::id() as u16 % (to - from));
+    assert!(
+        to > from + 100,
+        "ip_local_port_range starts at {low}: no room below it for a fixed port"
+    );
+    let start = from + (std::process::id() % u32::from(to - from)) as u16;
     (start..to)
         .chain(from..start)
         .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())

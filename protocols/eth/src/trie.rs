@@ -85,8 +85,8 @@ pub fn hex_prefix_encode(path: &[u8], leaf: bool) -> Vec<u8> {
     out
 }
 
-/// Decode a hex-prefix path: (nibbles, is_leaf).
-pub fn hex_prefix_decode(buf: &[u8], offset: usize) -> Result<(Nibbles, bool), RlpError> {
+/// Check a hex-prefix path without decoding it: (its length in nibbles, is_leaf).
+pub fn hex_prefix_check(buf: &[u8], offset: usize) -> Result<(usize, bool), RlpError> {
     let first = *buf.first().ok_or(RlpError::Invalid {
         offset,
         what: "empty hex-prefix path",
@@ -98,27 +98,34 @@ pub fn hex_prefix_decode(buf: &[u8], offset: usize) -> Result<(Nibbles, bool), R
             what: "hex-prefix flag above 3",
         });
     }
-    let leaf = flag & 2 != 0;
     let odd = flag & 1 != 0;
-    let mut v = Vec::with_capacity(buf.len() * 2);
-    if odd {
-        v.push(first & 0x0f);
-    } else if first & 0x0f != 0 {
+    if !odd && first & 0x0f != 0 {
         return Err(RlpError::Invalid {
             offset,
             what: "hex-prefix padding nibble is not zero",
         });
     }
+    let len = (buf.len() - 1) * 2 + usize::from(odd);
+    if len > MAX_PATH_NIBBLES {
+        return Err(RlpError::TooLong {
+            offset,
+            len,
+            limit: MAX_PATH_NIBBLES,
+        });
+    }
+    Ok((len, flag & 2 != 0))
+}
+
+/// Decode a hex-prefix path: (nibbles, is_leaf).
+pub fn hex_prefix_decode(buf: &[u8], offset: usize) -> Result<(Nibbles, bool), RlpError> {
+    let (len, leaf) = hex_prefix_check(buf, offset)?;
+    let mut v = Vec::with_capacity(len);
+    if len % 2 == 1 {
+        v.push(buf[0] & 0x0f);
+    }
     for b in &buf[1..] {
         v.push(b >> 4);
         v.push(b & 0x0f);
-    }
-    if v.len() > MAX_PATH_NIBBLES {
-        return Err(RlpError::TooLong {
-            offset,
-            len: v.len(),
-            limit: MAX_PATH_NIBBLES,
-        });
     }
     Ok((Nibbles(v), leaf))
 }
@@ -639,50 +646,7 @@ pub fn build_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     depth: usize,
     emit: &mut dyn FnMut(B256, &[u8]),
 ) -> Vec<u8> {
-    debug_assert!(!entries.is_empty());
-    let first = entries[0].0.as_ref();
-    if entries.len() == 1 {
-        let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
-        return Node::Leaf {
-            path: Nibbles(path),
-            value: Bytes::copy_from_slice(entries[0].1.as_ref()),
-        }
-        .encode();
-    }
-    let last = entries[entries.len() - 1].0.as_ref();
-    let max = first.len().min(last.len()) * 2;
-    let mut cp = depth;
-    while cp < max && nibble(first, cp) == nibble(last, cp) {
-        cp += 1;
-    }
-    if cp > depth {
-        let child = build_node(entries, cp, emit);
-        let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
-        return Node::Extension {
-            path: Nibbles(path),
-            child: emit_ref(child, emit),
-        }
-        .encode();
-    }
-    let mut children: Box<[Option<NodeRef>; 16]> = Box::default();
-    let mut value = None;
-    let mut start = 0;
-    if first.len() * 2 == depth {
-        // The first key ends here: its value sits in this branch.
-        value = Some(Bytes::copy_from_slice(entries[0].1.as_ref()));
-        start = 1;
-    }
-    while start < entries.len() {
-        let n = nibble(entries[start].0.as_ref(), depth);
-        let mut end = start + 1;
-        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
-            end += 1;
-        }
-        let child = build_node(&entries[start..end], depth + 1, emit);
-        children[n as usize] = Some(emit_ref(child, emit));
-        start = end;
-    }
-    Node::Branch { children, value }.encode()
+    build_node_known(entries, depth, emit, &mut |_, _| None)
 }
 
 /// The reference to a child node: embedded when shorter than 32 bytes, else by hash (and
@@ -714,7 +678,12 @@ pub fn build_node_known<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     debug_assert!(!entries.is_empty());
     let first = entries[0].0.as_ref();
     if entries.len() == 1 {
-        return build_node(entries, depth, emit);
+        let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
+        return Node::Leaf {
+            path: Nibbles(path),
+            value: Bytes::copy_from_slice(entries[0].1.as_ref()),
+        }
+        .encode();
     }
     let last = entries[entries.len() - 1].0.as_ref();
     let max = first.len().min(last.len()) * 2;
@@ -740,6 +709,7 @@ pub fn build_node_known<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     let mut value = None;
     let mut start = 0;
     if first.len() * 2 == depth {
+        // The first key ends here: its value sits in this branch.
         value = Some(Bytes::copy_from_slice(entries[0].1.as_ref()));
         start = 1;
     }

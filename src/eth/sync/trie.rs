@@ -171,33 +171,8 @@ fn child_view<'a>(item: &Item<'a>) -> Result<Option<ChildView<'a>>, RlpError> {
 
 fn path_view<'a>(item: &Item<'a>) -> Result<(PathView<'a>, bool), RlpError> {
     let buf = item.bytes()?;
-    let offset = item.offset;
-    let first = *buf.first().ok_or(RlpError::Invalid {
-        offset,
-        what: "empty hex-prefix path",
-    })?;
-    let flag = first >> 4;
-    if flag > 3 {
-        return Err(RlpError::Invalid {
-            offset,
-            what: "hex-prefix flag above 3",
-        });
-    }
-    if flag & 1 == 0 && first & 0x0f != 0 {
-        return Err(RlpError::Invalid {
-            offset,
-            what: "hex-prefix padding nibble is not zero",
-        });
-    }
-    let path = PathView(buf);
-    if path.len() > catchup_eth::trie::MAX_PATH_NIBBLES {
-        return Err(RlpError::TooLong {
-            offset,
-            len: path.len(),
-            limit: catchup_eth::trie::MAX_PATH_NIBBLES,
-        });
-    }
-    Ok((path, flag & 2 != 0))
+    let (_, leaf) = catchup_eth::trie::hex_prefix_check(buf, item.offset)?;
+    Ok((PathView(buf), leaf))
 }
 
 impl<'a> NodeView<'a> {

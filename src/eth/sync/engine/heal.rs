@@ -713,13 +713,7 @@ mod tests {
         for n in [1usize, 2, 3, 5, 17, 40, 300, 2000] {
             for k in 1..=3 {
                 seed += 1;
-                let mut leaves: Vec<(B256, Vec<u8>)> = (0..n)
-                    .map(|i| {
-                        let key = keccak256((seed * 100_000 + i as u64).to_be_bytes());
-                        (key, vec![0x80 + (i % 50) as u8; 40 + i % 30])
-                    })
-                    .collect();
-                leaves.sort();
+                let leaves = account_leaves(n, seed);
                 let mut want_nodes = HashMap::new();
                 let want = trie::build_root(&leaves, &mut |h, r| {
                     want_nodes.insert(h, r.to_vec());
