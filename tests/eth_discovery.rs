@@ -37,7 +37,9 @@ fn serve(seed: &str, bootnode: Option<&str>) -> Server {
 fn serve_on(seed: &str, network_id: &str, bootnode: Option<&str>) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
     cmd.args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
-        .args(["--generate-accounts", "12000", "--generate-blocks", "48"])
+        // A state large enough that the sync outlasts discovery's first lookups: the
+        // test counts the nodes found while it runs.
+        .args(["--generate-accounts", "36000", "--generate-blocks", "48"])
         .args(["--seed", seed, "--network-id", network_id])
         .args(["--discovery", "v4,v5"]);
     if let Some(b) = bootnode {
