@@ -894,6 +894,9 @@ pub fn verify_range_proof_interior(
     proof: &[Bytes],
 ) -> Result<(bool, RangeInterior), ProofError> {
     let mut out = RangeInterior::default();
+    // Room for the leaves and half as many nodes above them (random keys need fewer),
+    // rather than growing by doubling in every response.
+    out.nodes.reserve(keys.len() + keys.len() / 2 + 2);
     let more = verify_range(root, first_key, keys, values, proof, Some(&mut out))?;
     subtrie_leaves(&mut out, keys);
     Ok((more, out))

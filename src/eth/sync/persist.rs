@@ -609,6 +609,13 @@ impl SyncStore for DiskStore {
         self.queue(KIND_NODE, hash, hash.to_vec(), rlp.to_vec(), false);
         true
     }
+    fn put_new_node_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
+        if self.has_node(&hash) {
+            return false;
+        }
+        self.queue(KIND_NODE, hash, hash.to_vec(), rlp, false);
+        true
+    }
     fn has_code(&self, hash: &B256) -> bool {
         self.has(KIND_CODE, hash, hash.as_slice())
     }
@@ -690,6 +697,17 @@ impl SyncStore for DiskStore {
     }
     fn has_account(&self, hash: &B256) -> bool {
         self.has(KIND_ACCOUNT, hash, hash.as_slice())
+    }
+    fn put_new_account(&mut self, hash: B256, rlp: &[u8]) -> bool {
+        self.put_new_account_owned(hash, rlp.to_vec())
+    }
+    fn put_new_account_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
+        // One lookup: a stored leaf is not written again.
+        if self.has_account(&hash) {
+            return false;
+        }
+        self.queue(KIND_ACCOUNT, hash, hash.to_vec(), rlp, false);
+        true
     }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
         // The store's index is not ordered: one pass over its account fingerprints, the

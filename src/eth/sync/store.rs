@@ -52,6 +52,18 @@ pub trait SyncStore {
     fn has_account(&self, hash: &B256) -> bool {
         !self.accounts_in(hash, hash).is_empty()
     }
+    /// Store an account leaf unless it is stored already; whether it was new.
+    fn put_new_account(&mut self, hash: B256, rlp: &[u8]) -> bool {
+        if self.has_account(&hash) {
+            return false;
+        }
+        self.put_account(hash, rlp);
+        true
+    }
+    /// [`SyncStore::put_new_account`], for a leaf the caller no longer needs.
+    fn put_new_account_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
+        self.put_new_account(hash, &rlp)
+    }
     /// Stored account leaves with `lo <= hash <= hi`, sorted.
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)>;
     /// Marks an account's storage trie as fully stored (snap).
@@ -79,11 +91,120 @@ pub trait SyncStore {
     fn read_journal(&self) -> Option<Vec<u8>>;
 }
 
+/// Trie nodes by hash, split into [`NodeMap::PARTS`] tables by the hash's first byte.
+///
+/// One table of millions of nodes doubles by moving every entry to random places of a
+/// new table far larger than the cache, each move a cache miss, into pages touched for
+/// the first time. Each part here stays small enough that its growth runs in cache, and
+/// the memory freed by a part's growth is reused by the next part's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMap {
+    parts: Box<[B256Map<Vec<u8>>]>,
+    len: usize,
+}
+
+impl Default for NodeMap {
+    fn default() -> Self {
+        NodeMap {
+            parts: (0..Self::PARTS).map(|_| B256Map::default()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl NodeMap {
+    pub const PARTS: usize = 256;
+
+    #[inline]
+    fn part(&self, hash: &B256) -> &B256Map<Vec<u8>> {
+        &self.parts[hash[0] as usize]
+    }
+
+    #[inline]
+    fn part_mut(&mut self, hash: &B256) -> &mut B256Map<Vec<u8>> {
+        &mut self.parts[hash[0] as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains_key(&self, hash: &B256) -> bool {
+        self.part(hash).contains_key(hash)
+    }
+
+    pub fn get(&self, hash: &B256) -> Option<&Vec<u8>> {
+        self.part(hash).get(hash)
+    }
+
+    /// Insert or replace; the replaced value.
+    pub fn insert(&mut self, hash: B256, rlp: Vec<u8>) -> Option<Vec<u8>> {
+        let old = self.part_mut(&hash).insert(hash, rlp);
+        self.len += usize::from(old.is_none());
+        old
+    }
+
+    /// Insert `rlp()` unless `hash` is present (one probe); whether it was inserted.
+    #[inline]
+    pub fn insert_new(&mut self, hash: B256, rlp: impl FnOnce() -> Vec<u8>) -> bool {
+        match self.part_mut(&hash).entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(rlp());
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    pub fn remove(&mut self, hash: &B256) -> Option<Vec<u8>> {
+        let old = self.part_mut(hash).remove(hash);
+        self.len -= usize::from(old.is_some());
+        old
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&B256, &Vec<u8>)> {
+        self.parts.iter().flat_map(|p| p.iter())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &B256> {
+        self.iter().map(|(k, _)| k)
+    }
+}
+
+impl Extend<(B256, Vec<u8>)> for NodeMap {
+    fn extend<I: IntoIterator<Item = (B256, Vec<u8>)>>(&mut self, iter: I) {
+        for (h, rlp) in iter {
+            self.insert(h, rlp);
+        }
+    }
+}
+
+impl IntoIterator for NodeMap {
+    type Item = (B256, Vec<u8>);
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<B256Map<Vec<u8>>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.parts.into_vec().into_iter().flatten()
+    }
+}
+
+impl<'a> IntoIterator for &'a NodeMap {
+    type Item = (&'a B256, &'a Vec<u8>);
+    type IntoIter = Box<dyn Iterator<Item = (&'a B256, &'a Vec<u8>)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// An in-memory store with write counters.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     /// Keyed by keccak hashes: hashed by their own bytes, not by SipHash.
-    pub nodes: B256Map<Vec<u8>>,
+    pub nodes: NodeMap,
     pub codes: B256Map<Vec<u8>>,
     pub headers: BTreeMap<u64, Header>,
     pub bodies: BTreeMap<u64, Body>,
@@ -112,22 +233,10 @@ impl SyncStore for MemStore {
         }
     }
     fn put_new_node(&mut self, hash: B256, rlp: &[u8]) -> bool {
-        match self.nodes.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(rlp.to_vec());
-                true
-            }
-        }
+        self.nodes.insert_new(hash, || rlp.to_vec())
     }
     fn put_new_node_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
-        match self.nodes.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(rlp);
-                true
-            }
-        }
+        self.nodes.insert_new(hash, || rlp)
     }
     fn has_code(&self, hash: &B256) -> bool {
         self.codes.contains_key(hash)
@@ -168,6 +277,18 @@ impl SyncStore for MemStore {
     }
     fn has_account(&self, hash: &B256) -> bool {
         self.accounts.contains_key(hash)
+    }
+    fn put_new_account(&mut self, hash: B256, rlp: &[u8]) -> bool {
+        self.put_new_account_owned(hash, rlp.to_vec())
+    }
+    fn put_new_account_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
+        match self.accounts.entry(hash) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(rlp);
+                true
+            }
+        }
     }
     fn accounts_in(&self, lo: &B256, hi: &B256) -> Vec<(B256, Vec<u8>)> {
         self.accounts

@@ -370,6 +370,16 @@ struct KnownSubtrie {
     digest: u64,
 }
 
+/// The leaves of a subtrie as [`KnownSubtries`] checks them: first and last key, count,
+/// and a digest of keys and values.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SubtrieLeaves {
+    first: B256,
+    last: B256,
+    count: usize,
+    digest: u64,
+}
+
 impl std::fmt::Debug for KnownSubtries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KnownSubtries")
@@ -379,23 +389,31 @@ impl std::fmt::Debug for KnownSubtries {
 }
 
 impl KnownSubtries {
-    /// Remember the subtrie at `depth` built from `leaves` (sorted, the ones stored).
-    pub(super) fn remember(&mut self, depth: usize, node: NodeRef, leaves: &[(B256, Vec<u8>)]) {
-        let (Some(first), Some(last)) = (leaves.first(), leaves.last()) else {
-            return;
-        };
+    /// What is remembered of the subtrie built from `leaves` (sorted, not empty, the
+    /// ones stored), read before the leaves are handed on to the store.
+    pub(super) fn leaves_of(&self, leaves: &[(B256, Vec<u8>)]) -> Option<SubtrieLeaves> {
+        let (first, last) = (leaves.first()?, leaves.last()?);
+        Some(SubtrieLeaves {
+            first: first.0,
+            last: last.0,
+            count: leaves.len(),
+            digest: std::hash::BuildHasher::hash_one(&self.hasher, leaves),
+        })
+    }
+
+    /// Remember the subtrie at `depth` over leaves read by [`KnownSubtries::leaves_of`].
+    pub(super) fn remember_leaves(&mut self, depth: usize, node: NodeRef, l: SubtrieLeaves) {
         if self.by_first.len() >= MAX_KNOWN_SUBTRIES {
             return;
         }
-        let digest = std::hash::BuildHasher::hash_one(&self.hasher, leaves);
         self.by_first.insert(
-            first.0,
+            l.first,
             KnownSubtrie {
                 depth,
                 node,
-                count: leaves.len(),
-                last: last.0,
-                digest,
+                count: l.count,
+                last: l.last,
+                digest: l.digest,
             },
         );
     }

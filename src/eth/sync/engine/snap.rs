@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{keccak256, B256};
 
-use super::heal::KnownSubtries;
+use super::heal::{KnownSubtries, SubtrieLeaves};
 use super::{hexs, unhex32, Action, Engine, NodeTask, Pending, StatePhase};
 use crate::eth::sync::config::SyncMode;
 use crate::eth::sync::store::SyncStore;
@@ -308,16 +308,20 @@ impl Engine {
             decoded.push(AccountView::decode_roots(raw).map_err(|_| ())?);
             let _ = h;
         }
+        let k = catchup_shards::ownership::trie_prefix_nibbles(self.shards);
+        // What the rebuild needs of the subtries' leaves, read before the leaves move
+        // into the store.
+        let leaves = interior_leaves(&self.known_subtries, k, &interior, &accounts);
+        let last_any = accounts.last().map(|a| a.0);
         let mut last = None;
         // Accounts `..fresh` were stored by this response (none of them was stored before).
         let mut fresh = 0;
         let mut all_fresh = true;
-        for ((h, raw), acc) in accounts.iter().zip(decoded.iter()) {
-            if *h > r.limit {
+        for ((h, raw), acc) in accounts.into_iter().zip(decoded.iter()) {
+            if h > r.limit {
                 break;
             }
-            if !store.has_account(h) {
-                store.put_account(*h, raw);
+            if store.put_new_account_owned(h, raw) {
                 self.progress.accounts_downloaded += 1;
                 if all_fresh {
                     fresh += 1;
@@ -326,18 +330,10 @@ impl Engine {
                 self.progress.refetched_items += 1;
                 all_fresh = false;
             }
-            self.account_followups(*h, acc, store);
-            last = Some(*h);
+            self.account_followups(h, acc, store);
+            last = Some(h);
         }
-        let k = catchup_shards::ownership::trie_prefix_nibbles(self.shards);
-        keep_interior(
-            &mut self.known_subtries,
-            k,
-            interior,
-            &accounts[..fresh],
-            store,
-        );
-        let last_any = accounts.last().map(|a| a.0);
+        keep_interior_leaves(&mut self.known_subtries, interior, leaves, fresh, store);
         let done = !more || last_any.is_some_and(|l| l >= r.limit);
         if done {
             self.ranges[i].done = true;
@@ -636,19 +632,60 @@ impl Engine {
 pub(super) fn keep_interior(
     known: &mut KnownSubtries,
     k: usize,
-    mut interior: catchup_eth::RangeInterior,
+    interior: catchup_eth::RangeInterior,
     stored: &[(B256, Vec<u8>)],
     store: &mut dyn SyncStore,
 ) {
-    for s in interior.subtries {
-        if s.path.len() < k || s.leaves.end > stored.len() {
+    let leaves = interior_leaves(known, k, &interior, stored);
+    keep_interior_leaves(known, interior, leaves, stored.len(), store);
+}
+
+/// For each of `interior`'s subtries (`range` holds their leaves, sorted): `None` when it
+/// is not kept (its path above key-space depth `k`), else what [`KnownSubtries`]
+/// remembers of its leaves (`None` for a single leaf below the root: its node is kept,
+/// the subtrie not remembered).
+pub(super) fn interior_leaves(
+    known: &KnownSubtries,
+    k: usize,
+    interior: &catchup_eth::RangeInterior,
+    range: &[(B256, Vec<u8>)],
+) -> Vec<Option<Option<SubtrieLeaves>>> {
+    interior
+        .subtries
+        .iter()
+        .map(|s| {
+            if s.path.len() < k || s.leaves.end > range.len() {
+                return None;
+            }
+            Some(if s.leaves.len() > 1 || s.path.is_empty() {
+                known.leaves_of(&range[s.leaves.clone()])
+            } else {
+                None
+            })
+        })
+        .collect()
+}
+
+/// Store the nodes of `interior`'s kept subtries whose leaves are all among the first
+/// `stored` of the range (the ones this response stored), and remember those subtries
+/// (`leaves` from [`interior_leaves`]).
+pub(super) fn keep_interior_leaves(
+    known: &mut KnownSubtries,
+    mut interior: catchup_eth::RangeInterior,
+    leaves: Vec<Option<Option<SubtrieLeaves>>>,
+    stored: usize,
+    store: &mut dyn SyncStore,
+) {
+    for (s, l) in interior.subtries.into_iter().zip(leaves) {
+        let Some(l) = l else { continue };
+        if s.leaves.end > stored {
             continue;
         }
         for (h, rlp) in &mut interior.nodes[s.nodes] {
             store.put_new_node_owned(*h, std::mem::take(rlp));
         }
-        if s.leaves.len() > 1 || s.path.is_empty() {
-            known.remember(s.path.len(), s.node, &stored[s.leaves]);
+        if let Some(l) = l {
+            known.remember_leaves(s.path.len(), s.node, l);
         }
     }
 }
