@@ -195,12 +195,14 @@ fn span_of(prefix: &[u8], left: &[u8], right: &[u8]) -> Span {
     let lo_above_left = match lo_cmp {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => left[l..].iter().all(|&x| x == 0),
+        // Nibbles: all zero when their OR is (a branch-free loop the compiler vectorises).
+        std::cmp::Ordering::Equal => left[l..].iter().fold(0, |a, &x| a | x) == 0,
     };
     let hi_below_right = match hi_cmp {
         std::cmp::Ordering::Less => true,
         std::cmp::Ordering::Greater => false,
-        std::cmp::Ordering::Equal => right[l..].iter().all(|&x| x == 15),
+        // Nibbles (at most 15): all 15 when their AND is.
+        std::cmp::Ordering::Equal => right[l..].iter().fold(15, |a, &x| a & x) == 15,
     };
     if lo_above_left && hi_below_right {
         return Span::Inside;
@@ -650,9 +652,18 @@ fn build_interior(
     let depth = prefix.len();
     let first = keys[0];
     let end = first.len() * 2;
-    let mut hp = [0u8; 1 + MAX_KEY_BYTES];
+    // The hex-prefix buffer: on the stack for keys of up to 32 bytes (state and storage
+    // tries), so that building a node does not clear a buffer for the longest key.
+    let mut hp_small = [0u8; 33];
+    let mut hp_long = Vec::new();
+    let hp: &mut [u8] = if first.len() < hp_small.len() {
+        &mut hp_small
+    } else {
+        hp_long.resize(1 + first.len(), 0);
+        &mut hp_long
+    };
     if keys.len() == 1 {
-        let hp = hex_prefix(first, depth, end, true, &mut hp);
+        let hp = hex_prefix(first, depth, end, true, hp);
         return list2(
             hp,
             |out| crate::rlp::encode_bytes(values[0], out),
@@ -670,7 +681,7 @@ fn build_interior(
         }
         let child = build_child(keys, values, prefix, inside, c);
         prefix.truncate(depth);
-        let hp = hex_prefix(first, depth, cp, false, &mut hp);
+        let hp = hex_prefix(first, depth, cp, false, hp);
         return list2(hp, |out| ref_encode(&child, out), ref_len(&child));
     }
     let mut refs: [Option<NodeRef>; 16] = Default::default();
