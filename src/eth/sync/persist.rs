@@ -16,7 +16,7 @@ use alloy_primitives::B256;
 use catchup_io::journal::Journal;
 use catchup_io::store::{Store, StoreOptions};
 
-use super::store::{MemStore, StorageProgress, SyncStore};
+use super::store::{MemStore, SlotRun, StorageProgress, SyncStore};
 use super::types::{Body, Header, Receipts};
 
 const KIND_NODE: u8 = 1;
@@ -781,14 +781,27 @@ impl SyncStore for DiskStore {
         keys.sort_unstable();
         keys.dedup();
         let mut slots = Vec::new();
+        let mut runs = Vec::with_capacity(keys.len());
         for k in keys {
             let pk = alloy_primitives::keccak256(&k);
             let v = self.value(KIND_STORAGE_SLOTS, &pk, &k)?;
             slots.extend(decode_slots(&v)?);
+            runs.push(B256::from_slice(&k[32..]));
         }
         slots.sort_by_key(|a| a.0);
         slots.dedup_by(|a, b| a.0 == b.0);
-        Some(StorageProgress { root, left, slots })
+        Some(StorageProgress {
+            root,
+            left,
+            slots,
+            runs,
+        })
+    }
+    fn storage_run(&self, account: &B256, origin: &B256) -> Option<SlotRun> {
+        let mut key = account.to_vec();
+        key.extend_from_slice(origin.as_slice());
+        let pk = alloy_primitives::keccak256(&key);
+        decode_slots(&self.value(KIND_STORAGE_SLOTS, &pk, &key)?)
     }
     fn write_journal(&mut self, bytes: &[u8]) {
         self.journal_now = Some(bytes.to_vec());

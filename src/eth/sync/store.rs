@@ -18,6 +18,8 @@ pub struct StorageProgress {
     pub root: B256,
     pub left: Vec<(B256, B256)>,
     pub slots: Vec<(B256, Vec<u8>)>,
+    /// The origins of the stored runs those slots came from (sorted).
+    pub runs: Vec<B256>,
 }
 
 /// A shard's store. Only verified items are ever written. Content-addressed items are
@@ -72,20 +74,15 @@ pub trait SyncStore {
     /// A verified run of a storage trie's slots (snap), the part of a range response
     /// from `origin` on, kept while the account's trie is incomplete so that a restart
     /// does not fetch it again.
-    fn put_storage_slots(&mut self, account: B256, origin: B256, slots: &[(B256, Vec<u8>)]) {
-        let _ = (account, origin, slots);
-    }
+    fn put_storage_slots(&mut self, account: B256, origin: B256, slots: &[(B256, Vec<u8>)]);
     /// What is left of an incomplete storage trie (snap): its storage root and the
     /// sub-ranges still to fetch, `(origin, limit)`. Replaces the previous progress.
-    fn put_storage_progress(&mut self, account: B256, root: B256, left: &[(B256, B256)]) {
-        let _ = (account, root, left);
-    }
+    fn put_storage_progress(&mut self, account: B256, root: B256, left: &[(B256, B256)]);
     /// The progress of an incomplete storage trie: its root, the sub-ranges left, and
     /// every slot stored by `put_storage_slots` for it (sorted).
-    fn storage_progress(&self, account: &B256) -> Option<StorageProgress> {
-        let _ = account;
-        None
-    }
+    fn storage_progress(&self, account: &B256) -> Option<StorageProgress>;
+    /// The run stored by `put_storage_slots` for `account` at `origin`, if it can be read.
+    fn storage_run(&self, account: &B256, origin: &B256) -> Option<SlotRun>;
     /// Replace the journal atomically.
     fn write_journal(&mut self, bytes: &[u8]);
     fn read_journal(&self) -> Option<Vec<u8>>;
@@ -310,18 +307,23 @@ impl SyncStore for MemStore {
     }
     fn storage_progress(&self, account: &B256) -> Option<StorageProgress> {
         let (root, left) = self.storage_progress.get(account)?;
-        let mut slots: Vec<(B256, Vec<u8>)> = self
-            .storage_slots
-            .range((*account, B256::ZERO)..=(*account, B256::repeat_byte(0xff)))
-            .flat_map(|(_, v)| v.iter().cloned())
-            .collect();
+        let stored = || {
+            self.storage_slots
+                .range((*account, B256::ZERO)..=(*account, B256::repeat_byte(0xff)))
+        };
+        let mut slots: Vec<(B256, Vec<u8>)> =
+            stored().flat_map(|(_, v)| v.iter().cloned()).collect();
         slots.sort_by_key(|a| a.0);
         slots.dedup_by(|a, b| a.0 == b.0);
         Some(StorageProgress {
             root: *root,
             left: left.clone(),
             slots,
+            runs: stored().map(|((_, o), _)| *o).collect(),
         })
+    }
+    fn storage_run(&self, account: &B256, origin: &B256) -> Option<SlotRun> {
+        self.storage_slots.get(&(*account, *origin)).cloned()
     }
     fn write_journal(&mut self, bytes: &[u8]) {
         self.journal = Some(bytes.to_vec());

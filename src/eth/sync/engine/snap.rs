@@ -2,8 +2,6 @@
 //! storage ranges and codes of those accounts (`AccountRange`, `StorageRanges`, `ByteCodes`),
 //! every range checked by its Merkle proof against the pivot's state root.
 
-use std::collections::BTreeMap;
-
 use alloy_primitives::{keccak256, B256};
 
 use super::heal::{KnownSubtries, SubtrieLeaves};
@@ -78,12 +76,16 @@ impl std::ops::IndexMut<usize> for StorageTasks {
     }
 }
 
-/// The slots of one account's storage trie, collected until its last range is in.
+/// One account's storage trie while its ranges come in. Its verified slots are kept in
+/// the store (as the runs a restart resumes from), not here, and read back once, when
+/// the last range is in, to build the trie's edges.
 #[derive(Debug, Clone, Default)]
 pub(super) struct StorageAcc {
     root: B256,
     open_tasks: u32,
-    slots: BTreeMap<B256, Vec<u8>>,
+    /// Where the verified runs of its slots that the store holds start (runs from an
+    /// earlier pass over a trie with another root are not among them).
+    runs: Vec<B256>,
     /// Its storage tasks (indices into `storage_tasks`).
     tasks: Vec<usize>,
     /// Subtries its verified ranges built (and stored) already.
@@ -158,8 +160,8 @@ impl Engine {
         self.storage_left_to_heal = true;
         self.ranges_clean = false;
         for (h, mut acc) in std::mem::take(&mut self.storage_accs) {
-            if !acc.slots.is_empty() {
-                let leaves: Vec<(B256, Vec<u8>)> = acc.slots.into_iter().collect();
+            if !acc.runs.is_empty() {
+                let leaves = stored_slots(store, &h, &acc.runs, Vec::new());
                 build_root_known(&leaves, &mut acc.known, store);
             }
             // No range work for it any more: the heal completes it.
@@ -184,19 +186,19 @@ impl Engine {
             let kept = store
                 .storage_progress(&h)
                 .filter(|p| p.root == acc.storage_root && !p.left.is_empty());
-            let (left, slots) = match kept {
+            let (left, runs) = match kept {
                 Some(p) => {
                     self.progress.slots_resumed += p.slots.len() as u64;
-                    (p.left, p.slots.into_iter().collect())
+                    (p.left, p.runs)
                 }
-                None => (vec![(B256::ZERO, B256::repeat_byte(0xff))], BTreeMap::new()),
+                None => (vec![(B256::ZERO, B256::repeat_byte(0xff))], Vec::new()),
             };
             self.storage_accs.insert(
                 h,
                 StorageAcc {
                     root: acc.storage_root,
                     open_tasks: left.len() as u32,
-                    slots,
+                    runs,
                     tasks: Vec::new(),
                     known: KnownSubtries::default(),
                 },
@@ -457,7 +459,7 @@ impl Engine {
         // were built by the verifier, nothing is left to collect or build.
         let whole = t.origin == B256::ZERO
             && acc.open_tasks == 1
-            && acc.slots.is_empty()
+            && acc.runs.is_empty()
             && keys.last().is_some_and(|k| B256::from(*k) <= t.limit)
             && interior.subtries.first().is_some_and(|s| {
                 s.path.is_empty()
@@ -482,7 +484,6 @@ impl Engine {
                 break;
             }
             self.progress.slots_downloaded += 1;
-            acc.slots.insert(h, v.clone());
             run.push((h, v));
             last = Some(h);
         }
@@ -534,10 +535,18 @@ impl Engine {
                 .collect();
             store.put_storage_slots(t.account, t.origin, &run);
             store.put_storage_progress(t.account, acc.root, &left);
+            if let Some(a) = self.storage_accs.get_mut(&t.account) {
+                a.runs.push(t.origin);
+            }
         }
+        let acc = self.storage_accs.get(&t.account).expect("present");
         if acc.open_tasks == 0 {
             let mut acc = self.storage_accs.remove(&t.account).expect("present");
-            let leaves: Vec<(B256, Vec<u8>)> = std::mem::take(&mut acc.slots).into_iter().collect();
+            let leaves = if !acc.runs.is_empty() {
+                stored_slots(store, &t.account, &acc.runs, run)
+            } else {
+                run
+            };
             let root = build_root_known(&leaves, &mut acc.known, store);
             if root != acc.root {
                 // Cannot happen with verified ranges; refetch the whole trie if it does.
@@ -546,7 +555,7 @@ impl Engine {
                     StorageAcc {
                         root: acc.root,
                         open_tasks: 1,
-                        slots: BTreeMap::new(),
+                        runs: Vec::new(),
                         tasks: Vec::new(),
                         known: KnownSubtries::default(),
                     },
@@ -688,6 +697,31 @@ pub(super) fn keep_interior_leaves(
             known.remember_leaves(s.path.len(), s.node, l);
         }
     }
+}
+
+/// The slots of `account`'s storage trie: the stored runs starting at `runs`, with
+/// `last` (sorted, the run not stored) merged in. A run the store cannot read is missing
+/// here, and the trie built from these slots then fails its root check and is fetched
+/// again.
+fn stored_slots(
+    store: &dyn SyncStore,
+    account: &B256,
+    runs: &[B256],
+    last: Vec<(B256, Vec<u8>)>,
+) -> Vec<(B256, Vec<u8>)> {
+    let mut slots = Vec::new();
+    for origin in runs {
+        slots.extend(store.storage_run(account, origin).unwrap_or_default());
+    }
+    if slots.is_empty() {
+        return last;
+    }
+    slots.extend(last);
+    // Both sorted: a stable sort of the concatenation merges them; of equal keys (one
+    // slot verified twice, against the same root) the first is kept.
+    slots.sort_by_key(|a| a.0);
+    slots.dedup_by(|a, b| a.0 == b.0);
+    slots
 }
 
 /// The root of the trie of sorted `leaves`, its nodes put in `store`, using the subtries
@@ -862,6 +896,40 @@ mod tests {
         let (root, _, _) = storage_build(&slots, &[300, 900], &changed);
         assert_eq!(root, trie::build_root(&changed, &mut |_, _| {}));
         assert_ne!(root, want);
+    }
+
+    #[test]
+    fn a_storage_trie_is_built_from_its_own_runs_only() {
+        let account = B256::repeat_byte(7);
+        let slot = |i: u8, v: u8| (B256::repeat_byte(i), vec![v]);
+        let mut store = MemStore::default();
+        // A run left by a pass over the trie under another storage root (a restart
+        // after the pivot moved), at an origin this pass does not use.
+        store.put_storage_slots(
+            account,
+            B256::repeat_byte(0x10),
+            &[slot(0x11, 9), slot(0x12, 9)],
+        );
+        // This pass's runs.
+        store.put_storage_slots(account, B256::ZERO, &[slot(0x01, 1), slot(0x05, 1)]);
+        store.put_storage_slots(account, B256::repeat_byte(0x20), &[slot(0x21, 1)]);
+        let runs = [B256::ZERO, B256::repeat_byte(0x20)];
+        let got = stored_slots(&store, &account, &runs, vec![slot(0x30, 1), slot(0x31, 1)]);
+        assert_eq!(
+            got,
+            vec![
+                slot(0x01, 1),
+                slot(0x05, 1),
+                slot(0x21, 1),
+                slot(0x30, 1),
+                slot(0x31, 1)
+            ]
+        );
+        // Without stored runs, the last run is the trie.
+        assert_eq!(
+            stored_slots(&store, &account, &[], vec![slot(0x30, 1)]),
+            vec![slot(0x30, 1)]
+        );
     }
 
     #[test]
