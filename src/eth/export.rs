@@ -21,7 +21,6 @@ use catchup_eth::types::Account;
 use serde_json::{json, Value};
 
 use crate::eth::sync::persist::DiskStore;
-use crate::eth::sync::store::MemStore;
 use crate::eth::walk::{walk_trie, NodeReader, Walked};
 
 /// keccak of the empty byte string: the code hash of an account without code.
@@ -58,13 +57,6 @@ pub enum ExportError {
     BadLine { line: usize, what: String },
 }
 
-/// What `eth sync` left in a data directory, all shards merged.
-pub struct Synced {
-    pub store: MemStore,
-    /// The sync's final report (`sync-report.json`).
-    pub report: Value,
-}
-
 /// The sync report (`sync-report.json`) of `datadir`.
 fn read_report(datadir: &Path) -> Result<Value, ExportError> {
     let bad = |what: String| ExportError::DataDir {
@@ -98,34 +90,6 @@ pub(crate) fn shard_dirs(datadir: &Path) -> Result<Vec<PathBuf>, ExportError> {
         });
     }
     Ok(dirs)
-}
-
-/// Open every `shard-<N>/` store of `datadir` (locking the directory while reading) and
-/// merge them.
-pub fn load_datadir(datadir: &Path) -> Result<Synced, ExportError> {
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
-    let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
-    let report = read_report(datadir)?;
-    let dirs = shard_dirs(datadir)?;
-    let mut merged = MemStore::default();
-    for d in dirs {
-        let view = catchup_io::exec::run_unbound(async {
-            DiskStore::load_all(&d).await.map_err(|e| e.to_string())
-        })
-        .map_err(|e| bad(format!("{}: {e}", d.display())))?;
-        merged.nodes.extend(view.nodes);
-        merged.codes.extend(view.codes);
-        merged.headers.extend(view.headers);
-        merged.bodies.extend(view.bodies);
-        merged.receipts.extend(view.receipts);
-    }
-    Ok(Synced {
-        store: merged,
-        report,
-    })
 }
 
 /// How much an export wrote.
@@ -560,8 +524,6 @@ pub fn export_history(
     format: HistoryFormat,
     out_dir: &Path,
 ) -> Result<Vec<HistoryFile>, ExportError> {
-    use catchup_eth::era1::{accumulator_root, write_era1};
-    use catchup_eth::types::{decode_receipts, BlockBody, Header as EthHeader, EMPTY_OMMERS_HASH};
     let bad = |what: String| ExportError::DataDir {
         path: datadir.to_path_buf(),
         what,
@@ -586,9 +548,40 @@ pub fn export_history(
             })?
             .to_string(),
     };
-    let synced = load_datadir(datadir)?;
-    let store = &synced.store;
-    match store.headers.get(&1) {
+    catchup_io::exec::run_unbound(async {
+        let stores = crate::eth::stored::ChainStores::open(datadir).await?;
+        let r = write_history(
+            &stores,
+            datadir,
+            genesis_json,
+            &genesis,
+            &network,
+            format,
+            out_dir,
+        );
+        stores.close().await;
+        r
+    })
+}
+
+/// [`export_history`] over the opened stores, one era in memory at a time.
+fn write_history(
+    stores: &crate::eth::stored::ChainStores,
+    datadir: &Path,
+    genesis_json: &Path,
+    genesis: &catchup_eth::types::Header,
+    network: &str,
+    format: HistoryFormat,
+    out_dir: &Path,
+) -> Result<Vec<HistoryFile>, ExportError> {
+    use catchup_eth::era1::{accumulator_root, write_era1};
+    use catchup_eth::types::{decode_receipts, BlockBody, Header as EthHeader, EMPTY_OMMERS_HASH};
+    let bad = |what: String| ExportError::DataDir {
+        path: datadir.to_path_buf(),
+        what,
+    };
+    let genesis_hash = genesis.hash();
+    match stores.header(1).map_err(&bad)? {
         Some(h) if h.parent_hash == genesis_hash => {}
         Some(h) => {
             return Err(bad(format!(
@@ -601,7 +594,7 @@ pub fn export_history(
     }
     // Blocks 0..=last, consecutive.
     let mut last = 0u64;
-    while store.headers.contains_key(&(last + 1)) {
+    while stores.has_header(last + 1) {
         last += 1;
     }
     let eras = match format {
@@ -629,7 +622,11 @@ pub fn export_history(
             let header = if n == 0 {
                 genesis.clone()
             } else {
-                let h = &store.headers[&n];
+                let h = stores.header(n).map_err(&bad)?.ok_or_else(|| {
+                    bad(format!(
+                        "header {n}: indexed but its record is not readable"
+                    ))
+                })?;
                 EthHeader::decode(&h.raw).map_err(|e| bad(format!("header {n}: {e}")))?
             };
             if header.difficulty.is_zero() && format == HistoryFormat::Era1 {
@@ -643,7 +640,7 @@ pub fn export_history(
                 };
             }
             td += header.difficulty;
-            let body = match store.bodies.get(&n) {
+            let body = match stores.body(n).map_err(&bad)? {
                 Some(b) => BlockBody::decode(&b.raw).map_err(|e| bad(format!("body {n}: {e}")))?,
                 None if header.transactions_root == EMPTY_ROOT
                     && header.ommers_hash == EMPTY_OMMERS_HASH =>
@@ -656,7 +653,7 @@ pub fn export_history(
                 }
                 None => return Err(bad(format!("block {n}: no body stored"))),
             };
-            let receipts = match store.receipts.get(&n) {
+            let receipts = match stores.receipts(n).map_err(&bad)? {
                 Some(r) => {
                     Some(decode_receipts(&r.raw).map_err(|e| bad(format!("receipts {n}: {e}")))?)
                 }
@@ -683,7 +680,7 @@ pub fn export_history(
                     accumulator_root(&records).ok_or_else(|| bad("too many blocks".into()))?;
                 let bytes = write_era1(&full)
                     .ok_or_else(|| bad("era1 writer refused the blocks".into()))?;
-                (bytes, era1_file_name(&network, era, root), Some(root))
+                (bytes, era1_file_name(network, era, root), Some(root))
             }
             HistoryFormat::Ere => {
                 if !all_receipts {
@@ -707,7 +704,7 @@ pub fn export_history(
                 };
                 (
                     bytes,
-                    ere_file_name(&network, era, last_hash, all_receipts),
+                    ere_file_name(network, era, last_hash, all_receipts),
                     root,
                 )
             }

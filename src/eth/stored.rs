@@ -91,6 +91,61 @@ fn first_of<T>(
     Ok(None)
 }
 
+/// A data directory's stores opened to read blocks one at a time (tools over a finished
+/// sync, such as `eth export-history`): nothing is loaded up front, so the memory a tool
+/// takes is that of the blocks it holds, not of the directory.
+pub struct ChainStores {
+    stores: Vec<DiskStore>,
+    _lock: catchup_io::datadir::DataDir,
+}
+
+impl ChainStores {
+    /// Open every shard's store of `datadir`, holding the directory's lock.
+    pub async fn open(datadir: &Path) -> Result<ChainStores, ExportError> {
+        let bad = |what: String| ExportError::DataDir {
+            path: datadir.to_path_buf(),
+            what,
+        };
+        let dirs = crate::eth::export::shard_dirs(datadir)?;
+        let lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
+        let mut stores = Vec::with_capacity(dirs.len());
+        for d in &dirs {
+            stores.push(
+                DiskStore::open(d)
+                    .await
+                    .map_err(|e| bad(format!("{}: {e}", d.display())))?,
+            );
+        }
+        Ok(ChainStores {
+            stores,
+            _lock: lock,
+        })
+    }
+
+    /// Whether header `number` is stored (from the stores' indexes, no read).
+    pub fn has_header(&self, number: u64) -> bool {
+        self.stores.iter().any(|s| s.has_committed_header(number))
+    }
+
+    pub fn header(&self, number: u64) -> Result<Option<Header>, String> {
+        first_of(&self.stores, |s| s.read_header(number))
+    }
+
+    pub fn body(&self, number: u64) -> Result<Option<Body>, String> {
+        first_of(&self.stores, |s| s.read_body(number))
+    }
+
+    pub fn receipts(&self, number: u64) -> Result<Option<Receipts>, String> {
+        first_of(&self.stores, |s| s.read_receipts(number))
+    }
+
+    pub async fn close(self) {
+        for s in self.stores {
+            let _ = s.close().await;
+        }
+    }
+}
+
 /// Blocks 1, 2, … as long as headers are stored (at most `max_blocks`).
 fn read_chain(stores: &[DiskStore], max_blocks: u64) -> Result<StoredChain, String> {
     let mut c = StoredChain {

@@ -337,6 +337,11 @@ impl DiskStore {
         self.read_committed(KIND_CODE, hash.as_slice())
     }
 
+    /// Whether header `number` is committed (the index answers; nothing is read).
+    pub fn has_committed_header(&self, number: u64) -> bool {
+        self.disk.contains(KIND_HEADER, &number.to_be_bytes())
+    }
+
     /// The committed header `number`, read from disk and decoded.
     pub fn read_header(&self, number: u64) -> Result<Option<Header>, PersistError> {
         match self.read_committed(KIND_HEADER, &number.to_be_bytes())? {
