@@ -7,18 +7,11 @@ fn main() {
         .canonicalize()
         .unwrap();
 
+    // The bundled liburing (the published crate ran `git submodule update --init` here,
+    // which inside this repository would act on the repository itself).
     let liburing = match env::var("GLOMMIO_LIBURING_DIR") {
         Ok(path) => PathBuf::from(path).canonicalize().unwrap(),
-        Err(_) => {
-            Command::new("git")
-                .arg("submodule")
-                .arg("update")
-                .arg("--init")
-                .status()
-                .unwrap();
-
-            project.join("liburing")
-        }
+        Err(_) => project.join("liburing"),
     };
 
     // Run the configure script in OUT_DIR to get `compat.h`

@@ -259,6 +259,8 @@
 //! });
 //! ```
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+// catchup: the published 0.9.0 code draws these two from newer compilers.
+#![allow(dead_code, unused_must_use)]
 #![cfg_attr(doc, deny(rustdoc::broken_intra_doc_links))]
 #![cfg_attr(feature = "native-tls", feature(thread_local))]
 

@@ -1320,14 +1320,27 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// Runs task queues until none is active or the preemption timer fired. Returns
+    /// whether the executor may have more to run right away; `false` (nothing is
+    /// runnable) lets the caller park.
+    ///
+    /// catchup fix: the first task queue of a round runs at least one task even when the
+    /// preemption timer has already fired. The timer is armed in `poll_io` just before
+    /// this; when the thread loses its CPU for longer than the timer in between (or
+    /// another completion lands on the latency ring), the published code broke out at
+    /// once and reported "nothing ran", and `run` parked the executor with every active
+    /// queue's tasks still queued: nothing of the executor's own woke it again, so it
+    /// slept until a timer, an I/O completion or a foreign wake happened to arrive, or for
+    /// ever. Going round again without parking is not enough either: with a timer shorter
+    /// than one trip through the reactor no task would ever run. One task per round is.
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
-            if self.need_preempt() {
+            if ran && self.need_preempt() {
                 break;
             }
-            if !self.run_one_task_queue() {
+            if !self.run_one_task_queue(!ran) {
                 return false;
             } else {
                 ran = true;
@@ -1336,7 +1349,10 @@ impl LocalExecutor {
         ran
     }
 
-    fn run_one_task_queue(&self) -> bool {
+    /// Runs the active queue with the smallest vruntime until it is empty, yields or the
+    /// preemption timer fires; with `first_of_round`, its first task runs even if the timer
+    /// already fired (see `run_task_queues`).
+    fn run_one_task_queue(&self, first_of_round: bool) -> bool {
         let mut tq = self.queues.borrow_mut();
         let candidate = tq.active_executors.pop();
         tq.stats.scheduler_runs += 1;
@@ -1373,7 +1389,8 @@ impl LocalExecutor {
             let mut tasks_executed_this_loop = 0;
             loop {
                 let mut queue_ref = queue.borrow_mut();
-                if self.need_preempt() || queue_ref.yielded() {
+                let guaranteed = first_of_round && tasks_executed_this_loop == 0;
+                if (self.need_preempt() && !guaranteed) || queue_ref.yielded() {
                     break;
                 }
 
