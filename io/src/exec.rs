@@ -1,21 +1,21 @@
 //! How every glommio executor in catchup runs its work.
 //!
-//! glommio 0.9 can park an executor that still has runnable tasks: when the preemption
-//! timer (or any other completion on the latency ring) fires between the reactor arming
-//! it and the scheduler's first look at the task queues, the scheduler returns "nothing
-//! ran" and the executor goes to sleep in `io_uring_enter` with its tasks still queued.
-//! Nothing of its own wakes it again, so unless a timer, an I/O completion or a foreign
-//! wake arrives, it sleeps for ever; on a loaded machine this stalled whole shard meshes.
+//! glommio 0.9.0 as published parks an executor that still has runnable tasks: when the
+//! preemption timer (or any other completion on the latency ring) fires between the
+//! reactor arming it and the scheduler's first look at the task queues, the scheduler
+//! returns "nothing ran" and the executor goes to sleep in `io_uring_enter` with its tasks
+//! still queued. Nothing of its own wakes it again, so unless a timer, an I/O completion or
+//! a foreign wake arrives, it sleeps for ever. The workspace builds glommio from
+//! `third_party/glommio` with that fixed (the first queue of a round always runs one task;
+//! see its `README.catchup.md`); the tests below hold the regression test.
 //!
-//! [`keep_awake`] arms a timer that never stops: the executor then never sleeps longer than
-//! [`HEARTBEAT`], so the race costs at most that much instead of the process. Call it
-//! first thing in every executor ([`run`] does), before any other task is spawned.
-//!
-//! The heartbeat cannot cover the executor's very first scheduling round, before its first
-//! task has run and armed it. That round uses the builder's preemption timer, so executors
-//! keep glommio's default of 100 ms there (a thread would have to lose the CPU for that
-//! long between two adjacent steps); shorter latency targets belong to task queues created
-//! after the heartbeat is armed (`Latency::Matters`), as the snapshot index does.
+//! [`keep_awake`] arms a timer that never stops, so an executor never sleeps longer than
+//! [`HEARTBEAT`] without looking at its task queues. It was the first answer to the stall
+//! above and is kept as a backstop, but it could not close it: the heartbeat's timer is
+//! spent when it fires and armed again only when the heartbeat task runs, so a stall that
+//! left the heartbeat task itself queued left no timer to end it (this hung the snapshot
+//! index's shards while the feeding thread waited for their totals). Call it first thing in
+//! every executor ([`run`] does), before any other task is spawned.
 
 use std::future::Future;
 use std::time::Duration;
@@ -56,21 +56,59 @@ pub fn run_unbound<T>(fut: impl Future<Output = T>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::mpsc;
+    use std::sync::Arc;
+
+    /// An executor whose preemption timer fires before the first task of a round ran still
+    /// runs its tasks instead of parking with them queued: a 1 ns preemption timer fires in
+    /// nearly every round, so an executor that parks then never finishes. No heartbeat
+    /// here: the executor itself must not park with runnable tasks.
+    #[test]
+    fn an_executor_preempted_before_its_tasks_ran_still_runs_them() {
+        const ROUNDS: u32 = 1_000;
+        let done = Arc::new(AtomicU32::new(0));
+        let d = done.clone();
+        let worker = std::thread::spawn(move || {
+            let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .preempt_timer(Duration::from_nanos(1))
+                .make()
+                .expect("executor starts");
+            for _ in 0..ROUNDS {
+                ex.run(async {
+                    // A second task, so the round has queued work besides the main future.
+                    glommio::spawn_local(async {}).await;
+                });
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // A hang is a count that stops moving, not a slow machine.
+        let (mut last, mut moved_at) = (0, std::time::Instant::now());
+        while !worker.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = done.load(Ordering::Relaxed);
+            if now != last {
+                (last, moved_at) = (now, std::time::Instant::now());
+            }
+            assert!(
+                moved_at.elapsed() < Duration::from_secs(30),
+                "executor parked with runnable tasks: {last} of {ROUNDS} rounds finished, none for 30 s"
+            );
+        }
+        worker.join().expect("executor thread");
+        assert_eq!(done.load(Ordering::Relaxed), ROUNDS);
+    }
 
     /// Many executors, each woken from other threads many times while the machine is
-    /// busy, with a 200 µs preemption timer: every one finishes. Without the heartbeat
-    /// this stalled in about half the runs under load.
+    /// busy, with a 200 µs preemption timer: every one finishes. With the published
+    /// glommio and no heartbeat this stalled in about half the runs under load.
     ///
-    /// The test's 16 busy threads on a small machine are themselves the load that can take
-    /// a thread off the CPU for glommio's default 100 ms during an executor's first
-    /// scheduling round, which the heartbeat cannot cover (see the module docs); so the
-    /// builder's timer, which only that round uses here, is set to 10 s. The 200 µs queue
-    /// still exercises the race in every later round.
+    /// The builder's timer, which only an executor's first scheduling round uses here, is
+    /// 10 s: with the published glommio the test's 16 busy threads could take a thread off
+    /// the CPU for the default 100 ms in that round, before the heartbeat is armed. The
+    /// 200 µs queue exercises the race in every later round.
     #[test]
     fn executors_woken_from_other_threads_finish() {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        use std::sync::Arc;
         let (done_tx, done_rx) = mpsc::channel();
         // Items each executor received so far: a hang is an executor whose count stops
         // moving, not one that is merely slow on a loaded machine.
