@@ -6,7 +6,7 @@
 //! returns "nothing ran" and the executor goes to sleep in `io_uring_enter` with its tasks
 //! still queued. Nothing of its own wakes it again, so unless a timer, an I/O completion or
 //! a foreign wake arrives, it sleeps for ever. The workspace builds glommio from
-//! `third_party/glommio` with that fixed (the first queue of a round always runs one task;
+//! `io/vendor/glommio` with that fixed (the first queue of a round always runs one task;
 //! see its `README.catchup.md`); the tests below hold the regression test.
 //!
 //! [`keep_awake`] arms a timer that never stops, so an executor never sleeps longer than
