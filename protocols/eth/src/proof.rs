@@ -178,6 +178,10 @@ fn resolve_path(node: &mut M, key: &[u8], db: &ProofDb<'_>) -> Result<Option<Byt
     Err(ProofError::KeyNotInTrie)
 }
 
+/// The first and the last nibble path of the longest keys.
+static FIRST_PATH: [u8; 2 * MAX_KEY_BYTES] = [0; 2 * MAX_KEY_BYTES];
+static LAST_PATH: [u8; 2 * MAX_KEY_BYTES] = [15; 2 * MAX_KEY_BYTES];
+
 /// Relation of the whole subtree under `prefix` to the closed range [left, right]
 /// (all paths of equal length `n`).
 #[derive(PartialEq, Eq, Debug)]
@@ -961,15 +965,11 @@ fn verify_range(
         let got = match interior {
             Some(out) => {
                 let n = key_len * 2;
-                let (left, right) = (vec![0; n], vec![15; n]);
-                let mut c = Interior {
-                    left: &left,
-                    right: &right,
-                    out,
-                };
+                let (left, right) = (&FIRST_PATH[..n], &LAST_PATH[..n]);
+                let mut c = Interior { left, right, out };
                 let (k, v) = as_slices(keys, values);
                 fill(&mut tree, &mut Vec::new(), &k, &v, &mut c)?;
-                root_hash_interior(&tree, &left, &right, c.out)
+                root_hash_interior(&tree, left, right, c.out)
             }
             None => {
                 for (k, v) in keys.iter().zip(values) {
@@ -1024,11 +1024,11 @@ fn verify_range(
         if let Some(out) = interior {
             // The proof resolved the key's path: the nodes inside the range are on it.
             let right = if more {
-                first.clone()
+                &first[..]
             } else {
-                vec![15; first.len()]
+                &LAST_PATH[..first.len()]
             };
-            root_hash_interior(&tree, &first, &right, out);
+            root_hash_interior(&tree, &first, right, out);
         }
         return Ok(more);
     }
@@ -1041,18 +1041,18 @@ fn verify_range(
             // more above it shows before they go in (and is checked again after).
             let more = has_right_element(&tree, &last);
             let right = if more {
-                last.clone()
+                &last[..]
             } else {
-                vec![15; last.len()]
+                &LAST_PATH[..last.len()]
             };
             let mut c = Interior {
                 left: &first,
-                right: &right,
+                right,
                 out,
             };
             let (k, v) = as_slices(keys, values);
             fill(&mut tree, &mut Vec::new(), &k, &v, &mut c)?;
-            let got = root_hash_interior(&tree, &first, &right, c.out);
+            let got = root_hash_interior(&tree, &first, right, c.out);
             let after = has_right_element(&tree, &last);
             if after != more {
                 // Collected for the wrong range: report nothing rather than that.

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
+use alloy_primitives::map::B256Map;
 use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
 
@@ -298,7 +299,7 @@ pub struct Engine {
     storage_ready: VecDeque<usize>,
     /// Bumped whenever the snap tasks are reset (new root, mode switch).
     snap_epoch: u64,
-    storage_accs: BTreeMap<B256, StorageAcc>,
+    storage_accs: B256Map<StorageAcc>,
     code_queue: VecDeque<B256>,
     codes_wanted: HashSet<B256>,
     rebuilt: bool,
@@ -385,7 +386,7 @@ impl Engine {
             storage_tasks: StorageTasks::default(),
             storage_ready: VecDeque::new(),
             snap_epoch: 0,
-            storage_accs: BTreeMap::new(),
+            storage_accs: B256Map::default(),
             code_queue: VecDeque::new(),
             codes_wanted: HashSet::new(),
             rebuilt: journal.rebuilt,

@@ -35,7 +35,7 @@ pub(super) struct StorageTask {
 /// storage tries complete).
 #[derive(Debug, Default)]
 pub(super) struct StorageTasks {
-    open: std::collections::HashMap<usize, StorageTask>,
+    open: alloy_primitives::map::HashMap<usize, StorageTask>,
     next_id: usize,
 }
 
@@ -193,16 +193,6 @@ impl Engine {
                 }
                 None => (vec![(B256::ZERO, B256::repeat_byte(0xff))], Vec::new()),
             };
-            self.storage_accs.insert(
-                h,
-                StorageAcc {
-                    root: acc.storage_root,
-                    open_tasks: left.len() as u32,
-                    runs,
-                    tasks: Vec::new(),
-                    known: KnownSubtries::default(),
-                },
-            );
             let mut ids = Vec::with_capacity(left.len());
             for (origin, limit) in left {
                 let id = self.storage_tasks.push(StorageTask {
@@ -214,9 +204,16 @@ impl Engine {
                 self.storage_ready.push_back(id);
                 ids.push(id);
             }
-            if let Some(a) = self.storage_accs.get_mut(&h) {
-                a.tasks = ids;
-            }
+            self.storage_accs.insert(
+                h,
+                StorageAcc {
+                    root: acc.storage_root,
+                    open_tasks: ids.len() as u32,
+                    runs,
+                    tasks: ids,
+                    known: KnownSubtries::default(),
+                },
+            );
         }
         if acc.has_code()
             && !store.has_code(&acc.code_hash)
