@@ -264,6 +264,37 @@ fn range_case() -> impl Strategy<Value = RangeCase> {
         })
 }
 
+/// A range `i..=j` of a [`range_case`]: the whole trie, the range's keys and values, the
+/// range's first key (a key below the first element when `gap` and one exists) and the
+/// edge proof from it to the last key.
+struct RangeInput<'a> {
+    t: TrieBuilder,
+    keys: Vec<&'a [u8]>,
+    vals: Vec<&'a [u8]>,
+    first: Vec<u8>,
+    proof: Vec<Bytes>,
+}
+
+fn range_input(pairs: &[(Vec<u8>, Vec<u8>)], i: usize, j: usize, gap: bool) -> RangeInput<'_> {
+    let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+    let keys: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.0.as_slice()).collect();
+    let vals: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.1.as_slice()).collect();
+    let first = if gap {
+        key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0])
+            .unwrap_or(keys[0].to_vec())
+    } else {
+        keys[0].to_vec()
+    };
+    let proof = t.prove_range(&first, keys[keys.len() - 1]);
+    RangeInput {
+        t,
+        keys,
+        vals,
+        first,
+        proof,
+    }
+}
+
 /// A key strictly between `lo` (exclusive, may be None) and `hi`, if one exists.
 fn key_before(lo: Option<&[u8]>, hi: &[u8]) -> Option<Vec<u8>> {
     let mut k = hi.to_vec();
@@ -307,15 +338,9 @@ proptest! {
 
     #[test]
     fn range_proofs_verify_and_tampering_fails((pairs, i, j, gap) in range_case()) {
-        let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+        let RangeInput { t, keys, vals, first, proof } = range_input(&pairs, i, j, gap);
         let root = t.root();
         let n = pairs.len();
-        let keys: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.0.as_slice()).collect();
-        let vals: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.1.as_slice()).collect();
-        let first = if gap {
-            key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0]).unwrap_or(keys[0].to_vec())
-        } else { keys[0].to_vec() };
-        let proof = t.prove_range(&first, keys[keys.len() - 1]);
         let more = vrp(root, &first, &keys, &vals, &proof);
         prop_assert_eq!(more, Ok(j < n - 1));
 
@@ -753,15 +778,9 @@ proptest! {
 
     #[test]
     fn range_interior_is_the_tries_nodes_inside_the_range((pairs, i, j, gap) in range_case()) {
-        let t = TrieBuilder::new(pairs.iter().map(|(k, v)| (k, v)));
+        let RangeInput { t, keys, vals, first, proof } = range_input(&pairs, i, j, gap);
         let root = t.root();
         let n = pairs.len();
-        let keys: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.0.as_slice()).collect();
-        let vals: Vec<&[u8]> = pairs[i..=j].iter().map(|p| p.1.as_slice()).collect();
-        let first = if gap {
-            key_before(i.checked_sub(1).map(|x| pairs[x].0.as_slice()), keys[0]).unwrap_or(keys[0].to_vec())
-        } else { keys[0].to_vec() };
-        let proof = t.prove_range(&first, keys[keys.len() - 1]);
         let (more, interior) = verify_range_proof_interior(root, &first, &keys, &vals, &proof)
             .expect("a range of the trie");
         prop_assert_eq!(more, j < n - 1);

@@ -97,14 +97,12 @@ pub trait SyncStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeMap {
     parts: Box<[B256Map<Vec<u8>>]>,
-    len: usize,
 }
 
 impl Default for NodeMap {
     fn default() -> Self {
         NodeMap {
             parts: (0..Self::PARTS).map(|_| B256Map::default()).collect(),
-            len: 0,
         }
     }
 }
@@ -123,11 +121,11 @@ impl NodeMap {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.parts.iter().map(|p| p.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.parts.iter().all(|p| p.is_empty())
     }
 
     pub fn contains_key(&self, hash: &B256) -> bool {
@@ -140,9 +138,7 @@ impl NodeMap {
 
     /// Insert or replace; the replaced value.
     pub fn insert(&mut self, hash: B256, rlp: Vec<u8>) -> Option<Vec<u8>> {
-        let old = self.part_mut(&hash).insert(hash, rlp);
-        self.len += usize::from(old.is_none());
-        old
+        self.part_mut(&hash).insert(hash, rlp)
     }
 
     /// Insert `rlp()` unless `hash` is present (one probe); whether it was inserted.
@@ -152,16 +148,13 @@ impl NodeMap {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(rlp());
-                self.len += 1;
                 true
             }
         }
     }
 
     pub fn remove(&mut self, hash: &B256) -> Option<Vec<u8>> {
-        let old = self.part_mut(hash).remove(hash);
-        self.len -= usize::from(old.is_some());
-        old
+        self.part_mut(hash).remove(hash)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&B256, &Vec<u8>)> {

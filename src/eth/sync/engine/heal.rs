@@ -567,6 +567,7 @@ fn build_top(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eth::sync::engine::snap::keep_verified_ranges;
     use crate::eth::sync::store::MemStore;
     use std::collections::HashMap;
 
@@ -579,37 +580,6 @@ mod tests {
             .collect();
         leaves.sort();
         leaves
-    }
-
-    /// What snap keeps of verified ranges of `leaves` cut at `cuts` (as the account ranges
-    /// of one shard that owns everything, with `k`-nibble blocks, keep them).
-    fn keep_ranges(
-        leaves: &[(B256, Vec<u8>)],
-        cuts: &[usize],
-        k: usize,
-        known: &mut KnownSubtries,
-        store: &mut MemStore,
-    ) {
-        let t = catchup_eth::TrieBuilder::new(leaves.iter().map(|(k, v)| (k.0, v)));
-        let mut bounds = vec![0];
-        bounds.extend_from_slice(cuts);
-        bounds.push(leaves.len());
-        for w in bounds.windows(2) {
-            let run = &leaves[w[0]..w[1]];
-            let origin = if w[0] == 0 { B256::ZERO } else { run[0].0 };
-            let keys: Vec<B256> = run.iter().map(|l| l.0).collect();
-            let vals: Vec<&[u8]> = run.iter().map(|l| l.1.as_slice()).collect();
-            let proof = t.prove_range(origin.as_slice(), keys[keys.len() - 1].as_slice());
-            let (_, interior) = catchup_eth::verify_range_proof_interior(
-                t.root(),
-                origin.as_slice(),
-                &keys,
-                &vals,
-                &proof,
-            )
-            .expect("a range of the trie");
-            super::super::snap::keep_interior(known, k, interior, run, store);
-        }
     }
 
     /// The rebuild of every block of `leaves` and the top above them: the root.
@@ -659,7 +629,8 @@ mod tests {
             });
             let mut known = KnownSubtries::default();
             let mut store = MemStore::default();
-            keep_ranges(&leaves, &cuts, k, &mut known, &mut store);
+            // Account ranges, each with its proof.
+            keep_verified_ranges(&leaves, &cuts, k, true, &mut known, &mut store);
             let remembered = known.by_first.len();
             // (A range of the whole trie is the root's subtrie, above the blocks: the
             // rebuild builds it.)
@@ -707,7 +678,8 @@ mod tests {
         for change in changes {
             let mut known = KnownSubtries::default();
             let mut store = MemStore::default();
-            keep_ranges(&leaves, &cuts, k, &mut known, &mut store);
+            // Account ranges, each with its proof.
+            keep_verified_ranges(&leaves, &cuts, k, true, &mut known, &mut store);
             // One remembered subtrie of 3 leaves or more, and where its leaves start.
             let (first, _) = known
                 .by_first

@@ -519,7 +519,7 @@ impl Engine {
                 self.storage_ready.push_back(i);
             }
         }
-        let acc = self.storage_accs.get(&t.account).expect("present");
+        let acc = self.storage_accs.get_mut(&t.account).expect("present");
         if acc.open_tasks > 0 && !run.is_empty() {
             // An incomplete trie: keep this verified run and what is left, so that a
             // restart fetches only the rest.
@@ -532,11 +532,8 @@ impl Engine {
                 .collect();
             store.put_storage_slots(t.account, t.origin, &run);
             store.put_storage_progress(t.account, acc.root, &left);
-            if let Some(a) = self.storage_accs.get_mut(&t.account) {
-                a.runs.push(t.origin);
-            }
+            acc.runs.push(t.origin);
         }
-        let acc = self.storage_accs.get(&t.account).expect("present");
         if acc.open_tasks == 0 {
             let mut acc = self.storage_accs.remove(&t.account).expect("present");
             let leaves = if !acc.runs.is_empty() {
@@ -823,6 +820,42 @@ fn split_range(lo: B256, hi: B256, k: u64) -> Vec<(B256, B256)> {
     out
 }
 
+/// Test support: verified ranges of `leaves` cut at `cuts` (the first from the zero key,
+/// each other from its first key), kept as a shard keeps them with `k`-nibble blocks. A
+/// single range comes with its proof when `prove_whole` (as an account range does), else
+/// without one (a storage trie that one response holds whole).
+#[cfg(test)]
+pub(super) fn keep_verified_ranges(
+    leaves: &[(B256, Vec<u8>)],
+    cuts: &[usize],
+    k: usize,
+    prove_whole: bool,
+    known: &mut KnownSubtries,
+    store: &mut dyn SyncStore,
+) {
+    let t = catchup_eth::TrieBuilder::new(leaves.iter().map(|(k, v)| (k.0, v)));
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(leaves.len());
+    for w in bounds.windows(2) {
+        let run = &leaves[w[0]..w[1]];
+        let origin = if w[0] == 0 { B256::ZERO } else { run[0].0 };
+        let keys: Vec<[u8; 32]> = run.iter().map(|l| l.0 .0).collect();
+        let vals: Vec<&[u8]> = run.iter().map(|l| l.1.as_slice()).collect();
+        let proof: Vec<Vec<u8>> = if cuts.is_empty() && !prove_whole {
+            Vec::new()
+        } else {
+            t.prove_range(origin.as_slice(), &keys[keys.len() - 1])
+                .into_iter()
+                .map(|b| b.to_vec())
+                .collect()
+        };
+        let (_, interior) = verify_range_interior(t.root(), &origin, &keys, &vals, &proof)
+            .expect("a range of the trie");
+        keep_interior(known, k, interior, run, store);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -835,29 +868,9 @@ mod tests {
         cuts: &[usize],
         stored: &[(B256, Vec<u8>)],
     ) -> (B256, MemStore, usize) {
-        let t = catchup_eth::TrieBuilder::new(slots.iter().map(|(k, v)| (k.0, v)));
         let mut known = KnownSubtries::default();
         let mut store = MemStore::default();
-        let mut bounds = vec![0];
-        bounds.extend_from_slice(cuts);
-        bounds.push(slots.len());
-        for w in bounds.windows(2) {
-            let run = &slots[w[0]..w[1]];
-            let origin = if w[0] == 0 { B256::ZERO } else { run[0].0 };
-            let keys: Vec<[u8; 32]> = run.iter().map(|l| l.0 .0).collect();
-            let vals: Vec<&[u8]> = run.iter().map(|l| l.1.as_slice()).collect();
-            let proof: Vec<Vec<u8>> = if cuts.is_empty() {
-                Vec::new()
-            } else {
-                t.prove_range(origin.as_slice(), &keys[keys.len() - 1])
-                    .into_iter()
-                    .map(|b| b.to_vec())
-                    .collect()
-            };
-            let (_, interior) = verify_range_interior(t.root(), &origin, &keys, &vals, &proof)
-                .expect("a range of the trie");
-            keep_interior(&mut known, 0, interior, run, &mut store);
-        }
+        keep_verified_ranges(slots, cuts, 0, false, &mut known, &mut store);
         let root = build_root_known(stored, &mut known, &mut store);
         let left = known.len();
         (root, store, left)
