@@ -29,8 +29,13 @@
 //! is used, see below) and the in-memory index (kind, key) → location is rebuilt. In the
 //! last segment, bytes after the last valid record are a torn tail and are truncated,
 //! unless a valid record follows them, in which case they are corruption:
-//! [`StoreError::Corrupt`] names the segment and offset and the store does not open. In an
-//! earlier segment only zero padding may follow the last record. Every read re-checks the
+//! [`StoreError::Corrupt`] names the segment and offset and the store does not open. One
+//! exception: writes behind land in any order, so a process killed with several in
+//! flight can leave a later block written and an earlier one not. A whole aligned block of
+//! zeros right after the damaged record, within the bytes writes in flight could have
+//! covered at the end of the last segment, is such a lost write; nothing after it was
+//! acknowledged, and the tail is cut there. In an earlier segment only zero padding may
+//! follow the last record. Every read re-checks the
 //! record checksums, so a damaged record is reported, never served.
 //!
 //! A clean [`Store::close`] writes an index checkpoint (`index.cur`, atomic); the next
@@ -543,6 +548,19 @@ impl Scanner {
         Ok(None)
     }
 
+    /// Whether the bytes `from..to` (within the file) are all zero.
+    async fn all_zero_in(&mut self, from: u64, to: u64) -> Result<bool, StoreError> {
+        let mut p = from;
+        while p < to.min(self.file_len) {
+            let n = (to.min(self.file_len) - p).min(SCAN_CHUNK_BYTES as u64) as usize;
+            if self.bytes(p, n).await?.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            p += n as u64;
+        }
+        Ok(true)
+    }
+
     async fn all_zero_from(&mut self, from: u64) -> Result<bool, StoreError> {
         let mut p = from;
         while p < self.file_len {
@@ -707,6 +725,7 @@ impl Store {
                     start,
                     is_last,
                     skip_fp_before,
+                    window: unacknowledged_window(&opts, &limits),
                 },
                 &limits,
                 &content_addressed,
@@ -1321,10 +1340,12 @@ impl Store {
             let (flo, fhi) = (bound(lo, 0), bound(hi, 0xff));
             let mut fps: BTreeMap<u128, Loc> = BTreeMap::new();
             if flo <= fhi {
-                for (f, l) in m.fp_entries() {
-                    let f = u128::from_be_bytes(f);
-                    if f >= flo && f <= fhi {
-                        fps.insert(f, *l);
+                // Only the memtable's parts whose first byte the range covers.
+                for part in m.fp.get(fp_part(flo)..=fp_part(fhi)).unwrap_or(&[]) {
+                    for (&f, l) in part {
+                        if f >= flo && f <= fhi {
+                            fps.insert(f, *l);
+                        }
                     }
                 }
                 for r in self.runs.iter().rev() {
@@ -1993,6 +2014,19 @@ struct ScanTarget<'a> {
     /// Fingerprinted keys of records before this (segment, offset) are in the runs and
     /// are not indexed again.
     skip_fp_before: Option<(u32, u64)>,
+    /// How far before the end of the last segment writes may have been in flight at a
+    /// crash (see [`unacknowledged_window`]).
+    window: u64,
+}
+
+/// The bytes at the end of the active segment that writes in flight may have covered
+/// when the process died: [`MAX_WRITES_IN_FLIGHT`] writes behind, each at most the write
+/// buffer plus one record, and the partially filled block a commit rewrites. Nothing in it
+/// after the first unwritten block was acknowledged, because a commit waits for every
+/// write in flight before its `fdatasync`.
+fn unacknowledged_window(opts: &StoreOptions, limits: &RecordLimits) -> u64 {
+    let record = (RECORD_HEADER_BYTES + limits.max_key_bytes + limits.max_value_bytes) as u64;
+    (MAX_WRITES_IN_FLIGHT as u64 + 2) * (opts.write_buffer_bytes as u64 + record)
 }
 
 async fn scan_segment(
@@ -2010,6 +2044,7 @@ async fn scan_segment(
         start,
         is_last,
         skip_fp_before,
+        window,
     } = t;
     let file_len = file.file_size().await.map_err(io_err("stat", path))?;
     if start > file_len {
@@ -2061,6 +2096,32 @@ async fn scan_segment(
         off += rl;
     };
     if let Some(p) = sc.find_valid_after(resume, limits).await? {
+        // Writes behind land in any order: a process killed with several in flight can
+        // leave a later block written and an earlier one not (zeros). Valid records after
+        // such a block were never acknowledged (a commit waits for every write in flight),
+        // so that is a torn tail too. A whole aligned block of zeros within the window
+        // at the end of the active segment tells it from damage to acknowledged data.
+        let hole = align_up(off);
+        if is_last
+            && hole + IO_ALIGN_BYTES <= p
+            && file_len - hole <= window
+            && sc.all_zero_in(hole, hole + IO_ALIGN_BYTES).await?
+        {
+            tracing::warn!(
+                segment = %path.display(),
+                offset = off,
+                unwritten_block = hole,
+                next_valid = p,
+                cut_bytes = file_len - off,
+                "cutting torn tail: a block written behind was lost while later ones landed"
+            );
+            stats.truncated_tail_bytes += file_len - off;
+            file.truncate(off)
+                .await
+                .map_err(io_err("truncating", path))?;
+            file.fdatasync().await.map_err(io_err("syncing", path))?;
+            return Ok(off);
+        }
         tracing::error!(segment = %path.display(), offset = off, next_valid = p, "corrupt record before valid data");
         return Err(StoreError::Corrupt {
             segment: path.to_path_buf(),

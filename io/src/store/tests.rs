@@ -173,6 +173,22 @@ fn torn_tail_is_cut_and_store_keeps_working() {
 }
 
 /// Offsets of the records in a segment file, by decoding it.
+/// Put records 0..`n` (kind 1, `value_for(i, 300)`) into a new store in `dir`, close it,
+/// and return its first segment's path, bytes and record offsets.
+async fn one_segment_of(dir: &Path, opts: StoreOptions, n: u32) -> (PathBuf, Vec<u8>, Vec<usize>) {
+    let mut s = Store::open(dir, opts).await.unwrap();
+    for i in 0..n {
+        s.put(1, &i.to_le_bytes(), &value_for(i, 300))
+            .await
+            .unwrap();
+    }
+    s.close().await.unwrap();
+    let seg = seg_path(dir, 1);
+    let bytes = std::fs::read(&seg).unwrap();
+    let offs = record_offsets(&bytes);
+    (seg, bytes, offs)
+}
+
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let lim = RecordLimits {
         max_key_bytes: 64,
@@ -192,16 +208,7 @@ fn corrupt_record_in_the_middle_is_a_typed_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     run(async move {
-        let mut s = Store::open(&dir, small_opts()).await.unwrap();
-        for i in 0..10u32 {
-            s.put(1, &i.to_le_bytes(), &value_for(i, 300))
-                .await
-                .unwrap();
-        }
-        s.close().await.unwrap();
-        let seg = seg_path(&dir, 1);
-        let mut bytes = std::fs::read(&seg).unwrap();
-        let offs = record_offsets(&bytes);
+        let (seg, mut bytes, offs) = one_segment_of(&dir, small_opts(), 10).await;
         assert_eq!(offs.len(), 10);
         // Flip one value byte of record 4: the body checksum fails, valid records follow.
         bytes[offs[4] + RECORD_HEADER_BYTES + 4 + 10] ^= 0x01;
@@ -234,6 +241,81 @@ fn corrupt_record_in_the_middle_is_a_typed_error() {
             Err(e) => panic!("expected Corrupt, got {e}"),
             Ok(_) => panic!("expected Corrupt, store opened"),
         }
+    });
+}
+
+#[test]
+fn a_write_lost_before_later_ones_is_a_torn_tail_only_near_the_end() {
+    let opts = StoreOptions {
+        segment_size_bytes: 1 << 20,
+        write_buffer_bytes: 4096,
+        max_value_bytes: 1024,
+        ..small_opts()
+    };
+    let limits = RecordLimits {
+        max_key_bytes: opts.max_key_bytes,
+        max_value_bytes: opts.max_value_bytes,
+    };
+    let window = unacknowledged_window(&opts, &limits);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let (seg, bytes, offs) = one_segment_of(&dir, opts.clone(), 2000).await;
+        assert_eq!(offs.len(), 2000);
+        assert!(
+            bytes.len() as u64 > 4 * window,
+            "the segment reaches past the window"
+        );
+        // The record a block of zeros at `hole` tears: the last one starting at or before.
+        let torn = |hole: usize| offs.iter().rposition(|&o| o <= hole).unwrap();
+        let zeroed = |hole: usize| {
+            let mut b = bytes.clone();
+            b[hole..hole + 4096].fill(0);
+            b
+        };
+
+        // Zeros far from the end, valid records after: acknowledged data was lost.
+        let far = 8192;
+        std::fs::write(&seg, zeroed(far)).unwrap();
+        match Store::open(&dir, opts.clone()).await {
+            Err(StoreError::Corrupt { offset, .. }) => {
+                assert_eq!(offset, offs[torn(far)] as u64)
+            }
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("expected Corrupt, store opened"),
+        }
+
+        // A bit flip near the end is still corruption: only whole unwritten blocks are
+        // taken for a lost write.
+        let near = align_down(bytes.len() as u64 - window / 2) as usize;
+        let mut flipped = bytes.clone();
+        flipped[near + 100] ^= 0x01;
+        std::fs::write(&seg, &flipped).unwrap();
+        assert!(matches!(
+            Store::open(&dir, opts.clone()).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+
+        // One block written behind lost near the end while later blocks landed (a kill
+        // with writes in flight): cut there, and the records before it are kept.
+        std::fs::write(&seg, zeroed(near)).unwrap();
+        let cut = torn(near);
+        let s = Store::open(&dir, opts.clone()).await.unwrap();
+        assert_eq!(
+            s.stats().truncated_tail_bytes,
+            bytes.len() as u64 - offs[cut] as u64
+        );
+        for i in [0, cut as u32 - 1] {
+            assert_eq!(
+                s.get(1, &i.to_le_bytes()).await.unwrap(),
+                Some(value_for(i, 300))
+            );
+        }
+        for i in [cut as u32, 1999] {
+            assert_eq!(s.get(1, &i.to_le_bytes()).await.unwrap(), None);
+        }
+        s.close().await.unwrap();
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), offs[cut] as u64);
     });
 }
 
@@ -675,16 +757,7 @@ fn corruption_under_a_checkpoint_is_reported_on_read() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     run(async move {
-        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
-        for i in 0..10u32 {
-            s.put(1, &i.to_le_bytes(), &value_for(i, 300))
-                .await
-                .unwrap();
-        }
-        s.close().await.unwrap();
-        let seg = seg_path(&dir, 1);
-        let mut bytes = std::fs::read(&seg).unwrap();
-        let offs = record_offsets(&bytes);
+        let (seg, mut bytes, offs) = one_segment_of(&dir, ckpt_opts(), 10).await;
         bytes[offs[3] + RECORD_HEADER_BYTES + 20] ^= 0x04;
         std::fs::write(&seg, &bytes).unwrap();
         let s = Store::open(&dir, ckpt_opts()).await.unwrap();
@@ -716,18 +789,9 @@ fn a_checkpoint_that_does_not_match_the_segments_is_ignored() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     run(async move {
-        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
-        for i in 0..10u32 {
-            s.put(1, &i.to_le_bytes(), &value_for(i, 300))
-                .await
-                .unwrap();
-        }
-        s.close().await.unwrap();
+        let (seg, bytes, offs) = one_segment_of(&dir, ckpt_opts(), 10).await;
         // Cut the active segment below its checkpointed length (as if restored from an
         // older copy): the checkpoint no longer matches and the store is scanned.
-        let seg = seg_path(&dir, 1);
-        let bytes = std::fs::read(&seg).unwrap();
-        let offs = record_offsets(&bytes);
         std::fs::write(&seg, &bytes[..offs[6]]).unwrap();
         let s = Store::open(&dir, ckpt_opts()).await.unwrap();
         let st = s.stats();
