@@ -10,9 +10,11 @@
 //! * [`owner_of_key`] and [`owner_of_path`] agree: the owner of a key is the owner of the
 //!   trie path made of the key's nibbles, so a leaf lives on the shard of its key;
 //! * the sync engines' trie map ([`owner_of_trie_path`], [`owner_of_trie_key`]) cuts the
-//!   key space at the first 1–3 nibbles ([`trie_prefix_nibbles`]), as finely as the shard
-//!   count needs for every shard's share to be within 1.1 of every other's (1..=64 shards),
-//!   so each shard owns whole subtries below that depth and the top above it is shard 0's;
+//!   key space at the first 3 nibbles or more ([`trie_prefix_nibbles`]): 4,096 subtries,
+//!   each small enough for the snap rebuild to build in one step, and as finely as the
+//!   shard count needs for every shard's share to be within 1.1 of every other's (1..=64
+//!   shards), so each shard owns whole subtries below that depth and the top above it (at
+//!   most 1 + 16 + 256 nodes) is shard 0's;
 //! * ranges are dealt round-robin by chunk number, so consecutive chunks go to different
 //!   shards and any `k * shards` consecutive chunks are spread exactly evenly;
 //! * peers are hashed with a fixed (not per-process random) hash, so the map is the same
@@ -49,13 +51,18 @@ pub fn owner_of_key(key: &[u8; 32], shards: usize) -> ShardId {
     scale(u64::from_be_bytes(first), shards)
 }
 
+/// Fewest leading nibbles in the trie map: the snap rebuild builds one subtrie below this
+/// depth per step, so its memory is that of 1/4,096 of the accounts, whatever the number
+/// of shards.
+pub const MIN_TRIE_PREFIX_NIBBLES: usize = 3;
+
 /// How many leading nibbles of a trie path decide its owner among `shards` shards (see
-/// [`owner_of_trie_path`]): one when 16 is a multiple of the shard count (every shard owns
-/// whole nibbles), else the fewest that give every shard at least 16 prefixes, so that the
-/// shares differ by at most one prefix in 16 (at most 3 nibbles for up to 256 shards).
+/// [`owner_of_trie_path`]): [`MIN_TRIE_PREFIX_NIBBLES`], or more where that does not give
+/// every shard at least 16 prefixes (over 256 shards), so that the shares differ by at
+/// most one prefix in 16.
 pub fn trie_prefix_nibbles(shards: usize) -> usize {
     let s = shards.max(1) as u64;
-    let mut k = 1u32;
+    let mut k = MIN_TRIE_PREFIX_NIBBLES as u32;
     loop {
         let units = 16u64.pow(k);
         if units % s == 0 || units / s >= 16 || k >= 15 {
@@ -234,9 +241,19 @@ mod tests {
             assert_eq!(next, units);
             assert_eq!(trie_prefixes_of(shards, shards), None);
         }
-        // Where 16 is a multiple of the shard count, every shard owns whole nibbles.
+        // Up to 256 shards the map has 4,096 prefixes; where 16 is a multiple of the
+        // shard count, every shard owns whole first nibbles.
+        for shards in 1..=256 {
+            assert_eq!(trie_prefix_nibbles(shards), MIN_TRIE_PREFIX_NIBBLES);
+        }
         for shards in [1, 2, 4, 8, 16] {
-            assert_eq!(trie_prefix_nibbles(shards), 1);
+            let per = 16 / shards as u64;
+            for s in 0..shards {
+                assert_eq!(
+                    trie_prefixes_of(s, shards),
+                    Some((s as u64 * per * 256, (s as u64 + 1) * per * 256 - 1))
+                );
+            }
         }
     }
 

@@ -57,12 +57,19 @@ pub enum ExportError {
     BadLine { line: usize, what: String },
 }
 
+impl ExportError {
+    /// Makes [`ExportError::DataDir`] errors about `path`.
+    pub fn at(path: &Path) -> impl Fn(String) -> ExportError + '_ {
+        move |what| ExportError::DataDir {
+            path: path.to_path_buf(),
+            what,
+        }
+    }
+}
+
 /// The sync report (`sync-report.json`) of `datadir`.
 fn read_report(datadir: &Path) -> Result<Value, ExportError> {
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
+    let bad = ExportError::at(datadir);
     let report_path = datadir.join("sync-report.json");
     std::fs::read(&report_path)
         .map_err(|e| {
@@ -524,19 +531,11 @@ pub fn export_history(
     format: HistoryFormat,
     out_dir: &Path,
 ) -> Result<Vec<HistoryFile>, ExportError> {
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
-    let text = std::fs::read_to_string(genesis_json).map_err(|e| ExportError::DataDir {
-        path: genesis_json.to_path_buf(),
-        what: e.to_string(),
-    })?;
+    let bad = ExportError::at(datadir);
+    let bad_genesis = ExportError::at(genesis_json);
+    let text = std::fs::read_to_string(genesis_json).map_err(|e| bad_genesis(e.to_string()))?;
     let (genesis, _) =
-        catchup_eth::state::genesis_from_json(&text).map_err(|e| ExportError::DataDir {
-            path: genesis_json.to_path_buf(),
-            what: e.to_string(),
-        })?;
+        catchup_eth::state::genesis_from_json(&text).map_err(|e| bad_genesis(e.to_string()))?;
     let genesis_hash = genesis.hash();
     let network = match network {
         Some(n) => n.to_string(),
@@ -576,10 +575,7 @@ fn write_history(
 ) -> Result<Vec<HistoryFile>, ExportError> {
     use catchup_eth::era1::{accumulator_root, write_era1};
     use catchup_eth::types::{decode_receipts, BlockBody, Header as EthHeader, EMPTY_OMMERS_HASH};
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
+    let bad = ExportError::at(datadir);
     let genesis_hash = genesis.hash();
     match stores.header(1).map_err(&bad)? {
         Some(h) if h.parent_hash == genesis_hash => {}
@@ -747,10 +743,7 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
     use crate::eth::sync::chain::ChainData;
     use crate::eth::sync::types::Body;
     use catchup_eth::types::EMPTY_OMMERS_HASH;
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
+    let bad = ExportError::at(datadir);
     let report = read_report(datadir)?;
     let status = &report["status"];
     let root = status["state_root"]
@@ -1024,10 +1017,7 @@ pub fn with_stores<T>(
     datadir: &Path,
     f: impl FnOnce(&[DiskStore]) -> Result<T, ExportError>,
 ) -> Result<T, ExportError> {
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
+    let bad = ExportError::at(datadir);
     let _lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
     let dirs = shard_dirs(datadir)?;
     catchup_io::exec::run_unbound(async {
@@ -1055,10 +1045,7 @@ pub fn with_stores<T>(
 /// account trie is rebuilt from its leaves. `claimed` is the sync report's root;
 /// `computed` the rebuilt one.
 pub fn state_root_of_datadir(datadir: &Path) -> Result<DumpRoot, ExportError> {
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
+    let bad = ExportError::at(datadir);
     let report = read_report(datadir)?;
     let status = &report["status"];
     let root_text = status["state_root"]

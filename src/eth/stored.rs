@@ -102,10 +102,7 @@ pub struct ChainStores {
 impl ChainStores {
     /// Open every shard's store of `datadir`, holding the directory's lock.
     pub async fn open(datadir: &Path) -> Result<ChainStores, ExportError> {
-        let bad = |what: String| ExportError::DataDir {
-            path: datadir.to_path_buf(),
-            what,
-        };
+        let bad = ExportError::at(datadir);
         let dirs = crate::eth::export::shard_dirs(datadir)?;
         let lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
         let mut stores = Vec::with_capacity(dirs.len());
@@ -177,10 +174,7 @@ pub fn open_stored(
     datadir: &Path,
     root: Option<B256>,
 ) -> Result<(StoredChain, Option<StoredState>), ExportError> {
-    let bad = |what: String| ExportError::DataDir {
-        path: datadir.to_path_buf(),
-        what,
-    };
+    let bad = ExportError::at(datadir);
     let dirs = crate::eth::export::shard_dirs(datadir)?;
     let lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
     type Ready = Result<(StoredChain, bool), String>;

@@ -183,6 +183,8 @@ pub struct DiskStore {
     pending_at: std::collections::HashMap<PendingKey, usize>,
     /// Keys in `pending` that the store does not hold yet, per kind.
     pending_new: [u64; 10],
+    /// Records in `pending`, per kind.
+    pending_of_kind: [u64; 10],
     journal_now: Option<Vec<u8>>,
     journal_pending: bool,
     headers: std::cell::RefCell<HeaderCache>,
@@ -255,6 +257,7 @@ impl DiskStore {
             pending: Vec::new(),
             pending_at: Default::default(),
             pending_new: [0; 10],
+            pending_of_kind: [0; 10],
             journal_now,
             journal_pending: false,
             headers: std::cell::RefCell::new(HeaderCache::new(budget.header_cache_entries())),
@@ -374,6 +377,7 @@ impl DiskStore {
         if self.pending_at.insert((kind, pk), at).is_none() && !on_disk {
             self.pending_new[kind as usize] += 1;
         }
+        self.pending_of_kind[kind as usize] += 1;
         self.pending.push((kind, key, value));
     }
 
@@ -460,6 +464,7 @@ impl DiskStore {
         self.pending.clear();
         self.pending_at.clear();
         self.pending_new = [0; 10];
+        self.pending_of_kind = [0; 10];
         // A large batch (a rebuilt trie block, a large storage trie) leaves no large
         // buffers behind: the queue's memory follows the batch, not the largest one seen.
         if self.pending.capacity() > KEEP_PENDING_RECORDS {
@@ -733,9 +738,13 @@ impl SyncStore for DiskStore {
             .into_iter()
             .map(|(k, v)| (B256::from_slice(&k), v))
             .collect();
-        for ((kind, k), at) in &self.pending_at {
-            if *kind == KIND_ACCOUNT && k >= lo && k <= hi {
-                out.insert(*k, self.pending[*at].2.clone());
+        // The commit queue is scanned only when it holds accounts (the snap rebuild reads
+        // thousands of blocks while its queue holds only the nodes it built).
+        if self.pending_of_kind[KIND_ACCOUNT as usize] > 0 {
+            for ((kind, k), at) in &self.pending_at {
+                if *kind == KIND_ACCOUNT && k >= lo && k <= hi {
+                    out.insert(*k, self.pending[*at].2.clone());
+                }
             }
         }
         out.into_iter().collect()

@@ -115,10 +115,12 @@ impl Engine {
     }
 
     /// Snap: build the account trie below the trie prefixes this shard owns from its
-    /// stored leaves, and tell shard 0 the top of each (shard 0 builds the rest). One
-    /// prefix block is built per step ([`Engine::rebuild_step`]), so the nodes a step puts
-    /// are committed before the next block is read: the memory a step takes is that of
-    /// one block, not of the shard's whole share of the account trie.
+    /// stored leaves, and tell shard 0 the top of each (shard 0 builds the rest). The
+    /// prefix blocks (1/4,096 of the key space each) are read and built one at a time,
+    /// up to [`REBUILD_STEP_ACCOUNTS`] accounts per step ([`Engine::rebuild_step`]), and
+    /// the nodes a step puts are committed before the next step: the memory the rebuild
+    /// takes is that of one block's leaves and one step's nodes, not of the shard's share
+    /// of the account trie.
     pub(super) fn rebuild(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         if self.mode != SyncMode::Snap {
             return;
@@ -143,7 +145,7 @@ impl Engine {
         self.rebuild_step(store, out);
     }
 
-    /// Build the next prefix block that holds accounts; when none is left, send the blocks
+    /// Build the next prefix blocks that hold accounts; when none is left, send the blocks
     /// to shard 0, else ask this shard to go on (after the driver commits what was put).
     pub(super) fn rebuild_step(&mut self, store: &mut dyn SyncStore, out: &mut Vec<Action>) {
         let Some(mut r) = self.rebuilding.take() else {
@@ -151,7 +153,10 @@ impl Engine {
         };
         let k = ownership::trie_prefix_nibbles(self.shards);
         let shift = 64 - 4 * k as u32;
-        while r.next <= r.hi {
+        // Blocks are read and built one at a time; a step goes on to the next block until
+        // it has built this many accounts, so that small blocks share one commit.
+        let mut built = 0;
+        while r.next <= r.hi && built < REBUILD_STEP_ACCOUNTS {
             let p = r.next;
             r.next += 1;
             let first = unit_key(p << shift, false);
@@ -172,10 +177,11 @@ impl Engine {
                     self.complete.insert(*h);
                 }
             }
+            built += leaves.len();
             r.blocks.push(block);
-            break;
         }
         if r.next > r.hi {
+            store_block_nodes(&mut r.blocks, k, store);
             // What the rebuild did not use is of no use any more.
             self.known_subtries.clear();
             out.push(Action::ToShard {
@@ -325,13 +331,36 @@ fn block_top(
         .encode(),
         BlockShape::Branch { .. } => branch_rlp.take().expect("built above"),
     };
-    if at_k.len() >= 32 {
-        put(keccak256(&at_k), &at_k);
-    }
     BlockTop {
         prefix,
         at_k,
         shape,
+        at_k_stored: false,
+    }
+}
+
+/// Store the node at depth `k` of each of a shard's `blocks` (sorted by prefix) that is
+/// certainly the trie's: a branch at `k`, or a block with another block under the same
+/// parent at `k - 1` (which is then a branch). Elsewhere the trie may hold the block's
+/// accounts higher up, and `at_k` would be a node of no trie: shard 0 stores it when the
+/// top it builds uses it.
+fn store_block_nodes(blocks: &mut [BlockTop], k: usize, store: &mut dyn SyncStore) {
+    for i in 0..blocks.len() {
+        let parent = &blocks[i].prefix[..k.saturating_sub(1)];
+        let sibling = |j: Option<usize>| {
+            j.and_then(|j| blocks.get(j))
+                .is_some_and(|b| b.prefix[..k.saturating_sub(1)] == *parent)
+        };
+        let b = &blocks[i];
+        let real = matches!(&b.shape, BlockShape::Branch { path, .. } if path.len() == k)
+            || sibling(i.checked_sub(1))
+            || sibling(Some(i + 1));
+        if real {
+            if b.at_k.len() >= 32 {
+                store.put_new_node(keccak256(&b.at_k), &b.at_k);
+            }
+            blocks[i].at_k_stored = true;
+        }
     }
 }
 
@@ -344,6 +373,9 @@ fn accounts_complete(leaves: &[(B256, Vec<u8>)], store: &dyn SyncStore) -> bool 
         })
     })
 }
+
+/// Accounts the snap rebuild builds per step before the driver commits what it put.
+const REBUILD_STEP_ACCOUNTS: usize = 65_536;
 
 /// Most subtries remembered for the rebuild (about 150 bytes each); beyond, the rebuild
 /// builds the rest itself.
@@ -465,6 +497,9 @@ pub struct BlockTop {
     pub at_k: Vec<u8>,
     /// The block's subtrie as seen from higher up.
     pub shape: BlockShape,
+    /// Whether its builder stored `at_k` (see [`store_block_nodes`]); if not, shard 0
+    /// stores it when the top uses it.
+    pub at_k_stored: bool,
 }
 
 /// A block's subtrie, as the trie above it sees it.
@@ -509,7 +544,7 @@ fn build_top(
     }
     if let [b] = blocks {
         if depth == k {
-            return (b.at_k.clone(), false);
+            return (b.at_k.clone(), !b.at_k_stored);
         }
         let node = match &b.shape {
             BlockShape::Leaf { key, value } => Node::Leaf {
@@ -605,6 +640,7 @@ mod tests {
             blocks.push(build_block(&leaves[start..end], k, known, store));
             start = end;
         }
+        store_block_nodes(&mut blocks, k, store);
         let mut put = |h: B256, r: &[u8]| {
             store.put_new_node(h, r);
         };
@@ -621,35 +657,66 @@ mod tests {
             (3000, 2, vec![7, 300, 2999]),
             (200, 1, vec![]),
             (5, 1, vec![2]),
+            // Ranges whose subtries sit above the prefix depth: split at it.
+            (3000, 2, vec![]),
+            (20_000, 3, vec![1, 5000, 5001, 19_000]),
+            (20_000, 3, vec![]),
+            (60_000, 3, vec![30_000]),
+            // Few accounts over many blocks: most sit above the prefix depth, and a
+            // block's node at it belongs to no trie (never stored).
+            (5, 3, vec![2]),
+            (200, 3, vec![]),
+            (200, 3, vec![50, 51]),
         ] {
-            let leaves = account_leaves(n, n as u64 + k as u64);
-            let mut want_nodes = HashMap::new();
-            let want = trie::build_root(&leaves, &mut |h, r| {
-                want_nodes.insert(h, r.to_vec());
-            });
-            let mut known = KnownSubtries::default();
-            let mut store = MemStore::default();
-            // Account ranges, each with its proof.
-            keep_verified_ranges(&leaves, &cuts, k, true, &mut known, &mut store);
-            let remembered = known.by_first.len();
-            // (A range of the whole trie is the root's subtrie, above the blocks: the
-            // rebuild builds it.)
-            assert!(
-                remembered > 0 || cuts.is_empty() || n < 10,
-                "{n} {k}: nothing remembered"
-            );
-            let kept = store.nodes.len();
-            assert!(kept > 0 || cuts.is_empty() || n < 10);
-            let root = rebuild_all(&leaves, k, &mut known, &mut store);
-            assert_eq!(root, want, "{n} leaves, {k} nibbles");
-            // Each subtrie was used by the rebuild, and no node was written twice.
-            assert_eq!(known.by_first.len(), 0, "{n} {k}: unused subtries");
-            assert_eq!(store.duplicate_writes, 0);
-            // The store holds exactly the trie's nodes.
-            assert_eq!(store.nodes.len(), want_nodes.len());
-            for (h, r) in &store.nodes {
-                assert_eq!(want_nodes.get(h), Some(r), "{n} {k}: {h} not of the trie");
-            }
+            check_ranges_then_rebuild(n, k, &cuts, n as u64 + k as u64);
+        }
+    }
+
+    /// Keep verified ranges of `n` generated leaves cut at `cuts`, rebuild with `k`-nibble
+    /// blocks: the root is the trie's, every remembered subtrie is used, and the store
+    /// holds exactly the trie's nodes, each written once.
+    fn check_ranges_then_rebuild(n: usize, k: usize, cuts: &[usize], seed: u64) {
+        let leaves = account_leaves(n, seed);
+        let mut want_nodes = HashMap::new();
+        let want = trie::build_root(&leaves, &mut |h, r| {
+            want_nodes.insert(h, r.to_vec());
+        });
+        let mut known = KnownSubtries::default();
+        let mut store = MemStore::default();
+        // Account ranges, each with its proof.
+        keep_verified_ranges(&leaves, cuts, k, true, &mut known, &mut store);
+        let remembered = known.by_first.len();
+        // (A range of the whole trie is the root's subtrie, above the blocks: the
+        // rebuild builds it.)
+        assert!(
+            remembered > 0 || cuts.is_empty() || n < 10,
+            "{n} {k}: nothing remembered"
+        );
+        let kept = store.nodes.len();
+        assert!(kept > 0 || cuts.is_empty() || n < 10);
+        let root = rebuild_all(&leaves, k, &mut known, &mut store);
+        assert_eq!(root, want, "{n} leaves, {k} nibbles");
+        // Each subtrie was used by the rebuild, and no node was written twice.
+        assert_eq!(known.by_first.len(), 0, "{n} {k}: unused subtries");
+        assert_eq!(store.duplicate_writes, 0);
+        // The store holds exactly the trie's nodes.
+        assert_eq!(store.nodes.len(), want_nodes.len());
+        for (h, r) in &store.nodes {
+            assert_eq!(want_nodes.get(h), Some(r), "{n} {k}: {h} not of the trie");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn any_cuts_at_any_prefix_depth_rebuild_exactly_the_trie(
+            n in 1usize..4000,
+            k in 1usize..=3,
+            cuts in proptest::collection::btree_set(1usize..4000, 0..6),
+            seed in 0u64..1000,
+        ) {
+            let cuts: Vec<usize> = cuts.into_iter().filter(|&c| c < n).collect();
+            check_ranges_then_rebuild(n, k, &cuts, seed);
         }
     }
 

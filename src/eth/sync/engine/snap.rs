@@ -301,7 +301,7 @@ impl Engine {
         let root = self.pivot.as_ref().map(|p| p.state_root).ok_or(())?;
         let keys: Vec<[u8; 32]> = accounts.iter().map(|a| a.0 .0).collect();
         let vals: Vec<&[u8]> = accounts.iter().map(|a| a.1.as_slice()).collect();
-        let (more, interior) = verify_range_interior(root, &r.origin, &keys, &vals, &proof)?;
+        let (more, mut interior) = verify_range_interior(root, &r.origin, &keys, &vals, &proof)?;
         let mut decoded = Vec::with_capacity(accounts.len());
         for (h, raw) in &accounts {
             decoded.push(AccountView::decode_roots(raw).map_err(|_| ())?);
@@ -310,6 +310,7 @@ impl Engine {
         let k = catchup_shards::ownership::trie_prefix_nibbles(self.shards);
         // What the rebuild needs of the subtries' leaves, read before the leaves move
         // into the store.
+        split_interior_above(&mut interior, &accounts, k);
         let leaves = interior_leaves(&self.known_subtries, k, &interior, &accounts);
         let last_any = accounts.last().map(|a| a.0);
         let mut last = None;
@@ -639,8 +640,159 @@ pub(super) fn keep_interior(
     stored: &[(B256, Vec<u8>)],
     store: &mut dyn SyncStore,
 ) {
+    let mut interior = interior;
+    split_interior_above(&mut interior, stored, k);
     let leaves = interior_leaves(known, k, &interior, stored);
     keep_interior_leaves(known, interior, leaves, stored.len(), store);
+}
+
+/// Split `interior`'s subtries whose top sits above key-space depth `k` (the account
+/// trie's ownership prefixes) into the subtries at depth `k` or below that they hold,
+/// so that their nodes are still kept and remembered; the nodes above `k` are left out
+/// (the rebuild builds the top from its blocks). `range` holds the leaves, sorted. A
+/// subtrie whose nodes are not laid out as the verifier lays them out (each hashed node's
+/// descendants before it, in key order) is left out whole, and the rebuild builds it.
+pub(super) fn split_interior_above(
+    interior: &mut catchup_eth::RangeInterior,
+    range: &[(B256, Vec<u8>)],
+    k: usize,
+) {
+    if interior.subtries.iter().all(|s| s.path.len() > k) {
+        return;
+    }
+    let mut out = Vec::with_capacity(interior.subtries.len());
+    for s in std::mem::take(&mut interior.subtries) {
+        if s.path.len() > k {
+            out.push(s);
+        } else if s.path.len() == k {
+            out.push(below_extension_at_k(s, &interior.nodes));
+        } else if let Some(pieces) = split_subtrie(&s, &interior.nodes, range, k) {
+            out.extend(pieces);
+        }
+    }
+    interior.subtries = out;
+}
+
+/// A subtrie at the prefix depth whose top is an extension: the block's own node there,
+/// which the rebuild makes from the branch below it, so the subtrie kept is that branch
+/// (the extension's node is the last of the run, its child's just before it).
+fn below_extension_at_k(
+    s: catchup_eth::InteriorSubtrie,
+    nodes: &[(B256, Vec<u8>)],
+) -> catchup_eth::InteriorSubtrie {
+    let (trie::NodeRef::Hash(top), Some(end)) = (&s.node, s.nodes.end.checked_sub(1)) else {
+        return s;
+    };
+    let child_at = end.checked_sub(1).filter(|&c| c >= s.nodes.start);
+    match (nodes.get(end), child_at.and_then(|c| nodes.get(c))) {
+        (Some((h, rlp)), Some((c, _))) if h == top => match trie::Node::decode(rlp) {
+            Ok(trie::Node::Extension {
+                path,
+                child: trie::NodeRef::Hash(ch),
+            }) if ch == *c => {
+                let mut p = s.path.clone();
+                p.extend_from_slice(&path.0);
+                catchup_eth::InteriorSubtrie {
+                    path: p,
+                    node: trie::NodeRef::Hash(ch),
+                    leaves: s.leaves,
+                    nodes: s.nodes.start..end,
+                }
+            }
+            _ => s,
+        },
+        _ => s,
+    }
+}
+
+/// The pieces of `s` at depth `k` (see [`split_interior_above`]), or `None` when its
+/// nodes are not laid out as expected.
+fn split_subtrie(
+    s: &catchup_eth::InteriorSubtrie,
+    nodes: &[(B256, Vec<u8>)],
+    range: &[(B256, Vec<u8>)],
+    k: usize,
+) -> Option<Vec<catchup_eth::InteriorSubtrie>> {
+    let run = nodes.get(s.nodes.clone())?;
+    let at: alloy_primitives::map::B256Map<usize> =
+        run.iter().enumerate().map(|(i, (h, _))| (*h, i)).collect();
+    /// Walk the nodes above `k` from `node` at `path`: each hashed node at depth `k` or
+    /// below is a piece, its nodes the run from `cursor` to it.
+    fn visit(
+        node: &trie::NodeRef,
+        path: trie::Nibbles,
+        k: usize,
+        run: &[(B256, Vec<u8>)],
+        at: &alloy_primitives::map::B256Map<usize>,
+        cursor: &mut usize,
+        pieces: &mut Vec<(Vec<u8>, trie::NodeRef, std::ops::Range<usize>)>,
+    ) -> Option<()> {
+        // An embedded node holds no hashed node: nothing of it is stored.
+        let trie::NodeRef::Hash(h) = node else {
+            return Some(());
+        };
+        let j = *at.get(h)?;
+        if path.0.len() >= k {
+            (j >= *cursor).then_some(())?;
+            // An extension at the prefix depth is the block's own node, which the
+            // rebuild makes from the branch below it: the piece is that branch.
+            if path.0.len() == k {
+                if let Ok(trie::Node::Extension {
+                    path: p,
+                    child: child @ trie::NodeRef::Hash(c),
+                }) = trie::Node::decode(&run[j].1)
+                {
+                    let cj = *at.get(&c)?;
+                    (cj >= *cursor && cj + 1 == j).then_some(())?;
+                    pieces.push((path.join(&p.0).0, child, *cursor..cj + 1));
+                    *cursor = j + 1;
+                    return Some(());
+                }
+            }
+            pieces.push((path.0, node.clone(), *cursor..j + 1));
+            *cursor = j + 1;
+            return Some(());
+        }
+        for c in catchup_eth::child_refs(&run[j].1, &path).ok()? {
+            visit(&c.child, c.path, k, run, at, cursor, pieces)?;
+        }
+        // A node above `k` follows its descendants' runs.
+        (j == *cursor).then_some(())?;
+        *cursor += 1;
+        Some(())
+    }
+    let mut pieces = Vec::new();
+    let mut cursor = 0;
+    visit(
+        &s.node,
+        trie::Nibbles(s.path.clone()),
+        k,
+        run,
+        &at,
+        &mut cursor,
+        &mut pieces,
+    )?;
+    (cursor == run.len()).then_some(())?;
+    let leaves = range.get(s.leaves.clone())?;
+    // Where a key sits against a path: its nibbles over the path's length.
+    let cmp = |key: &B256, path: &[u8]| {
+        (0..path.len())
+            .map(|i| trie::nibble(key.as_slice(), i))
+            .cmp(path.iter().copied())
+    };
+    pieces
+        .into_iter()
+        .map(|(path, node, r)| {
+            let lo = leaves.partition_point(|(key, _)| cmp(key, &path).is_lt());
+            let hi = leaves.partition_point(|(key, _)| cmp(key, &path).is_le());
+            (hi > lo).then(|| catchup_eth::InteriorSubtrie {
+                path,
+                node,
+                leaves: s.leaves.start + lo..s.leaves.start + hi,
+                nodes: s.nodes.start + r.start..s.nodes.start + r.end,
+            })
+        })
+        .collect()
 }
 
 /// For each of `interior`'s subtries (`range` holds their leaves, sorted): `None` when it
