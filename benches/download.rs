@@ -192,6 +192,10 @@ fn round(
         "catchup_download_only_bytes_fetched": r1.bytes_fetched,
         "catchup_download_rate_mb_per_s": rate_dl / 1e6,
         "download_rate_vs_limit_sum": rate_dl / limit_sum_bytes_per_s,
+        // The same, by the name the snapshot goals use: the download alone, and the whole
+        // sync (verified) against the mirrors' summed limits.
+        "fraction_of_cap": rate_dl / limit_sum_bytes_per_s,
+        "end_to_end_fraction_of_cap": size as f64 / t_e2e / limit_sum_bytes_per_s,
         "download_only_sources": r1.sources.iter().map(|s| serde_json::json!({
             "url": s.url, "chunks": s.chunks, "bytes": s.bytes,
             "speed_mb_per_s": s.speed_bytes_per_s / 1e6, "failures": s.failures,

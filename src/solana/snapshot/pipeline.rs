@@ -164,6 +164,11 @@ pub struct ShardReport {
     pub idle_ms: u64,
     /// Time the shard spent re-reading superseded versions to mix them out.
     pub retract_ms: u64,
+    /// Of `retract_ms`, the time after the last file arrived (the rest overlapped the
+    /// stream).
+    pub retract_tail_ms: u64,
+    /// Superseded versions mixed out while files were still streaming.
+    pub retracted_in_stream: u64,
     /// Memory of the shard's index at rest, from the tables' capacities.
     pub index_bytes: u64,
     /// Storage files the shard's index refers to; memory maps open at the end, at most at
@@ -1094,6 +1099,8 @@ impl Pipeline {
                     write_ms: t.write_ms,
                     idle_ms: t.idle_ms,
                     retract_ms: t.retract_ms,
+                    retract_tail_ms: t.retract_tail_ms,
+                    retracted_in_stream: t.retracted_in_stream,
                     index_bytes: t.index_bytes,
                     storage_files: t.storage_files,
                     open_maps: t.open_maps,

@@ -1,8 +1,13 @@
-//! Keeping the live set exact: at totals time each owner first tells apart the entries
-//! whose fingerprint was already taken (another version of the same pubkey, or a
-//! different pubkey), then mixes out the superseded versions it recorded and takes their
-//! lamports out of the sums. Both read the storage files: from memory maps on plain
-//! threads, with io_uring reads (many in flight) on the glommio runtime.
+//! Keeping the live set exact: each owner tells apart the entries whose fingerprint was
+//! already taken (another version of the same pubkey, or a different pubkey), then mixes
+//! out the superseded versions it recorded and takes their lamports out of the sums.
+//! Both read the storage files back.
+//!
+//! - On the glommio runtime a background task does this while files stream, with
+//!   io_uring reads (many in flight), for every piece of work whose file the writer has
+//!   finished ([`State::file_complete`]); what is left runs at totals. So the reads
+//!   overlap the download instead of following its last byte.
+//! - On plain threads everything runs at totals, from memory maps.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,7 +28,14 @@ fn pending_reads(st: &mut State) -> (Vec<super::table::Pending>, Vec<(Loc, usize
     for (i, p) in pending.iter().enumerate() {
         // The fingerprint was in the table when the entry was set aside; slots stay.
         if let Some(slot) = st.table.find(st.fingerprint.of(&p.key)) {
-            reads.push((st.table.loc(slot), i));
+            let at = st.table.loc(slot);
+            if st.readable(at.file) {
+                reads.push((at, i));
+            } else {
+                // The table's version moved to a file still streaming since the entry
+                // was set aside: wait for that file.
+                st.set_aside(*p, at.file);
+            }
         }
     }
     reads.sort_unstable();
@@ -78,6 +90,9 @@ impl State {
             self.lt_hash
                 .mix_out_account(a.lamports, a.data, a.executable, a.owner, a.pubkey);
             self.retracted += 1;
+            if !self.draining && self.wake.is_some() {
+                self.retracted_in_stream += 1;
+            }
         }
     }
 
@@ -100,6 +115,44 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+/// How long the background task lets work gather after a wake-up before it reads, so
+/// that its reads go out in batches sorted by file and offset.
+pub const BACKGROUND_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// While files stream: resolve the pending entries and retract the losers whose files are
+/// complete, in batches. `gate` is held for each batch, and by totals, so that totals
+/// never runs beside a batch whose work has left the shard's lists.
+pub(super) async fn background_task(
+    state: Rc<RefCell<State>>,
+    wake: flume::Receiver<()>,
+    gate: Rc<glommio::sync::Semaphore>,
+) {
+    while wake.recv_async().await.is_ok() {
+        if state.borrow().closing {
+            break;
+        }
+        glommio::timer::sleep(BACKGROUND_GATHER).await;
+        loop {
+            let Ok(_batch) = gate.acquire_permit(1).await else {
+                return;
+            };
+            let (pending, losers, closing) = {
+                let st = state.borrow();
+                (!st.pending.is_empty(), !st.losers.is_empty(), st.closing)
+            };
+            if closing || !(pending || losers) {
+                break;
+            }
+            if pending {
+                resolve_pending_dma(&state).await;
+            }
+            if !state.borrow().losers.is_empty() {
+                retract_losers_dma(&state).await;
+            }
+        }
     }
 }
 
@@ -250,9 +303,94 @@ async fn read_dma(
 
 #[cfg(test)]
 mod tests {
+    use super::super::shard::State;
     use super::super::test_support::{file, stream};
-    use super::super::ShardSet;
+    use super::super::{IndexConfig, ShardSet};
+    use catchup_solana::appendvec::iter_accounts;
     use catchup_solana::LtHash;
+
+    /// Scan a whole file into a one-shard state, as its pieces would be.
+    fn scan(st: &mut State, slot: u64, bytes: &[u8]) {
+        let mut out = vec![Vec::new()];
+        for a in iter_accounts(bytes, bytes.len() as u64).unwrap() {
+            st.scanned(&a.unwrap(), 0, slot, 0, &mut out);
+        }
+        assert!(out[0].is_empty(), "one shard owns every entry");
+    }
+
+    #[test]
+    fn read_back_waits_for_its_file_and_runs_while_files_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = [3u8; 32];
+        let (a, b, c) = (
+            file(&[(k, 10, b"old")]),
+            file(&[(k, 11, b"new")]),
+            file(&[(k, 9, b"older")]),
+        );
+        for (name, bytes) in [("5.0", &a), ("6.0", &b), ("4.0", &c)] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let mut st = State::new(0, 1, &IndexConfig::default(), Default::default());
+        st.dirs.insert(0, dir.path().into());
+        let (wake, woken) = flume::bounded(1);
+        st.wake = Some(wake);
+
+        // v10 in 5.0, then v11 in 6.0: telling them apart reads 5.0, still streaming.
+        scan(&mut st, 5, &a);
+        scan(&mut st, 6, &b);
+        assert!(st.pending.is_empty() && woken.try_recv().is_err());
+        st.file_complete(0, 6, 0);
+        assert!(st.pending.is_empty(), "waits for 5.0, not 6.0");
+        st.file_complete(0, 5, 0);
+        assert_eq!(st.pending.len(), 1);
+        assert!(woken.try_recv().is_ok(), "the background task is woken");
+        st.resolve_pending();
+        assert_eq!((st.retracted, st.retracted_in_stream), (1, 1));
+
+        // v9 in 4.0 arrives late: it is read from 6.0 (complete, so ready at once), loses,
+        // and its own element waits for 4.0.
+        scan(&mut st, 4, &c);
+        assert_eq!(st.pending.len(), 1);
+        st.resolve_pending();
+        assert!(st.losers.is_empty(), "4.0 is still streaming");
+        st.file_complete(0, 4, 0);
+        assert_eq!(st.losers.len(), 1);
+        st.retract_losers();
+        assert_eq!((st.retracted, st.retracted_in_stream), (2, 2));
+
+        let t = st.totals();
+        assert!(t.error.is_none(), "{:?}", t.error);
+        assert_eq!(
+            t.lt_hash,
+            LtHash::of_account(11, b"new", false, &[9; 32], &k)
+        );
+        assert_eq!((t.capitalization, t.accounts_live, t.retracted), (11, 1, 2));
+        // After totals this generation's files are read at the next totals only.
+        assert!((0..3).all(|f| !st.readable(f)));
+    }
+
+    #[test]
+    fn what_still_waits_at_totals_is_read_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = [4u8; 32];
+        let (a, b) = (file(&[(k, 10, b"old")]), file(&[(k, 11, b"new")]));
+        std::fs::write(dir.path().join("5.0"), &a).unwrap();
+        std::fs::write(dir.path().join("6.0"), &b).unwrap();
+        let mut st = State::new(0, 1, &IndexConfig::default(), Default::default());
+        st.dirs.insert(0, dir.path().into());
+        st.wake = Some(flume::bounded(1).0);
+        scan(&mut st, 6, &b);
+        scan(&mut st, 5, &a);
+        assert_eq!(st.waiting.len(), 1);
+        let t = st.totals();
+        assert!(t.error.is_none(), "{:?}", t.error);
+        assert_eq!(
+            t.lt_hash,
+            LtHash::of_account(11, b"new", false, &[9; 32], &k)
+        );
+        assert_eq!((t.retracted, t.retracted_in_stream), (1, 0));
+        assert!(st.waiting.is_empty());
+    }
 
     #[test]
     fn newest_wins_and_sums_follow_the_live_set() {

@@ -22,6 +22,7 @@ pub(super) async fn inbox_task(
     epochs: flume::Receiver<u64>,
     queued: Arc<AtomicU64>,
     dma: bool,
+    gate: Option<Rc<glommio::sync::Semaphore>>,
 ) {
     let shards = state.borrow().shards;
     let mut out: Vec<Vec<IndexEntry>> = (0..shards).map(|_| Vec::new()).collect();
@@ -154,11 +155,32 @@ pub(super) async fn inbox_task(
                         continue;
                     }
                 }
-                let mut st = state.borrow_mut();
-                st.files_written += 1;
-                if let Some(sc) = &f.scanner {
-                    if let Err(e) = sc.finish() {
-                        st.fail(format!("accounts/{}.{}: {e}", f.slot, f.id));
+                {
+                    let mut st = state.borrow_mut();
+                    st.files_written += 1;
+                    if let Some(sc) = &f.scanner {
+                        if let Err(e) = sc.finish() {
+                            st.fail(format!("accounts/{}.{}: {e}", f.slot, f.id));
+                        }
+                    }
+                }
+                if gate.is_some() {
+                    // The file can be read back: the owners' background work waiting
+                    // on it goes on. Its entries go first, so that an owner that has
+                    // none of them when it is told has none to come.
+                    if send_batches(&to_peers, &mut out, 1).await.is_err() {
+                        state.borrow_mut().fail("index shard link closed".into());
+                    }
+                    state.borrow_mut().file_complete(f.gen, f.slot, f.id);
+                    for tx in to_peers.iter().flatten() {
+                        let done = Peer::FileDone {
+                            gen: f.gen,
+                            slot: f.slot,
+                            id: f.id,
+                        };
+                        if tx.send_async(done).await.is_err() {
+                            state.borrow_mut().fail("index shard link closed".into());
+                        }
                     }
                 }
             }
@@ -200,8 +222,17 @@ pub(super) async fn inbox_task(
                     }
                 }
                 if dma {
+                    // No background batch runs beside this: what it took from the
+                    // lists would be missing from these totals.
+                    let _batch = match &gate {
+                        Some(g) => g.acquire_permit(1).await.ok(),
+                        None => None,
+                    };
+                    let t = std::time::Instant::now();
+                    state.borrow_mut().drain_waiting();
                     resolve_pending_dma(&state).await;
                     retract_losers_dma(&state).await;
+                    state.borrow_mut().retract_tail_ns += t.elapsed().as_nanos() as u64;
                 }
                 let t = state.borrow_mut().totals();
                 let _ = reply.send(t);
@@ -217,8 +248,13 @@ pub(super) async fn inbox_task(
             }
         }
     }
-    // Closing our links lets the peers' mesh tasks end.
+    // Closing our links lets the peers' mesh tasks end; the background task ends too.
     drop(to_peers);
+    let mut st = state.borrow_mut();
+    st.closing = true;
+    if let Some(w) = st.wake.take() {
+        let _ = w.try_send(());
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub(super) async fn mesh_task(
                     st.apply(e);
                 }
             }
+            Peer::FileDone { gen, slot, id } => {
+                state.borrow_mut().file_complete(gen, slot, id);
+            }
             Peer::Marker(epoch) => {
                 let mut st = state.borrow_mut();
                 let peers = st.shards - 1;

@@ -201,8 +201,14 @@ pub struct ShardTotals {
     pub write_ms: u64,
     /// Time spent waiting for work from the feeding thread.
     pub idle_ms: u64,
-    /// Time spent re-reading and mixing out superseded versions.
+    /// Time spent re-reading and mixing out superseded versions (and telling apart
+    /// pubkeys that share a fingerprint), in all.
     pub retract_ms: u64,
+    /// Of `retract_ms`, the time spent at totals, after the last file arrived; the rest
+    /// ran while files streamed.
+    pub retract_tail_ms: u64,
+    /// Superseded versions mixed out while files were still streaming.
+    pub retracted_in_stream: u64,
     /// Memory of this shard's index at rest (fingerprint table, side table, file tables),
     /// from their capacities.
     pub index_bytes: u64,
@@ -274,6 +280,12 @@ enum Cmd {
 
 enum Peer {
     Batch(Vec<IndexEntry>),
+    /// The writer wrote this storage file in full: what waits to read it can go on.
+    FileDone {
+        gen: u32,
+        slot: u64,
+        id: u64,
+    },
     Marker(u64),
 }
 

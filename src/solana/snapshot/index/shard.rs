@@ -12,6 +12,7 @@ use catchup_io::mmap::MappedFile;
 use catchup_solana::appendvec::{account_at, StoredAccount};
 use catchup_solana::LtHash;
 
+use super::hash::background_task;
 use super::inbox::inbox_task;
 use super::maps::MapCache;
 use super::mesh::{mesh_task, Links};
@@ -35,6 +36,13 @@ pub(super) struct FileRef {
 pub(super) struct Loser {
     pub(super) loc: Loc,
     pub(super) subtract: bool,
+}
+
+/// Work that must read a storage file not yet complete: done when the file is.
+#[derive(Default)]
+pub(super) struct Waiting {
+    pub(super) pending: Vec<Pending>,
+    pub(super) losers: Vec<Loser>,
 }
 
 /// Where a version in the index is held: a slot of the fingerprint table, or the side
@@ -81,14 +89,28 @@ pub(super) struct State {
     pub(super) last_file: Option<(FileRef, u32)>,
     /// Files interned since the last totals start here.
     pub(super) new_files_from: usize,
+    /// By file index: written in full during this generation's stream, so it can be read
+    /// back while other files stream (cleared at totals: a file of an earlier generation
+    /// may be renamed, and its later losers wait for the next totals).
+    pub(super) complete: Vec<bool>,
+    /// Pending entries and losers by the file they must read, until it is complete.
+    pub(super) waiting: HashMap<u32, Waiting, ahash::RandomState>,
+    /// Wakes the background task that resolves and retracts while files stream; `None`
+    /// where everything waits for totals (the plain-thread runtime).
+    pub(super) wake: Option<flume::Sender<()>>,
+    /// Every file counts as complete (at totals, when nothing streams).
+    pub(super) draining: bool,
+    /// The inbox closed: the background task ends.
+    pub(super) closing: bool,
     pub(super) maps: MapCache,
     /// Fingerprint → newest version of each pubkey this shard owns.
     pub(super) table: KeyTable,
     /// Exact entries for pubkeys whose fingerprint another pubkey holds in `table`.
     pub(super) side: SideTable,
     pub(super) fingerprint: Fingerprinter,
-    /// Entries whose fingerprint was in the table while files streamed (resolved at
-    /// totals, when every file can be read).
+    /// Entries whose fingerprint was in the table, ready to be told apart: the file
+    /// holding the table's version is complete (resolved in the background while files
+    /// stream, or at totals).
     pub(super) pending: Vec<Pending>,
     pub(super) lt_hash: LtHash,
     pub(super) lamports_live: u128,
@@ -106,12 +128,64 @@ pub(super) struct State {
     pub(super) write_ns: u64,
     pub(super) idle_ns: u64,
     pub(super) retract_ns: u64,
+    /// Of `retract_ns`, the part spent at totals (after the last file arrived).
+    pub(super) retract_tail_ns: u64,
+    /// Superseded versions mixed out while files were still streaming.
+    pub(super) retracted_in_stream: u64,
     pub(super) markers: HashMap<u64, usize>,
     pub(super) error: Option<String>,
     pub(super) shared_error: Arc<SharedError>,
 }
 
 impl State {
+    pub(super) fn new(
+        shard: usize,
+        shards: usize,
+        config: &IndexConfig,
+        shared_error: Arc<SharedError>,
+    ) -> Self {
+        State {
+            shard,
+            shards,
+            dirs: HashMap::new(),
+            files: Vec::new(),
+            file_ids: HashMap::with_hasher(ahash::RandomState::new()),
+            last_file: None,
+            new_files_from: 0,
+            complete: Vec::new(),
+            waiting: HashMap::with_hasher(ahash::RandomState::new()),
+            wake: None,
+            draining: false,
+            closing: false,
+            maps: MapCache::new(config.max_open_maps),
+            table: KeyTable::default(),
+            side: HashMap::with_hasher(ahash::RandomState::new()),
+            fingerprint: Fingerprinter::new(config.weak_fingerprint()),
+            pending: Vec::new(),
+            lt_hash: LtHash::identity(),
+            lamports_live: 0,
+            zero_lamport_live: 0,
+            data_bytes_live: 0,
+            losers: Vec::new(),
+            accounts_total: 0,
+            owned_bytes: 0,
+            scanned_accounts: 0,
+            scanned_bytes: 0,
+            files_written: 0,
+            retracted: 0,
+            write_mode: "no files written".into(),
+            scan_ns: 0,
+            write_ns: 0,
+            idle_ns: 0,
+            retract_ns: 0,
+            retract_tail_ns: 0,
+            retracted_in_stream: 0,
+            markers: HashMap::new(),
+            error: None,
+            shared_error,
+        }
+    }
+
     pub(super) fn fail(&mut self, e: String) {
         self.shared_error.record(e.clone());
         if self.error.is_none() {
@@ -146,6 +220,7 @@ impl State {
                     format!("accounts/{slot}.{id}: more than 2^32 storage files in one index shard")
                 })?;
                 self.files.push(f);
+                self.complete.push(false);
                 self.file_ids.insert(f, i);
                 i
             }
@@ -208,12 +283,83 @@ impl State {
             None => self.table.insert_new(fp, loc),
             // Another version of this pubkey, or another pubkey with the same fingerprint:
             // told apart once the files are complete.
-            Some(_) => self.pending.push(Pending {
-                key: e.pubkey,
-                loc,
-                lamports: e.lamports,
-                data_len: e.data_len,
-            }),
+            Some(slot) => {
+                let read_at = self.table.loc(slot);
+                self.set_aside(
+                    Pending {
+                        key: e.pubkey,
+                        loc,
+                        lamports: e.lamports,
+                        data_len: e.data_len,
+                    },
+                    read_at.file,
+                )
+            }
+        }
+    }
+
+    /// Whether the storage file `file` can be read back now.
+    pub(super) fn readable(&self, file: u32) -> bool {
+        self.wake.is_none()
+            || self.draining
+            || self.complete.get(file as usize).copied().unwrap_or(false)
+    }
+
+    fn poke(&self) {
+        if let Some(w) = &self.wake {
+            // A full channel already holds a wake-up.
+            let _ = w.try_send(());
+        }
+    }
+
+    /// Keep a pending entry whose table version is in `file` until it can be read.
+    pub(super) fn set_aside(&mut self, p: Pending, file: u32) {
+        if self.wake.is_none() || self.readable(file) {
+            self.pending.push(p);
+            if self.pending.len() == 1 {
+                self.poke();
+            }
+        } else {
+            self.waiting.entry(file).or_default().pending.push(p);
+        }
+    }
+
+    /// Keep a superseded version until its file can be read.
+    fn lose(&mut self, l: Loser) {
+        if self.wake.is_none() || self.readable(l.loc.file) {
+            self.losers.push(l);
+            if self.losers.len() == 1 {
+                self.poke();
+            }
+        } else {
+            self.waiting.entry(l.loc.file).or_default().losers.push(l);
+        }
+    }
+
+    /// `file` is written in full: what waited for it is ready.
+    /// The writer sends this after every entry of the file it scanned, so a file this
+    /// shard never interned holds none of its entries, and nothing waits on it.
+    pub(super) fn file_complete(&mut self, gen: u32, slot: u64, id: u64) {
+        let Some(&file) = self.file_ids.get(&FileRef { gen, slot, id }) else {
+            return;
+        };
+        self.complete[file as usize] = true;
+        if let Some(w) = self.waiting.remove(&file) {
+            let was_empty = self.pending.is_empty() && self.losers.is_empty();
+            self.pending.extend(w.pending);
+            self.losers.extend(w.losers);
+            if was_empty {
+                self.poke();
+            }
+        }
+    }
+
+    /// Nothing streams (totals): every file is readable and nothing waits.
+    pub(super) fn drain_waiting(&mut self) {
+        self.draining = true;
+        for (_, w) in std::mem::take(&mut self.waiting) {
+            self.pending.extend(w.pending);
+            self.losers.extend(w.losers);
         }
     }
 
@@ -228,7 +374,7 @@ impl State {
             // once, its element when the losers are read.
             self.sub_sums(lamports, data_len);
             if lamports != 0 {
-                self.losers.push(Loser {
+                self.lose(Loser {
                     loc: new,
                     subtract: false,
                 });
@@ -240,7 +386,7 @@ impl State {
                     self.side.insert(k, new);
                 }
             }
-            self.losers.push(Loser {
+            self.lose(Loser {
                 loc: old,
                 subtract: true,
             });
@@ -309,8 +455,15 @@ impl State {
     }
 
     pub(super) fn totals(&mut self) -> ShardTotals {
+        let t = std::time::Instant::now();
+        self.drain_waiting();
         self.resolve_pending();
         self.retract_losers();
+        self.retract_tail_ns += t.elapsed().as_nanos() as u64;
+        // Files of this generation are renamed with its directory after the totals: the
+        // background reads none of them again.
+        self.draining = false;
+        self.complete.iter_mut().for_each(|c| *c = false);
         // Map the files indexed since the last totals, up to the cap, so lookups keep
         // working whatever happens to the directory later; beyond the cap a cold file is
         // opened again by name from the snapshot's directory.
@@ -344,6 +497,8 @@ impl State {
             write_ms: self.write_ns / 1_000_000,
             idle_ms: self.idle_ns / 1_000_000,
             retract_ms: self.retract_ns / 1_000_000,
+            retract_tail_ms: self.retract_tail_ns / 1_000_000,
+            retracted_in_stream: self.retracted_in_stream,
             index_bytes: self.index_bytes(),
             index_collisions: self.side.len() as u64,
             storage_files: self.files.len() as u64,
@@ -411,6 +566,9 @@ impl State {
     }
 }
 
+/// CPU shares of the background read-back against the scan's default 1,000.
+const BACKGROUND_SHARES: usize = 250;
+
 pub(super) struct ShardStart {
     pub(super) shard: usize,
     pub(super) shards: usize,
@@ -422,58 +580,59 @@ pub(super) struct ShardStart {
 }
 
 pub(super) async fn shard_main(s: ShardStart, dma: bool) {
-    let state = Rc::new(RefCell::new(State {
-        shard: s.shard,
-        shards: s.shards,
-        dirs: HashMap::new(),
-        files: Vec::new(),
-        file_ids: HashMap::with_hasher(ahash::RandomState::new()),
-        last_file: None,
-        new_files_from: 0,
-        maps: MapCache::new(s.config.max_open_maps),
-        table: KeyTable::default(),
-        side: HashMap::with_hasher(ahash::RandomState::new()),
-        fingerprint: Fingerprinter::new(s.config.weak_fingerprint()),
-        pending: Vec::new(),
-        lt_hash: LtHash::identity(),
-        lamports_live: 0,
-        zero_lamport_live: 0,
-        data_bytes_live: 0,
-        losers: Vec::new(),
-        accounts_total: 0,
-        owned_bytes: 0,
-        scanned_accounts: 0,
-        scanned_bytes: 0,
-        files_written: 0,
-        retracted: 0,
-        write_mode: "no files written".into(),
-        scan_ns: 0,
-        write_ns: 0,
-        idle_ns: 0,
-        retract_ns: 0,
-        markers: HashMap::new(),
-        error: None,
-        shared_error: s.shared_error,
-    }));
+    let state = Rc::new(RefCell::new(State::new(
+        s.shard,
+        s.shards,
+        &s.config,
+        s.shared_error,
+    )));
     let (etx, erx) = flume::unbounded();
-    let inbox = inbox_task(state.clone(), s.inbox, s.links.to_peers, erx, s.queued, dma);
-    let mesh = mesh_task(state, s.links.from_peers, etx);
-    if dma {
+    // On the glommio runtime a background task reads back superseded versions while
+    // files stream (see `hash`).
+    let background = dma.then(|| {
+        let (wtx, wrx) = flume::bounded(1);
+        state.borrow_mut().wake = Some(wtx);
+        (wrx, Rc::new(glommio::sync::Semaphore::new(1)))
+    });
+    let gate = background.as_ref().map(|(_, g)| g.clone());
+    let inbox = inbox_task(
+        state.clone(),
+        s.inbox,
+        s.links.to_peers,
+        erx,
+        s.queued,
+        dma,
+        gate,
+    );
+    let mesh = mesh_task(state.clone(), s.links.from_peers, etx);
+    if let Some((wrx, gate)) = background {
+        let ex = glommio::executor();
         // The inbox task scans for long stretches; in a latency-sensitive queue the
         // executor preempts it every SHARD_IO_LATENCY at its yield points to submit the
         // DMA writes it queued, so writes overlap the scanning.
-        let tq = glommio::executor().create_task_queue(
+        let scan = ex.create_task_queue(
             glommio::Shares::default(),
             glommio::Latency::Matters(SHARD_IO_LATENCY),
             "snap-scan",
         );
-        match glommio::spawn_local_into(inbox, tq) {
-            Ok(task) => {
-                futures_lite::future::zip(task, mesh).await;
+        // The read-back gets a smaller share of the CPU than the scan when both have
+        // work; it mostly waits for its reads.
+        let reads = ex.create_task_queue(
+            glommio::Shares::Static(BACKGROUND_SHARES),
+            glommio::Latency::NotImportant,
+            "snap-readback",
+        );
+        let bg = background_task(state, wrx, gate);
+        match (
+            glommio::spawn_local_into(inbox, scan),
+            glommio::spawn_local_into(bg, reads),
+        ) {
+            (Ok(inbox), Ok(bg)) => {
+                futures_lite::future::zip(futures_lite::future::zip(inbox, mesh), bg).await;
             }
-            Err(e) => {
-                // Cannot happen for a queue just created on this executor; report it.
-                tracing::error!(error = %e, "snapshot shard: cannot spawn the scan task");
+            _ => {
+                // Cannot happen for queues just created on this executor; report it.
+                tracing::error!("snapshot shard: cannot spawn its tasks");
             }
         }
     } else {
