@@ -262,6 +262,9 @@ pub const FINGERPRINT_BYTES: usize = 16;
 /// Maps a fingerprinted kind's index is split into.
 const FP_PARTS: usize = 256;
 
+/// One part of a fingerprinted kind's memtable.
+type FpMap = HashMap<u128, Loc, ahash::RandomState>;
+
 fn fp_part(f: u128) -> usize {
     (f >> 120) as usize % FP_PARTS
 }
@@ -275,7 +278,7 @@ struct KindMap {
     /// Fingerprinted entries in [`FP_PARTS`] maps by the fingerprint's first byte (empty
     /// unless the kind is fingerprinted): each map grows on its own, so growing the
     /// index never holds two copies of all of it.
-    fp: Vec<HashMap<u128, Loc, ahash::RandomState>>,
+    fp: Vec<FpMap>,
     /// Entries in `fp` (the memtable).
     fp_len: usize,
     /// Distinct keys kept by fingerprint, in the memtable and the runs.
@@ -1676,30 +1679,67 @@ async fn write_memtable(
     fp_kinds: &[u8],
     id: u64,
 ) -> Result<runs::Run, StoreError> {
-    let mut entries = Vec::with_capacity(memtable_keys(index, fp_kinds) as usize);
-    for k in fp_kinds {
-        for part in &index[*k as usize].fp {
-            entries.extend(part.iter().map(|(f, l)| runs::Entry {
-                kind: *k,
+    let total = memtable_keys(index, fp_kinds);
+    let mut kinds = fp_kinds.to_vec();
+    kinds.sort_unstable();
+    kinds.dedup();
+    // The maps go to the writing thread and come back: a part's map covers one value of
+    // the fingerprint's first byte, so sorting the parts one at a time, in order, writes
+    // the whole run sorted while holding one part's entries besides the memtable (not a
+    // second copy of all of it).
+    let parts: Vec<(u8, Vec<FpMap>)> = kinds
+        .iter()
+        .map(|k| (*k, std::mem::take(&mut index[*k as usize].fp)))
+        .collect();
+    let d = dir.to_path_buf();
+    let (mut parts, run) = glommio::executor()
+        .spawn_blocking(move || {
+            let run = write_parts(&d, id, total, &parts);
+            (parts, run)
+        })
+        .await;
+    let written = run.is_ok();
+    for (k, maps) in parts.iter_mut() {
+        let m = &mut index[*k as usize];
+        m.fp = std::mem::take(maps);
+        if written {
+            for part in m.fp.iter_mut() {
+                part.clear();
+            }
+            m.fp_len = 0;
+        }
+    }
+    run.map_err(|e| run_error(&dir.join(runs::run_name(id)), e))
+}
+
+/// Write the memtable's maps (`(kind, parts)` by ascending kind, each kind's parts in
+/// fingerprint order) as run `id` of `total` entries, sorting one part at a time.
+fn write_parts(
+    dir: &Path,
+    id: u64,
+    total: u64,
+    parts: &[(u8, Vec<FpMap>)],
+) -> Result<runs::Run, runs::RunError> {
+    let mut w = runs::RunWriter::create(dir, id, total)?;
+    let mut sorted = Vec::new();
+    for (kind, maps) in parts {
+        for part in maps {
+            sorted.clear();
+            sorted.extend(part.iter().map(|(f, l)| runs::Entry {
+                kind: *kind,
                 fp: *f,
                 loc: *l,
             }));
+            sorted.sort_unstable_by_key(|e| e.fp);
+            for e in &sorted {
+                if let Err(err) = w.push(*e) {
+                    w.abandon();
+                    return Err(err);
+                }
+            }
         }
     }
-    entries.sort_unstable_by_key(|e| (e.kind, e.fp));
-    let d = dir.to_path_buf();
-    let run = glommio::executor()
-        .spawn_blocking(move || runs::write_run(&d, id, &entries))
-        .await
-        .map_err(|e| run_error(&dir.join(runs::run_name(id)), e))?;
-    for k in fp_kinds {
-        let m = &mut index[*k as usize];
-        for part in m.fp.iter_mut() {
-            part.clear();
-        }
-        m.fp_len = 0;
-    }
-    Ok(run)
+    w.finish(dir)
 }
 
 /// Merge the two newest runs while the older is no larger than the newer (or there are

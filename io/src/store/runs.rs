@@ -541,6 +541,7 @@ impl RunWriter {
 }
 
 /// Write run `id` in `dir` from `entries` (sorted, distinct keys).
+#[cfg(test)]
 pub(crate) fn write_run(dir: &Path, id: u64, entries: &[Entry]) -> Result<Run, RunError> {
     let mut w = RunWriter::create(dir, id, entries.len() as u64)?;
     for e in entries {
