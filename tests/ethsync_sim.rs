@@ -548,3 +548,39 @@ fn a_kill_inside_a_large_storage_trie_keeps_its_verified_ranges() {
         a.slots_downloaded
     );
 }
+
+/// The engine's backlog of open storage tries is bounded by its cap, not by the state:
+/// account ranges (and, after a restart, the accounts stored before it) wait while it is
+/// full, and the sync still completes without fetching anything twice.
+#[test]
+fn the_storage_backlog_stays_within_its_cap_through_kills() {
+    let mut cfg = small(7, SyncMode::Snap);
+    cfg.profile = Profile::Honest;
+    cfg.accounts = 6000;
+    // Small account responses: each opens few storage tries, so the cap is tight.
+    cfg.sync.snap_response_bytes = 2048;
+    let open = run(&cfg);
+    assert_correct(&open, "uncapped");
+    // An account response of 2 KiB holds at most 2048 / 32 accounts.
+    let per_response = 2048 / 32;
+    let cap = 16;
+    assert!(
+        open.progress.storage_backlog_peak as usize > 2 * (cap + per_response),
+        "without a cap the backlog follows the state: peak {}",
+        open.progress.storage_backlog_peak
+    );
+    cfg.sync.storage_backlog_accounts = cap;
+    let capped = run(&cfg);
+    assert_correct(&capped, "capped");
+    cfg.kill_at_pct = vec![25, 50, 75];
+    let killed = run(&cfg);
+    assert_correct(&killed, "capped, killed");
+    assert_eq!(killed.restarts, 3);
+    for (r, what) in [(&capped, "capped"), (&killed, "capped, killed")] {
+        assert!(
+            r.progress.storage_backlog_peak as usize <= cap + per_response,
+            "{what}: backlog peak {} over the cap {cap} plus one response",
+            r.progress.storage_backlog_peak
+        );
+    }
+}

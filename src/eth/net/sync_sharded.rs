@@ -1432,6 +1432,13 @@ pub fn run_sync_sharded_full(
         node.capabilities
             .retain(|c| c.name != "eth" || c.version == 66);
     }
+    if let Some(b) = budget_per_shard {
+        // The engine's backlog of open storage tries takes its share of the budget.
+        cfg.sync.storage_backlog_accounts = StoreBudget {
+            memory_budget_bytes: b,
+        }
+        .storage_backlog_accounts();
+    }
     cfg.shards = shards;
     let (cfg, node) = (Arc::new(cfg), Arc::new(node));
     let peers_n = peer_count(&cfg, &extras);

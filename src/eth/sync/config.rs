@@ -91,6 +91,11 @@ pub struct SyncConfig {
     pub storage_split: u64,
     /// Whole storage tries asked for in one GetStorageRanges request.
     pub storage_batch: usize,
+    /// Accounts whose storage tries are queued or being fetched (and codes queued) at
+    /// once: account ranges, and the accounts stored before a restart, wait while more are
+    /// open, so that the engine's queues are bounded by this, not by the state (about 400
+    /// bytes each; `eth sync` derives it from `--memory-budget`).
+    pub storage_backlog_accounts: usize,
     /// Number of the trusted anchor block (genesis: 0); headers are fetched after it.
     pub anchor_number: u64,
     /// Hash of the anchor block, when known: the header chain must reach it.
@@ -142,6 +147,7 @@ impl Default for SyncConfig {
             snap_ranges_per_nibble: 2,
             storage_split: 4,
             storage_batch: 64,
+            storage_backlog_accounts: 65_536,
             anchor_number: 0,
             trusted_anchor: None,
             history_only: false,

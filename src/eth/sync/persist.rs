@@ -98,6 +98,19 @@ impl StoreBudget {
     pub fn index_memtable_bytes(&self) -> u64 {
         (self.memory_budget_bytes / Self::INDEX_MEMTABLE_SHARE).max(Self::MIN_INDEX_MEMTABLE_BYTES)
     }
+    /// Share of the budget (1/N) for the engine's backlog of open storage tries and
+    /// queued codes.
+    pub const STORAGE_BACKLOG_SHARE: u64 = 16;
+    /// Bytes an open storage trie takes in the engine (its entry, its first task, their
+    /// map slots and queue places), rounded up.
+    const STORAGE_BACKLOG_ENTRY_BYTES: u64 = 512;
+
+    /// Accounts whose storage tries may be open at once in one shard's engine.
+    pub fn storage_backlog_accounts(&self) -> usize {
+        (self.memory_budget_bytes / Self::STORAGE_BACKLOG_SHARE / Self::STORAGE_BACKLOG_ENTRY_BYTES)
+            .max(1024) as usize
+    }
+
     /// Bytes a cached header takes (raw RLP of a mainnet header plus the decoded fields
     /// and the map entry), rounded up.
     const HEADER_CACHE_ENTRY_BYTES: u64 = 1024;

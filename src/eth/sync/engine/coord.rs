@@ -306,6 +306,7 @@ impl Engine {
         self.storage_ready.clear();
         self.snap_epoch += 1;
         self.storage_accs.clear();
+        self.stored_to_follow.clear();
         self.code_queue.clear();
         self.codes_wanted.clear();
         self.journal.rebuilt = false;

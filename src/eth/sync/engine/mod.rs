@@ -300,6 +300,12 @@ pub struct Engine {
     /// Bumped whenever the snap tasks are reset (new root, mode switch).
     snap_epoch: u64,
     storage_accs: B256Map<StorageAcc>,
+    /// Pieces of the key space whose accounts were stored before a restart and are not
+    /// followed up yet (their storage tries and codes): see `follow_stored`.
+    stored_to_follow: VecDeque<(B256, B256)>,
+    /// The most storage tries (or codes) one account response has opened (None before
+    /// the first response): how much room an account range in flight may need.
+    backlog_per_range: Option<usize>,
     code_queue: VecDeque<B256>,
     codes_wanted: HashSet<B256>,
     rebuilt: bool,
@@ -387,6 +393,8 @@ impl Engine {
             storage_ready: VecDeque::new(),
             snap_epoch: 0,
             storage_accs: B256Map::default(),
+            stored_to_follow: VecDeque::new(),
+            backlog_per_range: None,
             code_queue: VecDeque::new(),
             codes_wanted: HashSet::new(),
             rebuilt: journal.rebuilt,
@@ -599,7 +607,10 @@ impl Engine {
             .unwrap_or_default();
         match self.phase {
             StatePhase::Walk => self.pump_walk(now, root, out),
-            StatePhase::Ranges => self.pump_ranges(now, root, out),
+            StatePhase::Ranges => {
+                self.follow_stored(store);
+                self.pump_ranges(now, root, out)
+            }
             _ => {}
         }
     }

@@ -34,6 +34,10 @@ pub struct Progress {
     /// driver's `Event::PeerHead`).
     #[serde(default)]
     pub peer_heads: u64,
+    /// Most accounts with storage tries open at once (bounded by the config's
+    /// `storage_backlog_accounts` plus one response's worth).
+    #[serde(default)]
+    pub storage_backlog_peak: u64,
     pub elapsed_ms: u64,
 }
 
@@ -57,6 +61,7 @@ impl Progress {
         self.timeouts += o.timeouts;
         self.refetched_items += o.refetched_items;
         self.peer_heads += o.peer_heads;
+        self.storage_backlog_peak = self.storage_backlog_peak.max(o.storage_backlog_peak);
         self.elapsed_ms = self.elapsed_ms.max(o.elapsed_ms);
     }
 }

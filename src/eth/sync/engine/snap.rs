@@ -93,12 +93,6 @@ pub(super) struct StorageAcc {
 }
 
 impl Engine {
-    /// The account keys this shard owns (one contiguous range), if any.
-    pub(super) fn owned_keys(&self) -> Option<(B256, B256)> {
-        let (lo, hi) = owned_units(self.shard, self.shards)?;
-        Some((unit_key(lo, false), unit_key(hi, true)))
-    }
-
     pub(super) fn start_ranges(&mut self, store: &mut dyn SyncStore) {
         self.phase = StatePhase::Ranges;
         let per = self.cfg.snap_ranges_per_nibble.clamp(1, 16) as u128;
@@ -118,6 +112,8 @@ impl Engine {
                 });
             }
         }
+        // Where each range starts, before the journal moves its origin on.
+        let starts: Vec<B256> = ranges.iter().map(|r| r.origin).collect();
         if self.journal.ranges.len() == ranges.len() {
             for (r, (o, d)) in ranges.iter_mut().zip(self.journal.ranges.iter()) {
                 r.origin = unhex32(o);
@@ -127,28 +123,80 @@ impl Engine {
         // A range's stored accounts are a verified, gap-free run from its start (one
         // request per range at a time, stored whole): if a crash came after the accounts
         // were durable but before the journal was, continue after the last stored one.
+        // The last one is looked for piece by piece from the range's end, so that no more
+        // than a piece of the stored accounts is read at once.
         for r in ranges.iter_mut().filter(|r| !r.done) {
-            if let Some((last, _)) = store.accounts_in(&r.origin, &r.limit).last() {
-                if *last == r.limit {
-                    r.done = true;
-                } else {
-                    r.origin = inc(*last);
+            for (lo, hi) in split_range(r.origin, r.limit, RESUME_PIECES)
+                .into_iter()
+                .rev()
+            {
+                if let Some((last, _)) = store.accounts_in(&lo, &hi).last() {
+                    if *last == r.limit {
+                        r.done = true;
+                    } else {
+                        r.origin = inc(*last);
+                    }
+                    break;
                 }
+            }
+        }
+        // The storage tries and codes of the accounts stored before a restart are
+        // followed up piece by piece as the backlog allows ([`Engine::follow_stored`]).
+        self.stored_to_follow.clear();
+        let mut any_stored = false;
+        for (r, start) in ranges.iter().zip(starts) {
+            if r.done || r.origin != start {
+                any_stored = true;
+                let end = if r.done { r.limit } else { dec(r.origin) };
+                self.stored_to_follow
+                    .extend(split_range(start, end, RESUME_PIECES));
             }
         }
         self.ranges = ranges;
         self.save_ranges(store);
-        // Storage and codes of accounts already stored (before a restart).
-        let mut stored = 0usize;
-        if let Some((lo, hi)) = self.owned_keys() {
+        self.ranges_clean = !any_stored && !self.storage_left_to_heal;
+    }
+
+    /// Whether more storage tries and codes may be opened: account ranges (and the
+    /// accounts stored before a restart) wait while the backlog is full.
+    fn backlog_open(&self) -> bool {
+        let cap = self.cfg.storage_backlog_accounts.max(1);
+        self.storage_accs.len() < cap && self.code_queue.len() < cap
+    }
+
+    /// Whether one more account range may be asked for: the backlog has room for what
+    /// the ranges in flight and this one may open, each counted as the most one account
+    /// response has opened so far (before any response, one range at a time). One range
+    /// is always allowed while none is in flight and the backlog is not full, so the
+    /// backlog stays within the cap plus one response's worth.
+    fn account_range_allowed(&self) -> bool {
+        if !self.stored_to_follow.is_empty() || !self.backlog_open() {
+            return false;
+        }
+        let busy = self.ranges.iter().filter(|r| r.busy).count();
+        if busy == 0 {
+            return true;
+        }
+        let Some(per) = self.backlog_per_range else {
+            return false;
+        };
+        let open = self.storage_accs.len().max(self.code_queue.len());
+        open + (busy + 1) * per <= self.cfg.storage_backlog_accounts.max(1)
+    }
+
+    /// Follow up (storage tries, codes) the accounts stored before a restart, a piece of
+    /// the key space at a time while the backlog has room.
+    pub(super) fn follow_stored(&mut self, store: &dyn SyncStore) {
+        while self.backlog_open() {
+            let Some((lo, hi)) = self.stored_to_follow.pop_front() else {
+                break;
+            };
             for (h, raw) in store.accounts_in(&lo, &hi) {
-                stored += 1;
                 if let Ok(acc) = AccountView::decode_roots(&raw) {
                     self.account_followups(h, &acc, store);
                 }
             }
         }
-        self.ranges_clean = stored == 0 && !self.storage_left_to_heal;
     }
 
     /// A new pivot root while ranges are fetched: the storage tries still open were
@@ -169,6 +217,7 @@ impl Engine {
         }
         self.storage_tasks.clear();
         self.storage_ready.clear();
+        self.stored_to_follow.clear();
     }
 
     fn save_ranges(&mut self, store: &mut dyn SyncStore) {
@@ -214,6 +263,10 @@ impl Engine {
                     known: KnownSubtries::default(),
                 },
             );
+            let open = self.storage_accs.len() as u64;
+            if open > self.progress.storage_backlog_peak {
+                self.progress.storage_backlog_peak = open;
+            }
         }
         if acc.has_code()
             && !store.has_code(&acc.code_hash)
@@ -227,6 +280,7 @@ impl Engine {
         self.mode == SyncMode::Snap
             && self.phase == StatePhase::Ranges
             && self.ranges.iter().all(|r| r.done)
+            && self.stored_to_follow.is_empty()
             && self.storage_tasks.is_empty()
             && self.code_queue.is_empty()
             && self.state_inflight == 0
@@ -240,7 +294,12 @@ impl Engine {
             let Some(peer) = self.peers.pick_for(now, &self.policy, &[], true, at) else {
                 break;
             };
-            if let Some(i) = self.ranges.iter().position(|r| !r.done && !r.busy) {
+            let more_accounts = self.account_range_allowed();
+            if let Some(i) = self
+                .ranges
+                .iter()
+                .position(|r| more_accounts && !r.done && !r.busy)
+            {
                 self.ranges[i].busy = true;
                 let r = &self.ranges[i];
                 let req = Request::AccountRange {
@@ -317,6 +376,7 @@ impl Engine {
         // Accounts `..fresh` were stored by this response (none of them was stored before).
         let mut fresh = 0;
         let mut all_fresh = true;
+        let open_before = (self.storage_accs.len(), self.code_queue.len());
         for ((h, raw), acc) in accounts.into_iter().zip(decoded.iter()) {
             if h > r.limit {
                 break;
@@ -333,6 +393,9 @@ impl Engine {
             self.account_followups(h, acc, store);
             last = Some(h);
         }
+        let opened = (self.storage_accs.len() - open_before.0)
+            .max(self.code_queue.len().saturating_sub(open_before.1));
+        self.backlog_per_range = Some(self.backlog_per_range.unwrap_or(0).max(opened));
         keep_interior_leaves(&mut self.known_subtries, interior, leaves, fresh, store);
         let done = !more || last_any.is_some_and(|l| l >= r.limit);
         if done {
@@ -935,6 +998,22 @@ pub(super) fn unit_key(unit: u64, top: bool) -> B256 {
     let mut k = if top { [0xffu8; 32] } else { [0u8; 32] };
     k[..8].copy_from_slice(&unit.to_be_bytes());
     B256::from(k)
+}
+
+/// Pieces a range's stored accounts are read in at a restart.
+const RESUME_PIECES: u64 = 256;
+
+fn dec(h: B256) -> B256 {
+    let mut b = h.0;
+    for i in (0..32).rev() {
+        if b[i] == 0 {
+            b[i] = 0xff;
+        } else {
+            b[i] -= 1;
+            break;
+        }
+    }
+    B256::from(b)
 }
 
 fn inc(h: B256) -> B256 {
