@@ -53,7 +53,8 @@ fn eth_scale_small_snap_and_fast() {
     // 2,000 accounts: contracts at indices 1, 17, …, 1985.
     assert_eq!(v["contracts"], 125);
     assert_eq!(v["memory_budget_bytes"], 268_435_456u64);
-    assert_eq!(v["memory_budget_enforced"], false);
+    // A sixteenth of the 256 MiB budget, at 512 bytes per open storage trie.
+    assert_eq!(v["storage_backlog_accounts"], 32_768);
     let root = v["state_root"].as_str().unwrap().to_string();
     assert!(root.starts_with("0x") && root.len() == 66, "{root}");
     let state_nodes = v["state_nodes"].as_u64().unwrap();
@@ -67,6 +68,11 @@ fn eth_scale_small_snap_and_fast() {
     for (m, name) in modes.iter().zip(["snap", "fast"]) {
         assert_eq!(m["mode"], name);
         assert_eq!(m["root_matches"], true, "{m}");
+        let peak = m["storage_backlog_peak"].as_u64().unwrap();
+        assert!(peak <= 32_768, "{m}");
+        if name == "snap" {
+            assert!(peak > 0, "the snap sync opened storage tries: {m}");
+        }
         assert_eq!(m["stored_root"].as_str().unwrap(), root);
         assert_eq!(m["accounts_walked"], 2000, "{m}");
         assert_eq!(m["storage_slots_walked"], 5000, "{m}");

@@ -369,6 +369,32 @@ fn unusable_data_directory_gives_one_error_line() {
         "{}",
         errs[0]
     );
+
+    // A data directory of an earlier build, whose trie map (1 nibble) was not recorded.
+    let old = scratch.path().join("one-nibble-map");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(
+        old.join("eth-sync.json"),
+        br#"{"shards": 2, "genesis": "0x00"}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+        .args(["eth", "sync", "--shards", "2", "--peer", enode, "--genesis"])
+        .arg(dir.join("genesis.json"))
+        .arg("--datadir")
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errs = error_lines(&out.stderr);
+    assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        errs[0].contains("split at 1 nibble(s)")
+            && errs[0].contains("at 3 for 2 shards")
+            && errs[0].contains("new --datadir"),
+        "{}",
+        errs[0]
+    );
 }
 
 /// SIGTERM part-way through a sync of a generated chain (no fixture needed): the sync

@@ -243,11 +243,38 @@ pub(crate) fn lock_file(path: &Path) -> Result<Locked, (LockStep, std::io::Error
     Ok(Locked::Yes(file))
 }
 
-/// Whether a process with this pid exists (in our pid namespace).
+/// Whether a process with this pid exists (in our pid namespace) and is not exiting: a
+/// killed process is still there while the kernel tears it down, and as a zombie until
+/// its parent reaps it (never, when the parent died with it, as `timeout -s KILL` does,
+/// and PID 1 does not reap), yet it holds the lock only until its files are released.
 fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !pid_exiting(pid)
+}
+
+/// `PF_EXITING` in the flags of `/proc/PID/stat`.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether `/proc/PID/stat` shows the process exiting: a zombie (`Z`), dead (`X`), or
+/// flagged `PF_EXITING`. False when it cannot be read.
+fn pid_exiting(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid pgrp session tty_nr tpgid flags …"; comm may hold spaces
+    // and parentheses, so the fields are read after its last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
 }
 
 /// Read the holder pid from a lock file; `None` when it is empty or not a number.
@@ -287,6 +314,30 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_process_not_reaped_yet_is_not_a_living_holder() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(pid_alive(pid), "a sleeping child is alive");
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+        // Not reaped: it stays a zombie, which kill(pid, 0) still finds.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !pid_exiting(pid) {
+            assert!(std::time::Instant::now() < until, "never seen exiting");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: signal 0 checks existence only.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, 0) }, 0);
+        assert!(!pid_alive(pid), "a zombie holds no lock");
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+        assert!(!pid_exiting(std::process::id()) && pid_alive(std::process::id()));
+    }
 
     #[test]
     fn open_creates_and_locks() {

@@ -309,10 +309,12 @@ pub struct SyncArgs {
     pub target_timeout_s: u64,
     /// Memory budget of each shard (e.g. 512MiB, 2GiB): bounds the store's index of
     /// recent keys (a quarter; older keys are in sorted index files on disk, with about
-    /// 1.4 bytes per key of filters and fences in memory), its decoded-header cache and
-    /// its index checkpoint. Stored state lives on disk and is read back on demand; not
-    /// counted against the budget: the records put since the last commit, responses in
-    /// flight and the engine's work queues. Reported with the peak RSS in the sync report.
+    /// 1.4 bytes per key of filters and fences in memory), its decoded-header cache, its
+    /// index checkpoint and the snap engine's backlog of open storage tries (a sixteenth;
+    /// account ranges wait while it is full). Stored state lives on disk and is read back
+    /// on demand; not counted against the budget: the records put since the last commit
+    /// and the responses in flight (at most the request window times the response size).
+    /// Reported with the peak RSS in the sync report.
     #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = crate::node::opts::parse_size_bytes)]
     pub memory_budget: u64,
 }
@@ -1052,11 +1054,13 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
 /// File in the data directory naming what its shard stores belong to.
 const SYNC_META_FILE: &str = "eth-sync.json";
 
-/// The shard stores split the key space by shard count and belong to one chain: refuse a
-/// data directory written with another shard count or genesis, record them otherwise.
+/// The shard stores split the key space by shard count and the trie map, and belong to one
+/// chain: refuse a data directory written with another shard count, trie map or genesis,
+/// record them otherwise.
 fn check_sync_meta(dir: &Path, shards: usize, genesis: &[u8; 32]) -> anyhow::Result<()> {
     let path = dir.join(SYNC_META_FILE);
     let genesis_hex = format!("0x{}", hex::encode(genesis));
+    let map_nibbles = catchup_shards::ownership::trie_prefix_nibbles(shards);
     match std::fs::read(&path) {
         Ok(bytes) => {
             let v: serde_json::Value = serde_json::from_slice(&bytes)
@@ -1070,6 +1074,16 @@ fn check_sync_meta(dir: &Path, shards: usize, genesis: &[u8; 32]) -> anyhow::Res
                     was_shards.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
                 );
             }
+            // The stores' slices of the trie key space and the snap rebuild's blocks follow
+            // the trie map; an earlier build's map (1 nibble, before it was recorded)
+            // splits them otherwise.
+            let was_map = v["trie_prefix_nibbles"].as_u64().unwrap_or(1);
+            if was_map != map_nibbles as u64 {
+                bail!(
+                    "data directory {} was written with the trie key space split at {was_map} nibble(s), this build splits it at {map_nibbles} for {shards} shards; sync into a new --datadir",
+                    dir.display()
+                );
+            }
             if was_genesis != Some(genesis_hex.as_str()) {
                 bail!(
                     "data directory {} holds a sync of another chain (genesis {}, not {genesis_hex})",
@@ -1081,8 +1095,11 @@ fn check_sync_meta(dir: &Path, shards: usize, genesis: &[u8; 32]) -> anyhow::Res
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = dir.join(format!("{SYNC_META_FILE}.tmp"));
-            let body =
-                serde_json::to_vec_pretty(&json!({"shards": shards, "genesis": genesis_hex}))?;
+            let body = serde_json::to_vec_pretty(&json!({
+                "shards": shards,
+                "genesis": genesis_hex,
+                "trie_prefix_nibbles": map_nibbles,
+            }))?;
             std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
             Ok(())
