@@ -1687,7 +1687,7 @@ async fn write_memtable(
     // the fingerprint's first byte, so sorting the parts one at a time, in order, writes
     // the whole run sorted while holding one part's entries besides the memtable (not a
     // second copy of all of it).
-    let parts: Vec<(u8, Vec<FpMap>)> = kinds
+    let mut parts: Vec<(u8, Vec<FpMap>)> = kinds
         .iter()
         .map(|k| (*k, std::mem::take(&mut index[*k as usize].fp)))
         .collect();
@@ -1695,6 +1695,14 @@ async fn write_memtable(
     let (mut parts, run) = glommio::executor()
         .spawn_blocking(move || {
             let run = write_parts(&d, id, total, &parts);
+            if run.is_ok() {
+                // Written: the maps come back empty and unallocated (freed here, off the
+                // executor). Kept, each kind's maps would hold the most it ever held,
+                // and the kinds' sum could pass the memtable's budget.
+                for (_, maps) in parts.iter_mut() {
+                    maps.iter_mut().for_each(|m| *m = FpMap::default());
+                }
+            }
             (parts, run)
         })
         .await;
@@ -1703,9 +1711,6 @@ async fn write_memtable(
         let m = &mut index[*k as usize];
         m.fp = std::mem::take(maps);
         if written {
-            for part in m.fp.iter_mut() {
-                part.clear();
-            }
             m.fp_len = 0;
         }
     }

@@ -1848,3 +1848,38 @@ fn shared_store_put_durable_across_index_write_outs() {
         s.close().await.unwrap();
     });
 }
+
+/// Buckets the fingerprint memtables of every kind hold allocated.
+fn memtable_capacity(s: &Store) -> usize {
+    s.index
+        .iter()
+        .flat_map(|m| m.fp.iter())
+        .map(|part| part.capacity())
+        .sum()
+}
+
+#[test]
+fn a_write_out_gives_the_memtable_memory_back_whichever_kind_filled_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let limit = 20_000u64;
+        let mut s = Store::open(&dir, fp_opts(limit)).await.unwrap();
+        // One kind fills the memtable, then another: the first kind's maps must not keep
+        // the room they grew to, or the kinds' sum passes the memtable's budget.
+        for kind in [FP_CA, FP_RW] {
+            for i in 0..25_000u32 {
+                s.put(kind, &hkey(i), &value_for(i, 8)).await.unwrap();
+            }
+        }
+        let st = s.stats();
+        assert!(st.index_flushes >= 2, "{st:?}");
+        let cap = memtable_capacity(&s);
+        assert!(
+            cap as u64 <= 2 * limit,
+            "{cap} buckets allocated for a memtable of {limit} keys ({} now)",
+            st.index_memtable_keys
+        );
+        s.close().await.unwrap();
+    });
+}
