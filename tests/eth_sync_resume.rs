@@ -347,53 +347,32 @@ fn unusable_data_directory_gives_one_error_line() {
     );
 
     // A data directory written by a sync on another shard count.
-    let other = scratch.path().join("three-shards");
-    std::fs::create_dir(&other).unwrap();
-    std::fs::write(
-        other.join("eth-sync.json"),
-        br#"{"shards": 3, "genesis": "0x00"}"#,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
-        .args(["eth", "sync", "--shards", "2", "--peer", enode, "--genesis"])
-        .arg(dir.join("genesis.json"))
-        .arg("--datadir")
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let errs = error_lines(&out.stderr);
-    assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        errs[0].contains("on 3 shards") && errs[0].contains("--shards 3"),
-        "{}",
-        errs[0]
-    );
+    let refused = |name: &str, meta: &[u8]| -> String {
+        let d = scratch.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("eth-sync.json"), meta).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
+            .args(["eth", "sync", "--shards", "2", "--peer", enode, "--genesis"])
+            .arg(dir.join("genesis.json"))
+            .arg("--datadir")
+            .arg(&d)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let errs = error_lines(&out.stderr);
+        assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+        errs[0].clone()
+    };
+    let e = refused("three-shards", br#"{"shards": 3, "genesis": "0x00"}"#);
+    assert!(e.contains("on 3 shards") && e.contains("--shards 3"), "{e}");
 
     // A data directory of an earlier build, whose trie map (1 nibble) was not recorded.
-    let old = scratch.path().join("one-nibble-map");
-    std::fs::create_dir(&old).unwrap();
-    std::fs::write(
-        old.join("eth-sync.json"),
-        br#"{"shards": 2, "genesis": "0x00"}"#,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_catchup"))
-        .args(["eth", "sync", "--shards", "2", "--peer", enode, "--genesis"])
-        .arg(dir.join("genesis.json"))
-        .arg("--datadir")
-        .arg(&old)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let errs = error_lines(&out.stderr);
-    assert_eq!(errs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let e = refused("one-nibble-map", br#"{"shards": 2, "genesis": "0x00"}"#);
     assert!(
-        errs[0].contains("split at 1 nibble(s)")
-            && errs[0].contains("at 3 for 2 shards")
-            && errs[0].contains("new --datadir"),
-        "{}",
-        errs[0]
+        e.contains("split at 1 nibble(s)")
+            && e.contains("at 3 for 2 shards")
+            && e.contains("new --datadir"),
+        "{e}"
     );
 }
 

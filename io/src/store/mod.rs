@@ -1697,8 +1697,10 @@ async fn write_memtable(
             let run = write_parts(&d, id, total, &parts);
             if run.is_ok() {
                 // Written: the maps come back empty and unallocated (freed here, off the
-                // executor). Kept, each kind's maps would hold the most it ever held,
-                // and the kinds' sum could pass the memtable's budget.
+                // executor). Kept, each kind's maps would hold the most they ever held,
+                // and the kinds' sum could pass the memtable's budget. (Shrinking each
+                // map to what it held in this memtable kept 534 MiB of peak RSS at 5 M
+                // accounts against 442–452 MiB freed, at no measurable speed.)
                 for (_, maps) in parts.iter_mut() {
                     maps.iter_mut().for_each(|m| *m = FpMap::default());
                 }
