@@ -164,6 +164,10 @@ impl Inner {
             }
             self.committing.set(true);
             let _leader = LeaderGuard(self);
+            // The tasks ready to append run first and join this commit: a write and
+            // `fdatasync` that complete at their first poll (an idle, fast disk) would
+            // otherwise make every commit hold only its leader's records.
+            YieldOnce(false).await;
             let pending = {
                 let mut g = self.lock().await?;
                 let s = g.store();
@@ -340,5 +344,20 @@ impl SharedStore {
         inner.durable_seq.set(inner.durable_seq.get().max(appended));
         inner.commit_ended();
         Ok(())
+    }
+}
+
+/// Ready at its second poll: the executor's other ready tasks run in between.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
