@@ -1361,19 +1361,17 @@ impl Store {
             locs.extend(fps.into_values());
         }
         let mut out = Vec::with_capacity(locs.len());
-        for loc in locs {
-            let (path, bytes) = self.read_blocking(loc)?;
-            let h =
-                record::parse_record(&bytes, &self.limits).map_err(|d| StoreError::Corrupt {
-                    segment: path.clone(),
-                    offset: loc.off,
-                    reason: d.reason(),
-                })?;
+        let mut take = |path: &Path, loc: Loc, bytes: &[u8]| -> Result<(), StoreError> {
+            let h = record::parse_record(bytes, &self.limits).map_err(|d| StoreError::Corrupt {
+                segment: path.to_path_buf(),
+                offset: loc.off,
+                reason: d.reason(),
+            })?;
             let key_end = RECORD_HEADER_BYTES + h.key_len;
             let key = &bytes[RECORD_HEADER_BYTES..key_end];
             if h.kind != kind {
                 return Err(StoreError::Corrupt {
-                    segment: path,
+                    segment: path.to_path_buf(),
                     offset: loc.off,
                     reason: "record is not the one the index names",
                 });
@@ -1381,9 +1379,72 @@ impl Store {
             if in_range(key) {
                 out.push((key.to_vec(), bytes[key_end..h.record_len()].to_vec()));
             }
+            Ok(())
+        };
+        // In file order: records of a sealed segment that lie close together (written
+        // by one range response, say) are read with one `pread` of their span.
+        locs.sort_unstable_by_key(|l| (l.seg, l.off));
+        let mut i = 0;
+        while i < locs.len() {
+            let first = locs[i];
+            let mut end = first.off + first.len as u64;
+            let mut j = i + 1;
+            if first.seg != self.active_id {
+                while let Some(l) = locs.get(j) {
+                    let l_end = l.off + l.len as u64;
+                    if l.seg != first.seg
+                        || l.off < end
+                        || l.off - end > SPAN_READ_GAP_BYTES
+                        || l_end - first.off > SPAN_READ_MAX_BYTES
+                    {
+                        break;
+                    }
+                    end = l_end;
+                    j += 1;
+                }
+            }
+            if j == i + 1 {
+                let (path, bytes) = self.read_blocking(first)?;
+                take(&path, first, &bytes)?;
+            } else {
+                let (path, span) = self.read_sealed_span_blocking(first.seg, first.off, end)?;
+                for l in &locs[i..j] {
+                    let a = (l.off - first.off) as usize;
+                    take(&path, *l, &span[a..a + l.len as usize])?;
+                }
+            }
+            i = j;
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Bytes `off..end` of sealed segment `seg`, with one `pread` on its buffered
+    /// descriptor (the records in it are checked by the caller).
+    fn read_sealed_span_blocking(
+        &self,
+        seg: u32,
+        off: u64,
+        end: u64,
+    ) -> Result<(PathBuf, Vec<u8>), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let path = self
+            .sealed
+            .get(&seg)
+            .expect("index points at a known segment")
+            .path
+            .clone();
+        let mut files = self.blocking_readers.borrow_mut();
+        let f = match files.entry(seg) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(std::fs::File::open(&path).map_err(io_err("opening", &path))?)
+            }
+        };
+        let mut out = vec![0u8; (end - off) as usize];
+        f.read_exact_at(&mut out, off)
+            .map_err(io_err("reading", &path))?;
+        Ok((path, out))
     }
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
@@ -1601,6 +1662,11 @@ impl Store {
 /// and a control byte at the maps' load factor, between two growths (69 bytes per key
 /// measured by the `index_footprint` example with every fingerprint in memory).
 const MEMTABLE_ENTRY_BYTES: u64 = 70;
+/// A range scan reads the records of a sealed segment with one `pread` per span where
+/// the gap between two of them is at most this many bytes…
+const SPAN_READ_GAP_BYTES: u64 = 4096;
+/// …and the span at most this long.
+const SPAN_READ_MAX_BYTES: u64 = 1 << 20;
 /// More runs than this are merged whatever their sizes.
 const MAX_RUNS: usize = 16;
 
