@@ -1427,24 +1427,35 @@ impl Store {
         off: u64,
         end: u64,
     ) -> Result<(PathBuf, Vec<u8>), StoreError> {
-        use std::os::unix::fs::FileExt;
         let path = self
             .sealed
             .get(&seg)
             .expect("index points at a known segment")
             .path
             .clone();
+        let mut out = vec![0u8; (end - off) as usize];
+        self.read_exact_blocking(seg, &path, &mut out, off)?;
+        Ok((path, out))
+    }
+
+    /// `pread` of `buf.len()` bytes at `off` of segment `seg` (at `path`), on the
+    /// buffered descriptor kept for blocking reads (opened on first use).
+    fn read_exact_blocking(
+        &self,
+        seg: u32,
+        path: &Path,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
         let mut files = self.blocking_readers.borrow_mut();
         let f = match files.entry(seg) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(std::fs::File::open(&path).map_err(io_err("opening", &path))?)
+                e.insert(std::fs::File::open(path).map_err(io_err("opening", path))?)
             }
         };
-        let mut out = vec![0u8; (end - off) as usize];
-        f.read_exact_at(&mut out, off)
-            .map_err(io_err("reading", &path))?;
-        Ok((path, out))
+        f.read_exact_at(buf, off).map_err(io_err("reading", path))
     }
 
     /// The value stored for (kind, key), read with io_uring and checksum-verified.
@@ -1487,7 +1498,6 @@ impl Store {
 
     /// The bytes of the record at `loc`, read synchronously (see [`Store::get_blocking`]).
     fn read_blocking(&self, loc: Loc) -> Result<(PathBuf, Vec<u8>), StoreError> {
-        use std::os::unix::fs::FileExt;
         let len = loc.len as u64;
         let end = loc.off + len;
         let path = if loc.seg == self.active_id {
@@ -1522,15 +1532,7 @@ impl Store {
         } else {
             len
         };
-        let mut files = self.blocking_readers.borrow_mut();
-        let f = match files.entry(loc.seg) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(std::fs::File::open(&path).map_err(io_err("opening", &path))?)
-            }
-        };
-        f.read_exact_at(&mut out[..on_file as usize], loc.off)
-            .map_err(io_err("reading", &path))?;
+        self.read_exact_blocking(loc.seg, &path, &mut out[..on_file as usize], loc.off)?;
         if on_file < len {
             let rest = (len - on_file) as usize;
             out[on_file as usize..].copy_from_slice(&self.pending[..rest]);
