@@ -147,7 +147,8 @@ impl Default for SyncConfig {
             snap_ranges_per_nibble: 2,
             storage_split: 4,
             storage_batch: 64,
-            storage_backlog_accounts: 65_536,
+            storage_backlog_accounts: crate::eth::sync::persist::StoreBudget::default()
+                .storage_backlog_accounts(),
             anchor_number: 0,
             trusted_anchor: None,
             history_only: false,
