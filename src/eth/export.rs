@@ -728,21 +728,16 @@ fn write_history(
 }
 
 /// What `eth serve --datadir D` serves from a synced data directory: the chain (blocks
-/// 1..=head, as stored; bodies of empty blocks rebuilt from their header), the same
-/// chain as raw items (for the Status message), and the state at the pivot when the sync
-/// completed it, read from the stores on demand ([`crate::eth::stored`]).
+/// 1..=head, as stored; bodies of empty blocks rebuilt from their header) and the state at
+/// the pivot when the sync completed it, both read from the stores on demand
+/// ([`crate::eth::stored`]).
 pub struct Serving {
-    pub chain: crate::eth::sync::chain::ChainData,
-    pub raw: crate::eth::net::chain::RawChain,
+    pub chain: crate::eth::stored::StoredChain,
     pub state: Option<crate::eth::stored::StoredState>,
-    pub genesis_hash: B256,
 }
 
 /// Open a synced data directory for serving. `genesis_hash` must be block 1's parent.
 pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, ExportError> {
-    use crate::eth::sync::chain::ChainData;
-    use crate::eth::sync::types::Body;
-    use catchup_eth::types::EMPTY_OMMERS_HASH;
     let bad = ExportError::at(datadir);
     let report = read_report(datadir)?;
     let status = &report["status"];
@@ -750,74 +745,19 @@ pub fn load_for_serving(datadir: &Path, genesis_hash: B256) -> Result<Serving, E
         .as_str()
         .and_then(|r| r.parse::<B256>().ok())
         .filter(|_| status["state_complete"].as_bool() == Some(true));
-    let (stored, state) = crate::eth::stored::open_stored(datadir, root)?;
-    match stored.headers.first() {
-        Some(h) if h.parent_hash == genesis_hash => {}
-        Some(h) => {
-            return Err(bad(format!(
-                "block 1's parent {:#x} is not the genesis {genesis_hash:#x}",
-                h.parent_hash
-            )))
-        }
-        None => return Err(bad("no block 1: the sync stored no headers".into())),
-    }
-    let mut chain = ChainData {
-        base: 1,
-        ..ChainData::default()
+    let (chain, state) = crate::eth::stored::open_stored(datadir, root)?;
+    let Some(chain) = chain else {
+        return Err(bad(
+            "no block 1 with its body: the sync stored no blocks to serve".into(),
+        ));
     };
-    let mut raw = crate::eth::net::chain::RawChain {
-        base: 1,
-        headers: Vec::new(),
-        hashes: Vec::new(),
-        bodies: Vec::new(),
-        by_hash: Default::default(),
-        parent_of_first: genesis_hash.0,
-    };
-    let blocks = stored
-        .headers
-        .into_iter()
-        .zip(stored.bodies)
-        .zip(stored.receipts);
-    for (n, ((h, body), receipts)) in (1u64..).zip(blocks) {
-        let body = match body {
-            Some(b) => b,
-            None if h.transactions_root == EMPTY_ROOT && h.ommers_hash == EMPTY_OMMERS_HASH => {
-                let empty: &[u8] = if h.withdrawals_root.is_some() {
-                    &[0xc0, 0xc0, 0xc0]
-                } else {
-                    &[0xc0, 0xc0]
-                };
-                Body {
-                    raw: catchup_eth::rlp::wrap_list(empty),
-                }
-            }
-            None => break,
-        };
-        let receipts = match receipts {
-            Some(r) => Some(r),
-            None if h.receipts_root == EMPTY_ROOT => {
-                Some(crate::eth::sync::types::Receipts { raw: vec![0xc0] })
-            }
-            None => None,
-        };
-        chain.by_hash.insert(h.hash, n);
-        raw.by_hash.insert(h.hash.0, n);
-        raw.headers.push(h.raw.clone());
-        raw.hashes.push(h.hash.0);
-        raw.bodies.push(body.raw.clone());
-        chain.headers.push(h);
-        chain.bodies.push(body);
-        chain.receipts.push(receipts);
+    if chain.genesis != genesis_hash {
+        return Err(bad(format!(
+            "block 1's parent {:#x} is not the genesis {genesis_hash:#x}",
+            chain.genesis
+        )));
     }
-    if chain.headers.is_empty() {
-        return Err(bad("block 1 has no body stored".into()));
-    }
-    Ok(Serving {
-        chain,
-        raw,
-        state,
-        genesis_hash,
-    })
+    Ok(Serving { chain, state })
 }
 
 /// Whether `text` is a JSON-lines dump (a first line that is a whole object with `root`).

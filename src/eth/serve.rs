@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use alloy_primitives::B256;
 
-use crate::eth::stored::StoredState;
+use crate::eth::stored::{StoredChain, StoredState};
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
 use crate::eth::sync::trie::{self, Node, NodeRef, NodeSource};
-use crate::eth::sync::types::{AccountView, HashOrNumber, Request, Response, TriePath};
+use crate::eth::sync::types::{
+    AccountView, Body, HashOrNumber, Header, Receipts, Request, Response, TriePath,
+};
 use catchup_eth::rlp;
 
 /// Soft limit of one response's size (as geth's `softResponseLimit`).
@@ -34,6 +36,8 @@ pub struct ServingPeer {
     pub best: u64,
     /// A state read from a data directory's stores on demand (`eth serve --datadir`).
     pub stored: Option<Arc<StoredState>>,
+    /// A chain read from a data directory's stores on demand; served instead of `chain`.
+    pub stored_chain: Option<Arc<StoredChain>>,
 }
 
 impl ServingPeer {
@@ -45,6 +49,20 @@ impl ServingPeer {
             extra_states: Vec::new(),
             best,
             stored: None,
+            stored_chain: None,
+        }
+    }
+
+    /// A peer serving a data directory: its chain and (when the sync completed it) its
+    /// state, both read on demand.
+    pub fn from_stored(chain: Arc<StoredChain>, state: Option<Arc<StoredState>>) -> Self {
+        ServingPeer {
+            chain: Arc::new(ChainData::default()),
+            state: None,
+            extra_states: Vec::new(),
+            best: chain.head.number,
+            stored: state,
+            stored_chain: Some(chain),
         }
     }
 
@@ -88,18 +106,67 @@ impl ServingPeer {
         self.stored.as_deref()?.code(h)
     }
 
+    /// Header `number` of the chain served.
+    fn header_at(&self, number: u64) -> Option<Cow<'_, Header>> {
+        match &self.stored_chain {
+            Some(c) => c.header(number).map(Cow::Owned),
+            None => self.chain.header(number).map(Cow::Borrowed),
+        }
+    }
+
+    fn number_of(&self, hash: &B256) -> Option<u64> {
+        match &self.stored_chain {
+            Some(c) => c.header_by_hash(hash).map(|h| h.number),
+            None => self.chain.by_hash.get(hash).copied(),
+        }
+    }
+
+    fn body_of(&self, hash: &B256) -> Option<Cow<'_, Body>> {
+        match &self.stored_chain {
+            Some(c) => c
+                .header_by_hash(hash)
+                .and_then(|h| c.body(&h))
+                .map(Cow::Owned),
+            None => self
+                .chain
+                .index_of(hash)
+                .map(|i| Cow::Borrowed(&self.chain.bodies[i])),
+        }
+    }
+
+    fn receipts_of(&self, hash: &B256) -> Option<Cow<'_, Receipts>> {
+        match &self.stored_chain {
+            Some(c) => c
+                .header_by_hash(hash)
+                .and_then(|h| c.receipts(&h))
+                .map(Cow::Owned),
+            None => self
+                .chain
+                .index_of(hash)
+                .and_then(|i| self.chain.receipts[i].as_ref())
+                .map(Cow::Borrowed),
+        }
+    }
+
     /// Answer one request.
     pub fn handle(&self, req: &Request) -> Response {
         match req {
             Request::Status => {
-                let h = self
-                    .chain
-                    .header(self.best)
-                    .unwrap_or_else(|| self.chain.head());
+                let (h, genesis) = match &self.stored_chain {
+                    Some(c) => (Cow::Borrowed(&c.head), c.genesis),
+                    None => (
+                        Cow::Borrowed(
+                            self.chain
+                                .header(self.best)
+                                .unwrap_or_else(|| self.chain.head()),
+                        ),
+                        self.chain.anchor_hash(),
+                    ),
+                };
                 Response::Status {
                     best_number: h.number,
                     best_hash: h.hash,
-                    genesis: self.chain.anchor_hash(),
+                    genesis,
                 }
             }
             Request::BlockHeaders {
@@ -110,14 +177,14 @@ impl ServingPeer {
             } => {
                 let start = match origin {
                     HashOrNumber::Number(n) => Some(*n),
-                    HashOrNumber::Hash(h) => self.chain.by_hash.get(h).copied(),
+                    HashOrNumber::Hash(h) => self.number_of(h),
                 };
                 let mut out = Vec::new();
                 let mut size = 0usize;
                 if let Some(mut n) = start {
                     let amount = (*amount as usize).min(MAX_HEADERS_SERVE);
                     while out.len() < amount && size < SOFT_RESPONSE_BYTES && n <= self.best {
-                        let Some(h) = self.chain.header(n) else { break };
+                        let Some(h) = self.header_at(n) else { break };
                         size += h.raw.len();
                         out.push(h.raw.clone());
                         let step = skip.saturating_add(1);
@@ -140,11 +207,11 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    let Some(i) = self.chain.index_of(h) else {
+                    let Some(b) = self.body_of(h) else {
                         break;
                     };
-                    size += self.chain.bodies[i].raw.len();
-                    out.push(self.chain.bodies[i].clone());
+                    size += b.raw.len();
+                    out.push(b.into_owned());
                 }
                 Response::BlockBodies(out)
             }
@@ -155,12 +222,11 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    let Some(Some(r)) = self.chain.index_of(h).map(|i| &self.chain.receipts[i])
-                    else {
+                    let Some(r) = self.receipts_of(h) else {
                         break;
                     };
                     size += r.raw.len();
-                    out.push(r.clone());
+                    out.push(r.into_owned());
                 }
                 Response::Receipts(out)
             }

@@ -1,11 +1,12 @@
 //! What `eth serve --datadir D` serves, read from the shards' stores on demand.
 //!
 //! One reader thread owns the data directory (its lock and every shard's store) and
-//! answers "node by hash" and "code by hash" with a `pread` of the store's segment
-//! (checksums verified); nothing of the state is loaded into memory. [`StoredState`] is
-//! the serving shards' handle to it and implements [`StateView`], so account and storage
-//! ranges, proofs and trie nodes by path are walked node by node from the store. The
-//! chain (headers, bodies, receipts) is read once at start.
+//! answers "node by hash", "code by hash", "header, body or receipts of block N" with a
+//! `pread` of the store's segment (checksums verified). Nothing of the state and none of
+//! the bodies and receipts are loaded into memory: [`StoredState`] implements
+//! [`StateView`], so account and storage ranges, proofs and trie nodes by path are walked
+//! node by node from the store, and [`StoredChain`] holds only the head header and a
+//! by-hash index of 16 bytes a block, built by one pass over the headers at start.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -18,16 +19,14 @@ use crate::eth::serve::{leaves_from_source, StateView, ViewNodes};
 use crate::eth::sync::persist::DiskStore;
 use crate::eth::sync::types::{Body, Header, Receipts};
 
-enum Query {
-    Node(B256, mpsc::SyncSender<Option<Vec<u8>>>),
-    Code(B256, mpsc::SyncSender<Option<Vec<u8>>>),
-}
+type Reply<T> = mpsc::SyncSender<Option<T>>;
 
-/// The state at `root` of a synced data directory, read on demand by its reader thread.
-#[derive(Debug)]
-pub struct StoredState {
-    pub root: B256,
-    tx: mpsc::Sender<Query>,
+enum Query {
+    Node(B256, Reply<Vec<u8>>),
+    Code(B256, Reply<Vec<u8>>),
+    Header(u64, Reply<Header>),
+    Body(u64, Reply<Body>),
+    Receipts(u64, Reply<Receipts>),
 }
 
 impl std::fmt::Debug for Query {
@@ -35,20 +34,38 @@ impl std::fmt::Debug for Query {
         match self {
             Query::Node(h, _) => write!(f, "node {h:#x}"),
             Query::Code(h, _) => write!(f, "code {h:#x}"),
+            Query::Header(n, _) => write!(f, "header {n}"),
+            Query::Body(n, _) => write!(f, "body {n}"),
+            Query::Receipts(n, _) => write!(f, "receipts {n}"),
         }
     }
 }
 
-impl StoredState {
-    fn ask(&self, q: impl FnOnce(mpsc::SyncSender<Option<Vec<u8>>>) -> Query) -> Option<Vec<u8>> {
+/// A handle to the reader thread (it stops when every handle is gone).
+#[derive(Debug, Clone)]
+struct Reader {
+    tx: mpsc::Sender<Query>,
+}
+
+impl Reader {
+    fn ask<T>(&self, q: impl FnOnce(Reply<T>) -> Query) -> Option<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tx.send(q(tx)).ok()?;
         rx.recv().ok().flatten()
     }
+}
 
+/// The state at `root` of a synced data directory, read on demand by its reader thread.
+#[derive(Debug)]
+pub struct StoredState {
+    pub root: B256,
+    reader: Reader,
+}
+
+impl StoredState {
     /// The contract code `hash`, if stored.
     pub fn code(&self, hash: &B256) -> Option<Vec<u8>> {
-        self.ask(|tx| Query::Code(*hash, tx))
+        self.reader.ask(|tx| Query::Code(*hash, tx))
     }
 }
 
@@ -57,7 +74,7 @@ impl StateView for StoredState {
         self.root
     }
     fn node(&self, hash: &B256) -> Option<Cow<'_, [u8]>> {
-        self.ask(|tx| Query::Node(*hash, tx)).map(Cow::Owned)
+        self.reader.ask(|tx| Query::Node(*hash, tx)).map(Cow::Owned)
     }
     fn leaves_from(
         &self,
@@ -70,12 +87,87 @@ impl StateView for StoredState {
     }
 }
 
-/// The chain a data directory holds (blocks 1..=head as stored).
+/// The chain of a synced data directory, blocks 1..=head, read on demand by its reader
+/// thread. Block `n` is served when its header is stored and its body is stored or
+/// empty (rebuilt from the header); the chain ends before the first block that is not.
+#[derive(Debug)]
 pub struct StoredChain {
-    pub headers: Vec<Header>,
-    /// Per block: the stored body, if any.
-    pub bodies: Vec<Option<Body>>,
-    pub receipts: Vec<Option<Receipts>>,
+    pub head: Header,
+    /// Block 1's parent.
+    pub genesis: B256,
+    /// The difficulty of blocks 1..=head summed (the genesis's is not in it).
+    pub difficulty: u128,
+    /// The head's timestamp.
+    pub head_time: u64,
+    /// `(first 8 bytes of the block's hash, number)`, sorted.
+    by_hash: Vec<(u64, u64)>,
+    reader: Reader,
+}
+
+fn hash_prefix(h: &B256) -> u64 {
+    u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// Whether a header names an empty body (no transactions, no ommers, no withdrawals).
+fn empty_body(h: &Header) -> bool {
+    h.transactions_root == catchup_eth::types::EMPTY_ROOT
+        && h.ommers_hash == catchup_eth::types::EMPTY_OMMERS_HASH
+        && h.withdrawals_root
+            .is_none_or(|w| w == catchup_eth::types::EMPTY_ROOT)
+}
+
+impl StoredChain {
+    /// Bytes the by-hash index holds (16 a block).
+    pub fn index_bytes(&self) -> usize {
+        self.by_hash.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// Header `number`, read from the stores.
+    pub fn header(&self, number: u64) -> Option<Header> {
+        if number == 0 || number > self.head.number {
+            return None;
+        }
+        self.reader.ask(|tx| Query::Header(number, tx))
+    }
+
+    /// The served block whose hash is `hash`: its header (the index narrows it to the
+    /// blocks sharing the hash's first 8 bytes; each is read and compared whole).
+    pub fn header_by_hash(&self, hash: &B256) -> Option<Header> {
+        let p = hash_prefix(hash);
+        let i = self.by_hash.partition_point(|e| e.0 < p);
+        self.by_hash[i..]
+            .iter()
+            .take_while(|e| e.0 == p)
+            .filter_map(|e| self.header(e.1))
+            .find(|h| h.hash == *hash)
+    }
+
+    /// The body of the served block `header` (an empty body is rebuilt from the header).
+    pub fn body(&self, header: &Header) -> Option<Body> {
+        if let Some(b) = self.reader.ask(|tx| Query::Body(header.number, tx)) {
+            return Some(b);
+        }
+        empty_body(header).then(|| {
+            let empty: &[u8] = if header.withdrawals_root.is_some() {
+                &[0xc0, 0xc0, 0xc0]
+            } else {
+                &[0xc0, 0xc0]
+            };
+            Body {
+                raw: catchup_eth::rlp::wrap_list(empty),
+            }
+        })
+    }
+
+    /// The receipts of the served block `header` (those of a block without any are
+    /// rebuilt from the header; others only if stored: the sync may have skipped them).
+    pub fn receipts(&self, header: &Header) -> Option<Receipts> {
+        if let Some(r) = self.reader.ask(|tx| Query::Receipts(header.number, tx)) {
+            return Some(r);
+        }
+        (header.receipts_root == catchup_eth::types::EMPTY_ROOT)
+            .then(|| Receipts { raw: vec![0xc0] })
+    }
 }
 
 /// The first value `read` finds in any shard's store.
@@ -143,41 +235,74 @@ impl ChainStores {
     }
 }
 
-/// Blocks 1, 2, … as long as headers are stored (at most `max_blocks`).
-fn read_chain(stores: &[DiskStore], max_blocks: u64) -> Result<StoredChain, String> {
-    let mut c = StoredChain {
-        headers: Vec::new(),
-        bodies: Vec::new(),
-        receipts: Vec::new(),
-    };
+/// What one pass over a data directory's headers keeps: the head, the by-hash index,
+/// the summed difficulty and the head's time.
+struct Scan {
+    genesis: B256,
+    head: Header,
+    by_hash: Vec<(u64, u64)>,
+    difficulty: u128,
+    head_time: u64,
+}
+
+/// Blocks 1, 2, … while the header is stored and the body is stored or empty (at most
+/// `max_blocks`). Only the headers are read; bodies are looked up in the index.
+fn scan_chain(stores: &[DiskStore], max_blocks: u64) -> Result<Option<Scan>, String> {
+    let mut scan: Option<Scan> = None;
+    let mut by_hash = Vec::new();
+    let (mut difficulty, mut head_time) = (0u128, 0u64);
     let mut n = 1u64;
     while n <= max_blocks {
         let Some(h) = first_of(stores, |s| s.read_header(n))? else {
             break;
         };
-        c.headers.push(h);
-        c.bodies.push(first_of(stores, |s| s.read_body(n))?);
-        c.receipts.push(first_of(stores, |s| s.read_receipts(n))?);
+        if !empty_body(&h) && !stores.iter().any(|s| s.has_committed_body(n)) {
+            break;
+        }
+        if let Some((_, time, d)) =
+            crate::eth::net::chainspec::header_number_time_difficulty(&h.raw)
+        {
+            difficulty = difficulty.saturating_add(d);
+            head_time = time;
+        }
+        by_hash.push((hash_prefix(&h.hash), n));
+        scan = Some(Scan {
+            genesis: scan.as_ref().map_or(h.parent_hash, |s| s.genesis),
+            head: h,
+            by_hash: Vec::new(),
+            difficulty,
+            head_time,
+        });
         n += 1;
     }
-    Ok(c)
+    by_hash.sort_unstable();
+    Ok(scan.map(|s| Scan { by_hash, ..s }))
+}
+
+/// Send what a read found; a damaged record is reported (once) and not served: the peer
+/// asks another node.
+fn answer<T>(got: Result<Option<T>, String>, reply: Reply<T>, warn: &mut impl FnMut(String)) {
+    let _ = reply.send(got.unwrap_or_else(|e| {
+        warn(e);
+        None
+    }));
 }
 
 /// Most blocks `eth serve --datadir` reads.
 pub const MAX_SERVED_BLOCKS: u64 = 100_000_000;
 
 /// Open the data directory's stores on a reader thread that keeps them (and the
-/// directory's lock) until every [`StoredState`] handle is dropped; read the chain; the
-/// state at `root` is served when `state` (the sync completed it) and its root node is
-/// stored.
+/// directory's lock) until every handle is dropped; scan the chain's headers; the state
+/// at `root` is served when `state` (the sync completed it) and its root node is stored.
+/// `None` for the chain: no block 1 with its body is stored.
 pub fn open_stored(
     datadir: &Path,
     root: Option<B256>,
-) -> Result<(StoredChain, Option<StoredState>), ExportError> {
+) -> Result<(Option<StoredChain>, Option<StoredState>), ExportError> {
     let bad = ExportError::at(datadir);
     let dirs = crate::eth::export::shard_dirs(datadir)?;
     let lock = catchup_io::datadir::DataDir::open(datadir).map_err(|e| bad(e.to_string()))?;
-    type Ready = Result<(StoredChain, bool), String>;
+    type Ready = Result<(Option<Scan>, bool), String>;
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
     let (tx, rx) = mpsc::channel::<Query>();
     let shown = datadir.display().to_string();
@@ -196,7 +321,7 @@ pub fn open_stored(
                         }
                     }
                 }
-                let chain = read_chain(&stores, MAX_SERVED_BLOCKS);
+                let chain = scan_chain(&stores, MAX_SERVED_BLOCKS);
                 let has_root = match root {
                     Some(r) => first_of(&stores, |s| s.read_node(&r)).map(|n| n.is_some()),
                     None => Ok(false),
@@ -210,21 +335,30 @@ pub fn open_stored(
                     return;
                 }
                 let mut warned = false;
+                let mut warn = |e: String| {
+                    if !warned {
+                        tracing::warn!("{shown}: {e}");
+                        warned = true;
+                    }
+                };
                 // Ends when every handle is gone.
                 while let Ok(q) = rx.recv() {
-                    let (got, reply) = match q {
-                        Query::Node(h, r) => (first_of(&stores, |s| s.read_node(&h)), r),
-                        Query::Code(h, r) => (first_of(&stores, |s| s.read_code(&h)), r),
-                    };
-                    let v = got.unwrap_or_else(|e| {
-                        // A damaged record is not served; the peer asks another node.
-                        if !warned {
-                            tracing::warn!("{shown}: {e}");
-                            warned = true;
+                    let st = &stores;
+                    match q {
+                        Query::Node(h, r) => {
+                            answer(first_of(st, |s| s.read_node(&h)), r, &mut warn)
                         }
-                        None
-                    });
-                    let _ = reply.send(v);
+                        Query::Code(h, r) => {
+                            answer(first_of(st, |s| s.read_code(&h)), r, &mut warn)
+                        }
+                        Query::Header(n, r) => {
+                            answer(first_of(st, |s| s.read_header(n)), r, &mut warn)
+                        }
+                        Query::Body(n, r) => answer(first_of(st, |s| s.read_body(n)), r, &mut warn),
+                        Query::Receipts(n, r) => {
+                            answer(first_of(st, |s| s.read_receipts(n)), r, &mut warn)
+                        }
+                    }
                 }
                 for s in stores {
                     let _ = s.close().await;
@@ -232,13 +366,168 @@ pub fn open_stored(
             })
         })
         .map_err(|e| bad(format!("starting the store reader: {e}")))?;
-    let (chain, has_root) = ready_rx
+    let (scan, has_root) = ready_rx
         .recv()
         .map_err(|_| bad("the store reader stopped".into()))?
         .map_err(bad)?;
+    let reader = Reader { tx };
     let state = match root {
-        Some(root) if has_root => Some(StoredState { root, tx }),
+        Some(root) if has_root => Some(StoredState {
+            root,
+            reader: reader.clone(),
+        }),
         _ => None,
     };
+    let chain = scan.map(|s| StoredChain {
+        genesis: s.genesis,
+        head: s.head,
+        difficulty: s.difficulty,
+        head_time: s.head_time,
+        by_hash: s.by_hash,
+        reader,
+    });
     Ok((chain, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eth::serve::ServingPeer;
+    use crate::eth::sync::chain::{generate_chain, ChainData};
+    use crate::eth::sync::store::SyncStore;
+    use crate::eth::sync::types::{HashOrNumber, Request, Response};
+    use std::sync::Arc;
+
+    fn is_empty_body(b: &Body) -> bool {
+        [&[0xc0u8, 0xc0][..], &[0xc0, 0xc0, 0xc0]]
+            .iter()
+            .any(|e| b.raw == catchup_eth::rlp::wrap_list(e))
+    }
+
+    /// Headers 1..=30 in shard 0; in shard 1, the bodies of blocks 1..=20 that are not
+    /// empty and the receipts of blocks 1..=10.
+    fn write_dir(dir: &Path, c: &ChainData) {
+        catchup_io::exec::run_unbound(async {
+            let mut a = DiskStore::open(&dir.join("shard-0")).await.unwrap();
+            let mut b = DiskStore::open(&dir.join("shard-1")).await.unwrap();
+            for n in 1..=30u64 {
+                let i = n as usize;
+                a.put_header(&c.headers[i]);
+                if n <= 20 && !is_empty_body(&c.bodies[i]) {
+                    b.put_body(n, &c.bodies[i]);
+                }
+                if n <= 10 {
+                    b.put_receipts(n, c.receipts[i].as_ref().unwrap());
+                }
+            }
+            a.commit().await.unwrap();
+            b.commit().await.unwrap();
+            a.close().await.unwrap();
+            b.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_stored_chain_is_served_block_by_block_from_the_stores() {
+        // A seed whose blocks 1..=20 include an empty body (rebuilt, not stored).
+        let (c, empty) = (0..64)
+            .find_map(|seed| {
+                let c = generate_chain(30, B256::ZERO, seed);
+                let e = (1..=20).find(|&n| is_empty_body(&c.bodies[n]))?;
+                Some((c, e))
+            })
+            .expect("some seed has an empty block");
+        let d = tempfile::tempdir().unwrap();
+        write_dir(d.path(), &c);
+        // The chain ends before the first block past 20 whose body is not empty.
+        let head = (21..=30)
+            .find(|&n| !is_empty_body(&c.bodies[n]))
+            .map_or(30, |n| n - 1) as u64;
+        let (chain, state) = open_stored(d.path(), None).unwrap();
+        assert!(state.is_none());
+        let chain = Arc::new(chain.expect("block 1 is stored"));
+        assert_eq!(chain.head.number, head);
+        assert_eq!(chain.genesis, c.headers[0].hash);
+        assert!(chain.index_bytes() <= 16 * 64, "{}", chain.index_bytes());
+        let peer = ServingPeer::from_stored(chain.clone(), None);
+        let hash = |n: usize| c.headers[n].hash;
+
+        let Response::Status {
+            best_number,
+            best_hash,
+            genesis,
+        } = peer.handle(&Request::Status)
+        else {
+            panic!("status")
+        };
+        assert_eq!(
+            (best_number, best_hash, genesis),
+            (head, hash(head as usize), hash(0))
+        );
+
+        // Headers by hash and by number, never past the head.
+        let headers = |origin, amount, reverse| match peer.handle(&Request::BlockHeaders {
+            origin,
+            amount,
+            skip: 0,
+            reverse,
+        }) {
+            Response::BlockHeaders(h) => h,
+            r => panic!("{r:?}"),
+        };
+        let raws = |ns: std::ops::RangeInclusive<usize>| -> Vec<Vec<u8>> {
+            ns.map(|n| c.headers[n].raw.clone()).collect()
+        };
+        assert_eq!(headers(HashOrNumber::Hash(hash(5)), 4, false), raws(5..=8));
+        assert_eq!(
+            headers(HashOrNumber::Number(head - 1), 5, false),
+            raws(head as usize - 1..=head as usize)
+        );
+        let mut back = raws(1..=3);
+        back.reverse();
+        assert_eq!(headers(HashOrNumber::Hash(hash(3)), 10, true), back);
+        assert!(headers(HashOrNumber::Hash(B256::repeat_byte(7)), 4, false).is_empty());
+        assert!(headers(HashOrNumber::Hash(hash(head as usize + 1)), 1, false).is_empty());
+
+        // Bodies: stored ones read, the empty one rebuilt; an unknown hash ends the answer.
+        let Response::BlockBodies(b) =
+            peer.handle(&Request::BlockBodies(vec![hash(3), hash(empty), hash(2)]))
+        else {
+            panic!("bodies")
+        };
+        assert_eq!(
+            b,
+            vec![
+                c.bodies[3].clone(),
+                c.bodies[empty].clone(),
+                c.bodies[2].clone()
+            ]
+        );
+        let Response::BlockBodies(b) = peer.handle(&Request::BlockBodies(vec![
+            hash(1),
+            B256::repeat_byte(9),
+            hash(2),
+        ])) else {
+            panic!("bodies")
+        };
+        assert_eq!(b, vec![c.bodies[1].clone()]);
+
+        // Receipts: stored for 1..=10; past that only a block without any is answered.
+        let all: Vec<B256> = (1..=10).map(hash).collect();
+        let Response::Receipts(r) = peer.handle(&Request::Receipts(all)) else {
+            panic!("receipts")
+        };
+        let want: Vec<Receipts> = (1..=10).map(|n| c.receipts[n].clone().unwrap()).collect();
+        assert_eq!(r, want);
+        for n in 11..=head as usize {
+            let Response::Receipts(r) = peer.handle(&Request::Receipts(vec![hash(n)])) else {
+                panic!("receipts")
+            };
+            let none = c.headers[n].receipts_root == catchup_eth::types::EMPTY_ROOT;
+            assert_eq!(r.len(), usize::from(none), "block {n}");
+            if none {
+                assert_eq!(r[0], c.receipts[n].clone().unwrap(), "block {n}");
+            }
+        }
+    }
 }

@@ -144,21 +144,38 @@ pub fn chain_status(
     genesis_hash: [u8; 32],
     chain: &super::chain::RawChain,
 ) -> super::eth_peer::StatusInfo {
-    let mut td = spec.genesis_difficulty;
+    let mut difficulty = 0u128;
     let mut head_time = spec.genesis_timestamp;
     for h in &chain.headers {
         if let Some((_, t, d)) = header_number_time_difficulty(h) {
-            td = td.saturating_add(d);
+            difficulty = difficulty.saturating_add(d);
             head_time = t;
         }
     }
+    status_at(
+        spec,
+        genesis_hash,
+        (chain.head_number(), chain.head_hash(), head_time),
+        difficulty,
+    )
+}
+
+/// Status of a node whose head is `(number, hash, timestamp)`, `difficulty` the blocks
+/// after genesis summed.
+pub fn status_at(
+    spec: &ChainSpec,
+    genesis_hash: [u8; 32],
+    (head_number, head_hash, head_time): (u64, [u8; 32], u64),
+    difficulty: u128,
+) -> super::eth_peer::StatusInfo {
+    let td = spec.genesis_difficulty.saturating_add(difficulty);
     super::eth_peer::StatusInfo {
         network_id: spec.chain_id,
         total_difficulty: trim(&td.to_be_bytes()),
-        head_hash: chain.head_hash(),
-        head_number: chain.head_number(),
+        head_hash,
+        head_number,
         genesis_hash,
-        fork_id: spec.fork_id(genesis_hash, chain.head_number(), head_time),
+        fork_id: spec.fork_id(genesis_hash, head_number, head_time),
         forks: Some(spec.fork_check(genesis_hash, head_time)),
     }
 }

@@ -77,8 +77,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// Data directory holding the node key (`nodekey`, created when missing). Without it
     /// a fresh key is used for this run only. Without --chain or --era1, what an
-    /// `eth sync` stored there is served (needs --genesis): the chain read at start, the
-    /// state read from the stores on demand.
+    /// `eth sync` stored there is served (needs --genesis): headers, bodies, receipts and
+    /// state read from the stores on demand (one pass over the headers at start builds a
+    /// by-hash index of 16 bytes a block).
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
     /// Shards (executors) accepting peers.
@@ -368,9 +369,29 @@ impl Shown {
     }
 }
 
+/// The chain `eth serve` serves: held in memory, or a data directory's (with its state
+/// when the sync completed it), read from its stores on demand.
+#[derive(Clone)]
+enum ServedChain {
+    Held(Arc<crate::eth::sync::chain::ChainData>),
+    Stored(
+        Arc<crate::eth::stored::StoredChain>,
+        Option<Arc<crate::eth::stored::StoredState>>,
+    ),
+}
+
+impl ServedChain {
+    fn head_state_root(&self) -> catchup_eth::B256 {
+        match self {
+            ServedChain::Held(c) => c.head().state_root,
+            ServedChain::Stored(c, _) => c.head.state_root,
+        }
+    }
+}
+
 type Served = (
     Shown,
-    Arc<crate::eth::sync::chain::ChainData>,
+    ServedChain,
     Option<Arc<StateData>>,
     crate::eth::net::eth_peer::StatusInfo,
 );
@@ -416,7 +437,12 @@ fn generated_chain(a: &ServeArgs, accounts: u64) -> anyhow::Result<Served> {
         head_hash: head.hash.0,
         genesis,
     };
-    Ok((shown, Arc::new(chain), Some(Arc::new(state)), status))
+    Ok((
+        shown,
+        ServedChain::Held(Arc::new(chain)),
+        Some(Arc::new(state)),
+        status,
+    ))
 }
 
 pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
@@ -436,8 +462,6 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     } else {
         Some(parse_protocols(&a.protocols)?)
     };
-    // The state of a data directory, read from its stores on demand.
-    let mut stored = None;
     let (shown, chain, state, status) = if let Some(accounts) = a.generate_accounts {
         generated_chain(a, accounts)?
     } else if let (None, true, Some(dd)) = (&a.chain, a.era1.is_empty(), &a.datadir) {
@@ -449,11 +473,22 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             bail!("--grow-every-ms grows a generated or --chain chain; a --datadir is served as stored: drop one of them");
         }
         let sv = crate::eth::export::load_for_serving(dd, genesis.into())?;
-        let status = chain_status(&spec, genesis, &sv.raw);
-        stored = sv.state.map(Arc::new);
+        let head = &sv.chain.head;
+        let status = crate::eth::net::chainspec::status_at(
+            &spec,
+            genesis,
+            (head.number, head.hash.0, sv.chain.head_time),
+            sv.chain.difficulty,
+        );
+        let shown = Shown {
+            base: 1,
+            head_number: head.number,
+            head_hash: head.hash.0,
+            genesis,
+        };
         (
-            Shown::of(&sv.raw, genesis),
-            Arc::new(sv.chain),
+            shown,
+            ServedChain::Stored(Arc::new(sv.chain), sv.state.map(Arc::new)),
             None,
             status,
         )
@@ -488,7 +523,12 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             None => None,
         };
         let status = chain_status(&spec, genesis, &raw);
-        (Shown::of(&raw, genesis), chain, state, status)
+        (
+            Shown::of(&raw, genesis),
+            ServedChain::Held(chain),
+            state,
+            status,
+        )
     } else {
         let (raw, data, td) = crate::eth::net::chain::load_era1(&a.era1)?;
         let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
@@ -517,16 +557,21 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             .copied()
             .skip_while(|b| *b == 0)
             .collect();
-        (Shown::of(&raw, genesis), Arc::new(data), None, status)
+        (
+            Shown::of(&raw, genesis),
+            ServedChain::Held(Arc::new(data)),
+            None,
+            status,
+        )
     };
     let key = node_key(a.datadir.as_deref())?;
     let local = match capabilities {
         Some(c) => LocalNode::with_capabilities(key, c),
         None => LocalNode::new(key),
     };
-    let (live, producer) = match (a.grow_every_ms, &state) {
-        (Some(_), Some(st)) => {
-            let (l, p) = LiveChain::new((*chain).clone(), st, a.state_history, a.seed);
+    let (live, producer) = match (a.grow_every_ms, &state, &chain) {
+        (Some(_), Some(st), ServedChain::Held(chain)) => {
+            let (l, p) = LiveChain::new((**chain).clone(), st, a.state_history, a.seed);
             (Some(Arc::new(RwLock::new(l))), Some(p))
         }
         _ => (None, None),
@@ -541,8 +586,8 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
     let mut stderr_lines = Vec::new();
     if a.json {
         stdout_line = json!({"event": "listening", "enode": enode, "listen": listen.to_string(), "head_number": shown.head_number,
-                   "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head().state_root), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
-                   "state": state.is_some() || stored.is_some(), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
+                   "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head_state_root()), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
+                   "state": state.is_some() || matches!(chain, ServedChain::Stored(_, Some(_))), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
                    "protocols": local.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                    "grow_every_ms": a.grow_every_ms, "state_history": a.state_history})
         .to_string();
@@ -553,7 +598,7 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             shown.base,
             shown.head_number,
             hex::encode(shown.head_hash),
-            if state.is_some() || stored.is_some() {
+            if state.is_some() || matches!(chain, ServedChain::Stored(_, Some(_))) {
                 "yes"
             } else {
                 "no"
@@ -656,11 +701,11 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             cfg,
             local,
             move |shard| {
-                let mut r = EngineResponder::new(
-                    ServingPeer::new(chain.clone(), state.clone()).with_stored(stored.clone()),
-                    profile,
-                    1 + shard as u64,
-                );
+                let peer = match &chain {
+                    ServedChain::Held(c) => ServingPeer::new(c.clone(), state.clone()),
+                    ServedChain::Stored(c, st) => ServingPeer::from_stored(c.clone(), st.clone()),
+                };
+                let mut r = EngineResponder::new(peer, profile, 1 + shard as u64);
                 r.slow_delay_ms = slow;
                 r
             },

@@ -358,6 +358,12 @@ impl DiskStore {
         self.disk.contains(KIND_HEADER, &number.to_be_bytes())
     }
 
+    /// Whether the body of block `number` is committed (the index answers; nothing is
+    /// read).
+    pub fn has_committed_body(&self, number: u64) -> bool {
+        self.disk.contains(KIND_BODY, &number.to_be_bytes())
+    }
+
     /// The committed header `number`, read from disk and decoded.
     pub fn read_header(&self, number: u64) -> Result<Option<Header>, PersistError> {
         match self.read_committed(KIND_HEADER, &number.to_be_bytes())? {
