@@ -9,9 +9,7 @@ use alloy_primitives::B256;
 use crate::eth::stored::{StoredChain, StoredState};
 use crate::eth::sync::chain::{ChainData, SimRng, StateData};
 use crate::eth::sync::trie::{self, Node, NodeRef, NodeSource};
-use crate::eth::sync::types::{
-    AccountView, Body, HashOrNumber, Header, Receipts, Request, Response, TriePath,
-};
+use crate::eth::sync::types::{AccountView, HashOrNumber, Request, Response, TriePath};
 use catchup_eth::rlp;
 
 /// Soft limit of one response's size (as geth's `softResponseLimit`).
@@ -106,45 +104,28 @@ impl ServingPeer {
         self.stored.as_deref()?.code(h)
     }
 
-    /// Header `number` of the chain served.
-    fn header_at(&self, number: u64) -> Option<Cow<'_, Header>> {
-        match &self.stored_chain {
-            Some(c) => c.header(number).map(Cow::Owned),
-            None => self.chain.header(number).map(Cow::Borrowed),
+    /// The headers of blocks `numbers` while they are served, within the soft limit.
+    fn headers_at(&self, numbers: Vec<u64>) -> Vec<Vec<u8>> {
+        if let Some(c) = &self.stored_chain {
+            return c.headers(numbers, SOFT_RESPONSE_BYTES);
         }
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        for n in numbers {
+            let Some(h) = self.chain.header(n) else { break };
+            if size >= SOFT_RESPONSE_BYTES {
+                break;
+            }
+            size += h.raw.len();
+            out.push(h.raw.clone());
+        }
+        out
     }
 
     fn number_of(&self, hash: &B256) -> Option<u64> {
         match &self.stored_chain {
-            Some(c) => c.header_by_hash(hash).map(|h| h.number),
+            Some(c) => c.number_of(hash),
             None => self.chain.by_hash.get(hash).copied(),
-        }
-    }
-
-    fn body_of(&self, hash: &B256) -> Option<Cow<'_, Body>> {
-        match &self.stored_chain {
-            Some(c) => c
-                .header_by_hash(hash)
-                .and_then(|h| c.body(&h))
-                .map(Cow::Owned),
-            None => self
-                .chain
-                .index_of(hash)
-                .map(|i| Cow::Borrowed(&self.chain.bodies[i])),
-        }
-    }
-
-    fn receipts_of(&self, hash: &B256) -> Option<Cow<'_, Receipts>> {
-        match &self.stored_chain {
-            Some(c) => c
-                .header_by_hash(hash)
-                .and_then(|h| c.receipts(&h))
-                .map(Cow::Owned),
-            None => self
-                .chain
-                .index_of(hash)
-                .and_then(|i| self.chain.receipts[i].as_ref())
-                .map(Cow::Borrowed),
         }
     }
 
@@ -179,14 +160,11 @@ impl ServingPeer {
                     HashOrNumber::Number(n) => Some(*n),
                     HashOrNumber::Hash(h) => self.number_of(h),
                 };
-                let mut out = Vec::new();
-                let mut size = 0usize;
+                let mut numbers = Vec::new();
                 if let Some(mut n) = start {
                     let amount = (*amount as usize).min(MAX_HEADERS_SERVE);
-                    while out.len() < amount && size < SOFT_RESPONSE_BYTES && n <= self.best {
-                        let Some(h) = self.header_at(n) else { break };
-                        size += h.raw.len();
-                        out.push(h.raw.clone());
+                    while numbers.len() < amount && n <= self.best {
+                        numbers.push(n);
                         let step = skip.saturating_add(1);
                         n = if *reverse {
                             match n.checked_sub(step) {
@@ -198,7 +176,17 @@ impl ServingPeer {
                         };
                     }
                 }
-                Response::BlockHeaders(out)
+                Response::BlockHeaders(self.headers_at(numbers))
+            }
+            Request::BlockBodies(hashes) if self.stored_chain.is_some() => {
+                let c = self.stored_chain.as_ref().expect("matched");
+                let hashes = &hashes[..hashes.len().min(MAX_BODIES_SERVE)];
+                Response::BlockBodies(c.bodies(hashes, SOFT_RESPONSE_BYTES))
+            }
+            Request::Receipts(hashes) if self.stored_chain.is_some() => {
+                let c = self.stored_chain.as_ref().expect("matched");
+                let hashes = &hashes[..hashes.len().min(MAX_BODIES_SERVE)];
+                Response::Receipts(c.receipts(hashes, SOFT_RESPONSE_BYTES))
             }
             Request::BlockBodies(hashes) => {
                 let mut out = Vec::new();
@@ -207,11 +195,11 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    let Some(b) = self.body_of(h) else {
+                    let Some(i) = self.chain.index_of(h) else {
                         break;
                     };
-                    size += b.raw.len();
-                    out.push(b.into_owned());
+                    size += self.chain.bodies[i].raw.len();
+                    out.push(self.chain.bodies[i].clone());
                 }
                 Response::BlockBodies(out)
             }
@@ -222,11 +210,12 @@ impl ServingPeer {
                     if size >= SOFT_RESPONSE_BYTES {
                         break;
                     }
-                    let Some(r) = self.receipts_of(h) else {
+                    let Some(Some(r)) = self.chain.index_of(h).map(|i| &self.chain.receipts[i])
+                    else {
                         break;
                     };
                     size += r.raw.len();
-                    out.push(r.into_owned());
+                    out.push(r.clone());
                 }
                 Response::Receipts(out)
             }

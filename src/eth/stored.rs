@@ -21,12 +21,14 @@ use crate::eth::sync::types::{Body, Header, Receipts};
 
 type Reply<T> = mpsc::SyncSender<Option<T>>;
 
+/// Reads of a whole request, run on the reader thread over every shard's store (with a
+/// way to report a damaged record).
+type Job = Box<dyn FnOnce(&[DiskStore], &mut dyn FnMut(String)) + Send>;
+
 enum Query {
     Node(B256, Reply<Vec<u8>>),
     Code(B256, Reply<Vec<u8>>),
-    Header(u64, Reply<Header>),
-    Body(u64, Reply<Body>),
-    Receipts(u64, Reply<Receipts>),
+    Run(Job),
 }
 
 impl std::fmt::Debug for Query {
@@ -34,9 +36,7 @@ impl std::fmt::Debug for Query {
         match self {
             Query::Node(h, _) => write!(f, "node {h:#x}"),
             Query::Code(h, _) => write!(f, "code {h:#x}"),
-            Query::Header(n, _) => write!(f, "header {n}"),
-            Query::Body(n, _) => write!(f, "body {n}"),
-            Query::Receipts(n, _) => write!(f, "receipts {n}"),
+            Query::Run(_) => write!(f, "reads"),
         }
     }
 }
@@ -52,6 +52,18 @@ impl Reader {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tx.send(q(tx)).ok()?;
         rx.recv().ok().flatten()
+    }
+
+    /// Run `job` on the reader thread: one round trip for a whole request.
+    fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&[DiskStore], &mut dyn FnMut(String)) -> T + Send + 'static,
+    ) -> Option<T> {
+        self.ask(|tx| {
+            Query::Run(Box::new(move |stores, warn| {
+                let _ = tx.send(Some(job(stores, warn)));
+            }))
+        })
     }
 }
 
@@ -116,39 +128,42 @@ fn empty_body(h: &Header) -> bool {
             .is_none_or(|w| w == catchup_eth::types::EMPTY_ROOT)
 }
 
-impl StoredChain {
-    /// Bytes the by-hash index holds (16 a block).
-    pub fn index_bytes(&self) -> usize {
-        self.by_hash.capacity() * std::mem::size_of::<(u64, u64)>()
-    }
+/// What a read found, a damaged record reported and taken as missing.
+fn found<T>(got: Result<Option<T>, String>, warn: &mut dyn FnMut(String)) -> Option<T> {
+    got.unwrap_or_else(|e| {
+        warn(e);
+        None
+    })
+}
 
-    /// Header `number`, read from the stores.
-    pub fn header(&self, number: u64) -> Option<Header> {
-        if number == 0 || number > self.head.number {
-            return None;
-        }
-        self.reader.ask(|tx| Query::Header(number, tx))
-    }
+/// The header among blocks `candidates` whose hash is `hash`.
+fn find_header(
+    stores: &[DiskStore],
+    candidates: &[u64],
+    hash: &B256,
+    warn: &mut dyn FnMut(String),
+) -> Option<Header> {
+    candidates
+        .iter()
+        .filter_map(|&n| found(first_of(stores, |s| s.read_header(n)), warn))
+        .find(|h| h.hash == *hash)
+}
 
-    /// The served block whose hash is `hash`: its header (the index narrows it to the
-    /// blocks sharing the hash's first 8 bytes; each is read and compared whole).
-    pub fn header_by_hash(&self, hash: &B256) -> Option<Header> {
-        let p = hash_prefix(hash);
-        let i = self.by_hash.partition_point(|e| e.0 < p);
-        self.by_hash[i..]
-            .iter()
-            .take_while(|e| e.0 == p)
-            .filter_map(|e| self.header(e.1))
-            .find(|h| h.hash == *hash)
-    }
+/// One part of a block besides its header.
+trait Part: Sized + Send + 'static {
+    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, String>;
+    /// The part of a block that has none of it, when `h` says so.
+    fn rebuilt(h: &Header) -> Option<Self>;
+    fn size(&self) -> usize;
+}
 
-    /// The body of the served block `header` (an empty body is rebuilt from the header).
-    pub fn body(&self, header: &Header) -> Option<Body> {
-        if let Some(b) = self.reader.ask(|tx| Query::Body(header.number, tx)) {
-            return Some(b);
-        }
-        empty_body(header).then(|| {
-            let empty: &[u8] = if header.withdrawals_root.is_some() {
+impl Part for Body {
+    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, String> {
+        s.read_body(number).map_err(|e| e.to_string())
+    }
+    fn rebuilt(h: &Header) -> Option<Self> {
+        empty_body(h).then(|| {
+            let empty: &[u8] = if h.withdrawals_root.is_some() {
                 &[0xc0, 0xc0, 0xc0]
             } else {
                 &[0xc0, 0xc0]
@@ -158,15 +173,113 @@ impl StoredChain {
             }
         })
     }
+    fn size(&self) -> usize {
+        self.raw.len()
+    }
+}
 
-    /// The receipts of the served block `header` (those of a block without any are
-    /// rebuilt from the header; others only if stored: the sync may have skipped them).
-    pub fn receipts(&self, header: &Header) -> Option<Receipts> {
-        if let Some(r) = self.reader.ask(|tx| Query::Receipts(header.number, tx)) {
-            return Some(r);
+impl Part for Receipts {
+    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, String> {
+        s.read_receipts(number).map_err(|e| e.to_string())
+    }
+    /// Only a block without receipts: the sync may have skipped the others.
+    fn rebuilt(h: &Header) -> Option<Self> {
+        (h.receipts_root == catchup_eth::types::EMPTY_ROOT).then(|| Receipts { raw: vec![0xc0] })
+    }
+    fn size(&self) -> usize {
+        self.raw.len()
+    }
+}
+
+impl StoredChain {
+    /// Bytes the by-hash index holds (16 a block).
+    pub fn index_bytes(&self) -> usize {
+        self.by_hash.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// The served blocks whose hash starts as `hash` does (usually one).
+    fn candidates(&self, hash: &B256) -> Vec<u64> {
+        let p = hash_prefix(hash);
+        let i = self.by_hash.partition_point(|e| e.0 < p);
+        self.by_hash[i..]
+            .iter()
+            .take_while(|e| e.0 == p)
+            .map(|e| e.1)
+            .collect()
+    }
+
+    /// The number of the served block whose hash is `hash` (its header is read and
+    /// compared whole).
+    pub fn number_of(&self, hash: &B256) -> Option<u64> {
+        let candidates = self.candidates(hash);
+        if candidates.is_empty() {
+            return None;
         }
-        (header.receipts_root == catchup_eth::types::EMPTY_ROOT)
-            .then(|| Receipts { raw: vec![0xc0] })
+        let hash = *hash;
+        self.reader
+            .run(move |st, warn| find_header(st, &candidates, &hash, warn).map(|h| h.number))
+            .flatten()
+    }
+
+    /// The raw headers of blocks `numbers`, up to the first one not served, and while
+    /// they stay within `max_bytes` (the one that reaches it included).
+    pub fn headers(&self, numbers: Vec<u64>, max_bytes: usize) -> Vec<Vec<u8>> {
+        let head = self.head.number;
+        self.reader
+            .run(move |st, warn| {
+                let mut out = Vec::new();
+                let mut size = 0usize;
+                for n in numbers {
+                    if n == 0 || n > head || size >= max_bytes {
+                        break;
+                    }
+                    let Some(h) = found(first_of(st, |s| s.read_header(n)), warn) else {
+                        break;
+                    };
+                    size += h.raw.len();
+                    out.push(h.raw);
+                }
+                out
+            })
+            .unwrap_or_default()
+    }
+
+    /// The bodies of blocks `hashes`, up to the first one not served, within `max_bytes`
+    /// (an empty body is rebuilt from its header).
+    pub fn bodies(&self, hashes: &[B256], max_bytes: usize) -> Vec<Body> {
+        self.parts(hashes, max_bytes)
+    }
+
+    /// The receipts of blocks `hashes`, up to the first one not served, within
+    /// `max_bytes` (those of a block without any are rebuilt from its header).
+    pub fn receipts(&self, hashes: &[B256], max_bytes: usize) -> Vec<Receipts> {
+        self.parts(hashes, max_bytes)
+    }
+
+    fn parts<P: Part>(&self, hashes: &[B256], max_bytes: usize) -> Vec<P> {
+        let asked: Vec<(B256, Vec<u64>)> =
+            hashes.iter().map(|h| (*h, self.candidates(h))).collect();
+        self.reader
+            .run(move |st, warn| {
+                let mut out = Vec::new();
+                let mut size = 0usize;
+                for (hash, candidates) in asked {
+                    if size >= max_bytes {
+                        break;
+                    }
+                    let Some(h) = find_header(st, &candidates, &hash, warn) else {
+                        break;
+                    };
+                    let got = st.iter().find_map(|s| P::read(s, h.number).transpose());
+                    let Some(p) = found(got.transpose(), warn).or_else(|| P::rebuilt(&h)) else {
+                        break;
+                    };
+                    size += p.size();
+                    out.push(p);
+                }
+                out
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -351,13 +464,7 @@ pub fn open_stored(
                         Query::Code(h, r) => {
                             answer(first_of(st, |s| s.read_code(&h)), r, &mut warn)
                         }
-                        Query::Header(n, r) => {
-                            answer(first_of(st, |s| s.read_header(n)), r, &mut warn)
-                        }
-                        Query::Body(n, r) => answer(first_of(st, |s| s.read_body(n)), r, &mut warn),
-                        Query::Receipts(n, r) => {
-                            answer(first_of(st, |s| s.read_receipts(n)), r, &mut warn)
-                        }
+                        Query::Run(job) => job(st, &mut warn),
                     }
                 }
                 for s in stores {

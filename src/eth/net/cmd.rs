@@ -61,12 +61,13 @@ pub struct ServeArgs {
     /// --chain; with --era1 it may be replaced by --network-id and --genesis-hash.
     #[arg(long, value_name = "FILE")]
     pub genesis: Option<PathBuf>,
-    /// Network id announced in Status (with --era1 and no --genesis), and the chain id of
-    /// a generated chain (--generate-accounts).
+    /// Network id announced in Status (with --era1 or --datadir and no --genesis), and the
+    /// chain id of a generated chain (--generate-accounts).
     #[arg(long, default_value_t = 1)]
     pub network_id: u64,
-    /// Genesis hash announced in Status (with --era1 and no --genesis, when the archives do
-    /// not start at block 0).
+    /// Genesis hash of a chain without forks, announced in Status: with --era1 and no
+    /// --genesis (when the archives do not start at block 0), or with --datadir and no
+    /// --genesis (a chain synced from `eth serve --generate-accounts`).
     #[arg(long, value_name = "HASH")]
     pub genesis_hash: Option<String>,
     /// geth state dump of the head state; without it state requests get empty answers.
@@ -466,9 +467,13 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         generated_chain(a, accounts)?
     } else if let (None, true, Some(dd)) = (&a.chain, a.era1.is_empty(), &a.datadir) {
         // What an `eth sync --datadir` verified.
-        let genesis_path = a.genesis.as_ref().context("--datadir needs --genesis")?;
-        let spec = ChainSpec::from_genesis_json(genesis_path)?;
-        let genesis = genesis_hash(genesis_path)?;
+        let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
+            (Some(g), _) => (ChainSpec::from_genesis_json(g)?, genesis_hash(g)?),
+            (None, Some(h)) => (ChainSpec::without_forks(a.network_id), parse_hash("--genesis-hash", h)?.0),
+            (None, None) => bail!(
+                "--datadir needs --genesis (or --genesis-hash and --network-id for a chain without forks)"
+            ),
+        };
         if a.grow_every_ms.is_some() {
             bail!("--grow-every-ms grows a generated or --chain chain; a --datadir is served as stored: drop one of them");
         }
@@ -533,12 +538,10 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
         let (raw, data, td) = crate::eth::net::chain::load_era1(&a.era1)?;
         let (spec, genesis) = match (&a.genesis, &a.genesis_hash) {
             (Some(g), _) => (ChainSpec::from_genesis_json(g)?, genesis_hash(g)?),
-            (None, Some(h)) => {
-                let mut g = [0u8; 32];
-                hex::decode_to_slice(h.trim_start_matches("0x"), &mut g)
-                    .map_err(|e| anyhow::anyhow!("--genesis-hash {h}: {e}"))?;
-                (ChainSpec::without_forks(a.network_id), g)
-            }
+            (None, Some(h)) => (
+                ChainSpec::without_forks(a.network_id),
+                parse_hash("--genesis-hash", h)?.0,
+            ),
             (None, None) if raw.base == 0 => {
                 (ChainSpec::without_forks(a.network_id), raw.hashes[0])
             }
