@@ -584,3 +584,32 @@ fn the_storage_backlog_stays_within_its_cap_through_kills() {
         );
     }
 }
+
+/// The subtries that verified account ranges built are kept in the store, so the rebuild
+/// after a restart references them instead of hashing the accounts stored before the
+/// restart again.
+#[test]
+fn a_restart_rebuild_reuses_the_subtries_ranges_built_before_it() {
+    let mut cfg = small(11, SyncMode::Snap);
+    cfg.profile = Profile::Honest;
+    cfg.accounts = 20_000;
+    cfg.big_storage_slots = 0;
+    cfg.sync.snap_response_bytes = 16 * 1024;
+    let whole = run(&cfg);
+    assert_correct(&whole, "no kill");
+    let reused = whole.progress.rebuild_subtries_reused;
+    assert!(reused > 0, "the rebuild reused no subtrie");
+    for pct in [30u32, 50, 70] {
+        cfg.kill_at_pct = vec![pct];
+        let killed = run(&cfg);
+        assert_correct(&killed, "killed");
+        assert_eq!(killed.restarts, 1);
+        let got = killed.progress.rebuild_subtries_reused;
+        eprintln!("kill at {pct} %: {got} subtries reused, {reused} without a kill");
+        // Without the kept records a restart after most ranges reuses about a sixth.
+        assert!(
+            got * 20 >= reused * 19,
+            "kill at {pct} %: {got} subtries reused against {reused} without a kill"
+        );
+    }
+}

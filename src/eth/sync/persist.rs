@@ -32,7 +32,10 @@ const KIND_STORAGE_SLOTS: u8 = 8;
 /// The progress of an incomplete storage trie: key account, value storage root ++
 /// `(origin, limit)*`.
 const KIND_STORAGE_PROGRESS: u8 = 9;
-const KINDS: [u8; 9] = [
+/// A subtrie of the account trie a verified range built: key its first leaf, value the
+/// record `KnownSubtries` writes (depth, leaves' count, last key and digest, reference).
+const KIND_KNOWN_SUBTRIE: u8 = 10;
+const KINDS: [u8; 10] = [
     KIND_NODE,
     KIND_CODE,
     KIND_HEADER,
@@ -42,7 +45,10 @@ const KINDS: [u8; 9] = [
     KIND_STORAGE_DONE,
     KIND_STORAGE_SLOTS,
     KIND_STORAGE_PROGRESS,
+    KIND_KNOWN_SUBTRIE,
 ];
+/// Per-kind counters are indexed by the kind byte.
+const KIND_SLOTS: usize = KIND_KNOWN_SUBTRIE as usize + 1;
 
 /// Errors of the on-disk sync store, naming the directory and the item.
 #[derive(Debug, thiserror::Error)]
@@ -195,9 +201,9 @@ pub struct DiskStore {
     /// Position in `pending` of the latest record of each (kind, key).
     pending_at: std::collections::HashMap<PendingKey, usize>,
     /// Keys in `pending` that the store does not hold yet, per kind.
-    pending_new: [u64; 10],
+    pending_new: [u64; KIND_SLOTS],
     /// Records in `pending`, per kind.
-    pending_of_kind: [u64; 10],
+    pending_of_kind: [u64; KIND_SLOTS],
     journal_now: Option<Vec<u8>>,
     journal_pending: bool,
     headers: std::cell::RefCell<HeaderCache>,
@@ -269,8 +275,8 @@ impl DiskStore {
             journal,
             pending: Vec::new(),
             pending_at: Default::default(),
-            pending_new: [0; 10],
-            pending_of_kind: [0; 10],
+            pending_new: [0; KIND_SLOTS],
+            pending_of_kind: [0; KIND_SLOTS],
             journal_now,
             journal_pending: false,
             headers: std::cell::RefCell::new(HeaderCache::new(budget.header_cache_entries())),
@@ -482,8 +488,8 @@ impl DiskStore {
         // Durable and in the store's index: read from disk from now on.
         self.pending.clear();
         self.pending_at.clear();
-        self.pending_new = [0; 10];
-        self.pending_of_kind = [0; 10];
+        self.pending_new = [0; KIND_SLOTS];
+        self.pending_of_kind = [0; KIND_SLOTS];
         // A large batch (a rebuilt trie block, a large storage trie) leaves no large
         // buffers behind: the queue's memory follows the batch, not the largest one seen.
         if self.pending.capacity() > KEEP_PENDING_RECORDS {
@@ -611,6 +617,10 @@ fn load_one(
             let p = decode_progress(&v).ok_or(corrupt("storage progress"))?;
             mem.storage_progress
                 .insert(key32().ok_or(corrupt("storage progress key"))?, p);
+        }
+        KIND_KNOWN_SUBTRIE => {
+            mem.known_subtries
+                .insert(key32().ok_or(corrupt("known subtrie key"))?, v);
         }
         _ => {
             mem.storage_done
@@ -836,6 +846,41 @@ impl SyncStore for DiskStore {
         let pk = alloy_primitives::keccak256(&key);
         decode_slots(&self.value(KIND_STORAGE_SLOTS, &pk, &key)?)
     }
+    fn put_known_subtrie(&mut self, first: B256, record: &[u8]) {
+        self.queue(
+            KIND_KNOWN_SUBTRIE,
+            first,
+            first.to_vec(),
+            record.to_vec(),
+            false,
+        );
+    }
+    fn known_subtries(&self, max: usize) -> Vec<(B256, Vec<u8>)> {
+        let (lo, hi) = (B256::ZERO, B256::repeat_byte(0xff));
+        let mut out: std::collections::BTreeMap<B256, Vec<u8>> =
+            match self
+                .disk
+                .entries_in(KIND_KNOWN_SUBTRIE, lo.as_slice(), hi.as_slice())
+            {
+                Ok(v) => v
+                    .into_iter()
+                    .map(|(k, v)| (B256::from_slice(&k), v))
+                    .collect(),
+                // Only a help for the rebuild: without them it hashes the leaves again.
+                Err(e) => {
+                    tracing::warn!("sync store in {}: known subtries not read: {e}", self.dir);
+                    Default::default()
+                }
+            };
+        if self.pending_of_kind[KIND_KNOWN_SUBTRIE as usize] > 0 {
+            for ((kind, k), at) in &self.pending_at {
+                if *kind == KIND_KNOWN_SUBTRIE {
+                    out.insert(*k, self.pending[*at].2.clone());
+                }
+            }
+        }
+        out.into_iter().take(max).collect()
+    }
     fn write_journal(&mut self, bytes: &[u8]) {
         self.journal_now = Some(bytes.to_vec());
         self.journal_pending = true;
@@ -1013,6 +1058,31 @@ mod load_tests {
                     want.storage_done.len() as u64
                 )
             );
+            s.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn known_subtries_are_read_back_pending_and_after_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        run(async move {
+            let mut s = DiskStore::open(&dir).await.unwrap();
+            s.put_known_subtrie(h(2, 9), b"second");
+            s.put_known_subtrie(h(1, 9), b"first");
+            let want = vec![(h(1, 9), b"first".to_vec()), (h(2, 9), b"second".to_vec())];
+            let mut sorted = want.clone();
+            sorted.sort();
+            assert_eq!(s.known_subtries(10), sorted, "pending");
+            s.commit().await.unwrap();
+            s.put_known_subtrie(h(3, 9), b"third");
+            assert_eq!(s.known_subtries(10).len(), 3, "committed and pending");
+            assert_eq!(s.known_subtries(2).len(), 2, "at most max");
+            s.close().await.unwrap();
+            let s = DiskStore::open(&dir).await.unwrap();
+            let back = s.known_subtries(10);
+            assert_eq!(back.len(), 3);
+            assert_eq!(&back[..2], &sorted[..]);
             s.close().await.unwrap();
         });
     }

@@ -83,6 +83,12 @@ pub trait SyncStore {
     fn storage_progress(&self, account: &B256) -> Option<StorageProgress>;
     /// The run stored by `put_storage_slots` for `account` at `origin`, if it can be read.
     fn storage_run(&self, account: &B256, origin: &B256) -> Option<SlotRun>;
+    /// A subtrie of the account trie a verified range built whole (snap), by its first
+    /// leaf: kept so that the rebuild after a restart references it instead of hashing
+    /// its leaves again. The record is checked against the stored leaves before use.
+    fn put_known_subtrie(&mut self, first: B256, record: &[u8]);
+    /// Every record kept by [`SyncStore::put_known_subtrie`], at most `max`.
+    fn known_subtries(&self, max: usize) -> Vec<(B256, Vec<u8>)>;
     /// Replace the journal atomically.
     fn write_journal(&mut self, bytes: &[u8]);
     fn read_journal(&self) -> Option<Vec<u8>>;
@@ -205,6 +211,8 @@ pub struct MemStore {
     pub storage_slots: BTreeMap<(B256, B256), SlotRun>,
     /// Incomplete storage tries: (storage root, sub-ranges left).
     pub storage_progress: HashMap<B256, (B256, Vec<(B256, B256)>)>,
+    /// Subtries verified ranges built, by first leaf (see [`SyncStore::put_known_subtrie`]).
+    pub known_subtries: BTreeMap<B256, Vec<u8>>,
     pub journal: Option<Vec<u8>>,
     /// Writes of an item that was already present (should stay 0 for content-addressed data).
     pub duplicate_writes: u64,
@@ -317,6 +325,16 @@ impl SyncStore for MemStore {
     }
     fn storage_run(&self, account: &B256, origin: &B256) -> Option<SlotRun> {
         self.storage_slots.get(&(*account, *origin)).cloned()
+    }
+    fn put_known_subtrie(&mut self, first: B256, record: &[u8]) {
+        self.known_subtries.insert(first, record.to_vec());
+    }
+    fn known_subtries(&self, max: usize) -> Vec<(B256, Vec<u8>)> {
+        self.known_subtries
+            .iter()
+            .take(max)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
     fn write_journal(&mut self, bytes: &[u8]) {
         self.journal = Some(bytes.to_vec());

@@ -166,6 +166,8 @@ impl Engine {
                 continue;
             }
             let block = build_block(&leaves, k, &mut self.known_subtries, store);
+            self.progress.rebuild_subtries_reused +=
+                std::mem::take(&mut self.known_subtries.reused);
             let at_k_hash = (block.at_k.len() >= 32).then(|| keccak256(&block.at_k));
             if self.ranges_clean && accounts_complete(&leaves, store) {
                 self.complete.extend(at_k_hash);
@@ -384,14 +386,36 @@ const MAX_KNOWN_SUBTRIES: usize = 1 << 18;
 /// Subtries of the account trie that a verified range built whole (their nodes stored),
 /// by their first leaf: the rebuild references one instead of building it again when the
 /// stored leaves under it are exactly the ones it was built from. Only the maximal
-/// subtries of each range are kept, each until the rebuild uses it (or ends).
-#[derive(Default, Clone)]
+/// subtries of each range are kept, each until the rebuild uses it (or ends). Each is
+/// also written to the store (after its nodes), so that the rebuild after a restart finds
+/// them too; the digest's keys are fixed for that.
+#[derive(Clone)]
 pub(super) struct KnownSubtries {
     by_first: alloy_primitives::map::HashMap<B256, KnownSubtrie>,
-    hasher: alloy_primitives::map::DefaultHashBuilder,
+    hasher: ahash::RandomState,
+    /// Subtries the rebuild referenced (taken and matching their leaves).
+    pub(super) reused: u64,
+    /// Written to the store as remembered (the account trie's, for a restart's rebuild).
+    kept: bool,
 }
 
-#[derive(Debug, Clone)]
+impl Default for KnownSubtries {
+    fn default() -> Self {
+        KnownSubtries {
+            by_first: Default::default(),
+            hasher: ahash::RandomState::with_seeds(
+                0x6b6e_6f77_6e5f_7375,
+                0x6274_7269_6573_5f64,
+                0x6967_6573_745f_6b65,
+                0x7973_5f76_315f_3030,
+            ),
+            reused: 0,
+            kept: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct KnownSubtrie {
     /// Where its top node sits (the length of its path).
     depth: usize,
@@ -400,6 +424,41 @@ struct KnownSubtrie {
     last: B256,
     /// A digest of its leaves (keys and values), to check them against the stored ones.
     digest: u64,
+}
+
+impl KnownSubtrie {
+    /// The stored record: depth u8, count u64 LE, last key, digest u64 LE, then 32 bytes
+    /// of hash or an embedded node (shorter).
+    fn record(&self) -> Vec<u8> {
+        let mut r = Vec::with_capacity(49 + 32);
+        r.push(self.depth as u8);
+        r.extend_from_slice(&(self.count as u64).to_le_bytes());
+        r.extend_from_slice(self.last.as_slice());
+        r.extend_from_slice(&self.digest.to_le_bytes());
+        match &self.node {
+            NodeRef::Hash(h) => r.extend_from_slice(h.as_slice()),
+            NodeRef::Embedded(b) => r.extend_from_slice(b),
+        }
+        r
+    }
+
+    fn from_record(r: &[u8]) -> Option<KnownSubtrie> {
+        if r.len() < 50 || r[0] as usize > 64 {
+            return None;
+        }
+        let node = &r[49..];
+        Some(KnownSubtrie {
+            depth: r[0] as usize,
+            count: u64::from_le_bytes(r[1..9].try_into().ok()?) as usize,
+            last: B256::from_slice(&r[9..41]),
+            digest: u64::from_le_bytes(r[41..49].try_into().ok()?),
+            node: match node.len() {
+                32 => NodeRef::Hash(B256::from_slice(node)),
+                n if n < 32 => NodeRef::Embedded(catchup_eth::Bytes::copy_from_slice(node)),
+                _ => return None,
+            },
+        })
+    }
 }
 
 /// The leaves of a subtrie as [`KnownSubtries`] checks them: first and last key, count,
@@ -421,6 +480,14 @@ impl std::fmt::Debug for KnownSubtries {
 }
 
 impl KnownSubtries {
+    /// The account trie's: each subtrie remembered is also written to the store.
+    pub(super) fn kept() -> Self {
+        KnownSubtries {
+            kept: true,
+            ..Default::default()
+        }
+    }
+
     /// What is remembered of the subtrie built from `leaves` (sorted, not empty, the
     /// ones stored), read before the leaves are handed on to the store.
     pub(super) fn leaves_of(&self, leaves: &[(B256, Vec<u8>)]) -> Option<SubtrieLeaves> {
@@ -433,21 +500,40 @@ impl KnownSubtries {
         })
     }
 
-    /// Remember the subtrie at `depth` over leaves read by [`KnownSubtries::leaves_of`].
-    pub(super) fn remember_leaves(&mut self, depth: usize, node: NodeRef, l: SubtrieLeaves) {
+    /// Remember the subtrie at `depth` over leaves read by [`KnownSubtries::leaves_of`]
+    /// (its nodes stored already), and keep it in `store`.
+    pub(super) fn remember_leaves(
+        &mut self,
+        depth: usize,
+        node: NodeRef,
+        l: SubtrieLeaves,
+        store: &mut dyn SyncStore,
+    ) {
         if self.by_first.len() >= MAX_KNOWN_SUBTRIES {
             return;
         }
-        self.by_first.insert(
-            l.first,
-            KnownSubtrie {
-                depth,
-                node,
-                count: l.count,
-                last: l.last,
-                digest: l.digest,
-            },
-        );
+        let k = KnownSubtrie {
+            depth,
+            node,
+            count: l.count,
+            last: l.last,
+            digest: l.digest,
+        };
+        if self.kept {
+            store.put_known_subtrie(l.first, &k.record());
+        }
+        self.by_first.insert(l.first, k);
+    }
+
+    /// Add the subtries `store` kept (a restart), within the cap; a record that does not
+    /// parse is left out (the rebuild then hashes those leaves).
+    pub(super) fn load(&mut self, store: &dyn SyncStore) {
+        let room = MAX_KNOWN_SUBTRIES.saturating_sub(self.by_first.len());
+        for (first, r) in store.known_subtries(room) {
+            if let Some(k) = KnownSubtrie::from_record(&r) {
+                self.by_first.entry(first).or_insert(k);
+            }
+        }
     }
 
     /// The reference of the subtrie at `depth` over `leaves` (the stored ones under its
@@ -462,10 +548,11 @@ impl KnownSubtries {
         }
         let k = self.by_first.remove(&first.0)?;
         let last = leaves.last()?;
-        (k.count == leaves.len()
+        let matches = k.count == leaves.len()
             && k.last == last.0
-            && k.digest == std::hash::BuildHasher::hash_one(&self.hasher, leaves))
-        .then_some(k.node)
+            && k.digest == std::hash::BuildHasher::hash_one(&self.hasher, leaves);
+        self.reused += u64::from(matches);
+        matches.then_some(k.node)
     }
 
     /// How many subtries are remembered.
@@ -602,6 +689,44 @@ fn build_top(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_subtrie_record_reads_back_as_written() {
+        for node in [
+            NodeRef::Hash(B256::repeat_byte(0x5a)),
+            NodeRef::Embedded(catchup_eth::Bytes::from_static(&[0xc2, 0x20, 0x01])),
+        ] {
+            let k = KnownSubtrie {
+                depth: 5,
+                node,
+                count: 1234,
+                last: B256::repeat_byte(0x77),
+                digest: 0x0102_0304_0506_0708,
+            };
+            let r = k.record();
+            assert_eq!(KnownSubtrie::from_record(&r), Some(k));
+            assert_eq!(KnownSubtrie::from_record(&r[..49]), None, "no reference");
+        }
+        let mut long = KnownSubtrie {
+            depth: 1,
+            node: NodeRef::Hash(B256::ZERO),
+            count: 1,
+            last: B256::ZERO,
+            digest: 0,
+        }
+        .record();
+        long.push(0);
+        assert_eq!(KnownSubtrie::from_record(&long), None, "33 bytes");
+    }
+
+    #[test]
+    fn the_leaves_digest_is_the_same_in_every_process() {
+        // Kept across restarts: the digest's keys must not be drawn at random.
+        let leaves = vec![(B256::repeat_byte(1), vec![1, 2, 3])];
+        let a = KnownSubtries::default().leaves_of(&leaves).unwrap();
+        let b = KnownSubtries::kept().leaves_of(&leaves).unwrap();
+        assert_eq!(a.digest, b.digest);
+    }
     use crate::eth::sync::engine::snap::keep_verified_ranges;
     use crate::eth::sync::store::MemStore;
     use std::collections::HashMap;

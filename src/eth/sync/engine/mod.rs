@@ -382,7 +382,7 @@ impl Engine {
             ranges_clean: false,
             storage_left_to_heal: false,
             rebuilding: None,
-            known_subtries: Default::default(),
+            known_subtries: heal::KnownSubtries::kept(),
             node_queue: VecDeque::new(),
             outbox: BTreeMap::new(),
             tasks_sent: 0,

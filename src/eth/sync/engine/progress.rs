@@ -38,6 +38,11 @@ pub struct Progress {
     /// `storage_backlog_accounts` plus one response's worth).
     #[serde(default)]
     pub storage_backlog_peak: u64,
+    /// Subtries of the account trie the snap rebuild referenced by the hash their
+    /// verified range gave (kept in the store across restarts) instead of hashing their
+    /// leaves again.
+    #[serde(default)]
+    pub rebuild_subtries_reused: u64,
     pub elapsed_ms: u64,
 }
 
@@ -62,6 +67,7 @@ impl Progress {
         self.refetched_items += o.refetched_items;
         self.peer_heads += o.peer_heads;
         self.storage_backlog_peak = self.storage_backlog_peak.max(o.storage_backlog_peak);
+        self.rebuild_subtries_reused += o.rebuild_subtries_reused;
         self.elapsed_ms = self.elapsed_ms.max(o.elapsed_ms);
     }
 }

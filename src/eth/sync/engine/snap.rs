@@ -155,6 +155,10 @@ impl Engine {
         self.ranges = ranges;
         self.save_ranges(store);
         self.ranges_clean = !any_stored && !self.storage_left_to_heal;
+        // The subtries the ranges stored before a restart built, for the rebuild.
+        if any_stored && !self.journal.rebuilt {
+            self.known_subtries.load(store);
+        }
     }
 
     /// Whether more storage tries and codes may be opened: account ranges (and the
@@ -903,7 +907,7 @@ pub(super) fn keep_interior_leaves(
             store.put_new_node_owned(*h, std::mem::take(rlp));
         }
         if let Some(l) = l {
-            known.remember_leaves(s.path.len(), s.node, l);
+            known.remember_leaves(s.path.len(), s.node, l, store);
         }
     }
 }
