@@ -333,3 +333,34 @@ fn export_of_an_unsynced_directory_fails_with_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!d.path().join("x.jsonl").exists());
 }
+
+#[test]
+fn serving_a_directory_needs_its_genesis_and_says_how() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_str().unwrap();
+    let out = catchup(&["eth", "serve", "--listen", "127.0.0.1:0", "--datadir", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--genesis") && err.contains("--genesis-hash"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // With a genesis hash, an unsynced directory is refused in one line too.
+    let hash = format!("0x{}", "11".repeat(32));
+    let out = catchup(&[
+        "eth",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--datadir",
+        dir,
+        "--genesis-hash",
+        &hash,
+        "--network-id",
+        "779",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -392,7 +392,7 @@ const MAX_KNOWN_SUBTRIES: usize = 1 << 18;
 #[derive(Clone)]
 pub(super) struct KnownSubtries {
     by_first: alloy_primitives::map::HashMap<B256, KnownSubtrie>,
-    hasher: ahash::RandomState,
+    hasher: alloy_primitives::map::foldhash::fast::FixedState,
     /// Subtries the rebuild referenced (taken and matching their leaves).
     pub(super) reused: u64,
     /// Written to the store as remembered (the account trie's, for a restart's rebuild).
@@ -403,11 +403,8 @@ impl Default for KnownSubtries {
     fn default() -> Self {
         KnownSubtries {
             by_first: Default::default(),
-            hasher: ahash::RandomState::with_seeds(
+            hasher: alloy_primitives::map::foldhash::fast::FixedState::with_seed(
                 0x6b6e_6f77_6e5f_7375,
-                0x6274_7269_6573_5f64,
-                0x6967_6573_745f_6b65,
-                0x7973_5f76_315f_3030,
             ),
             reused: 0,
             kept: false,
