@@ -64,12 +64,6 @@ impl ServingPeer {
         }
     }
 
-    /// Also serve `stored` (read on demand).
-    pub fn with_stored(mut self, stored: Option<Arc<StoredState>>) -> Self {
-        self.stored = stored;
-        self
-    }
-
     fn states(&self) -> impl Iterator<Item = &Arc<StateData>> {
         self.state.iter().chain(self.extra_states.iter())
     }

@@ -16,7 +16,7 @@ use alloy_primitives::B256;
 
 use crate::eth::export::ExportError;
 use crate::eth::serve::{leaves_from_source, StateView, ViewNodes};
-use crate::eth::sync::persist::DiskStore;
+use crate::eth::sync::persist::{DiskStore, PersistError};
 use crate::eth::sync::types::{Body, Header, Receipts};
 
 type Reply<T> = mpsc::SyncSender<Option<T>>;
@@ -151,15 +151,15 @@ fn find_header(
 
 /// One part of a block besides its header.
 trait Part: Sized + Send + 'static {
-    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, String>;
+    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, PersistError>;
     /// The part of a block that has none of it, when `h` says so.
     fn rebuilt(h: &Header) -> Option<Self>;
     fn size(&self) -> usize;
 }
 
 impl Part for Body {
-    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, String> {
-        s.read_body(number).map_err(|e| e.to_string())
+    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, PersistError> {
+        s.read_body(number)
     }
     fn rebuilt(h: &Header) -> Option<Self> {
         empty_body(h).then(|| {
@@ -179,8 +179,8 @@ impl Part for Body {
 }
 
 impl Part for Receipts {
-    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, String> {
-        s.read_receipts(number).map_err(|e| e.to_string())
+    fn read(s: &DiskStore, number: u64) -> Result<Option<Self>, PersistError> {
+        s.read_receipts(number)
     }
     /// Only a block without receipts: the sync may have skipped the others.
     fn rebuilt(h: &Header) -> Option<Self> {
@@ -270,8 +270,8 @@ impl StoredChain {
                     let Some(h) = find_header(st, &candidates, &hash, warn) else {
                         break;
                     };
-                    let got = st.iter().find_map(|s| P::read(s, h.number).transpose());
-                    let Some(p) = found(got.transpose(), warn).or_else(|| P::rebuilt(&h)) else {
+                    let got = first_of(st, |s| P::read(s, h.number));
+                    let Some(p) = found(got, warn).or_else(|| P::rebuilt(&h)) else {
                         break;
                     };
                     size += p.size();
@@ -394,11 +394,8 @@ fn scan_chain(stores: &[DiskStore], max_blocks: u64) -> Result<Option<Scan>, Str
 
 /// Send what a read found; a damaged record is reported (once) and not served: the peer
 /// asks another node.
-fn answer<T>(got: Result<Option<T>, String>, reply: Reply<T>, warn: &mut impl FnMut(String)) {
-    let _ = reply.send(got.unwrap_or_else(|e| {
-        warn(e);
-        None
-    }));
+fn answer<T>(got: Result<Option<T>, String>, reply: Reply<T>, warn: &mut dyn FnMut(String)) {
+    let _ = reply.send(found(got, warn));
 }
 
 /// Most blocks `eth serve --datadir` reads.

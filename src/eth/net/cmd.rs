@@ -78,7 +78,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// Data directory holding the node key (`nodekey`, created when missing). Without it
     /// a fresh key is used for this run only. Without --chain or --era1, what an
-    /// `eth sync` stored there is served (needs --genesis): headers, bodies, receipts and
+    /// `eth sync` stored there is served (needs --genesis, or --genesis-hash and
+    /// --network-id for a chain without forks): headers, bodies, receipts and
     /// state read from the stores on demand (one pass over the headers at start builds a
     /// by-hash index of 16 bytes a block).
     #[arg(long, value_name = "DIR")]
