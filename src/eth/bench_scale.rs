@@ -56,10 +56,11 @@ pub struct EthScaleArgs {
     /// Serving RLPx peers on loopback (1..=32), all honest.
     #[arg(long, value_name = "P", default_value_t = 4)]
     pub peers: usize,
-    /// Memory budget of each shard's store (e.g. 512MiB; default that of `eth sync`): it
-    /// bounds the store's in-memory index of recent keys, its decoded-header cache and
-    /// its index checkpoint; older keys are indexed on disk and the stored state is read
-    /// back on demand. Responses in flight and the engine's queues are not counted.
+    /// Memory budget of each shard (e.g. 512MiB; default that of `eth sync`): it bounds
+    /// the store's in-memory index of recent keys, its decoded-header cache and its index
+    /// checkpoint, the snap engine's backlog of open storage tries and the request window
+    /// (responses in flight); older keys are indexed on disk and the stored state is read
+    /// back on demand. The records put since the last commit are not counted.
     #[arg(long, value_name = "BYTES", value_parser = crate::node::opts::parse_size_bytes)]
     pub memory_budget: Option<u64>,
     /// Blocks of the generated chain (the state sync dominates; headers, bodies and
@@ -585,7 +586,7 @@ fn run_modes(
             memory_budget_bytes: a.memory_budget.unwrap_or(crate::eth::sync::persist::DEFAULT_MEMORY_BUDGET_BYTES),
         }
         .storage_backlog_accounts(),
-        "memory_budget_note": "bounds each shard store's in-memory index of recent keys (older keys are indexed on disk), decoded-header cache and index checkpoint, and the snap engine's backlog of open storage tries (account ranges wait while it is full); the stored state is on disk and read on demand; the records put since the last commit and the responses in flight are not counted against it",
+        "memory_budget_note": "bounds each shard store's in-memory index of recent keys (older keys are indexed on disk), decoded-header cache and index checkpoint, the snap engine's backlog of open storage tries (account ranges wait while it is full) and the request window (a sixteenth for responses in flight, at 2 MiB a response); the stored state is on disk and read on demand; the records put since the last commit are not counted against it",
         "rss_generator_and_peers_bytes": serving_rss,
         "peak_rss_generator_and_peers_bytes": serving_hwm,
         "rss_note": "the serving peers and the generated state live in this process: every peak includes them; sync_rss_share_bytes is the sync's peak above the RSS just before it",

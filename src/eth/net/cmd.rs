@@ -313,10 +313,11 @@ pub struct SyncArgs {
     /// Memory budget of each shard (e.g. 512MiB, 2GiB): bounds the store's index of
     /// recent keys (a quarter; older keys are in sorted index files on disk, with about
     /// 1.4 bytes per key of filters and fences in memory), its decoded-header cache, its
-    /// index checkpoint and the snap engine's backlog of open storage tries (a sixteenth;
-    /// account ranges wait while it is full). Stored state lives on disk and is read back
-    /// on demand; not counted against the budget: the records put since the last commit
-    /// and the responses in flight (at most the request window times the response size).
+    /// index checkpoint, the snap engine's backlog of open storage tries (a sixteenth;
+    /// account ranges wait while it is full) and the responses in flight (a sixteenth: the
+    /// request window is cut to it at 2 MiB a response, 16 requests at 512MiB). Stored
+    /// state lives on disk and is read back on demand; not counted against the budget: the
+    /// records put since the last commit.
     /// Reported with the peak RSS in the sync report.
     #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = crate::node::opts::parse_size_bytes)]
     pub memory_budget: u64,

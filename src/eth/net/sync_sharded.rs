@@ -1433,11 +1433,16 @@ pub fn run_sync_sharded_full(
             .retain(|c| c.name != "eth" || c.version == 66);
     }
     if let Some(b) = budget_per_shard {
-        // The engine's backlog of open storage tries takes its share of the budget.
-        cfg.sync.storage_backlog_accounts = StoreBudget {
+        // The engine's backlog of open storage tries and its responses in flight take
+        // their shares of the budget.
+        let budget = StoreBudget {
             memory_budget_bytes: b,
-        }
-        .storage_backlog_accounts();
+        };
+        cfg.sync.storage_backlog_accounts = budget.storage_backlog_accounts();
+        cfg.sync.max_concurrent_requests = cfg
+            .sync
+            .max_concurrent_requests
+            .min(budget.max_requests_in_flight());
     }
     cfg.shards = shards;
     let (cfg, node) = (Arc::new(cfg), Arc::new(node));

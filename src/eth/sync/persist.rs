@@ -117,6 +117,18 @@ impl StoreBudget {
             .max(1024) as usize
     }
 
+    /// Share of the budget (1/N) for the responses in flight.
+    pub const RESPONSES_SHARE: u64 = 16;
+    /// Bytes one response may take in flight: the soft limit peers answer within (as
+    /// geth's `softResponseLimit`; snap responses are asked for at most that).
+    const RESPONSE_BYTES: u64 = 2 << 20;
+
+    /// Requests one shard's engine may have in flight, so that their responses fit the
+    /// budget's share (16 at the default budget; never below 2).
+    pub fn max_requests_in_flight(&self) -> usize {
+        (self.memory_budget_bytes / Self::RESPONSES_SHARE / Self::RESPONSE_BYTES).max(2) as usize
+    }
+
     /// Bytes a cached header takes (raw RLP of a mainnet header plus the decoded fields
     /// and the map entry), rounded up.
     const HEADER_CACHE_ENTRY_BYTES: u64 = 1024;
@@ -895,6 +907,31 @@ mod load_tests {
     use super::*;
 
     use catchup_io::exec::run_unbound as run;
+
+    #[test]
+    fn the_request_window_fits_the_budgets_share_for_responses() {
+        let window = |mib: u64| {
+            StoreBudget {
+                memory_budget_bytes: mib << 20,
+            }
+            .max_requests_in_flight()
+        };
+        // The engine's default window at the default budget.
+        assert_eq!(
+            window(512),
+            crate::eth::sync::config::SyncConfig::default().max_concurrent_requests
+        );
+        assert_eq!(window(64), 2);
+        assert_eq!(window(16), 2, "never below 2");
+        assert_eq!(window(2048), 64);
+        for mib in [16u64, 64, 512, 2048] {
+            let n = window(mib) as u64;
+            assert!(
+                n == 2 || n * (2 << 20) <= (mib << 20) / 16,
+                "{mib} MiB: {n}"
+            );
+        }
+    }
 
     fn h(i: u64, salt: u8) -> B256 {
         let mut b = [salt; 32];
