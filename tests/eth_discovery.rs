@@ -37,8 +37,7 @@ fn serve(seed: &str, bootnode: Option<&str>) -> Server {
 fn serve_on(seed: &str, network_id: &str, bootnode: Option<&str>) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_catchup"));
     cmd.args(["eth", "serve", "--listen", "127.0.0.1:0", "--json"])
-        // A state large enough that the sync outlasts discovery's first lookups: the
-        // test counts the nodes found while it runs.
+        // A state of some size, so that the sync has work for every peer.
         .args(["--generate-accounts", "36000", "--generate-blocks", "48"])
         .args(["--seed", seed, "--network-id", network_id])
         .args(["--discovery", "v4,v5"]);
@@ -105,6 +104,9 @@ fn sync_finds_its_peers_through_one_bootnode() {
             "2",
         ])
         .args(["--pivot-distance", "8", "--progress-every-ms", "1000"])
+        // The vote waits until 7 peers are connected: what discovery finds is counted
+        // whether the sync itself is quick or slow.
+        .args(["--min-peers", "7", "--min-peers-wait-s", "60"])
         .args(["--bootnodes", &boot.enr])
         .args(["--discovery-addr", "127.0.0.1:0"])
         .args([
@@ -179,7 +181,8 @@ fn a_peer_on_another_network_is_dropped_with_its_reason() {
             "1",
         ])
         .args(["--pivot-distance", "8", "--pivot-agreement", "1"])
-        .args(["--max-peers", "1", "--bootnodes", &wrong.enr])
+        .args(["--max-peers", "1", "--min-peers", "1"])
+        .args(["--bootnodes", &wrong.enr])
         .args(["--discovery-addr", "127.0.0.1:0"])
         .args([
             "--genesis-hash",
@@ -236,6 +239,7 @@ fn a_static_peer_is_kept_beside_discovered_ones() {
             "2",
         ])
         .args(["--pivot-distance", "8", "--pivot-agreement", "3"])
+        .args(["--min-peers", "3"])
         .args(["--peer", fixed.listening["enode"].as_str().unwrap()])
         .args(["--bootnodes", &boot.enr])
         .args(["--discovery-addr", "127.0.0.1:0"])
@@ -475,6 +479,7 @@ fn sync_finds_its_peers_in_a_dns_tree() {
             "2",
         ])
         .args(["--pivot-distance", "8", "--pivot-agreement", "2"])
+        .args(["--min-peers", "3"])
         .args(["--dns-list", &link, "--dns-server", &dns.addr.to_string()])
         .args(["--discovery-addr", "127.0.0.1:0"])
         .args([

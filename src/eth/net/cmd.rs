@@ -173,6 +173,15 @@ pub struct SyncDiscoveryArgs {
     /// --peer entries come on top and are always kept.
     #[arg(long, default_value_t = 25, value_name = "N")]
     pub max_peers: usize,
+    /// Connected peers (given and discovered) the pivot vote waits for, so that the pivot
+    /// is agreed among many peers rather than the first few found (as geth waits for 5).
+    /// Default: 5 with discovery, 0 (no wait) with only --peer.
+    #[arg(long, value_name = "N")]
+    pub min_peers: Option<usize>,
+    /// The longest wait for --min-peers, from the start; then the vote goes ahead with the
+    /// peers connected by then.
+    #[arg(long, default_value_t = 10, value_name = "S")]
+    pub min_peers_wait_s: u64,
     /// UDP address discovery binds (port 0 picks one).
     #[arg(long, default_value = "0.0.0.0:30303", value_name = "ADDR")]
     pub discovery_addr: SocketAddr,
@@ -878,6 +887,11 @@ pub fn run_sync_cmd(a: &SyncArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
             .pivot_agreement
             .unwrap_or_else(|| default_pivot_agreement(peers_known)),
         peers_given: peers_known,
+        min_peers: a
+            .disc
+            .min_peers
+            .unwrap_or(if discovery.is_some() { 5 } else { 0 }),
+        min_peers_wait_ms: a.disc.min_peers_wait_s.saturating_mul(1000),
         fetch_receipts: a.receipts,
         status_check_ms: a.status_check_s.saturating_mul(1000),
         stall_timeout_ms: a.stall_timeout_s.max(1).saturating_mul(1000),

@@ -976,6 +976,8 @@ mod tests {
             dns_list: Vec::new(),
             dns_server: None,
             max_peers: 25,
+            min_peers: None,
+            min_peers_wait_s: 10,
             discovery_addr: "127.0.0.1:0".parse().unwrap(),
             nat: None,
             ext_ip: None,

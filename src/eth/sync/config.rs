@@ -67,6 +67,12 @@ pub struct SyncConfig {
     /// Peers the sync was given (0: unknown). A peer caught lying no longer counts: when
     /// fewer than `pivot_agreement` of the given peers remain uncaught, that many suffice.
     pub peers_given: usize,
+    /// Connected peers the peers' vote waits for before it picks the pivot (0: none), so
+    /// that a sync finding its peers by discovery votes among many rather than the first
+    /// few (as geth waits for 5 sync peers). The vote starts anyway once
+    /// `min_peers_wait_ms` have passed since the start.
+    pub min_peers: usize,
+    pub min_peers_wait_ms: u64,
     pub header_batch: u64,
     pub body_batch: usize,
     /// Trie nodes per GetNodeData / GetTrieNodes request.
@@ -128,6 +134,8 @@ impl Default for SyncConfig {
             pivot_distance: 128,
             pivot_agreement: 3,
             peers_given: 0,
+            min_peers: 0,
+            min_peers_wait_ms: 10_000,
             repivot_slack: 64,
             status_check_ms: 30_000,
             header_batch: 192,

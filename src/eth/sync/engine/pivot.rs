@@ -378,9 +378,22 @@ impl Engine {
 
     /// Coordinator: ask the peers for their status while there is no pivot, and again
     /// now and then to re-select it.
+    /// Before the first pivot, while fewer than `min_peers` peers are connected and
+    /// `min_peers_wait_ms` has not passed: (connected, wanted, ms left).
+    pub(super) fn peers_awaited(&self) -> Option<(usize, usize, u64)> {
+        let want = self.cfg.min_peers;
+        let live = self.peers.live();
+        let since = self.now_ms - self.started_ms.unwrap_or(self.now_ms);
+        let left = self.cfg.min_peers_wait_ms.saturating_sub(since);
+        (want > 0 && live < want && left > 0 && self.pivot.is_none()).then_some((live, want, left))
+    }
+
     pub(super) fn tick_pivot(&mut self, out: &mut Vec<Action>) {
         if self.pivot.is_none() {
             self.try_resume_pivot();
+        }
+        if self.peers_awaited().is_some() {
+            return;
         }
         let now = self.now_ms;
         let agreement = self.agreement();

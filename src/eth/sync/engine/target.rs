@@ -75,7 +75,12 @@ impl Engine {
     pub(super) fn waiting_for(&self) -> Option<String> {
         let c = self.coord.as_ref()?;
         if !self.targeted() {
-            return None;
+            return self.peers_awaited().map(|(live, want, left_ms)| {
+                format!(
+                    "{want} connected peers before the pivot vote ({live} so far; --min-peers), at most {} s more",
+                    left_ms.div_ceil(1000)
+                )
+            });
         }
         match c.target.wanted {
             None => Some(
@@ -549,5 +554,62 @@ mod tests {
         let s = e.status();
         assert_eq!((s.target.as_str(), s.head_trusted), ("peer-vote", false));
         assert_eq!(s.waiting_for, None);
+    }
+
+    fn status_asks(acts: &[Action]) -> usize {
+        acts.iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        req: Request::Status,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_peers_vote_waits_for_min_peers_or_the_end_of_the_wait() {
+        let store = MemStore::default();
+        let cfg = SyncConfig {
+            pivot_agreement: 1,
+            min_peers: 3,
+            min_peers_wait_ms: 5_000,
+            ..SyncConfig::default()
+        };
+        // Three peers join one after the other: no vote before the third.
+        let mut e = Engine::new(cfg.clone(), 0, 1, &store);
+        let mut st = MemStore::default();
+        let mut out = Vec::new();
+        e.handle(0, Event::Tick, &mut st, &mut out);
+        for (p, at) in [(1, 100), (2, 1_000)] {
+            e.handle(at, Event::PeerJoined(p), &mut st, &mut out);
+            e.handle(at + 100, Event::Tick, &mut st, &mut out);
+        }
+        assert_eq!(status_asks(&out), 0);
+        let w = e.status().waiting_for.expect("says what it waits for");
+        assert!(
+            w.contains("3 connected peers") && w.contains("2 so far"),
+            "{w}"
+        );
+        assert!(
+            w.contains("--min-peers") && w.contains("at most 4 s"),
+            "{w}"
+        );
+        e.handle(2_000, Event::PeerJoined(3), &mut st, &mut out);
+        e.handle(2_100, Event::Tick, &mut st, &mut out);
+        assert_eq!(status_asks(&out), 3);
+        assert_eq!(e.status().waiting_for, None);
+
+        // One peer only: the vote starts when the wait ends, with it.
+        let mut e = Engine::new(cfg, 0, 1, &store);
+        let mut out = Vec::new();
+        e.handle(0, Event::PeerJoined(1), &mut st, &mut out);
+        e.handle(4_900, Event::Tick, &mut st, &mut out);
+        assert_eq!(status_asks(&out), 0);
+        e.handle(5_000, Event::Tick, &mut st, &mut out);
+        assert_eq!(status_asks(&out), 1);
     }
 }
