@@ -260,6 +260,9 @@ fn exported_state_gives_the_pivot_root() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["state"], true, "{v}");
     assert_eq!(v["head_number"], 600, "{v}");
+    // The first start reads the headers and keeps their index for the next.
+    assert_eq!(v["chain_index"], "scanned", "{v}");
+    assert!(datadir.path().join("chain-index.bin").exists());
     let enode = v["enode"].as_str().unwrap().to_string();
     for mode in ["fast", "snap"] {
         let again = tempfile::tempdir().unwrap();

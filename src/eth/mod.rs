@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod bench_scale;
+pub mod chain_index;
 pub mod engine_api;
 pub mod export;
 pub mod net;

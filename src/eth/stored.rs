@@ -6,7 +6,8 @@
 //! the bodies and receipts are loaded into memory: [`StoredState`] implements
 //! [`StateView`], so account and storage ranges, proofs and trie nodes by path are walked
 //! node by node from the store, and [`StoredChain`] holds only the head header and a
-//! by-hash index of 16 bytes a block, built by one pass over the headers at start.
+//! by-hash index of 16 bytes a block, built by one pass over the headers at the first
+//! start and mapped from `chain-index.bin` at the next ones (see [`chain_index`]).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::sync::mpsc;
 
 use alloy_primitives::B256;
 
+use crate::eth::chain_index::{self, Fingerprint, HashIndex};
 use crate::eth::export::ExportError;
 use crate::eth::serve::{leaves_from_source, StateView, ViewNodes};
 use crate::eth::sync::persist::{DiskStore, PersistError};
@@ -111,8 +113,11 @@ pub struct StoredChain {
     pub difficulty: u128,
     /// The head's timestamp.
     pub head_time: u64,
-    /// `(first 8 bytes of the block's hash, number)`, sorted.
-    by_hash: Vec<(u64, u64)>,
+    /// `(first 8 bytes of the block's hash, number)`, sorted: mapped from the data
+    /// directory's `chain-index.bin`.
+    by_hash: HashIndex,
+    /// Whether the index came from that file or from reading the headers.
+    pub index: IndexUse,
     reader: Reader,
 }
 
@@ -192,20 +197,15 @@ impl Part for Receipts {
 }
 
 impl StoredChain {
-    /// Bytes the by-hash index holds (16 a block).
-    pub fn index_bytes(&self) -> usize {
-        self.by_hash.capacity() * std::mem::size_of::<(u64, u64)>()
+    /// Bytes of the by-hash index (16 a block), and whether they are mapped from the
+    /// file rather than in the heap.
+    pub fn index_bytes(&self) -> (usize, bool) {
+        (self.by_hash.bytes(), self.by_hash.mapped())
     }
 
     /// The served blocks whose hash starts as `hash` does (usually one).
     fn candidates(&self, hash: &B256) -> Vec<u64> {
-        let p = hash_prefix(hash);
-        let i = self.by_hash.partition_point(|e| e.0 < p);
-        self.by_hash[i..]
-            .iter()
-            .take_while(|e| e.0 == p)
-            .map(|e| e.1)
-            .collect()
+        self.by_hash.numbers_of(hash_prefix(hash))
     }
 
     /// The number of the served block whose hash is `hash` (its header is read and
@@ -353,43 +353,147 @@ impl ChainStores {
 struct Scan {
     genesis: B256,
     head: Header,
+    by_hash: HashIndex,
+    difficulty: u128,
+    head_time: u64,
+    index: IndexUse,
+}
+
+/// How `eth serve --datadir` had its by-hash index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexUse {
+    /// Every header was read (no usable `chain-index.bin`); the file was written.
+    Scanned,
+    /// From `chain-index.bin`, without reading the headers.
+    Loaded,
+    /// From `chain-index.bin`, and the blocks stored past its head since were read.
+    Extended,
+}
+
+/// A scan in progress: blocks 1..=head read.
+#[derive(Default)]
+struct Walk {
+    genesis: Option<B256>,
+    head: Option<Header>,
     by_hash: Vec<(u64, u64)>,
     difficulty: u128,
     head_time: u64,
 }
 
-/// Blocks 1, 2, … while the header is stored and the body is stored or empty (at most
-/// `max_blocks`). Only the headers are read; bodies are looked up in the index.
-fn scan_chain(stores: &[DiskStore], max_blocks: u64) -> Result<Option<Scan>, String> {
-    let mut scan: Option<Scan> = None;
-    let mut by_hash = Vec::new();
-    let (mut difficulty, mut head_time) = (0u128, 0u64);
-    let mut n = 1u64;
+/// Block `n`'s header when it is served: its header is stored, and its body is stored
+/// or empty (only the store's index is looked at for the body).
+fn served_header(stores: &[DiskStore], n: u64) -> Result<Option<Header>, String> {
+    let Some(h) = first_of(stores, |s| s.read_header(n))? else {
+        return Ok(None);
+    };
+    Ok((empty_body(&h) || stores.iter().any(|s| s.has_committed_body(n))).then_some(h))
+}
+
+/// Go on reading blocks past `w`'s head while they are served (at most `max_blocks`).
+fn scan_chain(stores: &[DiskStore], max_blocks: u64, mut w: Walk) -> Result<Walk, String> {
+    let mut n = w.head.as_ref().map_or(1, |h| h.number + 1);
     while n <= max_blocks {
-        let Some(h) = first_of(stores, |s| s.read_header(n))? else {
+        let Some(h) = served_header(stores, n)? else {
             break;
         };
-        if !empty_body(&h) && !stores.iter().any(|s| s.has_committed_body(n)) {
-            break;
-        }
         if let Some((_, time, d)) =
             crate::eth::net::chainspec::header_number_time_difficulty(&h.raw)
         {
-            difficulty = difficulty.saturating_add(d);
-            head_time = time;
+            w.difficulty = w.difficulty.saturating_add(d);
+            w.head_time = time;
         }
-        by_hash.push((hash_prefix(&h.hash), n));
-        scan = Some(Scan {
-            genesis: scan.as_ref().map_or(h.parent_hash, |s| s.genesis),
-            head: h,
-            by_hash: Vec::new(),
-            difficulty,
-            head_time,
-        });
+        w.by_hash.push((hash_prefix(&h.hash), n));
+        w.genesis.get_or_insert(h.parent_hash);
+        w.head = Some(h);
         n += 1;
     }
-    by_hash.sort_unstable();
-    Ok(scan.map(|s| Scan { by_hash, ..s }))
+    Ok(w)
+}
+
+/// The chain of `datadir`: from its `chain-index.bin` when that still describes the
+/// stored chain (extended by the blocks stored since), else by a scan of the headers,
+/// after which the file is written for the next start.
+fn open_chain(datadir: &Path, stores: &[DiskStore]) -> Result<Option<Scan>, String> {
+    let shown = datadir.display();
+    let loaded = chain_index::load(datadir).unwrap_or_else(|why| {
+        tracing::warn!("{why}; reading the headers again");
+        None
+    });
+    if let Some((fp, idx)) = loaded {
+        match first_of(stores, |s| s.read_header(fp.head_number))? {
+            Some(head) if head.hash == fp.head_hash => {
+                let w = Walk {
+                    genesis: Some(fp.genesis),
+                    head: None,
+                    by_hash: Vec::new(),
+                    difficulty: fp.difficulty,
+                    head_time: fp.head_time,
+                };
+                if served_header(stores, fp.head_number + 1)?.is_none()
+                    || fp.head_number >= MAX_SERVED_BLOCKS
+                {
+                    return Ok(Some(Scan {
+                        genesis: fp.genesis,
+                        head,
+                        by_hash: idx,
+                        difficulty: w.difficulty,
+                        head_time: w.head_time,
+                        index: IndexUse::Loaded,
+                    }));
+                }
+                let w = Walk {
+                    head: Some(head),
+                    by_hash: idx.into_vec(),
+                    ..w
+                };
+                let w = scan_chain(stores, MAX_SERVED_BLOCKS, w)?;
+                return Ok(keep_index(datadir, w, IndexUse::Extended));
+            }
+            _ => tracing::warn!(
+                "{shown}/{}: made for another chain head; reading the headers again",
+                chain_index::FILE
+            ),
+        }
+    }
+    let w = scan_chain(stores, MAX_SERVED_BLOCKS, Walk::default())?;
+    Ok(keep_index(datadir, w, IndexUse::Scanned))
+}
+
+/// Sort what a scan read, write it to `chain-index.bin` and serve from the mapped file
+/// (from memory when it cannot be written: the next start reads the headers again).
+fn keep_index(datadir: &Path, mut w: Walk, index: IndexUse) -> Option<Scan> {
+    let head = w.head?;
+    let genesis = w.genesis.unwrap_or(head.parent_hash);
+    w.by_hash.sort_unstable();
+    let fp = Fingerprint {
+        head_number: head.number,
+        head_hash: head.hash,
+        genesis,
+        difficulty: w.difficulty,
+        head_time: w.head_time,
+    };
+    let by_hash = match chain_index::write(datadir, &fp, &w.by_hash) {
+        Ok(()) => match chain_index::load(datadir) {
+            Ok(Some((_, m))) => m,
+            _ => HashIndex::Owned(w.by_hash),
+        },
+        Err(e) => {
+            tracing::warn!(
+                "{}: could not write {}: {e}; the next start reads the headers again",
+                datadir.display(),
+                chain_index::FILE
+            );
+            HashIndex::Owned(w.by_hash)
+        }
+    };
+    Some(Scan {
+        genesis,
+        head,
+        by_hash,
+        difficulty: w.difficulty,
+        head_time: w.head_time,
+        index,
+    })
 }
 
 /// Send what a read found; a damaged record is reported (once) and not served: the peer
@@ -416,6 +520,7 @@ pub fn open_stored(
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
     let (tx, rx) = mpsc::channel::<Query>();
     let shown = datadir.display().to_string();
+    let datadir_owned = datadir.to_path_buf();
     std::thread::Builder::new()
         .name("serve-store".into())
         .spawn(move || {
@@ -431,7 +536,7 @@ pub fn open_stored(
                         }
                     }
                 }
-                let chain = scan_chain(&stores, MAX_SERVED_BLOCKS);
+                let chain = open_chain(&datadir_owned, &stores);
                 let has_root = match root {
                     Some(r) => first_of(&stores, |s| s.read_node(&r)).map(|n| n.is_some()),
                     None => Ok(false),
@@ -482,12 +587,23 @@ pub fn open_stored(
         }),
         _ => None,
     };
+    if let Some(s) = &scan {
+        tracing::info!(
+            blocks = s.head.number,
+            how = ?s.index,
+            mapped = s.by_hash.mapped(),
+            "{}: the chain's by-hash index ({})",
+            datadir.display(),
+            chain_index::FILE
+        );
+    }
     let chain = scan.map(|s| StoredChain {
         genesis: s.genesis,
         head: s.head,
         difficulty: s.difficulty,
         head_time: s.head_time,
         by_hash: s.by_hash,
+        index: s.index,
         reader,
     });
     Ok((chain, state))
@@ -552,7 +668,9 @@ mod tests {
         let chain = Arc::new(chain.expect("block 1 is stored"));
         assert_eq!(chain.head.number, head);
         assert_eq!(chain.genesis, c.headers[0].hash);
-        assert!(chain.index_bytes() <= 16 * 64, "{}", chain.index_bytes());
+        assert_eq!(chain.index, IndexUse::Scanned);
+        assert_eq!(chain.index_bytes(), (16 * head as usize, true));
+        assert!(chain_index::path(d.path()).exists());
         let peer = ServingPeer::from_stored(chain.clone(), None);
         let hash = |n: usize| c.headers[n].hash;
 
@@ -633,5 +751,101 @@ mod tests {
                 assert_eq!(r[0], c.receipts[n].clone().unwrap(), "block {n}");
             }
         }
+    }
+
+    /// Open the directory again once the last reader thread has let go of its lock.
+    fn reopen(dir: &Path) -> StoredChain {
+        let t = std::time::Instant::now();
+        loop {
+            match open_stored(dir, None) {
+                Ok((c, _)) => return c.expect("block 1 is stored"),
+                Err(e) if t.elapsed().as_secs() < 10 && e.to_string().contains("in use") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Every block of 1..=head by hash, through `chain`'s index.
+    fn all_found(chain: &StoredChain, c: &ChainData) -> bool {
+        (1..=chain.head.number).all(|n| chain.number_of(&c.headers[n as usize].hash) == Some(n))
+    }
+
+    #[test]
+    fn the_chain_index_is_kept_reused_extended_and_rebuilt_when_damaged() {
+        let c = (0..64)
+            .map(|seed| generate_chain(30, B256::ZERO, seed))
+            .find(|c| (21..=30).any(|n| !is_empty_body(&c.bodies[n])))
+            .expect("a block past 20 with a body");
+        let d = tempfile::tempdir().unwrap();
+        write_dir(d.path(), &c);
+        let first = reopen(d.path());
+        assert_eq!(first.index, IndexUse::Scanned);
+        let (head, difficulty, time) = (first.head.number, first.difficulty, first.head_time);
+        assert!(head < 30 && all_found(&first, &c));
+        drop(first);
+
+        // Read from the file, same chain, without reading the headers.
+        let again = reopen(d.path());
+        assert_eq!(again.index, IndexUse::Loaded);
+        assert_eq!(
+            (again.head.number, again.difficulty, again.head_time),
+            (head, difficulty, time)
+        );
+        assert_eq!(again.genesis, c.headers[0].hash);
+        assert!(all_found(&again, &c));
+        assert!(again
+            .number_of(&c.headers[head as usize + 1].hash)
+            .is_none());
+        drop(again);
+
+        // The bodies of 21..=30 stored since: the file is extended to block 30.
+        catchup_io::exec::run_unbound(async {
+            let mut b = DiskStore::open(&d.path().join("shard-1")).await.unwrap();
+            for n in 21..=30usize {
+                if !is_empty_body(&c.bodies[n]) {
+                    b.put_body(n as u64, &c.bodies[n]);
+                }
+            }
+            b.commit().await.unwrap();
+            b.close().await.unwrap();
+        });
+        let longer = reopen(d.path());
+        assert_eq!((longer.index, longer.head.number), (IndexUse::Extended, 30));
+        assert!(all_found(&longer, &c));
+        let extended = (longer.difficulty, longer.head_time, longer.genesis);
+        drop(longer);
+        assert_eq!(reopen(d.path()).index, IndexUse::Loaded);
+
+        // A damaged file, and one made for another head, are replaced by a scan.
+        let p = chain_index::path(d.path());
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&p, &bytes).unwrap();
+        let rebuilt = reopen(d.path());
+        assert_eq!(
+            (rebuilt.index, rebuilt.head.number),
+            (IndexUse::Scanned, 30)
+        );
+        assert!(all_found(&rebuilt, &c));
+        // What the extension summed is what a whole scan sums.
+        assert_eq!(
+            (rebuilt.difficulty, rebuilt.head_time, rebuilt.genesis),
+            extended
+        );
+        drop(rebuilt);
+        let fp = Fingerprint {
+            head_number: 30,
+            head_hash: B256::repeat_byte(1),
+            genesis: c.headers[0].hash,
+            difficulty: 0,
+            head_time: 0,
+        };
+        chain_index::write(d.path(), &fp, &vec![(0, 1); 30]).unwrap();
+        let rebuilt = reopen(d.path());
+        assert_eq!(rebuilt.index, IndexUse::Scanned);
+        assert!(all_found(&rebuilt, &c));
     }
 }

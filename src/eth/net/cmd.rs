@@ -80,8 +80,9 @@ pub struct ServeArgs {
     /// a fresh key is used for this run only. Without --chain or --era1, what an
     /// `eth sync` stored there is served (needs --genesis, or --genesis-hash and
     /// --network-id for a chain without forks): headers, bodies, receipts and
-    /// state read from the stores on demand (one pass over the headers at start builds a
-    /// by-hash index of 16 bytes a block).
+    /// state read from the stores on demand. The first start reads every header once to
+    /// build a by-hash index of 16 bytes a block and keeps it in DIR/chain-index.bin;
+    /// later starts map that file (checked against the stored head) instead.
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
     /// Shards (executors) accepting peers.
@@ -603,7 +604,8 @@ pub fn run_serve(a: &ServeArgs, _global: &GlobalOpts) -> anyhow::Result<i32> {
                    "head_hash": format!("0x{}", hex::encode(shown.head_hash)), "genesis_hash": format!("0x{}", hex::encode(shown.genesis)), "head_state_root": format!("{}", chain.head_state_root()), "network_id": status.network_id, "fork_id": format!("0x{}", hex::encode(status.fork_id.hash)),
                    "state": state.is_some() || matches!(chain, ServedChain::Stored(_, Some(_))), "profile": format!("{:?}", a.profile).to_lowercase(), "shards": a.shards,
                    "protocols": local.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                   "grow_every_ms": a.grow_every_ms, "state_history": a.state_history})
+                   "grow_every_ms": a.grow_every_ms, "state_history": a.state_history,
+                   "chain_index": match &chain { ServedChain::Stored(c, _) => Some(format!("{:?}", c.index).to_lowercase()), _ => None }})
         .to_string();
     } else {
         stdout_line.push_str(&enode);
