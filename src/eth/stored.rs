@@ -225,6 +225,10 @@ impl StoredChain {
     /// they stay within `max_bytes` (the one that reaches it included).
     pub fn headers(&self, numbers: Vec<u64>, max_bytes: usize) -> Vec<Vec<u8>> {
         let head = self.head.number;
+        if numbers.first().is_none_or(|&n| n == 0 || n > head) || max_bytes == 0 {
+            // Nothing to read: no round trip to the reader thread.
+            return Vec::new();
+        }
         self.reader
             .run(move |st, warn| {
                 let mut out = Vec::new();
