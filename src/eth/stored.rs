@@ -806,7 +806,19 @@ mod tests {
 
         // The bodies of 21..=30 stored since: the file is extended to block 30.
         catchup_io::exec::run_unbound(async {
-            let mut b = DiskStore::open(&d.path().join("shard-1")).await.unwrap();
+            // Once the last reader thread has closed it.
+            let t = std::time::Instant::now();
+            let mut b = loop {
+                match DiskStore::open(&d.path().join("shard-1")).await {
+                    Ok(b) => break b,
+                    Err(e)
+                        if t.elapsed().as_secs() < 10 && e.to_string().contains("already open") =>
+                    {
+                        glommio::timer::sleep(std::time::Duration::from_millis(20)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
             for n in 21..=30usize {
                 if !is_empty_body(&c.bodies[n]) {
                     b.put_body(n as u64, &c.bodies[n]);

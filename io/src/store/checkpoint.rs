@@ -100,7 +100,7 @@ pub(crate) fn encode(meta: &Meta<'_>, index: &Index, full: bool) -> Vec<u8> {
             for (key, loc) in m.full_entries() {
                 out.push(kind as u8);
                 out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-                out.extend_from_slice(key);
+                out.extend_from_slice(&key);
                 out.extend_from_slice(&loc.seg.to_le_bytes());
                 out.extend_from_slice(&loc.off.to_le_bytes());
                 out.extend_from_slice(&loc.len.to_le_bytes());

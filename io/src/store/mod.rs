@@ -275,6 +275,15 @@ fn fp_part(f: u128) -> usize {
 #[derive(Debug, Clone, Default)]
 struct KindMap {
     full: HashMap<Box<[u8]>, Loc, ahash::RandomState>,
+    /// Keys of 8 bytes (block numbers: headers, bodies, receipts) kept inline as
+    /// big-endian integers: 24 bytes a bucket instead of 32 and an 8-byte allocation.
+    short: HashMap<u64, Loc, ahash::RandomState>,
+    /// 8-byte keys below `dense.len()`, by value (16 bytes a key; a hole has `len` 0).
+    /// It grows to cover a new key while at least a quarter of it would be used, so
+    /// block numbers, which come close together, end up here whatever their order.
+    dense: Vec<Loc>,
+    /// Keys in `dense`.
+    dense_len: usize,
     /// Fingerprinted entries in [`FP_PARTS`] maps by the fingerprint's first byte (empty
     /// unless the kind is fingerprinted): each map grows on its own, so growing the
     /// index never holds two copies of all of it.
@@ -301,44 +310,109 @@ impl KindMap {
     }
 
     fn contains_key(&self, key: &[u8]) -> bool {
-        match self.fp_of(key) {
-            Some(f) => self.fp[fp_part(f)].contains_key(&f),
-            None => self.full.contains_key(key),
+        match (self.fp_of(key), short_key(key)) {
+            (Some(f), _) => self.fp[fp_part(f)].contains_key(&f),
+            (None, Some(k)) => self.short_get(k).is_some(),
+            (None, None) => self.full.contains_key(key),
         }
     }
 
     fn get(&self, key: &[u8]) -> Option<&Loc> {
-        match self.fp_of(key) {
-            Some(f) => self.fp[fp_part(f)].get(&f),
-            None => self.full.get(key),
+        match (self.fp_of(key), short_key(key)) {
+            (Some(f), _) => self.fp[fp_part(f)].get(&f),
+            (None, Some(k)) => self.short_get(k),
+            (None, None) => self.full.get(key),
         }
     }
 
     fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
-        match self.fp_of(key) {
-            Some(f) => {
+        match (self.fp_of(key), short_key(key)) {
+            (Some(f), _) => {
                 let old = self.fp[fp_part(f)].insert(f, loc);
                 self.fp_len += old.is_none() as usize;
                 old
             }
-            None => self.full.insert(key.into(), loc),
+            (None, Some(k)) => self.short_insert(k, loc),
+            (None, None) => self.full.insert(key.into(), loc),
         }
     }
 
+    fn short_get(&self, k: u64) -> Option<&Loc> {
+        match self.dense.get(k as usize) {
+            Some(l) => (l.len != 0).then_some(l),
+            None => self.short.get(&k),
+        }
+    }
+
+    fn short_insert(&mut self, k: u64, loc: Loc) -> Option<Loc> {
+        debug_assert!(loc.len != 0, "a record is never empty");
+        let i = k as usize;
+        if i >= self.dense.len() {
+            // Grow over `k` when a quarter of the new length would hold keys.
+            if (k >> 40) != 0 {
+                return self.short.insert(k, loc);
+            }
+            let keys = self.dense_len + self.short.len() + 1;
+            let want = (i + 1).next_power_of_two().max(1024);
+            if keys.saturating_mul(4) < want {
+                return self.short.insert(k, loc);
+            }
+            self.dense.resize(want, Loc::HOLE);
+            let moved: Vec<u64> = self
+                .short
+                .keys()
+                .copied()
+                .filter(|&m| (m as usize) < want)
+                .collect();
+            for m in moved {
+                let l = self.short.remove(&m).expect("listed");
+                self.dense[m as usize] = l;
+                self.dense_len += 1;
+            }
+            self.short.shrink_to_fit();
+        }
+        let old = std::mem::replace(&mut self.dense[i], loc);
+        if old.len == 0 {
+            self.dense_len += 1;
+            None
+        } else {
+            Some(old)
+        }
+    }
+
+    fn dense_entries(&self) -> impl Iterator<Item = (u64, &Loc)> {
+        self.dense
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.len != 0)
+            .map(|(k, l)| (k as u64, l))
+    }
+
     fn len(&self) -> usize {
-        self.full.len() + self.fp_total as usize
+        self.full.len() + self.short.len() + self.dense_len + self.fp_total as usize
     }
 
     /// Locations of every key.
     fn values(&self) -> impl Iterator<Item = &Loc> {
         self.full
             .values()
+            .chain(self.short.values())
+            .chain(self.dense_entries().map(|(_, l)| l))
             .chain(self.fp.iter().flat_map(|m| m.values()))
     }
 
-    /// Entries kept with their full key.
-    fn full_entries(&self) -> impl Iterator<Item = (&Box<[u8]>, &Loc)> {
-        self.full.iter()
+    /// Entries kept with their full key (those of 8 bytes included).
+    fn full_entries(&self) -> impl Iterator<Item = (EntryKey<'_>, &Loc)> {
+        self.full
+            .iter()
+            .map(|(k, l)| (EntryKey::Boxed(k), l))
+            .chain(
+                self.short
+                    .iter()
+                    .map(|(k, l)| (*k, l))
+                    .chain(self.dense_entries())
+                    .map(|(k, l)| (EntryKey::Short(k.to_be_bytes()), l)),
+            )
     }
 
     /// Entries kept by fingerprint.
@@ -355,6 +429,28 @@ impl KindMap {
 }
 
 type Index = Vec<KindMap>;
+
+/// An 8-byte key as the integer it is kept as in [`KindMap::short`].
+fn short_key(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+/// A key of [`KindMap::full_entries`]: borrowed, or rebuilt from its integer.
+#[derive(Debug, Clone, Copy)]
+enum EntryKey<'a> {
+    Boxed(&'a [u8]),
+    Short([u8; 8]),
+}
+
+impl std::ops::Deref for EntryKey<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            EntryKey::Boxed(k) => k,
+            EntryKey::Short(k) => k,
+        }
+    }
+}
 
 /// A record's key and value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -380,6 +476,15 @@ struct Loc {
     seg: u32,
     off: u64,
     len: u32,
+}
+
+impl Loc {
+    /// No record (every record has a header, so `len` is never 0).
+    const HOLE: Loc = Loc {
+        seg: 0,
+        off: 0,
+        len: 0,
+    };
 }
 
 /// Counters of one store.

@@ -1930,3 +1930,143 @@ fn a_range_scan_reads_nearby_records_together_and_still_checks_each() {
         s.close().await.unwrap();
     });
 }
+
+/// Keys of 8 bytes (block numbers) are kept as integers beside the other keys of their
+/// kind: found, overwritten, listed and ranged in byte order, through a checkpoint and
+/// through a scan.
+#[test]
+fn eight_byte_keys_live_beside_other_lengths_in_one_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for i in 0..200u64 {
+            let k = i.to_be_bytes().to_vec();
+            let v = value_for(i as u32, 50);
+            s.put(3, &k, &v).await.unwrap();
+            want.insert(k, v);
+            // Keys of 7 and 9 bytes around it, in the same kind.
+            for len in [7usize, 9] {
+                let k: Vec<u8> = i.to_be_bytes().iter().copied().cycle().take(len).collect();
+                let v = value_for(i as u32 + 1000 * len as u32, 30);
+                s.put(3, &k, &v).await.unwrap();
+                want.insert(k, v);
+            }
+        }
+        s.put(3, &7u64.to_be_bytes(), b"newer").await.unwrap();
+        want.insert(7u64.to_be_bytes().to_vec(), b"newer".to_vec());
+        s.flush().await.unwrap();
+        let check = |s: &Store| {
+            let keys: Vec<Vec<u8>> = want.keys().cloned().collect();
+            let mut listed = s.keys_of_kind(3);
+            listed.sort_unstable();
+            assert_eq!(listed, keys);
+            let (lo, hi) = (10u64.to_be_bytes(), 20u64.to_be_bytes());
+            let ranged: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|k| &k[..] >= &lo[..] && &k[..] <= &hi[..])
+                .cloned()
+                .collect();
+            assert_eq!(s.keys_in(3, &lo, &hi), ranged);
+            let entries = s.entries_in(3, &lo, &hi).unwrap();
+            assert_eq!(
+                entries,
+                ranged
+                    .iter()
+                    .map(|k| (k.clone(), want[k].clone()))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(s.stats().keys, want.len() as u64);
+            assert!(s.contains(3, &199u64.to_be_bytes()));
+            assert!(!s.contains(3, &200u64.to_be_bytes()));
+            assert!(!s.contains(2, &1u64.to_be_bytes()));
+        };
+        check(&s);
+        for (k, v) in &want {
+            assert_eq!(s.get(3, k).await.unwrap().as_ref(), Some(v));
+        }
+        s.close().await.unwrap();
+        // Through the checkpoint, then through a scan of the segments.
+        for opts in [ckpt_opts(), small_opts()] {
+            let s = Store::open(&dir, opts).await.unwrap();
+            check(&s);
+            for (k, v) in &want {
+                assert_eq!(s.get(3, k).await.unwrap().as_ref(), Some(v));
+            }
+            s.close().await.unwrap();
+        }
+    });
+}
+
+fn loc_of(i: u64) -> Loc {
+    Loc {
+        seg: (i % 7) as u32,
+        off: i.wrapping_mul(3),
+        len: 1 + (i % 1000) as u32,
+    }
+}
+
+/// A kind's index against a map: every key found with its newest location, listed once.
+fn check_kind_map(m: &KindMap, model: &BTreeMap<u64, Loc>) {
+    assert_eq!(m.len(), model.len());
+    for (k, l) in model {
+        assert_eq!(m.get(&k.to_be_bytes()), Some(l), "key {k}");
+        assert!(m.contains_key(&k.to_be_bytes()));
+    }
+    let mut listed: Vec<(u64, Loc)> = m
+        .full_entries()
+        .map(|(k, l)| (u64::from_be_bytes(k[..].try_into().unwrap()), *l))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        model.iter().map(|(k, l)| (*k, *l)).collect::<Vec<_>>()
+    );
+    assert_eq!(m.values().count(), model.len());
+}
+
+#[test]
+fn block_numbers_in_any_order_end_up_in_the_dense_index() {
+    let mut m = KindMap::default();
+    let mut model = BTreeMap::new();
+    // Batches from the top down, as a header sync may store them, and a few keys far
+    // away that must not make the vector huge.
+    for far in [1u64 << 39, 1 << 41, u64::MAX] {
+        assert_eq!(m.insert(&far.to_be_bytes(), loc_of(far)), None);
+        model.insert(far, loc_of(far));
+    }
+    for batch in (0..200u64).rev() {
+        for k in batch * 500..(batch + 1) * 500 {
+            assert_eq!(m.insert(&k.to_be_bytes(), loc_of(k)), None);
+            model.insert(k, loc_of(k));
+        }
+    }
+    check_kind_map(&m, &model);
+    assert!(m.dense.len() <= 1 << 17, "{}", m.dense.len());
+    assert_eq!(m.dense_len, 100_000);
+    assert_eq!(m.short.len(), 3);
+    // Overwrites return the old location.
+    assert_eq!(m.insert(&5u64.to_be_bytes(), loc_of(9)), Some(loc_of(5)));
+    model.insert(5, loc_of(9));
+    check_kind_map(&m, &model);
+    assert!(!m.contains_key(&100_000u64.to_be_bytes()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_index_of_eight_byte_keys_is_a_map(
+        ops in prop::collection::vec((0u8..3, 0u64..5000, any::<u64>()), 1..3000)
+    ) {
+        let mut m = KindMap::default();
+        let mut model = BTreeMap::new();
+        for (shape, k, far) in ops {
+            // Mostly near keys, some far ones.
+            let k = if shape == 0 { far } else { k };
+            let l = loc_of(k ^ far);
+            prop_assert_eq!(m.insert(&k.to_be_bytes(), l), model.insert(k, l));
+        }
+        check_kind_map(&m, &model);
+    }
+}
