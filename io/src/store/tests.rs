@@ -1965,7 +1965,7 @@ fn eight_byte_keys_live_beside_other_lengths_in_one_kind() {
             let (lo, hi) = (10u64.to_be_bytes(), 20u64.to_be_bytes());
             let ranged: Vec<Vec<u8>> = keys
                 .iter()
-                .filter(|k| &k[..] >= &lo[..] && &k[..] <= &hi[..])
+                .filter(|k| k[..] >= lo[..] && k[..] <= hi[..])
                 .cloned()
                 .collect();
             assert_eq!(s.keys_in(3, &lo, &hi), ranged);
