@@ -426,13 +426,6 @@ fn open_chain(datadir: &Path, stores: &[DiskStore]) -> Result<Option<Scan>, Stri
     if let Some((fp, idx)) = loaded {
         match first_of(stores, |s| s.read_header(fp.head_number))? {
             Some(head) if head.hash == fp.head_hash => {
-                let w = Walk {
-                    genesis: Some(fp.genesis),
-                    head: None,
-                    by_hash: Vec::new(),
-                    difficulty: fp.difficulty,
-                    head_time: fp.head_time,
-                };
                 if served_header(stores, fp.head_number + 1)?.is_none()
                     || fp.head_number >= MAX_SERVED_BLOCKS
                 {
@@ -440,15 +433,17 @@ fn open_chain(datadir: &Path, stores: &[DiskStore]) -> Result<Option<Scan>, Stri
                         genesis: fp.genesis,
                         head,
                         by_hash: idx,
-                        difficulty: w.difficulty,
-                        head_time: w.head_time,
+                        difficulty: fp.difficulty,
+                        head_time: fp.head_time,
                         index: IndexUse::Loaded,
                     }));
                 }
                 let w = Walk {
+                    genesis: Some(fp.genesis),
                     head: Some(head),
                     by_hash: idx.into_vec(),
-                    ..w
+                    difficulty: fp.difficulty,
+                    head_time: fp.head_time,
                 };
                 let w = scan_chain(stores, MAX_SERVED_BLOCKS, w)?;
                 return Ok(keep_index(datadir, w, IndexUse::Extended));
