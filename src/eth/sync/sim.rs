@@ -154,6 +154,8 @@ pub struct SimReport {
     pub restarts: u32,
     /// Most requests ever in flight from one shard.
     pub max_inflight_per_shard: usize,
+    /// Most header batches one shard ever held in memory waiting for the join.
+    pub max_held_batches: usize,
     /// Pivots selected after the first (the head moved too far, or was stale at resume).
     pub repivots: u64,
     pub duplicate_writes: u64,
@@ -467,6 +469,7 @@ fn run_inner(
     let mut restarts = 0u32;
     let mut busy_ns = vec![0u64; shards];
     let mut max_inflight = 0usize;
+    let mut max_held = 0usize;
     let mut last_progress = std::time::Instant::now();
     // Counters of engines that were killed (their memory is gone, their work is not).
     let mut carried = Progress::default();
@@ -570,6 +573,7 @@ fn run_inner(
         engines[shard].handle(now, event, &mut stores[shard], &mut acts);
         busy_ns[shard] += thread_cpu_ns().saturating_sub(t0);
         max_inflight = max_inflight.max(engines[shard].inflight_len());
+        max_held = max_held.max(engines[shard].held_batches());
         if first_pivot.is_none() && shard == 0 {
             first_pivot = engines[0].pivot().map(|p| p.number);
         }
@@ -754,6 +758,7 @@ fn run_inner(
         restarts,
         repivots: engines[0].repivots() + carried_repivots,
         max_inflight_per_shard: max_inflight,
+        max_held_batches: max_held,
         duplicate_writes: stores.iter().map(|s| s.duplicate_writes).sum(),
         virtual_ms: now,
         events,

@@ -27,6 +27,8 @@ pub(super) struct Batches {
     states: BTreeMap<u64, BatchState>,
     todo: BTreeSet<u64>,
     unstored: usize,
+    /// Batches held in memory, verified inside, waiting for the join.
+    held: usize,
 }
 
 impl Batches {
@@ -47,6 +49,13 @@ impl Batches {
                 self.unstored += 1;
             } else {
                 self.unstored -= 1;
+            }
+        }
+        if matches!(s, BatchState::Held(..)) {
+            if add {
+                self.held += 1;
+            } else {
+                self.held -= 1;
             }
         }
     }
@@ -70,9 +79,17 @@ impl Batches {
         }
     }
 
-    /// The lowest batch to fetch.
+    /// The highest batch to fetch. The coordinator joins the batches from the head down,
+    /// so fetching them in that order lets each be joined and stored soon after it
+    /// arrives; from the bottom up, every batch would be held in memory until the top
+    /// one came (the whole chain, on a long one).
     fn first_todo(&self) -> Option<u64> {
-        self.todo.first().copied()
+        self.todo.last().copied()
+    }
+
+    /// Batches held in memory until the coordinator joins them.
+    pub(super) fn held(&self) -> usize {
+        self.held
     }
 
     /// Every batch known is stored.

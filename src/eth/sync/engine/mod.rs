@@ -420,6 +420,11 @@ impl Engine {
     }
 
     /// Requests in flight from this shard.
+    /// Header batches held in memory, waiting for the coordinator's join.
+    pub fn held_batches(&self) -> usize {
+        self.batches.held()
+    }
+
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
