@@ -419,12 +419,12 @@ impl Engine {
         self.mode
     }
 
-    /// Requests in flight from this shard.
     /// Header batches held in memory, waiting for the coordinator's join.
     pub fn held_batches(&self) -> usize {
         self.batches.held()
     }
 
+    /// Requests in flight from this shard.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }

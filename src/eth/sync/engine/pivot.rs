@@ -376,8 +376,6 @@ impl Engine {
         }
     }
 
-    /// Coordinator: ask the peers for their status while there is no pivot, and again
-    /// now and then to re-select it.
     /// Before the first pivot, while fewer than `min_peers` peers are connected and
     /// `min_peers_wait_ms` has not passed: (connected, wanted, ms left).
     pub(super) fn peers_awaited(&self) -> Option<(usize, usize, u64)> {
@@ -388,6 +386,8 @@ impl Engine {
         (want > 0 && live < want && left > 0 && self.pivot.is_none()).then_some((live, want, left))
     }
 
+    /// Coordinator: ask the peers for their status while there is no pivot, and again
+    /// now and then to re-select it.
     pub(super) fn tick_pivot(&mut self, out: &mut Vec<Action>) {
         if self.pivot.is_none() {
             self.try_resume_pivot();
