@@ -124,25 +124,52 @@ fn head_bytes(fp: &Fingerprint, count: u64) -> [u8; HEAD] {
 }
 
 /// Write the index of blocks 1..=`fp.head_number` (`entries` sorted, one per block)
-/// into `datadir`, through a temporary file renamed over the old one.
-pub fn write(datadir: &Path, fp: &Fingerprint, entries: &[(u64, u64)]) -> std::io::Result<()> {
+/// into `datadir`, through a temporary file renamed over the old one, and map it. The
+/// entries are streamed (no second copy of them in memory); the head, with the checksum,
+/// is written last.
+pub fn write(
+    datadir: &Path,
+    fp: &Fingerprint,
+    entries: &[(u64, u64)],
+) -> std::io::Result<HashIndex> {
+    use std::os::unix::fs::FileExt;
     let tmp = datadir.join(format!("{FILE}.tmp"));
     let mut head = head_bytes(fp, entries.len() as u64);
     let mut crc = crc32c::crc32c(&head[..112]);
-    let mut body = Vec::with_capacity(entries.len() * ENTRY);
-    for (p, n) in entries {
-        body.extend_from_slice(&p.to_le_bytes());
-        body.extend_from_slice(&n.to_le_bytes());
+    // Read too: the file is mapped once written.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
+    w.write_all(&[0u8; HEAD])?;
+    let mut chunk = Vec::with_capacity(64 << 10);
+    for part in entries.chunks(4096) {
+        chunk.clear();
+        for (p, n) in part {
+            chunk.extend_from_slice(&p.to_le_bytes());
+            chunk.extend_from_slice(&n.to_le_bytes());
+        }
+        crc = crc32c::crc32c_append(crc, &chunk);
+        w.write_all(&chunk)?;
     }
-    crc = crc32c::crc32c_append(crc, &body);
+    w.flush()?;
+    drop(w);
     head[112..116].copy_from_slice(&crc.to_le_bytes());
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&head)?;
-    f.write_all(&body)?;
+    f.write_all_at(&head, 0)?;
     f.sync_all()?;
-    drop(f);
     std::fs::rename(&tmp, path(datadir))?;
-    std::fs::File::open(datadir)?.sync_all()
+    std::fs::File::open(datadir)?.sync_all()?;
+    map(&f)
+}
+
+/// Map an index file whose head and checksum were checked (or just written).
+fn map(f: &std::fs::File) -> std::io::Result<HashIndex> {
+    // SAFETY: the file is ours, under the data directory's lock; it is only ever
+    // replaced by a rename, never written in place, so the mapping does not change.
+    Ok(HashIndex::Mapped(unsafe { memmap2::Mmap::map(f) }?))
 }
 
 /// The index in `datadir`: `Ok(None)` when there is none, `Err(why)` when it cannot be
@@ -190,13 +217,11 @@ pub fn load(datadir: &Path) -> Result<Option<(Fingerprint, HashIndex)>, String> 
     if crc != u32::from_le_bytes(head[112..116].try_into().expect("4 bytes")) {
         return Err(bad("checksum mismatch"));
     }
-    // SAFETY: the file is ours, under the data directory's lock; it is only ever
-    // replaced by a rename, never written in place, so the mapping does not change.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| bad(&e.to_string()))?;
-    if map.len() as u64 != len {
+    let idx = map(&f).map_err(|e| bad(&e.to_string()))?;
+    if (idx.len() * ENTRY + HEAD) as u64 != len {
         return Err(bad("changed while it was read"));
     }
-    Ok(Some((fp, HashIndex::Mapped(map))))
+    Ok(Some((fp, idx)))
 }
 
 #[cfg(test)]
@@ -223,7 +248,8 @@ mod tests {
         // Two blocks sharing a prefix.
         entries[7].0 = entries[8].0;
         entries.sort_unstable();
-        write(d.path(), &fp(1000), &entries).unwrap();
+        let written = write(d.path(), &fp(1000), &entries).unwrap();
+        assert_eq!(written.into_vec(), entries);
         let (got, idx) = load(d.path()).unwrap().unwrap();
         assert_eq!(got, fp(1000));
         assert!(idx.mapped());

@@ -472,10 +472,7 @@ fn keep_index(datadir: &Path, mut w: Walk, index: IndexUse) -> Option<Scan> {
         head_time: w.head_time,
     };
     let by_hash = match chain_index::write(datadir, &fp, &w.by_hash) {
-        Ok(()) => match chain_index::load(datadir) {
-            Ok(Some((_, m))) => m,
-            _ => HashIndex::Owned(w.by_hash),
-        },
+        Ok(mapped) => mapped,
         Err(e) => {
             tracing::warn!(
                 "{}: could not write {}: {e}; the next start reads the headers again",
@@ -854,7 +851,7 @@ mod tests {
             difficulty: 0,
             head_time: 0,
         };
-        chain_index::write(d.path(), &fp, &vec![(0, 1); 30]).unwrap();
+        chain_index::write(d.path(), &fp, &[(0, 1); 30]).unwrap();
         let rebuilt = reopen(d.path());
         assert_eq!(rebuilt.index, IndexUse::Scanned);
         assert!(all_found(&rebuilt, &c));
