@@ -5,8 +5,10 @@
 //! - [`unpack`]: Agave's rules for which archive entries are allowed, and size budgets.
 //! - [`manifest`]: the bank snapshot manifest (bincode-1 layout), decoder and encoder.
 //! - [`appendvec`]: zero-copy iteration over account storage files, and a writer.
-//! - [`lthash`]: the accounts lattice hash.
+//! - [`lthash`]: the accounts lattice hash; [`account_xof`]: its element, the blake3 XOF of
+//!   an account, eight output blocks per AVX2 step.
 
+pub mod account_xof;
 pub mod accounts_hash;
 pub mod appendvec;
 pub mod lthash;

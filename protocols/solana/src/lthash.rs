@@ -118,8 +118,8 @@ impl LtHash {
     }
 }
 
-/// blake3 XOF of one account's fields, 2048 bytes (the blake3 crate fills it with its
-/// many-block SIMD output path where the CPU has one).
+/// blake3 XOF of one account's fields, 2048 bytes (eight output blocks per AVX2 step where
+/// the CPU has AVX2: [`crate::account_xof`]).
 fn account_xof(
     lamports: u64,
     data: &[u8],
@@ -127,14 +127,8 @@ fn account_xof(
     owner: &[u8; 32],
     pubkey: &[u8; 32],
 ) -> [u8; LT_HASH_BYTES] {
-    let mut h = blake3::Hasher::new();
-    h.update(&lamports.to_le_bytes());
-    h.update(data);
-    h.update(&[executable as u8]);
-    h.update(owner);
-    h.update(pubkey);
     let mut bytes = [0u8; LT_HASH_BYTES];
-    h.finalize_xof().fill(&mut bytes);
+    crate::account_xof::account_xof(lamports, data, executable, owner, pubkey, &mut bytes);
     bytes
 }
 

@@ -72,6 +72,12 @@ pub struct BenchReport {
     /// One core hashing the archive's accounts (blake3 XOF of 2048 bytes each, lanes
     /// added): the per-core ceiling of verification, in accounts per second.
     pub lt_hash_one_core_accounts_per_s: f64,
+    /// The same with the blake3 crate's XOF (its one-block-per-call output path on CPUs
+    /// without AVX-512), measured in the same run.
+    pub lt_hash_crate_xof_accounts_per_s: f64,
+    /// Whether the LtHash output runs as 8 AVX2 lanes (`avx2-8-lane`) or through the
+    /// blake3 crate (`blake3-crate`).
+    pub lt_hash_xof_path: &'static str,
     /// Time the feeding thread (zstd, tar) was blocked on busy shards.
     pub feeder_wait_ms: u64,
     /// Time from the end of input to the verdict.
@@ -179,6 +185,27 @@ fn zstd_tar(archive: &Path, into: &Path) -> Option<u64> {
 
 /// Accounts per second one core hashes into an LtHash (data 0..400 bytes, as generated).
 pub fn lt_hash_rate(accounts: u64) -> f64 {
+    lt_hash_rate_with(accounts, |lt, lamports, data, key| {
+        lt.mix_in_account(lamports, data, false, &[7; 32], key)
+    })
+}
+
+/// [`lt_hash_rate`] with the blake3 crate's XOF output (one block per compression call
+/// on a CPU without AVX-512): the baseline of the 8-lane AVX2 output path.
+pub fn lt_hash_rate_crate_xof(accounts: u64) -> f64 {
+    let mut bytes = [0u8; catchup_solana::account_xof::XOF_BYTES];
+    lt_hash_rate_with(accounts, |lt, lamports, data, key| {
+        catchup_solana::account_xof::crate_xof(lamports, data, false, &[7; 32], key, &mut bytes);
+        for (a, c) in lt.0.iter_mut().zip(bytes.chunks_exact(2)) {
+            *a = a.wrapping_add(u16::from_le_bytes([c[0], c[1]]));
+        }
+    })
+}
+
+fn lt_hash_rate_with(
+    accounts: u64,
+    mut mix: impl FnMut(&mut catchup_solana::LtHash, u64, &[u8], &[u8; 32]),
+) -> f64 {
     let mut lt = catchup_solana::LtHash::identity();
     let data = vec![0x5au8; 400];
     let t = Instant::now();
@@ -186,7 +213,7 @@ pub fn lt_hash_rate(accounts: u64) -> f64 {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&i.to_le_bytes());
         let len = (i.wrapping_mul(0x9e37_79b9) % 401) as usize;
-        lt.mix_in_account(i + 1, &data[..len], false, &[7; 32], &key);
+        mix(&mut lt, i + 1, &data[..len], &key);
     }
     std::hint::black_box(&lt);
     accounts as f64 / t.elapsed().as_secs_f64().max(1e-9)
@@ -225,6 +252,7 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
     let _ = std::fs::remove_dir_all(cfg.dir.join("tar-x"));
 
     let lt_hash_one_core_accounts_per_s = lt_hash_rate(200_000);
+    let lt_hash_crate_xof_accounts_per_s = lt_hash_rate_crate_xof(200_000);
 
     let data = cfg.dir.join("data");
     let pcfg = PipelineConfig {
@@ -273,6 +301,12 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         feeder_wait_ms: r.feeder_wait_ms,
         finish_ms: r.finish_ms,
         lt_hash_one_core_accounts_per_s,
+        lt_hash_crate_xof_accounts_per_s,
+        lt_hash_xof_path: if catchup_solana::account_xof::avx2() {
+            "avx2-8-lane"
+        } else {
+            "blake3-crate"
+        },
         raw_zstd_ms,
         raw_zstd_uncompressed_bytes_per_s: raw_rate,
         ratio_to_raw_zstd: pipe_rate / raw_rate.max(1.0),

@@ -527,6 +527,13 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
                 .map_or("unknown".into(), |b| format!("{} MB", b / 1_000_000))
         );
         println!(
+            "LtHash, one core: {:.0} accounts/s ({}); blake3 crate XOF: {:.0} accounts/s ({:.2}x)",
+            r.lt_hash_one_core_accounts_per_s,
+            r.lt_hash_xof_path,
+            r.lt_hash_crate_xof_accounts_per_s,
+            r.lt_hash_one_core_accounts_per_s / r.lt_hash_crate_xof_accounts_per_s.max(1.0)
+        );
+        println!(
             "raw zstd -d (1 thread): {:.1} MB/s  → pipeline / raw = {:.2}",
             mb(r.raw_zstd_uncompressed_bytes_per_s),
             r.ratio_to_raw_zstd

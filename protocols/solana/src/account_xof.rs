@@ -1,0 +1,359 @@
+//! The 2048-byte blake3 XOF of an account, eight output blocks at a time.
+//!
+//! An LtHash element is 32 blake3 output blocks of one root node: the same chaining value,
+//! message block and flags, with the output counter 0..32. The blake3 crate computes them
+//! eight at a time only with AVX-512; elsewhere it compresses one block per call (SSE4.1 on
+//! an AVX2 machine). The 32 compressions are independent, so here they run as 8 lanes of
+//! AVX2 vectors, one lane per output block, with the message words broadcast.
+//!
+//! The root node of an input of one chunk (at most 1,024 bytes: every account whose data
+//! is at most 951 bytes) is found by compressing the blocks before the last one. Longer
+//! inputs, and CPUs without AVX2, use the blake3 crate. Tests compare both paths with the
+//! crate's output for every length around the block and chunk boundaries.
+
+/// Bytes of one account's XOF output (the LtHash element).
+pub const XOF_BYTES: usize = 2048;
+
+const BLOCK_LEN: usize = 64;
+const CHUNK_LEN: usize = 1024;
+/// Bytes of an account's hash input besides its data: lamports, executable, owner, pubkey.
+const FIXED_INPUT: usize = 8 + 1 + 32 + 32;
+/// Largest account data hashed on the AVX2 path (the input still fits one chunk).
+pub const MAX_DATA_ONE_CHUNK: usize = CHUNK_LEN - FIXED_INPUT;
+
+const IV: [u32; 8] = [
+    0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
+];
+const CHUNK_START: u32 = 1;
+const CHUNK_END: u32 = 2;
+const ROOT: u32 = 8;
+const PERMUTATION: [usize; 16] = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
+
+/// Which message word each of the 7 rounds reads at each position.
+const SCHEDULE: [[usize; 16]; 7] = {
+    let mut s = [[0usize; 16]; 7];
+    let mut i = 0;
+    while i < 16 {
+        s[0][i] = i;
+        i += 1;
+    }
+    let mut r = 1;
+    while r < 7 {
+        let mut i = 0;
+        while i < 16 {
+            s[r][i] = s[r - 1][PERMUTATION[i]];
+            i += 1;
+        }
+        r += 1;
+    }
+    s
+};
+
+/// The blake3 XOF of `lamports (u64 LE) ‖ data ‖ executable ‖ owner ‖ pubkey`.
+pub fn account_xof(
+    lamports: u64,
+    data: &[u8],
+    executable: bool,
+    owner: &[u8; 32],
+    pubkey: &[u8; 32],
+    out: &mut [u8; XOF_BYTES],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if data.len() <= MAX_DATA_ONE_CHUNK && avx2() {
+        let mut input = [0u8; CHUNK_LEN];
+        let n = FIXED_INPUT + data.len();
+        input[..8].copy_from_slice(&lamports.to_le_bytes());
+        input[8..8 + data.len()].copy_from_slice(data);
+        input[8 + data.len()] = executable as u8;
+        input[9 + data.len()..41 + data.len()].copy_from_slice(owner);
+        input[41 + data.len()..n].copy_from_slice(pubkey);
+        let (cv, block, block_len, flags) = root_node(&input[..n]);
+        // SAFETY: `avx2()` checked that the CPU has AVX2.
+        unsafe { avx2::xof(&cv, &block, block_len, flags, out) };
+        return;
+    }
+    crate_xof(lamports, data, executable, owner, pubkey, out);
+}
+
+/// The same output from the blake3 crate (any length, any CPU).
+pub fn crate_xof(
+    lamports: u64,
+    data: &[u8],
+    executable: bool,
+    owner: &[u8; 32],
+    pubkey: &[u8; 32],
+    out: &mut [u8; XOF_BYTES],
+) {
+    let mut h = blake3::Hasher::new();
+    h.update(&lamports.to_le_bytes());
+    h.update(data);
+    h.update(&[executable as u8]);
+    h.update(owner);
+    h.update(pubkey);
+    h.finalize_xof().fill(out);
+}
+
+/// Whether the AVX2 path is taken on this CPU (for inputs of one chunk).
+pub fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The root node of a one-chunk input: the chaining value after every block but the
+/// last, the last block (zero-padded) as words, its length and its flags.
+fn root_node(input: &[u8]) -> ([u32; 8], [u32; 16], u32, u32) {
+    debug_assert!(input.len() <= CHUNK_LEN);
+    let mut cv = IV;
+    let mut flags = CHUNK_START;
+    let mut rest = input;
+    while rest.len() > BLOCK_LEN {
+        let block = words(&rest[..BLOCK_LEN]);
+        cv = compress_cv(&cv, &block, BLOCK_LEN as u32, flags);
+        flags = 0;
+        rest = &rest[BLOCK_LEN..];
+    }
+    (cv, words(rest), rest.len() as u32, flags | CHUNK_END | ROOT)
+}
+
+/// A block's 16 little-endian words, zero-padded.
+fn words(block: &[u8]) -> [u32; 16] {
+    let mut padded = [0u8; BLOCK_LEN];
+    padded[..block.len()].copy_from_slice(block);
+    let mut w = [0u32; 16];
+    for (w, c) in w.iter_mut().zip(padded.chunks_exact(4)) {
+        *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    w
+}
+
+#[inline(always)]
+fn g(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize, x: u32, y: u32) {
+    s[a] = s[a].wrapping_add(s[b]).wrapping_add(x);
+    s[d] = (s[d] ^ s[a]).rotate_right(16);
+    s[c] = s[c].wrapping_add(s[d]);
+    s[b] = (s[b] ^ s[c]).rotate_right(12);
+    s[a] = s[a].wrapping_add(s[b]).wrapping_add(y);
+    s[d] = (s[d] ^ s[a]).rotate_right(8);
+    s[c] = s[c].wrapping_add(s[d]);
+    s[b] = (s[b] ^ s[c]).rotate_right(7);
+}
+
+/// One compression of a chunk block (counter 0), returning the new chaining value.
+fn compress_cv(cv: &[u32; 8], m: &[u32; 16], block_len: u32, flags: u32) -> [u32; 8] {
+    let mut s = [
+        cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7], IV[0], IV[1], IV[2], IV[3], 0, 0,
+        block_len, flags,
+    ];
+    for r in SCHEDULE.iter() {
+        g(&mut s, 0, 4, 8, 12, m[r[0]], m[r[1]]);
+        g(&mut s, 1, 5, 9, 13, m[r[2]], m[r[3]]);
+        g(&mut s, 2, 6, 10, 14, m[r[4]], m[r[5]]);
+        g(&mut s, 3, 7, 11, 15, m[r[6]], m[r[7]]);
+        g(&mut s, 0, 5, 10, 15, m[r[8]], m[r[9]]);
+        g(&mut s, 1, 6, 11, 12, m[r[10]], m[r[11]]);
+        g(&mut s, 2, 7, 8, 13, m[r[12]], m[r[13]]);
+        g(&mut s, 3, 4, 9, 14, m[r[14]], m[r[15]]);
+    }
+    let mut out = [0u32; 8];
+    for i in 0..8 {
+        out[i] = s[i] ^ s[i + 8];
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BLOCK_LEN, IV, SCHEDULE, XOF_BYTES};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
+
+    #[inline(always)]
+    unsafe fn xor(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_xor_si256(a, b)
+    }
+
+    #[inline(always)]
+    unsafe fn rot16(x: __m256i) -> __m256i {
+        _mm256_shuffle_epi8(
+            x,
+            _mm256_set_epi8(
+                13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2, 13, 12, 15, 14, 9, 8, 11, 10,
+                5, 4, 7, 6, 1, 0, 3, 2,
+            ),
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn rot8(x: __m256i) -> __m256i {
+        _mm256_shuffle_epi8(
+            x,
+            _mm256_set_epi8(
+                12, 15, 14, 13, 8, 11, 10, 9, 4, 7, 6, 5, 0, 3, 2, 1, 12, 15, 14, 13, 8, 11, 10, 9,
+                4, 7, 6, 5, 0, 3, 2, 1,
+            ),
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn rot12(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20))
+    }
+
+    #[inline(always)]
+    unsafe fn rot7(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25))
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn g(
+        v: &mut [__m256i; 16],
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        x: __m256i,
+        y: __m256i,
+    ) {
+        v[a] = add(add(v[a], v[b]), x);
+        v[d] = rot16(xor(v[d], v[a]));
+        v[c] = add(v[c], v[d]);
+        v[b] = rot12(xor(v[b], v[c]));
+        v[a] = add(add(v[a], v[b]), y);
+        v[d] = rot8(xor(v[d], v[a]));
+        v[c] = add(v[c], v[d]);
+        v[b] = rot7(xor(v[b], v[c]));
+    }
+
+    /// The root node's 32 output blocks, eight lanes at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn xof(
+        cv: &[u32; 8],
+        block: &[u32; 16],
+        block_len: u32,
+        flags: u32,
+        out: &mut [u8; XOF_BYTES],
+    ) {
+        let m: [__m256i; 16] = std::array::from_fn(|i| _mm256_set1_epi32(block[i] as i32));
+        let cvv: [__m256i; 8] = std::array::from_fn(|i| _mm256_set1_epi32(cv[i] as i32));
+        for (batch, chunk) in out.chunks_exact_mut(8 * BLOCK_LEN).enumerate() {
+            // Output counters batch*8 .. batch*8+8 (all below 2^32: the high word is 0).
+            let base = (batch * 8) as i32;
+            let mut v = [
+                cvv[0],
+                cvv[1],
+                cvv[2],
+                cvv[3],
+                cvv[4],
+                cvv[5],
+                cvv[6],
+                cvv[7],
+                _mm256_set1_epi32(IV[0] as i32),
+                _mm256_set1_epi32(IV[1] as i32),
+                _mm256_set1_epi32(IV[2] as i32),
+                _mm256_set1_epi32(IV[3] as i32),
+                _mm256_add_epi32(
+                    _mm256_set1_epi32(base),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                ),
+                _mm256_setzero_si256(),
+                _mm256_set1_epi32(block_len as i32),
+                _mm256_set1_epi32(flags as i32),
+            ];
+            for r in SCHEDULE.iter() {
+                g(&mut v, 0, 4, 8, 12, m[r[0]], m[r[1]]);
+                g(&mut v, 1, 5, 9, 13, m[r[2]], m[r[3]]);
+                g(&mut v, 2, 6, 10, 14, m[r[4]], m[r[5]]);
+                g(&mut v, 3, 7, 11, 15, m[r[6]], m[r[7]]);
+                g(&mut v, 0, 5, 10, 15, m[r[8]], m[r[9]]);
+                g(&mut v, 1, 6, 11, 12, m[r[10]], m[r[11]]);
+                g(&mut v, 2, 7, 8, 13, m[r[12]], m[r[13]]);
+                g(&mut v, 3, 4, 9, 14, m[r[14]], m[r[15]]);
+            }
+            // Output words: v[i] ^ v[i+8], then v[i+8] ^ cv[i]; lane j is block j.
+            let mut words = [[0u32; 8]; 16];
+            for i in 0..8 {
+                let lo = xor(v[i], v[i + 8]);
+                let hi = xor(v[i + 8], cvv[i]);
+                _mm256_storeu_si256(words[i].as_mut_ptr().cast(), lo);
+                _mm256_storeu_si256(words[i + 8].as_mut_ptr().cast(), hi);
+            }
+            for (j, blk) in chunk.chunks_exact_mut(BLOCK_LEN).enumerate() {
+                for (i, w) in blk.chunks_exact_mut(4).enumerate() {
+                    w.copy_from_slice(&words[i][j].to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn both(lamports: u64, data: &[u8], exec: bool, owner: [u8; 32], key: [u8; 32]) {
+        let mut ours = [0u8; XOF_BYTES];
+        let mut theirs = [0u8; XOF_BYTES];
+        account_xof(lamports, data, exec, &owner, &key, &mut ours);
+        crate_xof(lamports, data, exec, &owner, &key, &mut theirs);
+        assert!(ours == theirs, "data length {}", data.len());
+    }
+
+    #[test]
+    fn every_length_around_the_block_and_chunk_boundaries_matches_the_crate() {
+        if !avx2() {
+            println!("no AVX2 on this CPU: only the crate's path runs here");
+        }
+        let data: Vec<u8> = (0..1200u32).map(|i| (i * 31 + 7) as u8).collect();
+        // Every data length up to past the one-chunk limit (the input is 73 bytes more).
+        for len in 0..=MAX_DATA_ONE_CHUNK + 70 {
+            both(
+                len as u64 + 1,
+                &data[..len],
+                len % 2 == 0,
+                [len as u8; 32],
+                [0xa5; 32],
+            );
+        }
+    }
+
+    #[test]
+    fn the_schedule_is_the_permutation_applied_round_by_round() {
+        // blake3's published schedule, rounds 2 and 7.
+        assert_eq!(
+            SCHEDULE[1],
+            [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8]
+        );
+        assert_eq!(
+            SCHEDULE[6],
+            [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_accounts_match_the_crate(
+            lamports in any::<u64>(),
+            data in proptest::collection::vec(any::<u8>(), 0..1100),
+            exec in any::<bool>(),
+            owner in any::<[u8; 32]>(),
+            key in any::<[u8; 32]>(),
+        ) {
+            both(lamports, &data, exec, owner, key);
+        }
+    }
+}
