@@ -67,9 +67,11 @@ pub fn account_xof(
         input[8 + data.len()] = executable as u8;
         input[9 + data.len()..41 + data.len()].copy_from_slice(owner);
         input[41 + data.len()..n].copy_from_slice(pubkey);
-        let (cv, block, block_len, flags) = root_node(&input[..n]);
         // SAFETY: `avx2()` checked that the CPU has AVX2.
-        unsafe { avx2::xof(&cv, &block, block_len, flags, out) };
+        unsafe {
+            let (cv, block, block_len, flags) = root_node(&input[..n]);
+            avx2::xof(&cv, &block, block_len, flags, out)
+        };
         return;
     }
     crate_xof(lamports, data, executable, owner, pubkey, out);
@@ -107,14 +109,19 @@ pub fn avx2() -> bool {
 
 /// The root node of a one-chunk input: the chaining value after every block but the
 /// last, the last block (zero-padded) as words, its length and its flags.
-fn root_node(input: &[u8]) -> ([u32; 8], [u32; 16], u32, u32) {
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn root_node(input: &[u8]) -> ([u32; 8], [u32; 16], u32, u32) {
     debug_assert!(input.len() <= CHUNK_LEN);
     let mut cv = IV;
     let mut flags = CHUNK_START;
     let mut rest = input;
     while rest.len() > BLOCK_LEN {
         let block = words(&rest[..BLOCK_LEN]);
-        cv = compress_cv(&cv, &block, BLOCK_LEN as u32, flags);
+        cv = avx2::compress_cv(&cv, &block, BLOCK_LEN as u32, flags);
         flags = 0;
         rest = &rest[BLOCK_LEN..];
     }
@@ -130,41 +137,6 @@ fn words(block: &[u8]) -> [u32; 16] {
         *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
     w
-}
-
-#[inline(always)]
-fn g(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize, x: u32, y: u32) {
-    s[a] = s[a].wrapping_add(s[b]).wrapping_add(x);
-    s[d] = (s[d] ^ s[a]).rotate_right(16);
-    s[c] = s[c].wrapping_add(s[d]);
-    s[b] = (s[b] ^ s[c]).rotate_right(12);
-    s[a] = s[a].wrapping_add(s[b]).wrapping_add(y);
-    s[d] = (s[d] ^ s[a]).rotate_right(8);
-    s[c] = s[c].wrapping_add(s[d]);
-    s[b] = (s[b] ^ s[c]).rotate_right(7);
-}
-
-/// One compression of a chunk block (counter 0), returning the new chaining value.
-fn compress_cv(cv: &[u32; 8], m: &[u32; 16], block_len: u32, flags: u32) -> [u32; 8] {
-    let mut s = [
-        cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7], IV[0], IV[1], IV[2], IV[3], 0, 0,
-        block_len, flags,
-    ];
-    for r in SCHEDULE.iter() {
-        g(&mut s, 0, 4, 8, 12, m[r[0]], m[r[1]]);
-        g(&mut s, 1, 5, 9, 13, m[r[2]], m[r[3]]);
-        g(&mut s, 2, 6, 10, 14, m[r[4]], m[r[5]]);
-        g(&mut s, 3, 7, 11, 15, m[r[6]], m[r[7]]);
-        g(&mut s, 0, 5, 10, 15, m[r[8]], m[r[9]]);
-        g(&mut s, 1, 6, 11, 12, m[r[10]], m[r[11]]);
-        g(&mut s, 2, 7, 8, 13, m[r[12]], m[r[13]]);
-        g(&mut s, 3, 4, 9, 14, m[r[14]], m[r[15]]);
-    }
-    let mut out = [0u32; 8];
-    for i in 0..8 {
-        out[i] = s[i] ^ s[i + 8];
-    }
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -233,6 +205,87 @@ mod avx2 {
         v[d] = rot8(xor(v[d], v[a]));
         v[c] = add(v[c], v[d]);
         v[b] = rot7(xor(v[b], v[c]));
+    }
+
+    #[inline(always)]
+    unsafe fn rot16x4(x: __m128i) -> __m128i {
+        _mm_shuffle_epi8(
+            x,
+            _mm_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2),
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn rot8x4(x: __m128i) -> __m128i {
+        _mm_shuffle_epi8(
+            x,
+            _mm_set_epi8(12, 15, 14, 13, 8, 11, 10, 9, 4, 7, 6, 5, 0, 3, 2, 1),
+        )
+    }
+
+    /// The four column (or, after diagonalising, diagonal) G functions at once.
+    #[inline(always)]
+    unsafe fn g4(
+        a: &mut __m128i,
+        b: &mut __m128i,
+        c: &mut __m128i,
+        d: &mut __m128i,
+        x: __m128i,
+        y: __m128i,
+    ) {
+        *a = _mm_add_epi32(_mm_add_epi32(*a, *b), x);
+        *d = rot16x4(_mm_xor_si128(*d, *a));
+        *c = _mm_add_epi32(*c, *d);
+        let t = _mm_xor_si128(*b, *c);
+        *b = _mm_or_si128(_mm_srli_epi32(t, 12), _mm_slli_epi32(t, 20));
+        *a = _mm_add_epi32(_mm_add_epi32(*a, *b), y);
+        *d = rot8x4(_mm_xor_si128(*d, *a));
+        *c = _mm_add_epi32(*c, *d);
+        let t = _mm_xor_si128(*b, *c);
+        *b = _mm_or_si128(_mm_srli_epi32(t, 7), _mm_slli_epi32(t, 25));
+    }
+
+    #[inline(always)]
+    unsafe fn words4(m: &[u32; 16], i: [usize; 4]) -> __m128i {
+        _mm_setr_epi32(m[i[0]] as i32, m[i[1]] as i32, m[i[2]] as i32, m[i[3]] as i32)
+    }
+
+    /// One compression of a chunk block (counter 0), rows of the state in four vectors:
+    /// the new chaining value.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn compress_cv(
+        cv: &[u32; 8],
+        m: &[u32; 16],
+        block_len: u32,
+        flags: u32,
+    ) -> [u32; 8] {
+        let mut a = _mm_loadu_si128(cv.as_ptr().cast());
+        let mut b = _mm_loadu_si128(cv.as_ptr().add(4).cast());
+        let mut c = _mm_loadu_si128(IV.as_ptr().cast());
+        let mut d = _mm_setr_epi32(0, 0, block_len as i32, flags as i32);
+        for r in SCHEDULE.iter() {
+            let (x, y) = (words4(m, [r[0], r[2], r[4], r[6]]), words4(m, [r[1], r[3], r[5], r[7]]));
+            g4(&mut a, &mut b, &mut c, &mut d, x, y);
+            // Diagonals into columns: row 1 left by one lane, row 2 by two, row 3 by three.
+            b = _mm_shuffle_epi32(b, 0b00_11_10_01);
+            c = _mm_shuffle_epi32(c, 0b01_00_11_10);
+            d = _mm_shuffle_epi32(d, 0b10_01_00_11);
+            let (x, y) = (
+                words4(m, [r[8], r[10], r[12], r[14]]),
+                words4(m, [r[9], r[11], r[13], r[15]]),
+            );
+            g4(&mut a, &mut b, &mut c, &mut d, x, y);
+            b = _mm_shuffle_epi32(b, 0b10_01_00_11);
+            c = _mm_shuffle_epi32(c, 0b01_00_11_10);
+            d = _mm_shuffle_epi32(d, 0b00_11_10_01);
+        }
+        let mut out = [0u32; 8];
+        _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_xor_si128(a, c));
+        _mm_storeu_si128(out.as_mut_ptr().add(4).cast(), _mm_xor_si128(b, d));
+        out
     }
 
     /// The root node's 32 output blocks, eight lanes at a time.
