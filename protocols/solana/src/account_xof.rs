@@ -247,7 +247,12 @@ mod avx2 {
 
     #[inline(always)]
     unsafe fn words4(m: &[u32; 16], i: [usize; 4]) -> __m128i {
-        _mm_setr_epi32(m[i[0]] as i32, m[i[1]] as i32, m[i[2]] as i32, m[i[3]] as i32)
+        _mm_setr_epi32(
+            m[i[0]] as i32,
+            m[i[1]] as i32,
+            m[i[2]] as i32,
+            m[i[3]] as i32,
+        )
     }
 
     /// One compression of a chunk block (counter 0), rows of the state in four vectors:
@@ -267,7 +272,10 @@ mod avx2 {
         let mut c = _mm_loadu_si128(IV.as_ptr().cast());
         let mut d = _mm_setr_epi32(0, 0, block_len as i32, flags as i32);
         for r in SCHEDULE.iter() {
-            let (x, y) = (words4(m, [r[0], r[2], r[4], r[6]]), words4(m, [r[1], r[3], r[5], r[7]]));
+            let (x, y) = (
+                words4(m, [r[0], r[2], r[4], r[6]]),
+                words4(m, [r[1], r[3], r[5], r[7]]),
+            );
             g4(&mut a, &mut b, &mut c, &mut d, x, y);
             // Diagonals into columns: row 1 left by one lane, row 2 by two, row 3 by three.
             b = _mm_shuffle_epi32(b, 0b00_11_10_01);

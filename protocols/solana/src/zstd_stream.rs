@@ -273,25 +273,60 @@ pub fn decompress_frame(
     frame: &[u8],
     window_log_max: u32,
 ) -> Result<Vec<u8>, ZstdError> {
-    let mut out = Vec::with_capacity(marker.decompressed_bytes.min(1 << 30) as usize);
+    decompress_frame_into(index, marker, frame, window_log_max, Vec::new())
+}
+
+/// Largest frame decompressed in one call into a buffer of the announced size; larger
+/// ones stream.
+const ONE_SHOT_MAX_BYTES: u64 = 1 << 30;
+
+/// [`decompress_frame`] into `out` (cleared first; a buffer from an earlier frame keeps
+/// its pages, so they are not faulted in again).
+///
+/// A frame whose marker announces at most 1 GiB is decompressed in one call straight
+/// into `out`, sized to the announced length. Any failure there (corrupt data, a size
+/// other than announced) is decoded again by the streaming decoder, which names the
+/// exact error: bad input costs a second pass, good input one copy fewer.
+pub fn decompress_frame_into(
+    index: u64,
+    marker: &FrameMarker,
+    frame: &[u8],
+    window_log_max: u32,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, ZstdError> {
+    out.clear();
+    let want = marker.decompressed_bytes;
+    if want <= ONE_SHOT_MAX_BYTES {
+        out.reserve_exact(want as usize);
+        let mut dctx = zstd::zstd_safe::DCtx::try_create()
+            .ok_or_else(|| ZstdError::Init("cannot allocate a decompression context".into()))?;
+        dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(window_log_max))
+            .map_err(|c| ZstdError::Init(zstd::zstd_safe::get_error_name(c).into()))?;
+        // The buffer holds at least the announced size (more when reused): a frame that
+        // decodes to another size fails the check and is measured by the streaming pass.
+        if matches!(dctx.decompress(&mut out, frame), Ok(n) if n as u64 == want) {
+            return Ok(out);
+        }
+        out.clear();
+    }
     let mut z = ZstdStream::new(window_log_max, 1 << 20)?;
     z.push::<ZstdError>(frame, |chunk| {
-        if out.len() as u64 + chunk.len() as u64 > marker.decompressed_bytes {
+        if out.len() as u64 + chunk.len() as u64 > want {
             return Err(ZstdError::FrameSizeMismatch {
                 index,
                 got: out.len() as u64 + chunk.len() as u64,
-                expected: marker.decompressed_bytes,
+                expected: want,
             });
         }
         out.extend_from_slice(chunk);
         Ok(())
     })?;
     z.finish()?;
-    if out.len() as u64 != marker.decompressed_bytes {
+    if out.len() as u64 != want {
         return Err(ZstdError::FrameSizeMismatch {
             index,
             got: out.len() as u64,
-            expected: marker.decompressed_bytes,
+            expected: want,
         });
     }
     Ok(out)
@@ -324,6 +359,60 @@ mod tests {
         z.push::<ZstdError>(&c[..c.len() / 2], |_| Ok(())).unwrap();
         let e = z.finish().unwrap_err();
         assert!(e.to_string().contains("incomplete frame"), "{e}");
+    }
+
+    #[test]
+    fn a_frame_decodes_in_one_call_into_a_reused_buffer_and_bad_frames_name_their_error() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        // With the content checksum, so that damage is caught whichever byte it hits.
+        let mut c = zstd::bulk::Compressor::new(1).unwrap();
+        c.include_checksum(true).unwrap();
+        let frame = c.compress(&data).unwrap();
+        let marker = |n: u64| FrameMarker {
+            compressed_bytes: frame.len() as u64,
+            decompressed_bytes: n,
+        };
+        let n = data.len() as u64;
+        // A fresh buffer, then a larger one from an earlier frame, keeping its allocation.
+        let out = decompress_frame_into(0, &marker(n), &frame, 27, Vec::new()).unwrap();
+        assert_eq!(out, data);
+        let big = vec![7u8; 1 << 20];
+        let ptr = big.as_ptr();
+        let out = decompress_frame_into(1, &marker(n), &frame, 27, big).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(out.as_ptr(), ptr, "the buffer was reused");
+        // The marker announces fewer or more bytes than the frame holds: the exact sizes.
+        for (announced, got) in [(n - 1, n), (n + 5, n)] {
+            match decompress_frame_into(2, &marker(announced), &frame, 27, vec![0; 1 << 20]) {
+                Err(ZstdError::FrameSizeMismatch {
+                    index: 2,
+                    got: g,
+                    expected,
+                }) => {
+                    assert_eq!(expected, announced);
+                    // Past the announced size, the count stops at the chunk that passed it.
+                    assert!(if announced < n {
+                        g > announced && g <= got
+                    } else {
+                        g == got
+                    });
+                }
+                other => panic!("announced {announced}: {other:?}"),
+            }
+        }
+        // A damaged frame and a cut one: errors, not output.
+        let mut bad = frame.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        bad[mid + 1] ^= 0x55;
+        let r = decompress_frame_into(3, &marker(n), &bad, 27, Vec::new());
+        assert!(
+            matches!(r, Err(ZstdError::Corrupt { .. })),
+            "{:?}",
+            r.as_ref().map(|v| v.len())
+        );
+        let cut = &frame[..frame.len() - 3];
+        assert!(decompress_frame_into(4, &marker(n), cut, 27, Vec::new()).is_err());
     }
 
     #[test]

@@ -671,15 +671,6 @@ fn proc_cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) as f64 / hz
 }
 
-/// CPU seconds (user + system) of this process so far.
-fn self_cpu_s() -> f64 {
-    // SAFETY: getrusage writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
 /// Where a repair run's CPU went: the client (this process: shards, signing, shred
 /// verification, stores) and the repair servers (checking each request's signature,
 /// answering). On a machine whose cores also run the servers, `client_bound_slots_per_s`
@@ -727,12 +718,12 @@ fn cpu_split<T>(
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, CpuStart)> {
     let servers_cpu = || servers.iter().map(|p| proc_cpu_s(*p)).sum::<f64>();
-    let (c0, s0) = (self_cpu_s(), servers_cpu());
+    let (c0, s0) = (crate::solana::self_cpu_s(), servers_cpu());
     let out = f()?;
     Ok((
         out,
         CpuStart {
-            client: self_cpu_s() - c0,
+            client: crate::solana::self_cpu_s() - c0,
             servers: servers_cpu() - s0,
         },
     ))
@@ -793,9 +784,9 @@ mod tests {
 
     /// Busy work for this thread until the process has used `s` more CPU seconds.
     fn burn(s: f64) {
-        let t0 = self_cpu_s();
+        let t0 = crate::solana::self_cpu_s();
         let mut x = 1u64;
-        while self_cpu_s() - t0 < s {
+        while crate::solana::self_cpu_s() - t0 < s {
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }

@@ -30,6 +30,8 @@ pub struct BenchConfig {
     pub data_size: DataSize,
     /// Storage-file memory maps each index shard keeps open at most.
     pub max_open_maps_per_shard: usize,
+    /// Target size of each generated account storage file.
+    pub file_size_bytes: u64,
 }
 
 impl Default for BenchConfig {
@@ -43,6 +45,7 @@ impl Default for BenchConfig {
             accounts: None,
             data_size: DataSize::Uniform { min: 0, max: 400 },
             max_open_maps_per_shard: super::index::DEFAULT_MAX_OPEN_MAPS_PER_SHARD,
+            file_size_bytes: 64 << 20,
         }
     }
 }
@@ -57,6 +60,12 @@ pub struct BenchReport {
     pub archive_uncompressed_bytes: u64,
     pub generate_ms: u64,
     pub pipeline_ms: u64,
+    /// CPU time of the whole process (every thread) during the pipeline.
+    pub pipeline_cpu_ms: u64,
+    /// `pipeline_cpu_ms / pipeline_ms`: how many cores the pipeline kept busy (on a
+    /// machine with as many cores as shards, near that count means the cores, not the
+    /// shards, bound the rate).
+    pub pipeline_cores_busy: f64,
     /// Compressed archive bytes per second through the whole pipeline.
     pub pipeline_archive_bytes_per_s: f64,
     /// Uncompressed (tar) bytes per second through the whole pipeline.
@@ -233,7 +242,7 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
             frames: cfg.frames.max(1),
             slot: 1000,
             seed: 42,
-            file_size_bytes: 64 << 20,
+            file_size_bytes: cfg.file_size_bytes,
             ..GenerateConfig::default()
         },
         &archive_dir,
@@ -261,8 +270,10 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         ..PipelineConfig::default()
     };
     let t = Instant::now();
+    let cpu = crate::solana::self_cpu_s();
     let r = verify_archive(&g.path, None, &data, pcfg)?;
     let pipeline_ms = t.elapsed().as_millis() as u64;
+    let pipeline_cpu_ms = ((crate::solana::self_cpu_s() - cpu) * 1000.0) as u64;
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&archive_dir);
 
@@ -284,6 +295,8 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         archive_uncompressed_bytes: g.uncompressed_bytes,
         generate_ms,
         pipeline_ms,
+        pipeline_cpu_ms,
+        pipeline_cores_busy: pipeline_cpu_ms as f64 / pipeline_ms.max(1) as f64,
         pipeline_archive_bytes_per_s: rate(g.compressed_bytes, pipeline_ms),
         pipeline_uncompressed_bytes_per_s: pipe_rate,
         accounts_indexed_per_s: r.accounts_total as f64 / (pipeline_ms.max(1) as f64 / 1000.0),

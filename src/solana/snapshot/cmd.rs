@@ -438,6 +438,11 @@ pub struct SnapshotBenchArgs {
     /// dropped, mapped again when read).
     #[arg(long, default_value_t = crate::solana::snapshot::index::DEFAULT_MAX_OPEN_MAPS_PER_SHARD)]
     pub max_open_maps: usize,
+    /// Target size of each generated account storage file. Each file is written and
+    /// scanned by one shard, so a few large files leave shards idle while the last ones
+    /// are read; Agave's slot-sized storage files are mostly far smaller.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub file_size_bytes: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -477,6 +482,7 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
         accounts: a.accounts,
         data_size: a.data_size,
         max_open_maps_per_shard: a.max_open_maps,
+        file_size_bytes: a.file_size_bytes.max(1),
     };
     let r = run_bench(&cfg);
     let _ = std::fs::remove_dir_all(&dir);
@@ -494,12 +500,13 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
             r.generate_ms
         );
         println!(
-            "pipeline ({} shards): {:.1} MB/s uncompressed, {:.1} MB/s archive, {:.0} accounts/s indexed, {} ms, LtHash {}",
+            "pipeline ({} shards): {:.1} MB/s uncompressed, {:.1} MB/s archive, {:.0} accounts/s indexed, {} ms ({:.2} cores busy), LtHash {}",
             r.shards,
             mb(r.pipeline_uncompressed_bytes_per_s),
             mb(r.pipeline_archive_bytes_per_s),
             r.accounts_indexed_per_s,
             r.pipeline_ms,
+            r.pipeline_cores_busy,
             if r.lt_hash_ok { "ok" } else { "MISMATCH" }
         );
         for (i, (s, b)) in r

@@ -13,7 +13,7 @@ use catchup_solana::manifest::{decode_manifest, Manifest, ManifestError};
 use catchup_solana::tar::{EntryHeader, TarError, TarParser, TarSink};
 use catchup_solana::unpack::{classify, SnapshotEntry, UnpackBudget, UnpackError, UnpackLimits};
 use catchup_solana::zstd_stream::{
-    decompress_frame, starts_with_marker, FrameMarker, ZstdError, ZstdStream,
+    decompress_frame_into, starts_with_marker, FrameMarker, ZstdError, ZstdStream,
     DEFAULT_WINDOW_LOG_MAX, FRAME_MARKER_BYTES,
 };
 use catchup_solana::{base58, LtHash};
@@ -162,6 +162,8 @@ pub struct ShardReport {
     pub scan_ms: u64,
     pub write_ms: u64,
     pub idle_ms: u64,
+    /// Time the shard waited to hand index entries to other shards (their links full).
+    pub mesh_wait_ms: u64,
     /// Time the shard spent re-reading superseded versions to mix them out.
     pub retract_ms: u64,
     /// Of `retract_ms`, the time after the last file arrived (the rest overlapped the
@@ -421,22 +423,28 @@ impl TarSink for Unpacker {
 // Decompression
 
 type FrameResult = (u64, Result<Vec<u8>, ZstdError>);
+/// A frame to decompress: its sequence number, marker, compressed bytes, and a buffer of
+/// an earlier frame to decompress into.
+type Job = (u64, FrameMarker, Vec<u8>, Vec<u8>);
+/// Output buffers of emitted frames kept for the next ones (their pages stay mapped).
+const FREE_FRAME_BUFFERS: usize = 2;
 
 /// Decompresses whole frames on worker threads and releases their output in order.
 struct DecompressPool {
-    jobs: Option<SyncSender<(u64, FrameMarker, Vec<u8>)>>,
+    jobs: Option<SyncSender<Job>>,
     results: Receiver<FrameResult>,
     threads: Vec<JoinHandle<()>>,
     in_flight: usize,
     max_in_flight: usize,
     ready: BTreeMap<u64, Vec<u8>>,
     next_emit: u64,
+    free: Vec<Vec<u8>>,
 }
 
 impl DecompressPool {
     fn start(workers: usize, window_log_max: u32) -> std::io::Result<Self> {
         let workers = workers.max(1);
-        let (jtx, jrx) = sync_channel::<(u64, FrameMarker, Vec<u8>)>(workers);
+        let (jtx, jrx) = sync_channel::<Job>(workers);
         let (rtx, rrx) = sync_channel::<FrameResult>(workers * 2 + 2);
         let jrx = Arc::new(Mutex::new(jrx));
         let mut threads = Vec::new();
@@ -448,8 +456,10 @@ impl DecompressPool {
                     .name(format!("snap-zstd-{w}"))
                     .spawn(move || loop {
                         let job = { jrx.lock().map(|r| r.recv()) };
-                        let Ok(Ok((seq, m, frame))) = job else { return };
-                        let r = decompress_frame(seq, &m, &frame, window_log_max);
+                        let Ok(Ok((seq, m, frame, buf))) = job else {
+                            return;
+                        };
+                        let r = decompress_frame_into(seq, &m, &frame, window_log_max, buf);
                         drop(frame);
                         if rtx.send((seq, r)).is_err() {
                             return;
@@ -465,6 +475,7 @@ impl DecompressPool {
             max_in_flight: workers + 1,
             ready: BTreeMap::new(),
             next_emit: 0,
+            free: Vec::new(),
         })
     }
 
@@ -483,6 +494,9 @@ impl DecompressPool {
             self.next_emit += 1;
             for chunk in buf.chunks(DECOMPRESSED_CHUNK_BYTES) {
                 sink(chunk)?;
+            }
+            if self.free.len() < FREE_FRAME_BUFFERS {
+                self.free.push(buf);
             }
         }
         Ok(())
@@ -503,7 +517,7 @@ impl DecompressPool {
         self.jobs
             .as_ref()
             .expect("pool running")
-            .send((seq, m, frame))
+            .send((seq, m, frame, self.free.pop().unwrap_or_default()))
             .map_err(|_| ShardGone)?;
         self.in_flight += 1;
         self.poll(sink)
@@ -745,7 +759,8 @@ impl Pipeline {
             }
             let pre = std::mem::take(buf);
             self.decode = if starts_with_marker(&pre) {
-                let max_in_flight = self.cfg.shards.max(1) as u64 + 2;
+                // Frames decompressing, the one being emitted, and the kept buffers.
+                let max_in_flight = self.cfg.shards.max(1) as u64 + 2 + FREE_FRAME_BUFFERS as u64;
                 let overhead = self
                     .unpacker
                     .shards
@@ -1098,6 +1113,7 @@ impl Pipeline {
                     scan_ms: t.scan_ms,
                     write_ms: t.write_ms,
                     idle_ms: t.idle_ms,
+                    mesh_wait_ms: t.mesh_wait_ms,
                     retract_ms: t.retract_ms,
                     retract_tail_ms: t.retract_tail_ms,
                     retracted_in_stream: t.retracted_in_stream,

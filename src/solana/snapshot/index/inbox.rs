@@ -125,11 +125,14 @@ pub(super) async fn inbox_task(
                     }
                 }
                 queued.fetch_sub(n, Ordering::AcqRel);
-                if send_batches(&to_peers, &mut out, INDEX_BATCH_ENTRIES)
-                    .await
-                    .is_err()
+                let t = std::time::Instant::now();
+                let sent = send_batches(&to_peers, &mut out, INDEX_BATCH_ENTRIES).await;
                 {
-                    state.borrow_mut().fail("index shard link closed".into());
+                    let mut st = state.borrow_mut();
+                    st.mesh_wait_ns += t.elapsed().as_nanos() as u64;
+                    if sent.is_err() {
+                        st.fail("index shard link closed".into());
+                    }
                 }
                 // Let the executor submit the DMA writes queued meanwhile (a no-op
                 // outside glommio).

@@ -201,6 +201,8 @@ pub struct ShardTotals {
     pub write_ms: u64,
     /// Time spent waiting for work from the feeding thread.
     pub idle_ms: u64,
+    /// Time spent waiting to hand index entries to their owners (their links full).
+    pub mesh_wait_ms: u64,
     /// Time spent re-reading and mixing out superseded versions (and telling apart
     /// pubkeys that share a fingerprint), in all.
     pub retract_ms: u64,

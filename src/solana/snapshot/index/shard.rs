@@ -127,6 +127,7 @@ pub(super) struct State {
     pub(super) scan_ns: u64,
     pub(super) write_ns: u64,
     pub(super) idle_ns: u64,
+    pub(super) mesh_wait_ns: u64,
     pub(super) retract_ns: u64,
     /// Of `retract_ns`, the part spent at totals (after the last file arrived).
     pub(super) retract_tail_ns: u64,
@@ -177,6 +178,7 @@ impl State {
             scan_ns: 0,
             write_ns: 0,
             idle_ns: 0,
+            mesh_wait_ns: 0,
             retract_ns: 0,
             retract_tail_ns: 0,
             retracted_in_stream: 0,
@@ -496,6 +498,7 @@ impl State {
             scan_ms: self.scan_ns / 1_000_000,
             write_ms: self.write_ns / 1_000_000,
             idle_ms: self.idle_ns / 1_000_000,
+            mesh_wait_ms: self.mesh_wait_ns / 1_000_000,
             retract_ms: self.retract_ns / 1_000_000,
             retract_tail_ms: self.retract_tail_ns / 1_000_000,
             retracted_in_stream: self.retracted_in_stream,
