@@ -1409,6 +1409,19 @@ impl Store {
             .collect()
     }
 
+    /// The greatest key of `kind` (byte order; index only, no I/O, nothing copied but
+    /// the answer): e.g. the highest block number stored, without a list of all of them.
+    ///
+    /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].
+    pub fn max_key_of_kind(&self, kind: u8) -> Option<Vec<u8>> {
+        debug_assert!(!self.index[kind as usize].has_fingerprints());
+        self.index[kind as usize]
+            .full_entries()
+            .map(|(k, _)| k)
+            .max_by(|a, b| a[..].cmp(&b[..]))
+            .map(|k| k.to_vec())
+    }
+
     /// The keys of `kind` with `lo <= key <= hi` (byte order), sorted; index only, no I/O.
     /// One pass over the kind's index.
     /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].

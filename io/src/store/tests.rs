@@ -1981,6 +1981,8 @@ fn eight_byte_keys_live_beside_other_lengths_in_one_kind() {
             assert!(s.contains(3, &199u64.to_be_bytes()));
             assert!(!s.contains(3, &200u64.to_be_bytes()));
             assert!(!s.contains(2, &1u64.to_be_bytes()));
+            assert_eq!(s.max_key_of_kind(3), want.keys().last().cloned());
+            assert_eq!(s.max_key_of_kind(2), None);
         };
         check(&s);
         for (k, v) in &want {
@@ -1996,6 +1998,18 @@ fn eight_byte_keys_live_beside_other_lengths_in_one_kind() {
             }
             s.close().await.unwrap();
         }
+        let mut s = Store::open(&dir, ckpt_opts()).await.unwrap();
+        // 8-byte keys only: the greatest comes from the vector, then from the map.
+        for i in (0..100u64).rev() {
+            s.put(4, &i.to_be_bytes(), b"n").await.unwrap();
+        }
+        assert_eq!(s.max_key_of_kind(4), Some(99u64.to_be_bytes().to_vec()));
+        s.put(4, &(1u64 << 50).to_be_bytes(), b"far").await.unwrap();
+        assert_eq!(
+            s.max_key_of_kind(4),
+            Some((1u64 << 50).to_be_bytes().to_vec())
+        );
+        s.close().await.unwrap();
     });
 }
 

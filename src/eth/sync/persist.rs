@@ -270,14 +270,16 @@ impl DiskStore {
         // Counts and header keys come from the store's index, without reading records.
         // A record that does not decode is reported when it is read.
         let loaded: u64 = KINDS.iter().map(|k| disk.len_of_kind(*k) as u64).sum();
-        let mut max_header = None;
-        for k in disk.keys_of_kind(KIND_HEADER) {
-            let n = <[u8; 8]>::try_from(&k[..]).map_err(|_| PersistError::Corrupt {
-                dir: d.clone(),
-                what: "header key",
-            })?;
-            max_header = max_header.max(Some(u64::from_be_bytes(n)));
-        }
+        // Header keys are 8 bytes big-endian, so the greatest key is the highest number.
+        let max_header = match disk.max_key_of_kind(KIND_HEADER) {
+            None => None,
+            Some(k) => Some(u64::from_be_bytes(<[u8; 8]>::try_from(&k[..]).map_err(
+                |_| PersistError::Corrupt {
+                    dir: d.clone(),
+                    what: "header key",
+                },
+            )?)),
+        };
         let journal_now = journal.load().map_err(|source| PersistError::Journal {
             dir: d.clone(),
             source,
