@@ -25,6 +25,11 @@ fn rate(accounts: u64, max_data: u64, f: Xof) -> f64 {
     accounts as f64 / t.elapsed().as_secs_f64()
 }
 
+thread_local! {
+    static MIXED: std::cell::RefCell<catchup_solana::LtHash> =
+        std::cell::RefCell::new(catchup_solana::LtHash::identity());
+}
+
 fn main() {
     let n = std::env::args()
         .nth(1)
@@ -37,8 +42,14 @@ fn main() {
     for _ in 0..3 {
         let ours = rate(n, max_data, account_xof);
         let theirs = rate(n, max_data, crate_xof);
+        let mut lt = catchup_solana::LtHash::identity();
+        let mixed = rate(n, max_data, |l, d, e, o, k, _| {
+            MIXED.with(|m| m.borrow_mut().mix_in_account(l, d, e, o, k))
+        });
+        MIXED.with(|m| lt.mix_in(&m.borrow()));
+        std::hint::black_box(&lt);
         println!(
-            "avx2 8-lane: {ours:.0}/s  blake3 crate: {theirs:.0}/s  ratio {:.2} (AVX2 {})",
+            "avx2 8-lane: {ours:.0}/s  mixed into an LtHash: {mixed:.0}/s  blake3 crate: {theirs:.0}/s  ratio {:.2} (AVX2 {})",
             ours / theirs,
             catchup_solana::account_xof::avx2()
         );

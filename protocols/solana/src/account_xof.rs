@@ -55,6 +55,14 @@ const SCHEDULE: [[usize; 16]; 7] = {
     s
 };
 
+/// Where the 2048 output bytes go: written out, or added to (subtracted from) the 1024
+/// little-endian u16 lanes of an LtHash in place.
+pub enum Output<'a> {
+    Bytes(&'a mut [u8; XOF_BYTES]),
+    Add(&'a mut [u16; XOF_BYTES / 2]),
+    Sub(&'a mut [u16; XOF_BYTES / 2]),
+}
+
 /// The blake3 XOF of `lamports (u64 LE) ‖ data ‖ executable ‖ owner ‖ pubkey`.
 pub fn account_xof(
     lamports: u64,
@@ -63,6 +71,26 @@ pub fn account_xof(
     owner: &[u8; 32],
     pubkey: &[u8; 32],
     out: &mut [u8; XOF_BYTES],
+) {
+    account_output(
+        lamports,
+        data,
+        executable,
+        owner,
+        pubkey,
+        Output::Bytes(out),
+    );
+}
+
+/// The account's XOF, written or mixed into LtHash lanes as `out` says (mixed without
+/// an intermediate copy on the AVX2 path).
+pub fn account_output(
+    lamports: u64,
+    data: &[u8],
+    executable: bool,
+    owner: &[u8; 32],
+    pubkey: &[u8; 32],
+    out: Output<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if data.len() <= MAX_DATA_ONE_CHUNK && avx2() {
@@ -95,7 +123,22 @@ pub fn account_xof(
         unsafe { avx2::xof(&IV, &words(&block), BLOCK_LEN as u32, PARENT | ROOT, out) };
         return;
     }
-    crate_xof(lamports, data, executable, owner, pubkey, out);
+    let add = matches!(out, Output::Add(_));
+    match out {
+        Output::Bytes(out) => crate_xof(lamports, data, executable, owner, pubkey, out),
+        Output::Add(lanes) | Output::Sub(lanes) => {
+            let mut bytes = [0u8; XOF_BYTES];
+            crate_xof(lamports, data, executable, owner, pubkey, &mut bytes);
+            for (a, c) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+                let v = u16::from_le_bytes([c[0], c[1]]);
+                *a = if add {
+                    a.wrapping_add(v)
+                } else {
+                    a.wrapping_sub(v)
+                };
+            }
+        }
+    }
 }
 
 /// The chaining value of bytes `from..to` of the concatenated `pieces`, a subtree that is
@@ -180,7 +223,7 @@ fn words(block: &[u8]) -> [u32; 16] {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK_LEN, IV, SCHEDULE, XOF_BYTES};
+    use super::{Output, BLOCK_LEN, IV, SCHEDULE, XOF_BYTES};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -345,11 +388,11 @@ mod avx2 {
         block: &[u32; 16],
         block_len: u32,
         flags: u32,
-        out: &mut [u8; XOF_BYTES],
+        mut out: Output<'_>,
     ) {
         let m: [__m256i; 16] = std::array::from_fn(|i| _mm256_set1_epi32(block[i] as i32));
         let cvv: [__m256i; 8] = std::array::from_fn(|i| _mm256_set1_epi32(cv[i] as i32));
-        for (batch, chunk) in out.chunks_exact_mut(8 * BLOCK_LEN).enumerate() {
+        for batch in 0..XOF_BYTES / (8 * BLOCK_LEN) {
             // Output counters batch*8 .. batch*8+8 (all below 2^32: the high word is 0).
             let base = (batch * 8) as i32;
             let mut v = [
@@ -383,20 +426,66 @@ mod avx2 {
                 g(&mut v, 2, 7, 8, 13, m[r[12]], m[r[13]]);
                 g(&mut v, 3, 4, 9, 14, m[r[14]], m[r[15]]);
             }
-            // Output words: v[i] ^ v[i+8], then v[i+8] ^ cv[i]; lane j is block j.
-            let mut words = [[0u32; 8]; 16];
-            for i in 0..8 {
-                let lo = xor(v[i], v[i + 8]);
-                let hi = xor(v[i + 8], cvv[i]);
-                _mm256_storeu_si256(words[i].as_mut_ptr().cast(), lo);
-                _mm256_storeu_si256(words[i + 8].as_mut_ptr().cast(), hi);
-            }
-            for (j, blk) in chunk.chunks_exact_mut(BLOCK_LEN).enumerate() {
-                for (i, w) in blk.chunks_exact_mut(4).enumerate() {
-                    w.copy_from_slice(&words[i][j].to_le_bytes());
+            // Output words: v[i] ^ v[i+8], then v[i+8] ^ cv[i]; lane j is block j. Each
+            // block is then 2 vectors: its words 0..8, and 8..16.
+            let lo: [__m256i; 8] = std::array::from_fn(|i| xor(v[i], v[i + 8]));
+            let hi: [__m256i; 8] = std::array::from_fn(|i| xor(v[i + 8], cvv[i]));
+            let (lo, hi) = (transpose(lo), transpose(hi));
+            for j in 0..8 {
+                let at = (batch * 8 + j) * BLOCK_LEN;
+                for (half, w) in [(0, lo[j]), (32, hi[j])] {
+                    match &mut out {
+                        Output::Bytes(b) => {
+                            _mm256_storeu_si256(b.as_mut_ptr().add(at + half).cast(), w)
+                        }
+                        Output::Add(l) => {
+                            let p = l.as_mut_ptr().add((at + half) / 2).cast::<__m256i>();
+                            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), w));
+                        }
+                        Output::Sub(l) => {
+                            let p = l.as_mut_ptr().add((at + half) / 2).cast::<__m256i>();
+                            _mm256_storeu_si256(p, _mm256_sub_epi16(_mm256_loadu_si256(p), w));
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Rows of 8 words (row i: word i of lanes 0..8) into columns (lane j: its words 0..8).
+    #[inline(always)]
+    unsafe fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
+        let t = [
+            _mm256_unpacklo_epi32(r[0], r[1]),
+            _mm256_unpackhi_epi32(r[0], r[1]),
+            _mm256_unpacklo_epi32(r[2], r[3]),
+            _mm256_unpackhi_epi32(r[2], r[3]),
+            _mm256_unpacklo_epi32(r[4], r[5]),
+            _mm256_unpackhi_epi32(r[4], r[5]),
+            _mm256_unpacklo_epi32(r[6], r[7]),
+            _mm256_unpackhi_epi32(r[6], r[7]),
+        ];
+        // u[k] and u[k+4] (k < 4): words of lanes k and k+4, rows 0..4 and rows 4..8.
+        let u = [
+            _mm256_unpacklo_epi64(t[0], t[2]),
+            _mm256_unpackhi_epi64(t[0], t[2]),
+            _mm256_unpacklo_epi64(t[1], t[3]),
+            _mm256_unpackhi_epi64(t[1], t[3]),
+            _mm256_unpacklo_epi64(t[4], t[6]),
+            _mm256_unpackhi_epi64(t[4], t[6]),
+            _mm256_unpacklo_epi64(t[5], t[7]),
+            _mm256_unpackhi_epi64(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2x128_si256(u[0], u[4], 0x20),
+            _mm256_permute2x128_si256(u[1], u[5], 0x20),
+            _mm256_permute2x128_si256(u[2], u[6], 0x20),
+            _mm256_permute2x128_si256(u[3], u[7], 0x20),
+            _mm256_permute2x128_si256(u[0], u[4], 0x31),
+            _mm256_permute2x128_si256(u[1], u[5], 0x31),
+            _mm256_permute2x128_si256(u[2], u[6], 0x31),
+            _mm256_permute2x128_si256(u[3], u[7], 0x31),
+        ]
     }
 }
 
@@ -411,6 +500,17 @@ mod tests {
         account_xof(lamports, data, exec, &owner, &key, &mut ours);
         crate_xof(lamports, data, exec, &owner, &key, &mut theirs);
         assert!(ours == theirs, "data length {}", data.len());
+        // Mixed into lanes in place: the crate's bytes added lane by lane, then taken out.
+        let start: [u16; XOF_BYTES / 2] =
+            std::array::from_fn(|i| (i as u16).wrapping_mul(40_503) ^ data.len() as u16);
+        let mut lanes = start;
+        account_output(lamports, data, exec, &owner, &key, Output::Add(&mut lanes));
+        for (i, c) in theirs.chunks_exact(2).enumerate() {
+            let want = start[i].wrapping_add(u16::from_le_bytes([c[0], c[1]]));
+            assert_eq!(lanes[i], want, "lane {i}, data length {}", data.len());
+        }
+        account_output(lamports, data, exec, &owner, &key, Output::Sub(&mut lanes));
+        assert!(lanes == start, "data length {}", data.len());
     }
 
     #[test]

@@ -56,10 +56,15 @@ impl LtHash {
         if lamports == 0 {
             return;
         }
-        let bytes = account_xof(lamports, data, executable, owner, pubkey);
-        for (a, c) in self.0.iter_mut().zip(bytes.chunks_exact(2)) {
-            *a = a.wrapping_add(u16::from_le_bytes([c[0], c[1]]));
-        }
+        use crate::account_xof::{account_output, Output};
+        account_output(
+            lamports,
+            data,
+            executable,
+            owner,
+            pubkey,
+            Output::Add(&mut self.0),
+        );
     }
 
     /// Remove one account's element in place (the inverse of [`LtHash::mix_in_account`]).
@@ -74,10 +79,15 @@ impl LtHash {
         if lamports == 0 {
             return;
         }
-        let bytes = account_xof(lamports, data, executable, owner, pubkey);
-        for (a, c) in self.0.iter_mut().zip(bytes.chunks_exact(2)) {
-            *a = a.wrapping_sub(u16::from_le_bytes([c[0], c[1]]));
-        }
+        use crate::account_xof::{account_output, Output};
+        account_output(
+            lamports,
+            data,
+            executable,
+            owner,
+            pubkey,
+            Output::Sub(&mut self.0),
+        );
     }
 
     /// Decode from 2048 little-endian bytes.
