@@ -278,10 +278,11 @@ struct KindMap {
     /// Keys of 8 bytes (block numbers: headers, bodies, receipts) kept inline as
     /// big-endian integers: 24 bytes a bucket instead of 32 and an 8-byte allocation.
     short: HashMap<u64, Loc, ahash::RandomState>,
-    /// 8-byte keys below `dense.len()`, by value (16 bytes a key; a hole has `len` 0).
+    /// 8-byte keys below `dense.len()`, by value (12 bytes a key, see [`DenseLoc`]; a
+    /// hole is all zero).
     /// It grows to cover a new key while at least a quarter of it would be used, so
     /// block numbers, which come close together, end up here whatever their order.
-    dense: Vec<Loc>,
+    dense: Vec<DenseLoc>,
     /// Keys in `dense`.
     dense_len: usize,
     /// Fingerprinted entries in [`FP_PARTS`] maps by the fingerprint's first byte (empty
@@ -317,11 +318,11 @@ impl KindMap {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Loc> {
+    fn get(&self, key: &[u8]) -> Option<Loc> {
         match (self.fp_of(key), short_key(key)) {
-            (Some(f), _) => self.fp[fp_part(f)].get(&f),
+            (Some(f), _) => self.fp[fp_part(f)].get(&f).copied(),
             (None, Some(k)) => self.short_get(k),
-            (None, None) => self.full.get(key),
+            (None, None) => self.full.get(key).copied(),
         }
     }
 
@@ -337,10 +338,10 @@ impl KindMap {
         }
     }
 
-    fn short_get(&self, k: u64) -> Option<&Loc> {
+    fn short_get(&self, k: u64) -> Option<Loc> {
         match self.dense.get(k as usize) {
-            Some(l) => (l.len != 0).then_some(l),
-            None => self.short.get(&k),
+            Some(d) => d.unpack().or_else(|| self.short.get(&k).copied()),
+            None => self.short.get(&k).copied(),
         }
     }
 
@@ -357,35 +358,49 @@ impl KindMap {
             if keys.saturating_mul(4) < want {
                 return self.short.insert(k, loc);
             }
-            self.dense.resize(want, Loc::HOLE);
-            let moved: Vec<u64> = self
+            self.dense.resize(want, DenseLoc::HOLE);
+            let moved: Vec<(u64, DenseLoc)> = self
                 .short
-                .keys()
-                .copied()
-                .filter(|&m| (m as usize) < want)
+                .iter()
+                .filter(|(&m, _)| (m as usize) < want)
+                .filter_map(|(&m, &l)| Some((m, DenseLoc::pack(l)?)))
                 .collect();
-            for m in moved {
-                let l = self.short.remove(&m).expect("listed");
-                self.dense[m as usize] = l;
+            for (m, d) in moved {
+                self.short.remove(&m);
+                self.dense[m as usize] = d;
                 self.dense_len += 1;
             }
             self.short.shrink_to_fit();
         }
-        let old = std::mem::replace(&mut self.dense[i], loc);
-        if old.len == 0 {
-            self.dense_len += 1;
-            None
-        } else {
-            Some(old)
+        let Some(d) = DenseLoc::pack(loc) else {
+            // Past what 12 bytes hold: kept in the map (a hole stays here for `k`).
+            let old = self.short_get(k);
+            if let Some(was) = self.dense.get_mut(i).filter(|d| !d.is_hole()) {
+                *was = DenseLoc::HOLE;
+                self.dense_len -= 1;
+            }
+            self.short.insert(k, loc);
+            return old;
+        };
+        if self.dense[i].is_hole() {
+            if let Some(old) = self.short.remove(&k) {
+                self.dense[i] = d;
+                self.dense_len += 1;
+                return Some(old);
+            }
         }
+        let old = std::mem::replace(&mut self.dense[i], d).unpack();
+        if old.is_none() {
+            self.dense_len += 1;
+        }
+        old
     }
 
-    fn dense_entries(&self) -> impl Iterator<Item = (u64, &Loc)> {
+    fn dense_entries(&self) -> impl Iterator<Item = (u64, Loc)> + '_ {
         self.dense
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.len != 0)
-            .map(|(k, l)| (k as u64, l))
+            .filter_map(|(k, d)| Some((k as u64, d.unpack()?)))
     }
 
     fn len(&self) -> usize {
@@ -393,23 +408,24 @@ impl KindMap {
     }
 
     /// Locations of every key.
-    fn values(&self) -> impl Iterator<Item = &Loc> {
+    fn values(&self) -> impl Iterator<Item = Loc> + '_ {
         self.full
             .values()
             .chain(self.short.values())
+            .copied()
             .chain(self.dense_entries().map(|(_, l)| l))
-            .chain(self.fp.iter().flat_map(|m| m.values()))
+            .chain(self.fp.iter().flat_map(|m| m.values()).copied())
     }
 
     /// Entries kept with their full key (those of 8 bytes included).
-    fn full_entries(&self) -> impl Iterator<Item = (EntryKey<'_>, &Loc)> {
+    fn full_entries(&self) -> impl Iterator<Item = (EntryKey<'_>, Loc)> {
         self.full
             .iter()
-            .map(|(k, l)| (EntryKey::Boxed(k), l))
+            .map(|(k, l)| (EntryKey::Boxed(k), *l))
             .chain(
                 self.short
                     .iter()
-                    .map(|(k, l)| (*k, l))
+                    .map(|(k, l)| (*k, *l))
                     .chain(self.dense_entries())
                     .map(|(k, l)| (EntryKey::Short(k.to_be_bytes()), l)),
             )
@@ -478,13 +494,38 @@ struct Loc {
     len: u32,
 }
 
-impl Loc {
-    /// No record (every record has a header, so `len` is never 0).
-    const HOLE: Loc = Loc {
-        seg: 0,
-        off: 0,
-        len: 0,
-    };
+/// A [`Loc`] in 12 bytes for [`KindMap::dense`]: segment (24 bits) and offset (40 bits)
+/// over the first two words, length in the third. All zero is a hole (no record has
+/// length 0). A location past these widths stays in [`KindMap::short`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DenseLoc([u32; 3]);
+
+impl DenseLoc {
+    const HOLE: DenseLoc = DenseLoc([0; 3]);
+
+    fn pack(l: Loc) -> Option<DenseLoc> {
+        if l.len == 0 || l.seg >= 1 << 24 || l.off >= 1 << 40 {
+            return None;
+        }
+        Some(DenseLoc([
+            l.seg | ((l.off >> 32) as u32) << 24,
+            l.off as u32,
+            l.len,
+        ]))
+    }
+
+    fn unpack(self) -> Option<Loc> {
+        let [a, b, len] = self.0;
+        (len != 0).then_some(Loc {
+            seg: a & 0x00ff_ffff,
+            off: ((a >> 24) as u64) << 32 | b as u64,
+            len,
+        })
+    }
+
+    fn is_hole(self) -> bool {
+        self.0[2] == 0
+    }
 }
 
 /// Counters of one store.
@@ -981,7 +1022,7 @@ impl Store {
     fn lookup(&self, kind: u8, key: &[u8]) -> Result<Option<Loc>, StoreError> {
         let m = &self.index[kind as usize];
         if let Some(l) = m.get(key) {
-            return Ok(Some(*l));
+            return Ok(Some(l));
         }
         let Some(f) = m.fp_of(key) else {
             return Ok(None);
@@ -1446,7 +1487,7 @@ impl Store {
         let mut locs: Vec<Loc> = m
             .full_entries()
             .filter(|(k, _)| in_range(k))
-            .map(|(_, l)| *l)
+            .map(|(_, l)| l)
             .collect();
         if m.fingerprinted {
             // Fingerprints in [lo, hi] by their first 16 bytes (a superset: the full keys
@@ -1718,7 +1759,7 @@ impl Store {
     /// error).
     pub fn iter_kind(&self, kind: u8) -> Result<KindIter<'_>, StoreError> {
         let m = &self.index[kind as usize];
-        let mut locs: Vec<Loc> = m.full_entries().map(|(_, l)| *l).collect();
+        let mut locs: Vec<Loc> = m.full_entries().map(|(_, l)| l).collect();
         if m.fingerprinted {
             let mut fps: BTreeMap<u128, Loc> = m
                 .fp_entries()

@@ -2021,16 +2021,58 @@ fn loc_of(i: u64) -> Loc {
     }
 }
 
+/// Locations that fit the vector's 12 bytes, and ones just past or at its widths.
+fn loc_any(x: u64) -> Loc {
+    let len = 1 + (x % 1000) as u32;
+    match (x >> 10) % 4 {
+        0 => Loc {
+            seg: (x % 9) as u32,
+            off: (x >> 12) % (1 << 40),
+            len,
+        },
+        1 => Loc {
+            seg: 3,
+            off: (1 << 40) + (x >> 30),
+            len,
+        },
+        2 => Loc {
+            seg: (1 << 24) + (x % 5) as u32,
+            off: x % 1000,
+            len,
+        },
+        _ => Loc {
+            seg: (1 << 24) - 1,
+            off: (1 << 40) - 1 - (x % 3),
+            len: u32::MAX - (x % 2) as u32,
+        },
+    }
+}
+
+#[test]
+fn dense_locations_pack_and_unpack_or_are_refused() {
+    for x in 0..10_000u64 {
+        let l = loc_any(x.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        match DenseLoc::pack(l) {
+            Some(d) => {
+                assert!(!d.is_hole());
+                assert_eq!(d.unpack(), Some(l));
+            }
+            None => assert!(l.seg >= 1 << 24 || l.off >= 1 << 40),
+        }
+    }
+    assert_eq!(DenseLoc::HOLE.unpack(), None);
+}
+
 /// A kind's index against a map: every key found with its newest location, listed once.
 fn check_kind_map(m: &KindMap, model: &BTreeMap<u64, Loc>) {
     assert_eq!(m.len(), model.len());
     for (k, l) in model {
-        assert_eq!(m.get(&k.to_be_bytes()), Some(l), "key {k}");
+        assert_eq!(m.get(&k.to_be_bytes()), Some(*l), "key {k}");
         assert!(m.contains_key(&k.to_be_bytes()));
     }
     let mut listed: Vec<(u64, Loc)> = m
         .full_entries()
-        .map(|(k, l)| (u64::from_be_bytes(k[..].try_into().unwrap()), *l))
+        .map(|(k, l)| (u64::from_be_bytes(k[..].try_into().unwrap()), l))
         .collect();
     listed.sort_unstable();
     assert_eq!(
@@ -2078,7 +2120,7 @@ proptest! {
         for (shape, k, far) in ops {
             // Mostly near keys, some far ones.
             let k = if shape == 0 { far } else { k };
-            let l = loc_of(k ^ far);
+            let l = loc_any(k ^ far);
             prop_assert_eq!(m.insert(&k.to_be_bytes(), l), model.insert(k, l));
         }
         check_kind_map(&m, &model);
