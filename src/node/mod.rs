@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bench_store;
+pub mod cpu;
 pub mod demo;
 pub mod doctor;
 pub mod doctor_fix;

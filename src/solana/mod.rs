@@ -16,12 +16,3 @@ pub mod handoff;
 pub mod repair;
 pub mod snapshot;
 pub mod sync_cmd;
-
-/// CPU seconds (user + system) of this process so far.
-pub fn self_cpu_s() -> f64 {
-    // SAFETY: getrusage writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
-}

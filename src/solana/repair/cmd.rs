@@ -718,12 +718,12 @@ fn cpu_split<T>(
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, CpuStart)> {
     let servers_cpu = || servers.iter().map(|p| proc_cpu_s(*p)).sum::<f64>();
-    let (c0, s0) = (crate::solana::self_cpu_s(), servers_cpu());
+    let (c0, s0) = (crate::node::cpu::self_cpu_s(), servers_cpu());
     let out = f()?;
     Ok((
         out,
         CpuStart {
-            client: crate::solana::self_cpu_s() - c0,
+            client: crate::node::cpu::self_cpu_s() - c0,
             servers: servers_cpu() - s0,
         },
     ))
@@ -784,9 +784,9 @@ mod tests {
 
     /// Busy work for this thread until the process has used `s` more CPU seconds.
     fn burn(s: f64) {
-        let t0 = crate::solana::self_cpu_s();
+        let t0 = crate::node::cpu::self_cpu_s();
         let mut x = 1u64;
-        while crate::solana::self_cpu_s() - t0 < s {
+        while crate::node::cpu::self_cpu_s() - t0 < s {
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }

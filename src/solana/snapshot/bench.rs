@@ -66,6 +66,12 @@ pub struct BenchReport {
     /// machine with as many cores as shards, near that count means the cores, not the
     /// shards, bound the rate).
     pub pipeline_cores_busy: f64,
+    /// Of `pipeline_cpu_ms`: the shards' threads, the threads decompressing marked frames,
+    /// and the rest (the feeding thread: reading, single-frame decompression, tar; the
+    /// kernel's io_uring workers).
+    pub shards_cpu_ms: u64,
+    pub decompress_cpu_ms: u64,
+    pub other_cpu_ms: u64,
     /// Compressed archive bytes per second through the whole pipeline.
     pub pipeline_archive_bytes_per_s: f64,
     /// Uncompressed (tar) bytes per second through the whole pipeline.
@@ -270,13 +276,14 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         ..PipelineConfig::default()
     };
     let t = Instant::now();
-    let cpu = crate::solana::self_cpu_s();
+    let cpu = crate::node::cpu::self_cpu_s();
     let r = verify_archive(&g.path, None, &data, pcfg)?;
     let pipeline_ms = t.elapsed().as_millis() as u64;
-    let pipeline_cpu_ms = ((crate::solana::self_cpu_s() - cpu) * 1000.0) as u64;
+    let pipeline_cpu_ms = ((crate::node::cpu::self_cpu_s() - cpu) * 1000.0) as u64;
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&archive_dir);
 
+    let shards_cpu_ms: u64 = r.shards.iter().map(|s| s.cpu_ms).sum();
     let pipe_rate = rate(g.uncompressed_bytes, pipeline_ms);
     let raw_rate = rate(raw_out, raw_zstd_ms);
     let index_bytes: u64 = r.shards.iter().map(|s| s.index_bytes).sum();
@@ -297,6 +304,9 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         pipeline_ms,
         pipeline_cpu_ms,
         pipeline_cores_busy: pipeline_cpu_ms as f64 / pipeline_ms.max(1) as f64,
+        shards_cpu_ms,
+        decompress_cpu_ms: r.decompress_cpu_ms,
+        other_cpu_ms: pipeline_cpu_ms.saturating_sub(shards_cpu_ms + r.decompress_cpu_ms),
         pipeline_archive_bytes_per_s: rate(g.compressed_bytes, pipeline_ms),
         pipeline_uncompressed_bytes_per_s: pipe_rate,
         accounts_indexed_per_s: r.accounts_total as f64 / (pipeline_ms.max(1) as f64 / 1000.0),

@@ -509,6 +509,10 @@ pub fn bench_snapshot(a: &SnapshotBenchArgs) -> anyhow::Result<i32> {
             r.pipeline_cores_busy,
             if r.lt_hash_ok { "ok" } else { "MISMATCH" }
         );
+        println!(
+            "  CPU: {} ms in all = shards {} + decompression {} + feeding and the rest {}",
+            r.pipeline_cpu_ms, r.shards_cpu_ms, r.decompress_cpu_ms, r.other_cpu_ms
+        );
         for (i, (s, b)) in r
             .per_shard_accounts_per_s
             .iter()

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -164,6 +165,8 @@ pub struct ShardReport {
     pub idle_ms: u64,
     /// Time the shard waited to hand index entries to other shards (their links full).
     pub mesh_wait_ms: u64,
+    /// CPU time of the shard's thread so far.
+    pub cpu_ms: u64,
     /// Time the shard spent re-reading superseded versions to mix them out.
     pub retract_ms: u64,
     /// Of `retract_ms`, the time after the last file arrived (the rest overlapped the
@@ -209,6 +212,9 @@ pub struct VerifyReport {
     pub elapsed_ms: u64,
     /// Time the feeding thread was blocked on busy shards (back-pressure).
     pub feeder_wait_ms: u64,
+    /// CPU time of the threads decompressing marked frames (0 for a single frame, which
+    /// the feeding thread decompresses).
+    pub decompress_cpu_ms: u64,
     /// Time from the end of input to the verdict (totals, retraction, comparison).
     pub finish_ms: u64,
 }
@@ -439,6 +445,8 @@ struct DecompressPool {
     ready: BTreeMap<u64, Vec<u8>>,
     next_emit: u64,
     free: Vec<Vec<u8>>,
+    /// Each worker's thread CPU time, in ns, as of its last frame.
+    cpu_ns: Arc<Vec<AtomicU64>>,
 }
 
 impl DecompressPool {
@@ -448,9 +456,12 @@ impl DecompressPool {
         let (rtx, rrx) = sync_channel::<FrameResult>(workers * 2 + 2);
         let jrx = Arc::new(Mutex::new(jrx));
         let mut threads = Vec::new();
+        let cpu_ns: Arc<Vec<AtomicU64>> =
+            Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
         for w in 0..workers {
             let jrx = jrx.clone();
             let rtx = rtx.clone();
+            let cpu = cpu_ns.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("snap-zstd-{w}"))
@@ -461,6 +472,7 @@ impl DecompressPool {
                         };
                         let r = decompress_frame_into(seq, &m, &frame, window_log_max, buf);
                         drop(frame);
+                        cpu[w].store(crate::node::cpu::thread_cpu_ns(), Ordering::Relaxed);
                         if rtx.send((seq, r)).is_err() {
                             return;
                         }
@@ -476,7 +488,17 @@ impl DecompressPool {
             ready: BTreeMap::new(),
             next_emit: 0,
             free: Vec::new(),
+            cpu_ns,
         })
+    }
+
+    /// CPU time of the workers so far (as of each one's last frame).
+    fn cpu_ms(&self) -> u64 {
+        self.cpu_ns
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+            / 1_000_000
     }
 
     fn take_result(&mut self, r: FrameResult) -> Result<(), PipelineError> {
@@ -1114,6 +1136,7 @@ impl Pipeline {
                     write_ms: t.write_ms,
                     idle_ms: t.idle_ms,
                     mesh_wait_ms: t.mesh_wait_ms,
+                    cpu_ms: t.cpu_ms,
                     retract_ms: t.retract_ms,
                     retract_tail_ms: t.retract_tail_ms,
                     retracted_in_stream: t.retracted_in_stream,
@@ -1126,6 +1149,10 @@ impl Pipeline {
                 .collect(),
             datadir: self.unpacker.staging.display().to_string(),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
+            decompress_cpu_ms: match &self.decode {
+                Decode::Marked(mk) => mk.pool.cpu_ms(),
+                _ => 0,
+            },
             feeder_wait_ms: self
                 .unpacker
                 .shards

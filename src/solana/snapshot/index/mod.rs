@@ -203,6 +203,9 @@ pub struct ShardTotals {
     pub idle_ms: u64,
     /// Time spent waiting to hand index entries to their owners (their links full).
     pub mesh_wait_ms: u64,
+    /// CPU time of the shard's thread so far (all its tasks: scan, writes, index entries
+    /// from other shards, retraction).
+    pub cpu_ms: u64,
     /// Time spent re-reading and mixing out superseded versions (and telling apart
     /// pubkeys that share a fingerprint), in all.
     pub retract_ms: u64,

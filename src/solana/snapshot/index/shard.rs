@@ -499,6 +499,7 @@ impl State {
             write_ms: self.write_ns / 1_000_000,
             idle_ms: self.idle_ns / 1_000_000,
             mesh_wait_ms: self.mesh_wait_ns / 1_000_000,
+            cpu_ms: crate::node::cpu::thread_cpu_ns() / 1_000_000,
             retract_ms: self.retract_ns / 1_000_000,
             retract_tail_ms: self.retract_tail_ns / 1_000_000,
             retracted_in_stream: self.retracted_in_stream,
