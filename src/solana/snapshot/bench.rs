@@ -350,3 +350,54 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_bench_verifies_and_splits_its_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = run_bench(&BenchConfig {
+            shards: 2,
+            size_bytes: 6 << 20,
+            frames: 3,
+            dir: dir.path().join("bench"),
+            skip_tar_baseline: true,
+            file_size_bytes: 1 << 20,
+            ..BenchConfig::default()
+        })
+        .unwrap();
+        assert!(r.lt_hash_ok);
+        assert_eq!(r.shards, 2);
+        assert!(
+            r.lt_hash_one_core_accounts_per_s > 0.0 && r.lt_hash_crate_xof_accounts_per_s > 0.0
+        );
+        let path = if catchup_solana::account_xof::avx2() {
+            "avx2-8-lane"
+        } else {
+            "blake3-crate"
+        };
+        assert_eq!(r.lt_hash_xof_path, path);
+        // The split: every shard's thread did work, the parts add up to the process's
+        // CPU (thread and process clocks tick apart by a few ms at most).
+        assert!(r
+            .per_shard
+            .iter()
+            .all(|s| s.cpu_ms > 0 || s.scanned_accounts == 0));
+        assert_eq!(
+            r.shards_cpu_ms,
+            r.per_shard.iter().map(|s| s.cpu_ms).sum::<u64>()
+        );
+        assert!(
+            r.shards_cpu_ms + r.decompress_cpu_ms <= r.pipeline_cpu_ms + 50,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.other_cpu_ms,
+            r.pipeline_cpu_ms
+                .saturating_sub(r.shards_cpu_ms + r.decompress_cpu_ms)
+        );
+        assert!(r.pipeline_cores_busy > 0.0);
+    }
+}
