@@ -169,7 +169,11 @@ pub fn write(
 fn map(f: &std::fs::File) -> std::io::Result<HashIndex> {
     // SAFETY: the file is ours, under the data directory's lock; it is only ever
     // replaced by a rename, never written in place, so the mapping does not change.
-    Ok(HashIndex::Mapped(unsafe { memmap2::Mmap::map(f) }?))
+    let m = unsafe { memmap2::Mmap::map(f) }?;
+    if m.len() < HEAD {
+        return Err(std::io::Error::other("shorter than its head"));
+    }
+    Ok(HashIndex::Mapped(m))
 }
 
 /// The index in `datadir`: `Ok(None)` when there is none, `Err(why)` when it cannot be

@@ -93,7 +93,23 @@ pub fn account_output(
     out: Output<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if data.len() <= MAX_DATA_ONE_CHUNK && avx2() {
+    if avx2() {
+        return avx2_output(lamports, data, executable, owner, pubkey, out);
+    }
+    crate_output(lamports, data, executable, owner, pubkey, out);
+}
+
+/// [`account_output`] on a CPU with AVX2 (checked by the caller).
+#[cfg(target_arch = "x86_64")]
+fn avx2_output(
+    lamports: u64,
+    data: &[u8],
+    executable: bool,
+    owner: &[u8; 32],
+    pubkey: &[u8; 32],
+    out: Output<'_>,
+) {
+    if data.len() <= MAX_DATA_ONE_CHUNK {
         let mut input = [0u8; CHUNK_LEN];
         let n = FIXED_INPUT + data.len();
         input[..8].copy_from_slice(&lamports.to_le_bytes());
@@ -101,15 +117,12 @@ pub fn account_output(
         input[8 + data.len()] = executable as u8;
         input[9 + data.len()..41 + data.len()].copy_from_slice(owner);
         input[41 + data.len()..n].copy_from_slice(pubkey);
-        // SAFETY: `avx2()` checked that the CPU has AVX2.
+        // SAFETY: the caller checked that the CPU has AVX2.
         unsafe {
             let (cv, block, block_len, flags) = root_node(&input[..n]);
             avx2::xof(&cv, &block, block_len, flags, out)
         };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
+    } else {
         // More than one chunk: the root is the parent of two subtrees, hashed by the
         // crate (its many-chunk SIMD path); only the root's output is computed here.
         let lamports = lamports.to_le_bytes();
@@ -119,10 +132,21 @@ pub fn account_output(
         let mut block = [0u8; BLOCK_LEN];
         block[..32].copy_from_slice(&subtree_cv(&pieces, 0, left));
         block[32..].copy_from_slice(&subtree_cv(&pieces, left, len));
-        // SAFETY: `avx2()` checked that the CPU has AVX2.
+        // SAFETY: the caller checked that the CPU has AVX2.
         unsafe { avx2::xof(&IV, &words(&block), BLOCK_LEN as u32, PARENT | ROOT, out) };
-        return;
     }
+}
+
+/// [`account_output`] through the blake3 crate alone (any length, any CPU): the path of
+/// CPUs without AVX2, and the baseline it is measured against.
+pub fn crate_output(
+    lamports: u64,
+    data: &[u8],
+    executable: bool,
+    owner: &[u8; 32],
+    pubkey: &[u8; 32],
+    out: Output<'_>,
+) {
     let add = matches!(out, Output::Add(_));
     match out {
         Output::Bytes(out) => crate_xof(lamports, data, executable, owner, pubkey, out),
@@ -177,7 +201,16 @@ pub fn crate_xof(
     h.finalize_xof().fill(out);
 }
 
-/// Whether the AVX2 path is taken on this CPU (for inputs of one chunk).
+/// How [`account_output`] runs on this CPU: `avx2-8-lane` or `blake3-crate`.
+pub fn path_name() -> &'static str {
+    if avx2() {
+        "avx2-8-lane"
+    } else {
+        "blake3-crate"
+    }
+}
+
+/// Whether the AVX2 path is taken on this CPU.
 pub fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -2,6 +2,8 @@
 //! blake3 XOF (2048 bytes) of `lamports (u64 LE) ‖ data ‖ executable (1 byte) ‖ owner ‖ pubkey`.
 //! Zero-lamport accounts contribute the identity (nothing).
 
+use crate::account_xof::{account_output, account_xof, Output};
+
 /// Number of u16 lanes.
 pub const LT_HASH_LANES: usize = 1024;
 /// Serialized size in bytes.
@@ -40,7 +42,9 @@ impl LtHash {
         if lamports == 0 {
             return Self::identity();
         }
-        Self::from_bytes(&account_xof(lamports, data, executable, owner, pubkey))
+        let mut bytes = [0u8; LT_HASH_BYTES];
+        account_xof(lamports, data, executable, owner, pubkey, &mut bytes);
+        Self::from_bytes(&bytes)
     }
 
     /// Add one account's element in place (no intermediate [`LtHash`]): the hot path of
@@ -53,18 +57,10 @@ impl LtHash {
         owner: &[u8; 32],
         pubkey: &[u8; 32],
     ) {
-        if lamports == 0 {
-            return;
+        if lamports != 0 {
+            let out = Output::Add(&mut self.0);
+            account_output(lamports, data, executable, owner, pubkey, out);
         }
-        use crate::account_xof::{account_output, Output};
-        account_output(
-            lamports,
-            data,
-            executable,
-            owner,
-            pubkey,
-            Output::Add(&mut self.0),
-        );
     }
 
     /// Remove one account's element in place (the inverse of [`LtHash::mix_in_account`]).
@@ -76,18 +72,10 @@ impl LtHash {
         owner: &[u8; 32],
         pubkey: &[u8; 32],
     ) {
-        if lamports == 0 {
-            return;
+        if lamports != 0 {
+            let out = Output::Sub(&mut self.0);
+            account_output(lamports, data, executable, owner, pubkey, out);
         }
-        use crate::account_xof::{account_output, Output};
-        account_output(
-            lamports,
-            data,
-            executable,
-            owner,
-            pubkey,
-            Output::Sub(&mut self.0),
-        );
     }
 
     /// Decode from 2048 little-endian bytes.
@@ -126,20 +114,6 @@ impl LtHash {
     pub fn checksum(&self) -> [u8; 32] {
         *blake3::hash(&self.to_bytes()).as_bytes()
     }
-}
-
-/// blake3 XOF of one account's fields, 2048 bytes (eight output blocks per AVX2 step where
-/// the CPU has AVX2: [`crate::account_xof`]).
-fn account_xof(
-    lamports: u64,
-    data: &[u8],
-    executable: bool,
-    owner: &[u8; 32],
-    pubkey: &[u8; 32],
-) -> [u8; LT_HASH_BYTES] {
-    let mut bytes = [0u8; LT_HASH_BYTES];
-    crate::account_xof::account_xof(lamports, data, executable, owner, pubkey, &mut bytes);
-    bytes
 }
 
 #[cfg(test)]

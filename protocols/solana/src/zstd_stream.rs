@@ -265,23 +265,13 @@ impl FrameSplitter {
     }
 }
 
-/// Decompress one whole frame (from [`FrameSplitter`]) into a new buffer, checking the
-/// size the marker announced.
-pub fn decompress_frame(
-    index: u64,
-    marker: &FrameMarker,
-    frame: &[u8],
-    window_log_max: u32,
-) -> Result<Vec<u8>, ZstdError> {
-    decompress_frame_into(index, marker, frame, window_log_max, Vec::new())
-}
-
 /// Largest frame decompressed in one call into a buffer of the announced size; larger
 /// ones stream.
 const ONE_SHOT_MAX_BYTES: u64 = 1 << 30;
 
-/// [`decompress_frame`] into `out` (cleared first; a buffer from an earlier frame keeps
-/// its pages, so they are not faulted in again).
+/// Decompress one whole frame (from [`FrameSplitter`]) into `out`, checking the size the
+/// marker announced. `out` is cleared first; a buffer from an earlier frame keeps its
+/// pages, so they are not faulted in again.
 ///
 /// A frame whose marker announces at most 1 GiB is decompressed in one call straight
 /// into `out`, sized to the announced length. Any failure there (corrupt data, a size
@@ -435,11 +425,12 @@ mod tests {
         let mut got = Vec::new();
         for ch in archive.chunks(7) {
             s.push::<ZstdError>(ch, |m, f| {
-                got.push(decompress_frame(
+                got.push(decompress_frame_into(
                     got.len() as u64,
                     &m,
                     &f,
                     DEFAULT_WINDOW_LOG_MAX,
+                    Vec::new(),
                 )?);
                 Ok(())
             })

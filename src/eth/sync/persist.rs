@@ -271,15 +271,14 @@ impl DiskStore {
         // A record that does not decode is reported when it is read.
         let loaded: u64 = KINDS.iter().map(|k| disk.len_of_kind(*k) as u64).sum();
         // Header keys are 8 bytes big-endian, so the greatest key is the highest number.
-        let max_header = match disk.max_key_of_kind(KIND_HEADER) {
-            None => None,
-            Some(k) => Some(u64::from_be_bytes(<[u8; 8]>::try_from(&k[..]).map_err(
-                |_| PersistError::Corrupt {
-                    dir: d.clone(),
-                    what: "header key",
-                },
-            )?)),
-        };
+        let max_header = disk
+            .max_key_of_kind(KIND_HEADER)
+            .map(|k| <[u8; 8]>::try_from(&k[..]).map(u64::from_be_bytes))
+            .transpose()
+            .map_err(|_| PersistError::Corrupt {
+                dir: d.clone(),
+                what: "header key",
+            })?;
         let journal_now = journal.load().map_err(|source| PersistError::Journal {
             dir: d.clone(),
             source,

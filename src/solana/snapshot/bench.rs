@@ -208,12 +208,9 @@ pub fn lt_hash_rate(accounts: u64) -> f64 {
 /// [`lt_hash_rate`] with the blake3 crate's XOF output (one block per compression call
 /// on a CPU without AVX-512): the baseline of the 8-lane AVX2 output path.
 pub fn lt_hash_rate_crate_xof(accounts: u64) -> f64 {
-    let mut bytes = [0u8; catchup_solana::account_xof::XOF_BYTES];
+    use catchup_solana::account_xof::{crate_output, Output};
     lt_hash_rate_with(accounts, |lt, lamports, data, key| {
-        catchup_solana::account_xof::crate_xof(lamports, data, false, &[7; 32], key, &mut bytes);
-        for (a, c) in lt.0.iter_mut().zip(bytes.chunks_exact(2)) {
-            *a = a.wrapping_add(u16::from_le_bytes([c[0], c[1]]));
-        }
+        crate_output(lamports, data, false, &[7; 32], key, Output::Add(&mut lt.0))
     })
 }
 
@@ -325,11 +322,7 @@ pub fn run_bench(cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
         finish_ms: r.finish_ms,
         lt_hash_one_core_accounts_per_s,
         lt_hash_crate_xof_accounts_per_s,
-        lt_hash_xof_path: if catchup_solana::account_xof::avx2() {
-            "avx2-8-lane"
-        } else {
-            "blake3-crate"
-        },
+        lt_hash_xof_path: catchup_solana::account_xof::path_name(),
         raw_zstd_ms,
         raw_zstd_uncompressed_bytes_per_s: raw_rate,
         ratio_to_raw_zstd: pipe_rate / raw_rate.max(1.0),
@@ -373,30 +366,17 @@ mod tests {
         assert!(
             r.lt_hash_one_core_accounts_per_s > 0.0 && r.lt_hash_crate_xof_accounts_per_s > 0.0
         );
-        let path = if catchup_solana::account_xof::avx2() {
-            "avx2-8-lane"
-        } else {
-            "blake3-crate"
-        };
-        assert_eq!(r.lt_hash_xof_path, path);
-        // The split: every shard's thread did work, the parts add up to the process's
-        // CPU (thread and process clocks tick apart by a few ms at most).
+        // The split: every shard's thread and the frame workers (3 frames) did work, and
+        // the parts fit in the process's CPU (thread and process clocks tick apart by a
+        // few ms at most).
         assert!(r
             .per_shard
             .iter()
             .all(|s| s.cpu_ms > 0 || s.scanned_accounts == 0));
-        assert_eq!(
-            r.shards_cpu_ms,
-            r.per_shard.iter().map(|s| s.cpu_ms).sum::<u64>()
-        );
+        assert!(r.decompress_cpu_ms > 0, "{r:?}");
         assert!(
             r.shards_cpu_ms + r.decompress_cpu_ms <= r.pipeline_cpu_ms + 50,
             "{r:?}"
-        );
-        assert_eq!(
-            r.other_cpu_ms,
-            r.pipeline_cpu_ms
-                .saturating_sub(r.shards_cpu_ms + r.decompress_cpu_ms)
         );
         assert!(r.pipeline_cores_busy > 0.0);
     }
