@@ -315,9 +315,11 @@ impl Engine {
         let mut delivered = vec![false; tasks.len()];
         let mut matched = Vec::with_capacity(nodes.len());
         let mut views = Vec::with_capacity(nodes.len());
-        // Every node is checked (hash, then form) before any is stored.
-        for (i, n) in nodes.iter().enumerate() {
-            let h = keccak256(n);
+        // Every node is checked (hash, then form) before any is stored. The hashes are
+        // taken in a loop of their own: keccak's code and tables stay hot across the
+        // answer instead of being evicted by the parsing between two nodes.
+        let hashes: Vec<B256> = nodes.iter().map(keccak256).collect();
+        for (i, (n, &h)) in nodes.iter().zip(hashes.iter()).enumerate() {
             let idx = if positional || tasks[i].hash == h && !delivered[i] {
                 // Answers come in the order asked (snap: always; eth: usually).
                 (tasks[i].hash == h).then_some(i)
@@ -340,10 +342,19 @@ impl Engine {
             matched.push(j);
         }
         let any = !matched.is_empty();
-        // Everything answered leaves the pending set and is stored first (in a loop of
-        // their own, the lookups of these long-queued items overlap), then expanded: a
-        // child that came in the same answer is found stored, not asked for again.
-        for (&j, raw) in matched.iter().zip(nodes.iter()) {
+        // The answered nodes are expanded while they are still pending: a child that came
+        // in the same answer is not asked for again (nor expanded twice), it is stored
+        // below. Then everything answered leaves the pending set and is stored, the
+        // answer's own buffers moved into the store (the views borrowed them until now).
+        for (&j, view) in matched.iter().zip(views.iter()) {
+            if let Some(node) = view {
+                let t = &tasks[j];
+                let mut path = t.path;
+                self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET });
+            }
+        }
+        drop(views);
+        for (&j, raw) in matched.iter().zip(nodes) {
             let t = &tasks[j];
             self.pending.remove(&(t.hash, t.code));
             self.round_fetched += 1;
@@ -353,12 +364,12 @@ impl Engine {
             let new = if t.code {
                 let new = !store.has_code(&t.hash);
                 if new {
-                    store.put_code(t.hash, raw);
+                    store.put_code(t.hash, &raw);
                     self.progress.codes_downloaded += 1;
                 }
                 new
             } else {
-                let new = store.put_new_node(t.hash, raw);
+                let new = store.put_new_node_owned(t.hash, raw);
                 if new {
                     self.progress.state_nodes_downloaded += 1;
                 }
@@ -366,13 +377,6 @@ impl Engine {
             };
             if !new {
                 self.progress.refetched_items += 1;
-            }
-        }
-        for (&j, view) in matched.iter().zip(views.iter()) {
-            if let Some(node) = view {
-                let t = &tasks[j];
-                let mut path = t.path;
-                self.expand(node, &mut path, t.account, store, &mut { EXPAND_BUDGET });
             }
         }
         for (j, t) in tasks.into_iter().enumerate() {
