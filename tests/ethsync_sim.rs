@@ -610,6 +610,41 @@ fn header_batches_held_for_the_join_stay_near_the_request_window() {
     }
 }
 
+/// A batch near the head that is late (a lost or slow answer) must not make the shards
+/// hold the chain below it: at `held_header_batches` a shard starts only a batch above
+/// all it holds, which the join's next batch always is.
+#[test]
+fn held_header_batches_stay_within_their_cap_while_a_batch_is_late() {
+    for (profile, seed) in [(Profile::Lossy, 5u64), (Profile::Slow, 6)] {
+        let mut cfg = small(seed, SyncMode::Fast);
+        cfg.profile = profile;
+        cfg.blocks = 6000;
+        cfg.accounts = 50;
+        cfg.shards = 2;
+        cfg.sync.held_header_batches = usize::MAX;
+        let open = run(&cfg);
+        assert_correct(&open, "no cap");
+        let cap = 3;
+        cfg.sync.held_header_batches = cap;
+        let capped = run(&cfg);
+        assert_correct(&capped, "capped");
+        eprintln!(
+            "{profile:?}: held {} without a cap ({} virtual ms), {} with a cap of {cap} ({} ms)",
+            open.max_held_batches, open.virtual_ms, capped.max_held_batches, capped.virtual_ms
+        );
+        assert!(
+            open.max_held_batches > 4 * cap,
+            "{profile:?}: without a cap only {} held: the case does not test the cap",
+            open.max_held_batches
+        );
+        assert!(
+            capped.max_held_batches <= cap,
+            "{profile:?}: {} held with a cap of {cap} per shard",
+            capped.max_held_batches
+        );
+    }
+}
+
 /// The subtries that verified account ranges built are kept in the store, so the rebuild
 /// after a restart references them instead of hashing the accounts stored before the
 /// restart again.

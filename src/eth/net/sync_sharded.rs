@@ -1439,6 +1439,7 @@ pub fn run_sync_sharded_full(
             memory_budget_bytes: b,
         };
         cfg.sync.storage_backlog_accounts = budget.storage_backlog_accounts();
+        cfg.sync.held_header_batches = budget.held_header_batches(cfg.sync.header_batch);
         cfg.sync.max_concurrent_requests = cfg
             .sync
             .max_concurrent_requests

@@ -102,6 +102,11 @@ pub struct SyncConfig {
     /// open, so that the engine's queues are bounded by this, not by the state (about 400
     /// bytes each; `eth sync` derives it from `--memory-budget`).
     pub storage_backlog_accounts: usize,
+    /// Header batches a shard holds, verified, until the coordinator joins them. At the
+    /// cap a shard starts only a batch above all it holds (the join's next batch always
+    /// is), so a stalled batch near the head cannot make the shards hold the chain below
+    /// it (`eth sync` derives it from `--memory-budget`).
+    pub held_header_batches: usize,
     /// Number of the trusted anchor block (genesis: 0); headers are fetched after it.
     pub anchor_number: u64,
     /// Hash of the anchor block, when known: the header chain must reach it.
@@ -157,6 +162,8 @@ impl Default for SyncConfig {
             storage_batch: 64,
             storage_backlog_accounts: crate::eth::sync::persist::StoreBudget::default()
                 .storage_backlog_accounts(),
+            held_header_batches: crate::eth::sync::persist::StoreBudget::default()
+                .held_header_batches(192),
             anchor_number: 0,
             trusted_anchor: None,
             history_only: false,

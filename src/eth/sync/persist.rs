@@ -133,6 +133,21 @@ impl StoreBudget {
     /// and the map entry), rounded up.
     const HEADER_CACHE_ENTRY_BYTES: u64 = 1024;
 
+    /// Share of the budget (1/N) for header batches verified and held until the
+    /// coordinator joins them.
+    pub const HELD_HEADERS_SHARE: u64 = 16;
+    /// Bytes a held header takes (decoded, with its hash and RLP), rounded up.
+    const HELD_HEADER_BYTES: u64 = 1024;
+
+    /// Header batches of `batch` headers one shard may hold for the join (170 of 192 at
+    /// the default budget; never below 2).
+    pub fn held_header_batches(&self, batch: u64) -> usize {
+        (self.memory_budget_bytes
+            / Self::HELD_HEADERS_SHARE
+            / (batch.max(1) * Self::HELD_HEADER_BYTES))
+            .max(2) as usize
+    }
+
     /// Decoded headers kept in the cache (two generations of half this each).
     pub fn header_cache_entries(&self) -> usize {
         (self.memory_budget_bytes / Self::HEADER_CACHE_SHARE / Self::HEADER_CACHE_ENTRY_BYTES)
@@ -908,6 +923,33 @@ mod load_tests {
     use super::*;
 
     use catchup_io::exec::run_unbound as run;
+
+    #[test]
+    fn held_header_batches_fit_their_share_and_leave_room_for_the_window() {
+        let held = |mib: u64| {
+            StoreBudget {
+                memory_budget_bytes: mib << 20,
+            }
+            .held_header_batches(192)
+        };
+        let cfg = crate::eth::sync::config::SyncConfig::default();
+        assert_eq!(held(512), cfg.held_header_batches);
+        assert_eq!(held(512), 170);
+        assert_eq!(held(1), 2, "never below 2");
+        for mib in [16u64, 64, 512, 2048] {
+            let b = StoreBudget {
+                memory_budget_bytes: mib << 20,
+            };
+            let bytes = held(mib) as u64 * 192 * 1024;
+            assert!(
+                held(mib) == 2 || bytes <= b.memory_budget_bytes / 16,
+                "{mib} MiB"
+            );
+            // A full window of answers can always be held: the cap never throttles the
+            // fetch in the usual order, only behind a late batch.
+            assert!(held(mib) >= b.max_requests_in_flight(), "{mib} MiB");
+        }
+    }
 
     #[test]
     fn the_request_window_fits_the_budgets_share_for_responses() {

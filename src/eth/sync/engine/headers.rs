@@ -28,7 +28,9 @@ pub(super) struct Batches {
     todo: BTreeSet<u64>,
     unstored: usize,
     /// Batches held in memory, verified inside, waiting for the join.
-    held: usize,
+    held: BTreeSet<u64>,
+    /// Batches asked for (each will be held when it comes).
+    fetching: BTreeSet<u64>,
 }
 
 impl Batches {
@@ -51,12 +53,15 @@ impl Batches {
                 self.unstored -= 1;
             }
         }
-        if matches!(s, BatchState::Held(..)) {
-            if add {
-                self.held += 1;
-            } else {
-                self.held -= 1;
-            }
+        let set = match s {
+            BatchState::Held(..) => &mut self.held,
+            BatchState::Fetching => &mut self.fetching,
+            _ => return,
+        };
+        if add {
+            set.insert(b);
+        } else {
+            set.remove(&b);
         }
     }
 
@@ -83,13 +88,23 @@ impl Batches {
     /// so fetching them in that order lets each be joined and stored soon after it
     /// arrives; from the bottom up, every batch would be held in memory until the top
     /// one came (the whole chain, on a long one).
-    fn first_todo(&self) -> Option<u64> {
-        self.todo.last().copied()
+    ///
+    ///
+    /// With `cap` batches held or asked for, only a batch above all of them is started.
+    /// The join's next batch is always one: every batch above it is joined, so whatever
+    /// its owner holds or asks for is below it. So the cap cannot stall the join, and it
+    /// bounds what a shard holds while a batch near the head is late (a slow or lost
+    /// answer): without it, the shards would go on fetching and holding everything below
+    /// that batch.
+    fn first_todo(&self, cap: usize) -> Option<u64> {
+        let b = self.todo.last().copied()?;
+        let top = self.held.last().max(self.fetching.last());
+        (self.held.len() + self.fetching.len() < cap || top.is_none_or(|&t| b > t)).then_some(b)
     }
 
     /// Batches held in memory until the coordinator joins them.
     pub(super) fn held(&self) -> usize {
-        self.held
+        self.held.len()
     }
 
     /// Every batch known is stored.
@@ -116,7 +131,7 @@ impl Engine {
     /// Header batches to fetch. False when the request slots ran out (then nothing else
     /// is sent this turn).
     pub(super) fn pump_headers(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
-        while let Some(b) = self.batches.first_todo() {
+        while let Some(b) = self.batches.first_todo(self.cfg.held_header_batches) {
             if self.free_slots() == 0 {
                 return false;
             }
