@@ -612,7 +612,8 @@ fn header_batches_held_for_the_join_stay_near_the_request_window() {
 
 /// A batch near the head that is late (a lost or slow answer) must not make the shards
 /// hold the chain below it: at `held_header_batches` a shard starts only a batch above
-/// all it holds, which the join's next batch always is.
+/// all it holds, which the join's next batch always is, and asks a second peer for its
+/// top batch when the first is late.
 #[test]
 fn held_header_batches_stay_within_their_cap_while_a_batch_is_late() {
     for (profile, seed) in [(Profile::Lossy, 5u64), (Profile::Slow, 6)] {
@@ -629,13 +630,21 @@ fn held_header_batches_stay_within_their_cap_while_a_batch_is_late() {
         let capped = run(&cfg);
         assert_correct(&capped, "capped");
         eprintln!(
-            "{profile:?}: held {} without a cap ({} virtual ms), {} with a cap of {cap} ({} ms)",
-            open.max_held_batches, open.virtual_ms, capped.max_held_batches, capped.virtual_ms
+            "{profile:?}: held {} without a cap ({} virtual ms), {} with a cap of {cap} ({} ms, {} batches asked again)",
+            open.max_held_batches,
+            open.virtual_ms,
+            capped.max_held_batches,
+            capped.virtual_ms,
+            capped.progress.header_hedges
         );
         assert!(
             open.max_held_batches > 4 * cap,
             "{profile:?}: without a cap only {} held: the case does not test the cap",
             open.max_held_batches
+        );
+        assert!(
+            capped.progress.header_hedges > 0,
+            "{profile:?}: a late batch at the cap was not asked of a second peer"
         );
         assert!(
             capped.max_held_batches <= cap,

@@ -102,6 +102,16 @@ impl Batches {
         (self.held.len() + self.fetching.len() < cap || top.is_none_or(|&t| b > t)).then_some(b)
     }
 
+    /// The batch asked for above every batch held and asked for, when the cap holds
+    /// the next one back: if the join waits on one of this shard's batches, it is this.
+    fn capped_top(&self, cap: usize) -> Option<u64> {
+        if self.todo.is_empty() || self.first_todo(cap).is_some() {
+            return None;
+        }
+        let t = *self.fetching.last()?;
+        self.held.last().is_none_or(|&h| t > h).then_some(t)
+    }
+
     /// Batches held in memory until the coordinator joins them.
     pub(super) fn held(&self) -> usize {
         self.held.len()
@@ -160,7 +170,50 @@ impl Engine {
                 out,
             );
         }
+        self.hedge_capped_top(now, out);
         true
+    }
+
+    /// While the cap holds the fetch back, the join may be waiting on this shard's top
+    /// batch; when its answer is late (a lost request waits for its timeout), the batch
+    /// is asked of a second peer too. The first answer is taken, the other ignored.
+    fn hedge_capped_top(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(t) = self.batches.capped_top(self.cfg.held_header_batches) else {
+            return;
+        };
+        if self.free_slots() == 0 {
+            return;
+        }
+        let mut asked = self
+            .inflight
+            .values()
+            .filter(|i| matches!(i.what, Pending::Headers(b) if b == t));
+        let (Some(first), None) = (asked.next(), asked.next()) else {
+            return;
+        };
+        if now.saturating_sub(first.sent_ms) < self.cfg.min_timeout_ms {
+            return;
+        }
+        let (lo, hi) = self.batch_range(t);
+        let Some(peer) = self
+            .peers
+            .pick_for(now, &self.policy, &[first.peer], false, hi)
+        else {
+            return;
+        };
+        let lo = self.batch_from.get(&t).copied().unwrap_or(lo);
+        self.progress.header_hedges += 1;
+        self.send(
+            peer,
+            Request::BlockHeaders {
+                origin: HashOrNumber::Number(lo),
+                amount: hi - lo + 1,
+                skip: 0,
+                reverse: false,
+            },
+            Pending::Headers(t),
+            out,
+        );
     }
 
     pub(super) fn on_headers(

@@ -637,7 +637,12 @@ impl Engine {
             Pending::Anchors => self.on_anchors(PeerId::MAX, None, _out),
             Pending::Target(t) => self.target_lost(t),
             Pending::Headers(b) => {
-                if self.batches.get(&b) == Some(&BatchState::Fetching) {
+                // Unless a second peer was asked for it too (see `hedge_capped_top`).
+                let asked_again = self
+                    .inflight
+                    .values()
+                    .any(|i| matches!(i.what, Pending::Headers(x) if x == b));
+                if self.batches.get(&b) == Some(&BatchState::Fetching) && !asked_again {
                     self.batches.insert(b, BatchState::Todo);
                 }
             }

@@ -28,6 +28,10 @@ pub struct Progress {
     pub requests_sent: u64,
     pub lies_detected: u64,
     pub timeouts: u64,
+    /// Header batches asked of a second peer while the held batches were at their cap
+    /// and the first answer was late.
+    #[serde(default)]
+    pub header_hedges: u64,
     /// Verified items received that the store already held (a resume should keep this 0).
     pub refetched_items: u64,
     /// Newer heads the peers announced (eth/69 Status and BlockRangeUpdate, via the
@@ -64,6 +68,7 @@ impl Progress {
         self.requests_sent += o.requests_sent;
         self.lies_detected += o.lies_detected;
         self.timeouts += o.timeouts;
+        self.header_hedges += o.header_hedges;
         self.refetched_items += o.refetched_items;
         self.peer_heads += o.peer_heads;
         self.storage_backlog_peak = self.storage_backlog_peak.max(o.storage_backlog_peak);
