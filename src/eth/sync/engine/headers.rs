@@ -155,23 +155,28 @@ impl Engine {
                     None
                 });
             let Some(peer) = peer else { break };
-            let (lo, hi) = self.batch_range(b);
-            let lo = self.batch_from.get(&b).copied().unwrap_or(lo);
             self.batches.insert(b, BatchState::Fetching);
-            self.send(
-                peer,
-                Request::BlockHeaders {
-                    origin: HashOrNumber::Number(lo),
-                    amount: hi - lo + 1,
-                    skip: 0,
-                    reverse: false,
-                },
-                Pending::Headers(b),
-                out,
-            );
+            self.ask_batch(peer, b, out);
         }
         self.hedge_capped_top(now, out);
         true
+    }
+
+    /// Ask `peer` for batch `b`'s headers (those not stored before a restart).
+    fn ask_batch(&mut self, peer: PeerId, b: u64, out: &mut Vec<Action>) {
+        let (lo, hi) = self.batch_range(b);
+        let lo = self.batch_from.get(&b).copied().unwrap_or(lo);
+        self.send(
+            peer,
+            Request::BlockHeaders {
+                origin: HashOrNumber::Number(lo),
+                amount: hi - lo + 1,
+                skip: 0,
+                reverse: false,
+            },
+            Pending::Headers(b),
+            out,
+        );
     }
 
     /// While the cap holds the fetch back, the join may be waiting on this shard's top
@@ -194,26 +199,15 @@ impl Engine {
         if now.saturating_sub(first.sent_ms) < self.cfg.min_timeout_ms {
             return;
         }
-        let (lo, hi) = self.batch_range(t);
+        let (_, top) = self.batch_range(t);
         let Some(peer) = self
             .peers
-            .pick_for(now, &self.policy, &[first.peer], false, hi)
+            .pick_for(now, &self.policy, &[first.peer], false, top)
         else {
             return;
         };
-        let lo = self.batch_from.get(&t).copied().unwrap_or(lo);
         self.progress.header_hedges += 1;
-        self.send(
-            peer,
-            Request::BlockHeaders {
-                origin: HashOrNumber::Number(lo),
-                amount: hi - lo + 1,
-                skip: 0,
-                reverse: false,
-            },
-            Pending::Headers(t),
-            out,
-        );
+        self.ask_batch(peer, t, out);
     }
 
     pub(super) fn on_headers(
