@@ -102,9 +102,10 @@ pub struct SyncConfig {
     /// open, so that the engine's queues are bounded by this, not by the state (about 400
     /// bytes each; `eth sync` derives it from `--memory-budget`).
     pub storage_backlog_accounts: usize,
-    /// Header batches a shard holds, verified, until the coordinator joins them. At the
-    /// cap a shard starts only a batch above all it holds (the join's next batch always
-    /// is), so a stalled batch near the head cannot make the shards hold the chain below
+    /// Header batches a shard holds (verified, until the coordinator joins them) or has
+    /// asked for. At the cap a shard starts only a batch above all of those (the join's
+    /// next batch always is), and asks a second peer for its top batch when the answer is
+    /// late; so a late batch near the head cannot make the shards hold the chain below
     /// it (`eth sync` derives it from `--memory-budget`).
     pub held_header_batches: usize,
     /// Number of the trusted anchor block (genesis: 0); headers are fetched after it.

@@ -89,7 +89,6 @@ impl Batches {
     /// arrives; from the bottom up, every batch would be held in memory until the top
     /// one came (the whole chain, on a long one).
     ///
-    ///
     /// With `cap` batches held or asked for, only a batch above all of them is started.
     /// The join's next batch is always one: every batch above it is joined, so whatever
     /// its owner holds or asks for is below it. So the cap cannot stall the join, and it
