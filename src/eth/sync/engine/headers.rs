@@ -161,6 +161,19 @@ impl Engine {
         true
     }
 
+    /// A request for batch `b` brought no headers to hold: the batch is fetched again,
+    /// unless a second peer was asked for it too and may still answer
+    /// ([`Engine::hedge_capped_top`]).
+    pub(super) fn batch_unanswered(&mut self, b: u64) {
+        let asked_again = self
+            .inflight
+            .values()
+            .any(|i| matches!(i.what, Pending::Headers(x) if x == b));
+        if self.batches.get(&b) == Some(&BatchState::Fetching) && !asked_again {
+            self.batches.insert(b, BatchState::Todo);
+        }
+    }
+
     /// Ask `peer` for batch `b`'s headers (those not stored before a restart).
     fn ask_batch(&mut self, peer: PeerId, b: u64, out: &mut Vec<Action>) {
         let (lo, hi) = self.batch_range(b);
@@ -240,8 +253,8 @@ impl Engine {
             }
         }
         if raws.len() as u64 != hi - lo + 1 {
-            self.batches.insert(b, BatchState::Todo);
             self.batch_tried.entry(b).or_default().push(peer);
+            self.batch_unanswered(b);
             return Ok(false);
         }
         let mut hs = Vec::with_capacity(raws.len());

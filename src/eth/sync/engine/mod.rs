@@ -37,7 +37,6 @@ mod target;
 
 use coord::Coordinator;
 pub use coord::ShardMsg;
-use headers::BatchState;
 pub use progress::{progress_line, Progress, Status};
 pub use snap::nibble_range;
 use snap::{AccountRangeTask, StorageAcc, StorageTasks};
@@ -636,16 +635,7 @@ impl Engine {
             }
             Pending::Anchors => self.on_anchors(PeerId::MAX, None, _out),
             Pending::Target(t) => self.target_lost(t),
-            Pending::Headers(b) => {
-                // Unless a second peer was asked for it too (see `hedge_capped_top`).
-                let asked_again = self
-                    .inflight
-                    .values()
-                    .any(|i| matches!(i.what, Pending::Headers(x) if x == b));
-                if self.batches.get(&b) == Some(&BatchState::Fetching) && !asked_again {
-                    self.batches.insert(b, BatchState::Todo);
-                }
-            }
+            Pending::Headers(b) => self.batch_unanswered(b),
             Pending::Bodies(nums) => {
                 self.body_queue.push_back(nums);
             }
