@@ -8,7 +8,8 @@
 
 use alloy_primitives::keccak256;
 use catchup::eth::sync::config::SyncMode;
-use catchup::eth::sync::sim::{run, thread_cpu_ns, Profile, SimConfig};
+use catchup::eth::sync::sim::{run, Profile, SimConfig};
+use catchup::node::cpu::thread_cpu_ns;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

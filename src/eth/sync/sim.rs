@@ -17,6 +17,7 @@ use super::store::{MemStore, SyncStore};
 use super::trie::{decode_node, Node, NodeRef};
 use super::types::{AccountView, PeerId};
 use crate::eth::serve::{corrupt, garbage, Fault, ServingPeer};
+use crate::node::cpu::thread_cpu_ns;
 use catchup_eth::{EMPTY_CODE_HASH, EMPTY_ROOT};
 
 /// A mix of peer behaviours.
@@ -953,5 +954,3 @@ pub fn store_counts(stores: &[MemStore]) -> (usize, usize) {
 fn _assert_store_object_safe(s: &dyn SyncStore) -> bool {
     s.has_node(&B256::ZERO)
 }
-
-pub use crate::node::cpu::thread_cpu_ns;
