@@ -43,7 +43,7 @@ pub use trie::{
 pub use types::{
     decode_block_sequence, decode_header_list, decode_receipts, decode_receipts_eth69,
     encode_receipts, encode_receipts_eth69, logs_bloom, Account, AccountRoots, AccountView, Block,
-    BlockBody, Header, Log, Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal,
+    BlockBody, Header, HeaderRef, Log, Receipt, ReceiptOutcome, TxEnvelope, TxType, Withdrawal,
     EMPTY_CODE_HASH, EMPTY_OMMERS_HASH, EMPTY_ROOT,
 };
 pub use verify::{

@@ -292,17 +292,17 @@ impl<'a> Item<'a> {
 
     /// A string of exactly `N` bytes.
     pub fn fixed<const N: usize>(&self) -> Result<[u8; N], RlpError> {
+        self.fixed_ref().copied()
+    }
+
+    /// [`Item::fixed`], borrowed.
+    pub fn fixed_ref<const N: usize>(&self) -> Result<&'a [u8; N], RlpError> {
         let b = self.bytes()?;
-        if b.len() != N {
-            return Err(RlpError::WrongLength {
-                offset: self.offset,
-                len: b.len(),
-                expected: N,
-            });
-        }
-        let mut out = [0u8; N];
-        out.copy_from_slice(b);
-        Ok(out)
+        b.try_into().map_err(|_| RlpError::WrongLength {
+            offset: self.offset,
+            len: b.len(),
+            expected: N,
+        })
     }
 
     pub fn b256(&self) -> Result<B256, RlpError> {

@@ -58,30 +58,53 @@ pub struct Header {
     pub later_fields: Vec<Bytes>,
 }
 
-impl Header {
-    /// Decode one canonical header spanning all of `buf`.
-    pub fn decode(buf: &[u8]) -> Result<Header, RlpError> {
+/// A header's fields read in place from its bytes, checked as [`Header::from_item`]
+/// checks them, without copying the bloom, the extra data or later fields (a sync that
+/// keeps the received bytes needs only the hashes and the number).
+#[derive(Debug, Clone)]
+pub struct HeaderRef<'a> {
+    pub parent_hash: B256,
+    pub ommers_hash: B256,
+    pub beneficiary: Address,
+    pub state_root: B256,
+    pub transactions_root: B256,
+    pub receipts_root: B256,
+    pub logs_bloom: &'a [u8; 256],
+    pub difficulty: U256,
+    pub number: u64,
+    pub gas_limit: u64,
+    pub gas_used: u64,
+    pub timestamp: u64,
+    pub extra_data: &'a [u8],
+    pub mix_hash: B256,
+    pub nonce: B64,
+    pub base_fee_per_gas: Option<u64>,
+    pub withdrawals_root: Option<B256>,
+    pub blob_gas_used: Option<u64>,
+    pub excess_blob_gas: Option<u64>,
+    pub parent_beacon_block_root: Option<B256>,
+    pub requests_hash: Option<B256>,
+    /// The items after `requests_hash`, each checked to be one RLP item.
+    later_fields: Reader<'a>,
+}
+
+impl<'a> HeaderRef<'a> {
+    /// Read one canonical header spanning all of `buf`.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, RlpError> {
         Self::from_item(&parse_exact(buf)?)
     }
 
-    /// Decode one header and hash its received bytes (equal to [`Header::hash`], since
-    /// only the canonical encoding decodes) without re-encoding.
-    pub fn decode_with_hash(buf: &[u8]) -> Result<(Header, B256), RlpError> {
-        let h = Self::decode(buf)?;
-        Ok((h, keccak256(buf)))
-    }
-
-    /// Decode a header from an already-parsed item.
-    pub fn from_item(item: &Item<'_>) -> Result<Header, RlpError> {
+    /// Read a header from an already-parsed item.
+    pub fn from_item(item: &Item<'a>) -> Result<Self, RlpError> {
         let mut r = item.list()?;
-        let mut h = Header {
+        let mut h = HeaderRef {
             parent_hash: r.b256()?,
             ommers_hash: r.b256()?,
             beneficiary: r.address()?,
             state_root: r.b256()?,
             transactions_root: r.b256()?,
             receipts_root: r.b256()?,
-            logs_bloom: r.next()?.bloom()?,
+            logs_bloom: r.next()?.fixed_ref()?,
             difficulty: r.u256()?,
             number: r.u64()?,
             gas_limit: r.u64()?,
@@ -97,11 +120,17 @@ impl Header {
                         limit: MAX_EXTRA_DATA_BYTES,
                     });
                 }
-                Bytes::copy_from_slice(b)
+                b
             },
             mix_hash: r.b256()?,
             nonce: B64::from(r.next()?.fixed::<8>()?),
-            ..Default::default()
+            base_fee_per_gas: None,
+            withdrawals_root: None,
+            blob_gas_used: None,
+            excess_blob_gas: None,
+            parent_beacon_block_root: None,
+            requests_hash: None,
+            later_fields: Reader::sequence(&[]),
         };
         if let Some(it) = r.next_opt()? {
             h.base_fee_per_gas = Some(it.u64()?);
@@ -121,11 +150,62 @@ impl Header {
         if let Some(it) = r.next_opt()? {
             h.requests_hash = Some(it.b256()?);
         }
-        while let Some(it) = r.next_opt()? {
-            h.later_fields.push(Bytes::copy_from_slice(it.raw));
-        }
+        h.later_fields = r.clone();
+        while r.next_opt()?.is_some() {}
         r.finish()?;
         Ok(h)
+    }
+
+    /// The owned [`Header`].
+    pub fn to_header(&self) -> Result<Header, RlpError> {
+        let mut later = self.later_fields.clone();
+        let mut later_fields = Vec::new();
+        while let Some(it) = later.next_opt()? {
+            later_fields.push(Bytes::copy_from_slice(it.raw));
+        }
+        Ok(Header {
+            parent_hash: self.parent_hash,
+            ommers_hash: self.ommers_hash,
+            beneficiary: self.beneficiary,
+            state_root: self.state_root,
+            transactions_root: self.transactions_root,
+            receipts_root: self.receipts_root,
+            logs_bloom: Bloom::from(*self.logs_bloom),
+            difficulty: self.difficulty,
+            number: self.number,
+            gas_limit: self.gas_limit,
+            gas_used: self.gas_used,
+            timestamp: self.timestamp,
+            extra_data: Bytes::copy_from_slice(self.extra_data),
+            mix_hash: self.mix_hash,
+            nonce: self.nonce,
+            base_fee_per_gas: self.base_fee_per_gas,
+            withdrawals_root: self.withdrawals_root,
+            blob_gas_used: self.blob_gas_used,
+            excess_blob_gas: self.excess_blob_gas,
+            parent_beacon_block_root: self.parent_beacon_block_root,
+            requests_hash: self.requests_hash,
+            later_fields,
+        })
+    }
+}
+
+impl Header {
+    /// Decode one canonical header spanning all of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Header, RlpError> {
+        Self::from_item(&parse_exact(buf)?)
+    }
+
+    /// Decode one header and hash its received bytes (equal to [`Header::hash`], since
+    /// only the canonical encoding decodes) without re-encoding.
+    pub fn decode_with_hash(buf: &[u8]) -> Result<(Header, B256), RlpError> {
+        let h = Self::decode(buf)?;
+        Ok((h, keccak256(buf)))
+    }
+
+    /// Decode a header from an already-parsed item.
+    pub fn from_item(item: &Item<'_>) -> Result<Header, RlpError> {
+        HeaderRef::from_item(item)?.to_header()
     }
 
     /// A later-fork field present while an earlier one is missing cannot be encoded

@@ -159,6 +159,20 @@ proptest! {
     }
 
     #[test]
+    fn header_ref_reads_what_the_header_decodes(mut h in header(), later in vec(rlp_value(), 0..3)) {
+        // Fields after Prague's follow a header that has all of Prague's.
+        if h.requests_hash.is_some() {
+            h.later_fields = later.iter().map(|v| Bytes::from(v.encode())).collect();
+        }
+        let enc = h.encode();
+        let r = HeaderRef::decode(&enc).unwrap();
+        prop_assert_eq!(&r.to_header().unwrap(), &h);
+        prop_assert_eq!(r.extra_data, &h.extra_data[..]);
+        prop_assert_eq!(&r.logs_bloom[..], h.logs_bloom.as_slice());
+        prop_assert_eq!(Header::decode(&enc).unwrap(), h);
+    }
+
+    #[test]
     fn block_round_trip(h in header(), txs in vec(tx(), 0..5), ommers in vec(header(), 0..2),
                         ws in proptest::option::of(vec(withdrawal(), 0..4))) {
         let b = Block { header: h, body: BlockBody { transactions: txs, ommers, withdrawals: ws } };

@@ -693,6 +693,9 @@ impl SyncStore for DiskStore {
         self.queue(KIND_CODE, hash, hash.to_vec(), code.to_vec(), false);
     }
     fn put_header(&mut self, header: &Header) {
+        self.put_header_owned(header.clone())
+    }
+    fn put_header_owned(&mut self, header: Header) {
         let n = header.number;
         let key = n.to_be_bytes();
         let on_disk = self.disk.contains(KIND_HEADER, &key);
@@ -707,7 +710,7 @@ impl SyncStore for DiskStore {
         let mut cache = self.headers.borrow_mut();
         cache.young.remove(&n);
         cache.old.remove(&n);
-        cache.insert(header.clone());
+        cache.insert(header);
     }
     fn header(&self, number: u64) -> Option<Header> {
         if let Some(h) = self.headers.borrow_mut().get(number) {

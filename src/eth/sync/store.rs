@@ -43,6 +43,11 @@ pub trait SyncStore {
     fn has_code(&self, hash: &B256) -> bool;
     fn put_code(&mut self, hash: B256, code: &[u8]);
     fn put_header(&mut self, header: &Header);
+    /// [`SyncStore::put_header`] of a header the caller gives up (its bytes are moved, not
+    /// copied, where the store can).
+    fn put_header_owned(&mut self, header: Header) {
+        self.put_header(&header)
+    }
     fn header(&self, number: u64) -> Option<Header>;
     fn put_body(&mut self, number: u64, body: &Body);
     fn has_body(&self, number: u64) -> bool;
@@ -246,6 +251,11 @@ impl SyncStore for MemStore {
     }
     fn put_header(&mut self, header: &Header) {
         if self.headers.insert(header.number, header.clone()).is_some() {
+            self.duplicate_writes += 1;
+        }
+    }
+    fn put_header_owned(&mut self, header: Header) {
+        if self.headers.insert(header.number, header).is_some() {
             self.duplicate_writes += 1;
         }
     }

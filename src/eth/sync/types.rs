@@ -1,7 +1,7 @@
 //! Values exchanged with peers (eth/66+ and snap/1 requests and responses as typed values)
 //! and the chain items the engines verify: headers, bodies, receipts, accounts.
 
-use alloy_primitives::B256;
+use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 
 use catchup_eth::rlp::RlpError;
@@ -46,7 +46,7 @@ pub struct Header {
 }
 
 impl Header {
-    /// Decode (through [`catchup_eth::Header::decode_with_hash`]) and hash a header of at
+    /// Decode (through [`catchup_eth::HeaderRef::decode`]) and hash a header of at
     /// most [`MAX_HEADER_BYTES`].
     pub fn decode(raw: &[u8]) -> Result<Header, ItemError> {
         Self::decode_owned(raw.to_vec())
@@ -57,10 +57,10 @@ impl Header {
         if raw.len() > MAX_HEADER_BYTES {
             return Err(ItemError::HeaderTooLarge(raw.len()));
         }
-        let (h, hash) =
-            catchup_eth::Header::decode_with_hash(&raw).map_err(ItemError::HeaderRlp)?;
+        let h = catchup_eth::HeaderRef::decode(&raw).map_err(ItemError::HeaderRlp)?;
+        // Only the canonical encoding decodes: the received bytes hash as the header.
+        let hash = keccak256(&raw);
         Ok(Header {
-            raw,
             hash,
             parent_hash: h.parent_hash,
             ommers_hash: h.ommers_hash,
@@ -69,6 +69,7 @@ impl Header {
             receipts_root: h.receipts_root,
             number: h.number,
             withdrawals_root: h.withdrawals_root,
+            raw,
         })
     }
 }

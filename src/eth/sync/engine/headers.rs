@@ -421,9 +421,9 @@ impl Engine {
             else {
                 unreachable!("checked above")
             };
-            for h in &hs {
+            for h in hs {
                 if store.header(h.number).is_none_or(|x| x.hash != h.hash) {
-                    store.put_header(h);
+                    store.put_header_owned(h);
                     self.progress.headers_downloaded += 1;
                 } else {
                     self.progress.refetched_items += 1;
