@@ -148,11 +148,11 @@ impl<'a> Reader<'a> {
 
 /// Decode a checkpoint; `None` if malformed (never panics, every count is bounded by the
 /// bytes present). `max_key_bytes` rejects keys the store would not accept; the index is
-/// built for the `fingerprinted` kinds.
+/// built for the fingerprinted (and numbered) `kinds`.
 pub(crate) fn decode(
     buf: &[u8],
     max_key_bytes: usize,
-    fingerprinted: &[bool; 256],
+    kinds: &super::FpKinds,
 ) -> Option<Checkpoint> {
     let mut r = Reader { buf, pos: 0 };
     if r.u32()? != VERSION {
@@ -188,7 +188,7 @@ pub(crate) fn decode(
     if m > (buf.len() / 19) as u64 {
         return None;
     }
-    let mut index: Index = super::new_index_with(fingerprinted);
+    let mut index: Index = super::new_index_with(kinds);
     for _ in 0..m {
         let kind = r.u8()?;
         let klen = r.u16()? as usize;
@@ -224,12 +224,12 @@ pub(crate) fn decode(
     for _ in 0..f {
         let k = r.u8()?;
         let n = r.u64()?;
-        if !fingerprinted[k as usize] || fp_counts.iter().any(|(x, _)| *x == k) {
+        if !kinds.fingerprinted[k as usize] || fp_counts.iter().any(|(x, _)| *x == k) {
             return None;
         }
         fp_counts.push((k, n));
     }
-    if fp_counts.len() != fingerprinted.iter().filter(|b| **b).count() {
+    if fp_counts.len() != kinds.fingerprinted.iter().filter(|b| **b).count() {
         return None;
     }
     let nr = r.u32()? as usize;
@@ -290,12 +290,13 @@ pub(crate) fn matches_disk(
 
 #[cfg(test)]
 mod tests {
+    use super::super::FpKinds;
     use super::*;
     use proptest::prelude::*;
 
-    fn sample() -> (Vec<(u32, u64, u64)>, Index, [bool; 256]) {
-        let mut fp = [false; 256];
-        fp[9] = true;
+    fn sample() -> (Vec<(u32, u64, u64)>, Index, FpKinds) {
+        let mut fp = FpKinds::default();
+        fp.fingerprinted[9] = true;
         let mut index: Index = super::super::new_index_with(&fp);
         index[3].insert(
             b"abc",
@@ -316,7 +317,7 @@ mod tests {
         (vec![(1, 4096, 4000)], index, fp)
     }
 
-    fn encode_sample(full: bool) -> (Vec<u8>, [bool; 256]) {
+    fn encode_sample(full: bool) -> (Vec<u8>, FpKinds) {
         let (sealed, index, fp) = sample();
         let meta = Meta {
             active_id: 2,
@@ -355,10 +356,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer, 64, &fp).is_none());
-        let mut other = fp;
-        other[10] = true;
+        let mut other = fp.clone();
+        other.fingerprinted[10] = true;
         assert!(decode(&bytes, 64, &other).is_none());
-        assert!(decode(&bytes, 64, &[false; 256]).is_none());
+        assert!(decode(&bytes, 64, &FpKinds::default()).is_none());
         // Without the whole keys.
         let (bytes, fp) = encode_sample(false);
         let ck = decode(&bytes, 64, &fp).unwrap();
@@ -369,8 +370,8 @@ mod tests {
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let mut fp = [false; 256];
-            fp[1] = true;
+            let mut fp = FpKinds::default();
+            fp.fingerprinted[1] = true;
             let _ = decode(&bytes, 64, &fp);
         }
 

@@ -136,6 +136,12 @@ pub struct StoreOptions {
     /// full key in the record. Beyond the memtable (`max_index_memory_bytes`) their
     /// fingerprints live in sorted run files (see the module docs).
     pub fingerprinted_kinds: Vec<u8>,
+    /// Kinds keyed by 8-byte big-endian numbers (block numbers): kept in the fingerprint
+    /// index as well, each key as the number itself (exact, in key order), so that
+    /// beyond the memtable they cost about 1.4 bytes of memory a key, as fingerprinted
+    /// keys do, instead of 12 or more. Every numbered kind is also listed in
+    /// `fingerprinted_kinds`; its keys of other lengths are kept whole.
+    pub numbered_kinds: Vec<u8>,
     /// Memory the fingerprint memtable may use before it is written out as a sorted run
     /// file (see the module docs). Beyond it each fingerprinted key costs about 1.4 bytes
     /// of memory (run fences and filter).
@@ -153,6 +159,7 @@ impl Default for StoreOptions {
             use_checkpoint: true,
             max_checkpoint_bytes: checkpoint::MAX_CHECKPOINT_BYTES,
             fingerprinted_kinds: Vec::new(),
+            numbered_kinds: Vec::new(),
             max_index_memory_bytes: 256 << 20,
         }
     }
@@ -175,6 +182,27 @@ impl StoreOptions {
         self
     }
 
+    /// Keep `kind`'s 8-byte keys in the fingerprint index by number (see
+    /// `numbered_kinds`).
+    pub fn numbered(mut self, kind: u8) -> Self {
+        if !self.numbered_kinds.contains(&kind) {
+            self.numbered_kinds.push(kind);
+        }
+        self.fingerprinted(kind)
+    }
+
+    /// How each kind's keys are indexed.
+    fn fp_kinds(&self) -> FpKinds {
+        let mut k = FpKinds::default();
+        for f in &self.fingerprinted_kinds {
+            k.fingerprinted[*f as usize] = true;
+        }
+        for n in &self.numbered_kinds {
+            k.numbered[*n as usize] = true;
+        }
+        k
+    }
+
     fn validate(&self) -> Result<(), StoreError> {
         let bad = |what: String| Err(StoreError::BadOptions { what });
         if self.write_buffer_bytes == 0 || self.write_buffer_bytes as u64 % IO_ALIGN_BYTES != 0 {
@@ -193,6 +221,15 @@ impl StoreOptions {
             return bad(format!(
                 "max_value_bytes {} too large",
                 self.max_value_bytes
+            ));
+        }
+        if let Some(k) = self
+            .numbered_kinds
+            .iter()
+            .find(|k| !self.fingerprinted_kinds.contains(k))
+        {
+            return bad(format!(
+                "numbered kind {k} is not fingerprinted (use StoreOptions::numbered)"
             ));
         }
         if !self.fingerprinted_kinds.is_empty() && self.segment_size_bytes > runs::MAX_OFFSET {
@@ -265,8 +302,20 @@ const FP_PARTS: usize = 256;
 /// One part of a fingerprinted kind's memtable.
 type FpMap = HashMap<u128, Loc, ahash::RandomState>;
 
-fn fp_part(f: u128) -> usize {
-    (f >> 120) as usize % FP_PARTS
+/// Which kinds the fingerprint index keeps, and which of those by number.
+#[derive(Debug, Clone)]
+pub(crate) struct FpKinds {
+    pub fingerprinted: [bool; 256],
+    pub numbered: [bool; 256],
+}
+
+impl Default for FpKinds {
+    fn default() -> Self {
+        FpKinds {
+            fingerprinted: [false; 256],
+            numbered: [false; 256],
+        }
+    }
 }
 
 /// One kind's index: key → location. For a fingerprinted kind, 32-byte keys are kept as
@@ -294,12 +343,20 @@ struct KindMap {
     /// Distinct keys kept by fingerprint, in the memtable and the runs.
     fp_total: u64,
     fingerprinted: bool,
+    /// 8-byte keys are kept in the fingerprint index by number (see
+    /// `StoreOptions::numbered_kinds`).
+    numbered: bool,
 }
 
 impl KindMap {
     /// The fingerprint of `key` when it is kept by fingerprint: its first
-    /// [`FINGERPRINT_BYTES`] bytes, big-endian (so that fingerprints sort as keys do).
+    /// [`FINGERPRINT_BYTES`] bytes, big-endian (so that fingerprints sort as keys do); for
+    /// a numbered kind, an 8-byte key followed by zeros (the key itself, exactly).
     fn fp_of(&self, key: &[u8]) -> Option<u128> {
+        if self.numbered {
+            let n: [u8; 8] = key.try_into().ok()?;
+            return Some((u64::from_be_bytes(n) as u128) << 64);
+        }
         if self.fingerprinted && key.len() == 32 {
             key[..FINGERPRINT_BYTES]
                 .try_into()
@@ -310,9 +367,26 @@ impl KindMap {
         }
     }
 
+    /// The memtable part of fingerprint `f`: parts cover consecutive ranges of
+    /// fingerprints, so that writing them in order writes a sorted run. A hash's first
+    /// byte; a number's 65,536 numbers a part (the last part holds all above).
+    fn fp_part(&self, f: u128) -> usize {
+        if self.numbered {
+            ((f >> 80) as usize).min(FP_PARTS - 1)
+        } else {
+            (f >> 120) as usize % FP_PARTS
+        }
+    }
+
+    /// The key whose fingerprint is `f`, when the fingerprint is the whole key (a
+    /// numbered kind's).
+    fn key_of_fp(&self, f: u128) -> Option<[u8; 8]> {
+        (self.numbered && f as u64 == 0).then(|| ((f >> 64) as u64).to_be_bytes())
+    }
+
     fn contains_key(&self, key: &[u8]) -> bool {
         match (self.fp_of(key), short_key(key)) {
-            (Some(f), _) => self.fp[fp_part(f)].contains_key(&f),
+            (Some(f), _) => self.fp[self.fp_part(f)].contains_key(&f),
             (None, Some(k)) => self.short_get(k).is_some(),
             (None, None) => self.full.contains_key(key),
         }
@@ -320,7 +394,7 @@ impl KindMap {
 
     fn get(&self, key: &[u8]) -> Option<Loc> {
         match (self.fp_of(key), short_key(key)) {
-            (Some(f), _) => self.fp[fp_part(f)].get(&f).copied(),
+            (Some(f), _) => self.fp[self.fp_part(f)].get(&f).copied(),
             (None, Some(k)) => self.short_get(k),
             (None, None) => self.full.get(key).copied(),
         }
@@ -329,7 +403,8 @@ impl KindMap {
     fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
         match (self.fp_of(key), short_key(key)) {
             (Some(f), _) => {
-                let old = self.fp[fp_part(f)].insert(f, loc);
+                let part = self.fp_part(f);
+                let old = self.fp[part].insert(f, loc);
                 self.fp_len += old.is_none() as usize;
                 old
             }
@@ -471,12 +546,14 @@ impl std::ops::Deref for EntryKey<'_> {
 /// A record's key and value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// An empty index whose `fingerprinted` kinds keep 32-byte keys by fingerprint.
-fn new_index_with(fingerprinted: &[bool; 256]) -> Index {
+/// An empty index whose fingerprinted kinds keep 32-byte keys by fingerprint (and
+/// numbered kinds 8-byte keys by number).
+fn new_index_with(kinds: &FpKinds) -> Index {
     (0..256)
         .map(|k| KindMap {
-            fingerprinted: fingerprinted[k],
-            fp: if fingerprinted[k] {
+            fingerprinted: kinds.fingerprinted[k],
+            numbered: kinds.numbered[k],
+            fp: if kinds.fingerprinted[k] {
                 (0..FP_PARTS).map(|_| HashMap::default()).collect()
             } else {
                 Vec::new()
@@ -761,10 +838,7 @@ impl Store {
             max_key_bytes: opts.max_key_bytes,
             max_value_bytes: opts.max_value_bytes,
         };
-        let mut fingerprinted = [false; 256];
-        for k in &opts.fingerprinted_kinds {
-            fingerprinted[*k as usize] = true;
-        }
+        let fingerprinted = opts.fp_kinds();
         // Run files on disk: their ids are never reused.
         let mut next_run_id = 1u64;
         let mut run_files = Vec::new();
@@ -1450,17 +1524,35 @@ impl Store {
             .collect()
     }
 
-    /// The greatest key of `kind` (byte order; index only, no I/O, nothing copied but
-    /// the answer): e.g. the highest block number stored, without a list of all of them.
+    /// The greatest key of `kind` (byte order; nothing copied but the answer): e.g. the
+    /// highest block number stored, without a list of all of them. For a numbered kind
+    /// each run is asked too (one block read a run; an unreadable run is an error).
     ///
-    /// The keys of a fingerprinted kind are not in the index: use [`Store::entries_in`].
-    pub fn max_key_of_kind(&self, kind: u8) -> Option<Vec<u8>> {
-        debug_assert!(!self.index[kind as usize].has_fingerprints());
-        self.index[kind as usize]
+    /// The keys of a (not numbered) fingerprinted kind are not in the index: use
+    /// [`Store::entries_in`].
+    pub fn max_key_of_kind(&self, kind: u8) -> Result<Option<Vec<u8>>, StoreError> {
+        let m = &self.index[kind as usize];
+        debug_assert!(m.numbered || !m.has_fingerprints());
+        let mut best = m
             .full_entries()
             .map(|(k, _)| k)
             .max_by(|a, b| a[..].cmp(&b[..]))
-            .map(|k| k.to_vec())
+            .map(|k| k.to_vec());
+        if m.numbered {
+            // Parts cover increasing ranges: the last one that holds a key holds the
+            // greatest.
+            let mut top = m.fp.iter().rev().find_map(|p| p.keys().max().copied());
+            for r in &self.runs {
+                let last = r
+                    .last_in(kind)
+                    .map_err(|e| self.index_failed(run_error(&r.path, e)))?;
+                top = top.max(last);
+            }
+            if let Some(k) = top.and_then(|f| m.key_of_fp(f)) {
+                best = best.max(Some(k.to_vec()));
+            }
+        }
+        Ok(best)
     }
 
     /// The keys of `kind` with `lo <= key <= hi` (byte order), sorted; index only, no I/O.
@@ -1503,7 +1595,7 @@ impl Store {
             let mut fps: BTreeMap<u128, Loc> = BTreeMap::new();
             if flo <= fhi {
                 // Only the memtable's parts whose first byte the range covers.
-                for part in m.fp.get(fp_part(flo)..=fp_part(fhi)).unwrap_or(&[]) {
+                for part in m.fp.get(m.fp_part(flo)..=m.fp_part(fhi)).unwrap_or(&[]) {
                     for (&f, l) in part {
                         if f >= flo && f <= fhi {
                             fps.insert(f, *l);
@@ -2188,7 +2280,7 @@ fn load_checkpoint(
     dir: &Path,
     file_lens: &BTreeMap<u32, u64>,
     opts: &StoreOptions,
-    fingerprinted: &[bool; 256],
+    fingerprinted: &FpKinds,
 ) -> Option<(checkpoint::Checkpoint, Vec<runs::Run>)> {
     let j = match crate::journal::Journal::open(dir, checkpoint::JOURNAL_NAME) {
         Ok(j) => j.with_max_payload_bytes(checkpoint::MAX_CHECKPOINT_BYTES),

@@ -365,6 +365,18 @@ impl Run {
         Ok(None)
     }
 
+    /// The greatest fingerprint of `kind` in this run (one block read).
+    pub fn last_in(&self, kind: u8) -> Result<Option<u128>, RunError> {
+        let Some(b) = self.block_for((kind, u128::MAX)) else {
+            return Ok(None);
+        };
+        let mut es = Vec::with_capacity(ENTRIES_PER_BLOCK);
+        self.read_block(b, &mut es)?;
+        // Sorted: a key of `kind` in an earlier block would put this block's first key,
+        // which is at most (kind, MAX), above it, so of `kind` too.
+        Ok(es.iter().rev().find(|e| e.kind == kind).map(|e| e.fp))
+    }
+
     /// Call `f` for every entry of `kind` with `lo <= fp <= hi`, in order.
     pub fn for_each_in(
         &self,

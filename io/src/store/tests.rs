@@ -13,6 +13,7 @@ fn small_opts() -> StoreOptions {
         use_checkpoint: false,
         max_checkpoint_bytes: 1 << 30,
         fingerprinted_kinds: vec![],
+        numbered_kinds: vec![],
         max_index_memory_bytes: 256 << 20,
     }
 }
@@ -1300,6 +1301,19 @@ proptest! {
 /// Kinds of the fingerprint index tests: content-addressed, and overwritable.
 const FP_CA: u8 = 1;
 const FP_RW: u8 = 6;
+/// Keyed by 8-byte numbers, kept in the fingerprint index by number.
+const FP_NUM: u8 = 7;
+
+/// A block-number-like key of the numbered kind: spread over many memtable parts, a
+/// few far above them all.
+fn nkey(i: u8) -> [u8; 8] {
+    let n = if i % 16 == 5 {
+        (i as u64) << 40
+    } else {
+        i as u64 * 40_000
+    };
+    n.to_be_bytes()
+}
 
 /// A keccak-like key: uniformly spread bytes.
 fn hkey(i: u32) -> [u8; 32] {
@@ -1324,6 +1338,7 @@ fn fp_opts(keys: u64) -> StoreOptions {
             .content_addressed(FP_CA)
             .fingerprinted(FP_CA)
             .fingerprinted(FP_RW)
+            .numbered(FP_NUM)
     }
 }
 
@@ -1686,7 +1701,7 @@ enum FpOp {
 
 fn fp_op() -> impl Strategy<Value = FpOp> {
     prop_oneof![
-        12 => (prop_oneof![Just(FP_CA), Just(FP_RW)], 0u8..48, any::<u8>())
+        12 => (prop_oneof![Just(FP_CA), Just(FP_RW), Just(FP_NUM)], 0u8..48, any::<u8>())
             .prop_map(|(kind, key, value)| FpOp::Put { kind, key, value }),
         2 => Just(FpOp::Flush),
         1 => Just(FpOp::Reopen),
@@ -1694,10 +1709,25 @@ fn fp_op() -> impl Strategy<Value = FpOp> {
     ]
 }
 
+/// The numbered kind's greatest key and a range of it, against the model.
+fn check_numbered(s: &Store, model: &BTreeMap<(u8, Vec<u8>), Vec<u8>>) {
+    let of_kind = || model.range((FP_NUM, Vec::new())..(FP_NUM + 1, Vec::new()));
+    assert_eq!(
+        s.max_key_of_kind(FP_NUM).unwrap(),
+        of_kind().map(|((_, k), _)| k.clone()).next_back()
+    );
+    let (lo, hi) = (nkey(3), nkey(30));
+    let want: Vec<(Vec<u8>, Vec<u8>)> = of_kind()
+        .filter(|((_, k), _)| k[..] >= lo[..] && k[..] <= hi[..])
+        .map(|((_, k), v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(s.entries_in(FP_NUM, &lo, &hi).unwrap(), want);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Random puts (write-once and overwritable fingerprinted kinds), flushes, clean
+    /// Random puts (write-once and overwritable fingerprinted kinds, a numbered kind), flushes, clean
     /// reopens and crashes (dropped without close: what the last flush covered survives)
     /// against a map, with a memtable of 6 keys so that runs and merges happen all along.
     #[test]
@@ -1713,7 +1743,11 @@ proptest! {
             for op in ops {
                 match op {
                     FpOp::Put { kind, key, value } => {
-                        let k = hkey(key as u32);
+                        let k = if kind == FP_NUM {
+                            nkey(key).to_vec()
+                        } else {
+                            hkey(key as u32).to_vec()
+                        };
                         let v = vec![value; 1 + key as usize % 5];
                         s.put(kind, &k, &v).await.unwrap();
                         model_put(&mut model, &[FP_CA], kind, &k, &v);
@@ -1744,19 +1778,68 @@ proptest! {
                         durable = model.clone();
                     }
                 }
-                for kind in [FP_CA, FP_RW] {
+                for kind in [FP_CA, FP_RW, FP_NUM] {
                     let n = model.keys().filter(|(k, _)| *k == kind).count();
                     assert_eq!(s.len_of_kind(kind), n);
                 }
+                check_numbered(&s, &model);
             }
             check_against(&s, &model, 100).await;
             s.close().await.unwrap();
             let s = Store::open(&dir, opts).await.unwrap();
             check_against(&s, &model, 100).await;
+            check_numbered(&s, &model);
             assert_eq!(scan_to_map(&s).await.unwrap(), model);
             s.close().await.unwrap();
         });
     }
+}
+
+#[test]
+fn a_store_whose_numbered_kinds_were_kept_whole_is_rescanned_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        // Written while the 8-byte keys of FP_NUM were kept whole (a store from before
+        // the kind was numbered), closed with a checkpoint.
+        let old = StoreOptions {
+            use_checkpoint: true,
+            ..small_opts().fingerprinted(FP_CA)
+        };
+        let mut s = Store::open(&dir, old).await.unwrap();
+        for i in 0..500u64 {
+            s.put(FP_NUM, &i.to_be_bytes(), &value_for(i as u32, 30))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+        // Opened numbered, with a memtable of 50 keys: the checkpoint (other kinds in
+        // the fingerprint index) is not used; the scan puts the keys into runs.
+        let s = Store::open(&dir, fp_opts(50)).await.unwrap();
+        let st = s.stats();
+        assert!(!st.opened_from_checkpoint, "{st:?}");
+        assert!(st.index_runs > 0 && st.index_memtable_keys <= 50, "{st:?}");
+        assert_eq!(s.len_of_kind(FP_NUM), 500);
+        for i in 0..500u64 {
+            assert_eq!(
+                s.get_blocking(FP_NUM, &i.to_be_bytes()).unwrap(),
+                Some(value_for(i as u32, 30))
+            );
+        }
+        assert!(!s.contains(FP_NUM, &500u64.to_be_bytes()));
+        assert_eq!(
+            s.max_key_of_kind(FP_NUM).unwrap(),
+            Some(499u64.to_be_bytes().to_vec())
+        );
+        s.close().await.unwrap();
+        let s = Store::open(&dir, fp_opts(50)).await.unwrap();
+        assert!(s.stats().opened_from_checkpoint);
+        assert_eq!(
+            s.max_key_of_kind(FP_NUM).unwrap(),
+            Some(499u64.to_be_bytes().to_vec())
+        );
+        s.close().await.unwrap();
+    });
 }
 
 #[test]
@@ -1981,8 +2064,8 @@ fn eight_byte_keys_live_beside_other_lengths_in_one_kind() {
             assert!(s.contains(3, &199u64.to_be_bytes()));
             assert!(!s.contains(3, &200u64.to_be_bytes()));
             assert!(!s.contains(2, &1u64.to_be_bytes()));
-            assert_eq!(s.max_key_of_kind(3), want.keys().last().cloned());
-            assert_eq!(s.max_key_of_kind(2), None);
+            assert_eq!(s.max_key_of_kind(3).unwrap(), want.keys().last().cloned());
+            assert_eq!(s.max_key_of_kind(2).unwrap(), None);
         };
         check(&s);
         for (k, v) in &want {
@@ -2003,10 +2086,13 @@ fn eight_byte_keys_live_beside_other_lengths_in_one_kind() {
         for i in (0..100u64).rev() {
             s.put(4, &i.to_be_bytes(), b"n").await.unwrap();
         }
-        assert_eq!(s.max_key_of_kind(4), Some(99u64.to_be_bytes().to_vec()));
+        assert_eq!(
+            s.max_key_of_kind(4).unwrap(),
+            Some(99u64.to_be_bytes().to_vec())
+        );
         s.put(4, &(1u64 << 50).to_be_bytes(), b"far").await.unwrap();
         assert_eq!(
-            s.max_key_of_kind(4),
+            s.max_key_of_kind(4).unwrap(),
             Some((1u64 << 50).to_be_bytes().to_vec())
         );
         s.close().await.unwrap();

@@ -251,7 +251,9 @@ impl DiskStore {
     }
 
     /// Nodes and codes are content-addressed (written once); every kind keyed by a
-    /// keccak hash is indexed by fingerprint.
+    /// keccak hash is indexed by fingerprint, and headers, bodies and receipts by number
+    /// in the same index (about 1.4 bytes of memory a key beyond its memtable: 21 M
+    /// blocks' three kinds take about 90 MB instead of 0.76 GB at 12 bytes a key).
     fn store_options() -> StoreOptions {
         StoreOptions::default()
             .content_addressed(KIND_NODE)
@@ -261,6 +263,9 @@ impl DiskStore {
             .fingerprinted(KIND_ACCOUNT)
             .fingerprinted(KIND_STORAGE_DONE)
             .fingerprinted(KIND_STORAGE_PROGRESS)
+            .numbered(KIND_HEADER)
+            .numbered(KIND_BODY)
+            .numbered(KIND_RECEIPTS)
     }
 
     /// Store options within `budget`: the index checkpoint (built in memory) may take an
@@ -288,6 +293,10 @@ impl DiskStore {
         // Header keys are 8 bytes big-endian, so the greatest key is the highest number.
         let max_header = disk
             .max_key_of_kind(KIND_HEADER)
+            .map_err(|source| PersistError::Store {
+                dir: d.clone(),
+                source,
+            })?
             .map(|k| <[u8; 8]>::try_from(&k[..]).map(u64::from_be_bytes))
             .transpose()
             .map_err(|_| PersistError::Corrupt {
@@ -1209,6 +1218,49 @@ mod load_tests {
             assert_eq!(got.journal, Some(2999u64.to_le_bytes().to_vec()));
             // Overwritten accounts count once: the latest value is loaded.
             assert_eq!(got.accounts.len(), 700);
+        });
+    }
+
+    #[test]
+    fn chain_keys_past_the_memtable_live_in_runs_and_the_head_is_found_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        run(async move {
+            // A memtable of 64 KiB (about 900 keys): most of the 3,000 headers, their
+            // bodies and receipts are kept in the index's runs.
+            let budget = StoreBudget {
+                memory_budget_bytes: 256 << 10,
+            };
+            // `fill_into` stores the first 3,000 of these.
+            let hs = headers(3000);
+            let top = hs.get(2999).map(|h| (h.number, h.hash));
+            let mut s = DiskStore::open_with(&dir, budget).await.unwrap();
+            let mut want = MemStore::default();
+            fill_into(&mut s, &mut want, &hs).await;
+            let st = s.disk.stats();
+            assert!(st.index_runs > 0, "{st:?}");
+            assert!(st.index_memtable_keys < 1000, "{st:?}");
+            // Chain keys are among those the runs and the memtable hold.
+            let by_fp = want.nodes.len()
+                + want.codes.len()
+                + want.accounts.len()
+                + want.storage_done.len()
+                + want.headers.len()
+                + want.bodies.len()
+                + want.receipts.len();
+            assert!(
+                st.index_run_entries + st.index_memtable_keys >= by_fp as u64,
+                "{st:?}"
+            );
+            assert_eq!(s.head(), top);
+            s.close().await.unwrap();
+            for _ in 0..2 {
+                let s = DiskStore::open_with(&dir, budget).await.unwrap();
+                assert_eq!(s.head(), top);
+                assert_eq!(s.counts().headers, 3000);
+                same_reads(&s, &want);
+                s.close().await.unwrap();
+            }
         });
     }
 
