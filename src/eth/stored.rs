@@ -10,6 +10,7 @@
 //! start and mapped from `chain-index.bin` at the next ones (see [`chain_index`]).
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -393,23 +394,48 @@ fn served_header(stores: &[DiskStore], n: u64) -> Result<Option<Header>, String>
     Ok((empty_body(&h) || stores.iter().any(|s| s.has_committed_body(n))).then_some(h))
 }
 
-/// Go on reading blocks past `w`'s head while they are served (at most `max_blocks`).
+/// Blocks a scan of the stored chain reads at once (their headers and which bodies are
+/// stored): about 2 MB of headers.
+const SCAN_BATCH_BLOCKS: u64 = 4096;
+
+/// Go on reading blocks past `w`'s head while they are served (at most `max_blocks`),
+/// [`SCAN_BATCH_BLOCKS`] at a time from each store (a header in several stores is taken
+/// from the first, as [`first_of`] does).
 fn scan_chain(stores: &[DiskStore], max_blocks: u64, mut w: Walk) -> Result<Walk, String> {
     let mut n = w.head.as_ref().map_or(1, |h| h.number + 1);
     while n <= max_blocks {
-        let Some(h) = served_header(stores, n)? else {
-            break;
-        };
-        if let Some((_, time, d)) =
-            crate::eth::net::chainspec::header_number_time_difficulty(&h.raw)
-        {
-            w.difficulty = w.difficulty.saturating_add(d);
-            w.head_time = time;
+        let hi = n.saturating_add(SCAN_BATCH_BLOCKS - 1).min(max_blocks);
+        let mut headers: BTreeMap<u64, Header> = BTreeMap::new();
+        let mut bodies: BTreeSet<u64> = BTreeSet::new();
+        for s in stores {
+            for h in s.read_headers_in(n, hi).map_err(|e| e.to_string())? {
+                headers.entry(h.number).or_insert(h);
+            }
+            bodies.extend(
+                s.committed_body_numbers_in(n, hi)
+                    .map_err(|e| e.to_string())?,
+            );
         }
-        w.by_hash.push((hash_prefix(&h.hash), n));
-        w.genesis.get_or_insert(h.parent_hash);
-        w.head = Some(h);
-        n += 1;
+        for (number, h) in headers {
+            // Served: its header is stored, and its body is stored or empty.
+            if number != n || !(empty_body(&h) || bodies.contains(&n)) {
+                return Ok(w);
+            }
+            if let Some((_, time, d)) =
+                crate::eth::net::chainspec::header_number_time_difficulty(&h.raw)
+            {
+                w.difficulty = w.difficulty.saturating_add(d);
+                w.head_time = time;
+            }
+            w.by_hash.push((hash_prefix(&h.hash), n));
+            w.genesis.get_or_insert(h.parent_hash);
+            w.head = Some(h);
+            n += 1;
+        }
+        if n <= hi {
+            // A block of the batch is not served: the chain ends before it.
+            break;
+        }
     }
     Ok(w)
 }
@@ -640,6 +666,48 @@ mod tests {
             b.commit().await.unwrap();
             a.close().await.unwrap();
             b.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_scan_reads_across_batches_and_stops_at_the_first_gap() {
+        let n = 2 * SCAN_BATCH_BLOCKS + 10;
+        let c = generate_chain(n, B256::ZERO, 5);
+        let d = tempfile::tempdir().unwrap();
+        // The first block of the second batch whose body is not empty: not stored.
+        let gap = (SCAN_BATCH_BLOCKS + 1..n)
+            .find(|&k| !is_empty_body(&c.bodies[k as usize]))
+            .expect("a block with transactions");
+        catchup_io::exec::run_unbound(async {
+            let mut a = DiskStore::open(&d.path().join("shard-0")).await.unwrap();
+            let mut b = DiskStore::open(&d.path().join("shard-1")).await.unwrap();
+            for k in 1..=n {
+                let i = k as usize;
+                // Headers split between the stores; every stored body in the second.
+                if k % 3 == 0 { &mut b } else { &mut a }.put_header(&c.headers[i]);
+                if k != gap && !is_empty_body(&c.bodies[i]) {
+                    b.put_body(k, &c.bodies[i]);
+                }
+            }
+            a.commit().await.unwrap();
+            b.commit().await.unwrap();
+            let stores = vec![a, b];
+            let w = scan_chain(&stores, u64::MAX, Walk::default()).unwrap();
+            let head = gap - 1;
+            assert_eq!(w.head.as_ref().map(|h| h.number), Some(head));
+            assert_eq!(w.by_hash.len() as u64, head);
+            assert!(w
+                .by_hash
+                .iter()
+                .enumerate()
+                .all(|(i, &(p, k))| k == i as u64 + 1
+                    && p == hash_prefix(&c.headers[k as usize].hash)));
+            // At most `max_blocks`.
+            let w = scan_chain(&stores, 100, Walk::default()).unwrap();
+            assert_eq!(w.head.map(|h| h.number), Some(100));
+            for s in stores {
+                s.close().await.unwrap();
+            }
         });
     }
 

@@ -1570,6 +1570,51 @@ impl Store {
         out
     }
 
+    /// The fingerprints of `kind` in [flo, fhi] and their locations, from the memtable
+    /// and the runs: the memtable's entry wins over the runs', a newer run's over an
+    /// older one's.
+    fn fp_locs_in(
+        &self,
+        kind: u8,
+        flo: u128,
+        fhi: u128,
+    ) -> Result<BTreeMap<u128, Loc>, StoreError> {
+        let m = &self.index[kind as usize];
+        let mut fps: BTreeMap<u128, Loc> = BTreeMap::new();
+        if !m.fingerprinted || flo > fhi {
+            return Ok(fps);
+        }
+        // Only the memtable's parts whose ranges the interval meets.
+        for part in m.fp.get(m.fp_part(flo)..=m.fp_part(fhi)).unwrap_or(&[]) {
+            for (&f, l) in part {
+                if f >= flo && f <= fhi {
+                    fps.insert(f, *l);
+                }
+            }
+        }
+        for r in self.runs.iter().rev() {
+            r.for_each_in(kind, flo, fhi, |e| {
+                fps.entry(e.fp).or_insert(e.loc);
+            })
+            .map_err(|e| self.index_failed(run_error(&r.path, e)))?;
+        }
+        Ok(fps)
+    }
+
+    /// The keys of numbered `kind` (see `StoreOptions::numbered_kinds`) in [lo, hi], as
+    /// numbers, sorted: from the index (the runs' blocks over the range are read), no
+    /// record read.
+    pub fn numbers_in(&self, kind: u8, lo: u64, hi: u64) -> Result<Vec<u64>, StoreError> {
+        let m = &self.index[kind as usize];
+        debug_assert!(m.numbered, "kind {kind} is not numbered");
+        let fp = |n: u64| (n as u128) << 64;
+        Ok(self
+            .fp_locs_in(kind, fp(lo), fp(hi))?
+            .into_keys()
+            .filter_map(|f| m.key_of_fp(f).map(u64::from_be_bytes))
+            .collect())
+    }
+
     /// The records of `kind` with `lo <= key <= hi`, sorted by key, read synchronously
     /// (see [`Store::get_blocking`]). For a fingerprinted kind only the records whose
     /// fingerprint falls in the range are read.
@@ -1583,33 +1628,17 @@ impl Store {
             .collect();
         if m.fingerprinted {
             // Fingerprints in [lo, hi] by their first 16 bytes (a superset: the full keys
-            // are checked below). The memtable's entry wins over the runs', a newer run's
-            // over an older one's.
+            // are checked below).
             let bound = |k: &[u8], fill: u8| {
                 let mut b = [fill; FINGERPRINT_BYTES];
                 let n = k.len().min(FINGERPRINT_BYTES);
                 b[..n].copy_from_slice(&k[..n]);
                 u128::from_be_bytes(b)
             };
-            let (flo, fhi) = (bound(lo, 0), bound(hi, 0xff));
-            let mut fps: BTreeMap<u128, Loc> = BTreeMap::new();
-            if flo <= fhi {
-                // Only the memtable's parts whose first byte the range covers.
-                for part in m.fp.get(m.fp_part(flo)..=m.fp_part(fhi)).unwrap_or(&[]) {
-                    for (&f, l) in part {
-                        if f >= flo && f <= fhi {
-                            fps.insert(f, *l);
-                        }
-                    }
-                }
-                for r in self.runs.iter().rev() {
-                    r.for_each_in(kind, flo, fhi, |e| {
-                        fps.entry(e.fp).or_insert(e.loc);
-                    })
-                    .map_err(|e| self.index_failed(run_error(&r.path, e)))?;
-                }
-            }
-            locs.extend(fps.into_values());
+            locs.extend(
+                self.fp_locs_in(kind, bound(lo, 0), bound(hi, 0xff))?
+                    .into_values(),
+            );
         }
         let mut out = Vec::with_capacity(locs.len());
         let mut take = |path: &Path, loc: Loc, bytes: &[u8]| -> Result<(), StoreError> {

@@ -1722,6 +1722,15 @@ fn check_numbered(s: &Store, model: &BTreeMap<(u8, Vec<u8>), Vec<u8>>) {
         .map(|((_, k), v)| (k.clone(), v.clone()))
         .collect();
     assert_eq!(s.entries_in(FP_NUM, &lo, &hi).unwrap(), want);
+    let numbers: Vec<u64> = want
+        .iter()
+        .map(|(k, _)| u64::from_be_bytes(k[..].try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        s.numbers_in(FP_NUM, u64::from_be_bytes(lo), u64::from_be_bytes(hi))
+            .unwrap(),
+        numbers
+    );
 }
 
 proptest! {

@@ -420,6 +420,41 @@ impl DiskStore {
         }
     }
 
+    /// The committed headers numbered `lo..=hi`, sorted: the index's runs over the range
+    /// and the records are read in file order (far fewer reads than one header at a
+    /// time). A header stored under another number is an error.
+    pub fn read_headers_in(&self, lo: u64, hi: u64) -> Result<Vec<Header>, PersistError> {
+        let corrupt = || PersistError::Corrupt {
+            dir: self.dir.clone(),
+            what: "header",
+        };
+        self.disk
+            .entries_in(KIND_HEADER, &lo.to_be_bytes(), &hi.to_be_bytes())
+            .map_err(|source| PersistError::Store {
+                dir: self.dir.clone(),
+                source,
+            })?
+            .into_iter()
+            .map(|(key, raw)| {
+                let h = Header::decode_owned(raw).map_err(|_| corrupt())?;
+                (key[..] == h.number.to_be_bytes())
+                    .then_some(h)
+                    .ok_or_else(corrupt)
+            })
+            .collect()
+    }
+
+    /// The numbers in `lo..=hi` whose bodies are committed, sorted (the index answers;
+    /// no body is read).
+    pub fn committed_body_numbers_in(&self, lo: u64, hi: u64) -> Result<Vec<u64>, PersistError> {
+        self.disk
+            .numbers_in(KIND_BODY, lo, hi)
+            .map_err(|source| PersistError::Store {
+                dir: self.dir.clone(),
+                source,
+            })
+    }
+
     /// The committed body of block `number`, read from disk.
     pub fn read_body(&self, number: u64) -> Result<Option<Body>, PersistError> {
         Ok(self
