@@ -309,8 +309,11 @@ impl Engine {
         self.stored_to_follow.clear();
         self.code_queue.clear();
         self.codes_wanted.clear();
+        self.followups.clear();
+        self.code_waiters.clear();
         self.journal.rebuilt = false;
         self.journal.ranges.clear();
+        self.journal.followed.clear();
         if let Some(c) = self.coord.as_mut() {
             c.rebuild_started = false;
             c.wave_replies.clear();

@@ -13,7 +13,7 @@
 //! ranges), `heal` (the snap trie-top rebuild and the probe waves ending walk rounds),
 //! `coord` (shard messages and shard 0's coordination) and `progress` (counters, status).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use alloy_primitives::map::B256Map;
 use alloy_primitives::B256;
@@ -162,6 +162,12 @@ struct Journal {
     joined_batches: u64,
     /// Snap: per owned account range, (origin hex, done).
     ranges: Vec<(String, bool)>,
+    /// Snap: per owned account range, the first stored account whose storage trie or
+    /// code may not be complete (hex), or none below the range's origin (none at all
+    /// when it is done). A restart reads the stored accounts again from there only.
+    /// Journals of earlier versions have none: every stored account is read again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    followed: Vec<Option<String>>,
     rebuilt: bool,
     walk_round: u32,
     state_complete: bool,
@@ -307,6 +313,12 @@ pub struct Engine {
     backlog_per_range: Option<usize>,
     code_queue: VecDeque<B256>,
     codes_wanted: HashSet<B256>,
+    /// Stored accounts whose storage trie or code is still open, with how many of the
+    /// two: the lowest in a range is where a restart must read the stored accounts
+    /// again from (see `Journal::followed`).
+    followups: BTreeMap<B256, u8>,
+    /// Accounts waiting for a code, by code hash.
+    code_waiters: HashMap<B256, Vec<B256>>,
     rebuilt: bool,
 
     // coordinator
@@ -396,6 +408,8 @@ impl Engine {
             backlog_per_range: None,
             code_queue: VecDeque::new(),
             codes_wanted: HashSet::new(),
+            followups: BTreeMap::new(),
+            code_waiters: HashMap::new(),
             rebuilt: journal.rebuilt,
             coord: if shard == 0 {
                 Some(Coordinator::default())

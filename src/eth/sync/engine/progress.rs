@@ -47,6 +47,10 @@ pub struct Progress {
     /// leaves again.
     #[serde(default)]
     pub rebuild_subtries_reused: u64,
+    /// Accounts stored before a restart read again to follow up their storage tries and
+    /// codes (those below a range's journaled follow-up mark are not).
+    #[serde(default)]
+    pub accounts_reread: u64,
     pub elapsed_ms: u64,
 }
 
@@ -73,6 +77,7 @@ impl Progress {
         self.peer_heads += o.peer_heads;
         self.storage_backlog_peak = self.storage_backlog_peak.max(o.storage_backlog_peak);
         self.rebuild_subtries_reused += o.rebuild_subtries_reused;
+        self.accounts_reread += o.accounts_reread;
         self.elapsed_ms = self.elapsed_ms.max(o.elapsed_ms);
     }
 }

@@ -15,11 +15,18 @@ use catchup_eth::AccountRoots;
 /// One account range of this shard's nibbles: fetched from `origin` on, up to `limit`.
 #[derive(Debug, Clone)]
 pub(super) struct AccountRangeTask {
+    /// Where the range starts (its origin before any account of it was stored).
+    start: B256,
     origin: B256,
     limit: B256,
     done: bool,
     pub(super) busy: bool,
 }
+
+/// Follow-ups of a stored account (bits of `Engine::followups`): its storage trie, its
+/// code.
+const FOLLOW_STORAGE: u8 = 1;
+const FOLLOW_CODE: u8 = 2;
 
 /// The storage range `origin..=limit` of one account (the whole trie, or a sub-range of a
 /// large one).
@@ -105,6 +112,7 @@ impl Engine {
                 let a = lo as u128 + span * j / count;
                 let b = lo as u128 + span * (j + 1) / count - 1;
                 ranges.push(AccountRangeTask {
+                    start: unit_key(a as u64, false),
                     origin: unit_key(a as u64, false),
                     limit: unit_key(b as u64, true),
                     done: false,
@@ -112,12 +120,27 @@ impl Engine {
                 });
             }
         }
-        // Where each range starts, before the journal moves its origin on.
-        let starts: Vec<B256> = ranges.iter().map(|r| r.origin).collect();
+        // Where each range's stored accounts must be read again from to follow them up:
+        // its start, or the journal's follow-up mark (none: nothing below the journaled
+        // origin is open, so only what a crash left stored after it).
+        let mut follow_from: Vec<Option<B256>> = ranges.iter().map(|r| Some(r.start)).collect();
         if self.journal.ranges.len() == ranges.len() {
-            for (r, (o, d)) in ranges.iter_mut().zip(self.journal.ranges.iter()) {
+            let marks =
+                (self.journal.followed.len() == ranges.len()).then_some(&self.journal.followed);
+            for (i, (r, (o, d))) in ranges
+                .iter_mut()
+                .zip(self.journal.ranges.iter())
+                .enumerate()
+            {
                 r.origin = unhex32(o);
                 r.done = *d;
+                if let Some(m) = marks {
+                    follow_from[i] = match &m[i] {
+                        Some(k) => Some(unhex32(k).clamp(r.start, r.limit)),
+                        None if r.done => None,
+                        None => Some(r.origin),
+                    };
+                }
             }
         }
         // A range's stored accounts are a verified, gap-free run from its start (one
@@ -144,12 +167,14 @@ impl Engine {
         // followed up piece by piece as the backlog allows ([`Engine::follow_stored`]).
         self.stored_to_follow.clear();
         let mut any_stored = false;
-        for (r, start) in ranges.iter().zip(starts) {
-            if r.done || r.origin != start {
+        for (r, from) in ranges.iter().zip(follow_from) {
+            if r.done || r.origin != r.start {
                 any_stored = true;
                 let end = if r.done { r.limit } else { dec(r.origin) };
-                self.stored_to_follow
-                    .extend(split_range(start, end, RESUME_PIECES));
+                if let Some(from) = from.filter(|f| *f <= end) {
+                    self.stored_to_follow
+                        .extend(split_range(from, end, RESUME_PIECES));
+                }
             }
         }
         self.ranges = ranges;
@@ -196,6 +221,7 @@ impl Engine {
                 break;
             };
             for (h, raw) in store.accounts_in(&lo, &hi) {
+                self.progress.accounts_reread += 1;
                 if let Ok(acc) = AccountView::decode_roots(&raw) {
                     self.account_followups(h, &acc, store);
                 }
@@ -218,6 +244,7 @@ impl Engine {
             }
             // No range work for it any more: the heal completes it.
             store.put_storage_done(h);
+            self.followed_up(h, FOLLOW_STORAGE);
         }
         self.storage_tasks.clear();
         self.storage_ready.clear();
@@ -230,7 +257,39 @@ impl Engine {
             .iter()
             .map(|r| (hexs(r.origin.as_slice()), r.done))
             .collect();
+        self.journal.followed = (0..self.ranges.len())
+            .map(|i| self.open_from(i).map(|k| hexs(k.as_slice())))
+            .collect();
         self.write_journal(store);
+    }
+
+    /// The first stored account of range `i` whose follow-ups may be open: one with its
+    /// storage trie or code open, or one of a piece stored before a restart and not
+    /// read again yet. None when there is none below the range's origin.
+    fn open_from(&self, i: usize) -> Option<B256> {
+        let r = &self.ranges[i];
+        let open = self
+            .followups
+            .range(r.start..=r.limit)
+            .next()
+            .map(|(k, _)| *k);
+        let unread = self
+            .stored_to_follow
+            .iter()
+            .filter(|(lo, _)| *lo >= r.start && *lo <= r.limit)
+            .map(|(lo, _)| *lo)
+            .min();
+        open.into_iter().chain(unread).min()
+    }
+
+    /// `account`'s follow-up `what` ([`FOLLOW_STORAGE`], [`FOLLOW_CODE`]) is complete.
+    fn followed_up(&mut self, account: B256, what: u8) {
+        if let Some(open) = self.followups.get_mut(&account) {
+            *open &= !what;
+            if *open == 0 {
+                self.followups.remove(&account);
+            }
+        }
     }
 
     fn account_followups(&mut self, h: B256, acc: &AccountRoots, store: &dyn SyncStore) {
@@ -267,16 +326,21 @@ impl Engine {
                     known: KnownSubtries::default(),
                 },
             );
+            *self.followups.entry(h).or_default() |= FOLLOW_STORAGE;
             let open = self.storage_accs.len() as u64;
             if open > self.progress.storage_backlog_peak {
                 self.progress.storage_backlog_peak = open;
             }
         }
-        if acc.has_code()
-            && !store.has_code(&acc.code_hash)
-            && self.codes_wanted.insert(acc.code_hash)
-        {
-            self.code_queue.push_back(acc.code_hash);
+        if acc.has_code() && !store.has_code(&acc.code_hash) {
+            let open = self.followups.entry(h).or_default();
+            if *open & FOLLOW_CODE == 0 {
+                *open |= FOLLOW_CODE;
+                self.code_waiters.entry(acc.code_hash).or_default().push(h);
+            }
+            if self.codes_wanted.insert(acc.code_hash) {
+                self.code_queue.push_back(acc.code_hash);
+            }
         }
     }
 
@@ -539,6 +603,7 @@ impl Engine {
             self.storage_tasks.finish(i);
             self.storage_accs.remove(&t.account);
             store.put_storage_done(t.account);
+            self.followed_up(t.account, FOLLOW_STORAGE);
             return Ok(true);
         }
         let last_any = keys.last().map(|k| B256::from(*k));
@@ -634,6 +699,7 @@ impl Engine {
                 self.storage_ready.push_back(id);
             } else {
                 store.put_storage_done(t.account);
+                self.followed_up(t.account, FOLLOW_STORAGE);
             }
         }
         Ok(true)
@@ -665,6 +731,9 @@ impl Engine {
         for (c, h) in codes.iter().zip(got) {
             if self.phase == StatePhase::Walk {
                 self.pending.remove(&(h, true));
+            }
+            for a in self.code_waiters.remove(&h).unwrap_or_default() {
+                self.followed_up(a, FOLLOW_CODE);
             }
             if !store.has_code(&h) {
                 store.put_code(h, c);
