@@ -319,6 +319,8 @@ pub struct Engine {
     followups: BTreeMap<B256, u8>,
     /// Accounts waiting for a code, by code hash.
     code_waiters: HashMap<B256, Vec<B256>>,
+    /// Accounts followed up since the ranges were last journaled.
+    followed_since_save: u32,
     rebuilt: bool,
 
     // coordinator
@@ -410,6 +412,7 @@ impl Engine {
             codes_wanted: HashSet::new(),
             followups: BTreeMap::new(),
             code_waiters: HashMap::new(),
+            followed_since_save: 0,
             rebuilt: journal.rebuilt,
             coord: if shard == 0 {
                 Some(Coordinator::default())

@@ -27,6 +27,9 @@ pub(super) struct AccountRangeTask {
 /// code.
 const FOLLOW_STORAGE: u8 = 1;
 const FOLLOW_CODE: u8 = 2;
+/// Accounts followed up between two journal writes of the ranges' marks while no account
+/// response writes them (a write serializes every range's origin and mark).
+const FOLLOWED_SAVE_EVERY: u32 = 1024;
 
 /// The storage range `origin..=limit` of one account (the whole trie, or a sub-range of a
 /// large one).
@@ -260,7 +263,17 @@ impl Engine {
         self.journal.followed = (0..self.ranges.len())
             .map(|i| self.open_from(i).map(|k| hexs(k.as_slice())))
             .collect();
+        self.followed_since_save = 0;
         self.write_journal(store);
+    }
+
+    /// Journal the ranges again once [`FOLLOWED_SAVE_EVERY`] accounts were followed up
+    /// since they last were: while the backlog is full no account response comes to
+    /// move the follow-up marks on, but the storage tries and codes completing do.
+    fn save_marks_if_moved(&mut self, store: &mut dyn SyncStore) {
+        if self.followed_since_save >= FOLLOWED_SAVE_EVERY && !self.ranges.is_empty() {
+            self.save_ranges(store);
+        }
     }
 
     /// The first stored account of range `i` whose follow-ups may be open: one with its
@@ -288,6 +301,7 @@ impl Engine {
             *open &= !what;
             if *open == 0 {
                 self.followups.remove(&account);
+                self.followed_since_save += 1;
             }
         }
     }
@@ -354,7 +368,9 @@ impl Engine {
             && self.state_inflight == 0
     }
 
-    /// Account ranges, storage ranges and codes to fetch.
+    /// Account ranges, codes and storage ranges to fetch. Codes go before storage ranges:
+    /// they are few requests, and an account waiting for its code keeps its range's
+    /// follow-up mark (what a restart reads again) from moving on.
     pub(super) fn pump_ranges(&mut self, now: u64, root: B256, out: &mut Vec<Action>) {
         while self.free_slots() > 0 {
             // The pivot's state: a peer whose head reached the pivot is preferred.
@@ -377,6 +393,18 @@ impl Engine {
                     bytes: self.cfg.snap_response_bytes,
                 };
                 self.send(peer, req, Pending::Account(self.snap_epoch, i), out);
+            } else if !self.code_queue.is_empty() {
+                let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
+                let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
+                self.send(
+                    peer,
+                    Request::ByteCodes {
+                        hashes: hashes.clone(),
+                        bytes: self.cfg.snap_response_bytes,
+                    },
+                    Pending::Codes(hashes),
+                    out,
+                );
             } else if let Some(batch) = self.next_storage_batch() {
                 let first = &self.storage_tasks[batch[0]];
                 let req = Request::StorageRanges {
@@ -390,18 +418,6 @@ impl Engine {
                     bytes: self.cfg.snap_response_bytes,
                 };
                 self.send(peer, req, Pending::Storage(self.snap_epoch, batch), out);
-            } else if !self.code_queue.is_empty() {
-                let n = self.code_queue.len().min(self.cfg.code_batch.max(1));
-                let hashes: Vec<B256> = self.code_queue.drain(..n).collect();
-                self.send(
-                    peer,
-                    Request::ByteCodes {
-                        hashes: hashes.clone(),
-                        bytes: self.cfg.snap_response_bytes,
-                    },
-                    Pending::Codes(hashes),
-                    out,
-                );
             } else {
                 break;
             }
@@ -547,6 +563,7 @@ impl Engine {
         for &i in &idxs[n..] {
             self.storage_unbusy(i);
         }
+        self.save_marks_if_moved(store);
         result
     }
 
@@ -760,6 +777,7 @@ impl Engine {
                 }
             }
         }
+        self.save_marks_if_moved(store);
         Ok(!codes.is_empty())
     }
 }
