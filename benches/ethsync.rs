@@ -9,7 +9,7 @@
 
 use alloy_primitives::keccak256;
 use catchup::eth::sync::config::SyncMode;
-use catchup::eth::sync::sim::{run, Profile, SimConfig};
+use catchup::eth::sync::sim::{run, Profile, SimConfig, SimReport};
 use catchup::node::cpu::thread_cpu_ns;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -31,6 +31,34 @@ fn keccak_rate(items: &[Vec<u8>]) -> f64 {
     }
     std::hint::black_box(acc);
     (items.len() * 3) as f64 / ((thread_cpu_ns() - t) as f64 / 1e9)
+}
+
+/// Sync `cfg` on one shard and print `label`'s rate of `items_of(report)` per second of
+/// engine time, against keccak over `items` measured right before and right after.
+fn measure(
+    label: &str,
+    what: &str,
+    cfg: &SimConfig,
+    items: &[Vec<u8>],
+    items_of: impl Fn(&SimReport) -> u64,
+) {
+    let before = keccak_rate(items);
+    // The sync starts on a heap given back to the system, as in a fresh process: memory
+    // freed by the generation or an earlier round would spare it the page faults of first
+    // use, which a real sync pays as its state grows.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    let r = run(cfg);
+    let after = keccak_rate(items);
+    assert!(r.correct, "{label}: sync failed: {:?}", r.failure);
+    let busy_s = r.engine_busy_ns[0] as f64 / 1e9;
+    let ceiling = (before + after) / 2.0;
+    let n = items_of(&r);
+    let rate = n as f64 / busy_s;
+    println!(
+        "{label}: {n} {what} verified+stored in {busy_s:.2} s engine time = {rate:.0} {what}/s/shard (keccak-only ceiling {ceiling:.0} {what}/s, {before:.0} before and {after:.0} after; ratio {:.2})",
+        rate / ceiling
+    );
 }
 
 fn main() {
@@ -64,29 +92,8 @@ fn main() {
                 ..SimConfig::default()
             };
             cfg.sync.mode = mode;
-            let before = keccak_rate(&nodes);
-            // The sync starts on a heap given back to the system, as in a fresh process:
-            // memory freed by the generation or an earlier round would spare it the page
-            // faults of first use, which a real sync pays as its state grows.
-            // SAFETY: malloc_trim only releases free memory.
-            unsafe { libc::malloc_trim(0) };
-            let r = run(&cfg);
-            let after = keccak_rate(&nodes);
-            assert!(r.correct, "state sync failed: {:?}", r.failure);
-            let busy_s = r.engine_busy_ns[0] as f64 / 1e9;
-            let ceiling = (before + after) / 2.0;
-            let rate = r.state_nodes_verified as f64 / busy_s;
-            println!(
-                "ethsync/{}/state (round {round}): {} nodes verified+stored in {:.2} s engine time = {:.0} nodes/s/shard (keccak-only ceiling {:.0} nodes/s, {:.0} before and {:.0} after; ratio {:.2})",
-                mode.name(),
-                r.state_nodes_verified,
-                busy_s,
-                rate,
-                ceiling,
-                before,
-                after,
-                rate / ceiling
-            );
+            let label = format!("ethsync/{}/state (round {round})", mode.name());
+            measure(&label, "nodes", &cfg, &nodes, |r| r.state_nodes_verified);
         }
         // Headers: a long chain, a tiny state, bodies and receipts after the pivot only.
         if only.as_deref().is_some_and(|m| m != "headers") {
@@ -103,24 +110,7 @@ fn main() {
             ..SimConfig::default()
         };
         cfg.sync.bodies_before_pivot = false;
-        let before = keccak_rate(&raws);
-        // SAFETY: as above.
-        unsafe { libc::malloc_trim(0) };
-        let r = run(&cfg);
-        let after = keccak_rate(&raws);
-        assert!(r.correct, "header sync failed: {:?}", r.failure);
-        let busy_s = r.engine_busy_ns[0] as f64 / 1e9;
-        let rate = r.headers_verified as f64 / busy_s;
-        let ceiling = (before + after) / 2.0;
-        println!(
-            "ethsync/headers (round {round}): {} headers in {:.2} s engine time = {:.0} headers/s/shard (keccak-only ceiling {:.0} headers/s, {:.0} before and {:.0} after; ratio {:.2})",
-            r.headers_verified,
-            busy_s,
-            rate,
-            ceiling,
-            before,
-            after,
-            rate / ceiling
-        );
+        let label = format!("ethsync/headers (round {round})");
+        measure(&label, "headers", &cfg, &raws, |r| r.headers_verified);
     }
 }
