@@ -47,6 +47,8 @@
 //!
 //! Keys of fingerprinted kinds (`StoreOptions::fingerprinted_kinds`) are kept in a
 //! memtable of recent fingerprints bounded by `StoreOptions::max_index_memory_bytes`.
+//! Numbered kinds (`StoreOptions::numbered_kinds`, block numbers) are kept there too,
+//! an 8-byte key as its own fingerprint (the key, then eight zero bytes).
 //! When it is full, the records are made durable, the memtable is written as a sorted run
 //! file (see [`runs`]: fsynced and renamed before use) and a checkpoint naming the runs
 //! and the segment offset they cover is saved. Runs of similar size are merged on a

@@ -21,11 +21,11 @@
 //! filter: F × 64 bytes (a blocked Bloom filter, 10 bits per key, 7 probes in one block)
 //! ```
 //!
-//! Entry: kind (1), fingerprint big-endian (16), segment id (4), offset (6), record
-//! length (4), zero (1). A run is written to `<name>.tmp`, fsynced and renamed; the store's
-//! checkpoint names the runs it relies on, so a run is used only once it is durable. At
-//! load, the header, the fences and the filter are checked; every data block is checked
-//! when it is read.
+//! Entry: kind (1), fingerprint big-endian (16; a numbered kind's 8-byte key, then zeros),
+//! segment id (4), offset (6), record length (4), zero (1). A run is written to
+//! `<name>.tmp`, fsynced and renamed; the store's checkpoint names the runs it relies on,
+//! so a run is used only once it is durable. At load, the header, the fences and the
+//! filter are checked; every data block is checked when it is read.
 
 use std::fs::File;
 use std::io::Write;
