@@ -250,9 +250,7 @@ impl SyncStore for MemStore {
         }
     }
     fn put_header(&mut self, header: &Header) {
-        if self.headers.insert(header.number, header.clone()).is_some() {
-            self.duplicate_writes += 1;
-        }
+        self.put_header_owned(header.clone())
     }
     fn put_header_owned(&mut self, header: Header) {
         if self.headers.insert(header.number, header).is_some() {

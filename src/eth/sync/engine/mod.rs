@@ -306,16 +306,17 @@ pub struct Engine {
     snap_epoch: u64,
     storage_accs: B256Map<StorageAcc>,
     /// Pieces of the key space whose accounts were stored before a restart and are not
-    /// followed up yet (their storage tries and codes): see `follow_stored`.
+    /// followed up yet (their storage tries and codes): see `follow_stored`. In key
+    /// order: queued range by range, each from its start, and taken from the front.
     stored_to_follow: VecDeque<(B256, B256)>,
     /// The most storage tries (or codes) one account response has opened (None before
     /// the first response): how much room an account range in flight may need.
     backlog_per_range: Option<usize>,
     code_queue: VecDeque<B256>,
     codes_wanted: HashSet<B256>,
-    /// Stored accounts whose storage trie or code is still open, with how many of the
-    /// two: the lowest in a range is where a restart must read the stored accounts
-    /// again from (see `Journal::followed`).
+    /// Stored accounts whose storage trie or code is still open, with which of the two
+    /// (bits `FOLLOW_STORAGE`, `FOLLOW_CODE`): the lowest in a range is where a restart
+    /// must read the stored accounts again from (see `Journal::followed`).
     followups: BTreeMap<B256, u8>,
     /// Accounts waiting for a code, by code hash.
     code_waiters: HashMap<B256, Vec<B256>>,

@@ -180,6 +180,13 @@ impl Engine {
                 }
             }
         }
+        debug_assert!(
+            self.stored_to_follow
+                .iter()
+                .zip(self.stored_to_follow.iter().skip(1))
+                .all(|(a, b)| a.0 < b.0),
+            "pieces to follow are in key order (see `open_from`)"
+        );
         self.ranges = ranges;
         self.save_ranges(store);
         self.ranges_clean = !any_stored && !self.storage_left_to_heal;
@@ -286,12 +293,16 @@ impl Engine {
             .range(r.start..=r.limit)
             .next()
             .map(|(k, _)| *k);
+        // The pieces are queued in key order (range by range, each from its start) and
+        // taken from the front: the range's first piece left is found by a search.
+        let at = self
+            .stored_to_follow
+            .partition_point(|(lo, _)| *lo < r.start);
         let unread = self
             .stored_to_follow
-            .iter()
-            .filter(|(lo, _)| *lo >= r.start && *lo <= r.limit)
+            .get(at)
             .map(|(lo, _)| *lo)
-            .min();
+            .filter(|lo| *lo <= r.limit);
         open.into_iter().chain(unread).min()
     }
 
