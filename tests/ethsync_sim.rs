@@ -694,3 +694,28 @@ fn a_restart_rebuild_reuses_the_subtries_ranges_built_before_it() {
         );
     }
 }
+
+/// After clean snap ranges (no restart, no pivot moved, every storage trie and code
+/// followed up), the rebuild marks the subtries it built from complete accounts, and the
+/// walk that checks the state stops at them instead of reading the whole trie back.
+#[test]
+fn a_clean_snap_walk_stops_at_the_subtries_the_rebuild_built_complete() {
+    for shards in [1usize, 2] {
+        let mut cfg = small(12, SyncMode::Snap);
+        cfg.profile = Profile::Honest;
+        cfg.accounts = 20_000;
+        cfg.shards = shards;
+        let r = run(&cfg);
+        assert_correct(&r, "clean snap");
+        let visited = r.progress.state_nodes_visited;
+        eprintln!(
+            "{shards} shard(s): the walk visited {visited} state items of {} verified",
+            r.state_nodes_verified
+        );
+        assert!(
+            visited * 10 < r.state_nodes_verified,
+            "{shards} shard(s): the walk visited {visited} of {} state items: the complete subtries were read back",
+            r.state_nodes_verified
+        );
+    }
+}
