@@ -6,13 +6,15 @@
 //! fallback copy). Payload (little-endian):
 //!
 //! ```text
-//! u32 version (2)
+//! u32 version (3)
 //! u32 active segment id, u64 active logical length          (the mark)
 //! u32 n, then n × (u32 sealed segment id, u64 file length, u64 logical end)
 //! u8 full (1: the entries below are every key kept whole; 0: they were too many to
 //!    write, and the open scans the segments before the mark for them)
 //! u64 m, then m × (u8 kind, u16 key length, key, u32 segment id, u64 offset, u32 length)
-//! u32 f, then f × (u8 fingerprinted kind, u64 keys of that kind kept by fingerprint)
+//! u32 f, then f × (u8 fingerprinted kind, u8 numbered (1: its keys are block numbers kept
+//!    as the number itself, see `StoreOptions::numbered`), u64 keys of that kind kept by
+//!    fingerprint)
 //! u32 r, then r × (u64 run id, u64 entries), oldest run first
 //! ```
 //!
@@ -20,7 +22,10 @@
 //! checkpoint is used only if it matches the directory: every segment it names exists,
 //! sealed ones with the recorded file length, the active one at least as long as the
 //! recorded length, no unknown segment has an id at or below its active id, its
-//! fingerprinted kinds are the store's and every run it names opens and checks.
+//! fingerprinted kinds are the store's, numbered where the store's are (a run's entries
+//! of a kind mean a hash or a number by that), and every run it names opens and checks.
+//! A checkpoint of version 2 did not say which kinds were numbered: it is not used, and
+//! the first open scans once.
 //! Otherwise the store is scanned in full. Records inside the checkpointed region are not
 //! re-verified at open; every read still checks their checksums.
 
@@ -28,7 +33,7 @@ use std::collections::BTreeMap;
 
 use super::{Index, Loc};
 
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Journal name of the checkpoint inside the store directory.
 pub(crate) const JOURNAL_NAME: &str = "index";
 /// Largest checkpoint accepted.
@@ -45,7 +50,8 @@ pub(crate) struct Checkpoint {
     /// Whether `index` holds every key kept whole.
     pub full: bool,
     pub index: Index,
-    /// Fingerprinted kind → keys kept by fingerprint.
+    /// Fingerprinted kind → keys kept by fingerprint (the kinds and their numbering
+    /// checked against the store's).
     pub fp_counts: Vec<(u8, u64)>,
     /// (run id, entries), oldest first.
     pub runs: Vec<(u64, u64)>,
@@ -58,6 +64,8 @@ pub(crate) struct Meta<'a> {
     /// (id, file length, logical end) of each sealed segment.
     pub sealed: &'a [(u32, u64, u64)],
     pub fp_counts: &'a [(u8, u64)],
+    /// Which of them are numbered.
+    pub kinds: &'a super::FpKinds,
     pub runs: &'a [(u64, u64)],
 }
 
@@ -69,7 +77,7 @@ fn full_entries(index: &Index) -> u64 {
 /// no allocation).
 pub(crate) fn encoded_len(meta: &Meta<'_>, index: &Index, full: bool) -> u64 {
     let mut n = 4 + 4 + 8 + 4 + meta.sealed.len() as u64 * 20 + 1 + 8;
-    n += 4 + meta.fp_counts.len() as u64 * 9 + 4 + meta.runs.len() as u64 * 16;
+    n += 4 + meta.fp_counts.len() as u64 * 10 + 4 + meta.runs.len() as u64 * 16;
     if full {
         for m in index.iter() {
             n += m
@@ -110,6 +118,7 @@ pub(crate) fn encode(meta: &Meta<'_>, index: &Index, full: bool) -> Vec<u8> {
     out.extend_from_slice(&(meta.fp_counts.len() as u32).to_le_bytes());
     for (k, n) in meta.fp_counts {
         out.push(*k);
+        out.push(meta.kinds.numbered[*k as usize] as u8);
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.extend_from_slice(&(meta.runs.len() as u32).to_le_bytes());
@@ -223,8 +232,16 @@ pub(crate) fn decode(
     let mut fp_counts = Vec::with_capacity(f);
     for _ in 0..f {
         let k = r.u8()?;
+        let numbered = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
         let n = r.u64()?;
-        if !kinds.fingerprinted[k as usize] || fp_counts.iter().any(|(x, _)| *x == k) {
+        if !kinds.fingerprinted[k as usize]
+            || kinds.numbered[k as usize] != numbered
+            || fp_counts.iter().any(|(x, _)| *x == k)
+        {
             return None;
         }
         fp_counts.push((k, n));
@@ -324,6 +341,7 @@ mod tests {
             active_len: 160,
             sealed: &sealed,
             fp_counts: &[(9, 12345)],
+            kinds: &fp,
             runs: &[(4, 100), (9, 7)],
         };
         let bytes = encode(&meta, &index, full);
@@ -360,6 +378,27 @@ mod tests {
         other.fingerprinted[10] = true;
         assert!(decode(&bytes, 64, &other).is_none());
         assert!(decode(&bytes, 64, &FpKinds::default()).is_none());
+        // A kind numbered in the store and not in the checkpoint (or the other way round):
+        // its run entries would be read as the wrong key.
+        let mut numbered = fp.clone();
+        numbered.numbered[9] = true;
+        assert!(decode(&bytes, 64, &numbered).is_none());
+        let (sealed, index, _) = sample();
+        let meta = Meta {
+            active_id: 2,
+            active_len: 160,
+            sealed: &sealed,
+            fp_counts: &[(9, 12345)],
+            kinds: &numbered,
+            runs: &[(4, 100)],
+        };
+        let as_numbered = encode(&meta, &index, true);
+        assert!(decode(&as_numbered, 64, &numbered).is_some());
+        assert!(decode(&as_numbered, 64, &fp).is_none());
+        // Version 2 did not record the numbering: not used.
+        let mut v2 = as_numbered.clone();
+        v2[..4].copy_from_slice(&2u32.to_le_bytes());
+        assert!(decode(&v2, 64, &numbered).is_none());
         // Without the whole keys.
         let (bytes, fp) = encode_sample(false);
         let ck = decode(&bytes, 64, &fp).unwrap();

@@ -2275,6 +2275,7 @@ async fn save_checkpoint_parts(
         active_len: mark.1,
         sealed,
         fp_counts: &fp_counts,
+        kinds: &opts.fp_kinds(),
         runs: &run_list,
     };
     let max = opts
