@@ -16,11 +16,13 @@
 //! - [`era1`]: e2store records, snappy framing with size limits, blocks, accumulator, index.
 //! - [`state`]: geth dumps, genesis allocations, genesis headers from `genesis.json`.
 //! - [`blocktest`]: BlockchainTests checks without execution.
+//! - [`keccak4`]: keccak256 of four independent inputs at once (AVX2).
 //! - [`mod@bench`]: deterministic workloads for the benchmarks.
 
 pub mod bench;
 pub mod blocktest;
 pub mod era1;
+pub mod keccak4;
 pub mod proof;
 pub mod rlp;
 pub mod state;

@@ -2,7 +2,7 @@
 //! rounds after snap ranges. Each item goes to the shard owning its path (`Tasks`); it is
 //! expanded when stored, fetched (`NodeData`, `TrieNodes`, `ByteCodes`) and checked when not.
 
-use alloy_primitives::{keccak256, B256};
+use alloy_primitives::B256;
 
 use super::{
     owner_of_path, Action, Engine, NodeTask, Pending, ShardId, ShardMsg, StatePhase, TaskPath,
@@ -316,9 +316,10 @@ impl Engine {
         let mut matched = Vec::with_capacity(nodes.len());
         let mut views = Vec::with_capacity(nodes.len());
         // Every node is checked (hash, then form) before any is stored. The hashes are
-        // taken in a loop of their own: keccak's code and tables stay hot across the
-        // answer instead of being evicted by the parsing between two nodes.
-        let hashes: Vec<B256> = nodes.iter().map(keccak256).collect();
+        // taken first, all together: four nodes at a time where the CPU can
+        // ([`catchup_eth::keccak4`]), and keccak's code stays hot across the answer.
+        let mut hashes = Vec::new();
+        catchup_eth::keccak4::keccak256_each(&nodes, &mut hashes);
         for (i, (n, &h)) in nodes.iter().zip(hashes.iter()).enumerate() {
             let idx = if positional || tasks[i].hash == h && !delivered[i] {
                 // Answers come in the order asked (snap: always; eth: usually).

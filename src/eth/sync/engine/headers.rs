@@ -257,16 +257,11 @@ impl Engine {
             self.batch_unanswered(b);
             return Ok(false);
         }
-        let mut hs = Vec::with_capacity(raws.len());
-        for (i, r) in raws.into_iter().enumerate() {
-            let h = Header::decode_owned(r).map_err(|_| ())?;
-            if h.number != lo + i as u64
-                || (i > 0
-                    && h.parent_hash != hs.last().map(|x: &Header| x.hash).unwrap_or_default())
-            {
+        let hs = Header::decode_all(raws).map_err(|_| ())?;
+        for (i, h) in hs.iter().enumerate() {
+            if h.number != lo + i as u64 || (i > 0 && h.parent_hash != hs[i - 1].hash) {
                 return Err(());
             }
-            hs.push(h);
         }
         let mut first_parent = hs[0].parent_hash;
         if let Some((fp, last)) = prefix {
