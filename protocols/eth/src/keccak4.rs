@@ -109,7 +109,10 @@ mod x4 {
     macro_rules! rol {
         ($v:expr, $n:literal) => {{
             let v = $v;
-            _mm256_or_si256(_mm256_slli_epi64::<$n>(v), _mm256_srli_epi64::<{ 64 - $n }>(v))
+            _mm256_or_si256(
+                _mm256_slli_epi64::<$n>(v),
+                _mm256_srli_epi64::<{ 64 - $n }>(v),
+            )
         }};
     }
 
@@ -118,71 +121,71 @@ mod x4 {
     #[target_feature(enable = "avx2")]
     fn permute(a: &mut [__m256i; 25]) {
         for rc in RC {
-        // θ
-        let c0 = xor!(xor!(xor!(a[0], a[5]), xor!(a[10], a[15])), a[20]);
-        let c1 = xor!(xor!(xor!(a[1], a[6]), xor!(a[11], a[16])), a[21]);
-        let c2 = xor!(xor!(xor!(a[2], a[7]), xor!(a[12], a[17])), a[22]);
-        let c3 = xor!(xor!(xor!(a[3], a[8]), xor!(a[13], a[18])), a[23]);
-        let c4 = xor!(xor!(xor!(a[4], a[9]), xor!(a[14], a[19])), a[24]);
-        let d0 = xor!(c4, rol!(c1, 1));
-        let d1 = xor!(c0, rol!(c2, 1));
-        let d2 = xor!(c1, rol!(c3, 1));
-        let d3 = xor!(c2, rol!(c4, 1));
-        let d4 = xor!(c3, rol!(c0, 1));
-        // ρ and π, with θ's column sums applied on the way
-        let b0 = xor!(a[0], d0);
-        let b10 = rol!(xor!(a[1], d1), 1);
-        let b20 = rol!(xor!(a[2], d2), 62);
-        let b5 = rol!(xor!(a[3], d3), 28);
-        let b15 = rol!(xor!(a[4], d4), 27);
-        let b16 = rol!(xor!(a[5], d0), 36);
-        let b1 = rol!(xor!(a[6], d1), 44);
-        let b11 = rol!(xor!(a[7], d2), 6);
-        let b21 = rol!(xor!(a[8], d3), 55);
-        let b6 = rol!(xor!(a[9], d4), 20);
-        let b7 = rol!(xor!(a[10], d0), 3);
-        let b17 = rol!(xor!(a[11], d1), 10);
-        let b2 = rol!(xor!(a[12], d2), 43);
-        let b12 = rol!(xor!(a[13], d3), 25);
-        let b22 = rol!(xor!(a[14], d4), 39);
-        let b23 = rol!(xor!(a[15], d0), 41);
-        let b8 = rol!(xor!(a[16], d1), 45);
-        let b18 = rol!(xor!(a[17], d2), 15);
-        let b3 = rol!(xor!(a[18], d3), 21);
-        let b13 = rol!(xor!(a[19], d4), 8);
-        let b14 = rol!(xor!(a[20], d0), 18);
-        let b24 = rol!(xor!(a[21], d1), 2);
-        let b9 = rol!(xor!(a[22], d2), 61);
-        let b19 = rol!(xor!(a[23], d3), 56);
-        let b4 = rol!(xor!(a[24], d4), 14);
-        // χ
-        a[0] = xor!(b0, andnot!(b1, b2));
-        a[1] = xor!(b1, andnot!(b2, b3));
-        a[2] = xor!(b2, andnot!(b3, b4));
-        a[3] = xor!(b3, andnot!(b4, b0));
-        a[4] = xor!(b4, andnot!(b0, b1));
-        a[5] = xor!(b5, andnot!(b6, b7));
-        a[6] = xor!(b6, andnot!(b7, b8));
-        a[7] = xor!(b7, andnot!(b8, b9));
-        a[8] = xor!(b8, andnot!(b9, b5));
-        a[9] = xor!(b9, andnot!(b5, b6));
-        a[10] = xor!(b10, andnot!(b11, b12));
-        a[11] = xor!(b11, andnot!(b12, b13));
-        a[12] = xor!(b12, andnot!(b13, b14));
-        a[13] = xor!(b13, andnot!(b14, b10));
-        a[14] = xor!(b14, andnot!(b10, b11));
-        a[15] = xor!(b15, andnot!(b16, b17));
-        a[16] = xor!(b16, andnot!(b17, b18));
-        a[17] = xor!(b17, andnot!(b18, b19));
-        a[18] = xor!(b18, andnot!(b19, b15));
-        a[19] = xor!(b19, andnot!(b15, b16));
-        a[20] = xor!(b20, andnot!(b21, b22));
-        a[21] = xor!(b21, andnot!(b22, b23));
-        a[22] = xor!(b22, andnot!(b23, b24));
-        a[23] = xor!(b23, andnot!(b24, b20));
-        a[24] = xor!(b24, andnot!(b20, b21));
-        // ι
-        a[0] = xor!(a[0], _mm256_set1_epi64x(rc as i64));
+            // θ
+            let c0 = xor!(xor!(xor!(a[0], a[5]), xor!(a[10], a[15])), a[20]);
+            let c1 = xor!(xor!(xor!(a[1], a[6]), xor!(a[11], a[16])), a[21]);
+            let c2 = xor!(xor!(xor!(a[2], a[7]), xor!(a[12], a[17])), a[22]);
+            let c3 = xor!(xor!(xor!(a[3], a[8]), xor!(a[13], a[18])), a[23]);
+            let c4 = xor!(xor!(xor!(a[4], a[9]), xor!(a[14], a[19])), a[24]);
+            let d0 = xor!(c4, rol!(c1, 1));
+            let d1 = xor!(c0, rol!(c2, 1));
+            let d2 = xor!(c1, rol!(c3, 1));
+            let d3 = xor!(c2, rol!(c4, 1));
+            let d4 = xor!(c3, rol!(c0, 1));
+            // ρ and π, with θ's column sums applied on the way
+            let b0 = xor!(a[0], d0);
+            let b10 = rol!(xor!(a[1], d1), 1);
+            let b20 = rol!(xor!(a[2], d2), 62);
+            let b5 = rol!(xor!(a[3], d3), 28);
+            let b15 = rol!(xor!(a[4], d4), 27);
+            let b16 = rol!(xor!(a[5], d0), 36);
+            let b1 = rol!(xor!(a[6], d1), 44);
+            let b11 = rol!(xor!(a[7], d2), 6);
+            let b21 = rol!(xor!(a[8], d3), 55);
+            let b6 = rol!(xor!(a[9], d4), 20);
+            let b7 = rol!(xor!(a[10], d0), 3);
+            let b17 = rol!(xor!(a[11], d1), 10);
+            let b2 = rol!(xor!(a[12], d2), 43);
+            let b12 = rol!(xor!(a[13], d3), 25);
+            let b22 = rol!(xor!(a[14], d4), 39);
+            let b23 = rol!(xor!(a[15], d0), 41);
+            let b8 = rol!(xor!(a[16], d1), 45);
+            let b18 = rol!(xor!(a[17], d2), 15);
+            let b3 = rol!(xor!(a[18], d3), 21);
+            let b13 = rol!(xor!(a[19], d4), 8);
+            let b14 = rol!(xor!(a[20], d0), 18);
+            let b24 = rol!(xor!(a[21], d1), 2);
+            let b9 = rol!(xor!(a[22], d2), 61);
+            let b19 = rol!(xor!(a[23], d3), 56);
+            let b4 = rol!(xor!(a[24], d4), 14);
+            // χ
+            a[0] = xor!(b0, andnot!(b1, b2));
+            a[1] = xor!(b1, andnot!(b2, b3));
+            a[2] = xor!(b2, andnot!(b3, b4));
+            a[3] = xor!(b3, andnot!(b4, b0));
+            a[4] = xor!(b4, andnot!(b0, b1));
+            a[5] = xor!(b5, andnot!(b6, b7));
+            a[6] = xor!(b6, andnot!(b7, b8));
+            a[7] = xor!(b7, andnot!(b8, b9));
+            a[8] = xor!(b8, andnot!(b9, b5));
+            a[9] = xor!(b9, andnot!(b5, b6));
+            a[10] = xor!(b10, andnot!(b11, b12));
+            a[11] = xor!(b11, andnot!(b12, b13));
+            a[12] = xor!(b12, andnot!(b13, b14));
+            a[13] = xor!(b13, andnot!(b14, b10));
+            a[14] = xor!(b14, andnot!(b10, b11));
+            a[15] = xor!(b15, andnot!(b16, b17));
+            a[16] = xor!(b16, andnot!(b17, b18));
+            a[17] = xor!(b17, andnot!(b18, b19));
+            a[18] = xor!(b18, andnot!(b19, b15));
+            a[19] = xor!(b19, andnot!(b15, b16));
+            a[20] = xor!(b20, andnot!(b21, b22));
+            a[21] = xor!(b21, andnot!(b22, b23));
+            a[22] = xor!(b22, andnot!(b23, b24));
+            a[23] = xor!(b23, andnot!(b24, b20));
+            a[24] = xor!(b24, andnot!(b20, b21));
+            // ι
+            a[0] = xor!(a[0], _mm256_set1_epi64x(rc as i64));
         }
     }
 
@@ -218,9 +221,9 @@ mod x4 {
             };
             let bl = [block(0), block(1), block(2), block(3)];
             let word = |j: usize, w: usize| -> i64 {
-                bl[j]
-                    .get(8 * w..8 * w + 8)
-                    .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")) as i64)
+                bl[j].get(8 * w..8 * w + 8).map_or(0, |s| {
+                    u64::from_le_bytes(s.try_into().expect("8 bytes")) as i64
+                })
             };
             for (w, lane) in a.iter_mut().enumerate().take(RATE / 8) {
                 let v = _mm256_set_epi64x(word(3, w), word(2, w), word(1, w), word(0, w));

@@ -652,6 +652,9 @@ fn build_interior(
     inside: bool,
     c: &mut Interior<'_>,
 ) -> Vec<u8> {
+    if inside {
+        return build_inside(keys, values, prefix.len(), c.out);
+    }
     let nib = crate::trie::nibble;
     let depth = prefix.len();
     let first = keys[0];
@@ -722,6 +725,184 @@ fn build_interior(
     }
     out.push(0x80);
     out
+}
+
+/// A node of a subtree inside the range, built before its hash is taken: its RLP with
+/// the places of its children's hashes left zero (`holes`, a range of the subtree's
+/// list of them: offset of the 32 bytes, the child's index among the pending nodes),
+/// and its height above the lowest node referenced by hash under it.
+struct Pending {
+    rlp: Vec<u8>,
+    holes: std::ops::Range<u32>,
+    height: u32,
+}
+
+/// [`build_interior`] for a subtree inside the range, whose every node is collected.
+/// A node's RLP does not depend on its children's hashes but through their 32 bytes, so
+/// the subtree is encoded first and hashed after, a height at a time: the nodes of one
+/// height do not depend on each other and are hashed together, four at a time where the
+/// CPU can ([`crate::keccak4`]). A range's leaves and their branches are the bulk of the
+/// hashing of a snap sync.
+fn build_inside(
+    keys: &[&[u8]],
+    values: &[&[u8]],
+    depth: usize,
+    out: &mut RangeInterior,
+) -> Vec<u8> {
+    // About one node referenced by hash per leaf, and a branch for a few leaves.
+    let mut pending = Vec::with_capacity(keys.len() + keys.len() / 2);
+    let mut holes = Vec::with_capacity(keys.len() + keys.len() / 2);
+    let mut top = build_pending(keys, values, depth, &mut pending, &mut holes);
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in pending.iter().enumerate() {
+        let h = p.height as usize;
+        if levels.len() <= h {
+            levels.resize_with(h + 1, Vec::new);
+        }
+        levels[h].push(i);
+    }
+    let mut hashes = vec![B256::ZERO; pending.len()];
+    let mut got = Vec::new();
+    let fill = |p: &mut Pending, hashes: &[B256]| {
+        for &(at, child) in &holes[p.holes.start as usize..p.holes.end as usize] {
+            let at = at as usize;
+            p.rlp[at..at + 32].copy_from_slice(hashes[child as usize].as_slice());
+        }
+    };
+    for level in &levels {
+        for &i in level {
+            fill(&mut pending[i], &hashes);
+        }
+        let rlps: Vec<&[u8]> = level.iter().map(|&i| pending[i].rlp.as_slice()).collect();
+        crate::keccak4::keccak256_each(&rlps, &mut got);
+        for (&i, h) in level.iter().zip(&got) {
+            hashes[i] = *h;
+        }
+    }
+    fill(&mut top, &hashes);
+    out.nodes.reserve(pending.len());
+    for (p, h) in pending.into_iter().zip(hashes) {
+        out.nodes.push((h, p.rlp));
+    }
+    top.rlp
+}
+
+/// The subtree of `keys` (as [`build_interior`]) with its hashes left to take: its top
+/// node, the nodes referenced by hash below it put in `pending`.
+fn build_pending(
+    keys: &[&[u8]],
+    values: &[&[u8]],
+    depth: usize,
+    pending: &mut Vec<Pending>,
+    holes: &mut Vec<(u32, u32)>,
+) -> Pending {
+    let nib = crate::trie::nibble;
+    let first = keys[0];
+    let end = first.len() * 2;
+    let mut hp_small = [0u8; 33];
+    let mut hp_long = Vec::new();
+    let hp: &mut [u8] = if first.len() < hp_small.len() {
+        &mut hp_small
+    } else {
+        hp_long.resize(1 + first.len(), 0);
+        &mut hp_long
+    };
+    if keys.len() == 1 {
+        let hp = hex_prefix(first, depth, end, true, hp);
+        return Pending {
+            rlp: list2(
+                hp,
+                |out| crate::rlp::encode_bytes(values[0], out),
+                str_len(values[0]),
+            ),
+            holes: 0..0,
+            height: 0,
+        };
+    }
+    // A child as its parent references it: embedded (its RLP, which then holds no hash),
+    // or by the hash of a pending node.
+    enum Child {
+        Embedded(Vec<u8>),
+        Hashed(usize, u32),
+    }
+    let child_of = |node: Pending, pending: &mut Vec<Pending>| {
+        if node.rlp.len() < 32 {
+            Child::Embedded(node.rlp)
+        } else {
+            let height = node.height;
+            pending.push(node);
+            Child::Hashed(pending.len() - 1, height)
+        }
+    };
+    let put = |c: &Child, out: &mut Vec<u8>, holes: &mut Vec<(u32, u32)>, height: &mut u32| match c
+    {
+        Child::Embedded(rlp) => out.extend_from_slice(rlp),
+        Child::Hashed(i, h) => {
+            out.push(0xa0);
+            holes.push((out.len() as u32, *i as u32));
+            out.extend_from_slice(&[0u8; 32]);
+            *height = (*height).max(h + 1);
+        }
+    };
+    let len_of = |c: &Child| match c {
+        Child::Embedded(rlp) => rlp.len(),
+        Child::Hashed(..) => 33,
+    };
+    let last = keys[keys.len() - 1];
+    let mut cp = depth;
+    while cp < end && nib(first, cp) == nib(last, cp) {
+        cp += 1;
+    }
+    let mut height = 0;
+    if cp > depth {
+        let below = build_pending(keys, values, cp, pending, holes);
+        let child = child_of(below, pending);
+        let hp = hex_prefix(first, depth, cp, false, hp);
+        // The node's holes follow every hole of the nodes below it.
+        let from = holes.len() as u32;
+        let rlp = list2(
+            hp,
+            |out| put(&child, out, holes, &mut height),
+            len_of(&child),
+        );
+        let holes = from..holes.len() as u32;
+        return Pending { rlp, holes, height };
+    }
+    let mut children: [Option<Child>; 16] = Default::default();
+    let mut start = 0;
+    while start < keys.len() {
+        let n = nib(keys[start], depth);
+        let mut stop = start + 1;
+        while stop < keys.len() && nib(keys[stop], depth) == n {
+            stop += 1;
+        }
+        let below = build_pending(
+            &keys[start..stop],
+            &values[start..stop],
+            depth + 1,
+            pending,
+            holes,
+        );
+        children[n as usize] = Some(child_of(below, pending));
+        start = stop;
+    }
+    let payload = children
+        .iter()
+        .map(|c| c.as_ref().map_or(1, len_of))
+        .sum::<usize>()
+        + 1;
+    let mut rlp = Vec::with_capacity(payload + 9);
+    crate::rlp::list_header(payload, &mut rlp);
+    let from = holes.len() as u32;
+    for c in &children {
+        match c {
+            Some(c) => put(c, &mut rlp, holes, &mut height),
+            None => rlp.push(0x80),
+        }
+    }
+    rlp.push(0x80);
+    let holes = from..holes.len() as u32;
+    Pending { rlp, holes, height }
 }
 
 /// The hex-prefix form of nibbles `from..to` of `key`, written into `buf`.
