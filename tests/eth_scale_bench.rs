@@ -62,6 +62,7 @@ fn eth_scale_small_snap_and_fast() {
     assert!(v["keccak_nodes_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["keccak_nodes_per_s_before_sync"].as_f64().unwrap() > 0.0);
     assert!(v["keccak_nodes_per_s_after_sync"].as_f64().unwrap() > 0.0);
+    assert!(v["keccak4_nodes_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_generator_and_peers_bytes"].as_u64().unwrap() > 0);
     let modes = v["modes"].as_array().unwrap();
     assert_eq!(modes.len(), 2);

@@ -744,8 +744,9 @@ impl Engine {
         }
         let mut delivered = vec![false; hashes.len()];
         let mut got = Vec::with_capacity(codes.len());
-        for c in &codes {
-            let h = keccak256(c);
+        let mut code_hashes = Vec::new();
+        catchup_eth::keccak4::keccak256_each(&codes, &mut code_hashes);
+        for h in code_hashes {
             let Some(j) = hashes
                 .iter()
                 .enumerate()
