@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use alloy_primitives::{keccak256, Bytes, B256};
 
 use crate::rlp::RlpError;
-use crate::trie::{Nibbles, Node, NodeRef};
+use crate::trie::{Nibbles, Node, NodeRef, Pending};
 use crate::types::EMPTY_ROOT;
 
 /// Most proof nodes accepted in one proof.
@@ -659,16 +659,8 @@ fn build_interior(
     let depth = prefix.len();
     let first = keys[0];
     let end = first.len() * 2;
-    // The hex-prefix buffer: on the stack for keys of up to 32 bytes (state and storage
-    // tries), so that building a node does not clear a buffer for the longest key.
-    let mut hp_small = [0u8; 33];
-    let mut hp_long = Vec::new();
-    let hp: &mut [u8] = if first.len() < hp_small.len() {
-        &mut hp_small
-    } else {
-        hp_long.resize(1 + first.len(), 0);
-        &mut hp_long
-    };
+    let mut buf = HpBuf::default();
+    let hp = buf.for_key(first);
     if keys.len() == 1 {
         let hp = hex_prefix(first, depth, end, true, hp);
         return list2(
@@ -695,10 +687,7 @@ fn build_interior(
     let mut start = 0;
     while start < keys.len() {
         let n = nib(keys[start], depth);
-        let mut stop = start + 1;
-        while stop < keys.len() && nib(keys[stop], depth) == n {
-            stop += 1;
-        }
+        let stop = crate::trie::run_end(start, keys.len(), |i| nib(keys[i], depth));
         prefix.push(n);
         refs[n as usize] = Some(build_child(
             &keys[start..stop],
@@ -727,16 +716,6 @@ fn build_interior(
     out
 }
 
-/// A node of a subtree inside the range, built before its hash is taken: its RLP with
-/// the places of its children's hashes left zero (`holes`, a range of the subtree's
-/// list of them: offset of the 32 bytes, the child's index among the pending nodes),
-/// and its height above the lowest node referenced by hash under it.
-struct Pending {
-    rlp: Vec<u8>,
-    holes: std::ops::Range<u32>,
-    height: u32,
-}
-
 /// [`build_interior`] for a subtree inside the range, whose every node is collected.
 /// A node's RLP does not depend on its children's hashes but through their 32 bytes, so
 /// the subtree is encoded first and hashed after, a height at a time: the nodes of one
@@ -753,33 +732,7 @@ fn build_inside(
     let mut pending = Vec::with_capacity(keys.len() + keys.len() / 2);
     let mut holes = Vec::with_capacity(keys.len() + keys.len() / 2);
     let mut top = build_pending(keys, values, depth, &mut pending, &mut holes);
-    let mut levels: Vec<Vec<usize>> = Vec::new();
-    for (i, p) in pending.iter().enumerate() {
-        let h = p.height as usize;
-        if levels.len() <= h {
-            levels.resize_with(h + 1, Vec::new);
-        }
-        levels[h].push(i);
-    }
-    let mut hashes = vec![B256::ZERO; pending.len()];
-    let mut got = Vec::new();
-    let fill = |p: &mut Pending, hashes: &[B256]| {
-        for &(at, child) in &holes[p.holes.start as usize..p.holes.end as usize] {
-            let at = at as usize;
-            p.rlp[at..at + 32].copy_from_slice(hashes[child as usize].as_slice());
-        }
-    };
-    for level in &levels {
-        for &i in level {
-            fill(&mut pending[i], &hashes);
-        }
-        let rlps: Vec<&[u8]> = level.iter().map(|&i| pending[i].rlp.as_slice()).collect();
-        crate::keccak4::keccak256_each(&rlps, &mut got);
-        for (&i, h) in level.iter().zip(&got) {
-            hashes[i] = *h;
-        }
-    }
-    fill(&mut top, &hashes);
+    let (hashes, _) = crate::trie::hash_by_height(&mut pending, &holes, &mut top);
     out.nodes.reserve(pending.len());
     for (p, h) in pending.into_iter().zip(hashes) {
         out.nodes.push((h, p.rlp));
@@ -799,14 +752,8 @@ fn build_pending(
     let nib = crate::trie::nibble;
     let first = keys[0];
     let end = first.len() * 2;
-    let mut hp_small = [0u8; 33];
-    let mut hp_long = Vec::new();
-    let hp: &mut [u8] = if first.len() < hp_small.len() {
-        &mut hp_small
-    } else {
-        hp_long.resize(1 + first.len(), 0);
-        &mut hp_long
-    };
+    let mut buf = HpBuf::default();
+    let hp = buf.for_key(first);
     if keys.len() == 1 {
         let hp = hex_prefix(first, depth, end, true, hp);
         return Pending {
@@ -872,10 +819,7 @@ fn build_pending(
     let mut start = 0;
     while start < keys.len() {
         let n = nib(keys[start], depth);
-        let mut stop = start + 1;
-        while stop < keys.len() && nib(keys[stop], depth) == n {
-            stop += 1;
-        }
+        let stop = crate::trie::run_end(start, keys.len(), |i| nib(keys[i], depth));
         let below = build_pending(
             &keys[start..stop],
             &values[start..stop],
@@ -903,6 +847,34 @@ fn build_pending(
     rlp.push(0x80);
     let holes = from..holes.len() as u32;
     Pending { rlp, holes, height }
+}
+
+/// A buffer for the hex-prefix form of a key's nibbles ([`hex_prefix`]): on the stack for
+/// keys of up to 32 bytes (state and storage tries), so that building a node does not
+/// clear a buffer for the longest key.
+struct HpBuf {
+    small: [u8; 33],
+    long: Vec<u8>,
+}
+
+impl Default for HpBuf {
+    fn default() -> Self {
+        HpBuf {
+            small: [0; 33],
+            long: Vec::new(),
+        }
+    }
+}
+
+impl HpBuf {
+    fn for_key(&mut self, key: &[u8]) -> &mut [u8] {
+        if key.len() < self.small.len() {
+            &mut self.small
+        } else {
+            self.long.resize(1 + key.len(), 0);
+            &mut self.long
+        }
+    }
 }
 
 /// The hex-prefix form of nibbles `from..to` of `key`, written into `buf`.

@@ -733,47 +733,46 @@ fn build_node_in<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     }
     while start < entries.len() {
         let n = nibble(entries[start].0.as_ref(), depth);
-        let mut end = start + 1;
-        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
-            end += 1;
-        }
+        let end = run_end(start, entries.len(), |i| {
+            nibble(entries[i].0.as_ref(), depth)
+        });
         children[n as usize] = Some(child_ref(&entries[start..end], depth + 1, emit));
         start = end;
     }
     Node::Branch { children, value }.encode()
 }
 
-/// A node built before its hash is taken ([`build_batched`]): its RLP with the places of
-/// its children's hashes left zero (`holes`, a range of the subtree's list of them: the
-/// offset of the 32 bytes and the child's index among the pending nodes), and its height
-/// above the lowest node referenced by hash under it.
-struct Pending {
-    rlp: Vec<u8>,
-    holes: std::ops::Range<u32>,
-    height: u32,
+/// The end of the run of sorted keys from `start` (of `len`) whose nibble `nibble_at(i)`
+/// is the one at `start`: the keys under one child of a branch.
+pub(crate) fn run_end(start: usize, len: usize, nibble_at: impl Fn(usize) -> u8) -> usize {
+    let n = nibble_at(start);
+    let mut end = start + 1;
+    while end < len && nibble_at(end) == n {
+        end += 1;
+    }
+    end
 }
 
-/// A child as its parent references it: a reference known already (embedded, or a hash
-/// taken before), or the hash of a pending node (its index and height).
-enum PendingChild {
-    Ready(NodeRef),
-    Hashed(usize, u32),
+/// A node built before its hash is taken ([`build_batched`], and the range verifier's
+/// subtrees inside the range): its RLP with the places of its children's hashes left
+/// zero (`holes`, a range of the subtree's list of them: the offset of the 32 bytes and
+/// the child's index among the pending nodes), and its height above the lowest node
+/// referenced by hash under it.
+pub(crate) struct Pending {
+    pub(crate) rlp: Vec<u8>,
+    pub(crate) holes: std::ops::Range<u32>,
+    pub(crate) height: u32,
 }
 
-/// [`build_node_known`] of a subtree whose nodes may all be held at once: a node's RLP
-/// depends on its children's hashes only through their 32 bytes, so the subtree is
-/// encoded first and hashed after, a height at a time. The nodes of one height do not
-/// depend on each other and are hashed together, four at a time where the CPU can
-/// ([`crate::keccak4`]); then they are emitted, children before their parents.
-fn build_batched<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-    entries: &[(K, V)],
-    depth: usize,
-    emit: &mut dyn FnMut(B256, &[u8]),
-    known: &mut KnownSubtree<'_, K, V>,
-) -> Vec<u8> {
-    let mut pending = Vec::with_capacity(entries.len() + entries.len() / 2);
-    let mut holes = Vec::with_capacity(entries.len() + entries.len() / 2);
-    let mut top = pending_node(entries, depth, known, &mut pending, &mut holes);
+/// Hash the `pending` nodes of a subtree a height at a time, four at a time where the
+/// CPU can ([`crate::keccak4`]), filling each node's holes from its children's hashes
+/// first, then `top`'s. Returns the hashes (by index) and the indices of each height,
+/// lowest first: children come before their parents in that order.
+pub(crate) fn hash_by_height(
+    pending: &mut [Pending],
+    holes: &[(u32, u32)],
+    top: &mut Pending,
+) -> (Vec<B256>, Vec<Vec<usize>>) {
     let mut levels: Vec<Vec<usize>> = Vec::new();
     for (i, p) in pending.iter().enumerate() {
         let h = p.height as usize;
@@ -799,11 +798,36 @@ fn build_batched<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         for (&i, h) in level.iter().zip(&got) {
             hashes[i] = *h;
         }
-        for &i in level {
-            emit(hashes[i], &pending[i].rlp);
-        }
     }
-    fill(&mut top, &hashes);
+    fill(top, &hashes);
+    (hashes, levels)
+}
+
+/// A child as its parent references it: a reference known already (embedded, or a hash
+/// taken before), or the hash of a pending node (its index and height).
+enum PendingChild {
+    Ready(NodeRef),
+    Hashed(usize, u32),
+}
+
+/// [`build_node_known`] of a subtree whose nodes may all be held at once: a node's RLP
+/// depends on its children's hashes only through their 32 bytes, so the subtree is
+/// encoded first and hashed after, a height at a time. The nodes of one height do not
+/// depend on each other and are hashed together, four at a time where the CPU can
+/// ([`crate::keccak4`]); then they are emitted, children before their parents.
+fn build_batched<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: &[(K, V)],
+    depth: usize,
+    emit: &mut dyn FnMut(B256, &[u8]),
+    known: &mut KnownSubtree<'_, K, V>,
+) -> Vec<u8> {
+    let mut pending = Vec::with_capacity(entries.len() + entries.len() / 2);
+    let mut holes = Vec::with_capacity(entries.len() + entries.len() / 2);
+    let mut top = pending_node(entries, depth, known, &mut pending, &mut holes);
+    let (hashes, levels) = hash_by_height(&mut pending, &holes, &mut top);
+    for &i in levels.iter().flatten() {
+        emit(hashes[i], &pending[i].rlp);
+    }
     top.rlp
 }
 
@@ -894,10 +918,9 @@ fn pending_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     }
     while start < entries.len() {
         let n = nibble(entries[start].0.as_ref(), depth);
-        let mut end = start + 1;
-        while end < entries.len() && nibble(entries[end].0.as_ref(), depth) == n {
-            end += 1;
-        }
+        let end = run_end(start, entries.len(), |i| {
+            nibble(entries[i].0.as_ref(), depth)
+        });
         children[n as usize] = Some(child(&entries[start..end], depth + 1, pending, holes));
         start = end;
     }
