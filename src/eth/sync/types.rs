@@ -299,6 +299,29 @@ mod tests {
         }
     }
 
+    /// A batch decoded together (hashed four at a time) is the headers decoded one by
+    /// one; a header over the limit or one that does not decode fails the batch.
+    #[test]
+    fn a_batch_decodes_as_its_headers_one_by_one() {
+        let chain = crate::eth::sync::chain::generate_chain(23, B256::ZERO, 4);
+        let raws: Vec<Vec<u8>> = chain.headers.iter().map(|h| h.raw.clone()).collect();
+        let all = Header::decode_all(raws.clone()).unwrap();
+        let one: Vec<Header> = raws.iter().map(|r| Header::decode(r).unwrap()).collect();
+        assert_eq!(all, one);
+        for (h, raw) in all.iter().zip(&raws) {
+            assert_eq!(h.hash, keccak256(raw));
+        }
+        let mut bad = raws.clone();
+        bad[5].push(0);
+        assert!(Header::decode_all(bad).is_err());
+        let mut big = raws;
+        big[9] = vec![0u8; MAX_HEADER_BYTES + 1];
+        assert!(matches!(
+            Header::decode_all(big),
+            Err(ItemError::HeaderTooLarge(_))
+        ));
+    }
+
     #[test]
     fn account_round_trip() {
         let a = AccountView {
