@@ -14,7 +14,7 @@ use alloy_primitives::{keccak256, B256};
 pub fn keccak256_each<T: AsRef<[u8]>>(items: &[T], out: &mut Vec<B256>) {
     out.clear();
     #[cfg(target_arch = "x86_64")]
-    if avx2() && items.len() >= 4 {
+    if avx2() && items.len() >= 2 {
         let blocks = |i: u32| items[i as usize].as_ref().len() / 136;
         let mut order: Vec<u32> = (0..items.len() as u32).collect();
         if order.windows(2).any(|w| blocks(w[0]) != blocks(w[1])) {
@@ -30,8 +30,19 @@ pub fn keccak256_each<T: AsRef<[u8]>>(items: &[T], out: &mut Vec<B256>) {
                 out[i as usize] = B256::from(h);
             }
         }
-        for &i in fours.remainder() {
-            out[i as usize] = keccak256(items[i as usize].as_ref());
+        // Two or three left share one call too (an empty input in the spare lanes costs
+        // no more permutations than the longest input); one alone is hashed alone.
+        match fours.remainder() {
+            [] => {}
+            [i] => out[*i as usize] = keccak256(items[*i as usize].as_ref()),
+            rest => {
+                let at = |k: usize| rest.get(k).map_or(&[][..], |&i| items[i as usize].as_ref());
+                // SAFETY: the CPU has AVX2 (checked above).
+                let h = unsafe { x4::keccak256_x4([at(0), at(1), at(2), at(3)]) };
+                for (&i, h) in rest.iter().zip(h) {
+                    out[i as usize] = B256::from(h);
+                }
+            }
         }
         return;
     }
