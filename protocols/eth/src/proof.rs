@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use alloy_primitives::{keccak256, Bytes, B256};
 
 use crate::rlp::RlpError;
-use crate::trie::{Nibbles, Node, NodeRef, Pending};
+use crate::trie::{
+    pending_branch, pending_extension, Nibbles, Node, NodeRef, Pending, PendingChild,
+};
 use crate::types::EMPTY_ROOT;
 
 /// Most proof nodes accepted in one proof.
@@ -662,12 +664,7 @@ fn build_interior(
     let mut buf = HpBuf::default();
     let hp = buf.for_key(first);
     if keys.len() == 1 {
-        let hp = hex_prefix(first, depth, end, true, hp);
-        return list2(
-            hp,
-            |out| crate::rlp::encode_bytes(values[0], out),
-            str_len(values[0]),
-        );
+        return leaf_rlp(first, depth, values[0], hp);
     }
     let last = keys[keys.len() - 1];
     let mut cp = depth;
@@ -681,39 +678,26 @@ fn build_interior(
         let child = build_child(keys, values, prefix, inside, c);
         prefix.truncate(depth);
         let hp = hex_prefix(first, depth, cp, false, hp);
-        return list2(hp, |out| ref_encode(&child, out), ref_len(&child));
+        return pending_extension(hp, &PendingChild::Ready(child), &mut Vec::new()).rlp;
     }
-    let mut refs: [Option<NodeRef>; 16] = Default::default();
+    let mut refs: [Option<PendingChild>; 16] = Default::default();
     let mut start = 0;
     while start < keys.len() {
         let n = nib(keys[start], depth);
         let stop = crate::trie::run_end(start, keys.len(), |i| nib(keys[i], depth));
         prefix.push(n);
-        refs[n as usize] = Some(build_child(
+        refs[n as usize] = Some(PendingChild::Ready(build_child(
             &keys[start..stop],
             &values[start..stop],
             prefix,
             inside,
             c,
-        ));
+        )));
         prefix.pop();
         start = stop;
     }
-    let payload = refs
-        .iter()
-        .map(|r| r.as_ref().map_or(1, ref_len))
-        .sum::<usize>()
-        + 1;
-    let mut out = Vec::with_capacity(payload + 9);
-    crate::rlp::list_header(payload, &mut out);
-    for r in &refs {
-        match r {
-            Some(r) => ref_encode(r, &mut out),
-            None => out.push(0x80),
-        }
-    }
-    out.push(0x80);
-    out
+    // Every child is built already: no holes.
+    pending_branch(&refs, &[], &mut Vec::new()).rlp
 }
 
 /// [`build_interior`] for a subtree inside the range, whose every node is collected.
@@ -755,67 +739,24 @@ fn build_pending(
     let mut buf = HpBuf::default();
     let hp = buf.for_key(first);
     if keys.len() == 1 {
-        let hp = hex_prefix(first, depth, end, true, hp);
         return Pending {
-            rlp: list2(
-                hp,
-                |out| crate::rlp::encode_bytes(values[0], out),
-                str_len(values[0]),
-            ),
+            rlp: leaf_rlp(first, depth, values[0], hp),
             holes: 0..0,
             height: 0,
         };
     }
-    // A child as its parent references it: embedded (its RLP, which then holds no hash),
-    // or by the hash of a pending node.
-    enum Child {
-        Embedded(Vec<u8>),
-        Hashed(usize, u32),
-    }
-    let child_of = |node: Pending, pending: &mut Vec<Pending>| {
-        if node.rlp.len() < 32 {
-            Child::Embedded(node.rlp)
-        } else {
-            let height = node.height;
-            pending.push(node);
-            Child::Hashed(pending.len() - 1, height)
-        }
-    };
-    let put = |c: &Child, out: &mut Vec<u8>, holes: &mut Vec<(u32, u32)>, height: &mut u32| match c
-    {
-        Child::Embedded(rlp) => out.extend_from_slice(rlp),
-        Child::Hashed(i, h) => {
-            out.push(0xa0);
-            holes.push((out.len() as u32, *i as u32));
-            out.extend_from_slice(&[0u8; 32]);
-            *height = (*height).max(h + 1);
-        }
-    };
-    let len_of = |c: &Child| match c {
-        Child::Embedded(rlp) => rlp.len(),
-        Child::Hashed(..) => 33,
-    };
     let last = keys[keys.len() - 1];
     let mut cp = depth;
     while cp < end && nib(first, cp) == nib(last, cp) {
         cp += 1;
     }
-    let mut height = 0;
     if cp > depth {
         let below = build_pending(keys, values, cp, pending, holes);
-        let child = child_of(below, pending);
+        let child = PendingChild::of(below, pending);
         let hp = hex_prefix(first, depth, cp, false, hp);
-        // The node's holes follow every hole of the nodes below it.
-        let from = holes.len() as u32;
-        let rlp = list2(
-            hp,
-            |out| put(&child, out, holes, &mut height),
-            len_of(&child),
-        );
-        let holes = from..holes.len() as u32;
-        return Pending { rlp, holes, height };
+        return pending_extension(hp, &child, holes);
     }
-    let mut children: [Option<Child>; 16] = Default::default();
+    let mut children: [Option<PendingChild>; 16] = Default::default();
     let mut start = 0;
     while start < keys.len() {
         let n = nib(keys[start], depth);
@@ -827,26 +768,10 @@ fn build_pending(
             pending,
             holes,
         );
-        children[n as usize] = Some(child_of(below, pending));
+        children[n as usize] = Some(PendingChild::of(below, pending));
         start = stop;
     }
-    let payload = children
-        .iter()
-        .map(|c| c.as_ref().map_or(1, len_of))
-        .sum::<usize>()
-        + 1;
-    let mut rlp = Vec::with_capacity(payload + 9);
-    crate::rlp::list_header(payload, &mut rlp);
-    let from = holes.len() as u32;
-    for c in &children {
-        match c {
-            Some(c) => put(c, &mut rlp, holes, &mut height),
-            None => rlp.push(0x80),
-        }
-    }
-    rlp.push(0x80);
-    let holes = from..holes.len() as u32;
-    Pending { rlp, holes, height }
+    pending_branch(&children, &[], holes)
 }
 
 /// A buffer for the hex-prefix form of a key's nibbles ([`hex_prefix`]): on the stack for
@@ -901,18 +826,15 @@ fn str_len(b: &[u8]) -> usize {
     alloy_rlp::Encodable::length(&b)
 }
 
-fn ref_len(r: &NodeRef) -> usize {
-    match r {
-        NodeRef::Hash(_) => 33,
-        NodeRef::Embedded(b) => b.len(),
-    }
-}
-
-fn ref_encode(r: &NodeRef, out: &mut Vec<u8>) {
-    match r {
-        NodeRef::Hash(h) => crate::rlp::encode_bytes(h.as_slice(), out),
-        NodeRef::Embedded(b) => out.extend_from_slice(b),
-    }
+/// The leaf node of `key` below nibble `depth`, holding `value` (`hp`: a buffer from
+/// [`HpBuf::for_key`]).
+fn leaf_rlp(key: &[u8], depth: usize, value: &[u8], hp: &mut [u8]) -> Vec<u8> {
+    let hp = hex_prefix(key, depth, key.len() * 2, true, hp);
+    list2(
+        hp,
+        |out| crate::rlp::encode_bytes(value, out),
+        str_len(value),
+    )
 }
 
 /// A list of two items: the string `a`, then what `b` writes (`b_len` bytes).

@@ -691,18 +691,11 @@ fn build_node_in<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     batch: usize,
 ) -> Vec<u8> {
     debug_assert!(!entries.is_empty());
-    if entries.len() <= batch {
+    // A leaf (one entry) is always within a batch of at least one.
+    if entries.len() <= batch.max(1) {
         return build_batched(entries, depth, emit, known);
     }
     let first = entries[0].0.as_ref();
-    if entries.len() == 1 {
-        let path: Vec<u8> = (depth..first.len() * 2).map(|i| nibble(first, i)).collect();
-        return Node::Leaf {
-            path: Nibbles(path),
-            value: Bytes::copy_from_slice(entries[0].1.as_ref()),
-        }
-        .encode();
-    }
     let last = entries[entries.len() - 1].0.as_ref();
     let max = first.len().min(last.len()) * 2;
     let mut cp = depth;
@@ -805,9 +798,95 @@ pub(crate) fn hash_by_height(
 
 /// A child as its parent references it: a reference known already (embedded, or a hash
 /// taken before), or the hash of a pending node (its index and height).
-enum PendingChild {
+pub(crate) enum PendingChild {
     Ready(NodeRef),
     Hashed(usize, u32),
+}
+
+impl PendingChild {
+    /// How a parent references `node`: embedded when shorter than a hash (it then holds
+    /// no hash itself), else by its hash, `node` put in `pending`.
+    pub(crate) fn of(node: Pending, pending: &mut Vec<Pending>) -> Self {
+        if node.rlp.len() < 32 {
+            PendingChild::Ready(NodeRef::Embedded(Bytes::from(node.rlp)))
+        } else {
+            let height = node.height;
+            pending.push(node);
+            PendingChild::Hashed(pending.len() - 1, height)
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            PendingChild::Ready(r) => r.len(),
+            PendingChild::Hashed(..) => 33,
+        }
+    }
+
+    /// Write the reference into `out`: a pending hash as 32 zero bytes and a hole, and
+    /// the parent's height raised above the child's.
+    fn put(&self, out: &mut Vec<u8>, holes: &mut Vec<(u32, u32)>, height: &mut u32) {
+        match self {
+            PendingChild::Ready(r) => r.encode(out),
+            PendingChild::Hashed(i, h) => {
+                out.push(0xa0);
+                holes.push((out.len() as u32, *i as u32));
+                out.extend_from_slice(&[0u8; 32]);
+                *height = (*height).max(h + 1);
+            }
+        }
+    }
+}
+
+/// An extension node over `child`, its path in hex-prefix form `hp`. Its holes follow
+/// every hole of the nodes below it in `holes`.
+pub(crate) fn pending_extension(
+    hp: &[u8],
+    child: &PendingChild,
+    holes: &mut Vec<(u32, u32)>,
+) -> Pending {
+    let payload = alloy_rlp::Encodable::length(&hp) + child.len();
+    let mut rlp = Vec::with_capacity(payload + 9);
+    list_header(payload, &mut rlp);
+    encode_bytes(hp, &mut rlp);
+    let mut height = 0;
+    let from = holes.len() as u32;
+    child.put(&mut rlp, holes, &mut height);
+    Pending {
+        rlp,
+        holes: from..holes.len() as u32,
+        height,
+    }
+}
+
+/// A branch node over `children`, with `value` (empty for none). Its holes follow every
+/// hole of the nodes below it in `holes`.
+pub(crate) fn pending_branch(
+    children: &[Option<PendingChild>; 16],
+    value: &[u8],
+    holes: &mut Vec<(u32, u32)>,
+) -> Pending {
+    let payload = children
+        .iter()
+        .map(|c| c.as_ref().map_or(1, PendingChild::len))
+        .sum::<usize>()
+        + alloy_rlp::Encodable::length(&value);
+    let mut rlp = Vec::with_capacity(payload + 9);
+    list_header(payload, &mut rlp);
+    let mut height = 0;
+    let from = holes.len() as u32;
+    for c in children {
+        match c {
+            Some(c) => c.put(&mut rlp, holes, &mut height),
+            None => rlp.push(0x80),
+        }
+    }
+    encode_bytes(value, &mut rlp);
+    Pending {
+        rlp,
+        holes: from..holes.len() as u32,
+        height,
+    }
 }
 
 /// [`build_node_known`] of a subtree whose nodes may all be held at once: a node's RLP
@@ -856,57 +935,21 @@ fn pending_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     }
     let mut child =
         |sub: &[(K, V)], d: usize, pending: &mut Vec<Pending>, holes: &mut Vec<(u32, u32)>| {
-            if let Some(r) = known(d, sub) {
-                return PendingChild::Ready(r);
-            }
-            let node = pending_node(sub, d, known, pending, holes);
-            if node.rlp.len() < 32 {
-                // Shorter than a hash: it holds no hash, and its parent embeds it.
-                PendingChild::Ready(NodeRef::Embedded(Bytes::from(node.rlp)))
-            } else {
-                let height = node.height;
-                pending.push(node);
-                PendingChild::Hashed(pending.len() - 1, height)
+            match known(d, sub) {
+                Some(r) => PendingChild::Ready(r),
+                None => PendingChild::of(pending_node(sub, d, known, pending, holes), pending),
             }
         };
-    let len_of = |c: &PendingChild| match c {
-        PendingChild::Ready(r) => r.len(),
-        PendingChild::Hashed(..) => 33,
-    };
-    let put = |c: &PendingChild,
-               out: &mut Vec<u8>,
-               holes: &mut Vec<(u32, u32)>,
-               height: &mut u32| {
-        match c {
-            PendingChild::Ready(r) => r.encode(out),
-            PendingChild::Hashed(i, h) => {
-                out.push(0xa0);
-                holes.push((out.len() as u32, *i as u32));
-                out.extend_from_slice(&[0u8; 32]);
-                *height = (*height).max(h + 1);
-            }
-        }
-    };
     let last = entries[entries.len() - 1].0.as_ref();
     let max = first.len().min(last.len()) * 2;
     let mut cp = depth;
     while cp < max && nibble(first, cp) == nibble(last, cp) {
         cp += 1;
     }
-    let mut height = 0;
     if cp > depth {
         let c = child(entries, cp, pending, holes);
         let path: Vec<u8> = (depth..cp).map(|i| nibble(first, i)).collect();
-        let hp = hex_prefix_encode(&path, false);
-        let payload = alloy_rlp::Encodable::length(&hp.as_slice()) + len_of(&c);
-        let mut rlp = Vec::with_capacity(payload + 9);
-        list_header(payload, &mut rlp);
-        encode_bytes(&hp, &mut rlp);
-        // The node's holes follow every hole of the nodes below it.
-        let from = holes.len() as u32;
-        put(&c, &mut rlp, holes, &mut height);
-        let holes = from..holes.len() as u32;
-        return Pending { rlp, holes, height };
+        return pending_extension(&hex_prefix_encode(&path, false), &c, holes);
     }
     let mut children: [Option<PendingChild>; 16] = Default::default();
     let mut value: &[u8] = &[];
@@ -924,23 +967,7 @@ fn pending_node<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         children[n as usize] = Some(child(&entries[start..end], depth + 1, pending, holes));
         start = end;
     }
-    let payload = children
-        .iter()
-        .map(|c| c.as_ref().map_or(1, len_of))
-        .sum::<usize>()
-        + alloy_rlp::Encodable::length(&value);
-    let mut rlp = Vec::with_capacity(payload + 9);
-    list_header(payload, &mut rlp);
-    let from = holes.len() as u32;
-    for c in &children {
-        match c {
-            Some(c) => put(c, &mut rlp, holes, &mut height),
-            None => rlp.push(0x80),
-        }
-    }
-    encode_bytes(value, &mut rlp);
-    let holes = from..holes.len() as u32;
-    Pending { rlp, holes, height }
+    pending_branch(&children, value, holes)
 }
 
 /// A source of trie nodes by hash (to make proofs from).
