@@ -24,28 +24,27 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// Hashes per second of this thread's CPU time (like the engine's time, so that other
 /// work on the machine counts in neither).
 fn keccak_rate(items: &[Vec<u8>]) -> f64 {
-    let t = thread_cpu_ns();
-    let mut acc = 0u8;
-    for _ in 0..3 {
-        for i in items {
-            acc ^= keccak256(i)[0];
-        }
-    }
-    std::hint::black_box(acc);
-    (items.len() * 3) as f64 / ((thread_cpu_ns() - t) as f64 / 1e9)
+    rate(items, |all| all.iter().fold(0, |a, i| a ^ keccak256(i)[0]))
 }
 
 /// [`keccak_rate`] with four items hashed at a time where the CPU can (the engine's
 /// path for header batches and node answers, `catchup_eth::keccak4`), in batches of 384.
 fn keccak4_rate(items: &[Vec<u8>]) -> f64 {
+    let mut out = Vec::new();
+    rate(items, |all| {
+        all.chunks(384).fold(0, |a, batch| {
+            catchup_eth::keccak4::keccak256_each(batch, &mut out);
+            a ^ out[0][0]
+        })
+    })
+}
+
+/// Items per second of thread CPU time of three `pass`es over `items`.
+fn rate(items: &[Vec<u8>], mut pass: impl FnMut(&[Vec<u8>]) -> u8) -> f64 {
     let t = thread_cpu_ns();
     let mut acc = 0u8;
-    let mut out = Vec::new();
     for _ in 0..3 {
-        for batch in items.chunks(384) {
-            catchup_eth::keccak4::keccak256_each(batch, &mut out);
-            acc ^= out[0][0];
-        }
+        acc ^= pass(items);
     }
     std::hint::black_box(acc);
     (items.len() * 3) as f64 / ((thread_cpu_ns() - t) as f64 / 1e9)

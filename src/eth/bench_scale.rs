@@ -203,42 +203,34 @@ fn bytes_on_disk(dir: &Path) -> (u64, u64) {
 /// in items per second and bytes per second.
 fn keccak_rate(nodes: &[&[u8]]) -> (f64, f64) {
     let bytes: usize = nodes.iter().map(|n| n.len()).sum();
-    let mut best = 0f64;
-    let mut acc = 0u8;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let mut items = 0usize;
-        // Bounded: at most 1000 passes over the nodes.
-        for _ in 0..1000 {
-            for n in nodes {
-                acc ^= keccak256(n)[0];
-            }
-            items += nodes.len();
-            if t.elapsed() >= Duration::from_millis(200) {
-                break;
-            }
-        }
-        best = best.max(items as f64 / t.elapsed().as_secs_f64().max(1e-9));
-    }
-    std::hint::black_box(acc);
+    let best = best_rate(nodes, |all| all.iter().fold(0, |a, n| a ^ keccak256(n)[0]));
     let per_item = bytes as f64 / nodes.len().max(1) as f64;
     (best, best * per_item)
 }
 
-/// [`keccak_rate`] with the nodes hashed four at a time where the CPU can (the path the
-/// engine takes for node answers, `catchup_eth::keccak4`), in answers of 384 nodes.
+/// [`keccak_rate`] in items per second with the nodes hashed four at a time where the
+/// CPU can (the path the engine takes for node answers, `catchup_eth::keccak4`), in
+/// answers of 384 nodes.
 fn keccak4_rate(nodes: &[&[u8]]) -> f64 {
+    let mut out = Vec::new();
+    best_rate(nodes, |all| {
+        all.chunks(384).fold(0, |a, answer| {
+            catchup_eth::keccak4::keccak256_each(answer, &mut out);
+            a ^ out[0][0]
+        })
+    })
+}
+
+/// Items per second of `pass` over `nodes`: best of 3 runs of at least 200 ms each (at
+/// most 1000 passes a run).
+fn best_rate(nodes: &[&[u8]], mut pass: impl FnMut(&[&[u8]]) -> u8) -> f64 {
     let mut best = 0f64;
     let mut acc = 0u8;
-    let mut out = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
         let mut items = 0usize;
         for _ in 0..1000 {
-            for answer in nodes.chunks(384) {
-                catchup_eth::keccak4::keccak256_each(answer, &mut out);
-                acc ^= out[0][0];
-            }
+            acc ^= pass(nodes);
             items += nodes.len();
             if t.elapsed() >= Duration::from_millis(200) {
                 break;
