@@ -1093,7 +1093,7 @@ mod load_tests {
     fn same_reads(s: &DiskStore, want: &MemStore) {
         for (k, v) in &want.nodes {
             assert!(s.has_node(k));
-            assert_eq!(s.get_node(k).as_ref(), Some(v));
+            assert_eq!(s.get_node(k).as_deref(), Some(v));
         }
         for k in want.codes.keys() {
             assert!(s.has_code(k));

@@ -899,7 +899,7 @@ pub fn check_state(stores: &[MemStore], root: B256) -> (bool, u64, u64) {
                 match get(&h) {
                     Some(raw) if keccak256(raw) == h => {
                         nodes += 1;
-                        raw.clone()
+                        raw.to_vec()
                     }
                     _ => {
                         ok = false;

@@ -832,7 +832,11 @@ mod tests {
         // The store holds exactly the trie's nodes.
         assert_eq!(store.nodes.len(), want_nodes.len());
         for (h, r) in &store.nodes {
-            assert_eq!(want_nodes.get(h), Some(r), "{n} {k}: {h} not of the trie");
+            assert_eq!(
+                want_nodes.get(h).map(Vec::as_slice),
+                Some(r),
+                "{n} {k}: {h} not of the trie"
+            );
         }
     }
 
