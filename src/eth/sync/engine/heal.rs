@@ -156,6 +156,9 @@ impl Engine {
         // Blocks are read and built one at a time; a step goes on to the next block until
         // it has built this many accounts, so that small blocks share one commit.
         let mut built = 0;
+        let first_new = r.blocks.len();
+        // Per new block: its first and last key, whether all its accounts are complete.
+        let mut new_complete = Vec::new();
         while r.next <= r.hi && built < REBUILD_STEP_ACCOUNTS {
             let p = r.next;
             r.next += 1;
@@ -168,7 +171,6 @@ impl Engine {
             let block = build_block(&leaves, k, &mut self.known_subtries, store);
             self.progress.rebuild_subtries_reused +=
                 std::mem::take(&mut self.known_subtries.reused);
-            let at_k_hash = (block.at_k.len() >= 32).then(|| keccak256(&block.at_k));
             // With clean ranges every stored account went through the follow-ups, so an
             // account of this block with its storage trie or code still open is one in
             // `followups`: a search of the ordered map, not a decode and lookups per account.
@@ -177,18 +179,25 @@ impl Engine {
                 !complete || accounts_complete(&leaves, store),
                 "an account left out of the follow-ups is incomplete"
             );
-            if complete {
-                self.complete.extend(at_k_hash);
-                if let BlockShape::Branch {
-                    node: NodeRef::Hash(h),
-                    ..
-                } = &block.shape
-                {
-                    self.complete.insert(*h);
-                }
-            }
+            new_complete.push(complete);
             built += leaves.len();
             r.blocks.push(block);
+        }
+        // The step's blocks' nodes at depth k, hashed four at a time.
+        hash_at_k(&mut r.blocks[first_new..]);
+        for (block, _) in r.blocks[first_new..]
+            .iter()
+            .zip(new_complete)
+            .filter(|(_, complete)| *complete)
+        {
+            self.complete.extend(block.at_k_hash);
+            if let BlockShape::Branch {
+                node: NodeRef::Hash(h),
+                ..
+            } = &block.shape
+            {
+                self.complete.insert(*h);
+            }
         }
         if r.next > r.hi {
             store_block_nodes(&mut r.blocks, k, store);
@@ -344,6 +353,7 @@ fn block_top(
     BlockTop {
         prefix,
         at_k,
+        at_k_hash: None,
         shape,
         at_k_stored: false,
     }
@@ -355,6 +365,7 @@ fn block_top(
 /// accounts higher up, and `at_k` would be a node of no trie: shard 0 stores it when the
 /// top it builds uses it.
 fn store_block_nodes(blocks: &mut [BlockTop], k: usize, store: &mut dyn SyncStore) {
+    hash_at_k(blocks);
     for i in 0..blocks.len() {
         let parent = &blocks[i].prefix[..k.saturating_sub(1)];
         let sibling = |j: Option<usize>| {
@@ -366,11 +377,25 @@ fn store_block_nodes(blocks: &mut [BlockTop], k: usize, store: &mut dyn SyncStor
             || sibling(i.checked_sub(1))
             || sibling(Some(i + 1));
         if real {
-            if b.at_k.len() >= 32 {
-                store.put_new_node(keccak256(&b.at_k), &b.at_k);
+            if let Some(h) = b.at_k_hash {
+                store.put_new_node(h, &b.at_k);
             }
             blocks[i].at_k_stored = true;
         }
+    }
+}
+
+/// Fill in the hash of each block's node at depth k that is referenced by hash and not
+/// hashed yet, four at a time.
+fn hash_at_k(blocks: &mut [BlockTop]) {
+    let todo: Vec<usize> = (0..blocks.len())
+        .filter(|&i| blocks[i].at_k_hash.is_none() && blocks[i].at_k.len() >= 32)
+        .collect();
+    let items: Vec<&[u8]> = todo.iter().map(|&i| blocks[i].at_k.as_slice()).collect();
+    let mut hashes = Vec::with_capacity(items.len());
+    catchup_eth::keccak4::keccak256_each(&items, &mut hashes);
+    for (i, h) in todo.into_iter().zip(hashes) {
+        blocks[i].at_k_hash = Some(h);
     }
 }
 
@@ -587,6 +612,9 @@ pub struct BlockTop {
     pub prefix: Vec<u8>,
     /// The block's subtrie as the node at the prefix's depth (stored by its builder).
     pub at_k: Vec<u8>,
+    /// Its hash, when it is referenced by hash (32 bytes or more) and was hashed already
+    /// (see [`hash_at_k`]).
+    pub at_k_hash: Option<B256>,
     /// The block's subtrie as seen from higher up.
     pub shape: BlockShape,
     /// Whether its builder stored `at_k` (see [`store_block_nodes`]); if not, shard 0
@@ -623,11 +651,15 @@ fn build_top(
     emit: &mut dyn FnMut(B256, &[u8]),
 ) -> (Vec<u8>, bool) {
     debug_assert!(!blocks.is_empty() && depth <= k);
-    fn reference((rlp, made): (Vec<u8>, bool), emit: &mut dyn FnMut(B256, &[u8])) -> NodeRef {
+    fn reference(
+        (rlp, made): (Vec<u8>, bool),
+        hash: Option<B256>,
+        emit: &mut dyn FnMut(B256, &[u8]),
+    ) -> NodeRef {
         if rlp.len() < 32 {
             NodeRef::Embedded(catchup_eth::Bytes::from(rlp))
         } else {
-            let h = keccak256(&rlp);
+            let h = hash.unwrap_or_else(|| keccak256(&rlp));
             if made {
                 emit(h, &rlp);
             }
@@ -662,7 +694,7 @@ fn build_top(
     }
     assert!(cp < k, "blocks with one prefix");
     if cp > depth {
-        let child = reference(build_top(blocks, cp, k, emit), emit);
+        let child = reference(build_top(blocks, cp, k, emit), None, emit);
         let node = Node::Extension {
             path: trie::Nibbles((depth..cp).map(|i| first.nibble(i)).collect()),
             child,
@@ -678,7 +710,12 @@ fn build_top(
             end += 1;
         }
         let (rlp, made) = build_top(&blocks[start..end], depth + 1, k, emit);
-        children[n as usize] = Some(reference((rlp, made), emit));
+        // A single block at depth k is its own node there, hashed already.
+        let known = match &blocks[start..end] {
+            [b] if depth + 1 == k => b.at_k_hash,
+            _ => None,
+        };
+        children[n as usize] = Some(reference((rlp, made), known, emit));
         start = end;
     }
     (
