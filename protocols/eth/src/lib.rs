@@ -33,8 +33,8 @@ pub mod verify;
 pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, B64, U256};
 
 pub use proof::{
-    verify_proof, verify_range_proof, verify_range_proof_interior, InteriorSubtrie, ProofError,
-    RangeInterior,
+    verify_proof, verify_range_proof, verify_range_proof_interior, verify_whole_tries_interior,
+    InteriorSubtrie, ProofError, RangeInterior, WholeTrie,
 };
 pub use rlp::RlpError;
 pub use trie::{

@@ -992,14 +992,14 @@ pub fn verify_range_proof_interior(
     Ok((more, out))
 }
 
-fn verify_range(
-    root: B256,
+/// The checks of a range's keys and values before any proof is looked at: as many values
+/// as keys, not too many, keys of one length (at most [`MAX_KEY_BYTES`]) strictly
+/// increasing, no empty value. Returns the key length.
+fn check_range_input(
     first_key: &[u8],
     keys: &[impl AsRef<[u8]>],
     values: &[impl AsRef<[u8]>],
-    proof: &[Bytes],
-    interior: Option<&mut RangeInterior>,
-) -> Result<bool, ProofError> {
+) -> Result<usize, ProofError> {
     if keys.len() != values.len() {
         return Err(ProofError::LengthMismatch {
             keys: keys.len(),
@@ -1035,6 +1035,94 @@ fn verify_range(
             return Err(ProofError::KeysNotIncreasing { index: i });
         }
     }
+    Ok(key_len)
+}
+
+/// One trie given whole: all its leaves, no proof (see [`verify_whole_tries_interior`]).
+pub struct WholeTrie<'a> {
+    pub root: B256,
+    pub keys: Vec<&'a [u8]>,
+    pub values: Vec<&'a [u8]>,
+}
+
+/// [`verify_range_proof_interior`] of several tries each given whole (an empty proof,
+/// from the first key), their nodes hashed together a height at a time: many small tries
+/// (the storage of one response's accounts) fill the four lanes of [`crate::keccak4`]
+/// where one at a time their few nodes would not. Each result equals that call's.
+pub fn verify_whole_tries_interior(
+    tries: &[WholeTrie<'_>],
+) -> Vec<Result<RangeInterior, ProofError>> {
+    let mut pending = Vec::new();
+    let mut holes = Vec::new();
+    // Per trie: its pending nodes (root last), or why it failed.
+    let mut spans: Vec<Result<std::ops::Range<usize>, ProofError>> =
+        Vec::with_capacity(tries.len());
+    for t in tries {
+        let span = match check_range_input(&[], &t.keys, &t.values) {
+            Err(e) => Err(e),
+            // An empty trie: its root is the empty root, and it has no nodes.
+            Ok(_) if t.keys.is_empty() => Ok(0..0),
+            Ok(_) => {
+                let start = pending.len();
+                let top = build_pending(&t.keys, &t.values, 0, &mut pending, &mut holes);
+                // The root is referenced by its hash whatever its length.
+                pending.push(top);
+                Ok(start..pending.len())
+            }
+        };
+        spans.push(span);
+    }
+    let mut none = Pending {
+        rlp: Vec::new(),
+        holes: 0..0,
+        height: 0,
+    };
+    let (hashes, _) = crate::trie::hash_by_height(&mut pending, &holes, &mut none);
+    let mut rlps = pending.into_iter().map(|p| p.rlp);
+    let mut taken = 0;
+    tries
+        .iter()
+        .zip(spans)
+        .map(|(t, span)| {
+            let span = span?;
+            let nodes: Vec<(B256, Vec<u8>)> = (span.clone())
+                .map(|i| {
+                    debug_assert_eq!(i, taken);
+                    taken += 1;
+                    (hashes[i], rlps.next().expect("one per pending node"))
+                })
+                .collect();
+            let got = nodes.last().map_or(EMPTY_ROOT, |n| n.0);
+            if got != t.root {
+                return Err(ProofError::RootMismatch {
+                    expected: t.root,
+                    got,
+                });
+            }
+            let mut out = RangeInterior::default();
+            if !nodes.is_empty() {
+                out.subtries.push(InteriorSubtrie {
+                    path: Vec::new(),
+                    node: NodeRef::Hash(got),
+                    leaves: 0..t.keys.len(),
+                    nodes: 0..nodes.len(),
+                });
+                out.nodes = nodes;
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+fn verify_range(
+    root: B256,
+    first_key: &[u8],
+    keys: &[impl AsRef<[u8]>],
+    values: &[impl AsRef<[u8]>],
+    proof: &[Bytes],
+    interior: Option<&mut RangeInterior>,
+) -> Result<bool, ProofError> {
+    let key_len = check_range_input(first_key, keys, values)?;
     if proof.is_empty() {
         let mut tree = M::Empty;
         let got = match interior {

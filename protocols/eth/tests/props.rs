@@ -821,3 +821,58 @@ proptest! {
         prop_assert!(verify_range_proof_interior(root, &first, &keys, &vals2, &proof).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// Tries given whole and verified together read as each verified alone: the same
+    /// nodes in the same order and the same subtrie, or an error where alone it fails
+    /// (a wrong root, an empty value, keys out of order).
+    #[test]
+    fn whole_tries_verified_together_read_as_each_alone(
+        tries in vec((btree_map(any::<[u8; 2]>(), vec(any::<u8>(), 1..70), 0..40), 0u8..6), 1..9),
+    ) {
+        // 32-byte keys sharing long prefixes: the first two bytes vary, the rest is fixed.
+        let cases: Vec<(B256, Vec<[u8; 32]>, Vec<Vec<u8>>)> = tries
+            .iter()
+            .map(|(pairs, damage)| {
+                let key = |k: &[u8; 2]| {
+                    let mut full = [0x5au8; 32];
+                    full[..2].copy_from_slice(k);
+                    full
+                };
+                let mut keys: Vec<[u8; 32]> = pairs.keys().map(key).collect();
+                let mut values: Vec<Vec<u8>> = pairs.values().cloned().collect();
+                let mut root = TrieBuilder::new(keys.iter().zip(&values)).root();
+                match damage {
+                    1 => root.0[7] ^= 1,
+                    2 if !values.is_empty() => values[0].clear(),
+                    3 if keys.len() > 1 => keys.swap(0, 1),
+                    _ => {}
+                }
+                (root, keys, values)
+            })
+            .collect();
+        let whole: Vec<WholeTrie<'_>> = cases
+            .iter()
+            .map(|(root, keys, values)| WholeTrie {
+                root: *root,
+                keys: keys.iter().map(|k| k.as_slice()).collect(),
+                values: values.iter().map(|v| v.as_slice()).collect(),
+            })
+            .collect();
+        let together = verify_whole_tries_interior(&whole);
+        prop_assert_eq!(together.len(), cases.len());
+        for ((root, keys, values), got) in cases.iter().zip(together) {
+            let alone = verify_range_proof_interior(*root, &[0u8; 32], keys, values, &[]);
+            match (alone, got) {
+                (Ok((more, want)), Ok(got)) => {
+                    prop_assert!(!more);
+                    prop_assert_eq!(got, want);
+                }
+                (Err(_), Err(_)) => {}
+                (alone, got) => prop_assert!(false, "alone {:?}, together {:?}", alone.map(|a| a.0), got.map(|_| ())),
+            }
+        }
+    }
+}
