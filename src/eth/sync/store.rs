@@ -100,49 +100,36 @@ pub trait SyncStore {
     fn read_journal(&self) -> Option<Vec<u8>>;
 }
 
-/// Trie nodes by hash: the bytes in an append-only arena of 1 MiB chunks, and per part (by
-/// the hash's first byte) a table of 16-byte slots: eight more bytes of the hash and where
-/// the node is.
+/// Trie nodes by hash: the entries in one append-only list, and per part (by the hash's
+/// first byte) a table of 16-byte slots: eight more bytes of the hash and the entry's
+/// index.
 ///
-/// Tables of whole entries (a 32-byte key and a `Vec`, 56 bytes, one allocation per node)
-/// spent as much time growing as inserting, moving every entry into pages touched for the
-/// first time, and one `malloc` per node. The slots here are a third of that size, carry
-/// their own hash (growth never reads the arena), and nodes share chunk allocations. Each
-/// part stays small enough that its growth runs in cache, and the memory freed by a part's
-/// growth is reused by the next part's. A lookup compares the stored key only when the
-/// eight bytes match, so a miss rarely touches the arena.
+/// Tables of whole entries (a 32-byte key and a `Vec`, 56 bytes) spent as much time
+/// growing as inserting, moving every entry into pages touched for the first time. The
+/// slots here are under a third of that size and carry their own hash, so a table's
+/// growth reads neither the keys nor the list; the list grows at its end (a large
+/// reallocation is a remap, not a copy). Each part stays small enough that its growth
+/// runs in cache. A lookup compares the stored key only when the eight bytes match, so a
+/// miss rarely reads the list.
 ///
-/// Removed or replaced nodes leave their old bytes in the arena; only tests remove.
-#[derive(Clone)]
+/// A removed node leaves its key in the list and its bytes freed; only tests remove.
+#[derive(Clone, Default)]
 pub struct NodeMap {
-    parts: Box<[HashTable<NodeSlot>]>,
-    chunks: Vec<Vec<u8>>,
+    parts: Vec<HashTable<NodeSlot>>,
+    entries: Vec<(B256, Vec<u8>)>,
     len: usize,
 }
 
-/// A node's place: eight bytes of its hash (the table's hash) and its arena address
-/// (chunk << 32 | offset of its record: the 32-byte key, a u32 length, the bytes).
+/// A node's place: eight bytes of its hash (the table's hash) and its entry's index.
 #[derive(Clone, Copy)]
 struct NodeSlot {
     tag: u64,
     at: u64,
 }
 
-const NODE_CHUNK: usize = 1 << 20;
-
 #[inline]
 fn node_tag(hash: &B256) -> u64 {
     u64::from_le_bytes(hash[8..16].try_into().expect("8 bytes"))
-}
-
-impl Default for NodeMap {
-    fn default() -> Self {
-        NodeMap {
-            parts: (0..Self::PARTS).map(|_| HashTable::new()).collect(),
-            chunks: Vec::new(),
-            len: 0,
-        }
-    }
 }
 
 impl std::fmt::Debug for NodeMap {
@@ -162,40 +149,14 @@ impl Eq for NodeMap {}
 impl NodeMap {
     pub const PARTS: usize = 256;
 
-    /// The record at `at`: its key and its bytes.
-    #[inline]
-    fn record(&self, at: u64) -> (&B256, &[u8]) {
-        let chunk = &self.chunks[(at >> 32) as usize];
-        let off = at as u32 as usize;
-        let key = <&B256>::try_from(&chunk[off..off + 32]).expect("32 bytes");
-        let len = u32::from_le_bytes(chunk[off + 32..off + 36].try_into().expect("4 bytes"));
-        (key, &chunk[off + 36..off + 36 + len as usize])
-    }
-
-    /// Append a record; its address.
-    fn append(&mut self, hash: &B256, rlp: &[u8]) -> u64 {
-        let need = 36 + rlp.len();
-        let fits = self
-            .chunks
-            .last()
-            .is_some_and(|c| c.capacity() - c.len() >= need);
-        if !fits {
-            self.chunks.push(Vec::with_capacity(need.max(NODE_CHUNK)));
-        }
-        let index = self.chunks.len() - 1;
-        let chunk = &mut self.chunks[index];
-        let at = (index as u64) << 32 | chunk.len() as u64;
-        chunk.extend_from_slice(hash.as_slice());
-        chunk.extend_from_slice(&(rlp.len() as u32).to_le_bytes());
-        chunk.extend_from_slice(rlp);
-        at
-    }
-
     /// The slot of `hash` in its part, if present.
     #[inline]
     fn find(&self, hash: &B256) -> Option<&NodeSlot> {
         let tag = node_tag(hash);
-        self.parts[hash[0] as usize].find(tag, |s| s.tag == tag && self.record(s.at).0 == hash)
+        let entries = &self.entries;
+        self.parts
+            .get(hash[0] as usize)?
+            .find(tag, |s| s.tag == tag && entries[s.at as usize].0 == *hash)
     }
 
     pub fn len(&self) -> usize {
@@ -211,59 +172,62 @@ impl NodeMap {
     }
 
     pub fn get(&self, hash: &B256) -> Option<&[u8]> {
-        self.find(hash).map(|s| self.record(s.at).1)
+        self.find(hash)
+            .map(|s| self.entries[s.at as usize].1.as_slice())
     }
 
     /// Insert or replace; the replaced value.
     pub fn insert(&mut self, hash: B256, rlp: Vec<u8>) -> Option<Vec<u8>> {
-        let old = self.remove(&hash);
-        self.insert_new(hash, || rlp);
-        old
+        match self.find(&hash) {
+            Some(s) => {
+                let at = s.at as usize;
+                Some(std::mem::replace(&mut self.entries[at].1, rlp))
+            }
+            None => {
+                self.insert_new(hash, || rlp);
+                None
+            }
+        }
     }
 
     /// Insert `rlp()` unless `hash` is present (one probe); whether it was inserted.
     #[inline]
-    pub fn insert_new<R: AsRef<[u8]>>(&mut self, hash: B256, rlp: impl FnOnce() -> R) -> bool {
+    pub fn insert_new(&mut self, hash: B256, rlp: impl FnOnce() -> Vec<u8>) -> bool {
+        if self.parts.is_empty() {
+            self.parts = (0..Self::PARTS).map(|_| HashTable::new()).collect();
+        }
         let tag = node_tag(&hash);
-        let NodeMap { parts, chunks, .. } = self;
+        let NodeMap { parts, entries, .. } = self;
         let part = &mut parts[hash[0] as usize];
-        let same = |s: &NodeSlot| {
-            s.tag == tag && {
-                let chunk = &chunks[(s.at >> 32) as usize];
-                let off = s.at as u32 as usize;
-                chunk[off..off + 32] == hash[..]
-            }
-        };
+        let same = |s: &NodeSlot| s.tag == tag && entries[s.at as usize].0 == hash;
         if part.find(tag, same).is_some() {
             return false;
         }
-        let at = self.append(&hash, rlp().as_ref());
-        self.parts[hash[0] as usize].insert_unique(tag, NodeSlot { tag, at }, |s| s.tag);
+        let at = entries.len() as u64;
+        part.insert_unique(tag, NodeSlot { tag, at }, |s| s.tag);
+        entries.push((hash, rlp()));
         self.len += 1;
         true
     }
 
     pub fn remove(&mut self, hash: &B256) -> Option<Vec<u8>> {
         let tag = node_tag(hash);
-        let NodeMap { parts, chunks, .. } = self;
-        let same = |s: &NodeSlot| {
-            s.tag == tag && {
-                let chunk = &chunks[(s.at >> 32) as usize];
-                let off = s.at as u32 as usize;
-                chunk[off..off + 32] == hash[..]
-            }
-        };
-        let entry = parts[hash[0] as usize].find_entry(tag, same).ok()?;
+        let NodeMap { parts, entries, .. } = self;
+        let same = |s: &NodeSlot| s.tag == tag && entries[s.at as usize].0 == *hash;
+        let entry = parts
+            .get_mut(hash[0] as usize)?
+            .find_entry(tag, same)
+            .ok()?;
         let (slot, _) = entry.remove();
         self.len -= 1;
-        Some(self.record(slot.at).1.to_vec())
+        Some(std::mem::take(&mut self.entries[slot.at as usize].1))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&B256, &[u8])> {
-        self.parts
-            .iter()
-            .flat_map(|p| p.iter())
-            .map(|s| self.record(s.at))
+        self.parts.iter().flat_map(|p| p.iter()).map(|s| {
+            let (k, v) = &self.entries[s.at as usize];
+            (k, v.as_slice())
+        })
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &B256> {
@@ -322,7 +286,7 @@ impl SyncStore for MemStore {
         }
     }
     fn put_new_node(&mut self, hash: B256, rlp: &[u8]) -> bool {
-        self.nodes.insert_new(hash, || rlp)
+        self.nodes.insert_new(hash, || rlp.to_vec())
     }
     fn put_new_node_owned(&mut self, hash: B256, rlp: Vec<u8>) -> bool {
         self.nodes.insert_new(hash, || rlp)
@@ -483,8 +447,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         let k = (0u8..3, 0u8..3, 0u8..4);
-        // Sizes across a chunk's end, and one larger than a chunk.
-        let len = prop_oneof![0usize..600, Just(NODE_CHUNK - 36), Just(NODE_CHUNK + 5)];
+        let len = 0usize..600;
         prop_oneof![
             6 => (k.clone(), len.clone()).prop_map(|((p, t, r), l)| Op::InsertNew(p, t, r, l)),
             2 => (k.clone(), len).prop_map(|((p, t, r), l)| Op::Insert(p, t, r, l)),
