@@ -100,24 +100,58 @@ pub trait SyncStore {
     fn read_journal(&self) -> Option<Vec<u8>>;
 }
 
-/// Trie nodes by hash: the entries in one append-only list, and per part (by the hash's
-/// first byte) a table of 16-byte slots: eight more bytes of the hash and the entry's
-/// index.
+/// Trie nodes by hash: the entries in an append-only list of fixed-size chunks, and per
+/// part (by the hash's first byte) a table of 16-byte slots: eight more bytes of the hash
+/// and the entry's index.
 ///
 /// Tables of whole entries (a 32-byte key and a `Vec`, 56 bytes) spent as much time
 /// growing as inserting, moving every entry into pages touched for the first time. The
 /// slots here are under a third of that size and carry their own hash, so a table's
-/// growth reads neither the keys nor the list; the list grows at its end (a large
-/// reallocation is a remap, not a copy). Each part stays small enough that its growth
-/// runs in cache. A lookup compares the stored key only when the eight bytes match, so a
+/// growth reads neither the keys nor the list; the list grows by a chunk at a time and
+/// never moves an entry. Each part stays small enough that its growth runs in cache. A lookup compares the stored key only when the eight bytes match, so a
 /// miss rarely reads the list.
 ///
 /// A removed node leaves its key in the list and its bytes freed; only tests remove.
 #[derive(Clone, Default)]
 pub struct NodeMap {
     parts: Vec<HashTable<NodeSlot>>,
-    entries: Vec<(B256, Vec<u8>)>,
+    entries: Entries,
     len: usize,
+}
+
+/// Entries in chunks of [`Entries::CHUNK`], by index.
+#[derive(Clone, Default)]
+struct Entries(Vec<Vec<(B256, Vec<u8>)>>);
+
+impl Entries {
+    const SHIFT: u32 = 14;
+    const CHUNK: usize = 1 << Self::SHIFT;
+
+    /// Append; the index.
+    fn push(&mut self, e: (B256, Vec<u8>)) -> u64 {
+        if self.0.last().is_none_or(|c| c.len() == Self::CHUNK) {
+            self.0.push(Vec::with_capacity(Self::CHUNK));
+        }
+        let chunk = self.0.len() - 1;
+        let at = (chunk as u64) << Self::SHIFT | self.0[chunk].len() as u64;
+        self.0[chunk].push(e);
+        at
+    }
+}
+
+impl std::ops::Index<u64> for Entries {
+    type Output = (B256, Vec<u8>);
+    #[inline]
+    fn index(&self, at: u64) -> &Self::Output {
+        &self.0[(at >> Self::SHIFT) as usize][at as usize & (Self::CHUNK - 1)]
+    }
+}
+
+impl std::ops::IndexMut<u64> for Entries {
+    #[inline]
+    fn index_mut(&mut self, at: u64) -> &mut Self::Output {
+        &mut self.0[(at >> Self::SHIFT) as usize][at as usize & (Self::CHUNK - 1)]
+    }
 }
 
 /// A node's place: eight bytes of its hash (the table's hash) and its entry's index.
@@ -156,7 +190,7 @@ impl NodeMap {
         let entries = &self.entries;
         self.parts
             .get(hash[0] as usize)?
-            .find(tag, |s| s.tag == tag && entries[s.at as usize].0 == *hash)
+            .find(tag, |s| s.tag == tag && entries[s.at].0 == *hash)
     }
 
     pub fn len(&self) -> usize {
@@ -172,15 +206,14 @@ impl NodeMap {
     }
 
     pub fn get(&self, hash: &B256) -> Option<&[u8]> {
-        self.find(hash)
-            .map(|s| self.entries[s.at as usize].1.as_slice())
+        self.find(hash).map(|s| self.entries[s.at].1.as_slice())
     }
 
     /// Insert or replace; the replaced value.
     pub fn insert(&mut self, hash: B256, rlp: Vec<u8>) -> Option<Vec<u8>> {
         match self.find(&hash) {
             Some(s) => {
-                let at = s.at as usize;
+                let at = s.at;
                 Some(std::mem::replace(&mut self.entries[at].1, rlp))
             }
             None => {
@@ -199,13 +232,12 @@ impl NodeMap {
         let tag = node_tag(&hash);
         let NodeMap { parts, entries, .. } = self;
         let part = &mut parts[hash[0] as usize];
-        let same = |s: &NodeSlot| s.tag == tag && entries[s.at as usize].0 == hash;
+        let same = |s: &NodeSlot| s.tag == tag && entries[s.at].0 == hash;
         if part.find(tag, same).is_some() {
             return false;
         }
-        let at = entries.len() as u64;
+        let at = entries.push((hash, rlp()));
         part.insert_unique(tag, NodeSlot { tag, at }, |s| s.tag);
-        entries.push((hash, rlp()));
         self.len += 1;
         true
     }
@@ -213,19 +245,19 @@ impl NodeMap {
     pub fn remove(&mut self, hash: &B256) -> Option<Vec<u8>> {
         let tag = node_tag(hash);
         let NodeMap { parts, entries, .. } = self;
-        let same = |s: &NodeSlot| s.tag == tag && entries[s.at as usize].0 == *hash;
+        let same = |s: &NodeSlot| s.tag == tag && entries[s.at].0 == *hash;
         let entry = parts
             .get_mut(hash[0] as usize)?
             .find_entry(tag, same)
             .ok()?;
         let (slot, _) = entry.remove();
         self.len -= 1;
-        Some(std::mem::take(&mut self.entries[slot.at as usize].1))
+        Some(std::mem::take(&mut self.entries[slot.at].1))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&B256, &[u8])> {
         self.parts.iter().flat_map(|p| p.iter()).map(|s| {
-            let (k, v) = &self.entries[s.at as usize];
+            let (k, v) = &self.entries[s.at];
             (k, v.as_slice())
         })
     }
