@@ -1041,8 +1041,8 @@ fn check_range_input(
 /// One trie given whole: all its leaves, no proof (see [`verify_whole_tries_interior`]).
 pub struct WholeTrie<'a> {
     pub root: B256,
-    pub keys: Vec<&'a [u8]>,
-    pub values: Vec<&'a [u8]>,
+    pub keys: &'a [&'a [u8]],
+    pub values: &'a [&'a [u8]],
 }
 
 /// [`verify_range_proof_interior`] of several tries each given whole (an empty proof,
@@ -1058,13 +1058,13 @@ pub fn verify_whole_tries_interior(
     let mut spans: Vec<Result<std::ops::Range<usize>, ProofError>> =
         Vec::with_capacity(tries.len());
     for t in tries {
-        let span = match check_range_input(&[], &t.keys, &t.values) {
+        let span = match check_range_input(&[], t.keys, t.values) {
             Err(e) => Err(e),
             // An empty trie: its root is the empty root, and it has no nodes.
             Ok(_) if t.keys.is_empty() => Ok(0..0),
             Ok(_) => {
                 let start = pending.len();
-                let top = build_pending(&t.keys, &t.values, 0, &mut pending, &mut holes);
+                let top = build_pending(t.keys, t.values, 0, &mut pending, &mut holes);
                 // The root is referenced by its hash whatever its length.
                 pending.push(top);
                 Ok(start..pending.len())

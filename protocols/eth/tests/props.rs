@@ -853,13 +853,16 @@ proptest! {
                 (root, keys, values)
             })
             .collect();
+        let slices: Vec<(Vec<&[u8]>, Vec<&[u8]>)> = cases
+            .iter()
+            .map(|(_, keys, values)| {
+                (keys.iter().map(|k| k.as_slice()).collect(), values.iter().map(|v| v.as_slice()).collect())
+            })
+            .collect();
         let whole: Vec<WholeTrie<'_>> = cases
             .iter()
-            .map(|(root, keys, values)| WholeTrie {
-                root: *root,
-                keys: keys.iter().map(|k| k.as_slice()).collect(),
-                values: values.iter().map(|v| v.as_slice()).collect(),
-            })
+            .zip(&slices)
+            .map(|((root, _, _), (keys, values))| WholeTrie { root: *root, keys, values })
             .collect();
         let together = verify_whole_tries_interior(&whole);
         prop_assert_eq!(together.len(), cases.len());

@@ -96,8 +96,9 @@ pub(super) struct StorageAcc {
     /// Where the verified runs of its slots that the store holds start (runs from an
     /// earlier pass over a trie with another root are not among them).
     runs: Vec<B256>,
-    /// Its storage tasks (indices into `storage_tasks`).
-    tasks: Vec<usize>,
+    /// Its storage tasks (indices into `storage_tasks`): most tries are fetched by one
+    /// task, held here without an allocation.
+    tasks: smallvec::SmallVec<[usize; 2]>,
     /// Subtries its verified ranges built (and stored) already.
     known: KnownSubtries,
 }
@@ -330,7 +331,7 @@ impl Engine {
                 }
                 None => (vec![(B256::ZERO, B256::repeat_byte(0xff))], Vec::new()),
             };
-            let mut ids = Vec::with_capacity(left.len());
+            let mut ids = smallvec::SmallVec::with_capacity(left.len());
             for (origin, limit) in left {
                 let id = self.storage_tasks.push(StorageTask {
                     account: h,
@@ -595,8 +596,10 @@ impl Engine {
         } else {
             slots.len().saturating_sub(1)
         };
+        // (index in the answer, storage root, its slots' place in `keys` and `values`)
         let mut which = Vec::new();
-        let mut tries = Vec::new();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut values: Vec<&[u8]> = Vec::new();
         for (k, mine) in slots.iter().enumerate().take(proofless) {
             let Some(t) = self.storage_tasks.get(idxs[k]) else {
                 continue;
@@ -607,20 +610,25 @@ impl Engine {
             if mine.is_empty() {
                 continue;
             }
-            which.push(k);
-            tries.push(catchup_eth::WholeTrie {
-                root: acc.root,
-                keys: mine.iter().map(|a| a.0.as_slice()).collect(),
-                values: mine.iter().map(|a| a.1.as_slice()).collect(),
-            });
+            which.push((k, acc.root, keys.len()..keys.len() + mine.len()));
+            keys.extend(mine.iter().map(|a| a.0.as_slice()));
+            values.extend(mine.iter().map(|a| a.1.as_slice()));
         }
+        let tries: Vec<catchup_eth::WholeTrie<'_>> = which
+            .iter()
+            .map(|(_, root, at)| catchup_eth::WholeTrie {
+                root: *root,
+                keys: &keys[at.clone()],
+                values: &values[at.clone()],
+            })
+            .collect();
         let mut out: Vec<Option<Result<catchup_eth::RangeInterior, ()>>> =
             (0..slots.len()).map(|_| None).collect();
-        for (k, r) in which
-            .into_iter()
+        for ((k, _, _), r) in which
+            .iter()
             .zip(catchup_eth::verify_whole_tries_interior(&tries))
         {
-            out[k] = Some(r.map_err(|_| ()));
+            out[*k] = Some(r.map_err(|_| ()));
         }
         out
     }
@@ -643,20 +651,23 @@ impl Engine {
             return Ok(true);
         };
         let sroot = acc.root;
-        let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
-        let vals: Vec<&[u8]> = mine.iter().map(|a| a.1.as_slice()).collect();
-        if keys.is_empty() && proof.is_empty() {
+        let (count, last_any) = (mine.len(), mine.last().map(|a| a.0));
+        if count == 0 && proof.is_empty() {
             self.storage_unbusy(i);
             return Ok(false);
         }
+        let verify = || {
+            let keys: Vec<[u8; 32]> = mine.iter().map(|a| a.0 .0).collect();
+            let vals: Vec<&[u8]> = mine.iter().map(|a| a.1.as_slice()).collect();
+            verify_range_interior(sroot, &t.origin, &keys, &vals, proof)
+        };
         let verified = match verified {
             // A whole trie: nothing more to its right.
             Some(r) => r.map(|interior| (false, interior)),
-            None => verify_range_interior(sroot, &t.origin, &keys, &vals, proof),
+            None => verify(),
         };
         debug_assert!(
-            !proof.is_empty()
-                || verified == verify_range_interior(sroot, &t.origin, &keys, &vals, proof),
+            !proof.is_empty() || verified == verify(),
             "whole tries verified together read as each alone"
         );
         let (more, mut interior) = match verified {
@@ -676,24 +687,21 @@ impl Engine {
         let whole = t.origin == B256::ZERO
             && acc.open_tasks == 1
             && acc.runs.is_empty()
-            && keys.last().is_some_and(|k| B256::from(*k) <= t.limit)
+            && last_any.is_some_and(|k| k <= t.limit)
             && interior.subtries.first().is_some_and(|s| {
-                s.path.is_empty()
-                    && s.node == trie::NodeRef::Hash(sroot)
-                    && s.leaves == (0..keys.len())
+                s.path.is_empty() && s.node == trie::NodeRef::Hash(sroot) && s.leaves == (0..count)
             });
         if whole {
             for (h, rlp) in std::mem::take(&mut interior.nodes) {
                 store.put_new_node_owned(h, rlp);
             }
-            self.progress.slots_downloaded += keys.len() as u64;
+            self.progress.slots_downloaded += count as u64;
             self.storage_tasks.finish(i);
             self.storage_accs.remove(&t.account);
             store.put_storage_done(t.account);
             self.followed_up(t.account, FOLLOW_STORAGE);
             return Ok(true);
         }
-        let last_any = keys.last().map(|k| B256::from(*k));
         let mut last = None;
         let mut run = Vec::new();
         for (h, v) in mine {
@@ -770,7 +778,7 @@ impl Engine {
                         root: acc.root,
                         open_tasks: 1,
                         runs: Vec::new(),
-                        tasks: Vec::new(),
+                        tasks: Default::default(),
                         known: KnownSubtries::default(),
                     },
                 );
