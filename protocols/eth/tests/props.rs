@@ -822,6 +822,10 @@ proptest! {
     }
 }
 
+/// A trie given whole: its root, keys and values.
+type WholeCase = (B256, Vec<[u8; 32]>, Vec<Vec<u8>>);
+type KeysValues<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
 
@@ -833,7 +837,7 @@ proptest! {
         tries in vec((btree_map(any::<[u8; 2]>(), vec(any::<u8>(), 1..70), 0..40), 0u8..6), 1..9),
     ) {
         // 32-byte keys sharing long prefixes: the first two bytes vary, the rest is fixed.
-        let cases: Vec<(B256, Vec<[u8; 32]>, Vec<Vec<u8>>)> = tries
+        let cases: Vec<WholeCase> = tries
             .iter()
             .map(|(pairs, damage)| {
                 let key = |k: &[u8; 2]| {
@@ -853,7 +857,7 @@ proptest! {
                 (root, keys, values)
             })
             .collect();
-        let slices: Vec<(Vec<&[u8]>, Vec<&[u8]>)> = cases
+        let slices: Vec<KeysValues<'_>> = cases
             .iter()
             .map(|(_, keys, values)| {
                 (keys.iter().map(|k| k.as_slice()).collect(), values.iter().map(|v| v.as_slice()).collect())

@@ -86,6 +86,9 @@ impl std::ops::IndexMut<usize> for StorageTasks {
     }
 }
 
+/// A storage trie verified whole, ahead of its turn (see [`Engine::verify_whole_tries`]).
+type Verified = Result<catchup_eth::RangeInterior, ()>;
+
 /// One account's storage trie while its ranges come in. Its verified slots are kept in
 /// the store (as the runs a restart resumes from), not here, and read back once, when
 /// the last range is in, to build the trie's edges.
@@ -584,13 +587,12 @@ impl Engine {
     /// last, and the last's too when the proof is empty) are whole tries: verified
     /// together, so that their nodes are hashed four at a time across tries. By index in
     /// the answer; `None` where there is nothing to verify that way.
-    #[allow(clippy::type_complexity)]
     fn verify_whole_tries(
         &self,
         idxs: &[usize],
         slots: &[Vec<(B256, Vec<u8>)>],
         no_proof: bool,
-    ) -> Vec<Option<Result<catchup_eth::RangeInterior, ()>>> {
+    ) -> Vec<Option<Verified>> {
         let proofless = if no_proof {
             slots.len()
         } else {
@@ -622,8 +624,7 @@ impl Engine {
                 values: &values[at.clone()],
             })
             .collect();
-        let mut out: Vec<Option<Result<catchup_eth::RangeInterior, ()>>> =
-            (0..slots.len()).map(|_| None).collect();
+        let mut out: Vec<Option<Verified>> = (0..slots.len()).map(|_| None).collect();
         for ((k, _, _), r) in which
             .iter()
             .zip(catchup_eth::verify_whole_tries_interior(&tries))
@@ -640,7 +641,7 @@ impl Engine {
         i: usize,
         mine: Vec<(B256, Vec<u8>)>,
         proof: &[Vec<u8>],
-        verified: Option<Result<catchup_eth::RangeInterior, ()>>,
+        verified: Option<Verified>,
         store: &mut dyn SyncStore,
     ) -> Result<bool, ()> {
         let Some(t) = self.storage_tasks.get(i).cloned() else {
