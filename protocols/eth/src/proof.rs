@@ -1085,7 +1085,7 @@ pub fn verify_whole_tries_interior(
         .zip(spans)
         .map(|(t, span)| {
             let span = span?;
-            let nodes: Vec<(B256, Vec<u8>)> = (span.clone())
+            let nodes: Vec<(B256, Vec<u8>)> = span
                 .map(|i| {
                     debug_assert_eq!(i, taken);
                     taken += 1;

@@ -108,8 +108,9 @@ pub trait SyncStore {
 /// growing as inserting, moving every entry into pages touched for the first time. The
 /// slots here are under a third of that size and carry their own hash, so a table's
 /// growth reads neither the keys nor the list; the list grows by a chunk at a time and
-/// never moves an entry. Each part stays small enough that its growth runs in cache. A lookup compares the stored key only when the eight bytes match, so a
-/// miss rarely reads the list.
+/// never moves an entry. Each part stays small enough that its growth runs in cache. A
+/// lookup compares the stored key only when the eight bytes match, so a miss rarely
+/// reads the list.
 ///
 /// A removed node leaves its key in the list and its bytes freed; only tests remove.
 #[derive(Clone, Default)]
@@ -486,6 +487,26 @@ mod tests {
             2 => k.prop_map(|(p, t, r)| Op::Remove(p, t, r)),
             1 => Just(Op::Clone),
         ]
+    }
+
+    /// Entries past the first chunks of the list read back, each under its own key.
+    #[test]
+    fn the_node_map_holds_entries_across_chunks() {
+        let n = 3 * Entries::CHUNK + 5;
+        let key = |i: usize| alloy_primitives::keccak256((i as u64).to_le_bytes());
+        let mut m = NodeMap::default();
+        for i in 0..n {
+            assert!(m.insert_new(key(i), || i.to_le_bytes().to_vec()));
+        }
+        assert!(!m.insert_new(key(7), Vec::new));
+        assert_eq!(m.len(), n);
+        for i in (0..n).step_by(97).chain([n - 1]) {
+            assert_eq!(m.get(&key(i)), Some(&i.to_le_bytes()[..]));
+        }
+        assert_eq!(m.iter().count(), n);
+        assert_eq!(m.remove(&key(n - 1)), Some((n - 1).to_le_bytes().to_vec()));
+        assert!(!m.contains_key(&key(n - 1)));
+        assert_eq!(m.len(), n - 1);
     }
 
     proptest! {

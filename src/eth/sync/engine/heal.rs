@@ -157,7 +157,7 @@ impl Engine {
         // it has built this many accounts, so that small blocks share one commit.
         let mut built = 0;
         let first_new = r.blocks.len();
-        // Per new block: its first and last key, whether all its accounts are complete.
+        // Per new block: whether all its accounts are complete.
         let mut new_complete = Vec::new();
         while r.next <= r.hi && built < REBUILD_STEP_ACCOUNTS {
             let p = r.next;
